@@ -1,0 +1,3 @@
+module github.com/agentid/agentid/cmd
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/agentid/agentid/e2e
+
+go 1.26

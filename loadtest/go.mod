@@ -1,0 +1,3 @@
+module github.com/agentid/agentid/loadtest
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/agentid/agentid/services/issuer
+
+go 1.26

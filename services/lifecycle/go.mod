@@ -1,0 +1,3 @@
+module github.com/agentid/agentid/services/lifecycle
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/agentid/agentid/services/policy
+
+go 1.26

@@ -1,0 +1,3 @@
+module github.com/agentid/agentid/services/registry
+
+go 1.26

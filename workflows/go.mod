@@ -1,0 +1,3 @@
+module github.com/agentid/agentid/workflows
+
+go 1.26
