@@ -1,0 +1,287 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentid/agentid/pkg/authn"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+func newAgentsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "agents", Short: "Register, inspect and retire agents"}
+	cmd.AddCommand(newAgentsRegisterCmd(g), newAgentsGetCmd(g), newAgentsListCmd(g), newAgentsRetireCmd(g))
+	return cmd
+}
+
+// enumFlag maps a short lowercase flag value onto a protobuf enum value by its name.
+func enumFlag(flag, value, prefix string, values map[string]int32) (int32, error) {
+	v, ok := values[prefix+strings.ToUpper(strings.ReplaceAll(value, "-", "_"))]
+	if !ok || v == 0 {
+		var names []string
+		for n, x := range values {
+			if x != 0 {
+				names = append(names, strings.ToLower(strings.TrimPrefix(n, prefix)))
+			}
+		}
+		return 0, fmt.Errorf("--%s %q: want one of %s", flag, value, strings.Join(names, ", "))
+	}
+	return v, nil
+}
+
+func newAgentsRegisterCmd(g *globals) *cobra.Command {
+	var (
+		a                                           registryv1.Agent
+		env, autonomy, model, boundary, sensitivity string
+		jwksFile, keyOut, requestID                 string
+		expiresIn                                   time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "register",
+		Short: "Register an agent (it starts PENDING; provisioning decides)",
+		Example: `  agentctl agents register --display-name "FAQ bot" --owner team:support --purpose "answers FAQ" \
+    --environment dev --sensitivity internal --scope faq.read --key-out faq-bot.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if a.Environment, err = enumOf[registryv1.Environment]("environment", env, "ENVIRONMENT_", registryv1.Environment_value); err != nil {
+				return err
+			}
+			if a.Autonomy, err = enumOf[registryv1.Autonomy]("autonomy", autonomy, "AUTONOMY_", registryv1.Autonomy_value); err != nil {
+				return err
+			}
+			if a.IdentityModel, err = enumOf[registryv1.IdentityModel]("identity-model", model, "IDENTITY_MODEL_", registryv1.IdentityModel_value); err != nil {
+				return err
+			}
+			if a.TrustBoundary, err = enumOf[registryv1.TrustBoundary]("trust-boundary", boundary, "TRUST_BOUNDARY_", registryv1.TrustBoundary_value); err != nil {
+				return err
+			}
+			if a.DataSensitivity, err = enumOf[registryv1.DataSensitivity]("sensitivity", sensitivity, "DATA_SENSITIVITY_", registryv1.DataSensitivity_value); err != nil {
+				return err
+			}
+			if expiresIn > 0 {
+				a.ExpireTime = timestamp(time.Now().Add(expiresIn))
+			}
+			conn, s, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			tenant := g.tenantOr(s)
+			var cred *authn.Credential
+			switch {
+			case jwksFile != "" && keyOut != "":
+				return errors.New("--jwks-file and --key-out are exclusive")
+			case jwksFile != "":
+				b, err := os.ReadFile(jwksFile)
+				if err != nil {
+					return err
+				}
+				a.PublicJwks = string(b)
+			case keyOut != "":
+				if _, err := os.Stat(keyOut); err == nil {
+					return fmt.Errorf("--key-out %s exists; refusing to overwrite a key", keyOut)
+				}
+				issuer, err := tenantIssuer(s, tenant)
+				if err != nil {
+					return err
+				}
+				if cred, err = authn.NewCredential(tenant, "pending", issuer); err != nil {
+					return err
+				}
+				jwks, err := cred.PublicJWKS()
+				if err != nil {
+					return err
+				}
+				a.PublicJwks = string(jwks)
+			default:
+				return errors.New("the agent needs a public key: --key-out FILE (generate one) or --jwks-file FILE")
+			}
+			res, err := registryv1.NewRegistryServiceClient(conn).RegisterAgent(cmd.Context(), &registryv1.RegisterAgentRequest{
+				Parent: "tenants/" + tenant, Agent: &a, RequestId: requestID,
+			})
+			if err != nil {
+				return err
+			}
+			if cred != nil {
+				cred.ClientID = res.GetAgent().GetAgentId()
+				if err := authn.WriteCredentialFile(keyOut, cred); err != nil {
+					return fmt.Errorf("agent registered as %s but writing its key failed: %w", res.GetAgent().GetName(), err)
+				}
+				fmt.Fprintf(g.stderr, "wrote the agent's private key credential to %s\n", keyOut)
+			}
+			return g.printAgents([]*registryv1.Agent{res.GetAgent()}, false)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&a.DisplayName, "display-name", "", "human-readable name (required)")
+	f.StringVar(&a.Owner, "owner", "", "accountable owner: team or person (required)")
+	f.StringVar(&a.Sponsor, "sponsor", "", "who asked for the agent")
+	f.StringVar(&a.Purpose, "purpose", "", "business purpose (required)")
+	f.StringVar(&env, "environment", "dev", "dev, test, staging or prod")
+	f.StringVar(&autonomy, "autonomy", "assistive", "assistive or autonomous")
+	f.StringVar(&model, "identity-model", "autonomous", "autonomous (acts as itself) or delegated (for a user)")
+	f.StringVar(&boundary, "trust-boundary", "internal", "internal, b2b or public")
+	f.StringVar(&sensitivity, "sensitivity", "internal", "public, internal, confidential, pii, phi or pci")
+	f.StringSliceVar(&a.Scopes, "scope", nil, "allowed scope, resource.action[.qualifier] (repeat or comma-separate)")
+	f.DurationVar(&expiresIn, "expires-in", 0, "identity lifetime (e.g. 720h); empty for the policy default")
+	f.StringVar(&jwksFile, "jwks-file", "", "the agent's public JWK Set")
+	f.StringVar(&keyOut, "key-out", "", "generate an ES256 key and write the agent's credential file here")
+	f.StringVar(&requestID, "request-id", "", "idempotency key (retries with the same key register nothing new)")
+	return cmd
+}
+
+// enumOf parses a flag into the protobuf enum type E.
+func enumOf[E ~int32](flag, value, prefix string, values map[string]int32) (E, error) {
+	v, err := enumFlag(flag, value, prefix, values)
+	return E(v), err
+}
+
+// tenantIssuer derives a tenant's issuer identifier from the session credential's issuer.
+func tenantIssuer(s *session, tenant string) (string, error) {
+	cred, err := authn.LoadCredentialFile(s.CredentialFile)
+	if err != nil {
+		return "", err
+	}
+	i := strings.LastIndex(cred.Issuer, "/t/")
+	if i < 0 {
+		return "", fmt.Errorf("credential issuer %q is not of the form {base}/t/{tenant}", cred.Issuer)
+	}
+	return cred.Issuer[:i] + "/t/" + tenant, nil
+}
+
+func newAgentsGetCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get AGENT",
+		Short: "Show one agent (tenants/{tenant}/agents/{agent} or a bare id)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			conn, s, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			name, err := g.agentName(s, args[0])
+			if err != nil {
+				return err
+			}
+			res, err := registryv1.NewRegistryServiceClient(conn).GetAgent(cmd.Context(), &registryv1.GetAgentRequest{Name: name})
+			if err != nil {
+				return err
+			}
+			return g.printAgents([]*registryv1.Agent{res.GetAgent()}, false)
+		},
+	}
+}
+
+func newAgentsListCmd(g *globals) *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the tenant's agents",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			conn, s, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			var all []*registryv1.Agent
+			token := ""
+			for len(all) < limit {
+				res, err := registryv1.NewRegistryServiceClient(conn).ListAgents(cmd.Context(), &registryv1.ListAgentsRequest{
+					Parent: "tenants/" + g.tenantOr(s), PageSize: int32(min(1000, limit-len(all))), PageToken: token,
+				})
+				if err != nil {
+					return err
+				}
+				all = append(all, res.GetAgents()...)
+				if token = res.GetNextPageToken(); token == "" {
+					break
+				}
+			}
+			return g.printAgents(all, true)
+		},
+	}
+	cmd.Flags().IntVar(&limit, "limit", 1000, "maximum number of agents to show")
+	return cmd
+}
+
+func newAgentsRetireCmd(g *globals) *cobra.Command {
+	var reason, ticket, requestID string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "retire AGENT",
+		Short: "Retire an agent: the deprovisioning workflow disables access and revokes every credential",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if reason == "" {
+				return errors.New("--reason is required: say why the agent is retired")
+			}
+			conn, s, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			name, err := g.agentName(s, args[0])
+			if err != nil {
+				return err
+			}
+			rc := registryv1.NewRegistryServiceClient(conn)
+			res, err := rc.RetireAgent(cmd.Context(), &registryv1.RetireAgentRequest{
+				Name: name, Reason: reason, Ticket: ticket, RequestId: requestID,
+			})
+			if err != nil {
+				return err
+			}
+			agent := res.GetAgent()
+			if wait {
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				defer cancel()
+				for agent.GetState() != registryv1.AgentState_AGENT_STATE_RETIRED {
+					select {
+					case <-ctx.Done():
+						return fmt.Errorf("agent %s is still %s after %s", name, agent.GetState(), timeout)
+					case <-time.After(200 * time.Millisecond):
+					}
+					got, err := rc.GetAgent(ctx, &registryv1.GetAgentRequest{Name: name})
+					if err != nil {
+						return err
+					}
+					agent = got.GetAgent()
+				}
+			}
+			return g.printAgents([]*registryv1.Agent{agent}, false)
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why (project finished, replaced, owner left, policy violation ...)")
+	cmd.Flags().StringVar(&ticket, "ticket", "", "change ticket the retirement is recorded under")
+	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until deprovisioning is verified and the agent is RETIRED")
+	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long --wait waits")
+	return cmd
+}
+
+func (g *globals) printAgents(as []*registryv1.Agent, list bool) error {
+	msgs := make([]proto.Message, len(as))
+	for i, a := range as {
+		msgs[i] = a
+	}
+	return g.printResult(msgs, list, func() table {
+		t := table{header: []string{"NAME", "DISPLAY NAME", "OWNER", "ENV", "RISK", "STATE", "SCOPES"}}
+		for _, a := range as {
+			t.rows = append(t.rows, []string{a.GetName(), a.GetDisplayName(), a.GetOwner(),
+				enumName(a.GetEnvironment().String(), "ENVIRONMENT_"), enumName(a.GetRiskTier().String(), "RISK_TIER_"),
+				enumName(a.GetState().String(), "AGENT_STATE_"), strings.Join(a.GetScopes(), ",")})
+		}
+		return t
+	})
+}

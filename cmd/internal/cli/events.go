@@ -1,0 +1,153 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/protobuf/encoding/protojson"
+	"sigs.k8s.io/yaml"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	// The payload types, so that every event decodes.
+	_ "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	_ "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
+	_ "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	_ "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
+	_ "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+// tailedEvent is the JSON shape of one event printed by `events tail`.
+type tailedEvent struct {
+	ID            string          `json:"id"`
+	Type          string          `json:"type"`
+	Source        string          `json:"source"`
+	Subject       string          `json:"subject"`
+	Time          string          `json:"time"`
+	Tenant        string          `json:"tenant"`
+	Actor         string          `json:"actor,omitempty"`
+	ActorKind     string          `json:"actor_kind,omitempty"`
+	OnBehalfOf    string          `json:"on_behalf_of,omitempty"`
+	CorrelationID string          `json:"correlation_id,omitempty"`
+	CausationID   string          `json:"causation_id,omitempty"`
+	Stream        string          `json:"stream"`
+	Sequence      uint64          `json:"sequence"`
+	DataSchema    string          `json:"dataschema"`
+	Data          json.RawMessage `json:"data"`
+}
+
+func newEventsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "events", Short: "Watch the platform's events"}
+	var natsURL string
+	var streams []string
+	var filter string
+	var fromStart bool
+	var limit int
+	tail := &cobra.Command{
+		Use:   "tail",
+		Short: "Print events as they are appended, decoded to JSON (one object per line)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nc, err := nats.Connect(natsURL, nats.Name("agentctl events tail"))
+			if err != nil {
+				return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			out := make(chan eventstore.Event, 64)
+			grp, ctx := errgroup.WithContext(cmd.Context())
+			for _, name := range streams {
+				cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
+				if fromStart {
+					cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+				}
+				if filter != "" {
+					cfg.FilterSubjects = []string{filter}
+				}
+				cons, err := js.OrderedConsumer(ctx, name, cfg)
+				if err != nil {
+					return fmt.Errorf("stream %s: %w", name, err)
+				}
+				grp.Go(func() error {
+					it, err := cons.Messages()
+					if err != nil {
+						return err
+					}
+					go func() { <-ctx.Done(); it.Stop() }()
+					for {
+						m, err := it.Next()
+						if err != nil {
+							return nil
+						}
+						e, err := eventstore.EventFromMsg(m)
+						if err != nil {
+							fmt.Fprintf(g.stderr, "skipping a message on %s: %v\n", m.Subject(), err)
+							continue
+						}
+						select {
+						case out <- e:
+						case <-ctx.Done():
+							return nil
+						}
+					}
+				})
+			}
+			printed := 0
+			for printed < limit || limit == 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case e := <-out:
+					if err := g.printEvent(e); err != nil {
+						return err
+					}
+					printed++
+				}
+			}
+			return nil
+		},
+	}
+	tail.Flags().StringVar(&natsURL, "nats-url", envOr("AGENTID_NATS_URL", nats.DefaultURL), "NATS server (env AGENTID_NATS_URL)")
+	tail.Flags().StringSliceVar(&streams, "stream", []string{eventstore.StreamTenants, eventstore.StreamAgents,
+		eventstore.StreamCredentials, eventstore.StreamPolicy, eventstore.StreamLifecycle, eventstore.StreamTelemetry}, "streams to follow")
+	tail.Flags().StringVar(&filter, "subject", "", "only subjects matching this filter (e.g. 'agentid.default.agent.>')")
+	tail.Flags().BoolVar(&fromStart, "from-start", false, "replay each stream from its first event")
+	tail.Flags().IntVar(&limit, "limit", 0, "stop after this many events (0: follow until interrupted)")
+	cmd.AddCommand(tail)
+	return cmd
+}
+
+// printEvent writes one decoded event: compact JSON per line, or a YAML document.
+func (g *globals) printEvent(e eventstore.Event) error {
+	te := tailedEvent{ID: e.ID, Type: e.Type, Source: e.Source, Subject: e.Subject, Time: e.Time.UTC().Format(time.RFC3339Nano),
+		Tenant: e.Metadata.Tenant, Actor: e.Metadata.Actor.ID, ActorKind: string(e.Metadata.Actor.Kind),
+		OnBehalfOf: e.Metadata.OnBehalfOf, CorrelationID: e.Metadata.CorrelationID, CausationID: e.Metadata.CausationID,
+		Stream: e.Stream, Sequence: e.Sequence, DataSchema: e.DataSchema}
+	if msg, err := e.Decode(); err == nil {
+		if te.Data, err = protojson.Marshal(msg); err != nil {
+			return err
+		}
+	} else {
+		te.Data, _ = json.Marshal(map[string]string{"undecodable": err.Error()})
+	}
+	b, err := json.Marshal(te)
+	if err != nil {
+		return err
+	}
+	if g.output == "yaml" {
+		if b, err = yaml.JSONToYAML(b); err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(g.stdout, "---\n%s", b)
+		return err
+	}
+	_, err = fmt.Fprintln(g.stdout, string(b))
+	return err
+}

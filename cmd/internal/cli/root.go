@@ -1,0 +1,141 @@
+// Package cli implements agentctl: the commands, their output formats and the saved login session.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/grpcx"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	server    string
+	tenant    string
+	output    string
+	configDir string
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
+// Execute runs agentctl with args and returns the process exit code.
+func Execute(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "error:", describe(err))
+		return 1
+	}
+	return 0
+}
+
+// describe turns a gRPC status into "Code: message (REASON)" for humans.
+func describe(err error) string {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
+	}
+	msg := fmt.Sprintf("%s: %s", st.Code(), st.Message())
+	for _, d := range st.Details() {
+		if r, ok := d.(interface{ GetReason() string }); ok && r.GetReason() != "" {
+			msg += " (" + r.GetReason() + ")"
+		}
+	}
+	return msg
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "agentctl",
+		Short:         "Operate agentid: tenants, agents, tokens and events",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			switch g.output {
+			case "table", "json", "yaml":
+			default:
+				return fmt.Errorf("-o %q: want table, json or yaml", g.output)
+			}
+			return nil
+		},
+	}
+	def := envOr("AGENTID_SERVER", "")
+	root.PersistentFlags().StringVar(&g.server, "server", def, "gRPC address of agentid (default: the logged-in server, else 127.0.0.1:7070; env AGENTID_SERVER)")
+	root.PersistentFlags().StringVar(&g.tenant, "tenant", envOr("AGENTID_TENANT", ""), "tenant for commands that take bare ids (default: the session's, else default; env AGENTID_TENANT)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
+	root.PersistentFlags().StringVar(&g.configDir, "config-dir", "", "where the login session is kept (default $AGENTID_CONFIG_DIR, else the user config dir)")
+	root.AddCommand(newLoginCmd(g), newTenantsCmd(g), newAgentsCmd(g), newTokenCmd(g), newEventsCmd(g))
+	return root
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// connect opens an authenticated gRPC connection using the saved session.
+func (g *globals) connect(ctx context.Context) (*grpc.ClientConn, *session, error) {
+	s, err := loadSession(g.configPath())
+	if err != nil {
+		return nil, nil, err
+	}
+	if g.server != "" {
+		s.Server = g.server
+	}
+	if s.Server == "" {
+		s.Server = "127.0.0.1:7070"
+	}
+	cred, err := authn.LoadCredentialFile(s.CredentialFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the session's credential %s: %w (run agentctl login again)", s.CredentialFile, err)
+	}
+	conn, err := grpcx.Dial(s.Server, authn.PerRPCCredentials(cred.TokenSource(ctx), false))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to %s: %w", s.Server, err)
+	}
+	return conn, s, nil
+}
+
+// tenantOr returns the --tenant flag, else the session's tenant, else "default".
+func (g *globals) tenantOr(s *session) string {
+	if g.tenant != "" {
+		return g.tenant
+	}
+	if s != nil && s.Tenant != "" {
+		return s.Tenant
+	}
+	return "default"
+}
+
+// agentName accepts a full resource name or a bare agent id.
+func (g *globals) agentName(s *session, arg string) (string, error) {
+	if strings.HasPrefix(arg, "tenants/") {
+		parts := strings.Split(arg, "/")
+		if len(parts) != 4 || parts[2] != "agents" || parts[1] == "" || parts[3] == "" {
+			return "", fmt.Errorf("agent %q: want tenants/{tenant}/agents/{agent} or a bare agent id", arg)
+		}
+		return arg, nil
+	}
+	if arg == "" || strings.Contains(arg, "/") {
+		return "", errors.New("agent: want tenants/{tenant}/agents/{agent} or a bare agent id")
+	}
+	return "tenants/" + g.tenantOr(s) + "/agents/" + arg, nil
+}

@@ -1,0 +1,75 @@
+// Package dev implements `agentid dev`: the whole platform in one process — embedded NATS JetStream,
+// the Temporal dev server as a supervised child process, the DuckDB telemetry file and the five
+// services on one gRPC and one HTTP address.
+package dev
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Execute runs the agentid command line and returns the exit code.
+func Execute(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{
+		Use:           "agentid",
+		Short:         "agentid: owned, short-lived, policy-checked and audited identities for AI agents",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newDevCmd(stdout, stderr))
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(stderr, "agentid:", err)
+		return 1
+	}
+	return 0
+}
+
+func newDevCmd(stdout, stderr io.Writer) *cobra.Command {
+	cfg := DefaultConfig()
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the whole platform on one machine (embedded NATS, Temporal dev server, DuckDB)",
+		Long: `dev runs every agentid service in one process on embedded engines, with its state in --data-dir
+so that a restart keeps it. It prints the endpoints, the Temporal UI address and where the bootstrap
+admin credential was written; Ctrl-C stops everything. Any engine can be external instead:
+--nats-url, --temporal-address.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			cfg.LogLevel = lvl
+			cfg.Stdout, cfg.Stderr = stdout, stderr
+			return Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where state lives (events, workflows, telemetry, keys)")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, "gRPC listen address (all five services)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "HTTP listen address (OAuth/OIDC endpoints, /metrics, /healthz)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "external base URL of the HTTP address (default http://<http-addr>)")
+	f.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS server instead of the embedded one")
+	f.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "client port of the embedded NATS server")
+	f.StringVar(&cfg.TemporalAddress, "temporal-address", "", "use this Temporal frontend (host:port) instead of the dev server")
+	f.IntVar(&cfg.TemporalPort, "temporal-port", cfg.TemporalPort, "frontend port of the Temporal dev server")
+	f.IntVar(&cfg.TemporalUIPort, "temporal-ui-port", cfg.TemporalUIPort, "UI port of the Temporal dev server")
+	f.StringVar(&cfg.DuckDBPath, "duckdb-path", "", "telemetry DuckDB file (default <data-dir>/telemetry.duckdb)")
+	f.StringVar(&cfg.BundleDir, "bundle-dir", "", "policy bundle directory (default: the built-in bundle)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.LogFile, "log-file", "", "JSON log file (default <data-dir>/logs/agentid.log; - for stderr)")
+	return cmd
+}

@@ -1,0 +1,320 @@
+package dev
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/service"
+	"github.com/agentid/agentid/pkg/temporaldev"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	issuerapp "github.com/agentid/agentid/services/issuer/app"
+	lifecycleapp "github.com/agentid/agentid/services/lifecycle/app"
+	monitorapp "github.com/agentid/agentid/services/monitor/app"
+	policyapp "github.com/agentid/agentid/services/policy/app"
+	registryapp "github.com/agentid/agentid/services/registry/app"
+)
+
+// Config is what `agentid dev` runs with.
+type Config struct {
+	DataDir         string
+	GRPCAddr        string
+	HTTPAddr        string
+	PublicURL       string
+	NATSURL         string
+	NATSPort        int
+	TemporalAddress string
+	TemporalPort    int
+	TemporalUIPort  int
+	DuckDBPath      string
+	BundleDir       string
+	LogLevel        slog.Level
+	LogFile         string
+	Stdout, Stderr  io.Writer
+}
+
+// DefaultConfig returns the documented defaults (docs/architecture.md, "Ports").
+func DefaultConfig() Config {
+	return Config{
+		DataDir:        ".agentid",
+		GRPCAddr:       "127.0.0.1:7070",
+		HTTPAddr:       "127.0.0.1:8080",
+		NATSPort:       4222,
+		TemporalPort:   7233,
+		TemporalUIPort: 8233,
+		Stdout:         os.Stdout,
+		Stderr:         os.Stderr,
+	}
+}
+
+const (
+	// DefaultTenant is the tenant `agentid dev` creates on first start.
+	DefaultTenant = "default"
+	// BootstrapAdminClientID is the platform-admin service identity whose credential dev writes.
+	BootstrapAdminClientID = "bootstrap-admin"
+	// LifecycleClientID is the service identity the lifecycle worker calls the other services with.
+	LifecycleClientID = "lifecycle-worker"
+	kekFile           = "kek.key"
+)
+
+// Run starts everything, prints where it is, and serves until ctx is done.
+func Run(ctx context.Context, cfg Config) (err error) {
+	started := time.Now()
+	if cfg.PublicURL == "" {
+		cfg.PublicURL = "http://" + cfg.HTTPAddr
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	if cfg.DuckDBPath == "" {
+		cfg.DuckDBPath = filepath.Join(cfg.DataDir, "telemetry.duckdb")
+	}
+	logOut, closeLog, err := openLog(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
+	log := grpcx.NewLogger(logOut, cfg.LogLevel)
+
+	kek, err := loadOrCreateKEK(filepath.Join(cfg.DataDir, kekFile))
+	if err != nil {
+		return err
+	}
+
+	// NATS JetStream: embedded with file storage in the data dir unless an external URL is given.
+	natsURL := cfg.NATSURL
+	if natsURL == "" {
+		ns, err := eventstore.RunEmbeddedServer(eventstore.EmbeddedConfig{
+			Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats"),
+			ServerName: "agentid-dev", Logger: log.With("component", "nats"),
+		})
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		natsURL = ns.ClientURL()
+	}
+	nc, err := nats.Connect(natsURL, nats.Name("agentid dev"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	storeFor := func(svc string) *eventstore.Store {
+		return eventstore.New(js, eventstore.WithSource("agentid/"+svc), eventstore.WithLogger(log.With("service", svc)))
+	}
+	if err := storeFor("dev").EnsureStreams(ctx); err != nil {
+		return fmt.Errorf("create streams: %w", err)
+	}
+
+	// Temporal: the pinned CLI's dev server as a supervised child, state in the data dir.
+	temporalAddr, temporalUI := cfg.TemporalAddress, ""
+	if temporalAddr == "" {
+		tlog, err := os.OpenFile(filepath.Join(cfg.DataDir, "logs", "temporal.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		defer tlog.Close()
+		if err := os.MkdirAll(filepath.Join(cfg.DataDir, "temporal"), 0o700); err != nil {
+			return err
+		}
+		ts, err := temporaldev.Start(ctx, temporaldev.Config{
+			IP: "127.0.0.1", Port: cfg.TemporalPort, UIPort: cfg.TemporalUIPort,
+			DBFile: filepath.Join(cfg.DataDir, "temporal", "temporal.db"), Stdout: tlog, Stderr: tlog,
+		})
+		if err != nil {
+			return fmt.Errorf("temporal dev server: %w", err)
+		}
+		defer func() { _ = ts.Stop() }()
+		temporalAddr, temporalUI = ts.HostPort(), ts.UIURL()
+	}
+
+	// The platform's own service identities, in the reserved system tenant.
+	systemIssuer := cfg.PublicURL + "/t/" + authn.SystemTenant
+	adminPath := filepath.Join(cfg.DataDir, "credentials", "bootstrap-admin.json")
+	admin, err := loadOrCreateCredential(adminPath, BootstrapAdminClientID, systemIssuer)
+	if err != nil {
+		return err
+	}
+	worker, err := loadOrCreateCredential(filepath.Join(cfg.DataDir, "credentials", "lifecycle-worker.json"), LifecycleClientID, systemIssuer)
+	if err != nil {
+		return err
+	}
+
+	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: cfg.PublicURL})
+	if err != nil {
+		return err
+	}
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier})
+
+	registry, err := registryapp.New(registryapp.Config{}, registryapp.Deps{Store: storeFor("registry"), Logger: log.With("service", "registry")})
+	if err != nil {
+		return fmt.Errorf("registry: %w", err)
+	}
+	issuer, err := issuerapp.New(issuerapp.Config{PublicURL: cfg.PublicURL, KEK: kek, KEKID: "dev-" + kekFile},
+		issuerapp.Deps{Store: storeFor("issuer"), JetStream: js, Logger: log.With("service", "issuer")})
+	if err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	policy, err := policyapp.New(policyapp.Config{BundleDir: cfg.BundleDir}, policyapp.Deps{Store: storeFor("policy"), Logger: log.With("service", "policy")})
+	if err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	monitor, err := monitorapp.New(monitorapp.Config{DuckDBPath: cfg.DuckDBPath}, monitorapp.Deps{Store: storeFor("monitor"), Logger: log.With("service", "monitor")})
+	if err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	defer monitor.Close()
+	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
+		TemporalHostPort: temporalAddr, RegistryAddr: cfg.GRPCAddr, IssuerAddr: cfg.GRPCAddr, PolicyAddr: cfg.GRPCAddr,
+	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"),
+		PerRPC: authn.PerRPCCredentials(worker.TokenSource(ctx), false)})
+	if err != nil {
+		return fmt.Errorf("lifecycle: %w", err)
+	}
+
+	bootstrap := func(ctx context.Context) error {
+		if err := issuer.EnsureSigningKey(ctx, authn.SystemTenant); err != nil {
+			return fmt.Errorf("bootstrap: system signing key: %w", err)
+		}
+		for _, c := range []struct {
+			cred *authn.Credential
+			name string
+		}{{admin, "bootstrap admin"}, {worker, "lifecycle worker"}} {
+			jwks, err := c.cred.PublicJWKS()
+			if err != nil {
+				return err
+			}
+			if err := issuer.EnsureClient(ctx, authn.SystemTenant, &issuerv1.Client{
+				ClientId: c.cred.ClientID, PublicJwks: string(jwks),
+				Roles: []string{string(authn.RolePlatformAdmin)}, TokenTtlSeconds: 900,
+			}); err != nil {
+				return fmt.Errorf("bootstrap: %s client: %w", c.name, err)
+			}
+		}
+		if err := registry.EnsureTenant(ctx, DefaultTenant, "Default tenant"); err != nil {
+			return fmt.Errorf("bootstrap: default tenant: %w", err)
+		}
+		if err := issuer.EnsureSigningKey(ctx, DefaultTenant); err != nil {
+			return fmt.Errorf("bootstrap: default signing key: %w", err)
+		}
+		printBanner(cfg, adminPath, natsURL, temporalAddr, temporalUI, time.Since(started))
+		log.Info("agentid dev ready", "startup", time.Since(started).String())
+		return nil
+	}
+
+	return service.Run(ctx, service.RunConfig{
+		GRPCAddr:   cfg.GRPCAddr,
+		HTTPAddr:   cfg.HTTPAddr,
+		Server:     srv,
+		Health:     grpcx.HealthServer(srv),
+		Components: []service.Component{registry, issuer, policy, monitor, lifecycle},
+		Tasks:      []service.Task{bootstrap},
+		Logger:     log,
+	})
+}
+
+// printBanner tells the developer where everything is (the CLI owns stdout; logs go to the log file).
+func printBanner(cfg Config, adminPath, natsURL, temporalAddr, temporalUI string, took time.Duration) {
+	abs, _ := filepath.Abs(adminPath)
+	w := cfg.Stdout
+	fmt.Fprintf(w, "agentid is ready (%s)\n", took.Round(time.Millisecond))
+	fmt.Fprintf(w, "  gRPC (all services)   %s\n", cfg.GRPCAddr)
+	fmt.Fprintf(w, "  OAuth issuer          %s/t/%s\n", cfg.PublicURL, DefaultTenant)
+	fmt.Fprintf(w, "  NATS                  %s\n", natsURL)
+	fmt.Fprintf(w, "  Temporal              %s (namespace agentid)\n", temporalAddr)
+	if temporalUI != "" {
+		fmt.Fprintf(w, "  Temporal UI           %s\n", temporalUI)
+	}
+	fmt.Fprintf(w, "  telemetry (DuckDB)    %s\n", cfg.DuckDBPath)
+	fmt.Fprintf(w, "  bootstrap admin       %s\n", abs)
+	fmt.Fprintf(w, "  logs                  %s\n", logPath(cfg))
+	fmt.Fprintf(w, "next: agentctl login --dev --data-dir %s --server %s\n", cfg.DataDir, cfg.GRPCAddr)
+}
+
+func logPath(cfg Config) string {
+	if cfg.LogFile != "" {
+		return cfg.LogFile
+	}
+	return filepath.Join(cfg.DataDir, "logs", "agentid.log")
+}
+
+func openLog(cfg Config) (io.Writer, func(), error) {
+	p := logPath(cfg)
+	if p == "-" {
+		return cfg.Stderr, func() {}, nil
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log file: %w", err)
+	}
+	return f, func() { _ = f.Close() }, nil
+}
+
+// loadOrCreateKEK returns the 32-byte key-encryption key that seals signing keys at rest.
+func loadOrCreateKEK(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(key) != 32 {
+			return nil, fmt.Errorf("%s: want 64 hex characters (a 32-byte key)", path)
+		}
+		return key, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
+// loadOrCreateCredential keeps a service identity's key across restarts; the issuer URL follows the
+// current public URL (the key, not the address, is the identity).
+func loadOrCreateCredential(path, clientID, issuer string) (*authn.Credential, error) {
+	c, err := authn.LoadCredentialFile(path)
+	switch {
+	case err == nil:
+		if c.Issuer == issuer {
+			return c, nil
+		}
+		c.Issuer, c.TokenURL = issuer, issuer+"/oauth2/token"
+	case errors.Is(err, fs.ErrNotExist):
+		if c, err = authn.NewCredential(authn.SystemTenant, clientID, issuer); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("credential %s: %w", path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := authn.WriteCredentialFile(path, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

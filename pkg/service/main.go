@@ -1,0 +1,117 @@
+package service
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/grpcx"
+)
+
+// Flags are the flags every service binary takes.
+type Flags struct {
+	// NATSURL is the NATS server (or comma-separated cluster URLs).
+	NATSURL string
+	// GRPCAddr is the gRPC listen address.
+	GRPCAddr string
+	// HTTPAddr is the HTTP listen address (/metrics, /healthz; the issuer's OAuth endpoints).
+	HTTPAddr string
+	// IssuerURL is the issuer's public base URL; API tokens are verified against its per-tenant JWKS.
+	IssuerURL string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+}
+
+// Register adds the common flags to fs, with the current field values as defaults.
+func (f *Flags) Register(fs *flag.FlagSet) {
+	fs.StringVar(&f.NATSURL, "nats-url", f.NATSURL, "NATS server URL(s), comma-separated")
+	fs.StringVar(&f.GRPCAddr, "grpc-addr", f.GRPCAddr, "gRPC listen address")
+	fs.StringVar(&f.HTTPAddr, "http-addr", f.HTTPAddr, "HTTP listen address (/metrics, /healthz)")
+	fs.StringVar(&f.IssuerURL, "issuer-url", f.IssuerURL, "public base URL of the issuer (API tokens are verified against its JWKS)")
+	fs.StringVar(&f.LogLevel, "log-level", f.LogLevel, "debug, info, warn or error")
+}
+
+// Env is what Main hands a service's build function.
+type Env struct {
+	// Logger writes JSON logs to stderr.
+	Logger *slog.Logger
+	// NATS is the connection to the NATS server.
+	NATS *nats.Conn
+	// JetStream is the JetStream API on NATS.
+	JetStream jetstream.JetStream
+	// Store is the event store, with the service's name as CloudEvents source.
+	Store *eventstore.Store
+}
+
+// DefaultFlags returns the defaults shared by every service binary.
+func DefaultFlags(grpcAddr, httpAddr string) Flags {
+	return Flags{NATSURL: nats.DefaultURL, GRPCAddr: grpcAddr, HTTPAddr: httpAddr,
+		IssuerURL: "http://127.0.0.1:8080", LogLevel: "info"}
+}
+
+// Main runs one service as its own process: it parses flags (fs must already hold the service's own
+// flags and the common ones), connects to NATS, builds the component and serves until SIGINT/SIGTERM.
+// It returns the exit code.
+func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Context, env *Env) (Component, error)) int {
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %v\n", name, fs.Args())
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(f.LogLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: --log-level %q: want debug, info, warn or error\n", name, f.LogLevel)
+		return 2
+	}
+	log := grpcx.NewLogger(os.Stderr, lvl).With("service", name)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, name, f, log, build); err != nil {
+		log.Error("exiting", "error", err.Error())
+		return 1
+	}
+	return 0
+}
+
+func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build func(context.Context, *Env) (Component, error)) error {
+	nc, err := nats.Connect(f.NATSURL, nats.Name("agentid "+name), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", f.NATSURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	store := eventstore.New(js, eventstore.WithSource("agentid/"+name), eventstore.WithLogger(log))
+	if err := store.EnsureStreams(ctx); err != nil {
+		return fmt.Errorf("streams: %w", err)
+	}
+	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: f.IssuerURL})
+	if err != nil {
+		return err
+	}
+	comp, err := build(ctx, &Env{Logger: log, NATS: nc, JetStream: js, Store: store})
+	if err != nil {
+		return fmt.Errorf("build %s: %w", name, err)
+	}
+	if c, ok := comp.(interface{ Close() error }); ok {
+		defer c.Close()
+	}
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier})
+	return Run(ctx, RunConfig{
+		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, Server: srv, Health: grpcx.HealthServer(srv),
+		Components: []Component{comp}, Logger: log,
+	})
+}
