@@ -1,0 +1,104 @@
+package authn
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Claims are the claims of a platform access token (RFC 9068 profile, docs/architecture.md). Times
+// are encoded as NumericDate (seconds since the epoch); a zero time is omitted.
+type Claims struct {
+	// Issuer is "iss", the tenant issuer identifier {public_url}/t/{tenant}.
+	Issuer string `json:"iss,omitempty"`
+	// Subject is "sub", the client_id for client-credentials tokens.
+	Subject string `json:"sub,omitempty"`
+	// Audience is "aud", a string or an array on the wire.
+	Audience []string `json:"aud,omitempty"`
+	// Expiry is "exp".
+	Expiry time.Time `json:"exp,omitzero"`
+	// IssuedAt is "iat".
+	IssuedAt time.Time `json:"iat,omitzero"`
+	// NotBefore is "nbf".
+	NotBefore time.Time `json:"nbf,omitzero"`
+	// ID is "jti".
+	ID string `json:"jti,omitempty"`
+	// ClientID is "client_id".
+	ClientID string `json:"client_id,omitempty"`
+	// Scope is "scope", space-separated.
+	Scope string `json:"scope,omitempty"`
+	// Tenant is "tenant"; it must match the issuer's tenant.
+	Tenant string `json:"tenant,omitempty"`
+	// Environment is "env", set for agents.
+	Environment string `json:"env,omitempty"`
+	// Agent is "agent", the agent's resource name, set for agents.
+	Agent string `json:"agent,omitempty"`
+	// Roles is "roles", set for platform identities.
+	Roles []string `json:"roles,omitempty"`
+	// Act is "act" (RFC 8693), the actor of a delegated token.
+	Act map[string]any `json:"act,omitempty"`
+}
+
+type wireClaims struct {
+	Issuer      string           `json:"iss,omitempty"`
+	Subject     string           `json:"sub,omitempty"`
+	Audience    jwt.Audience     `json:"aud,omitempty"`
+	Expiry      *jwt.NumericDate `json:"exp,omitempty"`
+	IssuedAt    *jwt.NumericDate `json:"iat,omitempty"`
+	NotBefore   *jwt.NumericDate `json:"nbf,omitempty"`
+	ID          string           `json:"jti,omitempty"`
+	ClientID    string           `json:"client_id,omitempty"`
+	Scope       string           `json:"scope,omitempty"`
+	Tenant      string           `json:"tenant,omitempty"`
+	Environment string           `json:"env,omitempty"`
+	Agent       string           `json:"agent,omitempty"`
+	Roles       []string         `json:"roles,omitempty"`
+	Act         map[string]any   `json:"act,omitempty"`
+}
+
+func numericDate(t time.Time) *jwt.NumericDate {
+	if t.IsZero() {
+		return nil
+	}
+	return jwt.NewNumericDate(t)
+}
+
+func timeOf(d *jwt.NumericDate) time.Time {
+	if d == nil {
+		return time.Time{}
+	}
+	return d.Time().UTC()
+}
+
+// MarshalJSON encodes the claims with NumericDate times, as they appear in a JWT.
+func (c Claims) MarshalJSON() ([]byte, error) {
+	return json.Marshal(wireClaims{
+		Issuer: c.Issuer, Subject: c.Subject, Audience: jwt.Audience(c.Audience),
+		Expiry: numericDate(c.Expiry), IssuedAt: numericDate(c.IssuedAt), NotBefore: numericDate(c.NotBefore),
+		ID: c.ID, ClientID: c.ClientID, Scope: c.Scope, Tenant: c.Tenant, Environment: c.Environment,
+		Agent: c.Agent, Roles: c.Roles, Act: c.Act,
+	})
+}
+
+// UnmarshalJSON decodes JWT claims (NumericDate times, "aud" as string or array).
+func (c *Claims) UnmarshalJSON(b []byte) error {
+	var w wireClaims
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*c = Claims{
+		Issuer: w.Issuer, Subject: w.Subject, Audience: []string(w.Audience),
+		Expiry: timeOf(w.Expiry), IssuedAt: timeOf(w.IssuedAt), NotBefore: timeOf(w.NotBefore),
+		ID: w.ID, ClientID: w.ClientID, Scope: w.Scope, Tenant: w.Tenant, Environment: w.Environment,
+		Agent: w.Agent, Roles: w.Roles, Act: w.Act,
+	}
+	return nil
+}
+
+func (c *Claims) registered() jwt.Claims {
+	return jwt.Claims{
+		Issuer: c.Issuer, Subject: c.Subject, Audience: jwt.Audience(c.Audience), ID: c.ID,
+		Expiry: numericDate(c.Expiry), IssuedAt: numericDate(c.IssuedAt), NotBefore: numericDate(c.NotBefore),
+	}
+}

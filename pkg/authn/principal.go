@@ -1,0 +1,162 @@
+// Package authn verifies the platform's access tokens, turns them into principals with roles, and
+// gives service identities their client side: credential files, RFC 7523 client assertions, an
+// oauth2.TokenSource and gRPC per-RPC credentials.
+package authn
+
+import (
+	"context"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/agentid/agentid/pkg/errs"
+)
+
+// Role is a platform role carried in the "roles" claim of an access token.
+type Role string
+
+// The platform roles (docs/architecture.md, "Tenancy, identities and roles").
+const (
+	// RolePlatformAdmin administers the platform; in tenant "system" it may act in every tenant.
+	RolePlatformAdmin Role = "platform-admin"
+	// RoleTenantAdmin administers one tenant.
+	RoleTenantAdmin Role = "tenant-admin"
+	// RoleOwner manages the agents it owns.
+	RoleOwner Role = "owner"
+	// RoleApprover decides lifecycle approvals.
+	RoleApprover Role = "approver"
+	// RoleAuditor reads audit records, read-only.
+	RoleAuditor Role = "auditor"
+	// RoleAnalyst queries telemetry and reports.
+	RoleAnalyst Role = "analyst"
+)
+
+// SystemTenant is the reserved tenant of the platform's own service identities.
+const SystemTenant = "system"
+
+// APIAudience is the audience of access tokens for the platform's own gRPC API.
+const APIAudience = "urn:agentid:api"
+
+// Principal kinds, as recorded in the event envelope's actor kind.
+const (
+	// KindService is a platform service identity (roles in tenant "system").
+	KindService = "service"
+	// KindAgent is a registered AI agent (token carries the "agent" claim).
+	KindAgent = "agent"
+	// KindHuman is a person, typically an operator using agentctl.
+	KindHuman = "human"
+)
+
+var tenantPattern = regexp.MustCompile(`^[a-z][a-z0-9-]{1,62}$`)
+
+// ValidTenant reports whether s is a well-formed tenant id (^[a-z][a-z0-9-]{1,62}$).
+func ValidTenant(s string) bool { return tenantPattern.MatchString(s) }
+
+// Principal is the authenticated caller of a request, derived from a verified access token.
+type Principal struct {
+	// ID identifies the acting party: the token subject, or the actor (act.sub) of a delegated token.
+	ID string
+	// Kind is KindService, KindAgent or KindHuman.
+	Kind string
+	// Tenant is the tenant of the token's issuer; the caller acts only there (except platform admins).
+	Tenant string
+	// Roles are the platform roles from the "roles" claim.
+	Roles []Role
+	// ClientID is the OAuth client that obtained the token.
+	ClientID string
+	// Scopes are the granted scopes.
+	Scopes []string
+	// OnBehalfOf is the subject a delegated (token-exchange) token acts for; empty otherwise.
+	OnBehalfOf string
+	// TokenID is the token's jti, for audit records.
+	TokenID string
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns a context carrying p.
+func WithPrincipal(ctx context.Context, p *Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the principal of the request, if it was authenticated.
+func PrincipalFrom(ctx context.Context) (*Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(*Principal)
+	return p, ok && p != nil
+}
+
+// HasRole reports whether the principal holds role r.
+func (p *Principal) HasRole(r Role) bool {
+	return p != nil && slices.Contains(p.Roles, r)
+}
+
+// IsPlatformAdmin reports whether the principal is a platform-admin of the system tenant, which may
+// act in every tenant.
+func (p *Principal) IsPlatformAdmin() bool {
+	return p != nil && p.Tenant == SystemTenant && p.HasRole(RolePlatformAdmin)
+}
+
+// Authorize decides whether the principal may act in tenant with one of the allowed roles. A nil
+// principal is Unauthenticated; a platform-admin of the system tenant is allowed everywhere; another
+// tenant is NotFound (TENANT_NOT_FOUND, so existence is never revealed); a principal without any of
+// the allowed roles is PermissionDenied (MISSING_ROLE, naming the roles). With no allowed roles every
+// principal of the tenant is allowed.
+func (p *Principal) Authorize(tenant string, allowed ...Role) error {
+	if p == nil {
+		return errs.Unauthenticated("UNAUTHENTICATED", "authentication required")
+	}
+	if p.IsPlatformAdmin() {
+		return nil
+	}
+	if p.Tenant == "" || p.Tenant != tenant {
+		return errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", tenant)
+	}
+	if len(allowed) == 0 {
+		return nil
+	}
+	for _, r := range allowed {
+		if p.HasRole(r) {
+			return nil
+		}
+	}
+	names := make([]string, len(allowed))
+	for i, r := range allowed {
+		names[i] = string(r)
+	}
+	need := strings.Join(names, ", ")
+	return errs.PermissionDenied("MISSING_ROLE", "requires one of the roles: "+need).
+		WithMetadata("required_roles", strings.Join(names, ","))
+}
+
+// PrincipalFromClaims builds the principal of verified claims. A token with an "act" claim holding a
+// "sub" is delegated (RFC 8693): the actor is the principal and the token subject is OnBehalfOf. The
+// kind is agent when the "agent" claim is set, service for tokens with roles in the system tenant, and
+// human otherwise.
+func PrincipalFromClaims(c *Claims) *Principal {
+	if c == nil {
+		return nil
+	}
+	p := &Principal{
+		ID:       c.Subject,
+		Tenant:   c.Tenant,
+		ClientID: c.ClientID,
+		Scopes:   strings.Fields(c.Scope),
+		TokenID:  c.ID,
+	}
+	for _, r := range c.Roles {
+		p.Roles = append(p.Roles, Role(r))
+	}
+	if actor, ok := c.Act["sub"].(string); ok && actor != "" {
+		p.ID = actor
+		p.OnBehalfOf = c.Subject
+	}
+	switch {
+	case c.Agent != "":
+		p.Kind = KindAgent
+	case len(c.Roles) > 0 && c.Tenant == SystemTenant:
+		p.Kind = KindService
+	default:
+		p.Kind = KindHuman
+	}
+	return p
+}

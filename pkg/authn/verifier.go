@@ -1,0 +1,425 @@
+package authn
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/agentid/agentid/pkg/errs"
+)
+
+// Reason codes of authentication failures (google.rpc.ErrorInfo reasons, kind Unauthenticated unless
+// noted).
+const (
+	// ReasonTokenMissing means the request carried no bearer token.
+	ReasonTokenMissing = "TOKEN_MISSING"
+	// ReasonTokenInvalid means malformed token, disallowed algorithm, bad signature or missing claims.
+	ReasonTokenInvalid = "TOKEN_INVALID"
+	// ReasonTokenType means the JWT header typ is not at+jwt (not an access token).
+	ReasonTokenType = "TOKEN_TYPE"
+	// ReasonTokenIssuer means the issuer is not a tenant issuer under the configured base URL.
+	ReasonTokenIssuer = "TOKEN_ISSUER"
+	// ReasonTokenTenant means the tenant claim does not match the issuer's tenant.
+	ReasonTokenTenant = "TOKEN_TENANT"
+	// ReasonTokenKeyUnknown means the signing key (kid) is not in the issuer's JWKS.
+	ReasonTokenKeyUnknown = "TOKEN_KEY_UNKNOWN"
+	// ReasonTokenExpired means exp is in the past (beyond the leeway).
+	ReasonTokenExpired = "TOKEN_EXPIRED"
+	// ReasonTokenNotYetValid means nbf or iat is in the future (beyond the leeway).
+	ReasonTokenNotYetValid = "TOKEN_NOT_YET_VALID"
+	// ReasonTokenAudience means aud does not contain this API's audience.
+	ReasonTokenAudience = "TOKEN_AUDIENCE"
+	// ReasonKeysUnavailable (kind Unavailable) means the issuer's JWKS could not be fetched; retry later.
+	ReasonKeysUnavailable = "JWKS_UNAVAILABLE"
+)
+
+// Verifier checks a raw bearer token and returns its verified claims. Failures are *errs.Error values.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*Claims, error)
+}
+
+// VerifierFunc adapts a function to the Verifier interface.
+type VerifierFunc func(ctx context.Context, raw string) (*Claims, error)
+
+// Verify calls f.
+func (f VerifierFunc) Verify(ctx context.Context, raw string) (*Claims, error) { return f(ctx, raw) }
+
+// JWKSVerifierConfig configures a JWKSVerifier.
+type JWKSVerifierConfig struct {
+	// IssuerBaseURL is the issuer's public URL, e.g. http://127.0.0.1:8080; tokens are accepted from
+	// every tenant issuer {IssuerBaseURL}/t/{tenant}. Required.
+	IssuerBaseURL string
+	// Audience must be contained in a token's aud; default APIAudience.
+	Audience string
+	// HTTPClient fetches JWKS documents; default a client with a 10s timeout.
+	HTTPClient *http.Client
+	// RefreshInterval is how long a fetched JWKS is used before it is refetched; default 5 minutes.
+	RefreshInterval time.Duration
+	// MinRefreshInterval is the least time between two fetches for one issuer, so that tokens with
+	// made-up key ids cannot make the verifier flood the issuer; default 5 seconds.
+	MinRefreshInterval time.Duration
+	// Leeway tolerates clock skew on exp, nbf and iat; default 30 seconds.
+	Leeway time.Duration
+	// MaxIssuers bounds how many tenant key sets are cached; default 1024.
+	MaxIssuers int
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+}
+
+// JWKSVerifier verifies the platform's RFC 9068 access tokens (ES256 or EdDSA, typ at+jwt) against the
+// JWKS of the tenant issuer named in the token, caching key sets per issuer.
+type JWKSVerifier struct {
+	base       string
+	audience   string
+	client     *http.Client
+	refresh    time.Duration
+	minRefresh time.Duration
+	leeway     time.Duration
+	maxIssuers int
+	now        func() time.Time
+
+	mu   sync.Mutex
+	sets map[string]*keySet
+}
+
+var _ Verifier = (*JWKSVerifier)(nil)
+
+// allowedAlgs are the only signature algorithms accepted; none, HS* and RSA are rejected at parse time.
+var allowedAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA}
+
+const (
+	maxTokenBytes = 16 << 10
+	maxJWKSBytes  = 1 << 20
+	fetchTimeout  = 10 * time.Second
+)
+
+// NewJWKSVerifier returns a verifier for tokens of the tenant issuers under cfg.IssuerBaseURL.
+func NewJWKSVerifier(cfg JWKSVerifierConfig) (*JWKSVerifier, error) {
+	base := strings.TrimRight(cfg.IssuerBaseURL, "/")
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("authn: issuer base URL %q must be an absolute http(s) URL", cfg.IssuerBaseURL)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("authn: issuer base URL %q must not have a query or fragment", cfg.IssuerBaseURL)
+	}
+	v := &JWKSVerifier{
+		base:       base,
+		audience:   cfg.Audience,
+		client:     cfg.HTTPClient,
+		refresh:    cfg.RefreshInterval,
+		minRefresh: cfg.MinRefreshInterval,
+		leeway:     cfg.Leeway,
+		maxIssuers: cfg.MaxIssuers,
+		now:        cfg.Now,
+		sets:       make(map[string]*keySet),
+	}
+	if v.audience == "" {
+		v.audience = APIAudience
+	}
+	if v.client == nil {
+		v.client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if v.refresh <= 0 {
+		v.refresh = 5 * time.Minute
+	}
+	if v.minRefresh <= 0 {
+		v.minRefresh = 5 * time.Second
+	}
+	if v.leeway <= 0 {
+		v.leeway = 30 * time.Second
+	}
+	if v.maxIssuers <= 0 {
+		v.maxIssuers = 1024
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	return v, nil
+}
+
+func invalid(reason, msg string, cause error) error {
+	return errs.Unauthenticated(reason, msg).WithCause(cause)
+}
+
+// Verify parses and verifies raw: algorithm, typ, issuer and tenant, signature against the issuer's
+// JWKS, exp/nbf/iat with leeway and the audience. It returns the verified claims or an
+// Unauthenticated *errs.Error (Unavailable when the issuer's keys cannot be fetched).
+func (v *JWKSVerifier) Verify(ctx context.Context, raw string) (*Claims, error) {
+	if raw == "" {
+		return nil, invalid(ReasonTokenMissing, "missing bearer token", nil)
+	}
+	if len(raw) > maxTokenBytes {
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("token too large"))
+	}
+	tok, err := jwt.ParseSigned(raw, allowedAlgs)
+	if err != nil {
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+	}
+	if len(tok.Headers) != 1 {
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("want exactly one signature"))
+	}
+	h := tok.Headers[0]
+	typ, _ := h.ExtraHeaders[jose.HeaderType].(string)
+	if !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
+		return nil, invalid(ReasonTokenType, "not an access token", fmt.Errorf("typ %q", typ))
+	}
+	if h.KeyID == "" {
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("no kid in header"))
+	}
+
+	// The issuer is read before the signature is checked only to choose whose keys to check it with.
+	var unverified Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&unverified); err != nil {
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+	}
+	tenant, ok := v.tenantOf(unverified.Issuer)
+	if !ok {
+		return nil, invalid(ReasonTokenIssuer, "access token issuer is not trusted", fmt.Errorf("iss %q", unverified.Issuer))
+	}
+	key, err := v.key(ctx, tenant, h.KeyID, jose.SignatureAlgorithm(h.Algorithm))
+	if err != nil {
+		return nil, err
+	}
+	var claims Claims
+	if err := tok.Claims(key, &claims); err != nil {
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+	}
+	if claims.Tenant != tenant {
+		return nil, invalid(ReasonTokenTenant, "access token tenant does not match its issuer",
+			fmt.Errorf("tenant claim %q, issuer tenant %q", claims.Tenant, tenant))
+	}
+	if claims.Subject == "" || claims.Expiry.IsZero() || claims.IssuedAt.IsZero() {
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("missing sub, exp or iat"))
+	}
+	expected := jwt.Expected{AnyAudience: jwt.Audience{v.audience}, Time: v.now()}
+	switch err := claims.registered().ValidateWithLeeway(expected, v.leeway); {
+	case err == nil:
+	case errors.Is(err, jwt.ErrExpired):
+		return nil, invalid(ReasonTokenExpired, "access token has expired", err)
+	case errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
+		return nil, invalid(ReasonTokenNotYetValid, "access token is not valid yet", err)
+	case errors.Is(err, jwt.ErrInvalidAudience):
+		return nil, invalid(ReasonTokenAudience, "access token is not meant for this API", err)
+	default:
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+	}
+	return &claims, nil
+}
+
+// tenantOf returns the tenant of a tenant issuer identifier under the base URL.
+func (v *JWKSVerifier) tenantOf(iss string) (string, bool) {
+	tenant, ok := strings.CutPrefix(iss, v.base+"/t/")
+	if !ok || !ValidTenant(tenant) {
+		return "", false
+	}
+	return tenant, true
+}
+
+// key returns the verification key kid of the tenant's issuer, fetching its JWKS when needed.
+func (v *JWKSVerifier) key(ctx context.Context, tenant, kid string, alg jose.SignatureAlgorithm) (any, error) {
+	k, err := v.set(tenant).lookup(ctx, v, kid)
+	if err != nil {
+		return nil, err
+	}
+	if k.Algorithm != "" && k.Algorithm != string(alg) {
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", fmt.Errorf("kid %q is for %s, token uses %s", kid, k.Algorithm, alg))
+	}
+	switch pub := k.Key.(type) {
+	case *ecdsa.PublicKey:
+		if alg == jose.ES256 && pub.Curve == elliptic.P256() {
+			return pub, nil
+		}
+	case ed25519.PublicKey:
+		if alg == jose.EdDSA {
+			return pub, nil
+		}
+	}
+	return nil, invalid(ReasonTokenInvalid, "access token is invalid", fmt.Errorf("kid %q (%T) cannot verify %s", kid, k.Key, alg))
+}
+
+// set returns the cached key set of the tenant's issuer, evicting the least recently used one when
+// the cache is full.
+func (v *JWKSVerifier) set(tenant string) *keySet {
+	issuer := v.base + "/t/" + tenant
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	ks, ok := v.sets[issuer]
+	if !ok {
+		if len(v.sets) >= v.maxIssuers {
+			v.evictLocked()
+		}
+		ks = &keySet{jwksURL: issuer + "/jwks.json"}
+		v.sets[issuer] = ks
+	}
+	ks.lastUsed.Store(v.now().UnixNano())
+	return ks
+}
+
+func (v *JWKSVerifier) evictLocked() {
+	var victim string
+	var oldest int64
+	for iss, ks := range v.sets {
+		if used := ks.lastUsed.Load(); victim == "" || used < oldest {
+			victim, oldest = iss, used
+		}
+	}
+	delete(v.sets, victim)
+}
+
+// keySet caches one issuer's JWKS.
+type keySet struct {
+	jwksURL  string
+	lastUsed atomic.Int64
+
+	fetchMu sync.Mutex // serialises fetches
+
+	mu        sync.RWMutex
+	keys      map[string]jose.JSONWebKey
+	fetchedAt time.Time // last successful fetch
+	triedAt   time.Time // last fetch attempt, successful or not
+	lastErr   error     // error of the last attempt, nil when it succeeded
+}
+
+type keyState struct {
+	key       jose.JSONWebKey
+	found     bool
+	fetchedAt time.Time
+	triedAt   time.Time
+	lastErr   error
+}
+
+func (ks *keySet) state(kid string) keyState {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	k, found := ks.keys[kid]
+	return keyState{key: k, found: found, fetchedAt: ks.fetchedAt, triedAt: ks.triedAt, lastErr: ks.lastErr}
+}
+
+// result answers from cached state without fetching: the key, or why there is none.
+func (s keyState) result(kid string) (jose.JSONWebKey, error) {
+	switch {
+	case s.found:
+		return s.key, nil
+	case s.lastErr != nil:
+		return jose.JSONWebKey{}, s.lastErr
+	default:
+		return jose.JSONWebKey{}, unknownKey(kid)
+	}
+}
+
+// lookup returns key kid. It refetches the JWKS when the cached copy is older than the refresh
+// interval or does not know kid, but never twice within the minimum refresh interval; between
+// fetches it answers from the cache, including the last failure. A stale key is used when a refetch
+// fails.
+func (ks *keySet) lookup(ctx context.Context, v *JWKSVerifier, kid string) (jose.JSONWebKey, error) {
+	st := ks.state(kid)
+	now := v.now()
+	if st.found && now.Sub(st.fetchedAt) < v.refresh {
+		return st.key, nil
+	}
+	if !st.triedAt.IsZero() && now.Sub(st.triedAt) < v.minRefresh {
+		return st.result(kid)
+	}
+
+	ks.fetchMu.Lock()
+	defer ks.fetchMu.Unlock()
+	if again := ks.state(kid); !again.triedAt.Equal(st.triedAt) {
+		// Another request fetched while this one waited.
+		return again.result(kid)
+	}
+
+	// The fetch outlives a cancelled caller so that waiting requests are not failed by it.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+	defer cancel()
+	keys, err := v.fetch(fctx, ks.jwksURL)
+	ks.mu.Lock()
+	ks.triedAt, ks.lastErr = v.now(), err
+	if err == nil {
+		ks.keys, ks.fetchedAt = keys, ks.triedAt
+	}
+	ks.mu.Unlock()
+	if err != nil && st.found {
+		return st.key, nil
+	}
+	return ks.state(kid).result(kid)
+}
+
+func unknownKey(kid string) error {
+	return invalid(ReasonTokenKeyUnknown, "access token signing key is unknown", fmt.Errorf("kid %q not in JWKS", kid))
+}
+
+// fetch downloads and parses a JWKS, keeping the public EC P-256 and Ed25519 signing keys.
+func (v *JWKSVerifier) fetch(ctx context.Context, jwksURL string) (map[string]jose.JSONWebKey, error) {
+	unavailable := func(cause error) error {
+		return errs.Unavailable(ReasonKeysUnavailable, "cannot verify the access token right now, retry later",
+			fmt.Errorf("fetch %s: %w", jwksURL, cause))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	req.Header.Set("Accept", "application/jwk-set+json, application/json")
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, invalid(ReasonTokenIssuer, "access token issuer is not trusted", fmt.Errorf("GET %s: %s", jwksURL, resp.Status))
+	case resp.StatusCode != http.StatusOK:
+		return nil, unavailable(fmt.Errorf("GET: %s", resp.Status))
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	if len(body) > maxJWKSBytes {
+		return nil, unavailable(errors.New("JWKS larger than 1 MiB"))
+	}
+	return parseJWKS(body)
+}
+
+// parseJWKS keeps the usable signing keys of a JWK Set, skipping entries it cannot use.
+func parseJWKS(body []byte) (map[string]jose.JSONWebKey, error) {
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &set); err != nil {
+		return nil, errs.Unavailable(ReasonKeysUnavailable, "cannot verify the access token right now, retry later",
+			fmt.Errorf("parse JWKS: %w", err))
+	}
+	keys := make(map[string]jose.JSONWebKey, len(set.Keys))
+	for _, raw := range set.Keys {
+		var k jose.JSONWebKey
+		if err := k.UnmarshalJSON(raw); err != nil || k.KeyID == "" || (k.Use != "" && k.Use != "sig") {
+			continue
+		}
+		switch pub := k.Public().Key.(type) {
+		case *ecdsa.PublicKey:
+			if pub.Curve != elliptic.P256() {
+				continue
+			}
+		case ed25519.PublicKey:
+		default:
+			continue
+		}
+		keys[k.KeyID] = k.Public()
+	}
+	return keys, nil
+}

@@ -1,0 +1,367 @@
+package grpcx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+	"weak"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
+)
+
+// ServerConfig configures NewServer.
+type ServerConfig struct {
+	// Logger receives access logs, internal error causes and panics; default slog.Default().
+	Logger *slog.Logger
+	// Verifier checks bearer tokens. Without one every non-public method answers Unauthenticated.
+	Verifier authn.Verifier
+	// PublicMethods are full method names ("/pkg.Service/Method") callable without a token. Health and
+	// reflection are always public.
+	PublicMethods []string
+	// Registry, if set, receives the grpc_server_handled_total and grpc_server_handling_seconds metrics.
+	Registry prometheus.Registerer
+	// Health is the health server to register; default a new one (see HealthServer).
+	Health *health.Server
+}
+
+// alwaysPublic are the service prefixes that never require a token.
+var alwaysPublic = []string{
+	"/" + healthpb.Health_ServiceDesc.ServiceName + "/",
+	"/grpc.reflection.v1.ServerReflection/",
+	"/grpc.reflection.v1alpha.ServerReflection/",
+}
+
+// NewServer builds a gRPC server with the platform's interceptors, health and reflection. The unary
+// and stream interceptor chains run, outermost first:
+//
+//  1. request id: the caller's "x-request-id" or a new UUIDv7, in the context and echoed as a
+//     response header;
+//  2. access log and metrics: one JSON line per call (method, code, duration, request id,
+//     principal, tenant), so every outcome below is logged with its final code;
+//  3. error mapping: errs.ToStatus, logging internal causes with the request id;
+//  4. panic recovery: logs the stack and fails the call with Internal; the server keeps serving;
+//  5. authentication: "authorization: Bearer <token>" checked by the Verifier, the principal put in
+//     the context with authn.WithPrincipal.
+//
+// Register services on the returned server, then call MarkServing.
+func NewServer(cfg ServerConfig, opts ...grpc.ServerOption) *grpc.Server {
+	ic := newInterceptors(cfg)
+	all := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(ic.unaryRequestID, ic.unaryAccessLog, ic.unaryMapErrors, ic.unaryRecover, ic.unaryAuthenticate),
+		grpc.ChainStreamInterceptor(ic.streamRequestID, ic.streamAccessLog, ic.streamMapErrors, ic.streamRecover, ic.streamAuthenticate),
+	}, opts...)
+	s := grpc.NewServer(all...)
+
+	hs := cfg.Health
+	if hs == nil {
+		hs = health.NewServer()
+	}
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	rememberHealth(s, hs)
+	if cfg.Verifier == nil {
+		ic.log.Warn("grpc server has no token verifier: every non-public method will answer Unauthenticated")
+	}
+	return s
+}
+
+var healthServers sync.Map // weak.Pointer[grpc.Server] -> *health.Server
+
+func rememberHealth(s *grpc.Server, hs *health.Server) {
+	key := weak.Make(s)
+	healthServers.Store(key, hs)
+	runtime.AddCleanup(s, func(k weak.Pointer[grpc.Server]) { healthServers.Delete(k) }, key)
+}
+
+// HealthServer returns the health server NewServer registered on s, or nil for other servers. Use it
+// to report NOT_SERVING for a service whose dependency is down, or Shutdown on graceful stop.
+func HealthServer(s *grpc.Server) *health.Server {
+	hs, _ := healthServers.Load(weak.Make(s))
+	h, _ := hs.(*health.Server)
+	return h
+}
+
+// MarkServing sets the overall status ("") and that of every service registered on s to SERVING.
+func MarkServing(s *grpc.Server) {
+	hs := HealthServer(s)
+	if hs == nil {
+		return
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	for name := range s.GetServiceInfo() {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+}
+
+type interceptors struct {
+	log      *slog.Logger
+	verifier authn.Verifier
+	public   map[string]bool
+	metrics  *metrics
+}
+
+func newInterceptors(cfg ServerConfig) *interceptors {
+	ic := &interceptors{log: cfg.Logger, verifier: cfg.Verifier, public: make(map[string]bool)}
+	if ic.log == nil {
+		ic.log = slog.Default()
+	}
+	for _, m := range cfg.PublicMethods {
+		ic.public[m] = true
+	}
+	if cfg.Registry != nil {
+		ic.metrics = newMetrics(cfg.Registry)
+	}
+	return ic
+}
+
+func (ic *interceptors) isPublic(method string) bool {
+	if ic.public[method] {
+		return true
+	}
+	for _, p := range alwaysPublic {
+		if strings.HasPrefix(method, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// call is the per-call state shared by the interceptors; the authentication step fills in the
+// principal for the access log, which runs outside it.
+type call struct {
+	principal *authn.Principal
+}
+
+type callKey struct{}
+
+func callFrom(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
+
+type serverStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *serverStream) Context() context.Context { return s.ctx }
+
+func withContext(ss grpc.ServerStream, ctx context.Context) grpc.ServerStream {
+	return &serverStream{ServerStream: ss, ctx: ctx}
+}
+
+// 1. request id
+
+func (ic *interceptors) startCall(ctx context.Context) (context.Context, string) {
+	id := incomingRequestID(ctx)
+	ctx = WithRequestID(ctx, id)
+	return context.WithValue(ctx, callKey{}, &call{}), id
+}
+
+func (ic *interceptors) unaryRequestID(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, id := ic.startCall(ctx)
+	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDHeader, id))
+	return handler(ctx, req)
+}
+
+func (ic *interceptors) streamRequestID(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, id := ic.startCall(ss.Context())
+	_ = ss.SetHeader(metadata.Pairs(RequestIDHeader, id))
+	return handler(srv, withContext(ss, ctx))
+}
+
+// 2. access log and metrics
+
+func (ic *interceptors) unaryAccessLog(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	ic.logCall(ctx, info.FullMethod, start, err)
+	return resp, err
+}
+
+func (ic *interceptors) streamAccessLog(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	start := time.Now()
+	err := handler(srv, ss)
+	ic.logCall(ss.Context(), info.FullMethod, start, err)
+	return err
+}
+
+func (ic *interceptors) logCall(ctx context.Context, method string, start time.Time, err error) {
+	elapsed := time.Since(start)
+	code := status.Code(err)
+	if ic.metrics != nil {
+		ic.metrics.observe(method, code, elapsed)
+	}
+	level := slog.LevelInfo
+	switch {
+	case code == codes.Internal || code == codes.Unknown || code == codes.DataLoss:
+		level = slog.LevelError
+	case code == codes.Unavailable:
+		level = slog.LevelWarn
+	case strings.HasPrefix(method, alwaysPublic[0]):
+		level = slog.LevelDebug // health probes would drown everything else
+	}
+	if !ic.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("method", method),
+		slog.String("code", code.String()),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.String("request_id", RequestID(ctx)),
+	}
+	if c := callFrom(ctx); c != nil && c.principal != nil {
+		attrs = append(attrs,
+			slog.String("principal", c.principal.ID),
+			slog.String("principal_kind", c.principal.Kind),
+			slog.String("tenant", c.principal.Tenant))
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		attrs = append(attrs, slog.String("peer", p.Addr.String()))
+	}
+	ic.log.LogAttrs(ctx, level, "grpc call", attrs...)
+}
+
+// 3. error mapping
+
+func (ic *interceptors) unaryMapErrors(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if err != nil {
+		return nil, ic.mapError(ctx, info.FullMethod, err)
+	}
+	return resp, nil
+}
+
+func (ic *interceptors) streamMapErrors(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := handler(srv, ss); err != nil {
+		return ic.mapError(ss.Context(), info.FullMethod, err)
+	}
+	return nil
+}
+
+// mapError converts err to the caller's status and logs what the caller does not get to see.
+func (ic *interceptors) mapError(ctx context.Context, method string, err error) error {
+	st := errs.ToStatus(err)
+	switch {
+	case st.Code() == codes.Internal || st.Code() == codes.Unknown:
+		ic.log.LogAttrs(ctx, slog.LevelError, "internal error",
+			slog.String("method", method), slog.String("request_id", RequestID(ctx)), slog.String("error", err.Error()))
+	default:
+		var e *errs.Error
+		if errors.As(err, &e) && e.Cause != nil {
+			ic.log.LogAttrs(ctx, slog.LevelWarn, "request failed",
+				slog.String("method", method), slog.String("request_id", RequestID(ctx)),
+				slog.String("code", st.Code().String()), slog.String("error", err.Error()))
+		}
+	}
+	return st.Err()
+}
+
+// 4. panic recovery
+
+func (ic *interceptors) recovered(ctx context.Context, method string, r any) error {
+	ic.log.LogAttrs(ctx, slog.LevelError, "panic in grpc handler",
+		slog.String("method", method), slog.String("request_id", RequestID(ctx)),
+		slog.String("panic", fmt.Sprint(r)), slog.String("stack", string(debug.Stack())))
+	return errs.Internal(fmt.Errorf("panic: %v", r))
+}
+
+func (ic *interceptors) unaryRecover(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			resp, err = nil, ic.recovered(ctx, info.FullMethod, r)
+		}
+	}()
+	return handler(ctx, req)
+}
+
+func (ic *interceptors) streamRecover(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = ic.recovered(ss.Context(), info.FullMethod, r)
+		}
+	}()
+	return handler(srv, ss)
+}
+
+// 5. authentication
+
+func (ic *interceptors) authenticate(ctx context.Context, method string) (context.Context, error) {
+	if ic.isPublic(method) {
+		return ctx, nil
+	}
+	raw, err := bearerToken(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ic.verifier == nil {
+		return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "this server cannot verify access tokens")
+	}
+	claims, err := ic.verifier.Verify(ctx, raw)
+	if err != nil {
+		var e *errs.Error
+		if errors.As(err, &e) {
+			return nil, err
+		}
+		return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "access token is invalid").WithCause(err)
+	}
+	p := authn.PrincipalFromClaims(claims)
+	if p == nil {
+		return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "access token is invalid")
+	}
+	if c := callFrom(ctx); c != nil {
+		c.principal = p
+	}
+	return authn.WithPrincipal(ctx, p), nil
+}
+
+// bearerToken returns the token of the single "authorization: Bearer <token>" header.
+func bearerToken(ctx context.Context) (string, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	values := md.Get("authorization")
+	if len(values) == 0 {
+		return "", errs.Unauthenticated(authn.ReasonTokenMissing, "missing bearer token")
+	}
+	if len(values) > 1 {
+		return "", errs.Unauthenticated(authn.ReasonTokenInvalid, "more than one authorization header")
+	}
+	scheme, token, ok := strings.Cut(strings.TrimSpace(values[0]), " ")
+	token = strings.TrimSpace(token)
+	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
+		return "", errs.Unauthenticated(authn.ReasonTokenMissing, "missing bearer token")
+	}
+	return token, nil
+}
+
+func (ic *interceptors) unaryAuthenticate(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, err := ic.authenticate(ctx, info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (ic *interceptors) streamAuthenticate(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, err := ic.authenticate(ss.Context(), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	return handler(srv, withContext(ss, ctx))
+}

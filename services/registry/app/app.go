@@ -1,0 +1,94 @@
+// Package app wires the registry service: the core over the event store, its read-model runners
+// and the gRPC RegistryService. cmd/registry runs it alone; cmd/agentid runs it beside the other
+// services in one process.
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/service"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/registry/internal/registry"
+	"github.com/agentid/agentid/services/registry/internal/server"
+)
+
+// Name is the component name of the registry.
+const Name = "registry"
+
+// DevActor is the actor recorded for tenants created by EnsureTenant.
+const DevActor = "agentid/dev"
+
+// Config configures the registry. It has no settings yet; the event store and logger come as Deps.
+type Config struct{}
+
+// Validate checks the configuration.
+func (c Config) Validate() error { return nil }
+
+// Deps are the registry's dependencies built by the process.
+type Deps struct {
+	// Store is the event store (streams ensured by the process). Required.
+	Store *eventstore.Store
+	// Logger logs; default slog.Default().
+	Logger *slog.Logger
+}
+
+// App is the registry component.
+type App struct {
+	svc *registry.Service
+	srv *server.Server
+	log *slog.Logger
+}
+
+var _ service.Component = (*App)(nil)
+
+// New builds the registry. Its read models fill once its Tasks run.
+func New(cfg Config, deps Deps) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil {
+		return nil, errors.New("registry: Deps.Store is required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", Name)
+	svc, err := registry.New(registry.Config{Store: deps.Store, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &App{svc: svc, srv: server.New(svc), log: log}, nil
+}
+
+// Name implements service.Component.
+func (a *App) Name() string { return Name }
+
+// RegisterGRPC registers agentid.registry.v1.RegistryService on s.
+func (a *App) RegisterGRPC(s *grpc.Server) { registryv1.RegisterRegistryServiceServer(s, a.srv) }
+
+// Tasks returns the runners of the tenants and agents read models.
+func (a *App) Tasks() []service.Task {
+	runners := a.svc.Runners()
+	tasks := make([]service.Task, len(runners))
+	for i, r := range runners {
+		tasks[i] = r.Run
+	}
+	return tasks
+}
+
+// Ready blocks until the read models have caught up with their streams as they were at start.
+func (a *App) Ready(ctx context.Context) error { return a.svc.Ready(ctx) }
+
+// EnsureTenant creates tenant id unless it exists (for `agentid dev`, which creates "default" at
+// its first start). The event's actor is the service DevActor.
+func (a *App) EnsureTenant(ctx context.Context, id, displayName string) error {
+	return a.svc.EnsureTenant(ctx, id, displayName, eventstore.Metadata{
+		Actor: eventstore.Actor{ID: DevActor, Kind: eventstore.ActorService},
+	})
+}

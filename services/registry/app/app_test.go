@@ -1,0 +1,100 @@
+package app_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/testkit"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/registry/app"
+)
+
+func TestNewRequiresStore(t *testing.T) {
+	if _, err := app.New(app.Config{}, app.Deps{}); err == nil {
+		t.Fatal("New without a store succeeded")
+	}
+}
+
+func TestAppServesAndEnsuresTenant(t *testing.T) {
+	n := testkit.StartNATS(t)
+	store := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/registry"))
+	ctx := t.Context()
+	if err := store.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(app.Config{}, app.Deps{Store: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Name() != "registry" {
+		t.Fatalf("name %q", a.Name())
+	}
+	tasks := a.Tasks()
+	if len(tasks) != 2 {
+		t.Fatalf("%d tasks, want the tenants and agents read models", len(tasks))
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, task := range tasks {
+		wg.Go(func() {
+			if err := task(runCtx); err != nil {
+				t.Errorf("task: %v", err)
+			}
+		})
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if err := a.Ready(rctx); err != nil {
+		t.Fatal(err)
+	}
+
+	for range 2 {
+		if err := a.EnsureTenant(ctx, "default", "Default tenant"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, _, err := store.Load(ctx, "default", "tenant", "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Type != "tenant.created" || evs[0].Metadata.Actor != (eventstore.Actor{ID: app.DevActor, Kind: eventstore.ActorService}) {
+		t.Fatalf("events of tenant default: %+v", evs)
+	}
+
+	srv := grpcx.NewServer(grpcx.ServerConfig{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Verifier: authn.VerifierFunc(func(_ context.Context, raw string) (*authn.Claims, error) {
+			return &authn.Claims{Subject: "ops", Tenant: authn.SystemTenant, Roles: []string{"platform-admin"}}, nil
+		}),
+	})
+	a.RegisterGRPC(srv)
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := registryv1.NewRegistryServiceClient(conn)
+	resp, err := client.GetTenant(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer x"), &registryv1.GetTenantRequest{Name: "tenants/default"})
+	if err != nil || resp.GetTenant().GetDisplayName() != "Default tenant" {
+		t.Fatalf("get tenant over gRPC: %v %v", resp, err)
+	}
+}

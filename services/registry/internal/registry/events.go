@@ -1,0 +1,70 @@
+package registry
+
+import (
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+// Aggregate types of the registry's events.
+const (
+	// AggregateTenant is the aggregate type of tenants (stream TENANTS).
+	AggregateTenant = "tenant"
+	// AggregateAgent is the aggregate type of agents (stream AGENTS).
+	AggregateAgent = "agent"
+)
+
+// Event types: "<aggregate-type>.<event-name>" (docs/architecture.md).
+const (
+	// EventTenantCreated records a new tenant (registryv1.TenantCreated).
+	EventTenantCreated = "tenant.created"
+	// EventAgentRegistered records a proposed agent in state PENDING (registryv1.AgentRegistered).
+	EventAgentRegistered = "agent.registered"
+	// EventAgentActivated records an approved provisioning decision (registryv1.AgentActivated).
+	EventAgentActivated = "agent.activated"
+	// EventAgentRejected records a rejected provisioning decision (registryv1.AgentRejected).
+	EventAgentRejected = "agent.rejected"
+	// EventAgentRetirementRequested records a retirement request (registryv1.AgentRetirementRequested).
+	EventAgentRetirementRequested = "agent.retirement_requested"
+	// EventAgentRetired records verified deprovisioning (registryv1.AgentRetired).
+	EventAgentRetired = "agent.retired"
+)
+
+// Change is an event a command decided to record: its type and payload.
+type Change struct {
+	// Type is one of the Event* constants.
+	Type string
+	// Data is the payload, the protobuf message that belongs to Type.
+	Data proto.Message
+}
+
+// TenantCreated is the change that creates tenant t.
+func TenantCreated(t *registryv1.Tenant) Change {
+	return Change{Type: EventTenantCreated, Data: &registryv1.TenantCreated{Tenant: t}}
+}
+
+// AgentRegistered is the change that registers agent a (in state PENDING).
+func AgentRegistered(a *registryv1.Agent) Change {
+	return Change{Type: EventAgentRegistered, Data: &registryv1.AgentRegistered{Agent: a}}
+}
+
+// AgentActivated is the change that activates the agent named name.
+func AgentActivated(name, decisionID, approvedBy string) Change {
+	return Change{Type: EventAgentActivated, Data: &registryv1.AgentActivated{Name: name, DecisionId: decisionID, ApprovedBy: approvedBy}}
+}
+
+// AgentRejected is the change that rejects the agent named name.
+func AgentRejected(name, decisionID, reason string) Change {
+	return Change{Type: EventAgentRejected, Data: &registryv1.AgentRejected{Name: name, DecisionId: decisionID, Reason: reason}}
+}
+
+// AgentRetirementRequested is the change that starts the retirement of the agent named name.
+func AgentRetirementRequested(name, reason, ticket string) Change {
+	return Change{Type: EventAgentRetirementRequested, Data: &registryv1.AgentRetirementRequested{Name: name, Reason: reason, Ticket: ticket}}
+}
+
+// AgentRetired is the change that completes the retirement of the agent named name.
+func AgentRetired(name string, verifyTime *timestamppb.Timestamp) Change {
+	return Change{Type: EventAgentRetired, Data: &registryv1.AgentRetired{Name: name, VerifyTime: verifyTime}}
+}

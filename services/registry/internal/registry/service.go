@@ -1,0 +1,421 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+const (
+	// maxAttempts bounds how often a command is decided again after losing a version race.
+	maxAttempts = 3
+	// defaultWaitTimeout bounds how long a command waits for the read model to show its event.
+	defaultWaitTimeout = 10 * time.Second
+)
+
+// Command names, the first part of each command's idempotency key.
+const (
+	cmdCreateTenant       = "CreateTenant"
+	cmdRegisterAgent      = "RegisterAgent"
+	cmdActivateAgent      = "ActivateAgent"
+	cmdRejectAgent        = "RejectAgent"
+	cmdRetireAgent        = "RetireAgent"
+	cmdCompleteRetirement = "CompleteRetirement"
+)
+
+// errStaleRead marks a repeated append that resolved to an event the aggregate's read had not shown.
+var errStaleRead = errors.New("registry: the aggregate read lagged behind its own events")
+
+// EventStore is what the service needs from the event store.
+type EventStore interface {
+	Load(ctx context.Context, tenant, aggType, aggID string) ([]eventstore.Event, uint64, error)
+	Append(ctx context.Context, a eventstore.Append) (eventstore.Event, error)
+	NewRunner(p eventstore.Projection, stream string, filterSubjects []string, opts ...eventstore.RunnerOption) *eventstore.Runner
+}
+
+// Config configures a Service.
+type Config struct {
+	// Store holds the events. Required.
+	Store EventStore
+	// Logger logs; default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock used for validation; default time.Now.
+	Now func() time.Time
+	// WaitTimeout bounds how long a command waits for the read model; default 10s.
+	WaitTimeout time.Duration
+}
+
+// Service runs the registry's commands and queries.
+type Service struct {
+	store       EventStore
+	log         *slog.Logger
+	now         func() time.Time
+	waitTimeout time.Duration
+
+	tenants      *TenantProjection
+	agents       *AgentProjection
+	tenantRunner *eventstore.Runner
+	agentRunner  *eventstore.Runner
+}
+
+// New returns a service over cfg.Store. Its read models fill only while the runners of Runners run.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("registry: Config.Store is required")
+	}
+	s := &Service{
+		store:       cfg.Store,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		waitTimeout: cfg.WaitTimeout,
+		tenants:     NewTenantProjection(),
+		agents:      NewAgentProjection(),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.waitTimeout <= 0 {
+		s.waitTimeout = defaultWaitTimeout
+	}
+	instance := encode128(uuid.Must(uuid.NewV7()))[18:]
+	s.tenantRunner = s.store.NewRunner(perInstance(s.tenants, instance), eventstore.StreamTenants, []string{eventstore.AggregateTypeSubject(AggregateTenant)})
+	s.agentRunner = s.store.NewRunner(perInstance(s.agents, instance), eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(AggregateAgent)})
+	return s, nil
+}
+
+// instanceProjection gives a projection a name of its own per Service instance. The event store
+// names a runner's ordered consumer after the projection, so two runners of one projection on one
+// stream (two replicas, or a rebuild beside the live read model) would otherwise share a consumer
+// and split its events between them.
+type instanceProjection struct {
+	eventstore.Projection
+	name string
+}
+
+// Name implements eventstore.Projection.
+func (p instanceProjection) Name() string { return p.name }
+
+func perInstance(p eventstore.Projection, instance string) eventstore.Projection {
+	return instanceProjection{Projection: p, name: p.Name() + "-" + instance}
+}
+
+// Runners returns the runners that build the read models; run each until shutdown.
+func (s *Service) Runners() []*eventstore.Runner {
+	return []*eventstore.Runner{s.tenantRunner, s.agentRunner}
+}
+
+// Ready blocks until both read models have caught up with their streams as they were at start.
+func (s *Service) Ready(ctx context.Context) error {
+	for _, r := range s.Runners() {
+		if err := r.Ready(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Agents returns the agents read model.
+func (s *Service) Agents() *AgentProjection { return s.agents }
+
+// Tenants returns the tenants read model.
+func (s *Service) Tenants() *TenantProjection { return s.tenants }
+
+// storeError classifies an event store failure for the caller; the cause stays in the logs.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, eventstore.ErrConflict):
+		return errs.Conflict("CONCURRENT_MODIFICATION", "the resource was changed concurrently; retry").WithCause(err)
+	case errors.Is(err, eventstore.ErrInvalid), errors.Is(err, eventstore.ErrIdempotencyKeyReused):
+		return errs.Internal(err)
+	default:
+		return errs.Unavailable("EVENT_STORE_UNAVAILABLE", "the event store is unavailable; retry", err)
+	}
+}
+
+// wait blocks until runner has applied stream sequence seq.
+func (s *Service) wait(ctx context.Context, r *eventstore.Runner, seq uint64) error {
+	wctx, cancel := context.WithTimeout(ctx, s.waitTimeout)
+	defer cancel()
+	err := r.WaitFor(wctx, seq)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	default:
+		return errs.Unavailable("READ_MODEL_LAGGING", "the change was recorded but the read model has not caught up yet; read it again shortly", err)
+	}
+}
+
+// append writes change to an aggregate at version, recording key as the command's idempotency key
+// and as the event's causation id.
+func (s *Service) append(ctx context.Context, tenant, aggType, aggID, subject, key string, version uint64, ch *Change, md eventstore.Metadata) (eventstore.Event, error) {
+	md.Tenant = tenant
+	md.CausationID = key
+	return s.store.Append(ctx, eventstore.Append{
+		Tenant:          tenant,
+		AggregateType:   aggType,
+		AggregateID:     aggID,
+		ExpectedVersion: version,
+		IdempotencyKey:  key,
+		Type:            ch.Type,
+		Subject:         subject,
+		Data:            ch.Data,
+		Metadata:        md,
+	})
+}
+
+// runAgent loads an agent, skips commands it has already handled, decides, appends at the loaded
+// version and retries on a version conflict. Once the read model has caught up with the result it
+// returns the agent as of the command's own event (folded as the read model folds it), so a
+// concurrent later change does not show up in this command's response.
+func (s *Service) runAgent(ctx context.Context, tenant, agentID, key string, md eventstore.Metadata, decide func(*Agent) (*Change, error)) (*registryv1.Agent, error) {
+	var lastErr error
+	for range maxAttempts {
+		events, _, err := s.store.Load(ctx, tenant, AggregateAgent, agentID)
+		if err != nil {
+			return nil, storeError(err)
+		}
+		a, err := LoadAgent(tenant, agentID, events)
+		if err != nil {
+			return nil, errs.Internal(err)
+		}
+		if !a.Handled(key) {
+			ch, err := decide(a)
+			if err != nil {
+				return nil, err
+			}
+			if ch != nil {
+				ev, err := s.append(ctx, tenant, AggregateAgent, agentID, a.Name(), key, a.Version, ch, md)
+				if errors.Is(err, eventstore.ErrConflict) {
+					lastErr = err
+					continue
+				}
+				if err != nil {
+					return nil, storeError(err)
+				}
+				if ev.ExpectedVersion != a.Version {
+					lastErr = errStaleRead
+					continue // a repeat resolved to an event decided on a state this read did not show: read again
+				}
+				if err := a.Apply(ev); err != nil {
+					return nil, errs.Internal(err)
+				}
+			}
+		}
+		if err := s.wait(ctx, s.agentRunner, a.Version); err != nil {
+			return nil, err
+		}
+		return a.View(), nil
+	}
+	return nil, storeError(lastErr)
+}
+
+// CreateTenant creates a tenant. A repeat with the same request id returns the tenant it created;
+// any other creation of an existing tenant is AlreadyExists TENANT_EXISTS.
+func (s *Service) CreateTenant(ctx context.Context, c CreateTenant, md eventstore.Metadata) (*registryv1.Tenant, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	key := commandKey(cmdCreateTenant, c.TenantID, c.TenantID, c.RequestID)
+	var lastErr error
+	for range maxAttempts {
+		events, _, err := s.store.Load(ctx, c.TenantID, AggregateTenant, c.TenantID)
+		if err != nil {
+			return nil, storeError(err)
+		}
+		t, err := LoadTenant(c.TenantID, events)
+		if err != nil {
+			return nil, errs.Internal(err)
+		}
+		if !t.Handled(key) {
+			ch, err := t.Create(c)
+			if err != nil {
+				return nil, err
+			}
+			ev, err := s.append(ctx, c.TenantID, AggregateTenant, c.TenantID, TenantName(c.TenantID), key, t.Version, ch, md)
+			if errors.Is(err, eventstore.ErrConflict) {
+				lastErr = err
+				continue
+			}
+			if err != nil {
+				return nil, storeError(err)
+			}
+			if ev.ExpectedVersion != t.Version {
+				lastErr = errStaleRead
+				continue
+			}
+			if err := t.Apply(ev); err != nil {
+				return nil, errs.Internal(err)
+			}
+		}
+		if err := s.wait(ctx, s.tenantRunner, t.Version); err != nil {
+			return nil, err
+		}
+		return t.View(), nil
+	}
+	return nil, storeError(lastErr)
+}
+
+// EnsureTenant creates the tenant unless it exists, whoever created it.
+func (s *Service) EnsureTenant(ctx context.Context, id, displayName string, md eventstore.Metadata) error {
+	if _, ok := s.tenants.Get(id); ok {
+		return nil
+	}
+	_, err := s.CreateTenant(ctx, CreateTenant{TenantID: id, DisplayName: displayName, RequestID: "ensure"}, md)
+	if errs.Is(err, errs.KindAlreadyExists) {
+		return nil
+	}
+	return err
+}
+
+// checkTenantExists answers NotFound TENANT_NOT_FOUND for a tenant that has not been created,
+// asking the event store when the read model does not know it (yet).
+func (s *Service) checkTenantExists(ctx context.Context, tenant string) error {
+	if _, ok := s.tenants.Get(tenant); ok {
+		return nil
+	}
+	_, version, err := s.store.Load(ctx, tenant, AggregateTenant, tenant)
+	if err != nil {
+		return storeError(err)
+	}
+	if version == 0 {
+		return errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", tenant)
+	}
+	return nil
+}
+
+// RegisterAgent validates and records a new agent in state PENDING. With a request id the agent id
+// is derived from it, so a repeat returns the agent the first attempt created and records nothing.
+func (s *Service) RegisterAgent(ctx context.Context, c RegisterAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
+	if !ValidTenantID(c.Tenant) {
+		return nil, errs.InvalidArgument("parent", "must have the form tenants/{tenant}")
+	}
+	if c.Tenant == SystemTenant {
+		return nil, errs.InvalidArgument("parent", "agents cannot be registered in the system tenant")
+	}
+	if err := checkRequestID(c.RequestID); err != nil {
+		return nil, err
+	}
+	if err := ValidateAgent(c.Agent, s.now()); err != nil {
+		return nil, err
+	}
+	if err := s.checkTenantExists(ctx, c.Tenant); err != nil {
+		return nil, err
+	}
+	agentID := NewAgentID()
+	if c.RequestID != "" {
+		agentID = DeriveAgentID(c.Tenant, c.RequestID)
+	}
+	key := commandKey(cmdRegisterAgent, c.Tenant, agentID, c.RequestID)
+	return s.runAgent(ctx, c.Tenant, agentID, key, md, func(a *Agent) (*Change, error) { return a.Register(c) })
+}
+
+// ActivateAgent records an approval: PENDING becomes ACTIVE.
+func (s *Service) ActivateAgent(ctx context.Context, c ActivateAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	key := commandKey(cmdActivateAgent, c.Tenant, c.AgentID, c.RequestID)
+	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Activate(c) })
+}
+
+// RejectAgent records a rejection: PENDING becomes REJECTED.
+func (s *Service) RejectAgent(ctx context.Context, c RejectAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	key := commandKey(cmdRejectAgent, c.Tenant, c.AgentID, c.RequestID)
+	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Reject(c) })
+}
+
+// RetireAgent requests retirement: PENDING or ACTIVE becomes RETIRING.
+func (s *Service) RetireAgent(ctx context.Context, c RetireAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	key := commandKey(cmdRetireAgent, c.Tenant, c.AgentID, c.RequestID)
+	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Retire(c) })
+}
+
+// CompleteRetirement records verified deprovisioning: RETIRING becomes RETIRED. Without a verify
+// time the current time is recorded.
+func (s *Service) CompleteRetirement(ctx context.Context, c CompleteRetirement, md eventstore.Metadata) (*registryv1.Agent, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if c.VerifyTime == nil {
+		c.VerifyTime = timestamppb.New(s.now())
+	}
+	key := commandKey(cmdCompleteRetirement, c.Tenant, c.AgentID, c.RequestID)
+	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.CompleteRetirement(c) })
+}
+
+// GetTenant returns one tenant from the read model.
+func (s *Service) GetTenant(_ context.Context, id string) (*registryv1.Tenant, error) {
+	t, ok := s.tenants.Get(id)
+	if !ok {
+		return nil, errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", id)
+	}
+	return t, nil
+}
+
+// ListTenants returns one page of tenants in creation order and the token of the next page.
+func (s *Service) ListTenants(_ context.Context, size int32, token string) ([]*registryv1.Tenant, string, error) {
+	n, err := pageSize(size)
+	if err != nil {
+		return nil, "", err
+	}
+	after, err := decodePageToken(token)
+	if err != nil {
+		return nil, "", err
+	}
+	out, next := s.tenants.List(after, n)
+	return out, nextToken(next), nil
+}
+
+// GetAgent returns one agent from the read model.
+func (s *Service) GetAgent(_ context.Context, tenant, agentID string) (*registryv1.Agent, error) {
+	a, ok := s.agents.Get(tenant, agentID)
+	if !ok {
+		return nil, errs.NotFound("AGENT_NOT_FOUND", "agent not found").WithMetadata("name", AgentName(tenant, agentID))
+	}
+	return a, nil
+}
+
+// ListAgents returns one page of a tenant's agents in registration order and the next page's token.
+func (s *Service) ListAgents(_ context.Context, tenant string, size int32, token string) ([]*registryv1.Agent, string, error) {
+	n, err := pageSize(size)
+	if err != nil {
+		return nil, "", err
+	}
+	after, err := decodePageToken(token)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, ok := s.tenants.Get(tenant); !ok {
+		return nil, "", errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", tenant)
+	}
+	out, next := s.agents.List(tenant, after, n)
+	return out, nextToken(next), nil
+}
+
+func nextToken(seq uint64) string {
+	if seq == 0 {
+		return ""
+	}
+	return encodePageToken(seq)
+}

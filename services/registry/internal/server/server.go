@@ -1,0 +1,285 @@
+// Package server adapts the registry core to gRPC: it authenticates and authorizes the caller as
+// each RPC's comment says, converts the request, calls the core and returns its result or error.
+package server
+
+import (
+	"context"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/grpcx"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/registry/internal/registry"
+)
+
+// Registry is the core the server calls.
+type Registry interface {
+	CreateTenant(ctx context.Context, c registry.CreateTenant, md eventstore.Metadata) (*registryv1.Tenant, error)
+	GetTenant(ctx context.Context, id string) (*registryv1.Tenant, error)
+	ListTenants(ctx context.Context, size int32, token string) ([]*registryv1.Tenant, string, error)
+	RegisterAgent(ctx context.Context, c registry.RegisterAgent, md eventstore.Metadata) (*registryv1.Agent, error)
+	GetAgent(ctx context.Context, tenant, agentID string) (*registryv1.Agent, error)
+	ListAgents(ctx context.Context, tenant string, size int32, token string) ([]*registryv1.Agent, string, error)
+	ActivateAgent(ctx context.Context, c registry.ActivateAgent, md eventstore.Metadata) (*registryv1.Agent, error)
+	RejectAgent(ctx context.Context, c registry.RejectAgent, md eventstore.Metadata) (*registryv1.Agent, error)
+	RetireAgent(ctx context.Context, c registry.RetireAgent, md eventstore.Metadata) (*registryv1.Agent, error)
+	CompleteRetirement(ctx context.Context, c registry.CompleteRetirement, md eventstore.Metadata) (*registryv1.Agent, error)
+}
+
+// Server implements agentid.registry.v1.RegistryService.
+type Server struct {
+	registryv1.UnimplementedRegistryServiceServer
+	reg Registry
+}
+
+var _ registryv1.RegistryServiceServer = (*Server)(nil)
+
+// New returns a server calling reg.
+func New(reg Registry) *Server { return &Server{reg: reg} }
+
+// Role sets of the RPCs.
+var (
+	// anyRole: every role of the tenant may read.
+	anyRole = []authn.Role{
+		authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner,
+		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst,
+	}
+	// manageRoles may register and retire agents (owners only their own).
+	manageRoles = []authn.Role{authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner}
+	// decideRoles may record lifecycle decisions: the lifecycle service's platform-admin identity.
+	decideRoles = []authn.Role{authn.RolePlatformAdmin}
+)
+
+// principal returns the authenticated caller.
+func principal(ctx context.Context) (*authn.Principal, error) {
+	p, ok := authn.PrincipalFrom(ctx)
+	if !ok {
+		return nil, errs.Unauthenticated("UNAUTHENTICATED", "authentication required")
+	}
+	return p, nil
+}
+
+// authorize returns the caller if it may act in tenant with one of roles.
+func authorize(ctx context.Context, tenant string, roles ...authn.Role) (*authn.Principal, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Authorize(tenant, roles...); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// requirePlatformAdmin returns the caller if it is a platform-admin of the system tenant.
+func requirePlatformAdmin(ctx context.Context) (*authn.Principal, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !p.IsPlatformAdmin() {
+		return nil, errs.PermissionDenied("MISSING_ROLE", "requires the platform-admin role of the system tenant").
+			WithMetadata("required_roles", string(authn.RolePlatformAdmin))
+	}
+	return p, nil
+}
+
+// ownerConstraint is the owner a caller is limited to: its own id when only its owner role allows
+// it to manage agents, "" for tenant and platform admins.
+func ownerConstraint(p *authn.Principal) string {
+	if p.IsPlatformAdmin() || p.HasRole(authn.RolePlatformAdmin) || p.HasRole(authn.RoleTenantAdmin) {
+		return ""
+	}
+	return p.ID
+}
+
+// metadataOf is the event metadata of a request by p.
+func metadataOf(ctx context.Context, p *authn.Principal) eventstore.Metadata {
+	kind := eventstore.ActorKind(p.Kind)
+	if !kind.Valid() {
+		kind = eventstore.ActorHuman
+	}
+	return eventstore.Metadata{
+		Actor:         eventstore.Actor{ID: p.ID, Kind: kind},
+		OnBehalfOf:    p.OnBehalfOf,
+		CorrelationID: grpcx.RequestID(ctx),
+	}
+}
+
+// CreateTenant creates a tenant. Callers: platform-admin.
+func (s *Server) CreateTenant(ctx context.Context, req *registryv1.CreateTenantRequest) (*registryv1.CreateTenantResponse, error) {
+	p, err := requirePlatformAdmin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.reg.CreateTenant(ctx, registry.CreateTenant{
+		TenantID: req.GetTenantId(), DisplayName: req.GetDisplayName(), RequestID: req.GetRequestId(),
+	}, metadataOf(ctx, p))
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.CreateTenantResponse{Tenant: t}, nil
+}
+
+// GetTenant returns one tenant. Callers: platform-admin, or any role of that tenant.
+func (s *Server) GetTenant(ctx context.Context, req *registryv1.GetTenantRequest) (*registryv1.GetTenantResponse, error) {
+	tenant, err := registry.ParseTenantName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := authorize(ctx, tenant, anyRole...); err != nil {
+		return nil, err
+	}
+	t, err := s.reg.GetTenant(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.GetTenantResponse{Tenant: t}, nil
+}
+
+// ListTenants lists tenants. Callers: platform-admin.
+func (s *Server) ListTenants(ctx context.Context, req *registryv1.ListTenantsRequest) (*registryv1.ListTenantsResponse, error) {
+	if _, err := requirePlatformAdmin(ctx); err != nil {
+		return nil, err
+	}
+	ts, next, err := s.reg.ListTenants(ctx, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.ListTenantsResponse{Tenants: ts, NextPageToken: next}, nil
+}
+
+// RegisterAgent records a new agent in state PENDING. Callers: platform-admin, tenant-admin, owner
+// (an owner only for agents whose owner is the caller).
+func (s *Server) RegisterAgent(ctx context.Context, req *registryv1.RegisterAgentRequest) (*registryv1.RegisterAgentResponse, error) {
+	tenant, err := registry.ParseTenantName("parent", req.GetParent())
+	if err != nil {
+		return nil, err
+	}
+	p, err := authorize(ctx, tenant, manageRoles...)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.reg.RegisterAgent(ctx, registry.RegisterAgent{
+		Tenant: tenant, Agent: req.GetAgent(), RequestID: req.GetRequestId(), RequireOwner: ownerConstraint(p),
+	}, metadataOf(ctx, p))
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.RegisterAgentResponse{Agent: a}, nil
+}
+
+// GetAgent returns one agent. Callers: any role of the agent's tenant.
+func (s *Server) GetAgent(ctx context.Context, req *registryv1.GetAgentRequest) (*registryv1.GetAgentResponse, error) {
+	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := authorize(ctx, tenant, anyRole...); err != nil {
+		return nil, err
+	}
+	a, err := s.reg.GetAgent(ctx, tenant, id)
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.GetAgentResponse{Agent: a}, nil
+}
+
+// ListAgents lists a tenant's agents in registration order. Callers: any role of the tenant.
+func (s *Server) ListAgents(ctx context.Context, req *registryv1.ListAgentsRequest) (*registryv1.ListAgentsResponse, error) {
+	tenant, err := registry.ParseTenantName("parent", req.GetParent())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := authorize(ctx, tenant, anyRole...); err != nil {
+		return nil, err
+	}
+	as, next, err := s.reg.ListAgents(ctx, tenant, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.ListAgentsResponse{Agents: as, NextPageToken: next}, nil
+}
+
+// ActivateAgent records an approved provisioning decision. Callers: platform-admin (the lifecycle
+// service).
+func (s *Server) ActivateAgent(ctx context.Context, req *registryv1.ActivateAgentRequest) (*registryv1.ActivateAgentResponse, error) {
+	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	p, err := authorize(ctx, tenant, decideRoles...)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.reg.ActivateAgent(ctx, registry.ActivateAgent{
+		Tenant: tenant, AgentID: id, DecisionID: req.GetDecisionId(), ApprovedBy: req.GetApprovedBy(),
+		Etag: req.GetEtag(), RequestID: req.GetRequestId(),
+	}, metadataOf(ctx, p))
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.ActivateAgentResponse{Agent: a}, nil
+}
+
+// RejectAgent records a rejected provisioning decision. Callers: platform-admin (the lifecycle
+// service).
+func (s *Server) RejectAgent(ctx context.Context, req *registryv1.RejectAgentRequest) (*registryv1.RejectAgentResponse, error) {
+	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	p, err := authorize(ctx, tenant, decideRoles...)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.reg.RejectAgent(ctx, registry.RejectAgent{
+		Tenant: tenant, AgentID: id, DecisionID: req.GetDecisionId(), Reason: req.GetReason(), RequestID: req.GetRequestId(),
+	}, metadataOf(ctx, p))
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.RejectAgentResponse{Agent: a}, nil
+}
+
+// RetireAgent requests retirement. Callers: platform-admin, tenant-admin, owner (an owner only of
+// its own agents).
+func (s *Server) RetireAgent(ctx context.Context, req *registryv1.RetireAgentRequest) (*registryv1.RetireAgentResponse, error) {
+	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	p, err := authorize(ctx, tenant, manageRoles...)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.reg.RetireAgent(ctx, registry.RetireAgent{
+		Tenant: tenant, AgentID: id, Reason: req.GetReason(), Ticket: req.GetTicket(),
+		Etag: req.GetEtag(), RequestID: req.GetRequestId(), RequireOwner: ownerConstraint(p),
+	}, metadataOf(ctx, p))
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.RetireAgentResponse{Agent: a}, nil
+}
+
+// CompleteRetirement records verified deprovisioning. Callers: platform-admin (the lifecycle
+// service).
+func (s *Server) CompleteRetirement(ctx context.Context, req *registryv1.CompleteRetirementRequest) (*registryv1.CompleteRetirementResponse, error) {
+	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	p, err := authorize(ctx, tenant, decideRoles...)
+	if err != nil {
+		return nil, err
+	}
+	a, err := s.reg.CompleteRetirement(ctx, registry.CompleteRetirement{
+		Tenant: tenant, AgentID: id, VerifyTime: req.GetVerifyTime(), RequestID: req.GetRequestId(),
+	}, metadataOf(ctx, p))
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.CompleteRetirementResponse{Agent: a}, nil
+}
