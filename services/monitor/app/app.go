@@ -1,0 +1,104 @@
+// Package app wires the monitor service: the telemetry store (DuckDB), the consumer that copies
+// the TELEMETRY stream into it, and agentid.monitor.v1.MonitorService. The service's own binary
+// and the all-in-one `agentid dev` both build it with New.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/grpc"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/service"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	"github.com/agentid/agentid/services/monitor/internal/ingest"
+	"github.com/agentid/agentid/services/monitor/internal/server"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+	"github.com/agentid/agentid/services/monitor/internal/store/duckdb"
+	"github.com/agentid/agentid/services/monitor/internal/telemetry"
+)
+
+var _ service.Component = (*App)(nil)
+
+// Name is the service's name in logs, health and the event source ("agentid/monitor").
+const Name = "monitor"
+
+// Config configures the monitor service.
+type Config struct {
+	// DuckDBPath is the DuckDB database file of the telemetry store, created with its directory
+	// if missing; empty keeps the telemetry in memory (lost on exit).
+	DuckDBPath string
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.DuckDBPath == "" {
+		return nil
+	}
+	if info, err := os.Stat(c.DuckDBPath); err == nil && info.IsDir() {
+		return fmt.Errorf("monitor: duckdb path %s is a directory", c.DuckDBPath)
+	}
+	return nil
+}
+
+// Deps are the monitor service's collaborators.
+type Deps struct {
+	// Store delivers the TELEMETRY stream; required.
+	Store *eventstore.Store
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// App is the monitor service. Close it to close the telemetry store.
+type App struct {
+	store    store.Store
+	consumer *ingest.Consumer
+	server   *server.Server
+}
+
+// New opens the telemetry store and builds the service.
+func New(cfg Config, deps Deps) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil {
+		return nil, errors.New("monitor: Deps.Store is required")
+	}
+	logger := deps.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if cfg.DuckDBPath != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.DuckDBPath), 0o700); err != nil {
+			return nil, fmt.Errorf("monitor: %w", err)
+		}
+	}
+	st, err := duckdb.Open(context.Background(), cfg.DuckDBPath)
+	if err != nil {
+		return nil, fmt.Errorf("monitor: telemetry store: %w", err)
+	}
+	consumer, err := ingest.NewConsumer(ingest.Config{Source: deps.Store, Store: st, Logger: logger})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath)
+	return &App{store: st, consumer: consumer, server: server.New(telemetry.New(st))}, nil
+}
+
+// Name implements service.Component.
+func (a *App) Name() string { return Name }
+
+// RegisterGRPC registers MonitorService on s.
+func (a *App) RegisterGRPC(s *grpc.Server) { monitorv1.RegisterMonitorServiceServer(s, a.server) }
+
+// Tasks implements service.Component: the consumer copying the TELEMETRY stream into the store.
+func (a *App) Tasks() []service.Task { return []service.Task{a.consumer.Run} }
+
+// Close closes the telemetry store; call it after the tasks have stopped.
+func (a *App) Close() error { return a.store.Close() }

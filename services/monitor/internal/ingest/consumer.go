@@ -1,0 +1,170 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+// ConsumerName is the durable consumer on the TELEMETRY stream shared by every monitor replica.
+const ConsumerName = "monitor-telemetry"
+
+// FilterSubject selects every telemetry event.
+const FilterSubject = "telemetry.>"
+
+// Defaults of Config.
+const (
+	// DefaultConcurrency is how many deliveries are in flight at once; they are group-committed.
+	DefaultConcurrency = 256
+	// DefaultMaxBatch caps the events of one insert.
+	DefaultMaxBatch = 1000
+)
+
+// Inserter stores telemetry rows (implemented by every store.Store).
+type Inserter interface {
+	Insert(ctx context.Context, events []store.Event) error
+}
+
+// Source delivers events through a durable consumer (implemented by *eventstore.Store).
+type Source interface {
+	Consume(ctx context.Context, name, stream string, filterSubjects []string, h eventstore.Handler, opts ...eventstore.ConsumeOption) error
+}
+
+// Config configures a Consumer.
+type Config struct {
+	// Source delivers the TELEMETRY stream; required.
+	Source Source
+	// Store receives the rows; required.
+	Store Inserter
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Concurrency is how many deliveries are handled at once (default DefaultConcurrency).
+	Concurrency int
+	// MaxBatch caps the events of one insert (default DefaultMaxBatch).
+	MaxBatch int
+	// ConsumeOptions are passed on to Source.Consume (ack wait, redelivery backoff ...).
+	ConsumeOptions []eventstore.ConsumeOption
+}
+
+// Consumer copies the TELEMETRY stream into the telemetry store. Deliveries are handled
+// concurrently and group-committed: every insert takes all events waiting at that moment, and each
+// event is acknowledged only once its insert has committed. Redelivered events are no-ops, since
+// rows are keyed by the CloudEvents id.
+type Consumer struct {
+	cfg     Config
+	reqs    chan insertReq
+	running atomic.Bool
+	done    chan struct{} // closed when the commit loop of the current run has stopped
+}
+
+type insertReq struct {
+	row    store.Event
+	result chan error
+}
+
+// NewConsumer returns a Consumer; run it with Run.
+func NewConsumer(cfg Config) (*Consumer, error) {
+	if cfg.Source == nil || cfg.Store == nil {
+		return nil, errors.New("ingest: Config.Source and Config.Store are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	return &Consumer{cfg: cfg, reqs: make(chan insertReq)}, nil
+}
+
+// Run consumes until ctx is done. It may be called again after it returns, not concurrently.
+func (c *Consumer) Run(ctx context.Context) error {
+	if !c.running.CompareAndSwap(false, true) {
+		return errors.New("ingest: consumer is already running")
+	}
+	defer c.running.Store(false)
+	done := make(chan struct{})
+	c.done = done
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(done)
+		c.commitLoop(gctx)
+		return nil
+	})
+	g.Go(func() error {
+		opts := append([]eventstore.ConsumeOption{eventstore.WithConcurrency(c.cfg.Concurrency)}, c.cfg.ConsumeOptions...)
+		return c.cfg.Source.Consume(gctx, ConsumerName, eventstore.StreamTelemetry, []string{FilterSubject}, c.Handle, opts...)
+	})
+	return g.Wait()
+}
+
+// Handle maps one event and waits until its row is committed. An event without a tenant is an
+// error (it ends in the failed-event log after the consumer's redeliveries).
+func (c *Consumer) Handle(ctx context.Context, e eventstore.Event) error {
+	row, err := Map(e)
+	if err != nil {
+		return err
+	}
+	// Validate alone, so that one bad row can never fail a whole group commit.
+	if _, err := store.Normalize([]store.Event{row}); err != nil {
+		return fmt.Errorf("ingest: event %s (%s): %w", e.ID, e.Type, err)
+	}
+	req := insertReq{row: row, result: make(chan error, 1)}
+	select {
+	case c.reqs <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return errors.New("ingest: consumer stopped")
+	}
+	select {
+	case err := <-req.result:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// commitLoop inserts whatever is waiting, one batch at a time, until ctx is done.
+func (c *Consumer) commitLoop(ctx context.Context) {
+	batch := make([]insertReq, 0, c.cfg.MaxBatch)
+	rows := make([]store.Event, 0, c.cfg.MaxBatch)
+	for {
+		batch, rows = batch[:0], rows[:0]
+		select {
+		case r := <-c.reqs:
+			batch = append(batch, r)
+		case <-ctx.Done():
+			return
+		}
+	drain:
+		for len(batch) < c.cfg.MaxBatch {
+			select {
+			case r := <-c.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		for _, r := range batch {
+			rows = append(rows, r.row)
+		}
+		// Finish a started insert even when stopping, so acknowledged work is never left half done.
+		err := c.cfg.Store.Insert(context.WithoutCancel(ctx), rows)
+		if err != nil {
+			c.cfg.Logger.ErrorContext(ctx, "telemetry insert failed; events will be redelivered", "events", len(rows), "error", err)
+		}
+		for _, r := range batch {
+			r.result <- err
+		}
+	}
+}

@@ -1,0 +1,212 @@
+// Package ingest turns telemetry events from the TELEMETRY stream into telemetry store rows.
+package ingest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+
+	// Linked so that events of these packages decode into their JSON detail.
+	_ "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
+	_ "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+// Event types with a dedicated mapping.
+const (
+	// TypeTokenRequested is the issuer's token request telemetry (issuerv1.TokenRequested).
+	TypeTokenRequested = "token.requested"
+	// TypePolicyDecided is the policy decision log (policyv1.DecisionRecorded).
+	TypePolicyDecided = "policy.decided"
+)
+
+// ErrNoTenant marks an event that cannot be attributed to a tenant.
+var ErrNoTenant = errors.New("ingest: event has no tenant")
+
+// Map turns an event into its telemetry row. Token requests and policy decisions get their own
+// columns; any other event is kept with its type as kind and its payload as JSON detail. A payload
+// that does not decode is still stored, with the decode error in the detail.
+func Map(e eventstore.Event) (store.Event, error) {
+	if e.ID == "" {
+		return store.Event{}, errors.New("ingest: event has no id")
+	}
+	row := store.Event{
+		EventID:    e.ID,
+		Time:       e.Time,
+		Tenant:     e.Metadata.Tenant,
+		Kind:       e.Type,
+		Actor:      e.Metadata.Actor.ID,
+		OnBehalfOf: e.Metadata.OnBehalfOf,
+		RequestID:  e.Metadata.CorrelationID,
+		StreamSeq:  e.Sequence,
+	}
+	if isAgentName(e.Subject) {
+		row.Agent = e.Subject
+	}
+	var err error
+	switch e.Type {
+	case TypeTokenRequested:
+		err = mapTokenRequested(e, &row)
+	case TypePolicyDecided:
+		err = mapPolicyDecided(e, &row)
+	default:
+		err = mapOther(e, &row)
+	}
+	if err != nil {
+		row.Detail = detail(map[string]any{"data_schema": e.DataSchema, "decode_error": err.Error()})
+	}
+	if row.Tenant == "" {
+		return store.Event{}, fmt.Errorf("%w: %s (%s)", ErrNoTenant, e.ID, e.Type)
+	}
+	return row, nil
+}
+
+func mapTokenRequested(e eventstore.Event, row *store.Event) error {
+	m, err := eventstore.DecodeAs[*issuerv1.TokenRequested](e)
+	if err != nil {
+		return err
+	}
+	row.Tenant = first(row.Tenant, m.GetTenant())
+	row.Agent = first(m.GetAgent(), row.Agent)
+	row.Actor = first(m.GetClientId(), row.Actor)
+	row.Environment = m.GetEnvironment()
+	row.Scopes = m.GetScopes()
+	row.RequestID = first(m.GetRequestId(), row.RequestID)
+	switch m.GetOutcome() {
+	case issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED:
+		row.Outcome = "issued"
+	case issuerv1.TokenOutcome_TOKEN_OUTCOME_DENIED:
+		row.Outcome = "denied"
+	}
+	d := map[string]any{"grant_type": m.GetGrantType()}
+	if v := m.GetError(); v != "" {
+		d["error"] = v
+	}
+	if v := m.GetTokenId(); v != "" {
+		d["token_id"] = v
+	}
+	if v := m.GetAudiences(); len(v) > 0 {
+		d["audiences"] = v
+	}
+	if m.GetExpireTime() != nil {
+		d["expire_time"] = m.GetExpireTime().AsTime().UTC()
+	}
+	if v := m.GetRemoteAddr(); v != "" {
+		d["remote_addr"] = v
+	}
+	row.Detail = detail(d)
+	return nil
+}
+
+func mapPolicyDecided(e eventstore.Event, row *store.Event) error {
+	m, err := eventstore.DecodeAs[*policyv1.DecisionRecorded](e)
+	if err != nil {
+		return err
+	}
+	row.Tenant = first(row.Tenant, m.GetTenant())
+	if isAgentName(m.GetSubject()) {
+		row.Agent = m.GetSubject()
+	}
+	row.RequestID = first(m.GetRequestId(), row.RequestID)
+	dec := m.GetDecision()
+	switch dec.GetOutcome() {
+	case policyv1.Outcome_OUTCOME_ALLOW:
+		row.Outcome = "allow"
+	case policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL:
+		row.Outcome = "require_approval"
+	default: // anything else is a deny (fail closed)
+		row.Outcome = "deny"
+	}
+	if agent, ok := m.GetInput().AsMap()["agent"].(map[string]any); ok {
+		if env, ok := agent["environment"].(string); ok {
+			row.Environment = environmentTag(env)
+		}
+		if scopes, ok := agent["scopes"].([]any); ok {
+			for _, s := range scopes {
+				if s, ok := s.(string); ok {
+					row.Scopes = append(row.Scopes, s)
+				}
+			}
+		}
+	}
+	d := map[string]any{
+		"decision_point": m.GetDecisionPoint(),
+		"decision_id":    dec.GetDecisionId(),
+		"bundle_version": dec.GetBundleVersion(),
+		"reasons":        nonNil(dec.GetReasons()),
+	}
+	if v := dec.GetRequiredApprovals(); len(v) > 0 {
+		d["required_approvals"] = v
+	}
+	row.Detail = detail(d)
+	return nil
+}
+
+func mapOther(e eventstore.Event, row *store.Event) error {
+	m, err := e.Decode()
+	if err != nil {
+		return err
+	}
+	row.Detail, err = payloadJSON(m)
+	return err
+}
+
+// payloadJSON renders a payload as a JSON object (protojson, enum names); a payload whose JSON
+// form is not an object (a wrapper type, say) is kept as {"payload": ...}.
+func payloadJSON(m proto.Message) (string, error) {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return "", err
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(b, &obj) == nil {
+		return string(b), nil
+	}
+	return detail(map[string]any{"payload": json.RawMessage(b)}), nil
+}
+
+// environmentTag turns the registry's enum name into the tag tokens carry: ENVIRONMENT_PROD → prod.
+func environmentTag(enum string) string {
+	if enum == "ENVIRONMENT_UNSPECIFIED" {
+		return ""
+	}
+	return strings.ToLower(strings.TrimPrefix(enum, "ENVIRONMENT_"))
+}
+
+// isAgentName reports whether s is an agent resource name, tenants/{tenant}/agents/{agent}.
+func isAgentName(s string) bool {
+	parts := strings.Split(s, "/")
+	return len(parts) == 4 && parts[0] == "tenants" && parts[1] != "" && parts[2] == "agents" && parts[3] != ""
+}
+
+func detail(m map[string]any) string {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return store.EmptyDetail
+	}
+	return string(b)
+}
+
+func first(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

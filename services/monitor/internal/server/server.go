@@ -1,0 +1,65 @@
+// Package server adapts telemetry queries to gRPC (agentid.monitor.v1.MonitorService).
+package server
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentid/agentid/pkg/errs"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+	"github.com/agentid/agentid/services/monitor/internal/telemetry"
+)
+
+var _ monitorv1.MonitorServiceServer = (*Server)(nil)
+
+// Server implements monitorv1.MonitorServiceServer.
+type Server struct {
+	monitorv1.UnimplementedMonitorServiceServer
+	telemetry *telemetry.Service
+}
+
+// New returns a Server answering with svc.
+func New(svc *telemetry.Service) *Server { return &Server{telemetry: svc} }
+
+// ListTelemetryEvents lists a tenant's telemetry, newest first.
+func (s *Server) ListTelemetryEvents(ctx context.Context, req *monitorv1.ListTelemetryEventsRequest) (*monitorv1.ListTelemetryEventsResponse, error) {
+	var start time.Time
+	if ts := req.GetStartTime(); ts != nil {
+		if err := ts.CheckValid(); err != nil {
+			return nil, errs.InvalidArgument("start_time", "start_time is not a valid timestamp")
+		}
+		start = ts.AsTime()
+	}
+	events, next, err := s.telemetry.List(ctx, telemetry.ListRequest{
+		Parent: req.GetParent(), Agent: req.GetAgent(), Kind: req.GetKind(), StartTime: start,
+		PageSize: int(req.GetPageSize()), PageToken: req.GetPageToken(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := &monitorv1.ListTelemetryEventsResponse{Events: make([]*monitorv1.TelemetryEvent, len(events)), NextPageToken: next}
+	for i, e := range events {
+		resp.Events[i] = toProto(e)
+	}
+	return resp, nil
+}
+
+func toProto(e store.Event) *monitorv1.TelemetryEvent {
+	return &monitorv1.TelemetryEvent{
+		EventId:     e.EventID,
+		Time:        timestamppb.New(e.Time),
+		Tenant:      e.Tenant,
+		Agent:       e.Agent,
+		Kind:        e.Kind,
+		Outcome:     e.Outcome,
+		Actor:       e.Actor,
+		OnBehalfOf:  e.OnBehalfOf,
+		Environment: e.Environment,
+		Scopes:      e.Scopes,
+		RequestId:   e.RequestID,
+		DetailJson:  e.Detail,
+	}
+}

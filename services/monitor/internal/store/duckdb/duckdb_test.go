@@ -1,0 +1,108 @@
+package duckdb_test
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/agentid/agentid/services/monitor/internal/store"
+	"github.com/agentid/agentid/services/monitor/internal/store/duckdb"
+	"github.com/agentid/agentid/services/monitor/internal/store/storetest"
+)
+
+func TestContractInMemory(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := duckdb.Open(context.Background(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+func TestContractOnFile(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		s, err := duckdb.Open(context.Background(), filepath.Join(t.TempDir(), "telemetry.duckdb"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+var at = time.Date(2031, 1, 2, 3, 4, 5, 6_000_000, time.UTC)
+
+func TestReopenKeepsRows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "telemetry.duckdb")
+	ctx := context.Background()
+	s, err := duckdb.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := store.Event{EventID: "e1", Time: at, Tenant: "acme", Kind: "token.requested", Scopes: []string{"kb.read"}, Detail: `{"a":1}`, StreamSeq: 7}
+	if err := s.Insert(ctx, []store.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = duckdb.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	// Re-inserting after the reopen is still a no-op: the key survives too.
+	if err := s.Insert(ctx, []store.Event{e, {EventID: "e2", Time: at.Add(time.Second), Tenant: "acme", Kind: "policy.decided"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.List(ctx, store.Query{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[1].EventID != "e1" || !got[1].Time.Equal(at) || !slices.Equal(got[1].Scopes, []string{"kb.read"}) || got[1].StreamSeq != 7 {
+		t.Fatalf("after reopen: %+v", got)
+	}
+}
+
+func TestAccessLogView(t *testing.T) {
+	ctx := context.Background()
+	s, err := duckdb.Open(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Insert(ctx, []store.Event{
+		{EventID: "e1", Time: at, Tenant: "acme", Agent: "tenants/acme/agents/pay", Kind: "token.requested", Outcome: "issued",
+			Actor: "pay", OnBehalfOf: "alice@acme.example", Environment: "prod", Scopes: []string{"payment.initiate.limited"}, RequestID: "r1",
+			Detail: `{"token_id":"t1"}`},
+		{EventID: "e2", Time: at.Add(time.Minute), Tenant: "globex", Kind: "token.requested", Outcome: "denied", Actor: "x"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The analysts' question in one query: who or what accessed what, when, and why.
+	row := s.DB().QueryRowContext(ctx, `
+		SELECT "time", actor, on_behalf_of, agent, kind, outcome, scopes[1], environment, request_id, json_extract_string(detail, '$.token_id')
+		FROM access_log WHERE tenant = 'acme' AND list_contains(scopes, 'payment.initiate.limited')`)
+	var (
+		tm                                                     time.Time
+		actor, obo, agent, kind, outcome, scope, env, req, tok string
+	)
+	if err := row.Scan(&tm, &actor, &obo, &agent, &kind, &outcome, &scope, &env, &req, &tok); err != nil {
+		t.Fatal(err)
+	}
+	if !tm.Equal(at) || actor != "pay" || obo != "alice@acme.example" || agent != "tenants/acme/agents/pay" || kind != "token.requested" ||
+		outcome != "issued" || scope != "payment.initiate.limited" || env != "prod" || req != "r1" || tok != "t1" {
+		t.Errorf("access_log row = %v %s %s %s %s %s %s %s %s %s", tm, actor, obo, agent, kind, outcome, scope, env, req, tok)
+	}
+}
+
+func TestOpenFailsOnABadPath(t *testing.T) {
+	if s, err := duckdb.Open(context.Background(), filepath.Join(t.TempDir(), "missing", "dir", "t.duckdb")); err == nil {
+		_ = s.Close()
+		t.Fatal("opened a database in a missing directory")
+	}
+}

@@ -1,0 +1,234 @@
+// Package store is the telemetry store's contract: one row per telemetry event, written
+// idempotently and listed newest first. Implementations (DuckDB now, ClickHouse later) keep to a
+// portable schema and pass the storetest contract suite.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/agentid/agentid/pkg/errs"
+)
+
+// Page sizes of List.
+const (
+	// DefaultPageSize is used when Query.PageSize is 0.
+	DefaultPageSize = 100
+	// MaxPageSize caps Query.PageSize; larger values are lowered to it.
+	MaxPageSize = 1000
+)
+
+// EmptyDetail is the detail stored for events without one.
+const EmptyDetail = "{}"
+
+// Event is one row of the telemetry store: who or what did what, when, and with what outcome.
+type Event struct {
+	// EventID is the source event's CloudEvents id; inserting it again is a no-op.
+	EventID string
+	// Time is when it happened; stored in UTC at millisecond precision.
+	Time time.Time
+	// Tenant owns the row; required.
+	Tenant string
+	// Agent is the resource name of the agent involved, if any.
+	Agent string
+	// Kind is the event kind (token.requested, policy.decided, ...); required.
+	Kind string
+	// Outcome is how it ended (issued, denied, allow, ...).
+	Outcome string
+	// Actor is the principal who acted.
+	Actor string
+	// OnBehalfOf is the user a delegated action was taken for.
+	OnBehalfOf string
+	// Environment is the environment tag (dev, test, staging, prod).
+	Environment string
+	// Scopes are the scopes involved.
+	Scopes []string
+	// RequestID links the event across services.
+	RequestID string
+	// Detail is a JSON object with kind-specific facts; empty means EmptyDetail.
+	Detail string
+	// StreamSeq is the source event's sequence on the TELEMETRY stream (0 if unknown).
+	StreamSeq uint64
+}
+
+// Query selects a tenant's events, newest first.
+type Query struct {
+	// Tenant is required.
+	Tenant string
+	// Agent, if set, keeps only events about this agent.
+	Agent string
+	// Kind, if set, keeps only events of this kind.
+	Kind string
+	// Start, if set, keeps only events at or after it.
+	Start time.Time
+	// PageSize is the most events to return: 0 means DefaultPageSize, more than MaxPageSize means
+	// MaxPageSize, negative is invalid.
+	PageSize int
+	// PageToken continues a previous List with the same filters.
+	PageToken string
+}
+
+// Store is the telemetry store.
+type Store interface {
+	// Insert stores events; an event whose EventID is already stored (in an earlier call or earlier
+	// in the same batch) is skipped. Invalid events fail the whole batch with InvalidArgument and
+	// nothing is stored.
+	Insert(ctx context.Context, events []Event) error
+	// List returns one page of events matching q, ordered by time then event id, both descending,
+	// and the token of the next page ("" on the last page). Times are UTC with millisecond
+	// precision; empty scopes are nil.
+	List(ctx context.Context, q Query) ([]Event, string, error)
+	// Close releases the store.
+	Close() error
+}
+
+// Normalize validates events for Insert and returns them in stored form: times in UTC truncated
+// to the millisecond, an empty detail as EmptyDetail, empty scopes as nil, and later duplicates of
+// an event id dropped.
+func Normalize(events []Event) ([]Event, error) {
+	out := make([]Event, 0, len(events))
+	seen := make(map[string]bool, len(events))
+	for i, e := range events {
+		field := func(name string) string { return "events[" + strconv.Itoa(i) + "]." + name }
+		switch {
+		case e.EventID == "":
+			return nil, errs.InvalidArgument(field("event_id"), "event_id is required")
+		case e.Tenant == "":
+			return nil, errs.InvalidArgument(field("tenant"), "tenant is required")
+		case e.Kind == "":
+			return nil, errs.InvalidArgument(field("kind"), "kind is required")
+		case e.Time.IsZero():
+			return nil, errs.InvalidArgument(field("time"), "time is required")
+		case e.StreamSeq > 1<<63-1:
+			return nil, errs.InvalidArgument(field("stream_seq"), "stream_seq is out of range")
+		}
+		if seen[e.EventID] {
+			continue
+		}
+		seen[e.EventID] = true
+		if e.Detail == "" {
+			e.Detail = EmptyDetail
+		}
+		if !isJSONObject(e.Detail) {
+			return nil, errs.InvalidArgument(field("detail"), "detail must be a JSON object")
+		}
+		e.Time = e.Time.UTC().Truncate(time.Millisecond)
+		if len(e.Scopes) == 0 {
+			e.Scopes = nil
+		} else {
+			e.Scopes = slices.Clone(e.Scopes)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+func isJSONObject(s string) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal([]byte(s), &m) == nil
+}
+
+// Cursor is the position after the last event of a page.
+type Cursor struct {
+	// TimeMS is the last event's time in Unix milliseconds.
+	TimeMS int64
+	// EventID is the last event's id.
+	EventID string
+}
+
+// Page is a validated query ready to run.
+type Page struct {
+	Query
+	// Size is the effective page size.
+	Size int
+	// After is where the page starts; nil for the first page.
+	After *Cursor
+}
+
+// Prepare validates q and decodes its page token.
+func Prepare(q Query) (Page, error) {
+	if q.Tenant == "" {
+		return Page{}, errs.InvalidArgument("tenant", "tenant is required")
+	}
+	p := Page{Query: q, Size: q.PageSize}
+	switch {
+	case q.PageSize < 0:
+		return Page{}, errs.InvalidArgument("page_size", "page_size must not be negative")
+	case q.PageSize == 0:
+		p.Size = DefaultPageSize
+	case q.PageSize > MaxPageSize:
+		p.Size = MaxPageSize
+	}
+	if q.PageToken != "" {
+		c, err := decodeToken(q)
+		if err != nil {
+			return Page{}, err
+		}
+		p.After = &c
+	}
+	return p, nil
+}
+
+// StartMS is the Start filter in Unix milliseconds, rounded up so that "at or after Start" holds
+// for millisecond-precision times; ok is false when there is no Start filter.
+func (p Page) StartMS() (ms int64, ok bool) {
+	if p.Start.IsZero() {
+		return 0, false
+	}
+	ms = p.Start.UnixMilli()
+	if p.Start.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	return ms, true
+}
+
+// NextToken returns the token of the page after last, bound to the query's filters.
+func (p Page) NextToken(last Event) string {
+	b, _ := json.Marshal(token{TimeMS: last.Time.UnixMilli(), EventID: last.EventID, Filter: filterHash(p.Query)})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// token is the content of a page token.
+type token struct {
+	TimeMS  int64  `json:"t"`
+	EventID string `json:"id"`
+	Filter  string `json:"f"`
+}
+
+func decodeToken(q Query) (Cursor, error) {
+	bad := errs.InvalidArgument("page_token", "page_token is invalid; start again without it")
+	raw, err := base64.RawURLEncoding.DecodeString(q.PageToken)
+	if err != nil {
+		return Cursor{}, bad
+	}
+	var t token
+	if err := json.Unmarshal(raw, &t); err != nil || t.EventID == "" {
+		return Cursor{}, bad
+	}
+	if t.Filter != filterHash(q) {
+		return Cursor{}, errs.InvalidArgument("page_token", "page_token belongs to a query with other filters")
+	}
+	return Cursor{TimeMS: t.TimeMS, EventID: t.EventID}, nil
+}
+
+// filterHash binds a token to the filters of the query that produced it.
+func filterHash(q Query) string {
+	h := sha256.New()
+	for _, s := range []string{q.Tenant, q.Agent, q.Kind} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	var start [8]byte
+	if !q.Start.IsZero() {
+		binary.BigEndian.PutUint64(start[:], uint64(q.Start.UnixMilli()))
+	}
+	h.Write(start[:])
+	return fmt.Sprintf("%x", h.Sum(nil)[:8])
+}

@@ -1,0 +1,52 @@
+package store_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+func TestStartMSRoundsUp(t *testing.T) {
+	base := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		start  time.Time
+		want   int64
+		wantOK bool
+	}{
+		{time.Time{}, 0, false},
+		{base, base.UnixMilli(), true},
+		{base.Add(time.Nanosecond), base.UnixMilli() + 1, true},
+		{base.Add(999 * time.Microsecond), base.UnixMilli() + 1, true},
+		{base.Add(-time.Nanosecond), base.UnixMilli(), true},
+	}
+	for _, tt := range tests {
+		p, err := store.Prepare(store.Query{Tenant: "acme", Start: tt.start})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ms, ok := p.StartMS(); ms != tt.want || ok != tt.wantOK {
+			t.Errorf("StartMS(%v) = %d, %v; want %d, %v", tt.start, ms, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+// FuzzPageToken feeds arbitrary page tokens: each is either accepted or an InvalidArgument naming
+// page_token, never a panic.
+func FuzzPageToken(f *testing.F) {
+	p, err := store.Prepare(store.Query{Tenant: "acme"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(p.NextToken(store.Event{EventID: "e1", Time: time.Unix(1, 0)}))
+	f.Add("")
+	f.Add("e30")
+	f.Add("eyJ0IjoxLCJpZCI6ImUxIiwiZiI6IngifQ")
+	f.Fuzz(func(t *testing.T, token string) {
+		_, err := store.Prepare(store.Query{Tenant: "acme", PageToken: token})
+		if err != nil && (errs.KindOf(err) != errs.KindInvalidArgument || errs.FromStatus(err).Field != "page_token") {
+			t.Errorf("token %q: err = %v, want InvalidArgument on page_token", token, err)
+		}
+	})
+}
