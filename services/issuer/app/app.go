@@ -1,0 +1,319 @@
+// Package app wires the issuer: the per-tenant OAuth 2.0 authorization server (HTTP) and the
+// IssuerService admin API (gRPC) over the CREDENTIALS event stream. cmd/issuer runs it alone;
+// cmd/agentid runs it beside the other services.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/service"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+
+	"github.com/agentid/agentid/services/issuer/internal/credentials"
+	"github.com/agentid/agentid/services/issuer/internal/keys"
+	"github.com/agentid/agentid/services/issuer/internal/oauth"
+	"github.com/agentid/agentid/services/issuer/internal/replay"
+	"github.com/agentid/agentid/services/issuer/internal/server"
+	"github.com/agentid/agentid/services/issuer/internal/telemetry"
+)
+
+// Name is the component name.
+const Name = "issuer"
+
+// SigningKeyConsumer is the durable consumer (shared by replicas) that creates a signing key for
+// every new tenant.
+const SigningKeyConsumer = "issuer-signing-keys"
+
+// tenantCreatedFilter matches tenant.created events on the TENANTS stream.
+const tenantCreatedFilter = eventstore.SubjectRoot + ".*." + eventstore.AggregateTenant + ".*.created"
+
+// Config configures the issuer.
+type Config struct {
+	// PublicURL is the issuer's public base URL, e.g. http://127.0.0.1:8080; the issuer of a tenant
+	// is PublicURL + "/t/" + tenant. Required.
+	PublicURL string
+	// KEK is the 32-byte key-encryption key that seals signing keys at rest. Required.
+	KEK []byte
+	// KEKID names the key-encryption key in stored events; default "sha256:" + the first 16 hex
+	// digits of the key's SHA-256.
+	KEKID string
+	// DefaultTokenTTL is the access token lifetime of clients that set none; default 10 minutes, at
+	// most 24 hours.
+	DefaultTokenTTL time.Duration
+	// JTIReplicas is the replica count of the assertion-id bucket; default 1 (3 in clusters).
+	JTIReplicas int
+	// TelemetryBuffer bounds the token telemetry waiting to be published; default 8192.
+	TelemetryBuffer int
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	u, err := url.Parse(c.PublicURL)
+	switch {
+	case c.PublicURL == "":
+		return errors.New("issuer: PublicURL is required")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return fmt.Errorf("issuer: PublicURL %q must be an absolute http(s) URL", c.PublicURL)
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("issuer: PublicURL %q must not have a query or fragment", c.PublicURL)
+	case len(c.KEK) != keys.KEKSize:
+		return fmt.Errorf("issuer: KEK must be %d bytes, got %d", keys.KEKSize, len(c.KEK))
+	case strings.ContainsAny(c.KEKID, "\r\n"):
+		return errors.New("issuer: KEKID must not contain line breaks")
+	case c.DefaultTokenTTL < 0 || c.DefaultTokenTTL > credentials.MaxTokenTTL:
+		return fmt.Errorf("issuer: DefaultTokenTTL must be between 0 (default) and %s", credentials.MaxTokenTTL)
+	case c.DefaultTokenTTL != 0 && c.DefaultTokenTTL < time.Second:
+		return errors.New("issuer: DefaultTokenTTL must be at least 1s")
+	case c.JTIReplicas < 0 || c.TelemetryBuffer < 0:
+		return errors.New("issuer: JTIReplicas and TelemetryBuffer must not be negative")
+	}
+	return nil
+}
+
+// Deps are the issuer's dependencies.
+type Deps struct {
+	// Store is the event store. Required.
+	Store *eventstore.Store
+	// JetStream holds the assertion-id bucket; default Store.JetStream().
+	JetStream jetstream.JetStream
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the issuer's metrics; default prometheus.DefaultRegisterer.
+	Registerer prometheus.Registerer
+}
+
+// App is the issuer component.
+type App struct {
+	cfg    Config
+	store  *eventstore.Store
+	logger *slog.Logger
+
+	state     *credentials.State
+	runner    *eventstore.Runner
+	svc       *credentials.Service
+	replay    *replay.Cache
+	telemetry *telemetry.Emitter
+	oauth     *oauth.Server
+	http      http.Handler
+	grpc      *server.Server
+
+	running   atomic.Bool // the projection runner is running
+	httpReady atomic.Bool // the projection has caught up
+	readyOnce sync.Once
+	ready     chan struct{} // closed when the projection has caught up and the system key exists
+}
+
+var _ service.HTTPComponent = (*App)(nil)
+
+// New builds the issuer; it does no I/O (Tasks do).
+func New(cfg Config, deps Deps) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil {
+		return nil, errors.New("issuer: Deps.Store is required")
+	}
+	if deps.JetStream == nil {
+		deps.JetStream = deps.Store.JetStream()
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	if deps.Registerer == nil {
+		deps.Registerer = prometheus.DefaultRegisterer
+	}
+	if cfg.KEKID == "" {
+		sum := sha256.Sum256(cfg.KEK)
+		cfg.KEKID = "sha256:" + hex.EncodeToString(sum[:8])
+	}
+	if cfg.DefaultTokenTTL == 0 {
+		cfg.DefaultTokenTTL = credentials.DefaultTokenTTL
+	}
+	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	logger := deps.Logger.With("component", Name)
+
+	sealer, err := keys.NewSealer(cfg.KEKID, cfg.KEK)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a := &App{cfg: cfg, store: deps.Store, logger: logger, ready: make(chan struct{})}
+	a.state = credentials.NewState(logger, sealer)
+	a.runner = deps.Store.NewRunner(newInstanceProjection(a.state), eventstore.StreamCredentials, nil)
+	a.svc, err = credentials.NewService(credentials.ServiceConfig{
+		Store:           deps.Store,
+		State:           a.state,
+		Sealer:          sealer,
+		DefaultTokenTTL: cfg.DefaultTokenTTL,
+		WaitApplied:     a.waitApplied,
+		Logger:          logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a.replay = replay.New(deps.JetStream, replay.Config{Replicas: cfg.JTIReplicas})
+	a.telemetry, err = telemetry.New(telemetry.Config{
+		Publisher: deps.Store, Buffer: cfg.TelemetryBuffer, Registerer: deps.Registerer, Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a.oauth, err = oauth.New(oauth.Config{
+		PublicURL:   cfg.PublicURL,
+		Credentials: a.state,
+		Replay:      a.replay,
+		Telemetry:   a.telemetry,
+		Logger:      logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a.http = server.NewHTTPHandler(server.HTTPConfig{OAuth: a.oauth, Ready: a.httpReady.Load, Logger: logger})
+	a.grpc = server.NewServer(a.svc)
+	return a, nil
+}
+
+// Name is "issuer".
+func (a *App) Name() string { return Name }
+
+// RegisterGRPC registers IssuerService.
+func (a *App) RegisterGRPC(s *grpc.Server) { issuerv1.RegisterIssuerServiceServer(s, a.grpc) }
+
+// HTTPHandler serves the OAuth/OIDC endpoints under /t/{tenant}/ (and the RFC 8414 well-known form).
+func (a *App) HTTPHandler() http.Handler { return a.http }
+
+// Tasks are the credentials projection, the bootstrap of the system tenant's key followed by the
+// tenant consumer that gives each new tenant a signing key, and the telemetry publisher.
+func (a *App) Tasks() []service.Task {
+	return []service.Task{a.runProjection, a.runTenantKeys, a.telemetry.Run}
+}
+
+// Issuer returns the issuer identifier of tenant.
+func (a *App) Issuer(tenant string) string { return a.oauth.Issuer(tenant) }
+
+// Ready blocks until the credentials projection has caught up and the system tenant has a signing
+// key, or ctx is done.
+func (a *App) Ready(ctx context.Context) error {
+	select {
+	case <-a.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("issuer not ready: %w", ctx.Err())
+	}
+}
+
+// TelemetryDropped is how many token telemetry events were dropped because the buffer was full.
+func (a *App) TelemetryDropped() uint64 { return a.telemetry.Dropped() }
+
+// EnsureSigningKey makes sure tenant has a signing key (idempotent; replicas create one key).
+func (a *App) EnsureSigningKey(ctx context.Context, tenant string) error {
+	return a.svc.EnsureSigningKey(ctx, tenant)
+}
+
+// EnsureClient registers c in tenant unless it is already registered the same way (idempotent), for
+// bootstrapping platform identities. It fails with AlreadyExists if the client exists with other
+// keys, scopes, roles or settings, and FailedPrecondition if it is disabled. The streams must exist
+// (eventstore.Store.EnsureStreams, which the projection task also runs).
+func (a *App) EnsureClient(ctx context.Context, tenant string, c *issuerv1.Client) error {
+	return a.svc.EnsureClient(ctx, tenant, c)
+}
+
+// waitApplied gives commands read-your-writes while the projection runs; without a running
+// projection there is nothing to wait for.
+func (a *App) waitApplied(ctx context.Context, seq uint64) {
+	if !a.running.Load() {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := a.runner.WaitFor(wctx, seq); err != nil {
+		a.logger.WarnContext(ctx, "credentials projection is behind", "seq", seq, "error", err)
+	}
+}
+
+func (a *App) runProjection(ctx context.Context) error {
+	if err := a.store.EnsureStreams(ctx); err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	a.running.Store(true)
+	defer a.running.Store(false)
+	return a.runner.Run(ctx)
+}
+
+func (a *App) runTenantKeys(ctx context.Context) error {
+	if err := a.runner.Ready(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("issuer: %w", err)
+	}
+	a.httpReady.Store(true)
+	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+		err := a.replay.Ensure(ctx)
+		if err == nil {
+			err = a.svc.EnsureSigningKey(ctx, authn.SystemTenant)
+		}
+		if err == nil {
+			break
+		}
+		a.logger.WarnContext(ctx, "cannot bootstrap the system tenant yet; retrying", "retry_in", delay, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+	}
+	a.readyOnce.Do(func() { close(a.ready) })
+	a.logger.InfoContext(ctx, "issuer ready", "issuer_base", a.cfg.PublicURL)
+	return a.store.Consume(ctx, SigningKeyConsumer, eventstore.StreamTenants, []string{tenantCreatedFilter}, a.onTenantCreated)
+}
+
+func (a *App) onTenantCreated(ctx context.Context, e eventstore.Event) error {
+	if e.Type != "tenant.created" {
+		return nil
+	}
+	tenant := e.AggregateID
+	if m, err := eventstore.DecodeAs[*registryv1.TenantCreated](e); err == nil && m.GetTenant().GetTenantId() != "" {
+		tenant = m.GetTenant().GetTenantId()
+	}
+	if !authn.ValidTenant(tenant) {
+		a.logger.WarnContext(ctx, "tenant.created event with an invalid tenant id; no signing key", "tenant", tenant, "event_id", e.ID)
+		return nil
+	}
+	return a.svc.EnsureSigningKey(ctx, tenant)
+}
+
+// instanceProjection gives the projection a per-instance name. The Runner names its ordered
+// consumer after the projection, and replicas sharing one name would share (and split) one
+// consumer's deliveries.
+type instanceProjection struct {
+	*credentials.State
+	name string
+}
+
+func newInstanceProjection(s *credentials.State) instanceProjection {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return instanceProjection{State: s, name: s.Name() + "-" + hex.EncodeToString(b)}
+}
+
+// Name is the projection name with a per-instance suffix.
+func (p instanceProjection) Name() string { return p.name }

@@ -1,0 +1,229 @@
+package credentials
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/eventstore"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentid/agentid/services/issuer/internal/keys"
+)
+
+// ProjectionName names the in-memory credentials projection (bump the version when Apply changes).
+const ProjectionName = "issuer-credentials-v1"
+
+// State is the in-memory projection of the CREDENTIALS stream: every tenant's signing keys (private
+// halves unsealed when applied) and OAuth clients. The token endpoint reads only this. It is safe
+// for concurrent use; Apply is called from one goroutine.
+type State struct {
+	sealers map[string]*keys.Sealer
+	logger  *slog.Logger
+
+	mu      sync.RWMutex
+	tenants map[string]*tenantState
+}
+
+type tenantState struct {
+	keys    []*keys.SigningKey // oldest first
+	clients map[string]*Client
+}
+
+var _ eventstore.Projection = (*State)(nil)
+
+// NewState returns an empty projection that unseals signing keys with the given sealers (by
+// key-encryption key id).
+func NewState(logger *slog.Logger, sealers ...*keys.Sealer) *State {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &State{sealers: make(map[string]*keys.Sealer, len(sealers)), logger: logger, tenants: make(map[string]*tenantState)}
+	for _, sl := range sealers {
+		s.sealers[sl.ID()] = sl
+	}
+	return s
+}
+
+// Name identifies the projection.
+func (s *State) Name() string { return ProjectionName }
+
+// Apply folds one CREDENTIALS event into the state. Unknown event types are ignored.
+func (s *State) Apply(_ context.Context, e eventstore.Event) error {
+	switch e.Type {
+	case EventSigningKeyCreated:
+		return s.applySigningKeyCreated(e)
+	case EventClientCreated:
+		return s.applyClientCreated(e)
+	case EventClientDisabled:
+		return s.applyClientDisabled(e)
+	default:
+		return nil
+	}
+}
+
+func (s *State) applySigningKeyCreated(e eventstore.Event) error {
+	msg, err := eventstore.DecodeAs[*issuerv1.SigningKeyCreated](e)
+	if err != nil {
+		return err
+	}
+	tenant := e.Metadata.Tenant
+	if !authn.ValidTenant(tenant) || e.AggregateID != tenant {
+		return fmt.Errorf("signing key event %s: tenant %q, aggregate %q", e.ID, tenant, e.AggregateID)
+	}
+	sealer, ok := s.sealers[msg.GetKekId()]
+	if !ok {
+		return fmt.Errorf("signing key %s of tenant %s is sealed with unknown key-encryption key %q", msg.GetKey().GetKeyId(), tenant, msg.GetKekId())
+	}
+	kid := msg.GetKey().GetKeyId()
+	priv, err := sealer.Open(msg.GetSealedPrivateJwk(), keys.SealAAD(tenant, kid))
+	if err != nil {
+		return fmt.Errorf("signing key %s of tenant %s: %w", kid, tenant, err)
+	}
+	created := e.Time
+	if ts := msg.GetKey().GetCreateTime(); ts != nil {
+		created = ts.AsTime()
+	}
+	k, err := keys.FromPrivateJWK(priv, created)
+	if err != nil {
+		return fmt.Errorf("signing key %s of tenant %s: %w", kid, tenant, err)
+	}
+	if k.KeyID != kid {
+		return fmt.Errorf("signing key event %s: kid %q does not match the sealed key %q", e.ID, kid, k.KeyID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ts := s.tenantLocked(tenant)
+	if slices.ContainsFunc(ts.keys, func(x *keys.SigningKey) bool { return x.KeyID == kid }) {
+		return nil
+	}
+	ts.keys = append(ts.keys, k)
+	return nil
+}
+
+func (s *State) applyClientCreated(e eventstore.Event) error {
+	msg, err := eventstore.DecodeAs[*issuerv1.ClientCreated](e)
+	if err != nil {
+		return err
+	}
+	c := msg.GetClient()
+	tenant := e.Metadata.Tenant
+	if c.GetTenant() != tenant || c.GetClientId() != e.AggregateID {
+		return fmt.Errorf("client event %s: client %s/%s on aggregate %s/%s", e.ID, c.GetTenant(), c.GetClientId(), tenant, e.AggregateID)
+	}
+	jwks, err := ParsePublicJWKS(c.GetPublicJwks())
+	if err != nil {
+		return fmt.Errorf("client %s: public_jwks %w", c.GetName(), err)
+	}
+	client := &Client{Proto: cloneClient(c), Keys: jwks, TokenTTL: time.Duration(c.GetTokenTtlSeconds()) * time.Second}
+	if client.TokenTTL <= 0 {
+		client.TokenTTL = DefaultTokenTTL
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ts := s.tenantLocked(tenant)
+	if _, exists := ts.clients[c.GetClientId()]; exists {
+		s.logger.Warn("ignoring a second client.created event", "tenant", tenant, "client_id", c.GetClientId(), "event_id", e.ID)
+		return nil
+	}
+	ts.clients[c.GetClientId()] = client
+	return nil
+}
+
+func (s *State) applyClientDisabled(e eventstore.Event) error {
+	msg, err := eventstore.DecodeAs[*issuerv1.ClientDisabled](e)
+	if err != nil {
+		return err
+	}
+	tenant := e.Metadata.Tenant
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ts := s.tenantLocked(tenant)
+	old, ok := ts.clients[e.AggregateID]
+	if !ok {
+		return fmt.Errorf("client.disabled event %s for unknown client %s/%s", e.ID, tenant, e.AggregateID)
+	}
+	revoke := e.Time
+	if msg.GetRevokeTime() != nil {
+		revoke = msg.GetRevokeTime().AsTime()
+	}
+	p := cloneClient(old.Proto)
+	p.State = issuerv1.ClientState_CLIENT_STATE_DISABLED
+	p.DisableTime = timestamppb.New(revoke)
+	ts.clients[e.AggregateID] = &Client{Proto: p, Keys: old.Keys, TokenTTL: old.TokenTTL, RevokeTime: revoke}
+	return nil
+}
+
+func (s *State) tenantLocked(tenant string) *tenantState {
+	ts, ok := s.tenants[tenant]
+	if !ok {
+		ts = &tenantState{clients: make(map[string]*Client)}
+		s.tenants[tenant] = ts
+	}
+	return ts
+}
+
+// HasTenant reports whether the tenant has an authorization server (a signing key).
+func (s *State) HasTenant(tenant string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ts, ok := s.tenants[tenant]
+	return ok && len(ts.keys) > 0
+}
+
+// CurrentKey returns the key that signs the tenant's new tokens: the newest.
+func (s *State) CurrentKey(tenant string) (*keys.SigningKey, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ts, ok := s.tenants[tenant]
+	if !ok || len(ts.keys) == 0 {
+		return nil, false
+	}
+	return ts.keys[len(ts.keys)-1], true
+}
+
+// SigningKey returns the tenant's key kid.
+func (s *State) SigningKey(tenant, kid string) (*keys.SigningKey, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ts, ok := s.tenants[tenant]
+	if !ok {
+		return nil, false
+	}
+	for _, k := range ts.keys {
+		if k.KeyID == kid {
+			return k, true
+		}
+	}
+	return nil, false
+}
+
+// SigningKeys returns the tenant's published (non-retired) keys, newest first.
+func (s *State) SigningKeys(tenant string) []*keys.SigningKey {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ts, ok := s.tenants[tenant]
+	if !ok {
+		return nil
+	}
+	out := slices.Clone(ts.keys)
+	slices.Reverse(out)
+	return out
+}
+
+// Client returns one client of the tenant.
+func (s *State) Client(tenant, clientID string) (*Client, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ts, ok := s.tenants[tenant]
+	if !ok {
+		return nil, false
+	}
+	c, ok := ts.clients[clientID]
+	return c, ok
+}

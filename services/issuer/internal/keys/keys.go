@@ -1,0 +1,189 @@
+// Package keys holds the issuer's token signing keys: generation, RFC 7638 key ids, signing of access
+// tokens, and sealing of private keys with the key-encryption key.
+package keys
+
+import (
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// AccessTokenType is the JWT "typ" header of access tokens (RFC 9068).
+const AccessTokenType = "at+jwt"
+
+// KEKSize is the size in bytes of a key-encryption key (AES-256).
+const KEKSize = 32
+
+// SigningKey is one tenant's token signing key with its private half. It is safe for concurrent use.
+type SigningKey struct {
+	// KeyID is the key's kid, its RFC 7638 thumbprint (SHA-256, base64url).
+	KeyID string
+	// Algorithm is the JOSE signature algorithm (ES256).
+	Algorithm jose.SignatureAlgorithm
+	// CreateTime is when the key was created.
+	CreateTime time.Time
+
+	public jose.JSONWebKey
+	signer jose.Signer
+}
+
+// Generate creates a new ES256 signing key and returns it with its private JWK (JSON), which the
+// caller seals before storing it.
+func Generate(createTime time.Time) (*SigningKey, []byte, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("keys: generate: %w", err)
+	}
+	jwk := jose.JSONWebKey{Key: priv, Algorithm: string(jose.ES256), Use: "sig"}
+	if jwk.KeyID, err = Thumbprint(jwk); err != nil {
+		return nil, nil, err
+	}
+	privJSON, err := jwk.MarshalJSON()
+	if err != nil {
+		return nil, nil, fmt.Errorf("keys: marshal private key: %w", err)
+	}
+	k, err := fromJWK(jwk, createTime)
+	if err != nil {
+		return nil, nil, err
+	}
+	return k, privJSON, nil
+}
+
+// FromPrivateJWK rebuilds a signing key from its private JWK (JSON). The key must be an ES256 (P-256)
+// private key whose kid is its thumbprint.
+func FromPrivateJWK(privJSON []byte, createTime time.Time) (*SigningKey, error) {
+	var jwk jose.JSONWebKey
+	if err := jwk.UnmarshalJSON(privJSON); err != nil {
+		return nil, fmt.Errorf("keys: parse private key: %w", err)
+	}
+	priv, ok := jwk.Key.(*ecdsa.PrivateKey)
+	if !ok || priv.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("keys: private key is %T, want an ES256 (P-256) key", jwk.Key)
+	}
+	tp, err := Thumbprint(jwk)
+	if err != nil {
+		return nil, err
+	}
+	if jwk.KeyID != tp {
+		return nil, fmt.Errorf("keys: kid %q is not the key's thumbprint %q", jwk.KeyID, tp)
+	}
+	jwk.Algorithm, jwk.Use = string(jose.ES256), "sig"
+	return fromJWK(jwk, createTime)
+}
+
+func fromJWK(jwk jose.JSONWebKey, createTime time.Time) (*SigningKey, error) {
+	signer, err := jose.NewSigner(
+		jose.SigningKey{Algorithm: jose.ES256, Key: jwk},
+		(&jose.SignerOptions{}).WithType(AccessTokenType))
+	if err != nil {
+		return nil, fmt.Errorf("keys: signer: %w", err)
+	}
+	return &SigningKey{
+		KeyID:      jwk.KeyID,
+		Algorithm:  jose.ES256,
+		CreateTime: createTime.UTC(),
+		public:     jwk.Public(),
+		signer:     signer,
+	}, nil
+}
+
+// Public returns the public half as a JWK (kid, alg, use set).
+func (k *SigningKey) Public() jose.JSONWebKey { return k.public }
+
+// PublicJSON returns the public JWK as JSON.
+func (k *SigningKey) PublicJSON() (string, error) {
+	b, err := json.Marshal(k.public)
+	if err != nil {
+		return "", fmt.Errorf("keys: marshal public key: %w", err)
+	}
+	return string(b), nil
+}
+
+// Sign returns the compact JWS of payload with header typ at+jwt, alg and kid.
+func (k *SigningKey) Sign(payload []byte) (string, error) {
+	jws, err := k.signer.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("keys: sign: %w", err)
+	}
+	s, err := jws.CompactSerialize()
+	if err != nil {
+		return "", fmt.Errorf("keys: serialize: %w", err)
+	}
+	return s, nil
+}
+
+// Thumbprint returns the RFC 7638 SHA-256 thumbprint of a key, base64url without padding.
+func Thumbprint(k jose.JSONWebKey) (string, error) {
+	tp, err := k.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", fmt.Errorf("keys: thumbprint: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(tp), nil
+}
+
+// Sealer encrypts private keys at rest with AES-256-GCM under a key-encryption key. The sealed form
+// is nonce || ciphertext; associated data binds it to where it belongs.
+type Sealer struct {
+	id   string
+	aead cipher.AEAD
+}
+
+// NewSealer returns a sealer for the 32-byte key-encryption key kek, known by id.
+func NewSealer(id string, kek []byte) (*Sealer, error) {
+	if len(kek) != KEKSize {
+		return nil, fmt.Errorf("keys: key-encryption key must be %d bytes, got %d", KEKSize, len(kek))
+	}
+	block, err := aes.NewCipher(kek)
+	if err != nil {
+		return nil, fmt.Errorf("keys: key-encryption key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("keys: key-encryption key: %w", err)
+	}
+	return &Sealer{id: id, aead: aead}, nil
+}
+
+// ID is the id of the key-encryption key.
+func (s *Sealer) ID() string { return s.id }
+
+// Seal encrypts plaintext bound to aad.
+func (s *Sealer) Seal(plaintext, aad []byte) ([]byte, error) {
+	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plaintext)+s.aead.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("keys: nonce: %w", err)
+	}
+	return s.aead.Seal(nonce, nonce, plaintext, aad), nil
+}
+
+// ErrUnseal means a sealed key could not be decrypted: wrong key-encryption key, wrong associated
+// data, or tampering.
+var ErrUnseal = errors.New("keys: cannot unseal private key")
+
+// Open decrypts what Seal produced with the same aad.
+func (s *Sealer) Open(sealed, aad []byte) ([]byte, error) {
+	n := s.aead.NonceSize()
+	if len(sealed) < n+s.aead.Overhead() {
+		return nil, ErrUnseal
+	}
+	out, err := s.aead.Open(nil, sealed[:n], sealed[n:], aad)
+	if err != nil {
+		return nil, ErrUnseal
+	}
+	return out, nil
+}
+
+// SealAAD is the associated data a tenant's signing key is sealed with.
+func SealAAD(tenant, kid string) []byte {
+	return []byte("agentid/issuer/signingkey/" + tenant + "/" + kid)
+}

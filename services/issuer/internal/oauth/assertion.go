@@ -1,0 +1,186 @@
+package oauth
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// Limits of client assertions.
+const (
+	// MaxAssertionLifetime is how far in the future an assertion's exp may lie.
+	MaxAssertionLifetime = 5 * time.Minute
+	// MaxAssertionBytes bounds the size of a client assertion.
+	MaxAssertionBytes = 8 << 10
+	maxJTILen         = 256
+)
+
+// assertionAlgs are the only signature algorithms accepted for client assertions; none, HS* and RSA
+// fail at parse time.
+var assertionAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA}
+
+// Assertion is a parsed, not yet verified, RFC 7523 client assertion.
+type Assertion struct {
+	// KeyID is the kid header.
+	KeyID string
+	// Algorithm is the alg header.
+	Algorithm jose.SignatureAlgorithm
+	// Issuer is the unverified iss claim, used only to find the client.
+	Issuer string
+	// Subject is the unverified sub claim.
+	Subject string
+
+	tok *jwt.JSONWebToken
+}
+
+// AssertionClaims are the verified claims of a client assertion.
+type AssertionClaims struct {
+	Issuer    string
+	Subject   string
+	Audience  []string
+	Expiry    time.Time
+	NotBefore time.Time
+	IssuedAt  time.Time
+	ID        string
+}
+
+type assertionWire struct {
+	Issuer    string           `json:"iss"`
+	Subject   string           `json:"sub"`
+	Audience  json.RawMessage  `json:"aud"`
+	Expiry    *jwt.NumericDate `json:"exp"`
+	NotBefore *jwt.NumericDate `json:"nbf"`
+	IssuedAt  *jwt.NumericDate `json:"iat"`
+	ID        string           `json:"jti"`
+}
+
+// ParseAssertion parses a compact JWS client assertion: ES256 or EdDSA only, exactly one signature,
+// a kid header, and claims that decode. It does not verify anything.
+func ParseAssertion(raw string) (*Assertion, error) {
+	if raw == "" {
+		return nil, errors.New("empty assertion")
+	}
+	if len(raw) > MaxAssertionBytes {
+		return nil, fmt.Errorf("assertion larger than %d bytes", MaxAssertionBytes)
+	}
+	tok, err := jwt.ParseSigned(raw, assertionAlgs)
+	if err != nil {
+		return nil, fmt.Errorf("assertion is not a JWS signed with ES256 or EdDSA: %w", err)
+	}
+	if len(tok.Headers) != 1 {
+		return nil, errors.New("assertion must have exactly one signature")
+	}
+	h := tok.Headers[0]
+	if h.KeyID == "" {
+		return nil, errors.New("assertion header has no kid")
+	}
+	if h.JSONWebKey != nil {
+		return nil, errors.New("assertion header must not embed a key")
+	}
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); strings.EqualFold(typ, "at+jwt") || strings.EqualFold(typ, "application/at+jwt") {
+		return nil, errors.New("an access token is not a client assertion")
+	}
+	var w assertionWire
+	if err := tok.UnsafeClaimsWithoutVerification(&w); err != nil {
+		return nil, fmt.Errorf("assertion claims: %w", err)
+	}
+	return &Assertion{KeyID: h.KeyID, Algorithm: jose.SignatureAlgorithm(h.Algorithm), Issuer: w.Issuer, Subject: w.Subject, tok: tok}, nil
+}
+
+// VerificationKey checks that the registered public key k can verify the assertion's algorithm and
+// returns the key to verify with.
+func (a *Assertion) VerificationKey(k jose.JSONWebKey) (any, error) {
+	if k.Algorithm != "" && k.Algorithm != string(a.Algorithm) {
+		return nil, fmt.Errorf("key %q is registered for %s, assertion uses %s", k.KeyID, k.Algorithm, a.Algorithm)
+	}
+	switch pub := k.Key.(type) {
+	case *ecdsa.PublicKey:
+		if a.Algorithm == jose.ES256 && pub.Curve == elliptic.P256() {
+			return pub, nil
+		}
+	case ed25519.PublicKey:
+		if a.Algorithm == jose.EdDSA {
+			return pub, nil
+		}
+	}
+	return nil, fmt.Errorf("key %q (%T) cannot verify %s", k.KeyID, k.Key, a.Algorithm)
+}
+
+// Verify checks the signature with key and returns the verified claims.
+func (a *Assertion) Verify(key any) (*AssertionClaims, error) {
+	var w assertionWire
+	if err := a.tok.Claims(key, &w); err != nil {
+		return nil, err
+	}
+	aud, err := decodeAudience(w.Audience)
+	if err != nil {
+		return nil, err
+	}
+	c := &AssertionClaims{Issuer: w.Issuer, Subject: w.Subject, Audience: aud, ID: w.ID}
+	if w.Expiry != nil {
+		c.Expiry = w.Expiry.Time()
+	}
+	if w.NotBefore != nil {
+		c.NotBefore = w.NotBefore.Time()
+	}
+	if w.IssuedAt != nil {
+		c.IssuedAt = w.IssuedAt.Time()
+	}
+	return c, nil
+}
+
+// decodeAudience accepts a JSON string or an array of strings.
+func decodeAudience(raw json.RawMessage) ([]string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, nil
+	}
+	var one string
+	if err := json.Unmarshal(raw, &one); err == nil {
+		return []string{one}, nil
+	}
+	var many []string
+	if err := json.Unmarshal(raw, &many); err != nil {
+		return nil, errors.New("aud must be a string or an array of strings")
+	}
+	return many, nil
+}
+
+// CheckAssertionClaims validates verified claims for client clientID at time now: iss = sub =
+// clientID; aud a single value, one of audiences (simple string comparison); exp present, not past
+// (with leeway) and at most MaxAssertionLifetime ahead; nbf and iat not in the future; a jti. The
+// returned error text is safe to show the client.
+func CheckAssertionClaims(c *AssertionClaims, clientID string, audiences []string, now time.Time, leeway time.Duration) error {
+	switch {
+	case c.Issuer != clientID || c.Subject != clientID:
+		return errors.New("assertion iss and sub must both be the client_id")
+	case len(c.Audience) != 1 || !contains(audiences, c.Audience[0]):
+		return fmt.Errorf("assertion aud must be the single value %s", audiences[0])
+	case c.Expiry.IsZero():
+		return errors.New("assertion has no exp")
+	case now.After(c.Expiry.Add(leeway)):
+		return errors.New("assertion has expired")
+	case c.Expiry.After(now.Add(MaxAssertionLifetime + leeway)):
+		return fmt.Errorf("assertion exp is more than %s ahead", MaxAssertionLifetime)
+	case !c.NotBefore.IsZero() && c.NotBefore.After(now.Add(leeway)):
+		return errors.New("assertion is not valid yet (nbf)")
+	case !c.IssuedAt.IsZero() && c.IssuedAt.After(now.Add(leeway)):
+		return errors.New("assertion iat is in the future")
+	case !c.IssuedAt.IsZero() && c.IssuedAt.After(c.Expiry):
+		return errors.New("assertion iat is after its exp")
+	case c.ID == "":
+		return errors.New("assertion has no jti")
+	case len(c.ID) > maxJTILen:
+		return fmt.Errorf("assertion jti is longer than %d characters", maxJTILen)
+	}
+	return nil
+}

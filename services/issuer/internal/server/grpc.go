@@ -1,0 +1,132 @@
+package server
+
+import (
+	"context"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/grpcx"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+
+	"github.com/agentid/agentid/services/issuer/internal/credentials"
+)
+
+// Server implements issuerv1.IssuerServiceServer over the credentials service.
+type Server struct {
+	issuerv1.UnimplementedIssuerServiceServer
+	svc *credentials.Service
+}
+
+var _ issuerv1.IssuerServiceServer = (*Server)(nil)
+
+// NewServer returns the gRPC adapter of svc.
+func NewServer(svc *credentials.Service) *Server { return &Server{svc: svc} }
+
+// allRoles lets any role of a tenant call read-only methods.
+var allRoles = []authn.Role{
+	authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner,
+	authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst,
+}
+
+func principal(ctx context.Context) (*authn.Principal, error) {
+	p, ok := authn.PrincipalFrom(ctx)
+	if !ok {
+		return nil, errs.Unauthenticated("UNAUTHENTICATED", "authentication required")
+	}
+	return p, nil
+}
+
+func metadata(ctx context.Context, p *authn.Principal, tenant string) eventstore.Metadata {
+	return eventstore.Metadata{
+		Tenant:        tenant,
+		Actor:         eventstore.Actor{ID: p.ID, Kind: eventstore.ActorKind(p.Kind)},
+		OnBehalfOf:    p.OnBehalfOf,
+		CorrelationID: grpcx.RequestID(ctx),
+	}
+}
+
+// CreateClient registers an OAuth client. Platform admins (the lifecycle service among them) may
+// register any client; a tenant-admin only agent clients (no roles) of its tenant.
+func (s *Server) CreateClient(ctx context.Context, req *issuerv1.CreateClientRequest) (*issuerv1.CreateClientResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tenant, err := credentials.ParseTenantName("parent", req.GetParent())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
+		return nil, err
+	}
+	if !p.IsPlatformAdmin() && (req.GetClient().GetAgent() == "" || len(req.GetClient().GetRoles()) > 0) {
+		return nil, errs.PermissionDenied("MISSING_ROLE", "a tenant-admin may register agent clients only (no roles); other clients need platform-admin").
+			WithMetadata("required_roles", string(authn.RolePlatformAdmin))
+	}
+	c, err := s.svc.CreateClient(ctx, metadata(ctx, p, tenant), tenant, req.GetClient(), req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
+	return &issuerv1.CreateClientResponse{Client: c}, nil
+}
+
+// GetClient returns one client to a platform-admin or a tenant-admin of its tenant.
+func (s *Server) GetClient(ctx context.Context, req *issuerv1.GetClientRequest) (*issuerv1.GetClientResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tenant, clientID, err := credentials.ParseClientName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
+		return nil, err
+	}
+	c, err := s.svc.GetClient(tenant, clientID)
+	if err != nil {
+		return nil, err
+	}
+	return &issuerv1.GetClientResponse{Client: c}, nil
+}
+
+// DisableClient disables a client; platform-admin, or tenant-admin in its tenant.
+func (s *Server) DisableClient(ctx context.Context, req *issuerv1.DisableClientRequest) (*issuerv1.DisableClientResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tenant, clientID, err := credentials.ParseClientName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
+		return nil, err
+	}
+	c, err := s.svc.DisableClient(ctx, metadata(ctx, p, tenant), tenant, clientID, req.GetReason(), req.GetRequestId())
+	if err != nil {
+		return nil, err
+	}
+	return &issuerv1.DisableClientResponse{Client: c}, nil
+}
+
+// ListSigningKeys lists a tenant's public signing keys to any role of the tenant.
+func (s *Server) ListSigningKeys(ctx context.Context, req *issuerv1.ListSigningKeysRequest) (*issuerv1.ListSigningKeysResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tenant, err := credentials.ParseTenantName("parent", req.GetParent())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Authorize(tenant, allRoles...); err != nil {
+		return nil, err
+	}
+	ks, err := s.svc.ListSigningKeys(tenant)
+	if err != nil {
+		return nil, err
+	}
+	return &issuerv1.ListSigningKeysResponse{Keys: ks}, nil
+}

@@ -1,0 +1,195 @@
+// Package server holds the issuer's transport adapters: the OAuth HTTP endpoints and the gRPC
+// IssuerService. They convert requests, call the core and map its errors, nothing else.
+package server
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+
+	"github.com/google/uuid"
+
+	"github.com/agentid/agentid/services/issuer/internal/oauth"
+)
+
+// RequestIDHeader carries the request id in both directions.
+const RequestIDHeader = "X-Request-Id"
+
+// HTTPConfig configures the HTTP handler.
+type HTTPConfig struct {
+	// OAuth is the authorization server. Required.
+	OAuth *oauth.Server
+	// Ready reports whether the credentials projection has caught up; until then requests are
+	// answered 503. Default: always ready.
+	Ready func() bool
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+type httpAPI struct {
+	oauth  *oauth.Server
+	ready  func() bool
+	logger *slog.Logger
+}
+
+// NewHTTPHandler returns the OAuth/OIDC endpoints of every tenant:
+//
+//	GET  /t/{tenant}/.well-known/openid-configuration
+//	GET  /t/{tenant}/.well-known/oauth-authorization-server
+//	GET  /.well-known/oauth-authorization-server/t/{tenant}   (RFC 8414 §3.1 form)
+//	GET  /t/{tenant}/jwks.json
+//	POST /t/{tenant}/oauth2/token
+//	POST /t/{tenant}/oauth2/introspect
+func NewHTTPHandler(cfg HTTPConfig) http.Handler {
+	h := &httpAPI{oauth: cfg.OAuth, ready: cfg.Ready, logger: cfg.Logger}
+	if h.ready == nil {
+		h.ready = func() bool { return true }
+	}
+	if h.logger == nil {
+		h.logger = slog.Default()
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /t/{tenant}/.well-known/openid-configuration", h.metadata)
+	mux.HandleFunc("GET /t/{tenant}/.well-known/oauth-authorization-server", h.metadata)
+	mux.HandleFunc("GET /.well-known/oauth-authorization-server/t/{tenant}", h.metadata)
+	mux.HandleFunc("GET /t/{tenant}/jwks.json", h.jwks)
+	mux.HandleFunc("POST /t/{tenant}/oauth2/token", h.token)
+	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", h.introspect)
+	return mux
+}
+
+// requestID returns the caller's well-formed X-Request-Id or a new UUIDv7, and echoes it.
+func requestID(w http.ResponseWriter, r *http.Request) string {
+	id := r.Header.Get(RequestIDHeader)
+	if !validRequestID(id) {
+		if u, err := uuid.NewV7(); err == nil {
+			id = u.String()
+		} else {
+			id = uuid.NewString()
+		}
+	}
+	w.Header().Set(RequestIDHeader, id)
+	return id
+}
+
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *httpAPI) notReady(w http.ResponseWriter) bool {
+	if h.ready() {
+		return false
+	}
+	w.Header().Set("Retry-After", "1")
+	h.writeError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Status: http.StatusServiceUnavailable,
+		Description: "the authorization server is starting, retry"})
+	return true
+}
+
+func (h *httpAPI) metadata(w http.ResponseWriter, r *http.Request) {
+	requestID(w, r)
+	if h.notReady(w) {
+		return
+	}
+	md, oerr := h.oauth.Metadata(r.PathValue("tenant"))
+	if oerr != nil {
+		h.writeError(w, oerr)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	writeJSON(w, http.StatusOK, md)
+}
+
+func (h *httpAPI) jwks(w http.ResponseWriter, r *http.Request) {
+	requestID(w, r)
+	if h.notReady(w) {
+		return
+	}
+	set, oerr := h.oauth.JWKS(r.PathValue("tenant"))
+	if oerr != nil {
+		h.writeError(w, oerr)
+		return
+	}
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	body, err := json.Marshal(set)
+	if err != nil {
+		h.writeError(w, &oauth.Error{Code: oauth.ErrServerError, Status: http.StatusInternalServerError, Description: "internal error", Cause: err})
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+func (h *httpAPI) oauthRequest(w http.ResponseWriter, r *http.Request) oauth.Request {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Pragma", "no-cache")
+	return oauth.Request{
+		ContentType:   r.Header.Get("Content-Type"),
+		Authorization: r.Header.Get("Authorization"),
+		Body:          http.MaxBytesReader(w, r.Body, oauth.MaxBodyBytes),
+		RequestID:     requestID(w, r),
+		RemoteAddr:    r.RemoteAddr,
+	}
+}
+
+func (h *httpAPI) token(w http.ResponseWriter, r *http.Request) {
+	req := h.oauthRequest(w, r)
+	if h.notReady(w) {
+		return
+	}
+	resp, oerr := h.oauth.Token(r.Context(), r.PathValue("tenant"), req)
+	if oerr != nil {
+		h.writeError(w, oerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *httpAPI) introspect(w http.ResponseWriter, r *http.Request) {
+	req := h.oauthRequest(w, r)
+	if h.notReady(w) {
+		return
+	}
+	resp, oerr := h.oauth.Introspect(r.Context(), r.PathValue("tenant"), req)
+	if oerr != nil {
+		h.writeError(w, oerr)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// errorBody is an RFC 6749 §5.2 error response.
+type errorBody struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description,omitempty"`
+}
+
+func (h *httpAPI) writeError(w http.ResponseWriter, e *oauth.Error) {
+	if e.Status >= http.StatusInternalServerError && e.Cause != nil {
+		h.logger.Error("oauth request failed", "error", e.Code, "cause", e.Cause, "request_id", w.Header().Get(RequestIDHeader))
+	}
+	if e.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", e.Challenge)
+	}
+	writeJSON(w, e.Status, errorBody{Error: e.Code, ErrorDescription: oauth.SafeDescription(e.Description)})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"server_error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
