@@ -41,7 +41,7 @@ generate-check: generate ## Fail if generated code is not committed
 # ---- quality ----
 .PHONY: lint
 lint: $(BIN)/buf ## gofmt, go vet and buf lint
-	@out=$$(gofmt -l $(MODULES) cmd); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+	@out=$$(gofmt -l $(MODULES)); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet $(PKGS)
 	$(BIN)/buf lint
 
