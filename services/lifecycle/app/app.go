@@ -1,0 +1,250 @@
+// Package app wires the lifecycle service: the Temporal worker running the provisioning and
+// deprovisioning workflows, the consumer that starts them from agent events, and the gRPC
+// LifecycleService. cmd/lifecycle runs it alone; cmd/agentid runs it beside the other services.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/service"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
+	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
+	"github.com/agentid/agentid/services/lifecycle/internal/server"
+	"github.com/agentid/agentid/workflows"
+)
+
+// Name is the component name of the lifecycle service.
+const Name = "lifecycle"
+
+// Defaults of Config.
+const (
+	DefaultTemporalHostPort = "127.0.0.1:7233"
+	DefaultNamespace        = workflows.Namespace
+	DefaultTaskQueue        = workflows.TaskQueue
+)
+
+// Config configures the lifecycle service.
+type Config struct {
+	// TemporalHostPort is the Temporal frontend (default DefaultTemporalHostPort).
+	TemporalHostPort string
+	// Namespace is the Temporal namespace (default agentid).
+	Namespace string
+	// TaskQueue is the workflows' task queue (default agentid-lifecycle).
+	TaskQueue string
+	// RegistryAddr is the gRPC target of the registry. Required.
+	RegistryAddr string
+	// IssuerAddr is the gRPC target of the issuer. Required.
+	IssuerAddr string
+	// PolicyAddr is the gRPC target of the policy service. Required.
+	PolicyAddr string
+}
+
+// withDefaults fills the optional fields.
+func (c Config) withDefaults() Config {
+	if c.TemporalHostPort == "" {
+		c.TemporalHostPort = DefaultTemporalHostPort
+	}
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	if c.TaskQueue == "" {
+		c.TaskQueue = DefaultTaskQueue
+	}
+	return c
+}
+
+// Validate checks the configuration (after defaults).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	for _, f := range []struct{ name, v string }{
+		{"registry_addr", c.RegistryAddr}, {"issuer_addr", c.IssuerAddr}, {"policy_addr", c.PolicyAddr},
+	} {
+		if strings.TrimSpace(f.v) == "" {
+			return errs.InvalidArgument(f.name, f.name+" is required")
+		}
+	}
+	if strings.ContainsAny(c.Namespace, " /") {
+		return errs.InvalidArgument("namespace", "namespace must not contain spaces or slashes")
+	}
+	return nil
+}
+
+// Deps are the lifecycle service's dependencies built by the process.
+type Deps struct {
+	// Store is the event store (streams ensured by the process): agent events in, lifecycle events out. Required.
+	Store *eventstore.Store
+	// Logger logs; default slog.Default().
+	Logger *slog.Logger
+	// PerRPC authenticates the calls to registry, issuer and policy as the lifecycle worker's service
+	// identity (authn.PerRPCCredentials); nil sends no credentials.
+	PerRPC credentials.PerRPCCredentials
+	// Temporal is the Temporal client; nil dials Config.TemporalHostPort lazily (and Close closes it).
+	Temporal client.Client
+}
+
+// App is the lifecycle component.
+type App struct {
+	cfg       Config
+	log       *slog.Logger
+	store     *eventstore.Store
+	temporal  client.Client
+	ownClient bool
+	conns     []*grpc.ClientConn
+	acts      *workflows.Activities
+	core      *lifecycle.Service
+	srv       *server.Server
+
+	closeOnce sync.Once
+}
+
+var _ service.Component = (*App)(nil)
+
+// New builds the lifecycle service. Nothing connects yet: Temporal and the gRPC peers are dialled
+// lazily, so the process starts while they come up.
+func New(cfg Config, deps Deps) (*App, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if deps.Store == nil {
+		return nil, errors.New("lifecycle: Deps.Store is required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", Name)
+	a := &App{cfg: cfg, log: log, store: deps.Store, temporal: deps.Temporal}
+	if a.temporal == nil {
+		c, err := client.NewLazyClient(client.Options{
+			HostPort: cfg.TemporalHostPort, Namespace: cfg.Namespace, Logger: sdklog.NewStructuredLogger(log.With("component", "temporal")),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("lifecycle: temporal client: %w", err)
+		}
+		a.temporal, a.ownClient = c, true
+	}
+
+	byAddr := map[string]*grpc.ClientConn{}
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		if cc, ok := byAddr[addr]; ok {
+			return cc, nil
+		}
+		cc, err := grpcx.Dial(addr, deps.PerRPC)
+		if err != nil {
+			return nil, fmt.Errorf("lifecycle: dial %s: %w", addr, err)
+		}
+		byAddr[addr] = cc
+		a.conns = append(a.conns, cc)
+		return cc, nil
+	}
+	reg, err := dial(cfg.RegistryAddr)
+	if err != nil {
+		_ = a.Close()
+		return nil, err
+	}
+	iss, err := dial(cfg.IssuerAddr)
+	if err != nil {
+		_ = a.Close()
+		return nil, err
+	}
+	pol, err := dial(cfg.PolicyAddr)
+	if err != nil {
+		_ = a.Close()
+		return nil, err
+	}
+	registry := registryv1.NewRegistryServiceClient(reg)
+	a.acts = &workflows.Activities{
+		Registry: registry,
+		Issuer:   issuerv1.NewIssuerServiceClient(iss),
+		Policy:   policyv1.NewPolicyServiceClient(pol),
+		Events:   deps.Store,
+	}
+	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Logger: log})
+	if err != nil {
+		_ = a.Close()
+		return nil, err
+	}
+	a.srv = server.New(a.core)
+	return a, nil
+}
+
+// Name implements service.Component.
+func (a *App) Name() string { return Name }
+
+// RegisterGRPC registers agentid.lifecycle.v1.LifecycleService on s.
+func (a *App) RegisterGRPC(s *grpc.Server) { lifecyclev1.RegisterLifecycleServiceServer(s, a.srv) }
+
+// Tasks returns the Temporal worker and the agent-event consumer.
+func (a *App) Tasks() []service.Task {
+	return []service.Task{a.runWorker, a.runConsumer}
+}
+
+// Close closes the gRPC connections and the Temporal client New dialled.
+func (a *App) Close() error {
+	var err error
+	a.closeOnce.Do(func() {
+		for _, cc := range a.conns {
+			err = errors.Join(err, cc.Close())
+		}
+		if a.ownClient && a.temporal != nil {
+			a.temporal.Close()
+		}
+	})
+	return err
+}
+
+// worker start-up retry delays while Temporal is not reachable yet.
+const (
+	workerRetryMin = 500 * time.Millisecond
+	workerRetryMax = 30 * time.Second
+)
+
+// runWorker runs the Temporal worker of the workflows and their activities until ctx is done. It keeps
+// trying to start while the Temporal server is unreachable.
+func (a *App) runWorker(ctx context.Context) error {
+	delay := workerRetryMin
+	for {
+		w := worker.New(a.temporal, a.cfg.TaskQueue, worker.Options{})
+		workflows.Register(w, a.acts)
+		err := w.Start()
+		if err == nil {
+			a.log.InfoContext(ctx, "temporal worker started", "host_port", a.cfg.TemporalHostPort, "namespace", a.cfg.Namespace, "task_queue", a.cfg.TaskQueue)
+			<-ctx.Done()
+			w.Stop()
+			return nil
+		}
+		a.log.WarnContext(ctx, "temporal worker cannot start yet; retrying", "host_port", a.cfg.TemporalHostPort, "retry_in", delay.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, workerRetryMax)
+	}
+}
+
+// runConsumer starts workflows from agent.registered and agent.retirement_requested events, one at a
+// time so that an agent's runs start in the order of its events.
+func (a *App) runConsumer(ctx context.Context) error {
+	return a.store.Consume(ctx, lifecycle.AgentEventsConsumer, eventstore.StreamAgents, lifecycle.AgentEventSubjects,
+		a.core.HandleAgentEvent)
+}

@@ -1,0 +1,41 @@
+// Command lifecycle runs the lifecycle service on its own: the Temporal worker of the provisioning and
+// deprovisioning workflows, the consumer that starts them from agent events, and
+// agentid.lifecycle.v1.LifecycleService.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"os"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/service"
+	"github.com/agentid/agentid/services/lifecycle/app"
+)
+
+func main() {
+	fs := flag.NewFlagSet(app.Name, flag.ContinueOnError)
+	flags := service.DefaultFlags("127.0.0.1:7075", "127.0.0.1:8075")
+	flags.Register(fs)
+	cfg := app.Config{
+		TemporalHostPort: app.DefaultTemporalHostPort, Namespace: app.DefaultNamespace,
+		RegistryAddr: "127.0.0.1:7071", IssuerAddr: "127.0.0.1:7072", PolicyAddr: "127.0.0.1:7073",
+	}
+	fs.StringVar(&cfg.TemporalHostPort, "temporal-address", cfg.TemporalHostPort, "Temporal frontend host:port")
+	fs.StringVar(&cfg.Namespace, "temporal-namespace", cfg.Namespace, "Temporal namespace")
+	fs.StringVar(&cfg.RegistryAddr, "registry-addr", cfg.RegistryAddr, "gRPC address of the registry")
+	fs.StringVar(&cfg.IssuerAddr, "issuer-addr", cfg.IssuerAddr, "gRPC address of the issuer")
+	fs.StringVar(&cfg.PolicyAddr, "policy-addr", cfg.PolicyAddr, "gRPC address of the policy service")
+	credentials := fs.String("credentials", "", "credential file of the lifecycle worker's service identity (required)")
+	os.Exit(service.Main(app.Name, fs, &flags, func(ctx context.Context, env *service.Env) (service.Component, error) {
+		if *credentials == "" {
+			return nil, errors.New("--credentials is required: the lifecycle worker calls the other services as its own identity")
+		}
+		cred, err := authn.LoadCredentialFile(*credentials)
+		if err != nil {
+			return nil, err
+		}
+		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger, PerRPC: authn.PerRPCCredentials(cred.TokenSource(ctx), false)})
+	}))
+}

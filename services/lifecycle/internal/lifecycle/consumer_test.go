@@ -1,0 +1,111 @@
+package lifecycle_test
+
+import (
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	sdklog "go.temporal.io/sdk/log"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/testkit"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
+	"github.com/agentid/agentid/workflows"
+)
+
+func event(t *testing.T, typ, tenant, aggID string, data proto.Message) eventstore.Event {
+	t.Helper()
+	b, err := proto.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eventstore.Event{
+		ID: "evt-" + typ + "-" + aggID, Type: typ, Source: "agentid/registry", Time: time.Now().UTC(),
+		Metadata:      eventstore.Metadata{Tenant: tenant, CorrelationID: "req-1", Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+		AggregateType: "agent", AggregateID: aggID, Stream: "AGENTS", Sequence: 1,
+		DataSchema: string(data.ProtoReflect().Descriptor().FullName()), Data: b,
+	}
+}
+
+func registered(name, tenant, id string) *registryv1.AgentRegistered {
+	return &registryv1.AgentRegistered{Agent: &registryv1.Agent{Name: name, AgentId: id, Tenant: tenant, RiskTier: registryv1.RiskTier_RISK_TIER_HIGH}}
+}
+
+func TestHandleAgentEvent(t *testing.T) {
+	srv := testkit.StartTemporal(t)
+	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// No worker polls this queue: started runs stay at their first stage.
+	svc, err := lifecycle.New(lifecycle.Config{Temporal: c, TaskQueue: "nobody-polls", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name       string
+		ev         eventstore.Event
+		wantErr    string
+		wantRun    string // workflow id expected to run afterwards
+		wantTier   string
+		wantInMemo string
+	}{
+		{"registered starts provisioning", event(t, "agent.registered", "acme", "c1", registered("tenants/acme/agents/c1", "acme", "c1")), "", "provision/acme/c1", "high", "evt-agent.registered-c1"},
+		{"the same event again is fine", event(t, "agent.registered", "acme", "c1", registered("tenants/acme/agents/c1", "acme", "c1")), "", "provision/acme/c1", "high", "evt-agent.registered-c1"},
+		{"retirement starts deprovisioning", event(t, "agent.retirement_requested", "acme", "c1", &registryv1.AgentRetirementRequested{Name: "tenants/acme/agents/c1", Reason: "done"}), "", "deprovision/acme/c1", "", "evt-agent.retirement_requested-c1"},
+		{"other event types are ignored", event(t, "agent.activated", "acme", "c2", &registryv1.AgentActivated{Name: "tenants/acme/agents/c2"}), "", "", "", ""},
+		{"malformed agent name", event(t, "agent.registered", "acme", "c3", registered("agents/c3", "acme", "c3")), "is not tenants/{tenant}/agents/{agent}", "", "", ""},
+		{"agent of another tenant", event(t, "agent.registered", "acme", "c4", registered("tenants/evil/agents/c4", "evil", "c4")), "not in the event's tenant acme", "", "", ""},
+		{"agent is not the aggregate", event(t, "agent.registered", "acme", "c5", registered("tenants/acme/agents/c6", "acme", "c6")), "not the event's aggregate c5", "", "", ""},
+		{"payload of another type", event(t, "agent.registered", "acme", "c7", &registryv1.AgentRetirementRequested{Name: "tenants/acme/agents/c7"}), "data schema mismatch", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := svc.HandleAgentEvent(t.Context(), tt.ev)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				for _, id := range []string{"provision/acme/" + tt.ev.AggregateID, "deprovision/acme/" + tt.ev.AggregateID} {
+					if _, err := c.DescribeWorkflowExecution(t.Context(), id, ""); err == nil {
+						t.Fatalf("a bad event started %s", id)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantRun == "" {
+				_, err := c.DescribeWorkflowExecution(t.Context(), "provision/acme/"+tt.ev.AggregateID, "")
+				var nf *serviceerror.NotFound
+				if !errors.As(err, &nf) {
+					t.Fatalf("an ignored event started a run: %v", err)
+				}
+				return
+			}
+			d, err := c.DescribeWorkflowExecution(t.Context(), tt.wantRun, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			info := d.GetWorkflowExecutionInfo()
+			var eventID, tier, tenant string
+			dc := converter.GetDefaultDataConverter()
+			_ = dc.FromPayload(info.GetMemo().GetFields()["event_id"], &eventID)
+			_ = dc.FromPayload(info.GetSearchAttributes().GetIndexedFields()["RiskTier"], &tier)
+			_ = dc.FromPayload(info.GetSearchAttributes().GetIndexedFields()["Tenant"], &tenant)
+			if eventID != tt.wantInMemo || tier != tt.wantTier || tenant != "acme" || info.GetTaskQueue() != "nobody-polls" {
+				t.Fatalf("run: event_id %q, RiskTier %q, Tenant %q, queue %s", eventID, tier, tenant, info.GetTaskQueue())
+			}
+		})
+	}
+}

@@ -1,0 +1,282 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/workflows"
+)
+
+// Kind is the kind of a lifecycle run.
+type Kind int
+
+// The kinds of run.
+const (
+	KindProvision Kind = iota + 1
+	KindDeprovision
+)
+
+// Run describes one lifecycle workflow run.
+type Run struct {
+	// WorkflowID is the run's deterministic workflow id.
+	WorkflowID string
+	// Kind is provisioning or deprovisioning.
+	Kind Kind
+	// Stage is the current (or last) stage.
+	Stage string
+	// WaitingFor says what a running run waits for, if anything.
+	WaitingFor string
+	// Completed is true once the run has closed.
+	Completed bool
+	// StartTime is when the run started.
+	StartTime time.Time
+	// CloseTime is when the run closed, if it did.
+	CloseTime time.Time
+	// Result summarises how a closed run ended.
+	Result string
+}
+
+// ParseAgent checks an agent resource name and splits it; the error names field.
+func ParseAgent(field, name string) (tenant, agentID string, err error) {
+	tenant, agentID, ok := workflows.ParseAgentName(name)
+	if !ok || !authn.ValidTenant(tenant) {
+		return "", "", errs.InvalidArgument(field, "must be tenants/{tenant}/agents/{agent}")
+	}
+	return tenant, agentID, nil
+}
+
+// AgentRuns returns the provisioning and deprovisioning runs of an agent, provisioning first; NotFound
+// when there is neither.
+func (s *Service) AgentRuns(ctx context.Context, agent string) ([]Run, error) {
+	tenant, agentID, err := ParseAgent("agent", agent)
+	if err != nil {
+		return nil, err
+	}
+	var runs []Run
+	for _, k := range []Kind{KindProvision, KindDeprovision} {
+		r, found, err := s.describe(ctx, k, workflowID(k, tenant, agentID))
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			runs = append(runs, r)
+		}
+	}
+	if len(runs) == 0 {
+		return nil, errs.NotFound("WORKFLOWS_NOT_FOUND", "the agent has no lifecycle workflows").WithMetadata("agent", agent)
+	}
+	return runs, nil
+}
+
+func workflowID(k Kind, tenant, agentID string) string {
+	if k == KindDeprovision {
+		return workflows.DeprovisionWorkflowID(tenant, agentID)
+	}
+	return workflows.ProvisionWorkflowID(tenant, agentID)
+}
+
+// describe reads one run: its execution info, and the status query while it runs.
+func (s *Service) describe(ctx context.Context, k Kind, id string) (Run, bool, error) {
+	resp, err := s.temporal.DescribeWorkflowExecution(ctx, id, "")
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return Run{}, false, nil
+	}
+	if err != nil {
+		return Run{}, false, temporalError("describe workflow", err)
+	}
+	info := resp.GetWorkflowExecutionInfo()
+	r := Run{WorkflowID: id, Kind: k, StartTime: info.GetStartTime().AsTime()}
+	if p := info.GetSearchAttributes().GetIndexedFields()[workflows.StageKey.GetName()]; p != nil {
+		_ = converter.GetDefaultDataConverter().FromPayload(p, &r.Stage)
+	}
+	runID := info.GetExecution().GetRunId()
+	if info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		if st, err := s.status(ctx, id, runID); err == nil {
+			r.Stage, r.WaitingFor = st.Stage, st.WaitingFor
+		} else {
+			s.log.DebugContext(ctx, "status query failed; showing the search attribute", "workflow_id", id, "error", err)
+		}
+		return r, true, nil
+	}
+	r.Completed = true
+	if info.GetCloseTime() != nil {
+		r.CloseTime = info.GetCloseTime().AsTime()
+	}
+	r.Result = s.result(ctx, info.GetStatus(), id, runID)
+	return r, true, nil
+}
+
+// result summarises a closed run.
+func (s *Service) result(ctx context.Context, st enumspb.WorkflowExecutionStatus, id, runID string) string {
+	switch st {
+	case enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED:
+		var res struct{ Result string }
+		if err := s.temporal.GetWorkflow(ctx, id, runID).Get(ctx, &res); err != nil {
+			return "completed"
+		}
+		return res.Result
+	case enumspb.WORKFLOW_EXECUTION_STATUS_FAILED:
+		err := s.temporal.GetWorkflow(ctx, id, runID).Get(ctx, nil)
+		var app *temporal.ApplicationError
+		if errors.As(err, &app) {
+			return "failed: " + app.Message()
+		}
+		return "failed"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED:
+		return "canceled"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED:
+		return "terminated"
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT:
+		return "timed out"
+	default:
+		return strings.ToLower(strings.TrimPrefix(st.String(), "WorkflowExecutionStatus"))
+	}
+}
+
+// queryTimeout bounds a status query, which waits for a worker to answer.
+const queryTimeout = 10 * time.Second
+
+func (s *Service) status(ctx context.Context, id, runID string) (workflows.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	defer cancel()
+	v, err := s.temporal.QueryWorkflow(ctx, id, runID, workflows.StatusQuery)
+	if err != nil {
+		return workflows.Status{}, err
+	}
+	var st workflows.Status
+	return st, v.Get(&st)
+}
+
+// Approval is one approver's decision submitted through the API.
+type Approval struct {
+	// Agent is the resource name.
+	Agent string
+	// Approve is true to approve, false to reject.
+	Approve bool
+	// Comment is recorded with the approval.
+	Comment string
+	// RequestID identifies the submission; a repeat with the same id is answered like the first. An
+	// empty one gets a fresh id, so the submission is never taken for a repeat.
+	RequestID string
+}
+
+// SubmitApproval records p's decision on the agent's provisioning run, in the role p holds for the step
+// the run waits for (that role itself, or one of workflows.AnyStepRoles), and returns the run after it.
+// A run that is not waiting for approvals, or a decision the run refuses, is FailedPrecondition.
+func (s *Service) SubmitApproval(ctx context.Context, p *authn.Principal, a Approval) (Run, error) {
+	tenant, agentID, err := ParseAgent("agent", a.Agent)
+	if err != nil {
+		return Run{}, err
+	}
+	updateID, err := checkRequestID(a.RequestID)
+	if err != nil {
+		return Run{}, err
+	}
+	id := workflows.ProvisionWorkflowID(tenant, agentID)
+	st, err := s.status(ctx, id, "")
+	var nf *serviceerror.NotFound
+	switch {
+	case errors.As(err, &nf):
+		return Run{}, errs.NotFound("WORKFLOW_NOT_FOUND", "the agent has no provisioning workflow").WithMetadata("agent", a.Agent)
+	case err != nil:
+		return Run{}, temporalError("query workflow", err)
+	}
+	if st.Stage != workflows.StageApproval && st.Stage != workflows.StageApprovalEscalated {
+		return Run{}, errs.FailedPrecondition("NOT_WAITING_FOR_APPROVAL", "the provisioning workflow is not waiting for approvals (stage "+st.Stage+")")
+	}
+	step := ""
+	if n := len(st.ApprovalsSoFar); n < len(st.RequiredApprovals) {
+		step = st.RequiredApprovals[n]
+	}
+	decision := workflows.DecisionReject
+	if a.Approve {
+		decision = workflows.DecisionApprove
+	}
+	h, err := s.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		UpdateID:     updateID,
+		WorkflowID:   id,
+		UpdateName:   workflows.ApproveUpdate,
+		Args:         []any{workflows.Approval{Approver: p.ID, Role: actingRole(p, step), Decision: decision, Comment: a.Comment}},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = h.Get(ctx, nil)
+	}
+	if err != nil {
+		if workflows.IsApprovalRefused(err) {
+			return Run{}, errs.FailedPrecondition("APPROVAL_REFUSED", approvalMessage(err))
+		}
+		if errors.As(err, &nf) {
+			return Run{}, errs.FailedPrecondition("NOT_WAITING_FOR_APPROVAL", "the provisioning workflow has finished")
+		}
+		return Run{}, temporalError("submit approval", err)
+	}
+	r, _, err := s.describe(ctx, KindProvision, id)
+	return r, err
+}
+
+// actingRole is the role p acts in for a step waiting for role step: the step's role when p holds it,
+// otherwise the first of workflows.AnyStepRoles p holds (the workflow refuses any other).
+func actingRole(p *authn.Principal, step string) string {
+	if step != "" && p.HasRole(authn.Role(step)) {
+		return step
+	}
+	for _, r := range workflows.AnyStepRoles {
+		if p.HasRole(authn.Role(r)) {
+			return r
+		}
+	}
+	if len(p.Roles) > 0 {
+		return string(p.Roles[0])
+	}
+	return ""
+}
+
+// approvalMessage is the workflow's reason for refusing an approval, without the error's decoration.
+func approvalMessage(err error) string {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		return app.Message()
+	}
+	return "approval refused"
+}
+
+// temporalError maps a Temporal client error: an unreachable server is Unavailable, anything else
+// Internal (the cause is logged by the gRPC layer, never returned).
+func temporalError(op string, err error) error {
+	var unavailable *serviceerror.Unavailable
+	var deadline *serviceerror.DeadlineExceeded
+	if errors.As(err, &unavailable) || errors.As(err, &deadline) || errors.Is(err, context.DeadlineExceeded) {
+		return errs.Unavailable("TEMPORAL_UNAVAILABLE", "the workflow engine is unavailable, retry later", err)
+	}
+	return errs.Internal(errors.Join(errors.New(op), err))
+}
+
+// checkRequestID validates an optional idempotency key (1 to 128 printable ASCII characters without
+// spaces) and makes up a fresh one when it is empty.
+func checkRequestID(id string) (string, error) {
+	if id == "" {
+		return "approval-" + uuid.NewString(), nil
+	}
+	if len(id) > 128 {
+		return "", errs.InvalidArgument("request_id", "must be at most 128 characters")
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return "", errs.InvalidArgument("request_id", "must be printable ASCII without spaces")
+		}
+	}
+	return id, nil
+}

@@ -1,0 +1,60 @@
+// Package lifecycle is the core of the lifecycle service: it starts the provisioning and deprovisioning
+// workflows when the registry records agent events, shows an agent's runs, and forwards approvals to the
+// provisioning run. The workflows themselves live in the workflows module.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/workflows"
+)
+
+// Temporal is the part of the Temporal client the service uses (client.Client implements it).
+type Temporal interface {
+	ExecuteWorkflow(ctx context.Context, options client.StartWorkflowOptions, workflow any, args ...any) (client.WorkflowRun, error)
+	GetWorkflow(ctx context.Context, workflowID, runID string) client.WorkflowRun
+	DescribeWorkflowExecution(ctx context.Context, workflowID, runID string) (*workflowservice.DescribeWorkflowExecutionResponse, error)
+	QueryWorkflow(ctx context.Context, workflowID, runID, queryType string, args ...any) (converter.EncodedValue, error)
+	UpdateWorkflow(ctx context.Context, options client.UpdateWorkflowOptions) (client.WorkflowUpdateHandle, error)
+}
+
+// Config configures the Service.
+type Config struct {
+	// Temporal is the Temporal client. Required.
+	Temporal Temporal
+	// TaskQueue is where the workflows run (default workflows.TaskQueue).
+	TaskQueue string
+	// Registry, if set, is asked for an agent's risk tier when a retirement event does not carry it.
+	Registry registryv1.RegistryServiceClient
+	// Logger logs; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Service starts, shows and steers the lifecycle workflows.
+type Service struct {
+	temporal  Temporal
+	taskQueue string
+	registry  registryv1.RegistryServiceClient
+	log       *slog.Logger
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Temporal == nil {
+		return nil, errors.New("lifecycle: Config.Temporal is required")
+	}
+	if cfg.TaskQueue == "" {
+		cfg.TaskQueue = workflows.TaskQueue
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, log: cfg.Logger}, nil
+}

@@ -1,0 +1,479 @@
+package workflows
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
+	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+// Lifecycle event types, recorded on stream LIFECYCLE under aggregate "lifecycle" (one per agent).
+const (
+	EventProvisioningDecided    = "lifecycle.provisioning_decided"
+	EventDeprovisioningVerified = "lifecycle.deprovisioning_verified"
+)
+
+// DefaultActor is the actor id recorded on lifecycle events when Activities.Actor is empty.
+const DefaultActor = "lifecycle"
+
+// AutoApprover is who approved when policy allowed without a human.
+const AutoApprover = "policy:auto"
+
+// DefaultTokenTTLSeconds is the access token lifetime of agent clients the workflows create.
+const DefaultTokenTTLSeconds = 600
+
+// Activities calls the platform's services for the workflows. Every method is idempotent: mutating
+// calls carry the request id the workflow derived from its id and the step. Errors the caller cannot fix
+// by retrying (InvalidArgument, NotFound, PermissionDenied, FailedPrecondition) are non-retryable
+// application errors whose type is the errs reason code; everything else is retried with backoff.
+type Activities struct {
+	// Registry is the registry's gRPC client.
+	Registry registryv1.RegistryServiceClient
+	// Issuer is the issuer's gRPC client.
+	Issuer issuerv1.IssuerServiceClient
+	// Policy is the policy service's gRPC client.
+	Policy policyv1.PolicyServiceClient
+	// Events records lifecycle.* events on stream LIFECYCLE.
+	Events *eventstore.Store
+	// Actor is the principal id recorded as the actor of lifecycle events (default DefaultActor).
+	Actor string
+	// ReadLag bounds how long a call waits for a service's read model to show a change the run
+	// reacts to or has just made (default DefaultReadLag).
+	ReadLag time.Duration
+}
+
+// Policy outcomes as the workflows see them.
+const (
+	OutcomeAllow           = "allow"
+	OutcomeRequireApproval = "require_approval"
+	OutcomeDeny            = "deny"
+)
+
+// AdmissionRequest asks for the policy decision on an agent.
+type AdmissionRequest struct {
+	// Tenant of the agent.
+	Tenant string
+	// Agent is the resource name.
+	Agent string
+	// RequestID is the idempotency key of the evaluation.
+	RequestID string
+}
+
+// AdmissionDecision is the policy decision on an agent.
+type AdmissionDecision struct {
+	// DecisionID identifies the recorded decision.
+	DecisionID string
+	// Outcome is OutcomeAllow, OutcomeRequireApproval or OutcomeDeny (anything unknown is a deny).
+	Outcome string
+	// Reasons are the rules that fired.
+	Reasons []string
+	// RequiredApprovals are the approver roles, in order, for OutcomeRequireApproval.
+	RequiredApprovals []string
+	// BundleVersion is the policy bundle that decided.
+	BundleVersion string
+}
+
+// EvaluateAdmission fetches the agent from the registry and asks policy whether it may be provisioned.
+func (a *Activities) EvaluateAdmission(ctx context.Context, in AdmissionRequest) (AdmissionDecision, error) {
+	agent, err := a.getAgent(ctx, in.Agent)
+	if err != nil {
+		return AdmissionDecision{}, err
+	}
+	doc, err := AgentDocument(agent)
+	if err != nil {
+		return AdmissionDecision{}, temporal.NewNonRetryableApplicationError("agent as JSON: "+err.Error(), "INTERNAL", err)
+	}
+	resp, err := a.Policy.EvaluateAdmission(ctx, &policyv1.EvaluateAdmissionRequest{Tenant: in.Tenant, Agent: doc, RequestId: in.RequestID})
+	if err != nil {
+		return AdmissionDecision{}, classify("policy.EvaluateAdmission", err)
+	}
+	d := resp.GetDecision()
+	out := AdmissionDecision{
+		DecisionID:        d.GetDecisionId(),
+		Reasons:           d.GetReasons(),
+		RequiredApprovals: d.GetRequiredApprovals(),
+		BundleVersion:     d.GetBundleVersion(),
+	}
+	switch d.GetOutcome() {
+	case policyv1.Outcome_OUTCOME_ALLOW:
+		out.Outcome = OutcomeAllow
+	case policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL:
+		out.Outcome = OutcomeRequireApproval
+	default:
+		out.Outcome = OutcomeDeny
+	}
+	return out, nil
+}
+
+// AgentDocument is the agent as policy sees it: the registry's Agent in its canonical JSON form
+// (camelCase fields, enum names, zero values omitted) as a Struct.
+func AgentDocument(agent *registryv1.Agent) (*structpb.Struct, error) {
+	b, err := protojson.Marshal(agent)
+	if err != nil {
+		return nil, err
+	}
+	doc := &structpb.Struct{}
+	if err := protojson.Unmarshal(b, doc); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}
+
+// ActivateRequest records an approved provisioning decision.
+type ActivateRequest struct {
+	// Agent is the resource name.
+	Agent string
+	// DecisionID is the policy decision that allowed activation.
+	DecisionID string
+	// ApprovedBy is AutoApprover or the approvers, comma-separated, in order.
+	ApprovedBy string
+	// RequestID is the idempotency key.
+	RequestID string
+}
+
+// ActivateAgent makes the agent ACTIVE in the registry.
+func (a *Activities) ActivateAgent(ctx context.Context, in ActivateRequest) error {
+	_, err := a.Registry.ActivateAgent(ctx, &registryv1.ActivateAgentRequest{
+		Name: in.Agent, DecisionId: in.DecisionID, ApprovedBy: in.ApprovedBy, RequestId: in.RequestID,
+	})
+	return classify("registry.ActivateAgent", err)
+}
+
+// RejectRequest records a rejected provisioning decision.
+type RejectRequest struct {
+	// Agent is the resource name.
+	Agent string
+	// DecisionID is the policy decision or approval that rejected the agent.
+	DecisionID string
+	// Reason is shown to the owner.
+	Reason string
+	// RequestID is the idempotency key.
+	RequestID string
+}
+
+// RejectAgent makes the agent REJECTED in the registry.
+func (a *Activities) RejectAgent(ctx context.Context, in RejectRequest) error {
+	_, err := a.Registry.RejectAgent(ctx, &registryv1.RejectAgentRequest{
+		Name: in.Agent, DecisionId: in.DecisionID, Reason: in.Reason, RequestId: in.RequestID,
+	})
+	return classify("registry.RejectAgent", err)
+}
+
+// CreateClientRequest asks for the agent's OAuth client.
+type CreateClientRequest struct {
+	// Tenant of the agent.
+	Tenant string
+	// Agent is the resource name.
+	Agent string
+	// AgentID is the agent id, also the client id.
+	AgentID string
+	// RequestID is the idempotency key.
+	RequestID string
+}
+
+// ClientInfo names the agent's OAuth client.
+type ClientInfo struct {
+	// Name is the client's resource name.
+	Name string
+	// ClientID is the OAuth client id.
+	ClientID string
+}
+
+// CreateClient registers the agent's OAuth client with the issuer, with the public keys, scopes and
+// environment the registry holds. A client that already exists for the same agent counts as created.
+func (a *Activities) CreateClient(ctx context.Context, in CreateClientRequest) (ClientInfo, error) {
+	agent, err := a.getAgent(ctx, in.Agent)
+	if err != nil {
+		return ClientInfo{}, err
+	}
+	resp, err := a.Issuer.CreateClient(ctx, &issuerv1.CreateClientRequest{
+		Parent: "tenants/" + in.Tenant,
+		Client: &issuerv1.Client{
+			ClientId:        in.AgentID,
+			Tenant:          in.Tenant,
+			Agent:           in.Agent,
+			PublicJwks:      agent.GetPublicJwks(),
+			Scopes:          agent.GetScopes(),
+			Environment:     EnvironmentName(agent.GetEnvironment()),
+			TokenTtlSeconds: DefaultTokenTTLSeconds,
+		},
+		RequestId: in.RequestID,
+	})
+	if errs.Is(err, errs.KindAlreadyExists) {
+		got, gerr := a.Issuer.GetClient(ctx, &issuerv1.GetClientRequest{Name: ClientName(in.Tenant, in.AgentID)})
+		if gerr != nil {
+			return ClientInfo{}, classify("issuer.GetClient", gerr)
+		}
+		if got.GetClient().GetAgent() != in.Agent {
+			return ClientInfo{}, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("client %s exists for another agent (%s)", in.AgentID, got.GetClient().GetAgent()), "CLIENT_EXISTS", err)
+		}
+		return ClientInfo{Name: got.GetClient().GetName(), ClientID: got.GetClient().GetClientId()}, nil
+	}
+	if err != nil {
+		return ClientInfo{}, classify("issuer.CreateClient", err)
+	}
+	return ClientInfo{Name: resp.GetClient().GetName(), ClientID: resp.GetClient().GetClientId()}, nil
+}
+
+// DisableClientRequest asks to disable the agent's OAuth client.
+type DisableClientRequest struct {
+	// Tenant of the agent.
+	Tenant string
+	// AgentID is the agent id, also the client id.
+	AgentID string
+	// Reason is recorded with the issuer.
+	Reason string
+	// RequestID is the idempotency key.
+	RequestID string
+}
+
+// DisableResult says what disabling found.
+type DisableResult struct {
+	// Found is false when the agent never had a client.
+	Found bool
+}
+
+// DisableClient disables the agent's OAuth client and revokes its tokens; a client that does not
+// exist (none was ever issued) is not an error.
+func (a *Activities) DisableClient(ctx context.Context, in DisableClientRequest) (DisableResult, error) {
+	_, err := a.Issuer.DisableClient(ctx, &issuerv1.DisableClientRequest{
+		Name: ClientName(in.Tenant, in.AgentID), Reason: in.Reason, RequestId: in.RequestID,
+	})
+	if errs.Is(err, errs.KindNotFound) {
+		return DisableResult{Found: false}, nil
+	}
+	if err != nil {
+		return DisableResult{}, classify("issuer.DisableClient", err)
+	}
+	return DisableResult{Found: true}, nil
+}
+
+// VerifyRequest asks to verify that the agent's access is gone.
+type VerifyRequest struct {
+	// Tenant of the agent.
+	Tenant string
+	// AgentID is the agent id, also the client id.
+	AgentID string
+}
+
+// Verification is what the checks found.
+type Verification struct {
+	// VerifyTime is when the checks ran.
+	VerifyTime time.Time
+	// Checks are the checks that passed, one line each.
+	Checks []string
+}
+
+// ErrStillActive is the application error type of a verification that found the client active.
+const ErrStillActive = "CLIENT_STILL_ACTIVE"
+
+var errStillActive = errors.New("client still active")
+
+// VerifyRevocation checks with the issuer that the agent's client is disabled (or never existed),
+// giving the issuer's read model up to ReadLag to show a disable it has just recorded; a client still
+// active then fails the check with the non-retryable type ErrStillActive (the workflow revokes again).
+func (a *Activities) VerifyRevocation(ctx context.Context, in VerifyRequest) (Verification, error) {
+	name := ClientName(in.Tenant, in.AgentID)
+	var resp *issuerv1.GetClientResponse
+	err := untilVisible(ctx, a.readLag(), func() (err error) {
+		resp, err = a.Issuer.GetClient(ctx, &issuerv1.GetClientRequest{Name: name})
+		if err == nil && resp.GetClient().GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
+			return errStillActive
+		}
+		return err
+	}, func(err error) bool { return errors.Is(err, errStillActive) })
+	if errors.Is(err, errStillActive) {
+		err = nil
+	}
+	now := time.Now().UTC()
+	if errs.Is(err, errs.KindNotFound) {
+		return Verification{VerifyTime: now, Checks: []string{"no client: " + name + " was never issued"}}, nil
+	}
+	if err != nil {
+		return Verification{}, classify("issuer.GetClient", err)
+	}
+	if st := resp.GetClient().GetState(); st != issuerv1.ClientState_CLIENT_STATE_DISABLED {
+		return Verification{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("client %s is %s, want disabled", name, st), ErrStillActive, nil)
+	}
+	return Verification{VerifyTime: now, Checks: []string{"client disabled: " + name}}, nil
+}
+
+// CompleteRetirementRequest records verified deprovisioning.
+type CompleteRetirementRequest struct {
+	// Agent is the resource name.
+	Agent string
+	// VerifyTime is when revocation was verified.
+	VerifyTime time.Time
+	// RequestID is the idempotency key.
+	RequestID string
+}
+
+// CompleteRetirement makes the agent RETIRED in the registry.
+func (a *Activities) CompleteRetirement(ctx context.Context, in CompleteRetirementRequest) error {
+	_, err := a.Registry.CompleteRetirement(ctx, &registryv1.CompleteRetirementRequest{
+		Name: in.Agent, VerifyTime: timestamppb.New(in.VerifyTime), RequestId: in.RequestID,
+	})
+	return classify("registry.CompleteRetirement", err)
+}
+
+// ProvisioningDecidedRecord is the lifecycle.provisioning_decided event to record.
+type ProvisioningDecidedRecord struct {
+	// Tenant of the agent.
+	Tenant string
+	// Agent is the resource name.
+	Agent string
+	// AgentID is the agent id.
+	AgentID string
+	// WorkflowID is the run's id.
+	WorkflowID string
+	// Result is ResultActivated or ResultRejected.
+	Result string
+	// DecisionID is the policy decision id.
+	DecisionID string
+	// ApprovedBy lists AutoApprover or the approvers, in order.
+	ApprovedBy []string
+	// CausationID is the id of the event that started the run, if known.
+	CausationID string
+	// IdempotencyKey is the key of the append.
+	IdempotencyKey string
+}
+
+// RecordProvisioningDecided appends lifecycle.provisioning_decided.
+func (a *Activities) RecordProvisioningDecided(ctx context.Context, in ProvisioningDecidedRecord) error {
+	return a.record(ctx, in.Tenant, in.AgentID, in.Agent, EventProvisioningDecided, in.IdempotencyKey, in.WorkflowID, in.CausationID,
+		&lifecyclev1.ProvisioningDecided{
+			Agent: in.Agent, WorkflowId: in.WorkflowID, Result: in.Result, DecisionId: in.DecisionID, ApprovedBy: in.ApprovedBy,
+		})
+}
+
+// DeprovisioningVerifiedRecord is the lifecycle.deprovisioning_verified event to record.
+type DeprovisioningVerifiedRecord struct {
+	// Tenant of the agent.
+	Tenant string
+	// Agent is the resource name.
+	Agent string
+	// AgentID is the agent id.
+	AgentID string
+	// WorkflowID is the run's id.
+	WorkflowID string
+	// VerifyTime is when the checks ran.
+	VerifyTime time.Time
+	// Checks are the checks that passed.
+	Checks []string
+	// CausationID is the id of the event that started the run, if known.
+	CausationID string
+	// IdempotencyKey is the key of the append.
+	IdempotencyKey string
+}
+
+// RecordDeprovisioningVerified appends lifecycle.deprovisioning_verified.
+func (a *Activities) RecordDeprovisioningVerified(ctx context.Context, in DeprovisioningVerifiedRecord) error {
+	return a.record(ctx, in.Tenant, in.AgentID, in.Agent, EventDeprovisioningVerified, in.IdempotencyKey, in.WorkflowID, in.CausationID,
+		&lifecyclev1.DeprovisioningVerified{
+			Agent: in.Agent, WorkflowId: in.WorkflowID, VerifyTime: timestamppb.New(in.VerifyTime), Checks: in.Checks,
+		})
+}
+
+func (a *Activities) record(ctx context.Context, tenant, agentID, agent, typ, key, workflowID, causation string, data proto.Message) error {
+	if a.Events == nil {
+		return temporal.NewNonRetryableApplicationError("no event store configured", "INTERNAL", nil)
+	}
+	actor := a.Actor
+	if actor == "" {
+		actor = DefaultActor
+	}
+	_, err := a.Events.Append(ctx, eventstore.Append{
+		Tenant:          tenant,
+		AggregateType:   eventstore.AggregateLifecycle,
+		AggregateID:     agentID,
+		ExpectedVersion: eventstore.AnyVersion,
+		IdempotencyKey:  key,
+		Type:            typ,
+		Subject:         agent,
+		Data:            data,
+		Metadata: eventstore.Metadata{
+			Actor:         eventstore.Actor{ID: actor, Kind: eventstore.ActorService},
+			CorrelationID: workflowID,
+			CausationID:   causation,
+		},
+	})
+	if errors.Is(err, eventstore.ErrInvalid) || errors.Is(err, eventstore.ErrIdempotencyKeyReused) {
+		return temporal.NewNonRetryableApplicationError("record "+typ+": "+err.Error(), "INVALID_ARGUMENT", err)
+	}
+	if err != nil {
+		return fmt.Errorf("record %s: %w", typ, err)
+	}
+	return nil
+}
+
+// DefaultReadLag is the default of Activities.ReadLag: the registry may serve an agent a moment after
+// the lifecycle service saw it registered, the issuer a disable a moment after recording it.
+const DefaultReadLag = 10 * time.Second
+
+func (a *Activities) readLag() time.Duration {
+	if a.ReadLag > 0 {
+		return a.ReadLag
+	}
+	return DefaultReadLag
+}
+
+// getAgent reads an agent, waiting up to ReadLag for one the registry does not show yet.
+func (a *Activities) getAgent(ctx context.Context, name string) (*registryv1.Agent, error) {
+	var resp *registryv1.GetAgentResponse
+	err := untilVisible(ctx, a.readLag(), func() (err error) {
+		resp, err = a.Registry.GetAgent(ctx, &registryv1.GetAgentRequest{Name: name})
+		return err
+	}, func(err error) bool { return errs.Is(err, errs.KindNotFound) })
+	if err != nil {
+		return nil, classify("registry.GetAgent", err)
+	}
+	return resp.GetAgent(), nil
+}
+
+// untilVisible calls fn until notYet(its error) is false or lag has passed, and returns the last error.
+func untilVisible(ctx context.Context, lag time.Duration, fn func() error, notYet func(error) bool) error {
+	deadline := time.Now().Add(lag)
+	delay := 50 * time.Millisecond
+	for {
+		err := fn()
+		if err == nil || !notYet(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// classify turns a gRPC error into a Temporal application error: non-retryable for errors a retry
+// cannot fix, retryable otherwise. The error type is the errs reason code (e.g. AGENT_NOT_FOUND).
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	e := errs.FromStatus(err)
+	msg := op + ": " + e.Kind.String() + ": " + e.Message
+	switch e.Kind {
+	case errs.KindInvalidArgument, errs.KindNotFound, errs.KindPermissionDenied, errs.KindFailedPrecondition:
+		return temporal.NewNonRetryableApplicationError(msg, e.Reason, err)
+	default:
+		return temporal.NewApplicationErrorWithCause(msg, e.Reason, err)
+	}
+}

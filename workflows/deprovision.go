@@ -1,0 +1,123 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// DeprovisionInput starts DeprovisionWorkflow for one agent whose retirement was requested.
+type DeprovisionInput struct {
+	// Tenant of the agent.
+	Tenant string
+	// Agent is the resource name, tenants/{tenant}/agents/{agent}.
+	Agent string
+	// AgentID is the agent id.
+	AgentID string
+	// RiskTier is the agent's risk tier (RiskTierName), for the RiskTier search attribute.
+	RiskTier string
+	// Reason is why the agent is retired.
+	Reason string
+	// EventID is the id of the agent.retirement_requested event that started the run.
+	EventID string
+}
+
+// DeprovisionResult is how a deprovisioning run ended.
+type DeprovisionResult struct {
+	// Result is ResultRetired.
+	Result string
+	// VerifyTime is when revocation was verified.
+	VerifyTime time.Time
+	// Checks are the verification checks that passed.
+	Checks []string
+}
+
+// maxRevokeRounds bounds how often the run disables the client again when verification still finds it
+// active (a client created concurrently with the retirement).
+const maxRevokeRounds = 5
+
+// DeprovisionWorkflow retires an agent: it stops a provisioning run still in progress, disables the
+// agent's OAuth client (revoking its tokens), verifies that nothing remains, records the verification in
+// the registry (RETIRED) and as lifecycle.deprovisioning_verified.
+func DeprovisionWorkflow(ctx workflow.Context, in DeprovisionInput) (DeprovisionResult, error) {
+	if err := validateAgent(in.Tenant, in.Agent, in.AgentID); err != nil {
+		return DeprovisionResult{}, err
+	}
+	id := workflow.GetInfo(ctx).WorkflowExecution.ID
+	status := Status{Stage: StageRevoke}
+	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return status, nil }); err != nil {
+		return DeprovisionResult{}, err
+	}
+	setStage := func(stage string) error {
+		status.Stage = stage
+		return workflow.UpsertTypedSearchAttributes(ctx, StageKey.ValueSet(stage))
+	}
+	fail := func(err error) (DeprovisionResult, error) {
+		status.Reason = err.Error()
+		if serr := setStage(StageFailed); serr != nil {
+			workflow.GetLogger(ctx).Error("cannot record the failed stage", "error", serr)
+		}
+		return DeprovisionResult{}, err
+	}
+	if err := workflow.UpsertTypedSearchAttributes(ctx, identityAttributes(in.AgentID, in.Tenant, in.RiskTier, StageRevoke)...); err != nil {
+		return DeprovisionResult{}, err
+	}
+	// A provisioning run that still waits must not activate the agent behind our back; an error only
+	// means there is no such run or it has finished.
+	if err := workflow.RequestCancelExternalWorkflow(ctx, ProvisionWorkflowID(in.Tenant, in.AgentID), "").Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Debug("no provisioning run to cancel", "error", err)
+	}
+
+	actx := workflow.WithActivityOptions(ctx, activityOptions)
+	var v Verification
+	for round := 1; ; round++ {
+		step := StageRevoke
+		if round > 1 { // a new request id, so the issuer does not take it for a repeat of the first
+			step = fmt.Sprintf("%s-%d", StageRevoke, round)
+			if err := setStage(StageRevoke); err != nil {
+				return DeprovisionResult{}, err
+			}
+		}
+		var disabled DisableResult
+		if err := workflow.ExecuteActivity(actx, acts.DisableClient, DisableClientRequest{
+			Tenant: in.Tenant, AgentID: in.AgentID, Reason: in.Reason, RequestID: requestID(id, step),
+		}).Get(actx, &disabled); err != nil {
+			return fail(err)
+		}
+		if err := setStage(StageVerify); err != nil {
+			return DeprovisionResult{}, err
+		}
+		err := workflow.ExecuteActivity(actx, acts.VerifyRevocation, VerifyRequest{Tenant: in.Tenant, AgentID: in.AgentID}).Get(actx, &v)
+		if err == nil {
+			break
+		}
+		var app *temporal.ApplicationError
+		if !errors.As(err, &app) || app.Type() != ErrStillActive || round == maxRevokeRounds {
+			return fail(err)
+		}
+		workflow.GetLogger(ctx).Warn("client still active after disabling; revoking again", "agent", in.Agent, "round", round)
+		if err := workflow.Sleep(ctx, time.Duration(round)*10*time.Second); err != nil {
+			return fail(err)
+		}
+	}
+
+	if err := workflow.ExecuteActivity(actx, acts.CompleteRetirement, CompleteRetirementRequest{
+		Agent: in.Agent, VerifyTime: v.VerifyTime, RequestID: requestID(id, "retire"),
+	}).Get(actx, nil); err != nil {
+		return fail(err)
+	}
+	if err := workflow.ExecuteActivity(actx, acts.RecordDeprovisioningVerified, DeprovisioningVerifiedRecord{
+		Tenant: in.Tenant, Agent: in.Agent, AgentID: in.AgentID, WorkflowID: id,
+		VerifyTime: v.VerifyTime, Checks: v.Checks, CausationID: in.EventID, IdempotencyKey: requestID(id, "verified"),
+	}).Get(actx, nil); err != nil {
+		return fail(err)
+	}
+	status.Result = ResultRetired
+	if err := setStage(StageDone); err != nil {
+		return DeprovisionResult{}, err
+	}
+	return DeprovisionResult{Result: ResultRetired, VerifyTime: v.VerifyTime, Checks: v.Checks}, nil
+}

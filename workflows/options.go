@@ -1,0 +1,33 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// Defaults of the approval stage.
+const (
+	// DefaultEscalateAfter is how long an approval may wait before the run escalates.
+	DefaultEscalateAfter = 48 * time.Hour
+	// DefaultApprovalDeadline is how long an approval may wait before the request is rejected as expired.
+	DefaultApprovalDeadline = 7 * 24 * time.Hour
+)
+
+// activityOptions: every call is short; failures a retry can fix are retried with capped exponential
+// backoff for as long as the run lives.
+var activityOptions = workflow.ActivityOptions{
+	StartToCloseTimeout: 30 * time.Second,
+	RetryPolicy: &temporal.RetryPolicy{
+		InitialInterval:    time.Second,
+		BackoffCoefficient: 2,
+		MaximumInterval:    time.Minute,
+	},
+}
+
+// acts is the receiver for activity references; the worker binds the real Activities.
+var acts *Activities
+
+// requestID derives the idempotency key of one step of a run.
+func requestID(workflowID, step string) string { return workflowID + "/" + step }

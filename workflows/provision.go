@@ -1,0 +1,387 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// ProvisionInput starts ProvisionWorkflow for one registered agent.
+type ProvisionInput struct {
+	// Tenant of the agent.
+	Tenant string
+	// Agent is the resource name, tenants/{tenant}/agents/{agent}.
+	Agent string
+	// AgentID is the agent id.
+	AgentID string
+	// RiskTier is the agent's risk tier (RiskTierName), for the RiskTier search attribute.
+	RiskTier string
+	// EventID is the id of the agent.registered event that started the run, recorded as causation.
+	EventID string
+	// EscalateAfter is how long approvals may wait before the run escalates (default DefaultEscalateAfter).
+	EscalateAfter time.Duration
+	// ApprovalDeadline is how long approvals may wait before the request is rejected as expired
+	// (default DefaultApprovalDeadline).
+	ApprovalDeadline time.Duration
+}
+
+// ProvisionResult is how a provisioning run ended.
+type ProvisionResult struct {
+	// Result is ResultActivated or ResultRejected.
+	Result string
+	// DecisionID is the policy decision id.
+	DecisionID string
+	// ApprovedBy lists AutoApprover or the approvers, in order.
+	ApprovedBy []string
+	// Reason explains a rejection.
+	Reason string
+	// Client is the created OAuth client's resource name, when activated.
+	Client string
+}
+
+func (in ProvisionInput) validate() error {
+	return validateAgent(in.Tenant, in.Agent, in.AgentID)
+}
+
+func validateAgent(tenant, agent, agentID string) error {
+	t, id, ok := ParseAgentName(agent)
+	switch {
+	case !ok:
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("agent %q is not tenants/{tenant}/agents/{agent}", agent), "INVALID_ARGUMENT", nil)
+	case t != tenant:
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("agent %q is not in tenant %q", agent, tenant), "INVALID_ARGUMENT", nil)
+	case id != agentID:
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("agent %q does not have id %q", agent, agentID), "INVALID_ARGUMENT", nil)
+	}
+	return nil
+}
+
+// provision is the state of one provisioning run, shared by the main loop and its handlers.
+type provision struct {
+	in       ProvisionInput
+	id       string
+	status   Status
+	decision AdmissionDecision
+	pending  []Approval
+	enqueued int     // approvals enqueued so far (signals and updates)
+	taken    int     // approvals the main loop has dealt with
+	outcomes []error // per enqueued approval: nil when taken, an error when dropped
+	signals  workflow.ReceiveChannel
+}
+
+// ProvisionWorkflow decides and carries out an agent's provisioning: policy decision, approvals in the
+// order the policy asks for (signal "approval" or update "approve", with escalation and a deadline),
+// activation in the registry, the OAuth client at the issuer and the lifecycle.provisioning_decided
+// event. Query "status" shows where it is and what it waits for.
+func ProvisionWorkflow(ctx workflow.Context, in ProvisionInput) (ProvisionResult, error) {
+	if err := in.validate(); err != nil {
+		return ProvisionResult{}, err
+	}
+	if in.EscalateAfter <= 0 {
+		in.EscalateAfter = DefaultEscalateAfter
+	}
+	if in.ApprovalDeadline <= 0 {
+		in.ApprovalDeadline = DefaultApprovalDeadline
+	}
+	p := &provision{in: in, id: workflow.GetInfo(ctx).WorkflowExecution.ID, status: Status{Stage: StagePolicy}}
+	if err := p.registerHandlers(ctx); err != nil {
+		return ProvisionResult{}, err
+	}
+	ctx = workflow.WithActivityOptions(ctx, activityOptions)
+	if err := workflow.UpsertTypedSearchAttributes(ctx, identityAttributes(in.AgentID, in.Tenant, in.RiskTier, StagePolicy)...); err != nil {
+		return ProvisionResult{}, err
+	}
+
+	res, err := p.run(ctx)
+	if err != nil {
+		p.fail(ctx, err)
+		return ProvisionResult{}, err
+	}
+	p.status.Result, p.status.Reason, p.status.WaitingFor, p.status.MayAct = res.Result, res.Reason, "", nil
+	if err := p.setStage(ctx, StageDone); err != nil {
+		return ProvisionResult{}, err
+	}
+	if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+		return ProvisionResult{}, err
+	}
+	return res, nil
+}
+
+func (p *provision) run(ctx workflow.Context) (ProvisionResult, error) {
+	if err := workflow.ExecuteActivity(ctx, acts.EvaluateAdmission, AdmissionRequest{
+		Tenant: p.in.Tenant, Agent: p.in.Agent, RequestID: requestID(p.id, StagePolicy),
+	}).Get(ctx, &p.decision); err != nil {
+		return ProvisionResult{}, err
+	}
+	p.status.DecisionID = p.decision.DecisionID
+
+	switch p.decision.Outcome {
+	case OutcomeAllow:
+		return p.activate(ctx, []string{AutoApprover})
+	case OutcomeRequireApproval:
+		return p.approve(ctx)
+	default:
+		reason := "denied by policy"
+		if len(p.decision.Reasons) > 0 {
+			reason += ": " + strings.Join(p.decision.Reasons, "; ")
+		}
+		return p.reject(ctx, reason, nil)
+	}
+}
+
+// approve waits for the approvals the policy asked for, in order, then activates or rejects.
+func (p *provision) approve(ctx workflow.Context) (ProvisionResult, error) {
+	required := p.decision.RequiredApprovals
+	if len(required) == 0 {
+		required = []string{AnyStepRoles[0]}
+	}
+	p.status.RequiredApprovals = required
+	if err := p.setStage(ctx, StageApproval); err != nil {
+		return ProvisionResult{}, err
+	}
+	start := workflow.Now(ctx)
+	escalateAt, deadline := start.Add(p.in.EscalateAfter), start.Add(p.in.ApprovalDeadline)
+	escalated := !escalateAt.Before(deadline)
+	var approvers []string
+	defer p.dropPending()
+
+	for len(p.status.ApprovalsSoFar) < len(required) {
+		step := required[len(p.status.ApprovalsSoFar)]
+		p.status.WaitingFor, p.status.MayAct = "approval by "+step, MayDecide(step)
+		if len(p.pending) == 0 {
+			until := deadline
+			if !escalated {
+				until = escalateAt
+			}
+			got, err := workflow.AwaitWithTimeout(ctx, until.Sub(workflow.Now(ctx)), func() bool { return len(p.pending) > 0 })
+			if err != nil {
+				return ProvisionResult{}, err
+			}
+			if !got {
+				if !escalated {
+					escalated = true
+					workflow.GetLogger(ctx).Warn("approval overdue: escalating",
+						"agent", p.in.Agent, "waiting_for", step, "waited", p.in.EscalateAfter.String())
+					if err := p.setStage(ctx, StageApprovalEscalated); err != nil {
+						return ProvisionResult{}, err
+					}
+					continue
+				}
+				p.status.WaitingFor, p.status.MayAct = "", nil
+				return p.reject(ctx, fmt.Sprintf("approval expired: no decision by %s within %s", step, p.in.ApprovalDeadline), approvers)
+			}
+		}
+		a := p.pending[0]
+		p.pending = p.pending[1:]
+		p.taken++
+		a.Time = workflow.Now(ctx)
+		p.status.ApprovalsSoFar = append(p.status.ApprovalsSoFar, a)
+		if a.Decision == DecisionReject {
+			p.status.WaitingFor, p.status.MayAct = "", nil
+			reason := fmt.Sprintf("rejected by %s (%s)", a.Approver, a.Role)
+			if a.Comment != "" {
+				reason += ": " + a.Comment
+			}
+			return p.reject(ctx, reason, approvers)
+		}
+		approvers = append(approvers, a.Approver)
+	}
+	p.status.WaitingFor, p.status.MayAct = "", nil
+	return p.activate(ctx, approvers)
+}
+
+// dropPending fails approvals that arrived after the approval stage was decided.
+func (p *provision) dropPending() {
+	for i := p.taken; i < p.enqueued; i++ {
+		p.outcomes[i] = fmt.Errorf("%w: the run already left the approval stage", ErrApprovalRefused)
+	}
+	p.pending, p.taken = nil, p.enqueued
+}
+
+func (p *provision) activate(ctx workflow.Context, approvedBy []string) (ProvisionResult, error) {
+	if err := p.setStage(ctx, StageActivate); err != nil {
+		return ProvisionResult{}, err
+	}
+	if err := workflow.ExecuteActivity(ctx, acts.ActivateAgent, ActivateRequest{
+		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, ApprovedBy: strings.Join(approvedBy, ","),
+		RequestID: requestID(p.id, StageActivate),
+	}).Get(ctx, nil); err != nil {
+		return ProvisionResult{}, err
+	}
+	if err := p.setStage(ctx, StageCredentials); err != nil {
+		return ProvisionResult{}, err
+	}
+	var client ClientInfo
+	if err := workflow.ExecuteActivity(ctx, acts.CreateClient, CreateClientRequest{
+		Tenant: p.in.Tenant, Agent: p.in.Agent, AgentID: p.in.AgentID, RequestID: requestID(p.id, StageCredentials),
+	}).Get(ctx, &client); err != nil {
+		return ProvisionResult{}, err
+	}
+	res := ProvisionResult{Result: ResultActivated, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Client: client.Name}
+	return res, p.recordDecided(ctx, res)
+}
+
+func (p *provision) reject(ctx workflow.Context, reason string, approvedBy []string) (ProvisionResult, error) {
+	if err := p.setStage(ctx, StageReject); err != nil {
+		return ProvisionResult{}, err
+	}
+	if err := workflow.ExecuteActivity(ctx, acts.RejectAgent, RejectRequest{
+		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, Reason: reason, RequestID: requestID(p.id, StageReject),
+	}).Get(ctx, nil); err != nil {
+		return ProvisionResult{}, err
+	}
+	res := ProvisionResult{Result: ResultRejected, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Reason: reason}
+	return res, p.recordDecided(ctx, res)
+}
+
+func (p *provision) recordDecided(ctx workflow.Context, res ProvisionResult) error {
+	return workflow.ExecuteActivity(ctx, acts.RecordProvisioningDecided, ProvisioningDecidedRecord{
+		Tenant: p.in.Tenant, Agent: p.in.Agent, AgentID: p.in.AgentID, WorkflowID: p.id,
+		Result: res.Result, DecisionID: res.DecisionID, ApprovedBy: res.ApprovedBy,
+		CausationID: p.in.EventID, IdempotencyKey: requestID(p.id, "decided"),
+	}).Get(ctx, nil)
+}
+
+func (p *provision) setStage(ctx workflow.Context, stage string) error {
+	p.status.Stage = stage
+	return workflow.UpsertTypedSearchAttributes(ctx, StageKey.ValueSet(stage))
+}
+
+// fail marks the run failed; a cancelled run still records its stage.
+func (p *provision) fail(ctx workflow.Context, err error) {
+	p.status.WaitingFor, p.status.MayAct = "", nil
+	p.status.Reason = err.Error()
+	if temporal.IsCanceledError(err) {
+		ctx, _ = workflow.NewDisconnectedContext(ctx)
+	}
+	if serr := p.setStage(ctx, StageFailed); serr != nil {
+		workflow.GetLogger(ctx).Error("cannot record the failed stage", "error", serr)
+	}
+}
+
+// registerHandlers installs query "status", signal "approval" and update "approve".
+func (p *provision) registerHandlers(ctx workflow.Context) error {
+	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return p.snapshot(), nil }); err != nil {
+		return err
+	}
+	p.signals = workflow.GetSignalChannel(ctx, ApprovalSignal)
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		for {
+			var a Approval
+			if !p.signals.Receive(ctx, &a) {
+				return
+			}
+			p.takeSignal(ctx, a)
+		}
+	})
+	return workflow.SetUpdateHandlerWithOptions(ctx, ApproveUpdate,
+		func(ctx workflow.Context, a Approval) (Status, error) {
+			// Signals that arrived with this update come first: they were sent before it.
+			p.drainSignals(ctx)
+			a = a.normalize()
+			if err := p.acceptable(a); err != nil {
+				return Status{}, err
+			}
+			seq := p.enqueue(a)
+			if err := workflow.Await(ctx, func() bool { return p.taken >= seq }); err != nil {
+				return Status{}, err
+			}
+			if err := p.outcomes[seq-1]; err != nil {
+				return Status{}, err
+			}
+			return p.snapshot(), nil
+		},
+		workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, a Approval) error {
+			a = a.normalize()
+			if p.signals.Len() > 0 {
+				// Unread signals may cover the next steps; the handler checks the exact step after reading them.
+				return p.plausible(a)
+			}
+			return p.acceptable(a)
+		}},
+	)
+}
+
+// takeSignal queues an approval that arrived as a signal, or logs why it cannot be taken (signals
+// cannot be refused to the sender).
+func (p *provision) takeSignal(ctx workflow.Context, a Approval) {
+	a = a.normalize()
+	if err := p.acceptable(a); err != nil {
+		workflow.GetLogger(ctx).Warn("approval signal ignored", "approver", a.Approver, "role", a.Role, "error", err)
+		return
+	}
+	p.enqueue(a)
+}
+
+// drainSignals takes the approval signals already delivered but not yet read.
+func (p *provision) drainSignals(ctx workflow.Context) {
+	for {
+		var a Approval
+		if !p.signals.ReceiveAsync(&a) {
+			return
+		}
+		p.takeSignal(ctx, a)
+	}
+}
+
+// acceptable says whether the run can take a now: it must wait for approvals and a must fit the next
+// step not yet covered by approvals already taken or queued.
+func (p *provision) acceptable(a Approval) error {
+	if err := p.waiting(); err != nil {
+		return err
+	}
+	next := len(p.status.ApprovalsSoFar) + len(p.pending)
+	if next >= len(p.status.RequiredApprovals) {
+		return fmt.Errorf("%w: every required approval has been submitted", ErrApprovalRefused)
+	}
+	return a.check(p.status.RequiredApprovals[next])
+}
+
+// plausible says whether a fits any step not yet covered.
+func (p *provision) plausible(a Approval) error {
+	if err := p.waiting(); err != nil {
+		return err
+	}
+	var err error
+	for _, step := range p.status.RequiredApprovals[min(len(p.status.ApprovalsSoFar)+len(p.pending), len(p.status.RequiredApprovals)):] {
+		if err = a.check(step); err == nil {
+			return nil
+		}
+	}
+	if err == nil {
+		err = fmt.Errorf("%w: every required approval has been submitted", ErrApprovalRefused)
+	}
+	return err
+}
+
+func (p *provision) waiting() error {
+	if p.status.Stage != StageApproval && p.status.Stage != StageApprovalEscalated {
+		return fmt.Errorf("%w: the run is not waiting for approvals (stage %s)", ErrApprovalRefused, p.status.Stage)
+	}
+	return nil
+}
+
+func (p *provision) enqueue(a Approval) int {
+	p.pending = append(p.pending, a)
+	p.outcomes = append(p.outcomes, nil)
+	p.enqueued++
+	return p.enqueued
+}
+
+func (p *provision) snapshot() Status {
+	s := p.status
+	s.RequiredApprovals = append([]string(nil), s.RequiredApprovals...)
+	s.ApprovalsSoFar = append([]Approval(nil), s.ApprovalsSoFar...)
+	s.MayAct = append([]string(nil), s.MayAct...)
+	return s
+}
+
+// IsApprovalRefused reports whether err (e.g. from an update) says the run refused an approval.
+func IsApprovalRefused(err error) bool {
+	var app *temporal.ApplicationError
+	return errors.Is(err, ErrApprovalRefused) || (errors.As(err, &app) && strings.Contains(app.Error(), ErrApprovalRefused.Error()))
+}

@@ -1,0 +1,490 @@
+package workflows_test
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
+	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/workflows"
+	"github.com/agentid/agentid/workflows/workflowstest"
+)
+
+func provisionInput(agentID, tier string) workflows.ProvisionInput {
+	return workflows.ProvisionInput{
+		Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, EventID: "evt-" + agentID,
+	}
+}
+
+func decidedEvent(t *testing.T, f *fixture, agentID string) *lifecyclev1.ProvisioningDecided {
+	t.Helper()
+	evs := f.events(t, agentID)
+	if len(evs) != 1 || evs[0].Type != workflows.EventProvisioningDecided {
+		t.Fatalf("lifecycle events = %+v, want one %s", evs, workflows.EventProvisioningDecided)
+	}
+	if evs[0].Metadata.CausationID != "evt-"+agentID || evs[0].Metadata.Actor.Kind != eventstore.ActorService {
+		t.Errorf("event metadata = %+v, want causation evt-%s by a service", evs[0].Metadata, agentID)
+	}
+	d, err := eventstore.DecodeAs[*lifecyclev1.ProvisioningDecided](evs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestProvisionAutoApproved(t *testing.T) {
+	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a1"))
+	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a1", registryv1.RiskTier_RISK_TIER_LOW))
+
+	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a1", "low"))
+
+	if err := f.env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	var res workflows.ProvisionResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Result != workflows.ResultActivated || !slices.Equal(res.ApprovedBy, []string{"policy:auto"}) || res.Client != "tenants/acme/clients/a1" {
+		t.Fatalf("result = %+v", res)
+	}
+	wantStages := []string{"policy", "activate", "credentials", "done"}
+	if got := f.stages.all(); !slices.Equal(got, wantStages) {
+		t.Errorf("stages = %v, want %v", got, wantStages)
+	}
+
+	evals := workflowstest.RequestsOf[*policyv1.EvaluateAdmissionRequest](f.fakes, "EvaluateAdmission")
+	if len(evals) != 1 {
+		t.Fatalf("EvaluateAdmission calls = %d", len(evals))
+	}
+	doc := evals[0].GetAgent().GetFields()
+	if evals[0].GetTenant() != tenant || evals[0].GetRequestId() != "provision/acme/a1/policy" ||
+		doc["name"].GetStringValue() != "tenants/acme/agents/a1" || doc["riskTier"].GetStringValue() != "RISK_TIER_LOW" {
+		t.Errorf("EvaluateAdmission request = %v", evals[0])
+	}
+
+	acts := workflowstest.RequestsOf[*registryv1.ActivateAgentRequest](f.fakes, "ActivateAgent")
+	if len(acts) != 1 {
+		t.Fatalf("ActivateAgent calls = %d", len(acts))
+	}
+	if a := acts[0]; a.GetName() != "tenants/acme/agents/a1" || a.GetDecisionId() != "dec-provision/acme/a1/policy" ||
+		a.GetApprovedBy() != "policy:auto" || a.GetRequestId() != "provision/acme/a1/activate" {
+		t.Errorf("ActivateAgent request = %v", a)
+	}
+
+	creates := workflowstest.RequestsOf[*issuerv1.CreateClientRequest](f.fakes, "CreateClient")
+	if len(creates) != 1 {
+		t.Fatalf("CreateClient calls = %d", len(creates))
+	}
+	c := creates[0]
+	agent := workflowstest.NewAgent(tenant, "a1", registryv1.RiskTier_RISK_TIER_LOW)
+	if c.GetParent() != "tenants/acme" || c.GetRequestId() != "provision/acme/a1/credentials" ||
+		c.GetClient().GetClientId() != "a1" || c.GetClient().GetAgent() != "tenants/acme/agents/a1" ||
+		c.GetClient().GetEnvironment() != "dev" || c.GetClient().GetTokenTtlSeconds() != 600 ||
+		c.GetClient().GetPublicJwks() != agent.GetPublicJwks() || !slices.Equal(c.GetClient().GetScopes(), agent.GetScopes()) {
+		t.Errorf("CreateClient request = %v", c)
+	}
+	if got := f.fakes.Registry.Agent("tenants/acme/agents/a1").GetState(); got != registryv1.AgentState_AGENT_STATE_ACTIVE {
+		t.Errorf("agent state = %v, want ACTIVE", got)
+	}
+
+	d := decidedEvent(t, f, "a1")
+	if d.GetResult() != "activated" || d.GetWorkflowId() != "provision/acme/a1" || d.GetDecisionId() != res.DecisionID ||
+		!slices.Equal(d.GetApprovedBy(), []string{"policy:auto"}) {
+		t.Errorf("provisioning_decided = %v", d)
+	}
+	if s := f.status(t); s.Stage != "done" || s.Result != "activated" || s.WaitingFor != "" {
+		t.Errorf("final status = %+v", s)
+	}
+}
+
+// approvalStep is one approval sent at a point in (test) time, as a signal or an update.
+type approvalStep struct {
+	at       time.Duration
+	update   bool
+	approval workflows.Approval
+}
+
+func TestProvisionWithApprovals(t *testing.T) {
+	alice := workflows.Approval{Approver: "alice@corp", Role: "owner", Decision: "approve", Comment: "ok"}
+	bob := workflows.Approval{Approver: "bob@corp", Role: "security", Decision: "approve"}
+	bobRejects := workflows.Approval{Approver: "bob@corp", Role: "security", Decision: "reject", Comment: "too broad"}
+	adminForOwner := workflows.Approval{Approver: "root", Role: "tenant-admin", Decision: "APPROVE"}
+
+	tests := []struct {
+		name         string
+		steps        []approvalStep
+		wantResult   string
+		wantApprover string // ActivateAgent approved_by, or "" when rejected
+		wantReason   string
+	}{
+		{"signals", []approvalStep{{time.Hour, false, alice}, {2 * time.Hour, false, bob}}, "activated", "alice@corp,bob@corp", ""},
+		{"updates", []approvalStep{{time.Hour, true, alice}, {2 * time.Hour, true, bob}}, "activated", "alice@corp,bob@corp", ""},
+		{"signal then update", []approvalStep{{time.Hour, false, alice}, {2 * time.Hour, true, bob}}, "activated", "alice@corp,bob@corp", ""},
+		{"admin acts for the owner", []approvalStep{{time.Hour, true, adminForOwner}, {2 * time.Hour, false, bob}}, "activated", "root,bob@corp", ""},
+		{"both at once", []approvalStep{{time.Hour, true, alice}, {time.Hour, true, bob}}, "activated", "alice@corp,bob@corp", ""},
+		{"signal and update at once", []approvalStep{{time.Hour, false, alice}, {time.Hour, true, bob}}, "activated", "alice@corp,bob@corp", ""},
+		{"second approver rejects", []approvalStep{{time.Hour, false, alice}, {2 * time.Hour, true, bobRejects}}, "rejected", "", "rejected by bob@corp (security): too broad"},
+		{"first approver rejects by signal", []approvalStep{{time.Hour, false, workflows.Approval{Approver: "alice@corp", Role: "owner", Decision: "reject"}}}, "rejected", "", "rejected by alice@corp (owner)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a2"))
+			f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a2", registryv1.RiskTier_RISK_TIER_HIGH))
+			f.fakes.Policy.Decide("tenants/acme/agents/a2", &policyv1.Decision{
+				DecisionId: "dec-2", Outcome: policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL,
+				Reasons: []string{"pii"}, RequiredApprovals: []string{"owner", "security"},
+			})
+
+			var before workflows.Status
+			f.env.RegisterDelayedCallback(func() { before = f.status(t) }, 30*time.Minute)
+			var updateResults []workflows.Status
+			var updateErrs []error
+			for i, st := range tt.steps {
+				f.env.RegisterDelayedCallback(func() {
+					if !st.update {
+						f.env.SignalWorkflow(workflows.ApprovalSignal, st.approval)
+						return
+					}
+					f.env.UpdateWorkflow(workflows.ApproveUpdate, "u"+string(rune('0'+i)), &testsuite.TestUpdateCallback{
+						OnAccept: func() {},
+						OnReject: func(err error) { updateErrs = append(updateErrs, err) },
+						OnComplete: func(v any, err error) {
+							if err != nil {
+								updateErrs = append(updateErrs, err)
+								return
+							}
+							updateResults = append(updateResults, v.(workflows.Status))
+						},
+					}, st.approval)
+				}, st.at)
+			}
+
+			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a2", "high"))
+
+			if err := f.env.GetWorkflowError(); err != nil {
+				t.Fatal(err)
+			}
+			if len(updateErrs) > 0 {
+				t.Fatalf("updates failed: %v", updateErrs)
+			}
+			if before.Stage != "approval" || before.WaitingFor != "approval by owner" ||
+				!slices.Equal(before.RequiredApprovals, []string{"owner", "security"}) || len(before.ApprovalsSoFar) != 0 ||
+				!slices.Contains(before.MayAct, "owner") {
+				t.Errorf("status while waiting = %+v", before)
+			}
+			for _, s := range updateResults {
+				if len(s.ApprovalsSoFar) == 0 {
+					t.Errorf("update returned status without the approval: %+v", s)
+				}
+			}
+			var res workflows.ProvisionResult
+			if err := f.env.GetWorkflowResult(&res); err != nil {
+				t.Fatal(err)
+			}
+			if res.Result != tt.wantResult || res.DecisionID != "dec-2" {
+				t.Fatalf("result = %+v, want %s", res, tt.wantResult)
+			}
+			activations := workflowstest.RequestsOf[*registryv1.ActivateAgentRequest](f.fakes, "ActivateAgent")
+			rejections := workflowstest.RequestsOf[*registryv1.RejectAgentRequest](f.fakes, "RejectAgent")
+			if tt.wantApprover != "" {
+				if len(activations) != 1 || activations[0].GetApprovedBy() != tt.wantApprover || activations[0].GetDecisionId() != "dec-2" || len(rejections) != 0 {
+					t.Fatalf("activations = %v, rejections = %v", activations, rejections)
+				}
+				if len(workflowstest.RequestsOf[*issuerv1.CreateClientRequest](f.fakes, "CreateClient")) != 1 {
+					t.Error("no client created")
+				}
+			} else {
+				if len(activations) != 0 || len(rejections) != 1 || rejections[0].GetReason() != tt.wantReason ||
+					rejections[0].GetRequestId() != "provision/acme/a2/reject" {
+					t.Fatalf("activations = %v, rejections = %v, want reason %q", activations, rejections, tt.wantReason)
+				}
+				if len(f.fakes.Requests("CreateClient")) != 0 {
+					t.Error("a rejected agent got a client")
+				}
+			}
+			if d := decidedEvent(t, f, "a2"); d.GetResult() != tt.wantResult {
+				t.Errorf("provisioning_decided result = %s", d.GetResult())
+			}
+			if got := f.stages.all(); !slices.Contains(got, "approval") || got[len(got)-1] != "done" {
+				t.Errorf("stages = %v", got)
+			}
+		})
+	}
+}
+
+func TestProvisionDenied(t *testing.T) {
+	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a3"))
+	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a3", registryv1.RiskTier_RISK_TIER_HIGH))
+	f.fakes.Policy.Decide("tenants/acme/agents/a3", &policyv1.Decision{
+		DecisionId: "dec-3", Outcome: policyv1.Outcome_OUTCOME_DENY, Reasons: []string{"admin scope", "prod write from dev"},
+	})
+
+	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a3", "high"))
+
+	var res workflows.ProvisionResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	want := "denied by policy: admin scope; prod write from dev"
+	if res.Result != "rejected" || res.Reason != want {
+		t.Fatalf("result = %+v", res)
+	}
+	rej := workflowstest.RequestsOf[*registryv1.RejectAgentRequest](f.fakes, "RejectAgent")
+	if len(rej) != 1 || rej[0].GetReason() != want || rej[0].GetDecisionId() != "dec-3" {
+		t.Fatalf("RejectAgent = %v", rej)
+	}
+	if n := len(f.fakes.Requests("ActivateAgent")) + len(f.fakes.Requests("CreateClient")); n != 0 {
+		t.Fatalf("denied agent was activated or got a client (%d calls)", n)
+	}
+	if got := f.fakes.Registry.Agent("tenants/acme/agents/a3"); got.GetState() != registryv1.AgentState_AGENT_STATE_REJECTED {
+		t.Errorf("agent = %v", got)
+	}
+	if d := decidedEvent(t, f, "a3"); d.GetResult() != "rejected" || len(d.GetApprovedBy()) != 0 {
+		t.Errorf("provisioning_decided = %v", d)
+	}
+	if got, want := f.stages.all(), []string{"policy", "reject", "done"}; !slices.Equal(got, want) {
+		t.Errorf("stages = %v, want %v", got, want)
+	}
+}
+
+func TestProvisionApprovalEscalatesThenExpires(t *testing.T) {
+	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a4"))
+	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a4", registryv1.RiskTier_RISK_TIER_MODERATE))
+	f.fakes.Policy.Decide("tenants/acme/agents/a4", &policyv1.Decision{
+		DecisionId: "dec-4", Outcome: policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL, RequiredApprovals: []string{"owner"},
+	})
+	var at47h, at49h workflows.Status
+	f.env.RegisterDelayedCallback(func() { at47h = f.status(t) }, 47*time.Hour)
+	f.env.RegisterDelayedCallback(func() { at49h = f.status(t) }, 49*time.Hour)
+	start := f.env.Now()
+
+	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a4", "moderate"))
+
+	var res workflows.ProvisionResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if at47h.Stage != "approval" || at49h.Stage != "approval-escalated" || at49h.WaitingFor != "approval by owner" {
+		t.Errorf("status at 47h = %+v, at 49h = %+v", at47h, at49h)
+	}
+	if res.Result != "rejected" || !strings.HasPrefix(res.Reason, "approval expired: no decision by owner") {
+		t.Fatalf("result = %+v", res)
+	}
+	if elapsed := f.env.Now().Sub(start); elapsed < 7*24*time.Hour {
+		t.Errorf("expired after %s, want 7 days", elapsed)
+	}
+	if got, want := f.stages.all(), []string{"policy", "approval", "approval-escalated", "reject", "done"}; !slices.Equal(got, want) {
+		t.Errorf("stages = %v, want %v", got, want)
+	}
+	if rej := workflowstest.RequestsOf[*registryv1.RejectAgentRequest](f.fakes, "RejectAgent"); len(rej) != 1 {
+		t.Fatalf("RejectAgent calls = %d", len(rej))
+	}
+}
+
+func TestApproveUpdateValidator(t *testing.T) {
+	tests := []struct {
+		name     string
+		approval workflows.Approval
+		wantErr  string // "" = accepted
+	}{
+		{"wrong role for the step", workflows.Approval{Approver: "eve@corp", Role: "security", Decision: "approve"}, "waits for approval by owner, not security"},
+		{"role without approval rights", workflows.Approval{Approver: "eve@corp", Role: "analyst", Decision: "approve"}, "not analyst"},
+		{"unknown decision", workflows.Approval{Approver: "alice@corp", Role: "owner", Decision: "maybe"}, `decision "maybe"`},
+		{"no approver", workflows.Approval{Role: "owner", Decision: "approve"}, "approver is required"},
+		{"no role", workflows.Approval{Approver: "alice@corp", Decision: "approve"}, "role is required"},
+		{"the owner", workflows.Approval{Approver: "alice@corp", Role: "Owner", Decision: "approve"}, ""},
+		{"an approver", workflows.Approval{Approver: "carol@corp", Role: "approver", Decision: "approve"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a5"))
+			f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a5", registryv1.RiskTier_RISK_TIER_MODERATE))
+			f.fakes.Policy.Decide("tenants/acme/agents/a5", &policyv1.Decision{
+				DecisionId: "dec-5", Outcome: policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL, RequiredApprovals: []string{"owner"},
+			})
+			var rejected, completed error
+			var accepted bool
+			f.env.RegisterDelayedCallback(func() {
+				f.env.UpdateWorkflow(workflows.ApproveUpdate, "u1", &testsuite.TestUpdateCallback{
+					OnAccept:   func() { accepted = true },
+					OnReject:   func(err error) { rejected = err },
+					OnComplete: func(_ any, err error) { completed = err },
+				}, tt.approval)
+			}, time.Hour)
+			var after workflows.Status
+			f.env.RegisterDelayedCallback(func() { after = f.status(t) }, 2*time.Hour)
+			// A signal with the same content is ignored rather than taken when invalid.
+			f.env.RegisterDelayedCallback(func() { f.env.SignalWorkflow(workflows.ApprovalSignal, tt.approval) }, 3*time.Hour)
+
+			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a5", "moderate"))
+
+			if tt.wantErr == "" {
+				if !accepted || rejected != nil || completed != nil {
+					t.Fatalf("accepted=%v rejected=%v completed=%v, want accepted", accepted, rejected, completed)
+				}
+				var res workflows.ProvisionResult
+				if err := f.env.GetWorkflowResult(&res); err != nil || res.Result != "activated" {
+					t.Fatalf("result = %+v, %v", res, err)
+				}
+				return
+			}
+			if accepted || rejected == nil || !strings.Contains(rejected.Error(), tt.wantErr) || !workflows.IsApprovalRefused(rejected) {
+				t.Fatalf("accepted=%v rejected=%v, want rejection mentioning %q", accepted, rejected, tt.wantErr)
+			}
+			if after.Stage != "approval" || len(after.ApprovalsSoFar) != 0 {
+				t.Errorf("a refused approval changed the run: %+v", after)
+			}
+			// Nobody valid approved: the request expires after the deadline.
+			var res workflows.ProvisionResult
+			if err := f.env.GetWorkflowResult(&res); err != nil || res.Result != "rejected" {
+				t.Fatalf("result = %+v, %v", res, err)
+			}
+			if len(f.fakes.Requests("ActivateAgent")) != 0 {
+				t.Fatal("agent activated without a valid approval")
+			}
+		})
+	}
+}
+
+func TestProvisionActivityErrors(t *testing.T) {
+	tests := []struct {
+		name        string
+		fail        []error
+		wantErrType string // "" = the workflow succeeds after retries
+		wantCalls   int
+	}{
+		{"unavailable is retried", []error{errs.Unavailable("DOWN", "registry down", nil), errs.Conflict("ETAG", "changed")}, "", 3},
+		{"failed precondition is final", []error{errs.FailedPrecondition("AGENT_RETIRED", "agent is retired")}, "AGENT_RETIRED", 1},
+		{"permission denied is final", []error{errs.PermissionDenied("MISSING_ROLE", "no")}, "MISSING_ROLE", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a6"))
+			f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a6", registryv1.RiskTier_RISK_TIER_LOW))
+			f.fakes.FailNext("ActivateAgent", tt.fail...)
+
+			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a6", "low"))
+
+			if n := len(f.fakes.Requests("ActivateAgent")); n != tt.wantCalls {
+				t.Errorf("ActivateAgent calls = %d, want %d", n, tt.wantCalls)
+			}
+			err := f.env.GetWorkflowError()
+			if tt.wantErrType == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var app *temporal.ApplicationError
+			if !errors.As(err, &app) || app.Type() != tt.wantErrType || !app.NonRetryable() {
+				t.Fatalf("err = %v, want non-retryable %s", err, tt.wantErrType)
+			}
+			if got := f.stages.all(); got[len(got)-1] != "failed" {
+				t.Errorf("stages = %v, want failed last", got)
+			}
+			if len(f.fakes.Requests("CreateClient")) != 0 || len(f.events(t, "a6")) != 0 {
+				t.Error("the run went on after a final error")
+			}
+		})
+	}
+}
+
+func TestProvisionRejectsBadInput(t *testing.T) {
+	tests := []struct {
+		name string
+		in   workflows.ProvisionInput
+	}{
+		{"malformed agent name", workflows.ProvisionInput{Tenant: tenant, Agent: "agents/a7", AgentID: "a7"}},
+		{"agent of another tenant", workflows.ProvisionInput{Tenant: tenant, Agent: "tenants/other/agents/a7", AgentID: "a7"}},
+		{"id mismatch", workflows.ProvisionInput{Tenant: tenant, Agent: "tenants/acme/agents/a8", AgentID: "a7"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, "provision/acme/a7")
+			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, tt.in)
+			var app *temporal.ApplicationError
+			if err := f.env.GetWorkflowError(); !errors.As(err, &app) || app.Type() != "INVALID_ARGUMENT" {
+				t.Fatalf("err = %v, want INVALID_ARGUMENT", err)
+			}
+			if n := len(f.fakes.Requests("GetAgent")); n != 0 {
+				t.Fatalf("bad input reached the registry (%d calls)", n)
+			}
+		})
+	}
+}
+
+func TestProvisionCancelledWhileWaitingForApproval(t *testing.T) {
+	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a9"))
+	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a9", registryv1.RiskTier_RISK_TIER_HIGH))
+	f.fakes.Policy.Decide("tenants/acme/agents/a9", &policyv1.Decision{
+		DecisionId: "dec-9", Outcome: policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL, RequiredApprovals: []string{"owner"},
+	})
+	f.env.RegisterDelayedCallback(f.env.CancelWorkflow, time.Hour)
+
+	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a9", "high"))
+
+	if err := f.env.GetWorkflowError(); !temporal.IsCanceledError(err) {
+		t.Fatalf("err = %v, want cancelled", err)
+	}
+	if got := f.stages.all(); got[len(got)-1] != "failed" {
+		t.Errorf("stages = %v, want failed last", got)
+	}
+	if n := len(f.fakes.Requests("ActivateAgent")) + len(f.fakes.Requests("RejectAgent")); n != 0 {
+		t.Errorf("a cancelled run changed the agent (%d calls)", n)
+	}
+}
+
+func TestProvisionWaitsForTheRegistryReadModel(t *testing.T) {
+	tests := []struct {
+		name     string
+		appearIn time.Duration // 0 = never
+		wantErr  string
+	}{
+		{"agent shows up late", 300 * time.Millisecond, ""},
+		{"agent never shows up", 0, "AGENT_NOT_FOUND"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a10"))
+			f.acts.ReadLag = 2 * time.Second
+			if tt.appearIn > 0 {
+				timer := time.AfterFunc(tt.appearIn, func() {
+					f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a10", registryv1.RiskTier_RISK_TIER_LOW))
+				})
+				defer timer.Stop()
+			}
+
+			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a10", "low"))
+
+			gets := len(f.fakes.Requests("GetAgent"))
+			if gets < 2 {
+				t.Errorf("GetAgent calls = %d, want it to wait for the read model", gets)
+			}
+			err := f.env.GetWorkflowError()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(f.fakes.Requests("ActivateAgent")) != 1 {
+					t.Fatal("agent not activated")
+				}
+				return
+			}
+			var app *temporal.ApplicationError
+			if !errors.As(err, &app) || app.Type() != tt.wantErr || !app.NonRetryable() {
+				t.Fatalf("err = %v, want non-retryable %s", err, tt.wantErr)
+			}
+		})
+	}
+}

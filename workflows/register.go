@@ -1,0 +1,19 @@
+package workflows
+
+import (
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+// RegisterWorkflows registers ProvisionWorkflow and DeprovisionWorkflow under their names (also for
+// replayers).
+func RegisterWorkflows(r worker.WorkflowRegistry) {
+	r.RegisterWorkflowWithOptions(ProvisionWorkflow, workflow.RegisterOptions{Name: ProvisionWorkflowName})
+	r.RegisterWorkflowWithOptions(DeprovisionWorkflow, workflow.RegisterOptions{Name: DeprovisionWorkflowName})
+}
+
+// Register registers the workflows and a's methods as activities on a worker.
+func Register(r worker.Registry, a *Activities) {
+	RegisterWorkflows(r)
+	r.RegisterActivity(a)
+}

@@ -1,0 +1,275 @@
+package workflows_test
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/agentid/agentid/pkg/testkit"
+	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/workflows"
+	"github.com/agentid/agentid/workflows/workflowstest"
+)
+
+var record = flag.Bool("record", false, "write the histories recorded by TestRecordHistories to testdata/")
+
+// recordedHistories are the files under testdata/ that TestRecordHistories writes;
+// TestReplayRecordedHistories replays them and every other history kept there.
+var recordedHistories = []string{
+	"provision-auto-approved.json",
+	"provision-approvals.json",
+	"provision-rejected-by-approver.json",
+	"provision-denied.json",
+	"deprovision.json",
+}
+
+func quietLogger() sdklog.Logger { return sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler)) }
+
+// TestRecordHistories runs every kind of run on a real Temporal dev server with a real worker, checks
+// that the fresh histories replay, and with -record writes them to testdata/ for the replay test.
+func TestRecordHistories(t *testing.T) {
+	srv := testkit.StartTemporal(t)
+	fakes := workflowstest.Start(t)
+	acts := activitiesFor(t, fakes, newStore(t))
+	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
+	workflows.Register(w, acts)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	start := func(id, name string, arg any, tier string, agentID string) client.WorkflowRun {
+		t.Helper()
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+			ID: id, TaskQueue: workflows.TaskQueue,
+			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+			TypedSearchAttributes: temporal.NewSearchAttributes(
+				workflows.AgentIDKey.ValueSet(agentID), workflows.TenantKey.ValueSet(tenant), workflows.RiskTierKey.ValueSet(tier)),
+		}, name, arg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return run
+	}
+	agent := func(id string, tier registryv1.RiskTier, d *policyv1.Decision) workflows.ProvisionInput {
+		fakes.Registry.Put(workflowstest.NewAgent(tenant, id, tier))
+		if d != nil {
+			fakes.Policy.Decide(workflows.AgentName(tenant, id), d)
+		}
+		return provisionInput(id, workflows.RiskTierName(tier))
+	}
+	waitFor := func(id, stage string, approvals int) {
+		t.Helper()
+		for {
+			v, err := c.QueryWorkflow(ctx, id, "", workflows.StatusQuery)
+			if err == nil {
+				var s workflows.Status
+				if err := v.Get(&s); err == nil && s.Stage == stage && len(s.ApprovalsSoFar) == approvals {
+					return
+				}
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s never reached stage %s with %d approvals", id, stage, approvals)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	approve := func(id string, a workflows.Approval) (workflows.Status, error) {
+		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+			WorkflowID: id, UpdateName: workflows.ApproveUpdate, Args: []any{a}, WaitForStage: client.WorkflowUpdateStageCompleted,
+		})
+		if err != nil {
+			return workflows.Status{}, err
+		}
+		var s workflows.Status
+		return s, h.Get(ctx, &s)
+	}
+	requireApproval := func(id string, roles ...string) *policyv1.Decision {
+		return &policyv1.Decision{DecisionId: "dec-" + id, Outcome: policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL, RequiredApprovals: roles}
+	}
+
+	type recorded struct {
+		file       string
+		run        client.WorkflowRun
+		wantResult string
+	}
+	var runs []recorded
+
+	id := workflows.ProvisionWorkflowID(tenant, "r-auto")
+	runs = append(runs, recorded{"provision-auto-approved.json", start(id, workflows.ProvisionWorkflowName, agent("r-auto", registryv1.RiskTier_RISK_TIER_LOW, nil), "low", "r-auto"), "activated"})
+
+	id = workflows.ProvisionWorkflowID(tenant, "r-approvals")
+	run := start(id, workflows.ProvisionWorkflowName, agent("r-approvals", registryv1.RiskTier_RISK_TIER_HIGH, requireApproval("r-approvals", "owner", "security")), "high", "r-approvals")
+	waitFor(id, workflows.StageApproval, 0)
+	if _, err := approve(id, workflows.Approval{Approver: "mallory@corp", Role: "security", Decision: "approve"}); err == nil || !workflows.IsApprovalRefused(err) {
+		t.Fatalf("approval by the wrong role: err = %v (%T), want refused by the validator", err, err)
+	}
+	if err := c.SignalWorkflow(ctx, id, "", workflows.ApprovalSignal, map[string]string{"approver": "alice@corp", "role": "owner", "decision": "approve", "comment": "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	// Signals are asynchronous: an update sent at once may be validated before the signal is applied.
+	waitFor(id, workflows.StageApproval, 1)
+	st, err := approve(id, workflows.Approval{Approver: "bob@corp", Role: "security", Decision: "approve", Comment: "reviewed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.ApprovalsSoFar) != 2 || st.ApprovalsSoFar[0].Approver != "alice@corp" || st.ApprovalsSoFar[1].Approver != "bob@corp" {
+		t.Fatalf("status after the approvals = %+v", st)
+	}
+	runs = append(runs, recorded{"provision-approvals.json", run, "activated"})
+
+	id = workflows.ProvisionWorkflowID(tenant, "r-rejected")
+	run = start(id, workflows.ProvisionWorkflowName, agent("r-rejected", registryv1.RiskTier_RISK_TIER_MODERATE, requireApproval("r-rejected", "owner")), "moderate", "r-rejected")
+	waitFor(id, workflows.StageApproval, 0)
+	if _, err := approve(id, workflows.Approval{Approver: "alice@corp", Role: "owner", Decision: "reject", Comment: "no purpose"}); err != nil {
+		t.Fatal(err)
+	}
+	runs = append(runs, recorded{"provision-rejected-by-approver.json", run, "rejected"})
+
+	id = workflows.ProvisionWorkflowID(tenant, "r-denied")
+	runs = append(runs, recorded{"provision-denied.json", start(id, workflows.ProvisionWorkflowName, agent("r-denied", registryv1.RiskTier_RISK_TIER_HIGH,
+		&policyv1.Decision{DecisionId: "dec-r-denied", Outcome: policyv1.Outcome_OUTCOME_DENY, Reasons: []string{"admin scope"}}), "high", "r-denied"), "rejected"})
+
+	for _, r := range runs {
+		var res workflows.ProvisionResult
+		if err := r.run.Get(ctx, &res); err != nil {
+			t.Fatalf("%s: %v", r.file, err)
+		}
+		if res.Result != r.wantResult {
+			t.Fatalf("%s: result %+v, want %s", r.file, res, r.wantResult)
+		}
+	}
+
+	// Retire the auto-approved agent: its client exists and is disabled.
+	if _, err := fakes.Registry.RetireAgent(ctx, &registryv1.RetireAgentRequest{Name: workflows.AgentName(tenant, "r-auto"), RequestId: "retire-r-auto"}); err != nil {
+		t.Fatal(err)
+	}
+	run = start(workflows.DeprovisionWorkflowID(tenant, "r-auto"), workflows.DeprovisionWorkflowName, workflows.DeprovisionInput{
+		Tenant: tenant, Agent: workflows.AgentName(tenant, "r-auto"), AgentID: "r-auto", RiskTier: "low", Reason: "project finished", EventID: "evt-retire",
+	}, "low", "r-auto")
+	var dres workflows.DeprovisionResult
+	if err := run.Get(ctx, &dres); err != nil {
+		t.Fatal(err)
+	}
+	if dres.Result != workflows.ResultRetired {
+		t.Fatalf("deprovision result %+v", dres)
+	}
+	runs = append(runs, recorded{"deprovision.json", run, "retired"})
+
+	var files []string
+	for _, r := range runs {
+		h := history(t, c, r.run)
+		replayer := worker.NewWorkflowReplayer()
+		workflows.RegisterWorkflows(replayer)
+		if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
+			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
+		}
+		files = append(files, r.file)
+		if *record {
+			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join("testdata", r.file), append(b, '\n'), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote testdata/%s (%d events)", r.file, len(h.GetEvents()))
+		}
+	}
+	if !slices.Equal(files, recordedHistories) {
+		t.Fatalf("recorded %v, want %v", files, recordedHistories)
+	}
+}
+
+func history(t *testing.T, c client.Client, run client.WorkflowRun) *historypb.History {
+	t.Helper()
+	it := c.GetWorkflowHistory(t.Context(), run.GetID(), run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	h := &historypb.History{}
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Events = append(h.Events, ev)
+	}
+	return h
+}
+
+// TestReplayRecordedHistories replays the committed histories against the current workflow code: a
+// change that is not deterministic for runs already in flight fails here.
+func TestReplayRecordedHistories(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range recordedHistories {
+		if !slices.Contains(files, filepath.Join("testdata", want)) {
+			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordHistories -record", want)
+		}
+	}
+	for _, file := range files {
+		name := filepath.Base(file)
+		t.Run(name, func(t *testing.T) {
+			replayer := worker.NewWorkflowReplayer()
+			workflows.RegisterWorkflows(replayer)
+			if err := replayer.ReplayWorkflowHistoryFromJSONFile(quietLogger(), filepath.Join("testdata", name)); err != nil {
+				t.Fatalf("replay %s: %v", name, err)
+			}
+		})
+	}
+}
+
+// TestReplayDetectsChangedWorkflows makes sure the replay test has teeth: workflow code that issues
+// other commands than the recorded run did fails to replay.
+func TestReplayDetectsChangedWorkflows(t *testing.T) {
+	changed := map[string]any{
+		"provision-auto-approved.json": func(ctx workflow.Context, in workflows.ProvisionInput) (workflows.ProvisionResult, error) {
+			// Skips the policy decision and activates at once.
+			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+			err := workflow.ExecuteActivity(ctx, "ActivateAgent", workflows.ActivateRequest{Agent: in.Agent}).Get(ctx, nil)
+			return workflows.ProvisionResult{}, err
+		},
+		"deprovision.json": func(ctx workflow.Context, in workflows.DeprovisionInput) (workflows.DeprovisionResult, error) {
+			// Waits before revoking.
+			return workflows.DeprovisionResult{}, workflow.Sleep(ctx, time.Minute)
+		},
+	}
+	for file, fn := range changed {
+		t.Run(file, func(t *testing.T) {
+			replayer := worker.NewWorkflowReplayer()
+			name := workflows.ProvisionWorkflowName
+			if strings.HasPrefix(file, "deprovision") {
+				name = workflows.DeprovisionWorkflowName
+			}
+			replayer.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
+			err := replayer.ReplayWorkflowHistoryFromJSONFile(quietLogger(), filepath.Join("testdata", file))
+			if err == nil || !strings.Contains(err.Error(), "TMPRL1100") {
+				t.Fatalf("replay of changed code: err = %v, want a nondeterminism error", err)
+			}
+		})
+	}
+}
