@@ -250,8 +250,9 @@ func composeParseCommand(cmd []string, boolFlag func(string) bool) ([]composeFla
 
 // composeFlagInfo is a flag as the binary's usage describes it.
 type composeFlagInfo struct {
-	Type    string // "" for a boolean flag
-	Default string
+	Type       string // "" for a boolean flag
+	Default    string
+	Repeatable bool // the usage says "repeatable"
 }
 
 var (
@@ -278,6 +279,11 @@ func composeUsageFlags(usage string) map[string]composeFlagInfo {
 			line = m[3]
 		} else if !strings.HasPrefix(line, "    ") || last == "" {
 			continue
+		}
+		if strings.Contains(line, "repeatable") && last != "" {
+			f := flags[last]
+			f.Repeatable = true
+			flags[last] = f
 		}
 		if d := composeDefault.FindStringSubmatch(line); d != nil && last != "" {
 			f := flags[last]
@@ -783,7 +789,7 @@ func TestComposeServiceFlags(t *testing.T) {
 				t.Errorf("%s: compose passes --%s, which the %s binary does not have (it has: %s)",
 					name, a.Name, name, composeFlagNames(flags))
 			}
-			if _, dup := set[a.Name]; dup {
+			if _, dup := set[a.Name]; dup && !flags[a.Name].Repeatable {
 				t.Errorf("%s: --%s is given twice", name, a.Name)
 			}
 			set[a.Name] = a.Value

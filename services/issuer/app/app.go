@@ -63,6 +63,21 @@ type Config struct {
 	JTIReplicas int
 	// TelemetryBuffer bounds the token telemetry waiting to be published; default 8192.
 	TelemetryBuffer int
+	// PlatformClients are the platform's own service identities (bootstrap admin, lifecycle worker)
+	// registered in the system tenant at start, idempotently. A split deployment bootstraps this way;
+	// `agentid dev` registers its identities itself.
+	PlatformClients []PlatformClient
+}
+
+// PlatformClient is a service identity of the system tenant: its client id, its public keys and the
+// platform roles its tokens carry.
+type PlatformClient struct {
+	// ClientID is the OAuth client id.
+	ClientID string
+	// PublicJWKS is the JWK Set (public keys only) the client authenticates with.
+	PublicJWKS string
+	// Roles are the platform roles put into its tokens, e.g. platform-admin.
+	Roles []string
 }
 
 // Validate checks the configuration.
@@ -85,6 +100,11 @@ func (c Config) Validate() error {
 		return errors.New("issuer: DefaultTokenTTL must be at least 1s")
 	case c.JTIReplicas < 0 || c.TelemetryBuffer < 0:
 		return errors.New("issuer: JTIReplicas and TelemetryBuffer must not be negative")
+	}
+	for i, pc := range c.PlatformClients {
+		if pc.ClientID == "" || pc.PublicJWKS == "" || len(pc.Roles) == 0 {
+			return fmt.Errorf("issuer: PlatformClients[%d] needs a client id, public keys and at least one role", i)
+		}
 	}
 	return nil
 }
@@ -203,7 +223,28 @@ func (a *App) HTTPHandler() http.Handler { return a.http }
 // Tasks are the credentials projection, the bootstrap of the system tenant's key followed by the
 // tenant consumer that gives each new tenant a signing key, and the telemetry publisher.
 func (a *App) Tasks() []service.Task {
-	return []service.Task{a.runProjection, a.runTenantKeys, a.telemetry.Run}
+	return []service.Task{a.runProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients}
+}
+
+// registerPlatformClients registers the configured platform identities once the issuer is ready. A
+// failure ends the process: a platform without its own identities cannot be operated.
+func (a *App) registerPlatformClients(ctx context.Context) error {
+	if len(a.cfg.PlatformClients) == 0 {
+		return nil
+	}
+	if err := a.Ready(ctx); err != nil {
+		return nil // shutting down
+	}
+	for _, pc := range a.cfg.PlatformClients {
+		err := a.EnsureClient(ctx, authn.SystemTenant, &issuerv1.Client{
+			ClientId: pc.ClientID, PublicJwks: pc.PublicJWKS, Roles: pc.Roles,
+		})
+		if err != nil {
+			return fmt.Errorf("issuer: register platform client %s: %w", pc.ClientID, err)
+		}
+		a.logger.InfoContext(ctx, "platform client registered", "client_id", pc.ClientID, "roles", pc.Roles)
+	}
+	return nil
 }
 
 // Issuer returns the issuer identifier of tenant.

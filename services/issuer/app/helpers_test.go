@@ -72,6 +72,12 @@ func startReplica(t testing.TB, n *testkit.NATS, publicURL string) *replica {
 // launchReplica starts an issuer's tasks without waiting for it to be ready.
 func launchReplica(t testing.TB, n *testkit.NATS, publicURL string) *replica {
 	t.Helper()
+	return launchReplicaWith(t, n, publicURL, nil)
+}
+
+// launchReplicaWith is launchReplica with a hook that adjusts the configuration.
+func launchReplicaWith(t testing.TB, n *testkit.NATS, publicURL string, configure func(*app.Config)) *replica {
+	t.Helper()
 	logger := testLogger(t)
 	store := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/issuer"), eventstore.WithLogger(logger))
 	var handler atomic.Pointer[http.Handler]
@@ -81,7 +87,11 @@ func launchReplica(t testing.TB, n *testkit.NATS, publicURL string) *replica {
 	if publicURL == "" {
 		publicURL = srv.URL
 	}
-	a, err := app.New(app.Config{PublicURL: publicURL, KEK: testKEK}, app.Deps{
+	cfg := app.Config{PublicURL: publicURL, KEK: testKEK}
+	if configure != nil {
+		configure(&cfg)
+	}
+	a, err := app.New(cfg, app.Deps{
 		Store: store, Logger: logger, Registerer: prometheus.NewRegistry(),
 	})
 	if err != nil {

@@ -5,7 +5,9 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/agentid/agentid/pkg/service"
@@ -14,15 +16,21 @@ import (
 )
 
 func main() {
-	fs := flag.NewFlagSet("issuer", flag.ExitOnError)
+	fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
 	f := service.DefaultFlags("127.0.0.1:7072", "127.0.0.1:8080")
 	f.Register(fs)
 	publicURL := fs.String("public-url", "", "public base URL of the issuer; tenant issuers are {public-url}/t/{tenant} (default --issuer-url)")
 	kekFile := fs.String("kek-file", "", "file holding the 32-byte key-encryption key (raw, hex or base64); required")
 	kekID := fs.String("kek-id", "", "id of the key-encryption key (default: derived from the key)")
 	tokenTTL := fs.Duration("default-token-ttl", 10*time.Minute, "access token lifetime of clients that set none")
+	var platform platformClients
+	fs.Var(&platform, "platform-client", "CLIENT_ID=PUBLIC_JWKS_FILE: register a platform-admin service identity of tenant system at start (repeatable; see deploy/secrets/generate.sh)")
 	os.Exit(service.Main(app.Name, fs, &f, func(_ context.Context, env *service.Env) (service.Component, error) {
 		kek, err := app.LoadKEKFile(*kekFile)
+		if err != nil {
+			return nil, err
+		}
+		clients, err := platform.load()
 		if err != nil {
 			return nil, err
 		}
@@ -30,7 +38,35 @@ func main() {
 		if public == "" {
 			public = f.IssuerURL
 		}
-		return app.New(app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL},
+		return app.New(app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL, PlatformClients: clients},
 			app.Deps{Store: env.Store, JetStream: env.JetStream, Logger: env.Logger})
 	}))
+}
+
+// platformClients collects repeated --platform-client CLIENT_ID=PUBLIC_JWKS_FILE flags; the files are
+// read when the service starts.
+type platformClients []struct{ id, path string }
+
+func (p *platformClients) String() string { return fmt.Sprint(len(*p), " platform clients") }
+
+func (p *platformClients) Set(v string) error {
+	id, path, ok := strings.Cut(v, "=")
+	if !ok || id == "" || path == "" {
+		return fmt.Errorf("want CLIENT_ID=PUBLIC_JWKS_FILE, got %q", v)
+	}
+	*p = append(*p, struct{ id, path string }{id, path})
+	return nil
+}
+
+// load reads the public key files.
+func (p platformClients) load() ([]app.PlatformClient, error) {
+	var out []app.PlatformClient
+	for _, c := range p {
+		jwks, err := os.ReadFile(c.path)
+		if err != nil {
+			return nil, fmt.Errorf("--platform-client %s: %w", c.id, err)
+		}
+		out = append(out, app.PlatformClient{ClientID: c.id, PublicJWKS: string(jwks), Roles: []string{"platform-admin"}})
+	}
+	return out, nil
 }
