@@ -95,7 +95,12 @@ type platform struct {
 // startPlatform runs `agentid dev` on free ports and waits until it prints that it is ready.
 func startPlatform(t testing.TB, agentid, dataDir string) *platform {
 	t.Helper()
-	ports := freePorts(t, 5)
+	return startPlatformOn(t, agentid, dataDir, freePorts(t, 5))
+}
+
+// startPlatformOn is startPlatform on given ports: gRPC, HTTP, NATS, Temporal, Temporal UI.
+func startPlatformOn(t testing.TB, agentid, dataDir string, ports []int) *platform {
+	t.Helper()
 	p := &platform{
 		DataDir:   dataDir,
 		GRPCAddr:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
@@ -162,6 +167,9 @@ func (p *platform) stop(t testing.TB) {
 		t.Errorf("agentid dev did not stop within 30s of an interrupt")
 	}
 }
+
+// Pid is the process id of agentid dev.
+func (p *platform) Pid() int { return p.cmd.Process.Pid }
 
 // Output returns everything the process printed so far.
 func (p *platform) Output() string {

@@ -193,6 +193,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	bootstrap := func(ctx context.Context) error {
+		if err := issuer.Ready(ctx); err != nil {
+			return nil // shutting down
+		}
+		if err := registry.Ready(ctx); err != nil {
+			return nil
+		}
 		if err := issuer.EnsureSigningKey(ctx, authn.SystemTenant); err != nil {
 			return fmt.Errorf("bootstrap: system signing key: %w", err)
 		}
