@@ -5,7 +5,6 @@ package app
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -177,7 +176,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	}
 	a := &App{cfg: cfg, store: deps.Store, logger: logger, ready: make(chan struct{})}
 	a.state = credentials.NewState(logger, sealer)
-	a.runner = deps.Store.NewRunner(newInstanceProjection(a.state), eventstore.StreamCredentials, nil)
+	a.runner = deps.Store.NewRunner(a.state, eventstore.StreamCredentials, nil)
 	a.svc, err = credentials.NewService(credentials.ServiceConfig{
 		Store:           deps.Store,
 		State:           a.state,
@@ -342,19 +341,3 @@ func (a *App) onTenantCreated(ctx context.Context, e eventstore.Event) error {
 	return a.svc.EnsureSigningKey(ctx, tenant)
 }
 
-// instanceProjection gives the projection a per-instance name. The Runner names its ordered
-// consumer after the projection, and replicas sharing one name would share (and split) one
-// consumer's deliveries.
-type instanceProjection struct {
-	*credentials.State
-	name string
-}
-
-func newInstanceProjection(s *credentials.State) instanceProjection {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return instanceProjection{State: s, name: s.Name() + "-" + hex.EncodeToString(b)}
-}
-
-// Name is the projection name with a per-instance suffix.
-func (p instanceProjection) Name() string { return p.name }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/errs"
@@ -88,26 +87,9 @@ func New(cfg Config) (*Service, error) {
 	if s.waitTimeout <= 0 {
 		s.waitTimeout = defaultWaitTimeout
 	}
-	instance := encode128(uuid.Must(uuid.NewV7()))[18:]
-	s.tenantRunner = s.store.NewRunner(perInstance(s.tenants, instance), eventstore.StreamTenants, []string{eventstore.AggregateTypeSubject(AggregateTenant)})
-	s.agentRunner = s.store.NewRunner(perInstance(s.agents, instance), eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(AggregateAgent)})
+	s.tenantRunner = s.store.NewRunner(s.tenants, eventstore.StreamTenants, []string{eventstore.AggregateTypeSubject(AggregateTenant)})
+	s.agentRunner = s.store.NewRunner(s.agents, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(AggregateAgent)})
 	return s, nil
-}
-
-// instanceProjection gives a projection a name of its own per Service instance. The event store
-// names a runner's ordered consumer after the projection, so two runners of one projection on one
-// stream (two replicas, or a rebuild beside the live read model) would otherwise share a consumer
-// and split its events between them.
-type instanceProjection struct {
-	eventstore.Projection
-	name string
-}
-
-// Name implements eventstore.Projection.
-func (p instanceProjection) Name() string { return p.name }
-
-func perInstance(p eventstore.Projection, instance string) eventstore.Projection {
-	return instanceProjection{Projection: p, name: p.Name() + "-" + instance}
 }
 
 // Runners returns the runners that build the read models; run each until shutdown.

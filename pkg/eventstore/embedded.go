@@ -1,0 +1,95 @@
+package eventstore
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// EmbeddedConfig configures an in-process nats-server with JetStream.
+type EmbeddedConfig struct {
+	// Host is the client listen address (default 127.0.0.1).
+	Host string
+	// Port is the client port; 0 picks a free one (read it back from Server.Addr).
+	Port int
+	// StoreDir holds JetStream's file storage; required.
+	StoreDir string
+	// ServerName names the server (default "agentid").
+	ServerName string
+	// SyncAlways fsyncs every write before acknowledging it; slower, but an acknowledged event
+	// survives a power loss.
+	SyncAlways bool
+	// Logger receives the server's log; nil keeps the server silent.
+	Logger *slog.Logger
+}
+
+// embeddedStartTimeout bounds how long RunEmbeddedServer waits for the server to accept clients.
+const embeddedStartTimeout = 30 * time.Second
+
+// RunEmbeddedServer starts a nats-server with JetStream file storage in this process and waits until
+// it accepts connections. Stop it with Shutdown and WaitForShutdown.
+func RunEmbeddedServer(cfg EmbeddedConfig) (*server.Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("eventstore: embedded server: StoreDir is required")
+	}
+	opts := &server.Options{
+		ServerName: cfg.ServerName,
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		SyncAlways: cfg.SyncAlways,
+		NoSigs:     true,
+		NoLog:      cfg.Logger == nil,
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = server.RANDOM_PORT
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "agentid"
+	}
+	if opts.Port > 0 { // fail fast: the server itself would wait out the whole timeout
+		ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("eventstore: embedded server: %w", err)
+		}
+		_ = ln.Close()
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: embedded server: %w", err)
+	}
+	if cfg.Logger != nil {
+		ns.SetLoggerV2(slogAdapter{cfg.Logger.With("component", "nats-server")}, false, false, false)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(embeddedStartTimeout) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("eventstore: embedded server on %s:%d not ready after %s", opts.Host, opts.Port, embeddedStartTimeout)
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.New("eventstore: embedded server started without JetStream")
+	}
+	return ns, nil
+}
+
+// slogAdapter routes nats-server logging to slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }

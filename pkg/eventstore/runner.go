@@ -1,0 +1,331 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/nats-io/nuid"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Handler handles one event; a returned error means "not handled".
+type Handler func(ctx context.Context, e Event) error
+
+// Projection is a read model built from events. Name identifies it in logs, consumer names and the
+// failed-event log; put the projection's version in it (e.g. "agents-v2") so that a changed
+// projection is rebuilt under a new name. Apply is called from one goroutine, in stream order.
+type Projection interface {
+	Name() string
+	Apply(ctx context.Context, e Event) error
+}
+
+// Runner replays a stream into a projection and then follows it live, tracking the stream sequence
+// it has applied. Every replica runs its own Runner over an ephemeral ordered consumer.
+type Runner struct {
+	s       *Store
+	p       Projection
+	stream  string
+	filters []string
+
+	running atomic.Bool
+
+	mu          sync.Mutex
+	pos         uint64
+	changed     chan struct{} // closed and replaced whenever pos moves
+	started     chan struct{} // closed once Run knows readyTarget
+	readyTarget uint64
+}
+
+// RunnerOption configures a Runner.
+type RunnerOption func(*Runner)
+
+// StartAfter makes the runner begin after stream sequence seq, for projections that persist their
+// state together with the position they had reached.
+func StartAfter(seq uint64) RunnerOption { return func(r *Runner) { r.pos = seq } }
+
+// NewRunner returns a runner applying the events of stream that match filterSubjects (all of them
+// when empty) to p.
+func (s *Store) NewRunner(p Projection, stream string, filterSubjects []string, opts ...RunnerOption) *Runner {
+	r := &Runner{
+		s:       s,
+		p:       p,
+		stream:  stream,
+		filters: append([]string(nil), filterSubjects...),
+		changed: make(chan struct{}),
+		started: make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
+}
+
+// Run applies events until ctx is done, then returns nil. An event that Apply rejects is logged,
+// recorded in the failed-event log and skipped. Losing the server (a restart, a leader change) is
+// logged and retried from Position; only a missing stream ends Run with an error. Run may be called
+// again after it returns; it resumes after Position.
+func (r *Runner) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return fmt.Errorf("eventstore: runner %s is already running", r.p.Name())
+	}
+	defer r.running.Store(false)
+
+	const (
+		firstRetry = 100 * time.Millisecond
+		maxRetry   = 5 * time.Second
+	)
+	retry := firstRetry
+	for {
+		applied, err := r.follow(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			return fmt.Errorf("eventstore: runner %s: %w (run EnsureStreams)", r.p.Name(), err)
+		}
+		if applied {
+			retry = firstRetry
+		}
+		r.s.logger.WarnContext(ctx, "projection runner interrupted; resuming",
+			"projection", r.p.Name(), "stream", r.stream, "position", r.Position(), "retry_in", retry, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, maxRetry)
+	}
+}
+
+// follow applies events from after Position until ctx is done or the consumer fails, and reports
+// whether it applied any.
+func (r *Runner) follow(ctx context.Context) (applied bool, err error) {
+	stream, err := r.s.js.Stream(ctx, r.stream)
+	if err != nil {
+		return false, err
+	}
+	r.markStarted(stream.CachedInfo().State.LastSeq)
+
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects: r.filters,
+		// Each runner gets a consumer of its own: replicas and rebuilds of one projection must
+		// not share (and split) a server-side consumer.
+		NamePrefix: consumerToken(r.p.Name()) + "_" + nuid.Next(),
+	}
+	if start := r.Position(); start > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = start + 1
+	}
+	cons, err := stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return false, err
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return false, err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			return applied, err
+		}
+		md, err := msg.Metadata()
+		if err != nil {
+			return applied, err
+		}
+		ev, err := EventFromMsg(msg)
+		if err == nil {
+			err = r.p.Apply(ctx, ev)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return applied, ctx.Err() // interrupted mid-apply: the event is applied on the next run
+			}
+			r.fail(ctx, msg, md, ev, err)
+		}
+		r.advance(md.Sequence.Stream)
+		applied = true
+	}
+}
+
+func (r *Runner) fail(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) {
+	r.s.logger.ErrorContext(ctx, "projection could not apply event",
+		"projection", r.p.Name(), "stream", md.Stream, "seq", md.Sequence.Stream,
+		"subject", msg.Subject(), "event_id", ev.ID, "event_type", ev.Type, "error", err)
+	fe := FailedEvent{
+		Handler: r.p.Name(), Kind: FailedByProjection,
+		Stream: md.Stream, Sequence: md.Sequence.Stream, Subject: msg.Subject(),
+		EventID: ev.ID, EventType: ev.Type, Error: err.Error(), Deliveries: 1,
+	}
+	if rerr := r.s.recordFailure(ctx, fe); rerr != nil {
+		r.s.logger.ErrorContext(ctx, "failed-event log unavailable", "projection", r.p.Name(),
+			"stream", md.Stream, "seq", md.Sequence.Stream, "error", rerr)
+	}
+}
+
+func (r *Runner) markStarted(target uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.started:
+	default:
+		r.readyTarget = target
+		close(r.started)
+	}
+}
+
+// advance moves the position forward to seq and wakes waiters.
+func (r *Runner) advance(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq > r.pos {
+		r.pos = seq
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+}
+
+// Position is the stream sequence up to which the projection is complete: the last applied event,
+// or later if no event of the projection's subjects follows it.
+func (r *Runner) Position() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pos
+}
+
+// WaitFor blocks until Position() >= seq or ctx is done, for reading one's own writes: pass the
+// Sequence of an event returned by Append. seq need not match the runner's filter subjects: when
+// the runner has nothing left to apply up to the stream's last sequence, its position moves there.
+func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
+	const (
+		firstSync = 10 * time.Millisecond
+		maxSync   = 250 * time.Millisecond
+	)
+	delay := firstSync
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		pos, changed := r.pos, r.changed
+		r.mu.Unlock()
+		if pos >= seq {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("eventstore: runner %s waiting for %s/%d at %d: %w", r.p.Name(), r.stream, seq, pos, ctx.Err())
+		case <-changed:
+		case <-timer.C:
+			if err := r.sync(ctx); err != nil && ctx.Err() == nil {
+				r.s.logger.DebugContext(ctx, "projection position sync failed", "projection", r.p.Name(), "error", err)
+			}
+			delay = min(2*delay, maxSync)
+			timer.Reset(delay)
+		}
+	}
+}
+
+// Ready blocks until Run has started and the projection has caught up with the stream as it was
+// when Run started.
+func (r *Runner) Ready(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("eventstore: runner %s not started: %w", r.p.Name(), ctx.Err())
+	case <-r.started:
+	}
+	r.mu.Lock()
+	target := r.readyTarget
+	r.mu.Unlock()
+	return r.WaitFor(ctx, target)
+}
+
+// sync moves the position over events the runner will never see because they do not match its
+// filters: if no matching event lies between the position and the stream's last sequence, the
+// projection is complete up to that last sequence. Both reads go to the stream leader.
+func (r *Runner) sync(ctx context.Context) error {
+	from := r.Position()
+	last, err := r.s.leaderLastSeq(ctx, r.stream)
+	if err != nil || last <= from {
+		return err
+	}
+	filters := r.filters
+	if len(filters) == 0 {
+		filters = []string{">"}
+	}
+	for _, f := range filters {
+		next, ok, err := r.s.leaderNextSeq(ctx, r.stream, f, from+1)
+		if err != nil {
+			return err
+		}
+		if ok && next <= last {
+			return nil // the runner still has to apply next
+		}
+	}
+	r.advance(last)
+	return nil
+}
+
+// leaderLastSeq returns the stream's last sequence as the stream leader knows it.
+func (s *Store) leaderLastSeq(ctx context.Context, stream string) (uint64, error) {
+	st, err := s.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	return st.CachedInfo().State.LastSeq, nil
+}
+
+// leaderNextSeq returns the sequence of the first message at or after from matching filter, asking
+// the stream leader (not a direct get, which any replica may answer).
+func (s *Store) leaderNextSeq(ctx context.Context, stream, filter string, from uint64) (uint64, bool, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+		defer cancel()
+	}
+	body, err := json.Marshal(directGetRequest{Seq: from, NextFor: filter})
+	if err != nil {
+		return 0, false, err
+	}
+	resp, err := s.js.Conn().RequestWithContext(ctx, s.apiPrefix()+"STREAM.MSG.GET."+stream, body)
+	if err != nil {
+		return 0, false, fmt.Errorf("eventstore: get next %s on %s: %w", filter, stream, err)
+	}
+	var out struct {
+		Error   *jetstream.APIError `json:"error"`
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(resp.Data, &out); err != nil {
+		return 0, false, fmt.Errorf("eventstore: get next %s on %s: %w", filter, stream, err)
+	}
+	switch {
+	case out.Error != nil && out.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return 0, false, nil
+	case out.Error != nil:
+		return 0, false, fmt.Errorf("eventstore: get next %s on %s: %w", filter, stream, out.Error)
+	case out.Message == nil:
+		return 0, false, errors.New("eventstore: get next: empty response")
+	}
+	return out.Message.Seq, true, nil
+}
+
+// consumerToken maps a name onto the characters consumer names allow.
+func consumerToken(name string) string {
+	b := []byte(name)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}

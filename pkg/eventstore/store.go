@@ -1,0 +1,356 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+)
+
+// Store appends and loads events on JetStream and drives projections and work consumers.
+// It is safe for concurrent use.
+type Store struct {
+	js        jetstream.JetStream
+	source    string
+	logger    *slog.Logger
+	clock     func() time.Time
+	dupWindow time.Duration
+	replicas  int
+
+	streamCache sync.Map // aggregate type -> stream name, for types outside streamOfAggregate
+
+	failedMu sync.Mutex
+	failedKV jetstream.KeyValue
+}
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithSource sets the ce-source of the events this store writes, e.g. "agentid/registry".
+func WithSource(source string) Option { return func(s *Store) { s.source = source } }
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.logger = l } }
+
+// WithClock sets the clock used for ce-time (default time.Now).
+func WithClock(now func() time.Time) Option { return func(s *Store) { s.clock = now } }
+
+// WithDuplicateWindow sets how long the aggregate streams remember idempotency keys
+// (default DefaultDuplicateWindow). It takes effect through EnsureStreams.
+func WithDuplicateWindow(d time.Duration) Option { return func(s *Store) { s.dupWindow = d } }
+
+// WithReplicas sets the replica count of the streams and bucket EnsureStreams creates (default 1;
+// 3 in clusters).
+func WithReplicas(n int) Option { return func(s *Store) { s.replicas = n } }
+
+// New returns a Store writing through js.
+func New(js jetstream.JetStream, opts ...Option) *Store {
+	s := &Store{
+		js:        js,
+		source:    "agentid",
+		logger:    slog.Default(),
+		clock:     time.Now,
+		dupWindow: DefaultDuplicateWindow,
+		replicas:  1,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// JetStream returns the JetStream context the store uses.
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Append is one event to append to an aggregate.
+type Append struct {
+	// Tenant owns the aggregate.
+	Tenant string
+	// AggregateType is the aggregate's type, e.g. "agent".
+	AggregateType string
+	// AggregateID is the aggregate's id; one subject token.
+	AggregateID string
+	// ExpectedVersion is the aggregate's version the decision was made on: the stream sequence of
+	// its last event, 0 if it must not exist yet, or AnyVersion to skip the check.
+	ExpectedVersion uint64
+	// IdempotencyKey identifies the command (its request id); a repeat returns the original event.
+	IdempotencyKey string
+	// Type is the event type, "<aggregate-type>.<event-name>", e.g. "agent.registered".
+	Type string
+	// Subject is the resource name the event is about (ce-subject), e.g. "tenants/t/agents/a".
+	Subject string
+	// Data is the payload.
+	Data proto.Message
+	// Metadata is the request context; Metadata.Actor is required.
+	Metadata Metadata
+}
+
+// validate checks a, defaults its metadata's tenant and returns the event name part of its type.
+func (a *Append) validate() (string, error) {
+	if err := checkTenant("tenant", a.Tenant); err != nil {
+		return "", err
+	}
+	if err := checkAggregateType("aggregate_type", a.AggregateType); err != nil {
+		return "", err
+	}
+	if err := checkToken("aggregate_id", a.AggregateID); err != nil {
+		return "", err
+	}
+	name, ok := strings.CutPrefix(a.Type, a.AggregateType+".")
+	if !ok {
+		return "", invalid("type", "%q must start with %q", a.Type, a.AggregateType+".")
+	}
+	if err := checkToken("type", name); err != nil {
+		return "", invalid("type", "event name of %q: %s", a.Type, err.(*InvalidError).Reason)
+	}
+	if a.IdempotencyKey == "" {
+		return "", invalid("idempotency_key", "must not be empty")
+	}
+	if err := checkHeaderValue("idempotency_key", a.IdempotencyKey); err != nil {
+		return "", err
+	}
+	if a.Subject == "" {
+		return "", invalid("subject", "must not be empty")
+	}
+	if err := checkHeaderValue("subject", a.Subject); err != nil {
+		return "", err
+	}
+	if a.Data == nil {
+		return "", invalid("data", "must not be nil")
+	}
+	switch a.Metadata.Tenant {
+	case "":
+		a.Metadata.Tenant = a.Tenant
+	case a.Tenant:
+	default:
+		return "", invalid("metadata.tenant", "%q differs from tenant %q", a.Metadata.Tenant, a.Tenant)
+	}
+	if err := checkMetadata(a.Metadata, true); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// Append stores one event if the aggregate is still at a.ExpectedVersion and returns it with its
+// stream sequence, which is the aggregate's new version.
+//
+// A stale ExpectedVersion fails with a *ConflictError (errors.Is(err, ErrConflict)). Repeating an
+// append with the same IdempotencyKey returns the original event and stores nothing, whether the
+// repeat carries the original ExpectedVersion or a newer one; a key that already produced an event
+// of another aggregate or type fails with ErrIdempotencyKeyReused. Invalid input fails with an
+// *InvalidError (errors.Is(err, ErrInvalid)) naming the field; nothing is written on any error.
+func (s *Store) Append(ctx context.Context, a Append) (Event, error) {
+	name, err := a.validate()
+	if err != nil {
+		return Event{}, err
+	}
+	stream, err := s.streamFor(ctx, a.Tenant, a.AggregateType, a.AggregateID)
+	if err != nil {
+		return Event{}, err
+	}
+	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(a.Data)
+	if err != nil {
+		return Event{}, fmt.Errorf("eventstore: marshal %s: %w", a.Type, err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Event{}, fmt.Errorf("eventstore: event id: %w", err)
+	}
+	ev := Event{
+		ID:              id.String(),
+		Type:            a.Type,
+		Source:          s.source,
+		Subject:         a.Subject,
+		Time:            s.clock().UTC(),
+		Metadata:        a.Metadata,
+		AggregateType:   a.AggregateType,
+		AggregateID:     a.AggregateID,
+		ExpectedVersion: a.ExpectedVersion,
+		DataSchema:      string(a.Data.ProtoReflect().Descriptor().FullName()),
+		Data:            data,
+	}
+	subject := EventSubject(a.Tenant, a.AggregateType, a.AggregateID, name)
+	aggSubject := AggregateSubject(a.Tenant, a.AggregateType, a.AggregateID)
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.IdempotencyKey), jetstream.WithExpectStream(stream)}
+	if a.ExpectedVersion != AnyVersion {
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(a.ExpectedVersion, aggSubject))
+	}
+	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: ev.header(), Data: data}, opts...)
+	switch {
+	case isWrongLastSequence(err):
+		return s.resolveConflict(ctx, stream, aggSubject, a)
+	case errors.Is(err, jetstream.ErrNoStreamResponse):
+		return Event{}, fmt.Errorf("eventstore: append %s: no stream answers %s (run EnsureStreams): %w", a.Type, subject, err)
+	case err != nil:
+		return Event{}, fmt.Errorf("eventstore: append %s to %s: %w", a.Type, subject, err)
+	case ack.Duplicate:
+		s.logger.DebugContext(ctx, "duplicate append", "idempotency_key", a.IdempotencyKey, "stream", ack.Stream, "seq", ack.Sequence)
+		return s.original(ctx, ack.Stream, ack.Sequence, a)
+	}
+	ev.Stream, ev.Sequence = ack.Stream, ack.Sequence
+	return ev, nil
+}
+
+// isWrongLastSequence reports whether err is the server's answer to a failed expected-sequence check.
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// resolveConflict tells a genuine conflict from a repeated append: a single server checks the
+// expected sequence before the duplicate window, so a repeat of an append that has already
+// succeeded fails the sequence check. It looks for the key among the aggregate's newer events.
+func (s *Store) resolveConflict(ctx context.Context, stream, aggSubject string, a Append) (Event, error) {
+	var (
+		actual uint64
+		found  *rawMsg
+	)
+	err := s.scan(ctx, stream, aggSubject, a.ExpectedVersion+1, func(m rawMsg) error {
+		actual = m.seq
+		if found == nil && m.header.Get(jetstream.MsgIDHeader) == a.IdempotencyKey {
+			found = &m
+		}
+		return nil
+	})
+	if err != nil {
+		return Event{}, fmt.Errorf("eventstore: append %s: reading %s after conflict: %w", a.Type, aggSubject, err)
+	}
+	if found != nil {
+		s.logger.DebugContext(ctx, "repeated append", "idempotency_key", a.IdempotencyKey, "stream", stream, "seq", found.seq)
+		return s.checkOriginal(*found, a)
+	}
+	if actual == 0 {
+		if actual, err = s.lastSeq(ctx, stream, aggSubject); err != nil {
+			return Event{}, fmt.Errorf("eventstore: append %s: reading %s after conflict: %w", a.Type, aggSubject, err)
+		}
+	}
+	return Event{}, &ConflictError{Aggregate: aggSubject, Expected: a.ExpectedVersion, Actual: actual}
+}
+
+// original returns the event a duplicate append resolved to.
+func (s *Store) original(ctx context.Context, stream string, seq uint64, a Append) (Event, error) {
+	m, err := s.getSeq(ctx, stream, seq)
+	if err != nil {
+		return Event{}, fmt.Errorf("eventstore: append %s: reading original event %s/%d: %w", a.Type, stream, seq, err)
+	}
+	return s.checkOriginal(m, a)
+}
+
+func (s *Store) checkOriginal(m rawMsg, a Append) (Event, error) {
+	ev, err := m.event()
+	if err != nil {
+		return Event{}, err
+	}
+	if ev.Metadata.Tenant != a.Tenant || ev.AggregateType != a.AggregateType || ev.AggregateID != a.AggregateID || ev.Type != a.Type {
+		return Event{}, fmt.Errorf("%w: key %q produced %s on %s (%s/%d)", ErrIdempotencyKeyReused, a.IdempotencyKey, ev.Type, m.subject, m.stream, m.seq)
+	}
+	return ev, nil
+}
+
+// Load returns every event of one aggregate in order and its version (the last event's sequence;
+// 0 and no events if it does not exist). It reads with batched direct gets: one round trip for
+// aggregates of up to a few hundred events. In a cluster a replica may answer slightly behind the
+// leader; a decision made on such a read fails its Append with ErrConflict and is retried.
+func (s *Store) Load(ctx context.Context, tenant, aggType, aggID string) ([]Event, uint64, error) {
+	if err := checkTenant("tenant", tenant); err != nil {
+		return nil, 0, err
+	}
+	if err := checkAggregateType("aggregate_type", aggType); err != nil {
+		return nil, 0, err
+	}
+	if err := checkToken("aggregate_id", aggID); err != nil {
+		return nil, 0, err
+	}
+	stream, err := s.streamFor(ctx, tenant, aggType, aggID)
+	if err != nil {
+		return nil, 0, err
+	}
+	var events []Event
+	err = s.scan(ctx, stream, AggregateSubject(tenant, aggType, aggID), 1, func(m rawMsg) error {
+		ev, err := m.event()
+		if err != nil {
+			return err
+		}
+		events = append(events, ev)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("eventstore: load %s/%s/%s: %w", tenant, aggType, aggID, err)
+	}
+	if len(events) == 0 {
+		return nil, 0, nil
+	}
+	return events, events[len(events)-1].Sequence, nil
+}
+
+// Publish stores one event unconditionally on subject, for the telemetry and alert streams
+// (telemetry.<tenant>.<kind>, alerts.<tenant>.<kind>). The subject's second token must be
+// md.Tenant. The generated ce-id doubles as Nats-Msg-Id, so the client's own retries are not
+// stored twice. Aggregate events are written with Append only.
+func (s *Store) Publish(ctx context.Context, subject, typ, ceSubject string, data proto.Message, md Metadata) (Event, error) {
+	if err := checkSubject("subject", subject); err != nil {
+		return Event{}, err
+	}
+	tokens := strings.Split(subject, ".")
+	if tokens[0] == SubjectRoot {
+		return Event{}, invalid("subject", "%q is an aggregate subject; use Append", subject)
+	}
+	if err := checkTenant("metadata.tenant", md.Tenant); err != nil {
+		return Event{}, err
+	}
+	if len(tokens) < 2 || tokens[1] != md.Tenant {
+		return Event{}, invalid("subject", "%q must have the tenant %q as its second token", subject, md.Tenant)
+	}
+	if typ == "" {
+		return Event{}, invalid("type", "must not be empty")
+	}
+	if err := checkHeaderValue("type", typ); err != nil {
+		return Event{}, err
+	}
+	if err := checkHeaderValue("subject", ceSubject); err != nil {
+		return Event{}, err
+	}
+	if data == nil {
+		return Event{}, invalid("data", "must not be nil")
+	}
+	if err := checkMetadata(md, false); err != nil {
+		return Event{}, err
+	}
+	payload, err := proto.MarshalOptions{Deterministic: true}.Marshal(data)
+	if err != nil {
+		return Event{}, fmt.Errorf("eventstore: marshal %s: %w", typ, err)
+	}
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Event{}, fmt.Errorf("eventstore: event id: %w", err)
+	}
+	ev := Event{
+		ID:              id.String(),
+		Type:            typ,
+		Source:          s.source,
+		Subject:         ceSubject,
+		Time:            s.clock().UTC(),
+		Metadata:        md,
+		ExpectedVersion: AnyVersion,
+		DataSchema:      string(data.ProtoReflect().Descriptor().FullName()),
+		Data:            payload,
+	}
+	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: ev.header(), Data: payload}, jetstream.WithMsgID(ev.ID))
+	if err != nil {
+		return Event{}, fmt.Errorf("eventstore: publish %s to %s: %w", typ, subject, err)
+	}
+	ev.Stream, ev.Sequence = ack.Stream, ack.Sequence
+	return ev, nil
+}
