@@ -340,4 +340,3 @@ func (a *App) onTenantCreated(ctx context.Context, e eventstore.Event) error {
 	}
 	return a.svc.EnsureSigningKey(ctx, tenant)
 }
-
