@@ -299,9 +299,13 @@ func (bearer) RequireTransportSecurity() bool { return false }
 // dial connects a gRPC client to the platform with the given token.
 func (p *platform) dial(t testing.TB, token string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(p.GRPCAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(bearer{ts: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token})}))
+	return p.dialWith(t, grpc.WithPerRPCCredentials(bearer{ts: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token})}))
+}
+
+// dialWith connects a gRPC client to the platform with extra options.
+func (p *platform) dialWith(t testing.TB, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(p.GRPCAddr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
