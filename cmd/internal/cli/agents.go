@@ -16,7 +16,7 @@ import (
 )
 
 func newAgentsCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "agents", Short: "Register, inspect and retire agents"}
+	cmd := group("agents", "Register, inspect and retire agents")
 	cmd.AddCommand(newAgentsRegisterCmd(g), newAgentsGetCmd(g), newAgentsListCmd(g), newAgentsRetireCmd(g))
 	return cmd
 }

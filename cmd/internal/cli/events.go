@@ -41,7 +41,7 @@ type tailedEvent struct {
 }
 
 func newEventsCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "events", Short: "Watch the platform's events"}
+	cmd := group("events", "Watch the platform's events")
 	var natsURL string
 	var streams []string
 	var filter string

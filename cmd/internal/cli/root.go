@@ -139,3 +139,13 @@ func (g *globals) agentName(s *session, arg string) (string, error) {
 	}
 	return "tenants/" + g.tenantOr(s) + "/agents/" + arg, nil
 }
+
+// group is a command that only holds subcommands: an unknown subcommand is an error, not help.
+func group(use, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+}

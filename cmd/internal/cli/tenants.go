@@ -8,7 +8,7 @@ import (
 )
 
 func newTenantsCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "tenants", Short: "Create and list tenants (platform-admin)"}
+	cmd := group("tenants", "Create and list tenants (platform-admin)")
 	var display, requestID string
 	create := &cobra.Command{
 		Use:   "create TENANT_ID",
