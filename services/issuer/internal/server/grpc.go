@@ -5,7 +5,6 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
-	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 
@@ -37,15 +36,6 @@ func principal(ctx context.Context) (*authn.Principal, error) {
 	return p, nil
 }
 
-func metadata(ctx context.Context, p *authn.Principal, tenant string) eventstore.Metadata {
-	return eventstore.Metadata{
-		Tenant:        tenant,
-		Actor:         eventstore.Actor{ID: p.ID, Kind: eventstore.ActorKind(p.Kind)},
-		OnBehalfOf:    p.OnBehalfOf,
-		CorrelationID: grpcx.RequestID(ctx),
-	}
-}
-
 // CreateClient registers an OAuth client. Platform admins (the lifecycle service among them) may
 // register any client; a tenant-admin only agent clients (no roles) of its tenant.
 func (s *Server) CreateClient(ctx context.Context, req *issuerv1.CreateClientRequest) (*issuerv1.CreateClientResponse, error) {
@@ -64,7 +54,7 @@ func (s *Server) CreateClient(ctx context.Context, req *issuerv1.CreateClientReq
 		return nil, errs.PermissionDenied("MISSING_ROLE", "a tenant-admin may register agent clients only (no roles); other clients need platform-admin").
 			WithMetadata("required_roles", string(authn.RolePlatformAdmin))
 	}
-	c, err := s.svc.CreateClient(ctx, metadata(ctx, p, tenant), tenant, req.GetClient(), req.GetRequestId())
+	c, err := s.svc.CreateClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, req.GetClient(), req.GetRequestId())
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +94,7 @@ func (s *Server) DisableClient(ctx context.Context, req *issuerv1.DisableClientR
 	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
 		return nil, err
 	}
-	c, err := s.svc.DisableClient(ctx, metadata(ctx, p, tenant), tenant, clientID, req.GetReason(), req.GetRequestId())
+	c, err := s.svc.DisableClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, clientID, req.GetReason(), req.GetRequestId())
 	if err != nil {
 		return nil, err
 	}

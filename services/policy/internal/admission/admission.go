@@ -163,15 +163,9 @@ func (s *Service) record(ctx context.Context, p *authn.Principal, req Request, i
 		Input:         in,
 		RequestId:     req.RequestID,
 	}
-	correlation := grpcx.RequestID(ctx)
-	if correlation == "" {
-		correlation = req.RequestID
-	}
-	md := eventstore.Metadata{
-		Tenant:        req.Tenant,
-		Actor:         eventstore.Actor{ID: p.ID, Kind: eventstore.ActorKind(p.Kind)},
-		OnBehalfOf:    p.OnBehalfOf,
-		CorrelationID: correlation,
+	md := grpcx.EventMetadata(ctx, req.Tenant)
+	if md.CorrelationID == "" {
+		md.CorrelationID = req.RequestID
 	}
 	subject := "telemetry." + req.Tenant + "." + EventType
 	if _, err := s.pub.Publish(ctx, subject, EventType, req.Agent.GetName(), ev, md); err != nil {

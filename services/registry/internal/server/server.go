@@ -94,28 +94,15 @@ func ownerConstraint(p *authn.Principal) string {
 	return p.ID
 }
 
-// metadataOf is the event metadata of a request by p.
-func metadataOf(ctx context.Context, p *authn.Principal) eventstore.Metadata {
-	kind := eventstore.ActorKind(p.Kind)
-	if !kind.Valid() {
-		kind = eventstore.ActorHuman
-	}
-	return eventstore.Metadata{
-		Actor:         eventstore.Actor{ID: p.ID, Kind: kind},
-		OnBehalfOf:    p.OnBehalfOf,
-		CorrelationID: grpcx.RequestID(ctx),
-	}
-}
-
 // CreateTenant creates a tenant. Callers: platform-admin.
 func (s *Server) CreateTenant(ctx context.Context, req *registryv1.CreateTenantRequest) (*registryv1.CreateTenantResponse, error) {
-	p, err := requirePlatformAdmin(ctx)
+	_, err := requirePlatformAdmin(ctx)
 	if err != nil {
 		return nil, err
 	}
 	t, err := s.reg.CreateTenant(ctx, registry.CreateTenant{
 		TenantID: req.GetTenantId(), DisplayName: req.GetDisplayName(), RequestID: req.GetRequestId(),
-	}, metadataOf(ctx, p))
+	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +150,7 @@ func (s *Server) RegisterAgent(ctx context.Context, req *registryv1.RegisterAgen
 	}
 	a, err := s.reg.RegisterAgent(ctx, registry.RegisterAgent{
 		Tenant: tenant, Agent: req.GetAgent(), RequestID: req.GetRequestId(), RequireOwner: ownerConstraint(p),
-	}, metadataOf(ctx, p))
+	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
 	}
@@ -209,14 +196,14 @@ func (s *Server) ActivateAgent(ctx context.Context, req *registryv1.ActivateAgen
 	if err != nil {
 		return nil, err
 	}
-	p, err := authorize(ctx, tenant, decideRoles...)
+	_, err = authorize(ctx, tenant, decideRoles...)
 	if err != nil {
 		return nil, err
 	}
 	a, err := s.reg.ActivateAgent(ctx, registry.ActivateAgent{
 		Tenant: tenant, AgentID: id, DecisionID: req.GetDecisionId(), ApprovedBy: req.GetApprovedBy(),
 		Etag: req.GetEtag(), RequestID: req.GetRequestId(),
-	}, metadataOf(ctx, p))
+	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
 	}
@@ -230,13 +217,13 @@ func (s *Server) RejectAgent(ctx context.Context, req *registryv1.RejectAgentReq
 	if err != nil {
 		return nil, err
 	}
-	p, err := authorize(ctx, tenant, decideRoles...)
+	_, err = authorize(ctx, tenant, decideRoles...)
 	if err != nil {
 		return nil, err
 	}
 	a, err := s.reg.RejectAgent(ctx, registry.RejectAgent{
 		Tenant: tenant, AgentID: id, DecisionID: req.GetDecisionId(), Reason: req.GetReason(), RequestID: req.GetRequestId(),
-	}, metadataOf(ctx, p))
+	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +244,7 @@ func (s *Server) RetireAgent(ctx context.Context, req *registryv1.RetireAgentReq
 	a, err := s.reg.RetireAgent(ctx, registry.RetireAgent{
 		Tenant: tenant, AgentID: id, Reason: req.GetReason(), Ticket: req.GetTicket(),
 		Etag: req.GetEtag(), RequestID: req.GetRequestId(), RequireOwner: ownerConstraint(p),
-	}, metadataOf(ctx, p))
+	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
 	}
@@ -271,13 +258,13 @@ func (s *Server) CompleteRetirement(ctx context.Context, req *registryv1.Complet
 	if err != nil {
 		return nil, err
 	}
-	p, err := authorize(ctx, tenant, decideRoles...)
+	_, err = authorize(ctx, tenant, decideRoles...)
 	if err != nil {
 		return nil, err
 	}
 	a, err := s.reg.CompleteRetirement(ctx, registry.CompleteRetirement{
 		Tenant: tenant, AgentID: id, VerifyTime: req.GetVerifyTime(), RequestID: req.GetRequestId(),
-	}, metadataOf(ctx, p))
+	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
 	}
