@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,10 +24,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/agentid/agentid/pkg/authn"
-	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/testkit"
@@ -149,37 +146,16 @@ var fakePrincipals = map[string]*authn.Claims{
 func (r *replica) admin(t testing.TB) issuerv1.IssuerServiceClient {
 	t.Helper()
 	r.grpcOnce.Do(func() {
-		verifier := authn.VerifierFunc(func(_ context.Context, raw string) (*authn.Claims, error) {
-			if c, ok := fakePrincipals[raw]; ok {
-				return c, nil
-			}
-			return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "unknown test token")
-		})
-		s := grpcx.NewServer(grpcx.ServerConfig{Logger: testLogger(t), Verifier: verifier, Registry: prometheus.NewRegistry()})
+		s := grpcx.NewServer(grpcx.ServerConfig{Logger: testLogger(t), Verifier: testkit.StaticVerifier(fakePrincipals), Registry: prometheus.NewRegistry()})
 		r.app.RegisterGRPC(s)
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = s.Serve(lis) }()
-		t.Cleanup(s.Stop)
-		conn, err := grpcx.Dial(lis.Addr().String(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = conn.Close() })
-		r.grpc = issuerv1.NewIssuerServiceClient(conn)
+		r.grpc = issuerv1.NewIssuerServiceClient(testkit.ServeGRPC(t, s))
 	})
 	return r.grpc
 }
 
 // as returns a context that calls gRPC as the named fake principal ("" for no token).
 func as(name string) context.Context {
-	ctx := context.Background()
-	if name == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+name)
+	return testkit.WithBearer(context.Background(), name)
 }
 
 // testClient is an OAuth client whose private key the test holds.

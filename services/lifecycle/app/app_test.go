@@ -17,10 +17,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	sdklog "go.temporal.io/sdk/log"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -62,7 +59,7 @@ type env struct {
 }
 
 // principals maps test bearer tokens to callers.
-var principals = map[string]authn.Claims{
+var principals = map[string]*authn.Claims{
 	"alice":   {Subject: "alice@corp", Tenant: tenant, Roles: []string{"approver"}},
 	"carol":   {Subject: "carol@corp", Tenant: tenant, Roles: []string{"tenant-admin"}},
 	"olivia":  {Subject: "olivia@corp", Tenant: tenant, Roles: []string{"owner"}},
@@ -99,19 +96,14 @@ func startWith(t *testing.T, hostPort string) *env {
 	if a.Name() != "lifecycle" {
 		t.Fatalf("Name() = %q", a.Name())
 	}
-	gs := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: authn.VerifierFunc(func(_ context.Context, raw string) (*authn.Claims, error) {
-		c, ok := principals[raw]
-		if !ok {
-			return nil, errs.Unauthenticated("BAD_TOKEN", "unknown token")
+	t.Cleanup(func() {
+		if err := a.Close(); err != nil {
+			t.Errorf("Close: %v", err)
 		}
-		return &c, nil
-	})})
+	})
+	gs := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: testkit.StaticVerifier(principals)})
 	a.RegisterGRPC(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = gs.Serve(lis) }()
+	cc := testkit.ServeGRPC(t, gs)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -125,17 +117,8 @@ func startWith(t *testing.T, hostPort string) *env {
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
-		gs.Stop()
-		if err := a.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
 	})
 
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cc.Close() })
 	tc, err := client.NewLazyClient(client.Options{HostPort: hostPort, Namespace: workflows.Namespace,
 		Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
 	if err != nil {
@@ -162,10 +145,6 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
-}
-
-func as(ctx context.Context, token string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 }
 
 func eventually(t *testing.T, what string, cond func() bool) {
@@ -284,7 +263,7 @@ func TestEventsStartWorkflows(t *testing.T) {
 
 	var got *lifecyclev1.GetAgentWorkflowsResponse
 	eventually(t, "the provisioning run to close", func() bool {
-		got, err = e.api.GetAgentWorkflows(as(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
+		got, err = e.api.GetAgentWorkflows(testkit.WithBearer(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
 		return err == nil && len(got.GetWorkflows()) > 0 && got.GetWorkflows()[0].GetCompleted()
 	})
 	if w := got.GetWorkflows(); len(w) != 1 || w[0].GetKind() != lifecyclev1.WorkflowKind_WORKFLOW_KIND_PROVISION ||
@@ -314,7 +293,7 @@ func TestEventsStartWorkflows(t *testing.T) {
 		t.Fatal("client not disabled")
 	}
 	eventually(t, "the deprovisioning run to close", func() bool {
-		got, err = e.api.GetAgentWorkflows(as(ctx, "root"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
+		got, err = e.api.GetAgentWorkflows(testkit.WithBearer(ctx, "root"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
 		return err == nil && len(got.GetWorkflows()) == 2 && got.GetWorkflows()[1].GetCompleted()
 	})
 	if d := got.GetWorkflows()[1]; d.GetKind() != lifecyclev1.WorkflowKind_WORKFLOW_KIND_DEPROVISION ||
@@ -341,7 +320,7 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 	waitingFor := func(want string) {
 		t.Helper()
 		eventually(t, "waiting for "+want, func() bool {
-			got, err := e.api.GetAgentWorkflows(as(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
+			got, err := e.api.GetAgentWorkflows(testkit.WithBearer(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
 			return err == nil && got.GetWorkflows()[0].GetWaitingFor() == want
 		})
 	}
@@ -371,11 +350,7 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			callCtx := ctx
-			if tt.token != "" {
-				callCtx = as(ctx, tt.token)
-			}
-			resp, err := e.api.SubmitApproval(callCtx, tt.req)
+			resp, err := e.api.SubmitApproval(testkit.WithBearer(ctx, tt.token), tt.req)
 			if status.Code(err) != tt.wantCode {
 				t.Fatalf("SubmitApproval: %v, want %v", err, tt.wantCode)
 			}
@@ -409,11 +384,11 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 		t.Fatalf("approvals = %+v", st.ApprovalsSoFar)
 	}
 
-	_, err = e.api.GetAgentWorkflows(as(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: "tenants/acme/agents/nobody"})
+	_, err = e.api.GetAgentWorkflows(testkit.WithBearer(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: "tenants/acme/agents/nobody"})
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("GetAgentWorkflows of an agent without runs: %v, want NotFound", err)
 	}
-	_, err = e.api.GetAgentWorkflows(as(ctx, "other"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
+	_, err = e.api.GetAgentWorkflows(testkit.WithBearer(ctx, "other"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("GetAgentWorkflows from another tenant: %v, want NotFound", err)
 	}

@@ -3,18 +3,13 @@ package app_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/authn"
@@ -31,7 +26,7 @@ import (
 var quiet = slog.New(slog.DiscardHandler)
 
 // principals are the callers of the tests, by bearer token.
-var principals = map[string]authn.Claims{
+var principals = map[string]*authn.Claims{
 	"platform-admin": {Subject: "root-operator", Tenant: authn.SystemTenant, Roles: []string{"platform-admin"}},
 	"acme-admin":     {Subject: "alice@acme.example", Tenant: "acme", Roles: []string{"tenant-admin"}},
 	"acme-auditor":   {Subject: "bob@acme.example", Tenant: "acme", Roles: []string{"auditor"}},
@@ -42,14 +37,6 @@ var principals = map[string]authn.Claims{
 	"globex-admin":   {Subject: "carol@globex.example", Tenant: "globex", Roles: []string{"tenant-admin"}},
 	"system-auditor": {Subject: "sys-audit", Tenant: authn.SystemTenant, Roles: []string{"auditor"}},
 }
-
-var fakeVerifier = authn.VerifierFunc(func(_ context.Context, raw string) (*authn.Claims, error) {
-	c, ok := principals[raw]
-	if !ok {
-		return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "unknown test token")
-	}
-	return &c, nil
-})
 
 type env struct {
 	client monitorv1.MonitorServiceClient
@@ -75,12 +62,9 @@ func start(t *testing.T, cfg app.Config) *env {
 	done := make(chan error, 1)
 	go func() { done <- a.Tasks()[0](ctx) }()
 
-	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: quiet, Verifier: fakeVerifier})
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: quiet, Verifier: testkit.StaticVerifier(principals)})
 	a.RegisterGRPC(srv)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() {
-		srv.Stop()
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("ingest task: %v", err)
@@ -89,21 +73,8 @@ func start(t *testing.T, cfg app.Config) *env {
 			t.Errorf("close: %v", err)
 		}
 	})
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := testkit.ServeGRPC(t, srv)
 	return &env{client: monitorv1.NewMonitorServiceClient(conn), es: es}
-}
-
-func as(ctx context.Context, token string) context.Context {
-	if token == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 }
 
 func (e *env) publishToken(t *testing.T, tenant, agent, clientID string) eventstore.Event {
@@ -123,7 +94,7 @@ func (e *env) list(t *testing.T, req *monitorv1.ListTelemetryEventsRequest, want
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		resp, err := e.client.ListTelemetryEvents(as(t.Context(), "platform-admin"), req)
+		resp, err := e.client.ListTelemetryEvents(testkit.WithBearer(t.Context(), "platform-admin"), req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +141,7 @@ func TestListTelemetryEventsAuthorization(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, err := e.client.ListTelemetryEvents(as(t.Context(), tt.token), tt.req)
+			resp, err := e.client.ListTelemetryEvents(testkit.WithBearer(t.Context(), tt.token), tt.req)
 			if got := status.Code(err); got != tt.wantCode {
 				t.Fatalf("code = %s, want %s (err %v)", got, tt.wantCode, err)
 			}

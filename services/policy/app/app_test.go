@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,12 +12,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -39,7 +35,7 @@ var quiet = slog.New(slog.DiscardHandler)
 var fixedNow = time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 
 // principals are the callers of the tests, by bearer token.
-var principals = map[string]authn.Claims{
+var principals = map[string]*authn.Claims{
 	"lifecycle":      {Subject: "lifecycle-worker", ClientID: "lifecycle-worker", Tenant: authn.SystemTenant, Roles: []string{"platform-admin"}},
 	"acme-admin":     {Subject: "alice@acme.example", Tenant: "acme", Roles: []string{"tenant-admin"}},
 	"acme-auditor":   {Subject: "bob@acme.example", Tenant: "acme", Roles: []string{"auditor"}},
@@ -47,14 +43,6 @@ var principals = map[string]authn.Claims{
 	"acme-plat-ish":  {Subject: "dave@acme.example", Tenant: "acme", Roles: []string{"platform-admin"}},
 	"acme-delegated": {Subject: "erin@acme.example", Tenant: "acme", Roles: []string{"tenant-admin"}, Act: map[string]any{"sub": "ops-agent"}},
 }
-
-var fakeVerifier = authn.VerifierFunc(func(_ context.Context, raw string) (*authn.Claims, error) {
-	c, ok := principals[raw]
-	if !ok {
-		return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "unknown test token")
-	}
-	return &c, nil
-})
 
 type env struct {
 	client policyv1.PolicyServiceClient
@@ -80,26 +68,10 @@ func start(t *testing.T, cfg app.Config, withStreams bool) *env {
 	if a.Name() != "policy" || a.Tasks() != nil {
 		t.Errorf("Name() = %q, Tasks() = %v", a.Name(), a.Tasks())
 	}
-	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: quiet, Verifier: fakeVerifier})
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: quiet, Verifier: testkit.StaticVerifier(principals)})
 	a.RegisterGRPC(srv)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := testkit.ServeGRPC(t, srv)
 	return &env{client: policyv1.NewPolicyServiceClient(conn), js: js, app: a}
-}
-
-func as(ctx context.Context, token string) context.Context {
-	if token == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 }
 
 func agentStruct(t *testing.T, a *registryv1.Agent) *structpb.Struct {
@@ -208,7 +180,7 @@ func TestEvaluateAdmissionAuthorization(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := telemetryCount(t, e.js)
-			resp, err := e.client.EvaluateAdmission(as(t.Context(), tt.token), tt.req())
+			resp, err := e.client.EvaluateAdmission(testkit.WithBearer(t.Context(), tt.token), tt.req())
 			if got := status.Code(err); got != tt.wantCode {
 				t.Fatalf("code = %s, want %s (err %v)", got, tt.wantCode, err)
 			}
@@ -239,7 +211,7 @@ func TestEvaluateAdmissionRecordsTheDecision(t *testing.T) {
 	agent := lowRiskAgent()
 	agent.RiskTier = registryv1.RiskTier_RISK_TIER_HIGH
 	agent.DataSensitivity = registryv1.DataSensitivity_DATA_SENSITIVITY_PII
-	ctx := grpcxRequestID(as(t.Context(), "lifecycle"), "corr-42")
+	ctx := grpcxRequestID(testkit.WithBearer(t.Context(), "lifecycle"), "corr-42")
 	resp, err := e.client.EvaluateAdmission(ctx, &policyv1.EvaluateAdmissionRequest{
 		Tenant: "acme", Agent: agentStruct(t, agent), RequestId: "provision/acme/faq",
 	})
@@ -314,7 +286,7 @@ func TestPublishFailureDoesNotChangeTheAnswer(t *testing.T) {
 		{name: "deny", agent: func() *registryv1.Agent { a := lowRiskAgent(); a.Scopes = []string{"kb.admin"}; return a }(), want: policyv1.Outcome_OUTCOME_DENY},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(as(t.Context(), "acme-admin"), 20*time.Second)
+			ctx, cancel := context.WithTimeout(testkit.WithBearer(t.Context(), "acme-admin"), 20*time.Second)
 			defer cancel()
 			resp, err := e.client.EvaluateAdmission(ctx, &policyv1.EvaluateAdmissionRequest{Tenant: "acme", Agent: agentStruct(t, tt.agent)})
 			if err != nil {
@@ -337,7 +309,7 @@ func TestBundleDirFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := start(t, app.Config{BundleDir: dir}, true)
-	resp, err := e.client.EvaluateAdmission(as(t.Context(), "lifecycle"), &policyv1.EvaluateAdmissionRequest{Tenant: "acme", Agent: agentStruct(t, lowRiskAgent())})
+	resp, err := e.client.EvaluateAdmission(testkit.WithBearer(t.Context(), "lifecycle"), &policyv1.EvaluateAdmissionRequest{Tenant: "acme", Agent: agentStruct(t, lowRiskAgent())})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,15 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -77,23 +71,13 @@ func TestAppServesAndEnsuresTenant(t *testing.T) {
 
 	srv := grpcx.NewServer(grpcx.ServerConfig{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Verifier: authn.VerifierFunc(func(_ context.Context, raw string) (*authn.Claims, error) {
-			return &authn.Claims{Subject: "ops", Tenant: authn.SystemTenant, Roles: []string{"platform-admin"}}, nil
+		Verifier: testkit.StaticVerifier(map[string]*authn.Claims{
+			"x": {Subject: "ops", Tenant: authn.SystemTenant, Roles: []string{"platform-admin"}},
 		}),
 	})
 	a.RegisterGRPC(srv)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := registryv1.NewRegistryServiceClient(conn)
-	resp, err := client.GetTenant(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer x"), &registryv1.GetTenantRequest{Name: "tenants/default"})
+	client := registryv1.NewRegistryServiceClient(testkit.ServeGRPC(t, srv))
+	resp, err := client.GetTenant(testkit.WithBearer(ctx, "x"), &registryv1.GetTenantRequest{Name: "tenants/default"})
 	if err != nil || resp.GetTenant().GetDisplayName() != "Default tenant" {
 		t.Fatalf("get tenant over gRPC: %v %v", resp, err)
 	}

@@ -9,18 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
@@ -31,17 +26,6 @@ import (
 	"github.com/agentid/agentid/services/registry/internal/registry"
 	"github.com/agentid/agentid/services/registry/internal/server"
 )
-
-// fakeVerifier maps fixed token strings to claims.
-type fakeVerifier map[string]*authn.Claims
-
-func (f fakeVerifier) Verify(_ context.Context, raw string) (*authn.Claims, error) {
-	c, ok := f[raw]
-	if !ok {
-		return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "unknown test token")
-	}
-	return c, nil
-}
 
 func claims(tenant, sub string, roles ...string) *authn.Claims {
 	return &authn.Claims{Subject: sub, ClientID: sub, Tenant: tenant, Roles: roles, Audience: []string{authn.APIAudience}}
@@ -61,7 +45,7 @@ const (
 	badToken      = "not-a-real-token" // rejected by the verifier
 )
 
-var verifier = fakeVerifier{
+var verifier = testkit.StaticVerifier(map[string]*authn.Claims{
 	platformAdmin: claims(authn.SystemTenant, "lifecycle", "platform-admin"),
 	acmeAdmin:     claims("acme", "admin@acme.example", "tenant-admin"),
 	acmeOwner:     claims("acme", "team:support", "owner"),
@@ -70,7 +54,7 @@ var verifier = fakeVerifier{
 	acmeNoRole:    claims("acme", "nobody@acme.example"),
 	acmePlatform:  claims("acme", "root@acme.example", "platform-admin"),
 	globexAdmin:   claims("globex", "admin@globex.example", "tenant-admin"),
-}
+})
 
 // harness is the RegistryService over bufconn with a real event store on embedded NATS.
 type harness struct {
@@ -107,25 +91,8 @@ func newHarness(t *testing.T) *harness {
 
 	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Verifier: verifier})
 	registryv1.RegisterRegistryServiceServer(srv, server.New(svc))
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	t.Cleanup(srv.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
+	conn := testkit.ServeGRPC(t, srv)
 	return &harness{client: registryv1.NewRegistryServiceClient(conn), store: store}
-}
-
-// as returns a context carrying token as a bearer token.
-func as(ctx context.Context, token string) context.Context {
-	if token == "" {
-		return ctx
-	}
-	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 }
 
 func (h *harness) count(t *testing.T, stream string) uint64 {
@@ -143,7 +110,7 @@ func (h *harness) count(t *testing.T, stream string) uint64 {
 
 func (h *harness) createTenant(t *testing.T, id string) {
 	t.Helper()
-	if _, err := h.client.CreateTenant(as(t.Context(), platformAdmin), &registryv1.CreateTenantRequest{TenantId: id, DisplayName: id}); err != nil {
+	if _, err := h.client.CreateTenant(testkit.WithBearer(t.Context(), platformAdmin), &registryv1.CreateTenantRequest{TenantId: id, DisplayName: id}); err != nil {
 		t.Fatalf("create tenant %s: %v", id, err)
 	}
 }
@@ -179,7 +146,7 @@ func agentInput(t *testing.T) *registryv1.Agent {
 
 func (h *harness) register(t *testing.T, token, requestID string) *registryv1.Agent {
 	t.Helper()
-	resp, err := h.client.RegisterAgent(as(t.Context(), token), &registryv1.RegisterAgentRequest{Parent: "tenants/acme", Agent: agentInput(t), RequestId: requestID})
+	resp, err := h.client.RegisterAgent(testkit.WithBearer(t.Context(), token), &registryv1.RegisterAgentRequest{Parent: "tenants/acme", Agent: agentInput(t), RequestId: requestID})
 	if err != nil {
 		t.Fatalf("register: %v", err)
 	}
@@ -203,57 +170,57 @@ func TestAgentFlow(t *testing.T) {
 		t.Fatalf("registered %v", a)
 	}
 
-	got, err := h.client.GetAgent(as(ctx, acmeAuditor), &registryv1.GetAgentRequest{Name: a.GetName()})
+	got, err := h.client.GetAgent(testkit.WithBearer(ctx, acmeAuditor), &registryv1.GetAgentRequest{Name: a.GetName()})
 	if err != nil || got.GetAgent().GetAgentId() != a.GetAgentId() {
 		t.Fatalf("get: %v %v", got, err)
 	}
-	list, err := h.client.ListAgents(as(ctx, acmeAdmin), &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
+	list, err := h.client.ListAgents(testkit.WithBearer(ctx, acmeAdmin), &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
 	if err != nil || len(list.GetAgents()) != 1 || list.GetAgents()[0].GetName() != a.GetName() {
 		t.Fatalf("list: %v %v", list, err)
 	}
 
-	act, err := h.client.ActivateAgent(as(ctx, platformAdmin), &registryv1.ActivateAgentRequest{
+	act, err := h.client.ActivateAgent(testkit.WithBearer(ctx, platformAdmin), &registryv1.ActivateAgentRequest{
 		Name: a.GetName(), DecisionId: "dec-1", ApprovedBy: "alice@acme.example", Etag: a.GetEtag(), RequestId: "act-1"})
 	if err != nil || act.GetAgent().GetState() != registryv1.AgentState_AGENT_STATE_ACTIVE {
 		t.Fatalf("activate: %v %v", act, err)
 	}
-	_, err = h.client.RetireAgent(as(ctx, acmeOwner), &registryv1.RetireAgentRequest{Name: a.GetName(), Reason: "replaced", Etag: a.GetEtag()})
+	_, err = h.client.RetireAgent(testkit.WithBearer(ctx, acmeOwner), &registryv1.RetireAgentRequest{Name: a.GetName(), Reason: "replaced", Etag: a.GetEtag()})
 	wantCode(t, err, codes.Aborted) // stale etag: the agent changed since it was registered
 
-	ret, err := h.client.RetireAgent(as(ctx, acmeOwner), &registryv1.RetireAgentRequest{
+	ret, err := h.client.RetireAgent(testkit.WithBearer(ctx, acmeOwner), &registryv1.RetireAgentRequest{
 		Name: a.GetName(), Reason: "replaced by v2", Ticket: "CHG-9", Etag: act.GetAgent().GetEtag(), RequestId: "ret-1"})
 	if err != nil || ret.GetAgent().GetState() != registryv1.AgentState_AGENT_STATE_RETIRING {
 		t.Fatalf("retire: %v %v", ret, err)
 	}
-	_, err = h.client.ActivateAgent(as(ctx, platformAdmin), &registryv1.ActivateAgentRequest{Name: a.GetName(), DecisionId: "dec-2", ApprovedBy: "x"})
+	_, err = h.client.ActivateAgent(testkit.WithBearer(ctx, platformAdmin), &registryv1.ActivateAgentRequest{Name: a.GetName(), DecisionId: "dec-2", ApprovedBy: "x"})
 	wantCode(t, err, codes.FailedPrecondition)
 
-	done, err := h.client.CompleteRetirement(as(ctx, platformAdmin), &registryv1.CompleteRetirementRequest{Name: a.GetName(), RequestId: "done-1"})
+	done, err := h.client.CompleteRetirement(testkit.WithBearer(ctx, platformAdmin), &registryv1.CompleteRetirementRequest{Name: a.GetName(), RequestId: "done-1"})
 	if err != nil || done.GetAgent().GetState() != registryv1.AgentState_AGENT_STATE_RETIRED {
 		t.Fatalf("complete: %v %v", done, err)
 	}
-	final, err := h.client.GetAgent(as(ctx, acmeOwner2), &registryv1.GetAgentRequest{Name: a.GetName()})
+	final, err := h.client.GetAgent(testkit.WithBearer(ctx, acmeOwner2), &registryv1.GetAgentRequest{Name: a.GetName()})
 	if err != nil || final.GetAgent().GetState() != registryv1.AgentState_AGENT_STATE_RETIRED || final.GetAgent().GetStateReason() != "replaced by v2" {
 		t.Fatalf("final: %v %v", final, err)
 	}
 
 	// A second agent is rejected.
 	b := h.register(t, acmeAdmin, "flow-2")
-	rej, err := h.client.RejectAgent(as(ctx, platformAdmin), &registryv1.RejectAgentRequest{Name: b.GetName(), DecisionId: "dec-3", Reason: "scope too broad"})
+	rej, err := h.client.RejectAgent(testkit.WithBearer(ctx, platformAdmin), &registryv1.RejectAgentRequest{Name: b.GetName(), DecisionId: "dec-3", Reason: "scope too broad"})
 	if err != nil || rej.GetAgent().GetState() != registryv1.AgentState_AGENT_STATE_REJECTED {
 		t.Fatalf("reject: %v %v", rej, err)
 	}
 
 	// Tenants.
-	tn, err := h.client.GetTenant(as(ctx, acmeAuditor), &registryv1.GetTenantRequest{Name: "tenants/acme"})
+	tn, err := h.client.GetTenant(testkit.WithBearer(ctx, acmeAuditor), &registryv1.GetTenantRequest{Name: "tenants/acme"})
 	if err != nil || tn.GetTenant().GetTenantId() != "acme" {
 		t.Fatalf("get tenant: %v %v", tn, err)
 	}
-	ts, err := h.client.ListTenants(as(ctx, platformAdmin), &registryv1.ListTenantsRequest{})
+	ts, err := h.client.ListTenants(testkit.WithBearer(ctx, platformAdmin), &registryv1.ListTenantsRequest{})
 	if err != nil || len(ts.GetTenants()) != 1 {
 		t.Fatalf("list tenants: %v %v", ts, err)
 	}
-	_, err = h.client.CreateTenant(as(ctx, platformAdmin), &registryv1.CreateTenantRequest{TenantId: "acme"})
+	_, err = h.client.CreateTenant(testkit.WithBearer(ctx, platformAdmin), &registryv1.CreateTenantRequest{TenantId: "acme"})
 	wantCode(t, err, codes.AlreadyExists)
 }
 
@@ -364,7 +331,7 @@ func TestAuthorization(t *testing.T) {
 	agentsBefore, tenantsBefore := h.count(t, eventstore.StreamAgents), h.count(t, eventstore.StreamTenants)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wantCode(t, tt.call(as(ctx, tt.token)), tt.want)
+			wantCode(t, tt.call(testkit.WithBearer(ctx, tt.token)), tt.want)
 		})
 	}
 	if a, tn := h.count(t, eventstore.StreamAgents), h.count(t, eventstore.StreamTenants); a != agentsBefore || tn != tenantsBefore {
@@ -392,19 +359,19 @@ func TestInvalidArgumentNamesTheField(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			in := agentInput(t)
 			tt.edit(in)
-			_, err := h.client.RegisterAgent(as(t.Context(), acmeAdmin), &registryv1.RegisterAgentRequest{Parent: "tenants/acme", Agent: in})
+			_, err := h.client.RegisterAgent(testkit.WithBearer(t.Context(), acmeAdmin), &registryv1.RegisterAgentRequest{Parent: "tenants/acme", Agent: in})
 			wantCode(t, err, codes.InvalidArgument)
 			if f := errs.FromStatus(err).Field; f != tt.field {
 				t.Fatalf("field %q, want %q", f, tt.field)
 			}
 		})
 	}
-	_, err := h.client.ListAgents(as(t.Context(), acmeAdmin), &registryv1.ListAgentsRequest{Parent: "tenants/acme", PageToken: "garbage!"})
+	_, err := h.client.ListAgents(testkit.WithBearer(t.Context(), acmeAdmin), &registryv1.ListAgentsRequest{Parent: "tenants/acme", PageToken: "garbage!"})
 	wantCode(t, err, codes.InvalidArgument)
 	if f := errs.FromStatus(err).Field; f != "page_token" {
 		t.Fatalf("field %q, want page_token", f)
 	}
-	_, err = h.client.CreateTenant(as(t.Context(), platformAdmin), &registryv1.CreateTenantRequest{TenantId: "system"})
+	_, err = h.client.CreateTenant(testkit.WithBearer(t.Context(), platformAdmin), &registryv1.CreateTenantRequest{TenantId: "system"})
 	wantCode(t, err, codes.InvalidArgument)
 	if f := errs.FromStatus(err).Field; f != "tenant_id" {
 		t.Fatalf("field %q, want tenant_id", f)
@@ -423,7 +390,7 @@ func TestRegisterAgentIdempotentOverGRPC(t *testing.T) {
 	if after := h.count(t, eventstore.StreamAgents); after != before+1 {
 		t.Fatalf("AGENTS grew by %d, want 1", after-before)
 	}
-	list, err := h.client.ListAgents(as(t.Context(), acmeAdmin), &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
+	list, err := h.client.ListAgents(testkit.WithBearer(t.Context(), acmeAdmin), &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
 	if err != nil || len(list.GetAgents()) != 1 {
 		t.Fatalf("list after repeat: %v %v", list, err)
 	}
@@ -443,11 +410,11 @@ func TestActivateRetireRace(t *testing.T) {
 			act, ret       *registryv1.Agent
 		)
 		wg.Go(func() {
-			resp, err := h.client.ActivateAgent(as(ctx, platformAdmin), &registryv1.ActivateAgentRequest{Name: a.GetName(), DecisionId: "d", ApprovedBy: "policy:auto"})
+			resp, err := h.client.ActivateAgent(testkit.WithBearer(ctx, platformAdmin), &registryv1.ActivateAgentRequest{Name: a.GetName(), DecisionId: "d", ApprovedBy: "policy:auto"})
 			act, actErr = resp.GetAgent(), err
 		})
 		wg.Go(func() {
-			resp, err := h.client.RetireAgent(as(ctx, acmeAdmin), &registryv1.RetireAgentRequest{Name: a.GetName(), Reason: "cancelled"})
+			resp, err := h.client.RetireAgent(testkit.WithBearer(ctx, acmeAdmin), &registryv1.RetireAgentRequest{Name: a.GetName(), Reason: "cancelled"})
 			ret, retErr = resp.GetAgent(), err
 		})
 		wg.Wait()
@@ -480,7 +447,7 @@ func TestActivateRetireRace(t *testing.T) {
 		default:
 			t.Fatalf("round %d: activate: %v", round, actErr)
 		}
-		got, err := h.client.GetAgent(as(ctx, acmeAdmin), &registryv1.GetAgentRequest{Name: a.GetName()})
+		got, err := h.client.GetAgent(testkit.WithBearer(ctx, acmeAdmin), &registryv1.GetAgentRequest{Name: a.GetName()})
 		if err != nil || got.GetAgent().GetState() != registryv1.AgentState_AGENT_STATE_RETIRING || got.GetAgent().GetEtag() != fmt.Sprint(evs[len(evs)-1].Sequence) {
 			t.Fatalf("round %d: read model %v %v", round, got, err)
 		}
