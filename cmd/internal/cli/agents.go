@@ -17,7 +17,8 @@ import (
 
 func newAgentsCmd(g *globals) *cobra.Command {
 	cmd := group("agents", "Register, inspect and retire agents")
-	cmd.AddCommand(newAgentsRegisterCmd(g), newAgentsGetCmd(g), newAgentsListCmd(g), newAgentsRetireCmd(g))
+	cmd.AddCommand(newAgentsRegisterCmd(g), newAgentsGetCmd(g), newAgentsListCmd(g), newAgentsRetireCmd(g),
+		newAgentsWorkflowsCmd(g), newAgentsApproveCmd(g))
 	return cmd
 }
 

@@ -37,6 +37,8 @@ func TestBadInputIsRefusedWithAClearError(t *testing.T) {
 		{"retire without a reason", []string{"agents", "retire", "agt_x"}, "--reason is required"},
 		{"token without credentials", []string{"token"}, "--credentials FILE is required"},
 		{"unknown command", []string{"agents", "explode"}, "unknown command"},
+		{"unknown approval decision", []string{"agents", "approve", "agt_x", "--decision", "maybe"}, `--decision "maybe": want approve or reject`},
+		{"reject without a reason", []string{"agents", "approve", "agt_x", "--decision", "reject"}, "--comment is required when rejecting"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
