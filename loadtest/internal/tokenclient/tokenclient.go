@@ -1,0 +1,233 @@
+// Package tokenclient makes OAuth 2.0 client-credentials token requests with private_key_jwt
+// client authentication (RFC 6749 §4.4, RFC 7523), exactly as any agent would: every request carries
+// a freshly signed client assertion with its own jti.
+package tokenclient
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// ClientAssertionType is the RFC 7523 client_assertion_type of private_key_jwt.
+const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// AssertionLifetime is how long a client assertion is valid (the issuer accepts at most 5 minutes).
+const AssertionLifetime = time.Minute
+
+// Error codes of failures that are not OAuth error responses.
+const (
+	// CodeTransport is a request that got no HTTP response (connection refused, reset, timeout).
+	CodeTransport = "transport_error"
+	// CodeInvalidResponse is a 200 response without a bearer access token.
+	CodeInvalidResponse = "invalid_response"
+)
+
+// Identity is an agent's OAuth client: its client id and ES256 private key. It is safe for
+// concurrent use.
+type Identity struct {
+	// ClientID is the OAuth client id (the agent id); empty until the agent is registered.
+	ClientID string
+
+	key    jose.JSONWebKey
+	signer jose.Signer
+}
+
+// NewIdentity creates an identity with a fresh ES256 (P-256) key whose kid is its RFC 7638
+// thumbprint.
+func NewIdentity() (*Identity, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("tokenclient: generate key: %w", err)
+	}
+	key := jose.JSONWebKey{Key: priv, Algorithm: string(jose.ES256), Use: "sig"}
+	tp, err := key.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("tokenclient: key thumbprint: %w", err)
+	}
+	key.KeyID = base64.RawURLEncoding.EncodeToString(tp)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, fmt.Errorf("tokenclient: signer: %w", err)
+	}
+	return &Identity{key: key, signer: signer}, nil
+}
+
+// KeyID returns the kid of the identity's key.
+func (id *Identity) KeyID() string { return id.key.KeyID }
+
+// PublicJWKS returns the JWK Set JSON of the public key, as registered with the registry.
+func (id *Identity) PublicJWKS() (string, error) {
+	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{id.key.Public()}})
+	if err != nil {
+		return "", fmt.Errorf("tokenclient: marshal JWKS: %w", err)
+	}
+	return string(b), nil
+}
+
+// Assertion signs an RFC 7523 client assertion for audience: iss = sub = client id, iat = now,
+// exp = now + AssertionLifetime and a random 128-bit jti.
+func (id *Identity) Assertion(audience string, now time.Time) (string, error) {
+	jti := make([]byte, 16)
+	if _, err := rand.Read(jti); err != nil {
+		return "", fmt.Errorf("tokenclient: jti: %w", err)
+	}
+	s, err := jwt.Signed(id.signer).Claims(jwt.Claims{
+		Issuer:   id.ClientID,
+		Subject:  id.ClientID,
+		Audience: jwt.Audience{audience},
+		IssuedAt: jwt.NewNumericDate(now),
+		Expiry:   jwt.NewNumericDate(now.Add(AssertionLifetime)),
+		ID:       base64.RawURLEncoding.EncodeToString(jti),
+	}).Serialize()
+	if err != nil {
+		return "", fmt.Errorf("tokenclient: sign assertion: %w", err)
+	}
+	return s, nil
+}
+
+// Client sends token requests to one token endpoint.
+type Client struct {
+	// HTTP is the HTTP client (NewHTTPClient gives one without proxies, sized for the load).
+	HTTP *http.Client
+	// TokenURL is the token endpoint, {issuer}/oauth2/token.
+	TokenURL string
+	// Audience is the client assertion audience: the issuer identifier.
+	Audience string
+	// Scope is the space-separated scope to ask for; empty asks for every scope of the client.
+	Scope string
+}
+
+// NewHTTPClient returns an HTTP client for token requests that keeps up to conns idle connections,
+// never uses a proxy from the environment, and gives up on a request after timeout.
+func NewHTTPClient(conns int, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			Proxy:               nil,
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		},
+	}
+}
+
+// Error is a failed token request.
+type Error struct {
+	// Code is the OAuth error code of the response (invalid_client, ...), CodeTransport when no
+	// response arrived, CodeInvalidResponse for a 200 without a token, or http_<status> for an error
+	// response that is not an OAuth error.
+	Code string
+	// Status is the HTTP status, 0 without a response.
+	Status int
+	// Description is the error_description of the response, or the transport error.
+	Description string
+}
+
+// Error describes the failure.
+func (e *Error) Error() string {
+	s := "token request failed: " + e.Code
+	if e.Status != 0 {
+		s += fmt.Sprintf(" (HTTP %d)", e.Status)
+	}
+	if e.Description != "" {
+		s += ": " + e.Description
+	}
+	return s
+}
+
+// Token is a successful token response.
+type Token struct {
+	// AccessToken is the access token.
+	AccessToken string `json:"access_token"`
+	// TokenType is the token type (Bearer).
+	TokenType string `json:"token_type"`
+	// ExpiresIn is the token lifetime in seconds.
+	ExpiresIn int64 `json:"expires_in"`
+	// Scope is the granted scope.
+	Scope string `json:"scope"`
+}
+
+// Request makes one client-credentials request for id with a fresh assertion. A failure is an
+// *Error, except when ctx ends first (then ctx.Err()).
+func (c *Client) Request(ctx context.Context, id *Identity) (*Token, error) {
+	assertion, err := id.Assertion(c.Audience, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	form := url.Values{
+		"grant_type":            {"client_credentials"},
+		"client_id":             {id.ClientID},
+		"client_assertion_type": {ClientAssertionType},
+		"client_assertion":      {assertion},
+	}
+	if c.Scope != "" {
+		form.Set("scope", c.Scope)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.TokenURL, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, fmt.Errorf("tokenclient: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &Error{Code: CodeTransport, Description: err.Error()}
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, &Error{Code: CodeTransport, Status: resp.StatusCode, Description: err.Error()}
+	}
+	if resp.StatusCode != http.StatusOK {
+		var oe struct {
+			Code        string `json:"error"`
+			Description string `json:"error_description"`
+		}
+		if json.Unmarshal(body, &oe) != nil || oe.Code == "" {
+			return nil, &Error{Code: fmt.Sprintf("http_%d", resp.StatusCode), Status: resp.StatusCode}
+		}
+		return nil, &Error{Code: oe.Code, Status: resp.StatusCode, Description: oe.Description}
+	}
+	var tok Token
+	if err := json.Unmarshal(body, &tok); err != nil || tok.AccessToken == "" || !strings.EqualFold(tok.TokenType, "bearer") {
+		return nil, &Error{Code: CodeInvalidResponse, Status: resp.StatusCode, Description: "no bearer access_token in the response"}
+	}
+	return &tok, nil
+}
+
+// Code returns the error code of a Request error: the Error's Code, or "canceled" for an ended
+// context and "client_error" for anything else.
+func Code(err error) string {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		return e.Code
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return "canceled"
+	default:
+		return "client_error"
+	}
+}
