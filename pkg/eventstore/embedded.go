@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -26,6 +27,20 @@ type EmbeddedConfig struct {
 	SyncAlways bool
 	// Logger receives the server's log; nil keeps the server silent.
 	Logger *slog.Logger
+	// Cluster joins the server to a JetStream cluster when Cluster.Name is set; ServerName must then
+	// differ between the cluster's servers.
+	Cluster EmbeddedCluster
+}
+
+// EmbeddedCluster configures the routes of a clustered embedded server.
+type EmbeddedCluster struct {
+	// Name is the cluster's name, the same on all its servers; empty runs a single server.
+	Name string
+	// Port is the route port on Host; 0 picks a free one (read it back from Server.ClusterAddr).
+	Port int
+	// Routes are the route URLs (nats-route://host:port) of all the cluster's servers, this one
+	// included: JetStream sizes its first meta group from their number.
+	Routes []string
 }
 
 // embeddedStartTimeout bounds how long RunEmbeddedServer waits for the server to accept clients.
@@ -56,12 +71,27 @@ func RunEmbeddedServer(cfg EmbeddedConfig) (*server.Server, error) {
 	if opts.ServerName == "" {
 		opts.ServerName = "agentid"
 	}
-	if opts.Port > 0 { // fail fast: the server itself would wait out the whole timeout
-		ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port)))
-		if err != nil {
-			return nil, fmt.Errorf("eventstore: embedded server: %w", err)
+	if cfg.Cluster.Name != "" {
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: opts.Host, Port: cfg.Cluster.Port}
+		if opts.Cluster.Port == 0 {
+			opts.Cluster.Port = server.RANDOM_PORT
 		}
-		_ = ln.Close()
+		for _, r := range cfg.Cluster.Routes {
+			u, err := url.Parse(r)
+			if err != nil {
+				return nil, fmt.Errorf("eventstore: embedded server: route %q: %w", r, err)
+			}
+			opts.Routes = append(opts.Routes, u)
+		}
+	}
+	for _, port := range []int{opts.Port, opts.Cluster.Port} {
+		if port > 0 { // fail fast: the server itself would wait out the whole timeout
+			ln, err := net.Listen("tcp", net.JoinHostPort(opts.Host, strconv.Itoa(port)))
+			if err != nil {
+				return nil, fmt.Errorf("eventstore: embedded server: %w", err)
+			}
+			_ = ln.Close()
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -183,7 +183,7 @@ func (s *Store) Append(ctx context.Context, a Append) (Event, error) {
 	if a.ExpectedVersion != AnyVersion {
 		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(a.ExpectedVersion, aggSubject))
 	}
-	ack, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: ev.header(), Data: data}, opts...)
+	ack, err := s.publish(ctx, &nats.Msg{Subject: subject, Header: ev.header(), Data: data}, opts)
 	switch {
 	case isWrongLastSequence(err):
 		return s.resolveConflict(ctx, stream, aggSubject, a)
@@ -199,6 +199,47 @@ func (s *Store) Append(ctx context.Context, a Append) (Event, error) {
 	return ev, nil
 }
 
+// errCodeDuplicateInProcess is a clustered stream's answer to a message whose Nats-Msg-Id belongs to
+// a message it is still replicating ("duplicate message id is in process").
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// Bounds of the waits for a clustered stream to settle (see publish and resolveConflict).
+const (
+	settleFirstDelay = 5 * time.Millisecond
+	settleMaxDelay   = 100 * time.Millisecond
+	settleTimeout    = 2 * time.Second
+)
+
+// publish publishes an append. A repeat that reaches a clustered stream while its original is still
+// being replicated is refused as in process; publish sends it again until the original is stored and
+// the repeat resolves to it as a duplicate (or settleTimeout has passed).
+func (s *Store) publish(ctx context.Context, msg *nats.Msg, opts []jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	delay, deadline := settleFirstDelay, time.Now().Add(settleTimeout)
+	for {
+		ack, err := s.js.PublishMsg(ctx, msg, opts...)
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeDuplicateInProcess || time.Now().After(deadline) {
+			return ack, err
+		}
+		if !sleepCtx(ctx, delay) {
+			return ack, err
+		}
+		delay = min(2*delay, settleMaxDelay)
+	}
+}
+
+// sleepCtx waits for d and reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 // isWrongLastSequence reports whether err is the server's answer to a failed expected-sequence check.
 func isWrongLastSequence(err error) bool {
 	var apiErr *jetstream.APIError
@@ -212,31 +253,42 @@ func isWrongLastSequence(err error) bool {
 // resolveConflict tells a genuine conflict from a repeated append: a single server checks the
 // expected sequence before the duplicate window, so a repeat of an append that has already
 // succeeded fails the sequence check. It looks for the key among the aggregate's newer events.
+//
+// A clustered stream also refuses an append while another append to the same aggregate is being
+// replicated, before that one is stored, and a replica may answer the reads a moment behind the
+// leader. While the reads still show the aggregate at the expected version, which the failed check
+// rules out, it reads again for up to settleTimeout.
 func (s *Store) resolveConflict(ctx context.Context, stream, aggSubject string, a Append) (Event, error) {
-	var (
-		actual uint64
-		found  *rawMsg
-	)
-	err := s.scan(ctx, stream, aggSubject, a.ExpectedVersion+1, func(m rawMsg) error {
-		actual = m.seq
-		if found == nil && m.header.Get(jetstream.MsgIDHeader) == a.IdempotencyKey {
-			found = &m
-		}
-		return nil
-	})
-	if err != nil {
-		return Event{}, fmt.Errorf("eventstore: append %s: reading %s after conflict: %w", a.Type, aggSubject, err)
-	}
-	if found != nil {
-		s.logger.DebugContext(ctx, "repeated append", "idempotency_key", a.IdempotencyKey, "stream", stream, "seq", found.seq)
-		return s.checkOriginal(*found, a)
-	}
-	if actual == 0 {
-		if actual, err = s.lastSeq(ctx, stream, aggSubject); err != nil {
+	delay, deadline := settleFirstDelay, time.Now().Add(settleTimeout)
+	for {
+		var (
+			actual uint64
+			found  *rawMsg
+		)
+		err := s.scan(ctx, stream, aggSubject, a.ExpectedVersion+1, func(m rawMsg) error {
+			actual = m.seq
+			if found == nil && m.header.Get(jetstream.MsgIDHeader) == a.IdempotencyKey {
+				found = &m
+			}
+			return nil
+		})
+		if err != nil {
 			return Event{}, fmt.Errorf("eventstore: append %s: reading %s after conflict: %w", a.Type, aggSubject, err)
 		}
+		if found != nil {
+			s.logger.DebugContext(ctx, "repeated append", "idempotency_key", a.IdempotencyKey, "stream", stream, "seq", found.seq)
+			return s.checkOriginal(*found, a)
+		}
+		if actual == 0 {
+			if actual, err = s.lastSeq(ctx, stream, aggSubject); err != nil {
+				return Event{}, fmt.Errorf("eventstore: append %s: reading %s after conflict: %w", a.Type, aggSubject, err)
+			}
+		}
+		if actual != a.ExpectedVersion || time.Now().After(deadline) || !sleepCtx(ctx, delay) {
+			return Event{}, &ConflictError{Aggregate: aggSubject, Expected: a.ExpectedVersion, Actual: actual}
+		}
+		delay = min(2*delay, settleMaxDelay)
 	}
-	return Event{}, &ConflictError{Aggregate: aggSubject, Expected: a.ExpectedVersion, Actual: actual}
 }
 
 // original returns the event a duplicate append resolved to.

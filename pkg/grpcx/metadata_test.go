@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
@@ -19,5 +21,18 @@ func TestEventMetadata(t *testing.T) {
 	want := eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "agt_1", Kind: eventstore.ActorAgent}, OnBehalfOf: "alice", CorrelationID: "req-1"}
 	if md != want {
 		t.Fatalf("got %+v, want %+v", md, want)
+	}
+}
+
+func TestEventMetadataCarriesTheTraceContext(t *testing.T) {
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	ctx := trace.ContextWithSpanContext(context.Background(), sc)
+	if got, want := grpcx.EventMetadata(ctx, "acme").Traceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"; got != want {
+		t.Fatalf("traceparent %q, want %q", got, want)
+	}
+	if got := grpcx.EventMetadata(context.Background(), "acme").Traceparent; got != "" {
+		t.Fatalf("traceparent without a span: %q", got)
 	}
 }

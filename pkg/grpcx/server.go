@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"log/slog"
 	"runtime"
 	"runtime/debug"
@@ -64,6 +65,7 @@ var alwaysPublic = []string{
 func NewServer(cfg ServerConfig, opts ...grpc.ServerOption) *grpc.Server {
 	ic := newInterceptors(cfg)
 	all := append([]grpc.ServerOption{
+		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.ChainUnaryInterceptor(ic.unaryRequestID, ic.unaryAccessLog, ic.unaryMapErrors, ic.unaryRecover, ic.unaryAuthenticate),
 		grpc.ChainStreamInterceptor(ic.streamRequestID, ic.streamAccessLog, ic.streamMapErrors, ic.streamRecover, ic.streamAuthenticate),
 	}, opts...)

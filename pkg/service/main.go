@@ -15,6 +15,7 @@ import (
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/observability"
 )
 
 // Flags are the flags every service binary takes.
@@ -29,6 +30,9 @@ type Flags struct {
 	IssuerURL string
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
+	// OTLPEndpoint is the host:port of an OTLP/gRPC trace collector (plaintext); empty keeps traces
+	// in the process (trace ids still propagate into logs and events).
+	OTLPEndpoint string
 }
 
 // Register adds the common flags to fs, with the current field values as defaults.
@@ -38,6 +42,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.HTTPAddr, "http-addr", f.HTTPAddr, "HTTP listen address (/metrics, /healthz)")
 	fs.StringVar(&f.IssuerURL, "issuer-url", f.IssuerURL, "public base URL of the issuer (API tokens are verified against its JWKS)")
 	fs.StringVar(&f.LogLevel, "log-level", f.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&f.OTLPEndpoint, "otlp-endpoint", f.OTLPEndpoint, "OTLP/gRPC trace collector host:port (empty: no export)")
 }
 
 // Env is what Main hands a service's build function.
@@ -85,6 +90,13 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 }
 
 func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build func(context.Context, *Env) (Component, error)) error {
+	shutdownTracing, err := observability.Setup(ctx, observability.TracingConfig{
+		ServiceName: "agentid-" + name, OTLPEndpoint: f.OTLPEndpoint, Insecure: true,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.Background()) }()
 	nc, err := nats.Connect(f.NATSURL, nats.Name("agentid "+name), nats.MaxReconnects(-1))
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", f.NATSURL, err)

@@ -34,6 +34,7 @@ type tailedEvent struct {
 	OnBehalfOf    string          `json:"on_behalf_of,omitempty"`
 	CorrelationID string          `json:"correlation_id,omitempty"`
 	CausationID   string          `json:"causation_id,omitempty"`
+	Traceparent   string          `json:"traceparent,omitempty"`
 	Stream        string          `json:"stream"`
 	Sequence      uint64          `json:"sequence"`
 	DataSchema    string          `json:"dataschema"`
@@ -129,7 +130,7 @@ func (g *globals) printEvent(e eventstore.Event) error {
 	te := tailedEvent{ID: e.ID, Type: e.Type, Source: e.Source, Subject: e.Subject, Time: e.Time.UTC().Format(time.RFC3339Nano),
 		Tenant: e.Metadata.Tenant, Actor: e.Metadata.Actor.ID, ActorKind: string(e.Metadata.Actor.Kind),
 		OnBehalfOf: e.Metadata.OnBehalfOf, CorrelationID: e.Metadata.CorrelationID, CausationID: e.Metadata.CausationID,
-		Stream: e.Stream, Sequence: e.Sequence, DataSchema: e.DataSchema}
+		Traceparent: e.Metadata.Traceparent, Stream: e.Stream, Sequence: e.Sequence, DataSchema: e.DataSchema}
 	if msg, err := e.Decode(); err == nil {
 		if te.Data, err = protojson.Marshal(msg); err != nil {
 			return err

@@ -71,5 +71,6 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.StringVar(&cfg.BundleDir, "bundle-dir", "", "policy bundle directory (default: the built-in bundle)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&cfg.LogFile, "log-file", "", "JSON log file (default <data-dir>/logs/agentid.log; - for stderr)")
+	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector host:port (empty: no export)")
 	return cmd
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/observability"
 	"github.com/agentid/agentid/pkg/service"
 	"github.com/agentid/agentid/pkg/temporaldev"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -45,6 +46,7 @@ type Config struct {
 	BundleDir       string
 	LogLevel        slog.Level
 	LogFile         string
+	OTLPEndpoint    string
 	Stdout, Stderr  io.Writer
 }
 
@@ -91,6 +93,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer closeLog()
 	log := grpcx.NewLogger(logOut, cfg.LogLevel)
+
+	shutdownTracing, err := observability.Setup(ctx, observability.TracingConfig{
+		ServiceName: "agentid-dev", OTLPEndpoint: cfg.OTLPEndpoint, Insecure: true,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.Background()) }()
 
 	kek, err := loadOrCreateKEK(filepath.Join(cfg.DataDir, kekFile))
 	if err != nil {
