@@ -38,6 +38,10 @@ generate-check: generate ## Fail if generated code is not committed
 	@git diff --exit-code --stat -- proto/gen || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- proto/gen)" || { git status --porcelain -- proto/gen; echo "untracked generated files: run 'make generate' and commit"; exit 1; }
 
+.PHONY: breaking
+breaking: $(BIN)/buf ## Fail on wire-breaking proto changes against BASE (default main)
+	$(BIN)/buf breaking --against '.git#branch=$(or $(BASE),main)'
+
 # ---- quality ----
 .PHONY: lint
 lint: $(BIN)/buf ## gofmt, go vet and buf lint
