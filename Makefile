@@ -24,6 +24,15 @@ $(BIN)/temporal: tools/temporal/go.mod tools/temporal/go.sum
 	@echo "building the pinned temporal CLI (first time only, a few minutes)"
 	cd tools/temporal && GOWORK=off $(GO) build -o $(BIN)/ github.com/temporalio/cli/cmd/temporal
 
+# DuckDB (the embedded telemetry store) is cgo: a C compiler is needed. Install Debian's when missing.
+.PHONY: cc
+cc:
+	@command -v $${CC:-gcc} >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing a C compiler (gcc) for DuckDB's cgo bindings"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; \
+	  else echo "a C compiler is needed for DuckDB (cgo): install gcc"; exit 1; fi; }
+
 .PHONY: tools
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/temporal ## Build the pinned tools into .bin/
 
@@ -44,14 +53,14 @@ breaking: $(BIN)/buf ## Fail on wire-breaking proto changes against BASE (defaul
 
 # ---- quality ----
 .PHONY: lint
-lint: $(BIN)/buf ## gofmt, go vet and buf lint
+lint: cc $(BIN)/buf ## gofmt, go vet and buf lint
 	@out=$$(gofmt -l $(MODULES)); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) vet $(PKGS)
 	$(BIN)/buf lint
 
 # ---- tests ----
 .PHONY: deps
-deps: $(BIN)/temporal ## Download Go modules and build what the tests need
+deps: cc $(BIN)/temporal ## Download Go modules and build what the tests need
 	$(GO) mod download
 	@for m in $(MODULES); do (cd $$m && $(GO) mod download) || exit 1; done
 
@@ -69,7 +78,7 @@ bench: deps ## Run the benchmarks (reported, never asserted)
 
 # ---- run ----
 .PHONY: build
-build: ## Build agentid, agentctl and the five service binaries into bin/
+build: cc ## Build agentid, agentctl and the five service binaries into bin/
 	$(GO) build -o bin/ ./cmd/agentid ./cmd/agentctl ./services/registry/cmd/registry ./services/issuer/cmd/issuer ./services/policy/cmd/policy ./services/monitor/cmd/monitor ./services/lifecycle/cmd/lifecycle
 
 .PHONY: run
