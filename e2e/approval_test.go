@@ -2,14 +2,15 @@ package e2e_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
 // TestHighRiskAgentWaitsForApprovals registers a production agent touching PII with agentctl: policy
-// routes it to ordered approvals (owner, security, compliance), it stays PENDING with no credential
-// until the last approval, and then becomes ACTIVE.
+// routes it to ordered approvals (owner, security, compliance) by three different approvers, it stays
+// PENDING with no credential until the last approval, and then becomes ACTIVE.
 func TestHighRiskAgentWaitsForApprovals(t *testing.T) {
 	agentidBin, agentctlBin := buildBinaries(t)
 	dataDir, configDir := t.TempDir(), t.TempDir()
@@ -39,6 +40,7 @@ func TestHighRiskAgentWaitsForApprovals(t *testing.T) {
 		t.Fatalf("registered %+v, want a HIGH risk PENDING agent", agent)
 	}
 
+	var lastApprover string
 	waitingFor := func() string {
 		var ws []struct {
 			WaitingFor string `json:"waitingFor"`
@@ -49,21 +51,39 @@ func TestHighRiskAgentWaitsForApprovals(t *testing.T) {
 		}
 		return ws[0].WaitingFor
 	}
-	for _, role := range []string{"owner", "security", "compliance"} {
-		deadline := "approval by " + role
+	// Each step needs a different approver (separation of duties): the platform admin creates three
+	// approver identities of tenant default, and each approves one step with its own session.
+	for i, role := range []string{"owner", "security", "compliance"} {
+		step := "approval by " + role
 		for range 100 {
-			if waitingFor() == deadline {
+			if waitingFor() == step {
 				break
 			}
 		}
-		if got := waitingFor(); got != deadline {
-			t.Fatalf("provisioning waits for %q, want %q", got, deadline)
+		if got := waitingFor(); got != step {
+			t.Fatalf("provisioning waits for %q, want %q", got, step)
 		}
 		// No credential exists while approvals are pending.
 		if _, err := runCLI(t, agentctlBin, configDir, "token", "--credentials", keyFile); err == nil || !strings.Contains(err.Error(), "invalid_client") {
 			t.Fatalf("token before approval: %v, want invalid_client", err)
 		}
-		cli("agents", "approve", agent.AgentID, "--comment", role+" ok")
+		approverKey := filepath.Join(t.TempDir(), "approver.json")
+		approverConfig := t.TempDir()
+		cli("clients", "create", fmt.Sprintf("approver-%d", i), "--role", "approver", "--key-out", approverKey)
+		if _, err := runCLI(t, agentctlBin, approverConfig, "--server", p.GRPCAddr, "login", "--credentials", approverKey); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			// The first approver cannot approve a second step.
+			if _, err := runCLI(t, agentctlBin, lastApprover, "agents", "approve", agent.AgentID, "--comment", "me again"); err == nil ||
+				!strings.Contains(err.Error(), "already approved") {
+				t.Fatalf("a second approval by the same approver: %v, want refused", err)
+			}
+		}
+		if _, err := runCLI(t, agentctlBin, approverConfig, "agents", "approve", agent.AgentID, "--comment", role+" ok"); err != nil {
+			t.Fatal(err)
+		}
+		lastApprover = approverConfig
 	}
 	for range 200 {
 		if strings.Contains(cli("agents", "get", agent.AgentID, "-o", "json"), "AGENT_STATE_ACTIVE") {

@@ -3,6 +3,7 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -334,6 +335,9 @@ func (p *provision) acceptable(a Approval) error {
 	if err := p.waiting(); err != nil {
 		return err
 	}
+	if err := p.separate(a); err != nil {
+		return err
+	}
 	next := len(p.status.ApprovalsSoFar) + len(p.pending)
 	if next >= len(p.status.RequiredApprovals) {
 		return fmt.Errorf("%w: every required approval has been submitted", ErrApprovalRefused)
@@ -346,6 +350,9 @@ func (p *provision) plausible(a Approval) error {
 	if err := p.waiting(); err != nil {
 		return err
 	}
+	if err := p.separate(a); err != nil {
+		return err
+	}
 	var err error
 	for _, step := range p.status.RequiredApprovals[min(len(p.status.ApprovalsSoFar)+len(p.pending), len(p.status.RequiredApprovals)):] {
 		if err = a.check(step); err == nil {
@@ -356,6 +363,20 @@ func (p *provision) plausible(a Approval) error {
 		err = fmt.Errorf("%w: every required approval has been submitted", ErrApprovalRefused)
 	}
 	return err
+}
+
+// separate enforces separation of duties: one principal approves at most one step of a run. (Anyone
+// entitled may still reject: a rejection only ever stops access.)
+func (p *provision) separate(a Approval) error {
+	if a.Decision != DecisionApprove {
+		return nil
+	}
+	for _, prior := range append(slices.Clone(p.status.ApprovalsSoFar), p.pending...) {
+		if prior.Decision == DecisionApprove && prior.Approver == a.Approver {
+			return fmt.Errorf("%w: %s already approved the %s step; each step needs a different approver", ErrApprovalRefused, a.Approver, prior.Role)
+		}
+	}
+	return nil
 }
 
 func (p *provision) waiting() error {

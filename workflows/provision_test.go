@@ -488,3 +488,46 @@ func TestProvisionWaitsForTheRegistryReadModel(t *testing.T) {
 		})
 	}
 }
+
+// TestOneApproverPerStep enforces separation of duties: a principal who approved one step cannot
+// approve the next one too (by update or by signal), while a different approver can.
+func TestOneApproverPerStep(t *testing.T) {
+	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a6"))
+	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a6", registryv1.RiskTier_RISK_TIER_HIGH))
+	f.fakes.Policy.Decide("tenants/acme/agents/a6", &policyv1.Decision{
+		DecisionId: "dec-6", Outcome: policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL, RequiredApprovals: []string{"owner", "security"},
+	})
+	var secondRejected error
+	var midway workflows.Status
+	f.env.RegisterDelayedCallback(func() {
+		f.env.UpdateWorkflow(workflows.ApproveUpdate, "u1", &testsuite.TestUpdateCallback{
+			OnAccept: func() {}, OnReject: func(err error) { t.Errorf("first approval refused: %v", err) }, OnComplete: func(any, error) {},
+		}, workflows.Approval{Approver: "root", Role: "tenant-admin", Decision: "approve"})
+	}, time.Hour)
+	f.env.RegisterDelayedCallback(func() {
+		f.env.UpdateWorkflow(workflows.ApproveUpdate, "u2", &testsuite.TestUpdateCallback{
+			OnAccept: func() {}, OnReject: func(err error) { secondRejected = err }, OnComplete: func(any, error) {},
+		}, workflows.Approval{Approver: "root", Role: "tenant-admin", Decision: "approve"})
+		f.env.SignalWorkflow(workflows.ApprovalSignal, workflows.Approval{Approver: "root", Role: "security", Decision: "approve"})
+	}, 2*time.Hour)
+	f.env.RegisterDelayedCallback(func() { midway = f.status(t) }, 3*time.Hour)
+	f.env.RegisterDelayedCallback(func() {
+		f.env.SignalWorkflow(workflows.ApprovalSignal, workflows.Approval{Approver: "sam@corp", Role: "security", Decision: "approve"})
+	}, 4*time.Hour)
+
+	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a6", "high"))
+
+	if secondRejected == nil || !strings.Contains(secondRejected.Error(), "root already approved") {
+		t.Fatalf("second approval by the same principal: %v, want refused", secondRejected)
+	}
+	if len(midway.ApprovalsSoFar) != 1 || midway.WaitingFor != "approval by security" {
+		t.Fatalf("after the refused approvals the run shows %+v", midway)
+	}
+	var res workflows.ProvisionResult
+	if err := f.env.GetWorkflowResult(&res); err != nil || res.Result != "activated" {
+		t.Fatalf("result = %+v, %v", res, err)
+	}
+	if got := strings.Join(res.ApprovedBy, ","); got != "root,sam@corp" {
+		t.Fatalf("approved by %s, want root,sam@corp", got)
+	}
+}

@@ -139,13 +139,20 @@ func (a *Append) validate() (string, error) {
 	return name, nil
 }
 
+// msgID is the stream-wide deduplication id of the append: the idempotency key scoped to its aggregate.
+func (a *Append) msgID() string {
+	return a.Tenant + "/" + a.AggregateType + "/" + a.AggregateID + "/" + a.IdempotencyKey
+}
+
 // Append stores one event if the aggregate is still at a.ExpectedVersion and returns it with its
 // stream sequence, which is the aggregate's new version.
 //
 // A stale ExpectedVersion fails with a *ConflictError (errors.Is(err, ErrConflict)). Repeating an
 // append with the same IdempotencyKey returns the original event and stores nothing, whether the
-// repeat carries the original ExpectedVersion or a newer one; a key that already produced an event
-// of another aggregate or type fails with ErrIdempotencyKeyReused. Invalid input fails with an
+// repeat carries the original ExpectedVersion or a newer one. Keys are scoped to the aggregate (the
+// stream's Nats-Msg-Id is tenant/type/id/key), so equal request ids of different tenants or
+// aggregates never collide; a key that already produced an event of another type on the same
+// aggregate fails with ErrIdempotencyKeyReused. Invalid input fails with an
 // *InvalidError (errors.Is(err, ErrInvalid)) naming the field; nothing is written on any error.
 func (s *Store) Append(ctx context.Context, a Append) (Event, error) {
 	name, err := a.validate()
@@ -179,7 +186,7 @@ func (s *Store) Append(ctx context.Context, a Append) (Event, error) {
 	}
 	subject := EventSubject(a.Tenant, a.AggregateType, a.AggregateID, name)
 	aggSubject := AggregateSubject(a.Tenant, a.AggregateType, a.AggregateID)
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.IdempotencyKey), jetstream.WithExpectStream(stream)}
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.msgID()), jetstream.WithExpectStream(stream)}
 	if a.ExpectedVersion != AnyVersion {
 		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(a.ExpectedVersion, aggSubject))
 	}
@@ -267,7 +274,7 @@ func (s *Store) resolveConflict(ctx context.Context, stream, aggSubject string, 
 		)
 		err := s.scan(ctx, stream, aggSubject, a.ExpectedVersion+1, func(m rawMsg) error {
 			actual = m.seq
-			if found == nil && m.header.Get(jetstream.MsgIDHeader) == a.IdempotencyKey {
+			if found == nil && m.header.Get(jetstream.MsgIDHeader) == a.msgID() {
 				found = &m
 			}
 			return nil

@@ -145,7 +145,7 @@ func TestAppendHeadersRoundTrip(t *testing.T) {
 		"content-type": "application/protobuf", "ce-dataschema": "google.protobuf.Struct", "ce-tenant": "acme",
 		"ce-actorid": "ci-bot", "ce-actorkind": "agent", "ce-onbehalfof": "alice@corp", "ce-correlationid": "req-42",
 		"ce-causationid": "cmd-7", "ce-traceparent": md.Traceparent, "ce-aggregatetype": "agent",
-		"ce-aggregateid": "invoice-bot", "ce-aggregateversion": "0", "Nats-Msg-Id": "req-42",
+		"ce-aggregateid": "invoice-bot", "ce-aggregateversion": "0", "Nats-Msg-Id": "acme/agent/invoice-bot/req-42",
 	} {
 		if got := raw.Header.Get(k); got != v {
 			t.Errorf("header %s = %q, want %q", k, got, v)
@@ -439,20 +439,37 @@ func TestAppendIdempotent(t *testing.T) {
 		})
 	}
 
-	t.Run("key reused elsewhere", func(t *testing.T) {
+	t.Run("key reused for another event of the aggregate", func(t *testing.T) {
 		orig := agentAppend("acme", "keyholder", "registered", 0, "v")
 		mustAppend(t, e.store, orig)
 		before := streamMsgs(t, e, eventstore.StreamAgents)
-		stranger := agentAppend("acme", "stranger", "registered", 0, "v")
 		otherType := agentAppend("acme", "keyholder", "suspended", 0, "v")
-		for _, other := range []eventstore.Append{stranger, otherType} {
-			other.IdempotencyKey = orig.IdempotencyKey
-			if _, err := e.store.Append(t.Context(), other); !errors.Is(err, eventstore.ErrIdempotencyKeyReused) {
-				t.Errorf("%s on %s: err = %v, want ErrIdempotencyKeyReused", other.Type, other.AggregateID, err)
-			}
+		otherType.IdempotencyKey = orig.IdempotencyKey
+		if _, err := e.store.Append(t.Context(), otherType); !errors.Is(err, eventstore.ErrIdempotencyKeyReused) {
+			t.Errorf("%s on %s: err = %v, want ErrIdempotencyKeyReused", otherType.Type, otherType.AggregateID, err)
 		}
 		if after := streamMsgs(t, e, eventstore.StreamAgents); after != before {
 			t.Errorf("stream grew from %d to %d", before, after)
+		}
+	})
+
+	// Keys are scoped to their aggregate: the same request id from another tenant or for another
+	// aggregate is another command, never a repeat (nor a way to block someone else's command).
+	t.Run("same key on other aggregates", func(t *testing.T) {
+		orig := agentAppend("acme", "holder", "registered", 0, "v")
+		first := mustAppend(t, e.store, orig)
+		for _, other := range []eventstore.Append{
+			agentAppend("acme", "neighbour", "registered", 0, "v"),
+			agentAppend("globex", "holder", "registered", 0, "v"),
+		} {
+			other.IdempotencyKey = orig.IdempotencyKey
+			got, err := e.store.Append(t.Context(), other)
+			if err != nil {
+				t.Fatalf("%s/%s: %v", other.Tenant, other.AggregateID, err)
+			}
+			if got.Sequence == first.Sequence || got.AggregateID != other.AggregateID || got.Metadata.Tenant != other.Tenant {
+				t.Fatalf("%s/%s got the other aggregate's event %+v", other.Tenant, other.AggregateID, got)
+			}
 		}
 	})
 }

@@ -56,7 +56,10 @@ service identity, exchanged for a short-lived token at our own issuer on every c
 			// Prove the token is accepted by the API before remembering the session.
 			tenant := g.tenant
 			if tenant == "" {
-				tenant = "default"
+				tenant = cred.Tenant
+				if tenant == authn.SystemTenant {
+					tenant = "default"
+				}
 			}
 			if _, err := registryv1.NewRegistryServiceClient(conn).GetTenant(cmd.Context(),
 				&registryv1.GetTenantRequest{Name: "tenants/" + tenant}); err != nil {

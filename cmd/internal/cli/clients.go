@@ -1,0 +1,79 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentid/agentid/pkg/authn"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+)
+
+func newClientsCmd(g *globals) *cobra.Command {
+	cmd := group("clients", "Create service and staff identities (OAuth clients with platform roles)")
+	var roles, scopes []string
+	var keyOut, requestID string
+	create := &cobra.Command{
+		Use:   "create CLIENT_ID",
+		Short: "Create an identity of the tenant with the given roles; its key pair is generated",
+		Example: `  agentctl clients create alice --role approver --key-out alice.json
+  agentctl login --credentials alice.json --config-dir ~/.config/agentid-alice`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyOut == "" {
+				return errors.New("--key-out FILE is required: the identity's private key is written there")
+			}
+			if len(roles) == 0 {
+				return errors.New("--role is required (tenant-admin, owner, approver, auditor or analyst)")
+			}
+			if _, err := os.Stat(keyOut); err == nil {
+				return fmt.Errorf("--key-out %s exists; refusing to overwrite a key", keyOut)
+			}
+			conn, s, err := g.connect(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			tenant := g.tenantOr(s)
+			issuer, err := tenantIssuer(s, tenant)
+			if err != nil {
+				return err
+			}
+			cred, err := authn.NewCredential(tenant, args[0], issuer)
+			if err != nil {
+				return err
+			}
+			jwks, err := cred.PublicJWKS()
+			if err != nil {
+				return err
+			}
+			res, err := issuerv1.NewIssuerServiceClient(conn).CreateClient(cmd.Context(), &issuerv1.CreateClientRequest{
+				Parent: "tenants/" + tenant, RequestId: requestID,
+				Client: &issuerv1.Client{ClientId: args[0], PublicJwks: string(jwks), Roles: roles, Scopes: scopes},
+			})
+			if err != nil {
+				return err
+			}
+			if err := authn.WriteCredentialFile(keyOut, cred); err != nil {
+				return fmt.Errorf("client %s created but writing its key failed: %w", res.GetClient().GetName(), err)
+			}
+			fmt.Fprintf(g.stderr, "wrote the private key credential of %s to %s\n", res.GetClient().GetName(), keyOut)
+			c := res.GetClient()
+			return g.printResult([]proto.Message{c}, false, func() table {
+				return table{header: []string{"NAME", "ROLES", "STATE"}, rows: [][]string{{
+					c.GetName(), strings.Join(c.GetRoles(), ","), enumName(c.GetState().String(), "CLIENT_STATE_"),
+				}}}
+			})
+		},
+	}
+	create.Flags().StringSliceVar(&roles, "role", nil, "platform role (repeat or comma-separate)")
+	create.Flags().StringSliceVar(&scopes, "scope", nil, "scopes the identity may ask for in tokens")
+	create.Flags().StringVar(&keyOut, "key-out", "", "where to write the identity's credential file (0600)")
+	create.Flags().StringVar(&requestID, "request-id", "", "idempotency key")
+	cmd.AddCommand(create)
+	return cmd
+}
