@@ -199,6 +199,45 @@ func (a *Activities) CreateClient(ctx context.Context, in CreateClientRequest) (
 	if err != nil {
 		return ClientInfo{}, err
 	}
+	if err := requireActive(agent); err != nil {
+		return ClientInfo{}, err
+	}
+	info, err := a.createClient(ctx, in, agent)
+	if err != nil {
+		return ClientInfo{}, err
+	}
+	// Retirement may have raced this step: if the agent left ACTIVE meanwhile, take the client back
+	// so that a retired agent never keeps a working credential.
+	now, err := a.getAgent(ctx, in.Agent)
+	if err != nil {
+		return ClientInfo{}, err
+	}
+	if err := requireActive(now); err != nil {
+		if _, derr := a.DisableClient(ctx, DisableClientRequest{Tenant: in.Tenant, AgentID: in.AgentID,
+			Reason: "the agent left ACTIVE while its client was being created", RequestID: in.RequestID + "/undo"}); derr != nil {
+			return ClientInfo{}, derr
+		}
+		return ClientInfo{}, err
+	}
+	return info, nil
+}
+
+// requireActive fails unless the agent is ACTIVE: PENDING may be a read model that has not caught up
+// yet (retried), the terminal and retiring states are final.
+func requireActive(agent *registryv1.Agent) error {
+	switch st := agent.GetState(); st {
+	case registryv1.AgentState_AGENT_STATE_ACTIVE:
+		return nil
+	case registryv1.AgentState_AGENT_STATE_PENDING:
+		return temporal.NewApplicationError(fmt.Sprintf("agent %s is not ACTIVE yet", agent.GetName()), "AGENT_NOT_ACTIVE_YET")
+	default:
+		return temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("agent %s is %s: no credential is issued", agent.GetName(), st), "AGENT_NOT_ACTIVE", nil)
+	}
+}
+
+// createClient registers the client; an existing client of the same agent counts as created.
+func (a *Activities) createClient(ctx context.Context, in CreateClientRequest, agent *registryv1.Agent) (ClientInfo, error) {
 	resp, err := a.Issuer.CreateClient(ctx, &issuerv1.CreateClientRequest{
 		Parent: "tenants/" + in.Tenant,
 		Client: &issuerv1.Client{

@@ -39,6 +39,7 @@ type Services struct {
 	requests map[string][]proto.Message // by method name, e.g. "ActivateAgent"
 	auth     []string                   // authorization headers seen
 	failures map[string][]error         // errors to return before serving a method normally
+	after    map[string]func()          // hooks run after a method answered
 	srv      *grpc.Server
 }
 
@@ -51,6 +52,7 @@ func Start(t testing.TB) *Services {
 		Policy:   &Policy{decisions: map[string]*policyv1.Decision{}},
 		requests: map[string][]proto.Message{},
 		failures: map[string][]error{},
+		after:    map[string]func(){},
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -83,6 +85,13 @@ func (s *Services) FailNext(method string, errors ...error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failures[method] = append(s.failures[method], errors...)
+}
+
+// After runs fn each time method has answered (e.g. to change the world between two calls).
+func (s *Services) After(method string, fn func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.after[method] = fn
 }
 
 // Requests returns the requests received for method (e.g. "ActivateAgent"), in order, including those
@@ -129,6 +138,12 @@ func (s *Services) intercept(ctx context.Context, req any, info *grpc.UnaryServe
 		return nil, errs.ToStatus(fail).Err()
 	}
 	resp, err := h(ctx, req)
+	s.mu.Lock()
+	after := s.after[method]
+	s.mu.Unlock()
+	if after != nil {
+		after()
+	}
 	if err != nil {
 		return nil, errs.ToStatus(err).Err()
 	}
