@@ -79,14 +79,16 @@ func TestAdminAuthorization(t *testing.T) {
 		wants string
 	}{
 		{"CreateClient(agent)", "platform-admin", "OK"},
-		{"CreateClient(agent)", "acme-admin", "OK"},
+		{"CreateClient(agent)", "acme-admin", "PermissionDenied"},
 		{"CreateClient(agent)", "acme-auditor", "PermissionDenied"},
 		{"CreateClient(agent)", "acme-agent", "PermissionDenied"},
 		{"CreateClient(agent)", "beta-admin", "NotFound"},
 		{"CreateClient(agent)", "", "Unauthenticated"},
 		{"CreateClient(agent)", "forged", "Unauthenticated"},
 		{"CreateClient(service identity)", "platform-admin", "OK"},
-		{"CreateClient(service identity)", "acme-admin", "PermissionDenied"},
+		{"CreateClient(service identity)", "acme-admin", "OK"},
+		{"CreateClient(service identity)", "beta-admin", "NotFound"},
+		{"CreateClient(service identity)", "acme-auditor", "PermissionDenied"},
 		{"GetClient", "platform-admin", "OK"},
 		{"GetClient", "acme-admin", "OK"},
 		{"GetClient", "acme-auditor", "PermissionDenied"},

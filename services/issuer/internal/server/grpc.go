@@ -37,7 +37,7 @@ func principal(ctx context.Context) (*authn.Principal, error) {
 }
 
 // CreateClient registers an OAuth client. Platform admins (the lifecycle service among them) may
-// register any client; a tenant-admin only agent clients (no roles) of its tenant.
+// register any client; a tenant-admin only staff identities (clients with roles) of its tenant.
 func (s *Server) CreateClient(ctx context.Context, req *issuerv1.CreateClientRequest) (*issuerv1.CreateClientResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
@@ -50,8 +50,11 @@ func (s *Server) CreateClient(ctx context.Context, req *issuerv1.CreateClientReq
 	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
 		return nil, err
 	}
-	if !p.IsPlatformAdmin() && (req.GetClient().GetAgent() == "" || len(req.GetClient().GetRoles()) > 0) {
-		return nil, errs.PermissionDenied("MISSING_ROLE", "a tenant-admin may register agent clients only (no roles); other clients need platform-admin").
+	// An agent's credential comes only from its provisioning run (the lifecycle service, a platform
+	// identity): registration and approval come before any credential. A tenant-admin manages the
+	// tenant's staff identities (clients with roles, no agent).
+	if !p.IsPlatformAdmin() && (req.GetClient().GetAgent() != "" || len(req.GetClient().GetRoles()) == 0) {
+		return nil, errs.PermissionDenied("MISSING_ROLE", "a tenant-admin may create staff identities (clients with roles) only; agent clients are created by provisioning").
 			WithMetadata("required_roles", string(authn.RolePlatformAdmin))
 	}
 	c, err := s.svc.CreateClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, req.GetClient(), req.GetRequestId())

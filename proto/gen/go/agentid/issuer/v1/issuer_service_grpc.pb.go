@@ -31,8 +31,9 @@ const (
 //
 // IssuerService administers each tenant's authorization server. Token endpoints are plain OAuth HTTP.
 type IssuerServiceClient interface {
-	// CreateClient registers an OAuth client for an active agent or a platform service identity.
-	// Callers: the lifecycle service or platform-admin; tenant-admin for agent clients of its tenant.
+	// CreateClient registers an OAuth client: an active agent's (created by its provisioning run), a
+	// platform service identity, or a staff identity with roles.
+	// Callers: the lifecycle service or platform-admin; tenant-admin for staff identities of its tenant.
 	CreateClient(ctx context.Context, in *CreateClientRequest, opts ...grpc.CallOption) (*CreateClientResponse, error)
 	// GetClient returns one client. Callers: platform-admin, tenant-admin.
 	GetClient(ctx context.Context, in *GetClientRequest, opts ...grpc.CallOption) (*GetClientResponse, error)
@@ -97,8 +98,9 @@ func (c *issuerServiceClient) ListSigningKeys(ctx context.Context, in *ListSigni
 //
 // IssuerService administers each tenant's authorization server. Token endpoints are plain OAuth HTTP.
 type IssuerServiceServer interface {
-	// CreateClient registers an OAuth client for an active agent or a platform service identity.
-	// Callers: the lifecycle service or platform-admin; tenant-admin for agent clients of its tenant.
+	// CreateClient registers an OAuth client: an active agent's (created by its provisioning run), a
+	// platform service identity, or a staff identity with roles.
+	// Callers: the lifecycle service or platform-admin; tenant-admin for staff identities of its tenant.
 	CreateClient(context.Context, *CreateClientRequest) (*CreateClientResponse, error)
 	// GetClient returns one client. Callers: platform-admin, tenant-admin.
 	GetClient(context.Context, *GetClientRequest) (*GetClientResponse, error)
