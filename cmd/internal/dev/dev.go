@@ -290,6 +290,9 @@ func openLog(cfg Config) (io.Writer, func(), error) {
 func loadOrCreateKEK(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
+		if fi, serr := os.Stat(path); serr == nil && fi.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%s is readable by others (mode %v): chmod 600 it", path, fi.Mode().Perm())
+		}
 		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
 		if err != nil || len(key) != 32 {
 			return nil, fmt.Errorf("%s: want 64 hex characters (a 32-byte key)", path)

@@ -24,6 +24,15 @@ func TestKEKIsCreatedOnceAndKept(t *testing.T) {
 	if err != nil || !bytes.Equal(first, again) {
 		t.Fatalf("reloaded KEK differs (%v): a restart would lose every sealed signing key", err)
 	}
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadOrCreateKEK(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable KEK: got %v, want a refusal", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(path, []byte("not hex"), 0o600); err != nil {
 		t.Fatal(err)
 	}
