@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,23 +22,45 @@ type clusterEnv struct {
 	c *testkit.NATSCluster
 	// store is connected to all servers and fails over between them.
 	store *eventstore.Store
-	// on[i] is connected to server i only (until it goes away).
+	// on[i] is connected to server i (until it goes away).
 	on []*eventstore.Store
+}
+
+// testLogger logs warnings and errors to t, where they show when the test fails or runs with -v.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }
 
 func newClusterEnv(t *testing.T) *clusterEnv {
 	t.Helper()
 	c := testkit.StartNATSCluster(t, 3)
-	opts := []eventstore.Option{eventstore.WithReplicas(3), eventstore.WithSource("agentid/test"), eventstore.WithLogger(dbgLogger)}
-	e := &clusterEnv{c: c, store: eventstore.New(c.JetStream(t), opts...)}
+	e := &clusterEnv{c: c, store: eventstore.New(c.JetStream(t), clusterStoreOptions(t)...)}
 	for i := range c.Size() {
-		e.on = append(e.on, eventstore.New(c.Node(i).JetStream(t), opts...))
+		e.on = append(e.on, e.storeOn(t, i))
 	}
 	if err := e.store.EnsureStreams(ctxTimeout(t, 20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	c.WaitReady(t) // every replica of every stream current
 	return e
+}
+
+func clusterStoreOptions(t *testing.T) []eventstore.Option {
+	return []eventstore.Option{eventstore.WithReplicas(3), eventstore.WithSource("agentid/test"), eventstore.WithLogger(testLogger(t))}
+}
+
+// storeOn returns a store on a new connection to server i. Its direct gets (Load) are answered by
+// that server's replica of the stream.
+func (e *clusterEnv) storeOn(t *testing.T, i int) *eventstore.Store {
+	t.Helper()
+	return eventstore.New(e.c.Node(i).JetStream(t), clusterStoreOptions(t)...)
 }
 
 // follower returns a server that leads neither stream nor the meta group if there is one, else one
@@ -64,13 +88,16 @@ func (e *clusterEnv) follower(t *testing.T, stream string) int {
 // that may be a moment behind the leader (documented for Load).
 func waitLoad(t *testing.T, s *eventstore.Store, tenant, id string, want uint64) []eventstore.Event {
 	t.Helper()
-	ctx := ctxTimeout(t, 10*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
+		// A request lost with a failing connection must not use up the whole wait.
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		events, version, err := s.Load(ctx, tenant, "agent", id)
+		cancel()
 		if err == nil && version >= want {
 			return events
 		}
-		if ctx.Err() != nil {
+		if time.Now().After(deadline) {
 			t.Fatalf("Load(%s/%s): version %d, err %v; want version %d", tenant, id, version, err, want)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -251,18 +278,28 @@ func TestClusterStore(t *testing.T) {
 			checkEvents(t, waitLoad(t, e.store, "acme", "idem-concurrent", got[0].Sequence), got[:1])
 		})
 
-		t.Run("key reused elsewhere", func(t *testing.T) {
+		t.Run("key reused for another event of the aggregate", func(t *testing.T) {
 			orig := agentAppend("acme", "keyholder", "registered", 0, "v")
 			mustAppend(t, e.store, orig)
-			stranger := agentAppend("acme", "stranger", "registered", 0, "v")
-			stranger.IdempotencyKey = orig.IdempotencyKey
+			other := agentAppend("acme", "keyholder", "suspended", eventstore.AnyVersion, "v")
+			other.IdempotencyKey = orig.IdempotencyKey
 			for j, s := range e.on {
-				if _, err := s.Append(t.Context(), stranger); !errors.Is(err, eventstore.ErrIdempotencyKeyReused) {
+				if _, err := s.Append(t.Context(), other); !errors.Is(err, eventstore.ErrIdempotencyKeyReused) {
 					t.Errorf("via server %d: err = %v, want ErrIdempotencyKeyReused", j, err)
 				}
 			}
-			if events, _, err := e.store.Load(t.Context(), "acme", "agent", "stranger"); err != nil || len(events) != 0 {
-				t.Errorf("stranger has %d events (err %v), want none", len(events), err)
+			if events, _, err := e.store.Load(t.Context(), "acme", "agent", "keyholder"); err != nil || len(events) != 1 {
+				t.Errorf("keyholder has %d events (err %v), want 1", len(events), err)
+			}
+		})
+		t.Run("same key on another aggregate is another command", func(t *testing.T) {
+			orig := agentAppend("acme", "holder", "registered", 0, "v")
+			mustAppend(t, e.store, orig)
+			stranger := agentAppend("acme", "stranger", "registered", 0, "v")
+			stranger.IdempotencyKey = orig.IdempotencyKey
+			mustAppend(t, e.on[1%len(e.on)], stranger)
+			if events, _, err := e.store.Load(t.Context(), "acme", "agent", "stranger"); err != nil || len(events) != 1 {
+				t.Errorf("stranger has %d events (err %v), want 1", len(events), err)
 			}
 		})
 	})
@@ -391,7 +428,7 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 	appendSome(t, 5, time.Now().Add(leaderFailover))
 	checkAll(t, e.store)
 	e.c.RestartNode(t, f)
-	checkAll(t, e.on[f]) // the restarted follower caught up
+	checkAll(t, e.storeOn(t, f)) // the restarted follower caught up
 
 	// The stream leader goes away: appends wait for a new leader.
 	l := e.c.StreamLeader(eventstore.StreamAgents)
@@ -410,15 +447,18 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 	appendSome(t, 2, time.Now().Add(5*time.Second))
 
 	// Nothing acknowledged was lost, on any server, and the runner followed throughout.
-	for i, s := range e.on {
-		t.Run(fmt.Sprint("load via server ", i), func(t *testing.T) { checkAll(t, s) })
+	for i := range e.c.Size() {
+		t.Run(fmt.Sprint("load via server ", i), func(t *testing.T) { checkAll(t, e.storeOn(t, i)) })
 	}
 	if err := r.WaitFor(ctxTimeout(t, leaderFailover), version); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := p.snapshot()
-	if n := len(got["acme/survivor"]); n != len(acked) {
-		t.Errorf("runner applied %d events, want %d", n, len(acked))
+	wantSeqs := make([]uint64, len(acked))
+	for i, ev := range acked {
+		wantSeqs[i] = ev.Sequence
+	}
+	if _, applied := p.snapshot(); !slices.Equal(applied, wantSeqs) {
+		t.Errorf("runner applied sequences %v, want %v", applied, wantSeqs)
 	}
 	st, err := e.store.JetStream().Stream(t.Context(), eventstore.StreamAgents)
 	if err != nil {

@@ -60,11 +60,10 @@ func (s *Store) apiPrefix() string {
 // it returns the number of matching messages still pending after the last one sent; it returns
 // errNoMessage when nothing matched.
 func (s *Store) directGet(ctx context.Context, stream string, req directGetRequest, fn func(rawMsg) error) (uint64, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
-		defer cancel()
-	}
+	// Bound every request, not only those without a deadline: a request written just before its
+	// connection breaks is lost, and waiting for its answer would use up the caller's whole deadline.
+	ctx, cancel := context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+	defer cancel()
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0, err

@@ -202,6 +202,9 @@ func (r *Runner) Position() uint64 {
 	return r.pos
 }
 
+// syncTimeout bounds one position sync of WaitFor.
+const syncTimeout = time.Second
+
 // WaitFor blocks until Position() >= seq or ctx is done, for reading one's own writes: pass the
 // Sequence of an event returned by Append. seq need not match the runner's filter subjects: when
 // the runner has nothing left to apply up to the stream's last sequence, its position moves there.
@@ -225,9 +228,13 @@ func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
 			return fmt.Errorf("eventstore: runner %s waiting for %s/%d at %d: %w", r.p.Name(), r.stream, seq, pos, ctx.Err())
 		case <-changed:
 		case <-timer.C:
-			if err := r.sync(ctx); err != nil && ctx.Err() == nil {
+			// Bounded, so that a request that gets no answer does not keep WaitFor from seeing
+			// the position move.
+			sctx, cancel := context.WithTimeout(ctx, syncTimeout)
+			if err := r.sync(sctx); err != nil && ctx.Err() == nil {
 				r.s.logger.DebugContext(ctx, "projection position sync failed", "projection", r.p.Name(), "error", err)
 			}
+			cancel()
 			delay = min(2*delay, maxSync)
 			timer.Reset(delay)
 		}

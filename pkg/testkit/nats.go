@@ -30,7 +30,8 @@ type NATS struct {
 // NATSOption configures StartNATS.
 type NATSOption func(*eventstore.EmbeddedConfig)
 
-// WithStoreDir puts JetStream's storage in dir instead of a fresh t.TempDir().
+// WithStoreDir puts JetStream's storage in dir instead of a fresh t.TempDir() (for a cluster, each
+// server's in a directory of its own under dir).
 func WithStoreDir(dir string) NATSOption {
 	return func(c *eventstore.EmbeddedConfig) { c.StoreDir = dir }
 }
@@ -149,9 +150,9 @@ type NATSCluster struct {
 	nodes []*NATS
 }
 
-// StartNATSCluster starts n clustered JetStream servers (3 for R3 streams) on free loopback ports
-// and waits until the cluster has a JetStream meta leader that knows every server and every server
-// reports JetStream healthy. WithStoreDir(dir) puts node i's storage in dir/node-<i>.
+// StartNATSCluster starts n clustered JetStream servers (3 for R3 streams) on free loopback ports,
+// each with routes to all the others, waits until the cluster is ready (see WaitReady) and registers
+// its shutdown with t.Cleanup. WithStoreDir(dir) puts server i's storage in dir/node-<i>.
 func StartNATSCluster(t testing.TB, n int, opts ...NATSOption) *NATSCluster {
 	t.Helper()
 	if n < 1 {
@@ -229,8 +230,9 @@ func freePorts(host string, n int) ([]int, error) {
 // Size is the number of servers in the cluster, running or stopped.
 func (c *NATSCluster) Size() int { return len(c.nodes) }
 
-// Node returns server i (0 <= i < Size()), e.g. for a client connected to that server only
-// (Node(i).Conn) or its storage directory.
+// Node returns server i (0 <= i < Size()), e.g. for a client that connects to that server
+// (Node(i).Conn; it learns the others from the server and fails over to them) or its storage
+// directory.
 func (c *NATSCluster) Node(i int) *NATS { return c.nodes[i] }
 
 // Server returns the running server i, or nil while it is stopped.

@@ -131,13 +131,16 @@ func TestStartNATSCluster(t *testing.T) {
 	}
 	follower := (leader + 1) % 3
 	url := c.Node(follower).URL()
+	// A client of the leader: js may be connected to the follower, and a request written as its
+	// connection breaks is lost.
+	leaderJS := c.Node(leader).JetStream(t)
 
 	c.StopNode(t, follower)
 	if c.Server(follower) != nil {
 		t.Errorf("Server(%d) = running after StopNode", follower)
 	}
 	// Two of three keep the quorum.
-	if _, err := js.Publish(ctx, "t.x", []byte{3}); err != nil {
+	if _, err := leaderJS.Publish(ctx, "t.x", []byte{3}); err != nil {
 		t.Fatalf("publish with a follower down: %v", err)
 	}
 
