@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"bufio"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -10,13 +9,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,167 +23,42 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/agentid/agentid/pkg/testkit"
 )
 
 // repoRoot finds the repository root (the directory holding go.work).
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.work not found above the test directory")
-		}
-		dir = parent
-	}
-}
+func repoRoot(t testing.TB) string { return testkit.RepoRoot(t) }
 
 // buildBinaries builds agentid and agentctl from source into a temporary directory.
 func buildBinaries(t testing.TB) (agentid, agentctl string) {
 	t.Helper()
-	out := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", out+"/", "./cmd/agentid", "./cmd/agentctl")
-	cmd.Dir = repoRoot(t)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	return filepath.Join(out, "agentid"), filepath.Join(out, "agentctl")
+	dir := testkit.BuildCommands(t, "./cmd/agentid", "./cmd/agentctl")
+	return filepath.Join(dir, "agentid"), filepath.Join(dir, "agentctl")
 }
 
 // freePorts reserves n distinct free loopback ports.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		_ = l.Close()
-	}
-	return ports
-}
+func freePorts(t testing.TB, n int) []int { return testkit.FreePorts(t, n) }
 
 // platform is one running `agentid dev` process.
 type platform struct {
-	DataDir   string
-	GRPCAddr  string
-	HTTPURL   string
-	NATSURL   string
-	Ready     time.Duration
-	cmd       *exec.Cmd
-	mu        sync.Mutex
-	output    strings.Builder
-	readyLine chan struct{}
+	*testkit.DevPlatform
 }
 
 // startPlatform runs `agentid dev` on free ports and waits until it prints that it is ready.
 func startPlatform(t testing.TB, agentid, dataDir string) *platform {
 	t.Helper()
-	return startPlatformOn(t, agentid, dataDir, freePorts(t, 5))
+	return startPlatformOn(t, agentid, dataDir, nil)
 }
 
 // startPlatformOn is startPlatform on given ports: gRPC, HTTP, NATS, Temporal, Temporal UI.
 func startPlatformOn(t testing.TB, agentid, dataDir string, ports []int) *platform {
 	t.Helper()
-	p := &platform{
-		DataDir:   dataDir,
-		GRPCAddr:  fmt.Sprintf("127.0.0.1:%d", ports[0]),
-		HTTPURL:   fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		NATSURL:   fmt.Sprintf("nats://127.0.0.1:%d", ports[2]),
-		readyLine: make(chan struct{}),
-	}
-	p.cmd = exec.Command(agentid, "dev",
-		"--data-dir", dataDir,
-		"--grpc-addr", p.GRPCAddr,
-		"--http-addr", strings.TrimPrefix(p.HTTPURL, "http://"),
-		"--nats-port", fmt.Sprint(ports[2]),
-		"--temporal-port", fmt.Sprint(ports[3]),
-		"--temporal-ui-port", fmt.Sprint(ports[4]),
-	)
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.cmd.Stderr = &lockedWriter{p: p}
-	start := time.Now()
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start agentid dev: %v", err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.output.WriteString(line + "\n")
-			p.mu.Unlock()
-			if strings.Contains(line, "agentid is ready") {
-				once.Do(func() { close(p.readyLine) })
-			}
-		}
-	}()
-	t.Cleanup(func() { p.stop(t) })
-	select {
-	case <-p.readyLine:
-		p.Ready = time.Since(start)
-	case <-time.After(4 * time.Minute):
-		t.Fatalf("agentid dev did not become ready in 4 minutes; output:\n%s", p.Output())
-	}
-	return p
-}
-
-// stop sends SIGINT (as Ctrl-C does) and waits for a clean exit.
-func (p *platform) stop(t testing.TB) {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(os.Interrupt)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("agentid dev did not exit cleanly on interrupt: %v\n%s", err, p.Output())
-		}
-	case <-time.After(30 * time.Second):
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		t.Errorf("agentid dev did not stop within 30s of an interrupt")
-	}
-}
-
-// Pid is the process id of agentid dev.
-func (p *platform) Pid() int { return p.cmd.Process.Pid }
-
-// Output returns everything the process printed so far.
-func (p *platform) Output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.output.String()
-}
-
-type lockedWriter struct{ p *platform }
-
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	w.p.mu.Lock()
-	defer w.p.mu.Unlock()
-	return w.p.output.Write(b)
+	return &platform{testkit.StartDev(t, agentid, dataDir, ports)}
 }
 
 // issuer returns the issuer identifier of a tenant.
-func (p *platform) issuer(tenant string) string { return p.HTTPURL + "/t/" + tenant }
+func (p *platform) issuer(tenant string) string { return p.Issuer(tenant) }
 
 // credentialFile is the documented JSON credential format of service identities.
 type credentialFile struct {

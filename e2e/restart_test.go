@@ -61,9 +61,9 @@ func TestRestartKeepsState(t *testing.T) {
 		return err == nil, err
 	})
 
-	p.stop(t)
-	if p.cmd.ProcessState == nil || !p.cmd.ProcessState.Success() {
-		t.Fatalf("agentid dev did not exit cleanly: %v", p.cmd.ProcessState)
+	p.Stop(t)
+	if !p.ExitedCleanly() {
+		t.Fatalf("agentid dev did not exit cleanly:\n%s", p.Output())
 	}
 
 	p2 := startPlatformOn(t, agentidBin, dataDir, ports)
