@@ -112,6 +112,10 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if cred != nil {
+				if res.GetAgent().GetPublicJwks() != a.PublicJwks {
+					return fmt.Errorf("request id %q already registered %s with another key; no key was written",
+						requestID, res.GetAgent().GetName())
+				}
 				cred.ClientID = res.GetAgent().GetAgentId()
 				if err := authn.WriteCredentialFile(keyOut, cred); err != nil {
 					return fmt.Errorf("agent registered as %s but writing its key failed: %w", res.GetAgent().GetName(), err)
