@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentid/agentid/pkg/authn"
@@ -168,20 +169,13 @@ func newAgentsGetCmd(g *globals) *cobra.Command {
 		Short: "Show one agent (tenants/{tenant}/agents/{agent} or a bare id)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, s, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			name, err := g.agentName(s, args[0])
-			if err != nil {
-				return err
-			}
-			res, err := registryv1.NewRegistryServiceClient(conn).GetAgent(cmd.Context(), &registryv1.GetAgentRequest{Name: name})
-			if err != nil {
-				return err
-			}
-			return g.printAgents([]*registryv1.Agent{res.GetAgent()}, false)
+			return g.withAgent(cmd.Context(), args[0], func(conn *grpc.ClientConn, name string) error {
+				res, err := registryv1.NewRegistryServiceClient(conn).GetAgent(cmd.Context(), &registryv1.GetAgentRequest{Name: name})
+				if err != nil {
+					return err
+				}
+				return g.printAgents([]*registryv1.Agent{res.GetAgent()}, false)
+			})
 		},
 	}
 }
@@ -231,40 +225,33 @@ func newAgentsRetireCmd(g *globals) *cobra.Command {
 			if reason == "" {
 				return errors.New("--reason is required: say why the agent is retired")
 			}
-			conn, s, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			name, err := g.agentName(s, args[0])
-			if err != nil {
-				return err
-			}
-			rc := registryv1.NewRegistryServiceClient(conn)
-			res, err := rc.RetireAgent(cmd.Context(), &registryv1.RetireAgentRequest{
-				Name: name, Reason: reason, Ticket: ticket, RequestId: requestID,
-			})
-			if err != nil {
-				return err
-			}
-			agent := res.GetAgent()
-			if wait {
-				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-				defer cancel()
-				for agent.GetState() != registryv1.AgentState_AGENT_STATE_RETIRED {
-					select {
-					case <-ctx.Done():
-						return fmt.Errorf("agent %s is still %s after %s", name, agent.GetState(), timeout)
-					case <-time.After(200 * time.Millisecond):
-					}
-					got, err := rc.GetAgent(ctx, &registryv1.GetAgentRequest{Name: name})
-					if err != nil {
-						return err
-					}
-					agent = got.GetAgent()
+			return g.withAgent(cmd.Context(), args[0], func(conn *grpc.ClientConn, name string) error {
+				rc := registryv1.NewRegistryServiceClient(conn)
+				res, err := rc.RetireAgent(cmd.Context(), &registryv1.RetireAgentRequest{
+					Name: name, Reason: reason, Ticket: ticket, RequestId: requestID,
+				})
+				if err != nil {
+					return err
 				}
-			}
-			return g.printAgents([]*registryv1.Agent{agent}, false)
+				agent := res.GetAgent()
+				if wait {
+					ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+					defer cancel()
+					for agent.GetState() != registryv1.AgentState_AGENT_STATE_RETIRED {
+						select {
+						case <-ctx.Done():
+							return fmt.Errorf("agent %s is still %s after %s", name, agent.GetState(), timeout)
+						case <-time.After(200 * time.Millisecond):
+						}
+						got, err := rc.GetAgent(ctx, &registryv1.GetAgentRequest{Name: name})
+						if err != nil {
+							return err
+						}
+						agent = got.GetAgent()
+					}
+				}
+				return g.printAgents([]*registryv1.Agent{agent}, false)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (project finished, replaced, owner left, policy violation ...)")

@@ -149,3 +149,18 @@ func group(use, short string) *cobra.Command {
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 }
+
+// withAgent connects with the saved session, resolves the agent argument (a resource name or a bare
+// id in the session's tenant) and runs fn.
+func (g *globals) withAgent(ctx context.Context, arg string, fn func(conn *grpc.ClientConn, name string) error) error {
+	conn, s, err := g.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	name, err := g.agentName(s, arg)
+	if err != nil {
+		return err
+	}
+	return fn(conn, name)
+}

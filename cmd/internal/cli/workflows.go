@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
@@ -17,21 +18,14 @@ func newAgentsWorkflowsCmd(g *globals) *cobra.Command {
 		Short: "Show an agent's provisioning and deprovisioning runs and what they wait for",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			conn, s, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			name, err := g.agentName(s, args[0])
-			if err != nil {
-				return err
-			}
-			res, err := lifecyclev1.NewLifecycleServiceClient(conn).GetAgentWorkflows(cmd.Context(),
-				&lifecyclev1.GetAgentWorkflowsRequest{Agent: name})
-			if err != nil {
-				return err
-			}
-			return g.printWorkflows(res.GetWorkflows(), true)
+			return g.withAgent(cmd.Context(), args[0], func(conn *grpc.ClientConn, name string) error {
+				res, err := lifecyclev1.NewLifecycleServiceClient(conn).GetAgentWorkflows(cmd.Context(),
+					&lifecyclev1.GetAgentWorkflowsRequest{Agent: name})
+				if err != nil {
+					return err
+				}
+				return g.printWorkflows(res.GetWorkflows(), true)
+			})
 		},
 	}
 }
@@ -55,22 +49,15 @@ func newAgentsApproveCmd(g *globals) *cobra.Command {
 			if d == lifecyclev1.ApprovalDecision_APPROVAL_DECISION_REJECT && comment == "" {
 				return errors.New("--comment is required when rejecting: say why")
 			}
-			conn, s, err := g.connect(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			name, err := g.agentName(s, args[0])
-			if err != nil {
-				return err
-			}
-			res, err := lifecyclev1.NewLifecycleServiceClient(conn).SubmitApproval(cmd.Context(), &lifecyclev1.SubmitApprovalRequest{
-				Agent: name, Decision: d, Comment: comment, RequestId: requestID,
+			return g.withAgent(cmd.Context(), args[0], func(conn *grpc.ClientConn, name string) error {
+				res, err := lifecyclev1.NewLifecycleServiceClient(conn).SubmitApproval(cmd.Context(), &lifecyclev1.SubmitApprovalRequest{
+					Agent: name, Decision: d, Comment: comment, RequestId: requestID,
+				})
+				if err != nil {
+					return err
+				}
+				return g.printWorkflows([]*lifecyclev1.WorkflowStatus{res.GetWorkflow()}, false)
 			})
-			if err != nil {
-				return err
-			}
-			return g.printWorkflows([]*lifecyclev1.WorkflowStatus{res.GetWorkflow()}, false)
 		},
 	}
 	cmd.Flags().StringVar(&decision, "decision", "approve", "approve or reject")
