@@ -33,6 +33,9 @@ type Flags struct {
 	// OTLPEndpoint is the host:port of an OTLP/gRPC trace collector (plaintext); empty keeps traces
 	// in the process (trace ids still propagate into logs and events).
 	OTLPEndpoint string
+	// StreamReplicas is the replica count of the event streams this process creates (3 in a NATS
+	// cluster, so that an acknowledged event survives the loss of a server).
+	StreamReplicas int
 }
 
 // Register adds the common flags to fs, with the current field values as defaults.
@@ -43,6 +46,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.IssuerURL, "issuer-url", f.IssuerURL, "public base URL of the issuer (API tokens are verified against its JWKS)")
 	fs.StringVar(&f.LogLevel, "log-level", f.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.OTLPEndpoint, "otlp-endpoint", f.OTLPEndpoint, "OTLP/gRPC trace collector host:port (empty: no export)")
+	fs.IntVar(&f.StreamReplicas, "stream-replicas", f.StreamReplicas, "replicas of the event streams it creates (3 in a NATS cluster)")
 }
 
 // Env is what Main hands a service's build function.
@@ -55,12 +59,14 @@ type Env struct {
 	JetStream jetstream.JetStream
 	// Store is the event store, with the service's name as CloudEvents source.
 	Store *eventstore.Store
+	// StreamReplicas is the replica count for streams and buckets the service creates itself.
+	StreamReplicas int
 }
 
 // DefaultFlags returns the defaults shared by every service binary.
 func DefaultFlags(grpcAddr, httpAddr string) Flags {
 	return Flags{NATSURL: nats.DefaultURL, GRPCAddr: grpcAddr, HTTPAddr: httpAddr,
-		IssuerURL: "http://127.0.0.1:8080", LogLevel: "info"}
+		IssuerURL: "http://127.0.0.1:8080", LogLevel: "info", StreamReplicas: 1}
 }
 
 // Main runs one service as its own process: it parses flags (fs must already hold the service's own
@@ -68,6 +74,10 @@ func DefaultFlags(grpcAddr, httpAddr string) Flags {
 // It returns the exit code.
 func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Context, env *Env) (Component, error)) int {
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if f.StreamReplicas < 1 || f.StreamReplicas > 5 {
+		fmt.Fprintf(os.Stderr, "%s: --stream-replicas %d: want 1 to 5\n", name, f.StreamReplicas)
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -106,7 +116,8 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 	if err != nil {
 		return err
 	}
-	store := eventstore.New(js, eventstore.WithSource("agentid/"+name), eventstore.WithLogger(log))
+	store := eventstore.New(js, eventstore.WithSource("agentid/"+name), eventstore.WithLogger(log),
+		eventstore.WithReplicas(f.StreamReplicas))
 	if err := store.EnsureStreams(ctx); err != nil {
 		return fmt.Errorf("streams: %w", err)
 	}
@@ -114,7 +125,7 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 	if err != nil {
 		return err
 	}
-	comp, err := build(ctx, &Env{Logger: log, NATS: nc, JetStream: js, Store: store})
+	comp, err := build(ctx, &Env{Logger: log, NATS: nc, JetStream: js, Store: store, StreamReplicas: f.StreamReplicas})
 	if err != nil {
 		return fmt.Errorf("build %s: %w", name, err)
 	}

@@ -38,7 +38,8 @@ func main() {
 		if public == "" {
 			public = f.IssuerURL
 		}
-		return app.New(app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL, PlatformClients: clients},
+		return app.New(app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL, PlatformClients: clients,
+			JTIReplicas: env.StreamReplicas},
 			app.Deps{Store: env.Store, JetStream: env.JetStream, Logger: env.Logger})
 	}))
 }
