@@ -73,7 +73,7 @@ func NewCredential(tenant, clientID, issuer string) (*Credential, error) {
 	issuer = strings.TrimRight(issuer, "/")
 	c := &Credential{Tenant: tenant, ClientID: clientID, Issuer: issuer, TokenURL: issuer + "/oauth2/token"}
 	c.key = jose.JSONWebKey{Key: priv, Algorithm: string(jose.ES256), Use: "sig"}
-	if c.key.KeyID, err = thumbprint(c.key); err != nil {
+	if c.key.KeyID, err = Thumbprint(c.key); err != nil {
 		return nil, err
 	}
 	if err := c.validate(); err != nil {
@@ -82,7 +82,9 @@ func NewCredential(tenant, clientID, issuer string) (*Credential, error) {
 	return c, nil
 }
 
-func thumbprint(k jose.JSONWebKey) (string, error) {
+// Thumbprint returns the RFC 7638 SHA-256 thumbprint of a key, base64url without padding (the kid
+// the platform gives keys it makes).
+func Thumbprint(k jose.JSONWebKey) (string, error) {
 	tp, err := k.Thumbprint(crypto.SHA256)
 	if err != nil {
 		return "", fmt.Errorf("authn: key thumbprint: %w", err)
@@ -132,7 +134,7 @@ func ParseCredential(data []byte) (*Credential, error) {
 		return nil, fmt.Errorf("authn: credential key alg %q does not match its key type (%s)", k.Algorithm, alg)
 	}
 	if k.KeyID == "" {
-		if k.KeyID, err = thumbprint(k); err != nil {
+		if k.KeyID, err = Thumbprint(k); err != nil {
 			return nil, err
 		}
 	}

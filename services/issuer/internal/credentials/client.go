@@ -5,10 +5,6 @@ package credentials
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -39,7 +35,6 @@ const (
 	MaxTokenTTL = 86400 * time.Second
 
 	maxClientIDLen = 128
-	maxJWKSBytes   = 16 << 10
 	maxClientKeys  = 10
 	maxScopes      = 64
 	maxScopeLen    = 128
@@ -180,64 +175,14 @@ func NormalizeClient(tenant string, in *issuerv1.Client, defaultTTL time.Duratio
 	return out, keys, nil
 }
 
-// ParsePublicJWKS parses a client's JWK Set: 1 to 10 public EC P-256 or Ed25519 signing keys, each
-// with a unique kid.
+// ParsePublicJWKS parses a client's JWK Set (authn.ParsePublicJWKS with at most 10 keys), by kid.
 func ParsePublicJWKS(s string) (map[string]jose.JSONWebKey, error) {
-	if s == "" {
-		return nil, fmt.Errorf("is required (a JWK Set with the client's public keys)")
+	list, err := authn.ParsePublicJWKS(s, maxClientKeys)
+	if err != nil {
+		return nil, err
 	}
-	if len(s) > maxJWKSBytes {
-		return nil, fmt.Errorf("is larger than %d bytes", maxJWKSBytes)
-	}
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal([]byte(s), &set); err != nil {
-		return nil, fmt.Errorf("is not a JWK Set: %v", err)
-	}
-	if len(set.Keys) == 0 || len(set.Keys) > maxClientKeys {
-		return nil, fmt.Errorf("must hold 1 to %d keys", maxClientKeys)
-	}
-	keys := make(map[string]jose.JSONWebKey, len(set.Keys))
-	for i, raw := range set.Keys {
-		var probe map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &probe); err != nil {
-			return nil, fmt.Errorf("key %d: %v", i, err)
-		}
-		if _, ok := probe["d"]; ok {
-			return nil, fmt.Errorf("key %d is a private key; register public keys only", i)
-		}
-		var k jose.JSONWebKey
-		if err := k.UnmarshalJSON(raw); err != nil {
-			return nil, fmt.Errorf("key %d: %v", i, err)
-		}
-		if k.KeyID == "" {
-			return nil, fmt.Errorf("key %d has no kid", i)
-		}
-		if _, dup := keys[k.KeyID]; dup {
-			return nil, fmt.Errorf("kid %q appears twice", k.KeyID)
-		}
-		if k.Use != "" && k.Use != "sig" {
-			return nil, fmt.Errorf("key %q has use %q, want sig", k.KeyID, k.Use)
-		}
-		if !k.IsPublic() || !k.Valid() {
-			return nil, fmt.Errorf("key %q is not a valid public key", k.KeyID)
-		}
-		switch pub := k.Key.(type) {
-		case *ecdsa.PublicKey:
-			if pub.Curve != elliptic.P256() {
-				return nil, fmt.Errorf("key %q: only the P-256 curve is supported", k.KeyID)
-			}
-			if k.Algorithm != "" && k.Algorithm != string(jose.ES256) {
-				return nil, fmt.Errorf("key %q: alg %q does not fit a P-256 key (ES256)", k.KeyID, k.Algorithm)
-			}
-		case ed25519.PublicKey:
-			if k.Algorithm != "" && k.Algorithm != string(jose.EdDSA) {
-				return nil, fmt.Errorf("key %q: alg %q does not fit an Ed25519 key (EdDSA)", k.KeyID, k.Algorithm)
-			}
-		default:
-			return nil, fmt.Errorf("key %q: only EC P-256 and Ed25519 keys are supported", k.KeyID)
-		}
+	keys := make(map[string]jose.JSONWebKey, len(list))
+	for _, k := range list {
 		keys[k.KeyID] = k
 	}
 	return keys, nil

@@ -3,19 +3,19 @@
 package keys
 
 import (
-	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/agentid/agentid/pkg/authn"
 )
 
 // AccessTokenType is the JWT "typ" header of access tokens (RFC 9068).
@@ -45,7 +45,7 @@ func Generate(createTime time.Time) (*SigningKey, []byte, error) {
 		return nil, nil, fmt.Errorf("keys: generate: %w", err)
 	}
 	jwk := jose.JSONWebKey{Key: priv, Algorithm: string(jose.ES256), Use: "sig"}
-	if jwk.KeyID, err = Thumbprint(jwk); err != nil {
+	if jwk.KeyID, err = authn.Thumbprint(jwk); err != nil {
 		return nil, nil, err
 	}
 	privJSON, err := jwk.MarshalJSON()
@@ -70,7 +70,7 @@ func FromPrivateJWK(privJSON []byte, createTime time.Time) (*SigningKey, error) 
 	if !ok || priv.Curve != elliptic.P256() {
 		return nil, fmt.Errorf("keys: private key is %T, want an ES256 (P-256) key", jwk.Key)
 	}
-	tp, err := Thumbprint(jwk)
+	tp, err := authn.Thumbprint(jwk)
 	if err != nil {
 		return nil, err
 	}
@@ -120,15 +120,6 @@ func (k *SigningKey) Sign(payload []byte) (string, error) {
 		return "", fmt.Errorf("keys: serialize: %w", err)
 	}
 	return s, nil
-}
-
-// Thumbprint returns the RFC 7638 SHA-256 thumbprint of a key, base64url without padding.
-func Thumbprint(k jose.JSONWebKey) (string, error) {
-	tp, err := k.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return "", fmt.Errorf("keys: thumbprint: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(tp), nil
 }
 
 // Sealer encrypts private keys at rest with AES-256-GCM under a key-encryption key. The sealed form

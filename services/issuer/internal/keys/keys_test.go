@@ -10,6 +10,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/services/issuer/internal/keys"
 )
 
@@ -28,7 +29,7 @@ func TestGenerateRoundTripsThroughSealedJWK(t *testing.T) {
 	if !pub.IsPublic() || pub.KeyID != k.KeyID || pub.Use != "sig" || pub.Algorithm != "ES256" {
 		t.Fatalf("public JWK = %+v", pub)
 	}
-	tp, err := keys.Thumbprint(pub)
+	tp, err := authn.Thumbprint(pub)
 	if err != nil || tp != k.KeyID {
 		t.Fatalf("kid %q, thumbprint of public key %q (%v)", k.KeyID, tp, err)
 	}

@@ -1,10 +1,6 @@
 package registry
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
@@ -14,6 +10,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
@@ -25,9 +22,7 @@ const (
 	maxSponsor     = 200
 	maxPurpose     = 1000
 	maxScopes      = 100
-	maxJWKSBytes   = 16 << 10
 	maxJWKSKeys    = 5
-	maxKeyID       = 128
 	// MaxLifetime is how far ahead an agent's expire_time may lie.
 	MaxLifetime = 365 * 24 * time.Hour
 )
@@ -37,9 +32,6 @@ var scopeRE = regexp.MustCompile(`^[a-z][a-z0-9_-]*\.[a-z][a-z0-9_-]*(\.[a-z][a-
 
 // broadGrants are scope segments that would make a scope an administrative or catch-all grant.
 var broadGrants = map[string]bool{"admin": true, "superuser": true, "root": true, "*": true, "all": true}
-
-// privateJWKParams are JWK members that carry private or symmetric key material.
-var privateJWKParams = []string{"d", "p", "q", "dp", "dq", "qi", "k", "oth", "priv"}
 
 // ValidateAgent checks the caller-settable fields of an agent to register, at time now. It returns
 // an InvalidArgument error naming the first offending field ("agent.owner", "agent.scopes", ...).
@@ -151,76 +143,12 @@ func ValidateScopes(field string, scopes []string) error {
 	return nil
 }
 
-// ParsePublicJWKS parses an agent's JWK Set: 1 to 5 public signing keys, each EC P-256 (ES256) or
-// Ed25519 (EdDSA), each with a distinct kid. Private or symmetric key material is refused. Errors are
+// ParsePublicJWKS parses an agent's JWK Set (authn.ParsePublicJWKS with at most 5 keys). Errors are
 // InvalidArgument on field.
 func ParsePublicJWKS(field, raw string) (*jose.JSONWebKeySet, error) {
-	bad := func(format string, args ...any) (*jose.JSONWebKeySet, error) {
-		return nil, errs.InvalidArgument(field, fmt.Sprintf(format, args...))
+	keys, err := authn.ParsePublicJWKS(raw, maxJWKSKeys)
+	if err != nil {
+		return nil, errs.InvalidArgument(field, err.Error())
 	}
-	if strings.TrimSpace(raw) == "" {
-		return bad("is required: a JWK Set of the agent's public keys")
-	}
-	if len(raw) > maxJWKSBytes {
-		return bad("must be at most %d bytes", maxJWKSBytes)
-	}
-	var doc struct {
-		Keys []map[string]json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal([]byte(raw), &doc); err != nil {
-		return bad("is not a JWK Set (JSON object with \"keys\")")
-	}
-	if len(doc.Keys) == 0 || len(doc.Keys) > maxJWKSKeys {
-		return bad("must hold 1 to %d keys", maxJWKSKeys)
-	}
-	set := &jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(doc.Keys))}
-	kids := make(map[string]bool, len(doc.Keys))
-	for i, members := range doc.Keys {
-		for _, p := range privateJWKParams {
-			if _, ok := members[p]; ok {
-				return bad("key %d contains private key material (%q); register public keys only", i, p)
-			}
-		}
-		b, err := json.Marshal(members)
-		if err != nil {
-			return bad("key %d is not a JWK", i)
-		}
-		var k jose.JSONWebKey
-		if err := k.UnmarshalJSON(b); err != nil {
-			return bad("key %d is not a supported JWK (EC P-256 or Ed25519 public key)", i)
-		}
-		if !k.Valid() || !k.IsPublic() {
-			return bad("key %d is not a valid public key", i)
-		}
-		switch pub := k.Key.(type) {
-		case *ecdsa.PublicKey:
-			if pub.Curve != elliptic.P256() {
-				return bad("key %d: only EC keys on P-256 are accepted", i)
-			}
-			if k.Algorithm != "" && k.Algorithm != string(jose.ES256) {
-				return bad("key %d: alg %q does not fit a P-256 key; use ES256", i, k.Algorithm)
-			}
-		case ed25519.PublicKey:
-			if k.Algorithm != "" && k.Algorithm != string(jose.EdDSA) {
-				return bad("key %d: alg %q does not fit an Ed25519 key; use EdDSA", i, k.Algorithm)
-			}
-		default:
-			return bad("key %d: only EC P-256 (ES256) and Ed25519 (EdDSA) keys are accepted", i)
-		}
-		if k.Use != "" && k.Use != "sig" {
-			return bad("key %d: use must be \"sig\"", i)
-		}
-		if k.KeyID == "" {
-			return bad("key %d has no kid", i)
-		}
-		if len(k.KeyID) > maxKeyID || strings.IndexFunc(k.KeyID, unicode.IsControl) >= 0 {
-			return bad("key %d: kid must be at most %d printable characters", i, maxKeyID)
-		}
-		if kids[k.KeyID] {
-			return bad("key %d: kid %q is used twice", i, k.KeyID)
-		}
-		kids[k.KeyID] = true
-		set.Keys = append(set.Keys, k)
-	}
-	return set, nil
+	return &jose.JSONWebKeySet{Keys: keys}, nil
 }
