@@ -69,11 +69,7 @@ func mustAppend(t *testing.T, s *eventstore.Store, a eventstore.Append) eventsto
 
 func streamMsgs(t *testing.T, e *env, stream string) uint64 {
 	t.Helper()
-	st, err := e.store.JetStream().Stream(t.Context(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.CachedInfo().State.Msgs
+	return testkit.StreamMessages(t, e.store.JetStream(), stream)
 }
 
 func stringValue(t *testing.T, ev eventstore.Event) string {

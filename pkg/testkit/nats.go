@@ -3,6 +3,8 @@
 package testkit
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -403,4 +405,22 @@ func (c *NATSCluster) Shutdown() {
 		}
 	}
 	wg.Wait()
+}
+
+// StreamMessages is how many messages stream holds now (0 when the stream does not exist): the
+// "nothing was written" check of error-path tests.
+func StreamMessages(t testing.TB, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0
+	}
+	if err != nil {
+		t.Fatalf("testkit: stream %s: %v", stream, err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatalf("testkit: stream %s: %v", stream, err)
+	}
+	return info.State.Msgs
 }

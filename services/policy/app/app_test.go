@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -99,23 +98,6 @@ func lowRiskAgent() *registryv1.Agent {
 	}
 }
 
-// telemetryCount is how many messages the TELEMETRY stream holds (0 when it does not exist).
-func telemetryCount(t *testing.T, js jetstream.JetStream) uint64 {
-	t.Helper()
-	s, err := js.Stream(t.Context(), eventstore.StreamTelemetry)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return 0
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
-
 func TestEvaluateAdmissionAuthorization(t *testing.T) {
 	e := start(t, app.Config{}, true)
 	valid := func() *policyv1.EvaluateAdmissionRequest {
@@ -179,12 +161,12 @@ func TestEvaluateAdmissionAuthorization(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := telemetryCount(t, e.js)
+			before := testkit.StreamMessages(t, e.js, eventstore.StreamTelemetry)
 			resp, err := e.client.EvaluateAdmission(testkit.WithBearer(t.Context(), tt.token), tt.req())
 			if got := status.Code(err); got != tt.wantCode {
 				t.Fatalf("code = %s, want %s (err %v)", got, tt.wantCode, err)
 			}
-			after := telemetryCount(t, e.js)
+			after := testkit.StreamMessages(t, e.js, eventstore.StreamTelemetry)
 			if tt.wantCode != codes.OK {
 				if tt.wantField != "" {
 					if f := errs.FromStatus(err).Field; f != tt.wantField {
@@ -297,7 +279,7 @@ func TestPublishFailureDoesNotChangeTheAnswer(t *testing.T) {
 			}
 		})
 	}
-	if n := telemetryCount(t, e.js); n != 0 {
+	if n := testkit.StreamMessages(t, e.js, eventstore.StreamTelemetry); n != 0 {
 		t.Errorf("telemetry holds %d messages without a stream", n)
 	}
 }
@@ -320,7 +302,7 @@ func TestBundleDirFailsClosed(t *testing.T) {
 	if d.GetDecisionId() == "" || d.GetBundleVersion() != e.app.BundleVersion() {
 		t.Errorf("a failed evaluation is still a recorded decision: id %q, version %q", d.GetDecisionId(), d.GetBundleVersion())
 	}
-	if n := telemetryCount(t, e.js); n != 1 {
+	if n := testkit.StreamMessages(t, e.js, eventstore.StreamTelemetry); n != 1 {
 		t.Errorf("recorded %d decisions, want 1", n)
 	}
 }

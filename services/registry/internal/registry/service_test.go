@@ -79,20 +79,6 @@ func runAll(t *testing.T, runners ...*eventstore.Runner) {
 	})
 }
 
-// count returns the number of messages in stream.
-func (e *env) count(t *testing.T, stream string) uint64 {
-	t.Helper()
-	s, err := e.store.JetStream().Stream(t.Context(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
-
 func (e *env) createTenant(t *testing.T, id string) {
 	t.Helper()
 	if _, err := e.svc.CreateTenant(t.Context(), registry.CreateTenant{TenantID: id, DisplayName: "Tenant " + id}, admin); err != nil {
@@ -126,7 +112,7 @@ func (e *env) eventTypes(t *testing.T, tenant, agentID string) []string {
 func TestRegisterAgentRefusesBadInputWithoutWriting(t *testing.T) {
 	e := newEnv(t)
 	e.createTenant(t, "acme")
-	before := e.count(t, eventstore.StreamAgents)
+	before := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamAgents)
 
 	type tc struct {
 		name   string
@@ -158,7 +144,7 @@ func TestRegisterAgentRefusesBadInputWithoutWriting(t *testing.T) {
 			wantError(t, err, c.kind, c.reason, c.field)
 		})
 	}
-	if after := e.count(t, eventstore.StreamAgents); after != before {
+	if after := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamAgents); after != before {
 		t.Fatalf("AGENTS went from %d to %d messages on refused registrations", before, after)
 	}
 }
@@ -256,7 +242,7 @@ func TestRegisterAgentIsIdempotent(t *testing.T) {
 	// A one-second duplicate window shows that idempotency does not depend on the stream's window.
 	e := newEnv(t, eventstore.WithDuplicateWindow(time.Second))
 	e.createTenant(t, "acme")
-	before := e.count(t, eventstore.StreamAgents)
+	before := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamAgents)
 
 	first := e.register(t, "acme", "req-42")
 	second := e.register(t, "acme", "req-42")
@@ -275,7 +261,7 @@ func TestRegisterAgentIsIdempotent(t *testing.T) {
 	if other.GetAgentId() == first.GetAgentId() {
 		t.Fatal("a different request id returned the same agent")
 	}
-	if after := e.count(t, eventstore.StreamAgents); after != before+2 {
+	if after := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamAgents); after != before+2 {
 		t.Fatalf("AGENTS grew by %d, want 2", after-before)
 	}
 }
@@ -319,7 +305,7 @@ func TestConcurrentRetirementsRecordOneEvent(t *testing.T) {
 func TestTenants(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
-	before := e.count(t, eventstore.StreamTenants)
+	before := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamTenants)
 	for _, c := range []struct {
 		name  string
 		cmd   registry.CreateTenant
@@ -337,7 +323,7 @@ func TestTenants(t *testing.T) {
 			wantError(t, err, errs.KindInvalidArgument, "", c.field)
 		})
 	}
-	if after := e.count(t, eventstore.StreamTenants); after != before {
+	if after := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamTenants); after != before {
 		t.Fatalf("TENANTS grew on refused creations")
 	}
 
@@ -363,7 +349,7 @@ func TestTenants(t *testing.T) {
 	if err := e.svc.EnsureTenant(ctx, "acme", "other", admin); err != nil {
 		t.Fatalf("ensure of an existing tenant: %v", err)
 	}
-	if got := e.count(t, eventstore.StreamTenants); got != before+2 {
+	if got := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamTenants); got != before+2 {
 		t.Fatalf("TENANTS has %d new messages, want 2", got-before)
 	}
 	got, err := e.svc.GetTenant(ctx, "default")

@@ -95,19 +95,6 @@ func newHarness(t *testing.T) *harness {
 	return &harness{client: registryv1.NewRegistryServiceClient(conn), store: store}
 }
 
-func (h *harness) count(t *testing.T, stream string) uint64 {
-	t.Helper()
-	s, err := h.store.JetStream().Stream(t.Context(), stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
-}
-
 func (h *harness) createTenant(t *testing.T, id string) {
 	t.Helper()
 	if _, err := h.client.CreateTenant(testkit.WithBearer(t.Context(), platformAdmin), &registryv1.CreateTenantRequest{TenantId: id, DisplayName: id}); err != nil {
@@ -328,13 +315,13 @@ func TestAuthorization(t *testing.T) {
 		}, codes.NotFound},
 		{"register in unknown tenant", platformAdmin, register(agentInput(t), "tenants/initech"), codes.NotFound},
 	}
-	agentsBefore, tenantsBefore := h.count(t, eventstore.StreamAgents), h.count(t, eventstore.StreamTenants)
+	agentsBefore, tenantsBefore := testkit.StreamMessages(t, h.store.JetStream(), eventstore.StreamAgents), testkit.StreamMessages(t, h.store.JetStream(), eventstore.StreamTenants)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			wantCode(t, tt.call(testkit.WithBearer(ctx, tt.token)), tt.want)
 		})
 	}
-	if a, tn := h.count(t, eventstore.StreamAgents), h.count(t, eventstore.StreamTenants); a != agentsBefore || tn != tenantsBefore {
+	if a, tn := testkit.StreamMessages(t, h.store.JetStream(), eventstore.StreamAgents), testkit.StreamMessages(t, h.store.JetStream(), eventstore.StreamTenants); a != agentsBefore || tn != tenantsBefore {
 		t.Fatalf("refused calls wrote events: AGENTS %d→%d, TENANTS %d→%d", agentsBefore, a, tenantsBefore, tn)
 	}
 }
@@ -381,13 +368,13 @@ func TestInvalidArgumentNamesTheField(t *testing.T) {
 func TestRegisterAgentIdempotentOverGRPC(t *testing.T) {
 	h := newHarness(t)
 	h.createTenant(t, "acme")
-	before := h.count(t, eventstore.StreamAgents)
+	before := testkit.StreamMessages(t, h.store.JetStream(), eventstore.StreamAgents)
 	first := h.register(t, acmeOwner, "same-request")
 	second := h.register(t, acmeOwner, "same-request")
 	if first.GetName() != second.GetName() || first.GetEtag() != second.GetEtag() {
 		t.Fatalf("repeat returned %s@%s, first %s@%s", second.GetName(), second.GetEtag(), first.GetName(), first.GetEtag())
 	}
-	if after := h.count(t, eventstore.StreamAgents); after != before+1 {
+	if after := testkit.StreamMessages(t, h.store.JetStream(), eventstore.StreamAgents); after != before+1 {
 		t.Fatalf("AGENTS grew by %d, want 1", after-before)
 	}
 	list, err := h.client.ListAgents(testkit.WithBearer(t.Context(), acmeAdmin), &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
