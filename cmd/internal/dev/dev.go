@@ -209,9 +209,6 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err := registry.Ready(ctx); err != nil {
 			return nil
 		}
-		if err := issuer.EnsureSigningKey(ctx, authn.SystemTenant); err != nil {
-			return fmt.Errorf("bootstrap: system signing key: %w", err)
-		}
 		for _, c := range []struct {
 			cred *authn.Credential
 			name string
