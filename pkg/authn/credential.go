@@ -63,19 +63,29 @@ type Credential struct {
 	key jose.JSONWebKey
 }
 
+// NewSigningKey generates a private ES256 (P-256) signing key as a JWK whose kid is its RFC 7638
+// thumbprint: the key an agent or service identity authenticates with.
+func NewSigningKey() (jose.JSONWebKey, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return jose.JSONWebKey{}, fmt.Errorf("authn: generate key: %w", err)
+	}
+	key := jose.JSONWebKey{Key: priv, Algorithm: string(jose.ES256), Use: "sig"}
+	if key.KeyID, err = Thumbprint(key); err != nil {
+		return jose.JSONWebKey{}, err
+	}
+	return key, nil
+}
+
 // NewCredential creates a credential with a fresh ES256 key whose kid is its RFC 7638 thumbprint.
 // The token URL is {issuer}/oauth2/token.
 func NewCredential(tenant, clientID, issuer string) (*Credential, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := NewSigningKey()
 	if err != nil {
-		return nil, fmt.Errorf("authn: generate key: %w", err)
-	}
-	issuer = strings.TrimRight(issuer, "/")
-	c := &Credential{Tenant: tenant, ClientID: clientID, Issuer: issuer, TokenURL: issuer + "/oauth2/token"}
-	c.key = jose.JSONWebKey{Key: priv, Algorithm: string(jose.ES256), Use: "sig"}
-	if c.key.KeyID, err = Thumbprint(c.key); err != nil {
 		return nil, err
 	}
+	issuer = strings.TrimRight(issuer, "/")
+	c := &Credential{Tenant: tenant, ClientID: clientID, Issuer: issuer, TokenURL: issuer + "/oauth2/token", key: key}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -254,10 +264,13 @@ func (c *Credential) KeyID() string { return c.key.KeyID }
 func (c *Credential) Algorithm() string { return c.key.Algorithm }
 
 // PublicJWKS returns the JWK Set JSON of the credential's public key, for registering the client.
-func (c *Credential) PublicJWKS() ([]byte, error) {
-	pub := c.key.Public()
+func (c *Credential) PublicJWKS() ([]byte, error) { return PublicJWKSOf(c.key) }
+
+// PublicJWKSOf returns the JWK Set JSON holding the public half of a private key.
+func PublicJWKSOf(key jose.JSONWebKey) ([]byte, error) {
+	pub := key.Public()
 	if pub.Key == nil {
-		return nil, errors.New("authn: credential has no usable key")
+		return nil, errors.New("authn: no usable public key")
 	}
 	return json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}})
 }
@@ -279,8 +292,14 @@ func (c Credential) LogValue() slog.Value {
 // Assertion returns an RFC 7523 client assertion for audience: iss = sub = client_id, iat = now,
 // exp = now + AssertionLifetime, a random jti, signed with the credential key (header kid).
 func (c *Credential) Assertion(audience string, now time.Time) (string, error) {
+	return SignAssertion(c.key, c.ClientID, audience, now)
+}
+
+// SignAssertion signs an RFC 7523 client assertion with key for clientID: iss = sub = clientID,
+// aud = audience, iat = now, exp = now + AssertionLifetime, a random 128-bit jti (header kid).
+func SignAssertion(key jose.JSONWebKey, clientID, audience string, now time.Time) (string, error) {
 	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.SignatureAlgorithm(c.key.Algorithm), Key: c.key},
+		jose.SigningKey{Algorithm: jose.SignatureAlgorithm(key.Algorithm), Key: key},
 		(&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
 		return "", fmt.Errorf("authn: assertion signer: %w", err)
@@ -290,8 +309,8 @@ func (c *Credential) Assertion(audience string, now time.Time) (string, error) {
 		return "", fmt.Errorf("authn: assertion jti: %w", err)
 	}
 	claims := jwt.Claims{
-		Issuer:   c.ClientID,
-		Subject:  c.ClientID,
+		Issuer:   clientID,
+		Subject:  clientID,
 		Audience: jwt.Audience{audience},
 		IssuedAt: jwt.NewNumericDate(now),
 		Expiry:   jwt.NewNumericDate(now.Add(AssertionLifetime)),

@@ -5,11 +5,6 @@ package tokenclient
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,14 +15,9 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/agentid/agentid/pkg/authn"
 )
-
-// ClientAssertionType is the RFC 7523 client_assertion_type of private_key_jwt.
-const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-// AssertionLifetime is how long a client assertion is valid (the issuer accepts at most 5 minutes).
-const AssertionLifetime = time.Minute
 
 // Error codes of failures that are not OAuth error responses.
 const (
@@ -38,34 +28,22 @@ const (
 )
 
 // Identity is an agent's OAuth client: its client id and ES256 private key. It is safe for
-// concurrent use.
+// concurrent use once ClientID is set.
 type Identity struct {
 	// ClientID is the OAuth client id (the agent id); empty until the agent is registered.
 	ClientID string
 
-	key    jose.JSONWebKey
-	signer jose.Signer
+	key jose.JSONWebKey
 }
 
 // NewIdentity creates an identity with a fresh ES256 (P-256) key whose kid is its RFC 7638
 // thumbprint.
 func NewIdentity() (*Identity, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, err := authn.NewSigningKey()
 	if err != nil {
-		return nil, fmt.Errorf("tokenclient: generate key: %w", err)
+		return nil, fmt.Errorf("tokenclient: %w", err)
 	}
-	key := jose.JSONWebKey{Key: priv, Algorithm: string(jose.ES256), Use: "sig"}
-	tp, err := key.Thumbprint(crypto.SHA256)
-	if err != nil {
-		return nil, fmt.Errorf("tokenclient: key thumbprint: %w", err)
-	}
-	key.KeyID = base64.RawURLEncoding.EncodeToString(tp)
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		(&jose.SignerOptions{}).WithType("JWT"))
-	if err != nil {
-		return nil, fmt.Errorf("tokenclient: signer: %w", err)
-	}
-	return &Identity{key: key, signer: signer}, nil
+	return &Identity{key: key}, nil
 }
 
 // KeyID returns the kid of the identity's key.
@@ -73,32 +51,17 @@ func (id *Identity) KeyID() string { return id.key.KeyID }
 
 // PublicJWKS returns the JWK Set JSON of the public key, as registered with the registry.
 func (id *Identity) PublicJWKS() (string, error) {
-	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{id.key.Public()}})
+	b, err := authn.PublicJWKSOf(id.key)
 	if err != nil {
-		return "", fmt.Errorf("tokenclient: marshal JWKS: %w", err)
+		return "", fmt.Errorf("tokenclient: %w", err)
 	}
 	return string(b), nil
 }
 
-// Assertion signs an RFC 7523 client assertion for audience: iss = sub = client id, iat = now,
-// exp = now + AssertionLifetime and a random 128-bit jti.
+// Assertion signs an RFC 7523 client assertion for audience (authn.SignAssertion): iss = sub =
+// client id, exp = now + authn.AssertionLifetime and a random 128-bit jti.
 func (id *Identity) Assertion(audience string, now time.Time) (string, error) {
-	jti := make([]byte, 16)
-	if _, err := rand.Read(jti); err != nil {
-		return "", fmt.Errorf("tokenclient: jti: %w", err)
-	}
-	s, err := jwt.Signed(id.signer).Claims(jwt.Claims{
-		Issuer:   id.ClientID,
-		Subject:  id.ClientID,
-		Audience: jwt.Audience{audience},
-		IssuedAt: jwt.NewNumericDate(now),
-		Expiry:   jwt.NewNumericDate(now.Add(AssertionLifetime)),
-		ID:       base64.RawURLEncoding.EncodeToString(jti),
-	}).Serialize()
-	if err != nil {
-		return "", fmt.Errorf("tokenclient: sign assertion: %w", err)
-	}
-	return s, nil
+	return authn.SignAssertion(id.key, id.ClientID, audience, now)
 }
 
 // Client sends token requests to one token endpoint.
@@ -174,7 +137,7 @@ func (c *Client) Request(ctx context.Context, id *Identity) (*Token, error) {
 	form := url.Values{
 		"grant_type":            {"client_credentials"},
 		"client_id":             {id.ClientID},
-		"client_assertion_type": {ClientAssertionType},
+		"client_assertion_type": {authn.ClientAssertionType},
 		"client_assertion":      {assertion},
 	}
 	if c.Scope != "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/agentid/agentid/loadtest/internal/tokenclient"
+	"github.com/agentid/agentid/pkg/authn"
 )
 
 // fakeIssuer is a token endpoint that verifies private_key_jwt assertions like a real one would:
@@ -38,7 +39,7 @@ func (f *fakeIssuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": "fake says " + code})
 	}
 	if err := r.ParseForm(); err != nil || r.PostForm.Get("grant_type") != "client_credentials" ||
-		r.PostForm.Get("client_assertion_type") != tokenclient.ClientAssertionType {
+		r.PostForm.Get("client_assertion_type") != authn.ClientAssertionType {
 		fail("invalid_request", http.StatusBadRequest)
 		return
 	}
