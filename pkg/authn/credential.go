@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -24,6 +23,8 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/agentid/agentid/pkg/fsutil"
 )
 
 // ClientAssertionType is the RFC 7523 client_assertion_type of private_key_jwt client authentication.
@@ -218,41 +219,15 @@ func (c *Credential) MarshalFile() ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-// WriteCredentialFile writes c to path with mode 0600, atomically (temporary file, fsync, rename).
-func WriteCredentialFile(path string, c *Credential) (err error) {
+// WriteCredentialFile writes c to path with mode 0600, atomically and durably (temporary file, fsync,
+// rename, fsync of the directory: fsutil.WriteFileAtomic).
+func WriteCredentialFile(path string, c *Credential) error {
 	data, err := c.MarshalFile()
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := fsutil.WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("authn: write credential: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tmp.Close()
-			_ = os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("authn: write credential: %w", err)
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("authn: write credential: %w", err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("authn: write credential: %w", err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("authn: write credential: %w", err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("authn: write credential: %w", err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }
