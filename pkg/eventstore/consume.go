@@ -15,16 +15,28 @@ const consumeFetchWait = 5 * time.Second
 
 // Defaults of Consume.
 const (
-	DefaultAckWait    = 30 * time.Second
-	DefaultMaxDeliver = 10
+	DefaultAckWait = 30 * time.Second
+	// DefaultMaxDeliver is the default delivery limit: none, an event failing with a transient
+	// error is redelivered until it succeeds.
+	DefaultMaxDeliver = UnlimitedDeliveries
 )
+
+// UnlimitedDeliveries as WithMaxDeliver redelivers an event until it is handled.
+const UnlimitedDeliveries = -1
+
+// LongRetryDeliveries is the delivery count from which a still failing event is logged as an error
+// (and counted in agentid_eventstore_consumer_long_retries_total) rather than as a warning.
+const LongRetryDeliveries = 10
 
 // DefaultBackoff is the redelivery delay after the 1st, 2nd, ... failed delivery; the last entry
 // repeats.
 var DefaultBackoff = []time.Duration{
 	time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second, 30 * time.Second,
-	time.Minute, 2 * time.Minute, 5 * time.Minute, 10 * time.Minute,
+	time.Minute, 2 * time.Minute, 5 * time.Minute,
 }
+
+// pendingRefresh is how often Consume reads its consumer's pending count from the server.
+const pendingRefresh = 10 * time.Second
 
 type consumeConfig struct {
 	ackWait     time.Duration
@@ -40,8 +52,9 @@ type ConsumeOption func(*consumeConfig)
 // DefaultAckWait). Handlers that run longer are kept alive with progress acknowledgements.
 func WithAckWait(d time.Duration) ConsumeOption { return func(c *consumeConfig) { c.ackWait = d } }
 
-// WithMaxDeliver sets how many times an event is delivered before it goes to the failed-event log
-// (default DefaultMaxDeliver).
+// WithMaxDeliver caps how many times an event is delivered: after the n-th failed delivery it goes
+// to the failed-event log. The default, DefaultMaxDeliver (UnlimitedDeliveries), never gives up on
+// transient errors.
 func WithMaxDeliver(n int) ConsumeOption { return func(c *consumeConfig) { c.maxDeliver = n } }
 
 // WithBackoff sets the redelivery delays after failed deliveries (default DefaultBackoff).
@@ -56,8 +69,12 @@ func WithConcurrency(n int) ConsumeOption { return func(c *consumeConfig) { c.co
 // name, shared by every replica that consumes under that name, until ctx is done (then it returns
 // nil once in-flight handlers have finished). Delivery is at least once: h must be idempotent, and
 // an event that reaches a replica as it shuts down comes back after the ack wait.
-// A handler error is retried after the backoff delay; after the last allowed delivery the event is
-// logged, recorded in the failed-event log and terminated.
+// A handler error is retried after the backoff delay, without limit unless WithMaxDeliver caps the
+// deliveries; each retry is logged (as an error from delivery LongRetryDeliveries on). An error
+// marked Permanent, a panic of h (recovered, logged with its stack) and, with a cap, the last
+// allowed delivery's error put the event in the failed-event log and terminate it; the consumer
+// goes on with the next events. Consume also runs the retries that operators request for this
+// consumer's failed events (RetryFailedEvent).
 func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects []string, h Handler, opts ...ConsumeOption) error {
 	cfg := consumeConfig{ackWait: DefaultAckWait, maxDeliver: DefaultMaxDeliver, backoff: DefaultBackoff, concurrency: 1}
 	for _, o := range opts {
@@ -69,8 +86,8 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 	switch {
 	case cfg.ackWait <= 0:
 		return invalid("ack_wait", "must be positive")
-	case cfg.maxDeliver < 1:
-		return invalid("max_deliver", "must be at least 1")
+	case cfg.maxDeliver < 1 && cfg.maxDeliver != UnlimitedDeliveries:
+		return invalid("max_deliver", "must be at least 1, or UnlimitedDeliveries")
 	case len(cfg.backoff) == 0:
 		return invalid("backoff", "must not be empty")
 	case cfg.concurrency < 1:
@@ -96,6 +113,17 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop() // before wg.Wait: ends the redrive watch when Consume fails
+	wg.Go(func() {
+		s.watchRedrives(ctx, redriveTarget{
+			handler: name, kind: FailedByConsumer, stream: stream, exclusive: true,
+			apply: func(ctx context.Context, ev Event) error { return safeCall(ctx, h, ev) },
+		})
+	})
+	pending := metricConsumerPending.WithLabelValues(name, stream)
+	pending.Set(float64(cons.CachedInfo().NumPending))
+	lastInfo := time.Now()
 	// A token in slots is a handler that may run; events are pulled only for free slots, so that
 	// none sits in a client buffer while its ack wait runs out.
 	slots := make(chan struct{}, cfg.concurrency)
@@ -131,6 +159,14 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 		for range free {
 			<-slots
 		}
+		if time.Since(lastInfo) >= pendingRefresh && ctx.Err() == nil {
+			ictx, icancel := context.WithTimeout(ctx, time.Second)
+			if info, ierr := cons.Info(ictx); ierr == nil {
+				pending.Set(float64(info.NumPending))
+			}
+			icancel()
+			lastInfo = time.Now()
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -155,6 +191,11 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 		_ = msg.Term()
 		return
 	}
+	defer inflight.start(name, md.Timestamp)()
+	metricConsumerPending.WithLabelValues(name, md.Stream).Set(float64(md.NumPending))
+	if md.NumDelivered > 1 {
+		metricConsumerRedeliveries.WithLabelValues(name).Inc()
+	}
 	ev, err := EventFromMsg(msg)
 	if err != nil { // no redelivery can fix a malformed envelope
 		s.giveUp(ctx, name, msg, md, ev, err)
@@ -174,7 +215,7 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 			}
 		}
 	}()
-	err = h(ctx, ev)
+	err = safeCall(ctx, h, ev)
 	close(done)
 
 	switch {
@@ -183,24 +224,32 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 			s.logger.WarnContext(ctx, "work consumer ack failed; the event will be redelivered",
 				"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "error", aerr)
 		}
+	case IsPermanent(err):
+		s.giveUp(ctx, name, msg, md, ev, err)
 	case ctx.Err() != nil: // shutting down: hand the event to another replica now
 		_ = msg.Nak()
-	case md.NumDelivered >= uint64(cfg.maxDeliver):
+	case cfg.maxDeliver != UnlimitedDeliveries && md.NumDelivered >= uint64(cfg.maxDeliver):
 		s.giveUp(ctx, name, msg, md, ev, err)
 	default:
 		delay := cfg.backoff[min(int(md.NumDelivered), len(cfg.backoff))-1]
-		s.logger.WarnContext(ctx, "work consumer handler failed; retrying",
-			"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "event_id", ev.ID, "event_type", ev.Type,
-			"delivery", md.NumDelivered, "max_deliver", cfg.maxDeliver, "retry_in", delay, "error", err)
+		attrs := []any{"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "event_id", ev.ID, "event_type", ev.Type,
+			"delivery", md.NumDelivered, "max_deliver", cfg.maxDeliver, "retry_in", delay, "error", err}
+		if md.NumDelivered >= LongRetryDeliveries {
+			metricConsumerLongRetries.WithLabelValues(name).Inc()
+			s.logger.ErrorContext(ctx, "work consumer handler keeps failing on an event; retrying", attrs...)
+		} else {
+			s.logger.WarnContext(ctx, "work consumer handler failed; retrying", attrs...)
+		}
 		_ = msg.NakWithDelay(delay)
 	}
 }
 
 // giveUp records a delivery that will not be retried and terminates it.
 func (s *Store) giveUp(ctx context.Context, name string, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) {
-	s.logger.ErrorContext(ctx, "work consumer gave up on event",
+	s.logger.ErrorContext(ctx, "work consumer gave up on event", append([]any{
 		"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "subject", msg.Subject(),
-		"event_id", ev.ID, "event_type", ev.Type, "deliveries", md.NumDelivered, "error", err)
+		"event_id", ev.ID, "event_type", ev.Type, "deliveries", md.NumDelivered, "permanent", IsPermanent(err), "error", err},
+		panicAttrs(err)...)...)
 	fe := FailedEvent{
 		Handler: name, Kind: FailedByConsumer,
 		Stream: md.Stream, Sequence: md.Sequence.Stream, Subject: msg.Subject(),

@@ -18,7 +18,9 @@ type Handler func(ctx context.Context, e Event) error
 
 // Projection is a read model built from events. Name identifies it in logs, consumer names and the
 // failed-event log; put the projection's version in it (e.g. "agents-v2") so that a changed
-// projection is rebuilt under a new name. Apply is called from one goroutine, in stream order.
+// projection is rebuilt under a new name. Apply is never called concurrently; it sees the events in
+// stream order, except for a failed event retried on an operator's request (RetryFailedEvent),
+// which comes late.
 type Projection interface {
 	Name() string
 	Apply(ctx context.Context, e Event) error
@@ -33,8 +35,12 @@ type Runner struct {
 	filters []string
 
 	running atomic.Bool
+	applyMu sync.Mutex // serialises Apply between the stream and requested retries
 
 	mu          sync.Mutex
+	startPos    uint64          // the position the runner was created with
+	failedSeqs  map[uint64]bool // events this runner skipped because Apply failed
+	lastSeq     uint64          // the stream's last sequence as last seen
 	pos         uint64
 	changed     chan struct{} // closed and replaced whenever pos moves
 	started     chan struct{} // closed once Run knows readyTarget
@@ -62,11 +68,15 @@ func (s *Store) NewRunner(p Projection, stream string, filterSubjects []string, 
 	for _, o := range opts {
 		o(r)
 	}
+	r.startPos = r.pos
+	r.failedSeqs = map[uint64]bool{}
 	return r
 }
 
-// Run applies events until ctx is done, then returns nil. An event that Apply rejects is logged,
-// recorded in the failed-event log and skipped. Losing the server (a restart, a leader change) is
+// Run applies events until ctx is done, then returns nil. An event that Apply rejects, or on which
+// it panics (the panic is recovered and logged with its stack), is logged, recorded in the
+// failed-event log and skipped. Once caught up, Run also applies the failed events whose retry an
+// operator requests (RetryFailedEvent). Losing the server (a restart, a leader change) is
 // logged and retried from Position; only a missing stream ends Run with an error. Run may be called
 // again after it returns; it resumes after Position.
 func (r *Runner) Run(ctx context.Context) error {
@@ -74,6 +84,25 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("eventstore: runner %s is already running", r.p.Name())
 	}
 	defer r.running.Store(false)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop() // before wg.Wait
+	wg.Go(func() {
+		if r.Ready(ctx) != nil {
+			return
+		}
+		r.s.watchRedrives(ctx, redriveTarget{
+			handler: r.p.Name(), kind: FailedByProjection, stream: r.stream,
+			decide: r.decideRedrive, apply: r.apply,
+			applied: func(seq uint64) {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				delete(r.failedSeqs, seq)
+			},
+		})
+	})
 
 	const (
 		firstRetry = 100 * time.Millisecond
@@ -110,6 +139,7 @@ func (r *Runner) follow(ctx context.Context) (applied bool, err error) {
 		return false, err
 	}
 	r.markStarted(stream.CachedInfo().State.LastSeq)
+	r.sawLastSeq(stream.CachedInfo().State.LastSeq)
 
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: r.filters,
@@ -144,23 +174,55 @@ func (r *Runner) follow(ctx context.Context) (applied bool, err error) {
 		}
 		ev, err := EventFromMsg(msg)
 		if err == nil {
-			err = r.p.Apply(ctx, ev)
+			err = r.apply(ctx, ev)
 		}
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil && !errors.Is(err, ErrPanic) {
 				return applied, ctx.Err() // interrupted mid-apply: the event is applied on the next run
 			}
 			r.fail(ctx, msg, md, ev, err)
 		}
+		metricProjectionLag.WithLabelValues(r.p.Name(), r.stream).Set(float64(md.NumPending))
+		r.sawLastSeq(md.Sequence.Stream)
 		r.advance(md.Sequence.Stream)
 		applied = true
 	}
 }
 
+// apply runs Apply on ev, turning a panic into a *PanicError.
+func (r *Runner) apply(ctx context.Context, ev Event) error {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	return safeCall(ctx, r.p.Apply, ev)
+}
+
+// decideRedrive says whether a requested retry of the event at seq must be applied by this runner:
+// it skipped the event, or started after it (StartAfter). Otherwise, once it has reached seq, it
+// has applied the event itself.
+func (r *Runner) decideRedrive(ctx context.Context, seq uint64) (bool, error) {
+	r.mu.Lock()
+	own, start := r.failedSeqs[seq], r.startPos
+	r.mu.Unlock()
+	if own || seq <= start {
+		return true, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := r.WaitFor(wctx, seq); err != nil {
+		return false, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failedSeqs[seq], nil
+}
+
 func (r *Runner) fail(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) {
-	r.s.logger.ErrorContext(ctx, "projection could not apply event",
+	r.mu.Lock()
+	r.failedSeqs[md.Sequence.Stream] = true
+	r.mu.Unlock()
+	r.s.logger.ErrorContext(ctx, "projection could not apply event", append([]any{
 		"projection", r.p.Name(), "stream", md.Stream, "seq", md.Sequence.Stream,
-		"subject", msg.Subject(), "event_id", ev.ID, "event_type", ev.Type, "error", err)
+		"subject", msg.Subject(), "event_id", ev.ID, "event_type", ev.Type, "error", err}, panicAttrs(err)...)...)
 	fe := FailedEvent{
 		Handler: r.p.Name(), Kind: FailedByProjection,
 		Stream: md.Stream, Sequence: md.Sequence.Stream, Subject: msg.Subject(),
@@ -191,6 +253,17 @@ func (r *Runner) advance(seq uint64) {
 		r.pos = seq
 		close(r.changed)
 		r.changed = make(chan struct{})
+		metricProjectionPosition.WithLabelValues(r.p.Name(), r.stream).Set(float64(seq))
+	}
+}
+
+// sawLastSeq notes that the stream's last sequence is at least seq.
+func (r *Runner) sawLastSeq(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq > r.lastSeq {
+		r.lastSeq = seq
+		metricProjectionLastSeq.WithLabelValues(r.p.Name(), r.stream).Set(float64(seq))
 	}
 }
 
@@ -261,8 +334,12 @@ func (r *Runner) Ready(ctx context.Context) error {
 func (r *Runner) sync(ctx context.Context) error {
 	from := r.Position()
 	last, err := r.s.leaderLastSeq(ctx, r.stream)
-	if err != nil || last <= from {
+	if err != nil {
 		return err
+	}
+	r.sawLastSeq(last)
+	if last <= from {
+		return nil
 	}
 	filters := r.filters
 	if len(filters) == 0 {

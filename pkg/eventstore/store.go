@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -24,6 +25,7 @@ type Store struct {
 	clock     func() time.Time
 	dupWindow time.Duration
 	replicas  int
+	registry  prometheus.Registerer
 
 	streamCache sync.Map // aggregate type -> stream name, for types outside streamOfAggregate
 
@@ -51,6 +53,11 @@ func WithDuplicateWindow(d time.Duration) Option { return func(s *Store) { s.dup
 // 3 in clusters).
 func WithReplicas(n int) Option { return func(s *Store) { s.replicas = n } }
 
+// WithRegisterer sets where the store's metrics (agentid_eventstore_*) are registered (default
+// prometheus.DefaultRegisterer; nil registers none). The metrics are shared by all the stores of
+// a process and registered once per registerer.
+func WithRegisterer(reg prometheus.Registerer) Option { return func(s *Store) { s.registry = reg } }
+
 // New returns a Store writing through js.
 func New(js jetstream.JetStream, opts ...Option) *Store {
 	s := &Store{
@@ -60,10 +67,12 @@ func New(js jetstream.JetStream, opts ...Option) *Store {
 		clock:     time.Now,
 		dupWindow: DefaultDuplicateWindow,
 		replicas:  1,
+		registry:  prometheus.DefaultRegisterer,
 	}
 	for _, o := range opts {
 		o(s)
 	}
+	registerMetrics(s.registry)
 	return s
 }
 

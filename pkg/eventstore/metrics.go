@@ -1,0 +1,122 @@
+package eventstore
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The metrics of work consumers, projection runners and the failed-event log. They are shared by
+// every Store of the process and registered once per registerer (WithRegisterer).
+var (
+	metricConsumerPending = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentid_eventstore_consumer_pending_messages",
+		Help: "Events of a work consumer not yet delivered (the durable consumer's NumPending).",
+	}, []string{"consumer", "stream"})
+	metricConsumerRedeliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentid_eventstore_consumer_redeliveries_total",
+		Help: "Deliveries of an event to a work consumer after its first one, in this process.",
+	}, []string{"consumer"})
+	metricConsumerLongRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentid_eventstore_consumer_long_retries_total",
+		Help: "Failed deliveries of events that had already been delivered LongRetryDeliveries times or more, in this process.",
+	}, []string{"consumer"})
+	metricFailedRecorded = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentid_eventstore_failed_events_total",
+		Help: "Events recorded in the failed-event log by this process, by handler (consumer or projection) and kind.",
+	}, []string{"handler", "kind"})
+	metricFailedOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentid_eventstore_failed_events",
+		Help: "Entries of the failed-event log for a handler running in this process.",
+	}, []string{"handler"})
+	metricProjectionPosition = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentid_eventstore_projection_position",
+		Help: "Stream sequence up to which a projection is complete.",
+	}, []string{"projection", "stream"})
+	metricProjectionLastSeq = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentid_eventstore_projection_stream_last_sequence",
+		Help: "Last sequence of the stream a projection follows, as last seen by its runner.",
+	}, []string{"projection", "stream"})
+	metricProjectionLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentid_eventstore_projection_lag_events",
+		Help: "Events of a projection's subjects stored in the stream but not applied yet.",
+	}, []string{"projection", "stream"})
+
+	inflight = &inflightTracker{byConsumer: map[string]map[uint64]time.Time{}}
+)
+
+// registered holds the registerers the metrics are registered with.
+var registered sync.Map // prometheus.Registerer -> struct{}
+
+// registerMetrics registers the package's metrics with reg once.
+func registerMetrics(reg prometheus.Registerer) {
+	if reg == nil {
+		return
+	}
+	if _, done := registered.LoadOrStore(reg, struct{}{}); done {
+		return
+	}
+	for _, c := range []prometheus.Collector{
+		metricConsumerPending, metricConsumerRedeliveries, metricConsumerLongRetries,
+		metricFailedRecorded, metricFailedOpen,
+		metricProjectionPosition, metricProjectionLastSeq, metricProjectionLag, inflight,
+	} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				registered.Delete(reg)
+				return
+			}
+		}
+	}
+}
+
+// inflightTracker knows the stream timestamps of the deliveries being handled in this process and
+// reports the age of the oldest per consumer.
+type inflightTracker struct {
+	mu         sync.Mutex
+	next       uint64
+	byConsumer map[string]map[uint64]time.Time
+}
+
+var inflightDesc = prometheus.NewDesc("agentid_eventstore_consumer_oldest_unacked_age_seconds",
+	"Age (since it was stored) of the oldest event a work consumer is handling in this process; 0 when idle.",
+	[]string{"consumer"}, nil)
+
+// start records a delivery of an event stored at ts and returns the function that ends it.
+func (t *inflightTracker) start(consumer string, ts time.Time) func() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.next++
+	id := t.next
+	m := t.byConsumer[consumer]
+	if m == nil {
+		m = map[uint64]time.Time{}
+		t.byConsumer[consumer] = m
+	}
+	m[id] = ts
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		delete(t.byConsumer[consumer], id)
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (t *inflightTracker) Describe(ch chan<- *prometheus.Desc) { ch <- inflightDesc }
+
+// Collect implements prometheus.Collector.
+func (t *inflightTracker) Collect(ch chan<- prometheus.Metric) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	for consumer, m := range t.byConsumer {
+		age := 0.0
+		for _, ts := range m {
+			age = max(age, now.Sub(ts).Seconds())
+		}
+		ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, age, consumer)
+	}
+}
