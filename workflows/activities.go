@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -53,6 +54,9 @@ type Activities struct {
 	// ReadLag bounds how long a call waits for a service's read model to show a change the run
 	// reacts to or has just made (default DefaultReadLag).
 	ReadLag time.Duration
+	// NotFoundRetryFor bounds how long an agent the registry does not know is retried as read-model
+	// lag (default DefaultNotFoundRetryFor).
+	NotFoundRetryFor time.Duration
 }
 
 // Policy outcomes as the workflows see them.
@@ -192,29 +196,44 @@ type ClientInfo struct {
 	ClientID string
 }
 
+// Application error types of CreateClient that tell the workflow what happened.
+const (
+	// ErrRetiredMeanwhile: the agent left provisioning (it is retiring, retired or rejected, or the
+	// issuer holds a tombstone for its client): no credential may be issued.
+	ErrRetiredMeanwhile = "AGENT_RETIRED_MEANWHILE"
+	// ErrClientDisabled: the agent's client exists but is disabled; a disabled client is never enabled
+	// again, so the agent cannot be activated with it.
+	ErrClientDisabled = "CLIENT_DISABLED"
+)
+
 // CreateClient registers the agent's OAuth client with the issuer, with the public keys, scopes and
-// environment the registry holds. A client that already exists for the same agent counts as created.
+// environment the registry holds. The agent must be approved and not yet retired: PENDING (the
+// provisioning run creates the credential before it activates the agent, so that the agent reads
+// ACTIVE only once its credential works) or ACTIVE (runs of the earlier order). A client that already
+// exists for the same agent counts as created. When the agent leaves PENDING/ACTIVE while the client is
+// created, the client is disabled again and the error is ErrRetiredMeanwhile, as it is when the issuer
+// refuses the client with FailedPrecondition (a tombstone left by deprovisioning).
 func (a *Activities) CreateClient(ctx context.Context, in CreateClientRequest) (ClientInfo, error) {
 	agent, err := a.getAgent(ctx, in.Agent)
 	if err != nil {
 		return ClientInfo{}, err
 	}
-	if err := requireActive(agent); err != nil {
+	if err := requireProvisionable(agent); err != nil {
 		return ClientInfo{}, err
 	}
 	info, err := a.createClient(ctx, in, agent)
 	if err != nil {
 		return ClientInfo{}, err
 	}
-	// Retirement may have raced this step: if the agent left ACTIVE meanwhile, take the client back
-	// so that a retired agent never keeps a working credential.
+	// Retirement may have raced this step: if the agent left PENDING/ACTIVE meanwhile, take the
+	// client back so that a retired agent never keeps a working credential.
 	now, err := a.getAgent(ctx, in.Agent)
 	if err != nil {
 		return ClientInfo{}, err
 	}
-	if err := requireActive(now); err != nil {
+	if err := requireProvisionable(now); err != nil {
 		if _, derr := a.DisableClient(ctx, DisableClientRequest{Tenant: in.Tenant, AgentID: in.AgentID,
-			Reason: "the agent left ACTIVE while its client was being created", RequestID: in.RequestID + "/undo"}); derr != nil {
+			Reason: "the agent left provisioning while its client was being created", RequestID: in.RequestID + "/undo"}); derr != nil {
 			return ClientInfo{}, derr
 		}
 		return ClientInfo{}, err
@@ -222,17 +241,15 @@ func (a *Activities) CreateClient(ctx context.Context, in CreateClientRequest) (
 	return info, nil
 }
 
-// requireActive fails unless the agent is ACTIVE: PENDING may be a read model that has not caught up
-// yet (retried), the terminal and retiring states are final.
-func requireActive(agent *registryv1.Agent) error {
+// requireProvisionable fails unless the agent is PENDING (approved by the calling run) or ACTIVE;
+// every other state is final and means no credential may be issued.
+func requireProvisionable(agent *registryv1.Agent) error {
 	switch st := agent.GetState(); st {
-	case registryv1.AgentState_AGENT_STATE_ACTIVE:
+	case registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_PENDING:
 		return nil
-	case registryv1.AgentState_AGENT_STATE_PENDING:
-		return temporal.NewApplicationError(fmt.Sprintf("agent %s is not ACTIVE yet", agent.GetName()), "AGENT_NOT_ACTIVE_YET")
 	default:
 		return temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("agent %s is %s: no credential is issued", agent.GetName(), st), "AGENT_NOT_ACTIVE", nil)
+			fmt.Sprintf("agent %s is %s: no credential is issued", agent.GetName(), st), ErrRetiredMeanwhile, nil)
 	}
 }
 
@@ -260,7 +277,15 @@ func (a *Activities) createClient(ctx context.Context, in CreateClientRequest, a
 			return ClientInfo{}, temporal.NewNonRetryableApplicationError(
 				fmt.Sprintf("client %s exists for another agent (%s)", in.AgentID, got.GetClient().GetAgent()), "CLIENT_EXISTS", err)
 		}
+		if got.GetClient().GetState() == issuerv1.ClientState_CLIENT_STATE_DISABLED {
+			return ClientInfo{}, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("client %s of agent %s is disabled", got.GetClient().GetName(), in.Agent), ErrClientDisabled, nil)
+		}
 		return ClientInfo{Name: got.GetClient().GetName(), ClientID: got.GetClient().GetClientId()}, nil
+	}
+	if errs.Is(err, errs.KindFailedPrecondition) {
+		return ClientInfo{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("issuer.CreateClient: the issuer refuses a client for %s: %s", in.Agent, errs.FromStatus(err).Message), ErrRetiredMeanwhile, err)
 	}
 	if err != nil {
 		return ClientInfo{}, classify("issuer.CreateClient", err)
@@ -470,13 +495,39 @@ func (a *Activities) readLag() time.Duration {
 	return DefaultReadLag
 }
 
-// getAgent reads an agent, waiting up to ReadLag for one the registry does not show yet.
+// DefaultNotFoundRetryFor is the default of Activities.NotFoundRetryFor: how long, counted from when
+// the workflow scheduled an activity, a NotFound from the registry's read model is taken for lag (a
+// retryable error) before it is final. Ten minutes covers a registry replica replaying its projection
+// after a restart; an agent that is still unknown after that does not exist.
+const DefaultNotFoundRetryFor = 10 * time.Minute
+
+// ErrAgentNotVisible is the (retryable) application error type of a NotFound the registry's read model
+// may still outgrow.
+const ErrAgentNotVisible = "AGENT_NOT_VISIBLE_YET"
+
+func (a *Activities) notFoundRetryFor() time.Duration {
+	if a.NotFoundRetryFor > 0 {
+		return a.NotFoundRetryFor
+	}
+	return DefaultNotFoundRetryFor
+}
+
+// getAgent reads an agent, waiting up to ReadLag for one the registry does not show yet. A NotFound
+// after that is retryable (ErrAgentNotVisible) until NotFoundRetryFor has passed since the activity
+// was scheduled, and final afterwards.
 func (a *Activities) getAgent(ctx context.Context, name string) (*registryv1.Agent, error) {
 	var resp *registryv1.GetAgentResponse
 	err := untilVisible(ctx, a.readLag(), func() (err error) {
 		resp, err = a.Registry.GetAgent(ctx, &registryv1.GetAgentRequest{Name: name})
 		return err
 	}, func(err error) bool { return errs.Is(err, errs.KindNotFound) })
+	if errs.Is(err, errs.KindNotFound) && activity.IsActivity(ctx) {
+		if waited := time.Since(activity.GetInfo(ctx).ScheduledTime); waited < a.notFoundRetryFor() {
+			return nil, temporal.NewApplicationErrorWithCause(
+				fmt.Sprintf("registry.GetAgent: agent %s not visible yet (after %s of %s)", name, waited.Round(time.Second), a.notFoundRetryFor()),
+				ErrAgentNotVisible, err)
+		}
+	}
 	if err != nil {
 		return nil, classify("registry.GetAgent", err)
 	}

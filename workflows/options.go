@@ -26,6 +26,26 @@ var activityOptions = workflow.ActivityOptions{
 	},
 }
 
+// activityOptionsWaitingForCancel are activityOptions for a step whose effect must be known before a
+// cancelled run goes on: cancellation waits for the activity to end.
+var activityOptionsWaitingForCancel = func() workflow.ActivityOptions {
+	o := activityOptions
+	o.WaitForCancellation = true
+	return o
+}()
+
+// undoActivityOptions bound the compensation of a run that is failing or being cancelled: it is
+// retried for an hour at most, then left to the deprovisioning run and the reconciler.
+var undoActivityOptions = workflow.ActivityOptions{
+	StartToCloseTimeout:    30 * time.Second,
+	ScheduleToCloseTimeout: time.Hour,
+	RetryPolicy: &temporal.RetryPolicy{
+		InitialInterval:    time.Second,
+		BackoffCoefficient: 2,
+		MaximumInterval:    time.Minute,
+	},
+}
+
 // acts is the receiver for activity references; the worker binds the real Activities.
 var acts *Activities
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -203,7 +204,81 @@ func (p *provision) dropPending() {
 	p.pending, p.taken = nil, p.enqueued
 }
 
+// versionClientFirst is the change id of the order credential-then-activation (version 1); runs
+// recorded before it (workflow.DefaultVersion) activate first and create the client after.
+const versionClientFirst = "client-before-activation"
+
 func (p *provision) activate(ctx workflow.Context, approvedBy []string) (ProvisionResult, error) {
+	if workflow.GetVersion(ctx, versionClientFirst, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return p.activateThenCreate(ctx, approvedBy)
+	}
+	// The credential first, so that the agent reads ACTIVE only once its credential works. The
+	// client exists for a PENDING agent only between these two steps; if activation does not follow,
+	// the client is disabled again, so no working client stays with an agent that is not ACTIVE.
+	if err := p.setStage(ctx, StageCredentials); err != nil {
+		return ProvisionResult{}, err
+	}
+	var client ClientInfo
+	// A cancelled run waits for a CreateClient in flight to end, so that taking the client back
+	// comes after it.
+	cctx := workflow.WithActivityOptions(ctx, activityOptionsWaitingForCancel)
+	err := workflow.ExecuteActivity(cctx, acts.CreateClient, CreateClientRequest{
+		Tenant: p.in.Tenant, Agent: p.in.Agent, AgentID: p.in.AgentID, RequestID: requestID(p.id, StageCredentials),
+	}).Get(ctx, &client)
+	if err != nil {
+		// CreateClient takes back a client it made for an agent that left provisioning; only a cancelled
+		// call may leave one behind.
+		if temporal.IsCanceledError(err) {
+			p.undoClient(ctx, "provisioning was cancelled while the client was created")
+		}
+		return ProvisionResult{}, err
+	}
+	if err := p.setStage(ctx, StageActivate); err != nil {
+		p.undoClient(ctx, "provisioning failed before activation")
+		return ProvisionResult{}, err
+	}
+	if err := workflow.ExecuteActivity(ctx, acts.ActivateAgent, ActivateRequest{
+		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, ApprovedBy: strings.Join(approvedBy, ","),
+		RequestID: requestID(p.id, StageActivate),
+	}).Get(ctx, nil); err != nil {
+		p.undoClient(ctx, "the agent could not be activated: "+err.Error())
+		return ProvisionResult{}, err
+	}
+	res := ProvisionResult{Result: ResultActivated, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Client: client.Name}
+	return res, p.recordDecided(ctx, res)
+}
+
+// undoClient disables the client this run created, also when the run is being cancelled; a failure
+// is logged (the deprovisioning run and the reconciler disable it too).
+func (p *provision) undoClient(ctx workflow.Context, reason string) {
+	if ctx.Err() != nil {
+		ctx, _ = workflow.NewDisconnectedContext(ctx)
+	}
+	ctx = workflow.WithActivityOptions(ctx, undoActivityOptions)
+	if err := workflow.ExecuteActivity(ctx, acts.DisableClient, DisableClientRequest{
+		Tenant: p.in.Tenant, AgentID: p.in.AgentID, Reason: truncateReason(reason), RequestID: requestID(p.id, StageCredentials+"-undo"),
+	}).Get(ctx, nil); err != nil {
+		workflow.GetLogger(ctx).Error("cannot disable the client of an agent that was not activated", "agent", p.in.Agent, "error", err)
+	}
+}
+
+// truncateReason keeps a reason within what the issuer accepts.
+func truncateReason(s string) string {
+	const maxLen = 200
+	if len(s) <= maxLen {
+		return s
+	}
+	for i := maxLen; i > 0; i-- {
+		if utf8.RuneStart(s[i]) {
+			return s[:i]
+		}
+	}
+	return ""
+}
+
+// activateThenCreate is the order of runs recorded before versionClientFirst: activation, then the
+// client.
+func (p *provision) activateThenCreate(ctx workflow.Context, approvedBy []string) (ProvisionResult, error) {
 	if err := p.setStage(ctx, StageActivate); err != nil {
 		return ProvisionResult{}, err
 	}

@@ -58,7 +58,8 @@ func TestProvisionAutoApproved(t *testing.T) {
 	if res.Result != workflows.ResultActivated || !slices.Equal(res.ApprovedBy, []string{"policy:auto"}) || res.Client != "tenants/acme/clients/a1" {
 		t.Fatalf("result = %+v", res)
 	}
-	wantStages := []string{"policy", "activate", "credentials", "done"}
+	// The credential exists before the agent reads ACTIVE.
+	wantStages := []string{"policy", "credentials", "activate", "done"}
 	if got := f.stages.all(); !slices.Equal(got, wantStages) {
 		t.Errorf("stages = %v, want %v", got, wantStages)
 	}
@@ -393,8 +394,12 @@ func TestProvisionActivityErrors(t *testing.T) {
 			if got := f.stages.all(); got[len(got)-1] != "failed" {
 				t.Errorf("stages = %v, want failed last", got)
 			}
-			if len(f.fakes.Requests("CreateClient")) != 0 || len(f.events(t, "a6")) != 0 {
+			if len(f.events(t, "a6")) != 0 {
 				t.Error("the run went on after a final error")
+			}
+			// The client created before the failed activation is taken back.
+			if c := f.fakes.Issuer.Client("tenants/acme/clients/a6"); c.GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
+				t.Errorf("client after a failed activation = %v, want DISABLED", c)
 			}
 		})
 	}
@@ -458,6 +463,7 @@ func TestProvisionWaitsForTheRegistryReadModel(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a10"))
 			f.acts.ReadLag = 2 * time.Second
+			f.acts.NotFoundRetryFor = time.Second // lag for a second, final after (TestNotFoundIsLagForABoundedTime)
 			if tt.appearIn > 0 {
 				timer := time.AfterFunc(tt.appearIn, func() {
 					f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a10", registryv1.RiskTier_RISK_TIER_LOW))

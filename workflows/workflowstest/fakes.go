@@ -282,8 +282,35 @@ func (r *Registry) CompleteRetirement(_ context.Context, req *registryv1.Complet
 type Issuer struct {
 	issuerv1.UnimplementedIssuerServiceServer
 	mu      sync.Mutex
-	clients map[string]*issuerv1.Client // by resource name
-	created map[string]string           // request id -> client name
+	clients    map[string]*issuerv1.Client // by resource name
+	created    map[string]string           // request id -> client name
+	tombstones map[string]bool             // names disabled before they existed: never created
+}
+
+// Tombstone makes every later CreateClient of the named client fail with FailedPrecondition, as the
+// issuer does for a client disabled by deprovisioning.
+func (i *Issuer) Tombstone(name string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.tombstone(name)
+}
+
+func (i *Issuer) tombstone(name string) {
+	if i.tombstones == nil {
+		i.tombstones = map[string]bool{}
+	}
+	i.tombstones[name] = true
+}
+
+// Clients returns copies of every client, in no particular order.
+func (i *Issuer) Clients() []*issuerv1.Client {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	out := make([]*issuerv1.Client, 0, len(i.clients))
+	for _, c := range i.clients {
+		out = append(out, proto.Clone(c).(*issuerv1.Client))
+	}
+	return out
 }
 
 // Client returns a copy of the named client, or nil.
@@ -303,7 +330,8 @@ func (i *Issuer) Put(c *issuerv1.Client) {
 	i.clients[c.GetName()] = proto.Clone(c).(*issuerv1.Client)
 }
 
-// CreateClient creates an ACTIVE client; a repeated request id returns the same client.
+// CreateClient creates an ACTIVE client; a repeated request id returns the same client. A tombstoned
+// client is FailedPrecondition, an existing one AlreadyExists.
 func (i *Issuer) CreateClient(_ context.Context, req *issuerv1.CreateClientRequest) (*issuerv1.CreateClientResponse, error) {
 	tenant, ok := strings.CutPrefix(req.GetParent(), "tenants/")
 	if !ok || tenant == "" {
@@ -320,6 +348,9 @@ func (i *Issuer) CreateClient(_ context.Context, req *issuerv1.CreateClientReque
 	}
 	if prev, ok := i.created[req.GetRequestId()]; ok && prev == name {
 		return &issuerv1.CreateClientResponse{Client: proto.Clone(i.clients[name]).(*issuerv1.Client)}, nil
+	}
+	if i.tombstones[name] {
+		return nil, errs.FailedPrecondition("CLIENT_TOMBSTONED", "the client was retired and cannot be created again")
 	}
 	if _, ok := i.clients[name]; ok {
 		return nil, errs.AlreadyExists("CLIENT_EXISTS", "client already exists")
@@ -339,12 +370,14 @@ func (i *Issuer) GetClient(_ context.Context, req *issuerv1.GetClientRequest) (*
 	return nil, errs.NotFound("CLIENT_NOT_FOUND", "client not found")
 }
 
-// DisableClient disables a client (idempotently).
+// DisableClient disables a client (idempotently); disabling a client that does not exist leaves a
+// tombstone (and answers NotFound).
 func (i *Issuer) DisableClient(_ context.Context, req *issuerv1.DisableClientRequest) (*issuerv1.DisableClientResponse, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	c, ok := i.clients[req.GetName()]
 	if !ok {
+		i.tombstone(req.GetName())
 		return nil, errs.NotFound("CLIENT_NOT_FOUND", "client not found")
 	}
 	if c.GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
