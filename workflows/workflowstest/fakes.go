@@ -281,7 +281,7 @@ func (r *Registry) CompleteRetirement(_ context.Context, req *registryv1.Complet
 // Issuer is a fake IssuerService holding clients in memory.
 type Issuer struct {
 	issuerv1.UnimplementedIssuerServiceServer
-	mu      sync.Mutex
+	mu         sync.Mutex
 	clients    map[string]*issuerv1.Client // by resource name
 	created    map[string]string           // request id -> client name
 	tombstones map[string]bool             // names disabled before they existed: never created
