@@ -249,6 +249,71 @@ func (x *ClientDisabled) GetRevokeTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// ClientTombstoned: a client id was disabled before any client was created with it, so that it can
+// never be created (type `client.tombstoned`, stream CREDENTIALS).
+type ClientTombstoned struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the client.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Why (the DisableClient reason).
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// When the tombstone was recorded.
+	TombstoneTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=tombstone_time,json=tombstoneTime,proto3" json:"tombstone_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientTombstoned) Reset() {
+	*x = ClientTombstoned{}
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientTombstoned) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientTombstoned) ProtoMessage() {}
+
+func (x *ClientTombstoned) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientTombstoned.ProtoReflect.Descriptor instead.
+func (*ClientTombstoned) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ClientTombstoned) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClientTombstoned) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ClientTombstoned) GetTombstoneTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TombstoneTime
+	}
+	return nil
+}
+
 // TokenRequested: telemetry for one token request (type `token.requested`, stream TELEMETRY).
 type TokenRequested struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -284,7 +349,7 @@ type TokenRequested struct {
 
 func (x *TokenRequested) Reset() {
 	*x = TokenRequested{}
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -296,7 +361,7 @@ func (x *TokenRequested) String() string {
 func (*TokenRequested) ProtoMessage() {}
 
 func (x *TokenRequested) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -309,7 +374,7 @@ func (x *TokenRequested) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRequested.ProtoReflect.Descriptor instead.
 func (*TokenRequested) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TokenRequested) GetTenant() string {
@@ -418,7 +483,11 @@ const file_agentid_issuer_v1_events_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12;\n" +
 	"\vrevoke_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"revokeTime\"\xbb\x03\n" +
+	"revokeTime\"\x81\x01\n" +
+	"\x10ClientTombstoned\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12A\n" +
+	"\x0etombstone_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rtombstoneTime\"\xbb\x03\n" +
 	"\x0eTokenRequested\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x14\n" +
@@ -456,28 +525,30 @@ func file_agentid_issuer_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_issuer_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agentid_issuer_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_agentid_issuer_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_agentid_issuer_v1_events_proto_goTypes = []any{
 	(TokenOutcome)(0),             // 0: agentid.issuer.v1.TokenOutcome
 	(*SigningKeyCreated)(nil),     // 1: agentid.issuer.v1.SigningKeyCreated
 	(*ClientCreated)(nil),         // 2: agentid.issuer.v1.ClientCreated
 	(*ClientDisabled)(nil),        // 3: agentid.issuer.v1.ClientDisabled
-	(*TokenRequested)(nil),        // 4: agentid.issuer.v1.TokenRequested
-	(*SigningKey)(nil),            // 5: agentid.issuer.v1.SigningKey
-	(*Client)(nil),                // 6: agentid.issuer.v1.Client
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*ClientTombstoned)(nil),      // 4: agentid.issuer.v1.ClientTombstoned
+	(*TokenRequested)(nil),        // 5: agentid.issuer.v1.TokenRequested
+	(*SigningKey)(nil),            // 6: agentid.issuer.v1.SigningKey
+	(*Client)(nil),                // 7: agentid.issuer.v1.Client
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_agentid_issuer_v1_events_proto_depIdxs = []int32{
-	5, // 0: agentid.issuer.v1.SigningKeyCreated.key:type_name -> agentid.issuer.v1.SigningKey
-	6, // 1: agentid.issuer.v1.ClientCreated.client:type_name -> agentid.issuer.v1.Client
-	7, // 2: agentid.issuer.v1.ClientDisabled.revoke_time:type_name -> google.protobuf.Timestamp
-	0, // 3: agentid.issuer.v1.TokenRequested.outcome:type_name -> agentid.issuer.v1.TokenOutcome
-	7, // 4: agentid.issuer.v1.TokenRequested.expire_time:type_name -> google.protobuf.Timestamp
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	6, // 0: agentid.issuer.v1.SigningKeyCreated.key:type_name -> agentid.issuer.v1.SigningKey
+	7, // 1: agentid.issuer.v1.ClientCreated.client:type_name -> agentid.issuer.v1.Client
+	8, // 2: agentid.issuer.v1.ClientDisabled.revoke_time:type_name -> google.protobuf.Timestamp
+	8, // 3: agentid.issuer.v1.ClientTombstoned.tombstone_time:type_name -> google.protobuf.Timestamp
+	0, // 4: agentid.issuer.v1.TokenRequested.outcome:type_name -> agentid.issuer.v1.TokenOutcome
+	8, // 5: agentid.issuer.v1.TokenRequested.expire_time:type_name -> google.protobuf.Timestamp
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agentid_issuer_v1_events_proto_init() }
@@ -492,7 +563,7 @@ func file_agentid_issuer_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_issuer_v1_events_proto_rawDesc), len(file_agentid_issuer_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -101,7 +101,11 @@ type Client struct {
 	// When the client was created (output only).
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the client was disabled, if it was (output only).
-	DisableTime   *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=disable_time,json=disableTime,proto3" json:"disable_time,omitempty"`
+	DisableTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=disable_time,json=disableTime,proto3" json:"disable_time,omitempty"`
+	// True when the client was disabled before it was ever created (output only): the record is a
+	// tombstone that holds only the name, state DISABLED and disable_time, and keeps the client id
+	// from ever being created.
+	Tombstone     bool `protobuf:"varint,13,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -218,6 +222,13 @@ func (x *Client) GetDisableTime() *timestamppb.Timestamp {
 		return x.DisableTime
 	}
 	return nil
+}
+
+func (x *Client) GetTombstone() bool {
+	if x != nil {
+		return x.Tombstone
+	}
+	return false
 }
 
 // SigningKey is the public half of a tenant's token signing key.
@@ -495,7 +506,7 @@ func (x *GetClientResponse) GetClient() *Client {
 	return nil
 }
 
-// DisableClientRequest disables one client.
+// DisableClientRequest disables one client, or tombstones a client id that has none yet.
 type DisableClientRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resource name: `tenants/{tenant}/clients/{client}`.
@@ -562,7 +573,7 @@ func (x *DisableClientRequest) GetRequestId() string {
 // DisableClientResponse returns the disabled client.
 type DisableClientResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The client, in state DISABLED.
+	// The client, in state DISABLED; `tombstone` is set when it never existed.
 	Client        *Client `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -701,7 +712,7 @@ var File_agentid_issuer_v1_issuer_service_proto protoreflect.FileDescriptor
 
 const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\n" +
-	"&agentid/issuer/v1/issuer_service.proto\x12\x11agentid.issuer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x03\n" +
+	"&agentid/issuer/v1/issuer_service.proto\x12\x11agentid.issuer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x03\n" +
 	"\x06Client\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
@@ -717,7 +728,8 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	" \x01(\x0e2\x1e.agentid.issuer.v1.ClientStateR\x05state\x12;\n" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12=\n" +
-	"\fdisable_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vdisableTime\"\x9d\x01\n" +
+	"\fdisable_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vdisableTime\x12\x1c\n" +
+	"\ttombstone\x18\r \x01(\bR\ttombstone\"\x9d\x01\n" +
 	"\n" +
 	"SigningKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +

@@ -32,12 +32,22 @@ const (
 // IssuerService administers each tenant's authorization server. Token endpoints are plain OAuth HTTP.
 type IssuerServiceClient interface {
 	// CreateClient registers an OAuth client: an active agent's (created by its provisioning run), a
-	// platform service identity, or a staff identity with roles.
+	// platform service identity, or a staff identity with roles. A repeat with the same request_id
+	// returns the client it created while the client is active. A client id that was ever disabled
+	// (tombstoned, see DisableClient) fails with FailedPrecondition, reason CLIENT_TOMBSTONED, and
+	// nothing is written; one that exists from another request fails with AlreadyExists, reason
+	// CLIENT_ALREADY_EXISTS.
 	// Callers: the lifecycle service or platform-admin; tenant-admin for staff identities of its tenant.
 	CreateClient(ctx context.Context, in *CreateClientRequest, opts ...grpc.CallOption) (*CreateClientResponse, error)
 	// GetClient returns one client. Callers: platform-admin, tenant-admin.
 	GetClient(ctx context.Context, in *GetClientRequest, opts ...grpc.CallOption) (*GetClientResponse, error)
-	// DisableClient disables a client and revokes every token issued to it.
+	// DisableClient disables a client and revokes every token issued to it. Disabling is final and
+	// tombstones the client id: a later CreateClient of it fails with FailedPrecondition, reason
+	// CLIENT_TOMBSTONED. Every DisableClient tombstones, whatever its reason: disabling a client that
+	// does not exist yet records a tombstone (the response's client has `tombstone` set) instead of
+	// answering NotFound, so a CreateClient racing the disable (a provisioning run racing retirement)
+	// can never create a credential. The race is decided by the event store's version check on the
+	// client, not by a read. Disabling a disabled client changes nothing.
 	// Callers: the lifecycle service or platform-admin; tenant-admin in its tenant.
 	DisableClient(ctx context.Context, in *DisableClientRequest, opts ...grpc.CallOption) (*DisableClientResponse, error)
 	// ListSigningKeys lists a tenant's public signing keys. Callers: any role of the tenant.
@@ -99,12 +109,22 @@ func (c *issuerServiceClient) ListSigningKeys(ctx context.Context, in *ListSigni
 // IssuerService administers each tenant's authorization server. Token endpoints are plain OAuth HTTP.
 type IssuerServiceServer interface {
 	// CreateClient registers an OAuth client: an active agent's (created by its provisioning run), a
-	// platform service identity, or a staff identity with roles.
+	// platform service identity, or a staff identity with roles. A repeat with the same request_id
+	// returns the client it created while the client is active. A client id that was ever disabled
+	// (tombstoned, see DisableClient) fails with FailedPrecondition, reason CLIENT_TOMBSTONED, and
+	// nothing is written; one that exists from another request fails with AlreadyExists, reason
+	// CLIENT_ALREADY_EXISTS.
 	// Callers: the lifecycle service or platform-admin; tenant-admin for staff identities of its tenant.
 	CreateClient(context.Context, *CreateClientRequest) (*CreateClientResponse, error)
 	// GetClient returns one client. Callers: platform-admin, tenant-admin.
 	GetClient(context.Context, *GetClientRequest) (*GetClientResponse, error)
-	// DisableClient disables a client and revokes every token issued to it.
+	// DisableClient disables a client and revokes every token issued to it. Disabling is final and
+	// tombstones the client id: a later CreateClient of it fails with FailedPrecondition, reason
+	// CLIENT_TOMBSTONED. Every DisableClient tombstones, whatever its reason: disabling a client that
+	// does not exist yet records a tombstone (the response's client has `tombstone` set) instead of
+	// answering NotFound, so a CreateClient racing the disable (a provisioning run racing retirement)
+	// can never create a credential. The race is decided by the event store's version check on the
+	// client, not by a read. Disabling a disabled client changes nothing.
 	// Callers: the lifecycle service or platform-admin; tenant-admin in its tenant.
 	DisableClient(context.Context, *DisableClientRequest) (*DisableClientResponse, error)
 	// ListSigningKeys lists a tenant's public signing keys. Callers: any role of the tenant.

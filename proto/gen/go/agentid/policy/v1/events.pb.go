@@ -22,7 +22,10 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// DecisionRecorded: one policy decision, for the decision log (type `policy.decided`, stream TELEMETRY).
+// DecisionRecorded: one policy decision, for the decision log (type `policy.decided`, stream
+// TELEMETRY on `telemetry.<tenant>.policy.decided`). A decision made under a request id is first
+// recorded on stream POLICY as the aggregate `agentid.<tenant>.policy.admission-<hash>.decided`, its
+// idempotency record: the first such event answers every repeat of the request.
 type DecisionRecorded struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Tenant whose policy decided.

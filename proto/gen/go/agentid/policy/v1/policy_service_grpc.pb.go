@@ -28,7 +28,11 @@ const (
 //
 // PolicyService evaluates policy-as-code (OPA/Rego) at the platform's decision points.
 type PolicyServiceClient interface {
-	// EvaluateAdmission decides whether an agent registration may be provisioned, and how.
+	// EvaluateAdmission decides whether an agent registration may be provisioned, and how. It is
+	// idempotent by request_id: one decision per tenant and request id. A repeat returns the first
+	// decision (same decision_id, outcome and bundle_version, even after the policy bundle changed)
+	// without evaluating again or recording a second decision. A request without a request_id is
+	// evaluated afresh every time (a dry run).
 	// Callers: the lifecycle service; platform-admin and tenant-admin (dry runs).
 	EvaluateAdmission(ctx context.Context, in *EvaluateAdmissionRequest, opts ...grpc.CallOption) (*EvaluateAdmissionResponse, error)
 }
@@ -57,7 +61,11 @@ func (c *policyServiceClient) EvaluateAdmission(ctx context.Context, in *Evaluat
 //
 // PolicyService evaluates policy-as-code (OPA/Rego) at the platform's decision points.
 type PolicyServiceServer interface {
-	// EvaluateAdmission decides whether an agent registration may be provisioned, and how.
+	// EvaluateAdmission decides whether an agent registration may be provisioned, and how. It is
+	// idempotent by request_id: one decision per tenant and request id. A repeat returns the first
+	// decision (same decision_id, outcome and bundle_version, even after the policy bundle changed)
+	// without evaluating again or recording a second decision. A request without a request_id is
+	// evaluated afresh every time (a dry run).
 	// Callers: the lifecycle service; platform-admin and tenant-admin (dry runs).
 	EvaluateAdmission(context.Context, *EvaluateAdmissionRequest) (*EvaluateAdmissionResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()

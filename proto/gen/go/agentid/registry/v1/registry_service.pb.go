@@ -448,7 +448,15 @@ func (x *RegisterAgentResponse) GetAgent() *Agent {
 type GetAgentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resource name: `tenants/{tenant}/agents/{agent}`.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Minimum version of the agent to answer with, for reading one's own writes across replicas: the
+	// agent's etag (its aggregate version in decimal) as returned by a mutating RPC, or the aggregate
+	// version (stream sequence) of an agent event. 0 (the default) answers from the replica's read
+	// model as it is. Otherwise the replica waits until its read model has applied that version,
+	// bounded by the request deadline and a server cap of 5 seconds; if it has not by then, the call
+	// fails with Unavailable, reason READ_MODEL_LAGGING, metadata min_version and applied_version,
+	// and a google.rpc.RetryInfo: retry, on any replica, with the same min_version.
+	MinVersion    uint64 `protobuf:"varint,2,opt,name=min_version,json=minVersion,proto3" json:"min_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -488,6 +496,13 @@ func (x *GetAgentRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *GetAgentRequest) GetMinVersion() uint64 {
+	if x != nil {
+		return x.MinVersion
+	}
+	return 0
 }
 
 // GetAgentResponse returns one agent.
@@ -1169,9 +1184,11 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"I\n" +
 	"\x15RegisterAgentResponse\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"%\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"F\n" +
 	"\x0fGetAgentRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"D\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vmin_version\x18\x02 \x01(\x04R\n" +
+	"minVersion\"D\n" +
 	"\x10GetAgentResponse\x120\n" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"g\n" +
 	"\x11ListAgentsRequest\x12\x16\n" +
