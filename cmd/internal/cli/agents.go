@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/names"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
@@ -71,55 +72,77 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 			if expiresIn > 0 {
 				a.ExpireTime = timestamp(time.Now().Add(expiresIn))
 			}
+			if jwksFile != "" && keyOut != "" {
+				return errors.New("--jwks-file and --key-out are exclusive")
+			}
+			if jwksFile == "" && keyOut == "" {
+				return errors.New("the agent needs a public key: --key-out FILE (generate one) or --jwks-file FILE")
+			}
 			conn, s, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
 			tenant := g.tenantOr(s)
+			requestID = requestIDOr(requestID, "register")
+			// The agent id follows from the request id, so the credential file is complete and on
+			// disk before the registry is asked: a lost answer never leaves an agent without its key,
+			// and a retry with the same request id finds the same agent and reuses the same key.
+			agentID := names.DeriveAgentID(tenant, requestID)
 			var cred *authn.Credential
+			wroteKey := false
 			switch {
-			case jwksFile != "" && keyOut != "":
-				return errors.New("--jwks-file and --key-out are exclusive")
 			case jwksFile != "":
 				b, err := os.ReadFile(jwksFile)
 				if err != nil {
 					return err
 				}
 				a.PublicJwks = string(b)
-			case keyOut != "":
-				if _, err := os.Stat(keyOut); err == nil {
-					return fmt.Errorf("--key-out %s exists; refusing to overwrite a key", keyOut)
-				}
-				issuer, err := tenantIssuer(s, tenant)
-				if err != nil {
+			default:
+				var reused bool
+				if cred, reused, err = credentialFileFor(s, tenant, agentID, keyOut, "a registration"); err != nil {
 					return err
 				}
-				if cred, err = authn.NewCredential(tenant, "pending", issuer); err != nil {
-					return err
+				wroteKey = !reused
+				if reused {
+					fmt.Fprintf(g.stderr, "reusing the key in %s written by an earlier attempt of request %s\n", keyOut, requestID)
 				}
 				jwks, err := cred.PublicJWKS()
 				if err != nil {
 					return err
 				}
 				a.PublicJwks = string(jwks)
-			default:
-				return errors.New("the agent needs a public key: --key-out FILE (generate one) or --jwks-file FILE")
 			}
 			res, err := registryv1.NewRegistryServiceClient(conn).RegisterAgent(cmd.Context(), &registryv1.RegisterAgentRequest{
 				Parent: "tenants/" + tenant, Agent: &a, RequestId: requestID,
 			})
 			if err != nil {
+				if outcomeUnknown(err) {
+					retry := ""
+					if keyOut != "" {
+						retry = "--key-out " + keyOut + " (the key written there is reused)"
+					}
+					return mutationError("the registration", requestID, retry, err)
+				}
+				if wroteKey {
+					_ = os.Remove(keyOut) // refused: nothing stays behind
+				}
 				return err
 			}
 			if cred != nil {
 				if res.GetAgent().GetPublicJwks() != a.PublicJwks {
+					if wroteKey {
+						_ = os.Remove(keyOut)
+					}
 					return fmt.Errorf("request id %q already registered %s with another key; no key was written",
 						requestID, res.GetAgent().GetName())
 				}
-				cred.ClientID = res.GetAgent().GetAgentId()
-				if err := authn.WriteCredentialFile(keyOut, cred); err != nil {
-					return fmt.Errorf("agent registered as %s but writing its key failed: %w", res.GetAgent().GetName(), err)
+				if id := res.GetAgent().GetAgentId(); id != cred.ClientID {
+					// A registry that assigns ids another way: record the id it gave.
+					cred.ClientID = id
+					if err := authn.WriteCredentialFile(keyOut, cred); err != nil {
+						return fmt.Errorf("agent registered as %s but writing its key failed: %w", res.GetAgent().GetName(), err)
+					}
 				}
 				fmt.Fprintf(g.stderr, "wrote the agent's private key credential to %s\n", keyOut)
 			}
@@ -142,6 +165,30 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 	f.StringVar(&keyOut, "key-out", "", "generate an ES256 key and write the agent's credential file here")
 	f.StringVar(&requestID, "request-id", "", "idempotency key (retries with the same key register nothing new)")
 	return cmd
+}
+
+// credentialFileFor returns the credential of client clientID of tenant for path: the one an earlier
+// attempt of the same command wrote there (a retry: reused is true), or a new key pair written to path
+// before the command is sent. Any other existing file is refused: a key is never overwritten.
+func credentialFileFor(s *session, tenant, clientID, path, what string) (cred *authn.Credential, reused bool, err error) {
+	if _, err := os.Stat(path); err == nil {
+		old, err := authn.LoadCredentialFile(path)
+		if err != nil || old.ClientID != clientID || old.Tenant != tenant {
+			return nil, false, fmt.Errorf("--key-out %s exists; refusing to overwrite a key (to retry %s, give its --request-id)", path, what)
+		}
+		return old, true, nil
+	}
+	issuer, err := tenantIssuer(s, tenant)
+	if err != nil {
+		return nil, false, err
+	}
+	if cred, err = authn.NewCredential(tenant, clientID, issuer); err != nil {
+		return nil, false, err
+	}
+	if err := authn.WriteCredentialFile(path, cred); err != nil {
+		return nil, false, fmt.Errorf("--key-out %s: %w (nothing was registered)", path, err)
+	}
+	return cred, false, nil
 }
 
 // enumOf parses a flag into the protobuf enum type E.
@@ -227,11 +274,12 @@ func newAgentsRetireCmd(g *globals) *cobra.Command {
 			}
 			return g.withAgent(cmd.Context(), args[0], func(conn *grpc.ClientConn, name string) error {
 				rc := registryv1.NewRegistryServiceClient(conn)
+				requestID = requestIDOr(requestID, "retire")
 				res, err := rc.RetireAgent(cmd.Context(), &registryv1.RetireAgentRequest{
 					Name: name, Reason: reason, Ticket: ticket, RequestId: requestID,
 				})
 				if err != nil {
-					return err
+					return mutationError("the retirement", requestID, "", err)
 				}
 				agent := res.GetAgent()
 				if wait {

@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/agentid/agentid/pkg/authn"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 )
 
@@ -30,20 +29,16 @@ func newClientsCmd(g *globals) *cobra.Command {
 			if len(roles) == 0 {
 				return errors.New("--role is required (tenant-admin, owner, approver, auditor or analyst)")
 			}
-			if _, err := os.Stat(keyOut); err == nil {
-				return fmt.Errorf("--key-out %s exists; refusing to overwrite a key", keyOut)
-			}
 			conn, s, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
 			tenant := g.tenantOr(s)
-			issuer, err := tenantIssuer(s, tenant)
-			if err != nil {
-				return err
-			}
-			cred, err := authn.NewCredential(tenant, args[0], issuer)
+			requestID = requestIDOr(requestID, "create-client")
+			// The key file is on disk before the issuer is asked, so a lost answer never leaves an
+			// identity without its key; a retry with the same request id reuses it.
+			cred, reused, err := credentialFileFor(s, tenant, args[0], keyOut, "a client creation")
 			if err != nil {
 				return err
 			}
@@ -56,10 +51,13 @@ func newClientsCmd(g *globals) *cobra.Command {
 				Client: &issuerv1.Client{ClientId: args[0], PublicJwks: string(jwks), Roles: roles, Scopes: scopes},
 			})
 			if err != nil {
+				if outcomeUnknown(err) {
+					return mutationError("the client creation", requestID, "--key-out "+keyOut+" (the key written there is reused)", err)
+				}
+				if !reused {
+					_ = os.Remove(keyOut) // refused: nothing stays behind
+				}
 				return err
-			}
-			if err := authn.WriteCredentialFile(keyOut, cred); err != nil {
-				return fmt.Errorf("client %s created but writing its key failed: %w", res.GetClient().GetName(), err)
 			}
 			fmt.Fprintf(g.stderr, "wrote the private key credential of %s to %s\n", res.GetClient().GetName(), keyOut)
 			c := res.GetClient()

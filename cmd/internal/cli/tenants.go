@@ -20,11 +20,12 @@ func newTenantsCmd(g *globals) *cobra.Command {
 				return err
 			}
 			defer conn.Close()
+			requestID = requestIDOr(requestID, "create-tenant")
 			res, err := registryv1.NewRegistryServiceClient(conn).CreateTenant(cmd.Context(), &registryv1.CreateTenantRequest{
 				TenantId: args[0], DisplayName: display, RequestId: requestID,
 			})
 			if err != nil {
-				return err
+				return mutationError("the tenant creation", requestID, "", err)
 			}
 			return g.printTenants([]*registryv1.Tenant{res.GetTenant()}, false)
 		},

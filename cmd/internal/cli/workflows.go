@@ -50,11 +50,12 @@ func newAgentsApproveCmd(g *globals) *cobra.Command {
 				return errors.New("--comment is required when rejecting: say why")
 			}
 			return g.withAgent(cmd.Context(), args[0], func(conn *grpc.ClientConn, name string) error {
+				requestID = requestIDOr(requestID, "approval")
 				res, err := lifecyclev1.NewLifecycleServiceClient(conn).SubmitApproval(cmd.Context(), &lifecyclev1.SubmitApprovalRequest{
 					Agent: name, Decision: d, Comment: comment, RequestId: requestID,
 				})
 				if err != nil {
-					return err
+					return mutationError("the approval", requestID, "", err)
 				}
 				return g.printWorkflows([]*lifecyclev1.WorkflowStatus{res.GetWorkflow()}, false)
 			})
