@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/agentid/agentid/pkg/testkit"
 )
 
 // TestHighRiskAgentWaitsForApprovals registers a production agent touching PII with agentctl: policy
@@ -41,28 +43,33 @@ func TestHighRiskAgentWaitsForApprovals(t *testing.T) {
 	}
 
 	var lastApprover string
-	waitingFor := func() string {
+	// waitingFor is what the provisioning run waits for. Right after registration the run may not have
+	// started yet: the lifecycle service then answers a queued run, never NotFound.
+	waitingFor := func() (string, error) {
+		out, err := runCLI(t, agentctlBin, configDir, "--server", p.GRPCAddr, "agents", "workflows", agent.AgentID, "-o", "json")
+		if err != nil {
+			return "", err
+		}
 		var ws []struct {
 			WaitingFor string `json:"waitingFor"`
 			Stage      string `json:"stage"`
 		}
-		if err := json.Unmarshal([]byte(cli("agents", "workflows", agent.AgentID, "-o", "json")), &ws); err != nil || len(ws) == 0 {
-			t.Fatalf("workflows: %v %+v", err, ws)
+		if err := json.Unmarshal([]byte(out), &ws); err != nil || len(ws) == 0 {
+			return "", fmt.Errorf("workflows: %v %q", err, out)
 		}
-		return ws[0].WaitingFor
+		return ws[0].WaitingFor, nil
 	}
 	// Each step needs a different approver (separation of duties): the platform admin creates three
 	// approver identities of tenant default, and each approves one step with its own session.
 	for i, role := range []string{"owner", "security", "compliance"} {
 		step := "approval by " + role
-		for range 100 {
-			if waitingFor() == step {
-				break
+		testkit.Eventually(t, 0, "provisioning to wait for "+step, func() (bool, error) {
+			got, err := waitingFor()
+			if err != nil {
+				return false, err
 			}
-		}
-		if got := waitingFor(); got != step {
-			t.Fatalf("provisioning waits for %q, want %q", got, step)
-		}
+			return got == step, fmt.Errorf("waits for %q", got)
+		})
 		// No credential exists while approvals are pending.
 		if _, err := runCLI(t, agentctlBin, configDir, "token", "--credentials", keyFile); err == nil || !strings.Contains(err.Error(), "invalid_client") {
 			t.Fatalf("token before approval: %v, want invalid_client", err)
@@ -85,18 +92,12 @@ func TestHighRiskAgentWaitsForApprovals(t *testing.T) {
 		}
 		lastApprover = approverConfig
 	}
-	for range 200 {
-		if strings.Contains(cli("agents", "get", agent.AgentID, "-o", "json"), "AGENT_STATE_ACTIVE") {
-			break
-		}
+	testkit.Eventually(t, 0, "the agent to be ACTIVE after three approvals", func() (bool, error) {
+		out, err := runCLI(t, agentctlBin, configDir, "--server", p.GRPCAddr, "agents", "get", agent.AgentID, "-o", "json")
+		return err == nil && strings.Contains(out, "AGENT_STATE_ACTIVE"), fmt.Errorf("%v %s", err, out)
+	})
+	// ACTIVE means the credential works: the first token request succeeds, no retry needed.
+	if _, err := runCLI(t, agentctlBin, configDir, "token", "--credentials", keyFile); err != nil {
+		t.Fatalf("token of an ACTIVE agent: %v", err)
 	}
-	if out := cli("agents", "get", agent.AgentID, "-o", "json"); !strings.Contains(out, "AGENT_STATE_ACTIVE") {
-		t.Fatalf("after three approvals the agent is %s", out)
-	}
-	for range 200 {
-		if _, err := runCLI(t, agentctlBin, configDir, "token", "--credentials", keyFile); err == nil {
-			return
-		}
-	}
-	t.Fatal("no token after approval")
 }
