@@ -6,7 +6,9 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -23,11 +25,20 @@ const Name = "registry"
 // DevActor is the actor recorded for tenants created by EnsureTenant.
 const DevActor = "agentid/dev"
 
-// Config configures the registry. It has no settings yet; the event store and logger come as Deps.
-type Config struct{}
+// Config configures the registry; the event store and logger come as Deps.
+type Config struct {
+	// MaxReadWait caps how long GetAgent with a min_version waits for the read model to reach it;
+	// default registry.DefaultMaxReadWait (5s).
+	MaxReadWait time.Duration
+}
 
 // Validate checks the configuration.
-func (c Config) Validate() error { return nil }
+func (c Config) Validate() error {
+	if c.MaxReadWait < 0 {
+		return fmt.Errorf("registry: MaxReadWait %s must not be negative", c.MaxReadWait)
+	}
+	return nil
+}
 
 // Deps are the registry's dependencies built by the process.
 type Deps struct {
@@ -59,7 +70,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		log = slog.Default()
 	}
 	log = log.With("component", Name)
-	svc, err := registry.New(registry.Config{Store: deps.Store, Logger: log})
+	svc, err := registry.New(registry.Config{Store: deps.Store, Logger: log, MaxReadWait: cfg.MaxReadWait})
 	if err != nil {
 		return nil, err
 	}

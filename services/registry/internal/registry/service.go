@@ -3,7 +3,9 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -18,7 +20,16 @@ const (
 	maxAttempts = 3
 	// defaultWaitTimeout bounds how long a command waits for the read model to show its event.
 	defaultWaitTimeout = 10 * time.Second
+	// DefaultMaxReadWait caps how long a read waits for the read model to reach a minimum version.
+	DefaultMaxReadWait = 5 * time.Second
+	// ReadRetryDelay is the delay a read that timed out waiting for a minimum version suggests
+	// before its retry.
+	ReadRetryDelay = 500 * time.Millisecond
 )
+
+// ReasonReadModelLagging is the Unavailable reason of a command or read whose version the read
+// model has not applied yet.
+const ReasonReadModelLagging = "READ_MODEL_LAGGING"
 
 // Command names, the first part of each command's idempotency key.
 const (
@@ -50,6 +61,9 @@ type Config struct {
 	Now func() time.Time
 	// WaitTimeout bounds how long a command waits for the read model; default 10s.
 	WaitTimeout time.Duration
+	// MaxReadWait caps how long a read with a minimum version waits for the read model (the
+	// request deadline may shorten it); default DefaultMaxReadWait.
+	MaxReadWait time.Duration
 }
 
 // Service runs the registry's commands and queries.
@@ -58,6 +72,7 @@ type Service struct {
 	log         *slog.Logger
 	now         func() time.Time
 	waitTimeout time.Duration
+	maxReadWait time.Duration
 
 	tenants      *TenantProjection
 	agents       *AgentProjection
@@ -75,6 +90,7 @@ func New(cfg Config) (*Service, error) {
 		log:         cfg.Logger,
 		now:         cfg.Now,
 		waitTimeout: cfg.WaitTimeout,
+		maxReadWait: cfg.MaxReadWait,
 		tenants:     NewTenantProjection(),
 		agents:      NewAgentProjection(),
 	}
@@ -86,6 +102,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.waitTimeout <= 0 {
 		s.waitTimeout = defaultWaitTimeout
+	}
+	if s.maxReadWait <= 0 {
+		s.maxReadWait = DefaultMaxReadWait
 	}
 	s.tenantRunner = s.store.NewRunner(s.tenants, eventstore.StreamTenants, []string{eventstore.AggregateTypeSubject(AggregateTenant)})
 	s.agentRunner = s.store.NewRunner(s.agents, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(AggregateAgent)})
@@ -138,7 +157,7 @@ func (s *Service) wait(ctx context.Context, r *eventstore.Runner, seq uint64) er
 	case ctx.Err() != nil:
 		return ctx.Err()
 	default:
-		return errs.Unavailable("READ_MODEL_LAGGING", "the change was recorded but the read model has not caught up yet; read it again shortly", err)
+		return errs.Unavailable(ReasonReadModelLagging, "the change was recorded but the read model has not caught up yet; read it again shortly", err)
 	}
 }
 
@@ -369,13 +388,46 @@ func (s *Service) ListTenants(_ context.Context, size int32, token string) ([]*r
 	return out, nextToken(next), nil
 }
 
-// GetAgent returns one agent from the read model.
-func (s *Service) GetAgent(_ context.Context, tenant, agentID string) (*registryv1.Agent, error) {
+// GetAgent returns one agent from the read model. With a minVersion (the agent's etag as a number,
+// or the aggregate version of one of its events) it first waits until the read model has applied
+// that version, for at most the configured MaxReadWait and, when ctx has a deadline, nine tenths of
+// the time left, so that the caller hears Unavailable READ_MODEL_LAGGING (metadata min_version and
+// applied_version) rather than its own timeout.
+func (s *Service) GetAgent(ctx context.Context, tenant, agentID string, minVersion uint64) (*registryv1.Agent, error) {
+	if err := s.waitRead(ctx, minVersion); err != nil {
+		return nil, err
+	}
 	a, ok := s.agents.Get(tenant, agentID)
 	if !ok {
 		return nil, errs.NotFound("AGENT_NOT_FOUND", "agent not found").WithMetadata("name", AgentName(tenant, agentID))
 	}
 	return a, nil
+}
+
+// waitRead blocks until the agents read model has applied stream sequence version (bounded as
+// GetAgent says).
+func (s *Service) waitRead(ctx context.Context, version uint64) error {
+	if version == 0 || s.agentRunner.Position() >= version {
+		return nil
+	}
+	budget := s.maxReadWait
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(dl)*9/10)
+	}
+	wctx, cancel := context.WithTimeout(ctx, max(budget, 0))
+	defer cancel()
+	err := s.agentRunner.WaitFor(wctx, version)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	applied := s.agentRunner.Position()
+	return errs.Unavailable(ReasonReadModelLagging,
+		fmt.Sprintf("this replica has applied the agents up to version %d, not yet %d; retry with the same min_version", applied, version), err).
+		WithMetadata("min_version", strconv.FormatUint(version, 10)).
+		WithMetadata("applied_version", strconv.FormatUint(applied, 10))
 }
 
 // ListAgents returns one page of a tenant's agents in registration order and the next page's token.

@@ -217,7 +217,7 @@ func TestAgentLifecycle(t *testing.T) {
 		}
 	}
 
-	_, err = e.svc.GetAgent(ctx, "acme", registry.NewAgentID())
+	_, err = e.svc.GetAgent(ctx, "acme", registry.NewAgentID(), 0)
 	wantError(t, err, errs.KindNotFound, "AGENT_NOT_FOUND", "")
 	_, err = e.svc.ActivateAgent(ctx, registry.ActivateAgent{Tenant: "acme", AgentID: registry.NewAgentID(), DecisionID: "d", ApprovedBy: "x"}, admin)
 	wantError(t, err, errs.KindNotFound, "AGENT_NOT_FOUND", "")

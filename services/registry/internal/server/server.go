@@ -4,6 +4,10 @@ package server
 
 import (
 	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
@@ -19,7 +23,7 @@ type Registry interface {
 	GetTenant(ctx context.Context, id string) (*registryv1.Tenant, error)
 	ListTenants(ctx context.Context, size int32, token string) ([]*registryv1.Tenant, string, error)
 	RegisterAgent(ctx context.Context, c registry.RegisterAgent, md eventstore.Metadata) (*registryv1.Agent, error)
-	GetAgent(ctx context.Context, tenant, agentID string) (*registryv1.Agent, error)
+	GetAgent(ctx context.Context, tenant, agentID string, minVersion uint64) (*registryv1.Agent, error)
 	ListAgents(ctx context.Context, tenant string, size int32, token string) ([]*registryv1.Agent, string, error)
 	ActivateAgent(ctx context.Context, c registry.ActivateAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 	RejectAgent(ctx context.Context, c registry.RejectAgent, md eventstore.Metadata) (*registryv1.Agent, error)
@@ -157,7 +161,9 @@ func (s *Server) RegisterAgent(ctx context.Context, req *registryv1.RegisterAgen
 	return &registryv1.RegisterAgentResponse{Agent: a}, nil
 }
 
-// GetAgent returns one agent. Callers: any role of the agent's tenant.
+// GetAgent returns one agent, at least at req.min_version when it is set; a read model that does
+// not reach it in time answers Unavailable READ_MODEL_LAGGING with a google.rpc.RetryInfo.
+// Callers: any role of the agent's tenant.
 func (s *Server) GetAgent(ctx context.Context, req *registryv1.GetAgentRequest) (*registryv1.GetAgentResponse, error) {
 	tenant, id, err := registry.ParseAgentName("name", req.GetName())
 	if err != nil {
@@ -166,9 +172,9 @@ func (s *Server) GetAgent(ctx context.Context, req *registryv1.GetAgentRequest) 
 	if _, err := authorize(ctx, tenant, anyRole...); err != nil {
 		return nil, err
 	}
-	a, err := s.reg.GetAgent(ctx, tenant, id)
+	a, err := s.reg.GetAgent(ctx, tenant, id, req.GetMinVersion())
 	if err != nil {
-		return nil, err
+		return nil, withRetryInfo(err)
 	}
 	return &registryv1.GetAgentResponse{Agent: a}, nil
 }
@@ -269,4 +275,18 @@ func (s *Server) CompleteRetirement(ctx context.Context, req *registryv1.Complet
 		return nil, err
 	}
 	return &registryv1.CompleteRetirementResponse{Agent: a}, nil
+}
+
+// withRetryInfo adds a google.rpc.RetryInfo to a READ_MODEL_LAGGING error, telling the caller when
+// to try again; other errors pass unchanged.
+func withRetryInfo(err error) error {
+	var e *errs.Error
+	if !errors.As(err, &e) || e.Kind != errs.KindUnavailable || e.Reason != registry.ReasonReadModelLagging {
+		return err
+	}
+	st, derr := errs.ToStatus(e).WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(registry.ReadRetryDelay)})
+	if derr != nil {
+		return err
+	}
+	return st.Err()
 }
