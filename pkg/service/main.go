@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,7 +25,7 @@ type Flags struct {
 	NATSURL string
 	// GRPCAddr is the gRPC listen address.
 	GRPCAddr string
-	// HTTPAddr is the HTTP listen address (/metrics, /healthz; the issuer's OAuth endpoints).
+	// HTTPAddr is the HTTP listen address (/metrics, /livez, /readyz; the issuer's OAuth endpoints).
 	HTTPAddr string
 	// IssuerURL is the issuer's public base URL; API tokens are verified against its per-tenant JWKS.
 	IssuerURL string
@@ -36,17 +37,20 @@ type Flags struct {
 	// StreamReplicas is the replica count of the event streams this process creates (3 in a NATS
 	// cluster, so that an acknowledged event survives the loss of a server).
 	StreamReplicas int
+	// NATSGrace is how long the NATS connection may be down before the process reports NOT_SERVING.
+	NATSGrace time.Duration
 }
 
 // Register adds the common flags to fs, with the current field values as defaults.
 func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.NATSURL, "nats-url", f.NATSURL, "NATS server URL(s), comma-separated")
 	fs.StringVar(&f.GRPCAddr, "grpc-addr", f.GRPCAddr, "gRPC listen address")
-	fs.StringVar(&f.HTTPAddr, "http-addr", f.HTTPAddr, "HTTP listen address (/metrics, /healthz)")
+	fs.StringVar(&f.HTTPAddr, "http-addr", f.HTTPAddr, "HTTP listen address (/metrics, /livez, /readyz)")
 	fs.StringVar(&f.IssuerURL, "issuer-url", f.IssuerURL, "public base URL of the issuer (API tokens are verified against its JWKS)")
 	fs.StringVar(&f.LogLevel, "log-level", f.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.OTLPEndpoint, "otlp-endpoint", f.OTLPEndpoint, "OTLP/gRPC trace collector host:port (empty: no export)")
 	fs.IntVar(&f.StreamReplicas, "stream-replicas", f.StreamReplicas, "replicas of the event streams it creates (3 in a NATS cluster)")
+	fs.DurationVar(&f.NATSGrace, "nats-grace", f.NATSGrace, "how long NATS may be unreachable before /readyz and gRPC health report NOT_SERVING")
 }
 
 // Env is what Main hands a service's build function.
@@ -66,7 +70,7 @@ type Env struct {
 // DefaultFlags returns the defaults shared by every service binary.
 func DefaultFlags(grpcAddr, httpAddr string) Flags {
 	return Flags{NATSURL: nats.DefaultURL, GRPCAddr: grpcAddr, HTTPAddr: httpAddr,
-		IssuerURL: "http://127.0.0.1:8080", LogLevel: "info", StreamReplicas: 1}
+		IssuerURL: "http://127.0.0.1:8080", LogLevel: "info", StreamReplicas: 1, NATSGrace: DefaultNATSGrace}
 }
 
 // Main runs one service as its own process: it parses flags (fs must already hold the service's own
@@ -78,6 +82,10 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 	}
 	if f.StreamReplicas < 1 || f.StreamReplicas > 5 {
 		fmt.Fprintf(os.Stderr, "%s: --stream-replicas %d: want 1 to 5\n", name, f.StreamReplicas)
+		return 2
+	}
+	if f.NATSGrace <= 0 {
+		fmt.Fprintf(os.Stderr, "%s: --nats-grace %s: want a positive duration\n", name, f.NATSGrace)
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -135,6 +143,6 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier})
 	return Run(ctx, RunConfig{
 		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, Server: srv, Health: grpcx.HealthServer(srv),
-		Components: []Component{comp}, Logger: log,
+		Components: []Component{comp}, Logger: log, NATS: nc, NATSGrace: f.NATSGrace,
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -47,26 +48,42 @@ type HealthSetter interface {
 type RunConfig struct {
 	// GRPCAddr is the listen address of the one gRPC server that hosts every component.
 	GRPCAddr string
-	// HTTPAddr is the listen address for HTTP components, /metrics and /healthz; empty disables HTTP.
+	// HTTPAddr is the listen address for HTTP components, /metrics, /livez (alias /healthz) and
+	// /readyz; empty disables HTTP.
 	HTTPAddr string
 	// Server is the gRPC server (built with grpcx.NewServer).
 	Server *grpc.Server
-	// Health, if set, is marked SERVING once listeners are up and NOT_SERVING on shutdown.
+	// Health, if set, follows readiness: the overall status ("") is SERVING only while the process is
+	// ready; each component's name and the gRPC services it registered are SERVING while that
+	// component is ready (see Readier) and NATS is reachable; everything is NOT_SERVING on shutdown.
 	Health HealthSetter
-	// Components to run.
+	// Components to run. Those that implement Readier keep the process NOT_SERVING until ready.
 	Components []Component
 	// Tasks are extra long-running tasks (engines, bootstrap) run beside the components'.
 	Tasks []Task
+	// ReadyChecks are extra readiness conditions of the process, beside the components'.
+	ReadyChecks []ReadyCheck
+	// NATS, if set, is the connection the components depend on: while it has been disconnected for
+	// longer than NATSGrace the process reports NOT_SERVING, and SERVING again once it reconnects.
+	NATS *nats.Conn
+	// NATSGrace is how long NATS may be disconnected before readiness drops (default DefaultNATSGrace).
+	NATSGrace time.Duration
 	// Logger for lifecycle messages.
 	Logger *slog.Logger
 	// ShutdownTimeout bounds the graceful stop (default 10s).
 	ShutdownTimeout time.Duration
-	// OnReady is called once both listeners are bound, with their actual addresses.
-	OnReady func(grpcAddr, httpAddr string)
+	// OnListening is called once both listeners are bound, with their actual addresses (the process
+	// is not necessarily ready yet).
+	OnListening func(grpcAddr, httpAddr string)
+	// OnReady is called once, the first time the process is ready (every Readier and ReadyCheck has
+	// returned and NATS is connected).
+	OnReady func()
 }
 
 // Run registers the components, binds the listeners, runs every task and serves until ctx is done or a
 // task fails; it then stops the servers gracefully and returns the first error (nil on a clean stop).
+// Health (gRPC and /readyz) follows readiness as RunConfig.Health describes; /livez answers 200 while
+// the process runs.
 func Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.Server == nil {
 		return errors.New("service: RunConfig.Server is required")
@@ -79,22 +96,63 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
+	grace := cfg.NATSGrace
+	if grace <= 0 {
+		grace = DefaultNATSGrace
+	}
+	for _, rc := range cfg.ReadyChecks {
+		if rc.Name == "" || rc.Ready == nil {
+			return errors.New("service: a ReadyCheck needs a Name and a Ready function")
+		}
+	}
 
+	ready := newReadiness(cfg.Health, log, cfg.OnReady)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.Handler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	live := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write([]byte("ok\n"))
-	})
+	}
+	mux.HandleFunc("GET /livez", live)
+	mux.HandleFunc("GET /healthz", live) // the older name of /livez
+	mux.HandleFunc("GET /readyz", ready.serveReadyz)
 	var tasks []Task
+	var waits []ReadyCheck
+	seen := serviceNames(cfg.Server)
 	for _, c := range cfg.Components {
 		c.RegisterGRPC(cfg.Server)
+		now := serviceNames(cfg.Server)
+		var own []string
+		for n := range now {
+			if !seen[n] {
+				own = append(own, n)
+			}
+		}
+		seen = now
+		rd, waitsForIt := c.(Readier)
+		ready.addComponent(c.Name(), own, waitsForIt)
+		if waitsForIt {
+			waits = append(waits, ReadyCheck{Name: c.Name(), Ready: rd.Ready})
+		}
 		if hc, ok := c.(HTTPComponent); ok {
 			mux.Handle("/", hc.HTTPHandler())
 		}
 		tasks = append(tasks, c.Tasks()...)
 	}
 	tasks = append(tasks, cfg.Tasks...)
+	for _, rc := range cfg.ReadyChecks {
+		ready.addCheck(rc.Name)
+		waits = append(waits, rc)
+	}
+	var common []string
+	for n := range seen {
+		if !ready.owned(n) {
+			common = append(common, n)
+		}
+	}
+	ready.setCommon(common)
+	ready.publish() // NOT_SERVING everywhere until the waits below pass (or SERVING if nothing waits)
 
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
@@ -135,18 +193,25 @@ func Run(ctx context.Context, cfg RunConfig) error {
 			return nil
 		})
 	}
-	if cfg.Health != nil {
-		cfg.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	log.Info("listening", "grpc", grpcLis.Addr().String(), "http", httpAddr)
+	if cfg.OnListening != nil {
+		cfg.OnListening(grpcLis.Addr().String(), httpAddr)
 	}
-	log.Info("serving", "grpc", grpcLis.Addr().String(), "http", httpAddr)
-	if cfg.OnReady != nil {
-		cfg.OnReady(grpcLis.Addr().String(), httpAddr)
+	for _, w := range waits {
+		g.Go(func() error {
+			ready.await(gctx, w.Name, w.Ready)
+			return nil
+		})
+	}
+	if cfg.NATS != nil {
+		g.Go(func() error {
+			ready.watchNATS(gctx, cfg.NATS, grace)
+			return nil
+		})
 	}
 	g.Go(func() error {
 		<-gctx.Done()
-		if cfg.Health != nil {
-			cfg.Health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-		}
+		ready.stop()
 		stopGRPC(cfg.Server, timeout)
 		sctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
@@ -154,6 +219,15 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		return nil
 	})
 	return g.Wait()
+}
+
+// serviceNames is the set of gRPC services registered on s.
+func serviceNames(s *grpc.Server) map[string]bool {
+	out := map[string]bool{}
+	for n := range s.GetServiceInfo() {
+		out[n] = true
+	}
+	return out
 }
 
 // stopGRPC stops gracefully, forcing the stop after timeout (long-lived streams such as event tails).
