@@ -136,6 +136,33 @@ func TestClusterStore(t *testing.T) {
 		}
 	})
 
+	t.Run("replicas never lowered", func(t *testing.T) {
+		// A process started without --stream-replicas (R1) against the R3 streams.
+		r1 := eventstore.New(e.c.JetStream(t), eventstore.WithReplicas(1), eventstore.WithLogger(testLogger(t)))
+		err := r1.EnsureStreams(ctxTimeout(t, 20*time.Second))
+		var we *eventstore.WeakerConfigError
+		if !errors.As(err, &we) || we.Setting != "replicas" || we.Existing != "3" || we.Requested != "1" || we.Flag != "--stream-replicas" {
+			t.Fatalf("EnsureStreams(R1) = %v, want a refusal to lower replicas from 3 to 1", err)
+		}
+		for _, part := range []string{we.Stream, "replicas", "3", "1", "--stream-replicas"} {
+			if !strings.Contains(err.Error(), part) {
+				t.Errorf("error %q does not name %q", err, part)
+			}
+		}
+		for _, name := range append(streamNames(e.store), "KV_"+eventstore.FailedEventsBucket) {
+			st, err := e.store.JetStream().Stream(t.Context(), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := st.CachedInfo().Config.Replicas; got != 3 {
+				t.Errorf("%s: replicas %d after the refused EnsureStreams, want 3", name, got)
+			}
+		}
+		if err := e.store.EnsureStreams(ctxTimeout(t, 20*time.Second)); err != nil { // R3 again: accepted
+			t.Errorf("EnsureStreams(R3) = %v", err)
+		}
+	})
+
 	t.Run("concurrent conflicting appends", func(t *testing.T) {
 		const writers = 12
 		const rounds = 8
@@ -364,6 +391,14 @@ func TestClusterStore(t *testing.T) {
 			t.Errorf("WaitFor(future) = %v, want deadline exceeded", err)
 		}
 	})
+}
+
+func streamNames(s *eventstore.Store) []string {
+	var names []string
+	for _, cfg := range s.Streams() {
+		names = append(names, cfg.Name)
+	}
+	return names
 }
 
 // appendUntil appends a, repeating it with the same idempotency key while the cluster cannot take

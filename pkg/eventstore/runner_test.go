@@ -37,11 +37,11 @@ func (p *agentList) Apply(_ context.Context, e eventstore.Event) error {
 	if err != nil {
 		return err
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.failOn != "" && v.GetValue() == p.failOn {
 		return fmt.Errorf("cannot apply %q", v.GetValue())
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	key := e.Metadata.Tenant + "/" + e.AggregateID
 	p.history[key] = append(p.history[key], e.Type+"="+v.GetValue())
 	p.applied = append(p.applied, e.Sequence)
