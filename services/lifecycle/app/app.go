@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
@@ -27,6 +28,7 @@ import (
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
+	"github.com/agentid/agentid/services/lifecycle/internal/readmodel"
 	"github.com/agentid/agentid/services/lifecycle/internal/server"
 	"github.com/agentid/agentid/workflows"
 )
@@ -55,6 +57,12 @@ type Config struct {
 	IssuerAddr string
 	// PolicyAddr is the gRPC target of the policy service. Required.
 	PolicyAddr string
+	// ReconcileInterval is the time between two reconciler passes (default
+	// lifecycle.DefaultReconcileInterval, 30s).
+	ReconcileInterval time.Duration
+	// StuckAfter is how long an agent may stay PENDING or RETIRING without a running run before it
+	// counts in lifecycle_stuck_agents (default lifecycle.DefaultStuckAfter, 10m).
+	StuckAfter time.Duration
 }
 
 // withDefaults fills the optional fields.
@@ -67,6 +75,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TaskQueue == "" {
 		c.TaskQueue = DefaultTaskQueue
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = lifecycle.DefaultReconcileInterval
+	}
+	if c.StuckAfter == 0 {
+		c.StuckAfter = lifecycle.DefaultStuckAfter
 	}
 	return c
 }
@@ -84,6 +98,12 @@ func (c Config) Validate() error {
 	if strings.ContainsAny(c.Namespace, " /") {
 		return errs.InvalidArgument("namespace", "namespace must not contain spaces or slashes")
 	}
+	if c.ReconcileInterval < time.Second {
+		return errs.InvalidArgument("reconcile_interval", "reconcile_interval must be at least 1s")
+	}
+	if c.StuckAfter < 0 {
+		return errs.InvalidArgument("stuck_after", "stuck_after must not be negative")
+	}
 	return nil
 }
 
@@ -98,6 +118,8 @@ type Deps struct {
 	PerRPC credentials.PerRPCCredentials
 	// Temporal is the Temporal client; nil dials Config.TemporalHostPort lazily (and Close closes it).
 	Temporal client.Client
+	// Registerer receives the lifecycle metrics; default prometheus.DefaultRegisterer.
+	Registerer prometheus.Registerer
 }
 
 // App is the lifecycle component.
@@ -111,6 +133,9 @@ type App struct {
 	acts      *workflows.Activities
 	core      *lifecycle.Service
 	srv       *server.Server
+	model     *readmodel.Model
+	runners   []*eventstore.Runner
+	reconcile *lifecycle.Reconciler
 
 	closeOnce sync.Once
 }
@@ -172,13 +197,28 @@ func New(cfg Config, deps Deps) (*App, error) {
 		return nil, err
 	}
 	registry := registryv1.NewRegistryServiceClient(reg)
+	issuer := issuerv1.NewIssuerServiceClient(iss)
 	a.acts = &workflows.Activities{
 		Registry: registry,
-		Issuer:   issuerv1.NewIssuerServiceClient(iss),
+		Issuer:   issuer,
 		Policy:   policyv1.NewPolicyServiceClient(pol),
 		Events:   deps.Store,
 	}
-	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Logger: log})
+	a.model = readmodel.New()
+	a.runners = []*eventstore.Runner{
+		deps.Store.NewRunner(readmodel.Agents{M: a.model}, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(eventstore.AggregateAgent)}),
+		deps.Store.NewRunner(readmodel.Credentials{M: a.model}, eventstore.StreamCredentials, []string{eventstore.AggregateTypeSubject(eventstore.AggregateClient)}),
+		deps.Store.NewRunner(readmodel.Lifecycle{M: a.model}, eventstore.StreamLifecycle, nil),
+	}
+	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Model: a.model, Logger: log})
+	if err != nil {
+		_ = a.Close()
+		return nil, err
+	}
+	a.reconcile, err = lifecycle.NewReconciler(lifecycle.ReconcilerConfig{
+		Service: a.core, Model: a.model, Issuer: issuer, Ready: a.Ready,
+		Interval: cfg.ReconcileInterval, StuckAfter: cfg.StuckAfter, Registerer: deps.Registerer, Logger: log,
+	})
 	if err != nil {
 		_ = a.Close()
 		return nil, err
@@ -193,9 +233,35 @@ func (a *App) Name() string { return Name }
 // RegisterGRPC registers agentid.lifecycle.v1.LifecycleService on s.
 func (a *App) RegisterGRPC(s *grpc.Server) { lifecyclev1.RegisterLifecycleServiceServer(s, a.srv) }
 
-// Tasks returns the Temporal worker and the agent-event consumer.
+// Tasks returns the Temporal worker, the agent-event consumer, the read model's projection runners
+// and the reconciler.
 func (a *App) Tasks() []service.Task {
-	return []service.Task{a.runWorker, a.runConsumer}
+	tasks := []service.Task{a.runWorker, a.runConsumer, a.reconcile.Run}
+	for _, r := range a.runners {
+		tasks = append(tasks, r.Run)
+	}
+	return tasks
+}
+
+// Ready blocks until the read model has caught up with streams AGENTS, CREDENTIALS and LIFECYCLE as
+// they were when its runners started (the process's readiness, and the reconciler's first pass,
+// wait for it).
+func (a *App) Ready(ctx context.Context) error {
+	for _, r := range a.runners {
+		if err := r.Ready(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Reconcile makes one reconciler pass now (for operators' tooling and tests); the reconciler task
+// makes one every Config.ReconcileInterval.
+func (a *App) Reconcile(ctx context.Context) (lifecycle.PassResult, error) {
+	if err := a.Ready(ctx); err != nil {
+		return lifecycle.PassResult{}, err
+	}
+	return a.reconcile.Pass(ctx)
 }
 
 // Close closes the gRPC connections and the Temporal client New dialled.

@@ -60,10 +60,9 @@ func (s *Service) startProvisioning(ctx context.Context, ev eventstore.Event) er
 	if err != nil {
 		return err
 	}
-	tier := workflows.RiskTierName(agent.GetRiskTier())
-	in := workflows.ProvisionInput{Tenant: tenant, Agent: agent.GetName(), AgentID: agentID, RiskTier: tier, EventID: ev.ID}
-	return s.start(ctx, ev, workflows.ProvisionWorkflowID(tenant, agentID), workflows.ProvisionWorkflowName,
-		tenant, agentID, tier, workflows.StagePolicy, in)
+	spec := provisionSpec(tenant, agentID, workflows.RiskTierName(agent.GetRiskTier()), ev.ID)
+	spec.event, spec.md = ev.Type, ev.Metadata
+	return s.startFromEvent(ctx, spec)
 }
 
 func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) error {
@@ -79,46 +78,87 @@ func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) 
 	if t := msg.GetTicket(); t != "" {
 		reason = strings.TrimSpace(reason + " (ticket " + t + ")")
 	}
-	tier := s.riskTier(ctx, msg.GetName())
-	in := workflows.DeprovisionInput{Tenant: tenant, Agent: msg.GetName(), AgentID: agentID, RiskTier: tier, Reason: reason, EventID: ev.ID}
-	return s.start(ctx, ev, workflows.DeprovisionWorkflowID(tenant, agentID), workflows.DeprovisionWorkflowName,
-		tenant, agentID, tier, workflows.StageRevoke, in)
+	spec := deprovisionSpec(tenant, agentID, s.riskTier(ctx, msg.GetName()), reason, ev.ID)
+	spec.event, spec.md = ev.Type, ev.Metadata
+	return s.startFromEvent(ctx, spec)
 }
 
-// start starts one run; an existing run with the id is success.
-func (s *Service) start(ctx context.Context, ev eventstore.Event, id, name, tenant, agentID, tier, stage string, in any) error {
+// runSpec is one lifecycle run to start.
+type runSpec struct {
+	id, name, tenant, agentID, tier, stage string
+	in                                     any
+	eventID, event                         string // the causing event, recorded in the memo
+	md                                     eventstore.Metadata
+}
+
+func provisionSpec(tenant, agentID, tier, eventID string) runSpec {
+	return runSpec{
+		id: workflows.ProvisionWorkflowID(tenant, agentID), name: workflows.ProvisionWorkflowName,
+		tenant: tenant, agentID: agentID, tier: tier, stage: workflows.StagePolicy, eventID: eventID,
+		in: workflows.ProvisionInput{Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, EventID: eventID},
+	}
+}
+
+func deprovisionSpec(tenant, agentID, tier, reason, eventID string) runSpec {
+	return runSpec{
+		id: workflows.DeprovisionWorkflowID(tenant, agentID), name: workflows.DeprovisionWorkflowName,
+		tenant: tenant, agentID: agentID, tier: tier, stage: workflows.StageRevoke, eventID: eventID,
+		in: workflows.DeprovisionInput{Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, Reason: reason, EventID: eventID},
+	}
+}
+
+// startFromEvent starts one run for an event; an existing run with the id (running or closed) is
+// success, so a redelivered event starts nothing new.
+func (s *Service) startFromEvent(ctx context.Context, spec runSpec) error {
+	runID, err := s.startRun(ctx, spec, enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE)
+	switch {
+	case errors.Is(err, errRunExists):
+		s.log.DebugContext(ctx, "workflow already started", "workflow_id", spec.id, "event_id", spec.eventID)
+		return nil
+	case err != nil:
+		return err
+	}
+	s.log.InfoContext(ctx, "workflow started", "workflow_id", spec.id, "run_id", runID, "event_id", spec.eventID, "event_type", spec.event)
+	return nil
+}
+
+// errRunExists: a run with the workflow id exists that the reuse policy does not replace.
+var errRunExists = errors.New("a run with this workflow id exists")
+
+// startRun starts one run under its deterministic id with the reuse policy; errRunExists when a run
+// with the id is running, or closed and not replaceable under policy.
+func (s *Service) startRun(ctx context.Context, spec runSpec, policy enumspb.WorkflowIdReusePolicy) (string, error) {
 	attrs := []temporal.SearchAttributeUpdate{
-		workflows.AgentIDKey.ValueSet(agentID), workflows.TenantKey.ValueSet(tenant), workflows.StageKey.ValueSet(stage),
+		workflows.AgentIDKey.ValueSet(spec.agentID), workflows.TenantKey.ValueSet(spec.tenant), workflows.StageKey.ValueSet(spec.stage),
 	}
-	if tier != "" {
-		attrs = append(attrs, workflows.RiskTierKey.ValueSet(tier))
+	if spec.tier != "" {
+		attrs = append(attrs, workflows.RiskTierKey.ValueSet(spec.tier))
 	}
-	memo := map[string]any{"event_id": ev.ID, "event_type": ev.Type}
+	memo := map[string]any{}
 	for k, v := range map[string]string{
-		"correlation_id": ev.Metadata.CorrelationID, "traceparent": ev.Metadata.Traceparent, "actor": ev.Metadata.Actor.ID,
+		"event_id": spec.eventID, "event_type": spec.event, "correlation_id": spec.md.CorrelationID,
+		"traceparent": spec.md.Traceparent, "actor": spec.md.Actor.ID,
 	} {
 		if v != "" {
 			memo[k] = v
 		}
 	}
 	run, err := s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                                       id,
+		ID:                                       spec.id,
 		TaskQueue:                                s.taskQueue,
-		WorkflowIDReusePolicy:                    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDReusePolicy:                    policy,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		TypedSearchAttributes:                    temporal.NewSearchAttributes(attrs...),
 		Memo:                                     memo,
-	}, name, in)
+	}, spec.name, spec.in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
 	case errors.As(err, &started):
-		s.log.DebugContext(ctx, "workflow already started", "workflow_id", id, "event_id", ev.ID)
-		return nil
+		return "", errRunExists
 	case err != nil:
-		return fmt.Errorf("start %s %s: %w", name, id, err)
+		return "", fmt.Errorf("start %s %s: %w", spec.name, spec.id, err)
 	}
-	s.log.InfoContext(ctx, "workflow started", "workflow_id", id, "run_id", run.GetRunID(), "event_id", ev.ID, "event_type", ev.Type)
-	return nil
+	return run.GetRunID(), nil
 }
 
 // agentOf checks an agent event's resource name against its envelope and splits it.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/workflows"
 )
 
@@ -56,27 +57,109 @@ func ParseAgent(field, name string) (tenant, agentID string, err error) {
 	return tenant, agentID, nil
 }
 
-// AgentRuns returns the provisioning and deprovisioning runs of an agent, provisioning first; NotFound
-// when there is neither.
+// StageQueued is the stage shown for a run the agent's state calls for that has not started yet (the
+// event → workflow hand-off is asynchronous).
+const StageQueued = "queued"
+
+// RetryQueuedAfter is the retry hint of an approval for a run that has not started yet.
+const RetryQueuedAfter = 2 * time.Second
+
+// AgentRuns returns the provisioning and deprovisioning runs of an agent, provisioning first. A run
+// Temporal no longer knows (retention passed) is shown from its recorded outcome (LIFECYCLE events);
+// a run the agent's state calls for that has not started yet is shown with stage StageQueued. NotFound
+// when the agent is unknown or has no run at all.
 func (s *Service) AgentRuns(ctx context.Context, agent string) ([]Run, error) {
 	tenant, agentID, err := ParseAgent("agent", agent)
 	if err != nil {
 		return nil, err
 	}
 	var runs []Run
+	var found [3]bool
 	for _, k := range []Kind{KindProvision, KindDeprovision} {
-		r, found, err := s.describe(ctx, k, workflowID(k, tenant, agentID))
+		r, ok, err := s.describe(ctx, k, workflowID(k, tenant, agentID))
 		if err != nil {
 			return nil, err
 		}
-		if found {
+		if !ok {
+			r, ok = s.recorded(k, tenant, agentID)
+		}
+		if ok {
 			runs = append(runs, r)
+			found[k] = true
+		}
+	}
+	if !found[KindProvision] || !found[KindDeprovision] {
+		state, known, err := s.agentState(ctx, tenant, agentID)
+		if err != nil && len(runs) == 0 {
+			return nil, err
+		}
+		switch {
+		case known && state == registryv1.AgentState_AGENT_STATE_PENDING && !found[KindProvision]:
+			runs = append([]Run{queued(KindProvision, tenant, agentID)}, runs...)
+		case known && state == registryv1.AgentState_AGENT_STATE_RETIRING && !found[KindDeprovision]:
+			runs = append(runs, queued(KindDeprovision, tenant, agentID))
 		}
 	}
 	if len(runs) == 0 {
 		return nil, errs.NotFound("WORKFLOWS_NOT_FOUND", "the agent has no lifecycle workflows").WithMetadata("agent", agent)
 	}
 	return runs, nil
+}
+
+// queued is a run that has not started yet.
+func queued(k Kind, tenant, agentID string) Run {
+	what := "the provisioning run to start"
+	if k == KindDeprovision {
+		what = "the deprovisioning run to start"
+	}
+	return Run{WorkflowID: workflowID(k, tenant, agentID), Kind: k, Stage: StageQueued, WaitingFor: what}
+}
+
+// recorded is a closed run as its LIFECYCLE event recorded it, when the read model has one.
+func (s *Service) recorded(k Kind, tenant, agentID string) (Run, bool) {
+	if s.model == nil {
+		return Run{}, false
+	}
+	a, ok := s.model.Agent(tenant, agentID)
+	if !ok {
+		return Run{}, false
+	}
+	o := a.Provisioned
+	if k == KindDeprovision {
+		o = a.Deprovisioned
+	}
+	if o == nil {
+		return Run{}, false
+	}
+	id := o.WorkflowID
+	if id == "" {
+		id = workflowID(k, tenant, agentID)
+	}
+	return Run{WorkflowID: id, Kind: k, Stage: workflows.StageDone, Completed: true, CloseTime: o.Time, Result: o.Result}, true
+}
+
+// agentState is the agent's state from the read model, or from the registry when the model does not
+// show the agent yet; known is false for an agent neither knows.
+func (s *Service) agentState(ctx context.Context, tenant, agentID string) (state registryv1.AgentState, known bool, err error) {
+	if s.model != nil {
+		if a, ok := s.model.Agent(tenant, agentID); ok && a.State != registryv1.AgentState_AGENT_STATE_UNSPECIFIED {
+			return a.State, true, nil
+		}
+	}
+	if s.registry == nil {
+		return 0, false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, riskTierLookupTimeout)
+	defer cancel()
+	resp, err := s.registry.GetAgent(ctx, &registryv1.GetAgentRequest{Name: workflows.AgentName(tenant, agentID)})
+	switch {
+	case errs.Is(err, errs.KindNotFound):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, errs.Unavailable("REGISTRY_UNAVAILABLE", "the agent's state cannot be read now, retry later", err).
+			WithMetadata("retry_after", RetryQueuedAfter.String())
+	}
+	return resp.GetAgent().GetState(), true, nil
 }
 
 func workflowID(k Kind, tenant, agentID string) string {
@@ -189,7 +272,7 @@ func (s *Service) SubmitApproval(ctx context.Context, p *authn.Principal, a Appr
 	var nf *serviceerror.NotFound
 	switch {
 	case errors.As(err, &nf):
-		return Run{}, errs.NotFound("WORKFLOW_NOT_FOUND", "the agent has no provisioning workflow").WithMetadata("agent", a.Agent)
+		return Run{}, s.noProvisioningRun(ctx, tenant, agentID, a.Agent)
 	case err != nil:
 		return Run{}, temporalError("query workflow", err)
 	}
@@ -225,6 +308,30 @@ func (s *Service) SubmitApproval(ctx context.Context, p *authn.Principal, a Appr
 	}
 	r, _, err := s.describe(ctx, KindProvision, id)
 	return r, err
+}
+
+// noProvisioningRun is the answer to an approval for an agent Temporal shows no provisioning run of:
+// Unavailable with a retry hint while the run has not started yet, FailedPrecondition once it has
+// finished (its outcome is recorded) or when the agent is past provisioning, NotFound for an unknown
+// agent.
+func (s *Service) noProvisioningRun(ctx context.Context, tenant, agentID, agent string) error {
+	if _, done := s.recorded(KindProvision, tenant, agentID); done {
+		return errs.FailedPrecondition("NOT_WAITING_FOR_APPROVAL", "the provisioning workflow has finished")
+	}
+	state, known, err := s.agentState(ctx, tenant, agentID)
+	switch {
+	case err != nil:
+		return err
+	case !known:
+		return errs.NotFound("WORKFLOW_NOT_FOUND", "the agent has no provisioning workflow").WithMetadata("agent", agent)
+	case state == registryv1.AgentState_AGENT_STATE_PENDING:
+		return errs.Unavailable("PROVISIONING_NOT_STARTED",
+			"the provisioning workflow has not started yet, retry in "+RetryQueuedAfter.String(), nil).
+			WithMetadata("agent", agent).WithMetadata("retry_after", RetryQueuedAfter.String())
+	default:
+		return errs.FailedPrecondition("NOT_WAITING_FOR_APPROVAL",
+			"the agent is "+strings.TrimPrefix(state.String(), "AGENT_STATE_")+": there is nothing to approve")
+	}
 }
 
 // actingRole is the role p acts in for a step waiting for role step: the step's role when p holds it,

@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/lifecycle/internal/readmodel"
 	"github.com/agentid/agentid/workflows"
 )
 
@@ -33,6 +34,9 @@ type Config struct {
 	TaskQueue string
 	// Registry, if set, is asked for an agent's risk tier when a retirement event does not carry it.
 	Registry registryv1.RegistryServiceClient
+	// Model, if set, is the lifecycle read model: it tells agents without a run yet from unknown ones
+	// and keeps the outcomes of runs Temporal no longer knows.
+	Model *readmodel.Model
 	// Logger logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -42,6 +46,7 @@ type Service struct {
 	temporal  Temporal
 	taskQueue string
 	registry  registryv1.RegistryServiceClient
+	model     *readmodel.Model
 	log       *slog.Logger
 }
 
@@ -56,5 +61,5 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, log: cfg.Logger}, nil
+	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, model: cfg.Model, log: cfg.Logger}, nil
 }
