@@ -65,7 +65,8 @@ func TestAdminAuthorization(t *testing.T) {
 			return err
 		},
 		"DisableClient(unknown)": func(_ *testing.T, ctx context.Context) error {
-			_, err := admin.DisableClient(ctx, &issuerv1.DisableClientRequest{Name: "tenants/acme/clients/nobody"})
+			n++
+			_, err := admin.DisableClient(ctx, &issuerv1.DisableClientRequest{Name: fmt.Sprintf("tenants/acme/clients/authz-%d", n)})
 			return err
 		},
 		"ListSigningKeys": func(_ *testing.T, ctx context.Context) error {
@@ -95,8 +96,8 @@ func TestAdminAuthorization(t *testing.T) {
 		{"GetClient", "acme-agent", "PermissionDenied"},
 		{"GetClient", "beta-admin", "NotFound"},
 		{"GetClient", "", "Unauthenticated"},
-		{"DisableClient(unknown)", "platform-admin", "NotFound"},
-		{"DisableClient(unknown)", "acme-admin", "NotFound"},
+		{"DisableClient(unknown)", "platform-admin", "OK"}, // records a tombstone
+		{"DisableClient(unknown)", "acme-admin", "OK"},
 		{"DisableClient(unknown)", "acme-auditor", "PermissionDenied"},
 		{"DisableClient(unknown)", "beta-admin", "NotFound"},
 		{"DisableClient(unknown)", "", "Unauthenticated"},
@@ -119,7 +120,8 @@ func TestAdminAuthorization(t *testing.T) {
 		})
 	}
 
-	// Authorization failures write nothing: the only clients are the ones created with OK.
+	// Authorization failures write nothing: the only clients (and tombstones) are the ones created
+	// with OK.
 	for i := 1; i <= n; i++ {
 		_, version, err := r.store.Load(context.Background(), "acme", eventstore.AggregateClient, fmt.Sprintf("authz-%d", i))
 		if err != nil {

@@ -515,8 +515,9 @@ func TestAdminClientLifecycle(t *testing.T) {
 	if _, err := admin.GetClient(ctx, &issuerv1.GetClientRequest{Name: "tenants/acme/clients/nobody"}); codeOf(err) != "NotFound" {
 		t.Fatalf("GetClient of unknown = %v", err)
 	}
-	if _, err := admin.DisableClient(ctx, &issuerv1.DisableClientRequest{Name: "tenants/acme/clients/nobody"}); codeOf(err) != "NotFound" {
-		t.Fatalf("DisableClient of unknown = %v", err)
+	// Disabling an unknown client tombstones it (see tombstone_test.go).
+	if dis, err := admin.DisableClient(ctx, &issuerv1.DisableClientRequest{Name: "tenants/acme/clients/nobody"}); err != nil || !dis.GetClient().GetTombstone() {
+		t.Fatalf("DisableClient of unknown = %v, %v, want a tombstone", dis, err)
 	}
 	if _, err := admin.CreateClient(ctx, &issuerv1.CreateClientRequest{Parent: "tenants/acme", Client: &issuerv1.Client{ClientId: "x"}}); codeOf(err) != "InvalidArgument" {
 		t.Fatalf("create without keys = %v", err)

@@ -24,6 +24,7 @@ import (
 const (
 	EventClientCreated     = "client.created"
 	EventClientDisabled    = "client.disabled"
+	EventClientTombstoned  = "client.tombstoned"
 	EventSigningKeyCreated = "signingkey.created"
 )
 
@@ -68,6 +69,9 @@ func (c *Client) ID() string { return c.Proto.GetClientId() }
 
 // Tenant is the client's tenant.
 func (c *Client) Tenant() string { return c.Proto.GetTenant() }
+
+// Tombstone reports whether the client is a tombstone: disabled before it was ever created.
+func (c *Client) Tombstone() bool { return c.Proto.GetTombstone() }
 
 // Active reports whether the client may authenticate.
 func (c *Client) Active() bool { return c.Proto.GetState() == issuerv1.ClientState_CLIENT_STATE_ACTIVE }

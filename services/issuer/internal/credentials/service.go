@@ -26,6 +26,10 @@ const ServiceActor = "issuer"
 // maxAttempts bounds the re-read-and-retry loop after a version conflict.
 const maxAttempts = 3
 
+// ReasonClientTombstoned is the FailedPrecondition reason of a CreateClient (or EnsureClient) of a
+// client id that was disabled: disabling is final, whether the client existed or not.
+const ReasonClientTombstoned = "CLIENT_TOMBSTONED"
+
 // EventStore is what the commands need from the event store.
 type EventStore interface {
 	Append(ctx context.Context, a eventstore.Append) (eventstore.Event, error)
@@ -188,7 +192,13 @@ func checkTenant(field, tenant string) error {
 }
 
 // CreateClient registers a client in tenant. It is idempotent by requestID: repeating a request
-// returns the client it created. A client id that exists from another request is AlreadyExists.
+// returns the client it created while that client is active. A client id that was ever disabled is
+// tombstoned: creating it fails with FailedPrecondition CLIENT_TOMBSTONED and writes nothing. A
+// client id that exists from another request is AlreadyExists.
+//
+// The create is appended only if the client aggregate does not exist (version 0), so a tombstone
+// that a concurrent DisableClient writes first makes the append conflict; the client is then read
+// again and the tombstone refuses the create.
 func (s *Service) CreateClient(ctx context.Context, md eventstore.Metadata, tenant string, in *issuerv1.Client, requestID string) (*issuerv1.Client, error) {
 	if err := checkTenant("parent", tenant); err != nil {
 		return nil, err
@@ -204,33 +214,52 @@ func (s *Service) CreateClient(ctx context.Context, md eventstore.Metadata, tena
 		return nil, err
 	}
 	md.Tenant = tenant
-	ev, err := s.store.Append(ctx, eventstore.Append{
-		Tenant:          tenant,
-		AggregateType:   eventstore.AggregateClient,
-		AggregateID:     client.GetClientId(),
-		ExpectedVersion: 0,
-		IdempotencyKey:  requestID,
-		Type:            EventClientCreated,
-		Subject:         client.GetName(),
-		Data:            &issuerv1.ClientCreated{Client: client},
-		Metadata:        md,
-	})
-	switch {
-	case errors.Is(err, eventstore.ErrConflict):
-		return nil, errs.AlreadyExists("CLIENT_ALREADY_EXISTS", fmt.Sprintf("client %q already exists", client.GetClientId())).
-			WithMetadata("client", client.GetName())
-	case err != nil:
-		return nil, storeError("append client.created", err)
+	for range maxAttempts {
+		cur, _, err := s.load(ctx, tenant, client.GetClientId())
+		if err != nil {
+			return nil, err
+		}
+		if cur != nil && cur.GetState() != issuerv1.ClientState_CLIENT_STATE_ACTIVE {
+			return nil, tombstonedError(cur)
+		}
+		ev, err := s.store.Append(ctx, eventstore.Append{
+			Tenant:          tenant,
+			AggregateType:   eventstore.AggregateClient,
+			AggregateID:     client.GetClientId(),
+			ExpectedVersion: 0,
+			IdempotencyKey:  requestID,
+			Type:            EventClientCreated,
+			Subject:         client.GetName(),
+			Data:            &issuerv1.ClientCreated{Client: client},
+			Metadata:        md,
+		})
+		switch {
+		case errors.Is(err, eventstore.ErrConflict) && cur == nil:
+			continue // created or tombstoned since the read: read again
+		case errors.Is(err, eventstore.ErrConflict):
+			return nil, errs.AlreadyExists("CLIENT_ALREADY_EXISTS", fmt.Sprintf("client %q already exists", client.GetClientId())).
+				WithMetadata("client", client.GetName())
+		case err != nil:
+			return nil, storeError("append client.created", err)
+		}
+		created, err := eventstore.DecodeAs[*issuerv1.ClientCreated](ev)
+		if err != nil {
+			return nil, errs.Internal(err)
+		}
+		s.wait(ctx, ev.Sequence)
+		if c, ok := s.state.Client(tenant, client.GetClientId()); ok {
+			return cloneClient(c.Proto), nil
+		}
+		return created.GetClient(), nil
 	}
-	created, err := eventstore.DecodeAs[*issuerv1.ClientCreated](ev)
-	if err != nil {
-		return nil, errs.Internal(err)
-	}
-	s.wait(ctx, ev.Sequence)
-	if c, ok := s.state.Client(tenant, client.GetClientId()); ok {
-		return cloneClient(c.Proto), nil
-	}
-	return created.GetClient(), nil
+	return nil, errs.Conflict("CLIENT_CHANGED", "the client changed concurrently, retry")
+}
+
+// tombstonedError is the answer to creating a client id that was disabled.
+func tombstonedError(c *issuerv1.Client) error {
+	return errs.FailedPrecondition(ReasonClientTombstoned,
+		fmt.Sprintf("client %q was disabled and can never be created again", c.GetClientId())).
+		WithMetadata("client", c.GetName())
 }
 
 // GetClient returns one client.
@@ -243,7 +272,8 @@ func (s *Service) GetClient(tenant, clientID string) (*issuerv1.Client, error) {
 	return cloneClient(c.Proto), nil
 }
 
-// load folds a client's events into its current form; nil if it does not exist.
+// load folds a client's events into its current form; nil if it does not exist. A tombstone is a
+// DISABLED client with Tombstone set.
 func (s *Service) load(ctx context.Context, tenant, clientID string) (*issuerv1.Client, uint64, error) {
 	events, version, err := s.store.Load(ctx, tenant, eventstore.AggregateClient, clientID)
 	if err != nil {
@@ -257,7 +287,9 @@ func (s *Service) load(ctx context.Context, tenant, clientID string) (*issuerv1.
 			if err != nil {
 				return nil, 0, errs.Internal(err)
 			}
-			c = m.GetClient()
+			if c == nil {
+				c = m.GetClient()
+			}
 		case EventClientDisabled:
 			m, err := eventstore.DecodeAs[*issuerv1.ClientDisabled](e)
 			if err != nil {
@@ -267,13 +299,23 @@ func (s *Service) load(ctx context.Context, tenant, clientID string) (*issuerv1.
 				c.State = issuerv1.ClientState_CLIENT_STATE_DISABLED
 				c.DisableTime = m.GetRevokeTime()
 			}
+		case EventClientTombstoned:
+			m, err := eventstore.DecodeAs[*issuerv1.ClientTombstoned](e)
+			if err != nil {
+				return nil, 0, errs.Internal(err)
+			}
+			if c == nil {
+				c = tombstone(tenant, clientID, m.GetTombstoneTime().AsTime())
+			}
 		}
 	}
 	return c, version, nil
 }
 
 // DisableClient disables a client and revokes its tokens (those issued at or before now). Disabling
-// a disabled client changes nothing.
+// is final. A client that does not exist yet is tombstoned: a client.tombstoned event, appended only
+// if the aggregate still does not exist, keeps any later or concurrent CreateClient from creating it.
+// Disabling a disabled client or a tombstone changes nothing.
 func (s *Service) DisableClient(ctx context.Context, md eventstore.Metadata, tenant, clientID, reason, requestID string) (*issuerv1.Client, error) {
 	if len(reason) > maxReasonLen || !utf8.ValidString(reason) || strings.ContainsAny(reason, "\x00") {
 		return nil, errs.InvalidArgument("reason", fmt.Sprintf("must be valid UTF-8 text of at most %d bytes", maxReasonLen))
@@ -283,45 +325,53 @@ func (s *Service) DisableClient(ctx context.Context, md eventstore.Metadata, ten
 		return nil, err
 	}
 	md.Tenant = tenant
+	name := ClientName(tenant, clientID)
 	for range maxAttempts {
 		cur, version, err := s.load(ctx, tenant, clientID)
 		if err != nil {
 			return nil, err
 		}
-		if cur == nil {
-			return nil, errs.NotFound("CLIENT_NOT_FOUND", fmt.Sprintf("client %q not found", clientID)).
-				WithMetadata("client", ClientName(tenant, clientID))
-		}
-		if cur.GetState() == issuerv1.ClientState_CLIENT_STATE_DISABLED {
+		if cur != nil && cur.GetState() == issuerv1.ClientState_CLIENT_STATE_DISABLED {
 			return cur, nil
 		}
-		revoke := s.now().UTC()
-		ev, err := s.store.Append(ctx, eventstore.Append{
+		at := s.now().UTC()
+		a := eventstore.Append{
 			Tenant:          tenant,
 			AggregateType:   eventstore.AggregateClient,
 			AggregateID:     clientID,
 			ExpectedVersion: version,
 			IdempotencyKey:  requestID,
 			Type:            EventClientDisabled,
-			Subject:         cur.GetName(),
-			Data:            &issuerv1.ClientDisabled{Name: cur.GetName(), Reason: reason, RevokeTime: timestamppb.New(revoke)},
+			Subject:         name,
+			Data:            &issuerv1.ClientDisabled{Name: name, Reason: reason, RevokeTime: timestamppb.New(at)},
 			Metadata:        md,
-		})
+		}
+		if cur == nil {
+			a.Type = EventClientTombstoned
+			a.Data = &issuerv1.ClientTombstoned{Name: name, Reason: reason, TombstoneTime: timestamppb.New(at)}
+		}
+		ev, err := s.store.Append(ctx, a)
 		if errors.Is(err, eventstore.ErrConflict) {
 			continue
 		}
 		if err != nil {
-			return nil, storeError("append client.disabled", err)
+			return nil, storeError("append "+a.Type, err)
 		}
 		s.wait(ctx, ev.Sequence)
 		if c, ok := s.state.Client(tenant, clientID); ok && !c.Active() {
 			return cloneClient(c.Proto), nil
 		}
+		if ev.Type == EventClientTombstoned {
+			if m, err := eventstore.DecodeAs[*issuerv1.ClientTombstoned](ev); err == nil {
+				at = m.GetTombstoneTime().AsTime()
+			}
+			return tombstone(tenant, clientID, at), nil
+		}
 		if m, err := eventstore.DecodeAs[*issuerv1.ClientDisabled](ev); err == nil {
-			revoke = m.GetRevokeTime().AsTime()
+			at = m.GetRevokeTime().AsTime()
 		}
 		cur.State = issuerv1.ClientState_CLIENT_STATE_DISABLED
-		cur.DisableTime = timestamppb.New(revoke)
+		cur.DisableTime = timestamppb.New(at)
 		return cur, nil
 	}
 	return nil, errs.Conflict("CLIENT_CHANGED", "the client changed concurrently, retry")
@@ -348,6 +398,8 @@ func (s *Service) EnsureClient(ctx context.Context, tenant string, in *issuerv1.
 		}
 		if cur != nil {
 			switch {
+			case cur.GetTombstone():
+				return tombstonedError(cur)
 			case !sameRegistration(cur, want):
 				return errs.AlreadyExists("CLIENT_ALREADY_EXISTS",
 					fmt.Sprintf("client %q exists with a different registration", want.GetClientId())).WithMetadata("client", want.GetName())

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
+
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -17,7 +19,7 @@ import (
 )
 
 // ProjectionName names the in-memory credentials projection (bump the version when Apply changes).
-const ProjectionName = "issuer-credentials-v1"
+const ProjectionName = "issuer-credentials-v2"
 
 // State is the in-memory projection of the CREDENTIALS stream: every tenant's signing keys (private
 // halves unsealed when applied) and OAuth clients. The token endpoint reads only this. It is safe
@@ -62,6 +64,8 @@ func (s *State) Apply(_ context.Context, e eventstore.Event) error {
 		return s.applyClientCreated(e)
 	case EventClientDisabled:
 		return s.applyClientDisabled(e)
+	case EventClientTombstoned:
+		return s.applyClientTombstoned(e)
 	default:
 		return nil
 	}
@@ -157,6 +161,44 @@ func (s *State) applyClientDisabled(e eventstore.Event) error {
 	p.DisableTime = timestamppb.New(revoke)
 	ts.clients[e.AggregateID] = &Client{Proto: p, Keys: old.Keys, TokenTTL: old.TokenTTL, RevokeTime: revoke}
 	return nil
+}
+
+// applyClientTombstoned records a client id that was disabled before it was created: a DISABLED
+// client without keys that the token endpoint refuses and that no later client.created replaces.
+func (s *State) applyClientTombstoned(e eventstore.Event) error {
+	msg, err := eventstore.DecodeAs[*issuerv1.ClientTombstoned](e)
+	if err != nil {
+		return err
+	}
+	tenant := e.Metadata.Tenant
+	if msg.GetName() != ClientName(tenant, e.AggregateID) {
+		return fmt.Errorf("client.tombstoned event %s: name %q on aggregate %s/%s", e.ID, msg.GetName(), tenant, e.AggregateID)
+	}
+	at := e.Time
+	if msg.GetTombstoneTime() != nil {
+		at = msg.GetTombstoneTime().AsTime()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ts := s.tenantLocked(tenant)
+	if _, exists := ts.clients[e.AggregateID]; exists {
+		s.logger.Warn("ignoring a tombstone of an existing client", "tenant", tenant, "client_id", e.AggregateID, "event_id", e.ID)
+		return nil
+	}
+	ts.clients[e.AggregateID] = &Client{Proto: tombstone(tenant, e.AggregateID, at), Keys: map[string]jose.JSONWebKey{}, TokenTTL: DefaultTokenTTL, RevokeTime: at}
+	return nil
+}
+
+// tombstone is the API form of a client id tombstoned at t.
+func tombstone(tenant, clientID string, t time.Time) *issuerv1.Client {
+	return &issuerv1.Client{
+		Name:        ClientName(tenant, clientID),
+		ClientId:    clientID,
+		Tenant:      tenant,
+		State:       issuerv1.ClientState_CLIENT_STATE_DISABLED,
+		DisableTime: timestamppb.New(t),
+		Tombstone:   true,
+	}
 }
 
 func (s *State) tenantLocked(tenant string) *tenantState {
