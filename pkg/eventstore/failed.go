@@ -122,6 +122,28 @@ func (s *Store) failedBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
+// operatorBucket opens the failed-event bucket for the operator's operations, without creating it
+// (with this store's settings, which may not be the platform's).
+func (s *Store) operatorBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	s.failedMu.Lock()
+	kv := s.failedKV
+	s.failedMu.Unlock()
+	if kv != nil {
+		return kv, nil
+	}
+	kv, err := s.js.KeyValue(ctx, FailedEventsBucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		return nil, fmt.Errorf("%w: bucket %s does not exist (nothing has failed yet, or EnsureStreams has not run)", ErrFailedEventNotFound, FailedEventsBucket)
+	case err != nil:
+		return nil, fmt.Errorf("eventstore: failed-event bucket: %w", err)
+	}
+	s.failedMu.Lock()
+	defer s.failedMu.Unlock()
+	s.failedKV = kv
+	return kv, nil
+}
+
 // recordFailure writes fe to the failed-event log, even when ctx is already cancelled.
 func (s *Store) recordFailure(ctx context.Context, fe FailedEvent) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -161,7 +183,10 @@ func (s *Store) FailedEvents(ctx context.Context) ([]FailedEvent, error) {
 // ListFailedEvents returns the entries of the failed-event log that f selects, ordered by handler,
 // stream and sequence.
 func (s *Store) ListFailedEvents(ctx context.Context, f FailedEventFilter) ([]FailedEvent, error) {
-	kv, err := s.failedBucket(ctx)
+	kv, err := s.operatorBucket(ctx)
+	if errors.Is(err, ErrFailedEventNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +255,7 @@ func (s *Store) RetryFailedEvents(ctx context.Context, f FailedEventFilter) (int
 
 // ClearFailedEvent removes an entry from the failed-event log once it has been dealt with.
 func (s *Store) ClearFailedEvent(ctx context.Context, handler, stream string, seq uint64) error {
-	kv, err := s.failedBucket(ctx)
+	kv, err := s.operatorBucket(ctx)
 	if err != nil {
 		return err
 	}
@@ -243,7 +268,7 @@ func (s *Store) ClearFailedEvent(ctx context.Context, handler, stream string, se
 // ClearFailedEventKey removes the entry under key from the failed-event log without handling the
 // event; it fails with ErrFailedEventNotFound when there is none.
 func (s *Store) ClearFailedEventKey(ctx context.Context, key string) error {
-	kv, err := s.failedBucket(ctx)
+	kv, err := s.operatorBucket(ctx)
 	if err != nil {
 		return err
 	}
@@ -294,7 +319,7 @@ func (s *Store) getFailed(ctx context.Context, kv jetstream.KeyValue, key string
 
 // updateFailed changes the entry under key with change, re-reading it when it changes meanwhile.
 func (s *Store) updateFailed(ctx context.Context, key string, change func(*FailedEvent)) error {
-	kv, err := s.failedBucket(ctx)
+	kv, err := s.operatorBucket(ctx)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,8 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -121,8 +123,150 @@ func newEventsCmd(g *globals) *cobra.Command {
 	tail.Flags().StringVar(&filter, "subject", "", "only subjects matching this filter (e.g. 'agentid.default.agent.>')")
 	tail.Flags().BoolVar(&fromStart, "from-start", false, "replay each stream from its first event")
 	tail.Flags().IntVar(&limit, "limit", 0, "stop after this many events (0: follow until interrupted)")
-	cmd.AddCommand(tail)
+	cmd.AddCommand(tail, newEventsFailedCmd(g))
 	return cmd
+}
+
+// newEventsFailedCmd is `events failed`: the failed-event log of projections and work consumers.
+func newEventsFailedCmd(g *globals) *cobra.Command {
+	cmd := group("failed", "List, retry and clear the events that projections and work consumers could not handle")
+	var natsURL string
+	cmd.PersistentFlags().StringVar(&natsURL, "nats-url", envOr("AGENTID_NATS_URL", nats.DefaultURL), "NATS server (env AGENTID_NATS_URL)")
+	withStore := func(cmd *cobra.Command, fn func(*eventstore.Store) error) error {
+		nc, err := nats.Connect(natsURL, nats.Name("agentctl "+cmd.CommandPath()))
+		if err != nil {
+			return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		return fn(eventstore.New(js, eventstore.WithRegisterer(nil), eventstore.WithLogger(slog.New(slog.DiscardHandler))))
+	}
+
+	var filter eventstore.FailedEventFilter
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the failed-event log (-o json for every field)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd, func(s *eventstore.Store) error {
+				events, err := s.ListFailedEvents(cmd.Context(), filter)
+				if err != nil {
+					return err
+				}
+				return g.printFailedEvents(events)
+			})
+		},
+	}
+	list.Flags().StringVar(&filter.Handler, "handler", "", "only this projection or consumer")
+	list.Flags().StringVar(&filter.Stream, "stream", "", "only events of this stream")
+
+	// selection is the key argument, or --all with optional filters, of retry and clear.
+	type selection struct {
+		all    bool
+		filter eventstore.FailedEventFilter
+	}
+	bulk := func(use, short, done string, one func(*eventstore.Store, *cobra.Command, string) error,
+		many func(*eventstore.Store, *cobra.Command, eventstore.FailedEventFilter) (int, error)) *cobra.Command {
+		var sel selection
+		c := &cobra.Command{
+			Use:   use + " (KEY | --all [--handler NAME] [--stream NAME])",
+			Short: short,
+			Args:  cobra.MaximumNArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				switch {
+				case sel.all && len(args) == 1:
+					return fmt.Errorf("give a KEY or --all, not both")
+				case !sel.all && len(args) == 0:
+					return fmt.Errorf("give the KEY of an entry (see `agentctl events failed list`) or --all")
+				case !sel.all && (sel.filter.Handler != "" || sel.filter.Stream != ""):
+					return fmt.Errorf("--handler and --stream select entries for --all; with a KEY, leave them out")
+				}
+				return withStore(cmd, func(s *eventstore.Store) error {
+					if !sel.all {
+						if err := one(s, cmd, args[0]); err != nil {
+							return err
+						}
+						_, err := fmt.Fprintf(g.stdout, "%s %s\n", args[0], done)
+						return err
+					}
+					n, err := many(s, cmd, sel.filter)
+					if err != nil {
+						return fmt.Errorf("%d entries %s before: %w", n, done, err)
+					}
+					_, err = fmt.Fprintf(g.stdout, "%d entries %s\n", n, done)
+					return err
+				})
+			},
+		}
+		c.Flags().BoolVar(&sel.all, "all", false, "every entry (narrowed by --handler and --stream)")
+		c.Flags().StringVar(&sel.filter.Handler, "handler", "", "with --all: only this projection or consumer")
+		c.Flags().StringVar(&sel.filter.Stream, "stream", "", "with --all: only events of this stream")
+		return c
+	}
+	retry := bulk("retry", "Ask the running consumer or projection to handle failed events again; an entry disappears once handled",
+		"retry requested",
+		func(s *eventstore.Store, cmd *cobra.Command, key string) error {
+			return s.RetryFailedEvent(cmd.Context(), key)
+		},
+		func(s *eventstore.Store, cmd *cobra.Command, f eventstore.FailedEventFilter) (int, error) {
+			return s.RetryFailedEvents(cmd.Context(), f)
+		})
+	clearCmd := bulk("clear", "Remove entries from the failed-event log without handling their events", "cleared",
+		func(s *eventstore.Store, cmd *cobra.Command, key string) error {
+			return s.ClearFailedEventKey(cmd.Context(), key)
+		},
+		func(s *eventstore.Store, cmd *cobra.Command, f eventstore.FailedEventFilter) (int, error) {
+			return s.ClearFailedEvents(cmd.Context(), f)
+		})
+	cmd.AddCommand(list, retry, clearCmd)
+	return cmd
+}
+
+// printFailedEvents writes failed-event log entries as a table, or as JSON or YAML.
+func (g *globals) printFailedEvents(events []eventstore.FailedEvent) error {
+	if g.output == "json" || g.output == "yaml" {
+		if events == nil {
+			events = []eventstore.FailedEvent{}
+		}
+		b, err := json.MarshalIndent(events, "", "  ")
+		if err != nil {
+			return err
+		}
+		if g.output == "yaml" {
+			if b, err = yaml.JSONToYAML(b); err != nil {
+				return err
+			}
+			_, err = g.stdout.Write(b)
+			return err
+		}
+		_, err = fmt.Fprintln(g.stdout, string(b))
+		return err
+	}
+	t := table{header: []string{"KEY", "KIND", "EVENT TYPE", "DELIVERIES", "RETRIES", "STATUS", "FAILED AT", "ERROR"}}
+	for _, fe := range events {
+		status := "failed"
+		switch {
+		case !fe.RetryingSince.IsZero():
+			status = "retrying"
+		case !fe.RetryRequestedAt.IsZero():
+			status = "retry requested"
+		}
+		t.rows = append(t.rows, []string{fe.Key, fe.Kind, fe.EventType, fmt.Sprint(fe.Deliveries), fmt.Sprint(fe.Retries), status,
+			fe.Time.UTC().Format(time.RFC3339), oneLine(fe.Error, 80)})
+	}
+	return writeTable(g.stdout, t)
+}
+
+// oneLine shortens s to one line of at most n characters for a table cell.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
 }
 
 // printEvent writes one decoded event: compact JSON per line, or a YAML document.
