@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/client"
@@ -75,8 +76,11 @@ type Config struct {
 	// Stdout and Stderr receive the server's output (default: discarded; the tail of stderr is kept
 	// for error messages either way).
 	Stdout, Stderr io.Writer
-	// StartTimeout bounds the wait for the frontend to answer (default DefaultStartTimeout).
+	// StartTimeout bounds the wait for the frontend to answer (default DefaultStartTimeout), at start
+	// and at every restart by Supervise.
 	StartTimeout time.Duration
+	// Logger receives Supervise's messages (default slog.Default()).
+	Logger *slog.Logger
 }
 
 // Server is a running development server.
@@ -84,13 +88,27 @@ type Server struct {
 	hostPort  string
 	uiURL     string
 	namespace string
-	cmd       *exec.Cmd
-	stderr    *tailBuffer
-	done      chan struct{}
-	waitErr   error
-	stopOnce  sync.Once
-	stopErr   error
-	stopping  chan struct{}
+	binary    string
+	args      []string
+	cfg       Config
+	log       *slog.Logger
+
+	mu       sync.Mutex
+	proc     *process // the current child; replaced by Supervise after a crash
+	restarts atomic.Int64
+
+	stopOnce sync.Once
+	stopErr  error
+	stopping chan struct{}
+}
+
+// process is one run of the child.
+type process struct {
+	cmd     *exec.Cmd
+	stderr  *tailBuffer
+	started time.Time
+	done    chan struct{}
+	waitErr error
 }
 
 // HostPort is the frontend's gRPC address (ip:port) for client.Options.HostPort.
@@ -102,46 +120,192 @@ func (s *Server) UIURL() string { return s.uiURL }
 // Namespace is the namespace created at start.
 func (s *Server) Namespace() string { return s.namespace }
 
-// Wait blocks until the server process exits and returns nil when it was stopped through Stop.
+// PID is the process id of the current server process (it changes when Supervise restarts it).
+func (s *Server) PID() int { return s.current().cmd.Process.Pid }
+
+// Restarts is how many times Supervise has restarted the server after its process died.
+func (s *Server) Restarts() int { return int(s.restarts.Load()) }
+
+func (s *Server) current() *process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc
+}
+
+// Wait blocks until the current server process exits and returns nil when it was stopped through Stop.
 func (s *Server) Wait() error {
-	<-s.done
+	p := s.current()
+	<-p.done
 	select {
 	case <-s.stopping:
 		return nil
 	default:
 	}
-	if s.waitErr != nil {
-		return fmt.Errorf("temporaldev: server exited: %w%s", s.waitErr, s.stderr.suffix())
+	return p.exitError()
+}
+
+// exitError describes how the process ended; call it after done is closed.
+func (p *process) exitError() error {
+	if p.waitErr != nil {
+		return fmt.Errorf("temporaldev: server exited: %w%s", p.waitErr, p.stderr.suffix())
 	}
-	return fmt.Errorf("temporaldev: server exited unexpectedly%s", s.stderr.suffix())
+	return fmt.Errorf("temporaldev: server exited unexpectedly%s", p.stderr.suffix())
+}
+
+// exitStatus is the process's exit status as the OS reports it ("exit status 1", "signal: killed");
+// call it after done is closed.
+func (p *process) exitStatus() string {
+	if p.cmd.ProcessState != nil {
+		return p.cmd.ProcessState.String()
+	}
+	if p.waitErr != nil {
+		return p.waitErr.Error()
+	}
+	return "unknown"
+}
+
+// terminate stops the process group (SIGTERM, then SIGKILL after a grace period) and waits for it.
+func (p *process) terminate() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	err := terminate(p.cmd.Process)
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		_ = kill(p.cmd.Process)
+		<-p.done
+	}
+	return err
 }
 
 // Stop terminates the server's process group (SIGTERM, then SIGKILL after a grace period) and waits
-// for it to exit. It is safe to call more than once.
+// for it to exit; Supervise then returns without restarting it. It is safe to call more than once.
 func (s *Server) Stop() error {
 	s.stopOnce.Do(func() {
-		close(s.stopping)
-		select {
-		case <-s.done:
-			return
-		default:
-		}
-		if err := terminate(s.cmd.Process); err != nil {
+		s.mu.Lock()
+		close(s.stopping) // under mu: Supervise starts no process after this
+		p := s.proc
+		s.mu.Unlock()
+		if err := p.terminate(); err != nil {
 			s.stopErr = fmt.Errorf("temporaldev: stop server: %w", err)
-		}
-		select {
-		case <-s.done:
-		case <-time.After(stopTimeout):
-			_ = kill(s.cmd.Process)
-			<-s.done
 		}
 	})
 	return s.stopErr
 }
 
+// Supervise restarts the server whenever its process dies without Stop, on the same ports and with the
+// same database file, until ctx is done or Stop is called; it then returns nil, leaving the server to
+// Stop. Every death is logged at Error level with the exit status and the tail of the server's stderr;
+// restarts back off exponentially (RestartBackoff up to MaxRestartBackoff) while the server keeps dying
+// soon after start. Use it as a long-running task beside Start.
+func (s *Server) Supervise(ctx context.Context) error {
+	delay := RestartBackoff
+	for {
+		p := s.current()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stopping:
+			return nil
+		case <-p.done:
+		}
+		select {
+		case <-s.stopping:
+			return nil
+		default:
+		}
+		lived := time.Since(p.started)
+		if lived > stableAfter {
+			delay = RestartBackoff
+		}
+		s.log.Error("temporal dev server died; restarting it",
+			"exit", p.exitStatus(), "pid", p.cmd.Process.Pid, "lived", lived.Round(time.Millisecond).String(),
+			"restarts", s.Restarts(), "retry_in", delay.String(), "stderr_tail", lastLines(strings.TrimSpace(p.stderr.String()), 10))
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.stopping:
+				return nil
+			case <-time.After(delay):
+			}
+			delay = min(2*delay, MaxRestartBackoff)
+			err := s.restart(ctx)
+			if err == nil {
+				n := s.restarts.Add(1)
+				s.log.Warn("temporal dev server restarted", "pid", s.PID(), "address", s.hostPort, "restarts", n)
+				break
+			}
+			if errors.Is(err, errStopping) || ctx.Err() != nil {
+				return nil
+			}
+			s.log.Error("temporal dev server restart failed; retrying", "error", err.Error(), "retry_in", delay.String())
+		}
+	}
+}
+
+// Restart back-off of Supervise.
+const (
+	// RestartBackoff is the pause before the first restart after the server died.
+	RestartBackoff = 200 * time.Millisecond
+	// MaxRestartBackoff bounds the pause between restarts of a server that keeps dying.
+	MaxRestartBackoff = 30 * time.Second
+	// stableAfter is how long a process must have lived for the back-off to start over.
+	stableAfter = time.Minute
+)
+
+var errStopping = errors.New("temporaldev: server is stopping")
+
+// restart launches a new process with the same arguments and waits until it serves; a process that
+// does not become ready is terminated.
+func (s *Server) restart(ctx context.Context) error {
+	p, err := s.launch()
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
+	defer cancel()
+	if err := s.waitReady(rctx, p); err != nil {
+		_ = p.terminate()
+		return err
+	}
+	return nil
+}
+
+// launch starts a child with the server's arguments and makes it the current process, unless Stop
+// has been called.
+func (s *Server) launch() (*process, error) {
+	p := &process{stderr: &tailBuffer{max: 8 << 10}, done: make(chan struct{})}
+	p.cmd = exec.Command(s.binary, s.args...)
+	p.cmd.Stdout = orDiscard(s.cfg.Stdout)
+	p.cmd.Stderr = io.MultiWriter(orDiscard(s.cfg.Stderr), p.stderr)
+	p.cmd.Env = os.Environ()
+	setProcessGroup(p.cmd)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stopping:
+		return nil, errStopping
+	default:
+	}
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("temporaldev: start %s: %w", s.binary, err)
+	}
+	p.started = time.Now()
+	go func() {
+		p.waitErr = p.cmd.Wait()
+		close(p.done)
+	}()
+	s.proc = p
+	return p, nil
+}
+
 // Start runs `temporal server start-dev` as a child process in its own process group and returns once
 // the frontend answers health checks and the namespace exists. The process runs until Stop is called
-// (ctx only bounds the start); Stop it when done.
+// (ctx only bounds the start); Stop it when done. Run Supervise beside it to restart a process that dies.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -211,47 +375,42 @@ func start(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{
 		hostPort:  net.JoinHostPort(cfg.IP, strconv.Itoa(port)),
 		namespace: cfg.Namespace,
-		stderr:    &tailBuffer{max: 8 << 10},
-		done:      make(chan struct{}),
+		binary:    cfg.Binary,
+		args:      args,
+		cfg:       cfg,
+		log:       cfg.Logger,
 		stopping:  make(chan struct{}),
 	}
 	if uiPort >= 0 {
 		s.uiURL = "http://" + net.JoinHostPort(cfg.IP, strconv.Itoa(uiPort))
 	}
-	s.cmd = exec.Command(cfg.Binary, args...)
-	s.cmd.Stdout = orDiscard(cfg.Stdout)
-	s.cmd.Stderr = io.MultiWriter(orDiscard(cfg.Stderr), s.stderr)
-	s.cmd.Env = os.Environ()
-	setProcessGroup(s.cmd)
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("temporaldev: start %s: %w", cfg.Binary, err)
+	p, err := s.launch()
+	if err != nil {
+		return nil, err
 	}
-	go func() {
-		s.waitErr = s.cmd.Wait()
-		close(s.done)
-	}()
 
 	rctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
 	defer cancel()
-	if err := s.waitReady(rctx); err != nil {
+	if err := s.waitReady(rctx, p); err != nil {
 		_ = s.Stop()
-		if strings.Contains(s.stderr.String(), "address already in use") {
-			return nil, fmt.Errorf("temporaldev: %w: a port of the dev server (%s, UI %d) is taken%s", errAddrInUse, s.hostPort, uiPort, s.stderr.suffix())
+		if strings.Contains(p.stderr.String(), "address already in use") {
+			return nil, fmt.Errorf("temporaldev: %w: a port of the dev server (%s, UI %d) is taken%s", errAddrInUse, s.hostPort, uiPort, p.stderr.suffix())
 		}
 		return nil, err
 	}
 	return s, nil
 }
 
-// waitReady polls the frontend until it is healthy and the namespace is described.
-func (s *Server) waitReady(ctx context.Context) error {
+// waitReady polls the frontend until it is healthy and the namespace is described, failing early
+// when process p exits.
+func (s *Server) waitReady(ctx context.Context, p *process) error {
 	quiet := sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))
 	var lastErr error
 	delay := 50 * time.Millisecond
 	for {
 		select {
-		case <-s.done:
-			return fmt.Errorf("temporaldev: server exited during start-up: %v%s", s.waitErr, s.stderr.suffix())
+		case <-p.done:
+			return fmt.Errorf("temporaldev: server exited during start-up: %v%s", p.waitErr, p.stderr.suffix())
 		default:
 		}
 		lastErr = s.probe(ctx, quiet)
@@ -259,10 +418,10 @@ func (s *Server) waitReady(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case <-s.done:
-			return fmt.Errorf("temporaldev: server exited during start-up: %v%s", s.waitErr, s.stderr.suffix())
+		case <-p.done:
+			return fmt.Errorf("temporaldev: server exited during start-up: %v%s", p.waitErr, p.stderr.suffix())
 		case <-ctx.Done():
-			return fmt.Errorf("temporaldev: server at %s not ready: %w (last error: %v)%s", s.hostPort, ctx.Err(), lastErr, s.stderr.suffix())
+			return fmt.Errorf("temporaldev: server at %s not ready: %w (last error: %v)%s", s.hostPort, ctx.Err(), lastErr, p.stderr.suffix())
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, time.Second)
@@ -307,6 +466,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StartTimeout <= 0 {
 		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	return c
 }

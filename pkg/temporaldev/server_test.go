@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -204,5 +206,126 @@ func TestDBFileKeepsWorkflowsAcrossRestarts(t *testing.T) {
 	}
 	if got := desc.GetWorkflowExecutionInfo().GetStatus(); got != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		t.Fatalf("status after restart = %v, want running", got)
+	}
+}
+
+// records keeps the log records a test's logger receives.
+type records struct {
+	mu   sync.Mutex
+	list []slog.Record
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.list = append(r.list, rec.Clone())
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+
+// errorWith returns the first Error record whose attribute key holds a value containing want.
+func (r *records) errorWith(key, want string) (slog.Record, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, rec := range r.list {
+		if rec.Level != slog.LevelError {
+			continue
+		}
+		found := false
+		rec.Attrs(func(a slog.Attr) bool {
+			found = a.Key == key && strings.Contains(a.Value.String(), want)
+			return !found
+		})
+		if found {
+			return rec, true
+		}
+	}
+	return slog.Record{}, false
+}
+
+func TestSuperviseRestartsAKilledServer(t *testing.T) {
+	logs := &records{}
+	cfg := temporaldev.Config{Binary: binary(t), UIPort: -1, DBFile: filepath.Join(t.TempDir(), "temporal.db"),
+		Logger: slog.New(logs)}
+	srv := start(t, cfg)
+	c := dial(t, srv)
+	run, err := c.ExecuteWorkflow(t.Context(), client.StartWorkflowOptions{ID: "survives-a-crash", TaskQueue: "nobody-polls"}, "SomeWorkflow")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	supervised := make(chan error, 1)
+	go func() { supervised <- srv.Supervise(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-supervised
+	})
+
+	oldPID := srv.PID()
+	proc, err := os.FindProcess(oldPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Kill(); err != nil { // SIGKILL: no chance to clean up
+		t.Fatal(err)
+	}
+
+	nsClient, err := client.NewNamespaceClient(client.Options{HostPort: srv.HostPort(),
+		Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsClient.Close()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		dctx, dcancel := context.WithTimeout(t.Context(), 5*time.Second)
+		_, err := nsClient.Describe(dctx, srv.Namespace())
+		dcancel()
+		if err == nil && srv.Restarts() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not back after kill -9: describe namespace: %v, restarts %d", err, srv.Restarts())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if srv.PID() == oldPID {
+		t.Fatalf("PID still %d after the restart", oldPID)
+	}
+	if rec, ok := logs.errorWith("exit", "killed"); !ok {
+		t.Fatal("no Error log naming the exit status of the killed server")
+	} else if !strings.Contains(rec.Message, "died") {
+		t.Fatalf("error log %q does not say the server died", rec.Message)
+	}
+
+	// Same database file: the workflow started before the crash is still there.
+	dctx, dcancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer dcancel()
+	desc, err := c.DescribeWorkflowExecution(dctx, "survives-a-crash", run.GetRunID())
+	if err != nil {
+		t.Fatalf("workflow lost across the restart: %v", err)
+	}
+	if got := desc.GetWorkflowExecutionInfo().GetStatus(); got != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		t.Fatalf("status after restart = %v, want running", got)
+	}
+
+	// Stop ends supervision: no restart after a deliberate stop.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-supervised:
+		if err != nil {
+			t.Fatalf("Supervise after Stop = %v, want nil", err)
+		}
+		supervised <- nil // for the cleanup
+	case <-time.After(time.Minute):
+		t.Fatal("Supervise did not return after Stop")
+	}
+	if n := srv.Restarts(); n != 1 {
+		t.Fatalf("Restarts() = %d after Stop, want 1", n)
 	}
 }
