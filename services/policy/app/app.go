@@ -50,7 +50,8 @@ func (c Config) Validate() error {
 
 // Deps are the policy service's collaborators.
 type Deps struct {
-	// Store publishes the decision log (telemetry.<tenant>.policy.decided); required.
+	// Store records the decision made under each request id (stream POLICY) and publishes the
+	// decision log (telemetry.<tenant>.policy.decided); required.
 	Store *eventstore.Store
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,7 +54,13 @@ type env struct {
 // JetStream without streams, so every publish fails.
 func start(t *testing.T, cfg app.Config, withStreams bool) *env {
 	t.Helper()
-	js := testkit.StartNATS(t).JetStream(t)
+	return startOn(t, testkit.StartNATS(t), cfg, withStreams)
+}
+
+// startOn is start on a given NATS server, so that several policy services can share it.
+func startOn(t *testing.T, n *testkit.NATS, cfg app.Config, withStreams bool) *env {
+	t.Helper()
+	js := n.JetStream(t)
 	store := eventstore.New(js, eventstore.WithSource("agentid/policy"))
 	if withStreams {
 		if err := store.EnsureStreams(t.Context()); err != nil {
@@ -100,8 +107,10 @@ func lowRiskAgent() *registryv1.Agent {
 
 func TestEvaluateAdmissionAuthorization(t *testing.T) {
 	e := start(t, app.Config{}, true)
-	valid := func() *policyv1.EvaluateAdmissionRequest {
-		return &policyv1.EvaluateAdmissionRequest{Tenant: "acme", Agent: agentStruct(t, lowRiskAgent()), RequestId: "req-1"}
+	n := 0
+	valid := func() *policyv1.EvaluateAdmissionRequest { // a new request id each time: every OK call decides anew
+		n++
+		return &policyv1.EvaluateAdmissionRequest{Tenant: "acme", Agent: agentStruct(t, lowRiskAgent()), RequestId: fmt.Sprintf("req-%d", n)}
 	}
 	tests := []struct {
 		name      string
@@ -162,11 +171,15 @@ func TestEvaluateAdmissionAuthorization(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := testkit.StreamMessages(t, e.js, eventstore.StreamTelemetry)
+			beforeRecords := testkit.StreamMessages(t, e.js, eventstore.StreamPolicy)
 			resp, err := e.client.EvaluateAdmission(testkit.WithBearer(t.Context(), tt.token), tt.req())
 			if got := status.Code(err); got != tt.wantCode {
 				t.Fatalf("code = %s, want %s (err %v)", got, tt.wantCode, err)
 			}
 			after := testkit.StreamMessages(t, e.js, eventstore.StreamTelemetry)
+			if records := testkit.StreamMessages(t, e.js, eventstore.StreamPolicy) - beforeRecords; (tt.wantCode == codes.OK) != (records == 1) || records > 1 {
+				t.Errorf("code %s recorded %d decisions on POLICY", tt.wantCode, records)
+			}
 			if tt.wantCode != codes.OK {
 				if tt.wantField != "" {
 					if f := errs.FromStatus(err).Field; f != tt.wantField {

@@ -4,7 +4,10 @@ package admission
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -38,9 +41,12 @@ type Evaluator interface {
 	Admission(ctx context.Context, input map[string]any) engine.Decision
 }
 
-// Publisher records telemetry events (implemented by *eventstore.Store).
-type Publisher interface {
+// Store records decisions (implemented by *eventstore.Store): Append and Load keep the decision
+// made under each request id on stream POLICY, Publish writes the decision log on TELEMETRY.
+type Store interface {
 	Publish(ctx context.Context, subject, typ, ceSubject string, data proto.Message, md eventstore.Metadata) (eventstore.Event, error)
+	Append(ctx context.Context, a eventstore.Append) (eventstore.Event, error)
+	Load(ctx context.Context, tenant, aggType, aggID string) ([]eventstore.Event, uint64, error)
 }
 
 // Request asks whether an agent may be provisioned.
@@ -49,7 +55,8 @@ type Request struct {
 	Tenant string
 	// Agent is the agent as registered.
 	Agent *registryv1.Agent
-	// RequestID is the caller's idempotency key, recorded with the decision.
+	// RequestID is the caller's idempotency key: the first decision made under it answers every
+	// repeat. Empty evaluates afresh.
 	RequestID string
 }
 
@@ -63,24 +70,33 @@ type Decision struct {
 // Service evaluates admissions.
 type Service struct {
 	eval   Evaluator
-	pub    Publisher
+	store  Store
 	now    func() time.Time
 	logger *slog.Logger
 }
 
 // New returns a Service; now defaults to time.Now and logger to slog.Default().
-func New(eval Evaluator, pub Publisher, now func() time.Time, logger *slog.Logger) *Service {
+func New(eval Evaluator, store Store, now func() time.Time, logger *slog.Logger) *Service {
 	if now == nil {
 		now = time.Now
 	}
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &Service{eval: eval, pub: pub, now: now, logger: logger}
+	return &Service{eval: eval, store: store, now: now, logger: logger}
 }
 
 // Evaluate decides whether req.Agent may be provisioned. Callers must be a platform-admin or a
-// tenant-admin of req.Tenant. Every decision is published to telemetry.<tenant>.policy.decided; a
+// tenant-admin of req.Tenant.
+//
+// With a request id it is idempotent: the decision is appended to stream POLICY on an aggregate
+// named after the request id, only if that aggregate does not exist yet, so one decision per tenant
+// and request id is ever recorded; a repeat, or the loser of a concurrent race, answers that first
+// decision without evaluating again. A decision that cannot be recorded is Unavailable (retry with
+// the same request id); a request id used before for another agent is InvalidArgument. Without a
+// request id every call evaluates afresh.
+//
+// Every new decision is also published to telemetry.<tenant>.policy.decided (the decision log); a
 // failed publish is logged and does not change the answer.
 func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 	if err := validate(req); err != nil {
@@ -90,13 +106,110 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 	if err := p.Authorize(req.Tenant, authn.RolePlatformAdmin, authn.RoleTenantAdmin); err != nil {
 		return Decision{}, err
 	}
+	if req.RequestID == "" {
+		d, rec, err := s.evaluate(ctx, req)
+		if err != nil {
+			return Decision{}, err
+		}
+		s.publish(ctx, req, rec, d)
+		return d, nil
+	}
+	aggID := DecisionAggregateID(req.RequestID)
+	for range 2 {
+		if d, ok, err := s.recorded(ctx, req, aggID); err != nil || ok {
+			return d, err
+		}
+		d, rec, err := s.evaluate(ctx, req)
+		if err != nil {
+			return Decision{}, err
+		}
+		md := s.metadata(ctx, req)
+		subject := req.Agent.GetName()
+		if subject == "" {
+			subject = "tenants/" + req.Tenant
+		}
+		ev, err := s.store.Append(ctx, eventstore.Append{
+			Tenant:          req.Tenant,
+			AggregateType:   eventstore.AggregatePolicy,
+			AggregateID:     aggID,
+			ExpectedVersion: 0,
+			IdempotencyKey:  aggID,
+			Type:            EventType,
+			Subject:         subject,
+			Data:            rec,
+			Metadata:        md,
+		})
+		switch {
+		case errors.Is(err, eventstore.ErrConflict):
+			continue // another evaluation of the request was recorded first: answer that one
+		case errors.Is(err, eventstore.ErrInvalid):
+			return Decision{}, errs.Internal(err)
+		case err != nil:
+			return Decision{}, notRecorded(req, err)
+		}
+		first, err := s.fromEvent(req, ev)
+		if err != nil {
+			return Decision{}, err
+		}
+		if first.ID == d.ID {
+			s.publish(ctx, req, rec, d)
+		}
+		return first, nil
+	}
+	return Decision{}, notRecorded(req, errors.New("the decision record conflicted twice"))
+}
+
+// DecisionAggregateID is the POLICY aggregate that records the admission decision of a request id:
+// "admission-" and the first 128 bits of the id's SHA-256 in hex.
+func DecisionAggregateID(requestID string) string {
+	sum := sha256.Sum256([]byte(requestID))
+	return DecisionPoint + "-" + hex.EncodeToString(sum[:16])
+}
+
+// notRecorded is the answer when the decision could not be recorded (nor read back).
+func notRecorded(req Request, err error) error {
+	return errs.Unavailable("DECISION_NOT_RECORDED", "the decision could not be recorded; retry with the same request_id", err).
+		WithMetadata("request_id", req.RequestID)
+}
+
+// recorded returns the decision recorded under the request's id, if there is one.
+func (s *Service) recorded(ctx context.Context, req Request, aggID string) (Decision, bool, error) {
+	events, _, err := s.store.Load(ctx, req.Tenant, eventstore.AggregatePolicy, aggID)
+	if err != nil {
+		return Decision{}, false, notRecorded(req, err)
+	}
+	for _, e := range events {
+		if e.Type == EventType {
+			d, err := s.fromEvent(req, e)
+			return d, err == nil, err
+		}
+	}
+	return Decision{}, false, nil
+}
+
+// fromEvent reads the decision of a recorded event, refusing it if it was made for another request
+// that used the same request id.
+func (s *Service) fromEvent(req Request, e eventstore.Event) (Decision, error) {
+	rec, err := eventstore.DecodeAs[*policyv1.DecisionRecorded](e)
+	if err != nil {
+		return Decision{}, errs.Internal(fmt.Errorf("decision record %s: %w", e.ID, err))
+	}
+	if rec.GetDecisionPoint() != DecisionPoint || rec.GetSubject() != req.Agent.GetName() || rec.GetRequestId() != req.RequestID {
+		return Decision{}, errs.InvalidArgument("request_id", "request_id was already used for another admission request").
+			WithMetadata("request_id", req.RequestID)
+	}
+	return FromProto(rec.GetDecision()), nil
+}
+
+// evaluate asks the policy and returns the decision with its decision log record.
+func (s *Service) evaluate(ctx context.Context, req Request) (Decision, *policyv1.DecisionRecorded, error) {
 	agent, err := agentInput(req.Agent)
 	if err != nil {
-		return Decision{}, errs.Internal(err)
+		return Decision{}, nil, errs.Internal(err)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return Decision{}, errs.Internal(fmt.Errorf("decision id: %w", err))
+		return Decision{}, nil, errs.Internal(fmt.Errorf("decision id: %w", err))
 	}
 	input := map[string]any{
 		"tenant": req.Tenant,
@@ -106,9 +219,30 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 	d := Decision{Decision: s.eval.Admission(ctx, input), ID: id.String()}
 	s.logger.InfoContext(ctx, "admission decided", "tenant", req.Tenant, "agent", req.Agent.GetName(),
 		"decision_id", d.ID, "outcome", string(d.Outcome), "required_approvals", d.RequiredApprovals,
-		"bundle_version", d.BundleVersion)
-	s.record(ctx, p, req, input, d)
-	return d, nil
+		"bundle_version", d.BundleVersion, "request_id", req.RequestID)
+	in, err := structpb.NewStruct(input)
+	if err != nil {
+		return Decision{}, nil, errs.Internal(fmt.Errorf("decision input is not representable: %w", err))
+	}
+	rec := &policyv1.DecisionRecorded{
+		Tenant:        req.Tenant,
+		DecisionPoint: DecisionPoint,
+		Subject:       req.Agent.GetName(),
+		Decision:      ToProto(d),
+		Input:         in,
+		RequestId:     req.RequestID,
+	}
+	return d, rec, nil
+}
+
+// metadata is the event metadata of a decision: the caller, with the request id as correlation
+// when the call carried none.
+func (s *Service) metadata(ctx context.Context, req Request) eventstore.Metadata {
+	md := grpcx.EventMetadata(ctx, req.Tenant)
+	if md.CorrelationID == "" {
+		md.CorrelationID = req.RequestID
+	}
+	return md
 }
 
 func validate(req Request) error {
@@ -147,29 +281,12 @@ func agentInput(a *registryv1.Agent) (map[string]any, error) {
 	return m, nil
 }
 
-// record publishes the decision to the decision log; failures are logged only.
-func (s *Service) record(ctx context.Context, p *authn.Principal, req Request, input map[string]any, d Decision) {
-	log := s.logger.With("tenant", req.Tenant, "decision_id", d.ID)
-	in, err := structpb.NewStruct(input)
-	if err != nil {
-		log.ErrorContext(ctx, "decision not recorded: input is not representable", "error", err)
-		return
-	}
-	ev := &policyv1.DecisionRecorded{
-		Tenant:        req.Tenant,
-		DecisionPoint: DecisionPoint,
-		Subject:       req.Agent.GetName(),
-		Decision:      ToProto(d),
-		Input:         in,
-		RequestId:     req.RequestID,
-	}
-	md := grpcx.EventMetadata(ctx, req.Tenant)
-	if md.CorrelationID == "" {
-		md.CorrelationID = req.RequestID
-	}
+// publish writes the decision to the decision log; failures are logged only.
+func (s *Service) publish(ctx context.Context, req Request, rec *policyv1.DecisionRecorded, d Decision) {
 	subject := "telemetry." + req.Tenant + "." + EventType
-	if _, err := s.pub.Publish(ctx, subject, EventType, req.Agent.GetName(), ev, md); err != nil {
-		log.ErrorContext(ctx, "decision not recorded: publish failed", "subject", subject, "error", err)
+	if _, err := s.store.Publish(ctx, subject, EventType, req.Agent.GetName(), rec, s.metadata(ctx, req)); err != nil {
+		s.logger.ErrorContext(ctx, "decision not published to the decision log", "tenant", req.Tenant,
+			"decision_id", d.ID, "subject", subject, "error", err)
 	}
 }
 
@@ -182,6 +299,23 @@ func ToProto(d Decision) *policyv1.Decision {
 		RequiredApprovals: d.RequiredApprovals,
 		BundleVersion:     d.BundleVersion,
 	}
+}
+
+// FromProto converts a decision from its API form; an unknown outcome is a deny.
+func FromProto(d *policyv1.Decision) Decision {
+	out := Decision{ID: d.GetDecisionId(), Decision: engine.Decision{
+		Outcome:           engine.OutcomeDeny,
+		Reasons:           d.GetReasons(),
+		RequiredApprovals: d.GetRequiredApprovals(),
+		BundleVersion:     d.GetBundleVersion(),
+	}}
+	switch d.GetOutcome() {
+	case policyv1.Outcome_OUTCOME_ALLOW:
+		out.Outcome = engine.OutcomeAllow
+	case policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL:
+		out.Outcome = engine.OutcomeRequireApproval
+	}
+	return out
 }
 
 func outcomeToProto(o engine.Outcome) policyv1.Outcome {
