@@ -3,6 +3,7 @@ package testkit
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -78,10 +79,14 @@ type DevPlatform struct {
 	NATSURL string
 	// Ready is how long the process took to print that it is ready.
 	Ready time.Duration
+	// Ports are the gRPC, HTTP, NATS, Temporal and Temporal UI ports, for a restart on the same ones.
+	Ports []int
 
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	output strings.Builder
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed once the process has ended and waitErr is set
+	waitErr error
+	mu      sync.Mutex
+	output  strings.Builder
 }
 
 // StartDev runs `agentid dev` (the binary at agentid) on dataDir and the given ports — gRPC, HTTP,
@@ -89,6 +94,27 @@ type DevPlatform struct {
 // The process is interrupted (as Ctrl-C does) when the test ends.
 func StartDev(t testing.TB, agentid, dataDir string, ports []int) *DevPlatform {
 	t.Helper()
+	return StartDevWith(t, agentid, dataDir, DevOptions{Ports: ports})
+}
+
+// DevOptions are the less common settings of StartDevWith.
+type DevOptions struct {
+	// Ports are the gRPC, HTTP, NATS, Temporal and Temporal UI ports; nil picks free ones.
+	Ports []int
+	// Env is added to the process's environment (e.g. AGENTID_FAILPOINTS=...).
+	Env []string
+	// Args are added to the command line after the defaults.
+	Args []string
+}
+
+// devReadyTimeout bounds the start of `agentid dev`, which builds nothing but may share the cores
+// with a test suite.
+const devReadyTimeout = 4 * time.Minute
+
+// StartDevWith is StartDev with options.
+func StartDevWith(t testing.TB, agentid, dataDir string, o DevOptions) *DevPlatform {
+	t.Helper()
+	ports := o.Ports
 	if ports == nil {
 		ports = FreePorts(t, 5)
 	}
@@ -97,15 +123,19 @@ func StartDev(t testing.TB, agentid, dataDir string, ports []int) *DevPlatform {
 		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
 		HTTPURL:  fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
 		NATSURL:  fmt.Sprintf("nats://127.0.0.1:%d", ports[2]),
+		Ports:    append([]int(nil), ports...),
+		exited:   make(chan struct{}),
 	}
-	p.cmd = exec.Command(agentid, "dev",
+	args := append([]string{"dev",
 		"--data-dir", dataDir,
 		"--grpc-addr", p.GRPCAddr,
 		"--http-addr", strings.TrimPrefix(p.HTTPURL, "http://"),
 		"--nats-port", fmt.Sprint(ports[2]),
 		"--temporal-port", fmt.Sprint(ports[3]),
 		"--temporal-ui-port", fmt.Sprint(ports[4]),
-	)
+	}, o.Args...)
+	p.cmd = exec.Command(agentid, args...)
+	p.cmd.Env = append(os.Environ(), o.Env...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
@@ -119,6 +149,7 @@ func StartDev(t testing.TB, agentid, dataDir string, ports []int) *DevPlatform {
 	}
 	go func() {
 		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
 		var once sync.Once
 		for sc.Scan() {
 			line := sc.Text()
@@ -127,40 +158,75 @@ func StartDev(t testing.TB, agentid, dataDir string, ports []int) *DevPlatform {
 				once.Do(func() { close(ready) })
 			}
 		}
+		_, _ = io.Copy(io.Discard, stdout)
+		p.waitErr = p.cmd.Wait()
+		close(p.exited)
 	}()
 	t.Cleanup(func() { p.Stop(t) })
 	select {
 	case <-ready:
 		p.Ready = time.Since(start)
-	case <-time.After(4 * time.Minute):
-		t.Fatalf("testkit: agentid dev did not become ready in 4 minutes; output:\n%s", p.Output())
+	case <-p.exited:
+		t.Fatalf("testkit: agentid dev exited before it was ready (%v); output:\n%s", p.waitErr, p.Output())
+	case <-time.After(devReadyTimeout):
+		t.Fatalf("testkit: agentid dev did not become ready in %s; output:\n%s", devReadyTimeout, p.Output())
 	}
 	return p
 }
 
-// Stop interrupts the process and waits for a clean exit, failing the test otherwise. Stopping twice
-// is fine.
+// Stop interrupts the process and waits for a clean exit, failing the test otherwise. Stopping twice,
+// or stopping a process that has already ended, is fine.
 func (p *DevPlatform) Stop(t testing.TB) {
-	if p.cmd.ProcessState != nil {
+	select {
+	case <-p.exited:
 		return
+	default:
 	}
 	_ = p.cmd.Process.Signal(os.Interrupt)
-	done := make(chan error, 1)
-	go func() { done <- p.cmd.Wait() }()
 	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("agentid dev did not exit cleanly on interrupt: %v\n%s", err, p.Output())
+	case <-p.exited:
+		if p.waitErr != nil {
+			t.Errorf("agentid dev did not exit cleanly on interrupt: %v\n%s", p.waitErr, p.Output())
 		}
 	case <-time.After(30 * time.Second):
 		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
 		t.Errorf("agentid dev did not stop within 30s of an interrupt")
 	}
 }
 
+// Kill ends the process with SIGKILL, as `kill -9` does (its Temporal child, in a process group of its
+// own, is stopped by the kernel's parent-death signal), and waits until it is gone.
+func (p *DevPlatform) Kill(t testing.TB) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	p.WaitExit(t, time.Minute)
+}
+
+// WaitExit waits until the process has ended (killed by a failpoint, say), failing the test after
+// timeout, and returns how it ended.
+func (p *DevPlatform) WaitExit(t testing.TB, timeout time.Duration) *os.ProcessState {
+	t.Helper()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState
+	case <-time.After(timeout):
+		t.Fatalf("agentid dev still runs %s later; output:\n%s", timeout, p.Output())
+		return nil
+	}
+}
+
+// Exited is closed once the process has ended.
+func (p *DevPlatform) Exited() <-chan struct{} { return p.exited }
+
 // ExitedCleanly reports whether the process has stopped with exit code 0.
 func (p *DevPlatform) ExitedCleanly() bool {
-	return p.cmd.ProcessState != nil && p.cmd.ProcessState.Success()
+	select {
+	case <-p.exited:
+		return p.cmd.ProcessState != nil && p.cmd.ProcessState.Success()
+	default:
+		return false
+	}
 }
 
 // Pid is the process id.
