@@ -217,3 +217,29 @@ func waitForDisabled(t *testing.T, r *replica, tenant, clientID string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestDisableRequireExistingLeavesNoTombstone(t *testing.T) {
+	r := startIssuer(t)
+	admin := r.admin(t)
+	c := newTestClient(t, "acme", "pending-agent")
+	req := disableRequest(c, "sweep-1")
+	req.RequireExisting = true
+	_, err := admin.DisableClient(as("platform-admin"), req)
+	if status.Code(err) != codes.NotFound || errs.FromStatus(err).Reason != "CLIENT_NOT_FOUND" {
+		t.Fatalf("DisableClient(require_existing) of an unknown client: %v, want NotFound CLIENT_NOT_FOUND", err)
+	}
+	if types := clientEvents(t, r, "acme", c.id); len(types) != 0 {
+		t.Fatalf("a NotFound disable wrote %q", types)
+	}
+	// The client can still be created, and then require_existing disables it as usual.
+	if _, err := admin.CreateClient(as("platform-admin"), createRequest(t, c, "provision/acme/pending-agent/credentials")); err != nil {
+		t.Fatalf("CreateClient after a require_existing disable: %v", err)
+	}
+	requestToken(t, r, c)
+	req.RequestId = "sweep-2"
+	resp, err := admin.DisableClient(as("platform-admin"), req)
+	if err != nil || resp.GetClient().GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED || resp.GetClient().GetTombstone() {
+		t.Fatalf("DisableClient(require_existing) of an existing client: %v %v", resp, err)
+	}
+	wantOAuthError(t, postForm(t, r.tokenURL("acme"), tokenForm(c.assertion(t, r))), http.StatusUnauthorized, "invalid_client")
+}

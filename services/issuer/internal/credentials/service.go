@@ -315,8 +315,9 @@ func (s *Service) load(ctx context.Context, tenant, clientID string) (*issuerv1.
 // DisableClient disables a client and revokes its tokens (those issued at or before now). Disabling
 // is final. A client that does not exist yet is tombstoned: a client.tombstoned event, appended only
 // if the aggregate still does not exist, keeps any later or concurrent CreateClient from creating it.
+// With requireExisting such a client is NotFound CLIENT_NOT_FOUND instead and nothing is written.
 // Disabling a disabled client or a tombstone changes nothing.
-func (s *Service) DisableClient(ctx context.Context, md eventstore.Metadata, tenant, clientID, reason, requestID string) (*issuerv1.Client, error) {
+func (s *Service) DisableClient(ctx context.Context, md eventstore.Metadata, tenant, clientID, reason, requestID string, requireExisting bool) (*issuerv1.Client, error) {
 	if len(reason) > maxReasonLen || !utf8.ValidString(reason) || strings.ContainsAny(reason, "\x00") {
 		return nil, errs.InvalidArgument("reason", fmt.Sprintf("must be valid UTF-8 text of at most %d bytes", maxReasonLen))
 	}
@@ -331,7 +332,10 @@ func (s *Service) DisableClient(ctx context.Context, md eventstore.Metadata, ten
 		if err != nil {
 			return nil, err
 		}
-		if cur != nil && cur.GetState() == issuerv1.ClientState_CLIENT_STATE_DISABLED {
+		switch {
+		case cur == nil && requireExisting:
+			return nil, errs.NotFound("CLIENT_NOT_FOUND", fmt.Sprintf("client %q not found", clientID)).WithMetadata("client", name)
+		case cur != nil && cur.GetState() == issuerv1.ClientState_CLIENT_STATE_DISABLED:
 			return cur, nil
 		}
 		at := s.now().UTC()

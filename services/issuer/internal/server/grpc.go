@@ -84,7 +84,8 @@ func (s *Server) GetClient(ctx context.Context, req *issuerv1.GetClientRequest) 
 	return &issuerv1.GetClientResponse{Client: c}, nil
 }
 
-// DisableClient disables a client; platform-admin, or tenant-admin in its tenant.
+// DisableClient disables a client, or tombstones a client id that has none unless
+// req.require_existing; platform-admin, or tenant-admin in its tenant.
 func (s *Server) DisableClient(ctx context.Context, req *issuerv1.DisableClientRequest) (*issuerv1.DisableClientResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
@@ -97,7 +98,7 @@ func (s *Server) DisableClient(ctx context.Context, req *issuerv1.DisableClientR
 	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
 		return nil, err
 	}
-	c, err := s.svc.DisableClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, clientID, req.GetReason(), req.GetRequestId())
+	c, err := s.svc.DisableClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, clientID, req.GetReason(), req.GetRequestId(), req.GetRequireExisting())
 	if err != nil {
 		return nil, err
 	}

@@ -514,9 +514,14 @@ type DisableClientRequest struct {
 	// Why (recorded in the event).
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Idempotency key.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// When true, a client that does not exist is answered NotFound (reason CLIENT_NOT_FOUND) and
+	// nothing is written, instead of being tombstoned: for sweeps that disable the clients they find
+	// (a reconciler, an operator's clean-up), which must not keep a client id that a provisioning run
+	// is about to create from ever being created. Deprovisioning leaves it false.
+	RequireExisting bool `protobuf:"varint,4,opt,name=require_existing,json=requireExisting,proto3" json:"require_existing,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *DisableClientRequest) Reset() {
@@ -568,6 +573,13 @@ func (x *DisableClientRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *DisableClientRequest) GetRequireExisting() bool {
+	if x != nil {
+		return x.RequireExisting
+	}
+	return false
 }
 
 // DisableClientResponse returns the disabled client.
@@ -748,12 +760,13 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\x10GetClientRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"F\n" +
 	"\x11GetClientResponse\x121\n" +
-	"\x06client\x18\x01 \x01(\v2\x19.agentid.issuer.v1.ClientR\x06client\"a\n" +
+	"\x06client\x18\x01 \x01(\v2\x19.agentid.issuer.v1.ClientR\x06client\"\x8c\x01\n" +
 	"\x14DisableClientRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"J\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12)\n" +
+	"\x10require_existing\x18\x04 \x01(\bR\x0frequireExisting\"J\n" +
 	"\x15DisableClientResponse\x121\n" +
 	"\x06client\x18\x01 \x01(\v2\x19.agentid.issuer.v1.ClientR\x06client\"0\n" +
 	"\x16ListSigningKeysRequest\x12\x16\n" +

@@ -43,10 +43,10 @@ type IssuerServiceClient interface {
 	GetClient(ctx context.Context, in *GetClientRequest, opts ...grpc.CallOption) (*GetClientResponse, error)
 	// DisableClient disables a client and revokes every token issued to it. Disabling is final and
 	// tombstones the client id: a later CreateClient of it fails with FailedPrecondition, reason
-	// CLIENT_TOMBSTONED. Every DisableClient tombstones, whatever its reason: disabling a client that
-	// does not exist yet records a tombstone (the response's client has `tombstone` set) instead of
-	// answering NotFound, so a CreateClient racing the disable (a provisioning run racing retirement)
-	// can never create a credential. The race is decided by the event store's version check on the
+	// CLIENT_TOMBSTONED. Every DisableClient tombstones, whatever its reason: unless require_existing
+	// is set, disabling a client that does not exist yet records a tombstone (the response's client
+	// has `tombstone` set) instead of answering NotFound, so a CreateClient racing the disable (a
+	// provisioning run racing retirement) can never create a credential. The race is decided by the event store's version check on the
 	// client, not by a read. Disabling a disabled client changes nothing.
 	// Callers: the lifecycle service or platform-admin; tenant-admin in its tenant.
 	DisableClient(ctx context.Context, in *DisableClientRequest, opts ...grpc.CallOption) (*DisableClientResponse, error)
@@ -120,10 +120,10 @@ type IssuerServiceServer interface {
 	GetClient(context.Context, *GetClientRequest) (*GetClientResponse, error)
 	// DisableClient disables a client and revokes every token issued to it. Disabling is final and
 	// tombstones the client id: a later CreateClient of it fails with FailedPrecondition, reason
-	// CLIENT_TOMBSTONED. Every DisableClient tombstones, whatever its reason: disabling a client that
-	// does not exist yet records a tombstone (the response's client has `tombstone` set) instead of
-	// answering NotFound, so a CreateClient racing the disable (a provisioning run racing retirement)
-	// can never create a credential. The race is decided by the event store's version check on the
+	// CLIENT_TOMBSTONED. Every DisableClient tombstones, whatever its reason: unless require_existing
+	// is set, disabling a client that does not exist yet records a tombstone (the response's client
+	// has `tombstone` set) instead of answering NotFound, so a CreateClient racing the disable (a
+	// provisioning run racing retirement) can never create a credential. The race is decided by the event store's version check on the
 	// client, not by a read. Disabling a disabled client changes nothing.
 	// Callers: the lifecycle service or platform-admin; tenant-admin in its tenant.
 	DisableClient(context.Context, *DisableClientRequest) (*DisableClientResponse, error)
