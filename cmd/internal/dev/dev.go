@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/fsutil"
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/observability"
 	"github.com/agentid/agentid/pkg/service"
@@ -33,12 +34,16 @@ import (
 
 // Config is what `agentid dev` runs with.
 type Config struct {
-	DataDir         string
-	GRPCAddr        string
-	HTTPAddr        string
-	PublicURL       string
-	NATSURL         string
-	NATSPort        int
+	DataDir   string
+	GRPCAddr  string
+	HTTPAddr  string
+	PublicURL string
+	NATSURL   string
+	NATSPort  int
+	// NATSSync is the embedded server's fsync policy: NATSSyncAlways (default) or NATSSyncInterval.
+	NATSSync string
+	// NATSGrace is how long NATS may be unreachable before readiness drops.
+	NATSGrace       time.Duration
 	TemporalAddress string
 	TemporalPort    int
 	TemporalUIPort  int
@@ -57,6 +62,8 @@ func DefaultConfig() Config {
 		GRPCAddr:       "127.0.0.1:7070",
 		HTTPAddr:       "127.0.0.1:8080",
 		NATSPort:       4222,
+		NATSSync:       NATSSyncAlways,
+		NATSGrace:      service.DefaultNATSGrace,
 		TemporalPort:   7233,
 		TemporalUIPort: 8233,
 		Stdout:         os.Stdout,
@@ -72,16 +79,26 @@ const (
 	// LifecycleClientID is the service identity the lifecycle worker calls the other services with.
 	LifecycleClientID = "lifecycle-worker"
 	kekFile           = "kek.key"
+	// NATSSyncAlways makes the embedded NATS server fsync every write before acknowledging it.
+	NATSSyncAlways = "always"
+	// NATSSyncInterval keeps nats-server's default: fsync every two minutes, acknowledging before.
+	NATSSyncInterval = "interval"
 )
 
 // Run starts everything, prints where it is, and serves until ctx is done.
 func Run(ctx context.Context, cfg Config) (err error) {
 	started := time.Now()
+	if cfg.NATSSync != NATSSyncAlways && cfg.NATSSync != NATSSyncInterval {
+		return fmt.Errorf("--nats-sync %q: want %s or %s", cfg.NATSSync, NATSSyncAlways, NATSSyncInterval)
+	}
+	if cfg.NATSGrace <= 0 {
+		return fmt.Errorf("--nats-grace %s: want a positive duration", cfg.NATSGrace)
+	}
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.HTTPAddr
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
-	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
+	if err := fsutil.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	if cfg.DuckDBPath == "" {
@@ -108,14 +125,22 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	// NATS JetStream: embedded with file storage in the data dir unless an external URL is given.
-	natsURL := cfg.NATSURL
+	natsURL, natsNote := cfg.NATSURL, ""
 	if natsURL == "" {
+		syncAlways := cfg.NATSSync == NATSSyncAlways
 		ns, err := eventstore.RunEmbeddedServer(eventstore.EmbeddedConfig{
 			Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats"),
-			ServerName: "agentid-dev", Logger: log.With("component", "nats"),
+			ServerName: "agentid-dev", Logger: log.With("component", "nats"), SyncAlways: syncAlways,
 		})
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		if syncAlways {
+			natsNote = "fsync before every acknowledgement"
+			log.Info("embedded NATS: sync always: every event is fsynced before it is acknowledged", "nats_sync", cfg.NATSSync)
+		} else {
+			natsNote = "fsync every 2 minutes: a power loss can drop acknowledged events"
+			log.Warn("embedded NATS: sync interval (nats-server default, every 2 minutes): events are acknowledged before they are fsynced, and a power loss or kernel crash can lose acknowledged events", "nats_sync", cfg.NATSSync)
 		}
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		natsURL = ns.ClientURL()
@@ -137,6 +162,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	// Temporal: the pinned CLI's dev server as a supervised child, state in the data dir.
+	var engineTasks []service.Task
 	temporalAddr, temporalUI := cfg.TemporalAddress, ""
 	if temporalAddr == "" {
 		tlog, err := os.OpenFile(filepath.Join(cfg.DataDir, "logs", "temporal.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -144,18 +170,20 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			return err
 		}
 		defer tlog.Close()
-		if err := os.MkdirAll(filepath.Join(cfg.DataDir, "temporal"), 0o700); err != nil {
+		if err := fsutil.MkdirAll(filepath.Join(cfg.DataDir, "temporal"), 0o700); err != nil {
 			return err
 		}
 		ts, err := temporaldev.Start(ctx, temporaldev.Config{
 			IP: "127.0.0.1", Port: cfg.TemporalPort, UIPort: cfg.TemporalUIPort,
 			DBFile: filepath.Join(cfg.DataDir, "temporal", "temporal.db"), Stdout: tlog, Stderr: tlog,
+			Logger: loudLogger(cfg, log).With("component", "temporal"),
 		})
 		if err != nil {
 			return fmt.Errorf("temporal dev server: %w", err)
 		}
 		defer func() { _ = ts.Stop() }()
 		temporalAddr, temporalUI = ts.HostPort(), ts.UIURL()
+		engineTasks = append(engineTasks, ts.Supervise) // restarts the child if it dies
 	}
 
 	// The platform's own service identities, in the reserved system tenant.
@@ -202,6 +230,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("lifecycle: %w", err)
 	}
 
+	bootstrapped := make(chan struct{})
 	bootstrap := func(ctx context.Context) error {
 		if err := issuer.Ready(ctx); err != nil {
 			return nil // shutting down
@@ -230,8 +259,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err := issuer.EnsureSigningKey(ctx, DefaultTenant); err != nil {
 			return fmt.Errorf("bootstrap: default signing key: %w", err)
 		}
-		printBanner(cfg, adminPath, natsURL, temporalAddr, temporalUI, time.Since(started))
-		log.Info("agentid dev ready", "startup", time.Since(started).String())
+		close(bootstrapped)
 		return nil
 	}
 
@@ -241,19 +269,39 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		Server:     srv,
 		Health:     grpcx.HealthServer(srv),
 		Components: []service.Component{registry, issuer, policy, monitor, lifecycle},
-		Tasks:      []service.Task{bootstrap},
-		Logger:     log,
+		Tasks:      append(engineTasks, bootstrap),
+		ReadyChecks: []service.ReadyCheck{{Name: "bootstrap", Ready: func(ctx context.Context) error {
+			select {
+			case <-bootstrapped:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}}},
+		NATS:      nc,
+		NATSGrace: cfg.NATSGrace,
+		Logger:    log,
+		// Printed once every component's projections have caught up, bootstrap is done and NATS is
+		// connected: the moment /readyz first answers 200.
+		OnReady: func() {
+			printBanner(cfg, adminPath, natsURL, natsNote, temporalAddr, temporalUI, time.Since(started))
+			log.Info("agentid dev ready", "startup", time.Since(started).String())
+		},
 	})
 }
 
 // printBanner tells the developer where everything is (the CLI owns stdout; logs go to the log file).
-func printBanner(cfg Config, adminPath, natsURL, temporalAddr, temporalUI string, took time.Duration) {
+func printBanner(cfg Config, adminPath, natsURL, natsNote, temporalAddr, temporalUI string, took time.Duration) {
 	abs, _ := filepath.Abs(adminPath)
 	w := cfg.Stdout
 	fmt.Fprintf(w, "agentid is ready (%s)\n", took.Round(time.Millisecond))
 	fmt.Fprintf(w, "  gRPC (all services)   %s\n", cfg.GRPCAddr)
 	fmt.Fprintf(w, "  OAuth issuer          %s/t/%s\n", cfg.PublicURL, DefaultTenant)
-	fmt.Fprintf(w, "  NATS                  %s\n", natsURL)
+	if natsNote != "" {
+		fmt.Fprintf(w, "  NATS                  %s (%s)\n", natsURL, natsNote)
+	} else {
+		fmt.Fprintf(w, "  NATS                  %s\n", natsURL)
+	}
 	fmt.Fprintf(w, "  Temporal              %s (namespace agentid)\n", temporalAddr)
 	if temporalUI != "" {
 		fmt.Fprintf(w, "  Temporal UI           %s\n", temporalUI)
@@ -269,6 +317,16 @@ func logPath(cfg Config) string {
 		return cfg.LogFile
 	}
 	return filepath.Join(cfg.DataDir, "logs", "agentid.log")
+}
+
+// loudLogger is log plus, unless log already writes to stderr, warnings and errors on stderr too: for
+// events the developer must see in the terminal (an engine died and is being restarted).
+func loudLogger(cfg Config, log *slog.Logger) *slog.Logger {
+	if logPath(cfg) == "-" {
+		return log
+	}
+	return slog.New(slog.NewMultiHandler(log.Handler(),
+		slog.NewTextHandler(cfg.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 }
 
 func openLog(cfg Config) (io.Writer, func(), error) {
@@ -303,7 +361,7 @@ func loadOrCreateKEK(path string) ([]byte, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	return key, nil
@@ -326,10 +384,10 @@ func loadOrCreateCredential(path, clientID, issuer string) (*authn.Credential, e
 	default:
 		return nil, fmt.Errorf("credential %s: %w", path, err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := fsutil.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	if err := authn.WriteCredentialFile(path, c); err != nil {
+	if err := authn.WriteCredentialFile(path, c); err != nil { // atomic and fsynced with its directory
 		return nil, err
 	}
 	return c, nil
