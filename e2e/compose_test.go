@@ -841,11 +841,13 @@ func TestComposeServiceFlags(t *testing.T) {
 			}
 		}
 		if h, ok := p.args["http-addr"]; !ok {
-			t.Errorf("%s: --http-addr is not set (the healthcheck needs /healthz)", name)
+			t.Errorf("%s: --http-addr is not set (the healthcheck needs /readyz)", name)
 		} else if host, port := composeHostPort(t, name+" --http-addr", h); host != "0.0.0.0" && host != "" {
 			t.Errorf("%s: --http-addr=%s must listen on all interfaces of the container", name, h)
-		} else if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), fmt.Sprintf("127.0.0.1:%d/healthz", port)) {
-			t.Errorf("%s: the healthcheck does not GET /healthz on the HTTP port %d", name, port)
+		} else if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), fmt.Sprintf("127.0.0.1:%d/readyz", port)) {
+			// Readiness, not liveness: dependents with `condition: service_healthy` must wait until the
+			// service's projections have caught up.
+			t.Errorf("%s: the healthcheck does not GET /readyz on the HTTP port %d", name, port)
 		}
 		if want := issuerPublic; want != "" {
 			got, ok := p.args["issuer-url"]
