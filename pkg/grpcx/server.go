@@ -61,7 +61,8 @@ var alwaysPublic = []string{
 //  5. authentication: "authorization: Bearer <token>" checked by the Verifier, the principal put in
 //     the context with authn.WithPrincipal.
 //
-// Register services on the returned server, then call MarkServing.
+// Register services on the returned server, then call MarkServing, or let service.Run drive the
+// health server from readiness (NOT_SERVING until every component is ready).
 func NewServer(cfg ServerConfig, opts ...grpc.ServerOption) *grpc.Server {
 	ic := newInterceptors(cfg)
 	all := append([]grpc.ServerOption{
