@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/failpoint"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 )
 
@@ -159,7 +160,13 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 			rows = append(rows, r.row)
 		}
 		// Finish a started insert even when stopping, so acknowledged work is never left half done.
-		err := c.cfg.Store.Insert(context.WithoutCancel(ctx), rows)
+		err := failpoint.Inject(ctx, failpoint.TelemetryBeforeCommit)
+		if err == nil {
+			err = c.cfg.Store.Insert(context.WithoutCancel(ctx), rows)
+		}
+		if err == nil {
+			err = failpoint.Inject(ctx, failpoint.TelemetryAfterCommit)
+		}
 		if err != nil {
 			c.cfg.Logger.ErrorContext(ctx, "telemetry insert failed; events will be redelivered", "events", len(rows), "error", err)
 		}

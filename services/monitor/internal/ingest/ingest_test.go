@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/failpoint"
 	"github.com/agentid/agentid/pkg/testkit"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
@@ -242,5 +243,37 @@ func (c *countingInserter) Insert(ctx context.Context, events []store.Event) err
 func TestNewConsumerNeedsItsDependencies(t *testing.T) {
 	if _, err := ingest.NewConsumer(ingest.Config{}); err == nil {
 		t.Error("NewConsumer accepted an empty config")
+	}
+}
+
+// TestCommitFaultsLoseAndDuplicateNothing fails the telemetry commit before the insert and after it
+// (rows stored, events not acknowledged): the redelivered events are stored exactly once.
+func TestCommitFaultsLoseAndDuplicateNothing(t *testing.T) {
+	for _, seam := range []string{failpoint.TelemetryBeforeCommit, failpoint.TelemetryAfterCommit} {
+		t.Run(seam, func(t *testing.T) {
+			h := newHarness(t)
+			disable, err := failpoint.Enable(seam, "2*error")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer disable()
+			h.run(t, h.store, eventstore.WithBackoff(10*time.Millisecond))
+			var last eventstore.Event
+			for i := range 5 {
+				last = h.publish(t, "telemetry.acme.token.requested", "token.requested", "tenants/acme/clients/faq", &issuerv1.TokenRequested{
+					Tenant: "acme", ClientId: "faq", Agent: "tenants/acme/agents/faq", GrantType: "client_credentials",
+					Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED, TokenId: "tok-" + string(rune('a'+i)), Environment: "dev",
+				}, eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "faq", Kind: eventstore.ActorAgent}})
+			}
+			h.waitAcked(t, last.Sequence)
+			got := h.rows(t, "acme", 5)
+			seen := map[string]bool{}
+			for _, r := range got {
+				if seen[r.EventID] {
+					t.Fatalf("event %s stored twice", r.EventID)
+				}
+				seen[r.EventID] = true
+			}
+		})
 	}
 }
