@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/agentid/agentid/pkg/failpoint"
 )
 
 // Store appends and loads events on JetStream and drives projections and work consumers.
@@ -212,6 +214,9 @@ func (s *Store) Append(ctx context.Context, a Append) (Event, error) {
 		return s.original(ctx, ack.Stream, ack.Sequence, a)
 	}
 	ev.Stream, ev.Sequence = ack.Stream, ack.Sequence
+	if err := failpoint.Inject(ctx, failpoint.AppendBeforeReply); err != nil {
+		return Event{}, fmt.Errorf("eventstore: append %s: %w", a.Type, err)
+	}
 	return ev, nil
 }
 
