@@ -72,6 +72,24 @@ test: deps ## Run every test (unit, component on real engines, end to end)
 test-race: deps ## Run every test with the race detector
 	$(GO) test -race $(TEST_FLAGS) $(PKGS)
 
+# The e2e and component suites, STRESS_RUNS times in a row, while two busy loops compete for the cores:
+# a test that depends on timing fails here long before it fails in CI.
+STRESS_RUNS ?= 20
+STRESS_PKGS ?= ./e2e/... ./services/... ./workflows/... ./pkg/eventstore/... ./pkg/service/... ./pkg/temporaldev/...
+.PHONY: test-stress
+test-stress: deps ## Run the e2e and component suites STRESS_RUNS (20) times under CPU contention
+	@burn() { while :; do :; done; }; burn & b1=$$!; burn & b2=$$!; \
+	  trap 'kill $$b1 $$b2 2>/dev/null' EXIT; \
+	  echo "two busy loops ($$b1, $$b2) compete for the cores; $(STRESS_RUNS) runs of $(STRESS_PKGS)"; \
+	  $(GO) test -count=$(STRESS_RUNS) -failfast -timeout 0 $(STRESS_PKGS)
+
+# The fault-injection suite: agentid processes killed at every failpoint, engines restarted, a NATS
+# cluster losing a node under load; invariants checked after each scenario. The core scenarios also
+# run in `make test`; the tag adds the long ones.
+.PHONY: test-faults
+test-faults: deps ## Run the whole fault-injection suite (docs/faults.md)
+	$(GO) test -tags faults -count=1 -timeout 60m -run 'TestFault' -v ./e2e/
+
 .PHONY: bench
 bench: deps ## Run the benchmarks (reported, never asserted)
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
