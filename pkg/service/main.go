@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/failpoint"
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/observability"
 )
@@ -90,6 +91,10 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %v\n", name, fs.Args())
+		return 2
+	}
+	if err := failpoint.FromEnv(); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		return 2
 	}
 	var lvl slog.Level

@@ -69,6 +69,7 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.StringVar(&cfg.TemporalAddress, "temporal-address", "", "use this Temporal frontend (host:port) instead of the dev server")
 	f.IntVar(&cfg.TemporalPort, "temporal-port", cfg.TemporalPort, "frontend port of the Temporal dev server")
 	f.IntVar(&cfg.TemporalUIPort, "temporal-ui-port", cfg.TemporalUIPort, "UI port of the Temporal dev server")
+	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", cfg.ReconcileInterval, "how often the lifecycle reconciler starts missing runs and disables clients of agents that are not ACTIVE (at least 1s)")
 	f.StringVar(&cfg.DuckDBPath, "duckdb-path", "", "telemetry DuckDB file (default <data-dir>/telemetry.duckdb)")
 	f.StringVar(&cfg.BundleDir, "bundle-dir", "", "policy bundle directory (default: the built-in bundle)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

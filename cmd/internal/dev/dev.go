@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/failpoint"
 	"github.com/agentid/agentid/pkg/fsutil"
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/observability"
@@ -47,27 +48,30 @@ type Config struct {
 	TemporalAddress string
 	TemporalPort    int
 	TemporalUIPort  int
-	DuckDBPath      string
-	BundleDir       string
-	LogLevel        slog.Level
-	LogFile         string
-	OTLPEndpoint    string
-	Stdout, Stderr  io.Writer
+	// ReconcileInterval is the lifecycle reconciler's period (default 30s).
+	ReconcileInterval time.Duration
+	DuckDBPath        string
+	BundleDir         string
+	LogLevel          slog.Level
+	LogFile           string
+	OTLPEndpoint      string
+	Stdout, Stderr    io.Writer
 }
 
 // DefaultConfig returns the documented defaults (docs/architecture.md, "Ports").
 func DefaultConfig() Config {
 	return Config{
-		DataDir:        ".agentid",
-		GRPCAddr:       "127.0.0.1:7070",
-		HTTPAddr:       "127.0.0.1:8080",
-		NATSPort:       4222,
-		NATSSync:       NATSSyncAlways,
-		NATSGrace:      service.DefaultNATSGrace,
-		TemporalPort:   7233,
-		TemporalUIPort: 8233,
-		Stdout:         os.Stdout,
-		Stderr:         os.Stderr,
+		DataDir:           ".agentid",
+		GRPCAddr:          "127.0.0.1:7070",
+		HTTPAddr:          "127.0.0.1:8080",
+		NATSPort:          4222,
+		NATSSync:          NATSSyncAlways,
+		NATSGrace:         service.DefaultNATSGrace,
+		TemporalPort:      7233,
+		TemporalUIPort:    8233,
+		ReconcileInterval: 30 * time.Second,
+		Stdout:            os.Stdout,
+		Stderr:            os.Stderr,
 	}
 }
 
@@ -88,6 +92,9 @@ const (
 // Run starts everything, prints where it is, and serves until ctx is done.
 func Run(ctx context.Context, cfg Config) (err error) {
 	started := time.Now()
+	if err := failpoint.FromEnv(); err != nil {
+		return err
+	}
 	if cfg.NATSSync != NATSSyncAlways && cfg.NATSSync != NATSSyncInterval {
 		return fmt.Errorf("--nats-sync %q: want %s or %s", cfg.NATSSync, NATSSyncAlways, NATSSyncInterval)
 	}
@@ -224,6 +231,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	defer monitor.Close()
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
 		TemporalHostPort: temporalAddr, RegistryAddr: cfg.GRPCAddr, IssuerAddr: cfg.GRPCAddr, PolicyAddr: cfg.GRPCAddr,
+		ReconcileInterval: cfg.ReconcileInterval,
 	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"),
 		PerRPC: authn.PerRPCCredentials(worker.TokenSource(ctx), false)})
 	if err != nil {
