@@ -115,18 +115,17 @@ var errProcessExited = errors.New("the platform process exited")
 
 // run drives the workload against p until it completes or fails; a failure after the process died
 // is errProcessExited.
-func (w *faultWorkload) run(ctx context.Context, t *testing.T, e *faultEnv) (err error) {
+func (w *faultWorkload) run(ctx context.Context, t *testing.T, e faultTarget) (err error) {
 	defer func() {
 		select {
-		case <-e.p.Exited():
+		case <-e.exited:
 			if err != nil {
 				err = fmt.Errorf("%w (%v)", errProcessExited, err)
 			}
 		default:
 		}
 	}()
-	conn := e.admin(ctx)
-	registry := registryv1.NewRegistryServiceClient(conn)
+	registry := registryv1.NewRegistryServiceClient(e.registry)
 	nameA, err := w.register(ctx, e, registry, "a")
 	if err != nil {
 		return err
@@ -135,7 +134,7 @@ func (w *faultWorkload) run(ctx context.Context, t *testing.T, e *faultEnv) (err
 		return err
 	}
 	idA := nameA[strings.LastIndex(nameA, "/")+1:]
-	monitor := monitorv1.NewMonitorServiceClient(conn)
+	monitor := monitorv1.NewMonitorServiceClient(e.monitor)
 	var rowsBefore int
 	if err := poll(ctx, e, func() (bool, error) {
 		n, err := issuedRows(ctx, monitor, nameA)
@@ -147,7 +146,7 @@ func (w *faultWorkload) run(ctx context.Context, t *testing.T, e *faultEnv) (err
 	issuedNow := 0
 	for range 3 {
 		if err := retrying(ctx, e, func() error {
-			_, err := clientCredentials(t, w.keyA.private, idA, e.p.issuer("default")).Token(ctx)
+			_, err := clientCredentials(t, w.keyA.private, idA, e.issuerURL).Token(ctx)
 			return err
 		}); err != nil {
 			return fmt.Errorf("token for %s: %w", nameA, err)
@@ -181,7 +180,7 @@ func (w *faultWorkload) run(ctx context.Context, t *testing.T, e *faultEnv) (err
 	return w.waitState(ctx, e, registry, nameB, registryv1.AgentState_AGENT_STATE_RETIRED)
 }
 
-func (w *faultWorkload) register(ctx context.Context, e *faultEnv, registry registryv1.RegistryServiceClient, which string) (string, error) {
+func (w *faultWorkload) register(ctx context.Context, e faultTarget, registry registryv1.RegistryServiceClient, which string) (string, error) {
 	reqID := w.name + "-register-" + which
 	var res *registryv1.RegisterAgentResponse
 	err := retrying(ctx, e, func() (err error) {
@@ -205,7 +204,7 @@ func (w *faultWorkload) register(ctx context.Context, e *faultEnv, registry regi
 	return res.GetAgent().GetName(), nil
 }
 
-func (w *faultWorkload) waitState(ctx context.Context, e *faultEnv, registry registryv1.RegistryServiceClient, name string, want registryv1.AgentState) error {
+func (w *faultWorkload) waitState(ctx context.Context, e faultTarget, registry registryv1.RegistryServiceClient, name string, want registryv1.AgentState) error {
 	var last registryv1.AgentState
 	err := poll(ctx, e, func() (bool, error) {
 		got, err := registry.GetAgent(ctx, &registryv1.GetAgentRequest{Name: name})
@@ -223,7 +222,7 @@ func (w *faultWorkload) waitState(ctx context.Context, e *faultEnv, registry reg
 
 // poll checks cond until it holds, the process exits (errProcessExited at once), or the default
 // deadline passes.
-func poll(ctx context.Context, e *faultEnv, cond func() (bool, error)) error {
+func poll(ctx context.Context, e faultTarget, cond func() (bool, error)) error {
 	ctx, cancel := context.WithTimeout(ctx, testkit.DefaultWait)
 	defer cancel()
 	var last error
@@ -236,7 +235,7 @@ func poll(ctx context.Context, e *faultEnv, cond func() (bool, error)) error {
 			last = err
 		}
 		select {
-		case <-e.p.Exited():
+		case <-e.exited:
 			return errProcessExited
 		case <-ctx.Done():
 			return fmt.Errorf("not done after %s: %w", testkit.DefaultWait, last)
@@ -260,7 +259,7 @@ func issuedRows(ctx context.Context, monitor monitorv1.MonitorServiceClient, age
 // retrying calls f until it succeeds (a retry is safe: every call carries its request id), the
 // process exits, or the default deadline passes; engines that restart under the platform make calls
 // fail for a while.
-func retrying(ctx context.Context, e *faultEnv, f func() error) error {
+func retrying(ctx context.Context, e faultTarget, f func() error) error {
 	return poll(ctx, e, func() (bool, error) {
 		err := f()
 		return err == nil, err
@@ -288,14 +287,19 @@ func telemetryRows(ctx context.Context, monitor monitorv1.MonitorServiceClient, 
 // faultTarget is where the invariants are checked: the platform's NATS server and a gRPC connection
 // (with an admin token) to each service; in `agentid dev` all four are one address.
 type faultTarget struct {
-	natsURL                              string
+	natsURL string
+	// issuerURL is the issuer identifier of tenant default.
+	issuerURL                            string
 	registry, issuer, lifecycle, monitor *grpc.ClientConn
+	// exited is closed when the platform died under the workload (nil: it never dies as a whole).
+	exited <-chan struct{}
 }
 
 // target is the running platform of e as a faultTarget.
 func (e *faultEnv) target(ctx context.Context) faultTarget {
 	conn := e.admin(ctx)
-	return faultTarget{natsURL: e.p.NATSURL, registry: conn, issuer: conn, lifecycle: conn, monitor: conn}
+	return faultTarget{natsURL: e.p.NATSURL, issuerURL: e.p.issuer("default"), registry: conn, issuer: conn,
+		lifecycle: conn, monitor: conn, exited: e.p.Exited()}
 }
 
 // faultInvariants are the properties every scenario must leave intact. snapshot records what was
@@ -521,7 +525,7 @@ func TestFaultKillAtEachFailpoint(t *testing.T) {
 			w := newFaultWorkload(t, name)
 			e.start(failpoint.Env + "=" + seam + "=1*exit")
 			before := snapshotStreams(t, ctx, e.p.NATSURL)
-			err := w.run(ctx, t, e)
+			err := w.run(ctx, t, e.target(ctx))
 			if err == nil {
 				t.Fatalf("the workload completed: failpoint %s never fired", seam)
 			}
@@ -537,7 +541,7 @@ func TestFaultKillAtEachFailpoint(t *testing.T) {
 			t.Logf("killed at %s during: %v", seam, err)
 
 			e.start()
-			if err := w.run(ctx, t, e); err != nil {
+			if err := w.run(ctx, t, e.target(ctx)); err != nil {
 				t.Fatalf("the resumed workload failed: %v\n%s", err, e.p.Output())
 			}
 			before.check(t, ctx, e.target(ctx), w, true, 0)
