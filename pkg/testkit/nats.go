@@ -111,17 +111,18 @@ func (n *NATS) JetStream(t testing.TB) jetstream.JetStream {
 func (n *NATS) Restart(t testing.TB) {
 	t.Helper()
 	n.Shutdown()
-	var (
-		srv *server.Server
-		err error
-	)
-	for range 50 { // the old listener may take a moment to release the port
-		if srv, err = eventstore.RunEmbeddedServer(n.cfg); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
+	n.Start(t)
+}
+
+// Start starts a server that Shutdown stopped again, on the same port and storage.
+func (n *NATS) Start(t testing.TB) {
+	t.Helper()
+	var srv *server.Server
+	// The old listener may take a moment to release the port.
+	if err := Poll(context.Background(), 10*time.Second, func() (ok bool, err error) {
+		srv, err = eventstore.RunEmbeddedServer(n.cfg)
+		return err == nil, err
+	}); err != nil {
 		t.Fatalf("testkit: restart nats: %v", err)
 	}
 	n.mu.Lock()
