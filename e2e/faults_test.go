@@ -44,6 +44,7 @@ type faultEnv struct {
 	dataDir string
 	ports   []int
 	extra   []string // flags added to every start
+	natsURL string   // an external NATS server (--nats-url), if any
 	p       *platform
 }
 
@@ -102,6 +103,16 @@ type faultWorkload struct {
 	jwks   map[string]string // "a", "b" → public JWK Set
 	agents map[string]string // acknowledged registrations: request id → agent name
 	tokens int               // tokens the issuer answered with (acknowledged)
+	// after, if set, is called after each step with its name ("active-a", "tokens-a", ...): where a
+	// scenario breaks an engine in the middle of the workload.
+	after func(step string)
+}
+
+// step reports a finished step to w.after.
+func (w *faultWorkload) step(name string) {
+	if w.after != nil {
+		w.after(name)
+	}
 }
 
 func newFaultWorkload(t *testing.T, name string) *faultWorkload {
@@ -133,6 +144,7 @@ func (w *faultWorkload) run(ctx context.Context, t *testing.T, e faultTarget) (e
 	if err := w.waitState(ctx, e, registry, nameA, registryv1.AgentState_AGENT_STATE_ACTIVE); err != nil {
 		return err
 	}
+	w.step("active-a")
 	idA := nameA[strings.LastIndex(nameA, "/")+1:]
 	monitor := monitorv1.NewMonitorServiceClient(e.monitor)
 	var rowsBefore int
@@ -154,6 +166,7 @@ func (w *faultWorkload) run(ctx context.Context, t *testing.T, e faultTarget) (e
 		w.tokens++
 		issuedNow++
 	}
+	w.step("tokens-a")
 	// The telemetry of these tokens is stored before the workload goes on (the monitor's failpoints
 	// strike here).
 	if err := poll(ctx, e, func() (bool, error) {
@@ -169,6 +182,7 @@ func (w *faultWorkload) run(ctx context.Context, t *testing.T, e faultTarget) (e
 	if err := w.waitState(ctx, e, registry, nameB, registryv1.AgentState_AGENT_STATE_ACTIVE); err != nil {
 		return err
 	}
+	w.step("active-b")
 	if err := retrying(ctx, e, func() error {
 		_, err := registry.RetireAgent(ctx, &registryv1.RetireAgentRequest{
 			Name: nameB, Reason: "fault scenario " + w.name, RequestId: w.name + "-retire-b",
@@ -298,7 +312,11 @@ type faultTarget struct {
 // target is the running platform of e as a faultTarget.
 func (e *faultEnv) target(ctx context.Context) faultTarget {
 	conn := e.admin(ctx)
-	return faultTarget{natsURL: e.p.NATSURL, issuerURL: e.p.issuer("default"), registry: conn, issuer: conn,
+	natsURL := e.p.NATSURL
+	if e.natsURL != "" {
+		natsURL = e.natsURL
+	}
+	return faultTarget{natsURL: natsURL, issuerURL: e.p.issuer("default"), registry: conn, issuer: conn,
 		lifecycle: conn, monitor: conn, exited: e.p.Exited()}
 }
 
