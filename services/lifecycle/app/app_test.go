@@ -56,6 +56,7 @@ type env struct {
 	temporal client.Client
 	api      lifecyclev1.LifecycleServiceClient
 	stream   func() (pending, ackPending uint64)
+	app      *app.App
 }
 
 // principals maps test bearer tokens to callers.
@@ -125,7 +126,7 @@ func startWith(t *testing.T, hostPort string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(tc.Close)
-	e := &env{fakes: fakes, store: registryStore, lcStore: lcStore, temporal: tc, api: lifecyclev1.NewLifecycleServiceClient(cc)}
+	e := &env{fakes: fakes, store: registryStore, lcStore: lcStore, temporal: tc, api: lifecyclev1.NewLifecycleServiceClient(cc), app: a}
 	e.stream = func() (uint64, uint64) {
 		cons, err := js.Consumer(t.Context(), eventstore.StreamAgents, "lifecycle-agent-events")
 		if err != nil {
@@ -206,8 +207,9 @@ func TestEventsStartWorkflows(t *testing.T) {
 	// The same registration delivered again (a registry retry under a new key): still one run.
 	e.register(t, agent, "register-ag1-again")
 
-	eventually(t, "the client to be created", func() bool { return len(e.fakes.Requests("CreateClient")) > 0 })
-	t.Logf("agent.registered → client created: %s", time.Since(registeredAt))
+	// The client is created first, the agent activated after it.
+	eventually(t, "the agent to be activated", func() bool { return len(e.fakes.Requests("ActivateAgent")) > 0 })
+	t.Logf("agent.registered → agent activated with its client: %s", time.Since(registeredAt))
 	e.drained(t)
 	ctx := t.Context()
 
@@ -367,7 +369,7 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 		})
 	}
 
-	eventually(t, "the agent to be activated", func() bool { return len(e.fakes.Requests("CreateClient")) > 0 })
+	eventually(t, "the agent to be activated", func() bool { return len(e.fakes.Requests("ActivateAgent")) > 0 })
 	acts := workflowstest.RequestsOf[*registryv1.ActivateAgentRequest](e.fakes, "ActivateAgent")
 	if len(acts) != 1 || acts[0].GetApprovedBy() != "alice@corp,carol@corp" || acts[0].GetDecisionId() != "dec-ag2" {
 		t.Fatalf("ActivateAgent = %v", acts)
@@ -394,6 +396,36 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 	}
 }
 
+// TestQueuedThroughTheAPI: an agent the registry shows whose provisioning run has not started is
+// answered with a queued run and an approval for it with Unavailable, never NotFound.
+func TestQueuedThroughTheAPI(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	if err := e.app.Ready(ctx); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	agent := workflowstest.NewAgent(tenant, "ag4", registryv1.RiskTier_RISK_TIER_HIGH)
+	e.fakes.Registry.Put(agent) // registered; the event has not reached the lifecycle service
+
+	got, err := e.api.GetAgentWorkflows(testkit.WithBearer(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
+	if err != nil {
+		t.Fatalf("GetAgentWorkflows before the run started: %v", err)
+	}
+	if w := got.GetWorkflows(); len(w) != 1 || w[0].GetStage() != "queued" || w[0].GetWaitingFor() != "the provisioning run to start" ||
+		w[0].GetWorkflowId() != "provision/acme/ag4" || w[0].GetCompleted() {
+		t.Fatalf("GetAgentWorkflows = %v, want a queued provisioning run", got)
+	}
+	_, err = e.api.SubmitApproval(testkit.WithBearer(ctx, "alice"), &lifecyclev1.SubmitApprovalRequest{
+		Agent: agent.GetName(), Decision: lifecyclev1.ApprovalDecision_APPROVAL_DECISION_APPROVE, RequestId: "approve-early"})
+	if status.Code(err) != codes.Unavailable || errs.FromStatus(err).Reason != "PROVISIONING_NOT_STARTED" {
+		t.Fatalf("SubmitApproval before the run started: %v, want Unavailable PROVISIONING_NOT_STARTED", err)
+	}
+	res, err := e.app.Reconcile(ctx)
+	if err != nil || res.Actions["start_provisioning"] != 0 {
+		t.Fatalf("Reconcile = %+v, %v: an agent the model does not show yet is not the reconciler's to start", res, err)
+	}
+}
+
 func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -405,6 +437,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no issuer", app.Config{RegistryAddr: "r:1", PolicyAddr: "p:1"}, "issuer_addr"},
 		{"no policy", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1"}, "policy_addr"},
 		{"bad namespace", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1", PolicyAddr: "p:1", Namespace: "a b"}, "namespace"},
+		{"reconcile interval too short", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1", PolicyAddr: "p:1", ReconcileInterval: time.Millisecond}, "reconcile_interval"},
+		{"negative stuck threshold", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1", PolicyAddr: "p:1", StuckAfter: -time.Second}, "stuck_after"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -452,7 +486,7 @@ func TestServiceWaitsForTemporal(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = srv.Stop() })
 
-	eventually(t, "the agent to be provisioned once Temporal is up", func() bool { return len(e.fakes.Requests("CreateClient")) > 0 })
+	eventually(t, "the agent to be provisioned once Temporal is up", func() bool { return len(e.fakes.Requests("ActivateAgent")) > 0 })
 	if got := e.fakes.Registry.Agent(agent.GetName()).GetState(); got != registryv1.AgentState_AGENT_STATE_ACTIVE {
 		t.Fatalf("agent state = %v", got)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/service"
 	"github.com/agentid/agentid/services/lifecycle/app"
+	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
 )
 
 func main() {
@@ -27,6 +28,10 @@ func main() {
 	fs.StringVar(&cfg.RegistryAddr, "registry-addr", cfg.RegistryAddr, "gRPC address of the registry")
 	fs.StringVar(&cfg.IssuerAddr, "issuer-addr", cfg.IssuerAddr, "gRPC address of the issuer")
 	fs.StringVar(&cfg.PolicyAddr, "policy-addr", cfg.PolicyAddr, "gRPC address of the policy service")
+	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", lifecycle.DefaultReconcileInterval,
+		"time between reconciler passes (missing or failed runs started, clients of agents neither ACTIVE nor PENDING disabled); at least 1s")
+	fs.DurationVar(&cfg.StuckAfter, "stuck-after", lifecycle.DefaultStuckAfter,
+		"how long an agent may stay PENDING or RETIRING without a running run before lifecycle_stuck_agents counts it")
 	credentials := fs.String("credentials", "", "credential file of the lifecycle worker's service identity (required)")
 	os.Exit(service.Main(app.Name, fs, &flags, func(ctx context.Context, env *service.Env) (service.Component, error) {
 		if *credentials == "" {
