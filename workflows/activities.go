@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/failpoint"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
@@ -223,6 +224,9 @@ func (a *Activities) CreateClient(ctx context.Context, in CreateClientRequest) (
 	}
 	info, err := a.createClient(ctx, in, agent)
 	if err != nil {
+		return ClientInfo{}, err
+	}
+	if err := failpoint.Inject(ctx, failpoint.CreateClientBeforeUndo); err != nil {
 		return ClientInfo{}, err
 	}
 	// Retirement may have raced this step: if the agent left PENDING/ACTIVE meanwhile, take the

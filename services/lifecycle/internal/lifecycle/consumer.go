@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/failpoint"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/workflows"
 )
@@ -143,6 +144,9 @@ func (s *Service) startRun(ctx context.Context, spec runSpec, policy enumspb.Wor
 			memo[k] = v
 		}
 	}
+	if err := failpoint.Inject(ctx, failpoint.WorkflowBeforeStart); err != nil {
+		return "", err
+	}
 	run, err := s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                                       spec.id,
 		TaskQueue:                                s.taskQueue,
@@ -157,6 +161,9 @@ func (s *Service) startRun(ctx context.Context, spec runSpec, policy enumspb.Wor
 		return "", errRunExists
 	case err != nil:
 		return "", fmt.Errorf("start %s %s: %w", spec.name, spec.id, err)
+	}
+	if err := failpoint.Inject(ctx, failpoint.WorkflowAfterStart); err != nil {
+		return "", err
 	}
 	return run.GetRunID(), nil
 }
