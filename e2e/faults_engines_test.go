@@ -5,11 +5,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/temporaldev"
 	"github.com/agentid/agentid/pkg/testkit"
 )
 
@@ -131,5 +134,74 @@ func TestFaultNATSRestartMidStream(t *testing.T) {
 		t.Fatalf("workload across a NATS restart: %v\n%s", err, e.p.Output())
 	}
 	t.Logf("NATS was down for %s in the middle of the workload", downFor.Round(time.Millisecond))
+	before.check(t, ctx, e.target(ctx), w, false, telemetryDrops(t, ctx, e.p.HTTPURL))
+}
+
+// oldDeliveryCap is how many deliveries the lifecycle consumer used to allow an agent event before it
+// gave up on it for good (into a failed-event log nobody read): about 20 minutes of Temporal being
+// unreachable with the default back-off.
+const oldDeliveryCap = 10
+
+// TestFaultTemporalDownLongerThanTheOldRetryBudget runs `agentid dev` on an external Temporal dev
+// server that is down when an agent registers, and stays down for more deliveries of the agent event
+// than the consumer used to allow (with short back-off delays, so it takes seconds, not 20 minutes).
+// Once Temporal is back the agent is provisioned: nothing was given up, nothing is in the failed-event
+// log, and the invariants hold.
+func TestFaultTemporalDownLongerThanTheOldRetryBudget(t *testing.T) {
+	agentidBin, _ := buildBinaries(t)
+	bin, err := temporaldev.EnsureBinary(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcfg := temporaldev.Config{Binary: bin, Port: freePorts(t, 1)[0], UIPort: -1, DBFile: filepath.Join(t.TempDir(), "temporal.db")}
+	srv, err := temporaldev.Start(t.Context(), tcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	e := newFaultEnv(t, agentidBin, "--temporal-address", srv.HostPort(), "--event-retry-backoff", "50ms,100ms,200ms",
+		"--workflow-start-timeout", "500ms")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	e.start()
+	tg := e.target(ctx)
+	before := snapshotStreams(t, ctx, e.p.NATSURL)
+	if err := srv.Stop(); err != nil {
+		t.Fatalf("stop Temporal: %v", err)
+	}
+
+	w := newFaultWorkload(t, "temporal-down")
+	done := make(chan error, 1)
+	go func() { done <- w.run(ctx, t, tg) }()
+	redeliveries := func() (float64, error) {
+		return metricSum(ctx, e.p.HTTPURL, "agentid_eventstore_consumer_redeliveries_total", `consumer="lifecycle-agent-events"`)
+	}
+	testkit.Eventually(t, 0, fmt.Sprintf("more than %d deliveries of the agent event while Temporal is down", oldDeliveryCap), func() (bool, error) {
+		n, err := redeliveries()
+		return n > oldDeliveryCap, fmt.Errorf("%v redeliveries (%v)", n, err)
+	})
+	n, _ := redeliveries()
+	t.Logf("Temporal down: the agent event was redelivered %v times (the old cap was %d deliveries)", n, oldDeliveryCap)
+
+	if srv, err = temporaldev.Start(t.Context(), tcfg); err != nil {
+		t.Fatalf("start Temporal again: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("workload after Temporal came back: %v\n%s", err, e.p.Output())
+		}
+	case <-ctx.Done():
+		t.Fatal("the workload did not finish")
+	}
+	js := natsJS(t, e.p.NATSURL)
+	if kv, err := js.KeyValue(ctx, eventstore.FailedEventsBucket); err == nil {
+		if keys, err := kv.ListKeys(ctx); err == nil {
+			for k := range keys.Keys() {
+				t.Errorf("failed-event log holds %s: an event was given up on", k)
+			}
+		}
+	}
 	before.check(t, ctx, e.target(ctx), w, false, telemetryDrops(t, ctx, e.p.HTTPURL))
 }

@@ -70,6 +70,8 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.IntVar(&cfg.TemporalPort, "temporal-port", cfg.TemporalPort, "frontend port of the Temporal dev server")
 	f.IntVar(&cfg.TemporalUIPort, "temporal-ui-port", cfg.TemporalUIPort, "UI port of the Temporal dev server")
 	f.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", cfg.ReconcileInterval, "how often the lifecycle reconciler starts missing runs and disables clients of agents that are not ACTIVE (at least 1s)")
+	f.DurationSliceVar(&cfg.EventRetryBackoff, "event-retry-backoff", nil, "redelivery delays of agent events whose lifecycle run cannot start yet, e.g. 1s,5s,30s (the last repeats, with no cap on retries; default 1s up to 5m)")
+	f.DurationVar(&cfg.WorkflowStartTimeout, "workflow-start-timeout", 0, "bound of one attempt to start a lifecycle run while Temporal is unreachable (default 10s)")
 	f.StringVar(&cfg.DuckDBPath, "duckdb-path", "", "telemetry DuckDB file (default <data-dir>/telemetry.duckdb)")
 	f.StringVar(&cfg.BundleDir, "bundle-dir", "", "policy bundle directory (default: the built-in bundle)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -50,12 +50,17 @@ type Config struct {
 	TemporalUIPort  int
 	// ReconcileInterval is the lifecycle reconciler's period (default 30s).
 	ReconcileInterval time.Duration
-	DuckDBPath        string
-	BundleDir         string
-	LogLevel          slog.Level
-	LogFile           string
-	OTLPEndpoint      string
-	Stdout, Stderr    io.Writer
+	// EventRetryBackoff overrides the lifecycle's redelivery delays of agent events (tests of long
+	// engine outages use short ones).
+	EventRetryBackoff []time.Duration
+	// WorkflowStartTimeout bounds one attempt of the lifecycle to start a run (default 10s).
+	WorkflowStartTimeout time.Duration
+	DuckDBPath           string
+	BundleDir            string
+	LogLevel             slog.Level
+	LogFile              string
+	OTLPEndpoint         string
+	Stdout, Stderr       io.Writer
 }
 
 // DefaultConfig returns the documented defaults (docs/architecture.md, "Ports").
@@ -69,7 +74,7 @@ func DefaultConfig() Config {
 		NATSGrace:         service.DefaultNATSGrace,
 		TemporalPort:      7233,
 		TemporalUIPort:    8233,
-		ReconcileInterval: 30 * time.Second,
+		ReconcileInterval: lifecycleapp.DefaultReconcileInterval,
 		Stdout:            os.Stdout,
 		Stderr:            os.Stderr,
 	}
@@ -231,7 +236,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	defer monitor.Close()
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
 		TemporalHostPort: temporalAddr, RegistryAddr: cfg.GRPCAddr, IssuerAddr: cfg.GRPCAddr, PolicyAddr: cfg.GRPCAddr,
-		ReconcileInterval: cfg.ReconcileInterval,
+		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
+		WorkflowStartTimeout: cfg.WorkflowStartTimeout,
 	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"),
 		PerRPC: authn.PerRPCCredentials(worker.TokenSource(ctx), false)})
 	if err != nil {

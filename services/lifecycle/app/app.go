@@ -41,6 +41,8 @@ const (
 	DefaultTemporalHostPort = "127.0.0.1:7233"
 	DefaultNamespace        = workflows.Namespace
 	DefaultTaskQueue        = workflows.TaskQueue
+	// DefaultReconcileInterval is the time between two reconciler passes.
+	DefaultReconcileInterval = lifecycle.DefaultReconcileInterval
 )
 
 // Config configures the lifecycle service.
@@ -63,6 +65,12 @@ type Config struct {
 	// StuckAfter is how long an agent may stay PENDING or RETIRING without a running run before it
 	// counts in lifecycle_stuck_agents (default lifecycle.DefaultStuckAfter, 10m).
 	StuckAfter time.Duration
+	// EventRetryBackoff is the delay before the 1st, 2nd, ... redelivery of an agent event whose run
+	// could not be started (Temporal unreachable); the last entry repeats, without a cap on the
+	// number of deliveries (default eventstore.DefaultBackoff).
+	EventRetryBackoff []time.Duration
+	// WorkflowStartTimeout bounds one attempt to start a run (default 10s).
+	WorkflowStartTimeout time.Duration
 }
 
 // withDefaults fills the optional fields.
@@ -103,6 +111,14 @@ func (c Config) Validate() error {
 	}
 	if c.StuckAfter < 0 {
 		return errs.InvalidArgument("stuck_after", "stuck_after must not be negative")
+	}
+	if c.WorkflowStartTimeout < 0 {
+		return errs.InvalidArgument("workflow_start_timeout", "workflow_start_timeout must not be negative")
+	}
+	for _, d := range c.EventRetryBackoff {
+		if d <= 0 {
+			return errs.InvalidArgument("event_retry_backoff", "event_retry_backoff delays must be positive")
+		}
 	}
 	return nil
 }
@@ -210,7 +226,8 @@ func New(cfg Config, deps Deps) (*App, error) {
 		deps.Store.NewRunner(readmodel.Credentials{M: a.model}, eventstore.StreamCredentials, []string{eventstore.AggregateTypeSubject(eventstore.AggregateClient)}),
 		deps.Store.NewRunner(readmodel.Lifecycle{M: a.model}, eventstore.StreamLifecycle, nil),
 	}
-	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Model: a.model, Logger: log})
+	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Model: a.model,
+		StartTimeout: cfg.WorkflowStartTimeout, Logger: log})
 	if err != nil {
 		_ = a.Close()
 		return nil, err
@@ -311,6 +328,10 @@ func (a *App) runWorker(ctx context.Context) error {
 // runConsumer starts workflows from agent.registered and agent.retirement_requested events, one at a
 // time so that an agent's runs start in the order of its events.
 func (a *App) runConsumer(ctx context.Context) error {
+	var opts []eventstore.ConsumeOption
+	if len(a.cfg.EventRetryBackoff) > 0 {
+		opts = append(opts, eventstore.WithBackoff(a.cfg.EventRetryBackoff...))
+	}
 	return a.store.Consume(ctx, lifecycle.AgentEventsConsumer, eventstore.StreamAgents, lifecycle.AgentEventSubjects,
-		a.core.HandleAgentEvent)
+		a.core.HandleAgentEvent, opts...)
 }

@@ -147,7 +147,9 @@ func (s *Service) startRun(ctx context.Context, spec runSpec, policy enumspb.Wor
 	if err := failpoint.Inject(ctx, failpoint.WorkflowBeforeStart); err != nil {
 		return "", err
 	}
-	run, err := s.temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	sctx, cancel := context.WithTimeout(ctx, s.startWait)
+	defer cancel()
+	run, err := s.temporal.ExecuteWorkflow(sctx, client.StartWorkflowOptions{
 		ID:                                       spec.id,
 		TaskQueue:                                s.taskQueue,
 		WorkflowIDReusePolicy:                    policy,

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
@@ -37,9 +38,15 @@ type Config struct {
 	// Model, if set, is the lifecycle read model: it tells agents without a run yet from unknown ones
 	// and keeps the outcomes of runs Temporal no longer knows.
 	Model *readmodel.Model
+	// StartTimeout bounds one attempt to start a run (default DefaultStartTimeout): while Temporal
+	// is unreachable an attempt fails after it and the event is redelivered after the back-off.
+	StartTimeout time.Duration
 	// Logger logs; default slog.Default().
 	Logger *slog.Logger
 }
+
+// DefaultStartTimeout bounds one attempt to start a workflow run.
+const DefaultStartTimeout = 10 * time.Second
 
 // Service starts, shows and steers the lifecycle workflows.
 type Service struct {
@@ -47,6 +54,7 @@ type Service struct {
 	taskQueue string
 	registry  registryv1.RegistryServiceClient
 	model     *readmodel.Model
+	startWait time.Duration
 	log       *slog.Logger
 }
 
@@ -61,5 +69,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, model: cfg.Model, log: cfg.Logger}, nil
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = DefaultStartTimeout
+	}
+	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, model: cfg.Model,
+		startWait: cfg.StartTimeout, log: cfg.Logger}, nil
 }
