@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -439,6 +440,8 @@ func TestConfigValidate(t *testing.T) {
 		{"bad namespace", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1", PolicyAddr: "p:1", Namespace: "a b"}, "namespace"},
 		{"reconcile interval too short", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1", PolicyAddr: "p:1", ReconcileInterval: time.Millisecond}, "reconcile_interval"},
 		{"negative stuck threshold", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1", PolicyAddr: "p:1", StuckAfter: -time.Second}, "stuck_after"},
+		{"negative start timeout", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1", PolicyAddr: "p:1", WorkflowStartTimeout: -time.Second}, "workflow_start_timeout"},
+		{"zero back-off delay", app.Config{RegistryAddr: "r:1", IssuerAddr: "i:1", PolicyAddr: "p:1", EventRetryBackoff: []time.Duration{time.Second, 0}}, "event_retry_backoff"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,7 +474,12 @@ func TestServiceWaitsForTemporal(t *testing.T) {
 	e := startWith(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	agent := workflowstest.NewAgent(tenant, "ag3", registryv1.RiskTier_RISK_TIER_LOW)
 	e.register(t, agent, "register-ag3")
-	time.Sleep(time.Second)
+	// The consumer has the event (delivered, not acknowledged): its attempt to start the run waits
+	// for Temporal, and nothing was decided meanwhile.
+	testkit.Eventually(t, 0, "the agent event delivered and unacknowledged", func() (bool, error) {
+		pending, ackPending := e.stream()
+		return pending == 0 && ackPending == 1, fmt.Errorf("pending %d, ack pending %d", pending, ackPending)
+	})
 	if n := len(e.fakes.Requests("EvaluateAdmission")); n != 0 {
 		t.Fatalf("EvaluateAdmission called %d times without Temporal", n)
 	}
