@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -172,12 +173,47 @@ func (p *Process) AwaitReady(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		select {
 		case <-exited:
-			return 0, fmt.Errorf("testkit: %s ended before it was ready: %v", p.cfg.Name, p.State())
+			return 0, fmt.Errorf("testkit: %s %w: %v", p.cfg.Name, ErrEndedBeforeReady, p.State())
 		default:
 		}
 		return 0, fmt.Errorf("testkit: %s is not ready: %w", p.cfg.Name, err)
 	}
 	return time.Since(started), nil
+}
+
+// ErrEndedBeforeReady is AwaitReady's error when the process ended before it was ready.
+var ErrEndedBeforeReady = errors.New("ended before it was ready")
+
+// StartUntilReady starts the process and, as an orchestrator's restart policy does (compose's
+// `restart: unless-stopped`), starts it again after pause whenever it ends before it is ready, until
+// it is ready or ReadyTimeout has passed since the first start. It returns the time from the first
+// start to readiness and how many starts that took.
+func (p *Process) StartUntilReady(ctx context.Context, pause time.Duration) (time.Duration, int, error) {
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ReadyTimeout)
+	defer cancel()
+	var ended error // the last start that ended before it was ready
+	for starts := 1; ; starts++ {
+		if err := p.start(); err != nil {
+			return 0, starts, err
+		}
+		_, err := p.AwaitReady(ctx)
+		if err == nil {
+			return time.Since(began), starts, nil
+		}
+		if !errors.Is(err, ErrEndedBeforeReady) {
+			if ended != nil && ctx.Err() != nil {
+				err = fmt.Errorf("testkit: %s not ready after %s and %d starts; the last to end: %w", p.cfg.Name, p.cfg.ReadyTimeout, starts, ended)
+			}
+			return 0, starts, err
+		}
+		ended = err
+		select {
+		case <-ctx.Done():
+			return 0, starts, fmt.Errorf("testkit: %s not ready after %s and %d starts; the last: %w", p.cfg.Name, p.cfg.ReadyTimeout, starts, err)
+		case <-time.After(pause):
+		}
+	}
 }
 
 // Kill ends the process with SIGKILL, as `kill -9` does, and waits until it is gone (its listening

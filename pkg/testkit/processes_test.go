@@ -2,10 +2,12 @@ package testkit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,10 @@ import (
 // /readyz on ADDR until killed, "exit" ends at once with status 3.
 const helperEnv = "TESTKIT_PROCESS_HELPER"
 
+// helperMarkerEnv names the marker file of mode "serve-after-marker": it exits while the file is
+// missing and serves once it exists.
+const helperMarkerEnv = "TESTKIT_PROCESS_HELPER_MARKER"
+
 // TestProcessHelper is not a test: it is the child process the tests below start.
 func TestProcessHelper(t *testing.T) {
 	mode, addr, _ := strings.Cut(os.Getenv(helperEnv), " ")
@@ -26,6 +32,12 @@ func TestProcessHelper(t *testing.T) {
 	case "exit":
 		fmt.Println("exiting at once")
 		os.Exit(3)
+	case "serve-after-marker":
+		if _, err := os.Stat(os.Getenv(helperMarkerEnv)); err != nil {
+			fmt.Println("no marker yet")
+			os.Exit(5)
+		}
+		fallthrough
 	case "serve":
 		http.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ready")) })
 		fmt.Println("serving on", addr)
@@ -95,7 +107,7 @@ func TestProcessEndsBeforeReady(t *testing.T) {
 	p := testkit.NewProcess(t, cfg)
 	p.Start(t)
 	_, err := p.AwaitReady(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "helper ended before it was ready") {
+	if !errors.Is(err, testkit.ErrEndedBeforeReady) || !strings.Contains(err.Error(), "helper ended before it was ready") {
 		t.Fatalf("AwaitReady: %v, want that the process ended before it was ready", err)
 	}
 	if code := p.State().ExitCode(); code != 3 {
@@ -115,5 +127,38 @@ func TestProcessNotReadyInTime(t *testing.T) {
 	_, err := p.AwaitReady(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("AwaitReady: %v, want a timeout naming the last answer (404)", err)
+	}
+}
+
+func TestProcessStartUntilReady(t *testing.T) {
+	// The helper exits at once while a marker file is missing, and serves once it exists: the
+	// first start fails, a later one succeeds.
+	cfg, _ := helper(t, "serve-after-marker")
+	marker := filepath.Join(t.TempDir(), "marker")
+	cfg.Env = append(cfg.Env, helperMarkerEnv+"="+marker)
+	p := testkit.NewProcess(t, cfg)
+	p.Start(t)
+	if _, err := p.AwaitReady(context.Background()); !errors.Is(err, testkit.ErrEndedBeforeReady) {
+		t.Fatalf("first start: %v, want it to end before it is ready", err)
+	}
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, starts, err := p.StartUntilReady(context.Background(), 10*time.Millisecond)
+	if err != nil || d <= 0 || starts != 1 || p.Starts() != 2 {
+		t.Fatalf("StartUntilReady: %s, %d starts, %v (%d starts in all), want ready at the first start", d, starts, err, p.Starts())
+	}
+	p.Kill(t)
+
+	if err := os.Remove(marker); err != nil {
+		t.Fatal(err)
+	}
+	cfg2, _ := helper(t, "serve-after-marker")
+	cfg2.Env = append(cfg2.Env, helperMarkerEnv+"="+marker)
+	cfg2.ReadyTimeout = time.Second
+	q := testkit.NewProcess(t, cfg2)
+	_, starts, err = q.StartUntilReady(context.Background(), 50*time.Millisecond)
+	if !errors.Is(err, testkit.ErrEndedBeforeReady) || starts < 2 {
+		t.Fatalf("StartUntilReady of a process that always exits: %d starts, %v; want several starts ending before ready", starts, err)
 	}
 }
