@@ -19,6 +19,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -112,8 +113,28 @@ cluster {
 		p.Start(t)
 		nodes = append(nodes, &natsNode{name: name, url: fmt.Sprintf("nats://127.0.0.1:%d", ports[3*i]), proc: p})
 	}
-	for _, n := range nodes {
+	for i, n := range nodes {
 		n.proc.WaitReady(t)
+		// Every write is fsynced before it is acknowledged, as deploy/nats/nats.conf has it.
+		res, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/varz", ports[3*i+1]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var varz struct {
+			JetStream struct {
+				Config struct {
+					SyncAlways bool `json:"sync_always"`
+				} `json:"config"`
+			} `json:"jetstream"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&varz)
+		_ = res.Body.Close()
+		if err != nil {
+			t.Fatalf("%s /varz: %v", n.name, err)
+		}
+		if !varz.JetStream.Config.SyncAlways {
+			t.Fatalf("%s does not fsync every write (jetstream sync_always is false)", n.name)
+		}
 	}
 	return nodes
 }
