@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -120,9 +121,11 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 		return err
 	}
 	defer func() { _ = shutdownTracing(context.Background()) }()
-	nc, err := nats.Connect(f.NATSURL, nats.Name("agentid "+name), nats.MaxReconnects(-1))
+	// A service may start before NATS (or while its cluster elects leaders): it keeps trying, and is
+	// not ready meanwhile, instead of exiting.
+	nc, err := nats.Connect(f.NATSURL, nats.Name("agentid "+name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", f.NATSURL, err)
+		return fmt.Errorf("connect to NATS at %s (--nats-url): %w", f.NATSURL, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -131,7 +134,7 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 	}
 	store := eventstore.New(js, eventstore.WithSource("agentid/"+name), eventstore.WithLogger(log),
 		eventstore.WithReplicas(f.StreamReplicas))
-	if err := store.EnsureStreams(ctx); err != nil {
+	if err := ensureStreams(ctx, store, log); err != nil {
 		return fmt.Errorf("streams: %w", err)
 	}
 	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: f.IssuerURL})
@@ -150,4 +153,45 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, Server: srv, Health: grpcx.HealthServer(srv),
 		Components: []Component{comp}, Logger: log, NATS: nc, NATSGrace: f.NATSGrace,
 	})
+}
+
+// Bounds of the waits of ensureStreams between two attempts.
+const (
+	ensureStreamsFirstRetry = 500 * time.Millisecond
+	ensureStreamsMaxRetry   = 10 * time.Second
+)
+
+// ensureStreams creates or checks the streams, retrying while NATS is unreachable or JetStream has
+// no leader for a stream yet (a cluster that is starting or lost a node); an operator mistake, such as
+// a replica count lower than the existing streams', fails at once.
+func ensureStreams(ctx context.Context, store *eventstore.Store, log *slog.Logger) error {
+	delay := ensureStreamsFirstRetry
+	for {
+		err := store.EnsureStreams(ctx)
+		if err == nil || !transientJetStreamError(err) {
+			return err
+		}
+		log.WarnContext(ctx, "event streams not available yet; retrying", "retry_in", delay.String(), "error", err.Error())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, ensureStreamsMaxRetry)
+	}
+}
+
+// transientJetStreamError reports whether err may go away by itself: a timeout, no responders, a
+// connection being re-established, or JetStream answering that it is temporarily unavailable.
+func transientJetStreamError(err error) bool {
+	if errors.Is(err, eventstore.ErrWeakerConfig) {
+		return false
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.Code == 503 || apiErr.Code == 408
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
