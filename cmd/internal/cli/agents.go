@@ -84,6 +84,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 			}
 			defer conn.Close()
 			tenant := g.tenantOr(s)
+			retrying := requestID != ""
 			requestID = requestIDOr(requestID, "register")
 			// The agent id follows from the request id, so the credential file is complete and on
 			// disk before the registry is asked: a lost answer never leaves an agent without its key,
@@ -100,7 +101,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 				a.PublicJwks = string(b)
 			default:
 				var reused bool
-				if cred, reused, err = credentialFileFor(s, tenant, agentID, keyOut, "a registration"); err != nil {
+				if cred, reused, err = credentialFileFor(s, tenant, agentID, keyOut, "a registration", retrying); err != nil {
 					return err
 				}
 				wroteKey = !reused
@@ -169,12 +170,22 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 
 // credentialFileFor returns the credential of client clientID of tenant for path: the one an earlier
 // attempt of the same command wrote there (a retry: reused is true), or a new key pair written to path
-// before the command is sent. Any other existing file is refused: a key is never overwritten.
-func credentialFileFor(s *session, tenant, clientID, path, what string) (cred *authn.Credential, reused bool, err error) {
-	if _, err := os.Stat(path); err == nil {
+// before the command is sent. A file is reused only for an explicit retry (retry: --request-id was
+// given) and only when it is a regular file of the current user that no one else can read, holding a
+// credential of that very client: a key planted by someone else is never registered. Any other
+// existing file is refused: a key is never overwritten.
+func credentialFileFor(s *session, tenant, clientID, path, what string, retry bool) (cred *authn.Credential, reused bool, err error) {
+	if fi, err := os.Lstat(path); err == nil {
+		refuse := fmt.Errorf("--key-out %s exists; refusing to overwrite a key (to retry %s, give its --request-id)", path, what)
+		if !retry {
+			return nil, false, refuse
+		}
+		if err := ownedPrivateFile(path, fi); err != nil {
+			return nil, false, fmt.Errorf("--key-out %s: %w; refusing to reuse it", path, err)
+		}
 		old, err := authn.LoadCredentialFile(path)
 		if err != nil || old.ClientID != clientID || old.Tenant != tenant {
-			return nil, false, fmt.Errorf("--key-out %s exists; refusing to overwrite a key (to retry %s, give its --request-id)", path, what)
+			return nil, false, refuse
 		}
 		return old, true, nil
 	}

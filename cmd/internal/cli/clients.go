@@ -35,10 +35,11 @@ func newClientsCmd(g *globals) *cobra.Command {
 			}
 			defer conn.Close()
 			tenant := g.tenantOr(s)
+			retrying := requestID != ""
 			requestID = requestIDOr(requestID, "create-client")
 			// The key file is on disk before the issuer is asked, so a lost answer never leaves an
 			// identity without its key; a retry with the same request id reuses it.
-			cred, reused, err := credentialFileFor(s, tenant, args[0], keyOut, "a client creation")
+			cred, reused, err := credentialFileFor(s, tenant, args[0], keyOut, "a client creation", retrying)
 			if err != nil {
 				return err
 			}

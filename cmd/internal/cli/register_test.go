@@ -170,3 +170,43 @@ func TestRegisterNeverOverwritesAnotherKey(t *testing.T) {
 		t.Fatalf("the key file changed or a second registration was sent (%d requests)", len(reg.sent()))
 	}
 }
+
+// TestRegisterNeverReusesAPlantedKey: a key file is reused only for an explicit retry (--request-id)
+// and only when it is a private regular file; a symbolic link planted at the path is refused and
+// nothing is sent.
+func TestRegisterNeverReusesAPlantedKey(t *testing.T) {
+	dir := t.TempDir()
+	reg := &flakyRegistry{}
+	serveRegistry(t, dir, reg)
+	// A planted credential of the very agent a retry of req-9 registers, behind a symbolic link.
+	planted, err := authn.NewCredential("default", names.DeriveAgentID("default", "req-9"), "http://127.0.0.1:1/t/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "planted.json")
+	if err := authn.WriteCredentialFile(target, planted); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "bot.json")
+	if err := os.Symlink(target, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := run(t, dir, append(registerArgs, "--key-out", keyFile, "--request-id", "req-9")...)
+	if code != 1 || !strings.Contains(stderr, "not a regular file") {
+		t.Fatalf("exit %d, stderr %q; want the symbolic link refused", code, stderr)
+	}
+	// Without --request-id an existing file is never reused, whatever it holds.
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(target, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = run(t, dir, append(registerArgs, "--key-out", keyFile)...)
+	if code != 1 || !strings.Contains(stderr, "refusing to overwrite a key") {
+		t.Fatalf("exit %d, stderr %q; want the existing file refused", code, stderr)
+	}
+	if n := len(reg.sent()); n != 0 {
+		t.Fatalf("%d registrations sent with a planted key", n)
+	}
+}
