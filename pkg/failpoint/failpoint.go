@@ -77,6 +77,7 @@ const (
 // action is one armed failpoint.
 type action struct {
 	kind    kind
+	spec    string // as armed, for Armed
 	pause   time.Duration
 	limited bool
 	left    atomic.Int64 // hits left when limited
@@ -138,6 +139,21 @@ func FromEnv() error {
 	return nil
 }
 
+// Armed lists the armed failpoints as name=action, sorted; empty when none is. Processes log it at
+// start, loudly: a failpoint left armed outside a test breaks the process on purpose.
+func Armed() []string {
+	mu.RLock()
+	defer mu.RUnlock()
+	var out []string
+	for name, a := range points {
+		if a.kind != kindOff {
+			out = append(out, name+"="+a.spec)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Set replaces the armed failpoints with spec ("name=action;name=action"); an empty spec disarms all.
 func Set(spec string) error {
 	next := map[string]*action{}
@@ -196,7 +212,7 @@ func Enable(name, act string) (disable func(), err error) {
 
 func parseAction(s string) (*action, error) {
 	s = strings.TrimSpace(s)
-	a := &action{}
+	a := &action{spec: s}
 	if n, rest, ok := strings.Cut(s, "*"); ok {
 		count, err := strconv.Atoi(n)
 		if err != nil || count < 1 {

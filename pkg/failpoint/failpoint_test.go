@@ -111,6 +111,21 @@ func TestActions(t *testing.T) {
 	})
 }
 
+func TestArmedListsWhatIsArmed(t *testing.T) {
+	if err := failpoint.Set(seam + "=1*exit;" + failpoint.WorkflowAfterStart + "=pause(2s)"); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = failpoint.Set("") }()
+	got := strings.Join(failpoint.Armed(), " ")
+	if want := seam + "=1*exit " + failpoint.WorkflowAfterStart + "=pause(2s)"; got != want {
+		t.Fatalf("Armed() = %q, want %q", got, want)
+	}
+	_ = failpoint.Set("")
+	if len(failpoint.Armed()) != 0 {
+		t.Fatalf("Armed() after disarming = %v", failpoint.Armed())
+	}
+}
+
 func TestBadSpecsAreRefused(t *testing.T) {
 	for _, spec := range []string{
 		"nosuch/seam=error", seam, seam + "=explode", seam + "=pause(soon)", seam + "=pause(-1s)", seam + "=0*error", seam + "=x*error",

@@ -104,6 +104,9 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 		return 2
 	}
 	log := grpcx.NewLogger(os.Stderr, lvl).With("service", name)
+	if armed := failpoint.Armed(); len(armed) > 0 {
+		log.Warn("FAILPOINTS ARMED: this process will fail on purpose (unset "+failpoint.Env+" outside tests)", "failpoints", armed)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, name, f, log, build); err != nil {

@@ -122,6 +122,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer closeLog()
 	log := grpcx.NewLogger(logOut, cfg.LogLevel)
+	if armed := failpoint.Armed(); len(armed) > 0 {
+		log.Warn("FAILPOINTS ARMED: this process will fail on purpose (unset "+failpoint.Env+" outside tests)", "failpoints", armed)
+		fmt.Fprintf(cfg.Stderr, "agentid: failpoints armed (%s): this process will fail on purpose\n", strings.Join(armed, ", "))
+	}
 
 	shutdownTracing, err := observability.Setup(ctx, observability.TracingConfig{
 		ServiceName: "agentid-dev", OTLPEndpoint: cfg.OTLPEndpoint, Insecure: true,
