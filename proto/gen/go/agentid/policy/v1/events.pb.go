@@ -39,7 +39,11 @@ type DecisionRecorded struct {
 	// The input the policy saw.
 	Input *structpb.Struct `protobuf:"bytes,5,opt,name=input,proto3" json:"input,omitempty"`
 	// Request id that links this decision across services.
-	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// SHA-256 (hex) of the canonical admission input of a recorded decision: the tenant and the
+	// deterministic protobuf encoding of the agent without its bookkeeping fields (state, state_reason,
+	// etag, update_time). A repeat of the request id with another input is refused, never answered.
+	InputSha256   string `protobuf:"bytes,7,opt,name=input_sha256,json=inputSha256,proto3" json:"input_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -116,11 +120,18 @@ func (x *DecisionRecorded) GetRequestId() string {
 	return ""
 }
 
+func (x *DecisionRecorded) GetInputSha256() string {
+	if x != nil {
+		return x.InputSha256
+	}
+	return ""
+}
+
 var File_agentid_policy_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_policy_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1eagentid/policy/v1/events.proto\x12\x11agentid.policy.v1\x1a&agentid/policy/v1/policy_service.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xf2\x01\n" +
+	"\x1eagentid/policy/v1/events.proto\x12\x11agentid.policy.v1\x1a&agentid/policy/v1/policy_service.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x95\x02\n" +
 	"\x10DecisionRecorded\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n" +
 	"\x0edecision_point\x18\x02 \x01(\tR\rdecisionPoint\x12\x18\n" +
@@ -128,7 +139,8 @@ const file_agentid_policy_v1_events_proto_rawDesc = "" +
 	"\bdecision\x18\x04 \x01(\v2\x1b.agentid.policy.v1.DecisionR\bdecision\x12-\n" +
 	"\x05input\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x05input\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestIdBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/policy/v1;policyv1b\x06proto3"
+	"request_id\x18\x06 \x01(\tR\trequestId\x12!\n" +
+	"\finput_sha256\x18\a \x01(\tR\vinputSha256BDZBgithub.com/agentid/agentid/proto/gen/go/agentid/policy/v1;policyv1b\x06proto3"
 
 var (
 	file_agentid_policy_v1_events_proto_rawDescOnce sync.Once

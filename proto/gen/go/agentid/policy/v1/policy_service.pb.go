@@ -168,10 +168,12 @@ type EvaluateAdmissionRequest struct {
 	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// The agent to admit, as a JSON object (the registry's Agent message in its JSON form).
 	Agent *structpb.Struct `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
-	// Idempotency key (at most 128 characters): the first decision made under it is recorded on the
-	// POLICY stream and answered to every repeat. Reusing it for another agent fails with
+	// Idempotency key (at most 128 characters) of the platform's service identities: the first
+	// decision made under it is recorded on the POLICY stream and answered to every repeat of the same
+	// input. Reusing it for another input (another agent, or the agent changed) fails with
 	// InvalidArgument naming request_id. If the decision cannot be recorded the call fails with
-	// Unavailable (retry with the same request_id). Also recorded as the decision's correlation.
+	// Unavailable (retry with the same request_id). For other callers it is only the decision's
+	// correlation. Also recorded as the decision's correlation.
 	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -28,11 +28,13 @@ const (
 //
 // PolicyService evaluates policy-as-code (OPA/Rego) at the platform's decision points.
 type PolicyServiceClient interface {
-	// EvaluateAdmission decides whether an agent registration may be provisioned, and how. It is
-	// idempotent by request_id: one decision per tenant and request id. A repeat returns the first
-	// decision (same decision_id, outcome and bundle_version, even after the policy bundle changed)
-	// without evaluating again or recording a second decision. A request without a request_id is
-	// evaluated afresh every time (a dry run).
+	// EvaluateAdmission decides whether an agent registration may be provisioned, and how. For the
+	// platform's own service identities (platform-admin of tenant `system`, such as the lifecycle
+	// service) it is idempotent by request_id: one decision per tenant and request id. A repeat with the
+	// same input returns the first decision (same decision_id, outcome and bundle_version, even after
+	// the policy bundle changed) without evaluating again or recording a second decision; a repeat with
+	// another input is InvalidArgument naming request_id. Every other caller, and every request without
+	// a request_id, gets a dry run: evaluated afresh, nothing recorded on POLICY.
 	// Callers: the lifecycle service; platform-admin and tenant-admin (dry runs).
 	EvaluateAdmission(ctx context.Context, in *EvaluateAdmissionRequest, opts ...grpc.CallOption) (*EvaluateAdmissionResponse, error)
 }
@@ -61,11 +63,13 @@ func (c *policyServiceClient) EvaluateAdmission(ctx context.Context, in *Evaluat
 //
 // PolicyService evaluates policy-as-code (OPA/Rego) at the platform's decision points.
 type PolicyServiceServer interface {
-	// EvaluateAdmission decides whether an agent registration may be provisioned, and how. It is
-	// idempotent by request_id: one decision per tenant and request id. A repeat returns the first
-	// decision (same decision_id, outcome and bundle_version, even after the policy bundle changed)
-	// without evaluating again or recording a second decision. A request without a request_id is
-	// evaluated afresh every time (a dry run).
+	// EvaluateAdmission decides whether an agent registration may be provisioned, and how. For the
+	// platform's own service identities (platform-admin of tenant `system`, such as the lifecycle
+	// service) it is idempotent by request_id: one decision per tenant and request id. A repeat with the
+	// same input returns the first decision (same decision_id, outcome and bundle_version, even after
+	// the policy bundle changed) without evaluating again or recording a second decision; a repeat with
+	// another input is InvalidArgument naming request_id. Every other caller, and every request without
+	// a request_id, gets a dry run: evaluated afresh, nothing recorded on POLICY.
 	// Callers: the lifecycle service; platform-admin and tenant-admin (dry runs).
 	EvaluateAdmission(context.Context, *EvaluateAdmissionRequest) (*EvaluateAdmissionResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
