@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,4 +243,37 @@ func TestDisableRequireExistingLeavesNoTombstone(t *testing.T) {
 		t.Fatalf("DisableClient(require_existing) of an existing client: %v %v", resp, err)
 	}
 	wantOAuthError(t, postForm(t, r.tokenURL("acme"), tokenForm(c.assertion(t, r))), http.StatusUnauthorized, "invalid_client")
+}
+
+// TestOnlyPlatformIdentitiesTombstone: a tenant-admin may disable the tenant's existing clients, but
+// not tombstone a client id that has no client (which would squat an agent's future credential and
+// grow the tombstones without bound); nor create a staff identity under an agent id.
+func TestOnlyPlatformIdentitiesTombstone(t *testing.T) {
+	r := startIssuer(t)
+	admin := r.admin(t)
+	agentID := "agt_0123456789abcdefghjkmnpqrs"
+	c := newTestClient(t, "acme", agentID)
+	_, err := admin.DisableClient(as("acme-admin"), disableRequest(c, "squat"))
+	if status.Code(err) != codes.NotFound || errs.FromStatus(err).Reason != "CLIENT_NOT_FOUND" {
+		t.Fatalf("tenant-admin disabling a client id without a client: %v, want NotFound CLIENT_NOT_FOUND", err)
+	}
+	if evs := clientEvents(t, r, "acme", agentID); len(evs) != 0 {
+		t.Fatalf("a tenant-admin's refused disable wrote %v", evs)
+	}
+	// The agent's provisioning still gets its credential.
+	if err := r.app.EnsureSigningKey(context.Background(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.CreateClient(as("platform-admin"), createRequest(t, c, "provision/acme/"+agentID+"/credentials")); err != nil {
+		t.Fatalf("provisioning after a refused squat: %v", err)
+	}
+
+	// A staff identity may not take an agent id.
+	_, err = admin.CreateClient(as("acme-admin"), &issuerv1.CreateClientRequest{
+		Parent: "tenants/acme",
+		Client: &issuerv1.Client{ClientId: "agt_1123456789abcdefghjkmnpqrs", PublicJwks: c.jwks(t), Roles: []string{"approver"}},
+	})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "reserved") {
+		t.Fatalf("staff identity with an agent id: %v, want InvalidArgument", err)
+	}
 }

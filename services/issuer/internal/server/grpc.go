@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"strings"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/names"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 
 	"github.com/agentid/agentid/services/issuer/internal/credentials"
@@ -57,6 +59,12 @@ func (s *Server) CreateClient(ctx context.Context, req *issuerv1.CreateClientReq
 		return nil, errs.PermissionDenied("MISSING_ROLE", "a tenant-admin may create staff identities (clients with roles) only; agent clients are created by provisioning").
 			WithMetadata("required_roles", string(authn.RolePlatformAdmin))
 	}
+	// Agent ids name agent clients only, so that no other identity can take (or block) the client id
+	// an agent's provisioning will create.
+	if id := req.GetClient().GetClientId(); strings.HasPrefix(id, names.AgentIDPrefix) &&
+		req.GetClient().GetAgent() != "tenants/"+tenant+"/agents/"+id {
+		return nil, errs.InvalidArgument("client.client_id", "ids starting with "+names.AgentIDPrefix+" are reserved for the clients of the agents they name")
+	}
 	c, err := s.svc.CreateClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, req.GetClient(), req.GetRequestId())
 	if err != nil {
 		return nil, err
@@ -85,7 +93,7 @@ func (s *Server) GetClient(ctx context.Context, req *issuerv1.GetClientRequest) 
 }
 
 // DisableClient disables a client, or tombstones a client id that has none unless
-// req.require_existing; platform-admin, or tenant-admin in its tenant.
+// req.require_existing; platform-admin, or tenant-admin in its tenant (existing clients only).
 func (s *Server) DisableClient(ctx context.Context, req *issuerv1.DisableClientRequest) (*issuerv1.DisableClientResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
@@ -98,7 +106,11 @@ func (s *Server) DisableClient(ctx context.Context, req *issuerv1.DisableClientR
 	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
 		return nil, err
 	}
-	c, err := s.svc.DisableClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, clientID, req.GetReason(), req.GetRequestId(), req.GetRequireExisting())
+	// Only the platform's own identities (deprovisioning, the reconciler) tombstone a client id before
+	// its client exists: a tenant-admin disables existing clients, so no one can squat an agent's
+	// future client id or grow the tombstones without bound.
+	requireExisting := req.GetRequireExisting() || !p.IsPlatformAdmin()
+	c, err := s.svc.DisableClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, clientID, req.GetReason(), req.GetRequestId(), requireExisting)
 	if err != nil {
 		return nil, err
 	}

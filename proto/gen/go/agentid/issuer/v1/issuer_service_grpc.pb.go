@@ -36,7 +36,8 @@ type IssuerServiceClient interface {
 	// returns the client it created while the client is active. A client id that was ever disabled
 	// (tombstoned, see DisableClient) fails with FailedPrecondition, reason CLIENT_TOMBSTONED, and
 	// nothing is written; one that exists from another request fails with AlreadyExists, reason
-	// CLIENT_ALREADY_EXISTS.
+	// CLIENT_ALREADY_EXISTS. Client ids starting with `agt_` are reserved for the client of the agent
+	// they name (InvalidArgument otherwise).
 	// Callers: the lifecycle service or platform-admin; tenant-admin for staff identities of its tenant.
 	CreateClient(ctx context.Context, in *CreateClientRequest, opts ...grpc.CallOption) (*CreateClientResponse, error)
 	// GetClient returns one client. Callers: platform-admin, tenant-admin.
@@ -47,7 +48,8 @@ type IssuerServiceClient interface {
 	// is set, disabling a client that does not exist yet records a tombstone (the response's client
 	// has `tombstone` set) instead of answering NotFound, so a CreateClient racing the disable (a
 	// provisioning run racing retirement) can never create a credential. The race is decided by the event store's version check on the
-	// client, not by a read. Disabling a disabled client changes nothing.
+	// client, not by a read. Disabling a disabled client changes nothing. Only platform identities
+	// tombstone a client id that has no client yet; for a tenant-admin require_existing is always on.
 	// Callers: the lifecycle service or platform-admin; tenant-admin in its tenant.
 	DisableClient(ctx context.Context, in *DisableClientRequest, opts ...grpc.CallOption) (*DisableClientResponse, error)
 	// ListSigningKeys lists a tenant's public signing keys. Callers: any role of the tenant.
@@ -113,7 +115,8 @@ type IssuerServiceServer interface {
 	// returns the client it created while the client is active. A client id that was ever disabled
 	// (tombstoned, see DisableClient) fails with FailedPrecondition, reason CLIENT_TOMBSTONED, and
 	// nothing is written; one that exists from another request fails with AlreadyExists, reason
-	// CLIENT_ALREADY_EXISTS.
+	// CLIENT_ALREADY_EXISTS. Client ids starting with `agt_` are reserved for the client of the agent
+	// they name (InvalidArgument otherwise).
 	// Callers: the lifecycle service or platform-admin; tenant-admin for staff identities of its tenant.
 	CreateClient(context.Context, *CreateClientRequest) (*CreateClientResponse, error)
 	// GetClient returns one client. Callers: platform-admin, tenant-admin.
@@ -124,7 +127,8 @@ type IssuerServiceServer interface {
 	// is set, disabling a client that does not exist yet records a tombstone (the response's client
 	// has `tombstone` set) instead of answering NotFound, so a CreateClient racing the disable (a
 	// provisioning run racing retirement) can never create a credential. The race is decided by the event store's version check on the
-	// client, not by a read. Disabling a disabled client changes nothing.
+	// client, not by a read. Disabling a disabled client changes nothing. Only platform identities
+	// tombstone a client id that has no client yet; for a tenant-admin require_existing is always on.
 	// Callers: the lifecycle service or platform-admin; tenant-admin in its tenant.
 	DisableClient(context.Context, *DisableClientRequest) (*DisableClientResponse, error)
 	// ListSigningKeys lists a tenant's public signing keys. Callers: any role of the tenant.
