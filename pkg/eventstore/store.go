@@ -373,6 +373,21 @@ func (s *Store) Load(ctx context.Context, tenant, aggType, aggID string) ([]Even
 // md.Tenant. The generated ce-id doubles as Nats-Msg-Id, so the client's own retries are not
 // stored twice. Aggregate events are written with Append only.
 func (s *Store) Publish(ctx context.Context, subject, typ, ceSubject string, data proto.Message, md Metadata) (Event, error) {
+	return s.publishEvent(ctx, "", subject, typ, ceSubject, data, md)
+}
+
+// PublishWithID is Publish with the event id chosen by the caller (a UUID): an event derived from
+// another stored event keeps one id however often it is published again, so the stream's duplicate
+// window and consumers that de-duplicate by event id keep it once.
+func (s *Store) PublishWithID(ctx context.Context, id, subject, typ, ceSubject string, data proto.Message, md Metadata) (Event, error) {
+	if _, err := uuid.Parse(id); err != nil {
+		return Event{}, invalid("id", "%q is not a UUID", id)
+	}
+	return s.publishEvent(ctx, id, subject, typ, ceSubject, data, md)
+}
+
+// publishEvent is Publish with the given event id, or a new UUIDv7 when id is empty.
+func (s *Store) publishEvent(ctx context.Context, id, subject, typ, ceSubject string, data proto.Message, md Metadata) (Event, error) {
 	if err := checkSubject("subject", subject); err != nil {
 		return Event{}, err
 	}
@@ -405,12 +420,15 @@ func (s *Store) Publish(ctx context.Context, subject, typ, ceSubject string, dat
 	if err != nil {
 		return Event{}, fmt.Errorf("eventstore: marshal %s: %w", typ, err)
 	}
-	id, err := uuid.NewV7()
-	if err != nil {
-		return Event{}, fmt.Errorf("eventstore: event id: %w", err)
+	if id == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return Event{}, fmt.Errorf("eventstore: event id: %w", err)
+		}
+		id = u.String()
 	}
 	ev := Event{
-		ID:              id.String(),
+		ID:              id,
 		Type:            typ,
 		Source:          s.source,
 		Subject:         ceSubject,
