@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"regexp"
@@ -10,49 +9,27 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/names"
 )
 
 // AgentIDPrefix starts every agent id.
-const AgentIDPrefix = "agt_"
-
-// crockford is the lowercase Crockford base32 alphabet (no i, l, o, u), as ULIDs use it.
-const crockford = "0123456789abcdefghjkmnpqrstvwxyz"
+const AgentIDPrefix = names.AgentIDPrefix
 
 var (
 	tenantIDRE = regexp.MustCompile(`^[a-z][a-z0-9-]{1,62}$`)
-	agentIDRE  = regexp.MustCompile(`^agt_[0-9a-hjkmnp-tv-z]{26}$`)
 	requestRE  = regexp.MustCompile(`^[\x21-\x7e]{1,128}$`)
 )
 
-// encode128 renders 16 bytes as 26 lowercase Crockford base32 characters, like a ULID.
-func encode128(b [16]byte) string {
-	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
-	out := make([]byte, 26)
-	for i := 25; i >= 0; i-- {
-		out[i] = crockford[lo&31]
-		lo = lo>>5 | hi<<59
-		hi >>= 5
-	}
-	return string(out)
-}
-
-// NewAgentID returns a fresh agent id: "agt_" and a UUIDv7 in lowercase Crockford base32, so ids sort
-// roughly by creation time. It is a valid NATS subject token and OAuth client_id.
-func NewAgentID() string {
-	return AgentIDPrefix + encode128(uuid.Must(uuid.NewV7()))
-}
+// NewAgentID returns a fresh agent id (names.NewAgentID).
+func NewAgentID() string { return names.NewAgentID() }
 
 // DeriveAgentID returns the agent id that a registration with requestID in tenant always gets, so
-// that a retry after a lost response finds the agent it created instead of creating a second one.
-func DeriveAgentID(tenant, requestID string) string {
-	sum := sha256.Sum256([]byte("agentid/registry/agent\x00" + tenant + "\x00" + requestID))
-	var b [16]byte
-	copy(b[:], sum[:16])
-	return AgentIDPrefix + encode128(b)
-}
+// that a retry after a lost response finds the agent it created instead of creating a second one
+// (names.DeriveAgentID: agentctl derives the same id to write the agent's key before it registers).
+func DeriveAgentID(tenant, requestID string) string { return names.DeriveAgentID(tenant, requestID) }
 
 // ValidAgentID reports whether id has the form of an agent id.
-func ValidAgentID(id string) bool { return agentIDRE.MatchString(id) }
+func ValidAgentID(id string) bool { return names.ValidAgentID(id) }
 
 // ValidTenantID reports whether id is a well-formed tenant id.
 func ValidTenantID(id string) bool { return tenantIDRE.MatchString(id) }
