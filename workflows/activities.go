@@ -199,21 +199,53 @@ type ClientInfo struct {
 
 // Application error types of CreateClient that tell the workflow what happened.
 const (
-	// ErrRetiredMeanwhile: the agent left provisioning (it is retiring, retired or rejected, or the
-	// issuer holds a tombstone for its client): no credential may be issued.
+	// ErrRetiredMeanwhile: the agent left provisioning (it is retiring, retired or rejected): no
+	// credential may be issued.
 	ErrRetiredMeanwhile = "AGENT_RETIRED_MEANWHILE"
 	// ErrClientDisabled: the agent's client exists but is disabled; a disabled client is never enabled
 	// again, so the agent cannot be activated with it.
 	ErrClientDisabled = "CLIENT_DISABLED"
+	// ErrClientTombstoned: the issuer refuses the client id for good (it was disabled before it
+	// existed, by deprovisioning or by an administrator).
+	ErrClientTombstoned = "CLIENT_TOMBSTONED"
+	// ErrClientExists: a client with the agent's id exists that belongs to something else.
+	ErrClientExists = "CLIENT_EXISTS"
 )
+
+// ReasonClientNotFound is the issuer's reason code for a client that does not exist.
+const ReasonClientNotFound = "CLIENT_NOT_FOUND"
+
+// IsClientNotFound reports whether err is the issuer's NotFound for the client itself (reason
+// CLIENT_NOT_FOUND). Other NotFound errors (an unknown tenant, a wrongly scoped identity) are not.
+func IsClientNotFound(err error) bool {
+	e := errs.FromStatus(err)
+	return e != nil && e.Kind == errs.KindNotFound && e.Reason == ReasonClientNotFound
+}
+
+// IsClientUnusable reports whether err (from CreateClient, or a run that failed with it) says that the
+// agent's client id can never carry its credential: the client is disabled (ErrClientDisabled),
+// tombstoned (ErrClientTombstoned) or belongs to something else (ErrClientExists). Retrying cannot
+// change that.
+func IsClientUnusable(err error) bool {
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) {
+		return false
+	}
+	switch app.Type() {
+	case ErrClientDisabled, ErrClientTombstoned, ErrClientExists:
+		return true
+	}
+	return false
+}
 
 // CreateClient registers the agent's OAuth client with the issuer, with the public keys, scopes and
 // environment the registry holds. The agent must be approved and not yet retired: PENDING (the
 // provisioning run creates the credential before it activates the agent, so that the agent reads
 // ACTIVE only once its credential works) or ACTIVE (runs of the earlier order). A client that already
 // exists for the same agent counts as created. When the agent leaves PENDING/ACTIVE while the client is
-// created, the client is disabled again and the error is ErrRetiredMeanwhile, as it is when the issuer
-// refuses the client with FailedPrecondition (a tombstone left by deprovisioning).
+// created, the client is disabled again and the error is ErrRetiredMeanwhile. A client id that cannot
+// be used (IsClientUnusable: disabled, tombstoned, another's) fails with ErrClientDisabled,
+// ErrClientTombstoned or ErrClientExists, whatever the agent's state.
 func (a *Activities) CreateClient(ctx context.Context, in CreateClientRequest) (ClientInfo, error) {
 	agent, err := a.getAgent(ctx, in.Agent)
 	if err != nil {
@@ -279,7 +311,7 @@ func (a *Activities) createClient(ctx context.Context, in CreateClientRequest, a
 		}
 		if got.GetClient().GetAgent() != in.Agent {
 			return ClientInfo{}, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("client %s exists for another agent (%s)", in.AgentID, got.GetClient().GetAgent()), "CLIENT_EXISTS", err)
+				fmt.Sprintf("client %s exists for another agent (%q)", in.AgentID, got.GetClient().GetAgent()), ErrClientExists, err)
 		}
 		if got.GetClient().GetState() == issuerv1.ClientState_CLIENT_STATE_DISABLED {
 			return ClientInfo{}, temporal.NewNonRetryableApplicationError(
@@ -287,9 +319,13 @@ func (a *Activities) createClient(ctx context.Context, in CreateClientRequest, a
 		}
 		return ClientInfo{Name: got.GetClient().GetName(), ClientID: got.GetClient().GetClientId()}, nil
 	}
-	if errs.Is(err, errs.KindFailedPrecondition) {
+	if e := errs.FromStatus(err); e != nil && e.Kind == errs.KindFailedPrecondition {
+		typ := ErrClientTombstoned // a client id once disabled is refused for good
+		if e.Reason == ErrClientDisabled {
+			typ = ErrClientDisabled
+		}
 		return ClientInfo{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("issuer.CreateClient: the issuer refuses a client for %s: %s", in.Agent, errs.FromStatus(err).Message), ErrRetiredMeanwhile, err)
+			fmt.Sprintf("issuer.CreateClient: the issuer refuses client %s for %s (%s): %s", in.AgentID, in.Agent, e.Reason, e.Message), typ, err)
 	}
 	if err != nil {
 		return ClientInfo{}, classify("issuer.CreateClient", err)
@@ -316,12 +352,13 @@ type DisableResult struct {
 }
 
 // DisableClient disables the agent's OAuth client and revokes its tokens; a client that does not
-// exist (none was ever issued) is not an error.
+// exist (none was ever issued: NotFound with reason CLIENT_NOT_FOUND) is not an error. Any other
+// NotFound (an unknown tenant, a wrongly scoped identity) is.
 func (a *Activities) DisableClient(ctx context.Context, in DisableClientRequest) (DisableResult, error) {
 	_, err := a.Issuer.DisableClient(ctx, &issuerv1.DisableClientRequest{
 		Name: ClientName(in.Tenant, in.AgentID), Reason: in.Reason, RequestId: in.RequestID,
 	})
-	if errs.Is(err, errs.KindNotFound) {
+	if IsClientNotFound(err) {
 		return DisableResult{Found: false}, nil
 	}
 	if err != nil {
@@ -368,7 +405,7 @@ func (a *Activities) VerifyRevocation(ctx context.Context, in VerifyRequest) (Ve
 		err = nil
 	}
 	now := time.Now().UTC()
-	if errs.Is(err, errs.KindNotFound) {
+	if IsClientNotFound(err) {
 		return Verification{VerifyTime: now, Checks: []string{"no client: " + name + " was never issued"}}, nil
 	}
 	if err != nil {

@@ -34,8 +34,12 @@ var activityOptionsWaitingForCancel = func() workflow.ActivityOptions {
 	return o
 }()
 
-// undoActivityOptions bound the compensation of a run that is failing or being cancelled: it is
-// retried for an hour at most, then left to the deprovisioning run and the reconciler.
+// undoActivityOptions bound the steps that settle a provisioning run that is failing or being
+// cancelled (rejecting the agent, disabling its client): each is retried for an hour at most. A
+// client left behind then is disabled by the reconciler once its agent is neither ACTIVE nor PENDING
+// (the run rejects the agent before it disables the client) or by the deprovisioning run of a
+// retiring agent. The reconciler never disables the client of a PENDING agent: if rejecting failed
+// too, the failed run is started again (within the reconciler's re-drive limit) and reuses the client.
 var undoActivityOptions = workflow.ActivityOptions{
 	StartToCloseTimeout:    30 * time.Second,
 	ScheduleToCloseTimeout: time.Hour,

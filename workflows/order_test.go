@@ -11,7 +11,6 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
-	"github.com/agentid/agentid/pkg/errs"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/workflows"
@@ -76,11 +75,17 @@ func TestProvisionRacingDeprovision(t *testing.T) {
 			wantErrType: workflows.ErrRetiredMeanwhile,
 		},
 		{
-			name: "deprovisioning disabled the missing client first (tombstone), registry still shows PENDING",
+			name: "deprovisioning disabled the missing client first (tombstone), the registry's read model still shows PENDING",
 			setup: func(t *testing.T, f *fixture, retire func()) {
-				f.fakes.After("EvaluateAdmission", func() { f.fakes.Issuer.Tombstone(clientName) })
+				f.fakes.After("EvaluateAdmission", func() {
+					retire()
+					// The read model lags: GetAgent answers PENDING while the aggregate is RETIRING.
+					a := f.fakes.Registry.Agent(name)
+					f.fakes.Registry.Put(workflowstest.NewAgent(tenant, id, registryv1.RiskTier_RISK_TIER_LOW))
+					f.fakes.After("GetAgent", func() { f.fakes.Registry.Put(a) })
+				})
 			},
-			wantErrType: workflows.ErrRetiredMeanwhile,
+			wantErrType: workflows.ErrClientTombstoned,
 		},
 		{
 			name: "retired while the client is created",
@@ -96,11 +101,20 @@ func TestProvisionRacingDeprovision(t *testing.T) {
 		{
 			name: "retired between the client and the activation",
 			setup: func(t *testing.T, f *fixture, retire func()) {
-				// What the registry answers once RetireAgent got in first.
-				f.fakes.FailNext("ActivateAgent", errs.FailedPrecondition("AGENT_STATE", "agent is AGENT_STATE_RETIRING"))
+				// RetireAgent gets in right after CreateClient's last look at the agent (the third
+				// GetAgent of the run).
+				var mu sync.Mutex
+				calls := 0
+				f.fakes.After("GetAgent", func() {
+					mu.Lock()
+					defer mu.Unlock()
+					if calls++; calls == 3 {
+						retire()
+					}
+				})
 			},
 			wantActivate: 1,
-			wantErrType:  "AGENT_STATE",
+			wantErrType:  "AGENT_STATE_RETIRING",
 		},
 	}
 	for _, tt := range tests {
@@ -136,8 +150,10 @@ func TestProvisionRacingDeprovision(t *testing.T) {
 	}
 }
 
-// TestProvisionCancelledDuringCreateClient: the deprovisioning run cancels provisioning while its
-// CreateClient is in flight; the run waits for the call and takes the client back.
+// TestProvisionCancelledDuringCreateClient: provisioning is cancelled (by an operator) while its
+// CreateClient is in flight; the run waits for the call, rejects the agent, which is still PENDING and
+// whose client id can never be used again, takes the client back and records the rejection: no later
+// run asks the approvers again.
 func TestProvisionCancelledDuringCreateClient(t *testing.T) {
 	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "o3"))
 	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "o3", registryv1.RiskTier_RISK_TIER_LOW))
@@ -156,31 +172,134 @@ func TestProvisionCancelledDuringCreateClient(t *testing.T) {
 	if c.GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
 		t.Fatalf("client after cancellation = %v, want DISABLED", c)
 	}
-	undo := workflowstest.RequestsOf[*issuerv1.DisableClientRequest](f.fakes, "DisableClient")
-	if len(undo) != 1 || undo[0].GetRequestId() != "provision/acme/o3/credentials-undo" {
-		t.Errorf("DisableClient = %v, want the run's undo", undo)
+	// The test environment delivers the cancellation at once instead of waiting for the activity, so
+	// CreateClient's own check may see the rejection and disable the client too.
+	var undone bool
+	for _, r := range workflowstest.RequestsOf[*issuerv1.DisableClientRequest](f.fakes, "DisableClient") {
+		undone = undone || r.GetRequestId() == "provision/acme/o3/credentials-undo"
+		if r.GetName() != workflows.ClientName(tenant, "o3") {
+			t.Errorf("DisableClient of %s, want only the agent's client", r.GetName())
+		}
+	}
+	if !undone {
+		t.Errorf("DisableClient = %v, want the run's undo", f.fakes.Requests("DisableClient"))
 	}
 	if n := len(f.fakes.Requests("ActivateAgent")); n != 0 {
 		t.Errorf("a cancelled run activated the agent (%d calls)", n)
 	}
+	agent := f.fakes.Registry.Agent(workflows.AgentName(tenant, "o3"))
+	if agent.GetState() != registryv1.AgentState_AGENT_STATE_REJECTED || !strings.Contains(agent.GetStateReason(), "cancelled") {
+		t.Errorf("agent after cancellation = %v (%q), want REJECTED because provisioning was cancelled", agent.GetState(), agent.GetStateReason())
+	}
+	if got := decidedEvent(t, f, "o3"); got.GetResult() != workflows.ResultRejected {
+		t.Errorf("recorded outcome = %v, want rejected", got)
+	}
 }
 
-// TestProvisionRefusesDisabledClient: a client that exists but is disabled is not taken for the
-// agent's credential, and the agent is not activated with it.
-func TestProvisionRefusesDisabledClient(t *testing.T) {
-	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "o4"))
-	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "o4", registryv1.RiskTier_RISK_TIER_LOW))
-	c := activeClient("o4")
-	c.State = issuerv1.ClientState_CLIENT_STATE_DISABLED
-	f.fakes.Issuer.Put(c)
+// TestProvisionCancelledDuringActivation: provisioning is cancelled while ActivateAgent is in flight
+// and the activation takes effect; the ACTIVE agent keeps its working client (before, the run disabled
+// it: an ACTIVE agent without a credential for good). The test environment delivers the cancellation
+// without waiting for the activity (a real worker waits): the run cannot know whether the activation
+// landed, so it tries to reject the agent, which the registry refuses for an ACTIVE agent.
+func TestProvisionCancelledDuringActivation(t *testing.T) {
+	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "o5"))
+	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "o5", registryv1.RiskTier_RISK_TIER_LOW))
+	// The registry has activated the agent when the cancellation arrives; the activity has not returned.
+	f.fakes.After("ActivateAgent", f.env.CancelWorkflow)
 
-	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("o4", "low"))
+	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("o5", "low"))
 
-	if err := f.env.GetWorkflowError(); err == nil || !strings.Contains(err.Error(), workflows.ErrClientDisabled) {
-		t.Fatalf("run error = %v, want %s", err, workflows.ErrClientDisabled)
+	if st := f.fakes.Registry.Agent(workflows.AgentName(tenant, "o5")).GetState(); st != registryv1.AgentState_AGENT_STATE_ACTIVE {
+		t.Fatalf("agent = %v, want ACTIVE", st)
 	}
-	if n := len(f.fakes.Requests("ActivateAgent")); n != 0 {
-		t.Errorf("agent activated with a disabled client (%d calls)", n)
+	if c := f.fakes.Issuer.Client(workflows.ClientName(tenant, "o5")); c.GetState() != issuerv1.ClientState_CLIENT_STATE_ACTIVE {
+		t.Fatalf("client of the ACTIVE agent = %v, want ACTIVE", c)
+	}
+	if n := len(f.fakes.Requests("DisableClient")); n != 0 {
+		t.Errorf("DisableClient calls = %d, want none", n)
+	}
+	if got := decidedEvent(t, f, "o5"); got.GetResult() != workflows.ResultActivated {
+		t.Errorf("recorded outcome = %v, want activated", got)
+	}
+}
+
+// TestProvisionSettlesUnusableClient: when the agent's client id cannot be used while the agent is
+// still PENDING, the run rejects the agent with a reason that says so and records the rejection (a
+// final state: no run is started again, no approver asked again), never activates it, and leaves
+// another's client alone.
+func TestProvisionSettlesUnusableClient(t *testing.T) {
+	const id = "o4"
+	clientName := workflows.ClientName(tenant, id)
+	tests := []struct {
+		name        string
+		setup       func(f *fixture)
+		wantInRsn   string
+		wantClient  issuerv1.ClientState // the client afterwards; UNSPECIFIED = none
+		wantDisable int                  // DisableClient calls
+	}{
+		{
+			name: "the client exists and is disabled",
+			setup: func(f *fixture) {
+				c := activeClient(id)
+				c.State = issuerv1.ClientState_CLIENT_STATE_DISABLED
+				f.fakes.Issuer.Put(c)
+			},
+			wantInRsn: workflows.ErrClientDisabled, wantClient: issuerv1.ClientState_CLIENT_STATE_DISABLED,
+		},
+		{
+			name: "a tenant-admin disabled the agent's client id before it existed (tombstone)",
+			setup: func(f *fixture) {
+				_, _ = f.fakes.Issuer.DisableClient(context.Background(), &issuerv1.DisableClientRequest{Name: clientName, RequestId: "admin-1"})
+			},
+			wantInRsn: workflows.ErrClientTombstoned,
+		},
+		{
+			name: "a staff client holds the agent's id",
+			setup: func(f *fixture) {
+				c := activeClient(id)
+				c.Agent = ""
+				f.fakes.Issuer.Put(c)
+			},
+			wantInRsn: workflows.ErrClientExists, wantClient: issuerv1.ClientState_CLIENT_STATE_ACTIVE,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, workflows.ProvisionWorkflowID(tenant, id))
+			f.fakes.Registry.Put(workflowstest.NewAgent(tenant, id, registryv1.RiskTier_RISK_TIER_LOW))
+			tt.setup(f)
+			disablesBefore := len(f.fakes.Requests("DisableClient"))
+
+			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput(id, "low"))
+
+			var res workflows.ProvisionResult
+			if err := f.env.GetWorkflowResult(&res); err != nil {
+				t.Fatalf("run: %v, want it to end with the rejection", err)
+			}
+			agent := f.fakes.Registry.Agent(workflows.AgentName(tenant, id))
+			if res.Result != workflows.ResultRejected || agent.GetState() != registryv1.AgentState_AGENT_STATE_REJECTED ||
+				!strings.Contains(agent.GetStateReason(), "client id cannot be used") || !strings.Contains(agent.GetStateReason(), tt.wantInRsn) {
+				t.Fatalf("result %+v, agent %v (%q), want rejected because of %s", res, agent.GetState(), agent.GetStateReason(), tt.wantInRsn)
+			}
+			if strings.Contains(agent.GetStateReason(), workflows.ErrRetiredMeanwhile) {
+				t.Errorf("reason %q speaks of a retirement", agent.GetStateReason())
+			}
+			if n := len(f.fakes.Requests("ActivateAgent")); n != 0 {
+				t.Errorf("agent activated with an unusable client (%d calls)", n)
+			}
+			if n := len(f.fakes.Requests("DisableClient")) - disablesBefore; n != 0 {
+				t.Errorf("the run disabled a client it did not create (%d calls)", n)
+			}
+			if c := f.fakes.Issuer.Client(clientName); c.GetState() != tt.wantClient {
+				t.Errorf("client afterwards = %v, want %v", c, tt.wantClient)
+			}
+			if got := decidedEvent(t, f, id); got.GetResult() != workflows.ResultRejected {
+				t.Errorf("recorded outcome = %v, want rejected", got)
+			}
+			if got := f.stages.all(); got[len(got)-1] != workflows.StageDone {
+				t.Errorf("stages = %v, want done last", got)
+			}
+		})
 	}
 }
 

@@ -208,26 +208,150 @@ func (p *provision) dropPending() {
 // recorded before it (workflow.DefaultVersion) activate first and create the client after.
 const versionClientFirst = "client-before-activation"
 
+// versionSettleUnusableClient is the change id (version 1) of how a client-first run ends when its
+// client cannot be put to use: it rejects an agent that is still PENDING (instead of failing, which
+// had the run started again and the approvers asked again for ever), waits for a cancelled
+// ActivateAgent to end, and takes its client back only from an agent that is not ACTIVE. Runs
+// recorded before it (workflow.DefaultVersion) take createThenActivateV1.
+const versionSettleUnusableClient = "settle-unusable-client"
+
 func (p *provision) activate(ctx workflow.Context, approvedBy []string) (ProvisionResult, error) {
 	if workflow.GetVersion(ctx, versionClientFirst, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return p.activateThenCreate(ctx, approvedBy)
 	}
+	if workflow.GetVersion(ctx, versionSettleUnusableClient, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return p.createThenActivateV1(ctx, approvedBy)
+	}
 	// The credential first, so that the agent reads ACTIVE only once its credential works. The
 	// client exists for a PENDING agent only between these two steps; if activation does not follow,
-	// the client is disabled again, so no working client stays with an agent that is not ACTIVE.
+	// the run settles the agent (settle): rejected and its client disabled while it is PENDING.
+	if err := p.setStage(ctx, StageCredentials); err != nil {
+		return ProvisionResult{}, err
+	}
+	// Both calls have effects a cancelled run must know before it goes on: cancellation waits for
+	// them to end.
+	wctx := workflow.WithActivityOptions(ctx, activityOptionsWaitingForCancel)
+	var client ClientInfo
+	err := workflow.ExecuteActivity(wctx, acts.CreateClient, CreateClientRequest{
+		Tenant: p.in.Tenant, Agent: p.in.Agent, AgentID: p.in.AgentID, RequestID: requestID(p.id, StageCredentials),
+	}).Get(ctx, &client)
+	switch {
+	case temporal.IsCanceledError(err):
+		return p.settle(ctx, err, "provisioning was cancelled while the agent's client was created", approvedBy, true)
+	case IsClientUnusable(err):
+		// Not this run's client (or already disabled): nothing to take back.
+		return p.settle(ctx, err, "the agent's client id cannot be used: "+errorMessage(err), approvedBy, false)
+	case err != nil:
+		// CreateClient takes back a client it made for an agent that left provisioning.
+		return ProvisionResult{}, err
+	}
+	if err := p.setStage(ctx, StageActivate); err != nil {
+		return p.settle(ctx, err, "provisioning failed before activation", approvedBy, true)
+	}
+	if err := workflow.ExecuteActivity(wctx, acts.ActivateAgent, ActivateRequest{
+		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, ApprovedBy: strings.Join(approvedBy, ","),
+		RequestID: requestID(p.id, StageActivate),
+	}).Get(ctx, nil); err != nil {
+		return p.settle(ctx, err, "the agent could not be activated: "+errorMessage(err), approvedBy, true)
+	}
+	res := ProvisionResult{Result: ResultActivated, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Client: client.Name}
+	return res, p.recordDecided(carryOn(ctx), res)
+}
+
+// maxRejectReasonLen bounds a rejection reason (the registry accepts 1000 bytes).
+const maxRejectReasonLen = 900
+
+// settle ends a run whose client was not put to use (cause: a cancellation, a client id that cannot
+// be used, a failed activation). The agent is rejected while it is still PENDING: a final state, so
+// no later run asks the approvers again for a client id that can never work, and nothing can activate
+// it any more; then the client this run created (undo) is disabled and the rejection recorded. If the
+// agent is ACTIVE (an activation that took effect although its call was cancelled or failed), its
+// client stays and the activation is recorded. If it has left provisioning otherwise (retiring,
+// retired, rejected), the client is disabled and the run fails with cause: deprovisioning owns the
+// agent. A cancelled run still ends cancelled.
+func (p *provision) settle(ctx workflow.Context, cause error, reason string, approvedBy []string, undo bool) (ProvisionResult, error) {
+	dctx := workflow.WithActivityOptions(carryOn(ctx), undoActivityOptions)
+	reason = cutReason(reason, maxRejectReasonLen)
+	p.status.WaitingFor, p.status.MayAct = "", nil
+	if err := p.setStage(dctx, StageReject); err != nil {
+		workflow.GetLogger(ctx).Error("cannot record the reject stage", "error", err)
+	}
+	rerr := workflow.ExecuteActivity(dctx, acts.RejectAgent, RejectRequest{
+		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, Reason: reason, RequestID: requestID(p.id, StageReject),
+	}).Get(dctx, nil)
+	var res ProvisionResult
+	switch {
+	case rerr == nil:
+		if undo {
+			p.undoClient(dctx, reason)
+		}
+		res = ProvisionResult{Result: ResultRejected, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Reason: reason}
+	case undo && errorType(rerr) == ReasonAgentActive:
+		res = ProvisionResult{Result: ResultActivated, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy,
+			Client: ClientName(p.in.Tenant, p.in.AgentID)}
+	default:
+		// The agent left provisioning, or the registry did not answer: no working client may stay.
+		workflow.GetLogger(ctx).Warn("the agent was not rejected", "agent", p.in.Agent, "error", rerr)
+		if undo {
+			p.undoClient(dctx, reason)
+		}
+		return ProvisionResult{}, cause
+	}
+	if err := p.recordDecided(dctx, res); err != nil {
+		return ProvisionResult{}, err
+	}
+	if temporal.IsCanceledError(cause) {
+		return ProvisionResult{}, cause
+	}
+	return res, nil
+}
+
+// ReasonAgentActive is the registry's reason code for a state change refused because the agent is
+// ACTIVE.
+const ReasonAgentActive = "AGENT_STATE_ACTIVE"
+
+// carryOn returns ctx, or a context disconnected from its cancellation when the run is being
+// cancelled, for the steps a cancelled run still takes.
+func carryOn(ctx workflow.Context) workflow.Context {
+	if ctx.Err() != nil {
+		ctx, _ = workflow.NewDisconnectedContext(ctx)
+	}
+	return ctx
+}
+
+// errorType is the application error type of err, if any.
+func errorType(err error) string {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		return app.Type()
+	}
+	return ""
+}
+
+// errorMessage is the message and type of err's application error, or err's text.
+func errorMessage(err error) string {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		if app.Type() != "" {
+			return app.Message() + " (" + app.Type() + ")"
+		}
+		return app.Message()
+	}
+	return err.Error()
+}
+
+// createThenActivateV1 is the client-first order of runs recorded before versionSettleUnusableClient:
+// a client it cannot use fails the run.
+func (p *provision) createThenActivateV1(ctx workflow.Context, approvedBy []string) (ProvisionResult, error) {
 	if err := p.setStage(ctx, StageCredentials); err != nil {
 		return ProvisionResult{}, err
 	}
 	var client ClientInfo
-	// A cancelled run waits for a CreateClient in flight to end, so that taking the client back
-	// comes after it.
 	cctx := workflow.WithActivityOptions(ctx, activityOptionsWaitingForCancel)
 	err := workflow.ExecuteActivity(cctx, acts.CreateClient, CreateClientRequest{
 		Tenant: p.in.Tenant, Agent: p.in.Agent, AgentID: p.in.AgentID, RequestID: requestID(p.id, StageCredentials),
 	}).Get(ctx, &client)
 	if err != nil {
-		// CreateClient takes back a client it made for an agent that left provisioning; only a cancelled
-		// call may leave one behind.
 		if temporal.IsCanceledError(err) {
 			p.undoClient(ctx, "provisioning was cancelled while the client was created")
 		}
@@ -249,12 +373,9 @@ func (p *provision) activate(ctx workflow.Context, approvedBy []string) (Provisi
 }
 
 // undoClient disables the client this run created, also when the run is being cancelled; a failure
-// is logged (the deprovisioning run and the reconciler disable it too).
+// is logged.
 func (p *provision) undoClient(ctx workflow.Context, reason string) {
-	if ctx.Err() != nil {
-		ctx, _ = workflow.NewDisconnectedContext(ctx)
-	}
-	ctx = workflow.WithActivityOptions(ctx, undoActivityOptions)
+	ctx = workflow.WithActivityOptions(carryOn(ctx), undoActivityOptions)
 	if err := workflow.ExecuteActivity(ctx, acts.DisableClient, DisableClientRequest{
 		Tenant: p.in.Tenant, AgentID: p.in.AgentID, Reason: truncateReason(reason), RequestID: requestID(p.id, StageCredentials+"-undo"),
 	}).Get(ctx, nil); err != nil {
@@ -263,8 +384,10 @@ func (p *provision) undoClient(ctx workflow.Context, reason string) {
 }
 
 // truncateReason keeps a reason within what the issuer accepts.
-func truncateReason(s string) string {
-	const maxLen = 200
+func truncateReason(s string) string { return cutReason(s, 200) }
+
+// cutReason keeps at most maxLen bytes of s, on a rune boundary.
+func cutReason(s string, maxLen int) string {
 	if len(s) <= maxLen {
 		return s
 	}

@@ -358,15 +358,19 @@ func TestApproveUpdateValidator(t *testing.T) {
 	}
 }
 
+// TestProvisionActivityErrors: errors a retry can fix are retried; a final error of the activation
+// settles the run: the agent, still PENDING, is rejected with the error as reason, the client created
+// before is taken back, and the rejection is recorded (a failed run would be started again and the
+// approvers asked again, for ever).
 func TestProvisionActivityErrors(t *testing.T) {
 	tests := []struct {
-		name        string
-		fail        []error
-		wantErrType string // "" = the workflow succeeds after retries
-		wantCalls   int
+		name       string
+		fail       []error
+		wantReason string // "" = the agent is activated after retries
+		wantCalls  int
 	}{
 		{"unavailable is retried", []error{errs.Unavailable("DOWN", "registry down", nil), errs.Conflict("ETAG", "changed")}, "", 3},
-		{"failed precondition is final", []error{errs.FailedPrecondition("AGENT_RETIRED", "agent is retired")}, "AGENT_RETIRED", 1},
+		{"invalid argument is final", []error{errs.InvalidArgument("decision_id", "too long")}, "too long", 1},
 		{"permission denied is final", []error{errs.PermissionDenied("MISSING_ROLE", "no")}, "MISSING_ROLE", 1},
 	}
 	for _, tt := range tests {
@@ -380,22 +384,23 @@ func TestProvisionActivityErrors(t *testing.T) {
 			if n := len(f.fakes.Requests("ActivateAgent")); n != tt.wantCalls {
 				t.Errorf("ActivateAgent calls = %d, want %d", n, tt.wantCalls)
 			}
-			err := f.env.GetWorkflowError()
-			if tt.wantErrType == "" {
-				if err != nil {
-					t.Fatal(err)
+			var res workflows.ProvisionResult
+			if err := f.env.GetWorkflowResult(&res); err != nil {
+				t.Fatal(err)
+			}
+			agent := f.fakes.Registry.Agent("tenants/acme/agents/a6")
+			if tt.wantReason == "" {
+				if res.Result != workflows.ResultActivated || agent.GetState() != registryv1.AgentState_AGENT_STATE_ACTIVE {
+					t.Fatalf("result %+v, agent %v, want activated", res, agent.GetState())
 				}
 				return
 			}
-			var app *temporal.ApplicationError
-			if !errors.As(err, &app) || app.Type() != tt.wantErrType || !app.NonRetryable() {
-				t.Fatalf("err = %v, want non-retryable %s", err, tt.wantErrType)
+			if res.Result != workflows.ResultRejected || agent.GetState() != registryv1.AgentState_AGENT_STATE_REJECTED ||
+				!strings.Contains(agent.GetStateReason(), tt.wantReason) {
+				t.Fatalf("result %+v, agent %v (%q), want rejected naming %s", res, agent.GetState(), agent.GetStateReason(), tt.wantReason)
 			}
-			if got := f.stages.all(); got[len(got)-1] != "failed" {
-				t.Errorf("stages = %v, want failed last", got)
-			}
-			if len(f.events(t, "a6")) != 0 {
-				t.Error("the run went on after a final error")
+			if got := decidedEvent(t, f, "a6"); got.GetResult() != workflows.ResultRejected {
+				t.Errorf("recorded outcome = %v, want rejected", got)
 			}
 			// The client created before the failed activation is taken back.
 			if c := f.fakes.Issuer.Client("tenants/acme/clients/a6"); c.GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/agentid/agentid/pkg/testkit"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/workflows"
@@ -36,6 +37,7 @@ var recordedHistories = []string{
 	"provision-approvals.json",
 	"provision-rejected-by-approver.json",
 	"provision-denied.json",
+	"provision-client-unusable.json",
 	"deprovision.json",
 }
 
@@ -153,6 +155,14 @@ func TestRecordHistories(t *testing.T) {
 	id = workflows.ProvisionWorkflowID(tenant, "r-denied")
 	runs = append(runs, recorded{"provision-denied.json", start(id, workflows.ProvisionWorkflowName, agent("r-denied", registryv1.RiskTier_RISK_TIER_HIGH,
 		&policyv1.Decision{DecisionId: "dec-r-denied", Outcome: policyv1.Outcome_OUTCOME_DENY, Reasons: []string{"admin scope"}}), "high", "r-denied"), "rejected"})
+
+	// The agent's client id was disabled by an administrator before provisioning: the run rejects the agent.
+	id = workflows.ProvisionWorkflowID(tenant, "r-unusable")
+	in := agent("r-unusable", registryv1.RiskTier_RISK_TIER_LOW, nil)
+	if _, err := fakes.Issuer.DisableClient(ctx, &issuerv1.DisableClientRequest{Name: workflows.ClientName(tenant, "r-unusable"), RequestId: "admin-1"}); err == nil {
+		t.Fatal("disabling a client that does not exist: want NotFound (and a tombstone)")
+	}
+	runs = append(runs, recorded{"provision-client-unusable.json", start(id, workflows.ProvisionWorkflowName, in, "low", "r-unusable"), "rejected"})
 
 	for _, r := range runs {
 		var res workflows.ProvisionResult

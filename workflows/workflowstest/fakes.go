@@ -226,7 +226,8 @@ func (r *Registry) transition(name, requestID string, to registryv1.AgentState, 
 		ok = ok || a.GetState() == f
 	}
 	if !ok {
-		return nil, errs.FailedPrecondition("AGENT_STATE", fmt.Sprintf("agent is %s", a.GetState()))
+		// The registry's reason names the state the agent is in, e.g. AGENT_STATE_ACTIVE.
+		return nil, errs.FailedPrecondition(a.GetState().String(), fmt.Sprintf("agent is %s", a.GetState()))
 	}
 	a.State = to
 	if mutate != nil {
