@@ -1,15 +1,22 @@
 package app_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -17,6 +24,7 @@ import (
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/policy/app"
+	"github.com/agentid/agentid/services/policy/internal/admission"
 )
 
 // denyAllBundle writes a bundle that denies every agent and returns its directory.
@@ -38,10 +46,66 @@ func counts(t *testing.T, e *env) (records, logged uint64) {
 
 func evaluate(t *testing.T, e *env, agent *registryv1.Agent, requestID string) (*policyv1.Decision, error) {
 	t.Helper()
-	resp, err := e.client.EvaluateAdmission(testkit.WithBearer(t.Context(), "lifecycle"), &policyv1.EvaluateAdmissionRequest{
+	return evaluateAs(t, e, "lifecycle", agent, requestID)
+}
+
+func evaluateAs(t *testing.T, e *env, token string, agent *registryv1.Agent, requestID string) (*policyv1.Decision, error) {
+	t.Helper()
+	resp, err := e.client.EvaluateAdmission(testkit.WithBearer(t.Context(), token), &policyv1.EvaluateAdmissionRequest{
 		Tenant: "acme", Agent: agentStruct(t, agent), RequestId: requestID,
 	})
 	return resp.GetDecision(), err
+}
+
+// record is the POLICY event recording the decision made under requestID in tenant acme.
+func record(t *testing.T, e *env, requestID string) (eventstore.Event, *policyv1.DecisionRecorded) {
+	t.Helper()
+	events, _, err := eventstore.New(e.js).Load(t.Context(), "acme", eventstore.AggregatePolicy, admission.DecisionAggregateID(requestID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 {
+		t.Fatalf("%d events record request id %q, want 1", len(events), requestID)
+	}
+	rec, err := eventstore.DecodeAs[*policyv1.DecisionRecorded](events[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return events[0], rec
+}
+
+// loggedDecision is the last event on telemetry.acme.policy.decided (the decision log).
+func loggedDecision(t *testing.T, e *env) (eventstore.Event, *policyv1.DecisionRecorded) {
+	t.Helper()
+	s, err := e.js.Stream(t.Context(), eventstore.StreamTelemetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetLastMsgForSubject(t.Context(), "telemetry.acme.policy.decided")
+	if err != nil {
+		t.Fatalf("no decision on telemetry.acme.policy.decided: %v", err)
+	}
+	ev, err := eventstore.EventFromRaw(eventstore.StreamTelemetry, msg.Sequence, msg.Subject, msg.Header, msg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := eventstore.DecodeAs[*policyv1.DecisionRecorded](ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, rec
+}
+
+// highRiskAgent is lowRiskAgent's name with content that needs every approval: production, PHI,
+// autonomous, write scopes.
+func highRiskAgent() *registryv1.Agent {
+	a := lowRiskAgent()
+	a.Environment = registryv1.Environment_ENVIRONMENT_PROD
+	a.DataSensitivity = registryv1.DataSensitivity_DATA_SENSITIVITY_PHI
+	a.Autonomy = registryv1.Autonomy_AUTONOMY_AUTONOMOUS
+	a.RiskTier = registryv1.RiskTier_RISK_TIER_HIGH
+	a.Scopes = []string{"records.write", "records.read", "payments.write"}
+	return a
 }
 
 func TestEvaluateAdmissionIsIdempotentByRequestID(t *testing.T) {
@@ -59,14 +123,22 @@ func TestEvaluateAdmissionIsIdempotentByRequestID(t *testing.T) {
 	if records, logged := counts(t, e); records != 1 || logged != 1 {
 		t.Fatalf("after the first evaluation: %d records, %d logged decisions, want 1 and 1", records, logged)
 	}
+	want, err := admission.InputDigest("acme", lowRiskAgent())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, rec := record(t, e, requestID); rec.GetInputSha256() != want || len(want) != 64 {
+		t.Fatalf("recorded input digest %q, want %q", rec.GetInputSha256(), want)
+	}
 
 	// A new policy bundle (another replica, or this one after a push) that denies everything.
 	frozen := startOn(t, n, app.Config{BundleDir: denyAllBundle(t)}, false)
 	if frozen.app.BundleVersion() == e.app.BundleVersion() {
 		t.Fatal("the two bundles have the same version")
 	}
-	changed := lowRiskAgent()
-	changed.Scopes = []string{"kb.admin"} // would be denied by either bundle
+	booked := lowRiskAgent() // the same agent after the registry moved it on: not an input of the decision
+	booked.State, booked.StateReason, booked.Etag = registryv1.AgentState_AGENT_STATE_ACTIVE, "provisioned", "v7"
+	booked.UpdateTime = timestamppb.New(fixedNow)
 	tests := []struct {
 		name  string
 		env   *env
@@ -74,7 +146,7 @@ func TestEvaluateAdmissionIsIdempotentByRequestID(t *testing.T) {
 	}{
 		{name: "repeat", env: e, agent: lowRiskAgent()},
 		{name: "repeat after the bundle changed", env: frozen, agent: lowRiskAgent()},
-		{name: "repeat with the agent changed since", env: e, agent: changed},
+		{name: "repeat after the agent's state and etag changed", env: e, agent: booked},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,16 +179,188 @@ func TestEvaluateAdmissionIsIdempotentByRequestID(t *testing.T) {
 	if records, logged := counts(t, e); records != 3 || logged != 3 {
 		t.Fatalf("after two new request ids: %d records, %d logged, want 3 and 3", records, logged)
 	}
+}
 
-	// The same request id for another agent is a caller bug, refused without recording anything.
-	other := lowRiskAgent()
-	other.Name, other.AgentId = "tenants/acme/agents/other", "other"
-	_, err = evaluate(t, e, other, requestID)
-	if status.Code(err) != codes.InvalidArgument || errs.FromStatus(err).Field != "request_id" {
-		t.Fatalf("request id reused for another agent: %v, want InvalidArgument naming request_id", err)
+func TestRequestIDReusedForAnotherInputIsRefused(t *testing.T) {
+	n := testkit.StartNATS(t)
+	e := startOn(t, n, app.Config{}, true)
+	frozen := startOn(t, n, app.Config{BundleDir: denyAllBundle(t)}, false)
+	const requestID = "provision/acme/faq/policy"
+	first, err := evaluate(t, e, lowRiskAgent(), requestID)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if records, logged := counts(t, e); records != 3 || logged != 3 {
-		t.Fatalf("a refused request recorded a decision: %d records, %d logged", records, logged)
+	change := func(f func(a *registryv1.Agent)) *registryv1.Agent {
+		a := lowRiskAgent()
+		f(a)
+		return a
+	}
+	tests := []struct {
+		name  string
+		env   *env
+		agent *registryv1.Agent
+	}{
+		{name: "the agent escalated since", env: e, agent: highRiskAgent()},
+		{name: "a scope added", env: e, agent: change(func(a *registryv1.Agent) { a.Scopes = append(a.Scopes, "kb.admin") })},
+		{name: "another owner", env: e, agent: change(func(a *registryv1.Agent) { a.Owner = "team:other" })},
+		{name: "a field the built-in policy does not read", env: e, agent: change(func(a *registryv1.Agent) { a.Purpose = "something else" })},
+		{name: "another agent", env: e, agent: change(func(a *registryv1.Agent) { a.Name, a.AgentId = "tenants/acme/agents/other", "other" })},
+		{name: "another input on another replica", env: frozen, agent: highRiskAgent()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := evaluate(t, tt.env, tt.agent, requestID)
+			if status.Code(err) != codes.InvalidArgument || errs.FromStatus(err).Field != "request_id" {
+				t.Fatalf("request id reused for another input answered %v, %v; want InvalidArgument naming request_id", got, err)
+			}
+			if msg := status.Convert(err).Message(); !strings.Contains(msg, "request id was used for a different admission input") {
+				t.Errorf("message %q does not say the request id was used for a different input", msg)
+			}
+			if records, logged := counts(t, e); records != 1 || logged != 1 {
+				t.Fatalf("a refused request wrote: %d records, %d logged decisions, want 1 and 1", records, logged)
+			}
+		})
+	}
+	// The record is untouched: the original input still gets the original decision.
+	got, err := evaluate(t, e, lowRiskAgent(), requestID)
+	if err != nil || !proto.Equal(got, first) {
+		t.Fatalf("the original input after refusals answered %v, %v; want %v", got, err, first)
+	}
+}
+
+func TestTenantAdminCannotPlantAProvisioningDecision(t *testing.T) {
+	for _, token := range []string{"acme-admin", "acme-delegated", "acme-plat-ish", "system-delegated"} {
+		t.Run(token, func(t *testing.T) {
+			e := start(t, app.Config{}, true)
+			// The provisioning run's request id is predictable; the caller asks first, with a
+			// harmless agent under the name the real registration will get.
+			const requestID = "provision/acme/faq/policy"
+			planted, err := evaluateAs(t, e, token, lowRiskAgent(), requestID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if planted.GetOutcome() != policyv1.Outcome_OUTCOME_ALLOW {
+				t.Fatalf("dry run answered %v, want ALLOW", planted)
+			}
+			if records, logged := counts(t, e); records != 0 || logged != 1 {
+				t.Fatalf("dry run wrote %d records and %d logged decisions, want 0 and 1", records, logged)
+			}
+			again, err := evaluateAs(t, e, token, lowRiskAgent(), requestID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again.GetDecisionId() == planted.GetDecisionId() {
+				t.Fatalf("a dry run with a request id was answered from a record (decision %s)", planted.GetDecisionId())
+			}
+
+			// The provisioning run evaluates the agent actually registered.
+			got, err := evaluate(t, e, highRiskAgent(), requestID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.GetOutcome() != policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL || !slices.Equal(got.GetRequiredApprovals(), []string{"owner", "security", "compliance"}) {
+				t.Fatalf("provisioning run answered %v, want REQUIRE_APPROVAL by owner, security and compliance", got)
+			}
+			if got.GetDecisionId() == planted.GetDecisionId() || got.GetDecisionId() == again.GetDecisionId() {
+				t.Fatalf("provisioning run got a dry run's decision %s", got.GetDecisionId())
+			}
+			_, rec := record(t, e, requestID)
+			if !proto.Equal(rec.GetDecision(), got) {
+				t.Fatalf("recorded %v, answered %v", rec.GetDecision(), got)
+			}
+			// A dry run after the record exists neither reads nor changes it.
+			if d, err := evaluateAs(t, e, token, lowRiskAgent(), requestID); err != nil || d.GetOutcome() != policyv1.Outcome_OUTCOME_ALLOW {
+				t.Fatalf("dry run after the record: %v, %v; want a fresh ALLOW", d, err)
+			}
+			if d, err := evaluate(t, e, highRiskAgent(), requestID); err != nil || !proto.Equal(d, got) {
+				t.Fatalf("provisioning repeat: %v, %v; want %v", d, err, got)
+			}
+			if records, _ := counts(t, e); records != 1 {
+				t.Fatalf("%d records, want 1", records)
+			}
+		})
+	}
+}
+
+func TestRepeatPublishesADecisionLogEntryLostToACrashOnce(t *testing.T) {
+	e := start(t, app.Config{}, true)
+	recreateTelemetry := func() {
+		t.Helper()
+		if err := e.js.DeleteStream(t.Context(), eventstore.StreamTelemetry); err != nil {
+			t.Fatal(err)
+		}
+		if err := eventstore.New(e.js).EnsureStreams(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The crash: the decision is recorded, its decision log entry never written.
+	if err := e.js.DeleteStream(t.Context(), eventstore.StreamTelemetry); err != nil {
+		t.Fatal(err)
+	}
+	const requestID = "provision/acme/faq/policy"
+	ctx, cancel := context.WithTimeout(testkit.WithBearer(t.Context(), "lifecycle"), 20*time.Second)
+	defer cancel()
+	resp, err := e.client.EvaluateAdmission(ctx, &policyv1.EvaluateAdmissionRequest{Tenant: "acme", Agent: agentStruct(t, lowRiskAgent()), RequestId: requestID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := resp.GetDecision()
+	recEvent, _ := record(t, e, requestID)
+	if err := eventstore.New(e.js).EnsureStreams(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := testkit.StreamMessages(t, e.js, eventstore.StreamTelemetry); n != 0 {
+		t.Fatalf("decision log holds %d entries before the repeat", n)
+	}
+
+	wantID := admission.DecisionLogEventID(recEvent.ID)
+	steps := []struct {
+		name   string
+		before func()
+	}{
+		{name: "the repeat after the crash writes the entry"},
+		{name: "another repeat writes nothing"},
+		{name: "after the duplicate window the entry keeps its id", before: recreateTelemetry},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if st.before != nil {
+				st.before()
+			}
+			got, err := evaluate(t, e, lowRiskAgent(), requestID)
+			if err != nil || !proto.Equal(got, first) {
+				t.Fatalf("repeat answered %v, %v; want %v", got, err, first)
+			}
+			if n := testkit.StreamMessages(t, e.js, eventstore.StreamTelemetry); n != 1 {
+				t.Fatalf("decision log holds %d entries, want 1", n)
+			}
+			ev, rec := loggedDecision(t, e)
+			if ev.ID != wantID || ev.ID == recEvent.ID {
+				t.Fatalf("decision log entry id %s, want %s (derived from record %s)", ev.ID, wantID, recEvent.ID)
+			}
+			if !proto.Equal(rec.GetDecision(), first) || ev.Subject != recEvent.Subject || ev.Metadata != recEvent.Metadata {
+				t.Fatalf("decision log entry %v (subject %q, metadata %+v) is not the record's %v (%q, %+v)",
+					rec.GetDecision(), ev.Subject, ev.Metadata, first, recEvent.Subject, recEvent.Metadata)
+			}
+		})
+	}
+}
+
+func TestDecisionLogEventIDIsADeterministicUUIDv7(t *testing.T) {
+	const record = "019a3c1e-5b7d-7c2a-9f00-0123456789ab"
+	id := admission.DecisionLogEventID(record)
+	u, err := uuid.Parse(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Version() != 7 || u.Variant() != uuid.RFC4122 || id[:13] != record[:13] {
+		t.Errorf("id %s: version %d, variant %v; want a UUIDv7 with the record's timestamp %s", id, u.Version(), u.Variant(), record[:13])
+	}
+	if again := admission.DecisionLogEventID(record); again != id {
+		t.Errorf("ids differ: %s and %s", id, again)
+	}
+	if other := admission.DecisionLogEventID("019a3c1e-5b7d-7c2a-9f00-0123456789ac"); other == id {
+		t.Errorf("two records share the decision log id %s", id)
 	}
 }
 
@@ -178,5 +422,37 @@ func TestUnrecordableDecisionIsUnavailable(t *testing.T) {
 	}
 	if got := errs.FromStatus(err); got.Reason != "DECISION_NOT_RECORDED" || got.Metadata["request_id"] != "provision/acme/faq/policy" {
 		t.Fatalf("got reason %q metadata %v, want DECISION_NOT_RECORDED naming the request id", got.Reason, got.Metadata)
+	}
+}
+
+func TestRecordWithoutDigestIsComparedByItsInput(t *testing.T) {
+	e := start(t, app.Config{}, true)
+	const requestID = "provision/acme/faq/policy"
+	// A decision recorded before records carried the input digest.
+	legacy := &policyv1.Decision{DecisionId: "019a3c1e-5b7d-7c2a-9f00-0123456789ab", Outcome: policyv1.Outcome_OUTCOME_ALLOW, BundleVersion: "sha256:old"}
+	input, err := structpb.NewStruct(map[string]any{"tenant": "acme", "now": fixedNow.Format(time.RFC3339Nano)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	input.Fields["agent"] = structpb.NewStructValue(agentStruct(t, lowRiskAgent()))
+	_, err = eventstore.New(e.js, eventstore.WithSource("agentid/policy")).Append(t.Context(), eventstore.Append{
+		Tenant: "acme", AggregateType: eventstore.AggregatePolicy, AggregateID: admission.DecisionAggregateID(requestID),
+		IdempotencyKey: admission.DecisionAggregateID(requestID), Type: "policy.decided", Subject: "tenants/acme/agents/faq",
+		Data: &policyv1.DecisionRecorded{Tenant: "acme", DecisionPoint: "admission", Subject: "tenants/acme/agents/faq",
+			Decision: legacy, Input: input, RequestId: requestID},
+		Metadata: eventstore.Metadata{Actor: eventstore.Actor{ID: "lifecycle-worker", Kind: eventstore.ActorService}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := evaluate(t, e, lowRiskAgent(), requestID)
+	if err != nil || !proto.Equal(got, legacy) {
+		t.Fatalf("repeat of the recorded input answered %v, %v; want %v", got, err, legacy)
+	}
+	if _, err := evaluate(t, e, highRiskAgent(), requestID); status.Code(err) != codes.InvalidArgument || errs.FromStatus(err).Field != "request_id" {
+		t.Fatalf("another input answered %v, want InvalidArgument naming request_id", err)
+	}
+	if records := testkit.StreamMessages(t, e.js, eventstore.StreamPolicy); records != 1 {
+		t.Fatalf("%d records, want 1", records)
 	}
 }

@@ -5,6 +5,7 @@ package admission
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -42,9 +43,11 @@ type Evaluator interface {
 }
 
 // Store records decisions (implemented by *eventstore.Store): Append and Load keep the decision
-// made under each request id on stream POLICY, Publish writes the decision log on TELEMETRY.
+// made under each request id on stream POLICY; Publish and PublishWithID write the decision log on
+// TELEMETRY.
 type Store interface {
 	Publish(ctx context.Context, subject, typ, ceSubject string, data proto.Message, md eventstore.Metadata) (eventstore.Event, error)
+	PublishWithID(ctx context.Context, id, subject, typ, ceSubject string, data proto.Message, md eventstore.Metadata) (eventstore.Event, error)
 	Append(ctx context.Context, a eventstore.Append) (eventstore.Event, error)
 	Load(ctx context.Context, tenant, aggType, aggID string) ([]eventstore.Event, uint64, error)
 }
@@ -55,8 +58,8 @@ type Request struct {
 	Tenant string
 	// Agent is the agent as registered.
 	Agent *registryv1.Agent
-	// RequestID is the caller's idempotency key: the first decision made under it answers every
-	// repeat. Empty evaluates afresh.
+	// RequestID is the idempotency key of the platform's service identities: the first decision made
+	// under it answers every repeat of the same input. For other callers it is only a correlation.
 	RequestID string
 }
 
@@ -89,15 +92,21 @@ func New(eval Evaluator, store Store, now func() time.Time, logger *slog.Logger)
 // Evaluate decides whether req.Agent may be provisioned. Callers must be a platform-admin or a
 // tenant-admin of req.Tenant.
 //
-// With a request id it is idempotent: the decision is appended to stream POLICY on an aggregate
-// named after the request id, only if that aggregate does not exist yet, so one decision per tenant
-// and request id is ever recorded; a repeat, or the loser of a concurrent race, answers that first
-// decision without evaluating again. A decision that cannot be recorded is Unavailable (retry with
-// the same request id); a request id used before for another agent is InvalidArgument. Without a
-// request id every call evaluates afresh.
+// Only the decisions of the platform's own service identities (RecordsDecisions, e.g. the lifecycle
+// service's provisioning run) are recorded under their request id: the decision is appended to
+// stream POLICY on an aggregate named after the request id, only if that aggregate does not exist
+// yet, together with the SHA-256 of the canonical input (InputDigest). A repeat with the same input,
+// or the loser of a concurrent race, answers that first decision without evaluating again; a repeat
+// with another input is InvalidArgument on request_id and writes nothing. A decision that cannot be
+// recorded is Unavailable (retry with the same request id).
 //
-// Every new decision is also published to telemetry.<tenant>.policy.decided (the decision log); a
-// failed publish is logged and does not change the answer.
+// Every other call, and every call without a request id, is a dry run: evaluated afresh, nothing
+// recorded on POLICY, so a caller cannot plant the answer a later provisioning run will get.
+//
+// Every answered decision is published to telemetry.<tenant>.policy.decided (the decision log); a
+// recorded decision under an event id derived from its record (DecisionLogEventID), on every repeat
+// too, so a decision log entry lost to a crash after the record is written by the next repeat and
+// never twice. A failed publish is logged and does not change the answer.
 func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 	if err := validate(req); err != nil {
 		return Decision{}, err
@@ -106,7 +115,7 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 	if err := p.Authorize(req.Tenant, authn.RolePlatformAdmin, authn.RoleTenantAdmin); err != nil {
 		return Decision{}, err
 	}
-	if req.RequestID == "" {
+	if req.RequestID == "" || !RecordsDecisions(p) {
 		d, rec, err := s.evaluate(ctx, req)
 		if err != nil {
 			return Decision{}, err
@@ -114,49 +123,62 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 		s.publish(ctx, req, rec, d)
 		return d, nil
 	}
+	digest, err := InputDigest(req.Tenant, req.Agent)
+	if err != nil {
+		return Decision{}, errs.Internal(err)
+	}
 	aggID := DecisionAggregateID(req.RequestID)
 	for range 2 {
-		if d, ok, err := s.recorded(ctx, req, aggID); err != nil || ok {
-			return d, err
-		}
-		d, rec, err := s.evaluate(ctx, req)
+		ev, found, err := s.recorded(ctx, req, aggID)
 		if err != nil {
 			return Decision{}, err
 		}
-		md := s.metadata(ctx, req)
-		subject := req.Agent.GetName()
-		if subject == "" {
-			subject = "tenants/" + req.Tenant
+		if !found {
+			_, rec, err := s.evaluate(ctx, req)
+			if err != nil {
+				return Decision{}, err
+			}
+			rec.InputSha256 = digest
+			subject := req.Agent.GetName()
+			if subject == "" {
+				subject = "tenants/" + req.Tenant
+			}
+			ev, err = s.store.Append(ctx, eventstore.Append{
+				Tenant:          req.Tenant,
+				AggregateType:   eventstore.AggregatePolicy,
+				AggregateID:     aggID,
+				ExpectedVersion: 0,
+				IdempotencyKey:  aggID,
+				Type:            EventType,
+				Subject:         subject,
+				Data:            rec,
+				Metadata:        s.metadata(ctx, req),
+			})
+			switch {
+			case errors.Is(err, eventstore.ErrConflict):
+				continue // another evaluation of the request was recorded first: answer that one
+			case errors.Is(err, eventstore.ErrInvalid):
+				return Decision{}, errs.Internal(err)
+			case err != nil:
+				return Decision{}, notRecorded(req, err)
+			}
 		}
-		ev, err := s.store.Append(ctx, eventstore.Append{
-			Tenant:          req.Tenant,
-			AggregateType:   eventstore.AggregatePolicy,
-			AggregateID:     aggID,
-			ExpectedVersion: 0,
-			IdempotencyKey:  aggID,
-			Type:            EventType,
-			Subject:         subject,
-			Data:            rec,
-			Metadata:        md,
-		})
-		switch {
-		case errors.Is(err, eventstore.ErrConflict):
-			continue // another evaluation of the request was recorded first: answer that one
-		case errors.Is(err, eventstore.ErrInvalid):
-			return Decision{}, errs.Internal(err)
-		case err != nil:
-			return Decision{}, notRecorded(req, err)
-		}
-		first, err := s.fromEvent(req, ev)
+		rec, err := s.fromEvent(req, digest, ev)
 		if err != nil {
 			return Decision{}, err
 		}
-		if first.ID == d.ID {
-			s.publish(ctx, req, rec, d)
-		}
-		return first, nil
+		d := FromProto(rec.GetDecision())
+		s.publishRecorded(ctx, ev, rec, d)
+		return d, nil
 	}
 	return Decision{}, notRecorded(req, errors.New("the decision record conflicted twice"))
+}
+
+// RecordsDecisions reports whether the decisions of p are recorded under their request id: only
+// those of the platform's own service identities (platform-admin of tenant "system", acting for
+// itself) are; every other caller gets dry runs.
+func RecordsDecisions(p *authn.Principal) bool {
+	return p.IsPlatformAdmin() && p.Kind == authn.KindService && p.OnBehalfOf == ""
 }
 
 // DecisionAggregateID is the POLICY aggregate that records the admission decision of a request id:
@@ -166,39 +188,97 @@ func DecisionAggregateID(requestID string) string {
 	return DecisionPoint + "-" + hex.EncodeToString(sum[:16])
 }
 
+// InputDigest is the SHA-256 (hex) of the canonical admission input: the tenant and the
+// deterministic protobuf encoding of the agent without the fields the platform changes as it keeps
+// its books (state, state_reason, etag, update_time), i.e. everything a policy judges the agent by.
+func InputDigest(tenant string, agent *registryv1.Agent) (string, error) {
+	a, ok := proto.Clone(agent).(*registryv1.Agent)
+	if !ok || a == nil {
+		return "", errors.New("admission input: no agent")
+	}
+	a.State, a.StateReason, a.Etag, a.UpdateTime = registryv1.AgentState(0), "", "", nil
+	a.ProtoReflect().SetUnknown(nil)
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+	if err != nil {
+		return "", fmt.Errorf("admission input: %w", err)
+	}
+	h := sha256.New()
+	h.Write([]byte("agentid.admission.v1\x00" + tenant + "\x00"))
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// DecisionLogEventID is the id of the decision log event of a recorded decision, derived from the id
+// of its POLICY record: a UUIDv7 with the record's timestamp and the rest from a hash of the record
+// id, the same however often the decision is published.
+func DecisionLogEventID(recordID string) string {
+	sum := sha256.Sum256([]byte("agentid.policy.decision-log\x00" + recordID))
+	var u uuid.UUID
+	copy(u[:], sum[:16])
+	if r, err := uuid.Parse(recordID); err == nil {
+		copy(u[:6], r[:6]) // the record's millisecond timestamp
+	}
+	u[6] = 0x70 | u[6]&0x0f // version 7
+	u[8] = 0x80 | u[8]&0x3f // RFC 9562 variant
+	return u.String()
+}
+
 // notRecorded is the answer when the decision could not be recorded (nor read back).
 func notRecorded(req Request, err error) error {
 	return errs.Unavailable("DECISION_NOT_RECORDED", "the decision could not be recorded; retry with the same request_id", err).
 		WithMetadata("request_id", req.RequestID)
 }
 
-// recorded returns the decision recorded under the request's id, if there is one.
-func (s *Service) recorded(ctx context.Context, req Request, aggID string) (Decision, bool, error) {
+// recorded returns the event recording the decision under the request's id, if there is one.
+func (s *Service) recorded(ctx context.Context, req Request, aggID string) (eventstore.Event, bool, error) {
 	events, _, err := s.store.Load(ctx, req.Tenant, eventstore.AggregatePolicy, aggID)
 	if err != nil {
-		return Decision{}, false, notRecorded(req, err)
+		return eventstore.Event{}, false, notRecorded(req, err)
 	}
 	for _, e := range events {
 		if e.Type == EventType {
-			d, err := s.fromEvent(req, e)
-			return d, err == nil, err
+			return e, true, nil
 		}
 	}
-	return Decision{}, false, nil
+	return eventstore.Event{}, false, nil
 }
 
-// fromEvent reads the decision of a recorded event, refusing it if it was made for another request
-// that used the same request id.
-func (s *Service) fromEvent(req Request, e eventstore.Event) (Decision, error) {
+// fromEvent reads a recorded decision, refusing it unless it was made for this request id and the
+// same input (digest).
+func (s *Service) fromEvent(req Request, digest string, e eventstore.Event) (*policyv1.DecisionRecorded, error) {
 	rec, err := eventstore.DecodeAs[*policyv1.DecisionRecorded](e)
 	if err != nil {
-		return Decision{}, errs.Internal(fmt.Errorf("decision record %s: %w", e.ID, err))
+		return nil, errs.Internal(fmt.Errorf("decision record %s: %w", e.ID, err))
 	}
-	if rec.GetDecisionPoint() != DecisionPoint || rec.GetSubject() != req.Agent.GetName() || rec.GetRequestId() != req.RequestID {
-		return Decision{}, errs.InvalidArgument("request_id", "request_id was already used for another admission request").
+	recorded := rec.GetInputSha256()
+	if recorded == "" {
+		recorded = legacyDigest(rec) // recorded before digests were: the input it holds
+	}
+	if rec.GetDecisionPoint() != DecisionPoint || rec.GetRequestId() != req.RequestID || recorded == "" ||
+		subtle.ConstantTimeCompare([]byte(recorded), []byte(digest)) != 1 {
+		return nil, errs.InvalidArgument("request_id", "request id was used for a different admission input").
 			WithMetadata("request_id", req.RequestID)
 	}
-	return FromProto(rec.GetDecision()), nil
+	return rec, nil
+}
+
+// legacyDigest is the input digest of a record without one, computed from the input it holds; empty
+// (never matching) if that input is not an agent.
+func legacyDigest(rec *policyv1.DecisionRecorded) string {
+	in := rec.GetInput().GetFields()
+	b, err := protojson.Marshal(in["agent"].GetStructValue())
+	if err != nil || in["agent"].GetStructValue() == nil {
+		return ""
+	}
+	agent := &registryv1.Agent{}
+	if err := protojson.Unmarshal(b, agent); err != nil {
+		return ""
+	}
+	d, err := InputDigest(rec.GetTenant(), agent)
+	if err != nil {
+		return ""
+	}
+	return d
 }
 
 // evaluate asks the policy and returns the decision with its decision log record.
@@ -281,12 +361,22 @@ func agentInput(a *registryv1.Agent) (map[string]any, error) {
 	return m, nil
 }
 
-// publish writes the decision to the decision log; failures are logged only.
+// publish writes a dry run's decision to the decision log; failures are logged only.
 func (s *Service) publish(ctx context.Context, req Request, rec *policyv1.DecisionRecorded, d Decision) {
 	subject := "telemetry." + req.Tenant + "." + EventType
 	if _, err := s.store.Publish(ctx, subject, EventType, req.Agent.GetName(), rec, s.metadata(ctx, req)); err != nil {
 		s.logger.ErrorContext(ctx, "decision not published to the decision log", "tenant", req.Tenant,
 			"decision_id", d.ID, "subject", subject, "error", err)
+	}
+}
+
+// publishRecorded writes a recorded decision to the decision log as its record holds it (subject,
+// caller, correlation), under the event id derived from the record's; failures are logged only.
+func (s *Service) publishRecorded(ctx context.Context, ev eventstore.Event, rec *policyv1.DecisionRecorded, d Decision) {
+	subject := "telemetry." + rec.GetTenant() + "." + EventType
+	if _, err := s.store.PublishWithID(ctx, DecisionLogEventID(ev.ID), subject, EventType, ev.Subject, rec, ev.Metadata); err != nil {
+		s.logger.ErrorContext(ctx, "decision not published to the decision log", "tenant", rec.GetTenant(),
+			"decision_id", d.ID, "subject", subject, "record_id", ev.ID, "error", err)
 	}
 }
 
