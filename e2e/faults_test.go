@@ -237,24 +237,23 @@ func (w *faultWorkload) waitState(ctx context.Context, e faultTarget, registry r
 // poll checks cond until it holds, the process exits (errProcessExited at once), or the default
 // deadline passes.
 func poll(ctx context.Context, e faultTarget, cond func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, testkit.DefaultWait)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var last error
-	for {
-		ok, err := cond()
-		if ok {
-			return nil
-		}
-		if err != nil {
-			last = err
-		}
-		select {
-		case <-e.exited:
-			return errProcessExited
-		case <-ctx.Done():
-			return fmt.Errorf("not done after %s: %w", testkit.DefaultWait, last)
-		case <-time.After(50 * time.Millisecond):
-		}
+	if e.exited != nil {
+		go func() {
+			select {
+			case <-e.exited:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	err := testkit.Poll(ctx, 0, cond)
+	select {
+	case <-e.exited:
+		return errProcessExited
+	default:
+		return err
 	}
 }
 
