@@ -35,8 +35,9 @@ var DefaultBackoff = []time.Duration{
 	time.Minute, 2 * time.Minute, 5 * time.Minute,
 }
 
-// pendingRefresh is how often Consume reads its consumer's pending count from the server.
-const pendingRefresh = 10 * time.Second
+// consumerInfoRefresh is how often Consume reads its consumer's info from the server, for the
+// pending count and the age of the oldest unacknowledged event.
+const consumerInfoRefresh = 10 * time.Second
 
 type consumeConfig struct {
 	ackWait     time.Duration
@@ -54,7 +55,8 @@ func WithAckWait(d time.Duration) ConsumeOption { return func(c *consumeConfig) 
 
 // WithMaxDeliver caps how many times an event is delivered: after the n-th failed delivery it goes
 // to the failed-event log. The default, DefaultMaxDeliver (UnlimitedDeliveries), never gives up on
-// transient errors.
+// transient errors. The cap is kept by Consume, not by the server (whose consumer never stops
+// redelivering), so that an event whose failure cannot be recorded yet is not dropped.
 func WithMaxDeliver(n int) ConsumeOption { return func(c *consumeConfig) { c.maxDeliver = n } }
 
 // WithBackoff sets the redelivery delays after failed deliveries (default DefaultBackoff).
@@ -73,7 +75,9 @@ func WithConcurrency(n int) ConsumeOption { return func(c *consumeConfig) { c.co
 // deliveries; each retry is logged (as an error from delivery LongRetryDeliveries on). An error
 // marked Permanent, a panic of h (recovered, logged with its stack) and, with a cap, the last
 // allowed delivery's error put the event in the failed-event log and terminate it; the consumer
-// goes on with the next events. Consume also runs the retries that operators request for this
+// goes on with the next events. An event is terminated only once the log holds it: while the log
+// cannot be written (bucket unreachable, no quorum, missing permission) the event is redelivered
+// after the backoff delay and handled again. Consume also runs the retries that operators request for this
 // consumer's failed events (RetryFailedEvent).
 func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects []string, h Handler, opts ...ConsumeOption) error {
 	cfg := consumeConfig{ackWait: DefaultAckWait, maxDeliver: DefaultMaxDeliver, backoff: DefaultBackoff, concurrency: 1}
@@ -106,7 +110,9 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.ackWait,
-		MaxDeliver:     cfg.maxDeliver,
+		// The cap of WithMaxDeliver is applied by handle: the server must keep redelivering an
+		// event whose failure the failed-event log could not record yet.
+		MaxDeliver: UnlimitedDeliveries,
 	})
 	if err != nil {
 		return failed(err)
@@ -121,9 +127,8 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 			apply: func(ctx context.Context, ev Event) error { return safeCall(ctx, h, ev) },
 		})
 	})
-	pending := metricConsumerPending.WithLabelValues(name, stream)
-	pending.Set(float64(cons.CachedInfo().NumPending))
-	lastInfo := time.Now()
+	metricConsumerPending.WithLabelValues(name, stream).Set(float64(cons.CachedInfo().NumPending))
+	wg.Go(func() { s.refreshConsumerInfo(ctx, cons, name, stream, filterSubjects) })
 	// A token in slots is a handler that may run; events are pulled only for free slots, so that
 	// none sits in a client buffer while its ack wait runs out.
 	slots := make(chan struct{}, cfg.concurrency)
@@ -159,14 +164,6 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 		for range free {
 			<-slots
 		}
-		if time.Since(lastInfo) >= pendingRefresh && ctx.Err() == nil {
-			ictx, icancel := context.WithTimeout(ctx, time.Second)
-			if info, ierr := cons.Info(ictx); ierr == nil {
-				pending.Set(float64(info.NumPending))
-			}
-			icancel()
-			lastInfo = time.Now()
-		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -183,6 +180,68 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 	}
 }
 
+// refreshConsumerInfo reads the consumer's info every s.infoRefresh until ctx is done and sets
+// the pending gauge and the age of the oldest unacknowledged event from it: the first event of
+// the consumer's subjects after its ack floor, which may be waiting for a redelivery (back-off)
+// rather than being handled.
+func (s *Store) refreshConsumerInfo(ctx context.Context, cons jetstream.Consumer, name, stream string, filters []string) {
+	defer unacked.setOldest(name, time.Time{})
+	t := time.NewTicker(s.infoRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ictx, cancel := context.WithTimeout(ctx, s.js.Options().DefaultTimeout)
+		info, err := cons.Info(ictx)
+		if err == nil {
+			metricConsumerPending.WithLabelValues(name, stream).Set(float64(info.NumPending))
+			var oldest time.Time
+			if oldest, err = s.oldestUnacked(ictx, stream, filters, info); err == nil {
+				unacked.setOldest(name, oldest)
+			}
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			s.logger.DebugContext(ctx, "work consumer info refresh failed", "consumer", name, "stream", stream, "error", err)
+		}
+	}
+}
+
+// oldestUnacked returns the stream timestamp of the consumer's oldest unacknowledged event, the
+// first one of its subjects after its ack floor; zero when it has acknowledged everything.
+func (s *Store) oldestUnacked(ctx context.Context, stream string, filters []string, info *jetstream.ConsumerInfo) (time.Time, error) {
+	if info.NumAckPending == 0 && info.NumPending == 0 {
+		return time.Time{}, nil
+	}
+	if len(filters) == 0 {
+		filters = []string{">"}
+	}
+	var (
+		first  uint64
+		oldest time.Time
+	)
+	for _, f := range filters {
+		_, err := s.directGet(ctx, stream, directGetRequest{Seq: info.AckFloor.Stream + 1, NextFor: f}, func(m rawMsg) error {
+			if first != 0 && m.seq >= first {
+				return nil
+			}
+			ts, err := time.Parse(time.RFC3339Nano, m.header.Get(jetstream.TimeStampHeaer))
+			if err != nil {
+				return fmt.Errorf("eventstore: %s/%d: bad %s header: %w", stream, m.seq, jetstream.TimeStampHeaer, err)
+			}
+			first, oldest = m.seq, ts
+			return nil
+		})
+		if err != nil && !errors.Is(err, errNoMessage) {
+			return time.Time{}, err
+		}
+	}
+	return oldest, nil
+}
+
 // handle runs h on one delivery and acknowledges it accordingly.
 func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg jetstream.Msg, h Handler) {
 	md, err := msg.Metadata()
@@ -191,14 +250,14 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 		_ = msg.Term()
 		return
 	}
-	defer inflight.start(name, md.Timestamp)()
+	defer unacked.start(name, md.Timestamp)()
 	metricConsumerPending.WithLabelValues(name, md.Stream).Set(float64(md.NumPending))
 	if md.NumDelivered > 1 {
 		metricConsumerRedeliveries.WithLabelValues(name).Inc()
 	}
 	ev, err := EventFromMsg(msg)
 	if err != nil { // no redelivery can fix a malformed envelope
-		s.giveUp(ctx, name, msg, md, ev, err)
+		s.giveUp(ctx, name, cfg, msg, md, ev, err)
 		return
 	}
 
@@ -225,13 +284,13 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 				"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "error", aerr)
 		}
 	case IsPermanent(err):
-		s.giveUp(ctx, name, msg, md, ev, err)
+		s.giveUp(ctx, name, cfg, msg, md, ev, err)
 	case ctx.Err() != nil: // shutting down: hand the event to another replica now
 		_ = msg.Nak()
 	case cfg.maxDeliver != UnlimitedDeliveries && md.NumDelivered >= uint64(cfg.maxDeliver):
-		s.giveUp(ctx, name, msg, md, ev, err)
+		s.giveUp(ctx, name, cfg, msg, md, ev, err)
 	default:
-		delay := cfg.backoff[min(int(md.NumDelivered), len(cfg.backoff))-1]
+		delay := cfg.delay(md.NumDelivered)
 		attrs := []any{"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "event_id", ev.ID, "event_type", ev.Type,
 			"delivery", md.NumDelivered, "max_deliver", cfg.maxDeliver, "retry_in", delay, "error", err}
 		if md.NumDelivered >= LongRetryDeliveries {
@@ -244,22 +303,38 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 	}
 }
 
-// giveUp records a delivery that will not be retried and terminates it.
-func (s *Store) giveUp(ctx context.Context, name string, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) {
-	s.logger.ErrorContext(ctx, "work consumer gave up on event", append([]any{
-		"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "subject", msg.Subject(),
-		"event_id", ev.ID, "event_type", ev.Type, "deliveries", md.NumDelivered, "permanent", IsPermanent(err), "error", err},
-		panicAttrs(err)...)...)
+// delay returns the redelivery delay after the delivered-th failed delivery.
+func (c consumeConfig) delay(delivered uint64) time.Duration {
+	return c.backoff[max(min(delivered, uint64(len(c.backoff))), 1)-1]
+}
+
+// giveUp records a delivery that will not be retried and terminates it once the failed-event log
+// holds it. While the log cannot record it the event is not terminated but redelivered after the
+// backoff delay, so that no event leaves the consumer without an entry in the log.
+func (s *Store) giveUp(ctx context.Context, name string, cfg consumeConfig, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) {
 	fe := FailedEvent{
 		Handler: name, Kind: FailedByConsumer,
 		Stream: md.Stream, Sequence: md.Sequence.Stream, Subject: msg.Subject(),
 		EventID: ev.ID, EventType: ev.Type, Error: err.Error(), Deliveries: md.NumDelivered,
 	}
+	attrs := append([]any{
+		"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "subject", msg.Subject(),
+		"event_id", ev.ID, "event_type", ev.Type, "deliveries", md.NumDelivered, "permanent", IsPermanent(err), "error", err},
+		panicAttrs(err)...)
 	if rerr := s.recordFailure(ctx, fe); rerr != nil {
-		s.logger.ErrorContext(ctx, "failed-event log unavailable", "consumer", name,
-			"stream", md.Stream, "seq", md.Sequence.Stream, "error", rerr)
+		metricFailedRecordErrors.WithLabelValues(name, FailedByConsumer).Inc()
+		delay := cfg.delay(md.NumDelivered)
+		s.logger.ErrorContext(ctx, "work consumer cannot record a failed event in the failed-event log; keeping the event and retrying",
+			append(attrs, "record_error", rerr, "retry_in", delay)...)
+		_ = msg.NakWithDelay(delay)
+		return
 	}
-	_ = msg.TermWithReason(truncate(err.Error(), 256))
+	s.logger.ErrorContext(ctx, "work consumer gave up on event; recorded in the failed-event log", attrs...)
+	if terr := msg.TermWithReason(truncate(err.Error(), 256)); terr != nil {
+		// The event comes back after the ack wait and is recorded (idempotently) again.
+		s.logger.WarnContext(ctx, "work consumer could not terminate a recorded event", "consumer", name,
+			"stream", md.Stream, "seq", md.Sequence.Stream, "error", terr)
+	}
 }
 
 func truncate(s string, n int) string {

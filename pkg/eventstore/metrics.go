@@ -27,6 +27,10 @@ var (
 		Name: "agentid_eventstore_failed_events_total",
 		Help: "Events recorded in the failed-event log by this process, by handler (consumer or projection) and kind.",
 	}, []string{"handler", "kind"})
+	metricFailedRecordErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentid_eventstore_failed_event_record_errors_total",
+		Help: "Attempts of this process to record an event in the failed-event log that failed (the event is kept and retried), by handler and kind.",
+	}, []string{"handler", "kind"})
 	metricFailedOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentid_eventstore_failed_events",
 		Help: "Entries of the failed-event log for a handler running in this process.",
@@ -39,12 +43,16 @@ var (
 		Name: "agentid_eventstore_projection_stream_last_sequence",
 		Help: "Last sequence of the stream a projection follows, as last seen by its runner.",
 	}, []string{"projection", "stream"})
+	metricProjectionSyncs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentid_eventstore_projection_position_syncs_total",
+		Help: "Position syncs (a stream info and a get of the next matching message, at the stream leader) run for the WaitFor calls of a projection, in this process.",
+	}, []string{"projection", "stream"})
 	metricProjectionLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentid_eventstore_projection_lag_events",
 		Help: "Events of a projection's subjects stored in the stream but not applied yet.",
 	}, []string{"projection", "stream"})
 
-	inflight = &inflightTracker{byConsumer: map[string]map[uint64]time.Time{}}
+	unacked = &unackedTracker{byConsumer: map[string]map[uint64]time.Time{}, floor: map[string]time.Time{}}
 )
 
 // registered holds the registerers the metrics are registered with.
@@ -60,8 +68,8 @@ func registerMetrics(reg prometheus.Registerer) {
 	}
 	for _, c := range []prometheus.Collector{
 		metricConsumerPending, metricConsumerRedeliveries, metricConsumerLongRetries,
-		metricFailedRecorded, metricFailedOpen,
-		metricProjectionPosition, metricProjectionLastSeq, metricProjectionLag, inflight,
+		metricFailedRecorded, metricFailedRecordErrors, metricFailedOpen,
+		metricProjectionPosition, metricProjectionLastSeq, metricProjectionSyncs, metricProjectionLag, unacked,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
@@ -73,20 +81,22 @@ func registerMetrics(reg prometheus.Registerer) {
 	}
 }
 
-// inflightTracker knows the stream timestamps of the deliveries being handled in this process and
-// reports the age of the oldest per consumer.
-type inflightTracker struct {
+// unackedTracker reports per work consumer the age of the oldest event it has not acknowledged:
+// the older of the first event after the consumer's ack floor (as last read from the server) and
+// the deliveries being handled in this process.
+type unackedTracker struct {
 	mu         sync.Mutex
 	next       uint64
-	byConsumer map[string]map[uint64]time.Time
+	byConsumer map[string]map[uint64]time.Time // deliveries being handled, by id
+	floor      map[string]time.Time            // stored time of the first event after the ack floor
 }
 
-var inflightDesc = prometheus.NewDesc("agentid_eventstore_consumer_oldest_unacked_age_seconds",
-	"Age (since it was stored) of the oldest event a work consumer is handling in this process; 0 when idle.",
+var unackedDesc = prometheus.NewDesc("agentid_eventstore_consumer_oldest_unacked_age_seconds",
+	"Age (since it was stored) of the oldest event a work consumer has not acknowledged, whether being handled or waiting for a redelivery; 0 when none.",
 	[]string{"consumer"}, nil)
 
 // start records a delivery of an event stored at ts and returns the function that ends it.
-func (t *inflightTracker) start(consumer string, ts time.Time) func() {
+func (t *unackedTracker) start(consumer string, ts time.Time) func() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.next++
@@ -104,19 +114,37 @@ func (t *inflightTracker) start(consumer string, ts time.Time) func() {
 	}
 }
 
+// setOldest records the stored time of the consumer's first unacknowledged event after its ack
+// floor; zero when there is none.
+func (t *unackedTracker) setOldest(consumer string, ts time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if ts.IsZero() {
+		delete(t.floor, consumer)
+		return
+	}
+	t.floor[consumer] = ts
+	if t.byConsumer[consumer] == nil {
+		t.byConsumer[consumer] = map[uint64]time.Time{}
+	}
+}
+
 // Describe implements prometheus.Collector.
-func (t *inflightTracker) Describe(ch chan<- *prometheus.Desc) { ch <- inflightDesc }
+func (t *unackedTracker) Describe(ch chan<- *prometheus.Desc) { ch <- unackedDesc }
 
 // Collect implements prometheus.Collector.
-func (t *inflightTracker) Collect(ch chan<- prometheus.Metric) {
+func (t *unackedTracker) Collect(ch chan<- prometheus.Metric) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := time.Now()
 	for consumer, m := range t.byConsumer {
 		age := 0.0
+		if ts, ok := t.floor[consumer]; ok {
+			age = max(age, now.Sub(ts).Seconds())
+		}
 		for _, ts := range m {
 			age = max(age, now.Sub(ts).Seconds())
 		}
-		ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, age, consumer)
+		ch <- prometheus.MustNewConstMetric(unackedDesc, prometheus.GaugeValue, age, consumer)
 	}
 }

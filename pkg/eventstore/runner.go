@@ -42,7 +42,12 @@ type Runner struct {
 	failedSeqs  map[uint64]bool // events this runner skipped because Apply failed
 	lastSeq     uint64          // the stream's last sequence as last seen
 	pos         uint64
-	changed     chan struct{} // closed and replaced whenever pos moves
+	changed     chan struct{} // closed and replaced whenever pos moves or a position sync ends
+	waiters     int           // WaitFor calls waiting
+	syncing     bool          // syncLoop is running
+	syncStarts  uint64        // position syncs started, numbered from 1
+	syncedGen   uint64        // number of the last started sync that read the stream's last sequence
+	syncHook    func()        // called as each position sync starts (tests)
 	started     chan struct{} // closed once Run knows readyTarget
 	readyTarget uint64
 }
@@ -75,7 +80,7 @@ func (s *Store) NewRunner(p Projection, stream string, filterSubjects []string, 
 
 // Run applies events until ctx is done, then returns nil. An event that Apply rejects, or on which
 // it panics (the panic is recovered and logged with its stack), is logged, recorded in the
-// failed-event log and skipped. Once caught up, Run also applies the failed events whose retry an
+// failed-event log and skipped; while the log cannot record it, the runner holds at that event. Once caught up, Run also applies the failed events whose retry an
 // operator requests (RetryFailedEvent). Losing the server (a restart, a leader change) is
 // logged and retried from Position; only a missing stream ends Run with an error. Run may be called
 // again after it returns; it resumes after Position.
@@ -100,6 +105,11 @@ func (r *Runner) Run(ctx context.Context) error {
 				r.mu.Lock()
 				defer r.mu.Unlock()
 				delete(r.failedSeqs, seq)
+			},
+			stillFailed: func(seq uint64) bool {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				return r.failedSeqs[seq]
 			},
 		})
 	})
@@ -180,7 +190,9 @@ func (r *Runner) follow(ctx context.Context) (applied bool, err error) {
 			if ctx.Err() != nil && !errors.Is(err, ErrPanic) {
 				return applied, ctx.Err() // interrupted mid-apply: the event is applied on the next run
 			}
-			r.fail(ctx, msg, md, ev, err)
+			if ferr := r.fail(ctx, msg, md, ev, err); ferr != nil {
+				return applied, ferr // not skipped: the event is applied again on the next run
+			}
 		}
 		metricProjectionLag.WithLabelValues(r.p.Name(), r.stream).Set(float64(md.NumPending))
 		r.sawLastSeq(md.Sequence.Stream)
@@ -216,10 +228,10 @@ func (r *Runner) decideRedrive(ctx context.Context, seq uint64) (bool, error) {
 	return r.failedSeqs[seq], nil
 }
 
-func (r *Runner) fail(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) {
-	r.mu.Lock()
-	r.failedSeqs[md.Sequence.Stream] = true
-	r.mu.Unlock()
+// fail records that Apply failed on the event at md and lets the runner skip it. The runner holds
+// at the event until the failed-event log has recorded it, retrying the record with a growing
+// delay: a projection never skips an event silently. It returns an error only when ctx ends first.
+func (r *Runner) fail(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) error {
 	r.s.logger.ErrorContext(ctx, "projection could not apply event", append([]any{
 		"projection", r.p.Name(), "stream", md.Stream, "seq", md.Sequence.Stream,
 		"subject", msg.Subject(), "event_id", ev.ID, "event_type", ev.Type, "error", err}, panicAttrs(err)...)...)
@@ -228,10 +240,26 @@ func (r *Runner) fail(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 		Stream: md.Stream, Sequence: md.Sequence.Stream, Subject: msg.Subject(),
 		EventID: ev.ID, EventType: ev.Type, Error: err.Error(), Deliveries: 1,
 	}
-	if rerr := r.s.recordFailure(ctx, fe); rerr != nil {
-		r.s.logger.ErrorContext(ctx, "failed-event log unavailable", "projection", r.p.Name(),
-			"stream", md.Stream, "seq", md.Sequence.Stream, "error", rerr)
+	const (
+		firstRetry = 100 * time.Millisecond
+		maxRetry   = 5 * time.Second
+	)
+	for retry := firstRetry; ; retry = min(2*retry, maxRetry) {
+		rerr := r.s.recordFailure(ctx, fe)
+		if rerr == nil {
+			break
+		}
+		metricFailedRecordErrors.WithLabelValues(r.p.Name(), FailedByProjection).Inc()
+		r.s.logger.ErrorContext(ctx, "projection cannot record a failed event in the failed-event log; holding at the event until it can",
+			"projection", r.p.Name(), "stream", md.Stream, "seq", md.Sequence.Stream, "retry_in", retry, "error", rerr)
+		if !sleepCtx(ctx, retry) {
+			return fmt.Errorf("eventstore: runner %s: recording failed event %s/%d: %w", r.p.Name(), md.Stream, md.Sequence.Stream, rerr)
+		}
 	}
+	r.mu.Lock()
+	r.failedSeqs[md.Sequence.Stream] = true
+	r.mu.Unlock()
+	return nil
 }
 
 func (r *Runner) markStarted(target uint64) {
@@ -251,16 +279,25 @@ func (r *Runner) advance(seq uint64) {
 	defer r.mu.Unlock()
 	if seq > r.pos {
 		r.pos = seq
-		close(r.changed)
-		r.changed = make(chan struct{})
+		r.wakeLocked()
 		metricProjectionPosition.WithLabelValues(r.p.Name(), r.stream).Set(float64(seq))
 	}
+}
+
+// wakeLocked wakes the WaitFor calls; r.mu must be held.
+func (r *Runner) wakeLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
 }
 
 // sawLastSeq notes that the stream's last sequence is at least seq.
 func (r *Runner) sawLastSeq(seq uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.sawLastSeqLocked(seq)
+}
+
+func (r *Runner) sawLastSeqLocked(seq uint64) {
 	if seq > r.lastSeq {
 		r.lastSeq = seq
 		metricProjectionLastSeq.WithLabelValues(r.p.Name(), r.stream).Set(float64(seq))
@@ -275,42 +312,92 @@ func (r *Runner) Position() uint64 {
 	return r.pos
 }
 
-// syncTimeout bounds one position sync of WaitFor.
-const syncTimeout = time.Second
+// ErrBeyondLastSequence marks a WaitFor for a sequence the stream has not reached: no event with
+// that sequence has been stored, so waiting cannot help.
+var ErrBeyondLastSequence = errors.New("eventstore: sequence beyond the stream's last sequence")
+
+// Bounds of the position sync of WaitFor.
+const (
+	// syncTimeout bounds one position sync.
+	syncTimeout = time.Second
+	// firstSync is the delay before the first sync, in which the position usually moves by itself.
+	firstSync = 10 * time.Millisecond
+	// maxSync is the longest interval between syncs.
+	maxSync = 250 * time.Millisecond
+)
 
 // WaitFor blocks until Position() >= seq or ctx is done, for reading one's own writes: pass the
 // Sequence of an event returned by Append. seq need not match the runner's filter subjects: when
 // the runner has nothing left to apply up to the stream's last sequence, its position moves there.
+// When the stream's last sequence, read after WaitFor was called, is lower than seq, WaitFor fails
+// at once with ErrBeyondLastSequence.
+//
+// However many calls wait, the runner asks the server about the stream with one sync at a time,
+// first after firstSync and then at growing intervals of at most maxSync.
 func (r *Runner) WaitFor(ctx context.Context, seq uint64) error {
-	const (
-		firstSync = 10 * time.Millisecond
-		maxSync   = 250 * time.Millisecond
-	)
-	delay := firstSync
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
+	r.mu.Lock()
+	if r.pos >= seq {
+		r.mu.Unlock()
+		return nil
+	}
+	since := r.syncStarts // a sync started after this one saw the stream as of the call or later
+	r.waiters++
+	if !r.syncing {
+		r.syncing = true
+		go r.syncLoop()
+	}
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.waiters--
+		r.mu.Unlock()
+	}()
 	for {
 		r.mu.Lock()
-		pos, changed := r.pos, r.changed
+		pos, changed, last, fresh := r.pos, r.changed, r.lastSeq, r.syncedGen > since
 		r.mu.Unlock()
-		if pos >= seq {
+		switch {
+		case pos >= seq:
 			return nil
+		case fresh && seq > last:
+			return fmt.Errorf("eventstore: runner %s waiting for %s/%d: %w (%d)", r.p.Name(), r.stream, seq, ErrBeyondLastSequence, last)
 		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("eventstore: runner %s waiting for %s/%d at %d: %w", r.p.Name(), r.stream, seq, pos, ctx.Err())
 		case <-changed:
-		case <-timer.C:
-			// Bounded, so that a request that gets no answer does not keep WaitFor from seeing
-			// the position move.
-			sctx, cancel := context.WithTimeout(ctx, syncTimeout)
-			if err := r.sync(sctx); err != nil && ctx.Err() == nil {
-				r.s.logger.DebugContext(ctx, "projection position sync failed", "projection", r.p.Name(), "error", err)
-			}
-			cancel()
-			delay = min(2*delay, maxSync)
-			timer.Reset(delay)
 		}
+	}
+}
+
+// syncLoop runs the position syncs of the waiting WaitFor calls, one at a time, until none waits.
+func (r *Runner) syncLoop() {
+	delay := firstSync
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	for range timer.C {
+		r.mu.Lock()
+		if r.waiters == 0 {
+			r.syncing = false
+			r.mu.Unlock()
+			return
+		}
+		r.syncStarts++
+		n, hook := r.syncStarts, r.syncHook
+		r.mu.Unlock()
+		if hook != nil {
+			hook()
+		}
+		metricProjectionSyncs.WithLabelValues(r.p.Name(), r.stream).Inc()
+		// Bounded, so that a request that gets no answer does not keep the waiters from seeing
+		// the position move.
+		ctx, cancel := context.WithTimeout(context.Background(), syncTimeout)
+		if err := r.sync(ctx, n); err != nil {
+			r.s.logger.Debug("projection position sync failed", "projection", r.p.Name(), "error", err)
+		}
+		cancel()
+		delay = min(2*delay, maxSync)
+		timer.Reset(delay)
 	}
 }
 
@@ -330,14 +417,19 @@ func (r *Runner) Ready(ctx context.Context) error {
 
 // sync moves the position over events the runner will never see because they do not match its
 // filters: if no matching event lies between the position and the stream's last sequence, the
-// projection is complete up to that last sequence. Both reads go to the stream leader.
-func (r *Runner) sync(ctx context.Context) error {
+// projection is complete up to that last sequence. Both reads go to the stream leader. n is the
+// sync's number; the waiters are woken once the last sequence is known.
+func (r *Runner) sync(ctx context.Context, n uint64) error {
 	from := r.Position()
 	last, err := r.s.leaderLastSeq(ctx, r.stream)
 	if err != nil {
 		return err
 	}
-	r.sawLastSeq(last)
+	r.mu.Lock()
+	r.sawLastSeqLocked(last)
+	r.syncedGen = max(r.syncedGen, n)
+	r.wakeLocked()
+	r.mu.Unlock()
 	if last <= from {
 		return nil
 	}

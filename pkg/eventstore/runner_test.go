@@ -200,11 +200,69 @@ func TestRunnerWaitFor(t *testing.T) {
 		t.Fatalf("WaitFor(non-matching %d): %v (position %d)", upd.Sequence, err, r.Position())
 	}
 
-	// A sequence that does not exist yet times out.
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancel()
-	if err := r.WaitFor(ctx, upd.Sequence+100); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("WaitFor(future) = %v, want deadline exceeded", err)
+	// A sequence the stream has not reached is refused at once, not waited for.
+	ctx := ctxTimeout(t, 30*time.Second)
+	if err := r.WaitFor(ctx, upd.Sequence+100); !errors.Is(err, eventstore.ErrBeyondLastSequence) || ctx.Err() != nil {
+		t.Errorf("WaitFor(future) = %v (ctx %v), want ErrBeyondLastSequence before the deadline", err, ctx.Err())
+	}
+}
+
+// TestRunnerWaitForSyncsOnceForAllWaiters: however many calls wait, one position sync runs at a
+// time for all of them.
+func TestRunnerWaitForSyncsOnceForAllWaiters(t *testing.T) {
+	e := newEnv(t)
+	for i := range 3 {
+		mustAppend(t, e.store, agentAppend("acme", fmt.Sprint("w", i), "registered", 0, "r"))
+	}
+	// Not running: the waiters wait for events the runner has not applied.
+	r := e.store.NewRunner(newAgentList("waiters-v1"), eventstore.StreamAgents, nil)
+	var (
+		mu               sync.Mutex
+		started, running int
+		maxRunning       int
+	)
+	release := make(chan struct{})
+	eventstore.SetSyncHook(r, func() {
+		mu.Lock()
+		started++
+		running++
+		maxRunning = max(maxRunning, running)
+		mu.Unlock()
+		<-release // a sync in flight while the other waiters wait
+		mu.Lock()
+		running--
+		mu.Unlock()
+	})
+	const waiters = 50
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	for range waiters {
+		wg.Go(func() { _ = r.WaitFor(ctx, 3) })
+	}
+	waitUntil(t, 10*time.Second, "every waiter to wait", func() bool { return eventstore.Waiters(r) == waiters })
+	syncs := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return started
+	}
+	const rounds = 5
+	for i := 1; i <= rounds; i++ {
+		waitUntil(t, 10*time.Second, fmt.Sprintf("sync %d to start", i), func() bool { return syncs() >= i })
+		release <- struct{}{}
+	}
+	cancel()
+	wg.Wait()
+	close(release)
+	mu.Lock()
+	defer mu.Unlock()
+	if maxRunning != 1 {
+		t.Errorf("%d syncs ran at once, want 1", maxRunning)
+	}
+	if started > rounds+1 {
+		t.Errorf("%d syncs started for %d rounds, want at most %d: the waiters do not share one sync", started, rounds, rounds+1)
+	}
+	if r.Position() != 0 {
+		t.Errorf("Position = %d, want 0 (nothing applied)", r.Position())
 	}
 }
 

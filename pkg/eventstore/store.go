@@ -26,8 +26,13 @@ type Store struct {
 	logger    *slog.Logger
 	clock     func() time.Time
 	dupWindow time.Duration
-	replicas  int
-	registry  prometheus.Registerer
+	// dupWindowSet: the duplicate window was set explicitly (WithDuplicateWindow).
+	dupWindowSet bool
+	replicas     int
+	registry     prometheus.Registerer
+
+	claimTimeout time.Duration // how long a work consumer's claim on a requested retry holds
+	infoRefresh  time.Duration // how often Consume reads its consumer's info
 
 	streamCache sync.Map // aggregate type -> stream name, for types outside streamOfAggregate
 
@@ -49,7 +54,9 @@ func WithClock(now func() time.Time) Option { return func(s *Store) { s.clock = 
 
 // WithDuplicateWindow sets how long the aggregate streams remember idempotency keys
 // (default DefaultDuplicateWindow). It takes effect through EnsureStreams.
-func WithDuplicateWindow(d time.Duration) Option { return func(s *Store) { s.dupWindow = d } }
+func WithDuplicateWindow(d time.Duration) Option {
+	return func(s *Store) { s.dupWindow, s.dupWindowSet = d, true }
+}
 
 // WithReplicas sets the replica count of the streams and bucket EnsureStreams creates (default 1;
 // 3 in clusters).
@@ -70,6 +77,9 @@ func New(js jetstream.JetStream, opts ...Option) *Store {
 		dupWindow: DefaultDuplicateWindow,
 		replicas:  1,
 		registry:  prometheus.DefaultRegisterer,
+
+		claimTimeout: redriveClaimTimeout,
+		infoRefresh:  consumerInfoRefresh,
 	}
 	for _, o := range opts {
 		o(s)

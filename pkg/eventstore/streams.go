@@ -137,25 +137,34 @@ func (s *Store) Streams() []jetstream.StreamConfig {
 // EnsureStreams creates the streams of Streams and the failed-event bucket, or updates them to the
 // current configuration. It is safe to call from every replica on every start.
 //
-// It never weakens an existing stream or the bucket: when the configuration asked for has fewer
-// replicas, a shorter duplicate window or a lower limit (MaxAge, MaxBytes, MaxMsgs,
-// MaxMsgsPerSubject, MaxMsgSize) than the existing one, nothing is changed and EnsureStreams fails
-// with a *WeakerConfigError naming the stream, the setting and both values. Stronger settings are
-// applied. The effective configuration of every stream and of the bucket is logged.
+// It never changes an operator's value silently. On an existing stream or bucket:
+//   - replicas (--stream-replicas, WithReplicas) and, when set with WithDuplicateWindow, the
+//     duplicate window of the aggregate streams are explicit: a higher value is applied, a lower
+//     one is refused with a *WeakerConfigError naming the stream, the setting and both values, and
+//     nothing is changed;
+//   - the limits (MaxAge, MaxBytes, MaxMsgs, MaxMsgsPerSubject, MaxMsgSize) and a duplicate window
+//     not set explicitly have no operator option: the existing value is kept, higher or lower than
+//     the built-in one, and a difference is logged as a warning naming the setting and both values.
+//
+// The effective configuration of every stream and of the bucket is logged.
 func (s *Store) EnsureStreams(ctx context.Context) error {
 	for _, cfg := range s.Streams() {
-		if err := s.ensureStream(ctx, cfg.Name, cfg, func() (jetstream.StreamConfig, error) {
-			st, err := s.js.CreateOrUpdateStream(ctx, cfg)
-			if err != nil {
-				return jetstream.StreamConfig{}, err
-			}
-			return st.CachedInfo().Config, nil
-		}); err != nil {
+		explicitDup := cfg.Name != StreamTelemetry && cfg.Name != StreamAlerts && s.dupWindowSet
+		if err := s.ensureStream(ctx, cfg.Name, cfg, explicitDup,
+			func() (*jetstream.StreamInfo, error) {
+				st, err := s.js.CreateStream(ctx, cfg)
+				if err != nil {
+					return nil, err
+				}
+				return st.CachedInfo(), nil
+			},
+			func(have jetstream.StreamConfig) jetstream.StreamConfig { return cfg },
+		); err != nil {
 			return err
 		}
 	}
 	kvCfg := s.failedBucketConfig()
-	want := jetstream.StreamConfig{ // what CreateOrUpdateKeyValue asks of the bucket's stream
+	want := jetstream.StreamConfig{ // what CreateKeyValue asks of the bucket's stream
 		Replicas:          kvCfg.Replicas,
 		MaxMsgsPerSubject: int64(kvCfg.History),
 		MaxAge:            kvCfg.TTL,
@@ -163,34 +172,54 @@ func (s *Store) EnsureStreams(ctx context.Context) error {
 		MaxMsgSize:        kvCfg.MaxValueSize,
 		Duplicates:        min(2*time.Minute, cmp.Or(kvCfg.TTL, 2*time.Minute)),
 	}
-	return s.ensureStream(ctx, "KV_"+FailedEventsBucket, want, func() (jetstream.StreamConfig, error) {
-		if _, err := s.js.CreateOrUpdateKeyValue(ctx, kvCfg); err != nil {
-			return jetstream.StreamConfig{}, err
-		}
-		st, err := s.js.Stream(ctx, "KV_"+FailedEventsBucket)
-		if err != nil {
-			return jetstream.StreamConfig{}, err
-		}
-		return st.CachedInfo().Config, nil
-	})
+	return s.ensureStream(ctx, "KV_"+FailedEventsBucket, want, false,
+		func() (*jetstream.StreamInfo, error) {
+			if _, err := s.js.CreateKeyValue(ctx, kvCfg); err != nil {
+				return nil, err
+			}
+			st, err := s.js.Stream(ctx, "KV_"+FailedEventsBucket)
+			if err != nil {
+				return nil, err
+			}
+			return st.CachedInfo(), nil
+		},
+		// The bucket's other settings are the KV layout: keep them as they are.
+		func(have jetstream.StreamConfig) jetstream.StreamConfig { return have },
+	)
 }
 
-// ensureStream refuses want if it is weaker than the existing stream name, then runs apply and
-// logs the configuration it returns.
-func (s *Store) ensureStream(ctx context.Context, name string, want jetstream.StreamConfig, apply func() (jetstream.StreamConfig, error)) error {
+// ensureStream creates the stream name with create when it does not exist. Otherwise it merges
+// want into the existing configuration (base(have) with want's explicit settings, refusing a
+// lower one, and have's other settings) and updates the stream. It logs the configuration.
+func (s *Store) ensureStream(ctx context.Context, name string, want jetstream.StreamConfig, explicitDup bool,
+	create func() (*jetstream.StreamInfo, error), base func(have jetstream.StreamConfig) jetstream.StreamConfig,
+) error {
+	var got jetstream.StreamConfig
 	st, err := s.js.Stream(ctx, name)
 	switch {
 	case errors.Is(err, jetstream.ErrStreamNotFound):
+		info, err := create()
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) || errors.Is(err, jetstream.ErrBucketExists) {
+			// Another replica created it meanwhile: check it as an existing one.
+			return s.ensureStream(ctx, name, want, explicitDup, create, base)
+		}
+		if err != nil {
+			return fmt.Errorf("eventstore: ensure stream %s: %w", name, err)
+		}
+		got = info.Config
 	case err != nil:
 		return fmt.Errorf("eventstore: ensure stream %s: %w", name, err)
 	default:
-		if err := weaker(name, st.CachedInfo().Config, want); err != nil {
+		have := st.CachedInfo().Config
+		cfg, err := s.mergeStreamConfig(ctx, name, have, want, base(have), explicitDup)
+		if err != nil {
 			return err
 		}
-	}
-	got, err := apply()
-	if err != nil {
-		return fmt.Errorf("eventstore: ensure stream %s: %w", name, err)
+		info, err := s.js.UpdateStream(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("eventstore: ensure stream %s: %w", name, err)
+		}
+		got = info.CachedInfo().Config
 	}
 	s.logger.InfoContext(ctx, "stream configuration", "stream", name, "subjects", got.Subjects,
 		"replicas", got.Replicas, "storage", got.Storage.String(), "retention", got.Retention.String(),
@@ -198,6 +227,62 @@ func (s *Store) ensureStream(ctx context.Context, name string, want jetstream.St
 		"max_msgs_per_subject", got.MaxMsgsPerSubject, "max_msg_size", got.MaxMsgSize,
 		"duplicate_window", got.Duplicates, "deny_delete", got.DenyDelete, "deny_purge", got.DenyPurge)
 	return nil
+}
+
+// mergeStreamConfig returns cfg with the replicas (and, if explicitDup, the duplicate window) of
+// want, refusing lower ones than have's, and the limits (and a duplicate window not set
+// explicitly) of have, warning where have differs from want.
+func (s *Store) mergeStreamConfig(ctx context.Context, name string, have, want, cfg jetstream.StreamConfig, explicitDup bool) (jetstream.StreamConfig, error) {
+	cfg.Replicas = max(want.Replicas, 1)
+	if cfg.Replicas < have.Replicas {
+		return cfg, &WeakerConfigError{Stream: name, Setting: "replicas", Existing: fmt.Sprint(have.Replicas), Requested: fmt.Sprint(cfg.Replicas), Flag: "--stream-replicas"}
+	}
+	keep := func(setting string, existing, builtIn string) {
+		s.logger.WarnContext(ctx, "stream setting differs from the built-in one; keeping the existing value",
+			"stream", name, "setting", setting, "existing", existing, "built_in", builtIn)
+	}
+	switch {
+	case explicitDup && want.Duplicates < have.Duplicates:
+		return cfg, &WeakerConfigError{Stream: name, Setting: "duplicate window", Existing: have.Duplicates.String(), Requested: want.Duplicates.String()}
+	case explicitDup:
+		cfg.Duplicates = want.Duplicates
+	default:
+		if want.Duplicates != have.Duplicates && want.Duplicates > 0 {
+			keep("duplicate window", have.Duplicates.String(), want.Duplicates.String())
+		}
+		cfg.Duplicates = have.Duplicates
+	}
+	showDur := func(v int64) string { return time.Duration(v).String() }
+	limits := []struct {
+		setting    string
+		have, want int64
+		show       func(int64) string
+		set        func(*jetstream.StreamConfig)
+	}{
+		{"max_age", int64(have.MaxAge), int64(want.MaxAge), showDur, func(c *jetstream.StreamConfig) { c.MaxAge = have.MaxAge }},
+		{"max_bytes", have.MaxBytes, want.MaxBytes, nil, func(c *jetstream.StreamConfig) { c.MaxBytes = have.MaxBytes }},
+		{"max_msgs", have.MaxMsgs, want.MaxMsgs, nil, func(c *jetstream.StreamConfig) { c.MaxMsgs = have.MaxMsgs }},
+		{"max_msgs_per_subject", have.MaxMsgsPerSubject, want.MaxMsgsPerSubject, nil, func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = have.MaxMsgsPerSubject }},
+		{"max_msg_size", int64(have.MaxMsgSize), int64(want.MaxMsgSize), nil, func(c *jetstream.StreamConfig) { c.MaxMsgSize = have.MaxMsgSize }},
+	}
+	for _, l := range limits {
+		l.set(&cfg)
+		if max(l.have, 0) == max(l.want, 0) { // <= 0: no limit
+			continue
+		}
+		show := l.show
+		if show == nil {
+			show = func(v int64) string { return fmt.Sprint(v) }
+		}
+		shown := func(v int64) string {
+			if v <= 0 {
+				return "unlimited"
+			}
+			return show(v)
+		}
+		keep(l.setting, shown(l.have), shown(l.want))
+	}
+	return cfg, nil
 }
 
 // WeakerConfigError is EnsureStreams refusing to weaken an existing stream or bucket.
@@ -228,58 +313,6 @@ func (e *WeakerConfigError) Is(target error) bool { return target == ErrWeakerCo
 
 // ErrWeakerConfig marks EnsureStreams refusing to weaken a stream; the error is a *WeakerConfigError.
 var ErrWeakerConfig = errors.New("eventstore: requested stream configuration is weaker than the existing one")
-
-// weaker returns a *WeakerConfigError for the first setting of want weaker than have's.
-func weaker(name string, have, want jetstream.StreamConfig) error {
-	refuse := func(setting, existing, requested, flag string) error {
-		return &WeakerConfigError{Stream: name, Setting: setting, Existing: existing, Requested: requested, Flag: flag}
-	}
-	if max(want.Replicas, 1) < have.Replicas {
-		return refuse("replicas", fmt.Sprint(have.Replicas), fmt.Sprint(max(want.Replicas, 1)), "--stream-replicas")
-	}
-	if want.Duplicates > 0 && want.Duplicates < have.Duplicates {
-		return refuse("duplicate window", have.Duplicates.String(), want.Duplicates.String(), "")
-	}
-	// A limit of 0 (or -1) is no limit, the strongest setting.
-	limits := []struct {
-		setting    string
-		have, want int64
-		show       func(int64) string
-	}{
-		{"max_age", int64(have.MaxAge), int64(want.MaxAge), func(v int64) string { return time.Duration(v).String() }},
-		{"max_bytes", have.MaxBytes, want.MaxBytes, nil},
-		{"max_msgs", have.MaxMsgs, want.MaxMsgs, nil},
-		{"max_msgs_per_subject", have.MaxMsgsPerSubject, want.MaxMsgsPerSubject, nil},
-		{"max_msg_size", int64(have.MaxMsgSize), int64(want.MaxMsgSize), nil},
-	}
-	for _, l := range limits {
-		if !limitLower(l.have, l.want) {
-			continue
-		}
-		show := l.show
-		if show == nil {
-			show = func(v int64) string { return fmt.Sprint(v) }
-		}
-		existing := "unlimited"
-		if l.have > 0 {
-			existing = show(l.have)
-		}
-		return refuse(l.setting, existing, show(l.want), "")
-	}
-	return nil
-}
-
-// limitLower reports whether limit want is lower than have, where a value <= 0 is no limit.
-func limitLower(have, want int64) bool {
-	switch {
-	case want <= 0:
-		return false
-	case have <= 0:
-		return true
-	default:
-		return want < have
-	}
-}
 
 // streamFor returns the stream holding aggType's events, asking the server for types outside the
 // built-in table.

@@ -3,7 +3,6 @@ package eventstore_test
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -34,29 +33,6 @@ func TestEnsureStreamsNeverWeakens(t *testing.T) {
 			name: "shorter duplicate window", opts: []eventstore.Option{eventstore.WithDuplicateWindow(time.Hour)},
 			wantStream: eventstore.StreamTenants, wantSetting: "duplicate window", wantExisting: "24h0m0s", wantRq: "1h0m0s",
 			check: func(c jetstream.StreamConfig) string { return c.Duplicates.String() },
-		},
-		{
-			name: "lower max age", stream: eventstore.StreamTelemetry,
-			raise:      func(c *jetstream.StreamConfig) { c.MaxAge = 30 * 24 * time.Hour },
-			wantStream: eventstore.StreamTelemetry, wantSetting: "max_age", wantExisting: "720h0m0s", wantRq: "168h0m0s",
-			check: func(c jetstream.StreamConfig) string { return c.MaxAge.String() },
-		},
-		{
-			name: "limit on an unlimited stream", stream: eventstore.StreamTelemetry,
-			raise:      func(c *jetstream.StreamConfig) { c.MaxBytes = -1 },
-			wantStream: eventstore.StreamTelemetry, wantSetting: "max_bytes", wantExisting: "unlimited", wantRq: "10737418240",
-			check: func(c jetstream.StreamConfig) string {
-				if c.MaxBytes <= 0 {
-					return "unlimited"
-				}
-				return "limited"
-			},
-		},
-		{
-			name: "shorter history of the failed-event bucket", stream: "KV_" + eventstore.FailedEventsBucket,
-			raise:      func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 5 },
-			wantStream: "KV_" + eventstore.FailedEventsBucket, wantSetting: "max_msgs_per_subject", wantExisting: "5", wantRq: "1",
-			check: func(c jetstream.StreamConfig) string { return fmt.Sprint(c.MaxMsgsPerSubject) },
 		},
 	}
 	for _, tt := range tests {
@@ -100,7 +76,8 @@ func TestEnsureStreamsAppliesStrongerSettingsAndLogsThem(t *testing.T) {
 	n := newEnv(t, eventstore.WithDuplicateWindow(time.Hour)).nats
 	var logs lockedBuffer
 	logger := slog.New(slog.NewJSONHandler(&logs, nil))
-	s := eventstore.New(n.JetStream(t), eventstore.WithLogger(logger)) // the default, 24h, is stronger
+	// An explicitly longer window is applied.
+	s := eventstore.New(n.JetStream(t), eventstore.WithLogger(logger), eventstore.WithDuplicateWindow(eventstore.DefaultDuplicateWindow))
 	if err := s.EnsureStreams(t.Context()); err != nil {
 		t.Fatalf("EnsureStreams with a longer duplicate window: %v", err)
 	}
@@ -117,6 +94,72 @@ func TestEnsureStreamsAppliesStrongerSettingsAndLogsThem(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"duplicate_window":86400000000000`) {
 		t.Errorf("logged configuration lacks the effective duplicate window: %s", logs.String())
+	}
+}
+
+// TestEnsureStreamsKeepsSettingsWithoutAnOption: an operator's value of a setting the services
+// have no option for is kept, higher or lower than the built-in one, with a warning.
+func TestEnsureStreamsKeepsSettingsWithoutAnOption(t *testing.T) {
+	tests := []struct {
+		name, stream, setting, existing, builtIn string
+		change                                   func(*jetstream.StreamConfig)
+		check                                    func(jetstream.StreamConfig) bool
+	}{
+		{
+			name: "raised telemetry max bytes", stream: eventstore.StreamTelemetry, setting: "max_bytes",
+			existing: "21474836480", builtIn: "10737418240",
+			change: func(c *jetstream.StreamConfig) { c.MaxBytes = 20 << 30 },
+			check:  func(c jetstream.StreamConfig) bool { return c.MaxBytes == 20<<30 },
+		},
+		{
+			name: "lowered telemetry max age", stream: eventstore.StreamTelemetry, setting: "max_age",
+			existing: "24h0m0s", builtIn: "168h0m0s",
+			change: func(c *jetstream.StreamConfig) { c.MaxAge = 24 * time.Hour },
+			check:  func(c jetstream.StreamConfig) bool { return c.MaxAge == 24*time.Hour },
+		},
+		{
+			name: "unlimited alerts", stream: eventstore.StreamAlerts, setting: "max_age",
+			existing: "unlimited", builtIn: "720h0m0s",
+			change: func(c *jetstream.StreamConfig) { c.MaxAge = 0 },
+			check:  func(c jetstream.StreamConfig) bool { return c.MaxAge == 0 },
+		},
+		{
+			name: "longer history of the failed-event bucket", stream: "KV_" + eventstore.FailedEventsBucket, setting: "max_msgs_per_subject",
+			existing: "5", builtIn: "1",
+			change: func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 5 },
+			check:  func(c jetstream.StreamConfig) bool { return c.MaxMsgsPerSubject == 5 },
+		},
+		{
+			name: "default duplicate window kept", stream: eventstore.StreamAgents, setting: "duplicate window",
+			existing: "48h0m0s", builtIn: "24h0m0s",
+			change: func(c *jetstream.StreamConfig) { c.Duplicates = 48 * time.Hour },
+			check:  func(c jetstream.StreamConfig) bool { return c.Duplicates == 48*time.Hour },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			js := e.store.JetStream()
+			cfg := streamConfig(t, js, tt.stream)
+			tt.change(&cfg)
+			if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+				t.Fatal(err)
+			}
+			var logs lockedBuffer
+			s := eventstore.New(js, eventstore.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
+			for range 2 { // every start
+				if err := s.EnsureStreams(t.Context()); err != nil {
+					t.Fatalf("EnsureStreams: %v", err)
+				}
+			}
+			if got := streamConfig(t, js, tt.stream); !tt.check(got) {
+				t.Errorf("%s of %s changed: %+v", tt.setting, tt.stream, got)
+			}
+			want := `"stream":"` + tt.stream + `","setting":"` + tt.setting + `","existing":"` + tt.existing + `","built_in":"` + tt.builtIn + `"`
+			if !strings.Contains(logs.String(), want) {
+				t.Errorf("no warning %s in %s", want, logs.String())
+			}
+		})
 	}
 }
 
