@@ -11,11 +11,13 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/temporal"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/agentid/agentid/pkg/errs"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/lifecycle/internal/readmodel"
@@ -29,6 +31,16 @@ const (
 	// DefaultStuckAfter is how long an agent may stay PENDING or RETIRING without a running run before
 	// it counts in lifecycle_stuck_agents.
 	DefaultStuckAfter = 10 * time.Minute
+	// DefaultDescribeTimeout bounds one question to Temporal about a run.
+	DefaultDescribeTimeout = 3 * time.Second
+	// DefaultRecheckRunning is how long a run seen running is taken to be running before it is
+	// described again.
+	DefaultRecheckRunning = 5 * time.Minute
+	// DefaultMaxRedrives is how many failed runs of one workflow id the reconciler starts again before
+	// it gives up on the agent.
+	DefaultMaxRedrives = 3
+	// maxRedriveBackoff caps the wait between two re-drives of one workflow id.
+	maxRedriveBackoff = time.Hour
 )
 
 // Reconciler actions, the values of the action label of lifecycle_reconciler_actions_total.
@@ -60,18 +72,29 @@ type ReconcilerConfig struct {
 	// StuckAfter is how long an agent may stay PENDING or RETIRING without a running run before it
 	// counts as stuck (default DefaultStuckAfter).
 	StuckAfter time.Duration
+	// DescribeTimeout bounds each question to Temporal (default DefaultDescribeTimeout). The first
+	// that finds Temporal unreachable ends the pass's run checks.
+	DescribeTimeout time.Duration
+	// RecheckRunning is how long a run seen running is not described again (default
+	// DefaultRecheckRunning): at 100k agents awaiting approval a pass asks Temporal only about the few
+	// runs not known to be running.
+	RecheckRunning time.Duration
+	// MaxRedrives is how many failed runs of one workflow id are started again before the agent is
+	// left stuck for an operator (default DefaultMaxRedrives).
+	MaxRedrives int
 	// Registerer receives the metrics; default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
 	// Logger logs; default slog.Default().
 	Logger *slog.Logger
 }
 
-// Reconciler repairs what the event → workflow hand-off may have missed: it starts the missing
+// Reconciler repairs what the event → workflow hand-off may have missed: it disables every client
+// whose agent is neither ACTIVE nor PENDING (first: this needs no Temporal), starts the missing
 // provisioning run of every PENDING agent and the missing deprovisioning run of every RETIRING agent,
-// starts again the runs that failed (failed, timed out, terminated or cancelled) while the agent is
-// still in that state, and disables every client whose agent is neither ACTIVE nor PENDING. Every
-// action is idempotent (deterministic workflow ids and request ids), so passes may repeat and replicas
-// may run their own.
+// and starts again, a bounded number of times with back-off, the runs that failed (failed, timed out,
+// terminated or cancelled) while the agent is still in that state, unless they failed for a reason a
+// new run cannot change. Every action is idempotent (deterministic workflow ids and request ids), so
+// passes may repeat and replicas may run their own.
 type Reconciler struct {
 	cfg ReconcilerConfig
 	log *slog.Logger
@@ -80,8 +103,18 @@ type Reconciler struct {
 	actions *prometheus.CounterVec
 	passes  *prometheus.CounterVec
 
+	passMu sync.Mutex          // one pass at a time
+	runs   map[string]*runMemo // by workflow id, agents PENDING or RETIRING at the last pass; under passMu
+
 	mu       sync.Mutex
 	disabled map[string]bool // clients this process disabled that the model does not show disabled yet
+}
+
+// runMemo is what the reconciler remembers of one workflow id between passes.
+type runMemo struct {
+	runningAt time.Time       // when a run was last found running; zero when not
+	failed    map[string]bool // ids of the failed runs seen
+	givenUp   string          // why the reconciler no longer starts the run again; "" while it does
 }
 
 // NewReconciler returns a reconciler.
@@ -95,16 +128,25 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 	if cfg.StuckAfter <= 0 {
 		cfg.StuckAfter = DefaultStuckAfter
 	}
+	if cfg.DescribeTimeout <= 0 {
+		cfg.DescribeTimeout = DefaultDescribeTimeout
+	}
+	if cfg.RecheckRunning <= 0 {
+		cfg.RecheckRunning = DefaultRecheckRunning
+	}
+	if cfg.MaxRedrives <= 0 {
+		cfg.MaxRedrives = DefaultMaxRedrives
+	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.DefaultRegisterer
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	r := &Reconciler{cfg: cfg, log: cfg.Logger.With("task", "reconciler"), disabled: map[string]bool{}}
+	r := &Reconciler{cfg: cfg, log: cfg.Logger.With("task", "reconciler"), runs: map[string]*runMemo{}, disabled: map[string]bool{}}
 	r.stuck = register(cfg.Registerer, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "lifecycle_stuck_agents",
-		Help: "Agents PENDING or RETIRING for longer than the stuck threshold without a running lifecycle run, by state.",
+		Help: "Agents PENDING or RETIRING for longer than the stuck threshold whose lifecycle run was not found running (missing, failed, given up, or unknown while Temporal is unreachable), by state.",
 	}, []string{"state"}))
 	r.actions = register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifecycle_reconciler_actions_total",
@@ -173,17 +215,56 @@ const (
 	runFailed // failed, timed out, terminated or cancelled: may be started again
 )
 
-// Pass makes one reconcile pass over the read model. It goes on after a failed action and returns
-// the failures joined.
+// runInfo is the latest run of a workflow id.
+type runInfo struct {
+	state     runState
+	runID     string
+	closeTime time.Time
+}
+
+// errTemporalUnreachable ends the run checks of a pass.
+var errTemporalUnreachable = errors.New("Temporal is unreachable: the remaining runs are checked at the next pass")
+
+// Pass makes one reconcile pass over the read model: first the clients (read model and issuer only),
+// then the runs. It goes on after a failed action and returns the failures joined; the run checks
+// stop at the first sign that Temporal is unreachable.
 func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
+	r.passMu.Lock()
+	defer r.passMu.Unlock()
 	res := PassResult{Actions: map[string]int{}, Stuck: map[string]int{"pending": 0, "retiring": 0}}
 	var failures []error
-	now := time.Now()
-	m := r.cfg.Model
+	if err := r.disableOrphanedClients(ctx, res.Actions); err != nil {
+		failures = append(failures, err)
+	}
+	if ctx.Err() != nil {
+		return res, ctx.Err()
+	}
+	if err := r.reconcileRuns(ctx, res); err != nil {
+		failures = append(failures, err)
+	}
+	for state, n := range res.Stuck {
+		r.stuck.WithLabelValues(state).Set(float64(n))
+	}
+	err := errors.Join(failures...)
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	r.passes.WithLabelValues(outcome).Inc()
+	return res, err
+}
 
-	for _, a := range m.Agents(registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_RETIRING) {
+// reconcileRuns makes sure every PENDING and RETIRING agent without a recorded outcome has its run,
+// and counts the stuck ones: those in their state for longer than StuckAfter whose run was not found
+// running (a run started or re-driven by this pass does not count as running).
+func (r *Reconciler) reconcileRuns(ctx context.Context, res PassResult) error {
+	var failures []error
+	now := time.Now()
+	unreachable := false
+	memos := make(map[string]*runMemo, len(r.runs))
+	for _, a := range r.cfg.Model.Agents(registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_RETIRING) {
 		if ctx.Err() != nil {
-			return res, ctx.Err()
+			return ctx.Err()
 		}
 		var spec runSpec
 		var start, redrive, stuckLabel string
@@ -198,49 +279,86 @@ func (r *Reconciler) Pass(ctx context.Context) (PassResult, error) {
 			continue // the outcome is recorded; the agent's state follows
 		}
 		spec.event = "reconcile"
-		running, err := r.ensureRun(ctx, a, spec, start, redrive, res.Actions)
-		if err != nil {
-			failures = append(failures, err)
+		memo := r.runs[spec.id]
+		if memo == nil {
+			memo = &runMemo{failed: map[string]bool{}}
+		}
+		memos[spec.id] = memo
+		running := false
+		switch {
+		case memo.givenUp != "":
+		case unreachable:
+			running = !memo.runningAt.IsZero() // as last seen
+		case !memo.runningAt.IsZero() && now.Sub(memo.runningAt) < r.cfg.RecheckRunning:
+			running = true
+		default:
+			var err error
+			running, err = r.ensureRun(ctx, a, spec, start, redrive, memo, res.Actions)
+			if errors.Is(err, errTemporalUnreachable) {
+				unreachable = true
+				running = !memo.runningAt.IsZero()
+			}
+			if err != nil {
+				failures = append(failures, err)
+			}
 		}
 		if !running && now.Sub(a.Since) > r.cfg.StuckAfter {
 			res.Stuck[stuckLabel]++
-			r.log.WarnContext(ctx, "agent stuck without a running lifecycle run", "agent", a.Name(),
-				"state", a.State.String(), "since", a.Since, "workflow_id", spec.id)
+			msg, what := "agent stuck without a running lifecycle run", "the reconciler starts the run when it can"
+			if memo.givenUp != "" {
+				msg, what = "agent stuck: the reconciler no longer starts its lifecycle run", memo.givenUp
+			}
+			r.log.WarnContext(ctx, msg, "agent", a.Name(), "state", a.State.String(), "since", a.Since,
+				"workflow_id", spec.id, "detail", what)
 		}
 	}
-	for state, n := range res.Stuck {
-		r.stuck.WithLabelValues(state).Set(float64(n))
-	}
-
-	if err := r.disableOrphanedClients(ctx, res.Actions); err != nil {
-		failures = append(failures, err)
-	}
-	err := errors.Join(failures...)
-	outcome := "ok"
-	if err != nil {
-		outcome = "error"
-	}
-	r.passes.WithLabelValues(outcome).Inc()
-	return res, err
+	r.runs = memos
+	return errors.Join(failures...)
 }
 
 // ensureRun makes sure the agent's run of spec exists: it starts a missing one and starts again one
-// that failed. It reports whether a run is running afterwards.
-func (r *Reconciler) ensureRun(ctx context.Context, a readmodel.Agent, spec runSpec, start, redrive string, actions map[string]int) (bool, error) {
-	st, err := r.runState(ctx, spec.id)
+// that failed, within MaxRedrives and the back-off, unless it failed for a reason a new run cannot
+// change. It reports whether a run was found running; errTemporalUnreachable (wrapped) when Temporal
+// did not answer.
+func (r *Reconciler) ensureRun(ctx context.Context, a readmodel.Agent, spec runSpec, start, redrive string, memo *runMemo, actions map[string]int) (bool, error) {
+	info, err := r.describeRun(ctx, spec.id)
 	if err != nil {
 		r.actions.WithLabelValues("describe", "error").Inc()
-		return false, fmt.Errorf("describe %s: %w", spec.id, err)
+		return false, r.temporalError(ctx, "describe "+spec.id, err)
 	}
+	memo.runningAt = time.Time{}
 	action := start
-	switch st {
+	switch info.state {
 	case runRunning:
+		memo.runningAt = time.Now()
 		return true, nil
 	case runCompleted:
 		// The run has ended well; its outcome reaches the model soon.
 		return false, nil
 	case runFailed:
 		action = redrive
+		if !memo.failed[info.runID] {
+			cause, err := r.runFailure(ctx, spec.id, info.runID)
+			if err != nil {
+				return false, r.temporalError(ctx, "failure of "+spec.id, err)
+			}
+			memo.failed[info.runID] = true
+			if why := finalFailure(cause); why != "" {
+				memo.givenUp = fmt.Sprintf("run %s failed because %s: a new run cannot change that; look at the run's failure, "+
+					"then retire the agent (agentctl agents retire %s) or fix the cause and restart the lifecycle service", info.runID, why, a.Name())
+				r.log.ErrorContext(ctx, "reconciler does not start a run again", "agent", a.Name(), "workflow_id", spec.id, "detail", memo.givenUp, "error", cause)
+				return false, nil
+			}
+			if n := len(memo.failed); n > r.cfg.MaxRedrives {
+				memo.givenUp = fmt.Sprintf("%d runs failed, the last %s: %v; look at the failures, fix the cause, then restart the lifecycle "+
+					"service (the reconciler tries again) or retire the agent (agentctl agents retire %s)", n, info.runID, cause, a.Name())
+				r.log.ErrorContext(ctx, "reconciler gives up on a run that keeps failing", "agent", a.Name(), "workflow_id", spec.id, "detail", memo.givenUp)
+				return false, nil
+			}
+		}
+		if wait := redriveBackoff(r.cfg.Interval, len(memo.failed)); time.Now().Before(info.closeTime.Add(wait)) {
+			return false, nil
+		}
 	}
 	// ALLOW_DUPLICATE_FAILED_ONLY: a missing or failed run is started, a running or completed one is
 	// left alone (errRunExists), whoever started it meanwhile.
@@ -248,36 +366,110 @@ func (r *Reconciler) ensureRun(ctx context.Context, a readmodel.Agent, spec runS
 	switch {
 	case errors.Is(err, errRunExists):
 		r.log.DebugContext(ctx, "run started meanwhile", "workflow_id", spec.id)
+		memo.runningAt = time.Now()
 		return true, nil
 	case err != nil:
 		r.actions.WithLabelValues(action, "error").Inc()
 		r.log.WarnContext(ctx, "reconciler could not start a run", "action", action, "agent", a.Name(), "workflow_id", spec.id, "error", err)
-		return false, err
+		return false, r.temporalError(ctx, "start "+spec.id, err)
 	}
+	// Not remembered as running: the next pass asks again, so a run that fails at once is seen.
 	r.actions.WithLabelValues(action, "ok").Inc()
 	actions[action]++
 	r.log.InfoContext(ctx, "reconciler started a run", "action", action, "agent", a.Name(), "state", a.State.String(),
-		"workflow_id", spec.id, "run_id", runID)
-	return true, nil
+		"workflow_id", spec.id, "run_id", runID, "failed_runs", len(memo.failed))
+	return false, nil
 }
 
-func (r *Reconciler) runState(ctx context.Context, id string) (runState, error) {
+// redriveBackoff is how long after the n-th failed run closed the next one may start: at once after
+// the first, then interval, doubling, at most maxRedriveBackoff.
+func redriveBackoff(interval time.Duration, n int) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	d := interval
+	for i := 2; i < n && d < maxRedriveBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxRedriveBackoff)
+}
+
+// finalFailure says why a run's failure cannot be changed by a new run, or "" when it can.
+func finalFailure(cause error) string {
+	var app *temporal.ApplicationError
+	switch {
+	case workflows.IsClientUnusable(cause):
+		errors.As(cause, &app)
+		return "the agent's client id cannot be used (" + app.Type() + ")"
+	case errors.As(cause, &app) && app.Type() == workflows.ErrRetiredMeanwhile:
+		return "the agent left provisioning (" + app.Type() + ")"
+	case errors.As(cause, &app) && app.Type() == "INVALID_ARGUMENT":
+		return "its input is invalid"
+	}
+	return ""
+}
+
+// temporalError wraps a failed call to Temporal; errTemporalUnreachable when Temporal did not answer.
+func (r *Reconciler) temporalError(ctx context.Context, op string, err error) error {
+	if ctx.Err() == nil && temporalUnreachable(err) {
+		r.log.WarnContext(ctx, "Temporal unreachable: run checks wait for the next pass", "op", op, "error", err)
+		return fmt.Errorf("%s: %w: %w", op, errTemporalUnreachable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// temporalUnreachable says whether err means Temporal did not answer (as opposed to answering no).
+func temporalUnreachable(err error) bool {
+	var unavailable *serviceerror.Unavailable
+	var deadline *serviceerror.DeadlineExceeded
+	switch {
+	case errors.As(err, &unavailable), errors.As(err, &deadline), errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+func (r *Reconciler) describeRun(ctx context.Context, id string) (runInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.DescribeTimeout)
+	defer cancel()
 	resp, err := r.cfg.Service.temporal.DescribeWorkflowExecution(ctx, id, "")
 	var nf *serviceerror.NotFound
 	switch {
 	case errors.As(err, &nf):
-		return runMissing, nil
+		return runInfo{state: runMissing}, nil
 	case err != nil:
-		return 0, err
+		return runInfo{}, err
 	}
-	switch resp.GetWorkflowExecutionInfo().GetStatus() {
+	info := resp.GetWorkflowExecutionInfo()
+	out := runInfo{runID: info.GetExecution().GetRunId(), closeTime: info.GetCloseTime().AsTime()}
+	switch info.GetStatus() {
 	case enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
-		return runRunning, nil
+		out.state = runRunning
 	case enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED, enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW:
-		return runCompleted, nil
+		out.state = runCompleted
 	default:
-		return runFailed, nil
+		out.state = runFailed
 	}
+	return out, nil
+}
+
+// runFailure returns the error a closed run failed with (a cancelled or terminated run's too).
+func (r *Reconciler) runFailure(ctx context.Context, id, runID string) (cause, err error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.DescribeTimeout)
+	defer cancel()
+	err = r.cfg.Service.temporal.GetWorkflow(ctx, id, runID).Get(ctx, nil)
+	if err == nil {
+		return nil, nil
+	}
+	var service interface{ Status() *status.Status } // every serviceerror: the lookup itself failed
+	if temporalUnreachable(err) || errors.As(err, &service) {
+		return nil, err
+	}
+	return err, nil
 }
 
 // ReconcileRequestID is the request id the reconciler disables a client with: one per client, since
@@ -327,7 +519,9 @@ func (r *Reconciler) disableOrphanedClients(ctx context.Context, actions map[str
 			Reason:    "reconciler: the agent is " + strings.TrimPrefix(a.State.String(), "AGENT_STATE_"),
 			RequestId: ReconcileRequestID(c.Tenant, c.ClientID),
 		})
-		if err != nil && !errs.Is(err, errs.KindNotFound) {
+		// Only the client's own NotFound means there is nothing to disable; another NotFound (an
+		// unknown tenant, a wrongly scoped identity) is a failure.
+		if err != nil && !workflows.IsClientNotFound(err) {
 			r.actions.WithLabelValues(ActionDisableClient, "error").Inc()
 			r.log.WarnContext(ctx, "reconciler could not disable a client", "client", c.Name(), "agent", c.Agent, "agent_state", a.State.String(), "error", err)
 			failures = append(failures, fmt.Errorf("disable %s: %w", c.Name(), err))

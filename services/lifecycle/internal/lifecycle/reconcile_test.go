@@ -2,16 +2,21 @@ package lifecycle_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	workflowpb "go.temporal.io/api/workflow/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -81,6 +86,7 @@ func newWorld(t *testing.T) *world {
 	}
 	w.rec, err = lifecycle.NewReconciler(lifecycle.ReconcilerConfig{
 		Service: w.svc, Model: w.model, Issuer: issuerv1.NewIssuerServiceClient(cc), Registerer: w.reg, StuckAfter: time.Hour,
+		RecheckRunning: time.Nanosecond, // every pass asks Temporal: the tests end runs behind its back
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -370,5 +376,274 @@ func TestStuckAgents(t *testing.T) {
 		if got := metric(t, w.reg, "lifecycle_stuck_agents", map[string]string{"state": state}); got != want {
 			t.Errorf("lifecycle_stuck_agents{state=%q} = %v, want %v", state, got, want)
 		}
+	}
+}
+
+// newFakeWorld is the reconciler on embedded NATS and the fake issuer, with tc for Temporal.
+func newFakeWorld(t *testing.T, tc lifecycle.Temporal, cfg lifecycle.ReconcilerConfig) *world {
+	t.Helper()
+	n := testkit.StartNATS(t)
+	store := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/test"))
+	if err := store.EnsureStreams(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	w := &world{store: store, model: readmodel.New(), reg: prometheus.NewRegistry(), fakes: workflowstest.Start(t)}
+	w.runners = []*eventstore.Runner{
+		store.NewRunner(readmodel.Agents{M: w.model}, eventstore.StreamAgents, nil),
+		store.NewRunner(readmodel.Credentials{M: w.model}, eventstore.StreamCredentials, nil),
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, r := range w.runners {
+		wg.Go(func() { _ = r.Run(ctx) })
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	var err error
+	w.svc, err = lifecycle.New(lifecycle.Config{Temporal: tc, Model: w.model, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Service, cfg.Model, cfg.Registerer = w.svc, w.model, w.reg
+	cfg.Issuer = issuerv1.NewIssuerServiceClient(w.fakes.Conn(t))
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	if w.rec, err = lifecycle.NewReconciler(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// unreachableTemporal answers every call as a Temporal frontend that cannot be reached does, and
+// records, at the first call, whether the client named watch was disabled already.
+type unreachableTemporal struct {
+	lifecycle.Temporal
+	issuer *workflowstest.Issuer
+	watch  string
+
+	mu              sync.Mutex
+	calls           int
+	disabledAtFirst bool
+}
+
+func (u *unreachableTemporal) called() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.calls == 0 {
+		u.disabledAtFirst = u.issuer.Client(u.watch).GetState() == issuerv1.ClientState_CLIENT_STATE_DISABLED
+	}
+	u.calls++
+}
+
+func (u *unreachableTemporal) DescribeWorkflowExecution(context.Context, string, string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	u.called()
+	return nil, serviceerror.NewUnavailable("connection refused")
+}
+
+func (u *unreachableTemporal) ExecuteWorkflow(context.Context, client.StartWorkflowOptions, any, ...any) (client.WorkflowRun, error) {
+	u.called()
+	return nil, serviceerror.NewUnavailable("connection refused")
+}
+
+// TestReconcilerDisablesClientsWhileTemporalIsDown: the client of a RETIRED agent is disabled although
+// Temporal cannot be reached and many agents await their runs; the run checks stop at the first
+// unanswered question.
+func TestReconcilerDisablesClientsWhileTemporalIsDown(t *testing.T) {
+	tc := &unreachableTemporal{watch: "tenants/acme/clients/d9"}
+	w := newFakeWorld(t, tc, lifecycle.ReconcilerConfig{StuckAfter: time.Nanosecond})
+	tc.issuer = w.fakes.Issuer
+	for _, id := range []string{"d1", "d2", "d3", "d4"} {
+		w.agentIn(t, id, registryv1.AgentState_AGENT_STATE_PENDING)
+	}
+	w.agentIn(t, "d5", registryv1.AgentState_AGENT_STATE_RETIRING)
+	w.agentIn(t, "d9", registryv1.AgentState_AGENT_STATE_RETIRED)
+	w.activeClient(t, "d9")
+
+	res, err := w.rec.Pass(t.Context())
+
+	if err == nil || !strings.Contains(err.Error(), "Temporal is unreachable") {
+		t.Errorf("pass error = %v, want one saying Temporal is unreachable", err)
+	}
+	if c := w.fakes.Issuer.Client("tenants/acme/clients/d9"); c.GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
+		t.Fatalf("client of the RETIRED agent = %v, want DISABLED", c)
+	}
+	if res.Actions[lifecycle.ActionDisableClient] != 1 {
+		t.Errorf("actions = %v, want the client disabled", res.Actions)
+	}
+	tc.mu.Lock()
+	calls, first := tc.calls, tc.disabledAtFirst
+	tc.mu.Unlock()
+	if !first {
+		t.Error("Temporal was asked before the client was disabled")
+	}
+	if calls != 1 {
+		t.Errorf("Temporal calls = %d, want 1 (the run checks stop at the first unanswered one)", calls)
+	}
+	// Not known to be running: every PENDING and RETIRING agent counts as stuck.
+	if res.Stuck["pending"] != 4 || res.Stuck["retiring"] != 1 {
+		t.Errorf("stuck = %v, want 4 pending and 1 retiring", res.Stuck)
+	}
+}
+
+// failingRuns is a Temporal whose runs all fail with failure: each start makes a new run that has failed.
+type failingRuns struct {
+	lifecycle.Temporal
+	failure error
+
+	mu     sync.Mutex
+	starts int
+}
+
+func (f *failingRuns) runID() string { return fmt.Sprintf("run-%d", f.starts) }
+
+func (f *failingRuns) DescribeWorkflowExecution(context.Context, string, string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &workflowservice.DescribeWorkflowExecutionResponse{WorkflowExecutionInfo: &workflowpb.WorkflowExecutionInfo{
+		Execution: &commonpb.WorkflowExecution{RunId: f.runID()},
+		Status:    enumspb.WORKFLOW_EXECUTION_STATUS_FAILED,
+		CloseTime: timestamppb.New(time.Now().Add(-time.Hour)),
+	}}, nil
+}
+
+func (f *failingRuns) ExecuteWorkflow(_ context.Context, o client.StartWorkflowOptions, _ any, _ ...any) (client.WorkflowRun, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.starts++
+	return failedRun{id: o.ID, runID: f.runID(), err: f.failure}, nil
+}
+
+func (f *failingRuns) GetWorkflow(_ context.Context, id, runID string) client.WorkflowRun {
+	return failedRun{id: id, runID: runID, err: f.failure}
+}
+
+func (f *failingRuns) started() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.starts
+}
+
+type failedRun struct {
+	id, runID string
+	err       error
+}
+
+func (r failedRun) GetID() string                  { return r.id }
+func (r failedRun) GetRunID() string               { return r.runID }
+func (r failedRun) GetFirstExecutionRunID() string { return r.runID }
+func (r failedRun) Get(context.Context, any) error { return r.err }
+func (r failedRun) GetWithOptions(ctx context.Context, v any, _ client.WorkflowRunGetOptions) error {
+	return r.Get(ctx, v)
+}
+
+// TestReconcilerStopsRedriving: a run that failed because the agent's client id cannot be used is not
+// started again; one that keeps failing is started again MaxRedrives times. Either way the agent then
+// counts as stuck, pass after pass.
+func TestReconcilerStopsRedriving(t *testing.T) {
+	appErr := func(typ string) error {
+		return temporal.NewNonRetryableApplicationError("refused", typ, nil)
+	}
+	tests := []struct {
+		name        string
+		failure     error
+		wantRedrive int
+	}{
+		{"client tombstoned", appErr(workflows.ErrClientTombstoned), 0},
+		{"client disabled", appErr(workflows.ErrClientDisabled), 0},
+		{"client of someone else", appErr(workflows.ErrClientExists), 0},
+		{"failing for a reason a new run may not hit", appErr("UNAVAILABLE"), 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tc := &failingRuns{failure: tt.failure}
+			w := newFakeWorld(t, tc, lifecycle.ReconcilerConfig{StuckAfter: time.Nanosecond, MaxRedrives: 2, Interval: time.Nanosecond})
+			w.agentIn(t, "g1", registryv1.AgentState_AGENT_STATE_PENDING)
+
+			for pass := 1; pass <= 5; pass++ {
+				res := w.pass(t)
+				if res.Stuck["pending"] != 1 {
+					t.Fatalf("pass %d: stuck = %v, want the agent counted, re-driven or not", pass, res.Stuck)
+				}
+			}
+			if n := tc.started(); n != tt.wantRedrive {
+				t.Fatalf("runs started again = %d, want %d", n, tt.wantRedrive)
+			}
+			if got := metric(t, w.reg, "lifecycle_stuck_agents", map[string]string{"state": "pending"}); got != 1 {
+				t.Errorf("lifecycle_stuck_agents{pending} = %v, want 1", got)
+			}
+		})
+	}
+}
+
+// TestReconcilerDisableNotFound: only the issuer's NotFound for the client itself counts as nothing to
+// disable; a NotFound for the tenant (a wrongly scoped identity) is a failure, tried again next pass.
+func TestReconcilerDisableNotFound(t *testing.T) {
+	tests := []struct {
+		name    string
+		answer  error
+		wantErr bool
+	}{
+		{"client not found", errs.NotFound("CLIENT_NOT_FOUND", "client not found"), false},
+		{"tenant not found", errs.NotFound("TENANT_NOT_FOUND", "tenant not found"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newFakeWorld(t, completedRuns{}, lifecycle.ReconcilerConfig{})
+			w.agentIn(t, "n1", registryv1.AgentState_AGENT_STATE_RETIRED)
+			w.activeClient(t, "n1")
+			w.fakes.FailNext("DisableClient", tt.answer)
+
+			res, err := w.rec.Pass(t.Context())
+
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("pass error = %v, want error %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				if res.Actions[lifecycle.ActionDisableClient] != 0 {
+					t.Errorf("actions = %v: a failed disable counted as done", res.Actions)
+				}
+				// The next pass tries again (and the issuer now disables it).
+				if res := w.pass(t); res.Actions[lifecycle.ActionDisableClient] != 1 {
+					t.Errorf("next pass actions = %v, want the client disabled", res.Actions)
+				}
+				if c := w.fakes.Issuer.Client("tenants/acme/clients/n1"); c.GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
+					t.Errorf("client = %v, want DISABLED", c)
+				}
+			}
+		})
+	}
+}
+
+// runningRuns is a Temporal where every run is running; it counts the questions.
+type runningRuns struct {
+	lifecycle.Temporal
+	mu        sync.Mutex
+	describes int
+}
+
+func (r *runningRuns) DescribeWorkflowExecution(context.Context, string, string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.describes++
+	return &workflowservice.DescribeWorkflowExecutionResponse{WorkflowExecutionInfo: &workflowpb.WorkflowExecutionInfo{
+		Execution: &commonpb.WorkflowExecution{RunId: "run-1"}, Status: enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING,
+	}}, nil
+}
+
+// TestReconcilerTrustsRunningRuns: runs found running (agents awaiting approval) are not described
+// again at every pass, only after RecheckRunning.
+func TestReconcilerTrustsRunningRuns(t *testing.T) {
+	tc := &runningRuns{}
+	w := newFakeWorld(t, tc, lifecycle.ReconcilerConfig{RecheckRunning: time.Hour, StuckAfter: time.Nanosecond})
+	for _, id := range []string{"w1", "w2", "w3"} {
+		w.agentIn(t, id, registryv1.AgentState_AGENT_STATE_PENDING)
+	}
+	for pass := 1; pass <= 3; pass++ {
+		if res := w.pass(t); len(res.Actions) != 0 || res.Stuck["pending"] != 0 {
+			t.Fatalf("pass %d = %+v, want nothing to do and nothing stuck", pass, res)
+		}
+	}
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.describes != 3 {
+		t.Errorf("runs described = %d over three passes, want 3 (each once)", tc.describes)
 	}
 }
