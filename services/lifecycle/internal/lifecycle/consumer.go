@@ -39,7 +39,9 @@ const riskTierLookupTimeout = 5 * time.Second
 // HandleAgentEvent starts the workflow an agent event calls for: ProvisionWorkflow for
 // agent.registered and DeprovisionWorkflow for agent.retirement_requested, under their deterministic
 // ids. A run that already exists (a redelivered or repeated event) counts as started. Other event types
-// are ignored. It is idempotent, as work consumers must be.
+// are ignored. It is idempotent, as work consumers must be. An event that cannot be decoded or names
+// an agent other than its envelope's is eventstore.Permanent: redelivery cannot fix it, so it goes to
+// the failed-event log at once; every other error (Temporal unreachable) is retried.
 func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) error {
 	switch ev.Type {
 	case EventAgentRegistered:
@@ -54,12 +56,12 @@ func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) err
 func (s *Service) startProvisioning(ctx context.Context, ev eventstore.Event) error {
 	msg, err := eventstore.DecodeAs[*registryv1.AgentRegistered](ev)
 	if err != nil {
-		return err
+		return eventstore.Permanent(err)
 	}
 	agent := msg.GetAgent()
 	tenant, agentID, err := agentOf(ev, agent.GetName())
 	if err != nil {
-		return err
+		return eventstore.Permanent(err)
 	}
 	spec := provisionSpec(tenant, agentID, workflows.RiskTierName(agent.GetRiskTier()), ev.ID)
 	spec.event, spec.md = ev.Type, ev.Metadata
@@ -69,11 +71,11 @@ func (s *Service) startProvisioning(ctx context.Context, ev eventstore.Event) er
 func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) error {
 	msg, err := eventstore.DecodeAs[*registryv1.AgentRetirementRequested](ev)
 	if err != nil {
-		return err
+		return eventstore.Permanent(err)
 	}
 	tenant, agentID, err := agentOf(ev, msg.GetName())
 	if err != nil {
-		return err
+		return eventstore.Permanent(err)
 	}
 	reason := msg.GetReason()
 	if t := msg.GetTicket(); t != "" {

@@ -1,6 +1,7 @@
 package lifecycle_test
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strings"
@@ -75,6 +76,10 @@ func TestHandleAgentEvent(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
 				}
+				// Redelivery cannot fix a malformed event: it goes to the failed-event log at once.
+				if !eventstore.IsPermanent(err) {
+					t.Errorf("err = %v, want it marked eventstore.Permanent", err)
+				}
 				for _, id := range []string{"provision/acme/" + tt.ev.AggregateID, "deprovision/acme/" + tt.ev.AggregateID} {
 					if _, err := c.DescribeWorkflowExecution(t.Context(), id, ""); err == nil {
 						t.Fatalf("a bad event started %s", id)
@@ -107,5 +112,76 @@ func TestHandleAgentEvent(t *testing.T) {
 				t.Fatalf("run: event_id %q, RiskTier %q, Tenant %q, queue %s", eventID, tier, tenant, info.GetTaskQueue())
 			}
 		})
+	}
+}
+
+// unreachable is a Temporal that cannot be reached.
+type unreachable struct{ lifecycle.Temporal }
+
+func (unreachable) ExecuteWorkflow(context.Context, client.StartWorkflowOptions, any, ...any) (client.WorkflowRun, error) {
+	return nil, serviceerror.NewUnavailable("connection refused")
+}
+
+// TestHandleAgentEventRetriesTemporalErrors: a well-formed event whose run cannot be started now is
+// not permanent: it is redelivered until Temporal answers.
+func TestHandleAgentEventRetriesTemporalErrors(t *testing.T) {
+	svc, err := lifecycle.New(lifecycle.Config{Temporal: unreachable{}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = svc.HandleAgentEvent(t.Context(), event(t, "agent.registered", "acme", "u1", registered("tenants/acme/agents/u1", "acme", "u1")))
+	if err == nil || eventstore.IsPermanent(err) {
+		t.Fatalf("err = %v, want a retryable error", err)
+	}
+}
+
+// TestMalformedEventGoesToTheFailedLogAtOnce: on the real consumer, an agent.registered whose payload
+// is not an AgentRegistered is recorded in the failed-event log on its first delivery, not redelivered
+// (the back-off here is an hour: only a permanent error gets there before the deadline).
+func TestMalformedEventGoesToTheFailedLogAtOnce(t *testing.T) {
+	n := testkit.StartNATS(t)
+	store := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/test"))
+	if err := store.EnsureStreams(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := lifecycle.New(lifecycle.Config{Temporal: unreachable{}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- store.Consume(ctx, lifecycle.AgentEventsConsumer, eventstore.StreamAgents, lifecycle.AgentEventSubjects,
+			svc.HandleAgentEvent, eventstore.WithBackoff(time.Hour))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	ev, err := store.Append(t.Context(), eventstore.Append{
+		Tenant: "acme", AggregateType: eventstore.AggregateAgent, AggregateID: "m1", ExpectedVersion: eventstore.AnyVersion,
+		IdempotencyKey: "m1", Type: "agent.registered", Subject: "tenants/acme/agents/m1",
+		Data:     &registryv1.AgentRetirementRequested{Name: "tenants/acme/agents/m1"},
+		Metadata: eventstore.Metadata{Actor: eventstore.Actor{ID: "registry", Kind: eventstore.ActorService}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		failed, err := store.FailedEvents(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, fe := range failed {
+			if fe.Sequence == ev.Sequence && fe.Handler == lifecycle.AgentEventsConsumer {
+				if fe.Deliveries != 1 || !strings.Contains(fe.Error, "data schema mismatch") {
+					t.Fatalf("failed event = %+v, want recorded on its first delivery with the decode error", fe)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the malformed event is not in the failed-event log (entries: %+v)", failed)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
