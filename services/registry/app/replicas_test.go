@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"testing"
@@ -137,11 +138,26 @@ func TestGetAgentMinVersionReadsOwnWritesAcrossReplicas(t *testing.T) {
 	}
 	_, err = reader.client.GetAgent(ctx, &registryv1.GetAgentRequest{Name: agent.GetName(), MinVersion: version})
 	wantLagging(t, err, version)
-	// The caller's deadline bounds the wait too (the cap of the writer is 5s).
+	// The caller's deadline bounds the wait too (the cap of an idle replica is 5s).
+	idle := newRegistryReplica(t, n, app.Config{})
 	dctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	_, err = writer.client.GetAgent(dctx, &registryv1.GetAgentRequest{Name: agent.GetName(), MinVersion: version + 1000})
+	_, err = idle.client.GetAgent(dctx, &registryv1.GetAgentRequest{Name: agent.GetName(), MinVersion: version})
 	cancel()
-	wantLagging(t, err, version+1000)
+	wantLagging(t, err, version)
+
+	// A version no event has yet is refused at once, naming min_version, whatever its size.
+	for _, beyond := range []uint64{version + 1000, math.MaxUint64} {
+		dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = writer.client.GetAgent(dctx, &registryv1.GetAgentRequest{Name: agent.GetName(), MinVersion: beyond})
+		waited := dctx.Err()
+		cancel()
+		if status.Code(err) != codes.InvalidArgument || waited != nil {
+			t.Fatalf("GetAgent(min_version %d) = %v (deadline %v), want InvalidArgument at once", beyond, err, waited)
+		}
+		if e := errs.FromStatus(err); e.Field != "min_version" {
+			t.Fatalf("GetAgent(min_version %d): field %q, want min_version", beyond, e.Field)
+		}
+	}
 
 	// A read that waits is answered once the read model catches up.
 	type result struct {

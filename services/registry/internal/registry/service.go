@@ -392,7 +392,8 @@ func (s *Service) ListTenants(_ context.Context, size int32, token string) ([]*r
 // or the aggregate version of one of its events) it first waits until the read model has applied
 // that version, for at most the configured MaxReadWait and, when ctx has a deadline, nine tenths of
 // the time left, so that the caller hears Unavailable READ_MODEL_LAGGING (metadata min_version and
-// applied_version) rather than its own timeout.
+// applied_version) rather than its own timeout. A minVersion beyond the last event stored in the
+// agents stream is answered at once with InvalidArgument naming min_version: no wait can reach it.
 func (s *Service) GetAgent(ctx context.Context, tenant, agentID string, minVersion uint64) (*registryv1.Agent, error) {
 	if err := s.waitRead(ctx, minVersion); err != nil {
 		return nil, err
@@ -420,6 +421,10 @@ func (s *Service) waitRead(ctx context.Context, version uint64) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, eventstore.ErrBeyondLastSequence):
+		return errs.InvalidArgument("min_version",
+			fmt.Sprintf("no agent event has version %d yet: min_version must be an etag or event version the registry returned", version)).
+			WithCause(err)
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}
