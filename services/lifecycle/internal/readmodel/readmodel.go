@@ -79,6 +79,8 @@ type Agent struct {
 	Provisioned *Outcome
 	// Deprovisioned is the recorded deprovisioning outcome, if any.
 	Deprovisioned *Outcome
+
+	seq uint64 // stream sequence of the last agent event applied (stream AGENTS)
 }
 
 // Name is the agent's resource name.
@@ -232,7 +234,9 @@ type Agents struct{ M *Model }
 // Name implements eventstore.Projection.
 func (Agents) Name() string { return "lifecycle-agents-v1" }
 
-// Apply implements eventstore.Projection.
+// Apply implements eventstore.Projection. Each agent remembers the stream sequence of the last event
+// applied to it; an event at or below it (a redelivery or a re-driven failed event) changes nothing,
+// so a late agent.registered never turns a RETIRED agent PENDING again.
 func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 	var (
 		name   string
@@ -287,6 +291,10 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 	p.M.mu.Lock()
 	defer p.M.mu.Unlock()
 	a := p.M.agent(tenant, id)
+	if e.Sequence != 0 && e.Sequence <= a.seq {
+		return nil // applied already, or older than what was: a late re-apply never moves the state back
+	}
+	a.seq = max(a.seq, e.Sequence)
 	if a.State != state {
 		a.State, a.Since = state, e.Time
 	}

@@ -1,0 +1,66 @@
+package readmodel_test
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/lifecycle/internal/readmodel"
+)
+
+const name = "tenants/acme/agents/a1"
+
+func agentEvent(t *testing.T, seq uint64, typ string, data proto.Message) eventstore.Event {
+	t.Helper()
+	b, err := proto.Marshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eventstore.Event{
+		ID: typ + "-" + string(rune('a'+seq)), Type: typ, Time: time.Unix(int64(seq), 0).UTC(),
+		Metadata: eventstore.Metadata{Tenant: "acme"}, AggregateType: eventstore.AggregateAgent, AggregateID: "a1",
+		Stream: eventstore.StreamAgents, Sequence: seq,
+		DataSchema: string(data.ProtoReflect().Descriptor().FullName()), Data: b,
+	}
+}
+
+// TestAgentsIgnoreOlderEvents: an agent's events apply in stream order; one at or below the last
+// applied sequence (a redelivery, a re-driven failed event) never moves the state back.
+func TestAgentsIgnoreOlderEvents(t *testing.T) {
+	registered := agentEvent(t, 1, readmodel.EventAgentRegistered, &registryv1.AgentRegistered{Agent: &registryv1.Agent{Name: name, AgentId: "a1", Tenant: "acme"}})
+	activated := agentEvent(t, 2, readmodel.EventAgentActivated, &registryv1.AgentActivated{Name: name})
+	retiring := agentEvent(t, 3, readmodel.EventAgentRetirementRequested, &registryv1.AgentRetirementRequested{Name: name, Reason: "done"})
+	retired := agentEvent(t, 4, readmodel.EventAgentRetired, &registryv1.AgentRetired{Name: name})
+	tests := []struct {
+		name      string
+		events    []eventstore.Event
+		want      registryv1.AgentState
+		wantSince time.Time
+	}{
+		{"in order", []eventstore.Event{registered, activated, retiring, retired}, registryv1.AgentState_AGENT_STATE_RETIRED, retired.Time},
+		{"registered again after retired", []eventstore.Event{registered, activated, retiring, retired, registered}, registryv1.AgentState_AGENT_STATE_RETIRED, retired.Time},
+		{"an older event late", []eventstore.Event{registered, activated, retiring, activated}, registryv1.AgentState_AGENT_STATE_RETIRING, retiring.Time},
+		{"the same event twice", []eventstore.Event{registered, activated, activated}, registryv1.AgentState_AGENT_STATE_ACTIVE, activated.Time},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := readmodel.New()
+			p := readmodel.Agents{M: m}
+			for _, e := range tt.events {
+				if err := p.Apply(t.Context(), e); err != nil {
+					t.Fatalf("apply %s: %v", e.Type, err)
+				}
+			}
+			a, ok := m.Agent("acme", "a1")
+			if !ok || a.State != tt.want || !a.Since.Equal(tt.wantSince) {
+				t.Fatalf("agent = %+v, want %v since %v", a, tt.want, tt.wantSince)
+			}
+			if a.RetireReason != "" && a.RetireEventID != retiring.ID {
+				t.Errorf("retirement of %+v from another event", a)
+			}
+		})
+	}
+}
