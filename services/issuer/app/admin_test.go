@@ -96,7 +96,7 @@ func TestAdminAuthorization(t *testing.T) {
 		{"GetClient", "acme-agent", "PermissionDenied"},
 		{"GetClient", "beta-admin", "NotFound"},
 		{"GetClient", "", "Unauthenticated"},
-		{"DisableClient(unknown)", "platform-admin", "OK"}, // records a tombstone
+		{"DisableClient(unknown)", "platform-admin", "OK"},   // records a tombstone
 		{"DisableClient(unknown)", "acme-admin", "NotFound"}, // a tenant-admin disables existing clients only
 		{"DisableClient(unknown)", "acme-auditor", "PermissionDenied"},
 		{"DisableClient(unknown)", "beta-admin", "NotFound"},
