@@ -150,6 +150,9 @@ func (s *Store) recordFailure(ctx context.Context, fe FailedEvent) error {
 	defer cancel()
 	fe.Key = FailedEventKey(fe.Handler, fe.Stream, fe.Sequence)
 	fe.Time = s.clock().UTC()
+	// A long handler error or panic message must not make the entry too large to store, which would
+	// hold the event forever.
+	fe.Error = truncate(fe.Error, maxFailedErrorBytes)
 	b, err := json.Marshal(fe)
 	if err != nil {
 		return err
@@ -164,6 +167,9 @@ func (s *Store) recordFailure(ctx context.Context, fe FailedEvent) error {
 	metricFailedRecorded.WithLabelValues(fe.Handler, fe.Kind).Inc()
 	return nil
 }
+
+// maxFailedErrorBytes bounds the error text kept in a failed-event log entry.
+const maxFailedErrorBytes = 4 << 10
 
 // decodeFailed decodes a failed-event log entry.
 func decodeFailed(e jetstream.KeyValueEntry) (FailedEvent, error) {

@@ -47,6 +47,10 @@ var (
 		Name: "agentid_eventstore_projection_position_syncs_total",
 		Help: "Position syncs (a stream info and a get of the next matching message, at the stream leader) run for the WaitFor calls of a projection, in this process.",
 	}, []string{"projection", "stream"})
+	metricProjectionHeld = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentid_eventstore_projection_held_sequence",
+		Help: "Stream sequence of the event a projection is held at because the failed-event log cannot record its failure (0: not held). Alert on any non-zero value.",
+	}, []string{"projection", "stream"})
 	metricProjectionLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentid_eventstore_projection_lag_events",
 		Help: "Events of a projection's subjects stored in the stream but not applied yet.",
@@ -69,7 +73,7 @@ func registerMetrics(reg prometheus.Registerer) {
 	for _, c := range []prometheus.Collector{
 		metricConsumerPending, metricConsumerRedeliveries, metricConsumerLongRetries,
 		metricFailedRecorded, metricFailedRecordErrors, metricFailedOpen,
-		metricProjectionPosition, metricProjectionLastSeq, metricProjectionSyncs, metricProjectionLag, unacked,
+		metricProjectionPosition, metricProjectionLastSeq, metricProjectionSyncs, metricProjectionHeld, metricProjectionLag, unacked,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,6 +81,13 @@ func TestRunnerHoldsAtAnEventUntilTheFailedLogRecordsIt(t *testing.T) {
 	if pos := r.Position(); pos >= bad.Sequence {
 		t.Fatalf("Position = %d while the failure of %d is not recorded: the event was skipped silently", pos, bad.Sequence)
 	}
+	held := func() float64 {
+		v, _ := metricValue(t, "agentid_eventstore_projection_held_sequence", map[string]string{"projection": "holding-v1", "stream": eventstore.StreamAgents})
+		return v
+	}
+	if got := held(); got != float64(bad.Sequence) {
+		t.Fatalf("held-sequence gauge = %v while held at %d", got, bad.Sequence)
+	}
 
 	if err := e.store.EnsureStreams(t.Context()); err != nil {
 		t.Fatal(err)
@@ -87,11 +95,30 @@ func TestRunnerHoldsAtAnEventUntilTheFailedLogRecordsIt(t *testing.T) {
 	if err := r.WaitFor(ctxTimeout(t, 20*time.Second), good2.Sequence); err != nil {
 		t.Fatal(err)
 	}
+	if got := held(); got != 0 {
+		t.Fatalf("held-sequence gauge = %v after the failure was recorded, want 0", got)
+	}
 	if got := failedFor(t, e.store, "holding-v1"); len(got) != 1 || got[0].Sequence != bad.Sequence {
 		t.Fatalf("failed events = %+v, want the one at %d", got, bad.Sequence)
 	}
 	if _, applied := p.snapshot(); !slices.Equal(applied, []uint64{good1.Sequence, good2.Sequence}) {
 		t.Errorf("applied %v, want %v", applied, []uint64{good1.Sequence, good2.Sequence})
+	}
+}
+
+// TestLongErrorsAreTruncatedInTheFailedLog: a handler error far larger than a NATS message may be is
+// cut, so that the event can be recorded and is never held for good.
+func TestLongErrorsAreTruncatedInTheFailedLog(t *testing.T) {
+	e := newEnv(t)
+	huge := strings.Repeat("x", 2<<20)
+	consumeInBackground(t, e.store, "verbose", func(context.Context, eventstore.Event) error {
+		return eventstore.Permanent(errors.New(huge))
+	})
+	ev := mustAppend(t, e.store, agentAppend("acme", "loud", "registered", 0, "x"))
+	waitUntil(t, 20*time.Second, "the failure to be recorded", func() bool { return len(failedFor(t, e.store, "verbose")) == 1 })
+	got := failedFor(t, e.store, "verbose")[0]
+	if got.Sequence != ev.Sequence || len(got.Error) == 0 || len(got.Error) > 4<<10 {
+		t.Fatalf("recorded %d with an error of %d bytes, want %d with at most 4 KiB", got.Sequence, len(got.Error), ev.Sequence)
 	}
 }
 

@@ -244,11 +244,14 @@ func (r *Runner) fail(ctx context.Context, msg jetstream.Msg, md *jetstream.MsgM
 		firstRetry = 100 * time.Millisecond
 		maxRetry   = 5 * time.Second
 	)
+	held := metricProjectionHeld.WithLabelValues(r.p.Name(), md.Stream)
+	defer held.Set(0)
 	for retry := firstRetry; ; retry = min(2*retry, maxRetry) {
 		rerr := r.s.recordFailure(ctx, fe)
 		if rerr == nil {
 			break
 		}
+		held.Set(float64(md.Sequence.Stream))
 		metricFailedRecordErrors.WithLabelValues(r.p.Name(), FailedByProjection).Inc()
 		r.s.logger.ErrorContext(ctx, "projection cannot record a failed event in the failed-event log; holding at the event until it can",
 			"projection", r.p.Name(), "stream", md.Stream, "seq", md.Sequence.Stream, "retry_in", retry, "error", rerr)
