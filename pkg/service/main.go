@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -137,7 +139,12 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 	}
 	store := eventstore.New(js, eventstore.WithSource("agentid/"+name), eventstore.WithLogger(log),
 		eventstore.WithReplicas(f.StreamReplicas))
-	if err := ensureStreams(ctx, store, log); err != nil {
+	// While the streams are not there yet the process is alive but not ready: answer the probes, so
+	// that an orchestrator waits instead of restarting it.
+	stopProbes := serveStartupProbes(f.HTTPAddr, log)
+	err = ensureStreams(ctx, store, log)
+	stopProbes()
+	if err != nil {
 		return fmt.Errorf("streams: %w", err)
 	}
 	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: f.IssuerURL})
@@ -197,4 +204,42 @@ func transientJetStreamError(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionReconnecting) ||
 		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// serveStartupProbes answers /livez and /healthz (200) and /readyz (503) on addr until the returned
+// function is called, which releases the address for the real server. An empty addr, or one that
+// cannot be bound, serves nothing.
+func serveStartupProbes(addr string, log *slog.Logger) (stop func()) {
+	if addr == "" {
+		return func() {}
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Warn("cannot answer health probes while starting", "http_addr", addr, "error", err.Error())
+		return func() {}
+	}
+	mux := http.NewServeMux()
+	alive := func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	}
+	mux.HandleFunc("GET /livez", alive)
+	mux.HandleFunc("GET /healthz", alive)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready: waiting for the event streams (NATS)\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}
 }

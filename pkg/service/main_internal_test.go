@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,4 +105,27 @@ func TestTransientJetStreamErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStartupProbes: while the streams are awaited the process answers alive and not ready, and
+// releases the address for the real server afterwards.
+func TestStartupProbes(t *testing.T) {
+	addr := "127.0.0.1:" + strconv.Itoa(testkit.FreePorts(t, 1)[0])
+	stop := serveStartupProbes(addr, slog.New(slog.DiscardHandler))
+	for path, want := range map[string]int{"/livez": 200, "/healthz": 200, "/readyz": 503} {
+		res, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != want {
+			t.Errorf("GET %s = %d, want %d", path, res.StatusCode, want)
+		}
+	}
+	stop()
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the address is still taken after the startup probes stopped: %v", err)
+	}
+	lis.Close()
 }
