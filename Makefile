@@ -81,7 +81,12 @@ test-stress: deps ## Run the e2e and component suites STRESS_RUNS (20) times und
 	@burn() { while :; do :; done; }; burn & b1=$$!; burn & b2=$$!; \
 	  trap 'kill $$b1 $$b2 2>/dev/null' EXIT; \
 	  echo "two busy loops ($$b1, $$b2) compete for the cores; $(STRESS_RUNS) runs of $(STRESS_PKGS)"; \
-	  $(GO) test -count=$(STRESS_RUNS) -failfast -timeout 0 $(STRESS_PKGS)
+	  for i in $$(seq 1 $(STRESS_RUNS)); do \
+	    start=$$(date +%s); \
+	    $(GO) test -count=1 -failfast $(TEST_FLAGS) $(STRESS_PKGS) > .stress-run.log 2>&1 || { \
+	      grep -E '^(--- FAIL|FAIL|panic)' .stress-run.log; echo "run $$i of $(STRESS_RUNS) FAILED (output in .stress-run.log)"; exit 1; }; \
+	    echo "run $$i of $(STRESS_RUNS) passed in $$(( $$(date +%s) - start )) s"; \
+	  done; rm -f .stress-run.log; echo "$(STRESS_RUNS) runs in a row passed"
 
 # The fault-injection suite: agentid processes killed at every failpoint, engines restarted, a NATS
 # cluster losing a node under load; invariants checked after each scenario. The core scenarios also
