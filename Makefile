@@ -76,6 +76,7 @@ test-race: deps ## Run every test with the race detector
 # a test that depends on timing fails here long before it fails in CI.
 STRESS_RUNS ?= 20
 STRESS_PKGS ?= ./e2e/... ./services/... ./workflows/... ./pkg/eventstore/... ./pkg/service/... ./pkg/temporaldev/...
+STRESS_FLAGS ?=
 .PHONY: test-stress
 test-stress: deps ## Run the e2e and component suites STRESS_RUNS (20) times under CPU contention
 	@burn() { while :; do :; done; }; burn & b1=$$!; burn & b2=$$!; \
@@ -83,7 +84,7 @@ test-stress: deps ## Run the e2e and component suites STRESS_RUNS (20) times und
 	  echo "two busy loops ($$b1, $$b2) compete for the cores; $(STRESS_RUNS) runs of $(STRESS_PKGS)"; \
 	  for i in $$(seq 1 $(STRESS_RUNS)); do \
 	    start=$$(date +%s); \
-	    $(GO) test -count=1 -failfast $(TEST_FLAGS) $(STRESS_PKGS) > .stress-run.log 2>&1 || { \
+	    $(GO) test -count=1 -failfast $(TEST_FLAGS) $(STRESS_FLAGS) $(STRESS_PKGS) > .stress-run.log 2>&1 || { \
 	      grep -E '^(--- FAIL|FAIL|panic)' .stress-run.log; echo "run $$i of $(STRESS_RUNS) FAILED (output in .stress-run.log)"; exit 1; }; \
 	    echo "run $$i of $(STRESS_RUNS) passed in $$(( $$(date +%s) - start )) s"; \
 	  done; rm -f .stress-run.log; echo "$(STRESS_RUNS) runs in a row passed"
