@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/testkit"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
@@ -425,34 +427,118 @@ func TestUnrecordableDecisionIsUnavailable(t *testing.T) {
 	}
 }
 
-func TestRecordWithoutDigestIsComparedByItsInput(t *testing.T) {
+// plantRecord appends a decision record under requestID the way a writer other than Evaluate
+// could: with the given payload and event metadata.
+func plantRecord(t *testing.T, e *env, requestID string, rec *policyv1.DecisionRecorded, md eventstore.Metadata) {
+	t.Helper()
+	aggID := admission.DecisionAggregateID(requestID)
+	_, err := eventstore.New(e.js, eventstore.WithSource("agentid/policy")).Append(t.Context(), eventstore.Append{
+		Tenant: "acme", AggregateType: eventstore.AggregatePolicy, AggregateID: aggID, IdempotencyKey: aggID,
+		Type: admission.EventType, Subject: "tenants/acme/agents/faq", Data: rec, Metadata: md,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUntrustedOrDigestlessRecordIsRefused(t *testing.T) {
 	e := start(t, app.Config{}, true)
-	const requestID = "provision/acme/faq/policy"
-	// A decision recorded before records carried the input digest.
-	legacy := &policyv1.Decision{DecisionId: "019a3c1e-5b7d-7c2a-9f00-0123456789ab", Outcome: policyv1.Outcome_OUTCOME_ALLOW, BundleVersion: "sha256:old"}
+	digest, err := admission.InputDigest("acme", lowRiskAgent())
+	if err != nil {
+		t.Fatal(err)
+	}
 	input, err := structpb.NewStruct(map[string]any{"tenant": "acme", "now": fixedNow.Format(time.RFC3339Nano)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	input.Fields["agent"] = structpb.NewStructValue(agentStruct(t, lowRiskAgent()))
-	_, err = eventstore.New(e.js, eventstore.WithSource("agentid/policy")).Append(t.Context(), eventstore.Append{
-		Tenant: "acme", AggregateType: eventstore.AggregatePolicy, AggregateID: admission.DecisionAggregateID(requestID),
-		IdempotencyKey: admission.DecisionAggregateID(requestID), Type: "policy.decided", Subject: "tenants/acme/agents/faq",
-		Data: &policyv1.DecisionRecorded{Tenant: "acme", DecisionPoint: "admission", Subject: "tenants/acme/agents/faq",
-			Decision: legacy, Input: input, RequestId: requestID},
-		Metadata: eventstore.Metadata{Actor: eventstore.Actor{ID: "lifecycle-worker", Kind: eventstore.ActorService}},
-	})
-	if err != nil {
-		t.Fatal(err)
+	service := eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "lifecycle-worker", Kind: eventstore.ActorService}}
+	tests := []struct {
+		name       string
+		md         eventstore.Metadata
+		digest     string
+		dryRun     bool
+		wantAnswer bool
+	}{
+		{name: "written by the service for itself (control)", md: service, digest: digest, wantAnswer: true},
+		{name: "no input digest (an unreleased format), even with the input it was made for", md: service},
+		{name: "written by a human", md: eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "alice", Kind: eventstore.ActorHuman}}, digest: digest},
+		{name: "written by an agent", md: eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "faq", Kind: eventstore.ActorAgent}}, digest: digest},
+		{name: "written by a service on behalf of a user", md: eventstore.Metadata{Tenant: "acme", Actor: service.Actor, OnBehalfOf: "alice"}, digest: digest},
+		{name: "marked as a dry run", md: service, digest: digest, dryRun: true},
 	}
-	got, err := evaluate(t, e, lowRiskAgent(), requestID)
-	if err != nil || !proto.Equal(got, legacy) {
-		t.Fatalf("repeat of the recorded input answered %v, %v; want %v", got, err, legacy)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			requestID := fmt.Sprintf("provision/acme/faq-%d/policy", i)
+			planted := &policyv1.Decision{DecisionId: "019a3c1e-5b7d-7c2a-9f00-0123456789ab", Outcome: policyv1.Outcome_OUTCOME_ALLOW, BundleVersion: "sha256:planted"}
+			plantRecord(t, e, requestID, &policyv1.DecisionRecorded{Tenant: "acme", DecisionPoint: "admission", Subject: "tenants/acme/agents/faq",
+				Decision: planted, Input: input, RequestId: requestID, InputSha256: tt.digest, DryRun: tt.dryRun}, tt.md)
+			recordsBefore, loggedBefore := counts(t, e)
+
+			got, err := evaluate(t, e, lowRiskAgent(), requestID)
+			records, logged := counts(t, e)
+			if tt.wantAnswer {
+				if err != nil || !proto.Equal(got, planted) {
+					t.Fatalf("a record written by the service answered %v, %v; want %v", got, err, planted)
+				}
+				return
+			}
+			if status.Code(err) != codes.InvalidArgument || errs.FromStatus(err).Field != "request_id" {
+				t.Fatalf("answered %v, %v; want InvalidArgument naming request_id", got, err)
+			}
+			if md := errs.FromStatus(err).Metadata; md["request_id"] != requestID {
+				t.Errorf("error metadata %v does not name the request id", md)
+			}
+			if records != recordsBefore || logged != loggedBefore {
+				t.Fatalf("a refused record led to writes: records %d -> %d, logged %d -> %d", recordsBefore, records, loggedBefore, logged)
+			}
+		})
 	}
-	if _, err := evaluate(t, e, highRiskAgent(), requestID); status.Code(err) != codes.InvalidArgument || errs.FromStatus(err).Field != "request_id" {
-		t.Fatalf("another input answered %v, want InvalidArgument naming request_id", err)
+}
+
+func TestDryRunDecisionLogEntryCarriesNoRequestID(t *testing.T) {
+	const requestID = "provision/acme/faq/policy"
+	tests := []struct {
+		name  string
+		token string
+		ctx   func(ctx context.Context) context.Context
+	}{
+		{name: "tenant-admin", token: "acme-admin"},
+		{name: "tenant-admin naming the request id as its correlation too", token: "acme-admin", ctx: func(ctx context.Context) context.Context {
+			return metadata.AppendToOutgoingContext(ctx, grpcx.RequestIDHeader, requestID)
+		}},
+		{name: "delegated platform-admin of system", token: "system-delegated"},
 	}
-	if records := testkit.StreamMessages(t, e.js, eventstore.StreamPolicy); records != 1 {
-		t.Fatalf("%d records, want 1", records)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t, app.Config{}, true)
+			ctx := testkit.WithBearer(t.Context(), tt.token)
+			if tt.ctx != nil {
+				ctx = tt.ctx(ctx)
+			}
+			resp, err := e.client.EvaluateAdmission(ctx, &policyv1.EvaluateAdmissionRequest{
+				Tenant: "acme", Agent: agentStruct(t, highRiskAgent()), RequestId: requestID,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, rec := loggedDecision(t, e)
+			if rec.GetDecision().GetDecisionId() != resp.GetDecision().GetDecisionId() {
+				t.Fatalf("last logged decision %s, want the dry run's %s", rec.GetDecision().GetDecisionId(), resp.GetDecision().GetDecisionId())
+			}
+			if !rec.GetDryRun() || rec.GetRequestId() != "" || ev.Metadata.CorrelationID == requestID {
+				t.Fatalf("dry run logged with dry_run=%v request_id=%q correlation=%q; want dry_run, no request id and a correlation other than %q",
+					rec.GetDryRun(), rec.GetRequestId(), ev.Metadata.CorrelationID, requestID)
+			}
+
+			// The provisioning run's decision is logged as a real one under the request id.
+			if _, err := evaluate(t, e, lowRiskAgent(), requestID); err != nil {
+				t.Fatal(err)
+			}
+			_, rec = loggedDecision(t, e)
+			if rec.GetDryRun() || rec.GetRequestId() != requestID {
+				t.Fatalf("recorded decision logged with dry_run=%v request_id=%q; want a real decision under %q", rec.GetDryRun(), rec.GetRequestId(), requestID)
+			}
+		})
 	}
 }

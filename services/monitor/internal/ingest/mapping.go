@@ -146,6 +146,9 @@ func mapPolicyDecided(e eventstore.Event, row *store.Event) error {
 	if v := dec.GetRequiredApprovals(); len(v) > 0 {
 		d["required_approvals"] = v
 	}
+	if m.GetDryRun() { // binds nothing: analysts must be able to tell it from a real decision
+		d["dry_run"] = true
+	}
 	row.Detail = detail(d)
 	return nil
 }

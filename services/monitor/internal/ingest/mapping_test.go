@@ -97,6 +97,17 @@ func TestMap(t *testing.T) {
 				"reasons": []any{"r1", "r2"}, "required_approvals": []any{"owner", "security"}},
 		},
 		{
+			name: "dry-run policy decision is marked as one",
+			event: envelope(t, "policy.decided", "tenants/acme/agents/pay", &policyv1.DecisionRecorded{
+				Tenant: "acme", DecisionPoint: "admission", Subject: "tenants/acme/agents/pay", DryRun: true,
+				Decision: &policyv1.Decision{DecisionId: "d-3", Outcome: policyv1.Outcome_OUTCOME_DENY, Reasons: []string{"r"}, BundleVersion: "sha256:ab"},
+			}, eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "alice", Kind: eventstore.ActorHuman}, CorrelationID: "corr-10"}),
+			want: store.Event{EventID: "01a2192e-aaaa-7000-8000-000000000001", Time: at, Tenant: "acme", Agent: "tenants/acme/agents/pay",
+				Kind: "policy.decided", Outcome: "deny", Actor: "alice", RequestID: "corr-10", StreamSeq: 42},
+			wantDetail: map[string]any{"decision_point": "admission", "decision_id": "d-3", "bundle_version": "sha256:ab",
+				"reasons": []any{"r"}, "dry_run": true},
+		},
+		{
 			name: "policy decision without an outcome is a deny",
 			event: envelope(t, "policy.decided", "", &policyv1.DecisionRecorded{Tenant: "acme", Decision: &policyv1.Decision{DecisionId: "d-2"}},
 				eventstore.Metadata{Tenant: "acme"}),

@@ -101,7 +101,9 @@ func New(eval Evaluator, store Store, now func() time.Time, logger *slog.Logger)
 // recorded is Unavailable (retry with the same request id).
 //
 // Every other call, and every call without a request id, is a dry run: evaluated afresh, nothing
-// recorded on POLICY, so a caller cannot plant the answer a later provisioning run will get.
+// recorded on POLICY, so a caller cannot plant the answer a later provisioning run will get. Its
+// decision log entry is marked dry_run and carries neither the request id nor a correlation equal
+// to it, so it cannot pass for the decision a provisioning run got under that id.
 //
 // Every answered decision is published to telemetry.<tenant>.policy.decided (the decision log); a
 // recorded decision under an event id derived from its record (DecisionLogEventID), on every repeat
@@ -120,7 +122,8 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 		if err != nil {
 			return Decision{}, err
 		}
-		s.publish(ctx, req, rec, d)
+		rec.RequestId, rec.DryRun = "", true
+		s.publishDryRun(ctx, req, rec, d)
 		return d, nil
 	}
 	digest, err := InputDigest(req.Tenant, req.Agent)
@@ -163,7 +166,7 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 				return Decision{}, notRecorded(req, err)
 			}
 		}
-		rec, err := s.fromEvent(req, digest, ev)
+		rec, err := s.fromEvent(ctx, req, digest, ev)
 		if err != nil {
 			return Decision{}, err
 		}
@@ -243,42 +246,36 @@ func (s *Service) recorded(ctx context.Context, req Request, aggID string) (even
 	return eventstore.Event{}, false, nil
 }
 
-// fromEvent reads a recorded decision, refusing it unless it was made for this request id and the
-// same input (digest).
-func (s *Service) fromEvent(req Request, digest string, e eventstore.Event) (*policyv1.DecisionRecorded, error) {
+// fromEvent reads a recorded decision and answers it only if it was made for this request id and
+// the same input (digest), and was written as Evaluate writes records: by a service actor acting
+// for itself (RecordsDecisions), with an input digest, not as a dry run.
+//
+// A record failing any of these checks is refused exactly like a request id reused for another
+// input: InvalidArgument on request_id, nothing written. That is the fail-closed choice because the
+// two alternatives both let the record's writer steer the outcome: answering it hands a caller the
+// decision someone else planted, and evaluating afresh (the record cannot be replaced: appends to
+// the aggregate are conditional on it being empty) would answer one request id with two decisions,
+// or with one nobody can audit. Refusing keeps the run from proceeding on a decision the platform
+// did not make, and an operator sees the request id in the error.
+func (s *Service) fromEvent(ctx context.Context, req Request, digest string, e eventstore.Event) (*policyv1.DecisionRecorded, error) {
 	rec, err := eventstore.DecodeAs[*policyv1.DecisionRecorded](e)
 	if err != nil {
 		return nil, errs.Internal(fmt.Errorf("decision record %s: %w", e.ID, err))
 	}
 	recorded := rec.GetInputSha256()
-	if recorded == "" {
-		recorded = legacyDigest(rec) // recorded before digests were: the input it holds
-	}
-	if rec.GetDecisionPoint() != DecisionPoint || rec.GetRequestId() != req.RequestID || recorded == "" ||
+	trusted := e.Metadata.Actor.Kind == eventstore.ActorService && e.Metadata.OnBehalfOf == "" && !rec.GetDryRun()
+	if !trusted || rec.GetDecisionPoint() != DecisionPoint || rec.GetRequestId() != req.RequestID || recorded == "" ||
 		subtle.ConstantTimeCompare([]byte(recorded), []byte(digest)) != 1 {
+		if !trusted || recorded == "" {
+			s.logger.WarnContext(ctx, "admission decision record refused: not written by a service for itself, or without an input digest",
+				"tenant", req.Tenant, "request_id", req.RequestID, "record_id", e.ID,
+				"actor_kind", string(e.Metadata.Actor.Kind), "actor", e.Metadata.Actor.ID,
+				"on_behalf_of", e.Metadata.OnBehalfOf, "has_digest", recorded != "", "dry_run", rec.GetDryRun())
+		}
 		return nil, errs.InvalidArgument("request_id", "request id was used for a different admission input").
 			WithMetadata("request_id", req.RequestID)
 	}
 	return rec, nil
-}
-
-// legacyDigest is the input digest of a record without one, computed from the input it holds; empty
-// (never matching) if that input is not an agent.
-func legacyDigest(rec *policyv1.DecisionRecorded) string {
-	in := rec.GetInput().GetFields()
-	b, err := protojson.Marshal(in["agent"].GetStructValue())
-	if err != nil || in["agent"].GetStructValue() == nil {
-		return ""
-	}
-	agent := &registryv1.Agent{}
-	if err := protojson.Unmarshal(b, agent); err != nil {
-		return ""
-	}
-	d, err := InputDigest(rec.GetTenant(), agent)
-	if err != nil {
-		return ""
-	}
-	return d
 }
 
 // evaluate asks the policy and returns the decision with its decision log record.
@@ -361,10 +358,17 @@ func agentInput(a *registryv1.Agent) (map[string]any, error) {
 	return m, nil
 }
 
-// publish writes a dry run's decision to the decision log; failures are logged only.
-func (s *Service) publish(ctx context.Context, req Request, rec *policyv1.DecisionRecorded, d Decision) {
+// publishDryRun writes a dry run's decision to the decision log; failures are logged only. The
+// entry keeps the caller's request id out of its correlation (rec carries none and is marked
+// dry_run): a caller must not be able to file a decision next to the one a provisioning run gets
+// under that id.
+func (s *Service) publishDryRun(ctx context.Context, req Request, rec *policyv1.DecisionRecorded, d Decision) {
 	subject := "telemetry." + req.Tenant + "." + EventType
-	if _, err := s.store.Publish(ctx, subject, EventType, req.Agent.GetName(), rec, s.metadata(ctx, req)); err != nil {
+	md := grpcx.EventMetadata(ctx, req.Tenant)
+	if req.RequestID != "" && md.CorrelationID == req.RequestID {
+		md.CorrelationID = ""
+	}
+	if _, err := s.store.Publish(ctx, subject, EventType, req.Agent.GetName(), rec, md); err != nil {
 		s.logger.ErrorContext(ctx, "decision not published to the decision log", "tenant", req.Tenant,
 			"decision_id", d.ID, "subject", subject, "error", err)
 	}

@@ -43,7 +43,11 @@ type DecisionRecorded struct {
 	// SHA-256 (hex) of the canonical admission input of a recorded decision: the tenant and the
 	// deterministic protobuf encoding of the agent without its bookkeeping fields (state, state_reason,
 	// etag, update_time). A repeat of the request id with another input is refused, never answered.
-	InputSha256   string `protobuf:"bytes,7,opt,name=input_sha256,json=inputSha256,proto3" json:"input_sha256,omitempty"`
+	InputSha256 string `protobuf:"bytes,7,opt,name=input_sha256,json=inputSha256,proto3" json:"input_sha256,omitempty"`
+	// True for a dry run: a decision evaluated for a caller whose decisions are not recorded (anyone but
+	// the platform's own service identities, or a call without a request id). It binds nothing, and
+	// request_id is always empty, so it cannot be mistaken for the decision a provisioning run got.
+	DryRun        bool `protobuf:"varint,8,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,11 +131,18 @@ func (x *DecisionRecorded) GetInputSha256() string {
 	return ""
 }
 
+func (x *DecisionRecorded) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
 var File_agentid_policy_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_policy_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1eagentid/policy/v1/events.proto\x12\x11agentid.policy.v1\x1a&agentid/policy/v1/policy_service.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x95\x02\n" +
+	"\x1eagentid/policy/v1/events.proto\x12\x11agentid.policy.v1\x1a&agentid/policy/v1/policy_service.proto\x1a\x1cgoogle/protobuf/struct.proto\"\xae\x02\n" +
 	"\x10DecisionRecorded\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12%\n" +
 	"\x0edecision_point\x18\x02 \x01(\tR\rdecisionPoint\x12\x18\n" +
@@ -140,7 +151,8 @@ const file_agentid_policy_v1_events_proto_rawDesc = "" +
 	"\x05input\x18\x05 \x01(\v2\x17.google.protobuf.StructR\x05input\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x06 \x01(\tR\trequestId\x12!\n" +
-	"\finput_sha256\x18\a \x01(\tR\vinputSha256BDZBgithub.com/agentid/agentid/proto/gen/go/agentid/policy/v1;policyv1b\x06proto3"
+	"\finput_sha256\x18\a \x01(\tR\vinputSha256\x12\x17\n" +
+	"\adry_run\x18\b \x01(\bR\x06dryRunBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/policy/v1;policyv1b\x06proto3"
 
 var (
 	file_agentid_policy_v1_events_proto_rawDescOnce sync.Once
