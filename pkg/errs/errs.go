@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 )
 
 // Kind classifies an error by what the caller can do about it. The zero value is KindInternal.
@@ -94,6 +95,9 @@ type Error struct {
 	Field string
 	// Metadata carries small, caller-safe key/value facts (returned in google.rpc.ErrorInfo).
 	Metadata map[string]string
+	// RetryAfter, when positive, tells the caller to try again after it (google.rpc.RetryInfo): for
+	// Unavailable errors that are expected to clear, such as a read model catching up.
+	RetryAfter time.Duration
 	// Cause is the internal error behind this one; it is logged, never returned to callers.
 	Cause error
 }
@@ -138,6 +142,13 @@ func (e *Error) WithMetadata(key, value string) *Error {
 		c.Metadata = make(map[string]string, 1)
 	}
 	c.Metadata[key] = value
+	return c
+}
+
+// WithRetryAfter returns a copy of e that tells the caller to retry after d (google.rpc.RetryInfo).
+func (e *Error) WithRetryAfter(d time.Duration) *Error {
+	c := e.clone()
+	c.RetryAfter = d
 	return c
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -238,5 +239,26 @@ func TestErrorHelpers(t *testing.T) {
 	}
 	if errs.Conflict("X", "y").Kind.String() != "CONFLICT" {
 		t.Fatal("Kind.String")
+	}
+}
+
+func TestRetryAfterTravelsAsRetryInfo(t *testing.T) {
+	err := errs.Unavailable("READ_MODEL_LAGGING", "catching up", nil).WithRetryAfter(1500 * time.Millisecond)
+	st := errs.ToStatus(err)
+	var found bool
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			found = ri.GetRetryDelay().AsDuration() == 1500*time.Millisecond
+		}
+	}
+	if !found {
+		t.Fatalf("status %v carries no RetryInfo of 1.5s", st.Details())
+	}
+	back := errs.FromStatus(st.Err())
+	if back.RetryAfter != 1500*time.Millisecond || back.Reason != "READ_MODEL_LAGGING" {
+		t.Fatalf("FromStatus = %+v, want the retry delay and reason back", back)
+	}
+	if d := errs.ToStatus(errs.Unavailable("X", "no hint", nil)).Details(); len(d) != 1 {
+		t.Fatalf("an error without RetryAfter has details %v, want only ErrorInfo", d)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Domain is the google.rpc.ErrorInfo domain of every error the platform returns.
@@ -103,7 +105,11 @@ func errorStatus(e *Error) *status.Status {
 		}
 		return st
 	}
-	if withDetails, err := st.WithDetails(info); err == nil {
+	details := []protoadapt.MessageV1{info}
+	if e.RetryAfter > 0 {
+		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
+	}
+	if withDetails, err := st.WithDetails(details...); err == nil {
 		return withDetails
 	}
 	return st
@@ -174,6 +180,8 @@ func FromStatus(err error) *Error {
 			if v := d.GetFieldViolations(); len(v) > 0 && out.Field == "" {
 				out.Field = v[0].GetField()
 			}
+		case *errdetails.RetryInfo:
+			out.RetryAfter = d.GetRetryDelay().AsDuration()
 		}
 	}
 	if out.Reason == "" {

@@ -327,7 +327,8 @@ func (s *Service) noProvisioningRun(ctx context.Context, tenant, agentID, agent 
 	case state == registryv1.AgentState_AGENT_STATE_PENDING:
 		return errs.Unavailable("PROVISIONING_NOT_STARTED",
 			"the provisioning workflow has not started yet, retry in "+RetryQueuedAfter.String(), nil).
-			WithMetadata("agent", agent).WithMetadata("retry_after", RetryQueuedAfter.String())
+			WithMetadata("agent", agent).WithMetadata("retry_after", RetryQueuedAfter.String()).
+			WithRetryAfter(RetryQueuedAfter)
 	default:
 		return errs.FailedPrecondition("NOT_WAITING_FOR_APPROVAL",
 			"the agent is "+strings.TrimPrefix(state.String(), "AGENT_STATE_")+": there is nothing to approve")

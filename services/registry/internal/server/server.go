@@ -6,9 +6,6 @@ import (
 	"context"
 	"errors"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -277,16 +274,12 @@ func (s *Server) CompleteRetirement(ctx context.Context, req *registryv1.Complet
 	return &registryv1.CompleteRetirementResponse{Agent: a}, nil
 }
 
-// withRetryInfo adds a google.rpc.RetryInfo to a READ_MODEL_LAGGING error, telling the caller when
-// to try again; other errors pass unchanged.
+// withRetryInfo tells the caller of a READ_MODEL_LAGGING error when to try again
+// (google.rpc.RetryInfo); other errors pass unchanged.
 func withRetryInfo(err error) error {
 	var e *errs.Error
 	if !errors.As(err, &e) || e.Kind != errs.KindUnavailable || e.Reason != registry.ReasonReadModelLagging {
 		return err
 	}
-	st, derr := errs.ToStatus(e).WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(registry.ReadRetryDelay)})
-	if derr != nil {
-		return err
-	}
-	return st.Err()
+	return e.WithRetryAfter(registry.ReadRetryDelay)
 }
