@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/grpcx"
 )
 
@@ -56,6 +57,9 @@ func describe(err error) string {
 		if r, ok := d.(interface{ GetReason() string }); ok && r.GetReason() != "" {
 			msg += " (" + r.GetReason() + ")"
 		}
+	}
+	if after := errs.FromStatus(err).RetryAfter; after > 0 {
+		msg += "; retry in " + after.String()
 	}
 	return msg
 }
