@@ -319,13 +319,12 @@ func (a *Activities) createClient(ctx context.Context, in CreateClientRequest, a
 		}
 		return ClientInfo{Name: got.GetClient().GetName(), ClientID: got.GetClient().GetClientId()}, nil
 	}
-	if e := errs.FromStatus(err); e != nil && e.Kind == errs.KindFailedPrecondition {
-		typ := ErrClientTombstoned // a client id once disabled is refused for good
-		if e.Reason == ErrClientDisabled {
-			typ = ErrClientDisabled
-		}
+	// Only the issuer's own reasons for refusing the client id for good settle the agent (the run
+	// rejects it); any other FailedPrecondition is an ordinary failure of the run (classify).
+	if e := errs.FromStatus(err); e != nil && e.Kind == errs.KindFailedPrecondition &&
+		(e.Reason == ErrClientTombstoned || e.Reason == ErrClientDisabled) {
 		return ClientInfo{}, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("issuer.CreateClient: the issuer refuses client %s for %s (%s): %s", in.AgentID, in.Agent, e.Reason, e.Message), typ, err)
+			fmt.Sprintf("issuer.CreateClient: the issuer refuses client %s for %s (%s): %s", in.AgentID, in.Agent, e.Reason, e.Message), e.Reason, err)
 	}
 	if err != nil {
 		return ClientInfo{}, classify("issuer.CreateClient", err)

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/agentid/agentid/pkg/errs"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/workflows"
@@ -331,6 +332,59 @@ func TestNotFoundIsLagForABoundedTime(t *testing.T) {
 			var app *temporal.ApplicationError
 			if !errors.As(err, &app) || app.Type() != tt.wantType || app.NonRetryable() != tt.wantNonRetryable {
 				t.Fatalf("EvaluateAdmission of an unknown agent: %v, want type %s (non-retryable %v)", err, tt.wantType, tt.wantNonRetryable)
+			}
+		})
+	}
+}
+
+// TestCreateClientFailedPreconditionByReason: only the issuer's CLIENT_TOMBSTONED and CLIENT_DISABLED
+// settle the agent (the run rejects it for good); any other FailedPrecondition from CreateClient fails
+// the run without retrying and leaves the agent PENDING for a later run.
+func TestCreateClientFailedPreconditionByReason(t *testing.T) {
+	const id = "o6"
+	tests := []struct {
+		name         string
+		reason       string
+		wantType     string // the run's failure when not rejected
+		wantRejected bool
+	}{
+		{name: "tombstoned", reason: workflows.ErrClientTombstoned, wantRejected: true},
+		{name: "disabled", reason: workflows.ErrClientDisabled, wantRejected: true},
+		{name: "another precondition", reason: "SIGNING_KEY_NOT_READY", wantType: "SIGNING_KEY_NOT_READY"},
+		{name: "a precondition without a reason", reason: "", wantType: "FAILED_PRECONDITION"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, workflows.ProvisionWorkflowID(tenant, id))
+			f.fakes.Registry.Put(workflowstest.NewAgent(tenant, id, registryv1.RiskTier_RISK_TIER_LOW))
+			f.fakes.FailNext("CreateClient", errs.FailedPrecondition(tt.reason, "the issuer cannot create the client now"))
+
+			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput(id, "low"))
+
+			agent := f.fakes.Registry.Agent(workflows.AgentName(tenant, id))
+			if tt.wantRejected {
+				var res workflows.ProvisionResult
+				if err := f.env.GetWorkflowResult(&res); err != nil || res.Result != workflows.ResultRejected {
+					t.Fatalf("run: %+v, %v; want it to end with the rejection", res, err)
+				}
+				if agent.GetState() != registryv1.AgentState_AGENT_STATE_REJECTED || !strings.Contains(agent.GetStateReason(), tt.reason) {
+					t.Fatalf("agent %v (%q), want REJECTED because of %s", agent.GetState(), agent.GetStateReason(), tt.reason)
+				}
+			} else {
+				err := f.env.GetWorkflowError()
+				var app *temporal.ApplicationError
+				if !errors.As(err, &app) || app.Type() != tt.wantType || !app.NonRetryable() || workflows.IsClientUnusable(err) {
+					t.Fatalf("run error = %v, want a non-retryable failure of type %q that does not settle the agent", err, tt.wantType)
+				}
+				if agent.GetState() != registryv1.AgentState_AGENT_STATE_PENDING || len(f.fakes.Requests("RejectAgent")) != 0 {
+					t.Fatalf("agent %v (%q), want it left PENDING", agent.GetState(), agent.GetStateReason())
+				}
+			}
+			if n := len(f.fakes.Requests("CreateClient")); n != 1 {
+				t.Errorf("CreateClient calls = %d, want 1 (a refusal is not retried)", n)
+			}
+			if n := len(f.fakes.Requests("ActivateAgent")); n != 0 {
+				t.Errorf("agent activated without a client (%d calls)", n)
 			}
 		})
 	}
