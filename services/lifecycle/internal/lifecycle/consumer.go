@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
@@ -41,7 +42,8 @@ const riskTierLookupTimeout = 5 * time.Second
 // ids. A run that already exists (a redelivered or repeated event) counts as started. Other event types
 // are ignored. It is idempotent, as work consumers must be. An event that cannot be decoded or names
 // an agent other than its envelope's is eventstore.Permanent: redelivery cannot fix it, so it goes to
-// the failed-event log at once; every other error (Temporal unreachable) is retried.
+// the failed-event log at once; every other error (Temporal unreachable, a payload schema this binary
+// does not know yet) is retried.
 func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) error {
 	switch ev.Type {
 	case EventAgentRegistered:
@@ -54,9 +56,9 @@ func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) err
 }
 
 func (s *Service) startProvisioning(ctx context.Context, ev eventstore.Event) error {
-	msg, err := eventstore.DecodeAs[*registryv1.AgentRegistered](ev)
+	msg, err := decode[*registryv1.AgentRegistered](ev)
 	if err != nil {
-		return eventstore.Permanent(err)
+		return err
 	}
 	agent := msg.GetAgent()
 	tenant, agentID, err := agentOf(ev, agent.GetName())
@@ -69,9 +71,9 @@ func (s *Service) startProvisioning(ctx context.Context, ev eventstore.Event) er
 }
 
 func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) error {
-	msg, err := eventstore.DecodeAs[*registryv1.AgentRetirementRequested](ev)
+	msg, err := decode[*registryv1.AgentRetirementRequested](ev)
 	if err != nil {
-		return eventstore.Permanent(err)
+		return err
 	}
 	tenant, agentID, err := agentOf(ev, msg.GetName())
 	if err != nil {
@@ -84,6 +86,24 @@ func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) 
 	spec := deprovisionSpec(tenant, agentID, s.riskTier(ctx, msg.GetName()), reason, ev.ID)
 	spec.event, spec.md = ev.Type, ev.Metadata
 	return s.startFromEvent(ctx, spec)
+}
+
+// decode reads an agent event's payload as T. A payload whose schema this binary does not know
+// (ev.Decode fails with eventstore.ErrUnknownSchema: a newer registry wrote it, e.g. during a rolling
+// upgrade) is a retryable error, so the event is redelivered until a replica that knows the schema
+// handles it. A payload of another known type, or one that does not unmarshal, is
+// eventstore.Permanent: redelivery cannot fix it.
+func decode[T proto.Message](ev eventstore.Event) (T, error) {
+	msg, err := eventstore.DecodeAs[T](ev)
+	if err == nil {
+		return msg, nil
+	}
+	if errors.Is(err, eventstore.ErrSchemaMismatch) {
+		if _, derr := ev.Decode(); errors.Is(derr, eventstore.ErrUnknownSchema) {
+			return msg, fmt.Errorf("event %s (%s): %w; retried until a replica that knows it handles it", ev.ID, ev.Type, derr)
+		}
+	}
+	return msg, eventstore.Permanent(err)
 }
 
 // runSpec is one lifecycle run to start.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -183,5 +184,84 @@ func TestMalformedEventGoesToTheFailedLogAtOnce(t *testing.T) {
 			t.Fatalf("the malformed event is not in the failed-event log (entries: %+v)", failed)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// countingTemporal counts the runs it is asked to start and starts none.
+type countingTemporal struct {
+	lifecycle.Temporal
+	mu     sync.Mutex
+	starts int
+}
+
+func (c *countingTemporal) ExecuteWorkflow(context.Context, client.StartWorkflowOptions, any, ...any) (client.WorkflowRun, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.starts++
+	return nil, serviceerror.NewUnavailable("not started in this test")
+}
+
+// TestHandleAgentEventDecodeFailures: a payload schema this binary does not know (a newer registry
+// during a rolling upgrade) is retried, so a replica that knows it can handle the event; a payload of
+// another known type or one that does not unmarshal is permanent. Neither starts a run.
+func TestHandleAgentEventDecodeFailures(t *testing.T) {
+	withSchema := func(ev eventstore.Event, schema string) eventstore.Event {
+		ev.DataSchema = schema
+		return ev
+	}
+	withData := func(ev eventstore.Event, data []byte) eventstore.Event {
+		ev.Data = data
+		return ev
+	}
+	tests := []struct {
+		name          string
+		ev            eventstore.Event
+		wantPermanent bool
+		wantErr       error
+	}{
+		{
+			name:    "registered with an unknown schema",
+			ev:      withSchema(event(t, "agent.registered", "acme", "d1", registered("tenants/acme/agents/d1", "acme", "d1")), "agentid.registry.v2.AgentRegistered"),
+			wantErr: eventstore.ErrUnknownSchema,
+		},
+		{
+			name:    "retirement requested with an unknown schema",
+			ev:      withSchema(event(t, "agent.retirement_requested", "acme", "d2", &registryv1.AgentRetirementRequested{Name: "tenants/acme/agents/d2"}), "agentid.registry.v2.AgentRetirementRequested"),
+			wantErr: eventstore.ErrUnknownSchema,
+		},
+		{
+			name:          "registered carrying another known type",
+			ev:            event(t, "agent.registered", "acme", "d3", &registryv1.AgentActivated{Name: "tenants/acme/agents/d3"}),
+			wantPermanent: true, wantErr: eventstore.ErrSchemaMismatch,
+		},
+		{
+			name:          "registered whose payload does not unmarshal",
+			ev:            withData(event(t, "agent.registered", "acme", "d4", registered("tenants/acme/agents/d4", "acme", "d4")), []byte{0xff, 0xff, 0xff}),
+			wantPermanent: true,
+		},
+		{
+			name:          "retirement requested whose payload does not unmarshal",
+			ev:            withData(event(t, "agent.retirement_requested", "acme", "d5", &registryv1.AgentRetirementRequested{Name: "tenants/acme/agents/d5"}), []byte{0xff, 0xff, 0xff}),
+			wantPermanent: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			temporal := &countingTemporal{}
+			svc, err := lifecycle.New(lifecycle.Config{Temporal: temporal, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = svc.HandleAgentEvent(t.Context(), tt.ev)
+			if err == nil || eventstore.IsPermanent(err) != tt.wantPermanent {
+				t.Fatalf("err = %v (permanent %v), want an error with permanent %v", err, eventstore.IsPermanent(err), tt.wantPermanent)
+			}
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) {
+				t.Errorf("err = %v, want it to wrap %v", err, tt.wantErr)
+			}
+			if temporal.starts != 0 {
+				t.Errorf("an event that did not decode asked to start %d runs", temporal.starts)
+			}
+		})
 	}
 }
