@@ -36,6 +36,11 @@ const (
 	// DefaultRecheckRunning is how long a run seen running is taken to be running before it is
 	// described again.
 	DefaultRecheckRunning = 5 * time.Minute
+	// DefaultDisableTimeout bounds one DisableClient call to the issuer.
+	DefaultDisableTimeout = 10 * time.Second
+	// DefaultClientStepBudget bounds the client step of one pass (all its DisableClient calls), so a
+	// hung issuer cannot hold up the run checks.
+	DefaultClientStepBudget = 2 * time.Minute
 	// DefaultMaxRedrives is how many failed runs of one workflow id the reconciler starts again before
 	// it gives up on the agent.
 	DefaultMaxRedrives = 3
@@ -82,6 +87,12 @@ type ReconcilerConfig struct {
 	// MaxRedrives is how many failed runs of one workflow id are started again before the agent is
 	// left stuck for an operator (default DefaultMaxRedrives).
 	MaxRedrives int
+	// DisableTimeout bounds each DisableClient call to the issuer (default DefaultDisableTimeout).
+	DisableTimeout time.Duration
+	// ClientStepBudget bounds the whole client step of a pass (default DefaultClientStepBudget): once
+	// spent, the clients left are logged and tried at the next pass, and the pass goes on to the run
+	// checks.
+	ClientStepBudget time.Duration
 	// Registerer receives the metrics; default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
 	// Logger logs; default slog.Default().
@@ -136,6 +147,12 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 	}
 	if cfg.MaxRedrives <= 0 {
 		cfg.MaxRedrives = DefaultMaxRedrives
+	}
+	if cfg.DisableTimeout <= 0 {
+		cfg.DisableTimeout = DefaultDisableTimeout
+	}
+	if cfg.ClientStepBudget <= 0 {
+		cfg.ClientStepBudget = DefaultClientStepBudget
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.DefaultRegisterer
@@ -478,9 +495,17 @@ func ReconcileRequestID(tenant, clientID string) string {
 	return "reconcile/disable/" + tenant + "/" + clientID
 }
 
+// orphanedClient is a client the reconciler disables, with its agent's state.
+type orphanedClient struct {
+	client readmodel.Client
+	state  registryv1.AgentState
+}
+
 // disableOrphanedClients disables every client not disabled whose agent is known and neither ACTIVE
 // nor PENDING. A PENDING agent's client belongs to a provisioning run between creating it and
-// activating the agent (a failed run is started again and reuses it).
+// activating the agent (a failed run is started again and reuses it). Each call is bounded by
+// DisableTimeout and the step by ClientStepBudget: a hung issuer delays the run checks by at most
+// the budget, and the clients left are logged and tried again at the next pass.
 func (r *Reconciler) disableOrphanedClients(ctx context.Context, actions map[string]int) error {
 	m := r.cfg.Model
 	r.mu.Lock()
@@ -492,11 +517,8 @@ func (r *Reconciler) disableOrphanedClients(ctx context.Context, actions map[str
 	}
 	r.mu.Unlock()
 
-	var failures []error
+	var todo []orphanedClient
 	for _, c := range m.ActiveClients() {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 		tenant, agentID, ok := workflows.ParseAgentName(c.Agent)
 		if !ok || tenant != c.Tenant {
 			continue
@@ -511,29 +533,64 @@ func (r *Reconciler) disableOrphanedClients(ctx context.Context, actions map[str
 		r.mu.Lock()
 		done := r.disabled[c.Name()]
 		r.mu.Unlock()
-		if done {
+		if !done {
+			todo = append(todo, orphanedClient{client: c, state: a.State})
+		}
+	}
+
+	stepCtx, cancel := context.WithTimeout(ctx, r.cfg.ClientStepBudget)
+	defer cancel()
+	var failures []error
+	for i, o := range todo {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if stepCtx.Err() != nil {
+			return errors.Join(append(failures, r.clientsLeft(ctx, todo[i:]))...)
+		}
+		if err := r.disableClient(stepCtx, o); err != nil {
+			failures = append(failures, err)
 			continue
 		}
-		_, err := r.cfg.Issuer.DisableClient(ctx, &issuerv1.DisableClientRequest{
-			Name:      c.Name(),
-			Reason:    "reconciler: the agent is " + strings.TrimPrefix(a.State.String(), "AGENT_STATE_"),
-			RequestId: ReconcileRequestID(c.Tenant, c.ClientID),
-		})
-		// Only the client's own NotFound means there is nothing to disable; another NotFound (an
-		// unknown tenant, a wrongly scoped identity) is a failure.
-		if err != nil && !workflows.IsClientNotFound(err) {
-			r.actions.WithLabelValues(ActionDisableClient, "error").Inc()
-			r.log.WarnContext(ctx, "reconciler could not disable a client", "client", c.Name(), "agent", c.Agent, "agent_state", a.State.String(), "error", err)
-			failures = append(failures, fmt.Errorf("disable %s: %w", c.Name(), err))
-			continue
-		}
-		r.mu.Lock()
-		r.disabled[c.Name()] = true
-		r.mu.Unlock()
-		r.actions.WithLabelValues(ActionDisableClient, "ok").Inc()
 		actions[ActionDisableClient]++
-		r.log.InfoContext(ctx, "reconciler disabled the client of an agent that is not ACTIVE", "client", c.Name(),
-			"agent", c.Agent, "agent_state", a.State.String())
 	}
 	return errors.Join(failures...)
+}
+
+// clientsLeft logs the clients a pass's client step had no time for and returns the error saying so.
+func (r *Reconciler) clientsLeft(ctx context.Context, left []orphanedClient) error {
+	names := make([]string, 0, min(len(left), 20))
+	for _, o := range left[:min(len(left), 20)] {
+		names = append(names, o.client.Name())
+	}
+	r.log.WarnContext(ctx, "reconciler client step out of time: the clients left are disabled at the next pass",
+		"budget", r.cfg.ClientStepBudget.String(), "clients_left", len(left), "first_clients_left", names)
+	return fmt.Errorf("client step out of time after %s: %d clients left for the next pass", r.cfg.ClientStepBudget, len(left))
+}
+
+// disableClient disables one client at the issuer, within DisableTimeout.
+func (r *Reconciler) disableClient(ctx context.Context, o orphanedClient) error {
+	c := o.client
+	callCtx, cancel := context.WithTimeout(ctx, r.cfg.DisableTimeout)
+	defer cancel()
+	_, err := r.cfg.Issuer.DisableClient(callCtx, &issuerv1.DisableClientRequest{
+		Name:      c.Name(),
+		Reason:    "reconciler: the agent is " + strings.TrimPrefix(o.state.String(), "AGENT_STATE_"),
+		RequestId: ReconcileRequestID(c.Tenant, c.ClientID),
+	})
+	// Only the client's own NotFound means there is nothing to disable; another NotFound (an
+	// unknown tenant, a wrongly scoped identity) is a failure.
+	if err != nil && !workflows.IsClientNotFound(err) {
+		r.actions.WithLabelValues(ActionDisableClient, "error").Inc()
+		r.log.WarnContext(ctx, "reconciler could not disable a client", "client", c.Name(), "agent", c.Agent,
+			"agent_state", o.state.String(), "timeout", r.cfg.DisableTimeout.String(), "error", err)
+		return fmt.Errorf("disable %s: %w", c.Name(), err)
+	}
+	r.mu.Lock()
+	r.disabled[c.Name()] = true
+	r.mu.Unlock()
+	r.actions.WithLabelValues(ActionDisableClient, "ok").Inc()
+	r.log.InfoContext(ctx, "reconciler disabled the client of an agent that is not ACTIVE", "client", c.Name(),
+		"agent", c.Agent, "agent_state", o.state.String())
+	return nil
 }

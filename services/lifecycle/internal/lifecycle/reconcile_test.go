@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"go.temporal.io/sdk/client"
 	sdklog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -404,7 +406,9 @@ func newFakeWorld(t *testing.T, tc lifecycle.Temporal, cfg lifecycle.ReconcilerC
 		t.Fatal(err)
 	}
 	cfg.Service, cfg.Model, cfg.Registerer = w.svc, w.model, w.reg
-	cfg.Issuer = issuerv1.NewIssuerServiceClient(w.fakes.Conn(t))
+	if cfg.Issuer == nil {
+		cfg.Issuer = issuerv1.NewIssuerServiceClient(w.fakes.Conn(t))
+	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	if w.rec, err = lifecycle.NewReconciler(cfg); err != nil {
 		t.Fatal(err)
@@ -646,4 +650,133 @@ func TestReconcilerTrustsRunningRuns(t *testing.T) {
 	if tc.describes != 3 {
 		t.Errorf("runs described = %d over three passes, want 3 (each once)", tc.describes)
 	}
+}
+
+// hangingIssuer is an issuer that never answers DisableClient: each call returns only when its
+// context ends, as a gRPC call to a partitioned issuer does.
+type hangingIssuer struct {
+	mu    sync.Mutex
+	calls []string        // clients asked for, in order
+	limit []time.Duration // each call's time left when it was made; -1 without a deadline
+}
+
+func (h *hangingIssuer) DisableClient(ctx context.Context, in *issuerv1.DisableClientRequest, _ ...grpc.CallOption) (*issuerv1.DisableClientResponse, error) {
+	left := time.Duration(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	h.mu.Lock()
+	h.calls, h.limit = append(h.calls, in.GetName()), append(h.limit, left)
+	h.mu.Unlock()
+	<-ctx.Done()
+	return nil, status.FromContextError(ctx.Err()).Err()
+}
+
+// TestReconcilerBoundsAHungIssuer: a DisableClient that never answers holds up neither the pass nor
+// its run checks: each call ends after DisableTimeout, and once ClientStepBudget is spent the
+// clients left wait for the next pass.
+func TestReconcilerBoundsAHungIssuer(t *testing.T) {
+	tests := []struct {
+		name      string
+		cfg       lifecycle.ReconcilerConfig
+		wantCalls int    // DisableClient calls made
+		wantErr   string // in the pass's error
+	}{
+		{
+			name:      "each call times out",
+			cfg:       lifecycle.ReconcilerConfig{DisableTimeout: 50 * time.Millisecond, ClientStepBudget: time.Hour},
+			wantCalls: 3, wantErr: "DeadlineExceeded",
+		},
+		{
+			name:      "the step's budget runs out",
+			cfg:       lifecycle.ReconcilerConfig{DisableTimeout: time.Hour, ClientStepBudget: 100 * time.Millisecond},
+			wantCalls: 1, wantErr: "2 clients left for the next pass",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			issuer, tc := &hangingIssuer{}, &runningRuns{}
+			cfg := tt.cfg
+			cfg.Issuer = issuer
+			w := newFakeWorld(t, tc, cfg)
+			for _, id := range []string{"h1", "h2", "h3"} {
+				w.agentIn(t, id, registryv1.AgentState_AGENT_STATE_RETIRED)
+				w.activeClient(t, id)
+			}
+			w.agentIn(t, "h4", registryv1.AgentState_AGENT_STATE_PENDING)
+
+			type passed struct {
+				res lifecycle.PassResult
+				err error
+			}
+			done := make(chan passed, 1)
+			go func() {
+				res, err := w.rec.Pass(t.Context())
+				done <- passed{res, err}
+			}()
+			var got passed
+			select {
+			case got = <-done:
+			case <-time.After(time.Minute):
+				t.Fatal("the pass is still blocked on the hung issuer after a minute")
+			}
+
+			if got.err == nil || !strings.Contains(got.err.Error(), tt.wantErr) {
+				t.Errorf("pass error = %v, want one containing %q", got.err, tt.wantErr)
+			}
+			if got.res.Actions[lifecycle.ActionDisableClient] != 0 {
+				t.Errorf("actions = %v: a disable that never answered counted as done", got.res.Actions)
+			}
+			issuer.mu.Lock()
+			calls, limits := len(issuer.calls), slices.Clone(issuer.limit)
+			issuer.mu.Unlock()
+			if calls != tt.wantCalls {
+				t.Errorf("DisableClient calls = %d, want %d", calls, tt.wantCalls)
+			}
+			for i, left := range limits {
+				if left < 0 || left > cfg.DisableTimeout || left > cfg.ClientStepBudget {
+					t.Errorf("call %d had %v left, want a deadline within DisableTimeout %v and the budget %v", i, left, cfg.DisableTimeout, cfg.ClientStepBudget)
+				}
+			}
+			tc.mu.Lock()
+			describes := tc.describes
+			tc.mu.Unlock()
+			if describes != 1 {
+				t.Errorf("runs described = %d, want 1: the run checks must still happen", describes)
+			}
+		})
+	}
+}
+
+// TestReconcilerTimeoutDefaults: without settings, a DisableClient call is bounded by
+// DefaultDisableTimeout.
+func TestReconcilerTimeoutDefaults(t *testing.T) {
+	issuer, tc := &hangingIssuer{}, &runningRuns{}
+	w := newFakeWorld(t, tc, lifecycle.ReconcilerConfig{Issuer: issuer})
+	w.agentIn(t, "t1", registryv1.AgentState_AGENT_STATE_RETIRED)
+	w.activeClient(t, "t1")
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = w.rec.Pass(ctx)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		issuer.mu.Lock()
+		limits := slices.Clone(issuer.limit)
+		issuer.mu.Unlock()
+		if len(limits) > 0 {
+			if limits[0] < 0 || limits[0] > lifecycle.DefaultDisableTimeout {
+				t.Errorf("the call had %v left, want a deadline within %v", limits[0], lifecycle.DefaultDisableTimeout)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pass never called DisableClient")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
 }
