@@ -1,12 +1,13 @@
 package grpcx
 
 import (
-	"errors"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
+
+	"github.com/agentid/agentid/pkg/observability"
 )
 
 type metrics struct {
@@ -26,23 +27,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"grpc_service", "grpc_method"}),
 	}
-	m.handled = register(reg, m.handled)
-	m.duration = register(reg, m.duration)
+	m.handled = observability.Register(reg, m.handled)
+	m.duration = observability.Register(reg, m.duration)
 	return m
-}
-
-// register registers c, or reuses an identical collector registered earlier (a second server in
-// the same process).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 func (m *metrics) observe(fullMethod string, code codes.Code, elapsed time.Duration) {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/observability"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 )
 
@@ -92,31 +93,19 @@ func New(cfg Config) (*Emitter, error) {
 		cfg.Logger = slog.Default()
 	}
 	e := &Emitter{pub: cfg.Publisher, ch: make(chan item, cfg.Buffer), workers: cfg.Workers, logger: cfg.Logger}
-	e.requests = register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	e.requests = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "issuer_token_requests_total",
 		Help: "Token requests answered by the issuer, by outcome and OAuth error code.",
 	}, []string{"outcome", "error"}))
-	e.dropTotal = register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+	e.dropTotal = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "issuer_telemetry_dropped_total",
 		Help: "Token request telemetry events dropped because the publish buffer was full.",
 	}))
-	e.failTotal = register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+	e.failTotal = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "issuer_telemetry_publish_failures_total",
 		Help: "Token request telemetry events that could not be published.",
 	}))
 	return e, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 // TokenRequested queues the telemetry of one token request without blocking; when the buffer is

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentid/agentid/pkg/observability"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/lifecycle/internal/readmodel"
@@ -161,31 +162,19 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 		cfg.Logger = slog.Default()
 	}
 	r := &Reconciler{cfg: cfg, log: cfg.Logger.With("task", "reconciler"), runs: map[string]*runMemo{}, disabled: map[string]bool{}}
-	r.stuck = register(cfg.Registerer, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	r.stuck = observability.Register(cfg.Registerer, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "lifecycle_stuck_agents",
 		Help: "Agents PENDING or RETIRING for longer than the stuck threshold whose lifecycle run was not found running (missing, failed, given up, or unknown while Temporal is unreachable), by state.",
 	}, []string{"state"}))
-	r.actions = register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	r.actions = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifecycle_reconciler_actions_total",
 		Help: "Repairs the lifecycle reconciler attempted, by action and outcome (ok, error).",
 	}, []string{"action", "outcome"}))
-	r.passes = register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	r.passes = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "lifecycle_reconciler_passes_total",
 		Help: "Reconciler passes, by outcome (ok, error: at least one action or lookup failed).",
 	}, []string{"outcome"}))
 	return r, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 // Run waits for the read model, makes a pass at once and then every Interval until ctx is done.
