@@ -231,19 +231,7 @@ func (g *globals) printFailedEvents(events []eventstore.FailedEvent) error {
 		if events == nil {
 			events = []eventstore.FailedEvent{}
 		}
-		b, err := json.MarshalIndent(events, "", "  ")
-		if err != nil {
-			return err
-		}
-		if g.output == "yaml" {
-			if b, err = yaml.JSONToYAML(b); err != nil {
-				return err
-			}
-			_, err = g.stdout.Write(b)
-			return err
-		}
-		_, err = fmt.Fprintln(g.stdout, string(b))
-		return err
+		return g.printDoc(events)
 	}
 	t := table{header: []string{"KEY", "KIND", "EVENT TYPE", "DELIVERIES", "RETRIES", "STATUS", "FAILED AT", "ERROR"}}
 	for _, fe := range events {

@@ -34,19 +34,7 @@ func (g *globals) printResult(msgs []proto.Message, list bool, tbl func() table)
 		if !list && len(raw) == 1 {
 			doc = raw[0]
 		}
-		b, err := json.MarshalIndent(doc, "", "  ")
-		if err != nil {
-			return err
-		}
-		if g.output == "yaml" {
-			if b, err = yaml.JSONToYAML(b); err != nil {
-				return err
-			}
-			_, err = g.stdout.Write(b)
-			return err
-		}
-		_, err = fmt.Fprintln(g.stdout, string(b))
-		return err
+		return g.printDoc(doc)
 	default:
 		return writeTable(g.stdout, tbl())
 	}
@@ -64,4 +52,21 @@ func writeTable(w io.Writer, t table) error {
 // enumName shortens FOO_BAR_VALUE enum names for tables: ("AGENT_STATE_ACTIVE", "AGENT_STATE_") → "active".
 func enumName(full, prefix string) string {
 	return strings.ToLower(strings.TrimPrefix(full, prefix))
+}
+
+// printDoc writes doc as indented JSON, or as YAML with -o yaml.
+func (g *globals) printDoc(doc any) error {
+	b, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	if g.output == "yaml" {
+		if b, err = yaml.JSONToYAML(b); err != nil {
+			return err
+		}
+		_, err = g.stdout.Write(b)
+		return err
+	}
+	_, err = fmt.Fprintln(g.stdout, string(b))
+	return err
 }
