@@ -88,7 +88,7 @@ func (e *clusterEnv) follower(t *testing.T, stream string) int {
 // that may be a moment behind the leader (documented for Load).
 func waitLoad(t *testing.T, s *eventstore.Store, tenant, id string, want uint64) []eventstore.Event {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		// A request lost with a failing connection must not use up the whole wait.
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
@@ -453,7 +453,7 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 		t.Helper()
 		checkEvents(t, waitLoad(t, s, "acme", "survivor", version), acked)
 	}
-	appendSome(t, 5, time.Now().Add(5*time.Second))
+	appendSome(t, 5, time.Now().Add(testkit.DefaultWait))
 
 	// A follower goes away: the leader keeps its quorum.
 	f := e.follower(t, eventstore.StreamAgents)
@@ -477,7 +477,7 @@ func TestClusterSurvivesNodeLoss(t *testing.T) {
 	}
 	checkAll(t, e.store)
 	e.c.RestartNode(t, l)
-	appendSome(t, 2, time.Now().Add(5*time.Second))
+	appendSome(t, 2, time.Now().Add(testkit.DefaultWait))
 
 	// Nothing acknowledged was lost, on any server, and the runner followed throughout.
 	for i := range e.c.Size() {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/testkit"
 )
 
 func TestConsumeRetriesThenRecordsFailure(t *testing.T) {
@@ -43,7 +44,7 @@ func TestConsumeRetriesThenRecordsFailure(t *testing.T) {
 		done <- e.store.Consume(ctx, "provisioner", eventstore.StreamAgents, []string{"agentid.*.agent.*.registered"}, h, opts...)
 	}()
 
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	var failed []eventstore.FailedEvent
 	for time.Now().Before(deadline) {
 		var err error
@@ -133,7 +134,7 @@ func TestConsumeSharedByReplicas(t *testing.T) {
 	for i := range n {
 		mustAppend(t, e.store, agentAppend("acme", "bot", "updated", eventstore.AnyVersion, string(rune('a'+i%26))))
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for time.Now().Before(deadline) {
 		mu.Lock()
 		done := len(seen) == n

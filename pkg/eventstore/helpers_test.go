@@ -81,8 +81,10 @@ func stringValue(t *testing.T, ev eventstore.Event) string {
 	return v.GetValue()
 }
 
+// ctxTimeout is a context for a wait that must end; its deadline is never shorter than
+// testkit.DefaultWait, so that a machine busy with other work does not fail the test.
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), d)
+	ctx, cancel := context.WithTimeout(t.Context(), max(d, testkit.DefaultWait))
 	t.Cleanup(cancel)
 	return ctx
 }

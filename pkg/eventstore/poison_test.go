@@ -16,11 +16,13 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/testkit"
 )
 
 // waitUntil polls cond until it holds, failing the test with what after d.
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
+	d = max(d, testkit.DefaultWait) // a busy machine is slow, never wrong
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -19,6 +19,7 @@ import (
 	sdklog "go.temporal.io/sdk/log"
 
 	"github.com/agentid/agentid/pkg/temporaldev"
+	"github.com/agentid/agentid/pkg/testkit"
 )
 
 func binary(t *testing.T) string {
@@ -130,7 +131,7 @@ func TestStartWithUI(t *testing.T) {
 	}
 	var resp *http.Response
 	var err error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+	for deadline := time.Now().Add(testkit.DefaultWait); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		if resp, err = http.Get(srv.UIURL()); err == nil {
 			break
 		}

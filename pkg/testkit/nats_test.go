@@ -39,7 +39,7 @@ func TestStartNATSFileStorageSurvivesRestart(t *testing.T) {
 	}
 	// The old connection reconnects by itself; wait for the stream to be back.
 	var msgs uint64
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for time.Now().Before(deadline) {
 		s, err := js.Stream(ctx, "T")
 		if err == nil {

@@ -39,7 +39,7 @@ func TestEventsFailed(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	key := eventstore.FailedEventKey("cli-test", eventstore.StreamAgents, ev.Sequence)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		if list, err := store.FailedEvents(t.Context()); err == nil && len(list) == 1 {
 			break

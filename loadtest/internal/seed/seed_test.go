@@ -235,7 +235,7 @@ func TestMarkHandledAcknowledgesSeededDeliveriesOnly(t *testing.T) {
 	if err != nil {
 		t.Fatalf("consumer: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		msg, err := cons.Next(jetstream.FetchMaxWait(time.Second))
 		if err == nil {
@@ -274,7 +274,7 @@ func TestMarkHandledRefusesAMissingOrBusyConsumer(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for p.consumerInfo(t).NumWaiting == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the pull request never showed as waiting")

@@ -215,7 +215,7 @@ func jwksKids(t *testing.T, r *replica, tenant string) []string {
 func waitForClient(t *testing.T, r *replica, tenant, clientID string) {
 	t.Helper()
 	admin := r.admin(t)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		_, err := admin.GetClient(as("platform-admin"), &issuerv1.GetClientRequest{Name: "tenants/" + tenant + "/clients/" + clientID})
 		if err == nil {

@@ -290,7 +290,7 @@ func TestNewTenantGetsSigningKey(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		resp, err := http.Get(r.srv.URL + "/t/globex/jwks.json")
 		if err != nil {

@@ -206,7 +206,7 @@ func TestConcurrentCreateAndDisableNeverLeaveAnActiveClient(t *testing.T) {
 // write that disabled it), failing after 10 seconds.
 func waitForDisabled(t *testing.T, r *replica, tenant, clientID string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		g, err := r.admin(t).GetClient(as("platform-admin"), &issuerv1.GetClientRequest{Name: "tenants/" + tenant + "/clients/" + clientID})
 		if err == nil && g.GetClient().GetState() == issuerv1.ClientState_CLIENT_STATE_DISABLED {

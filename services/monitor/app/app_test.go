@@ -92,7 +92,7 @@ func (e *env) publishToken(t *testing.T, tenant, agent, clientID string) eventst
 // list polls as the platform admin until the request returns want events.
 func (e *env) list(t *testing.T, req *monitorv1.ListTelemetryEventsRequest, want int) *monitorv1.ListTelemetryEventsResponse {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		resp, err := e.client.ListTelemetryEvents(testkit.WithBearer(t.Context(), "platform-admin"), req)
 		if err != nil {

@@ -203,7 +203,7 @@ func TestGetAgentMinVersionReadsOwnWritesAcrossReplicas(t *testing.T) {
 // RetryInfo says, for up to 20 seconds.
 func readAtLeast(t *testing.T, r *registryReplica, ctx context.Context, a *registryv1.Agent) *registryv1.Agent {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		resp, err := r.client.GetAgent(ctx, &registryv1.GetAgentRequest{Name: a.GetName(), MinVersion: etagVersion(t, a)})
 		if err == nil {

@@ -69,7 +69,7 @@ func TestExpiredIDsCanBeReused(t *testing.T) {
 	if err := c.Use(ctx, "acme", "c1", "j"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		err := c.Use(ctx, "acme", "c1", "j")
 		if err == nil {

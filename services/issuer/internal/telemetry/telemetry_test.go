@@ -67,7 +67,7 @@ func TestFullBufferDropsAndCounts(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- e.Run(ctx) }()
 	close(g.release)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		g.mu.Lock()
 		n := len(g.got)

@@ -166,7 +166,7 @@ func TestMalformedEventGoesToTheFailedLogAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		failed, err := store.FailedEvents(t.Context())
 		if err != nil {

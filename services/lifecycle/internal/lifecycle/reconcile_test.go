@@ -761,7 +761,7 @@ func TestReconcilerTimeoutDefaults(t *testing.T) {
 		defer close(done)
 		_, _ = w.rec.Pass(ctx)
 	}()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		issuer.mu.Lock()
 		limits := slices.Clone(issuer.limit)

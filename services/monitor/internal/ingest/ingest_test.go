@@ -87,7 +87,7 @@ func (h *harness) publish(t *testing.T, subject, typ, ceSubject string, m proto.
 // rows polls until the tenant has want rows (or the deadline passes) and returns them.
 func (h *harness) rows(t *testing.T, tenant string, want int) []store.Event {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
 		got, _, err := h.store.List(t.Context(), store.Query{Tenant: tenant, PageSize: store.MaxPageSize})
 		if err != nil {
@@ -106,7 +106,7 @@ func (h *harness) rows(t *testing.T, tenant string, want int) []store.Event {
 // waitAcked waits until the durable consumer has acknowledged every message up to seq.
 func (h *harness) waitAcked(t *testing.T, seq uint64) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testkit.DefaultWait)
 	for time.Now().Before(deadline) {
 		c, err := h.js.Consumer(t.Context(), eventstore.StreamTelemetry, ingest.ConsumerName)
 		if err == nil {
