@@ -115,7 +115,7 @@ func launchReplicaWith(t testing.TB, n *testkit.NATS, publicURL string, configur
 
 func (r *replica) waitReady(t testing.TB) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.DefaultWait)
 	defer cancel()
 	if err := r.app.Ready(ctx); err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ func TestPlatformClientsAreRegisteredAtStart(t *testing.T) {
 		r := launchReplicaWith(t, n, "", configure)
 		r.waitReady(t)
 		cred.Issuer, cred.TokenURL = r.issuer(authn.SystemTenant), r.tokenURL(authn.SystemTenant)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), testkit.DefaultWait)
 		var tok *oauth2.Token
 		var tokErr error
 		for ctx.Err() == nil {

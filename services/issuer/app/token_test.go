@@ -347,7 +347,7 @@ func TestTelemetryForIssuedAndDeniedRequests(t *testing.T) {
 	wantOAuthError(t, denied, http.StatusBadRequest, "invalid_scope")
 
 	js := n.JetStream(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.DefaultWait)
 	defer cancel()
 	cons, err := js.OrderedConsumer(ctx, eventstore.StreamTelemetry, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"telemetry.acme.token.requested"}})
 	if err != nil {

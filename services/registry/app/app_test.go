@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -50,7 +49,7 @@ func TestAppServesAndEnsuresTenant(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	rctx, rcancel := context.WithTimeout(ctx, testkit.DefaultWait)
 	defer rcancel()
 	if err := a.Ready(rctx); err != nil {
 		t.Fatal(err)

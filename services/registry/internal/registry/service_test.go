@@ -46,7 +46,7 @@ func startService(t *testing.T, store *eventstore.Store) *registry.Service {
 		t.Fatal(err)
 	}
 	runAll(t, svc.Runners()...)
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.DefaultWait)
 	defer cancel()
 	if err := svc.Ready(ctx); err != nil {
 		t.Fatal(err)
@@ -441,7 +441,7 @@ func TestProjectionRebuildEqualsLive(t *testing.T) {
 	ar := e.store.NewRunner(agents, eventstore.StreamAgents, nil)
 	tr := e.store.NewRunner(tenants, eventstore.StreamTenants, nil)
 	runAll(t, ar, tr)
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, testkit.DefaultWait)
 	defer cancel()
 	for _, r := range []*eventstore.Runner{ar, tr} {
 		if err := r.Ready(rctx); err != nil {

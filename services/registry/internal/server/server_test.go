@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"google.golang.org/grpc/codes"
@@ -83,7 +82,7 @@ func newHarness(t *testing.T) *harness {
 		})
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	rctx, rcancel := context.WithTimeout(t.Context(), 10*time.Second)
+	rctx, rcancel := context.WithTimeout(t.Context(), testkit.DefaultWait)
 	defer rcancel()
 	if err := svc.Ready(rctx); err != nil {
 		t.Fatal(err)
