@@ -175,15 +175,16 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 // credential of that very client: a key planted by someone else is never registered. Any other
 // existing file is refused: a key is never overwritten.
 func credentialFileFor(s *session, tenant, clientID, path, what string, retry bool) (cred *authn.Credential, reused bool, err error) {
-	if fi, err := os.Lstat(path); err == nil {
+	if _, err := os.Lstat(path); err == nil {
 		refuse := fmt.Errorf("--key-out %s exists; refusing to overwrite a key (to retry %s, give its --request-id)", path, what)
 		if !retry {
 			return nil, false, refuse
 		}
-		if err := ownedPrivateFile(path, fi); err != nil {
+		data, err := readOwnedPrivateFile(path)
+		if err != nil {
 			return nil, false, fmt.Errorf("--key-out %s: %w; refusing to reuse it", path, err)
 		}
-		old, err := authn.LoadCredentialFile(path)
+		old, err := authn.ParseCredential(data)
 		if err != nil || old.ClientID != clientID || old.Tenant != tenant {
 			return nil, false, refuse
 		}

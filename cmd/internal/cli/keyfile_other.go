@@ -7,10 +7,14 @@ import (
 	"os"
 )
 
-// ownedPrivateFile checks that fi (from Lstat of path) is a regular file, not a link.
-func ownedPrivateFile(_ string, fi os.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return errors.New("it is not a regular file (a symbolic link?)")
+// readOwnedPrivateFile reads path only if it is a regular file, not a link.
+func readOwnedPrivateFile(path string) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("it is not a regular file (a symbolic link?)")
+	}
+	return os.ReadFile(path)
 }
