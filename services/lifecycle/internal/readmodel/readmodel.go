@@ -291,15 +291,17 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 	p.M.mu.Lock()
 	defer p.M.mu.Unlock()
 	a := p.M.agent(tenant, id)
+	// Each update sets only fields its own event type owns, so a late re-apply (an operator's retry
+	// of an event the projection once skipped) fills them in; but it never moves the state back.
+	if update != nil {
+		update(a)
+	}
 	if e.Sequence != 0 && e.Sequence <= a.seq {
-		return nil // applied already, or older than what was: a late re-apply never moves the state back
+		return nil
 	}
 	a.seq = max(a.seq, e.Sequence)
 	if a.State != state {
 		a.State, a.Since = state, e.Time
-	}
-	if update != nil {
-		update(a)
 	}
 	return nil
 }

@@ -64,3 +64,22 @@ func TestAgentsIgnoreOlderEvents(t *testing.T) {
 		})
 	}
 }
+
+// TestLateRegistrationFillsItsFields: a registration the projection skipped once and applies late
+// (an operator's retry) fills in the fields it owns, without moving the state back.
+func TestLateRegistrationFillsItsFields(t *testing.T) {
+	registered := agentEvent(t, 1, readmodel.EventAgentRegistered, &registryv1.AgentRegistered{Agent: &registryv1.Agent{
+		Name: name, AgentId: "a1", Tenant: "acme", RiskTier: registryv1.RiskTier_RISK_TIER_HIGH}})
+	activated := agentEvent(t, 2, readmodel.EventAgentActivated, &registryv1.AgentActivated{Name: name})
+	m := readmodel.New()
+	p := readmodel.Agents{M: m}
+	for _, e := range []eventstore.Event{activated, registered} {
+		if err := p.Apply(t.Context(), e); err != nil {
+			t.Fatalf("apply %s: %v", e.Type, err)
+		}
+	}
+	a, ok := m.Agent("acme", "a1")
+	if !ok || a.State != registryv1.AgentState_AGENT_STATE_ACTIVE || a.RegisteredEventID != registered.ID || a.RiskTier == "" {
+		t.Fatalf("agent = %+v, want ACTIVE with the late registration's event id and risk tier", a)
+	}
+}
