@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/service"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -235,16 +236,37 @@ func (a *App) registerPlatformClients(ctx context.Context) error {
 		return nil // shutting down
 	}
 	for _, pc := range a.cfg.PlatformClients {
-		err := a.EnsureClient(ctx, authn.SystemTenant, &issuerv1.Client{
-			ClientId: pc.ClientID, PublicJwks: pc.PublicJWKS, Roles: pc.Roles,
-		})
-		if err != nil {
-			return fmt.Errorf("issuer: register platform client %s: %w", pc.ClientID, err)
+		for delay := platformClientRetryMin; ; delay = min(2*delay, platformClientRetryMax) {
+			err := a.EnsureClient(ctx, authn.SystemTenant, &issuerv1.Client{
+				ClientId: pc.ClientID, PublicJwks: pc.PublicJWKS, Roles: pc.Roles,
+			})
+			switch {
+			case err == nil:
+			case ctx.Err() != nil:
+				return nil // shutting down
+			case errs.Is(err, errs.KindUnavailable):
+				a.logger.WarnContext(ctx, "platform client not registered yet; retrying", "client_id", pc.ClientID, "retry_in", delay.String(), "error", err)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(delay):
+				}
+				continue
+			default:
+				return fmt.Errorf("issuer: register platform client %s: %w", pc.ClientID, err)
+			}
+			break
 		}
 		a.logger.InfoContext(ctx, "platform client registered", "client_id", pc.ClientID, "roles", pc.Roles)
 	}
 	return nil
 }
+
+// Retry delays of registerPlatformClients while the event store is unavailable.
+const (
+	platformClientRetryMin = 200 * time.Millisecond
+	platformClientRetryMax = 10 * time.Second
+)
 
 // Issuer returns the issuer identifier of tenant.
 func (a *App) Issuer(tenant string) string { return a.oauth.Issuer(tenant) }
