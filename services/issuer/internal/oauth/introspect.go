@@ -1,0 +1,118 @@
+package oauth
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/agentid/agentid/pkg/authn"
+)
+
+// Introspection is an RFC 7662 introspection response.
+type Introspection struct {
+	Active      bool         `json:"active"`
+	Scope       string       `json:"scope,omitempty"`
+	ClientID    string       `json:"client_id,omitempty"`
+	Subject     string       `json:"sub,omitempty"`
+	Audience    jwt.Audience `json:"aud,omitempty"`
+	Issuer      string       `json:"iss,omitempty"`
+	Expiry      int64        `json:"exp,omitempty"`
+	IssuedAt    int64        `json:"iat,omitempty"`
+	NotBefore   int64        `json:"nbf,omitempty"`
+	ID          string       `json:"jti,omitempty"`
+	TokenType   string       `json:"token_type,omitempty"`
+	Tenant      string       `json:"tenant,omitempty"`
+	Environment string       `json:"env,omitempty"`
+	Agent       string       `json:"agent,omitempty"`
+	Roles       []string     `json:"roles,omitempty"`
+}
+
+// Introspect answers an introspection request for tenant. The caller authenticates with
+// private_key_jwt as any active client of the tenant, or with a bearer access token of a
+// platform-admin (tenant system) or a tenant-admin of tenant.
+func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Introspection, *Error) {
+	if !s.KnownTenant(tenant) {
+		return nil, ErrUnknownTenant()
+	}
+	body, oerr := ReadBody(r.Body)
+	if oerr != nil {
+		return nil, oerr
+	}
+	req, oerr := ParseIntrospectionRequest(r.ContentType, body)
+	if oerr != nil {
+		return nil, oerr
+	}
+	scheme, cred := authScheme(r.Authorization)
+	if strings.EqualFold(scheme, "Bearer") {
+		if req.Client.Assertion != "" || req.Client.AssertionType != "" {
+			return nil, invalidRequest("use one client authentication method")
+		}
+		if oerr := s.authorizeBearer(tenant, cred); oerr != nil {
+			return nil, oerr
+		}
+	} else {
+		req.Client.HeaderScheme = scheme
+		audiences := []string{s.Issuer(tenant), s.TokenEndpoint(tenant), s.IntrospectionEndpoint(tenant)}
+		if _, oerr := s.authenticate(ctx, tenant, req.Client, audiences, nil); oerr != nil {
+			if oerr.Status < 500 && oerr.Code == ErrInvalidClient {
+				s.logger.InfoContext(ctx, "introspection caller not authenticated", "tenant", tenant,
+					"description", oerr.Description, "cause", oerr.Cause, "request_id", r.RequestID)
+			}
+			return nil, oerr
+		}
+	}
+	if req.Token == "" {
+		return nil, invalidRequest("missing token")
+	}
+	claims, _, err := s.verifyAccessToken(tenant, req.Token, 0)
+	if err != nil {
+		s.logger.DebugContext(ctx, "introspected token is inactive", "tenant", tenant, "reason", err, "request_id", r.RequestID)
+		return &Introspection{Active: false}, nil
+	}
+	return &Introspection{
+		Active:      true,
+		Scope:       claims.Scope,
+		ClientID:    claims.ClientID,
+		Subject:     claims.Subject,
+		Audience:    jwt.Audience(claims.Audience),
+		Issuer:      claims.Issuer,
+		Expiry:      claims.Expiry.Unix(),
+		IssuedAt:    claims.IssuedAt.Unix(),
+		NotBefore:   unixOrZero(claims.NotBefore),
+		ID:          claims.ID,
+		TokenType:   "Bearer",
+		Tenant:      claims.Tenant,
+		Environment: claims.Environment,
+		Agent:       claims.Agent,
+		Roles:       claims.Roles,
+	}, nil
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
+}
+
+// authorizeBearer checks a bearer caller of tenant's introspection endpoint: a valid platform API
+// token of a platform-admin of the system tenant or a tenant-admin of tenant.
+func (s *Server) authorizeBearer(tenant, raw string) *Error {
+	realm := s.Issuer(tenant)
+	claims, err := s.VerifyAPIToken(raw)
+	if err != nil {
+		return &Error{Code: ErrInvalidToken, Status: http.StatusUnauthorized, Description: "the access token is invalid",
+			Challenge: fmt.Sprintf(`Bearer realm=%q, error="invalid_token"`, realm), Cause: err}
+	}
+	p := authn.PrincipalFromClaims(claims)
+	if p.IsPlatformAdmin() || (p.Tenant == tenant && p.HasRole(authn.RoleTenantAdmin)) {
+		return nil
+	}
+	return &Error{Code: ErrInsufficientScope, Status: http.StatusForbidden,
+		Description: "introspection requires a platform-admin or a tenant-admin of this tenant",
+		Challenge:   fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope"`, realm)}
+}

@@ -1,0 +1,266 @@
+package oauth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/eventstore"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+
+	"github.com/agentid/agentid/services/issuer/internal/credentials"
+	"github.com/agentid/agentid/services/issuer/internal/replay"
+)
+
+// TokenResponse is a successful token response (RFC 6749 §5.1).
+type TokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int64  `json:"expires_in"`
+	Scope       string `json:"scope,omitempty"`
+}
+
+// Token answers a token request for tenant. Every request of a known tenant, issued or denied,
+// produces one telemetry record.
+func (s *Server) Token(ctx context.Context, tenant string, r Request) (*TokenResponse, *Error) {
+	if !s.KnownTenant(tenant) {
+		return nil, ErrUnknownTenant()
+	}
+	rec := &issuerv1.TokenRequested{
+		Tenant:     tenant,
+		RequestId:  r.RequestID,
+		RemoteAddr: printable(r.RemoteAddr, 128),
+	}
+	resp, client, oerr := s.token(ctx, tenant, r, rec)
+	if oerr != nil {
+		rec.Outcome = issuerv1.TokenOutcome_TOKEN_OUTCOME_DENIED
+		rec.Error = oerr.Code
+		rec.Scopes, rec.Audiences, rec.TokenId, rec.ExpireTime = nil, nil, "", nil
+		s.logDenied(ctx, tenant, rec, oerr)
+	} else {
+		rec.Outcome = issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED
+	}
+	s.emit(tenant, client, rec)
+	return resp, oerr
+}
+
+func (s *Server) logDenied(ctx context.Context, tenant string, rec *issuerv1.TokenRequested, oerr *Error) {
+	level := slog.LevelInfo
+	if oerr.Status >= 500 {
+		level = slog.LevelError
+	}
+	s.logger.Log(ctx, level, "token request denied", "tenant", tenant, "client_id", rec.GetClientId(),
+		"error", oerr.Code, "description", oerr.Description, "cause", oerr.Cause,
+		"request_id", rec.GetRequestId(), "remote_addr", rec.GetRemoteAddr())
+}
+
+func (s *Server) emit(tenant string, client *credentials.Client, rec *issuerv1.TokenRequested) {
+	if s.telemetry == nil {
+		return
+	}
+	md := eventstore.Metadata{Tenant: tenant, CorrelationID: headerSafe(rec.GetRequestId())}
+	ceSubject := credentials.TenantName(tenant)
+	if client != nil {
+		ceSubject = client.Proto.GetName()
+		kind := eventstore.ActorService
+		if client.Proto.GetAgent() != "" {
+			kind = eventstore.ActorAgent
+		}
+		md.Actor = eventstore.Actor{ID: client.ID(), Kind: kind}
+	}
+	s.telemetry.TokenRequested(ceSubject, md, rec)
+}
+
+func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issuerv1.TokenRequested) (*TokenResponse, *credentials.Client, *Error) {
+	body, oerr := ReadBody(r.Body)
+	if oerr != nil {
+		return nil, nil, oerr
+	}
+	req, oerr := ParseTokenRequest(r.ContentType, body)
+	if req != nil {
+		rec.GrantType = printable(req.GrantType, 64)
+		rec.ClientId = printable(req.Client.ClientID, 128)
+	}
+	if oerr != nil {
+		return nil, nil, oerr
+	}
+	req.Client.HeaderScheme, _ = authScheme(r.Authorization)
+	client, oerr := s.authenticate(ctx, tenant, req.Client, []string{s.Issuer(tenant), s.TokenEndpoint(tenant)}, rec)
+	if client != nil {
+		rec.ClientId = client.ID()
+		rec.Agent = client.Proto.GetAgent()
+		rec.Environment = client.Proto.GetEnvironment()
+	}
+	if oerr != nil {
+		return nil, client, oerr
+	}
+	scopes, oerr := grantScopes(client, req.Scope)
+	if oerr != nil {
+		return nil, client, oerr
+	}
+	aud, oerr := audiences(req.Resources)
+	if oerr != nil {
+		return nil, client, oerr
+	}
+	key, ok := s.creds.CurrentKey(tenant)
+	if !ok {
+		return nil, client, unavailable(fmt.Errorf("tenant %s has no signing key", tenant))
+	}
+	now := s.now().UTC().Truncate(time.Second)
+	id, err := uuid.NewV7()
+	if err != nil {
+		return nil, client, serverError(err)
+	}
+	claims := authn.Claims{
+		Issuer:      s.Issuer(tenant),
+		Subject:     client.ID(),
+		Audience:    aud,
+		Expiry:      now.Add(client.TokenTTL),
+		IssuedAt:    now,
+		NotBefore:   now,
+		ID:          id.String(),
+		ClientID:    client.ID(),
+		Scope:       strings.Join(scopes, " "),
+		Tenant:      tenant,
+		Environment: client.Proto.GetEnvironment(),
+		Agent:       client.Proto.GetAgent(),
+		Roles:       client.Proto.GetRoles(),
+	}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return nil, client, serverError(err)
+	}
+	signed, err := key.Sign(payload)
+	if err != nil {
+		return nil, client, serverError(err)
+	}
+	rec.Scopes, rec.Audiences, rec.TokenId = scopes, aud, claims.ID
+	rec.ExpireTime = timestamppb.New(claims.Expiry)
+	return &TokenResponse{
+		AccessToken: signed,
+		TokenType:   "Bearer",
+		ExpiresIn:   int64(client.TokenTTL / time.Second),
+		Scope:       claims.Scope,
+	}, client, nil
+}
+
+// authenticate authenticates a client of tenant with private_key_jwt: the assertion must be signed by
+// one of the client's registered keys, addressed to one of audiences, fresh, and used once.
+func (s *Server) authenticate(ctx context.Context, tenant string, auth ClientAuth, audiences []string, rec *issuerv1.TokenRequested) (*credentials.Client, *Error) {
+	realm := s.Issuer(tenant)
+	fail := func(format string, args ...any) *Error {
+		return invalidClient(realm, auth.HeaderScheme, format, args...)
+	}
+	switch {
+	case auth.HeaderScheme != "":
+		return nil, fail("client authentication by %s is not supported; use private_key_jwt", SafeDescription(auth.HeaderScheme))
+	case auth.AssertionType == "" && auth.Assertion == "":
+		return nil, fail("client authentication required (private_key_jwt)")
+	case auth.AssertionType != ClientAssertionTypeJWT:
+		return nil, fail("client_assertion_type must be %s", ClientAssertionTypeJWT)
+	case auth.Assertion == "":
+		return nil, fail("missing client_assertion")
+	}
+	a, err := ParseAssertion(auth.Assertion)
+	if err != nil {
+		e := fail("malformed client assertion")
+		e.Cause = err
+		return nil, e
+	}
+	if rec != nil && rec.GetClientId() == "" {
+		rec.ClientId = printable(a.Issuer, 128)
+	}
+	if a.Issuer == "" || a.Issuer != a.Subject {
+		return nil, fail("assertion iss and sub must both be the client_id")
+	}
+	if auth.ClientID != "" && auth.ClientID != a.Issuer {
+		return nil, fail("client_id does not match the client assertion")
+	}
+	client, ok := s.creds.Client(tenant, a.Issuer)
+	if !ok {
+		return nil, fail("unknown client")
+	}
+	if !client.Active() {
+		return client, fail("client is disabled")
+	}
+	jwk, ok := client.Keys[a.KeyID]
+	if !ok {
+		return client, fail("assertion kid is not a registered key of the client")
+	}
+	key, err := a.VerificationKey(jwk)
+	if err != nil {
+		e := fail("assertion algorithm does not match the registered key")
+		e.Cause = err
+		return client, e
+	}
+	claims, err := a.Verify(key)
+	if err != nil {
+		e := fail("assertion signature is invalid")
+		e.Cause = err
+		return client, e
+	}
+	if err := CheckAssertionClaims(claims, client.ID(), audiences, s.now(), s.leeway); err != nil {
+		return client, fail("%s", err.Error())
+	}
+	switch err := s.replay.Use(ctx, tenant, client.ID(), claims.ID); {
+	case errors.Is(err, replay.ErrReplayed):
+		return client, fail("assertion replayed")
+	case err != nil:
+		return client, unavailable(err)
+	}
+	return client, nil
+}
+
+// grantScopes returns the scopes to grant: every scope of the client when none is requested, else the
+// requested ones, each of which the client must hold.
+func grantScopes(client *credentials.Client, requested string) ([]string, *Error) {
+	allowed := client.Scopes()
+	if strings.TrimSpace(requested) == "" {
+		return slices.Clone(allowed), nil
+	}
+	var out []string
+	for _, sc := range strings.Split(requested, " ") {
+		if sc == "" {
+			continue
+		}
+		if !credentials.ValidScopeToken(sc) {
+			return nil, newError(ErrInvalidScope, http.StatusBadRequest, "malformed scope")
+		}
+		if !slices.Contains(allowed, sc) {
+			return nil, newError(ErrInvalidScope, http.StatusBadRequest, "scope %s is not allowed for this client", SafeDescription(sc))
+		}
+		if !slices.Contains(out, sc) {
+			out = append(out, sc)
+		}
+	}
+	return out, nil
+}
+
+// audiences returns the token audience: the RFC 8707 resources, or the platform API when none.
+func audiences(resources []string) ([]string, *Error) {
+	if len(resources) == 0 {
+		return []string{authn.APIAudience}, nil
+	}
+	out := make([]string, 0, len(resources))
+	for _, r := range resources {
+		u, err := url.Parse(r)
+		if len(r) > maxResourceLen || err != nil || !u.IsAbs() || strings.Contains(r, "#") || !printableASCII(r) {
+			return nil, newError(ErrInvalidTarget, http.StatusBadRequest, "resource must be an absolute URI without a fragment")
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
