@@ -38,7 +38,22 @@ type Claims struct {
 	Roles []string `json:"roles,omitempty"`
 	// Act is "act" (RFC 8693), the actor of a delegated token.
 	Act map[string]any `json:"act,omitempty"`
+	// Confirmation is "cnf" (RFC 7800): the key the token is bound to, for sender-constrained tokens.
+	Confirmation *Confirmation `json:"cnf,omitempty"`
 }
+
+// Confirmation is the "cnf" claim of a sender-constrained token.
+type Confirmation struct {
+	// JKT is "jkt" (RFC 9449 §6.1): the base64url SHA-256 JWK thumbprint (RFC 7638) of the DPoP key.
+	JKT string `json:"jkt,omitempty"`
+	// X5TS256 is "x5t#S256" (RFC 8705 §3.1): the base64url SHA-256 thumbprint of the client's
+	// TLS certificate (DER).
+	X5TS256 string `json:"x5t#S256,omitempty"`
+}
+
+// MaxTokenLifetime is the longest lifetime of any access token the platform issues; revocations are
+// kept this long (plus leeway) after their not-before time.
+const MaxTokenLifetime = 24 * time.Hour
 
 type wireClaims struct {
 	Issuer      string           `json:"iss,omitempty"`
@@ -55,6 +70,7 @@ type wireClaims struct {
 	Agent       string           `json:"agent,omitempty"`
 	Roles       []string         `json:"roles,omitempty"`
 	Act         map[string]any   `json:"act,omitempty"`
+	Cnf         *Confirmation    `json:"cnf,omitempty"`
 }
 
 func numericDate(t time.Time) *jwt.NumericDate {
@@ -77,7 +93,7 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 		Issuer: c.Issuer, Subject: c.Subject, Audience: jwt.Audience(c.Audience),
 		Expiry: numericDate(c.Expiry), IssuedAt: numericDate(c.IssuedAt), NotBefore: numericDate(c.NotBefore),
 		ID: c.ID, ClientID: c.ClientID, Scope: c.Scope, Tenant: c.Tenant, Environment: c.Environment,
-		Agent: c.Agent, Roles: c.Roles, Act: c.Act,
+		Agent: c.Agent, Roles: c.Roles, Act: c.Act, Cnf: c.Confirmation,
 	})
 }
 
@@ -91,7 +107,7 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 		Issuer: w.Issuer, Subject: w.Subject, Audience: []string(w.Audience),
 		Expiry: timeOf(w.Expiry), IssuedAt: timeOf(w.IssuedAt), NotBefore: timeOf(w.NotBefore),
 		ID: w.ID, ClientID: w.ClientID, Scope: w.Scope, Tenant: w.Tenant, Environment: w.Environment,
-		Agent: w.Agent, Roles: w.Roles, Act: w.Act,
+		Agent: w.Agent, Roles: w.Roles, Act: w.Act, Confirmation: w.Cnf,
 	}
 	return nil
 }

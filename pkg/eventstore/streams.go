@@ -17,6 +17,7 @@ const (
 	StreamCredentials = "CREDENTIALS"
 	StreamPolicy      = "POLICY"
 	StreamLifecycle   = "LIFECYCLE"
+	StreamRevocations = "REVOCATIONS"
 	StreamTelemetry   = "TELEMETRY"
 	StreamAlerts      = "ALERTS"
 )
@@ -29,6 +30,7 @@ const (
 	AggregateSigningKey = "signingkey"
 	AggregatePolicy     = "policy"
 	AggregateLifecycle  = "lifecycle"
+	AggregateRevocation = "revocation"
 )
 
 // SubjectRoot is the first token of every aggregate event subject.
@@ -53,6 +55,7 @@ var streamOfAggregate = map[string]string{
 	AggregateSigningKey: StreamCredentials,
 	AggregatePolicy:     StreamPolicy,
 	AggregateLifecycle:  StreamLifecycle,
+	AggregateRevocation: StreamRevocations,
 }
 
 // StreamForAggregate returns the stream that holds events of aggregate type aggType.
@@ -106,6 +109,7 @@ func (s *Store) Streams() []jetstream.StreamConfig {
 		forever(StreamCredentials, "OAuth client and signing key events", AggregateClient, AggregateSigningKey),
 		forever(StreamPolicy, "Policy bundle events", AggregatePolicy),
 		forever(StreamLifecycle, "Lifecycle events (reviews, evidence)", AggregateLifecycle),
+		forever(StreamRevocations, "Token revocations (tokens.revoked), consumed by every verifier", AggregateRevocation),
 		{
 			Name:        StreamTelemetry,
 			Description: "Agent telemetry: telemetry.<tenant>.<kind>; long-term copy in the telemetry store",

@@ -33,7 +33,7 @@ const (
 	// DefaultTokenTTL is the access token lifetime of a client that does not set one.
 	DefaultTokenTTL = 600 * time.Second
 	// MaxTokenTTL is the longest access token lifetime a client may ask for.
-	MaxTokenTTL = 86400 * time.Second
+	MaxTokenTTL = authn.MaxTokenLifetime
 
 	maxClientIDLen = 128
 	maxClientKeys  = 10

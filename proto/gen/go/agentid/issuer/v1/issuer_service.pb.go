@@ -105,7 +105,11 @@ type Client struct {
 	// True when the client was disabled before it was ever created (output only): the record is a
 	// tombstone that holds only the name, state DISABLED and disable_time, and keeps the client id
 	// from ever being created.
-	Tombstone     bool `protobuf:"varint,13,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	Tombstone bool `protobuf:"varint,13,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	// When set, the client's access tokens are sender-constrained with DPoP (RFC 9449): every token
+	// request must carry a valid DPoP proof and the token is bound to the proof's key (`cnf.jkt`,
+	// token_type DPoP). A DPoP-bound client can never obtain a bearer token.
+	DpopBound     bool `protobuf:"varint,14,opt,name=dpop_bound,json=dpopBound,proto3" json:"dpop_bound,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -231,6 +235,13 @@ func (x *Client) GetTombstone() bool {
 	return false
 }
 
+func (x *Client) GetDpopBound() bool {
+	if x != nil {
+		return x.DpopBound
+	}
+	return false
+}
+
 // SigningKey is the public half of a tenant's token signing key.
 type SigningKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -304,6 +315,274 @@ func (x *SigningKey) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Revocation is the record of a revocation as stored (the TokensRevoked event and its position).
+type Revocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/revocations/{id}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The event as stored.
+	Event *TokensRevoked `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// When it was recorded (UTC).
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Sequence of the event in the REVOCATIONS stream: a verifier that has applied this sequence
+	// refuses the covered tokens.
+	Sequence      uint64 `protobuf:"varint,4,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Revocation) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Revocation) GetEvent() *TokensRevoked {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *Revocation) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Revocation) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+// RevokeTokensRequest says what to revoke; exactly one target is set.
+type RevokeTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Types that are valid to be assigned to Target:
+	//
+	//	*RevokeTokensRequest_Token
+	//	*RevokeTokensRequest_Client
+	//	*RevokeTokensRequest_Agent
+	//	*RevokeTokensRequest_IssuedBefore
+	Target isRevokeTokensRequest_Target `protobuf_oneof:"target"`
+	// Why (at most 512 bytes, recorded in the event).
+	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Idempotency key: a retry with the same id revokes once.
+	RequestId     string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokensRequest) Reset() {
+	*x = RevokeTokensRequest{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokensRequest) ProtoMessage() {}
+
+func (x *RevokeTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokensRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokensRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RevokeTokensRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *RevokeTokensRequest) GetTarget() isRevokeTokensRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *RevokeTokensRequest) GetToken() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeTokensRequest_Token); ok {
+			return x.Token
+		}
+	}
+	return ""
+}
+
+func (x *RevokeTokensRequest) GetClient() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeTokensRequest_Client); ok {
+			return x.Client
+		}
+	}
+	return ""
+}
+
+func (x *RevokeTokensRequest) GetAgent() string {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeTokensRequest_Agent); ok {
+			return x.Agent
+		}
+	}
+	return ""
+}
+
+func (x *RevokeTokensRequest) GetIssuedBefore() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeTokensRequest_IssuedBefore); ok {
+			return x.IssuedBefore
+		}
+	}
+	return nil
+}
+
+func (x *RevokeTokensRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokeTokensRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+type isRevokeTokensRequest_Target interface {
+	isRevokeTokensRequest_Target()
+}
+
+type RevokeTokensRequest_Token struct {
+	// One access token of the tenant, as presented by its holder (a compact JWS). Its signature is
+	// checked; an expired, unknown or foreign token changes nothing.
+	Token string `protobuf:"bytes,2,opt,name=token,proto3,oneof"`
+}
+
+type RevokeTokensRequest_Client struct {
+	// Every token of this client: `tenants/{tenant}/clients/{client_id}`. The client itself stays
+	// usable (use DisableClient to stop it obtaining new tokens).
+	Client string `protobuf:"bytes,3,opt,name=client,proto3,oneof"`
+}
+
+type RevokeTokensRequest_Agent struct {
+	// Every token of this agent: `tenants/{tenant}/agents/{agent}`.
+	Agent string `protobuf:"bytes,4,opt,name=agent,proto3,oneof"`
+}
+
+type RevokeTokensRequest_IssuedBefore struct {
+	// Every token of the tenant issued at or before this time (not in the future).
+	IssuedBefore *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_before,json=issuedBefore,proto3,oneof"`
+}
+
+func (*RevokeTokensRequest_Token) isRevokeTokensRequest_Target() {}
+
+func (*RevokeTokensRequest_Client) isRevokeTokensRequest_Target() {}
+
+func (*RevokeTokensRequest_Agent) isRevokeTokensRequest_Target() {}
+
+func (*RevokeTokensRequest_IssuedBefore) isRevokeTokensRequest_Target() {}
+
+// RevokeTokensResponse is the stored revocation.
+type RevokeTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The revocation; empty when nothing was revoked (unknown, foreign or expired token).
+	Revocation    *Revocation `protobuf:"bytes,1,opt,name=revocation,proto3" json:"revocation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokensResponse) Reset() {
+	*x = RevokeTokensResponse{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokensResponse) ProtoMessage() {}
+
+func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokensResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokensResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RevokeTokensResponse) GetRevocation() *Revocation {
+	if x != nil {
+		return x.Revocation
+	}
+	return nil
+}
+
 // CreateClientRequest asks for a new OAuth client.
 type CreateClientRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -319,7 +598,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +610,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +623,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateClientRequest) GetParent() string {
@@ -379,7 +658,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +670,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +683,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{3}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CreateClientResponse) GetClient() *Client {
@@ -425,7 +704,7 @@ type GetClientRequest struct {
 
 func (x *GetClientRequest) Reset() {
 	*x = GetClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +716,7 @@ func (x *GetClientRequest) String() string {
 func (*GetClientRequest) ProtoMessage() {}
 
 func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +729,7 @@ func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientRequest.ProtoReflect.Descriptor instead.
 func (*GetClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{4}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetClientRequest) GetName() string {
@@ -471,7 +750,7 @@ type GetClientResponse struct {
 
 func (x *GetClientResponse) Reset() {
 	*x = GetClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +762,7 @@ func (x *GetClientResponse) String() string {
 func (*GetClientResponse) ProtoMessage() {}
 
 func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +775,7 @@ func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientResponse.ProtoReflect.Descriptor instead.
 func (*GetClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{5}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetClientResponse) GetClient() *Client {
@@ -526,7 +805,7 @@ type DisableClientRequest struct {
 
 func (x *DisableClientRequest) Reset() {
 	*x = DisableClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +817,7 @@ func (x *DisableClientRequest) String() string {
 func (*DisableClientRequest) ProtoMessage() {}
 
 func (x *DisableClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +830,7 @@ func (x *DisableClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableClientRequest.ProtoReflect.Descriptor instead.
 func (*DisableClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{6}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DisableClientRequest) GetName() string {
@@ -593,7 +872,7 @@ type DisableClientResponse struct {
 
 func (x *DisableClientResponse) Reset() {
 	*x = DisableClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +884,7 @@ func (x *DisableClientResponse) String() string {
 func (*DisableClientResponse) ProtoMessage() {}
 
 func (x *DisableClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +897,7 @@ func (x *DisableClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableClientResponse.ProtoReflect.Descriptor instead.
 func (*DisableClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{7}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DisableClientResponse) GetClient() *Client {
@@ -639,7 +918,7 @@ type ListSigningKeysRequest struct {
 
 func (x *ListSigningKeysRequest) Reset() {
 	*x = ListSigningKeysRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +930,7 @@ func (x *ListSigningKeysRequest) String() string {
 func (*ListSigningKeysRequest) ProtoMessage() {}
 
 func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +943,7 @@ func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{8}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListSigningKeysRequest) GetParent() string {
@@ -685,7 +964,7 @@ type ListSigningKeysResponse struct {
 
 func (x *ListSigningKeysResponse) Reset() {
 	*x = ListSigningKeysResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +976,7 @@ func (x *ListSigningKeysResponse) String() string {
 func (*ListSigningKeysResponse) ProtoMessage() {}
 
 func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +989,7 @@ func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{9}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
@@ -724,7 +1003,7 @@ var File_agentid_issuer_v1_issuer_service_proto protoreflect.FileDescriptor
 
 const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\n" +
-	"&agentid/issuer/v1/issuer_service.proto\x12\x11agentid.issuer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x03\n" +
+	"&agentid/issuer/v1/issuer_service.proto\x12\x11agentid.issuer.v1\x1a\"agentid/issuer/v1/revocation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x03\n" +
 	"\x06Client\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
@@ -741,7 +1020,9 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12=\n" +
 	"\fdisable_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vdisableTime\x12\x1c\n" +
-	"\ttombstone\x18\r \x01(\bR\ttombstone\"\x9d\x01\n" +
+	"\ttombstone\x18\r \x01(\bR\ttombstone\x12\x1d\n" +
+	"\n" +
+	"dpop_bound\x18\x0e \x01(\bR\tdpopBound\"\x9d\x01\n" +
 	"\n" +
 	"SigningKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
@@ -749,7 +1030,28 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\n" +
 	"public_jwk\x18\x03 \x01(\tR\tpublicJwk\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x7f\n" +
+	"createTime\"\xb1\x01\n" +
+	"\n" +
+	"Revocation\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
+	"\x05event\x18\x02 \x01(\v2 .agentid.issuer.v1.TokensRevokedR\x05event\x12;\n" +
+	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12\x1a\n" +
+	"\bsequence\x18\x04 \x01(\x04R\bsequence\"\xfb\x01\n" +
+	"\x13RevokeTokensRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x16\n" +
+	"\x05token\x18\x02 \x01(\tH\x00R\x05token\x12\x18\n" +
+	"\x06client\x18\x03 \x01(\tH\x00R\x06client\x12\x16\n" +
+	"\x05agent\x18\x04 \x01(\tH\x00R\x05agent\x12A\n" +
+	"\rissued_before\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\fissuedBefore\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\a \x01(\tR\trequestIdB\b\n" +
+	"\x06target\"U\n" +
+	"\x14RevokeTokensResponse\x12=\n" +
+	"\n" +
+	"revocation\x18\x01 \x01(\v2\x1d.agentid.issuer.v1.RevocationR\n" +
+	"revocation\"\x7f\n" +
 	"\x13CreateClientRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x121\n" +
 	"\x06client\x18\x02 \x01(\v2\x19.agentid.issuer.v1.ClientR\x06client\x12\x1d\n" +
@@ -776,12 +1078,13 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\vClientState\x12\x1c\n" +
 	"\x18CLIENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLIENT_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15CLIENT_STATE_DISABLED\x10\x022\x96\x03\n" +
+	"\x15CLIENT_STATE_DISABLED\x10\x022\xf7\x03\n" +
 	"\rIssuerService\x12_\n" +
 	"\fCreateClient\x12&.agentid.issuer.v1.CreateClientRequest\x1a'.agentid.issuer.v1.CreateClientResponse\x12V\n" +
 	"\tGetClient\x12#.agentid.issuer.v1.GetClientRequest\x1a$.agentid.issuer.v1.GetClientResponse\x12b\n" +
 	"\rDisableClient\x12'.agentid.issuer.v1.DisableClientRequest\x1a(.agentid.issuer.v1.DisableClientResponse\x12h\n" +
-	"\x0fListSigningKeys\x12).agentid.issuer.v1.ListSigningKeysRequest\x1a*.agentid.issuer.v1.ListSigningKeysResponseBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
+	"\x0fListSigningKeys\x12).agentid.issuer.v1.ListSigningKeysRequest\x1a*.agentid.issuer.v1.ListSigningKeysResponse\x12_\n" +
+	"\fRevokeTokens\x12&.agentid.issuer.v1.RevokeTokensRequest\x1a'.agentid.issuer.v1.RevokeTokensResponseBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
 
 var (
 	file_agentid_issuer_v1_issuer_service_proto_rawDescOnce sync.Once
@@ -796,44 +1099,54 @@ func file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_issuer_v1_issuer_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agentid_issuer_v1_issuer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_agentid_issuer_v1_issuer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_agentid_issuer_v1_issuer_service_proto_goTypes = []any{
 	(ClientState)(0),                // 0: agentid.issuer.v1.ClientState
 	(*Client)(nil),                  // 1: agentid.issuer.v1.Client
 	(*SigningKey)(nil),              // 2: agentid.issuer.v1.SigningKey
-	(*CreateClientRequest)(nil),     // 3: agentid.issuer.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),    // 4: agentid.issuer.v1.CreateClientResponse
-	(*GetClientRequest)(nil),        // 5: agentid.issuer.v1.GetClientRequest
-	(*GetClientResponse)(nil),       // 6: agentid.issuer.v1.GetClientResponse
-	(*DisableClientRequest)(nil),    // 7: agentid.issuer.v1.DisableClientRequest
-	(*DisableClientResponse)(nil),   // 8: agentid.issuer.v1.DisableClientResponse
-	(*ListSigningKeysRequest)(nil),  // 9: agentid.issuer.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil), // 10: agentid.issuer.v1.ListSigningKeysResponse
-	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
+	(*Revocation)(nil),              // 3: agentid.issuer.v1.Revocation
+	(*RevokeTokensRequest)(nil),     // 4: agentid.issuer.v1.RevokeTokensRequest
+	(*RevokeTokensResponse)(nil),    // 5: agentid.issuer.v1.RevokeTokensResponse
+	(*CreateClientRequest)(nil),     // 6: agentid.issuer.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),    // 7: agentid.issuer.v1.CreateClientResponse
+	(*GetClientRequest)(nil),        // 8: agentid.issuer.v1.GetClientRequest
+	(*GetClientResponse)(nil),       // 9: agentid.issuer.v1.GetClientResponse
+	(*DisableClientRequest)(nil),    // 10: agentid.issuer.v1.DisableClientRequest
+	(*DisableClientResponse)(nil),   // 11: agentid.issuer.v1.DisableClientResponse
+	(*ListSigningKeysRequest)(nil),  // 12: agentid.issuer.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil), // 13: agentid.issuer.v1.ListSigningKeysResponse
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
+	(*TokensRevoked)(nil),           // 15: agentid.issuer.v1.TokensRevoked
 }
 var file_agentid_issuer_v1_issuer_service_proto_depIdxs = []int32{
 	0,  // 0: agentid.issuer.v1.Client.state:type_name -> agentid.issuer.v1.ClientState
-	11, // 1: agentid.issuer.v1.Client.create_time:type_name -> google.protobuf.Timestamp
-	11, // 2: agentid.issuer.v1.Client.disable_time:type_name -> google.protobuf.Timestamp
-	11, // 3: agentid.issuer.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 4: agentid.issuer.v1.CreateClientRequest.client:type_name -> agentid.issuer.v1.Client
-	1,  // 5: agentid.issuer.v1.CreateClientResponse.client:type_name -> agentid.issuer.v1.Client
-	1,  // 6: agentid.issuer.v1.GetClientResponse.client:type_name -> agentid.issuer.v1.Client
-	1,  // 7: agentid.issuer.v1.DisableClientResponse.client:type_name -> agentid.issuer.v1.Client
-	2,  // 8: agentid.issuer.v1.ListSigningKeysResponse.keys:type_name -> agentid.issuer.v1.SigningKey
-	3,  // 9: agentid.issuer.v1.IssuerService.CreateClient:input_type -> agentid.issuer.v1.CreateClientRequest
-	5,  // 10: agentid.issuer.v1.IssuerService.GetClient:input_type -> agentid.issuer.v1.GetClientRequest
-	7,  // 11: agentid.issuer.v1.IssuerService.DisableClient:input_type -> agentid.issuer.v1.DisableClientRequest
-	9,  // 12: agentid.issuer.v1.IssuerService.ListSigningKeys:input_type -> agentid.issuer.v1.ListSigningKeysRequest
-	4,  // 13: agentid.issuer.v1.IssuerService.CreateClient:output_type -> agentid.issuer.v1.CreateClientResponse
-	6,  // 14: agentid.issuer.v1.IssuerService.GetClient:output_type -> agentid.issuer.v1.GetClientResponse
-	8,  // 15: agentid.issuer.v1.IssuerService.DisableClient:output_type -> agentid.issuer.v1.DisableClientResponse
-	10, // 16: agentid.issuer.v1.IssuerService.ListSigningKeys:output_type -> agentid.issuer.v1.ListSigningKeysResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	14, // 1: agentid.issuer.v1.Client.create_time:type_name -> google.protobuf.Timestamp
+	14, // 2: agentid.issuer.v1.Client.disable_time:type_name -> google.protobuf.Timestamp
+	14, // 3: agentid.issuer.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
+	15, // 4: agentid.issuer.v1.Revocation.event:type_name -> agentid.issuer.v1.TokensRevoked
+	14, // 5: agentid.issuer.v1.Revocation.create_time:type_name -> google.protobuf.Timestamp
+	14, // 6: agentid.issuer.v1.RevokeTokensRequest.issued_before:type_name -> google.protobuf.Timestamp
+	3,  // 7: agentid.issuer.v1.RevokeTokensResponse.revocation:type_name -> agentid.issuer.v1.Revocation
+	1,  // 8: agentid.issuer.v1.CreateClientRequest.client:type_name -> agentid.issuer.v1.Client
+	1,  // 9: agentid.issuer.v1.CreateClientResponse.client:type_name -> agentid.issuer.v1.Client
+	1,  // 10: agentid.issuer.v1.GetClientResponse.client:type_name -> agentid.issuer.v1.Client
+	1,  // 11: agentid.issuer.v1.DisableClientResponse.client:type_name -> agentid.issuer.v1.Client
+	2,  // 12: agentid.issuer.v1.ListSigningKeysResponse.keys:type_name -> agentid.issuer.v1.SigningKey
+	6,  // 13: agentid.issuer.v1.IssuerService.CreateClient:input_type -> agentid.issuer.v1.CreateClientRequest
+	8,  // 14: agentid.issuer.v1.IssuerService.GetClient:input_type -> agentid.issuer.v1.GetClientRequest
+	10, // 15: agentid.issuer.v1.IssuerService.DisableClient:input_type -> agentid.issuer.v1.DisableClientRequest
+	12, // 16: agentid.issuer.v1.IssuerService.ListSigningKeys:input_type -> agentid.issuer.v1.ListSigningKeysRequest
+	4,  // 17: agentid.issuer.v1.IssuerService.RevokeTokens:input_type -> agentid.issuer.v1.RevokeTokensRequest
+	7,  // 18: agentid.issuer.v1.IssuerService.CreateClient:output_type -> agentid.issuer.v1.CreateClientResponse
+	9,  // 19: agentid.issuer.v1.IssuerService.GetClient:output_type -> agentid.issuer.v1.GetClientResponse
+	11, // 20: agentid.issuer.v1.IssuerService.DisableClient:output_type -> agentid.issuer.v1.DisableClientResponse
+	13, // 21: agentid.issuer.v1.IssuerService.ListSigningKeys:output_type -> agentid.issuer.v1.ListSigningKeysResponse
+	5,  // 22: agentid.issuer.v1.IssuerService.RevokeTokens:output_type -> agentid.issuer.v1.RevokeTokensResponse
+	18, // [18:23] is the sub-list for method output_type
+	13, // [13:18] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_agentid_issuer_v1_issuer_service_proto_init() }
@@ -841,13 +1154,20 @@ func file_agentid_issuer_v1_issuer_service_proto_init() {
 	if File_agentid_issuer_v1_issuer_service_proto != nil {
 		return
 	}
+	file_agentid_issuer_v1_revocation_proto_init()
+	file_agentid_issuer_v1_issuer_service_proto_msgTypes[3].OneofWrappers = []any{
+		(*RevokeTokensRequest_Token)(nil),
+		(*RevokeTokensRequest_Client)(nil),
+		(*RevokeTokensRequest_Agent)(nil),
+		(*RevokeTokensRequest_IssuedBefore)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_issuer_v1_issuer_service_proto_rawDesc), len(file_agentid_issuer_v1_issuer_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	IssuerService_GetClient_FullMethodName       = "/agentid.issuer.v1.IssuerService/GetClient"
 	IssuerService_DisableClient_FullMethodName   = "/agentid.issuer.v1.IssuerService/DisableClient"
 	IssuerService_ListSigningKeys_FullMethodName = "/agentid.issuer.v1.IssuerService/ListSigningKeys"
+	IssuerService_RevokeTokens_FullMethodName    = "/agentid.issuer.v1.IssuerService/RevokeTokens"
 )
 
 // IssuerServiceClient is the client API for IssuerService service.
@@ -54,6 +55,14 @@ type IssuerServiceClient interface {
 	DisableClient(ctx context.Context, in *DisableClientRequest, opts ...grpc.CallOption) (*DisableClientResponse, error)
 	// ListSigningKeys lists a tenant's public signing keys. Callers: any role of the tenant.
 	ListSigningKeys(ctx context.Context, in *ListSigningKeysRequest, opts ...grpc.CallOption) (*ListSigningKeysResponse, error)
+	// RevokeTokens revokes access tokens: one token, every token of a client or an agent, or every
+	// token of the tenant issued before a time. The revocation is a `tokens.revoked` event on the
+	// REVOCATIONS stream; every verifier subscribed to it (pkg/authn, the platform API, introspection)
+	// refuses the covered tokens once it has applied the event. Revoking an unknown or foreign token,
+	// or a token that has already expired, changes nothing and succeeds (RFC 7009 §2.2) with an empty
+	// revocation. Idempotent by request_id. Unavailable (never success) when the revocation could not be
+	// stored. Callers: platform-admin; tenant-admin in its tenant.
+	RevokeTokens(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error)
 }
 
 type issuerServiceClient struct {
@@ -104,6 +113,16 @@ func (c *issuerServiceClient) ListSigningKeys(ctx context.Context, in *ListSigni
 	return out, nil
 }
 
+func (c *issuerServiceClient) RevokeTokens(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokensResponse)
+	err := c.cc.Invoke(ctx, IssuerService_RevokeTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IssuerServiceServer is the server API for IssuerService service.
 // All implementations must embed UnimplementedIssuerServiceServer
 // for forward compatibility.
@@ -133,6 +152,14 @@ type IssuerServiceServer interface {
 	DisableClient(context.Context, *DisableClientRequest) (*DisableClientResponse, error)
 	// ListSigningKeys lists a tenant's public signing keys. Callers: any role of the tenant.
 	ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error)
+	// RevokeTokens revokes access tokens: one token, every token of a client or an agent, or every
+	// token of the tenant issued before a time. The revocation is a `tokens.revoked` event on the
+	// REVOCATIONS stream; every verifier subscribed to it (pkg/authn, the platform API, introspection)
+	// refuses the covered tokens once it has applied the event. Revoking an unknown or foreign token,
+	// or a token that has already expired, changes nothing and succeeds (RFC 7009 §2.2) with an empty
+	// revocation. Idempotent by request_id. Unavailable (never success) when the revocation could not be
+	// stored. Callers: platform-admin; tenant-admin in its tenant.
+	RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error)
 	mustEmbedUnimplementedIssuerServiceServer()
 }
 
@@ -154,6 +181,9 @@ func (UnimplementedIssuerServiceServer) DisableClient(context.Context, *DisableC
 }
 func (UnimplementedIssuerServiceServer) ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSigningKeys not implemented")
+}
+func (UnimplementedIssuerServiceServer) RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeTokens not implemented")
 }
 func (UnimplementedIssuerServiceServer) mustEmbedUnimplementedIssuerServiceServer() {}
 func (UnimplementedIssuerServiceServer) testEmbeddedByValue()                       {}
@@ -248,6 +278,24 @@ func _IssuerService_ListSigningKeys_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IssuerService_RevokeTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServiceServer).RevokeTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IssuerService_RevokeTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServiceServer).RevokeTokens(ctx, req.(*RevokeTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IssuerService_ServiceDesc is the grpc.ServiceDesc for IssuerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -270,6 +318,10 @@ var IssuerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSigningKeys",
 			Handler:    _IssuerService_ListSigningKeys_Handler,
+		},
+		{
+			MethodName: "RevokeTokens",
+			Handler:    _IssuerService_RevokeTokens_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -9,6 +9,7 @@ package monitorv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -21,6 +22,59 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// AccessOutcome says what a resource server decided about one request.
+type AccessOutcome int32
+
+const (
+	// Never used.
+	AccessOutcome_ACCESS_OUTCOME_UNSPECIFIED AccessOutcome = 0
+	// The request was allowed.
+	AccessOutcome_ACCESS_OUTCOME_ALLOWED AccessOutcome = 1
+	// The request was refused (reason says why).
+	AccessOutcome_ACCESS_OUTCOME_DENIED AccessOutcome = 2
+)
+
+// Enum value maps for AccessOutcome.
+var (
+	AccessOutcome_name = map[int32]string{
+		0: "ACCESS_OUTCOME_UNSPECIFIED",
+		1: "ACCESS_OUTCOME_ALLOWED",
+		2: "ACCESS_OUTCOME_DENIED",
+	}
+	AccessOutcome_value = map[string]int32{
+		"ACCESS_OUTCOME_UNSPECIFIED": 0,
+		"ACCESS_OUTCOME_ALLOWED":     1,
+		"ACCESS_OUTCOME_DENIED":      2,
+	}
+)
+
+func (x AccessOutcome) Enum() *AccessOutcome {
+	p := new(AccessOutcome)
+	*p = x
+	return p
+}
+
+func (x AccessOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AccessOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_monitor_v1_monitor_service_proto_enumTypes[0].Descriptor()
+}
+
+func (AccessOutcome) Type() protoreflect.EnumType {
+	return &file_agentid_monitor_v1_monitor_service_proto_enumTypes[0]
+}
+
+func (x AccessOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AccessOutcome.Descriptor instead.
+func (AccessOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{0}
+}
 
 // TelemetryEvent is one row of the telemetry store: who or what did what, when, and with what outcome.
 type TelemetryEvent struct {
@@ -167,6 +221,370 @@ func (x *TelemetryEvent) GetDetailJson() string {
 	return ""
 }
 
+// AccessEvent is one access decision of a resource server: who or what accessed what, when, how,
+// and with which outcome.
+type AccessEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique id chosen by the reporter (a UUID); events are deduplicated by it within a batch.
+	EventId string `protobuf:"bytes,1,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// When the request arrived (UTC).
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// Tenant of the token (must be the caller's tenant).
+	Tenant string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Resource name of the agent (`agent` claim), if the caller was an agent.
+	Agent string `protobuf:"bytes,4,opt,name=agent,proto3" json:"agent,omitempty"`
+	// OAuth client id of the token (`client_id`); empty when no valid token was presented.
+	ClientId string `protobuf:"bytes,5,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// Token subject (`sub`).
+	Subject string `protobuf:"bytes,6,opt,name=subject,proto3" json:"subject,omitempty"`
+	// User the agent acted for (`act`/on-behalf-of), for delegated tokens.
+	OnBehalfOf string `protobuf:"bytes,7,opt,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
+	// Environment claim of the token.
+	Environment string `protobuf:"bytes,8,opt,name=environment,proto3" json:"environment,omitempty"`
+	// The resource accessed (a URL path, gRPC method or resource name).
+	Resource string `protobuf:"bytes,9,opt,name=resource,proto3" json:"resource,omitempty"`
+	// The action (HTTP method, gRPC method kind or a verb the resource server names).
+	Action string `protobuf:"bytes,10,opt,name=action,proto3" json:"action,omitempty"`
+	// Scopes of the token.
+	Scopes []string `protobuf:"bytes,11,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Outcome.
+	Outcome AccessOutcome `protobuf:"varint,12,opt,name=outcome,proto3,enum=agentid.monitor.v1.AccessOutcome" json:"outcome,omitempty"`
+	// Why a request was denied (a reason code such as TOKEN_EXPIRED, TOKEN_REVOKED, INSUFFICIENT_SCOPE).
+	Reason string `protobuf:"bytes,13,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Response status (HTTP status code or gRPC code number).
+	Status int32 `protobuf:"varint,14,opt,name=status,proto3" json:"status,omitempty"`
+	// Bytes sent in the response.
+	ResponseBytes int64 `protobuf:"varint,15,opt,name=response_bytes,json=responseBytes,proto3" json:"response_bytes,omitempty"`
+	// Rows or records returned, when the resource server reports them.
+	Rows int64 `protobuf:"varint,16,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Time spent serving the request.
+	Latency *durationpb.Duration `protobuf:"bytes,17,opt,name=latency,proto3" json:"latency,omitempty"`
+	// Request id (X-Request-Id or gRPC x-request-id).
+	RequestId string `protobuf:"bytes,18,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// W3C trace id, when the request carried one.
+	TraceId string `protobuf:"bytes,19,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// Address of the caller as seen by the resource server.
+	SourceAddress string `protobuf:"bytes,20,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
+	// Token id (`jti`).
+	TokenId string `protobuf:"bytes,21,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// Audience the resource server verified the token for.
+	Audience string `protobuf:"bytes,22,opt,name=audience,proto3" json:"audience,omitempty"`
+	// How the token was bound: `bearer`, `dpop` or `mtls`.
+	TokenBinding  string `protobuf:"bytes,23,opt,name=token_binding,json=tokenBinding,proto3" json:"token_binding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessEvent) Reset() {
+	*x = AccessEvent{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessEvent) ProtoMessage() {}
+
+func (x *AccessEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessEvent.ProtoReflect.Descriptor instead.
+func (*AccessEvent) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AccessEvent) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AccessEvent) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetOnBehalfOf() string {
+	if x != nil {
+		return x.OnBehalfOf
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *AccessEvent) GetOutcome() AccessOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return AccessOutcome_ACCESS_OUTCOME_UNSPECIFIED
+}
+
+func (x *AccessEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetStatus() int32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *AccessEvent) GetResponseBytes() int64 {
+	if x != nil {
+		return x.ResponseBytes
+	}
+	return 0
+}
+
+func (x *AccessEvent) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *AccessEvent) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *AccessEvent) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetSourceAddress() string {
+	if x != nil {
+		return x.SourceAddress
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
+func (x *AccessEvent) GetTokenBinding() string {
+	if x != nil {
+		return x.TokenBinding
+	}
+	return ""
+}
+
+// RecordAccessRequest is a batch of access events.
+type RecordAccessRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Idempotency key of the batch (a UUID chosen by the reporter).
+	BatchId string `protobuf:"bytes,2,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	// The events (at most 1000).
+	Events []*AccessEvent `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
+	// Events the reporter dropped since its previous batch (buffer full), so that losses are counted.
+	Dropped       int64 `protobuf:"varint,4,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAccessRequest) Reset() {
+	*x = RecordAccessRequest{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAccessRequest) ProtoMessage() {}
+
+func (x *RecordAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAccessRequest.ProtoReflect.Descriptor instead.
+func (*RecordAccessRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RecordAccessRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *RecordAccessRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *RecordAccessRequest) GetEvents() []*AccessEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *RecordAccessRequest) GetDropped() int64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+// RecordAccessResponse acknowledges a stored batch.
+type RecordAccessResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many events were stored.
+	Accepted      int32 `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordAccessResponse) Reset() {
+	*x = RecordAccessResponse{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordAccessResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordAccessResponse) ProtoMessage() {}
+
+func (x *RecordAccessResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordAccessResponse.ProtoReflect.Descriptor instead.
+func (*RecordAccessResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecordAccessResponse) GetAccepted() int32 {
+	if x != nil {
+		return x.Accepted
+	}
+	return 0
+}
+
 // ListTelemetryEventsRequest filters telemetry.
 type ListTelemetryEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -188,7 +606,7 @@ type ListTelemetryEventsRequest struct {
 
 func (x *ListTelemetryEventsRequest) Reset() {
 	*x = ListTelemetryEventsRequest{}
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[1]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -200,7 +618,7 @@ func (x *ListTelemetryEventsRequest) String() string {
 func (*ListTelemetryEventsRequest) ProtoMessage() {}
 
 func (x *ListTelemetryEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[1]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -213,7 +631,7 @@ func (x *ListTelemetryEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTelemetryEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListTelemetryEventsRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{1}
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListTelemetryEventsRequest) GetParent() string {
@@ -271,7 +689,7 @@ type ListTelemetryEventsResponse struct {
 
 func (x *ListTelemetryEventsResponse) Reset() {
 	*x = ListTelemetryEventsResponse{}
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[2]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +701,7 @@ func (x *ListTelemetryEventsResponse) String() string {
 func (*ListTelemetryEventsResponse) ProtoMessage() {}
 
 func (x *ListTelemetryEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[2]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +714,7 @@ func (x *ListTelemetryEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTelemetryEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListTelemetryEventsResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListTelemetryEventsResponse) GetEvents() []*TelemetryEvent {
@@ -317,7 +735,7 @@ var File_agentid_monitor_v1_monitor_service_proto protoreflect.FileDescriptor
 
 const file_agentid_monitor_v1_monitor_service_proto_rawDesc = "" +
 	"\n" +
-	"(agentid/monitor/v1/monitor_service.proto\x12\x12agentid.monitor.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
+	"(agentid/monitor/v1/monitor_service.proto\x12\x12agentid.monitor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
 	"\x0eTelemetryEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -334,7 +752,41 @@ const file_agentid_monitor_v1_monitor_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\v \x01(\tR\trequestId\x12\x1f\n" +
 	"\vdetail_json\x18\f \x01(\tR\n" +
-	"detailJson\"\xd5\x01\n" +
+	"detailJson\"\xe7\x05\n" +
+	"\vAccessEvent\x12\x19\n" +
+	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06tenant\x18\x03 \x01(\tR\x06tenant\x12\x14\n" +
+	"\x05agent\x18\x04 \x01(\tR\x05agent\x12\x1b\n" +
+	"\tclient_id\x18\x05 \x01(\tR\bclientId\x12\x18\n" +
+	"\asubject\x18\x06 \x01(\tR\asubject\x12 \n" +
+	"\fon_behalf_of\x18\a \x01(\tR\n" +
+	"onBehalfOf\x12 \n" +
+	"\venvironment\x18\b \x01(\tR\venvironment\x12\x1a\n" +
+	"\bresource\x18\t \x01(\tR\bresource\x12\x16\n" +
+	"\x06action\x18\n" +
+	" \x01(\tR\x06action\x12\x16\n" +
+	"\x06scopes\x18\v \x03(\tR\x06scopes\x12;\n" +
+	"\aoutcome\x18\f \x01(\x0e2!.agentid.monitor.v1.AccessOutcomeR\aoutcome\x12\x16\n" +
+	"\x06reason\x18\r \x01(\tR\x06reason\x12\x16\n" +
+	"\x06status\x18\x0e \x01(\x05R\x06status\x12%\n" +
+	"\x0eresponse_bytes\x18\x0f \x01(\x03R\rresponseBytes\x12\x12\n" +
+	"\x04rows\x18\x10 \x01(\x03R\x04rows\x123\n" +
+	"\alatency\x18\x11 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x12 \x01(\tR\trequestId\x12\x19\n" +
+	"\btrace_id\x18\x13 \x01(\tR\atraceId\x12%\n" +
+	"\x0esource_address\x18\x14 \x01(\tR\rsourceAddress\x12\x19\n" +
+	"\btoken_id\x18\x15 \x01(\tR\atokenId\x12\x1a\n" +
+	"\baudience\x18\x16 \x01(\tR\baudience\x12#\n" +
+	"\rtoken_binding\x18\x17 \x01(\tR\ftokenBinding\"\x9b\x01\n" +
+	"\x13RecordAccessRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x19\n" +
+	"\bbatch_id\x18\x02 \x01(\tR\abatchId\x127\n" +
+	"\x06events\x18\x03 \x03(\v2\x1f.agentid.monitor.v1.AccessEventR\x06events\x12\x18\n" +
+	"\adropped\x18\x04 \x01(\x03R\adropped\"2\n" +
+	"\x14RecordAccessResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\x05R\baccepted\"\xd5\x01\n" +
 	"\x1aListTelemetryEventsRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x12\n" +
@@ -346,9 +798,14 @@ const file_agentid_monitor_v1_monitor_service_proto_rawDesc = "" +
 	"page_token\x18\x06 \x01(\tR\tpageToken\"\x81\x01\n" +
 	"\x1bListTelemetryEventsResponse\x12:\n" +
 	"\x06events\x18\x01 \x03(\v2\".agentid.monitor.v1.TelemetryEventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x88\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*f\n" +
+	"\rAccessOutcome\x12\x1e\n" +
+	"\x1aACCESS_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ACCESS_OUTCOME_ALLOWED\x10\x01\x12\x19\n" +
+	"\x15ACCESS_OUTCOME_DENIED\x10\x022\xeb\x01\n" +
 	"\x0eMonitorService\x12v\n" +
-	"\x13ListTelemetryEvents\x12..agentid.monitor.v1.ListTelemetryEventsRequest\x1a/.agentid.monitor.v1.ListTelemetryEventsResponseBFZDgithub.com/agentid/agentid/proto/gen/go/agentid/monitor/v1;monitorv1b\x06proto3"
+	"\x13ListTelemetryEvents\x12..agentid.monitor.v1.ListTelemetryEventsRequest\x1a/.agentid.monitor.v1.ListTelemetryEventsResponse\x12a\n" +
+	"\fRecordAccess\x12'.agentid.monitor.v1.RecordAccessRequest\x1a(.agentid.monitor.v1.RecordAccessResponseBFZDgithub.com/agentid/agentid/proto/gen/go/agentid/monitor/v1;monitorv1b\x06proto3"
 
 var (
 	file_agentid_monitor_v1_monitor_service_proto_rawDescOnce sync.Once
@@ -362,24 +819,36 @@ func file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP() []byte {
 	return file_agentid_monitor_v1_monitor_service_proto_rawDescData
 }
 
-var file_agentid_monitor_v1_monitor_service_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_agentid_monitor_v1_monitor_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_agentid_monitor_v1_monitor_service_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_agentid_monitor_v1_monitor_service_proto_goTypes = []any{
-	(*TelemetryEvent)(nil),              // 0: agentid.monitor.v1.TelemetryEvent
-	(*ListTelemetryEventsRequest)(nil),  // 1: agentid.monitor.v1.ListTelemetryEventsRequest
-	(*ListTelemetryEventsResponse)(nil), // 2: agentid.monitor.v1.ListTelemetryEventsResponse
-	(*timestamppb.Timestamp)(nil),       // 3: google.protobuf.Timestamp
+	(AccessOutcome)(0),                  // 0: agentid.monitor.v1.AccessOutcome
+	(*TelemetryEvent)(nil),              // 1: agentid.monitor.v1.TelemetryEvent
+	(*AccessEvent)(nil),                 // 2: agentid.monitor.v1.AccessEvent
+	(*RecordAccessRequest)(nil),         // 3: agentid.monitor.v1.RecordAccessRequest
+	(*RecordAccessResponse)(nil),        // 4: agentid.monitor.v1.RecordAccessResponse
+	(*ListTelemetryEventsRequest)(nil),  // 5: agentid.monitor.v1.ListTelemetryEventsRequest
+	(*ListTelemetryEventsResponse)(nil), // 6: agentid.monitor.v1.ListTelemetryEventsResponse
+	(*timestamppb.Timestamp)(nil),       // 7: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 8: google.protobuf.Duration
 }
 var file_agentid_monitor_v1_monitor_service_proto_depIdxs = []int32{
-	3, // 0: agentid.monitor.v1.TelemetryEvent.time:type_name -> google.protobuf.Timestamp
-	3, // 1: agentid.monitor.v1.ListTelemetryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	0, // 2: agentid.monitor.v1.ListTelemetryEventsResponse.events:type_name -> agentid.monitor.v1.TelemetryEvent
-	1, // 3: agentid.monitor.v1.MonitorService.ListTelemetryEvents:input_type -> agentid.monitor.v1.ListTelemetryEventsRequest
-	2, // 4: agentid.monitor.v1.MonitorService.ListTelemetryEvents:output_type -> agentid.monitor.v1.ListTelemetryEventsResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	7, // 0: agentid.monitor.v1.TelemetryEvent.time:type_name -> google.protobuf.Timestamp
+	7, // 1: agentid.monitor.v1.AccessEvent.time:type_name -> google.protobuf.Timestamp
+	0, // 2: agentid.monitor.v1.AccessEvent.outcome:type_name -> agentid.monitor.v1.AccessOutcome
+	8, // 3: agentid.monitor.v1.AccessEvent.latency:type_name -> google.protobuf.Duration
+	2, // 4: agentid.monitor.v1.RecordAccessRequest.events:type_name -> agentid.monitor.v1.AccessEvent
+	7, // 5: agentid.monitor.v1.ListTelemetryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	1, // 6: agentid.monitor.v1.ListTelemetryEventsResponse.events:type_name -> agentid.monitor.v1.TelemetryEvent
+	5, // 7: agentid.monitor.v1.MonitorService.ListTelemetryEvents:input_type -> agentid.monitor.v1.ListTelemetryEventsRequest
+	3, // 8: agentid.monitor.v1.MonitorService.RecordAccess:input_type -> agentid.monitor.v1.RecordAccessRequest
+	6, // 9: agentid.monitor.v1.MonitorService.ListTelemetryEvents:output_type -> agentid.monitor.v1.ListTelemetryEventsResponse
+	4, // 10: agentid.monitor.v1.MonitorService.RecordAccess:output_type -> agentid.monitor.v1.RecordAccessResponse
+	9, // [9:11] is the sub-list for method output_type
+	7, // [7:9] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_agentid_monitor_v1_monitor_service_proto_init() }
@@ -392,13 +861,14 @@ func file_agentid_monitor_v1_monitor_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_monitor_v1_monitor_service_proto_rawDesc), len(file_agentid_monitor_v1_monitor_service_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   3,
+			NumEnums:      1,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_agentid_monitor_v1_monitor_service_proto_goTypes,
 		DependencyIndexes: file_agentid_monitor_v1_monitor_service_proto_depIdxs,
+		EnumInfos:         file_agentid_monitor_v1_monitor_service_proto_enumTypes,
 		MessageInfos:      file_agentid_monitor_v1_monitor_service_proto_msgTypes,
 	}.Build()
 	File_agentid_monitor_v1_monitor_service_proto = out.File

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	MonitorService_ListTelemetryEvents_FullMethodName = "/agentid.monitor.v1.MonitorService/ListTelemetryEvents"
+	MonitorService_RecordAccess_FullMethodName        = "/agentid.monitor.v1.MonitorService/RecordAccess"
 )
 
 // MonitorServiceClient is the client API for MonitorService service.
@@ -31,6 +32,13 @@ type MonitorServiceClient interface {
 	// ListTelemetryEvents lists a tenant's telemetry, newest first, optionally for one agent or kind.
 	// Callers: platform-admin, tenant-admin, auditor, analyst.
 	ListTelemetryEvents(ctx context.Context, in *ListTelemetryEventsRequest, opts ...grpc.CallOption) (*ListTelemetryEventsResponse, error)
+	// RecordAccess records a batch of access decisions made by a resource server (the pkg/authn
+	// verifier SDK sends them, batched, without blocking its requests). Every event must belong to the
+	// caller's tenant. The batch is stored durably (stream TELEMETRY, type `access.recorded`) before the
+	// call returns, and is idempotent by batch_id: a retry after a timeout stores nothing twice. A
+	// malformed event is rejected with a reason (InvalidArgument naming `events[i].field`) and nothing
+	// of the batch is stored. Callers: resource-server; platform-admin; tenant-admin in its tenant.
+	RecordAccess(ctx context.Context, in *RecordAccessRequest, opts ...grpc.CallOption) (*RecordAccessResponse, error)
 }
 
 type monitorServiceClient struct {
@@ -51,6 +59,16 @@ func (c *monitorServiceClient) ListTelemetryEvents(ctx context.Context, in *List
 	return out, nil
 }
 
+func (c *monitorServiceClient) RecordAccess(ctx context.Context, in *RecordAccessRequest, opts ...grpc.CallOption) (*RecordAccessResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordAccessResponse)
+	err := c.cc.Invoke(ctx, MonitorService_RecordAccess_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MonitorServiceServer is the server API for MonitorService service.
 // All implementations must embed UnimplementedMonitorServiceServer
 // for forward compatibility.
@@ -60,6 +78,13 @@ type MonitorServiceServer interface {
 	// ListTelemetryEvents lists a tenant's telemetry, newest first, optionally for one agent or kind.
 	// Callers: platform-admin, tenant-admin, auditor, analyst.
 	ListTelemetryEvents(context.Context, *ListTelemetryEventsRequest) (*ListTelemetryEventsResponse, error)
+	// RecordAccess records a batch of access decisions made by a resource server (the pkg/authn
+	// verifier SDK sends them, batched, without blocking its requests). Every event must belong to the
+	// caller's tenant. The batch is stored durably (stream TELEMETRY, type `access.recorded`) before the
+	// call returns, and is idempotent by batch_id: a retry after a timeout stores nothing twice. A
+	// malformed event is rejected with a reason (InvalidArgument naming `events[i].field`) and nothing
+	// of the batch is stored. Callers: resource-server; platform-admin; tenant-admin in its tenant.
+	RecordAccess(context.Context, *RecordAccessRequest) (*RecordAccessResponse, error)
 	mustEmbedUnimplementedMonitorServiceServer()
 }
 
@@ -72,6 +97,9 @@ type UnimplementedMonitorServiceServer struct{}
 
 func (UnimplementedMonitorServiceServer) ListTelemetryEvents(context.Context, *ListTelemetryEventsRequest) (*ListTelemetryEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTelemetryEvents not implemented")
+}
+func (UnimplementedMonitorServiceServer) RecordAccess(context.Context, *RecordAccessRequest) (*RecordAccessResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordAccess not implemented")
 }
 func (UnimplementedMonitorServiceServer) mustEmbedUnimplementedMonitorServiceServer() {}
 func (UnimplementedMonitorServiceServer) testEmbeddedByValue()                        {}
@@ -112,6 +140,24 @@ func _MonitorService_ListTelemetryEvents_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MonitorService_RecordAccess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordAccessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MonitorServiceServer).RecordAccess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MonitorService_RecordAccess_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MonitorServiceServer).RecordAccess(ctx, req.(*RecordAccessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MonitorService_ServiceDesc is the grpc.ServiceDesc for MonitorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -122,6 +168,10 @@ var MonitorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTelemetryEvents",
 			Handler:    _MonitorService_ListTelemetryEvents_Handler,
+		},
+		{
+			MethodName: "RecordAccess",
+			Handler:    _MonitorService_RecordAccess_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
