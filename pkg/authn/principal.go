@@ -29,6 +29,9 @@ const (
 	RoleAuditor Role = "auditor"
 	// RoleAnalyst queries telemetry and reports.
 	RoleAnalyst Role = "analyst"
+	// RoleResourceServer is a resource server of one tenant reporting its access decisions
+	// (MonitorService.RecordAccess); it reads nothing.
+	RoleResourceServer Role = "resource-server"
 )
 
 // SystemTenant is the reserved tenant of the platform's own service identities.

@@ -47,7 +47,7 @@ var (
 	environments    = []string{"dev", "test", "staging", "prod"}
 	knownRoles      = []authn.Role{
 		authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner,
-		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst,
+		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst, authn.RoleResourceServer,
 	}
 )
 

@@ -70,6 +70,9 @@ func TestNormalizeClient(t *testing.T) {
 		{name: "valid platform identity", tenant: "system", edit: func(c *issuerv1.Client) {
 			c.Agent, c.Environment, c.Roles = "", "", []string{"platform-admin"}
 		}},
+		{name: "valid resource server", tenant: "acme", edit: func(c *issuerv1.Client) {
+			c.Agent, c.Environment, c.Roles = "", "", []string{"resource-server"}
+		}},
 		{name: "missing client_id", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = "" }, wantField: "client.client_id"},
 		{name: "client_id with a dot", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = "a.b" }, wantField: "client.client_id"},
 		{name: "client_id too long", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = strings.Repeat("a", 129) }, wantField: "client.client_id"},
