@@ -3,6 +3,7 @@ module github.com/agentid/agentid/pkg
 go 1.26.0
 
 require (
+	github.com/agentid/agentid/proto/gen/go v0.0.0
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/google/uuid v1.6.0
 	github.com/nats-io/nats-server/v2 v2.15.2
@@ -62,3 +63,5 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 )
+
+replace github.com/agentid/agentid/proto/gen/go => ../proto/gen/go

@@ -45,6 +45,9 @@ const (
 	ReasonTokenAudience = "TOKEN_AUDIENCE"
 	// ReasonKeysUnavailable (kind Unavailable) means the issuer's JWKS could not be fetched; retry later.
 	ReasonKeysUnavailable = "JWKS_UNAVAILABLE"
+	// ReasonTokenRevoked means a revocation covers the token (its jti, client, agent, subject, tenant
+	// or signing key); see Denylist.
+	ReasonTokenRevoked = "TOKEN_REVOKED"
 )
 
 // Verifier checks a raw bearer token and returns its verified claims. Failures are *errs.Error values.
@@ -78,6 +81,9 @@ type JWKSVerifierConfig struct {
 	MaxIssuers int
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
+	// Revocations, when set, is consulted after the signature and claims are verified (a *Denylist fed
+	// by a RevocationFeed); a token it refuses is refused. Nil checks no revocations.
+	Revocations RevocationChecker
 }
 
 // JWKSVerifier verifies the platform's RFC 9068 access tokens (ES256 or EdDSA, typ at+jwt) against the
@@ -91,6 +97,7 @@ type JWKSVerifier struct {
 	leeway     time.Duration
 	maxIssuers int
 	now        func() time.Time
+	revoked    RevocationChecker
 
 	mu   sync.Mutex
 	sets map[string]*keySet
@@ -126,6 +133,7 @@ func NewJWKSVerifier(cfg JWKSVerifierConfig) (*JWKSVerifier, error) {
 		leeway:     cfg.Leeway,
 		maxIssuers: cfg.MaxIssuers,
 		now:        cfg.Now,
+		revoked:    cfg.Revocations,
 		sets:       make(map[string]*keySet),
 	}
 	if v.audience == "" {
@@ -157,7 +165,7 @@ func invalid(reason, msg string, cause error) error {
 }
 
 // Verify parses and verifies raw: algorithm, typ, issuer and tenant, signature against the issuer's
-// JWKS, exp/nbf/iat with leeway and the audience. It returns the verified claims or an
+// JWKS, exp/nbf/iat with leeway, the audience, and then the configured Revocations. It returns the verified claims or an
 // Unauthenticated *errs.Error (Unavailable when the issuer's keys cannot be fetched).
 func (v *JWKSVerifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if raw == "" {
@@ -217,6 +225,11 @@ func (v *JWKSVerifier) Verify(ctx context.Context, raw string) (*Claims, error) 
 		return nil, invalid(ReasonTokenAudience, "access token is not meant for this API", err)
 	default:
 		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+	}
+	if v.revoked != nil {
+		if err := v.revoked.Check(&claims, h.KeyID); err != nil {
+			return nil, err
+		}
 	}
 	return &claims, nil
 }
