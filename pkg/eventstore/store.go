@@ -126,11 +126,15 @@ func (a *Append) validate() (string, error) {
 		return "", err
 	}
 	name, ok := strings.CutPrefix(a.Type, a.AggregateType+".")
-	if !ok {
+	switch {
+	case a.AggregateType == AggregateRevocation && a.Type == TypeTokensRevoked:
+		name = TypeTokensRevoked // the one type not named after its aggregate: ...revocation.<id>.tokens.revoked
+	case !ok:
 		return "", invalid("type", "%q must start with %q", a.Type, a.AggregateType+".")
-	}
-	if err := checkToken("type", name); err != nil {
-		return "", invalid("type", "event name of %q: %s", a.Type, err.(*InvalidError).Reason)
+	default:
+		if err := checkToken("type", name); err != nil {
+			return "", invalid("type", "event name of %q: %s", a.Type, err.(*InvalidError).Reason)
+		}
 	}
 	if a.IdempotencyKey == "" {
 		return "", invalid("idempotency_key", "must not be empty")

@@ -33,6 +33,11 @@ const (
 	AggregateRevocation = "revocation"
 )
 
+// TypeTokensRevoked is the type of the revocation aggregate's only event (issuerv1.TokensRevoked). It
+// is not prefixed by its aggregate type: its subject is EventSubject(tenant, AggregateRevocation, id,
+// TypeTokensRevoked), agentid.<tenant>.revocation.<id>.tokens.revoked.
+const TypeTokensRevoked = "tokens.revoked"
+
 // SubjectRoot is the first token of every aggregate event subject.
 const SubjectRoot = "agentid"
 
