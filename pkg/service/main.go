@@ -43,6 +43,10 @@ type Flags struct {
 	StreamReplicas int
 	// NATSGrace is how long the NATS connection may be down before the process reports NOT_SERVING.
 	NATSGrace time.Duration
+	// PprofAddr, when set, serves net/http/pprof on this address (loopback only unless PprofAllowRemote).
+	PprofAddr string
+	// PprofAllowRemote permits a PprofAddr that is not loopback.
+	PprofAllowRemote bool
 }
 
 // Register adds the common flags to fs, with the current field values as defaults.
@@ -55,6 +59,8 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.OTLPEndpoint, "otlp-endpoint", f.OTLPEndpoint, "OTLP/gRPC trace collector host:port (empty: no export)")
 	fs.IntVar(&f.StreamReplicas, "stream-replicas", f.StreamReplicas, "replicas of the event streams it creates (3 in a NATS cluster)")
 	fs.DurationVar(&f.NATSGrace, "nats-grace", f.NATSGrace, "how long NATS may be unreachable before /readyz and gRPC health report NOT_SERVING")
+	fs.StringVar(&f.PprofAddr, "pprof-addr", f.PprofAddr, "serve net/http/pprof on this host:port (empty: off; loopback only unless --pprof-allow-remote)")
+	fs.BoolVar(&f.PprofAllowRemote, "pprof-allow-remote", f.PprofAllowRemote, "allow a --pprof-addr that is not loopback")
 }
 
 // Env is what Main hands a service's build function.
@@ -94,6 +100,10 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %v\n", name, fs.Args())
+		return 2
+	}
+	if err := CheckPprofAddr(f.PprofAddr, f.PprofAllowRemote); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		return 2
 	}
 	if err := failpoint.FromEnv(); err != nil {
@@ -159,9 +169,17 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 		defer c.Close()
 	}
 	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier})
+	var tasks []Task
+	profile, _, err := PprofTask(PprofConfig{Addr: f.PprofAddr, AllowRemote: f.PprofAllowRemote, Logger: log})
+	if err != nil {
+		return err
+	}
+	if profile != nil {
+		tasks = append(tasks, profile)
+	}
 	return Run(ctx, RunConfig{
 		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, Server: srv, Health: grpcx.HealthServer(srv),
-		Components: []Component{comp}, Logger: log, NATS: nc, NATSGrace: f.NATSGrace,
+		Components: []Component{comp}, Tasks: tasks, Logger: log, NATS: nc, NATSGrace: f.NATSGrace,
 	})
 }
 

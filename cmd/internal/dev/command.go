@@ -77,5 +77,7 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&cfg.LogFile, "log-file", "", "JSON log file (default <data-dir>/logs/agentid.log; - for stderr)")
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector host:port (empty: no export)")
+	f.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this host:port (empty: off; loopback only unless --pprof-allow-remote)")
+	f.BoolVar(&cfg.PprofAllowRemote, "pprof-allow-remote", false, "allow a --pprof-addr that is not loopback")
 	return cmd
 }

@@ -60,7 +60,11 @@ type Config struct {
 	LogLevel             slog.Level
 	LogFile              string
 	OTLPEndpoint         string
-	Stdout, Stderr       io.Writer
+	// PprofAddr, when set, serves net/http/pprof there (loopback only unless PprofAllowRemote).
+	PprofAddr string
+	// PprofAllowRemote permits a PprofAddr that is not loopback.
+	PprofAllowRemote bool
+	Stdout, Stderr   io.Writer
 }
 
 // DefaultConfig returns the documented defaults (docs/architecture.md, "Ports").
@@ -105,6 +109,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	if cfg.NATSGrace <= 0 {
 		return fmt.Errorf("--nats-grace %s: want a positive duration", cfg.NATSGrace)
+	}
+	if err := service.CheckPprofAddr(cfg.PprofAddr, cfg.PprofAllowRemote); err != nil {
+		return err
 	}
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.HTTPAddr
@@ -281,6 +288,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return nil
 	}
 
+	profile, _, err := service.PprofTask(service.PprofConfig{Addr: cfg.PprofAddr, AllowRemote: cfg.PprofAllowRemote, Logger: log})
+	if err != nil {
+		return err
+	}
+	if profile != nil {
+		engineTasks = append(engineTasks, profile)
+	}
 	return service.Run(ctx, service.RunConfig{
 		GRPCAddr:   cfg.GRPCAddr,
 		HTTPAddr:   cfg.HTTPAddr,
