@@ -175,6 +175,7 @@ func NormalizeClient(tenant string, in *issuerv1.Client, defaultTTL time.Duratio
 		TokenTtlSeconds: ttl,
 		State:           issuerv1.ClientState_CLIENT_STATE_ACTIVE,
 		CreateTime:      timestamppb.New(createTime),
+		DpopBound:       in.GetDpopBound(),
 	}
 	return out, keys, nil
 }

@@ -73,6 +73,7 @@ func TestNormalizeClient(t *testing.T) {
 		{name: "valid resource server", tenant: "acme", edit: func(c *issuerv1.Client) {
 			c.Agent, c.Environment, c.Roles = "", "", []string{"resource-server"}
 		}},
+		{name: "valid DPoP-bound client", tenant: "acme", edit: func(c *issuerv1.Client) { c.DpopBound = true }},
 		{name: "missing client_id", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = "" }, wantField: "client.client_id"},
 		{name: "client_id with a dot", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = "a.b" }, wantField: "client.client_id"},
 		{name: "client_id too long", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = strings.Repeat("a", 129) }, wantField: "client.client_id"},
@@ -117,6 +118,9 @@ func TestNormalizeClient(t *testing.T) {
 			}
 			if out.GetState() != issuerv1.ClientState_CLIENT_STATE_ACTIVE || out.GetTokenTtlSeconds() != 600 {
 				t.Errorf("state %v ttl %d, want ACTIVE 600", out.GetState(), out.GetTokenTtlSeconds())
+			}
+			if out.GetDpopBound() != in.GetDpopBound() {
+				t.Errorf("dpop_bound = %v, want %v", out.GetDpopBound(), in.GetDpopBound())
 			}
 			if out.GetCreateTime().AsTime().Unix() != 100 {
 				t.Errorf("create_time = %v", out.GetCreateTime())
