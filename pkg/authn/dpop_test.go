@@ -1,6 +1,7 @@
 package authn_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -12,11 +13,13 @@ import (
 	"errors"
 	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"golang.org/x/oauth2"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
@@ -454,5 +457,92 @@ func TestDPoPProofFromHeader(t *testing.T) {
 				t.Fatalf("DPoPProofFromHeader = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// dpopTokenEndpoint is a token endpoint that requires DPoP proofs with its nonce.
+type dpopTokenEndpoint struct {
+	t         *testing.T
+	nonce     string
+	tokenType string
+	requests  int
+	proofs    []*authn.DPoPProof
+}
+
+func (e *dpopTokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.requests++
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("client_assertion") == "" || r.PostForm.Get("grant_type") != "client_credentials" {
+		http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(authn.DPoPNonceHeader, e.nonce)
+	p, err := authn.VerifyDPoPProof(r.Header.Get(authn.DPoPHeader), authn.DPoPCheck{
+		Method: r.Method, URL: "http://" + r.Host + r.URL.Path, Nonce: e.nonce})
+	if err != nil {
+		code := "invalid_dpop_proof"
+		var ee *errs.Error
+		if errors.As(err, &ee) && ee.Reason == authn.ReasonDPoPNonce {
+			code = "use_dpop_nonce"
+		}
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"error":"` + code + `"}`))
+		return
+	}
+	e.proofs = append(e.proofs, p)
+	_, _ = w.Write([]byte(`{"access_token":"tok-1","token_type":"` + e.tokenType + `","expires_in":300}`))
+}
+
+func TestDPoPTokenSourceRetriesWithNonce(t *testing.T) {
+	ep := &dpopTokenEndpoint{t: t, nonce: "server-nonce-1", tokenType: "DPoP"}
+	srv := httptest.NewServer(ep)
+	defer srv.Close()
+	cred, err := authn.NewCredential("acme", "c1", srv.URL+"/t/acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prover, _ := newDPoPProver(t)
+	tok, err := cred.DPoPTokenSource(context.Background(), prover, "orders.read").Token()
+	if err != nil {
+		t.Fatalf("Token: %v", err)
+	}
+	if tok.AccessToken != "tok-1" || tok.Type() != "DPoP" || tok.Expiry.IsZero() {
+		t.Fatalf("token = %+v, want tok-1 of type DPoP with an expiry", tok)
+	}
+	if ep.requests != 2 || len(ep.proofs) != 1 || ep.proofs[0].JKT != prover.JKT() || ep.proofs[0].Nonce != ep.nonce {
+		t.Fatalf("requests %d, proofs %+v: want use_dpop_nonce then one proof by %s with the nonce", ep.requests, ep.proofs, prover.JKT())
+	}
+}
+
+func TestDPoPTokenSourceRefusesBearer(t *testing.T) {
+	ep := &dpopTokenEndpoint{t: t, nonce: "n", tokenType: "Bearer"}
+	srv := httptest.NewServer(ep)
+	defer srv.Close()
+	cred, err := authn.NewCredential("acme", "c1", srv.URL+"/t/acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prover, _ := newDPoPProver(t)
+	if tok, err := cred.DPoPTokenSource(context.Background(), prover).Token(); err == nil {
+		t.Fatalf("Token = %+v, want an error for a Bearer token", tok)
+	}
+}
+
+func TestDPoPTokenSourceReportsOAuthErrors(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"error":"invalid_dpop_proof","error_description":"this client must use DPoP"}`))
+	}))
+	defer srv.Close()
+	cred, err := authn.NewCredential("acme", "c1", srv.URL+"/t/acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prover, _ := newDPoPProver(t)
+	_, err = cred.DPoPTokenSource(context.Background(), prover).Token()
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.ErrorCode != "invalid_dpop_proof" {
+		t.Fatalf("err = %v, want an oauth2.RetrieveError invalid_dpop_proof", err)
 	}
 }
