@@ -134,6 +134,12 @@ func (c *Client) Request(ctx context.Context, id *Identity) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.RequestWithAssertion(ctx, id, assertion)
+}
+
+// RequestWithAssertion makes one client-credentials request for id with an assertion signed
+// beforehand (Identity.Assertion); each assertion may be used once. Failures are as for Request.
+func (c *Client) RequestWithAssertion(ctx context.Context, id *Identity, assertion string) (*Token, error) {
 	form := url.Values{
 		"grant_type":            {"client_credentials"},
 		"client_id":             {id.ClientID},

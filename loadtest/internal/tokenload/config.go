@@ -34,6 +34,9 @@ const (
 	DefaultDuration = 20 * time.Second
 	// RequestsTimeCap bounds a --requests run when no --duration is given.
 	RequestsTimeCap = 10 * time.Minute
+	// MaxPresignDuration bounds a --presign run: pre-signed assertions expire
+	// authn.AssertionLifetime (60s) after signing, minus the issuer's leeway and signing time.
+	MaxPresignDuration = 45 * time.Second
 )
 
 // Config is one run of the generator.
@@ -59,6 +62,9 @@ type Config struct {
 	// Rate, when not 0, makes the run open-loop: requests start at this rate per second whether or not
 	// earlier ones have finished; latency is then measured from each request's scheduled start.
 	Rate float64
+	// Presign signs all Requests assertions before the request phase, so the generator's signing
+	// does not compete with the server for the CPUs while measuring.
+	Presign bool
 	// Output is the report format: text or json.
 	Output string
 	// PIDs are processes whose memory (VmRSS, VmHWM) is sampled before and after the run.
@@ -119,6 +125,12 @@ func (c Config) Validate() error {
 	}
 	if c.Rate < 0 || c.Rate > MaxRate {
 		bad("rate", "must be between 0 (closed loop) and %d requests/s, got %g", MaxRate, c.Rate)
+	}
+	if c.Presign && c.Requests == 0 {
+		bad("presign", "needs --requests (how many assertions to sign beforehand)")
+	}
+	if c.Presign && c.Duration > MaxPresignDuration {
+		bad("presign", "pre-signed assertions expire: --duration must be at most %v, got %v", MaxPresignDuration, c.Duration)
 	}
 	if c.Output != "text" && c.Output != "json" {
 		bad("o", "want text or json, got %q", c.Output)
@@ -231,6 +243,7 @@ Usage: tokenload [flags]
 	fs.DurationVar(&c.Duration, "duration", c.Duration, fmt.Sprintf("how long to send requests (at most %v; with --requests and no --duration: a cap of %v)", MaxDuration, RequestsTimeCap))
 	fs.IntVar(&c.Requests, "requests", 0, "send exactly this many requests (0: as many as fit in --duration)")
 	fs.Float64Var(&c.Rate, "rate", 0, "open loop: start this many requests per second (0: closed loop, each worker back to back)")
+	fs.BoolVar(&c.Presign, "presign", false, fmt.Sprintf("sign the --requests assertions before the request phase (at most %v long)", MaxPresignDuration))
 	fs.StringVar(&c.Output, "o", c.Output, "report format: text or json")
 	fs.Var((*pidList)(&c.PIDs), "pid", "process id whose memory to sample before and after (repeatable)")
 	if err := fs.Parse(args); err != nil {
@@ -243,6 +256,9 @@ Usage: tokenload [flags]
 	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
 	if c.Requests > 0 && !durationSet {
 		c.Duration = RequestsTimeCap
+		if c.Presign {
+			c.Duration = MaxPresignDuration
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err

@@ -37,6 +37,9 @@ func TestParseFlags(t *testing.T) {
 		{"requests with explicit duration", []string{"--requests", "200", "--duration", "5s"}, func(c *tokenload.Config) {
 			c.Requests, c.Duration = 200, 5*time.Second
 		}},
+		{"presign caps time at MaxPresignDuration", []string{"--requests", "200", "--presign"}, func(c *tokenload.Config) {
+			c.Requests, c.Duration, c.Presign = 200, tokenload.MaxPresignDuration, true
+		}},
 		{"repeated and comma-separated pids", []string{"--pid", "10", "--pid", "11,12"}, func(c *tokenload.Config) {
 			c.PIDs = []int{10, 11, 12}
 		}},
@@ -79,6 +82,8 @@ func TestParseFlagsErrorsNameTheFlag(t *testing.T) {
 		{"negative requests", []string{"--requests", "-1"}, []string{"--requests"}},
 		{"too many requests", []string{"--requests", "20000000"}, []string{"--requests", "10000000"}},
 		{"negative rate", []string{"--rate", "-5"}, []string{"--rate"}},
+		{"presign without requests", []string{"--presign"}, []string{"--presign", "needs --requests"}},
+		{"presign longer than assertions live", []string{"--presign", "--requests", "10", "--duration", "2m"}, []string{"--presign", "at most 45s"}},
 		{"output", []string{"-o", "yaml"}, []string{"-o: want text or json", `"yaml"`}},
 		{"tenant", []string{"--tenant", "Default"}, []string{"--tenant", "not a tenant id"}},
 		{"pid", []string{"--pid", "0"}, []string{"--pid", "process id"}},

@@ -3,6 +3,8 @@ package tokenload
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +27,9 @@ type LoadConfig struct {
 	Requests int
 	// Rate, when not 0, starts requests at this rate per second (open loop).
 	Rate float64
+	// Assertions, when set, are signed beforehand: request n uses Assertions[n] with
+	// Identities[n % len(Identities)] (as PreSign made them), and at most len(Assertions) are sent.
+	Assertions []string
 }
 
 // LoadResult is what the token request phase measured.
@@ -50,7 +55,12 @@ type worker struct {
 
 func (w *worker) do(ctx context.Context, cfg *LoadConfig, n int64, start time.Time) (stop bool) {
 	id := cfg.Identities[int(n%int64(len(cfg.Identities)))]
-	_, err := cfg.Client.Request(ctx, id)
+	var err error
+	if cfg.Assertions != nil {
+		_, err = cfg.Client.RequestWithAssertion(ctx, id, cfg.Assertions[n])
+	} else {
+		_, err = cfg.Client.Request(ctx, id)
+	}
 	took := time.Since(start)
 	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 		return true
@@ -69,6 +79,9 @@ func Load(ctx context.Context, cfg LoadConfig) LoadResult {
 	limit := int64(cfg.Requests)
 	if limit <= 0 {
 		limit = MaxRequests
+	}
+	if cfg.Assertions != nil {
+		limit = min(limit, int64(len(cfg.Assertions)))
 	}
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
@@ -148,4 +161,39 @@ func schedule(ctx context.Context, jobs chan<- time.Time, start, deadline time.T
 			return
 		}
 	}
+}
+
+// PreSign signs n client assertions for audience, the i-th for ids[i % len(ids)], on every CPU, so
+// that the request phase measures the server and not the generator's signing. They must be used
+// within authn.AssertionLifetime of now.
+func PreSign(ctx context.Context, ids []*tokenclient.Identity, audience string, n int) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, errors.New("no identities to sign for")
+	}
+	out := make([]string, n)
+	now := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, runtime.NumCPU())
+	for w := range errs {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				a, err := ids[i%len(ids)].Assertion(audience, now)
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				out[i] = a
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
+		return nil, fmt.Errorf("pre-sign assertions: %w", err)
+	}
+	return out, nil
 }

@@ -94,6 +94,28 @@ func TestLoadSendsExactlyTheRequestedCount(t *testing.T) {
 	}
 }
 
+func TestLoadUsesEachPreSignedAssertionOnce(t *testing.T) {
+	cfg, e := loadSetup(t, 2, 0)
+	as, err := tokenload.PreSign(context.Background(), cfg.Identities, cfg.Client.Audience, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Assertions = as
+	cfg.Requests = 80 // more than were signed: the pre-signed ones bound the run
+	res := tokenload.Load(context.Background(), cfg)
+	if res.Requests != 50 || res.OK != 50 {
+		t.Fatalf("requests %d ok %d errors %v; want exactly the 50 pre-signed", res.Requests, res.OK, res.Errors)
+	}
+	for _, a := range as {
+		if !e.seen[a] {
+			t.Fatalf("pre-signed assertion %.20s... was never sent", a)
+		}
+	}
+	if len(e.seen) != 50 {
+		t.Fatalf("endpoint saw %d distinct assertions, want the 50 pre-signed", len(e.seen))
+	}
+}
+
 func TestLoadStopsAtTheDuration(t *testing.T) {
 	cfg, _ := loadSetup(t, 1, 0)
 	cfg.Duration = 200 * time.Millisecond

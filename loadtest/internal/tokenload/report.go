@@ -55,6 +55,8 @@ type Settings struct {
 	Rate float64 `json:"rate"`
 	// Mode is "closed" (workers back to back) or "open" (fixed start rate).
 	Mode string `json:"mode"`
+	// Presigned is true when the assertions were signed before the request phase.
+	Presigned bool `json:"presigned"`
 }
 
 // Provisioning is how long the platform took to provision the agents.
@@ -146,6 +148,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	mode := "closed loop"
 	if s.Mode == "open" {
 		mode = fmt.Sprintf("open loop at %g requests/s", s.Rate)
+	}
+	if s.Presigned {
+		mode += ", assertions pre-signed"
 	}
 	fmt.Fprintf(tw, "target\t%s (gRPC %s), %d CPUs shared with the generator\n", r.Target.TokenURL, r.Target.Server, r.Target.CPUs)
 	fmt.Fprintf(tw, "load\t%d agents, concurrency %d, %s, %s\n", s.Agents, s.Concurrency, bound, mode)

@@ -61,7 +61,7 @@ func TestReportJSONShape(t *testing.T) {
 	}{
 		{nil, []string{"processes", "provisioning", "settings", "target", "tokens"}},
 		{[]string{"target"}, []string{"cpus", "issuer", "server", "tenant", "token_url"}},
-		{[]string{"settings"}, []string{"agents", "concurrency", "duration_seconds", "mode", "rate", "requests"}},
+		{[]string{"settings"}, []string{"agents", "concurrency", "duration_seconds", "mode", "presigned", "rate", "requests"}},
 		{[]string{"provisioning"}, []string{"agents", "elapsed_seconds", "register_to_active", "register_to_token"}},
 		{[]string{"provisioning", "register_to_active"}, summary},
 		{[]string{"tokens"}, []string{"elapsed_seconds", "error_count", "errors", "generator_cpu_seconds", "latency", "machine_cpu_busy_seconds", "ok", "requests", "tokens_per_second"}},

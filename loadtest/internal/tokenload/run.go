@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	rep := &Report{
 		Target: Target{Server: cfg.Server, Issuer: issuer, TokenURL: client.TokenURL, Tenant: cfg.Tenant, CPUs: runtime.NumCPU()},
 		Settings: Settings{Agents: cfg.Agents, Concurrency: cfg.Concurrency, DurationSeconds: cfg.Duration.Seconds(),
-			Requests: cfg.Requests, Rate: cfg.Rate, Mode: "closed"},
+			Requests: cfg.Requests, Rate: cfg.Rate, Mode: "closed", Presigned: cfg.Presign},
 	}
 	if cfg.Rate > 0 {
 		rep.Settings.Mode = "open"
@@ -109,6 +109,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	fmt.Fprintf(progress, "provisioned %d agents in %.1fs; sending token requests (concurrency %d)...\n",
 		len(agents), rep.Provisioning.ElapsedSeconds, cfg.Concurrency)
 
+	var assertions []string
+	if cfg.Presign {
+		signStart := time.Now()
+		if assertions, err = PreSign(ctx, ids, client.Audience, cfg.Requests); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(progress, "pre-signed %d assertions in %.1fs\n", len(assertions), time.Since(signStart).Seconds())
+	}
 	cpuBefore := make([]time.Duration, len(procs))
 	for i := range procs {
 		cpuBefore[i], _ = procfs.ReadCPU(procs[i].PID)
@@ -116,7 +124,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	selfBefore, _ := procfs.ReadCPU(os.Getpid())
 	machineBefore, _ := procfs.ReadMachineCPU()
 	res := Load(ctx, LoadConfig{Client: client, Identities: ids, Concurrency: cfg.Concurrency,
-		Duration: cfg.Duration, Requests: cfg.Requests, Rate: cfg.Rate})
+		Duration: cfg.Duration, Requests: cfg.Requests, Rate: cfg.Rate, Assertions: assertions})
 	rep.Tokens = TokensOf(res)
 	if self, err := procfs.ReadCPU(os.Getpid()); err == nil {
 		rep.Tokens.GeneratorCPUSeconds = (self - selfBefore).Seconds()
