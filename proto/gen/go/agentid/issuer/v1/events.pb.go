@@ -468,6 +468,55 @@ func (x *TokenRequested) GetRemoteAddr() string {
 	return ""
 }
 
+// TokenRequestedBatch: the telemetry of several token requests of one tenant, published as one event
+// (type `token.requested.batch`, stream TELEMETRY, subject `telemetry.<tenant>.token.requested`) so
+// that the issuer writes one message per batch instead of one per token. Each request becomes one
+// row of the telemetry store, exactly as a single `token.requested` event does.
+type TokenRequestedBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token requests, in the order they were answered; all of the event's tenant.
+	Requests      []*TokenRequested `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenRequestedBatch) Reset() {
+	*x = TokenRequestedBatch{}
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenRequestedBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenRequestedBatch) ProtoMessage() {}
+
+func (x *TokenRequestedBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenRequestedBatch.ProtoReflect.Descriptor instead.
+func (*TokenRequestedBatch) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TokenRequestedBatch) GetRequests() []*TokenRequested {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
 var File_agentid_issuer_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_issuer_v1_events_proto_rawDesc = "" +
@@ -506,7 +555,9 @@ const file_agentid_issuer_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\f \x01(\tR\trequestId\x12\x1f\n" +
 	"\vremote_addr\x18\r \x01(\tR\n" +
-	"remoteAddr*a\n" +
+	"remoteAddr\"T\n" +
+	"\x13TokenRequestedBatch\x12=\n" +
+	"\brequests\x18\x01 \x03(\v2!.agentid.issuer.v1.TokenRequestedR\brequests*a\n" +
 	"\fTokenOutcome\x12\x1d\n" +
 	"\x19TOKEN_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14TOKEN_OUTCOME_ISSUED\x10\x01\x12\x18\n" +
@@ -525,7 +576,7 @@ func file_agentid_issuer_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_issuer_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agentid_issuer_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_agentid_issuer_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_agentid_issuer_v1_events_proto_goTypes = []any{
 	(TokenOutcome)(0),             // 0: agentid.issuer.v1.TokenOutcome
 	(*SigningKeyCreated)(nil),     // 1: agentid.issuer.v1.SigningKeyCreated
@@ -533,22 +584,24 @@ var file_agentid_issuer_v1_events_proto_goTypes = []any{
 	(*ClientDisabled)(nil),        // 3: agentid.issuer.v1.ClientDisabled
 	(*ClientTombstoned)(nil),      // 4: agentid.issuer.v1.ClientTombstoned
 	(*TokenRequested)(nil),        // 5: agentid.issuer.v1.TokenRequested
-	(*SigningKey)(nil),            // 6: agentid.issuer.v1.SigningKey
-	(*Client)(nil),                // 7: agentid.issuer.v1.Client
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*TokenRequestedBatch)(nil),   // 6: agentid.issuer.v1.TokenRequestedBatch
+	(*SigningKey)(nil),            // 7: agentid.issuer.v1.SigningKey
+	(*Client)(nil),                // 8: agentid.issuer.v1.Client
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
 }
 var file_agentid_issuer_v1_events_proto_depIdxs = []int32{
-	6, // 0: agentid.issuer.v1.SigningKeyCreated.key:type_name -> agentid.issuer.v1.SigningKey
-	7, // 1: agentid.issuer.v1.ClientCreated.client:type_name -> agentid.issuer.v1.Client
-	8, // 2: agentid.issuer.v1.ClientDisabled.revoke_time:type_name -> google.protobuf.Timestamp
-	8, // 3: agentid.issuer.v1.ClientTombstoned.tombstone_time:type_name -> google.protobuf.Timestamp
+	7, // 0: agentid.issuer.v1.SigningKeyCreated.key:type_name -> agentid.issuer.v1.SigningKey
+	8, // 1: agentid.issuer.v1.ClientCreated.client:type_name -> agentid.issuer.v1.Client
+	9, // 2: agentid.issuer.v1.ClientDisabled.revoke_time:type_name -> google.protobuf.Timestamp
+	9, // 3: agentid.issuer.v1.ClientTombstoned.tombstone_time:type_name -> google.protobuf.Timestamp
 	0, // 4: agentid.issuer.v1.TokenRequested.outcome:type_name -> agentid.issuer.v1.TokenOutcome
-	8, // 5: agentid.issuer.v1.TokenRequested.expire_time:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	9, // 5: agentid.issuer.v1.TokenRequested.expire_time:type_name -> google.protobuf.Timestamp
+	5, // 6: agentid.issuer.v1.TokenRequestedBatch.requests:type_name -> agentid.issuer.v1.TokenRequested
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_agentid_issuer_v1_events_proto_init() }
@@ -563,7 +616,7 @@ func file_agentid_issuer_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_issuer_v1_events_proto_rawDesc), len(file_agentid_issuer_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
