@@ -342,7 +342,10 @@ type TokenRequested struct {
 	// Request id that links this request across services.
 	RequestId string `protobuf:"bytes,12,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Remote address of the caller.
-	RemoteAddr    string `protobuf:"bytes,13,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	RemoteAddr string `protobuf:"bytes,13,opt,name=remote_addr,json=remoteAddr,proto3" json:"remote_addr,omitempty"`
+	// When the request was answered. Set in a TokenRequestedBatch, whose event time is when the batch
+	// was published; a single `token.requested` event may leave it unset (its event time is the time).
+	Time          *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=time,proto3" json:"time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -468,6 +471,13 @@ func (x *TokenRequested) GetRemoteAddr() string {
 	return ""
 }
 
+func (x *TokenRequested) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 // TokenRequestedBatch: the telemetry of several token requests of one tenant, published as one event
 // (type `token.requested.batch`, stream TELEMETRY, subject `telemetry.<tenant>.token.requested`) so
 // that the issuer writes one message per batch instead of one per token. Each request becomes one
@@ -536,7 +546,7 @@ const file_agentid_issuer_v1_events_proto_rawDesc = "" +
 	"\x10ClientTombstoned\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12A\n" +
-	"\x0etombstone_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rtombstoneTime\"\xbb\x03\n" +
+	"\x0etombstone_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rtombstoneTime\"\xeb\x03\n" +
 	"\x0eTokenRequested\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x14\n" +
@@ -555,7 +565,8 @@ const file_agentid_issuer_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\f \x01(\tR\trequestId\x12\x1f\n" +
 	"\vremote_addr\x18\r \x01(\tR\n" +
-	"remoteAddr\"T\n" +
+	"remoteAddr\x12.\n" +
+	"\x04time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"T\n" +
 	"\x13TokenRequestedBatch\x12=\n" +
 	"\brequests\x18\x01 \x03(\v2!.agentid.issuer.v1.TokenRequestedR\brequests*a\n" +
 	"\fTokenOutcome\x12\x1d\n" +
@@ -596,12 +607,13 @@ var file_agentid_issuer_v1_events_proto_depIdxs = []int32{
 	9, // 3: agentid.issuer.v1.ClientTombstoned.tombstone_time:type_name -> google.protobuf.Timestamp
 	0, // 4: agentid.issuer.v1.TokenRequested.outcome:type_name -> agentid.issuer.v1.TokenOutcome
 	9, // 5: agentid.issuer.v1.TokenRequested.expire_time:type_name -> google.protobuf.Timestamp
-	5, // 6: agentid.issuer.v1.TokenRequestedBatch.requests:type_name -> agentid.issuer.v1.TokenRequested
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	9, // 6: agentid.issuer.v1.TokenRequested.time:type_name -> google.protobuf.Timestamp
+	5, // 7: agentid.issuer.v1.TokenRequestedBatch.requests:type_name -> agentid.issuer.v1.TokenRequested
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agentid_issuer_v1_events_proto_init() }
