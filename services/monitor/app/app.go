@@ -1,6 +1,7 @@
 // Package app wires the monitor service: the telemetry store (DuckDB), the consumer that copies
-// the TELEMETRY stream into it, and agentid.monitor.v1.MonitorService. The service's own binary
-// and the all-in-one `agentid dev` both build it with New.
+// the TELEMETRY stream into it, the recorder of resource servers' access decisions, and
+// agentid.monitor.v1.MonitorService. The service's own binary and the all-in-one `agentid dev`
+// both build it with New.
 package app
 
 import (
@@ -10,12 +11,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/service"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	"github.com/agentid/agentid/services/monitor/internal/access"
 	"github.com/agentid/agentid/services/monitor/internal/ingest"
 	"github.com/agentid/agentid/services/monitor/internal/server"
 	"github.com/agentid/agentid/services/monitor/internal/store"
@@ -52,6 +56,8 @@ type Deps struct {
 	Store *eventstore.Store
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Registerer receives the service's metrics; default prometheus.DefaultRegisterer.
+	Registerer prometheus.Registerer
 }
 
 // App is the monitor service. Close it to close the telemetry store.
@@ -82,13 +88,29 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("monitor: telemetry store: %w", err)
 	}
-	consumer, err := ingest.NewConsumer(ingest.Config{Source: deps.Store, Store: st, Logger: logger})
+	consumer, err := ingest.NewConsumer(ingest.Config{Source: deps.Store, Store: st, Logger: logger, Registerer: deps.Registerer})
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	recorder, err := access.New(access.Config{Publisher: deps.Store, Retention: telemetryRetention(deps.Store)})
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
 	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath)
-	return &App{store: st, consumer: consumer, server: server.New(telemetry.New(st))}, nil
+	return &App{store: st, consumer: consumer, server: server.New(telemetry.New(st), recorder)}, nil
+}
+
+// telemetryRetention reads the TELEMETRY stream's max age, as the operator may have set it.
+func telemetryRetention(es *eventstore.Store) access.RetentionFunc {
+	return func(ctx context.Context) (time.Duration, error) {
+		s, err := es.JetStream().Stream(ctx, eventstore.StreamTelemetry)
+		if err != nil {
+			return 0, fmt.Errorf("monitor: stream %s: %w", eventstore.StreamTelemetry, err)
+		}
+		return s.CachedInfo().Config.MaxAge, nil
+	}
 }
 
 // Name implements service.Component.

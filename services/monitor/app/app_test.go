@@ -35,18 +35,22 @@ var principals = map[string]*authn.Claims{
 	"acme-approver":  {Subject: "pat@acme.example", Tenant: "acme", Roles: []string{"approver"}},
 	"acme-agent":     {Subject: "faq", ClientID: "faq", Tenant: "acme", Agent: "tenants/acme/agents/faq", Scope: "kb.read"},
 	"globex-admin":   {Subject: "carol@globex.example", Tenant: "globex", Roles: []string{"tenant-admin"}},
+	"acme-rs":        {Subject: "orders-api", ClientID: "orders-api", Tenant: "acme", Roles: []string{"resource-server"}},
+	"globex-rs":      {Subject: "shop-api", ClientID: "shop-api", Tenant: "globex", Roles: []string{"resource-server"}},
 	"system-auditor": {Subject: "sys-audit", Tenant: authn.SystemTenant, Roles: []string{"auditor"}},
 }
 
 type env struct {
 	client monitorv1.MonitorServiceClient
 	es     *eventstore.Store
+	nats   *testkit.NATS
 }
 
 // start runs the monitor service (gRPC over bufconn, ingest task) on an embedded NATS.
 func start(t *testing.T, cfg app.Config) *env {
 	t.Helper()
-	js := testkit.StartNATS(t).JetStream(t)
+	n := testkit.StartNATS(t)
+	js := n.JetStream(t)
 	es := eventstore.New(js, eventstore.WithSource("agentid/issuer"), eventstore.WithLogger(quiet))
 	if err := es.EnsureStreams(t.Context()); err != nil {
 		t.Fatal(err)
@@ -74,7 +78,7 @@ func start(t *testing.T, cfg app.Config) *env {
 		}
 	})
 	conn := testkit.ServeGRPC(t, srv)
-	return &env{client: monitorv1.NewMonitorServiceClient(conn), es: es}
+	return &env{client: monitorv1.NewMonitorServiceClient(conn), es: es, nats: n}
 }
 
 func (e *env) publishToken(t *testing.T, tenant, agent, clientID string) eventstore.Event {

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
+	"github.com/agentid/agentid/pkg/observability"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 )
 
@@ -24,7 +26,7 @@ const FilterSubject = "telemetry.>"
 const (
 	// DefaultConcurrency is how many deliveries are in flight at once; they are group-committed.
 	DefaultConcurrency = 256
-	// DefaultMaxBatch caps the events of one insert.
+	// DefaultMaxBatch caps the rows of one insert (an event with more rows is inserted alone).
 	DefaultMaxBatch = 1000
 )
 
@@ -48,25 +50,29 @@ type Config struct {
 	Logger *slog.Logger
 	// Concurrency is how many deliveries are handled at once (default DefaultConcurrency).
 	Concurrency int
-	// MaxBatch caps the events of one insert (default DefaultMaxBatch).
+	// MaxBatch caps the rows of one insert (default DefaultMaxBatch).
 	MaxBatch int
 	// ConsumeOptions are passed on to Source.Consume (ack wait, redelivery backoff ...).
 	ConsumeOptions []eventstore.ConsumeOption
+	// Registerer receives the consumer's metrics; default prometheus.DefaultRegisterer.
+	Registerer prometheus.Registerer
 }
 
 // Consumer copies the TELEMETRY stream into the telemetry store. Deliveries are handled
 // concurrently and group-committed: every insert takes all events waiting at that moment, and each
 // event is acknowledged only once its insert has committed. Redelivered events are no-ops, since
-// rows are keyed by the CloudEvents id.
+// rows are keyed by the CloudEvents id (or, for access events, by an id derived from it).
 type Consumer struct {
 	cfg     Config
 	reqs    chan insertReq
 	running atomic.Bool
 	done    chan struct{} // closed when the commit loop of the current run has stopped
+
+	accessLost *prometheus.CounterVec
 }
 
 type insertReq struct {
-	row    store.Event
+	rows   []store.Event
 	result chan error
 }
 
@@ -84,7 +90,15 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
-	return &Consumer{cfg: cfg, reqs: make(chan insertReq)}, nil
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.DefaultRegisterer
+	}
+	c := &Consumer{cfg: cfg, reqs: make(chan insertReq)}
+	c.accessLost = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "monitor_access_events_lost_total",
+		Help: "Access events lost before the telemetry store, by cause: dropped by the reporting resource server (its buffer was full) or skipped (another tenant than its batch). A redelivered batch may be counted again; the access.dropped rows are exact.",
+	}, []string{"cause"}))
+	return c, nil
 }
 
 // Run consumes until ctx is done. It may be called again after it returns, not concurrently.
@@ -108,18 +122,36 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Handle maps one event and waits until its row is committed. An event without a tenant is an
-// error (it ends in the failed-event log after the consumer's redeliveries).
+// Handle maps one event and waits until its rows are committed. An event without a tenant is an
+// error (it ends in the failed-event log after the consumer's redeliveries). Access events the
+// event's batch lost are logged and counted once its rows are committed.
 func (c *Consumer) Handle(ctx context.Context, e eventstore.Event) error {
-	row, err := Map(e)
+	rows, lost, err := mapEvent(e)
 	if err != nil {
 		return err
 	}
-	// Validate alone, so that one bad row can never fail a whole group commit.
-	if _, err := store.Normalize([]store.Event{row}); err != nil {
+	// Validate alone, so that one bad event can never fail a whole group commit.
+	if _, err := store.Normalize(rows); err != nil {
 		return fmt.Errorf("ingest: event %s (%s): %w", e.ID, e.Type, err)
 	}
-	req := insertReq{row: row, result: make(chan error, 1)}
+	if len(rows) > 0 {
+		if err := c.insert(ctx, rows); err != nil {
+			return err
+		}
+	}
+	if lost.dropped > 0 || lost.skipped > 0 {
+		c.accessLost.WithLabelValues("dropped").Add(float64(lost.dropped))
+		c.accessLost.WithLabelValues("skipped").Add(float64(lost.skipped))
+		c.cfg.Logger.WarnContext(ctx, "access events lost before the telemetry store",
+			"tenant", e.Metadata.Tenant, "reporter", e.Metadata.Actor.ID, "event_id", e.ID,
+			"dropped_by_reporter", lost.dropped, "skipped_other_tenant", lost.skipped)
+	}
+	return nil
+}
+
+// insert hands rows to the commit loop and waits for their commit.
+func (c *Consumer) insert(ctx context.Context, rows []store.Event) error {
+	req := insertReq{rows: rows, result: make(chan error, 1)}
 	select {
 	case c.reqs <- req:
 	case <-ctx.Done():
@@ -143,21 +175,18 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 		batch, rows = batch[:0], rows[:0]
 		select {
 		case r := <-c.reqs:
-			batch = append(batch, r)
+			batch, rows = append(batch, r), append(rows, r.rows...)
 		case <-ctx.Done():
 			return
 		}
 	drain:
-		for len(batch) < c.cfg.MaxBatch {
+		for len(rows) < c.cfg.MaxBatch {
 			select {
 			case r := <-c.reqs:
-				batch = append(batch, r)
+				batch, rows = append(batch, r), append(rows, r.rows...)
 			default:
 				break drain
 			}
-		}
-		for _, r := range batch {
-			rows = append(rows, r.row)
 		}
 		// Finish a started insert even when stopping, so acknowledged work is never left half done.
 		err := failpoint.Inject(ctx, failpoint.TelemetryBeforeCommit)

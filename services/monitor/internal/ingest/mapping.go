@@ -26,17 +26,43 @@ const (
 	TypeTokenRequested = "token.requested"
 	// TypePolicyDecided is the policy decision log (policyv1.DecisionRecorded).
 	TypePolicyDecided = "policy.decided"
+	// TypeAccessRecorded is a resource server's batch of access decisions
+	// (monitorv1.RecordAccessRequest).
+	TypeAccessRecorded = "access.recorded"
+)
+
+// Kinds of the rows a recorded access batch becomes.
+const (
+	// KindAccess is one access decision of a resource server.
+	KindAccess = "access"
+	// KindAccessDropped counts the access events of a batch that were lost: dropped by the reporter
+	// (its buffer was full) or skipped because they name another tenant than the batch.
+	KindAccessDropped = "access.dropped"
 )
 
 // ErrNoTenant marks an event that cannot be attributed to a tenant.
 var ErrNoTenant = errors.New("ingest: event has no tenant")
 
-// Map turns an event into its telemetry row. Token requests and policy decisions get their own
-// columns; any other event is kept with its type as kind and its payload as JSON detail. A payload
-// that does not decode is still stored, with the decode error in the detail.
-func Map(e eventstore.Event) (store.Event, error) {
+// Map turns an event into its telemetry rows. Token requests and policy decisions get their own
+// columns; a recorded access batch becomes one row per access event (kind KindAccess) plus, when
+// the reporter dropped events or the batch holds events of another tenant, one KindAccessDropped
+// row counting them; any other event is one row with its type as kind and its payload as JSON
+// detail. A payload that does not decode is still stored, as one row with the decode error in the
+// detail.
+func Map(e eventstore.Event) ([]store.Event, error) {
+	rows, _, err := mapEvent(e)
+	return rows, err
+}
+
+// loss counts the access events a batch lost: dropped by the reporter, skipped by the mapping.
+type loss struct {
+	dropped, skipped int64
+}
+
+func mapEvent(e eventstore.Event) ([]store.Event, loss, error) {
+	var lost loss
 	if e.ID == "" {
-		return store.Event{}, errors.New("ingest: event has no id")
+		return nil, lost, errors.New("ingest: event has no id")
 	}
 	row := store.Event{
 		EventID:    e.ID,
@@ -51,22 +77,34 @@ func Map(e eventstore.Event) (store.Event, error) {
 	if isAgentName(e.Subject) {
 		row.Agent = e.Subject
 	}
-	var err error
+	var (
+		rows []store.Event
+		err  error
+	)
 	switch e.Type {
 	case TypeTokenRequested:
 		err = mapTokenRequested(e, &row)
 	case TypePolicyDecided:
 		err = mapPolicyDecided(e, &row)
+	case TypeAccessRecorded:
+		if row.Tenant == "" {
+			break
+		}
+		rows, lost, err = mapAccessRecorded(e, row)
 	default:
 		err = mapOther(e, &row)
 	}
 	if err != nil {
+		rows, lost = nil, loss{}
 		row.Detail = detail(map[string]any{"data_schema": e.DataSchema, "decode_error": err.Error()})
 	}
 	if row.Tenant == "" {
-		return store.Event{}, fmt.Errorf("%w: %s (%s)", ErrNoTenant, e.ID, e.Type)
+		return nil, loss{}, fmt.Errorf("%w: %s (%s)", ErrNoTenant, e.ID, e.Type)
 	}
-	return row, nil
+	if rows != nil {
+		return rows, lost, nil
+	}
+	return []store.Event{row}, lost, nil
 }
 
 func mapTokenRequested(e eventstore.Event, row *store.Event) error {

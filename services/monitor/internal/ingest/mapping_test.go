@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/monitor/internal/ingest"
@@ -159,10 +161,14 @@ func TestMap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ingest.Map(tt.event)
+			rows, err := ingest.Map(tt.event)
 			if err != nil {
 				t.Fatal(err)
 			}
+			if len(rows) != 1 {
+				t.Fatalf("%d rows, want 1", len(rows))
+			}
+			got := rows[0]
 			gotDetail := decodeDetail(t, got.Detail)
 			if _, ok := tt.wantDetail["data_schema"]; ok {
 				if gotDetail["decode_error"] == "" || gotDetail["decode_error"] == nil {
@@ -195,5 +201,128 @@ func TestMapRejects(t *testing.T) {
 	noID.ID = ""
 	if _, err := ingest.Map(noID); err == nil {
 		t.Error("no id: accepted")
+	}
+}
+
+func TestMapAccessRecorded(t *testing.T) {
+	reporter := eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "orders-api", Kind: eventstore.ActorService}, CorrelationID: "rpc-1"}
+	allowed := &monitorv1.AccessEvent{
+		EventId: "0190a000-0000-7000-8000-000000000001", Time: timestamppb.New(at.Add(-time.Second)), Tenant: "acme",
+		Agent: "tenants/acme/agents/faq", ClientId: "faq", Subject: "faq", OnBehalfOf: "alice@acme.example", Environment: "prod",
+		Resource: "/orders/42", Action: "GET", Scopes: []string{"orders.read"}, Outcome: monitorv1.AccessOutcome_ACCESS_OUTCOME_ALLOWED,
+		Status: 200, ResponseBytes: 512, Rows: 3, Latency: durationpb.New(1500 * time.Microsecond), RequestId: "req-a",
+		TraceId: "4bf92f3577b34da6a3ce929d0e0e4736", SourceAddress: "10.0.0.7:5123", TokenId: "jti-1", Audience: "https://orders.example",
+		TokenBinding: "dpop",
+	}
+	denied := &monitorv1.AccessEvent{
+		EventId: "0190a000-0000-7000-8000-000000000002", Time: timestamppb.New(at), Tenant: "acme",
+		Resource: "/orders/43", Action: "DELETE", Outcome: monitorv1.AccessOutcome_ACCESS_OUTCOME_DENIED, Reason: "TOKEN_REVOKED", Status: 401,
+	}
+	foreign := &monitorv1.AccessEvent{
+		EventId: "0190a000-0000-7000-8000-000000000003", Time: timestamppb.New(at), Tenant: "globex",
+		Resource: "/x", Outcome: monitorv1.AccessOutcome_ACCESS_OUTCOME_ALLOWED,
+	}
+	const batchID = "0190a000-0000-7000-8000-0000000000ff"
+	tests := []struct {
+		name        string
+		batch       *monitorv1.RecordAccessRequest
+		wantIDs     []string
+		wantSummary map[string]any // detail of the access.dropped row; nil when none is expected
+	}{
+		{
+			name:  "every event a row",
+			batch: &monitorv1.RecordAccessRequest{Parent: "tenants/acme", BatchId: batchID, Events: []*monitorv1.AccessEvent{allowed, denied}},
+			wantIDs: []string{ingest.AccessRowID("01a2192e-aaaa-7000-8000-000000000001", allowed.GetEventId()),
+				ingest.AccessRowID("01a2192e-aaaa-7000-8000-000000000001", denied.GetEventId())},
+		},
+		{
+			name:  "losses counted in an access.dropped row",
+			batch: &monitorv1.RecordAccessRequest{Parent: "tenants/acme", BatchId: batchID, Events: []*monitorv1.AccessEvent{allowed, foreign}, Dropped: 7},
+			wantIDs: []string{ingest.AccessRowID("01a2192e-aaaa-7000-8000-000000000001", allowed.GetEventId()),
+				"01a2192e-aaaa-7000-8000-000000000001"},
+			wantSummary: map[string]any{"batch_id": batchID, "dropped": float64(7), "events": float64(2), "skipped_other_tenant": float64(1)},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rows, err := ingest.Map(envelope(t, "access.recorded", "tenants/acme/clients/orders-api", tt.batch, reporter))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, r := range rows {
+				ids = append(ids, r.EventID)
+			}
+			if !slices.Equal(ids, tt.wantIDs) {
+				t.Fatalf("row ids = %v, want %v", ids, tt.wantIDs)
+			}
+			for _, r := range rows {
+				if r.Tenant != "acme" || r.StreamSeq != 42 {
+					t.Errorf("row %s: tenant %q seq %d", r.EventID, r.Tenant, r.StreamSeq)
+				}
+				switch r.Kind {
+				case ingest.KindAccess:
+				case ingest.KindAccessDropped:
+					if tt.wantSummary == nil {
+						t.Fatalf("unexpected summary row %+v", r)
+					}
+					if got := decodeDetail(t, r.Detail); !reflect.DeepEqual(got, tt.wantSummary) {
+						t.Errorf("summary detail = %v, want %v", got, tt.wantSummary)
+					}
+					if r.Actor != "orders-api" || r.Outcome != "dropped" || !r.Time.Equal(at) {
+						t.Errorf("summary row = %+v", r)
+					}
+				default:
+					t.Errorf("row of kind %q", r.Kind)
+				}
+			}
+		})
+	}
+
+	rows, err := ingest.Map(envelope(t, "access.recorded", "tenants/acme/clients/orders-api",
+		&monitorv1.RecordAccessRequest{Parent: "tenants/acme", BatchId: batchID, Events: []*monitorv1.AccessEvent{allowed, denied}}, reporter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, d := rows[0], rows[1]
+	want := store.Event{EventID: a.EventID, Time: at.Add(-time.Second), Tenant: "acme", Agent: "tenants/acme/agents/faq", Kind: "access",
+		Outcome: "allowed", Actor: "faq", OnBehalfOf: "alice@acme.example", Environment: "prod", Scopes: []string{"orders.read"},
+		RequestID: "req-a", StreamSeq: 42}
+	wantDetail := map[string]any{"resource": "/orders/42", "action": "GET", "status": float64(200), "bytes": float64(512), "rows": float64(3),
+		"latency_ms": 1.5, "batch_id": batchID, "event_id": allowed.GetEventId(), "reporter": "orders-api", "subject": "faq",
+		"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "source_address": "10.0.0.7:5123", "token_id": "jti-1",
+		"audience": "https://orders.example", "binding": "dpop"}
+	if got := decodeDetail(t, a.Detail); !reflect.DeepEqual(got, wantDetail) {
+		t.Errorf("allowed detail = %v\n want %v", got, wantDetail)
+	}
+	a.Detail = ""
+	if !reflect.DeepEqual(a, want) {
+		t.Errorf("allowed row:\n got  %+v\n want %+v", a, want)
+	}
+	if d.Outcome != "denied" || d.Actor != "" || d.Agent != "" || !d.Time.Equal(at) {
+		t.Errorf("denied row = %+v", d)
+	}
+	if got := decodeDetail(t, d.Detail); got["reason"] != "TOKEN_REVOKED" || got["status"] != float64(401) || got["resource"] != "/orders/43" {
+		t.Errorf("denied detail = %v", got)
+	}
+	if _, err := store.Normalize(rows); err != nil {
+		t.Errorf("rows do not pass the store's validation: %v", err)
+	}
+
+	// The same batch under another event id (another reporter, or another batch) gets other rows.
+	other := envelope(t, "access.recorded", "", &monitorv1.RecordAccessRequest{Parent: "tenants/acme", BatchId: batchID, Events: []*monitorv1.AccessEvent{allowed}}, reporter)
+	other.ID = "01a2192e-bbbb-7000-8000-000000000002"
+	if rows, err := ingest.Map(other); err != nil || rows[0].EventID == a.EventID {
+		t.Errorf("another batch's row id = %v (err %v), must differ from %s", rows, err, a.EventID)
+	}
+
+	// A corrupt batch is kept as one row with the decode error; a batch without a tenant is refused.
+	corrupt := envelope(t, "access.recorded", "", &monitorv1.RecordAccessRequest{}, reporter)
+	corrupt.Data = []byte{0xff, 0xff, 0xff}
+	if rows, err := ingest.Map(corrupt); err != nil || len(rows) != 1 || decodeDetail(t, rows[0].Detail)["decode_error"] == nil {
+		t.Errorf("corrupt batch: rows %v, err %v", rows, err)
+	}
+	if _, err := ingest.Map(envelope(t, "access.recorded", "", &monitorv1.RecordAccessRequest{}, eventstore.Metadata{})); !errors.Is(err, ingest.ErrNoTenant) {
+		t.Errorf("batch without tenant: err = %v, want ErrNoTenant", err)
 	}
 }

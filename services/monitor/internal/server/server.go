@@ -1,4 +1,5 @@
-// Package server adapts telemetry queries to gRPC (agentid.monitor.v1.MonitorService).
+// Package server adapts telemetry queries and access recording to gRPC
+// (agentid.monitor.v1.MonitorService).
 package server
 
 import (
@@ -8,7 +9,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/grpcx"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	"github.com/agentid/agentid/services/monitor/internal/access"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 	"github.com/agentid/agentid/services/monitor/internal/telemetry"
 )
@@ -19,10 +22,22 @@ var _ monitorv1.MonitorServiceServer = (*Server)(nil)
 type Server struct {
 	monitorv1.UnimplementedMonitorServiceServer
 	telemetry *telemetry.Service
+	access    *access.Recorder
 }
 
-// New returns a Server answering with svc.
-func New(svc *telemetry.Service) *Server { return &Server{telemetry: svc} }
+// New returns a Server answering queries with svc and recording access batches with rec.
+func New(svc *telemetry.Service, rec *access.Recorder) *Server {
+	return &Server{telemetry: svc, access: rec}
+}
+
+// RecordAccess stores a batch of a resource server's access decisions.
+func (s *Server) RecordAccess(ctx context.Context, req *monitorv1.RecordAccessRequest) (*monitorv1.RecordAccessResponse, error) {
+	n, err := s.access.Record(ctx, grpcx.EventMetadata(ctx, ""), req)
+	if err != nil {
+		return nil, err
+	}
+	return &monitorv1.RecordAccessResponse{Accepted: int32(n)}, nil
+}
 
 // ListTelemetryEvents lists a tenant's telemetry, newest first.
 func (s *Server) ListTelemetryEvents(ctx context.Context, req *monitorv1.ListTelemetryEventsRequest) (*monitorv1.ListTelemetryEventsResponse, error) {

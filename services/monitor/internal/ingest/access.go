@@ -1,0 +1,111 @@
+package ingest
+
+import (
+	"github.com/google/uuid"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+// accessRowNamespace derives the row id of an access event from its batch's event id and the
+// reporter's event id.
+var accessRowNamespace = uuid.MustParse("2b0e5f43-7c1d-5e98-a36f-4d8e1b90c7a2")
+
+// AccessRowID is the telemetry row id of the access event eventID of the batch stored as event
+// batchEventID: a UUIDv5 of both, so a redelivered or re-published batch yields the same rows and
+// equal event ids of different batches never collide.
+func AccessRowID(batchEventID, eventID string) string {
+	return uuid.NewSHA1(accessRowNamespace, []byte(batchEventID+"\x00"+eventID)).String()
+}
+
+// mapAccessRecorded turns a recorded batch into one row per access event of the batch's tenant
+// (base is the envelope's row: tenant, reporter, stream sequence), and one KindAccessDropped row
+// when events were lost. An event naming another tenant is skipped and counted as lost: the
+// envelope's tenant, which the subject carries, is the only one the reporter was authorized for.
+func mapAccessRecorded(e eventstore.Event, base store.Event) ([]store.Event, loss, error) {
+	m, err := eventstore.DecodeAs[*monitorv1.RecordAccessRequest](e)
+	if err != nil {
+		return nil, loss{}, err
+	}
+	reporter := base.Actor
+	rows := make([]store.Event, 0, len(m.GetEvents())+1)
+	var skipped int64
+	for _, ae := range m.GetEvents() {
+		if ae.GetTenant() != base.Tenant {
+			skipped++
+			continue
+		}
+		rows = append(rows, accessRow(e, base, reporter, m.GetBatchId(), ae))
+	}
+	if dropped := m.GetDropped(); dropped > 0 || skipped > 0 {
+		d := map[string]any{"batch_id": m.GetBatchId(), "dropped": dropped, "events": len(m.GetEvents())}
+		if skipped > 0 {
+			d["skipped_other_tenant"] = skipped
+		}
+		summary := base
+		summary.Kind = KindAccessDropped
+		summary.Outcome = "dropped"
+		summary.Agent = ""
+		summary.Detail = detail(d)
+		rows = append(rows, summary)
+	}
+	return rows, loss{dropped: max(m.GetDropped(), 0), skipped: skipped}, nil
+}
+
+func accessRow(e eventstore.Event, base store.Event, reporter, batchID string, ae *monitorv1.AccessEvent) store.Event {
+	row := store.Event{
+		EventID:     AccessRowID(e.ID, ae.GetEventId()),
+		Time:        ae.GetTime().AsTime(),
+		Tenant:      base.Tenant,
+		Agent:       ae.GetAgent(),
+		Kind:        KindAccess,
+		Actor:       ae.GetClientId(),
+		OnBehalfOf:  ae.GetOnBehalfOf(),
+		Environment: ae.GetEnvironment(),
+		Scopes:      ae.GetScopes(),
+		RequestID:   ae.GetRequestId(),
+		StreamSeq:   base.StreamSeq,
+	}
+	if ae.GetTime() == nil {
+		row.Time = e.Time
+	}
+	switch ae.GetOutcome() {
+	case monitorv1.AccessOutcome_ACCESS_OUTCOME_ALLOWED:
+		row.Outcome = "allowed"
+	case monitorv1.AccessOutcome_ACCESS_OUTCOME_DENIED:
+		row.Outcome = "denied"
+	default:
+		row.Outcome = "unspecified"
+	}
+	d := map[string]any{
+		"resource": ae.GetResource(),
+		"action":   ae.GetAction(),
+		"status":   ae.GetStatus(),
+		"bytes":    ae.GetResponseBytes(),
+		"batch_id": batchID,
+		"event_id": ae.GetEventId(),
+		"reporter": reporter,
+	}
+	if ae.GetRows() != 0 {
+		d["rows"] = ae.GetRows()
+	}
+	if l := ae.GetLatency(); l != nil {
+		d["latency_ms"] = float64(l.AsDuration().Microseconds()) / 1000
+	}
+	for k, v := range map[string]string{
+		"reason":         ae.GetReason(),
+		"subject":        ae.GetSubject(),
+		"trace_id":       ae.GetTraceId(),
+		"source_address": ae.GetSourceAddress(),
+		"token_id":       ae.GetTokenId(),
+		"audience":       ae.GetAudience(),
+		"binding":        ae.GetTokenBinding(),
+	} {
+		if v != "" {
+			d[k] = v
+		}
+	}
+	row.Detail = detail(d)
+	return row
+}
