@@ -75,6 +75,9 @@ type Env struct {
 	Store *eventstore.Store
 	// StreamReplicas is the replica count for streams and buckets the service creates itself.
 	StreamReplicas int
+	// Denylist holds the process's token revocations, kept current from the REVOCATIONS stream; the
+	// platform API's verifier checks it, and a service may check it too (the issuer's introspection).
+	Denylist *authn.Denylist
 }
 
 // DefaultFlags returns the defaults shared by every service binary.
@@ -157,11 +160,16 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 	if err != nil {
 		return fmt.Errorf("streams: %w", err)
 	}
-	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: f.IssuerURL})
+	revocations, err := NewRevocations(js, log)
 	if err != nil {
 		return err
 	}
-	comp, err := build(ctx, &Env{Logger: log, NATS: nc, JetStream: js, Store: store, StreamReplicas: f.StreamReplicas})
+	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: f.IssuerURL, Revocations: revocations.Denylist})
+	if err != nil {
+		return err
+	}
+	comp, err := build(ctx, &Env{Logger: log, NATS: nc, JetStream: js, Store: store, StreamReplicas: f.StreamReplicas,
+		Denylist: revocations.Denylist})
 	if err != nil {
 		return fmt.Errorf("build %s: %w", name, err)
 	}
@@ -169,7 +177,7 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 		defer c.Close()
 	}
 	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier})
-	var tasks []Task
+	tasks := []Task{revocations.Task()}
 	profile, _, err := PprofTask(PprofConfig{Addr: f.PprofAddr, AllowRemote: f.PprofAllowRemote, Logger: log})
 	if err != nil {
 		return err
@@ -180,6 +188,7 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 	return Run(ctx, RunConfig{
 		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, Server: srv, Health: grpcx.HealthServer(srv),
 		Components: []Component{comp}, Tasks: tasks, Logger: log, NATS: nc, NATSGrace: f.NATSGrace,
+		ReadyChecks: []ReadyCheck{revocations.ReadyCheck()},
 	})
 }
 

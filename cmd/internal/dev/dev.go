@@ -221,7 +221,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 
-	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: cfg.PublicURL})
+	// Push revocation: the API refuses a revoked token as soon as its revocation is on the stream, and
+	// the process is not ready before the denylist has caught up.
+	revocations, err := service.NewRevocations(js, log)
+	if err != nil {
+		return err
+	}
+	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: cfg.PublicURL, Revocations: revocations.Denylist})
 	if err != nil {
 		return err
 	}
@@ -301,7 +307,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		Server:     srv,
 		Health:     grpcx.HealthServer(srv),
 		Components: []service.Component{registry, issuer, policy, monitor, lifecycle},
-		Tasks:      append(engineTasks, bootstrap),
+		Tasks:      append(engineTasks, bootstrap, revocations.Task()),
 		ReadyChecks: []service.ReadyCheck{{Name: "bootstrap", Ready: func(ctx context.Context) error {
 			select {
 			case <-bootstrapped:
@@ -309,7 +315,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
-		}}},
+		}}, revocations.ReadyCheck()},
 		NATS:      nc,
 		NATSGrace: cfg.NATSGrace,
 		Logger:    log,
