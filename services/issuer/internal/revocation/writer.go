@@ -25,8 +25,9 @@ import (
 const (
 	// MaxReasonBytes bounds TokensRevoked.reason.
 	MaxReasonBytes = 512
-	// Leeway is added to the time a revocation could stop mattering, so that a verifier that still
-	// accepts a token a little past its exp (its clock-skew leeway, 30 s by default) still refuses it.
+	// Leeway is added to the time a revocation by not-before time can be forgotten: a token issued
+	// by a replica whose clock runs a little ahead carries an iat that late. (Verifiers keep every
+	// entry their own leeway past expire_time: authn.DefaultRevocationRetention.)
 	Leeway = time.Minute
 	// maxIDBytes bounds token ids, client ids, subjects, key ids, source event ids and request ids.
 	maxIDBytes = 256
@@ -56,8 +57,9 @@ func ExpireTime(notBefore time.Time) time.Time {
 	return notBefore.Add(authn.MaxTokenLifetime + Leeway)
 }
 
-// TokenExpireTime is when the revocation of one token that expires at exp can be forgotten.
-func TokenExpireTime(exp time.Time) time.Time { return exp.Add(Leeway) }
+// TokenExpireTime is when the revocation of one token that expires at exp can be forgotten: exp
+// (verifiers keep the entry as long past it as they accept the token).
+func TokenExpireTime(exp time.Time) time.Time { return exp }
 
 // Name is the resource name of revocation id of tenant: tenants/{tenant}/revocations/{id}.
 func Name(tenant, id string) string { return "tenants/" + tenant + "/revocations/" + id }
