@@ -63,6 +63,9 @@ type Config struct {
 	JTIReplicas int
 	// TelemetryBuffer bounds the token telemetry waiting to be published; default 8192.
 	TelemetryBuffer int
+	// DPoPNonceOptional, when true, accepts DPoP proofs without a server nonce at the token endpoint.
+	// By default the issuer requires one (RFC 9449 §8), derived from the KEK so every replica accepts it.
+	DPoPNonceOptional bool
 	// PlatformClients are the platform's own service identities (bootstrap admin, lifecycle worker)
 	// registered in the system tenant at start, idempotently. A split deployment bootstraps this way;
 	// `agentid dev` registers its identities itself.
@@ -196,11 +199,16 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
+	nonceKey, err := DPoPNonceKey(cfg.KEK)
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
 	a.oauth, err = oauth.New(oauth.Config{
 		PublicURL:   cfg.PublicURL,
 		Credentials: a.state,
 		Replay:      a.replay,
 		Telemetry:   a.telemetry,
+		DPoP:        oauth.DPoPConfig{NonceKey: nonceKey, NonceOptional: cfg.DPoPNonceOptional},
 		Logger:      logger,
 	})
 	if err != nil {

@@ -2,6 +2,8 @@ package app
 
 import (
 	"bytes"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -9,7 +11,25 @@ import (
 	"os"
 
 	"github.com/agentid/agentid/services/issuer/internal/keys"
+	"github.com/agentid/agentid/services/issuer/internal/oauth"
 )
+
+// dpopNonceInfo is the HKDF info of the DPoP nonce key: it keeps the derived key apart from every
+// other use of the KEK.
+const dpopNonceInfo = "agentid issuer DPoP nonce HMAC key v1"
+
+// DPoPNonceKey derives the key that authenticates DPoP server nonces from the key-encryption key
+// (HKDF-SHA256 with its own info string), so every replica sharing the KEK accepts the others' nonces.
+func DPoPNonceKey(kek []byte) ([]byte, error) {
+	if len(kek) != keys.KEKSize {
+		return nil, fmt.Errorf("DPoP nonce key: the KEK must be %d bytes", keys.KEKSize)
+	}
+	k, err := hkdf.Key(sha256.New, kek, nil, dpopNonceInfo, oauth.DPoPNonceKeySize)
+	if err != nil {
+		return nil, fmt.Errorf("DPoP nonce key: %w", err)
+	}
+	return k, nil
+}
 
 // LoadKEKFile reads a 32-byte key-encryption key stored raw, as hex or as base64 (surrounding
 // whitespace ignored). The file must not be readable or writable by group or others.

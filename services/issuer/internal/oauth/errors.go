@@ -35,6 +35,8 @@ type Error struct {
 	Status int
 	// Challenge, when set, is the WWW-Authenticate header value of a 401 or 403 response.
 	Challenge string
+	// DPoPNonce, when set, is a fresh server nonce for the DPoP-Nonce response header (RFC 9449 §8).
+	DPoPNonce string
 	// Cause is the internal reason, for logs.
 	Cause error
 }

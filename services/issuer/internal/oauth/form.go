@@ -38,6 +38,10 @@ type Request struct {
 	RequestID string
 	// RemoteAddr is the caller's address.
 	RemoteAddr string
+	// Method is the HTTP method (a DPoP proof's htm must match it).
+	Method string
+	// DPoP holds every DPoP header field of the request (RFC 9449 §4.1); more than one is refused.
+	DPoP []string
 }
 
 // ReadBody reads at most MaxBodyBytes of body.

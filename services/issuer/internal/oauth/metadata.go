@@ -2,6 +2,8 @@ package oauth
 
 import (
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/agentid/agentid/pkg/authn"
 )
 
 // Metadata is the authorization server metadata document (RFC 8414, OpenID Connect Discovery).
@@ -19,6 +21,8 @@ type Metadata struct {
 	IDTokenSigningAlgValuesSupported           []string `json:"id_token_signing_alg_values_supported"`
 	SubjectTypesSupported                      []string `json:"subject_types_supported"`
 	ClaimsSupported                            []string `json:"claims_supported"`
+	// DPoPSigningAlgValuesSupported lists the DPoP proof algorithms accepted (RFC 9449 §5.1).
+	DPoPSigningAlgValuesSupported []string `json:"dpop_signing_alg_values_supported"`
 }
 
 // Metadata returns the metadata document of tenant.
@@ -41,7 +45,8 @@ func (s *Server) Metadata(tenant string) (*Metadata, *Error) {
 		IDTokenSigningAlgValuesSupported:           []string{string(jose.ES256)},
 		SubjectTypesSupported:                      []string{"public"},
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope",
-			"tenant", "env", "agent", "roles"},
+			"tenant", "env", "agent", "roles", "cnf"},
+		DPoPSigningAlgValuesSupported: authn.DPoPAlgorithms(),
 	}, nil
 }
 

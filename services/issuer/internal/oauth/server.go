@@ -58,6 +58,8 @@ type Config struct {
 	Replay ReplayCache
 	// Telemetry, if set, receives token request records.
 	Telemetry Telemetry
+	// DPoP configures DPoP-bound tokens (RFC 9449) at the token endpoint.
+	DPoP DPoPConfig
 	// Leeway tolerates clock skew; default DefaultLeeway.
 	Leeway time.Duration
 	// Now is the clock; default time.Now.
@@ -72,6 +74,7 @@ type Server struct {
 	creds     Credentials
 	replay    ReplayCache
 	telemetry Telemetry
+	dpop      *dpop
 	leeway    time.Duration
 	now       func() time.Time
 	logger    *slog.Logger
@@ -89,6 +92,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{base: base, creds: cfg.Credentials, replay: cfg.Replay, telemetry: cfg.Telemetry,
 		leeway: cfg.Leeway, now: cfg.Now, logger: cfg.Logger}
+	if s.dpop, err = newDPoP(cfg.DPoP); err != nil {
+		return nil, err
+	}
 	if s.leeway <= 0 {
 		s.leeway = DefaultLeeway
 	}

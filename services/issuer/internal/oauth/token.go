@@ -29,6 +29,8 @@ type TokenResponse struct {
 	TokenType   string `json:"token_type"`
 	ExpiresIn   int64  `json:"expires_in"`
 	Scope       string `json:"scope,omitempty"`
+	// DPoPNonce, when set, is a fresh server nonce for the DPoP-Nonce response header.
+	DPoPNonce string `json:"-"`
 }
 
 // Token answers a token request for tenant. Every request of a known tenant, issued or denied,
@@ -96,6 +98,10 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		return nil, nil, oerr
 	}
 	req.Client.HeaderScheme, _ = authScheme(r.Authorization)
+	proof, oerr := s.checkDPoPProof(tenant, r)
+	if oerr != nil {
+		return nil, nil, oerr
+	}
 	client, oerr := s.authenticate(ctx, tenant, req.Client, []string{s.Issuer(tenant), s.TokenEndpoint(tenant)}, rec)
 	if client != nil {
 		rec.ClientId = client.ID()
@@ -113,6 +119,10 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	if oerr != nil {
 		return nil, client, oerr
 	}
+	cnf, oerr := s.bindDPoP(ctx, tenant, client, proof)
+	if oerr != nil {
+		return nil, client, oerr
+	}
 	key, ok := s.creds.CurrentKey(tenant)
 	if !ok {
 		return nil, client, unavailable(fmt.Errorf("tenant %s has no signing key", tenant))
@@ -123,19 +133,20 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		return nil, client, serverError(err)
 	}
 	claims := authn.Claims{
-		Issuer:      s.Issuer(tenant),
-		Subject:     client.ID(),
-		Audience:    aud,
-		Expiry:      now.Add(client.TokenTTL),
-		IssuedAt:    now,
-		NotBefore:   now,
-		ID:          id.String(),
-		ClientID:    client.ID(),
-		Scope:       strings.Join(scopes, " "),
-		Tenant:      tenant,
-		Environment: client.Proto.GetEnvironment(),
-		Agent:       client.Proto.GetAgent(),
-		Roles:       client.Proto.GetRoles(),
+		Issuer:       s.Issuer(tenant),
+		Subject:      client.ID(),
+		Audience:     aud,
+		Expiry:       now.Add(client.TokenTTL),
+		IssuedAt:     now,
+		NotBefore:    now,
+		ID:           id.String(),
+		ClientID:     client.ID(),
+		Scope:        strings.Join(scopes, " "),
+		Tenant:       tenant,
+		Environment:  client.Proto.GetEnvironment(),
+		Agent:        client.Proto.GetAgent(),
+		Roles:        client.Proto.GetRoles(),
+		Confirmation: cnf,
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
@@ -147,12 +158,19 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	}
 	rec.Scopes, rec.Audiences, rec.TokenId = scopes, aud, claims.ID
 	rec.ExpireTime = timestamppb.New(claims.Expiry)
-	return &TokenResponse{
+	resp := &TokenResponse{
 		AccessToken: signed,
 		TokenType:   "Bearer",
 		ExpiresIn:   int64(client.TokenTTL / time.Second),
 		Scope:       claims.Scope,
-	}, client, nil
+	}
+	if cnf != nil {
+		resp.TokenType = authn.DPoPTokenType
+		if !s.dpop.nonceOptional {
+			resp.DPoPNonce = s.dpop.nonce(tenant, s.now())
+		}
+	}
+	return resp, client, nil
 }
 
 // authenticate authenticates a client of tenant with private_key_jwt: the assertion must be signed by

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/agentid/agentid/pkg/authn"
+
 	"github.com/agentid/agentid/services/issuer/internal/oauth"
 )
 
@@ -138,6 +140,8 @@ func (h *httpAPI) oauthRequest(w http.ResponseWriter, r *http.Request) oauth.Req
 		Body:          http.MaxBytesReader(w, r.Body, oauth.MaxBodyBytes),
 		RequestID:     requestID(w, r),
 		RemoteAddr:    r.RemoteAddr,
+		Method:        r.Method,
+		DPoP:          r.Header.Values(authn.DPoPHeader),
 	}
 }
 
@@ -150,6 +154,9 @@ func (h *httpAPI) token(w http.ResponseWriter, r *http.Request) {
 	if oerr != nil {
 		h.writeError(w, oerr)
 		return
+	}
+	if resp.DPoPNonce != "" {
+		w.Header().Set(authn.DPoPNonceHeader, resp.DPoPNonce)
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
@@ -179,6 +186,9 @@ func (h *httpAPI) writeError(w http.ResponseWriter, e *oauth.Error) {
 	}
 	if e.Challenge != "" {
 		w.Header().Set("WWW-Authenticate", e.Challenge)
+	}
+	if e.DPoPNonce != "" {
+		w.Header().Set(authn.DPoPNonceHeader, e.DPoPNonce)
 	}
 	writeJSON(w, e.Status, errorBody{Error: e.Code, ErrorDescription: oauth.SafeDescription(e.Description)})
 }
