@@ -84,7 +84,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.tenant, "tenant", envOr("AGENTID_TENANT", ""), "tenant for commands that take bare ids (default: the session's, else default; env AGENTID_TENANT)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	root.PersistentFlags().StringVar(&g.configDir, "config-dir", "", "where the login session is kept (default $AGENTID_CONFIG_DIR, else the user config dir)")
-	root.AddCommand(newLoginCmd(g), newTenantsCmd(g), newAgentsCmd(g), newClientsCmd(g), newTokenCmd(g), newEventsCmd(g))
+	root.AddCommand(newLoginCmd(g), newTenantsCmd(g), newAgentsCmd(g), newClientsCmd(g), newTokenCmd(g), newTokensCmd(g), newEventsCmd(g))
 	return root
 }
 
