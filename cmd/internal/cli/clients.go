@@ -16,6 +16,7 @@ func newClientsCmd(g *globals) *cobra.Command {
 	cmd := group("clients", "Create service and staff identities (OAuth clients with platform roles)")
 	var roles, scopes []string
 	var keyOut, requestID string
+	var dpopBound bool
 	create := &cobra.Command{
 		Use:   "create CLIENT_ID",
 		Short: "Create an identity of the tenant with the given roles; its key pair is generated",
@@ -49,7 +50,7 @@ func newClientsCmd(g *globals) *cobra.Command {
 			}
 			res, err := issuerv1.NewIssuerServiceClient(conn).CreateClient(cmd.Context(), &issuerv1.CreateClientRequest{
 				Parent: "tenants/" + tenant, RequestId: requestID,
-				Client: &issuerv1.Client{ClientId: args[0], PublicJwks: string(jwks), Roles: roles, Scopes: scopes},
+				Client: &issuerv1.Client{ClientId: args[0], PublicJwks: string(jwks), Roles: roles, Scopes: scopes, DpopBound: dpopBound},
 			})
 			if err != nil {
 				if outcomeUnknown(err) {
@@ -73,6 +74,7 @@ func newClientsCmd(g *globals) *cobra.Command {
 	create.Flags().StringSliceVar(&scopes, "scope", nil, "scopes the identity may ask for in tokens")
 	create.Flags().StringVar(&keyOut, "key-out", "", "where to write the identity's credential file (0600)")
 	create.Flags().StringVar(&requestID, "request-id", "", "idempotency key")
+	create.Flags().BoolVar(&dpopBound, "dpop", false, "DPoP-bound identity (RFC 9449): its tokens are bound to a DPoP key, never bearer tokens")
 	cmd.AddCommand(create)
 	return cmd
 }
