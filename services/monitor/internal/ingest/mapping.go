@@ -84,6 +84,11 @@ func mapEvent(e eventstore.Event) ([]store.Event, loss, error) {
 	switch e.Type {
 	case TypeTokenRequested:
 		err = mapTokenRequested(e, &row)
+	case TypeTokenRequestedBatch:
+		if row.Tenant == "" {
+			break
+		}
+		rows, err = mapTokenRequestedBatch(e, row)
 	case TypePolicyDecided:
 		err = mapPolicyDecided(e, &row)
 	case TypeAccessRecorded:
@@ -112,6 +117,12 @@ func mapTokenRequested(e eventstore.Event, row *store.Event) error {
 	if err != nil {
 		return err
 	}
+	fillTokenRequested(m, row)
+	return nil
+}
+
+// fillTokenRequested sets the columns and detail of a token request's row.
+func fillTokenRequested(m *issuerv1.TokenRequested, row *store.Event) {
 	row.Tenant = first(row.Tenant, m.GetTenant())
 	row.Agent = first(m.GetAgent(), row.Agent)
 	row.Actor = first(m.GetClientId(), row.Actor)
@@ -141,7 +152,6 @@ func mapTokenRequested(e eventstore.Event, row *store.Event) error {
 		d["remote_addr"] = v
 	}
 	row.Detail = detail(d)
-	return nil
 }
 
 func mapPolicyDecided(e eventstore.Event, row *store.Event) error {
