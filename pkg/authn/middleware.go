@@ -58,7 +58,9 @@ func newServerOptions(opts []ServerOption) *serverOptions {
 		o.logger = slog.Default()
 	}
 	if o.replay == nil {
-		o.replay = NewMemoryDPoPReplayCache(0)
+		m := NewMemoryDPoPReplayCache(0)
+		m.now = o.now
+		o.replay = m
 	}
 	return o
 }
