@@ -357,23 +357,25 @@ func TestTelemetryForIssuedAndDeniedRequests(t *testing.T) {
 	for len(got) < 2 {
 		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
 		if err != nil {
-			t.Fatalf("telemetry after %d events: %v", len(got), err)
+			t.Fatalf("telemetry after %d records: %v", len(got), err)
 		}
 		ev, err := eventstore.EventFromMsg(msg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev.Type != "token.requested" || ev.Metadata.Tenant != "acme" {
+		if ev.Type != "token.requested.batch" || ev.Metadata.Tenant != "acme" || ev.Subject != "tenants/acme" {
 			t.Fatalf("event = %+v", ev)
 		}
-		m, err := eventstore.DecodeAs[*issuerv1.TokenRequested](ev)
+		b, err := eventstore.DecodeAs[*issuerv1.TokenRequestedBatch](ev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev.Metadata.CorrelationID != m.GetRequestId() || ev.Metadata.Actor.ID != c.id || ev.Metadata.Actor.Kind != eventstore.ActorAgent {
-			t.Fatalf("envelope = %+v for %v", ev.Metadata, m)
+		for _, m := range b.GetRequests() {
+			if m.GetTime() == nil || m.GetTenant() != "acme" {
+				t.Fatalf("record without its time or tenant: %v", m)
+			}
+			got[m.GetRequestId()] = m
 		}
-		got[m.GetRequestId()] = m
 	}
 	issued, deniedRec := got["req-issued-1"], got["req-denied-1"]
 	if issued.GetOutcome() != issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED || issued.GetClientId() != c.id ||

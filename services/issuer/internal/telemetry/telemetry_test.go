@@ -2,12 +2,15 @@ package telemetry_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
@@ -18,42 +21,148 @@ import (
 	"github.com/agentid/agentid/services/issuer/internal/telemetry"
 )
 
-// gate is a publisher that blocks until released, to fill the buffer deterministically.
-type gate struct {
-	release chan struct{}
-	mu      sync.Mutex
-	got     []string
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// recorder is a publisher that remembers each batch; it blocks while gate is open (not closed) and
+// fails while fail is set.
+type recorder struct {
+	gate chan struct{}
+	mu   sync.Mutex
+	fail error
+	got  []published
 }
 
-func (g *gate) Publish(ctx context.Context, subject, typ, _ string, data proto.Message, _ eventstore.Metadata) (eventstore.Event, error) {
+type published struct {
+	subject, typ, ceSubject, tenant string
+	ids                             []string
+}
+
+func newRecorder() *recorder {
+	g := make(chan struct{})
+	close(g)
+	return &recorder{gate: g}
+}
+
+func (r *recorder) Publish(ctx context.Context, subject, typ, ceSubject string, data proto.Message, md eventstore.Metadata) (eventstore.Event, error) {
 	select {
-	case <-g.release:
+	case <-r.gate:
 	case <-ctx.Done():
 		return eventstore.Event{}, ctx.Err()
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	g.got = append(g.got, subject+" "+typ+" "+data.(*issuerv1.TokenRequested).GetRequestId())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail != nil {
+		return eventstore.Event{}, r.fail
+	}
+	p := published{subject: subject, typ: typ, ceSubject: ceSubject, tenant: md.Tenant}
+	for _, m := range data.(*issuerv1.TokenRequestedBatch).GetRequests() {
+		p.ids = append(p.ids, m.GetRequestId())
+	}
+	r.got = append(r.got, p)
 	return eventstore.Event{}, nil
+}
+
+func (r *recorder) batches() []published {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]published(nil), r.got...)
+}
+
+func (r *recorder) records() int {
+	n := 0
+	for _, b := range r.batches() {
+		n += len(b.ids)
+	}
+	return n
+}
+
+func rec(tenant, id string) *issuerv1.TokenRequested {
+	return &issuerv1.TokenRequested{Tenant: tenant, RequestId: id, Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED}
+}
+
+func start(t *testing.T, e *telemetry.Emitter) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testkit.DefaultWait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestBatchesPerTenant(t *testing.T) {
+	r := newRecorder()
+	e, err := telemetry.New(telemetry.Config{Publisher: r, MaxBatch: 3, FlushInterval: time.Hour,
+		Registerer: prometheus.NewRegistry(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, e)
+	// MaxBatch 3 and no timed flush: acme's three fill a batch, globex's two wait.
+	for _, m := range []*issuerv1.TokenRequested{rec("acme", "a1"), rec("globex", "g1"), rec("acme", "a2"), rec("globex", "g2"), rec("acme", "a3")} {
+		e.TokenRequested("", eventstore.Metadata{}, m)
+	}
+	waitFor(t, "acme's full batch", func() bool { return len(r.batches()) == 1 })
+	b := r.batches()[0]
+	if b.subject != "telemetry.acme.token.requested" || b.typ != telemetry.TokenRequestedBatchType ||
+		b.ceSubject != "tenants/acme" || b.tenant != "acme" || fmt.Sprint(b.ids) != "[a1 a2 a3]" {
+		t.Fatalf("first batch = %+v", b)
+	}
+	stop() // the stop drains globex's partial batch
+	got := r.batches()
+	if len(got) != 2 || got[1].tenant != "globex" || fmt.Sprint(got[1].ids) != "[g1 g2]" {
+		t.Fatalf("batches = %+v", got)
+	}
+	if e.Published() != 5 || e.Dropped() != 0 || e.Failed() != 0 {
+		t.Fatalf("published %d dropped %d failed %d", e.Published(), e.Dropped(), e.Failed())
+	}
+}
+
+func TestFlushIntervalPublishesPartialBatches(t *testing.T) {
+	r := newRecorder()
+	e, err := telemetry.New(telemetry.Config{Publisher: r, MaxBatch: 1000, FlushInterval: 10 * time.Millisecond,
+		Registerer: prometheus.NewRegistry(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, e)
+	defer stop()
+	e.TokenRequested("", eventstore.Metadata{}, rec("acme", "only"))
+	waitFor(t, "the timed flush", func() bool { return r.records() == 1 })
 }
 
 func TestFullBufferDropsAndCounts(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	g := &gate{release: make(chan struct{})}
-	e, err := telemetry.New(telemetry.Config{Publisher: g, Buffer: 2, Workers: 1, Registerer: reg,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r := newRecorder()
+	e, err := telemetry.New(telemetry.Config{Publisher: r, Buffer: 2, Registerer: reg, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := func(id string) *issuerv1.TokenRequested {
-		return &issuerv1.TokenRequested{Tenant: "acme", RequestId: id, Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED}
-	}
 	// Nothing is running: two fit, the rest are dropped without blocking.
-	start := time.Now()
-	for _, id := range []string{"r1", "r2", "r3", "r4"} {
-		e.TokenRequested("tenants/acme", eventstore.Metadata{Tenant: "acme"}, rec(id))
-	}
-	if time.Since(start) > time.Second {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, id := range []string{"r1", "r2", "r3", "r4"} {
+			e.TokenRequested("", eventstore.Metadata{}, rec("acme", id))
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(testkit.DefaultWait):
 		t.Fatal("TokenRequested blocked")
 	}
 	if e.Dropped() != 2 {
@@ -62,30 +171,50 @@ func TestFullBufferDropsAndCounts(t *testing.T) {
 	if got := counterValue(t, reg, "issuer_telemetry_dropped_total"); got != 2 {
 		t.Fatalf("issuer_telemetry_dropped_total = %v", got)
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- e.Run(ctx) }()
-	close(g.release)
-	deadline := time.Now().Add(testkit.DefaultWait)
-	for {
-		g.mu.Lock()
-		n := len(g.got)
-		g.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("published %d events, want 2", n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	stop := start(t, e)
+	stop()
+	if got := r.batches(); len(got) != 1 || fmt.Sprint(got[0].ids) != "[r1 r2]" {
+		t.Fatalf("published %+v, want the two buffered records", got)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if got := counterValue(t, reg, "issuer_telemetry_batches_total"); got != 1 {
+		t.Fatalf("issuer_telemetry_batches_total = %v", got)
+	}
+}
+
+func TestFailedPublishCountsEveryRecord(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	r := newRecorder()
+	r.fail = errors.New("stream unavailable")
+	e, err := telemetry.New(telemetry.Config{Publisher: r, FlushInterval: time.Millisecond, Registerer: reg, Logger: quiet})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if g.got[0] != "telemetry.acme.token.requested token.requested r1" {
-		t.Fatalf("published %v", g.got)
+	stop := start(t, e)
+	for i := range 5 {
+		e.TokenRequested("", eventstore.Metadata{}, rec("acme", fmt.Sprint(i)))
+	}
+	waitFor(t, "the failures to be counted", func() bool { return e.Failed() == 5 })
+	stop()
+	if got := counterValue(t, reg, "issuer_telemetry_publish_failures_total"); got != 5 {
+		t.Fatalf("issuer_telemetry_publish_failures_total = %v, want 5 (records, not batches)", got)
+	}
+}
+
+func TestStopWithAStuckPublisherCountsWhatIsLeft(t *testing.T) {
+	r := newRecorder()
+	r.gate = make(chan struct{}) // never opens: every publish waits until its context ends
+	e, err := telemetry.New(telemetry.Config{Publisher: r, Workers: 1, MaxBatch: 2, FlushInterval: time.Hour,
+		Registerer: prometheus.NewRegistry(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := start(t, e)
+	for i := range 7 {
+		e.TokenRequested("", eventstore.Metadata{}, rec("acme", fmt.Sprint(i)))
+	}
+	stop() // bounded by the drain timeout
+	if e.Published() != 0 || e.Dropped()+e.Failed() != 7 {
+		t.Fatalf("published %d, dropped %d, failed %d: every record must be published or counted", e.Published(), e.Dropped(), e.Failed())
 	}
 }
 
@@ -108,41 +237,39 @@ func TestPublishesToTheTelemetryStream(t *testing.T) {
 	n := testkit.StartNATS(t)
 	js := n.JetStream(t)
 	store := eventstore.New(js, eventstore.WithSource("agentid/issuer"))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx := context.Background()
 	if err := store.EnsureStreams(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e, err := telemetry.New(telemetry.Config{Publisher: store, Registerer: prometheus.NewRegistry()})
+	e, err := telemetry.New(telemetry.Config{Publisher: store, Registerer: prometheus.NewRegistry(), Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error)
-	go func() { done <- e.Run(ctx) }()
-	e.TokenRequested("tenants/acme/clients/c1", eventstore.Metadata{Tenant: "acme", CorrelationID: "req-1",
-		Actor: eventstore.Actor{ID: "c1", Kind: eventstore.ActorAgent}},
-		&issuerv1.TokenRequested{Tenant: "acme", ClientId: "c1", RequestId: "req-1", Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_DENIED, Error: "invalid_client"})
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(context.Background(), eventstore.StreamTelemetry)
+	stop := start(t, e)
+	e.TokenRequested("", eventstore.Metadata{}, &issuerv1.TokenRequested{Tenant: "acme", ClientId: "c1", RequestId: "req-1",
+		Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_DENIED, Error: "invalid_client"})
+	stop()
+	stream, err := js.Stream(ctx, eventstore.StreamTelemetry)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := stream.GetLastMsgForSubject(context.Background(), "telemetry.acme.token.requested")
+	msg, err := stream.GetLastMsgForSubject(ctx, "telemetry.acme.token.requested")
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatal("no telemetry stored (the shutdown drain must publish what was queued)")
+	}
 	if err != nil {
-		t.Fatalf("no telemetry stored (the shutdown drain must publish what was queued): %v", err)
+		t.Fatal(err)
 	}
 	ev, err := eventstore.EventFromRaw(eventstore.StreamTelemetry, msg.Sequence, msg.Subject, msg.Header, msg.Data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := eventstore.DecodeAs[*issuerv1.TokenRequested](ev)
+	b, err := eventstore.DecodeAs[*issuerv1.TokenRequestedBatch](ev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.Type != "token.requested" || ev.Subject != "tenants/acme/clients/c1" || ev.Metadata.CorrelationID != "req-1" || m.GetError() != "invalid_client" {
-		t.Fatalf("event %+v payload %v", ev, m)
+	if ev.Type != "token.requested.batch" || ev.Subject != "tenants/acme" || ev.Metadata.Tenant != "acme" ||
+		len(b.GetRequests()) != 1 || b.GetRequests()[0].GetError() != "invalid_client" || b.GetRequests()[0].GetTime() == nil {
+		t.Fatalf("event %+v payload %v", ev, b)
 	}
 }
