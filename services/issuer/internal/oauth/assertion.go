@@ -12,6 +12,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	josejson "github.com/go-jose/go-jose/v4/json"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
 
@@ -39,7 +40,9 @@ type Assertion struct {
 	// Subject is the unverified sub claim.
 	Subject string
 
-	tok *jwt.JSONWebToken
+	jws   *jose.JSONWebSignature
+	wire  assertionWire // claims decoded once, trusted only after Verify
+	bytes []byte        // the signed payload the claims were decoded from
 }
 
 // AssertionClaims are the verified claims of a client assertion.
@@ -72,14 +75,14 @@ func ParseAssertion(raw string) (*Assertion, error) {
 	if len(raw) > MaxAssertionBytes {
 		return nil, fmt.Errorf("assertion larger than %d bytes", MaxAssertionBytes)
 	}
-	tok, err := jwt.ParseSigned(raw, assertionAlgs)
+	jws, err := jose.ParseSignedCompact(raw, assertionAlgs)
 	if err != nil {
 		return nil, fmt.Errorf("assertion is not a JWS signed with ES256 or EdDSA: %w", err)
 	}
-	if len(tok.Headers) != 1 {
+	if len(jws.Signatures) != 1 {
 		return nil, errors.New("assertion must have exactly one signature")
 	}
-	h := tok.Headers[0]
+	h := jws.Signatures[0].Header
 	if h.KeyID == "" {
 		return nil, errors.New("assertion header has no kid")
 	}
@@ -89,11 +92,14 @@ func ParseAssertion(raw string) (*Assertion, error) {
 	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); strings.EqualFold(typ, "at+jwt") || strings.EqualFold(typ, "application/at+jwt") {
 		return nil, errors.New("an access token is not a client assertion")
 	}
-	var w assertionWire
-	if err := tok.UnsafeClaimsWithoutVerification(&w); err != nil {
+	// Decoded once here, to find the client; Verify checks that these are the signed bytes.
+	payload := jws.UnsafePayloadWithoutVerification()
+	a := &Assertion{KeyID: h.KeyID, Algorithm: jose.SignatureAlgorithm(h.Algorithm), jws: jws, bytes: payload}
+	if err := josejson.Unmarshal(payload, &a.wire); err != nil { // case-sensitive, as go-jose's jwt package
 		return nil, fmt.Errorf("assertion claims: %w", err)
 	}
-	return &Assertion{KeyID: h.KeyID, Algorithm: jose.SignatureAlgorithm(h.Algorithm), Issuer: w.Issuer, Subject: w.Subject, tok: tok}, nil
+	a.Issuer, a.Subject = a.wire.Issuer, a.wire.Subject
+	return a, nil
 }
 
 // VerificationKey checks that the registered public key k can verify the assertion's algorithm and
@@ -117,10 +123,14 @@ func (a *Assertion) VerificationKey(k jose.JSONWebKey) (any, error) {
 
 // Verify checks the signature with key and returns the verified claims.
 func (a *Assertion) Verify(key any) (*AssertionClaims, error) {
-	var w assertionWire
-	if err := a.tok.Claims(key, &w); err != nil {
+	signed, err := a.jws.Verify(key)
+	if err != nil {
 		return nil, err
 	}
+	if !bytes.Equal(signed, a.bytes) {
+		return nil, errors.New("assertion payload changed after parsing")
+	}
+	w := a.wire
 	aud, err := decodeAudience(w.Audience)
 	if err != nil {
 		return nil, err
