@@ -28,10 +28,12 @@ import (
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 
+	"github.com/agentid/agentid/services/issuer/internal/agents"
 	"github.com/agentid/agentid/services/issuer/internal/credentials"
 	"github.com/agentid/agentid/services/issuer/internal/keys"
 	"github.com/agentid/agentid/services/issuer/internal/oauth"
 	"github.com/agentid/agentid/services/issuer/internal/replay"
+	"github.com/agentid/agentid/services/issuer/internal/revocation"
 	"github.com/agentid/agentid/services/issuer/internal/server"
 	"github.com/agentid/agentid/services/issuer/internal/telemetry"
 )
@@ -66,6 +68,11 @@ type Config struct {
 	// DPoPNonceOptional, when true, accepts DPoP proofs without a server nonce at the token endpoint.
 	// By default the issuer requires one (RFC 9449 §8), derived from the KEK so every replica accepts it.
 	DPoPNonceOptional bool
+	// ProjectionLagAllowance is how long after a client.disabled or agent event the revocation the
+	// issuer derives from it still covers newly issued tokens: a token that a replica whose projection
+	// had not applied the event yet issued just after it is revoked too. Default 5 seconds, at most
+	// 1 minute.
+	ProjectionLagAllowance time.Duration
 	// PlatformClients are the platform's own service identities (bootstrap admin, lifecycle worker)
 	// registered in the system tenant at start, idempotently. A split deployment bootstraps this way;
 	// `agentid dev` registers its identities itself.
@@ -104,6 +111,9 @@ func (c Config) Validate() error {
 	case c.JTIReplicas < 0 || c.TelemetryBuffer < 0:
 		return errors.New("issuer: JTIReplicas and TelemetryBuffer must not be negative")
 	}
+	if err := revocation.CheckProjectionLagAllowance(c.ProjectionLagAllowance); err != nil {
+		return fmt.Errorf("issuer: ProjectionLagAllowance: %w", err)
+	}
 	for i, pc := range c.PlatformClients {
 		if pc.ClientID == "" || pc.PublicJWKS == "" || len(pc.Roles) == 0 {
 			return fmt.Errorf("issuer: PlatformClients[%d] needs a client id, public keys and at least one role", i)
@@ -132,6 +142,9 @@ type App struct {
 
 	state     *credentials.State
 	runner    *eventstore.Runner
+	agents    *agents.State      // agent states, for the token endpoint
+	agentsRun *eventstore.Runner // the agents projection's runner
+	reactor   *revocation.Reactor
 	svc       *credentials.Service
 	replay    *replay.Cache
 	telemetry *telemetry.Emitter
@@ -139,7 +152,9 @@ type App struct {
 	http      http.Handler
 	grpc      *server.Server
 
-	running   atomic.Bool // the projection runner is running
+	running   atomic.Bool   // the projection runner is running
+	streams   chan struct{} // closed once the streams exist
+	streamsOK sync.Once
 	httpReady atomic.Bool // the projection has caught up
 	readyOnce sync.Once
 	ready     chan struct{} // closed when the projection has caught up and the system key exists
@@ -178,9 +193,22 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	a := &App{cfg: cfg, store: deps.Store, logger: logger, ready: make(chan struct{})}
+	a := &App{cfg: cfg, store: deps.Store, logger: logger, ready: make(chan struct{}), streams: make(chan struct{})}
 	a.state = credentials.NewState(logger, sealer)
 	a.runner = deps.Store.NewRunner(a.state, eventstore.StreamCredentials, nil)
+	a.agents = agents.NewState()
+	a.agentsRun = deps.Store.NewRunner(a.agents, eventstore.StreamAgents, nil)
+	agentGate, err := agents.NewGate(agents.GateConfig{State: a.agents, LastSequence: a.agentsLastSeq, WaitFor: a.agentsRun.WaitFor})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a.reactor, err = revocation.NewReactor(revocation.ReactorConfig{
+		Consumer: deps.Store, Revoker: &revocation.Writer{Store: deps.Store},
+		ProjectionLagAllowance: cfg.ProjectionLagAllowance, Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
 	a.svc, err = credentials.NewService(credentials.ServiceConfig{
 		Store:           deps.Store,
 		State:           a.state,
@@ -207,6 +235,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		PublicURL:   cfg.PublicURL,
 		Credentials: a.state,
 		Replay:      a.replay,
+		Agents:      agentGate,
 		Telemetry:   a.telemetry,
 		DPoP:        oauth.DPoPConfig{NonceKey: nonceKey, NonceOptional: cfg.DPoPNonceOptional},
 		Logger:      logger,
@@ -228,10 +257,11 @@ func (a *App) RegisterGRPC(s *grpc.Server) { issuerv1.RegisterIssuerServiceServe
 // HTTPHandler serves the OAuth/OIDC endpoints under /t/{tenant}/ (and the RFC 8414 well-known form).
 func (a *App) HTTPHandler() http.Handler { return a.http }
 
-// Tasks are the credentials projection, the bootstrap of the system tenant's key followed by the
-// tenant consumer that gives each new tenant a signing key, and the telemetry publisher.
+// Tasks are the credentials and agents projections, the bootstrap of the system tenant's key
+// followed by the tenant consumer that gives each new tenant a signing key, the telemetry publisher,
+// and the revocation reactor.
 func (a *App) Tasks() []service.Task {
-	return []service.Task{a.runProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients}
+	return []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor}
 }
 
 // registerPlatformClients registers the configured platform identities once the issuer is ready. A
@@ -279,8 +309,8 @@ const (
 // Issuer returns the issuer identifier of tenant.
 func (a *App) Issuer(tenant string) string { return a.oauth.Issuer(tenant) }
 
-// Ready blocks until the credentials projection has caught up and the system tenant has a signing
-// key, or ctx is done.
+// Ready blocks until the credentials and agents projections have caught up and the system tenant has
+// a signing key, or ctx is done.
 func (a *App) Ready(ctx context.Context) error {
 	select {
 	case <-a.ready:
@@ -323,17 +353,50 @@ func (a *App) runProjection(ctx context.Context) error {
 	if err := a.store.EnsureStreams(ctx); err != nil {
 		return fmt.Errorf("issuer: %w", err)
 	}
+	a.streamsOK.Do(func() { close(a.streams) })
 	a.running.Store(true)
 	defer a.running.Store(false)
 	return a.runner.Run(ctx)
 }
 
+// runAgentsProjection runs the agents projection once the streams exist.
+func (a *App) runAgentsProjection(ctx context.Context) error {
+	select {
+	case <-a.streams:
+	case <-ctx.Done():
+		return nil
+	}
+	return a.agentsRun.Run(ctx)
+}
+
+// agentsLastSeq is the AGENTS stream's last sequence as the server knows it now.
+func (a *App) agentsLastSeq(ctx context.Context) (uint64, error) {
+	st, err := a.store.JetStream().Stream(ctx, eventstore.StreamAgents)
+	if err != nil {
+		return 0, err
+	}
+	return st.CachedInfo().State.LastSeq, nil
+}
+
+// runReactor runs the revocation reactor once the issuer is ready.
+func (a *App) runReactor(ctx context.Context) error {
+	if err := a.Ready(ctx); err != nil {
+		return nil // shutting down
+	}
+	if err := a.reactor.Run(ctx); err != nil {
+		return fmt.Errorf("issuer: revocation reactor: %w", err)
+	}
+	return nil
+}
+
 func (a *App) runTenantKeys(ctx context.Context) error {
-	if err := a.runner.Ready(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	for _, r := range []*eventstore.Runner{a.runner, a.agentsRun} {
+		if err := r.Ready(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("issuer: %w", err)
 		}
-		return fmt.Errorf("issuer: %w", err)
 	}
 	a.httpReady.Store(true)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {

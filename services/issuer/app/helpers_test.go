@@ -186,9 +186,10 @@ func (c *testClient) jwks(t testing.TB) string {
 	return string(b)
 }
 
-// register makes c an agent client of r with the given scopes.
+// register makes c an agent client of r with the given scopes, and its agent ACTIVE.
 func (c *testClient) register(t testing.TB, r *replica, scopes ...string) {
 	t.Helper()
+	c.activate(t, r)
 	err := r.app.EnsureClient(context.Background(), c.tenant, &issuerv1.Client{
 		ClientId:    c.id,
 		Agent:       "tenants/" + c.tenant + "/agents/" + c.id,

@@ -496,7 +496,8 @@ func TestAdminClientLifecycle(t *testing.T) {
 	if _, err := admin.CreateClient(ctx, req); codeOf(err) != "AlreadyExists" {
 		t.Fatalf("second create = %v, want AlreadyExists", err)
 	}
-	// Token lifetime from the client.
+	// Token lifetime from the client (once its agent is ACTIVE).
+	c.activate(t, r)
 	if resp := requestToken(t, r, c); resp.body["expires_in"] != float64(120) {
 		t.Fatalf("expires_in = %v", resp.body["expires_in"])
 	}

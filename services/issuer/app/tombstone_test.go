@@ -115,6 +115,7 @@ func TestDisabledClientCannotBeCreatedAgain(t *testing.T) {
 	if _, err := admin.CreateClient(as("platform-admin"), createRequest(t, c, createID)); err != nil {
 		t.Fatal(err)
 	}
+	c.activate(t, r)
 	requestToken(t, r, c)
 	resp, err := admin.DisableClient(as("platform-admin"), disableRequest(c, "deprovision/acme/retired-agent/revoke"))
 	if err != nil || resp.GetClient().GetTombstone() || resp.GetClient().GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
@@ -236,6 +237,7 @@ func TestDisableRequireExistingLeavesNoTombstone(t *testing.T) {
 	if _, err := admin.CreateClient(as("platform-admin"), createRequest(t, c, "provision/acme/pending-agent/credentials")); err != nil {
 		t.Fatalf("CreateClient after a require_existing disable: %v", err)
 	}
+	c.activate(t, r)
 	requestToken(t, r, c)
 	req.RequestId = "sweep-2"
 	resp, err := admin.DisableClient(as("platform-admin"), req)

@@ -75,6 +75,8 @@ type coreFixture struct {
 	client *ecdsa.PrivateKey
 	kid    string
 	skew   atomic.Int64 // how far the server's clock runs ahead, in nanoseconds
+	agents agentStates  // every agent ACTIVE unless a test says otherwise
+	creds  *credentials.State
 }
 
 // newCore builds the authorization server over a projection fed with events in memory.
@@ -116,8 +118,8 @@ func newCore(t testing.TB) *coreFixture {
 		t.Fatal(err)
 	}
 	apply(event(t, credentials.EventClientCreated, tenant, clientID, &issuerv1.ClientCreated{Client: c}))
-	f := &coreFixture{client: cpriv, kid: "c1"}
-	f.srv, err = oauth.New(oauth.Config{PublicURL: publicURL, Credentials: state, Replay: &memReplay{seen: map[string]bool{}},
+	f := &coreFixture{client: cpriv, kid: "c1", creds: state}
+	f.srv, err = oauth.New(oauth.Config{PublicURL: publicURL, Credentials: state, Replay: &memReplay{seen: map[string]bool{}}, Agents: &f.agents,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Now:    func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }})
 	if err != nil {

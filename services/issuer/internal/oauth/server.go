@@ -56,6 +56,9 @@ type Config struct {
 	Credentials Credentials
 	// Replay records used assertion ids. Required.
 	Replay ReplayCache
+	// Agents tells the token endpoint whether a client's agent is ACTIVE; without it every client of
+	// an agent is refused.
+	Agents AgentStates
 	// Telemetry, if set, receives token request records.
 	Telemetry Telemetry
 	// DPoP configures DPoP-bound tokens (RFC 9449) at the token endpoint.
@@ -73,6 +76,7 @@ type Server struct {
 	base      string
 	creds     Credentials
 	replay    ReplayCache
+	agents    AgentStates
 	telemetry Telemetry
 	dpop      *dpop
 	leeway    time.Duration
@@ -92,6 +96,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{base: base, creds: cfg.Credentials, replay: cfg.Replay, telemetry: cfg.Telemetry,
 		leeway: cfg.Leeway, now: cfg.Now, logger: cfg.Logger}
+	s.agents = cfg.Agents
+	if s.agents == nil {
+		s.agents = noAgents{}
+	}
 	if s.dpop, err = newDPoP(cfg.DPoP); err != nil {
 		return nil, err
 	}

@@ -111,6 +111,9 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	if oerr != nil {
 		return nil, client, oerr
 	}
+	if oerr := s.checkAgent(ctx, s.Issuer(tenant), req.Client.HeaderScheme, client); oerr != nil {
+		return nil, client, oerr
+	}
 	scopes, oerr := grantScopes(client, req.Scope)
 	if oerr != nil {
 		return nil, client, oerr

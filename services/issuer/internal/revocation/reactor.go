@@ -115,33 +115,48 @@ func CheckProjectionLagAllowance(d time.Duration) error {
 	return nil
 }
 
-// Run consumes both streams until ctx is done (then it returns nil) or a consumer fails (then it
-// stops the other and returns the error). The streams must exist.
+// Delays between two runs of a consumer that failed.
+const (
+	consumerRetryMin = 100 * time.Millisecond
+	consumerRetryMax = 10 * time.Second
+)
+
+// Run consumes both streams until ctx is done, then returns nil. A consumer that fails (the event
+// store unreachable at start, the consumer deleted by an operator) is logged and run again after a
+// growing delay: the events wait in the stream, nothing is skipped.
 func (r *Reactor) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	agentFilters := make([]string, len(agents.LeavingActive))
 	for i, typ := range agents.LeavingActive {
 		agentFilters[i] = eventstore.EventSubject("*", eventstore.AggregateAgent, "*", strings.TrimPrefix(typ, eventstore.AggregateAgent+"."))
 	}
 	clientFilter := eventstore.EventSubject("*", eventstore.AggregateClient, "*", strings.TrimPrefix(eventClientDisabled, eventstore.AggregateClient+"."))
-	var (
-		wg    sync.WaitGroup
-		once  sync.Once
-		first error
-	)
-	run := func(name, stream string, filters []string, h eventstore.Handler) {
-		wg.Go(func() {
-			if err := r.consumer.Consume(ctx, name, stream, filters, h); err != nil {
-				once.Do(func() { first = err })
-				cancel()
-			}
-		})
-	}
-	run(ClientsConsumer, eventstore.StreamCredentials, []string{clientFilter}, r.HandleCredentialsEvent)
-	run(AgentsConsumer, eventstore.StreamAgents, agentFilters, r.HandleAgentEvent)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		r.consume(ctx, ClientsConsumer, eventstore.StreamCredentials, []string{clientFilter}, r.HandleCredentialsEvent)
+	})
+	wg.Go(func() { r.consume(ctx, AgentsConsumer, eventstore.StreamAgents, agentFilters, r.HandleAgentEvent) })
 	wg.Wait()
-	return first
+	return nil
+}
+
+// consume runs one durable consumer until ctx is done, running it again whenever it fails.
+func (r *Reactor) consume(ctx context.Context, name, stream string, filters []string, h eventstore.Handler) {
+	for delay := consumerRetryMin; ; delay = min(2*delay, consumerRetryMax) {
+		err := r.consumer.Consume(ctx, name, stream, filters, h)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("consumer stopped")
+		}
+		r.logger.ErrorContext(ctx, "revocation reactor consumer failed; running it again", "consumer", name, "stream", stream,
+			"retry_in", delay.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
 }
 
 // HandleCredentialsEvent revokes the tokens of a disabled client; other events are ignored. Errors

@@ -312,3 +312,45 @@ func TestReactorOnTheStreams(t *testing.T) {
 		}
 	}
 }
+
+// flakyConsumer fails the first run of every consumer, then consumes until ctx is done.
+type flakyConsumer struct {
+	mu   sync.Mutex
+	runs map[string]int
+}
+
+func (f *flakyConsumer) Consume(ctx context.Context, name, _ string, _ []string, _ eventstore.Handler, _ ...eventstore.ConsumeOption) error {
+	f.mu.Lock()
+	f.runs[name]++
+	first := f.runs[name] == 1
+	f.mu.Unlock()
+	if first {
+		return errors.New("nats: consumer deleted")
+	}
+	<-ctx.Done()
+	return nil
+}
+
+func (f *flakyConsumer) count(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.runs[name]
+}
+
+func TestReactorRunsAFailedConsumerAgain(t *testing.T) {
+	c := &flakyConsumer{runs: map[string]int{}}
+	r, err := revocation.NewReactor(revocation.ReactorConfig{Consumer: c, Revoker: &fakeRevoker{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	testkit.Eventually(t, 0, "both consumers running again", func() (bool, error) {
+		return c.count(revocation.ClientsConsumer) == 2 && c.count(revocation.AgentsConsumer) == 2, nil
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 
 	"github.com/agentid/agentid/services/issuer/internal/credentials"
 	"github.com/agentid/agentid/services/issuer/internal/keys"
@@ -26,6 +27,13 @@ import (
 type noReplay struct{}
 
 func (noReplay) Use(context.Context, string, string, string) error { return nil }
+
+// activeAgents answers every agent ACTIVE.
+type activeAgents struct{}
+
+func (activeAgents) Check(context.Context, string) (registryv1.AgentState, error) {
+	return registryv1.AgentState_AGENT_STATE_ACTIVE, nil
+}
 
 func handler(t *testing.T, ready *atomic.Bool) http.Handler {
 	t.Helper()
@@ -50,7 +58,7 @@ func handler(t *testing.T, ready *atomic.Bool) http.Handler {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := oauth.New(oauth.Config{PublicURL: "https://issuer.example", Credentials: state, Replay: noReplay{}})
+	srv, err := oauth.New(oauth.Config{PublicURL: "https://issuer.example", Credentials: state, Replay: noReplay{}, Agents: activeAgents{}})
 	if err != nil {
 		t.Fatal(err)
 	}

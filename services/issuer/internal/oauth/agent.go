@@ -1,0 +1,46 @@
+package oauth
+
+import (
+	"context"
+	"fmt"
+
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+
+	"github.com/agentid/agentid/services/issuer/internal/credentials"
+)
+
+// AgentStates tells the token endpoint the lifecycle state of agents (the issuer's projection of the
+// AGENTS stream, never a call to the registry).
+type AgentStates interface {
+	// Check returns the state of the agent named name (tenants/{tenant}/agents/{agent}). ACTIVE must
+	// cost no I/O; any other state is answered only once confirmed against the stream as of the call,
+	// and err says when that could not be done.
+	Check(ctx context.Context, name string) (registryv1.AgentState, error)
+}
+
+// noAgents knows no agent: every client of an agent is refused.
+type noAgents struct{}
+
+func (noAgents) Check(context.Context, string) (registryv1.AgentState, error) {
+	return registryv1.AgentState_AGENT_STATE_UNSPECIFIED, nil
+}
+
+// checkAgent refuses a client whose agent is not ACTIVE: invalid_client when the agent's state is
+// confirmed, temporarily_unavailable when it could not be (the projection could not catch up). A
+// client without an agent (a platform or staff identity) passes.
+func (s *Server) checkAgent(ctx context.Context, realm, scheme string, client *credentials.Client) *Error {
+	agent := client.Proto.GetAgent()
+	if agent == "" {
+		return nil
+	}
+	state, err := s.agents.Check(ctx, agent)
+	switch {
+	case state == registryv1.AgentState_AGENT_STATE_ACTIVE:
+		return nil
+	case err != nil:
+		return unavailable(fmt.Errorf("agent %s is %s in the issuer's projection, which could not catch up: %w", agent, state, err))
+	}
+	e := invalidClient(realm, scheme, "the client's agent is not active")
+	e.Cause = fmt.Errorf("agent %s is %s", agent, state)
+	return e
+}
