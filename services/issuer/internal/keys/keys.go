@@ -8,6 +8,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +36,8 @@ type SigningKey struct {
 	CreateTime time.Time
 
 	public jose.JSONWebKey
-	signer jose.Signer
+	priv   *ecdsa.PrivateKey
+	header string // base64url of the protected header and the dot: the constant prefix of every token
 }
 
 // Generate creates a new ES256 signing key and returns it with its private JWK (JSON), which the
@@ -82,9 +85,15 @@ func FromPrivateJWK(privJSON []byte, createTime time.Time) (*SigningKey, error) 
 }
 
 func fromJWK(jwk jose.JSONWebKey, createTime time.Time) (*SigningKey, error) {
-	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.ES256, Key: jwk},
-		(&jose.SignerOptions{}).WithType(AccessTokenType))
+	priv, ok := jwk.Key.(*ecdsa.PrivateKey)
+	if !ok || priv.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("keys: signer: %T is not an ES256 (P-256) private key", jwk.Key)
+	}
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{string(jose.ES256), jwk.KeyID, AccessTokenType})
 	if err != nil {
 		return nil, fmt.Errorf("keys: signer: %w", err)
 	}
@@ -93,7 +102,8 @@ func fromJWK(jwk jose.JSONWebKey, createTime time.Time) (*SigningKey, error) {
 		Algorithm:  jose.ES256,
 		CreateTime: createTime.UTC(),
 		public:     jwk.Public(),
-		signer:     signer,
+		priv:       priv,
+		header:     base64.RawURLEncoding.EncodeToString(header) + ".",
 	}, nil
 }
 
@@ -109,17 +119,25 @@ func (k *SigningKey) PublicJSON() (string, error) {
 	return string(b), nil
 }
 
-// Sign returns the compact JWS of payload with header typ at+jwt, alg and kid.
+// Sign returns the compact JWS (RFC 7515 §7.1) of payload with the protected header alg ES256,
+// kid and typ at+jwt, and the signature as R || S, 32 bytes each (RFC 7518 §3.4).
 func (k *SigningKey) Sign(payload []byte) (string, error) {
-	jws, err := k.signer.Sign(payload)
+	b64 := base64.RawURLEncoding
+	const sigLen = 64
+	out := make([]byte, 0, len(k.header)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(sigLen))
+	out = append(out, k.header...)
+	out = b64.AppendEncode(out, payload)
+	digest := sha256.Sum256(out)
+	r, s, err := ecdsa.Sign(rand.Reader, k.priv, digest[:])
 	if err != nil {
 		return "", fmt.Errorf("keys: sign: %w", err)
 	}
-	s, err := jws.CompactSerialize()
-	if err != nil {
-		return "", fmt.Errorf("keys: serialize: %w", err)
-	}
-	return s, nil
+	var sig [sigLen]byte
+	r.FillBytes(sig[:sigLen/2]) // r and s are below the P-256 order: 32 bytes each
+	s.FillBytes(sig[sigLen/2:])
+	out = append(out, '.')
+	out = b64.AppendEncode(out, sig[:])
+	return string(out), nil
 }
 
 // Sealer encrypts private keys at rest with AES-256-GCM under a key-encryption key. The sealed form
