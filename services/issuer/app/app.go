@@ -151,6 +151,7 @@ type App struct {
 	oauth     *oauth.Server
 	http      http.Handler
 	grpc      *server.Server
+	revFeed   *authn.RevocationFeed // keeps the denylist of introspection and VerifyAPIToken current
 
 	running   atomic.Bool   // the projection runner is running
 	streams   chan struct{} // closed once the streams exist
@@ -227,6 +228,12 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
+	a.revFeed, err = authn.NewRevocationFeed(authn.RevocationFeedConfig{
+		JetStream: deps.JetStream, Denylist: authn.NewDenylist(authn.DenylistConfig{}), Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
 	nonceKey, err := DPoPNonceKey(cfg.KEK)
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
@@ -237,14 +244,22 @@ func New(cfg Config, deps Deps) (*App, error) {
 		Replay:      a.replay,
 		Agents:      agentGate,
 		Telemetry:   a.telemetry,
+		Revocations: &revocation.Writer{Store: deps.Store},
 		DPoP:        oauth.DPoPConfig{NonceKey: nonceKey, NonceOptional: cfg.DPoPNonceOptional},
+		Denylist:    a.revFeed.Denylist(),
 		Logger:      logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
 	a.http = server.NewHTTPHandler(server.HTTPConfig{OAuth: a.oauth, Ready: a.httpReady.Load, Logger: logger})
-	a.grpc = server.NewServer(a.svc)
+	revoker, err := revocation.NewService(revocation.ServiceConfig{
+		Writer: &revocation.Writer{Store: deps.Store}, Tokens: a.oauth, Clients: a.state, Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a.grpc = server.NewServer(a.svc, revoker)
 	return a, nil
 }
 
@@ -261,7 +276,7 @@ func (a *App) HTTPHandler() http.Handler { return a.http }
 // followed by the tenant consumer that gives each new tenant a signing key, the telemetry publisher,
 // and the revocation reactor.
 func (a *App) Tasks() []service.Task {
-	return []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor}
+	return []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor, a.runRevocationFeed}
 }
 
 // registerPlatformClients registers the configured platform identities once the issuer is ready. A
@@ -378,6 +393,16 @@ func (a *App) agentsLastSeq(ctx context.Context) (uint64, error) {
 	return st.CachedInfo().State.LastSeq, nil
 }
 
+// runRevocationFeed keeps the denylist current once the streams exist.
+func (a *App) runRevocationFeed(ctx context.Context) error {
+	select {
+	case <-a.streams:
+	case <-ctx.Done():
+		return nil
+	}
+	return a.revFeed.Run(ctx)
+}
+
 // runReactor runs the revocation reactor once the issuer is ready.
 func (a *App) runReactor(ctx context.Context) error {
 	if err := a.Ready(ctx); err != nil {
@@ -397,6 +422,11 @@ func (a *App) runTenantKeys(ctx context.Context) error {
 			}
 			return fmt.Errorf("issuer: %w", err)
 		}
+	}
+	// Introspection and the platform-token check refuse revoked tokens only once the denylist holds
+	// every revocation that can still matter.
+	if err := a.revFeed.Ready(ctx); err != nil {
+		return nil // shutting down
 	}
 	a.httpReady.Store(true)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {

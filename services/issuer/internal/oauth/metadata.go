@@ -18,6 +18,9 @@ type Metadata struct {
 	TokenEndpointAuthSigningAlgValuesSupported []string `json:"token_endpoint_auth_signing_alg_values_supported"`
 	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
 	IntrospectionEndpointAuthSigningAlgs       []string `json:"introspection_endpoint_auth_signing_alg_values_supported"`
+	RevocationEndpoint                         string   `json:"revocation_endpoint"`
+	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthSigningAlgs          []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
 	IDTokenSigningAlgValuesSupported           []string `json:"id_token_signing_alg_values_supported"`
 	SubjectTypesSupported                      []string `json:"subject_types_supported"`
 	ClaimsSupported                            []string `json:"claims_supported"`
@@ -42,6 +45,9 @@ func (s *Server) Metadata(tenant string) (*Metadata, *Error) {
 		TokenEndpointAuthSigningAlgValuesSupported: algs,
 		IntrospectionEndpointAuthMethodsSupported:  []string{"private_key_jwt"},
 		IntrospectionEndpointAuthSigningAlgs:       algs,
+		RevocationEndpoint:                         s.RevocationEndpoint(tenant),
+		RevocationEndpointAuthMethodsSupported:     []string{"private_key_jwt"},
+		RevocationEndpointAuthSigningAlgs:          algs,
 		IDTokenSigningAlgValuesSupported:           []string{string(jose.ES256)},
 		SubjectTypesSupported:                      []string{"public"},
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope",

@@ -61,6 +61,10 @@ type Config struct {
 	Agents AgentStates
 	// Telemetry, if set, receives token request records.
 	Telemetry Telemetry
+	// Revocations stores the revocations of the RFC 7009 endpoint; without it the endpoint answers 503.
+	Revocations RevocationWriter
+	// Denylist, if set, refuses revoked tokens at introspection and in VerifyAPIToken.
+	Denylist Denylist
 	// DPoP configures DPoP-bound tokens (RFC 9449) at the token endpoint.
 	DPoP DPoPConfig
 	// Leeway tolerates clock skew; default DefaultLeeway.
@@ -78,6 +82,8 @@ type Server struct {
 	replay    ReplayCache
 	agents    AgentStates
 	telemetry Telemetry
+	revoked   RevocationWriter
+	denylist  Denylist
 	dpop      *dpop
 	leeway    time.Duration
 	now       func() time.Time
@@ -103,6 +109,7 @@ func New(cfg Config) (*Server, error) {
 	if s.dpop, err = newDPoP(cfg.DPoP); err != nil {
 		return nil, err
 	}
+	s.revoked, s.denylist = cfg.Revocations, cfg.Denylist
 	if s.leeway <= 0 {
 		s.leeway = DefaultLeeway
 	}

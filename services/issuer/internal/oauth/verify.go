@@ -77,35 +77,27 @@ func (s *Server) verifyAccessToken(tenant, raw string, expLeeway time.Duration) 
 	return s.verifyParsed(tenant, tok, expLeeway)
 }
 
+// VerifyForRevocation verifies a token presented for revocation: issued by tenant (signature by one
+// of its keys, issuer, tenant claim) and not expired, allowing the leeway verifiers allow. It does not
+// look at the client or at earlier revocations: revoking again changes nothing.
+func (s *Server) VerifyForRevocation(tenant, raw string) (*authn.Claims, string, error) {
+	tok, err := parseAccessToken(raw)
+	if err != nil {
+		return nil, "", err
+	}
+	claims, err := s.verifySigned(tenant, tok, s.leeway)
+	if err != nil {
+		return nil, "", err
+	}
+	return claims, tok.Headers[0].KeyID, nil
+}
+
+// verifyParsed verifies a token of tenant: signature, claims and times, an active client whose
+// tokens were not revoked by disabling it, and the denylist.
 func (s *Server) verifyParsed(tenant string, tok *jwt.JSONWebToken, expLeeway time.Duration) (*authn.Claims, *credentials.Client, error) {
-	h := tok.Headers[0]
-	key, ok := s.creds.SigningKey(tenant, h.KeyID)
-	if !ok {
-		return nil, nil, fmt.Errorf("kid %q is not a signing key of tenant %s", h.KeyID, tenant)
-	}
-	if string(key.Algorithm) != h.Algorithm {
-		return nil, nil, fmt.Errorf("alg %s does not match key %s (%s)", h.Algorithm, key.KeyID, key.Algorithm)
-	}
-	var claims authn.Claims
-	if err := tok.Claims(key.Public().Key, &claims); err != nil {
+	claims, err := s.verifySigned(tenant, tok, expLeeway)
+	if err != nil {
 		return nil, nil, err
-	}
-	now := s.now()
-	switch {
-	case claims.Issuer != s.Issuer(tenant):
-		return nil, nil, fmt.Errorf("iss %q is not %s", claims.Issuer, s.Issuer(tenant))
-	case claims.Tenant != tenant:
-		return nil, nil, fmt.Errorf("tenant claim %q is not %s", claims.Tenant, tenant)
-	case claims.Subject == "" || claims.ClientID == "":
-		return nil, nil, errors.New("missing sub or client_id")
-	case claims.Expiry.IsZero() || claims.IssuedAt.IsZero():
-		return nil, nil, errors.New("missing exp or iat")
-	case !now.Before(claims.Expiry.Add(expLeeway)):
-		return nil, nil, errors.New("expired")
-	case !claims.NotBefore.IsZero() && claims.NotBefore.After(now.Add(s.leeway)):
-		return nil, nil, errors.New("not valid yet")
-	case claims.IssuedAt.After(now.Add(s.leeway)):
-		return nil, nil, errors.New("issued in the future")
 	}
 	client, ok := s.creds.Client(tenant, claims.ClientID)
 	switch {
@@ -116,5 +108,45 @@ func (s *Server) verifyParsed(tenant string, tok *jwt.JSONWebToken, expLeeway ti
 	case !client.RevokeTime.IsZero() && !claims.IssuedAt.After(client.RevokeTime):
 		return nil, nil, fmt.Errorf("client %q tokens revoked", claims.ClientID)
 	}
-	return &claims, client, nil
+	if s.denylist != nil {
+		if err := s.denylist.Check(claims, tok.Headers[0].KeyID); err != nil {
+			return nil, nil, fmt.Errorf("token revoked: %w", err)
+		}
+	}
+	return claims, client, nil
+}
+
+// verifySigned checks a token's signature by a key of tenant, its issuer and tenant claims and its
+// times (exp with expLeeway).
+func (s *Server) verifySigned(tenant string, tok *jwt.JSONWebToken, expLeeway time.Duration) (*authn.Claims, error) {
+	h := tok.Headers[0]
+	key, ok := s.creds.SigningKey(tenant, h.KeyID)
+	if !ok {
+		return nil, fmt.Errorf("kid %q is not a signing key of tenant %s", h.KeyID, tenant)
+	}
+	if string(key.Algorithm) != h.Algorithm {
+		return nil, fmt.Errorf("alg %s does not match key %s (%s)", h.Algorithm, key.KeyID, key.Algorithm)
+	}
+	var claims authn.Claims
+	if err := tok.Claims(key.Public().Key, &claims); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	switch {
+	case claims.Issuer != s.Issuer(tenant):
+		return nil, fmt.Errorf("iss %q is not %s", claims.Issuer, s.Issuer(tenant))
+	case claims.Tenant != tenant:
+		return nil, fmt.Errorf("tenant claim %q is not %s", claims.Tenant, tenant)
+	case claims.Subject == "" || claims.ClientID == "":
+		return nil, errors.New("missing sub or client_id")
+	case claims.Expiry.IsZero() || claims.IssuedAt.IsZero():
+		return nil, errors.New("missing exp or iat")
+	case !now.Before(claims.Expiry.Add(expLeeway)):
+		return nil, errors.New("expired")
+	case !claims.NotBefore.IsZero() && claims.NotBefore.After(now.Add(s.leeway)):
+		return nil, errors.New("not valid yet")
+	case claims.IssuedAt.After(now.Add(s.leeway)):
+		return nil, errors.New("issued in the future")
+	}
+	return &claims, nil
 }

@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/names"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -13,16 +15,24 @@ import (
 	"github.com/agentid/agentid/services/issuer/internal/credentials"
 )
 
-// Server implements issuerv1.IssuerServiceServer over the credentials service.
+// Revoker runs the admin revocation command (revocation.Service).
+type Revoker interface {
+	RevokeTokens(ctx context.Context, md eventstore.Metadata, tenant string, req *issuerv1.RevokeTokensRequest) (*issuerv1.Revocation, error)
+}
+
+// Server implements issuerv1.IssuerServiceServer over the credentials and revocation services.
 type Server struct {
 	issuerv1.UnimplementedIssuerServiceServer
-	svc *credentials.Service
+	svc     *credentials.Service
+	revoker Revoker
 }
 
 var _ issuerv1.IssuerServiceServer = (*Server)(nil)
 
-// NewServer returns the gRPC adapter of svc.
-func NewServer(svc *credentials.Service) *Server { return &Server{svc: svc} }
+// NewServer returns the gRPC adapter of svc and revoker.
+func NewServer(svc *credentials.Service, revoker Revoker) *Server {
+	return &Server{svc: svc, revoker: revoker}
+}
 
 // allRoles lets any role of a tenant call read-only methods.
 var allRoles = []authn.Role{
@@ -135,4 +145,28 @@ func (s *Server) ListSigningKeys(ctx context.Context, req *issuerv1.ListSigningK
 		return nil, err
 	}
 	return &issuerv1.ListSigningKeysResponse{Keys: ks}, nil
+}
+
+// RevokeTokens revokes a token, every token of a client or an agent, or every token of the tenant
+// issued before a time; platform-admin, or tenant-admin in its tenant.
+func (s *Server) RevokeTokens(ctx context.Context, req *issuerv1.RevokeTokensRequest) (*issuerv1.RevokeTokensResponse, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tenant, err := credentials.ParseTenantName("parent", req.GetParent())
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
+		return nil, err
+	}
+	if s.revoker == nil {
+		return nil, errs.Internal(errors.New("issuer: no revocation service configured"))
+	}
+	rev, err := s.revoker.RevokeTokens(ctx, grpcx.EventMetadata(ctx, tenant), tenant, req)
+	if err != nil {
+		return nil, err
+	}
+	return &issuerv1.RevokeTokensResponse{Revocation: rev}, nil
 }

@@ -42,6 +42,7 @@ type httpAPI struct {
 //	GET  /t/{tenant}/jwks.json
 //	POST /t/{tenant}/oauth2/token
 //	POST /t/{tenant}/oauth2/introspect
+//	POST /t/{tenant}/oauth2/revoke                            (RFC 7009)
 func NewHTTPHandler(cfg HTTPConfig) http.Handler {
 	h := &httpAPI{oauth: cfg.OAuth, ready: cfg.Ready, logger: cfg.Logger}
 	if h.ready == nil {
@@ -57,6 +58,7 @@ func NewHTTPHandler(cfg HTTPConfig) http.Handler {
 	mux.HandleFunc("GET /t/{tenant}/jwks.json", h.jwks)
 	mux.HandleFunc("POST /t/{tenant}/oauth2/token", h.token)
 	mux.HandleFunc("POST /t/{tenant}/oauth2/introspect", h.introspect)
+	mux.HandleFunc("POST /t/{tenant}/oauth2/revoke", h.revoke)
 	return mux
 }
 
@@ -172,6 +174,20 @@ func (h *httpAPI) introspect(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// revoke answers 200 with an empty body when the token is revoked or was nothing to revoke
+// (RFC 7009 §2.2).
+func (h *httpAPI) revoke(w http.ResponseWriter, r *http.Request) {
+	req := h.oauthRequest(w, r)
+	if h.notReady(w) {
+		return
+	}
+	if oerr := h.oauth.Revoke(r.Context(), r.PathValue("tenant"), req); oerr != nil {
+		h.writeError(w, oerr)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
 }
 
 // errorBody is an RFC 6749 §5.2 error response.
