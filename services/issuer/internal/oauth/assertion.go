@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -193,4 +194,20 @@ func CheckAssertionClaims(c *AssertionClaims, clientID string, audiences []strin
 		return fmt.Errorf("assertion jti is longer than %d characters", maxJTILen)
 	}
 	return nil
+}
+
+// expiringReplayCache is a ReplayCache that keeps an id only while it can still be accepted
+// (replay.Cache).
+type expiringReplayCache interface {
+	UseUntil(ctx context.Context, tenant, clientID, jti string, until time.Time) error
+}
+
+// useAssertionID spends the assertion's jti once across replicas. The record is kept until the
+// assertion has expired (exp plus the leeway), when the cache can forget it, rather than for the
+// cache's whole TTL.
+func (s *Server) useAssertionID(ctx context.Context, tenant, clientID string, c *AssertionClaims) error {
+	if r, ok := s.replay.(expiringReplayCache); ok {
+		return r.UseUntil(ctx, tenant, clientID, c.ID, c.Expiry.Add(s.leeway))
+	}
+	return s.replay.Use(ctx, tenant, clientID, c.ID)
 }

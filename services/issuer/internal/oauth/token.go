@@ -234,7 +234,7 @@ func (s *Server) authenticate(ctx context.Context, tenant string, auth ClientAut
 	if err := CheckAssertionClaims(claims, client.ID(), audiences, s.now(), s.leeway); err != nil {
 		return client, fail("%s", err.Error())
 	}
-	switch err := s.replay.Use(ctx, tenant, client.ID(), claims.ID); {
+	switch err := s.useAssertionID(ctx, tenant, client.ID(), claims); {
 	case errors.Is(err, replay.ErrReplayed):
 		return client, fail("assertion replayed")
 	case err != nil:

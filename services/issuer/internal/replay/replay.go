@@ -21,6 +21,14 @@ const Bucket = "issuer-jti"
 // lifetime (5 minutes) plus clock-skew leeway.
 const DefaultTTL = 10 * time.Minute
 
+// DefaultSkewMargin is added to a per-key lifetime (UseUntil) for clock differences between issuer
+// replicas and the NATS servers that expire the records.
+const DefaultSkewMargin = time.Minute
+
+// limitMarkerTTL is how long the bucket keeps the marker of an expired record (needed for per-key
+// lifetimes; markers are not otherwise used).
+const limitMarkerTTL = time.Second
+
 // ErrReplayed means the id was already used.
 var ErrReplayed = errors.New("replay: assertion already used")
 
@@ -30,6 +38,9 @@ type Config struct {
 	TTL time.Duration
 	// Replicas of the bucket's stream; default 1 (3 in clusters).
 	Replicas int
+	// SkewMargin is added to the lifetime of a UseUntil record; default DefaultSkewMargin, negative
+	// for none.
+	SkewMargin time.Duration
 }
 
 // Cache records used ids. It creates its bucket on first use and is safe for concurrent use.
@@ -37,8 +48,9 @@ type Cache struct {
 	js  jetstream.JetStream
 	cfg Config
 
-	mu sync.Mutex
-	kv jetstream.KeyValue
+	mu     sync.Mutex
+	kv     jetstream.KeyValue
+	keyTTL bool // the bucket supports per-key lifetimes (nats-server 2.11+)
 }
 
 // New returns a cache over js.
@@ -48,6 +60,12 @@ func New(js jetstream.JetStream, cfg Config) *Cache {
 	}
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
+	}
+	switch {
+	case cfg.SkewMargin == 0:
+		cfg.SkewMargin = DefaultSkewMargin
+	case cfg.SkewMargin < 0:
+		cfg.SkewMargin = 0
 	}
 	return &Cache{js: js, cfg: cfg}
 }
@@ -67,18 +85,26 @@ func (c *Cache) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if c.kv != nil {
 		return c.kv, nil
 	}
-	kv, err := c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      Bucket,
-		Description: "Client assertion ids (jti) already used at the issuer",
-		History:     1,
-		TTL:         c.cfg.TTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    c.cfg.Replicas,
-	})
+	cfg := jetstream.KeyValueConfig{
+		Bucket:         Bucket,
+		Description:    "Client assertion ids (jti) already used at the issuer",
+		History:        1,
+		TTL:            c.cfg.TTL,
+		Storage:        jetstream.FileStorage,
+		Replicas:       c.cfg.Replicas,
+		LimitMarkerTTL: limitMarkerTTL,
+	}
+	kv, err := c.js.CreateOrUpdateKeyValue(ctx, cfg)
+	keyTTL := err == nil
+	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+		// An older server: every record lives the bucket's TTL.
+		cfg.LimitMarkerTTL = 0
+		kv, err = c.js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("replay: bucket %s: %w", Bucket, err)
 	}
-	c.kv = kv
+	c.kv, c.keyTTL = kv, keyTTL
 	return kv, nil
 }
 
@@ -92,14 +118,33 @@ func Key(tenant, clientID, jti string) string {
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
 }
 
-// Use records the assertion id, failing with ErrReplayed if it was recorded before (by any replica)
-// within the TTL. Any other error means the cache could not be reached: the caller must fail closed.
+// Use records the assertion id for the bucket's TTL, failing with ErrReplayed if it was recorded
+// before (by any replica) and has not expired. Any other error means the cache could not be reached:
+// the caller must fail closed.
 func (c *Cache) Use(ctx context.Context, tenant, clientID, jti string) error {
+	return c.create(ctx, tenant, clientID, jti, 0)
+}
+
+// UseUntil is Use for an id that is accepted only until until (an assertion's exp plus the leeway):
+// the record is kept until then plus a margin for clock skew, at most the bucket's TTL, so the bucket
+// holds the ids of the assertions still usable rather than of the last TTL. On a server without
+// per-key lifetimes it is Use.
+func (c *Cache) UseUntil(ctx context.Context, tenant, clientID, jti string, until time.Time) error {
+	ttl := time.Until(until) + c.cfg.SkewMargin
+	ttl = min(max(ttl.Round(time.Second)+time.Second, time.Second), c.cfg.TTL)
+	return c.create(ctx, tenant, clientID, jti, ttl)
+}
+
+func (c *Cache) create(ctx context.Context, tenant, clientID, jti string, ttl time.Duration) error {
 	kv, err := c.bucket(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = kv.Create(ctx, Key(tenant, clientID, jti), []byte{1})
+	var opts []jetstream.KVCreateOpt
+	if ttl > 0 && ttl < c.cfg.TTL && c.keyTTL {
+		opts = append(opts, jetstream.KeyTTL(ttl))
+	}
+	_, err = kv.Create(ctx, Key(tenant, clientID, jti), []byte{1}, opts...)
 	switch {
 	case err == nil:
 		return nil
