@@ -1,0 +1,154 @@
+package authn_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
+)
+
+// fakeIntrospection answers RFC 7662 requests authenticated with the resource server's assertion.
+type fakeIntrospection struct {
+	srv    *httptest.Server
+	calls  atomic.Int64
+	answer atomic.Value // map[string]any
+}
+
+func newFakeIntrospection(t *testing.T, cred *authn.Credential) *fakeIntrospection {
+	t.Helper()
+	jwks, err := cred.PublicJWKS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(jwks, &set); err != nil {
+		t.Fatal(err)
+	}
+	fi := &fakeIntrospection{}
+	fi.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fi.calls.Add(1)
+		if r.Method != http.MethodPost || r.FormValue("client_assertion_type") != authn.ClientAssertionType || r.FormValue("token") == "" {
+			http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
+			return
+		}
+		tok, err := jwt.ParseSigned(r.FormValue("client_assertion"), []jose.SignatureAlgorithm{jose.ES256})
+		var claims jwt.Claims
+		if err != nil || tok.Claims(set.Keys[0].Key, &claims) != nil || claims.Subject != cred.ClientID {
+			http.Error(w, `{"error":"invalid_client"}`, http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(fi.answer.Load())
+	}))
+	t.Cleanup(fi.srv.Close)
+	return fi
+}
+
+func TestIntrospectionVerifier(t *testing.T) {
+	cred, err := authn.NewCredential("acme", "files-rs", "http://issuer.example/t/acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi := newFakeIntrospection(t, cred)
+	clk := &clock{now: baseTime}
+	active := map[string]any{
+		"active": true, "sub": "agent-client", "client_id": "agent-client", "scope": "files:read",
+		"aud": rsAudience, "iss": "http://issuer.example/t/acme", "tenant": "acme", "jti": "j1",
+		"exp": baseTime.Add(5 * time.Minute).Unix(), "iat": baseTime.Unix(), "agent": "tenants/acme/agents/a1",
+	}
+	with := func(k string, v any) map[string]any {
+		m := map[string]any{}
+		for kk, vv := range active {
+			m[kk] = vv
+		}
+		m[k] = v
+		return m
+	}
+	newV := func(ttl time.Duration, endpoint string) *authn.IntrospectionVerifier {
+		v, err := authn.NewIntrospectionVerifier(authn.IntrospectionVerifierConfig{
+			Credential: cred, Endpoint: endpoint, Audience: rsAudience, CacheTTL: ttl, Now: clk.Now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	tests := []struct {
+		name       string
+		answer     map[string]any
+		wantKind   errs.Kind
+		wantReason string
+	}{
+		{"active", active, 0, ""},
+		{"inactive", map[string]any{"active": false}, errs.KindUnauthenticated, authn.ReasonTokenInactive},
+		{"wrong audience", with("aud", "https://other.example"), errs.KindUnauthenticated, authn.ReasonTokenAudience},
+		{"other tenant", with("tenant", "globex"), errs.KindUnauthenticated, authn.ReasonTokenTenant},
+		{"expired", with("exp", baseTime.Add(-time.Hour).Unix()), errs.KindUnauthenticated, authn.ReasonTokenExpired},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			fi.answer.Store(tc.answer)
+			c, err := newV(0, fi.srv.URL).Verify(t.Context(), "tok-"+tc.name)
+			if tc.wantReason == "" {
+				if err != nil || c.Subject != "agent-client" || c.Agent != "tenants/acme/agents/a1" || !c.Expiry.Equal(baseTime.Add(5*time.Minute)) {
+					t.Fatalf("Verify = %+v, %v; want the active token's claims", c, err)
+				}
+				return
+			}
+			e := errs.FromStatus(err)
+			if err == nil || e.Kind != tc.wantKind || e.Reason != tc.wantReason {
+				t.Fatalf("Verify error %v, want %v %s", err, tc.wantKind, tc.wantReason)
+			}
+		})
+	}
+
+	t.Run("issuer down fails closed", func(t *testing.T) {
+		down := httptest.NewServer(http.NotFoundHandler())
+		down.Close()
+		failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "storage unavailable", http.StatusServiceUnavailable)
+		}))
+		defer failing.Close()
+		for _, endpoint := range []string{down.URL, failing.URL} {
+			_, err := newV(0, endpoint).Verify(t.Context(), "tok")
+			if e := errs.FromStatus(err); err == nil || e.Kind != errs.KindUnavailable || e.Reason != authn.ReasonIntrospectionUnavailable {
+				t.Errorf("endpoint %s: error %v, want Unavailable %s", endpoint, err, authn.ReasonIntrospectionUnavailable)
+			}
+		}
+	})
+
+	t.Run("positive answers are cached up to the TTL", func(t *testing.T) {
+		fi.answer.Store(active)
+		v := newV(10*time.Second, fi.srv.URL)
+		before := fi.calls.Load()
+		for range 3 {
+			if _, err := v.Verify(t.Context(), "cached-token"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := fi.calls.Load() - before; n != 1 {
+			t.Errorf("%d introspection calls for 3 verifications within the TTL, want 1", n)
+		}
+		clk.Advance(11 * time.Second)
+		fi.answer.Store(map[string]any{"active": false})
+		if _, err := v.Verify(t.Context(), "cached-token"); errs.FromStatus(err).Reason != authn.ReasonTokenInactive {
+			t.Errorf("after the TTL: %v, want the issuer asked again (inactive)", err)
+		}
+	})
+
+	t.Run("TTL above the maximum is refused", func(t *testing.T) {
+		if _, err := authn.NewIntrospectionVerifier(authn.IntrospectionVerifierConfig{
+			Credential: cred, Audience: rsAudience, CacheTTL: time.Minute,
+		}); err == nil {
+			t.Error("a one-minute cache was accepted")
+		}
+	})
+}
