@@ -13,9 +13,11 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/testkit"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	"github.com/agentid/agentid/services/monitor/app"
+	"github.com/agentid/agentid/services/monitor/internal/ingest"
 )
 
 // accessEvent is an allowed request of agent faq in tenant acme, just now.
@@ -41,41 +43,43 @@ func (e *env) record(t *testing.T, token string, req *monitorv1.RecordAccessRequ
 	return resp
 }
 
-// accessRows records a sentinel batch, waits for its row and returns the tenant's access rows
-// other than sentinels: once the sentinel is stored, every batch accepted before it is too.
+// accessRows waits until the monitor has committed everything on the TELEMETRY stream (its
+// consumer acknowledges an event only after its rows are stored) and returns the tenant's access
+// rows, which must be want.
 func (e *env) accessRows(t *testing.T, want int) []*monitorv1.TelemetryEvent {
 	t.Helper()
-	sentinel := accessEvent("/sentinel")
-	e.record(t, "acme-rs", accessBatch(sentinel))
+	js := e.es.JetStream()
+	stream, err := js.Stream(t.Context(), eventstore.StreamTelemetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(testkit.DefaultWait)
 	for {
-		resp, err := e.client.ListTelemetryEvents(testkit.WithBearer(t.Context(), "platform-admin"),
-			&monitorv1.ListTelemetryEventsRequest{Parent: "tenants/acme", Kind: "access", PageSize: 1000})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rows []*monitorv1.TelemetryEvent
-		found := false
-		for _, r := range resp.GetEvents() {
-			d := detailOf(t, r)
-			switch {
-			case d["event_id"] == sentinel.GetEventId():
-				found = true
-			case d["resource"] != "/sentinel":
-				rows = append(rows, r)
+		c, err := js.Consumer(t.Context(), eventstore.StreamTelemetry, ingest.ConsumerName)
+		if err == nil {
+			ci, err := c.Info(t.Context())
+			if err == nil && ci.AckFloor.Stream >= info.State.LastSeq {
+				break
 			}
-		}
-		if found {
-			if len(rows) != want {
-				t.Fatalf("%d access rows besides the sentinels, want %d: %v", len(rows), want, rows)
-			}
-			return rows
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the sentinel batch was not stored")
+			t.Fatalf("the monitor did not commit the stream up to %d", info.State.LastSeq)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	resp, err := e.client.ListTelemetryEvents(testkit.WithBearer(t.Context(), "platform-admin"),
+		&monitorv1.ListTelemetryEventsRequest{Parent: "tenants/acme", Kind: "access", PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetEvents()) != want {
+		t.Fatalf("%d access rows, want %d: %v", len(resp.GetEvents()), want, resp.GetEvents())
+	}
+	return resp.GetEvents()
 }
 
 func detailOf(t *testing.T, r *monitorv1.TelemetryEvent) map[string]any {
@@ -123,12 +127,17 @@ func TestRecordAccessIsListedOnce(t *testing.T) {
 	}
 
 	// The agent filter finds them; the losses the reporter counted are one access.dropped row.
-	e.list(t, &monitorv1.ListTelemetryEventsRequest{Parent: "tenants/acme", Kind: "access", Agent: "tenants/acme/agents/faq"}, 3)
+	e.list(t, &monitorv1.ListTelemetryEventsRequest{Parent: "tenants/acme", Kind: "access", Agent: "tenants/acme/agents/faq"}, 2)
 	lost := e.list(t, &monitorv1.ListTelemetryEventsRequest{Parent: "tenants/acme", Kind: "access.dropped"}, 1).GetEvents()[0]
 	var ld map[string]any
 	if err := json.Unmarshal([]byte(lost.GetDetailJson()), &ld); err != nil || ld["dropped"] != float64(5) || lost.GetActor() != "orders-api" {
 		t.Errorf("access.dropped row = %v (detail %v)", lost, ld)
 	}
+	// A reporter that lost everything since its last batch reports the count alone.
+	if got := e.record(t, "acme-rs", &monitorv1.RecordAccessRequest{Parent: "tenants/acme", BatchId: uuid.NewString(), Dropped: 9}).GetAccepted(); got != 0 {
+		t.Errorf("loss report accepted = %d, want 0", got)
+	}
+	e.list(t, &monitorv1.ListTelemetryEventsRequest{Parent: "tenants/acme", Kind: "access.dropped"}, 2)
 	// Other tenants see none of it.
 	e.record(t, "globex-rs", &monitorv1.RecordAccessRequest{Parent: "tenants/globex", BatchId: uuid.NewString(),
 		Events: []*monitorv1.AccessEvent{{EventId: uuid.NewString(), Time: timestamppb.Now(), Tenant: "globex", Resource: "/x",
@@ -184,7 +193,9 @@ func TestRecordAccessRefusalsStoreNothing(t *testing.T) {
 
 func TestRecordAccessStoreDownIsUnavailable(t *testing.T) {
 	e := start(t, app.Config{})
-	e.accessRows(t, 0) // the service works, and has looked up the stream's retention
+	// The service works, and has looked up the stream's retention.
+	e.record(t, "acme-rs", accessBatch(accessEvent("/before-outage")))
+	e.accessRows(t, 1)
 
 	req := accessBatch(accessEvent("/during-outage"))
 	e.nats.Shutdown()
@@ -205,7 +216,8 @@ func TestRecordAccessStoreDownIsUnavailable(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if rows := e.accessRows(t, 1); detailOf(t, rows[0])["resource"] != "/during-outage" {
-		t.Errorf("row = %v", rows[0])
+	rows := e.accessRows(t, 2)
+	if r0, r1 := detailOf(t, rows[0])["resource"], detailOf(t, rows[1])["resource"]; r0 != "/during-outage" && r1 != "/during-outage" {
+		t.Errorf("rows = %v", rows)
 	}
 }

@@ -112,7 +112,8 @@ func New(cfg Config) (*Recorder, error) {
 }
 
 // Record authorizes the caller, validates the batch and stores it; it returns how many distinct
-// events the batch holds. Callers: resource-server or tenant-admin of the parent tenant, or a
+// events the batch holds. A batch without events is accepted when it only reports a dropped count,
+// so that a reporter that lost every event still makes its losses visible. Callers: resource-server or tenant-admin of the parent tenant, or a
 // platform-admin. Nothing is stored on any error; a store failure is Unavailable. md is the call's
 // event metadata; its actor becomes the caller's client id.
 func (r *Recorder) Record(ctx context.Context, md eventstore.Metadata, req *monitorv1.RecordAccessRequest) (int, error) {
@@ -130,14 +131,14 @@ func (r *Recorder) Record(ctx context.Context, md eventstore.Metadata, req *moni
 	if !isUUID(req.GetBatchId()) {
 		return 0, errs.InvalidArgument("batch_id", "batch_id must be a UUID (lower-case, 36 characters)")
 	}
-	switch n := len(req.GetEvents()); {
-	case n == 0:
-		return 0, errs.InvalidArgument("events", "a batch needs at least one event")
-	case n > MaxEvents:
-		return 0, errs.InvalidArgument("events", fmt.Sprintf("a batch holds at most %d events, not %d", MaxEvents, n))
-	}
 	if req.GetDropped() < 0 {
 		return 0, errs.InvalidArgument("dropped", "dropped must not be negative")
+	}
+	switch n := len(req.GetEvents()); {
+	case n == 0 && req.GetDropped() == 0:
+		return 0, errs.InvalidArgument("events", "a batch needs at least one event, or a dropped count")
+	case n > MaxEvents:
+		return 0, errs.InvalidArgument("events", fmt.Sprintf("a batch holds at most %d events, not %d", MaxEvents, n))
 	}
 	retention, err := r.retentionOf(ctx)
 	if err != nil {

@@ -216,7 +216,7 @@ func TestRecordRejectsMalformedBatches(t *testing.T) {
 		{name: "batch id not a UUID", edit: func(r *monitorv1.RecordAccessRequest) { r.BatchId = "batch-1" }, wantField: "batch_id"},
 		{name: "batch id upper case", edit: func(r *monitorv1.RecordAccessRequest) { r.BatchId = strings.ToUpper(batchID) }, wantField: "batch_id"},
 		{name: "batch id as URN", edit: func(r *monitorv1.RecordAccessRequest) { r.BatchId = "urn:uuid:" + batchID }, wantField: "batch_id"},
-		{name: "no events", edit: func(r *monitorv1.RecordAccessRequest) { r.Events = nil }, wantField: "events"},
+		{name: "no events and nothing dropped", edit: func(r *monitorv1.RecordAccessRequest) { r.Events = nil }, wantField: "events"},
 		{name: "too many events", edit: func(r *monitorv1.RecordAccessRequest) { r.Events = many(access.MaxEvents + 1) }, wantField: "events"},
 		{name: "negative dropped", edit: func(r *monitorv1.RecordAccessRequest) { r.Dropped = -1 }, wantField: "dropped"},
 		{name: "event of another tenant", edit: edit(func(e *monitorv1.AccessEvent) { e.Tenant = "globex" }), wantField: "events[1].tenant"},
@@ -289,6 +289,18 @@ func TestRecordAcceptsTheLimits(t *testing.T) {
 	}
 	if len(pub.stored()) != 1 {
 		t.Error("not stored")
+	}
+}
+
+func TestRecordAcceptsALossReportWithoutEvents(t *testing.T) {
+	pub := &recorder{}
+	req := &monitorv1.RecordAccessRequest{Parent: "tenants/acme", BatchId: batchID, Dropped: 12}
+	n, err := newRecorder(t, pub, nil).Record(as("resource-server"), eventstore.Metadata{}, req)
+	if err != nil || n != 0 {
+		t.Fatalf("n = %d, err = %v", n, err)
+	}
+	if calls := pub.stored(); len(calls) != 1 || !proto.Equal(calls[0].data, req) {
+		t.Errorf("stored %v", calls)
 	}
 }
 
