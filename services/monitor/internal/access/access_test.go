@@ -73,7 +73,7 @@ var principals = map[string]*authn.Principal{
 	"agent":                {ID: "faq", ClientID: "faq", Kind: authn.KindAgent, Tenant: "acme"},
 	"globex-rs":            {ID: "shop-api", ClientID: "shop-api", Kind: authn.KindHuman, Tenant: "globex", Roles: []authn.Role{authn.RoleResourceServer}},
 	"system-resource-srv":  {ID: "sys-api", ClientID: "sys-api", Kind: authn.KindService, Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RoleResourceServer}},
-	"acme-platform-admin?": {ID: "fake", ClientID: "fake", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RolePlatformAdmin}},
+	"acme-platform-admin-role": {ID: "fake", ClientID: "fake", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RolePlatformAdmin}},
 }
 
 func as(name string) context.Context {
@@ -161,7 +161,7 @@ func TestRecordAuthorization(t *testing.T) {
 		{caller: "agent", parent: "tenants/acme", wantKind: errs.KindPermissionDenied},
 		{caller: "globex-rs", parent: "tenants/acme", wantKind: errs.KindNotFound},
 		{caller: "system-resource-srv", parent: "tenants/acme", wantKind: errs.KindNotFound},
-		{caller: "acme-platform-admin?", parent: "tenants/acme", wantKind: errs.KindPermissionDenied},
+		{caller: "acme-platform-admin-role", parent: "tenants/acme", wantKind: errs.KindPermissionDenied},
 		{caller: "nobody", parent: "tenants/acme", wantKind: errs.KindUnauthenticated},
 	}
 	for _, tt := range tests {
