@@ -66,13 +66,13 @@ func newRecorder(t *testing.T, pub access.Publisher, retention access.RetentionF
 }
 
 var principals = map[string]*authn.Principal{
-	"resource-server":      {ID: "orders-api", ClientID: "orders-api", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RoleResourceServer}},
-	"tenant-admin":         {ID: "alice", ClientID: "alice-cli", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RoleTenantAdmin}},
-	"platform-admin":       {ID: "root", ClientID: "root", Kind: authn.KindService, Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RolePlatformAdmin}},
-	"analyst":              {ID: "ann", ClientID: "ann", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RoleAnalyst}},
-	"agent":                {ID: "faq", ClientID: "faq", Kind: authn.KindAgent, Tenant: "acme"},
-	"globex-rs":            {ID: "shop-api", ClientID: "shop-api", Kind: authn.KindHuman, Tenant: "globex", Roles: []authn.Role{authn.RoleResourceServer}},
-	"system-resource-srv":  {ID: "sys-api", ClientID: "sys-api", Kind: authn.KindService, Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RoleResourceServer}},
+	"resource-server":          {ID: "orders-api", ClientID: "orders-api", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RoleResourceServer}},
+	"tenant-admin":             {ID: "alice", ClientID: "alice-cli", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RoleTenantAdmin}},
+	"platform-admin":           {ID: "root", ClientID: "root", Kind: authn.KindService, Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RolePlatformAdmin}},
+	"analyst":                  {ID: "ann", ClientID: "ann", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RoleAnalyst}},
+	"agent":                    {ID: "faq", ClientID: "faq", Kind: authn.KindAgent, Tenant: "acme"},
+	"globex-rs":                {ID: "shop-api", ClientID: "shop-api", Kind: authn.KindHuman, Tenant: "globex", Roles: []authn.Role{authn.RoleResourceServer}},
+	"system-resource-srv":      {ID: "sys-api", ClientID: "sys-api", Kind: authn.KindService, Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RoleResourceServer}},
 	"acme-platform-admin-role": {ID: "fake", ClientID: "fake", Kind: authn.KindHuman, Tenant: "acme", Roles: []authn.Role{authn.RolePlatformAdmin}},
 }
 
