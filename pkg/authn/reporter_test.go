@@ -83,7 +83,7 @@ func (m *fakeMonitor) callsSnapshot() []*monitorv1.RecordAccessRequest {
 	return append([]*monitorv1.RecordAccessRequest(nil), m.calls...)
 }
 
-func startMonitor(t *testing.T, m *fakeMonitor) *grpc.ClientConn {
+func startMonitor(t testing.TB, m *fakeMonitor) *grpc.ClientConn {
 	t.Helper()
 	m.stored = map[string]*monitorv1.RecordAccessRequest{}
 	lis := bufconn.Listen(1 << 20)
