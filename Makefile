@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 GO        ?= go
 BIN       := $(CURDIR)/.bin
-MODULES   := pkg proto/gen/go services/registry services/issuer services/policy services/monitor services/lifecycle workflows cmd e2e loadtest
+MODULES   := pkg proto/gen/go services/registry services/issuer services/policy services/monitor services/lifecycle workflows cmd e2e loadtest examples
 PKGS      := $(addsuffix /...,$(addprefix ./,$(MODULES)))
 TEST_FLAGS ?= -count=1 -timeout 30m
 export AGENTID_TEMPORAL_BIN := $(BIN)/temporal
