@@ -1,6 +1,3 @@
-// Package authn verifies the platform's access tokens, turns them into principals with roles, and
-// gives service identities their client side: credential files, RFC 7523 client assertions, an
-// oauth2.TokenSource and gRPC per-RPC credentials.
 package authn
 
 import (
