@@ -78,6 +78,9 @@ type Env struct {
 	// Denylist holds the process's token revocations, kept current from the REVOCATIONS stream; the
 	// platform API's verifier checks it, and a service may check it too (the issuer's introspection).
 	Denylist *authn.Denylist
+	// DenylistReady blocks until Denylist holds every revocation stored before the start (or ctx is
+	// done); a component that checks Denylist waits for it before answering.
+	DenylistReady func(context.Context) error
 }
 
 // DefaultFlags returns the defaults shared by every service binary.
@@ -169,7 +172,7 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 		return err
 	}
 	comp, err := build(ctx, &Env{Logger: log, NATS: nc, JetStream: js, Store: store, StreamReplicas: f.StreamReplicas,
-		Denylist: revocations.Denylist})
+		Denylist: revocations.Denylist, DenylistReady: revocations.Feed.Ready})
 	if err != nil {
 		return fmt.Errorf("build %s: %w", name, err)
 	}

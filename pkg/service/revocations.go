@@ -50,44 +50,52 @@ var registerRevocationMetricsOnce sync.Once
 
 func registerRevocationMetrics() {
 	registerRevocationMetricsOnce.Do(func() {
-		stat := func(f func(authn.RevocationFeedStats) float64) func() float64 {
-			return func() float64 {
-				feed := currentFeed.Load()
-				if feed == nil {
-					return 0
-				}
-				return f(feed.Stats())
-			}
-		}
-		gauge := func(name, help string, f func(authn.RevocationFeedStats) float64) prometheus.Collector {
-			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, stat(f))
-		}
-		counter := func(name, help string, f func(authn.RevocationFeedStats) float64) prometheus.Collector {
-			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, stat(f))
-		}
-		for _, c := range []prometheus.Collector{
-			counter("agentid_revocations_applied_total", "Revocation events applied to the API's denylist.",
-				func(s authn.RevocationFeedStats) float64 { return float64(s.Applied) }),
-			counter("agentid_revocations_rejected_total", "Revocation events that could not be applied (malformed or on a foreign tenant's subject).",
-				func(s authn.RevocationFeedStats) float64 { return float64(s.Rejected) }),
-			gauge("agentid_revocations_entries", "Entries the API's denylist holds.",
-				func(s authn.RevocationFeedStats) float64 { return float64(s.Entries) }),
-			gauge("agentid_revocations_position", "REVOCATIONS stream sequence of the last event the feed received.",
-				func(s authn.RevocationFeedStats) float64 { return float64(s.Position) }),
-			gauge("agentid_revocations_pending_messages", "Revocation events stored but not yet received by the feed.",
-				func(s authn.RevocationFeedStats) float64 { return float64(s.Pending) }),
-			gauge("agentid_revocations_delay_seconds", "Time between the storage and the application of the last revocation.",
-				func(s authn.RevocationFeedStats) float64 { return s.Delay.Seconds() }),
-			gauge("agentid_revocations_caught_up", "1 once the feed has applied every revocation stored when it started.",
-				func(s authn.RevocationFeedStats) float64 {
-					if s.Caught {
-						return 1
-					}
-					return 0
-				}),
-		} {
+		for _, c := range RevocationMetrics(currentFeed.Load) {
 			// A registration error (a name taken by another collector) only loses the metric.
 			_ = prometheus.DefaultRegisterer.Register(c)
 		}
 	})
+}
+
+// RevocationMetrics returns the agentid_revocations_* collectors: the progress of the feed that feed
+// returns when scraped (zeros while it returns nil). NewRevocations registers them for the process's
+// feed; a component that runs a feed of its own (the issuer without a shared denylist) registers them
+// on its registry.
+func RevocationMetrics(feed func() *authn.RevocationFeed) []prometheus.Collector {
+	stat := func(f func(authn.RevocationFeedStats) float64) func() float64 {
+		return func() float64 {
+			current := feed()
+			if current == nil {
+				return 0
+			}
+			return f(current.Stats())
+		}
+	}
+	gauge := func(name, help string, f func(authn.RevocationFeedStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, stat(f))
+	}
+	counter := func(name, help string, f func(authn.RevocationFeedStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, stat(f))
+	}
+	return []prometheus.Collector{
+		counter("agentid_revocations_applied_total", "Revocation events applied to the process's denylist.",
+			func(s authn.RevocationFeedStats) float64 { return float64(s.Applied) }),
+		counter("agentid_revocations_rejected_total", "Revocation events that could not be applied (malformed or on a foreign tenant's subject).",
+			func(s authn.RevocationFeedStats) float64 { return float64(s.Rejected) }),
+		gauge("agentid_revocations_entries", "Entries the process's denylist holds.",
+			func(s authn.RevocationFeedStats) float64 { return float64(s.Entries) }),
+		gauge("agentid_revocations_position", "REVOCATIONS stream sequence of the last event the feed received.",
+			func(s authn.RevocationFeedStats) float64 { return float64(s.Position) }),
+		gauge("agentid_revocations_pending_messages", "Revocation events stored but not yet received by the feed.",
+			func(s authn.RevocationFeedStats) float64 { return float64(s.Pending) }),
+		gauge("agentid_revocations_delay_seconds", "Time between the storage and the application of the last revocation.",
+			func(s authn.RevocationFeedStats) float64 { return s.Delay.Seconds() }),
+		gauge("agentid_revocations_caught_up", "1 once the feed has applied every revocation stored when it started.",
+			func(s authn.RevocationFeedStats) float64 {
+				if s.Caught {
+					return 1
+				}
+				return 0
+			}),
+	}
 }
