@@ -1,5 +1,5 @@
 // Command resourceserver is a small HTTP resource server protected by the pkg/authn verifier SDK:
-// it serves GET /files/{name} (scope files:read) and PUT /files/{name} (scope files:write) to
+// it serves GET /files/{name} (scope files.read) and PUT /files/{name} (scope files.write) to
 // tokens of the platform's issuer, refuses revoked tokens within milliseconds through the
 // REVOCATIONS stream (--nats), and reports every access decision to the monitor (--monitor).
 //
@@ -189,10 +189,12 @@ func newFiles() *files {
 
 const maxFileBytes = 1 << 20
 
+// routes maps the file API; its scopes are named resource.action, as the registry requires of the
+// scopes an agent may be granted.
 func (f *files) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /files/{name}", authn.RequireScopes("files:read")(http.HandlerFunc(f.get)))
-	mux.Handle("PUT /files/{name}", authn.RequireScopes("files:write")(http.HandlerFunc(f.put)))
+	mux.Handle("GET /files/{name}", authn.RequireScopes("files.read")(http.HandlerFunc(f.get)))
+	mux.Handle("PUT /files/{name}", authn.RequireScopes("files.write")(http.HandlerFunc(f.put)))
 	return mux
 }
 
