@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	issuerapp "github.com/agentid/agentid/services/issuer/app"
 )
 
 // Execute runs the agentid command line and returns the exit code.
@@ -79,5 +81,7 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/gRPC trace collector host:port (empty: no export)")
 	f.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve net/http/pprof on this host:port (empty: off; loopback only unless --pprof-allow-remote)")
 	f.BoolVar(&cfg.PprofAllowRemote, "pprof-allow-remote", false, "allow a --pprof-addr that is not loopback")
+	f.DurationVar(&cfg.ProjectionLagAllowance, issuerapp.ProjectionLagAllowanceFlag, cfg.ProjectionLagAllowance, issuerapp.ProjectionLagAllowanceUsage)
+	f.BoolVar(&cfg.DPoPNonceOptional, issuerapp.DPoPNonceOptionalFlag, false, issuerapp.DPoPNonceOptionalUsage)
 	return cmd
 }

@@ -64,23 +64,28 @@ type Config struct {
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
 	PprofAllowRemote bool
-	Stdout, Stderr   io.Writer
+	// ProjectionLagAllowance is the issuer's projection-lag allowance (above 0, at most 1m; default 5s).
+	ProjectionLagAllowance time.Duration
+	// DPoPNonceOptional lets the issuer accept DPoP proofs without a server nonce.
+	DPoPNonceOptional bool
+	Stdout, Stderr    io.Writer
 }
 
 // DefaultConfig returns the documented defaults (docs/architecture.md, "Ports").
 func DefaultConfig() Config {
 	return Config{
-		DataDir:           ".agentid",
-		GRPCAddr:          "127.0.0.1:7070",
-		HTTPAddr:          "127.0.0.1:8080",
-		NATSPort:          4222,
-		NATSSync:          NATSSyncAlways,
-		NATSGrace:         service.DefaultNATSGrace,
-		TemporalPort:      7233,
-		TemporalUIPort:    8233,
-		ReconcileInterval: lifecycleapp.DefaultReconcileInterval,
-		Stdout:            os.Stdout,
-		Stderr:            os.Stderr,
+		DataDir:                ".agentid",
+		GRPCAddr:               "127.0.0.1:7070",
+		HTTPAddr:               "127.0.0.1:8080",
+		NATSPort:               4222,
+		NATSSync:               NATSSyncAlways,
+		NATSGrace:              service.DefaultNATSGrace,
+		TemporalPort:           7233,
+		TemporalUIPort:         8233,
+		ReconcileInterval:      lifecycleapp.DefaultReconcileInterval,
+		ProjectionLagAllowance: issuerapp.DefaultProjectionLagAllowance,
+		Stdout:                 os.Stdout,
+		Stderr:                 os.Stderr,
 	}
 }
 
@@ -112,6 +117,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	if err := service.CheckPprofAddr(cfg.PprofAddr, cfg.PprofAllowRemote); err != nil {
 		return err
+	}
+	if err := issuerapp.CheckProjectionLagAllowanceFlag(cfg.ProjectionLagAllowance); err != nil {
+		return fmt.Errorf("--%s: %w", issuerapp.ProjectionLagAllowanceFlag, err)
 	}
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.HTTPAddr
@@ -237,8 +245,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
-	issuer, err := issuerapp.New(issuerapp.Config{PublicURL: cfg.PublicURL, KEK: kek, KEKID: "dev-" + kekFile},
-		issuerapp.Deps{Store: storeFor("issuer"), JetStream: js, Logger: log.With("service", "issuer")})
+	issuer, err := issuerapp.New(issuerapp.Config{PublicURL: cfg.PublicURL, KEK: kek, KEKID: "dev-" + kekFile,
+		ProjectionLagAllowance: cfg.ProjectionLagAllowance, DPoPNonceOptional: cfg.DPoPNonceOptional},
+		issuerapp.Deps{Store: storeFor("issuer"), JetStream: js, Logger: log.With("service", "issuer"),
+			Denylist: revocations.Denylist, DenylistReady: revocations.Feed.Ready})
 	if err != nil {
 		return fmt.Errorf("issuer: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentid/agentid/cmd/internal/dev"
 )
@@ -18,6 +19,11 @@ func TestDevRejectsBadDurabilityFlags(t *testing.T) {
 	}{
 		{name: "unknown sync mode", args: []string{"--nats-sync=sometimes"}, wantErr: `--nats-sync "sometimes": want always or interval`},
 		{name: "no grace", args: []string{"--nats-grace=0s"}, wantErr: "--nats-grace 0s: want a positive duration"},
+		{name: "lag allowance above a minute", args: []string{"--projection-lag-allowance=2m"}, wantErr: "--projection-lag-allowance: want a duration above 0 and at most 1m0s, got 2m0s"},
+		{name: "no lag allowance", args: []string{"--projection-lag-allowance=0s"}, wantErr: "--projection-lag-allowance: want a duration above 0"},
+		{name: "negative lag allowance", args: []string{"--projection-lag-allowance=-1s"}, wantErr: "--projection-lag-allowance: want a duration above 0"},
+		{name: "lag allowance not a duration", args: []string{"--projection-lag-allowance=soon"}, wantErr: `invalid argument "soon" for "--projection-lag-allowance"`},
+		{name: "nonce flag with a value", args: []string{"--dpop-nonce-optional=maybe"}, wantErr: `invalid argument "maybe" for "--dpop-nonce-optional"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,5 +43,15 @@ func TestDevRejectsBadDurabilityFlags(t *testing.T) {
 func TestDevDefaultsToSyncAlways(t *testing.T) {
 	if got := dev.DefaultConfig().NATSSync; got != dev.NATSSyncAlways {
 		t.Fatalf("default --nats-sync = %q, want %q: dev must fsync before acknowledging", got, dev.NATSSyncAlways)
+	}
+}
+
+func TestDevIssuerDefaults(t *testing.T) {
+	cfg := dev.DefaultConfig()
+	if cfg.ProjectionLagAllowance != 5*time.Second {
+		t.Errorf("default --projection-lag-allowance = %s, want 5s (docs/architecture.md)", cfg.ProjectionLagAllowance)
+	}
+	if cfg.DPoPNonceOptional {
+		t.Error("default --dpop-nonce-optional = true, want false: the issuer requires DPoP nonces unless told otherwise")
 	}
 }

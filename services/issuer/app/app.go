@@ -132,6 +132,14 @@ type Deps struct {
 	Logger *slog.Logger
 	// Registerer receives the issuer's metrics; default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
+	// Denylist, if set, is the process's denylist, kept current by a feed its owner runs (pkg/service
+	// Revocations, Env.Denylist): introspection and VerifyAPIToken check it, so that a process holds
+	// one copy of the revocations. Without it the issuer runs a feed of its own (and exports its
+	// agentid_revocations_* metrics on Registerer).
+	Denylist *authn.Denylist
+	// DenylistReady blocks until Denylist has caught up with the REVOCATIONS stream (Env.DenylistReady);
+	// required with Denylist. The OAuth endpoints answer 503 until it returns nil.
+	DenylistReady func(context.Context) error
 }
 
 // App is the issuer component.
@@ -151,7 +159,9 @@ type App struct {
 	oauth     *oauth.Server
 	http      http.Handler
 	grpc      *server.Server
-	revFeed   *authn.RevocationFeed // keeps the denylist of introspection and VerifyAPIToken current
+	denylist  *authn.Denylist             // checked by introspection and VerifyAPIToken
+	denyReady func(context.Context) error // returns once denylist has caught up
+	revFeed   *authn.RevocationFeed       // the issuer's own feed of denylist; nil when it is shared
 
 	running   atomic.Bool   // the projection runner is running
 	streams   chan struct{} // closed once the streams exist
@@ -170,6 +180,9 @@ func New(cfg Config, deps Deps) (*App, error) {
 	}
 	if deps.Store == nil {
 		return nil, errors.New("issuer: Deps.Store is required")
+	}
+	if (deps.Denylist == nil) != (deps.DenylistReady == nil) {
+		return nil, errors.New("issuer: Deps.Denylist and Deps.DenylistReady go together: set both or neither")
 	}
 	if deps.JetStream == nil {
 		deps.JetStream = deps.Store.JetStream()
@@ -228,11 +241,8 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	a.revFeed, err = authn.NewRevocationFeed(authn.RevocationFeedConfig{
-		JetStream: deps.JetStream, Denylist: authn.NewDenylist(authn.DenylistConfig{}), Logger: logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("issuer: %w", err)
+	if err := a.setDenylist(deps, logger); err != nil {
+		return nil, err
 	}
 	nonceKey, err := DPoPNonceKey(cfg.KEK)
 	if err != nil {
@@ -246,7 +256,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		Telemetry:   a.telemetry,
 		Revocations: &revocation.Writer{Store: deps.Store},
 		DPoP:        oauth.DPoPConfig{NonceKey: nonceKey, NonceOptional: cfg.DPoPNonceOptional},
-		Denylist:    a.revFeed.Denylist(),
+		Denylist:    a.denylist,
 		Logger:      logger,
 	})
 	if err != nil {
@@ -272,11 +282,37 @@ func (a *App) RegisterGRPC(s *grpc.Server) { issuerv1.RegisterIssuerServiceServe
 // HTTPHandler serves the OAuth/OIDC endpoints under /t/{tenant}/ (and the RFC 8414 well-known form).
 func (a *App) HTTPHandler() http.Handler { return a.http }
 
+// setDenylist uses the process's denylist from deps, or builds the issuer's own feed with its metrics.
+func (a *App) setDenylist(deps Deps, logger *slog.Logger) error {
+	if deps.Denylist != nil {
+		a.denylist, a.denyReady = deps.Denylist, deps.DenylistReady
+		return nil
+	}
+	feed, err := authn.NewRevocationFeed(authn.RevocationFeedConfig{
+		JetStream: deps.JetStream, Denylist: authn.NewDenylist(authn.DenylistConfig{}), Logger: logger,
+	})
+	if err != nil {
+		return fmt.Errorf("issuer: %w", err)
+	}
+	for _, c := range service.RevocationMetrics(func() *authn.RevocationFeed { return feed }) {
+		if err := deps.Registerer.Register(c); err != nil {
+			// Another feed's metrics hold the names: this one is only not exported.
+			logger.Warn("revocation feed metric not registered", "error", err)
+		}
+	}
+	a.revFeed, a.denylist, a.denyReady = feed, feed.Denylist(), feed.Ready
+	return nil
+}
+
 // Tasks are the credentials and agents projections, the bootstrap of the system tenant's key
 // followed by the tenant consumer that gives each new tenant a signing key, the telemetry publisher,
-// and the revocation reactor.
+// the revocation reactor, and the issuer's own revocation feed unless its denylist is shared.
 func (a *App) Tasks() []service.Task {
-	return []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor, a.runRevocationFeed}
+	tasks := []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor}
+	if a.revFeed != nil {
+		tasks = append(tasks, a.runRevocationFeed)
+	}
+	return tasks
 }
 
 // registerPlatformClients registers the configured platform identities once the issuer is ready. A
@@ -425,8 +461,11 @@ func (a *App) runTenantKeys(ctx context.Context) error {
 	}
 	// Introspection and the platform-token check refuse revoked tokens only once the denylist holds
 	// every revocation that can still matter.
-	if err := a.revFeed.Ready(ctx); err != nil {
-		return nil // shutting down
+	if err := a.denyReady(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // shutting down
+		}
+		return fmt.Errorf("issuer: revocations: %w", err)
 	}
 	a.httpReady.Store(true)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {

@@ -23,6 +23,8 @@ func main() {
 	kekFile := fs.String("kek-file", "", "file holding the 32-byte key-encryption key (raw, hex or base64); required")
 	kekID := fs.String("kek-id", "", "id of the key-encryption key (default: derived from the key)")
 	tokenTTL := fs.Duration("default-token-ttl", 10*time.Minute, "access token lifetime of clients that set none")
+	settings := app.DefaultFlags()
+	settings.Register(fs)
 	var platform platformClients
 	fs.Var(&platform, "platform-client", "CLIENT_ID=PUBLIC_JWKS_FILE: register a platform-admin service identity of tenant system at start (repeatable; see deploy/secrets/generate.sh)")
 	os.Exit(service.Main(app.Name, fs, &f, func(_ context.Context, env *service.Env) (service.Component, error) {
@@ -38,9 +40,12 @@ func main() {
 		if public == "" {
 			public = f.IssuerURL
 		}
-		return app.New(app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL, PlatformClients: clients,
-			JTIReplicas: env.StreamReplicas},
-			app.Deps{Store: env.Store, JetStream: env.JetStream, Logger: env.Logger})
+		cfg := app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL, PlatformClients: clients,
+			JTIReplicas: env.StreamReplicas}
+		settings.Apply(&cfg)
+		// The process's denylist (the platform API's) serves introspection too: one copy per process.
+		return app.New(cfg, app.Deps{Store: env.Store, JetStream: env.JetStream, Logger: env.Logger,
+			Denylist: env.Denylist, DenylistReady: env.DenylistReady})
 	}))
 }
 

@@ -1,0 +1,86 @@
+package app
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/agentid/agentid/services/issuer/internal/revocation"
+)
+
+// Command-line flags of the issuer's settings, shared by cmd/issuer and `agentid dev`.
+const (
+	// ProjectionLagAllowanceFlag sets Config.ProjectionLagAllowance.
+	ProjectionLagAllowanceFlag = "projection-lag-allowance"
+	// DPoPNonceOptionalFlag sets Config.DPoPNonceOptional.
+	DPoPNonceOptionalFlag = "dpop-nonce-optional"
+)
+
+// Bounds of Config.ProjectionLagAllowance.
+const (
+	// DefaultProjectionLagAllowance is the allowance used when none is configured.
+	DefaultProjectionLagAllowance = revocation.DefaultProjectionLagAllowance
+	// MaxProjectionLagAllowance is the longest allowance accepted.
+	MaxProjectionLagAllowance = revocation.MaxProjectionLagAllowance
+)
+
+// Usage texts of the flags.
+const (
+	// ProjectionLagAllowanceUsage is the help text of --projection-lag-allowance.
+	ProjectionLagAllowanceUsage = "how long after a client.disabled or agent-state event the revocation derived from it still covers newly issued tokens, for issuer replicas whose projection lags: a `duration` above 0, at most 1m"
+	// DPoPNonceOptionalUsage is the help text of --dpop-nonce-optional.
+	DPoPNonceOptionalUsage = "accept DPoP proofs without a server nonce at the token endpoint (default: a nonce is required, RFC 9449 §8)"
+)
+
+// CheckProjectionLagAllowanceFlag checks a --projection-lag-allowance value: above 0 (a flag that
+// would silently mean the default is refused) and at most MaxProjectionLagAllowance.
+func CheckProjectionLagAllowanceFlag(d time.Duration) error {
+	if d <= 0 || d > MaxProjectionLagAllowance {
+		return fmt.Errorf("want a duration above 0 and at most %s, got %s", MaxProjectionLagAllowance, d)
+	}
+	return nil
+}
+
+// Flags are the issuer's settings that its command line sets; Register adds them to a flag set and
+// Apply copies them into a Config.
+type Flags struct {
+	// ProjectionLagAllowance is --projection-lag-allowance.
+	ProjectionLagAllowance time.Duration
+	// DPoPNonceOptional is --dpop-nonce-optional.
+	DPoPNonceOptional bool
+}
+
+// DefaultFlags returns the flags' defaults.
+func DefaultFlags() Flags {
+	return Flags{ProjectionLagAllowance: DefaultProjectionLagAllowance}
+}
+
+// Register adds the flags to fs; a bad --projection-lag-allowance fails the parse, naming the flag.
+func (f *Flags) Register(fs *flag.FlagSet) {
+	fs.Var((*lagAllowanceValue)(&f.ProjectionLagAllowance), ProjectionLagAllowanceFlag, ProjectionLagAllowanceUsage)
+	fs.BoolVar(&f.DPoPNonceOptional, DPoPNonceOptionalFlag, f.DPoPNonceOptional, DPoPNonceOptionalUsage)
+}
+
+// Apply sets the flags' settings in cfg.
+func (f Flags) Apply(cfg *Config) {
+	cfg.ProjectionLagAllowance = f.ProjectionLagAllowance
+	cfg.DPoPNonceOptional = f.DPoPNonceOptional
+}
+
+// lagAllowanceValue is a flag.Value that accepts only valid allowances.
+type lagAllowanceValue time.Duration
+
+func (v *lagAllowanceValue) String() string { return time.Duration(*v).String() }
+
+func (v *lagAllowanceValue) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("not a duration (e.g. 5s): %s", strconv.Quote(s))
+	}
+	if err := CheckProjectionLagAllowanceFlag(d); err != nil {
+		return err
+	}
+	*v = lagAllowanceValue(d)
+	return nil
+}
