@@ -2,9 +2,11 @@ package authn
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,7 +86,15 @@ type JWKSVerifierConfig struct {
 	// Revocations, when set, is consulted after the signature and claims are verified (a *Denylist fed
 	// by a RevocationFeed); a token it refuses is refused. Nil checks no revocations.
 	Revocations RevocationChecker
+	// VerifiedCacheSize bounds the cache of verified tokens (keyed by the token's SHA-256), which
+	// spares the signature check of a token seen before; exp, nbf, the signing key's presence in the
+	// issuer's key set and the Revocations are still checked on every request. 0 means
+	// DefaultVerifiedCacheSize; a negative size disables the cache.
+	VerifiedCacheSize int
 }
+
+// DefaultVerifiedCacheSize is how many verified tokens a JWKSVerifier remembers by default.
+const DefaultVerifiedCacheSize = 10_000
 
 // JWKSVerifier verifies the platform's RFC 9068 access tokens (ES256 or EdDSA, typ at+jwt) against the
 // JWKS of the tenant issuer named in the token, caching key sets per issuer.
@@ -98,9 +108,11 @@ type JWKSVerifier struct {
 	maxIssuers int
 	now        func() time.Time
 	revoked    RevocationChecker
+	verified   *verifiedCache // nil when disabled
 
 	mu   sync.Mutex
-	sets map[string]*keySet
+	sets map[string]*keySet // by tenant
+	gens atomic.Uint64      // source of key generations
 }
 
 var _ Verifier = (*JWKSVerifier)(nil)
@@ -136,6 +148,12 @@ func NewJWKSVerifier(cfg JWKSVerifierConfig) (*JWKSVerifier, error) {
 		revoked:    cfg.Revocations,
 		sets:       make(map[string]*keySet),
 	}
+	switch {
+	case cfg.VerifiedCacheSize == 0:
+		v.verified = newVerifiedCache(DefaultVerifiedCacheSize)
+	case cfg.VerifiedCacheSize > 0:
+		v.verified = newVerifiedCache(cfg.VerifiedCacheSize)
+	}
 	if v.audience == "" {
 		v.audience = APIAudience
 	}
@@ -165,8 +183,10 @@ func invalid(reason, msg string, cause error) error {
 }
 
 // Verify parses and verifies raw: algorithm, typ, issuer and tenant, signature against the issuer's
-// JWKS, exp/nbf/iat with leeway, the audience, and then the configured Revocations. It returns the verified claims or an
-// Unauthenticated *errs.Error (Unavailable when the issuer's keys cannot be fetched).
+// JWKS, exp/nbf/iat with leeway, the audience, and then the configured Revocations. It returns the
+// verified claims (the caller's own copy) or an Unauthenticated *errs.Error (Unavailable when the
+// issuer's keys cannot be fetched). A token verified before is answered from the verified-token cache
+// after its times, its signing key and the Revocations are checked again.
 func (v *JWKSVerifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if raw == "" {
 		return nil, invalid(ReasonTokenMissing, "missing bearer token", nil)
@@ -174,64 +194,121 @@ func (v *JWKSVerifier) Verify(ctx context.Context, raw string) (*Claims, error) 
 	if len(raw) > maxTokenBytes {
 		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("token too large"))
 	}
+	if v.verified == nil {
+		claims, _, err := v.verify(ctx, raw)
+		return claims, err
+	}
+	sum := sha256.Sum256([]byte(raw))
+	if claims, hit, err := v.cachedVerify(ctx, sum); hit {
+		return claims, err
+	}
+	claims, e, err := v.verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	v.verified.put(sum, e, v.now())
+	return claims, nil
+}
+
+// cachedVerify answers from the verified-token cache. hit is false when raw must be verified in full:
+// not cached, outside its validity window, or its signing key is no longer the one in the issuer's key
+// set (rotated, removed or unavailable).
+func (v *JWKSVerifier) cachedVerify(ctx context.Context, sum [sha256.Size]byte) (claims *Claims, hit bool, err error) {
+	e, ok := v.verified.get(sum)
+	if !ok {
+		return nil, false, nil
+	}
+	if now := v.now(); !e.validAt(now) {
+		v.verified.remove(sum, e)
+		return nil, false, nil
+	}
+	if _, gen, err := v.key(ctx, e.tenant, e.kid, e.alg); err != nil || gen != e.gen {
+		v.verified.remove(sum, e)
+		return nil, false, nil
+	}
+	c := e.claims.clone()
+	if v.revoked != nil {
+		if err := v.revoked.Check(c, e.kid); err != nil {
+			return nil, true, err
+		}
+	}
+	return c, true, nil
+}
+
+// verify verifies raw in full and returns its claims and, when they are valid, the cache entry that
+// remembers them.
+func (v *JWKSVerifier) verify(ctx context.Context, raw string) (*Claims, *verifiedEntry, error) {
 	tok, err := jwt.ParseSigned(raw, allowedAlgs)
 	if err != nil {
-		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+		return nil, nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
 	}
 	if len(tok.Headers) != 1 {
-		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("want exactly one signature"))
+		return nil, nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("want exactly one signature"))
 	}
 	h := tok.Headers[0]
 	typ, _ := h.ExtraHeaders[jose.HeaderType].(string)
 	if !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
-		return nil, invalid(ReasonTokenType, "not an access token", fmt.Errorf("typ %q", typ))
+		return nil, nil, invalid(ReasonTokenType, "not an access token", fmt.Errorf("typ %q", typ))
 	}
 	if h.KeyID == "" {
-		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("no kid in header"))
+		return nil, nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("no kid in header"))
 	}
 
 	// The issuer is read before the signature is checked only to choose whose keys to check it with.
 	var unverified Claims
 	if err := tok.UnsafeClaimsWithoutVerification(&unverified); err != nil {
-		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+		return nil, nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
 	}
 	tenant, ok := v.tenantOf(unverified.Issuer)
 	if !ok {
-		return nil, invalid(ReasonTokenIssuer, "access token issuer is not trusted", fmt.Errorf("iss %q", unverified.Issuer))
+		return nil, nil, invalid(ReasonTokenIssuer, "access token issuer is not trusted", fmt.Errorf("iss %q", unverified.Issuer))
 	}
-	key, err := v.key(ctx, tenant, h.KeyID, jose.SignatureAlgorithm(h.Algorithm))
+	alg := jose.SignatureAlgorithm(h.Algorithm)
+	key, gen, err := v.key(ctx, tenant, h.KeyID, alg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var claims Claims
 	if err := tok.Claims(key, &claims); err != nil {
-		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+		return nil, nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
 	}
 	if claims.Tenant != tenant {
-		return nil, invalid(ReasonTokenTenant, "access token tenant does not match its issuer",
+		return nil, nil, invalid(ReasonTokenTenant, "access token tenant does not match its issuer",
 			fmt.Errorf("tenant claim %q, issuer tenant %q", claims.Tenant, tenant))
 	}
 	if claims.Subject == "" || claims.Expiry.IsZero() || claims.IssuedAt.IsZero() {
-		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("missing sub, exp or iat"))
+		return nil, nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("missing sub, exp or iat"))
 	}
 	expected := jwt.Expected{AnyAudience: jwt.Audience{v.audience}, Time: v.now()}
 	switch err := claims.registered().ValidateWithLeeway(expected, v.leeway); {
 	case err == nil:
 	case errors.Is(err, jwt.ErrExpired):
-		return nil, invalid(ReasonTokenExpired, "access token has expired", err)
+		return nil, nil, invalid(ReasonTokenExpired, "access token has expired", err)
 	case errors.Is(err, jwt.ErrNotValidYet), errors.Is(err, jwt.ErrIssuedInTheFuture):
-		return nil, invalid(ReasonTokenNotYetValid, "access token is not valid yet", err)
+		return nil, nil, invalid(ReasonTokenNotYetValid, "access token is not valid yet", err)
 	case errors.Is(err, jwt.ErrInvalidAudience):
-		return nil, invalid(ReasonTokenAudience, "access token is not meant for this API", err)
+		return nil, nil, invalid(ReasonTokenAudience, "access token is not meant for this API", err)
 	default:
-		return nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
+		return nil, nil, invalid(ReasonTokenInvalid, "access token is invalid", err)
 	}
 	if v.revoked != nil {
 		if err := v.revoked.Check(&claims, h.KeyID); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return &claims, nil
+	var e *verifiedEntry
+	if v.verified != nil {
+		e = newVerifiedEntry(claims.clone(), tenant, h.KeyID, alg, gen, v.leeway)
+	}
+	return &claims, e, nil
+}
+
+// CachedTokens returns how many verified tokens the verifier remembers (0 when the cache is disabled).
+func (v *JWKSVerifier) CachedTokens() int {
+	if v.verified == nil {
+		return 0
+	}
+	return v.verified.len()
 }
 
 // tenantOf returns the tenant of a tenant issuer identifier under the base URL.
@@ -243,41 +320,42 @@ func (v *JWKSVerifier) tenantOf(iss string) (string, bool) {
 	return tenant, true
 }
 
-// key returns the verification key kid of the tenant's issuer, fetching its JWKS when needed.
-func (v *JWKSVerifier) key(ctx context.Context, tenant, kid string, alg jose.SignatureAlgorithm) (any, error) {
-	k, err := v.set(tenant).lookup(ctx, v, kid)
+// key returns the verification key kid of the tenant's issuer, fetching its JWKS when needed, and
+// the key's generation: it changes when the issuer's key set no longer holds this key under kid.
+func (v *JWKSVerifier) key(ctx context.Context, tenant, kid string, alg jose.SignatureAlgorithm) (any, uint64, error) {
+	vk, err := v.set(tenant).lookup(ctx, v, kid)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	k := vk.jwk
 	if k.Algorithm != "" && k.Algorithm != string(alg) {
-		return nil, invalid(ReasonTokenInvalid, "access token is invalid", fmt.Errorf("kid %q is for %s, token uses %s", kid, k.Algorithm, alg))
+		return nil, 0, invalid(ReasonTokenInvalid, "access token is invalid", fmt.Errorf("kid %q is for %s, token uses %s", kid, k.Algorithm, alg))
 	}
 	switch pub := k.Key.(type) {
 	case *ecdsa.PublicKey:
 		if alg == jose.ES256 && pub.Curve == elliptic.P256() {
-			return pub, nil
+			return pub, vk.gen, nil
 		}
 	case ed25519.PublicKey:
 		if alg == jose.EdDSA {
-			return pub, nil
+			return pub, vk.gen, nil
 		}
 	}
-	return nil, invalid(ReasonTokenInvalid, "access token is invalid", fmt.Errorf("kid %q (%T) cannot verify %s", kid, k.Key, alg))
+	return nil, 0, invalid(ReasonTokenInvalid, "access token is invalid", fmt.Errorf("kid %q (%T) cannot verify %s", kid, k.Key, alg))
 }
 
 // set returns the cached key set of the tenant's issuer, evicting the least recently used one when
 // the cache is full.
 func (v *JWKSVerifier) set(tenant string) *keySet {
-	issuer := v.base + "/t/" + tenant
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	ks, ok := v.sets[issuer]
+	ks, ok := v.sets[tenant]
 	if !ok {
 		if len(v.sets) >= v.maxIssuers {
 			v.evictLocked()
 		}
-		ks = &keySet{jwksURL: issuer + "/jwks.json"}
-		v.sets[issuer] = ks
+		ks = &keySet{jwksURL: v.base + "/t/" + tenant + "/jwks.json"}
+		v.sets[tenant] = ks
 	}
 	ks.lastUsed.Store(v.now().UnixNano())
 	return ks
@@ -302,14 +380,21 @@ type keySet struct {
 	fetchMu sync.Mutex // serialises fetches
 
 	mu        sync.RWMutex
-	keys      map[string]jose.JSONWebKey
+	keys      map[string]verifierKey
 	fetchedAt time.Time // last successful fetch
 	triedAt   time.Time // last fetch attempt, successful or not
 	lastErr   error     // error of the last attempt, nil when it succeeded
 }
 
+// verifierKey is a public key of an issuer's JWKS and its generation, a number that stays the same
+// across refetches for as long as the set holds the same key under the same kid.
+type verifierKey struct {
+	jwk jose.JSONWebKey
+	gen uint64
+}
+
 type keyState struct {
-	key       jose.JSONWebKey
+	key       verifierKey
 	found     bool
 	fetchedAt time.Time
 	triedAt   time.Time
@@ -324,14 +409,14 @@ func (ks *keySet) state(kid string) keyState {
 }
 
 // result answers from cached state without fetching: the key, or why there is none.
-func (s keyState) result(kid string) (jose.JSONWebKey, error) {
+func (s keyState) result(kid string) (verifierKey, error) {
 	switch {
 	case s.found:
 		return s.key, nil
 	case s.lastErr != nil:
-		return jose.JSONWebKey{}, s.lastErr
+		return verifierKey{}, s.lastErr
 	default:
-		return jose.JSONWebKey{}, unknownKey(kid)
+		return verifierKey{}, unknownKey(kid)
 	}
 }
 
@@ -339,7 +424,7 @@ func (s keyState) result(kid string) (jose.JSONWebKey, error) {
 // interval or does not know kid, but never twice within the minimum refresh interval; between
 // fetches it answers from the cache, including the last failure. A stale key is used when a refetch
 // fails.
-func (ks *keySet) lookup(ctx context.Context, v *JWKSVerifier, kid string) (jose.JSONWebKey, error) {
+func (ks *keySet) lookup(ctx context.Context, v *JWKSVerifier, kid string) (verifierKey, error) {
 	st := ks.state(kid)
 	now := v.now()
 	if st.found && now.Sub(st.fetchedAt) < v.refresh {
@@ -359,10 +444,20 @@ func (ks *keySet) lookup(ctx context.Context, v *JWKSVerifier, kid string) (jose
 	// The fetch outlives a cancelled caller so that waiting requests are not failed by it.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
 	defer cancel()
-	keys, err := v.fetch(fctx, ks.jwksURL)
+	fetched, err := v.fetch(fctx, ks.jwksURL)
 	ks.mu.Lock()
 	ks.triedAt, ks.lastErr = v.now(), err
 	if err == nil {
+		keys := make(map[string]verifierKey, len(fetched))
+		for kid, k := range fetched {
+			gen := uint64(0)
+			if old, ok := ks.keys[kid]; ok && sameKey(old.jwk, k) {
+				gen = old.gen
+			} else {
+				gen = v.gens.Add(1)
+			}
+			keys[kid] = verifierKey{jwk: k, gen: gen}
+		}
 		ks.keys, ks.fetchedAt = keys, ks.triedAt
 	}
 	ks.mu.Unlock()
@@ -370,6 +465,15 @@ func (ks *keySet) lookup(ctx context.Context, v *JWKSVerifier, kid string) (jose
 		return st.key, nil
 	}
 	return ks.state(kid).result(kid)
+}
+
+// sameKey reports whether two JWKs hold the same public key for the same algorithm.
+func sameKey(a, b jose.JSONWebKey) bool {
+	if a.Algorithm != b.Algorithm {
+		return false
+	}
+	pa, ok := a.Key.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pa.Equal(b.Key)
 }
 
 func unknownKey(kid string) error {
