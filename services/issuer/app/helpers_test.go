@@ -44,6 +44,7 @@ type replica struct {
 	srv   *httptest.Server
 	store *eventstore.Store
 	base  string
+	reg   *prometheus.Registry // the replica's metrics
 
 	grpcOnce sync.Once
 	grpc     issuerv1.IssuerServiceClient
@@ -75,6 +76,12 @@ func launchReplica(t testing.TB, n *testkit.NATS, publicURL string) *replica {
 // launchReplicaWith is launchReplica with a hook that adjusts the configuration.
 func launchReplicaWith(t testing.TB, n *testkit.NATS, publicURL string, configure func(*app.Config)) *replica {
 	t.Helper()
+	return launchReplicaWithDeps(t, n, publicURL, configure, nil)
+}
+
+// launchReplicaWithDeps is launchReplicaWith with a second hook that adjusts the dependencies.
+func launchReplicaWithDeps(t testing.TB, n *testkit.NATS, publicURL string, configure func(*app.Config), withDeps func(*app.Deps)) *replica {
+	t.Helper()
 	logger := testLogger(t)
 	store := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/issuer"), eventstore.WithLogger(logger))
 	var handler atomic.Pointer[http.Handler]
@@ -88,9 +95,12 @@ func launchReplicaWith(t testing.TB, n *testkit.NATS, publicURL string, configur
 	if configure != nil {
 		configure(&cfg)
 	}
-	a, err := app.New(cfg, app.Deps{
-		Store: store, Logger: logger, Registerer: prometheus.NewRegistry(),
-	})
+	reg := prometheus.NewRegistry()
+	deps := app.Deps{Store: store, Logger: logger, Registerer: reg}
+	if withDeps != nil {
+		withDeps(&deps)
+	}
+	a, err := app.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +120,7 @@ func launchReplicaWith(t testing.TB, n *testkit.NATS, publicURL string, configur
 		wg.Wait()
 		srv.Close()
 	})
-	return &replica{app: a, srv: srv, store: store, base: publicURL}
+	return &replica{app: a, srv: srv, store: store, base: publicURL, reg: reg}
 }
 
 func (r *replica) waitReady(t testing.TB) {
