@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -231,12 +232,10 @@ func (r *AccessReporter) register(reg prometheus.Registerer) {
 	}
 }
 
-// Record queues ev without blocking; when the queue is full, or the reporter is closed, the event is
-// dropped and counted.
+// Record cleans ev so that the monitor accepts it (see the MaxAccess limits) and queues it without
+// blocking; when the queue is full, or the reporter is closed, the event is dropped and counted.
 func (r *AccessReporter) Record(ev AccessEvent) {
-	if ev.Tenant == "" {
-		ev.Tenant = r.tenant
-	}
+	r.sanitize(&ev, time.Now())
 	r.mu.RLock()
 	if !r.closed {
 		select {
@@ -364,21 +363,38 @@ func (r *AccessReporter) flush(batches map[string][]AccessEvent) {
 	}
 }
 
-// send delivers one batch with bounded retries under one batch_id. On final failure its events are
-// counted as failed and lost.
+// send delivers a tenant's events, with the count of its lost events, in as many batches as keep
+// each request under MaxAccessBatchBytes.
 func (r *AccessReporter) send(tenant string, events []AccessEvent) {
 	lost := r.takeLost(tenant)
 	if len(events) == 0 && lost == 0 {
 		return
 	}
+	protos := make([]*monitorv1.AccessEvent, len(events))
+	for i := range events {
+		protos[i] = accessEventProto(&events[i])
+	}
+	overhead := proto.Size(&monitorv1.RecordAccessRequest{Parent: "tenants/" + tenant, BatchId: newUUID(), Dropped: lost})
+	parts := splitBySize(protos, overhead, MaxAccessBatchBytes)
+	if len(parts) == 0 {
+		parts = append(parts, nil) // only the lost count
+	}
+	for i, part := range parts {
+		if i > 0 {
+			lost = 0
+		}
+		r.sendBatch(tenant, part, lost)
+	}
+}
+
+// sendBatch delivers one batch with bounded retries under one batch_id. On final failure its events
+// are counted as failed and lost.
+func (r *AccessReporter) sendBatch(tenant string, events []*monitorv1.AccessEvent, lost int64) {
 	req := &monitorv1.RecordAccessRequest{
 		Parent:  "tenants/" + tenant,
 		BatchId: newUUID(),
-		Events:  make([]*monitorv1.AccessEvent, len(events)),
+		Events:  events,
 		Dropped: lost,
-	}
-	for i := range events {
-		req.Events[i] = accessEventProto(&events[i])
 	}
 	var err error
 	for attempt := 1; attempt <= r.attempts; attempt++ {
