@@ -39,6 +39,7 @@ type dpopFixture struct {
 	srv    *oauth.Server
 	key    *ecdsa.PrivateKey
 	replay *memReplay
+	signer *keys.SigningKey // the tenant's token signing key
 
 	mu  sync.Mutex
 	now time.Time
@@ -81,7 +82,7 @@ func newDPoPFixture(t *testing.T, cfg oauth.DPoPConfig) *dpopFixture {
 		must(err)
 		must(state.Apply(context.Background(), event(t, credentials.EventClientCreated, tenant, c.ClientId, &issuerv1.ClientCreated{Client: norm})))
 	}
-	f := &dpopFixture{key: ckey, replay: &memReplay{seen: map[string]bool{}}, now: time.Now()}
+	f := &dpopFixture{key: ckey, replay: &memReplay{seen: map[string]bool{}}, signer: k, now: time.Now()}
 	f.srv, err = oauth.New(oauth.Config{PublicURL: publicURL, Credentials: state, Replay: f.replay,
 		DPoP:   cfg,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -12,7 +12,8 @@ import (
 	"github.com/agentid/agentid/pkg/authn"
 )
 
-// Introspection is an RFC 7662 introspection response.
+// Introspection is an RFC 7662 introspection response. A DPoP-bound token has token_type DPoP and
+// its cnf (RFC 9449 §6.2); a delegated token its act (RFC 8693 §4.1).
 type Introspection struct {
 	Active      bool         `json:"active"`
 	Scope       string       `json:"scope,omitempty"`
@@ -29,6 +30,10 @@ type Introspection struct {
 	Environment string       `json:"env,omitempty"`
 	Agent       string       `json:"agent,omitempty"`
 	Roles       []string     `json:"roles,omitempty"`
+	// Act is the actor of a delegated token.
+	Act map[string]any `json:"act,omitempty"`
+	// Cnf is the key the token is bound to (jkt for DPoP, x5t#S256 for a client certificate).
+	Cnf *authn.Confirmation `json:"cnf,omitempty"`
 }
 
 // Introspect answers an introspection request for tenant. The caller authenticates with
@@ -73,6 +78,10 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 		s.logger.DebugContext(ctx, "introspected token is inactive", "tenant", tenant, "reason", err, "request_id", r.RequestID)
 		return &Introspection{Active: false}, nil
 	}
+	tokenType := "Bearer"
+	if claims.Confirmation != nil && claims.Confirmation.JKT != "" {
+		tokenType = authn.DPoPTokenType
+	}
 	return &Introspection{
 		Active:      true,
 		Scope:       claims.Scope,
@@ -84,11 +93,13 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 		IssuedAt:    claims.IssuedAt.Unix(),
 		NotBefore:   unixOrZero(claims.NotBefore),
 		ID:          claims.ID,
-		TokenType:   "Bearer",
+		TokenType:   tokenType,
 		Tenant:      claims.Tenant,
 		Environment: claims.Environment,
 		Agent:       claims.Agent,
 		Roles:       claims.Roles,
+		Act:         claims.Act,
+		Cnf:         claims.Confirmation,
 	}, nil
 }
 
