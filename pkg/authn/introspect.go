@@ -126,6 +126,7 @@ type introspection struct {
 	IssuedAt    int64          `json:"iat"`
 	NotBefore   int64          `json:"nbf"`
 	ID          string         `json:"jti"`
+	TokenType   string         `json:"token_type"`
 	Tenant      string         `json:"tenant"`
 	Environment string         `json:"env"`
 	Agent       string         `json:"agent"`
@@ -164,7 +165,7 @@ func (v *IntrospectionVerifier) Verify(ctx context.Context, raw string) (*Claims
 	if err != nil {
 		return nil, err
 	}
-	v.store(key, claims)
+	v.store(key, claims.clone())
 	return claims, nil
 }
 
@@ -182,7 +183,7 @@ func (v *IntrospectionVerifier) cached(key [sha256.Size]byte) (*Claims, bool) {
 		delete(v.cache, key)
 		return nil, false
 	}
-	return e.claims, true
+	return e.claims.clone(), true
 }
 
 func (v *IntrospectionVerifier) store(key [sha256.Size]byte, c *Claims) {
@@ -256,7 +257,8 @@ func (v *IntrospectionVerifier) introspect(ctx context.Context, raw string) (*in
 }
 
 // check turns an introspection answer into claims, refusing inactive, foreign, expired tokens and
-// tokens for another audience.
+// tokens for another audience. A DPoP-bound token keeps its cnf, so that Middleware requires its
+// proof; token_type DPoP without cnf.jkt is refused, since the key to check the proof with is unknown.
 func (v *IntrospectionVerifier) check(in *introspection) (*Claims, error) {
 	if !in.Active {
 		return nil, invalid(ReasonTokenInactive, "access token is not active", nil)
@@ -280,6 +282,8 @@ func (v *IntrospectionVerifier) check(in *introspection) (*Claims, error) {
 		return nil, invalid(ReasonTokenNotYetValid, "access token is not valid yet", fmt.Errorf("nbf %s", c.NotBefore))
 	case !slices.Contains(c.Audience, v.audience):
 		return nil, invalid(ReasonTokenAudience, "access token is not meant for this API", fmt.Errorf("aud %v", c.Audience))
+	case strings.EqualFold(in.TokenType, DPoPTokenType) && (c.Confirmation == nil || c.Confirmation.JKT == ""):
+		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("introspection answer has token_type DPoP without cnf.jkt"))
 	}
 	return c, nil
 }

@@ -152,3 +152,89 @@ func TestIntrospectionVerifier(t *testing.T) {
 		}
 	})
 }
+
+func TestIntrospectionVerifierDPoPBoundToken(t *testing.T) {
+	cred, err := authn.NewCredential("acme", "files-rs", "http://issuer.example/t/acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi := newFakeIntrospection(t, cred)
+	clk := &clock{now: baseTime}
+	prover, _ := newDPoPProver(t)
+	answer := func(tokenType string, cnf any) map[string]any {
+		m := map[string]any{
+			"active": true, "sub": "agent-client", "client_id": "agent-client", "scope": "files:read",
+			"aud": rsAudience, "iss": "http://issuer.example/t/acme", "tenant": "acme", "jti": "j1",
+			"exp": baseTime.Add(5 * time.Minute).Unix(), "iat": baseTime.Unix(), "token_type": tokenType,
+		}
+		if cnf != nil {
+			m["cnf"] = cnf
+		}
+		return m
+	}
+	v, err := authn.NewIntrospectionVerifier(authn.IntrospectionVerifierConfig{
+		Credential: cred, Endpoint: fi.srv.URL, Audience: rsAudience, CacheTTL: 10 * time.Second, Now: clk.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &eventSink{}
+	mux := http.NewServeMux()
+	mux.Handle("GET /files/{name}", authn.RequireScopes("files:read")(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok"))
+	})))
+	srv := httptest.NewServer(authn.Middleware(v, authn.WithAccessRecorder(sink), authn.WithServerClock(clk.Now))(mux))
+	t.Cleanup(srv.Close)
+	get := func(t *testing.T, auth, proof, requestID string) int {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/files/a", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", auth)
+		req.Header.Set("X-Request-Id", requestID)
+		if proof != "" {
+			req.Header.Set("DPoP", proof)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	fi.answer.Store(answer("DPoP", map[string]any{"jkt": prover.JKT()}))
+	const tok = "opaque-dpop-token"
+	c, err := v.Verify(t.Context(), tok)
+	if err != nil || c.Confirmation == nil || c.Confirmation.JKT != prover.JKT() {
+		t.Fatalf("Verify = %+v, %v; want the token bound to jkt %s", c, err, prover.JKT())
+	}
+	c.Confirmation.JKT = "changed" // the cached answer is not the caller's to change
+	if again, err := v.Verify(t.Context(), tok); err != nil || again.Confirmation.JKT != prover.JKT() {
+		t.Fatalf("cached answer changed by a caller: %+v, %v", again, err)
+	}
+
+	if st := get(t, "Bearer "+tok, "", "as-bearer"); st != http.StatusUnauthorized {
+		t.Fatalf("DPoP-bound token as a bearer token: status %d, want 401", st)
+	}
+	if ev := sink.waitFor(t, "as-bearer"); ev.Allowed || ev.Reason != authn.ReasonDPoPBoundAsBearer {
+		t.Fatalf("event allowed=%v reason %q, want refused with %s", ev.Allowed, ev.Reason, authn.ReasonDPoPBoundAsBearer)
+	}
+	proof := mkProof(t, prover, http.MethodGet, srv.URL+"/files/a", tok, "", baseTime)
+	if st := get(t, "DPoP "+tok, proof, "with-proof"); st != http.StatusOK {
+		t.Fatalf("DPoP-bound token with its proof: status %d, want 200", st)
+	}
+	if ev := sink.waitFor(t, "with-proof"); !ev.Allowed || ev.Binding != authn.BindingDPoP {
+		t.Fatalf("event allowed=%v binding %q, want allowed and dpop", ev.Allowed, ev.Binding)
+	}
+	other, _ := newDPoPProver(t)
+	if st := get(t, "DPoP "+tok, mkProof(t, other, http.MethodGet, srv.URL+"/files/a", tok, "", baseTime), "other-key"); st != http.StatusUnauthorized {
+		t.Fatalf("proof by another key: status %d, want 401", st)
+	}
+
+	fi.answer.Store(answer("DPoP", nil))
+	if _, err := v.Verify(t.Context(), "dpop-without-cnf"); errs.FromStatus(err).Reason != authn.ReasonTokenInvalid {
+		t.Fatalf("token_type DPoP without cnf: %v, want %s", err, authn.ReasonTokenInvalid)
+	}
+}
