@@ -22,6 +22,12 @@ import (
 // and 1,000 revoked clients, serving GET /files/{name} with scope files:read.
 func benchMiddleware(b *testing.B, rec authn.AccessRecorder) (http.Handler, func(mut func(*authn.Claims)) string) {
 	b.Helper()
+	return benchMiddlewareCache(b, rec, 0)
+}
+
+// benchMiddlewareCache is benchMiddleware with the verifier's VerifiedCacheSize.
+func benchMiddlewareCache(b *testing.B, rec authn.AccessRecorder, cacheSize int) (http.Handler, func(mut func(*authn.Claims)) string) {
+	b.Helper()
 	fi := newFakeIssuer(b)
 	key := newES256(b, "acme-1")
 	fi.publish("acme", key)
@@ -40,7 +46,7 @@ func benchMiddleware(b *testing.B, rec authn.AccessRecorder) (http.Handler, func
 		}
 	}
 	v, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: fi.srv.URL, Audience: rsAudience,
-		HTTPClient: fi.srv.Client(), Revocations: deny})
+		HTTPClient: fi.srv.Client(), Revocations: deny, VerifiedCacheSize: cacheSize})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -77,10 +83,20 @@ func serveBench(b *testing.B, h http.Handler, reqs func(i int) *http.Request) {
 	}
 }
 
-// BenchmarkMiddlewareBearer is local verification of a bearer token per request (ES256 signature,
-// claims, the Denylist, tenant and scope checks), with a no-op access recorder.
+// BenchmarkMiddlewareBearer is local verification of a bearer token per request (the verified-token
+// cache answering after the first request, claims times, the signing key, the Denylist, tenant and
+// scope checks), with a no-op access recorder.
 func BenchmarkMiddlewareBearer(b *testing.B) {
 	h, token := benchMiddleware(b, authn.AccessRecorderFunc(func(authn.AccessEvent) {}))
+	req := httptest.NewRequest(http.MethodGet, "http://files.example/files/a", nil)
+	req.Header.Set("Authorization", "Bearer "+token(nil))
+	serveBench(b, h, func(int) *http.Request { return req })
+}
+
+// BenchmarkMiddlewareBearerUncached is BenchmarkMiddlewareBearer with the verified-token cache
+// disabled: every request checks the ES256 signature.
+func BenchmarkMiddlewareBearerUncached(b *testing.B) {
+	h, token := benchMiddlewareCache(b, authn.AccessRecorderFunc(func(authn.AccessEvent) {}), -1)
 	req := httptest.NewRequest(http.MethodGet, "http://files.example/files/a", nil)
 	req.Header.Set("Authorization", "Bearer "+token(nil))
 	serveBench(b, h, func(int) *http.Request { return req })

@@ -45,7 +45,7 @@ func (r *AccessReporter) sanitize(ev *AccessEvent, now time.Time) {
 		ev.Time = now
 	}
 	if a := ev.Agent; a != "" {
-		id, ok := strings.CutPrefix(a, "tenants/"+ev.Tenant+"/agents/")
+		id, ok := cutAgentPrefix(a, ev.Tenant)
 		if !ok || id == "" || strings.Contains(id, "/") || len(a) > MaxAccessFieldLen || !isPrintable(a) {
 			ev.Agent = ""
 		}
@@ -69,6 +69,18 @@ func (r *AccessReporter) sanitize(ev *AccessEvent, now time.Time) {
 		ev.Status = 0
 	}
 	ev.ResponseBytes, ev.Rows, ev.Latency = max(ev.ResponseBytes, 0), max(ev.Rows, 0), max(ev.Latency, 0)
+}
+
+// cutAgentPrefix cuts "tenants/{tenant}/agents/" from name without building that string.
+func cutAgentPrefix(name, tenant string) (string, bool) {
+	rest, ok := strings.CutPrefix(name, "tenants/")
+	if !ok {
+		return "", false
+	}
+	if rest, ok = strings.CutPrefix(rest, tenant); !ok {
+		return "", false
+	}
+	return strings.CutPrefix(rest, "/agents/")
 }
 
 // cleanScopes returns scopes when they are acceptable, else a cleaned copy.
