@@ -24,6 +24,7 @@ func TestDevRejectsBadDurabilityFlags(t *testing.T) {
 		{name: "negative lag allowance", args: []string{"--projection-lag-allowance=-1s"}, wantErr: "--projection-lag-allowance: want a duration above 0"},
 		{name: "lag allowance not a duration", args: []string{"--projection-lag-allowance=soon"}, wantErr: `invalid argument "soon" for "--projection-lag-allowance"`},
 		{name: "nonce flag with a value", args: []string{"--dpop-nonce-optional=maybe"}, wantErr: `invalid argument "maybe" for "--dpop-nonce-optional"`},
+		{name: "pprof on all interfaces", args: []string{"--pprof-addr=0.0.0.0:6060"}, wantErr: `--pprof-addr "0.0.0.0:6060": not a loopback address`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
