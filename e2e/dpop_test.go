@@ -3,9 +3,7 @@ package e2e_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -59,8 +57,7 @@ func TestDPoPBoundAgentEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tctx := context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: withResource{resource: filesAudience, base: http.DefaultTransport}})
-	tok, err := cred.DPoPTokenSource(tctx, prover, "files.read").Token()
+	tok, err := cred.TokenSourceFor(ctx, authn.TokenRequest{Scopes: []string{"files.read"}, Resources: []string{filesAudience}, DPoP: prover}).Token()
 	if err != nil {
 		t.Fatalf("DPoP token: %v", err)
 	}
@@ -124,32 +121,4 @@ func TestDPoPBoundAgentEndToEnd(t *testing.T) {
 	if res.status != http.StatusOK {
 		t.Fatalf("DPoP token with a fresh proof after the refusals: HTTP %d (WWW-Authenticate %q), want 200", res.status, res.challenge)
 	}
-}
-
-// withResource adds an RFC 8707 resource parameter to every form POST (the token requests of
-// authn.Credential.DPoPTokenSource, which has no option for it).
-type withResource struct {
-	resource string
-	base     http.RoundTripper
-}
-
-// RoundTrip implements http.RoundTripper.
-func (w withResource) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Method != http.MethodPost || req.Body == nil || !strings.HasPrefix(req.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		return w.base.RoundTrip(req)
-	}
-	b, err := io.ReadAll(req.Body)
-	_ = req.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	form, err := url.ParseQuery(string(b))
-	if err != nil {
-		return nil, err
-	}
-	form.Set("resource", w.resource)
-	body := form.Encode()
-	out := req.Clone(req.Context())
-	out.Body, out.ContentLength, out.GetBody = io.NopCloser(strings.NewReader(body)), int64(len(body)), nil
-	return w.base.RoundTrip(out)
 }

@@ -303,13 +303,35 @@ func SignAssertion(key jose.JSONWebKey, clientID, audience string, now time.Time
 // Tokens are reused until shortly before they expire. ctx is used for every fetch (it may carry an
 // oauth2.HTTPClient).
 func (c *Credential) TokenSource(ctx context.Context, scopes ...string) oauth2.TokenSource {
-	return oauth2.ReuseTokenSource(nil, &assertionSource{ctx: ctx, cred: c, scopes: scopes})
+	return c.TokenSourceFor(ctx, TokenRequest{Scopes: scopes})
+}
+
+// TokenRequest says what a token source asks for.
+type TokenRequest struct {
+	// Scopes to request; none asks for every scope of the client.
+	Scopes []string
+	// Resources are RFC 8707 resource indicators: the token's audience becomes these resource
+	// servers instead of the platform API.
+	Resources []string
+	// DPoP, if set, makes the tokens DPoP-bound to its key (RFC 9449); see DPoPTokenSource.
+	DPoP *DPoPProver
+}
+
+// TokenSourceFor returns a token source for req: the client-credentials grant with private_key_jwt
+// client authentication, bearer tokens unless req.DPoP is set. Tokens are reused until shortly
+// before they expire; ctx is used for every fetch (it may carry an oauth2.HTTPClient).
+func (c *Credential) TokenSourceFor(ctx context.Context, req TokenRequest) oauth2.TokenSource {
+	if req.DPoP != nil {
+		return oauth2.ReuseTokenSource(nil, &dpopSource{ctx: ctx, cred: c, prover: req.DPoP, scopes: req.Scopes, resources: req.Resources})
+	}
+	return oauth2.ReuseTokenSource(nil, &assertionSource{ctx: ctx, cred: c, scopes: req.Scopes, resources: req.Resources})
 }
 
 type assertionSource struct {
-	ctx    context.Context
-	cred   *Credential
-	scopes []string
+	ctx       context.Context
+	cred      *Credential
+	scopes    []string
+	resources []string
 }
 
 func (s *assertionSource) Token() (*oauth2.Token, error) {
@@ -326,6 +348,9 @@ func (s *assertionSource) Token() (*oauth2.Token, error) {
 			"client_assertion_type": {ClientAssertionType},
 			"client_assertion":      {assertion},
 		},
+	}
+	if len(s.resources) > 0 {
+		cfg.EndpointParams["resource"] = s.resources
 	}
 	return cfg.Token(s.ctx)
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -222,11 +223,12 @@ type tokenEndpoint struct {
 	keys      jose.JSONWebKeySet
 	expiresIn int
 
-	mu       sync.Mutex
-	seenJTIs map[string]bool
-	requests int
-	scopes   []string
-	reject   bool
+	mu        sync.Mutex
+	seenJTIs  map[string]bool
+	requests  int
+	scopes    []string
+	resources []string
+	reject    bool
 }
 
 func newTokenEndpoint(t *testing.T, cred *authn.Credential, expiresIn int) *tokenEndpoint {
@@ -299,6 +301,7 @@ func (te *tokenEndpoint) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	te.seenJTIs[c.ID] = true
 	te.scopes = strings.Fields(r.PostForm.Get("scope"))
+	te.resources = r.PostForm["resource"]
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"access_token": fmt.Sprintf("at-%d", te.requests), "token_type": "Bearer", "expires_in": te.expiresIn,
@@ -343,6 +346,32 @@ func TestTokenSourceSendsFreshAssertions(t *testing.T) {
 	}
 	if strings.Join(te.scopes, " ") != "agents:read agents:write" {
 		t.Fatalf("scopes = %v", te.scopes)
+	}
+}
+
+func TestTokenSourceForSendsResources(t *testing.T) {
+	base, _ := authn.NewCredential("acme", "svc-monitor", "http://placeholder/t/acme")
+	te := newTokenEndpoint(t, base, 3600)
+	cred := credentialFor(t, te, base)
+	for _, tc := range []struct {
+		name string
+		req  authn.TokenRequest
+		want []string
+	}{
+		{name: "none", req: authn.TokenRequest{Scopes: []string{"files.read"}}, want: nil},
+		{name: "one", req: authn.TokenRequest{Resources: []string{"https://files.example"}}, want: []string{"https://files.example"}},
+		{name: "two", req: authn.TokenRequest{Resources: []string{"https://a.example", "https://b.example"}}, want: []string{"https://a.example", "https://b.example"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := cred.TokenSourceFor(context.Background(), tc.req).Token(); err != nil {
+				t.Fatal(err)
+			}
+			te.mu.Lock()
+			defer te.mu.Unlock()
+			if !slices.Equal(te.resources, tc.want) {
+				t.Fatalf("resource parameters = %q, want %q", te.resources, tc.want)
+			}
+		})
 	}
 }
 

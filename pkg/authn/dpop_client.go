@@ -26,14 +26,15 @@ const maxTokenResponseBytes = 64 << 10
 // shortly before they expire. Present them with a proof per request (prover.Proof with the token);
 // ctx is used for every fetch (it may carry an oauth2.HTTPClient).
 func (c *Credential) DPoPTokenSource(ctx context.Context, prover *DPoPProver, scopes ...string) oauth2.TokenSource {
-	return oauth2.ReuseTokenSource(nil, &dpopSource{ctx: ctx, cred: c, prover: prover, scopes: scopes})
+	return c.TokenSourceFor(ctx, TokenRequest{Scopes: scopes, DPoP: prover})
 }
 
 type dpopSource struct {
-	ctx    context.Context
-	cred   *Credential
-	prover *DPoPProver
-	scopes []string
+	ctx       context.Context
+	cred      *Credential
+	prover    *DPoPProver
+	scopes    []string
+	resources []string
 
 	mu    sync.Mutex
 	nonce string
@@ -77,6 +78,9 @@ func (s *dpopSource) fetch() (tok *oauth2.Token, retry bool, err error) {
 	}
 	if len(s.scopes) > 0 {
 		form.Set("scope", strings.Join(s.scopes, " "))
+	}
+	if len(s.resources) > 0 {
+		form["resource"] = s.resources
 	}
 	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, s.cred.TokenURL, strings.NewReader(form.Encode()))
 	if err != nil {

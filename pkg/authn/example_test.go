@@ -40,7 +40,7 @@ func Example_middleware() {
 		fmt.Printf("access %s %s allowed=%v reason=%q\n", ev.Action, ev.Resource, ev.Allowed, ev.Reason)
 	})
 	mux := http.NewServeMux()
-	mux.Handle("GET /files/{name}", authn.RequireScopes("files:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /files/{name}", authn.RequireScopes("files.read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := authn.PrincipalFrom(r.Context())
 		fmt.Fprintf(w, "%s for %s", r.PathValue("name"), p.ID)
 	})))
@@ -51,7 +51,7 @@ func Example_middleware() {
 	now := time.Now()
 	token, _ := jwt.Signed(signer).Claims(authn.Claims{
 		Issuer: issuer.URL + "/t/acme", Tenant: "acme", Subject: "report-agent", ClientID: "report-agent",
-		Audience: []string{"https://files.example"}, Scope: "files:read", ID: "t1",
+		Audience: []string{"https://files.example"}, Scope: "files.read", ID: "t1",
 		IssuedAt: now, Expiry: now.Add(5 * time.Minute),
 	}).Serialize()
 

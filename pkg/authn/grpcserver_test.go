@@ -43,7 +43,7 @@ func TestServerInterceptors(t *testing.T) {
 	sink := &eventSink{}
 	opts := []authn.ServerOption{
 		authn.WithAccessRecorder(sink), authn.WithAllowedTenants("acme"), authn.WithServerClock(rs.clk.Now),
-		authn.WithMethodScopes(map[string][]string{write: {"files:write"}}),
+		authn.WithMethodScopes(map[string][]string{write: {"files.write"}}),
 		authn.WithPublicMethods(health), authn.WithDPoPBoundMethods(proxy),
 	}
 	unary := authn.UnaryServerInterceptor(v, opts...)

@@ -60,7 +60,7 @@ func TestIntrospectionVerifier(t *testing.T) {
 	fi := newFakeIntrospection(t, cred)
 	clk := &clock{now: baseTime}
 	active := map[string]any{
-		"active": true, "sub": "agent-client", "client_id": "agent-client", "scope": "files:read",
+		"active": true, "sub": "agent-client", "client_id": "agent-client", "scope": "files.read",
 		"aud": rsAudience, "iss": "http://issuer.example/t/acme", "tenant": "acme", "jti": "j1",
 		"exp": baseTime.Add(5 * time.Minute).Unix(), "iat": baseTime.Unix(), "agent": "tenants/acme/agents/a1",
 	}
@@ -163,7 +163,7 @@ func TestIntrospectionVerifierDPoPBoundToken(t *testing.T) {
 	prover, _ := newDPoPProver(t)
 	answer := func(tokenType string, cnf any) map[string]any {
 		m := map[string]any{
-			"active": true, "sub": "agent-client", "client_id": "agent-client", "scope": "files:read",
+			"active": true, "sub": "agent-client", "client_id": "agent-client", "scope": "files.read",
 			"aud": rsAudience, "iss": "http://issuer.example/t/acme", "tenant": "acme", "jti": "j1",
 			"exp": baseTime.Add(5 * time.Minute).Unix(), "iat": baseTime.Unix(), "token_type": tokenType,
 		}
@@ -180,7 +180,7 @@ func TestIntrospectionVerifierDPoPBoundToken(t *testing.T) {
 	}
 	sink := &eventSink{}
 	mux := http.NewServeMux()
-	mux.Handle("GET /files/{name}", authn.RequireScopes("files:read")(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("GET /files/{name}", authn.RequireScopes("files.read")(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok"))
 	})))
 	srv := httptest.NewServer(authn.Middleware(v, authn.WithAccessRecorder(sink), authn.WithServerClock(clk.Now))(mux))

@@ -19,7 +19,7 @@ import (
 )
 
 // benchMiddleware builds Middleware with a JWKS verifier whose Denylist holds 10,000 revoked tokens
-// and 1,000 revoked clients, serving GET /files/{name} with scope files:read.
+// and 1,000 revoked clients, serving GET /files/{name} with scope files.read.
 func benchMiddleware(b *testing.B, rec authn.AccessRecorder) (http.Handler, func(mut func(*authn.Claims)) string) {
 	b.Helper()
 	return benchMiddlewareCache(b, rec, 0)
@@ -55,12 +55,12 @@ func benchMiddlewareCache(b *testing.B, rec authn.AccessRecorder, cacheSize int)
 		opts = append(opts, authn.WithAccessRecorder(rec))
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /files/{name}", authn.RequireScopes("files:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /files/{name}", authn.RequireScopes("files.read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok"))
 	})))
 	token := func(mut func(*authn.Claims)) string {
 		c := validClaims(fi, "acme")
-		c.Audience, c.Scope = []string{rsAudience}, "files:read"
+		c.Audience, c.Scope = []string{rsAudience}, "files.read"
 		c.IssuedAt, c.NotBefore, c.Expiry = now.Add(-time.Minute), now.Add(-time.Minute), now.Add(10*time.Minute)
 		if mut != nil {
 			mut(&c)

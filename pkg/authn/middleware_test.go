@@ -82,12 +82,12 @@ func newResourceServer(t *testing.T, useTLS bool) *resourceServer {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /files/{name}", authn.RequireScopes("files:read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("GET /files/{name}", authn.RequireScopes("files.read")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := authn.PrincipalFrom(r.Context())
 		authn.Report(r.Context()).AddRows(1)
 		_, _ = io.WriteString(w, "file "+r.PathValue("name")+" for "+p.ID)
 	})))
-	mux.Handle("PUT /files/{name}", authn.RequireScopes("files:write")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("PUT /files/{name}", authn.RequireScopes("files.write")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	})))
 	h := authn.Middleware(v, authn.WithAllowedTenants("acme"), authn.WithAccessRecorder(rs.sink),
@@ -107,7 +107,7 @@ func newResourceServer(t *testing.T, useTLS bool) *resourceServer {
 func (rs *resourceServer) claims(mut func(*authn.Claims)) authn.Claims {
 	c := validClaims(rs.fi, "acme")
 	c.Audience = []string{rsAudience}
-	c.Scope = "files:read"
+	c.Scope = "files.read"
 	c.Subject, c.ClientID, c.Agent, c.Environment = "agent-client", "agent-client", "tenants/acme/agents/a1", "prod"
 	c.Roles = nil
 	if mut != nil {
@@ -172,8 +172,8 @@ func TestMiddlewareAllowsAndReports(t *testing.T) {
 		ResponseBytes: int64(len(body)), Rows: 1, RequestID: "req-ok", TraceID: "4bf92f3577b34da6a3ce929d0e0e4736",
 		SourceAddress: "127.0.0.1", TokenID: "jti-1", Audience: rsAudience, Binding: authn.BindingBearer,
 	}
-	if ev.Time.IsZero() || len(ev.Scopes) != 1 || ev.Scopes[0] != "files:read" {
-		t.Errorf("event time %v scopes %v, want the request time and [files:read]", ev.Time, ev.Scopes)
+	if ev.Time.IsZero() || len(ev.Scopes) != 1 || ev.Scopes[0] != "files.read" {
+		t.Errorf("event time %v scopes %v, want the request time and [files.read]", ev.Time, ev.Scopes)
 	}
 	ev.Time, ev.Scopes, ev.Latency = time.Time{}, nil, 0
 	if ev.OnBehalfOf != "" || ev.Reason != "" {
@@ -251,7 +251,7 @@ func TestMiddlewareRefusals(t *testing.T) {
 		{"insufficient scope", call{method: "PUT", path: "/files/a", auth: []string{"Bearer " + valid}}, 403, "Bearer", "insufficient_scope", authn.ReasonInsufficientScope},
 		{"wrong tenant", call{path: "/files/a", auth: []string{"Bearer " + func() string {
 			c := validClaims(rs.fi, "globex")
-			c.Audience, c.Scope = []string{rsAudience}, "files:read"
+			c.Audience, c.Scope = []string{rsAudience}, "files.read"
 			return mint(t, rs.other, "at+jwt", c)
 		}()}}, 401, "Bearer", "invalid_token", authn.ReasonTenantNotAllowed},
 		{"DPoP-bound token as bearer", call{path: "/files/a", auth: []string{"Bearer " + bound}}, 401, "DPoP", "invalid_token", authn.ReasonDPoPBoundAsBearer},
@@ -341,7 +341,7 @@ func TestMiddlewareUnavailableVerifierFailsClosed(t *testing.T) {
 }
 
 func TestRequireScopesWithoutMiddlewareRefuses(t *testing.T) {
-	h := authn.RequireScopes("files:read")(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	h := authn.RequireScopes("files.read")(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		t.Error("handler reached without authentication")
 	}))
 	rec := httptest.NewRecorder()

@@ -151,7 +151,7 @@ func TestAccessReporterCleansHostileEvents(t *testing.T) {
 	now := time.Now()
 	base := func() authn.AccessEvent {
 		return authn.AccessEvent{Time: now, Tenant: "acme", Agent: "tenants/acme/agents/a1", ClientID: "c1",
-			Subject: "c1", Resource: "/files/a", Action: "GET", Scopes: []string{"files:read"}, Allowed: true,
+			Subject: "c1", Resource: "/files/a", Action: "GET", Scopes: []string{"files.read"}, Allowed: true,
 			Status: 200, RequestID: "r-1", Binding: authn.BindingBearer, Latency: time.Millisecond}
 	}
 	manyScopes := make([]string, 500)
@@ -165,7 +165,7 @@ func TestAccessReporterCleansHostileEvents(t *testing.T) {
 	}{
 		{name: "clean event is unchanged", mut: func(*authn.AccessEvent) {}, check: func(t *testing.T, got *monitorv1.AccessEvent) {
 			if got.GetResource() != "/files/a" || got.GetAgent() != "tenants/acme/agents/a1" || got.GetRequestId() != "r-1" ||
-				!slices.Equal(got.GetScopes(), []string{"files:read"}) || got.GetTokenBinding() != "bearer" || got.GetStatus() != 200 ||
+				!slices.Equal(got.GetScopes(), []string{"files.read"}) || got.GetTokenBinding() != "bearer" || got.GetStatus() != 200 ||
 				!got.GetTime().AsTime().Equal(now) {
 				t.Errorf("clean event changed: %v", got)
 			}
