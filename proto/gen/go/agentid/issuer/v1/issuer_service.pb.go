@@ -75,6 +75,59 @@ func (ClientState) EnumDescriptor() ([]byte, []int) {
 	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{0}
 }
 
+// ApprovalTokenDecision is the decision an approval token carries.
+type ApprovalTokenDecision int32
+
+const (
+	// Never used; refused on input.
+	ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_UNSPECIFIED ApprovalTokenDecision = 0
+	// Approve the step.
+	ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_APPROVE ApprovalTokenDecision = 1
+	// Reject the agent at this step.
+	ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_REJECT ApprovalTokenDecision = 2
+)
+
+// Enum value maps for ApprovalTokenDecision.
+var (
+	ApprovalTokenDecision_name = map[int32]string{
+		0: "APPROVAL_TOKEN_DECISION_UNSPECIFIED",
+		1: "APPROVAL_TOKEN_DECISION_APPROVE",
+		2: "APPROVAL_TOKEN_DECISION_REJECT",
+	}
+	ApprovalTokenDecision_value = map[string]int32{
+		"APPROVAL_TOKEN_DECISION_UNSPECIFIED": 0,
+		"APPROVAL_TOKEN_DECISION_APPROVE":     1,
+		"APPROVAL_TOKEN_DECISION_REJECT":      2,
+	}
+)
+
+func (x ApprovalTokenDecision) Enum() *ApprovalTokenDecision {
+	p := new(ApprovalTokenDecision)
+	*p = x
+	return p
+}
+
+func (x ApprovalTokenDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApprovalTokenDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_issuer_v1_issuer_service_proto_enumTypes[1].Descriptor()
+}
+
+func (ApprovalTokenDecision) Type() protoreflect.EnumType {
+	return &file_agentid_issuer_v1_issuer_service_proto_enumTypes[1]
+}
+
+func (x ApprovalTokenDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApprovalTokenDecision.Descriptor instead.
+func (ApprovalTokenDecision) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{1}
+}
+
 // Client is an OAuth 2.0 client of one tenant's authorization server: an agent or a platform service identity.
 type Client struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -315,6 +368,145 @@ func (x *SigningKey) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// IssueApprovalTokenRequest says which decision on which step of which run the token is for.
+type IssueApprovalTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent: `tenants/{tenant}/agents/{agent}`; the caller's tenant.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The approval step the run waits for, as the run's status names it (e.g. `owner`, `security`).
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// The decision.
+	Decision ApprovalTokenDecision `protobuf:"varint,3,opt,name=decision,proto3,enum=agentid.issuer.v1.ApprovalTokenDecision" json:"decision,omitempty"`
+	// Temporal run id of the agent's provisioning run (`run_id` of the lifecycle service's
+	// WorkflowStatus); the token is good for that run only.
+	WorkflowRunId string `protobuf:"bytes,4,opt,name=workflow_run_id,json=workflowRunId,proto3" json:"workflow_run_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueApprovalTokenRequest) Reset() {
+	*x = IssueApprovalTokenRequest{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueApprovalTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueApprovalTokenRequest) ProtoMessage() {}
+
+func (x *IssueApprovalTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueApprovalTokenRequest.ProtoReflect.Descriptor instead.
+func (*IssueApprovalTokenRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *IssueApprovalTokenRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *IssueApprovalTokenRequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *IssueApprovalTokenRequest) GetDecision() ApprovalTokenDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_UNSPECIFIED
+}
+
+func (x *IssueApprovalTokenRequest) GetWorkflowRunId() string {
+	if x != nil {
+		return x.WorkflowRunId
+	}
+	return ""
+}
+
+// IssueApprovalTokenResponse returns the token.
+type IssueApprovalTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The approval token (compact JWS). In the Temporal UI it is sent as signal `approval` with the
+	// input `{"token":"<token>"}`.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// When the token expires.
+	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	// The token's id (`jti`); the run takes each id once.
+	TokenId       string `protobuf:"bytes,3,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueApprovalTokenResponse) Reset() {
+	*x = IssueApprovalTokenResponse{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueApprovalTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueApprovalTokenResponse) ProtoMessage() {}
+
+func (x *IssueApprovalTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueApprovalTokenResponse.ProtoReflect.Descriptor instead.
+func (*IssueApprovalTokenResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *IssueApprovalTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *IssueApprovalTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+func (x *IssueApprovalTokenResponse) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
 // Revocation is the record of a revocation as stored (the TokensRevoked event and its position).
 type Revocation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -333,7 +525,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +537,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +550,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Revocation) GetName() string {
@@ -411,7 +603,7 @@ type RevokeTokensRequest struct {
 
 func (x *RevokeTokensRequest) Reset() {
 	*x = RevokeTokensRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +615,7 @@ func (x *RevokeTokensRequest) String() string {
 func (*RevokeTokensRequest) ProtoMessage() {}
 
 func (x *RevokeTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +628,7 @@ func (x *RevokeTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokensRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokensRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{3}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RevokeTokensRequest) GetParent() string {
@@ -548,7 +740,7 @@ type RevokeTokensResponse struct {
 
 func (x *RevokeTokensResponse) Reset() {
 	*x = RevokeTokensResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +752,7 @@ func (x *RevokeTokensResponse) String() string {
 func (*RevokeTokensResponse) ProtoMessage() {}
 
 func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +765,7 @@ func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokensResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokensResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{4}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RevokeTokensResponse) GetRevocation() *Revocation {
@@ -598,7 +790,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -610,7 +802,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -623,7 +815,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{5}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CreateClientRequest) GetParent() string {
@@ -658,7 +850,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +862,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +875,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{6}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateClientResponse) GetClient() *Client {
@@ -704,7 +896,7 @@ type GetClientRequest struct {
 
 func (x *GetClientRequest) Reset() {
 	*x = GetClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +908,7 @@ func (x *GetClientRequest) String() string {
 func (*GetClientRequest) ProtoMessage() {}
 
 func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +921,7 @@ func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientRequest.ProtoReflect.Descriptor instead.
 func (*GetClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{7}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetClientRequest) GetName() string {
@@ -750,7 +942,7 @@ type GetClientResponse struct {
 
 func (x *GetClientResponse) Reset() {
 	*x = GetClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +954,7 @@ func (x *GetClientResponse) String() string {
 func (*GetClientResponse) ProtoMessage() {}
 
 func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +967,7 @@ func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientResponse.ProtoReflect.Descriptor instead.
 func (*GetClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{8}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetClientResponse) GetClient() *Client {
@@ -805,7 +997,7 @@ type DisableClientRequest struct {
 
 func (x *DisableClientRequest) Reset() {
 	*x = DisableClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +1009,7 @@ func (x *DisableClientRequest) String() string {
 func (*DisableClientRequest) ProtoMessage() {}
 
 func (x *DisableClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +1022,7 @@ func (x *DisableClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableClientRequest.ProtoReflect.Descriptor instead.
 func (*DisableClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{9}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DisableClientRequest) GetName() string {
@@ -872,7 +1064,7 @@ type DisableClientResponse struct {
 
 func (x *DisableClientResponse) Reset() {
 	*x = DisableClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1076,7 @@ func (x *DisableClientResponse) String() string {
 func (*DisableClientResponse) ProtoMessage() {}
 
 func (x *DisableClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1089,7 @@ func (x *DisableClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableClientResponse.ProtoReflect.Descriptor instead.
 func (*DisableClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{10}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DisableClientResponse) GetClient() *Client {
@@ -918,7 +1110,7 @@ type ListSigningKeysRequest struct {
 
 func (x *ListSigningKeysRequest) Reset() {
 	*x = ListSigningKeysRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1122,7 @@ func (x *ListSigningKeysRequest) String() string {
 func (*ListSigningKeysRequest) ProtoMessage() {}
 
 func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1135,7 @@ func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{11}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListSigningKeysRequest) GetParent() string {
@@ -964,7 +1156,7 @@ type ListSigningKeysResponse struct {
 
 func (x *ListSigningKeysResponse) Reset() {
 	*x = ListSigningKeysResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1168,7 @@ func (x *ListSigningKeysResponse) String() string {
 func (*ListSigningKeysResponse) ProtoMessage() {}
 
 func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1181,7 @@ func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{12}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
@@ -1030,7 +1222,17 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\n" +
 	"public_jwk\x18\x03 \x01(\tR\tpublicJwk\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xb1\x01\n" +
+	"createTime\"\xb3\x01\n" +
+	"\x19IssueApprovalTokenRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12D\n" +
+	"\bdecision\x18\x03 \x01(\x0e2(.agentid.issuer.v1.ApprovalTokenDecisionR\bdecision\x12&\n" +
+	"\x0fworkflow_run_id\x18\x04 \x01(\tR\rworkflowRunId\"\x8a\x01\n" +
+	"\x1aIssueApprovalTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\x12\x19\n" +
+	"\btoken_id\x18\x03 \x01(\tR\atokenId\"\xb1\x01\n" +
 	"\n" +
 	"Revocation\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
@@ -1078,13 +1280,18 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\vClientState\x12\x1c\n" +
 	"\x18CLIENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLIENT_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15CLIENT_STATE_DISABLED\x10\x022\xf7\x03\n" +
+	"\x15CLIENT_STATE_DISABLED\x10\x02*\x89\x01\n" +
+	"\x15ApprovalTokenDecision\x12'\n" +
+	"#APPROVAL_TOKEN_DECISION_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fAPPROVAL_TOKEN_DECISION_APPROVE\x10\x01\x12\"\n" +
+	"\x1eAPPROVAL_TOKEN_DECISION_REJECT\x10\x022\xea\x04\n" +
 	"\rIssuerService\x12_\n" +
 	"\fCreateClient\x12&.agentid.issuer.v1.CreateClientRequest\x1a'.agentid.issuer.v1.CreateClientResponse\x12V\n" +
 	"\tGetClient\x12#.agentid.issuer.v1.GetClientRequest\x1a$.agentid.issuer.v1.GetClientResponse\x12b\n" +
 	"\rDisableClient\x12'.agentid.issuer.v1.DisableClientRequest\x1a(.agentid.issuer.v1.DisableClientResponse\x12h\n" +
 	"\x0fListSigningKeys\x12).agentid.issuer.v1.ListSigningKeysRequest\x1a*.agentid.issuer.v1.ListSigningKeysResponse\x12_\n" +
-	"\fRevokeTokens\x12&.agentid.issuer.v1.RevokeTokensRequest\x1a'.agentid.issuer.v1.RevokeTokensResponseBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
+	"\fRevokeTokens\x12&.agentid.issuer.v1.RevokeTokensRequest\x1a'.agentid.issuer.v1.RevokeTokensResponse\x12q\n" +
+	"\x12IssueApprovalToken\x12,.agentid.issuer.v1.IssueApprovalTokenRequest\x1a-.agentid.issuer.v1.IssueApprovalTokenResponseBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
 
 var (
 	file_agentid_issuer_v1_issuer_service_proto_rawDescOnce sync.Once
@@ -1098,55 +1305,62 @@ func file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP() []byte {
 	return file_agentid_issuer_v1_issuer_service_proto_rawDescData
 }
 
-var file_agentid_issuer_v1_issuer_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agentid_issuer_v1_issuer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_agentid_issuer_v1_issuer_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_agentid_issuer_v1_issuer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agentid_issuer_v1_issuer_service_proto_goTypes = []any{
-	(ClientState)(0),                // 0: agentid.issuer.v1.ClientState
-	(*Client)(nil),                  // 1: agentid.issuer.v1.Client
-	(*SigningKey)(nil),              // 2: agentid.issuer.v1.SigningKey
-	(*Revocation)(nil),              // 3: agentid.issuer.v1.Revocation
-	(*RevokeTokensRequest)(nil),     // 4: agentid.issuer.v1.RevokeTokensRequest
-	(*RevokeTokensResponse)(nil),    // 5: agentid.issuer.v1.RevokeTokensResponse
-	(*CreateClientRequest)(nil),     // 6: agentid.issuer.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),    // 7: agentid.issuer.v1.CreateClientResponse
-	(*GetClientRequest)(nil),        // 8: agentid.issuer.v1.GetClientRequest
-	(*GetClientResponse)(nil),       // 9: agentid.issuer.v1.GetClientResponse
-	(*DisableClientRequest)(nil),    // 10: agentid.issuer.v1.DisableClientRequest
-	(*DisableClientResponse)(nil),   // 11: agentid.issuer.v1.DisableClientResponse
-	(*ListSigningKeysRequest)(nil),  // 12: agentid.issuer.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil), // 13: agentid.issuer.v1.ListSigningKeysResponse
-	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
-	(*TokensRevoked)(nil),           // 15: agentid.issuer.v1.TokensRevoked
+	(ClientState)(0),                   // 0: agentid.issuer.v1.ClientState
+	(ApprovalTokenDecision)(0),         // 1: agentid.issuer.v1.ApprovalTokenDecision
+	(*Client)(nil),                     // 2: agentid.issuer.v1.Client
+	(*SigningKey)(nil),                 // 3: agentid.issuer.v1.SigningKey
+	(*IssueApprovalTokenRequest)(nil),  // 4: agentid.issuer.v1.IssueApprovalTokenRequest
+	(*IssueApprovalTokenResponse)(nil), // 5: agentid.issuer.v1.IssueApprovalTokenResponse
+	(*Revocation)(nil),                 // 6: agentid.issuer.v1.Revocation
+	(*RevokeTokensRequest)(nil),        // 7: agentid.issuer.v1.RevokeTokensRequest
+	(*RevokeTokensResponse)(nil),       // 8: agentid.issuer.v1.RevokeTokensResponse
+	(*CreateClientRequest)(nil),        // 9: agentid.issuer.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),       // 10: agentid.issuer.v1.CreateClientResponse
+	(*GetClientRequest)(nil),           // 11: agentid.issuer.v1.GetClientRequest
+	(*GetClientResponse)(nil),          // 12: agentid.issuer.v1.GetClientResponse
+	(*DisableClientRequest)(nil),       // 13: agentid.issuer.v1.DisableClientRequest
+	(*DisableClientResponse)(nil),      // 14: agentid.issuer.v1.DisableClientResponse
+	(*ListSigningKeysRequest)(nil),     // 15: agentid.issuer.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),    // 16: agentid.issuer.v1.ListSigningKeysResponse
+	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
+	(*TokensRevoked)(nil),              // 18: agentid.issuer.v1.TokensRevoked
 }
 var file_agentid_issuer_v1_issuer_service_proto_depIdxs = []int32{
 	0,  // 0: agentid.issuer.v1.Client.state:type_name -> agentid.issuer.v1.ClientState
-	14, // 1: agentid.issuer.v1.Client.create_time:type_name -> google.protobuf.Timestamp
-	14, // 2: agentid.issuer.v1.Client.disable_time:type_name -> google.protobuf.Timestamp
-	14, // 3: agentid.issuer.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
-	15, // 4: agentid.issuer.v1.Revocation.event:type_name -> agentid.issuer.v1.TokensRevoked
-	14, // 5: agentid.issuer.v1.Revocation.create_time:type_name -> google.protobuf.Timestamp
-	14, // 6: agentid.issuer.v1.RevokeTokensRequest.issued_before:type_name -> google.protobuf.Timestamp
-	3,  // 7: agentid.issuer.v1.RevokeTokensResponse.revocation:type_name -> agentid.issuer.v1.Revocation
-	1,  // 8: agentid.issuer.v1.CreateClientRequest.client:type_name -> agentid.issuer.v1.Client
-	1,  // 9: agentid.issuer.v1.CreateClientResponse.client:type_name -> agentid.issuer.v1.Client
-	1,  // 10: agentid.issuer.v1.GetClientResponse.client:type_name -> agentid.issuer.v1.Client
-	1,  // 11: agentid.issuer.v1.DisableClientResponse.client:type_name -> agentid.issuer.v1.Client
-	2,  // 12: agentid.issuer.v1.ListSigningKeysResponse.keys:type_name -> agentid.issuer.v1.SigningKey
-	6,  // 13: agentid.issuer.v1.IssuerService.CreateClient:input_type -> agentid.issuer.v1.CreateClientRequest
-	8,  // 14: agentid.issuer.v1.IssuerService.GetClient:input_type -> agentid.issuer.v1.GetClientRequest
-	10, // 15: agentid.issuer.v1.IssuerService.DisableClient:input_type -> agentid.issuer.v1.DisableClientRequest
-	12, // 16: agentid.issuer.v1.IssuerService.ListSigningKeys:input_type -> agentid.issuer.v1.ListSigningKeysRequest
-	4,  // 17: agentid.issuer.v1.IssuerService.RevokeTokens:input_type -> agentid.issuer.v1.RevokeTokensRequest
-	7,  // 18: agentid.issuer.v1.IssuerService.CreateClient:output_type -> agentid.issuer.v1.CreateClientResponse
-	9,  // 19: agentid.issuer.v1.IssuerService.GetClient:output_type -> agentid.issuer.v1.GetClientResponse
-	11, // 20: agentid.issuer.v1.IssuerService.DisableClient:output_type -> agentid.issuer.v1.DisableClientResponse
-	13, // 21: agentid.issuer.v1.IssuerService.ListSigningKeys:output_type -> agentid.issuer.v1.ListSigningKeysResponse
-	5,  // 22: agentid.issuer.v1.IssuerService.RevokeTokens:output_type -> agentid.issuer.v1.RevokeTokensResponse
-	18, // [18:23] is the sub-list for method output_type
-	13, // [13:18] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	17, // 1: agentid.issuer.v1.Client.create_time:type_name -> google.protobuf.Timestamp
+	17, // 2: agentid.issuer.v1.Client.disable_time:type_name -> google.protobuf.Timestamp
+	17, // 3: agentid.issuer.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 4: agentid.issuer.v1.IssueApprovalTokenRequest.decision:type_name -> agentid.issuer.v1.ApprovalTokenDecision
+	17, // 5: agentid.issuer.v1.IssueApprovalTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	18, // 6: agentid.issuer.v1.Revocation.event:type_name -> agentid.issuer.v1.TokensRevoked
+	17, // 7: agentid.issuer.v1.Revocation.create_time:type_name -> google.protobuf.Timestamp
+	17, // 8: agentid.issuer.v1.RevokeTokensRequest.issued_before:type_name -> google.protobuf.Timestamp
+	6,  // 9: agentid.issuer.v1.RevokeTokensResponse.revocation:type_name -> agentid.issuer.v1.Revocation
+	2,  // 10: agentid.issuer.v1.CreateClientRequest.client:type_name -> agentid.issuer.v1.Client
+	2,  // 11: agentid.issuer.v1.CreateClientResponse.client:type_name -> agentid.issuer.v1.Client
+	2,  // 12: agentid.issuer.v1.GetClientResponse.client:type_name -> agentid.issuer.v1.Client
+	2,  // 13: agentid.issuer.v1.DisableClientResponse.client:type_name -> agentid.issuer.v1.Client
+	3,  // 14: agentid.issuer.v1.ListSigningKeysResponse.keys:type_name -> agentid.issuer.v1.SigningKey
+	9,  // 15: agentid.issuer.v1.IssuerService.CreateClient:input_type -> agentid.issuer.v1.CreateClientRequest
+	11, // 16: agentid.issuer.v1.IssuerService.GetClient:input_type -> agentid.issuer.v1.GetClientRequest
+	13, // 17: agentid.issuer.v1.IssuerService.DisableClient:input_type -> agentid.issuer.v1.DisableClientRequest
+	15, // 18: agentid.issuer.v1.IssuerService.ListSigningKeys:input_type -> agentid.issuer.v1.ListSigningKeysRequest
+	7,  // 19: agentid.issuer.v1.IssuerService.RevokeTokens:input_type -> agentid.issuer.v1.RevokeTokensRequest
+	4,  // 20: agentid.issuer.v1.IssuerService.IssueApprovalToken:input_type -> agentid.issuer.v1.IssueApprovalTokenRequest
+	10, // 21: agentid.issuer.v1.IssuerService.CreateClient:output_type -> agentid.issuer.v1.CreateClientResponse
+	12, // 22: agentid.issuer.v1.IssuerService.GetClient:output_type -> agentid.issuer.v1.GetClientResponse
+	14, // 23: agentid.issuer.v1.IssuerService.DisableClient:output_type -> agentid.issuer.v1.DisableClientResponse
+	16, // 24: agentid.issuer.v1.IssuerService.ListSigningKeys:output_type -> agentid.issuer.v1.ListSigningKeysResponse
+	8,  // 25: agentid.issuer.v1.IssuerService.RevokeTokens:output_type -> agentid.issuer.v1.RevokeTokensResponse
+	5,  // 26: agentid.issuer.v1.IssuerService.IssueApprovalToken:output_type -> agentid.issuer.v1.IssueApprovalTokenResponse
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_agentid_issuer_v1_issuer_service_proto_init() }
@@ -1155,7 +1369,7 @@ func file_agentid_issuer_v1_issuer_service_proto_init() {
 		return
 	}
 	file_agentid_issuer_v1_revocation_proto_init()
-	file_agentid_issuer_v1_issuer_service_proto_msgTypes[3].OneofWrappers = []any{
+	file_agentid_issuer_v1_issuer_service_proto_msgTypes[5].OneofWrappers = []any{
 		(*RevokeTokensRequest_Token)(nil),
 		(*RevokeTokensRequest_Client)(nil),
 		(*RevokeTokensRequest_Agent)(nil),
@@ -1166,8 +1380,8 @@ func file_agentid_issuer_v1_issuer_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_issuer_v1_issuer_service_proto_rawDesc), len(file_agentid_issuer_v1_issuer_service_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   13,
+			NumEnums:      2,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

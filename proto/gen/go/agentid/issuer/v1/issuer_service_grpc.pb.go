@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	IssuerService_CreateClient_FullMethodName    = "/agentid.issuer.v1.IssuerService/CreateClient"
-	IssuerService_GetClient_FullMethodName       = "/agentid.issuer.v1.IssuerService/GetClient"
-	IssuerService_DisableClient_FullMethodName   = "/agentid.issuer.v1.IssuerService/DisableClient"
-	IssuerService_ListSigningKeys_FullMethodName = "/agentid.issuer.v1.IssuerService/ListSigningKeys"
-	IssuerService_RevokeTokens_FullMethodName    = "/agentid.issuer.v1.IssuerService/RevokeTokens"
+	IssuerService_CreateClient_FullMethodName       = "/agentid.issuer.v1.IssuerService/CreateClient"
+	IssuerService_GetClient_FullMethodName          = "/agentid.issuer.v1.IssuerService/GetClient"
+	IssuerService_DisableClient_FullMethodName      = "/agentid.issuer.v1.IssuerService/DisableClient"
+	IssuerService_ListSigningKeys_FullMethodName    = "/agentid.issuer.v1.IssuerService/ListSigningKeys"
+	IssuerService_RevokeTokens_FullMethodName       = "/agentid.issuer.v1.IssuerService/RevokeTokens"
+	IssuerService_IssueApprovalToken_FullMethodName = "/agentid.issuer.v1.IssuerService/IssueApprovalToken"
 )
 
 // IssuerServiceClient is the client API for IssuerService service.
@@ -63,6 +64,15 @@ type IssuerServiceClient interface {
 	// revocation. Idempotent by request_id. Unavailable (never success) when the revocation could not be
 	// stored. Callers: platform-admin; tenant-admin in its tenant.
 	RevokeTokens(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error)
+	// IssueApprovalToken mints a short-lived approval token for the calling person: a JWS of typ
+	// `approval+jwt`, audience `urn:agentid:approval`, signed with the tenant's current signing key and
+	// valid for at most 5 minutes, that binds the caller (sub) to one decision on one step of one
+	// agent's provisioning run. The provisioning workflow verifies it against the tenant's JWKS, takes
+	// each token once, and decides whether the caller may decide that step (docs/architecture.md,
+	// "Approvals"). Only people get one: service identities, agents and delegated tokens are refused
+	// (PermissionDenied, reason APPROVER_NOT_HUMAN). Nothing is written.
+	// Callers: approver, security-approver, compliance-approver, owner, tenant-admin of the agent's tenant.
+	IssueApprovalToken(ctx context.Context, in *IssueApprovalTokenRequest, opts ...grpc.CallOption) (*IssueApprovalTokenResponse, error)
 }
 
 type issuerServiceClient struct {
@@ -123,6 +133,16 @@ func (c *issuerServiceClient) RevokeTokens(ctx context.Context, in *RevokeTokens
 	return out, nil
 }
 
+func (c *issuerServiceClient) IssueApprovalToken(ctx context.Context, in *IssueApprovalTokenRequest, opts ...grpc.CallOption) (*IssueApprovalTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueApprovalTokenResponse)
+	err := c.cc.Invoke(ctx, IssuerService_IssueApprovalToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IssuerServiceServer is the server API for IssuerService service.
 // All implementations must embed UnimplementedIssuerServiceServer
 // for forward compatibility.
@@ -160,6 +180,15 @@ type IssuerServiceServer interface {
 	// revocation. Idempotent by request_id. Unavailable (never success) when the revocation could not be
 	// stored. Callers: platform-admin; tenant-admin in its tenant.
 	RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error)
+	// IssueApprovalToken mints a short-lived approval token for the calling person: a JWS of typ
+	// `approval+jwt`, audience `urn:agentid:approval`, signed with the tenant's current signing key and
+	// valid for at most 5 minutes, that binds the caller (sub) to one decision on one step of one
+	// agent's provisioning run. The provisioning workflow verifies it against the tenant's JWKS, takes
+	// each token once, and decides whether the caller may decide that step (docs/architecture.md,
+	// "Approvals"). Only people get one: service identities, agents and delegated tokens are refused
+	// (PermissionDenied, reason APPROVER_NOT_HUMAN). Nothing is written.
+	// Callers: approver, security-approver, compliance-approver, owner, tenant-admin of the agent's tenant.
+	IssueApprovalToken(context.Context, *IssueApprovalTokenRequest) (*IssueApprovalTokenResponse, error)
 	mustEmbedUnimplementedIssuerServiceServer()
 }
 
@@ -184,6 +213,9 @@ func (UnimplementedIssuerServiceServer) ListSigningKeys(context.Context, *ListSi
 }
 func (UnimplementedIssuerServiceServer) RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeTokens not implemented")
+}
+func (UnimplementedIssuerServiceServer) IssueApprovalToken(context.Context, *IssueApprovalTokenRequest) (*IssueApprovalTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueApprovalToken not implemented")
 }
 func (UnimplementedIssuerServiceServer) mustEmbedUnimplementedIssuerServiceServer() {}
 func (UnimplementedIssuerServiceServer) testEmbeddedByValue()                       {}
@@ -296,6 +328,24 @@ func _IssuerService_RevokeTokens_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IssuerService_IssueApprovalToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueApprovalTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServiceServer).IssueApprovalToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IssuerService_IssueApprovalToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServiceServer).IssueApprovalToken(ctx, req.(*IssueApprovalTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IssuerService_ServiceDesc is the grpc.ServiceDesc for IssuerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -322,6 +372,10 @@ var IssuerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeTokens",
 			Handler:    _IssuerService_RevokeTokens_Handler,
+		},
+		{
+			MethodName: "IssueApprovalToken",
+			Handler:    _IssuerService_IssueApprovalToken_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -146,7 +146,11 @@ type WorkflowStatus struct {
 	// When the run finished, if it did.
 	CloseTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=close_time,json=closeTime,proto3" json:"close_time,omitempty"`
 	// Outcome summary when finished (`activated`, `rejected`, `retired`, or an error).
-	Result        string `protobuf:"bytes,8,opt,name=result,proto3" json:"result,omitempty"`
+	Result string `protobuf:"bytes,8,opt,name=result,proto3" json:"result,omitempty"`
+	// Temporal run id of the run (approval tokens are bound to it).
+	RunId string `protobuf:"bytes,9,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// The approval step the run waits for (e.g. `owner`, `security`), when it waits for one.
+	ApprovalStep  string `protobuf:"bytes,10,opt,name=approval_step,json=approvalStep,proto3" json:"approval_step,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -233,6 +237,20 @@ func (x *WorkflowStatus) GetCloseTime() *timestamppb.Timestamp {
 func (x *WorkflowStatus) GetResult() string {
 	if x != nil {
 		return x.Result
+	}
+	return ""
+}
+
+func (x *WorkflowStatus) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *WorkflowStatus) GetApprovalStep() string {
+	if x != nil {
+		return x.ApprovalStep
 	}
 	return ""
 }
@@ -339,7 +357,10 @@ type SubmitApprovalRequest struct {
 	// Free-text comment, recorded.
 	Comment string `protobuf:"bytes,3,opt,name=comment,proto3" json:"comment,omitempty"`
 	// Idempotency key.
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The caller's approval token for this run, step and decision (IssuerService.IssueApprovalToken).
+	// Required.
+	ApprovalToken string `protobuf:"bytes,5,opt,name=approval_token,json=approvalToken,proto3" json:"approval_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -402,6 +423,13 @@ func (x *SubmitApprovalRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *SubmitApprovalRequest) GetApprovalToken() string {
+	if x != nil {
+		return x.ApprovalToken
+	}
+	return ""
+}
+
 // SubmitApprovalResponse returns the run's status after the approval.
 type SubmitApprovalResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -452,7 +480,7 @@ var File_agentid_lifecycle_v1_lifecycle_service_proto protoreflect.FileDescripto
 
 const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\n" +
-	",agentid/lifecycle/v1/lifecycle_service.proto\x12\x14agentid.lifecycle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x02\n" +
+	",agentid/lifecycle/v1/lifecycle_service.proto\x12\x14agentid.lifecycle.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x03\n" +
 	"\x0eWorkflowStatus\x12\x1f\n" +
 	"\vworkflow_id\x18\x01 \x01(\tR\n" +
 	"workflowId\x126\n" +
@@ -465,17 +493,21 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x129\n" +
 	"\n" +
 	"close_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcloseTime\x12\x16\n" +
-	"\x06result\x18\b \x01(\tR\x06result\"0\n" +
+	"\x06result\x18\b \x01(\tR\x06result\x12\x15\n" +
+	"\x06run_id\x18\t \x01(\tR\x05runId\x12#\n" +
+	"\rapproval_step\x18\n" +
+	" \x01(\tR\fapprovalStep\"0\n" +
 	"\x18GetAgentWorkflowsRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\"_\n" +
 	"\x19GetAgentWorkflowsResponse\x12B\n" +
-	"\tworkflows\x18\x01 \x03(\v2$.agentid.lifecycle.v1.WorkflowStatusR\tworkflows\"\xaa\x01\n" +
+	"\tworkflows\x18\x01 \x03(\v2$.agentid.lifecycle.v1.WorkflowStatusR\tworkflows\"\xd1\x01\n" +
 	"\x15SubmitApprovalRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12B\n" +
 	"\bdecision\x18\x02 \x01(\x0e2&.agentid.lifecycle.v1.ApprovalDecisionR\bdecision\x12\x18\n" +
 	"\acomment\x18\x03 \x01(\tR\acomment\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"Z\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12%\n" +
+	"\x0eapproval_token\x18\x05 \x01(\tR\rapprovalToken\"Z\n" +
 	"\x16SubmitApprovalResponse\x12@\n" +
 	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow*i\n" +
 	"\fWorkflowKind\x12\x1d\n" +

@@ -32,8 +32,11 @@ type LifecycleServiceClient interface {
 	// GetAgentWorkflows returns the lifecycle workflows of one agent.
 	// Callers: any role of the agent's tenant.
 	GetAgentWorkflows(ctx context.Context, in *GetAgentWorkflowsRequest, opts ...grpc.CallOption) (*GetAgentWorkflowsResponse, error)
-	// SubmitApproval records an approver's decision on a provisioning run that waits for approval.
-	// Callers: approver, tenant-admin, platform-admin.
+	// SubmitApproval records an approver's decision on a provisioning run that waits for approval. The
+	// decision counts only with an approval token of the caller (IssuerService.IssueApprovalToken) for
+	// this run, step and decision; the run verifies it and refuses (FailedPrecondition, reason
+	// APPROVAL_REFUSED, saying why) a token that does not verify or a caller who may not decide the step.
+	// Callers: approver, security-approver, compliance-approver, owner, tenant-admin.
 	SubmitApproval(ctx context.Context, in *SubmitApprovalRequest, opts ...grpc.CallOption) (*SubmitApprovalResponse, error)
 }
 
@@ -74,8 +77,11 @@ type LifecycleServiceServer interface {
 	// GetAgentWorkflows returns the lifecycle workflows of one agent.
 	// Callers: any role of the agent's tenant.
 	GetAgentWorkflows(context.Context, *GetAgentWorkflowsRequest) (*GetAgentWorkflowsResponse, error)
-	// SubmitApproval records an approver's decision on a provisioning run that waits for approval.
-	// Callers: approver, tenant-admin, platform-admin.
+	// SubmitApproval records an approver's decision on a provisioning run that waits for approval. The
+	// decision counts only with an approval token of the caller (IssuerService.IssueApprovalToken) for
+	// this run, step and decision; the run verifies it and refuses (FailedPrecondition, reason
+	// APPROVAL_REFUSED, saying why) a token that does not verify or a caller who may not decide the step.
+	// Callers: approver, security-approver, compliance-approver, owner, tenant-admin.
 	SubmitApproval(context.Context, *SubmitApprovalRequest) (*SubmitApprovalResponse, error)
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
