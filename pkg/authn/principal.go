@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/agentid/agentid/pkg/errs"
 )
@@ -22,6 +23,10 @@ const (
 	RoleOwner Role = "owner"
 	// RoleApprover decides lifecycle approvals.
 	RoleApprover Role = "approver"
+	// RoleSecurityApprover decides the security step of provisioning approvals.
+	RoleSecurityApprover Role = "security-approver"
+	// RoleComplianceApprover decides the compliance step of provisioning approvals.
+	RoleComplianceApprover Role = "compliance-approver"
 	// RoleAuditor reads audit records, read-only.
 	RoleAuditor Role = "auditor"
 	// RoleAnalyst queries telemetry and reports.
@@ -29,7 +34,28 @@ const (
 	// RoleResourceServer is a resource server of one tenant reporting its access decisions
 	// (MonitorService.RecordAccess); it reads nothing.
 	RoleResourceServer Role = "resource-server"
+	// RoleSubscriber reads its tenant's event stream (EventsService.Subscribe), and nothing else.
+	RoleSubscriber Role = "subscriber"
+	// RoleLifecycleWorker is the lifecycle worker's narrow service role (tenant "system" only): in
+	// every tenant it may activate, reject and complete the retirement of agents, create and disable
+	// the clients of agents and read what its activities read, and nothing else.
+	RoleLifecycleWorker Role = "lifecycle-worker"
 )
+
+// MaxRoleTokenLifetime is the longest lifetime of an access token that carries platform roles.
+const MaxRoleTokenLifetime = 15 * time.Minute
+
+// SystemOnly reports whether r exists only in tenant "system" (platform-admin, lifecycle-worker):
+// held in another tenant it grants nothing.
+func (r Role) SystemOnly() bool { return r == RolePlatformAdmin || r == RoleLifecycleWorker }
+
+// crossTenant reports whether r, held in tenant "system", lets a service identity act in every
+// tenant, but only where a call allows r by name.
+func (r Role) crossTenant() bool { return r == RoleLifecycleWorker }
+
+// adminsSystem reports whether r may administer tenant "system"; only platform-admin does there, so
+// the tenant-admin and owner roles grant nothing in it.
+func (r Role) adminsSystem() bool { return r != RoleTenantAdmin && r != RoleOwner }
 
 // SystemTenant is the reserved tenant of the platform's own service identities.
 const SystemTenant = "system"
@@ -96,17 +122,49 @@ func (p *Principal) IsPlatformAdmin() bool {
 	return p != nil && p.Tenant == SystemTenant && p.HasRole(RolePlatformAdmin)
 }
 
+// IsLifecycleWorker reports whether the principal is the lifecycle worker's service identity: the
+// lifecycle-worker role of the system tenant, acting for itself.
+func (p *Principal) IsLifecycleWorker() bool {
+	return p != nil && p.Tenant == SystemTenant && p.OnBehalfOf == "" && p.HasRole(RoleLifecycleWorker)
+}
+
+// holds reports whether the principal's role r counts in tenant: cross-tenant service roles count
+// only through Authorize's cross-tenant rule (never in the system tenant itself), other system-only
+// roles only for principals of the system tenant, and in the system tenant the tenant-admin and owner
+// roles count for nothing (only platform-admins administer it).
+func (p *Principal) holds(r Role, tenant string) bool {
+	switch {
+	case !p.HasRole(r), r.crossTenant():
+		return false
+	case r.SystemOnly() && p.Tenant != SystemTenant:
+		return false
+	case tenant == SystemTenant && !r.adminsSystem():
+		return false
+	}
+	return true
+}
+
 // Authorize decides whether the principal may act in tenant with one of the allowed roles. A nil
-// principal is Unauthenticated; a platform-admin of the system tenant is allowed everywhere; another
+// principal is Unauthenticated; a platform-admin of the system tenant is allowed everywhere; a
+// service identity of the system tenant holding a cross-tenant service role (lifecycle-worker) is
+// allowed in every tenant but "system", and only where that role is allowed by name; another
 // tenant is NotFound (TENANT_NOT_FOUND, so existence is never revealed); a principal without any of
-// the allowed roles is PermissionDenied (MISSING_ROLE, naming the roles). With no allowed roles every
-// principal of the tenant is allowed.
+// the allowed roles is PermissionDenied (MISSING_ROLE, naming the roles). Platform-admin counts only
+// in the system tenant, and there tenant-admin and owner count for nothing. With no allowed roles
+// every principal of the tenant is allowed.
 func (p *Principal) Authorize(tenant string, allowed ...Role) error {
 	if p == nil {
 		return errs.Unauthenticated("UNAUTHENTICATED", "authentication required")
 	}
 	if p.IsPlatformAdmin() {
 		return nil
+	}
+	if p.Tenant == SystemTenant && p.OnBehalfOf == "" && tenant != SystemTenant && ValidTenant(tenant) {
+		for _, r := range allowed {
+			if r.crossTenant() && p.HasRole(r) {
+				return nil
+			}
+		}
 	}
 	if p.Tenant == "" || p.Tenant != tenant {
 		return errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", tenant)
@@ -115,7 +173,7 @@ func (p *Principal) Authorize(tenant string, allowed ...Role) error {
 		return nil
 	}
 	for _, r := range allowed {
-		if p.HasRole(r) {
+		if p.holds(r, tenant) {
 			return nil
 		}
 	}
@@ -126,6 +184,23 @@ func (p *Principal) Authorize(tenant string, allowed ...Role) error {
 	need := strings.Join(names, ", ")
 	return errs.PermissionDenied("MISSING_ROLE", "requires one of the roles: "+need).
 		WithMetadata("required_roles", strings.Join(names, ","))
+}
+
+// MayGrant reports whether the principal may give roles to a client it creates in tenant: a
+// platform-admin of the system tenant may grant any role; every other caller only roles it holds and
+// that count in tenant (so no one else grants platform-admin or lifecycle-worker, and in the system
+// tenant no one else grants anything). It returns the first role the principal may not grant.
+func (p *Principal) MayGrant(tenant string, roles []string) (Role, bool) {
+	if p.IsPlatformAdmin() {
+		return "", true
+	}
+	for _, s := range roles {
+		r := Role(s)
+		if p == nil || p.Tenant != tenant || tenant == SystemTenant || !p.holds(r, tenant) {
+			return r, false
+		}
+	}
+	return "", true
 }
 
 // PrincipalFromClaims builds the principal of verified claims. A token with an "act" claim holding a
