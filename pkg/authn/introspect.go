@@ -40,7 +40,8 @@ type IntrospectionVerifierConfig struct {
 	// Credential is the resource server's own client credential in the tenant whose tokens it
 	// accepts; each call authenticates with a fresh private_key_jwt assertion. Required.
 	Credential *Credential
-	// Endpoint is the RFC 7662 endpoint; default {Credential.Issuer}/oauth2/introspect.
+	// Endpoint is the RFC 7662 endpoint; default {Credential.Issuer}/oauth2/introspect. It must be
+	// https:// unless its host is a loopback address (CheckIssuerURL).
 	Endpoint string
 	// Audience must be in an active token's aud: the resource server's URL. Required.
 	Audience string
@@ -99,6 +100,9 @@ func NewIntrospectionVerifier(cfg IntrospectionVerifierConfig) (*IntrospectionVe
 	}
 	if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("authn: introspection endpoint %q must be an absolute http(s) URL", endpoint)
+	}
+	if err := CheckIssuerURL(endpoint); err != nil {
+		return nil, fmt.Errorf("authn: introspection endpoint: %w", err)
 	}
 	v := &IntrospectionVerifier{
 		cred: cfg.Credential, endpoint: endpoint, audience: cfg.Audience, ttl: cfg.CacheTTL,

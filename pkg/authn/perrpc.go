@@ -10,14 +10,24 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/agentid/agentid/pkg/tlsx"
 )
 
 // PerRPCCredentials sends "authorization: Bearer <token>" from ts on every RPC. With requireTLS the
 // credentials are only sent over a transport with privacy and integrity (TLS); without it they may
 // also go over insecure loopback connections in development. A token endpoint that rejects the
-// client (4xx) fails the RPC with Unauthenticated; an unreachable one with Unavailable.
+// client (4xx) fails the RPC with Unauthenticated; an unreachable one with Unavailable. Prefer
+// BearerCredentials, which decides requireTLS from the target.
 func PerRPCCredentials(ts oauth2.TokenSource, requireTLS bool) credentials.PerRPCCredentials {
 	return &tokenCredentials{ts: ts, requireTLS: requireTLS}
+}
+
+// BearerCredentials is PerRPCCredentials for the gRPC target the connection dials: plaintext is
+// allowed only when the target is a loopback address (or a Unix socket); to any other target the
+// token is sent only over TLS, and a plaintext connection fails instead of leaking it.
+func BearerCredentials(target string, ts oauth2.TokenSource) credentials.PerRPCCredentials {
+	return PerRPCCredentials(ts, !tlsx.IsLoopbackTarget(target))
 }
 
 type tokenCredentials struct {
@@ -29,7 +39,7 @@ func (t *tokenCredentials) GetRequestMetadata(ctx context.Context, _ ...string) 
 	if t.requireTLS {
 		ri, _ := credentials.RequestInfoFromContext(ctx)
 		if err := credentials.CheckSecurityLevel(ri.AuthInfo, credentials.PrivacyAndIntegrity); err != nil {
-			return nil, status.Errorf(codes.Unauthenticated, "refusing to send a bearer token over an insecure connection: %v", err)
+			return nil, status.Errorf(codes.Unauthenticated, "refusing to send a bearer token over a connection without TLS (plaintext is allowed only to loopback): %v", err)
 		}
 	}
 	tok, err := t.ts.Token()

@@ -22,6 +22,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/tlsx"
 )
 
 // Reason codes of authentication failures (google.rpc.ErrorInfo reasons, kind Unauthenticated unless
@@ -126,7 +127,22 @@ const (
 	fetchTimeout  = 10 * time.Second
 )
 
-// NewJWKSVerifier returns a verifier for tokens of the tenant issuers under cfg.IssuerBaseURL.
+// CheckIssuerURL refuses an http:// URL whose host is not a loopback address: keys, tokens and client
+// assertions would travel in plaintext where others can read or change them. https:// URLs and plain
+// http:// on loopback (`agentid dev`) pass; the error names the URL.
+func CheckIssuerURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("authn: issuer URL %q: %w", raw, err)
+	}
+	if strings.EqualFold(u.Scheme, "http") && !tlsx.IsLoopbackHost(u.Hostname()) {
+		return fmt.Errorf("authn: issuer URL %q is plaintext http:// on a host that is not loopback: use https:// (http:// is only allowed on 127.0.0.1, ::1 or localhost)", raw)
+	}
+	return nil
+}
+
+// NewJWKSVerifier returns a verifier for tokens of the tenant issuers under cfg.IssuerBaseURL, which
+// must be https:// unless its host is a loopback address (CheckIssuerURL).
 func NewJWKSVerifier(cfg JWKSVerifierConfig) (*JWKSVerifier, error) {
 	base := strings.TrimRight(cfg.IssuerBaseURL, "/")
 	u, err := url.Parse(base)
@@ -135,6 +151,9 @@ func NewJWKSVerifier(cfg JWKSVerifierConfig) (*JWKSVerifier, error) {
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
 		return nil, fmt.Errorf("authn: issuer base URL %q must not have a query or fragment", cfg.IssuerBaseURL)
+	}
+	if err := CheckIssuerURL(base); err != nil {
+		return nil, err
 	}
 	v := &JWKSVerifier{
 		base:       base,

@@ -228,7 +228,7 @@ func (e *env) dial(t *testing.T, token string) *grpc.ClientConn {
 	if token == "" {
 		creds = nil
 	}
-	conn, err := grpcx.Dial("passthrough:///bufnet", creds,
+	conn, err := grpcx.Dial("passthrough:///localhost", creds,
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return e.lis.DialContext(ctx) }))
 	if err != nil {
 		t.Fatal(err)
@@ -521,7 +521,7 @@ func TestNewServerWithoutVerifierRejects(t *testing.T) {
 	srv.RegisterService(&probeDesc, probe{})
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
-	conn, err := grpcx.Dial("passthrough:///bufnet", authn.PerRPCCredentials(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "x"}), false),
+	conn, err := grpcx.Dial("passthrough:///localhost", authn.PerRPCCredentials(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "x"}), false),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
 	if err != nil {
 		t.Fatal(err)
