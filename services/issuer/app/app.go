@@ -29,6 +29,7 @@ import (
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 
 	"github.com/agentid/agentid/services/issuer/internal/agents"
+	"github.com/agentid/agentid/services/issuer/internal/approval"
 	"github.com/agentid/agentid/services/issuer/internal/credentials"
 	"github.com/agentid/agentid/services/issuer/internal/keys"
 	"github.com/agentid/agentid/services/issuer/internal/oauth"
@@ -269,7 +270,11 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	a.grpc = server.NewServer(a.svc, revoker)
+	minter, err := approval.New(approval.Config{Keys: a.state, Issuer: a.oauth.Issuer})
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
+	a.grpc = server.NewServer(a.svc, revoker).WithApprovals(minter)
 	return a, nil
 }
 

@@ -34,6 +34,8 @@ const (
 	DefaultTokenTTL = 600 * time.Second
 	// MaxTokenTTL is the longest access token lifetime a client may ask for.
 	MaxTokenTTL = authn.MaxTokenLifetime
+	// MaxRoleTokenTTL is the longest access token lifetime of a client with platform roles.
+	MaxRoleTokenTTL = authn.MaxRoleTokenLifetime
 
 	maxClientIDLen = 128
 	maxClientKeys  = 10
@@ -47,7 +49,10 @@ var (
 	environments    = []string{"dev", "test", "staging", "prod"}
 	knownRoles      = []authn.Role{
 		authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner,
-		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst, authn.RoleResourceServer,
+		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst, authn.RoleResourceServer, authn.RoleSubscriber,
+		authn.RoleLifecycleWorker,
+		authn.RoleSecurityApprover,
+		authn.RoleComplianceApprover,
 	}
 )
 
@@ -110,8 +115,9 @@ func ParseClientName(field, name string) (tenant, clientID string, err error) {
 }
 
 // NormalizeClient validates a client to register in tenant and returns the stored form: name and
-// tenant set, output-only fields cleared, state ACTIVE, token_ttl_seconds defaulted to defaultTTL,
-// scopes and roles deduplicated in order. Errors are InvalidArgument naming the field ("client.scopes").
+// tenant set, output-only fields cleared, state ACTIVE, token_ttl_seconds defaulted to defaultTTL (at
+// most MaxRoleTokenTTL for a client with roles, which may not ask for more), scopes and roles
+// deduplicated in order. Errors are InvalidArgument naming the field ("client.scopes").
 func NormalizeClient(tenant string, in *issuerv1.Client, defaultTTL time.Duration, createTime time.Time) (*issuerv1.Client, map[string]jose.JSONWebKey, error) {
 	if in == nil {
 		return nil, nil, errs.InvalidArgument("client", "is required")
@@ -158,10 +164,15 @@ func NormalizeClient(tenant string, in *issuerv1.Client, defaultTTL time.Duratio
 	switch {
 	case ttl < 0 || time.Duration(ttl)*time.Second > MaxTokenTTL:
 		return nil, nil, errs.InvalidArgument(f("token_ttl_seconds"), fmt.Sprintf("must be between 0 (default) and %d", int(MaxTokenTTL.Seconds())))
+	case len(roles) > 0 && time.Duration(ttl)*time.Second > MaxRoleTokenTTL:
+		return nil, nil, errs.InvalidArgument(f("token_ttl_seconds"), fmt.Sprintf("must be between 0 (default) and %d for a client with roles: role-bearing tokens live at most %s", int(MaxRoleTokenTTL.Seconds()), MaxRoleTokenTTL))
 	case ttl == 0 && defaultTTL > 0:
 		ttl = int32(defaultTTL / time.Second)
 	case ttl == 0:
 		ttl = int32(DefaultTokenTTL / time.Second)
+	}
+	if len(roles) > 0 {
+		ttl = min(ttl, int32(MaxRoleTokenTTL/time.Second))
 	}
 	out := &issuerv1.Client{
 		Name:            ClientName(tenant, in.GetClientId()),
@@ -230,8 +241,12 @@ func normalizeRoles(tenant string, in []string) ([]string, error) {
 		if !slices.Contains(knownRoles, authn.Role(r)) {
 			return nil, fmt.Errorf("%q is not a platform role", r)
 		}
-		if authn.Role(r) == authn.RolePlatformAdmin && tenant != authn.SystemTenant {
-			return nil, fmt.Errorf("platform-admin exists only in tenant %q", authn.SystemTenant)
+		role := authn.Role(r)
+		switch {
+		case role.SystemOnly() && tenant != authn.SystemTenant:
+			return nil, fmt.Errorf("%s exists only in tenant %q", r, authn.SystemTenant)
+		case tenant == authn.SystemTenant && (role == authn.RoleTenantAdmin || role == authn.RoleOwner):
+			return nil, fmt.Errorf("%s grants nothing in tenant %q: platform-admins administer it", r, authn.SystemTenant)
 		}
 		if !slices.Contains(out, r) {
 			out = append(out, r)

@@ -73,6 +73,15 @@ func TestNormalizeClient(t *testing.T) {
 		{name: "valid resource server", tenant: "acme", edit: func(c *issuerv1.Client) {
 			c.Agent, c.Environment, c.Roles = "", "", []string{"resource-server"}
 		}},
+		{name: "valid event subscriber", tenant: "acme", edit: func(c *issuerv1.Client) {
+			c.Agent, c.Environment, c.Roles = "", "", []string{"subscriber"}
+		}},
+		{name: "valid security approver", tenant: "acme", edit: func(c *issuerv1.Client) {
+			c.Agent, c.Environment, c.Roles = "", "", []string{"security-approver"}
+		}},
+		{name: "valid compliance approver", tenant: "acme", edit: func(c *issuerv1.Client) {
+			c.Agent, c.Environment, c.Roles = "", "", []string{"compliance-approver"}
+		}},
 		{name: "valid DPoP-bound client", tenant: "acme", edit: func(c *issuerv1.Client) { c.DpopBound = true }},
 		{name: "missing client_id", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = "" }, wantField: "client.client_id"},
 		{name: "client_id with a dot", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = "a.b" }, wantField: "client.client_id"},

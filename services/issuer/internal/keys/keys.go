@@ -121,11 +121,31 @@ func (k *SigningKey) PublicJSON() (string, error) {
 
 // Sign returns the compact JWS (RFC 7515 §7.1) of payload with the protected header alg ES256,
 // kid and typ at+jwt, and the signature as R || S, 32 bytes each (RFC 7518 §3.4).
-func (k *SigningKey) Sign(payload []byte) (string, error) {
+func (k *SigningKey) Sign(payload []byte) (string, error) { return k.sign(k.header, payload) }
+
+// SignTyped returns the compact JWS of payload like Sign, with typ as the "typ" header (for tokens
+// that are not access tokens, e.g. authn.ApprovalTokenType).
+func (k *SigningKey) SignTyped(typ string, payload []byte) (string, error) {
+	if typ == "" {
+		return "", errors.New("keys: sign: typ is required")
+	}
+	header, err := json.Marshal(struct {
+		Alg string `json:"alg"`
+		Kid string `json:"kid"`
+		Typ string `json:"typ"`
+	}{string(k.Algorithm), k.KeyID, typ})
+	if err != nil {
+		return "", fmt.Errorf("keys: sign: %w", err)
+	}
+	return k.sign(base64.RawURLEncoding.EncodeToString(header)+".", payload)
+}
+
+// sign signs header (base64url of the protected header and the dot) and payload.
+func (k *SigningKey) sign(header string, payload []byte) (string, error) {
 	b64 := base64.RawURLEncoding
 	const sigLen = 64
-	out := make([]byte, 0, len(k.header)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(sigLen))
-	out = append(out, k.header...)
+	out := make([]byte, 0, len(header)+b64.EncodedLen(len(payload))+1+b64.EncodedLen(sigLen))
+	out = append(out, header...)
 	out = b64.AppendEncode(out, payload)
 	digest := sha256.Sum256(out)
 	r, s, err := ecdsa.Sign(rand.Reader, k.priv, digest[:])
