@@ -46,10 +46,13 @@ var (
 		authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner,
 		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst,
 	}
+	// readAgentRoles may read one agent: every role of the tenant and the lifecycle worker, whose
+	// activities read the agent they act on.
+	readAgentRoles = append(anyRole[:len(anyRole):len(anyRole)], authn.RoleLifecycleWorker)
 	// manageRoles may register and retire agents (owners only their own).
 	manageRoles = []authn.Role{authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner}
-	// decideRoles may record lifecycle decisions: the lifecycle service's platform-admin identity.
-	decideRoles = []authn.Role{authn.RolePlatformAdmin}
+	// decideRoles may record lifecycle decisions: the lifecycle worker (and platform-admins).
+	decideRoles = []authn.Role{authn.RolePlatformAdmin, authn.RoleLifecycleWorker}
 )
 
 // principal returns the authenticated caller.
@@ -87,9 +90,10 @@ func requirePlatformAdmin(ctx context.Context) (*authn.Principal, error) {
 }
 
 // ownerConstraint is the owner a caller is limited to: its own id when only its owner role allows
-// it to manage agents, "" for tenant and platform admins.
+// it to manage agents, "" for tenant and platform admins. A platform-admin role outside the system
+// tenant counts for nothing.
 func ownerConstraint(p *authn.Principal) string {
-	if p.IsPlatformAdmin() || p.HasRole(authn.RolePlatformAdmin) || p.HasRole(authn.RoleTenantAdmin) {
+	if p.IsPlatformAdmin() || p.HasRole(authn.RoleTenantAdmin) {
 		return ""
 	}
 	return p.ID
@@ -160,13 +164,13 @@ func (s *Server) RegisterAgent(ctx context.Context, req *registryv1.RegisterAgen
 
 // GetAgent returns one agent, at least at req.min_version when it is set; a read model that does
 // not reach it in time answers Unavailable READ_MODEL_LAGGING with a google.rpc.RetryInfo.
-// Callers: any role of the agent's tenant.
+// Callers: any role of the agent's tenant, the lifecycle worker.
 func (s *Server) GetAgent(ctx context.Context, req *registryv1.GetAgentRequest) (*registryv1.GetAgentResponse, error) {
 	tenant, id, err := registry.ParseAgentName("name", req.GetName())
 	if err != nil {
 		return nil, err
 	}
-	if _, err := authorize(ctx, tenant, anyRole...); err != nil {
+	if _, err := authorize(ctx, tenant, readAgentRoles...); err != nil {
 		return nil, err
 	}
 	a, err := s.reg.GetAgent(ctx, tenant, id, req.GetMinVersion())
@@ -192,8 +196,8 @@ func (s *Server) ListAgents(ctx context.Context, req *registryv1.ListAgentsReque
 	return &registryv1.ListAgentsResponse{Agents: as, NextPageToken: next}, nil
 }
 
-// ActivateAgent records an approved provisioning decision. Callers: platform-admin (the lifecycle
-// service).
+// ActivateAgent records an approved provisioning decision. Callers: the lifecycle worker,
+// platform-admin.
 func (s *Server) ActivateAgent(ctx context.Context, req *registryv1.ActivateAgentRequest) (*registryv1.ActivateAgentResponse, error) {
 	tenant, id, err := registry.ParseAgentName("name", req.GetName())
 	if err != nil {
@@ -213,8 +217,8 @@ func (s *Server) ActivateAgent(ctx context.Context, req *registryv1.ActivateAgen
 	return &registryv1.ActivateAgentResponse{Agent: a}, nil
 }
 
-// RejectAgent records a rejected provisioning decision. Callers: platform-admin (the lifecycle
-// service).
+// RejectAgent records a rejected provisioning decision. Callers: the lifecycle worker,
+// platform-admin.
 func (s *Server) RejectAgent(ctx context.Context, req *registryv1.RejectAgentRequest) (*registryv1.RejectAgentResponse, error) {
 	tenant, id, err := registry.ParseAgentName("name", req.GetName())
 	if err != nil {
@@ -254,8 +258,8 @@ func (s *Server) RetireAgent(ctx context.Context, req *registryv1.RetireAgentReq
 	return &registryv1.RetireAgentResponse{Agent: a}, nil
 }
 
-// CompleteRetirement records verified deprovisioning. Callers: platform-admin (the lifecycle
-// service).
+// CompleteRetirement records verified deprovisioning. Callers: the lifecycle worker,
+// platform-admin.
 func (s *Server) CompleteRetirement(ctx context.Context, req *registryv1.CompleteRetirementRequest) (*registryv1.CompleteRetirementResponse, error) {
 	tenant, id, err := registry.ParseAgentName("name", req.GetName())
 	if err != nil {

@@ -40,6 +40,10 @@ const (
 	acmeNoRole    = "acme-no-role"     // acme token without roles
 	acmePlatform  = "acme-platform"    // platform-admin role, but of tenant acme
 	globexAdmin   = "globex-admin"     // tenant-admin of globex
+	worker        = "worker"           // the lifecycle worker: lifecycle-worker role of system
+	acmeWorker    = "acme-worker"      // lifecycle-worker role, but of tenant acme
+	systemAdmin   = "system-admin"     // tenant-admin of tenant system
+	systemOwner   = "system-owner"     // owner of tenant system
 	noToken       = ""                 // no authorization header
 	badToken      = "not-a-real-token" // rejected by the verifier
 )
@@ -53,6 +57,10 @@ var verifier = testkit.StaticVerifier(map[string]*authn.Claims{
 	acmeNoRole:    claims("acme", "nobody@acme.example"),
 	acmePlatform:  claims("acme", "root@acme.example", "platform-admin"),
 	globexAdmin:   claims("globex", "admin@globex.example", "tenant-admin"),
+	worker:        claims(authn.SystemTenant, "lifecycle-worker", "lifecycle-worker"),
+	acmeWorker:    claims("acme", "fake-worker", "lifecycle-worker"),
+	systemAdmin:   claims(authn.SystemTenant, "sam", "tenant-admin"),
+	systemOwner:   claims(authn.SystemTenant, "team:platform", "owner"),
 })
 
 // harness is the RegistryService over bufconn with a real event store on embedded NATS.
