@@ -231,7 +231,9 @@ func TestRequestIDReusedForAnotherInputIsRefused(t *testing.T) {
 }
 
 func TestTenantAdminCannotPlantAProvisioningDecision(t *testing.T) {
-	for _, token := range []string{"acme-admin", "acme-delegated", "acme-plat-ish", "system-delegated"} {
+	// (A platform-admin or lifecycle-worker role outside system is refused outright:
+	// TestEvaluateAdmissionAuthorization.)
+	for _, token := range []string{"acme-admin", "acme-delegated", "system-delegated"} {
 		t.Run(token, func(t *testing.T) {
 			e := start(t, app.Config{}, true)
 			// The provisioning run's request id is predictable; the caller asks first, with a
