@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/authn"
@@ -149,6 +150,14 @@ func (s *Server) Subscribe(req *eventsv1.SubscribeRequest, ss grpc.ServerStreami
 	srcs, err := s.open(ctx, pl)
 	if err != nil {
 		return err
+	}
+	// The response headers tell the subscriber that every stream is open: whatever is appended from
+	// now on will be delivered.
+	if err := ss.SendHeader(metadata.MD{}); err != nil {
+		for _, src := range srcs {
+			src.it.Stop()
+		}
+		return nil // the subscriber is gone
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()

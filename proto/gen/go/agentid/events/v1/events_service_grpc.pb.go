@@ -32,7 +32,8 @@ type EventsServiceClient interface {
 	// LIFECYCLE, REVOCATIONS) as they are appended, after optionally replaying stored ones. Events of one
 	// stream arrive in stream order; events of different streams are merged by event time (see
 	// docs/events.md). Every event carries a cursor to resume after it. Secrets never leave: the sealed
-	// private key of `signingkey.created` is removed.
+	// private key of `signingkey.created` is removed. The response headers are sent once every stream is
+	// open: from then on, every appended event that matches is delivered.
 	// Callers: subscriber, auditor or tenant-admin of the tenant; platform-admin (any tenant).
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeResponse], error)
 }
@@ -74,7 +75,8 @@ type EventsServiceServer interface {
 	// LIFECYCLE, REVOCATIONS) as they are appended, after optionally replaying stored ones. Events of one
 	// stream arrive in stream order; events of different streams are merged by event time (see
 	// docs/events.md). Every event carries a cursor to resume after it. Secrets never leave: the sealed
-	// private key of `signingkey.created` is removed.
+	// private key of `signingkey.created` is removed. The response headers are sent once every stream is
+	// open: from then on, every appended event that matches is delivered.
 	// Callers: subscriber, auditor or tenant-admin of the tenant; platform-admin (any tenant).
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeResponse]) error
 	mustEmbedUnimplementedEventsServiceServer()
