@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -47,6 +49,9 @@ type Flags struct {
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
 	PprofAllowRemote bool
+	// TLS are the server certificate and key (--tls-cert, --tls-key) of the gRPC and HTTP servers
+	// and the CA (--ca) of outgoing connections to other services.
+	TLS TLSFiles
 }
 
 // Register adds the common flags to fs, with the current field values as defaults.
@@ -61,6 +66,9 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.NATSGrace, "nats-grace", f.NATSGrace, "how long NATS may be unreachable before /readyz and gRPC health report NOT_SERVING")
 	fs.StringVar(&f.PprofAddr, "pprof-addr", f.PprofAddr, "serve net/http/pprof on this host:port (empty: off; loopback only unless --pprof-allow-remote)")
 	fs.BoolVar(&f.PprofAllowRemote, "pprof-allow-remote", f.PprofAllowRemote, "allow a --pprof-addr that is not loopback")
+	fs.StringVar(&f.TLS.CertFile, "tls-cert", f.TLS.CertFile, "server certificate chain (PEM) of the gRPC and HTTP servers, reloaded when it changes (empty: plaintext)")
+	fs.StringVar(&f.TLS.KeyFile, "tls-key", f.TLS.KeyFile, "private key (PEM) of --tls-cert")
+	fs.StringVar(&f.TLS.CAFile, "ca", f.TLS.CAFile, "CA bundle (PEM) that other services' certificates are verified against (empty: plaintext to loopback only)")
 }
 
 // Env is what Main hands a service's build function.
@@ -81,6 +89,9 @@ type Env struct {
 	// DenylistReady blocks until Denylist holds every revocation stored before the start (or ctx is
 	// done); a component that checks Denylist waits for it before answering.
 	DenylistReady func(context.Context) error
+	// ClientTLS verifies other services' certificates (--ca) for the component's outgoing gRPC
+	// (grpcx.DialTLS) and HTTPS calls; nil means plaintext, to loopback addresses only.
+	ClientTLS *tls.Config
 }
 
 // DefaultFlags returns the defaults shared by every service binary.
@@ -125,16 +136,21 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 	if armed := failpoint.Armed(); len(armed) > 0 {
 		log.Warn("FAILPOINTS ARMED: this process will fail on purpose (unset "+failpoint.Env+" outside tests)", "failpoints", armed)
 	}
+	tlsConfigs, err := LoadTLS(f.TLS, log)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, name, f, log, build); err != nil {
+	if err := run(ctx, name, f, tlsConfigs, log, build); err != nil {
 		log.Error("exiting", "error", err.Error())
 		return 1
 	}
 	return 0
 }
 
-func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build func(context.Context, *Env) (Component, error)) error {
+func run(ctx context.Context, name string, f *Flags, tlsConfigs TLSConfigs, log *slog.Logger, build func(context.Context, *Env) (Component, error)) error {
 	shutdownTracing, err := observability.Setup(ctx, observability.TracingConfig{
 		ServiceName: "agentid-" + name, OTLPEndpoint: f.OTLPEndpoint, Insecure: true,
 	})
@@ -157,7 +173,7 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 		eventstore.WithReplicas(f.StreamReplicas))
 	// While the streams are not there yet the process is alive but not ready: answer the probes, so
 	// that an orchestrator waits instead of restarting it.
-	stopProbes := serveStartupProbes(f.HTTPAddr, log)
+	stopProbes := serveStartupProbes(f.HTTPAddr, tlsConfigs.Server, log)
 	err = ensureStreams(ctx, store, log)
 	stopProbes()
 	if err != nil {
@@ -167,19 +183,24 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 	if err != nil {
 		return err
 	}
-	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: f.IssuerURL, Revocations: revocations.Denylist})
+	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: f.IssuerURL, Revocations: revocations.Denylist,
+		HTTPClient: HTTPClient(tlsConfigs.Client)})
 	if err != nil {
-		return err
+		return fmt.Errorf("--issuer-url: %w", err)
 	}
 	comp, err := build(ctx, &Env{Logger: log, NATS: nc, JetStream: js, Store: store, StreamReplicas: f.StreamReplicas,
-		Denylist: revocations.Denylist, DenylistReady: revocations.Feed.Ready})
+		Denylist: revocations.Denylist, DenylistReady: revocations.Feed.Ready, ClientTLS: tlsConfigs.Client})
 	if err != nil {
 		return fmt.Errorf("build %s: %w", name, err)
 	}
 	if c, ok := comp.(interface{ Close() error }); ok {
 		defer c.Close()
 	}
-	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier})
+	var serverOpts []grpc.ServerOption
+	if tlsConfigs.Server != nil {
+		serverOpts = append(serverOpts, grpcx.ServerTLS(tlsConfigs.Server, log))
+	}
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier}, serverOpts...)
 	tasks := []Task{revocations.Task()}
 	profile, _, err := PprofTask(PprofConfig{Addr: f.PprofAddr, AllowRemote: f.PprofAllowRemote, Logger: log})
 	if err != nil {
@@ -189,7 +210,7 @@ func run(ctx context.Context, name string, f *Flags, log *slog.Logger, build fun
 		tasks = append(tasks, profile)
 	}
 	return Run(ctx, RunConfig{
-		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, Server: srv, Health: grpcx.HealthServer(srv),
+		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, TLS: tlsConfigs.Server, Server: srv, Health: grpcx.HealthServer(srv),
 		Components: []Component{comp}, Tasks: tasks, Logger: log, NATS: nc, NATSGrace: f.NATSGrace,
 		ReadyChecks: []ReadyCheck{revocations.ReadyCheck()},
 	})
@@ -236,10 +257,10 @@ func transientJetStreamError(err error) bool {
 		errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)
 }
 
-// serveStartupProbes answers /livez and /healthz (200) and /readyz (503) on addr until the returned
-// function is called, which releases the address for the real server. An empty addr, or one that
-// cannot be bound, serves nothing.
-func serveStartupProbes(addr string, log *slog.Logger) (stop func()) {
+// serveStartupProbes answers /livez and /healthz (200) and /readyz (503) on addr (over TLS with
+// tlsConfig, if set) until the returned function is called, which releases the address for the real
+// server. An empty addr, or one that cannot be bound, serves nothing.
+func serveStartupProbes(addr string, tlsConfig *tls.Config, log *slog.Logger) (stop func()) {
 	if addr == "" {
 		return func() {}
 	}
@@ -260,10 +281,15 @@ func serveStartupProbes(addr string, log *slog.Logger) (stop func()) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("not ready: waiting for the event streams (NATS)\n"))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		if tlsConfig != nil {
+			_ = srv.ServeTLS(lis, "", "")
+			return
+		}
 		_ = srv.Serve(lis)
 	}()
 	return func() {

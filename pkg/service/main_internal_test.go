@@ -111,7 +111,7 @@ func TestTransientJetStreamErrors(t *testing.T) {
 // releases the address for the real server afterwards.
 func TestStartupProbes(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(testkit.FreePorts(t, 1)[0])
-	stop := serveStartupProbes(addr, slog.New(slog.DiscardHandler))
+	stop := serveStartupProbes(addr, nil, slog.New(slog.DiscardHandler))
 	for path, want := range map[string]int{"/livez": 200, "/healthz": 200, "/readyz": 503} {
 		res, err := http.Get("http://" + addr + path)
 		if err != nil {

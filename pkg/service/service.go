@@ -4,6 +4,7 @@ package service
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,9 @@ type RunConfig struct {
 	// HTTPAddr is the listen address for HTTP components, /metrics, /livez (alias /healthz) and
 	// /readyz; empty disables HTTP.
 	HTTPAddr string
+	// TLS, if set, makes the HTTP server serve TLS with it (tlsx.NewServerConfig); the gRPC server
+	// gets its TLS when it is built (grpcx.ServerTLS). Failed handshakes are logged with the peer.
+	TLS *tls.Config
 	// Server is the gRPC server (built with grpcx.NewServer).
 	Server *grpc.Server
 	// Health, if set, follows readiness: the overall status ("") is SERVING only while the process is
@@ -168,7 +172,8 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		}
 		httpAddr = httpLis.Addr().String()
 	}
-	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: cfg.TLS,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -179,7 +184,11 @@ func Run(ctx context.Context, cfg RunConfig) error {
 	})
 	if httpLis != nil {
 		g.Go(func() error {
-			if err := httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serve := func() error { return httpSrv.Serve(httpLis) }
+			if cfg.TLS != nil {
+				serve = func() error { return httpSrv.ServeTLS(httpLis, "", "") }
+			}
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("HTTP server: %w", err)
 			}
 			return nil
