@@ -1,12 +1,15 @@
 package service
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"golang.org/x/oauth2"
 
 	"github.com/agentid/agentid/pkg/tlsx"
 )
@@ -78,4 +81,11 @@ func HTTPClient(tlsConfig *tls.Config) *http.Client {
 		t.TLSClientConfig = tlsConfig.Clone()
 	}
 	return &http.Client{Timeout: 10 * time.Second, Transport: t}
+}
+
+// WithHTTPClient returns ctx carrying HTTPClient(tlsConfig) as the oauth2 HTTP client, so that the
+// token sources made with it (authn.Credential.TokenSource) verify the token endpoint against
+// tlsConfig.
+func WithHTTPClient(ctx context.Context, tlsConfig *tls.Config) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, HTTPClient(tlsConfig))
 }
