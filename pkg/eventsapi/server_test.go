@@ -3,15 +3,23 @@ package eventsapi_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventsapi"
@@ -204,4 +212,337 @@ func TestSubscribeSeesOnlyItsTenant(t *testing.T) {
 	h.agentEvent(t, "beta", "b2", "registered")
 	live := h.agentEvent(t, "acme", "a2", "registered")
 	expectIDs(t, s, live)
+}
+
+func TestSubscribeFilters(t *testing.T) {
+	// given is the same history in every case: names of events -> the events.
+	given := func(t *testing.T, h *harness) map[string]eventstore.Event {
+		ev := map[string]eventstore.Event{}
+		ev["tc"] = h.appendEvent(t, "acme", eventstore.AggregateTenant, "acme", "tenant.created", &registryv1.TenantCreated{})
+		ev["r1"] = h.agentEvent(t, "acme", "a1", "registered")
+		ev["act1"] = h.agentEvent(t, "acme", "a1", "activated")
+		ev["r2"] = h.agentEvent(t, "acme", "a2", "registered")
+		ev["cc"] = h.appendEvent(t, "acme", eventstore.AggregateClient, "a1", "client.created", &issuerv1.ClientCreated{})
+		h.agentEvent(t, "beta", "a1", "registered")
+		return ev
+	}
+	tests := []struct {
+		name   string
+		req    *eventsv1.SubscribeRequest
+		want   []string
+		other  func(t *testing.T, h *harness)                    // a new event that does not match
+		marker func(t *testing.T, h *harness) eventstore.Event // a new event that matches
+	}{
+		{
+			name: "exact type", req: &eventsv1.SubscribeRequest{EventTypes: []string{"agent.registered"}},
+			want:   []string{"r1", "r2"},
+			other:  func(t *testing.T, h *harness) { h.agentEvent(t, "acme", "a2", "activated") },
+			marker: func(t *testing.T, h *harness) eventstore.Event { return h.agentEvent(t, "acme", "a3", "registered") },
+		},
+		{
+			name: "type prefix", req: &eventsv1.SubscribeRequest{EventTypes: []string{"agent."}},
+			want: []string{"r1", "act1", "r2"},
+			other: func(t *testing.T, h *harness) {
+				h.appendEvent(t, "acme", eventstore.AggregateClient, "x", "client.created", &issuerv1.ClientCreated{})
+			},
+			marker: func(t *testing.T, h *harness) eventstore.Event { return h.agentEvent(t, "acme", "a4", "retired") },
+		},
+		{
+			name: "two types", req: &eventsv1.SubscribeRequest{EventTypes: []string{"tenant.created", "client.created"}},
+			want:  []string{"tc", "cc"},
+			other: func(t *testing.T, h *harness) { h.agentEvent(t, "acme", "a5", "registered") },
+			marker: func(t *testing.T, h *harness) eventstore.Event {
+				return h.appendEvent(t, "acme", eventstore.AggregateClient, "y", "client.created", &issuerv1.ClientCreated{})
+			},
+		},
+		{
+			name: "aggregate type", req: &eventsv1.SubscribeRequest{AggregateType: "client"},
+			want:  []string{"cc"},
+			other: func(t *testing.T, h *harness) { h.agentEvent(t, "acme", "a6", "registered") },
+			marker: func(t *testing.T, h *harness) eventstore.Event {
+				return h.appendEvent(t, "acme", eventstore.AggregateClient, "z", "client.disabled", &issuerv1.ClientDisabled{})
+			},
+		},
+		{
+			name: "aggregate type and id", req: &eventsv1.SubscribeRequest{AggregateType: "agent", AggregateId: "a1"},
+			want:   []string{"r1", "act1"},
+			other:  func(t *testing.T, h *harness) { h.agentEvent(t, "acme", "a7", "registered") },
+			marker: func(t *testing.T, h *harness) eventstore.Event { return h.agentEvent(t, "acme", "a1", "retired") },
+		},
+		{
+			name: "aggregate id of every type", req: &eventsv1.SubscribeRequest{AggregateId: "a1"},
+			want:   []string{"r1", "act1", "cc"},
+			other:  func(t *testing.T, h *harness) { h.agentEvent(t, "beta", "a1", "activated") },
+			marker: func(t *testing.T, h *harness) eventstore.Event { return h.agentEvent(t, "acme", "a1", "suspended") },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, eventsapi.Config{})
+			ev := given(t, h)
+			req := proto.CloneOf(tt.req)
+			req.Parent, req.Start = "tenants/acme", earliest
+			s, _ := h.subscribe(t, acmeAdmin, req)
+			var want []eventstore.Event
+			for _, name := range tt.want {
+				want = append(want, ev[name])
+			}
+			expectIDs(t, s, want...)
+			// Nothing else matches: a new event that does not match is skipped, the next one that does comes.
+			tt.other(t, h)
+			expectIDs(t, s, tt.marker(t, h))
+		})
+	}
+}
+
+func TestSubscribeInvalidRequests(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{})
+	tests := []struct {
+		name      string
+		req       *eventsv1.SubscribeRequest
+		wantField string
+	}{
+		{"no parent", &eventsv1.SubscribeRequest{}, "parent"},
+		{"malformed parent", &eventsv1.SubscribeRequest{Parent: "acme"}, "parent"},
+		{"wildcard in parent", &eventsv1.SubscribeRequest{Parent: "tenants/*"}, "parent"},
+		{"wildcard type", &eventsv1.SubscribeRequest{Parent: "tenants/acme", EventTypes: []string{"agent.*"}}, "event_types"},
+		{"full wildcard type", &eventsv1.SubscribeRequest{Parent: "tenants/acme", EventTypes: []string{">"}}, "event_types"},
+		{"unknown aggregate type", &eventsv1.SubscribeRequest{Parent: "tenants/acme", AggregateType: "telemetry"}, "aggregate_type"},
+		{"aggregate id with a dot", &eventsv1.SubscribeRequest{Parent: "tenants/acme", AggregateId: "a.>"}, "aggregate_id"},
+		{"aggregate id wildcard", &eventsv1.SubscribeRequest{Parent: "tenants/acme", AggregateId: "*"}, "aggregate_id"},
+		{"garbage cursor", &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: &eventsv1.SubscribeRequest_Cursor{Cursor: "!!"}}, "cursor"},
+		{"unknown format", &eventsv1.SubscribeRequest{Parent: "tenants/acme", Format: 9}, "format"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := h.subscribe(t, platformAdmin, tt.req)
+			_, err := s.Recv()
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("got %v, want InvalidArgument", err)
+			}
+			if f := fieldOf(err); f != tt.wantField {
+				t.Errorf("field %q, want %q (%v)", f, tt.wantField, err)
+			}
+		})
+	}
+}
+
+// fieldOf returns the field named by an InvalidArgument status's BadRequest detail.
+func fieldOf(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) > 0 {
+			return br.GetFieldViolations()[0].GetField()
+		}
+	}
+	return ""
+}
+
+func TestSubscribeResumeFromCursor(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{})
+	var all []eventstore.Event
+	for i := range 3 {
+		all = append(all, h.agentEvent(t, "acme", fmt.Sprintf("a%d", i), "registered"))
+		all = append(all, h.appendEvent(t, "acme", eventstore.AggregateClient, fmt.Sprintf("c%d", i), "client.created", &issuerv1.ClientCreated{}))
+		h.agentEvent(t, "beta", fmt.Sprintf("b%d", i), "registered")
+	}
+	total := len(all)
+	for cut := 1; cut <= total; cut++ {
+		t.Run(fmt.Sprintf("after %d", cut), func(t *testing.T) {
+			s, cancel := h.subscribe(t, acmeSubscriber, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+			got := expectIDs(t, s, all[:cut]...)
+			cancel()
+			s, _ = h.subscribe(t, acmeSubscriber, &eventsv1.SubscribeRequest{Parent: "tenants/acme",
+				Start: &eventsv1.SubscribeRequest_Cursor{Cursor: got[cut-1].cursor}})
+			// Exactly the events after the cursor: no gap, no duplicate, then a new one.
+			expectIDs(t, s, all[cut:]...)
+			marker := h.agentEvent(t, "acme", fmt.Sprintf("m%d", cut), "registered")
+			expectIDs(t, s, marker)
+			all = append(all, marker)
+		})
+	}
+}
+
+func TestSubscribeHeartbeatCursorResumes(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{HeartbeatInterval: 20 * time.Millisecond})
+	h.agentEvent(t, "acme", "old", "registered")
+	s, cancel := h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme"})
+	var cur string
+	for cur == "" {
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetHeartbeat() == nil {
+			t.Fatalf("a new-only subscription delivered %v before anything was appended", r)
+		}
+		cur = r.GetCursor()
+	}
+	cancel()
+	after := h.agentEvent(t, "acme", "new", "registered")
+	s, _ = h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: &eventsv1.SubscribeRequest_Cursor{Cursor: cur}})
+	expectIDs(t, s, after)
+}
+
+func TestSubscribeFromTime(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{})
+	h.agentEvent(t, "acme", "early", "registered")
+	start := time.Now() // the streams' storage time, on this machine's clock
+	c := h.appendEvent(t, "acme", eventstore.AggregateClient, "late", "client.created", &issuerv1.ClientCreated{})
+	a := h.agentEvent(t, "acme", "later", "registered")
+	s, _ := h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme",
+		Start: &eventsv1.SubscribeRequest_StartTime{StartTime: timestamppb.New(start)}})
+	// Merged by event time across streams (AGENTS comes before CREDENTIALS in stream order).
+	got := expectIDs(t, s, c, a)
+	// The cursor of the first event holds no position for AGENTS yet: resuming from it starts AGENTS at
+	// the subscription's start time, so the AGENTS event still comes, once.
+	s, _ = h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: &eventsv1.SubscribeRequest_Cursor{Cursor: got[0].cursor}})
+	expectIDs(t, s, a)
+	marker := h.agentEvent(t, "acme", "marker", "registered")
+	expectIDs(t, s, marker)
+}
+
+func TestSubscribeCloudEventsJSON(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{})
+	e := h.agentEvent(t, "acme", "a1", "activated")
+	s, _ := h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest,
+		Format: eventsv1.EventFormat_EVENT_FORMAT_CLOUDEVENTS_JSON})
+	r := expectIDs(t, s, e)[0]
+	for _, attr := range []string{"id", "source", "type", "specversion", "time", "subject", "datacontenttype"} {
+		if v, _ := r.ce[attr].(string); v == "" {
+			t.Errorf("CloudEvents attribute %q missing or not a string in %v", attr, r.ce)
+		}
+	}
+	if r.ce["specversion"] != "1.0" || r.ce["type"] != "agent.activated" || r.ce["source"] != "agentid/test" ||
+		r.ce["subject"] != "tenants/acme/agents/a1" || r.ce["datacontenttype"] != "application/json" {
+		t.Errorf("attributes: %v", r.ce)
+	}
+	if ts, err := time.Parse(time.RFC3339Nano, r.ce["time"].(string)); err != nil || !ts.Equal(e.Time) {
+		t.Errorf("time %v: %v, want %s", r.ce["time"], err, e.Time)
+	}
+	if ds, _ := r.ce["dataschema"].(string); ds != eventsapi.DataSchemaPrefix+"agentid.registry.v1.AgentActivated" {
+		t.Errorf("dataschema %q", ds)
+	}
+	data, _ := r.ce["data"].(map[string]any)
+	if data["name"] != "tenants/acme/agents/a1" {
+		t.Errorf("data %v, want the payload as JSON", r.ce["data"])
+	}
+	// Extension attribute names: lower-case letters and digits only (CloudEvents 1.0).
+	for k := range r.ce {
+		for _, c := range k {
+			if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+				t.Errorf("attribute name %q is not a valid CloudEvents name", k)
+			}
+		}
+	}
+}
+
+func TestSubscribeNeverSendsSealedKeys(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{})
+	secret := []byte("SEALED-PRIVATE-KEY-MATERIAL-0123456789")
+	e := h.appendEvent(t, "acme", eventstore.AggregateSigningKey, "acme", "signingkey.created", &issuerv1.SigningKeyCreated{
+		Key: &issuerv1.SigningKey{KeyId: "k1", Algorithm: "ES256", PublicJwk: `{"kty":"EC"}`}, SealedPrivateJwk: secret, KekId: "kek-1",
+	})
+	for _, format := range []eventsv1.EventFormat{eventsv1.EventFormat_EVENT_FORMAT_CLOUDEVENTS_JSON, eventsv1.EventFormat_EVENT_FORMAT_PROTOBUF} {
+		t.Run(format.String(), func(t *testing.T) {
+			s, _ := h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest, Format: format})
+			r := expectIDs(t, s, e)[0]
+			b64 := base64.StdEncoding.EncodeToString(secret)
+			if bytes.Contains(r.raw, secret) || bytes.Contains(r.raw, []byte(b64)) || bytes.Contains(r.raw, []byte(b64[:20])) {
+				t.Fatalf("sealed key material in the response: %q", r.raw)
+			}
+			var key *issuerv1.SigningKeyCreated
+			switch format {
+			case eventsv1.EventFormat_EVENT_FORMAT_PROTOBUF:
+				key = &issuerv1.SigningKeyCreated{}
+				if err := proto.Unmarshal(r.pe.GetData(), key); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				b, _ := json.Marshal(r.ce["data"])
+				key = &issuerv1.SigningKeyCreated{}
+				if err := protojson.Unmarshal(b, key); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if len(key.GetSealedPrivateJwk()) != 0 || key.GetKey().GetKeyId() != "k1" || key.GetKey().GetPublicJwk() == "" {
+				t.Errorf("payload %v: want the public key without the sealed private key", key)
+			}
+		})
+	}
+}
+
+func TestSubscribeAuthorization(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{})
+	tests := []struct {
+		name  string
+		token string
+		want  codes.Code
+	}{
+		{"no token", "", codes.Unauthenticated},
+		{"unknown token", "forged", codes.Unauthenticated},
+		{"analyst", acmeAnalyst, codes.PermissionDenied},
+		{"admin of another tenant", betaAdmin, codes.NotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := h.subscribe(t, tt.token, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+			if _, err := s.Recv(); status.Code(err) != tt.want {
+				t.Fatalf("got %v, want %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestSubscribeLimitsConcurrentStreamsPerCaller(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{MaxStreamsPerCaller: 1})
+	e := h.agentEvent(t, "acme", "a1", "registered")
+	s1, cancel1 := h.subscribe(t, acmeSubscriber, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+	expectIDs(t, s1, e)
+	s2, _ := h.subscribe(t, acmeSubscriber, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+	if _, err := s2.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("second subscription: got %v, want ResourceExhausted", err)
+	}
+	// Another caller is not affected.
+	s3, _ := h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+	expectIDs(t, s3, e)
+	// Once the first ends, the slot is free again.
+	cancel1()
+	testkit.Eventually(t, testkit.DefaultWait, "the slot to be released", func() (bool, error) {
+		s, err := h.client.Subscribe(testkit.WithBearer(t.Context(), acmeSubscriber), &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+		if err != nil {
+			return false, err
+		}
+		_, err = s.Recv()
+		return err == nil, nil
+	})
+}
+
+func TestSubscribeCutsOffSlowSubscriber(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{SendBuffer: 1, SlowSubscriberTimeout: 50 * time.Millisecond},
+		grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10))
+	big := strings.Repeat("x", 200<<10)
+	const n = 12 // 2.4 MB: far beyond the flow-control windows and the send buffer
+	for i := range n {
+		h.appendEvent(t, "acme", eventstore.AggregateAgent, fmt.Sprintf("a%d", i), "agent.activated", &registryv1.AgentActivated{Name: big})
+	}
+	s, _ := h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+	// Read nothing until the server has given up on this subscriber.
+	testkit.Eventually(t, testkit.DefaultWait, "the slow subscriber to be cut off", func() (bool, error) {
+		return strings.Contains(h.logs.String(), "event subscriber cut off"), nil
+	})
+	got := 0
+	for {
+		_, err := s.Recv()
+		if err == nil {
+			got++
+			continue
+		}
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("after %d events: got %v, want ResourceExhausted", got, err)
+		}
+		break
+	}
+	if got >= n {
+		t.Errorf("received all %d events, want a cut-off before", got)
+	}
 }
