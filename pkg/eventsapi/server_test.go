@@ -107,7 +107,7 @@ func (h *harness) appendEvent(t *testing.T, tenant, aggType, aggID, typ string, 
 	e, err := h.store.Append(t.Context(), eventstore.Append{
 		Tenant: tenant, AggregateType: aggType, AggregateID: aggID, ExpectedVersion: eventstore.AnyVersion,
 		IdempotencyKey: fmt.Sprintf("req-%d", appended.Add(1)),
-		Type: typ, Subject: "tenants/" + tenant + "/" + aggType + "s/" + aggID, Data: data,
+		Type:           typ, Subject: "tenants/" + tenant + "/" + aggType + "s/" + aggID, Data: data,
 		Metadata: eventstore.Metadata{Actor: eventstore.Actor{ID: "tester", Kind: eventstore.ActorHuman}},
 	})
 	if err != nil {
@@ -230,7 +230,7 @@ func TestSubscribeFilters(t *testing.T) {
 		name   string
 		req    *eventsv1.SubscribeRequest
 		want   []string
-		other  func(t *testing.T, h *harness)                    // a new event that does not match
+		other  func(t *testing.T, h *harness)                  // a new event that does not match
 		marker func(t *testing.T, h *harness) eventstore.Event // a new event that matches
 	}{
 		{
