@@ -1,5 +1,5 @@
-// Package app wires the registry service: the core over the event store, its read-model runners
-// and the gRPC RegistryService. cmd/registry runs it alone; cmd/agentid runs it beside the other
+// Package app wires the registry service: the core over the event store, its read-model runners,
+// the gRPC RegistryService and the tenants' event subscriptions (agentid.events.v1.EventsService). cmd/registry runs it alone; cmd/agentid runs it beside the other
 // services in one process.
 package app
 
@@ -12,6 +12,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/agentid/agentid/pkg/eventsapi"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/service"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
@@ -50,9 +51,10 @@ type Deps struct {
 
 // App is the registry component.
 type App struct {
-	svc *registry.Service
-	srv *server.Server
-	log *slog.Logger
+	svc    *registry.Service
+	srv    *server.Server
+	events *eventsapi.Server
+	log    *slog.Logger
 }
 
 var _ service.Component = (*App)(nil)
@@ -74,14 +76,23 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &App{svc: svc, srv: server.New(svc), log: log}, nil
+	// The registry is the tenants' front door, so it also serves their event subscriptions: a read-only
+	// view of the event bus (the aggregate streams of every context, never a service's projections).
+	events, err := eventsapi.New(eventsapi.Config{JetStream: deps.Store.JetStream(), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &App{svc: svc, srv: server.New(svc), events: events, log: log}, nil
 }
 
 // Name implements service.Component.
 func (a *App) Name() string { return Name }
 
-// RegisterGRPC registers agentid.registry.v1.RegistryService on s.
-func (a *App) RegisterGRPC(s *grpc.Server) { registryv1.RegisterRegistryServiceServer(s, a.srv) }
+// RegisterGRPC registers agentid.registry.v1.RegistryService and agentid.events.v1.EventsService on s.
+func (a *App) RegisterGRPC(s *grpc.Server) {
+	registryv1.RegisterRegistryServiceServer(s, a.srv)
+	a.events.Register(s)
+}
 
 // Tasks returns the runners of the tenants and agents read models.
 func (a *App) Tasks() []service.Task {

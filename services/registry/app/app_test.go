@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/testkit"
+	eventsv1 "github.com/agentid/agentid/proto/gen/go/agentid/events/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/registry/app"
 )
@@ -79,5 +81,17 @@ func TestAppServesAndEnsuresTenant(t *testing.T) {
 	resp, err := client.GetTenant(testkit.WithBearer(ctx, "x"), &registryv1.GetTenantRequest{Name: "tenants/default"})
 	if err != nil || resp.GetTenant().GetDisplayName() != "Default tenant" {
 		t.Fatalf("get tenant over gRPC: %v %v", resp, err)
+	}
+
+	// The tenants' event subscriptions are served beside the registry.
+	events := eventsv1.NewEventsServiceClient(testkit.ServeGRPC(t, srv))
+	sub, err := events.Subscribe(testkit.WithBearer(ctx, "x"), &eventsv1.SubscribeRequest{Parent: "tenants/default",
+		Start: &eventsv1.SubscribeRequest_Position{Position: eventsv1.StartPosition_START_POSITION_EARLIEST}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := sub.Recv()
+	if err != nil || !strings.Contains(string(ev.GetCloudEventJson()), `"type":"tenant.created"`) {
+		t.Fatalf("subscribe to tenant default: %v %v", ev, err)
 	}
 }
