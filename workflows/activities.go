@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
@@ -58,6 +59,8 @@ type Activities struct {
 	// NotFoundRetryFor bounds how long an agent the registry does not know is retried as read-model
 	// lag (default DefaultNotFoundRetryFor).
 	NotFoundRetryFor time.Duration
+	// ApprovalTokens verifies approval tokens; nil refuses every approval token (fail closed).
+	ApprovalTokens ApprovalTokenVerifier
 }
 
 // Policy outcomes as the workflows see them.
@@ -606,4 +609,68 @@ func classify(op string, err error) error {
 	default:
 		return temporal.NewApplicationErrorWithCause(msg, e.Reason, err)
 	}
+}
+
+// ApprovalTokenVerifier verifies the signature, type, audience and lifetime of approval tokens
+// against the tenant issuer's JWKS (authn.JWKSVerifier).
+type ApprovalTokenVerifier interface {
+	VerifyApproval(ctx context.Context, raw string) (*authn.ApprovalClaims, error)
+}
+
+// VerifyApprovalRequest asks to verify an approval token presented to an agent's provisioning run.
+type VerifyApprovalRequest struct {
+	// Agent is the run's agent (resource name).
+	Agent string
+	// Token is the approval token.
+	Token string
+}
+
+// VerifiedApproval is what VerifyApproval found: the token's claims and the agent's owner and
+// sponsor, or why the token does not verify.
+type VerifiedApproval struct {
+	// Refused says why the token does not verify; empty when it does.
+	Refused string
+	// Subject is the person who decides.
+	Subject string
+	// Agent, Step, Decision and Run are the token's bindings.
+	Agent, Step, Decision, Run string
+	// Roles are the person's roles when the token was minted.
+	Roles []string
+	// TokenID is the token's jti.
+	TokenID string
+	// Expiry is when the token expires.
+	Expiry time.Time
+	// Owner is the agent's owner as the registry holds it.
+	Owner string
+	// Sponsor is the agent's sponsor, the owner's named delegate.
+	Sponsor string
+}
+
+// VerifyApproval verifies an approval token (ApprovalTokens) for the agent's run and reads the agent's
+// owner and sponsor from the registry. A token that does not verify is a result with Refused set, so
+// the run records why; only an unreachable issuer or registry is an error (retryable).
+func (a *Activities) VerifyApproval(ctx context.Context, in VerifyApprovalRequest) (VerifiedApproval, error) {
+	if a.ApprovalTokens == nil {
+		return VerifiedApproval{Refused: "approval tokens cannot be verified: the lifecycle worker has no issuer to verify them with"}, nil
+	}
+	c, err := a.ApprovalTokens.VerifyApproval(ctx, in.Token)
+	if err != nil {
+		e := errs.FromStatus(err)
+		if e.Kind == errs.KindUnavailable {
+			return VerifiedApproval{}, temporal.NewApplicationErrorWithCause("verify approval token: "+e.Message, e.Reason, err)
+		}
+		return VerifiedApproval{Refused: e.Message}, nil
+	}
+	tenant, _, ok := ParseAgentName(in.Agent)
+	if !ok || c.Tenant != tenant {
+		return VerifiedApproval{Refused: fmt.Sprintf("the approval token is from tenant %q, not the agent's", c.Tenant)}, nil
+	}
+	agent, err := a.getAgent(ctx, in.Agent)
+	if err != nil {
+		return VerifiedApproval{}, err
+	}
+	return VerifiedApproval{
+		Subject: c.Subject, Agent: c.Agent, Step: c.Step, Decision: c.Decision, Run: c.Run, Roles: c.Roles,
+		TokenID: c.ID, Expiry: time.Unix(c.Expiry, 0).UTC(), Owner: agent.GetOwner(), Sponsor: agent.GetSponsor(),
+	}, nil
 }

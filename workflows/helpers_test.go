@@ -9,6 +9,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/testkit"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -55,11 +56,39 @@ func newStore(t *testing.T) *eventstore.Store {
 func activitiesFor(t *testing.T, fakes *workflowstest.Services, store *eventstore.Store) *workflows.Activities {
 	cc := fakes.Conn(t)
 	return &workflows.Activities{
-		Registry: registryv1.NewRegistryServiceClient(cc),
-		Issuer:   issuerv1.NewIssuerServiceClient(cc),
-		Policy:   policyv1.NewPolicyServiceClient(cc),
-		Events:   store,
+		Registry:       registryv1.NewRegistryServiceClient(cc),
+		Issuer:         issuerv1.NewIssuerServiceClient(cc),
+		Policy:         policyv1.NewPolicyServiceClient(cc),
+		Events:         store,
+		ApprovalTokens: approvalIssuer(t).Verifier,
 	}
+}
+
+// The approval token issuer shared by the tests of the package (its JWKS server lives as long as the
+// test binary).
+var (
+	approvalsOnce sync.Once
+	approvals     *workflowstest.ApprovalIssuer
+	approvalsErr  error
+)
+
+func approvalIssuer(t *testing.T) *workflowstest.ApprovalIssuer {
+	t.Helper()
+	approvalsOnce.Do(func() { approvals, _, approvalsErr = workflowstest.StartApprovalIssuer() })
+	if approvalsErr != nil {
+		t.Fatal(approvalsErr)
+	}
+	return approvals
+}
+
+// tokenApproval is an approval carrying a fresh approval token of sub (holding roles) for the step
+// and decision on agentID's run in the test environment.
+func tokenApproval(t *testing.T, agentID, sub, step, decision, comment string, roles ...string) workflows.Approval {
+	t.Helper()
+	return workflows.Approval{Comment: comment, Token: approvalIssuer(t).Token(t, authn.ApprovalClaims{
+		Subject: sub, Agent: workflows.AgentName(tenant, agentID), Step: step, Decision: decision,
+		Run: workflowstest.TestRunID, Roles: roles,
+	})}
 }
 
 func newFixture(t *testing.T, workflowID string) *fixture {
@@ -103,4 +132,10 @@ func (f *fixture) status(t *testing.T) workflows.Status {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// claimsOf are the claims of an approval token of sub for the step and decision on agentID's run.
+func claimsOf(t *testing.T, agentID, sub, step, decision, run string, roles ...string) authn.ApprovalClaims {
+	t.Helper()
+	return authn.ApprovalClaims{Subject: sub, Agent: workflows.AgentName(tenant, agentID), Step: step, Decision: decision, Run: run, Roles: roles}
 }

@@ -29,6 +29,9 @@ type ProvisionInput struct {
 	// ApprovalDeadline is how long approvals may wait before the request is rejected as expired
 	// (default DefaultApprovalDeadline).
 	ApprovalDeadline time.Duration
+	// Registrant is who registered the agent (the actor of agent.registered); it never approves the
+	// agent. Empty when unknown.
+	Registrant string `json:",omitempty"`
 }
 
 // ProvisionResult is how a provisioning run ended.
@@ -73,6 +76,10 @@ type provision struct {
 	taken    int     // approvals the main loop has dealt with
 	outcomes []error // per enqueued approval: nil when taken, an error when dropped
 	signals  workflow.ReceiveChannel
+
+	version      workflow.Version // of versionApprovalToken, once versionKnown
+	versionKnown bool
+	usedTokens   map[string]bool // approval token ids presented to this run
 }
 
 // ProvisionWorkflow decides and carries out an agent's provisioning: policy decision, approvals in the
@@ -482,7 +489,13 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 			// Signals that arrived with this update come first: they were sent before it.
 			p.drainSignals(ctx)
 			a = a.normalize()
-			if err := p.acceptable(a); err != nil {
+			if p.tokensRequired(ctx) {
+				taken, err := p.verify(ctx, a)
+				if err != nil {
+					return Status{}, err
+				}
+				a = taken
+			} else if err := p.acceptable(a); err != nil {
 				return Status{}, err
 			}
 			seq := p.enqueue(a)
@@ -496,6 +509,10 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 		},
 		workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, a Approval) error {
 			a = a.normalize()
+			if !p.versionKnown || p.version >= 1 {
+				// The token is verified by the handler (an activity), which refuses with why.
+				return p.precheck(a)
+			}
 			if p.signals.Len() > 0 {
 				// Unread signals may cover the next steps; the handler checks the exact step after reading them.
 				return p.plausible(a)
@@ -509,6 +526,14 @@ func (p *provision) registerHandlers(ctx workflow.Context) error {
 // cannot be refused to the sender).
 func (p *provision) takeSignal(ctx workflow.Context, a Approval) {
 	a = a.normalize()
+	if p.tokensRequired(ctx) {
+		// The lifecycle service relays approvals as updates: a signal's relayer is not known.
+		a.SubmittedBy = ""
+		if taken, err := p.verify(ctx, a); err == nil {
+			p.enqueue(taken)
+		}
+		return
+	}
 	if err := p.acceptable(a); err != nil {
 		workflow.GetLogger(ctx).Warn("approval signal ignored", "approver", a.Approver, "role", a.Role, "error", err)
 		return
@@ -571,7 +596,11 @@ func (p *provision) separate(a Approval) error {
 	}
 	for _, prior := range append(slices.Clone(p.status.ApprovalsSoFar), p.pending...) {
 		if prior.Decision == DecisionApprove && prior.Approver == a.Approver {
-			return fmt.Errorf("%w: %s already approved the %s step; each step needs a different approver", ErrApprovalRefused, a.Approver, prior.Role)
+			step := prior.Role
+			if prior.Step != "" {
+				step = prior.Step
+			}
+			return fmt.Errorf("%w: %s already approved the %s step; each step needs a different approver", ErrApprovalRefused, a.Approver, step)
 		}
 	}
 	return nil
@@ -596,6 +625,7 @@ func (p *provision) snapshot() Status {
 	s.RequiredApprovals = append([]string(nil), s.RequiredApprovals...)
 	s.ApprovalsSoFar = append([]Approval(nil), s.ApprovalsSoFar...)
 	s.MayAct = append([]string(nil), s.MayAct...)
+	s.Refused = append([]Refusal(nil), s.Refused...)
 	return s
 }
 
