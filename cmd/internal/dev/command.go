@@ -83,5 +83,8 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.BoolVar(&cfg.PprofAllowRemote, "pprof-allow-remote", false, "allow a --pprof-addr that is not loopback")
 	f.DurationVar(&cfg.ProjectionLagAllowance, issuerapp.ProjectionLagAllowanceFlag, cfg.ProjectionLagAllowance, issuerapp.ProjectionLagAllowanceUsage)
 	f.BoolVar(&cfg.DPoPNonceOptional, issuerapp.DPoPNonceOptionalFlag, false, issuerapp.DPoPNonceOptionalUsage)
+	f.StringVar(&cfg.TLSCertFile, "tls-cert", "", "serve gRPC and HTTP over TLS with this certificate chain (PEM), reloaded when it changes (default: plaintext, loopback addresses only)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key", "", "private key (PEM) of --tls-cert")
+	f.StringVar(&cfg.CAFile, "ca", "", "CA bundle (PEM) the process's own clients verify --tls-cert against (default: the certificates in --tls-cert)")
 	return cmd
 }

@@ -3,12 +3,14 @@ package dev
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -25,6 +28,7 @@ import (
 	"github.com/agentid/agentid/pkg/observability"
 	"github.com/agentid/agentid/pkg/service"
 	"github.com/agentid/agentid/pkg/temporaldev"
+	"github.com/agentid/agentid/pkg/tlsx"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	issuerapp "github.com/agentid/agentid/services/issuer/app"
 	lifecycleapp "github.com/agentid/agentid/services/lifecycle/app"
@@ -68,7 +72,13 @@ type Config struct {
 	ProjectionLagAllowance time.Duration
 	// DPoPNonceOptional lets the issuer accept DPoP proofs without a server nonce.
 	DPoPNonceOptional bool
-	Stdout, Stderr    io.Writer
+	// TLSCertFile and TLSKeyFile, when set, make the gRPC and HTTP addresses serve TLS (reloaded on
+	// change); without them both must be loopback addresses.
+	TLSCertFile, TLSKeyFile string
+	// CAFile is what the process's own clients (token verifier, lifecycle worker) verify its
+	// certificate against; default the certificates in TLSCertFile.
+	CAFile         string
+	Stdout, Stderr io.Writer
 }
 
 // DefaultConfig returns the documented defaults (docs/architecture.md, "Ports").
@@ -121,10 +131,23 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := issuerapp.CheckProjectionLagAllowanceFlag(cfg.ProjectionLagAllowance); err != nil {
 		return fmt.Errorf("--%s: %w", issuerapp.ProjectionLagAllowanceFlag, err)
 	}
+	if err := checkListenTLS(cfg); err != nil {
+		return err
+	}
+	// Checked before anything is created; loaded again below with the process's logger.
+	if _, _, err := loadDevTLS(cfg, slog.New(slog.DiscardHandler)); err != nil {
+		return err
+	}
 	if cfg.PublicURL == "" {
 		cfg.PublicURL = "http://" + cfg.HTTPAddr
+		if cfg.TLSCertFile != "" {
+			cfg.PublicURL = "https://" + cfg.HTTPAddr
+		}
 	}
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
+	if err := authn.CheckIssuerURL(cfg.PublicURL); err != nil {
+		return fmt.Errorf("--public-url: %w", err)
+	}
 	if err := fsutil.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -137,6 +160,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer closeLog()
 	log := grpcx.NewLogger(logOut, cfg.LogLevel)
+	tlsConfigs, selfTLS, err := loadDevTLS(cfg, log)
+	if err != nil {
+		return err
+	}
 	if armed := failpoint.Armed(); len(armed) > 0 {
 		log.Warn("FAILPOINTS ARMED: this process will fail on purpose (unset "+failpoint.Env+" outside tests)", "failpoints", armed)
 		fmt.Fprintf(cfg.Stderr, "agentid: failpoints armed (%s): this process will fail on purpose\n", strings.Join(armed, ", "))
@@ -235,11 +262,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: cfg.PublicURL, Revocations: revocations.Denylist})
+	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: cfg.PublicURL, Revocations: revocations.Denylist,
+		HTTPClient: service.HTTPClient(selfTLS)})
 	if err != nil {
 		return err
 	}
-	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier})
+	var serverOpts []grpc.ServerOption
+	if tlsConfigs.Server != nil {
+		serverOpts = append(serverOpts, grpcx.ServerTLS(tlsConfigs.Server, log))
+	}
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier}, serverOpts...)
 
 	registry, err := registryapp.New(registryapp.Config{}, registryapp.Deps{Store: storeFor("registry"), Logger: log.With("service", "registry")})
 	if err != nil {
@@ -262,11 +294,11 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer monitor.Close()
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
-		TemporalHostPort: temporalAddr, RegistryAddr: cfg.GRPCAddr, IssuerAddr: cfg.GRPCAddr, PolicyAddr: cfg.GRPCAddr,
+		TemporalHostPort: temporalAddr, RegistryAddr: selfAddr(cfg.GRPCAddr), IssuerAddr: selfAddr(cfg.GRPCAddr), PolicyAddr: selfAddr(cfg.GRPCAddr),
 		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
 		WorkflowStartTimeout: cfg.WorkflowStartTimeout,
 	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"),
-		PerRPC: authn.PerRPCCredentials(worker.TokenSource(ctx), false)})
+		PerRPC: authn.PerRPCCredentials(worker.TokenSource(service.WithHTTPClient(ctx, selfTLS)), selfTLS != nil), TLS: selfTLS})
 	if err != nil {
 		return fmt.Errorf("lifecycle: %w", err)
 	}
@@ -314,6 +346,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	return service.Run(ctx, service.RunConfig{
 		GRPCAddr:   cfg.GRPCAddr,
 		HTTPAddr:   cfg.HTTPAddr,
+		TLS:        tlsConfigs.Server,
 		Server:     srv,
 		Health:     grpcx.HealthServer(srv),
 		Components: []service.Component{registry, issuer, policy, monitor, lifecycle},
@@ -357,7 +390,60 @@ func printBanner(cfg Config, adminPath, natsURL, natsNote, temporalAddr, tempora
 	fmt.Fprintf(w, "  telemetry (DuckDB)    %s\n", cfg.DuckDBPath)
 	fmt.Fprintf(w, "  bootstrap admin       %s\n", abs)
 	fmt.Fprintf(w, "  logs                  %s\n", logPath(cfg))
+	if cfg.TLSCertFile != "" {
+		ca := cfg.CAFile
+		if ca == "" {
+			ca = cfg.TLSCertFile
+		}
+		fmt.Fprintf(w, "  TLS                   gRPC and HTTP (certificate %s)\n", cfg.TLSCertFile)
+		fmt.Fprintf(w, "next: agentctl login --dev --data-dir %s --server %s --ca %s\n", cfg.DataDir, cfg.GRPCAddr, ca)
+		return
+	}
 	fmt.Fprintf(w, "next: agentctl login --dev --data-dir %s --server %s\n", cfg.DataDir, cfg.GRPCAddr)
+}
+
+// checkListenTLS refuses to serve in plaintext on an address that is not loopback: tokens and
+// credentials would cross the network in the clear.
+func checkListenTLS(cfg Config) error {
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		return nil // LoadTLS checks that both are there
+	}
+	for _, a := range []struct{ flag, addr string }{{"--grpc-addr", cfg.GRPCAddr}, {"--http-addr", cfg.HTTPAddr}} {
+		if !tlsx.IsLoopbackAddr(a.addr) {
+			return fmt.Errorf("%s %s is not a loopback address: serving beyond this machine needs TLS (--tls-cert and --tls-key)", a.flag, a.addr)
+		}
+	}
+	return nil
+}
+
+// loadDevTLS loads --tls-cert/--tls-key (server) and the configuration the process's own clients use
+// to reach its TLS addresses: --ca, else the certificates of --tls-cert. Both are nil in plaintext.
+func loadDevTLS(cfg Config, log *slog.Logger) (service.TLSConfigs, *tls.Config, error) {
+	configs, err := service.LoadTLS(service.TLSFiles{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, CAFile: cfg.CAFile}, log)
+	if err != nil || configs.Server == nil {
+		return configs, nil, err
+	}
+	if configs.Client != nil {
+		return configs, configs.Client, nil
+	}
+	self, err := tlsx.NewClientConfig(tlsx.ClientOptions{CAFile: cfg.TLSCertFile})
+	if err != nil {
+		return configs, nil, fmt.Errorf("--tls-cert: %w", err)
+	}
+	return configs, self, nil
+}
+
+// selfAddr is the address the process dials to reach its own gRPC listener: an unspecified host
+// (0.0.0.0, ::, empty) becomes 127.0.0.1.
+func selfAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return listen
 }
 
 func logPath(cfg Config) string {

@@ -25,6 +25,12 @@ func TestDevRejectsBadDurabilityFlags(t *testing.T) {
 		{name: "lag allowance not a duration", args: []string{"--projection-lag-allowance=soon"}, wantErr: `invalid argument "soon" for "--projection-lag-allowance"`},
 		{name: "nonce flag with a value", args: []string{"--dpop-nonce-optional=maybe"}, wantErr: `invalid argument "maybe" for "--dpop-nonce-optional"`},
 		{name: "pprof on all interfaces", args: []string{"--pprof-addr=0.0.0.0:6060"}, wantErr: `--pprof-addr "0.0.0.0:6060": not a loopback address`},
+		{name: "plaintext gRPC on all interfaces", args: []string{"--grpc-addr=0.0.0.0:7070"}, wantErr: "--grpc-addr 0.0.0.0:7070 is not a loopback address: serving beyond this machine needs TLS"},
+		{name: "plaintext HTTP on all interfaces", args: []string{"--http-addr=:8080"}, wantErr: "--http-addr :8080 is not a loopback address"},
+		{name: "missing certificate", args: []string{"--tls-cert=/nonexistent/cert.pem", "--tls-key=/nonexistent/key.pem"}, wantErr: "--tls-cert: certificate file /nonexistent/cert.pem"},
+		{name: "certificate without key", args: []string{"--tls-cert=/nonexistent/cert.pem"}, wantErr: "--tls-cert /nonexistent/cert.pem needs --tls-key"},
+		{name: "missing CA", args: []string{"--ca=/nonexistent/ca.pem"}, wantErr: "--ca: CA file /nonexistent/ca.pem"},
+		{name: "plaintext public URL off loopback", args: []string{"--public-url=http://issuer.example:8080"}, wantErr: `--public-url: authn: issuer URL "http://issuer.example:8080" is plaintext http://`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,6 +133,9 @@ type Deps struct {
 	// PerRPC authenticates the calls to registry, issuer and policy as the lifecycle worker's service
 	// identity (authn.PerRPCCredentials); nil sends no credentials.
 	PerRPC credentials.PerRPCCredentials
+	// TLS verifies registry, issuer and policy (service.Env.ClientTLS); nil dials them in plaintext,
+	// which grpcx allows with PerRPC only to loopback addresses.
+	TLS *tls.Config
 	// Temporal is the Temporal client; nil dials Config.TemporalHostPort lazily (and Close closes it).
 	Temporal client.Client
 	// Registerer receives the lifecycle metrics; default prometheus.DefaultRegisterer.
@@ -189,7 +193,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		if cc, ok := byAddr[addr]; ok {
 			return cc, nil
 		}
-		cc, err := grpcx.Dial(addr, deps.PerRPC)
+		cc, err := grpcx.DialTLS(addr, deps.TLS, deps.PerRPC)
 		if err != nil {
 			return nil, fmt.Errorf("lifecycle: dial %s: %w", addr, err)
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 
 	"github.com/agentid/agentid/pkg/authn"
@@ -41,6 +42,12 @@ func main() {
 		if err != nil {
 			return nil, err
 		}
-		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger, PerRPC: authn.PerRPCCredentials(cred.TokenSource(ctx), false)})
+		if err := authn.CheckIssuerURL(cred.TokenURL); err != nil {
+			return nil, fmt.Errorf("--credentials %s: token_url: %w", *credentials, err)
+		}
+		// Its token endpoint is verified against --ca too; tokens go over TLS unless every peer is loopback.
+		tokenCtx := service.WithHTTPClient(ctx, env.ClientTLS)
+		perRPC := authn.PerRPCCredentials(cred.TokenSource(tokenCtx), env.ClientTLS != nil)
+		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger, PerRPC: perRPC, TLS: env.ClientTLS})
 	}))
 }
