@@ -1,130 +1,132 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"sigs.k8s.io/yaml"
 
 	"github.com/agentid/agentid/pkg/eventstore"
-	// The payload types, so that every event decodes.
-	_ "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
-	_ "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
-	_ "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
-	_ "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
-	_ "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/pkg/fsutil"
+	eventsv1 "github.com/agentid/agentid/proto/gen/go/agentid/events/v1"
 )
-
-// tailedEvent is the JSON shape of one event printed by `events tail`.
-type tailedEvent struct {
-	ID            string          `json:"id"`
-	Type          string          `json:"type"`
-	Source        string          `json:"source"`
-	Subject       string          `json:"subject"`
-	Time          string          `json:"time"`
-	Tenant        string          `json:"tenant"`
-	Actor         string          `json:"actor,omitempty"`
-	ActorKind     string          `json:"actor_kind,omitempty"`
-	OnBehalfOf    string          `json:"on_behalf_of,omitempty"`
-	CorrelationID string          `json:"correlation_id,omitempty"`
-	CausationID   string          `json:"causation_id,omitempty"`
-	Traceparent   string          `json:"traceparent,omitempty"`
-	Stream        string          `json:"stream"`
-	Sequence      uint64          `json:"sequence"`
-	DataSchema    string          `json:"dataschema"`
-	Data          json.RawMessage `json:"data"`
-}
 
 func newEventsCmd(g *globals) *cobra.Command {
 	cmd := group("events", "Watch the platform's events")
-	var natsURL string
-	var streams []string
-	var filter string
+	var types []string
+	var aggType, aggID, since, cursor, cursorFile string
 	var fromStart bool
 	var limit int
 	tail := &cobra.Command{
 		Use:   "tail",
-		Short: "Print events as they are appended, decoded to JSON (one object per line)",
-		Args:  cobra.NoArgs,
+		Short: "Print the tenant's events as they are appended, as CloudEvents JSON (one object per line)",
+		Long: "Subscribes to the tenant's events through the API (EventsService.Subscribe; roles subscriber, auditor,\n" +
+			"tenant-admin or platform-admin) and prints each as a CloudEvents 1.0 JSON object on one line.\n" +
+			"With --cursor-file the position is saved after every event and heartbeat, and a later run resumes\n" +
+			"exactly after it (a saved cursor wins over --since and --from-start, which start the first run).",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			nc, err := nats.Connect(natsURL, nats.Name("agentctl events tail"))
-			if err != nil {
-				return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+			req := &eventsv1.SubscribeRequest{EventTypes: types, AggregateType: aggType, AggregateId: aggID}
+			explicit := 0
+			for _, set := range []bool{cursor != "", since != "", fromStart} {
+				if set {
+					explicit++
+				}
 			}
-			defer nc.Close()
-			js, err := jetstream.New(nc)
+			if explicit > 1 {
+				return fmt.Errorf("give at most one of --cursor, --since and --from-start")
+			}
+			if cursorFile != "" && cursor == "" {
+				// A saved cursor wins over --since and --from-start, which only start the first run.
+				b, err := os.ReadFile(cursorFile)
+				switch {
+				case err == nil:
+					cursor = strings.TrimSpace(string(b))
+				case !errors.Is(err, fs.ErrNotExist):
+					return fmt.Errorf("--cursor-file: %w", err)
+				}
+			}
+			switch {
+			case cursor != "":
+				req.Start = &eventsv1.SubscribeRequest_Cursor{Cursor: cursor}
+			case since != "":
+				t, err := parseSince(since, time.Now())
+				if err != nil {
+					return fmt.Errorf("--since %q: %w", since, err)
+				}
+				req.Start = &eventsv1.SubscribeRequest_StartTime{StartTime: timestamppb.New(t)}
+			case fromStart:
+				req.Start = &eventsv1.SubscribeRequest_Position{Position: eventsv1.StartPosition_START_POSITION_EARLIEST}
+			}
+			conn, s, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
-			out := make(chan eventstore.Event, 64)
-			grp, ctx := errgroup.WithContext(cmd.Context())
-			for _, name := range streams {
-				cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverNewPolicy}
-				if fromStart {
-					cfg.DeliverPolicy = jetstream.DeliverAllPolicy
-				}
-				if filter != "" {
-					cfg.FilterSubjects = []string{filter}
-				}
-				cons, err := js.OrderedConsumer(ctx, name, cfg)
-				if err != nil {
-					return fmt.Errorf("stream %s: %w", name, err)
-				}
-				grp.Go(func() error {
-					it, err := cons.Messages()
-					if err != nil {
-						return err
-					}
-					go func() { <-ctx.Done(); it.Stop() }()
-					for {
-						m, err := it.Next()
-						if err != nil {
-							return nil
-						}
-						e, err := eventstore.EventFromMsg(m)
-						if err != nil {
-							fmt.Fprintf(g.stderr, "skipping a message on %s: %v\n", m.Subject(), err)
-							continue
-						}
-						select {
-						case out <- e:
-						case <-ctx.Done():
-							return nil
-						}
-					}
-				})
+			defer conn.Close()
+			req.Parent = "tenants/" + g.tenantOr(s)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			stream, err := eventsv1.NewEventsServiceClient(conn).Subscribe(ctx, req)
+			if err != nil {
+				return err
 			}
-			printed := 0
-			for printed < limit || limit == 0 {
-				select {
-				case <-ctx.Done():
-					return nil
-				case e := <-out:
-					if err := g.printEvent(e); err != nil {
+			for printed := 0; limit == 0 || printed < limit; {
+				r, err := stream.Recv()
+				if err != nil {
+					if cmd.Context().Err() != nil {
+						return nil // interrupted
+					}
+					return err
+				}
+				if ce := r.GetCloudEventJson(); ce != nil {
+					if err := g.printCloudEvent(ce); err != nil {
 						return err
 					}
 					printed++
+				}
+				if cursorFile != "" && r.GetCursor() != "" {
+					if err := fsutil.WriteFileAtomic(cursorFile, []byte(r.GetCursor()+"\n"), 0o600); err != nil {
+						return fmt.Errorf("--cursor-file: %w", err)
+					}
 				}
 			}
 			return nil
 		},
 	}
-	tail.Flags().StringVar(&natsURL, "nats-url", envOr("AGENTID_NATS_URL", nats.DefaultURL), "NATS server (env AGENTID_NATS_URL)")
-	tail.Flags().StringSliceVar(&streams, "stream", []string{eventstore.StreamTenants, eventstore.StreamAgents,
-		eventstore.StreamCredentials, eventstore.StreamPolicy, eventstore.StreamLifecycle, eventstore.StreamTelemetry}, "streams to follow")
-	tail.Flags().StringVar(&filter, "subject", "", "only subjects matching this filter (e.g. 'agentid.default.agent.>')")
-	tail.Flags().BoolVar(&fromStart, "from-start", false, "replay each stream from its first event")
+	tail.Flags().StringSliceVar(&types, "type", nil, "only these event types; a type ending in a dot is a prefix (e.g. 'agent.')")
+	tail.Flags().StringVar(&aggType, "aggregate-type", "", "only events of this aggregate type (tenant, agent, client, signingkey, policy, lifecycle, revocation)")
+	tail.Flags().StringVar(&aggID, "aggregate-id", "", "only events of the aggregate with this id")
+	tail.Flags().BoolVar(&fromStart, "from-start", false, "replay every stored event of the tenant first")
+	tail.Flags().StringVar(&since, "since", "", "replay the events recorded since this time (RFC 3339) or this long ago (e.g. 1h)")
+	tail.Flags().StringVar(&cursor, "cursor", "", "resume exactly after the position this cursor names")
+	tail.Flags().StringVar(&cursorFile, "cursor-file", "", "resume from the cursor in this file if it exists, and save the cursor there after every event")
 	tail.Flags().IntVar(&limit, "limit", 0, "stop after this many events (0: follow until interrupted)")
 	cmd.AddCommand(tail, newEventsFailedCmd(g))
 	return cmd
+}
+
+// parseSince reads --since: an RFC 3339 time, or a duration before now.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("want an RFC 3339 time or a positive duration such as 30m")
+	}
+	return now.Add(-d), nil
 }
 
 // newEventsFailedCmd is `events failed`: the failed-event log of projections and work consumers.
@@ -257,30 +259,21 @@ func oneLine(s string, n int) string {
 	return s
 }
 
-// printEvent writes one decoded event: compact JSON per line, or a YAML document.
-func (g *globals) printEvent(e eventstore.Event) error {
-	te := tailedEvent{ID: e.ID, Type: e.Type, Source: e.Source, Subject: e.Subject, Time: e.Time.UTC().Format(time.RFC3339Nano),
-		Tenant: e.Metadata.Tenant, Actor: e.Metadata.Actor.ID, ActorKind: string(e.Metadata.Actor.Kind),
-		OnBehalfOf: e.Metadata.OnBehalfOf, CorrelationID: e.Metadata.CorrelationID, CausationID: e.Metadata.CausationID,
-		Traceparent: e.Metadata.Traceparent, Stream: e.Stream, Sequence: e.Sequence, DataSchema: e.DataSchema}
-	if msg, err := e.Decode(); err == nil {
-		if te.Data, err = protojson.Marshal(msg); err != nil {
-			return err
-		}
-	} else {
-		te.Data, _ = json.Marshal(map[string]string{"undecodable": err.Error()})
-	}
-	b, err := json.Marshal(te)
-	if err != nil {
-		return err
-	}
+// printCloudEvent writes one CloudEvents JSON object: compact on one line, or as a YAML document.
+func (g *globals) printCloudEvent(ce []byte) error {
 	if g.output == "yaml" {
-		if b, err = yaml.JSONToYAML(b); err != nil {
+		b, err := yaml.JSONToYAML(ce)
+		if err != nil {
 			return err
 		}
 		_, err = fmt.Fprintf(g.stdout, "---\n%s", b)
 		return err
 	}
-	_, err = fmt.Fprintln(g.stdout, string(b))
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, ce); err != nil {
+		return fmt.Errorf("the server sent an event that is not JSON: %w", err)
+	}
+	buf.WriteByte('\n')
+	_, err := g.stdout.Write(buf.Bytes())
 	return err
 }
