@@ -117,8 +117,8 @@ func (s *State) applyClientCreated(e eventstore.Event) error {
 	}
 	c := msg.GetClient()
 	tenant := e.Metadata.Tenant
-	if c.GetTenant() != tenant || c.GetClientId() != e.AggregateID {
-		return fmt.Errorf("client event %s: client %s/%s on aggregate %s/%s", e.ID, c.GetTenant(), c.GetClientId(), tenant, e.AggregateID)
+	if err := checkClientCreated(e, c); err != nil {
+		return err
 	}
 	jwks, err := ParsePublicJWKS(c.GetPublicJwks())
 	if err != nil {
@@ -128,6 +128,12 @@ func (s *State) applyClientCreated(e eventstore.Event) error {
 	if client.TokenTTL <= 0 {
 		client.TokenTTL = DefaultTokenTTL
 	}
+	// Registrations from before the limit (or written around the commands) still never yield a
+	// role-bearing token that outlives it.
+	if len(c.GetRoles()) > 0 && client.TokenTTL > MaxRoleTokenTTL {
+		client.TokenTTL = MaxRoleTokenTTL
+		client.Proto.TokenTtlSeconds = int32(MaxRoleTokenTTL / time.Second)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ts := s.tenantLocked(tenant)
@@ -136,6 +142,35 @@ func (s *State) applyClientCreated(e eventstore.Event) error {
 		return nil
 	}
 	ts.clients[c.GetClientId()] = client
+	return nil
+}
+
+// checkClientCreated re-checks the invariants of a client.created event before it is applied, so that
+// an event appended around the commands (a leaked NATS credential that may publish on CREDENTIALS)
+// cannot create a client the commands would refuse: the client's tenant is the event's tenant, its
+// resource name's and its aggregate's, and a system-only role (platform-admin, lifecycle-worker) is
+// granted only in tenant "system". A violation is permanent: the event goes to the failed-event log and
+// the client does not exist.
+func checkClientCreated(e eventstore.Event, c *issuerv1.Client) error {
+	tenant := e.Metadata.Tenant
+	refuse := func(format string, args ...any) error {
+		return eventstore.Permanent(fmt.Errorf("client.created event %s refused: "+format, append([]any{e.ID}, args...)...))
+	}
+	switch {
+	case c.GetTenant() != tenant || c.GetClientId() != e.AggregateID:
+		return refuse("client %s/%s on aggregate %s/%s", c.GetTenant(), c.GetClientId(), tenant, e.AggregateID)
+	case e.Subject != "" && e.Subject != ClientName(tenant, e.AggregateID):
+		return refuse("event subject %q is not client %s/%s", e.Subject, tenant, e.AggregateID)
+	case c.GetName() != "" && c.GetName() != ClientName(tenant, e.AggregateID):
+		return refuse("client name %q is not client %s/%s", c.GetName(), tenant, e.AggregateID)
+	}
+	if tenant != authn.SystemTenant {
+		for _, r := range c.GetRoles() {
+			if authn.Role(r).SystemOnly() {
+				return refuse("role %s granted in tenant %s (only in tenant %s)", r, tenant, authn.SystemTenant)
+			}
+		}
+	}
 	return nil
 }
 

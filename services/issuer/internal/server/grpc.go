@@ -67,6 +67,12 @@ func (s *Server) CreateClient(ctx context.Context, req *issuerv1.CreateClientReq
 		return nil, err
 	}
 	client := req.GetClient()
+	// Agent ids name agent clients only, so that no other identity can take (or block) the client id
+	// an agent's provisioning will create.
+	if id := client.GetClientId(); strings.HasPrefix(id, names.AgentIDPrefix) &&
+		client.GetAgent() != "tenants/"+tenant+"/agents/"+id {
+		return nil, errs.InvalidArgument("client.client_id", "ids starting with "+names.AgentIDPrefix+" are reserved for the clients of the agents they name")
+	}
 	switch {
 	case p.IsPlatformAdmin():
 	case p.IsLifecycleWorker():
@@ -88,12 +94,6 @@ func (s *Server) CreateClient(ctx context.Context, req *issuerv1.CreateClientReq
 			return nil, errs.PermissionDenied("ROLE_NOT_HELD", fmt.Sprintf("a caller grants only roles it holds: the caller does not hold %q", r)).
 				WithMetadata("role", string(r))
 		}
-	}
-	// Agent ids name agent clients only, so that no other identity can take (or block) the client id
-	// an agent's provisioning will create.
-	if id := client.GetClientId(); strings.HasPrefix(id, names.AgentIDPrefix) &&
-		client.GetAgent() != "tenants/"+tenant+"/agents/"+id {
-		return nil, errs.InvalidArgument("client.client_id", "ids starting with "+names.AgentIDPrefix+" are reserved for the clients of the agents they name")
 	}
 	c, err := s.svc.CreateClient(ctx, grpcx.EventMetadata(ctx, tenant), tenant, client, req.GetRequestId())
 	if err != nil {
