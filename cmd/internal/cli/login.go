@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -9,7 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentid/agentid/pkg/authn"
-	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/service"
+	"github.com/agentid/agentid/pkg/tlsx"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
@@ -44,13 +46,26 @@ service identity, exchanged for a short-lived token at our own issuer on every c
 			if server == "" {
 				server = "127.0.0.1:7070"
 			}
-			tok, err := cred.TokenSource(cmd.Context()).Token()
-			if err != nil {
-				return fmt.Errorf("get a token from %s: %w", cred.TokenURL, err)
+			caFile := g.ca
+			if caFile != "" {
+				if caFile, err = filepath.Abs(caFile); err != nil {
+					return err
+				}
 			}
-			conn, err := grpcx.Dial(server, authn.PerRPCCredentials(cred.TokenSource(cmd.Context()), false))
+			useTLS := caFile != "" || g.tls
+			conn, err := dialServer(cmd.Context(), server, caFile, useTLS, cred)
 			if err != nil {
 				return err
+			}
+			var tlsConfig *tls.Config
+			if useTLS {
+				if tlsConfig, err = tlsx.NewClientConfig(tlsx.ClientOptions{CAFile: caFile}); err != nil {
+					return fmt.Errorf("--ca: %w", err)
+				}
+			}
+			tok, err := cred.TokenSource(service.WithHTTPClient(cmd.Context(), tlsConfig)).Token()
+			if err != nil {
+				return fmt.Errorf("get a token from %s: %w", cred.TokenURL, err)
 			}
 			defer conn.Close()
 			// Prove the token is accepted by the API before remembering the session.
@@ -66,7 +81,7 @@ service identity, exchanged for a short-lived token at our own issuer on every c
 				return fmt.Errorf("check the session against %s: %s", server, describe(err))
 			}
 			s := &session{Server: server, Tenant: tenant, CredentialFile: abs,
-				Principal: cred.Tenant + "/" + cred.ClientID, LoginTime: time.Now().UTC()}
+				Principal: cred.Tenant + "/" + cred.ClientID, LoginTime: time.Now().UTC(), CAFile: caFile, TLS: useTLS}
 			if err := saveSession(g.configPath(), s); err != nil {
 				return err
 			}

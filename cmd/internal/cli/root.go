@@ -3,6 +3,8 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,8 @@ import (
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/service"
+	"github.com/agentid/agentid/pkg/tlsx"
 )
 
 // globals are the flags every command shares.
@@ -26,6 +30,8 @@ type globals struct {
 	tenant    string
 	output    string
 	configDir string
+	ca        string // --ca: CA file the server's certificate is verified against (implies TLS)
+	tls       bool   // --tls: TLS verified against the system roots
 	stdout    io.Writer
 	stderr    io.Writer
 }
@@ -40,7 +46,7 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "error:", describe(err))
+		fmt.Fprintln(stderr, "error:", describe(tlsHint(err)))
 		return 1
 	}
 	return 0
@@ -84,6 +90,8 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.tenant, "tenant", envOr("AGENTID_TENANT", ""), "tenant for commands that take bare ids (default: the session's, else default; env AGENTID_TENANT)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table, json or yaml")
 	root.PersistentFlags().StringVar(&g.configDir, "config-dir", "", "where the login session is kept (default $AGENTID_CONFIG_DIR, else the user config dir)")
+	root.PersistentFlags().StringVar(&g.ca, "ca", envOr("AGENTID_CA", ""), "connect over TLS, verifying the server against this CA file (PEM) (default: the logged-in session's; env AGENTID_CA)")
+	root.PersistentFlags().BoolVar(&g.tls, "tls", false, "connect over TLS, verifying the server against the system roots (default: the logged-in session's)")
 	root.AddCommand(newLoginCmd(g), newTenantsCmd(g), newAgentsCmd(g), newClientsCmd(g), newTokenCmd(g), newTokensCmd(g), newEventsCmd(g))
 	return root
 }
@@ -111,11 +119,71 @@ func (g *globals) connect(ctx context.Context) (*grpc.ClientConn, *session, erro
 	if err != nil {
 		return nil, nil, fmt.Errorf("the session's credential %s: %w (run agentctl login again)", s.CredentialFile, err)
 	}
-	conn, err := grpcx.Dial(s.Server, authn.PerRPCCredentials(cred.TokenSource(ctx), false))
+	if g.ca != "" || g.tls {
+		s.CAFile, s.TLS = g.ca, true
+	}
+	conn, err := dialServer(ctx, s.Server, s.CAFile, s.TLS, cred)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to %s: %w", s.Server, err)
+		return nil, nil, err
 	}
 	return conn, s, nil
+}
+
+// dialServer connects to the agentid gRPC address with cred's tokens: over TLS when caFile is set
+// (verified against it) or useTLS (the system roots); in plaintext only to a loopback address. The
+// credential's token endpoint is verified the same way and must be https:// off loopback.
+func dialServer(ctx context.Context, server, caFile string, useTLS bool, cred *authn.Credential) (*grpc.ClientConn, error) {
+	var tlsConfig *tls.Config
+	if caFile != "" || useTLS {
+		var err error
+		if tlsConfig, err = tlsx.NewClientConfig(tlsx.ClientOptions{CAFile: caFile}); err != nil {
+			return nil, fmt.Errorf("--ca: %w", err)
+		}
+	} else if !tlsx.IsLoopbackTarget(server) {
+		return nil, fmt.Errorf("refusing to send a token in plaintext to %s, which is not a loopback address: connect over TLS with --ca FILE (the CA of the server's certificate) or --tls (system roots)", server)
+	}
+	if err := authn.CheckIssuerURL(cred.TokenURL); err != nil {
+		return nil, fmt.Errorf("the credential's token_url: %w", err)
+	}
+	ts := cred.TokenSource(service.WithHTTPClient(ctx, tlsConfig))
+	conn, err := grpcx.DialTLS(server, tlsConfig, authn.BearerCredentials(server, ts))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", server, err)
+	}
+	return conn, nil
+}
+
+// tokenContext returns ctx carrying the HTTP client for a token endpoint at tokenURL: verifying
+// the CA of --ca (or --tls: the system roots; else the session's, if there is one). A plaintext
+// http:// token endpoint off loopback is refused.
+func (g *globals) tokenContext(ctx context.Context, tokenURL string) (context.Context, error) {
+	if err := authn.CheckIssuerURL(tokenURL); err != nil {
+		return nil, fmt.Errorf("the credential's token_url: %w", err)
+	}
+	caFile, useTLS := g.ca, g.ca != "" || g.tls
+	if !useTLS {
+		if s, err := loadSession(g.configPath()); err == nil {
+			caFile, useTLS = s.CAFile, s.TLS
+		}
+	}
+	if !useTLS {
+		return ctx, nil
+	}
+	tlsConfig, err := tlsx.NewClientConfig(tlsx.ClientOptions{CAFile: caFile})
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	return service.WithHTTPClient(ctx, tlsConfig), nil
+}
+
+// tlsHint adds what to do to an error caused by an untrusted server certificate.
+func tlsHint(err error) error {
+	var verr *tls.CertificateVerificationError
+	var uerr x509.UnknownAuthorityError
+	if errors.As(err, &verr) || errors.As(err, &uerr) || strings.Contains(err.Error(), "x509: certificate signed by unknown authority") {
+		return fmt.Errorf("%w (the server's certificate is not trusted: give its CA with --ca FILE)", err)
+	}
+	return err
 }
 
 // tenantOr returns the --tenant flag, else the session's tenant, else "default".

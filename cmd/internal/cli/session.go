@@ -19,6 +19,10 @@ type session struct {
 	CredentialFile string    `json:"credential_file"`
 	Principal      string    `json:"principal"`
 	LoginTime      time.Time `json:"login_time"`
+	// CAFile is the CA file the server's certificate is verified against (--ca at login).
+	CAFile string `json:"ca_file,omitempty"`
+	// TLS is set when the server is reached over TLS (--ca or --tls at login).
+	TLS bool `json:"tls,omitempty"`
 }
 
 // configPath is the session file location.

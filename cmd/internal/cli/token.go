@@ -51,7 +51,11 @@ with the agent's private key and asks the tenant's token endpoint for a short-li
 			}
 			cc := clientcredentials.Config{ClientID: cred.ClientID, TokenURL: cred.TokenURL, Scopes: scopes,
 				EndpointParams: params, AuthStyle: oauth2.AuthStyleInParams}
-			tok, err := cc.Token(cmd.Context())
+			ctx, err := g.tokenContext(cmd.Context(), cred.TokenURL)
+			if err != nil {
+				return err
+			}
+			tok, err := cc.Token(ctx)
 			if err != nil {
 				var re *oauth2.RetrieveError
 				if errors.As(err, &re) {
