@@ -62,6 +62,13 @@ func (p *provision) verify(ctx workflow.Context, a Approval) (Approval, error) {
 	if err := p.precheck(a); err != nil {
 		return Approval{}, p.refuse(ctx, "", a.Decision, err)
 	}
+	// One approval at a time, in the order they arrived: each is judged against the steps the ones
+	// before it covered.
+	if err := workflow.Await(ctx, func() bool { return !p.verifying }); err != nil {
+		return Approval{}, err
+	}
+	p.verifying = true
+	defer func() { p.verifying = false }()
 	var v VerifiedApproval
 	vctx := workflow.WithActivityOptions(ctx, verifyApprovalOptions)
 	if err := workflow.ExecuteActivity(vctx, acts.VerifyApproval, VerifyApprovalRequest{Agent: p.in.Agent, Token: a.Token}).Get(ctx, &v); err != nil {

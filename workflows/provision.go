@@ -80,6 +80,7 @@ type provision struct {
 	version      workflow.Version // of versionApprovalToken, once versionKnown
 	versionKnown bool
 	usedTokens   map[string]bool // approval token ids presented to this run
+	verifying    bool            // an approval token is being verified and judged
 }
 
 // ProvisionWorkflow decides and carries out an agent's provisioning: policy decision, approvals in the

@@ -117,10 +117,11 @@ type approvalStep struct {
 }
 
 func TestProvisionWithApprovals(t *testing.T) {
-	alice := workflows.Approval{Approver: "alice@corp", Role: "owner", Decision: "approve", Comment: "ok"}
-	bob := workflows.Approval{Approver: "bob@corp", Role: "security", Decision: "approve"}
-	bobRejects := workflows.Approval{Approver: "bob@corp", Role: "security", Decision: "reject", Comment: "too broad"}
-	adminForOwner := workflows.Approval{Approver: "root", Role: "tenant-admin", Decision: "APPROVE"}
+	owner := tokenApproval(t, "a2", agentOwner, "owner", "approve", "ok")
+	bob := tokenApproval(t, "a2", "bob@corp", "security", "approve", "", "security-approver")
+	bobRejects := tokenApproval(t, "a2", "bob@corp", "security", "reject", "too broad", "security-approver")
+	sponsorForOwner := tokenApproval(t, "a2", agentSponsor, "owner", "approve", "")
+	sponsorForOwner.Decision = "APPROVE"
 
 	tests := []struct {
 		name         string
@@ -129,14 +130,14 @@ func TestProvisionWithApprovals(t *testing.T) {
 		wantApprover string // ActivateAgent approved_by, or "" when rejected
 		wantReason   string
 	}{
-		{"signals", []approvalStep{{time.Hour, false, alice}, {2 * time.Hour, false, bob}}, "activated", "alice@corp,bob@corp", ""},
-		{"updates", []approvalStep{{time.Hour, true, alice}, {2 * time.Hour, true, bob}}, "activated", "alice@corp,bob@corp", ""},
-		{"signal then update", []approvalStep{{time.Hour, false, alice}, {2 * time.Hour, true, bob}}, "activated", "alice@corp,bob@corp", ""},
-		{"admin acts for the owner", []approvalStep{{time.Hour, true, adminForOwner}, {2 * time.Hour, false, bob}}, "activated", "root,bob@corp", ""},
-		{"both at once", []approvalStep{{time.Hour, true, alice}, {time.Hour, true, bob}}, "activated", "alice@corp,bob@corp", ""},
-		{"signal and update at once", []approvalStep{{time.Hour, false, alice}, {time.Hour, true, bob}}, "activated", "alice@corp,bob@corp", ""},
-		{"second approver rejects", []approvalStep{{time.Hour, false, alice}, {2 * time.Hour, true, bobRejects}}, "rejected", "", "rejected by bob@corp (security): too broad"},
-		{"first approver rejects by signal", []approvalStep{{time.Hour, false, workflows.Approval{Approver: "alice@corp", Role: "owner", Decision: "reject"}}}, "rejected", "", "rejected by alice@corp (owner)"},
+		{"signals", []approvalStep{{time.Hour, false, owner}, {2 * time.Hour, false, bob}}, "activated", "team:payments,bob@corp", ""},
+		{"updates", []approvalStep{{time.Hour, true, owner}, {2 * time.Hour, true, bob}}, "activated", "team:payments,bob@corp", ""},
+		{"signal then update", []approvalStep{{time.Hour, false, owner}, {2 * time.Hour, true, bob}}, "activated", "team:payments,bob@corp", ""},
+		{"sponsor acts for the owner", []approvalStep{{time.Hour, true, sponsorForOwner}, {2 * time.Hour, false, bob}}, "activated", "alice@corp.example,bob@corp", ""},
+		{"both at once", []approvalStep{{time.Hour, true, owner}, {time.Hour, true, bob}}, "activated", "team:payments,bob@corp", ""},
+		{"signal and update at once", []approvalStep{{time.Hour, false, owner}, {time.Hour, true, bob}}, "activated", "team:payments,bob@corp", ""},
+		{"second approver rejects", []approvalStep{{time.Hour, false, owner}, {2 * time.Hour, true, bobRejects}}, "rejected", "", "rejected by bob@corp (security-approver): too broad"},
+		{"first approver rejects by signal", []approvalStep{{time.Hour, false, tokenApproval(t, "a2", agentOwner, "owner", "reject", "")}}, "rejected", "", "rejected by team:payments (owner)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -181,7 +182,7 @@ func TestProvisionWithApprovals(t *testing.T) {
 			}
 			if before.Stage != "approval" || before.WaitingFor != "approval by owner" ||
 				!slices.Equal(before.RequiredApprovals, []string{"owner", "security"}) || len(before.ApprovalsSoFar) != 0 ||
-				!slices.Contains(before.MayAct, "owner") {
+				!slices.Contains(before.MayAct, "the agent's owner") {
 				t.Errorf("status while waiting = %+v", before)
 			}
 			for _, s := range updateResults {
@@ -299,13 +300,21 @@ func TestApproveUpdateValidator(t *testing.T) {
 		approval workflows.Approval
 		wantErr  string // "" = accepted
 	}{
-		{"wrong role for the step", workflows.Approval{Approver: "eve@corp", Role: "security", Decision: "approve"}, "waits for approval by owner, not security"},
-		{"role without approval rights", workflows.Approval{Approver: "eve@corp", Role: "analyst", Decision: "approve"}, "not analyst"},
-		{"unknown decision", workflows.Approval{Approver: "alice@corp", Role: "owner", Decision: "maybe"}, `decision "maybe"`},
-		{"no approver", workflows.Approval{Role: "owner", Decision: "approve"}, "approver is required"},
-		{"no role", workflows.Approval{Approver: "alice@corp", Decision: "approve"}, "role is required"},
-		{"the owner", workflows.Approval{Approver: "alice@corp", Role: "Owner", Decision: "approve"}, ""},
-		{"an approver", workflows.Approval{Approver: "carol@corp", Role: "approver", Decision: "approve"}, ""},
+		{"token for another step", tokenApproval(t, "a5", "eve@corp", "security", "approve", "", "security-approver"), "is for the security step, the run waits for the owner step"},
+		{"role without approval rights", tokenApproval(t, "a5", "eve@corp", "owner", "approve", "", "analyst"), "the owner step is decided by the agent's owner"},
+		{"unknown decision", func() workflows.Approval {
+			a := tokenApproval(t, "a5", agentOwner, "owner", "approve", "")
+			a.Decision = "maybe"
+			return a
+		}(), `decision "maybe"`},
+		{"decision other than the token's", func() workflows.Approval {
+			a := tokenApproval(t, "a5", agentOwner, "owner", "approve", "")
+			a.Decision = "reject"
+			return a
+		}(), "the approval token is for approve, the request says reject"},
+		{"self-asserted", workflows.Approval{Approver: agentOwner, Role: "owner", Decision: "approve"}, "no approval token"},
+		{"the owner", tokenApproval(t, "a5", agentOwner, "owner", "approve", ""), ""},
+		{"the sponsor", tokenApproval(t, "a5", agentSponsor, "owner", "approve", ""), ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -325,7 +334,7 @@ func TestApproveUpdateValidator(t *testing.T) {
 			}, time.Hour)
 			var after workflows.Status
 			f.env.RegisterDelayedCallback(func() { after = f.status(t) }, 2*time.Hour)
-			// A signal with the same content is ignored rather than taken when invalid.
+			// A signal with the same content is refused (and recorded) rather than taken.
 			f.env.RegisterDelayedCallback(func() { f.env.SignalWorkflow(workflows.ApprovalSignal, tt.approval) }, 3*time.Hour)
 
 			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a5", "moderate"))
@@ -340,8 +349,13 @@ func TestApproveUpdateValidator(t *testing.T) {
 				}
 				return
 			}
-			if accepted || rejected == nil || !strings.Contains(rejected.Error(), tt.wantErr) || !workflows.IsApprovalRefused(rejected) {
-				t.Fatalf("accepted=%v rejected=%v, want rejection mentioning %q", accepted, rejected, tt.wantErr)
+			// The validator refuses what needs no verification; the handler refuses after verifying the token.
+			refused := rejected
+			if refused == nil {
+				refused = completed
+			}
+			if refused == nil || !strings.Contains(refused.Error(), tt.wantErr) || !workflows.IsApprovalRefused(refused) {
+				t.Fatalf("accepted=%v rejected=%v completed=%v, want a refusal mentioning %q", accepted, rejected, completed, tt.wantErr)
 			}
 			if after.Stage != "approval" || len(after.ApprovalsSoFar) != 0 {
 				t.Errorf("a refused approval changed the run: %+v", after)
@@ -513,22 +527,22 @@ func TestOneApproverPerStep(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.env.UpdateWorkflow(workflows.ApproveUpdate, "u1", &testsuite.TestUpdateCallback{
 			OnAccept: func() {}, OnReject: func(err error) { t.Errorf("first approval refused: %v", err) }, OnComplete: func(any, error) {},
-		}, workflows.Approval{Approver: "root", Role: "tenant-admin", Decision: "approve"})
+		}, tokenApproval(t, "a6", agentSponsor, "owner", "approve", "", "security-approver"))
 	}, time.Hour)
 	f.env.RegisterDelayedCallback(func() {
 		f.env.UpdateWorkflow(workflows.ApproveUpdate, "u2", &testsuite.TestUpdateCallback{
-			OnAccept: func() {}, OnReject: func(err error) { secondRejected = err }, OnComplete: func(any, error) {},
-		}, workflows.Approval{Approver: "root", Role: "tenant-admin", Decision: "approve"})
-		f.env.SignalWorkflow(workflows.ApprovalSignal, workflows.Approval{Approver: "root", Role: "security", Decision: "approve"})
+			OnAccept: func() {}, OnReject: func(err error) { secondRejected = err }, OnComplete: func(_ any, err error) { secondRejected = err },
+		}, tokenApproval(t, "a6", agentSponsor, "security", "approve", "", "security-approver"))
+		f.env.SignalWorkflow(workflows.ApprovalSignal, tokenApproval(t, "a6", agentSponsor, "security", "approve", "", "security-approver"))
 	}, 2*time.Hour)
 	f.env.RegisterDelayedCallback(func() { midway = f.status(t) }, 3*time.Hour)
 	f.env.RegisterDelayedCallback(func() {
-		f.env.SignalWorkflow(workflows.ApprovalSignal, workflows.Approval{Approver: "sam@corp", Role: "security", Decision: "approve"})
+		f.env.SignalWorkflow(workflows.ApprovalSignal, tokenApproval(t, "a6", "sam@corp", "security", "approve", "", "security-approver"))
 	}, 4*time.Hour)
 
 	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a6", "high"))
 
-	if secondRejected == nil || !strings.Contains(secondRejected.Error(), "root already approved") {
+	if secondRejected == nil || !strings.Contains(secondRejected.Error(), agentSponsor+" already approved") {
 		t.Fatalf("second approval by the same principal: %v, want refused", secondRejected)
 	}
 	if len(midway.ApprovalsSoFar) != 1 || midway.WaitingFor != "approval by security" {
@@ -538,7 +552,7 @@ func TestOneApproverPerStep(t *testing.T) {
 	if err := f.env.GetWorkflowResult(&res); err != nil || res.Result != "activated" {
 		t.Fatalf("result = %+v, %v", res, err)
 	}
-	if got := strings.Join(res.ApprovedBy, ","); got != "root,sam@corp" {
-		t.Fatalf("approved by %s, want root,sam@corp", got)
+	if got := strings.Join(res.ApprovedBy, ","); got != agentSponsor+",sam@corp" {
+		t.Fatalf("approved by %s, want %s,sam@corp", got, agentSponsor)
 	}
 }
