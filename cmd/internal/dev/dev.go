@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
 	"github.com/agentid/agentid/pkg/fsutil"
@@ -311,18 +312,22 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err := registry.Ready(ctx); err != nil {
 			return nil
 		}
+		// The lifecycle worker holds only its narrow service role, not platform-admin.
 		for _, c := range []struct {
 			cred *authn.Credential
 			name string
-		}{{admin, "bootstrap admin"}, {worker, "lifecycle worker"}} {
+			role authn.Role
+		}{{admin, "bootstrap admin", authn.RolePlatformAdmin}, {worker, "lifecycle worker", authn.RoleLifecycleWorker}} {
 			jwks, err := c.cred.PublicJWKS()
 			if err != nil {
 				return err
 			}
 			if err := issuer.EnsureClient(ctx, authn.SystemTenant, &issuerv1.Client{
 				ClientId: c.cred.ClientID, PublicJwks: string(jwks),
-				Roles: []string{string(authn.RolePlatformAdmin)}, TokenTtlSeconds: 900,
-			}); err != nil {
+				Roles: []string{string(c.role)}, TokenTtlSeconds: 900,
+			}); errs.Is(err, errs.KindAlreadyExists) {
+				return fmt.Errorf("bootstrap: %s client: %w (registered with other keys or roles, e.g. by an older version that made the lifecycle worker a platform-admin: use a new --data-dir)", c.name, err)
+			} else if err != nil {
 				return fmt.Errorf("bootstrap: %s client: %w", c.name, err)
 			}
 		}
