@@ -56,6 +56,7 @@ JSON
 
 # The lifecycle worker signs its calls to the other services with its credential; the bootstrap admin
 # is the operator's first identity (`agentctl login --credentials deploy/secrets/bootstrap-admin.json`).
-# The issuer registers both public keys as platform-admin clients at start (--platform-client).
+# The issuer registers both public keys at start: the lifecycle worker's with the narrow role
+# lifecycle-worker (--lifecycle-client), the bootstrap admin's as platform-admin (--platform-client).
 make_credential lifecycle-worker
 make_credential bootstrap-admin

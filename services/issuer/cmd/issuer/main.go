@@ -25,8 +25,10 @@ func main() {
 	tokenTTL := fs.Duration("default-token-ttl", 10*time.Minute, "access token lifetime of clients that set none")
 	settings := app.DefaultFlags()
 	settings.Register(fs)
-	var platform platformClients
+	platform := platformClients{flag: "--platform-client", role: "platform-admin"}
 	fs.Var(&platform, "platform-client", "CLIENT_ID=PUBLIC_JWKS_FILE: register a platform-admin service identity of tenant system at start (repeatable; see deploy/secrets/generate.sh)")
+	worker := platformClients{flag: "--lifecycle-client", role: "lifecycle-worker"}
+	fs.Var(&worker, "lifecycle-client", "CLIENT_ID=PUBLIC_JWKS_FILE: register the lifecycle worker's service identity of tenant system, with the narrow lifecycle-worker role, at start (repeatable; see deploy/secrets/generate.sh)")
 	os.Exit(service.Main(app.Name, fs, &f, func(_ context.Context, env *service.Env) (service.Component, error) {
 		kek, err := app.LoadKEKFile(*kekFile)
 		if err != nil {
@@ -36,6 +38,11 @@ func main() {
 		if err != nil {
 			return nil, err
 		}
+		workers, err := worker.load()
+		if err != nil {
+			return nil, err
+		}
+		clients = append(clients, workers...)
 		public := *publicURL
 		if public == "" {
 			public = f.IssuerURL
@@ -49,30 +56,39 @@ func main() {
 	}))
 }
 
-// platformClients collects repeated --platform-client CLIENT_ID=PUBLIC_JWKS_FILE flags; the files are
-// read when the service starts.
-type platformClients []struct{ id, path string }
+// platformClients collects repeated CLIENT_ID=PUBLIC_JWKS_FILE flags of service identities with one
+// role; the files are read when the service starts.
+type platformClients struct {
+	flag    string // the flag's name, for errors
+	role    string // the role the identities get
+	clients []struct{ id, path string }
+}
 
-func (p *platformClients) String() string { return fmt.Sprint(len(*p), " platform clients") }
+func (p *platformClients) String() string {
+	if p == nil {
+		return ""
+	}
+	return fmt.Sprint(len(p.clients), " ", p.role, " clients")
+}
 
 func (p *platformClients) Set(v string) error {
 	id, path, ok := strings.Cut(v, "=")
 	if !ok || id == "" || path == "" {
 		return fmt.Errorf("want CLIENT_ID=PUBLIC_JWKS_FILE, got %q", v)
 	}
-	*p = append(*p, struct{ id, path string }{id, path})
+	p.clients = append(p.clients, struct{ id, path string }{id, path})
 	return nil
 }
 
 // load reads the public key files.
 func (p platformClients) load() ([]app.PlatformClient, error) {
 	var out []app.PlatformClient
-	for _, c := range p {
+	for _, c := range p.clients {
 		jwks, err := os.ReadFile(c.path)
 		if err != nil {
-			return nil, fmt.Errorf("--platform-client %s: %w", c.id, err)
+			return nil, fmt.Errorf("%s %s: %w", p.flag, c.id, err)
 		}
-		out = append(out, app.PlatformClient{ClientID: c.id, PublicJWKS: string(jwks), Roles: []string{"platform-admin"}})
+		out = append(out, app.PlatformClient{ClientID: c.id, PublicJWKS: string(jwks), Roles: []string{p.role}})
 	}
 	return out, nil
 }
