@@ -6,11 +6,15 @@
 //	go run ./examples/resourceserver --issuer http://127.0.0.1:8080 --audience https://files.example \
 //	  --credentials files-rs.json --nats nats://127.0.0.1:4222 --monitor 127.0.0.1:7070
 //
+// Beyond loopback the issuer must be https:// and the monitor is reached over TLS: --ca names the
+// CA file their certificates are verified against.
+//
 // Once it accepts requests it prints "listening on ADDR" on stdout.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,12 +33,14 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/service"
+	"github.com/agentid/agentid/pkg/tlsx"
 )
 
 type config struct {
-	issuer, audience, credentials, natsURL, monitor, listen, tenant, publicURL string
-	introspect                                                                 bool
-	introspectTTL                                                              time.Duration
+	issuer, audience, credentials, natsURL, monitor, listen, tenant, publicURL, caFile string
+	introspect                                                                         bool
+	introspectTTL                                                                      time.Duration
 }
 
 func main() {
@@ -48,6 +54,7 @@ func main() {
 	flag.StringVar(&cfg.tenant, "tenant", "", "accept only tokens of this tenant (default: the credential's tenant, else any)")
 	flag.StringVar(&cfg.publicURL, "public-url", "", "scheme and host clients use, for DPoP proofs (default: the request's Host)")
 	flag.BoolVar(&cfg.introspect, "introspect", false, "verify tokens through the issuer's introspection endpoint instead of JWKS (needs --credentials)")
+	flag.StringVar(&cfg.caFile, "ca", "", "CA file (PEM) the issuer's and the monitor's certificates are verified against (default: the system roots for https://; plaintext only to loopback)")
 	flag.DurationVar(&cfg.introspectTTL, "introspect-cache", 10*time.Second, "how long a positive introspection answer is reused (0 disables, at most 30s)")
 	flag.Parse()
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
@@ -75,6 +82,16 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 		}
 	}
 
+	var clientTLS *tls.Config
+	if cfg.caFile != "" {
+		c, err := tlsx.NewClientConfig(tlsx.ClientOptions{CAFile: cfg.caFile})
+		if err != nil {
+			return fmt.Errorf("--ca: %w", err)
+		}
+		clientTLS = c
+	}
+	httpClient := service.HTTPClient(clientTLS)
+
 	var verifier authn.Verifier
 	var feed *authn.RevocationFeed
 	if cfg.introspect {
@@ -82,14 +99,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 			return errors.New("--introspect needs --credentials")
 		}
 		v, err := authn.NewIntrospectionVerifier(authn.IntrospectionVerifierConfig{
-			Credential: cred, Audience: cfg.audience, CacheTTL: cfg.introspectTTL,
+			Credential: cred, Audience: cfg.audience, CacheTTL: cfg.introspectTTL, HTTPClient: httpClient,
 		})
 		if err != nil {
 			return err
 		}
 		verifier = v
 	} else {
-		vcfg := authn.JWKSVerifierConfig{IssuerBaseURL: cfg.issuer, Audience: cfg.audience}
+		vcfg := authn.JWKSVerifierConfig{IssuerBaseURL: cfg.issuer, Audience: cfg.audience, HTTPClient: httpClient}
 		if cfg.natsURL != "" {
 			nc, err := nats.Connect(cfg.natsURL, nats.Name("resourceserver"), nats.MaxReconnects(-1))
 			if err != nil {
@@ -125,7 +142,8 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 		if cred == nil {
 			return errors.New("--monitor needs --credentials")
 		}
-		conn, err := grpcx.Dial(cfg.monitor, authn.PerRPCCredentials(cred.TokenSource(ctx), false))
+		ts := cred.TokenSource(service.WithHTTPClient(ctx, clientTLS))
+		conn, err := grpcx.DialTLS(cfg.monitor, clientTLS, authn.BearerCredentials(cfg.monitor, ts))
 		if err != nil {
 			return err
 		}
