@@ -206,7 +206,7 @@ func startFaultCluster(t *testing.T, ctx context.Context) *faultCluster {
 		switch svc {
 		case "issuer":
 			args = append(args, "--public-url", c.publicURL, "--kek-file", kekFile,
-				"--platform-client", "lifecycle-worker="+filepath.Join(secrets, "lifecycle-worker.jwks.json"),
+				"--lifecycle-client", "lifecycle-worker="+filepath.Join(secrets, "lifecycle-worker.jwks.json"),
 				"--platform-client", "bootstrap-admin="+filepath.Join(secrets, "bootstrap-admin.jwks.json"))
 		case "monitor":
 			args = append(args, "--duckdb-path", filepath.Join(dir, "monitor", "telemetry.duckdb"))
