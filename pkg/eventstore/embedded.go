@@ -30,6 +30,9 @@ type EmbeddedConfig struct {
 	// Cluster joins the server to a JetStream cluster when Cluster.Name is set; ServerName must then
 	// differ between the cluster's servers.
 	Cluster EmbeddedCluster
+	// NkeyUsers, when set, are the only clients the server accepts (each with its permissions, see
+	// pkg/natsauth); an anonymous connect is refused. Nil accepts any client (tests).
+	NkeyUsers []*server.NkeyUser
 }
 
 // EmbeddedCluster configures the routes of a clustered embedded server.
@@ -61,6 +64,10 @@ func RunEmbeddedServer(cfg EmbeddedConfig) (*server.Server, error) {
 		SyncAlways: cfg.SyncAlways,
 		NoSigs:     true,
 		NoLog:      cfg.Logger == nil,
+		Nkeys:      cfg.NkeyUsers,
+	}
+	if cfg.NkeyUsers != nil && len(cfg.NkeyUsers) == 0 {
+		return nil, errors.New("eventstore: embedded server: NkeyUsers is empty: no client could connect")
 	}
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"

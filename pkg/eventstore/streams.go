@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -155,6 +156,9 @@ func (s *Store) Streams() []jetstream.StreamConfig {
 //     not set explicitly have no operator option: the existing value is kept, higher or lower than
 //     the built-in one, and a difference is logged as a warning naming the setting and both values.
 //
+// A stream or bucket whose configuration already is the merged one is only read (STREAM.INFO), never
+// updated: a process whose NATS identity may read but not change the streams starts (pkg/natsauth).
+//
 // The effective configuration of every stream and of the bucket is logged.
 func (s *Store) EnsureStreams(ctx context.Context) error {
 	for _, cfg := range s.Streams() {
@@ -224,11 +228,15 @@ func (s *Store) ensureStream(ctx context.Context, name string, want jetstream.St
 		if err != nil {
 			return err
 		}
-		info, err := s.js.UpdateStream(ctx, cfg)
-		if err != nil {
-			return fmt.Errorf("eventstore: ensure stream %s: %w", name, err)
+		got = have
+		if streamConfigDiffers(have, cfg) {
+			// Only then: a process whose NATS identity may only read the streams starts.
+			info, err := s.js.UpdateStream(ctx, cfg)
+			if err != nil {
+				return fmt.Errorf("eventstore: ensure stream %s: %w", name, err)
+			}
+			got = info.CachedInfo().Config
 		}
-		got = info.CachedInfo().Config
 	}
 	s.logger.InfoContext(ctx, "stream configuration", "stream", name, "subjects", got.Subjects,
 		"replicas", got.Replicas, "storage", got.Storage.String(), "retention", got.Retention.String(),
@@ -236,6 +244,23 @@ func (s *Store) ensureStream(ctx context.Context, name string, want jetstream.St
 		"max_msgs_per_subject", got.MaxMsgsPerSubject, "max_msg_size", got.MaxMsgSize,
 		"duplicate_window", got.Duplicates, "deny_delete", got.DenyDelete, "deny_purge", got.DenyPurge)
 	return nil
+}
+
+// streamConfigDiffers reports whether updating a stream from have to cfg would change a setting that
+// EnsureStreams manages: the settings of the built-in configurations and the merged limits. A zero
+// limit in cfg and a negative one in have both mean none.
+func streamConfigDiffers(have, cfg jetstream.StreamConfig) bool {
+	limit := func(v int64) int64 { return max(v, 0) }
+	return cfg.Description != have.Description ||
+		!slices.Equal(cfg.Subjects, have.Subjects) ||
+		cfg.Retention != have.Retention || cfg.Discard != have.Discard || cfg.Storage != have.Storage ||
+		max(cfg.Replicas, 1) != max(have.Replicas, 1) ||
+		(cfg.Duplicates != 0 && cfg.Duplicates != have.Duplicates) ||
+		cfg.AllowDirect != have.AllowDirect || cfg.DenyDelete != have.DenyDelete || cfg.DenyPurge != have.DenyPurge ||
+		cfg.AllowRollup != have.AllowRollup ||
+		limit(int64(cfg.MaxAge)) != limit(int64(have.MaxAge)) || limit(cfg.MaxBytes) != limit(have.MaxBytes) ||
+		limit(cfg.MaxMsgs) != limit(have.MaxMsgs) || limit(cfg.MaxMsgsPerSubject) != limit(have.MaxMsgsPerSubject) ||
+		limit(int64(cfg.MaxMsgSize)) != limit(int64(have.MaxMsgSize))
 }
 
 // mergeStreamConfig returns cfg with the replicas (and, if explicitDup, the duplicate window) of

@@ -1,0 +1,236 @@
+// Package natsauth defines the platform's NATS identities (nkey users: the server holds only their
+// public keys) and the least-privilege publish/subscribe permissions of each. One function computes
+// the permissions of an identity; the embedded server of `agentid dev`, the generator of the compose
+// server configuration and the tests all use it.
+//
+// Every identity receives replies (JetStream API answers, pulled messages, direct gets) only on an
+// inbox prefix of its own, InboxPrefix(public key), so that no identity can read another's replies;
+// a client connects with ClientOptions, which sets that prefix.
+package natsauth
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+)
+
+// Identity names a NATS user of the platform.
+type Identity string
+
+// The platform's identities: one per service, the administrator that sets up the streams (and runs
+// the operator's commands), and the verifier of resource servers that follow revocations.
+const (
+	// Admin creates and updates the streams and the failed-event bucket, reads every stream and
+	// manages the failed-event log; it publishes no event.
+	Admin Identity = "admin"
+	// Registry appends tenant and agent events.
+	Registry Identity = "registry"
+	// Issuer appends client, signing key and revocation events, publishes token telemetry and owns
+	// the assertion-replay bucket.
+	Issuer Identity = "issuer"
+	// Policy appends policy events and publishes decision telemetry.
+	Policy Identity = "policy"
+	// Monitor consumes telemetry and publishes access records.
+	Monitor Identity = "monitor"
+	// Lifecycle appends lifecycle events and consumes agent events.
+	Lifecycle Identity = "lifecycle"
+	// Verifier reads the revocations stream only: for resource servers that follow revocations.
+	Verifier Identity = "verifier"
+)
+
+// ServiceIdentities are the identities of the five services, in a fixed order.
+var ServiceIdentities = []Identity{Registry, Issuer, Policy, Monitor, Lifecycle}
+
+// PlatformIdentities are every fixed identity (services, Admin and Verifier), in a fixed order.
+var PlatformIdentities = []Identity{Admin, Registry, Issuer, Policy, Monitor, Lifecycle, Verifier}
+
+// IssuerReplayBucket is the issuer's assertion-replay KV bucket (services/issuer/internal/replay).
+const IssuerReplayBucket = "issuer-jti"
+
+// SubscriberPrefix starts the name of a tenant's subscriber identity: subscriber-<tenant>.
+const SubscriberPrefix = "subscriber-"
+
+// jsAPI is the JetStream API prefix (no JetStream domain).
+const jsAPI = "$JS.API."
+
+// accountInfo is the JetStream account information request, which creating a KV bucket sends first.
+const accountInfo = jsAPI + "INFO"
+
+// aggregateStreams hold the aggregates' events, agentid.<tenant>.<type>.<id>.<event>.
+var aggregateStreams = []string{
+	eventstore.StreamTenants, eventstore.StreamAgents, eventstore.StreamCredentials,
+	eventstore.StreamPolicy, eventstore.StreamLifecycle, eventstore.StreamRevocations,
+}
+
+// allStreams are every stream EnsureStreams creates, the failed-event bucket's included.
+var allStreams = append(slices.Clone(aggregateStreams), eventstore.StreamTelemetry, eventstore.StreamAlerts,
+	kvStream(eventstore.FailedEventsBucket))
+
+// forbidden is denied to every identity, whatever it is allowed: nothing deletes or purges a stream
+// (the replay bucket's included), deletes a message, or touches the server's system subjects.
+var forbidden = []string{
+	jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "STREAM.MSG.DELETE.>",
+	jsAPI + "STREAM.RESTORE.>", jsAPI + "STREAM.SNAPSHOT.>", jsAPI + "ACCOUNT.PURGE.>",
+	jsAPI + "SERVER.REMOVE", jsAPI + "META.LEADER.STEPDOWN", "$SYS.>",
+}
+
+// InboxPrefix is the reply-subject prefix of the user with nkey public key user: the user may
+// subscribe below it only, and its client must use it (nats.CustomInboxPrefix).
+func InboxPrefix(user string) string { return "_INBOX." + user }
+
+// publicKeyPattern is an nkey user public key.
+var publicKeyPattern = regexp.MustCompile(`^U[A-Z2-7]{55}$`)
+
+// tenantPattern is a tenant id usable as one subject token and in consumer names.
+var tenantPattern = regexp.MustCompile(`^[a-z][a-z0-9-]{1,62}$`)
+
+// Permissions returns the permissions of the platform identity id for the user with nkey public
+// key user.
+func Permissions(id Identity, user string) (*server.Permissions, error) {
+	if !publicKeyPattern.MatchString(user) {
+		return nil, fmt.Errorf("natsauth: %q is not an nkey user public key", user)
+	}
+	var pub []string
+	switch id {
+	case Admin:
+		for _, s := range allStreams {
+			pub = append(pub, jsAPI+"STREAM.CREATE."+s, jsAPI+"STREAM.UPDATE."+s)
+			pub = append(pub, readStream(s)...)
+		}
+		pub = append(pub, kvWrite(eventstore.FailedEventsBucket)...)
+		pub = append(pub, accountInfo)
+	case Registry:
+		pub = serviceBase(eventstore.StreamTenants, eventstore.StreamAgents)
+		pub = append(pub, appendTo(eventstore.AggregateTenant, eventstore.AggregateAgent)...)
+	case Issuer:
+		pub = serviceBase(eventstore.StreamCredentials, eventstore.StreamAgents, eventstore.StreamTenants)
+		pub = append(pub, appendTo(eventstore.AggregateClient, eventstore.AggregateSigningKey, eventstore.AggregateRevocation)...)
+		pub = append(pub, "telemetry.*.token.requested")
+		// The issuer creates and updates its own replay bucket; it can neither delete nor purge it.
+		pub = append(pub, jsAPI+"STREAM.CREATE."+kvStream(IssuerReplayBucket), jsAPI+"STREAM.UPDATE."+kvStream(IssuerReplayBucket))
+		pub = append(pub, readStream(kvStream(IssuerReplayBucket))...)
+		pub = append(pub, kvWrite(IssuerReplayBucket)...)
+		pub = append(pub, accountInfo)
+	case Policy:
+		pub = serviceBase(eventstore.StreamPolicy)
+		pub = append(pub, appendTo(eventstore.AggregatePolicy)...)
+		pub = append(pub, "telemetry.*.policy.decided")
+	case Monitor:
+		pub = serviceBase(eventstore.StreamTelemetry)
+		pub = append(pub, "telemetry.*.access.recorded")
+	case Lifecycle:
+		pub = serviceBase(eventstore.StreamAgents, eventstore.StreamCredentials, eventstore.StreamLifecycle)
+		pub = append(pub, appendTo(eventstore.AggregateLifecycle)...)
+	case Verifier:
+		pub = []string{
+			jsAPI + "STREAM.INFO." + eventstore.StreamRevocations,
+			jsAPI + "CONSUMER.CREATE." + eventstore.StreamRevocations + ".>",
+			jsAPI + "CONSUMER.INFO." + eventstore.StreamRevocations + ".*",
+			jsAPI + "CONSUMER.MSG.NEXT." + eventstore.StreamRevocations + ".*",
+		}
+	default:
+		return nil, fmt.Errorf("natsauth: unknown identity %q (want one of %v, or a tenant subscriber)", id, PlatformIdentities)
+	}
+	return permissions(user, dedupe(pub), nil), nil
+}
+
+// SubscriberConsumer is the name of the only consumer a tenant's subscriber may create, read from
+// and acknowledge on each stream: subscriber-<tenant>.
+func SubscriberConsumer(tenant string) string { return SubscriberPrefix + tenant }
+
+// SubscriberPermissions returns the read-only permissions of tenant's subscriber, the user with
+// nkey public key user: live messages on agentid.<tenant>.>, and on each aggregate stream the
+// consumer SubscriberConsumer(tenant), filtered to agentid.<tenant>.> (the server checks the filter
+// against the create request's subject), which it may pull from and acknowledge. It cannot publish an
+// event, read another tenant's, use another consumer, or read a stream by direct get.
+func SubscriberPermissions(tenant, user string) (*server.Permissions, error) {
+	if !tenantPattern.MatchString(tenant) {
+		return nil, fmt.Errorf("natsauth: tenant %q: want a tenant id (a lowercase letter, then 1 to 62 lowercase letters, digits or dashes)", tenant)
+	}
+	if !publicKeyPattern.MatchString(user) {
+		return nil, fmt.Errorf("natsauth: %q is not an nkey user public key", user)
+	}
+	cons := SubscriberConsumer(tenant)
+	prefix := eventstore.SubjectRoot + "." + tenant + ".>"
+	var pub []string
+	for _, s := range aggregateStreams {
+		pub = append(pub,
+			jsAPI+"CONSUMER.CREATE."+s+"."+cons+"."+prefix,
+			jsAPI+"CONSUMER.INFO."+s+"."+cons,
+			jsAPI+"CONSUMER.DELETE."+s+"."+cons,
+			jsAPI+"CONSUMER.MSG.NEXT."+s+"."+cons,
+			"$JS.ACK."+s+"."+cons+".>",
+		)
+	}
+	return permissions(user, pub, []string{prefix}), nil
+}
+
+// permissions assembles a user's permissions: pub and sub allowed (sub besides its inbox), the
+// forbidden subjects denied.
+func permissions(user string, pub, sub []string) *server.Permissions {
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub, Deny: slices.Clone(forbidden)},
+		Subscribe: &server.SubjectPermission{Allow: append([]string{InboxPrefix(user) + ".>"}, sub...), Deny: []string{"$SYS.>"}},
+	}
+}
+
+// serviceBase is what every service publishes: the information of every stream (EnsureStreams at
+// start reads them), reads of its streams and of REVOCATIONS (the token denylist of its API) and
+// writes to the failed-event log.
+func serviceBase(streams ...string) []string {
+	var pub []string
+	for _, s := range allStreams { // EnsureStreams checks every stream at start
+		pub = append(pub, jsAPI+"STREAM.INFO."+s)
+	}
+	for _, s := range append(streams, eventstore.StreamRevocations) {
+		pub = append(pub, readStream(s)...)
+	}
+	return append(pub, kvWrite(eventstore.FailedEventsBucket)...)
+}
+
+// readStream lets a client read stream s: its info, direct and leader gets, consumers it creates
+// (ordered and durable) and their acknowledgements. It cannot delete a consumer.
+func readStream(s string) []string {
+	return []string{
+		jsAPI + "STREAM.INFO." + s,
+		jsAPI + "STREAM.MSG.GET." + s,
+		jsAPI + "DIRECT.GET." + s,
+		jsAPI + "DIRECT.GET." + s + ".>",
+		jsAPI + "CONSUMER.CREATE." + s + ".>",
+		jsAPI + "CONSUMER.INFO." + s + ".*",
+		jsAPI + "CONSUMER.MSG.NEXT." + s + ".*",
+		"$JS.ACK." + s + ".>",
+	}
+}
+
+// kvWrite lets a client put, update and delete keys of bucket (reads come with readStream).
+func kvWrite(bucket string) []string {
+	return append(readStream(kvStream(bucket)), "$KV."+bucket+".>")
+}
+
+// appendTo lets a client append events of the aggregate types, in every tenant.
+func appendTo(aggTypes ...string) []string {
+	out := make([]string, len(aggTypes))
+	for i, t := range aggTypes {
+		out[i] = eventstore.AggregateTypeSubject(t)
+	}
+	return out
+}
+
+func kvStream(bucket string) string { return "KV_" + bucket }
+
+func dedupe(in []string) []string {
+	seen := make(map[string]bool, len(in))
+	out := in[:0]
+	for _, s := range in {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
