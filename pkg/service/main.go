@@ -138,8 +138,8 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 	}
 	tlsConfigs, err := LoadTLS(f.TLS, log)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		return 2
+		log.Error("exiting", "error", err.Error())
+		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
