@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -72,6 +73,20 @@ func LoadOrCreateSeedFile(path string) (string, error) {
 		return "", err
 	}
 	return kp.PublicKey()
+}
+
+// LogOptions make a connection log what the server refuses: a failed (re)connect, such as an
+// authorization violation of a wrong or unknown nkey, and permission violations (a publish or
+// subscription the identity may not make).
+func LogOptions(log *slog.Logger) []nats.Option {
+	return []nats.Option{
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS connect failed; retrying", "error", err.Error())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("NATS server reported an error", "error", err.Error())
+		}),
+	}
 }
 
 // ClientOptions are the connect options of a client authenticating with the nkey seed in seedFile:

@@ -22,6 +22,7 @@ import (
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/natsauth"
 	"github.com/agentid/agentid/pkg/observability"
 )
 
@@ -45,6 +46,11 @@ type Flags struct {
 	StreamReplicas int
 	// NATSGrace is how long the NATS connection may be down before the process reports NOT_SERVING.
 	NATSGrace time.Duration
+	// NATSNkey is the file holding the service's NATS nkey seed (its identity on the event bus, see
+	// pkg/natsauth); empty connects without credentials.
+	NATSNkey string
+	// NATSCA is the CA bundle (PEM) that the NATS server's TLS certificate is verified against.
+	NATSCA string
 	// PprofAddr, when set, serves net/http/pprof on this address (loopback only unless PprofAllowRemote).
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
@@ -63,6 +69,8 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.LogLevel, "log-level", f.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&f.OTLPEndpoint, "otlp-endpoint", f.OTLPEndpoint, "OTLP/gRPC trace collector host:port (empty: no export)")
 	fs.IntVar(&f.StreamReplicas, "stream-replicas", f.StreamReplicas, "replicas of the event streams it creates (3 in a NATS cluster)")
+	fs.StringVar(&f.NATSNkey, "nats-nkey", f.NATSNkey, "file with the service's NATS nkey seed, its identity on the event bus (empty: no credentials)")
+	fs.StringVar(&f.NATSCA, "nats-ca", f.NATSCA, "CA bundle (PEM) that the NATS server's TLS certificate is verified against")
 	fs.DurationVar(&f.NATSGrace, "nats-grace", f.NATSGrace, "how long NATS may be unreachable before /readyz and gRPC health report NOT_SERVING")
 	fs.StringVar(&f.PprofAddr, "pprof-addr", f.PprofAddr, "serve net/http/pprof on this host:port (empty: off; loopback only unless --pprof-allow-remote)")
 	fs.BoolVar(&f.PprofAllowRemote, "pprof-allow-remote", f.PprofAllowRemote, "allow a --pprof-addr that is not loopback")
@@ -160,7 +168,12 @@ func run(ctx context.Context, name string, f *Flags, tlsConfigs TLSConfigs, log 
 	defer func() { _ = shutdownTracing(context.Background()) }()
 	// A service may start before NATS (or while its cluster elects leaders): it keeps trying, and is
 	// not ready meanwhile, instead of exiting.
-	nc, err := nats.Connect(f.NATSURL, nats.Name("agentid "+name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+	natsOpts, err := natsauth.ClientOptions(f.NATSNkey, f.NATSCA)
+	if err != nil {
+		return err
+	}
+	natsOpts = append(natsOpts, natsauth.LogOptions(log)...)
+	nc, err := nats.Connect(f.NATSURL, append(natsOpts, nats.Name("agentid "+name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s (--nats-url): %w", f.NATSURL, err)
 	}
