@@ -26,6 +26,7 @@ import (
 	"github.com/agentid/agentid/pkg/failpoint"
 	"github.com/agentid/agentid/pkg/fsutil"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/natsauth"
 	"github.com/agentid/agentid/pkg/observability"
 	"github.com/agentid/agentid/pkg/service"
 	"github.com/agentid/agentid/pkg/temporaldev"
@@ -46,6 +47,11 @@ type Config struct {
 	PublicURL string
 	NATSURL   string
 	NATSPort  int
+	// NATSNkey is the nkey seed file every component connects with to an external NATS (NATSURL);
+	// the embedded server uses the identities generated in the data dir instead.
+	NATSNkey string
+	// NATSCA is the CA bundle that an external NATS server's TLS certificate is verified against.
+	NATSCA string
 	// NATSSync is the embedded server's fsync policy: NATSSyncAlways (default) or NATSSyncInterval.
 	NATSSync string
 	// NATSGrace is how long NATS may be unreachable before readiness drops.
@@ -112,6 +118,9 @@ const (
 	NATSSyncAlways = "always"
 	// NATSSyncInterval keeps nats-server's default: fsync every two minutes, acknowledging before.
 	NATSSyncInterval = "interval"
+	// NATSCredentialsDir holds, under the data dir, the nkey seeds of the embedded NATS server's
+	// users (natsauth.SeedPath): one per platform identity and the default tenant's subscriber.
+	NATSCredentialsDir = "credentials/nats"
 )
 
 // Run starts everything, prints where it is, and serves until ctx is done.
@@ -184,12 +193,20 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 
 	// NATS JetStream: embedded with file storage in the data dir unless an external URL is given.
-	natsURL, natsNote := cfg.NATSURL, ""
+	// The embedded server accepts only the platform's identities, whose seeds are generated in the
+	// data dir on first start; each component connects as its own identity (pkg/natsauth).
+	natsURL, natsNote, natsCreds := cfg.NATSURL, "", ""
 	if natsURL == "" {
+		natsCreds = filepath.Join(cfg.DataDir, NATSCredentialsDir)
+		users, err := natsauth.LoadOrCreateUsers(natsCreds, DefaultTenant)
+		if err != nil {
+			return fmt.Errorf("NATS credentials: %w", err)
+		}
 		syncAlways := cfg.NATSSync == NATSSyncAlways
 		ns, err := eventstore.RunEmbeddedServer(eventstore.EmbeddedConfig{
 			Host: "127.0.0.1", Port: cfg.NATSPort, StoreDir: filepath.Join(cfg.DataDir, "nats"),
 			ServerName: "agentid-dev", Logger: log.With("component", "nats"), SyncAlways: syncAlways,
+			NkeyUsers: natsauth.NkeyUsers(users),
 		})
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w", err)
@@ -204,17 +221,48 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		natsURL = ns.ClientURL()
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("agentid dev"), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
+	// connect opens a connection as identity id (embedded server) or with --nats-nkey (external).
+	connect := func(id natsauth.Identity) (*nats.Conn, jetstream.JetStream, error) {
+		seed := cfg.NATSNkey
+		if natsCreds != "" {
+			seed = natsauth.SeedPath(natsCreds, string(id))
+		}
+		opts, err := natsauth.ClientOptions(seed, cfg.NATSCA)
+		if err != nil {
+			return nil, nil, err
+		}
+		opts = append(opts, natsauth.LogOptions(log.With("nats_identity", string(id)))...)
+		nc, err := nats.Connect(natsURL, append(opts, nats.Name("agentid dev "+string(id)), nats.MaxReconnects(-1))...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("connect to NATS at %s as %s: %w", natsURL, id, err)
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+		return nc, js, nil
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	nc, js, err := connect(natsauth.Admin)
 	if err != nil {
 		return err
 	}
+	defer nc.Close()
+	componentJS := map[natsauth.Identity]jetstream.JetStream{}
+	for _, id := range natsauth.ServiceIdentities {
+		cnc, cjs, err := connect(id)
+		if err != nil {
+			return err
+		}
+		defer cnc.Close()
+		componentJS[id] = cjs
+	}
 	storeFor := func(svc string) *eventstore.Store {
-		return eventstore.New(js, eventstore.WithSource("agentid/"+svc), eventstore.WithLogger(log.With("service", svc)))
+		sjs, ok := componentJS[natsauth.Identity(svc)]
+		if !ok {
+			sjs = js // the admin identity: stream setup
+		}
+		return eventstore.New(sjs, eventstore.WithSource("agentid/"+svc), eventstore.WithLogger(log.With("service", svc)))
 	}
 	if err := storeFor("dev").EnsureStreams(ctx); err != nil {
 		return fmt.Errorf("create streams: %w", err)
@@ -280,7 +328,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	issuer, err := issuerapp.New(issuerapp.Config{PublicURL: cfg.PublicURL, KEK: kek, KEKID: "dev-" + kekFile,
 		ProjectionLagAllowance: cfg.ProjectionLagAllowance, DPoPNonceOptional: cfg.DPoPNonceOptional},
-		issuerapp.Deps{Store: storeFor("issuer"), JetStream: js, Logger: log.With("service", "issuer"),
+		issuerapp.Deps{Store: storeFor("issuer"), JetStream: componentJS[natsauth.Issuer], Logger: log.With("service", "issuer"),
 			Denylist: revocations.Denylist, DenylistReady: revocations.Feed.Ready})
 	if err != nil {
 		return fmt.Errorf("issuer: %w", err)
@@ -297,8 +345,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
 		TemporalHostPort: temporalAddr, RegistryAddr: selfAddr(cfg.GRPCAddr), IssuerAddr: selfAddr(cfg.GRPCAddr), PolicyAddr: selfAddr(cfg.GRPCAddr),
 		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
-		WorkflowStartTimeout: cfg.WorkflowStartTimeout,
-	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"),
+		WorkflowStartTimeout: cfg.WorkflowStartTimeout, IssuerURL: cfg.PublicURL,
+	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"), JWKSClient: service.HTTPClient(selfTLS),
 		PerRPC: authn.PerRPCCredentials(worker.TokenSource(service.WithHTTPClient(ctx, selfTLS)), selfTLS != nil), TLS: selfTLS})
 	if err != nil {
 		return fmt.Errorf("lifecycle: %w", err)
@@ -370,14 +418,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		// Printed once every component's projections have caught up, bootstrap is done and NATS is
 		// connected: the moment /readyz first answers 200.
 		OnReady: func() {
-			printBanner(cfg, adminPath, natsURL, natsNote, temporalAddr, temporalUI, time.Since(started))
+			printBanner(cfg, adminPath, natsURL, natsNote, natsCreds, temporalAddr, temporalUI, time.Since(started))
 			log.Info("agentid dev ready", "startup", time.Since(started).String())
 		},
 	})
 }
 
 // printBanner tells the developer where everything is (the CLI owns stdout; logs go to the log file).
-func printBanner(cfg Config, adminPath, natsURL, natsNote, temporalAddr, temporalUI string, took time.Duration) {
+func printBanner(cfg Config, adminPath, natsURL, natsNote, natsCreds, temporalAddr, temporalUI string, took time.Duration) {
 	abs, _ := filepath.Abs(adminPath)
 	w := cfg.Stdout
 	fmt.Fprintf(w, "agentid is ready (%s)\n", took.Round(time.Millisecond))
@@ -387,6 +435,10 @@ func printBanner(cfg Config, adminPath, natsURL, natsNote, temporalAddr, tempora
 		fmt.Fprintf(w, "  NATS                  %s (%s)\n", natsURL, natsNote)
 	} else {
 		fmt.Fprintf(w, "  NATS                  %s\n", natsURL)
+	}
+	if natsCreds != "" {
+		absCreds, _ := filepath.Abs(natsCreds)
+		fmt.Fprintf(w, "  NATS credentials      %s (nkey seeds: admin.nk, one per service, %s%s.nk)\n", absCreds, natsauth.SubscriberPrefix, DefaultTenant)
 	}
 	fmt.Fprintf(w, "  Temporal              %s (namespace agentid)\n", temporalAddr)
 	if temporalUI != "" {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
@@ -72,6 +74,9 @@ type Config struct {
 	EventRetryBackoff []time.Duration
 	// WorkflowStartTimeout bounds one attempt to start a run (default 10s).
 	WorkflowStartTimeout time.Duration
+	// IssuerURL is the issuer's public base URL: approval tokens are verified against the JWKS of its
+	// tenant issuers. Empty refuses every approval (fail closed).
+	IssuerURL string
 }
 
 // withDefaults fills the optional fields.
@@ -140,6 +145,9 @@ type Deps struct {
 	Temporal client.Client
 	// Registerer receives the lifecycle metrics; default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
+	// JWKSClient fetches the issuer's JWKS to verify approval tokens (e.g. with the deployment's CA);
+	// nil uses authn's default client.
+	JWKSClient *http.Client
 }
 
 // App is the lifecycle component.
@@ -218,11 +226,24 @@ func New(cfg Config, deps Deps) (*App, error) {
 	}
 	registry := registryv1.NewRegistryServiceClient(reg)
 	issuer := issuerv1.NewIssuerServiceClient(iss)
+	var approvals workflows.ApprovalTokenVerifier
+	if cfg.IssuerURL != "" {
+		v, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: cfg.IssuerURL, HTTPClient: deps.JWKSClient})
+		if err != nil {
+			_ = a.Close()
+			return nil, fmt.Errorf("lifecycle: issuer_url: %w", err)
+		}
+		approvals = v
+	} else {
+		log.Warn("no issuer URL: every approval is refused (approval tokens cannot be verified)")
+	}
 	a.acts = &workflows.Activities{
 		Registry: registry,
 		Issuer:   issuer,
 		Policy:   policyv1.NewPolicyServiceClient(pol),
 		Events:   deps.Store,
+
+		ApprovalTokens: approvals,
 	}
 	a.model = readmodel.New()
 	a.runners = []*eventstore.Runner{

@@ -48,6 +48,7 @@ func main() {
 		// Its token endpoint is verified against --ca too; tokens go over TLS unless every peer is loopback.
 		tokenCtx := service.WithHTTPClient(ctx, env.ClientTLS)
 		perRPC := authn.PerRPCCredentials(cred.TokenSource(tokenCtx), env.ClientTLS != nil)
+		cfg.IssuerURL = flags.IssuerURL
 		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger, PerRPC: perRPC, TLS: env.ClientTLS})
 	}))
 }

@@ -65,7 +65,7 @@ func (s *Service) startProvisioning(ctx context.Context, ev eventstore.Event) er
 	if err != nil {
 		return eventstore.Permanent(err)
 	}
-	spec := provisionSpec(tenant, agentID, workflows.RiskTierName(agent.GetRiskTier()), ev.ID)
+	spec := provisionSpec(tenant, agentID, workflows.RiskTierName(agent.GetRiskTier()), ev.ID, ev.Metadata.Actor.ID)
 	spec.event, spec.md = ev.Type, ev.Metadata
 	return s.startFromEvent(ctx, spec)
 }
@@ -114,11 +114,12 @@ type runSpec struct {
 	md                                     eventstore.Metadata
 }
 
-func provisionSpec(tenant, agentID, tier, eventID string) runSpec {
+func provisionSpec(tenant, agentID, tier, eventID, registrant string) runSpec {
 	return runSpec{
 		id: workflows.ProvisionWorkflowID(tenant, agentID), name: workflows.ProvisionWorkflowName,
 		tenant: tenant, agentID: agentID, tier: tier, stage: workflows.StagePolicy, eventID: eventID,
-		in: workflows.ProvisionInput{Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, EventID: eventID},
+		in: workflows.ProvisionInput{Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, EventID: eventID,
+			Registrant: registrant},
 	}
 }
 

@@ -276,7 +276,7 @@ func (r *Reconciler) reconcileRuns(ctx context.Context, res PassResult) error {
 		var start, redrive, stuckLabel string
 		switch {
 		case a.State == registryv1.AgentState_AGENT_STATE_PENDING && a.Provisioned == nil:
-			spec = provisionSpec(a.Tenant, a.ID, a.RiskTier, a.RegisteredEventID)
+			spec = provisionSpec(a.Tenant, a.ID, a.RiskTier, a.RegisteredEventID, a.Registrant)
 			start, redrive, stuckLabel = ActionStartProvisioning, ActionRedriveProvisioning, "pending"
 		case a.State == registryv1.AgentState_AGENT_STATE_RETIRING && a.Deprovisioned == nil:
 			spec = deprovisionSpec(a.Tenant, a.ID, a.RiskTier, a.RetireReason, a.RetireEventID)

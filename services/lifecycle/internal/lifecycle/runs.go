@@ -46,6 +46,10 @@ type Run struct {
 	CloseTime time.Time
 	// Result summarises how a closed run ended.
 	Result string
+	// RunID is the Temporal run id (approval tokens are bound to it).
+	RunID string
+	// ApprovalStep is the approval step a running provisioning run waits for, if any.
+	ApprovalStep string
 }
 
 // ParseAgent checks an agent resource name and splits it; the error names field.
@@ -185,9 +189,13 @@ func (s *Service) describe(ctx context.Context, k Kind, id string) (Run, bool, e
 		_ = converter.GetDefaultDataConverter().FromPayload(p, &r.Stage)
 	}
 	runID := info.GetExecution().GetRunId()
+	r.RunID = runID
 	if info.GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		if st, err := s.status(ctx, id, runID); err == nil {
 			r.Stage, r.WaitingFor = st.Stage, st.WaitingFor
+			if n := len(st.ApprovalsSoFar); (st.Stage == workflows.StageApproval || st.Stage == workflows.StageApprovalEscalated) && n < len(st.RequiredApprovals) {
+				r.ApprovalStep = st.RequiredApprovals[n]
+			}
 		} else {
 			s.log.DebugContext(ctx, "status query failed; showing the search attribute", "workflow_id", id, "error", err)
 		}
@@ -250,6 +258,9 @@ type Approval struct {
 	Approve bool
 	// Comment is recorded with the approval.
 	Comment string
+	// Token is the caller's approval token (IssuerService.IssueApprovalToken) for the run, step and
+	// decision. Required.
+	Token string
 	// RequestID identifies the submission; a repeat with the same id is answered like the first. An
 	// empty one gets a fresh id, so the submission is never taken for a repeat.
 	RequestID string
@@ -283,15 +294,19 @@ func (s *Service) SubmitApproval(ctx context.Context, p *authn.Principal, a Appr
 	if n := len(st.ApprovalsSoFar); n < len(st.RequiredApprovals) {
 		step = st.RequiredApprovals[n]
 	}
+	if a.Token == "" {
+		return Run{}, errs.InvalidArgument("approval_token", "is required: get one with IssuerService.IssueApprovalToken (agentctl approvals token)")
+	}
 	decision := workflows.DecisionReject
 	if a.Approve {
 		decision = workflows.DecisionApprove
 	}
 	h, err := s.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		UpdateID:     updateID,
-		WorkflowID:   id,
-		UpdateName:   workflows.ApproveUpdate,
-		Args:         []any{workflows.Approval{Approver: p.ID, Role: actingRole(p, step), Decision: decision, Comment: a.Comment}},
+		UpdateID:   updateID,
+		WorkflowID: id,
+		UpdateName: workflows.ApproveUpdate,
+		Args: []any{workflows.Approval{Approver: p.ID, Role: actingRole(p, step), Decision: decision, Comment: a.Comment,
+			Token: a.Token, SubmittedBy: p.ID}},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	if err == nil {

@@ -71,6 +71,8 @@ type Agent struct {
 	RiskTier string
 	// RegisteredEventID is the id of the agent.registered event.
 	RegisteredEventID string
+	// Registrant is who registered the agent (the actor of agent.registered).
+	Registrant string
 	// RetireEventID is the id of the agent.retirement_requested event, once requested.
 	RetireEventID string
 	// RetireReason is the retirement's reason and ticket, at most MaxReasonLen bytes.
@@ -251,7 +253,9 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 		}
 		ag := msg.GetAgent()
 		name, state = ag.GetName(), registryv1.AgentState_AGENT_STATE_PENDING
-		update = func(a *Agent) { a.RiskTier, a.RegisteredEventID = workflows.RiskTierName(ag.GetRiskTier()), e.ID }
+		update = func(a *Agent) {
+			a.RiskTier, a.RegisteredEventID, a.Registrant = workflows.RiskTierName(ag.GetRiskTier()), e.ID, e.Metadata.Actor.ID
+		}
 	case EventAgentActivated:
 		msg, err := eventstore.DecodeAs[*registryv1.AgentActivated](e)
 		if err != nil {

@@ -38,7 +38,8 @@ var (
 		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst,
 	}
 	// approveRoles may decide approvals.
-	approveRoles = []authn.Role{authn.RoleApprover, authn.RoleTenantAdmin, authn.RolePlatformAdmin}
+	approveRoles = []authn.Role{authn.RoleApprover, authn.RoleSecurityApprover, authn.RoleComplianceApprover,
+		authn.RoleOwner, authn.RoleTenantAdmin, authn.RolePlatformAdmin}
 )
 
 // authorize returns the caller if it may act in the agent's tenant with one of roles.
@@ -73,8 +74,9 @@ func (s *Server) GetAgentWorkflows(ctx context.Context, req *lifecyclev1.GetAgen
 	return resp, nil
 }
 
-// SubmitApproval records the caller's decision on the agent's provisioning run. Callers: approver,
-// tenant-admin, platform-admin.
+// SubmitApproval records the caller's decision on the agent's provisioning run, with the caller's
+// approval token. Callers: approver, security-approver, compliance-approver, owner, tenant-admin (the
+// run decides who may decide which step).
 func (s *Server) SubmitApproval(ctx context.Context, req *lifecyclev1.SubmitApprovalRequest) (*lifecyclev1.SubmitApprovalResponse, error) {
 	p, err := authorize(ctx, req.GetAgent(), approveRoles)
 	if err != nil {
@@ -89,7 +91,7 @@ func (s *Server) SubmitApproval(ctx context.Context, req *lifecyclev1.SubmitAppr
 		return nil, errs.InvalidArgument("decision", "must be APPROVAL_DECISION_APPROVE or APPROVAL_DECISION_REJECT")
 	}
 	r, err := s.core.SubmitApproval(ctx, p, lifecycle.Approval{
-		Agent: req.GetAgent(), Approve: approve, Comment: req.GetComment(), RequestID: req.GetRequestId(),
+		Agent: req.GetAgent(), Approve: approve, Comment: req.GetComment(), RequestID: req.GetRequestId(), Token: req.GetApprovalToken(),
 	})
 	if err != nil {
 		return nil, err
@@ -99,11 +101,13 @@ func (s *Server) SubmitApproval(ctx context.Context, req *lifecyclev1.SubmitAppr
 
 func toProto(r lifecycle.Run) *lifecyclev1.WorkflowStatus {
 	w := &lifecyclev1.WorkflowStatus{
-		WorkflowId: r.WorkflowID,
-		Stage:      r.Stage,
-		WaitingFor: r.WaitingFor,
-		Completed:  r.Completed,
-		Result:     r.Result,
+		WorkflowId:   r.WorkflowID,
+		Stage:        r.Stage,
+		WaitingFor:   r.WaitingFor,
+		Completed:    r.Completed,
+		Result:       r.Result,
+		RunId:        r.RunID,
+		ApprovalStep: r.ApprovalStep,
 	}
 	switch r.Kind {
 	case lifecycle.KindProvision:
