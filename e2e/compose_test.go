@@ -849,6 +849,10 @@ func TestComposeServiceFlags(t *testing.T) {
 			// service's projections have caught up.
 			t.Errorf("%s: the healthcheck does not GET /readyz on the HTTP port %d", name, port)
 		}
+		// TLS between all parts: each server has its certificate and key, each client the CA, as secrets.
+		for _, flag := range []string{"tls-cert", "tls-key", "ca"} {
+			composeCheckSecretFlag(t, cf, name, p.args, flag)
+		}
 		if want := issuerPublic; want != "" {
 			got, ok := p.args["issuer-url"]
 			switch {
@@ -867,8 +871,8 @@ func TestComposeServiceFlags(t *testing.T) {
 	if p, ok := all["issuer"]; ok {
 		pub := issuerPublic
 		u, err := url.Parse(pub)
-		if err != nil || u.Hostname() != "issuer" {
-			t.Errorf("issuer: --public-url=%q, want http://issuer:<http port> (reachable from every container)", pub)
+		if err != nil || u.Hostname() != "issuer" || u.Scheme != "https" {
+			t.Errorf("issuer: --public-url=%q, want https://issuer:<http port> (reachable from every container, over TLS)", pub)
 		} else if _, port := composeHostPort(t, "issuer --http-addr", p.args["http-addr"]); u.Port() != strconv.Itoa(port) {
 			t.Errorf("issuer: --public-url=%q does not use the HTTP port %d", pub, port)
 		}

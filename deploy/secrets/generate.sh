@@ -5,14 +5,20 @@
 #                           "Credential files"): client lifecycle-worker of tenant system, fresh ES256 key
 #   bootstrap-admin.json    the operator's first platform-admin credential, same format
 #   *.jwks.json             the public halves, registered by the issuer at start (--platform-client)
+#   ca.crt, ca.key          the deployment's TLS certificate authority (ca.key never leaves this
+#                           directory; ca.crt is every service's --ca and agentctl's --ca)
+#   <service>.crt/.key      one TLS server certificate per service (registry, issuer, policy,
+#                           monitor, lifecycle) signed by the CA, for its compose DNS name, localhost
+#                           and 127.0.0.1 (the healthchecks); the issuer's also names the host of
+#                           AGENTID_PUBLIC_URL
 # Existing files are kept (delete one to replace it). Files are created with mode 0600.
 #
-#   AGENTID_PUBLIC_URL   issuer base URL written into the credential (default http://issuer:8080,
+#   AGENTID_PUBLIC_URL   issuer base URL written into the credential (default https://issuer:8080,
 #                        the compose default; keep it equal to the one docker-compose.yaml uses)
 set -eu
 
 cd "$(dirname "$0")"
-public_url="${AGENTID_PUBLIC_URL:-http://issuer:8080}"
+public_url="${AGENTID_PUBLIC_URL:-https://issuer:8080}"
 public_url="${public_url%/}"
 umask 077
 
@@ -60,3 +66,49 @@ JSON
 # lifecycle-worker (--lifecycle-client), the bootstrap admin's as platform-admin (--platform-client).
 make_credential lifecycle-worker
 make_credential bootstrap-admin
+
+# TLS. A P-256 CA, then one certificate per service: all gRPC and HTTP between the parts is TLS,
+# verified against ca.crt. Certificates are reloaded by the services when their files change, so a
+# renewal is: delete <service>.crt/.key, run this again, done (no restart).
+if [ -e ca.crt ] && [ -e ca.key ]; then
+  echo "ca.crt exists; kept"
+else
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+    -keyout ca.key -out ca.crt -days 3650 -subj "/CN=agentid deployment CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  echo "wrote ca.crt and ca.key (the TLS certificate authority; keep ca.key here)"
+fi
+
+# make_cert NAME [EXTRA_DNS] writes NAME.crt and NAME.key: a server certificate for the compose DNS
+# name NAME, localhost and 127.0.0.1 (and EXTRA_DNS), valid 825 days.
+make_cert() {
+  name="$1"
+  extra="${2:-}"
+  if [ -e "$name.crt" ] && [ -e "$name.key" ]; then
+    echo "$name.crt exists; kept"
+    return 0
+  fi
+  san="DNS:$name,DNS:localhost,IP:127.0.0.1"
+  if [ -n "$extra" ] && [ "$extra" != "$name" ] && [ "$extra" != localhost ] && [ "$extra" != 127.0.0.1 ]; then
+    case "$extra" in
+      *[!0-9.]*) san="$san,DNS:$extra" ;;
+      *) san="$san,IP:$extra" ;;
+    esac
+  fi
+  csr="$(mktemp)"
+  ext="$(mktemp)"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+    -keyout "$name.key" -out "$csr" -subj "/CN=$name" 2>/dev/null
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=%s\n' "$san" > "$ext"
+  openssl x509 -req -in "$csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+    -days 825 -sha256 -extfile "$ext" -out "$name.crt" 2>/dev/null
+  rm -f "$csr" "$ext"
+  echo "wrote $name.crt and $name.key ($san)"
+}
+
+public_host="$(printf '%s' "$public_url" | sed -e 's#^[a-zA-Z]*://##' -e 's#[/?].*$##' -e 's#:[0-9]*$##' -e 's#^\[##' -e 's#\]$##')"
+make_cert registry
+make_cert issuer "$public_host"
+make_cert policy
+make_cert monitor
+make_cert lifecycle
