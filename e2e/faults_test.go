@@ -25,6 +25,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
+	"github.com/agentid/agentid/pkg/natsauth"
 	"github.com/agentid/agentid/pkg/testkit"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
@@ -57,7 +58,7 @@ func (e *faultEnv) start(env ...string) *platform {
 	e.t.Helper()
 	e.waitPortsFree()
 	args := append([]string{"--reconcile-interval", faultReconcileInterval}, e.extra...)
-	e.p = &platform{testkit.StartDevWith(e.t, e.bin, e.dataDir, testkit.DevOptions{Ports: e.ports, Env: env, Args: args})}
+	e.p = rememberDevNATS(&platform{testkit.StartDevWith(e.t, e.bin, e.dataDir, testkit.DevOptions{Ports: e.ports, Env: env, Args: args})})
 	return e.p
 }
 
@@ -347,7 +348,7 @@ func snapshotStreams(t *testing.T, ctx context.Context, url string) *faultInvari
 
 func natsJS(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(url, nats.Name("agentid fault invariants"))
+	nc, err := nats.Connect(url, append(natsOptions(t, url, natsauth.Admin), nats.Name("agentid fault invariants"))...)
 	if err != nil {
 		t.Fatalf("connect to NATS at %s: %v", url, err)
 	}

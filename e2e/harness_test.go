@@ -54,7 +54,7 @@ func startPlatform(t testing.TB, agentid, dataDir string) *platform {
 // startPlatformOn is startPlatform on given ports: gRPC, HTTP, NATS, Temporal, Temporal UI.
 func startPlatformOn(t testing.TB, agentid, dataDir string, ports []int) *platform {
 	t.Helper()
-	return &platform{testkit.StartDev(t, agentid, dataDir, ports)}
+	return rememberDevNATS(&platform{testkit.StartDev(t, agentid, dataDir, ports)})
 }
 
 // issuer returns the issuer identifier of a tenant.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/natsauth"
 	"github.com/agentid/agentid/pkg/testkit"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
@@ -231,7 +232,7 @@ func decodeRevocation(t *testing.T, out string) printedRevocation {
 // revocationsStored is the number of events on the REVOCATIONS stream, read from the platform's NATS.
 func revocationsStored(t *testing.T, ctx context.Context, p *platform) uint64 {
 	t.Helper()
-	nc, err := nats.Connect(p.NATSURL, nats.Name("e2e revocations"))
+	nc, err := nats.Connect(p.NATSURL, append(natsOptions(t, p.NATSURL, natsauth.Verifier), nats.Name("e2e revocations"))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/natsauth"
 	"github.com/agentid/agentid/pkg/testkit"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 )
@@ -177,7 +178,8 @@ type resourceServer struct {
 // "listening on ADDR" (after its revocation feed has caught up).
 func startResourceServer(t *testing.T, bin string, p *platform, audience string, extra ...string) *resourceServer {
 	t.Helper()
-	args := append([]string{"--issuer", p.HTTPURL, "--audience", audience, "--nats", p.NATSURL, "--listen", "127.0.0.1:0"}, extra...)
+	args := append([]string{"--issuer", p.HTTPURL, "--audience", audience, "--nats", p.NATSURL,
+		"--nats-nkey", devNATSSeed(p.NATSURL, natsauth.Verifier), "--listen", "127.0.0.1:0"}, extra...)
 	proc := testkit.StartProcess(t, testkit.ProcessConfig{Name: "resourceserver", Binary: bin, Args: args})
 	var addr string
 	testkit.Eventually(t, 0, "the resource server listening", func() (bool, error) {

@@ -4,7 +4,8 @@
 // REVOCATIONS stream (--nats), and reports every access decision to the monitor (--monitor).
 //
 //	go run ./examples/resourceserver --issuer http://127.0.0.1:8080 --audience https://files.example \
-//	  --credentials files-rs.json --nats nats://127.0.0.1:4222 --monitor 127.0.0.1:7070
+//	  --credentials files-rs.json --nats nats://127.0.0.1:4222 --nats-nkey .agentid/credentials/nats/verifier.nk \
+//	  --monitor 127.0.0.1:7070
 //
 // Beyond loopback the issuer must be https:// and the monitor is reached over TLS: --ca names the
 // CA file their certificates are verified against.
@@ -33,14 +34,15 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/natsauth"
 	"github.com/agentid/agentid/pkg/service"
 	"github.com/agentid/agentid/pkg/tlsx"
 )
 
 type config struct {
-	issuer, audience, credentials, natsURL, monitor, listen, tenant, publicURL, caFile string
-	introspect                                                                         bool
-	introspectTTL                                                                      time.Duration
+	issuer, audience, credentials, natsURL, natsNkey, monitor, listen, tenant, publicURL, caFile string
+	introspect                                                                                   bool
+	introspectTTL                                                                                time.Duration
 }
 
 func main() {
@@ -49,6 +51,7 @@ func main() {
 	flag.StringVar(&cfg.audience, "audience", "", "this server's URL: the audience tokens must carry (required)")
 	flag.StringVar(&cfg.credentials, "credentials", "", "this server's own credential file (for the monitor and introspection)")
 	flag.StringVar(&cfg.natsURL, "nats", "", "NATS URL of the event store: refuse revoked tokens as soon as they are revoked")
+	flag.StringVar(&cfg.natsNkey, "nats-nkey", "", "nkey seed file of the NATS verifier identity (agentid dev: <data-dir>/credentials/nats/verifier.nk)")
 	flag.StringVar(&cfg.monitor, "monitor", "", "gRPC address of the monitor: report every access decision (needs --credentials)")
 	flag.StringVar(&cfg.listen, "listen", "127.0.0.1:8090", "address to listen on (port 0 picks a free one)")
 	flag.StringVar(&cfg.tenant, "tenant", "", "accept only tokens of this tenant (default: the credential's tenant, else any)")
@@ -108,7 +111,12 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 	} else {
 		vcfg := authn.JWKSVerifierConfig{IssuerBaseURL: cfg.issuer, Audience: cfg.audience, HTTPClient: httpClient}
 		if cfg.natsURL != "" {
-			nc, err := nats.Connect(cfg.natsURL, nats.Name("resourceserver"), nats.MaxReconnects(-1))
+			// The verifier identity reads the REVOCATIONS stream and nothing else (pkg/natsauth).
+			natsOpts, err := natsauth.ClientOptions(cfg.natsNkey, "")
+			if err != nil {
+				return err
+			}
+			nc, err := nats.Connect(cfg.natsURL, append(natsOpts, nats.Name("resourceserver"), nats.MaxReconnects(-1))...)
 			if err != nil {
 				return fmt.Errorf("connect to NATS %s: %w", cfg.natsURL, err)
 			}

@@ -102,7 +102,7 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 			pub = append(pub, readStream(s)...)
 		}
 		pub = append(pub, kvWrite(eventstore.FailedEventsBucket)...)
-		pub = append(pub, accountInfo)
+		pub = append(pub, accountInfo, jsAPI+"STREAM.NAMES", jsAPI+"STREAM.LIST")
 	case Registry:
 		pub = serviceBase(eventstore.StreamTenants, eventstore.StreamAgents)
 		pub = append(pub, appendTo(eventstore.AggregateTenant, eventstore.AggregateAgent)...)

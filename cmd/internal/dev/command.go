@@ -66,6 +66,8 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.StringVar(&cfg.PublicURL, "public-url", "", "external base URL of the HTTP address (default http://<http-addr>)")
 	f.StringVar(&cfg.NATSURL, "nats-url", "", "use this NATS server instead of the embedded one")
 	f.IntVar(&cfg.NATSPort, "nats-port", cfg.NATSPort, "client port of the embedded NATS server")
+	f.StringVar(&cfg.NATSNkey, "nats-nkey", "", "nkey seed file to connect to the --nats-url server with (the embedded server uses the identities generated in <data-dir>/"+NATSCredentialsDir+")")
+	f.StringVar(&cfg.NATSCA, "nats-ca", "", "CA bundle (PEM) that the --nats-url server's TLS certificate is verified against")
 	f.StringVar(&cfg.NATSSync, "nats-sync", cfg.NATSSync, "fsync policy of the embedded NATS server: always (every event fsynced before it is acknowledged) or interval (nats-server's default, every 2 minutes: faster, but a power loss can drop acknowledged events)")
 	f.DurationVar(&cfg.NATSGrace, "nats-grace", cfg.NATSGrace, "how long NATS may be unreachable before /readyz and gRPC health report NOT_SERVING")
 	f.StringVar(&cfg.TemporalAddress, "temporal-address", "", "use this Temporal frontend (host:port) instead of the dev server")

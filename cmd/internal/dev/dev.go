@@ -135,6 +135,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if cfg.NATSGrace <= 0 {
 		return fmt.Errorf("--nats-grace %s: want a positive duration", cfg.NATSGrace)
 	}
+	if cfg.NATSURL == "" && (cfg.NATSNkey != "" || cfg.NATSCA != "") {
+		return errors.New("--nats-nkey and --nats-ca are for an external --nats-url; the embedded NATS server uses the identities in <data-dir>/" + NATSCredentialsDir)
+	}
 	if err := service.CheckPprofAddr(cfg.PprofAddr, cfg.PprofAllowRemote); err != nil {
 		return err
 	}
