@@ -143,6 +143,9 @@ type Deps struct {
 	TLS *tls.Config
 	// Temporal is the Temporal client; nil dials Config.TemporalHostPort lazily (and Close closes it).
 	Temporal client.Client
+	// TemporalTLS, if set, makes that client use TLS (and mTLS when it holds a client certificate):
+	// see tlsx.NewClientConfig. Nil is plaintext.
+	TemporalTLS *tls.Config
 	// Registerer receives the lifecycle metrics; default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
 	// JWKSClient fetches the issuer's JWKS to verify approval tokens (e.g. with the deployment's CA);
@@ -189,6 +192,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if a.temporal == nil {
 		c, err := client.NewLazyClient(client.Options{
 			HostPort: cfg.TemporalHostPort, Namespace: cfg.Namespace, Logger: sdklog.NewStructuredLogger(log.With("component", "temporal")),
+			ConnectionOptions: client.ConnectionOptions{TLS: deps.TemporalTLS},
 		})
 		if err != nil {
 			return nil, fmt.Errorf("lifecycle: temporal client: %w", err)

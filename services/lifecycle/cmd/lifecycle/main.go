@@ -5,13 +5,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/service"
+	"github.com/agentid/agentid/pkg/tlsx"
 	"github.com/agentid/agentid/services/lifecycle/app"
 	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
 )
@@ -34,6 +37,10 @@ func main() {
 	fs.DurationVar(&cfg.StuckAfter, "stuck-after", lifecycle.DefaultStuckAfter,
 		"how long an agent may stay PENDING or RETIRING without a running run before lifecycle_stuck_agents counts it")
 	credentials := fs.String("credentials", "", "credential file of the lifecycle worker's service identity (required)")
+	var temporalTLS tlsx.ClientOptions
+	fs.StringVar(&temporalTLS.CAFile, "temporal-ca", "", "connect to Temporal over TLS, verifying its frontend against this CA file (PEM) (empty: plaintext)")
+	fs.StringVar(&temporalTLS.CertFile, "temporal-tls-cert", "", "client certificate (PEM) presented to Temporal for mTLS, reloaded when it changes (with --temporal-ca)")
+	fs.StringVar(&temporalTLS.KeyFile, "temporal-tls-key", "", "private key (PEM) of --temporal-tls-cert")
 	os.Exit(service.Main(app.Name, fs, &flags, func(ctx context.Context, env *service.Env) (service.Component, error) {
 		if *credentials == "" {
 			return nil, errors.New("--credentials is required: the lifecycle worker calls the other services as its own identity")
@@ -49,6 +56,31 @@ func main() {
 		tokenCtx := service.WithHTTPClient(ctx, env.ClientTLS)
 		perRPC := authn.PerRPCCredentials(cred.TokenSource(tokenCtx), env.ClientTLS != nil)
 		cfg.IssuerURL = flags.IssuerURL
-		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger, PerRPC: perRPC, TLS: env.ClientTLS})
+		temporal, err := temporalClientTLS(temporalTLS, env.Logger)
+		if err != nil {
+			return nil, err
+		}
+		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger, PerRPC: perRPC, TLS: env.ClientTLS,
+			JWKSClient: service.HTTPClient(env.ClientTLS), TemporalTLS: temporal})
 	}))
+}
+
+// temporalClientTLS loads --temporal-ca, --temporal-tls-cert and --temporal-tls-key; nil without a CA.
+func temporalClientTLS(o tlsx.ClientOptions, log *slog.Logger) (*tls.Config, error) {
+	switch {
+	case o.CAFile == "" && (o.CertFile != "" || o.KeyFile != ""):
+		return nil, errors.New("--temporal-tls-cert and --temporal-tls-key need --temporal-ca (TLS to Temporal)")
+	case (o.CertFile == "") != (o.KeyFile == ""):
+		return nil, errors.New("--temporal-tls-cert and --temporal-tls-key go together")
+	case o.CAFile == "":
+		return nil, nil
+	}
+	o.Reload.Logger = log
+	cfg, err := tlsx.NewClientConfig(o)
+	var fe *tlsx.FileError
+	if errors.As(err, &fe) {
+		flag := map[tlsx.FileKind]string{tlsx.CAFile: "--temporal-ca", tlsx.CertFile: "--temporal-tls-cert", tlsx.KeyFile: "--temporal-tls-key"}[fe.Kind]
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	return cfg, err
 }
