@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/service"
-
 	"github.com/agentid/agentid/services/issuer/app"
 )
 
@@ -46,6 +46,10 @@ func main() {
 		public := *publicURL
 		if public == "" {
 			public = f.IssuerURL
+		}
+		// The issuer identifier in every token: plaintext only on loopback (`agentid dev`).
+		if err := authn.CheckIssuerURL(public); err != nil {
+			return nil, fmt.Errorf("--public-url: %w", err)
 		}
 		cfg := app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL, PlatformClients: clients,
 			JTIReplicas: env.StreamReplicas}
