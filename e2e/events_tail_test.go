@@ -39,7 +39,7 @@ func TestAgentctlEventsTail(t *testing.T) {
 		}
 		out := admin("--tenant", tenant, "agents", "register", "--display-name", name, "--owner", "team:e2e",
 			"--purpose", "events tail e2e", "--environment", "dev", "--sensitivity", "internal",
-			"--key-out", filepath.Join(keys, tenant+"-"+name+".json"), "-o", "json")
+			"--scope", "files.read", "--key-out", filepath.Join(keys, tenant+"-"+name+".json"), "-o", "json")
 		if err := json.Unmarshal([]byte(out), &a); err != nil || a.Name == "" {
 			t.Fatalf("register %s in %s: %v: %s", name, tenant, err, out)
 		}

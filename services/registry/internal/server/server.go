@@ -49,6 +49,9 @@ var (
 	// readAgentRoles may read one agent: every role of the tenant and the lifecycle worker, whose
 	// activities read the agent they act on.
 	readAgentRoles = append(anyRole[:len(anyRole):len(anyRole)], authn.RoleLifecycleWorker)
+	// readTenantRoles may read the tenant itself: every role of the tenant and its event subscribers,
+	// which see the tenant's tenant.created event anyway (and agentctl login checks a session with it).
+	readTenantRoles = append(anyRole[:len(anyRole):len(anyRole)], authn.RoleSubscriber)
 	// manageRoles may register and retire agents (owners only their own).
 	manageRoles = []authn.Role{authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner}
 	// decideRoles may record lifecycle decisions: the lifecycle worker (and platform-admins).
@@ -114,13 +117,13 @@ func (s *Server) CreateTenant(ctx context.Context, req *registryv1.CreateTenantR
 	return &registryv1.CreateTenantResponse{Tenant: t}, nil
 }
 
-// GetTenant returns one tenant. Callers: platform-admin, or any role of that tenant.
+// GetTenant returns one tenant. Callers: platform-admin, or any role of that tenant (subscriber included).
 func (s *Server) GetTenant(ctx context.Context, req *registryv1.GetTenantRequest) (*registryv1.GetTenantResponse, error) {
 	tenant, err := registry.ParseTenantName("name", req.GetName())
 	if err != nil {
 		return nil, err
 	}
-	if _, err := authorize(ctx, tenant, anyRole...); err != nil {
+	if _, err := authorize(ctx, tenant, readTenantRoles...); err != nil {
 		return nil, err
 	}
 	t, err := s.reg.GetTenant(ctx, tenant)

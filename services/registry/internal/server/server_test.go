@@ -37,6 +37,7 @@ const (
 	acmeOwner     = "acme-owner"       // owner team:support in acme
 	acmeOwner2    = "acme-owner-2"     // owner team:payments in acme
 	acmeAuditor   = "acme-auditor"     // auditor of acme
+	acmeSub       = "acme-subscriber"  // event subscriber of acme
 	acmeNoRole    = "acme-no-role"     // acme token without roles
 	acmePlatform  = "acme-platform"    // platform-admin role, but of tenant acme
 	globexAdmin   = "globex-admin"     // tenant-admin of globex
@@ -54,6 +55,7 @@ var verifier = testkit.StaticVerifier(map[string]*authn.Claims{
 	acmeOwner:     claims("acme", "team:support", "owner"),
 	acmeOwner2:    claims("acme", "team:payments", "owner"),
 	acmeAuditor:   claims("acme", "audit@acme.example", "auditor"),
+	acmeSub:       claims("acme", "siem@acme.example", "subscriber"),
 	acmeNoRole:    claims("acme", "nobody@acme.example"),
 	acmePlatform:  claims("acme", "root@acme.example", "platform-admin"),
 	globexAdmin:   claims("globex", "admin@globex.example", "tenant-admin"),
@@ -210,6 +212,12 @@ func TestAgentFlow(t *testing.T) {
 	if err != nil || tn.GetTenant().GetTenantId() != "acme" {
 		t.Fatalf("get tenant: %v %v", tn, err)
 	}
+	// An event subscriber reads its tenant (it sees tenant.created anyway), and no agents.
+	if tn, err := h.client.GetTenant(testkit.WithBearer(ctx, acmeSub), &registryv1.GetTenantRequest{Name: "tenants/acme"}); err != nil || tn.GetTenant().GetTenantId() != "acme" {
+		t.Fatalf("get tenant as subscriber: %v %v", tn, err)
+	}
+	_, err = h.client.ListAgents(testkit.WithBearer(ctx, acmeSub), &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
+	wantCode(t, err, codes.PermissionDenied)
 	ts, err := h.client.ListTenants(testkit.WithBearer(ctx, platformAdmin), &registryv1.ListTenantsRequest{})
 	if err != nil || len(ts.GetTenants()) != 1 {
 		t.Fatalf("list tenants: %v %v", ts, err)
