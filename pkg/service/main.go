@@ -51,6 +51,9 @@ type Flags struct {
 	NATSNkey string
 	// NATSCA is the CA bundle (PEM) that the NATS server's TLS certificate is verified against.
 	NATSCA string
+	// SetupStreams creates or updates the event streams and the failed-event bucket, then exits
+	// (a one-shot run with the NATS admin identity: the services' identities may only read them).
+	SetupStreams bool
 	// PprofAddr, when set, serves net/http/pprof on this address (loopback only unless PprofAllowRemote).
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
@@ -71,6 +74,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.IntVar(&f.StreamReplicas, "stream-replicas", f.StreamReplicas, "replicas of the event streams it creates (3 in a NATS cluster)")
 	fs.StringVar(&f.NATSNkey, "nats-nkey", f.NATSNkey, "file with the service's NATS nkey seed, its identity on the event bus (empty: no credentials)")
 	fs.StringVar(&f.NATSCA, "nats-ca", f.NATSCA, "CA bundle (PEM) that the NATS server's TLS certificate is verified against")
+	fs.BoolVar(&f.SetupStreams, "setup-streams", f.SetupStreams, "create or update the event streams, then exit (run once with the NATS admin identity's --nats-nkey)")
 	fs.DurationVar(&f.NATSGrace, "nats-grace", f.NATSGrace, "how long NATS may be unreachable before /readyz and gRPC health report NOT_SERVING")
 	fs.StringVar(&f.PprofAddr, "pprof-addr", f.PprofAddr, "serve net/http/pprof on this host:port (empty: off; loopback only unless --pprof-allow-remote)")
 	fs.BoolVar(&f.PprofAllowRemote, "pprof-allow-remote", f.PprofAllowRemote, "allow a --pprof-addr that is not loopback")
@@ -143,6 +147,15 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 	log := grpcx.NewLogger(os.Stderr, lvl).With("service", name)
 	if armed := failpoint.Armed(); len(armed) > 0 {
 		log.Warn("FAILPOINTS ARMED: this process will fail on purpose (unset "+failpoint.Env+" outside tests)", "failpoints", armed)
+	}
+	if f.SetupStreams {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := setupStreams(ctx, name, f, log); err != nil {
+			log.Error("exiting", "error", err.Error())
+			return 1
+		}
+		return 0
 	}
 	tlsConfigs, err := LoadTLS(f.TLS, log)
 	if err != nil {
@@ -227,6 +240,37 @@ func run(ctx context.Context, name string, f *Flags, tlsConfigs TLSConfigs, log 
 		Components: []Component{comp}, Tasks: tasks, Logger: log, NATS: nc, NATSGrace: f.NATSGrace,
 		ReadyChecks: []ReadyCheck{revocations.ReadyCheck()},
 	})
+}
+
+// setupStreamsTimeout bounds a --setup-streams run, waiting for NATS included.
+const setupStreamsTimeout = 5 * time.Minute
+
+// setupStreams is a --setup-streams run: it connects to NATS (waiting for it), creates or updates the
+// streams and the failed-event bucket, and returns.
+func setupStreams(ctx context.Context, name string, f *Flags, log *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(ctx, setupStreamsTimeout)
+	defer cancel()
+	natsOpts, err := natsauth.ClientOptions(f.NATSNkey, f.NATSCA)
+	if err != nil {
+		return err
+	}
+	natsOpts = append(natsOpts, natsauth.LogOptions(log)...)
+	nc, err := nats.Connect(f.NATSURL, append(natsOpts, nats.Name("agentid "+name+" setup-streams"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s (--nats-url): %w", f.NATSURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	store := eventstore.New(js, eventstore.WithSource("agentid/"+name), eventstore.WithLogger(log),
+		eventstore.WithReplicas(f.StreamReplicas))
+	if err := ensureStreams(ctx, store, log); err != nil {
+		return fmt.Errorf("--setup-streams: %w (the NATS identity of --nats-nkey must be allowed to create streams: the admin one)", err)
+	}
+	log.InfoContext(ctx, "event streams set up")
+	return nil
 }
 
 // Bounds of the waits of ensureStreams between two attempts.

@@ -27,7 +27,7 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDevCmd(stdout, stderr))
+	root.AddCommand(newDevCmd(stdout, stderr), newSecretsCmd(stdout))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
