@@ -46,7 +46,7 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "error:", describe(tlsHint(err)))
+		fmt.Fprintln(stderr, "error:", describe(err)+tlsHint(err))
 		return 1
 	}
 	return 0
@@ -176,14 +176,15 @@ func (g *globals) tokenContext(ctx context.Context, tokenURL string) (context.Co
 	return service.WithHTTPClient(ctx, tlsConfig), nil
 }
 
-// tlsHint adds what to do to an error caused by an untrusted server certificate.
-func tlsHint(err error) error {
+// tlsHint says what to do about an error caused by an untrusted server certificate (gRPC reports
+// it only in its status message); "" for other errors.
+func tlsHint(err error) string {
 	var verr *tls.CertificateVerificationError
 	var uerr x509.UnknownAuthorityError
 	if errors.As(err, &verr) || errors.As(err, &uerr) || strings.Contains(err.Error(), "x509: certificate signed by unknown authority") {
-		return fmt.Errorf("%w (the server's certificate is not trusted: give its CA with --ca FILE)", err)
+		return " (the server's certificate is not trusted: give its CA with --ca FILE)"
 	}
-	return err
+	return ""
 }
 
 // tenantOr returns the --tenant flag, else the session's tenant, else "default".
