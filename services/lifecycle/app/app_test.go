@@ -51,13 +51,14 @@ func (workerToken) RequireTransportSecurity() bool { return false }
 // env is the lifecycle service running for real: Temporal dev server, embedded NATS, fake peers, and
 // its gRPC API behind the platform's gRPC server.
 type env struct {
-	fakes    *workflowstest.Services
-	store    *eventstore.Store // the registry's view, to append agent events
-	lcStore  *eventstore.Store
-	temporal client.Client
-	api      lifecyclev1.LifecycleServiceClient
-	stream   func() (pending, ackPending uint64)
-	app      *app.App
+	fakes     *workflowstest.Services
+	approvals *workflowstest.ApprovalIssuer // mints approval tokens the service verifies
+	store     *eventstore.Store             // the registry's view, to append agent events
+	lcStore   *eventstore.Store
+	temporal  client.Client
+	api       lifecyclev1.LifecycleServiceClient
+	stream    func() (pending, ackPending uint64)
+	app       *app.App
 }
 
 // principals maps test bearer tokens to callers.
@@ -65,6 +66,7 @@ var principals = map[string]*authn.Claims{
 	"alice":   {Subject: "alice@corp", Tenant: tenant, Roles: []string{"approver"}},
 	"carol":   {Subject: "carol@corp", Tenant: tenant, Roles: []string{"tenant-admin"}},
 	"olivia":  {Subject: "olivia@corp", Tenant: tenant, Roles: []string{"owner"}},
+	"sam":     {Subject: "sam@corp", Tenant: tenant, Roles: []string{"security-approver"}},
 	"auditor": {Subject: "audrey@corp", Tenant: tenant, Roles: []string{"auditor"}},
 	"analyst": {Subject: "ann@corp", Tenant: tenant, Roles: []string{"analyst"}},
 	"other":   {Subject: "oscar@other", Tenant: "other", Roles: []string{"approver", "tenant-admin"}},
@@ -87,10 +89,12 @@ func startWith(t *testing.T, hostPort string) *env {
 	}
 	lcStore := eventstore.New(js, eventstore.WithSource("agentid/lifecycle"))
 	fakes := workflowstest.Start(t)
+	approvals := workflowstest.NewApprovalIssuer(t)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	a, err := app.New(app.Config{
 		TemporalHostPort: hostPort, RegistryAddr: fakes.Addr, IssuerAddr: fakes.Addr, PolicyAddr: fakes.Addr,
+		IssuerURL: approvals.URL,
 	}, app.Deps{Store: lcStore, Logger: log, PerRPC: workerToken{}})
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +131,7 @@ func startWith(t *testing.T, hostPort string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(tc.Close)
-	e := &env{fakes: fakes, store: registryStore, lcStore: lcStore, temporal: tc, api: lifecyclev1.NewLifecycleServiceClient(cc), app: a}
+	e := &env{fakes: fakes, approvals: approvals, store: registryStore, lcStore: lcStore, temporal: tc, api: lifecyclev1.NewLifecycleServiceClient(cc), app: a}
 	e.stream = func() (uint64, uint64) {
 		cons, err := js.Consumer(t.Context(), eventstore.StreamAgents, "lifecycle-agent-events")
 		if err != nil {
@@ -313,54 +317,87 @@ func TestEventsStartWorkflows(t *testing.T) {
 	}
 }
 
+// TestApprovalsThroughTheAPI: approvals go through SubmitApproval with the caller's approval token;
+// the run takes the owner step from the agent's sponsor (the owner's delegate) and the security step
+// from a security-approver, and refuses, with why, the registrant, a token relayed by someone else and
+// a role that may not decide the step.
 func TestApprovalsThroughTheAPI(t *testing.T) {
 	e := start(t)
 	ctx := t.Context()
 	agent := workflowstest.NewAgent(tenant, "ag2", registryv1.RiskTier_RISK_TIER_HIGH)
+	// olivia@corp owns the agent and registered it (the actor of appendEvent); alice@corp sponsors it.
+	agent.Owner, agent.Sponsor = "olivia@corp", "alice@corp"
 	e.fakes.Policy.Decide(agent.GetName(), &policyv1.Decision{
 		DecisionId: "dec-ag2", Outcome: policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL, RequiredApprovals: []string{"owner", "security"},
 	})
 	e.register(t, agent, "register-ag2")
 
+	var runID string
 	waitingFor := func(want string) {
 		t.Helper()
 		eventually(t, "waiting for "+want, func() bool {
 			got, err := e.api.GetAgentWorkflows(testkit.WithBearer(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: agent.GetName()})
-			return err == nil && got.GetWorkflows()[0].GetWaitingFor() == want
+			if err != nil || got.GetWorkflows()[0].GetWaitingFor() != want {
+				return false
+			}
+			runID = got.GetWorkflows()[0].GetRunId()
+			return true
 		})
 	}
 	waitingFor("approval by owner")
+	if runID == "" {
+		t.Fatal("GetAgentWorkflows shows no run id")
+	}
+	token := func(sub, step, decision string, roles ...string) string {
+		return e.approvals.Token(t, authn.ApprovalClaims{Subject: sub, Agent: agent.GetName(), Step: step, Decision: decision, Run: runID, Roles: roles})
+	}
+	sponsorApproves := token("alice@corp", "owner", "approve", "approver")
 
 	approve := lifecyclev1.ApprovalDecision_APPROVAL_DECISION_APPROVE
+	req := func(token, comment, requestID string) *lifecyclev1.SubmitApprovalRequest {
+		return &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve, ApprovalToken: token, Comment: comment, RequestId: requestID}
+	}
 	tests := []struct {
 		name      string
-		token     string
+		bearer    string
 		req       *lifecyclev1.SubmitApprovalRequest
 		wantCode  codes.Code
 		wantField string
+		wantMsg   string // in the refusal
 		wantWait  string // waiting_for after a successful call
 	}{
-		{"no token", "", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve}, codes.Unauthenticated, "", ""},
-		{"analyst may not approve", "analyst", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve}, codes.PermissionDenied, "", ""},
-		{"owner role may not call", "olivia", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve}, codes.PermissionDenied, "", ""},
-		{"other tenant", "other", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve}, codes.NotFound, "", ""},
-		{"bad agent name", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: "agents/ag2", Decision: approve}, codes.InvalidArgument, "agent", ""},
-		{"no decision", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName()}, codes.InvalidArgument, "decision", ""},
-		{"bad request id", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve, RequestId: "has space"}, codes.InvalidArgument, "request_id", ""},
-		{"unknown agent", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: "tenants/acme/agents/nobody", Decision: approve}, codes.NotFound, "", ""},
-		{"approver approves for the owner", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve, Comment: "ok", RequestId: "approve-1"}, codes.OK, "", "approval by security"},
-		{"a repeated request is taken once", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve, Comment: "ok", RequestId: "approve-1"}, codes.OK, "", "approval by security"},
-		{"tenant-admin approves for security", "carol", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve, RequestId: "approve-2"}, codes.OK, "", ""},
-		{"nothing left to approve", "root", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), Decision: approve, RequestId: "approve-3"}, codes.FailedPrecondition, "", ""},
+		{"no bearer token", "", req(sponsorApproves, "", ""), codes.Unauthenticated, "", "", ""},
+		{"analyst may not approve", "analyst", req(sponsorApproves, "", ""), codes.PermissionDenied, "", "", ""},
+		{"other tenant", "other", req(sponsorApproves, "", ""), codes.NotFound, "", "", ""},
+		{"bad agent name", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: "agents/ag2", Decision: approve, ApprovalToken: sponsorApproves}, codes.InvalidArgument, "agent", "", ""},
+		{"no decision", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: agent.GetName(), ApprovalToken: sponsorApproves}, codes.InvalidArgument, "decision", "", ""},
+		{"bad request id", "alice", req(sponsorApproves, "", "has space"), codes.InvalidArgument, "request_id", "", ""},
+		{"unknown agent", "alice", &lifecyclev1.SubmitApprovalRequest{Agent: "tenants/acme/agents/nobody", Decision: approve, ApprovalToken: sponsorApproves}, codes.NotFound, "", "", ""},
+		{"no approval token: self-asserted", "alice", req("", "trust me", "approve-0"), codes.InvalidArgument, "approval_token", "", ""},
+		{"the registrant may not approve", "olivia", req(token("olivia@corp", "owner", "approve", "owner"), "", "approve-olivia"),
+			codes.FailedPrecondition, "", "olivia@corp registered the agent and cannot approve it", ""},
+		{"a token relayed by someone else", "carol", req(token("alice@corp", "owner", "approve", "approver"), "", "approve-relayed"),
+			codes.FailedPrecondition, "", "issued to alice@corp, not to the caller carol@corp", ""},
+		{"the sponsor approves for the owner", "alice", req(sponsorApproves, "ok", "approve-1"), codes.OK, "", "", "approval by security"},
+		{"a repeated request is taken once", "alice", req(sponsorApproves, "ok", "approve-1"), codes.OK, "", "", "approval by security"},
+		{"tenant-admin may not approve the security step", "carol", req(token("carol@corp", "security", "approve", "tenant-admin"), "", "approve-carol"),
+			codes.FailedPrecondition, "", "the security step is decided by [security-approver]", ""},
+		{"security-approver approves the security step", "sam", req(token("sam@corp", "security", "approve", "security-approver"), "", "approve-2"), codes.OK, "", "", ""},
+		{"nothing left to approve", "root", req(token("bootstrap-admin", "security", "approve", "platform-admin"), "", "approve-3"), codes.FailedPrecondition, "", "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, err := e.api.SubmitApproval(testkit.WithBearer(ctx, tt.token), tt.req)
+			resp, err := e.api.SubmitApproval(testkit.WithBearer(ctx, tt.bearer), tt.req)
 			if status.Code(err) != tt.wantCode {
 				t.Fatalf("SubmitApproval: %v, want %v", err, tt.wantCode)
 			}
 			if tt.wantField != "" && errs.FromStatus(err).Field != tt.wantField {
 				t.Fatalf("field = %q, want %q", errs.FromStatus(err).Field, tt.wantField)
+			}
+			if tt.wantMsg != "" {
+				if e := errs.FromStatus(err); e.Reason != "APPROVAL_REFUSED" || !strings.Contains(e.Message, tt.wantMsg) {
+					t.Fatalf("refusal = %s %q, want APPROVAL_REFUSED saying %q", e.Reason, e.Message, tt.wantMsg)
+				}
 			}
 			if err != nil {
 				return
@@ -374,7 +411,7 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 
 	eventually(t, "the agent to be activated", func() bool { return len(e.fakes.Requests("ActivateAgent")) > 0 })
 	acts := workflowstest.RequestsOf[*registryv1.ActivateAgentRequest](e.fakes, "ActivateAgent")
-	if len(acts) != 1 || acts[0].GetApprovedBy() != "alice@corp,carol@corp" || acts[0].GetDecisionId() != "dec-ag2" {
+	if len(acts) != 1 || acts[0].GetApprovedBy() != "alice@corp,sam@corp" || acts[0].GetDecisionId() != "dec-ag2" {
 		t.Fatalf("ActivateAgent = %v", acts)
 	}
 	var st workflows.Status
@@ -385,8 +422,14 @@ func TestApprovalsThroughTheAPI(t *testing.T) {
 	if err := v.Get(&st); err != nil {
 		t.Fatal(err)
 	}
-	if len(st.ApprovalsSoFar) != 2 || st.ApprovalsSoFar[0].Role != "approver" || st.ApprovalsSoFar[1].Role != "tenant-admin" || st.ApprovalsSoFar[0].Comment != "ok" {
+	if len(st.ApprovalsSoFar) != 2 || st.ApprovalsSoFar[0].Role != "owner-delegate" || st.ApprovalsSoFar[1].Role != "security-approver" ||
+		st.ApprovalsSoFar[0].Comment != "ok" || st.ApprovalsSoFar[0].Token != "" {
 		t.Fatalf("approvals = %+v", st.ApprovalsSoFar)
+	}
+	// The three refusals are evidence in the run's status, with who and why.
+	if st.RefusedCount != 3 || len(st.Refused) != 3 || st.Refused[0].Approver != "olivia@corp" || st.Refused[2].Step != "security" ||
+		!strings.Contains(st.Refused[2].Reason, "carol@corp holds [tenant-admin]") {
+		t.Fatalf("refused = %d %+v, want the registrant, the relayed token and the tenant-admin", st.RefusedCount, st.Refused)
 	}
 
 	_, err = e.api.GetAgentWorkflows(testkit.WithBearer(ctx, "auditor"), &lifecyclev1.GetAgentWorkflowsRequest{Agent: "tenants/acme/agents/nobody"})
@@ -418,8 +461,10 @@ func TestQueuedThroughTheAPI(t *testing.T) {
 		w[0].GetWorkflowId() != "provision/acme/ag4" || w[0].GetCompleted() {
 		t.Fatalf("GetAgentWorkflows = %v, want a queued provisioning run", got)
 	}
+	tok := e.approvals.Token(t, authn.ApprovalClaims{Subject: "alice@corp", Agent: agent.GetName(), Step: "owner",
+		Decision: workflows.DecisionApprove, Run: "not-started", Roles: []string{"approver"}})
 	_, err = e.api.SubmitApproval(testkit.WithBearer(ctx, "alice"), &lifecyclev1.SubmitApprovalRequest{
-		Agent: agent.GetName(), Decision: lifecyclev1.ApprovalDecision_APPROVAL_DECISION_APPROVE, RequestId: "approve-early"})
+		Agent: agent.GetName(), Decision: lifecyclev1.ApprovalDecision_APPROVAL_DECISION_APPROVE, RequestId: "approve-early", ApprovalToken: tok})
 	if status.Code(err) != codes.Unavailable || errs.FromStatus(err).Reason != "PROVISIONING_NOT_STARTED" {
 		t.Fatalf("SubmitApproval before the run started: %v, want Unavailable PROVISIONING_NOT_STARTED", err)
 	}
