@@ -3,6 +3,7 @@ package natsauth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/agentid/agentid/pkg/eventsapi"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/natsauth"
 	"github.com/agentid/agentid/pkg/testkit"
@@ -212,6 +214,21 @@ func TestIdentityPermissions(t *testing.T) {
 			{natsauth.Registry, func(ctx context.Context, _ *client, s *eventstore.Store) error {
 				_, _, err := s.Load(ctx, "acme", eventstore.AggregateAgent, "agt-1")
 				return err
+			}},
+			{natsauth.Registry, func(ctx context.Context, c *client, _ *eventstore.Store) error {
+				// The events API it serves reads one tenant's subjects of every aggregate stream.
+				for _, stream := range eventsapi.AggregateStreams {
+					cons, err := c.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"agentid.acme.>"}})
+					if err != nil {
+						return fmt.Errorf("%s: %w", stream, err)
+					}
+					it, err := cons.Messages()
+					if err != nil {
+						return fmt.Errorf("%s: %w", stream, err)
+					}
+					it.Stop()
+				}
+				return nil
 			}},
 			{natsauth.Lifecycle, func(ctx context.Context, _ *client, s *eventstore.Store) error {
 				_, err := s.Append(ctx, eventstore.Append{Tenant: "acme", AggregateType: eventstore.AggregateLifecycle, Subject: "tenants/acme/agents/agt-1",

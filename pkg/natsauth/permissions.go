@@ -104,7 +104,9 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		pub = append(pub, kvWrite(eventstore.FailedEventsBucket)...)
 		pub = append(pub, accountInfo, jsAPI+"STREAM.NAMES", jsAPI+"STREAM.LIST")
 	case Registry:
-		pub = serviceBase(eventstore.StreamTenants, eventstore.StreamAgents)
+		// It reads every aggregate stream: it serves the tenants' event subscriptions (pkg/eventsapi),
+		// narrowed to one tenant's subjects by the server after authorizing the caller.
+		pub = serviceBase(aggregateStreams...)
 		pub = append(pub, appendTo(eventstore.AggregateTenant, eventstore.AggregateAgent)...)
 	case Issuer:
 		pub = serviceBase(eventstore.StreamCredentials, eventstore.StreamAgents, eventstore.StreamTenants)
