@@ -34,6 +34,8 @@ import (
 	composetypes "github.com/compose-spec/compose-go/v2/types"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"gopkg.in/yaml.v3"
+
+	"github.com/agentid/agentid/pkg/natsauth"
 )
 
 // composeAgentidServices are the five services, each its own binary services/<svc>/cmd/<svc>.
@@ -602,7 +604,13 @@ func TestComposeTopology(t *testing.T) {
 	// what its condition needs.
 	for name, s := range svcs {
 		for dst, src := range composeMounts(s) {
-			if strings.HasPrefix(src, ".") || strings.HasPrefix(src, "/") {
+			if strings.HasPrefix(src, "./deploy/secrets/") {
+				// Made by generate.sh on the machine that runs the stack, like the secrets (checked below).
+				readme, err := os.ReadFile(filepath.Join(root, "deploy/secrets/README.md"))
+				if err != nil || !strings.Contains(string(readme), strings.TrimPrefix(src, "./deploy/secrets/")) {
+					t.Errorf("%s: bind mount of %s from %s, which deploy/secrets/README.md does not say how to make", name, dst, src)
+				}
+			} else if strings.HasPrefix(src, ".") || strings.HasPrefix(src, "/") {
 				if _, err := os.Stat(filepath.Join(root, src)); err != nil {
 					t.Errorf("%s: bind mount of %s: %v", name, dst, err)
 				}
@@ -853,6 +861,8 @@ func TestComposeServiceFlags(t *testing.T) {
 		for _, flag := range []string{"tls-cert", "tls-key", "ca"} {
 			composeCheckSecretFlag(t, cf, name, p.args, flag)
 		}
+		// Each service connects to NATS as its own identity: the seed `agentid secrets nats` wrote for it.
+		composeCheckNATSIdentity(t, cf, name, p.args, natsauth.Identity(name))
 		if want := issuerPublic; want != "" {
 			got, ok := p.args["issuer-url"]
 			switch {
@@ -1010,14 +1020,41 @@ func composeFlagNames(flags map[string]composeFlagInfo) string {
 	return strings.Join(names, " ")
 }
 
-// composeNATSOptions loads deploy/nats/nats.conf with nats-server's own config loader.
+// composeNATSOptions loads deploy/nats/nats.conf with nats-server's own config loader, next to the
+// users include that `agentid secrets nats` writes (pkg/natsauth), as the nats container has them.
 func composeNATSOptions(t *testing.T, root string) *natsserver.Options {
 	t.Helper()
-	opts, err := natsserver.ProcessConfigFile(filepath.Join(root, "deploy/nats/nats.conf"))
+	dir := t.TempDir()
+	conf, err := os.ReadFile(filepath.Join(root, "deploy/nats/nats.conf"))
 	if err != nil {
-		t.Fatalf("deploy/nats/nats.conf: %v", err)
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nats.conf"), conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	users, err := natsauth.LoadOrCreateUsers(filepath.Join(dir, "seeds"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := natsauth.WriteServerConfigFile(filepath.Join(dir, "users.conf"), users); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := natsserver.ProcessConfigFile(filepath.Join(dir, "nats.conf"))
+	if err != nil {
+		t.Fatalf("deploy/nats/nats.conf (with a generated users.conf): %v", err)
 	}
 	return opts
+}
+
+// composeCheckNATSIdentity checks svc connects to NATS with --nats-nkey, a secret whose file is the
+// seed of identity id that `agentid secrets nats --out deploy/secrets/nats` writes.
+func composeCheckNATSIdentity(t *testing.T, cf *composeFile, svc string, args map[string]string, id natsauth.Identity) {
+	t.Helper()
+	composeCheckSecretFlag(t, cf, svc, args, "nats-nkey")
+	sec, _ := strings.CutPrefix(args["nats-nkey"], "/run/secrets/")
+	if want := "./" + natsauth.SeedPath("deploy/secrets/nats", string(id)); cf.Secrets[sec].File != want {
+		t.Errorf("%s: --nats-nkey is secret %s from %q, want the %s identity's seed %s", svc, sec, cf.Secrets[sec].File, id, want)
+	}
 }
 
 // TestComposeNATSConfig checks the NATS config enables JetStream on file storage that survives the
@@ -1054,6 +1091,40 @@ func TestComposeNATSConfig(t *testing.T) {
 	}
 	if s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), fmt.Sprintf(":%d/healthz", opts.HTTPPort)) {
 		t.Errorf("nats: the healthcheck does not use the monitoring endpoint /healthz")
+	}
+	// Identities: no anonymous client, the users from the generated include, published on loopback only.
+	if len(opts.Nkeys) != len(natsauth.PlatformIdentities) || opts.NoAuthUser != "" || len(opts.Users) != 0 {
+		t.Errorf("deploy/nats/nats.conf: %d nkey users, %d other users, no_auth_user %q; want exactly the %d platform identities of the users include and no anonymous access",
+			len(opts.Nkeys), len(opts.Users), opts.NoAuthUser, len(natsauth.PlatformIdentities))
+	}
+	if src := composeMounts(s)["/etc/nats/users.conf"]; src != "./deploy/secrets/nats/users.conf" {
+		t.Errorf("nats: /etc/nats/users.conf is mounted from %q, want ./deploy/secrets/nats/users.conf (agentid secrets nats)", src)
+	}
+	for _, p := range s.Ports {
+		if !strings.HasPrefix(p, "127.0.0.1:") {
+			t.Errorf("nats: port %q is published on every interface, want 127.0.0.1 only", p)
+		}
+	}
+	// The streams are set up once by the admin identity, before any service starts.
+	setup, ok := cf.Services["nats-setup"]
+	switch {
+	case !ok:
+		t.Errorf("service nats-setup (the streams, with the admin identity) is missing")
+	case !slices.Contains(setup.Command, "--setup-streams"):
+		t.Errorf("nats-setup: command %v does not --setup-streams", setup.Command)
+	default:
+		args := map[string]string{}
+		for _, a := range setup.Command {
+			if k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok {
+				args[k] = v
+			}
+		}
+		composeCheckNATSIdentity(t, cf, "nats-setup", args, natsauth.Admin)
+		for _, name := range composeAgentidServices {
+			if c := cf.Services[name].DependsOn["nats-setup"]; c != "service_completed_successfully" {
+				t.Errorf("%s: depends_on nats-setup = %q, want service_completed_successfully", name, c)
+			}
+		}
 	}
 }
 

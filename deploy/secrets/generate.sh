@@ -112,3 +112,19 @@ make_cert issuer "$public_host"
 make_cert policy
 make_cert monitor
 make_cert lifecycle
+
+# NATS identities: one nkey seed per identity in nats/ (admin for nats-setup, one per service, verifier
+# for resource servers) and nats/users.conf, the server's users include with their least-privilege
+# permissions. nkeys are ed25519 seeds in NATS's own encoding, which openssl does not write: this runs
+# `agentid secrets nats` ($AGENTID_BIN, or go run from this repository). Existing seeds are kept and
+# users.conf is rewritten from them. AGENTID_NATS_SUBSCRIBERS="acme beta" also makes the read-only
+# subscriber seeds of those tenants (nats/subscriber-<tenant>.nk).
+set -- secrets nats --out "$PWD/nats"
+for tenant in ${AGENTID_NATS_SUBSCRIBERS:-}; do
+  set -- "$@" --tenant "$tenant"
+done
+if [ -n "${AGENTID_BIN:-}" ]; then
+  "$AGENTID_BIN" "$@"
+else
+  (cd ../.. && go run ./cmd/agentid "$@")
+fi

@@ -251,8 +251,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	defer nc.Close()
+	// With an external server (one --nats-nkey for all) the components share the connection, whose
+	// state readiness follows.
 	componentJS := map[natsauth.Identity]jetstream.JetStream{}
 	for _, id := range natsauth.ServiceIdentities {
+		if natsCreds == "" {
+			componentJS[id] = js
+			continue
+		}
 		cnc, cjs, err := connect(id)
 		if err != nil {
 			return err
