@@ -39,6 +39,8 @@ func TestBadInputIsRefusedWithAClearError(t *testing.T) {
 		{"unknown command", []string{"agents", "explode"}, "unknown command"},
 		{"unknown approval decision", []string{"agents", "approve", "agt_x", "--decision", "maybe"}, `--decision "maybe": want approve or reject`},
 		{"reject without a reason", []string{"agents", "approve", "agt_x", "--decision", "reject"}, "--comment is required when rejecting"},
+		{"approvals reject without a reason", []string{"approvals", "reject", "agt_x"}, "--comment is required when rejecting"},
+		{"approval token for an unknown decision", []string{"approvals", "token", "agt_x", "--decision", "maybe"}, `--decision "maybe": want approve or reject`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -58,6 +58,13 @@ func (r *flakyRegistry) sent() []*registryv1.RegisterAgentRequest {
 // session pointing at both into dir.
 func serveRegistry(t *testing.T, dir string, reg registryv1.RegistryServiceServer) {
 	t.Helper()
+	serveServices(t, dir, func(srv *grpc.Server) { registryv1.RegisterRegistryServiceServer(srv, reg) })
+}
+
+// serveServices runs the services register adds on a loopback gRPC server and a token endpoint for
+// the session, and writes a session pointing at both into dir.
+func serveServices(t *testing.T, dir string, register func(*grpc.Server)) {
+	t.Helper()
 	tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"access_token":"test-token","token_type":"Bearer","expires_in":300}`))
@@ -68,7 +75,7 @@ func serveRegistry(t *testing.T, dir string, reg registryv1.RegistryServiceServe
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	registryv1.RegisterRegistryServiceServer(srv, reg)
+	register(srv)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 

@@ -92,7 +92,8 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.configDir, "config-dir", "", "where the login session is kept (default $AGENTID_CONFIG_DIR, else the user config dir)")
 	root.PersistentFlags().StringVar(&g.ca, "ca", envOr("AGENTID_CA", ""), "connect over TLS, verifying the server against this CA file (PEM) (default: the logged-in session's; env AGENTID_CA)")
 	root.PersistentFlags().BoolVar(&g.tls, "tls", false, "connect over TLS, verifying the server against the system roots (default: the logged-in session's)")
-	root.AddCommand(newLoginCmd(g), newTenantsCmd(g), newAgentsCmd(g), newClientsCmd(g), newTokenCmd(g), newTokensCmd(g), newEventsCmd(g))
+	root.AddCommand(newLoginCmd(g), newTenantsCmd(g), newAgentsCmd(g), newClientsCmd(g), newTokenCmd(g), newTokensCmd(g), newEventsCmd(g),
+		newApprovalsCmd(g))
 	return root
 }
 
