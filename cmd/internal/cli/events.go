@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/fsutil"
+	"github.com/agentid/agentid/pkg/natsauth"
 	eventsv1 "github.com/agentid/agentid/proto/gen/go/agentid/events/v1"
 )
 
@@ -132,10 +133,16 @@ func parseSince(s string, now time.Time) (time.Time, error) {
 // newEventsFailedCmd is `events failed`: the failed-event log of projections and work consumers.
 func newEventsFailedCmd(g *globals) *cobra.Command {
 	cmd := group("failed", "List, retry and clear the events that projections and work consumers could not handle")
-	var natsURL string
+	var natsURL, natsNkey, natsCA string
 	cmd.PersistentFlags().StringVar(&natsURL, "nats-url", envOr("AGENTID_NATS_URL", nats.DefaultURL), "NATS server (env AGENTID_NATS_URL)")
+	cmd.PersistentFlags().StringVar(&natsNkey, "nats-nkey", envOr("AGENTID_NATS_NKEY", ""), "nkey seed file of the NATS admin identity (agentid dev: <data-dir>/credentials/nats/admin.nk; env AGENTID_NATS_NKEY)")
+	cmd.PersistentFlags().StringVar(&natsCA, "nats-ca", envOr("AGENTID_NATS_CA", ""), "CA bundle (PEM) that the NATS server's TLS certificate is verified against (env AGENTID_NATS_CA)")
 	withStore := func(cmd *cobra.Command, fn func(*eventstore.Store) error) error {
-		nc, err := nats.Connect(natsURL, nats.Name("agentctl "+cmd.CommandPath()))
+		opts, err := natsauth.ClientOptions(natsNkey, natsCA)
+		if err != nil {
+			return err
+		}
+		nc, err := nats.Connect(natsURL, append(opts, nats.Name("agentctl "+cmd.CommandPath()))...)
 		if err != nil {
 			return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
 		}
