@@ -162,7 +162,13 @@ type Client struct {
 	// When set, the client's access tokens are sender-constrained with DPoP (RFC 9449): every token
 	// request must carry a valid DPoP proof and the token is bound to the proof's key (`cnf.jkt`,
 	// token_type DPoP). A DPoP-bound client can never obtain a bearer token.
-	DpopBound     bool `protobuf:"varint,14,opt,name=dpop_bound,json=dpopBound,proto3" json:"dpop_bound,omitempty"`
+	DpopBound bool `protobuf:"varint,14,opt,name=dpop_bound,json=dpopBound,proto3" json:"dpop_bound,omitempty"`
+	// RFC 8707 resources (absolute URIs without fragment, at most 32, each at most 512 characters)
+	// the client may ask tokens for; a token request naming any other resource is refused with
+	// invalid_target. A client of an agent that asks for no resource gets its only registered
+	// resource; the platform API audience (`urn:agentid:api`) is never given to agents unless
+	// registered here, and never shares a token with another audience.
+	Resources     []string `protobuf:"bytes,15,rep,name=resources,proto3" json:"resources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,6 +299,13 @@ func (x *Client) GetDpopBound() bool {
 		return x.DpopBound
 	}
 	return false
+}
+
+func (x *Client) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
 }
 
 // SigningKey is the public half of a tenant's token signing key.
@@ -1195,7 +1208,7 @@ var File_agentid_issuer_v1_issuer_service_proto protoreflect.FileDescriptor
 
 const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\n" +
-	"&agentid/issuer/v1/issuer_service.proto\x12\x11agentid.issuer.v1\x1a\"agentid/issuer/v1/revocation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x03\n" +
+	"&agentid/issuer/v1/issuer_service.proto\x12\x11agentid.issuer.v1\x1a\"agentid/issuer/v1/revocation.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x91\x04\n" +
 	"\x06Client\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x16\n" +
@@ -1214,7 +1227,8 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\fdisable_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\vdisableTime\x12\x1c\n" +
 	"\ttombstone\x18\r \x01(\bR\ttombstone\x12\x1d\n" +
 	"\n" +
-	"dpop_bound\x18\x0e \x01(\bR\tdpopBound\"\x9d\x01\n" +
+	"dpop_bound\x18\x0e \x01(\bR\tdpopBound\x12\x1c\n" +
+	"\tresources\x18\x0f \x03(\tR\tresources\"\x9d\x01\n" +
 	"\n" +
 	"SigningKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
