@@ -3,6 +3,7 @@ package workflows_test
 import (
 	"context"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/testkit"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
@@ -83,22 +85,33 @@ func TestRecordHistories(t *testing.T) {
 		}
 		return provisionInput(id, workflows.RiskTierName(tier))
 	}
-	waitFor := func(id, stage string, approvals int) {
+	waitStatus := func(id, what string, ok func(workflows.Status) bool) {
 		t.Helper()
 		for {
 			v, err := c.QueryWorkflow(ctx, id, "", workflows.StatusQuery)
 			if err == nil {
 				var s workflows.Status
-				if err := v.Get(&s); err == nil && s.Stage == stage && len(s.ApprovalsSoFar) == approvals {
+				if err := v.Get(&s); err == nil && ok(s) {
 					return
 				}
 			}
 			select {
 			case <-ctx.Done():
-				t.Fatalf("%s never reached stage %s with %d approvals", id, stage, approvals)
+				t.Fatalf("%s never reached %s", id, what)
 			case <-time.After(50 * time.Millisecond):
 			}
 		}
+	}
+	waitFor := func(id, stage string, approvals int) {
+		t.Helper()
+		waitStatus(id, fmt.Sprintf("stage %s with %d approvals", stage, approvals), func(s workflows.Status) bool {
+			return s.Stage == stage && len(s.ApprovalsSoFar) == approvals
+		})
+	}
+	// token is sub's approval token for the decision on step of agentID's run.
+	token := func(run client.WorkflowRun, agentID, sub, step, decision string, roles ...string) string {
+		return approvalIssuer(t).Token(t, authn.ApprovalClaims{Subject: sub, Agent: workflows.AgentName(tenant, agentID), Step: step,
+			Decision: decision, Run: run.GetRunID(), Roles: roles})
 	}
 	approve := func(id string, a workflows.Approval) (workflows.Status, error) {
 		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
@@ -124,22 +137,30 @@ func TestRecordHistories(t *testing.T) {
 	id := workflows.ProvisionWorkflowID(tenant, "r-auto")
 	runs = append(runs, recorded{"provision-auto-approved.json", start(id, workflows.ProvisionWorkflowName, agent("r-auto", registryv1.RiskTier_RISK_TIER_LOW, nil), "low", "r-auto"), "activated"})
 
+	// Approvals with approval tokens: the owner step by the agent's sponsor (the owner's delegate) as a
+	// signal with a token, as from the Temporal UI; the security step by a security-approver as an
+	// update. A token for another step and a self-asserted signal are refused and recorded.
 	id = workflows.ProvisionWorkflowID(tenant, "r-approvals")
 	run := start(id, workflows.ProvisionWorkflowName, agent("r-approvals", registryv1.RiskTier_RISK_TIER_HIGH, requireApproval("r-approvals", "owner", "security")), "high", "r-approvals")
 	waitFor(id, workflows.StageApproval, 0)
-	if _, err := approve(id, workflows.Approval{Approver: "mallory@corp", Role: "security", Decision: "approve"}); err == nil || !workflows.IsApprovalRefused(err) {
-		t.Fatalf("approval by the wrong role: err = %v (%T), want refused by the validator", err, err)
+	sponsor := workflowstest.NewAgent(tenant, "r-approvals", registryv1.RiskTier_RISK_TIER_HIGH).GetSponsor()
+	if _, err := approve(id, workflows.Approval{Token: token(run, "r-approvals", "mallory@corp", "security", "approve", "security-approver")}); err == nil || !workflows.IsApprovalRefused(err) {
+		t.Fatalf("approval of a step the run does not wait for: err = %v (%T), want refused", err, err)
 	}
-	if err := c.SignalWorkflow(ctx, id, "", workflows.ApprovalSignal, map[string]string{"approver": "alice@corp", "role": "owner", "decision": "approve", "comment": "ok"}); err != nil {
+	if err := c.SignalWorkflow(ctx, id, "", workflows.ApprovalSignal, map[string]string{"approver": sponsor, "role": "owner", "decision": "approve"}); err != nil {
 		t.Fatal(err)
 	}
-	// Signals are asynchronous: an update sent at once may be validated before the signal is applied.
+	waitStatus(id, "two refused approvals", func(s workflows.Status) bool { return s.RefusedCount == 2 })
+	if err := c.SignalWorkflow(ctx, id, "", workflows.ApprovalSignal, map[string]string{"token": token(run, "r-approvals", sponsor, "owner", "approve"), "comment": "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	// Signals are asynchronous: an update sent at once may be handled before the signal is.
 	waitFor(id, workflows.StageApproval, 1)
-	st, err := approve(id, workflows.Approval{Approver: "bob@corp", Role: "security", Decision: "approve", Comment: "reviewed"})
+	st, err := approve(id, workflows.Approval{Token: token(run, "r-approvals", "bob@corp", "security", "approve", "security-approver"), Comment: "reviewed"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.ApprovalsSoFar) != 2 || st.ApprovalsSoFar[0].Approver != "alice@corp" || st.ApprovalsSoFar[1].Approver != "bob@corp" {
+	if len(st.ApprovalsSoFar) != 2 || st.ApprovalsSoFar[0].Approver != sponsor || st.ApprovalsSoFar[1].Approver != "bob@corp" || st.RefusedCount != 2 {
 		t.Fatalf("status after the approvals = %+v", st)
 	}
 	runs = append(runs, recorded{"provision-approvals.json", run, "activated"})
@@ -147,7 +168,7 @@ func TestRecordHistories(t *testing.T) {
 	id = workflows.ProvisionWorkflowID(tenant, "r-rejected")
 	run = start(id, workflows.ProvisionWorkflowName, agent("r-rejected", registryv1.RiskTier_RISK_TIER_MODERATE, requireApproval("r-rejected", "owner")), "moderate", "r-rejected")
 	waitFor(id, workflows.StageApproval, 0)
-	if _, err := approve(id, workflows.Approval{Approver: "alice@corp", Role: "owner", Decision: "reject", Comment: "no purpose"}); err != nil {
+	if _, err := approve(id, workflows.Approval{Token: token(run, "r-rejected", sponsor, "owner", "reject"), Comment: "no purpose"}); err != nil {
 		t.Fatal(err)
 	}
 	runs = append(runs, recorded{"provision-rejected-by-approver.json", run, "rejected"})
