@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 
@@ -61,6 +62,11 @@ func (p *AgentProjection) Apply(_ context.Context, e eventstore.Event) error {
 	next, err := foldAgent(prev, e)
 	if err != nil {
 		return err
+	}
+	// Re-checked here, not only by the commands: an event appended around them (a leaked NATS
+	// credential) must not register an agent under another tenant's name.
+	if e.Type == EventAgentRegistered && next.GetName() != AgentName(e.Metadata.Tenant, e.AggregateID) {
+		return eventstore.Permanent(fmt.Errorf("registry: registration %s refused: agent %q on aggregate %s/%s", e.ID, next.GetName(), e.Metadata.Tenant, e.AggregateID))
 	}
 	if cur == nil {
 		cur = &agentEntry{registered: e.Sequence}
@@ -156,6 +162,10 @@ func (p *TenantProjection) Apply(_ context.Context, e eventstore.Event) error {
 	next, err := foldTenant(prev, e)
 	if err != nil {
 		return err
+	}
+	// A tenant's events are its own: tenant, aggregate and created tenant are one id.
+	if e.Type == EventTenantCreated && (e.AggregateID != e.Metadata.Tenant || next.GetTenantId() != e.AggregateID) {
+		return eventstore.Permanent(fmt.Errorf("registry: tenant creation %s refused: tenant %q on aggregate %s of tenant %s", e.ID, next.GetTenantId(), e.AggregateID, e.Metadata.Tenant))
 	}
 	if cur == nil {
 		cur = &tenantEntry{created: e.Sequence}
