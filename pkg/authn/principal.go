@@ -40,6 +40,9 @@ const (
 	// every tenant it may activate, reject and complete the retirement of agents, create and disable
 	// the clients of agents and read what its activities read, and nothing else.
 	RoleLifecycleWorker Role = "lifecycle-worker"
+	// RoleIntrospector may introspect (RFC 7662) every token of its tenant at the issuer; a client
+	// without it learns only about its own tokens and those meant for its registered resources.
+	RoleIntrospector Role = "introspector"
 )
 
 // MaxRoleTokenLifetime is the longest lifetime of an access token that carries platform roles.

@@ -6,6 +6,7 @@ package credentials
 import (
 	"crypto"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -42,6 +43,11 @@ const (
 	maxScopes      = 64
 	maxScopeLen    = 128
 	maxReasonLen   = 1024
+
+	// MaxResources is how many RFC 8707 resources a client may register.
+	MaxResources = 32
+	// MaxResourceLen is the longest resource URI a client may register or ask for.
+	MaxResourceLen = 512
 )
 
 var (
@@ -53,6 +59,7 @@ var (
 		authn.RoleLifecycleWorker,
 		authn.RoleSecurityApprover,
 		authn.RoleComplianceApprover,
+		authn.RoleIntrospector,
 	}
 )
 
@@ -83,6 +90,24 @@ func (c *Client) Active() bool { return c.Proto.GetState() == issuerv1.ClientSta
 
 // Scopes are the scopes the client may be granted.
 func (c *Client) Scopes() []string { return c.Proto.GetScopes() }
+
+// Resources are the RFC 8707 resources the client may ask tokens for.
+func (c *Client) Resources() []string { return c.Proto.GetResources() }
+
+// ValidResource reports whether r is an acceptable RFC 8707 resource indicator: an absolute URI
+// without a fragment, printable ASCII, at most MaxResourceLen characters.
+func ValidResource(r string) bool {
+	if r == "" || len(r) > MaxResourceLen || strings.Contains(r, "#") {
+		return false
+	}
+	for i := 0; i < len(r); i++ {
+		if r[i] <= ' ' || r[i] > '~' {
+			return false
+		}
+	}
+	u, err := url.Parse(r)
+	return err == nil && u.IsAbs()
+}
 
 // ClientName is the resource name of a client: tenants/{tenant}/clients/{client}.
 func ClientName(tenant, clientID string) string {
@@ -146,6 +171,10 @@ func NormalizeClient(tenant string, in *issuerv1.Client, defaultTTL time.Duratio
 	if err != nil {
 		return nil, nil, errs.InvalidArgument(f("scopes"), err.Error())
 	}
+	resources, err := normalizeResources(in.GetResources())
+	if err != nil {
+		return nil, nil, errs.InvalidArgument(f("resources"), err.Error())
+	}
 	roles, err := normalizeRoles(tenant, in.GetRoles())
 	if err != nil {
 		return nil, nil, errs.InvalidArgument(f("roles"), err.Error())
@@ -187,6 +216,7 @@ func NormalizeClient(tenant string, in *issuerv1.Client, defaultTTL time.Duratio
 		State:           issuerv1.ClientState_CLIENT_STATE_ACTIVE,
 		CreateTime:      timestamppb.New(createTime),
 		DpopBound:       in.GetDpopBound(),
+		Resources:       resources,
 	}
 	return out, keys, nil
 }
@@ -230,6 +260,22 @@ func normalizeScopes(in []string) ([]string, error) {
 		}
 		if !slices.Contains(out, s) {
 			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+func normalizeResources(in []string) ([]string, error) {
+	if len(in) > MaxResources {
+		return nil, fmt.Errorf("at most %d resources", MaxResources)
+	}
+	var out []string
+	for _, r := range in {
+		if !ValidResource(r) {
+			return nil, fmt.Errorf("%q is not an absolute URI without a fragment of at most %d printable ASCII characters", r, MaxResourceLen)
+		}
+		if !slices.Contains(out, r) {
+			out = append(out, r)
 		}
 	}
 	return out, nil
@@ -280,7 +326,8 @@ func sameRegistration(a, b *issuerv1.Client) bool {
 	}
 	return a.GetAgent() == b.GetAgent() && a.GetEnvironment() == b.GetEnvironment() &&
 		a.GetTokenTtlSeconds() == b.GetTokenTtlSeconds() &&
-		sortedEq(a.GetScopes(), b.GetScopes()) && sortedEq(a.GetRoles(), b.GetRoles())
+		sortedEq(a.GetScopes(), b.GetScopes()) && sortedEq(a.GetRoles(), b.GetRoles()) &&
+		sortedEq(a.GetResources(), b.GetResources())
 }
 
 // cloneClient returns a deep copy of c.

@@ -40,7 +40,5 @@ func (s *Server) checkAgent(ctx context.Context, realm, scheme string, client *c
 	case err != nil:
 		return unavailable(fmt.Errorf("agent %s is %s in the issuer's projection, which could not catch up: %w", agent, state, err))
 	}
-	e := invalidClient(realm, scheme, "the client's agent is not active")
-	e.Cause = fmt.Errorf("agent %s is %s", agent, state)
-	return e
+	return invalidClient(realm, scheme, "agent_not_active", fmt.Errorf("agent %s is %s", agent, state))
 }

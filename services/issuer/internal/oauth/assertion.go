@@ -26,6 +26,13 @@ const (
 	maxJTILen         = 256
 )
 
+// ClientAuthenticationType is the explicit type of a client assertion (draft-ietf-oauth-rfc7523bis,
+// the media type application/client-authentication+jwt).
+const ClientAuthenticationType = "client-authentication+jwt"
+
+// ErrAssertionType is a client assertion whose typ header names another kind of JWT.
+var ErrAssertionType = errors.New("assertion typ is not JWT or " + ClientAuthenticationType)
+
 // assertionAlgs are the only signature algorithms accepted for client assertions; none, HS* and RSA
 // fail at parse time.
 var assertionAlgs = []jose.SignatureAlgorithm{jose.ES256, jose.EdDSA}
@@ -90,8 +97,8 @@ func ParseAssertion(raw string) (*Assertion, error) {
 	if h.JSONWebKey != nil {
 		return nil, errors.New("assertion header must not embed a key")
 	}
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); strings.EqualFold(typ, "at+jwt") || strings.EqualFold(typ, "application/at+jwt") {
-		return nil, errors.New("an access token is not a client assertion")
+	if err := checkAssertionType(h.ExtraHeaders[jose.HeaderType]); err != nil {
+		return nil, err
 	}
 	// Decoded once here, to find the client; Verify checks that these are the signed bytes.
 	payload := jws.UnsafePayloadWithoutVerification()
@@ -101,6 +108,26 @@ func ParseAssertion(raw string) (*Assertion, error) {
 	}
 	a.Issuer, a.Subject = a.wire.Issuer, a.wire.Subject
 	return a, nil
+}
+
+// checkAssertionType accepts a typ header that is absent, "JWT" or the client-authentication type
+// (with or without the "application/" prefix, compared case-insensitively as media types are): an
+// explicitly typed JWT of another kind (at+jwt, dpop+jwt, approval+jwt, ...) signed with the client's
+// key is not a client assertion.
+func checkAssertionType(v any) error {
+	if v == nil {
+		return nil
+	}
+	typ, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("%w: typ is not a string", ErrAssertionType)
+	}
+	t := strings.ToLower(typ)
+	t = strings.TrimPrefix(t, "application/")
+	if t == "jwt" || t == ClientAuthenticationType {
+		return nil
+	}
+	return fmt.Errorf("%w: %q", ErrAssertionType, printable(typ, 64))
 }
 
 // VerificationKey checks that the registered public key k can verify the assertion's algorithm and
@@ -167,15 +194,17 @@ func decodeAudience(raw json.RawMessage) ([]string, error) {
 }
 
 // CheckAssertionClaims validates verified claims for client clientID at time now: iss = sub =
-// clientID; aud a single value, one of audiences (simple string comparison); exp present, not past
-// (with leeway) and at most MaxAssertionLifetime ahead; nbf and iat not in the future; a jti. The
-// returned error text is safe to show the client.
-func CheckAssertionClaims(c *AssertionClaims, clientID string, audiences []string, now time.Time, leeway time.Duration) error {
+// clientID; aud exactly the authorization server's issuer identifier as its only value (simple string
+// comparison; draft-ietf-oauth-rfc7523bis: the token endpoint URL, another endpoint's URL or several
+// values are refused, whichever endpoint the assertion is presented at); exp present, not past (with
+// leeway) and at most MaxAssertionLifetime ahead; nbf and iat not in the future; a jti. The error
+// names the failed check, for logs.
+func CheckAssertionClaims(c *AssertionClaims, clientID, issuer string, now time.Time, leeway time.Duration) error {
 	switch {
 	case c.Issuer != clientID || c.Subject != clientID:
 		return errors.New("assertion iss and sub must both be the client_id")
-	case len(c.Audience) != 1 || !contains(audiences, c.Audience[0]):
-		return fmt.Errorf("assertion aud must be the single value %s", audiences[0])
+	case len(c.Audience) != 1 || c.Audience[0] != issuer:
+		return fmt.Errorf("assertion aud %q must be the single value %s", printable(strings.Join(c.Audience, ","), 256), issuer)
 	case c.Expiry.IsZero():
 		return errors.New("assertion has no exp")
 	case now.After(c.Expiry.Add(leeway)):

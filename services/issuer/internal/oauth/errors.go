@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // OAuth error codes (RFC 6749 §5.2, RFC 6750 §3.1, RFC 8707 §2).
@@ -22,6 +23,9 @@ const (
 	ErrServerError            = "server_error"
 	ErrTemporarilyUnavailable = "temporarily_unavailable"
 	ErrNotFound               = "not_found"
+	// ErrSlowDown answers a request over a rate limit (429 with Retry-After); the code is the one
+	// RFC 8628 §3.5 gives a client that polls too fast.
+	ErrSlowDown = "slow_down"
 )
 
 // Error is an OAuth error response: the code and description go to the caller (RFC 6749 §5.2), the
@@ -37,6 +41,11 @@ type Error struct {
 	Challenge string
 	// DPoPNonce, when set, is a fresh server nonce for the DPoP-Nonce response header (RFC 9449 §8).
 	DPoPNonce string
+	// RetryAfter, when above 0, is the Retry-After of a 429 or 503 response.
+	RetryAfter time.Duration
+	// Reason is a short internal reason code of a failed client authentication (unknown_client,
+	// bad_signature, ...): for logs and telemetry only, never sent to the caller.
+	Reason string
 	// Cause is the internal reason, for logs.
 	Cause error
 }
@@ -64,14 +73,21 @@ func invalidRequest(format string, args ...any) *Error {
 	return newError(ErrInvalidRequest, http.StatusBadRequest, format, args...)
 }
 
+// ClientAuthFailedDescription is the error_description of every failed client authentication:
+// whatever went wrong (unknown or disabled client, unknown kid, bad signature, wrong aud or typ,
+// expired or replayed assertion, inactive agent), the caller learns nothing about clients, keys or
+// their state. The reason goes to the logs.
+const ClientAuthFailedDescription = "client authentication failed"
+
 // invalidClient is a failed client authentication: 401 with a WWW-Authenticate challenge for the
-// authentication scheme the client tried (RFC 6749 §5.2).
-func invalidClient(realm, scheme, format string, args ...any) *Error {
-	if scheme == "" {
+// authentication scheme the client tried (RFC 6749 §5.2), the same description whatever the reason.
+func invalidClient(realm, scheme, reason string, cause error) *Error {
+	if scheme == "" || !printableASCII(scheme) {
 		scheme = "private_key_jwt"
 	}
-	e := newError(ErrInvalidClient, http.StatusUnauthorized, format, args...)
+	e := newError(ErrInvalidClient, http.StatusUnauthorized, "%s", ClientAuthFailedDescription)
 	e.Challenge = fmt.Sprintf(`%s realm=%q`, scheme, realm)
+	e.Reason, e.Cause = reason, cause
 	return e
 }
 
@@ -83,6 +99,12 @@ func unavailable(cause error) *Error {
 func serverError(cause error) *Error {
 	return &Error{Code: ErrServerError, Status: http.StatusInternalServerError,
 		Description: "internal error", Cause: cause}
+}
+
+// SlowDown answers a request over a rate limit: 429 slow_down, to be retried after retryAfter.
+func SlowDown(retryAfter time.Duration) *Error {
+	return &Error{Code: ErrSlowDown, Status: http.StatusTooManyRequests, RetryAfter: retryAfter,
+		Description: "too many requests, retry later"}
 }
 
 // ErrUnknownTenant answers requests for a tenant that has no authorization server.

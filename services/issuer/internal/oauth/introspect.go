@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/agentid/agentid/pkg/authn"
+
+	"github.com/agentid/agentid/services/issuer/internal/credentials"
 )
 
 // Introspection is an RFC 7662 introspection response. A DPoP-bound token has token_type DPoP and
@@ -37,8 +40,11 @@ type Introspection struct {
 }
 
 // Introspect answers an introspection request for tenant. The caller authenticates with
-// private_key_jwt as any active client of the tenant, or with a bearer access token of a
-// platform-admin (tenant system) or a tenant-admin of tenant.
+// private_key_jwt as an active client of the tenant (aud the issuer identifier alone), or with a
+// bearer access token of a platform-admin (tenant system) or of a tenant-admin or introspector of
+// tenant. A client without the introspector role learns only about its own tokens and those whose
+// audience includes one of its registered resources: any other token is answered active:false, as
+// an unknown one is (RFC 7662 §2.2), so a client cannot probe tokens meant for someone else.
 func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Introspection, *Error) {
 	if !s.KnownTenant(tenant) {
 		return nil, ErrUnknownTenant()
@@ -52,6 +58,7 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 		return nil, oerr
 	}
 	scheme, cred := authScheme(r.Authorization)
+	var caller *credentials.Client // nil: a bearer caller that may see every token of the tenant
 	if strings.EqualFold(scheme, "Bearer") {
 		if req.Client.Assertion != "" || req.Client.AssertionType != "" {
 			return nil, invalidRequest("use one client authentication method")
@@ -61,13 +68,16 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 		}
 	} else {
 		req.Client.HeaderScheme = scheme
-		audiences := []string{s.Issuer(tenant), s.TokenEndpoint(tenant), s.IntrospectionEndpoint(tenant)}
-		if _, oerr := s.authenticate(ctx, tenant, req.Client, audiences, nil); oerr != nil {
+		client, oerr := s.authenticate(ctx, tenant, req.Client, nil)
+		if oerr != nil {
 			if oerr.Status < 500 && oerr.Code == ErrInvalidClient {
 				s.logger.InfoContext(ctx, "introspection caller not authenticated", "tenant", tenant,
-					"description", oerr.Description, "cause", oerr.Cause, "request_id", r.RequestID)
+					"reason", oerr.Reason, "cause", oerr.Cause, "request_id", r.RequestID)
 			}
 			return nil, oerr
+		}
+		if !slices.Contains(client.Proto.GetRoles(), string(authn.RoleIntrospector)) {
+			caller = client
 		}
 	}
 	if req.Token == "" {
@@ -76,6 +86,11 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 	claims, _, err := s.verifyAccessToken(tenant, req.Token, 0)
 	if err != nil {
 		s.logger.DebugContext(ctx, "introspected token is inactive", "tenant", tenant, "reason", err, "request_id", r.RequestID)
+		return &Introspection{Active: false}, nil
+	}
+	if caller != nil && !mayIntrospect(caller, claims) {
+		s.logger.InfoContext(ctx, "introspected token is neither the caller's nor meant for its resources; answered inactive",
+			"tenant", tenant, "client_id", caller.ID(), "token_client_id", claims.ClientID, "jti", claims.ID, "request_id", r.RequestID)
 		return &Introspection{Active: false}, nil
 	}
 	tokenType := "Bearer"
@@ -103,6 +118,20 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 	}, nil
 }
 
+// mayIntrospect reports whether a client without the introspector role may learn about a token: one
+// issued to it, or one whose audience includes a resource registered for it.
+func mayIntrospect(caller *credentials.Client, claims *authn.Claims) bool {
+	if claims.ClientID == caller.ID() {
+		return true
+	}
+	for _, aud := range claims.Audience {
+		if slices.Contains(caller.Resources(), aud) {
+			return true
+		}
+	}
+	return false
+}
+
 func unixOrZero(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -120,10 +149,10 @@ func (s *Server) authorizeBearer(tenant, raw string) *Error {
 			Challenge: fmt.Sprintf(`Bearer realm=%q, error="invalid_token"`, realm), Cause: err}
 	}
 	p := authn.PrincipalFromClaims(claims)
-	if p.IsPlatformAdmin() || (p.Tenant == tenant && p.HasRole(authn.RoleTenantAdmin)) {
+	if p.IsPlatformAdmin() || (p.Tenant == tenant && (p.HasRole(authn.RoleTenantAdmin) || p.HasRole(authn.RoleIntrospector))) {
 		return nil
 	}
 	return &Error{Code: ErrInsufficientScope, Status: http.StatusForbidden,
-		Description: "introspection requires a platform-admin or a tenant-admin of this tenant",
+		Description: "introspection requires a platform-admin, or a tenant-admin or introspector of this tenant",
 		Challenge:   fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope"`, realm)}
 }

@@ -60,8 +60,8 @@ func ParseRevocationRequest(contentType string, body []byte) (*RevocationRequest
 }
 
 // Revoke answers an RFC 7009 revocation request for tenant. The client authenticates as at the
-// token endpoint (private_key_jwt, assertion used once; aud the issuer, the token endpoint or the
-// revocation endpoint) and may revoke only its own tokens. A token that is malformed, unknown,
+// token endpoint (private_key_jwt, assertion used once, aud the issuer identifier alone) and may
+// revoke only its own tokens. A token that is malformed, unknown,
 // expired, of another tenant or of another client changes nothing and is answered as a success
 // (RFC 7009 §2.2). A revocation that could not be stored is temporarily_unavailable (503), never a
 // success.
@@ -78,12 +78,11 @@ func (s *Server) Revoke(ctx context.Context, tenant string, r Request) *Error {
 		return oerr
 	}
 	req.Client.HeaderScheme, _ = authScheme(r.Authorization)
-	audiences := []string{s.Issuer(tenant), s.TokenEndpoint(tenant), s.RevocationEndpoint(tenant)}
-	client, oerr := s.authenticate(ctx, tenant, req.Client, audiences, nil)
+	client, oerr := s.authenticate(ctx, tenant, req.Client, nil)
 	if oerr != nil {
 		if oerr.Status < 500 {
 			s.logger.InfoContext(ctx, "revocation caller not authenticated", "tenant", tenant,
-				"description", oerr.Description, "cause", oerr.Cause, "request_id", r.RequestID)
+				"reason", oerr.Reason, "cause", oerr.Cause, "request_id", r.RequestID)
 		}
 		return oerr
 	}

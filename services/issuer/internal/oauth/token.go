@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -63,7 +62,7 @@ func (s *Server) logDenied(ctx context.Context, tenant string, rec *issuerv1.Tok
 		level = slog.LevelError
 	}
 	s.logger.Log(ctx, level, "token request denied", "tenant", tenant, "client_id", rec.GetClientId(),
-		"error", oerr.Code, "description", oerr.Description, "cause", oerr.Cause,
+		"error", oerr.Code, "description", oerr.Description, "reason", oerr.Reason, "cause", oerr.Cause,
 		"request_id", rec.GetRequestId(), "remote_addr", rec.GetRemoteAddr())
 }
 
@@ -102,7 +101,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	if oerr != nil {
 		return nil, nil, oerr
 	}
-	client, oerr := s.authenticate(ctx, tenant, req.Client, []string{s.Issuer(tenant), s.TokenEndpoint(tenant)}, rec)
+	client, oerr := s.authenticate(ctx, tenant, req.Client, rec)
 	if client != nil {
 		rec.ClientId = client.ID()
 		rec.Agent = client.Proto.GetAgent()
@@ -118,7 +117,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	if oerr != nil {
 		return nil, client, oerr
 	}
-	aud, oerr := audiences(req.Resources)
+	aud, oerr := grantAudiences(client, req.Resources)
 	if oerr != nil {
 		return nil, client, oerr
 	}
@@ -177,66 +176,66 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 }
 
 // authenticate authenticates a client of tenant with private_key_jwt: the assertion must be signed by
-// one of the client's registered keys, addressed to one of audiences, fresh, and used once.
-func (s *Server) authenticate(ctx context.Context, tenant string, auth ClientAuth, audiences []string, rec *issuerv1.TokenRequested) (*credentials.Client, *Error) {
+// one of the client's registered keys, typed as a client assertion, addressed to the issuer
+// identifier alone, fresh, and used once. Every failure is the same invalid_client; Reason and Cause
+// say what went wrong.
+func (s *Server) authenticate(ctx context.Context, tenant string, auth ClientAuth, rec *issuerv1.TokenRequested) (*credentials.Client, *Error) {
 	realm := s.Issuer(tenant)
-	fail := func(format string, args ...any) *Error {
-		return invalidClient(realm, auth.HeaderScheme, format, args...)
+	fail := func(reason string, cause error) *Error {
+		return invalidClient(realm, auth.HeaderScheme, reason, cause)
 	}
 	switch {
 	case auth.HeaderScheme != "":
-		return nil, fail("client authentication by %s is not supported; use private_key_jwt", SafeDescription(auth.HeaderScheme))
+		return nil, fail("unsupported_method", fmt.Errorf("client authentication by %q; only private_key_jwt is supported", printable(auth.HeaderScheme, 32)))
 	case auth.AssertionType == "" && auth.Assertion == "":
-		return nil, fail("client authentication required (private_key_jwt)")
+		return nil, fail("no_client_authentication", errors.New("no client assertion"))
 	case auth.AssertionType != ClientAssertionTypeJWT:
-		return nil, fail("client_assertion_type must be %s", ClientAssertionTypeJWT)
+		return nil, fail("bad_assertion_type", fmt.Errorf("client_assertion_type %q", printable(auth.AssertionType, 128)))
 	case auth.Assertion == "":
-		return nil, fail("missing client_assertion")
+		return nil, fail("no_client_assertion", errors.New("missing client_assertion"))
 	}
 	a, err := ParseAssertion(auth.Assertion)
 	if err != nil {
-		e := fail("malformed client assertion")
-		e.Cause = err
-		return nil, e
+		reason := "malformed_assertion"
+		if errors.Is(err, ErrAssertionType) {
+			reason = "wrong_typ"
+		}
+		return nil, fail(reason, err)
 	}
 	if rec != nil && rec.GetClientId() == "" {
 		rec.ClientId = printable(a.Issuer, 128)
 	}
 	if a.Issuer == "" || a.Issuer != a.Subject {
-		return nil, fail("assertion iss and sub must both be the client_id")
+		return nil, fail("iss_sub_mismatch", errors.New("assertion iss and sub must both be the client_id"))
 	}
 	if auth.ClientID != "" && auth.ClientID != a.Issuer {
-		return nil, fail("client_id does not match the client assertion")
+		return nil, fail("client_id_mismatch", errors.New("client_id does not match the client assertion"))
 	}
 	client, ok := s.creds.Client(tenant, a.Issuer)
 	if !ok {
-		return nil, fail("unknown client")
+		return nil, fail("unknown_client", fmt.Errorf("unknown client %q", printable(a.Issuer, 128)))
 	}
 	if !client.Active() {
-		return client, fail("client is disabled")
+		return client, fail("client_disabled", errors.New("client is disabled"))
 	}
 	jwk, ok := client.Keys[a.KeyID]
 	if !ok {
-		return client, fail("assertion kid is not a registered key of the client")
+		return client, fail("unknown_kid", fmt.Errorf("kid %q is not a registered key of the client", printable(a.KeyID, 128)))
 	}
 	key, err := a.VerificationKey(jwk)
 	if err != nil {
-		e := fail("assertion algorithm does not match the registered key")
-		e.Cause = err
-		return client, e
+		return client, fail("key_alg_mismatch", err)
 	}
 	claims, err := a.Verify(key)
 	if err != nil {
-		e := fail("assertion signature is invalid")
-		e.Cause = err
-		return client, e
+		return client, fail("bad_signature", err)
 	}
-	if err := CheckAssertionClaims(claims, client.ID(), audiences, s.now(), s.leeway); err != nil {
-		return client, fail("%s", err.Error())
+	if err := CheckAssertionClaims(claims, client.ID(), s.Issuer(tenant), s.now(), s.leeway); err != nil {
+		return client, fail("bad_claims", err)
 	}
 	switch err := s.useAssertionID(ctx, tenant, client.ID(), claims); {
 	case errors.Is(err, replay.ErrReplayed):
-		return client, fail("assertion replayed")
+		return client, fail("replayed", err)
 	case err != nil:
 		return client, unavailable(err)
 	}
@@ -268,20 +267,37 @@ func grantScopes(client *credentials.Client, requested string) ([]string, *Error
 	return out, nil
 }
 
-// audiences returns the token audience: the RFC 8707 resources, or the platform API when none.
-func audiences(resources []string) ([]string, *Error) {
-	if len(resources) == 0 {
-		return []string{authn.APIAudience}, nil
+// grantAudiences returns the token audience (RFC 8707). Every requested resource must be registered
+// for the client; the platform API audience (urn:agentid:api) may also be asked for by a client of no
+// agent (a platform service or staff identity) without registering it, and never together with
+// another audience. With no resource requested, a client of an agent gets its only registered
+// resource (several, or none: "resource required"), any other client the platform API.
+func grantAudiences(client *credentials.Client, requested []string) ([]string, *Error) {
+	registered := client.Resources()
+	agent := client.Proto.GetAgent() != ""
+	if len(requested) == 0 {
+		switch {
+		case !agent:
+			return []string{authn.APIAudience}, nil
+		case len(registered) == 1:
+			return slices.Clone(registered), nil
+		}
+		return nil, newError(ErrInvalidTarget, http.StatusBadRequest, "resource required: name the resource the token is for")
 	}
-	out := make([]string, 0, len(resources))
-	for _, r := range resources {
-		u, err := url.Parse(r)
-		if len(r) > maxResourceLen || err != nil || !u.IsAbs() || strings.Contains(r, "#") || !printableASCII(r) {
+	out := make([]string, 0, len(requested))
+	for _, r := range requested {
+		if !credentials.ValidResource(r) {
 			return nil, newError(ErrInvalidTarget, http.StatusBadRequest, "resource must be an absolute URI without a fragment")
+		}
+		if !slices.Contains(registered, r) && (r != authn.APIAudience || agent) {
+			return nil, newError(ErrInvalidTarget, http.StatusBadRequest, "resource %s is not registered for this client", SafeDescription(r))
 		}
 		if !slices.Contains(out, r) {
 			out = append(out, r)
 		}
+	}
+	if len(out) > 1 && slices.Contains(out, authn.APIAudience) {
+		return nil, newError(ErrInvalidTarget, http.StatusBadRequest, "the platform API audience %s cannot share a token with another resource", authn.APIAudience)
 	}
 	return out, nil
 }
