@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
@@ -40,6 +41,84 @@ type ServerConfig struct {
 	Registry prometheus.Registerer
 	// Health is the health server to register; default a new one (see HealthServer).
 	Health *health.Server
+	// Reflection registers the gRPC reflection service (public, like health). Off by default: it
+	// lists every method to anyone who can connect; `agentid dev` and --reflection turn it on.
+	Reflection bool
+	// Limits bound messages, streams and keepalive pings; zero fields take the defaults.
+	Limits ServerLimits
+}
+
+// Defaults of ServerLimits.
+const (
+	// DefaultMaxRecvMsgSize is the largest request message accepted (gRPC's own default).
+	DefaultMaxRecvMsgSize = 4 << 20
+	// DefaultMaxSendMsgSize is the largest response message sent.
+	DefaultMaxSendMsgSize = 16 << 20
+	// DefaultMaxConcurrentStreams is how many calls one connection may have open at once.
+	DefaultMaxConcurrentStreams = 256
+	// DefaultKeepaliveMinTime is the shortest interval between a client's keepalive pings; a client
+	// pinging more often is disconnected (GOAWAY too_many_pings).
+	DefaultKeepaliveMinTime = 10 * time.Second
+	// DefaultKeepaliveTime is how long a connection may be silent before the server pings it.
+	DefaultKeepaliveTime = time.Minute
+	// DefaultKeepaliveTimeout is how long the server waits for a ping's answer before closing.
+	DefaultKeepaliveTimeout = 20 * time.Second
+	// DefaultMaxConnectionIdle closes a connection without calls for this long (clients reconnect).
+	DefaultMaxConnectionIdle = 15 * time.Minute
+)
+
+// ServerLimits bound what one client may make the server hold. Zero fields take the defaults.
+type ServerLimits struct {
+	// MaxRecvMsgSize is the largest request message in bytes; larger ones fail ResourceExhausted.
+	MaxRecvMsgSize int
+	// MaxSendMsgSize is the largest response message in bytes.
+	MaxSendMsgSize int
+	// MaxConcurrentStreams is how many calls one connection may have open at once.
+	MaxConcurrentStreams uint32
+	// KeepaliveMinTime is the shortest interval allowed between a client's keepalive pings.
+	KeepaliveMinTime time.Duration
+	// KeepaliveTime is how long a connection may be silent before the server pings it.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout is how long the server waits for a ping's answer before closing.
+	KeepaliveTimeout time.Duration
+	// MaxConnectionIdle closes a connection that has had no call for this long.
+	MaxConnectionIdle time.Duration
+}
+
+// withDefaults fills the zero fields.
+func (l ServerLimits) withDefaults() ServerLimits {
+	set := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if l.MaxRecvMsgSize <= 0 {
+		l.MaxRecvMsgSize = DefaultMaxRecvMsgSize
+	}
+	if l.MaxSendMsgSize <= 0 {
+		l.MaxSendMsgSize = DefaultMaxSendMsgSize
+	}
+	if l.MaxConcurrentStreams == 0 {
+		l.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	set(&l.KeepaliveMinTime, DefaultKeepaliveMinTime)
+	set(&l.KeepaliveTime, DefaultKeepaliveTime)
+	set(&l.KeepaliveTimeout, DefaultKeepaliveTimeout)
+	set(&l.MaxConnectionIdle, DefaultMaxConnectionIdle)
+	return l
+}
+
+// options are the server options of l.
+func (l ServerLimits) options() []grpc.ServerOption {
+	l = l.withDefaults()
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(l.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(l.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: l.KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: l.MaxConnectionIdle,
+			Time: l.KeepaliveTime, Timeout: l.KeepaliveTimeout}),
+	}
 }
 
 // alwaysPublic are the service prefixes that never require a token.
@@ -49,7 +128,8 @@ var alwaysPublic = []string{
 	"/grpc.reflection.v1alpha.ServerReflection/",
 }
 
-// NewServer builds a gRPC server with the platform's interceptors, health and reflection. The unary
+// NewServer builds a gRPC server with the platform's interceptors, limits (ServerConfig.Limits),
+// health and, if ServerConfig.Reflection, reflection. Options in opts come last and win. The unary
 // and stream interceptor chains run, outermost first:
 //
 //  1. request id: the caller's "x-request-id" or a new UUIDv7, in the context and echoed as a
@@ -69,7 +149,8 @@ func NewServer(cfg ServerConfig, opts ...grpc.ServerOption) *grpc.Server {
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
 		grpc.ChainUnaryInterceptor(ic.unaryRequestID, ic.unaryAccessLog, ic.unaryMapErrors, ic.unaryRecover, ic.unaryAuthenticate),
 		grpc.ChainStreamInterceptor(ic.streamRequestID, ic.streamAccessLog, ic.streamMapErrors, ic.streamRecover, ic.streamAuthenticate),
-	}, opts...)
+	}, cfg.Limits.options()...)
+	all = append(all, opts...)
 	s := grpc.NewServer(all...)
 
 	hs := cfg.Health
@@ -77,7 +158,9 @@ func NewServer(cfg ServerConfig, opts ...grpc.ServerOption) *grpc.Server {
 		hs = health.NewServer()
 	}
 	healthpb.RegisterHealthServer(s, hs)
-	reflection.Register(s)
+	if cfg.Reflection {
+		reflection.Register(s)
+	}
 	rememberHealth(s, hs)
 	if cfg.Verifier == nil {
 		ic.log.Warn("grpc server has no token verifier: every non-public method will answer Unauthenticated")

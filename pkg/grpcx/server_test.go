@@ -191,6 +191,7 @@ func newEnv(t *testing.T) *env {
 		Verifier:      verifier,
 		PublicMethods: []string{"/" + probeService + "/Public"},
 		Registry:      e.reg,
+		Reflection:    true,
 	})
 	e.srv.RegisterService(&probeDesc, probe{})
 	grpcx.MarkServing(e.srv)
