@@ -40,6 +40,9 @@ type Claims struct {
 	Act map[string]any `json:"act,omitempty"`
 	// Confirmation is "cnf" (RFC 7800): the key the token is bound to, for sender-constrained tokens.
 	Confirmation *Confirmation `json:"cnf,omitempty"`
+	// Permissions is "permissions", set only in tokens for TemporalAudience: "<namespace>:<role>"
+	// entries for Temporal's default JWT claim mapper.
+	Permissions []string `json:"permissions,omitempty"`
 }
 
 // Confirmation is the "cnf" claim of a sender-constrained token.
@@ -71,6 +74,7 @@ type wireClaims struct {
 	Roles       []string         `json:"roles,omitempty"`
 	Act         map[string]any   `json:"act,omitempty"`
 	Cnf         *Confirmation    `json:"cnf,omitempty"`
+	Permissions []string         `json:"permissions,omitempty"`
 }
 
 func numericDate(t time.Time) *jwt.NumericDate {
@@ -93,7 +97,7 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 		Issuer: c.Issuer, Subject: c.Subject, Audience: jwt.Audience(c.Audience),
 		Expiry: numericDate(c.Expiry), IssuedAt: numericDate(c.IssuedAt), NotBefore: numericDate(c.NotBefore),
 		ID: c.ID, ClientID: c.ClientID, Scope: c.Scope, Tenant: c.Tenant, Environment: c.Environment,
-		Agent: c.Agent, Roles: c.Roles, Act: c.Act, Cnf: c.Confirmation,
+		Agent: c.Agent, Roles: c.Roles, Act: c.Act, Cnf: c.Confirmation, Permissions: c.Permissions,
 	})
 }
 
@@ -107,7 +111,7 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 		Issuer: w.Issuer, Subject: w.Subject, Audience: []string(w.Audience),
 		Expiry: timeOf(w.Expiry), IssuedAt: timeOf(w.IssuedAt), NotBefore: timeOf(w.NotBefore),
 		ID: w.ID, ClientID: w.ClientID, Scope: w.Scope, Tenant: w.Tenant, Environment: w.Environment,
-		Agent: w.Agent, Roles: w.Roles, Act: w.Act, Confirmation: w.Cnf,
+		Agent: w.Agent, Roles: w.Roles, Act: w.Act, Confirmation: w.Cnf, Permissions: w.Permissions,
 	}
 	return nil
 }

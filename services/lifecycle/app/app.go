@@ -146,6 +146,9 @@ type Deps struct {
 	// TemporalTLS, if set, makes that client use TLS (and mTLS when it holds a client certificate):
 	// see tlsx.NewClientConfig. Nil is plaintext.
 	TemporalTLS *tls.Config
+	// TemporalHeaders, if set, adds headers to every call of that client: TemporalBearer sends the
+	// worker's bearer token to a Temporal frontend with a JWT authorizer. Nil sends none.
+	TemporalHeaders HeadersProvider
 	// Registerer receives the lifecycle metrics; default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
 	// JWKSClient fetches the issuer's JWKS to verify approval tokens (e.g. with the deployment's CA);
@@ -193,6 +196,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		c, err := client.NewLazyClient(client.Options{
 			HostPort: cfg.TemporalHostPort, Namespace: cfg.Namespace, Logger: sdklog.NewStructuredLogger(log.With("component", "temporal")),
 			ConnectionOptions: client.ConnectionOptions{TLS: deps.TemporalTLS},
+			HeadersProvider:   deps.TemporalHeaders,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("lifecycle: temporal client: %w", err)

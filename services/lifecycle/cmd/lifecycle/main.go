@@ -41,6 +41,8 @@ func main() {
 	fs.StringVar(&temporalTLS.CAFile, "temporal-ca", "", "connect to Temporal over TLS, verifying its frontend against this CA file (PEM) (empty: plaintext)")
 	fs.StringVar(&temporalTLS.CertFile, "temporal-tls-cert", "", "client certificate (PEM) presented to Temporal for mTLS, reloaded when it changes (with --temporal-ca)")
 	fs.StringVar(&temporalTLS.KeyFile, "temporal-tls-key", "", "private key (PEM) of --temporal-tls-cert")
+	temporalJWT := fs.Bool("temporal-jwt", true, "with --temporal-ca, send a bearer token of audience "+authn.TemporalAudience+
+		" (from --credentials) on every Temporal call, for the frontend's JWT authorizer; false sends none")
 	os.Exit(service.Main(app.Name, fs, &flags, func(ctx context.Context, env *service.Env) (service.Component, error) {
 		if *credentials == "" {
 			return nil, errors.New("--credentials is required: the lifecycle worker calls the other services as its own identity")
@@ -60,8 +62,13 @@ func main() {
 		if err != nil {
 			return nil, err
 		}
-		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger, PerRPC: perRPC, TLS: env.ClientTLS,
-			JWKSClient: service.HTTPClient(env.ClientTLS), TemporalTLS: temporal})
+		deps := app.Deps{Store: env.Store, Logger: env.Logger, PerRPC: perRPC, TLS: env.ClientTLS,
+			JWKSClient: service.HTTPClient(env.ClientTLS), TemporalTLS: temporal}
+		// The token only ever goes over TLS: without --temporal-ca none is sent.
+		if temporal != nil && *temporalJWT {
+			deps.TemporalHeaders = app.TemporalBearer(cred.TokenSourceFor(tokenCtx, authn.TokenRequest{Resources: []string{authn.TemporalAudience}}))
+		}
+		return app.New(cfg, deps)
 	}))
 }
 
