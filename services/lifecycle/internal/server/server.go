@@ -35,7 +35,7 @@ var (
 	// anyRole: every role of the agent's tenant may read.
 	anyRole = []authn.Role{
 		authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner,
-		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst,
+		authn.RoleApprover, authn.RoleSecurityApprover, authn.RoleComplianceApprover, authn.RoleAuditor, authn.RoleAnalyst,
 	}
 	// approveRoles may decide approvals.
 	approveRoles = []authn.Role{authn.RoleApprover, authn.RoleSecurityApprover, authn.RoleComplianceApprover,

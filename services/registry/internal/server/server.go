@@ -44,7 +44,7 @@ var (
 	// anyRole: every role of the tenant may read.
 	anyRole = []authn.Role{
 		authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner,
-		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst,
+		authn.RoleApprover, authn.RoleSecurityApprover, authn.RoleComplianceApprover, authn.RoleAuditor, authn.RoleAnalyst,
 	}
 	// readAgentRoles may read one agent: every role of the tenant and the lifecycle worker, whose
 	// activities read the agent they act on.
