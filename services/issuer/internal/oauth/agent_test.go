@@ -75,8 +75,8 @@ func TestTokenOnlyForActiveAgents(t *testing.T) {
 			if oerr == nil || oerr.Code != tt.wantCode || oerr.Status != tt.wantStatus || resp != nil {
 				t.Fatalf("Token = %v, %v; want %s (%d)", resp, oerr, tt.wantCode, tt.wantStatus)
 			}
-			if tt.wantCode == oauth.ErrInvalidClient && (oerr.Description != "the client's agent is not active" || oerr.Challenge == "") {
-				t.Fatalf("refusal %q (challenge %q): want the description and a WWW-Authenticate challenge", oerr.Description, oerr.Challenge)
+			if tt.wantCode == oauth.ErrInvalidClient && (oerr.Description != oauth.ClientAuthFailedDescription || oerr.Reason != "agent_not_active" || oerr.Challenge == "") {
+				t.Fatalf("refusal %q (reason %q, challenge %q): want the common description, reason agent_not_active and a WWW-Authenticate challenge", oerr.Description, oerr.Reason, oerr.Challenge)
 			}
 			if f.agents.checks[0] != agent {
 				t.Fatalf("checked %v, want %s", f.agents.checks, agent)

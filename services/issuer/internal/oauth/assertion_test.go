@@ -130,7 +130,7 @@ func BenchmarkAssertion(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := oauth.CheckAssertionClaims(c, "c1", []string{"https://issuer/t/acme"}, now, time.Minute); err != nil {
+		if err := oauth.CheckAssertionClaims(c, "c1", "https://issuer/t/acme", now, time.Minute); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -75,7 +75,7 @@ func newDPoPFixture(t *testing.T, cfg oauth.DPoPConfig) *dpopFixture {
 	set, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &ckey.PublicKey, KeyID: "c1", Algorithm: "ES256", Use: "sig"}}})
 	must(err)
 	for _, c := range []*issuerv1.Client{
-		{ClientId: dpopBearerClient, PublicJwks: string(set), Scopes: []string{"orders.read"}},
+		{ClientId: dpopBearerClient, PublicJwks: string(set), Scopes: []string{"orders.read"}, Roles: []string{string(authn.RoleIntrospector)}},
 		{ClientId: dpopBoundClient, PublicJwks: string(set), Scopes: []string{"orders.read"}, DpopBound: true},
 	} {
 		norm, _, err := credentials.NormalizeClient(tenant, c, 0, time.Now())

@@ -37,6 +37,8 @@ const (
 	tenant    = "acme"
 	clientID  = "agent-1"
 	issuer    = publicURL + "/t/" + tenant
+	// ordersAPI is the one resource registered for the fixture's agent client.
+	ordersAPI = "https://orders.example"
 )
 
 // memReplay is an in-memory replay cache for tests of the core without NATS.
@@ -112,7 +114,7 @@ func newCore(t testing.TB) *coreFixture {
 	set, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}})
 	c, _, err := credentials.NormalizeClient(tenant, &issuerv1.Client{
 		ClientId: clientID, Agent: "tenants/acme/agents/" + clientID, Environment: "dev",
-		PublicJwks: string(set), Scopes: []string{"orders.read", "orders.write"},
+		PublicJwks: string(set), Scopes: []string{"orders.read", "orders.write"}, Resources: []string{ordersAPI},
 	}, 0, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +210,6 @@ func TestParseForm(t *testing.T) {
 
 func TestCheckAssertionClaims(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	auds := []string{issuer, issuer + "/oauth2/token"}
 	good := func() *oauth.AssertionClaims {
 		return &oauth.AssertionClaims{Issuer: clientID, Subject: clientID, Audience: []string{issuer},
 			Expiry: now.Add(time.Minute), IssuedAt: now, ID: "j1"}
@@ -219,7 +220,8 @@ func TestCheckAssertionClaims(t *testing.T) {
 		wantErr string
 	}{
 		{name: "ok"},
-		{name: "token endpoint audience", edit: func(c *oauth.AssertionClaims) { c.Audience = []string{issuer + "/oauth2/token"} }},
+		{name: "token endpoint audience", edit: func(c *oauth.AssertionClaims) { c.Audience = []string{issuer + "/oauth2/token"} }, wantErr: "aud"},
+		{name: "introspection endpoint audience", edit: func(c *oauth.AssertionClaims) { c.Audience = []string{issuer + "/oauth2/introspect"} }, wantErr: "aud"},
 		{name: "exp within leeway", edit: func(c *oauth.AssertionClaims) {
 			c.Expiry, c.IssuedAt = now.Add(-10*time.Second), now.Add(-time.Minute)
 		}},
@@ -244,7 +246,7 @@ func TestCheckAssertionClaims(t *testing.T) {
 			if tt.edit != nil {
 				tt.edit(c)
 			}
-			err := oauth.CheckAssertionClaims(c, clientID, auds, now, oauth.DefaultLeeway)
+			err := oauth.CheckAssertionClaims(c, clientID, issuer, now, oauth.DefaultLeeway)
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("err = %v", err)
@@ -272,7 +274,7 @@ func TestCoreTokenAndIntrospection(t *testing.T) {
 		ContentType: oauth.FormContentType,
 		Body: strings.NewReader(url.Values{
 			"token": {resp.AccessToken}, "client_assertion_type": {oauth.ClientAssertionTypeJWT},
-			"client_assertion": {f.assertion(t, issuer+"/oauth2/introspect", time.Minute)},
+			"client_assertion": {f.assertion(t, issuer, time.Minute)},
 		}.Encode()),
 	})
 	if oerr != nil {
