@@ -58,6 +58,13 @@ type Flags struct {
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
 	PprofAllowRemote bool
+	// Reflection serves gRPC reflection (off by default: it lists every method to anyone).
+	Reflection bool
+	// AdminAddr, when set, serves /metrics, the probes and (with AdminPprof) /debug/pprof on a
+	// listener of its own, and /metrics no longer on HTTPAddr.
+	AdminAddr string
+	// AdminPprof serves net/http/pprof on AdminAddr.
+	AdminPprof bool
 	// TLS are the server certificate and key (--tls-cert, --tls-key) of the gRPC and HTTP servers
 	// and the CA (--ca) of outgoing connections to other services.
 	TLS TLSFiles
@@ -78,6 +85,9 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.NATSGrace, "nats-grace", f.NATSGrace, "how long NATS may be unreachable before /readyz and gRPC health report NOT_SERVING")
 	fs.StringVar(&f.PprofAddr, "pprof-addr", f.PprofAddr, "serve net/http/pprof on this host:port (empty: off; loopback only unless --pprof-allow-remote)")
 	fs.BoolVar(&f.PprofAllowRemote, "pprof-allow-remote", f.PprofAllowRemote, "allow a --pprof-addr that is not loopback")
+	fs.BoolVar(&f.Reflection, "reflection", f.Reflection, "serve gRPC reflection (lists every method to anyone who connects)")
+	fs.StringVar(&f.AdminAddr, "admin-addr", f.AdminAddr, "serve /metrics, /livez, /readyz (and /debug/pprof with --admin-pprof) on this host:port, and /metrics no longer on --http-addr (empty: /metrics on --http-addr)")
+	fs.BoolVar(&f.AdminPprof, "admin-pprof", f.AdminPprof, "serve net/http/pprof on --admin-addr")
 	fs.StringVar(&f.TLS.CertFile, "tls-cert", f.TLS.CertFile, "server certificate chain (PEM) of the gRPC and HTTP servers, reloaded when it changes (empty: plaintext)")
 	fs.StringVar(&f.TLS.KeyFile, "tls-key", f.TLS.KeyFile, "private key (PEM) of --tls-cert")
 	fs.StringVar(&f.TLS.CAFile, "ca", f.TLS.CAFile, "CA bundle (PEM) that other services' certificates are verified against (empty: plaintext to loopback only)")
@@ -129,6 +139,14 @@ func Main(name string, fs *flag.FlagSet, f *Flags, build func(ctx context.Contex
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "%s: unexpected arguments %v\n", name, fs.Args())
+		return 2
+	}
+	if f.AdminPprof && f.AdminAddr == "" {
+		fmt.Fprintf(os.Stderr, "%s: --admin-pprof needs --admin-addr\n", name)
+		return 2
+	}
+	if f.AdminAddr != "" && f.AdminAddr == f.HTTPAddr {
+		fmt.Fprintf(os.Stderr, "%s: --admin-addr %s: must differ from --http-addr\n", name, f.AdminAddr)
 		return 2
 	}
 	if err := CheckPprofAddr(f.PprofAddr, f.PprofAllowRemote); err != nil {
@@ -226,7 +244,7 @@ func run(ctx context.Context, name string, f *Flags, tlsConfigs TLSConfigs, log 
 	if tlsConfigs.Server != nil {
 		serverOpts = append(serverOpts, grpcx.ServerTLS(tlsConfigs.Server, log))
 	}
-	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier}, serverOpts...)
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier, Reflection: f.Reflection}, serverOpts...)
 	tasks := []Task{revocations.Task()}
 	profile, _, err := PprofTask(PprofConfig{Addr: f.PprofAddr, AllowRemote: f.PprofAllowRemote, Logger: log})
 	if err != nil {
@@ -236,7 +254,7 @@ func run(ctx context.Context, name string, f *Flags, tlsConfigs TLSConfigs, log 
 		tasks = append(tasks, profile)
 	}
 	return Run(ctx, RunConfig{
-		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, TLS: tlsConfigs.Server, Server: srv, Health: grpcx.HealthServer(srv),
+		GRPCAddr: f.GRPCAddr, HTTPAddr: f.HTTPAddr, AdminAddr: f.AdminAddr, AdminPprof: f.AdminPprof, TLS: tlsConfigs.Server, Server: srv, Health: grpcx.HealthServer(srv),
 		Components: []Component{comp}, Tasks: tasks, Logger: log, NATS: nc, NATSGrace: f.NATSGrace,
 		ReadyChecks: []ReadyCheck{revocations.ReadyCheck()},
 	})
@@ -338,8 +356,7 @@ func serveStartupProbes(addr string, tlsConfig *tls.Config, log *slog.Logger) (s
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write([]byte("not ready: waiting for the event streams (NATS)\n"))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsConfig,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := HTTPLimits{}.server(mux, tlsConfig, log)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

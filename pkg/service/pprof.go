@@ -70,7 +70,7 @@ func PprofTask(cfg PprofConfig) (Task, net.Addr, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("--pprof-addr %q: %w", cfg.Addr, err)
 	}
-	srv := &http.Server{Handler: PprofHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := HTTPLimits{WriteTimeout: adminWriteTimeout}.server(PprofHandler(), nil, log)
 	task := func(ctx context.Context) error {
 		log.Warn("profiling endpoints are served (--pprof-addr)", "pprof_addr", lis.Addr().String())
 		errc := make(chan error, 1)

@@ -49,9 +49,17 @@ type HealthSetter interface {
 type RunConfig struct {
 	// GRPCAddr is the listen address of the one gRPC server that hosts every component.
 	GRPCAddr string
-	// HTTPAddr is the listen address for HTTP components, /metrics, /livez (alias /healthz) and
-	// /readyz; empty disables HTTP.
+	// HTTPAddr is the listen address for HTTP components, /metrics (unless AdminAddr is set), /livez
+	// (alias /healthz) and /readyz; empty disables HTTP.
 	HTTPAddr string
+	// AdminAddr, when set, is a second HTTP listener for operators: /metrics, /livez, /healthz,
+	// /readyz and, with AdminPprof, /debug/pprof/. /metrics is then not served on HTTPAddr.
+	AdminAddr string
+	// AdminPprof serves net/http/pprof on AdminAddr.
+	AdminPprof bool
+	// HTTPLimits are the timeouts and header limit of the HTTP servers; zero fields take the
+	// defaults of DefaultHTTPLimits.
+	HTTPLimits HTTPLimits
 	// TLS, if set, makes the HTTP server serve TLS with it (tlsx.NewServerConfig); the gRPC server
 	// gets its TLS when it is built (grpcx.ServerTLS). Failed handshakes are logged with the peer.
 	TLS *tls.Config
@@ -79,6 +87,8 @@ type RunConfig struct {
 	// OnListening is called once both listeners are bound, with their actual addresses (the process
 	// is not necessarily ready yet).
 	OnListening func(grpcAddr, httpAddr string)
+	// OnAdminListening is called with the admin listener's actual address once it is bound.
+	OnAdminListening func(adminAddr string)
 	// OnReady is called once, the first time the process is ready (every Readier and ReadyCheck has
 	// returned and NATS is connected).
 	OnReady func()
@@ -110,17 +120,33 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		}
 	}
 
+	if cfg.AdminPprof && cfg.AdminAddr == "" {
+		return errors.New("service: AdminPprof needs an AdminAddr (--admin-pprof needs --admin-addr)")
+	}
 	ready := newReadiness(cfg.Health, log, cfg.OnReady)
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.Handler())
 	live := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write([]byte("ok\n"))
 	}
-	mux.HandleFunc("GET /livez", live)
-	mux.HandleFunc("GET /healthz", live) // the older name of /livez
-	mux.HandleFunc("GET /readyz", ready.serveReadyz)
+	probes := func(mux *http.ServeMux) {
+		mux.HandleFunc("GET /livez", live)
+		mux.HandleFunc("GET /healthz", live) // the older name of /livez
+		mux.HandleFunc("GET /readyz", ready.serveReadyz)
+	}
+	mux := http.NewServeMux()
+	probes(mux)
+	var adminMux *http.ServeMux
+	if cfg.AdminAddr != "" {
+		adminMux = http.NewServeMux()
+		probes(adminMux)
+		adminMux.Handle("GET /metrics", promhttp.Handler())
+		if cfg.AdminPprof {
+			adminMux.Handle("/debug/pprof/", PprofHandler())
+		}
+	} else {
+		mux.Handle("GET /metrics", promhttp.Handler())
+	}
 	var tasks []Task
 	var waits []ReadyCheck
 	seen := serviceNames(cfg.Server)
@@ -172,8 +198,18 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		}
 		httpAddr = httpLis.Addr().String()
 	}
-	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, TLSConfig: cfg.TLS,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	var adminLis net.Listener
+	if adminMux != nil {
+		adminLis, err = net.Listen("tcp", cfg.AdminAddr)
+		if err != nil {
+			_ = grpcLis.Close()
+			if httpLis != nil {
+				_ = httpLis.Close()
+			}
+			return fmt.Errorf("listen admin HTTP on %s (--admin-addr): %w", cfg.AdminAddr, err)
+		}
+	}
+	httpSrv := cfg.HTTPLimits.server(mux, cfg.TLS, log)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -193,6 +229,27 @@ func Run(ctx context.Context, cfg RunConfig) error {
 			}
 			return nil
 		})
+	}
+	var adminSrv *http.Server
+	if adminLis != nil {
+		// Profiles stream for as long as they were asked to: a longer write timeout than the API's.
+		adminLimits := cfg.HTTPLimits
+		adminLimits.WriteTimeout = max(adminLimits.WriteTimeout, adminWriteTimeout)
+		adminSrv = adminLimits.server(adminMux, cfg.TLS, log)
+		g.Go(func() error {
+			serve := func() error { return adminSrv.Serve(adminLis) }
+			if cfg.TLS != nil {
+				serve = func() error { return adminSrv.ServeTLS(adminLis, "", "") }
+			}
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin HTTP server: %w", err)
+			}
+			return nil
+		})
+		log.Info("admin listener", "admin", adminLis.Addr().String(), "pprof", cfg.AdminPprof)
+		if cfg.OnAdminListening != nil {
+			cfg.OnAdminListening(adminLis.Addr().String())
+		}
 	}
 	for _, t := range tasks {
 		g.Go(func() error {
@@ -225,6 +282,9 @@ func Run(ctx context.Context, cfg RunConfig) error {
 		sctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		_ = httpSrv.Shutdown(sctx)
+		if adminSrv != nil {
+			_ = adminSrv.Shutdown(sctx)
+		}
 		return nil
 	})
 	return g.Wait()
@@ -251,4 +311,54 @@ func stopGRPC(s *grpc.Server, timeout time.Duration) {
 	case <-time.After(timeout):
 		s.Stop()
 	}
+}
+
+// adminWriteTimeout is the shortest write timeout of the admin listener (CPU profiles take seconds).
+const adminWriteTimeout = 5 * time.Minute
+
+// HTTPLimits bound how long a client may hold an HTTP connection and how much header it may send: a
+// client that trickles its request (slowloris) is cut off by ReadHeaderTimeout or ReadTimeout.
+type HTTPLimits struct {
+	// ReadHeaderTimeout bounds reading the request headers.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading the whole request, body included.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds the time from the end of the request headers to the end of the response.
+	WriteTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle for this long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers.
+	MaxHeaderBytes int
+}
+
+// DefaultHTTPLimits are the limits of zero HTTPLimits fields.
+func DefaultHTTPLimits() HTTPLimits {
+	return HTTPLimits{ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+}
+
+// withDefaults fills the zero fields from DefaultHTTPLimits.
+func (l HTTPLimits) withDefaults() HTTPLimits {
+	d := DefaultHTTPLimits()
+	for _, f := range []struct{ v, d *time.Duration }{
+		{&l.ReadHeaderTimeout, &d.ReadHeaderTimeout}, {&l.ReadTimeout, &d.ReadTimeout},
+		{&l.WriteTimeout, &d.WriteTimeout}, {&l.IdleTimeout, &d.IdleTimeout},
+	} {
+		if *f.v <= 0 {
+			*f.v = *f.d
+		}
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = d.MaxHeaderBytes
+	}
+	return l
+}
+
+// server is an http.Server with the limits.
+func (l HTTPLimits) server(h http.Handler, tlsConfig *tls.Config, log *slog.Logger) *http.Server {
+	l = l.withDefaults()
+	return &http.Server{Handler: h, TLSConfig: tlsConfig,
+		ReadHeaderTimeout: l.ReadHeaderTimeout, ReadTimeout: l.ReadTimeout, WriteTimeout: l.WriteTimeout,
+		IdleTimeout: l.IdleTimeout, MaxHeaderBytes: l.MaxHeaderBytes,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 }

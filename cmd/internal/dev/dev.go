@@ -329,7 +329,8 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if tlsConfigs.Server != nil {
 		serverOpts = append(serverOpts, grpcx.ServerTLS(tlsConfigs.Server, log))
 	}
-	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier}, serverOpts...)
+	// Reflection on: grpcurl and IDEs explore the local API without protos.
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier, Reflection: true}, serverOpts...)
 
 	registry, err := registryapp.New(registryapp.Config{}, registryapp.Deps{Store: storeFor("registry"), Logger: log.With("service", "registry")})
 	if err != nil {
