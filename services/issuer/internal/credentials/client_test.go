@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -83,6 +84,21 @@ func TestNormalizeClient(t *testing.T) {
 			c.Agent, c.Environment, c.Roles = "", "", []string{"compliance-approver"}
 		}},
 		{name: "valid DPoP-bound client", tenant: "acme", edit: func(c *issuerv1.Client) { c.DpopBound = true }},
+		{name: "valid resources", tenant: "acme", edit: func(c *issuerv1.Client) {
+			c.Resources = []string{"https://files.example", "https://files.example", "urn:agentid:api"}
+		}},
+		{name: "valid introspector", tenant: "acme", edit: func(c *issuerv1.Client) { c.Agent, c.Roles = "", []string{"introspector"} }},
+		{name: "relative resource", tenant: "acme", edit: func(c *issuerv1.Client) { c.Resources = []string{"files"} }, wantField: "client.resources"},
+		{name: "resource with fragment", tenant: "acme", edit: func(c *issuerv1.Client) { c.Resources = []string{"https://a.example/#x"} }, wantField: "client.resources"},
+		{name: "resource with space", tenant: "acme", edit: func(c *issuerv1.Client) { c.Resources = []string{"https://a.example/a b"} }, wantField: "client.resources"},
+		{name: "resource too long", tenant: "acme", edit: func(c *issuerv1.Client) {
+			c.Resources = []string{"https://a.example/" + strings.Repeat("x", credentials.MaxResourceLen)}
+		}, wantField: "client.resources"},
+		{name: "too many resources", tenant: "acme", edit: func(c *issuerv1.Client) {
+			for i := range credentials.MaxResources + 1 {
+				c.Resources = append(c.Resources, fmt.Sprintf("https://r%d.example", i))
+			}
+		}, wantField: "client.resources"},
 		{name: "missing client_id", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = "" }, wantField: "client.client_id"},
 		{name: "client_id with a dot", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = "a.b" }, wantField: "client.client_id"},
 		{name: "client_id too long", tenant: "acme", edit: func(c *issuerv1.Client) { c.ClientId = strings.Repeat("a", 129) }, wantField: "client.client_id"},
@@ -139,6 +155,9 @@ func TestNormalizeClient(t *testing.T) {
 			}
 			if tt.tenant == "acme" && !slices.Equal(out.GetScopes(), []string{"orders.read", "orders.write"}) {
 				t.Errorf("scopes = %v, want deduplicated in order", out.GetScopes())
+			}
+			if want := slices.Compact(slices.Clone(in.GetResources())); !slices.Equal(out.GetResources(), want) {
+				t.Errorf("resources = %v, want %v", out.GetResources(), want)
 			}
 		})
 	}
