@@ -13,9 +13,16 @@ package e2e_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"net/url"
 	"os"
@@ -1029,6 +1036,10 @@ func composeNATSOptions(t *testing.T, root string) *natsserver.Options {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The TLS certificate and key are compose secrets: a throwaway pair stands in for them.
+	secrets := filepath.Join(dir, "secrets")
+	composeWriteTestCert(t, filepath.Join(secrets, "nats-tls-cert"), filepath.Join(secrets, "nats-tls-key"))
+	conf = bytes.ReplaceAll(conf, []byte("/run/secrets/"), []byte(secrets+"/"))
 	if err := os.WriteFile(filepath.Join(dir, "nats.conf"), conf, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -1046,11 +1057,40 @@ func composeNATSOptions(t *testing.T, root string) *natsserver.Options {
 	return opts
 }
 
+// composeWriteTestCert writes a self-signed P-256 server certificate for "nats" and its key.
+func composeWriteTestCert(t *testing.T, certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "nats"}, DNSNames: []string{"nats"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(certFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // composeCheckNATSIdentity checks svc connects to NATS with --nats-nkey, a secret whose file is the
 // seed of identity id that `agentid secrets nats --out deploy/secrets/nats` writes.
 func composeCheckNATSIdentity(t *testing.T, cf *composeFile, svc string, args map[string]string, id natsauth.Identity) {
 	t.Helper()
 	composeCheckSecretFlag(t, cf, svc, args, "nats-nkey")
+	composeCheckSecretFlag(t, cf, svc, args, "nats-ca") // NATS serves TLS
 	sec, _ := strings.CutPrefix(args["nats-nkey"], "/run/secrets/")
 	if want := "./" + natsauth.SeedPath("deploy/secrets/nats", string(id)); cf.Secrets[sec].File != want {
 		t.Errorf("%s: --nats-nkey is secret %s from %q, want the %s identity's seed %s", svc, sec, cf.Secrets[sec].File, id, want)
@@ -1096,6 +1136,18 @@ func TestComposeNATSConfig(t *testing.T) {
 	if len(opts.Nkeys) != len(natsauth.PlatformIdentities) || opts.NoAuthUser != "" || len(opts.Users) != 0 {
 		t.Errorf("deploy/nats/nats.conf: %d nkey users, %d other users, no_auth_user %q; want exactly the %d platform identities of the users include and no anonymous access",
 			len(opts.Nkeys), len(opts.Users), opts.NoAuthUser, len(natsauth.PlatformIdentities))
+	}
+	if opts.TLSConfig == nil {
+		t.Errorf("deploy/nats/nats.conf: no tls block: client connections (and their nkey signatures) would be plaintext")
+	}
+	conf, err := os.ReadFile(filepath.Join(root, "deploy/nats/nats.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`(?m)^\s*(cert_file|key_file):\s*"?([^"\s]+)"?`).FindAllStringSubmatch(string(conf), -1) {
+		if sec, ok := strings.CutPrefix(m[2], "/run/secrets/"); !ok || !slices.Contains(s.Secrets, sec) {
+			t.Errorf("nats: TLS %s %s is not one of its secrets %v", m[1], m[2], s.Secrets)
+		}
 	}
 	if src := composeMounts(s)["/etc/nats/users.conf"]; src != "./deploy/secrets/nats/users.conf" {
 		t.Errorf("nats: /etc/nats/users.conf is mounted from %q, want ./deploy/secrets/nats/users.conf (agentid secrets nats)", src)

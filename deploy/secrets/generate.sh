@@ -112,6 +112,7 @@ make_cert issuer "$public_host"
 make_cert policy
 make_cert monitor
 make_cert lifecycle
+make_cert nats
 
 # NATS identities: one nkey seed per identity in nats/ (admin for nats-setup, one per service, verifier
 # for resource servers) and nats/users.conf, the server's users include with their least-privilege
