@@ -5,11 +5,18 @@
 // not fit is dropped, counted (issuer_telemetry_dropped_total) and logged. Records in a batch whose
 // publish fails are counted too (issuer_telemetry_publish_failures_total), so nothing is lost
 // without being counted.
+//
+// Denied requests have a budget of their own, so that a flood of them (an unauthenticated client
+// hammering the token endpoint) neither costs one stored event each nor takes the room of issued
+// tokens: every denial is counted by OAuth error (issuer_token_requests_total), at most
+// DenialsPerSecond of a tenant's denials per second are stored as records, through a buffer apart
+// from the issued tokens', and the others are only counted (issuer_token_denials_not_stored_total).
 package telemetry
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -21,6 +28,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/observability"
+	"github.com/agentid/agentid/pkg/ratelimit"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 )
 
@@ -38,9 +46,13 @@ const (
 	DefaultWorkers       = 4
 	DefaultMaxBatch      = 256
 	DefaultFlushInterval = 20 * time.Millisecond
-	drainTimeout         = 3 * time.Second
-	publishTimeout       = 5 * time.Second
-	dropLogEvery         = 10 * time.Second
+	// DefaultDenialBuffer bounds the sampled denial records waiting to be batched.
+	DefaultDenialBuffer = 1024
+	// DefaultDenialsPerSecond is how many denials of a tenant are stored per second.
+	DefaultDenialsPerSecond = 20
+	drainTimeout            = 3 * time.Second
+	publishTimeout          = 5 * time.Second
+	dropLogEvery            = 10 * time.Second
 )
 
 // Subject returns the telemetry subject of token requests in tenant: telemetry.<tenant>.token.requested.
@@ -58,8 +70,15 @@ type Publisher interface {
 type Config struct {
 	// Publisher stores the events. Required.
 	Publisher Publisher
-	// Buffer is how many records may wait to be batched; default DefaultBuffer.
+	// Buffer is how many issued-token records may wait to be batched; default DefaultBuffer.
 	Buffer int
+	// DenialBuffer is how many stored denial records may wait to be batched, apart from Buffer;
+	// default DefaultDenialBuffer.
+	DenialBuffer int
+	// DenialsPerSecond is how many denied requests of a tenant are stored per second (the same
+	// number at once); the others are counted only. Default DefaultDenialsPerSecond; negative
+	// stores none.
+	DenialsPerSecond float64
 	// Workers publish batches concurrently; default DefaultWorkers.
 	Workers int
 	// MaxBatch is the most records in one event; default DefaultMaxBatch.
@@ -70,7 +89,7 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// Now is the clock of the records' time; default time.Now.
+	// Now is the clock of the records' time and of the denial sampling; default time.Now.
 	Now func() time.Time
 }
 
@@ -83,6 +102,8 @@ type batch struct {
 type Emitter struct {
 	pub      Publisher
 	ch       chan *issuerv1.TokenRequested
+	denials  chan *issuerv1.TokenRequested
+	sampler  *ratelimit.Limiter // nil: no denial is stored
 	batches  chan batch
 	workers  int
 	maxBatch int
@@ -93,12 +114,14 @@ type Emitter struct {
 	dropped     atomic.Uint64
 	failed      atomic.Uint64
 	published   atomic.Uint64
+	notStored   atomic.Uint64
 	lastDropLog atomic.Int64
 
 	requests   *prometheus.CounterVec
 	dropTotal  prometheus.Counter
 	failTotal  prometheus.Counter
 	batchTotal prometheus.Counter
+	notStoredC *prometheus.CounterVec
 }
 
 // New returns an Emitter; events are published once Run is running.
@@ -108,6 +131,12 @@ func New(cfg Config) (*Emitter, error) {
 	}
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = DefaultBuffer
+	}
+	if cfg.DenialBuffer <= 0 {
+		cfg.DenialBuffer = DefaultDenialBuffer
+	}
+	if cfg.DenialsPerSecond == 0 {
+		cfg.DenialsPerSecond = DefaultDenialsPerSecond
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
@@ -128,8 +157,16 @@ func New(cfg Config) (*Emitter, error) {
 		cfg.Now = time.Now
 	}
 	e := &Emitter{pub: cfg.Publisher, ch: make(chan *issuerv1.TokenRequested, cfg.Buffer),
+		denials: make(chan *issuerv1.TokenRequested, cfg.DenialBuffer),
 		batches: make(chan batch), workers: cfg.Workers, maxBatch: cfg.MaxBatch, interval: cfg.FlushInterval,
 		logger: cfg.Logger, now: cfg.Now}
+	if cfg.DenialsPerSecond > 0 {
+		var err error
+		e.sampler, err = ratelimit.New(ratelimit.Config{Rate: cfg.DenialsPerSecond, Now: cfg.Now, MaxKeys: 4096})
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: DenialsPerSecond: %w", err)
+		}
+	}
 	e.requests = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "issuer_token_requests_total",
 		Help: "Token requests answered by the issuer, by outcome and OAuth error code.",
@@ -142,6 +179,10 @@ func New(cfg Config) (*Emitter, error) {
 		Name: "issuer_telemetry_publish_failures_total",
 		Help: "Token request telemetry records in batches that could not be published.",
 	}))
+	e.notStoredC = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "issuer_token_denials_not_stored_total",
+		Help: "Denied token requests counted but not stored as telemetry records (over the per-tenant sample rate or the denial buffer), by OAuth error code.",
+	}, []string{"error"}))
 	e.batchTotal = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "issuer_telemetry_batches_total",
 		Help: "Token request telemetry batches published (each one TELEMETRY message).",
@@ -150,7 +191,8 @@ func New(cfg Config) (*Emitter, error) {
 }
 
 // TokenRequested queues the telemetry of one token request without blocking; when the buffer is
-// full the record is dropped and counted. The request is stamped with the current time if it has
+// full the record is dropped and counted. A denied request is stored only within its tenant's
+// denial budget and otherwise counted. The request is stamped with the current time if it has
 // none. ceSubject and md are not used: a batch carries only its tenant, and each record its client,
 // agent and request id.
 func (e *Emitter) TokenRequested(_ string, _ eventstore.Metadata, msg *issuerv1.TokenRequested) {
@@ -162,11 +204,30 @@ func (e *Emitter) TokenRequested(_ string, _ eventstore.Metadata, msg *issuerv1.
 	if msg.Time == nil {
 		msg.Time = timestamppb.New(e.now())
 	}
+	if outcome == "denied" {
+		e.denied(msg)
+		return
+	}
 	select {
 	case e.ch <- msg:
 	default:
 		e.drop(1, msg.GetTenant(), "telemetry buffer full: dropping token request records")
 	}
+}
+
+// denied queues a denial within its tenant's budget, and counts it otherwise.
+func (e *Emitter) denied(msg *issuerv1.TokenRequested) {
+	if e.sampler != nil {
+		if ok, _ := e.sampler.Allow(msg.GetTenant()); ok {
+			select {
+			case e.denials <- msg:
+				return
+			default:
+			}
+		}
+	}
+	e.notStored.Add(1)
+	e.notStoredC.WithLabelValues(msg.GetError()).Inc()
 }
 
 func (e *Emitter) drop(n int, tenant, why string) {
@@ -184,6 +245,10 @@ func (e *Emitter) Dropped() uint64 { return e.dropped.Load() }
 
 // Failed is how many records were in batches that could not be published.
 func (e *Emitter) Failed() uint64 { return e.failed.Load() }
+
+// NotStored is how many denied requests were counted but not stored (over the sample rate or the
+// denial buffer).
+func (e *Emitter) NotStored() uint64 { return e.notStored.Load() }
 
 // Published is how many records were published.
 func (e *Emitter) Published() uint64 { return e.published.Load() }
@@ -209,6 +274,8 @@ func (e *Emitter) Run(ctx context.Context) error {
 		select {
 		case rec := <-e.ch:
 			e.add(pubCtx, pending, rec)
+		case rec := <-e.denials:
+			e.add(pubCtx, pending, rec)
 		default:
 			drained = true
 		}
@@ -228,6 +295,8 @@ func (e *Emitter) collect(ctx, pubCtx context.Context) map[string][]*issuerv1.To
 	for {
 		select {
 		case rec := <-e.ch:
+			e.add(pubCtx, pending, rec)
+		case rec := <-e.denials:
 			e.add(pubCtx, pending, rec)
 		case <-tick.C:
 			e.flush(pubCtx, pending)

@@ -273,3 +273,114 @@ func TestPublishesToTheTelemetryStream(t *testing.T) {
 		t.Fatalf("event %+v payload %v", ev, b)
 	}
 }
+
+func counterWithLabel(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
+func TestDenialTelemetrySampled(t *testing.T) {
+	const (
+		issued  = 500
+		denials = 10_000
+		perSec  = 5
+	)
+	reg := prometheus.NewRegistry()
+	r := newRecorder()
+	frozen := time.Unix(1_700_000_000, 0)
+	e, err := telemetry.New(telemetry.Config{Publisher: r, Buffer: issued, DenialBuffer: 64, DenialsPerSecond: perSec,
+		MaxBatch: 256, FlushInterval: time.Hour, Registerer: reg, Logger: quiet, Now: func() time.Time { return frozen }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A flood of failed client authentications in two tenants, the issued tokens in between, before
+	// anything is published: the issued tokens' buffer holds exactly them.
+	for i := range denials {
+		tenant := []string{"acme", "globex"}[i%2]
+		e.TokenRequested("", eventstore.Metadata{}, &issuerv1.TokenRequested{Tenant: tenant, RequestId: fmt.Sprint("d", i),
+			Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_DENIED, Error: "invalid_client"})
+		if i%(denials/issued) == 0 {
+			e.TokenRequested("", eventstore.Metadata{}, rec("acme", fmt.Sprint("i", i)))
+		}
+	}
+	stop := start(t, e)
+	stop()
+
+	issuedStored, deniedStored := 0, 0
+	for _, b := range r.batches() {
+		for _, id := range b.ids {
+			if id[0] == 'i' {
+				issuedStored++
+			} else {
+				deniedStored++
+			}
+		}
+	}
+	if issuedStored != issued || e.Dropped() != 0 {
+		t.Fatalf("%d issued-token records stored, %d dropped; want all %d stored", issuedStored, e.Dropped(), issued)
+	}
+	// The clock stands still: each tenant stores its burst (the rate) and no more.
+	if deniedStored != 2*perSec {
+		t.Fatalf("%d denials stored, want %d (%d per tenant)", deniedStored, 2*perSec, perSec)
+	}
+	if got := e.NotStored(); got != denials-2*perSec {
+		t.Fatalf("NotStored = %d, want %d", got, denials-2*perSec)
+	}
+	if got := counterWithLabel(t, reg, "issuer_token_denials_not_stored_total", "error", "invalid_client"); got != denials-2*perSec {
+		t.Fatalf("issuer_token_denials_not_stored_total{error=invalid_client} = %v, want %d", got, denials-2*perSec)
+	}
+	if got := counterWithLabel(t, reg, "issuer_token_requests_total", "error", "invalid_client"); got != denials {
+		t.Fatalf("issuer_token_requests_total{error=invalid_client} = %v, want every denial (%d)", got, denials)
+	}
+	if n := len(r.batches()); n > 5 {
+		t.Fatalf("%d events stored for %d requests, want a handful of batches", n, denials+issued)
+	}
+}
+
+func TestDenialSamplingFollowsTheClock(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_700_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	r := newRecorder()
+	e, err := telemetry.New(telemetry.Config{Publisher: r, DenialsPerSecond: 2, FlushInterval: time.Hour,
+		Registerer: prometheus.NewRegistry(), Logger: quiet, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deny := func(n int) {
+		for range n {
+			e.TokenRequested("", eventstore.Metadata{}, &issuerv1.TokenRequested{Tenant: "acme", RequestId: "d",
+				Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_DENIED, Error: "invalid_request"})
+		}
+	}
+	deny(10)
+	mu.Lock()
+	now = now.Add(time.Second)
+	mu.Unlock()
+	deny(10)
+	stop := start(t, e)
+	stop()
+	if got := r.records(); got != 4 {
+		t.Fatalf("%d denials stored over two seconds at 2/s, want 4", got)
+	}
+	if got := e.NotStored(); got != 16 {
+		t.Fatalf("NotStored = %d, want 16", got)
+	}
+}
