@@ -80,8 +80,22 @@ type JWKSVerifierConfig struct {
 	MinRefreshInterval time.Duration
 	// Leeway tolerates clock skew on exp, nbf and iat; default 30 seconds.
 	Leeway time.Duration
-	// MaxIssuers bounds how many tenant key sets are cached; default 1024.
+	// MaxIssuers bounds how many tenant key sets are cached; default 1024. When the cache is full the
+	// least recently used set is evicted, tenants the issuer never confirmed first; a set a
+	// verification is using right now is never evicted.
 	MaxIssuers int
+	// KnownTenant, when set, says whether the verifier may trust tokens of tenant: the keys of any
+	// other tenant are never fetched and its tokens are refused (TOKEN_ISSUER). Tenants is a fixed list
+	// with the same effect; with both, a tenant either of them knows is known. With neither, a tenant
+	// is known once the issuer confirms it by serving its JWKS, and fetches for tenants not yet
+	// confirmed are bounded (MaxDiscoveries per MinRefreshInterval), so tokens naming made-up tenants
+	// can neither flood the issuer nor push the key sets of real tenants out of the cache.
+	KnownTenant func(tenant string) bool
+	// Tenants lists the tenants the verifier may trust (see KnownTenant).
+	Tenants []string
+	// MaxDiscoveries bounds the JWKS fetches for tenants the issuer has not confirmed yet, per
+	// MinRefreshInterval, when neither KnownTenant nor Tenants is set; default 16.
+	MaxDiscoveries int
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
 	// Revocations, when set, is consulted after the signature and claims are verified (a *Denylist fed
@@ -111,9 +125,18 @@ type JWKSVerifier struct {
 	revoked    RevocationChecker
 	verified   *verifiedCache // nil when disabled
 
+	knownTenant func(string) bool
+	tenants     map[string]bool
+	discover    bool // neither knownTenant nor tenants: tenants are confirmed by the issuer
+	discoveries int  // MaxDiscoveries
+
 	mu   sync.Mutex
 	sets map[string]*keySet // by tenant
 	gens atomic.Uint64      // source of key generations
+
+	discoverMu    sync.Mutex
+	discoverStart time.Time // start of the current discovery window
+	discoverCount int       // discovery fetches in the window
 }
 
 var _ Verifier = (*JWKSVerifier)(nil)
@@ -166,6 +189,22 @@ func NewJWKSVerifier(cfg JWKSVerifierConfig) (*JWKSVerifier, error) {
 		now:        cfg.Now,
 		revoked:    cfg.Revocations,
 		sets:       make(map[string]*keySet),
+
+		knownTenant: cfg.KnownTenant,
+		discoveries: cfg.MaxDiscoveries,
+	}
+	if len(cfg.Tenants) > 0 {
+		v.tenants = make(map[string]bool, len(cfg.Tenants))
+		for _, t := range cfg.Tenants {
+			if !ValidTenant(t) {
+				return nil, fmt.Errorf("authn: verifier tenant %q is not a valid tenant id", t)
+			}
+			v.tenants[t] = true
+		}
+	}
+	v.discover = v.knownTenant == nil && v.tenants == nil
+	if v.discoveries <= 0 {
+		v.discoveries = 16
 	}
 	switch {
 	case cfg.VerifiedCacheSize == 0:
@@ -340,9 +379,18 @@ func (v *JWKSVerifier) tenantOf(iss string) (string, bool) {
 }
 
 // key returns the verification key kid of the tenant's issuer, fetching its JWKS when needed, and
-// the key's generation: it changes when the issuer's key set no longer holds this key under kid.
+// the key's generation: it changes when the issuer's key set no longer holds this key under kid. A
+// tenant the verifier does not know is refused without a fetch.
 func (v *JWKSVerifier) key(ctx context.Context, tenant, kid string, alg jose.SignatureAlgorithm) (any, uint64, error) {
-	vk, err := v.set(tenant).lookup(ctx, v, kid)
+	if !v.known(tenant) {
+		return nil, 0, invalid(ReasonTokenIssuer, "access token issuer is not trusted", fmt.Errorf("tenant %q is not known to this verifier", tenant))
+	}
+	ks, err := v.acquire(tenant)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer ks.inUse.Add(-1)
+	vk, err := ks.lookup(ctx, v, kid)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -363,38 +411,82 @@ func (v *JWKSVerifier) key(ctx context.Context, tenant, kid string, alg jose.Sig
 	return nil, 0, invalid(ReasonTokenInvalid, "access token is invalid", fmt.Errorf("kid %q (%T) cannot verify %s", kid, k.Key, alg))
 }
 
-// set returns the cached key set of the tenant's issuer, evicting the least recently used one when
-// the cache is full.
-func (v *JWKSVerifier) set(tenant string) *keySet {
+// known reports whether the verifier may fetch the keys of tenant: one KnownTenant or Tenants
+// names, or, with neither configured, any tenant (the issuer confirms it by serving its JWKS).
+func (v *JWKSVerifier) known(tenant string) bool {
+	if v.discover || v.tenants[tenant] {
+		return true
+	}
+	return v.knownTenant != nil && v.knownTenant(tenant)
+}
+
+// acquire returns the cached key set of the tenant's issuer marked in use (the caller releases it
+// with inUse.Add(-1)), making room when the cache is full by evicting the least recently used set
+// that is not in use, one the issuer never confirmed before any it did. With every set in use the
+// token cannot be checked now (Unavailable).
+func (v *JWKSVerifier) acquire(tenant string) (*keySet, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	ks, ok := v.sets[tenant]
 	if !ok {
-		if len(v.sets) >= v.maxIssuers {
-			v.evictLocked()
+		if len(v.sets) >= v.maxIssuers && !v.evictLocked() {
+			return nil, errs.Unavailable(ReasonKeysUnavailable, "cannot verify the access token right now, retry later",
+				fmt.Errorf("all %d cached issuer key sets are in use", len(v.sets)))
 		}
 		ks = &keySet{jwksURL: v.base + "/t/" + tenant + "/jwks.json"}
 		v.sets[tenant] = ks
 	}
+	ks.inUse.Add(1)
 	ks.lastUsed.Store(v.now().UnixNano())
-	return ks
+	return ks, nil
 }
 
-func (v *JWKSVerifier) evictLocked() {
+// evictLocked evicts the least recently used key set that is not in use, preferring sets the issuer
+// never confirmed; it reports whether it evicted one.
+func (v *JWKSVerifier) evictLocked() bool {
 	var victim string
+	var victimConfirmed bool
 	var oldest int64
-	for iss, ks := range v.sets {
-		if used := ks.lastUsed.Load(); victim == "" || used < oldest {
-			victim, oldest = iss, used
+	for tenant, ks := range v.sets {
+		if ks.inUse.Load() > 0 {
+			continue
+		}
+		confirmed, used := ks.confirmed.Load(), ks.lastUsed.Load()
+		better := victim == "" ||
+			(!confirmed && victimConfirmed) ||
+			(confirmed == victimConfirmed && used < oldest)
+		if better {
+			victim, victimConfirmed, oldest = tenant, confirmed, used
 		}
 	}
+	if victim == "" {
+		return false
+	}
 	delete(v.sets, victim)
+	return true
+}
+
+// allowDiscovery reports whether a JWKS fetch for a tenant the issuer has not confirmed may go out
+// now: at most MaxDiscoveries per MinRefreshInterval.
+func (v *JWKSVerifier) allowDiscovery(now time.Time) bool {
+	v.discoverMu.Lock()
+	defer v.discoverMu.Unlock()
+	if now.Sub(v.discoverStart) >= v.minRefresh || now.Before(v.discoverStart) {
+		v.discoverStart, v.discoverCount = now, 0
+	}
+	if v.discoverCount >= v.discoveries {
+		return false
+	}
+	v.discoverCount++
+	return true
 }
 
 // keySet caches one issuer's JWKS.
 type keySet struct {
-	jwksURL  string
-	lastUsed atomic.Int64
+	jwksURL   string
+	lastUsed  atomic.Int64
+	inUse     atomic.Int32 // verifications using the set right now
+	confirmed atomic.Bool  // the issuer served the tenant's JWKS at least once
 
 	fetchMu sync.Mutex // serialises fetches
 
@@ -460,6 +552,10 @@ func (ks *keySet) lookup(ctx context.Context, v *JWKSVerifier, kid string) (veri
 		return again.result(kid)
 	}
 
+	if v.discover && !ks.confirmed.Load() && !v.allowDiscovery(now) {
+		return verifierKey{}, errs.Unavailable(ReasonKeysUnavailable, "cannot verify the access token right now, retry later",
+			fmt.Errorf("too many key fetches for tenants the issuer has not confirmed; %s not fetched", ks.jwksURL))
+	}
 	// The fetch outlives a cancelled caller so that waiting requests are not failed by it.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
 	defer cancel()
@@ -478,6 +574,7 @@ func (ks *keySet) lookup(ctx context.Context, v *JWKSVerifier, kid string) (veri
 			keys[kid] = verifierKey{jwk: k, gen: gen}
 		}
 		ks.keys, ks.fetchedAt = keys, ks.triedAt
+		ks.confirmed.Store(true)
 	}
 	ks.mu.Unlock()
 	if err != nil && st.found {
