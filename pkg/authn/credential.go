@@ -30,6 +30,10 @@ import (
 // ClientAssertionType is the RFC 7523 client_assertion_type of private_key_jwt client authentication.
 const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
+// ClientAssertionJWTType is the explicit typ of the client assertions the SDK signs
+// (draft-ietf-oauth-rfc7523bis), so that no other kind of JWT can be taken for one.
+const ClientAssertionJWTType = "client-authentication+jwt"
+
 // AssertionLifetime is how long a client assertion made by Credential.Assertion is valid.
 const AssertionLifetime = 60 * time.Second
 
@@ -265,17 +269,20 @@ func (c Credential) LogValue() slog.Value {
 }
 
 // Assertion returns an RFC 7523 client assertion for audience: iss = sub = client_id, iat = now,
-// exp = now + AssertionLifetime, a random jti, signed with the credential key (header kid).
+// exp = now + AssertionLifetime, a random jti, signed with the credential key (header kid). The
+// platform's issuer accepts only its issuer identifier (c.Issuer) as the audience.
 func (c *Credential) Assertion(audience string, now time.Time) (string, error) {
 	return SignAssertion(c.key, c.ClientID, audience, now)
 }
 
-// SignAssertion signs an RFC 7523 client assertion with key for clientID: iss = sub = clientID,
-// aud = audience, iat = now, exp = now + AssertionLifetime, a random 128-bit jti (header kid).
+// SignAssertion signs an RFC 7523 client assertion with key for clientID: typ
+// client-authentication+jwt, iss = sub = clientID, aud = audience (the authorization server's issuer
+// identifier as the only value, draft-ietf-oauth-rfc7523bis), iat = now, exp = now +
+// AssertionLifetime, a random 128-bit jti (header kid).
 func SignAssertion(key jose.JSONWebKey, clientID, audience string, now time.Time) (string, error) {
 	signer, err := jose.NewSigner(
 		jose.SigningKey{Algorithm: jose.SignatureAlgorithm(key.Algorithm), Key: key},
-		(&jose.SignerOptions{}).WithType("JWT"))
+		(&jose.SignerOptions{}).WithType(ClientAssertionJWTType))
 	if err != nil {
 		return "", fmt.Errorf("authn: assertion signer: %w", err)
 	}

@@ -196,6 +196,9 @@ func TestAssertionVerifiesWithPublicJWKS(t *testing.T) {
 			if tok.Headers[0].KeyID != cred.KeyID() {
 				t.Fatalf("kid = %q, want %q", tok.Headers[0].KeyID, cred.KeyID())
 			}
+			if typ := tok.Headers[0].ExtraHeaders[jose.HeaderType]; typ != authn.ClientAssertionJWTType {
+				t.Fatalf("typ = %v, want %s", typ, authn.ClientAssertionJWTType)
+			}
 			keys := set.Key(tok.Headers[0].KeyID)
 			if len(keys) != 1 {
 				t.Fatal("kid not in JWKS")
@@ -208,6 +211,9 @@ func TestAssertionVerifiesWithPublicJWKS(t *testing.T) {
 				AnyAudience: jwt.Audience{cred.Issuer}, Time: now}, 0)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(c.Audience) != 1 {
+				t.Fatalf("aud = %v, want the issuer as the only value", c.Audience)
 			}
 			if c.Expiry.Time().Sub(c.IssuedAt.Time()) != authn.AssertionLifetime || c.ID == "" {
 				t.Fatalf("exp-iat = %v, jti = %q", c.Expiry.Time().Sub(c.IssuedAt.Time()), c.ID)
