@@ -346,6 +346,59 @@ func snapshotStreams(t *testing.T, ctx context.Context, url string) *faultInvari
 	return inv
 }
 
+// tokenRecordsInStream counts the token request records stored on subject: a token.requested
+// event is one record, a token.requested.batch event as many as it holds.
+func tokenRecordsInStream(ctx context.Context, js jetstream.JetStream, s jetstream.Stream, subject string) (uint64, error) {
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, err
+	}
+	var msgs uint64
+	for _, n := range info.State.Subjects {
+		msgs += n
+	}
+	if msgs == 0 {
+		return 0, nil
+	}
+	c, err := js.OrderedConsumer(ctx, eventstore.StreamTelemetry, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		return 0, err
+	}
+	var records, seen uint64
+	for seen < msgs {
+		batch, err := c.Fetch(int(min(msgs-seen, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return 0, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			seen++
+			e, err := eventstore.EventFromMsg(m)
+			if err != nil {
+				return 0, err
+			}
+			switch e.Type {
+			case "token.requested.batch":
+				b, err := eventstore.DecodeAs[*issuerv1.TokenRequestedBatch](e)
+				if err != nil {
+					return 0, err
+				}
+				records += uint64(len(b.GetRequests()))
+			default:
+				records++
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return 0, err
+		}
+		if n == 0 {
+			return 0, fmt.Errorf("telemetry: %d of %d messages on %s read", seen, msgs, subject)
+		}
+	}
+	return records, nil
+}
+
 func natsJS(t *testing.T, url string) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url, append(natsOptions(t, url, natsauth.Admin), nats.Name("agentid fault invariants"))...)
@@ -468,13 +521,8 @@ func (inv *faultInvariants) check(t *testing.T, ctx context.Context, tg faultTar
 		if err != nil {
 			return false, err
 		}
-		info, err := s.Info(ctx, jetstream.WithSubjectFilter("telemetry.default.token.requested"))
-		if err != nil {
+		if inStream, err = tokenRecordsInStream(ctx, js, s, "telemetry.default.token.requested"); err != nil {
 			return false, err
-		}
-		inStream = 0
-		for _, n := range info.State.Subjects {
-			inStream += n
 		}
 		rows, err := telemetryRows(ctx, monitor, "")
 		if err != nil {
