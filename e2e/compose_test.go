@@ -761,8 +761,9 @@ func composeCheckTemporalSetup(t *testing.T, root string, svcs map[string]compos
 	if want := []string{"AgentId", "RiskTier", "Stage", "Tenant"}; !slices.Equal(got, want) {
 		t.Errorf("temporal-setup search attributes %v, want %v (docs/architecture.md)", got, want)
 	}
-	if addr := env["TEMPORAL_ADDRESS"]; addr != "temporal:7233" {
-		t.Errorf("temporal-setup TEMPORAL_ADDRESS = %q, want temporal:7233", addr)
+	// The internal frontend with the internode certificate (TestComposeTemporalLocked).
+	if addr := env["TEMPORAL_ADDRESS"]; addr != "temporal:7236" {
+		t.Errorf("temporal-setup TEMPORAL_ADDRESS = %q, want temporal:7236 (the internal frontend)", addr)
 	}
 }
 

@@ -11,6 +11,12 @@
 #                           monitor, lifecycle) signed by the CA, for its compose DNS name, localhost
 #                           and 127.0.0.1 (the healthchecks); the issuer's also names the host of
 #                           AGENTID_PUBLIC_URL
+#   temporal.crt/.key       the Temporal frontend's TLS server certificate (deployment CA)
+#   temporal-worker.crt/.key   the lifecycle worker's client certificate for Temporal's mTLS
+#   temporal-ui.crt/.key    the Temporal UI's client certificate for Temporal's mTLS
+#   temporal-internode-ca.crt/.key, temporal-internode.crt/.key
+#                           a CA of its own for Temporal's internode traffic and internal frontend,
+#                           and the one certificate it signs (docs/deploy.md, "Temporal")
 # Existing files are kept (delete one to replace it). Files are created with mode 0600.
 #
 #   AGENTID_PUBLIC_URL   issuer base URL written into the credential (default https://issuer:8080,
@@ -80,7 +86,9 @@ else
 fi
 
 # make_cert NAME [EXTRA_DNS] writes NAME.crt and NAME.key: a server certificate for the compose DNS
-# name NAME, localhost and 127.0.0.1 (and EXTRA_DNS), valid 825 days.
+# name NAME, localhost and 127.0.0.1 (and EXTRA_DNS), valid 825 days, signed by the CA $cert_ca
+# (default ca: ca.crt, ca.key).
+cert_ca=ca
 make_cert() {
   name="$1"
   extra="${2:-}"
@@ -100,7 +108,7 @@ make_cert() {
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
     -keyout "$name.key" -out "$csr" -subj "/CN=$name" 2>/dev/null
   printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=%s\n' "$san" > "$ext"
-  openssl x509 -req -in "$csr" -CA ca.crt -CAkey ca.key -set_serial "0x$(openssl rand -hex 16)" \
+  openssl x509 -req -in "$csr" -CA "$cert_ca.crt" -CAkey "$cert_ca.key" -set_serial "0x$(openssl rand -hex 16)" \
     -days 825 -sha256 -extfile "$ext" -out "$name.crt" 2>/dev/null
   rm -f "$csr" "$ext"
   echo "wrote $name.crt and $name.key ($san)"
@@ -112,6 +120,26 @@ make_cert issuer "$public_host"
 make_cert policy
 make_cert monitor
 make_cert lifecycle
+
+# Temporal (docs/deploy.md, "Temporal"). The frontend serves "temporal" with a certificate of the
+# deployment CA and requires client certificates of that CA (mTLS): the lifecycle worker's and the
+# UI's. The cluster's internode traffic (history, matching, the system worker and the internal
+# frontend, which authorizes nothing) uses a CA of its own that signs only temporal-internode, so no
+# service certificate reaches it; temporal-setup and the healthcheck use that certificate too.
+make_cert temporal
+make_cert temporal-worker
+make_cert temporal-ui
+if [ -e temporal-internode-ca.crt ] && [ -e temporal-internode-ca.key ]; then
+  echo "temporal-internode-ca.crt exists; kept"
+else
+  openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+    -keyout temporal-internode-ca.key -out temporal-internode-ca.crt -days 3650 -subj "/CN=agentid Temporal internode CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  echo "wrote temporal-internode-ca.crt and temporal-internode-ca.key (Temporal's internode CA; keep the key here)"
+fi
+cert_ca=temporal-internode-ca
+make_cert temporal-internode
+cert_ca=ca
 make_cert nats
 
 # NATS identities: one nkey seed per identity in nats/ (admin for nats-setup, one per service, verifier
