@@ -1,6 +1,7 @@
 package oauth
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +49,12 @@ type Telemetry interface {
 	TokenRequested(ceSubject string, md eventstore.Metadata, msg *issuerv1.TokenRequested)
 }
 
+// ClientLimiter rate-limits client authentication by tenant and client id (pkg/ratelimit.Limiter):
+// Allow reports whether one more attempt may go on, or how long until one may.
+type ClientLimiter interface {
+	Allow(key string) (ok bool, retryAfter time.Duration)
+}
+
 // Config configures a Server.
 type Config struct {
 	// PublicURL is the issuer's public base URL; tenant issuers are {PublicURL}/t/{tenant}. Required.
@@ -67,6 +74,13 @@ type Config struct {
 	Denylist Denylist
 	// DPoP configures DPoP-bound tokens (RFC 9449) at the token endpoint.
 	DPoP DPoPConfig
+	// ClientLimiter, if set, limits the client authentications of each client id, checked once the
+	// assertion is parsed and before its signature is verified; over the limit a request is answered
+	// 429 slow_down.
+	ClientLimiter ClientLimiter
+	// TemporalNamespace is the Temporal namespace in the "permissions" claim of tokens for
+	// authn.TemporalAudience (default DefaultTemporalNamespace).
+	TemporalNamespace string
 	// Leeway tolerates clock skew; default DefaultLeeway.
 	Leeway time.Duration
 	// Now is the clock; default time.Now.
@@ -85,9 +99,12 @@ type Server struct {
 	revoked   RevocationWriter
 	denylist  Denylist
 	dpop      *dpop
+	limiter   ClientLimiter
 	leeway    time.Duration
 	now       func() time.Time
-	logger    *slog.Logger
+
+	temporalNamespace string
+	logger            *slog.Logger
 }
 
 // New returns a Server.
@@ -110,6 +127,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.revoked, s.denylist = cfg.Revocations, cfg.Denylist
+	s.temporalNamespace = cmp.Or(cfg.TemporalNamespace, DefaultTemporalNamespace)
+	if err := ValidTemporalNamespace(s.temporalNamespace); err != nil {
+		return nil, fmt.Errorf("oauth: %w", err)
+	}
+	s.limiter = cfg.ClientLimiter
 	if s.leeway <= 0 {
 		s.leeway = DefaultLeeway
 	}

@@ -117,7 +117,10 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	if oerr != nil {
 		return nil, client, oerr
 	}
-	aud, oerr := grantAudiences(client, req.Resources)
+	aud, permissions, oerr := s.temporalGrant(tenant, client, req.Resources)
+	if oerr == nil && aud == nil {
+		aud, oerr = grantAudiences(client, req.Resources)
+	}
 	if oerr != nil {
 		return nil, client, oerr
 	}
@@ -149,6 +152,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		Agent:        client.Proto.GetAgent(),
 		Roles:        client.Proto.GetRoles(),
 		Confirmation: cnf,
+		Permissions:  permissions,
 	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
@@ -210,6 +214,11 @@ func (s *Server) authenticate(ctx context.Context, tenant string, auth ClientAut
 	}
 	if auth.ClientID != "" && auth.ClientID != a.Issuer {
 		return nil, fail("client_id_mismatch", errors.New("client_id does not match the client assertion"))
+	}
+	if s.limiter != nil {
+		if ok, wait := s.limiter.Allow(tenant + " " + a.Issuer); !ok {
+			return nil, SlowDown(wait)
+		}
 	}
 	client, ok := s.creds.Client(tenant, a.Issuer)
 	if !ok {
