@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -217,6 +218,15 @@ func EventFromRaw(stream string, seq uint64, subject string, h nats.Header, data
 	t, err := time.Parse(time.RFC3339Nano, get(HeaderTime))
 	if err != nil {
 		return fail("bad %s: %v", HeaderTime, err)
+	}
+	// An aggregate event's subject, agentid.<tenant>.<type>.<id>.<event>, and its headers name the same
+	// tenant and aggregate: the headers of an event that reached a stream around Append (a publish
+	// with a leaked credential, or a consumer delivering into another stream) are not trusted alone.
+	if tokens := strings.Split(subject, "."); len(tokens) >= 5 && tokens[0] == SubjectRoot {
+		if tokens[1] != get(HeaderTenant) || tokens[2] != get(HeaderAggregateType) || tokens[3] != get(HeaderAggregateID) {
+			return fail("subject names tenant %q, aggregate %s/%s; headers tenant %q, aggregate %s/%s",
+				tokens[1], tokens[2], tokens[3], get(HeaderTenant), get(HeaderAggregateType), get(HeaderAggregateID))
+		}
 	}
 	expected := AnyVersion
 	if v := get(HeaderAggregateVersion); v != "" {

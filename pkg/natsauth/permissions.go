@@ -145,10 +145,16 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 func SubscriberConsumer(tenant string) string { return SubscriberPrefix + tenant }
 
 // SubscriberPermissions returns the read-only permissions of tenant's subscriber, the user with
-// nkey public key user: live messages on agentid.<tenant>.>, and on each aggregate stream the
-// consumer SubscriberConsumer(tenant), filtered to agentid.<tenant>.> (the server checks the filter
-// against the create request's subject), which it may pull from and acknowledge. It cannot publish an
-// event, read another tenant's, use another consumer, or read a stream by direct get.
+// nkey public key user: on each aggregate stream the consumer SubscriberConsumer(tenant), filtered
+// to agentid.<tenant>.> (the server checks the filter against the create request's subject), which
+// it may pull from and acknowledge. It cannot publish an event, read another tenant's, use another
+// consumer, or read a stream by direct get.
+//
+// Nor may it subscribe to the event subjects themselves: no identity may. A push consumer delivers
+// only while a subscription names its deliver subject literally, and JetStream does not check that
+// subject against its creator's permissions, so a subscription on an event subject would let a
+// consumer of one stream deliver (and the stream capturing that subject store) messages on subjects
+// its creator may not publish to.
 func SubscriberPermissions(tenant, user string) (*server.Permissions, error) {
 	if !tenantPattern.MatchString(tenant) {
 		return nil, fmt.Errorf("natsauth: tenant %q: want a tenant id (a lowercase letter, then 1 to 62 lowercase letters, digits or dashes)", tenant)
@@ -168,7 +174,7 @@ func SubscriberPermissions(tenant, user string) (*server.Permissions, error) {
 			"$JS.ACK."+s+"."+cons+".>",
 		)
 	}
-	return permissions(user, pub, []string{prefix}), nil
+	return permissions(user, pub, nil), nil
 }
 
 // permissions assembles a user's permissions: pub and sub allowed (sub besides its inbox), the
