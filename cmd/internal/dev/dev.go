@@ -79,6 +79,8 @@ type Config struct {
 	ProjectionLagAllowance time.Duration
 	// DPoPNonceOptional lets the issuer accept DPoP proofs without a server nonce.
 	DPoPNonceOptional bool
+	// RateLimits are the issuer's abuse limits; the zero value (the default here) limits nothing.
+	RateLimits issuerapp.RateLimits
 	// TLSCertFile and TLSKeyFile, when set, make the gRPC and HTTP addresses serve TLS (reloaded on
 	// change); without them both must be loopback addresses.
 	TLSCertFile, TLSKeyFile string
@@ -337,7 +339,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("registry: %w", err)
 	}
 	issuer, err := issuerapp.New(issuerapp.Config{PublicURL: cfg.PublicURL, KEK: kek, KEKID: "dev-" + kekFile,
-		ProjectionLagAllowance: cfg.ProjectionLagAllowance, DPoPNonceOptional: cfg.DPoPNonceOptional},
+		ProjectionLagAllowance: cfg.ProjectionLagAllowance, DPoPNonceOptional: cfg.DPoPNonceOptional, RateLimits: cfg.RateLimits},
 		issuerapp.Deps{Store: storeFor("issuer"), JetStream: componentJS[natsauth.Issuer], Logger: log.With("service", "issuer"),
 			Denylist: revocations.Denylist, DenylistReady: revocations.Feed.Ready})
 	if err != nil {

@@ -69,11 +69,17 @@ type Config struct {
 	// DPoPNonceOptional, when true, accepts DPoP proofs without a server nonce at the token endpoint.
 	// By default the issuer requires one (RFC 9449 §8), derived from the KEK so every replica accepts it.
 	DPoPNonceOptional bool
+	// TemporalNamespace is the Temporal namespace in the permissions of tokens for the Temporal
+	// frontend (audience urn:agentid:temporal); default oauth.DefaultTemporalNamespace.
+	TemporalNamespace string
 	// ProjectionLagAllowance is how long after a client.disabled or agent event the revocation the
 	// issuer derives from it still covers newly issued tokens: a token that a replica whose projection
 	// had not applied the event yet issued just after it is revoked too. Default 5 seconds, at most
 	// 1 minute.
 	ProjectionLagAllowance time.Duration
+	// RateLimits bound the token, introspection and revocation requests per source address and per
+	// client id, and the denials stored as telemetry; the zero value limits nothing.
+	RateLimits RateLimits
 	// PlatformClients are the platform's own service identities (bootstrap admin, lifecycle worker)
 	// registered in the system tenant at start, idempotently. A split deployment bootstraps this way;
 	// `agentid dev` registers its identities itself.
@@ -238,6 +244,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	a.replay = replay.New(deps.JetStream, replay.Config{Replicas: cfg.JTIReplicas})
 	a.telemetry, err = telemetry.New(telemetry.Config{
 		Publisher: deps.Store, Buffer: cfg.TelemetryBuffer, Registerer: deps.Registerer, Logger: logger,
+		DenialsPerSecond: cfg.RateLimits.DenialsPerSecond,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
@@ -249,21 +256,29 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
+	perIP, perClient, err := cfg.RateLimits.limiters()
+	if err != nil {
+		return nil, fmt.Errorf("issuer: %w", err)
+	}
 	a.oauth, err = oauth.New(oauth.Config{
-		PublicURL:   cfg.PublicURL,
-		Credentials: a.state,
-		Replay:      a.replay,
-		Agents:      agentGate,
-		Telemetry:   a.telemetry,
-		Revocations: &revocation.Writer{Store: deps.Store},
-		DPoP:        oauth.DPoPConfig{NonceKey: nonceKey, NonceOptional: cfg.DPoPNonceOptional},
-		Denylist:    a.denylist,
-		Logger:      logger,
+		PublicURL:         cfg.PublicURL,
+		Credentials:       a.state,
+		Replay:            a.replay,
+		Agents:            agentGate,
+		Telemetry:         a.telemetry,
+		Revocations:       &revocation.Writer{Store: deps.Store},
+		DPoP:              oauth.DPoPConfig{NonceKey: nonceKey, NonceOptional: cfg.DPoPNonceOptional},
+		TemporalNamespace: cfg.TemporalNamespace,
+		Denylist:          a.denylist,
+		Logger:            logger,
+		// Checked before the assertion's signature: nil (no limit) allows everything.
+		ClientLimiter: perClient,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	a.http = server.NewHTTPHandler(server.HTTPConfig{OAuth: a.oauth, Ready: a.httpReady.Load, Logger: logger})
+	a.http = server.NewHTTPHandler(server.HTTPConfig{OAuth: a.oauth, Ready: a.httpReady.Load, Logger: logger,
+		PerIP: perIP, Registerer: deps.Registerer})
 	revoker, err := revocation.NewService(revocation.ServiceConfig{
 		Writer: &revocation.Writer{Store: deps.Store}, Tokens: a.oauth, Clients: a.state, Logger: logger,
 	})

@@ -49,23 +49,27 @@ type Flags struct {
 	ProjectionLagAllowance time.Duration
 	// DPoPNonceOptional is --dpop-nonce-optional.
 	DPoPNonceOptional bool
+	// RateLimits are --rate-per-ip, --rate-per-client, their bursts and --telemetry-denials-per-second.
+	RateLimits RateLimits
 }
 
 // DefaultFlags returns the flags' defaults.
 func DefaultFlags() Flags {
-	return Flags{ProjectionLagAllowance: DefaultProjectionLagAllowance}
+	return Flags{ProjectionLagAllowance: DefaultProjectionLagAllowance, RateLimits: DefaultRateLimits()}
 }
 
 // Register adds the flags to fs; a bad --projection-lag-allowance fails the parse, naming the flag.
 func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.Var((*lagAllowanceValue)(&f.ProjectionLagAllowance), ProjectionLagAllowanceFlag, ProjectionLagAllowanceUsage)
 	fs.BoolVar(&f.DPoPNonceOptional, DPoPNonceOptionalFlag, f.DPoPNonceOptional, DPoPNonceOptionalUsage)
+	f.RateLimits.Register(fs)
 }
 
 // Apply sets the flags' settings in cfg.
 func (f Flags) Apply(cfg *Config) {
 	cfg.ProjectionLagAllowance = f.ProjectionLagAllowance
 	cfg.DPoPNonceOptional = f.DPoPNonceOptional
+	cfg.RateLimits = f.RateLimits
 }
 
 // lagAllowanceValue is a flag.Value that accepts only valid allowances.

@@ -5,11 +5,17 @@ package server
 import (
 	"encoding/json"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/observability"
+	"github.com/agentid/agentid/pkg/ratelimit"
 
 	"github.com/agentid/agentid/services/issuer/internal/oauth"
 )
@@ -26,12 +32,21 @@ type HTTPConfig struct {
 	Ready func() bool
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// PerIP, if set, limits the token, introspection and revocation requests of each source address
+	// (an IPv6 address by its /64), checked before the body is read; over the limit a request is
+	// answered 429 slow_down with Retry-After. The per-client limit is the OAuth server's
+	// (oauth.Config.ClientLimiter). Nil disables.
+	PerIP *ratelimit.Limiter
+	// Registerer, if set, receives issuer_http_rate_limited_total.
+	Registerer prometheus.Registerer
 }
 
 type httpAPI struct {
-	oauth  *oauth.Server
-	ready  func() bool
-	logger *slog.Logger
+	oauth   *oauth.Server
+	ready   func() bool
+	logger  *slog.Logger
+	perIP   *ratelimit.Limiter
+	limited *prometheus.CounterVec
 }
 
 // NewHTTPHandler returns the OAuth/OIDC endpoints of every tenant:
@@ -44,7 +59,14 @@ type httpAPI struct {
 //	POST /t/{tenant}/oauth2/introspect
 //	POST /t/{tenant}/oauth2/revoke                            (RFC 7009)
 func NewHTTPHandler(cfg HTTPConfig) http.Handler {
-	h := &httpAPI{oauth: cfg.OAuth, ready: cfg.Ready, logger: cfg.Logger}
+	h := &httpAPI{oauth: cfg.OAuth, ready: cfg.Ready, logger: cfg.Logger, perIP: cfg.PerIP}
+	h.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "issuer_http_rate_limited_total",
+		Help: "Token, introspection and revocation requests answered 429, by the limit they exceeded (ip or client).",
+	}, []string{"limit"})
+	if cfg.Registerer != nil {
+		h.limited = observability.Register(cfg.Registerer, h.limited)
+	}
 	if h.ready == nil {
 		h.ready = func() bool { return true }
 	}
@@ -133,6 +155,44 @@ func (h *httpAPI) jwks(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
+// overIPLimit answers 429 and returns true when the request's source address is over its limit.
+func (h *httpAPI) overIPLimit(w http.ResponseWriter, r *http.Request) bool {
+	if h.perIP == nil {
+		return false
+	}
+	ok, wait := h.perIP.Allow(sourceKey(r.RemoteAddr))
+	if ok {
+		return false
+	}
+	h.limited.WithLabelValues("ip").Inc()
+	requestID(w, r)
+	e := oauth.SlowDown(wait)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Retry-After", strconv.FormatInt(ratelimit.RetryAfterSeconds(e.RetryAfter), 10))
+	writeJSON(w, e.Status, errorBody{Error: e.Code, ErrorDescription: e.Description})
+	return true
+}
+
+// sourceKey is the rate-limit key of a remote address: the IP, an IPv6 address by its /64 (one
+// subscriber's block), or the whole address when it is not ip:port.
+func sourceKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
+}
+
 func (h *httpAPI) oauthRequest(w http.ResponseWriter, r *http.Request) oauth.Request {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
@@ -148,6 +208,9 @@ func (h *httpAPI) oauthRequest(w http.ResponseWriter, r *http.Request) oauth.Req
 }
 
 func (h *httpAPI) token(w http.ResponseWriter, r *http.Request) {
+	if h.overIPLimit(w, r) {
+		return
+	}
 	req := h.oauthRequest(w, r)
 	if h.notReady(w) {
 		return
@@ -164,6 +227,9 @@ func (h *httpAPI) token(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *httpAPI) introspect(w http.ResponseWriter, r *http.Request) {
+	if h.overIPLimit(w, r) {
+		return
+	}
 	req := h.oauthRequest(w, r)
 	if h.notReady(w) {
 		return
@@ -179,6 +245,9 @@ func (h *httpAPI) introspect(w http.ResponseWriter, r *http.Request) {
 // revoke answers 200 with an empty body when the token is revoked or was nothing to revoke
 // (RFC 7009 §2.2).
 func (h *httpAPI) revoke(w http.ResponseWriter, r *http.Request) {
+	if h.overIPLimit(w, r) {
+		return
+	}
 	req := h.oauthRequest(w, r)
 	if h.notReady(w) {
 		return
@@ -205,6 +274,12 @@ func (h *httpAPI) writeError(w http.ResponseWriter, e *oauth.Error) {
 	}
 	if e.DPoPNonce != "" {
 		w.Header().Set(authn.DPoPNonceHeader, e.DPoPNonce)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(ratelimit.RetryAfterSeconds(e.RetryAfter), 10))
+	}
+	if e.Code == oauth.ErrSlowDown {
+		h.limited.WithLabelValues("client").Inc()
 	}
 	writeJSON(w, e.Status, errorBody{Error: e.Code, ErrorDescription: oauth.SafeDescription(e.Description)})
 }
