@@ -44,6 +44,7 @@ func TestAdminAuthorization(t *testing.T) {
 		c := newTestClient(t, "acme", id)
 		return &issuerv1.CreateClientRequest{Parent: "tenants/acme", Client: &issuerv1.Client{
 			ClientId: id, Agent: "tenants/acme/agents/" + id, Environment: "dev", PublicJwks: c.jwks(t),
+			Resources: []string{agentResource},
 		}}
 	}
 	serviceClient := func(t *testing.T) *issuerv1.CreateClientRequest {
@@ -176,7 +177,7 @@ func TestReplicasShareKeysAndReplayCache(t *testing.T) {
 	}
 	replayed := postForm(t, b.tokenURL("acme"), tokenForm(assertion))
 	wantOAuthError(t, replayed, http.StatusUnauthorized, "invalid_client")
-	if !strings.Contains(replayed.str("error_description"), "replayed") {
+	if replayed.str("error_description") != "client authentication failed" {
 		t.Fatalf("description = %q", replayed.str("error_description"))
 	}
 	// And a token from one replica is active at the other.

@@ -120,6 +120,7 @@ func TestTokenOnlyWhileTheAgentIsActive(t *testing.T) {
 	c := newTestClient(t, "acme", "agt-lifecycle")
 	if err := r.app.EnsureClient(context.Background(), c.tenant, &issuerv1.Client{
 		ClientId: c.id, Agent: c.agentName(), Environment: "prod", PublicJwks: c.jwks(t), Scopes: []string{"x"},
+		Resources: []string{agentResource},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +130,7 @@ func TestTokenOnlyWhileTheAgentIsActive(t *testing.T) {
 		t.Helper()
 		resp := postForm(t, r.tokenURL(c.tenant), tokenForm(c.assertion(t, r)))
 		wantOAuthError(t, resp, http.StatusUnauthorized, "invalid_client")
-		if d := resp.str("error_description"); d != "the client's agent is not active" {
+		if d := resp.str("error_description"); d != "client authentication failed" {
 			t.Fatalf("%s: error_description %q", when, d)
 		}
 	}

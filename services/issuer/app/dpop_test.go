@@ -108,7 +108,7 @@ func TestDPoPBoundClientNeedsAProof(t *testing.T) {
 	c.activate(t, r)
 	if err := r.app.EnsureClient(context.Background(), "acme", &issuerv1.Client{
 		ClientId: c.id, Agent: c.agentName(), Environment: "prod", PublicJwks: c.jwks(t),
-		Scopes: []string{"orders.read"}, DpopBound: true,
+		Scopes: []string{"orders.read"}, DpopBound: true, Resources: []string{agentResource},
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -175,7 +175,12 @@ type testClient struct {
 	key    crypto.Signer
 	alg    jose.SignatureAlgorithm
 	kid    string
+	// resources are the RFC 8707 resources register gives the client; default [agentResource].
+	resources []string
 }
+
+// agentResource is the resource registered for the test agents' clients: their default audience.
+const agentResource = "https://orders.example"
 
 func newTestClient(t testing.TB, tenant, id string) *testClient {
 	t.Helper()
@@ -206,10 +211,19 @@ func (c *testClient) register(t testing.TB, r *replica, scopes ...string) {
 		Environment: "prod",
 		PublicJwks:  c.jwks(t),
 		Scopes:      scopes,
+		Resources:   c.registeredResources(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// registeredResources are the resources register gives the client.
+func (c *testClient) registeredResources() []string {
+	if len(c.resources) > 0 {
+		return c.resources
+	}
+	return []string{agentResource}
 }
 
 // claims returns fresh assertion claims for audience aud.

@@ -63,7 +63,7 @@ func revoke(t testing.TB, r *replica, caller *testClient, tenant, token string, 
 	v := url.Values{
 		"token":                 {token},
 		"client_assertion_type": {assertionType},
-		"client_assertion":      {caller.sign(t, caller.claims(r.revokeURL(tenant)))},
+		"client_assertion":      {caller.sign(t, caller.claims(r.issuer(tenant)))},
 	}
 	for i := 0; i+1 < len(extra); i += 2 {
 		v.Set(extra[i], extra[i+1])

@@ -58,7 +58,7 @@ func agentClientID(n int) string {
 func agentClientRequest(t *testing.T, tenant, id string) *issuerv1.CreateClientRequest {
 	return &issuerv1.CreateClientRequest{Parent: "tenants/" + tenant, Client: &issuerv1.Client{
 		ClientId: id, Agent: "tenants/" + tenant + "/agents/" + id, Environment: "prod",
-		PublicJwks: newTestClient(t, tenant, id).jwks(t),
+		PublicJwks: newTestClient(t, tenant, id).jwks(t), Resources: []string{agentResource},
 	}}
 }
 

@@ -79,15 +79,16 @@ func TestClientCredentialsTokenVerifiesWithOIDC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(verified.Audience, []string{authn.APIAudience}) {
-		t.Fatalf("aud = %v, want [%s]", verified.Audience, authn.APIAudience)
+	// An agent's token is for its registered resource, never the platform API by default.
+	if !slices.Equal(verified.Audience, []string{agentResource}) {
+		t.Fatalf("aud = %v, want [%s]", verified.Audience, agentResource)
 	}
 	var claims accessTokenClaims
 	if err := verified.Claims(&claims); err != nil {
 		t.Fatal(err)
 	}
 	want := accessTokenClaims{
-		Issuer: r.issuer("acme"), Subject: c.id, Audience: authn.APIAudience, ClientID: c.id, Scope: "orders.read",
+		Issuer: r.issuer("acme"), Subject: c.id, Audience: agentResource, ClientID: c.id, Scope: "orders.read",
 		Tenant: "acme", Env: "prod", Agent: "tenants/acme/agents/agent-1",
 	}
 	got := claims
@@ -110,8 +111,8 @@ func TestClientCredentialsTokenVerifiesWithOIDC(t *testing.T) {
 		t.Fatalf("header = %+v", h)
 	}
 
-	// The platform's own verifier accepts it too.
-	v, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: r.base})
+	// The platform's own verifier accepts it too, as the resource server of its audience.
+	v, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: r.base, Audience: agentResource})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +128,7 @@ func TestClientCredentialsTokenVerifiesWithOIDC(t *testing.T) {
 func TestTokenCarriesAllClientScopesAndResourceAudience(t *testing.T) {
 	r := startIssuer(t)
 	c := newTestClient(t, "acme", "agent-2")
+	c.resources = []string{"https://api.example.com/orders", "https://mcp.example.com/"}
 	c.register(t, r, "orders.read", "orders.write")
 
 	resp := requestToken(t, r, c, "resource", "https://api.example.com/orders", "resource", "https://mcp.example.com/")
@@ -381,7 +383,7 @@ func TestTelemetryForIssuedAndDeniedRequests(t *testing.T) {
 	if issued.GetOutcome() != issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED || issued.GetClientId() != c.id ||
 		issued.GetAgent() != "tenants/acme/agents/agent-t" || issued.GetEnvironment() != "prod" ||
 		issued.GetGrantType() != "client_credentials" || issued.GetTokenId() == "" || issued.GetExpireTime() == nil ||
-		!slices.Equal(issued.GetScopes(), []string{"orders.read"}) || !slices.Equal(issued.GetAudiences(), []string{authn.APIAudience}) ||
+		!slices.Equal(issued.GetScopes(), []string{"orders.read"}) || !slices.Equal(issued.GetAudiences(), []string{agentResource}) ||
 		!strings.HasPrefix(issued.GetRemoteAddr(), "127.0.0.1:") {
 		t.Fatalf("issued record = %v", issued)
 	}
@@ -422,6 +424,7 @@ func TestIntrospectionCallers(t *testing.T) {
 	acmeAdmin := bearer("acme", "acme-admin", "tenant-admin")
 	acmeAuditor := bearer("acme", "acme-auditor", "auditor")
 	betaAdmin := bearer("beta", "beta-admin", "tenant-admin")
+	acmeIntrospector := bearer("acme", "acme-gateway", "introspector")
 
 	form := url.Values{"token": {token}}
 	tests := []struct {
@@ -434,7 +437,8 @@ func TestIntrospectionCallers(t *testing.T) {
 		{name: "tenant-admin of the tenant", authz: "Bearer " + acmeAdmin, wantStatus: http.StatusOK},
 		{name: "auditor of the tenant", authz: "Bearer " + acmeAuditor, wantStatus: http.StatusForbidden, wantError: "insufficient_scope"},
 		{name: "tenant-admin of another tenant", authz: "Bearer " + betaAdmin, wantStatus: http.StatusForbidden, wantError: "insufficient_scope"},
-		{name: "agent token as bearer", authz: "Bearer " + token, wantStatus: http.StatusForbidden, wantError: "insufficient_scope"},
+		{name: "introspector of the tenant", authz: "Bearer " + acmeIntrospector, wantStatus: http.StatusOK},
+		{name: "agent token as bearer (not an API token)", authz: "Bearer " + token, wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
 		{name: "garbage bearer", authz: "Bearer abc.def.ghi", wantStatus: http.StatusUnauthorized, wantError: "invalid_token"},
 		{name: "basic auth", authz: "Basic " + b64("agent-i:secret"), wantStatus: http.StatusUnauthorized, wantError: "invalid_client"},
 		{name: "unauthenticated", wantStatus: http.StatusUnauthorized, wantError: "invalid_client"},
@@ -475,7 +479,7 @@ func TestAdminClientLifecycle(t *testing.T) {
 	c := newTestClient(t, "acme", "agent-l")
 	req := &issuerv1.CreateClientRequest{
 		Parent:    "tenants/acme",
-		Client:    &issuerv1.Client{ClientId: c.id, Agent: "tenants/acme/agents/agent-l", Environment: "test", PublicJwks: c.jwks(t), Scopes: []string{"x"}, TokenTtlSeconds: 120},
+		Client:    &issuerv1.Client{ClientId: c.id, Agent: "tenants/acme/agents/agent-l", Environment: "test", PublicJwks: c.jwks(t), Scopes: []string{"x"}, TokenTtlSeconds: 120, Resources: []string{agentResource}},
 		RequestId: "create-agent-l",
 	}
 	first, err := admin.CreateClient(ctx, req)

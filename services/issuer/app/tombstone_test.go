@@ -25,7 +25,7 @@ func createRequest(t testing.TB, c *testClient, requestID string) *issuerv1.Crea
 		Parent: "tenants/" + c.tenant,
 		Client: &issuerv1.Client{
 			ClientId: c.id, Agent: "tenants/" + c.tenant + "/agents/" + c.id, Environment: "prod",
-			PublicJwks: c.jwks(t), Scopes: []string{"orders.read"},
+			PublicJwks: c.jwks(t), Scopes: []string{"orders.read"}, Resources: []string{agentResource},
 		},
 		RequestId: requestID,
 	}
