@@ -81,8 +81,13 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Close checkpoints and closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Insert implements store.Store: one transaction per call, rows streamed through a DuckDB
-// appender into INSERT ... ON CONFLICT (event_id) DO NOTHING.
+// Insert implements store.Store: one transaction, rows streamed through a DuckDB appender.
+//
+// The first attempt is a plain INSERT: the primary key still refuses a stored event_id, but
+// without ON CONFLICT, whose check costs several times the insert itself and grows with the
+// table (BenchmarkInsertExisting). Only when that attempt fails — a redelivered or re-published
+// event, or any other error — is the batch rolled back and inserted again with
+// ON CONFLICT (event_id) DO NOTHING, which skips the stored ids.
 func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	rows, err := store.Normalize(events)
 	if err != nil || len(rows) == 0 {
@@ -90,6 +95,14 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	if err := s.insert(ctx, insertNew, rows); err == nil {
+		return nil
+	}
+	return s.insert(ctx, insertSkippingStored, rows)
+}
+
+// insert runs one transaction that appends rows through stmt.
+func (s *Store) insert(ctx context.Context, stmt string, rows []store.Event) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("duckdb: insert: %w", err)
@@ -98,7 +111,7 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
 		return fmt.Errorf("duckdb: insert: begin: %w", err)
 	}
-	err = conn.Raw(func(dc any) error { return appendRows(dc, rows) })
+	err = conn.Raw(func(dc any) error { return appendRows(dc, stmt, rows) })
 	if err == nil {
 		_, err = conn.ExecContext(ctx, "COMMIT")
 	}
@@ -112,15 +125,19 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	return nil
 }
 
-// insertFromAppender moves the appended rows into the table, skipping ids already stored.
-var insertFromAppender = `INSERT INTO telemetry_events (` + columns + `) SELECT * FROM appended_data ON CONFLICT (event_id) DO NOTHING`
+// Statements that move the appended rows into the table: insertNew fails on an event_id already
+// stored, insertSkippingStored skips it.
+var (
+	insertNew            = `INSERT INTO telemetry_events (` + columns + `) SELECT * FROM appended_data`
+	insertSkippingStored = insertNew + ` ON CONFLICT (event_id) DO NOTHING`
+)
 
-func appendRows(dc any, rows []store.Event) error {
+func appendRows(dc any, stmt string, rows []store.Event) error {
 	conn, ok := dc.(driver.Conn)
 	if !ok {
 		return fmt.Errorf("unexpected driver connection %T", dc)
 	}
-	a, err := duckdb.NewTableAppender(conn, insertFromAppender, "", "", "telemetry_events", columnNames)
+	a, err := duckdb.NewTableAppender(conn, stmt, "", "", "telemetry_events", columnNames)
 	if err != nil {
 		return err
 	}

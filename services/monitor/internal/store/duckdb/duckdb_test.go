@@ -2,6 +2,7 @@ package duckdb_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -104,5 +105,60 @@ func TestOpenFailsOnABadPath(t *testing.T) {
 	if s, err := duckdb.Open(context.Background(), filepath.Join(t.TempDir(), "missing", "dir", "t.duckdb")); err == nil {
 		_ = s.Close()
 		t.Fatal("opened a database in a missing directory")
+	}
+}
+
+// TestRedeliveriesAcrossCommitsAndRestarts re-inserts stored ids in later commits, mixed with
+// new ones, before and after a reopen: every id is stored once, with its first copy.
+func TestRedeliveriesAcrossCommitsAndRestarts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "telemetry.duckdb")
+	ctx := context.Background()
+	ev := func(i int, outcome string) store.Event {
+		return store.Event{EventID: fmt.Sprintf("e%03d", i), Time: at.Add(time.Duration(i) * time.Second), Tenant: "acme",
+			Kind: "token.requested", Outcome: outcome, StreamSeq: uint64(i)}
+	}
+	batch := func(from, to int, outcome string) []store.Event {
+		var out []store.Event
+		for i := from; i < to; i++ {
+			out = append(out, ev(i, outcome))
+		}
+		return out
+	}
+	steps := []struct {
+		name   string
+		reopen bool
+		events []store.Event
+	}{
+		{"first commit", false, batch(0, 100, "issued")},
+		{"all stored again", false, batch(0, 100, "redelivered")},
+		{"stored and new mixed", false, append(batch(50, 100, "redelivered"), batch(100, 150, "issued")...)},
+		{"one stored among new, after a reopen", true, append(batch(150, 250, "issued"), ev(7, "redelivered"))},
+		{"all stored again after a reopen", true, batch(0, 250, "redelivered")},
+	}
+	s, err := duckdb.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	for _, step := range steps {
+		if step.reopen {
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if s, err = duckdb.Open(ctx, path); err != nil {
+				t.Fatalf("%s: reopen: %v", step.name, err)
+			}
+		}
+		if err := s.Insert(ctx, step.events); err != nil {
+			t.Fatalf("%s: %v", step.name, err)
+		}
+	}
+	var rows, distinct, redelivered int
+	if err := s.DB().QueryRowContext(ctx, `SELECT count(*), count(DISTINCT event_id), count(*) FILTER (outcome = 'redelivered') FROM telemetry_events`).
+		Scan(&rows, &distinct, &redelivered); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 250 || distinct != 250 || redelivered != 0 {
+		t.Errorf("%d rows, %d distinct ids, %d redelivered copies; want 250, 250, 0", rows, distinct, redelivered)
 	}
 }
