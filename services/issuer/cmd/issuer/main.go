@@ -13,6 +13,7 @@ import (
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/service"
 	"github.com/agentid/agentid/services/issuer/app"
+	"github.com/agentid/agentid/services/issuer/internal/oauth"
 )
 
 func main() {
@@ -23,6 +24,7 @@ func main() {
 	kekFile := fs.String("kek-file", "", "file holding the 32-byte key-encryption key (raw, hex or base64); required")
 	kekID := fs.String("kek-id", "", "id of the key-encryption key (default: derived from the key)")
 	tokenTTL := fs.Duration("default-token-ttl", 10*time.Minute, "access token lifetime of clients that set none")
+	temporalNS := fs.String("temporal-namespace", oauth.DefaultTemporalNamespace, "Temporal namespace named in the permissions claim of tokens for audience "+authn.TemporalAudience+" (lifecycle-worker: <ns>:write, platform-admin: <ns>:admin)")
 	settings := app.DefaultFlags()
 	settings.Register(fs)
 	platform := platformClients{flag: "--platform-client", role: "platform-admin"}
@@ -52,7 +54,7 @@ func main() {
 			return nil, fmt.Errorf("--public-url: %w", err)
 		}
 		cfg := app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL, PlatformClients: clients,
-			JTIReplicas: env.StreamReplicas}
+			JTIReplicas: env.StreamReplicas, TemporalNamespace: *temporalNS}
 		settings.Apply(&cfg)
 		// The process's denylist (the platform API's) serves introspection too: one copy per process.
 		return app.New(cfg, app.Deps{Store: env.Store, JetStream: env.JetStream, Logger: env.Logger,
