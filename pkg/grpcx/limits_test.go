@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/oauth2"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
@@ -15,7 +17,10 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/ratelimit"
+	"github.com/agentid/agentid/pkg/testkit"
 )
 
 const echoService = "agentid.test.v1.Echo"
@@ -108,6 +113,66 @@ func padding(n int) []byte {
 		out = append(out, byte(v)|0x80)
 	}
 	return append(out, body...)
+}
+
+func TestPrincipalRateLimit(t *testing.T) {
+	limiter, err := ratelimit.New(ratelimit.Config{Rate: 0.001, Burst: 2}) // no refill during the test
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: slog.New(slog.DiscardHandler), PrincipalLimiter: limiter,
+		PublicMethods: []string{"/" + probeService + "/Public"},
+		Verifier: testkit.StaticVerifier(map[string]*authn.Claims{
+			"alice": {Subject: "alice", ClientID: "alice", Tenant: "acme", Audience: []string{authn.APIAudience}},
+			"bob":   {Subject: "bob", ClientID: "bob", Tenant: "acme", Audience: []string{authn.APIAudience}},
+		})})
+	srv.RegisterService(&probeDesc, probe{})
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	dial := func(token string) *grpc.ClientConn {
+		creds := authn.PerRPCCredentials(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: token}), false)
+		if token == "" {
+			creds = nil
+		}
+		conn, err := grpcx.Dial("passthrough:///localhost", creds,
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	alice, bob, anonymous := dial("alice"), dial("bob"), dial("")
+	for range 2 {
+		if _, err := call(context.Background(), alice, "Whoami"); err != nil {
+			t.Fatalf("call within the burst: %v", err)
+		}
+	}
+	_, err = call(context.Background(), alice, "Whoami")
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("call over the limit: %v, want ResourceExhausted", err)
+	}
+	if info := errorInfo(err); info == nil || info.GetReason() != grpcx.ReasonRateLimited {
+		t.Fatalf("ErrorInfo %v, want reason %s", info, grpcx.ReasonRateLimited)
+	}
+	var retry *errdetails.RetryInfo
+	for _, d := range status.Convert(err).Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			retry = ri
+		}
+	}
+	if retry == nil || retry.GetRetryDelay().AsDuration() <= 0 {
+		t.Fatalf("RetryInfo %v, want a positive delay", retry)
+	}
+	if _, err := call(context.Background(), bob, "Whoami"); err != nil {
+		t.Fatalf("another principal: %v", err)
+	}
+	for range 5 {
+		if _, err := call(context.Background(), anonymous, "Public"); err != nil {
+			t.Fatalf("public method: %v", err)
+		}
+	}
 }
 
 func TestReflectionOffByDefault(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/ratelimit"
 )
 
 // ServerConfig configures NewServer.
@@ -46,7 +47,14 @@ type ServerConfig struct {
 	Reflection bool
 	// Limits bound messages, streams and keepalive pings; zero fields take the defaults.
 	Limits ServerLimits
+	// PrincipalLimiter, if set, limits the calls of each authenticated principal (by tenant and
+	// id); over the limit a call fails ResourceExhausted (reason RATE_LIMITED) with a RetryInfo.
+	// Public methods are not limited.
+	PrincipalLimiter *ratelimit.Limiter
 }
+
+// ReasonRateLimited is the ErrorInfo reason of a call refused by ServerConfig.PrincipalLimiter.
+const ReasonRateLimited = "RATE_LIMITED"
 
 // Defaults of ServerLimits.
 const (
@@ -139,16 +147,23 @@ var alwaysPublic = []string{
 //  3. error mapping: errs.ToStatus, logging internal causes with the request id;
 //  4. panic recovery: logs the stack and fails the call with Internal; the server keeps serving;
 //  5. authentication: "authorization: Bearer <token>" checked by the Verifier, the principal put in
-//     the context with authn.WithPrincipal.
+//     the context with authn.WithPrincipal;
+//  6. with a PrincipalLimiter, the principal's rate limit.
 //
 // Register services on the returned server, then call MarkServing, or let service.Run drive the
 // health server from readiness (NOT_SERVING until every component is ready).
 func NewServer(cfg ServerConfig, opts ...grpc.ServerOption) *grpc.Server {
 	ic := newInterceptors(cfg)
+	unary := []grpc.UnaryServerInterceptor{ic.unaryRequestID, ic.unaryAccessLog, ic.unaryMapErrors, ic.unaryRecover, ic.unaryAuthenticate}
+	stream := []grpc.StreamServerInterceptor{ic.streamRequestID, ic.streamAccessLog, ic.streamMapErrors, ic.streamRecover, ic.streamAuthenticate}
+	if ic.limiter != nil {
+		unary = append(unary, ic.unaryRateLimit)
+		stream = append(stream, ic.streamRateLimit)
+	}
 	all := append([]grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler()),
-		grpc.ChainUnaryInterceptor(ic.unaryRequestID, ic.unaryAccessLog, ic.unaryMapErrors, ic.unaryRecover, ic.unaryAuthenticate),
-		grpc.ChainStreamInterceptor(ic.streamRequestID, ic.streamAccessLog, ic.streamMapErrors, ic.streamRecover, ic.streamAuthenticate),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	}, cfg.Limits.options()...)
 	all = append(all, opts...)
 	s := grpc.NewServer(all...)
@@ -201,10 +216,11 @@ type interceptors struct {
 	verifier authn.Verifier
 	public   map[string]bool
 	metrics  *metrics
+	limiter  *ratelimit.Limiter
 }
 
 func newInterceptors(cfg ServerConfig) *interceptors {
-	ic := &interceptors{log: cfg.Logger, verifier: cfg.Verifier, public: make(map[string]bool)}
+	ic := &interceptors{log: cfg.Logger, verifier: cfg.Verifier, public: make(map[string]bool), limiter: cfg.PrincipalLimiter}
 	if ic.log == nil {
 		ic.log = slog.Default()
 	}
@@ -450,4 +466,32 @@ func (ic *interceptors) streamAuthenticate(srv any, ss grpc.ServerStream, info *
 		return err
 	}
 	return handler(srv, withContext(ss, ctx))
+}
+
+// 6. rate limit per principal
+
+// rateLimit refuses a call of a principal over its limit; public calls have no principal and pass.
+func (ic *interceptors) rateLimit(ctx context.Context) error {
+	p, ok := authn.PrincipalFrom(ctx)
+	if !ok {
+		return nil
+	}
+	if ok, wait := ic.limiter.Allow(p.Tenant + "/" + p.ID); !ok {
+		return errs.ResourceExhausted(ReasonRateLimited, "too many calls, retry later").WithRetryAfter(wait)
+	}
+	return nil
+}
+
+func (ic *interceptors) unaryRateLimit(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := ic.rateLimit(ctx); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (ic *interceptors) streamRateLimit(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := ic.rateLimit(ss.Context()); err != nil {
+		return err
+	}
+	return handler(srv, ss)
 }
