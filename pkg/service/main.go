@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -204,9 +205,9 @@ func run(ctx context.Context, name string, f *Flags, tlsConfigs TLSConfigs, log 
 		return err
 	}
 	natsOpts = append(natsOpts, natsauth.LogOptions(log)...)
-	nc, err := nats.Connect(f.NATSURL, append(natsOpts, nats.Name("agentid "+name), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
+	nc, err := connectNATS(f, append(natsOpts, nats.Name("agentid "+name), nats.MaxReconnects(-1)))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s (--nats-url): %w", f.NATSURL, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -260,6 +261,29 @@ func run(ctx context.Context, name string, f *Flags, tlsConfigs TLSConfigs, log 
 	})
 }
 
+// connectNATS connects to --nats-url. A server that refuses the identity (a wrong or unknown
+// --nats-nkey, or none where one is required) fails the start naming the flag and file; an
+// unreachable one is retried in the background, the process not ready meanwhile.
+func connectNATS(f *Flags, opts []nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(f.NATSURL, opts...)
+	switch {
+	case err == nil:
+		return nc, nil
+	case errors.Is(err, nats.ErrAuthorization) || strings.Contains(strings.ToLower(err.Error()), "authorization violation"):
+		who := "no identity (--nats-nkey is not set)"
+		if f.NATSNkey != "" {
+			who = "the identity of --nats-nkey " + f.NATSNkey
+		}
+		return nil, fmt.Errorf("NATS at %s (--nats-url) refused %s: %w", f.NATSURL, who, err)
+	}
+	// A service may start before NATS (or while its cluster elects leaders): it keeps trying.
+	nc, err = nats.Connect(f.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s (--nats-url): %w", f.NATSURL, err)
+	}
+	return nc, nil
+}
+
 // setupStreamsTimeout bounds a --setup-streams run, waiting for NATS included.
 const setupStreamsTimeout = 5 * time.Minute
 
@@ -273,9 +297,9 @@ func setupStreams(ctx context.Context, name string, f *Flags, log *slog.Logger) 
 		return err
 	}
 	natsOpts = append(natsOpts, natsauth.LogOptions(log)...)
-	nc, err := nats.Connect(f.NATSURL, append(natsOpts, nats.Name("agentid "+name+" setup-streams"), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))...)
+	nc, err := connectNATS(f, append(natsOpts, nats.Name("agentid "+name+" setup-streams"), nats.MaxReconnects(-1)))
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s (--nats-url): %w", f.NATSURL, err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
