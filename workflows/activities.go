@@ -61,6 +61,10 @@ type Activities struct {
 	NotFoundRetryFor time.Duration
 	// ApprovalTokens verifies approval tokens; nil refuses every approval token (fail closed).
 	ApprovalTokens ApprovalTokenVerifier
+	// AgentResources are the RFC 8707 resources registered for every agent client CreateClient
+	// creates: the only audiences its tokens may have (the registry holds no per-agent resources
+	// yet). Empty: agents can obtain no token until resources are registered for them.
+	AgentResources []string
 }
 
 // Policy outcomes as the workflows see them.
@@ -304,6 +308,7 @@ func (a *Activities) createClient(ctx context.Context, in CreateClientRequest, a
 			Scopes:          agent.GetScopes(),
 			Environment:     EnvironmentName(agent.GetEnvironment()),
 			TokenTtlSeconds: DefaultTokenTTLSeconds,
+			Resources:       a.AgentResources,
 		},
 		RequestId: in.RequestID,
 	})

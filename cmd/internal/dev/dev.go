@@ -55,7 +55,10 @@ type Config struct {
 	// NATSSync is the embedded server's fsync policy: NATSSyncAlways (default) or NATSSyncInterval.
 	NATSSync string
 	// NATSGrace is how long NATS may be unreachable before readiness drops.
-	NATSGrace       time.Duration
+	NATSGrace time.Duration
+	// AgentResources are the RFC 8707 resources registered for every agent's client (default
+	// DefaultAgentResource): agents' tokens are for these, never for the platform API.
+	AgentResources  []string
 	TemporalAddress string
 	TemporalPort    int
 	TemporalUIPort  int
@@ -103,12 +106,16 @@ func DefaultConfig() Config {
 		TemporalUIPort:         8233,
 		ReconcileInterval:      lifecycleapp.DefaultReconcileInterval,
 		ProjectionLagAllowance: issuerapp.DefaultProjectionLagAllowance,
+		AgentResources:         []string{DefaultAgentResource},
 		Stdout:                 os.Stdout,
 		Stderr:                 os.Stderr,
 	}
 }
 
 const (
+	// DefaultAgentResource is the resource agents' tokens are for in `agentid dev`: the example
+	// resource server's URL (examples/resourceserver --audience https://files.example).
+	DefaultAgentResource = "https://files.example"
 	// DefaultTenant is the tenant `agentid dev` creates on first start.
 	DefaultTenant = "default"
 	// BootstrapAdminClientID is the platform-admin service identity whose credential dev writes.
@@ -357,7 +364,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
 		TemporalHostPort: temporalAddr, RegistryAddr: selfAddr(cfg.GRPCAddr), IssuerAddr: selfAddr(cfg.GRPCAddr), PolicyAddr: selfAddr(cfg.GRPCAddr),
 		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
-		WorkflowStartTimeout: cfg.WorkflowStartTimeout, IssuerURL: cfg.PublicURL,
+		WorkflowStartTimeout: cfg.WorkflowStartTimeout, IssuerURL: cfg.PublicURL, AgentResources: cfg.AgentResources,
 	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"), JWKSClient: service.HTTPClient(selfTLS),
 		PerRPC: authn.PerRPCCredentials(worker.TokenSource(service.WithHTTPClient(ctx, selfTLS)), selfTLS != nil), TLS: selfTLS})
 	if err != nil {

@@ -50,6 +50,9 @@ const (
 
 // Config configures the lifecycle service.
 type Config struct {
+	// AgentResources are the RFC 8707 resources registered for every agent client the worker
+	// creates (workflows.Activities.AgentResources).
+	AgentResources []string
 	// TemporalHostPort is the Temporal frontend (default DefaultTemporalHostPort).
 	TemporalHostPort string
 	// Namespace is the Temporal namespace (default agentid).
@@ -252,6 +255,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		Events:   deps.Store,
 
 		ApprovalTokens: approvals,
+		AgentResources: cfg.AgentResources,
 	}
 	a.model = readmodel.New()
 	a.runners = []*eventstore.Runner{

@@ -36,6 +36,10 @@ func main() {
 		"time between reconciler passes (missing or failed runs started, clients of agents neither ACTIVE nor PENDING disabled); at least 1s")
 	fs.DurationVar(&cfg.StuckAfter, "stuck-after", lifecycle.DefaultStuckAfter,
 		"how long an agent may stay PENDING or RETIRING without a running run before lifecycle_stuck_agents counts it")
+	fs.Func("agent-resource", "RFC 8707 resource (absolute URI) registered for every agent client the worker creates: its tokens' audience (repeat for several; without any, agents get no token)", func(s string) error {
+		cfg.AgentResources = append(cfg.AgentResources, s)
+		return nil
+	})
 	credentials := fs.String("credentials", "", "credential file of the lifecycle worker's service identity (required)")
 	var temporalTLS tlsx.ClientOptions
 	fs.StringVar(&temporalTLS.CAFile, "temporal-ca", "", "connect to Temporal over TLS, verifying its frontend against this CA file (PEM) (empty: plaintext)")
