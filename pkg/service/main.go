@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/natsauth"
 	"github.com/agentid/agentid/pkg/observability"
+	"github.com/agentid/agentid/pkg/ratelimit"
 )
 
 // Flags are the flags every service binary takes.
@@ -66,6 +68,9 @@ type Flags struct {
 	AdminAddr string
 	// AdminPprof serves net/http/pprof on AdminAddr.
 	AdminPprof bool
+	// RatePerPrincipal is the gRPC calls per second of one authenticated principal (burst twice
+	// that); 0 disables.
+	RatePerPrincipal float64
 	// TLS are the server certificate and key (--tls-cert, --tls-key) of the gRPC and HTTP servers
 	// and the CA (--ca) of outgoing connections to other services.
 	TLS TLSFiles
@@ -89,6 +94,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.Reflection, "reflection", f.Reflection, "serve gRPC reflection (lists every method to anyone who connects)")
 	fs.StringVar(&f.AdminAddr, "admin-addr", f.AdminAddr, "serve /metrics, /livez, /readyz (and /debug/pprof with --admin-pprof) on this host:port, and /metrics no longer on --http-addr (empty: /metrics on --http-addr)")
 	fs.BoolVar(&f.AdminPprof, "admin-pprof", f.AdminPprof, "serve net/http/pprof on --admin-addr")
+	fs.Float64Var(&f.RatePerPrincipal, "rate-per-principal", f.RatePerPrincipal, "gRPC calls per second of one authenticated principal, bursts of twice that; over it: RESOURCE_EXHAUSTED with RetryInfo (0: no limit)")
 	fs.StringVar(&f.TLS.CertFile, "tls-cert", f.TLS.CertFile, "server certificate chain (PEM) of the gRPC and HTTP servers, reloaded when it changes (empty: plaintext)")
 	fs.StringVar(&f.TLS.KeyFile, "tls-key", f.TLS.KeyFile, "private key (PEM) of --tls-cert")
 	fs.StringVar(&f.TLS.CAFile, "ca", f.TLS.CAFile, "CA bundle (PEM) that other services' certificates are verified against (empty: plaintext to loopback only)")
@@ -245,7 +251,12 @@ func run(ctx context.Context, name string, f *Flags, tlsConfigs TLSConfigs, log 
 	if tlsConfigs.Server != nil {
 		serverOpts = append(serverOpts, grpcx.ServerTLS(tlsConfigs.Server, log))
 	}
-	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier, Reflection: f.Reflection}, serverOpts...)
+	perPrincipal, err := ratelimit.New(ratelimit.Config{Rate: f.RatePerPrincipal, Burst: int(math.Ceil(2 * f.RatePerPrincipal))})
+	if err != nil {
+		return fmt.Errorf("--rate-per-principal %v: %w", f.RatePerPrincipal, err)
+	}
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier, Reflection: f.Reflection,
+		PrincipalLimiter: perPrincipal}, serverOpts...)
 	tasks := []Task{revocations.Task()}
 	profile, _, err := PprofTask(PprofConfig{Addr: f.PprofAddr, AllowRemote: f.PprofAllowRemote, Logger: log})
 	if err != nil {
