@@ -14,14 +14,15 @@ import (
 
 func newClientsCmd(g *globals) *cobra.Command {
 	cmd := group("clients", "Create service and staff identities (OAuth clients with platform roles)")
-	var roles, scopes []string
+	var roles, scopes, resources []string
 	var keyOut, requestID string
 	var dpopBound bool
 	create := &cobra.Command{
 		Use:   "create CLIENT_ID",
 		Short: "Create an identity of the tenant with the given roles; its key pair is generated",
 		Example: `  agentctl clients create alice --role approver --key-out alice.json
-  agentctl login --credentials alice.json --config-dir ~/.config/agentid-alice`,
+  agentctl login --credentials alice.json --config-dir ~/.config/agentid-alice
+  agentctl clients create files-rs --role resource-server --resource https://files.example --key-out files-rs.json`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if keyOut == "" {
@@ -50,7 +51,7 @@ func newClientsCmd(g *globals) *cobra.Command {
 			}
 			res, err := issuerv1.NewIssuerServiceClient(conn).CreateClient(cmd.Context(), &issuerv1.CreateClientRequest{
 				Parent: "tenants/" + tenant, RequestId: requestID,
-				Client: &issuerv1.Client{ClientId: args[0], PublicJwks: string(jwks), Roles: roles, Scopes: scopes, DpopBound: dpopBound},
+				Client: &issuerv1.Client{ClientId: args[0], PublicJwks: string(jwks), Roles: roles, Scopes: scopes, DpopBound: dpopBound, Resources: resources},
 			})
 			if err != nil {
 				if outcomeUnknown(err) {
@@ -72,6 +73,7 @@ func newClientsCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringSliceVar(&roles, "role", nil, "platform role (repeat or comma-separate)")
 	create.Flags().StringSliceVar(&scopes, "scope", nil, "scopes the identity may ask for in tokens")
+	create.Flags().StringArrayVar(&resources, "resource", nil, "RFC 8707 resource (absolute URI) the identity may ask tokens for, or whose tokens it may introspect (repeat for several)")
 	create.Flags().StringVar(&keyOut, "key-out", "", "where to write the identity's credential file (0600)")
 	create.Flags().StringVar(&requestID, "request-id", "", "idempotency key")
 	create.Flags().BoolVar(&dpopBound, "dpop", false, "DPoP-bound identity (RFC 9449): its tokens are bound to a DPoP key, never bearer tokens")
