@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -27,7 +28,9 @@ const (
 	// DefaultConcurrency is how many deliveries are in flight at once; they are group-committed.
 	DefaultConcurrency = 256
 	// DefaultMaxBatch caps the rows of one insert (an event with more rows is inserted alone).
-	DefaultMaxBatch = 1000
+	DefaultMaxBatch = 5000
+	// DefaultLinger is how long a commit waits for more rows after its first event.
+	DefaultLinger = 200 * time.Millisecond
 )
 
 // Inserter stores telemetry rows (implemented by every store.Store).
@@ -52,6 +55,11 @@ type Config struct {
 	Concurrency int
 	// MaxBatch caps the rows of one insert (default DefaultMaxBatch).
 	MaxBatch int
+	// Linger is how long a commit waits for more events after its first one, unless MaxBatch
+	// rows arrive sooner (default DefaultLinger; negative commits whatever is waiting at once).
+	// A commit has a fixed cost (a transaction and a WAL fsync, about 1.5 ms of CPU with DuckDB)
+	// that fewer, larger commits share; it delays acknowledgements, never beyond the ack wait.
+	Linger time.Duration
 	// ConsumeOptions are passed on to Source.Consume (ack wait, redelivery backoff ...).
 	ConsumeOptions []eventstore.ConsumeOption
 	// Registerer receives the consumer's metrics; default prometheus.DefaultRegisterer.
@@ -59,8 +67,9 @@ type Config struct {
 }
 
 // Consumer copies the TELEMETRY stream into the telemetry store. Deliveries are handled
-// concurrently and group-committed: every insert takes all events waiting at that moment, and each
-// event is acknowledged only once its insert has committed. Redelivered events are no-ops, since
+// concurrently and group-committed: an insert takes the events that arrive within Config.Linger of
+// its first one (at most Config.MaxBatch rows), and each event is acknowledged only once its insert
+// has committed. Redelivered events are no-ops, since
 // rows are keyed by the CloudEvents id (or, for access events, by an id derived from it).
 type Consumer struct {
 	cfg     Config
@@ -89,6 +98,9 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = DefaultLinger
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.DefaultRegisterer
@@ -167,10 +179,13 @@ func (c *Consumer) insert(ctx context.Context, rows []store.Event) error {
 	}
 }
 
-// commitLoop inserts whatever is waiting, one batch at a time, until ctx is done.
+// commitLoop inserts one batch at a time until ctx is done: the rows that arrive within the
+// linger of the batch's first event, or at most MaxBatch rows.
 func (c *Consumer) commitLoop(ctx context.Context) {
-	batch := make([]insertReq, 0, c.cfg.MaxBatch)
+	batch := make([]insertReq, 0, c.cfg.Concurrency)
 	rows := make([]store.Event, 0, c.cfg.MaxBatch)
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		batch, rows = batch[:0], rows[:0]
 		select {
@@ -179,15 +194,30 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-	drain:
+		if c.cfg.Linger > 0 {
+			linger.Reset(c.cfg.Linger)
+		}
+	collect:
 		for len(rows) < c.cfg.MaxBatch {
+			if c.cfg.Linger < 0 {
+				select {
+				case r := <-c.reqs:
+					batch, rows = append(batch, r), append(rows, r.rows...)
+				default:
+					break collect
+				}
+				continue
+			}
 			select {
 			case r := <-c.reqs:
 				batch, rows = append(batch, r), append(rows, r.rows...)
-			default:
-				break drain
+			case <-linger.C:
+				break collect
+			case <-ctx.Done():
+				break collect
 			}
 		}
+		linger.Stop()
 		// Finish a started insert even when stopping, so acknowledged work is never left half done.
 		err := failpoint.Inject(ctx, failpoint.TelemetryBeforeCommit)
 		if err == nil {
