@@ -2,16 +2,19 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/oauth2"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/agentid/agentid/pkg/authn"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
@@ -74,6 +77,13 @@ func TestAccessControl(t *testing.T) {
 		}
 		return err == nil, err
 	})
+	// An agent is never given the platform API audience, even when it asks for it.
+	apiReq := clientCredentials(t, agentKey.private, reg.GetAgent().GetAgentId(), p.issuer("default"))
+	apiReq.EndpointParams["resource"] = []string{authn.APIAudience}
+	var rerr *oauth2.RetrieveError
+	if _, err := apiReq.Token(ctx); !errors.As(err, &rerr) || rerr.ErrorCode != "invalid_target" {
+		t.Fatalf("agent asking for %s: %v, want invalid_target", authn.APIAudience, err)
+	}
 	before := countAgents(t, ctx, admin, "tenants/default")
 
 	bad := validAgent(agentKey.publicJWKS(t))
@@ -87,7 +97,7 @@ func TestAccessControl(t *testing.T) {
 	}{
 		{"no token", anonymous(t, p), listDefault, codes.Unauthenticated, ""},
 		{"forged token", p.dial(t, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."), listDefault, codes.Unauthenticated, ""},
-		{"agent token has no role", p.dial(t, agentTok), listDefault, codes.PermissionDenied, ""},
+		{"agent token is not for the platform API", p.dial(t, agentTok), listDefault, codes.Unauthenticated, ""},
 		{"other tenant is not found", p.dial(t, acmeTok), listDefault, codes.NotFound, ""},
 		{"tenant-admin may not create tenants", p.dial(t, acmeTok), func(c registryv1.RegistryServiceClient) error {
 			_, err := c.CreateTenant(ctx, &registryv1.CreateTenantRequest{TenantId: "evil"})

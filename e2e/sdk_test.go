@@ -24,8 +24,9 @@ import (
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 )
 
-// filesAudience is the URL of the example resource server: the RFC 8707 resource agents ask tokens for.
-const filesAudience = "https://files.e2e.example"
+// filesAudience is the URL of the example resource server: the RFC 8707 resource agents ask tokens
+// for, which agentid dev registers for every agent (--agent-resource, default https://files.example).
+const filesAudience = "https://files.example"
 
 // TestResourceServerReportsAccess runs examples/resourceserver (the pkg/authn verifier SDK) as a
 // third-party process against `agentid dev`: an ACTIVE agent's token for the resource is accepted
@@ -52,7 +53,7 @@ func TestResourceServerReportsAccess(t *testing.T) {
 
 	// The resource server's own identity (role resource-server), then the server itself.
 	rsFile := filepath.Join(keys, "files-rs.json")
-	if _, err := runCLI(t, agentctlBin, configDir, "clients", "create", "files-rs", "--role", "resource-server", "--key-out", rsFile); err != nil {
+	if _, err := runCLI(t, agentctlBin, configDir, "clients", "create", "files-rs", "--role", "resource-server", "--resource", filesAudience, "--key-out", rsFile); err != nil {
 		t.Fatal(err)
 	}
 	rs := startResourceServer(t, rsBin, p, filesAudience, "--credentials", rsFile, "--monitor", p.GRPCAddr)
