@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ import (
 	"github.com/agentid/agentid/loadtest/internal/tokenload"
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/natsauth"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 )
 
@@ -55,6 +57,7 @@ type config struct {
 	dataDir     string
 	server      string
 	natsURL     string
+	natsNkey    string
 	tenant      string
 	verifiers   int
 	revocations int
@@ -70,6 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.dataDir, "data-dir", ".agentid", "agentid dev data directory (reads credentials/bootstrap-admin.json)")
 	fs.StringVar(&c.server, "server", "127.0.0.1:7070", "gRPC address of the platform (loopback only)")
 	fs.StringVar(&c.natsURL, "nats-url", "nats://127.0.0.1:4222", "NATS server of the platform, for the verifiers")
+	fs.StringVar(&c.natsNkey, "nats-nkey", "", "nkey seed file of the NATS verifier identity, for the verifiers (default <data-dir>/credentials/nats/verifier.nk when it exists)")
 	fs.StringVar(&c.tenant, "tenant", "default", "tenant whose tokens are revoked")
 	fs.IntVar(&c.verifiers, "verifiers", 3, "verifier processes")
 	fs.IntVar(&c.revocations, "revocations", 1000, "revocations to measure")
@@ -334,7 +338,13 @@ func startVerifiers(ctx context.Context, cfg config, issuerBase string, progress
 	}
 	vs := &verifiers{http: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, Proxy: nil}, Timeout: 5 * time.Second}}
 	for i := range cfg.verifiers {
-		cmd := exec.Command(self, "verifier", "-nats-url", cfg.natsURL, "-issuer-url", issuerBase)
+		seed := cfg.natsNkey
+		if dev := natsauth.SeedPath(filepath.Join(cfg.dataDir, "credentials", "nats"), string(natsauth.Verifier)); seed == "" {
+			if _, err := os.Stat(dev); err == nil {
+				seed = dev // agentid dev's verifier identity
+			}
+		}
+		cmd := exec.Command(self, "verifier", "-nats-url", cfg.natsURL, "-nats-nkey", seed, "-issuer-url", issuerBase)
 		cmd.Stderr = os.Stderr
 		out, err := cmd.StdoutPipe()
 		if err != nil {

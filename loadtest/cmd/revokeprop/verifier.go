@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/natsauth"
 )
 
 // verifierMain runs one verifier process: a resource server that verifies bearer tokens offline
@@ -26,13 +27,19 @@ func verifierMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("revokeprop verifier", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	natsURL := fs.String("nats-url", nats.DefaultURL, "NATS server of the platform")
+	natsNkey := fs.String("nats-nkey", "", "nkey seed file of the NATS verifier identity (agentid dev: <data-dir>/credentials/nats/verifier.nk)")
 	issuerBase := fs.String("issuer-url", "http://127.0.0.1:8080", "issuer base URL (tenant issuers are {url}/t/{tenant})")
 	listen := fs.String("listen", "127.0.0.1:0", "HTTP listen address")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	nc, err := nats.Connect(*natsURL, nats.Name("revokeprop verifier"), nats.MaxReconnects(-1))
+	natsOpts, err := natsauth.ClientOptions(*natsNkey, "")
+	if err != nil {
+		fmt.Fprintf(stderr, "verifier: %v\n", err)
+		return 2
+	}
+	nc, err := nats.Connect(*natsURL, append(natsOpts, nats.Name("revokeprop verifier"), nats.MaxReconnects(-1))...)
 	if err != nil {
 		fmt.Fprintf(stderr, "verifier: connect to NATS at %s: %v\n", *natsURL, err)
 		return 1

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentid/agentid/loadtest/internal/tokenload"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/natsauth"
 )
 
 // MaxAgents bounds --agents.
@@ -27,6 +28,9 @@ const MaxAgents = 10_000_000
 type CLIConfig struct {
 	// NATSURL is the NATS server to write to (loopback only); ignored with DataDir.
 	NATSURL string
+	// NATSNkey is the nkey seed file to connect to NATSURL with (agentid dev's embedded server accepts
+	// only its identities: <data-dir>/credentials/nats/registry.nk writes agent events).
+	NATSNkey string
 	// DataDir, when set, is the data directory of a stopped `agentid dev`: its JetStream store
 	// (<data-dir>/nats) is opened by a NATS server in this process.
 	DataDir string
@@ -108,6 +112,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("seedagents", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.NATSURL, "nats-url", cfg.NATSURL, "NATS server of the platform (loopback only); the platform's services must be stopped")
+	fs.StringVar(&cfg.NATSNkey, "nats-nkey", "", "nkey seed file to connect to --nats-url with (agentid dev: <data-dir>/credentials/nats/registry.nk)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory of a stopped agentid dev: open its JetStream store in this process instead of --nats-url")
 	fs.StringVar(&cfg.Tenant, "tenant", cfg.Tenant, "tenant the agents are seeded in (must exist)")
 	fs.IntVar(&cfg.Agents, "agents", cfg.Agents, "number of agents")
@@ -137,8 +142,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func run(ctx context.Context, cfg CLIConfig, stdout, stderr io.Writer) error {
-	natsURL := cfg.NATSURL
+	natsURL, natsNkey := cfg.NATSURL, cfg.NATSNkey
 	if cfg.DataDir != "" {
+		natsNkey = "" // the store opened in this process accepts any client
 		ns, err := eventstore.RunEmbeddedServer(eventstore.EmbeddedConfig{
 			StoreDir: filepath.Join(cfg.DataDir, "nats"), ServerName: "agentid-dev",
 		})
@@ -148,7 +154,11 @@ func run(ctx context.Context, cfg CLIConfig, stdout, stderr io.Writer) error {
 		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
 		natsURL = ns.ClientURL()
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("seedagents"))
+	natsOpts, err := natsauth.ClientOptions(natsNkey, "")
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(natsURL, append(natsOpts, nats.Name("seedagents"))...)
 	if err != nil {
 		return fmt.Errorf("connect to NATS at %s: %w", natsURL, err)
 	}
