@@ -43,7 +43,7 @@ func TestSlowBodyClientCutOff(t *testing.T) {
 	const bodySize = 100_000
 	c := &bodyComponent{component: component{name: "upload", grpcSvc: "agentid.test.v1.Upload"}, results: make(chan bodyResult, 4)}
 	r := start(t, service.RunConfig{Components: []service.Component{c},
-		HTTPLimits: service.HTTPLimits{ReadHeaderTimeout: 300 * time.Millisecond, ReadTimeout: 300 * time.Millisecond}})
+		HTTPLimits: service.HTTPLimits{ReadHeaderTimeout: time.Second, ReadTimeout: time.Second}})
 	addr := strings.TrimPrefix(r.httpBase, "http://")
 	header := fmt.Sprintf("POST /upload HTTP/1.1\r\nHost: %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n", addr, bodySize)
 
