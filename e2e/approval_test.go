@@ -169,9 +169,8 @@ func TestHighRiskAgentWaitsForApprovals(t *testing.T) {
 		out, err := runCLI(t, agentctlBin, configDir, "agents", "get", agent.AgentID, "-o", "json")
 		return err == nil && strings.Contains(out, "AGENT_STATE_ACTIVE"), fmt.Errorf("%v %s", err, out)
 	})
-	// ACTIVE means the credential works: the first token request authenticates, no retry needed (an
-	// agent registered without resources is then told to name one: RFC 8707, not a client failure).
-	if _, err := runCLI(t, agentctlBin, configDir, "token", "--credentials", keyFile); err != nil && !strings.Contains(err.Error(), "invalid_target") {
+	// ACTIVE means the credential works: the first token request succeeds, no retry needed.
+	if _, err := runCLI(t, agentctlBin, configDir, "token", "--credentials", keyFile); err != nil {
 		t.Fatalf("token of an ACTIVE agent: %v", err)
 	}
 	if r, n := runStatus(); n != 2 || len(r) != 2 || r[1].Approver != "rita" || r[1].Step != "security" {
