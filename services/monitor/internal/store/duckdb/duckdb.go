@@ -8,6 +8,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -19,12 +20,13 @@ import (
 
 var _ store.Store = (*Store)(nil)
 
-// schema is the portable subset shared with the ClickHouse store (DESIGN §7): no maps, time as a
+// tableDDL is the portable subset shared with the ClickHouse store (DESIGN §7): no maps, time as a
 // TIMESTAMP (UTC) plus Unix milliseconds, scopes as an array of strings, detail as a JSON string.
-// access_log is the analysts' view: who or what accessed what, when, and why.
-var schema = []string{
-	`CREATE TABLE IF NOT EXISTS telemetry_events (
-		event_id     VARCHAR   NOT NULL PRIMARY KEY,
+// There is no primary key: DuckDB keeps a primary-key index wholly in memory (60 to 90 bytes per
+// row with random ids, never evicted, so a memory_limit makes inserts fail instead); Insert
+// deduplicates by (time_ms, event_id) instead, see there.
+const tableDDL = `CREATE TABLE IF NOT EXISTS %s (
+		event_id     VARCHAR   NOT NULL,
 		"time"       TIMESTAMP NOT NULL,
 		time_ms      BIGINT    NOT NULL,
 		tenant       VARCHAR   NOT NULL,
@@ -38,7 +40,12 @@ var schema = []string{
 		request_id   VARCHAR   NOT NULL,
 		detail       VARCHAR   NOT NULL,
 		stream_seq   BIGINT    NOT NULL
-	)`,
+	)`
+
+// schema creates the table and access_log, the analysts' view: who or what accessed what, when,
+// and why.
+var schema = []string{
+	fmt.Sprintf(tableDDL, "telemetry_events"),
 	`CREATE OR REPLACE VIEW access_log AS
 	SELECT "time", tenant, actor, on_behalf_of, agent, kind, outcome, scopes, environment, request_id, detail
 	FROM telemetry_events`,
@@ -54,9 +61,53 @@ var columns = `"` + strings.Join(columnNames, `", "`) + `"`
 // Store is the DuckDB telemetry store. It is safe for concurrent use.
 type Store struct {
 	db *sql.DB
-	// writeMu serializes inserts: DuckDB's optimistic concurrency fails one of two concurrent
-	// transactions that insert the same key, where ON CONFLICT DO NOTHING should skip it.
+	// writeMu serializes inserts, so that the duplicate check of one sees every row of the others.
 	writeMu sync.Mutex
+	recent  recentIDs // guarded by writeMu
+}
+
+// Bounds of the ids a Store remembers having inserted (recentIDs).
+const (
+	// recentHorizon is how long an inserted id is remembered: the TELEMETRY stream's duplicate
+	// window (2 minutes) and far more than its consumer's ack wait (30 s).
+	recentHorizon = 2 * time.Minute
+	// maxRecentIDs caps the remembered ids (about 100 bytes each); the oldest go first.
+	maxRecentIDs = 200_000
+)
+
+// recentIDs are the ids this Store inserted within recentHorizon, at most maxRecentIDs.
+type recentIDs struct {
+	ids   map[string]struct{}
+	order []recentBatch
+}
+
+type recentBatch struct {
+	at  time.Time
+	ids []string
+}
+
+func (r *recentIDs) has(id string) bool {
+	_, ok := r.ids[id]
+	return ok
+}
+
+func (r *recentIDs) add(now time.Time, rows []store.Event) {
+	if r.ids == nil {
+		r.ids = make(map[string]struct{})
+	}
+	b := recentBatch{at: now, ids: make([]string, len(rows))}
+	for i, e := range rows {
+		b.ids[i] = e.EventID
+		r.ids[e.EventID] = struct{}{}
+	}
+	r.order = append(r.order, b)
+	for len(r.order) > 0 && (now.Sub(r.order[0].at) > recentHorizon || len(r.ids) > maxRecentIDs) {
+		for _, id := range r.order[0].ids {
+			delete(r.ids, id)
+		}
+		r.order[0] = recentBatch{}
+		r.order = r.order[1:]
+	}
 }
 
 // Open opens (creating if needed) the database file at path and its schema; an empty path keeps
@@ -72,7 +123,42 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("duckdb: schema of %s: %w", path, err)
 		}
 	}
+	if err := dropPrimaryKey(ctx, db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("duckdb: migrate %s: %w", path, err)
+	}
 	return &Store{db: db}, nil
+}
+
+// dropPrimaryKey rebuilds a table created with a primary key on event_id (before the key was
+// dropped) without it, in one transaction: DuckDB cannot drop a primary key in place.
+func dropPrimaryKey(ctx context.Context, db *sql.DB) error {
+	var keys int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM duckdb_constraints()
+		WHERE table_name = 'telemetry_events' AND constraint_type = 'PRIMARY KEY'`).Scan(&keys); err != nil {
+		return err
+	}
+	if keys == 0 {
+		return nil
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, stmt := range []string{
+		`DROP VIEW IF EXISTS access_log`,
+		fmt.Sprintf(tableDDL, "telemetry_events_rebuilt"),
+		`INSERT INTO telemetry_events_rebuilt SELECT ` + columns + ` FROM telemetry_events`,
+		`DROP TABLE telemetry_events`,
+		`ALTER TABLE telemetry_events_rebuilt RENAME TO telemetry_events`,
+		schema[1],
+	} {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 // DB exposes the database for analysts' queries in tests and tools.
@@ -81,13 +167,16 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Close checkpoints and closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Insert implements store.Store: one transaction, rows streamed through a DuckDB appender.
+// Insert implements store.Store: one transaction, rows streamed through a DuckDB appender into
+// an INSERT that skips every row whose (time_ms, event_id) is already stored.
 //
-// The first attempt is a plain INSERT: the primary key still refuses a stored event_id, but
-// without ON CONFLICT, whose check costs several times the insert itself and grows with the
-// table (BenchmarkInsertExisting). Only when that attempt fails — a redelivered or re-published
-// event, or any other error — is the batch rolled back and inserted again with
-// ON CONFLICT (event_id) DO NOTHING, which skips the stored ids.
+// Every copy of an event has the same id and the same time: a redelivery or a re-publish carries
+// the event itself, and ingest derives a row's id and time from it. So checking the stored rows of
+// the batch's time range finds every earlier copy, however long ago it was stored, and restricting
+// the check to that range lets DuckDB skip every other row group by its min/max time (the cost
+// does not grow with the table; BenchmarkInsertExisting). A row whose id this Store inserted in
+// the last recentHorizon is skipped too, whatever its time. Without a primary key the memory of
+// the store no longer grows with its rows.
 func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	rows, err := store.Normalize(events)
 	if err != nil || len(rows) == 0 {
@@ -95,10 +184,19 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	if err := s.insert(ctx, insertNew, rows); err == nil {
+	rows = slices.DeleteFunc(rows, func(e store.Event) bool { return s.recent.has(e.EventID) })
+	if len(rows) == 0 {
 		return nil
 	}
-	return s.insert(ctx, insertSkippingStored, rows)
+	lo, hi := rows[0].Time.UnixMilli(), rows[0].Time.UnixMilli()
+	for _, e := range rows[1:] {
+		lo, hi = min(lo, e.Time.UnixMilli()), max(hi, e.Time.UnixMilli())
+	}
+	if err := s.insert(ctx, fmt.Sprintf(insertSkippingStored, lo, hi), rows); err != nil {
+		return err
+	}
+	s.recent.add(time.Now(), rows)
+	return nil
 }
 
 // insert runs one transaction that appends rows through stmt.
@@ -125,12 +223,12 @@ func (s *Store) insert(ctx context.Context, stmt string, rows []store.Event) err
 	return nil
 }
 
-// Statements that move the appended rows into the table: insertNew fails on an event_id already
-// stored, insertSkippingStored skips it.
-var (
-	insertNew            = `INSERT INTO telemetry_events (` + columns + `) SELECT * FROM appended_data`
-	insertSkippingStored = insertNew + ` ON CONFLICT (event_id) DO NOTHING`
-)
+// insertSkippingStored moves the appended rows into the table, skipping those whose time_ms and
+// event_id are stored; its two verbs are the batch's lowest and highest time_ms.
+var insertSkippingStored = `INSERT INTO telemetry_events (` + columns + `)
+	SELECT * FROM appended_data AS a(` + columns + `)
+	WHERE NOT EXISTS (SELECT 1 FROM telemetry_events t
+		WHERE t.time_ms BETWEEN %d AND %d AND t.time_ms = a.time_ms AND t.event_id = a.event_id)`
 
 func appendRows(dc any, stmt string, rows []store.Event) error {
 	conn, ok := dc.(driver.Conn)

@@ -2,6 +2,7 @@ package duckdb_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -160,5 +161,60 @@ func TestRedeliveriesAcrossCommitsAndRestarts(t *testing.T) {
 	}
 	if rows != 250 || distinct != 250 || redelivered != 0 {
 		t.Errorf("%d rows, %d distinct ids, %d redelivered copies; want 250, 250, 0", rows, distinct, redelivered)
+	}
+}
+
+// TestOpenDropsTheOldPrimaryKey opens a file made when event_id was the primary key: its rows are
+// kept, the key and its index are gone, and stored ids are still skipped.
+func TestOpenDropsTheOldPrimaryKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "telemetry.duckdb")
+	ctx := context.Background()
+	old, err := sql.Open("duckdb", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`CREATE TABLE telemetry_events (event_id VARCHAR NOT NULL PRIMARY KEY, "time" TIMESTAMP NOT NULL, time_ms BIGINT NOT NULL,
+			tenant VARCHAR NOT NULL, agent VARCHAR NOT NULL, kind VARCHAR NOT NULL, outcome VARCHAR NOT NULL, actor VARCHAR NOT NULL,
+			on_behalf_of VARCHAR NOT NULL, environment VARCHAR NOT NULL, scopes VARCHAR[] NOT NULL, request_id VARCHAR NOT NULL,
+			detail VARCHAR NOT NULL, stream_seq BIGINT NOT NULL)`,
+		`CREATE VIEW access_log AS SELECT "time", tenant FROM telemetry_events`,
+		fmt.Sprintf(`INSERT INTO telemetry_events VALUES ('e1', TIMESTAMP '2031-01-02 03:04:05.006', %d, 'acme', '', 'token.requested',
+			'issued', 'pay', '', 'prod', ['kb.read'], 'r1', '{}', 7)`, at.UnixMilli()),
+	} {
+		if _, err := old.ExecContext(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := duckdb.Open(ctx, path)
+	if err != nil {
+		t.Fatalf("open the old file: %v", err)
+	}
+	defer s.Close()
+	var constraints, indexes int
+	if err := s.DB().QueryRowContext(ctx, `SELECT (SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'telemetry_events' AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')),
+		(SELECT count(*) FROM duckdb_indexes() WHERE table_name = 'telemetry_events')`).Scan(&constraints, &indexes); err != nil {
+		t.Fatal(err)
+	}
+	if constraints != 0 || indexes != 0 {
+		t.Errorf("%d key constraints and %d indexes left on telemetry_events", constraints, indexes)
+	}
+	if err := s.Insert(ctx, []store.Event{{EventID: "e1", Time: at, Tenant: "acme", Kind: "token.requested", Outcome: "redelivered"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.List(ctx, store.Query{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Outcome != "issued" || got[0].StreamSeq != 7 || !slices.Equal(got[0].Scopes, []string{"kb.read"}) {
+		t.Fatalf("rows after the migration: %+v", got)
+	}
+	var actor string
+	if err := s.DB().QueryRowContext(ctx, `SELECT actor FROM access_log WHERE tenant = 'acme'`).Scan(&actor); err != nil || actor != "pay" {
+		t.Errorf("access_log after the migration: %q, %v", actor, err)
 	}
 }
