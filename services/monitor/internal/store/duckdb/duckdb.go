@@ -68,11 +68,12 @@ type Store struct {
 
 // Bounds of the ids a Store remembers having inserted (recentIDs).
 const (
-	// recentHorizon is how long an inserted id is remembered: the TELEMETRY stream's duplicate
-	// window (2 minutes) and far more than its consumer's ack wait (30 s).
-	recentHorizon = 2 * time.Minute
+	// recentHorizon is how long an inserted id is remembered: well beyond the TELEMETRY stream's
+	// duplicate window (2 minutes), its consumer's ack wait (30 s) and an access reporter's
+	// retries of one batch (under a minute by default).
+	recentHorizon = 10 * time.Minute
 	// maxRecentIDs caps the remembered ids (about 100 bytes each); the oldest go first.
-	maxRecentIDs = 200_000
+	maxRecentIDs = 600_000
 )
 
 // recentIDs are the ids this Store inserted within recentHorizon, at most maxRecentIDs.
@@ -127,7 +128,36 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("duckdb: migrate %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db}
+	if err := s.rememberRecent(ctx, time.Now()); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("duckdb: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// rememberRecent loads the ids of the rows stored with a time within recentHorizon of now, as if
+// inserted now: a copy published again with a new time soon after a restart is still skipped.
+func (s *Store) rememberRecent(ctx context.Context, now time.Time) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT event_id FROM telemetry_events WHERE time_ms >= ? ORDER BY time_ms DESC LIMIT ?`,
+		now.Add(-recentHorizon).UnixMilli(), maxRecentIDs)
+	if err != nil {
+		return fmt.Errorf("recent ids: %w", err)
+	}
+	defer rows.Close()
+	var recent []store.Event
+	for rows.Next() {
+		var e store.Event
+		if err := rows.Scan(&e.EventID); err != nil {
+			return fmt.Errorf("recent ids: %w", err)
+		}
+		recent = append(recent, e)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("recent ids: %w", err)
+	}
+	s.recent.add(now, recent)
+	return nil
 }
 
 // dropPrimaryKey rebuilds a table created with a primary key on event_id (before the key was
@@ -174,9 +204,10 @@ func (s *Store) Close() error { return s.db.Close() }
 // the event itself, and ingest derives a row's id and time from it. So checking the stored rows of
 // the batch's time range finds every earlier copy, however long ago it was stored, and restricting
 // the check to that range lets DuckDB skip every other row group by its min/max time (the cost
-// does not grow with the table; BenchmarkInsertExisting). A row whose id this Store inserted in
-// the last recentHorizon is skipped too, whatever its time. Without a primary key the memory of
-// the store no longer grows with its rows.
+// does not grow with the table; BenchmarkInsertExisting). A row whose id was inserted in the last
+// recentHorizon (or, at open, was stored with a time that recent) is skipped too, whatever its
+// time: an access batch its reporter sends again is stored again under the same id with a new
+// envelope time. Without a primary key the memory of the store no longer grows with its rows.
 func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	rows, err := store.Normalize(events)
 	if err != nil || len(rows) == 0 {

@@ -110,12 +110,14 @@ func TestOpenFailsOnABadPath(t *testing.T) {
 }
 
 // TestRedeliveriesAcrossCommitsAndRestarts re-inserts stored ids in later commits, mixed with
-// new ones, before and after a reopen: every id is stored once, with its first copy.
+// new ones, before and after a reopen: every id is stored once, with its first copy. The rows are
+// older than any the store remembers at open, so after a reopen only the stored rows tell.
 func TestRedeliveriesAcrossCommitsAndRestarts(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "telemetry.duckdb")
 	ctx := context.Background()
+	past := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	ev := func(i int, outcome string) store.Event {
-		return store.Event{EventID: fmt.Sprintf("e%03d", i), Time: at.Add(time.Duration(i) * time.Second), Tenant: "acme",
+		return store.Event{EventID: fmt.Sprintf("e%03d", i), Time: past.Add(time.Duration(i) * time.Second), Tenant: "acme",
 			Kind: "token.requested", Outcome: outcome, StreamSeq: uint64(i)}
 	}
 	batch := func(from, to int, outcome string) []store.Event {
@@ -216,5 +218,37 @@ func TestOpenDropsTheOldPrimaryKey(t *testing.T) {
 	var actor string
 	if err := s.DB().QueryRowContext(ctx, `SELECT actor FROM access_log WHERE tenant = 'acme'`).Scan(&actor); err != nil || actor != "pay" {
 		t.Errorf("access_log after the migration: %q, %v", actor, err)
+	}
+}
+
+// TestRepublishedWithANewTimeAfterAReopen stores an event again under the same id with a later
+// time, as a reporter's retried access batch is, after a reopen: it is skipped.
+func TestRepublishedWithANewTimeAfterAReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "telemetry.duckdb")
+	ctx := context.Background()
+	now := time.Now().UTC()
+	s, err := duckdb.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if err := s.Insert(ctx, []store.Event{{EventID: "batch-1", Time: now, Tenant: "acme", Kind: "access.dropped", Outcome: "dropped"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = duckdb.Open(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Insert(ctx, []store.Event{{EventID: "batch-1", Time: now.Add(3 * time.Minute), Tenant: "acme", Kind: "access.dropped", Outcome: "again"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := s.List(ctx, store.Query{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Outcome != "dropped" {
+		t.Fatalf("rows: %+v, want the first copy only", got)
 	}
 }
