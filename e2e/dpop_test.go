@@ -29,7 +29,7 @@ func TestDPoPBoundAgentEndToEnd(t *testing.T) {
 	}
 	credFile := keys + "/files-dpop.json"
 	if _, err := runCLI(t, agentctlBin, configDir, "clients", "create", "files-dpop", "--role", "analyst",
-		"--scope", "files.read", "--dpop", "--key-out", credFile); err != nil {
+		"--scope", "files.read", "--resource", filesAudience, "--dpop", "--key-out", credFile); err != nil {
 		t.Fatal(err)
 	}
 	cred, err := authn.LoadCredentialFile(credFile)
