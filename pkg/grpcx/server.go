@@ -2,6 +2,7 @@ package grpcx
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -424,6 +426,9 @@ func (ic *interceptors) authenticate(ctx context.Context, method string) (contex
 		}
 		return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "access token is invalid").WithCause(err)
 	}
+	if err := checkSenderConstraint(ctx, claims); err != nil {
+		return nil, err
+	}
 	p := authn.PrincipalFromClaims(claims)
 	if p == nil {
 		return nil, errs.Unauthenticated(authn.ReasonTokenInvalid, "access token is invalid")
@@ -432,6 +437,23 @@ func (ic *interceptors) authenticate(ctx context.Context, method string) (contex
 		c.principal = p
 	}
 	return authn.WithPrincipal(ctx, p), nil
+}
+
+// checkSenderConstraint refuses a sender-constrained token whose sender is not proven: a DPoP-bound
+// token (cnf.jkt), since gRPC calls carry no DPoP proof, and a certificate-bound token (cnf x5t#S256)
+// not presented over TLS with that client certificate.
+func checkSenderConstraint(ctx context.Context, claims *authn.Claims) error {
+	if claims.Confirmation != nil && claims.Confirmation.JKT != "" {
+		return errs.Unauthenticated(authn.ReasonDPoPUnsupported, "access token is invalid").
+			WithCause(errors.New("DPoP-bound token over gRPC, where DPoP proofs are not checked"))
+	}
+	var state *tls.ConnectionState
+	if p, ok := peer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			state = &info.State
+		}
+	}
+	return authn.CheckCertificateBinding(claims, state)
 }
 
 // bearerToken returns the token of the single "authorization: Bearer <token>" header.

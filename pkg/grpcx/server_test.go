@@ -270,6 +270,13 @@ func TestServerAuthentication(t *testing.T) {
 		{name: "token for another audience", token: e.token(t, func(c *authn.Claims) { c.Audience = []string{"https://mcp.example"} }), method: "Whoami",
 			wantCode: codes.Unauthenticated, wantReason: authn.ReasonTokenAudience},
 		{name: "good token", token: e.token(t, nil), method: "Whoami", wantCode: codes.OK, wantValue: "svc-registry@acme kind=human"},
+		{name: "DPoP-bound token without a proof", token: e.token(t, func(c *authn.Claims) {
+			c.Roles = []string{"platform-admin"}
+			c.Confirmation = &authn.Confirmation{JKT: "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}
+		}), method: "Whoami", wantCode: codes.Unauthenticated, wantReason: authn.ReasonDPoPUnsupported},
+		{name: "certificate-bound token without TLS", token: e.token(t, func(c *authn.Claims) {
+			c.Confirmation = &authn.Confirmation{X5TS256: "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}
+		}), method: "Whoami", wantCode: codes.Unauthenticated, wantReason: authn.ReasonCertificateBinding},
 		{name: "public method without token", method: "Public", wantCode: codes.OK, wantValue: "public authenticated=false"},
 	}
 	for _, tt := range tests {

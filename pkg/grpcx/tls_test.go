@@ -12,9 +12,11 @@ import (
 
 	"golang.org/x/oauth2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/grpcx"
@@ -169,5 +171,80 @@ func TestDialTLSSendsBearerToRemote(t *testing.T) {
 	}
 	if got := spy.tokens(); len(got) != 1 {
 		t.Fatalf("the server received %d tokens, want 1 (none from the failed handshake)", len(got))
+	}
+}
+
+// A token bound to a client certificate (cnf x5t#S256) is accepted over mTLS with that certificate
+// only.
+func TestCertificateBoundTokenNeedsItsCertificate(t *testing.T) {
+	e := newEnv(t)
+	verifier, err := authn.NewJWKSVerifier(authn.JWKSVerifierConfig{IssuerBaseURL: e.baseURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ca := tlsxtest.NewCA(t, "test CA")
+	caFile := ca.WriteCA(t, dir, "ca.crt")
+	certFile, keyFile := ca.WritePair(t, dir, "registry", "registry", "registry.example")
+	srvCfg, err := tlsx.NewServerConfig(tlsx.ServerOptions{CertFile: certFile, KeyFile: keyFile, ClientCAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := grpcx.NewLogger(&syncBuffer{}, slog.LevelDebug)
+	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier}, grpcx.ServerTLS(srvCfg, log))
+	srv.RegisterService(&probeDesc, probe{})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+
+	clientCert := func(name string) (*tls.Config, string) {
+		c, k := ca.WritePair(t, dir, name, name)
+		cfg, err := tlsx.NewClientConfig(tlsx.ClientOptions{CAFile: caFile, CertFile: c, KeyFile: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, err := tls.LoadX509KeyPair(c, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg, authn.CertificateThumbprint(pair.Leaf)
+	}
+	agentCfg, agentThumb := clientCert("agent")
+	otherCfg, _ := clientCert("other")
+	bound := e.token(t, func(c *authn.Claims) { c.Confirmation = &authn.Confirmation{X5TS256: agentThumb} })
+
+	const remote = "passthrough:///registry.example:7071"
+	tests := []struct {
+		name       string
+		cfg        *tls.Config
+		wantReason string
+	}{
+		{name: "the bound certificate", cfg: agentCfg},
+		{name: "another certificate", cfg: otherCfg, wantReason: authn.ReasonCertificateBinding},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: bound})
+			conn, err := grpcx.DialTLS(remote, tt.cfg, authn.BearerCredentials(remote, ts), to(lis.Addr().String()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got, err := call(ctx, conn, "Whoami")
+			if tt.wantReason == "" {
+				if err != nil || !strings.HasPrefix(got, "svc-registry@acme") {
+					t.Fatalf("got %q, %v; want the call to succeed", got, err)
+				}
+				return
+			}
+			if info := errorInfo(err); status.Code(err) != codes.Unauthenticated || info == nil || info.GetReason() != tt.wantReason {
+				t.Fatalf("err = %v, want Unauthenticated %s", err, tt.wantReason)
+			}
+		})
 	}
 }
