@@ -111,12 +111,23 @@ func (r *recentIDs) add(now time.Time, rows []store.Event) {
 	}
 }
 
-// Open opens (creating if needed) the database file at path and its schema; an empty path keeps
-// the database in memory.
+// MemoryLimit bounds DuckDB's buffer pool for a database file (its default is 80 % of the
+// machine's memory): the blocks of the table it keeps cached otherwise grow with the table. With no
+// index to hold in memory, inserts work within it; larger queries spill to <path>.tmp.
+const MemoryLimit = "256MB"
+
+// Open opens (creating if needed) the database file at path and its schema, its buffer pool
+// limited to MemoryLimit; an empty path keeps the database in memory, unlimited.
 func Open(ctx context.Context, path string) (*Store, error) {
 	db, err := sql.Open("duckdb", path)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb: open %s: %w", path, err)
+	}
+	if path != "" {
+		if _, err := db.ExecContext(ctx, "SET GLOBAL memory_limit = '"+MemoryLimit+"'"); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("duckdb: memory limit of %s: %w", path, err)
+		}
 	}
 	for _, stmt := range schema {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/agentid/agentid/services/monitor/internal/store"
 	"github.com/agentid/agentid/services/monitor/internal/store/duckdb"
 	"github.com/agentid/agentid/services/monitor/internal/store/storetest"
@@ -250,5 +252,56 @@ func TestRepublishedWithANewTimeAfterAReopen(t *testing.T) {
 	}
 	if len(got) != 1 || got[0].Outcome != "dropped" {
 		t.Fatalf("rows: %+v, want the first copy only", got)
+	}
+}
+
+// TestInsertsWithinASmallMemoryLimit inserts 300,000 rows with random ids into a file store whose
+// buffer pool is 32 MB: inserts and queries keep working, since nothing (no index) has to stay in
+// memory. With event_id as the primary key, the same inserts fail ("could not allocate block").
+func TestInsertsWithinASmallMemoryLimit(t *testing.T) {
+	ctx := context.Background()
+	s, err := duckdb.Open(ctx, filepath.Join(t.TempDir(), "telemetry.duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var limit string
+	if err := s.DB().QueryRowContext(ctx, `SELECT current_setting('memory_limit')`).Scan(&limit); err != nil || limit == "" {
+		t.Fatalf("memory_limit = %q, %v", limit, err)
+	}
+	if _, err := s.DB().ExecContext(ctx, `SET GLOBAL memory_limit = '32MB'`); err != nil {
+		t.Fatal(err)
+	}
+	const batches, perBatch = 150, 2000
+	events := make([]store.Event, perBatch)
+	for b := range batches {
+		for i := range events {
+			n := b*perBatch + i
+			events[i] = store.Event{EventID: uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "%d", n)).String(),
+				Time: at.Add(time.Duration(n) * time.Millisecond), Tenant: "acme", Kind: "token.requested", Outcome: "issued",
+				Scopes: []string{"kb.read"}, Detail: `{"grant_type":"client_credentials","audiences":["urn:agentid:api"]}`}
+		}
+		if err := s.Insert(ctx, events); err != nil {
+			t.Fatalf("batch %d under a 32 MB memory limit: %v", b, err)
+		}
+	}
+	// The first batch again, as after a restart: still skipped.
+	for i := range events {
+		events[i] = store.Event{EventID: uuid.NewSHA1(uuid.NameSpaceOID, fmt.Appendf(nil, "%d", i)).String(),
+			Time: at.Add(time.Duration(i) * time.Millisecond), Tenant: "acme", Kind: "token.requested", Outcome: "again"}
+	}
+	if err := s.Insert(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	var rows, again int
+	if err := s.DB().QueryRowContext(ctx, `SELECT count(*), count(*) FILTER (outcome = 'again') FROM telemetry_events`).Scan(&rows, &again); err != nil {
+		t.Fatal(err)
+	}
+	if rows != batches*perBatch || again != 0 {
+		t.Errorf("%d rows (%d copies), want %d and none", rows, again, batches*perBatch)
+	}
+	page, _, err := s.List(ctx, store.Query{Tenant: "acme", PageSize: store.MaxPageSize})
+	if err != nil || len(page) != store.MaxPageSize {
+		t.Errorf("list under the limit: %d rows, %v", len(page), err)
 	}
 }
