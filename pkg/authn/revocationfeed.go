@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,14 @@ func RevocationSubject(tenant string) string {
 // read again at start.
 const DefaultRevocationLookback = MaxTokenLifetime + 5*time.Minute
 
+// DefaultRevocationContactInterval is how often an idle RevocationFeed asks NATS about its consumer, so
+// that its last contact (see Fresh) stays recent while no revocation arrives.
+const DefaultRevocationContactInterval = 5 * time.Second
+
+// DefaultRevocationMaxAge is the staleness a resource server should tolerate before it stops taking
+// traffic (Fresh, ReadinessHandler): a few missed contact polls.
+const DefaultRevocationMaxAge = 30 * time.Second
+
 // RevocationFeedConfig configures a RevocationFeed.
 type RevocationFeedConfig struct {
 	// JetStream is the JetStream API on a NATS connection allowed to read the REVOCATIONS stream.
@@ -64,6 +73,9 @@ type RevocationFeedConfig struct {
 	// RetryInterval is the pause between attempts to subscribe while NATS or the stream is not there;
 	// default one second.
 	RetryInterval time.Duration
+	// ContactInterval is how often the feed, while no message arrives, asks NATS about its consumer to
+	// confirm that it is still current; default DefaultRevocationContactInterval.
+	ContactInterval time.Duration
 	// Logger receives malformed events and subscription errors; default slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time; default time.Now.
@@ -75,6 +87,12 @@ type RevocationFeedConfig struct {
 // (Ready, Caught) once it has applied everything the stream held when it subscribed. It uses an
 // ordered, ephemeral JetStream consumer, which resumes after the last delivered sequence when NATS
 // reconnects, without a gap and without reading from the start again.
+//
+// Being caught up once says nothing about now: if NATS goes away or the consumer stalls, the Denylist
+// silently stops changing. The feed therefore records its last contact with the stream (a delivery, or
+// a consumer info poll every ContactInterval while idle that shows nothing left to deliver); Fresh and
+// ReadinessHandler fail when that contact is too old, and a resource server should then stop taking
+// traffic rather than accept tokens that may have been revoked.
 type RevocationFeed struct {
 	js       jetstream.JetStream
 	deny     *Denylist
@@ -83,6 +101,7 @@ type RevocationFeed struct {
 	tenant   string
 	lookback time.Duration
 	retry    time.Duration
+	contact  time.Duration
 	log      *slog.Logger
 	now      func() time.Time
 
@@ -94,6 +113,12 @@ type RevocationFeed struct {
 	delayNanos atomic.Int64  // storage-to-application delay of the last applied event
 	rejected   atomic.Uint64 // events that could not be applied (malformed, foreign tenant)
 	subscribes atomic.Uint64 // consumers created (1 after the start, more after failures)
+
+	lastContact atomic.Int64 // unix ns of the last delivery or confirming poll; 0 = never
+
+	mu       sync.Mutex
+	consumer string // consumer that delivered the last message
+	consumed uint64 // its consumer sequence of that message
 }
 
 // RevocationFeedStats is a snapshot of a feed's progress, for metrics.
@@ -113,6 +138,9 @@ type RevocationFeedStats struct {
 	Pending uint64
 	// Delay is the time between the storage and the application of the last applied event.
 	Delay time.Duration
+	// LastContact is when the feed last heard from the stream: a delivery, or a poll of its consumer
+	// that showed nothing left to deliver; zero before the first.
+	LastContact time.Time
 }
 
 // NewRevocationFeed returns a feed; Run starts it.
@@ -129,7 +157,7 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 	f := &RevocationFeed{
 		js: cfg.JetStream, deny: cfg.Denylist, stream: cfg.Stream, tenant: cfg.Tenant,
 		subject: RevocationSubject(cfg.Tenant), lookback: cfg.Lookback, retry: cfg.RetryInterval,
-		log: cfg.Logger, now: cfg.Now, caught: make(chan struct{}),
+		contact: cfg.ContactInterval, log: cfg.Logger, now: cfg.Now, caught: make(chan struct{}),
 	}
 	if f.stream == "" {
 		f.stream = RevocationStream
@@ -139,6 +167,9 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 	}
 	if f.retry <= 0 {
 		f.retry = time.Second
+	}
+	if f.contact <= 0 {
+		f.contact = DefaultRevocationContactInterval
 	}
 	if f.log == nil {
 		f.log = slog.Default()
@@ -153,58 +184,133 @@ func NewRevocationFeed(cfg RevocationFeedConfig) (*RevocationFeed, error) {
 // Denylist returns the Denylist the feed keeps up to date.
 func (f *RevocationFeed) Denylist() *Denylist { return f.deny }
 
-// Run subscribes (retrying while NATS or the stream is unavailable), applies revocations and prunes the
-// Denylist until ctx is done; it then returns nil.
+// Run subscribes (retrying while NATS or the stream is unavailable), applies revocations, polls its
+// consumer while idle (see Fresh) and prunes the Denylist until ctx is done; it then returns nil.
 func (f *RevocationFeed) Run(ctx context.Context) error {
-	cc, err := f.subscribe(ctx)
+	cons, cc, err := f.subscribe(ctx)
 	if err != nil {
 		return nil // ctx done before the first subscription
 	}
 	defer cc.Stop()
 	prune := time.NewTicker(f.deny.pruneEvery)
 	defer prune.Stop()
+	poll := time.NewTicker(f.contact)
+	defer poll.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-prune.C:
 			f.deny.Prune()
+		case <-poll.C:
+			if f.now().Sub(f.LastContact()) >= f.contact {
+				f.poll(ctx, cons)
+			}
 		}
 	}
 }
 
+// poll asks NATS about the feed's consumer and records a contact when the consumer exists and has
+// nothing left that the feed has not received: its pending count is zero and it has delivered no
+// message beyond the last one handled. A consumer that NATS no longer knows, a connection that is
+// down or a consumer whose deliveries do not arrive all leave the last contact where it was.
+func (f *RevocationFeed) poll(ctx context.Context, cons jetstream.Consumer) {
+	pctx, cancel := context.WithTimeout(ctx, f.contact)
+	defer cancel()
+	info, err := cons.Info(pctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.log.Debug("revocation consumer poll failed", "error", err.Error())
+		}
+		return
+	}
+	f.mu.Lock()
+	current := info.Delivered.Consumer == 0 || (info.Name == f.consumer && info.Delivered.Consumer <= f.consumed)
+	f.mu.Unlock()
+	if info.NumPending == 0 && current {
+		f.touch()
+	}
+}
+
+// touch records a contact with the stream now.
+func (f *RevocationFeed) touch() { f.lastContact.Store(f.now().UnixNano()) }
+
+// LastContact returns when the feed last heard from the stream (see RevocationFeedStats.LastContact).
+func (f *RevocationFeed) LastContact() time.Time {
+	ns := f.lastContact.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// Fresh returns nil when the feed has caught up and has heard from the stream within maxAge, and
+// otherwise an error saying which is not the case. A resource server should report itself not ready
+// while Fresh fails: its Denylist may be missing revocations. maxAge should be several times
+// RevocationFeedConfig.ContactInterval; DefaultRevocationMaxAge fits the default.
+func (f *RevocationFeed) Fresh(maxAge time.Duration) error {
+	if !f.Caught() {
+		return fmt.Errorf("revocations not caught up (position %d of %d)", f.delivered.Load(), f.target.Load())
+	}
+	last := f.LastContact()
+	if last.IsZero() {
+		return errors.New("revocations: no contact with the stream yet")
+	}
+	if age := f.now().Sub(last); age > maxAge {
+		return fmt.Errorf("revocations stale: no contact with the %s stream for %s (allowed %s)",
+			f.stream, age.Round(time.Millisecond), maxAge)
+	}
+	return nil
+}
+
+// ReadinessHandler returns a readiness endpoint for a resource server: 200 "ok" while Fresh(maxAge)
+// passes, 503 with the reason otherwise. Serve it outside the authentication middleware, e.g. at
+// /readyz, so that load balancers stop sending traffic while revocations may be missing.
+func (f *RevocationFeed) ReadinessHandler(maxAge time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		if err := f.Fresh(maxAge); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintln(w, err.Error())
+			return
+		}
+		_, _ = fmt.Fprintln(w, "ok")
+	})
+}
+
 // subscribe creates the ordered consumer and starts consuming, retrying until it succeeds or ctx is
 // done.
-func (f *RevocationFeed) subscribe(ctx context.Context) (jetstream.ConsumeContext, error) {
+func (f *RevocationFeed) subscribe(ctx context.Context) (jetstream.Consumer, jetstream.ConsumeContext, error) {
 	for attempt := 0; ; attempt++ {
-		cc, err := f.trySubscribe(ctx)
+		cons, cc, err := f.trySubscribe(ctx)
 		if err == nil {
-			return cc, nil
+			return cons, cc, nil
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if attempt == 0 || attempt%30 == 0 {
 			f.log.Warn("cannot subscribe to revocations yet; retrying", "error", err.Error())
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		case <-time.After(f.retry):
 		}
 	}
 }
 
-func (f *RevocationFeed) trySubscribe(ctx context.Context) (jetstream.ConsumeContext, error) {
+func (f *RevocationFeed) trySubscribe(ctx context.Context) (jetstream.Consumer, jetstream.ConsumeContext, error) {
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	st, err := f.js.Stream(actx, f.stream)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", f.stream, err)
+		return nil, nil, fmt.Errorf("stream %s: %w", f.stream, err)
 	}
 	info, err := st.Info(actx)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s info: %w", f.stream, err)
+		return nil, nil, fmt.Errorf("stream %s info: %w", f.stream, err)
 	}
 	start := f.now().Add(-f.lookback)
 	cons, err := st.OrderedConsumer(actx, jetstream.OrderedConsumerConfig{
@@ -214,7 +320,7 @@ func (f *RevocationFeed) trySubscribe(ctx context.Context) (jetstream.ConsumeCon
 		NamePrefix:     "revocations_" + nuid.Next(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("consumer on %s: %w", f.stream, err)
+		return nil, nil, fmt.Errorf("consumer on %s: %w", f.stream, err)
 	}
 	f.subscribes.Add(1)
 	f.target.Store(info.State.LastSeq)
@@ -230,9 +336,10 @@ func (f *RevocationFeed) trySubscribe(ctx context.Context) (jetstream.ConsumeCon
 		}
 	}))
 	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", f.stream, err)
+		return nil, nil, fmt.Errorf("consume %s: %w", f.stream, err)
 	}
-	return cc, nil
+	f.touch()
+	return cons, cc, nil
 }
 
 // handle applies one delivered message.
@@ -252,6 +359,10 @@ func (f *RevocationFeed) handle(m jetstream.Msg) {
 	}
 	f.delivered.Store(seq)
 	f.pending.Store(md.NumPending)
+	f.mu.Lock()
+	f.consumer, f.consumed = md.Consumer, md.Sequence.Consumer
+	f.mu.Unlock()
+	f.touch()
 	if md.NumPending == 0 || seq >= f.target.Load() {
 		f.markCaught()
 	}
@@ -320,5 +431,7 @@ func (f *RevocationFeed) Stats() RevocationFeedStats {
 		Position: f.delivered.Load(),
 		Pending:  f.pending.Load(),
 		Delay:    time.Duration(f.delayNanos.Load()),
+
+		LastContact: f.LastContact(),
 	}
 }

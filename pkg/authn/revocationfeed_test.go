@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,8 +74,9 @@ func (e *revocationEnv) revoke(t *testing.T, ev *issuerv1.TokensRevoked) uint64 
 }
 
 type feedOptions struct {
-	tenant string
-	now    func() time.Time
+	tenant  string
+	now     func() time.Time
+	contact time.Duration
 }
 
 // startFeed runs a feed over a new Denylist until the test ends.
@@ -80,7 +84,7 @@ func (e *revocationEnv) startFeed(t *testing.T, js jetstream.JetStream, o feedOp
 	t.Helper()
 	deny := authn.NewDenylist(authn.DenylistConfig{})
 	feed, err := authn.NewRevocationFeed(authn.RevocationFeedConfig{
-		JetStream: js, Denylist: deny, Tenant: o.tenant, Now: o.now,
+		JetStream: js, Denylist: deny, Tenant: o.tenant, Now: o.now, ContactInterval: o.contact,
 		RetryInterval: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -333,5 +337,91 @@ func TestNewRevocationFeedValidatesConfig(t *testing.T) {
 	cancel()
 	if err := feed.Ready(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("Ready on a feed that never ran: %v, want context.Canceled", err)
+	}
+}
+
+func TestRevocationFeedContactAdvancesWhileIdle(t *testing.T) {
+	env := newRevocationEnv(t)
+	feed := env.startFeed(t, env.nats.JetStream(t), feedOptions{contact: 50 * time.Millisecond})
+	waitReady(t, feed)
+	first := feed.LastContact()
+	if first.IsZero() {
+		t.Fatal("a caught-up feed has no last contact")
+	}
+	// No revocation is appended: only the polls of the idle consumer can move the contact forward.
+	testkit.Eventually(t, 0, "the idle feed's last contact to advance", func() (bool, error) {
+		return feed.LastContact().After(first), nil
+	})
+	if err := feed.Fresh(time.Minute); err != nil {
+		t.Errorf("Fresh of an idle, connected feed: %v", err)
+	}
+	if st := feed.Stats(); st.Position != 0 || st.LastContact.IsZero() {
+		t.Errorf("stats position %d, last contact %v; want 0 and a time", st.Position, st.LastContact)
+	}
+}
+
+func TestRevocationFeedGoesStaleWithoutNATSAndRecovers(t *testing.T) {
+	env := newRevocationEnv(t)
+	feed := env.startFeed(t, env.nats.JetStream(t), feedOptions{contact: 50 * time.Millisecond})
+	waitReady(t, feed)
+	const maxAge = 500 * time.Millisecond
+	ready := feed.ReadinessHandler(maxAge)
+	readyz := func() (int, string) {
+		rec := httptest.NewRecorder()
+		ready.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code, rec.Body.String()
+	}
+	testkit.Eventually(t, 0, "a fresh feed", func() (bool, error) { return feed.Fresh(maxAge) == nil, nil })
+	if code, body := readyz(); code != http.StatusOK {
+		t.Fatalf("readyz of a fresh feed: %d %q, want 200", code, body)
+	}
+
+	env.nats.Shutdown()
+	// Caught stays true (it latched), but the feed must not look current once NATS is gone.
+	testkit.Eventually(t, 0, "Fresh to fail after NATS stopped", func() (bool, error) {
+		return feed.Fresh(maxAge) != nil, nil
+	})
+	if err := feed.Fresh(maxAge); !strings.Contains(err.Error(), "stale") {
+		t.Errorf("Fresh after NATS stopped: %v, want a staleness error", err)
+	}
+	if code, body := readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "stale") {
+		t.Errorf("readyz without NATS: %d %q, want 503 naming the staleness", code, body)
+	}
+	if !feed.Caught() {
+		t.Error("Caught turned false: it reports the first catch-up only")
+	}
+
+	env.nats.Start(t)
+	testkit.Eventually(t, 0, "Fresh to pass again after NATS restarted", func() (bool, error) {
+		return feed.Fresh(maxAge) == nil, nil
+	})
+	// And the feed is really current: a revocation appended now is applied.
+	token := issuerv1.RevocationTarget_REVOCATION_TARGET_TOKEN
+	testkit.Eventually(t, 0, "an append after the NATS restart", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		_, err := env.store.Append(ctx, eventstore.Append{
+			Tenant: "acme", AggregateType: eventstore.AggregateRevocation, AggregateID: "r-back",
+			ExpectedVersion: eventstore.AnyVersion, IdempotencyKey: "back", Type: eventstore.TypeTokensRevoked,
+			Subject: "tenants/acme/revocations/r-back", Data: liveRevocation("acme", token, "back"),
+			Metadata: eventstore.Metadata{Actor: eventstore.Actor{ID: "admin", Kind: eventstore.ActorHuman}},
+		})
+		return err == nil, err
+	})
+	refusedEventually(t, feed.Denylist(), &authn.Claims{Tenant: "acme", ID: "back"}, "the revocation after the restart")
+	if code, body := readyz(); code != http.StatusOK {
+		t.Errorf("readyz after the restart: %d %q, want 200", code, body)
+	}
+}
+
+func TestRevocationFeedNotFreshBeforeCatchingUp(t *testing.T) {
+	n := testkit.StartNATS(t) // no streams: the feed cannot subscribe
+	deny := authn.NewDenylist(authn.DenylistConfig{})
+	feed, err := authn.NewRevocationFeed(authn.RevocationFeedConfig{JetStream: n.JetStream(t), Denylist: deny})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := feed.Fresh(time.Hour); err == nil || !strings.Contains(err.Error(), "not caught up") {
+		t.Errorf("Fresh of a feed that never ran: %v, want not caught up", err)
 	}
 }

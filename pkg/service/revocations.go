@@ -2,8 +2,10 @@ package service
 
 import (
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,6 +92,13 @@ func RevocationMetrics(feed func() *authn.RevocationFeed) []prometheus.Collector
 			func(s authn.RevocationFeedStats) float64 { return float64(s.Pending) }),
 		gauge("agentid_revocations_delay_seconds", "Time between the storage and the application of the last revocation.",
 			func(s authn.RevocationFeedStats) float64 { return s.Delay.Seconds() }),
+		gauge("agentid_revocations_last_contact_seconds", "Seconds since the feed last heard from the REVOCATIONS stream (a delivery or a poll of its idle consumer); +Inf before the first contact. Alert well above the contact interval (5s): the denylist may be missing revocations.",
+			func(s authn.RevocationFeedStats) float64 {
+				if s.LastContact.IsZero() {
+					return math.Inf(1)
+				}
+				return time.Since(s.LastContact).Seconds()
+			}),
 		gauge("agentid_revocations_caught_up", "1 once the feed has applied every revocation stored when it started.",
 			func(s authn.RevocationFeedStats) float64 {
 				if s.Caught {

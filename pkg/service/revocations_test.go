@@ -68,6 +68,9 @@ func TestRevocationsFeedTheAPIDenylistAndGateReadiness(t *testing.T) {
 	if got := metricValue(t, "agentid_revocations_caught_up"); got != 1 {
 		t.Errorf("agentid_revocations_caught_up = %v, want 1", got)
 	}
+	if got := metricValue(t, "agentid_revocations_last_contact_seconds"); got < 0 || got > 60 {
+		t.Errorf("agentid_revocations_last_contact_seconds = %v, want the age of a recent contact", got)
+	}
 }
 
 // metricValue reads a gauge or counter without labels from the default registry (-1 if absent).
