@@ -62,9 +62,13 @@ type ApprovalClaims struct {
 // VerifyApproval verifies an approval token against the JWKS of the tenant issuer named in it: ES256
 // or EdDSA, typ ApprovalTokenType, exactly one audience ApprovalAudience, a tenant matching the
 // issuer, every binding claim present, exp - iat at most MaxApprovalTokenLifetime and the token valid
-// now (with the verifier's leeway). It checks neither the bindings (agent, step, run) nor single use:
-// that is the provisioning run's part. Errors are Unauthenticated with reason
-// ReasonApprovalTokenInvalid or ReasonApprovalTokenExpired (Unavailable when the keys cannot be fetched).
+// now (with the verifier's leeway), and then the verifier's Revocations, as for an access token of the
+// approver: its tenant, subject, client (approval tokens are minted only for people acting for
+// themselves, whose client id is their subject), jti, iat and signing key, so that an approver disabled
+// within the token's life no longer counts. It checks neither the bindings (agent, step, run) nor single
+// use: that is the provisioning run's part. Errors are Unauthenticated with reason
+// ReasonApprovalTokenInvalid, ReasonApprovalTokenExpired or ReasonTokenRevoked (Unavailable when the
+// keys cannot be fetched).
 func (v *JWKSVerifier) VerifyApproval(ctx context.Context, raw string) (*ApprovalClaims, error) {
 	bad := func(msg string, cause error) error {
 		return invalid(ReasonApprovalTokenInvalid, "approval token is invalid: "+msg, cause)
@@ -128,6 +132,16 @@ func (v *JWKSVerifier) VerifyApproval(ctx context.Context, raw string) (*Approva
 	}
 	if time.Unix(c.IssuedAt, 0).After(now.Add(v.leeway)) {
 		return nil, invalid(ReasonApprovalTokenExpired, "approval token is not valid yet", nil)
+	}
+	if v.revoked != nil {
+		approver := &Claims{Tenant: c.Tenant, Subject: c.Subject, ClientID: c.Subject, ID: c.ID,
+			IssuedAt: time.Unix(c.IssuedAt, 0)}
+		if err := v.revoked.Check(approver, h.KeyID); err != nil {
+			if errs.Is(err, errs.KindUnavailable) {
+				return nil, err
+			}
+			return nil, invalid(ReasonTokenRevoked, "approval token has been revoked", err)
+		}
 	}
 	return &c, nil
 }
