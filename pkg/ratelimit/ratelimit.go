@@ -10,6 +10,8 @@ import (
 	"errors"
 	"hash/maphash"
 	"math"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -153,4 +155,25 @@ func (l *Limiter) Len() int {
 // RetryAfterSeconds is d rounded up to whole seconds, at least 1: the value of a Retry-After header.
 func RetryAfterSeconds(d time.Duration) int64 {
 	return max(1, int64(math.Ceil(d.Seconds())))
+}
+
+// SourceKey is the rate-limit key of a remote address (host:port or a bare host): the IP without
+// its port, an IPv6 address by its /64 (one subscriber's block), or the whole address when it is no
+// IP. The port never counts: a client opening new connections stays one source.
+func SourceKey(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	ip = ip.Unmap().WithZone("")
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return ip.String()
 }

@@ -198,3 +198,25 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	}
 }
+
+func TestSourceKey(t *testing.T) {
+	tests := []struct {
+		name, addr, want string
+	}{
+		{"IPv4 with port", "203.0.113.7:4711", "203.0.113.7"},
+		{"IPv4 other port is the same source", "203.0.113.7:1", "203.0.113.7"},
+		{"bare IPv4", "203.0.113.7", "203.0.113.7"},
+		{"IPv4-mapped IPv6", "[::ffff:203.0.113.7]:80", "203.0.113.7"},
+		{"IPv6 by its /64", "[2001:db8:1:2:3:4:5:6]:443", "2001:db8:1:2::/64"},
+		{"IPv6 with a zone", "[fe80::1%eth0]:443", "fe80::/64"},
+		{"not an IP", "pipe", "pipe"},
+		{"empty", "", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ratelimit.SourceKey(tc.addr); got != tc.want {
+				t.Fatalf("SourceKey(%q) = %q, want %q", tc.addr, got, tc.want)
+			}
+		})
+	}
+}

@@ -256,7 +256,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	perIP, perClient, err := cfg.RateLimits.limiters()
+	perIP, perClient, attempts, err := cfg.RateLimits.limiters()
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
@@ -271,8 +271,10 @@ func New(cfg Config, deps Deps) (*App, error) {
 		TemporalNamespace: cfg.TemporalNamespace,
 		Denylist:          a.denylist,
 		Logger:            logger,
-		// Checked before the assertion's signature: nil (no limit) allows everything.
-		ClientLimiter: perClient,
+		// Nil (no limit) allows everything. Attempts are charged before the assertion's signature
+		// (by client and source address), the client's own budget after it.
+		ClientLimiter:  perClient,
+		AttemptLimiter: attempts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)

@@ -28,9 +28,9 @@ const (
 	// RatePerIPBurstUsage is the help text of --rate-per-ip-burst.
 	RatePerIPBurstUsage = "requests one source address may make at once (0: the rate)"
 	// RatePerClientUsage is the help text of --rate-per-client.
-	RatePerClientUsage = "client authentications per second of one client_id, checked before the assertion's signature; over it: 429 slow_down with Retry-After (0: no limit)"
+	RatePerClientUsage = "client authentications per second of one client_id: before the assertion's signature is verified per client_id and source address, after it per client_id; over it: 429 slow_down with Retry-After (0: no limit)"
 	// RatePerClientBurstUsage is the help text of --rate-per-client-burst.
-	RatePerClientBurstUsage = "client authentications one client_id may make at once (0: the rate)"
+	RatePerClientBurstUsage = "client authentications one client_id (and, before the signature, one client_id from one source address) may make at once (0: the rate)"
 	// TelemetryDenialsPerSecondUsage is the help text of --telemetry-denials-per-second.
 	TelemetryDenialsPerSecondUsage = "denied token requests of a tenant stored as telemetry records per second; the others are counted only (issuer_token_denials_not_stored_total; negative: none stored)"
 )
@@ -54,8 +54,10 @@ type RateLimits struct {
 	PerIP float64
 	// PerIPBurst is how many requests a source address may make at once; 0: the rate.
 	PerIPBurst int
-	// PerClient is the client authentications per second of one client id, checked after parsing and
-	// before the assertion's signature is verified.
+	// PerClient is the client authentications per second of one client id: charged to the client id
+	// and source address after parsing and before the assertion's signature is verified, and to the
+	// client id alone once the signature is verified (forged assertions spend only their sender's
+	// budget).
 	PerClient float64
 	// PerClientBurst is how many authentications a client id may make at once; 0: the rate.
 	PerClientBurst int
@@ -79,13 +81,17 @@ func (l *RateLimits) Register(fs *flag.FlagSet) {
 	fs.Float64Var(&l.DenialsPerSecond, TelemetryDenialsPerSecondFlag, l.DenialsPerSecond, TelemetryDenialsPerSecondUsage)
 }
 
-// limiters builds the per-address and per-client limiters (nil when off); errors name the flag.
-func (l RateLimits) limiters() (perIP, perClient *ratelimit.Limiter, err error) {
+// limiters builds the per-address, per-client and per-client-and-address (attempts) limiters (nil
+// when off); errors name the flag. Attempts have buckets of their own, so that a flood of keys from
+// forged assertions evicts no verified client's bucket.
+func (l RateLimits) limiters() (perIP, perClient, attempts *ratelimit.Limiter, err error) {
 	if perIP, err = ratelimit.New(ratelimit.Config{Rate: l.PerIP, Burst: l.PerIPBurst}); err != nil {
-		return nil, nil, fmt.Errorf("--%s %v / --%s %d: %w", RatePerIPFlag, l.PerIP, RatePerIPBurstFlag, l.PerIPBurst, err)
+		return nil, nil, nil, fmt.Errorf("--%s %v / --%s %d: %w", RatePerIPFlag, l.PerIP, RatePerIPBurstFlag, l.PerIPBurst, err)
 	}
-	if perClient, err = ratelimit.New(ratelimit.Config{Rate: l.PerClient, Burst: l.PerClientBurst}); err != nil {
-		return nil, nil, fmt.Errorf("--%s %v / --%s %d: %w", RatePerClientFlag, l.PerClient, RatePerClientBurstFlag, l.PerClientBurst, err)
+	clientCfg := ratelimit.Config{Rate: l.PerClient, Burst: l.PerClientBurst}
+	if perClient, err = ratelimit.New(clientCfg); err != nil {
+		return nil, nil, nil, fmt.Errorf("--%s %v / --%s %d: %w", RatePerClientFlag, l.PerClient, RatePerClientBurstFlag, l.PerClientBurst, err)
 	}
-	return perIP, perClient, nil
+	attempts, _ = ratelimit.New(clientCfg) // the same configuration was just accepted
+	return perIP, perClient, attempts, nil
 }

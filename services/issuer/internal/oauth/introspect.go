@@ -68,7 +68,7 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 		}
 	} else {
 		req.Client.HeaderScheme = scheme
-		client, oerr := s.authenticate(ctx, tenant, req.Client, nil)
+		client, oerr := s.authenticate(ctx, tenant, r.RemoteAddr, req.Client, nil)
 		if oerr != nil {
 			if oerr.Status < 500 && oerr.Code == ErrInvalidClient {
 				s.logger.InfoContext(ctx, "introspection caller not authenticated", "tenant", tenant,

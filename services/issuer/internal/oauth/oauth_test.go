@@ -84,6 +84,12 @@ type coreFixture struct {
 // newCore builds the authorization server over a projection fed with events in memory.
 func newCore(t testing.TB) *coreFixture {
 	t.Helper()
+	return newCoreWith(t, nil)
+}
+
+// newCoreWith is newCore with configure, if not nil, applied to the server's configuration.
+func newCoreWith(t testing.TB, configure func(*oauth.Config)) *coreFixture {
+	t.Helper()
 	sealer, err := keys.NewSealer("k", bytes.Repeat([]byte{9}, keys.KEKSize))
 	if err != nil {
 		t.Fatal(err)
@@ -121,9 +127,13 @@ func newCore(t testing.TB) *coreFixture {
 	}
 	apply(event(t, credentials.EventClientCreated, tenant, clientID, &issuerv1.ClientCreated{Client: c}))
 	f := &coreFixture{client: cpriv, kid: "c1", creds: state}
-	f.srv, err = oauth.New(oauth.Config{PublicURL: publicURL, Credentials: state, Replay: &memReplay{seen: map[string]bool{}}, Agents: &f.agents,
+	cfg := oauth.Config{PublicURL: publicURL, Credentials: state, Replay: &memReplay{seen: map[string]bool{}}, Agents: &f.agents,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Now:    func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }})
+		Now:    func() time.Time { return time.Now().Add(time.Duration(f.skew.Load())) }}
+	if configure != nil {
+		configure(&cfg)
+	}
+	f.srv, err = oauth.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func (s *Server) Revoke(ctx context.Context, tenant string, r Request) *Error {
 		return oerr
 	}
 	req.Client.HeaderScheme, _ = authScheme(r.Authorization)
-	client, oerr := s.authenticate(ctx, tenant, req.Client, nil)
+	client, oerr := s.authenticate(ctx, tenant, r.RemoteAddr, req.Client, nil)
 	if oerr != nil {
 		if oerr.Status < 500 {
 			s.logger.InfoContext(ctx, "revocation caller not authenticated", "tenant", tenant,

@@ -74,10 +74,16 @@ type Config struct {
 	Denylist Denylist
 	// DPoP configures DPoP-bound tokens (RFC 9449) at the token endpoint.
 	DPoP DPoPConfig
-	// ClientLimiter, if set, limits the client authentications of each client id, checked once the
-	// assertion is parsed and before its signature is verified; over the limit a request is answered
-	// 429 slow_down.
+	// ClientLimiter, if set, limits the client authentications of each client id, charged only once
+	// the assertion's signature is verified (so that nobody but the client spends its budget); over
+	// the limit a request is answered 429 slow_down.
 	ClientLimiter ClientLimiter
+	// AttemptLimiter, if set, limits the client authentication attempts of each client id from one
+	// source address (tenant, client id and ratelimit.SourceKey of Request.RemoteAddr), charged once
+	// the assertion is parsed and before its signature is verified; over the limit a request is
+	// answered 429 slow_down. A flood of forged assertions naming a client spends only the budget of
+	// the address it comes from.
+	AttemptLimiter ClientLimiter
 	// TemporalNamespace is the Temporal namespace in the "permissions" claim of tokens for
 	// authn.TemporalAudience (default DefaultTemporalNamespace).
 	TemporalNamespace string
@@ -100,6 +106,7 @@ type Server struct {
 	denylist  Denylist
 	dpop      *dpop
 	limiter   ClientLimiter
+	attempts  ClientLimiter
 	leeway    time.Duration
 	now       func() time.Time
 
@@ -131,7 +138,7 @@ func New(cfg Config) (*Server, error) {
 	if err := ValidTemporalNamespace(s.temporalNamespace); err != nil {
 		return nil, fmt.Errorf("oauth: %w", err)
 	}
-	s.limiter = cfg.ClientLimiter
+	s.limiter, s.attempts = cfg.ClientLimiter, cfg.AttemptLimiter
 	if s.leeway <= 0 {
 		s.leeway = DefaultLeeway
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/ratelimit"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 
 	"github.com/agentid/agentid/services/issuer/internal/credentials"
@@ -101,7 +102,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	if oerr != nil {
 		return nil, nil, oerr
 	}
-	client, oerr := s.authenticate(ctx, tenant, req.Client, rec)
+	client, oerr := s.authenticate(ctx, tenant, r.RemoteAddr, req.Client, rec)
 	if client != nil {
 		rec.ClientId = client.ID()
 		rec.Agent = client.Proto.GetAgent()
@@ -182,8 +183,9 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 // authenticate authenticates a client of tenant with private_key_jwt: the assertion must be signed by
 // one of the client's registered keys, typed as a client assertion, addressed to the issuer
 // identifier alone, fresh, and used once. Every failure is the same invalid_client; Reason and Cause
-// say what went wrong.
-func (s *Server) authenticate(ctx context.Context, tenant string, auth ClientAuth, rec *issuerv1.TokenRequested) (*credentials.Client, *Error) {
+// say what went wrong. Before the signature is verified an attempt is charged to the client id from
+// the caller's source address (remoteAddr), after it to the client id itself.
+func (s *Server) authenticate(ctx context.Context, tenant, remoteAddr string, auth ClientAuth, rec *issuerv1.TokenRequested) (*credentials.Client, *Error) {
 	realm := s.Issuer(tenant)
 	fail := func(reason string, cause error) *Error {
 		return invalidClient(realm, auth.HeaderScheme, reason, cause)
@@ -215,8 +217,8 @@ func (s *Server) authenticate(ctx context.Context, tenant string, auth ClientAut
 	if auth.ClientID != "" && auth.ClientID != a.Issuer {
 		return nil, fail("client_id_mismatch", errors.New("client_id does not match the client assertion"))
 	}
-	if s.limiter != nil {
-		if ok, wait := s.limiter.Allow(tenant + " " + a.Issuer); !ok {
+	if s.attempts != nil {
+		if ok, wait := s.attempts.Allow(tenant + " " + a.Issuer + " " + ratelimit.SourceKey(remoteAddr)); !ok {
 			return nil, SlowDown(wait)
 		}
 	}
@@ -238,6 +240,11 @@ func (s *Server) authenticate(ctx context.Context, tenant string, auth ClientAut
 	claims, err := a.Verify(key)
 	if err != nil {
 		return client, fail("bad_signature", err)
+	}
+	if s.limiter != nil {
+		if ok, wait := s.limiter.Allow(tenant + " " + client.ID()); !ok {
+			return client, SlowDown(wait)
+		}
 	}
 	if err := CheckAssertionClaims(claims, client.ID(), s.Issuer(tenant), s.now(), s.leeway); err != nil {
 		return client, fail("bad_claims", err)
