@@ -71,9 +71,9 @@ const (
 	// recentHorizon is how long an inserted id is remembered: well beyond the TELEMETRY stream's
 	// duplicate window (2 minutes), its consumer's ack wait (30 s) and an access reporter's
 	// retries of one batch (under a minute by default).
-	recentHorizon = 10 * time.Minute
+	recentHorizon = 5 * time.Minute
 	// maxRecentIDs caps the remembered ids (about 100 bytes each); the oldest go first.
-	maxRecentIDs = 600_000
+	maxRecentIDs = 300_000
 )
 
 // recentIDs are the ids this Store inserted within recentHorizon, at most maxRecentIDs.
