@@ -550,3 +550,110 @@ func TestSeedFiles(t *testing.T) {
 		t.Fatal("an unknown identity was accepted")
 	}
 }
+
+// TestDurableConsumersOnlyTheirOwner: an identity that reads AGENTS cannot fetch from, acknowledge
+// or re-create the issuer's revocation reactor consumer; the issuer can.
+func TestDurableConsumersOnlyTheirOwner(t *testing.T) {
+	b := startBus(t)
+	ctx := t.Context()
+	registry := b.store(t, string(natsauth.Registry))
+	for _, id := range []string{"agt-1", "agt-2"} {
+		if _, err := appendAgent(ctx, registry, "acme", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const name = "issuer-revocation-reactor-agents"
+	issuer := b.connect(t, string(natsauth.Issuer))
+	cons, err := issuer.js.CreateOrUpdateConsumer(ctx, eventstore.StreamAgents, jetstream.ConsumerConfig{
+		Durable: name, FilterSubject: "agentid.*.agent.>", AckPolicy: jetstream.AckExplicitPolicy, AckWait: time.Hour})
+	if err != nil {
+		t.Fatalf("the issuer creates its consumer: %v", err)
+	}
+	// The issuer holds the first event unacknowledged: others try to acknowledge it.
+	var held jetstream.Msg
+	testkit.Eventually(t, 0, "the issuer fetches an event", func() (bool, error) {
+		batch, err := cons.FetchNoWait(1)
+		if err != nil {
+			return false, err
+		}
+		for m := range batch.Messages() {
+			held = m
+		}
+		return held != nil, batch.Error()
+	})
+	ackPending := func() int {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.NumAckPending
+	}
+	request := func(c *client, subject string, body []byte) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			_, err := c.nc.RequestWithContext(ctx, subject, body)
+			return err
+		}
+	}
+	for _, id := range []natsauth.Identity{natsauth.Lifecycle, natsauth.Registry, natsauth.Admin} {
+		t.Run(string(id), func(t *testing.T) {
+			c := b.connect(t, string(id))
+			tests := []struct {
+				name, subject string
+				op            func(ctx context.Context) error
+			}{
+				{"fetch", "$JS.API.CONSUMER.MSG.NEXT.AGENTS." + name,
+					request(c, "$JS.API.CONSUMER.MSG.NEXT.AGENTS."+name, []byte(`{"batch":1}`))},
+				{"ack", held.Reply(), request(c, held.Reply(), []byte("+ACK"))},
+				{"re-create with another filter", "$JS.API.CONSUMER.CREATE.AGENTS." + name + ".agentid.none.>", func(ctx context.Context) error {
+					_, err := c.js.CreateOrUpdateConsumer(ctx, eventstore.StreamAgents, jetstream.ConsumerConfig{
+						Durable: name, FilterSubject: "agentid.none.>", AckPolicy: jetstream.AckExplicitPolicy})
+					return err
+				}},
+				{"re-create with two filters", "$JS.API.CONSUMER.CREATE.AGENTS." + name, func(ctx context.Context) error {
+					_, err := c.js.CreateOrUpdateConsumer(ctx, eventstore.StreamAgents, jetstream.ConsumerConfig{
+						Durable: name, FilterSubjects: []string{"agentid.none.>", "agentid.nobody.>"}, AckPolicy: jetstream.AckExplicitPolicy})
+					return err
+				}},
+				{"re-create by the legacy durable subject", "$JS.API.CONSUMER.DURABLE.CREATE.AGENTS." + name,
+					request(c, "$JS.API.CONSUMER.DURABLE.CREATE.AGENTS."+name,
+						[]byte(`{"stream_name":"AGENTS","config":{"durable_name":"`+name+`","ack_policy":"explicit"}}`))},
+			}
+			for _, tt := range tests {
+				t.Run("cannot "+tt.name, func(t *testing.T) { c.denied(t, tt.name, tt.subject, tt.op) })
+			}
+			// Refused requests left the consumer as the issuer made it.
+			if n := ackPending(); n != 1 {
+				t.Fatalf("the consumer has %d acknowledgements pending, want the issuer's 1", n)
+			}
+			info, err := cons.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := info.Config.FilterSubject; f != "agentid.*.agent.>" || len(info.Config.FilterSubjects) > 0 {
+				t.Fatalf("the consumer's filter is %q %v, want the issuer's", f, info.Config.FilterSubjects)
+			}
+		})
+	}
+	t.Run("the issuer acknowledges and fetches", func(t *testing.T) {
+		if err := held.DoubleAck(ctx); err != nil {
+			t.Fatalf("the issuer acknowledges: %v", err)
+		}
+		if n := ackPending(); n != 0 {
+			t.Fatalf("%d acknowledgements pending after the issuer's, want 0", n)
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		for m := range batch.Messages() {
+			n++
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n != 1 || batch.Error() != nil {
+			t.Fatalf("the issuer fetched %d events (%v), want the second", n, batch.Error())
+		}
+	})
+}

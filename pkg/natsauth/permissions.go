@@ -78,6 +78,50 @@ var forbidden = []string{
 	jsAPI + "SERVER.REMOVE", jsAPI + "META.LEADER.STEPDOWN", "$SYS.>",
 }
 
+// DurableConsumer is a durable (work) consumer that a service creates and the identity that owns it.
+type DurableConsumer struct {
+	// Name is the consumer's name (eventstore.Store.Consume's name).
+	Name string
+	// Owner is the only identity that may create, pull from or acknowledge it.
+	Owner Identity
+}
+
+// DurableConsumers are every durable consumer the services create, each with its owner. An identity
+// that may read a stream may create consumers on it (the ordered consumers of projections, the
+// events API and the revocation feed have random names), so each durable here is denied by name to
+// every platform identity but its owner: another identity could otherwise pull and acknowledge its
+// events (a revocation reactor's, so that no revocation is written) or re-create it with another
+// filter. A service that adds a durable consumer must add it here.
+var DurableConsumers = []DurableConsumer{
+	{"issuer-signing-keys", Issuer},               // services/issuer/app SigningKeyConsumer, TENANTS
+	{"issuer-revocation-reactor-clients", Issuer}, // services/issuer/internal/revocation, CREDENTIALS
+	{"issuer-revocation-reactor-agents", Issuer},  // services/issuer/internal/revocation, AGENTS
+	{"monitor-telemetry", Monitor},                // services/monitor/internal/ingest, TELEMETRY
+	{"lifecycle-agent-events", Lifecycle},         // services/lifecycle/internal/lifecycle, AGENTS
+}
+
+// othersDurables denies id every use of the durable consumers it does not own, on any stream:
+// creating or updating them (with or without a filter in the subject, and by the legacy durable
+// subject), pulling, resetting and acknowledging (both ack subject formats).
+func othersDurables(id Identity) []string {
+	var deny []string
+	for _, d := range DurableConsumers {
+		if d.Owner == id {
+			continue
+		}
+		deny = append(deny,
+			jsAPI+"CONSUMER.CREATE.*."+d.Name,
+			jsAPI+"CONSUMER.CREATE.*."+d.Name+".>",
+			jsAPI+"CONSUMER.DURABLE.CREATE.*."+d.Name,
+			jsAPI+"CONSUMER.MSG.NEXT.*."+d.Name,
+			jsAPI+"CONSUMER.RESET.*."+d.Name,
+			"$JS.ACK.*."+d.Name+".>",
+			"$JS.ACK.*.*.*."+d.Name+".>",
+		)
+	}
+	return deny
+}
+
 // InboxPrefix is the reply-subject prefix of the user with nkey public key user: the user may
 // subscribe below it only, and its client must use it (nats.CustomInboxPrefix).
 func InboxPrefix(user string) string { return "_INBOX." + user }
@@ -137,7 +181,7 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 	default:
 		return nil, fmt.Errorf("natsauth: unknown identity %q (want one of %v, or a tenant subscriber)", id, PlatformIdentities)
 	}
-	return permissions(user, dedupe(pub), nil), nil
+	return permissions(user, dedupe(pub), nil, othersDurables(id)...), nil
 }
 
 // SubscriberConsumer is the name of the only consumer a tenant's subscriber may create, read from
@@ -178,10 +222,10 @@ func SubscriberPermissions(tenant, user string) (*server.Permissions, error) {
 }
 
 // permissions assembles a user's permissions: pub and sub allowed (sub besides its inbox), the
-// forbidden subjects denied.
-func permissions(user string, pub, sub []string) *server.Permissions {
+// forbidden subjects and deny denied.
+func permissions(user string, pub, sub []string, deny ...string) *server.Permissions {
 	return &server.Permissions{
-		Publish:   &server.SubjectPermission{Allow: pub, Deny: slices.Clone(forbidden)},
+		Publish:   &server.SubjectPermission{Allow: pub, Deny: append(slices.Clone(forbidden), deny...)},
 		Subscribe: &server.SubjectPermission{Allow: append([]string{InboxPrefix(user) + ".>"}, sub...), Deny: []string{"$SYS.>"}},
 	}
 }
@@ -201,7 +245,8 @@ func serviceBase(streams ...string) []string {
 }
 
 // readStream lets a client read stream s: its info, direct and leader gets, consumers it creates
-// (ordered and durable) and their acknowledgements. It cannot delete a consumer.
+// (ordered and durable) and their acknowledgements; Permissions denies the durables of
+// DurableConsumers to all but their owners. It cannot delete a consumer.
 func readStream(s string) []string {
 	return []string{
 		jsAPI + "STREAM.INFO." + s,
