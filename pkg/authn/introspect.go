@@ -38,7 +38,8 @@ const maxIntrospectionBytes = 64 << 10
 // IntrospectionVerifierConfig configures an IntrospectionVerifier.
 type IntrospectionVerifierConfig struct {
 	// Credential is the resource server's own client credential in the tenant whose tokens it
-	// accepts; each call authenticates with a fresh private_key_jwt assertion. Required.
+	// accepts, holding the tenant's introspector role (the issuer answers a client without it only
+	// about its own tokens); each call authenticates with a fresh private_key_jwt assertion. Required.
 	Credential *Credential
 	// Endpoint is the RFC 7662 endpoint; default {Credential.Issuer}/oauth2/introspect. It must be
 	// https:// unless its host is a loopback address (CheckIssuerURL).

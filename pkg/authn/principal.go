@@ -41,7 +41,7 @@ const (
 	// the clients of agents and read what its activities read, and nothing else.
 	RoleLifecycleWorker Role = "lifecycle-worker"
 	// RoleIntrospector may introspect (RFC 7662) every token of its tenant at the issuer; a client
-	// without it learns only about its own tokens and those meant for its registered resources.
+	// without it learns only about its own tokens.
 	RoleIntrospector Role = "introspector"
 )
 

@@ -73,7 +73,7 @@ func newClientsCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringSliceVar(&roles, "role", nil, "platform role (repeat or comma-separate)")
 	create.Flags().StringSliceVar(&scopes, "scope", nil, "scopes the identity may ask for in tokens")
-	create.Flags().StringArrayVar(&resources, "resource", nil, "RFC 8707 resource (absolute URI) the identity may ask tokens for, or whose tokens it may introspect (repeat for several)")
+	create.Flags().StringArrayVar(&resources, "resource", nil, "RFC 8707 resource (absolute URI) the identity may ask tokens for (repeat for several); introspecting others' tokens needs --role introspector")
 	create.Flags().StringVar(&keyOut, "key-out", "", "where to write the identity's credential file (0600)")
 	create.Flags().StringVar(&requestID, "request-id", "", "idempotency key")
 	create.Flags().BoolVar(&dpopBound, "dpop", false, "DPoP-bound identity (RFC 9449): its tokens are bound to a DPoP key, never bearer tokens")

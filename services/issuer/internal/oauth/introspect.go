@@ -42,9 +42,10 @@ type Introspection struct {
 // Introspect answers an introspection request for tenant. The caller authenticates with
 // private_key_jwt as an active client of the tenant (aud the issuer identifier alone), or with a
 // bearer access token of a platform-admin (tenant system) or of a tenant-admin or introspector of
-// tenant. A client without the introspector role learns only about its own tokens and those whose
-// audience includes one of its registered resources: any other token is answered active:false, as
-// an unknown one is (RFC 7662 §2.2), so a client cannot probe tokens meant for someone else.
+// tenant (authn.Principal.Authorize: in tenant system a tenant-admin counts for nothing). A client
+// without the introspector role learns only about its own tokens: any other token is answered
+// active:false, as an unknown one is (RFC 7662 §2.2), so a client cannot probe the tokens of its
+// peers, even those meant for a resource it may request too.
 func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Introspection, *Error) {
 	if !s.KnownTenant(tenant) {
 		return nil, ErrUnknownTenant()
@@ -88,8 +89,8 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 		s.logger.DebugContext(ctx, "introspected token is inactive", "tenant", tenant, "reason", err, "request_id", r.RequestID)
 		return &Introspection{Active: false}, nil
 	}
-	if caller != nil && !mayIntrospect(caller, claims) {
-		s.logger.InfoContext(ctx, "introspected token is neither the caller's nor meant for its resources; answered inactive",
+	if caller != nil && claims.ClientID != caller.ID() {
+		s.logger.InfoContext(ctx, "introspected token is not the caller's and the caller is no introspector; answered inactive",
 			"tenant", tenant, "client_id", caller.ID(), "token_client_id", claims.ClientID, "jti", claims.ID, "request_id", r.RequestID)
 		return &Introspection{Active: false}, nil
 	}
@@ -118,20 +119,6 @@ func (s *Server) Introspect(ctx context.Context, tenant string, r Request) (*Int
 	}, nil
 }
 
-// mayIntrospect reports whether a client without the introspector role may learn about a token: one
-// issued to it, or one whose audience includes a resource registered for it.
-func mayIntrospect(caller *credentials.Client, claims *authn.Claims) bool {
-	if claims.ClientID == caller.ID() {
-		return true
-	}
-	for _, aud := range claims.Audience {
-		if slices.Contains(caller.Resources(), aud) {
-			return true
-		}
-	}
-	return false
-}
-
 func unixOrZero(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -140,7 +127,8 @@ func unixOrZero(t time.Time) int64 {
 }
 
 // authorizeBearer checks a bearer caller of tenant's introspection endpoint: a valid platform API
-// token of a platform-admin of the system tenant or a tenant-admin of tenant.
+// token of a platform-admin of the system tenant, or of a tenant-admin or introspector of tenant as
+// authn.Principal.Authorize counts them (system-only rules: a tenant-admin of system is refused).
 func (s *Server) authorizeBearer(tenant, raw string) *Error {
 	realm := s.Issuer(tenant)
 	claims, err := s.VerifyAPIToken(raw)
@@ -149,7 +137,7 @@ func (s *Server) authorizeBearer(tenant, raw string) *Error {
 			Challenge: fmt.Sprintf(`Bearer realm=%q, error="invalid_token"`, realm), Cause: err}
 	}
 	p := authn.PrincipalFromClaims(claims)
-	if p.IsPlatformAdmin() || (p.Tenant == tenant && (p.HasRole(authn.RoleTenantAdmin) || p.HasRole(authn.RoleIntrospector))) {
+	if p.Authorize(tenant, authn.RoleTenantAdmin, authn.RoleIntrospector) == nil {
 		return nil
 	}
 	return &Error{Code: ErrInsufficientScope, Status: http.StatusForbidden,

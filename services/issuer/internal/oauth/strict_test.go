@@ -364,13 +364,15 @@ func TestAgentsNotGivenAPIAudienceByDefault(t *testing.T) {
 	}
 }
 
-func TestIntrospectionLimitedToCallersAudience(t *testing.T) {
+func TestIntrospectionLimitedToCallersOwnTokens(t *testing.T) {
 	f := newCore(t)
-	// rs-orders serves ordersAPI; rs-other another resource; gateway holds the introspector role.
+	// rs-orders serves ordersAPI without the introspector role; gateway holds it; colleague is an agent
+	// that may request ordersAPI too (as every dev agent may request https://files.example).
 	f.addClient(t, &issuerv1.Client{ClientId: "rs-orders", Resources: []string{ordersAPI}})
 	f.addClient(t, &issuerv1.Client{ClientId: "rs-other", Resources: []string{"https://other.example"}})
 	f.addClient(t, &issuerv1.Client{ClientId: "gateway", Roles: []string{string(authn.RoleIntrospector)}})
 	f.addClient(t, &issuerv1.Client{ClientId: "peer", Agent: "tenants/acme/agents/peer", Environment: "dev", Resources: []string{"https://other.example"}})
+	f.addClient(t, &issuerv1.Client{ClientId: "colleague", Agent: "tenants/acme/agents/colleague", Environment: "dev", Resources: []string{ordersAPI}})
 
 	agentTok, oerr := f.tokenWith(f.assertion(t, issuer, time.Minute)) // aud ordersAPI
 	if oerr != nil {
@@ -390,11 +392,12 @@ func TestIntrospectionLimitedToCallersAudience(t *testing.T) {
 		caller     string
 		wantActive bool
 	}{
-		{caller: "rs-orders", wantActive: true}, // the token is meant for its resource
-		{caller: clientID, wantActive: true},    // the caller's own token
-		{caller: "gateway", wantActive: true},   // introspector role
-		{caller: "rs-other", wantActive: false}, // meant for someone else
-		{caller: "peer", wantActive: false},     // another agent probing
+		{caller: clientID, wantActive: true},     // the caller's own token
+		{caller: "gateway", wantActive: true},    // introspector role
+		{caller: "rs-orders", wantActive: false}, // meant for its resource, but no introspector role
+		{caller: "colleague", wantActive: false}, // an agent that may request the same resource
+		{caller: "rs-other", wantActive: false},  // meant for someone else
+		{caller: "peer", wantActive: false},      // another agent probing
 	}
 	for _, tt := range tests {
 		t.Run(tt.caller, func(t *testing.T) {

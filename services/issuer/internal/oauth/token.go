@@ -155,6 +155,9 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		Confirmation: cnf,
 		Permissions:  permissions,
 	}
+	if oerr := s.checkNotRevoked(tenant, &claims, key.KeyID); oerr != nil {
+		return nil, client, oerr
+	}
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		return nil, client, serverError(err)

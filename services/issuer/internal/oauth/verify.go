@@ -18,7 +18,8 @@ import (
 
 // VerifyAPIToken verifies an access token for the platform API issued by any tenant of this issuer:
 // signature by the tenant's key, typ at+jwt, issuer, tenant, times (with leeway), audience
-// urn:agentid:api, and an active, unrevoked client.
+// urn:agentid:api, an active, unrevoked client, and no DPoP binding (cnf.jkt): its callers present
+// the token as a bearer token, with no proof of the key it is bound to.
 func (s *Server) VerifyAPIToken(raw string) (*authn.Claims, error) {
 	tok, err := parseAccessToken(raw)
 	if err != nil {
@@ -41,7 +42,27 @@ func (s *Server) VerifyAPIToken(raw string) (*authn.Claims, error) {
 	if !slices.Contains(claims.Audience, authn.APIAudience) {
 		return nil, errors.New("token is not meant for the platform API")
 	}
+	if claims.Confirmation != nil && claims.Confirmation.JKT != "" {
+		return nil, errors.New("token is DPoP-bound and was presented without a proof")
+	}
 	return claims, nil
+}
+
+// checkNotRevoked refuses to issue a token the process's denylist already covers, which would be dead
+// on arrival: one whose client, agent, subject or tenant was revoked at or after its issue time
+// (a revocation the credentials projection has not seen yet) is refused as invalid_client, one to be
+// signed by a revoked key as temporarily unavailable.
+func (s *Server) checkNotRevoked(tenant string, claims *authn.Claims, kid string) *Error {
+	if s.denylist == nil {
+		return nil
+	}
+	if err := s.denylist.Check(claims, ""); err != nil {
+		return invalidClient(s.Issuer(tenant), "", "revoked", err)
+	}
+	if err := s.denylist.Check(claims, kid); err != nil {
+		return unavailable(fmt.Errorf("the current signing key %s of tenant %s is revoked: %w", kid, tenant, err))
+	}
+	return nil
 }
 
 func parseAccessToken(raw string) (*jwt.JSONWebToken, error) {
