@@ -19,6 +19,7 @@ import (
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/grpcx"
 	eventsv1 "github.com/agentid/agentid/proto/gen/go/agentid/events/v1"
 	// The payload types of the aggregate streams, so that every event decodes (and is redacted).
 	_ "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -501,6 +502,11 @@ func (s *Server) serve(ctx context.Context, ss grpc.ServerStreamingServer[events
 		select {
 		case <-notify:
 		case <-heartbeat.C:
+			// A subscription lasts only while its token would still be accepted: a revoked token ends
+			// it here (and at the server's own rechecks), an expired one at its exp (pkg/grpcx).
+			if err := grpcx.RecheckToken(ctx); err != nil {
+				return err
+			}
 			if err := enqueue(&eventsv1.SubscribeResponse{Cursor: cursorOf(pl, srcs),
 				Payload: &eventsv1.SubscribeResponse_Heartbeat{Heartbeat: &eventsv1.Heartbeat{Time: timestamppb.Now()}}}); err != nil {
 				return ignoreGone(err)

@@ -80,6 +80,12 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg eventsapi.Config, opts ...grpc.ServerOption) *harness {
 	t.Helper()
+	return newHarnessServer(t, cfg, grpcx.ServerConfig{Verifier: verifier}, opts...)
+}
+
+// newHarnessServer is newHarness with the gRPC server's configuration (its Logger is the harness's).
+func newHarnessServer(t *testing.T, cfg eventsapi.Config, scfg grpcx.ServerConfig, opts ...grpc.ServerOption) *harness {
+	t.Helper()
 	n := testkit.StartNATS(t)
 	js := n.JetStream(t)
 	store := eventstore.New(js, eventstore.WithSource("agentid/test"), eventstore.WithLogger(slog.New(slog.DiscardHandler)))
@@ -93,7 +99,8 @@ func newHarness(t *testing.T, cfg eventsapi.Config, opts ...grpc.ServerOption) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier}, opts...)
+	scfg.Logger = log
+	srv := grpcx.NewServer(scfg, opts...)
 	api.Register(srv)
 	conn := testkit.ServeGRPC(t, srv)
 	return &harness{store: store, client: eventsv1.NewEventsServiceClient(conn), logs: logs}
@@ -544,5 +551,86 @@ func TestSubscribeCutsOffSlowSubscriber(t *testing.T) {
 	}
 	if got >= n {
 		t.Errorf("received all %d events, want a cut-off before", got)
+	}
+}
+
+// endsWith reads s until it ends and checks that it ends Unauthenticated with reason.
+func endsWith(t *testing.T, s grpc.ServerStreamingClient[eventsv1.SubscribeResponse], reason string) {
+	t.Helper()
+	for {
+		_, err := s.Recv()
+		if err == nil {
+			continue // events and heartbeats until the end
+		}
+		st := status.Convert(err)
+		if st.Code() != codes.Unauthenticated {
+			t.Fatalf("subscription ended with %v, want Unauthenticated %s", err, reason)
+		}
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == reason {
+				return
+			}
+		}
+		t.Fatalf("subscription ended with %v (details %v), want reason %s", err, st.Details(), reason)
+	}
+}
+
+func TestSubscriptionEndsWhenItsTokenIsRevoked(t *testing.T) {
+	tests := []struct {
+		name      string
+		heartbeat time.Duration // the subscription's heartbeats recheck the token
+		recheck   time.Duration // and so does the server on its own
+	}{
+		{name: "at a heartbeat", heartbeat: 20 * time.Millisecond, recheck: time.Hour},
+		{name: "at the server's periodic recheck", heartbeat: time.Hour, recheck: 20 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			deny := authn.NewDenylist(authn.DenylistConfig{})
+			issued := time.Now().Add(-time.Minute)
+			tokenClaims := claims("acme", "siem-acme", "subscriber")
+			tokenClaims.IssuedAt, tokenClaims.Expiry = issued, issued.Add(time.Hour)
+			static := testkit.StaticVerifier(map[string]*authn.Claims{"siem": tokenClaims})
+			// As a JWKSVerifier with Revocations does: the claims, then the denylist.
+			revocable := authn.VerifierFunc(func(ctx context.Context, raw string) (*authn.Claims, error) {
+				c, err := static.Verify(ctx, raw)
+				if err != nil {
+					return nil, err
+				}
+				if err := deny.Check(c, ""); err != nil {
+					return nil, err
+				}
+				return c, nil
+			})
+			h := newHarnessServer(t, eventsapi.Config{HeartbeatInterval: tt.heartbeat},
+				grpcx.ServerConfig{Verifier: revocable, StreamRecheckInterval: tt.recheck})
+			s, _ := h.subscribe(t, "siem", &eventsv1.SubscribeRequest{Parent: "tenants/acme"})
+			// The subscription is live, and the rechecks of a valid token do not end it.
+			first := h.agentEvent(t, "acme", "a1", "activated")
+			expectIDs(t, s, first)
+
+			now := time.Now()
+			if err := deny.Apply(&issuerv1.TokensRevoked{
+				Target: issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT, Tenant: "acme", ClientId: "siem-acme",
+				NotBefore: timestamppb.New(now), ExpireTime: timestamppb.New(now.Add(time.Hour)),
+			}, 1); err != nil {
+				t.Fatal(err)
+			}
+			endsWith(t, s, authn.ReasonTokenRevoked)
+		})
+	}
+}
+
+func TestSubscriptionEndsAtItsTokensExpiry(t *testing.T) {
+	exp := time.Now().Add(1500 * time.Millisecond)
+	tokenClaims := claims("acme", "siem-acme", "subscriber")
+	tokenClaims.IssuedAt, tokenClaims.Expiry = time.Now(), exp
+	h := newHarnessServer(t, eventsapi.Config{HeartbeatInterval: time.Hour},
+		grpcx.ServerConfig{Verifier: testkit.StaticVerifier(map[string]*authn.Claims{"short": tokenClaims}),
+			StreamRecheckInterval: time.Hour})
+	s, _ := h.subscribe(t, "short", &eventsv1.SubscribeRequest{Parent: "tenants/acme"})
+	endsWith(t, s, authn.ReasonTokenExpired)
+	if now := time.Now(); now.Before(exp) {
+		t.Errorf("subscription ended %s before its token's exp", exp.Sub(now))
 	}
 }

@@ -53,6 +53,10 @@ type ServerConfig struct {
 	// id); over the limit a call fails ResourceExhausted (reason RATE_LIMITED) with a RetryInfo.
 	// Public methods are not limited.
 	PrincipalLimiter *ratelimit.Limiter
+	// StreamRecheckInterval is how often the bearer token of an open stream is verified again (a
+	// revoked token ends the stream Unauthenticated TOKEN_REVOKED); default
+	// DefaultStreamRecheckInterval. Every stream also ends at its token's exp (TOKEN_EXPIRED).
+	StreamRecheckInterval time.Duration
 }
 
 // ReasonRateLimited is the ErrorInfo reason of a call refused by ServerConfig.PrincipalLimiter.
@@ -219,6 +223,8 @@ type interceptors struct {
 	public   map[string]bool
 	metrics  *metrics
 	limiter  *ratelimit.Limiter
+	// streamRecheck is how often an open stream's token is verified again.
+	streamRecheck time.Duration
 }
 
 func newInterceptors(cfg ServerConfig) *interceptors {
@@ -231,6 +237,10 @@ func newInterceptors(cfg ServerConfig) *interceptors {
 	}
 	if cfg.Registry != nil {
 		ic.metrics = newMetrics(cfg.Registry)
+	}
+	ic.streamRecheck = cfg.StreamRecheckInterval
+	if ic.streamRecheck <= 0 {
+		ic.streamRecheck = DefaultStreamRecheckInterval
 	}
 	return ic
 }
@@ -482,12 +492,18 @@ func (ic *interceptors) unaryAuthenticate(ctx context.Context, req any, info *gr
 	return handler(ctx, req)
 }
 
+// streamAuthenticate authenticates a stream and, unless its method is public, keeps it only while its
+// token would still be accepted (guardStream): the stream ends at the token's exp and when a later
+// verification refuses the token.
 func (ic *interceptors) streamAuthenticate(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	ctx, err := ic.authenticate(ss.Context(), info.FullMethod)
 	if err != nil {
 		return err
 	}
-	return handler(srv, withContext(ss, ctx))
+	if ic.isPublic(info.FullMethod) {
+		return handler(srv, withContext(ss, ctx))
+	}
+	return ic.guardStream(ctx, func(ctx context.Context) error { return handler(srv, withContext(ss, ctx)) })
 }
 
 // 6. rate limit per principal
