@@ -189,7 +189,15 @@ func run(ctx context.Context, cfg config, logger *slog.Logger, stdout io.Writer)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: authn.Middleware(verifier, opts...)(newFiles().routes()), ReadHeaderTimeout: 10 * time.Second}
+	handler := authn.Middleware(verifier, opts...)(newFiles().routes())
+	if feed != nil {
+		// Not ready while revocations may be missing (NATS gone, consumer stalled).
+		mux := http.NewServeMux()
+		mux.Handle("GET /readyz", feed.ReadinessHandler(authn.DefaultRevocationMaxAge))
+		mux.Handle("/", handler)
+		handler = mux
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	_, _ = fmt.Fprintf(stdout, "listening on %s\n", lis.Addr())
