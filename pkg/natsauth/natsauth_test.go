@@ -657,3 +657,39 @@ func TestDurableConsumersOnlyTheirOwner(t *testing.T) {
 		}
 	})
 }
+
+// TestPushConsumerDoesNotFeedAnotherStream: a subscriber's push consumer on AGENTS that delivers to
+// a subject CREDENTIALS captures does not deliver (no subscription names that subject: streams
+// listen on wildcards, and no identity may subscribe to an event subject), so CREDENTIALS stores
+// nothing.
+func TestPushConsumerDoesNotFeedAnotherStream(t *testing.T) {
+	b := startBus(t)
+	ctx := t.Context()
+	registry := b.store(t, string(natsauth.Registry))
+	if _, err := appendAgent(ctx, registry, "acme", "agt-1"); err != nil {
+		t.Fatal(err)
+	}
+	sub := b.connect(t, natsauth.SubscriberPrefix+"acme")
+	cons, err := sub.js.CreateOrUpdateConsumer(ctx, eventstore.StreamAgents, jetstream.ConsumerConfig{
+		Durable: natsauth.SubscriberConsumer("acme"), FilterSubject: "agentid.acme.>",
+		DeliverSubject: "agentid.beta.client.x.client.created", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("create the push consumer: %v", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.PushBound || info.Delivered.Consumer != 0 || info.NumPending != 1 {
+		t.Fatalf("push consumer: bound %v, delivered %d, pending %d; want unbound, none delivered, 1 pending",
+			info.PushBound, info.Delivered.Consumer, info.NumPending)
+	}
+	admin := b.connect(t, string(natsauth.Admin))
+	st, err := admin.js.Stream(ctx, eventstore.StreamCredentials)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != 0 {
+		t.Fatalf("CREDENTIALS holds %d messages, want 0", n)
+	}
+}
