@@ -77,9 +77,12 @@ type Query struct {
 
 // Store is the telemetry store.
 type Store interface {
-	// Insert stores events; an event whose EventID is already stored (in an earlier call or earlier
-	// in the same batch) is skipped. Invalid events fail the whole batch with InvalidArgument and
-	// nothing is stored.
+	// Insert stores events; an event already stored is skipped: one with the same EventID and Time
+	// (every copy of an event — a redelivery, a re-publication — carries both), or with the same
+	// EventID inserted within the store's recent-id horizon (the DuckDB store: the last 5 minutes,
+	// also across a restart), which covers a reporter resending a batch under a new envelope time.
+	// Duplicates earlier in the same batch are skipped too. Invalid events fail the whole batch with
+	// InvalidArgument and nothing is stored.
 	Insert(ctx context.Context, events []Event) error
 	// List returns one page of events matching q, ordered by time then event id, both descending,
 	// and the token of the next page ("" on the last page). Times are UTC with millisecond
