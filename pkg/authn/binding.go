@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,9 @@ const (
 	// ReasonDPoPReplayCacheFull (kind Unavailable) means the replay cache cannot take another proof,
 	// so single use cannot be guaranteed; retry later.
 	ReasonDPoPReplayCacheFull = "DPOP_REPLAY_CACHE_FULL"
+	// ReasonDPoPKeyOverQuota means the proof's key already has as many live proofs in the replay cache
+	// as one key may have; only that key is refused (invalid_dpop_proof) until some expire.
+	ReasonDPoPKeyOverQuota = "DPOP_KEY_OVER_QUOTA"
 )
 
 // Token bindings as reported in access telemetry.
@@ -68,9 +72,11 @@ func CheckCertificateBinding(c *Claims, state *tls.ConnectionState) error {
 }
 
 // DPoPReplayCache makes DPoP proof ids single-use at a resource server. Use records key (the proof's
-// key thumbprint and jti) until the time given and reports whether it was unused; an error means the
-// answer is unknown, and the proof is refused. A shared implementation (e.g. a JetStream key-value
-// bucket) makes proofs single-use across replicas of a resource server.
+// key thumbprint and jti, "jkt:jti") until the time given and reports whether it was unused; an
+// error means the answer is unknown, and the proof is refused. An error of kind ResourceExhausted
+// refuses only this proof's key (ReasonDPoPKeyOverQuota); any other error refuses as unavailable. A
+// shared implementation (e.g. a JetStream key-value bucket) makes proofs single-use across replicas
+// of a resource server.
 type DPoPReplayCache interface {
 	Use(ctx context.Context, key string, until time.Time) (fresh bool, err error)
 }
@@ -79,16 +85,22 @@ type DPoPReplayCache interface {
 const DefaultDPoPReplayEntries = 100_000
 
 // MemoryDPoPReplayCache is a bounded in-process DPoPReplayCache. Entries are forgotten once their
-// time has passed; when it holds max live entries it refuses new proofs (Unavailable) rather than
-// forget a live one, so a proof can never be replayed.
+// time has passed; it never forgets a live one, so a proof can never be replayed. One proof key (the
+// part of a key before its first ':', the jkt of the middleware's "jkt:jti") may hold at most a
+// tenth of the entries: over that quota only its proofs are refused (ResourceExhausted,
+// ReasonDPoPKeyOverQuota), so one client sending fresh proofs cannot fill the cache for everyone.
+// When the cache holds max live entries it refuses new proofs (Unavailable).
 type MemoryDPoPReplayCache struct {
-	max int
-	now func() time.Time
+	max    int
+	perKey int
+	now    func() time.Time
 
 	mu    sync.Mutex
 	seen  map[string]time.Time
-	order []replayEntry // in insertion order; expiries are nearly monotonic
+	live  map[string]int // entries of seen by proof key
+	order []replayEntry  // in insertion order; expiries are nearly monotonic
 	head  int
+	swept time.Time // of the last sweepThrottledLocked
 }
 
 type replayEntry struct {
@@ -98,13 +110,22 @@ type replayEntry struct {
 
 var _ DPoPReplayCache = (*MemoryDPoPReplayCache)(nil)
 
-// NewMemoryDPoPReplayCache returns an in-memory replay cache holding at most max live proofs
-// (DefaultDPoPReplayEntries when max <= 0).
-func NewMemoryDPoPReplayCache(max int) *MemoryDPoPReplayCache {
-	if max <= 0 {
-		max = DefaultDPoPReplayEntries
+// NewMemoryDPoPReplayCache returns an in-memory replay cache holding at most entries live proofs
+// (DefaultDPoPReplayEntries when entries <= 0), at most entries/10 (at least 1) of one proof key.
+func NewMemoryDPoPReplayCache(entries int) *MemoryDPoPReplayCache {
+	if entries <= 0 {
+		entries = DefaultDPoPReplayEntries
 	}
-	return &MemoryDPoPReplayCache{max: max, now: time.Now, seen: make(map[string]time.Time)}
+	return &MemoryDPoPReplayCache{max: entries, perKey: max(1, entries/10), now: time.Now,
+		seen: make(map[string]time.Time), live: make(map[string]int)}
+}
+
+// proofKey is the proof key part of a replay cache key: what comes before the first ':'.
+func proofKey(key string) string {
+	if i := strings.IndexByte(key, ':'); i >= 0 {
+		return key[:i]
+	}
+	return key
 }
 
 // Use records key until the given time and reports whether it was not in use.
@@ -112,20 +133,48 @@ func (m *MemoryDPoPReplayCache) Use(_ context.Context, key string, until time.Ti
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	if exp, ok := m.seen[key]; ok && now.Before(exp) {
-		return false, nil
+	if exp, ok := m.seen[key]; ok {
+		if now.Before(exp) {
+			return false, nil
+		}
+		m.forgetLocked(key)
 	}
 	m.expireLocked(now)
+	if !now.Before(until) {
+		return true, nil // nothing to remember: the proof is too old to be used again anyway
+	}
+	owner := proofKey(key)
+	if m.live[owner] >= m.perKey {
+		m.sweepThrottledLocked(now)
+		if m.live[owner] >= m.perKey {
+			return false, errs.ResourceExhausted(ReasonDPoPKeyOverQuota, "too many DPoP proofs of this key in use, retry later")
+		}
+	}
 	if len(m.seen) >= m.max {
-		m.sweepLocked(now)
+		m.sweepThrottledLocked(now)
 		if len(m.seen) >= m.max {
 			return false, errs.Unavailable(ReasonDPoPReplayCacheFull, "cannot accept the DPoP proof right now, retry later",
 				errors.New("DPoP replay cache is full of live proofs"))
 		}
 	}
 	m.seen[key] = until
+	m.live[owner]++
 	m.order = append(m.order, replayEntry{key: key, until: until})
 	return true, nil
+}
+
+// forgetLocked removes key from seen and from its proof key's count.
+func (m *MemoryDPoPReplayCache) forgetLocked(key string) {
+	if _, ok := m.seen[key]; !ok {
+		return
+	}
+	delete(m.seen, key)
+	owner := proofKey(key)
+	if m.live[owner] <= 1 {
+		delete(m.live, owner)
+	} else {
+		m.live[owner]--
+	}
 }
 
 // Len returns the number of proofs remembered.
@@ -140,7 +189,7 @@ func (m *MemoryDPoPReplayCache) expireLocked(now time.Time) {
 	for m.head < len(m.order) && !now.Before(m.order[m.head].until) {
 		e := m.order[m.head]
 		if exp, ok := m.seen[e.key]; ok && exp.Equal(e.until) {
-			delete(m.seen, e.key)
+			m.forgetLocked(e.key)
 		}
 		m.order[m.head] = replayEntry{}
 		m.head++
@@ -151,6 +200,16 @@ func (m *MemoryDPoPReplayCache) expireLocked(now time.Time) {
 	}
 }
 
+// sweepThrottledLocked sweeps at most once a second: a key over its quota, or a full cache, must not
+// make every request cost a pass over the whole cache.
+func (m *MemoryDPoPReplayCache) sweepThrottledLocked(now time.Time) {
+	if !m.swept.IsZero() && now.Sub(m.swept) < time.Second && now.After(m.swept) {
+		return
+	}
+	m.swept = now
+	m.sweepLocked(now)
+}
+
 // sweepLocked forgets every expired entry, in whatever order they were added.
 func (m *MemoryDPoPReplayCache) sweepLocked(now time.Time) {
 	kept := m.order[:0:0]
@@ -158,7 +217,7 @@ func (m *MemoryDPoPReplayCache) sweepLocked(now time.Time) {
 		if now.Before(e.until) {
 			kept = append(kept, e)
 		} else if exp, ok := m.seen[e.key]; ok && exp.Equal(e.until) {
-			delete(m.seen, e.key)
+			m.forgetLocked(e.key)
 		}
 	}
 	m.order, m.head = kept, 0

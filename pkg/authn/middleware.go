@@ -94,7 +94,8 @@ func WithRealm(realm string) ServerOption {
 }
 
 // WithDPoPReplayCache makes DPoP proofs single-use through c (default: an in-memory cache of
-// DefaultDPoPReplayEntries proofs; pass a shared cache when the resource server runs replicated).
+// DefaultDPoPReplayEntries proofs, a tenth of them at most of one key; pass a shared cache when the
+// resource server runs replicated).
 func WithDPoPReplayCache(c DPoPReplayCache) ServerOption {
 	return func(o *serverOptions) {
 		if c != nil {
@@ -544,7 +545,11 @@ func (m *middleware) checkDPoP(ctx context.Context, r *http.Request, raw string,
 	fresh, err := m.o.replay.Use(ctx, proof.JKT+":"+proof.ID, until)
 	switch {
 	case err != nil:
-		if errs.KindOf(err) != errs.KindUnavailable {
+		switch errs.KindOf(err) {
+		case errs.KindUnavailable:
+		case errs.KindResourceExhausted: // this key only: invalid_dpop_proof, never everyone's 503
+			err = errs.Unauthenticated(ReasonDPoPKeyOverQuota, "too many DPoP proofs of this key in use").WithCause(err)
+		default:
 			err = errs.Unavailable(ReasonDPoPReplayCacheFull, "cannot accept the DPoP proof right now, retry later", err)
 		}
 		return bad(err)

@@ -1,16 +1,19 @@
 package authn_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/testkit"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 )
@@ -69,6 +73,12 @@ type resourceServer struct {
 
 func newResourceServer(t *testing.T, useTLS bool) *resourceServer {
 	t.Helper()
+	return newResourceServerWith(t, useTLS)
+}
+
+// newResourceServerWith is newResourceServer with more middleware options.
+func newResourceServerWith(t *testing.T, useTLS bool, opts ...authn.ServerOption) *resourceServer {
+	t.Helper()
 	rs := &resourceServer{fi: newFakeIssuer(t), key: newES256(t, "acme-1"), other: newES256(t, "globex-1"),
 		clk: &clock{now: baseTime}, sink: &eventSink{}}
 	rs.fi.publish("acme", rs.key)
@@ -90,8 +100,9 @@ func newResourceServer(t *testing.T, useTLS bool) *resourceServer {
 	mux.Handle("PUT /files/{name}", authn.RequireScopes("files.write")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	})))
-	h := authn.Middleware(v, authn.WithAllowedTenants("acme"), authn.WithAccessRecorder(rs.sink),
-		authn.WithServerClock(rs.clk.Now), authn.WithRealm("files"), authn.WithReportedAudience(rsAudience))(mux)
+	opts = append([]authn.ServerOption{authn.WithAllowedTenants("acme"), authn.WithAccessRecorder(rs.sink),
+		authn.WithServerClock(rs.clk.Now), authn.WithRealm("files"), authn.WithReportedAudience(rsAudience)}, opts...)
+	h := authn.Middleware(v, opts...)(mux)
 	if useTLS {
 		rs.srv = httptest.NewUnstartedServer(h)
 		rs.srv.TLS = &tls.Config{ClientAuth: tls.RequestClientCert}
@@ -433,5 +444,89 @@ func TestMemoryDPoPReplayCache(t *testing.T) {
 		if fresh != s.want || (err != nil) != s.wantErr {
 			t.Errorf("step %d Use(%q) = %v, %v; want %v, error %v", i, s.key, fresh, err, s.want, s.wantErr)
 		}
+	}
+}
+
+func TestMemoryDPoPReplayCacheKeyQuota(t *testing.T) {
+	c := authn.NewMemoryDPoPReplayCache(20) // 2 live proofs per key
+	ctx := t.Context()
+	later := time.Now().Add(time.Hour)
+	steps := []struct {
+		key        string
+		until      time.Time
+		want       bool
+		wantReason string // "" for no error
+	}{
+		{"jktA:1", later, true, ""},
+		{"jktA:2", later, true, ""},
+		{"jktA:3", later, false, authn.ReasonDPoPKeyOverQuota}, // this key is over its quota…
+		{"jktA:1", later, false, ""},                           // …and a replay is still a replay
+		{"jktB:1", later, true, ""},                            // other keys are not affected
+		{"jktC:1", time.Now().Add(-time.Second), true, ""},     // proofs already expired take no room
+		{"jktC:2", time.Now().Add(-time.Second), true, ""},
+		{"jktC:3", later, true, ""},
+		{"jktC:4", later, true, ""},
+		{"jktC:5", later, false, authn.ReasonDPoPKeyOverQuota},
+	}
+	for i, s := range steps {
+		fresh, err := c.Use(ctx, s.key, s.until)
+		var e *errs.Error
+		switch {
+		case s.wantReason == "" && err != nil:
+			t.Errorf("step %d Use(%q): %v, want no error", i, s.key, err)
+		case s.wantReason != "" && (!errors.As(err, &e) || e.Reason != s.wantReason || e.Kind != errs.KindResourceExhausted):
+			t.Errorf("step %d Use(%q): %v, want ResourceExhausted %s", i, s.key, err, s.wantReason)
+		case fresh != s.want:
+			t.Errorf("step %d Use(%q) fresh = %v, want %v", i, s.key, fresh, s.want)
+		}
+	}
+}
+
+// shiftedReplayCache runs a replay cache on the real clock for a resource server on the test clock:
+// a proof's time is moved by how far the test clock is behind.
+type shiftedReplayCache struct {
+	inner authn.DPoPReplayCache
+	now   func() time.Time // the resource server's clock
+}
+
+func (s shiftedReplayCache) Use(ctx context.Context, key string, until time.Time) (bool, error) {
+	return s.inner.Use(ctx, key, time.Now().Add(until.Sub(s.now())))
+}
+
+// TestMiddlewareDPoPFloodRefusesOnlyTheFloodingKey: one client sending fresh proofs as fast as it
+// can is refused invalid_dpop_proof once its key holds its quota of live proofs; the replay cache
+// never fills, and another client's DPoP requests keep passing.
+func TestMiddlewareDPoPFloodRefusesOnlyTheFloodingKey(t *testing.T) {
+	const entries = 20 // 2 live proofs per key
+	// The resource server's clock stands still at baseTime in this test.
+	cache := shiftedReplayCache{inner: authn.NewMemoryDPoPReplayCache(entries), now: func() time.Time { return baseTime }}
+	rs := newResourceServerWith(t, false, authn.WithDPoPReplayCache(cache))
+	flooder, _ := newDPoPProver(t)
+	other, _ := newDPoPProver(t)
+	floodToken := rs.token(t, func(c *authn.Claims) { c.Confirmation = &authn.Confirmation{JKT: flooder.JKT()} })
+	otherToken := rs.token(t, func(c *authn.Claims) { c.Confirmation = &authn.Confirmation{JKT: other.JKT()} })
+	url := rs.srv.URL + "/files/a"
+
+	served := 0
+	for i := range entries + 5 {
+		id := "req-flood-" + strconv.Itoa(i)
+		resp, _ := rs.do(t, call{path: "/files/a", auth: []string{"DPoP " + floodToken}, dpop: mkProof(t, flooder, "GET", url, floodToken, "", baseTime)}, id)
+		if resp.StatusCode == http.StatusOK {
+			served++
+			continue
+		}
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `error="invalid_dpop_proof"`) {
+			t.Fatalf("flooding proof %d: status %d, WWW-Authenticate %q; want 200 or 401 invalid_dpop_proof", i, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+		if ev := rs.sink.waitFor(t, id); ev.Reason != authn.ReasonDPoPKeyOverQuota {
+			t.Fatalf("flooding proof %d refused with reason %q, want %s", i, ev.Reason, authn.ReasonDPoPKeyOverQuota)
+		}
+	}
+	if served != entries/10 {
+		t.Fatalf("%d flooding proofs served, want the key's quota (%d)", served, entries/10)
+	}
+	resp, body := rs.do(t, call{path: "/files/a", auth: []string{"DPoP " + otherToken}, dpop: mkProof(t, other, "GET", url, otherToken, "", baseTime)}, "req-other")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("another client's DPoP request during the flood: status %d body %q, want 200", resp.StatusCode, body)
 	}
 }
