@@ -318,10 +318,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	worker, err := loadOrCreateCredential(filepath.Join(cfg.DataDir, "credentials", "lifecycle-worker.json"), LifecycleClientID, systemIssuer)
+	workerPath := filepath.Join(cfg.DataDir, "credentials", "lifecycle-worker.json")
+	worker, err := loadOrCreateCredential(workerPath, LifecycleClientID, systemIssuer)
 	if err != nil {
 		return err
 	}
+	// Bootstrap may move the worker to a new client (ensureLifecycleWorker); it calls with that one.
+	workerCtx := service.WithHTTPClient(ctx, selfTLS)
+	workerTokens := &switchableTokenSource{ts: worker.TokenSource(workerCtx)}
 
 	// Push revocation: the API refuses a revoked token as soon as its revocation is on the stream, and
 	// the process is not ready before the denylist has caught up.
@@ -366,7 +370,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
 		WorkflowStartTimeout: cfg.WorkflowStartTimeout, IssuerURL: cfg.PublicURL, AgentResources: cfg.AgentResources,
 	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"), JWKSClient: service.HTTPClient(selfTLS),
-		PerRPC: authn.PerRPCCredentials(worker.TokenSource(service.WithHTTPClient(ctx, selfTLS)), selfTLS != nil), TLS: selfTLS})
+		PerRPC: authn.PerRPCCredentials(workerTokens, selfTLS != nil), TLS: selfTLS})
 	if err != nil {
 		return fmt.Errorf("lifecycle: %w", err)
 	}
@@ -379,24 +383,26 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		if err := registry.Ready(ctx); err != nil {
 			return nil
 		}
-		// The lifecycle worker holds only its narrow service role, not platform-admin.
-		for _, c := range []struct {
-			cred *authn.Credential
-			name string
-			role authn.Role
-		}{{admin, "bootstrap admin", authn.RolePlatformAdmin}, {worker, "lifecycle worker", authn.RoleLifecycleWorker}} {
-			jwks, err := c.cred.PublicJWKS()
-			if err != nil {
-				return err
-			}
-			if err := issuer.EnsureClient(ctx, authn.SystemTenant, &issuerv1.Client{
-				ClientId: c.cred.ClientID, PublicJwks: string(jwks),
-				Roles: []string{string(c.role)}, TokenTtlSeconds: 900,
-			}); errs.Is(err, errs.KindAlreadyExists) {
-				return fmt.Errorf("bootstrap: %s client: %w (registered with other keys or roles, e.g. by an older version that made the lifecycle worker a platform-admin: use a new --data-dir)", c.name, err)
-			} else if err != nil {
-				return fmt.Errorf("bootstrap: %s client: %w", c.name, err)
-			}
+		jwks, err := admin.PublicJWKS()
+		if err != nil {
+			return err
+		}
+		if err := issuer.EnsureClient(ctx, authn.SystemTenant, &issuerv1.Client{
+			ClientId: admin.ClientID, PublicJwks: string(jwks),
+			Roles: []string{string(authn.RolePlatformAdmin)}, TokenTtlSeconds: 900,
+		}); errs.Is(err, errs.KindAlreadyExists) {
+			return fmt.Errorf("bootstrap: bootstrap admin client: %w (registered with other keys or roles: use a new --data-dir)", err)
+		} else if err != nil {
+			return fmt.Errorf("bootstrap: bootstrap admin client: %w", err)
+		}
+		// The lifecycle worker holds only its narrow service role, not platform-admin; a worker client
+		// an older version made a platform-admin is disabled and replaced.
+		current, err := ensureLifecycleWorker(ctx, issuer, workerPath, worker, loudLogger(cfg, log))
+		if err != nil {
+			return fmt.Errorf("bootstrap: lifecycle worker client: %w", err)
+		}
+		if current != worker {
+			workerTokens.set(current.TokenSource(workerCtx))
 		}
 		if err := registry.EnsureTenant(ctx, DefaultTenant, "Default tenant"); err != nil {
 			return fmt.Errorf("bootstrap: default tenant: %w", err)

@@ -409,6 +409,15 @@ func (a *App) EnsureClient(ctx context.Context, tenant string, c *issuerv1.Clien
 	return a.svc.EnsureClient(ctx, tenant, c)
 }
 
+// DisableClient disables clientID of tenant and revokes its tokens (idempotent), as the platform's
+// own service identity, for bootstrapping: agentid dev retires a lifecycle worker client an older
+// version registered as platform-admin.
+func (a *App) DisableClient(ctx context.Context, tenant, clientID, reason string) error {
+	md := eventstore.Metadata{Actor: eventstore.Actor{ID: credentials.ServiceActor, Kind: eventstore.ActorService}}
+	_, err := a.svc.DisableClient(ctx, md, tenant, clientID, reason, "", true)
+	return err
+}
+
 // waitApplied gives commands read-your-writes while the projection runs; without a running
 // projection there is nothing to wait for.
 func (a *App) waitApplied(ctx context.Context, seq uint64) {
