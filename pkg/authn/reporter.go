@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,6 +100,11 @@ type AccessReporterConfig struct {
 	// Tenant is the resource server's own tenant: events of requests refused before a token was
 	// verified are reported there. Required.
 	Tenant string
+	// OtherTenants are further tenants whose events the reporter sends under their own tenant (a
+	// resource server serving several tenants, with a credential the monitor accepts for each). An
+	// event of any other tenant is recorded under Tenant with reason TENANT_NOT_ALLOWED and the
+	// foreign token's identifiers cleared: the monitor would refuse it elsewhere.
+	OtherTenants []string
 	// Conn is the gRPC connection to the monitor's MonitorService. Required.
 	Conn grpc.ClientConnInterface
 	// Credentials, when set, authenticate every RecordAccess call (e.g. PerRPCCredentials of the
@@ -146,6 +152,7 @@ type AccessReporterStats struct {
 // stores it once), and each batch carries the count of events lost since the tenant's previous one.
 type AccessReporter struct {
 	tenant   string
+	others   []string
 	client   monitorv1.MonitorServiceClient
 	callOpts []grpc.CallOption
 	batch    int
@@ -183,8 +190,14 @@ func NewAccessReporter(cfg AccessReporterConfig) (*AccessReporter, error) {
 	case cfg.BatchSize > MaxAccessBatchSize:
 		return nil, fmt.Errorf("authn: access reporter batch size %d is above the monitor's limit %d", cfg.BatchSize, MaxAccessBatchSize)
 	}
+	for _, t := range cfg.OtherTenants {
+		if !ValidTenant(t) {
+			return nil, fmt.Errorf("authn: access reporter other tenant %q is not a valid tenant id", t)
+		}
+	}
 	r := &AccessReporter{
 		tenant:   cfg.Tenant,
+		others:   slices.Clone(cfg.OtherTenants),
 		client:   monitorv1.NewMonitorServiceClient(cfg.Conn),
 		batch:    orDefault(cfg.BatchSize, DefaultAccessBatchSize),
 		interval: orDefault(cfg.FlushInterval, time.Second),
@@ -253,6 +266,9 @@ func (r *AccessReporter) Record(ev AccessEvent) {
 
 // lose counts n events of tenant as lost, to be reported in the tenant's next batch.
 func (r *AccessReporter) lose(tenant string, n int64) {
+	if n <= 0 {
+		return
+	}
 	r.dropMu.Lock()
 	r.pending[tenant] += n
 	r.dropMu.Unlock()
@@ -419,7 +435,17 @@ func (r *AccessReporter) sendBatch(tenant string, events []*monitorv1.AccessEven
 		}
 	}
 	r.failed.Add(int64(len(events)))
-	r.lose(tenant, lost+int64(len(events)))
+	switch errs.KindOf(err) {
+	case errs.KindPermissionDenied, errs.KindNotFound:
+		// The tenant takes nothing from this reporter: a count sent there would be refused again,
+		// forever. The events are counted as failed, once.
+	case errs.KindInvalidArgument:
+		// The events are reported as lost in the tenant's next batch, once; the count this batch
+		// carried is not carried again (an empty batch refused would otherwise come back forever).
+		r.lose(tenant, int64(len(events)))
+	default:
+		r.lose(tenant, lost+int64(len(events)))
+	}
 	err = fmt.Errorf("authn: record %d access events of tenant %s (batch %s): %w", len(events), tenant, req.BatchId, err)
 	r.lastErr.Store(&err)
 	r.logger.Warn("access events not recorded", "tenant", tenant, "batch_id", req.BatchId,

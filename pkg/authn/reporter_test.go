@@ -127,7 +127,9 @@ func accessEvent(i int, tenant string) authn.AccessEvent {
 
 func TestAccessReporterBatchesByTenant(t *testing.T) {
 	m := &fakeMonitor{}
-	r := newReporter(t, startMonitor(t, m), func(c *authn.AccessReporterConfig) { c.QueueSize = 2000 })
+	r := newReporter(t, startMonitor(t, m), func(c *authn.AccessReporterConfig) {
+		c.QueueSize, c.OtherTenants = 2000, []string{"globex"}
+	})
 	for i := range 1200 {
 		r.Record(accessEvent(i, "acme"))
 	}
@@ -256,5 +258,92 @@ func TestNewAccessReporterValidates(t *testing.T) {
 		if _, err := authn.NewAccessReporter(cfg); err == nil {
 			t.Errorf("%s: NewAccessReporter accepted the config", name)
 		}
+	}
+}
+
+// TestAccessReporterForeignTenantGoesToItsOwnTenant: an event of a verified token of a tenant the
+// reporter may not report for (a resource server of acme refusing a globex token) is recorded in the
+// reporter's own tenant as TENANT_NOT_ALLOWED without the foreign identifiers, so the monitor takes
+// it and no batch goes to the foreign tenant.
+func TestAccessReporterForeignTenantGoesToItsOwnTenant(t *testing.T) {
+	m := &fakeMonitor{}
+	r := newReporter(t, startMonitor(t, m), nil)
+	ev := accessEvent(0, "globex")
+	ev.Agent, ev.Subject, ev.OnBehalfOf, ev.Environment, ev.TokenID = "tenants/globex/agents/a1", "s1", "u1", "prod", "jti-1"
+	ev.Scopes, ev.Allowed, ev.Status, ev.Reason = []string{"files.read"}, false, 401, authn.ReasonTenantNotAllowed
+	r.Record(ev)
+	testkit.Eventually(t, 0, "the event to be stored", func() (bool, error) { return r.Stats().Sent == 1, nil })
+	for _, b := range m.callsSnapshot() {
+		if b.GetParent() != "tenants/acme" {
+			t.Fatalf("a batch went to %s, want only tenants/acme", b.GetParent())
+		}
+	}
+	got := m.callsSnapshot()[0].GetEvents()[0]
+	if got.GetTenant() != "acme" || got.GetReason() != authn.ReasonTenantNotAllowed || got.GetResource() != "/files/0" {
+		t.Errorf("event tenant %q reason %q resource %q, want acme, %s, /files/0", got.GetTenant(), got.GetReason(), got.GetResource(), authn.ReasonTenantNotAllowed)
+	}
+	if got.GetAgent() != "" || got.GetClientId() != "" || got.GetSubject() != "" || got.GetOnBehalfOf() != "" ||
+		got.GetEnvironment() != "" || got.GetTokenId() != "" || len(got.GetScopes()) != 0 {
+		t.Errorf("event keeps the foreign token's identifiers: %v", got)
+	}
+}
+
+// TestAccessReporterRefusedTenantIsNotRetriedForever: a batch the monitor refuses with
+// PermissionDenied or NotFound is counted as failed once; no count of it goes back to that tenant,
+// so the reporter does not send empty batches there on every flush.
+func TestAccessReporterRefusedTenantIsNotRetriedForever(t *testing.T) {
+	for _, code := range []codes.Code{codes.PermissionDenied, codes.NotFound} {
+		t.Run(code.String(), func(t *testing.T) {
+			m := &fakeMonitor{failNext: []error{status.Error(code, "not your tenant")}}
+			r := newReporter(t, startMonitor(t, m), func(c *authn.AccessReporterConfig) { c.OtherTenants = []string{"globex"} })
+			r.Record(accessEvent(0, "globex"))
+			testkit.Eventually(t, 0, "the refused batch to be counted", func() (bool, error) { return r.Stats().Failed == 1, nil })
+			// Later events of the reporter's own tenant are sent, and flush after flush nothing more
+			// goes to globex.
+			for i := 1; i <= 3; i++ {
+				r.Record(accessEvent(i, "acme"))
+				want := int64(i)
+				testkit.Eventually(t, 0, "an acme event to be stored", func() (bool, error) { return r.Stats().Sent == want, nil })
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), testkit.DefaultWait)
+			defer cancel()
+			_ = r.Close(ctx)
+			globex := 0
+			for _, b := range m.callsSnapshot() {
+				if b.GetParent() == "tenants/globex" {
+					globex++
+				}
+			}
+			if globex != 1 {
+				t.Errorf("%d calls for globex, want the one refused (no retry, no count sent back)", globex)
+			}
+			if _, dropped := m.totals(); dropped["acme"] != 0 {
+				t.Errorf("dropped %v, want none reported", dropped)
+			}
+		})
+	}
+}
+
+// TestAccessReporterRefusedEmptyBatchIsNotResent: the loss count of an invalid batch is reported
+// once; if that report is itself refused, it is not sent again.
+func TestAccessReporterRefusedEmptyBatchIsNotResent(t *testing.T) {
+	m := &fakeMonitor{failNext: []error{
+		status.Error(codes.InvalidArgument, "events[0]"), status.Error(codes.InvalidArgument, "dropped"),
+	}}
+	r := newReporter(t, startMonitor(t, m), nil)
+	r.Record(accessEvent(0, "acme"))
+	testkit.Eventually(t, 0, "the loss report to be refused too", func() (bool, error) { return len(m.callsSnapshot()) >= 2, nil })
+	r.Record(accessEvent(1, "acme"))
+	testkit.Eventually(t, 0, "the next event to be stored", func() (bool, error) { return r.Stats().Sent == 1, nil })
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.DefaultWait)
+	defer cancel()
+	_ = r.Close(ctx)
+	calls := m.callsSnapshot()
+	if len(calls) != 3 {
+		t.Fatalf("%d calls, want the invalid batch, its refused loss report, and the next batch", len(calls))
+	}
+	if calls[1].GetDropped() != 1 || len(calls[1].GetEvents()) != 0 || calls[2].GetDropped() != 0 {
+		t.Errorf("loss report dropped=%d events=%d, next batch dropped=%d; want 1, 0, 0",
+			calls[1].GetDropped(), len(calls[1].GetEvents()), calls[2].GetDropped())
 	}
 }

@@ -34,12 +34,21 @@ const (
 // sanitize makes ev acceptable to the monitor without changing what is already acceptable: strings
 // are cut to their limits on a rune boundary, control characters and invalid UTF-8 become U+FFFD,
 // the resource is never empty, scopes are non-empty, without spaces and at most MaxAccessScopes, the
-// time is set and not in the future, and numbers are within range. Strings that cannot be cleaned
+// time is set and not in the future, and numbers are within range. An event of a tenant the
+// reporter may not report for goes to its own tenant with reason TENANT_NOT_ALLOWED and no foreign
+// identifiers. Strings that cannot be cleaned
 // (an agent that is not of the event's tenant) are dropped. ev.Scopes is replaced, never changed in
 // place, since it may be shared with the caller.
 func (r *AccessReporter) sanitize(ev *AccessEvent, now time.Time) {
-	if !ValidTenant(ev.Tenant) {
+	switch {
+	case !ValidTenant(ev.Tenant):
 		ev.Tenant = r.tenant
+	case ev.Tenant != r.tenant && !slices.Contains(r.others, ev.Tenant):
+		// A verified token of a tenant this reporter may not report for: recorded in the reporter's
+		// own tenant, without the foreign token's identifiers.
+		ev.Tenant, ev.Reason = r.tenant, ReasonTenantNotAllowed
+		ev.Agent, ev.ClientID, ev.Subject, ev.OnBehalfOf, ev.Environment, ev.TokenID = "", "", "", "", "", ""
+		ev.Scopes = nil
 	}
 	if ev.Time.IsZero() || ev.Time.After(now) {
 		ev.Time = now
