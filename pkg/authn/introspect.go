@@ -3,6 +3,7 @@ package authn
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,10 @@ const (
 
 // MaxIntrospectionCacheTTL bounds how long an IntrospectionVerifier reuses a positive answer.
 const MaxIntrospectionCacheTTL = 30 * time.Second
+
+// IntrospectionInactiveTTL is how long an IntrospectionVerifier reuses an active=false answer (in the
+// same bounded cache), so that one token presented again and again costs the issuer one call.
+const IntrospectionInactiveTTL = 5 * time.Second
 
 const maxIntrospectionBytes = 64 << 10
 
@@ -79,7 +84,7 @@ type IntrospectionVerifier struct {
 }
 
 type cachedClaims struct {
-	claims *Claims
+	claims *Claims // nil: the token is inactive
 	until  time.Time
 }
 
@@ -149,8 +154,14 @@ func (v *IntrospectionVerifier) Verify(ctx context.Context, raw string) (*Claims
 	if len(raw) > maxTokenBytes {
 		return nil, invalid(ReasonTokenInvalid, "access token is invalid", errors.New("token too large"))
 	}
+	if err := v.precheck(raw); err != nil {
+		return nil, err
+	}
 	key := sha256.Sum256([]byte(raw))
 	if c, ok := v.cached(key); ok {
+		if c == nil {
+			return nil, invalid(ReasonTokenInactive, "access token is not active", errors.New("cached active=false answer"))
+		}
 		return c, nil
 	}
 	// Concurrent requests with one token share one call, which outlives a cancelled caller.
@@ -166,18 +177,50 @@ func (v *IntrospectionVerifier) Verify(ctx context.Context, raw string) (*Claims
 	if res.Err != nil {
 		return nil, res.Err
 	}
-	claims, err := v.check(res.Val.(*introspection))
+	in := res.Val.(*introspection)
+	claims, err := v.check(in)
 	if err != nil {
+		if !in.Active {
+			v.put(key, cachedClaims{until: v.now().Add(IntrospectionInactiveTTL)})
+		}
 		return nil, err
 	}
 	v.store(key, claims.clone())
 	return claims, nil
 }
 
-func (v *IntrospectionVerifier) cached(key [sha256.Size]byte) (*Claims, bool) {
-	if v.ttl <= 0 {
-		return nil, false
+// precheck refuses, without asking the issuer, what cannot be one of its access tokens: anything but
+// a compact JWS typed at+jwt whose iss is the credential's issuer. Nothing is verified here; the
+// issuer's answer decides.
+func (v *IntrospectionVerifier) precheck(raw string) error {
+	bad := func(reason string, cause error) error { return invalid(reason, "access token is invalid", cause) }
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return bad(ReasonTokenInvalid, errors.New("not a compact JWS"))
 	}
+	var header struct {
+		Typ string `json:"typ"`
+	}
+	var payload struct {
+		Iss string `json:"iss"`
+	}
+	if b, err := base64.RawURLEncoding.DecodeString(parts[0]); err != nil || json.Unmarshal(b, &header) != nil {
+		return bad(ReasonTokenInvalid, errors.New("malformed JWS header"))
+	}
+	if !strings.EqualFold(header.Typ, "at+jwt") && !strings.EqualFold(header.Typ, "application/at+jwt") {
+		return bad(ReasonTokenInvalid, fmt.Errorf("typ %.40q, want at+jwt", header.Typ))
+	}
+	if b, err := base64.RawURLEncoding.DecodeString(parts[1]); err != nil || json.Unmarshal(b, &payload) != nil {
+		return bad(ReasonTokenInvalid, errors.New("malformed JWS payload"))
+	}
+	if strings.TrimRight(payload.Iss, "/") != strings.TrimRight(v.cred.Issuer, "/") {
+		return bad(ReasonTokenTenant, fmt.Errorf("iss %.200q, want %s", payload.Iss, v.cred.Issuer))
+	}
+	return nil
+}
+
+// cached returns a remembered answer: claims, or nil for an inactive token.
+func (v *IntrospectionVerifier) cached(key [sha256.Size]byte) (*Claims, bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	e, ok := v.cache[key]
@@ -188,6 +231,9 @@ func (v *IntrospectionVerifier) cached(key [sha256.Size]byte) (*Claims, bool) {
 		delete(v.cache, key)
 		return nil, false
 	}
+	if e.claims == nil {
+		return nil, true
+	}
 	return e.claims.clone(), true
 }
 
@@ -195,16 +241,22 @@ func (v *IntrospectionVerifier) store(key [sha256.Size]byte, c *Claims) {
 	if v.ttl <= 0 {
 		return
 	}
-	now := v.now()
-	until := now.Add(v.ttl)
+	until := v.now().Add(v.ttl)
 	if c.Expiry.Before(until) {
 		until = c.Expiry
 	}
+	v.put(key, cachedClaims{claims: c, until: until})
+}
+
+// put remembers an answer, within CacheSize: when full, expired answers are forgotten first, and if
+// none is, the answer is not remembered.
+func (v *IntrospectionVerifier) put(key [sha256.Size]byte, e cachedClaims) {
+	now := v.now()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if len(v.cache) >= v.size {
-		for k, e := range v.cache {
-			if !now.Before(e.until) {
+		for k, old := range v.cache {
+			if !now.Before(old.until) {
 				delete(v.cache, k)
 			}
 		}
@@ -212,7 +264,7 @@ func (v *IntrospectionVerifier) store(key [sha256.Size]byte, c *Claims) {
 			return
 		}
 	}
-	v.cache[key] = cachedClaims{claims: c, until: until}
+	v.cache[key] = e
 }
 
 // introspect calls the endpoint; every failure to get an answer is Unavailable.

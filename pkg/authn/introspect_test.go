@@ -1,6 +1,7 @@
 package authn_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,13 @@ import (
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 )
+
+// shapedToken is what the introspecting verifier sends to the issuer: a compact JWS typed at+jwt
+// of issuer iss (its signature is the issuer's to check, not the verifier's).
+func shapedToken(iss, name string) string {
+	b := func(v string) string { return base64.RawURLEncoding.EncodeToString([]byte(v)) }
+	return b(`{"alg":"ES256","typ":"at+jwt","kid":"k1"}`) + "." + b(`{"iss":"`+iss+`","jti":"`+name+`"}`) + "." + b("sig-"+name)
+}
 
 // fakeIntrospection answers RFC 7662 requests authenticated with the resource server's assertion.
 type fakeIntrospection struct {
@@ -96,7 +104,7 @@ func TestIntrospectionVerifier(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			fi.answer.Store(tc.answer)
-			c, err := newV(0, fi.srv.URL).Verify(t.Context(), "tok-"+tc.name)
+			c, err := newV(0, fi.srv.URL).Verify(t.Context(), shapedToken(cred.Issuer, tc.name))
 			if tc.wantReason == "" {
 				if err != nil || c.Subject != "agent-client" || c.Agent != "tenants/acme/agents/a1" || !c.Expiry.Equal(baseTime.Add(5*time.Minute)) {
 					t.Fatalf("Verify = %+v, %v; want the active token's claims", c, err)
@@ -118,7 +126,7 @@ func TestIntrospectionVerifier(t *testing.T) {
 		}))
 		defer failing.Close()
 		for _, endpoint := range []string{down.URL, failing.URL} {
-			_, err := newV(0, endpoint).Verify(t.Context(), "tok")
+			_, err := newV(0, endpoint).Verify(t.Context(), shapedToken(cred.Issuer, "tok"))
 			if e := errs.FromStatus(err); err == nil || e.Kind != errs.KindUnavailable || e.Reason != authn.ReasonIntrospectionUnavailable {
 				t.Errorf("endpoint %s: error %v, want Unavailable %s", endpoint, err, authn.ReasonIntrospectionUnavailable)
 			}
@@ -130,7 +138,7 @@ func TestIntrospectionVerifier(t *testing.T) {
 		v := newV(10*time.Second, fi.srv.URL)
 		before := fi.calls.Load()
 		for range 3 {
-			if _, err := v.Verify(t.Context(), "cached-token"); err != nil {
+			if _, err := v.Verify(t.Context(), shapedToken(cred.Issuer, "cached-token")); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -139,7 +147,7 @@ func TestIntrospectionVerifier(t *testing.T) {
 		}
 		clk.Advance(11 * time.Second)
 		fi.answer.Store(map[string]any{"active": false})
-		if _, err := v.Verify(t.Context(), "cached-token"); errs.FromStatus(err).Reason != authn.ReasonTokenInactive {
+		if _, err := v.Verify(t.Context(), shapedToken(cred.Issuer, "cached-token")); errs.FromStatus(err).Reason != authn.ReasonTokenInactive {
 			t.Errorf("after the TTL: %v, want the issuer asked again (inactive)", err)
 		}
 	})
@@ -205,7 +213,7 @@ func TestIntrospectionVerifierDPoPBoundToken(t *testing.T) {
 	}
 
 	fi.answer.Store(answer("DPoP", map[string]any{"jkt": prover.JKT()}))
-	const tok = "opaque-dpop-token"
+	tok := shapedToken(cred.Issuer, "dpop-token")
 	c, err := v.Verify(t.Context(), tok)
 	if err != nil || c.Confirmation == nil || c.Confirmation.JKT != prover.JKT() {
 		t.Fatalf("Verify = %+v, %v; want the token bound to jkt %s", c, err, prover.JKT())
@@ -234,7 +242,77 @@ func TestIntrospectionVerifierDPoPBoundToken(t *testing.T) {
 	}
 
 	fi.answer.Store(answer("DPoP", nil))
-	if _, err := v.Verify(t.Context(), "dpop-without-cnf"); errs.FromStatus(err).Reason != authn.ReasonTokenInvalid {
+	if _, err := v.Verify(t.Context(), shapedToken(cred.Issuer, "dpop-without-cnf")); errs.FromStatus(err).Reason != authn.ReasonTokenInvalid {
 		t.Fatalf("token_type DPoP without cnf: %v, want %s", err, authn.ReasonTokenInvalid)
 	}
+}
+
+// TestIntrospectionVerifierAsksOnlyAboutItsIssuersTokens: what cannot be an access token of the
+// credential's issuer is refused without a call; an inactive answer is reused for
+// IntrospectionInactiveTTL, even with the positive cache off.
+func TestIntrospectionVerifierAsksOnlyAboutItsIssuersTokens(t *testing.T) {
+	cred, err := authn.NewCredential("acme", "files-rs", "http://issuer.example/t/acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi := newFakeIntrospection(t, cred)
+	fi.answer.Store(map[string]any{"active": false})
+	clk := &clock{now: baseTime}
+	v, err := authn.NewIntrospectionVerifier(authn.IntrospectionVerifierConfig{
+		Credential: cred, Endpoint: fi.srv.URL, Audience: rsAudience, Now: clk.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := func(v string) string { return base64.RawURLEncoding.EncodeToString([]byte(v)) }
+	tests := []struct {
+		name, raw, wantReason string
+	}{
+		{"garbage", "hello", authn.ReasonTokenInvalid},
+		{"two parts", b(`{"typ":"at+jwt"}`) + "." + b(`{"iss":"http://issuer.example/t/acme"}`), authn.ReasonTokenInvalid},
+		{"empty signature", b(`{"typ":"at+jwt"}`) + "." + b(`{"iss":"http://issuer.example/t/acme"}`) + ".", authn.ReasonTokenInvalid},
+		{"header not base64url", "%%%." + b(`{"iss":"http://issuer.example/t/acme"}`) + ".c2ln", authn.ReasonTokenInvalid},
+		{"no typ", b(`{"alg":"ES256"}`) + "." + b(`{"iss":"http://issuer.example/t/acme"}`) + ".c2ln", authn.ReasonTokenInvalid},
+		{"a DPoP proof", b(`{"typ":"dpop+jwt"}`) + "." + b(`{"iss":"http://issuer.example/t/acme"}`) + ".c2ln", authn.ReasonTokenInvalid},
+		{"payload not JSON", b(`{"typ":"at+jwt"}`) + "." + b(`nope`) + ".c2ln", authn.ReasonTokenInvalid},
+		{"another tenant's issuer", shapedToken("http://issuer.example/t/globex", "x"), authn.ReasonTokenTenant},
+		{"another issuer", shapedToken("https://evil.example/t/acme", "x"), authn.ReasonTokenTenant},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := fi.calls.Load()
+			_, err := v.Verify(t.Context(), tc.raw)
+			if e := errs.FromStatus(err); err == nil || e.Kind != errs.KindUnauthenticated || e.Reason != tc.wantReason {
+				t.Fatalf("Verify error %v, want Unauthenticated %s", err, tc.wantReason)
+			}
+			if n := fi.calls.Load() - before; n != 0 {
+				t.Errorf("%d calls to the issuer, want none", n)
+			}
+		})
+	}
+
+	t.Run("inactive answers are reused for a few seconds", func(t *testing.T) {
+		tok := shapedToken(cred.Issuer, "revoked")
+		before := fi.calls.Load()
+		for range 5 {
+			if _, err := v.Verify(t.Context(), tok); errs.FromStatus(err).Reason != authn.ReasonTokenInactive {
+				t.Fatalf("Verify: %v, want %s", err, authn.ReasonTokenInactive)
+			}
+		}
+		if n := fi.calls.Load() - before; n != 1 {
+			t.Errorf("%d calls for one inactive token presented 5 times, want 1", n)
+		}
+		clk.Advance(authn.IntrospectionInactiveTTL)
+		fi.answer.Store(map[string]any{
+			"active": true, "sub": "agent-client", "client_id": "agent-client", "scope": "files.read",
+			"aud": rsAudience, "iss": cred.Issuer, "tenant": "acme", "jti": "j1",
+			"exp": baseTime.Add(5 * time.Minute).Unix(), "iat": baseTime.Unix(),
+		})
+		if _, err := v.Verify(t.Context(), tok); err != nil {
+			t.Fatalf("after IntrospectionInactiveTTL the issuer is asked again: %v", err)
+		}
+		if n := fi.calls.Load() - before; n != 2 {
+			t.Errorf("%d calls, want 2", n)
+		}
+	})
 }
