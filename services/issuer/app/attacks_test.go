@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"net/http"
 	"net/url"
@@ -155,8 +156,12 @@ func TestTokenRejectsMismatchedClientID(t *testing.T) {
 
 func TestTokenRejectsDisabledClient(t *testing.T) {
 	r, c := attackFixture(t)
-	caller := newTestClient(t, "acme", "introspector")
-	caller.register(t, r)
+	caller := newTestClient(t, "acme", "gateway")
+	if err := r.app.EnsureClient(context.Background(), "acme", &issuerv1.Client{
+		ClientId: caller.id, PublicJwks: caller.jwks(t), Roles: []string{"introspector"},
+	}); err != nil {
+		t.Fatal(err)
+	}
 	earlier := requestToken(t, r, c).str("access_token")
 	if in := introspect(t, r, caller, "acme", earlier); in.body["active"] != true {
 		t.Fatalf("before disabling: %v", in.body)
