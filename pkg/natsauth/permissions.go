@@ -146,7 +146,9 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 			pub = append(pub, readStream(s)...)
 		}
 		pub = append(pub, kvWrite(eventstore.FailedEventsBucket)...)
-		pub = append(pub, accountInfo, jsAPI+"STREAM.NAMES", jsAPI+"STREAM.LIST")
+		// It lists every stream and reads the configuration and state of each, the issuer's replay
+		// bucket included (operators and the fault suite's invariants check replica counts).
+		pub = append(pub, accountInfo, jsAPI+"STREAM.NAMES", jsAPI+"STREAM.LIST", jsAPI+"STREAM.INFO.*")
 	case Registry:
 		// It reads every aggregate stream: it serves the tenants' event subscriptions (pkg/eventsapi),
 		// narrowed to one tenant's subjects by the server after authorizing the caller.
