@@ -5,9 +5,7 @@ package server
 import (
 	"encoding/json"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 
 	"github.com/google/uuid"
@@ -160,7 +158,7 @@ func (h *httpAPI) overIPLimit(w http.ResponseWriter, r *http.Request) bool {
 	if h.perIP == nil {
 		return false
 	}
-	ok, wait := h.perIP.Allow(sourceKey(r.RemoteAddr))
+	ok, wait := h.perIP.Allow(ratelimit.SourceKey(r.RemoteAddr))
 	if ok {
 		return false
 	}
@@ -171,26 +169,6 @@ func (h *httpAPI) overIPLimit(w http.ResponseWriter, r *http.Request) bool {
 	w.Header().Set("Retry-After", strconv.FormatInt(ratelimit.RetryAfterSeconds(e.RetryAfter), 10))
 	writeJSON(w, e.Status, errorBody{Error: e.Code, ErrorDescription: e.Description})
 	return true
-}
-
-// sourceKey is the rate-limit key of a remote address: the IP, an IPv6 address by its /64 (one
-// subscriber's block), or the whole address when it is not ip:port.
-func sourceKey(remoteAddr string) string {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return host
-	}
-	ip = ip.Unmap()
-	if ip.Is6() {
-		if p, err := ip.Prefix(64); err == nil {
-			return p.String()
-		}
-	}
-	return ip.String()
 }
 
 func (h *httpAPI) oauthRequest(w http.ResponseWriter, r *http.Request) oauth.Request {
