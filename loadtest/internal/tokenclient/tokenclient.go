@@ -5,6 +5,7 @@ package tokenclient
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,18 +78,28 @@ type Client struct {
 }
 
 // NewHTTPClient returns an HTTP client for token requests that keeps up to conns idle connections,
-// never uses a proxy from the environment, and gives up on a request after timeout.
+// never uses a proxy from the environment, and gives up on a request after timeout. https URLs are
+// verified against the system roots.
 func NewHTTPClient(conns int, timeout time.Duration) *http.Client {
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
-			Proxy:               nil,
-			MaxIdleConns:        conns,
-			MaxIdleConnsPerHost: conns,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-		},
+	return NewTLSHTTPClient(conns, timeout, nil)
+}
+
+// NewTLSHTTPClient is NewHTTPClient whose https connections use a clone of tlsConfig (e.g.
+// tlsx.NewClientConfig verifying a CA file); nil means the system roots. It speaks HTTP/1.1 with
+// keep-alive, each worker on its own connection as separate agents would be, so a TLS handshake is
+// paid per connection, not per request.
+func NewTLSHTTPClient(conns int, timeout time.Duration, tlsConfig *tls.Config) *http.Client {
+	t := &http.Transport{
+		Proxy:               nil,
+		MaxIdleConns:        conns,
+		MaxIdleConnsPerHost: conns,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
 	}
+	if tlsConfig != nil {
+		t.TLSClientConfig = tlsConfig.Clone()
+	}
+	return &http.Client{Timeout: timeout, Transport: t}
 }
 
 // Error is a failed token request.

@@ -2,10 +2,12 @@ package tokenclient_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/agentid/agentid/loadtest/internal/tokenclient"
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/tlsx"
+	"github.com/agentid/agentid/pkg/tlsx/tlsxtest"
 )
 
 // fakeIssuer is a token endpoint that verifies private_key_jwt assertions like a real one would:
@@ -192,5 +196,49 @@ func BenchmarkAssertion(b *testing.B) {
 		if _, err := id.Assertion("http://127.0.0.1:8080/t/default", now); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestTLSHTTPClientVerifiesTheCA gets a token over https from a server whose certificate one CA
+// issued: a client trusting that CA succeeds, one trusting another CA fails with a transport error.
+func TestTLSHTTPClientVerifiesTheCA(t *testing.T) {
+	c, id, f := setup(t)
+	dir := t.TempDir()
+	ca := tlsxtest.NewCA(t, "platform CA")
+	certPEM, keyPEM := ca.Issue(t, "127.0.0.1", "127.0.0.1")
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(f)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	f.audience = srv.URL + "/t/default"
+	c.Audience, c.TokenURL = f.audience, f.audience+"/oauth2/token"
+
+	clientFor := func(caFile string) *http.Client {
+		cfg, err := tlsx.NewClientConfig(tlsx.ClientOptions{CAFile: caFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tokenclient.NewTLSHTTPClient(2, 5*time.Second, cfg)
+	}
+	c.HTTP = clientFor(ca.WriteCA(t, dir, "ca.pem"))
+	if tok, err := c.Request(context.Background(), id); err != nil || tok.AccessToken == "" {
+		t.Fatalf("Request over TLS with the server's CA = %+v, %v; want a token", tok, err)
+	}
+
+	c.HTTP = clientFor(tlsxtest.NewCA(t, "other CA").WriteCA(t, dir, "other.pem"))
+	_, err = c.Request(context.Background(), id)
+	if tokenclient.Code(err) != tokenclient.CodeTransport || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("Request with another CA = %v, want a transport error about the certificate", err)
+	}
+	c.HTTP = tokenclient.NewHTTPClient(2, 5*time.Second) // system roots do not know the test CA
+	if _, err := c.Request(context.Background(), id); tokenclient.Code(err) != tokenclient.CodeTransport {
+		t.Errorf("Request with the system roots = %v, want a transport error", err)
+	}
+	if len(f.seen) != 1 {
+		t.Errorf("issuer saw %d requests, want only the one over a verified connection", len(f.seen))
 	}
 }

@@ -5,6 +5,7 @@
 package tokenload
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/agentid/agentid/pkg/tlsx"
 )
 
 // Bounds of the settings: every run stops by itself.
@@ -45,6 +48,9 @@ type Config struct {
 	DataDir string
 	// Server is the gRPC address of the platform (loopback only).
 	Server string
+	// CAFile, when set, is the PEM CA bundle the platform's certificate is verified against: gRPC
+	// and token requests then use TLS. Empty means plaintext, as `agentid dev` without --tls-cert.
+	CAFile string
 	// Tenant is the tenant the agents are registered in and get tokens from.
 	Tenant string
 	// Agents is the number of agents provisioned and used round-robin.
@@ -102,6 +108,9 @@ func (c Config) Validate() error {
 	if err := CheckLoopbackAddr(c.Server); err != nil {
 		bad("server", "%v", err)
 	}
+	if _, err := c.ClientTLS(); err != nil {
+		errs = append(errs, err)
+	}
 	if !validTenant(c.Tenant) {
 		bad("tenant", "%q is not a tenant id (lowercase letters, digits and dashes, 2 to 63 characters)", c.Tenant)
 	}
@@ -141,6 +150,20 @@ func (c Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ClientTLS returns the TLS configuration of the connections to the platform (tlsx.NewClientConfig
+// verifying --ca), or nil without --ca (plaintext). A missing, unreadable or certificate-less CA file
+// is an error naming --ca and the file.
+func (c Config) ClientTLS() (*tls.Config, error) {
+	if c.CAFile == "" {
+		return nil, nil
+	}
+	cfg, err := tlsx.NewClientConfig(tlsx.ClientOptions{CAFile: c.CAFile})
+	if err != nil {
+		return nil, fmt.Errorf("--ca: %w", err)
+	}
+	return cfg, nil
 }
 
 func validTenant(s string) bool {
@@ -226,7 +249,8 @@ func ParseFlags(args []string, stderr io.Writer) (Config, error) {
 It registers --agents low-risk dev agents through the registry API (as the bootstrap admin of
 --data-dir), waits until each is ACTIVE and gets a token, then sends client_credentials +
 private_key_jwt token requests from them with --concurrency workers for --duration or --requests.
-Only loopback targets.
+Only loopback targets. With --ca, gRPC and token requests use TLS and verify the platform's
+certificate against that CA (agentid dev --tls-cert ...); without it, plaintext.
 
 Usage: tokenload [flags]
 
@@ -235,6 +259,7 @@ Usage: tokenload [flags]
 	}
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "agentid dev data directory (reads credentials/bootstrap-admin.json)")
 	fs.StringVar(&c.Server, "server", c.Server, "gRPC address of the platform (loopback only)")
+	fs.StringVar(&c.CAFile, "ca", "", "PEM CA file to verify the platform's TLS certificate against (gRPC and HTTPS); empty: plaintext")
 	fs.StringVar(&c.Tenant, "tenant", c.Tenant, "tenant to register agents in and get tokens from")
 	fs.IntVar(&c.Agents, "agents", c.Agents, "agents to provision and use round-robin")
 	fs.IntVar(&c.RegisterParallelism, "register-parallelism", c.RegisterParallelism, "agents provisioned at once")

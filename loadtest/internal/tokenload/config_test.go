@@ -113,7 +113,7 @@ func TestParseFlagsHelp(t *testing.T) {
 	if _, err := tokenload.ParseFlags([]string{"-h"}, &out); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("err = %v, want flag.ErrHelp", err)
 	}
-	for _, f := range []string{"-data-dir", "-server", "-agents", "-concurrency", "-duration", "-requests", "-rate", "-pid", "-o"} {
+	for _, f := range []string{"-data-dir", "-server", "-ca", "-agents", "-concurrency", "-duration", "-requests", "-rate", "-pid", "-o"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("usage does not mention %s", f)
 		}

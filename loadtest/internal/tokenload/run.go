@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/oauth2"
+
 	"github.com/agentid/agentid/loadtest/internal/procfs"
 	"github.com/agentid/agentid/loadtest/internal/provision"
 	"github.com/agentid/agentid/loadtest/internal/stats"
@@ -33,6 +35,20 @@ func TenantIssuer(issuer, tenant string) (string, error) {
 		return "", fmt.Errorf("issuer %q is not of the form {base}/t/{tenant}", issuer)
 	}
 	return issuer[:i] + "/t/" + tenant, nil
+}
+
+// checkScheme refuses a platform whose issuer scheme does not match --ca, before any request: an
+// https issuer needs --ca (its gRPC serves TLS too), an http one serves plaintext and --ca would not
+// be used for it.
+func checkScheme(tokenURL string, withCA bool) error {
+	https := strings.HasPrefix(tokenURL, "https://")
+	switch {
+	case https && !withCA:
+		return fmt.Errorf("--ca: the platform serves TLS (token_url %s): give --ca with the CA of its certificate", tokenURL)
+	case !https && withCA:
+		return fmt.Errorf("--ca: the platform serves plaintext (token_url %s): drop --ca, or start it with --tls-cert", tokenURL)
+	}
+	return nil
 }
 
 // Run provisions the agents, sends the token requests and returns the report. Progress lines go to
@@ -63,14 +79,24 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	if err := CheckLoopbackURL(issuer); err != nil {
 		return nil, fmt.Errorf("--data-dir: admin credential issuer: %w", err)
 	}
-	conn, err := grpcx.Dial(cfg.Server, authn.PerRPCCredentials(admin.TokenSource(ctx), false))
+	tlsConfig, err := cfg.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkScheme(admin.TokenURL, tlsConfig != nil); err != nil {
+		return nil, err
+	}
+	httpClient := tokenclient.NewTLSHTTPClient(cfg.Concurrency+cfg.RegisterParallelism, 30*time.Second, tlsConfig)
+	// The admin's token source fetches its tokens with the same client, so over TLS it verifies --ca.
+	adminCtx := context.WithValue(ctx, oauth2.HTTPClient, httpClient)
+	conn, err := grpcx.DialTLS(cfg.Server, tlsConfig, authn.PerRPCCredentials(admin.TokenSource(adminCtx), false))
 	if err != nil {
 		return nil, fmt.Errorf("--server: %w", err)
 	}
 	defer func() { _ = conn.Close() }()
 
 	client := &tokenclient.Client{
-		HTTP:     tokenclient.NewHTTPClient(cfg.Concurrency+cfg.RegisterParallelism, 30*time.Second),
+		HTTP:     httpClient,
 		TokenURL: issuer + "/oauth2/token",
 		Audience: issuer,
 		Scope:    provision.Scope,
