@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,11 +25,9 @@ func TestAgentctlOverTLS(t *testing.T) {
 	certFile, keyFile := ca.WritePair(t, certs, "agentid", "agentid dev", "127.0.0.1", "localhost")
 	p := testkit.StartDevWith(t, agentidBin, dataDir, testkit.DevOptions{Args: []string{"--tls-cert", certFile, "--tls-key", keyFile}})
 	// The banner follows the ready line: wait for its last line.
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(p.Output(), "next: agentctl login"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no banner after the ready line:\n%s", p.Output())
-		}
-	}
+	testkit.Eventually(t, 0, "the banner after the ready line", func() (bool, error) {
+		return strings.Contains(p.Output(), "next: agentctl login"), fmt.Errorf("banner so far:\n%s", p.Output())
+	})
 	if !strings.Contains(p.Output(), "--ca "+certFile) {
 		t.Errorf("the banner does not tell how to log in over TLS:\n%s", p.Output())
 	}

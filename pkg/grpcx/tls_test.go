@@ -3,6 +3,7 @@ package grpcx_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/testkit"
 	"github.com/agentid/agentid/pkg/tlsx"
 	"github.com/agentid/agentid/pkg/tlsx/tlsxtest"
 )
@@ -162,13 +164,11 @@ func TestDialTLSSendsBearerToRemote(t *testing.T) {
 	if err := check(bad); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("untrusted server: err = %v, want a certificate error", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "gRPC TLS handshake failed") || !strings.Contains(logs.String(), `"peer":"127.0.0.1:`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no handshake failure with the peer in the server log:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 0, "the handshake failure with its peer in the server log", func() (bool, error) {
+		out := logs.String()
+		return strings.Contains(out, "gRPC TLS handshake failed") && strings.Contains(out, `"peer":"127.0.0.1:`),
+			fmt.Errorf("server log:\n%s", out)
+	})
 	if got := spy.tokens(); len(got) != 1 {
 		t.Fatalf("the server received %d tokens, want 1 (none from the failed handshake)", len(got))
 	}
