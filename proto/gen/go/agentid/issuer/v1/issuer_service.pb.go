@@ -85,6 +85,12 @@ const (
 	ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_APPROVE ApprovalTokenDecision = 1
 	// Reject the agent at this step.
 	ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_REJECT ApprovalTokenDecision = 2
+	// Restore a suspended agent at the end of an incident.
+	ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_RESTORE ApprovalTokenDecision = 3
+	// Retire the agent at the end of an incident.
+	ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_RETIRE ApprovalTokenDecision = 4
+	// Sign off a verified deprovisioning.
+	ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_SIGN_OFF ApprovalTokenDecision = 5
 )
 
 // Enum value maps for ApprovalTokenDecision.
@@ -93,11 +99,17 @@ var (
 		0: "APPROVAL_TOKEN_DECISION_UNSPECIFIED",
 		1: "APPROVAL_TOKEN_DECISION_APPROVE",
 		2: "APPROVAL_TOKEN_DECISION_REJECT",
+		3: "APPROVAL_TOKEN_DECISION_RESTORE",
+		4: "APPROVAL_TOKEN_DECISION_RETIRE",
+		5: "APPROVAL_TOKEN_DECISION_SIGN_OFF",
 	}
 	ApprovalTokenDecision_value = map[string]int32{
 		"APPROVAL_TOKEN_DECISION_UNSPECIFIED": 0,
 		"APPROVAL_TOKEN_DECISION_APPROVE":     1,
 		"APPROVAL_TOKEN_DECISION_REJECT":      2,
+		"APPROVAL_TOKEN_DECISION_RESTORE":     3,
+		"APPROVAL_TOKEN_DECISION_RETIRE":      4,
+		"APPROVAL_TOKEN_DECISION_SIGN_OFF":    5,
 	}
 )
 
@@ -387,11 +399,13 @@ type IssueApprovalTokenRequest struct {
 	// Resource name of the agent: `tenants/{tenant}/agents/{agent}`; the caller's tenant.
 	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
 	// The approval step the run waits for, as the run's status names it (e.g. `owner`, `security`).
+	// Provisioning runs take APPROVE/REJECT, incident runs RESTORE/RETIRE, deprovisioning runs SIGN_OFF.
 	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	// The decision.
 	Decision ApprovalTokenDecision `protobuf:"varint,3,opt,name=decision,proto3,enum=agentid.issuer.v1.ApprovalTokenDecision" json:"decision,omitempty"`
-	// Temporal run id of the agent's provisioning run (`run_id` of the lifecycle service's
-	// WorkflowStatus); the token is good for that run only.
+	// Temporal run id of the agent's lifecycle run that waits for the decision (provisioning, incident or
+	// deprovisioning: `run_id` of the lifecycle service's WorkflowStatus); the token is good for that run
+	// only.
 	WorkflowRunId string `protobuf:"bytes,4,opt,name=workflow_run_id,json=workflowRunId,proto3" json:"workflow_run_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1294,11 +1308,14 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\vClientState\x12\x1c\n" +
 	"\x18CLIENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLIENT_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15CLIENT_STATE_DISABLED\x10\x02*\x89\x01\n" +
+	"\x15CLIENT_STATE_DISABLED\x10\x02*\xf8\x01\n" +
 	"\x15ApprovalTokenDecision\x12'\n" +
 	"#APPROVAL_TOKEN_DECISION_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fAPPROVAL_TOKEN_DECISION_APPROVE\x10\x01\x12\"\n" +
-	"\x1eAPPROVAL_TOKEN_DECISION_REJECT\x10\x022\xea\x04\n" +
+	"\x1eAPPROVAL_TOKEN_DECISION_REJECT\x10\x02\x12#\n" +
+	"\x1fAPPROVAL_TOKEN_DECISION_RESTORE\x10\x03\x12\"\n" +
+	"\x1eAPPROVAL_TOKEN_DECISION_RETIRE\x10\x04\x12$\n" +
+	" APPROVAL_TOKEN_DECISION_SIGN_OFF\x10\x052\xea\x04\n" +
 	"\rIssuerService\x12_\n" +
 	"\fCreateClient\x12&.agentid.issuer.v1.CreateClientRequest\x1a'.agentid.issuer.v1.CreateClientResponse\x12V\n" +
 	"\tGetClient\x12#.agentid.issuer.v1.GetClientRequest\x1a$.agentid.issuer.v1.GetClientResponse\x12b\n" +

@@ -178,6 +178,363 @@ func (x *DeprovisioningVerified) GetChecks() []string {
 	return nil
 }
 
+// IncidentOpened: an alert started an incident run (type `lifecycle.incident_opened`).
+type IncidentOpened struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The alert id.
+	AlertId string `protobuf:"bytes,2,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	// Workflow id of the run.
+	WorkflowId string `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// Detector and severity of the alert.
+	Detector string `protobuf:"bytes,4,opt,name=detector,proto3" json:"detector,omitempty"`
+	// Severity name.
+	Severity string `protobuf:"bytes,5,opt,name=severity,proto3" json:"severity,omitempty"`
+	// What policy said to do (`notify`, `suspend`).
+	Actions       []string `protobuf:"bytes,6,rep,name=actions,proto3" json:"actions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncidentOpened) Reset() {
+	*x = IncidentOpened{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncidentOpened) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncidentOpened) ProtoMessage() {}
+
+func (x *IncidentOpened) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncidentOpened.ProtoReflect.Descriptor instead.
+func (*IncidentOpened) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *IncidentOpened) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *IncidentOpened) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *IncidentOpened) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *IncidentOpened) GetDetector() string {
+	if x != nil {
+		return x.Detector
+	}
+	return ""
+}
+
+func (x *IncidentOpened) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *IncidentOpened) GetActions() []string {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+// IncidentResolved: an incident ended (type `lifecycle.incident_resolved`).
+type IncidentResolved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The alert id.
+	AlertId string `protobuf:"bytes,2,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	// Workflow id of the run.
+	WorkflowId string `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// `restored`, `retired` or `notified`.
+	Outcome string `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Who decided (subject of the approval token), empty for `notified`.
+	DecidedBy string `protobuf:"bytes,5,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	// Every action and escalation, in order, with its UTC time (`2026-11-30T03:00:01Z suspended`).
+	Timeline      []string `protobuf:"bytes,6,rep,name=timeline,proto3" json:"timeline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncidentResolved) Reset() {
+	*x = IncidentResolved{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncidentResolved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncidentResolved) ProtoMessage() {}
+
+func (x *IncidentResolved) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncidentResolved.ProtoReflect.Descriptor instead.
+func (*IncidentResolved) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *IncidentResolved) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *IncidentResolved) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *IncidentResolved) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *IncidentResolved) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *IncidentResolved) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *IncidentResolved) GetTimeline() []string {
+	if x != nil {
+		return x.Timeline
+	}
+	return nil
+}
+
+// DeprovisioningStep is one step of a deprovisioning run, for the evidence record.
+type DeprovisioningStep struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Step (`suspend`, `revoke`, `remove_roles`, `cleanup:<name>`, `verify`, `sign_off:owner` ...).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// When it finished (UTC).
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// What it did or found.
+	Result string `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	// Who, for sign-offs.
+	Actor         string `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeprovisioningStep) Reset() {
+	*x = DeprovisioningStep{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeprovisioningStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeprovisioningStep) ProtoMessage() {}
+
+func (x *DeprovisioningStep) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeprovisioningStep.ProtoReflect.Descriptor instead.
+func (*DeprovisioningStep) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeprovisioningStep) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeprovisioningStep) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DeprovisioningStep) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *DeprovisioningStep) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+// DeprovisioningCompleted: the evidence record of a finished deprovisioning (type
+// `lifecycle.deprovisioning_completed`): trigger, every step, every check and every sign-off.
+type DeprovisioningCompleted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Workflow id of the run.
+	WorkflowId string `protobuf:"bytes,2,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// What triggered it (`request`, `ttl`, `inactivity`, `owner_departed`, `replacement`,
+	// `policy_violation`, `anomaly`).
+	Trigger string `protobuf:"bytes,3,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	// When it was triggered (UTC).
+	TriggerTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=trigger_time,json=triggerTime,proto3" json:"trigger_time,omitempty"`
+	// Change reference (ticket, alert or review id).
+	ChangeRef string `protobuf:"bytes,5,opt,name=change_ref,json=changeRef,proto3" json:"change_ref,omitempty"`
+	// The steps in order.
+	Steps []*DeprovisioningStep `protobuf:"bytes,6,rep,name=steps,proto3" json:"steps,omitempty"`
+	// The verification checks that passed.
+	Checks        []string `protobuf:"bytes,7,rep,name=checks,proto3" json:"checks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeprovisioningCompleted) Reset() {
+	*x = DeprovisioningCompleted{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeprovisioningCompleted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeprovisioningCompleted) ProtoMessage() {}
+
+func (x *DeprovisioningCompleted) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeprovisioningCompleted.ProtoReflect.Descriptor instead.
+func (*DeprovisioningCompleted) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeprovisioningCompleted) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *DeprovisioningCompleted) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *DeprovisioningCompleted) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
+	}
+	return ""
+}
+
+func (x *DeprovisioningCompleted) GetTriggerTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TriggerTime
+	}
+	return nil
+}
+
+func (x *DeprovisioningCompleted) GetChangeRef() string {
+	if x != nil {
+		return x.ChangeRef
+	}
+	return ""
+}
+
+func (x *DeprovisioningCompleted) GetSteps() []*DeprovisioningStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *DeprovisioningCompleted) GetChecks() []string {
+	if x != nil {
+		return x.Checks
+	}
+	return nil
+}
+
 var File_agentid_lifecycle_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_lifecycle_v1_events_proto_rawDesc = "" +
@@ -198,7 +555,39 @@ const file_agentid_lifecycle_v1_events_proto_rawDesc = "" +
 	"workflowId\x12;\n" +
 	"\vverify_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"verifyTime\x12\x16\n" +
-	"\x06checks\x18\x04 \x03(\tR\x06checksBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\x06checks\x18\x04 \x03(\tR\x06checks\"\xb4\x01\n" +
+	"\x0eIncidentOpened\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x19\n" +
+	"\balert_id\x18\x02 \x01(\tR\aalertId\x12\x1f\n" +
+	"\vworkflow_id\x18\x03 \x01(\tR\n" +
+	"workflowId\x12\x1a\n" +
+	"\bdetector\x18\x04 \x01(\tR\bdetector\x12\x1a\n" +
+	"\bseverity\x18\x05 \x01(\tR\bseverity\x12\x18\n" +
+	"\aactions\x18\x06 \x03(\tR\aactions\"\xb9\x01\n" +
+	"\x10IncidentResolved\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x19\n" +
+	"\balert_id\x18\x02 \x01(\tR\aalertId\x12\x1f\n" +
+	"\vworkflow_id\x18\x03 \x01(\tR\n" +
+	"workflowId\x12\x18\n" +
+	"\aoutcome\x18\x04 \x01(\tR\aoutcome\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\x05 \x01(\tR\tdecidedBy\x12\x1a\n" +
+	"\btimeline\x18\x06 \x03(\tR\btimeline\"\x86\x01\n" +
+	"\x12DeprovisioningStep\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
+	"\x06result\x18\x03 \x01(\tR\x06result\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\"\xa0\x02\n" +
+	"\x17DeprovisioningCompleted\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1f\n" +
+	"\vworkflow_id\x18\x02 \x01(\tR\n" +
+	"workflowId\x12\x18\n" +
+	"\atrigger\x18\x03 \x01(\tR\atrigger\x12=\n" +
+	"\ftrigger_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vtriggerTime\x12\x1d\n" +
+	"\n" +
+	"change_ref\x18\x05 \x01(\tR\tchangeRef\x12>\n" +
+	"\x05steps\x18\x06 \x03(\v2(.agentid.lifecycle.v1.DeprovisioningStepR\x05steps\x12\x16\n" +
+	"\x06checks\x18\a \x03(\tR\x06checksBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_agentid_lifecycle_v1_events_proto_rawDescOnce sync.Once
@@ -212,19 +601,26 @@ func file_agentid_lifecycle_v1_events_proto_rawDescGZIP() []byte {
 	return file_agentid_lifecycle_v1_events_proto_rawDescData
 }
 
-var file_agentid_lifecycle_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_agentid_lifecycle_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_agentid_lifecycle_v1_events_proto_goTypes = []any{
-	(*ProvisioningDecided)(nil),    // 0: agentid.lifecycle.v1.ProvisioningDecided
-	(*DeprovisioningVerified)(nil), // 1: agentid.lifecycle.v1.DeprovisioningVerified
-	(*timestamppb.Timestamp)(nil),  // 2: google.protobuf.Timestamp
+	(*ProvisioningDecided)(nil),     // 0: agentid.lifecycle.v1.ProvisioningDecided
+	(*DeprovisioningVerified)(nil),  // 1: agentid.lifecycle.v1.DeprovisioningVerified
+	(*IncidentOpened)(nil),          // 2: agentid.lifecycle.v1.IncidentOpened
+	(*IncidentResolved)(nil),        // 3: agentid.lifecycle.v1.IncidentResolved
+	(*DeprovisioningStep)(nil),      // 4: agentid.lifecycle.v1.DeprovisioningStep
+	(*DeprovisioningCompleted)(nil), // 5: agentid.lifecycle.v1.DeprovisioningCompleted
+	(*timestamppb.Timestamp)(nil),   // 6: google.protobuf.Timestamp
 }
 var file_agentid_lifecycle_v1_events_proto_depIdxs = []int32{
-	2, // 0: agentid.lifecycle.v1.DeprovisioningVerified.verify_time:type_name -> google.protobuf.Timestamp
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	6, // 0: agentid.lifecycle.v1.DeprovisioningVerified.verify_time:type_name -> google.protobuf.Timestamp
+	6, // 1: agentid.lifecycle.v1.DeprovisioningStep.time:type_name -> google.protobuf.Timestamp
+	6, // 2: agentid.lifecycle.v1.DeprovisioningCompleted.trigger_time:type_name -> google.protobuf.Timestamp
+	4, // 3: agentid.lifecycle.v1.DeprovisioningCompleted.steps:type_name -> agentid.lifecycle.v1.DeprovisioningStep
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agentid_lifecycle_v1_events_proto_init() }
@@ -238,7 +634,7 @@ func file_agentid_lifecycle_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_lifecycle_v1_events_proto_rawDesc), len(file_agentid_lifecycle_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

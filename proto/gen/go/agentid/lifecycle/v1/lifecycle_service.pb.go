@@ -32,6 +32,10 @@ const (
 	WorkflowKind_WORKFLOW_KIND_PROVISION WorkflowKind = 1
 	// Deprovisioning: disable access, revoke credentials, verify, retire.
 	WorkflowKind_WORKFLOW_KIND_DEPROVISION WorkflowKind = 2
+	// Incident response to an alert: notify, suspend, revoke, wait for a decision, escalate.
+	WorkflowKind_WORKFLOW_KIND_INCIDENT WorkflowKind = 3
+	// Credential rotation of the agent.
+	WorkflowKind_WORKFLOW_KIND_ROTATION WorkflowKind = 4
 )
 
 // Enum value maps for WorkflowKind.
@@ -40,11 +44,15 @@ var (
 		0: "WORKFLOW_KIND_UNSPECIFIED",
 		1: "WORKFLOW_KIND_PROVISION",
 		2: "WORKFLOW_KIND_DEPROVISION",
+		3: "WORKFLOW_KIND_INCIDENT",
+		4: "WORKFLOW_KIND_ROTATION",
 	}
 	WorkflowKind_value = map[string]int32{
 		"WORKFLOW_KIND_UNSPECIFIED": 0,
 		"WORKFLOW_KIND_PROVISION":   1,
 		"WORKFLOW_KIND_DEPROVISION": 2,
+		"WORKFLOW_KIND_INCIDENT":    3,
+		"WORKFLOW_KIND_ROTATION":    4,
 	}
 )
 
@@ -73,6 +81,59 @@ func (x WorkflowKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use WorkflowKind.Descriptor instead.
 func (WorkflowKind) EnumDescriptor() ([]byte, []int) {
 	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{0}
+}
+
+// IncidentDecision ends an incident.
+type IncidentDecision int32
+
+const (
+	// Never used; refused on input.
+	IncidentDecision_INCIDENT_DECISION_UNSPECIFIED IncidentDecision = 0
+	// Resume the agent.
+	IncidentDecision_INCIDENT_DECISION_RESTORE IncidentDecision = 1
+	// Retire the agent (the deprovisioning saga runs with trigger `anomaly`).
+	IncidentDecision_INCIDENT_DECISION_RETIRE IncidentDecision = 2
+)
+
+// Enum value maps for IncidentDecision.
+var (
+	IncidentDecision_name = map[int32]string{
+		0: "INCIDENT_DECISION_UNSPECIFIED",
+		1: "INCIDENT_DECISION_RESTORE",
+		2: "INCIDENT_DECISION_RETIRE",
+	}
+	IncidentDecision_value = map[string]int32{
+		"INCIDENT_DECISION_UNSPECIFIED": 0,
+		"INCIDENT_DECISION_RESTORE":     1,
+		"INCIDENT_DECISION_RETIRE":      2,
+	}
+)
+
+func (x IncidentDecision) Enum() *IncidentDecision {
+	p := new(IncidentDecision)
+	*p = x
+	return p
+}
+
+func (x IncidentDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (IncidentDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[1].Descriptor()
+}
+
+func (IncidentDecision) Type() protoreflect.EnumType {
+	return &file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[1]
+}
+
+func (x IncidentDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use IncidentDecision.Descriptor instead.
+func (IncidentDecision) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{1}
 }
 
 // ApprovalDecision is an approver's answer.
@@ -112,11 +173,11 @@ func (x ApprovalDecision) String() string {
 }
 
 func (ApprovalDecision) Descriptor() protoreflect.EnumDescriptor {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[1].Descriptor()
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[2].Descriptor()
 }
 
 func (ApprovalDecision) Type() protoreflect.EnumType {
-	return &file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[1]
+	return &file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[2]
 }
 
 func (x ApprovalDecision) Number() protoreflect.EnumNumber {
@@ -125,7 +186,7 @@ func (x ApprovalDecision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApprovalDecision.Descriptor instead.
 func (ApprovalDecision) EnumDescriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{1}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{2}
 }
 
 // WorkflowStatus describes one lifecycle workflow run.
@@ -255,6 +316,499 @@ func (x *WorkflowStatus) GetApprovalStep() string {
 	return ""
 }
 
+// Incident is one incident run: the alert, what was done, and what it waits for.
+type Incident struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run.
+	Workflow *WorkflowStatus `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The alert that opened it (`tenants/{tenant}/alerts/{id}`).
+	Alert string `protobuf:"bytes,3,opt,name=alert,proto3" json:"alert,omitempty"`
+	// Detector and severity of the alert (`bulk_export`, `critical`).
+	Detector string `protobuf:"bytes,4,opt,name=detector,proto3" json:"detector,omitempty"`
+	// Severity name.
+	Severity string `protobuf:"bytes,5,opt,name=severity,proto3" json:"severity,omitempty"`
+	// Actions taken so far, in order (`notified owner`, `suspended`, `tokens revoked`, `escalated to sponsor`).
+	Actions []string `protobuf:"bytes,6,rep,name=actions,proto3" json:"actions,omitempty"`
+	// Who is asked to decide now (`owner`, `sponsor`, `security`), while open.
+	Decider string `protobuf:"bytes,7,opt,name=decider,proto3" json:"decider,omitempty"`
+	// `restored`, `retired`, `notified` (no action needed) or empty while open.
+	Outcome       string `protobuf:"bytes,8,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Incident) Reset() {
+	*x = Incident{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Incident) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Incident) ProtoMessage() {}
+
+func (x *Incident) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Incident.ProtoReflect.Descriptor instead.
+func (*Incident) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Incident) GetWorkflow() *WorkflowStatus {
+	if x != nil {
+		return x.Workflow
+	}
+	return nil
+}
+
+func (x *Incident) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *Incident) GetAlert() string {
+	if x != nil {
+		return x.Alert
+	}
+	return ""
+}
+
+func (x *Incident) GetDetector() string {
+	if x != nil {
+		return x.Detector
+	}
+	return ""
+}
+
+func (x *Incident) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *Incident) GetActions() []string {
+	if x != nil {
+		return x.Actions
+	}
+	return nil
+}
+
+func (x *Incident) GetDecider() string {
+	if x != nil {
+		return x.Decider
+	}
+	return ""
+}
+
+func (x *Incident) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+// ListIncidentsRequest filters incidents.
+type ListIncidentsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parent tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Only open incidents.
+	OpenOnly bool `protobuf:"varint,2,opt,name=open_only,json=openOnly,proto3" json:"open_only,omitempty"`
+	// Maximum number to return (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,3,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,4,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIncidentsRequest) Reset() {
+	*x = ListIncidentsRequest{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIncidentsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIncidentsRequest) ProtoMessage() {}
+
+func (x *ListIncidentsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIncidentsRequest.ProtoReflect.Descriptor instead.
+func (*ListIncidentsRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListIncidentsRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListIncidentsRequest) GetOpenOnly() bool {
+	if x != nil {
+		return x.OpenOnly
+	}
+	return false
+}
+
+func (x *ListIncidentsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListIncidentsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListIncidentsResponse is one page of incidents.
+type ListIncidentsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The incidents, newest first.
+	Incidents []*Incident `protobuf:"bytes,1,rep,name=incidents,proto3" json:"incidents,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIncidentsResponse) Reset() {
+	*x = ListIncidentsResponse{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIncidentsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIncidentsResponse) ProtoMessage() {}
+
+func (x *ListIncidentsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIncidentsResponse.ProtoReflect.Descriptor instead.
+func (*ListIncidentsResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListIncidentsResponse) GetIncidents() []*Incident {
+	if x != nil {
+		return x.Incidents
+	}
+	return nil
+}
+
+func (x *ListIncidentsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// DecideIncidentRequest carries the decision.
+type DecideIncidentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent: `tenants/{tenant}/agents/{agent}`.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Alert id of the incident (the run is `incident/{tenant}/{alert_id}`).
+	AlertId string `protobuf:"bytes,2,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	// The decision.
+	Decision IncidentDecision `protobuf:"varint,3,opt,name=decision,proto3,enum=agentid.lifecycle.v1.IncidentDecision" json:"decision,omitempty"`
+	// Free-text comment, recorded.
+	Comment string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Idempotency key.
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The caller's approval token for this run, step and decision. Required.
+	ApprovalToken string `protobuf:"bytes,6,opt,name=approval_token,json=approvalToken,proto3" json:"approval_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideIncidentRequest) Reset() {
+	*x = DecideIncidentRequest{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideIncidentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideIncidentRequest) ProtoMessage() {}
+
+func (x *DecideIncidentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideIncidentRequest.ProtoReflect.Descriptor instead.
+func (*DecideIncidentRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DecideIncidentRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *DecideIncidentRequest) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *DecideIncidentRequest) GetDecision() IncidentDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return IncidentDecision_INCIDENT_DECISION_UNSPECIFIED
+}
+
+func (x *DecideIncidentRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *DecideIncidentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *DecideIncidentRequest) GetApprovalToken() string {
+	if x != nil {
+		return x.ApprovalToken
+	}
+	return ""
+}
+
+// DecideIncidentResponse returns the incident after the decision.
+type DecideIncidentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The incident.
+	Incident      *Incident `protobuf:"bytes,1,opt,name=incident,proto3" json:"incident,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideIncidentResponse) Reset() {
+	*x = DecideIncidentResponse{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideIncidentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideIncidentResponse) ProtoMessage() {}
+
+func (x *DecideIncidentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideIncidentResponse.ProtoReflect.Descriptor instead.
+func (*DecideIncidentResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DecideIncidentResponse) GetIncident() *Incident {
+	if x != nil {
+		return x.Incident
+	}
+	return nil
+}
+
+// SignOffDeprovisioningRequest carries one sign-off.
+type SignOffDeprovisioningRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent: `tenants/{tenant}/agents/{agent}`.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Free-text comment, recorded.
+	Comment string `protobuf:"bytes,2,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Idempotency key.
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The caller's approval token for the deprovisioning run, its sign-off step and decision SIGN_OFF.
+	ApprovalToken string `protobuf:"bytes,4,opt,name=approval_token,json=approvalToken,proto3" json:"approval_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignOffDeprovisioningRequest) Reset() {
+	*x = SignOffDeprovisioningRequest{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignOffDeprovisioningRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignOffDeprovisioningRequest) ProtoMessage() {}
+
+func (x *SignOffDeprovisioningRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignOffDeprovisioningRequest.ProtoReflect.Descriptor instead.
+func (*SignOffDeprovisioningRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SignOffDeprovisioningRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *SignOffDeprovisioningRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *SignOffDeprovisioningRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SignOffDeprovisioningRequest) GetApprovalToken() string {
+	if x != nil {
+		return x.ApprovalToken
+	}
+	return ""
+}
+
+// SignOffDeprovisioningResponse returns the run's status.
+type SignOffDeprovisioningResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deprovisioning run.
+	Workflow      *WorkflowStatus `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignOffDeprovisioningResponse) Reset() {
+	*x = SignOffDeprovisioningResponse{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignOffDeprovisioningResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignOffDeprovisioningResponse) ProtoMessage() {}
+
+func (x *SignOffDeprovisioningResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignOffDeprovisioningResponse.ProtoReflect.Descriptor instead.
+func (*SignOffDeprovisioningResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SignOffDeprovisioningResponse) GetWorkflow() *WorkflowStatus {
+	if x != nil {
+		return x.Workflow
+	}
+	return nil
+}
+
 // GetAgentWorkflowsRequest names an agent.
 type GetAgentWorkflowsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -266,7 +820,7 @@ type GetAgentWorkflowsRequest struct {
 
 func (x *GetAgentWorkflowsRequest) Reset() {
 	*x = GetAgentWorkflowsRequest{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[1]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +832,7 @@ func (x *GetAgentWorkflowsRequest) String() string {
 func (*GetAgentWorkflowsRequest) ProtoMessage() {}
 
 func (x *GetAgentWorkflowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[1]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +845,7 @@ func (x *GetAgentWorkflowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentWorkflowsRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentWorkflowsRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{1}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetAgentWorkflowsRequest) GetAgent() string {
@@ -312,7 +866,7 @@ type GetAgentWorkflowsResponse struct {
 
 func (x *GetAgentWorkflowsResponse) Reset() {
 	*x = GetAgentWorkflowsResponse{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[2]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +878,7 @@ func (x *GetAgentWorkflowsResponse) String() string {
 func (*GetAgentWorkflowsResponse) ProtoMessage() {}
 
 func (x *GetAgentWorkflowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[2]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +891,7 @@ func (x *GetAgentWorkflowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentWorkflowsResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentWorkflowsResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetAgentWorkflowsResponse) GetWorkflows() []*WorkflowStatus {
@@ -367,7 +921,7 @@ type SubmitApprovalRequest struct {
 
 func (x *SubmitApprovalRequest) Reset() {
 	*x = SubmitApprovalRequest{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[3]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -379,7 +933,7 @@ func (x *SubmitApprovalRequest) String() string {
 func (*SubmitApprovalRequest) ProtoMessage() {}
 
 func (x *SubmitApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[3]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -392,7 +946,7 @@ func (x *SubmitApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitApprovalRequest.ProtoReflect.Descriptor instead.
 func (*SubmitApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{3}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubmitApprovalRequest) GetAgent() string {
@@ -441,7 +995,7 @@ type SubmitApprovalResponse struct {
 
 func (x *SubmitApprovalResponse) Reset() {
 	*x = SubmitApprovalResponse{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[4]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +1007,7 @@ func (x *SubmitApprovalResponse) String() string {
 func (*SubmitApprovalResponse) ProtoMessage() {}
 
 func (x *SubmitApprovalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[4]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +1020,7 @@ func (x *SubmitApprovalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitApprovalResponse.ProtoReflect.Descriptor instead.
 func (*SubmitApprovalResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{4}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubmitApprovalResponse) GetWorkflow() *WorkflowStatus {
@@ -496,7 +1050,43 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\x06result\x18\b \x01(\tR\x06result\x12\x15\n" +
 	"\x06run_id\x18\t \x01(\tR\x05runId\x12#\n" +
 	"\rapproval_step\x18\n" +
-	" \x01(\tR\fapprovalStep\"0\n" +
+	" \x01(\tR\fapprovalStep\"\xfe\x01\n" +
+	"\bIncident\x12@\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x14\n" +
+	"\x05alert\x18\x03 \x01(\tR\x05alert\x12\x1a\n" +
+	"\bdetector\x18\x04 \x01(\tR\bdetector\x12\x1a\n" +
+	"\bseverity\x18\x05 \x01(\tR\bseverity\x12\x18\n" +
+	"\aactions\x18\x06 \x03(\tR\aactions\x12\x18\n" +
+	"\adecider\x18\a \x01(\tR\adecider\x12\x18\n" +
+	"\aoutcome\x18\b \x01(\tR\aoutcome\"\x87\x01\n" +
+	"\x14ListIncidentsRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n" +
+	"\topen_only\x18\x02 \x01(\bR\bopenOnly\x12\x1b\n" +
+	"\tpage_size\x18\x03 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x04 \x01(\tR\tpageToken\"}\n" +
+	"\x15ListIncidentsResponse\x12<\n" +
+	"\tincidents\x18\x01 \x03(\v2\x1e.agentid.lifecycle.v1.IncidentR\tincidents\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xec\x01\n" +
+	"\x15DecideIncidentRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x19\n" +
+	"\balert_id\x18\x02 \x01(\tR\aalertId\x12B\n" +
+	"\bdecision\x18\x03 \x01(\x0e2&.agentid.lifecycle.v1.IncidentDecisionR\bdecision\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12%\n" +
+	"\x0eapproval_token\x18\x06 \x01(\tR\rapprovalToken\"T\n" +
+	"\x16DecideIncidentResponse\x12:\n" +
+	"\bincident\x18\x01 \x01(\v2\x1e.agentid.lifecycle.v1.IncidentR\bincident\"\x94\x01\n" +
+	"\x1cSignOffDeprovisioningRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x18\n" +
+	"\acomment\x18\x02 \x01(\tR\acomment\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12%\n" +
+	"\x0eapproval_token\x18\x04 \x01(\tR\rapprovalToken\"a\n" +
+	"\x1dSignOffDeprovisioningResponse\x12@\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow\"0\n" +
 	"\x18GetAgentWorkflowsRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\"_\n" +
 	"\x19GetAgentWorkflowsResponse\x12B\n" +
@@ -509,18 +1099,27 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12%\n" +
 	"\x0eapproval_token\x18\x05 \x01(\tR\rapprovalToken\"Z\n" +
 	"\x16SubmitApprovalResponse\x12@\n" +
-	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow*i\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow*\xa1\x01\n" +
 	"\fWorkflowKind\x12\x1d\n" +
 	"\x19WORKFLOW_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17WORKFLOW_KIND_PROVISION\x10\x01\x12\x1d\n" +
-	"\x19WORKFLOW_KIND_DEPROVISION\x10\x02*r\n" +
+	"\x19WORKFLOW_KIND_DEPROVISION\x10\x02\x12\x1a\n" +
+	"\x16WORKFLOW_KIND_INCIDENT\x10\x03\x12\x1a\n" +
+	"\x16WORKFLOW_KIND_ROTATION\x10\x04*r\n" +
+	"\x10IncidentDecision\x12!\n" +
+	"\x1dINCIDENT_DECISION_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19INCIDENT_DECISION_RESTORE\x10\x01\x12\x1c\n" +
+	"\x18INCIDENT_DECISION_RETIRE\x10\x02*r\n" +
 	"\x10ApprovalDecision\x12!\n" +
 	"\x1dAPPROVAL_DECISION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19APPROVAL_DECISION_APPROVE\x10\x01\x12\x1c\n" +
-	"\x18APPROVAL_DECISION_REJECT\x10\x022\xf5\x01\n" +
+	"\x18APPROVAL_DECISION_REJECT\x10\x022\xcf\x04\n" +
 	"\x10LifecycleService\x12t\n" +
 	"\x11GetAgentWorkflows\x12..agentid.lifecycle.v1.GetAgentWorkflowsRequest\x1a/.agentid.lifecycle.v1.GetAgentWorkflowsResponse\x12k\n" +
-	"\x0eSubmitApproval\x12+.agentid.lifecycle.v1.SubmitApprovalRequest\x1a,.agentid.lifecycle.v1.SubmitApprovalResponseBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\x0eSubmitApproval\x12+.agentid.lifecycle.v1.SubmitApprovalRequest\x1a,.agentid.lifecycle.v1.SubmitApprovalResponse\x12h\n" +
+	"\rListIncidents\x12*.agentid.lifecycle.v1.ListIncidentsRequest\x1a+.agentid.lifecycle.v1.ListIncidentsResponse\x12k\n" +
+	"\x0eDecideIncident\x12+.agentid.lifecycle.v1.DecideIncidentRequest\x1a,.agentid.lifecycle.v1.DecideIncidentResponse\x12\x80\x01\n" +
+	"\x15SignOffDeprovisioning\x122.agentid.lifecycle.v1.SignOffDeprovisioningRequest\x1a3.agentid.lifecycle.v1.SignOffDeprovisioningResponseBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescOnce sync.Once
@@ -534,34 +1133,53 @@ func file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP() []byte {
 	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescData
 }
 
-var file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_agentid_lifecycle_v1_lifecycle_service_proto_goTypes = []any{
-	(WorkflowKind)(0),                 // 0: agentid.lifecycle.v1.WorkflowKind
-	(ApprovalDecision)(0),             // 1: agentid.lifecycle.v1.ApprovalDecision
-	(*WorkflowStatus)(nil),            // 2: agentid.lifecycle.v1.WorkflowStatus
-	(*GetAgentWorkflowsRequest)(nil),  // 3: agentid.lifecycle.v1.GetAgentWorkflowsRequest
-	(*GetAgentWorkflowsResponse)(nil), // 4: agentid.lifecycle.v1.GetAgentWorkflowsResponse
-	(*SubmitApprovalRequest)(nil),     // 5: agentid.lifecycle.v1.SubmitApprovalRequest
-	(*SubmitApprovalResponse)(nil),    // 6: agentid.lifecycle.v1.SubmitApprovalResponse
-	(*timestamppb.Timestamp)(nil),     // 7: google.protobuf.Timestamp
+	(WorkflowKind)(0),                     // 0: agentid.lifecycle.v1.WorkflowKind
+	(IncidentDecision)(0),                 // 1: agentid.lifecycle.v1.IncidentDecision
+	(ApprovalDecision)(0),                 // 2: agentid.lifecycle.v1.ApprovalDecision
+	(*WorkflowStatus)(nil),                // 3: agentid.lifecycle.v1.WorkflowStatus
+	(*Incident)(nil),                      // 4: agentid.lifecycle.v1.Incident
+	(*ListIncidentsRequest)(nil),          // 5: agentid.lifecycle.v1.ListIncidentsRequest
+	(*ListIncidentsResponse)(nil),         // 6: agentid.lifecycle.v1.ListIncidentsResponse
+	(*DecideIncidentRequest)(nil),         // 7: agentid.lifecycle.v1.DecideIncidentRequest
+	(*DecideIncidentResponse)(nil),        // 8: agentid.lifecycle.v1.DecideIncidentResponse
+	(*SignOffDeprovisioningRequest)(nil),  // 9: agentid.lifecycle.v1.SignOffDeprovisioningRequest
+	(*SignOffDeprovisioningResponse)(nil), // 10: agentid.lifecycle.v1.SignOffDeprovisioningResponse
+	(*GetAgentWorkflowsRequest)(nil),      // 11: agentid.lifecycle.v1.GetAgentWorkflowsRequest
+	(*GetAgentWorkflowsResponse)(nil),     // 12: agentid.lifecycle.v1.GetAgentWorkflowsResponse
+	(*SubmitApprovalRequest)(nil),         // 13: agentid.lifecycle.v1.SubmitApprovalRequest
+	(*SubmitApprovalResponse)(nil),        // 14: agentid.lifecycle.v1.SubmitApprovalResponse
+	(*timestamppb.Timestamp)(nil),         // 15: google.protobuf.Timestamp
 }
 var file_agentid_lifecycle_v1_lifecycle_service_proto_depIdxs = []int32{
-	0, // 0: agentid.lifecycle.v1.WorkflowStatus.kind:type_name -> agentid.lifecycle.v1.WorkflowKind
-	7, // 1: agentid.lifecycle.v1.WorkflowStatus.start_time:type_name -> google.protobuf.Timestamp
-	7, // 2: agentid.lifecycle.v1.WorkflowStatus.close_time:type_name -> google.protobuf.Timestamp
-	2, // 3: agentid.lifecycle.v1.GetAgentWorkflowsResponse.workflows:type_name -> agentid.lifecycle.v1.WorkflowStatus
-	1, // 4: agentid.lifecycle.v1.SubmitApprovalRequest.decision:type_name -> agentid.lifecycle.v1.ApprovalDecision
-	2, // 5: agentid.lifecycle.v1.SubmitApprovalResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
-	3, // 6: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:input_type -> agentid.lifecycle.v1.GetAgentWorkflowsRequest
-	5, // 7: agentid.lifecycle.v1.LifecycleService.SubmitApproval:input_type -> agentid.lifecycle.v1.SubmitApprovalRequest
-	4, // 8: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:output_type -> agentid.lifecycle.v1.GetAgentWorkflowsResponse
-	6, // 9: agentid.lifecycle.v1.LifecycleService.SubmitApproval:output_type -> agentid.lifecycle.v1.SubmitApprovalResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: agentid.lifecycle.v1.WorkflowStatus.kind:type_name -> agentid.lifecycle.v1.WorkflowKind
+	15, // 1: agentid.lifecycle.v1.WorkflowStatus.start_time:type_name -> google.protobuf.Timestamp
+	15, // 2: agentid.lifecycle.v1.WorkflowStatus.close_time:type_name -> google.protobuf.Timestamp
+	3,  // 3: agentid.lifecycle.v1.Incident.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	4,  // 4: agentid.lifecycle.v1.ListIncidentsResponse.incidents:type_name -> agentid.lifecycle.v1.Incident
+	1,  // 5: agentid.lifecycle.v1.DecideIncidentRequest.decision:type_name -> agentid.lifecycle.v1.IncidentDecision
+	4,  // 6: agentid.lifecycle.v1.DecideIncidentResponse.incident:type_name -> agentid.lifecycle.v1.Incident
+	3,  // 7: agentid.lifecycle.v1.SignOffDeprovisioningResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	3,  // 8: agentid.lifecycle.v1.GetAgentWorkflowsResponse.workflows:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	2,  // 9: agentid.lifecycle.v1.SubmitApprovalRequest.decision:type_name -> agentid.lifecycle.v1.ApprovalDecision
+	3,  // 10: agentid.lifecycle.v1.SubmitApprovalResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	11, // 11: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:input_type -> agentid.lifecycle.v1.GetAgentWorkflowsRequest
+	13, // 12: agentid.lifecycle.v1.LifecycleService.SubmitApproval:input_type -> agentid.lifecycle.v1.SubmitApprovalRequest
+	5,  // 13: agentid.lifecycle.v1.LifecycleService.ListIncidents:input_type -> agentid.lifecycle.v1.ListIncidentsRequest
+	7,  // 14: agentid.lifecycle.v1.LifecycleService.DecideIncident:input_type -> agentid.lifecycle.v1.DecideIncidentRequest
+	9,  // 15: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:input_type -> agentid.lifecycle.v1.SignOffDeprovisioningRequest
+	12, // 16: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:output_type -> agentid.lifecycle.v1.GetAgentWorkflowsResponse
+	14, // 17: agentid.lifecycle.v1.LifecycleService.SubmitApproval:output_type -> agentid.lifecycle.v1.SubmitApprovalResponse
+	6,  // 18: agentid.lifecycle.v1.LifecycleService.ListIncidents:output_type -> agentid.lifecycle.v1.ListIncidentsResponse
+	8,  // 19: agentid.lifecycle.v1.LifecycleService.DecideIncident:output_type -> agentid.lifecycle.v1.DecideIncidentResponse
+	10, // 20: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:output_type -> agentid.lifecycle.v1.SignOffDeprovisioningResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_agentid_lifecycle_v1_lifecycle_service_proto_init() }
@@ -574,8 +1192,8 @@ func file_agentid_lifecycle_v1_lifecycle_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc), len(file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   5,
+			NumEnums:      3,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

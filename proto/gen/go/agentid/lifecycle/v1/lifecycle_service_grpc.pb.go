@@ -19,8 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LifecycleService_GetAgentWorkflows_FullMethodName = "/agentid.lifecycle.v1.LifecycleService/GetAgentWorkflows"
-	LifecycleService_SubmitApproval_FullMethodName    = "/agentid.lifecycle.v1.LifecycleService/SubmitApproval"
+	LifecycleService_GetAgentWorkflows_FullMethodName     = "/agentid.lifecycle.v1.LifecycleService/GetAgentWorkflows"
+	LifecycleService_SubmitApproval_FullMethodName        = "/agentid.lifecycle.v1.LifecycleService/SubmitApproval"
+	LifecycleService_ListIncidents_FullMethodName         = "/agentid.lifecycle.v1.LifecycleService/ListIncidents"
+	LifecycleService_DecideIncident_FullMethodName        = "/agentid.lifecycle.v1.LifecycleService/DecideIncident"
+	LifecycleService_SignOffDeprovisioning_FullMethodName = "/agentid.lifecycle.v1.LifecycleService/SignOffDeprovisioning"
 )
 
 // LifecycleServiceClient is the client API for LifecycleService service.
@@ -38,6 +41,20 @@ type LifecycleServiceClient interface {
 	// APPROVAL_REFUSED, saying why) a token that does not verify or a caller who may not decide the step.
 	// Callers: approver, security-approver, compliance-approver, owner, tenant-admin.
 	SubmitApproval(ctx context.Context, in *SubmitApprovalRequest, opts ...grpc.CallOption) (*SubmitApprovalResponse, error)
+	// ListIncidents lists a tenant's incident runs, newest first, open ones or all.
+	// Callers: any role of the tenant.
+	ListIncidents(ctx context.Context, in *ListIncidentsRequest, opts ...grpc.CallOption) (*ListIncidentsResponse, error)
+	// DecideIncident records the decision that ends an incident: restore the agent (resume it) or retire
+	// it. It counts only with an approval token of the caller for the incident run, its current step
+	// (`owner`, `sponsor`, `security`) and the decision (RESTORE or RETIRE); anything else is refused
+	// (FailedPrecondition, reason APPROVAL_REFUSED), recorded in the run, and changes nothing.
+	// Callers: owner, approver, security-approver, tenant-admin.
+	DecideIncident(ctx context.Context, in *DecideIncidentRequest, opts ...grpc.CallOption) (*DecideIncidentResponse, error)
+	// SignOffDeprovisioning records a sign-off (`owner`, then `security`) on a verified deprovisioning;
+	// the run writes its evidence record once both have signed. It counts only with an approval token of
+	// the caller for the run, the step and decision SIGN_OFF. Callers: owner, security-approver,
+	// tenant-admin.
+	SignOffDeprovisioning(ctx context.Context, in *SignOffDeprovisioningRequest, opts ...grpc.CallOption) (*SignOffDeprovisioningResponse, error)
 }
 
 type lifecycleServiceClient struct {
@@ -68,6 +85,36 @@ func (c *lifecycleServiceClient) SubmitApproval(ctx context.Context, in *SubmitA
 	return out, nil
 }
 
+func (c *lifecycleServiceClient) ListIncidents(ctx context.Context, in *ListIncidentsRequest, opts ...grpc.CallOption) (*ListIncidentsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListIncidentsResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_ListIncidents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lifecycleServiceClient) DecideIncident(ctx context.Context, in *DecideIncidentRequest, opts ...grpc.CallOption) (*DecideIncidentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DecideIncidentResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_DecideIncident_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lifecycleServiceClient) SignOffDeprovisioning(ctx context.Context, in *SignOffDeprovisioningRequest, opts ...grpc.CallOption) (*SignOffDeprovisioningResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignOffDeprovisioningResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_SignOffDeprovisioning_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LifecycleServiceServer is the server API for LifecycleService service.
 // All implementations must embed UnimplementedLifecycleServiceServer
 // for forward compatibility.
@@ -83,6 +130,20 @@ type LifecycleServiceServer interface {
 	// APPROVAL_REFUSED, saying why) a token that does not verify or a caller who may not decide the step.
 	// Callers: approver, security-approver, compliance-approver, owner, tenant-admin.
 	SubmitApproval(context.Context, *SubmitApprovalRequest) (*SubmitApprovalResponse, error)
+	// ListIncidents lists a tenant's incident runs, newest first, open ones or all.
+	// Callers: any role of the tenant.
+	ListIncidents(context.Context, *ListIncidentsRequest) (*ListIncidentsResponse, error)
+	// DecideIncident records the decision that ends an incident: restore the agent (resume it) or retire
+	// it. It counts only with an approval token of the caller for the incident run, its current step
+	// (`owner`, `sponsor`, `security`) and the decision (RESTORE or RETIRE); anything else is refused
+	// (FailedPrecondition, reason APPROVAL_REFUSED), recorded in the run, and changes nothing.
+	// Callers: owner, approver, security-approver, tenant-admin.
+	DecideIncident(context.Context, *DecideIncidentRequest) (*DecideIncidentResponse, error)
+	// SignOffDeprovisioning records a sign-off (`owner`, then `security`) on a verified deprovisioning;
+	// the run writes its evidence record once both have signed. It counts only with an approval token of
+	// the caller for the run, the step and decision SIGN_OFF. Callers: owner, security-approver,
+	// tenant-admin.
+	SignOffDeprovisioning(context.Context, *SignOffDeprovisioningRequest) (*SignOffDeprovisioningResponse, error)
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
 
@@ -98,6 +159,15 @@ func (UnimplementedLifecycleServiceServer) GetAgentWorkflows(context.Context, *G
 }
 func (UnimplementedLifecycleServiceServer) SubmitApproval(context.Context, *SubmitApprovalRequest) (*SubmitApprovalResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SubmitApproval not implemented")
+}
+func (UnimplementedLifecycleServiceServer) ListIncidents(context.Context, *ListIncidentsRequest) (*ListIncidentsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListIncidents not implemented")
+}
+func (UnimplementedLifecycleServiceServer) DecideIncident(context.Context, *DecideIncidentRequest) (*DecideIncidentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecideIncident not implemented")
+}
+func (UnimplementedLifecycleServiceServer) SignOffDeprovisioning(context.Context, *SignOffDeprovisioningRequest) (*SignOffDeprovisioningResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignOffDeprovisioning not implemented")
 }
 func (UnimplementedLifecycleServiceServer) mustEmbedUnimplementedLifecycleServiceServer() {}
 func (UnimplementedLifecycleServiceServer) testEmbeddedByValue()                          {}
@@ -156,6 +226,60 @@ func _LifecycleService_SubmitApproval_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LifecycleService_ListIncidents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListIncidentsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).ListIncidents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_ListIncidents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).ListIncidents(ctx, req.(*ListIncidentsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LifecycleService_DecideIncident_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideIncidentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).DecideIncident(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_DecideIncident_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).DecideIncident(ctx, req.(*DecideIncidentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LifecycleService_SignOffDeprovisioning_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignOffDeprovisioningRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).SignOffDeprovisioning(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_SignOffDeprovisioning_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).SignOffDeprovisioning(ctx, req.(*SignOffDeprovisioningRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LifecycleService_ServiceDesc is the grpc.ServiceDesc for LifecycleService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -170,6 +294,18 @@ var LifecycleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SubmitApproval",
 			Handler:    _LifecycleService_SubmitApproval_Handler,
+		},
+		{
+			MethodName: "ListIncidents",
+			Handler:    _LifecycleService_ListIncidents_Handler,
+		},
+		{
+			MethodName: "DecideIncident",
+			Handler:    _LifecycleService_DecideIncident_Handler,
+		},
+		{
+			MethodName: "SignOffDeprovisioning",
+			Handler:    _LifecycleService_SignOffDeprovisioning_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

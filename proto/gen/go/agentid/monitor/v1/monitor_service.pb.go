@@ -221,6 +221,928 @@ func (x *TelemetryEvent) GetDetailJson() string {
 	return ""
 }
 
+// ListAlertsRequest filters alerts.
+type ListAlertsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parent tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Only alerts about this agent; empty for all.
+	Agent string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Only alerts of this detector; empty for all.
+	Detector string `protobuf:"bytes,3,opt,name=detector,proto3" json:"detector,omitempty"`
+	// Only alerts at least this severe; UNSPECIFIED for all.
+	MinSeverity AlertSeverity `protobuf:"varint,4,opt,name=min_severity,json=minSeverity,proto3,enum=agentid.monitor.v1.AlertSeverity" json:"min_severity,omitempty"`
+	// Only alerts detected at or after this time.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// Maximum number of alerts to return (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,7,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertsRequest) Reset() {
+	*x = ListAlertsRequest{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertsRequest) ProtoMessage() {}
+
+func (x *ListAlertsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertsRequest.ProtoReflect.Descriptor instead.
+func (*ListAlertsRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListAlertsRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListAlertsRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ListAlertsRequest) GetDetector() string {
+	if x != nil {
+		return x.Detector
+	}
+	return ""
+}
+
+func (x *ListAlertsRequest) GetMinSeverity() AlertSeverity {
+	if x != nil {
+		return x.MinSeverity
+	}
+	return AlertSeverity_ALERT_SEVERITY_UNSPECIFIED
+}
+
+func (x *ListAlertsRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *ListAlertsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAlertsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListAlertsResponse is one page of alerts.
+type ListAlertsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alerts, newest first.
+	Alerts []*Alert `protobuf:"bytes,1,rep,name=alerts,proto3" json:"alerts,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlertsResponse) Reset() {
+	*x = ListAlertsResponse{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlertsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlertsResponse) ProtoMessage() {}
+
+func (x *ListAlertsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlertsResponse.ProtoReflect.Descriptor instead.
+func (*ListAlertsResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListAlertsResponse) GetAlerts() []*Alert {
+	if x != nil {
+		return x.Alerts
+	}
+	return nil
+}
+
+func (x *ListAlertsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetAlertRequest names an alert.
+type GetAlertRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/alerts/{alert_id}`.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAlertRequest) Reset() {
+	*x = GetAlertRequest{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAlertRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAlertRequest) ProtoMessage() {}
+
+func (x *GetAlertRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAlertRequest.ProtoReflect.Descriptor instead.
+func (*GetAlertRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetAlertRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// GetAlertResponse returns the alert.
+type GetAlertResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The alert.
+	Alert         *Alert `protobuf:"bytes,1,opt,name=alert,proto3" json:"alert,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAlertResponse) Reset() {
+	*x = GetAlertResponse{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAlertResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAlertResponse) ProtoMessage() {}
+
+func (x *GetAlertResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAlertResponse.ProtoReflect.Descriptor instead.
+func (*GetAlertResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetAlertResponse) GetAlert() *Alert {
+	if x != nil {
+		return x.Alert
+	}
+	return nil
+}
+
+// HourOfWeekStats is the baseline of one hour of the week (0 = Monday 00:00 UTC ... 167 = Sunday
+// 23:00 UTC).
+type HourOfWeekStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hour of the week, 0..167.
+	HourOfWeek int32 `protobuf:"varint,1,opt,name=hour_of_week,json=hourOfWeek,proto3" json:"hour_of_week,omitempty"`
+	// Median requests in that hour over the baseline window.
+	Median float64 `protobuf:"fixed64,2,opt,name=median,proto3" json:"median,omitempty"`
+	// Median absolute deviation of requests in that hour.
+	Mad float64 `protobuf:"fixed64,3,opt,name=mad,proto3" json:"mad,omitempty"`
+	// Number of weeks observed for that hour.
+	Samples       int32 `protobuf:"varint,4,opt,name=samples,proto3" json:"samples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HourOfWeekStats) Reset() {
+	*x = HourOfWeekStats{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HourOfWeekStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HourOfWeekStats) ProtoMessage() {}
+
+func (x *HourOfWeekStats) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HourOfWeekStats.ProtoReflect.Descriptor instead.
+func (*HourOfWeekStats) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *HourOfWeekStats) GetHourOfWeek() int32 {
+	if x != nil {
+		return x.HourOfWeek
+	}
+	return 0
+}
+
+func (x *HourOfWeekStats) GetMedian() float64 {
+	if x != nil {
+		return x.Median
+	}
+	return 0
+}
+
+func (x *HourOfWeekStats) GetMad() float64 {
+	if x != nil {
+		return x.Mad
+	}
+	return 0
+}
+
+func (x *HourOfWeekStats) GetSamples() int32 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
+// UsageCount is one value (a scope, resource, network or user) and how often it was seen.
+type UsageCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The value.
+	Value string `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	// Events with it.
+	Count int64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	// When it was last seen.
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageCount) Reset() {
+	*x = UsageCount{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageCount) ProtoMessage() {}
+
+func (x *UsageCount) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageCount.ProtoReflect.Descriptor instead.
+func (*UsageCount) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *UsageCount) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *UsageCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *UsageCount) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+// Baseline is an agent's (or an agent class's) normal behaviour, learned from telemetry.
+type Baseline struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The class key (owner team, environment, scopes) the agent belongs to.
+	ClassKey string `protobuf:"bytes,2,opt,name=class_key,json=classKey,proto3" json:"class_key,omitempty"`
+	// True when the values are the class's (the agent has too little history of its own).
+	FromClass bool `protobuf:"varint,3,opt,name=from_class,json=fromClass,proto3" json:"from_class,omitempty"`
+	// When the baseline was last recomputed in full.
+	ComputeTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=compute_time,json=computeTime,proto3" json:"compute_time,omitempty"`
+	// Window the baseline was learned from.
+	WindowStart *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	// End of the window.
+	WindowEnd *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=window_end,json=windowEnd,proto3" json:"window_end,omitempty"`
+	// Events the baseline was learned from.
+	Events int64 `protobuf:"varint,7,opt,name=events,proto3" json:"events,omitempty"`
+	// Requests per hour, by hour of the week.
+	Hourly []*HourOfWeekStats `protobuf:"bytes,8,rep,name=hourly,proto3" json:"hourly,omitempty"`
+	// Hours of the day (UTC, 0..23) in which the agent is normally active.
+	ActiveHours []int32 `protobuf:"varint,9,rep,packed,name=active_hours,json=activeHours,proto3" json:"active_hours,omitempty"`
+	// Resources used.
+	Resources []*UsageCount `protobuf:"bytes,10,rep,name=resources,proto3" json:"resources,omitempty"`
+	// Scopes used.
+	Scopes []*UsageCount `protobuf:"bytes,11,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Source networks (IPv4 /24, IPv6 /48) seen.
+	SourceNetworks []*UsageCount `protobuf:"bytes,12,rep,name=source_networks,json=sourceNetworks,proto3" json:"source_networks,omitempty"`
+	// Users the agent acted for.
+	OnBehalfOf []*UsageCount `protobuf:"bytes,13,rep,name=on_behalf_of,json=onBehalfOf,proto3" json:"on_behalf_of,omitempty"`
+	// Median and MAD of rows per request.
+	RowsMedian float64 `protobuf:"fixed64,14,opt,name=rows_median,json=rowsMedian,proto3" json:"rows_median,omitempty"`
+	// MAD of rows per request.
+	RowsMad float64 `protobuf:"fixed64,15,opt,name=rows_mad,json=rowsMad,proto3" json:"rows_mad,omitempty"`
+	// Median of response bytes per request.
+	BytesMedian float64 `protobuf:"fixed64,16,opt,name=bytes_median,json=bytesMedian,proto3" json:"bytes_median,omitempty"`
+	// MAD of response bytes per request.
+	BytesMad float64 `protobuf:"fixed64,17,opt,name=bytes_mad,json=bytesMad,proto3" json:"bytes_mad,omitempty"`
+	// Share of requests denied (0..1).
+	DenyRate      float64 `protobuf:"fixed64,18,opt,name=deny_rate,json=denyRate,proto3" json:"deny_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Baseline) Reset() {
+	*x = Baseline{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Baseline) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Baseline) ProtoMessage() {}
+
+func (x *Baseline) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Baseline.ProtoReflect.Descriptor instead.
+func (*Baseline) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Baseline) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *Baseline) GetClassKey() string {
+	if x != nil {
+		return x.ClassKey
+	}
+	return ""
+}
+
+func (x *Baseline) GetFromClass() bool {
+	if x != nil {
+		return x.FromClass
+	}
+	return false
+}
+
+func (x *Baseline) GetComputeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ComputeTime
+	}
+	return nil
+}
+
+func (x *Baseline) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
+	}
+	return nil
+}
+
+func (x *Baseline) GetWindowEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowEnd
+	}
+	return nil
+}
+
+func (x *Baseline) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *Baseline) GetHourly() []*HourOfWeekStats {
+	if x != nil {
+		return x.Hourly
+	}
+	return nil
+}
+
+func (x *Baseline) GetActiveHours() []int32 {
+	if x != nil {
+		return x.ActiveHours
+	}
+	return nil
+}
+
+func (x *Baseline) GetResources() []*UsageCount {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *Baseline) GetScopes() []*UsageCount {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *Baseline) GetSourceNetworks() []*UsageCount {
+	if x != nil {
+		return x.SourceNetworks
+	}
+	return nil
+}
+
+func (x *Baseline) GetOnBehalfOf() []*UsageCount {
+	if x != nil {
+		return x.OnBehalfOf
+	}
+	return nil
+}
+
+func (x *Baseline) GetRowsMedian() float64 {
+	if x != nil {
+		return x.RowsMedian
+	}
+	return 0
+}
+
+func (x *Baseline) GetRowsMad() float64 {
+	if x != nil {
+		return x.RowsMad
+	}
+	return 0
+}
+
+func (x *Baseline) GetBytesMedian() float64 {
+	if x != nil {
+		return x.BytesMedian
+	}
+	return 0
+}
+
+func (x *Baseline) GetBytesMad() float64 {
+	if x != nil {
+		return x.BytesMad
+	}
+	return 0
+}
+
+func (x *Baseline) GetDenyRate() float64 {
+	if x != nil {
+		return x.DenyRate
+	}
+	return 0
+}
+
+// HourlyActivity is an agent's activity in one hour.
+type HourlyActivity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Start of the hour (UTC).
+	Hour *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=hour,proto3" json:"hour,omitempty"`
+	// Requests (access and token events).
+	Requests int64 `protobuf:"varint,2,opt,name=requests,proto3" json:"requests,omitempty"`
+	// Denied requests.
+	Denied int64 `protobuf:"varint,3,opt,name=denied,proto3" json:"denied,omitempty"`
+	// Rows returned.
+	Rows int64 `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`
+	// Bytes returned.
+	Bytes         int64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HourlyActivity) Reset() {
+	*x = HourlyActivity{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HourlyActivity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HourlyActivity) ProtoMessage() {}
+
+func (x *HourlyActivity) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HourlyActivity.ProtoReflect.Descriptor instead.
+func (*HourlyActivity) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HourlyActivity) GetHour() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Hour
+	}
+	return nil
+}
+
+func (x *HourlyActivity) GetRequests() int64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *HourlyActivity) GetDenied() int64 {
+	if x != nil {
+		return x.Denied
+	}
+	return 0
+}
+
+func (x *HourlyActivity) GetRows() int64 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *HourlyActivity) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// GetBaselineRequest names an agent.
+type GetBaselineRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Also return the agent's hourly activity from this time (empty: none).
+	ActivityStart *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=activity_start,json=activityStart,proto3" json:"activity_start,omitempty"`
+	// End of the activity window (empty: now).
+	ActivityEnd   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=activity_end,json=activityEnd,proto3" json:"activity_end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBaselineRequest) Reset() {
+	*x = GetBaselineRequest{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBaselineRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBaselineRequest) ProtoMessage() {}
+
+func (x *GetBaselineRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBaselineRequest.ProtoReflect.Descriptor instead.
+func (*GetBaselineRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetBaselineRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *GetBaselineRequest) GetActivityStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivityStart
+	}
+	return nil
+}
+
+func (x *GetBaselineRequest) GetActivityEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivityEnd
+	}
+	return nil
+}
+
+// GetBaselineResponse returns the baseline.
+type GetBaselineResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The baseline.
+	Baseline *Baseline `protobuf:"bytes,1,opt,name=baseline,proto3" json:"baseline,omitempty"`
+	// Hourly activity in the asked window, oldest first.
+	Activity      []*HourlyActivity `protobuf:"bytes,2,rep,name=activity,proto3" json:"activity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetBaselineResponse) Reset() {
+	*x = GetBaselineResponse{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetBaselineResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetBaselineResponse) ProtoMessage() {}
+
+func (x *GetBaselineResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetBaselineResponse.ProtoReflect.Descriptor instead.
+func (*GetBaselineResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GetBaselineResponse) GetBaseline() *Baseline {
+	if x != nil {
+		return x.Baseline
+	}
+	return nil
+}
+
+func (x *GetBaselineResponse) GetActivity() []*HourlyActivity {
+	if x != nil {
+		return x.Activity
+	}
+	return nil
+}
+
+// GetAgentUsageRequest names an agent and a window.
+type GetAgentUsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Start of the window (required).
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// End of the window (empty: now).
+	EndTime       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentUsageRequest) Reset() {
+	*x = GetAgentUsageRequest{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentUsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentUsageRequest) ProtoMessage() {}
+
+func (x *GetAgentUsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentUsageRequest.ProtoReflect.Descriptor instead.
+func (*GetAgentUsageRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetAgentUsageRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *GetAgentUsageRequest) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *GetAgentUsageRequest) GetEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndTime
+	}
+	return nil
+}
+
+// GetAgentUsageResponse summarises the agent's activity.
+type GetAgentUsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the agent was last seen in telemetry at all (not only in the window); empty if never.
+	LastActiveTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=last_active_time,json=lastActiveTime,proto3" json:"last_active_time,omitempty"`
+	// Events in the window.
+	Events int64 `protobuf:"varint,2,opt,name=events,proto3" json:"events,omitempty"`
+	// Scopes used in the window (on tokens issued or on accesses).
+	Scopes []*UsageCount `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Resources accessed in the window.
+	Resources     []*UsageCount `protobuf:"bytes,4,rep,name=resources,proto3" json:"resources,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentUsageResponse) Reset() {
+	*x = GetAgentUsageResponse{}
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentUsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentUsageResponse) ProtoMessage() {}
+
+func (x *GetAgentUsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentUsageResponse.ProtoReflect.Descriptor instead.
+func (*GetAgentUsageResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetAgentUsageResponse) GetLastActiveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastActiveTime
+	}
+	return nil
+}
+
+func (x *GetAgentUsageResponse) GetEvents() int64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *GetAgentUsageResponse) GetScopes() []*UsageCount {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *GetAgentUsageResponse) GetResources() []*UsageCount {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
 // AccessEvent is one access decision of a resource server: who or what accessed what, when, how,
 // and with which outcome.
 type AccessEvent struct {
@@ -277,7 +1199,7 @@ type AccessEvent struct {
 
 func (x *AccessEvent) Reset() {
 	*x = AccessEvent{}
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[1]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +1211,7 @@ func (x *AccessEvent) String() string {
 func (*AccessEvent) ProtoMessage() {}
 
 func (x *AccessEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[1]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +1224,7 @@ func (x *AccessEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessEvent.ProtoReflect.Descriptor instead.
 func (*AccessEvent) Descriptor() ([]byte, []int) {
-	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{1}
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AccessEvent) GetEventId() string {
@@ -483,7 +1405,7 @@ type RecordAccessRequest struct {
 
 func (x *RecordAccessRequest) Reset() {
 	*x = RecordAccessRequest{}
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[2]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +1417,7 @@ func (x *RecordAccessRequest) String() string {
 func (*RecordAccessRequest) ProtoMessage() {}
 
 func (x *RecordAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[2]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +1430,7 @@ func (x *RecordAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAccessRequest.ProtoReflect.Descriptor instead.
 func (*RecordAccessRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordAccessRequest) GetParent() string {
@@ -550,7 +1472,7 @@ type RecordAccessResponse struct {
 
 func (x *RecordAccessResponse) Reset() {
 	*x = RecordAccessResponse{}
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[3]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +1484,7 @@ func (x *RecordAccessResponse) String() string {
 func (*RecordAccessResponse) ProtoMessage() {}
 
 func (x *RecordAccessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[3]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +1497,7 @@ func (x *RecordAccessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordAccessResponse.ProtoReflect.Descriptor instead.
 func (*RecordAccessResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{3}
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RecordAccessResponse) GetAccepted() int32 {
@@ -606,7 +1528,7 @@ type ListTelemetryEventsRequest struct {
 
 func (x *ListTelemetryEventsRequest) Reset() {
 	*x = ListTelemetryEventsRequest{}
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[4]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +1540,7 @@ func (x *ListTelemetryEventsRequest) String() string {
 func (*ListTelemetryEventsRequest) ProtoMessage() {}
 
 func (x *ListTelemetryEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[4]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +1553,7 @@ func (x *ListTelemetryEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTelemetryEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListTelemetryEventsRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{4}
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListTelemetryEventsRequest) GetParent() string {
@@ -689,7 +1611,7 @@ type ListTelemetryEventsResponse struct {
 
 func (x *ListTelemetryEventsResponse) Reset() {
 	*x = ListTelemetryEventsResponse{}
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[5]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +1623,7 @@ func (x *ListTelemetryEventsResponse) String() string {
 func (*ListTelemetryEventsResponse) ProtoMessage() {}
 
 func (x *ListTelemetryEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[5]
+	mi := &file_agentid_monitor_v1_monitor_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +1636,7 @@ func (x *ListTelemetryEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTelemetryEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListTelemetryEventsResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{5}
+	return file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListTelemetryEventsResponse) GetEvents() []*TelemetryEvent {
@@ -735,7 +1657,7 @@ var File_agentid_monitor_v1_monitor_service_proto protoreflect.FileDescriptor
 
 const file_agentid_monitor_v1_monitor_service_proto_rawDesc = "" +
 	"\n" +
-	"(agentid/monitor/v1/monitor_service.proto\x12\x12agentid.monitor.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
+	"(agentid/monitor/v1/monitor_service.proto\x12\x12agentid.monitor.v1\x1a\x1eagentid/monitor/v1/alert.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
 	"\x0eTelemetryEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -752,7 +1674,82 @@ const file_agentid_monitor_v1_monitor_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\v \x01(\tR\trequestId\x12\x1f\n" +
 	"\vdetail_json\x18\f \x01(\tR\n" +
-	"detailJson\"\xe7\x05\n" +
+	"detailJson\"\x9a\x02\n" +
+	"\x11ListAlertsRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x1a\n" +
+	"\bdetector\x18\x03 \x01(\tR\bdetector\x12D\n" +
+	"\fmin_severity\x18\x04 \x01(\x0e2!.agentid.monitor.v1.AlertSeverityR\vminSeverity\x129\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12\x1b\n" +
+	"\tpage_size\x18\x06 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\a \x01(\tR\tpageToken\"o\n" +
+	"\x12ListAlertsResponse\x121\n" +
+	"\x06alerts\x18\x01 \x03(\v2\x19.agentid.monitor.v1.AlertR\x06alerts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"%\n" +
+	"\x0fGetAlertRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"C\n" +
+	"\x10GetAlertResponse\x12/\n" +
+	"\x05alert\x18\x01 \x01(\v2\x19.agentid.monitor.v1.AlertR\x05alert\"w\n" +
+	"\x0fHourOfWeekStats\x12 \n" +
+	"\fhour_of_week\x18\x01 \x01(\x05R\n" +
+	"hourOfWeek\x12\x16\n" +
+	"\x06median\x18\x02 \x01(\x01R\x06median\x12\x10\n" +
+	"\x03mad\x18\x03 \x01(\x01R\x03mad\x12\x18\n" +
+	"\asamples\x18\x04 \x01(\x05R\asamples\"q\n" +
+	"\n" +
+	"UsageCount\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\tR\x05value\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\x127\n" +
+	"\tlast_seen\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xa7\x06\n" +
+	"\bBaseline\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1b\n" +
+	"\tclass_key\x18\x02 \x01(\tR\bclassKey\x12\x1d\n" +
+	"\n" +
+	"from_class\x18\x03 \x01(\bR\tfromClass\x12=\n" +
+	"\fcompute_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vcomputeTime\x12=\n" +
+	"\fwindow_start\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\x129\n" +
+	"\n" +
+	"window_end\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\twindowEnd\x12\x16\n" +
+	"\x06events\x18\a \x01(\x03R\x06events\x12;\n" +
+	"\x06hourly\x18\b \x03(\v2#.agentid.monitor.v1.HourOfWeekStatsR\x06hourly\x12!\n" +
+	"\factive_hours\x18\t \x03(\x05R\vactiveHours\x12<\n" +
+	"\tresources\x18\n" +
+	" \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\tresources\x126\n" +
+	"\x06scopes\x18\v \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\x06scopes\x12G\n" +
+	"\x0fsource_networks\x18\f \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\x0esourceNetworks\x12@\n" +
+	"\fon_behalf_of\x18\r \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\n" +
+	"onBehalfOf\x12\x1f\n" +
+	"\vrows_median\x18\x0e \x01(\x01R\n" +
+	"rowsMedian\x12\x19\n" +
+	"\brows_mad\x18\x0f \x01(\x01R\arowsMad\x12!\n" +
+	"\fbytes_median\x18\x10 \x01(\x01R\vbytesMedian\x12\x1b\n" +
+	"\tbytes_mad\x18\x11 \x01(\x01R\bbytesMad\x12\x1b\n" +
+	"\tdeny_rate\x18\x12 \x01(\x01R\bdenyRate\"\x9e\x01\n" +
+	"\x0eHourlyActivity\x12.\n" +
+	"\x04hour\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04hour\x12\x1a\n" +
+	"\brequests\x18\x02 \x01(\x03R\brequests\x12\x16\n" +
+	"\x06denied\x18\x03 \x01(\x03R\x06denied\x12\x12\n" +
+	"\x04rows\x18\x04 \x01(\x03R\x04rows\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x03R\x05bytes\"\xac\x01\n" +
+	"\x12GetBaselineRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12A\n" +
+	"\x0eactivity_start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\ractivityStart\x12=\n" +
+	"\factivity_end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vactivityEnd\"\x8f\x01\n" +
+	"\x13GetBaselineResponse\x128\n" +
+	"\bbaseline\x18\x01 \x01(\v2\x1c.agentid.monitor.v1.BaselineR\bbaseline\x12>\n" +
+	"\bactivity\x18\x02 \x03(\v2\".agentid.monitor.v1.HourlyActivityR\bactivity\"\x9e\x01\n" +
+	"\x14GetAgentUsageRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xeb\x01\n" +
+	"\x15GetAgentUsageResponse\x12D\n" +
+	"\x10last_active_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastActiveTime\x12\x16\n" +
+	"\x06events\x18\x02 \x01(\x03R\x06events\x126\n" +
+	"\x06scopes\x18\x03 \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\x06scopes\x12<\n" +
+	"\tresources\x18\x04 \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\tresources\"\xe7\x05\n" +
 	"\vAccessEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -802,10 +1799,15 @@ const file_agentid_monitor_v1_monitor_service_proto_rawDesc = "" +
 	"\rAccessOutcome\x12\x1e\n" +
 	"\x1aACCESS_OUTCOME_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16ACCESS_OUTCOME_ALLOWED\x10\x01\x12\x19\n" +
-	"\x15ACCESS_OUTCOME_DENIED\x10\x022\xeb\x01\n" +
+	"\x15ACCESS_OUTCOME_DENIED\x10\x022\xe5\x04\n" +
 	"\x0eMonitorService\x12v\n" +
 	"\x13ListTelemetryEvents\x12..agentid.monitor.v1.ListTelemetryEventsRequest\x1a/.agentid.monitor.v1.ListTelemetryEventsResponse\x12a\n" +
-	"\fRecordAccess\x12'.agentid.monitor.v1.RecordAccessRequest\x1a(.agentid.monitor.v1.RecordAccessResponseBFZDgithub.com/agentid/agentid/proto/gen/go/agentid/monitor/v1;monitorv1b\x06proto3"
+	"\fRecordAccess\x12'.agentid.monitor.v1.RecordAccessRequest\x1a(.agentid.monitor.v1.RecordAccessResponse\x12[\n" +
+	"\n" +
+	"ListAlerts\x12%.agentid.monitor.v1.ListAlertsRequest\x1a&.agentid.monitor.v1.ListAlertsResponse\x12U\n" +
+	"\bGetAlert\x12#.agentid.monitor.v1.GetAlertRequest\x1a$.agentid.monitor.v1.GetAlertResponse\x12^\n" +
+	"\vGetBaseline\x12&.agentid.monitor.v1.GetBaselineRequest\x1a'.agentid.monitor.v1.GetBaselineResponse\x12d\n" +
+	"\rGetAgentUsage\x12(.agentid.monitor.v1.GetAgentUsageRequest\x1a).agentid.monitor.v1.GetAgentUsageResponseBFZDgithub.com/agentid/agentid/proto/gen/go/agentid/monitor/v1;monitorv1b\x06proto3"
 
 var (
 	file_agentid_monitor_v1_monitor_service_proto_rawDescOnce sync.Once
@@ -820,35 +1822,80 @@ func file_agentid_monitor_v1_monitor_service_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_monitor_v1_monitor_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agentid_monitor_v1_monitor_service_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_agentid_monitor_v1_monitor_service_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_agentid_monitor_v1_monitor_service_proto_goTypes = []any{
 	(AccessOutcome)(0),                  // 0: agentid.monitor.v1.AccessOutcome
 	(*TelemetryEvent)(nil),              // 1: agentid.monitor.v1.TelemetryEvent
-	(*AccessEvent)(nil),                 // 2: agentid.monitor.v1.AccessEvent
-	(*RecordAccessRequest)(nil),         // 3: agentid.monitor.v1.RecordAccessRequest
-	(*RecordAccessResponse)(nil),        // 4: agentid.monitor.v1.RecordAccessResponse
-	(*ListTelemetryEventsRequest)(nil),  // 5: agentid.monitor.v1.ListTelemetryEventsRequest
-	(*ListTelemetryEventsResponse)(nil), // 6: agentid.monitor.v1.ListTelemetryEventsResponse
-	(*timestamppb.Timestamp)(nil),       // 7: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 8: google.protobuf.Duration
+	(*ListAlertsRequest)(nil),           // 2: agentid.monitor.v1.ListAlertsRequest
+	(*ListAlertsResponse)(nil),          // 3: agentid.monitor.v1.ListAlertsResponse
+	(*GetAlertRequest)(nil),             // 4: agentid.monitor.v1.GetAlertRequest
+	(*GetAlertResponse)(nil),            // 5: agentid.monitor.v1.GetAlertResponse
+	(*HourOfWeekStats)(nil),             // 6: agentid.monitor.v1.HourOfWeekStats
+	(*UsageCount)(nil),                  // 7: agentid.monitor.v1.UsageCount
+	(*Baseline)(nil),                    // 8: agentid.monitor.v1.Baseline
+	(*HourlyActivity)(nil),              // 9: agentid.monitor.v1.HourlyActivity
+	(*GetBaselineRequest)(nil),          // 10: agentid.monitor.v1.GetBaselineRequest
+	(*GetBaselineResponse)(nil),         // 11: agentid.monitor.v1.GetBaselineResponse
+	(*GetAgentUsageRequest)(nil),        // 12: agentid.monitor.v1.GetAgentUsageRequest
+	(*GetAgentUsageResponse)(nil),       // 13: agentid.monitor.v1.GetAgentUsageResponse
+	(*AccessEvent)(nil),                 // 14: agentid.monitor.v1.AccessEvent
+	(*RecordAccessRequest)(nil),         // 15: agentid.monitor.v1.RecordAccessRequest
+	(*RecordAccessResponse)(nil),        // 16: agentid.monitor.v1.RecordAccessResponse
+	(*ListTelemetryEventsRequest)(nil),  // 17: agentid.monitor.v1.ListTelemetryEventsRequest
+	(*ListTelemetryEventsResponse)(nil), // 18: agentid.monitor.v1.ListTelemetryEventsResponse
+	(*timestamppb.Timestamp)(nil),       // 19: google.protobuf.Timestamp
+	(AlertSeverity)(0),                  // 20: agentid.monitor.v1.AlertSeverity
+	(*Alert)(nil),                       // 21: agentid.monitor.v1.Alert
+	(*durationpb.Duration)(nil),         // 22: google.protobuf.Duration
 }
 var file_agentid_monitor_v1_monitor_service_proto_depIdxs = []int32{
-	7, // 0: agentid.monitor.v1.TelemetryEvent.time:type_name -> google.protobuf.Timestamp
-	7, // 1: agentid.monitor.v1.AccessEvent.time:type_name -> google.protobuf.Timestamp
-	0, // 2: agentid.monitor.v1.AccessEvent.outcome:type_name -> agentid.monitor.v1.AccessOutcome
-	8, // 3: agentid.monitor.v1.AccessEvent.latency:type_name -> google.protobuf.Duration
-	2, // 4: agentid.monitor.v1.RecordAccessRequest.events:type_name -> agentid.monitor.v1.AccessEvent
-	7, // 5: agentid.monitor.v1.ListTelemetryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	1, // 6: agentid.monitor.v1.ListTelemetryEventsResponse.events:type_name -> agentid.monitor.v1.TelemetryEvent
-	5, // 7: agentid.monitor.v1.MonitorService.ListTelemetryEvents:input_type -> agentid.monitor.v1.ListTelemetryEventsRequest
-	3, // 8: agentid.monitor.v1.MonitorService.RecordAccess:input_type -> agentid.monitor.v1.RecordAccessRequest
-	6, // 9: agentid.monitor.v1.MonitorService.ListTelemetryEvents:output_type -> agentid.monitor.v1.ListTelemetryEventsResponse
-	4, // 10: agentid.monitor.v1.MonitorService.RecordAccess:output_type -> agentid.monitor.v1.RecordAccessResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	19, // 0: agentid.monitor.v1.TelemetryEvent.time:type_name -> google.protobuf.Timestamp
+	20, // 1: agentid.monitor.v1.ListAlertsRequest.min_severity:type_name -> agentid.monitor.v1.AlertSeverity
+	19, // 2: agentid.monitor.v1.ListAlertsRequest.start_time:type_name -> google.protobuf.Timestamp
+	21, // 3: agentid.monitor.v1.ListAlertsResponse.alerts:type_name -> agentid.monitor.v1.Alert
+	21, // 4: agentid.monitor.v1.GetAlertResponse.alert:type_name -> agentid.monitor.v1.Alert
+	19, // 5: agentid.monitor.v1.UsageCount.last_seen:type_name -> google.protobuf.Timestamp
+	19, // 6: agentid.monitor.v1.Baseline.compute_time:type_name -> google.protobuf.Timestamp
+	19, // 7: agentid.monitor.v1.Baseline.window_start:type_name -> google.protobuf.Timestamp
+	19, // 8: agentid.monitor.v1.Baseline.window_end:type_name -> google.protobuf.Timestamp
+	6,  // 9: agentid.monitor.v1.Baseline.hourly:type_name -> agentid.monitor.v1.HourOfWeekStats
+	7,  // 10: agentid.monitor.v1.Baseline.resources:type_name -> agentid.monitor.v1.UsageCount
+	7,  // 11: agentid.monitor.v1.Baseline.scopes:type_name -> agentid.monitor.v1.UsageCount
+	7,  // 12: agentid.monitor.v1.Baseline.source_networks:type_name -> agentid.monitor.v1.UsageCount
+	7,  // 13: agentid.monitor.v1.Baseline.on_behalf_of:type_name -> agentid.monitor.v1.UsageCount
+	19, // 14: agentid.monitor.v1.HourlyActivity.hour:type_name -> google.protobuf.Timestamp
+	19, // 15: agentid.monitor.v1.GetBaselineRequest.activity_start:type_name -> google.protobuf.Timestamp
+	19, // 16: agentid.monitor.v1.GetBaselineRequest.activity_end:type_name -> google.protobuf.Timestamp
+	8,  // 17: agentid.monitor.v1.GetBaselineResponse.baseline:type_name -> agentid.monitor.v1.Baseline
+	9,  // 18: agentid.monitor.v1.GetBaselineResponse.activity:type_name -> agentid.monitor.v1.HourlyActivity
+	19, // 19: agentid.monitor.v1.GetAgentUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	19, // 20: agentid.monitor.v1.GetAgentUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	19, // 21: agentid.monitor.v1.GetAgentUsageResponse.last_active_time:type_name -> google.protobuf.Timestamp
+	7,  // 22: agentid.monitor.v1.GetAgentUsageResponse.scopes:type_name -> agentid.monitor.v1.UsageCount
+	7,  // 23: agentid.monitor.v1.GetAgentUsageResponse.resources:type_name -> agentid.monitor.v1.UsageCount
+	19, // 24: agentid.monitor.v1.AccessEvent.time:type_name -> google.protobuf.Timestamp
+	0,  // 25: agentid.monitor.v1.AccessEvent.outcome:type_name -> agentid.monitor.v1.AccessOutcome
+	22, // 26: agentid.monitor.v1.AccessEvent.latency:type_name -> google.protobuf.Duration
+	14, // 27: agentid.monitor.v1.RecordAccessRequest.events:type_name -> agentid.monitor.v1.AccessEvent
+	19, // 28: agentid.monitor.v1.ListTelemetryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	1,  // 29: agentid.monitor.v1.ListTelemetryEventsResponse.events:type_name -> agentid.monitor.v1.TelemetryEvent
+	17, // 30: agentid.monitor.v1.MonitorService.ListTelemetryEvents:input_type -> agentid.monitor.v1.ListTelemetryEventsRequest
+	15, // 31: agentid.monitor.v1.MonitorService.RecordAccess:input_type -> agentid.monitor.v1.RecordAccessRequest
+	2,  // 32: agentid.monitor.v1.MonitorService.ListAlerts:input_type -> agentid.monitor.v1.ListAlertsRequest
+	4,  // 33: agentid.monitor.v1.MonitorService.GetAlert:input_type -> agentid.monitor.v1.GetAlertRequest
+	10, // 34: agentid.monitor.v1.MonitorService.GetBaseline:input_type -> agentid.monitor.v1.GetBaselineRequest
+	12, // 35: agentid.monitor.v1.MonitorService.GetAgentUsage:input_type -> agentid.monitor.v1.GetAgentUsageRequest
+	18, // 36: agentid.monitor.v1.MonitorService.ListTelemetryEvents:output_type -> agentid.monitor.v1.ListTelemetryEventsResponse
+	16, // 37: agentid.monitor.v1.MonitorService.RecordAccess:output_type -> agentid.monitor.v1.RecordAccessResponse
+	3,  // 38: agentid.monitor.v1.MonitorService.ListAlerts:output_type -> agentid.monitor.v1.ListAlertsResponse
+	5,  // 39: agentid.monitor.v1.MonitorService.GetAlert:output_type -> agentid.monitor.v1.GetAlertResponse
+	11, // 40: agentid.monitor.v1.MonitorService.GetBaseline:output_type -> agentid.monitor.v1.GetBaselineResponse
+	13, // 41: agentid.monitor.v1.MonitorService.GetAgentUsage:output_type -> agentid.monitor.v1.GetAgentUsageResponse
+	36, // [36:42] is the sub-list for method output_type
+	30, // [30:36] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_agentid_monitor_v1_monitor_service_proto_init() }
@@ -856,13 +1903,14 @@ func file_agentid_monitor_v1_monitor_service_proto_init() {
 	if File_agentid_monitor_v1_monitor_service_proto != nil {
 		return
 	}
+	file_agentid_monitor_v1_alert_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_monitor_v1_monitor_service_proto_rawDesc), len(file_agentid_monitor_v1_monitor_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,10 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	MonitorService_ListTelemetryEvents_FullMethodName = "/agentid.monitor.v1.MonitorService/ListTelemetryEvents"
 	MonitorService_RecordAccess_FullMethodName        = "/agentid.monitor.v1.MonitorService/RecordAccess"
+	MonitorService_ListAlerts_FullMethodName          = "/agentid.monitor.v1.MonitorService/ListAlerts"
+	MonitorService_GetAlert_FullMethodName            = "/agentid.monitor.v1.MonitorService/GetAlert"
+	MonitorService_GetBaseline_FullMethodName         = "/agentid.monitor.v1.MonitorService/GetBaseline"
+	MonitorService_GetAgentUsage_FullMethodName       = "/agentid.monitor.v1.MonitorService/GetAgentUsage"
 )
 
 // MonitorServiceClient is the client API for MonitorService service.
@@ -39,6 +43,20 @@ type MonitorServiceClient interface {
 	// malformed event is rejected with a reason (InvalidArgument naming `events[i].field`) and nothing
 	// of the batch is stored. Callers: resource-server; platform-admin; tenant-admin in its tenant.
 	RecordAccess(ctx context.Context, in *RecordAccessRequest, opts ...grpc.CallOption) (*RecordAccessResponse, error)
+	// ListAlerts lists a tenant's alerts, newest first, optionally for one agent, detector or minimum
+	// severity. Unknown tenant: NotFound. Callers: platform-admin, tenant-admin, auditor, analyst,
+	// lifecycle-worker.
+	ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error)
+	// GetAlert returns one alert with its evidence. Callers: as ListAlerts.
+	GetAlert(ctx context.Context, in *GetAlertRequest, opts ...grpc.CallOption) (*GetAlertResponse, error)
+	// GetBaseline returns an agent's behavioural baseline (or its class baseline when the agent has too
+	// little history of its own) and, when asked, its hourly activity in a window for charting against
+	// the baseline band. Callers: as ListAlerts.
+	GetBaseline(ctx context.Context, in *GetBaselineRequest, opts ...grpc.CallOption) (*GetBaselineResponse, error)
+	// GetAgentUsage summarises what an agent did in a window from telemetry: when it was last active,
+	// the scopes and resources it used, and how often. The lifecycle's sweeps (inactivity) and access
+	// reviews (unused scopes) read it. Callers: as ListAlerts.
+	GetAgentUsage(ctx context.Context, in *GetAgentUsageRequest, opts ...grpc.CallOption) (*GetAgentUsageResponse, error)
 }
 
 type monitorServiceClient struct {
@@ -69,6 +87,46 @@ func (c *monitorServiceClient) RecordAccess(ctx context.Context, in *RecordAcces
 	return out, nil
 }
 
+func (c *monitorServiceClient) ListAlerts(ctx context.Context, in *ListAlertsRequest, opts ...grpc.CallOption) (*ListAlertsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAlertsResponse)
+	err := c.cc.Invoke(ctx, MonitorService_ListAlerts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *monitorServiceClient) GetAlert(ctx context.Context, in *GetAlertRequest, opts ...grpc.CallOption) (*GetAlertResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAlertResponse)
+	err := c.cc.Invoke(ctx, MonitorService_GetAlert_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *monitorServiceClient) GetBaseline(ctx context.Context, in *GetBaselineRequest, opts ...grpc.CallOption) (*GetBaselineResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetBaselineResponse)
+	err := c.cc.Invoke(ctx, MonitorService_GetBaseline_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *monitorServiceClient) GetAgentUsage(ctx context.Context, in *GetAgentUsageRequest, opts ...grpc.CallOption) (*GetAgentUsageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAgentUsageResponse)
+	err := c.cc.Invoke(ctx, MonitorService_GetAgentUsage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MonitorServiceServer is the server API for MonitorService service.
 // All implementations must embed UnimplementedMonitorServiceServer
 // for forward compatibility.
@@ -85,6 +143,20 @@ type MonitorServiceServer interface {
 	// malformed event is rejected with a reason (InvalidArgument naming `events[i].field`) and nothing
 	// of the batch is stored. Callers: resource-server; platform-admin; tenant-admin in its tenant.
 	RecordAccess(context.Context, *RecordAccessRequest) (*RecordAccessResponse, error)
+	// ListAlerts lists a tenant's alerts, newest first, optionally for one agent, detector or minimum
+	// severity. Unknown tenant: NotFound. Callers: platform-admin, tenant-admin, auditor, analyst,
+	// lifecycle-worker.
+	ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error)
+	// GetAlert returns one alert with its evidence. Callers: as ListAlerts.
+	GetAlert(context.Context, *GetAlertRequest) (*GetAlertResponse, error)
+	// GetBaseline returns an agent's behavioural baseline (or its class baseline when the agent has too
+	// little history of its own) and, when asked, its hourly activity in a window for charting against
+	// the baseline band. Callers: as ListAlerts.
+	GetBaseline(context.Context, *GetBaselineRequest) (*GetBaselineResponse, error)
+	// GetAgentUsage summarises what an agent did in a window from telemetry: when it was last active,
+	// the scopes and resources it used, and how often. The lifecycle's sweeps (inactivity) and access
+	// reviews (unused scopes) read it. Callers: as ListAlerts.
+	GetAgentUsage(context.Context, *GetAgentUsageRequest) (*GetAgentUsageResponse, error)
 	mustEmbedUnimplementedMonitorServiceServer()
 }
 
@@ -100,6 +172,18 @@ func (UnimplementedMonitorServiceServer) ListTelemetryEvents(context.Context, *L
 }
 func (UnimplementedMonitorServiceServer) RecordAccess(context.Context, *RecordAccessRequest) (*RecordAccessResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordAccess not implemented")
+}
+func (UnimplementedMonitorServiceServer) ListAlerts(context.Context, *ListAlertsRequest) (*ListAlertsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAlerts not implemented")
+}
+func (UnimplementedMonitorServiceServer) GetAlert(context.Context, *GetAlertRequest) (*GetAlertResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAlert not implemented")
+}
+func (UnimplementedMonitorServiceServer) GetBaseline(context.Context, *GetBaselineRequest) (*GetBaselineResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetBaseline not implemented")
+}
+func (UnimplementedMonitorServiceServer) GetAgentUsage(context.Context, *GetAgentUsageRequest) (*GetAgentUsageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAgentUsage not implemented")
 }
 func (UnimplementedMonitorServiceServer) mustEmbedUnimplementedMonitorServiceServer() {}
 func (UnimplementedMonitorServiceServer) testEmbeddedByValue()                        {}
@@ -158,6 +242,78 @@ func _MonitorService_RecordAccess_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _MonitorService_ListAlerts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAlertsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MonitorServiceServer).ListAlerts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MonitorService_ListAlerts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MonitorServiceServer).ListAlerts(ctx, req.(*ListAlertsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MonitorService_GetAlert_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAlertRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MonitorServiceServer).GetAlert(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MonitorService_GetAlert_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MonitorServiceServer).GetAlert(ctx, req.(*GetAlertRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MonitorService_GetBaseline_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBaselineRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MonitorServiceServer).GetBaseline(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MonitorService_GetBaseline_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MonitorServiceServer).GetBaseline(ctx, req.(*GetBaselineRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MonitorService_GetAgentUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAgentUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MonitorServiceServer).GetAgentUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: MonitorService_GetAgentUsage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MonitorServiceServer).GetAgentUsage(ctx, req.(*GetAgentUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // MonitorService_ServiceDesc is the grpc.ServiceDesc for MonitorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -172,6 +328,22 @@ var MonitorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RecordAccess",
 			Handler:    _MonitorService_RecordAccess_Handler,
+		},
+		{
+			MethodName: "ListAlerts",
+			Handler:    _MonitorService_ListAlerts_Handler,
+		},
+		{
+			MethodName: "GetAlert",
+			Handler:    _MonitorService_GetAlert_Handler,
+		},
+		{
+			MethodName: "GetBaseline",
+			Handler:    _MonitorService_GetBaseline_Handler,
+		},
+		{
+			MethodName: "GetAgentUsage",
+			Handler:    _MonitorService_GetAgentUsage_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -389,6 +389,9 @@ const (
 	AgentState_AGENT_STATE_RETIRING AgentState = 4
 	// Retired: no credential is valid, nothing can be issued. Terminal.
 	AgentState_AGENT_STATE_RETIRED AgentState = 5
+	// Suspended (by an incident, a review or an operator): no token is issued and every token issued
+	// before the suspension is revoked. Resuming returns the agent to ACTIVE; it may also be retired.
+	AgentState_AGENT_STATE_SUSPENDED AgentState = 6
 )
 
 // Enum value maps for AgentState.
@@ -400,6 +403,7 @@ var (
 		3: "AGENT_STATE_REJECTED",
 		4: "AGENT_STATE_RETIRING",
 		5: "AGENT_STATE_RETIRED",
+		6: "AGENT_STATE_SUSPENDED",
 	}
 	AgentState_value = map[string]int32{
 		"AGENT_STATE_UNSPECIFIED": 0,
@@ -408,6 +412,7 @@ var (
 		"AGENT_STATE_REJECTED":    3,
 		"AGENT_STATE_RETIRING":    4,
 		"AGENT_STATE_RETIRED":     5,
+		"AGENT_STATE_SUSPENDED":   6,
 	}
 )
 
@@ -806,7 +811,7 @@ const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"\x15RISK_TIER_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rRISK_TIER_LOW\x10\x01\x12\x16\n" +
 	"\x12RISK_TIER_MODERATE\x10\x02\x12\x12\n" +
-	"\x0eRISK_TIER_HIGH\x10\x03*\xa7\x01\n" +
+	"\x0eRISK_TIER_HIGH\x10\x03*\xc2\x01\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -814,7 +819,8 @@ const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"\x12AGENT_STATE_ACTIVE\x10\x02\x12\x18\n" +
 	"\x14AGENT_STATE_REJECTED\x10\x03\x12\x18\n" +
 	"\x14AGENT_STATE_RETIRING\x10\x04\x12\x17\n" +
-	"\x13AGENT_STATE_RETIRED\x10\x05BHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
+	"\x13AGENT_STATE_RETIRED\x10\x05\x12\x19\n" +
+	"\x15AGENT_STATE_SUSPENDED\x10\x06BHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_agentid_registry_v1_agent_proto_rawDescOnce sync.Once

@@ -250,7 +250,10 @@ type AgentRetirementRequested struct {
 	// Why.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Change ticket, if any.
-	Ticket        string `protobuf:"bytes,3,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	Ticket string `protobuf:"bytes,3,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	// What triggered it (`request`, `ttl`, `inactivity`, `owner_departed`, `replacement`,
+	// `policy_violation`, `anomaly`); empty in events written before triggers were recorded (= `request`).
+	Trigger       string `protobuf:"bytes,4,opt,name=trigger,proto3" json:"trigger,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -302,6 +305,13 @@ func (x *AgentRetirementRequested) GetReason() string {
 func (x *AgentRetirementRequested) GetTicket() string {
 	if x != nil {
 		return x.Ticket
+	}
+	return ""
+}
+
+func (x *AgentRetirementRequested) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
 	}
 	return ""
 }
@@ -361,6 +371,145 @@ func (x *AgentRetired) GetVerifyTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// AgentSuspended: an ACTIVE agent was suspended (type `agent.suspended`). Verifiers refuse its tokens
+// issued before the event (the issuer's revocation reactor turns it into a `tokens.revoked`).
+type AgentSuspended struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Why (free text).
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What caused it: `alert:<alert id>`, `review:<campaign>`, `operator`, `policy`.
+	Cause string `protobuf:"bytes,3,opt,name=cause,proto3" json:"cause,omitempty"`
+	// Change ticket or incident reference, if any.
+	Ticket        string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentSuspended) Reset() {
+	*x = AgentSuspended{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentSuspended) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentSuspended) ProtoMessage() {}
+
+func (x *AgentSuspended) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentSuspended.ProtoReflect.Descriptor instead.
+func (*AgentSuspended) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AgentSuspended) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentSuspended) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AgentSuspended) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+func (x *AgentSuspended) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+// AgentResumed: a SUSPENDED agent was returned to ACTIVE (type `agent.resumed`). Tokens revoked by the
+// suspension stay revoked; the agent asks for new ones.
+type AgentResumed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Why (free text).
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Change ticket or incident reference, if any.
+	Ticket        string `protobuf:"bytes,3,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentResumed) Reset() {
+	*x = AgentResumed{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentResumed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentResumed) ProtoMessage() {}
+
+func (x *AgentResumed) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentResumed.ProtoReflect.Descriptor instead.
+func (*AgentResumed) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AgentResumed) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentResumed) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AgentResumed) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
 var File_agentid_registry_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_registry_v1_events_proto_rawDesc = "" +
@@ -380,15 +529,25 @@ const file_agentid_registry_v1_events_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
 	"decisionId\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"^\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"x\n" +
 	"\x18AgentRetirementRequested\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06ticket\x18\x03 \x01(\tR\x06ticket\"_\n" +
+	"\x06ticket\x18\x03 \x01(\tR\x06ticket\x12\x18\n" +
+	"\atrigger\x18\x04 \x01(\tR\atrigger\"_\n" +
 	"\fAgentRetired\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\vverify_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"verifyTimeBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
+	"verifyTime\"j\n" +
+	"\x0eAgentSuspended\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05cause\x18\x03 \x01(\tR\x05cause\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\"R\n" +
+	"\fAgentResumed\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06ticket\x18\x03 \x01(\tR\x06ticketBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_agentid_registry_v1_events_proto_rawDescOnce sync.Once
@@ -402,7 +561,7 @@ func file_agentid_registry_v1_events_proto_rawDescGZIP() []byte {
 	return file_agentid_registry_v1_events_proto_rawDescData
 }
 
-var file_agentid_registry_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_agentid_registry_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_agentid_registry_v1_events_proto_goTypes = []any{
 	(*TenantCreated)(nil),            // 0: agentid.registry.v1.TenantCreated
 	(*AgentRegistered)(nil),          // 1: agentid.registry.v1.AgentRegistered
@@ -410,19 +569,21 @@ var file_agentid_registry_v1_events_proto_goTypes = []any{
 	(*AgentRejected)(nil),            // 3: agentid.registry.v1.AgentRejected
 	(*AgentRetirementRequested)(nil), // 4: agentid.registry.v1.AgentRetirementRequested
 	(*AgentRetired)(nil),             // 5: agentid.registry.v1.AgentRetired
-	(*Tenant)(nil),                   // 6: agentid.registry.v1.Tenant
-	(*Agent)(nil),                    // 7: agentid.registry.v1.Agent
-	(*timestamppb.Timestamp)(nil),    // 8: google.protobuf.Timestamp
+	(*AgentSuspended)(nil),           // 6: agentid.registry.v1.AgentSuspended
+	(*AgentResumed)(nil),             // 7: agentid.registry.v1.AgentResumed
+	(*Tenant)(nil),                   // 8: agentid.registry.v1.Tenant
+	(*Agent)(nil),                    // 9: agentid.registry.v1.Agent
+	(*timestamppb.Timestamp)(nil),    // 10: google.protobuf.Timestamp
 }
 var file_agentid_registry_v1_events_proto_depIdxs = []int32{
-	6, // 0: agentid.registry.v1.TenantCreated.tenant:type_name -> agentid.registry.v1.Tenant
-	7, // 1: agentid.registry.v1.AgentRegistered.agent:type_name -> agentid.registry.v1.Agent
-	8, // 2: agentid.registry.v1.AgentRetired.verify_time:type_name -> google.protobuf.Timestamp
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8,  // 0: agentid.registry.v1.TenantCreated.tenant:type_name -> agentid.registry.v1.Tenant
+	9,  // 1: agentid.registry.v1.AgentRegistered.agent:type_name -> agentid.registry.v1.Agent
+	10, // 2: agentid.registry.v1.AgentRetired.verify_time:type_name -> google.protobuf.Timestamp
+	3,  // [3:3] is the sub-list for method output_type
+	3,  // [3:3] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_events_proto_init() }
@@ -437,7 +598,7 @@ func file_agentid_registry_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_registry_v1_events_proto_rawDesc), len(file_agentid_registry_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -929,7 +929,10 @@ type RetireAgentRequest struct {
 	// Expected etag; empty skips the check.
 	Etag string `protobuf:"bytes,4,opt,name=etag,proto3" json:"etag,omitempty"`
 	// Idempotency key.
-	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// What triggered the retirement: `request` (default), `ttl`, `inactivity`, `owner_departed`,
+	// `replacement`, `policy_violation`, `anomaly`. Recorded in the event and the evidence.
+	Trigger       string `protobuf:"bytes,6,opt,name=trigger,proto3" json:"trigger,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -995,6 +998,13 @@ func (x *RetireAgentRequest) GetEtag() string {
 func (x *RetireAgentRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RetireAgentRequest) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
 	}
 	return ""
 }
@@ -1155,6 +1165,271 @@ func (x *CompleteRetirementResponse) GetAgent() *Agent {
 	return nil
 }
 
+// SuspendAgentRequest suspends an agent.
+type SuspendAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Why (required, at most 1024 characters).
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What caused it: `alert:<alert id>`, `review:<campaign>`, `operator` (default), `policy`.
+	Cause string `protobuf:"bytes,3,opt,name=cause,proto3" json:"cause,omitempty"`
+	// Change ticket or incident reference, if any.
+	Ticket string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	// Expected etag; empty skips the check.
+	Etag string `protobuf:"bytes,5,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendAgentRequest) Reset() {
+	*x = SuspendAgentRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendAgentRequest) ProtoMessage() {}
+
+func (x *SuspendAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendAgentRequest.ProtoReflect.Descriptor instead.
+func (*SuspendAgentRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SuspendAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SuspendAgentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *SuspendAgentRequest) GetCause() string {
+	if x != nil {
+		return x.Cause
+	}
+	return ""
+}
+
+func (x *SuspendAgentRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *SuspendAgentRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *SuspendAgentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// SuspendAgentResponse returns the suspended agent.
+type SuspendAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent, in state SUSPENDED.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SuspendAgentResponse) Reset() {
+	*x = SuspendAgentResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SuspendAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SuspendAgentResponse) ProtoMessage() {}
+
+func (x *SuspendAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SuspendAgentResponse.ProtoReflect.Descriptor instead.
+func (*SuspendAgentResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SuspendAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// ResumeAgentRequest resumes a suspended agent.
+type ResumeAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Why (required, at most 1024 characters).
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Change ticket or incident reference, if any.
+	Ticket string `protobuf:"bytes,3,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	// Expected etag; empty skips the check.
+	Etag string `protobuf:"bytes,4,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeAgentRequest) Reset() {
+	*x = ResumeAgentRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeAgentRequest) ProtoMessage() {}
+
+func (x *ResumeAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeAgentRequest.ProtoReflect.Descriptor instead.
+func (*ResumeAgentRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ResumeAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResumeAgentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ResumeAgentRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *ResumeAgentRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *ResumeAgentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// ResumeAgentResponse returns the resumed agent.
+type ResumeAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent, in state ACTIVE.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeAgentResponse) Reset() {
+	*x = ResumeAgentResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeAgentResponse) ProtoMessage() {}
+
+func (x *ResumeAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeAgentResponse.ProtoReflect.Descriptor instead.
+func (*ResumeAgentResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ResumeAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
 var File_agentid_registry_v1_registry_service_proto protoreflect.FileDescriptor
 
 const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
@@ -1218,14 +1493,15 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x04 \x01(\tR\trequestId\"G\n" +
 	"\x13RejectAgentResponse\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\x8b\x01\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xa5\x01\n" +
 	"\x12RetireAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
 	"\x06ticket\x18\x03 \x01(\tR\x06ticket\x12\x12\n" +
 	"\x04etag\x18\x04 \x01(\tR\x04etag\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"G\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12\x18\n" +
+	"\atrigger\x18\x06 \x01(\tR\atrigger\"G\n" +
 	"\x13RetireAgentResponse\x120\n" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\x8b\x01\n" +
 	"\x19CompleteRetirementRequest\x12\x12\n" +
@@ -1235,7 +1511,26 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\"N\n" +
 	"\x1aCompleteRetirementResponse\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent2\xf7\a\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xa2\x01\n" +
+	"\x13SuspendAgentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05cause\x18\x03 \x01(\tR\x05cause\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\x12\x12\n" +
+	"\x04etag\x18\x05 \x01(\tR\x04etag\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"H\n" +
+	"\x14SuspendAgentResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\x8b\x01\n" +
+	"\x12ResumeAgentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06ticket\x18\x03 \x01(\tR\x06ticket\x12\x12\n" +
+	"\x04etag\x18\x04 \x01(\tR\x04etag\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"G\n" +
+	"\x13ResumeAgentResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent2\xbe\t\n" +
 	"\x0fRegistryService\x12c\n" +
 	"\fCreateTenant\x12(.agentid.registry.v1.CreateTenantRequest\x1a).agentid.registry.v1.CreateTenantResponse\x12Z\n" +
 	"\tGetTenant\x12%.agentid.registry.v1.GetTenantRequest\x1a&.agentid.registry.v1.GetTenantResponse\x12`\n" +
@@ -1247,7 +1542,9 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\rActivateAgent\x12).agentid.registry.v1.ActivateAgentRequest\x1a*.agentid.registry.v1.ActivateAgentResponse\x12`\n" +
 	"\vRejectAgent\x12'.agentid.registry.v1.RejectAgentRequest\x1a(.agentid.registry.v1.RejectAgentResponse\x12`\n" +
 	"\vRetireAgent\x12'.agentid.registry.v1.RetireAgentRequest\x1a(.agentid.registry.v1.RetireAgentResponse\x12u\n" +
-	"\x12CompleteRetirement\x12..agentid.registry.v1.CompleteRetirementRequest\x1a/.agentid.registry.v1.CompleteRetirementResponseBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
+	"\x12CompleteRetirement\x12..agentid.registry.v1.CompleteRetirementRequest\x1a/.agentid.registry.v1.CompleteRetirementResponse\x12c\n" +
+	"\fSuspendAgent\x12(.agentid.registry.v1.SuspendAgentRequest\x1a).agentid.registry.v1.SuspendAgentResponse\x12`\n" +
+	"\vResumeAgent\x12'.agentid.registry.v1.ResumeAgentRequest\x1a(.agentid.registry.v1.ResumeAgentResponseBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_agentid_registry_v1_registry_service_proto_rawDescOnce sync.Once
@@ -1261,7 +1558,7 @@ func file_agentid_registry_v1_registry_service_proto_rawDescGZIP() []byte {
 	return file_agentid_registry_v1_registry_service_proto_rawDescData
 }
 
-var file_agentid_registry_v1_registry_service_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_agentid_registry_v1_registry_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_agentid_registry_v1_registry_service_proto_goTypes = []any{
 	(*CreateTenantRequest)(nil),        // 0: agentid.registry.v1.CreateTenantRequest
 	(*CreateTenantResponse)(nil),       // 1: agentid.registry.v1.CreateTenantResponse
@@ -1283,48 +1580,58 @@ var file_agentid_registry_v1_registry_service_proto_goTypes = []any{
 	(*RetireAgentResponse)(nil),        // 17: agentid.registry.v1.RetireAgentResponse
 	(*CompleteRetirementRequest)(nil),  // 18: agentid.registry.v1.CompleteRetirementRequest
 	(*CompleteRetirementResponse)(nil), // 19: agentid.registry.v1.CompleteRetirementResponse
-	(*Tenant)(nil),                     // 20: agentid.registry.v1.Tenant
-	(*Agent)(nil),                      // 21: agentid.registry.v1.Agent
-	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
+	(*SuspendAgentRequest)(nil),        // 20: agentid.registry.v1.SuspendAgentRequest
+	(*SuspendAgentResponse)(nil),       // 21: agentid.registry.v1.SuspendAgentResponse
+	(*ResumeAgentRequest)(nil),         // 22: agentid.registry.v1.ResumeAgentRequest
+	(*ResumeAgentResponse)(nil),        // 23: agentid.registry.v1.ResumeAgentResponse
+	(*Tenant)(nil),                     // 24: agentid.registry.v1.Tenant
+	(*Agent)(nil),                      // 25: agentid.registry.v1.Agent
+	(*timestamppb.Timestamp)(nil),      // 26: google.protobuf.Timestamp
 }
 var file_agentid_registry_v1_registry_service_proto_depIdxs = []int32{
-	20, // 0: agentid.registry.v1.CreateTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
-	20, // 1: agentid.registry.v1.GetTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
-	20, // 2: agentid.registry.v1.ListTenantsResponse.tenants:type_name -> agentid.registry.v1.Tenant
-	21, // 3: agentid.registry.v1.RegisterAgentRequest.agent:type_name -> agentid.registry.v1.Agent
-	21, // 4: agentid.registry.v1.RegisterAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	21, // 5: agentid.registry.v1.GetAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	21, // 6: agentid.registry.v1.ListAgentsResponse.agents:type_name -> agentid.registry.v1.Agent
-	21, // 7: agentid.registry.v1.ActivateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	21, // 8: agentid.registry.v1.RejectAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	21, // 9: agentid.registry.v1.RetireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	22, // 10: agentid.registry.v1.CompleteRetirementRequest.verify_time:type_name -> google.protobuf.Timestamp
-	21, // 11: agentid.registry.v1.CompleteRetirementResponse.agent:type_name -> agentid.registry.v1.Agent
-	0,  // 12: agentid.registry.v1.RegistryService.CreateTenant:input_type -> agentid.registry.v1.CreateTenantRequest
-	2,  // 13: agentid.registry.v1.RegistryService.GetTenant:input_type -> agentid.registry.v1.GetTenantRequest
-	4,  // 14: agentid.registry.v1.RegistryService.ListTenants:input_type -> agentid.registry.v1.ListTenantsRequest
-	6,  // 15: agentid.registry.v1.RegistryService.RegisterAgent:input_type -> agentid.registry.v1.RegisterAgentRequest
-	8,  // 16: agentid.registry.v1.RegistryService.GetAgent:input_type -> agentid.registry.v1.GetAgentRequest
-	10, // 17: agentid.registry.v1.RegistryService.ListAgents:input_type -> agentid.registry.v1.ListAgentsRequest
-	12, // 18: agentid.registry.v1.RegistryService.ActivateAgent:input_type -> agentid.registry.v1.ActivateAgentRequest
-	14, // 19: agentid.registry.v1.RegistryService.RejectAgent:input_type -> agentid.registry.v1.RejectAgentRequest
-	16, // 20: agentid.registry.v1.RegistryService.RetireAgent:input_type -> agentid.registry.v1.RetireAgentRequest
-	18, // 21: agentid.registry.v1.RegistryService.CompleteRetirement:input_type -> agentid.registry.v1.CompleteRetirementRequest
-	1,  // 22: agentid.registry.v1.RegistryService.CreateTenant:output_type -> agentid.registry.v1.CreateTenantResponse
-	3,  // 23: agentid.registry.v1.RegistryService.GetTenant:output_type -> agentid.registry.v1.GetTenantResponse
-	5,  // 24: agentid.registry.v1.RegistryService.ListTenants:output_type -> agentid.registry.v1.ListTenantsResponse
-	7,  // 25: agentid.registry.v1.RegistryService.RegisterAgent:output_type -> agentid.registry.v1.RegisterAgentResponse
-	9,  // 26: agentid.registry.v1.RegistryService.GetAgent:output_type -> agentid.registry.v1.GetAgentResponse
-	11, // 27: agentid.registry.v1.RegistryService.ListAgents:output_type -> agentid.registry.v1.ListAgentsResponse
-	13, // 28: agentid.registry.v1.RegistryService.ActivateAgent:output_type -> agentid.registry.v1.ActivateAgentResponse
-	15, // 29: agentid.registry.v1.RegistryService.RejectAgent:output_type -> agentid.registry.v1.RejectAgentResponse
-	17, // 30: agentid.registry.v1.RegistryService.RetireAgent:output_type -> agentid.registry.v1.RetireAgentResponse
-	19, // 31: agentid.registry.v1.RegistryService.CompleteRetirement:output_type -> agentid.registry.v1.CompleteRetirementResponse
-	22, // [22:32] is the sub-list for method output_type
-	12, // [12:22] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	24, // 0: agentid.registry.v1.CreateTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
+	24, // 1: agentid.registry.v1.GetTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
+	24, // 2: agentid.registry.v1.ListTenantsResponse.tenants:type_name -> agentid.registry.v1.Tenant
+	25, // 3: agentid.registry.v1.RegisterAgentRequest.agent:type_name -> agentid.registry.v1.Agent
+	25, // 4: agentid.registry.v1.RegisterAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	25, // 5: agentid.registry.v1.GetAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	25, // 6: agentid.registry.v1.ListAgentsResponse.agents:type_name -> agentid.registry.v1.Agent
+	25, // 7: agentid.registry.v1.ActivateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	25, // 8: agentid.registry.v1.RejectAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	25, // 9: agentid.registry.v1.RetireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	26, // 10: agentid.registry.v1.CompleteRetirementRequest.verify_time:type_name -> google.protobuf.Timestamp
+	25, // 11: agentid.registry.v1.CompleteRetirementResponse.agent:type_name -> agentid.registry.v1.Agent
+	25, // 12: agentid.registry.v1.SuspendAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	25, // 13: agentid.registry.v1.ResumeAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	0,  // 14: agentid.registry.v1.RegistryService.CreateTenant:input_type -> agentid.registry.v1.CreateTenantRequest
+	2,  // 15: agentid.registry.v1.RegistryService.GetTenant:input_type -> agentid.registry.v1.GetTenantRequest
+	4,  // 16: agentid.registry.v1.RegistryService.ListTenants:input_type -> agentid.registry.v1.ListTenantsRequest
+	6,  // 17: agentid.registry.v1.RegistryService.RegisterAgent:input_type -> agentid.registry.v1.RegisterAgentRequest
+	8,  // 18: agentid.registry.v1.RegistryService.GetAgent:input_type -> agentid.registry.v1.GetAgentRequest
+	10, // 19: agentid.registry.v1.RegistryService.ListAgents:input_type -> agentid.registry.v1.ListAgentsRequest
+	12, // 20: agentid.registry.v1.RegistryService.ActivateAgent:input_type -> agentid.registry.v1.ActivateAgentRequest
+	14, // 21: agentid.registry.v1.RegistryService.RejectAgent:input_type -> agentid.registry.v1.RejectAgentRequest
+	16, // 22: agentid.registry.v1.RegistryService.RetireAgent:input_type -> agentid.registry.v1.RetireAgentRequest
+	18, // 23: agentid.registry.v1.RegistryService.CompleteRetirement:input_type -> agentid.registry.v1.CompleteRetirementRequest
+	20, // 24: agentid.registry.v1.RegistryService.SuspendAgent:input_type -> agentid.registry.v1.SuspendAgentRequest
+	22, // 25: agentid.registry.v1.RegistryService.ResumeAgent:input_type -> agentid.registry.v1.ResumeAgentRequest
+	1,  // 26: agentid.registry.v1.RegistryService.CreateTenant:output_type -> agentid.registry.v1.CreateTenantResponse
+	3,  // 27: agentid.registry.v1.RegistryService.GetTenant:output_type -> agentid.registry.v1.GetTenantResponse
+	5,  // 28: agentid.registry.v1.RegistryService.ListTenants:output_type -> agentid.registry.v1.ListTenantsResponse
+	7,  // 29: agentid.registry.v1.RegistryService.RegisterAgent:output_type -> agentid.registry.v1.RegisterAgentResponse
+	9,  // 30: agentid.registry.v1.RegistryService.GetAgent:output_type -> agentid.registry.v1.GetAgentResponse
+	11, // 31: agentid.registry.v1.RegistryService.ListAgents:output_type -> agentid.registry.v1.ListAgentsResponse
+	13, // 32: agentid.registry.v1.RegistryService.ActivateAgent:output_type -> agentid.registry.v1.ActivateAgentResponse
+	15, // 33: agentid.registry.v1.RegistryService.RejectAgent:output_type -> agentid.registry.v1.RejectAgentResponse
+	17, // 34: agentid.registry.v1.RegistryService.RetireAgent:output_type -> agentid.registry.v1.RetireAgentResponse
+	19, // 35: agentid.registry.v1.RegistryService.CompleteRetirement:output_type -> agentid.registry.v1.CompleteRetirementResponse
+	21, // 36: agentid.registry.v1.RegistryService.SuspendAgent:output_type -> agentid.registry.v1.SuspendAgentResponse
+	23, // 37: agentid.registry.v1.RegistryService.ResumeAgent:output_type -> agentid.registry.v1.ResumeAgentResponse
+	26, // [26:38] is the sub-list for method output_type
+	14, // [14:26] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_registry_service_proto_init() }
@@ -1339,7 +1646,7 @@ func file_agentid_registry_v1_registry_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_registry_v1_registry_service_proto_rawDesc), len(file_agentid_registry_v1_registry_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

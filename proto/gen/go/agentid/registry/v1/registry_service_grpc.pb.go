@@ -29,6 +29,8 @@ const (
 	RegistryService_RejectAgent_FullMethodName        = "/agentid.registry.v1.RegistryService/RejectAgent"
 	RegistryService_RetireAgent_FullMethodName        = "/agentid.registry.v1.RegistryService/RetireAgent"
 	RegistryService_CompleteRetirement_FullMethodName = "/agentid.registry.v1.RegistryService/CompleteRetirement"
+	RegistryService_SuspendAgent_FullMethodName       = "/agentid.registry.v1.RegistryService/SuspendAgent"
+	RegistryService_ResumeAgent_FullMethodName        = "/agentid.registry.v1.RegistryService/ResumeAgent"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -62,6 +64,15 @@ type RegistryServiceClient interface {
 	// CompleteRetirement records verified deprovisioning: RETIRING becomes RETIRED.
 	// Callers: the lifecycle service (platform-admin service identity).
 	CompleteRetirement(ctx context.Context, in *CompleteRetirementRequest, opts ...grpc.CallOption) (*CompleteRetirementResponse, error)
+	// SuspendAgent suspends an ACTIVE agent: it gets no token and its outstanding tokens are revoked
+	// (event `agent.suspended`). Suspending a SUSPENDED agent is a no-op returning it; any other state is
+	// FailedPrecondition and nothing is written. Idempotent by request_id.
+	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
+	SuspendAgent(ctx context.Context, in *SuspendAgentRequest, opts ...grpc.CallOption) (*SuspendAgentResponse, error)
+	// ResumeAgent returns a SUSPENDED agent to ACTIVE (event `agent.resumed`); any other state is
+	// FailedPrecondition and nothing is written. Idempotent by request_id.
+	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
+	ResumeAgent(ctx context.Context, in *ResumeAgentRequest, opts ...grpc.CallOption) (*ResumeAgentResponse, error)
 }
 
 type registryServiceClient struct {
@@ -172,6 +183,26 @@ func (c *registryServiceClient) CompleteRetirement(ctx context.Context, in *Comp
 	return out, nil
 }
 
+func (c *registryServiceClient) SuspendAgent(ctx context.Context, in *SuspendAgentRequest, opts ...grpc.CallOption) (*SuspendAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SuspendAgentResponse)
+	err := c.cc.Invoke(ctx, RegistryService_SuspendAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) ResumeAgent(ctx context.Context, in *ResumeAgentRequest, opts ...grpc.CallOption) (*ResumeAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeAgentResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ResumeAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -203,6 +234,15 @@ type RegistryServiceServer interface {
 	// CompleteRetirement records verified deprovisioning: RETIRING becomes RETIRED.
 	// Callers: the lifecycle service (platform-admin service identity).
 	CompleteRetirement(context.Context, *CompleteRetirementRequest) (*CompleteRetirementResponse, error)
+	// SuspendAgent suspends an ACTIVE agent: it gets no token and its outstanding tokens are revoked
+	// (event `agent.suspended`). Suspending a SUSPENDED agent is a no-op returning it; any other state is
+	// FailedPrecondition and nothing is written. Idempotent by request_id.
+	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
+	SuspendAgent(context.Context, *SuspendAgentRequest) (*SuspendAgentResponse, error)
+	// ResumeAgent returns a SUSPENDED agent to ACTIVE (event `agent.resumed`); any other state is
+	// FailedPrecondition and nothing is written. Idempotent by request_id.
+	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
+	ResumeAgent(context.Context, *ResumeAgentRequest) (*ResumeAgentResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -242,6 +282,12 @@ func (UnimplementedRegistryServiceServer) RetireAgent(context.Context, *RetireAg
 }
 func (UnimplementedRegistryServiceServer) CompleteRetirement(context.Context, *CompleteRetirementRequest) (*CompleteRetirementResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CompleteRetirement not implemented")
+}
+func (UnimplementedRegistryServiceServer) SuspendAgent(context.Context, *SuspendAgentRequest) (*SuspendAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SuspendAgent not implemented")
+}
+func (UnimplementedRegistryServiceServer) ResumeAgent(context.Context, *ResumeAgentRequest) (*ResumeAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResumeAgent not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -444,6 +490,42 @@ func _RegistryService_CompleteRetirement_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_SuspendAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SuspendAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).SuspendAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_SuspendAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).SuspendAgent(ctx, req.(*SuspendAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_ResumeAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ResumeAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ResumeAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ResumeAgent(ctx, req.(*ResumeAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -490,6 +572,14 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CompleteRetirement",
 			Handler:    _RegistryService_CompleteRetirement_Handler,
+		},
+		{
+			MethodName: "SuspendAgent",
+			Handler:    _RegistryService_SuspendAgent_Handler,
+		},
+		{
+			MethodName: "ResumeAgent",
+			Handler:    _RegistryService_ResumeAgent_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
