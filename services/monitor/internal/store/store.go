@@ -56,7 +56,118 @@ type Event struct {
 	Detail string
 	// StreamSeq is the source event's sequence on the TELEMETRY stream (0 if unknown).
 	StreamSeq uint64
+
+	// Owner is the agent's owner at ingest time, from the registry ("" when unknown).
+	Owner string
+	// AgentKnown is false for an agent (or client id) the registry does not know: a ghost agent.
+	// Rows without an agent are known (true).
+	AgentKnown bool
+	// ClientID is the OAuth client id involved, if any.
+	ClientID string
+	// Resource is what was accessed (a URL path, gRPC method, resource name or token audience).
+	Resource string
+	// Action is what was done to it (HTTP method, verb).
+	Action string
+	// Bytes is the response size in bytes (0 if not reported).
+	Bytes int64
+	// Rows is the number of rows or records returned (0 if not reported).
+	Rows int64
+	// SourceAddress is the caller's address as seen by the reporter (IP, no port).
+	SourceAddress string
+	// SourceNetwork is SourceAddress's network (IPv4 /24, IPv6 /48, e.g. "10.1.2.0/24"); set by
+	// Normalize from SourceAddress.
+	SourceNetwork string
+	// LatencyUS is the time the request took, in microseconds (0 if not reported).
+	LatencyUS int64
+	// TraceID is the W3C trace id, if any.
+	TraceID string
 }
+
+// Hourly is one agent's activity in one hour: the row of the hourly aggregate (agent_hourly).
+type Hourly struct {
+	// Tenant and Agent identify the agent.
+	Tenant, Agent string
+	// Hour is the start of the hour, UTC.
+	Hour time.Time
+	// Requests counts the rows of kinds KindAccess and token.requested (every request the agent made).
+	Requests int64
+	// Denied counts those of them whose outcome was a refusal (denied, invalid_*).
+	Denied int64
+	// Rows and Bytes sum the rows and bytes returned.
+	Rows, Bytes int64
+}
+
+// Usage is one value of a dimension (resource, scope, source network, on-behalf-of user) an agent
+// used, how often, and when last.
+type Usage struct {
+	// Agent is the agent's resource name.
+	Agent string
+	// Value is the resource, scope, network or user.
+	Value string
+	// Count is the number of rows with it.
+	Count int64
+	// LastSeen is the time of the latest row with it.
+	LastSeen time.Time
+}
+
+// Dimension names a column Usage aggregates.
+type Dimension string
+
+// Dimensions of Usage.
+const (
+	DimResource      Dimension = "resource"
+	DimScope         Dimension = "scope"
+	DimSourceNetwork Dimension = "source_network"
+	DimOnBehalfOf    Dimension = "on_behalf_of"
+)
+
+// Window selects the rows of one tenant (and optionally one agent) in [From, To).
+type Window struct {
+	// Tenant is required.
+	Tenant string
+	// Agent, if set, keeps only that agent's rows.
+	Agent string
+	// From and To bound the time; both required, From < To.
+	From, To time.Time
+}
+
+// Analytics are the aggregate reads baselines, detectors, sweeps and reviews need. Both stores
+// answer them from the same rows with the same results (the storetest suite checks it).
+type Analytics interface {
+	// Hourly returns the per-agent hourly aggregates in w, ordered by agent then hour; hours without
+	// activity are absent.
+	Hourly(ctx context.Context, w Window) ([]Hourly, error)
+	// Usage returns, per agent, the distinct values of dim in w with counts and last-seen times,
+	// ordered by agent then count descending then value. Empty values are left out; scopes are
+	// counted one per scope of a row.
+	Usage(ctx context.Context, w Window, dim Dimension) ([]Usage, error)
+	// Quantiles returns, per agent with at least one access row in w, the median and the median
+	// absolute deviation of rows and of bytes per access row (kind KindAccess).
+	Quantiles(ctx context.Context, w Window) ([]Spread, error)
+	// LastActive returns when each agent of the tenant (or the one agent of w) was last seen in any
+	// row at or before w.To (w.From is ignored).
+	LastActive(ctx context.Context, w Window) (map[string]time.Time, error)
+	// Tenants lists the tenants with rows in the store.
+	Tenants(ctx context.Context) ([]string, error)
+}
+
+// Spread is the median and MAD of an agent's rows and bytes per access.
+type Spread struct {
+	// Agent is the agent's resource name.
+	Agent string
+	// Accesses counts the access rows.
+	Accesses int64
+	// RowsMedian and RowsMAD describe rows per access.
+	RowsMedian, RowsMAD float64
+	// BytesMedian and BytesMAD describe bytes per access.
+	BytesMedian, BytesMAD float64
+}
+
+// KindAccess is the kind of a resource server's access row (one AccessEvent).
+const KindAccess = "access"
+
+// KindTokenRequested is the kind of a token request row.
+const KindTokenRequested = "token.requested"
 
 // Query selects a tenant's events, newest first.
 type Query struct {
