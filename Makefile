@@ -33,6 +33,20 @@ cc:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; \
 	  else echo "a C compiler is needed for DuckDB (cgo): install gcc"; exit 1; fi; }
 
+# ClickHouse (the production telemetry store) runs as a child process of its tests (pkg/clickhousedev):
+# install Debian's clickhouse-server when missing. RUNLEVEL=1 keeps the package from starting the
+# system service; the tests start their own server. Outside CI a missing server only skips those tests.
+CLICKHOUSE_PKGS := clickhouse-server clickhouse-client
+.PHONY: clickhouse
+clickhouse: ## Install Debian's clickhouse-server when missing (for the ClickHouse store tests)
+	@command -v clickhouse-server >/dev/null 2>&1 || command -v clickhouse >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's clickhouse-server for the ClickHouse telemetry store tests"; \
+	    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CLICKHOUSE_PKGS); \
+	  elif [ "$${CI:-}" = true ]; then \
+	    echo "clickhouse-server is missing and cannot be installed here (needs root and apt-get): apt-get install $(CLICKHOUSE_PKGS)"; exit 1; \
+	  else echo "clickhouse-server is missing: the ClickHouse store tests will skip (install: sudo apt-get install $(CLICKHOUSE_PKGS))"; fi; }
+
 .PHONY: tools
 tools: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(BIN)/temporal ## Build the pinned tools into .bin/
 
@@ -60,7 +74,7 @@ lint: cc $(BIN)/buf ## gofmt, go vet and buf lint
 
 # ---- tests ----
 .PHONY: deps
-deps: cc $(BIN)/temporal ## Download Go modules and build what the tests need
+deps: cc clickhouse $(BIN)/temporal ## Download Go modules and build what the tests need
 	$(GO) mod download
 	@for m in $(MODULES); do (cd $$m && $(GO) mod download) || exit 1; done
 
