@@ -256,15 +256,38 @@ func (r *Registry) RejectAgent(_ context.Context, req *registryv1.RejectAgentReq
 	return &registryv1.RejectAgentResponse{Agent: a}, nil
 }
 
-// RetireAgent makes a PENDING or ACTIVE agent RETIRING.
+// RetireAgent makes a PENDING, ACTIVE or SUSPENDED agent RETIRING.
 func (r *Registry) RetireAgent(_ context.Context, req *registryv1.RetireAgentRequest) (*registryv1.RetireAgentResponse, error) {
 	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_RETIRING,
 		func(a *registryv1.Agent) { a.StateReason = req.GetReason() },
-		registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE)
+		registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_SUSPENDED)
 	if err != nil {
 		return nil, err
 	}
 	return &registryv1.RetireAgentResponse{Agent: a}, nil
+}
+
+// SuspendAgent makes an ACTIVE agent SUSPENDED; a SUSPENDED one is returned unchanged.
+func (r *Registry) SuspendAgent(_ context.Context, req *registryv1.SuspendAgentRequest) (*registryv1.SuspendAgentResponse, error) {
+	if a := r.Agent(req.GetName()); a != nil && a.GetState() == registryv1.AgentState_AGENT_STATE_SUSPENDED {
+		return &registryv1.SuspendAgentResponse{Agent: a}, nil
+	}
+	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_SUSPENDED,
+		func(a *registryv1.Agent) { a.StateReason = req.GetReason() }, registryv1.AgentState_AGENT_STATE_ACTIVE)
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.SuspendAgentResponse{Agent: a}, nil
+}
+
+// ResumeAgent makes a SUSPENDED agent ACTIVE.
+func (r *Registry) ResumeAgent(_ context.Context, req *registryv1.ResumeAgentRequest) (*registryv1.ResumeAgentResponse, error) {
+	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_ACTIVE,
+		func(a *registryv1.Agent) { a.StateReason = req.GetReason() }, registryv1.AgentState_AGENT_STATE_SUSPENDED)
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.ResumeAgentResponse{Agent: a}, nil
 }
 
 // CompleteRetirement makes a RETIRING agent RETIRED.
@@ -385,6 +408,16 @@ func (i *Issuer) DisableClient(_ context.Context, req *issuerv1.DisableClientReq
 		c.State, c.DisableTime = issuerv1.ClientState_CLIENT_STATE_DISABLED, timestamppb.Now()
 	}
 	return &issuerv1.DisableClientResponse{Client: proto.Clone(c).(*issuerv1.Client)}, nil
+}
+
+// RevokeTokens records a revocation and answers with it (every request is kept in Requests).
+func (i *Issuer) RevokeTokens(_ context.Context, req *issuerv1.RevokeTokensRequest) (*issuerv1.RevokeTokensResponse, error) {
+	if req.GetParent() == "" {
+		return nil, errs.InvalidArgument("parent", "parent is required")
+	}
+	return &issuerv1.RevokeTokensResponse{Revocation: &issuerv1.Revocation{
+		Name: req.GetParent() + "/revocations/" + req.GetRequestId(), CreateTime: timestamppb.Now(),
+	}}, nil
 }
 
 // Policy is a fake PolicyService answering with preset decisions per agent (default: allow).
