@@ -393,6 +393,179 @@ func (x *SigningKey) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// CheckClientRequest names the client and, optionally, the token to check.
+type CheckClientRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/clients/{client}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The id (`jti`) of a token issued to the client, e.g. its last one from telemetry; optional.
+	TokenId string `protobuf:"bytes,2,opt,name=token_id,json=tokenId,proto3" json:"token_id,omitempty"`
+	// When that token was issued; empty: now (a token issued now or earlier).
+	TokenIssueTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=token_issue_time,json=tokenIssueTime,proto3" json:"token_issue_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CheckClientRequest) Reset() {
+	*x = CheckClientRequest{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckClientRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckClientRequest) ProtoMessage() {}
+
+func (x *CheckClientRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckClientRequest.ProtoReflect.Descriptor instead.
+func (*CheckClientRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CheckClientRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CheckClientRequest) GetTokenId() string {
+	if x != nil {
+		return x.TokenId
+	}
+	return ""
+}
+
+func (x *CheckClientRequest) GetTokenIssueTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TokenIssueTime
+	}
+	return nil
+}
+
+// CheckClientResponse says what the token endpoint and introspection would answer now.
+type CheckClientResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when a token request of the client would be refused at a gate before or after the signature.
+	TokenRefused bool `protobuf:"varint,1,opt,name=token_refused,json=tokenRefused,proto3" json:"token_refused,omitempty"`
+	// The OAuth error a refused request would get (`invalid_client`, `invalid_scope`, ...).
+	TokenError string `protobuf:"bytes,2,opt,name=token_error,json=tokenError,proto3" json:"token_error,omitempty"`
+	// Why it would be refused (`unknown_client`, `client_disabled`, `agent_not_active`, `revoked`, ...).
+	TokenReason string `protobuf:"bytes,3,opt,name=token_reason,json=tokenReason,proto3" json:"token_reason,omitempty"`
+	// True when introspection would answer active for a token issued to the client at token_issue_time.
+	TokenActive bool `protobuf:"varint,4,opt,name=token_active,json=tokenActive,proto3" json:"token_active,omitempty"`
+	// Why such a token is inactive (`unknown_client`, `client_disabled`, `tokens_revoked`, `denylisted`).
+	TokenInactiveReason string `protobuf:"bytes,5,opt,name=token_inactive_reason,json=tokenInactiveReason,proto3" json:"token_inactive_reason,omitempty"`
+	// The scopes a token request of the client would be granted now; empty when it would be refused.
+	Scopes []string `protobuf:"bytes,6,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// The resources (audiences) a token of the client may have now; empty when it would be refused.
+	Resources []string `protobuf:"bytes,7,rep,name=resources,proto3" json:"resources,omitempty"`
+	// The platform roles a token of the client would carry now; empty when it would be refused.
+	Roles         []string `protobuf:"bytes,8,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckClientResponse) Reset() {
+	*x = CheckClientResponse{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckClientResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckClientResponse) ProtoMessage() {}
+
+func (x *CheckClientResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckClientResponse.ProtoReflect.Descriptor instead.
+func (*CheckClientResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CheckClientResponse) GetTokenRefused() bool {
+	if x != nil {
+		return x.TokenRefused
+	}
+	return false
+}
+
+func (x *CheckClientResponse) GetTokenError() string {
+	if x != nil {
+		return x.TokenError
+	}
+	return ""
+}
+
+func (x *CheckClientResponse) GetTokenReason() string {
+	if x != nil {
+		return x.TokenReason
+	}
+	return ""
+}
+
+func (x *CheckClientResponse) GetTokenActive() bool {
+	if x != nil {
+		return x.TokenActive
+	}
+	return false
+}
+
+func (x *CheckClientResponse) GetTokenInactiveReason() string {
+	if x != nil {
+		return x.TokenInactiveReason
+	}
+	return ""
+}
+
+func (x *CheckClientResponse) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *CheckClientResponse) GetResources() []string {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *CheckClientResponse) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
 // IssueApprovalTokenRequest says which decision on which step of which run the token is for.
 type IssueApprovalTokenRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -413,7 +586,7 @@ type IssueApprovalTokenRequest struct {
 
 func (x *IssueApprovalTokenRequest) Reset() {
 	*x = IssueApprovalTokenRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +598,7 @@ func (x *IssueApprovalTokenRequest) String() string {
 func (*IssueApprovalTokenRequest) ProtoMessage() {}
 
 func (x *IssueApprovalTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +611,7 @@ func (x *IssueApprovalTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueApprovalTokenRequest.ProtoReflect.Descriptor instead.
 func (*IssueApprovalTokenRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *IssueApprovalTokenRequest) GetAgent() string {
@@ -485,7 +658,7 @@ type IssueApprovalTokenResponse struct {
 
 func (x *IssueApprovalTokenResponse) Reset() {
 	*x = IssueApprovalTokenResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +670,7 @@ func (x *IssueApprovalTokenResponse) String() string {
 func (*IssueApprovalTokenResponse) ProtoMessage() {}
 
 func (x *IssueApprovalTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +683,7 @@ func (x *IssueApprovalTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueApprovalTokenResponse.ProtoReflect.Descriptor instead.
 func (*IssueApprovalTokenResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{3}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *IssueApprovalTokenResponse) GetToken() string {
@@ -552,7 +725,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +737,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +750,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{4}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Revocation) GetName() string {
@@ -630,7 +803,7 @@ type RevokeTokensRequest struct {
 
 func (x *RevokeTokensRequest) Reset() {
 	*x = RevokeTokensRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +815,7 @@ func (x *RevokeTokensRequest) String() string {
 func (*RevokeTokensRequest) ProtoMessage() {}
 
 func (x *RevokeTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +828,7 @@ func (x *RevokeTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokensRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokensRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{5}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RevokeTokensRequest) GetParent() string {
@@ -767,7 +940,7 @@ type RevokeTokensResponse struct {
 
 func (x *RevokeTokensResponse) Reset() {
 	*x = RevokeTokensResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +952,7 @@ func (x *RevokeTokensResponse) String() string {
 func (*RevokeTokensResponse) ProtoMessage() {}
 
 func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +965,7 @@ func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokensResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokensResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{6}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RevokeTokensResponse) GetRevocation() *Revocation {
@@ -817,7 +990,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +1002,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +1015,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{7}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateClientRequest) GetParent() string {
@@ -877,7 +1050,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1062,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1075,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{8}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateClientResponse) GetClient() *Client {
@@ -923,7 +1096,7 @@ type GetClientRequest struct {
 
 func (x *GetClientRequest) Reset() {
 	*x = GetClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1108,7 @@ func (x *GetClientRequest) String() string {
 func (*GetClientRequest) ProtoMessage() {}
 
 func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1121,7 @@ func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientRequest.ProtoReflect.Descriptor instead.
 func (*GetClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{9}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetClientRequest) GetName() string {
@@ -969,7 +1142,7 @@ type GetClientResponse struct {
 
 func (x *GetClientResponse) Reset() {
 	*x = GetClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1154,7 @@ func (x *GetClientResponse) String() string {
 func (*GetClientResponse) ProtoMessage() {}
 
 func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1167,7 @@ func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientResponse.ProtoReflect.Descriptor instead.
 func (*GetClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{10}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetClientResponse) GetClient() *Client {
@@ -1024,7 +1197,7 @@ type DisableClientRequest struct {
 
 func (x *DisableClientRequest) Reset() {
 	*x = DisableClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1209,7 @@ func (x *DisableClientRequest) String() string {
 func (*DisableClientRequest) ProtoMessage() {}
 
 func (x *DisableClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1222,7 @@ func (x *DisableClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableClientRequest.ProtoReflect.Descriptor instead.
 func (*DisableClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{11}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DisableClientRequest) GetName() string {
@@ -1091,7 +1264,7 @@ type DisableClientResponse struct {
 
 func (x *DisableClientResponse) Reset() {
 	*x = DisableClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1276,7 @@ func (x *DisableClientResponse) String() string {
 func (*DisableClientResponse) ProtoMessage() {}
 
 func (x *DisableClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1289,7 @@ func (x *DisableClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableClientResponse.ProtoReflect.Descriptor instead.
 func (*DisableClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{12}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DisableClientResponse) GetClient() *Client {
@@ -1137,7 +1310,7 @@ type ListSigningKeysRequest struct {
 
 func (x *ListSigningKeysRequest) Reset() {
 	*x = ListSigningKeysRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1322,7 @@ func (x *ListSigningKeysRequest) String() string {
 func (*ListSigningKeysRequest) ProtoMessage() {}
 
 func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1335,7 @@ func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{13}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListSigningKeysRequest) GetParent() string {
@@ -1183,7 +1356,7 @@ type ListSigningKeysResponse struct {
 
 func (x *ListSigningKeysResponse) Reset() {
 	*x = ListSigningKeysResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1368,7 @@ func (x *ListSigningKeysResponse) String() string {
 func (*ListSigningKeysResponse) ProtoMessage() {}
 
 func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1381,7 @@ func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{14}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
@@ -1250,7 +1423,21 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\n" +
 	"public_jwk\x18\x03 \x01(\tR\tpublicJwk\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xb3\x01\n" +
+	"createTime\"\x89\x01\n" +
+	"\x12CheckClientRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
+	"\btoken_id\x18\x02 \x01(\tR\atokenId\x12D\n" +
+	"\x10token_issue_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0etokenIssueTime\"\xa1\x02\n" +
+	"\x13CheckClientResponse\x12#\n" +
+	"\rtoken_refused\x18\x01 \x01(\bR\ftokenRefused\x12\x1f\n" +
+	"\vtoken_error\x18\x02 \x01(\tR\n" +
+	"tokenError\x12!\n" +
+	"\ftoken_reason\x18\x03 \x01(\tR\vtokenReason\x12!\n" +
+	"\ftoken_active\x18\x04 \x01(\bR\vtokenActive\x122\n" +
+	"\x15token_inactive_reason\x18\x05 \x01(\tR\x13tokenInactiveReason\x12\x16\n" +
+	"\x06scopes\x18\x06 \x03(\tR\x06scopes\x12\x1c\n" +
+	"\tresources\x18\a \x03(\tR\tresources\x12\x14\n" +
+	"\x05roles\x18\b \x03(\tR\x05roles\"\xb3\x01\n" +
 	"\x19IssueApprovalTokenRequest\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12D\n" +
@@ -1315,14 +1502,15 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\x1eAPPROVAL_TOKEN_DECISION_REJECT\x10\x02\x12#\n" +
 	"\x1fAPPROVAL_TOKEN_DECISION_RESTORE\x10\x03\x12\"\n" +
 	"\x1eAPPROVAL_TOKEN_DECISION_RETIRE\x10\x04\x12$\n" +
-	" APPROVAL_TOKEN_DECISION_SIGN_OFF\x10\x052\xea\x04\n" +
+	" APPROVAL_TOKEN_DECISION_SIGN_OFF\x10\x052\xc8\x05\n" +
 	"\rIssuerService\x12_\n" +
 	"\fCreateClient\x12&.agentid.issuer.v1.CreateClientRequest\x1a'.agentid.issuer.v1.CreateClientResponse\x12V\n" +
 	"\tGetClient\x12#.agentid.issuer.v1.GetClientRequest\x1a$.agentid.issuer.v1.GetClientResponse\x12b\n" +
 	"\rDisableClient\x12'.agentid.issuer.v1.DisableClientRequest\x1a(.agentid.issuer.v1.DisableClientResponse\x12h\n" +
 	"\x0fListSigningKeys\x12).agentid.issuer.v1.ListSigningKeysRequest\x1a*.agentid.issuer.v1.ListSigningKeysResponse\x12_\n" +
 	"\fRevokeTokens\x12&.agentid.issuer.v1.RevokeTokensRequest\x1a'.agentid.issuer.v1.RevokeTokensResponse\x12q\n" +
-	"\x12IssueApprovalToken\x12,.agentid.issuer.v1.IssueApprovalTokenRequest\x1a-.agentid.issuer.v1.IssueApprovalTokenResponseBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
+	"\x12IssueApprovalToken\x12,.agentid.issuer.v1.IssueApprovalTokenRequest\x1a-.agentid.issuer.v1.IssueApprovalTokenResponse\x12\\\n" +
+	"\vCheckClient\x12%.agentid.issuer.v1.CheckClientRequest\x1a&.agentid.issuer.v1.CheckClientResponseBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
 
 var (
 	file_agentid_issuer_v1_issuer_service_proto_rawDescOnce sync.Once
@@ -1337,61 +1525,66 @@ func file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_issuer_v1_issuer_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agentid_issuer_v1_issuer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agentid_issuer_v1_issuer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agentid_issuer_v1_issuer_service_proto_goTypes = []any{
 	(ClientState)(0),                   // 0: agentid.issuer.v1.ClientState
 	(ApprovalTokenDecision)(0),         // 1: agentid.issuer.v1.ApprovalTokenDecision
 	(*Client)(nil),                     // 2: agentid.issuer.v1.Client
 	(*SigningKey)(nil),                 // 3: agentid.issuer.v1.SigningKey
-	(*IssueApprovalTokenRequest)(nil),  // 4: agentid.issuer.v1.IssueApprovalTokenRequest
-	(*IssueApprovalTokenResponse)(nil), // 5: agentid.issuer.v1.IssueApprovalTokenResponse
-	(*Revocation)(nil),                 // 6: agentid.issuer.v1.Revocation
-	(*RevokeTokensRequest)(nil),        // 7: agentid.issuer.v1.RevokeTokensRequest
-	(*RevokeTokensResponse)(nil),       // 8: agentid.issuer.v1.RevokeTokensResponse
-	(*CreateClientRequest)(nil),        // 9: agentid.issuer.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),       // 10: agentid.issuer.v1.CreateClientResponse
-	(*GetClientRequest)(nil),           // 11: agentid.issuer.v1.GetClientRequest
-	(*GetClientResponse)(nil),          // 12: agentid.issuer.v1.GetClientResponse
-	(*DisableClientRequest)(nil),       // 13: agentid.issuer.v1.DisableClientRequest
-	(*DisableClientResponse)(nil),      // 14: agentid.issuer.v1.DisableClientResponse
-	(*ListSigningKeysRequest)(nil),     // 15: agentid.issuer.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),    // 16: agentid.issuer.v1.ListSigningKeysResponse
-	(*timestamppb.Timestamp)(nil),      // 17: google.protobuf.Timestamp
-	(*TokensRevoked)(nil),              // 18: agentid.issuer.v1.TokensRevoked
+	(*CheckClientRequest)(nil),         // 4: agentid.issuer.v1.CheckClientRequest
+	(*CheckClientResponse)(nil),        // 5: agentid.issuer.v1.CheckClientResponse
+	(*IssueApprovalTokenRequest)(nil),  // 6: agentid.issuer.v1.IssueApprovalTokenRequest
+	(*IssueApprovalTokenResponse)(nil), // 7: agentid.issuer.v1.IssueApprovalTokenResponse
+	(*Revocation)(nil),                 // 8: agentid.issuer.v1.Revocation
+	(*RevokeTokensRequest)(nil),        // 9: agentid.issuer.v1.RevokeTokensRequest
+	(*RevokeTokensResponse)(nil),       // 10: agentid.issuer.v1.RevokeTokensResponse
+	(*CreateClientRequest)(nil),        // 11: agentid.issuer.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),       // 12: agentid.issuer.v1.CreateClientResponse
+	(*GetClientRequest)(nil),           // 13: agentid.issuer.v1.GetClientRequest
+	(*GetClientResponse)(nil),          // 14: agentid.issuer.v1.GetClientResponse
+	(*DisableClientRequest)(nil),       // 15: agentid.issuer.v1.DisableClientRequest
+	(*DisableClientResponse)(nil),      // 16: agentid.issuer.v1.DisableClientResponse
+	(*ListSigningKeysRequest)(nil),     // 17: agentid.issuer.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),    // 18: agentid.issuer.v1.ListSigningKeysResponse
+	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
+	(*TokensRevoked)(nil),              // 20: agentid.issuer.v1.TokensRevoked
 }
 var file_agentid_issuer_v1_issuer_service_proto_depIdxs = []int32{
 	0,  // 0: agentid.issuer.v1.Client.state:type_name -> agentid.issuer.v1.ClientState
-	17, // 1: agentid.issuer.v1.Client.create_time:type_name -> google.protobuf.Timestamp
-	17, // 2: agentid.issuer.v1.Client.disable_time:type_name -> google.protobuf.Timestamp
-	17, // 3: agentid.issuer.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 4: agentid.issuer.v1.IssueApprovalTokenRequest.decision:type_name -> agentid.issuer.v1.ApprovalTokenDecision
-	17, // 5: agentid.issuer.v1.IssueApprovalTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 6: agentid.issuer.v1.Revocation.event:type_name -> agentid.issuer.v1.TokensRevoked
-	17, // 7: agentid.issuer.v1.Revocation.create_time:type_name -> google.protobuf.Timestamp
-	17, // 8: agentid.issuer.v1.RevokeTokensRequest.issued_before:type_name -> google.protobuf.Timestamp
-	6,  // 9: agentid.issuer.v1.RevokeTokensResponse.revocation:type_name -> agentid.issuer.v1.Revocation
-	2,  // 10: agentid.issuer.v1.CreateClientRequest.client:type_name -> agentid.issuer.v1.Client
-	2,  // 11: agentid.issuer.v1.CreateClientResponse.client:type_name -> agentid.issuer.v1.Client
-	2,  // 12: agentid.issuer.v1.GetClientResponse.client:type_name -> agentid.issuer.v1.Client
-	2,  // 13: agentid.issuer.v1.DisableClientResponse.client:type_name -> agentid.issuer.v1.Client
-	3,  // 14: agentid.issuer.v1.ListSigningKeysResponse.keys:type_name -> agentid.issuer.v1.SigningKey
-	9,  // 15: agentid.issuer.v1.IssuerService.CreateClient:input_type -> agentid.issuer.v1.CreateClientRequest
-	11, // 16: agentid.issuer.v1.IssuerService.GetClient:input_type -> agentid.issuer.v1.GetClientRequest
-	13, // 17: agentid.issuer.v1.IssuerService.DisableClient:input_type -> agentid.issuer.v1.DisableClientRequest
-	15, // 18: agentid.issuer.v1.IssuerService.ListSigningKeys:input_type -> agentid.issuer.v1.ListSigningKeysRequest
-	7,  // 19: agentid.issuer.v1.IssuerService.RevokeTokens:input_type -> agentid.issuer.v1.RevokeTokensRequest
-	4,  // 20: agentid.issuer.v1.IssuerService.IssueApprovalToken:input_type -> agentid.issuer.v1.IssueApprovalTokenRequest
-	10, // 21: agentid.issuer.v1.IssuerService.CreateClient:output_type -> agentid.issuer.v1.CreateClientResponse
-	12, // 22: agentid.issuer.v1.IssuerService.GetClient:output_type -> agentid.issuer.v1.GetClientResponse
-	14, // 23: agentid.issuer.v1.IssuerService.DisableClient:output_type -> agentid.issuer.v1.DisableClientResponse
-	16, // 24: agentid.issuer.v1.IssuerService.ListSigningKeys:output_type -> agentid.issuer.v1.ListSigningKeysResponse
-	8,  // 25: agentid.issuer.v1.IssuerService.RevokeTokens:output_type -> agentid.issuer.v1.RevokeTokensResponse
-	5,  // 26: agentid.issuer.v1.IssuerService.IssueApprovalToken:output_type -> agentid.issuer.v1.IssueApprovalTokenResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	19, // 1: agentid.issuer.v1.Client.create_time:type_name -> google.protobuf.Timestamp
+	19, // 2: agentid.issuer.v1.Client.disable_time:type_name -> google.protobuf.Timestamp
+	19, // 3: agentid.issuer.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
+	19, // 4: agentid.issuer.v1.CheckClientRequest.token_issue_time:type_name -> google.protobuf.Timestamp
+	1,  // 5: agentid.issuer.v1.IssueApprovalTokenRequest.decision:type_name -> agentid.issuer.v1.ApprovalTokenDecision
+	19, // 6: agentid.issuer.v1.IssueApprovalTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	20, // 7: agentid.issuer.v1.Revocation.event:type_name -> agentid.issuer.v1.TokensRevoked
+	19, // 8: agentid.issuer.v1.Revocation.create_time:type_name -> google.protobuf.Timestamp
+	19, // 9: agentid.issuer.v1.RevokeTokensRequest.issued_before:type_name -> google.protobuf.Timestamp
+	8,  // 10: agentid.issuer.v1.RevokeTokensResponse.revocation:type_name -> agentid.issuer.v1.Revocation
+	2,  // 11: agentid.issuer.v1.CreateClientRequest.client:type_name -> agentid.issuer.v1.Client
+	2,  // 12: agentid.issuer.v1.CreateClientResponse.client:type_name -> agentid.issuer.v1.Client
+	2,  // 13: agentid.issuer.v1.GetClientResponse.client:type_name -> agentid.issuer.v1.Client
+	2,  // 14: agentid.issuer.v1.DisableClientResponse.client:type_name -> agentid.issuer.v1.Client
+	3,  // 15: agentid.issuer.v1.ListSigningKeysResponse.keys:type_name -> agentid.issuer.v1.SigningKey
+	11, // 16: agentid.issuer.v1.IssuerService.CreateClient:input_type -> agentid.issuer.v1.CreateClientRequest
+	13, // 17: agentid.issuer.v1.IssuerService.GetClient:input_type -> agentid.issuer.v1.GetClientRequest
+	15, // 18: agentid.issuer.v1.IssuerService.DisableClient:input_type -> agentid.issuer.v1.DisableClientRequest
+	17, // 19: agentid.issuer.v1.IssuerService.ListSigningKeys:input_type -> agentid.issuer.v1.ListSigningKeysRequest
+	9,  // 20: agentid.issuer.v1.IssuerService.RevokeTokens:input_type -> agentid.issuer.v1.RevokeTokensRequest
+	6,  // 21: agentid.issuer.v1.IssuerService.IssueApprovalToken:input_type -> agentid.issuer.v1.IssueApprovalTokenRequest
+	4,  // 22: agentid.issuer.v1.IssuerService.CheckClient:input_type -> agentid.issuer.v1.CheckClientRequest
+	12, // 23: agentid.issuer.v1.IssuerService.CreateClient:output_type -> agentid.issuer.v1.CreateClientResponse
+	14, // 24: agentid.issuer.v1.IssuerService.GetClient:output_type -> agentid.issuer.v1.GetClientResponse
+	16, // 25: agentid.issuer.v1.IssuerService.DisableClient:output_type -> agentid.issuer.v1.DisableClientResponse
+	18, // 26: agentid.issuer.v1.IssuerService.ListSigningKeys:output_type -> agentid.issuer.v1.ListSigningKeysResponse
+	10, // 27: agentid.issuer.v1.IssuerService.RevokeTokens:output_type -> agentid.issuer.v1.RevokeTokensResponse
+	7,  // 28: agentid.issuer.v1.IssuerService.IssueApprovalToken:output_type -> agentid.issuer.v1.IssueApprovalTokenResponse
+	5,  // 29: agentid.issuer.v1.IssuerService.CheckClient:output_type -> agentid.issuer.v1.CheckClientResponse
+	23, // [23:30] is the sub-list for method output_type
+	16, // [16:23] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_agentid_issuer_v1_issuer_service_proto_init() }
@@ -1400,7 +1593,7 @@ func file_agentid_issuer_v1_issuer_service_proto_init() {
 		return
 	}
 	file_agentid_issuer_v1_revocation_proto_init()
-	file_agentid_issuer_v1_issuer_service_proto_msgTypes[5].OneofWrappers = []any{
+	file_agentid_issuer_v1_issuer_service_proto_msgTypes[7].OneofWrappers = []any{
 		(*RevokeTokensRequest_Token)(nil),
 		(*RevokeTokensRequest_Client)(nil),
 		(*RevokeTokensRequest_Agent)(nil),
@@ -1412,7 +1605,7 @@ func file_agentid_issuer_v1_issuer_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_issuer_v1_issuer_service_proto_rawDesc), len(file_agentid_issuer_v1_issuer_service_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	IssuerService_ListSigningKeys_FullMethodName    = "/agentid.issuer.v1.IssuerService/ListSigningKeys"
 	IssuerService_RevokeTokens_FullMethodName       = "/agentid.issuer.v1.IssuerService/RevokeTokens"
 	IssuerService_IssueApprovalToken_FullMethodName = "/agentid.issuer.v1.IssuerService/IssueApprovalToken"
+	IssuerService_CheckClient_FullMethodName        = "/agentid.issuer.v1.IssuerService/CheckClient"
 )
 
 // IssuerServiceClient is the client API for IssuerService service.
@@ -73,6 +74,14 @@ type IssuerServiceClient interface {
 	// (PermissionDenied, reason APPROVER_NOT_HUMAN). Nothing is written.
 	// Callers: approver, security-approver, compliance-approver, owner, tenant-admin of the agent's tenant.
 	IssueApprovalToken(ctx context.Context, in *IssueApprovalTokenRequest, opts ...grpc.CallOption) (*IssueApprovalTokenResponse, error)
+	// CheckClient runs the gates of the token endpoint for a client without its key (the tenant, the
+	// client, its state, its agent's state, its grants, the denylist: every gate but the client
+	// assertion's signature, which only the holder of the private key can pass) and those of
+	// introspection for a token issued to the client at token_issue_time (and with token_id, if given).
+	// Deprovisioning verifies by it that the retired agent can obtain no token, that its last token is
+	// inactive and that no grant remains. Nothing is written and no attempt is charged.
+	// Callers: platform-admin, lifecycle-worker.
+	CheckClient(ctx context.Context, in *CheckClientRequest, opts ...grpc.CallOption) (*CheckClientResponse, error)
 }
 
 type issuerServiceClient struct {
@@ -143,6 +152,16 @@ func (c *issuerServiceClient) IssueApprovalToken(ctx context.Context, in *IssueA
 	return out, nil
 }
 
+func (c *issuerServiceClient) CheckClient(ctx context.Context, in *CheckClientRequest, opts ...grpc.CallOption) (*CheckClientResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckClientResponse)
+	err := c.cc.Invoke(ctx, IssuerService_CheckClient_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // IssuerServiceServer is the server API for IssuerService service.
 // All implementations must embed UnimplementedIssuerServiceServer
 // for forward compatibility.
@@ -189,6 +208,14 @@ type IssuerServiceServer interface {
 	// (PermissionDenied, reason APPROVER_NOT_HUMAN). Nothing is written.
 	// Callers: approver, security-approver, compliance-approver, owner, tenant-admin of the agent's tenant.
 	IssueApprovalToken(context.Context, *IssueApprovalTokenRequest) (*IssueApprovalTokenResponse, error)
+	// CheckClient runs the gates of the token endpoint for a client without its key (the tenant, the
+	// client, its state, its agent's state, its grants, the denylist: every gate but the client
+	// assertion's signature, which only the holder of the private key can pass) and those of
+	// introspection for a token issued to the client at token_issue_time (and with token_id, if given).
+	// Deprovisioning verifies by it that the retired agent can obtain no token, that its last token is
+	// inactive and that no grant remains. Nothing is written and no attempt is charged.
+	// Callers: platform-admin, lifecycle-worker.
+	CheckClient(context.Context, *CheckClientRequest) (*CheckClientResponse, error)
 	mustEmbedUnimplementedIssuerServiceServer()
 }
 
@@ -216,6 +243,9 @@ func (UnimplementedIssuerServiceServer) RevokeTokens(context.Context, *RevokeTok
 }
 func (UnimplementedIssuerServiceServer) IssueApprovalToken(context.Context, *IssueApprovalTokenRequest) (*IssueApprovalTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueApprovalToken not implemented")
+}
+func (UnimplementedIssuerServiceServer) CheckClient(context.Context, *CheckClientRequest) (*CheckClientResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckClient not implemented")
 }
 func (UnimplementedIssuerServiceServer) mustEmbedUnimplementedIssuerServiceServer() {}
 func (UnimplementedIssuerServiceServer) testEmbeddedByValue()                       {}
@@ -346,6 +376,24 @@ func _IssuerService_IssueApprovalToken_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IssuerService_CheckClient_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckClientRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServiceServer).CheckClient(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IssuerService_CheckClient_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServiceServer).CheckClient(ctx, req.(*CheckClientRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IssuerService_ServiceDesc is the grpc.ServiceDesc for IssuerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -376,6 +424,10 @@ var IssuerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IssueApprovalToken",
 			Handler:    _IssuerService_IssueApprovalToken_Handler,
+		},
+		{
+			MethodName: "CheckClient",
+			Handler:    _IssuerService_CheckClient_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
