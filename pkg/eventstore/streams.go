@@ -21,6 +21,9 @@ const (
 	StreamRevocations = "REVOCATIONS"
 	StreamTelemetry   = "TELEMETRY"
 	StreamAlerts      = "ALERTS"
+	// StreamSIEMDeadLetters keeps the OCSF events the monitor's SIEM export could not deliver to its
+	// webhook (siem.dead.<tenant>), with the last error, for an operator to inspect and replay.
+	StreamSIEMDeadLetters = "SIEM_DLQ"
 )
 
 // Aggregate types with a stream of their own or a shared one (docs/architecture.md).
@@ -51,6 +54,7 @@ const (
 	telemetryMaxAge          = 7 * 24 * time.Hour
 	telemetryMaxBytes        = 10 << 30
 	alertsMaxAge             = 30 * 24 * time.Hour
+	siemDeadLettersMaxAge    = 90 * 24 * time.Hour
 )
 
 // streamOfAggregate maps each known aggregate type to its stream.
@@ -141,6 +145,18 @@ func (s *Store) Streams() []jetstream.StreamConfig {
 			Duplicates:  telemetryDuplicateWindow,
 			AllowDirect: true,
 		},
+		{
+			Name:        StreamSIEMDeadLetters,
+			Description: "SIEM export dead letters: siem.dead.<tenant>, OCSF events the webhook refused or never took",
+			Subjects:    []string{"siem.dead.>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      siemDeadLettersMaxAge,
+			Storage:     jetstream.FileStorage,
+			Replicas:    s.replicas,
+			Duplicates:  telemetryDuplicateWindow,
+			AllowDirect: true,
+		},
 	}
 }
 
@@ -162,7 +178,7 @@ func (s *Store) Streams() []jetstream.StreamConfig {
 // The effective configuration of every stream and of the bucket is logged.
 func (s *Store) EnsureStreams(ctx context.Context) error {
 	for _, cfg := range s.Streams() {
-		explicitDup := cfg.Name != StreamTelemetry && cfg.Name != StreamAlerts && s.dupWindowSet
+		explicitDup := cfg.Name != StreamTelemetry && cfg.Name != StreamAlerts && cfg.Name != StreamSIEMDeadLetters && s.dupWindowSet
 		if err := s.ensureStream(ctx, cfg.Name, cfg, explicitDup,
 			func() (*jetstream.StreamInfo, error) {
 				st, err := s.js.CreateStream(ctx, cfg)

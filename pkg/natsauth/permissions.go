@@ -68,7 +68,7 @@ var aggregateStreams = []string{
 
 // allStreams are every stream EnsureStreams creates, the failed-event bucket's included.
 var allStreams = append(slices.Clone(aggregateStreams), eventstore.StreamTelemetry, eventstore.StreamAlerts,
-	kvStream(eventstore.FailedEventsBucket))
+	eventstore.StreamSIEMDeadLetters, kvStream(eventstore.FailedEventsBucket))
 
 // forbidden is denied to every identity, whatever it is allowed: nothing deletes or purges a stream
 // (the replay bucket's included), deletes a message, or touches the server's system subjects.
@@ -97,6 +97,9 @@ var DurableConsumers = []DurableConsumer{
 	{"issuer-revocation-reactor-clients", Issuer}, // services/issuer/internal/revocation, CREDENTIALS
 	{"issuer-revocation-reactor-agents", Issuer},  // services/issuer/internal/revocation, AGENTS
 	{"monitor-telemetry", Monitor},                // services/monitor/internal/ingest, TELEMETRY
+	{"monitor-siem-alerts", Monitor},              // services/monitor/internal/siem, ALERTS
+	{"monitor-siem-agents", Monitor},              // services/monitor/internal/siem, AGENTS
+	{"monitor-siem-revocations", Monitor},         // services/monitor/internal/siem, REVOCATIONS
 	{"lifecycle-agent-events", Lifecycle},         // services/lifecycle/internal/lifecycle, AGENTS
 }
 
@@ -168,8 +171,12 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		pub = append(pub, appendTo(eventstore.AggregatePolicy)...)
 		pub = append(pub, "telemetry.*.policy.decided")
 	case Monitor:
-		pub = serviceBase(eventstore.StreamTelemetry)
-		pub = append(pub, "telemetry.*.access.recorded")
+		// The SIEM export reads ALERTS and AGENTS (REVOCATIONS comes with serviceBase; not
+		// CREDENTIALS, which holds sealed signing keys: a disabled client is seen in its
+		// tokens.revoked), publishes OCSF copies on siem.ocsf.<tenant> (no stream captures them)
+		// and dead letters to SIEM_DLQ.
+		pub = serviceBase(eventstore.StreamTelemetry, eventstore.StreamAlerts, eventstore.StreamAgents)
+		pub = append(pub, "telemetry.*.access.recorded", "siem.ocsf.*", "siem.dead.*")
 	case Lifecycle:
 		pub = serviceBase(eventstore.StreamAgents, eventstore.StreamCredentials, eventstore.StreamLifecycle)
 		pub = append(pub, appendTo(eventstore.AggregateLifecycle)...)
