@@ -291,7 +291,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	a.grpc = server.NewServer(a.svc, revoker).WithApprovals(minter)
+	a.grpc = server.NewServer(a.svc, revoker).WithApprovals(minter).WithClientChecker(a.oauth)
 	return a, nil
 }
 

@@ -27,6 +27,7 @@ type Server struct {
 	svc       *credentials.Service
 	revoker   Revoker
 	approvals ApprovalMinter // nil: IssueApprovalToken is refused (APPROVALS_DISABLED)
+	checker   ClientChecker  // nil: CheckClient is refused (CHECK_DISABLED)
 }
 
 var _ issuerv1.IssuerServiceServer = (*Server)(nil)
