@@ -245,7 +245,10 @@ func TestIdentityPermissions(t *testing.T) {
 				return err
 			}},
 			{natsauth.Monitor, func(ctx context.Context, c *client, _ *eventstore.Store) error {
-				_, err := c.js.Publish(ctx, "telemetry.acme.access.recorded", []byte("x"))
+				if _, err := c.js.Publish(ctx, "telemetry.acme.access.recorded", []byte("x")); err != nil {
+					return err
+				}
+				_, err := c.js.Publish(ctx, "alerts.acme.bulk_export", []byte("x"))
 				return err
 			}},
 			{natsauth.Admin, func(ctx context.Context, _ *client, s *eventstore.Store) error {
@@ -294,6 +297,7 @@ func TestIdentityPermissions(t *testing.T) {
 		}{
 			{"lifecycle publishes client.created", natsauth.Lifecycle, "agentid.system.client.evil.created", nil},
 			{"monitor publishes to AGENTS", natsauth.Monitor, "agentid.acme.agent.agt-1.activated", nil},
+			{"issuer publishes an alert", natsauth.Issuer, "alerts.acme.bulk_export", nil},
 			{"policy publishes a tenant event", natsauth.Policy, "agentid.acme.tenant.acme.created", nil},
 			{"registry publishes a revocation", natsauth.Registry, "agentid.acme.revocation.r1.tokens.revoked", nil},
 			{"admin publishes an event", natsauth.Admin, "agentid.acme.agent.agt-1.activated", nil},

@@ -174,9 +174,9 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		// The SIEM export reads ALERTS and AGENTS (REVOCATIONS comes with serviceBase; not
 		// CREDENTIALS, which holds sealed signing keys: a disabled client is seen in its
 		// tokens.revoked), publishes OCSF copies on siem.ocsf.<tenant> (no stream captures them)
-		// and dead letters to SIEM_DLQ.
+		// and dead letters to SIEM_DLQ. Detection publishes alerts on alerts.<tenant>.<detector>.
 		pub = serviceBase(eventstore.StreamTelemetry, eventstore.StreamAlerts, eventstore.StreamAgents)
-		pub = append(pub, "telemetry.*.access.recorded", "siem.ocsf.*", "siem.dead.*")
+		pub = append(pub, "telemetry.*.access.recorded", "siem.ocsf.*", "siem.dead.*", "alerts.*.*")
 	case Lifecycle:
 		pub = serviceBase(eventstore.StreamAgents, eventstore.StreamCredentials, eventstore.StreamLifecycle)
 		pub = append(pub, appendTo(eventstore.AggregateLifecycle)...)
