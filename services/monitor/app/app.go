@@ -99,7 +99,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		return nil, err
 	}
 	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath)
-	return &App{store: st, consumer: consumer, server: server.New(telemetry.New(st), recorder)}, nil
+	return &App{store: st, consumer: consumer, server: server.New(telemetry.New(st), recorder, nil)}, nil
 }
 
 // telemetryRetention reads the TELEMETRY stream's max age, as the operator may have set it.

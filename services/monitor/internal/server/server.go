@@ -12,6 +12,7 @@ import (
 	"github.com/agentid/agentid/pkg/grpcx"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	"github.com/agentid/agentid/services/monitor/internal/access"
+	"github.com/agentid/agentid/services/monitor/internal/alerts"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 	"github.com/agentid/agentid/services/monitor/internal/telemetry"
 )
@@ -23,11 +24,45 @@ type Server struct {
 	monitorv1.UnimplementedMonitorServiceServer
 	telemetry *telemetry.Service
 	access    *access.Recorder
+	alerts    *alerts.Reader
 }
 
-// New returns a Server answering queries with svc and recording access batches with rec.
-func New(svc *telemetry.Service, rec *access.Recorder) *Server {
-	return &Server{telemetry: svc, access: rec}
+// New returns a Server answering telemetry queries with svc, recording access batches with rec and
+// answering the alert, baseline and usage queries with reader (nil: Unimplemented).
+func New(svc *telemetry.Service, rec *access.Recorder, reader *alerts.Reader) *Server {
+	return &Server{telemetry: svc, access: rec, alerts: reader}
+}
+
+// ListAlerts lists a tenant's alerts, newest first.
+func (s *Server) ListAlerts(ctx context.Context, req *monitorv1.ListAlertsRequest) (*monitorv1.ListAlertsResponse, error) {
+	if s.alerts == nil {
+		return s.UnimplementedMonitorServiceServer.ListAlerts(ctx, req)
+	}
+	return s.alerts.List(ctx, req)
+}
+
+// GetAlert returns one alert with its evidence.
+func (s *Server) GetAlert(ctx context.Context, req *monitorv1.GetAlertRequest) (*monitorv1.GetAlertResponse, error) {
+	if s.alerts == nil {
+		return s.UnimplementedMonitorServiceServer.GetAlert(ctx, req)
+	}
+	return s.alerts.Get(ctx, req)
+}
+
+// GetBaseline returns an agent's baseline and, when asked, its hourly activity.
+func (s *Server) GetBaseline(ctx context.Context, req *monitorv1.GetBaselineRequest) (*monitorv1.GetBaselineResponse, error) {
+	if s.alerts == nil {
+		return s.UnimplementedMonitorServiceServer.GetBaseline(ctx, req)
+	}
+	return s.alerts.Baseline(ctx, req)
+}
+
+// GetAgentUsage summarises an agent's activity in a window.
+func (s *Server) GetAgentUsage(ctx context.Context, req *monitorv1.GetAgentUsageRequest) (*monitorv1.GetAgentUsageResponse, error) {
+	if s.alerts == nil {
+		return s.UnimplementedMonitorServiceServer.GetAgentUsage(ctx, req)
+	}
+	return s.alerts.Usage(ctx, req)
 }
 
 // RecordAccess stores a batch of a resource server's access decisions.
