@@ -1,0 +1,7 @@
+//go:build unix && !linux
+
+package clickhousedev
+
+import "syscall"
+
+func setParentDeathSignal(*syscall.SysProcAttr) {}
