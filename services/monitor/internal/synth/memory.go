@@ -1,0 +1,279 @@
+package synth
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+// Memory is an in-memory store.Analytics over the rows added to it, with the stores' semantics, for
+// tests and benchmarks that need baselines without an engine. It keeps a compact copy of each row.
+type Memory struct {
+	mu      sync.RWMutex
+	strs    []string
+	ids     map[string]int32
+	agents  map[[2]int32][]row // (tenant, agent) -> rows in insertion order
+	tenants map[int32]bool
+}
+
+type row struct {
+	ms                  int64
+	rows, bytes         int64
+	resource, net, user int32
+	scopes              []int32
+	request, access     bool
+	denied              bool
+}
+
+var _ store.Analytics = (*Memory)(nil)
+
+// NewMemory returns an empty Memory.
+func NewMemory() *Memory {
+	return &Memory{ids: map[string]int32{"": 0}, strs: []string{""}, agents: map[[2]int32][]row{}, tenants: map[int32]bool{}}
+}
+
+func (m *Memory) intern(s string) int32 {
+	if id, ok := m.ids[s]; ok {
+		return id
+	}
+	id := int32(len(m.strs))
+	m.strs = append(m.strs, s)
+	m.ids[s] = id
+	return id
+}
+
+// Denied reports whether a request row's outcome is a refusal: anything but issued, allowed or allow.
+func Denied(outcome string) bool {
+	return outcome != "issued" && outcome != "allowed" && outcome != "allow"
+}
+
+// Add adds rows.
+func (m *Memory) Add(events ...store.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range events {
+		t := m.intern(e.Tenant)
+		m.tenants[t] = true
+		if e.Agent == "" {
+			continue
+		}
+		r := row{
+			ms:       e.Time.UnixMilli(),
+			rows:     e.Rows,
+			bytes:    e.Bytes,
+			resource: m.intern(e.Resource),
+			net:      m.intern(e.SourceNetwork),
+			user:     m.intern(e.OnBehalfOf),
+			request:  e.Kind == store.KindAccess || e.Kind == store.KindTokenRequested,
+			access:   e.Kind == store.KindAccess,
+		}
+		r.denied = r.request && Denied(e.Outcome)
+		for _, s := range e.Scopes {
+			r.scopes = append(r.scopes, m.intern(s))
+		}
+		k := [2]int32{t, m.intern(e.Agent)}
+		m.agents[k] = append(m.agents[k], r)
+	}
+}
+
+// each calls f with each agent of w's tenant (or w's agent), in agent order, and its rows.
+func (m *Memory) each(w store.Window, f func(agent string, rows []row)) error {
+	if w.Tenant == "" {
+		return errs.InvalidArgument("tenant", "tenant is required")
+	}
+	t, ok := m.ids[w.Tenant]
+	if !ok {
+		return nil
+	}
+	var keys [][2]int32
+	for k := range m.agents {
+		if k[0] == t && (w.Agent == "" || m.strs[k[1]] == w.Agent) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b [2]int32) int { return cmp.Compare(m.strs[a[1]], m.strs[b[1]]) })
+	for _, k := range keys {
+		f(m.strs[k[1]], m.agents[k])
+	}
+	return nil
+}
+
+func in(w store.Window, ms int64) bool { return ms >= w.From.UnixMilli() && ms < w.To.UnixMilli() }
+
+// Hourly implements store.Analytics.
+func (m *Memory) Hourly(_ context.Context, w store.Window) ([]store.Hourly, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []store.Hourly
+	err := m.each(w, func(agent string, rows []row) {
+		hours := map[int64]*store.Hourly{}
+		for _, r := range rows {
+			if !in(w, r.ms) {
+				continue
+			}
+			hk := r.ms / 3600000
+			h := hours[hk]
+			if h == nil {
+				h = &store.Hourly{Tenant: w.Tenant, Agent: agent, Hour: time.UnixMilli(hk * 3600000).UTC()}
+				hours[hk] = h
+			}
+			if r.request {
+				h.Requests++
+				if r.denied {
+					h.Denied++
+				}
+			}
+			h.Rows += r.rows
+			h.Bytes += r.bytes
+		}
+		keys := make([]int64, 0, len(hours))
+		for k := range hours {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			out = append(out, *hours[k])
+		}
+	})
+	return out, err
+}
+
+// Usage implements store.Analytics.
+func (m *Memory) Usage(_ context.Context, w store.Window, dim store.Dimension) ([]store.Usage, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []store.Usage
+	err := m.each(w, func(agent string, rows []row) {
+		type acc struct {
+			n    int64
+			last int64
+		}
+		vals := map[int32]*acc{}
+		add := func(v int32, ms int64) {
+			if v == 0 {
+				return
+			}
+			a := vals[v]
+			if a == nil {
+				a = &acc{}
+				vals[v] = a
+			}
+			a.n++
+			a.last = max(a.last, ms)
+		}
+		for _, r := range rows {
+			if !in(w, r.ms) {
+				continue
+			}
+			switch dim {
+			case store.DimResource:
+				add(r.resource, r.ms)
+			case store.DimSourceNetwork:
+				add(r.net, r.ms)
+			case store.DimOnBehalfOf:
+				add(r.user, r.ms)
+			case store.DimScope:
+				for _, s := range r.scopes {
+					add(s, r.ms)
+				}
+			}
+		}
+		start := len(out)
+		for v, a := range vals {
+			out = append(out, store.Usage{Agent: agent, Value: m.strs[v], Count: a.n, LastSeen: time.UnixMilli(a.last).UTC()})
+		}
+		slices.SortFunc(out[start:], func(a, b store.Usage) int {
+			if c := cmp.Compare(b.Count, a.Count); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.Value, b.Value)
+		})
+	})
+	return out, err
+}
+
+// Quantiles implements store.Analytics (medians by the midpoint of the two middle values for an even
+// count).
+func (m *Memory) Quantiles(_ context.Context, w store.Window) ([]store.Spread, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []store.Spread
+	err := m.each(w, func(agent string, rows []row) {
+		var rs, bs []float64
+		for _, r := range rows {
+			if r.access && in(w, r.ms) {
+				rs = append(rs, float64(r.rows))
+				bs = append(bs, float64(r.bytes))
+			}
+		}
+		if len(rs) == 0 {
+			return
+		}
+		sp := store.Spread{Agent: agent, Accesses: int64(len(rs))}
+		sp.RowsMedian, sp.RowsMAD = MedianMAD(rs)
+		sp.BytesMedian, sp.BytesMAD = MedianMAD(bs)
+		out = append(out, sp)
+	})
+	return out, err
+}
+
+// LastActive implements store.Analytics.
+func (m *Memory) LastActive(_ context.Context, w store.Window) (map[string]time.Time, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[string]time.Time{}
+	err := m.each(w, func(agent string, rows []row) {
+		last := int64(-1 << 62)
+		for _, r := range rows {
+			if r.ms <= w.To.UnixMilli() {
+				last = max(last, r.ms)
+			}
+		}
+		if last > -1<<62 {
+			out[agent] = time.UnixMilli(last).UTC()
+		}
+	})
+	return out, err
+}
+
+// Tenants implements store.Analytics.
+func (m *Memory) Tenants(context.Context) ([]string, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []string
+	for t := range m.tenants {
+		out = append(out, m.strs[t])
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// MedianMAD returns the median of xs and the median absolute deviation from it (xs is reordered).
+func MedianMAD(xs []float64) (median, mad float64) {
+	if len(xs) == 0 {
+		return 0, 0
+	}
+	median = med(xs)
+	for i, x := range xs {
+		if x < median {
+			xs[i] = median - x
+		} else {
+			xs[i] = x - median
+		}
+	}
+	return median, med(xs)
+}
+
+func med(xs []float64) float64 {
+	slices.Sort(xs)
+	n := len(xs)
+	if n%2 == 1 {
+		return xs[n/2]
+	}
+	return (xs[n/2-1] + xs[n/2]) / 2
+}
