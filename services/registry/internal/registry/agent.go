@@ -137,6 +137,19 @@ func foldAgent(cur *registryv1.Agent, e eventstore.Event) (*registryv1.Agent, er
 		next.StateReason = d.GetReason()
 	case EventAgentRetired:
 		next.State = registryv1.AgentState_AGENT_STATE_RETIRED
+	case EventAgentSuspended:
+		d, err := eventstore.DecodeAs[*registryv1.AgentSuspended](e)
+		if err != nil {
+			return nil, err
+		}
+		next.State = registryv1.AgentState_AGENT_STATE_SUSPENDED
+		next.StateReason = d.GetReason()
+	case EventAgentResumed:
+		if _, err := eventstore.DecodeAs[*registryv1.AgentResumed](e); err != nil {
+			return nil, err
+		}
+		next.State = registryv1.AgentState_AGENT_STATE_ACTIVE
+		next.StateReason = ""
 	default:
 		return nil, fmt.Errorf("registry: unknown agent event type %q (event %s)", e.Type, e.ID)
 	}
@@ -197,6 +210,39 @@ type RetireAgent struct {
 	RequestID string
 	// RequireOwner, when set, is the owner the agent must have for the caller to retire it.
 	RequireOwner string
+	// Trigger is what triggered the retirement, one of Triggers; empty means TriggerRequest.
+	Trigger string
+}
+
+// SuspendAgent suspends an ACTIVE agent.
+type SuspendAgent struct {
+	// Tenant and AgentID name the agent.
+	Tenant, AgentID string
+	// Reason says why (required).
+	Reason string
+	// Cause is what caused it: `alert:<id>`, `review:<campaign>`, `operator` (the default) or
+	// `policy`.
+	Cause string
+	// Ticket is the change ticket or incident reference, if any.
+	Ticket string
+	// Etag, if set, must equal the agent's current etag.
+	Etag string
+	// RequestID is the idempotency key.
+	RequestID string
+}
+
+// ResumeAgent returns a SUSPENDED agent to ACTIVE.
+type ResumeAgent struct {
+	// Tenant and AgentID name the agent.
+	Tenant, AgentID string
+	// Reason says why (required).
+	Reason string
+	// Ticket is the change ticket or incident reference, if any.
+	Ticket string
+	// Etag, if set, must equal the agent's current etag.
+	Etag string
+	// RequestID is the idempotency key.
+	RequestID string
 }
 
 // CompleteRetirement records verified deprovisioning.
@@ -240,7 +286,33 @@ func (c RetireAgent) validate() error {
 	if err := checkText("reason", c.Reason, true, 1000); err != nil {
 		return err
 	}
-	if err := checkText("ticket", c.Ticket, false, 200); err != nil {
+	if err := checkText("ticket", c.Ticket, false, maxTicket); err != nil {
+		return err
+	}
+	if _, err := NormalizeTrigger(c.Trigger); err != nil {
+		return err
+	}
+	return checkRequestID(c.RequestID)
+}
+
+func (c SuspendAgent) validate() error {
+	if err := checkText("reason", c.Reason, true, maxSuspendReason); err != nil {
+		return err
+	}
+	if _, err := NormalizeCause(c.Cause); err != nil {
+		return err
+	}
+	if err := checkText("ticket", c.Ticket, false, maxTicket); err != nil {
+		return err
+	}
+	return checkRequestID(c.RequestID)
+}
+
+func (c ResumeAgent) validate() error {
+	if err := checkText("reason", c.Reason, true, maxSuspendReason); err != nil {
+		return err
+	}
+	if err := checkText("ticket", c.Ticket, false, maxTicket); err != nil {
 		return err
 	}
 	return checkRequestID(c.RequestID)
@@ -350,8 +422,9 @@ func (a *Agent) Reject(c RejectAgent) (*Change, error) {
 	return &ch, nil
 }
 
-// Retire decides a retirement request: a PENDING or ACTIVE agent becomes RETIRING. With
-// RequireOwner set, only an agent of that owner may be retired (PermissionDenied NOT_OWNER).
+// Retire decides a retirement request: a PENDING, ACTIVE or SUSPENDED agent becomes RETIRING,
+// recording the trigger (TriggerRequest when none is given). With RequireOwner set, only an agent
+// of that owner may be retired (PermissionDenied NOT_OWNER).
 func (a *Agent) Retire(c RetireAgent) (*Change, error) {
 	if !a.Exists() {
 		return nil, a.notFound()
@@ -363,11 +436,56 @@ func (a *Agent) Retire(c RetireAgent) (*Change, error) {
 		return nil, err
 	}
 	switch a.State() {
-	case registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE:
+	case registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_SUSPENDED:
 	default:
-		return nil, a.wrongState("retire", registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE)
+		return nil, a.wrongState("retire", registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE,
+			registryv1.AgentState_AGENT_STATE_SUSPENDED)
 	}
-	ch := AgentRetirementRequested(a.Name(), c.Reason, c.Ticket)
+	trigger, err := NormalizeTrigger(c.Trigger)
+	if err != nil {
+		return nil, err
+	}
+	ch := AgentRetirementRequested(a.Name(), c.Reason, c.Ticket, trigger)
+	return &ch, nil
+}
+
+// Suspend decides a suspension: an ACTIVE agent becomes SUSPENDED, recording the cause
+// (CauseOperator when none is given). Suspending a SUSPENDED agent changes nothing (nil change, no
+// error, whatever the etag): the agent is as the caller wants it.
+func (a *Agent) Suspend(c SuspendAgent) (*Change, error) {
+	if !a.Exists() {
+		return nil, a.notFound()
+	}
+	if a.State() == registryv1.AgentState_AGENT_STATE_SUSPENDED {
+		return nil, nil
+	}
+	if err := a.checkEtag(c.Etag); err != nil {
+		return nil, err
+	}
+	if a.State() != registryv1.AgentState_AGENT_STATE_ACTIVE {
+		return nil, a.wrongState("suspend", registryv1.AgentState_AGENT_STATE_ACTIVE)
+	}
+	cause, err := NormalizeCause(c.Cause)
+	if err != nil {
+		return nil, err
+	}
+	ch := AgentSuspended(a.Name(), c.Reason, cause, c.Ticket)
+	return &ch, nil
+}
+
+// Resume decides a resumption: a SUSPENDED agent becomes ACTIVE again. Any other state is
+// FailedPrecondition, ACTIVE included (a resume is a decision about a suspension).
+func (a *Agent) Resume(c ResumeAgent) (*Change, error) {
+	if !a.Exists() {
+		return nil, a.notFound()
+	}
+	if err := a.checkEtag(c.Etag); err != nil {
+		return nil, err
+	}
+	if a.State() != registryv1.AgentState_AGENT_STATE_SUSPENDED {
+		return nil, a.wrongState("resume", registryv1.AgentState_AGENT_STATE_SUSPENDED)
+	}
+	ch := AgentResumed(a.Name(), c.Reason, c.Ticket)
 	return &ch, nil
 }
 

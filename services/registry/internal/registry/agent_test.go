@@ -37,8 +37,12 @@ func TestAgentCommands(t *testing.T) {
 	reg := registered(t)
 	activated := registry.AgentActivated(agentName, "dec-1", "policy:auto")
 	rejected := registry.AgentRejected(agentName, "dec-1", "too broad")
-	retiring := registry.AgentRetirementRequested(agentName, "project finished", "CHG-1")
+	retiring := registry.AgentRetirementRequested(agentName, "project finished", "CHG-1", registry.TriggerRequest)
+	retiringAnomaly := registry.AgentRetirementRequested(agentName, "project finished", "CHG-1", registry.TriggerAnomaly)
 	retired := registry.AgentRetired(agentName, verified)
+	suspended := registry.AgentSuspended(agentName, "exfiltration alert", "alert:a1b2", "INC-7")
+	suspendedByOperator := registry.AgentSuspended(agentName, "exfiltration alert", registry.CauseOperator, "INC-7")
+	resumed := registry.AgentResumed(agentName, "false positive", "INC-7")
 
 	activate := func(decision, etag string) func(*registry.Agent) (*registry.Change, error) {
 		return func(a *registry.Agent) (*registry.Change, error) {
@@ -53,6 +57,21 @@ func TestAgentCommands(t *testing.T) {
 	retire := func(owner, etag string) func(*registry.Agent) (*registry.Change, error) {
 		return func(a *registry.Agent) (*registry.Change, error) {
 			return a.Retire(registry.RetireAgent{Tenant: tenant, AgentID: agentID, Reason: "project finished", Ticket: "CHG-1", Etag: etag, RequireOwner: owner})
+		}
+	}
+	retireFor := func(trigger string) func(*registry.Agent) (*registry.Change, error) {
+		return func(a *registry.Agent) (*registry.Change, error) {
+			return a.Retire(registry.RetireAgent{Tenant: tenant, AgentID: agentID, Reason: "project finished", Ticket: "CHG-1", Trigger: trigger})
+		}
+	}
+	suspend := func(cause, etag string) func(*registry.Agent) (*registry.Change, error) {
+		return func(a *registry.Agent) (*registry.Change, error) {
+			return a.Suspend(registry.SuspendAgent{Tenant: tenant, AgentID: agentID, Reason: "exfiltration alert", Cause: cause, Ticket: "INC-7", Etag: etag})
+		}
+	}
+	resume := func(etag string) func(*registry.Agent) (*registry.Change, error) {
+		return func(a *registry.Agent) (*registry.Change, error) {
+			return a.Resume(registry.ResumeAgent{Tenant: tenant, AgentID: agentID, Reason: "false positive", Ticket: "INC-7", Etag: etag})
 		}
 	}
 	complete := func(a *registry.Agent) (*registry.Change, error) {
@@ -93,6 +112,40 @@ func TestAgentCommands(t *testing.T) {
 		{name: "retire retired", given: []registry.Change{reg, activated, retiring, retired}, when: retire("", ""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_RETIRED"},
 		{name: "retire rejected", given: []registry.Change{reg, rejected}, when: retire("", ""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_REJECTED"},
 		{name: "retire unknown agent", when: retire("", ""), wantKind: errs.KindNotFound, wantReason: "AGENT_NOT_FOUND"},
+
+		{name: "retire suspended", given: []registry.Change{reg, activated, suspended}, when: retire("", ""), then: &retiring},
+		{name: "retire suspended as its owner", given: []registry.Change{reg, activated, suspended}, when: retire("team:support", "3"), then: &retiring},
+		{name: "retire without a trigger records request", given: []registry.Change{reg, activated}, when: retireFor(""), then: &retiring},
+		{name: "retire for an anomaly records the trigger", given: []registry.Change{reg, activated, suspended}, when: retireFor(registry.TriggerAnomaly), then: &retiringAnomaly},
+		{name: "retire for an unknown trigger", given: []registry.Change{reg, activated}, when: retireFor("boredom"), wantKind: errs.KindInvalidArgument, wantReason: "INVALID_ARGUMENT"},
+		{name: "retire resumed", given: []registry.Change{reg, activated, suspended, resumed}, when: retire("", "4"), then: &retiring},
+
+		{name: "suspend active", given: []registry.Change{reg, activated}, when: suspend("alert:a1b2", ""), then: &suspended},
+		{name: "suspend active with current etag", given: []registry.Change{reg, activated}, when: suspend("alert:a1b2", "2"), then: &suspended},
+		{name: "suspend active without a cause records operator", given: []registry.Change{reg, activated}, when: suspend("", ""), then: &suspendedByOperator},
+		{name: "suspend active with stale etag", given: []registry.Change{reg, activated}, when: suspend("alert:a1b2", "1"), wantKind: errs.KindConflict, wantReason: "ETAG_MISMATCH"},
+		{name: "suspend suspended is a no-op", given: []registry.Change{reg, activated, suspended}, when: suspend("alert:other", "")},
+		{name: "suspend suspended with an old etag is a no-op", given: []registry.Change{reg, activated, suspended}, when: suspend("operator", "2")},
+		{name: "suspend resumed", given: []registry.Change{reg, activated, suspended, resumed}, when: suspend("alert:a1b2", "4"), then: &suspended},
+		{name: "suspend pending", given: []registry.Change{reg}, when: suspend("operator", ""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_PENDING"},
+		{name: "suspend rejected", given: []registry.Change{reg, rejected}, when: suspend("operator", ""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_REJECTED"},
+		{name: "suspend retiring", given: []registry.Change{reg, activated, retiring}, when: suspend("operator", ""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_RETIRING"},
+		{name: "suspend retired", given: []registry.Change{reg, activated, retiring, retired}, when: suspend("operator", ""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_RETIRED"},
+		{name: "suspend unknown agent", when: suspend("operator", ""), wantKind: errs.KindNotFound, wantReason: "AGENT_NOT_FOUND"},
+		{name: "suspend with a malformed cause", given: []registry.Change{reg, activated}, when: suspend("alert:", ""), wantKind: errs.KindInvalidArgument, wantReason: "INVALID_ARGUMENT"},
+
+		{name: "resume suspended", given: []registry.Change{reg, activated, suspended}, when: resume(""), then: &resumed},
+		{name: "resume suspended with current etag", given: []registry.Change{reg, activated, suspended}, when: resume("3"), then: &resumed},
+		{name: "resume suspended with stale etag", given: []registry.Change{reg, activated, suspended}, when: resume("2"), wantKind: errs.KindConflict, wantReason: "ETAG_MISMATCH"},
+		{name: "resume active", given: []registry.Change{reg, activated}, when: resume(""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_ACTIVE"},
+		{name: "resume resumed", given: []registry.Change{reg, activated, suspended, resumed}, when: resume(""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_ACTIVE"},
+		{name: "resume pending", given: []registry.Change{reg}, when: resume(""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_PENDING"},
+		{name: "resume retiring", given: []registry.Change{reg, activated, suspended, retiring}, when: resume(""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_RETIRING"},
+		{name: "resume unknown agent", when: resume(""), wantKind: errs.KindNotFound, wantReason: "AGENT_NOT_FOUND"},
+
+		{name: "activate suspended", given: []registry.Change{reg, activated, suspended}, when: activate("dec-2", ""), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_SUSPENDED"},
+		{name: "reject suspended", given: []registry.Change{reg, activated, suspended}, when: reject("dec-2"), wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_SUSPENDED"},
+		{name: "complete suspended", given: []registry.Change{reg, activated, suspended}, when: complete, wantKind: errs.KindFailedPrecondition, wantReason: "AGENT_STATE_SUSPENDED"},
 
 		{name: "complete retiring", given: []registry.Change{reg, activated, retiring}, when: complete, then: &retired},
 		{name: "complete retiring from pending", given: []registry.Change{reg, retiring}, when: complete, then: &retired},
@@ -187,7 +240,7 @@ func TestAgentFold(t *testing.T) {
 	evs := history(t, tenant, registry.AggregateAgent, agentID,
 		registered(t),
 		registry.AgentActivated(agentName, "dec-1", "policy:auto"),
-		registry.AgentRetirementRequested(agentName, "owner left", ""),
+		registry.AgentRetirementRequested(agentName, "owner left", "", registry.TriggerOwnerDeparted),
 	)
 	a, err := registry.LoadAgent(tenant, agentID, evs)
 	if err != nil {

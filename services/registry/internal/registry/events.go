@@ -29,6 +29,10 @@ const (
 	EventAgentRetirementRequested = "agent.retirement_requested"
 	// EventAgentRetired records verified deprovisioning (registryv1.AgentRetired).
 	EventAgentRetired = "agent.retired"
+	// EventAgentSuspended records the suspension of an ACTIVE agent (registryv1.AgentSuspended).
+	EventAgentSuspended = "agent.suspended"
+	// EventAgentResumed records the return of a SUSPENDED agent to ACTIVE (registryv1.AgentResumed).
+	EventAgentResumed = "agent.resumed"
 )
 
 // Change is an event a command decided to record: its type and payload.
@@ -59,12 +63,23 @@ func AgentRejected(name, decisionID, reason string) Change {
 	return Change{Type: EventAgentRejected, Data: &registryv1.AgentRejected{Name: name, DecisionId: decisionID, Reason: reason}}
 }
 
-// AgentRetirementRequested is the change that starts the retirement of the agent named name.
-func AgentRetirementRequested(name, reason, ticket string) Change {
-	return Change{Type: EventAgentRetirementRequested, Data: &registryv1.AgentRetirementRequested{Name: name, Reason: reason, Ticket: ticket}}
+// AgentRetirementRequested is the change that starts the retirement of the agent named name, for
+// trigger (one of Triggers).
+func AgentRetirementRequested(name, reason, ticket, trigger string) Change {
+	return Change{Type: EventAgentRetirementRequested, Data: &registryv1.AgentRetirementRequested{Name: name, Reason: reason, Ticket: ticket, Trigger: trigger}}
 }
 
 // AgentRetired is the change that completes the retirement of the agent named name.
 func AgentRetired(name string, verifyTime *timestamppb.Timestamp) Change {
 	return Change{Type: EventAgentRetired, Data: &registryv1.AgentRetired{Name: name, VerifyTime: verifyTime}}
+}
+
+// AgentSuspended is the change that suspends the agent named name.
+func AgentSuspended(name, reason, cause, ticket string) Change {
+	return Change{Type: EventAgentSuspended, Data: &registryv1.AgentSuspended{Name: name, Reason: reason, Cause: cause, Ticket: ticket}}
+}
+
+// AgentResumed is the change that returns the suspended agent named name to ACTIVE.
+func AgentResumed(name, reason, ticket string) Change {
+	return Change{Type: EventAgentResumed, Data: &registryv1.AgentResumed{Name: name, Reason: reason, Ticket: ticket}}
 }

@@ -15,7 +15,7 @@ import (
 // Projection names; the suffix is the projection's version (bump it when the fold changes).
 const (
 	// AgentsProjectionName names the agents read model.
-	AgentsProjectionName = "registry-agents-v1"
+	AgentsProjectionName = "registry-agents-v2"
 	// TenantsProjectionName names the tenants read model.
 	TenantsProjectionName = "registry-tenants-v1"
 )

@@ -39,6 +39,8 @@ const (
 	cmdRejectAgent        = "RejectAgent"
 	cmdRetireAgent        = "RetireAgent"
 	cmdCompleteRetirement = "CompleteRetirement"
+	cmdSuspendAgent       = "SuspendAgent"
+	cmdResumeAgent        = "ResumeAgent"
 )
 
 // errStaleRead marks a repeated append that resolved to an event the aggregate's read had not shown.
@@ -343,13 +345,32 @@ func (s *Service) RejectAgent(ctx context.Context, c RejectAgent, md eventstore.
 	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Reject(c) })
 }
 
-// RetireAgent requests retirement: PENDING or ACTIVE becomes RETIRING.
+// RetireAgent requests retirement: PENDING, ACTIVE or SUSPENDED becomes RETIRING.
 func (s *Service) RetireAgent(ctx context.Context, c RetireAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
 	key := commandKey(cmdRetireAgent, c.Tenant, c.AgentID, c.RequestID)
 	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Retire(c) })
+}
+
+// SuspendAgent suspends an agent: ACTIVE becomes SUSPENDED; a SUSPENDED agent is returned as it is
+// and nothing is written.
+func (s *Service) SuspendAgent(ctx context.Context, c SuspendAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	key := commandKey(cmdSuspendAgent, c.Tenant, c.AgentID, c.RequestID)
+	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Suspend(c) })
+}
+
+// ResumeAgent resumes a suspended agent: SUSPENDED becomes ACTIVE.
+func (s *Service) ResumeAgent(ctx context.Context, c ResumeAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	key := commandKey(cmdResumeAgent, c.Tenant, c.AgentID, c.RequestID)
+	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Resume(c) })
 }
 
 // CompleteRetirement records verified deprovisioning: RETIRING becomes RETIRED. Without a verify

@@ -13,7 +13,8 @@ import (
 
 // TestLifecycleRoleCannotCreateTenant: the lifecycle worker's role reads agents and records
 // lifecycle decisions in every tenant, and does nothing else: no tenants, no registrations, no
-// retirements, no listings; the role held outside tenant system grants nothing.
+// retirements on request (only for an automated trigger), no listings; the role held outside tenant
+// system grants nothing.
 func TestLifecycleRoleCannotCreateTenant(t *testing.T) {
 	h := newHarness(t)
 	h.createTenant(t, "acme")
@@ -47,10 +48,18 @@ func TestLifecycleRoleCannotCreateTenant(t *testing.T) {
 			_, err := h.client.ListAgents(ctx, &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
 			return err
 		}, codes.NotFound},
-		{"retire an agent", worker, func(ctx context.Context) error {
+		{"retire an agent on request", worker, func(ctx context.Context) error {
 			_, err := h.client.RetireAgent(ctx, &registryv1.RetireAgentRequest{Name: activated.GetName(), Reason: "r"})
 			return err
-		}, codes.NotFound},
+		}, codes.PermissionDenied},
+		{"retire an agent with trigger request", worker, func(ctx context.Context) error {
+			_, err := h.client.RetireAgent(ctx, &registryv1.RetireAgentRequest{Name: activated.GetName(), Reason: "r", Trigger: "request"})
+			return err
+		}, codes.PermissionDenied},
+		{"role outside system retires for ttl", acmeWorker, func(ctx context.Context) error {
+			_, err := h.client.RetireAgent(ctx, &registryv1.RetireAgentRequest{Name: activated.GetName(), Reason: "r", Trigger: "ttl"})
+			return err
+		}, codes.PermissionDenied},
 		{"role outside system activates", acmeWorker, func(ctx context.Context) error {
 			_, err := h.client.ActivateAgent(ctx, &registryv1.ActivateAgentRequest{Name: activated.GetName(), DecisionId: "d", ApprovedBy: "x"})
 			return err

@@ -26,6 +26,8 @@ type Registry interface {
 	RejectAgent(ctx context.Context, c registry.RejectAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 	RetireAgent(ctx context.Context, c registry.RetireAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 	CompleteRetirement(ctx context.Context, c registry.CompleteRetirement, md eventstore.Metadata) (*registryv1.Agent, error)
+	SuspendAgent(ctx context.Context, c registry.SuspendAgent, md eventstore.Metadata) (*registryv1.Agent, error)
+	ResumeAgent(ctx context.Context, c registry.ResumeAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 }
 
 // Server implements agentid.registry.v1.RegistryService.
@@ -54,6 +56,12 @@ var (
 	readTenantRoles = append(anyRole[:len(anyRole):len(anyRole)], authn.RoleSubscriber)
 	// manageRoles may register and retire agents (owners only their own).
 	manageRoles = []authn.Role{authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner}
+	// retireRoles may retire agents: manageRoles and the lifecycle worker (for an automated trigger
+	// only: ttl, inactivity, anomaly, ...).
+	retireRoles = append(manageRoles[:len(manageRoles):len(manageRoles)], authn.RoleLifecycleWorker)
+	// suspendRoles may suspend and resume agents: admins, security approvers and the lifecycle
+	// worker (incident response, reviews).
+	suspendRoles = []authn.Role{authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleSecurityApprover, authn.RoleLifecycleWorker}
 	// decideRoles may record lifecycle decisions: the lifecycle worker (and platform-admins).
 	decideRoles = []authn.Role{authn.RolePlatformAdmin, authn.RoleLifecycleWorker}
 )
@@ -241,19 +249,29 @@ func (s *Server) RejectAgent(ctx context.Context, req *registryv1.RejectAgentReq
 }
 
 // RetireAgent requests retirement. Callers: platform-admin, tenant-admin, owner (an owner only of
-// its own agents).
+// its own agents), and the lifecycle worker for a trigger other than `request` (a request is a
+// person's: the worker retires only for what it detected itself, such as ttl or anomaly).
 func (s *Server) RetireAgent(ctx context.Context, req *registryv1.RetireAgentRequest) (*registryv1.RetireAgentResponse, error) {
 	tenant, id, err := registry.ParseAgentName("name", req.GetName())
 	if err != nil {
 		return nil, err
 	}
-	p, err := authorize(ctx, tenant, manageRoles...)
+	p, err := authorize(ctx, tenant, retireRoles...)
 	if err != nil {
 		return nil, err
 	}
+	owner := ownerConstraint(p)
+	if p.IsLifecycleWorker() && !p.IsPlatformAdmin() && !p.HasRole(authn.RoleTenantAdmin) {
+		if t := req.GetTrigger(); t == "" || t == registry.TriggerRequest {
+			return nil, errs.PermissionDenied("TRIGGER_NOT_ALLOWED",
+				"the lifecycle worker retires agents only for an automated trigger (ttl, inactivity, owner_departed, replacement, policy_violation, anomaly), not for a request").
+				WithMetadata("trigger", registry.TriggerRequest)
+		}
+		owner = ""
+	}
 	a, err := s.reg.RetireAgent(ctx, registry.RetireAgent{
 		Tenant: tenant, AgentID: id, Reason: req.GetReason(), Ticket: req.GetTicket(),
-		Etag: req.GetEtag(), RequestID: req.GetRequestId(), RequireOwner: ownerConstraint(p),
+		Etag: req.GetEtag(), RequestID: req.GetRequestId(), RequireOwner: owner, Trigger: req.GetTrigger(),
 	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
@@ -279,6 +297,46 @@ func (s *Server) CompleteRetirement(ctx context.Context, req *registryv1.Complet
 		return nil, err
 	}
 	return &registryv1.CompleteRetirementResponse{Agent: a}, nil
+}
+
+// SuspendAgent suspends an ACTIVE agent (a SUSPENDED one is returned unchanged). Callers:
+// platform-admin, tenant-admin, security-approver of the agent's tenant, the lifecycle worker.
+func (s *Server) SuspendAgent(ctx context.Context, req *registryv1.SuspendAgentRequest) (*registryv1.SuspendAgentResponse, error) {
+	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := authorize(ctx, tenant, suspendRoles...); err != nil {
+		return nil, err
+	}
+	a, err := s.reg.SuspendAgent(ctx, registry.SuspendAgent{
+		Tenant: tenant, AgentID: id, Reason: req.GetReason(), Cause: req.GetCause(), Ticket: req.GetTicket(),
+		Etag: req.GetEtag(), RequestID: req.GetRequestId(),
+	}, grpcx.EventMetadata(ctx, ""))
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.SuspendAgentResponse{Agent: a}, nil
+}
+
+// ResumeAgent returns a SUSPENDED agent to ACTIVE. Callers: platform-admin, tenant-admin,
+// security-approver of the agent's tenant, the lifecycle worker.
+func (s *Server) ResumeAgent(ctx context.Context, req *registryv1.ResumeAgentRequest) (*registryv1.ResumeAgentResponse, error) {
+	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := authorize(ctx, tenant, suspendRoles...); err != nil {
+		return nil, err
+	}
+	a, err := s.reg.ResumeAgent(ctx, registry.ResumeAgent{
+		Tenant: tenant, AgentID: id, Reason: req.GetReason(), Ticket: req.GetTicket(),
+		Etag: req.GetEtag(), RequestID: req.GetRequestId(),
+	}, grpcx.EventMetadata(ctx, ""))
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.ResumeAgentResponse{Agent: a}, nil
 }
 
 // withRetryInfo tells the caller of a READ_MODEL_LAGGING error when to try again

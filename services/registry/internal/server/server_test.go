@@ -37,6 +37,8 @@ const (
 	acmeOwner     = "acme-owner"       // owner team:support in acme
 	acmeOwner2    = "acme-owner-2"     // owner team:payments in acme
 	acmeAuditor   = "acme-auditor"     // auditor of acme
+	acmeSecurity  = "acme-security"    // security-approver of acme
+	acmeApprover  = "acme-approver"    // approver of acme
 	acmeSub       = "acme-subscriber"  // event subscriber of acme
 	acmeNoRole    = "acme-no-role"     // acme token without roles
 	acmePlatform  = "acme-platform"    // platform-admin role, but of tenant acme
@@ -55,6 +57,8 @@ var verifier = testkit.StaticVerifier(map[string]*authn.Claims{
 	acmeOwner:     claims("acme", "team:support", "owner"),
 	acmeOwner2:    claims("acme", "team:payments", "owner"),
 	acmeAuditor:   claims("acme", "audit@acme.example", "auditor"),
+	acmeSecurity:  claims("acme", "sec@acme.example", "security-approver"),
+	acmeApprover:  claims("acme", "appr@acme.example", "approver"),
 	acmeSub:       claims("acme", "siem@acme.example", "subscriber"),
 	acmeNoRole:    claims("acme", "nobody@acme.example"),
 	acmePlatform:  claims("acme", "root@acme.example", "platform-admin"),
