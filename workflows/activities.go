@@ -65,6 +65,10 @@ type Activities struct {
 	// creates: the only audiences its tokens may have (the registry holds no per-agent resources
 	// yet). Empty: agents can obtain no token until resources are registered for them.
 	AgentResources []string
+	// Notifier delivers incident notifications; nil records each as not sent.
+	Notifier Notifier
+	// IncidentPolicy maps alerts to incident actions; nil is the built-in table.
+	IncidentPolicy *IncidentPolicy
 }
 
 // Policy outcomes as the workflows see them.

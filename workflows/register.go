@@ -10,6 +10,7 @@ import (
 func RegisterWorkflows(r worker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(ProvisionWorkflow, workflow.RegisterOptions{Name: ProvisionWorkflowName})
 	r.RegisterWorkflowWithOptions(DeprovisionWorkflow, workflow.RegisterOptions{Name: DeprovisionWorkflowName})
+	r.RegisterWorkflowWithOptions(IncidentWorkflow, workflow.RegisterOptions{Name: IncidentWorkflowName})
 }
 
 // Register registers the workflows and a's methods as activities on a worker.
