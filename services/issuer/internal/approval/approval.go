@@ -1,6 +1,7 @@
 // Package approval mints approval tokens: a person's short-lived proof of one decision on one step of
-// one agent's provisioning run (authn.ApprovalClaims), signed with the tenant's current signing key.
-// The provisioning workflow verifies the token against the tenant's JWKS before the decision counts.
+// one agent's lifecycle run (provisioning, incident or deprovisioning; authn.ApprovalClaims), signed
+// with the tenant's current signing key. The run verifies the token against the tenant's JWKS, and
+// checks that the decision is one it accepts, before the decision counts.
 package approval
 
 import (
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,7 +25,18 @@ import (
 const (
 	DecisionApprove = "approve"
 	DecisionReject  = "reject"
+	// DecisionRestore restores a suspended agent at the end of an incident.
+	DecisionRestore = "restore"
+	// DecisionRetire retires the agent at the end of an incident.
+	DecisionRetire = "retire"
+	// DecisionSignOff signs off a verified deprovisioning.
+	DecisionSignOff = "sign_off"
 )
+
+// Decisions lists every decision a token may carry; the run that takes the token checks that the
+// decision is one it accepts (provisioning: approve or reject; incident: restore or retire;
+// deprovisioning: sign_off).
+var Decisions = []string{DecisionApprove, DecisionReject, DecisionRestore, DecisionRetire, DecisionSignOff}
 
 // ReasonNotHuman is the reason code of a caller that is not a person acting for itself.
 const ReasonNotHuman = "APPROVER_NOT_HUMAN"
@@ -84,9 +97,9 @@ type Request struct {
 	Agent string
 	// Step is the approval step, e.g. owner or security.
 	Step string
-	// Decision is DecisionApprove or DecisionReject.
+	// Decision is one of Decisions.
 	Decision string
-	// Run is the Temporal run id of the provisioning run.
+	// Run is the Temporal run id of the lifecycle run (provisioning, incident or deprovisioning).
 	Run string
 }
 
@@ -139,10 +152,10 @@ func (m *Minter) Mint(p *authn.Principal, r Request) (Token, error) {
 	switch {
 	case !stepPattern.MatchString(r.Step):
 		return Token{}, errs.InvalidArgument("step", "must be a step name such as owner or security (lowercase letters, digits, dashes)")
-	case r.Decision != DecisionApprove && r.Decision != DecisionReject:
-		return Token{}, errs.InvalidArgument("decision", "must be approve or reject")
+	case !slices.Contains(Decisions, r.Decision):
+		return Token{}, errs.InvalidArgument("decision", "must be one of "+strings.Join(Decisions, ", "))
 	case !validRun(r.Run):
-		return Token{}, errs.InvalidArgument("workflow_run_id", "must be the provisioning run's id (1 to 128 printable ASCII characters)")
+		return Token{}, errs.InvalidArgument("workflow_run_id", "must be the id of the lifecycle run that waits for the decision (1 to 128 printable ASCII characters)")
 	}
 	key, ok := m.keys.CurrentKey(tenant)
 	if !ok {

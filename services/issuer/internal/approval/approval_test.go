@@ -176,3 +176,24 @@ func TestMintRefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestMintEveryDecision: incident decisions (restore, retire) and deprovisioning sign-offs are minted
+// like approvals, and the verified token carries the decision the run then checks.
+func TestMintEveryDecision(t *testing.T) {
+	m, v := fixture(t, time.Now())
+	for _, d := range approval.Decisions {
+		t.Run(d, func(t *testing.T) {
+			tok, err := m.Mint(human(authn.RoleSecurityApprover), approval.Request{Agent: agent, Step: "security", Decision: d, Run: "run-1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := v.VerifyApproval(context.Background(), tok.Token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Decision != d || c.Step != "security" || c.Run != "run-1" {
+				t.Fatalf("claims = %+v, want decision %s on step security of run-1", c, d)
+			}
+		})
+	}
+}

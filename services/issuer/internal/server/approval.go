@@ -38,8 +38,14 @@ func (s *Server) IssueApprovalToken(ctx context.Context, req *issuerv1.IssueAppr
 		decision = approval.DecisionApprove
 	case issuerv1.ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_REJECT:
 		decision = approval.DecisionReject
+	case issuerv1.ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_RESTORE:
+		decision = approval.DecisionRestore
+	case issuerv1.ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_RETIRE:
+		decision = approval.DecisionRetire
+	case issuerv1.ApprovalTokenDecision_APPROVAL_TOKEN_DECISION_SIGN_OFF:
+		decision = approval.DecisionSignOff
 	default:
-		return nil, errs.InvalidArgument("decision", "must be APPROVAL_TOKEN_DECISION_APPROVE or APPROVAL_TOKEN_DECISION_REJECT")
+		return nil, errs.InvalidArgument("decision", "must be APPROVAL_TOKEN_DECISION_APPROVE, _REJECT, _RESTORE, _RETIRE or _SIGN_OFF")
 	}
 	tok, err := s.approvals.Mint(p, approval.Request{
 		Agent: req.GetAgent(), Step: req.GetStep(), Decision: decision, Run: req.GetWorkflowRunId(),
