@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"time"
@@ -151,6 +152,57 @@ type Analytics interface {
 	Tenants(ctx context.Context) ([]string, error)
 }
 
+// AllowedOutcomes are the outcomes of a request that was not refused; every other outcome of a
+// request row counts as denied in Hourly.
+var AllowedOutcomes = []string{"issued", "allowed", "allow"}
+
+// Rules both stores follow in Analytics (the storetest suite checks them):
+//   - only rows with an agent count (Agent != ""), and only rows with From <= Time < To;
+//   - Hourly counts request rows only (kinds KindAccess and KindTokenRequested): an hour with other
+//     rows alone is absent; Rows and Bytes sum over those request rows;
+//   - Usage counts rows of every kind;
+//   - a median of an even number of values is the mean of the two middle ones, and the MAD is the
+//     median of the absolute deviations from the median, by the same rule.
+
+// CheckWindow validates w for an Analytics read: Tenant is required, and unless ignoreFrom, From
+// and To are required with From before To.
+func CheckWindow(w Window, ignoreFrom bool) error {
+	switch {
+	case w.Tenant == "":
+		return errs.InvalidArgument("tenant", "tenant is required")
+	case w.To.IsZero():
+		return errs.InvalidArgument("to", "to is required")
+	case ignoreFrom:
+		return nil
+	case w.From.IsZero():
+		return errs.InvalidArgument("from", "from is required")
+	case !w.From.Before(w.To):
+		return errs.InvalidArgument("from", "from must be before to")
+	}
+	return nil
+}
+
+// Millis returns w's bounds in Unix milliseconds, both rounded up, so that a millisecond-precision
+// time t is in w exactly when from <= t < to.
+func (w Window) Millis() (from, to int64) { return ceilMilli(w.From), ceilMilli(w.To) }
+
+func ceilMilli(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if t.After(time.UnixMilli(ms)) {
+		ms++
+	}
+	return ms
+}
+
+// CheckDimension validates a Usage dimension.
+func CheckDimension(d Dimension) error {
+	switch d {
+	case DimResource, DimScope, DimSourceNetwork, DimOnBehalfOf:
+		return nil
+	}
+	return errs.InvalidArgument("dimension", fmt.Sprintf("dimension must be resource, scope, source_network or on_behalf_of, not %q", string(d)))
+}
+
 // Spread is the median and MAD of an agent's rows and bytes per access.
 type Spread struct {
 	// Agent is the agent's resource name.
@@ -203,9 +255,45 @@ type Store interface {
 	Close() error
 }
 
+// Bounds Normalize enforces on a row.
+const (
+	// MaxResourceLen bounds Resource, in bytes.
+	MaxResourceLen = 2048
+	// MaxStringLen bounds every other string column (ids, names, addresses), in bytes.
+	MaxStringLen = 512
+	// MaxScopes is the most scopes one row may carry.
+	MaxScopes = 256
+	// MaxScopeLen bounds one scope, in bytes.
+	MaxScopeLen = 256
+	// MaxDetailLen bounds Detail, in bytes (a telemetry event fits one NATS message).
+	MaxDetailLen = 1 << 20
+)
+
+// SourceNetwork returns the network of a source address: its IPv4 /24 or IPv6 /48 in CIDR
+// notation ("10.1.2.0/24", "2001:db8:1::/48"); an IPv4-mapped IPv6 address counts as IPv4 and a
+// zone is dropped. ok is false for anything that is not an IP address (a host name, a port).
+func SourceNetwork(addr string) (network string, ok bool) {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return "", false
+	}
+	ip = ip.Unmap().WithZone("")
+	bits := 48
+	if ip.Is4() {
+		bits = 24
+	}
+	p, err := ip.Prefix(bits)
+	if err != nil {
+		return "", false
+	}
+	return p.String(), true
+}
+
 // Normalize validates events for Insert and returns them in stored form: times in UTC truncated
-// to the millisecond, an empty detail as EmptyDetail, empty scopes as nil, and later duplicates of
-// an event id dropped.
+// to the millisecond, an empty detail as EmptyDetail, empty scopes as nil, SourceNetwork derived
+// from SourceAddress, and later duplicates of an event id dropped. Negative bytes, rows or latency,
+// strings over their bounds (MaxStringLen, MaxResourceLen, MaxScopes, MaxScopeLen, MaxDetailLen)
+// and a source address that is not an IP address are InvalidArgument naming the field.
 func Normalize(events []Event) ([]Event, error) {
 	out := make([]Event, 0, len(events))
 	seen := make(map[string]bool, len(events))
@@ -223,6 +311,9 @@ func Normalize(events []Event) ([]Event, error) {
 		case e.StreamSeq > 1<<63-1:
 			return nil, errs.InvalidArgument(field("stream_seq"), "stream_seq is out of range")
 		}
+		if err := checkBounds(e, field); err != nil {
+			return nil, err
+		}
 		if seen[e.EventID] {
 			continue
 		}
@@ -233,6 +324,14 @@ func Normalize(events []Event) ([]Event, error) {
 		if !isJSONObject(e.Detail) {
 			return nil, errs.InvalidArgument(field("detail"), "detail must be a JSON object")
 		}
+		e.SourceNetwork = ""
+		if e.SourceAddress != "" {
+			network, ok := SourceNetwork(e.SourceAddress)
+			if !ok {
+				return nil, errs.InvalidArgument(field("source_address"), "source_address must be an IP address without a port")
+			}
+			e.SourceNetwork = network
+		}
 		e.Time = e.Time.UTC().Truncate(time.Millisecond)
 		if len(e.Scopes) == 0 {
 			e.Scopes = nil
@@ -242,6 +341,41 @@ func Normalize(events []Event) ([]Event, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// checkBounds checks the numeric and length bounds of one row; field names a column of it.
+func checkBounds(e Event, field func(string) string) error {
+	switch {
+	case e.Bytes < 0:
+		return errs.InvalidArgument(field("bytes"), "bytes must not be negative")
+	case e.Rows < 0:
+		return errs.InvalidArgument(field("rows"), "rows must not be negative")
+	case e.LatencyUS < 0:
+		return errs.InvalidArgument(field("latency_us"), "latency_us must not be negative")
+	case len(e.Resource) > MaxResourceLen:
+		return errs.InvalidArgument(field("resource"), fmt.Sprintf("resource must be at most %d bytes", MaxResourceLen))
+	case len(e.Detail) > MaxDetailLen:
+		return errs.InvalidArgument(field("detail"), fmt.Sprintf("detail must be at most %d bytes", MaxDetailLen))
+	case len(e.Scopes) > MaxScopes:
+		return errs.InvalidArgument(field("scopes"), fmt.Sprintf("at most %d scopes, not %d", MaxScopes, len(e.Scopes)))
+	}
+	for _, s := range e.Scopes {
+		if len(s) > MaxScopeLen {
+			return errs.InvalidArgument(field("scopes"), fmt.Sprintf("each scope must be at most %d bytes", MaxScopeLen))
+		}
+	}
+	for _, f := range []struct{ name, value string }{
+		{"event_id", e.EventID}, {"tenant", e.Tenant}, {"agent", e.Agent}, {"kind", e.Kind},
+		{"outcome", e.Outcome}, {"actor", e.Actor}, {"on_behalf_of", e.OnBehalfOf},
+		{"environment", e.Environment}, {"request_id", e.RequestID}, {"owner", e.Owner},
+		{"client_id", e.ClientID}, {"action", e.Action}, {"source_address", e.SourceAddress},
+		{"trace_id", e.TraceID},
+	} {
+		if len(f.value) > MaxStringLen {
+			return errs.InvalidArgument(field(f.name), fmt.Sprintf("%s must be at most %d bytes", f.name, MaxStringLen))
+		}
+	}
+	return nil
 }
 
 func isJSONObject(s string) bool {

@@ -50,3 +50,36 @@ func FuzzPageToken(f *testing.F) {
 		}
 	})
 }
+
+func TestSourceNetwork(t *testing.T) {
+	tests := []struct {
+		addr, want string
+		ok         bool
+	}{
+		{"10.1.2.3", "10.1.2.0/24", true},
+		{"255.255.255.255", "255.255.255.0/24", true},
+		{"::ffff:192.0.2.77", "192.0.2.0/24", true},
+		{"2001:db8:abcd:12::1", "2001:db8:abcd::/48", true},
+		{"fe80::1%eth0", "fe80::/48", true},
+		{"::1", "::/48", true},
+		{"10.1.2.3:443", "", false},
+		{"[2001:db8::1]:443", "", false},
+		{"host.example", "", false},
+		{"10.1.2", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := store.SourceNetwork(tt.addr)
+		if got != tt.want || ok != tt.ok {
+			t.Errorf("SourceNetwork(%q) = %q, %v; want %q, %v", tt.addr, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestWindowMillisRoundUp(t *testing.T) {
+	base := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	w := store.Window{From: base.Add(time.Nanosecond), To: base.Add(2 * time.Millisecond)}
+	if from, to := w.Millis(); from != base.UnixMilli()+1 || to != base.UnixMilli()+2 {
+		t.Errorf("Millis = %d, %d; want %d, %d", from, to, base.UnixMilli()+1, base.UnixMilli()+2)
+	}
+}

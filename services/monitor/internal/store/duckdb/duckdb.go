@@ -25,7 +25,7 @@ var _ store.Store = (*Store)(nil)
 // There is no primary key: DuckDB keeps a primary-key index wholly in memory (60 to 90 bytes per
 // row with random ids, never evicted, so a memory_limit makes inserts fail instead); Insert
 // deduplicates by (time_ms, event_id) instead, see there.
-const tableDDL = `CREATE TABLE IF NOT EXISTS %s (
+var tableDDL = `CREATE TABLE IF NOT EXISTS %s (
 		event_id     VARCHAR   NOT NULL,
 		"time"       TIMESTAMP NOT NULL,
 		time_ms      BIGINT    NOT NULL,
@@ -39,21 +39,51 @@ const tableDDL = `CREATE TABLE IF NOT EXISTS %s (
 		scopes       VARCHAR[] NOT NULL,
 		request_id   VARCHAR   NOT NULL,
 		detail       VARCHAR   NOT NULL,
-		stream_seq   BIGINT    NOT NULL
+		stream_seq   BIGINT    NOT NULL` + wideColumnsDDL + `
 	)`
 
-// schema creates the table and access_log, the analysts' view: who or what accessed what, when,
-// and why.
-var schema = []string{
-	fmt.Sprintf(tableDDL, "telemetry_events"),
-	`CREATE OR REPLACE VIEW access_log AS
-	SELECT "time", tenant, actor, on_behalf_of, agent, kind, outcome, scopes, environment, request_id, detail
-	FROM telemetry_events`,
+// wideColumns are the columns of the wide row added after the first schema, with the defaults
+// the rows stored before them get: Open adds them to an older file (ALTER TABLE ... ADD COLUMN IF
+// NOT EXISTS), which keeps its rows. Rows stored before the ghost flag existed count as known.
+var wideColumns = []struct{ name, typ, def string }{
+	{"owner", "VARCHAR", "''"},
+	{"agent_known", "BOOLEAN", "true"},
+	{"client_id", "VARCHAR", "''"},
+	{"resource", "VARCHAR", "''"},
+	{"action", "VARCHAR", "''"},
+	{"bytes", "BIGINT", "0"},
+	{"rows", "BIGINT", "0"},
+	{"source_address", "VARCHAR", "''"},
+	{"source_network", "VARCHAR", "''"},
+	{"latency_us", "BIGINT", "0"},
+	{"trace_id", "VARCHAR", "''"},
 }
 
+// wideColumnsDDL is wideColumns as column definitions of tableDDL.
+var wideColumnsDDL = func() string {
+	var b strings.Builder
+	for _, c := range wideColumns {
+		fmt.Fprintf(&b, ",\n\t\t%q %s NOT NULL DEFAULT %s", c.name, c.typ, c.def)
+	}
+	return b.String()
+}()
+
+// accessLogView is the analysts' view: who or what accessed what, when, how, and why.
+const accessLogView = `CREATE OR REPLACE VIEW access_log AS
+	SELECT "time", tenant, actor, on_behalf_of, agent, owner, agent_known, client_id, kind, outcome,
+		resource, action, scopes, environment, "bytes", "rows", source_address, source_network,
+		latency_us, request_id, trace_id, detail
+	FROM telemetry_events`
+
 // columnNames are the table's columns in insert order.
-var columnNames = []string{"event_id", "time", "time_ms", "tenant", "agent", "kind", "outcome", "actor",
-	"on_behalf_of", "environment", "scopes", "request_id", "detail", "stream_seq"}
+var columnNames = func() []string {
+	names := []string{"event_id", "time", "time_ms", "tenant", "agent", "kind", "outcome", "actor",
+		"on_behalf_of", "environment", "scopes", "request_id", "detail", "stream_seq"}
+	for _, c := range wideColumns {
+		names = append(names, c.name)
+	}
+	return names
+}()
 
 // columns is columnNames as a quoted SQL column list.
 var columns = `"` + strings.Join(columnNames, `", "`) + `"`
@@ -129,15 +159,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("duckdb: memory limit of %s: %w", path, err)
 		}
 	}
-	for _, stmt := range schema {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("duckdb: schema of %s: %w", path, err)
-		}
-	}
-	if err := dropPrimaryKey(ctx, db); err != nil {
+	if err := migrate(ctx, db); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("duckdb: migrate %s: %w", path, err)
+		return nil, fmt.Errorf("duckdb: schema of %s: %w", path, err)
 	}
 	s := &Store{db: db}
 	if err := s.rememberRecent(ctx, time.Now()); err != nil {
@@ -171,6 +195,25 @@ func (s *Store) rememberRecent(ctx context.Context, now time.Time) error {
 	return nil
 }
 
+// migrate creates the table, brings a table of an older schema to the current one (the wide
+// row's columns added, the old primary key dropped) keeping its rows, and (re)creates the view.
+func migrate(ctx context.Context, db *sql.DB) error {
+	stmts := []string{fmt.Sprintf(tableDDL, "telemetry_events"), `DROP VIEW IF EXISTS access_log`}
+	for _, c := range wideColumns {
+		stmts = append(stmts, fmt.Sprintf(`ALTER TABLE telemetry_events ADD COLUMN IF NOT EXISTS %q %s DEFAULT %s`, c.name, c.typ, c.def))
+	}
+	for _, stmt := range stmts {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	if err := dropPrimaryKey(ctx, db); err != nil {
+		return fmt.Errorf("drop the primary key: %w", err)
+	}
+	_, err := db.ExecContext(ctx, accessLogView)
+	return err
+}
+
 // dropPrimaryKey rebuilds a table created with a primary key on event_id (before the key was
 // dropped) without it, in one transaction: DuckDB cannot drop a primary key in place.
 func dropPrimaryKey(ctx context.Context, db *sql.DB) error {
@@ -188,12 +231,10 @@ func dropPrimaryKey(ctx context.Context, db *sql.DB) error {
 	}
 	defer func() { _ = tx.Rollback() }()
 	for _, stmt := range []string{
-		`DROP VIEW IF EXISTS access_log`,
 		fmt.Sprintf(tableDDL, "telemetry_events_rebuilt"),
-		`INSERT INTO telemetry_events_rebuilt SELECT ` + columns + ` FROM telemetry_events`,
+		`INSERT INTO telemetry_events_rebuilt (` + columns + `) SELECT ` + columns + ` FROM telemetry_events`,
 		`DROP TABLE telemetry_events`,
 		`ALTER TABLE telemetry_events_rebuilt RENAME TO telemetry_events`,
-		schema[1],
 	} {
 		if _, err := tx.ExecContext(ctx, stmt); err != nil {
 			return err
@@ -287,7 +328,9 @@ func appendRows(dc any, stmt string, rows []store.Event) error {
 			scopes = []string{}
 		}
 		if err := a.AppendRow(e.EventID, e.Time, e.Time.UnixMilli(), e.Tenant, e.Agent, e.Kind, e.Outcome,
-			e.Actor, e.OnBehalfOf, e.Environment, scopes, e.RequestID, e.Detail, int64(e.StreamSeq)); err != nil {
+			e.Actor, e.OnBehalfOf, e.Environment, scopes, e.RequestID, e.Detail, int64(e.StreamSeq),
+			e.Owner, e.AgentKnown, e.ClientID, e.Resource, e.Action, e.Bytes, e.Rows, e.SourceAddress,
+			e.SourceNetwork, e.LatencyUS, e.TraceID); err != nil {
 			_ = a.Close()
 			return err
 		}
@@ -318,25 +361,17 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Event, string,
 		where = append(where, "(time_ms < ? OR (time_ms = ? AND event_id < ?))")
 		args = append(args, p.After.TimeMS, p.After.TimeMS, p.After.EventID)
 	}
-	query := `SELECT event_id, time_ms, tenant, agent, kind, outcome, actor, on_behalf_of, environment, scopes, request_id, detail, stream_seq
-		FROM telemetry_events WHERE ` + strings.Join(where, " AND ") + `
-		ORDER BY time_ms DESC, event_id DESC LIMIT ?`
-	args = append(args, p.Size+1)
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	// Two steps keep a page's memory small whatever the width of the row: the keys of the page
+	// (few columns to sort), then its rows, found by the keys within the page's time range (DuckDB
+	// skips every other row group by its min/max time).
+	keys, err := s.pageKeys(ctx, `SELECT time_ms, event_id FROM telemetry_events WHERE `+strings.Join(where, " AND ")+`
+		ORDER BY time_ms DESC, event_id DESC LIMIT ?`, append(args, p.Size+1))
+	if err != nil || len(keys) == 0 {
+		return nil, "", err
+	}
+	events, err := s.pageRows(ctx, p.Tenant, keys)
 	if err != nil {
-		return nil, "", fmt.Errorf("duckdb: list: %w", err)
-	}
-	defer rows.Close()
-	events := make([]store.Event, 0, min(p.Size, 64))
-	for rows.Next() {
-		e, err := scanEvent(rows)
-		if err != nil {
-			return nil, "", err
-		}
-		events = append(events, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("duckdb: list: %w", err)
+		return nil, "", err
 	}
 	if len(events) <= p.Size {
 		return events, "", nil
@@ -344,6 +379,73 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Event, string,
 	events = events[:p.Size]
 	return events, p.NextToken(events[len(events)-1]), nil
 }
+
+// pageKeys runs a query of (time_ms, event_id) keys.
+func (s *Store) pageKeys(ctx context.Context, query string, args []any) ([]store.Cursor, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: list: %w", err)
+	}
+	defer rows.Close()
+	var keys []store.Cursor
+	for rows.Next() {
+		var k store.Cursor
+		if err := rows.Scan(&k.TimeMS, &k.EventID); err != nil {
+			return nil, fmt.Errorf("duckdb: list: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("duckdb: list: %w", err)
+	}
+	return keys, nil
+}
+
+// pageRows reads the rows of tenant with the given keys (ordered by time then event id, both
+// descending), in their order.
+func (s *Store) pageRows(ctx context.Context, tenant string, keys []store.Cursor) ([]store.Event, error) {
+	lo, hi := keys[len(keys)-1].TimeMS, keys[0].TimeMS
+	args := []any{tenant, lo, hi}
+	marks := make([]string, len(keys))
+	pos := make(map[store.Cursor]int, len(keys))
+	for i, k := range keys {
+		marks[i] = "?"
+		args = append(args, k.EventID)
+		pos[k] = i
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+selectColumns+` FROM telemetry_events
+		WHERE tenant = ? AND time_ms BETWEEN ? AND ? AND event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: list: %w", err)
+	}
+	defer rows.Close()
+	events := make([]store.Event, len(keys))
+	found := 0
+	for rows.Next() {
+		e, err := scanEvent(rows)
+		if err != nil {
+			return nil, err
+		}
+		// The same id may be stored at another time of the range (a copy past the recent-id
+		// horizon): only the page's own key counts.
+		if i, ok := pos[store.Cursor{TimeMS: e.Time.UnixMilli(), EventID: e.EventID}]; ok && events[i].EventID == "" {
+			events[i] = e
+			found++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("duckdb: list: %w", err)
+	}
+	if found != len(keys) {
+		return nil, fmt.Errorf("duckdb: list: %d of the page's %d rows found", found, len(keys))
+	}
+	return events, nil
+}
+
+// selectColumns are the columns scanEvent reads.
+const selectColumns = `event_id, time_ms, tenant, agent, kind, outcome, actor, on_behalf_of, environment, scopes,
+	request_id, detail, stream_seq, owner, agent_known, client_id, resource, action, "bytes", "rows",
+	source_address, source_network, latency_us, trace_id`
 
 func scanEvent(rows *sql.Rows) (store.Event, error) {
 	var (
@@ -353,7 +455,8 @@ func scanEvent(rows *sql.Rows) (store.Event, error) {
 		scopes any
 	)
 	if err := rows.Scan(&e.EventID, &timeMS, &e.Tenant, &e.Agent, &e.Kind, &e.Outcome, &e.Actor, &e.OnBehalfOf,
-		&e.Environment, &scopes, &e.RequestID, &e.Detail, &seq); err != nil {
+		&e.Environment, &scopes, &e.RequestID, &e.Detail, &seq, &e.Owner, &e.AgentKnown, &e.ClientID, &e.Resource,
+		&e.Action, &e.Bytes, &e.Rows, &e.SourceAddress, &e.SourceNetwork, &e.LatencyUS, &e.TraceID); err != nil {
 		return store.Event{}, fmt.Errorf("duckdb: list: scan: %w", err)
 	}
 	e.Time = time.UnixMilli(timeMS).UTC()

@@ -46,9 +46,28 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"PageSizeDefaultsAndCap", testPageSizeDefaults},
 		{"BadQueriesAreInvalidArguments", testBadQueries},
 		{"ConcurrentInserts", testConcurrentInserts},
+		{"WideRowRoundTrips", testWideRoundTrip},
+		{"WideRowBoundsAreInvalidArguments", testWideBounds},
+		{"AnalyticsValidateTheirArguments", analytics(testAnalyticsArguments)},
+		{"AnalyticsHourly", analytics(testHourly)},
+		{"AnalyticsUsage", analytics(testUsage)},
+		{"AnalyticsQuantiles", analytics(testQuantiles)},
+		{"AnalyticsLastActive", analytics(testLastActive)},
+		{"AnalyticsTenants", analytics(testTenants)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, open(t)) })
+	}
+}
+
+// analytics adapts a test of store.Analytics: a store that does not implement it fails.
+func analytics(run func(t *testing.T, s store.Store, a store.Analytics)) func(t *testing.T, s store.Store) {
+	return func(t *testing.T, s store.Store) {
+		a, ok := s.(store.Analytics)
+		if !ok {
+			t.Fatalf("%T does not implement store.Analytics", s)
+		}
+		run(t, s, a)
 	}
 }
 
@@ -114,7 +133,10 @@ func equal(a, b store.Event) bool {
 	return a.EventID == b.EventID && a.Time.Equal(b.Time) && a.Tenant == b.Tenant && a.Agent == b.Agent &&
 		a.Kind == b.Kind && a.Outcome == b.Outcome && a.Actor == b.Actor && a.OnBehalfOf == b.OnBehalfOf &&
 		a.Environment == b.Environment && slices.Equal(a.Scopes, b.Scopes) && a.RequestID == b.RequestID &&
-		a.Detail == b.Detail && a.StreamSeq == b.StreamSeq
+		a.Detail == b.Detail && a.StreamSeq == b.StreamSeq && a.Owner == b.Owner && a.AgentKnown == b.AgentKnown &&
+		a.ClientID == b.ClientID && a.Resource == b.Resource && a.Action == b.Action && a.Bytes == b.Bytes &&
+		a.Rows == b.Rows && a.SourceAddress == b.SourceAddress && a.SourceNetwork == b.SourceNetwork &&
+		a.LatencyUS == b.LatencyUS && a.TraceID == b.TraceID
 }
 
 func testRoundTrip(t *testing.T, s store.Store) {

@@ -1,0 +1,188 @@
+package duckdb
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+var _ store.Analytics = (*Store)(nil)
+
+// requestKinds is the SQL list of the kinds of request rows.
+var requestKinds = "('" + store.KindAccess + "', '" + store.KindTokenRequested + "')"
+
+// allowedOutcomes is the SQL list of store.AllowedOutcomes.
+var allowedOutcomes = "('" + strings.Join(store.AllowedOutcomes, "', '") + "')"
+
+// windowWhere is the filter of rows of w: its tenant, agent (if set) and time range, rows without
+// an agent left out.
+func windowWhere(w store.Window) (string, []any) {
+	from, to := w.Millis()
+	where := `tenant = ? AND agent <> '' AND time_ms >= ? AND time_ms < ?`
+	args := []any{w.Tenant, from, to}
+	if w.Agent != "" {
+		where += ` AND agent = ?`
+		args = append(args, w.Agent)
+	}
+	return where, args
+}
+
+// Hourly implements store.Analytics.
+func (s *Store) Hourly(ctx context.Context, w store.Window) ([]store.Hourly, error) {
+	if err := store.CheckWindow(w, false); err != nil {
+		return nil, err
+	}
+	where, args := windowWhere(w)
+	rows, err := s.db.QueryContext(ctx, `SELECT agent, time_ms - time_ms % 3600000 AS hour_ms, count(*),
+			count(*) FILTER (outcome NOT IN `+allowedOutcomes+`), sum("rows")::BIGINT, sum("bytes")::BIGINT
+		FROM telemetry_events WHERE `+where+` AND kind IN `+requestKinds+`
+		GROUP BY agent, hour_ms ORDER BY agent, hour_ms`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: hourly: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Hourly
+	for rows.Next() {
+		h := store.Hourly{Tenant: w.Tenant}
+		var hourMS int64
+		if err := rows.Scan(&h.Agent, &hourMS, &h.Requests, &h.Denied, &h.Rows, &h.Bytes); err != nil {
+			return nil, fmt.Errorf("duckdb: hourly: %w", err)
+		}
+		h.Hour = time.UnixMilli(hourMS).UTC()
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("duckdb: hourly: %w", err)
+	}
+	return out, nil
+}
+
+// Usage implements store.Analytics.
+func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) ([]store.Usage, error) {
+	if err := store.CheckWindow(w, false); err != nil {
+		return nil, err
+	}
+	if err := store.CheckDimension(dim); err != nil {
+		return nil, err
+	}
+	where, args := windowWhere(w)
+	from := `(SELECT agent, time_ms, ` + string(dim) + ` AS value FROM telemetry_events WHERE ` + where + `)`
+	if dim == store.DimScope {
+		from = `(SELECT agent, time_ms, unnest(scopes) AS value FROM telemetry_events WHERE ` + where + `)`
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT agent, value, count(*) AS n, max(time_ms)
+		FROM `+from+` WHERE value <> ''
+		GROUP BY agent, value ORDER BY agent, n DESC, value`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: usage of %s: %w", dim, err)
+	}
+	defer rows.Close()
+	var out []store.Usage
+	for rows.Next() {
+		var (
+			u    store.Usage
+			last int64
+		)
+		if err := rows.Scan(&u.Agent, &u.Value, &u.Count, &last); err != nil {
+			return nil, fmt.Errorf("duckdb: usage of %s: %w", dim, err)
+		}
+		u.LastSeen = time.UnixMilli(last).UTC()
+		out = append(out, u)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("duckdb: usage of %s: %w", dim, err)
+	}
+	return out, nil
+}
+
+// Quantiles implements store.Analytics: DuckDB's median of integers is the mean of the two
+// middle values for an even count, as the contract says.
+func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, error) {
+	if err := store.CheckWindow(w, false); err != nil {
+		return nil, err
+	}
+	where, args := windowWhere(w)
+	rows, err := s.db.QueryContext(ctx, `WITH a AS (
+			SELECT agent, "rows"::DOUBLE AS r, "bytes"::DOUBLE AS b FROM telemetry_events
+			WHERE `+where+` AND kind = '`+store.KindAccess+`'),
+		m AS (SELECT agent, count(*) AS n, quantile_cont(r, 0.5) AS rm, quantile_cont(b, 0.5) AS bm FROM a GROUP BY agent)
+		SELECT m.agent, m.n, m.rm, quantile_cont(abs(a.r - m.rm), 0.5), m.bm, quantile_cont(abs(a.b - m.bm), 0.5)
+		FROM a JOIN m USING (agent)
+		GROUP BY m.agent, m.n, m.rm, m.bm ORDER BY m.agent`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: quantiles: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Spread
+	for rows.Next() {
+		var sp store.Spread
+		if err := rows.Scan(&sp.Agent, &sp.Accesses, &sp.RowsMedian, &sp.RowsMAD, &sp.BytesMedian, &sp.BytesMAD); err != nil {
+			return nil, fmt.Errorf("duckdb: quantiles: %w", err)
+		}
+		out = append(out, sp)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("duckdb: quantiles: %w", err)
+	}
+	return out, nil
+}
+
+// LastActive implements store.Analytics.
+func (s *Store) LastActive(ctx context.Context, w store.Window) (map[string]time.Time, error) {
+	if err := store.CheckWindow(w, true); err != nil {
+		return nil, err
+	}
+	// "at or before To": the last millisecond at or before it.
+	to := w.To.UnixMilli()
+	query := `SELECT agent, max(time_ms) FROM telemetry_events WHERE tenant = ? AND agent <> '' AND time_ms <= ?`
+	args := []any{w.Tenant, to}
+	if w.Agent != "" {
+		query += ` AND agent = ?`
+		args = append(args, w.Agent)
+	}
+	rows, err := s.db.QueryContext(ctx, query+` GROUP BY agent`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: last active: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var (
+			agent string
+			last  int64
+		)
+		if err := rows.Scan(&agent, &last); err != nil {
+			return nil, fmt.Errorf("duckdb: last active: %w", err)
+		}
+		out[agent] = time.UnixMilli(last).UTC()
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("duckdb: last active: %w", err)
+	}
+	return out, nil
+}
+
+// Tenants implements store.Analytics.
+func (s *Store) Tenants(ctx context.Context) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT tenant FROM telemetry_events ORDER BY tenant`)
+	if err != nil {
+		return nil, fmt.Errorf("duckdb: tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, fmt.Errorf("duckdb: tenants: %w", err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("duckdb: tenants: %w", err)
+	}
+	return out, nil
+}
+

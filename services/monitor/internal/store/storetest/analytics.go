@@ -1,0 +1,287 @@
+package storetest
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+// The analytics fixture: two agents of acme, an agent-less row, a row of another tenant. Every
+// expected value in the tests below is worked out by hand from these rows (see the comments),
+// never by the code under test.
+var (
+	h0     = time.Date(2031, 3, 14, 15, 0, 0, 0, time.UTC)
+	faq    = "tenants/acme/agents/faq"
+	pay    = "tenants/acme/agents/pay"
+	window = store.Window{Tenant: "acme", From: h0.Add(-time.Hour), To: h0.Add(3 * time.Hour)}
+)
+
+// row is one fixture row.
+type row struct {
+	id, agent, kind, outcome, resource, src, obo string
+	at                                           time.Duration
+	scopes                                       []string
+	rows, bytes                                  int64
+}
+
+var fixture = []row{
+	// faq, hour h0: two accesses, one denied.
+	{id: "a1", agent: faq, kind: store.KindAccess, outcome: "allowed", resource: "/kb/search", src: "10.1.2.3", obo: "alice", at: 10 * time.Minute, scopes: []string{"kb.read"}, rows: 10, bytes: 100},
+	{id: "a2", agent: faq, kind: store.KindAccess, outcome: "denied", resource: "/kb/search", src: "10.1.2.99", obo: "alice", at: 20 * time.Minute, scopes: []string{"kb.read"}},
+	// faq, a policy decision in h0: not a request, but its scopes count in Usage.
+	{id: "a6", agent: faq, kind: "policy.decided", outcome: "allow", at: 30 * time.Minute, scopes: []string{"kb.read"}},
+	// faq, hour h1: an access and two token requests, one refused.
+	{id: "a3", agent: faq, kind: store.KindAccess, outcome: "allowed", resource: "/kb/export", src: "192.168.7.1", obo: "bob", at: 70 * time.Minute, scopes: []string{"kb.read", "kb.export"}, rows: 30, bytes: 700},
+	{id: "a4", agent: faq, kind: store.KindTokenRequested, outcome: "issued", resource: "urn:api", src: "10.1.2.4", at: 80 * time.Minute, scopes: []string{"kb.read", "kb.export"}},
+	{id: "a5", agent: faq, kind: store.KindTokenRequested, outcome: "invalid_scope", resource: "urn:api", at: 90 * time.Minute},
+	// faq, hour h2: only a policy decision, so no hourly row.
+	{id: "p1", agent: faq, kind: "policy.decided", outcome: "deny", at: 150 * time.Minute},
+	// faq, outside the window: before From and exactly at To.
+	{id: "a7", agent: faq, kind: store.KindAccess, outcome: "allowed", resource: "/old", at: -2 * time.Hour, rows: 1000, bytes: 1000},
+	{id: "a8", agent: faq, kind: store.KindAccess, outcome: "allowed", resource: "/late", at: 3 * time.Hour, rows: 5},
+	// pay, hour h0: three accesses, two from one IPv6 /48.
+	{id: "b1", agent: pay, kind: store.KindAccess, outcome: "allowed", resource: "/pay", src: "2001:db8:1:2::5", at: 5 * time.Minute, scopes: []string{"pay.read"}, rows: 1, bytes: 50},
+	{id: "b2", agent: pay, kind: store.KindAccess, outcome: "allowed", resource: "/pay", src: "2001:db8:1:ffff::1", at: 6 * time.Minute, scopes: []string{"pay.read"}, rows: 3, bytes: 150},
+	{id: "b3", agent: pay, kind: store.KindAccess, outcome: "allowed", resource: "/pay", at: 7 * time.Minute, scopes: []string{"pay.read"}, rows: 4, bytes: 400},
+	// pay, hour h2: a denied bulk access.
+	{id: "b4", agent: pay, kind: store.KindAccess, outcome: "denied", resource: "/refund", at: 121 * time.Minute, scopes: []string{"pay.read", "pay.refund"}, rows: 100, bytes: 1000},
+	// no agent: left out of every per-agent read.
+	{id: "n1", kind: store.KindTokenRequested, outcome: "invalid_client", resource: "urn:api", src: "10.9.9.9", obo: "mallory", at: time.Minute, scopes: []string{"kb.read"}},
+}
+
+func insertFixture(t *testing.T, s store.Store) {
+	t.Helper()
+	events := make([]store.Event, 0, len(fixture)+1)
+	for i, r := range fixture {
+		events = append(events, store.Event{
+			EventID: r.id, Time: h0.Add(r.at), Tenant: "acme", Agent: r.agent, Kind: r.kind, Outcome: r.outcome,
+			Resource: r.resource, SourceAddress: r.src, OnBehalfOf: r.obo, Scopes: r.scopes, Rows: r.rows, Bytes: r.bytes,
+			AgentKnown: r.agent != "", StreamSeq: uint64(i + 1),
+		})
+	}
+	events = append(events, store.Event{EventID: "g1", Time: h0.Add(time.Minute), Tenant: "globex", Agent: "tenants/globex/agents/x",
+		Kind: store.KindAccess, Outcome: "allowed", Resource: "/pay", Rows: 7, Bytes: 7, AgentKnown: true})
+	insert(t, s, events...)
+}
+
+func at(d time.Duration) time.Time { return h0.Add(d) }
+
+func testAnalyticsArguments(t *testing.T, _ store.Store, a store.Analytics) {
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		call      func() error
+		wantField string
+	}{
+		{"hourly without tenant", func() error { _, err := a.Hourly(ctx, store.Window{From: h0, To: at(time.Hour)}); return err }, "tenant"},
+		{"hourly without from", func() error { _, err := a.Hourly(ctx, store.Window{Tenant: "acme", To: h0}); return err }, "from"},
+		{"hourly without to", func() error { _, err := a.Hourly(ctx, store.Window{Tenant: "acme", From: h0}); return err }, "to"},
+		{"hourly from after to", func() error {
+			_, err := a.Hourly(ctx, store.Window{Tenant: "acme", From: at(time.Hour), To: h0})
+			return err
+		}, "from"},
+		{"usage of an unknown dimension", func() error { _, err := a.Usage(ctx, window, "kind"); return err }, "dimension"},
+		{"usage from equal to", func() error {
+			_, err := a.Usage(ctx, store.Window{Tenant: "acme", From: h0, To: h0}, store.DimResource)
+			return err
+		}, "from"},
+		{"quantiles without tenant", func() error { _, err := a.Quantiles(ctx, store.Window{From: h0, To: at(time.Hour)}); return err }, "tenant"},
+		{"last active without to", func() error { _, err := a.LastActive(ctx, store.Window{Tenant: "acme"}); return err }, "to"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			if errs.KindOf(err) != errs.KindInvalidArgument {
+				t.Fatalf("err = %v, want InvalidArgument", err)
+			}
+			if f := errs.FromStatus(err).Field; f != tt.wantField {
+				t.Errorf("field = %q, want %q", f, tt.wantField)
+			}
+		})
+	}
+	// LastActive ignores From.
+	if _, err := a.LastActive(ctx, store.Window{Tenant: "acme", To: h0}); err != nil {
+		t.Errorf("last active without from: %v", err)
+	}
+}
+
+func testHourly(t *testing.T, s store.Store, a store.Analytics) {
+	insertFixture(t, s)
+	tests := []struct {
+		name string
+		w    store.Window
+		want []store.Hourly
+	}{
+		{"window", window, []store.Hourly{
+			// a1 + a2 (a2 denied); a6 is no request.
+			{Tenant: "acme", Agent: faq, Hour: h0, Requests: 2, Denied: 1, Rows: 10, Bytes: 100},
+			// a3 + a4 + a5 (invalid_scope is a refusal).
+			{Tenant: "acme", Agent: faq, Hour: at(time.Hour), Requests: 3, Denied: 1, Rows: 30, Bytes: 700},
+			// b1 + b2 + b3: rows 1+3+4, bytes 50+150+400.
+			{Tenant: "acme", Agent: pay, Hour: h0, Requests: 3, Denied: 0, Rows: 8, Bytes: 600},
+			{Tenant: "acme", Agent: pay, Hour: at(2 * time.Hour), Requests: 1, Denied: 1, Rows: 100, Bytes: 1000},
+		}},
+		{"one agent", store.Window{Tenant: "acme", Agent: pay, From: window.From, To: window.To}, []store.Hourly{
+			{Tenant: "acme", Agent: pay, Hour: h0, Requests: 3, Denied: 0, Rows: 8, Bytes: 600},
+			{Tenant: "acme", Agent: pay, Hour: at(2 * time.Hour), Requests: 1, Denied: 1, Rows: 100, Bytes: 1000},
+		}},
+		{"one hour, To exclusive", store.Window{Tenant: "acme", From: at(time.Hour), To: at(80 * time.Minute)}, []store.Hourly{
+			{Tenant: "acme", Agent: faq, Hour: at(time.Hour), Requests: 1, Denied: 0, Rows: 30, Bytes: 700}, // a3 only
+		}},
+		{"From inclusive", store.Window{Tenant: "acme", From: at(7 * time.Minute), To: at(10 * time.Minute).Add(time.Millisecond)}, []store.Hourly{
+			{Tenant: "acme", Agent: faq, Hour: h0, Requests: 1, Denied: 0, Rows: 10, Bytes: 100},  // a1
+			{Tenant: "acme", Agent: pay, Hour: h0, Requests: 1, Denied: 0, Rows: 4, Bytes: 400}, // b3
+		}},
+		{"other tenant", store.Window{Tenant: "globex", From: window.From, To: window.To}, []store.Hourly{
+			{Tenant: "globex", Agent: "tenants/globex/agents/x", Hour: h0, Requests: 1, Rows: 7, Bytes: 7},
+		}},
+		{"unknown tenant", store.Window{Tenant: "initech", From: window.From, To: window.To}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := a.Hourly(context.Background(), tt.w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, tt.want, func(x, y store.Hourly) bool {
+				return x.Tenant == y.Tenant && x.Agent == y.Agent && x.Hour.Equal(y.Hour) && x.Requests == y.Requests &&
+					x.Denied == y.Denied && x.Rows == y.Rows && x.Bytes == y.Bytes
+			}) {
+				t.Errorf("hourly:\n got  %+v\n want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func testUsage(t *testing.T, s store.Store, a store.Analytics) {
+	insertFixture(t, s)
+	tests := []struct {
+		dim  store.Dimension
+		w    store.Window
+		want []store.Usage
+	}{
+		{store.DimResource, window, []store.Usage{
+			{Agent: faq, Value: "/kb/search", Count: 2, LastSeen: at(20 * time.Minute)}, // a1, a2
+			{Agent: faq, Value: "urn:api", Count: 2, LastSeen: at(90 * time.Minute)},    // a4, a5
+			{Agent: faq, Value: "/kb/export", Count: 1, LastSeen: at(70 * time.Minute)}, // a3
+			{Agent: pay, Value: "/pay", Count: 3, LastSeen: at(7 * time.Minute)},        // b1-b3
+			{Agent: pay, Value: "/refund", Count: 1, LastSeen: at(121 * time.Minute)},   // b4
+		}},
+		{store.DimScope, window, []store.Usage{
+			{Agent: faq, Value: "kb.read", Count: 5, LastSeen: at(80 * time.Minute)},     // a1, a2, a6, a3, a4
+			{Agent: faq, Value: "kb.export", Count: 2, LastSeen: at(80 * time.Minute)},   // a3, a4
+			{Agent: pay, Value: "pay.read", Count: 4, LastSeen: at(121 * time.Minute)},   // b1-b4
+			{Agent: pay, Value: "pay.refund", Count: 1, LastSeen: at(121 * time.Minute)}, // b4
+		}},
+		{store.DimSourceNetwork, window, []store.Usage{
+			{Agent: faq, Value: "10.1.2.0/24", Count: 3, LastSeen: at(80 * time.Minute)},    // a1, a2, a4
+			{Agent: faq, Value: "192.168.7.0/24", Count: 1, LastSeen: at(70 * time.Minute)}, // a3
+			{Agent: pay, Value: "2001:db8:1::/48", Count: 2, LastSeen: at(6 * time.Minute)}, // b1, b2
+		}},
+		{store.DimOnBehalfOf, window, []store.Usage{
+			{Agent: faq, Value: "alice", Count: 2, LastSeen: at(20 * time.Minute)},
+			{Agent: faq, Value: "bob", Count: 1, LastSeen: at(70 * time.Minute)},
+		}},
+		{store.DimResource, store.Window{Tenant: "acme", Agent: faq, From: at(-3 * time.Hour), To: at(time.Hour)}, []store.Usage{
+			{Agent: faq, Value: "/kb/search", Count: 2, LastSeen: at(20 * time.Minute)},
+			{Agent: faq, Value: "/old", Count: 1, LastSeen: at(-2 * time.Hour)}, // a7
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.dim)+" "+tt.w.Agent, func(t *testing.T) {
+			got, err := a.Usage(context.Background(), tt.w, tt.dim)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, tt.want, func(x, y store.Usage) bool {
+				return x.Agent == y.Agent && x.Value == y.Value && x.Count == y.Count && x.LastSeen.Equal(y.LastSeen)
+			}) {
+				t.Errorf("usage of %s:\n got  %+v\n want %+v", tt.dim, got, tt.want)
+			}
+		})
+	}
+}
+
+func testQuantiles(t *testing.T, s store.Store, a store.Analytics) {
+	insertFixture(t, s)
+	// faq: access rows a1, a2, a3 in the window. rows 10, 0, 30: median 10, deviations 0, 10, 20:
+	// MAD 10. bytes 100, 0, 700: median 100, deviations 0, 100, 600: MAD 100.
+	// pay: b1-b4. rows 1, 3, 4, 100: median (3+4)/2 = 3.5, deviations 2.5, 0.5, 0.5, 96.5: MAD
+	// (0.5+2.5)/2 = 1.5. bytes 50, 150, 400, 1000: median 275, deviations 225, 125, 125, 725: MAD
+	// (125+225)/2 = 175.
+	faqSpread := store.Spread{Agent: faq, Accesses: 3, RowsMedian: 10, RowsMAD: 10, BytesMedian: 100, BytesMAD: 100}
+	paySpread := store.Spread{Agent: pay, Accesses: 4, RowsMedian: 3.5, RowsMAD: 1.5, BytesMedian: 275, BytesMAD: 175}
+	tests := []struct {
+		name string
+		w    store.Window
+		want []store.Spread
+	}{
+		{"window", window, []store.Spread{faqSpread, paySpread}},
+		{"one agent", store.Window{Tenant: "acme", Agent: pay, From: window.From, To: window.To}, []store.Spread{paySpread}},
+		// Only a7 (rows 1000, bytes 1000) and nothing else of faq before h0.
+		{"one row", store.Window{Tenant: "acme", From: at(-3 * time.Hour), To: h0}, []store.Spread{
+			{Agent: faq, Accesses: 1, RowsMedian: 1000, BytesMedian: 1000}}},
+		{"no access rows", store.Window{Tenant: "acme", From: at(150 * time.Minute), To: at(160 * time.Minute)}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := a.Quantiles(context.Background(), tt.w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("quantiles:\n got  %+v\n want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func testLastActive(t *testing.T, s store.Store, a store.Analytics) {
+	insertFixture(t, s)
+	tests := []struct {
+		name string
+		w    store.Window
+		want map[string]time.Time
+	}{
+		// a8 is exactly at To: "at or before".
+		{"at To", store.Window{Tenant: "acme", To: at(3 * time.Hour)}, map[string]time.Time{faq: at(3 * time.Hour), pay: at(121 * time.Minute)}},
+		// A millisecond earlier, faq's last row is the policy decision p1.
+		{"before To", store.Window{Tenant: "acme", To: at(3 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(150 * time.Minute), pay: at(121 * time.Minute)}},
+		{"From is ignored", store.Window{Tenant: "acme", From: at(2*time.Hour + 59*time.Minute), To: at(3 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(150 * time.Minute), pay: at(121 * time.Minute)}},
+		{"one agent", store.Window{Tenant: "acme", Agent: pay, To: at(5 * time.Hour)}, map[string]time.Time{pay: at(121 * time.Minute)}},
+		// Before h0 only a7 of faq.
+		{"early", store.Window{Tenant: "acme", To: at(-time.Hour)}, map[string]time.Time{faq: at(-2 * time.Hour)}},
+		{"unknown tenant", store.Window{Tenant: "initech", To: at(5 * time.Hour)}, map[string]time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := a.LastActive(context.Background(), tt.w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !maps.EqualFunc(got, tt.want, time.Time.Equal) {
+				t.Errorf("last active:\n got  %v\n want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func testTenants(t *testing.T, s store.Store, a store.Analytics) {
+	got, err := a.Tenants(context.Background())
+	if err != nil || len(got) != 0 {
+		t.Fatalf("tenants of an empty store: %v, %v", got, err)
+	}
+	insertFixture(t, s)
+	got, err = a.Tenants(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"acme", "globex"}; !slices.Equal(got, want) {
+		t.Errorf("tenants = %v, want %v", got, want)
+	}
+}
