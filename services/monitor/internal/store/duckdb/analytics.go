@@ -185,4 +185,3 @@ func (s *Store) Tenants(ctx context.Context) ([]string, error) {
 	}
 	return out, nil
 }
-

@@ -134,8 +134,8 @@ func testHourly(t *testing.T, s store.Store, a store.Analytics) {
 			{Tenant: "acme", Agent: faq, Hour: at(time.Hour), Requests: 1, Denied: 0, Rows: 30, Bytes: 700}, // a3 only
 		}},
 		{"From inclusive", store.Window{Tenant: "acme", From: at(7 * time.Minute), To: at(10 * time.Minute).Add(time.Millisecond)}, []store.Hourly{
-			{Tenant: "acme", Agent: faq, Hour: h0, Requests: 1, Denied: 0, Rows: 10, Bytes: 100},  // a1
-			{Tenant: "acme", Agent: pay, Hour: h0, Requests: 1, Denied: 0, Rows: 4, Bytes: 400}, // b3
+			{Tenant: "acme", Agent: faq, Hour: h0, Requests: 1, Denied: 0, Rows: 10, Bytes: 100}, // a1
+			{Tenant: "acme", Agent: pay, Hour: h0, Requests: 1, Denied: 0, Rows: 4, Bytes: 400},  // b3
 		}},
 		{"other tenant", store.Window{Tenant: "globex", From: window.From, To: window.To}, []store.Hourly{
 			{Tenant: "globex", Agent: "tenants/globex/agents/x", Hour: h0, Requests: 1, Rows: 7, Bytes: 7},
