@@ -697,3 +697,49 @@ func TestPushConsumerDoesNotFeedAnotherStream(t *testing.T) {
 		t.Fatalf("CREDENTIALS holds %d messages, want 0", n)
 	}
 }
+
+// TestLifecycleConsumesAlerts: the lifecycle service reads the alerts the monitor publishes through
+// its durable consumer lifecycle-incident-alerts (each alert starts an incident run), and may not
+// publish alerts itself.
+func TestLifecycleConsumesAlerts(t *testing.T) {
+	b := startBus(t)
+	ctx := t.Context()
+	monitor := b.store(t, string(natsauth.Monitor))
+	ev, err := monitor.PublishWithID(ctx, "0190d1c0-0000-7000-8000-000000000001", "alerts.acme.bulk_export", "alert.raised",
+		"tenants/acme/alerts/0190d1c0-0000-7000-8000-000000000001", &structpb.Struct{},
+		eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "monitor", Kind: eventstore.ActorService}})
+	if err != nil {
+		t.Fatalf("the monitor publishes an alert: %v", err)
+	}
+	lifecycle := b.connect(t, string(natsauth.Lifecycle))
+	cons, err := lifecycle.js.CreateOrUpdateConsumer(ctx, eventstore.StreamAlerts, jetstream.ConsumerConfig{
+		Durable: "lifecycle-incident-alerts", FilterSubject: "alerts.>", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatalf("the lifecycle creates its consumer on ALERTS: %v", err)
+	}
+	var got string
+	testkit.Eventually(t, 0, "the lifecycle fetches the alert", func() (bool, error) {
+		batch, err := cons.FetchNoWait(1)
+		if err != nil {
+			return false, err
+		}
+		for m := range batch.Messages() {
+			e, err := eventstore.EventFromMsg(m)
+			if err != nil {
+				return false, err
+			}
+			got = e.ID
+			if err := m.DoubleAck(ctx); err != nil {
+				return false, err
+			}
+		}
+		return got != "", batch.Error()
+	})
+	if got != ev.ID {
+		t.Fatalf("fetched alert %s, want %s", got, ev.ID)
+	}
+	lifecycle.denied(t, "publish an alert", "alerts.acme.bulk_export", func(ctx context.Context) error {
+		_, err := lifecycle.js.Publish(ctx, "alerts.acme.bulk_export", []byte("x"))
+		return err
+	})
+}

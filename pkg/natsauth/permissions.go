@@ -101,6 +101,7 @@ var DurableConsumers = []DurableConsumer{
 	{"monitor-siem-agents", Monitor},              // services/monitor/internal/siem, AGENTS
 	{"monitor-siem-revocations", Monitor},         // services/monitor/internal/siem, REVOCATIONS
 	{"lifecycle-agent-events", Lifecycle},         // services/lifecycle/internal/lifecycle, AGENTS
+	{"lifecycle-incident-alerts", Lifecycle},      // services/lifecycle/internal/lifecycle, ALERTS
 }
 
 // othersDurables denies id every use of the durable consumers it does not own, on any stream:
@@ -178,7 +179,8 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		pub = serviceBase(eventstore.StreamTelemetry, eventstore.StreamAlerts, eventstore.StreamAgents)
 		pub = append(pub, "telemetry.*.access.recorded", "siem.ocsf.*", "siem.dead.*", "alerts.*.*")
 	case Lifecycle:
-		pub = serviceBase(eventstore.StreamAgents, eventstore.StreamCredentials, eventstore.StreamLifecycle)
+		// It reads ALERTS: each alert starts an incident run.
+		pub = serviceBase(eventstore.StreamAgents, eventstore.StreamCredentials, eventstore.StreamLifecycle, eventstore.StreamAlerts)
 		pub = append(pub, appendTo(eventstore.AggregateLifecycle)...)
 	case Verifier:
 		pub = []string{
