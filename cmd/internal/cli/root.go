@@ -94,6 +94,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.tls, "tls", false, "connect over TLS, verifying the server against the system roots (default: the logged-in session's)")
 	root.AddCommand(newLoginCmd(g), newTenantsCmd(g), newAgentsCmd(g), newClientsCmd(g), newTokenCmd(g), newTokensCmd(g), newEventsCmd(g),
 		newApprovalsCmd(g))
+	root.AddCommand(newAlertsCmd(g), newMonitorCmd(g))
 	return root
 }
 
