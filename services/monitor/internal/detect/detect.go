@@ -1,0 +1,315 @@
+// Package detect runs the anomaly detectors over telemetry rows as they are stored: each row is
+// compared with its agent's baseline (or its class's) and the registry's view of the agent, and a
+// detector that fires raises a monitorv1.Alert with its evidence. docs/detection.md describes every
+// detector, its statistic, thresholds, severity and blind spots.
+package detect
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	"github.com/agentid/agentid/services/monitor/internal/baseline"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+// Detector names (Alert.detector).
+const (
+	VolumeSpike              = "volume_spike"
+	OffHours                 = "off_hours"
+	NewResource              = "new_resource"
+	NewScope                 = "new_scope"
+	BulkExport               = "bulk_export"
+	DenySpike                = "deny_spike"
+	NewSourceNetwork         = "new_source_network"
+	DelegationOutsidePattern = "delegation_outside_pattern"
+	InactiveAgentActivity    = "inactive_agent_activity"
+	UnknownAgent             = "unknown_agent"
+)
+
+// Detectors lists every detector name.
+var Detectors = []string{VolumeSpike, OffHours, NewResource, NewScope, BulkExport, DenySpike,
+	NewSourceNetwork, DelegationOutsidePattern, InactiveAgentActivity, UnknownAgent}
+
+// AgentInfo is the registry's view of an agent (or a client id) at detection time.
+type AgentInfo struct {
+	// Tenant and Name (the agent's resource name) identify it.
+	Tenant, Name string
+	// Owner, Sponsor, Environment and RiskTier describe it; they go into the alert.
+	Owner, Sponsor, Environment, RiskTier string
+	// State is the lifecycle state (ACTIVE, SUSPENDED, RETIRING, RETIRED, REJECTED, ...; the
+	// AGENT_STATE_ prefix and case are ignored).
+	State string
+	// Known is false for a name or client id the registry does not know.
+	Known bool
+	// Scopes are the scopes granted to it.
+	Scopes []string
+}
+
+// inactive reports whether the state is one in which the agent must not act.
+func (a AgentInfo) inactive() bool {
+	switch strings.TrimPrefix(strings.ToUpper(a.State), "AGENT_STATE_") {
+	case "SUSPENDED", "RETIRING", "RETIRED", "REJECTED":
+		return true
+	}
+	return false
+}
+
+// Config holds the thresholds; zero values take the defaults in parentheses.
+type Config struct {
+	// VolumeZ is the robust z-score above which the hour's requests are a spike (6).
+	VolumeZ float64
+	// VolumeMinCount is the fewest requests in the hour for a spike (50).
+	VolumeMinCount int64
+	// VolumeMinRatio is the least multiple of the hour-of-week median for a spike (3).
+	VolumeMinRatio float64
+	// OffHoursMinRequests is how many requests in an off hour raise the alert (3).
+	OffHoursMinRequests int64
+	// OffHoursMargin is how many hours next to an active hour also count as usual (1).
+	OffHoursMargin int
+	// BulkZ is the robust z-score of rows or bytes of one access above which it is a bulk export (8).
+	BulkZ float64
+	// BulkRatio is the least multiple of the median for a bulk export (10).
+	BulkRatio float64
+	// BulkMinRows and BulkMinBytes are the absolute floors of a bulk export (10,000 rows; 50 MiB).
+	BulkMinRows, BulkMinBytes int64
+	// DenyZ is the binomial z-score of the hour's denies above which they are a spike (6).
+	DenyZ float64
+	// DenyMinCount is the fewest denies in the hour for a spike (10).
+	DenyMinCount int64
+	// DenyRateFloor is the least baseline deny rate assumed (0.01).
+	DenyRateFloor float64
+	// DelegationMinObs is how many of a user's delegations the engine must have observed before it
+	// judges the resources they touch (20).
+	DelegationMinObs int64
+	// DedupeSize is how many alert ids are remembered to raise each once (100,000).
+	DedupeSize int
+	// Now is the clock of Alert.detect_time (time.Now).
+	Now func() time.Time
+}
+
+func (c *Config) defaults() {
+	def := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defi := func(v *int64, d int64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.VolumeZ, 6)
+	defi(&c.VolumeMinCount, 50)
+	def(&c.VolumeMinRatio, 3)
+	defi(&c.OffHoursMinRequests, 3)
+	if c.OffHoursMargin < 0 {
+		c.OffHoursMargin = 0
+	} else if c.OffHoursMargin == 0 {
+		c.OffHoursMargin = 1
+	}
+	def(&c.BulkZ, 8)
+	def(&c.BulkRatio, 10)
+	defi(&c.BulkMinRows, 10_000)
+	defi(&c.BulkMinBytes, 50<<20)
+	def(&c.DenyZ, 6)
+	defi(&c.DenyMinCount, 10)
+	def(&c.DenyRateFloor, 0.01)
+	defi(&c.DelegationMinObs, 20)
+	if c.DedupeSize <= 0 {
+		c.DedupeSize = 100_000
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Engine runs the detectors. It is safe for concurrent use; Process calls are serialised.
+type Engine struct {
+	cfg       Config
+	baselines *baseline.Manager
+
+	mu      sync.Mutex
+	hours   map[agentKey]*hourState
+	maxHour int64
+	seen    map[string]struct{}
+	ring    []string
+	next    int
+}
+
+type agentKey struct{ tenant, agent string }
+
+// hourState counts an agent's requests in the current hour.
+type hourState struct {
+	hour             int64
+	requests, denied int64
+	first            time.Time
+}
+
+// NewEngine returns an Engine judging agents by the baselines of baselines.
+func NewEngine(cfg Config, baselines *baseline.Manager) *Engine {
+	cfg.defaults()
+	return &Engine{cfg: cfg, baselines: baselines, hours: map[agentKey]*hourState{},
+		seen: make(map[string]struct{}), ring: make([]string, cfg.DedupeSize)}
+}
+
+// IsActivity reports whether a row of this kind is something the agent did (a token request, a
+// resource access, a policy decision about its request) rather than a milestone about it.
+func IsActivity(kind string) bool {
+	return kind == store.KindAccess || kind == store.KindTokenRequested || kind == "policy.decided"
+}
+
+// Process runs the detectors over rows (in the order given, normally time order) and returns the
+// alerts raised, each at most once per (tenant, agent, detector, bucket) while the id is remembered.
+// lookup returns the registry's view of an agent name (or, for rows without one, a client id). It
+// does not update the baselines: call the Manager's Observe with the same rows afterwards.
+func (e *Engine) Process(rows []store.Event, lookup func(tenant, agentOrClientID string) (AgentInfo, bool)) []*monitorv1.Alert {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*monitorv1.Alert
+	for i := range rows {
+		out = e.row(out, &rows[i], lookup)
+	}
+	return out
+}
+
+func (e *Engine) row(out []*monitorv1.Alert, r *store.Event, lookup func(string, string) (AgentInfo, bool)) []*monitorv1.Alert {
+	id := r.Agent
+	if id == "" {
+		if r.AgentKnown || r.ClientID == "" {
+			return out
+		}
+		id = r.ClientID
+	}
+	info, ok := lookup(r.Tenant, id)
+	if !ok || !info.Known {
+		if !IsActivity(r.Kind) {
+			return out
+		}
+		if info.Tenant == "" {
+			info = AgentInfo{Tenant: r.Tenant, Name: id}
+		}
+		info.Known = false
+		return e.fire(out, info, r, UnknownAgent, r.Time.UTC().Format("2006-01-02"), monitorv1.AlertSeverity_ALERT_SEVERITY_HIGH,
+			"activity of an agent the registry does not know: "+id, r.Time, &monitorv1.AlertEvidence{
+				Metric: "agent_known", Baseline: 1, Observed: 0, Value: id,
+				Explanation: "no registered agent has the name or client id " + strconv.Quote(id) + " (a ghost agent)",
+			})
+	}
+	if info.Name == "" {
+		info.Name = id
+	}
+	if info.Tenant == "" {
+		info.Tenant = r.Tenant
+	}
+	if info.inactive() {
+		if !IsActivity(r.Kind) {
+			return out
+		}
+		state := strings.TrimPrefix(strings.ToUpper(info.State), "AGENT_STATE_")
+		return e.fire(out, info, r, InactiveAgentActivity, state+"/"+hourBucket(r.Time), monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL,
+			"activity of a "+strings.ToLower(state)+" agent: "+r.Kind, r.Time, &monitorv1.AlertEvidence{
+				Metric: "agent_state", Value: state,
+				Explanation: r.Kind + " (" + r.Outcome + ") by " + info.Name + ", whose state is " + state + ": it must not act at all",
+			})
+	}
+	if !baseline.IsRequest(r.Kind) {
+		return out
+	}
+	hs := e.count(r)
+	b, fromClass := e.baselines.Get(info.Tenant, info.Name, baseline.AgentClass{Owner: info.Owner, Environment: info.Environment, Scopes: info.Scopes})
+	if b == nil {
+		return out
+	}
+	c := check{e: e, info: info, r: r, b: b, hs: hs, fromClass: fromClass}
+	out = c.volume(out)
+	out = c.offHours(out)
+	out = c.newValues(out)
+	out = c.bulk(out)
+	out = c.deny(out)
+	out = c.delegation(out)
+	return out
+}
+
+// count adds r to its agent's running hourly counters and returns them.
+func (e *Engine) count(r *store.Event) *hourState {
+	h := r.Time.Unix() / 3600
+	if h > e.maxHour {
+		if e.maxHour != 0 {
+			for k, s := range e.hours {
+				if s.hour < h-1 {
+					delete(e.hours, k)
+				}
+			}
+		}
+		e.maxHour = h
+	}
+	k := agentKey{r.Tenant, r.Agent}
+	s := e.hours[k]
+	if s == nil || s.hour < h {
+		s = &hourState{hour: h, first: r.Time}
+		e.hours[k] = s
+	}
+	if s.hour > h {
+		// A late row of an earlier hour: judged alone, not added to the current hour.
+		s = &hourState{hour: h, first: r.Time}
+	}
+	s.requests++
+	if baseline.Denied(r.Outcome) {
+		s.denied++
+	}
+	return s
+}
+
+func hourBucket(t time.Time) string { return t.UTC().Format("2006-01-02T15") }
+
+// AlertID is the deterministic id of the alert of one detector about one agent in one bucket (an
+// hour, a day or a value).
+func AlertID(tenant, agent, detector, bucket string) string {
+	h := sha256.New()
+	for _, s := range []string{tenant, agent, detector, bucket} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// fire raises an alert unless its id was raised already.
+func (e *Engine) fire(out []*monitorv1.Alert, info AgentInfo, r *store.Event, detector, bucket string,
+	sev monitorv1.AlertSeverity, summary string, start time.Time, ev ...*monitorv1.AlertEvidence) []*monitorv1.Alert {
+	id := AlertID(info.Tenant, info.Name, detector, bucket)
+	if _, dup := e.seen[id]; dup {
+		return out
+	}
+	if old := e.ring[e.next]; old != "" {
+		delete(e.seen, old)
+	}
+	e.ring[e.next] = id
+	e.next = (e.next + 1) % len(e.ring)
+	e.seen[id] = struct{}{}
+	return append(out, &monitorv1.Alert{
+		Name:        "tenants/" + info.Tenant + "/alerts/" + id,
+		AlertId:     id,
+		Tenant:      info.Tenant,
+		Agent:       info.Name,
+		Detector:    detector,
+		Severity:    sev,
+		Summary:     summary,
+		DetectTime:  timestamppb.New(e.cfg.Now().UTC()),
+		WindowStart: timestamppb.New(start.UTC()),
+		WindowEnd:   timestamppb.New(r.Time.UTC()),
+		Evidence:    ev,
+		EventIds:    []string{r.EventID},
+		Owner:       info.Owner,
+		Sponsor:     info.Sponsor,
+		RiskTier:    info.RiskTier,
+		Environment: info.Environment,
+		AgentKnown:  info.Known,
+	})
+}
