@@ -64,7 +64,9 @@ func (i Info) StateName() string {
 // detectors use it.
 type Directory interface {
 	// Lookup finds the agent of tenant named agentOrClientID: an agent resource name, an agent id
-	// or an OAuth client id. ok is false for one the registry does not know (a ghost).
+	// or an OAuth client id. ok is false for one the registry (or, for a client id, the issuer)
+	// does not know: a ghost. A registered client of no agent (a service, a resource server) is
+	// known, with an empty Name.
 	Lookup(tenant, agentOrClientID string) (info Info, ok bool)
 }
 
@@ -184,10 +186,7 @@ func (p *Projection) applyClient(e eventstore.Event) error {
 		return eventstore.Permanent(fmt.Errorf("agents: event %s (%s): client %q of tenant %q in an event of tenant %q", e.ID, e.Type, c.GetClientId(), tenant, e.Metadata.Tenant))
 	}
 	agent := c.GetAgent()
-	if agent == "" {
-		return nil // a service or resource-server client: not an agent
-	}
-	if at, _, ok := parseName(agent); !ok || at != tenant {
+	if at, _, ok := parseName(agent); agent != "" && (!ok || at != tenant) {
 		return eventstore.Permanent(fmt.Errorf("agents: event %s (%s): client %s names agent %q outside tenant %q", e.ID, e.Type, c.GetClientId(), agent, tenant))
 	}
 	p.mu.Lock()
@@ -206,6 +205,9 @@ func (p *Projection) Lookup(tenant, agentOrClientID string) (Info, bool) {
 	name := agentOrClientID
 	if !strings.HasPrefix(name, "tenants/") {
 		if agent, ok := p.clients[tenant+"\x00"+agentOrClientID]; ok {
+			if agent == "" {
+				return Info{Tenant: tenant, Known: true}, true
+			}
 			name = agent
 		} else {
 			name = "tenants/" + tenant + "/agents/" + agentOrClientID

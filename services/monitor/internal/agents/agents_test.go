@@ -95,7 +95,7 @@ func TestLookupByAgentIDAndClientID(t *testing.T) {
 		{"acme", "etl-client", true},
 		{"globex", "etl-client", false},              // client ids are per tenant
 		{"globex", etl, false},                       // another tenant's name
-		{"acme", "gw", false},                        // a client of no agent
+		{"acme", "gw", true},                         // a client of no agent: known, with no agent
 		{"acme", "orphan", false},                    // a client of an unregistered agent: a ghost
 		{"acme", "tenants/acme/agents/ghost", false}, // never registered
 		{"acme", "tenants/acme/agents/etl/x", false}, // not a name
@@ -103,7 +103,7 @@ func TestLookupByAgentIDAndClientID(t *testing.T) {
 	}
 	for _, tt := range tests {
 		info, ok := p.Lookup(tt.tenant, tt.key)
-		if ok != tt.wantOK || (ok && (info.Name != etl || info.Owner != "alice@acme.example")) {
+		if ok != tt.wantOK || (ok && tt.key != "gw" && (info.Name != etl || info.Owner != "alice@acme.example")) || (tt.key == "gw" && info.Name != "") {
 			t.Errorf("Lookup(%q, %q) = %+v, %v; want ok %v", tt.tenant, tt.key, info, ok, tt.wantOK)
 		}
 	}
