@@ -20,6 +20,7 @@ import (
 	"github.com/agentid/agentid/pkg/service"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	"github.com/agentid/agentid/services/monitor/internal/access"
+	"github.com/agentid/agentid/services/monitor/internal/agents"
 	"github.com/agentid/agentid/services/monitor/internal/ingest"
 	"github.com/agentid/agentid/services/monitor/internal/server"
 	"github.com/agentid/agentid/services/monitor/internal/store"
@@ -37,10 +38,18 @@ type Config struct {
 	// DuckDBPath is the DuckDB database file of the telemetry store, created with its directory
 	// if missing; empty keeps the telemetry in memory (lost on exit).
 	DuckDBPath string
+	// BaselineRecomputeEvery is how often the baselines are recomputed in full from the telemetry
+	// store (besides at start); default alerts.DefaultRecomputeEvery (1h).
+	BaselineRecomputeEvery time.Duration
+	// MaxAlerts bounds the alerts kept queryable in memory (default alerts.DefaultMaxAlerts).
+	MaxAlerts int
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
+	if c.BaselineRecomputeEvery < 0 || c.MaxAlerts < 0 {
+		return fmt.Errorf("monitor: baseline recompute period %s and max alerts %d must not be negative", c.BaselineRecomputeEvery, c.MaxAlerts)
+	}
 	if c.DuckDBPath == "" {
 		return nil
 	}
@@ -65,6 +74,7 @@ type App struct {
 	store    store.Store
 	consumer *ingest.Consumer
 	server   *server.Server
+	tasks    []service.Task
 }
 
 // New opens the telemetry store and builds the service.
@@ -88,6 +98,13 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("monitor: telemetry store: %w", err)
 	}
+	directory := agents.New()
+	agentsRunner := deps.Store.NewRunner(directory, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(eventstore.AggregateAgent)})
+	pipeline, err := newAlertPipeline(cfg, deps.Store, st, directory, agentsRunner.Ready, logger, deps.Registerer)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	consumer, err := ingest.NewConsumer(ingest.Config{Source: deps.Store, Store: st, Logger: logger, Registerer: deps.Registerer})
 	if err != nil {
 		_ = st.Close()
@@ -99,7 +116,8 @@ func New(cfg Config, deps Deps) (*App, error) {
 		return nil, err
 	}
 	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath)
-	return &App{store: st, consumer: consumer, server: server.New(telemetry.New(st), recorder, nil)}, nil
+	tasks := append([]service.Task{consumer.Run, agentsRunner.Run}, pipeline.tasks...)
+	return &App{store: st, consumer: consumer, server: server.New(telemetry.New(st), recorder, pipeline.reader), tasks: tasks}, nil
 }
 
 // telemetryRetention reads the TELEMETRY stream's max age, as the operator may have set it.
@@ -119,8 +137,10 @@ func (a *App) Name() string { return Name }
 // RegisterGRPC registers MonitorService on s.
 func (a *App) RegisterGRPC(s *grpc.Server) { monitorv1.RegisterMonitorServiceServer(s, a.server) }
 
-// Tasks implements service.Component: the consumer copying the TELEMETRY stream into the store.
-func (a *App) Tasks() []service.Task { return []service.Task{a.consumer.Run} }
+// Tasks implements service.Component: the consumer copying the TELEMETRY stream into the store
+// (and detecting on what it stored), the projection of AGENTS that enriches rows and detection, the
+// projection of ALERTS that keeps alerts queryable, and the baseline recomputation.
+func (a *App) Tasks() []service.Task { return a.tasks }
 
 // Close closes the telemetry store; call it after the tasks have stopped.
 func (a *App) Close() error { return a.store.Close() }

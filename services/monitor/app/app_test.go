@@ -59,19 +59,24 @@ func start(t *testing.T, cfg app.Config) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Name() != "monitor" || len(a.Tasks()) != 1 {
+	if a.Name() != "monitor" || len(a.Tasks()) == 0 {
 		t.Fatalf("Name() = %q, %d tasks", a.Name(), len(a.Tasks()))
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Tasks()[0](ctx) }()
+	tasks := a.Tasks()
+	done := make(chan error, len(tasks))
+	for _, task := range tasks {
+		go func() { done <- task(ctx) }()
+	}
 
 	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: quiet, Verifier: testkit.StaticVerifier(principals)})
 	a.RegisterGRPC(srv)
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("ingest task: %v", err)
+		for range tasks {
+			if err := <-done; err != nil {
+				t.Errorf("task: %v", err)
+			}
 		}
 		if err := a.Close(); err != nil {
 			t.Errorf("close: %v", err)

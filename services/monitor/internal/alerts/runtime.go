@@ -3,6 +3,7 @@ package alerts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -29,6 +30,9 @@ type RuntimeConfig struct {
 	// Tenants lists the tenants whose baselines Recompute computes (store.Analytics.Tenants);
 	// required with Recompute.
 	Tenants func(ctx context.Context) ([]string, error)
+	// Prepare, if set, is waited for before the first recomputation (e.g. the agents directory
+	// catching up with AGENTS, so that known agents are not judged as ghosts after a restart).
+	Prepare func(ctx context.Context) error
 	// RecomputeEvery is the period of full recomputations (default DefaultRecomputeEvery).
 	RecomputeEvery time.Duration
 	// Publisher publishes the alerts; required.
@@ -83,7 +87,7 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 		cfg.Now = time.Now
 	}
 	r := &Runtime{cfg: cfg, ready: make(chan struct{})}
-	if cfg.Recompute == nil {
+	if cfg.Recompute == nil && cfg.Prepare == nil {
 		r.markReady()
 	}
 	r.raised = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -159,11 +163,20 @@ func severityLabel(s monitorv1.AlertSeverity) string {
 	return "unspecified"
 }
 
-// Run recomputes every tenant's baselines at once and then every RecomputeEvery, until ctx is done.
+// Run waits for Prepare, then recomputes every tenant's baselines at once and then every RecomputeEvery, until ctx is done.
 // A tenant whose recomputation fails keeps its previous baselines (logged); the first round marks
 // the runtime ready even when some tenants failed, so detection never waits on a broken store.
 func (r *Runtime) Run(ctx context.Context) error {
+	if r.cfg.Prepare != nil {
+		if err := r.cfg.Prepare(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("alerts: preparing detection: %w", err)
+		}
+	}
 	if r.cfg.Recompute == nil {
+		r.markReady()
 		<-ctx.Done()
 		return nil
 	}
