@@ -19,7 +19,7 @@ import (
 )
 
 // ProjectionName names the projection (bump the version when Apply changes).
-const ProjectionName = "issuer-agents-v1"
+const ProjectionName = "issuer-agents-v2"
 
 // Event types of the AGENTS stream that change an agent's state (written by the registry).
 const (
@@ -28,12 +28,13 @@ const (
 	EventAgentRejected            = "agent.rejected"
 	EventAgentRetirementRequested = "agent.retirement_requested"
 	EventAgentRetired             = "agent.retired"
+	EventAgentSuspended           = "agent.suspended"
+	EventAgentResumed             = "agent.resumed"
 )
 
 // LeavingActive are the event types after which an agent is no longer ACTIVE: the events whose
-// agent's tokens the revocation reactor revokes. A suspension event joins this list when the registry
-// records one.
-var LeavingActive = []string{EventAgentRejected, EventAgentRetirementRequested, EventAgentRetired}
+// agent's tokens the revocation reactor revokes.
+var LeavingActive = []string{EventAgentRejected, EventAgentRetirementRequested, EventAgentRetired, EventAgentSuspended}
 
 // State is the projection: every agent's lifecycle state. It is safe for concurrent use; Apply is
 // called from one goroutine (the runner's).
@@ -110,6 +111,12 @@ func Transition(e eventstore.Event) (name string, state registryv1.AgentState, e
 	case EventAgentRetired:
 		msg, derr := eventstore.DecodeAs[*registryv1.AgentRetired](e)
 		name, state, err = msg.GetName(), registryv1.AgentState_AGENT_STATE_RETIRED, derr
+	case EventAgentSuspended:
+		msg, derr := eventstore.DecodeAs[*registryv1.AgentSuspended](e)
+		name, state, err = msg.GetName(), registryv1.AgentState_AGENT_STATE_SUSPENDED, derr
+	case EventAgentResumed:
+		msg, derr := eventstore.DecodeAs[*registryv1.AgentResumed](e)
+		name, state, err = msg.GetName(), registryv1.AgentState_AGENT_STATE_ACTIVE, derr
 	default:
 		return "", registryv1.AgentState_AGENT_STATE_UNSPECIFIED, nil
 	}

@@ -46,6 +46,9 @@ func TestStateFollowsTheLifecycle(t *testing.T) {
 		{agents.EventAgentRegistered, registered(agentName), registryv1.AgentState_AGENT_STATE_PENDING},
 		{agents.EventAgentActivated, &registryv1.AgentActivated{Name: agentName}, registryv1.AgentState_AGENT_STATE_ACTIVE},
 		{"agent.reviewed", &registryv1.AgentActivated{Name: agentName}, registryv1.AgentState_AGENT_STATE_ACTIVE}, // unknown type: ignored
+		{agents.EventAgentSuspended, &registryv1.AgentSuspended{Name: agentName, Reason: "alert", Cause: "alert:a1"}, registryv1.AgentState_AGENT_STATE_SUSPENDED},
+		{agents.EventAgentResumed, &registryv1.AgentResumed{Name: agentName, Reason: "cleared"}, registryv1.AgentState_AGENT_STATE_ACTIVE},
+		{agents.EventAgentSuspended, &registryv1.AgentSuspended{Name: agentName, Reason: "again"}, registryv1.AgentState_AGENT_STATE_SUSPENDED},
 		{agents.EventAgentRetirementRequested, &registryv1.AgentRetirementRequested{Name: agentName}, registryv1.AgentState_AGENT_STATE_RETIRING},
 		{agents.EventAgentRetired, &registryv1.AgentRetired{Name: agentName}, registryv1.AgentState_AGENT_STATE_RETIRED},
 	}
@@ -62,7 +65,7 @@ func TestStateFollowsTheLifecycle(t *testing.T) {
 		}
 	}
 	// A late re-apply of an earlier event (an operator's retry) does not move the state back.
-	if err := s.Apply(context.Background(), event(t, agents.EventAgentActivated, 2, &registryv1.AgentActivated{Name: agentName})); err != nil {
+	if err := s.Apply(context.Background(), event(t, agents.EventAgentResumed, 5, &registryv1.AgentResumed{Name: agentName})); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.AgentState(agentName); got != registryv1.AgentState_AGENT_STATE_RETIRED {
@@ -203,7 +206,7 @@ func TestGateConfirmsARefusalAfterCatchingUp(t *testing.T) {
 	}
 	// The activation is in the stream but not yet in the projection: WaitFor applies it.
 	f := &fakeStream{last: 2, onWait: func() {
-		if err := s.Apply(context.Background(), event(t, agents.EventAgentActivated, 2, &registryv1.AgentActivated{Name: agentName})); err != nil {
+		if err := s.Apply(context.Background(), event(t, agents.EventAgentResumed, 5, &registryv1.AgentResumed{Name: agentName})); err != nil {
 			t.Error(err)
 		}
 	}}

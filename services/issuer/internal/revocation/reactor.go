@@ -73,8 +73,9 @@ type ReactorConfig struct {
 }
 
 // Reactor turns the facts that end a credential into revocations: client.disabled into a CLIENT
-// revocation (cause CLIENT_DISABLED), an agent leaving ACTIVE (rejected, retirement requested,
-// retired) into an AGENT revocation (cause AGENT_STATE). It consumes at least once; the request id
+// revocation (cause CLIENT_DISABLED), an agent leaving ACTIVE (rejected, suspended, retirement
+// requested, retired) into an AGENT revocation (cause AGENT_STATE). A resumed agent's tokens revoked
+// by its suspension stay revoked; it asks for new ones. It consumes at least once; the request id
 // RequestIDPrefix + the source event's id makes each revocation happen once. A source event so old
 // that its revocation would already have expired (no token it covers can still be valid) is skipped.
 type Reactor struct {
@@ -199,12 +200,23 @@ func (r *Reactor) HandleAgentEvent(ctx context.Context, e eventstore.Event) erro
 	case name == "" || state == registryv1.AgentState_AGENT_STATE_PENDING || state == registryv1.AgentState_AGENT_STATE_ACTIVE:
 		return nil
 	}
+	why := ""
+	if e.Type == agents.EventAgentSuspended {
+		msg, err := eventstore.DecodeAs[*registryv1.AgentSuspended](e)
+		if err != nil {
+			return eventstore.Permanent(err)
+		}
+		why = msg.GetCause()
+		if msg.GetReason() != "" {
+			why += " - " + msg.GetReason()
+		}
+	}
 	return r.revoke(ctx, e, e.Time, &issuerv1.TokensRevoked{
 		Target: issuerv1.RevocationTarget_REVOCATION_TARGET_AGENT,
 		Tenant: e.Metadata.Tenant,
 		Agent:  name,
 		Cause:  issuerv1.RevocationCause_REVOCATION_CAUSE_AGENT_STATE,
-		Reason: "agent " + agents.StateName(state) + " (" + e.Type + ")",
+		Reason: reason("agent "+agents.StateName(state)+" ("+e.Type+")", why),
 	})
 }
 

@@ -3,6 +3,7 @@ package revocation_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -124,6 +125,8 @@ func TestReactorRevokesAnAgentLeavingActive(t *testing.T) {
 		{"agent.rejected", &registryv1.AgentRejected{Name: name}, true},
 		{"agent.retirement_requested", &registryv1.AgentRetirementRequested{Name: name}, true},
 		{"agent.retired", &registryv1.AgentRetired{Name: name}, true},
+		{"agent.suspended", &registryv1.AgentSuspended{Name: name, Reason: "bulk export", Cause: "alert:a1"}, true},
+		{"agent.resumed", &registryv1.AgentResumed{Name: name, Reason: "false positive"}, false},
 		{"agent.reviewed", &registryv1.AgentRetired{Name: name}, false},
 	}
 	for _, tt := range tests {
@@ -352,5 +355,97 @@ func TestReactorRunsAFailedConsumerAgain(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("Run after cancel: %v", err)
+	}
+}
+
+// TestReactorRevokesASuspensionOnTheStream: an agent.suspended on AGENTS becomes one AGENT revocation
+// with not_before = event time + allowance and the suspension's cause in its reason; agent.resumed
+// revokes nothing. The durable consumer of an older issuer, created before suspensions existed (its
+// filter lacks agent.suspended), is updated in place and delivers the suspension.
+func TestReactorRevokesASuspensionOnTheStream(t *testing.T) {
+	n := testkit.StartNATS(t)
+	store := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/test"), eventstore.WithRegisterer(prometheus.NewRegistry()))
+	ctx := t.Context()
+	if err := store.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	js := n.JetStream(t)
+	var oldFilters []string
+	for _, typ := range []string{"rejected", "retirement_requested", "retired"} {
+		oldFilters = append(oldFilters, eventstore.EventSubject("*", eventstore.AggregateAgent, "*", typ))
+	}
+	if _, err := js.CreateConsumer(ctx, eventstore.StreamAgents, jetstream.ConsumerConfig{
+		Durable: revocation.AgentsConsumer, FilterSubjects: oldFilters, AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	const name = "tenants/acme/agents/agt_9"
+	appendEvent := func(typ string, msg proto.Message) eventstore.Event {
+		t.Helper()
+		e, err := store.Append(ctx, eventstore.Append{
+			Tenant: "acme", AggregateType: eventstore.AggregateAgent, AggregateID: "agt_9", ExpectedVersion: eventstore.AnyVersion,
+			IdempotencyKey: typ, Type: typ, Subject: name, Data: msg,
+			Metadata: eventstore.Metadata{Actor: eventstore.Actor{ID: "test", Kind: eventstore.ActorService}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	suspended := appendEvent("agent.suspended", &registryv1.AgentSuspended{Name: name, Reason: "bulk export at 3 a.m.", Cause: "alert:a7"})
+	appendEvent("agent.resumed", &registryv1.AgentResumed{Name: name, Reason: "false positive"})
+
+	r, err := revocation.NewReactor(revocation.ReactorConfig{Consumer: store, Revoker: &revocation.Writer{Store: store}, ProjectionLagAllowance: testAllowance})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := r.Run(runCtx); err != nil {
+			t.Error(err)
+		}
+	})
+	defer wg.Wait()
+	defer stop()
+
+	id := revocation.ID("acme", revocation.RequestIDPrefix+suspended.ID)
+	var events []eventstore.Event
+	testkit.Eventually(t, 0, "the suspension's revocation", func() (bool, error) {
+		events, _, err = store.Load(ctx, "acme", eventstore.AggregateRevocation, id)
+		return len(events) > 0, err
+	})
+	msg, err := eventstore.DecodeAs[*issuerv1.TokensRevoked](events[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg.GetTarget() != issuerv1.RevocationTarget_REVOCATION_TARGET_AGENT || msg.GetAgent() != name ||
+		msg.GetCause() != issuerv1.RevocationCause_REVOCATION_CAUSE_AGENT_STATE || msg.GetSourceEventId() != suspended.ID ||
+		!msg.GetNotBefore().AsTime().Equal(suspended.Time.Add(testAllowance)) ||
+		!strings.Contains(msg.GetReason(), "SUSPENDED") || !strings.Contains(msg.GetReason(), "alert:a7") {
+		t.Fatalf("revocation %v", msg)
+	}
+	// The consumer, its filter updated, has nothing left to deliver; the resumption is not among what
+	// it filters, and nothing more was stored.
+	testkit.Eventually(t, 0, "the consumer to have acked the suspension", func() (bool, error) {
+		c, err := js.Consumer(ctx, eventstore.StreamAgents, revocation.AgentsConsumer)
+		if err != nil {
+			return false, err
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			return false, err
+		}
+		return slices.Contains(info.Config.FilterSubjects, eventstore.EventSubject("*", eventstore.AggregateAgent, "*", "suspended")) &&
+			!slices.Contains(info.Config.FilterSubjects, eventstore.EventSubject("*", eventstore.AggregateAgent, "*", "resumed")) &&
+			info.NumPending == 0 && info.NumAckPending == 0, nil
+	})
+	st, err := js.Stream(ctx, eventstore.StreamRevocations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msgs := st.CachedInfo().State.Msgs; msgs != 1 {
+		t.Fatalf("%d revocations, want 1", msgs)
 	}
 }
