@@ -130,7 +130,9 @@ func (x *Exporter) Run(ctx context.Context) error {
 		{ConsumerAgents, eventstore.StreamAgents, eventstore.AggregateTypeSubject(eventstore.AggregateAgent)},
 		{ConsumerRevocations, eventstore.StreamRevocations, eventstore.AggregateTypeSubject(eventstore.AggregateRevocation)},
 	} {
-		g.Go(func() error { return x.cfg.Source.Consume(ctx, c.name, c.stream, []string{c.filter}, x.Handle, opts...) })
+		g.Go(func() error {
+			return x.cfg.Source.Consume(ctx, c.name, c.stream, []string{c.filter}, x.Handle, opts...)
+		})
 	}
 	if x.cfg.Webhook != nil {
 		x.log.InfoContext(ctx, "siem export running", "webhook", x.cfg.Webhook.Target(), "nats_subject", SubjectPrefix+"<tenant>")
