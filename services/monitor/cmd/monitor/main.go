@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"os"
+	"time"
 
 	"github.com/agentid/agentid/pkg/service"
 	"github.com/agentid/agentid/services/monitor/app"
@@ -17,6 +18,7 @@ func main() {
 	flags.Register(fs)
 	cfg := app.Config{DuckDBPath: "data/telemetry.duckdb"}
 	fs.StringVar(&cfg.DuckDBPath, "duckdb-path", cfg.DuckDBPath, "DuckDB file of the telemetry store (empty: in memory)")
+	fs.DurationVar(&cfg.BaselineRecomputeEvery, "baseline-every", time.Hour, "how often the detectors' baselines are recomputed in full from the telemetry store (besides at start)")
 	os.Exit(service.Main(app.Name, fs, &flags, func(_ context.Context, env *service.Env) (service.Component, error) {
 		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger})
 	}))
