@@ -66,6 +66,17 @@ func accessRow(e eventstore.Event, base store.Event, reporter, batchID string, a
 		Scopes:      ae.GetScopes(),
 		RequestID:   ae.GetRequestId(),
 		StreamSeq:   base.StreamSeq,
+
+		ClientID:      ae.GetClientId(),
+		Resource:      ae.GetResource(),
+		Action:        ae.GetAction(),
+		Bytes:         ae.GetResponseBytes(),
+		Rows:          ae.GetRows(),
+		SourceAddress: sourceAddress(ae.GetSourceAddress()),
+		TraceID:       ae.GetTraceId(),
+	}
+	if l := ae.GetLatency(); l != nil {
+		row.LatencyUS = l.AsDuration().Microseconds()
 	}
 	if ae.GetTime() == nil {
 		row.Time = e.Time

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
 	"github.com/agentid/agentid/pkg/observability"
+	"github.com/agentid/agentid/services/monitor/internal/agents"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 )
 
@@ -64,6 +66,19 @@ type Config struct {
 	ConsumeOptions []eventstore.ConsumeOption
 	// Registerer receives the consumer's metrics; default prometheus.DefaultRegisterer.
 	Registerer prometheus.Registerer
+	// Directory, if set, enriches each row with what the registry knows of its agent or client
+	// (owner, environment when the event has none) and flags a row whose agent or client id it
+	// does not know (AgentKnown false: a ghost, kept, never dropped). Without it every row counts
+	// as known.
+	Directory agents.Directory
+	// Ready, if set, is waited for before consuming (the Directory's projections catching up, so
+	// that a registered agent is not taken for a ghost at start).
+	Ready func(ctx context.Context) error
+	// OnStored, if set, is called with the rows of each batch once they are durably stored (the
+	// detection engine). It runs on the commit loop, after the batch's events are released for
+	// acknowledgement and before the next batch is inserted: it must be quick or hand the rows
+	// off, or it slows ingest. The rows are its own; a redelivered event's rows may come again.
+	OnStored func(ctx context.Context, rows []store.Event)
 }
 
 // Consumer copies the TELEMETRY stream into the telemetry store. Deliveries are handled
@@ -78,6 +93,8 @@ type Consumer struct {
 	done    chan struct{} // closed when the commit loop of the current run has stopped
 
 	accessLost *prometheus.CounterVec
+	refused    *prometheus.CounterVec
+	ghostRows  prometheus.Counter
 }
 
 type insertReq struct {
@@ -110,6 +127,14 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 		Name: "monitor_access_events_lost_total",
 		Help: "Access events lost before the telemetry store, by cause: dropped by the reporting resource server (its buffer was full) or skipped (another tenant than its batch). A redelivered batch may be counted again; the access.dropped rows are exact.",
 	}, []string{"cause"}))
+	c.refused = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "monitor_telemetry_events_refused_total",
+		Help: "Telemetry events refused as malformed (no id, no tenant, a row out of bounds) and put in the failed-event log with the reason, by reason.",
+	}, []string{"reason"}))
+	c.ghostRows = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "monitor_telemetry_ghost_rows_total",
+		Help: "Telemetry rows stored for an agent or client id the registry does not know (flagged agent_known = false).",
+	}))
 	return c, nil
 }
 
@@ -128,23 +153,36 @@ func (c *Consumer) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
+		if c.cfg.Ready != nil {
+			if err := c.cfg.Ready(gctx); err != nil {
+				if gctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("ingest: waiting to be ready: %w", err)
+			}
+		}
 		opts := append([]eventstore.ConsumeOption{eventstore.WithConcurrency(c.cfg.Concurrency)}, c.cfg.ConsumeOptions...)
 		return c.cfg.Source.Consume(gctx, ConsumerName, eventstore.StreamTelemetry, []string{FilterSubject}, c.Handle, opts...)
 	})
 	return g.Wait()
 }
 
-// Handle maps one event and waits until its rows are committed. An event without a tenant is an
-// error (it ends in the failed-event log after the consumer's redeliveries). Access events the
+// Handle maps one event and waits until its rows are committed. A malformed event (no id, no
+// tenant, a row the store refuses) is refused permanently: it goes to the failed-event log with
+// the reason at once and is counted (monitor_telemetry_events_refused_total), never dropped
+// silently; a payload that does not decode is stored with the decode error in its detail. A store
+// failure is returned as is: the event waits in the stream and is redelivered. Access events the
 // event's batch lost are logged and counted once its rows are committed.
 func (c *Consumer) Handle(ctx context.Context, e eventstore.Event) error {
 	rows, lost, err := mapEvent(e)
 	if err != nil {
-		return err
+		return c.refuse(ctx, e, reasonOf(err), err)
 	}
+	c.enrich(rows)
 	// Validate alone, so that one bad event can never fail a whole group commit.
-	if _, err := store.Normalize(rows); err != nil {
-		return fmt.Errorf("ingest: event %s (%s): %w", e.ID, e.Type, err)
+	rows, err = store.Normalize(rows)
+	if err != nil {
+		return c.refuse(ctx, e, "invalid_row", fmt.Errorf("ingest: event %s (%s): %w", e.ID, e.Type, err))
 	}
 	if len(rows) > 0 {
 		if err := c.insert(ctx, rows); err != nil {
@@ -159,6 +197,60 @@ func (c *Consumer) Handle(ctx context.Context, e eventstore.Event) error {
 			"dropped_by_reporter", lost.dropped, "skipped_other_tenant", lost.skipped)
 	}
 	return nil
+}
+
+// refuse counts and logs a malformed event and marks its error permanent.
+func (c *Consumer) refuse(ctx context.Context, e eventstore.Event, reason string, err error) error {
+	c.refused.WithLabelValues(reason).Inc()
+	c.cfg.Logger.WarnContext(ctx, "malformed telemetry event refused; recorded in the failed-event log",
+		"event_id", e.ID, "event_type", e.Type, "stream_seq", e.Sequence, "reason", reason, "error", err)
+	return eventstore.Permanent(err)
+}
+
+func reasonOf(err error) string {
+	switch {
+	case errors.Is(err, ErrNoTenant):
+		return "no_tenant"
+	case errors.Is(err, ErrNoID):
+		return "no_id"
+	}
+	return "invalid"
+}
+
+// activityKinds are the kinds of rows an agent's own activity produces: only they flag a ghost.
+var activityKinds = map[string]bool{KindAccess: true, TypeTokenRequested: true, TypePolicyDecided: true}
+
+// enrich fills in what the Directory knows of each row's agent (by name, else by client id):
+// the agent when only the client was named, the owner, the environment when the event has none,
+// and whether the agent or client of an activity row is registered at all.
+func (c *Consumer) enrich(rows []store.Event) {
+	for i := range rows {
+		r := &rows[i]
+		r.AgentKnown = true
+		if c.cfg.Directory == nil {
+			continue
+		}
+		key := first(r.Agent, r.ClientID)
+		if key == "" {
+			continue
+		}
+		info, ok := c.cfg.Directory.Lookup(r.Tenant, key)
+		if !ok && r.Agent != "" && r.ClientID != "" {
+			info, ok = c.cfg.Directory.Lookup(r.Tenant, r.ClientID)
+		}
+		if !ok {
+			// Only activity is a ghost's: a milestone may reach the monitor before the registry's
+			// event does.
+			if activityKinds[r.Kind] {
+				r.AgentKnown = false
+				c.ghostRows.Inc()
+			}
+			continue
+		}
+		r.Agent = first(r.Agent, info.Name)
+		r.Owner = info.Owner
+		r.Environment = first(r.Environment, info.Environment)
+	}
 }
 
 // insert hands rows to the commit loop and waits for their commit.
@@ -231,6 +323,9 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 		}
 		for _, r := range batch {
 			r.result <- err
+		}
+		if err == nil && c.cfg.OnStored != nil && len(rows) > 0 {
+			c.cfg.OnStored(context.WithoutCancel(ctx), slices.Clone(rows))
 		}
 	}
 }

@@ -148,7 +148,7 @@ func TestIngestTokenAndPolicyEvents(t *testing.T) {
 		dr.RequestID != "provision/acme/faq" {
 		t.Errorf("decision row = %+v", dr)
 	}
-	if g := h.rows(t, "globex", 1); g[0].EventID != other.ID || g[0].Outcome != "denied" {
+	if g := h.rows(t, "globex", 1); g[0].EventID != other.ID || g[0].Outcome != "invalid_client" || !g[0].AgentKnown {
 		t.Errorf("globex row = %+v", g[0])
 	}
 

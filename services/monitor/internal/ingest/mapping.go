@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -43,6 +44,9 @@ const (
 // ErrNoTenant marks an event that cannot be attributed to a tenant.
 var ErrNoTenant = errors.New("ingest: event has no tenant")
 
+// ErrNoID marks an event without a CloudEvents id.
+var ErrNoID = errors.New("ingest: event has no id")
+
 // Map turns an event into its telemetry rows. Token requests and policy decisions get their own
 // columns; a recorded access batch becomes one row per access event (kind KindAccess) plus, when
 // the reporter dropped events or the batch holds events of another tenant, one KindAccessDropped
@@ -62,7 +66,7 @@ type loss struct {
 func mapEvent(e eventstore.Event) ([]store.Event, loss, error) {
 	var lost loss
 	if e.ID == "" {
-		return nil, lost, errors.New("ingest: event has no id")
+		return nil, lost, ErrNoID
 	}
 	row := store.Event{
 		EventID:    e.ID,
@@ -126,14 +130,20 @@ func fillTokenRequested(m *issuerv1.TokenRequested, row *store.Event) {
 	row.Tenant = first(row.Tenant, m.GetTenant())
 	row.Agent = first(m.GetAgent(), row.Agent)
 	row.Actor = first(m.GetClientId(), row.Actor)
+	row.ClientID = m.GetClientId()
 	row.Environment = m.GetEnvironment()
 	row.Scopes = m.GetScopes()
 	row.RequestID = first(m.GetRequestId(), row.RequestID)
+	if aud := m.GetAudiences(); len(aud) > 0 {
+		row.Resource = aud[0]
+	}
+	row.SourceAddress = sourceAddress(m.GetRemoteAddr())
 	switch m.GetOutcome() {
 	case issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED:
 		row.Outcome = "issued"
 	case issuerv1.TokenOutcome_TOKEN_OUTCOME_DENIED:
-		row.Outcome = "denied"
+		// The OAuth error says why (invalid_scope, invalid_client ...): it counts as denied.
+		row.Outcome = first(m.GetError(), "denied")
 	}
 	d := map[string]any{"grant_type": m.GetGrantType()}
 	if v := m.GetError(); v != "" {
@@ -222,6 +232,22 @@ func payloadJSON(m proto.Message) (string, error) {
 		return string(b), nil
 	}
 	return detail(map[string]any{"payload": json.RawMessage(b)}), nil
+}
+
+// sourceAddress is the IP address of a reported caller address: an address with a port loses
+// the port, and anything that is not an IP address is left out ("") — the original stays in the
+// row's detail.
+func sourceAddress(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(addr); err == nil {
+		return ip.String()
+	}
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return ap.Addr().String()
+	}
+	return ""
 }
 
 // environmentTag turns the registry's enum name into the tag tokens carry: ENVIRONMENT_PROD → prod.

@@ -71,7 +71,8 @@ func TestMap(t *testing.T) {
 				TokenId: "tok-1", ExpireTime: timestamppb.New(at.Add(10 * time.Minute)), Environment: "dev", RequestId: "req-1", RemoteAddr: "127.0.0.1:5555",
 			}, issuedMD),
 			want: store.Event{EventID: "01a2192e-aaaa-7000-8000-000000000001", Time: at, Tenant: "acme", Agent: "tenants/acme/agents/faq",
-				Kind: "token.requested", Outcome: "issued", Actor: "faq", Environment: "dev", Scopes: []string{"kb.read"}, RequestID: "req-1", StreamSeq: 42},
+				Kind: "token.requested", Outcome: "issued", Actor: "faq", Environment: "dev", Scopes: []string{"kb.read"}, RequestID: "req-1", StreamSeq: 42,
+				ClientID: "faq", Resource: "urn:agentid:api", SourceAddress: "127.0.0.1"},
 			wantDetail: map[string]any{"grant_type": "client_credentials", "token_id": "tok-1", "audiences": []any{"urn:agentid:api"},
 				"expire_time": "2031-05-06T07:18:09Z", "remote_addr": "127.0.0.1:5555"},
 		},
@@ -82,7 +83,7 @@ func TestMap(t *testing.T) {
 				Error: "invalid_client", RequestId: "req-2",
 			}, eventstore.Metadata{Tenant: "acme", CorrelationID: "req-2"}),
 			want: store.Event{EventID: "01a2192e-aaaa-7000-8000-000000000001", Time: at, Tenant: "acme", Kind: "token.requested",
-				Outcome: "denied", Actor: "ghost", RequestID: "req-2", StreamSeq: 42},
+				Outcome: "invalid_client", Actor: "ghost", ClientID: "ghost", RequestID: "req-2", StreamSeq: 42},
 			wantDetail: map[string]any{"grant_type": "client_credentials", "error": "invalid_client"},
 		},
 		{
@@ -155,7 +156,7 @@ func TestMap(t *testing.T) {
 			name: "tenant from the payload when the envelope has none",
 			event: envelope(t, "token.requested", "", &issuerv1.TokenRequested{Tenant: "acme", ClientId: "c", Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED},
 				eventstore.Metadata{}),
-			want:       store.Event{EventID: "01a2192e-aaaa-7000-8000-000000000001", Time: at, Tenant: "acme", Kind: "token.requested", Outcome: "issued", Actor: "c", StreamSeq: 42},
+			want:       store.Event{EventID: "01a2192e-aaaa-7000-8000-000000000001", Time: at, Tenant: "acme", Kind: "token.requested", Outcome: "issued", Actor: "c", ClientID: "c", StreamSeq: 42},
 			wantDetail: map[string]any{"grant_type": ""},
 		},
 	}
@@ -287,7 +288,8 @@ func TestMapAccessRecorded(t *testing.T) {
 	a, d := rows[0], rows[1]
 	want := store.Event{EventID: a.EventID, Time: at.Add(-time.Second), Tenant: "acme", Agent: "tenants/acme/agents/faq", Kind: "access",
 		Outcome: "allowed", Actor: "faq", OnBehalfOf: "alice@acme.example", Environment: "prod", Scopes: []string{"orders.read"},
-		RequestID: "req-a", StreamSeq: 42}
+		RequestID: "req-a", StreamSeq: 42, ClientID: "faq", Resource: "/orders/42", Action: "GET", Bytes: 512, Rows: 3,
+		SourceAddress: "10.0.0.7", LatencyUS: 1500, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}
 	wantDetail := map[string]any{"resource": "/orders/42", "action": "GET", "status": float64(200), "bytes": float64(512), "rows": float64(3),
 		"latency_ms": 1.5, "batch_id": batchID, "event_id": allowed.GetEventId(), "reporter": "orders-api", "subject": "faq",
 		"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "source_address": "10.0.0.7:5123", "token_id": "jti-1",

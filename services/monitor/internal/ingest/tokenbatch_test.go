@@ -49,7 +49,7 @@ func TestMapTokenRequestedBatch(t *testing.T) {
 		t.Fatalf("row = %+v, want %+v", got, want)
 	}
 	denied := rows[1]
-	if denied.Outcome != "denied" || denied.Actor != "other" || denied.Agent != "" || !denied.Time.Equal(at) ||
+	if denied.Outcome != "invalid_client" || denied.ClientID != "other" || denied.Actor != "other" || denied.Agent != "" || !denied.Time.Equal(at) ||
 		denied.EventID != ingest.TokenRowID("01a2192e-aaaa-7000-8000-000000000001", 1) || denied.EventID == got.EventID {
 		t.Fatalf("denied row = %+v", denied)
 	}
