@@ -490,8 +490,8 @@ type orphanedClient struct {
 	state  registryv1.AgentState
 }
 
-// disableOrphanedClients disables every client not disabled whose agent is known and neither ACTIVE
-// nor PENDING. A PENDING agent's client belongs to a provisioning run between creating it and
+// disableOrphanedClients disables every client not disabled whose agent is known and neither ACTIVE,
+// SUSPENDED nor PENDING. A PENDING agent's client belongs to a provisioning run between creating it and
 // activating the agent (a failed run is started again and reuses it). Each call is bounded by
 // DisableTimeout and the step by ClientStepBudget: a hung issuer delays the run checks by at most
 // the budget, and the clients left are logged and tried again at the next pass.
@@ -516,8 +516,9 @@ func (r *Reconciler) disableOrphanedClients(ctx context.Context, actions map[str
 		switch {
 		case !ok, a.State == registryv1.AgentState_AGENT_STATE_UNSPECIFIED:
 			continue // the agent's events are not in the model yet
-		case a.State == registryv1.AgentState_AGENT_STATE_ACTIVE, a.State == registryv1.AgentState_AGENT_STATE_PENDING:
-			continue
+		case a.State == registryv1.AgentState_AGENT_STATE_ACTIVE, a.State == registryv1.AgentState_AGENT_STATE_PENDING,
+			a.State == registryv1.AgentState_AGENT_STATE_SUSPENDED:
+			continue // a suspended agent keeps its client: resuming it must not need a new one
 		}
 		r.mu.Lock()
 		done := r.disabled[c.Name()]

@@ -124,6 +124,9 @@ func (w *world) agentIn(t *testing.T, id string, state registryv1.AgentState) {
 	switch state {
 	case registryv1.AgentState_AGENT_STATE_ACTIVE:
 		w.append(t, eventstore.AggregateAgent, id, "agent.activated", &registryv1.AgentActivated{Name: name, DecisionId: "d"})
+	case registryv1.AgentState_AGENT_STATE_SUSPENDED:
+		w.append(t, eventstore.AggregateAgent, id, "agent.activated", &registryv1.AgentActivated{Name: name, DecisionId: "d"})
+		w.append(t, eventstore.AggregateAgent, id, "agent.suspended", &registryv1.AgentSuspended{Name: name, Reason: "alert", Cause: "alert:x"})
 	case registryv1.AgentState_AGENT_STATE_RETIRING, registryv1.AgentState_AGENT_STATE_RETIRED:
 		w.append(t, eventstore.AggregateAgent, id, "agent.activated", &registryv1.AgentActivated{Name: name, DecisionId: "d"})
 		w.append(t, eventstore.AggregateAgent, id, "agent.retirement_requested", &registryv1.AgentRetirementRequested{Name: name, Reason: "done", Ticket: "CHG-1"})
@@ -164,7 +167,8 @@ func TestReconcilerRepairs(t *testing.T) {
 	w := newWorld(t)
 	// r1 was registered but its run never started (no consumer); r2 is retiring without a run; r3 is
 	// RETIRED and its client is still ACTIVE; r4 is ACTIVE with its client (nothing to do); r5 is
-	// PENDING with the client its running provisioning run has just created (nothing to do).
+	// PENDING with the client its running provisioning run has just created (nothing to do); r6 is
+	// SUSPENDED with its client, which it needs again when resumed (nothing to do).
 	w.agentIn(t, "r1", registryv1.AgentState_AGENT_STATE_PENDING)
 	w.agentIn(t, "r2", registryv1.AgentState_AGENT_STATE_RETIRING)
 	w.agentIn(t, "r3", registryv1.AgentState_AGENT_STATE_RETIRED)
@@ -173,6 +177,8 @@ func TestReconcilerRepairs(t *testing.T) {
 	w.activeClient(t, "r4")
 	w.agentIn(t, "r5", registryv1.AgentState_AGENT_STATE_PENDING)
 	w.activeClient(t, "r5")
+	w.agentIn(t, "r6", registryv1.AgentState_AGENT_STATE_SUSPENDED)
+	w.activeClient(t, "r6")
 
 	res := w.pass(t)
 

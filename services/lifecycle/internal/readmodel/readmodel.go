@@ -39,6 +39,8 @@ const (
 	EventAgentRejected            = "agent.rejected"
 	EventAgentRetirementRequested = "agent.retirement_requested"
 	EventAgentRetired             = "agent.retired"
+	EventAgentSuspended           = "agent.suspended"
+	EventAgentResumed             = "agent.resumed"
 	EventClientCreated            = "client.created"
 	EventClientDisabled           = "client.disabled"
 	EventClientTombstoned         = "client.tombstoned"
@@ -285,6 +287,18 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 			return err
 		}
 		name, state = msg.GetName(), registryv1.AgentState_AGENT_STATE_RETIRED
+	case EventAgentSuspended:
+		msg, err := eventstore.DecodeAs[*registryv1.AgentSuspended](e)
+		if err != nil {
+			return err
+		}
+		name, state = msg.GetName(), registryv1.AgentState_AGENT_STATE_SUSPENDED
+	case EventAgentResumed:
+		msg, err := eventstore.DecodeAs[*registryv1.AgentResumed](e)
+		if err != nil {
+			return err
+		}
+		name, state = msg.GetName(), registryv1.AgentState_AGENT_STATE_ACTIVE
 	default:
 		return nil
 	}

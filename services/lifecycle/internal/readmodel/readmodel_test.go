@@ -34,6 +34,8 @@ func TestAgentsIgnoreOlderEvents(t *testing.T) {
 	activated := agentEvent(t, 2, readmodel.EventAgentActivated, &registryv1.AgentActivated{Name: name})
 	retiring := agentEvent(t, 3, readmodel.EventAgentRetirementRequested, &registryv1.AgentRetirementRequested{Name: name, Reason: "done"})
 	retired := agentEvent(t, 4, readmodel.EventAgentRetired, &registryv1.AgentRetired{Name: name})
+	suspended := agentEvent(t, 3, readmodel.EventAgentSuspended, &registryv1.AgentSuspended{Name: name, Reason: "alert"})
+	resumed := agentEvent(t, 4, readmodel.EventAgentResumed, &registryv1.AgentResumed{Name: name, Reason: "cleared"})
 	tests := []struct {
 		name      string
 		events    []eventstore.Event
@@ -44,6 +46,9 @@ func TestAgentsIgnoreOlderEvents(t *testing.T) {
 		{"registered again after retired", []eventstore.Event{registered, activated, retiring, retired, registered}, registryv1.AgentState_AGENT_STATE_RETIRED, retired.Time},
 		{"an older event late", []eventstore.Event{registered, activated, retiring, activated}, registryv1.AgentState_AGENT_STATE_RETIRING, retiring.Time},
 		{"the same event twice", []eventstore.Event{registered, activated, activated}, registryv1.AgentState_AGENT_STATE_ACTIVE, activated.Time},
+		{"suspended", []eventstore.Event{registered, activated, suspended}, registryv1.AgentState_AGENT_STATE_SUSPENDED, suspended.Time},
+		{"resumed", []eventstore.Event{registered, activated, suspended, resumed}, registryv1.AgentState_AGENT_STATE_ACTIVE, resumed.Time},
+		{"a late suspension after the resumption", []eventstore.Event{registered, activated, suspended, resumed, suspended}, registryv1.AgentState_AGENT_STATE_ACTIVE, resumed.Time},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
