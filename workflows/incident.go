@@ -194,6 +194,8 @@ type IncidentResult struct {
 	DecidedBy string
 	// Timeline is every action with its UTC time.
 	Timeline []string
+	// Taken are the actions taken, in order.
+	Taken []string `json:",omitempty"`
 }
 
 // incidentOptions are the activity options of the incident's actions: suspension and revocation are
@@ -512,7 +514,7 @@ func (r *incident) resolve(ctx workflow.Context, outcome string, d *TakenDecisio
 	}).Get(ctx, nil); err != nil {
 		return IncidentResult{}, err
 	}
-	return IncidentResult{Result: outcome, DecidedBy: decidedBy, Timeline: slices.Clone(r.status.Timeline)}, nil
+	return IncidentResult{Result: outcome, DecidedBy: decidedBy, Timeline: slices.Clone(r.status.Timeline), Taken: slices.Clone(r.status.Taken)}, nil
 }
 
 // took records an action taken (status and timeline).

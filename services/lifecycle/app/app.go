@@ -31,6 +31,7 @@ import (
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
+	"github.com/agentid/agentid/services/lifecycle/internal/notify"
 	"github.com/agentid/agentid/services/lifecycle/internal/readmodel"
 	"github.com/agentid/agentid/services/lifecycle/internal/server"
 	"github.com/agentid/agentid/workflows"
@@ -80,6 +81,18 @@ type Config struct {
 	// IssuerURL is the issuer's public base URL: approval tokens are verified against the JWKS of its
 	// tenant issuers. Empty refuses every approval (fail closed).
 	IssuerURL string
+	// IncidentWebhookURL receives incident notifications (signed JSON POSTs); empty sends none (each
+	// is recorded in the incident's timeline as not sent).
+	IncidentWebhookURL string
+	// IncidentWebhookSecret is the HMAC key of the notifications (at least 16 bytes); required with
+	// IncidentWebhookURL.
+	IncidentWebhookSecret string
+	// IncidentEscalation is how long owner and sponsor may take to decide an incident (defaults
+	// 4h each); IncidentEscalationTenants overrides it per tenant.
+	IncidentEscalation        lifecycle.Escalation
+	IncidentEscalationTenants map[string]lifecycle.Escalation
+	// IncidentPolicy overrides the built-in incident actions per tenant; nil is the built-in table.
+	IncidentPolicy *workflows.IncidentPolicy
 }
 
 // withDefaults fills the optional fields.
@@ -129,6 +142,12 @@ func (c Config) Validate() error {
 			return errs.InvalidArgument("event_retry_backoff", "event_retry_backoff delays must be positive")
 		}
 	}
+	if c.IncidentWebhookURL != "" && len(c.IncidentWebhookSecret) < 16 {
+		return errs.InvalidArgument("incident_webhook_secret", "incident_webhook_secret of at least 16 bytes is required with incident_webhook_url")
+	}
+	if err := c.IncidentPolicy.Validate(); err != nil {
+		return errs.InvalidArgument("incident_policy", err.Error())
+	}
 	return nil
 }
 
@@ -173,6 +192,7 @@ type App struct {
 	model     *readmodel.Model
 	runners   []*eventstore.Runner
 	reconcile *lifecycle.Reconciler
+	incidents *lifecycle.Incidents
 
 	closeOnce sync.Once
 }
@@ -256,6 +276,15 @@ func New(cfg Config, deps Deps) (*App, error) {
 
 		ApprovalTokens: approvals,
 		AgentResources: cfg.AgentResources,
+		IncidentPolicy: cfg.IncidentPolicy,
+	}
+	if cfg.IncidentWebhookURL != "" {
+		wh, err := notify.NewWebhook(notify.WebhookConfig{URL: cfg.IncidentWebhookURL, Secret: []byte(cfg.IncidentWebhookSecret)})
+		if err != nil {
+			_ = a.Close()
+			return nil, fmt.Errorf("lifecycle: incident_webhook_url: %w", err)
+		}
+		a.acts.Notifier = wh
 	}
 	a.model = readmodel.New()
 	a.runners = []*eventstore.Runner{
@@ -277,7 +306,13 @@ func New(cfg Config, deps Deps) (*App, error) {
 		_ = a.Close()
 		return nil, err
 	}
-	a.srv = server.New(a.core)
+	a.incidents, err = lifecycle.NewIncidents(lifecycle.IncidentsConfig{Service: a.core, Temporal: a.temporal,
+		Escalation: cfg.IncidentEscalation, Tenants: cfg.IncidentEscalationTenants})
+	if err != nil {
+		_ = a.Close()
+		return nil, err
+	}
+	a.srv = server.New(a.core).WithIncidents(a.incidents)
 	return a, nil
 }
 
@@ -290,7 +325,7 @@ func (a *App) RegisterGRPC(s *grpc.Server) { lifecyclev1.RegisterLifecycleServic
 // Tasks returns the Temporal worker, the agent-event consumer, the read model's projection runners
 // and the reconciler.
 func (a *App) Tasks() []service.Task {
-	tasks := []service.Task{a.runWorker, a.runConsumer, a.reconcile.Run}
+	tasks := []service.Task{a.runWorker, a.runConsumer, a.runAlertConsumer, a.reconcile.Run}
 	for _, r := range a.runners {
 		tasks = append(tasks, r.Run)
 	}
@@ -371,4 +406,14 @@ func (a *App) runConsumer(ctx context.Context) error {
 	}
 	return a.store.Consume(ctx, lifecycle.AgentEventsConsumer, eventstore.StreamAgents, lifecycle.AgentEventSubjects,
 		a.core.HandleAgentEvent, opts...)
+}
+
+// runAlertConsumer starts an incident run for each alert on stream ALERTS (durable consumer
+// lifecycle-incident-alerts), a few at a time: alerts are independent runs.
+func (a *App) runAlertConsumer(ctx context.Context) error {
+	opts := []eventstore.ConsumeOption{eventstore.WithConcurrency(4)}
+	if len(a.cfg.EventRetryBackoff) > 0 {
+		opts = append(opts, eventstore.WithBackoff(a.cfg.EventRetryBackoff...))
+	}
+	return a.store.Consume(ctx, lifecycle.AlertsConsumer, eventstore.StreamAlerts, lifecycle.AlertSubjects, a.incidents.HandleAlert, opts...)
 }

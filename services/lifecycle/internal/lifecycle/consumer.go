@@ -112,6 +112,7 @@ type runSpec struct {
 	in                                     any
 	eventID, event                         string // the causing event, recorded in the memo
 	md                                     eventstore.Metadata
+	memo                                   map[string]string // further memo fields
 }
 
 func provisionSpec(tenant, agentID, tier, eventID, registrant string) runSpec {
@@ -163,6 +164,11 @@ func (s *Service) startRun(ctx context.Context, spec runSpec, policy enumspb.Wor
 		"event_id": spec.eventID, "event_type": spec.event, "correlation_id": spec.md.CorrelationID,
 		"traceparent": spec.md.Traceparent, "actor": spec.md.Actor.ID,
 	} {
+		if v != "" {
+			memo[k] = v
+		}
+	}
+	for k, v := range spec.memo {
 		if v != "" {
 			memo[k] = v
 		}

@@ -22,7 +22,8 @@ type Lifecycle interface {
 // Server implements agentid.lifecycle.v1.LifecycleService.
 type Server struct {
 	lifecyclev1.UnimplementedLifecycleServiceServer
-	core Lifecycle
+	core      Lifecycle
+	incidents Incidents
 }
 
 var _ lifecyclev1.LifecycleServiceServer = (*Server)(nil)
