@@ -43,12 +43,23 @@ type Config struct {
 	BaselineRecomputeEvery time.Duration
 	// MaxAlerts bounds the alerts kept queryable in memory (default alerts.DefaultMaxAlerts).
 	MaxAlerts int
+	// SIEMDisabled turns the SIEM export off (by default alerts and audit-relevant events are
+	// published as OCSF JSON on siem.ocsf.<tenant>).
+	SIEMDisabled bool
+	// SIEMWebhookURL, if set, also receives every OCSF event (signed POSTs, docs/siem.md); https,
+	// or http to a loopback address.
+	SIEMWebhookURL string
+	// SIEMWebhookSecretFile holds the webhook's HMAC-SHA256 secret; required with SIEMWebhookURL.
+	SIEMWebhookSecretFile string
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	if c.BaselineRecomputeEvery < 0 || c.MaxAlerts < 0 {
 		return fmt.Errorf("monitor: baseline recompute period %s and max alerts %d must not be negative", c.BaselineRecomputeEvery, c.MaxAlerts)
+	}
+	if err := c.validateSIEM(); err != nil {
+		return err
 	}
 	if c.DuckDBPath == "" {
 		return nil
@@ -115,8 +126,16 @@ func New(cfg Config, deps Deps) (*App, error) {
 		_ = st.Close()
 		return nil, err
 	}
+	exporter, err := newSIEMExporter(cfg, deps.Store, logger, deps.Registerer)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
 	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath)
 	tasks := append([]service.Task{consumer.Run, agentsRunner.Run}, pipeline.tasks...)
+	if exporter != nil {
+		tasks = append(tasks, exporter.Run)
+	}
 	return &App{store: st, consumer: consumer, server: server.New(telemetry.New(st), recorder, pipeline.reader), tasks: tasks}, nil
 }
 
@@ -139,7 +158,7 @@ func (a *App) RegisterGRPC(s *grpc.Server) { monitorv1.RegisterMonitorServiceSer
 
 // Tasks implements service.Component: the consumer copying the TELEMETRY stream into the store
 // (and detecting on what it stored), the projection of AGENTS that enriches rows and detection, the
-// projection of ALERTS that keeps alerts queryable, and the baseline recomputation.
+// projection of ALERTS that keeps alerts queryable, the baseline recomputation, and the SIEM export.
 func (a *App) Tasks() []service.Task { return a.tasks }
 
 // Close closes the telemetry store; call it after the tasks have stopped.

@@ -19,6 +19,9 @@ func main() {
 	cfg := app.Config{DuckDBPath: "data/telemetry.duckdb"}
 	fs.StringVar(&cfg.DuckDBPath, "duckdb-path", cfg.DuckDBPath, "DuckDB file of the telemetry store (empty: in memory)")
 	fs.DurationVar(&cfg.BaselineRecomputeEvery, "baseline-every", time.Hour, "how often the detectors' baselines are recomputed in full from the telemetry store (besides at start)")
+	fs.BoolVar(&cfg.SIEMDisabled, "siem-disabled", false, "do not export alerts and audit events as OCSF (siem.ocsf.<tenant>, webhook)")
+	fs.StringVar(&cfg.SIEMWebhookURL, "siem-webhook-url", "", "SIEM webhook receiving signed OCSF JSON POSTs (https, or http to loopback)")
+	fs.StringVar(&cfg.SIEMWebhookSecretFile, "siem-webhook-secret-file", "", "file holding the SIEM webhook's HMAC-SHA256 secret (at least 16 bytes)")
 	os.Exit(service.Main(app.Name, fs, &flags, func(_ context.Context, env *service.Env) (service.Component, error) {
 		return app.New(cfg, app.Deps{Store: env.Store, Logger: env.Logger})
 	}))
