@@ -75,9 +75,11 @@ type Config struct {
 	// that a registered agent is not taken for a ghost at start).
 	Ready func(ctx context.Context) error
 	// OnStored, if set, is called with the rows of each batch once they are durably stored (the
-	// detection engine). It runs on the commit loop, after the batch's events are released for
+	// detection engine). It runs on the commit loop, before the batch's events are released for
 	// acknowledgement and before the next batch is inserted: it must be quick or hand the rows
-	// off, or it slows ingest. The rows are its own; a redelivered event's rows may come again.
+	// off, or it slows ingest. If the consumer stops (ctx done) while it runs, the batch's events
+	// are not acknowledged: they are redelivered and their rows handed on again. The rows are its
+	// own; a redelivered event's rows may come again.
 	OnStored func(ctx context.Context, rows []store.Event)
 }
 
@@ -321,11 +323,16 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 		if err != nil {
 			c.cfg.Logger.ErrorContext(ctx, "telemetry insert failed; events will be redelivered", "events", len(rows), "error", err)
 		}
+		if err == nil && c.cfg.OnStored != nil && len(rows) > 0 {
+			// Before the acknowledgements, so what OnStored must finish (the alerts of the rows on
+			// ALERTS) survives a crash: unfinished, the events are redelivered and seen again.
+			c.cfg.OnStored(ctx, slices.Clone(rows))
+			if ctx.Err() != nil {
+				err = fmt.Errorf("ingest: stopped before the stored rows were handed on: %w", ctx.Err())
+			}
+		}
 		for _, r := range batch {
 			r.result <- err
-		}
-		if err == nil && c.cfg.OnStored != nil && len(rows) > 0 {
-			c.cfg.OnStored(context.WithoutCancel(ctx), slices.Clone(rows))
 		}
 	}
 }
