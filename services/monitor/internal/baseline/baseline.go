@@ -272,10 +272,8 @@ func (b *Baseline) addPair(user, resource string) {
 // IsRequest reports whether a row is a request of its agent (kinds access and token.requested).
 func IsRequest(kind string) bool { return kind == store.KindAccess || kind == store.KindTokenRequested }
 
-// Denied reports whether a request's outcome is a refusal: anything but issued, allowed or allow.
-func Denied(outcome string) bool {
-	return outcome != "issued" && outcome != "allowed" && outcome != "allow"
-}
+// Denied reports whether a request's outcome is a refusal: not one of store.AllowedOutcomes.
+func Denied(outcome string) bool { return !slices.Contains(store.AllowedOutcomes, outcome) }
 
 // young reports whether the agent has too little history of its own.
 func (b *Baseline) young(minDays float64, minRequests int64) bool {

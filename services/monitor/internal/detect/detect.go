@@ -86,7 +86,7 @@ type Config struct {
 	// DenyRateFloor is the least baseline deny rate assumed (0.01).
 	DenyRateFloor float64
 	// DelegationMinObs is how many of a user's delegations the engine must have observed before it
-	// judges the resources they touch (20).
+	// judges the resources they touch (50).
 	DelegationMinObs int64
 	// DedupeSize is how many alert ids are remembered to raise each once (100,000).
 	DedupeSize int
@@ -121,7 +121,7 @@ func (c *Config) defaults() {
 	def(&c.DenyZ, 6)
 	defi(&c.DenyMinCount, 10)
 	def(&c.DenyRateFloor, 0.01)
-	defi(&c.DelegationMinObs, 20)
+	defi(&c.DelegationMinObs, 50)
 	if c.DedupeSize <= 0 {
 		c.DedupeSize = 100_000
 	}

@@ -1,7 +1,6 @@
 package synth
 
 import (
-	"math/rand/v2"
 	"strconv"
 	"time"
 
@@ -74,7 +73,7 @@ type Attack struct {
 func (g *Generator) Attack(at Attack) []store.Event { return g.inject(at) }
 
 func (g *Generator) inject(at Attack) []store.Event {
-	r := rand.New(rand.NewPCG(g.cfg.Seed^0xA77AC, uint64(at.Kind)<<40|uint64(at.At.Unix())))
+	r := stream(g.cfg.Seed, 4, uint64(at.Kind)<<40|uint64(at.At.Unix()))
 	var a *Agent
 	if at.Kind != Ghost {
 		if at.Agent < 0 || at.Agent >= len(g.Agents) {

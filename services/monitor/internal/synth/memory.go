@@ -4,10 +4,10 @@ import (
 	"cmp"
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 )
 
@@ -17,6 +17,8 @@ type Memory struct {
 	mu      sync.RWMutex
 	strs    []string
 	ids     map[string]int32
+	sets    [][]int32
+	setIDs  map[string]int32
 	agents  map[[2]int32][]row // (tenant, agent) -> rows in insertion order
 	tenants map[int32]bool
 }
@@ -25,7 +27,7 @@ type row struct {
 	ms                  int64
 	rows, bytes         int64
 	resource, net, user int32
-	scopes              []int32
+	scopes              int32 // index into Memory.sets
 	request, access     bool
 	denied              bool
 }
@@ -34,7 +36,7 @@ var _ store.Analytics = (*Memory)(nil)
 
 // NewMemory returns an empty Memory.
 func NewMemory() *Memory {
-	return &Memory{ids: map[string]int32{"": 0}, strs: []string{""}, agents: map[[2]int32][]row{}, tenants: map[int32]bool{}}
+	return &Memory{ids: map[string]int32{"": 0}, strs: []string{""}, sets: [][]int32{nil}, setIDs: map[string]int32{"": 0}, agents: map[[2]int32][]row{}, tenants: map[int32]bool{}}
 }
 
 func (m *Memory) intern(s string) int32 {
@@ -47,10 +49,23 @@ func (m *Memory) intern(s string) int32 {
 	return id
 }
 
-// Denied reports whether a request row's outcome is a refusal: anything but issued, allowed or allow.
-func Denied(outcome string) bool {
-	return outcome != "issued" && outcome != "allowed" && outcome != "allow"
+func (m *Memory) internSet(scopes []string) int32 {
+	key := strings.Join(scopes, "\x00")
+	if id, ok := m.setIDs[key]; ok {
+		return id
+	}
+	set := make([]int32, len(scopes))
+	for i, s := range scopes {
+		set[i] = m.intern(s)
+	}
+	id := int32(len(m.sets))
+	m.sets = append(m.sets, set)
+	m.setIDs[key] = id
+	return id
 }
+
+// Denied reports whether a request row's outcome is a refusal: not one of store.AllowedOutcomes.
+func Denied(outcome string) bool { return !slices.Contains(store.AllowedOutcomes, outcome) }
 
 // Add adds rows.
 func (m *Memory) Add(events ...store.Event) {
@@ -73,9 +88,7 @@ func (m *Memory) Add(events ...store.Event) {
 			access:   e.Kind == store.KindAccess,
 		}
 		r.denied = r.request && Denied(e.Outcome)
-		for _, s := range e.Scopes {
-			r.scopes = append(r.scopes, m.intern(s))
-		}
+		r.scopes = m.internSet(e.Scopes)
 		k := [2]int32{t, m.intern(e.Agent)}
 		m.agents[k] = append(m.agents[k], r)
 	}
@@ -83,8 +96,8 @@ func (m *Memory) Add(events ...store.Event) {
 
 // each calls f with each agent of w's tenant (or w's agent), in agent order, and its rows.
 func (m *Memory) each(w store.Window, f func(agent string, rows []row)) error {
-	if w.Tenant == "" {
-		return errs.InvalidArgument("tenant", "tenant is required")
+	if err := store.CheckWindow(w, false); err != nil {
+		return err
 	}
 	t, ok := m.ids[w.Tenant]
 	if !ok {
@@ -103,7 +116,10 @@ func (m *Memory) each(w store.Window, f func(agent string, rows []row)) error {
 	return nil
 }
 
-func in(w store.Window, ms int64) bool { return ms >= w.From.UnixMilli() && ms < w.To.UnixMilli() }
+func in(w store.Window, ms int64) bool {
+	from, to := w.Millis()
+	return ms >= from && ms < to
+}
 
 // Hourly implements store.Analytics.
 func (m *Memory) Hourly(_ context.Context, w store.Window) ([]store.Hourly, error) {
@@ -113,7 +129,7 @@ func (m *Memory) Hourly(_ context.Context, w store.Window) ([]store.Hourly, erro
 	err := m.each(w, func(agent string, rows []row) {
 		hours := map[int64]*store.Hourly{}
 		for _, r := range rows {
-			if !in(w, r.ms) {
+			if !r.request || !in(w, r.ms) {
 				continue
 			}
 			hk := r.ms / 3600000
@@ -122,11 +138,9 @@ func (m *Memory) Hourly(_ context.Context, w store.Window) ([]store.Hourly, erro
 				h = &store.Hourly{Tenant: w.Tenant, Agent: agent, Hour: time.UnixMilli(hk * 3600000).UTC()}
 				hours[hk] = h
 			}
-			if r.request {
-				h.Requests++
-				if r.denied {
-					h.Denied++
-				}
+			h.Requests++
+			if r.denied {
+				h.Denied++
 			}
 			h.Rows += r.rows
 			h.Bytes += r.bytes
@@ -178,7 +192,7 @@ func (m *Memory) Usage(_ context.Context, w store.Window, dim store.Dimension) (
 			case store.DimOnBehalfOf:
 				add(r.user, r.ms)
 			case store.DimScope:
-				for _, s := range r.scopes {
+				for _, s := range m.sets[r.scopes] {
 					add(s, r.ms)
 				}
 			}
@@ -227,6 +241,10 @@ func (m *Memory) LastActive(_ context.Context, w store.Window) (map[string]time.
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	out := map[string]time.Time{}
+	if err := store.CheckWindow(w, true); err != nil {
+		return nil, err
+	}
+	w.From = time.Unix(0, 0)
 	err := m.each(w, func(agent string, rows []row) {
 		last := int64(-1 << 62)
 		for _, r := range rows {

@@ -141,7 +141,7 @@ func New(cfg Config) *Generator {
 	g := &Generator{cfg: cfg}
 	classes := (cfg.Agents + cfg.ClassSize - 1) / cfg.ClassSize
 	for c := range classes {
-		r := rand.New(rand.NewPCG(cfg.Seed, 0xC1A55<<20|uint64(c)))
+		r := stream(cfg.Seed, 3, uint64(c))
 		profile := Profile(c % 4)
 		team := c % len(teams)
 		tz := r.IntN(4) // hours of shift of the team's working day
@@ -352,6 +352,19 @@ func (g *Generator) Events(from, to time.Time, attacks ...Attack) []store.Event 
 	return out
 }
 
+// stream returns the random stream of one (purpose, key) pair of the seed; the words are mixed
+// (splitmix64) so that neighbouring keys give unrelated streams.
+func stream(seed, purpose, key uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(mix(seed^mix(purpose)), mix(key^mix(seed+purpose))))
+}
+
+func mix(x uint64) uint64 {
+	x += 0x9E3779B97F4A7C15
+	x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9
+	x = (x ^ (x >> 27)) * 0x94D049BB133111EB
+	return x ^ (x >> 31)
+}
+
 // hourIndex numbers hours since the Unix epoch (the random stream of an agent-hour).
 func hourIndex(h time.Time) uint64 { return uint64(h.Unix() / 3600) }
 
@@ -361,9 +374,9 @@ func (g *Generator) agentHour(out []store.Event, a *Agent, h time.Time) []store.
 		return out
 	}
 	day := h.Truncate(24 * time.Hour)
-	dr := rand.New(rand.NewPCG(g.cfg.Seed^0xDA7, uint64(a.Index)<<32|hourIndex(day)))
+	dr := stream(g.cfg.Seed, 1, uint64(a.Index)<<32|hourIndex(day))
 	l *= math.Exp(0.25 * dr.NormFloat64()) // the agent's busy or quiet day
-	r := rand.New(rand.NewPCG(g.cfg.Seed, uint64(a.Index)<<32|hourIndex(h)))
+	r := stream(g.cfg.Seed, 2, uint64(a.Index)<<32|hourIndex(h))
 	n := poisson(r, l)
 	for i := range n {
 		out = append(out, g.request(r, a, h, i))
