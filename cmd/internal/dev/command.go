@@ -77,6 +77,8 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.DurationSliceVar(&cfg.EventRetryBackoff, "event-retry-backoff", nil, "redelivery delays of agent events whose lifecycle run cannot start yet, e.g. 1s,5s,30s (the last repeats, with no cap on retries; default 1s up to 5m)")
 	f.DurationVar(&cfg.WorkflowStartTimeout, "workflow-start-timeout", 0, "bound of one attempt to start a lifecycle run while Temporal is unreachable (default 10s)")
 	f.StringVar(&cfg.DuckDBPath, "duckdb-path", "", "telemetry DuckDB file (default <data-dir>/telemetry.duckdb)")
+	f.StringVar(&cfg.SIEMWebhookURL, "siem-webhook-url", "", "SIEM webhook receiving the monitor's signed OCSF JSON POSTs (https, or http to loopback; docs/siem.md)")
+	f.StringVar(&cfg.SIEMWebhookSecretFile, "siem-webhook-secret-file", "", "file holding the --siem-webhook-url HMAC-SHA256 secret (at least 16 bytes)")
 	f.StringSliceVar(&cfg.AgentResources, "agent-resource", cfg.AgentResources, "RFC 8707 resources registered for every agent's client: the audience of agents' tokens (never the platform API)")
 	f.StringVar(&cfg.BundleDir, "bundle-dir", "", "policy bundle directory (default: the built-in bundle)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

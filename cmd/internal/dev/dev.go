@@ -70,10 +70,13 @@ type Config struct {
 	// WorkflowStartTimeout bounds one attempt of the lifecycle to start a run (default 10s).
 	WorkflowStartTimeout time.Duration
 	DuckDBPath           string
-	BundleDir            string
-	LogLevel             slog.Level
-	LogFile              string
-	OTLPEndpoint         string
+	// SIEMWebhookURL and SIEMWebhookSecretFile, when set, make the monitor's SIEM export also POST
+	// signed OCSF events to a webhook (docs/siem.md); the export publishes on siem.ocsf.<tenant> anyway.
+	SIEMWebhookURL, SIEMWebhookSecretFile string
+	BundleDir                             string
+	LogLevel                              slog.Level
+	LogFile                               string
+	OTLPEndpoint                          string
 	// PprofAddr, when set, serves net/http/pprof there (loopback only unless PprofAllowRemote).
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
@@ -360,7 +363,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
-	monitor, err := monitorapp.New(monitorapp.Config{DuckDBPath: cfg.DuckDBPath}, monitorapp.Deps{Store: storeFor("monitor"), Logger: log.With("service", "monitor")})
+	monitor, err := monitorapp.New(monitorapp.Config{DuckDBPath: cfg.DuckDBPath, SIEMWebhookURL: cfg.SIEMWebhookURL, SIEMWebhookSecretFile: cfg.SIEMWebhookSecretFile}, monitorapp.Deps{Store: storeFor("monitor"), Logger: log.With("service", "monitor")})
 	if err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}
