@@ -95,6 +95,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(newLoginCmd(g), newTenantsCmd(g), newAgentsCmd(g), newClientsCmd(g), newTokenCmd(g), newTokensCmd(g), newEventsCmd(g),
 		newApprovalsCmd(g))
 	root.AddCommand(newAlertsCmd(g), newMonitorCmd(g))
+	root.AddCommand(newIncidentsCmd(g))
 	return root
 }
 
