@@ -18,9 +18,9 @@ import (
 )
 
 func newAgentsCmd(g *globals) *cobra.Command {
-	cmd := group("agents", "Register, inspect and retire agents")
+	cmd := group("agents", "Register, inspect, suspend, resume and retire agents")
 	cmd.AddCommand(newAgentsRegisterCmd(g), newAgentsGetCmd(g), newAgentsListCmd(g), newAgentsRetireCmd(g),
-		newAgentsWorkflowsCmd(g), newAgentsApproveCmd(g))
+		newAgentsWorkflowsCmd(g), newAgentsApproveCmd(g), newAgentsSuspendCmd(g), newAgentsResumeCmd(g))
 	return cmd
 }
 
@@ -44,7 +44,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 		a                                           registryv1.Agent
 		env, autonomy, model, boundary, sensitivity string
 		jwksFile, keyOut, requestID                 string
-		expiresIn                                   time.Duration
+		expiresIn, ttl                              time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "register",
@@ -68,6 +68,12 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 			}
 			if a.DataSensitivity, err = enumOf[registryv1.DataSensitivity]("sensitivity", sensitivity, "DATA_SENSITIVITY_", registryv1.DataSensitivity_value); err != nil {
 				return err
+			}
+			if err := checkTTL(ttl, expiresIn); err != nil {
+				return err
+			}
+			if ttl > 0 {
+				expiresIn = ttl
 			}
 			if expiresIn > 0 {
 				a.ExpireTime = timestamp(time.Now().Add(expiresIn))
@@ -162,6 +168,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 	f.StringVar(&sensitivity, "sensitivity", "internal", "public, internal, confidential, pii, phi or pci")
 	f.StringSliceVar(&a.Scopes, "scope", nil, "allowed scope, resource.action[.qualifier] (repeat or comma-separate)")
 	f.DurationVar(&expiresIn, "expires-in", 0, "identity lifetime (e.g. 720h); empty for the policy default")
+	f.DurationVar(&ttl, "ttl", 0, "ephemeral agent: torn down this long after registration (1m to 720h; exclusive with --expires-in)")
 	f.StringVar(&jwksFile, "jwks-file", "", "the agent's public JWK Set")
 	f.StringVar(&keyOut, "key-out", "", "generate an ES256 key and write the agent's credential file here")
 	f.StringVar(&requestID, "request-id", "", "idempotency key (retries with the same key register nothing new)")
@@ -273,12 +280,12 @@ func newAgentsListCmd(g *globals) *cobra.Command {
 }
 
 func newAgentsRetireCmd(g *globals) *cobra.Command {
-	var reason, ticket, requestID string
+	var reason, ticket, trigger, requestID string
 	var wait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "retire AGENT",
-		Short: "Retire an agent: the deprovisioning workflow disables access and revokes every credential",
+		Short: "Retire an agent (ACTIVE, PENDING or SUSPENDED): the deprovisioning workflow disables access and revokes every credential",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if reason == "" {
@@ -288,7 +295,7 @@ func newAgentsRetireCmd(g *globals) *cobra.Command {
 				rc := registryv1.NewRegistryServiceClient(conn)
 				requestID = requestIDOr(requestID, "retire")
 				res, err := rc.RetireAgent(cmd.Context(), &registryv1.RetireAgentRequest{
-					Name: name, Reason: reason, Ticket: ticket, RequestId: requestID,
+					Name: name, Reason: reason, Ticket: ticket, RequestId: requestID, Trigger: trigger,
 				})
 				if err != nil {
 					return mutationError("the retirement", requestID, "", err)
@@ -316,6 +323,7 @@ func newAgentsRetireCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (project finished, replaced, owner left, policy violation ...)")
 	cmd.Flags().StringVar(&ticket, "ticket", "", "change ticket the retirement is recorded under")
+	cmd.Flags().StringVar(&trigger, "trigger", "", "what triggered it: request (default), ttl, inactivity, owner_departed, replacement, policy_violation or anomaly")
 	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until deprovisioning is verified and the agent is RETIRED")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long --wait waits")
