@@ -219,6 +219,19 @@ func reasonOf(err error) string {
 	return "invalid"
 }
 
+// ClientDirectory is a Directory that also follows the issuer's clients (CREDENTIALS), so that a
+// client id it does not know is a ghost.
+type ClientDirectory interface {
+	agents.Directory
+	// KnowsClients reports whether client ids are followed.
+	KnowsClients() bool
+}
+
+func knowsClients(d agents.Directory) bool {
+	cd, ok := d.(ClientDirectory)
+	return ok && cd.KnowsClients()
+}
+
 // activityKinds are the kinds of rows an agent's own activity produces: only they flag a ghost.
 var activityKinds = map[string]bool{KindAccess: true, TypeTokenRequested: true, TypePolicyDecided: true}
 
@@ -243,7 +256,9 @@ func (c *Consumer) enrich(rows []store.Event) {
 		if !ok {
 			// Only activity is a ghost's: a milestone may reach the monitor before the registry's
 			// event does.
-			if activityKinds[r.Kind] {
+			// A client named without an agent is a ghost only when the Directory knows clients
+			// (it follows CREDENTIALS) or the issuer itself refused it as unknown.
+			if activityKinds[r.Kind] && (r.Agent != "" || r.Outcome == "invalid_client" || knowsClients(c.cfg.Directory)) {
 				r.AgentKnown = false
 				c.ghostRows.Inc()
 			}

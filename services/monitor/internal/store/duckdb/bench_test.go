@@ -37,6 +37,8 @@ func benchEvent(n int) store.Event {
 		Tenant:  "acme", Agent: "tenants/acme/agents/faq", Kind: "token.requested", Outcome: "issued",
 		Actor: "faq", Environment: "dev", Scopes: []string{"kb.read", "ticket.search"}, RequestID: "req",
 		Detail: `{"grant_type":"client_credentials","token_id":"t","audiences":["urn:agentid:api"]}`, StreamSeq: uint64(n),
+		Owner: "alice@acme.example", AgentKnown: true, ClientID: "faq", Resource: "urn:agentid:api",
+		SourceAddress: fmt.Sprintf("10.0.%d.%d", n/256%256, n%256), LatencyUS: int64(n % 5000),
 	}
 }
 
@@ -74,7 +76,7 @@ func openBench(b *testing.B) *duckdb.Store {
 // BenchmarkInsert measures inserts into an empty DuckDB file by batch size; rows/s and
 // cpu-µs/row are what to compare (go test -bench Insert -run '^$' ./internal/store/duckdb/).
 func BenchmarkInsert(b *testing.B) {
-	for _, batch := range []int{1, 100, 1000} {
+	for _, batch := range []int{1, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			runInserts(b, openBench(b), batch, benchEvent)
 		})
