@@ -69,6 +69,9 @@ type Activities struct {
 	Notifier Notifier
 	// IncidentPolicy maps alerts to incident actions; nil is the built-in table.
 	IncidentPolicy *IncidentPolicy
+	// Cleanups are the cleanups deprovisioning runs for every agent, in order (none: nothing to
+	// clean, recorded as such).
+	Cleanups []Cleanup
 }
 
 // Policy outcomes as the workflows see them.

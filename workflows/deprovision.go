@@ -23,6 +23,22 @@ type DeprovisionInput struct {
 	Reason string
 	// EventID is the id of the agent.retirement_requested event that started the run.
 	EventID string
+	// Trigger is what triggered the retirement (one of Triggers; empty: TriggerRequest).
+	Trigger string `json:",omitempty"`
+	// TriggerTime is when it was triggered (the retirement event's time, UTC); zero: the run's start.
+	TriggerTime time.Time `json:",omitzero"`
+	// ChangeRef is the change reference: ticket, alert or review id.
+	ChangeRef string `json:",omitempty"`
+	// SignOffSteps are the sign-offs the run waits for after verification, in order (StepOwner,
+	// StepSecurity). Empty: both, unless NoSignOff.
+	SignOffSteps []string `json:",omitempty"`
+	// NoSignOff ends the run without sign-offs (configured per trigger, e.g. for ephemeral agents).
+	NoSignOff bool `json:",omitempty"`
+	// RemindEvery is how often a waiting sign-off is reminded (default DefaultSignOffRemindEvery).
+	RemindEvery time.Duration `json:",omitempty"`
+	// EscalateAfter is how long a sign-off may wait before reminders also go to security
+	// (default DefaultSignOffEscalateAfter).
+	EscalateAfter time.Duration `json:",omitempty"`
 }
 
 // DeprovisionResult is how a deprovisioning run ended.
@@ -33,19 +49,45 @@ type DeprovisionResult struct {
 	VerifyTime time.Time
 	// Checks are the verification checks that passed.
 	Checks []string
+	// Trigger is what triggered the run (since versionDeprovisionSaga).
+	Trigger string `json:",omitempty"`
+	// TriggerTime is when it was triggered (since versionDeprovisionSaga).
+	TriggerTime time.Time `json:",omitzero"`
+	// Steps are the saga's steps with their times and results (since versionDeprovisionSaga).
+	Steps []DeprovisionStep `json:",omitempty"`
+	// SignOffs are the sign-offs taken, in order (since versionDeprovisionSaga).
+	SignOffs []Approval `json:",omitempty"`
 }
 
 // maxRevokeRounds bounds how often the run disables the client again when verification still finds it
 // active (a client created concurrently with the retirement).
 const maxRevokeRounds = 5
 
-// DeprovisionWorkflow retires an agent: it stops a provisioning run still in progress, disables the
-// agent's OAuth client (revoking its tokens), verifies that nothing remains, records the verification in
+// versionDeprovisionSaga is the change id (version 1) of the complete deprovisioning saga: trigger,
+// suspend, revoke every credential, remove grants, cleanup, verify by trying, retire, sign-offs,
+// evidence. Runs that started before it (workflow.DefaultVersion) finish as they began.
+const versionDeprovisionSaga = "deprovision-saga"
+
+// DeprovisionWorkflow retires an agent. Since versionDeprovisionSaga it runs the saga of deprovision.go
+// (runSaga); runs recorded before it stop a provisioning run still in progress, disable the agent's
+// OAuth client (revoking its tokens), verify that the client is disabled, record the verification in
 // the registry (RETIRED) and as lifecycle.deprovisioning_verified.
 func DeprovisionWorkflow(ctx workflow.Context, in DeprovisionInput) (DeprovisionResult, error) {
 	if err := validateAgent(in.Tenant, in.Agent, in.AgentID); err != nil {
 		return DeprovisionResult{}, err
 	}
+	if err := checkTrigger(in.Trigger); err != nil {
+		return DeprovisionResult{}, err
+	}
+	if workflow.GetVersion(ctx, versionDeprovisionSaga, workflow.DefaultVersion, 1) >= 1 {
+		d := &deprovision{in: in, id: workflow.GetInfo(ctx).WorkflowExecution.ID, status: Status{Stage: StageSuspend}}
+		return d.run(ctx)
+	}
+	return deprovisionV0(ctx, in)
+}
+
+// deprovisionV0 is DeprovisionWorkflow as recorded before versionDeprovisionSaga.
+func deprovisionV0(ctx workflow.Context, in DeprovisionInput) (DeprovisionResult, error) {
 	id := workflow.GetInfo(ctx).WorkflowExecution.ID
 	status := Status{Stage: StageRevoke}
 	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return status, nil }); err != nil {

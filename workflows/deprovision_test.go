@@ -5,12 +5,15 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -30,18 +33,78 @@ func activeClient(id string) *issuerv1.Client {
 	return &issuerv1.Client{
 		Name: workflows.ClientName(tenant, id), ClientId: id, Tenant: tenant,
 		Agent: workflows.AgentName(tenant, id), State: issuerv1.ClientState_CLIENT_STATE_ACTIVE,
+		Scopes: []string{"orders.read"}, Resources: []string{"https://files.example"},
 	}
 }
 
-func TestDeprovision(t *testing.T) {
+func deprovisionInput(id string) workflows.DeprovisionInput {
+	return workflows.DeprovisionInput{
+		Tenant: tenant, Agent: workflows.AgentName(tenant, id), AgentID: id, RiskTier: "low",
+		Reason: "project finished", EventID: "evt-" + id, Trigger: workflows.TriggerTTL, ChangeRef: "CHG-1",
+		TriggerTime: time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC),
+	}
+}
+
+// recordingCleanup is a workflows.Cleanup that records its requests and fails while failures > 0.
+type recordingCleanup struct {
+	name     string
+	mu       sync.Mutex
+	requests []workflows.CleanupRequest
+	failures int
+}
+
+func (c *recordingCleanup) Name() string { return c.name }
+
+func (c *recordingCleanup) Clean(_ context.Context, req workflows.CleanupRequest) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.requests = append(c.requests, req)
+	if c.failures != 0 {
+		c.failures--
+		return "", errors.New("queue service answered 503")
+	}
+	return "queues of " + req.AgentID + " deleted", nil
+}
+
+// recordingNotifier is a workflows.Notifier keeping what it was asked to send.
+type recordingNotifier struct {
+	mu   sync.Mutex
+	sent []workflows.Notification
+}
+
+func (n *recordingNotifier) Notify(_ context.Context, x workflows.Notification) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.sent = append(n.sent, x)
+	return nil
+}
+
+func (n *recordingNotifier) all() []workflows.Notification {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.sent)
+}
+
+func stepNames(steps []workflows.DeprovisionStep) []string {
+	out := make([]string, 0, len(steps))
+	for _, s := range steps {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+func TestDeprovisionSaga(t *testing.T) {
 	tests := []struct {
-		name       string
-		client     bool
-		wantCheck  string
-		wantRounds int
+		name      string
+		client    bool
+		cleanup   bool
+		wantSteps []string
+		wantCheck string
 	}{
-		{"active client is disabled", true, "client disabled: tenants/acme/clients/d1", 1},
-		{"agent never had a client", false, "no client: tenants/acme/clients/d1 was never issued", 1},
+		{"active client, a cleanup configured", true, true,
+			[]string{"suspend", "revoke", "remove_roles", "cleanup:queues", "verify", "retire", "sign_off"}, "client disabled: tenants/acme/clients/d1"},
+		{"agent never had a client, no cleanup", false, false,
+			[]string{"suspend", "revoke", "remove_roles", "cleanup", "verify", "retire", "sign_off"}, "no client: tenants/acme/clients/d1 was never issued"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -50,59 +113,87 @@ func TestDeprovision(t *testing.T) {
 			if tt.client {
 				f.fakes.Issuer.Put(activeClient("d1"))
 			}
+			cleanup := &recordingCleanup{name: "queues"}
+			if tt.cleanup {
+				f.acts.Cleanups = []workflows.Cleanup{cleanup}
+			}
 			var cancelled []string
 			f.env.OnRequestCancelExternalWorkflow(mock.Anything, mock.Anything, mock.Anything).Run(func(args mock.Arguments) {
 				cancelled = append(cancelled, args.String(1))
 			}).Return(errors.New("workflow not found"))
 
-			f.env.ExecuteWorkflow(workflows.DeprovisionWorkflow, workflows.DeprovisionInput{
-				Tenant: tenant, Agent: workflows.AgentName(tenant, "d1"), AgentID: "d1", RiskTier: "low",
-				Reason: "project finished", EventID: "evt-d1",
-			})
+			in := deprovisionInput("d1")
+			in.NoSignOff = true
+			f.env.ExecuteWorkflow(workflows.DeprovisionWorkflow, in)
 
 			var res workflows.DeprovisionResult
 			if err := f.env.GetWorkflowResult(&res); err != nil {
 				t.Fatal(err)
 			}
-			if res.Result != "retired" || !slices.Equal(res.Checks, []string{tt.wantCheck}) || res.VerifyTime.IsZero() {
+			if res.Result != "retired" || res.Trigger != "ttl" || !res.TriggerTime.Equal(in.TriggerTime) || res.VerifyTime.IsZero() {
 				t.Fatalf("result = %+v", res)
+			}
+			if got := stepNames(res.Steps); !slices.Equal(got, tt.wantSteps) {
+				t.Errorf("steps = %v, want %v", got, tt.wantSteps)
+			}
+			wantChecks := []string{tt.wantCheck, "token request refused: invalid_client", "introspection of a token issued up to", "no roles or scopes remain"}
+			if len(res.Checks) != len(wantChecks) {
+				t.Fatalf("checks = %q", res.Checks)
+			}
+			for i, w := range wantChecks {
+				if !strings.HasPrefix(res.Checks[i], w) {
+					t.Errorf("check %d = %q, want prefix %q", i, res.Checks[i], w)
+				}
 			}
 			if !slices.Equal(cancelled, []string{"provision/acme/d1"}) {
 				t.Errorf("cancelled = %v, want the provisioning run", cancelled)
 			}
 			disables := workflowstest.RequestsOf[*issuerv1.DisableClientRequest](f.fakes, "DisableClient")
-			if len(disables) != tt.wantRounds || disables[0].GetName() != "tenants/acme/clients/d1" ||
-				disables[0].GetReason() != "project finished" || disables[0].GetRequestId() != "deprovision/acme/d1/revoke" {
+			if len(disables) != 1 || disables[0].GetName() != "tenants/acme/clients/d1" || disables[0].GetRequestId() != "deprovision/acme/d1/revoke" {
 				t.Errorf("DisableClient = %v", disables)
 			}
-			if tt.client && f.fakes.Issuer.Client("tenants/acme/clients/d1").GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
-				t.Error("client still active")
+			revokes := workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens")
+			if len(revokes) != 1 || revokes[0].GetAgent() != "tenants/acme/agents/d1" || revokes[0].GetRequestId() != "deprovision/acme/d1/revoke-tokens" {
+				t.Errorf("RevokeTokens = %v", revokes)
 			}
-			if len(f.fakes.Requests("GetClient")) == 0 {
-				t.Error("revocation was not verified")
+			if len(f.fakes.Requests("SuspendAgent")) != 0 {
+				t.Error("a RETIRING agent was suspended")
 			}
-			done := workflowstest.RequestsOf[*registryv1.CompleteRetirementRequest](f.fakes, "CompleteRetirement")
-			if len(done) != 1 || !done[0].GetVerifyTime().AsTime().Equal(res.VerifyTime) || done[0].GetRequestId() != "deprovision/acme/d1/retire" {
-				t.Fatalf("CompleteRetirement = %v", done)
+			if tt.cleanup && (len(cleanup.requests) != 1 || cleanup.requests[0].RequestID != "deprovision/acme/d1/cleanup:queues" || cleanup.requests[0].Trigger != "ttl") {
+				t.Errorf("cleanup requests = %+v", cleanup.requests)
 			}
 			if got := f.fakes.Registry.Agent("tenants/acme/agents/d1").GetState(); got != registryv1.AgentState_AGENT_STATE_RETIRED {
 				t.Errorf("agent state = %v", got)
 			}
 			evs := f.events(t, "d1")
-			if len(evs) != 1 || evs[0].Type != workflows.EventDeprovisioningVerified || evs[0].Metadata.CausationID != "evt-d1" {
+			if len(evs) != 2 || evs[0].Type != workflows.EventDeprovisioningVerified || evs[1].Type != workflows.EventDeprovisioningCompleted {
 				t.Fatalf("events = %+v", evs)
 			}
-			v, err := eventstore.DecodeAs[*lifecyclev1.DeprovisioningVerified](evs[0])
+			c, err := eventstore.DecodeAs[*lifecyclev1.DeprovisioningCompleted](evs[1])
 			if err != nil {
 				t.Fatal(err)
 			}
-			if v.GetWorkflowId() != "deprovision/acme/d1" || !slices.Equal(v.GetChecks(), res.Checks) || !v.GetVerifyTime().AsTime().Equal(res.VerifyTime) {
-				t.Errorf("deprovisioning_verified = %v", v)
+			if c.GetTrigger() != "ttl" || c.GetChangeRef() != "CHG-1" || !c.GetTriggerTime().AsTime().Equal(in.TriggerTime) ||
+				!slices.Equal(c.GetChecks(), res.Checks) || len(c.GetSteps()) != len(tt.wantSteps) || evs[1].Metadata.CausationID != "evt-d1" {
+				t.Errorf("deprovisioning_completed = %v", c)
 			}
-			if got, want := f.stages.all(), []string{"revoke", "verify", "done"}; !slices.Equal(got, want) {
+			if got, want := f.stages.all(), []string{"suspend", "revoke", "remove_roles", "cleanup", "verify", "retire", "done"}; !slices.Equal(got, want) {
 				t.Errorf("stages = %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+func TestDeprovisionRejectsUnknownTrigger(t *testing.T) {
+	f := newFixture(t, workflows.DeprovisionWorkflowID(tenant, "d1"))
+	in := deprovisionInput("d1")
+	in.Trigger = "boredom"
+	f.env.ExecuteWorkflow(workflows.DeprovisionWorkflow, in)
+	if err := f.env.GetWorkflowError(); err == nil || !strings.Contains(err.Error(), "boredom") {
+		t.Fatalf("error = %v, want the trigger refused", err)
+	}
+	if len(f.fakes.Requests("DisableClient")) != 0 {
+		t.Error("a run with a bad trigger acted")
 	}
 }
 
@@ -115,15 +206,14 @@ func TestDeprovisionRevokesAgainWhenClientReappears(t *testing.T) {
 	// After the first disable, the client shows up active again (created concurrently).
 	reactivated := false
 	f.env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
-		if info.ActivityType.Name == "VerifyRevocation" && !reactivated {
+		if info.ActivityType.Name == "VerifyDeprovisioned" && !reactivated {
 			reactivated = true
 			f.fakes.Issuer.Put(activeClient("d2"))
 		}
 	})
-
-	f.env.ExecuteWorkflow(workflows.DeprovisionWorkflow, workflows.DeprovisionInput{
-		Tenant: tenant, Agent: workflows.AgentName(tenant, "d2"), AgentID: "d2", Reason: "owner left",
-	})
+	in := deprovisionInput("d2")
+	in.NoSignOff = true
+	f.env.ExecuteWorkflow(workflows.DeprovisionWorkflow, in)
 
 	var res workflows.DeprovisionResult
 	if err := f.env.GetWorkflowResult(&res); err != nil {
@@ -133,10 +223,152 @@ func TestDeprovisionRevokesAgainWhenClientReappears(t *testing.T) {
 	if len(disables) != 2 || disables[1].GetRequestId() != "deprovision/acme/d2/revoke-2" {
 		t.Fatalf("DisableClient = %v, want a second round with a new request id", disables)
 	}
+	revokes := workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens")
+	if len(revokes) != 2 || revokes[1].GetRequestId() != "deprovision/acme/d2/revoke-tokens-2" {
+		t.Fatalf("RevokeTokens = %v, want a second round with a new request id", revokes)
+	}
 	if f.fakes.Issuer.Client("tenants/acme/clients/d2").GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
 		t.Fatal("client still active")
 	}
-	if !strings.HasPrefix(res.Checks[0], "client disabled") {
-		t.Errorf("checks = %v", res.Checks)
+}
+
+func TestDeprovisionCleanupFailureCompensates(t *testing.T) {
+	f := newFixture(t, workflows.DeprovisionWorkflowID(tenant, "d3"))
+	f.fakes.Registry.Put(retiringAgent("d3"))
+	f.fakes.Issuer.Put(activeClient("d3"))
+	f.env.OnRequestCancelExternalWorkflow(mock.Anything, mock.Anything, mock.Anything).Return(nil)
+	cleanup := &recordingCleanup{name: "queues", failures: -1} // fails every time
+	notifier := &recordingNotifier{}
+	f.acts.Cleanups, f.acts.Notifier = []workflows.Cleanup{cleanup}, notifier
+
+	f.env.ExecuteWorkflow(workflows.DeprovisionWorkflow, deprovisionInput("d3"))
+
+	err := f.env.GetWorkflowError()
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != workflows.ErrCleanupFailed {
+		t.Fatalf("error = %v, want %s", err, workflows.ErrCleanupFailed)
+	}
+	if len(cleanup.requests) < 2 {
+		t.Errorf("cleanup tried %d times, want retries", len(cleanup.requests))
+	}
+	if got := f.fakes.Registry.Agent("tenants/acme/agents/d3").GetState(); got != registryv1.AgentState_AGENT_STATE_RETIRING {
+		t.Errorf("agent state = %v, want it kept RETIRING", got)
+	}
+	if f.fakes.Issuer.Client("tenants/acme/clients/d3").GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
+		t.Error("client re-enabled")
+	}
+	if len(f.fakes.Requests("CreateClient"))+len(f.fakes.Requests("ResumeAgent"))+len(f.fakes.Requests("CompleteRetirement")) != 0 {
+		t.Error("compensation re-enabled or retired the agent")
+	}
+	sent := notifier.all()
+	if len(sent) != 2 || sent[0].RecipientRole != "owner" || sent[1].RecipientRole != "security" ||
+		sent[0].Kind != "deprovisioning.cleanup_failed" || !strings.Contains(sent[0].Summary, "cleanup queues failed") {
+		t.Errorf("notifications = %+v", sent)
+	}
+	if st := f.status(t); st.Stage != workflows.StageFailed || !strings.Contains(st.Reason, "stays RETIRING") {
+		t.Errorf("status = %+v", st)
+	}
+}
+
+// signOff is one sign-off sent to a deprovisioning run in the test environment.
+type signOff struct {
+	at       time.Duration
+	update   bool
+	approval workflows.Approval
+}
+
+func TestDeprovisionSignOffs(t *testing.T) {
+	const agentID = "d4"
+	tok := func(sub, step, decision string, roles ...string) workflows.Approval {
+		return tokenApproval(t, agentID, sub, step, decision, "checked", roles...)
+	}
+	owner := tok("alice@corp.example", "owner", "sign_off")
+	sends := []signOff{
+		{at: time.Hour, update: true, approval: tok("sec@corp.example", "security", "sign_off", "security-approver")},       // wrong step
+		{at: 2 * time.Hour, update: true, approval: workflows.Approval{Token: "not-a-token"}},                               // bad token
+		{at: 3 * time.Hour, update: true, approval: tok("alice@corp.example", "owner", "approve")},                          // wrong decision
+		{at: 4 * time.Hour, update: true, approval: tok("mallory@corp.example", "owner", "sign_off")},                       // not the owner
+		{at: 30 * time.Hour, update: true, approval: owner},                                                                 // sponsor signs the owner step
+		{at: 31 * time.Hour, update: true, approval: owner},                                                                 // duplicate token
+		{at: 32 * time.Hour, update: false, approval: tok("sec@corp.example", "security", "sign_off", "security-approver")}, // security by signal
+	}
+	f := newFixture(t, workflows.DeprovisionWorkflowID(tenant, agentID))
+	f.fakes.Registry.Put(retiringAgent(agentID))
+	f.fakes.Issuer.Put(activeClient(agentID))
+	f.env.OnRequestCancelExternalWorkflow(mock.Anything, mock.Anything, mock.Anything).Return(nil)
+	notifier := &recordingNotifier{}
+	f.acts.Notifier = notifier
+	updateErrs := map[int]error{}
+	var mu sync.Mutex
+	for i, s := range sends {
+		f.env.RegisterDelayedCallback(func() {
+			if !s.update {
+				f.env.SignalWorkflow(workflows.SignOffSignal, s.approval)
+				return
+			}
+			f.env.UpdateWorkflow(workflows.SignOffUpdate, "s"+string(rune('a'+i)), &testsuite.TestUpdateCallback{
+				OnAccept:   func() {},
+				OnReject:   func(err error) { mu.Lock(); updateErrs[i] = err; mu.Unlock() },
+				OnComplete: func(_ any, err error) { mu.Lock(); updateErrs[i] = err; mu.Unlock() },
+			}, s.approval)
+		}, s.at)
+	}
+	in := deprovisionInput(agentID)
+	in.Trigger, in.RemindEvery, in.EscalateAfter = workflows.TriggerRequest, 24*time.Hour, 20*time.Hour
+	f.env.ExecuteWorkflow(workflows.DeprovisionWorkflow, in)
+
+	var res workflows.DeprovisionResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	wantErrs := map[int]string{
+		0: "the approval token is for the security step, the run waits for the owner sign-off",
+		1: "approval token",
+		2: `the approval token is for "approve", a deprovisioning takes "sign_off"`,
+		3: "the owner step is decided by the agent's owner",
+		5: "has been used already",
+	}
+	for i := range sends {
+		err := updateErrs[i]
+		want, refused := wantErrs[i]
+		switch {
+		case refused && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("sign-off %d: error %v, want one containing %q", i, err, want)
+		case !refused && err != nil:
+			t.Errorf("sign-off %d: %v", i, err)
+		}
+	}
+	if len(res.SignOffs) != 2 || res.SignOffs[0].Approver != "alice@corp.example" || res.SignOffs[0].Role != "owner-delegate" ||
+		res.SignOffs[1].Approver != "sec@corp.example" || res.SignOffs[1].Role != "security-approver" {
+		t.Fatalf("sign-offs = %+v", res.SignOffs)
+	}
+	if got, want := stepNames(res.Steps), []string{"suspend", "revoke", "remove_roles", "cleanup", "verify", "retire",
+		"reminder:owner", "sign_off:owner", "sign_off:security"}; !slices.Equal(got, want) {
+		t.Errorf("steps = %v, want %v", got, want)
+	}
+	sent := notifier.all()
+	if len(sent) != 2 || sent[0].Kind != "deprovisioning.sign_off_reminder" || sent[0].RecipientRole != "owner" || sent[1].RecipientRole != "security" {
+		t.Errorf("reminders = %+v, want the owner reminded and security told after EscalateAfter", sent)
+	}
+	evs := f.events(t, agentID)
+	if len(evs) != 2 || evs[1].Type != workflows.EventDeprovisioningCompleted {
+		t.Fatalf("events = %+v", evs)
+	}
+	c, err := eventstore.DecodeAs[*lifecyclev1.DeprovisioningCompleted](evs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actors []string
+	for _, s := range c.GetSteps() {
+		if s.GetActor() != "" {
+			actors = append(actors, s.GetName()+"="+s.GetActor())
+		}
+	}
+	if !slices.Equal(actors, []string{"sign_off:owner=alice@corp.example", "sign_off:security=sec@corp.example"}) {
+		t.Errorf("sign-offs in the evidence = %v", actors)
+	}
+	st := f.status(t)
+	if st.RefusedCount < 4 || st.Stage != workflows.StageDone {
+		t.Errorf("status = %+v, want the refusals recorded", st)
 	}
 }

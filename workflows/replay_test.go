@@ -199,14 +199,38 @@ func TestRecordHistories(t *testing.T) {
 	if _, err := fakes.Registry.RetireAgent(ctx, &registryv1.RetireAgentRequest{Name: workflows.AgentName(tenant, "r-auto"), RequestId: "retire-r-auto"}); err != nil {
 		t.Fatal(err)
 	}
-	run = start(workflows.DeprovisionWorkflowID(tenant, "r-auto"), workflows.DeprovisionWorkflowName, workflows.DeprovisionInput{
+	// The full saga with sign-offs: a token for the wrong step is refused and recorded; the owner step
+	// by the sponsor as an update, the security step by a security-approver as a signal.
+	id = workflows.DeprovisionWorkflowID(tenant, "r-auto")
+	run = start(id, workflows.DeprovisionWorkflowName, workflows.DeprovisionInput{
 		Tenant: tenant, Agent: workflows.AgentName(tenant, "r-auto"), AgentID: "r-auto", RiskTier: "low", Reason: "project finished", EventID: "evt-retire",
+		Trigger: workflows.TriggerRequest, ChangeRef: "CHG-7", TriggerTime: time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC),
 	}, "low", "r-auto")
+	signOff := func(a workflows.Approval) (workflows.Status, error) {
+		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+			WorkflowID: id, UpdateName: workflows.SignOffUpdate, Args: []any{a}, WaitForStage: client.WorkflowUpdateStageCompleted,
+		})
+		if err != nil {
+			return workflows.Status{}, err
+		}
+		var s workflows.Status
+		return s, h.Get(ctx, &s)
+	}
+	waitStatus(id, "the owner sign-off", func(s workflows.Status) bool { return s.Stage == workflows.StageSignOff })
+	if _, err := signOff(workflows.Approval{Token: token(run, "r-auto", "bob@corp", "security", workflows.DecisionSignOff, "security-approver")}); err == nil || !workflows.IsApprovalRefused(err) {
+		t.Fatalf("sign-off of a step the run does not wait for: err = %v, want refused", err)
+	}
+	if _, err := signOff(workflows.Approval{Token: token(run, "r-auto", sponsor, "owner", workflows.DecisionSignOff), Comment: "done"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SignalWorkflow(ctx, id, "", workflows.SignOffSignal, map[string]string{"token": token(run, "r-auto", "bob@corp", "security", workflows.DecisionSignOff, "security-approver")}); err != nil {
+		t.Fatal(err)
+	}
 	var dres workflows.DeprovisionResult
 	if err := run.Get(ctx, &dres); err != nil {
 		t.Fatal(err)
 	}
-	if dres.Result != workflows.ResultRetired {
+	if dres.Result != workflows.ResultRetired || len(dres.SignOffs) != 2 {
 		t.Fatalf("deprovision result %+v", dres)
 	}
 	runs = append(runs, recorded{"deprovision.json", run, "retired"})

@@ -420,6 +420,22 @@ func (i *Issuer) RevokeTokens(_ context.Context, req *issuerv1.RevokeTokensReque
 	}}, nil
 }
 
+// CheckClient answers as the issuer's token endpoint and introspection would: an unknown or disabled
+// client is refused (invalid_client) and its tokens are inactive; an active one is granted its scopes,
+// resources and roles.
+func (i *Issuer) CheckClient(_ context.Context, req *issuerv1.CheckClientRequest) (*issuerv1.CheckClientResponse, error) {
+	c := i.Client(req.GetName())
+	switch {
+	case c == nil:
+		return &issuerv1.CheckClientResponse{TokenRefused: true, TokenError: "invalid_client", TokenReason: "unknown_client",
+			TokenInactiveReason: "unknown_client"}, nil
+	case c.GetState() != issuerv1.ClientState_CLIENT_STATE_ACTIVE:
+		return &issuerv1.CheckClientResponse{TokenRefused: true, TokenError: "invalid_client", TokenReason: "client_disabled",
+			TokenInactiveReason: "client_disabled"}, nil
+	}
+	return &issuerv1.CheckClientResponse{TokenActive: true, Scopes: c.GetScopes(), Resources: c.GetResources(), Roles: c.GetRoles()}, nil
+}
+
 // Policy is a fake PolicyService answering with preset decisions per agent (default: allow).
 type Policy struct {
 	policyv1.UnimplementedPolicyServiceServer
