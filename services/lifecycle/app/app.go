@@ -30,6 +30,7 @@ import (
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/lifecycle/internal/cleanup"
 	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
 	"github.com/agentid/agentid/services/lifecycle/internal/notify"
 	"github.com/agentid/agentid/services/lifecycle/internal/readmodel"
@@ -93,6 +94,20 @@ type Config struct {
 	IncidentEscalationTenants map[string]lifecycle.Escalation
 	// IncidentPolicy overrides the built-in incident actions per tenant; nil is the built-in table.
 	IncidentPolicy *workflows.IncidentPolicy
+	// Deprovision configures the sign-offs of deprovisioning runs (docs/deprovisioning.md).
+	Deprovision lifecycle.DeprovisionPolicy
+	// CleanupWebhooks are the cleanups every deprovisioning runs, in order; none: nothing to clean.
+	CleanupWebhooks []CleanupWebhook
+}
+
+// CleanupWebhook is one deprovisioning cleanup posted to a webhook (cleanup.Webhook).
+type CleanupWebhook struct {
+	// Name identifies the cleanup in the run's steps (cleanup:<name>).
+	Name string
+	// URL receives the signed POST.
+	URL string
+	// Secret is the HMAC key (at least 32 bytes).
+	Secret string
 }
 
 // withDefaults fills the optional fields.
@@ -286,6 +301,14 @@ func New(cfg Config, deps Deps) (*App, error) {
 		}
 		a.acts.Notifier = wh
 	}
+	for _, c := range cfg.CleanupWebhooks {
+		wh, err := cleanup.NewWebhook(cleanup.WebhookConfig{Name: c.Name, URL: c.URL, Secret: []byte(c.Secret)})
+		if err != nil {
+			_ = a.Close()
+			return nil, fmt.Errorf("lifecycle: cleanup webhooks: %w", err)
+		}
+		a.acts.Cleanups = append(a.acts.Cleanups, wh)
+	}
 	a.model = readmodel.New()
 	a.runners = []*eventstore.Runner{
 		deps.Store.NewRunner(readmodel.Agents{M: a.model}, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(eventstore.AggregateAgent)}),
@@ -293,7 +316,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		deps.Store.NewRunner(readmodel.Lifecycle{M: a.model}, eventstore.StreamLifecycle, nil),
 	}
 	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Model: a.model,
-		StartTimeout: cfg.WorkflowStartTimeout, Logger: log})
+		StartTimeout: cfg.WorkflowStartTimeout, Logger: log, Deprovision: cfg.Deprovision})
 	if err != nil {
 		_ = a.Close()
 		return nil, err
@@ -312,7 +335,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		_ = a.Close()
 		return nil, err
 	}
-	a.srv = server.New(a.core).WithIncidents(a.incidents)
+	a.srv = server.New(a.core).WithIncidents(a.incidents).WithSignOffs(a.core)
 	return a, nil
 }
 

@@ -85,6 +85,10 @@ func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) 
 	}
 	spec := deprovisionSpec(tenant, agentID, s.riskTier(ctx, msg.GetName()), reason, ev.ID)
 	spec.event, spec.md = ev.Type, ev.Metadata
+	if in, ok := spec.in.(workflows.DeprovisionInput); ok {
+		in.Trigger, in.TriggerTime, in.ChangeRef = msg.GetTrigger(), ev.Time.UTC(), msg.GetTicket()
+		spec.in = in
+	}
 	return s.startFromEvent(ctx, spec)
 }
 
@@ -172,6 +176,9 @@ func (s *Service) startRun(ctx context.Context, spec runSpec, policy enumspb.Wor
 		if v != "" {
 			memo[k] = v
 		}
+	}
+	if in, ok := spec.in.(workflows.DeprovisionInput); ok {
+		spec.in = s.deprov.apply(in)
 	}
 	if err := failpoint.Inject(ctx, failpoint.WorkflowBeforeStart); err != nil {
 		return "", err

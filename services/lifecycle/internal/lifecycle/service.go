@@ -43,6 +43,8 @@ type Config struct {
 	StartTimeout time.Duration
 	// Logger logs; default slog.Default().
 	Logger *slog.Logger
+	// Deprovision configures the sign-offs of deprovisioning runs.
+	Deprovision DeprovisionPolicy
 }
 
 // DefaultStartTimeout bounds one attempt to start a workflow run.
@@ -56,6 +58,7 @@ type Service struct {
 	model     *readmodel.Model
 	startWait time.Duration
 	log       *slog.Logger
+	deprov    DeprovisionPolicy
 }
 
 // New returns a Service.
@@ -72,6 +75,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.StartTimeout <= 0 {
 		cfg.StartTimeout = DefaultStartTimeout
 	}
+	if err := cfg.Deprovision.Validate(); err != nil {
+		return nil, err
+	}
 	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, model: cfg.Model,
-		startWait: cfg.StartTimeout, log: cfg.Logger}, nil
+		startWait: cfg.StartTimeout, log: cfg.Logger, deprov: cfg.Deprovision}, nil
 }

@@ -24,6 +24,7 @@ type Server struct {
 	lifecyclev1.UnimplementedLifecycleServiceServer
 	core      Lifecycle
 	incidents Incidents
+	signOffs  SignOffs
 }
 
 var _ lifecyclev1.LifecycleServiceServer = (*Server)(nil)
