@@ -11,6 +11,7 @@ func RegisterWorkflows(r worker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(ProvisionWorkflow, workflow.RegisterOptions{Name: ProvisionWorkflowName})
 	r.RegisterWorkflowWithOptions(DeprovisionWorkflow, workflow.RegisterOptions{Name: DeprovisionWorkflowName})
 	r.RegisterWorkflowWithOptions(IncidentWorkflow, workflow.RegisterOptions{Name: IncidentWorkflowName})
+	r.RegisterWorkflowWithOptions(TTLWorkflow, workflow.RegisterOptions{Name: TTLWorkflowName})
 }
 
 // Register registers the workflows and a's methods as activities on a worker.
