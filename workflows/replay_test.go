@@ -286,6 +286,11 @@ func TestReplayRecordedHistories(t *testing.T) {
 			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordHistories -record", want)
 		}
 	}
+	for _, want := range recordedIncidentHistories {
+		if !slices.Contains(files, filepath.Join("testdata", want)) {
+			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordIncidentHistories -record", want)
+		}
+	}
 	for _, file := range files {
 		name := filepath.Base(file)
 		t.Run(name, func(t *testing.T) {
@@ -312,13 +317,22 @@ func TestReplayDetectsChangedWorkflows(t *testing.T) {
 			// Waits before revoking.
 			return workflows.DeprovisionResult{}, workflow.Sleep(ctx, time.Minute)
 		},
+		"incident-restore.json": func(ctx workflow.Context, in workflows.IncidentInput) (workflows.IncidentResult, error) {
+			// Notifies before it suspends.
+			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+			err := workflow.ExecuteActivity(ctx, "IncidentNotify", workflows.Notification{AlertID: in.AlertID}).Get(ctx, nil)
+			return workflows.IncidentResult{}, err
+		},
 	}
 	for file, fn := range changed {
 		t.Run(file, func(t *testing.T) {
 			replayer := worker.NewWorkflowReplayer()
 			name := workflows.ProvisionWorkflowName
-			if strings.HasPrefix(file, "deprovision") {
+			switch {
+			case strings.HasPrefix(file, "deprovision"):
 				name = workflows.DeprovisionWorkflowName
+			case strings.HasPrefix(file, "incident"):
+				name = workflows.IncidentWorkflowName
 			}
 			replayer.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
 			err := replayer.ReplayWorkflowHistoryFromJSONFile(quietLogger(), filepath.Join("testdata", file))

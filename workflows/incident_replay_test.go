@@ -1,0 +1,200 @@
+package workflows_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/testkit"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/workflows"
+	"github.com/agentid/agentid/workflows/workflowstest"
+)
+
+// recordedIncidentHistories are the files under testdata/ that TestRecordIncidentHistories writes, one
+// per incident path; TestReplayRecordedHistories replays them with every other history kept there.
+var recordedIncidentHistories = []string{
+	"incident-restore.json",
+	"incident-retire.json",
+	"incident-escalated-to-security.json",
+	"incident-notify-only.json",
+	"incident-unknown-agent.json",
+}
+
+// TestRecordIncidentHistories runs every incident path on a real Temporal dev server with a real
+// worker, checks each run's outcome and that the fresh histories replay, and with -record writes them
+// to testdata/ for the replay test.
+func TestRecordIncidentHistories(t *testing.T) {
+	srv := testkit.StartTemporal(t)
+	fakes := workflowstest.Start(t)
+	acts := activitiesFor(t, fakes, newStore(t))
+	sent := &notifications{}
+	acts.Notifier = sent
+	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
+	workflows.Register(w, acts)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	// Each run has its own alert id: incident/<tenant>/<alert>.
+	alert := func(n int) string { return "0190d1c0-0000-7000-8000-00000000010" + string(rune('0'+n)) }
+	start := func(in workflows.IncidentInput) client.WorkflowRun {
+		t.Helper()
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+			ID: workflows.IncidentWorkflowID(tenant, in.AlertID), TaskQueue: workflows.TaskQueue,
+			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+			TypedSearchAttributes: temporal.NewSearchAttributes(
+				workflows.AgentIDKey.ValueSet(in.AgentID), workflows.TenantKey.ValueSet(tenant), workflows.RiskTierKey.ValueSet(in.RiskTier)),
+		}, workflows.IncidentWorkflowName, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return run
+	}
+	// incident is the input of an alert about a new ACTIVE agent of the fake registry.
+	incident := func(n int, agentID, severity string, tier registryv1.RiskTier) workflows.IncidentInput {
+		a := workflowstest.NewAgent(tenant, agentID, tier)
+		a.State = registryv1.AgentState_AGENT_STATE_ACTIVE
+		fakes.Registry.Put(a)
+		in := incidentInput(agentID, severity, workflows.RiskTierName(tier))
+		in.AlertID, in.EventID = alert(n), "evt-alert-"+agentID
+		return in
+	}
+	waitStatus := func(run client.WorkflowRun, what string, ok func(workflows.IncidentStatus) bool) {
+		t.Helper()
+		testkit.Eventually(t, time.Minute, run.GetID()+" to reach "+what, func() (bool, error) {
+			v, err := c.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.StatusQuery)
+			if err != nil {
+				return false, err
+			}
+			var s workflows.IncidentStatus
+			if err := v.Get(&s); err != nil {
+				return false, err
+			}
+			return ok(s), nil
+		})
+	}
+	decide := func(run client.WorkflowRun, agentID, sub, step, decision string, roles ...string) (workflows.IncidentStatus, error) {
+		t.Helper()
+		tok := approvalIssuer(t).Token(t, authn.ApprovalClaims{Subject: sub, Agent: workflows.AgentName(tenant, agentID), Step: step,
+			Decision: decision, Run: run.GetRunID(), Roles: roles})
+		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+			WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: workflows.DecideUpdate,
+			Args:         []any{workflows.IncidentDecision{Token: tok, Comment: "checked"}},
+			WaitForStage: client.WorkflowUpdateStageCompleted,
+		})
+		if err != nil {
+			return workflows.IncidentStatus{}, err
+		}
+		var s workflows.IncidentStatus
+		return s, h.Get(ctx, &s)
+	}
+	waitingFor := func(step string) func(workflows.IncidentStatus) bool {
+		return func(s workflows.IncidentStatus) bool {
+			return s.Stage == workflows.StageIncidentDecide && s.Decider == step
+		}
+	}
+
+	type recorded struct {
+		file        string
+		run         client.WorkflowRun
+		wantOutcome string
+		wantDecider string
+	}
+	var runs []recorded
+
+	// Critical: suspended and revoked; a token for the wrong step is refused and recorded; the owner restores.
+	run := start(incident(1, "i-restore", workflows.SeverityCritical, registryv1.RiskTier_RISK_TIER_LOW))
+	waitStatus(run, "the owner's decision", waitingFor(workflows.StepOwner))
+	if _, err := decide(run, "i-restore", "sec@corp.example", workflows.StepSecurity, workflows.DecisionRestore, "security-approver"); !workflows.IsApprovalRefused(err) {
+		t.Fatalf("a decision for a step the run does not wait for: err = %v, want refused", err)
+	}
+	if st, err := decide(run, "i-restore", agentOwner, workflows.StepOwner, workflows.DecisionRestore); err != nil || st.Outcome != workflows.OutcomeRestored || st.RefusedCount != 1 {
+		t.Fatalf("the owner's restore: %+v, %v; want restored with one refusal recorded", st, err)
+	}
+	runs = append(runs, recorded{"incident-restore.json", run, workflows.OutcomeRestored, agentOwner})
+
+	// Critical: the sponsor, as the owner's delegate, retires.
+	run = start(incident(2, "i-retire", workflows.SeverityCritical, registryv1.RiskTier_RISK_TIER_MODERATE))
+	waitStatus(run, "the owner's decision", waitingFor(workflows.StepOwner))
+	if _, err := decide(run, "i-retire", agentSponsor, workflows.StepOwner, workflows.DecisionRetire); err != nil {
+		t.Fatal(err)
+	}
+	runs = append(runs, recorded{"incident-retire.json", run, workflows.OutcomeRetired, agentSponsor})
+
+	// High on a high-risk agent: neither owner nor sponsor answers in time; security restores.
+	in := incident(3, "i-escalated", workflows.SeverityHigh, registryv1.RiskTier_RISK_TIER_HIGH)
+	in.OwnerFor, in.SponsorFor = time.Second, time.Second
+	run = start(in)
+	waitStatus(run, "security's decision", waitingFor(workflows.StepSecurity))
+	if _, err := decide(run, "i-escalated", "sec@corp.example", workflows.StepSecurity, workflows.DecisionRestore, "security-approver"); err != nil {
+		t.Fatal(err)
+	}
+	runs = append(runs, recorded{"incident-escalated-to-security.json", run, workflows.OutcomeRestored, "sec@corp.example"})
+
+	// Medium: the owner is notified, nothing is suspended.
+	runs = append(runs, recorded{"incident-notify-only.json",
+		start(incident(4, "i-notify", workflows.SeverityMedium, registryv1.RiskTier_RISK_TIER_HIGH)), workflows.OutcomeNotified, ""})
+
+	// An agent the registry does not know: security is notified, nothing to suspend.
+	runs = append(runs, recorded{"incident-unknown-agent.json", start(workflows.IncidentInput{
+		Tenant: tenant, AlertID: alert(5), Agent: "ghost-client-7", Detector: "unknown_agent", Severity: workflows.SeverityCritical,
+		Summary: "tokens requested by an unregistered client", EventID: "evt-alert-ghost",
+	}), workflows.OutcomeNotified, ""})
+
+	var files []string
+	for _, r := range runs {
+		var res workflows.IncidentResult
+		if err := r.run.Get(ctx, &res); err != nil {
+			t.Fatalf("%s: %v", r.file, err)
+		}
+		if res.Result != r.wantOutcome || res.DecidedBy != r.wantDecider {
+			t.Fatalf("%s: result %+v, want %s by %q", r.file, res, r.wantOutcome, r.wantDecider)
+		}
+		h := history(t, c, r.run)
+		replayer := worker.NewWorkflowReplayer()
+		workflows.RegisterWorkflows(replayer)
+		if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
+			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
+		}
+		files = append(files, r.file)
+		if *record {
+			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join("testdata", r.file), append(b, '\n'), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote testdata/%s (%d events)", r.file, len(h.GetEvents()))
+		}
+	}
+	if !slices.Equal(files, recordedIncidentHistories) {
+		t.Fatalf("recorded %v, want %v", files, recordedIncidentHistories)
+	}
+	want := []string{
+		"incident.opened:owner", "incident.opened:owner", "incident.opened:owner",
+		"incident.escalated:sponsor", "incident.escalated:security", "incident.opened:owner", "incident.opened:security",
+	}
+	if got := sent.recipients(); !slices.Equal(got, want) {
+		t.Fatalf("notifications = %v, want %v", got, want)
+	}
+}
