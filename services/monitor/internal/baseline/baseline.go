@@ -70,6 +70,8 @@ func (c AgentClass) Key() string {
 type HourStats struct {
 	// Median and MAD of the requests in that hour over the samples.
 	Median, MAD float64
+	// Max is the most requests in that hour in any sample.
+	Max float64
 	// Samples is the number of hours (weeks, or member-weeks for a class) observed.
 	Samples int
 }

@@ -240,8 +240,12 @@ func hourOfWeek(b *Baseline, rows []store.Hourly, end time.Time) *[HoursPerWeek]
 }
 
 func stats(xs []float64) HourStats {
+	hi := 0.0
+	for _, x := range xs {
+		hi = max(hi, x)
+	}
 	med, mad := MedianMAD(xs)
-	return HourStats{Median: med, MAD: mad, Samples: len(xs)}
+	return HourStats{Median: med, MAD: mad, Max: hi, Samples: len(xs)}
 }
 
 // pool builds the class baseline of members: hour-of-week statistics over every member-week, hours

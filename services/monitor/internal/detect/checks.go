@@ -56,7 +56,7 @@ func (c *check) volume(out []*monitorv1.Alert) []*monitorv1.Alert {
 	x := float64(c.hs.requests)
 	// Counts are Poisson-like: the spread is at least that of a Poisson count with the median as mean.
 	z, scale := robustZ(x, st.Median, st.MAD, math.Max(madToSD*math.Sqrt(st.Median), minScale))
-	if z <= cfg.VolumeZ || c.hs.requests < cfg.VolumeMinCount || x < cfg.VolumeMinRatio*st.Median {
+	if z <= cfg.VolumeZ || c.hs.requests < cfg.VolumeMinCount || x < cfg.VolumeMinRatio*st.Median || x < cfg.VolumeMaxRatio*st.Max {
 		return out
 	}
 	hour := c.r.Time.UTC().Truncate(3600e9)
@@ -65,8 +65,8 @@ func (c *check) volume(out []*monitorv1.Alert) []*monitorv1.Alert {
 		&monitorv1.AlertEvidence{
 			Metric: "requests_per_hour", Baseline: st.Median, Observed: x, Score: z, Threshold: scale,
 			Value: strconv.Itoa(how),
-			Explanation: fmt.Sprintf("%d requests so far in the hour from %s; baseline for that hour of the week median %.1f, MAD %.1f over %d samples (robust z %.1f > %.0f)",
-				c.hs.requests, hour.Format("Mon 15:04 UTC"), st.Median, st.MAD, st.Samples, z, cfg.VolumeZ),
+			Explanation: fmt.Sprintf("%d requests so far in the hour from %s; baseline for that hour of the week median %.1f, MAD %.1f, most %.0f over %d samples (robust z %.1f > %.0f)",
+				c.hs.requests, hour.Format("Mon 15:04 UTC"), st.Median, st.MAD, st.Max, st.Samples, z, cfg.VolumeZ),
 		})
 }
 

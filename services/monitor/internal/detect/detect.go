@@ -69,6 +69,9 @@ type Config struct {
 	VolumeMinCount int64
 	// VolumeMinRatio is the least multiple of the hour-of-week median for a spike (3).
 	VolumeMinRatio float64
+	// VolumeMaxRatio is the least multiple of the most requests seen in that hour of the week in
+	// the window for a spike (2).
+	VolumeMaxRatio float64
 	// OffHoursMinRequests is how many requests in an off hour raise the alert (3).
 	OffHoursMinRequests int64
 	// OffHoursMargin is how many hours next to an active hour also count as usual (1).
@@ -108,6 +111,7 @@ func (c *Config) defaults() {
 	def(&c.VolumeZ, 6)
 	defi(&c.VolumeMinCount, 50)
 	def(&c.VolumeMinRatio, 3)
+	def(&c.VolumeMaxRatio, 2)
 	defi(&c.OffHoursMinRequests, 3)
 	if c.OffHoursMargin < 0 {
 		c.OffHoursMargin = 0

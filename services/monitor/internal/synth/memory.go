@@ -295,3 +295,21 @@ func med(xs []float64) float64 {
 	}
 	return (xs[n/2-1] + xs[n/2]) / 2
 }
+
+// Prune drops the rows before t (a sliding window's start), returning how many were dropped.
+func (m *Memory) Prune(t time.Time) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ms, n := t.UnixMilli(), 0
+	for k, rows := range m.agents {
+		i := 0
+		for i < len(rows) && rows[i].ms < ms {
+			i++
+		}
+		if i > 0 {
+			n += i
+			m.agents[k] = slices.Clone(rows[i:])
+		}
+	}
+	return n
+}
