@@ -32,6 +32,7 @@ const AgentEventsConsumer = "lifecycle-agent-events"
 var AgentEventSubjects = []string{
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.registered",
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.retirement_requested",
+	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.activated",
 }
 
 // riskTierLookupTimeout bounds the registry call for a retiring agent's risk tier.
@@ -50,6 +51,8 @@ func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) err
 		return s.startProvisioning(ctx, ev)
 	case EventAgentRetirementRequested:
 		return s.startDeprovisioning(ctx, ev)
+	case EventAgentActivated:
+		return s.startTTL(ctx, ev)
 	default:
 		return nil
 	}
