@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	issuerapp "github.com/agentid/agentid/services/issuer/app"
+	lifecycleapp "github.com/agentid/agentid/services/lifecycle/app"
 )
 
 // Execute runs the agentid command line and returns the exit code.
@@ -79,6 +80,11 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.StringVar(&cfg.DuckDBPath, "duckdb-path", "", "telemetry DuckDB file (default <data-dir>/telemetry.duckdb)")
 	f.StringVar(&cfg.SIEMWebhookURL, "siem-webhook-url", "", "SIEM webhook receiving the monitor's signed OCSF JSON POSTs (https, or http to loopback; docs/siem.md)")
 	f.StringVar(&cfg.SIEMWebhookSecretFile, "siem-webhook-secret-file", "", "file holding the --siem-webhook-url HMAC-SHA256 secret (at least 16 bytes)")
+	f.StringVar(&cfg.Incidents.WebhookURL, lifecycleapp.IncidentWebhookURLFlag, "", lifecycleapp.IncidentWebhookURLUsage)
+	f.StringVar(&cfg.Incidents.WebhookSecretFile, lifecycleapp.IncidentWebhookSecretFileFlag, "", lifecycleapp.IncidentWebhookSecretFileUsage)
+	f.StringVar(&cfg.Incidents.Escalation, lifecycleapp.IncidentEscalationFlag, "", lifecycleapp.IncidentEscalationUsage)
+	f.StringArrayVar(&cfg.Incidents.EscalationTenants, lifecycleapp.IncidentEscalationTenantFlag, nil, lifecycleapp.IncidentEscalationTenantUsage)
+	f.StringArrayVar(&cfg.Incidents.Policy, lifecycleapp.IncidentPolicyFlag, nil, lifecycleapp.IncidentPolicyUsage)
 	f.StringSliceVar(&cfg.AgentResources, "agent-resource", cfg.AgentResources, "RFC 8707 resources registered for every agent's client: the audience of agents' tokens (never the platform API)")
 	f.StringVar(&cfg.BundleDir, "bundle-dir", "", "policy bundle directory (default: the built-in bundle)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -73,6 +73,8 @@ type Config struct {
 	// SIEMWebhookURL and SIEMWebhookSecretFile, when set, make the monitor's SIEM export also POST
 	// signed OCSF events to a webhook (docs/siem.md); the export publishes on siem.ocsf.<tenant> anyway.
 	SIEMWebhookURL, SIEMWebhookSecretFile string
+	// Incidents are the lifecycle's incident response settings (webhook, escalation, policy overrides).
+	Incidents lifecycleapp.IncidentFlags
 	BundleDir                             string
 	LogLevel                              slog.Level
 	LogFile                               string
@@ -157,6 +159,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("--%s: %w", issuerapp.ProjectionLagAllowanceFlag, err)
 	}
 	if err := checkListenTLS(cfg); err != nil {
+		return err
+	}
+	var incidents lifecycleapp.Config
+	if err := cfg.Incidents.Apply(&incidents); err != nil {
 		return err
 	}
 	// Checked before anything is created; loaded again below with the process's logger.
@@ -372,6 +378,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		TemporalHostPort: temporalAddr, RegistryAddr: selfAddr(cfg.GRPCAddr), IssuerAddr: selfAddr(cfg.GRPCAddr), PolicyAddr: selfAddr(cfg.GRPCAddr),
 		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
 		WorkflowStartTimeout: cfg.WorkflowStartTimeout, IssuerURL: cfg.PublicURL, AgentResources: cfg.AgentResources,
+		IncidentWebhookURL: incidents.IncidentWebhookURL, IncidentWebhookSecret: incidents.IncidentWebhookSecret,
+		IncidentEscalation: incidents.IncidentEscalation, IncidentEscalationTenants: incidents.IncidentEscalationTenants,
+		IncidentPolicy: incidents.IncidentPolicy,
 	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"), JWKSClient: service.HTTPClient(selfTLS),
 		PerRPC: authn.PerRPCCredentials(workerTokens, selfTLS != nil), TLS: selfTLS})
 	if err != nil {

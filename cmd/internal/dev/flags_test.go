@@ -30,6 +30,9 @@ func TestDevRejectsBadDurabilityFlags(t *testing.T) {
 		{name: "missing certificate", args: []string{"--tls-cert=/nonexistent/cert.pem", "--tls-key=/nonexistent/key.pem"}, wantErr: "--tls-cert: certificate file /nonexistent/cert.pem"},
 		{name: "certificate without key", args: []string{"--tls-cert=/nonexistent/cert.pem"}, wantErr: "--tls-cert /nonexistent/cert.pem needs --tls-key"},
 		{name: "missing CA", args: []string{"--ca=/nonexistent/ca.pem"}, wantErr: "--ca: CA file /nonexistent/ca.pem"},
+		{name: "incident webhook without secret", args: []string{"--incident-webhook-url=https://hooks.example/x"}, wantErr: "--incident-webhook-url needs --incident-webhook-secret-file"},
+		{name: "incident escalation not a duration", args: []string{"--incident-escalation=owner=soon"}, wantErr: `--incident-escalation "owner=soon": owner=soon: want a positive duration`},
+		{name: "incident policy lets critical alerts through", args: []string{"--incident-policy=default:critical=notify"}, wantErr: "--incident-policy: incident policy of tenant default: critical alerts must suspend"},
 		{name: "plaintext public URL off loopback", args: []string{"--public-url=http://issuer.example:8080"}, wantErr: `--public-url: authn: issuer URL "http://issuer.example:8080" is plaintext http://`},
 	}
 	for _, tt := range tests {

@@ -40,6 +40,18 @@ func main() {
 		cfg.AgentResources = append(cfg.AgentResources, s)
 		return nil
 	})
+	var incidents app.IncidentFlags
+	fs.StringVar(&incidents.WebhookURL, app.IncidentWebhookURLFlag, "", app.IncidentWebhookURLUsage)
+	fs.StringVar(&incidents.WebhookSecretFile, app.IncidentWebhookSecretFileFlag, "", app.IncidentWebhookSecretFileUsage)
+	fs.StringVar(&incidents.Escalation, app.IncidentEscalationFlag, "", app.IncidentEscalationUsage)
+	fs.Func(app.IncidentEscalationTenantFlag, app.IncidentEscalationTenantUsage, func(s string) error {
+		incidents.EscalationTenants = append(incidents.EscalationTenants, s)
+		return nil
+	})
+	fs.Func(app.IncidentPolicyFlag, app.IncidentPolicyUsage, func(s string) error {
+		incidents.Policy = append(incidents.Policy, s)
+		return nil
+	})
 	credentials := fs.String("credentials", "", "credential file of the lifecycle worker's service identity (required)")
 	var temporalTLS tlsx.ClientOptions
 	fs.StringVar(&temporalTLS.CAFile, "temporal-ca", "", "connect to Temporal over TLS, verifying its frontend against this CA file (PEM) (empty: plaintext)")
@@ -48,6 +60,9 @@ func main() {
 	temporalJWT := fs.Bool("temporal-jwt", true, "with --temporal-ca, send a bearer token of audience "+authn.TemporalAudience+
 		" (from --credentials) on every Temporal call, for the frontend's JWT authorizer; false sends none")
 	os.Exit(service.Main(app.Name, fs, &flags, func(ctx context.Context, env *service.Env) (service.Component, error) {
+		if err := incidents.Apply(&cfg); err != nil {
+			return nil, err
+		}
 		if *credentials == "" {
 			return nil, errors.New("--credentials is required: the lifecycle worker calls the other services as its own identity")
 		}
