@@ -204,7 +204,9 @@ func TestQueriesOnDuckDB(t *testing.T) {
 func TestQueriesOnClickHouse(t *testing.T) {
 	srv := clickhousedev.SharedServer(t)
 	db, _ := clickhousedev.Database(t)
-	ch := func(ctx context.Context, query string) (string, error) { return chQuery(ctx, srv.HTTPAddr(), db, query) }
+	ch := func(ctx context.Context, query string) (string, error) {
+		return chQuery(ctx, srv.HTTPAddr(), db, query)
+	}
 	schema, err := filepath.Glob(filepath.Join(testkit.RepoRoot(t), "deploy", "clickhouse", "schema", "*.sql"))
 	if err != nil || len(schema) == 0 {
 		t.Fatalf("no ClickHouse schema in deploy/clickhouse/schema (%v)", err)
