@@ -116,7 +116,10 @@ func New(cfg Config, deps Deps) (*App, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	consumer, err := ingest.NewConsumer(ingest.Config{Source: deps.Store, Store: st, Logger: logger, Registerer: deps.Registerer})
+	consumer, err := ingest.NewConsumer(ingest.Config{
+		Source: deps.Store, Store: st, Logger: logger, Registerer: deps.Registerer,
+		Directory: directory, Ready: agentsRunner.Ready, OnStored: pipeline.runtime.OnStored,
+	})
 	if err != nil {
 		_ = st.Close()
 		return nil, err

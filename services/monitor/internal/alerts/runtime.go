@@ -60,6 +60,7 @@ type Runtime struct {
 	ready     chan struct{} // closed once the first recomputation has finished
 	readyOnce sync.Once
 
+	judged    prometheus.Counter
 	raised    *prometheus.CounterVec
 	latency   prometheus.Histogram
 	failures  prometheus.Counter
@@ -90,6 +91,10 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	if cfg.Recompute == nil && cfg.Prepare == nil {
 		r.markReady()
 	}
+	r.judged = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "monitor_detection_rows_total",
+		Help: "Stored telemetry rows the detectors have judged (a redelivered row counts again).",
+	}))
 	r.raised = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "monitor_alerts_raised_total",
 		Help: "Alerts published on the ALERTS stream, by detector and severity (an alert raised again by redelivered telemetry counts again; the stream keeps it once).",
@@ -132,6 +137,7 @@ func (r *Runtime) OnStored(ctx context.Context, rows []store.Event) {
 	if r.cfg.Observe != nil {
 		r.cfg.Observe(rows)
 	}
+	defer r.judged.Add(float64(len(rows))) // once the alerts are out
 	for _, a := range alerts {
 		if _, err := r.cfg.Publisher.Publish(ctx, a); err != nil {
 			r.failures.Inc()
