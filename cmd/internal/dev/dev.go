@@ -74,11 +74,11 @@ type Config struct {
 	// signed OCSF events to a webhook (docs/siem.md); the export publishes on siem.ocsf.<tenant> anyway.
 	SIEMWebhookURL, SIEMWebhookSecretFile string
 	// Incidents are the lifecycle's incident response settings (webhook, escalation, policy overrides).
-	Incidents lifecycleapp.IncidentFlags
-	BundleDir                             string
-	LogLevel                              slog.Level
-	LogFile                               string
-	OTLPEndpoint                          string
+	Incidents    lifecycleapp.IncidentFlags
+	BundleDir    string
+	LogLevel     slog.Level
+	LogFile      string
+	OTLPEndpoint string
 	// PprofAddr, when set, serves net/http/pprof there (loopback only unless PprofAllowRemote).
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
