@@ -156,7 +156,7 @@ func (d *deprovision) run(ctx workflow.Context) (DeprovisionResult, error) {
 		workflow.GetLogger(ctx).Debug("no provisioning run to cancel", "error", err)
 	}
 	actx := workflow.WithActivityOptions(ctx, activityOptions)
-	reason := fmt.Sprintf("deprovisioning (%s): %s", in.Trigger, in.Reason)
+	reason := in.Reason
 
 	var suspended StepResult
 	if err := workflow.ExecuteActivity(actx, acts.SuspendForDeprovisioning, SuspendRequest{

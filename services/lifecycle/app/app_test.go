@@ -33,6 +33,7 @@ import (
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/lifecycle/app"
+	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
 	"github.com/agentid/agentid/workflows"
 	"github.com/agentid/agentid/workflows/workflowstest"
 )
@@ -95,6 +96,8 @@ func startWith(t *testing.T, hostPort string) *env {
 	a, err := app.New(app.Config{
 		TemporalHostPort: hostPort, RegistryAddr: fakes.Addr, IssuerAddr: fakes.Addr, PolicyAddr: fakes.Addr,
 		IssuerURL: approvals.URL,
+		// Sign-offs are tested in workflows and through SignOffDeprovisioning; these runs end at retirement.
+		Deprovision: lifecycle.DeprovisionPolicy{NoSignOffTriggers: workflows.Triggers},
 	}, app.Deps{Store: lcStore, Logger: log, PerRPC: workerToken{}})
 	if err != nil {
 		t.Fatal(err)
