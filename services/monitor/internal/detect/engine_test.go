@@ -1,6 +1,7 @@
 package detect_test
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/agentid/agentid/services/monitor/internal/baseline"
 	"github.com/agentid/agentid/services/monitor/internal/detect"
 	"github.com/agentid/agentid/services/monitor/internal/store"
+	"github.com/agentid/agentid/services/monitor/internal/synth"
 )
 
 const agentName = "tenants/acme/agents/a1"
@@ -148,4 +150,27 @@ func TestAlertIDIsDeterministic(t *testing.T) {
 			t.Errorf("different inputs share the id %s", a)
 		}
 	}
+}
+
+// TestConcurrentUse runs detection, incremental updates and recomputations at once (run with -race).
+func TestConcurrentUse(t *testing.T) {
+	w := memWorld(synth.Config{Seed: 3, Agents: 20})
+	w.load(t, start, start.Add(7*day))
+	w.recompute(t, start.Add(7*day))
+	rows := w.g.Events(start.Add(7*day), start.Add(8*day))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 3 {
+			if err := w.mgr.Recompute(context.Background(), w.an, w.g.Tenant(), start.Add(7*day)); err != nil {
+				t.Errorf("Recompute: %v", err)
+			}
+		}
+	}()
+	for i := 0; i < len(rows); i += 500 {
+		batch := rows[i:min(i+500, len(rows))]
+		w.eng.Process(batch, w.lookup)
+		w.mgr.Observe(batch)
+	}
+	<-done
 }
