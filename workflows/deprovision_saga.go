@@ -20,10 +20,11 @@ const (
 	TriggerReplacement     = "replacement"
 	TriggerPolicyViolation = "policy_violation"
 	TriggerAnomaly         = "anomaly"
+	TriggerTaskCompleted   = "task_completed"
 )
 
 // Triggers lists every retirement trigger.
-var Triggers = []string{TriggerRequest, TriggerTTL, TriggerInactivity, TriggerOwnerDeparted, TriggerReplacement, TriggerPolicyViolation, TriggerAnomaly}
+var Triggers = []string{TriggerRequest, TriggerTTL, TriggerInactivity, TriggerOwnerDeparted, TriggerReplacement, TriggerPolicyViolation, TriggerAnomaly, TriggerTaskCompleted}
 
 // Stages of a deprovisioning run since versionDeprovisionSaga (besides StageRevoke, StageVerify, StageDone,
 // StageFailed).

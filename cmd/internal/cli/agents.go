@@ -323,7 +323,7 @@ func newAgentsRetireCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why (project finished, replaced, owner left, policy violation ...)")
 	cmd.Flags().StringVar(&ticket, "ticket", "", "change ticket the retirement is recorded under")
-	cmd.Flags().StringVar(&trigger, "trigger", "", "what triggered it: request (default), ttl, inactivity, owner_departed, replacement, policy_violation or anomaly")
+	cmd.Flags().StringVar(&trigger, "trigger", "", "what triggered it: request (default), ttl, inactivity, owner_departed, replacement, policy_violation, anomaly or task_completed")
 	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until deprovisioning is verified and the agent is RETIRED")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "how long --wait waits")

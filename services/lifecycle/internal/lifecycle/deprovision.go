@@ -21,7 +21,7 @@ type DeprovisionPolicy struct {
 	// workflows.DefaultSignOffSteps: owner, then security).
 	SignOffSteps []string
 	// NoSignOffTriggers are the triggers whose runs end without sign-offs (default
-	// DefaultNoSignOffTriggers: ttl, the teardown of ephemeral agents). Set it to an empty, non-nil
+	// DefaultNoSignOffTriggers: ttl and task_completed, the teardown of ephemeral agents). Set it to an empty, non-nil
 	// slice to require sign-offs for every trigger.
 	NoSignOffTriggers []string
 	// RemindEvery is how often a waiting sign-off is reminded (default
@@ -33,8 +33,9 @@ type DeprovisionPolicy struct {
 }
 
 // DefaultNoSignOffTriggers are the triggers whose runs need no sign-off unless configured otherwise:
-// an ephemeral agent's expiry is the plan its owner registered it with.
-var DefaultNoSignOffTriggers = []string{workflows.TriggerTTL}
+// an ephemeral agent's expiry, or the completion its task reported, is the plan its owner registered
+// it with.
+var DefaultNoSignOffTriggers = []string{workflows.TriggerTTL, workflows.TriggerTaskCompleted}
 
 // Validate checks the policy.
 func (p DeprovisionPolicy) Validate() error {

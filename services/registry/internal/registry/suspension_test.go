@@ -244,7 +244,10 @@ func TestNormalizeCauseAndTrigger(t *testing.T) {
 	if got, err := registry.NormalizeTrigger(""); err != nil || got != registry.TriggerRequest {
 		t.Errorf("NormalizeTrigger(\"\") = %q, %v", got, err)
 	}
-	if _, err := registry.NormalizeTrigger("task_completed"); err == nil {
-		t.Error("NormalizeTrigger accepted task_completed")
+	if got, err := registry.NormalizeTrigger("task_completed"); err != nil || got != registry.TriggerTaskCompleted {
+		t.Errorf("NormalizeTrigger(\"task_completed\") = %q, %v; want it accepted", got, err)
+	}
+	if _, err := registry.NormalizeTrigger("task_done"); err == nil || !strings.Contains(err.Error(), "task_completed") {
+		t.Errorf("NormalizeTrigger(\"task_done\") = %v, want InvalidArgument listing the triggers", err)
 	}
 }

@@ -35,10 +35,12 @@ const (
 	TriggerPolicyViolation = "policy_violation"
 	// TriggerAnomaly: an incident about its behaviour decided to retire it.
 	TriggerAnomaly = "anomaly"
+	// TriggerTaskCompleted: an ephemeral agent's task reported completion.
+	TriggerTaskCompleted = "task_completed"
 )
 
 // Triggers lists every retirement trigger, in the order the proto documents them.
-var Triggers = []string{TriggerRequest, TriggerTTL, TriggerInactivity, TriggerOwnerDeparted, TriggerReplacement, TriggerPolicyViolation, TriggerAnomaly}
+var Triggers = []string{TriggerRequest, TriggerTTL, TriggerInactivity, TriggerOwnerDeparted, TriggerReplacement, TriggerPolicyViolation, TriggerAnomaly, TriggerTaskCompleted}
 
 // NormalizeTrigger returns the retirement trigger to record for t: TriggerRequest for "", t itself
 // when it is one of Triggers, else InvalidArgument naming the field trigger.

@@ -12,9 +12,9 @@ import (
 )
 
 // TestLifecycleRoleCannotCreateTenant: the lifecycle worker's role reads agents and records
-// lifecycle decisions in every tenant, and does nothing else: no tenants, no registrations, no
-// retirements on request (only for an automated trigger), no listings; the role held outside tenant
-// system grants nothing.
+// lifecycle decisions in every tenant, lists tenants and agents for its sweeps, and does nothing
+// else: no tenants, no registrations, no retirements on request (only for an automated trigger); the
+// role held outside tenant system grants nothing.
 func TestLifecycleRoleCannotCreateTenant(t *testing.T) {
 	h := newHarness(t)
 	h.createTenant(t, "acme")
@@ -32,7 +32,7 @@ func TestLifecycleRoleCannotCreateTenant(t *testing.T) {
 			_, err := h.client.CreateTenant(ctx, &registryv1.CreateTenantRequest{TenantId: "initech", DisplayName: "Initech"})
 			return err
 		}, codes.PermissionDenied},
-		{"list tenants", worker, func(ctx context.Context) error {
+		{"role outside system lists tenants", acmeWorker, func(ctx context.Context) error {
 			_, err := h.client.ListTenants(ctx, &registryv1.ListTenantsRequest{})
 			return err
 		}, codes.PermissionDenied},
@@ -44,10 +44,10 @@ func TestLifecycleRoleCannotCreateTenant(t *testing.T) {
 			_, err := h.client.RegisterAgent(ctx, &registryv1.RegisterAgentRequest{Parent: "tenants/acme", Agent: agentInput(t)})
 			return err
 		}, codes.NotFound},
-		{"list agents", worker, func(ctx context.Context) error {
+		{"role outside system lists agents", acmeWorker, func(ctx context.Context) error {
 			_, err := h.client.ListAgents(ctx, &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
 			return err
-		}, codes.NotFound},
+		}, codes.PermissionDenied},
 		{"retire an agent on request", worker, func(ctx context.Context) error {
 			_, err := h.client.RetireAgent(ctx, &registryv1.RetireAgentRequest{Name: activated.GetName(), Reason: "r"})
 			return err
@@ -82,8 +82,16 @@ func TestLifecycleRoleCannotCreateTenant(t *testing.T) {
 		t.Fatalf("refused calls wrote events: AGENTS %d→%d, TENANTS %d→%d", agentsBefore, agents, tenantsBefore, tenants)
 	}
 
-	// What its activities do, it may do.
+	// What its activities do, it may do: its sweeps list the tenants and their agents.
 	as := testkit.WithBearer(ctx, worker)
+	ts, err := h.client.ListTenants(as, &registryv1.ListTenantsRequest{})
+	if err != nil || len(ts.GetTenants()) == 0 {
+		t.Fatalf("worker lists tenants: %v %v", ts, err)
+	}
+	list, err := h.client.ListAgents(as, &registryv1.ListAgentsRequest{Parent: "tenants/acme"})
+	if err != nil || len(list.GetAgents()) != 2 {
+		t.Fatalf("worker lists the agents of acme: %v %v", list, err)
+	}
 	got, err := h.client.GetAgent(as, &registryv1.GetAgentRequest{Name: activated.GetName()})
 	if err != nil || got.GetAgent().GetAgentId() != activated.GetAgentId() {
 		t.Fatalf("worker reads the agent: %v %v", got, err)

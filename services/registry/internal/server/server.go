@@ -141,10 +141,15 @@ func (s *Server) GetTenant(ctx context.Context, req *registryv1.GetTenantRequest
 	return &registryv1.GetTenantResponse{Tenant: t}, nil
 }
 
-// ListTenants lists tenants. Callers: platform-admin.
+// ListTenants lists tenants. Callers: platform-admin, the lifecycle worker (its sweeps visit every
+// tenant).
 func (s *Server) ListTenants(ctx context.Context, req *registryv1.ListTenantsRequest) (*registryv1.ListTenantsResponse, error) {
-	if _, err := requirePlatformAdmin(ctx); err != nil {
+	if p, err := principal(ctx); err != nil {
 		return nil, err
+	} else if !p.IsLifecycleWorker() {
+		if _, err := requirePlatformAdmin(ctx); err != nil {
+			return nil, err
+		}
 	}
 	ts, next, err := s.reg.ListTenants(ctx, req.GetPageSize(), req.GetPageToken())
 	if err != nil {
@@ -191,13 +196,14 @@ func (s *Server) GetAgent(ctx context.Context, req *registryv1.GetAgentRequest) 
 	return &registryv1.GetAgentResponse{Agent: a}, nil
 }
 
-// ListAgents lists a tenant's agents in registration order. Callers: any role of the tenant.
+// ListAgents lists a tenant's agents in registration order. Callers: any role of the tenant, the
+// lifecycle worker (its sweeps).
 func (s *Server) ListAgents(ctx context.Context, req *registryv1.ListAgentsRequest) (*registryv1.ListAgentsResponse, error) {
 	tenant, err := registry.ParseTenantName("parent", req.GetParent())
 	if err != nil {
 		return nil, err
 	}
-	if _, err := authorize(ctx, tenant, anyRole...); err != nil {
+	if _, err := authorize(ctx, tenant, readAgentRoles...); err != nil {
 		return nil, err
 	}
 	as, next, err := s.reg.ListAgents(ctx, tenant, req.GetPageSize(), req.GetPageToken())
@@ -264,7 +270,7 @@ func (s *Server) RetireAgent(ctx context.Context, req *registryv1.RetireAgentReq
 	if p.IsLifecycleWorker() && !p.IsPlatformAdmin() && !p.HasRole(authn.RoleTenantAdmin) {
 		if t := req.GetTrigger(); t == "" || t == registry.TriggerRequest {
 			return nil, errs.PermissionDenied("TRIGGER_NOT_ALLOWED",
-				"the lifecycle worker retires agents only for an automated trigger (ttl, inactivity, owner_departed, replacement, policy_violation, anomaly), not for a request").
+				"the lifecycle worker retires agents only for an automated trigger (ttl, inactivity, owner_departed, replacement, policy_violation, anomaly, task_completed), not for a request").
 				WithMetadata("trigger", registry.TriggerRequest)
 		}
 		owner = ""

@@ -252,7 +252,8 @@ type AgentRetirementRequested struct {
 	// Change ticket, if any.
 	Ticket string `protobuf:"bytes,3,opt,name=ticket,proto3" json:"ticket,omitempty"`
 	// What triggered it (`request`, `ttl`, `inactivity`, `owner_departed`, `replacement`,
-	// `policy_violation`, `anomaly`); empty in events written before triggers were recorded (= `request`).
+	// `policy_violation`, `anomaly`, `task_completed`); empty in events written before triggers were
+	// recorded (= `request`).
 	Trigger       string `protobuf:"bytes,4,opt,name=trigger,proto3" json:"trigger,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

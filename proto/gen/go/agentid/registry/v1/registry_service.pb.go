@@ -931,7 +931,8 @@ type RetireAgentRequest struct {
 	// Idempotency key.
 	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// What triggered the retirement: `request` (default), `ttl`, `inactivity`, `owner_departed`,
-	// `replacement`, `policy_violation`, `anomaly`. Recorded in the event and the evidence.
+	// `replacement`, `policy_violation`, `anomaly`, `task_completed` (an ephemeral agent's task reported
+	// completion). Recorded in the event and the evidence.
 	Trigger       string `protobuf:"bytes,6,opt,name=trigger,proto3" json:"trigger,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
