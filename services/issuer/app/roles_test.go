@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
@@ -222,6 +223,10 @@ func TestLifecycleRoleCannotCreateStaffClient(t *testing.T) {
 			_, err := admin.RevokeTokens(ctx, &issuerv1.RevokeTokensRequest{Parent: "tenants/acme", Target: &issuerv1.RevokeTokensRequest_Client{Client: staff.GetClient().GetName()}})
 			return err
 		}, codes.NotFound},
+		{"revoke every token of the tenant", "worker", func(ctx context.Context) error {
+			_, err := admin.RevokeTokens(ctx, &issuerv1.RevokeTokensRequest{Parent: "tenants/acme", Target: &issuerv1.RevokeTokensRequest_IssuedBefore{IssuedBefore: timestamppb.Now()}})
+			return err
+		}, codes.NotFound},
 		{"the role held outside system", "acme-worker", func(ctx context.Context) error {
 			_, err := admin.CreateClient(ctx, agentClientRequest(t, "acme", agentClientID(4)))
 			return err
@@ -257,6 +262,11 @@ func TestLifecycleRoleCannotCreateStaffClient(t *testing.T) {
 	}
 	if d, err := admin.DisableClient(ctx, &issuerv1.DisableClientRequest{Name: created.GetClient().GetName(), Reason: "retired"}); err != nil || d.GetClient().GetState() != issuerv1.ClientState_CLIENT_STATE_DISABLED {
 		t.Fatalf("worker disables the agent's client: %v, %v", d, err)
+	}
+	// An incident's suspension and deprovisioning revoke every token of the agent.
+	if _, err := admin.RevokeTokens(ctx, &issuerv1.RevokeTokensRequest{Parent: "tenants/acme", Target: &issuerv1.RevokeTokensRequest_Agent{Agent: agentReq.GetClient().GetAgent()},
+		Reason: "incident", RequestId: "worker-revoke-agent"}); err != nil {
+		t.Fatalf("worker revokes every token of the agent: %v", err)
 	}
 	if d, err := admin.DisableClient(ctx, &issuerv1.DisableClientRequest{Name: "tenants/acme/clients/" + agentClientID(6), Reason: "never provisioned"}); err != nil || !d.GetClient().GetTombstone() {
 		t.Fatalf("worker tombstones an agent's client id: %v, %v", d, err)

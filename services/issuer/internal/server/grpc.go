@@ -193,7 +193,8 @@ func (s *Server) ListSigningKeys(ctx context.Context, req *issuerv1.ListSigningK
 }
 
 // RevokeTokens revokes a token, every token of a client or an agent, or every token of the tenant
-// issued before a time; platform-admin, or tenant-admin in its tenant.
+// issued before a time; platform-admin, or tenant-admin in its tenant; the lifecycle worker every
+// token of an agent (incident suspension, deprovisioning), nothing wider.
 func (s *Server) RevokeTokens(ctx context.Context, req *issuerv1.RevokeTokensRequest) (*issuerv1.RevokeTokensResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
@@ -203,7 +204,11 @@ func (s *Server) RevokeTokens(ctx context.Context, req *issuerv1.RevokeTokensReq
 	if err != nil {
 		return nil, err
 	}
-	if err := p.Authorize(tenant, authn.RoleTenantAdmin); err != nil {
+	roles := []authn.Role{authn.RoleTenantAdmin}
+	if _, byAgent := req.GetTarget().(*issuerv1.RevokeTokensRequest_Agent); byAgent {
+		roles = append(roles, authn.RoleLifecycleWorker)
+	}
+	if err := p.Authorize(tenant, roles...); err != nil {
 		return nil, err
 	}
 	if s.revoker == nil {
