@@ -19,6 +19,7 @@ import (
 	"github.com/agentid/agentid/pkg/failpoint"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
@@ -49,6 +50,9 @@ type Activities struct {
 	Issuer issuerv1.IssuerServiceClient
 	// Policy is the policy service's gRPC client.
 	Policy policyv1.PolicyServiceClient
+	// Monitor is the monitor's gRPC client (the inactivity sweep asks it for activity); nil fails
+	// that sweep (closed: no answer is never "inactive").
+	Monitor monitorv1.MonitorServiceClient
 	// Events records lifecycle.* events on stream LIFECYCLE.
 	Events *eventstore.Store
 	// Actor is the principal id recorded as the actor of lifecycle events (default DefaultActor).

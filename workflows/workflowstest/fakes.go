@@ -20,11 +20,12 @@ import (
 
 	"github.com/agentid/agentid/pkg/errs"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
-// Services are the three fakes served on one loopback gRPC listener.
+// Services are the fakes served on one loopback gRPC listener.
 type Services struct {
 	// Registry is the fake RegistryService.
 	Registry *Registry
@@ -32,6 +33,8 @@ type Services struct {
 	Issuer *Issuer
 	// Policy is the fake PolicyService.
 	Policy *Policy
+	// Monitor is the fake MonitorService.
+	Monitor *Monitor
 	// Addr is the listener's host:port.
 	Addr string
 
@@ -50,6 +53,7 @@ func Start(t testing.TB) *Services {
 		Registry: &Registry{agents: map[string]*registryv1.Agent{}},
 		Issuer:   &Issuer{clients: map[string]*issuerv1.Client{}},
 		Policy:   &Policy{decisions: map[string]*policyv1.Decision{}},
+		Monitor:  &Monitor{},
 		requests: map[string][]proto.Message{},
 		failures: map[string][]error{},
 		after:    map[string]func(){},
@@ -63,6 +67,7 @@ func Start(t testing.TB) *Services {
 	registryv1.RegisterRegistryServiceServer(s.srv, s.Registry)
 	issuerv1.RegisterIssuerServiceServer(s.srv, s.Issuer)
 	policyv1.RegisterPolicyServiceServer(s.srv, s.Policy)
+	monitorv1.RegisterMonitorServiceServer(s.srv, s.Monitor)
 	go func() { _ = s.srv.Serve(lis) }()
 	t.Cleanup(s.srv.Stop)
 	return s

@@ -1,0 +1,194 @@
+package workflows
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+// ListSweepTenants lists every tenant of the registry (paged), except the platform's own tenant
+// system, which holds service identities and no agents.
+func (a *Activities) ListSweepTenants(ctx context.Context) ([]string, error) {
+	var out []string
+	token := ""
+	for {
+		resp, err := a.Registry.ListTenants(ctx, &registryv1.ListTenantsRequest{PageSize: 1000, PageToken: token})
+		if err != nil {
+			return nil, classify("registry.ListTenants", err)
+		}
+		for _, t := range resp.GetTenants() {
+			if id := t.GetTenantId(); id != "" && id != authn.SystemTenant {
+				out = append(out, id)
+			}
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+}
+
+// SweepPageRequest asks a sweep to look at one page of a tenant's agents.
+type SweepPageRequest struct {
+	// Kind and Action of the sweep (normalized).
+	Kind, Action string
+	// Tenant whose agents are listed.
+	Tenant string
+	// PageToken is the registry's page token; empty for the first page.
+	PageToken string
+	// Now is the run's reference time.
+	Now time.Time
+	// InactiveDays is the inactivity threshold.
+	InactiveDays int
+	// ChangeRef is the run's change reference (the ticket of its retirements).
+	ChangeRef string
+	// RunID is the sweep's workflow id: retirement request ids are derived from it and the agent.
+	RunID string
+}
+
+// SweepPageResult is what one page held.
+type SweepPageResult struct {
+	// Scanned is how many agents the page held.
+	Scanned int
+	// Findings are the agents that matched, with what was done.
+	Findings []SweepFinding
+	// NextPageToken is the registry's token of the next page; empty on the last.
+	NextPageToken string
+}
+
+// SweepPage reads one page of a tenant's agents, finds those that match the sweep, and with
+// SweepActionDeprovision retires each (request id <run>/<agent>, so a retried page asks for the same
+// retirement again). For the inactivity sweep it asks the monitor when each ACTIVE agent was last
+// active: a monitor that cannot answer fails the page (retried), and no agent is ever taken for
+// inactive without an answer.
+//
+// A retried page (attempt > 1) also asks again for the retirement of each agent that is RETIRING or
+// RETIRED by now: the registry answers a request id it has handled like the first time, so the
+// retirements an earlier attempt made are listed, and refuses the others, which are left out.
+func (a *Activities) SweepPage(ctx context.Context, in SweepPageRequest) (SweepPageResult, error) {
+	resp, err := a.Registry.ListAgents(ctx, &registryv1.ListAgentsRequest{
+		Parent: "tenants/" + in.Tenant, PageSize: SweepPageSize, PageToken: in.PageToken,
+	})
+	if err != nil {
+		return SweepPageResult{}, classify("registry.ListAgents", err)
+	}
+	retried := activity.IsActivity(ctx) && activity.GetInfo(ctx).Attempt > 1
+	out := SweepPageResult{Scanned: len(resp.GetAgents()), NextPageToken: resp.GetNextPageToken()}
+	for _, agent := range resp.GetAgents() {
+		st := agent.GetState()
+		gone := st == registryv1.AgentState_AGENT_STATE_RETIRING || st == registryv1.AgentState_AGENT_STATE_RETIRED
+		var reason string
+		if gone {
+			// Only a retried page looks at these: was it this run that retired them?
+			if !retried || in.Action != SweepActionDeprovision {
+				continue
+			}
+			reason = "retired by an earlier attempt of this run"
+		} else {
+			r, found, err := a.sweepMatch(ctx, in, agent)
+			if err != nil {
+				return SweepPageResult{}, err
+			}
+			if !found {
+				continue
+			}
+			reason = r
+		}
+		f := SweepFinding{Tenant: in.Tenant, Agent: agent.GetName(), AgentID: agent.GetAgentId(), State: stateName(st), Reason: reason}
+		if in.Action != SweepActionDeprovision {
+			f.Outcome = SweepOutcomeReview
+			out.Findings = append(out.Findings, f)
+			continue
+		}
+		f.Trigger, f.RequestID = SweepTrigger(in.Kind), requestID(in.RunID, agent.GetAgentId())
+		_, err = a.Registry.RetireAgent(ctx, &registryv1.RetireAgentRequest{
+			Name: agent.GetName(), Reason: clip("sweep "+in.Kind+": "+reason, 1000), Ticket: in.ChangeRef,
+			Trigger: f.Trigger, RequestId: f.RequestID,
+		})
+		switch e := errs.FromStatus(err); {
+		case err == nil:
+			f.Outcome = SweepOutcomeRetired
+		case e.Kind == errs.KindFailedPrecondition && gone:
+			// Retired by someone else: not this run's.
+			continue
+		case e.Kind == errs.KindFailedPrecondition:
+			// Retired or rejected since the page was read (e.g. by its TTL run): nothing left to do.
+			f.Outcome = SweepOutcomeChanged
+		default:
+			return SweepPageResult{}, classify("registry.RetireAgent", err)
+		}
+		out.Findings = append(out.Findings, f)
+	}
+	return out, nil
+}
+
+// sweepMatch says whether agent matches the sweep, and why.
+func (a *Activities) sweepMatch(ctx context.Context, in SweepPageRequest, agent *registryv1.Agent) (string, bool, error) {
+	st := agent.GetState()
+	activeOrSuspended := st == registryv1.AgentState_AGENT_STATE_ACTIVE || st == registryv1.AgentState_AGENT_STATE_SUSPENDED
+	switch in.Kind {
+	case SweepExpired:
+		exp := agent.GetExpireTime()
+		if !activeOrSuspended || !exp.IsValid() || exp.AsTime().IsZero() || exp.AsTime().After(in.Now) {
+			return "", false, nil
+		}
+		return "expired at " + exp.AsTime().UTC().Format(time.RFC3339), true, nil
+	case SweepOrphaned:
+		if !activeOrSuspended {
+			return "", false, nil
+		}
+		var missing []string
+		if strings.TrimSpace(agent.GetOwner()) == "" {
+			missing = append(missing, "no owner")
+		}
+		if strings.TrimSpace(agent.GetSponsor()) == "" {
+			missing = append(missing, "no sponsor")
+		}
+		return strings.Join(missing, ", "), len(missing) > 0, nil
+	case SweepInactive:
+		if st != registryv1.AgentState_AGENT_STATE_ACTIVE {
+			return "", false, nil
+		}
+		return a.inactive(ctx, in, agent)
+	default:
+		return "", false, temporal.NewNonRetryableApplicationError(fmt.Sprintf("sweep kind %q is unknown", in.Kind), "INVALID_ARGUMENT", nil)
+	}
+}
+
+// inactive asks the monitor when agent was last active: inactive when that is before the cutoff, or
+// when it was never active and was created before the cutoff.
+func (a *Activities) inactive(ctx context.Context, in SweepPageRequest, agent *registryv1.Agent) (string, bool, error) {
+	if a.Monitor == nil {
+		// Fail closed: without telemetry nothing is known about activity.
+		return "", false, temporal.NewNonRetryableApplicationError(
+			"inactivity sweep: the lifecycle worker has no monitor to ask for activity (configure its address)", "MONITOR_NOT_CONFIGURED", nil)
+	}
+	cutoff := in.Now.Add(-time.Duration(in.InactiveDays) * 24 * time.Hour)
+	usage, err := a.Monitor.GetAgentUsage(ctx, &monitorv1.GetAgentUsageRequest{
+		Agent: agent.GetName(), StartTime: timestamppb.New(cutoff), EndTime: timestamppb.New(in.Now),
+	})
+	if err != nil {
+		// Unreachable or failing: retried (refusals fail the run), never taken for "no activity".
+		return "", false, classify("monitor.GetAgentUsage", err)
+	}
+	if last := usage.GetLastActiveTime(); last.IsValid() && !last.AsTime().IsZero() {
+		if !last.AsTime().Before(cutoff) {
+			return "", false, nil
+		}
+		return fmt.Sprintf("no activity since %s (%d days or more)", last.AsTime().UTC().Format(time.RFC3339), in.InactiveDays), true, nil
+	}
+	created := agent.GetCreateTime()
+	if !created.IsValid() || created.AsTime().IsZero() || !created.AsTime().Before(cutoff) {
+		return "", false, nil
+	}
+	return fmt.Sprintf("never active since it was created at %s (%d days or more)", created.AsTime().UTC().Format(time.RFC3339), in.InactiveDays), true, nil
+}
