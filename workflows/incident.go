@@ -380,11 +380,18 @@ func (r *incident) suspend(ctx workflow.Context) (bool, error) {
 		return false, nil
 	}
 	r.took(ctx, "suspended")
+	// Retryable failures are retried for as long as the run lives; one the issuer refuses for good is
+	// recorded and the run goes on: the issuer's revocation reactor revokes a suspended agent's tokens
+	// anyway, and the suspended agent must stay decidable.
 	if err := workflow.ExecuteActivity(ctx, acts.IncidentRevokeTokens, IncidentRevokeRequest{
 		Tenant: r.in.Tenant, Agent: r.in.Agent, Reason: "incident " + r.in.AlertID + ": agent suspended",
 		RequestID: requestID(r.id, "revoke"),
 	}).Get(ctx, nil); err != nil {
-		return false, err
+		if temporal.IsCanceledError(err) {
+			return false, err
+		}
+		r.log(ctx, "tokens not revoked explicitly ("+errorMessage(err)+"); the issuer revokes a suspended agent's tokens itself")
+		return true, nil
 	}
 	r.took(ctx, "tokens revoked")
 	return true, nil

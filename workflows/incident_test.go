@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -437,5 +438,32 @@ func TestIncidentPolicyTable(t *testing.T) {
 		if err := (&workflows.IncidentPolicy{Tenants: map[string]map[string][]string{"t": bad}}).Validate(); err == nil {
 			t.Errorf("Validate(%v) = nil, want an error", bad)
 		}
+	}
+}
+
+// TestIncidentRevocationRefused: when the issuer refuses the explicit revocation for good (e.g. the
+// worker may not revoke), the suspended agent stays decidable: the run records it and waits for the
+// decision, which restores the agent.
+func TestIncidentRevocationRefused(t *testing.T) {
+	const agentID = "increvoke"
+	f, _ := incidentFixture(t, agentID, registryv1.RiskTier_RISK_TIER_LOW)
+	f.env.OnActivity(f.acts.IncidentRevokeTokens, mock.Anything, mock.Anything).
+		Return(temporal.NewNonRetryableApplicationError("issuer.RevokeTokens: NOT_FOUND: tenant not found", "TENANT_NOT_FOUND", nil))
+	var waiting workflows.IncidentStatus
+	f.env.RegisterDelayedCallback(func() { waiting = f.incidentStatus(t) }, 30*time.Minute)
+	f.decide(time.Hour, "d", decisionToken(t, agentID, agentOwner, "owner", "restore"))
+	f.env.ExecuteWorkflow(workflows.IncidentWorkflow, incidentInput(agentID, "critical", "low"))
+	res := incidentResult(t, f)
+	if res.Result != workflows.OutcomeRestored {
+		t.Fatalf("result = %+v, want restored", res)
+	}
+	if waiting.Stage != workflows.StageIncidentDecide || slices.Contains(waiting.Taken, "tokens revoked") {
+		t.Fatalf("status while waiting = %+v, want waiting for a decision without claiming the tokens were revoked", waiting)
+	}
+	if !strings.Contains(strings.Join(res.Timeline, "\n"), "tokens not revoked explicitly (issuer.RevokeTokens: NOT_FOUND") {
+		t.Fatalf("timeline %q does not record the refused revocation", res.Timeline)
+	}
+	if st := f.fakes.Registry.Agent(workflows.AgentName(tenant, agentID)).GetState(); st != registryv1.AgentState_AGENT_STATE_ACTIVE {
+		t.Fatalf("agent is %s, want ACTIVE after restore", st)
 	}
 }
