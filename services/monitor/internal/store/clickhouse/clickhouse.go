@@ -1,0 +1,438 @@
+// Package clickhouse is the telemetry store on ClickHouse (clickhouse-go v2, native protocol): the
+// production store of the monitor, selected by a ClickHouse DSN. Its schema is the versioned
+// migrations of migrations/ (applied by Open), a portable subset that runs on Debian's
+// clickhouse-server 18.16 and on current releases.
+package clickhouse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+var (
+	_ store.Store     = (*Store)(nil)
+	_ store.Analytics = (*Store)(nil)
+)
+
+// Retention bounds, in years (the retention policy).
+const (
+	MinRetentionYears     = 1
+	MaxRetentionYears     = 7
+	DefaultRetentionYears = 1
+)
+
+// retentionInterval is how often the retention policy runs after the run at Open.
+const retentionInterval = 24 * time.Hour
+
+// Bounds of the ids a Store remembers having inserted, as the DuckDB store does.
+const (
+	// recentHorizon is how long an inserted id is remembered, and how long after Open every
+	// batch is checked against the stored rows (a batch stored by the previous process and
+	// redelivered because it was not acknowledged).
+	recentHorizon = 5 * time.Minute
+	// maxRecentIDs caps the remembered ids; the oldest go first.
+	maxRecentIDs = 300_000
+	// maxUncertainIDs caps the ids of failed inserts remembered for a check; past it, every
+	// batch is checked for recentHorizon instead.
+	maxUncertainIDs = 1_000_000
+	// checkChunk is the most ids one duplicate check names.
+	checkChunk = 1000
+)
+
+// Config says how to open the store.
+type Config struct {
+	// DSN is a clickhouse-go DSN naming the database, e.g.
+	// clickhouse://monitor:secret@clickhouse:9000/agentid; the database is created when missing.
+	DSN string
+	// RetentionYears is how long rows are kept (MinRetentionYears to MaxRetentionYears; 0 means
+	// DefaultRetentionYears): monthly partitions wholly older are dropped at Open and daily.
+	RetentionYears int
+	// Logger receives the retention policy's messages (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Store is the ClickHouse telemetry store. It is safe for concurrent use.
+type Store struct {
+	conn     driver.Conn
+	database string
+	years    int
+	log      *slog.Logger
+
+	// writeMu serializes inserts, so that the duplicate checks of one see the others' rows.
+	writeMu     sync.Mutex
+	recent      recentIDs           // guarded by writeMu
+	uncertain   map[string]struct{} // ids of failed inserts (maybe stored); guarded by writeMu
+	verifyUntil time.Time           // check every batch until then; guarded by writeMu
+
+	stop    chan struct{}
+	stopped sync.WaitGroup
+	once    sync.Once
+}
+
+// Redact returns dsn with its password replaced by "xxxxx", for logs and errors.
+func Redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "(unparsable DSN)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+// Open connects to the DSN's database (creating it when missing), applies the migrations it has
+// not applied yet, and applies the retention policy, then again every day until Close.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	years := cfg.RetentionYears
+	if years == 0 {
+		years = DefaultRetentionYears
+	}
+	if years < MinRetentionYears || years > MaxRetentionYears {
+		return nil, errs.InvalidArgument("retention_years", fmt.Sprintf("retention must be %d to %d years, not %d", MinRetentionYears, MaxRetentionYears, years))
+	}
+	opts, err := ch.ParseDSN(cfg.DSN)
+	if err != nil {
+		return nil, errs.InvalidArgument("clickhouse_dsn", "the ClickHouse DSN is invalid: "+strings.ReplaceAll(err.Error(), cfg.DSN, Redact(cfg.DSN)))
+	}
+	if opts.Auth.Database == "" {
+		return nil, errs.InvalidArgument("clickhouse_dsn", "the ClickHouse DSN must name a database (…:9000/agentid)")
+	}
+	if err := createDatabase(ctx, *opts); err != nil {
+		return nil, fmt.Errorf("clickhouse: %s: %w", Redact(cfg.DSN), err)
+	}
+	conn, err := ch.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: open %s: %w", Redact(cfg.DSN), err)
+	}
+	migrations, err := embeddedMigrations()
+	if err == nil {
+		err = Migrate(ctx, conn, migrations)
+	}
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("clickhouse: %s: %w", Redact(cfg.DSN), err)
+	}
+	s := &Store{
+		conn: conn, database: opts.Auth.Database, years: years, log: cfg.Logger,
+		uncertain: map[string]struct{}{}, verifyUntil: time.Now().Add(recentHorizon), stop: make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if _, err := s.ApplyRetention(ctx, time.Now()); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("clickhouse: %s: %w", Redact(cfg.DSN), err)
+	}
+	s.stopped.Add(1)
+	go s.retentionLoop()
+	return s, nil
+}
+
+// createDatabase creates the options' database, connecting without one.
+func createDatabase(ctx context.Context, opts ch.Options) error {
+	db := opts.Auth.Database
+	opts.Auth.Database = ""
+	conn, err := ch.Open(&opts)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(db)); err != nil {
+		return classify("create database "+db, err)
+	}
+	return nil
+}
+
+// quoteIdent quotes a ClickHouse identifier.
+func quoteIdent(s string) string {
+	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`").Replace(s) + "`"
+}
+
+// Conn exposes the connection for analysts' queries in tests and tools.
+func (s *Store) Conn() driver.Conn { return s.conn }
+
+// Close stops the retention policy and closes the connection.
+func (s *Store) Close() error {
+	s.once.Do(func() { close(s.stop) })
+	s.stopped.Wait()
+	return s.conn.Close()
+}
+
+// classify wraps an error of the server or the connection: an exception the server raised is an
+// internal error naming what failed; anything else (connection refused or lost, timeouts) means the
+// store is unavailable, and the caller retries (the ingest consumer leaves the events in the
+// stream).
+func classify(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var exc *ch.Exception
+	if errors.As(err, &exc) {
+		return fmt.Errorf("clickhouse: %s: %w", what, err)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("clickhouse: %s: %w", what, err)
+	}
+	return errs.Unavailable("TELEMETRY_STORE_UNAVAILABLE", "the telemetry store is unavailable", fmt.Errorf("clickhouse: %s: %w", what, err))
+}
+
+// columns are the table's columns in insert order.
+var columns = []string{"event_id", "time", "time_ms", "tenant", "agent", "kind", "outcome", "actor",
+	"on_behalf_of", "environment", "scopes", "request_id", "detail", "stream_seq", "owner", "agent_known",
+	"client_id", "resource", "action", "bytes", "rows", "source_address", "source_network", "latency_us", "trace_id"}
+
+var (
+	columnList = strings.Join(columns, ", ")
+	insertSQL  = "INSERT INTO telemetry_events (" + columnList + ")"
+)
+
+// Insert implements store.Store: one batch (one INSERT naming its columns), serialized with the
+// other inserts of this Store.
+//
+// Duplicates are skipped before the insert, so that the raw rows and agent_hourly (which a
+// materialized view feeds from every inserted row) count each event once: ids this Store inserted
+// within recentHorizon are skipped whatever their time, and rows whose (event_id, time_ms) is
+// already stored are skipped after a checked lookup, done for every batch during recentHorizon
+// after Open (a batch the previous process stored but did not acknowledge comes again) and for any
+// batch holding ids of an insert that failed (it may have been stored all the same). Reads
+// deduplicate again (LIMIT 1 BY), and ReplacingMergeTree collapses copies when parts merge.
+func (s *Store) Insert(ctx context.Context, events []store.Event) error {
+	rows, err := store.Normalize(events)
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	rows = slices.DeleteFunc(rows, func(e store.Event) bool { return s.recent.has(e.EventID) })
+	if len(rows) == 0 {
+		return nil
+	}
+	if s.mustCheck(rows) {
+		if rows, err = s.dropStored(ctx, rows); err != nil || len(rows) == 0 {
+			return err
+		}
+	}
+	if err := s.send(ctx, rows); err != nil {
+		s.markUncertain(rows)
+		return err
+	}
+	for _, e := range rows {
+		delete(s.uncertain, e.EventID)
+	}
+	s.recent.add(time.Now(), rows)
+	return nil
+}
+
+// send inserts rows as one batch.
+func (s *Store) send(ctx context.Context, rows []store.Event) error {
+	batch, err := s.conn.PrepareBatch(ctx, insertSQL)
+	if err != nil {
+		return classify(fmt.Sprintf("insert %d events", len(rows)), err)
+	}
+	for _, e := range rows {
+		scopes := e.Scopes
+		if scopes == nil {
+			scopes = []string{}
+		}
+		var known uint8
+		if e.AgentKnown {
+			known = 1
+		}
+		if err := batch.Append(e.EventID, e.Time.Truncate(time.Second), e.Time.UnixMilli(), e.Tenant, e.Agent, e.Kind,
+			e.Outcome, e.Actor, e.OnBehalfOf, e.Environment, scopes, e.RequestID, e.Detail, e.StreamSeq, e.Owner, known,
+			e.ClientID, e.Resource, e.Action, e.Bytes, e.Rows, e.SourceAddress, e.SourceNetwork, e.LatencyUS, e.TraceID); err != nil {
+			_ = batch.Abort()
+			return fmt.Errorf("clickhouse: insert: row %s: %w", e.EventID, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return classify(fmt.Sprintf("insert %d events", len(rows)), err)
+	}
+	return nil
+}
+
+// mustCheck says whether rows must be checked against the stored rows before the insert.
+func (s *Store) mustCheck(rows []store.Event) bool {
+	if time.Now().Before(s.verifyUntil) {
+		return true
+	}
+	for _, e := range rows {
+		if _, ok := s.uncertain[e.EventID]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// markUncertain remembers the ids of a failed insert: the server may have stored them anyway.
+func (s *Store) markUncertain(rows []store.Event) {
+	if len(s.uncertain)+len(rows) > maxUncertainIDs {
+		clear(s.uncertain)
+		s.verifyUntil = time.Now().Add(recentHorizon)
+		return
+	}
+	for _, e := range rows {
+		s.uncertain[e.EventID] = struct{}{}
+	}
+}
+
+// dropStored returns rows without those whose (tenant, event_id, time_ms) is stored.
+func (s *Store) dropStored(ctx context.Context, rows []store.Event) ([]store.Event, error) {
+	type key struct {
+		tenant, id string
+		ms         int64
+	}
+	stored := map[key]bool{}
+	byTenant := map[string][]store.Event{}
+	for _, e := range rows {
+		byTenant[e.Tenant] = append(byTenant[e.Tenant], e)
+	}
+	for tenant, list := range byTenant {
+		for chunk := range slices.Chunk(list, checkChunk) {
+			lo, hi := chunk[0].Time.Unix(), chunk[0].Time.Unix()
+			ids := make([]string, len(chunk))
+			for i, e := range chunk {
+				lo, hi = min(lo, e.Time.Unix()), max(hi, e.Time.Unix())
+				ids[i] = e.EventID
+			}
+			res, err := s.conn.Query(ctx, `SELECT event_id, time_ms FROM telemetry_events
+				WHERE tenant = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND has(?, event_id)`,
+				tenant, uint32(max(lo, 0)), uint32(max(hi, 0)), ids)
+			if err != nil {
+				return nil, classify("check for stored copies", err)
+			}
+			for res.Next() {
+				var (
+					id string
+					ms int64
+				)
+				if err := res.Scan(&id, &ms); err != nil {
+					res.Close()
+					return nil, classify("check for stored copies", err)
+				}
+				stored[key{tenant, id, ms}] = true
+			}
+			err = res.Err()
+			res.Close()
+			if err != nil {
+				return nil, classify("check for stored copies", err)
+			}
+		}
+	}
+	return slices.DeleteFunc(rows, func(e store.Event) bool { return stored[key{e.Tenant, e.EventID, e.Time.UnixMilli()}] }), nil
+}
+
+// List implements store.Store.
+func (s *Store) List(ctx context.Context, q store.Query) ([]store.Event, string, error) {
+	p, err := store.Prepare(q)
+	if err != nil {
+		return nil, "", err
+	}
+	var (
+		where = []string{"tenant = ?"}
+		args  = []any{p.Tenant}
+	)
+	if p.Agent != "" {
+		where, args = append(where, "agent = ?"), append(args, p.Agent)
+	}
+	if p.Kind != "" {
+		where, args = append(where, "kind = ?"), append(args, p.Kind)
+	}
+	if ms, ok := p.StartMS(); ok {
+		where, args = append(where, "time >= toDateTime(?)", "time_ms >= ?"), append(args, uint32(max(ms/1000, 0)), ms)
+	}
+	if p.After != nil {
+		where = append(where, "time <= toDateTime(?)", "(time_ms < ? OR (time_ms = ? AND event_id < ?))")
+		args = append(args, uint32(max(p.After.TimeMS/1000+1, 0)), p.After.TimeMS, p.After.TimeMS, p.After.EventID)
+	}
+	query := `SELECT ` + columnList + ` FROM telemetry_events WHERE ` + strings.Join(where, " AND ") + `
+		ORDER BY time_ms DESC, event_id DESC LIMIT 1 BY time_ms, event_id LIMIT ?`
+	args = append(args, p.Size+1)
+	res, err := s.conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, "", classify("list", err)
+	}
+	defer res.Close()
+	events := make([]store.Event, 0, min(p.Size, 64))
+	for res.Next() {
+		var (
+			e     store.Event
+			t     time.Time
+			ms    int64
+			known uint8
+		)
+		if err := res.Scan(&e.EventID, &t, &ms, &e.Tenant, &e.Agent, &e.Kind, &e.Outcome, &e.Actor, &e.OnBehalfOf,
+			&e.Environment, &e.Scopes, &e.RequestID, &e.Detail, &e.StreamSeq, &e.Owner, &known, &e.ClientID,
+			&e.Resource, &e.Action, &e.Bytes, &e.Rows, &e.SourceAddress, &e.SourceNetwork, &e.LatencyUS, &e.TraceID); err != nil {
+			return nil, "", classify("list", err)
+		}
+		e.Time = time.UnixMilli(ms).UTC()
+		e.AgentKnown = known != 0
+		if len(e.Scopes) == 0 {
+			e.Scopes = nil
+		}
+		events = append(events, e)
+	}
+	if err := res.Err(); err != nil {
+		return nil, "", classify("list", err)
+	}
+	if len(events) <= p.Size {
+		return events, "", nil
+	}
+	events = events[:p.Size]
+	return events, p.NextToken(events[len(events)-1]), nil
+}
+
+// recentIDs are the ids this Store inserted within recentHorizon, at most maxRecentIDs.
+type recentIDs struct {
+	ids   map[string]struct{}
+	order []recentBatch
+}
+
+type recentBatch struct {
+	at  time.Time
+	ids []string
+}
+
+func (r *recentIDs) has(id string) bool {
+	_, ok := r.ids[id]
+	return ok
+}
+
+func (r *recentIDs) add(now time.Time, rows []store.Event) {
+	if r.ids == nil {
+		r.ids = make(map[string]struct{})
+	}
+	b := recentBatch{at: now, ids: make([]string, len(rows))}
+	for i, e := range rows {
+		b.ids[i] = e.EventID
+		r.ids[e.EventID] = struct{}{}
+	}
+	r.order = append(r.order, b)
+	for len(r.order) > 0 && (now.Sub(r.order[0].at) > recentHorizon || len(r.ids) > maxRecentIDs) {
+		for _, id := range r.order[0].ids {
+			delete(r.ids, id)
+		}
+		r.order[0] = recentBatch{}
+		r.order = r.order[1:]
+	}
+}

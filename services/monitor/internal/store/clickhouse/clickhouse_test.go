@@ -1,0 +1,399 @@
+package clickhouse_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/agentid/agentid/pkg/clickhousedev"
+	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+	"github.com/agentid/agentid/services/monitor/internal/store/clickhouse"
+	"github.com/agentid/agentid/services/monitor/internal/store/storetest"
+)
+
+func TestMain(m *testing.M) { os.Exit(clickhousedev.RunTests(m)) }
+
+// open opens a store on a fresh database of the shared server, closed when the test ends.
+func open(t *testing.T) *clickhouse.Store {
+	t.Helper()
+	_, dsn := clickhousedev.Database(t)
+	s, err := clickhouse.Open(context.Background(), clickhouse.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func TestContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store {
+		_, dsn := clickhousedev.Database(t)
+		s, err := clickhouse.Open(context.Background(), clickhouse.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
+var at = time.Date(2031, 1, 2, 3, 4, 5, 6_000_000, time.UTC)
+
+func ev(id string, offset time.Duration) store.Event {
+	return store.Event{EventID: id, Time: at.Add(offset), Tenant: "acme", Agent: "tenants/acme/agents/etl",
+		Kind: store.KindAccess, Outcome: "allowed", Rows: 10, Bytes: 100, AgentKnown: true}
+}
+
+func count(t *testing.T, s *clickhouse.Store, query string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := s.Conn().QueryRow(context.Background(), query).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func TestMigrationsAreRecordedAndIdempotent(t *testing.T) {
+	ctx := context.Background()
+	_, dsn := clickhousedev.Database(t)
+	for i := range 3 {
+		s, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn})
+		if err != nil {
+			t.Fatalf("open %d: %v", i+1, err)
+		}
+		applied, err := clickhouse.AppliedMigrations(ctx, s.Conn())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[int]string{1: "001_telemetry_events.sql", 2: "002_agent_hourly.sql"}; !mapsEqual(applied, want) {
+			t.Errorf("open %d: applied %v, want %v", i+1, applied, want)
+		}
+		if n := count(t, s, "SELECT count() FROM schema_migrations"); n != 2 {
+			t.Errorf("open %d: %d rows in schema_migrations, want 2", i+1, n)
+		}
+		if err := s.Insert(ctx, []store.Event{ev(fmt.Sprint("e", i), 0)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func mapsEqual(a, b map[int]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestMigrateFailureNamesTheMigrationAndStopsThere(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	fsys := fstest.MapFS{
+		"101_ok.sql":     {Data: []byte("-- a table\nCREATE TABLE IF NOT EXISTS m_ok (n UInt8) ENGINE = Memory;\n")},
+		"102_broken.sql": {Data: []byte("CREATE TABLE m_two (n UInt8) ENGINE = Memory;\nCREATE TABEL oops;\n")},
+		"103_after.sql":  {Data: []byte("CREATE TABLE m_after (n UInt8) ENGINE = Memory;\n")},
+	}
+	migrations, err := clickhouse.LoadMigrations(fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = clickhouse.Migrate(ctx, s.Conn(), migrations)
+	if err == nil || !strings.Contains(err.Error(), "migration 102_broken.sql, statement 2") {
+		t.Fatalf("err = %v, want one naming 102_broken.sql, statement 2", err)
+	}
+	applied, err := clickhouse.AppliedMigrations(ctx, s.Conn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := applied[101]; !ok {
+		t.Error("101 is not recorded")
+	}
+	if _, ok := applied[102]; ok {
+		t.Error("the failed 102 is recorded")
+	}
+	if n := count(t, s, "SELECT count() FROM system.tables WHERE database = currentDatabase() AND name = 'm_after'"); n != 0 {
+		t.Error("a migration after the failed one was applied")
+	}
+}
+
+func TestLoadMigrationsRefusesBadNames(t *testing.T) {
+	for _, fsys := range []fstest.MapFS{
+		{"1_short.sql": {Data: []byte("SELECT 1;")}},
+		{"001_a.sql": {Data: []byte("SELECT 1;")}, "001_b.sql": {Data: []byte("SELECT 1;")}},
+		{"001_empty.sql": {Data: []byte("-- nothing\n")}},
+	} {
+		if _, err := clickhouse.LoadMigrations(fsys); err == nil {
+			t.Errorf("%v: no error", fsys)
+		}
+	}
+}
+
+// TestDeploySchemaIsTheMigrations keeps deploy/clickhouse/schema an exact copy of the embedded
+// migrations, the one source of truth.
+func TestDeploySchemaIsTheMigrations(t *testing.T) {
+	deploy := filepath.Join("..", "..", "..", "..", "..", "deploy", "clickhouse", "schema")
+	entries, err := os.ReadDir(deploy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deployed []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".sql") {
+			deployed = append(deployed, e.Name())
+		}
+	}
+	embedded, err := os.ReadDir("migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range embedded {
+		names = append(names, e.Name())
+		want, _ := os.ReadFile(filepath.Join("migrations", e.Name()))
+		got, err := os.ReadFile(filepath.Join(deploy, e.Name()))
+		if err != nil || string(got) != string(want) {
+			t.Errorf("deploy/clickhouse/schema/%s differs from migrations/%s (err %v): cp services/monitor/internal/store/clickhouse/migrations/*.sql deploy/clickhouse/schema/", e.Name(), e.Name(), err)
+		}
+	}
+	if !slices.Equal(deployed, names) {
+		t.Errorf("deploy/clickhouse/schema holds %v, want %v", deployed, names)
+	}
+}
+
+func TestRetentionDropsOnlyPartitionsWhollyBeforeTheHorizon(t *testing.T) {
+	ctx := context.Background()
+	_, dsn := clickhousedev.Database(t)
+	s, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn, RetentionYears: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Date(2030, 6, 15, 12, 0, 0, 0, time.UTC) // horizon 2028-06-15 12:00
+	at := func(id string, tm time.Time) store.Event {
+		e := ev(id, 0)
+		e.Time = tm
+		return e
+	}
+	if err := s.Insert(ctx, []store.Event{
+		at("2028-04", time.Date(2028, 4, 30, 23, 59, 59, 999e6, time.UTC)),
+		at("2028-05-last", time.Date(2028, 5, 31, 23, 59, 59, 999e6, time.UTC)),
+		at("2028-06-first", time.Date(2028, 6, 1, 0, 0, 0, 0, time.UTC)), // its month reaches past the horizon
+		at("2030-06", time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC)),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dropped, err := s.ApplyRetention(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"telemetry_events/202804", "telemetry_events/202805", "agent_hourly/202804", "agent_hourly/202805"}
+	if !slices.Equal(dropped, want) {
+		t.Errorf("dropped %v, want %v", dropped, want)
+	}
+	got, _, err := s.List(ctx, store.Query{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range got {
+		ids = append(ids, e.EventID)
+	}
+	if want := []string{"2030-06", "2028-06-first"}; !slices.Equal(ids, want) {
+		t.Errorf("kept %v, want %v", ids, want)
+	}
+	hourly, err := s.Hourly(ctx, store.Window{Tenant: "acme", From: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), To: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hourly) != 2 {
+		t.Errorf("hourly after retention: %+v, want the two kept hours", hourly)
+	}
+	if again, err := s.ApplyRetention(ctx, now); err != nil || len(again) != 0 {
+		t.Errorf("second run dropped %v, %v; want nothing", again, err)
+	}
+}
+
+func TestOpenRefusesABadConfig(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		cfg       clickhouse.Config
+		wantField string
+	}{
+		{"retention too short", clickhouse.Config{DSN: "clickhouse://u:p@127.0.0.1:9/agentid", RetentionYears: -1}, "retention_years"},
+		{"retention too long", clickhouse.Config{DSN: "clickhouse://u:p@127.0.0.1:9/agentid", RetentionYears: 8}, "retention_years"},
+		{"no database", clickhouse.Config{DSN: "clickhouse://u:p@127.0.0.1:9"}, "clickhouse_dsn"},
+		{"not a DSN", clickhouse.Config{DSN: "clickhouse://u:s3cret@127.0.0.1:9/agentid?dial_timeout=forever"}, "clickhouse_dsn"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := clickhouse.Open(ctx, tt.cfg)
+			if errs.KindOf(err) != errs.KindInvalidArgument || errs.FromStatus(err).Field != tt.wantField {
+				t.Fatalf("err = %v, want InvalidArgument on %s", err, tt.wantField)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Errorf("the error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestRedactHidesThePassword(t *testing.T) {
+	for _, dsn := range []string{
+		"clickhouse://monitor:s3cret@ch:9000/agentid",
+		"clickhouse://ch:9000/agentid?username=monitor&password=s3cret",
+	} {
+		got := clickhouse.Redact(dsn)
+		if strings.Contains(got, "s3cret") || !strings.Contains(got, "ch:9000") {
+			t.Errorf("Redact(%q) = %q", dsn, got)
+		}
+	}
+}
+
+func TestRetriedBatchIsStoredOnce(t *testing.T) {
+	ctx := context.Background()
+	_, dsn := clickhousedev.Database(t)
+	batch := []store.Event{ev("a", 0), ev("b", time.Second), ev("c", 2*time.Second)}
+	s, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a retry by the same process
+		if err := s.Insert(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The next process gets the unacknowledged batch again, with one new event.
+	s, err = clickhouse.Open(ctx, clickhouse.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Insert(ctx, append(slices.Clone(batch), ev("d", 3*time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s, "SELECT count() FROM telemetry_events"); n != 4 {
+		t.Errorf("%d raw rows, want 4", n)
+	}
+	hourly, err := s.Hourly(ctx, store.Window{Tenant: "acme", From: at.Truncate(time.Hour), To: at.Truncate(time.Hour).Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hourly) != 1 || hourly[0].Requests != 4 || hourly[0].Rows != 40 || hourly[0].Bytes != 400 {
+		t.Errorf("hourly = %+v, want 4 requests, 40 rows, 400 bytes", hourly)
+	}
+}
+
+func TestReadsHideCopiesStoredTwice(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	if err := s.Insert(ctx, []store.Event{ev("a", 0), ev("b", time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	// A copy that reached the table past every check (another writer): reads show it once.
+	if err := s.Conn().Exec(ctx, `INSERT INTO telemetry_events SELECT * FROM telemetry_events WHERE event_id = 'a'`); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s, "SELECT count() FROM telemetry_events"); n != 3 {
+		t.Fatalf("%d raw rows, want 3", n)
+	}
+	got, _, err := s.List(ctx, store.Query{Tenant: "acme"})
+	if err != nil || len(got) != 2 {
+		t.Errorf("list: %d events, %v; want 2", len(got), err)
+	}
+	w := store.Window{Tenant: "acme", From: at.Add(-time.Minute), To: at.Add(time.Minute)}
+	usage, err := s.Usage(ctx, w, store.DimResource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(usage) != 0 {
+		t.Errorf("usage of an empty resource: %+v", usage)
+	}
+	q, err := s.Quantiles(ctx, w)
+	if err != nil || len(q) != 1 || q[0].Accesses != 2 {
+		t.Errorf("quantiles = %+v, %v; want 2 accesses", q, err)
+	}
+	hourly, err := s.Hourly(ctx, w) // edges of hours: from the raw rows
+	if err != nil || len(hourly) != 1 || hourly[0].Requests != 2 {
+		t.Errorf("hourly = %+v, %v; want 2 requests", hourly, err)
+	}
+}
+
+// TestOutageIsAnErrorAndInsertsWorkAfterRestart stops the server under a store: inserts fail
+// with Unavailable (the ingest consumer then leaves the events in the stream), and once the
+// server is back, the same inserts succeed and nothing is stored twice.
+func TestOutageIsAnErrorAndInsertsWorkAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	srv, err := clickhousedev.Start(ctx, clickhousedev.Config{})
+	if err != nil {
+		clickhousedev.Unavailable(t, err)
+	}
+	defer srv.Stop()
+	s, err := clickhouse.Open(ctx, clickhouse.Config{DSN: srv.DSN("agentid")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Insert(ctx, []store.Event{ev("before", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	during := []store.Event{ev("during-1", time.Second), ev("during-2", 2*time.Second)}
+	err = s.Insert(ctx, during)
+	if errs.KindOf(err) != errs.KindUnavailable {
+		t.Fatalf("insert while the server is down: err = %v, want Unavailable", err)
+	}
+	if _, _, err := s.List(ctx, store.Query{Tenant: "acme"}); errs.KindOf(err) != errs.KindUnavailable {
+		t.Errorf("list while the server is down: err = %v, want Unavailable", err)
+	}
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The consumer redelivers until the insert succeeds; the pool reconnects on its own.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := s.Insert(ctx, during)
+		if err == nil {
+			break
+		}
+		if errs.KindOf(err) != errs.KindUnavailable || time.Now().After(deadline) {
+			t.Fatalf("insert after the restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // poll interval
+	}
+	if err := s.Insert(ctx, during); err != nil { // a redelivery of the same batch
+		t.Fatal(err)
+	}
+	got, _, err := s.List(ctx, store.Query{Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, e := range got {
+		ids = append(ids, e.EventID)
+	}
+	if want := []string{"during-2", "during-1", "before"}; !slices.Equal(ids, want) {
+		t.Errorf("after the outage: %v, want %v", ids, want)
+	}
+	if n := count(t, s, "SELECT count() FROM telemetry_events"); n != 3 {
+		t.Errorf("%d raw rows, want 3", n)
+	}
+}
