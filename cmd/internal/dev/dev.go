@@ -74,7 +74,9 @@ type Config struct {
 	// signed OCSF events to a webhook (docs/siem.md); the export publishes on siem.ocsf.<tenant> anyway.
 	SIEMWebhookURL, SIEMWebhookSecretFile string
 	// Incidents are the lifecycle's incident response settings (webhook, escalation, policy overrides).
-	Incidents    lifecycleapp.IncidentFlags
+	Incidents lifecycleapp.IncidentFlags
+	// Sweeps are the lifecycle's sweep and deprovisioning sign-off settings.
+	Sweeps       lifecycleapp.SweepFlags
 	BundleDir    string
 	LogLevel     slog.Level
 	LogFile      string
@@ -163,6 +165,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	var incidents lifecycleapp.Config
 	if err := cfg.Incidents.Apply(&incidents); err != nil {
+		return err
+	}
+	if err := cfg.Sweeps.Apply(&incidents); err != nil {
 		return err
 	}
 	// Checked before anything is created; loaded again below with the process's logger.
@@ -376,6 +381,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	defer monitor.Close()
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
 		TemporalHostPort: temporalAddr, RegistryAddr: selfAddr(cfg.GRPCAddr), IssuerAddr: selfAddr(cfg.GRPCAddr), PolicyAddr: selfAddr(cfg.GRPCAddr),
+		MonitorAddr: selfAddr(cfg.GRPCAddr), Sweeps: incidents.Sweeps, Deprovision: incidents.Deprovision,
 		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
 		WorkflowStartTimeout: cfg.WorkflowStartTimeout, IssuerURL: cfg.PublicURL, AgentResources: cfg.AgentResources,
 		IncidentWebhookURL: incidents.IncidentWebhookURL, IncidentWebhookSecret: incidents.IncidentWebhookSecret,

@@ -28,6 +28,7 @@ import (
 	"github.com/agentid/agentid/pkg/service"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/lifecycle/internal/cleanup"
@@ -67,6 +68,11 @@ type Config struct {
 	IssuerAddr string
 	// PolicyAddr is the gRPC target of the policy service. Required.
 	PolicyAddr string
+	// MonitorAddr is the gRPC target of the monitor, which the inactivity sweep asks for activity;
+	// empty makes that sweep fail (closed: no answer is never "inactive").
+	MonitorAddr string
+	// Sweeps configures the Schedules of the expired, inactive and orphaned sweeps.
+	Sweeps lifecycle.SweepConfig
 	// ReconcileInterval is the time between two reconciler passes (default
 	// lifecycle.DefaultReconcileInterval, 30s).
 	ReconcileInterval time.Duration
@@ -162,6 +168,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.IncidentPolicy.Validate(); err != nil {
 		return errs.InvalidArgument("incident_policy", err.Error())
+	}
+	if err := c.Sweeps.Validate(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -293,6 +302,16 @@ func New(cfg Config, deps Deps) (*App, error) {
 		AgentResources: cfg.AgentResources,
 		IncidentPolicy: cfg.IncidentPolicy,
 	}
+	if cfg.MonitorAddr != "" {
+		mon, err := dial(cfg.MonitorAddr)
+		if err != nil {
+			_ = a.Close()
+			return nil, err
+		}
+		a.acts.Monitor = monitorv1.NewMonitorServiceClient(mon)
+	} else {
+		log.Warn("no monitor address: the inactivity sweep fails until one is configured")
+	}
 	if cfg.IncidentWebhookURL != "" {
 		wh, err := notify.NewWebhook(notify.WebhookConfig{URL: cfg.IncidentWebhookURL, Secret: []byte(cfg.IncidentWebhookSecret)})
 		if err != nil {
@@ -348,7 +367,7 @@ func (a *App) RegisterGRPC(s *grpc.Server) { lifecyclev1.RegisterLifecycleServic
 // Tasks returns the Temporal worker, the agent-event consumer, the read model's projection runners
 // and the reconciler.
 func (a *App) Tasks() []service.Task {
-	tasks := []service.Task{a.runWorker, a.runConsumer, a.runAlertConsumer, a.reconcile.Run}
+	tasks := []service.Task{a.runWorker, a.runConsumer, a.runAlertConsumer, a.reconcile.Run, a.runSweepSchedules}
 	for _, r := range a.runners {
 		tasks = append(tasks, r.Run)
 	}

@@ -32,6 +32,18 @@ func main() {
 	fs.StringVar(&cfg.RegistryAddr, "registry-addr", cfg.RegistryAddr, "gRPC address of the registry")
 	fs.StringVar(&cfg.IssuerAddr, "issuer-addr", cfg.IssuerAddr, "gRPC address of the issuer")
 	fs.StringVar(&cfg.PolicyAddr, "policy-addr", cfg.PolicyAddr, "gRPC address of the policy service")
+	fs.StringVar(&cfg.MonitorAddr, "monitor-addr", "127.0.0.1:7074", "gRPC address of the monitor (the inactivity sweep asks it for activity; empty: that sweep fails)")
+	var sweeps app.SweepFlags
+	fs.StringVar(&sweeps.ExpiredEvery, app.SweepExpiredEveryFlag, "", app.SweepExpiredEveryUsage)
+	fs.StringVar(&sweeps.InactiveEvery, app.SweepInactiveEveryFlag, "", app.SweepInactiveEveryUsage)
+	fs.StringVar(&sweeps.OrphanedEvery, app.SweepOrphanedEveryFlag, "", app.SweepOrphanedEveryUsage)
+	fs.IntVar(&sweeps.InactiveDays, app.SweepInactiveDaysFlag, 0, app.SweepInactiveDaysUsage)
+	fs.StringVar(&sweeps.InactiveAction, app.SweepInactiveActionFlag, "", app.SweepInactiveActionUsage)
+	fs.StringVar(&sweeps.OrphanedAction, app.SweepOrphanedActionFlag, "", app.SweepOrphanedActionUsage)
+	fs.StringVar(&sweeps.SignOffs, app.DeprovisionSignOffsFlag, "", app.DeprovisionSignOffsUsage)
+	fs.StringVar(&sweeps.NoSignOffTriggers, app.DeprovisionNoSignOffTriggersFlag, "", app.DeprovisionNoSignOffTriggersUsage)
+	fs.StringVar(&sweeps.RemindEvery, app.DeprovisionRemindEveryFlag, "", app.DeprovisionRemindEveryUsage)
+	fs.StringVar(&sweeps.EscalateAfter, app.DeprovisionEscalateAfterFlag, "", app.DeprovisionEscalateAfterUsage)
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", lifecycle.DefaultReconcileInterval,
 		"time between reconciler passes (missing or failed runs started, clients of agents neither ACTIVE nor PENDING disabled); at least 1s")
 	fs.DurationVar(&cfg.StuckAfter, "stuck-after", lifecycle.DefaultStuckAfter,
@@ -61,6 +73,9 @@ func main() {
 		" (from --credentials) on every Temporal call, for the frontend's JWT authorizer; false sends none")
 	os.Exit(service.Main(app.Name, fs, &flags, func(ctx context.Context, env *service.Env) (service.Component, error) {
 		if err := incidents.Apply(&cfg); err != nil {
+			return nil, err
+		}
+		if err := sweeps.Apply(&cfg); err != nil {
 			return nil, err
 		}
 		if *credentials == "" {
