@@ -291,6 +291,11 @@ func TestReplayRecordedHistories(t *testing.T) {
 			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordIncidentHistories -record", want)
 		}
 	}
+	for _, want := range recordedSweepHistories {
+		if !slices.Contains(files, filepath.Join("testdata", want)) {
+			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordSweepHistories -record", want)
+		}
+	}
 	for _, file := range files {
 		name := filepath.Base(file)
 		t.Run(name, func(t *testing.T) {
@@ -317,6 +322,17 @@ func TestReplayDetectsChangedWorkflows(t *testing.T) {
 			// Waits before revoking.
 			return workflows.DeprovisionResult{}, workflow.Sleep(ctx, time.Minute)
 		},
+		"ttl-expired.json": func(ctx workflow.Context, in workflows.TTLInput) (workflows.TTLResult, error) {
+			// Retires at once instead of waiting for the expiry.
+			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+			err := workflow.ExecuteActivity(ctx, "RetireExpired", workflows.RetireExpiredRequest{Agent: in.Agent}).Get(ctx, nil)
+			return workflows.TTLResult{}, err
+		},
+		"sweep-expired.json": func(ctx workflow.Context, in workflows.SweepInput) (workflows.SweepResult, error) {
+			// Lists the tenants although the run was given them.
+			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+			return workflows.SweepResult{}, workflow.ExecuteActivity(ctx, "ListSweepTenants").Get(ctx, nil)
+		},
 		"incident-restore.json": func(ctx workflow.Context, in workflows.IncidentInput) (workflows.IncidentResult, error) {
 			// Notifies before it suspends.
 			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
@@ -333,6 +349,10 @@ func TestReplayDetectsChangedWorkflows(t *testing.T) {
 				name = workflows.DeprovisionWorkflowName
 			case strings.HasPrefix(file, "incident"):
 				name = workflows.IncidentWorkflowName
+			case strings.HasPrefix(file, "ttl"):
+				name = workflows.TTLWorkflowName
+			case strings.HasPrefix(file, "sweep"):
+				name = workflows.SweepWorkflowName
 			}
 			replayer.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
 			err := replayer.ReplayWorkflowHistoryFromJSONFile(quietLogger(), filepath.Join("testdata", file))
