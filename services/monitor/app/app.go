@@ -1,7 +1,7 @@
-// Package app wires the monitor service: the telemetry store (DuckDB), the consumer that copies
-// the TELEMETRY stream into it, the recorder of resource servers' access decisions, and
-// agentid.monitor.v1.MonitorService. The service's own binary and the all-in-one `agentid dev`
-// both build it with New.
+// Package app wires the monitor service: the telemetry store (DuckDB, or ClickHouse given a
+// DSN), the consumer that copies the TELEMETRY stream into it, the recorder of resource servers'
+// access decisions, and agentid.monitor.v1.MonitorService. The service's own binary and the
+// all-in-one `agentid dev` both build it with New.
 package app
 
 import (
@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +23,6 @@ import (
 	"github.com/agentid/agentid/services/monitor/internal/ingest"
 	"github.com/agentid/agentid/services/monitor/internal/server"
 	"github.com/agentid/agentid/services/monitor/internal/store"
-	"github.com/agentid/agentid/services/monitor/internal/store/duckdb"
 	"github.com/agentid/agentid/services/monitor/internal/telemetry"
 )
 
@@ -38,6 +36,11 @@ type Config struct {
 	// DuckDBPath is the DuckDB database file of the telemetry store, created with its directory
 	// if missing; empty keeps the telemetry in memory (lost on exit).
 	DuckDBPath string
+	// ClickHouseDSN, if set, selects the ClickHouse telemetry store instead of DuckDB, e.g.
+	// clickhouse://monitor:secret@clickhouse:9000/agentid (docs/deploy.md, "Telemetry in ClickHouse").
+	ClickHouseDSN string
+	// ClickHouseRetentionYears is how long ClickHouse keeps telemetry, 1 to 7 years (0: 1).
+	ClickHouseRetentionYears int
 	// BaselineRecomputeEvery is how often the baselines are recomputed in full from the telemetry
 	// store (besides at start); default alerts.DefaultRecomputeEvery (1h).
 	BaselineRecomputeEvery time.Duration
@@ -59,6 +62,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("monitor: baseline recompute period %s and max alerts %d must not be negative", c.BaselineRecomputeEvery, c.MaxAlerts)
 	}
 	if err := c.validateSIEM(); err != nil {
+		return err
+	}
+	if err := c.validateClickHouse(); err != nil {
 		return err
 	}
 	if c.DuckDBPath == "" {
@@ -100,14 +106,9 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	if cfg.DuckDBPath != "" {
-		if err := os.MkdirAll(filepath.Dir(cfg.DuckDBPath), 0o700); err != nil {
-			return nil, fmt.Errorf("monitor: %w", err)
-		}
-	}
-	st, err := duckdb.Open(context.Background(), cfg.DuckDBPath)
+	st, err := openTelemetryStore(cfg, logger)
 	if err != nil {
-		return nil, fmt.Errorf("monitor: telemetry store: %w", err)
+		return nil, err
 	}
 	directory := agents.New()
 	agentsRunner := deps.Store.NewRunner(directory, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(eventstore.AggregateAgent)})
@@ -134,7 +135,6 @@ func New(cfg Config, deps Deps) (*App, error) {
 		_ = st.Close()
 		return nil, err
 	}
-	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath)
 	tasks := append([]service.Task{consumer.Run, agentsRunner.Run}, pipeline.tasks...)
 	if exporter != nil {
 		tasks = append(tasks, exporter.Run)

@@ -1,0 +1,76 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentid/agentid/pkg/clickhousedev"
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/testkit"
+	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	"github.com/agentid/agentid/services/monitor/app"
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+func TestClickHouseConfigIsValidated(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     app.Config
+		wantErr string
+	}{
+		{"duckdb default", app.Config{}, ""},
+		{"clickhouse", app.Config{ClickHouseDSN: "clickhouse://u:p@ch:9000/agentid", ClickHouseRetentionYears: 7}, ""},
+		{"both stores", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", DuckDBPath: "/tmp/t.duckdb"}, "not both"},
+		{"retention too long", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", ClickHouseRetentionYears: 8}, "1 to 7 years"},
+		{"retention without clickhouse", app.Config{ClickHouseRetentionYears: 2}, "needs a ClickHouse DSN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestMonitorOnClickHouse runs the monitor with a ClickHouse DSN: access telemetry published on
+// TELEMETRY is stored in ClickHouse and read back through MonitorService.
+func TestMonitorOnClickHouse(t *testing.T) {
+	ctx := context.Background()
+	srv, err := clickhousedev.Start(ctx, clickhousedev.Config{})
+	if err != nil {
+		clickhousedev.Unavailable(t, err)
+	}
+	t.Cleanup(func() { _ = srv.Stop() })
+	n := testkit.StartNATS(t)
+	es := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/monitor"), eventstore.WithLogger(quiet), eventstore.WithRegisterer(nil))
+	if err := es.EnsureStreams(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	var rows []store.Event
+	for i := range 30 {
+		rows = append(rows, store.Event{EventID: fmt.Sprintf("etl-%02d", i), Time: now.Add(time.Duration(-i) * time.Minute), Tenant: "acme", Agent: "tenants/acme/agents/etl",
+			Kind: store.KindAccess, Outcome: "allowed", Resource: "/reports", Action: "GET", Rows: 5, Bytes: 500, SourceAddress: "10.1.2.3"})
+	}
+	counts := publishAccess(t, es, "acme", "clickhouse", rows)
+	m := runMonitor(t, es, app.Config{ClickHouseDSN: srv.DSN("agentid")})
+	defer m.stop()
+	admin := testkit.WithBearer(t.Context(), "platform-admin")
+	testkit.Eventually(t, 0, "the telemetry stored in ClickHouse", func() (bool, error) {
+		resp, err := m.client.GetAgentUsage(admin, &monitorv1.GetAgentUsageRequest{
+			Agent: "tenants/acme/agents/etl", StartTime: timestamppb.New(now.Add(-time.Hour)),
+		})
+		return err == nil && resp.GetEvents() == counts["tenants/acme/agents/etl"], err
+	})
+	out, err := srv.Query(ctx, "SELECT count() FROM agentid.telemetry_events WHERE kind = 'access'")
+	if err != nil || strings.TrimSpace(out) != "30" {
+		t.Errorf("rows in ClickHouse: %q, %v; want 30", out, err)
+	}
+}
