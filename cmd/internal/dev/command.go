@@ -39,6 +39,9 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// ClickHouseDSNEnv names the environment variable read when --clickhouse-dsn is not given.
+const ClickHouseDSNEnv = "AGENTID_CLICKHOUSE_DSN"
+
 func newDevCmd(stdout, stderr io.Writer) *cobra.Command {
 	cfg := DefaultConfig()
 	var logLevel string
@@ -48,7 +51,7 @@ func newDevCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `dev runs every agentid service in one process on embedded engines, with its state in --data-dir
 so that a restart keeps it. It prints the endpoints, the Temporal UI address and where the bootstrap
 admin credential was written; Ctrl-C stops everything. Any engine can be external instead:
---nats-url, --temporal-address.`,
+--nats-url, --temporal-address, --clickhouse-dsn (telemetry in ClickHouse instead of DuckDB).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var lvl slog.Level
@@ -57,6 +60,9 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 			}
 			cfg.LogLevel = lvl
 			cfg.Stdout, cfg.Stderr = stdout, stderr
+			if cfg.ClickHouseDSN == "" {
+				cfg.ClickHouseDSN = os.Getenv(ClickHouseDSNEnv)
+			}
 			return Run(cmd.Context(), cfg)
 		},
 	}
@@ -78,6 +84,7 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.DurationSliceVar(&cfg.EventRetryBackoff, "event-retry-backoff", nil, "redelivery delays of agent events whose lifecycle run cannot start yet, e.g. 1s,5s,30s (the last repeats, with no cap on retries; default 1s up to 5m)")
 	f.DurationVar(&cfg.WorkflowStartTimeout, "workflow-start-timeout", 0, "bound of one attempt to start a lifecycle run while Temporal is unreachable (default 10s)")
 	f.StringVar(&cfg.DuckDBPath, "duckdb-path", "", "telemetry DuckDB file (default <data-dir>/telemetry.duckdb)")
+	f.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", "", "store telemetry in ClickHouse instead of DuckDB, e.g. clickhouse://default@127.0.0.1:9000/agentid (default $"+ClickHouseDSNEnv+")")
 	f.StringVar(&cfg.SIEMWebhookURL, "siem-webhook-url", "", "SIEM webhook receiving the monitor's signed OCSF JSON POSTs (https, or http to loopback; docs/siem.md)")
 	f.StringVar(&cfg.SIEMWebhookSecretFile, "siem-webhook-secret-file", "", "file holding the --siem-webhook-url HMAC-SHA256 secret (at least 16 bytes)")
 	f.StringVar(&cfg.Incidents.WebhookURL, lifecycleapp.IncidentWebhookURLFlag, "", lifecycleapp.IncidentWebhookURLUsage)

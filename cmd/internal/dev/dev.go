@@ -70,6 +70,8 @@ type Config struct {
 	// WorkflowStartTimeout bounds one attempt of the lifecycle to start a run (default 10s).
 	WorkflowStartTimeout time.Duration
 	DuckDBPath           string
+	// ClickHouseDSN, if set, makes the monitor store telemetry in ClickHouse instead of DuckDB.
+	ClickHouseDSN string
 	// SIEMWebhookURL and SIEMWebhookSecretFile, when set, make the monitor's SIEM export also POST
 	// signed OCSF events to a webhook (docs/siem.md); the export publishes on siem.ocsf.<tenant> anyway.
 	SIEMWebhookURL, SIEMWebhookSecretFile string
@@ -187,7 +189,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := fsutil.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if cfg.DuckDBPath == "" {
+	if cfg.DuckDBPath == "" && cfg.ClickHouseDSN == "" {
 		cfg.DuckDBPath = filepath.Join(cfg.DataDir, "telemetry.duckdb")
 	}
 	logOut, closeLog, err := openLog(cfg)
@@ -374,7 +376,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
-	monitor, err := monitorapp.New(monitorapp.Config{DuckDBPath: cfg.DuckDBPath, SIEMWebhookURL: cfg.SIEMWebhookURL, SIEMWebhookSecretFile: cfg.SIEMWebhookSecretFile}, monitorapp.Deps{Store: storeFor("monitor"), Logger: log.With("service", "monitor")})
+	monitor, err := monitorapp.New(monitorapp.Config{DuckDBPath: cfg.DuckDBPath, ClickHouseDSN: cfg.ClickHouseDSN, SIEMWebhookURL: cfg.SIEMWebhookURL, SIEMWebhookSecretFile: cfg.SIEMWebhookSecretFile}, monitorapp.Deps{Store: storeFor("monitor"), Logger: log.With("service", "monitor")})
 	if err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}
@@ -487,7 +489,11 @@ func printBanner(cfg Config, adminPath, natsURL, natsNote, natsCreds, temporalAd
 	if temporalUI != "" {
 		fmt.Fprintf(w, "  Temporal UI           %s\n", temporalUI)
 	}
-	fmt.Fprintf(w, "  telemetry (DuckDB)    %s\n", cfg.DuckDBPath)
+	if cfg.ClickHouseDSN != "" {
+		fmt.Fprintf(w, "  telemetry             %s (ClickHouse)\n", monitorapp.RedactDSN(cfg.ClickHouseDSN))
+	} else {
+		fmt.Fprintf(w, "  telemetry (DuckDB)    %s\n", cfg.DuckDBPath)
+	}
 	fmt.Fprintf(w, "  bootstrap admin       %s\n", abs)
 	fmt.Fprintf(w, "  logs                  %s\n", logPath(cfg))
 	if cfg.TLSCertFile != "" {

@@ -60,3 +60,6 @@ func openTelemetryStore(cfg Config, logger *slog.Logger) (telemetryStore, error)
 	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath)
 	return st, nil
 }
+
+// RedactDSN returns a ClickHouse DSN with its password replaced, for logs and banners.
+func RedactDSN(dsn string) string { return clickhouse.Redact(dsn) }
