@@ -591,8 +591,8 @@ func TestComposeTopology(t *testing.T) {
 		t.Errorf("clickhouse image %q, want clickhouse/clickhouse-server", ch.Image)
 	}
 	chMounts := composeMounts(ch)
-	if chMounts["/docker-entrypoint-initdb.d"] != "./deploy/clickhouse/schema" {
-		t.Errorf("clickhouse: /docker-entrypoint-initdb.d is mounted from %q, want ./deploy/clickhouse/schema", chMounts["/docker-entrypoint-initdb.d"])
+	if chMounts["/docker-entrypoint-initdb.d"] != "./deploy/clickhouse/initdb" {
+		t.Errorf("clickhouse: /docker-entrypoint-initdb.d is mounted from %q, want ./deploy/clickhouse/initdb", chMounts["/docker-entrypoint-initdb.d"])
 	}
 	var chConfigs int
 	for dst, src := range chMounts {
@@ -818,8 +818,8 @@ func TestComposeServiceFlags(t *testing.T) {
 			if strings.Contains(f.Default, "127.0.0.1") || strings.Contains(f.Default, "localhost") || strings.Contains(f.Default, "[::1]") {
 				t.Errorf("%s: --%s defaults to %q (loopback) and must be set in docker-compose.yaml", name, fn, f.Default)
 			}
-			if strings.Contains(fn, "clickhouse") {
-				t.Errorf("%s: the binary has --%s; point it at the clickhouse service", name, fn)
+			if fn == "clickhouse-dsn" && !strings.Contains(s.Environment["AGENTID_CLICKHOUSE_DSN"], "@clickhouse:9000/") {
+				t.Errorf("%s: the binary has --%s; point it (or $AGENTID_CLICKHOUSE_DSN) at the clickhouse service", name, fn)
 			}
 		}
 		all[name] = parsed{args: set, flags: flags}
@@ -907,7 +907,7 @@ func TestComposeServiceFlags(t *testing.T) {
 			if !inVolume {
 				t.Errorf("monitor: --duckdb-path=%s is not on a named volume; telemetry would not survive a restart", dp)
 			}
-		} else if _, has := p.flags["duckdb-path"]; has {
+		} else if _, has := p.flags["duckdb-path"]; has && cf.Services["monitor"].Environment["AGENTID_CLICKHOUSE_DSN"] == "" {
 			t.Errorf("monitor: --duckdb-path is not set")
 		}
 	}
@@ -1198,9 +1198,14 @@ func TestComposeClickHouseSchema(t *testing.T) {
 			t.Errorf("deploy/clickhouse/schema/%s: the image's init runs *.sql and *.sh; keep only numbered .sql files here", e.Name())
 		}
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "001_telemetry.sql"))
+	raw, err := os.ReadFile(filepath.Join(dir, "001_telemetry_events.sql"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, e := range entries { // every migration keeps to the subset
+		if b, err := os.ReadFile(filepath.Join(dir, e.Name())); err == nil && e.Name() != "001_telemetry_events.sql" {
+			raw = append(append(raw, '\n'), b...)
+		}
 	}
 	// Strip comments.
 	var lines []string
@@ -1213,15 +1218,16 @@ func TestComposeClickHouseSchema(t *testing.T) {
 	sql := strings.Join(lines, "\n")
 	for _, kw := range []string{"TTL", "LowCardinality", "DateTime64", "Map(", "Nullable(", "JSON", "Object(", "CODEC(", "Variant(", "Dynamic"} {
 		if regexp.MustCompile(`(?i)\b` + regexp.QuoteMeta(kw)).MatchString(sql) {
-			t.Errorf("001_telemetry.sql uses %s, which ClickHouse 18.16 does not have (DESIGN §7)", strings.TrimSuffix(kw, "("))
+			t.Errorf("deploy/clickhouse/schema uses %s, which ClickHouse 18.16 does not have (DESIGN §7)", strings.TrimSuffix(kw, "("))
 		}
 	}
-	if !regexp.MustCompile(`(?i)CREATE DATABASE IF NOT EXISTS agentid\s*;`).MatchString(sql) {
-		t.Errorf("001_telemetry.sql does not create database agentid idempotently")
+	if initdb, err := os.ReadFile(filepath.Join(root, "deploy/clickhouse/initdb/000_database.sql")); err != nil ||
+		!regexp.MustCompile(`(?i)CREATE DATABASE IF NOT EXISTS agentid\s*;`).Match(initdb) {
+		t.Errorf("deploy/clickhouse/initdb/000_database.sql does not create database agentid idempotently (%v)", err)
 	}
-	m := regexp.MustCompile(`(?is)CREATE TABLE IF NOT EXISTS agentid\.telemetry_events\s*\((.*?)\)\s*ENGINE\s*=\s*(.*?);`).FindStringSubmatch(sql)
+	m := regexp.MustCompile(`(?is)CREATE TABLE IF NOT EXISTS telemetry_events\s*\((.*?)\)\s*ENGINE\s*=\s*(.*?);`).FindStringSubmatch(sql)
 	if m == nil {
-		t.Fatalf("001_telemetry.sql has no `CREATE TABLE IF NOT EXISTS agentid.telemetry_events (...) ENGINE = ...;`")
+		t.Fatalf("001_telemetry_events.sql has no `CREATE TABLE IF NOT EXISTS telemetry_events (...) ENGINE = ...;`")
 	}
 	cols := map[string]string{}
 	var order []string
@@ -1231,7 +1237,7 @@ func TestComposeClickHouseSchema(t *testing.T) {
 		}
 		c := composeSQLColumn.FindStringSubmatch(line)
 		if c == nil {
-			t.Errorf("001_telemetry.sql: column definition %q is not `name Type` (no defaults, codecs or expressions)", strings.TrimSpace(line))
+			t.Errorf("001_telemetry_events.sql: column definition %q is not `name Type` (no defaults, codecs or expressions)", strings.TrimSpace(line))
 			continue
 		}
 		cols[c[1]] = c[2]
@@ -1242,6 +1248,9 @@ func TestComposeClickHouseSchema(t *testing.T) {
 		"tenant": {"String"}, "agent": {"String"}, "kind": {"String"}, "outcome": {"String"},
 		"actor": {"String"}, "on_behalf_of": {"String"}, "environment": {"String"},
 		"scopes": {"Array(String)"}, "request_id": {"String"}, "detail": {"String"},
+		"stream_seq": {"UInt64"}, "owner": {"String"}, "agent_known": {"UInt8"}, "client_id": {"String"},
+		"resource": {"String"}, "action": {"String"}, "bytes": {"Int64"}, "rows": {"Int64"},
+		"source_address": {"String"}, "source_network": {"String"}, "latency_us": {"Int64"}, "trace_id": {"String"},
 	}
 	for name, types := range want {
 		if got, ok := cols[name]; !ok {
@@ -1256,7 +1265,7 @@ func TestComposeClickHouseSchema(t *testing.T) {
 		}
 	}
 	engine := strings.Join(strings.Fields(m[2]), " ")
-	for _, part := range []string{"ReplacingMergeTree", "PARTITION BY toYYYYMM(time)", "ORDER BY (tenant, agent, time, event_id)"} {
+	for _, part := range []string{"ReplacingMergeTree", "PARTITION BY toYYYYMM(time)", "ORDER BY (tenant, toStartOfHour(time), agent, time_ms, event_id)"} {
 		if !strings.Contains(engine, part) {
 			t.Errorf("telemetry_events engine clause %q lacks %q", engine, part)
 		}
