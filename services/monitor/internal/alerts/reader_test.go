@@ -33,7 +33,9 @@ func (a analytics) Usage(_ context.Context, w store.Window, dim store.Dimension)
 	return []store.Usage{{Agent: w.Agent, Value: string(dim) + "-1", Count: 3, LastSeen: w.From}}, a.err()
 }
 
-func (a analytics) Quantiles(context.Context, store.Window) ([]store.Spread, error) { return nil, a.err() }
+func (a analytics) Quantiles(context.Context, store.Window) ([]store.Spread, error) {
+	return nil, a.err()
+}
 
 func (a analytics) LastActive(_ context.Context, w store.Window) (map[string]time.Time, error) {
 	return map[string]time.Time{w.Agent: t0}, a.err()
