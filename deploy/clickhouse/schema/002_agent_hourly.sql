@@ -1,7 +1,8 @@
 -- agent_hourly: each agent's requests per hour (rows of kinds access and token.requested), the
 -- refused ones among them, and the rows and bytes they returned: what baselines and dashboards
 -- read instead of the raw rows. A SummingMergeTree fed by a materialized view on every insert into
--- telemetry_events; parts are summed when they merge, so a reader sums again (GROUP BY).
+-- telemetry_events; parts are summed when they merge, so a reader sums again (GROUP BY). Columns
+-- summed into a column of the same name are qualified, so that no analyzer takes them for the alias.
 CREATE TABLE IF NOT EXISTS agent_hourly
 (
     tenant   String,
@@ -23,8 +24,8 @@ SELECT
     toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour,
     count() AS requests,
     countIf(outcome NOT IN ('issued', 'allowed', 'allow')) AS denied,
-    sum(rows) AS rows,
-    sum(bytes) AS bytes
+    sum(telemetry_events.rows) AS rows,
+    sum(telemetry_events.bytes) AS bytes
 FROM telemetry_events
 WHERE kind IN ('access', 'token.requested') AND agent != ''
 GROUP BY tenant, agent, hour;
@@ -37,13 +38,13 @@ SELECT
     toDateTime(intDiv(toUInt32(time), 3600) * 3600) AS hour,
     count() AS requests,
     countIf(outcome NOT IN ('issued', 'allowed', 'allow')) AS denied,
-    sum(rows) AS rows,
-    sum(bytes) AS bytes
+    sum(src.rows) AS rows,
+    sum(src.bytes) AS bytes
 FROM
 (
     SELECT tenant, agent, time, outcome, rows, bytes
     FROM telemetry_events
     WHERE kind IN ('access', 'token.requested') AND agent != ''
     LIMIT 1 BY tenant, agent, time_ms, event_id
-)
+) AS src
 GROUP BY tenant, agent, hour;

@@ -397,3 +397,41 @@ func TestOutageIsAnErrorAndInsertsWorkAfterRestart(t *testing.T) {
 		t.Errorf("%d raw rows, want 3", n)
 	}
 }
+
+// TestAgentHourlyMigrationCountsRowsStoredBefore applies 002 to a table that already holds rows
+// (a copy among them): agent_hourly starts from them, each counted once.
+func TestAgentHourlyMigrationCountsRowsStoredBefore(t *testing.T) {
+	ctx := context.Background()
+	_, dsn := clickhousedev.Database(t)
+	first := open(t) // another database, whose telemetry_events gives the table its structure
+	srv := clickhousedev.SharedServer(t)
+	db := strings.TrimPrefix(dsn[strings.LastIndex(dsn, "/"):], "/")
+	if err := first.Conn().Exec(ctx, "CREATE TABLE "+db+".telemetry_events AS telemetry_events"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		"INSERT INTO " + db + ".telemetry_events (event_id, time, time_ms, tenant, agent, kind, outcome, rows, bytes) VALUES " +
+			"('a', toDateTime(1924995600), 1924995600000, 'acme', 'tenants/acme/agents/etl', 'access', 'allowed', 3, 30), " +
+			"('a', toDateTime(1924995600), 1924995600000, 'acme', 'tenants/acme/agents/etl', 'access', 'allowed', 3, 30), " +
+			"('b', toDateTime(1924995601), 1924995601000, 'acme', 'tenants/acme/agents/etl', 'access', 'denied', 1, 10), " +
+			"('c', toDateTime(1924995602), 1924995602000, 'acme', 'tenants/acme/agents/etl', 'policy.decided', 'allow', 0, 0)",
+	} {
+		if _, err := srv.Query(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	hour := time.Unix(1924995600, 0).UTC()
+	got, err := s.Hourly(ctx, store.Window{Tenant: "acme", From: hour, To: hour.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Hourly{Tenant: "acme", Agent: "tenants/acme/agents/etl", Hour: hour, Requests: 2, Denied: 1, Rows: 4, Bytes: 40}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("hourly = %+v, want %+v", got, want)
+	}
+}
