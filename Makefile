@@ -39,7 +39,7 @@ cc:
 CLICKHOUSE_PKGS := clickhouse-server clickhouse-client
 .PHONY: clickhouse
 clickhouse: ## Install Debian's clickhouse-server when missing (for the ClickHouse store tests)
-	@command -v clickhouse-server >/dev/null 2>&1 || command -v clickhouse >/dev/null 2>&1 || { \
+	@command -v clickhouse-server >/dev/null 2>&1 || test -x /usr/sbin/clickhouse-server || command -v clickhouse >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian's clickhouse-server for the ClickHouse telemetry store tests"; \
 	    apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(CLICKHOUSE_PKGS); \
