@@ -278,7 +278,7 @@ func waitSignOffStep(t *testing.T, ctx context.Context, lc lifecyclev1.Lifecycle
 			return false, err
 		}
 		for _, w := range res.GetWorkflows() {
-			if strings.HasPrefix(w.GetWorkflowId(), "deprovision/") && w.GetApprovalStep() == step {
+			if strings.HasPrefix(w.GetWorkflowId(), "deprovision/") && w.GetWaitingFor() == "sign-off by "+step {
 				runID = w.GetRunId()
 				return true, nil
 			}
