@@ -63,7 +63,8 @@ type IssuerServiceClient interface {
 	// refuses the covered tokens once it has applied the event. Revoking an unknown or foreign token,
 	// or a token that has already expired, changes nothing and succeeds (RFC 7009 §2.2) with an empty
 	// revocation. Idempotent by request_id. Unavailable (never success) when the revocation could not be
-	// stored. Callers: platform-admin; tenant-admin in its tenant.
+	// stored. Callers: platform-admin; tenant-admin in its tenant; lifecycle-worker, by agent only
+	// (incident response and deprovisioning).
 	RevokeTokens(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error)
 	// IssueApprovalToken mints a short-lived approval token for the calling person: a JWS of typ
 	// `approval+jwt`, audience `urn:agentid:approval`, signed with the tenant's current signing key and
@@ -197,7 +198,8 @@ type IssuerServiceServer interface {
 	// refuses the covered tokens once it has applied the event. Revoking an unknown or foreign token,
 	// or a token that has already expired, changes nothing and succeeds (RFC 7009 §2.2) with an empty
 	// revocation. Idempotent by request_id. Unavailable (never success) when the revocation could not be
-	// stored. Callers: platform-admin; tenant-admin in its tenant.
+	// stored. Callers: platform-admin; tenant-admin in its tenant; lifecycle-worker, by agent only
+	// (incident response and deprovisioning).
 	RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error)
 	// IssueApprovalToken mints a short-lived approval token for the calling person: a JWS of typ
 	// `approval+jwt`, audience `urn:agentid:approval`, signed with the tenant's current signing key and
