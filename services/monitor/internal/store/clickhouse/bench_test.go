@@ -42,12 +42,12 @@ func benchEvent(n int) store.Event {
 }
 
 // BenchmarkInsert measures sustained ingest into ClickHouse on this machine, the server beside
-// the benchmark, by batch size: events/s is what to compare (go test -bench Insert -run '^$'
-// ./internal/store/clickhouse/). "checked" is the first recentHorizon after Open, when every
+// the benchmark, by batch size (5000 is the ingest consumer's default): events/s is what to
+// compare (go test -bench Insert -run '^$' ./internal/store/clickhouse/). "checked" is the first recentHorizon after Open, when every
 // batch is also checked against the stored rows; "steady" is afterwards.
 func BenchmarkInsert(b *testing.B) {
 	for _, mode := range []string{"steady", "checked"} {
-		for _, batch := range []int{1000, 10000} {
+		for _, batch := range []int{1000, 5000, 10000} {
 			b.Run(fmt.Sprintf("%s/batch=%d", mode, batch), func(b *testing.B) {
 				_, dsn := clickhousedev.Database(b)
 				s, err := clickhouse.Open(context.Background(), clickhouse.Config{DSN: dsn})

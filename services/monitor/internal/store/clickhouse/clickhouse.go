@@ -242,26 +242,63 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	return nil
 }
 
-// send inserts rows as one batch.
+// send inserts rows as one batch, column by column (clickhouse-go appends a whole column slice
+// at once, far cheaper than row by row).
 func (s *Store) send(ctx context.Context, rows []store.Event) error {
 	batch, err := s.conn.PrepareBatch(ctx, insertSQL)
 	if err != nil {
 		return classify(fmt.Sprintf("insert %d events", len(rows)), err)
 	}
-	for _, e := range rows {
-		scopes := e.Scopes
-		if scopes == nil {
-			scopes = []string{}
+	n := len(rows)
+	var (
+		str = func(f func(e *store.Event) string) []string {
+			out := make([]string, n)
+			for i := range rows {
+				out[i] = f(&rows[i])
+			}
+			return out
 		}
-		var known uint8
+		i64 = func(f func(e *store.Event) int64) []int64 {
+			out := make([]int64, n)
+			for i := range rows {
+				out[i] = f(&rows[i])
+			}
+			return out
+		}
+		times  = make([]time.Time, n)
+		scopes = make([][]string, n)
+		seqs   = make([]uint64, n)
+		known  = make([]uint8, n)
+	)
+	for i := range rows {
+		e := &rows[i]
+		times[i] = e.Time.Truncate(time.Second)
+		scopes[i] = e.Scopes
+		if scopes[i] == nil {
+			scopes[i] = []string{}
+		}
+		seqs[i] = e.StreamSeq
 		if e.AgentKnown {
-			known = 1
+			known[i] = 1
 		}
-		if err := batch.Append(e.EventID, e.Time.Truncate(time.Second), e.Time.UnixMilli(), e.Tenant, e.Agent, e.Kind,
-			e.Outcome, e.Actor, e.OnBehalfOf, e.Environment, scopes, e.RequestID, e.Detail, e.StreamSeq, e.Owner, known,
-			e.ClientID, e.Resource, e.Action, e.Bytes, e.Rows, e.SourceAddress, e.SourceNetwork, e.LatencyUS, e.TraceID); err != nil {
+	}
+	cols := []any{
+		str(func(e *store.Event) string { return e.EventID }), times, i64(func(e *store.Event) int64 { return e.Time.UnixMilli() }),
+		str(func(e *store.Event) string { return e.Tenant }), str(func(e *store.Event) string { return e.Agent }),
+		str(func(e *store.Event) string { return e.Kind }), str(func(e *store.Event) string { return e.Outcome }),
+		str(func(e *store.Event) string { return e.Actor }), str(func(e *store.Event) string { return e.OnBehalfOf }),
+		str(func(e *store.Event) string { return e.Environment }), scopes, str(func(e *store.Event) string { return e.RequestID }),
+		str(func(e *store.Event) string { return e.Detail }), seqs, str(func(e *store.Event) string { return e.Owner }), known,
+		str(func(e *store.Event) string { return e.ClientID }), str(func(e *store.Event) string { return e.Resource }),
+		str(func(e *store.Event) string { return e.Action }), i64(func(e *store.Event) int64 { return e.Bytes }),
+		i64(func(e *store.Event) int64 { return e.Rows }), str(func(e *store.Event) string { return e.SourceAddress }),
+		str(func(e *store.Event) string { return e.SourceNetwork }), i64(func(e *store.Event) int64 { return e.LatencyUS }),
+		str(func(e *store.Event) string { return e.TraceID }),
+	}
+	for i, col := range cols {
+		if err := batch.Column(i).Append(col); err != nil {
 			_ = batch.Abort()
-			return fmt.Errorf("clickhouse: insert: row %s: %w", e.EventID, err)
+			return fmt.Errorf("clickhouse: insert: column %s: %w", columns[i], err)
 		}
 	}
 	if err := batch.Send(); err != nil {
