@@ -142,6 +142,10 @@ type Status struct {
 	WaitingFor string `json:"waiting_for,omitempty"`
 	// MayAct lists the roles that may decide the step the run waits for.
 	MayAct []string `json:"may_act,omitempty"`
+	// Step is the sign-off step a deprovisioning run waits for (e.g. "owner"), the step an approval
+	// token for it must name; empty otherwise (a provisioning run's step follows from
+	// RequiredApprovals and ApprovalsSoFar).
+	Step string `json:"step,omitempty"`
 	// RequiredApprovals are the approver roles the policy asked for, in order.
 	RequiredApprovals []string `json:"required_approvals,omitempty"`
 	// ApprovalsSoFar are the approvals taken, in order.

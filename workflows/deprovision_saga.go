@@ -336,6 +336,7 @@ func (d *deprovision) awaitSignOffs(ctx, actx workflow.Context) error {
 		n := len(d.signOffs)
 		step := d.signSteps[n]
 		d.status.WaitingFor = "sign-off by " + step
+		d.status.Step = step
 		d.status.MayAct = StepRoles(step)
 		waitStart := workflow.Now(ctx)
 		for len(d.signOffs) == n {
@@ -363,7 +364,7 @@ func (d *deprovision) awaitSignOffs(ctx, actx workflow.Context) error {
 		a := d.signOffs[n]
 		d.step(ctx, "sign_off:"+a.Step, "signed off ("+a.Role+")"+commentSuffix(a.Comment), a.Approver)
 	}
-	d.status.WaitingFor, d.status.MayAct = "", nil
+	d.status.WaitingFor, d.status.MayAct, d.status.Step = "", nil, ""
 	return nil
 }
 

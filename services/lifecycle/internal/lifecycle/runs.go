@@ -196,6 +196,9 @@ func (s *Service) describe(ctx context.Context, k Kind, id string) (Run, bool, e
 			if n := len(st.ApprovalsSoFar); (st.Stage == workflows.StageApproval || st.Stage == workflows.StageApprovalEscalated) && n < len(st.RequiredApprovals) {
 				r.ApprovalStep = st.RequiredApprovals[n]
 			}
+			if st.Stage == workflows.StageSignOff && st.Step != "" {
+				r.ApprovalStep = st.Step
+			}
 		} else {
 			s.log.DebugContext(ctx, "status query failed; showing the search attribute", "workflow_id", id, "error", err)
 		}
