@@ -32,19 +32,21 @@ type alertPipeline struct {
 }
 
 // newAlertPipeline builds the pipeline over the telemetry store's analytics and the agents
-// directory.
-// Detection waits for ready (the directory caught up with AGENTS) before it judges any row.
-func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir agents.Directory, ready func(context.Context) error,
+// directory, which dirRunner follows on AGENTS.
+// Detection waits for the directory to catch up with AGENTS at start before it judges any row, and
+// before each batch for it to apply AGENTS up to then; it judges each row by the agent's state at the
+// row's time.
+func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir agents.HistoryDirectory, dirRunner *eventstore.Runner,
 	logger *slog.Logger, reg prometheus.Registerer,
 ) (*alertPipeline, error) {
-	lookup := func(tenant, agentOrClientID string) (detect.AgentInfo, bool) {
-		info, ok := dir.Lookup(tenant, agentOrClientID)
+	lookup := func(tenant, agentOrClientID string, at time.Time) (detect.AgentInfo, bool) {
+		info, ok := dir.LookupAt(tenant, agentOrClientID, at)
 		if !ok {
 			return detect.AgentInfo{Tenant: tenant, Name: agentOrClientID}, false
 		}
 		return detect.AgentInfo{
 			Tenant: info.Tenant, Name: info.Name, Owner: info.Owner, Sponsor: info.Sponsor, Environment: info.Environment,
-			RiskTier: info.RiskTier, State: info.StateName(), Known: true, Scopes: info.Scopes,
+			RiskTier: info.RiskTier, State: info.StateName(), StateSince: info.StateSince, Known: true, Scopes: info.Scopes,
 		}, true
 	}
 	classOf := func(tenant, agent string) (baseline.AgentClass, bool) {
@@ -67,7 +69,8 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir 
 			return baselines.Recompute(ctx, an, tenant, asOf)
 		},
 		Tenants:        an.Tenants,
-		Prepare:        ready,
+		Prepare:        dirRunner.Ready,
+		CatchUp:        agents.CatchUp(es, dirRunner),
 		RecomputeEvery: cfg.BaselineRecomputeEvery,
 		Publisher:      pub, Logger: logger, Registerer: reg,
 	})

@@ -112,7 +112,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	}
 	directory := agents.New()
 	agentsRunner := deps.Store.NewRunner(directory, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(eventstore.AggregateAgent)})
-	pipeline, err := newAlertPipeline(cfg, deps.Store, st, directory, agentsRunner.Ready, logger, deps.Registerer)
+	pipeline, err := newAlertPipeline(cfg, deps.Store, st, directory, agentsRunner, logger, deps.Registerer)
 	if err != nil {
 		_ = st.Close()
 		return nil, err

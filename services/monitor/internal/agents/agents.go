@@ -5,7 +5,9 @@
 // is a ghost: its rows are kept and flagged, never dropped.
 //
 // It follows two streams (AGENTS and CREDENTIALS) with one eventstore Runner each; Apply is safe
-// for concurrent use.
+// for concurrent use. Besides an agent's current state it keeps its recent state history (when it
+// left ACTIVE and came back), so that a telemetry row is judged by the agent's state at the row's
+// time, whatever the order in which the row and the registry's event reach the monitor.
 package agents
 
 import (
@@ -14,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -21,7 +24,11 @@ import (
 )
 
 // ProjectionName names the projection (bump the version when Apply changes).
-const ProjectionName = "monitor-agents-v1"
+const ProjectionName = "monitor-agents-v2"
+
+// MaxStateChanges is how many state changes are kept per agent; older ones are folded into the
+// state the agent had before the oldest kept one.
+const MaxStateChanges = 64
 
 // Event types the projection applies.
 const (
@@ -47,8 +54,12 @@ type Info struct {
 	Environment string
 	// RiskTier is low, moderate, high or critical ("" when unspecified).
 	RiskTier string
-	// State is the agent's lifecycle state.
+	// State is the agent's lifecycle state: the current one from Lookup, the one at the given time
+	// from LookupAt.
 	State registryv1.AgentState
+	// StateSince is when the agent entered State (the registry event's time, to the millisecond);
+	// zero when not known (before the oldest state change kept, or an event without a time).
+	StateSince time.Time
 	// Scopes are the agent's registered scopes.
 	Scopes []string
 	// Known is true for an agent the registry has registered.
@@ -70,13 +81,20 @@ type Directory interface {
 	Lookup(tenant, agentOrClientID string) (info Info, ok bool)
 }
 
+// HistoryDirectory also answers an agent's state at a past time; the detectors use it.
+type HistoryDirectory interface {
+	Directory
+	// LookupAt is Lookup with the agent's State (and StateSince) as they were at time at.
+	LookupAt(tenant, agentOrClientID string, at time.Time) (info Info, ok bool)
+}
+
 var (
 	_ eventstore.Projection = (*Projection)(nil)
-	_ Directory             = (*Projection)(nil)
+	_ HistoryDirectory      = (*Projection)(nil)
 )
 
 // Projection is the read model. Memory: one entry per agent (a few hundred bytes plus its
-// scopes) and one per client id.
+// scopes and up to MaxStateChanges state changes of 32 bytes) and one per client id.
 type Projection struct {
 	mu      sync.RWMutex
 	agents  map[string]*entry // by resource name
@@ -86,6 +104,49 @@ type Projection struct {
 type entry struct {
 	info Info
 	seq  uint64 // AGENTS sequence of the last event applied
+	// changes are the agent's state changes in stream order, their times never decreasing; before
+	// is the state before the first of them (UNSPECIFIED: not registered yet, or unknown once older
+	// changes were folded in, then the folded change's state).
+	changes []stateChange
+	before  stateChange
+}
+
+// stateChange is the agent entering state at time at (UTC, milliseconds).
+type stateChange struct {
+	at    time.Time
+	state registryv1.AgentState
+}
+
+// record appends a state change, keeping times non-decreasing (the stream order is the truth: a
+// registry replica's clock behind the previous event's does not reorder them) and at most
+// MaxStateChanges of them.
+func (e *entry) record(at time.Time, state registryv1.AgentState) {
+	at = at.UTC().Truncate(time.Millisecond)
+	if n := len(e.changes); n > 0 && at.Before(e.changes[n-1].at) {
+		at = e.changes[n-1].at
+	}
+	e.changes = append(e.changes, stateChange{at: at, state: state})
+	if over := len(e.changes) - MaxStateChanges; over > 0 {
+		e.before = e.changes[over-1]
+		e.changes = slices.Delete(e.changes, 0, over)
+	}
+}
+
+// stateAt returns the state the agent was in at t and since when. A change takes effect at its own
+// millisecond: a row stamped in the same millisecond as a suspension counts as after it.
+func (e *entry) stateAt(t time.Time) stateChange {
+	t = t.UTC().Truncate(time.Millisecond)
+	i, _ := slices.BinarySearchFunc(e.changes, t, func(c stateChange, t time.Time) int {
+		if c.at.After(t) {
+			return 1
+		}
+		return -1
+	})
+	// i is the first change after t.
+	if i == 0 {
+		return e.before
+	}
+	return e.changes[i-1]
 }
 
 // New returns an empty projection.
@@ -169,6 +230,8 @@ func (p *Projection) Apply(_ context.Context, e eventstore.Event) error {
 		cur.info.Known = true
 	}
 	cur.info.State = state
+	cur.record(e.Time, state)
+	cur.info.StateSince = cur.changes[len(cur.changes)-1].at
 	return nil
 }
 
@@ -197,16 +260,45 @@ func (p *Projection) applyClient(e eventstore.Event) error {
 
 // Lookup implements Directory. An agent id or client id is resolved within tenant only.
 func (p *Projection) Lookup(tenant, agentOrClientID string) (Info, bool) {
-	if tenant == "" || agentOrClientID == "" {
-		return Info{}, false
-	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
+	e, client, ok := p.find(tenant, agentOrClientID)
+	if !ok || client {
+		return e.info, ok
+	}
+	info := e.info
+	info.Scopes = slices.Clone(info.Scopes)
+	return info, true
+}
+
+// LookupAt implements HistoryDirectory: Lookup with the state the agent had at time at (before its
+// first state change kept: UNSPECIFIED, or the state of the changes folded away). The other facts
+// (owner, environment, scopes ...) are the current ones.
+func (p *Projection) LookupAt(tenant, agentOrClientID string, at time.Time) (Info, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	e, client, ok := p.find(tenant, agentOrClientID)
+	if !ok || client {
+		return e.info, ok
+	}
+	info := e.info
+	info.Scopes = slices.Clone(info.Scopes)
+	c := e.stateAt(at)
+	info.State, info.StateSince = c.state, c.at
+	return info, true
+}
+
+// find resolves an agent name, agent id or client id of tenant; client is true for a known client
+// of no agent (the entry then holds only its Info). p.mu must be held.
+func (p *Projection) find(tenant, agentOrClientID string) (e *entry, client, ok bool) {
+	if tenant == "" || agentOrClientID == "" {
+		return &entry{}, false, false
+	}
 	name := agentOrClientID
 	if !strings.HasPrefix(name, "tenants/") {
 		if agent, ok := p.clients[tenant+"\x00"+agentOrClientID]; ok {
 			if agent == "" {
-				return Info{Tenant: tenant, Known: true}, true
+				return &entry{info: Info{Tenant: tenant, Known: true}}, true, true
 			}
 			name = agent
 		} else {
@@ -214,15 +306,13 @@ func (p *Projection) Lookup(tenant, agentOrClientID string) (Info, bool) {
 		}
 	}
 	if t, _, ok := parseName(name); !ok || t != tenant {
-		return Info{}, false
+		return &entry{}, false, false
 	}
-	e := p.agents[name]
+	e = p.agents[name]
 	if e == nil || !e.info.Known {
-		return Info{}, false
+		return &entry{}, false, false
 	}
-	info := e.info
-	info.Scopes = slices.Clone(info.Scopes)
-	return info, true
+	return e, false, true
 }
 
 // Len is the number of agents the projection knows.
@@ -248,4 +338,21 @@ func enumTag(name, prefix string) string {
 		return ""
 	}
 	return tag
+}
+
+// CatchUp returns a function that waits until runner, the projection's runner on AGENTS, has applied
+// the stream of es up to its last sequence as of the call: a state change stored before the call is
+// then in the projection. The function returns ctx's error if that takes longer than ctx allows.
+func CatchUp(es *eventstore.Store, runner *eventstore.Runner) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		st, err := es.JetStream().Stream(ctx, eventstore.StreamAgents)
+		if err != nil {
+			return fmt.Errorf("agents: reading the last sequence of stream %s: %w", eventstore.StreamAgents, err)
+		}
+		last := st.CachedInfo().State.LastSeq
+		if err := runner.WaitFor(ctx, last); err != nil {
+			return fmt.Errorf("agents: waiting for the projection to apply %s up to %d: %w", eventstore.StreamAgents, last, err)
+		}
+		return nil
+	}
 }

@@ -18,6 +18,10 @@ import (
 // DefaultRecomputeEvery is how often baselines are recomputed in full from the telemetry store.
 const DefaultRecomputeEvery = time.Hour
 
+// DefaultCatchUpTimeout bounds how long a batch waits for the agents directory to catch up with
+// AGENTS before it is judged.
+const DefaultCatchUpTimeout = 2 * time.Second
+
 // RuntimeConfig configures a Runtime. Detect, Observe and Recompute are the detection engine and
 // the baseline manager (internal/detect, internal/baseline), supplied by the app.
 type RuntimeConfig struct {
@@ -33,6 +37,14 @@ type RuntimeConfig struct {
 	// Prepare, if set, is waited for before the first recomputation (e.g. the agents directory
 	// catching up with AGENTS, so that known agents are not judged as ghosts after a restart).
 	Prepare func(ctx context.Context) error
+	// CatchUp, if set, is called before each batch is judged and returns once the agents directory
+	// has applied every AGENTS event published up to the call (agents.CatchUp), so that a suspension
+	// stored before the batch's telemetry is seen whatever the projection's lag. When it fails or
+	// takes longer than CatchUpTimeout the batch is judged with the directory as it is, and
+	// monitor_detection_directory_stale_total counts it.
+	CatchUp func(ctx context.Context) error
+	// CatchUpTimeout bounds one CatchUp (default DefaultCatchUpTimeout).
+	CatchUpTimeout time.Duration
 	// RecomputeEvery is the period of full recomputations (default DefaultRecomputeEvery).
 	RecomputeEvery time.Duration
 	// Publisher publishes the alerts; required.
@@ -65,6 +77,7 @@ type Runtime struct {
 	latency   prometheus.Histogram
 	failures  prometheus.Counter
 	recompute prometheus.Histogram
+	stale     prometheus.Counter
 }
 
 // NewRuntime returns a Runtime; call Run to compute the baselines.
@@ -86,6 +99,9 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.CatchUpTimeout <= 0 {
+		cfg.CatchUpTimeout = DefaultCatchUpTimeout
 	}
 	r := &Runtime{cfg: cfg, ready: make(chan struct{})}
 	if cfg.Recompute == nil && cfg.Prepare == nil {
@@ -113,6 +129,10 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 		Help:    "Duration of a full baseline recomputation of one tenant.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 4, 8),
 	}))
+	r.stale = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "monitor_detection_directory_stale_total",
+		Help: "Telemetry batches judged before the agents directory could be confirmed caught up with AGENTS (the catch-up failed or timed out); a state change stored just before such a batch may not have been seen.",
+	}))
 	return r, nil
 }
 
@@ -123,7 +143,8 @@ func (r *Runtime) Ready() <-chan struct{} { return r.ready }
 
 // OnStored runs detection over rows the ingest consumer has stored and publishes the alerts. It
 // waits for the baselines computed at start (so a restart does not judge traffic against empty
-// baselines), then returns once every alert is published, or ctx is done.
+// baselines) and for the agents directory to catch up with AGENTS (CatchUp, bounded), then returns
+// once every alert is published, or ctx is done.
 func (r *Runtime) OnStored(ctx context.Context, rows []store.Event) {
 	if len(rows) == 0 {
 		return
@@ -132,6 +153,12 @@ func (r *Runtime) OnStored(ctx context.Context, rows []store.Event) {
 	case <-r.ready:
 	case <-ctx.Done():
 		return
+	}
+	if r.cfg.CatchUp != nil {
+		r.catchUp(ctx, len(rows))
+		if ctx.Err() != nil {
+			return
+		}
 	}
 	alerts := r.cfg.Detect(rows)
 	if r.cfg.Observe != nil {
@@ -152,6 +179,20 @@ func (r *Runtime) OnStored(ctx context.Context, rows []store.Event) {
 		r.cfg.Logger.InfoContext(ctx, "alert raised", "alert_id", a.GetAlertId(), "tenant", a.GetTenant(),
 			"detector", a.GetDetector(), "severity", severityLabel(a.GetSeverity()), "agent", a.GetAgent(), "summary", a.GetSummary())
 	}
+}
+
+// catchUp waits, at most CatchUpTimeout, for the agents directory to apply AGENTS up to now; a
+// failure is counted and logged, and detection goes on.
+func (r *Runtime) catchUp(ctx context.Context, rows int) {
+	cctx, cancel := context.WithTimeout(ctx, r.cfg.CatchUpTimeout)
+	defer cancel()
+	err := r.cfg.CatchUp(cctx)
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	r.stale.Inc()
+	r.cfg.Logger.WarnContext(ctx, "agents directory not confirmed caught up with AGENTS; judging the batch with the directory as it is",
+		"rows", rows, "timeout", r.cfg.CatchUpTimeout, "error", err)
 }
 
 // severityLabel is the lower-case severity ("high") of metrics and logs.

@@ -170,31 +170,36 @@ func TestAttacksAreDetected(t *testing.T) {
 				t.Error("ghost alert says the agent is known")
 			}
 
-			// Activity of a suspended agent: every row covered by a CRITICAL alert, nothing else.
+			// Activity of a suspended agent: every row that succeeded covered by a CRITICAL alert,
+			// every refused one by a LOW alert of its hour, nothing else.
 			for det := range byAgent[suspended] {
 				if det != detect.InactiveAgentActivity {
 					t.Errorf("suspended agent raised %s; only inactive_agent_activity applies", det)
 				}
 			}
-			ids := map[string]bool{}
+			ids := map[string]monitorv1.AlertSeverity{}
 			for _, a := range byAgent[suspended][detect.InactiveAgentActivity] {
-				ids[a.GetAlertId()] = true
-				if a.GetSeverity() != monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL {
-					t.Errorf("suspended activity severity %v, want CRITICAL", a.GetSeverity())
-				}
+				ids[a.GetAlertId()] = a.GetSeverity()
 			}
-			rowsOfSuspended := 0
+			rowsOfSuspended, succeeded := 0, 0
 			for _, e := range w.g.Events(attackDay, attackDay.Add(day), attacks...) {
 				if e.Agent != suspended {
 					continue
 				}
 				rowsOfSuspended++
-				if !ids[detect.AlertID(e.Tenant, suspended, detect.InactiveAgentActivity, "SUSPENDED/"+e.Time.UTC().Format("2006-01-02T15"))] {
-					t.Fatalf("row %s of the suspended agent at %v is covered by no alert", e.EventID, e.Time)
+				hour := e.Time.UTC().Format("2006-01-02T15")
+				bucket, sev := "SUSPENDED/"+hour, monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL
+				if detect.Refused(e.Kind, e.Outcome) {
+					bucket, sev = "refused/"+hour, monitorv1.AlertSeverity_ALERT_SEVERITY_LOW
+				} else {
+					succeeded++
+				}
+				if got := ids[detect.AlertID(e.Tenant, suspended, detect.InactiveAgentActivity, bucket)]; got != sev {
+					t.Fatalf("row %s (%s %s) of the suspended agent at %v is covered by an alert of severity %v, want %v", e.EventID, e.Kind, e.Outcome, e.Time, got, sev)
 				}
 			}
-			if rowsOfSuspended < 3 {
-				t.Fatalf("suspended agent made %d requests, want at least the 3 injected", rowsOfSuspended)
+			if rowsOfSuspended < 3 || succeeded == 0 {
+				t.Fatalf("suspended agent made %d requests, %d not refused; want at least the 3 injected, some not refused", rowsOfSuspended, succeeded)
 			}
 
 			// Delegation outside the pattern: an unknown user, and a known user on a resource of
@@ -230,6 +235,9 @@ func bucketOf(a *monitorv1.Alert) string {
 	case detect.UnknownAgent:
 		return t.Format("2006-01-02")
 	case detect.InactiveAgentActivity:
+		if a.GetSeverity() == monitorv1.AlertSeverity_ALERT_SEVERITY_LOW {
+			return "refused/" + t.Format("2006-01-02T15")
+		}
 		return "SUSPENDED/" + t.Format("2006-01-02T15")
 	}
 	return t.Format("2006-01-02T15")

@@ -37,20 +37,28 @@ const (
 var Detectors = []string{VolumeSpike, OffHours, NewResource, NewScope, BulkExport, DenySpike,
 	NewSourceNetwork, DelegationOutsidePattern, InactiveAgentActivity, UnknownAgent}
 
-// AgentInfo is the registry's view of an agent (or a client id) at detection time.
+// AgentInfo is the registry's view of an agent (or a client id): its facts as of detection time and
+// its state as of the time of the row being judged.
 type AgentInfo struct {
 	// Tenant and Name (the agent's resource name) identify it.
 	Tenant, Name string
 	// Owner, Sponsor, Environment and RiskTier describe it; they go into the alert.
 	Owner, Sponsor, Environment, RiskTier string
-	// State is the lifecycle state (ACTIVE, SUSPENDED, RETIRING, RETIRED, REJECTED, ...; the
-	// AGENT_STATE_ prefix and case are ignored).
+	// State is the lifecycle state at the row's time (ACTIVE, SUSPENDED, RETIRING, RETIRED,
+	// REJECTED, ...; the AGENT_STATE_ prefix and case are ignored).
 	State string
+	// StateSince is when the agent entered State; zero when not known.
+	StateSince time.Time
 	// Known is false for a name or client id the registry does not know.
 	Known bool
 	// Scopes are the scopes granted to it.
 	Scopes []string
 }
+
+// Lookup returns the registry's view of an agent name (or, for rows without one, a client id) of a
+// tenant, with the agent's state as it was at time at (the row's time). ok is false for one the
+// registry does not know.
+type Lookup func(tenant, agentOrClientID string, at time.Time) (info AgentInfo, ok bool)
 
 // inactive reports whether the state is one in which the agent must not act.
 func (a AgentInfo) inactive() bool {
@@ -163,6 +171,22 @@ func NewEngine(cfg Config, baselines *baseline.Manager) *Engine {
 		seen: make(map[string]struct{}), ring: make([]string, cfg.DedupeSize)}
 }
 
+// Refused reports whether an activity row records an attempt the platform refused: a token request
+// answered with an OAuth error, a denied access, a denying policy decision. Any other outcome,
+// including one it does not recognise or none, counts as activity that succeeded (fail closed:
+// a suspended agent's success is CRITICAL).
+func Refused(kind, outcome string) bool {
+	switch kind {
+	case store.KindTokenRequested:
+		return outcome != "" && outcome != "issued" && outcome != "unspecified"
+	case store.KindAccess:
+		return outcome == "denied"
+	case "policy.decided":
+		return outcome == "deny"
+	}
+	return false
+}
+
 // IsActivity reports whether a row of this kind is something the agent did (a token request, a
 // resource access, a policy decision about its request) rather than a milestone about it.
 func IsActivity(kind string) bool {
@@ -171,9 +195,9 @@ func IsActivity(kind string) bool {
 
 // Process runs the detectors over rows (in the order given, normally time order) and returns the
 // alerts raised, each at most once per (tenant, agent, detector, bucket) while the id is remembered.
-// lookup returns the registry's view of an agent name (or, for rows without one, a client id). It
-// does not update the baselines: call the Manager's Observe with the same rows afterwards.
-func (e *Engine) Process(rows []store.Event, lookup func(tenant, agentOrClientID string) (AgentInfo, bool)) []*monitorv1.Alert {
+// lookup returns the registry's view of an agent as of each row's time. It does not update the
+// baselines: call the Manager's Observe with the same rows afterwards.
+func (e *Engine) Process(rows []store.Event, lookup Lookup) []*monitorv1.Alert {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []*monitorv1.Alert
@@ -183,7 +207,7 @@ func (e *Engine) Process(rows []store.Event, lookup func(tenant, agentOrClientID
 	return out
 }
 
-func (e *Engine) row(out []*monitorv1.Alert, r *store.Event, lookup func(string, string) (AgentInfo, bool)) []*monitorv1.Alert {
+func (e *Engine) row(out []*monitorv1.Alert, r *store.Event, lookup Lookup) []*monitorv1.Alert {
 	id := r.Agent
 	if id == "" {
 		if r.AgentKnown || r.ClientID == "" {
@@ -191,7 +215,7 @@ func (e *Engine) row(out []*monitorv1.Alert, r *store.Event, lookup func(string,
 		}
 		id = r.ClientID
 	}
-	info, ok := lookup(r.Tenant, id)
+	info, ok := lookup(r.Tenant, id, r.Time)
 	if !ok || !info.Known {
 		if !IsActivity(r.Kind) {
 			return out
@@ -216,12 +240,7 @@ func (e *Engine) row(out []*monitorv1.Alert, r *store.Event, lookup func(string,
 		if !IsActivity(r.Kind) {
 			return out
 		}
-		state := strings.TrimPrefix(strings.ToUpper(info.State), "AGENT_STATE_")
-		return e.fire(out, info, r, InactiveAgentActivity, state+"/"+hourBucket(r.Time), monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL,
-			"activity of a "+strings.ToLower(state)+" agent: "+r.Kind, r.Time, &monitorv1.AlertEvidence{
-				Metric: "agent_state", Value: state,
-				Explanation: r.Kind + " (" + r.Outcome + ") by " + info.Name + ", whose state is " + state + ": it must not act at all",
-			})
+		return e.inactive(out, info, r)
 	}
 	if !baseline.IsRequest(r.Kind) {
 		return out
@@ -239,6 +258,38 @@ func (e *Engine) row(out []*monitorv1.Alert, r *store.Event, lookup func(string,
 	out = c.deny(out)
 	out = c.delegation(out)
 	return out
+}
+
+// inactive judges an activity row of an agent that was SUSPENDED, RETIRING, RETIRED or REJECTED at
+// the row's time. What succeeded is CRITICAL, one alert per state and hour; attempts the platform
+// refused (the platform working as intended) are LOW, one alert per hour, so that they are
+// recorded without starting an incident.
+func (e *Engine) inactive(out []*monitorv1.Alert, info AgentInfo, r *store.Event) []*monitorv1.Alert {
+	state := strings.TrimPrefix(strings.ToUpper(info.State), "AGENT_STATE_")
+	lower := strings.ToLower(state)
+	since := ""
+	if !info.StateSince.IsZero() {
+		since = " since " + info.StateSince.UTC().Format(time.RFC3339Nano)
+	}
+	outcome := r.Outcome
+	if outcome == "" {
+		outcome = "no outcome"
+	}
+	at := r.Time.UTC().Format(time.RFC3339Nano)
+	if Refused(r.Kind, r.Outcome) {
+		return e.fire(out, info, r, InactiveAgentActivity, "refused/"+hourBucket(r.Time), monitorv1.AlertSeverity_ALERT_SEVERITY_LOW,
+			"refused attempts while "+lower+": "+r.Kind+" ("+outcome+")", r.Time, &monitorv1.AlertEvidence{
+				Metric: "agent_state", Value: state, Observed: 1,
+				Explanation: "refused attempts while " + lower + ": " + r.Kind + " (" + outcome + ") by " + info.Name + " at " + at +
+					", whose state was " + state + since + "; the platform refused it (first refused attempt of the hour)",
+			})
+	}
+	return e.fire(out, info, r, InactiveAgentActivity, state+"/"+hourBucket(r.Time), monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL,
+		"activity of a "+lower+" agent: "+r.Kind+" ("+outcome+")", r.Time, &monitorv1.AlertEvidence{
+			Metric: "agent_state", Value: state, Observed: 1,
+			Explanation: r.Kind + " (" + outcome + ") by " + info.Name + " at " + at + ", whose state was " + state + since +
+				": it must not act at all, and this was not refused",
+		})
 }
 
 // count adds r to its agent's running hourly counters and returns them.

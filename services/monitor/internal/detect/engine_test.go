@@ -2,10 +2,17 @@ package detect_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	"github.com/agentid/agentid/pkg/eventstore"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/monitor/internal/agents"
 	"github.com/agentid/agentid/services/monitor/internal/baseline"
 	"github.com/agentid/agentid/services/monitor/internal/detect"
 	"github.com/agentid/agentid/services/monitor/internal/store"
@@ -14,8 +21,9 @@ import (
 
 const agentName = "tenants/acme/agents/a1"
 
-func registry(state string, known bool) func(string, string) (detect.AgentInfo, bool) {
-	return func(tenant, id string) (detect.AgentInfo, bool) {
+// registry is a lookup answering state for agent a1 (by name or client id) at any time.
+func registry(state string, known bool) detect.Lookup {
+	return func(tenant, id string, _ time.Time) (detect.AgentInfo, bool) {
 		if id != agentName && id != "client-a1" {
 			return detect.AgentInfo{}, false
 		}
@@ -23,35 +31,49 @@ func registry(state string, known bool) func(string, string) (detect.AgentInfo, 
 	}
 }
 
+// request is an allowed access by a1 at t.
 func request(id string, t time.Time) store.Event {
-	return store.Event{EventID: id, Tenant: "acme", Agent: agentName, AgentKnown: true, Time: t, Kind: store.KindAccess, Outcome: "denied", Resource: "/x"}
+	return store.Event{EventID: id, Tenant: "acme", Agent: agentName, AgentKnown: true, Time: t, Kind: store.KindAccess, Outcome: "allowed", Resource: "/x"}
 }
 
-// TestInactiveAgentActivityIsAlwaysCritical: every activity row of an agent that must not act
-// raises (or belongs to) a CRITICAL alert, with or without a baseline; milestones about it do not.
-func TestInactiveAgentActivityIsAlwaysCritical(t *testing.T) {
+const (
+	low      = monitorv1.AlertSeverity_ALERT_SEVERITY_LOW
+	critical = monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL
+	none     = monitorv1.AlertSeverity_ALERT_SEVERITY_UNSPECIFIED
+)
+
+// TestInactiveAgentActivity: every activity row of an agent that must not act raises (or belongs
+// to) an alert, with or without a baseline: CRITICAL when it succeeded (or its outcome is not a
+// known refusal), LOW when the platform refused it. Milestones about the agent raise nothing.
+func TestInactiveAgentActivity(t *testing.T) {
 	t0 := time.Date(2026, 3, 30, 3, 0, 0, 0, time.UTC)
 	tests := []struct {
-		state string
-		kind  string
-		want  bool
+		state, kind, outcome string
+		want                 monitorv1.AlertSeverity
 	}{
-		{"SUSPENDED", store.KindAccess, true},
-		{"AGENT_STATE_SUSPENDED", store.KindTokenRequested, true},
-		{"retiring", "policy.decided", true},
-		{"RETIRED", store.KindAccess, true},
-		{"AGENT_STATE_REJECTED", store.KindTokenRequested, true},
-		{"SUSPENDED", "agent.suspended", false},
-		{"ACTIVE", store.KindAccess, false},
-		{"AGENT_STATE_ACTIVE", store.KindTokenRequested, false},
+		{"SUSPENDED", store.KindAccess, "allowed", critical},
+		{"AGENT_STATE_SUSPENDED", store.KindTokenRequested, "issued", critical},
+		{"retiring", "policy.decided", "allow", critical},
+		{"RETIRED", store.KindAccess, "allowed", critical},
+		{"AGENT_STATE_REJECTED", store.KindTokenRequested, "issued", critical},
+		{"SUSPENDED", store.KindAccess, "unspecified", critical},      // not known to be refused
+		{"SUSPENDED", store.KindTokenRequested, "", critical},         // no outcome: fail closed
+		{"SUSPENDED", "policy.decided", "require_approval", critical}, // not refused
+		{"SUSPENDED", store.KindTokenRequested, "invalid_client", low},
+		{"AGENT_STATE_SUSPENDED", store.KindTokenRequested, "temporarily_unavailable", low},
+		{"SUSPENDED", store.KindAccess, "denied", low},
+		{"RETIRED", "policy.decided", "deny", low},
+		{"SUSPENDED", "agent.suspended", "", none},
+		{"ACTIVE", store.KindAccess, "allowed", none},
+		{"AGENT_STATE_ACTIVE", store.KindTokenRequested, "invalid_client", none},
 	}
 	for _, tt := range tests {
-		t.Run(tt.state+" "+tt.kind, func(t *testing.T) {
+		t.Run(tt.state+" "+tt.kind+" "+tt.outcome, func(t *testing.T) {
 			eng := detect.NewEngine(detect.Config{}, baseline.NewManager(baseline.Config{}))
 			row := request("e1", t0)
-			row.Kind = tt.kind
+			row.Kind, row.Outcome = tt.kind, tt.outcome
 			alerts := eng.Process([]store.Event{row}, registry(tt.state, true))
-			if !tt.want {
+			if tt.want == none {
 				if len(alerts) != 0 {
 					t.Fatalf("alerts %v, want none", alerts)
 				}
@@ -61,9 +83,112 @@ func TestInactiveAgentActivityIsAlwaysCritical(t *testing.T) {
 				t.Fatalf("%d alerts, want 1", len(alerts))
 			}
 			a := alerts[0]
-			if a.GetDetector() != detect.InactiveAgentActivity || a.GetSeverity() != monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL ||
+			if a.GetDetector() != detect.InactiveAgentActivity || a.GetSeverity() != tt.want ||
 				a.GetAgent() != agentName || a.GetEventIds()[0] != "e1" || a.GetEvidence()[0].GetMetric() != "agent_state" {
-				t.Errorf("alert = %v", a)
+				t.Errorf("alert = %v, want %v", a, tt.want)
+			}
+			refused := strings.HasPrefix(a.GetEvidence()[0].GetExplanation(), "refused attempts while ")
+			if refused != (tt.want == low) {
+				t.Errorf("explanation %q: refused %v, want %v", a.GetEvidence()[0].GetExplanation(), refused, tt.want == low)
+			}
+		})
+	}
+}
+
+// TestRefusedAttemptsDoNotHideSuccess: a suspended agent's refused attempts raise one LOW alert per
+// hour, and a success in the same hour still raises its CRITICAL alert.
+func TestRefusedAttemptsDoNotHideSuccess(t *testing.T) {
+	t0 := time.Date(2026, 3, 30, 3, 0, 0, 0, time.UTC)
+	eng := detect.NewEngine(detect.Config{}, baseline.NewManager(baseline.Config{}))
+	lookup := registry("SUSPENDED", true)
+	var rows []store.Event
+	for i := range 10 {
+		r := request(fmt.Sprintf("refused-%d", i), t0.Add(time.Duration(i)*time.Minute))
+		r.Kind, r.Outcome = store.KindTokenRequested, "invalid_client"
+		rows = append(rows, r)
+	}
+	got := eng.Process(rows, lookup)
+	if len(got) != 1 || got[0].GetSeverity() != low || got[0].GetEventIds()[0] != "refused-0" ||
+		got[0].GetAlertId() != detect.AlertID("acme", agentName, detect.InactiveAgentActivity, "refused/2026-03-30T03") {
+		t.Fatalf("10 refused token requests raised %v, want one LOW alert on the first", got)
+	}
+	got = eng.Process([]store.Event{request("ok", t0.Add(30*time.Minute))}, lookup)
+	if len(got) != 1 || got[0].GetSeverity() != critical || got[0].GetEventIds()[0] != "ok" {
+		t.Fatalf("an allowed access after refused attempts raised %v, want one CRITICAL alert", got)
+	}
+	next := request("refused-next-hour", t0.Add(time.Hour))
+	next.Outcome = "denied"
+	if got = eng.Process([]store.Event{next}, lookup); len(got) != 1 || got[0].GetSeverity() != low {
+		t.Fatalf("a refused access the next hour raised %v, want one LOW alert", got)
+	}
+}
+
+// TestInactivityIsJudgedAtTheRowsTime: with the registry's history in the agents projection (both
+// events applied before any row is judged), a row is judged by the agent's state at its own time:
+// before the suspension nothing, during it CRITICAL (or LOW when refused), after the resume nothing;
+// then retired for good.
+func TestInactivityIsJudgedAtTheRowsTime(t *testing.T) {
+	suspended := time.Date(2026, 3, 30, 3, 10, 0, 123_456_789, time.UTC)
+	resumed := suspended.Add(90 * time.Minute)
+	retired := resumed.Add(24 * time.Hour)
+	dir := agents.New()
+	for i, ev := range []struct {
+		typ string
+		at  time.Time
+		msg proto.Message
+	}{
+		{agents.EventAgentRegistered, suspended.Add(-48 * time.Hour), &registryv1.AgentRegistered{Agent: &registryv1.Agent{Name: agentName, Owner: "team-a"}}},
+		{agents.EventAgentActivated, suspended.Add(-47 * time.Hour), &registryv1.AgentActivated{Name: agentName}},
+		{agents.EventAgentSuspended, suspended, &registryv1.AgentSuspended{Name: agentName, Cause: "alert:x"}},
+		{agents.EventAgentResumed, resumed, &registryv1.AgentResumed{Name: agentName}},
+		{agents.EventAgentRetired, retired, &registryv1.AgentRetired{Name: agentName}},
+	} {
+		data, err := proto.Marshal(ev.msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dir.Apply(t.Context(), eventstore.Event{ID: ev.typ, Type: ev.typ, Time: ev.at, Metadata: eventstore.Metadata{Tenant: "acme"},
+			Sequence: uint64(i + 1), DataSchema: string(ev.msg.ProtoReflect().Descriptor().FullName()), Data: data}); err != nil {
+			t.Fatalf("%s: %v", ev.typ, err)
+		}
+	}
+	lookup := func(tenant, id string, at time.Time) (detect.AgentInfo, bool) {
+		info, ok := dir.LookupAt(tenant, id, at)
+		return detect.AgentInfo{Tenant: info.Tenant, Name: info.Name, Owner: info.Owner, State: info.StateName(), StateSince: info.StateSince, Known: ok}, ok
+	}
+	tests := []struct {
+		name    string
+		at      time.Time
+		outcome string
+		want    monitorv1.AlertSeverity
+	}{
+		{"just before the suspension", suspended.Truncate(time.Millisecond).Add(-time.Millisecond), "allowed", none},
+		{"an hour before the suspension", suspended.Add(-time.Hour), "allowed", none},
+		{"in the suspension's millisecond", suspended.Truncate(time.Millisecond), "allowed", critical},
+		{"during the suspension", suspended.Add(20 * time.Minute), "allowed", critical},
+		{"refused during the suspension", suspended.Add(21 * time.Minute), "denied", low},
+		{"just before the resume", resumed.Add(-time.Millisecond), "allowed", critical},
+		{"at the resume", resumed, "allowed", none},
+		{"after the resume", resumed.Add(time.Hour), "allowed", none},
+		{"after the retirement", retired.Add(time.Minute), "allowed", critical},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eng := detect.NewEngine(detect.Config{}, baseline.NewManager(baseline.Config{}))
+			row := request("e1", tt.at)
+			row.Outcome = tt.outcome
+			got := eng.Process([]store.Event{row}, lookup)
+			if tt.want == none {
+				if len(got) != 0 {
+					t.Fatalf("alerts %v, want none", got)
+				}
+				return
+			}
+			if len(got) != 1 || got[0].GetDetector() != detect.InactiveAgentActivity || got[0].GetSeverity() != tt.want {
+				t.Fatalf("alerts %v, want one %v inactive_agent_activity", got, tt.want)
+			}
+			if ex := got[0].GetEvidence()[0].GetExplanation(); !strings.Contains(ex, " since ") {
+				t.Errorf("explanation %q does not say since when", ex)
 			}
 		})
 	}

@@ -53,7 +53,8 @@ func newWorld(cfg synth.Config, an store.Analytics, add func([]store.Event)) *wo
 	return w
 }
 
-func (w *world) lookup(tenant, id string) (detect.AgentInfo, bool) {
+// lookup is the registry's view: every agent ACTIVE at any time, but those in state.
+func (w *world) lookup(tenant, id string, _ time.Time) (detect.AgentInfo, bool) {
 	a, ok := w.byName[id]
 	if !ok || tenant != w.g.Tenant() {
 		return detect.AgentInfo{}, false
