@@ -72,6 +72,9 @@ type Config struct {
 	DuckDBPath           string
 	// ClickHouseDSN, if set, makes the monitor store telemetry in ClickHouse instead of DuckDB.
 	ClickHouseDSN string
+	// ClickHouseLocal runs Debian's clickhouse-server as a child process (data in
+	// <data-dir>/clickhouse) and stores telemetry there.
+	ClickHouseLocal bool
 	// SIEMWebhookURL and SIEMWebhookSecretFile, when set, make the monitor's SIEM export also POST
 	// signed OCSF events to a webhook (docs/siem.md); the export publishes on siem.ocsf.<tenant> anyway.
 	SIEMWebhookURL, SIEMWebhookSecretFile string
@@ -189,7 +192,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := fsutil.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if cfg.DuckDBPath == "" && cfg.ClickHouseDSN == "" {
+	if cfg.ClickHouseLocal && cfg.ClickHouseDSN != "" {
+		return errors.New("--clickhouse runs a local server: drop --clickhouse-dsn (or $" + ClickHouseDSNEnv + ")")
+	}
+	if cfg.DuckDBPath == "" && cfg.ClickHouseDSN == "" && !cfg.ClickHouseLocal {
 		cfg.DuckDBPath = filepath.Join(cfg.DataDir, "telemetry.duckdb")
 	}
 	logOut, closeLog, err := openLog(cfg)
@@ -325,6 +331,15 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		defer func() { _ = ts.Stop() }()
 		temporalAddr, temporalUI = ts.HostPort(), ts.UIURL()
 		engineTasks = append(engineTasks, ts.Supervise) // restarts the child if it dies
+	}
+
+	if cfg.ClickHouseLocal {
+		chs, stopClickHouse, err := startClickHouse(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer stopClickHouse()
+		cfg.ClickHouseDSN = chs.DSN("agentid")
 	}
 
 	// The platform's own service identities, in the reserved system tenant.
