@@ -155,3 +155,200 @@ func TestRunnersFollowTheStreams(t *testing.T) {
 		return ok && info.State == registryv1.AgentState_AGENT_STATE_SUSPENDED, nil
 	})
 }
+
+// apply applies typ for etl at time at with sequence seq.
+func apply(t *testing.T, p *agents.Projection, typ string, seq uint64, at time.Time, msg proto.Message) {
+	t.Helper()
+	e := event(t, "acme", typ, seq, msg)
+	e.Time = at
+	if err := p.Apply(t.Context(), e); err != nil {
+		t.Fatalf("%s: %v", typ, err)
+	}
+}
+
+// TestLookupAtAnswersTheStateAtATime: the state an agent had at any time of its history, to the
+// millisecond, whatever the order of lookups; Lookup answers the current state.
+func TestLookupAtAnswersTheStateAtATime(t *testing.T) {
+	p := agents.New()
+	t0 := time.Date(2026, 3, 30, 3, 0, 0, 0, time.UTC)
+	suspended := t0.Add(time.Hour + 123456789) // 123.456789 ms past the hour
+	resumed := suspended.Add(time.Hour)
+	retired := resumed.Add(time.Hour)
+	apply(t, p, agents.EventAgentRegistered, 1, t0, registration(etl))
+	apply(t, p, agents.EventAgentActivated, 2, t0.Add(time.Minute), &registryv1.AgentActivated{Name: etl})
+	apply(t, p, agents.EventAgentSuspended, 3, suspended, &registryv1.AgentSuspended{Name: etl})
+	apply(t, p, agents.EventAgentResumed, 4, resumed, &registryv1.AgentResumed{Name: etl})
+	apply(t, p, agents.EventAgentRetirementRequested, 5, retired.Add(-time.Second), &registryv1.AgentRetirementRequested{Name: etl})
+	apply(t, p, agents.EventAgentRetired, 6, retired, &registryv1.AgentRetired{Name: etl})
+	ms := suspended.Truncate(time.Millisecond)
+	tests := []struct {
+		name      string
+		at        time.Time
+		want      registryv1.AgentState
+		wantSince time.Time
+	}{
+		{"before the registration", t0.Add(-time.Hour), registryv1.AgentState_AGENT_STATE_UNSPECIFIED, time.Time{}},
+		{"registered", t0.Add(30 * time.Second), registryv1.AgentState_AGENT_STATE_PENDING, t0},
+		{"active", t0.Add(30 * time.Minute), registryv1.AgentState_AGENT_STATE_ACTIVE, t0.Add(time.Minute)},
+		{"the millisecond before the suspension", ms.Add(-time.Microsecond), registryv1.AgentState_AGENT_STATE_ACTIVE, t0.Add(time.Minute)},
+		{"the suspension's millisecond", ms, registryv1.AgentState_AGENT_STATE_SUSPENDED, ms},
+		{"the suspension's millisecond, before its nanosecond", ms.Add(time.Microsecond), registryv1.AgentState_AGENT_STATE_SUSPENDED, ms},
+		{"suspended", suspended.Add(30 * time.Minute), registryv1.AgentState_AGENT_STATE_SUSPENDED, ms},
+		{"resumed", resumed, registryv1.AgentState_AGENT_STATE_ACTIVE, resumed.Truncate(time.Millisecond)},
+		{"retiring", retired.Add(-time.Millisecond), registryv1.AgentState_AGENT_STATE_RETIRING, retired.Add(-time.Second).Truncate(time.Millisecond)},
+		{"retired", retired.Add(365 * 24 * time.Hour), registryv1.AgentState_AGENT_STATE_RETIRED, retired.Truncate(time.Millisecond)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, key := range []string{etl, "etl"} {
+				info, ok := p.LookupAt("acme", key, tt.at)
+				if !ok || info.State != tt.want || !info.StateSince.Equal(tt.wantSince) || info.Owner != "alice@acme.example" {
+					t.Errorf("LookupAt(%s, %v) = %v since %v (%+v, %v); want %v since %v", key, tt.at, info.State, info.StateSince, info, ok, tt.want, tt.wantSince)
+				}
+			}
+		})
+	}
+	if info, _ := p.Lookup("acme", etl); info.State != registryv1.AgentState_AGENT_STATE_RETIRED || !info.StateSince.Equal(retired.Truncate(time.Millisecond)) {
+		t.Errorf("Lookup = %v since %v, want RETIRED since %v", info.State, info.StateSince, retired)
+	}
+	if _, ok := p.LookupAt("acme", "tenants/acme/agents/ghost", t0); ok {
+		t.Error("LookupAt knows a ghost")
+	}
+	if _, ok := p.LookupAt("globex", etl, t0); ok {
+		t.Error("LookupAt answers for another tenant")
+	}
+}
+
+// TestStateHistoryKeepsStreamOrder: an event stamped earlier than the one before it (another
+// registry replica's clock) takes effect at the earlier event's time, never before it; a
+// re-driven old event changes nothing.
+func TestStateHistoryKeepsStreamOrder(t *testing.T) {
+	p := agents.New()
+	t0 := time.Date(2026, 3, 30, 3, 0, 0, 0, time.UTC)
+	apply(t, p, agents.EventAgentRegistered, 1, t0, registration(etl))
+	apply(t, p, agents.EventAgentActivated, 2, t0.Add(time.Hour), &registryv1.AgentActivated{Name: etl})
+	apply(t, p, agents.EventAgentSuspended, 3, t0.Add(50*time.Minute), &registryv1.AgentSuspended{Name: etl})
+	apply(t, p, agents.EventAgentResumed, 2, t0.Add(2*time.Hour), &registryv1.AgentResumed{Name: etl}) // re-driven: ignored
+	for _, tt := range []struct {
+		at   time.Time
+		want registryv1.AgentState
+	}{
+		{t0.Add(55 * time.Minute), registryv1.AgentState_AGENT_STATE_PENDING},
+		{t0.Add(time.Hour), registryv1.AgentState_AGENT_STATE_SUSPENDED},
+		{t0.Add(3 * time.Hour), registryv1.AgentState_AGENT_STATE_SUSPENDED},
+	} {
+		if info, _ := p.LookupAt("acme", etl, tt.at); info.State != tt.want {
+			t.Errorf("LookupAt(%v) = %v, want %v", tt.at, info.State, tt.want)
+		}
+	}
+}
+
+// TestStateHistoryIsBounded: an agent suspended and resumed many times keeps its last
+// MaxStateChanges changes; before them, the state of the last change folded away.
+func TestStateHistoryIsBounded(t *testing.T) {
+	p := agents.New()
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	apply(t, p, agents.EventAgentRegistered, 1, t0, registration(etl))
+	seq := uint64(1)
+	at := func(i int) time.Time { return t0.Add(time.Duration(i) * time.Hour) }
+	n := 3 * agents.MaxStateChanges
+	for i := 1; i <= n; i++ {
+		seq++
+		if i%2 == 1 {
+			apply(t, p, agents.EventAgentSuspended, seq, at(i), &registryv1.AgentSuspended{Name: etl})
+		} else {
+			apply(t, p, agents.EventAgentResumed, seq, at(i), &registryv1.AgentResumed{Name: etl})
+		}
+	}
+	stateOf := func(i int) registryv1.AgentState {
+		if i%2 == 1 {
+			return registryv1.AgentState_AGENT_STATE_SUSPENDED
+		}
+		return registryv1.AgentState_AGENT_STATE_ACTIVE
+	}
+	oldest := n - agents.MaxStateChanges + 1 // the oldest change kept
+	for i := oldest; i <= n; i++ {
+		if info, _ := p.LookupAt("acme", etl, at(i).Add(time.Minute)); info.State != stateOf(i) {
+			t.Fatalf("change %d kept: LookupAt = %v, want %v", i, info.State, stateOf(i))
+		}
+	}
+	// Before the oldest change kept: the state of the last one folded away, whatever the time.
+	for _, i := range []int{oldest - 1, 1, -10} {
+		if info, _ := p.LookupAt("acme", etl, at(i).Add(time.Minute)); info.State != stateOf(oldest-1) || !info.StateSince.Equal(at(oldest-1)) {
+			t.Errorf("LookupAt(change %d, folded) = %v since %v, want %v since %v", i, info.State, info.StateSince, stateOf(oldest-1), at(oldest-1))
+		}
+	}
+}
+
+// TestCatchUpSeesAStateChangeStoredBeforeIt: once CatchUp returns, a suspension appended before it
+// was called is in the projection, even though the runner had not applied it when CatchUp was
+// called (the runner is held at the suspension until then).
+func TestCatchUpSeesAStateChangeStoredBeforeIt(t *testing.T) {
+	js := testkit.StartNATS(t).JetStream(t)
+	es := eventstore.New(js)
+	if err := es.EnsureStreams(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	p := agents.New()
+	held := &holding{Projection: p, release: make(chan struct{})}
+	r := es.NewRunner(held, eventstore.StreamAgents, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	catchUp := agents.CatchUp(es, r)
+	md := eventstore.Metadata{Actor: eventstore.Actor{ID: "registry", Kind: eventstore.ActorService}}
+	reg, err := es.Append(t.Context(), eventstore.Append{Tenant: "acme", AggregateType: eventstore.AggregateAgent, AggregateID: "etl", IdempotencyKey: "r1",
+		Type: agents.EventAgentRegistered, Subject: etl, Data: registration(etl), Metadata: md})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := catchUp(ctxTimeout(t)); err != nil {
+		t.Fatalf("CatchUp: %v", err)
+	}
+	if info, ok := p.Lookup("acme", etl); !ok || info.State != registryv1.AgentState_AGENT_STATE_PENDING {
+		t.Fatalf("after CatchUp: %+v, %v; want PENDING", info, ok)
+	}
+	if _, err := es.Append(t.Context(), eventstore.Append{Tenant: "acme", AggregateType: eventstore.AggregateAgent, AggregateID: "etl", ExpectedVersion: reg.Sequence,
+		IdempotencyKey: "r2", Type: agents.EventAgentSuspended, Subject: etl, Data: &registryv1.AgentSuspended{Name: etl}, Metadata: md}); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := p.Lookup("acme", etl); info.State != registryv1.AgentState_AGENT_STATE_PENDING {
+		t.Fatalf("the held runner applied the suspension: %v", info.State)
+	}
+	// Held, CatchUp cannot finish: it fails with its context.
+	short, stop := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer stop()
+	if err := catchUp(short); err == nil {
+		t.Fatal("CatchUp returned while the runner was held before the last event")
+	}
+	close(held.release)
+	if err := catchUp(ctxTimeout(t)); err != nil {
+		t.Fatalf("CatchUp: %v", err)
+	}
+	if info, _ := p.Lookup("acme", etl); info.State != registryv1.AgentState_AGENT_STATE_SUSPENDED {
+		t.Fatalf("after CatchUp: %v, want SUSPENDED", info.State)
+	}
+}
+
+// holding holds a projection's runner at agent.suspended events until release is closed.
+type holding struct {
+	*agents.Projection
+	release chan struct{}
+}
+
+func (h *holding) Apply(ctx context.Context, e eventstore.Event) error {
+	if e.Type == agents.EventAgentSuspended {
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return h.Projection.Apply(ctx, e)
+}
+
+func ctxTimeout(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), testkit.DefaultWait)
+	t.Cleanup(cancel)
+	return ctx
+}
