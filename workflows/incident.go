@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -100,6 +101,11 @@ type IncidentInput struct {
 	// SponsorFor is how long the sponsor may take before the run escalates to security (default
 	// DefaultIncidentSponsorFor).
 	SponsorFor time.Duration
+	// Actions are the incident policy's actions for the alert (IncidentPolicy.Decide), decided by the
+	// lifecycle consumer before it starts the run so that the run's first step is the suspension.
+	// Empty (a run started by an older consumer): the run asks DecideIncidentActions. Actions the
+	// run does not know count as a policy that could not be evaluated (FallbackIncidentActions).
+	Actions []string `json:",omitempty"`
 }
 
 func (in IncidentInput) validate() error {
@@ -213,8 +219,9 @@ var notifyOptions = workflow.ActivityOptions{
 	},
 }
 
-// incidentPolicyOptions bound the policy decision: if policy cannot answer within a minute the run
-// decides without it (fail closed: a critical alert suspends).
+// incidentPolicyOptions bound the policy decision of runs recorded before versionSuspendFirst: if
+// policy cannot answer within a minute the run decides without it (fail closed: a critical alert
+// suspends).
 var incidentPolicyOptions = workflow.ActivityOptions{
 	StartToCloseTimeout:    10 * time.Second,
 	ScheduleToCloseTimeout: time.Minute,
@@ -222,6 +229,26 @@ var incidentPolicyOptions = workflow.ActivityOptions{
 		InitialInterval:    200 * time.Millisecond,
 		BackoffCoefficient: 2,
 		MaximumInterval:    10 * time.Second,
+	},
+}
+
+// versionSuspendFirst is the change id (version 1) of incident runs that take the actions the
+// consumer decided (IncidentInput.Actions) and suspend and revoke first, as local activities, before
+// they record lifecycle.incident_opened and notify. Runs recorded before it decide through activity
+// DecideIncidentActions and record incident_opened before they suspend (runV0).
+const versionSuspendFirst = "incident-suspend-first"
+
+// incidentLocalOptions bound one local attempt at the suspension, the revocation or the policy
+// decision in the run's first workflow task: a few retries within 30 seconds. A suspension or
+// revocation still failing after them is handed to a regular activity (incidentOptions), retried for
+// as long as the run lives.
+var incidentLocalOptions = workflow.LocalActivityOptions{
+	StartToCloseTimeout:    5 * time.Second,
+	ScheduleToCloseTimeout: 30 * time.Second,
+	RetryPolicy: &temporal.RetryPolicy{
+		InitialInterval:    100 * time.Millisecond,
+		BackoffCoefficient: 2,
+		MaximumInterval:    2 * time.Second,
 	},
 }
 
@@ -237,9 +264,11 @@ type incident struct {
 	usedTokens map[string]bool
 }
 
-// IncidentWorkflow responds to one alert as policy says for its severity and the agent's risk tier:
-// it records lifecycle.incident_opened, suspends the agent and revokes its tokens (cause
-// alert:<id>), notifies the owner (security for an unknown agent) and, when it suspended, waits for a
+// IncidentWorkflow responds to one alert as policy says for its severity and the agent's risk tier
+// (IncidentInput.Actions, decided by the consumer): first it suspends the agent and revokes its
+// tokens (cause alert:<id>; local activities, so within the run's first workflow task), then records
+// lifecycle.incident_opened, notifies the owner (security for an unknown agent) and, when it
+// suspended, waits for a
 // decision (update "decide" with an approval token, restore or retire) from the owner, escalating to
 // the sponsor and then to security when nobody answers. Restore resumes the agent, retire retires it
 // with trigger anomaly (the deprovisioning run follows). It ends with lifecycle.incident_resolved.
@@ -285,14 +314,34 @@ func IncidentWorkflow(ctx workflow.Context, in IncidentInput) (IncidentResult, e
 	return res, nil
 }
 
+// run responds to the alert: since versionSuspendFirst it suspends and revokes first (local
+// activities in the run's first workflow task), then records incident_opened, then notifies.
 func (r *incident) run(ctx workflow.Context) (IncidentResult, error) {
+	if workflow.GetVersion(ctx, versionSuspendFirst, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return r.runV0(ctx)
+	}
+	actions := r.inputActions(ctx)
+	r.status.Actions = actions
+	r.log(ctx, "opened: "+r.in.Detector+" "+r.in.Severity+", policy: "+strings.Join(actions, ", "))
+	suspended := false
+	if slices.Contains(actions, ActionSuspend) && r.in.AgentKnown {
+		var err error
+		if suspended, err = r.suspend(ctx, true); err != nil {
+			return IncidentResult{}, err
+		}
+	}
+	if err := r.recordOpened(ctx, actions); err != nil {
+		return IncidentResult{}, err
+	}
+	return r.respond(ctx, actions, suspended)
+}
+
+// runV0 is run as recorded before versionSuspendFirst: policy as an activity, incident_opened, then
+// the suspension as activities.
+func (r *incident) runV0(ctx workflow.Context) (IncidentResult, error) {
 	actions := r.decideActions(ctx)
 	r.status.Actions = actions
-	if err := workflow.ExecuteActivity(ctx, acts.RecordIncidentOpened, IncidentOpenedRecord{
-		Tenant: r.in.Tenant, Agent: r.in.Agent, AgentID: r.in.AgentID, AlertID: r.in.AlertID, WorkflowID: r.id,
-		Detector: r.in.Detector, Severity: r.in.Severity, Actions: actions, CausationID: r.in.EventID,
-		IdempotencyKey: requestID(r.id, "opened"),
-	}).Get(ctx, nil); err != nil {
+	if err := r.recordOpened(ctx, actions); err != nil {
 		return IncidentResult{}, err
 	}
 	r.log(ctx, "opened: "+r.in.Detector+" "+r.in.Severity+", policy: "+strings.Join(actions, ", "))
@@ -300,10 +349,25 @@ func (r *incident) run(ctx workflow.Context) (IncidentResult, error) {
 	suspended := false
 	if slices.Contains(actions, ActionSuspend) && r.in.AgentKnown {
 		var err error
-		if suspended, err = r.suspend(ctx); err != nil {
+		if suspended, err = r.suspend(ctx, false); err != nil {
 			return IncidentResult{}, err
 		}
 	}
+	return r.respond(ctx, actions, suspended)
+}
+
+// recordOpened records lifecycle.incident_opened.
+func (r *incident) recordOpened(ctx workflow.Context, actions []string) error {
+	return workflow.ExecuteActivity(ctx, acts.RecordIncidentOpened, IncidentOpenedRecord{
+		Tenant: r.in.Tenant, Agent: r.in.Agent, AgentID: r.in.AgentID, AlertID: r.in.AlertID, WorkflowID: r.id,
+		Detector: r.in.Detector, Severity: r.in.Severity, Actions: actions, CausationID: r.in.EventID,
+		IdempotencyKey: requestID(r.id, "opened"),
+	}).Get(ctx, nil)
+}
+
+// respond notifies and, when the agent was suspended, waits for the decision, carries it out and
+// resolves the incident.
+func (r *incident) respond(ctx workflow.Context, actions []string, suspended bool) (IncidentResult, error) {
 	if slices.Contains(actions, ActionNotify) || suspended {
 		recipient := StepOwner
 		if !r.in.AgentKnown {
@@ -341,38 +405,70 @@ func (r *incident) run(ctx workflow.Context) (IncidentResult, error) {
 	return res, err
 }
 
-// decideActions asks policy which actions the alert calls for; when policy cannot answer, a critical
-// alert suspends (fail closed) and any other notifies.
+// inputActions are the actions the consumer decided (IncidentInput.Actions); without them the run
+// asks policy (a local activity); actions the run does not know are a policy that could not be
+// evaluated: a critical alert suspends (fail closed), any other notifies.
+func (r *incident) inputActions(ctx workflow.Context) []string {
+	switch {
+	case validIncidentActions(r.in.Actions):
+		return slices.Clone(r.in.Actions)
+	case len(r.in.Actions) > 0:
+		return r.fallbackActions(ctx, fmt.Sprintf("unknown actions %q", r.in.Actions))
+	}
+	var out IncidentActions
+	lctx := workflow.WithLocalActivityOptions(ctx, incidentLocalOptions)
+	err := workflow.ExecuteLocalActivity(lctx, acts.DecideIncidentActions, r.policyRequest()).Get(ctx, &out)
+	return r.checkedActions(ctx, out, err)
+}
+
+// decideActions asks policy which actions the alert calls for (runs before versionSuspendFirst);
+// when policy cannot answer, a critical alert suspends (fail closed) and any other notifies.
 func (r *incident) decideActions(ctx workflow.Context) []string {
 	var out IncidentActions
 	pctx := workflow.WithActivityOptions(ctx, incidentPolicyOptions)
-	err := workflow.ExecuteActivity(pctx, acts.DecideIncidentActions, IncidentPolicyRequest{
+	err := workflow.ExecuteActivity(pctx, acts.DecideIncidentActions, r.policyRequest()).Get(ctx, &out)
+	return r.checkedActions(ctx, out, err)
+}
+
+func (r *incident) policyRequest() IncidentPolicyRequest {
+	return IncidentPolicyRequest{
 		Tenant: r.in.Tenant, Severity: r.in.Severity, RiskTier: r.in.RiskTier, Detector: r.in.Detector, AgentKnown: r.in.AgentKnown,
-	}).Get(ctx, &out)
+	}
+}
+
+// checkedActions are policy's answer, or the fallback when it failed or named no actions.
+func (r *incident) checkedActions(ctx workflow.Context, out IncidentActions, err error) []string {
 	if err == nil && len(out.Actions) > 0 {
 		return out.Actions
 	}
-	fallback := FallbackIncidentActions(r.in.Severity)
 	reason := "no actions"
 	if err != nil {
 		reason = errorMessage(err)
 	}
+	return r.fallbackActions(ctx, reason)
+}
+
+// fallbackActions records why policy could not be evaluated and returns FallbackIncidentActions.
+func (r *incident) fallbackActions(ctx workflow.Context, reason string) []string {
+	fallback := FallbackIncidentActions(r.in.Severity)
 	r.log(ctx, "policy could not be evaluated ("+reason+"): "+strings.Join(fallback, ", "))
 	return fallback
 }
 
 // suspend suspends the agent and revokes every token of it; suspended is false when the agent was in
-// no state to suspend (e.g. already retiring), which is recorded.
-func (r *incident) suspend(ctx workflow.Context) (bool, error) {
+// no state to suspend (e.g. already retiring), which is recorded. With local, both are local
+// activities first (no round trip through the server's activity queue), handed to a regular activity
+// when the local attempts fail with a retryable error; the requests are idempotent by request id.
+func (r *incident) suspend(ctx workflow.Context, local bool) (bool, error) {
 	if err := r.setStage(ctx, StageIncidentSuspend); err != nil {
 		return false, err
 	}
 	var res SuspendResult
-	if err := workflow.ExecuteActivity(ctx, acts.IncidentSuspendAgent, IncidentSuspendRequest{
+	if err := r.execute(ctx, local, acts.IncidentSuspendAgent, IncidentSuspendRequest{
 		Agent: r.in.Agent, Cause: "alert:" + r.in.AlertID, Ticket: r.in.AlertID,
 		Reason:    fmt.Sprintf("%s alert %s (%s): %s", r.in.Severity, r.in.AlertID, r.in.Detector, r.in.Summary),
 		RequestID: requestID(r.id, "suspend"),
-	}).Get(ctx, &res); err != nil {
+	}, &res); err != nil {
 		return false, err
 	}
 	if !res.Suspended {
@@ -383,10 +479,10 @@ func (r *incident) suspend(ctx workflow.Context) (bool, error) {
 	// Retryable failures are retried for as long as the run lives; one the issuer refuses for good is
 	// recorded and the run goes on: the issuer's revocation reactor revokes a suspended agent's tokens
 	// anyway, and the suspended agent must stay decidable.
-	if err := workflow.ExecuteActivity(ctx, acts.IncidentRevokeTokens, IncidentRevokeRequest{
+	if err := r.execute(ctx, local, acts.IncidentRevokeTokens, IncidentRevokeRequest{
 		Tenant: r.in.Tenant, Agent: r.in.Agent, Reason: "incident " + r.in.AlertID + ": agent suspended",
 		RequestID: requestID(r.id, "revoke"),
-	}).Get(ctx, nil); err != nil {
+	}, nil); err != nil {
 		if temporal.IsCanceledError(err) {
 			return false, err
 		}
@@ -395,6 +491,25 @@ func (r *incident) suspend(ctx workflow.Context) (bool, error) {
 	}
 	r.took(ctx, "tokens revoked")
 	return true, nil
+}
+
+// execute runs activity fn with req and stores its result in out (when not nil): with local, as a
+// local activity (incidentLocalOptions) and, when that fails with an error a retry may cure, then as
+// a regular activity (the context's options); else as a regular activity only.
+func (r *incident) execute(ctx workflow.Context, local bool, fn, req, out any) error {
+	if local {
+		lctx := workflow.WithLocalActivityOptions(ctx, incidentLocalOptions)
+		err := workflow.ExecuteLocalActivity(lctx, fn, req).Get(ctx, out)
+		var app *temporal.ApplicationError
+		switch {
+		case err == nil:
+			return nil
+		case temporal.IsCanceledError(err), errors.As(err, &app) && app.NonRetryable():
+			return err
+		}
+		r.log(ctx, "local attempts failed ("+errorMessage(err)+"): retried as an activity")
+	}
+	return workflow.ExecuteActivity(ctx, fn, req).Get(ctx, out)
 }
 
 // notify sends one notification to recipient (owner, sponsor or security); a notification that

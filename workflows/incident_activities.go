@@ -140,13 +140,35 @@ type IncidentActions struct {
 	Actions []string
 }
 
-// DecideIncidentActions applies the incident policy (Activities.IncidentPolicy) to an alert. An alert
-// about an unknown agent notifies security and suspends nothing.
-func (a *Activities) DecideIncidentActions(_ context.Context, in IncidentPolicyRequest) (IncidentActions, error) {
+// Decide is the actions for an alert: Actions for its tenant, severity and risk tier; an alert about
+// an unknown agent notifies (security) and suspends nothing. The lifecycle consumer decides with it
+// before it starts the incident run (IncidentInput.Actions); DecideIncidentActions for runs started
+// without actions.
+func (p *IncidentPolicy) Decide(in IncidentPolicyRequest) []string {
 	if !in.AgentKnown {
-		return IncidentActions{Actions: []string{ActionNotify}}, nil
+		return []string{ActionNotify}
 	}
-	return IncidentActions{Actions: a.IncidentPolicy.Actions(in.Tenant, in.Severity, in.RiskTier)}, nil
+	return p.Actions(in.Tenant, in.Severity, in.RiskTier)
+}
+
+// validIncidentActions reports whether actions is a non-empty list of known actions.
+func validIncidentActions(actions []string) bool {
+	if len(actions) == 0 {
+		return false
+	}
+	for _, a := range actions {
+		if !slices.Contains(validActions, a) {
+			return false
+		}
+	}
+	return true
+}
+
+// DecideIncidentActions applies the incident policy (Activities.IncidentPolicy) to an alert, for
+// incident runs started without IncidentInput.Actions (by a consumer older than
+// versionSuspendFirst) and runs recorded before it.
+func (a *Activities) DecideIncidentActions(_ context.Context, in IncidentPolicyRequest) (IncidentActions, error) {
+	return IncidentActions{Actions: a.IncidentPolicy.Decide(in)}, nil
 }
 
 // IncidentSuspendRequest asks to suspend an agent for an incident.

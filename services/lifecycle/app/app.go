@@ -349,7 +349,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		return nil, err
 	}
 	a.incidents, err = lifecycle.NewIncidents(lifecycle.IncidentsConfig{Service: a.core, Temporal: a.temporal,
-		Escalation: cfg.IncidentEscalation, Tenants: cfg.IncidentEscalationTenants})
+		Escalation: cfg.IncidentEscalation, Tenants: cfg.IncidentEscalationTenants, Policy: cfg.IncidentPolicy})
 	if err != nil {
 		_ = a.Close()
 		return nil, err
@@ -453,7 +453,7 @@ func (a *App) runConsumer(ctx context.Context) error {
 // runAlertConsumer starts an incident run for each alert on stream ALERTS (durable consumer
 // lifecycle-incident-alerts), a few at a time: alerts are independent runs.
 func (a *App) runAlertConsumer(ctx context.Context) error {
-	opts := []eventstore.ConsumeOption{eventstore.WithConcurrency(4)}
+	opts := []eventstore.ConsumeOption{eventstore.WithConcurrency(lifecycle.AlertConcurrency)}
 	if len(a.cfg.EventRetryBackoff) > 0 {
 		opts = append(opts, eventstore.WithBackoff(a.cfg.EventRetryBackoff...))
 	}

@@ -28,6 +28,10 @@ const EventAlertRaised = "alert.raised"
 // AlertsConsumer is the durable consumer on stream ALERTS shared by every replica.
 const AlertsConsumer = "lifecycle-incident-alerts"
 
+// AlertConcurrency bounds how many alerts the consumer handles at once: each is one start of an
+// independent run (a round trip to Temporal), so a burst of alerts starts its runs in parallel.
+const AlertConcurrency = 16
+
 // AlertSubjects are the subjects of the events HandleAlert handles.
 var AlertSubjects = []string{"alerts.>"}
 
@@ -58,6 +62,9 @@ type IncidentsConfig struct {
 	Escalation Escalation
 	// Tenants overrides Escalation per tenant.
 	Tenants map[string]Escalation
+	// Policy decides each alert's actions before its run starts (IncidentInput.Actions); nil is the
+	// built-in table. The worker's Activities.IncidentPolicy must be the same.
+	Policy *workflows.IncidentPolicy
 }
 
 // Incidents starts incident runs from alerts, lists them and forwards decisions to them.
@@ -66,6 +73,7 @@ type Incidents struct {
 	temporal IncidentTemporal
 	def      Escalation
 	tenants  map[string]Escalation
+	policy   *workflows.IncidentPolicy
 }
 
 // NewIncidents returns Incidents.
@@ -81,7 +89,10 @@ func NewIncidents(cfg IncidentsConfig) (*Incidents, error) {
 			return nil, fmt.Errorf("lifecycle: incident escalation of tenant %s: durations must not be negative", t)
 		}
 	}
-	return &Incidents{svc: cfg.Service, temporal: cfg.Temporal, def: cfg.Escalation, tenants: cfg.Tenants}, nil
+	if err := cfg.Policy.Validate(); err != nil {
+		return nil, fmt.Errorf("lifecycle: %w", err)
+	}
+	return &Incidents{svc: cfg.Service, temporal: cfg.Temporal, def: cfg.Escalation, tenants: cfg.Tenants, policy: cfg.Policy}, nil
 }
 
 // escalation is tenant's escalation: its override, else the default, else the workflow defaults.
@@ -108,6 +119,8 @@ func validAlertID(id string) bool {
 
 // HandleAlert starts the incident run of an alert.raised event, under workflow id
 // incident/{tenant}/{alert_id}: a redelivered alert starts nothing new (an existing run is success).
+// It decides the alert's actions with the incident policy and passes them in the run's input, so
+// that the run suspends in its first step.
 // Other event types are ignored. An alert that cannot be decoded, names another tenant than its
 // envelope, or has no usable id is eventstore.Permanent.
 func (i *Incidents) HandleAlert(ctx context.Context, ev eventstore.Event) error {
@@ -146,6 +159,9 @@ func (i *Incidents) HandleAlert(ctx context.Context, ev eventstore.Event) error 
 		Detector: a.GetDetector(), Severity: severity, RiskTier: a.GetRiskTier(), Summary: a.GetSummary(),
 		Owner: a.GetOwner(), Sponsor: a.GetSponsor(), EventID: ev.ID, OwnerFor: esc.OwnerFor, SponsorFor: esc.SponsorFor,
 	}
+	in.Actions = i.policy.Decide(workflows.IncidentPolicyRequest{
+		Tenant: tenant, Severity: severity, RiskTier: in.RiskTier, Detector: in.Detector, AgentKnown: known,
+	})
 	spec := runSpec{
 		id: workflows.IncidentWorkflowID(tenant, a.GetAlertId()), name: workflows.IncidentWorkflowName,
 		tenant: tenant, agentID: agentID, tier: a.GetRiskTier(), stage: workflows.StageIncidentPolicy, eventID: ev.ID,
