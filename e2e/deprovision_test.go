@@ -247,8 +247,14 @@ func TestDeprovisioningEndToEnd(t *testing.T) {
 		t.Fatalf("the owner's sign-off: %v", err)
 	}
 	waitSignOffStep(t, ctx, lifecycleAs(owner), req, "security")
-	if err := signOff(security, "security", "e2e-signoff-security"); err != nil {
-		t.Fatalf("security's sign-off: %v", err)
+	// Security signs off with agentctl, logged in with its own credential.
+	secConfig := t.TempDir()
+	if out, err := runCLI(t, e.agentctl, secConfig, "--server", e.p.GRPCAddr, "login", "--credentials", filepath.Join(e.keys, "sid.json")); err != nil {
+		t.Fatalf("agentctl login as security: %v\n%s", err, out)
+	}
+	out, err := runCLI(t, e.agentctl, secConfig, "approvals", "sign-off", req.name, "--comment", "e2e: checked")
+	if err != nil || !strings.Contains(out, "at the security step") {
+		t.Fatalf("agentctl approvals sign-off as security: %v\n%s", err, out)
 	}
 	ev = e.evidence.wait(t, ctx, req.id)
 	if ev.GetTrigger() != "request" || ev.GetChangeRef() != "CHG-42" || !deprovHasStep(ev, "sign_off:owner") || !deprovHasStep(ev, "sign_off:security") {

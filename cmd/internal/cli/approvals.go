@@ -21,11 +21,11 @@ import (
 const approvalSignal = "approval"
 
 func newApprovalsCmd(g *globals) *cobra.Command {
-	cmd := group("approvals", "List and decide the provisioning approvals that wait for people")
+	cmd := group("approvals", "List and decide the provisioning approvals and deprovisioning sign-offs that wait for people")
 	cmd.AddCommand(newApprovalsListCmd(g),
 		newApprovalDecisionCmd(g, "approve AGENT", "Approve the step the agent's provisioning run waits for", "approve"),
 		newApprovalDecisionCmd(g, "reject AGENT", "Reject the agent at the step its provisioning run waits for", "reject"),
-		newApprovalsTokenCmd(g))
+		newApprovalsTokenCmd(g), newApprovalsSignOffCmd(g))
 	return cmd
 }
 
