@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
@@ -465,5 +467,144 @@ func TestIncidentRevocationRefused(t *testing.T) {
 	}
 	if st := f.fakes.Registry.Agent(workflows.AgentName(tenant, agentID)).GetState(); st != registryv1.AgentState_AGENT_STATE_ACTIVE {
 		t.Fatalf("agent is %s, want ACTIVE after restore", st)
+	}
+}
+
+// activityLog records the activities a workflow test runs, in order, local ones as "local:<name>"
+// (consecutive attempts of one activity once).
+type activityLog struct {
+	mu    sync.Mutex
+	names []string
+}
+
+func (l *activityLog) add(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.names) == 0 || l.names[len(l.names)-1] != name {
+		l.names = append(l.names, name)
+	}
+}
+
+func (l *activityLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.names)
+}
+
+// logActivities records every activity f's run starts.
+func (f *fixture) logActivities() *activityLog {
+	l := &activityLog{}
+	f.env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+		l.add(info.ActivityType.Name)
+	})
+	f.env.SetOnLocalActivityStartedListener(func(info *activity.Info, _ context.Context, _ []any) {
+		l.add("local:" + info.ActivityType.Name)
+	})
+	return l
+}
+
+// TestIncidentSuspendsFirst: the run takes the actions the consumer passed and, when they suspend,
+// its first steps are the suspension and the revocation as local activities, before incident_opened
+// is recorded and the owner notified. Without actions it asks policy (locally) first; actions it does
+// not know fail closed.
+func TestIncidentSuspendsFirst(t *testing.T) {
+	opened := []string{"RecordIncidentOpened", "IncidentNotify"}
+	suspend := []string{"local:IncidentSuspendAgent", "local:IncidentRevokeTokens"}
+	tests := []struct {
+		name         string
+		severity     string
+		actions      []string
+		wantFirst    []string // the run's first activities, in order
+		wantSuspend  bool
+		wantTimeline string
+	}{
+		{name: "critical, actions passed: suspension first", severity: "critical", actions: []string{"suspend", "notify"},
+			wantFirst: slices.Concat(suspend, opened), wantSuspend: true},
+		{name: "actions passed are taken as given", severity: "critical", actions: []string{"notify"},
+			wantFirst: opened},
+		{name: "medium, actions passed: notify only", severity: "medium", actions: []string{"notify"},
+			wantFirst: opened},
+		{name: "no actions passed: policy asked locally, then the suspension", severity: "critical",
+			wantFirst: slices.Concat([]string{"local:DecideIncidentActions"}, suspend, opened), wantSuspend: true},
+		{name: "unknown action: fails closed", severity: "critical", actions: []string{"page"},
+			wantFirst: slices.Concat(suspend, opened), wantSuspend: true, wantTimeline: `policy could not be evaluated (unknown actions ["page"])`},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			agentID := "incfirst" + string(rune('a'+i))
+			f, _ := incidentFixture(t, agentID, registryv1.RiskTier_RISK_TIER_LOW)
+			acts := f.logActivities()
+			if tt.wantSuspend {
+				f.decide(time.Hour, "d", decisionToken(t, agentID, agentOwner, "owner", "restore"))
+			}
+			in := incidentInput(agentID, tt.severity, "low")
+			in.Actions = tt.actions
+			f.env.ExecuteWorkflow(workflows.IncidentWorkflow, in)
+			res := incidentResult(t, f)
+			got := acts.all()
+			if len(got) < len(tt.wantFirst) || !slices.Equal(got[:len(tt.wantFirst)], tt.wantFirst) {
+				t.Fatalf("activities = %v, want them to start with %v", got, tt.wantFirst)
+			}
+			if tt.actions != nil && slices.ContainsFunc(got, func(n string) bool { return strings.HasSuffix(n, "DecideIncidentActions") }) {
+				t.Fatalf("activities = %v: policy asked although the consumer decided", got)
+			}
+			if n := len(f.fakes.Requests("SuspendAgent")); (n > 0) != tt.wantSuspend {
+				t.Fatalf("%d suspend requests, want suspended=%v", n, tt.wantSuspend)
+			}
+			if tt.wantTimeline != "" && !strings.Contains(strings.Join(res.Timeline, "\n"), tt.wantTimeline) {
+				t.Fatalf("timeline %q does not record %q", res.Timeline, tt.wantTimeline)
+			}
+			opened, _ := incidentEvents(t, f, agentID)
+			if want := tt.actions; want != nil && tt.wantTimeline == "" && !slices.Equal(opened.GetActions(), want) {
+				t.Fatalf("incident_opened actions = %v, want %v", opened.GetActions(), want)
+			}
+		})
+	}
+}
+
+// TestIncidentLocalSuspensionFallsBack: when the local attempts at the suspension and the revocation
+// fail with an error a retry may cure, the run hands each to a regular activity, which succeeds; the
+// timeline says so and the agent is suspended.
+func TestIncidentLocalSuspensionFallsBack(t *testing.T) {
+	const agentID = "inclocal"
+	f, _ := incidentFixture(t, agentID, registryv1.RiskTier_RISK_TIER_LOW)
+	acts := f.logActivities()
+	unavailable := temporal.NewApplicationError("registry.SuspendAgent: UNAVAILABLE: connection refused", "UNAVAILABLE")
+	f.env.OnActivity(f.acts.IncidentSuspendAgent, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, in workflows.IncidentSuspendRequest) (workflows.SuspendResult, error) {
+			if activity.GetInfo(ctx).IsLocalActivity {
+				return workflows.SuspendResult{}, unavailable
+			}
+			return f.acts.IncidentSuspendAgent(ctx, in)
+		})
+	f.env.OnActivity(f.acts.IncidentRevokeTokens, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, in workflows.IncidentRevokeRequest) error {
+			if activity.GetInfo(ctx).IsLocalActivity {
+				return unavailable
+			}
+			return f.acts.IncidentRevokeTokens(ctx, in)
+		})
+	var waiting workflows.IncidentStatus
+	f.env.RegisterDelayedCallback(func() { waiting = f.incidentStatus(t) }, 30*time.Minute)
+	f.decide(time.Hour, "d", decisionToken(t, agentID, agentOwner, "owner", "restore"))
+	in := incidentInput(agentID, "critical", "low")
+	in.Actions = []string{"suspend", "notify"}
+	f.env.ExecuteWorkflow(workflows.IncidentWorkflow, in)
+	res := incidentResult(t, f)
+	if res.Result != workflows.OutcomeRestored {
+		t.Fatalf("result = %+v, want restored", res)
+	}
+	want := []string{"local:IncidentSuspendAgent", "IncidentSuspendAgent", "local:IncidentRevokeTokens", "IncidentRevokeTokens", "RecordIncidentOpened"}
+	if got := acts.all(); len(got) < len(want) || !slices.Equal(got[:len(want)], want) {
+		t.Fatalf("activities = %v, want them to start with %v", got, want)
+	}
+	if !slices.Equal(waiting.Taken[:2], []string{"suspended", "tokens revoked"}) {
+		t.Fatalf("status while waiting = %+v, want suspended and tokens revoked", waiting)
+	}
+	if n := len(f.fakes.Requests("SuspendAgent")); n != 1 {
+		t.Fatalf("%d suspend requests reached the registry, want 1 (the regular activity's)", n)
+	}
+	if !strings.Contains(strings.Join(res.Timeline, "\n"), "local attempts failed (registry.SuspendAgent: UNAVAILABLE") {
+		t.Fatalf("timeline %q does not record the failed local attempts", res.Timeline)
 	}
 }
