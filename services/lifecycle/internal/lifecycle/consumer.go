@@ -120,6 +120,7 @@ type runSpec struct {
 	eventID, event                         string // the causing event, recorded in the memo
 	md                                     eventstore.Metadata
 	memo                                   map[string]string // further memo fields
+	eager                                  bool              // ask for the first workflow task in the start's answer (a worker of this client takes it)
 }
 
 func provisionSpec(tenant, agentID, tier, eventID, registrant string) runSpec {
@@ -195,6 +196,7 @@ func (s *Service) startRun(ctx context.Context, spec runSpec, policy enumspb.Wor
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		TypedSearchAttributes:                    temporal.NewSearchAttributes(attrs...),
 		Memo:                                     memo,
+		EnableEagerStart:                         spec.eager,
 	}, spec.name, spec.in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {

@@ -165,7 +165,7 @@ func (i *Incidents) HandleAlert(ctx context.Context, ev eventstore.Event) error 
 	spec := runSpec{
 		id: workflows.IncidentWorkflowID(tenant, a.GetAlertId()), name: workflows.IncidentWorkflowName,
 		tenant: tenant, agentID: agentID, tier: a.GetRiskTier(), stage: workflows.StageIncidentPolicy, eventID: ev.ID,
-		in: in, event: ev.Type, md: ev.Metadata,
+		in: in, event: ev.Type, md: ev.Metadata, eager: true,
 		memo: map[string]string{"agent": a.GetAgent(), "alert_id": a.GetAlertId(), "detector": a.GetDetector(), "severity": severity},
 	}
 	return i.svc.startFromEvent(ctx, spec)
