@@ -299,7 +299,10 @@ func (a *Activities) CreateClient(ctx context.Context, in CreateClientRequest) (
 // every other state is final and means no credential may be issued.
 func requireProvisionable(agent *registryv1.Agent) error {
 	switch st := agent.GetState(); st {
-	case registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_PENDING:
+	case registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_PENDING,
+		// Suspended meanwhile: its client is created (the issuer refuses it tokens while it is
+		// suspended), so that resuming it needs no new provisioning.
+		registryv1.AgentState_AGENT_STATE_SUSPENDED:
 		return nil
 	default:
 		return temporal.NewNonRetryableApplicationError(

@@ -37,8 +37,10 @@ const (
 	// RoleSubscriber reads its tenant's event stream (EventsService.Subscribe), and nothing else.
 	RoleSubscriber Role = "subscriber"
 	// RoleLifecycleWorker is the lifecycle worker's narrow service role (tenant "system" only): in
-	// every tenant it may activate, reject and complete the retirement of agents, create and disable
-	// the clients of agents and read what its activities read, and nothing else.
+	// every tenant it may activate, reject, suspend, resume and complete the retirement of agents,
+	// retire them for automated triggers (ttl, inactivity, anomaly, ...), create, check and disable the
+	// clients of agents, revoke an agent's tokens, and read what its activities and sweeps read
+	// (agents, tenants, alerts, usage), and nothing else.
 	RoleLifecycleWorker Role = "lifecycle-worker"
 	// RoleIntrospector may introspect (RFC 7662) every token of its tenant at the issuer; a client
 	// without it learns only about its own tokens.

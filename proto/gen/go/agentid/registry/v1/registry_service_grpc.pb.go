@@ -58,8 +58,10 @@ type RegistryServiceClient interface {
 	// RejectAgent records a rejected provisioning decision: PENDING becomes REJECTED.
 	// Callers: the lifecycle service (platform-admin service identity).
 	RejectAgent(ctx context.Context, in *RejectAgentRequest, opts ...grpc.CallOption) (*RejectAgentResponse, error)
-	// RetireAgent requests retirement: the agent becomes RETIRING and the deprovisioning workflow starts.
-	// Callers: platform-admin, tenant-admin, owner.
+	// RetireAgent requests retirement of an ACTIVE or SUSPENDED agent: it becomes RETIRING and the
+	// deprovisioning workflow starts, recording the trigger.
+	// Callers: platform-admin, tenant-admin, owner; lifecycle-worker for automated triggers only (not
+	// `request`).
 	RetireAgent(ctx context.Context, in *RetireAgentRequest, opts ...grpc.CallOption) (*RetireAgentResponse, error)
 	// CompleteRetirement records verified deprovisioning: RETIRING becomes RETIRED.
 	// Callers: the lifecycle service (platform-admin service identity).
@@ -228,8 +230,10 @@ type RegistryServiceServer interface {
 	// RejectAgent records a rejected provisioning decision: PENDING becomes REJECTED.
 	// Callers: the lifecycle service (platform-admin service identity).
 	RejectAgent(context.Context, *RejectAgentRequest) (*RejectAgentResponse, error)
-	// RetireAgent requests retirement: the agent becomes RETIRING and the deprovisioning workflow starts.
-	// Callers: platform-admin, tenant-admin, owner.
+	// RetireAgent requests retirement of an ACTIVE or SUSPENDED agent: it becomes RETIRING and the
+	// deprovisioning workflow starts, recording the trigger.
+	// Callers: platform-admin, tenant-admin, owner; lifecycle-worker for automated triggers only (not
+	// `request`).
 	RetireAgent(context.Context, *RetireAgentRequest) (*RetireAgentResponse, error)
 	// CompleteRetirement records verified deprovisioning: RETIRING becomes RETIRED.
 	// Callers: the lifecycle service (platform-admin service identity).
