@@ -518,3 +518,57 @@ func TestListAndDecideIncidents(t *testing.T) {
 		t.Fatalf("%d ResumeAgent requests, want 1", n)
 	}
 }
+
+// TestHandleAlertDecidesActions: the consumer decides each alert's actions with its incident policy
+// (per-tenant overrides included) and the run takes them as given: the worker's own policy is the
+// built-in table, so an override only the consumer knows shows that the run did not decide again.
+// A policy that is not valid is refused at construction.
+func TestHandleAlertDecidesActions(t *testing.T) {
+	e := startIncidents(t)
+	svc, err := lifecycle.New(lifecycle.Config{Temporal: e.temporal, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lifecycle.NewIncidents(lifecycle.IncidentsConfig{Service: svc, Temporal: e.temporal, Policy: &workflows.IncidentPolicy{
+		Tenants: map[string]map[string][]string{"strict": {"critical": {"notify"}}},
+	}}); err == nil || !strings.Contains(err.Error(), "critical alerts must suspend") {
+		t.Fatalf("NewIncidents with a critical row that does not suspend: %v, want refused", err)
+	}
+	inc, err := lifecycle.NewIncidents(lifecycle.IncidentsConfig{Service: svc, Temporal: e.temporal, Policy: &workflows.IncidentPolicy{
+		Tenants: map[string]map[string][]string{"strict": {"medium": {"suspend", "notify"}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost := alertAbout(workflowstest.NewAgent("acme", "ghost", registryv1.RiskTier_RISK_TIER_UNSPECIFIED), "0190d1c0-0000-7000-8000-0000000000e3", monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL)
+	ghost.Agent, ghost.AgentKnown = "ghost-client-7", false
+	tests := []struct {
+		name        string
+		tenant      string
+		alert       *monitorv1.Alert
+		wantActions []string
+		wantTaken   []string
+	}{
+		{"medium alert, tenant override suspends", "strict",
+			alertAbout(e.activeAgent("strict", "ag1", registryv1.RiskTier_RISK_TIER_LOW), "0190d1c0-0000-7000-8000-0000000000e1", monitorv1.AlertSeverity_ALERT_SEVERITY_MEDIUM),
+			[]string{"suspend", "notify"}, []string{"suspended", "tokens revoked", "notified owner"}},
+		{"medium alert, built-in table notifies", "acme",
+			alertAbout(e.activeAgent("acme", "ag1", registryv1.RiskTier_RISK_TIER_LOW), "0190d1c0-0000-7000-8000-0000000000e2", monitorv1.AlertSeverity_ALERT_SEVERITY_MEDIUM),
+			[]string{"notify"}, []string{"notified owner"}},
+		{"unknown agent: security notified, nothing suspended", "acme", ghost, []string{"notify"}, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := e.publish(t, tt.alert.GetAlertId(), tt.tenant, tt.alert.GetDetector(), &monitorv1.AlertRaised{Alert: tt.alert})
+			if err := inc.HandleAlert(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+			st := e.waitStatus(t, tt.tenant, tt.alert.GetAlertId(), "past its first actions", func(s workflows.IncidentStatus) bool {
+				return s.Stage == workflows.StageIncidentDecide || s.Stage == workflows.StageDone
+			})
+			if !slices.Equal(st.Actions, tt.wantActions) || !slices.Equal(st.Taken[:min(len(st.Taken), len(tt.wantTaken))], tt.wantTaken) {
+				t.Fatalf("status = actions %q, taken %q; want actions %q, taken starting with %q", st.Actions, st.Taken, tt.wantActions, tt.wantTaken)
+			}
+		})
+	}
+}
