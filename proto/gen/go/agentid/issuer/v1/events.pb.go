@@ -83,7 +83,13 @@ type SigningKeyCreated struct {
 	// The private key as a JWK, sealed with the key-encryption key (AES-256-GCM; nonce || ciphertext).
 	SealedPrivateJwk []byte `protobuf:"bytes,2,opt,name=sealed_private_jwk,json=sealedPrivateJwk,proto3" json:"sealed_private_jwk,omitempty"`
 	// Id of the key-encryption key that sealed it.
-	KekId         string `protobuf:"bytes,3,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
+	KekId string `protobuf:"bytes,3,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
+	// NEXT for a rotation's new key; UNSPECIFIED or CURRENT for a tenant's first key.
+	State SigningKeyState `protobuf:"varint,4,opt,name=state,proto3,enum=agentid.issuer.v1.SigningKeyState" json:"state,omitempty"`
+	// For a NEXT key: the earliest time it becomes CURRENT (creation + publish delay).
+	ActivateAfter *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=activate_after,json=activateAfter,proto3" json:"activate_after,omitempty"`
+	// The RotateSigningKey request id (or `auto` for a scheduled rotation) that created it.
+	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -139,6 +145,230 @@ func (x *SigningKeyCreated) GetKekId() string {
 	return ""
 }
 
+func (x *SigningKeyCreated) GetState() SigningKeyState {
+	if x != nil {
+		return x.State
+	}
+	return SigningKeyState_SIGNING_KEY_STATE_UNSPECIFIED
+}
+
+func (x *SigningKeyCreated) GetActivateAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivateAfter
+	}
+	return nil
+}
+
+func (x *SigningKeyCreated) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// SigningKeyActivated: a NEXT key became CURRENT and the previous CURRENT key RETIRING (type
+// `signingkey.activated`, stream CREDENTIALS, aggregate the tenant's signing keys).
+type SigningKeyActivated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kid of the key that is now CURRENT.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// Kid of the key that is now RETIRING.
+	PreviousKeyId string `protobuf:"bytes,2,opt,name=previous_key_id,json=previousKeyId,proto3" json:"previous_key_id,omitempty"`
+	// When the key became CURRENT (the previous one stopped signing).
+	ActivateTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=activate_time,json=activateTime,proto3" json:"activate_time,omitempty"`
+	// The earliest time the previous key leaves the JWKS: every token it signed has expired.
+	RemovePreviousAfter *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=remove_previous_after,json=removePreviousAfter,proto3" json:"remove_previous_after,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *SigningKeyActivated) Reset() {
+	*x = SigningKeyActivated{}
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SigningKeyActivated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SigningKeyActivated) ProtoMessage() {}
+
+func (x *SigningKeyActivated) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SigningKeyActivated.ProtoReflect.Descriptor instead.
+func (*SigningKeyActivated) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SigningKeyActivated) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SigningKeyActivated) GetPreviousKeyId() string {
+	if x != nil {
+		return x.PreviousKeyId
+	}
+	return ""
+}
+
+func (x *SigningKeyActivated) GetActivateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivateTime
+	}
+	return nil
+}
+
+func (x *SigningKeyActivated) GetRemovePreviousAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RemovePreviousAfter
+	}
+	return nil
+}
+
+// SigningKeyRemoved: a RETIRING key left the JWKS and is RETIRED (type `signingkey.removed`).
+type SigningKeyRemoved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kid of the removed key.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// When it was removed.
+	RemoveTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=remove_time,json=removeTime,proto3" json:"remove_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SigningKeyRemoved) Reset() {
+	*x = SigningKeyRemoved{}
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SigningKeyRemoved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SigningKeyRemoved) ProtoMessage() {}
+
+func (x *SigningKeyRemoved) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SigningKeyRemoved.ProtoReflect.Descriptor instead.
+func (*SigningKeyRemoved) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SigningKeyRemoved) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SigningKeyRemoved) GetRemoveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RemoveTime
+	}
+	return nil
+}
+
+// SigningKeyResealed: a signing key's private half was re-encrypted under another key-encryption key
+// (type `signingkey.resealed`); from this event on, only the new sealed form is used.
+type SigningKeyResealed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kid of the key.
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The private key as a JWK, sealed with kek_id (AES-256-GCM; nonce || ciphertext).
+	SealedPrivateJwk []byte `protobuf:"bytes,2,opt,name=sealed_private_jwk,json=sealedPrivateJwk,proto3" json:"sealed_private_jwk,omitempty"`
+	// Id of the key-encryption key that sealed it now.
+	KekId string `protobuf:"bytes,3,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
+	// Id of the key-encryption key that sealed it before.
+	PreviousKekId string `protobuf:"bytes,4,opt,name=previous_kek_id,json=previousKekId,proto3" json:"previous_kek_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SigningKeyResealed) Reset() {
+	*x = SigningKeyResealed{}
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SigningKeyResealed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SigningKeyResealed) ProtoMessage() {}
+
+func (x *SigningKeyResealed) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SigningKeyResealed.ProtoReflect.Descriptor instead.
+func (*SigningKeyResealed) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SigningKeyResealed) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SigningKeyResealed) GetSealedPrivateJwk() []byte {
+	if x != nil {
+		return x.SealedPrivateJwk
+	}
+	return nil
+}
+
+func (x *SigningKeyResealed) GetKekId() string {
+	if x != nil {
+		return x.KekId
+	}
+	return ""
+}
+
+func (x *SigningKeyResealed) GetPreviousKekId() string {
+	if x != nil {
+		return x.PreviousKekId
+	}
+	return ""
+}
+
 // ClientCreated: an OAuth client was registered (type `client.created`, stream CREDENTIALS).
 type ClientCreated struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -150,7 +380,7 @@ type ClientCreated struct {
 
 func (x *ClientCreated) Reset() {
 	*x = ClientCreated{}
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[1]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -162,7 +392,7 @@ func (x *ClientCreated) String() string {
 func (*ClientCreated) ProtoMessage() {}
 
 func (x *ClientCreated) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[1]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -175,7 +405,7 @@ func (x *ClientCreated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientCreated.ProtoReflect.Descriptor instead.
 func (*ClientCreated) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{1}
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ClientCreated) GetClient() *Client {
@@ -200,7 +430,7 @@ type ClientDisabled struct {
 
 func (x *ClientDisabled) Reset() {
 	*x = ClientDisabled{}
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +442,7 @@ func (x *ClientDisabled) String() string {
 func (*ClientDisabled) ProtoMessage() {}
 
 func (x *ClientDisabled) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +455,7 @@ func (x *ClientDisabled) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientDisabled.ProtoReflect.Descriptor instead.
 func (*ClientDisabled) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ClientDisabled) GetName() string {
@@ -265,7 +495,7 @@ type ClientTombstoned struct {
 
 func (x *ClientTombstoned) Reset() {
 	*x = ClientTombstoned{}
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +507,7 @@ func (x *ClientTombstoned) String() string {
 func (*ClientTombstoned) ProtoMessage() {}
 
 func (x *ClientTombstoned) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +520,7 @@ func (x *ClientTombstoned) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientTombstoned.ProtoReflect.Descriptor instead.
 func (*ClientTombstoned) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ClientTombstoned) GetName() string {
@@ -312,6 +542,144 @@ func (x *ClientTombstoned) GetTombstoneTime() *timestamppb.Timestamp {
 		return x.TombstoneTime
 	}
 	return nil
+}
+
+// ClientKeyAdded: a public key was added to a client (type `client.key_added`, stream CREDENTIALS).
+type ClientKeyAdded struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the client.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The public key as a JWK (JSON).
+	PublicJwk string `protobuf:"bytes,2,opt,name=public_jwk,json=publicJwk,proto3" json:"public_jwk,omitempty"`
+	// Its RFC 7638 SHA-256 thumbprint (base64url).
+	Thumbprint    string `protobuf:"bytes,3,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientKeyAdded) Reset() {
+	*x = ClientKeyAdded{}
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientKeyAdded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientKeyAdded) ProtoMessage() {}
+
+func (x *ClientKeyAdded) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientKeyAdded.ProtoReflect.Descriptor instead.
+func (*ClientKeyAdded) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ClientKeyAdded) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClientKeyAdded) GetPublicJwk() string {
+	if x != nil {
+		return x.PublicJwk
+	}
+	return ""
+}
+
+func (x *ClientKeyAdded) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+// ClientKeyRemoved: a public key was removed from a client (type `client.key_removed`, stream
+// CREDENTIALS); assertions signed with it are refused from then on.
+type ClientKeyRemoved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the client.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Key id of the removed key.
+	Kid string `protobuf:"bytes,2,opt,name=kid,proto3" json:"kid,omitempty"`
+	// RFC 7638 SHA-256 thumbprint of the removed key (base64url).
+	Thumbprint string `protobuf:"bytes,3,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	// Why.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientKeyRemoved) Reset() {
+	*x = ClientKeyRemoved{}
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientKeyRemoved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientKeyRemoved) ProtoMessage() {}
+
+func (x *ClientKeyRemoved) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientKeyRemoved.ProtoReflect.Descriptor instead.
+func (*ClientKeyRemoved) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ClientKeyRemoved) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClientKeyRemoved) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *ClientKeyRemoved) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+func (x *ClientKeyRemoved) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // TokenRequested: telemetry for one token request (type `token.requested`, stream TELEMETRY).
@@ -352,7 +720,7 @@ type TokenRequested struct {
 
 func (x *TokenRequested) Reset() {
 	*x = TokenRequested{}
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +732,7 @@ func (x *TokenRequested) String() string {
 func (*TokenRequested) ProtoMessage() {}
 
 func (x *TokenRequested) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +745,7 @@ func (x *TokenRequested) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRequested.ProtoReflect.Descriptor instead.
 func (*TokenRequested) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TokenRequested) GetTenant() string {
@@ -492,7 +860,7 @@ type TokenRequestedBatch struct {
 
 func (x *TokenRequestedBatch) Reset() {
 	*x = TokenRequestedBatch{}
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +872,7 @@ func (x *TokenRequestedBatch) String() string {
 func (*TokenRequestedBatch) ProtoMessage() {}
 
 func (x *TokenRequestedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_events_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_events_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +885,7 @@ func (x *TokenRequestedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenRequestedBatch.ProtoReflect.Descriptor instead.
 func (*TokenRequestedBatch) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_agentid_issuer_v1_events_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TokenRequestedBatch) GetRequests() []*TokenRequested {
@@ -531,11 +899,29 @@ var File_agentid_issuer_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_issuer_v1_events_proto_rawDesc = "" +
 	"\n" +
-	"\x1eagentid/issuer/v1/events.proto\x12\x11agentid.issuer.v1\x1a&agentid/issuer/v1/issuer_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x01\n" +
+	"\x1eagentid/issuer/v1/events.proto\x12\x11agentid.issuer.v1\x1a&agentid/issuer/v1/issuer_service.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n" +
 	"\x11SigningKeyCreated\x12/\n" +
 	"\x03key\x18\x01 \x01(\v2\x1d.agentid.issuer.v1.SigningKeyR\x03key\x12,\n" +
 	"\x12sealed_private_jwk\x18\x02 \x01(\fR\x10sealedPrivateJwk\x12\x15\n" +
-	"\x06kek_id\x18\x03 \x01(\tR\x05kekId\"B\n" +
+	"\x06kek_id\x18\x03 \x01(\tR\x05kekId\x128\n" +
+	"\x05state\x18\x04 \x01(\x0e2\".agentid.issuer.v1.SigningKeyStateR\x05state\x12A\n" +
+	"\x0eactivate_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\ractivateAfter\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"\xe5\x01\n" +
+	"\x13SigningKeyActivated\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12&\n" +
+	"\x0fprevious_key_id\x18\x02 \x01(\tR\rpreviousKeyId\x12?\n" +
+	"\ractivate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12N\n" +
+	"\x15remove_previous_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x13removePreviousAfter\"g\n" +
+	"\x11SigningKeyRemoved\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12;\n" +
+	"\vremove_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"removeTime\"\x98\x01\n" +
+	"\x12SigningKeyResealed\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12,\n" +
+	"\x12sealed_private_jwk\x18\x02 \x01(\fR\x10sealedPrivateJwk\x12\x15\n" +
+	"\x06kek_id\x18\x03 \x01(\tR\x05kekId\x12&\n" +
+	"\x0fprevious_kek_id\x18\x04 \x01(\tR\rpreviousKekId\"B\n" +
 	"\rClientCreated\x121\n" +
 	"\x06client\x18\x01 \x01(\v2\x19.agentid.issuer.v1.ClientR\x06client\"y\n" +
 	"\x0eClientDisabled\x12\x12\n" +
@@ -546,7 +932,21 @@ const file_agentid_issuer_v1_events_proto_rawDesc = "" +
 	"\x10ClientTombstoned\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12A\n" +
-	"\x0etombstone_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rtombstoneTime\"\xeb\x03\n" +
+	"\x0etombstone_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rtombstoneTime\"c\n" +
+	"\x0eClientKeyAdded\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"public_jwk\x18\x02 \x01(\tR\tpublicJwk\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x03 \x01(\tR\n" +
+	"thumbprint\"p\n" +
+	"\x10ClientKeyRemoved\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x03 \x01(\tR\n" +
+	"thumbprint\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xeb\x03\n" +
 	"\x0eTokenRequested\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x14\n" +
@@ -587,33 +987,44 @@ func file_agentid_issuer_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_issuer_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agentid_issuer_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_agentid_issuer_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_agentid_issuer_v1_events_proto_goTypes = []any{
 	(TokenOutcome)(0),             // 0: agentid.issuer.v1.TokenOutcome
 	(*SigningKeyCreated)(nil),     // 1: agentid.issuer.v1.SigningKeyCreated
-	(*ClientCreated)(nil),         // 2: agentid.issuer.v1.ClientCreated
-	(*ClientDisabled)(nil),        // 3: agentid.issuer.v1.ClientDisabled
-	(*ClientTombstoned)(nil),      // 4: agentid.issuer.v1.ClientTombstoned
-	(*TokenRequested)(nil),        // 5: agentid.issuer.v1.TokenRequested
-	(*TokenRequestedBatch)(nil),   // 6: agentid.issuer.v1.TokenRequestedBatch
-	(*SigningKey)(nil),            // 7: agentid.issuer.v1.SigningKey
-	(*Client)(nil),                // 8: agentid.issuer.v1.Client
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*SigningKeyActivated)(nil),   // 2: agentid.issuer.v1.SigningKeyActivated
+	(*SigningKeyRemoved)(nil),     // 3: agentid.issuer.v1.SigningKeyRemoved
+	(*SigningKeyResealed)(nil),    // 4: agentid.issuer.v1.SigningKeyResealed
+	(*ClientCreated)(nil),         // 5: agentid.issuer.v1.ClientCreated
+	(*ClientDisabled)(nil),        // 6: agentid.issuer.v1.ClientDisabled
+	(*ClientTombstoned)(nil),      // 7: agentid.issuer.v1.ClientTombstoned
+	(*ClientKeyAdded)(nil),        // 8: agentid.issuer.v1.ClientKeyAdded
+	(*ClientKeyRemoved)(nil),      // 9: agentid.issuer.v1.ClientKeyRemoved
+	(*TokenRequested)(nil),        // 10: agentid.issuer.v1.TokenRequested
+	(*TokenRequestedBatch)(nil),   // 11: agentid.issuer.v1.TokenRequestedBatch
+	(*SigningKey)(nil),            // 12: agentid.issuer.v1.SigningKey
+	(SigningKeyState)(0),          // 13: agentid.issuer.v1.SigningKeyState
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*Client)(nil),                // 15: agentid.issuer.v1.Client
 }
 var file_agentid_issuer_v1_events_proto_depIdxs = []int32{
-	7, // 0: agentid.issuer.v1.SigningKeyCreated.key:type_name -> agentid.issuer.v1.SigningKey
-	8, // 1: agentid.issuer.v1.ClientCreated.client:type_name -> agentid.issuer.v1.Client
-	9, // 2: agentid.issuer.v1.ClientDisabled.revoke_time:type_name -> google.protobuf.Timestamp
-	9, // 3: agentid.issuer.v1.ClientTombstoned.tombstone_time:type_name -> google.protobuf.Timestamp
-	0, // 4: agentid.issuer.v1.TokenRequested.outcome:type_name -> agentid.issuer.v1.TokenOutcome
-	9, // 5: agentid.issuer.v1.TokenRequested.expire_time:type_name -> google.protobuf.Timestamp
-	9, // 6: agentid.issuer.v1.TokenRequested.time:type_name -> google.protobuf.Timestamp
-	5, // 7: agentid.issuer.v1.TokenRequestedBatch.requests:type_name -> agentid.issuer.v1.TokenRequested
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	12, // 0: agentid.issuer.v1.SigningKeyCreated.key:type_name -> agentid.issuer.v1.SigningKey
+	13, // 1: agentid.issuer.v1.SigningKeyCreated.state:type_name -> agentid.issuer.v1.SigningKeyState
+	14, // 2: agentid.issuer.v1.SigningKeyCreated.activate_after:type_name -> google.protobuf.Timestamp
+	14, // 3: agentid.issuer.v1.SigningKeyActivated.activate_time:type_name -> google.protobuf.Timestamp
+	14, // 4: agentid.issuer.v1.SigningKeyActivated.remove_previous_after:type_name -> google.protobuf.Timestamp
+	14, // 5: agentid.issuer.v1.SigningKeyRemoved.remove_time:type_name -> google.protobuf.Timestamp
+	15, // 6: agentid.issuer.v1.ClientCreated.client:type_name -> agentid.issuer.v1.Client
+	14, // 7: agentid.issuer.v1.ClientDisabled.revoke_time:type_name -> google.protobuf.Timestamp
+	14, // 8: agentid.issuer.v1.ClientTombstoned.tombstone_time:type_name -> google.protobuf.Timestamp
+	0,  // 9: agentid.issuer.v1.TokenRequested.outcome:type_name -> agentid.issuer.v1.TokenOutcome
+	14, // 10: agentid.issuer.v1.TokenRequested.expire_time:type_name -> google.protobuf.Timestamp
+	14, // 11: agentid.issuer.v1.TokenRequested.time:type_name -> google.protobuf.Timestamp
+	10, // 12: agentid.issuer.v1.TokenRequestedBatch.requests:type_name -> agentid.issuer.v1.TokenRequested
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_agentid_issuer_v1_events_proto_init() }
@@ -628,7 +1039,7 @@ func file_agentid_issuer_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_issuer_v1_events_proto_rawDesc), len(file_agentid_issuer_v1_events_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -75,6 +75,69 @@ func (ClientState) EnumDescriptor() ([]byte, []int) {
 	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{0}
 }
 
+// SigningKeyState is where a tenant signing key is in its rotation: NEXT (published in the JWKS, not
+// used to sign yet) -> CURRENT (signs every new token) -> RETIRING (in the JWKS until every token it
+// signed has expired) -> RETIRED (removed from the JWKS).
+type SigningKeyState int32
+
+const (
+	// Never used (CURRENT in events written before rotation existed).
+	SigningKeyState_SIGNING_KEY_STATE_UNSPECIFIED SigningKeyState = 0
+	// Published in the JWKS so that verifiers fetch it before it signs; not used to sign yet.
+	SigningKeyState_SIGNING_KEY_STATE_NEXT SigningKeyState = 1
+	// Signs the tenant's new tokens; exactly one per tenant.
+	SigningKeyState_SIGNING_KEY_STATE_CURRENT SigningKeyState = 2
+	// No longer signs; kept in the JWKS until every token it signed has expired.
+	SigningKeyState_SIGNING_KEY_STATE_RETIRING SigningKeyState = 3
+	// Removed from the JWKS; tokens it signed are refused.
+	SigningKeyState_SIGNING_KEY_STATE_RETIRED SigningKeyState = 4
+)
+
+// Enum value maps for SigningKeyState.
+var (
+	SigningKeyState_name = map[int32]string{
+		0: "SIGNING_KEY_STATE_UNSPECIFIED",
+		1: "SIGNING_KEY_STATE_NEXT",
+		2: "SIGNING_KEY_STATE_CURRENT",
+		3: "SIGNING_KEY_STATE_RETIRING",
+		4: "SIGNING_KEY_STATE_RETIRED",
+	}
+	SigningKeyState_value = map[string]int32{
+		"SIGNING_KEY_STATE_UNSPECIFIED": 0,
+		"SIGNING_KEY_STATE_NEXT":        1,
+		"SIGNING_KEY_STATE_CURRENT":     2,
+		"SIGNING_KEY_STATE_RETIRING":    3,
+		"SIGNING_KEY_STATE_RETIRED":     4,
+	}
+)
+
+func (x SigningKeyState) Enum() *SigningKeyState {
+	p := new(SigningKeyState)
+	*p = x
+	return p
+}
+
+func (x SigningKeyState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SigningKeyState) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_issuer_v1_issuer_service_proto_enumTypes[1].Descriptor()
+}
+
+func (SigningKeyState) Type() protoreflect.EnumType {
+	return &file_agentid_issuer_v1_issuer_service_proto_enumTypes[1]
+}
+
+func (x SigningKeyState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SigningKeyState.Descriptor instead.
+func (SigningKeyState) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{1}
+}
+
 // ApprovalTokenDecision is the decision an approval token carries.
 type ApprovalTokenDecision int32
 
@@ -124,11 +187,11 @@ func (x ApprovalTokenDecision) String() string {
 }
 
 func (ApprovalTokenDecision) Descriptor() protoreflect.EnumDescriptor {
-	return file_agentid_issuer_v1_issuer_service_proto_enumTypes[1].Descriptor()
+	return file_agentid_issuer_v1_issuer_service_proto_enumTypes[2].Descriptor()
 }
 
 func (ApprovalTokenDecision) Type() protoreflect.EnumType {
-	return &file_agentid_issuer_v1_issuer_service_proto_enumTypes[1]
+	return &file_agentid_issuer_v1_issuer_service_proto_enumTypes[2]
 }
 
 func (x ApprovalTokenDecision) Number() protoreflect.EnumNumber {
@@ -137,7 +200,7 @@ func (x ApprovalTokenDecision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApprovalTokenDecision.Descriptor instead.
 func (ApprovalTokenDecision) EnumDescriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{1}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
 }
 
 // Client is an OAuth 2.0 client of one tenant's authorization server: an agent or a platform service identity.
@@ -330,7 +393,17 @@ type SigningKey struct {
 	// The public key as a JWK (JSON).
 	PublicJwk string `protobuf:"bytes,3,opt,name=public_jwk,json=publicJwk,proto3" json:"public_jwk,omitempty"`
 	// When the key was created.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	// Where the key is in its rotation (UNSPECIFIED in events written before rotation existed means CURRENT).
+	State SigningKeyState `protobuf:"varint,5,opt,name=state,proto3,enum=agentid.issuer.v1.SigningKeyState" json:"state,omitempty"`
+	// When the key became CURRENT; for a NEXT key, the earliest time it becomes CURRENT (output only).
+	ActivateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=activate_time,json=activateTime,proto3" json:"activate_time,omitempty"`
+	// When the key stopped signing: its successor became CURRENT (output only).
+	RetireTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=retire_time,json=retireTime,proto3" json:"retire_time,omitempty"`
+	// When the key leaves the JWKS (RETIRING: the earliest time; RETIRED: when it left) (output only).
+	RemoveTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=remove_time,json=removeTime,proto3" json:"remove_time,omitempty"`
+	// Id of the key-encryption key its private half is sealed with (output only).
+	KekId         string `protobuf:"bytes,9,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -393,6 +466,325 @@ func (x *SigningKey) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *SigningKey) GetState() SigningKeyState {
+	if x != nil {
+		return x.State
+	}
+	return SigningKeyState_SIGNING_KEY_STATE_UNSPECIFIED
+}
+
+func (x *SigningKey) GetActivateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ActivateTime
+	}
+	return nil
+}
+
+func (x *SigningKey) GetRetireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetireTime
+	}
+	return nil
+}
+
+func (x *SigningKey) GetRemoveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RemoveTime
+	}
+	return nil
+}
+
+func (x *SigningKey) GetKekId() string {
+	if x != nil {
+		return x.KekId
+	}
+	return ""
+}
+
+// AddClientKeyRequest adds a key to a client.
+type AddClientKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/clients/{client}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The public key as one JWK (JSON) with a `kid`.
+	PublicJwk string `protobuf:"bytes,2,opt,name=public_jwk,json=publicJwk,proto3" json:"public_jwk,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddClientKeyRequest) Reset() {
+	*x = AddClientKeyRequest{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddClientKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddClientKeyRequest) ProtoMessage() {}
+
+func (x *AddClientKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddClientKeyRequest.ProtoReflect.Descriptor instead.
+func (*AddClientKeyRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AddClientKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddClientKeyRequest) GetPublicJwk() string {
+	if x != nil {
+		return x.PublicJwk
+	}
+	return ""
+}
+
+func (x *AddClientKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// AddClientKeyResponse returns the client.
+type AddClientKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The client, its public_jwks holding the key.
+	Client        *Client `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddClientKeyResponse) Reset() {
+	*x = AddClientKeyResponse{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddClientKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddClientKeyResponse) ProtoMessage() {}
+
+func (x *AddClientKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddClientKeyResponse.ProtoReflect.Descriptor instead.
+func (*AddClientKeyResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AddClientKeyResponse) GetClient() *Client {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+// RemoveClientKeyRequest removes a key from a client.
+type RemoveClientKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/clients/{client}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// RFC 7638 SHA-256 thumbprint (base64url) of the key to remove.
+	Thumbprint string `protobuf:"bytes,2,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	// Why (at most 1024 bytes).
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveClientKeyRequest) Reset() {
+	*x = RemoveClientKeyRequest{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveClientKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveClientKeyRequest) ProtoMessage() {}
+
+func (x *RemoveClientKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveClientKeyRequest.ProtoReflect.Descriptor instead.
+func (*RemoveClientKeyRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RemoveClientKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveClientKeyRequest) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+func (x *RemoveClientKeyRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RemoveClientKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// RemoveClientKeyResponse returns the client.
+type RemoveClientKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The client without the key.
+	Client        *Client `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveClientKeyResponse) Reset() {
+	*x = RemoveClientKeyResponse{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveClientKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveClientKeyResponse) ProtoMessage() {}
+
+func (x *RemoveClientKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveClientKeyResponse.ProtoReflect.Descriptor instead.
+func (*RemoveClientKeyResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RemoveClientKeyResponse) GetClient() *Client {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+// ClientKeyRef names one key of one client.
+type ClientKeyRef struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/clients/{client}`.
+	Client string `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	// RFC 7638 SHA-256 thumbprint (base64url) of the key.
+	Thumbprint    string `protobuf:"bytes,2,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientKeyRef) Reset() {
+	*x = ClientKeyRef{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientKeyRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientKeyRef) ProtoMessage() {}
+
+func (x *ClientKeyRef) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientKeyRef.ProtoReflect.Descriptor instead.
+func (*ClientKeyRef) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ClientKeyRef) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *ClientKeyRef) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
 // CheckClientRequest names the client and, optionally, the token to check.
 type CheckClientRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -408,7 +800,7 @@ type CheckClientRequest struct {
 
 func (x *CheckClientRequest) Reset() {
 	*x = CheckClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +812,7 @@ func (x *CheckClientRequest) String() string {
 func (*CheckClientRequest) ProtoMessage() {}
 
 func (x *CheckClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[2]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +825,7 @@ func (x *CheckClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckClientRequest.ProtoReflect.Descriptor instead.
 func (*CheckClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CheckClientRequest) GetName() string {
@@ -482,7 +874,7 @@ type CheckClientResponse struct {
 
 func (x *CheckClientResponse) Reset() {
 	*x = CheckClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +886,7 @@ func (x *CheckClientResponse) String() string {
 func (*CheckClientResponse) ProtoMessage() {}
 
 func (x *CheckClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[3]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +899,7 @@ func (x *CheckClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckClientResponse.ProtoReflect.Descriptor instead.
 func (*CheckClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{3}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CheckClientResponse) GetTokenRefused() bool {
@@ -586,7 +978,7 @@ type IssueApprovalTokenRequest struct {
 
 func (x *IssueApprovalTokenRequest) Reset() {
 	*x = IssueApprovalTokenRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +990,7 @@ func (x *IssueApprovalTokenRequest) String() string {
 func (*IssueApprovalTokenRequest) ProtoMessage() {}
 
 func (x *IssueApprovalTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[4]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +1003,7 @@ func (x *IssueApprovalTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueApprovalTokenRequest.ProtoReflect.Descriptor instead.
 func (*IssueApprovalTokenRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{4}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *IssueApprovalTokenRequest) GetAgent() string {
@@ -658,7 +1050,7 @@ type IssueApprovalTokenResponse struct {
 
 func (x *IssueApprovalTokenResponse) Reset() {
 	*x = IssueApprovalTokenResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -670,7 +1062,7 @@ func (x *IssueApprovalTokenResponse) String() string {
 func (*IssueApprovalTokenResponse) ProtoMessage() {}
 
 func (x *IssueApprovalTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[5]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -683,7 +1075,7 @@ func (x *IssueApprovalTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueApprovalTokenResponse.ProtoReflect.Descriptor instead.
 func (*IssueApprovalTokenResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{5}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *IssueApprovalTokenResponse) GetToken() string {
@@ -725,7 +1117,7 @@ type Revocation struct {
 
 func (x *Revocation) Reset() {
 	*x = Revocation{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -737,7 +1129,7 @@ func (x *Revocation) String() string {
 func (*Revocation) ProtoMessage() {}
 
 func (x *Revocation) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[6]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -750,7 +1142,7 @@ func (x *Revocation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
 func (*Revocation) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{6}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Revocation) GetName() string {
@@ -792,6 +1184,7 @@ type RevokeTokensRequest struct {
 	//	*RevokeTokensRequest_Client
 	//	*RevokeTokensRequest_Agent
 	//	*RevokeTokensRequest_IssuedBefore
+	//	*RevokeTokensRequest_ClientKey
 	Target isRevokeTokensRequest_Target `protobuf_oneof:"target"`
 	// Why (at most 512 bytes, recorded in the event).
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -803,7 +1196,7 @@ type RevokeTokensRequest struct {
 
 func (x *RevokeTokensRequest) Reset() {
 	*x = RevokeTokensRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1208,7 @@ func (x *RevokeTokensRequest) String() string {
 func (*RevokeTokensRequest) ProtoMessage() {}
 
 func (x *RevokeTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[7]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1221,7 @@ func (x *RevokeTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokensRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokensRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{7}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RevokeTokensRequest) GetParent() string {
@@ -881,6 +1274,15 @@ func (x *RevokeTokensRequest) GetIssuedBefore() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *RevokeTokensRequest) GetClientKey() *ClientKeyRef {
+	if x != nil {
+		if x, ok := x.Target.(*RevokeTokensRequest_ClientKey); ok {
+			return x.ClientKey
+		}
+	}
+	return nil
+}
+
 func (x *RevokeTokensRequest) GetReason() string {
 	if x != nil {
 		return x.Reason
@@ -921,6 +1323,12 @@ type RevokeTokensRequest_IssuedBefore struct {
 	IssuedBefore *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=issued_before,json=issuedBefore,proto3,oneof"`
 }
 
+type RevokeTokensRequest_ClientKey struct {
+	// Every token a client obtained by authenticating with one of its keys (the token's `ckt`
+	// claim), issued until now; tokens the client obtains with its other keys stay valid.
+	ClientKey *ClientKeyRef `protobuf:"bytes,8,opt,name=client_key,json=clientKey,proto3,oneof"`
+}
+
 func (*RevokeTokensRequest_Token) isRevokeTokensRequest_Target() {}
 
 func (*RevokeTokensRequest_Client) isRevokeTokensRequest_Target() {}
@@ -928,6 +1336,8 @@ func (*RevokeTokensRequest_Client) isRevokeTokensRequest_Target() {}
 func (*RevokeTokensRequest_Agent) isRevokeTokensRequest_Target() {}
 
 func (*RevokeTokensRequest_IssuedBefore) isRevokeTokensRequest_Target() {}
+
+func (*RevokeTokensRequest_ClientKey) isRevokeTokensRequest_Target() {}
 
 // RevokeTokensResponse is the stored revocation.
 type RevokeTokensResponse struct {
@@ -940,7 +1350,7 @@ type RevokeTokensResponse struct {
 
 func (x *RevokeTokensResponse) Reset() {
 	*x = RevokeTokensResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1362,7 @@ func (x *RevokeTokensResponse) String() string {
 func (*RevokeTokensResponse) ProtoMessage() {}
 
 func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[8]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1375,7 @@ func (x *RevokeTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokensResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokensResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{8}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeTokensResponse) GetRevocation() *Revocation {
@@ -990,7 +1400,7 @@ type CreateClientRequest struct {
 
 func (x *CreateClientRequest) Reset() {
 	*x = CreateClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1002,7 +1412,7 @@ func (x *CreateClientRequest) String() string {
 func (*CreateClientRequest) ProtoMessage() {}
 
 func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[9]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1015,7 +1425,7 @@ func (x *CreateClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientRequest.ProtoReflect.Descriptor instead.
 func (*CreateClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{9}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateClientRequest) GetParent() string {
@@ -1050,7 +1460,7 @@ type CreateClientResponse struct {
 
 func (x *CreateClientResponse) Reset() {
 	*x = CreateClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1472,7 @@ func (x *CreateClientResponse) String() string {
 func (*CreateClientResponse) ProtoMessage() {}
 
 func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[10]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1485,7 @@ func (x *CreateClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateClientResponse.ProtoReflect.Descriptor instead.
 func (*CreateClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{10}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CreateClientResponse) GetClient() *Client {
@@ -1096,7 +1506,7 @@ type GetClientRequest struct {
 
 func (x *GetClientRequest) Reset() {
 	*x = GetClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1518,7 @@ func (x *GetClientRequest) String() string {
 func (*GetClientRequest) ProtoMessage() {}
 
 func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[11]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1531,7 @@ func (x *GetClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientRequest.ProtoReflect.Descriptor instead.
 func (*GetClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{11}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetClientRequest) GetName() string {
@@ -1142,7 +1552,7 @@ type GetClientResponse struct {
 
 func (x *GetClientResponse) Reset() {
 	*x = GetClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1564,7 @@ func (x *GetClientResponse) String() string {
 func (*GetClientResponse) ProtoMessage() {}
 
 func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[12]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1577,7 @@ func (x *GetClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClientResponse.ProtoReflect.Descriptor instead.
 func (*GetClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{12}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetClientResponse) GetClient() *Client {
@@ -1197,7 +1607,7 @@ type DisableClientRequest struct {
 
 func (x *DisableClientRequest) Reset() {
 	*x = DisableClientRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1619,7 @@ func (x *DisableClientRequest) String() string {
 func (*DisableClientRequest) ProtoMessage() {}
 
 func (x *DisableClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[13]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1632,7 @@ func (x *DisableClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableClientRequest.ProtoReflect.Descriptor instead.
 func (*DisableClientRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{13}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DisableClientRequest) GetName() string {
@@ -1264,7 +1674,7 @@ type DisableClientResponse struct {
 
 func (x *DisableClientResponse) Reset() {
 	*x = DisableClientResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1686,7 @@ func (x *DisableClientResponse) String() string {
 func (*DisableClientResponse) ProtoMessage() {}
 
 func (x *DisableClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[14]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1699,7 @@ func (x *DisableClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DisableClientResponse.ProtoReflect.Descriptor instead.
 func (*DisableClientResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{14}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DisableClientResponse) GetClient() *Client {
@@ -1310,7 +1720,7 @@ type ListSigningKeysRequest struct {
 
 func (x *ListSigningKeysRequest) Reset() {
 	*x = ListSigningKeysRequest{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[15]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1732,7 @@ func (x *ListSigningKeysRequest) String() string {
 func (*ListSigningKeysRequest) ProtoMessage() {}
 
 func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[15]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1745,7 @@ func (x *ListSigningKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{15}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListSigningKeysRequest) GetParent() string {
@@ -1356,7 +1766,7 @@ type ListSigningKeysResponse struct {
 
 func (x *ListSigningKeysResponse) Reset() {
 	*x = ListSigningKeysResponse{}
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[16]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1368,7 +1778,7 @@ func (x *ListSigningKeysResponse) String() string {
 func (*ListSigningKeysResponse) ProtoMessage() {}
 
 func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[16]
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1381,7 +1791,7 @@ func (x *ListSigningKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSigningKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListSigningKeysResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{16}
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
@@ -1389,6 +1799,281 @@ func (x *ListSigningKeysResponse) GetKeys() []*SigningKey {
 		return x.Keys
 	}
 	return nil
+}
+
+// RotateSigningKeyRequest names the tenant whose signing key rotates.
+type RotateSigningKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSigningKeyRequest) Reset() {
+	*x = RotateSigningKeyRequest{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSigningKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSigningKeyRequest) ProtoMessage() {}
+
+func (x *RotateSigningKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSigningKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateSigningKeyRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RotateSigningKeyRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *RotateSigningKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// RotateSigningKeyResponse returns the new key.
+type RotateSigningKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The NEXT key, with the earliest time it becomes CURRENT.
+	Key           *SigningKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateSigningKeyResponse) Reset() {
+	*x = RotateSigningKeyResponse{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateSigningKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateSigningKeyResponse) ProtoMessage() {}
+
+func (x *RotateSigningKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateSigningKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateSigningKeyResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RotateSigningKeyResponse) GetKey() *SigningKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// ResealSigningKeysRequest selects the keys to re-seal.
+type ResealSigningKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant `tenants/{tenant}`, or empty for every tenant.
+	Parent        string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResealSigningKeysRequest) Reset() {
+	*x = ResealSigningKeysRequest{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResealSigningKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResealSigningKeysRequest) ProtoMessage() {}
+
+func (x *ResealSigningKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResealSigningKeysRequest.ProtoReflect.Descriptor instead.
+func (*ResealSigningKeysRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ResealSigningKeysRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+// ResealSigningKeysResponse says what the re-seal did and what is left.
+type ResealSigningKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the key-encryption key the keys are now sealed with.
+	KekId string `protobuf:"bytes,1,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
+	// Keys re-sealed by this call.
+	Resealed int32 `protobuf:"varint,2,opt,name=resealed,proto3" json:"resealed,omitempty"`
+	// Keys in use that were already sealed with kek_id.
+	Unchanged int32 `protobuf:"varint,3,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	// Keys in use per key-encryption key after the re-seal (an old KEK may be dropped once absent or zero).
+	Keks          []*KEKUsage `protobuf:"bytes,4,rep,name=keks,proto3" json:"keks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResealSigningKeysResponse) Reset() {
+	*x = ResealSigningKeysResponse{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResealSigningKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResealSigningKeysResponse) ProtoMessage() {}
+
+func (x *ResealSigningKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResealSigningKeysResponse.ProtoReflect.Descriptor instead.
+func (*ResealSigningKeysResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ResealSigningKeysResponse) GetKekId() string {
+	if x != nil {
+		return x.KekId
+	}
+	return ""
+}
+
+func (x *ResealSigningKeysResponse) GetResealed() int32 {
+	if x != nil {
+		return x.Resealed
+	}
+	return 0
+}
+
+func (x *ResealSigningKeysResponse) GetUnchanged() int32 {
+	if x != nil {
+		return x.Unchanged
+	}
+	return 0
+}
+
+func (x *ResealSigningKeysResponse) GetKeks() []*KEKUsage {
+	if x != nil {
+		return x.Keks
+	}
+	return nil
+}
+
+// KEKUsage counts the signing keys in use sealed with one key-encryption key.
+type KEKUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id of the key-encryption key.
+	KekId string `protobuf:"bytes,1,opt,name=kek_id,json=kekId,proto3" json:"kek_id,omitempty"`
+	// Signing keys in use (NEXT, CURRENT, RETIRING) sealed with it.
+	Keys          int32 `protobuf:"varint,2,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KEKUsage) Reset() {
+	*x = KEKUsage{}
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KEKUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KEKUsage) ProtoMessage() {}
+
+func (x *KEKUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_issuer_v1_issuer_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KEKUsage.ProtoReflect.Descriptor instead.
+func (*KEKUsage) Descriptor() ([]byte, []int) {
+	return file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *KEKUsage) GetKekId() string {
+	if x != nil {
+		return x.KekId
+	}
+	return ""
+}
+
+func (x *KEKUsage) GetKeys() int32 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
 }
 
 var File_agentid_issuer_v1_issuer_service_proto protoreflect.FileDescriptor
@@ -1415,7 +2100,7 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\ttombstone\x18\r \x01(\bR\ttombstone\x12\x1d\n" +
 	"\n" +
 	"dpop_bound\x18\x0e \x01(\bR\tdpopBound\x12\x1c\n" +
-	"\tresources\x18\x0f \x03(\tR\tresources\"\x9d\x01\n" +
+	"\tresources\x18\x0f \x03(\tR\tresources\"\xa9\x03\n" +
 	"\n" +
 	"SigningKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1c\n" +
@@ -1423,7 +2108,37 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\n" +
 	"public_jwk\x18\x03 \x01(\tR\tpublicJwk\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x89\x01\n" +
+	"createTime\x128\n" +
+	"\x05state\x18\x05 \x01(\x0e2\".agentid.issuer.v1.SigningKeyStateR\x05state\x12?\n" +
+	"\ractivate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\factivateTime\x12;\n" +
+	"\vretire_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"retireTime\x12;\n" +
+	"\vremove_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"removeTime\x12\x15\n" +
+	"\x06kek_id\x18\t \x01(\tR\x05kekId\"g\n" +
+	"\x13AddClientKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"public_jwk\x18\x02 \x01(\tR\tpublicJwk\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"I\n" +
+	"\x14AddClientKeyResponse\x121\n" +
+	"\x06client\x18\x01 \x01(\v2\x19.agentid.issuer.v1.ClientR\x06client\"\x83\x01\n" +
+	"\x16RemoveClientKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x02 \x01(\tR\n" +
+	"thumbprint\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"L\n" +
+	"\x17RemoveClientKeyResponse\x121\n" +
+	"\x06client\x18\x01 \x01(\v2\x19.agentid.issuer.v1.ClientR\x06client\"F\n" +
+	"\fClientKeyRef\x12\x16\n" +
+	"\x06client\x18\x01 \x01(\tR\x06client\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x02 \x01(\tR\n" +
+	"thumbprint\"\x89\x01\n" +
 	"\x12CheckClientRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\btoken_id\x18\x02 \x01(\tR\atokenId\x12D\n" +
@@ -1454,13 +2169,15 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\x05event\x18\x02 \x01(\v2 .agentid.issuer.v1.TokensRevokedR\x05event\x12;\n" +
 	"\vcreate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12\x1a\n" +
-	"\bsequence\x18\x04 \x01(\x04R\bsequence\"\xfb\x01\n" +
+	"\bsequence\x18\x04 \x01(\x04R\bsequence\"\xbd\x02\n" +
 	"\x13RevokeTokensRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x16\n" +
 	"\x05token\x18\x02 \x01(\tH\x00R\x05token\x12\x18\n" +
 	"\x06client\x18\x03 \x01(\tH\x00R\x06client\x12\x16\n" +
 	"\x05agent\x18\x04 \x01(\tH\x00R\x05agent\x12A\n" +
-	"\rissued_before\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\fissuedBefore\x12\x16\n" +
+	"\rissued_before\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\fissuedBefore\x12@\n" +
+	"\n" +
+	"client_key\x18\b \x01(\v2\x1f.agentid.issuer.v1.ClientKeyRefH\x00R\tclientKey\x12\x16\n" +
 	"\x06reason\x18\x06 \x01(\tR\x06reason\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\a \x01(\tR\trequestIdB\b\n" +
@@ -1491,26 +2208,52 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"\x16ListSigningKeysRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\"L\n" +
 	"\x17ListSigningKeysResponse\x121\n" +
-	"\x04keys\x18\x01 \x03(\v2\x1d.agentid.issuer.v1.SigningKeyR\x04keys*_\n" +
+	"\x04keys\x18\x01 \x03(\v2\x1d.agentid.issuer.v1.SigningKeyR\x04keys\"P\n" +
+	"\x17RotateSigningKeyRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"K\n" +
+	"\x18RotateSigningKeyResponse\x12/\n" +
+	"\x03key\x18\x01 \x01(\v2\x1d.agentid.issuer.v1.SigningKeyR\x03key\"2\n" +
+	"\x18ResealSigningKeysRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\"\x9d\x01\n" +
+	"\x19ResealSigningKeysResponse\x12\x15\n" +
+	"\x06kek_id\x18\x01 \x01(\tR\x05kekId\x12\x1a\n" +
+	"\bresealed\x18\x02 \x01(\x05R\bresealed\x12\x1c\n" +
+	"\tunchanged\x18\x03 \x01(\x05R\tunchanged\x12/\n" +
+	"\x04keks\x18\x04 \x03(\v2\x1b.agentid.issuer.v1.KEKUsageR\x04keks\"5\n" +
+	"\bKEKUsage\x12\x15\n" +
+	"\x06kek_id\x18\x01 \x01(\tR\x05kekId\x12\x12\n" +
+	"\x04keys\x18\x02 \x01(\x05R\x04keys*_\n" +
 	"\vClientState\x12\x1c\n" +
 	"\x18CLIENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLIENT_STATE_ACTIVE\x10\x01\x12\x19\n" +
-	"\x15CLIENT_STATE_DISABLED\x10\x02*\xf8\x01\n" +
+	"\x15CLIENT_STATE_DISABLED\x10\x02*\xae\x01\n" +
+	"\x0fSigningKeyState\x12!\n" +
+	"\x1dSIGNING_KEY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16SIGNING_KEY_STATE_NEXT\x10\x01\x12\x1d\n" +
+	"\x19SIGNING_KEY_STATE_CURRENT\x10\x02\x12\x1e\n" +
+	"\x1aSIGNING_KEY_STATE_RETIRING\x10\x03\x12\x1d\n" +
+	"\x19SIGNING_KEY_STATE_RETIRED\x10\x04*\xf8\x01\n" +
 	"\x15ApprovalTokenDecision\x12'\n" +
 	"#APPROVAL_TOKEN_DECISION_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fAPPROVAL_TOKEN_DECISION_APPROVE\x10\x01\x12\"\n" +
 	"\x1eAPPROVAL_TOKEN_DECISION_REJECT\x10\x02\x12#\n" +
 	"\x1fAPPROVAL_TOKEN_DECISION_RESTORE\x10\x03\x12\"\n" +
 	"\x1eAPPROVAL_TOKEN_DECISION_RETIRE\x10\x04\x12$\n" +
-	" APPROVAL_TOKEN_DECISION_SIGN_OFF\x10\x052\xc8\x05\n" +
+	" APPROVAL_TOKEN_DECISION_SIGN_OFF\x10\x052\xf0\b\n" +
 	"\rIssuerService\x12_\n" +
 	"\fCreateClient\x12&.agentid.issuer.v1.CreateClientRequest\x1a'.agentid.issuer.v1.CreateClientResponse\x12V\n" +
 	"\tGetClient\x12#.agentid.issuer.v1.GetClientRequest\x1a$.agentid.issuer.v1.GetClientResponse\x12b\n" +
 	"\rDisableClient\x12'.agentid.issuer.v1.DisableClientRequest\x1a(.agentid.issuer.v1.DisableClientResponse\x12h\n" +
-	"\x0fListSigningKeys\x12).agentid.issuer.v1.ListSigningKeysRequest\x1a*.agentid.issuer.v1.ListSigningKeysResponse\x12_\n" +
+	"\x0fListSigningKeys\x12).agentid.issuer.v1.ListSigningKeysRequest\x1a*.agentid.issuer.v1.ListSigningKeysResponse\x12k\n" +
+	"\x10RotateSigningKey\x12*.agentid.issuer.v1.RotateSigningKeyRequest\x1a+.agentid.issuer.v1.RotateSigningKeyResponse\x12n\n" +
+	"\x11ResealSigningKeys\x12+.agentid.issuer.v1.ResealSigningKeysRequest\x1a,.agentid.issuer.v1.ResealSigningKeysResponse\x12_\n" +
 	"\fRevokeTokens\x12&.agentid.issuer.v1.RevokeTokensRequest\x1a'.agentid.issuer.v1.RevokeTokensResponse\x12q\n" +
 	"\x12IssueApprovalToken\x12,.agentid.issuer.v1.IssueApprovalTokenRequest\x1a-.agentid.issuer.v1.IssueApprovalTokenResponse\x12\\\n" +
-	"\vCheckClient\x12%.agentid.issuer.v1.CheckClientRequest\x1a&.agentid.issuer.v1.CheckClientResponseBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
+	"\vCheckClient\x12%.agentid.issuer.v1.CheckClientRequest\x1a&.agentid.issuer.v1.CheckClientResponse\x12_\n" +
+	"\fAddClientKey\x12&.agentid.issuer.v1.AddClientKeyRequest\x1a'.agentid.issuer.v1.AddClientKeyResponse\x12h\n" +
+	"\x0fRemoveClientKey\x12).agentid.issuer.v1.RemoveClientKeyRequest\x1a*.agentid.issuer.v1.RemoveClientKeyResponseBDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
 
 var (
 	file_agentid_issuer_v1_issuer_service_proto_rawDescOnce sync.Once
@@ -1524,67 +2267,95 @@ func file_agentid_issuer_v1_issuer_service_proto_rawDescGZIP() []byte {
 	return file_agentid_issuer_v1_issuer_service_proto_rawDescData
 }
 
-var file_agentid_issuer_v1_issuer_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_agentid_issuer_v1_issuer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agentid_issuer_v1_issuer_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_agentid_issuer_v1_issuer_service_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_agentid_issuer_v1_issuer_service_proto_goTypes = []any{
 	(ClientState)(0),                   // 0: agentid.issuer.v1.ClientState
-	(ApprovalTokenDecision)(0),         // 1: agentid.issuer.v1.ApprovalTokenDecision
-	(*Client)(nil),                     // 2: agentid.issuer.v1.Client
-	(*SigningKey)(nil),                 // 3: agentid.issuer.v1.SigningKey
-	(*CheckClientRequest)(nil),         // 4: agentid.issuer.v1.CheckClientRequest
-	(*CheckClientResponse)(nil),        // 5: agentid.issuer.v1.CheckClientResponse
-	(*IssueApprovalTokenRequest)(nil),  // 6: agentid.issuer.v1.IssueApprovalTokenRequest
-	(*IssueApprovalTokenResponse)(nil), // 7: agentid.issuer.v1.IssueApprovalTokenResponse
-	(*Revocation)(nil),                 // 8: agentid.issuer.v1.Revocation
-	(*RevokeTokensRequest)(nil),        // 9: agentid.issuer.v1.RevokeTokensRequest
-	(*RevokeTokensResponse)(nil),       // 10: agentid.issuer.v1.RevokeTokensResponse
-	(*CreateClientRequest)(nil),        // 11: agentid.issuer.v1.CreateClientRequest
-	(*CreateClientResponse)(nil),       // 12: agentid.issuer.v1.CreateClientResponse
-	(*GetClientRequest)(nil),           // 13: agentid.issuer.v1.GetClientRequest
-	(*GetClientResponse)(nil),          // 14: agentid.issuer.v1.GetClientResponse
-	(*DisableClientRequest)(nil),       // 15: agentid.issuer.v1.DisableClientRequest
-	(*DisableClientResponse)(nil),      // 16: agentid.issuer.v1.DisableClientResponse
-	(*ListSigningKeysRequest)(nil),     // 17: agentid.issuer.v1.ListSigningKeysRequest
-	(*ListSigningKeysResponse)(nil),    // 18: agentid.issuer.v1.ListSigningKeysResponse
-	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
-	(*TokensRevoked)(nil),              // 20: agentid.issuer.v1.TokensRevoked
+	(SigningKeyState)(0),               // 1: agentid.issuer.v1.SigningKeyState
+	(ApprovalTokenDecision)(0),         // 2: agentid.issuer.v1.ApprovalTokenDecision
+	(*Client)(nil),                     // 3: agentid.issuer.v1.Client
+	(*SigningKey)(nil),                 // 4: agentid.issuer.v1.SigningKey
+	(*AddClientKeyRequest)(nil),        // 5: agentid.issuer.v1.AddClientKeyRequest
+	(*AddClientKeyResponse)(nil),       // 6: agentid.issuer.v1.AddClientKeyResponse
+	(*RemoveClientKeyRequest)(nil),     // 7: agentid.issuer.v1.RemoveClientKeyRequest
+	(*RemoveClientKeyResponse)(nil),    // 8: agentid.issuer.v1.RemoveClientKeyResponse
+	(*ClientKeyRef)(nil),               // 9: agentid.issuer.v1.ClientKeyRef
+	(*CheckClientRequest)(nil),         // 10: agentid.issuer.v1.CheckClientRequest
+	(*CheckClientResponse)(nil),        // 11: agentid.issuer.v1.CheckClientResponse
+	(*IssueApprovalTokenRequest)(nil),  // 12: agentid.issuer.v1.IssueApprovalTokenRequest
+	(*IssueApprovalTokenResponse)(nil), // 13: agentid.issuer.v1.IssueApprovalTokenResponse
+	(*Revocation)(nil),                 // 14: agentid.issuer.v1.Revocation
+	(*RevokeTokensRequest)(nil),        // 15: agentid.issuer.v1.RevokeTokensRequest
+	(*RevokeTokensResponse)(nil),       // 16: agentid.issuer.v1.RevokeTokensResponse
+	(*CreateClientRequest)(nil),        // 17: agentid.issuer.v1.CreateClientRequest
+	(*CreateClientResponse)(nil),       // 18: agentid.issuer.v1.CreateClientResponse
+	(*GetClientRequest)(nil),           // 19: agentid.issuer.v1.GetClientRequest
+	(*GetClientResponse)(nil),          // 20: agentid.issuer.v1.GetClientResponse
+	(*DisableClientRequest)(nil),       // 21: agentid.issuer.v1.DisableClientRequest
+	(*DisableClientResponse)(nil),      // 22: agentid.issuer.v1.DisableClientResponse
+	(*ListSigningKeysRequest)(nil),     // 23: agentid.issuer.v1.ListSigningKeysRequest
+	(*ListSigningKeysResponse)(nil),    // 24: agentid.issuer.v1.ListSigningKeysResponse
+	(*RotateSigningKeyRequest)(nil),    // 25: agentid.issuer.v1.RotateSigningKeyRequest
+	(*RotateSigningKeyResponse)(nil),   // 26: agentid.issuer.v1.RotateSigningKeyResponse
+	(*ResealSigningKeysRequest)(nil),   // 27: agentid.issuer.v1.ResealSigningKeysRequest
+	(*ResealSigningKeysResponse)(nil),  // 28: agentid.issuer.v1.ResealSigningKeysResponse
+	(*KEKUsage)(nil),                   // 29: agentid.issuer.v1.KEKUsage
+	(*timestamppb.Timestamp)(nil),      // 30: google.protobuf.Timestamp
+	(*TokensRevoked)(nil),              // 31: agentid.issuer.v1.TokensRevoked
 }
 var file_agentid_issuer_v1_issuer_service_proto_depIdxs = []int32{
 	0,  // 0: agentid.issuer.v1.Client.state:type_name -> agentid.issuer.v1.ClientState
-	19, // 1: agentid.issuer.v1.Client.create_time:type_name -> google.protobuf.Timestamp
-	19, // 2: agentid.issuer.v1.Client.disable_time:type_name -> google.protobuf.Timestamp
-	19, // 3: agentid.issuer.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
-	19, // 4: agentid.issuer.v1.CheckClientRequest.token_issue_time:type_name -> google.protobuf.Timestamp
-	1,  // 5: agentid.issuer.v1.IssueApprovalTokenRequest.decision:type_name -> agentid.issuer.v1.ApprovalTokenDecision
-	19, // 6: agentid.issuer.v1.IssueApprovalTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
-	20, // 7: agentid.issuer.v1.Revocation.event:type_name -> agentid.issuer.v1.TokensRevoked
-	19, // 8: agentid.issuer.v1.Revocation.create_time:type_name -> google.protobuf.Timestamp
-	19, // 9: agentid.issuer.v1.RevokeTokensRequest.issued_before:type_name -> google.protobuf.Timestamp
-	8,  // 10: agentid.issuer.v1.RevokeTokensResponse.revocation:type_name -> agentid.issuer.v1.Revocation
-	2,  // 11: agentid.issuer.v1.CreateClientRequest.client:type_name -> agentid.issuer.v1.Client
-	2,  // 12: agentid.issuer.v1.CreateClientResponse.client:type_name -> agentid.issuer.v1.Client
-	2,  // 13: agentid.issuer.v1.GetClientResponse.client:type_name -> agentid.issuer.v1.Client
-	2,  // 14: agentid.issuer.v1.DisableClientResponse.client:type_name -> agentid.issuer.v1.Client
-	3,  // 15: agentid.issuer.v1.ListSigningKeysResponse.keys:type_name -> agentid.issuer.v1.SigningKey
-	11, // 16: agentid.issuer.v1.IssuerService.CreateClient:input_type -> agentid.issuer.v1.CreateClientRequest
-	13, // 17: agentid.issuer.v1.IssuerService.GetClient:input_type -> agentid.issuer.v1.GetClientRequest
-	15, // 18: agentid.issuer.v1.IssuerService.DisableClient:input_type -> agentid.issuer.v1.DisableClientRequest
-	17, // 19: agentid.issuer.v1.IssuerService.ListSigningKeys:input_type -> agentid.issuer.v1.ListSigningKeysRequest
-	9,  // 20: agentid.issuer.v1.IssuerService.RevokeTokens:input_type -> agentid.issuer.v1.RevokeTokensRequest
-	6,  // 21: agentid.issuer.v1.IssuerService.IssueApprovalToken:input_type -> agentid.issuer.v1.IssueApprovalTokenRequest
-	4,  // 22: agentid.issuer.v1.IssuerService.CheckClient:input_type -> agentid.issuer.v1.CheckClientRequest
-	12, // 23: agentid.issuer.v1.IssuerService.CreateClient:output_type -> agentid.issuer.v1.CreateClientResponse
-	14, // 24: agentid.issuer.v1.IssuerService.GetClient:output_type -> agentid.issuer.v1.GetClientResponse
-	16, // 25: agentid.issuer.v1.IssuerService.DisableClient:output_type -> agentid.issuer.v1.DisableClientResponse
-	18, // 26: agentid.issuer.v1.IssuerService.ListSigningKeys:output_type -> agentid.issuer.v1.ListSigningKeysResponse
-	10, // 27: agentid.issuer.v1.IssuerService.RevokeTokens:output_type -> agentid.issuer.v1.RevokeTokensResponse
-	7,  // 28: agentid.issuer.v1.IssuerService.IssueApprovalToken:output_type -> agentid.issuer.v1.IssueApprovalTokenResponse
-	5,  // 29: agentid.issuer.v1.IssuerService.CheckClient:output_type -> agentid.issuer.v1.CheckClientResponse
-	23, // [23:30] is the sub-list for method output_type
-	16, // [16:23] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	30, // 1: agentid.issuer.v1.Client.create_time:type_name -> google.protobuf.Timestamp
+	30, // 2: agentid.issuer.v1.Client.disable_time:type_name -> google.protobuf.Timestamp
+	30, // 3: agentid.issuer.v1.SigningKey.create_time:type_name -> google.protobuf.Timestamp
+	1,  // 4: agentid.issuer.v1.SigningKey.state:type_name -> agentid.issuer.v1.SigningKeyState
+	30, // 5: agentid.issuer.v1.SigningKey.activate_time:type_name -> google.protobuf.Timestamp
+	30, // 6: agentid.issuer.v1.SigningKey.retire_time:type_name -> google.protobuf.Timestamp
+	30, // 7: agentid.issuer.v1.SigningKey.remove_time:type_name -> google.protobuf.Timestamp
+	3,  // 8: agentid.issuer.v1.AddClientKeyResponse.client:type_name -> agentid.issuer.v1.Client
+	3,  // 9: agentid.issuer.v1.RemoveClientKeyResponse.client:type_name -> agentid.issuer.v1.Client
+	30, // 10: agentid.issuer.v1.CheckClientRequest.token_issue_time:type_name -> google.protobuf.Timestamp
+	2,  // 11: agentid.issuer.v1.IssueApprovalTokenRequest.decision:type_name -> agentid.issuer.v1.ApprovalTokenDecision
+	30, // 12: agentid.issuer.v1.IssueApprovalTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	31, // 13: agentid.issuer.v1.Revocation.event:type_name -> agentid.issuer.v1.TokensRevoked
+	30, // 14: agentid.issuer.v1.Revocation.create_time:type_name -> google.protobuf.Timestamp
+	30, // 15: agentid.issuer.v1.RevokeTokensRequest.issued_before:type_name -> google.protobuf.Timestamp
+	9,  // 16: agentid.issuer.v1.RevokeTokensRequest.client_key:type_name -> agentid.issuer.v1.ClientKeyRef
+	14, // 17: agentid.issuer.v1.RevokeTokensResponse.revocation:type_name -> agentid.issuer.v1.Revocation
+	3,  // 18: agentid.issuer.v1.CreateClientRequest.client:type_name -> agentid.issuer.v1.Client
+	3,  // 19: agentid.issuer.v1.CreateClientResponse.client:type_name -> agentid.issuer.v1.Client
+	3,  // 20: agentid.issuer.v1.GetClientResponse.client:type_name -> agentid.issuer.v1.Client
+	3,  // 21: agentid.issuer.v1.DisableClientResponse.client:type_name -> agentid.issuer.v1.Client
+	4,  // 22: agentid.issuer.v1.ListSigningKeysResponse.keys:type_name -> agentid.issuer.v1.SigningKey
+	4,  // 23: agentid.issuer.v1.RotateSigningKeyResponse.key:type_name -> agentid.issuer.v1.SigningKey
+	29, // 24: agentid.issuer.v1.ResealSigningKeysResponse.keks:type_name -> agentid.issuer.v1.KEKUsage
+	17, // 25: agentid.issuer.v1.IssuerService.CreateClient:input_type -> agentid.issuer.v1.CreateClientRequest
+	19, // 26: agentid.issuer.v1.IssuerService.GetClient:input_type -> agentid.issuer.v1.GetClientRequest
+	21, // 27: agentid.issuer.v1.IssuerService.DisableClient:input_type -> agentid.issuer.v1.DisableClientRequest
+	23, // 28: agentid.issuer.v1.IssuerService.ListSigningKeys:input_type -> agentid.issuer.v1.ListSigningKeysRequest
+	25, // 29: agentid.issuer.v1.IssuerService.RotateSigningKey:input_type -> agentid.issuer.v1.RotateSigningKeyRequest
+	27, // 30: agentid.issuer.v1.IssuerService.ResealSigningKeys:input_type -> agentid.issuer.v1.ResealSigningKeysRequest
+	15, // 31: agentid.issuer.v1.IssuerService.RevokeTokens:input_type -> agentid.issuer.v1.RevokeTokensRequest
+	12, // 32: agentid.issuer.v1.IssuerService.IssueApprovalToken:input_type -> agentid.issuer.v1.IssueApprovalTokenRequest
+	10, // 33: agentid.issuer.v1.IssuerService.CheckClient:input_type -> agentid.issuer.v1.CheckClientRequest
+	5,  // 34: agentid.issuer.v1.IssuerService.AddClientKey:input_type -> agentid.issuer.v1.AddClientKeyRequest
+	7,  // 35: agentid.issuer.v1.IssuerService.RemoveClientKey:input_type -> agentid.issuer.v1.RemoveClientKeyRequest
+	18, // 36: agentid.issuer.v1.IssuerService.CreateClient:output_type -> agentid.issuer.v1.CreateClientResponse
+	20, // 37: agentid.issuer.v1.IssuerService.GetClient:output_type -> agentid.issuer.v1.GetClientResponse
+	22, // 38: agentid.issuer.v1.IssuerService.DisableClient:output_type -> agentid.issuer.v1.DisableClientResponse
+	24, // 39: agentid.issuer.v1.IssuerService.ListSigningKeys:output_type -> agentid.issuer.v1.ListSigningKeysResponse
+	26, // 40: agentid.issuer.v1.IssuerService.RotateSigningKey:output_type -> agentid.issuer.v1.RotateSigningKeyResponse
+	28, // 41: agentid.issuer.v1.IssuerService.ResealSigningKeys:output_type -> agentid.issuer.v1.ResealSigningKeysResponse
+	16, // 42: agentid.issuer.v1.IssuerService.RevokeTokens:output_type -> agentid.issuer.v1.RevokeTokensResponse
+	13, // 43: agentid.issuer.v1.IssuerService.IssueApprovalToken:output_type -> agentid.issuer.v1.IssueApprovalTokenResponse
+	11, // 44: agentid.issuer.v1.IssuerService.CheckClient:output_type -> agentid.issuer.v1.CheckClientResponse
+	6,  // 45: agentid.issuer.v1.IssuerService.AddClientKey:output_type -> agentid.issuer.v1.AddClientKeyResponse
+	8,  // 46: agentid.issuer.v1.IssuerService.RemoveClientKey:output_type -> agentid.issuer.v1.RemoveClientKeyResponse
+	36, // [36:47] is the sub-list for method output_type
+	25, // [25:36] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_agentid_issuer_v1_issuer_service_proto_init() }
@@ -1593,19 +2364,20 @@ func file_agentid_issuer_v1_issuer_service_proto_init() {
 		return
 	}
 	file_agentid_issuer_v1_revocation_proto_init()
-	file_agentid_issuer_v1_issuer_service_proto_msgTypes[7].OneofWrappers = []any{
+	file_agentid_issuer_v1_issuer_service_proto_msgTypes[12].OneofWrappers = []any{
 		(*RevokeTokensRequest_Token)(nil),
 		(*RevokeTokensRequest_Client)(nil),
 		(*RevokeTokensRequest_Agent)(nil),
 		(*RevokeTokensRequest_IssuedBefore)(nil),
+		(*RevokeTokensRequest_ClientKey)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_issuer_v1_issuer_service_proto_rawDesc), len(file_agentid_issuer_v1_issuer_service_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   17,
+			NumEnums:      3,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,9 +23,13 @@ const (
 	IssuerService_GetClient_FullMethodName          = "/agentid.issuer.v1.IssuerService/GetClient"
 	IssuerService_DisableClient_FullMethodName      = "/agentid.issuer.v1.IssuerService/DisableClient"
 	IssuerService_ListSigningKeys_FullMethodName    = "/agentid.issuer.v1.IssuerService/ListSigningKeys"
+	IssuerService_RotateSigningKey_FullMethodName   = "/agentid.issuer.v1.IssuerService/RotateSigningKey"
+	IssuerService_ResealSigningKeys_FullMethodName  = "/agentid.issuer.v1.IssuerService/ResealSigningKeys"
 	IssuerService_RevokeTokens_FullMethodName       = "/agentid.issuer.v1.IssuerService/RevokeTokens"
 	IssuerService_IssueApprovalToken_FullMethodName = "/agentid.issuer.v1.IssuerService/IssueApprovalToken"
 	IssuerService_CheckClient_FullMethodName        = "/agentid.issuer.v1.IssuerService/CheckClient"
+	IssuerService_AddClientKey_FullMethodName       = "/agentid.issuer.v1.IssuerService/AddClientKey"
+	IssuerService_RemoveClientKey_FullMethodName    = "/agentid.issuer.v1.IssuerService/RemoveClientKey"
 )
 
 // IssuerServiceClient is the client API for IssuerService service.
@@ -57,14 +61,27 @@ type IssuerServiceClient interface {
 	DisableClient(ctx context.Context, in *DisableClientRequest, opts ...grpc.CallOption) (*DisableClientResponse, error)
 	// ListSigningKeys lists a tenant's public signing keys. Callers: any role of the tenant.
 	ListSigningKeys(ctx context.Context, in *ListSigningKeysRequest, opts ...grpc.CallOption) (*ListSigningKeysResponse, error)
+	// RotateSigningKey starts the rotation of a tenant's signing key: it creates the NEXT key, which the
+	// JWKS publishes at once; after the publish delay (at least the JWKS cache lifetime of verifiers) it
+	// becomes CURRENT and the old key RETIRING, which stays in the JWKS until every token it signed has
+	// expired and is then removed. Every transition is an event on CREDENTIALS. A repeat with the same
+	// request_id returns the same NEXT key. Fails with FailedPrecondition, reason
+	// SIGNING_KEY_ROTATION_IN_PROGRESS, while another NEXT key exists; nothing is written.
+	// Callers: platform-admin; tenant-admin in its tenant.
+	RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error)
+	// ResealSigningKeys re-encrypts the private half of every signing key still in use (NEXT, CURRENT,
+	// RETIRING) under the issuer's current key-encryption key (`signingkey.resealed` events). Idempotent:
+	// keys already sealed with it are left alone. The response counts the keys left under each KEK, so
+	// an operator drops an old KEK once it holds none. Callers: platform-admin.
+	ResealSigningKeys(ctx context.Context, in *ResealSigningKeysRequest, opts ...grpc.CallOption) (*ResealSigningKeysResponse, error)
 	// RevokeTokens revokes access tokens: one token, every token of a client or an agent, or every
 	// token of the tenant issued before a time. The revocation is a `tokens.revoked` event on the
 	// REVOCATIONS stream; every verifier subscribed to it (pkg/authn, the platform API, introspection)
 	// refuses the covered tokens once it has applied the event. Revoking an unknown or foreign token,
 	// or a token that has already expired, changes nothing and succeeds (RFC 7009 §2.2) with an empty
 	// revocation. Idempotent by request_id. Unavailable (never success) when the revocation could not be
-	// stored. Callers: platform-admin; tenant-admin in its tenant; lifecycle-worker, by agent only
-	// (incident response and deprovisioning).
+	// stored. Callers: platform-admin; tenant-admin in its tenant; lifecycle-worker, by agent (incident
+	// response and deprovisioning) or by client key (rotation) only.
 	RevokeTokens(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error)
 	// IssueApprovalToken mints a short-lived approval token for the calling person: a JWS of typ
 	// `approval+jwt`, audience `urn:agentid:approval`, signed with the tenant's current signing key and
@@ -83,6 +100,17 @@ type IssuerServiceClient interface {
 	// inactive and that no grant remains. Nothing is written and no attempt is charged.
 	// Callers: platform-admin, lifecycle-worker.
 	CheckClient(ctx context.Context, in *CheckClientRequest, opts ...grpc.CallOption) (*CheckClientResponse, error)
+	// AddClientKey adds a public key to an agent client's JWK Set (event `client.key_added`), so that
+	// the client authenticates with either key during a rotation. Adding a key the client already has
+	// (same thumbprint) changes nothing. InvalidArgument for private key material, an unsupported
+	// algorithm, a kid the client uses for another key, or more than 10 keys; FailedPrecondition for a
+	// disabled client. Idempotent by request_id. Callers: platform-admin, lifecycle-worker.
+	AddClientKey(ctx context.Context, in *AddClientKeyRequest, opts ...grpc.CallOption) (*AddClientKeyResponse, error)
+	// RemoveClientKey removes a public key from a client (event `client.key_removed`): assertions
+	// signed with it are refused from then on. Tokens it obtained are revoked separately (RevokeTokens
+	// with client_key). Removing a key the client does not have changes nothing; the last key cannot be
+	// removed (FailedPrecondition). Idempotent by request_id. Callers: platform-admin, lifecycle-worker.
+	RemoveClientKey(ctx context.Context, in *RemoveClientKeyRequest, opts ...grpc.CallOption) (*RemoveClientKeyResponse, error)
 }
 
 type issuerServiceClient struct {
@@ -133,6 +161,26 @@ func (c *issuerServiceClient) ListSigningKeys(ctx context.Context, in *ListSigni
 	return out, nil
 }
 
+func (c *issuerServiceClient) RotateSigningKey(ctx context.Context, in *RotateSigningKeyRequest, opts ...grpc.CallOption) (*RotateSigningKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateSigningKeyResponse)
+	err := c.cc.Invoke(ctx, IssuerService_RotateSigningKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *issuerServiceClient) ResealSigningKeys(ctx context.Context, in *ResealSigningKeysRequest, opts ...grpc.CallOption) (*ResealSigningKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResealSigningKeysResponse)
+	err := c.cc.Invoke(ctx, IssuerService_ResealSigningKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *issuerServiceClient) RevokeTokens(ctx context.Context, in *RevokeTokensRequest, opts ...grpc.CallOption) (*RevokeTokensResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RevokeTokensResponse)
@@ -157,6 +205,26 @@ func (c *issuerServiceClient) CheckClient(ctx context.Context, in *CheckClientRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CheckClientResponse)
 	err := c.cc.Invoke(ctx, IssuerService_CheckClient_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *issuerServiceClient) AddClientKey(ctx context.Context, in *AddClientKeyRequest, opts ...grpc.CallOption) (*AddClientKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddClientKeyResponse)
+	err := c.cc.Invoke(ctx, IssuerService_AddClientKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *issuerServiceClient) RemoveClientKey(ctx context.Context, in *RemoveClientKeyRequest, opts ...grpc.CallOption) (*RemoveClientKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveClientKeyResponse)
+	err := c.cc.Invoke(ctx, IssuerService_RemoveClientKey_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -192,14 +260,27 @@ type IssuerServiceServer interface {
 	DisableClient(context.Context, *DisableClientRequest) (*DisableClientResponse, error)
 	// ListSigningKeys lists a tenant's public signing keys. Callers: any role of the tenant.
 	ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error)
+	// RotateSigningKey starts the rotation of a tenant's signing key: it creates the NEXT key, which the
+	// JWKS publishes at once; after the publish delay (at least the JWKS cache lifetime of verifiers) it
+	// becomes CURRENT and the old key RETIRING, which stays in the JWKS until every token it signed has
+	// expired and is then removed. Every transition is an event on CREDENTIALS. A repeat with the same
+	// request_id returns the same NEXT key. Fails with FailedPrecondition, reason
+	// SIGNING_KEY_ROTATION_IN_PROGRESS, while another NEXT key exists; nothing is written.
+	// Callers: platform-admin; tenant-admin in its tenant.
+	RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error)
+	// ResealSigningKeys re-encrypts the private half of every signing key still in use (NEXT, CURRENT,
+	// RETIRING) under the issuer's current key-encryption key (`signingkey.resealed` events). Idempotent:
+	// keys already sealed with it are left alone. The response counts the keys left under each KEK, so
+	// an operator drops an old KEK once it holds none. Callers: platform-admin.
+	ResealSigningKeys(context.Context, *ResealSigningKeysRequest) (*ResealSigningKeysResponse, error)
 	// RevokeTokens revokes access tokens: one token, every token of a client or an agent, or every
 	// token of the tenant issued before a time. The revocation is a `tokens.revoked` event on the
 	// REVOCATIONS stream; every verifier subscribed to it (pkg/authn, the platform API, introspection)
 	// refuses the covered tokens once it has applied the event. Revoking an unknown or foreign token,
 	// or a token that has already expired, changes nothing and succeeds (RFC 7009 §2.2) with an empty
 	// revocation. Idempotent by request_id. Unavailable (never success) when the revocation could not be
-	// stored. Callers: platform-admin; tenant-admin in its tenant; lifecycle-worker, by agent only
-	// (incident response and deprovisioning).
+	// stored. Callers: platform-admin; tenant-admin in its tenant; lifecycle-worker, by agent (incident
+	// response and deprovisioning) or by client key (rotation) only.
 	RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error)
 	// IssueApprovalToken mints a short-lived approval token for the calling person: a JWS of typ
 	// `approval+jwt`, audience `urn:agentid:approval`, signed with the tenant's current signing key and
@@ -218,6 +299,17 @@ type IssuerServiceServer interface {
 	// inactive and that no grant remains. Nothing is written and no attempt is charged.
 	// Callers: platform-admin, lifecycle-worker.
 	CheckClient(context.Context, *CheckClientRequest) (*CheckClientResponse, error)
+	// AddClientKey adds a public key to an agent client's JWK Set (event `client.key_added`), so that
+	// the client authenticates with either key during a rotation. Adding a key the client already has
+	// (same thumbprint) changes nothing. InvalidArgument for private key material, an unsupported
+	// algorithm, a kid the client uses for another key, or more than 10 keys; FailedPrecondition for a
+	// disabled client. Idempotent by request_id. Callers: platform-admin, lifecycle-worker.
+	AddClientKey(context.Context, *AddClientKeyRequest) (*AddClientKeyResponse, error)
+	// RemoveClientKey removes a public key from a client (event `client.key_removed`): assertions
+	// signed with it are refused from then on. Tokens it obtained are revoked separately (RevokeTokens
+	// with client_key). Removing a key the client does not have changes nothing; the last key cannot be
+	// removed (FailedPrecondition). Idempotent by request_id. Callers: platform-admin, lifecycle-worker.
+	RemoveClientKey(context.Context, *RemoveClientKeyRequest) (*RemoveClientKeyResponse, error)
 	mustEmbedUnimplementedIssuerServiceServer()
 }
 
@@ -240,6 +332,12 @@ func (UnimplementedIssuerServiceServer) DisableClient(context.Context, *DisableC
 func (UnimplementedIssuerServiceServer) ListSigningKeys(context.Context, *ListSigningKeysRequest) (*ListSigningKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSigningKeys not implemented")
 }
+func (UnimplementedIssuerServiceServer) RotateSigningKey(context.Context, *RotateSigningKeyRequest) (*RotateSigningKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateSigningKey not implemented")
+}
+func (UnimplementedIssuerServiceServer) ResealSigningKeys(context.Context, *ResealSigningKeysRequest) (*ResealSigningKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResealSigningKeys not implemented")
+}
 func (UnimplementedIssuerServiceServer) RevokeTokens(context.Context, *RevokeTokensRequest) (*RevokeTokensResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeTokens not implemented")
 }
@@ -248,6 +346,12 @@ func (UnimplementedIssuerServiceServer) IssueApprovalToken(context.Context, *Iss
 }
 func (UnimplementedIssuerServiceServer) CheckClient(context.Context, *CheckClientRequest) (*CheckClientResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CheckClient not implemented")
+}
+func (UnimplementedIssuerServiceServer) AddClientKey(context.Context, *AddClientKeyRequest) (*AddClientKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddClientKey not implemented")
+}
+func (UnimplementedIssuerServiceServer) RemoveClientKey(context.Context, *RemoveClientKeyRequest) (*RemoveClientKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveClientKey not implemented")
 }
 func (UnimplementedIssuerServiceServer) mustEmbedUnimplementedIssuerServiceServer() {}
 func (UnimplementedIssuerServiceServer) testEmbeddedByValue()                       {}
@@ -342,6 +446,42 @@ func _IssuerService_ListSigningKeys_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IssuerService_RotateSigningKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateSigningKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServiceServer).RotateSigningKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IssuerService_RotateSigningKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServiceServer).RotateSigningKey(ctx, req.(*RotateSigningKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IssuerService_ResealSigningKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResealSigningKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServiceServer).ResealSigningKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IssuerService_ResealSigningKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServiceServer).ResealSigningKeys(ctx, req.(*ResealSigningKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _IssuerService_RevokeTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RevokeTokensRequest)
 	if err := dec(in); err != nil {
@@ -396,6 +536,42 @@ func _IssuerService_CheckClient_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _IssuerService_AddClientKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddClientKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServiceServer).AddClientKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IssuerService_AddClientKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServiceServer).AddClientKey(ctx, req.(*AddClientKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _IssuerService_RemoveClientKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveClientKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(IssuerServiceServer).RemoveClientKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: IssuerService_RemoveClientKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(IssuerServiceServer).RemoveClientKey(ctx, req.(*RemoveClientKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // IssuerService_ServiceDesc is the grpc.ServiceDesc for IssuerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -420,6 +596,14 @@ var IssuerService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _IssuerService_ListSigningKeys_Handler,
 		},
 		{
+			MethodName: "RotateSigningKey",
+			Handler:    _IssuerService_RotateSigningKey_Handler,
+		},
+		{
+			MethodName: "ResealSigningKeys",
+			Handler:    _IssuerService_ResealSigningKeys_Handler,
+		},
+		{
 			MethodName: "RevokeTokens",
 			Handler:    _IssuerService_RevokeTokens_Handler,
 		},
@@ -430,6 +614,14 @@ var IssuerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CheckClient",
 			Handler:    _IssuerService_CheckClient_Handler,
+		},
+		{
+			MethodName: "AddClientKey",
+			Handler:    _IssuerService_AddClientKey_Handler,
+		},
+		{
+			MethodName: "RemoveClientKey",
+			Handler:    _IssuerService_RemoveClientKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

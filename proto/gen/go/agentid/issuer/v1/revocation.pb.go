@@ -40,6 +40,9 @@ const (
 	RevocationTarget_REVOCATION_TARGET_TENANT RevocationTarget = 5
 	// Every token signed with one signing key (key_id), whatever its issue time.
 	RevocationTarget_REVOCATION_TARGET_KEY RevocationTarget = 6
+	// Every token of one client (client_id) obtained by authenticating with one of its keys (the token's
+	// `ckt` claim equals client_key_thumbprint) issued at or before not_before.
+	RevocationTarget_REVOCATION_TARGET_CLIENT_KEY RevocationTarget = 7
 )
 
 // Enum value maps for RevocationTarget.
@@ -52,6 +55,7 @@ var (
 		4: "REVOCATION_TARGET_SUBJECT",
 		5: "REVOCATION_TARGET_TENANT",
 		6: "REVOCATION_TARGET_KEY",
+		7: "REVOCATION_TARGET_CLIENT_KEY",
 	}
 	RevocationTarget_value = map[string]int32{
 		"REVOCATION_TARGET_UNSPECIFIED": 0,
@@ -61,6 +65,7 @@ var (
 		"REVOCATION_TARGET_SUBJECT":     4,
 		"REVOCATION_TARGET_TENANT":      5,
 		"REVOCATION_TARGET_KEY":         6,
+		"REVOCATION_TARGET_CLIENT_KEY":  7,
 	}
 )
 
@@ -107,6 +112,8 @@ const (
 	RevocationCause_REVOCATION_CAUSE_AGENT_STATE RevocationCause = 4
 	// A signing key was removed.
 	RevocationCause_REVOCATION_CAUSE_KEY_REMOVED RevocationCause = 5
+	// A client's authentication key was removed (agent credential rotation).
+	RevocationCause_REVOCATION_CAUSE_CLIENT_KEY_REMOVED RevocationCause = 6
 )
 
 // Enum value maps for RevocationCause.
@@ -118,14 +125,16 @@ var (
 		3: "REVOCATION_CAUSE_CLIENT_DISABLED",
 		4: "REVOCATION_CAUSE_AGENT_STATE",
 		5: "REVOCATION_CAUSE_KEY_REMOVED",
+		6: "REVOCATION_CAUSE_CLIENT_KEY_REMOVED",
 	}
 	RevocationCause_value = map[string]int32{
-		"REVOCATION_CAUSE_UNSPECIFIED":     0,
-		"REVOCATION_CAUSE_CLIENT_REQUEST":  1,
-		"REVOCATION_CAUSE_ADMIN":           2,
-		"REVOCATION_CAUSE_CLIENT_DISABLED": 3,
-		"REVOCATION_CAUSE_AGENT_STATE":     4,
-		"REVOCATION_CAUSE_KEY_REMOVED":     5,
+		"REVOCATION_CAUSE_UNSPECIFIED":        0,
+		"REVOCATION_CAUSE_CLIENT_REQUEST":     1,
+		"REVOCATION_CAUSE_ADMIN":              2,
+		"REVOCATION_CAUSE_CLIENT_DISABLED":    3,
+		"REVOCATION_CAUSE_AGENT_STATE":        4,
+		"REVOCATION_CAUSE_KEY_REMOVED":        5,
+		"REVOCATION_CAUSE_CLIENT_KEY_REMOVED": 6,
 	}
 )
 
@@ -186,8 +195,10 @@ type TokensRevoked struct {
 	Reason string `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
 	// CloudEvents id of the event that caused it (client.disabled, agent.*), when there is one.
 	SourceEventId string `protobuf:"bytes,12,opt,name=source_event_id,json=sourceEventId,proto3" json:"source_event_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// CLIENT_KEY: RFC 7638 SHA-256 thumbprint (base64url) of the client key (with client_id).
+	ClientKeyThumbprint string `protobuf:"bytes,13,opt,name=client_key_thumbprint,json=clientKeyThumbprint,proto3" json:"client_key_thumbprint,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *TokensRevoked) Reset() {
@@ -304,11 +315,18 @@ func (x *TokensRevoked) GetSourceEventId() string {
 	return ""
 }
 
+func (x *TokensRevoked) GetClientKeyThumbprint() string {
+	if x != nil {
+		return x.ClientKeyThumbprint
+	}
+	return ""
+}
+
 var File_agentid_issuer_v1_revocation_proto protoreflect.FileDescriptor
 
 const file_agentid_issuer_v1_revocation_proto_rawDesc = "" +
 	"\n" +
-	"\"agentid/issuer/v1/revocation.proto\x12\x11agentid.issuer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x03\n" +
+	"\"agentid/issuer/v1/revocation.proto\x12\x11agentid.issuer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x89\x04\n" +
 	"\rTokensRevoked\x12;\n" +
 	"\x06target\x18\x01 \x01(\x0e2#.agentid.issuer.v1.RevocationTargetR\x06target\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x19\n" +
@@ -324,7 +342,8 @@ const file_agentid_issuer_v1_revocation_proto_rawDesc = "" +
 	"\x05cause\x18\n" +
 	" \x01(\x0e2\".agentid.issuer.v1.RevocationCauseR\x05cause\x12\x16\n" +
 	"\x06reason\x18\v \x01(\tR\x06reason\x12&\n" +
-	"\x0fsource_event_id\x18\f \x01(\tR\rsourceEventId*\xe5\x01\n" +
+	"\x0fsource_event_id\x18\f \x01(\tR\rsourceEventId\x122\n" +
+	"\x15client_key_thumbprint\x18\r \x01(\tR\x13clientKeyThumbprint*\x87\x02\n" +
 	"\x10RevocationTarget\x12!\n" +
 	"\x1dREVOCATION_TARGET_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17REVOCATION_TARGET_TOKEN\x10\x01\x12\x1c\n" +
@@ -332,14 +351,16 @@ const file_agentid_issuer_v1_revocation_proto_rawDesc = "" +
 	"\x17REVOCATION_TARGET_AGENT\x10\x03\x12\x1d\n" +
 	"\x19REVOCATION_TARGET_SUBJECT\x10\x04\x12\x1c\n" +
 	"\x18REVOCATION_TARGET_TENANT\x10\x05\x12\x19\n" +
-	"\x15REVOCATION_TARGET_KEY\x10\x06*\xde\x01\n" +
+	"\x15REVOCATION_TARGET_KEY\x10\x06\x12 \n" +
+	"\x1cREVOCATION_TARGET_CLIENT_KEY\x10\a*\x87\x02\n" +
 	"\x0fRevocationCause\x12 \n" +
 	"\x1cREVOCATION_CAUSE_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fREVOCATION_CAUSE_CLIENT_REQUEST\x10\x01\x12\x1a\n" +
 	"\x16REVOCATION_CAUSE_ADMIN\x10\x02\x12$\n" +
 	" REVOCATION_CAUSE_CLIENT_DISABLED\x10\x03\x12 \n" +
 	"\x1cREVOCATION_CAUSE_AGENT_STATE\x10\x04\x12 \n" +
-	"\x1cREVOCATION_CAUSE_KEY_REMOVED\x10\x05BDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
+	"\x1cREVOCATION_CAUSE_KEY_REMOVED\x10\x05\x12'\n" +
+	"#REVOCATION_CAUSE_CLIENT_KEY_REMOVED\x10\x06BDZBgithub.com/agentid/agentid/proto/gen/go/agentid/issuer/v1;issuerv1b\x06proto3"
 
 var (
 	file_agentid_issuer_v1_revocation_proto_rawDescOnce sync.Once

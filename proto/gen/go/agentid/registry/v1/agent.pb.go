@@ -487,7 +487,10 @@ type Agent struct {
 	// Opaque version tag for optimistic concurrency on mutating requests (output only).
 	Etag string `protobuf:"bytes,20,opt,name=etag,proto3" json:"etag,omitempty"`
 	// Why the agent was rejected or retired, when it was (output only).
-	StateReason   string `protobuf:"bytes,21,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
+	StateReason string `protobuf:"bytes,21,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
+	// The keys of public_jwks with when each was added (output only): the registration's keys at
+	// create_time, later ones by AddAgentKey. Rotation due dates count from add_time.
+	Keys          []*AgentKey `protobuf:"bytes,22,rep,name=keys,proto3" json:"keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -669,6 +672,86 @@ func (x *Agent) GetStateReason() string {
 	return ""
 }
 
+func (x *Agent) GetKeys() []*AgentKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// AgentKey is one public key an agent authenticates with.
+type AgentKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Key id (`kid`).
+	Kid string `protobuf:"bytes,1,opt,name=kid,proto3" json:"kid,omitempty"`
+	// RFC 7638 SHA-256 JWK thumbprint, base64url without padding: the key's identity.
+	Thumbprint string `protobuf:"bytes,2,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	// JOSE algorithm (ES256 or EdDSA).
+	Algorithm string `protobuf:"bytes,3,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
+	// When the key was added (registration or AddAgentKey).
+	AddTime       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=add_time,json=addTime,proto3" json:"add_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentKey) Reset() {
+	*x = AgentKey{}
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentKey) ProtoMessage() {}
+
+func (x *AgentKey) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentKey.ProtoReflect.Descriptor instead.
+func (*AgentKey) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AgentKey) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *AgentKey) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+func (x *AgentKey) GetAlgorithm() string {
+	if x != nil {
+		return x.Algorithm
+	}
+	return ""
+}
+
+func (x *AgentKey) GetAddTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AddTime
+	}
+	return nil
+}
+
 // Tenant is an isolated customer or business unit: its own agents, keys, policies and telemetry.
 type Tenant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -686,7 +769,7 @@ type Tenant struct {
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_agentid_registry_v1_agent_proto_msgTypes[1]
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +781,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_registry_v1_agent_proto_msgTypes[1]
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +794,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Tenant) GetName() string {
@@ -746,7 +829,7 @@ var File_agentid_registry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1fagentid/registry/v1/agent.proto\x12\x13agentid.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\a\n" +
+	"\x1fagentid/registry/v1/agent.proto\x12\x13agentid.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\a\n" +
 	"\x05Agent\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x16\n" +
@@ -773,7 +856,15 @@ const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"\vexpire_time\x18\x13 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12\x12\n" +
 	"\x04etag\x18\x14 \x01(\tR\x04etag\x12!\n" +
-	"\fstate_reason\x18\x15 \x01(\tR\vstateReason\"\x99\x01\n" +
+	"\fstate_reason\x18\x15 \x01(\tR\vstateReason\x121\n" +
+	"\x04keys\x18\x16 \x03(\v2\x1d.agentid.registry.v1.AgentKeyR\x04keys\"\x91\x01\n" +
+	"\bAgentKey\x12\x10\n" +
+	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x02 \x01(\tR\n" +
+	"thumbprint\x12\x1c\n" +
+	"\talgorithm\x18\x03 \x01(\tR\talgorithm\x125\n" +
+	"\badd_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aaddTime\"\x99\x01\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12!\n" +
@@ -835,7 +926,7 @@ func file_agentid_registry_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_registry_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_agentid_registry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_agentid_registry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_agentid_registry_v1_agent_proto_goTypes = []any{
 	(Environment)(0),              // 0: agentid.registry.v1.Environment
 	(Autonomy)(0),                 // 1: agentid.registry.v1.Autonomy
@@ -845,8 +936,9 @@ var file_agentid_registry_v1_agent_proto_goTypes = []any{
 	(RiskTier)(0),                 // 5: agentid.registry.v1.RiskTier
 	(AgentState)(0),               // 6: agentid.registry.v1.AgentState
 	(*Agent)(nil),                 // 7: agentid.registry.v1.Agent
-	(*Tenant)(nil),                // 8: agentid.registry.v1.Tenant
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*AgentKey)(nil),              // 8: agentid.registry.v1.AgentKey
+	(*Tenant)(nil),                // 9: agentid.registry.v1.Tenant
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_agentid_registry_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: agentid.registry.v1.Agent.environment:type_name -> agentid.registry.v1.Environment
@@ -856,15 +948,17 @@ var file_agentid_registry_v1_agent_proto_depIdxs = []int32{
 	4,  // 4: agentid.registry.v1.Agent.data_sensitivity:type_name -> agentid.registry.v1.DataSensitivity
 	5,  // 5: agentid.registry.v1.Agent.risk_tier:type_name -> agentid.registry.v1.RiskTier
 	6,  // 6: agentid.registry.v1.Agent.state:type_name -> agentid.registry.v1.AgentState
-	9,  // 7: agentid.registry.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
-	9,  // 8: agentid.registry.v1.Agent.update_time:type_name -> google.protobuf.Timestamp
-	9,  // 9: agentid.registry.v1.Agent.expire_time:type_name -> google.protobuf.Timestamp
-	9,  // 10: agentid.registry.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	10, // 7: agentid.registry.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
+	10, // 8: agentid.registry.v1.Agent.update_time:type_name -> google.protobuf.Timestamp
+	10, // 9: agentid.registry.v1.Agent.expire_time:type_name -> google.protobuf.Timestamp
+	8,  // 10: agentid.registry.v1.Agent.keys:type_name -> agentid.registry.v1.AgentKey
+	10, // 11: agentid.registry.v1.AgentKey.add_time:type_name -> google.protobuf.Timestamp
+	10, // 12: agentid.registry.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_agent_proto_init() }
@@ -878,7 +972,7 @@ func file_agentid_registry_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_registry_v1_agent_proto_rawDesc), len(file_agentid_registry_v1_agent_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -511,6 +511,236 @@ func (x *AgentResumed) GetTicket() string {
 	return ""
 }
 
+// AgentKeyAdded: the agent registered its next public key (type `agent.key_added`); public_jwks now
+// holds it next to the current one. It starts the rotation workflow `rotation/{tenant}/{agent}/{thumbprint}`.
+type AgentKeyAdded struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The public key as a JWK (JSON).
+	PublicJwk string `protobuf:"bytes,2,opt,name=public_jwk,json=publicJwk,proto3" json:"public_jwk,omitempty"`
+	// Its key id.
+	Kid string `protobuf:"bytes,3,opt,name=kid,proto3" json:"kid,omitempty"`
+	// Its RFC 7638 SHA-256 thumbprint (base64url).
+	Thumbprint    string `protobuf:"bytes,4,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentKeyAdded) Reset() {
+	*x = AgentKeyAdded{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentKeyAdded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentKeyAdded) ProtoMessage() {}
+
+func (x *AgentKeyAdded) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentKeyAdded.ProtoReflect.Descriptor instead.
+func (*AgentKeyAdded) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AgentKeyAdded) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentKeyAdded) GetPublicJwk() string {
+	if x != nil {
+		return x.PublicJwk
+	}
+	return ""
+}
+
+func (x *AgentKeyAdded) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *AgentKeyAdded) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+// AgentKeyRemoved: a key was removed from the agent's public_jwks (type `agent.key_removed`).
+type AgentKeyRemoved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Key id of the removed key.
+	Kid string `protobuf:"bytes,2,opt,name=kid,proto3" json:"kid,omitempty"`
+	// RFC 7638 SHA-256 thumbprint of the removed key (base64url).
+	Thumbprint string `protobuf:"bytes,3,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	// Why (e.g. `rotation`).
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentKeyRemoved) Reset() {
+	*x = AgentKeyRemoved{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentKeyRemoved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentKeyRemoved) ProtoMessage() {}
+
+func (x *AgentKeyRemoved) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentKeyRemoved.ProtoReflect.Descriptor instead.
+func (*AgentKeyRemoved) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *AgentKeyRemoved) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentKeyRemoved) GetKid() string {
+	if x != nil {
+		return x.Kid
+	}
+	return ""
+}
+
+func (x *AgentKeyRemoved) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+func (x *AgentKeyRemoved) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AgentScopesRemoved: scopes were taken from an agent, e.g. by an access review (type
+// `agent.scopes_removed`). The issuer grants them no more.
+type AgentScopesRemoved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The scopes removed.
+	Scopes []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// The scopes the agent keeps.
+	RemainingScopes []string `protobuf:"bytes,3,rep,name=remaining_scopes,json=remainingScopes,proto3" json:"remaining_scopes,omitempty"`
+	// Why (free text).
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Change ticket or review reference, if any.
+	Ticket        string `protobuf:"bytes,5,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentScopesRemoved) Reset() {
+	*x = AgentScopesRemoved{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentScopesRemoved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentScopesRemoved) ProtoMessage() {}
+
+func (x *AgentScopesRemoved) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentScopesRemoved.ProtoReflect.Descriptor instead.
+func (*AgentScopesRemoved) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *AgentScopesRemoved) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentScopesRemoved) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *AgentScopesRemoved) GetRemainingScopes() []string {
+	if x != nil {
+		return x.RemainingScopes
+	}
+	return nil
+}
+
+func (x *AgentScopesRemoved) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AgentScopesRemoved) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
 var File_agentid_registry_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_registry_v1_events_proto_rawDesc = "" +
@@ -548,7 +778,28 @@ const file_agentid_registry_v1_events_proto_rawDesc = "" +
 	"\fAgentResumed\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06ticket\x18\x03 \x01(\tR\x06ticketBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
+	"\x06ticket\x18\x03 \x01(\tR\x06ticket\"t\n" +
+	"\rAgentKeyAdded\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"public_jwk\x18\x02 \x01(\tR\tpublicJwk\x12\x10\n" +
+	"\x03kid\x18\x03 \x01(\tR\x03kid\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x04 \x01(\tR\n" +
+	"thumbprint\"o\n" +
+	"\x0fAgentKeyRemoved\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03kid\x18\x02 \x01(\tR\x03kid\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x03 \x01(\tR\n" +
+	"thumbprint\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x9b\x01\n" +
+	"\x12AgentScopesRemoved\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12)\n" +
+	"\x10remaining_scopes\x18\x03 \x03(\tR\x0fremainingScopes\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06ticket\x18\x05 \x01(\tR\x06ticketBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_agentid_registry_v1_events_proto_rawDescOnce sync.Once
@@ -562,7 +813,7 @@ func file_agentid_registry_v1_events_proto_rawDescGZIP() []byte {
 	return file_agentid_registry_v1_events_proto_rawDescData
 }
 
-var file_agentid_registry_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_agentid_registry_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_agentid_registry_v1_events_proto_goTypes = []any{
 	(*TenantCreated)(nil),            // 0: agentid.registry.v1.TenantCreated
 	(*AgentRegistered)(nil),          // 1: agentid.registry.v1.AgentRegistered
@@ -572,14 +823,17 @@ var file_agentid_registry_v1_events_proto_goTypes = []any{
 	(*AgentRetired)(nil),             // 5: agentid.registry.v1.AgentRetired
 	(*AgentSuspended)(nil),           // 6: agentid.registry.v1.AgentSuspended
 	(*AgentResumed)(nil),             // 7: agentid.registry.v1.AgentResumed
-	(*Tenant)(nil),                   // 8: agentid.registry.v1.Tenant
-	(*Agent)(nil),                    // 9: agentid.registry.v1.Agent
-	(*timestamppb.Timestamp)(nil),    // 10: google.protobuf.Timestamp
+	(*AgentKeyAdded)(nil),            // 8: agentid.registry.v1.AgentKeyAdded
+	(*AgentKeyRemoved)(nil),          // 9: agentid.registry.v1.AgentKeyRemoved
+	(*AgentScopesRemoved)(nil),       // 10: agentid.registry.v1.AgentScopesRemoved
+	(*Tenant)(nil),                   // 11: agentid.registry.v1.Tenant
+	(*Agent)(nil),                    // 12: agentid.registry.v1.Agent
+	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
 }
 var file_agentid_registry_v1_events_proto_depIdxs = []int32{
-	8,  // 0: agentid.registry.v1.TenantCreated.tenant:type_name -> agentid.registry.v1.Tenant
-	9,  // 1: agentid.registry.v1.AgentRegistered.agent:type_name -> agentid.registry.v1.Agent
-	10, // 2: agentid.registry.v1.AgentRetired.verify_time:type_name -> google.protobuf.Timestamp
+	11, // 0: agentid.registry.v1.TenantCreated.tenant:type_name -> agentid.registry.v1.Tenant
+	12, // 1: agentid.registry.v1.AgentRegistered.agent:type_name -> agentid.registry.v1.Agent
+	13, // 2: agentid.registry.v1.AgentRetired.verify_time:type_name -> google.protobuf.Timestamp
 	3,  // [3:3] is the sub-list for method output_type
 	3,  // [3:3] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
@@ -599,7 +853,7 @@ func file_agentid_registry_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_registry_v1_events_proto_rawDesc), len(file_agentid_registry_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

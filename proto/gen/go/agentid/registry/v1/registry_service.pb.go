@@ -1431,6 +1431,381 @@ func (x *ResumeAgentResponse) GetAgent() *Agent {
 	return nil
 }
 
+// AddAgentKeyRequest registers an agent's next key.
+type AddAgentKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The public key as one JWK (JSON) with a `kid`; public members only.
+	PublicJwk string `protobuf:"bytes,2,opt,name=public_jwk,json=publicJwk,proto3" json:"public_jwk,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddAgentKeyRequest) Reset() {
+	*x = AddAgentKeyRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddAgentKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddAgentKeyRequest) ProtoMessage() {}
+
+func (x *AddAgentKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddAgentKeyRequest.ProtoReflect.Descriptor instead.
+func (*AddAgentKeyRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *AddAgentKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddAgentKeyRequest) GetPublicJwk() string {
+	if x != nil {
+		return x.PublicJwk
+	}
+	return ""
+}
+
+func (x *AddAgentKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// AddAgentKeyResponse returns the agent with both keys.
+type AddAgentKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent.
+	Agent *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The added key.
+	Key           *AgentKey `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddAgentKeyResponse) Reset() {
+	*x = AddAgentKeyResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddAgentKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddAgentKeyResponse) ProtoMessage() {}
+
+func (x *AddAgentKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddAgentKeyResponse.ProtoReflect.Descriptor instead.
+func (*AddAgentKeyResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AddAgentKeyResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AddAgentKeyResponse) GetKey() *AgentKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+// RemoveAgentKeyRequest removes one key of an agent.
+type RemoveAgentKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// RFC 7638 SHA-256 thumbprint (base64url) of the key to remove.
+	Thumbprint string `protobuf:"bytes,2,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	// Why (required, at most 1024 characters).
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentKeyRequest) Reset() {
+	*x = RemoveAgentKeyRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentKeyRequest) ProtoMessage() {}
+
+func (x *RemoveAgentKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentKeyRequest.ProtoReflect.Descriptor instead.
+func (*RemoveAgentKeyRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RemoveAgentKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveAgentKeyRequest) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+func (x *RemoveAgentKeyRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RemoveAgentKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// RemoveAgentKeyResponse returns the agent without the key.
+type RemoveAgentKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentKeyResponse) Reset() {
+	*x = RemoveAgentKeyResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentKeyResponse) ProtoMessage() {}
+
+func (x *RemoveAgentKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentKeyResponse.ProtoReflect.Descriptor instead.
+func (*RemoveAgentKeyResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RemoveAgentKeyResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// RemoveAgentScopesRequest removes scopes from an agent.
+type RemoveAgentScopesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The scopes to remove (at least one).
+	Scopes []string `protobuf:"bytes,2,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Why (required, at most 1024 characters).
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Change ticket or review reference (`review:<campaign>`), if any.
+	Ticket string `protobuf:"bytes,4,opt,name=ticket,proto3" json:"ticket,omitempty"`
+	// Expected etag; empty skips the check.
+	Etag string `protobuf:"bytes,5,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentScopesRequest) Reset() {
+	*x = RemoveAgentScopesRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentScopesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentScopesRequest) ProtoMessage() {}
+
+func (x *RemoveAgentScopesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentScopesRequest.ProtoReflect.Descriptor instead.
+func (*RemoveAgentScopesRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RemoveAgentScopesRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RemoveAgentScopesRequest) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *RemoveAgentScopesRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RemoveAgentScopesRequest) GetTicket() string {
+	if x != nil {
+		return x.Ticket
+	}
+	return ""
+}
+
+func (x *RemoveAgentScopesRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *RemoveAgentScopesRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// RemoveAgentScopesResponse returns the agent.
+type RemoveAgentScopesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent with its remaining scopes.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveAgentScopesResponse) Reset() {
+	*x = RemoveAgentScopesResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveAgentScopesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveAgentScopesResponse) ProtoMessage() {}
+
+func (x *RemoveAgentScopesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveAgentScopesResponse.ProtoReflect.Descriptor instead.
+func (*RemoveAgentScopesResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RemoveAgentScopesResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
 var File_agentid_registry_v1_registry_service_proto protoreflect.FileDescriptor
 
 const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
@@ -1531,7 +1906,36 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestId\"G\n" +
 	"\x13ResumeAgentResponse\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent2\xbe\t\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"f\n" +
+	"\x12AddAgentKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"public_jwk\x18\x02 \x01(\tR\tpublicJwk\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"x\n" +
+	"\x13AddAgentKeyResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\x12/\n" +
+	"\x03key\x18\x02 \x01(\v2\x1d.agentid.registry.v1.AgentKeyR\x03key\"\x82\x01\n" +
+	"\x15RemoveAgentKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x02 \x01(\tR\n" +
+	"thumbprint\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"J\n" +
+	"\x16RemoveAgentKeyResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xa9\x01\n" +
+	"\x18RemoveAgentScopesRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06ticket\x18\x04 \x01(\tR\x06ticket\x12\x12\n" +
+	"\x04etag\x18\x05 \x01(\tR\x04etag\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"M\n" +
+	"\x19RemoveAgentScopesResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent2\xff\v\n" +
 	"\x0fRegistryService\x12c\n" +
 	"\fCreateTenant\x12(.agentid.registry.v1.CreateTenantRequest\x1a).agentid.registry.v1.CreateTenantResponse\x12Z\n" +
 	"\tGetTenant\x12%.agentid.registry.v1.GetTenantRequest\x1a&.agentid.registry.v1.GetTenantResponse\x12`\n" +
@@ -1545,7 +1949,10 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\vRetireAgent\x12'.agentid.registry.v1.RetireAgentRequest\x1a(.agentid.registry.v1.RetireAgentResponse\x12u\n" +
 	"\x12CompleteRetirement\x12..agentid.registry.v1.CompleteRetirementRequest\x1a/.agentid.registry.v1.CompleteRetirementResponse\x12c\n" +
 	"\fSuspendAgent\x12(.agentid.registry.v1.SuspendAgentRequest\x1a).agentid.registry.v1.SuspendAgentResponse\x12`\n" +
-	"\vResumeAgent\x12'.agentid.registry.v1.ResumeAgentRequest\x1a(.agentid.registry.v1.ResumeAgentResponseBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
+	"\vResumeAgent\x12'.agentid.registry.v1.ResumeAgentRequest\x1a(.agentid.registry.v1.ResumeAgentResponse\x12r\n" +
+	"\x11RemoveAgentScopes\x12-.agentid.registry.v1.RemoveAgentScopesRequest\x1a..agentid.registry.v1.RemoveAgentScopesResponse\x12`\n" +
+	"\vAddAgentKey\x12'.agentid.registry.v1.AddAgentKeyRequest\x1a(.agentid.registry.v1.AddAgentKeyResponse\x12i\n" +
+	"\x0eRemoveAgentKey\x12*.agentid.registry.v1.RemoveAgentKeyRequest\x1a+.agentid.registry.v1.RemoveAgentKeyResponseBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_agentid_registry_v1_registry_service_proto_rawDescOnce sync.Once
@@ -1559,7 +1966,7 @@ func file_agentid_registry_v1_registry_service_proto_rawDescGZIP() []byte {
 	return file_agentid_registry_v1_registry_service_proto_rawDescData
 }
 
-var file_agentid_registry_v1_registry_service_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_agentid_registry_v1_registry_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_agentid_registry_v1_registry_service_proto_goTypes = []any{
 	(*CreateTenantRequest)(nil),        // 0: agentid.registry.v1.CreateTenantRequest
 	(*CreateTenantResponse)(nil),       // 1: agentid.registry.v1.CreateTenantResponse
@@ -1585,54 +1992,71 @@ var file_agentid_registry_v1_registry_service_proto_goTypes = []any{
 	(*SuspendAgentResponse)(nil),       // 21: agentid.registry.v1.SuspendAgentResponse
 	(*ResumeAgentRequest)(nil),         // 22: agentid.registry.v1.ResumeAgentRequest
 	(*ResumeAgentResponse)(nil),        // 23: agentid.registry.v1.ResumeAgentResponse
-	(*Tenant)(nil),                     // 24: agentid.registry.v1.Tenant
-	(*Agent)(nil),                      // 25: agentid.registry.v1.Agent
-	(*timestamppb.Timestamp)(nil),      // 26: google.protobuf.Timestamp
+	(*AddAgentKeyRequest)(nil),         // 24: agentid.registry.v1.AddAgentKeyRequest
+	(*AddAgentKeyResponse)(nil),        // 25: agentid.registry.v1.AddAgentKeyResponse
+	(*RemoveAgentKeyRequest)(nil),      // 26: agentid.registry.v1.RemoveAgentKeyRequest
+	(*RemoveAgentKeyResponse)(nil),     // 27: agentid.registry.v1.RemoveAgentKeyResponse
+	(*RemoveAgentScopesRequest)(nil),   // 28: agentid.registry.v1.RemoveAgentScopesRequest
+	(*RemoveAgentScopesResponse)(nil),  // 29: agentid.registry.v1.RemoveAgentScopesResponse
+	(*Tenant)(nil),                     // 30: agentid.registry.v1.Tenant
+	(*Agent)(nil),                      // 31: agentid.registry.v1.Agent
+	(*timestamppb.Timestamp)(nil),      // 32: google.protobuf.Timestamp
+	(*AgentKey)(nil),                   // 33: agentid.registry.v1.AgentKey
 }
 var file_agentid_registry_v1_registry_service_proto_depIdxs = []int32{
-	24, // 0: agentid.registry.v1.CreateTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
-	24, // 1: agentid.registry.v1.GetTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
-	24, // 2: agentid.registry.v1.ListTenantsResponse.tenants:type_name -> agentid.registry.v1.Tenant
-	25, // 3: agentid.registry.v1.RegisterAgentRequest.agent:type_name -> agentid.registry.v1.Agent
-	25, // 4: agentid.registry.v1.RegisterAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	25, // 5: agentid.registry.v1.GetAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	25, // 6: agentid.registry.v1.ListAgentsResponse.agents:type_name -> agentid.registry.v1.Agent
-	25, // 7: agentid.registry.v1.ActivateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	25, // 8: agentid.registry.v1.RejectAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	25, // 9: agentid.registry.v1.RetireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	26, // 10: agentid.registry.v1.CompleteRetirementRequest.verify_time:type_name -> google.protobuf.Timestamp
-	25, // 11: agentid.registry.v1.CompleteRetirementResponse.agent:type_name -> agentid.registry.v1.Agent
-	25, // 12: agentid.registry.v1.SuspendAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	25, // 13: agentid.registry.v1.ResumeAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	0,  // 14: agentid.registry.v1.RegistryService.CreateTenant:input_type -> agentid.registry.v1.CreateTenantRequest
-	2,  // 15: agentid.registry.v1.RegistryService.GetTenant:input_type -> agentid.registry.v1.GetTenantRequest
-	4,  // 16: agentid.registry.v1.RegistryService.ListTenants:input_type -> agentid.registry.v1.ListTenantsRequest
-	6,  // 17: agentid.registry.v1.RegistryService.RegisterAgent:input_type -> agentid.registry.v1.RegisterAgentRequest
-	8,  // 18: agentid.registry.v1.RegistryService.GetAgent:input_type -> agentid.registry.v1.GetAgentRequest
-	10, // 19: agentid.registry.v1.RegistryService.ListAgents:input_type -> agentid.registry.v1.ListAgentsRequest
-	12, // 20: agentid.registry.v1.RegistryService.ActivateAgent:input_type -> agentid.registry.v1.ActivateAgentRequest
-	14, // 21: agentid.registry.v1.RegistryService.RejectAgent:input_type -> agentid.registry.v1.RejectAgentRequest
-	16, // 22: agentid.registry.v1.RegistryService.RetireAgent:input_type -> agentid.registry.v1.RetireAgentRequest
-	18, // 23: agentid.registry.v1.RegistryService.CompleteRetirement:input_type -> agentid.registry.v1.CompleteRetirementRequest
-	20, // 24: agentid.registry.v1.RegistryService.SuspendAgent:input_type -> agentid.registry.v1.SuspendAgentRequest
-	22, // 25: agentid.registry.v1.RegistryService.ResumeAgent:input_type -> agentid.registry.v1.ResumeAgentRequest
-	1,  // 26: agentid.registry.v1.RegistryService.CreateTenant:output_type -> agentid.registry.v1.CreateTenantResponse
-	3,  // 27: agentid.registry.v1.RegistryService.GetTenant:output_type -> agentid.registry.v1.GetTenantResponse
-	5,  // 28: agentid.registry.v1.RegistryService.ListTenants:output_type -> agentid.registry.v1.ListTenantsResponse
-	7,  // 29: agentid.registry.v1.RegistryService.RegisterAgent:output_type -> agentid.registry.v1.RegisterAgentResponse
-	9,  // 30: agentid.registry.v1.RegistryService.GetAgent:output_type -> agentid.registry.v1.GetAgentResponse
-	11, // 31: agentid.registry.v1.RegistryService.ListAgents:output_type -> agentid.registry.v1.ListAgentsResponse
-	13, // 32: agentid.registry.v1.RegistryService.ActivateAgent:output_type -> agentid.registry.v1.ActivateAgentResponse
-	15, // 33: agentid.registry.v1.RegistryService.RejectAgent:output_type -> agentid.registry.v1.RejectAgentResponse
-	17, // 34: agentid.registry.v1.RegistryService.RetireAgent:output_type -> agentid.registry.v1.RetireAgentResponse
-	19, // 35: agentid.registry.v1.RegistryService.CompleteRetirement:output_type -> agentid.registry.v1.CompleteRetirementResponse
-	21, // 36: agentid.registry.v1.RegistryService.SuspendAgent:output_type -> agentid.registry.v1.SuspendAgentResponse
-	23, // 37: agentid.registry.v1.RegistryService.ResumeAgent:output_type -> agentid.registry.v1.ResumeAgentResponse
-	26, // [26:38] is the sub-list for method output_type
-	14, // [14:26] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	30, // 0: agentid.registry.v1.CreateTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
+	30, // 1: agentid.registry.v1.GetTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
+	30, // 2: agentid.registry.v1.ListTenantsResponse.tenants:type_name -> agentid.registry.v1.Tenant
+	31, // 3: agentid.registry.v1.RegisterAgentRequest.agent:type_name -> agentid.registry.v1.Agent
+	31, // 4: agentid.registry.v1.RegisterAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	31, // 5: agentid.registry.v1.GetAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	31, // 6: agentid.registry.v1.ListAgentsResponse.agents:type_name -> agentid.registry.v1.Agent
+	31, // 7: agentid.registry.v1.ActivateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	31, // 8: agentid.registry.v1.RejectAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	31, // 9: agentid.registry.v1.RetireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	32, // 10: agentid.registry.v1.CompleteRetirementRequest.verify_time:type_name -> google.protobuf.Timestamp
+	31, // 11: agentid.registry.v1.CompleteRetirementResponse.agent:type_name -> agentid.registry.v1.Agent
+	31, // 12: agentid.registry.v1.SuspendAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	31, // 13: agentid.registry.v1.ResumeAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	31, // 14: agentid.registry.v1.AddAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
+	33, // 15: agentid.registry.v1.AddAgentKeyResponse.key:type_name -> agentid.registry.v1.AgentKey
+	31, // 16: agentid.registry.v1.RemoveAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
+	31, // 17: agentid.registry.v1.RemoveAgentScopesResponse.agent:type_name -> agentid.registry.v1.Agent
+	0,  // 18: agentid.registry.v1.RegistryService.CreateTenant:input_type -> agentid.registry.v1.CreateTenantRequest
+	2,  // 19: agentid.registry.v1.RegistryService.GetTenant:input_type -> agentid.registry.v1.GetTenantRequest
+	4,  // 20: agentid.registry.v1.RegistryService.ListTenants:input_type -> agentid.registry.v1.ListTenantsRequest
+	6,  // 21: agentid.registry.v1.RegistryService.RegisterAgent:input_type -> agentid.registry.v1.RegisterAgentRequest
+	8,  // 22: agentid.registry.v1.RegistryService.GetAgent:input_type -> agentid.registry.v1.GetAgentRequest
+	10, // 23: agentid.registry.v1.RegistryService.ListAgents:input_type -> agentid.registry.v1.ListAgentsRequest
+	12, // 24: agentid.registry.v1.RegistryService.ActivateAgent:input_type -> agentid.registry.v1.ActivateAgentRequest
+	14, // 25: agentid.registry.v1.RegistryService.RejectAgent:input_type -> agentid.registry.v1.RejectAgentRequest
+	16, // 26: agentid.registry.v1.RegistryService.RetireAgent:input_type -> agentid.registry.v1.RetireAgentRequest
+	18, // 27: agentid.registry.v1.RegistryService.CompleteRetirement:input_type -> agentid.registry.v1.CompleteRetirementRequest
+	20, // 28: agentid.registry.v1.RegistryService.SuspendAgent:input_type -> agentid.registry.v1.SuspendAgentRequest
+	22, // 29: agentid.registry.v1.RegistryService.ResumeAgent:input_type -> agentid.registry.v1.ResumeAgentRequest
+	28, // 30: agentid.registry.v1.RegistryService.RemoveAgentScopes:input_type -> agentid.registry.v1.RemoveAgentScopesRequest
+	24, // 31: agentid.registry.v1.RegistryService.AddAgentKey:input_type -> agentid.registry.v1.AddAgentKeyRequest
+	26, // 32: agentid.registry.v1.RegistryService.RemoveAgentKey:input_type -> agentid.registry.v1.RemoveAgentKeyRequest
+	1,  // 33: agentid.registry.v1.RegistryService.CreateTenant:output_type -> agentid.registry.v1.CreateTenantResponse
+	3,  // 34: agentid.registry.v1.RegistryService.GetTenant:output_type -> agentid.registry.v1.GetTenantResponse
+	5,  // 35: agentid.registry.v1.RegistryService.ListTenants:output_type -> agentid.registry.v1.ListTenantsResponse
+	7,  // 36: agentid.registry.v1.RegistryService.RegisterAgent:output_type -> agentid.registry.v1.RegisterAgentResponse
+	9,  // 37: agentid.registry.v1.RegistryService.GetAgent:output_type -> agentid.registry.v1.GetAgentResponse
+	11, // 38: agentid.registry.v1.RegistryService.ListAgents:output_type -> agentid.registry.v1.ListAgentsResponse
+	13, // 39: agentid.registry.v1.RegistryService.ActivateAgent:output_type -> agentid.registry.v1.ActivateAgentResponse
+	15, // 40: agentid.registry.v1.RegistryService.RejectAgent:output_type -> agentid.registry.v1.RejectAgentResponse
+	17, // 41: agentid.registry.v1.RegistryService.RetireAgent:output_type -> agentid.registry.v1.RetireAgentResponse
+	19, // 42: agentid.registry.v1.RegistryService.CompleteRetirement:output_type -> agentid.registry.v1.CompleteRetirementResponse
+	21, // 43: agentid.registry.v1.RegistryService.SuspendAgent:output_type -> agentid.registry.v1.SuspendAgentResponse
+	23, // 44: agentid.registry.v1.RegistryService.ResumeAgent:output_type -> agentid.registry.v1.ResumeAgentResponse
+	29, // 45: agentid.registry.v1.RegistryService.RemoveAgentScopes:output_type -> agentid.registry.v1.RemoveAgentScopesResponse
+	25, // 46: agentid.registry.v1.RegistryService.AddAgentKey:output_type -> agentid.registry.v1.AddAgentKeyResponse
+	27, // 47: agentid.registry.v1.RegistryService.RemoveAgentKey:output_type -> agentid.registry.v1.RemoveAgentKeyResponse
+	33, // [33:48] is the sub-list for method output_type
+	18, // [18:33] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_registry_service_proto_init() }
@@ -1647,7 +2071,7 @@ func file_agentid_registry_v1_registry_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_registry_v1_registry_service_proto_rawDesc), len(file_agentid_registry_v1_registry_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   24,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,9 @@ const (
 	RegistryService_CompleteRetirement_FullMethodName = "/agentid.registry.v1.RegistryService/CompleteRetirement"
 	RegistryService_SuspendAgent_FullMethodName       = "/agentid.registry.v1.RegistryService/SuspendAgent"
 	RegistryService_ResumeAgent_FullMethodName        = "/agentid.registry.v1.RegistryService/ResumeAgent"
+	RegistryService_RemoveAgentScopes_FullMethodName  = "/agentid.registry.v1.RegistryService/RemoveAgentScopes"
+	RegistryService_AddAgentKey_FullMethodName        = "/agentid.registry.v1.RegistryService/AddAgentKey"
+	RegistryService_RemoveAgentKey_FullMethodName     = "/agentid.registry.v1.RegistryService/RemoveAgentKey"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -75,6 +78,24 @@ type RegistryServiceClient interface {
 	// FailedPrecondition and nothing is written. Idempotent by request_id.
 	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
 	ResumeAgent(ctx context.Context, in *ResumeAgentRequest, opts ...grpc.CallOption) (*ResumeAgentResponse, error)
+	// RemoveAgentScopes removes scopes from an ACTIVE or SUSPENDED agent (event `agent.scopes_removed`);
+	// the issuer grants them no more. Scopes the agent no longer holds are ignored; when none is left to
+	// remove nothing is written and the agent is returned. Any other state is FailedPrecondition.
+	// Idempotent by request_id. Callers: platform-admin, tenant-admin, lifecycle-worker of the agent's
+	// tenant.
+	RemoveAgentScopes(ctx context.Context, in *RemoveAgentScopesRequest, opts ...grpc.CallOption) (*RemoveAgentScopesResponse, error)
+	// AddAgentKey registers the agent's next public key (event `agent.key_added`): public_jwks then
+	// holds both keys and the rotation workflow starts. Refused with InvalidArgument (nothing written):
+	// private key material, an unsupported or weak algorithm (only EC P-256/ES256 and Ed25519/EdDSA), a
+	// key the agent already has two of; AlreadyExists KEY_IN_USE: a key (same thumbprint) this agent or
+	// another agent of the tenant holds or held. Only PENDING or ACTIVE agents. Idempotent by request_id.
+	// Callers: the agent itself (its own token), owner, tenant-admin, platform-admin, lifecycle-worker.
+	AddAgentKey(ctx context.Context, in *AddAgentKeyRequest, opts ...grpc.CallOption) (*AddAgentKeyResponse, error)
+	// RemoveAgentKey removes one key from the agent's public_jwks (event `agent.key_removed`); the
+	// agent's last key cannot be removed (FailedPrecondition). Removing a key that is already gone is a
+	// no-op. Idempotent by request_id.
+	// Callers: owner, tenant-admin, platform-admin, lifecycle-worker.
+	RemoveAgentKey(ctx context.Context, in *RemoveAgentKeyRequest, opts ...grpc.CallOption) (*RemoveAgentKeyResponse, error)
 }
 
 type registryServiceClient struct {
@@ -205,6 +226,36 @@ func (c *registryServiceClient) ResumeAgent(ctx context.Context, in *ResumeAgent
 	return out, nil
 }
 
+func (c *registryServiceClient) RemoveAgentScopes(ctx context.Context, in *RemoveAgentScopesRequest, opts ...grpc.CallOption) (*RemoveAgentScopesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveAgentScopesResponse)
+	err := c.cc.Invoke(ctx, RegistryService_RemoveAgentScopes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) AddAgentKey(ctx context.Context, in *AddAgentKeyRequest, opts ...grpc.CallOption) (*AddAgentKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddAgentKeyResponse)
+	err := c.cc.Invoke(ctx, RegistryService_AddAgentKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) RemoveAgentKey(ctx context.Context, in *RemoveAgentKeyRequest, opts ...grpc.CallOption) (*RemoveAgentKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveAgentKeyResponse)
+	err := c.cc.Invoke(ctx, RegistryService_RemoveAgentKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -247,6 +298,24 @@ type RegistryServiceServer interface {
 	// FailedPrecondition and nothing is written. Idempotent by request_id.
 	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
 	ResumeAgent(context.Context, *ResumeAgentRequest) (*ResumeAgentResponse, error)
+	// RemoveAgentScopes removes scopes from an ACTIVE or SUSPENDED agent (event `agent.scopes_removed`);
+	// the issuer grants them no more. Scopes the agent no longer holds are ignored; when none is left to
+	// remove nothing is written and the agent is returned. Any other state is FailedPrecondition.
+	// Idempotent by request_id. Callers: platform-admin, tenant-admin, lifecycle-worker of the agent's
+	// tenant.
+	RemoveAgentScopes(context.Context, *RemoveAgentScopesRequest) (*RemoveAgentScopesResponse, error)
+	// AddAgentKey registers the agent's next public key (event `agent.key_added`): public_jwks then
+	// holds both keys and the rotation workflow starts. Refused with InvalidArgument (nothing written):
+	// private key material, an unsupported or weak algorithm (only EC P-256/ES256 and Ed25519/EdDSA), a
+	// key the agent already has two of; AlreadyExists KEY_IN_USE: a key (same thumbprint) this agent or
+	// another agent of the tenant holds or held. Only PENDING or ACTIVE agents. Idempotent by request_id.
+	// Callers: the agent itself (its own token), owner, tenant-admin, platform-admin, lifecycle-worker.
+	AddAgentKey(context.Context, *AddAgentKeyRequest) (*AddAgentKeyResponse, error)
+	// RemoveAgentKey removes one key from the agent's public_jwks (event `agent.key_removed`); the
+	// agent's last key cannot be removed (FailedPrecondition). Removing a key that is already gone is a
+	// no-op. Idempotent by request_id.
+	// Callers: owner, tenant-admin, platform-admin, lifecycle-worker.
+	RemoveAgentKey(context.Context, *RemoveAgentKeyRequest) (*RemoveAgentKeyResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -292,6 +361,15 @@ func (UnimplementedRegistryServiceServer) SuspendAgent(context.Context, *Suspend
 }
 func (UnimplementedRegistryServiceServer) ResumeAgent(context.Context, *ResumeAgentRequest) (*ResumeAgentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ResumeAgent not implemented")
+}
+func (UnimplementedRegistryServiceServer) RemoveAgentScopes(context.Context, *RemoveAgentScopesRequest) (*RemoveAgentScopesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveAgentScopes not implemented")
+}
+func (UnimplementedRegistryServiceServer) AddAgentKey(context.Context, *AddAgentKeyRequest) (*AddAgentKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddAgentKey not implemented")
+}
+func (UnimplementedRegistryServiceServer) RemoveAgentKey(context.Context, *RemoveAgentKeyRequest) (*RemoveAgentKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveAgentKey not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -530,6 +608,60 @@ func _RegistryService_ResumeAgent_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_RemoveAgentScopes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveAgentScopesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).RemoveAgentScopes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_RemoveAgentScopes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).RemoveAgentScopes(ctx, req.(*RemoveAgentScopesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_AddAgentKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddAgentKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).AddAgentKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_AddAgentKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).AddAgentKey(ctx, req.(*AddAgentKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_RemoveAgentKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveAgentKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).RemoveAgentKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_RemoveAgentKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).RemoveAgentKey(ctx, req.(*RemoveAgentKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -584,6 +716,18 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ResumeAgent",
 			Handler:    _RegistryService_ResumeAgent_Handler,
+		},
+		{
+			MethodName: "RemoveAgentScopes",
+			Handler:    _RegistryService_RemoveAgentScopes_Handler,
+		},
+		{
+			MethodName: "AddAgentKey",
+			Handler:    _RegistryService_AddAgentKey_Handler,
+		},
+		{
+			MethodName: "RemoveAgentKey",
+			Handler:    _RegistryService_RemoveAgentKey_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
