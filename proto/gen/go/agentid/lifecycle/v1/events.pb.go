@@ -535,6 +535,517 @@ func (x *DeprovisioningCompleted) GetChecks() []string {
 	return nil
 }
 
+// ReviewOpened: an access review of one agent opened (type `lifecycle.review_opened`).
+type ReviewOpened struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Campaign id.
+	Campaign string `protobuf:"bytes,2,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// Workflow id of the run.
+	WorkflowId string `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// Scopes used in the usage window.
+	UsedScopes []string `protobuf:"bytes,4,rep,name=used_scopes,json=usedScopes,proto3" json:"used_scopes,omitempty"`
+	// Scopes not used in the window: proposed for removal.
+	UnusedScopes []string `protobuf:"bytes,5,rep,name=unused_scopes,json=unusedScopes,proto3" json:"unused_scopes,omitempty"`
+	// Start of the usage window.
+	UsageStartTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=usage_start_time,json=usageStartTime,proto3" json:"usage_start_time,omitempty"`
+	// When the owner's window ends.
+	DueTime       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=due_time,json=dueTime,proto3" json:"due_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewOpened) Reset() {
+	*x = ReviewOpened{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewOpened) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewOpened) ProtoMessage() {}
+
+func (x *ReviewOpened) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewOpened.ProtoReflect.Descriptor instead.
+func (*ReviewOpened) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReviewOpened) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ReviewOpened) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *ReviewOpened) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *ReviewOpened) GetUsedScopes() []string {
+	if x != nil {
+		return x.UsedScopes
+	}
+	return nil
+}
+
+func (x *ReviewOpened) GetUnusedScopes() []string {
+	if x != nil {
+		return x.UnusedScopes
+	}
+	return nil
+}
+
+func (x *ReviewOpened) GetUsageStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UsageStartTime
+	}
+	return nil
+}
+
+func (x *ReviewOpened) GetDueTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueTime
+	}
+	return nil
+}
+
+// ReviewDecided: a decider answered an access review (type `lifecycle.review_decided`).
+type ReviewDecided struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Campaign id.
+	Campaign string `protobuf:"bytes,2,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// Workflow id of the run.
+	WorkflowId string `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// `certify` or `revoke`.
+	Decision string `protobuf:"bytes,4,opt,name=decision,proto3" json:"decision,omitempty"`
+	// Who decided (subject of the approval token).
+	DecidedBy string `protobuf:"bytes,5,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	// The role they decided in (`owner`, `owner-delegate`, `sponsor`, ...).
+	Role string `protobuf:"bytes,6,opt,name=role,proto3" json:"role,omitempty"`
+	// The step they decided (`owner`, `sponsor`).
+	Step string `protobuf:"bytes,7,opt,name=step,proto3" json:"step,omitempty"`
+	// Unused scopes kept, `scope: reason` each.
+	Kept []string `protobuf:"bytes,8,rep,name=kept,proto3" json:"kept,omitempty"`
+	// Scopes the decider removed.
+	Removed []string `protobuf:"bytes,9,rep,name=removed,proto3" json:"removed,omitempty"`
+	// The decider's comment.
+	Comment string `protobuf:"bytes,10,opt,name=comment,proto3" json:"comment,omitempty"`
+	// The approval token's id.
+	ApprovalTokenId string `protobuf:"bytes,11,opt,name=approval_token_id,json=approvalTokenId,proto3" json:"approval_token_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReviewDecided) Reset() {
+	*x = ReviewDecided{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewDecided) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewDecided) ProtoMessage() {}
+
+func (x *ReviewDecided) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewDecided.ProtoReflect.Descriptor instead.
+func (*ReviewDecided) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ReviewDecided) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ReviewDecided) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *ReviewDecided) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *ReviewDecided) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *ReviewDecided) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *ReviewDecided) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ReviewDecided) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *ReviewDecided) GetKept() []string {
+	if x != nil {
+		return x.Kept
+	}
+	return nil
+}
+
+func (x *ReviewDecided) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *ReviewDecided) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *ReviewDecided) GetApprovalTokenId() string {
+	if x != nil {
+		return x.ApprovalTokenId
+	}
+	return ""
+}
+
+// ReviewEscalated: nobody answered in time; the review moved to the next decider or suspended the agent
+// (type `lifecycle.review_escalated`).
+type ReviewEscalated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Campaign id.
+	Campaign string `protobuf:"bytes,2,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// Workflow id of the run.
+	WorkflowId string `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// The decider who did not answer.
+	FromStep string `protobuf:"bytes,4,opt,name=from_step,json=fromStep,proto3" json:"from_step,omitempty"`
+	// The next decider (`sponsor`), or `suspend`.
+	ToStep        string `protobuf:"bytes,5,opt,name=to_step,json=toStep,proto3" json:"to_step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewEscalated) Reset() {
+	*x = ReviewEscalated{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewEscalated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewEscalated) ProtoMessage() {}
+
+func (x *ReviewEscalated) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewEscalated.ProtoReflect.Descriptor instead.
+func (*ReviewEscalated) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReviewEscalated) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ReviewEscalated) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *ReviewEscalated) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *ReviewEscalated) GetFromStep() string {
+	if x != nil {
+		return x.FromStep
+	}
+	return ""
+}
+
+func (x *ReviewEscalated) GetToStep() string {
+	if x != nil {
+		return x.ToStep
+	}
+	return ""
+}
+
+// ReviewScopesRemoved: scopes of the agent were removed when its review closed
+// (type `lifecycle.review_scopes_removed`).
+type ReviewScopesRemoved struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Campaign id.
+	Campaign string `protobuf:"bytes,2,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// Workflow id of the run.
+	WorkflowId string `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// The scopes removed.
+	Scopes []string `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Why each was removed, `scope: why`.
+	Reasons       []string `protobuf:"bytes,5,rep,name=reasons,proto3" json:"reasons,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewScopesRemoved) Reset() {
+	*x = ReviewScopesRemoved{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewScopesRemoved) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewScopesRemoved) ProtoMessage() {}
+
+func (x *ReviewScopesRemoved) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewScopesRemoved.ProtoReflect.Descriptor instead.
+func (*ReviewScopesRemoved) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReviewScopesRemoved) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ReviewScopesRemoved) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *ReviewScopesRemoved) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *ReviewScopesRemoved) GetScopes() []string {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *ReviewScopesRemoved) GetReasons() []string {
+	if x != nil {
+		return x.Reasons
+	}
+	return nil
+}
+
+// ReviewClosed: the evidence record of a finished access review (type `lifecycle.review_closed`).
+type ReviewClosed struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Campaign id.
+	Campaign string `protobuf:"bytes,2,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// Workflow id of the run.
+	WorkflowId string `protobuf:"bytes,3,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// `certified`, `suspended` or `agent_gone`.
+	Outcome string `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Who decided, empty when nobody answered.
+	DecidedBy string `protobuf:"bytes,5,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	// Scopes kept (used, or kept with a reason).
+	KeptScopes []string `protobuf:"bytes,6,rep,name=kept_scopes,json=keptScopes,proto3" json:"kept_scopes,omitempty"`
+	// Scopes removed.
+	RemovedScopes []string `protobuf:"bytes,7,rep,name=removed_scopes,json=removedScopes,proto3" json:"removed_scopes,omitempty"`
+	// Every step with its UTC time.
+	Timeline      []string `protobuf:"bytes,8,rep,name=timeline,proto3" json:"timeline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewClosed) Reset() {
+	*x = ReviewClosed{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewClosed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewClosed) ProtoMessage() {}
+
+func (x *ReviewClosed) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewClosed.ProtoReflect.Descriptor instead.
+func (*ReviewClosed) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReviewClosed) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *ReviewClosed) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *ReviewClosed) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *ReviewClosed) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *ReviewClosed) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *ReviewClosed) GetKeptScopes() []string {
+	if x != nil {
+		return x.KeptScopes
+	}
+	return nil
+}
+
+func (x *ReviewClosed) GetRemovedScopes() []string {
+	if x != nil {
+		return x.RemovedScopes
+	}
+	return nil
+}
+
+func (x *ReviewClosed) GetTimeline() []string {
+	if x != nil {
+		return x.Timeline
+	}
+	return nil
+}
+
 var File_agentid_lifecycle_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_lifecycle_v1_events_proto_rawDesc = "" +
@@ -587,7 +1098,58 @@ const file_agentid_lifecycle_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"change_ref\x18\x05 \x01(\tR\tchangeRef\x12>\n" +
 	"\x05steps\x18\x06 \x03(\v2(.agentid.lifecycle.v1.DeprovisioningStepR\x05steps\x12\x16\n" +
-	"\x06checks\x18\a \x03(\tR\x06checksBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\x06checks\x18\a \x03(\tR\x06checks\"\xa4\x02\n" +
+	"\fReviewOpened\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1a\n" +
+	"\bcampaign\x18\x02 \x01(\tR\bcampaign\x12\x1f\n" +
+	"\vworkflow_id\x18\x03 \x01(\tR\n" +
+	"workflowId\x12\x1f\n" +
+	"\vused_scopes\x18\x04 \x03(\tR\n" +
+	"usedScopes\x12#\n" +
+	"\runused_scopes\x18\x05 \x03(\tR\funusedScopes\x12D\n" +
+	"\x10usage_start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0eusageStartTime\x125\n" +
+	"\bdue_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\adueTime\"\xb9\x02\n" +
+	"\rReviewDecided\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1a\n" +
+	"\bcampaign\x18\x02 \x01(\tR\bcampaign\x12\x1f\n" +
+	"\vworkflow_id\x18\x03 \x01(\tR\n" +
+	"workflowId\x12\x1a\n" +
+	"\bdecision\x18\x04 \x01(\tR\bdecision\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\x05 \x01(\tR\tdecidedBy\x12\x12\n" +
+	"\x04role\x18\x06 \x01(\tR\x04role\x12\x12\n" +
+	"\x04step\x18\a \x01(\tR\x04step\x12\x12\n" +
+	"\x04kept\x18\b \x03(\tR\x04kept\x12\x18\n" +
+	"\aremoved\x18\t \x03(\tR\aremoved\x12\x18\n" +
+	"\acomment\x18\n" +
+	" \x01(\tR\acomment\x12*\n" +
+	"\x11approval_token_id\x18\v \x01(\tR\x0fapprovalTokenId\"\x9a\x01\n" +
+	"\x0fReviewEscalated\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1a\n" +
+	"\bcampaign\x18\x02 \x01(\tR\bcampaign\x12\x1f\n" +
+	"\vworkflow_id\x18\x03 \x01(\tR\n" +
+	"workflowId\x12\x1b\n" +
+	"\tfrom_step\x18\x04 \x01(\tR\bfromStep\x12\x17\n" +
+	"\ato_step\x18\x05 \x01(\tR\x06toStep\"\x9a\x01\n" +
+	"\x13ReviewScopesRemoved\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1a\n" +
+	"\bcampaign\x18\x02 \x01(\tR\bcampaign\x12\x1f\n" +
+	"\vworkflow_id\x18\x03 \x01(\tR\n" +
+	"workflowId\x12\x16\n" +
+	"\x06scopes\x18\x04 \x03(\tR\x06scopes\x12\x18\n" +
+	"\areasons\x18\x05 \x03(\tR\areasons\"\xfe\x01\n" +
+	"\fReviewClosed\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1a\n" +
+	"\bcampaign\x18\x02 \x01(\tR\bcampaign\x12\x1f\n" +
+	"\vworkflow_id\x18\x03 \x01(\tR\n" +
+	"workflowId\x12\x18\n" +
+	"\aoutcome\x18\x04 \x01(\tR\aoutcome\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\x05 \x01(\tR\tdecidedBy\x12\x1f\n" +
+	"\vkept_scopes\x18\x06 \x03(\tR\n" +
+	"keptScopes\x12%\n" +
+	"\x0eremoved_scopes\x18\a \x03(\tR\rremovedScopes\x12\x1a\n" +
+	"\btimeline\x18\b \x03(\tR\btimelineBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_agentid_lifecycle_v1_events_proto_rawDescOnce sync.Once
@@ -601,7 +1163,7 @@ func file_agentid_lifecycle_v1_events_proto_rawDescGZIP() []byte {
 	return file_agentid_lifecycle_v1_events_proto_rawDescData
 }
 
-var file_agentid_lifecycle_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_agentid_lifecycle_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_agentid_lifecycle_v1_events_proto_goTypes = []any{
 	(*ProvisioningDecided)(nil),     // 0: agentid.lifecycle.v1.ProvisioningDecided
 	(*DeprovisioningVerified)(nil),  // 1: agentid.lifecycle.v1.DeprovisioningVerified
@@ -609,18 +1171,25 @@ var file_agentid_lifecycle_v1_events_proto_goTypes = []any{
 	(*IncidentResolved)(nil),        // 3: agentid.lifecycle.v1.IncidentResolved
 	(*DeprovisioningStep)(nil),      // 4: agentid.lifecycle.v1.DeprovisioningStep
 	(*DeprovisioningCompleted)(nil), // 5: agentid.lifecycle.v1.DeprovisioningCompleted
-	(*timestamppb.Timestamp)(nil),   // 6: google.protobuf.Timestamp
+	(*ReviewOpened)(nil),            // 6: agentid.lifecycle.v1.ReviewOpened
+	(*ReviewDecided)(nil),           // 7: agentid.lifecycle.v1.ReviewDecided
+	(*ReviewEscalated)(nil),         // 8: agentid.lifecycle.v1.ReviewEscalated
+	(*ReviewScopesRemoved)(nil),     // 9: agentid.lifecycle.v1.ReviewScopesRemoved
+	(*ReviewClosed)(nil),            // 10: agentid.lifecycle.v1.ReviewClosed
+	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
 }
 var file_agentid_lifecycle_v1_events_proto_depIdxs = []int32{
-	6, // 0: agentid.lifecycle.v1.DeprovisioningVerified.verify_time:type_name -> google.protobuf.Timestamp
-	6, // 1: agentid.lifecycle.v1.DeprovisioningStep.time:type_name -> google.protobuf.Timestamp
-	6, // 2: agentid.lifecycle.v1.DeprovisioningCompleted.trigger_time:type_name -> google.protobuf.Timestamp
-	4, // 3: agentid.lifecycle.v1.DeprovisioningCompleted.steps:type_name -> agentid.lifecycle.v1.DeprovisioningStep
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	11, // 0: agentid.lifecycle.v1.DeprovisioningVerified.verify_time:type_name -> google.protobuf.Timestamp
+	11, // 1: agentid.lifecycle.v1.DeprovisioningStep.time:type_name -> google.protobuf.Timestamp
+	11, // 2: agentid.lifecycle.v1.DeprovisioningCompleted.trigger_time:type_name -> google.protobuf.Timestamp
+	4,  // 3: agentid.lifecycle.v1.DeprovisioningCompleted.steps:type_name -> agentid.lifecycle.v1.DeprovisioningStep
+	11, // 4: agentid.lifecycle.v1.ReviewOpened.usage_start_time:type_name -> google.protobuf.Timestamp
+	11, // 5: agentid.lifecycle.v1.ReviewOpened.due_time:type_name -> google.protobuf.Timestamp
+	6,  // [6:6] is the sub-list for method output_type
+	6,  // [6:6] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_agentid_lifecycle_v1_events_proto_init() }
@@ -634,7 +1203,7 @@ func file_agentid_lifecycle_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_lifecycle_v1_events_proto_rawDesc), len(file_agentid_lifecycle_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -36,6 +36,8 @@ const (
 	WorkflowKind_WORKFLOW_KIND_INCIDENT WorkflowKind = 3
 	// Credential rotation of the agent.
 	WorkflowKind_WORKFLOW_KIND_ROTATION WorkflowKind = 4
+	// Access review of the agent's scopes in a review campaign.
+	WorkflowKind_WORKFLOW_KIND_REVIEW WorkflowKind = 5
 )
 
 // Enum value maps for WorkflowKind.
@@ -46,6 +48,7 @@ var (
 		2: "WORKFLOW_KIND_DEPROVISION",
 		3: "WORKFLOW_KIND_INCIDENT",
 		4: "WORKFLOW_KIND_ROTATION",
+		5: "WORKFLOW_KIND_REVIEW",
 	}
 	WorkflowKind_value = map[string]int32{
 		"WORKFLOW_KIND_UNSPECIFIED": 0,
@@ -53,6 +56,7 @@ var (
 		"WORKFLOW_KIND_DEPROVISION": 2,
 		"WORKFLOW_KIND_INCIDENT":    3,
 		"WORKFLOW_KIND_ROTATION":    4,
+		"WORKFLOW_KIND_REVIEW":      5,
 	}
 )
 
@@ -81,6 +85,59 @@ func (x WorkflowKind) Number() protoreflect.EnumNumber {
 // Deprecated: Use WorkflowKind.Descriptor instead.
 func (WorkflowKind) EnumDescriptor() ([]byte, []int) {
 	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{0}
+}
+
+// ReviewDecision is the owner's answer to an access review.
+type ReviewDecision int32
+
+const (
+	// Never used; refused on input.
+	ReviewDecision_REVIEW_DECISION_UNSPECIFIED ReviewDecision = 0
+	// Certify the agent: keep its used scopes and the unused ones kept with a reason; remove the rest.
+	ReviewDecision_REVIEW_DECISION_CERTIFY ReviewDecision = 1
+	// Revoke the agent's access: suspend it (cause `review:<campaign>`).
+	ReviewDecision_REVIEW_DECISION_REVOKE ReviewDecision = 2
+)
+
+// Enum value maps for ReviewDecision.
+var (
+	ReviewDecision_name = map[int32]string{
+		0: "REVIEW_DECISION_UNSPECIFIED",
+		1: "REVIEW_DECISION_CERTIFY",
+		2: "REVIEW_DECISION_REVOKE",
+	}
+	ReviewDecision_value = map[string]int32{
+		"REVIEW_DECISION_UNSPECIFIED": 0,
+		"REVIEW_DECISION_CERTIFY":     1,
+		"REVIEW_DECISION_REVOKE":      2,
+	}
+)
+
+func (x ReviewDecision) Enum() *ReviewDecision {
+	p := new(ReviewDecision)
+	*p = x
+	return p
+}
+
+func (x ReviewDecision) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReviewDecision) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[1].Descriptor()
+}
+
+func (ReviewDecision) Type() protoreflect.EnumType {
+	return &file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[1]
+}
+
+func (x ReviewDecision) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReviewDecision.Descriptor instead.
+func (ReviewDecision) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{1}
 }
 
 // IncidentDecision ends an incident.
@@ -120,11 +177,11 @@ func (x IncidentDecision) String() string {
 }
 
 func (IncidentDecision) Descriptor() protoreflect.EnumDescriptor {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[1].Descriptor()
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[2].Descriptor()
 }
 
 func (IncidentDecision) Type() protoreflect.EnumType {
-	return &file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[1]
+	return &file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[2]
 }
 
 func (x IncidentDecision) Number() protoreflect.EnumNumber {
@@ -133,7 +190,7 @@ func (x IncidentDecision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use IncidentDecision.Descriptor instead.
 func (IncidentDecision) EnumDescriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{1}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{2}
 }
 
 // ApprovalDecision is an approver's answer.
@@ -173,11 +230,11 @@ func (x ApprovalDecision) String() string {
 }
 
 func (ApprovalDecision) Descriptor() protoreflect.EnumDescriptor {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[2].Descriptor()
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[3].Descriptor()
 }
 
 func (ApprovalDecision) Type() protoreflect.EnumType {
-	return &file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[2]
+	return &file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes[3]
 }
 
 func (x ApprovalDecision) Number() protoreflect.EnumNumber {
@@ -186,7 +243,7 @@ func (x ApprovalDecision) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApprovalDecision.Descriptor instead.
 func (ApprovalDecision) EnumDescriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{3}
 }
 
 // WorkflowStatus describes one lifecycle workflow run.
@@ -316,6 +373,692 @@ func (x *WorkflowStatus) GetApprovalStep() string {
 	return ""
 }
 
+// ReviewScope is one scope of an agent under review.
+type ReviewScope struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scope.
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Whether the agent used it in the review's usage window (telemetry).
+	Used bool `protobuf:"varint,2,opt,name=used,proto3" json:"used,omitempty"`
+	// How many events used it in the window.
+	Uses int64 `protobuf:"varint,3,opt,name=uses,proto3" json:"uses,omitempty"`
+	// `keep`, `remove` or empty while undecided. Unused scopes not kept with a reason are removed when
+	// the review closes.
+	Decision string `protobuf:"bytes,4,opt,name=decision,proto3" json:"decision,omitempty"`
+	// Why an unused scope is kept (required with keep).
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReviewScope) Reset() {
+	*x = ReviewScope{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReviewScope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReviewScope) ProtoMessage() {}
+
+func (x *ReviewScope) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReviewScope.ProtoReflect.Descriptor instead.
+func (*ReviewScope) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReviewScope) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *ReviewScope) GetUsed() bool {
+	if x != nil {
+		return x.Used
+	}
+	return false
+}
+
+func (x *ReviewScope) GetUses() int64 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *ReviewScope) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *ReviewScope) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Review is one access review: an agent's scopes, their use, and the owner's decision.
+type Review struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The run.
+	Workflow *WorkflowStatus `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Campaign id (`{schedule or tenant}-{time}`).
+	Campaign string `protobuf:"bytes,3,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// The agent's scopes when the review opened, with their use.
+	Scopes []*ReviewScope `protobuf:"bytes,4,rep,name=scopes,proto3" json:"scopes,omitempty"`
+	// Who is asked to decide now (`owner`, `sponsor`), while open.
+	Decider string `protobuf:"bytes,5,opt,name=decider,proto3" json:"decider,omitempty"`
+	// When the current decider's window ends.
+	DueTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=due_time,json=dueTime,proto3" json:"due_time,omitempty"`
+	// `certified`, `suspended`, `agent_gone` or empty while open.
+	Outcome string `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Who decided (subject of the approval token), if anyone.
+	DecidedBy string `protobuf:"bytes,8,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	// Scopes removed when the review closed.
+	RemovedScopes []string `protobuf:"bytes,9,rep,name=removed_scopes,json=removedScopes,proto3" json:"removed_scopes,omitempty"`
+	// Every step with its UTC time (`2026-11-30T03:00:01Z escalated to sponsor`).
+	Timeline      []string `protobuf:"bytes,10,rep,name=timeline,proto3" json:"timeline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Review) Reset() {
+	*x = Review{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Review) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Review) ProtoMessage() {}
+
+func (x *Review) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Review.ProtoReflect.Descriptor instead.
+func (*Review) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Review) GetWorkflow() *WorkflowStatus {
+	if x != nil {
+		return x.Workflow
+	}
+	return nil
+}
+
+func (x *Review) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *Review) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *Review) GetScopes() []*ReviewScope {
+	if x != nil {
+		return x.Scopes
+	}
+	return nil
+}
+
+func (x *Review) GetDecider() string {
+	if x != nil {
+		return x.Decider
+	}
+	return ""
+}
+
+func (x *Review) GetDueTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DueTime
+	}
+	return nil
+}
+
+func (x *Review) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *Review) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *Review) GetRemovedScopes() []string {
+	if x != nil {
+		return x.RemovedScopes
+	}
+	return nil
+}
+
+func (x *Review) GetTimeline() []string {
+	if x != nil {
+		return x.Timeline
+	}
+	return nil
+}
+
+// StartReviewCampaignRequest starts a campaign.
+type StartReviewCampaignRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parent tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Usage window in days (default 90, at most 400).
+	UsageDays int32 `protobuf:"varint,2,opt,name=usage_days,json=usageDays,proto3" json:"usage_days,omitempty"`
+	// How long each decider has before the review escalates, in days (default 14, at most 90).
+	AnswerDays int32 `protobuf:"varint,3,opt,name=answer_days,json=answerDays,proto3" json:"answer_days,omitempty"`
+	// Idempotency key (the campaign id derives from it); empty makes up a fresh campaign.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartReviewCampaignRequest) Reset() {
+	*x = StartReviewCampaignRequest{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartReviewCampaignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartReviewCampaignRequest) ProtoMessage() {}
+
+func (x *StartReviewCampaignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartReviewCampaignRequest.ProtoReflect.Descriptor instead.
+func (*StartReviewCampaignRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *StartReviewCampaignRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *StartReviewCampaignRequest) GetUsageDays() int32 {
+	if x != nil {
+		return x.UsageDays
+	}
+	return 0
+}
+
+func (x *StartReviewCampaignRequest) GetAnswerDays() int32 {
+	if x != nil {
+		return x.AnswerDays
+	}
+	return 0
+}
+
+func (x *StartReviewCampaignRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// StartReviewCampaignResponse names the campaign.
+type StartReviewCampaignResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Campaign id.
+	Campaign string `protobuf:"bytes,1,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// Workflow id of the campaign run (it opens one review run per ACTIVE agent).
+	WorkflowId    string `protobuf:"bytes,2,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StartReviewCampaignResponse) Reset() {
+	*x = StartReviewCampaignResponse{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StartReviewCampaignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StartReviewCampaignResponse) ProtoMessage() {}
+
+func (x *StartReviewCampaignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StartReviewCampaignResponse.ProtoReflect.Descriptor instead.
+func (*StartReviewCampaignResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *StartReviewCampaignResponse) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *StartReviewCampaignResponse) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+// ListReviewsRequest filters reviews.
+type ListReviewsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parent tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Only open reviews.
+	OpenOnly bool `protobuf:"varint,2,opt,name=open_only,json=openOnly,proto3" json:"open_only,omitempty"`
+	// Only reviews of this campaign.
+	Campaign string `protobuf:"bytes,3,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// Maximum number to return (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReviewsRequest) Reset() {
+	*x = ListReviewsRequest{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReviewsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReviewsRequest) ProtoMessage() {}
+
+func (x *ListReviewsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReviewsRequest.ProtoReflect.Descriptor instead.
+func (*ListReviewsRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListReviewsRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListReviewsRequest) GetOpenOnly() bool {
+	if x != nil {
+		return x.OpenOnly
+	}
+	return false
+}
+
+func (x *ListReviewsRequest) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *ListReviewsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListReviewsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListReviewsResponse is one page of reviews.
+type ListReviewsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reviews, newest first.
+	Reviews []*Review `protobuf:"bytes,1,rep,name=reviews,proto3" json:"reviews,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListReviewsResponse) Reset() {
+	*x = ListReviewsResponse{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListReviewsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListReviewsResponse) ProtoMessage() {}
+
+func (x *ListReviewsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListReviewsResponse.ProtoReflect.Descriptor instead.
+func (*ListReviewsResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListReviewsResponse) GetReviews() []*Review {
+	if x != nil {
+		return x.Reviews
+	}
+	return nil
+}
+
+func (x *ListReviewsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// KeepScope keeps one unused scope, with the reason.
+type KeepScope struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The scope.
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Why it is kept (required).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeepScope) Reset() {
+	*x = KeepScope{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeepScope) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeepScope) ProtoMessage() {}
+
+func (x *KeepScope) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeepScope.ProtoReflect.Descriptor instead.
+func (*KeepScope) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *KeepScope) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *KeepScope) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// DecideReviewRequest carries the decision.
+type DecideReviewRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent: `tenants/{tenant}/agents/{agent}`.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Campaign of the review (the run is `review/{tenant}/{campaign}/{agent}`).
+	Campaign string `protobuf:"bytes,2,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	// The decision.
+	Decision ReviewDecision `protobuf:"varint,3,opt,name=decision,proto3,enum=agentid.lifecycle.v1.ReviewDecision" json:"decision,omitempty"`
+	// Unused scopes kept, each with a reason (certify only).
+	Keep []*KeepScope `protobuf:"bytes,4,rep,name=keep,proto3" json:"keep,omitempty"`
+	// Scopes removed now (certify only); unused scopes neither kept nor listed are removed too.
+	Remove []string `protobuf:"bytes,5,rep,name=remove,proto3" json:"remove,omitempty"`
+	// Free-text comment, recorded.
+	Comment string `protobuf:"bytes,6,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Idempotency key.
+	RequestId string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The caller's approval token for this run, its step and decision APPROVE (certify) or REJECT
+	// (revoke). Required.
+	ApprovalToken string `protobuf:"bytes,8,opt,name=approval_token,json=approvalToken,proto3" json:"approval_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideReviewRequest) Reset() {
+	*x = DecideReviewRequest{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideReviewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideReviewRequest) ProtoMessage() {}
+
+func (x *DecideReviewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideReviewRequest.ProtoReflect.Descriptor instead.
+func (*DecideReviewRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DecideReviewRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *DecideReviewRequest) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *DecideReviewRequest) GetDecision() ReviewDecision {
+	if x != nil {
+		return x.Decision
+	}
+	return ReviewDecision_REVIEW_DECISION_UNSPECIFIED
+}
+
+func (x *DecideReviewRequest) GetKeep() []*KeepScope {
+	if x != nil {
+		return x.Keep
+	}
+	return nil
+}
+
+func (x *DecideReviewRequest) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *DecideReviewRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *DecideReviewRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *DecideReviewRequest) GetApprovalToken() string {
+	if x != nil {
+		return x.ApprovalToken
+	}
+	return ""
+}
+
+// DecideReviewResponse returns the review after the decision.
+type DecideReviewResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The review.
+	Review        *Review `protobuf:"bytes,1,opt,name=review,proto3" json:"review,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideReviewResponse) Reset() {
+	*x = DecideReviewResponse{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideReviewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideReviewResponse) ProtoMessage() {}
+
+func (x *DecideReviewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideReviewResponse.ProtoReflect.Descriptor instead.
+func (*DecideReviewResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *DecideReviewResponse) GetReview() *Review {
+	if x != nil {
+		return x.Review
+	}
+	return nil
+}
+
 // Incident is one incident run: the alert, what was done, and what it waits for.
 type Incident struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -341,7 +1084,7 @@ type Incident struct {
 
 func (x *Incident) Reset() {
 	*x = Incident{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[1]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +1096,7 @@ func (x *Incident) String() string {
 func (*Incident) ProtoMessage() {}
 
 func (x *Incident) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[1]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +1109,7 @@ func (x *Incident) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Incident.ProtoReflect.Descriptor instead.
 func (*Incident) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{1}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Incident) GetWorkflow() *WorkflowStatus {
@@ -442,7 +1185,7 @@ type ListIncidentsRequest struct {
 
 func (x *ListIncidentsRequest) Reset() {
 	*x = ListIncidentsRequest{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[2]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +1197,7 @@ func (x *ListIncidentsRequest) String() string {
 func (*ListIncidentsRequest) ProtoMessage() {}
 
 func (x *ListIncidentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[2]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +1210,7 @@ func (x *ListIncidentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIncidentsRequest.ProtoReflect.Descriptor instead.
 func (*ListIncidentsRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListIncidentsRequest) GetParent() string {
@@ -511,7 +1254,7 @@ type ListIncidentsResponse struct {
 
 func (x *ListIncidentsResponse) Reset() {
 	*x = ListIncidentsResponse{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[3]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +1266,7 @@ func (x *ListIncidentsResponse) String() string {
 func (*ListIncidentsResponse) ProtoMessage() {}
 
 func (x *ListIncidentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[3]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +1279,7 @@ func (x *ListIncidentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListIncidentsResponse.ProtoReflect.Descriptor instead.
 func (*ListIncidentsResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{3}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListIncidentsResponse) GetIncidents() []*Incident {
@@ -574,7 +1317,7 @@ type DecideIncidentRequest struct {
 
 func (x *DecideIncidentRequest) Reset() {
 	*x = DecideIncidentRequest{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[4]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +1329,7 @@ func (x *DecideIncidentRequest) String() string {
 func (*DecideIncidentRequest) ProtoMessage() {}
 
 func (x *DecideIncidentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[4]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +1342,7 @@ func (x *DecideIncidentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideIncidentRequest.ProtoReflect.Descriptor instead.
 func (*DecideIncidentRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{4}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DecideIncidentRequest) GetAgent() string {
@@ -655,7 +1398,7 @@ type DecideIncidentResponse struct {
 
 func (x *DecideIncidentResponse) Reset() {
 	*x = DecideIncidentResponse{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[5]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +1410,7 @@ func (x *DecideIncidentResponse) String() string {
 func (*DecideIncidentResponse) ProtoMessage() {}
 
 func (x *DecideIncidentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[5]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +1423,7 @@ func (x *DecideIncidentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DecideIncidentResponse.ProtoReflect.Descriptor instead.
 func (*DecideIncidentResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{5}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DecideIncidentResponse) GetIncident() *Incident {
@@ -707,7 +1450,7 @@ type SignOffDeprovisioningRequest struct {
 
 func (x *SignOffDeprovisioningRequest) Reset() {
 	*x = SignOffDeprovisioningRequest{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[6]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -719,7 +1462,7 @@ func (x *SignOffDeprovisioningRequest) String() string {
 func (*SignOffDeprovisioningRequest) ProtoMessage() {}
 
 func (x *SignOffDeprovisioningRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[6]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -732,7 +1475,7 @@ func (x *SignOffDeprovisioningRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignOffDeprovisioningRequest.ProtoReflect.Descriptor instead.
 func (*SignOffDeprovisioningRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{6}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SignOffDeprovisioningRequest) GetAgent() string {
@@ -774,7 +1517,7 @@ type SignOffDeprovisioningResponse struct {
 
 func (x *SignOffDeprovisioningResponse) Reset() {
 	*x = SignOffDeprovisioningResponse{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[7]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1529,7 @@ func (x *SignOffDeprovisioningResponse) String() string {
 func (*SignOffDeprovisioningResponse) ProtoMessage() {}
 
 func (x *SignOffDeprovisioningResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[7]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1542,7 @@ func (x *SignOffDeprovisioningResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignOffDeprovisioningResponse.ProtoReflect.Descriptor instead.
 func (*SignOffDeprovisioningResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{7}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SignOffDeprovisioningResponse) GetWorkflow() *WorkflowStatus {
@@ -820,7 +1563,7 @@ type GetAgentWorkflowsRequest struct {
 
 func (x *GetAgentWorkflowsRequest) Reset() {
 	*x = GetAgentWorkflowsRequest{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[8]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +1575,7 @@ func (x *GetAgentWorkflowsRequest) String() string {
 func (*GetAgentWorkflowsRequest) ProtoMessage() {}
 
 func (x *GetAgentWorkflowsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[8]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1588,7 @@ func (x *GetAgentWorkflowsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentWorkflowsRequest.ProtoReflect.Descriptor instead.
 func (*GetAgentWorkflowsRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{8}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetAgentWorkflowsRequest) GetAgent() string {
@@ -866,7 +1609,7 @@ type GetAgentWorkflowsResponse struct {
 
 func (x *GetAgentWorkflowsResponse) Reset() {
 	*x = GetAgentWorkflowsResponse{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[9]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -878,7 +1621,7 @@ func (x *GetAgentWorkflowsResponse) String() string {
 func (*GetAgentWorkflowsResponse) ProtoMessage() {}
 
 func (x *GetAgentWorkflowsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[9]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -891,7 +1634,7 @@ func (x *GetAgentWorkflowsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAgentWorkflowsResponse.ProtoReflect.Descriptor instead.
 func (*GetAgentWorkflowsResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{9}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetAgentWorkflowsResponse) GetWorkflows() []*WorkflowStatus {
@@ -921,7 +1664,7 @@ type SubmitApprovalRequest struct {
 
 func (x *SubmitApprovalRequest) Reset() {
 	*x = SubmitApprovalRequest{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[10]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1676,7 @@ func (x *SubmitApprovalRequest) String() string {
 func (*SubmitApprovalRequest) ProtoMessage() {}
 
 func (x *SubmitApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[10]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1689,7 @@ func (x *SubmitApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitApprovalRequest.ProtoReflect.Descriptor instead.
 func (*SubmitApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{10}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SubmitApprovalRequest) GetAgent() string {
@@ -995,7 +1738,7 @@ type SubmitApprovalResponse struct {
 
 func (x *SubmitApprovalResponse) Reset() {
 	*x = SubmitApprovalResponse{}
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[11]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1750,7 @@ func (x *SubmitApprovalResponse) String() string {
 func (*SubmitApprovalResponse) ProtoMessage() {}
 
 func (x *SubmitApprovalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[11]
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1763,7 @@ func (x *SubmitApprovalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitApprovalResponse.ProtoReflect.Descriptor instead.
 func (*SubmitApprovalResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{11}
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubmitApprovalResponse) GetWorkflow() *WorkflowStatus {
@@ -1050,7 +1793,63 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\x06result\x18\b \x01(\tR\x06result\x12\x15\n" +
 	"\x06run_id\x18\t \x01(\tR\x05runId\x12#\n" +
 	"\rapproval_step\x18\n" +
-	" \x01(\tR\fapprovalStep\"\xfe\x01\n" +
+	" \x01(\tR\fapprovalStep\"\x7f\n" +
+	"\vReviewScope\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x12\n" +
+	"\x04used\x18\x02 \x01(\bR\x04used\x12\x12\n" +
+	"\x04uses\x18\x03 \x01(\x03R\x04uses\x12\x1a\n" +
+	"\bdecision\x18\x04 \x01(\tR\bdecision\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x84\x03\n" +
+	"\x06Review\x12@\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow\x12\x14\n" +
+	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x1a\n" +
+	"\bcampaign\x18\x03 \x01(\tR\bcampaign\x129\n" +
+	"\x06scopes\x18\x04 \x03(\v2!.agentid.lifecycle.v1.ReviewScopeR\x06scopes\x12\x18\n" +
+	"\adecider\x18\x05 \x01(\tR\adecider\x125\n" +
+	"\bdue_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\adueTime\x12\x18\n" +
+	"\aoutcome\x18\a \x01(\tR\aoutcome\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\b \x01(\tR\tdecidedBy\x12%\n" +
+	"\x0eremoved_scopes\x18\t \x03(\tR\rremovedScopes\x12\x1a\n" +
+	"\btimeline\x18\n" +
+	" \x03(\tR\btimeline\"\x93\x01\n" +
+	"\x1aStartReviewCampaignRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1d\n" +
+	"\n" +
+	"usage_days\x18\x02 \x01(\x05R\tusageDays\x12\x1f\n" +
+	"\vanswer_days\x18\x03 \x01(\x05R\n" +
+	"answerDays\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"Z\n" +
+	"\x1bStartReviewCampaignResponse\x12\x1a\n" +
+	"\bcampaign\x18\x01 \x01(\tR\bcampaign\x12\x1f\n" +
+	"\vworkflow_id\x18\x02 \x01(\tR\n" +
+	"workflowId\"\xa1\x01\n" +
+	"\x12ListReviewsRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n" +
+	"\topen_only\x18\x02 \x01(\bR\bopenOnly\x12\x1a\n" +
+	"\bcampaign\x18\x03 \x01(\tR\bcampaign\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"u\n" +
+	"\x13ListReviewsResponse\x126\n" +
+	"\areviews\x18\x01 \x03(\v2\x1c.agentid.lifecycle.v1.ReviewR\areviews\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"9\n" +
+	"\tKeepScope\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xb6\x02\n" +
+	"\x13DecideReviewRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1a\n" +
+	"\bcampaign\x18\x02 \x01(\tR\bcampaign\x12@\n" +
+	"\bdecision\x18\x03 \x01(\x0e2$.agentid.lifecycle.v1.ReviewDecisionR\bdecision\x123\n" +
+	"\x04keep\x18\x04 \x03(\v2\x1f.agentid.lifecycle.v1.KeepScopeR\x04keep\x12\x16\n" +
+	"\x06remove\x18\x05 \x03(\tR\x06remove\x12\x18\n" +
+	"\acomment\x18\x06 \x01(\tR\acomment\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\a \x01(\tR\trequestId\x12%\n" +
+	"\x0eapproval_token\x18\b \x01(\tR\rapprovalToken\"L\n" +
+	"\x14DecideReviewResponse\x124\n" +
+	"\x06review\x18\x01 \x01(\v2\x1c.agentid.lifecycle.v1.ReviewR\x06review\"\xfe\x01\n" +
 	"\bIncident\x12@\n" +
 	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow\x12\x14\n" +
 	"\x05agent\x18\x02 \x01(\tR\x05agent\x12\x14\n" +
@@ -1099,13 +1898,18 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12%\n" +
 	"\x0eapproval_token\x18\x05 \x01(\tR\rapprovalToken\"Z\n" +
 	"\x16SubmitApprovalResponse\x12@\n" +
-	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow*\xa1\x01\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow*\xbb\x01\n" +
 	"\fWorkflowKind\x12\x1d\n" +
 	"\x19WORKFLOW_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17WORKFLOW_KIND_PROVISION\x10\x01\x12\x1d\n" +
 	"\x19WORKFLOW_KIND_DEPROVISION\x10\x02\x12\x1a\n" +
 	"\x16WORKFLOW_KIND_INCIDENT\x10\x03\x12\x1a\n" +
-	"\x16WORKFLOW_KIND_ROTATION\x10\x04*r\n" +
+	"\x16WORKFLOW_KIND_ROTATION\x10\x04\x12\x18\n" +
+	"\x14WORKFLOW_KIND_REVIEW\x10\x05*j\n" +
+	"\x0eReviewDecision\x12\x1f\n" +
+	"\x1bREVIEW_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17REVIEW_DECISION_CERTIFY\x10\x01\x12\x1a\n" +
+	"\x16REVIEW_DECISION_REVOKE\x10\x02*r\n" +
 	"\x10IncidentDecision\x12!\n" +
 	"\x1dINCIDENT_DECISION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19INCIDENT_DECISION_RESTORE\x10\x01\x12\x1c\n" +
@@ -1113,13 +1917,16 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\x10ApprovalDecision\x12!\n" +
 	"\x1dAPPROVAL_DECISION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19APPROVAL_DECISION_APPROVE\x10\x01\x12\x1c\n" +
-	"\x18APPROVAL_DECISION_REJECT\x10\x022\xcf\x04\n" +
+	"\x18APPROVAL_DECISION_REJECT\x10\x022\x96\a\n" +
 	"\x10LifecycleService\x12t\n" +
 	"\x11GetAgentWorkflows\x12..agentid.lifecycle.v1.GetAgentWorkflowsRequest\x1a/.agentid.lifecycle.v1.GetAgentWorkflowsResponse\x12k\n" +
 	"\x0eSubmitApproval\x12+.agentid.lifecycle.v1.SubmitApprovalRequest\x1a,.agentid.lifecycle.v1.SubmitApprovalResponse\x12h\n" +
 	"\rListIncidents\x12*.agentid.lifecycle.v1.ListIncidentsRequest\x1a+.agentid.lifecycle.v1.ListIncidentsResponse\x12k\n" +
 	"\x0eDecideIncident\x12+.agentid.lifecycle.v1.DecideIncidentRequest\x1a,.agentid.lifecycle.v1.DecideIncidentResponse\x12\x80\x01\n" +
-	"\x15SignOffDeprovisioning\x122.agentid.lifecycle.v1.SignOffDeprovisioningRequest\x1a3.agentid.lifecycle.v1.SignOffDeprovisioningResponseBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\x15SignOffDeprovisioning\x122.agentid.lifecycle.v1.SignOffDeprovisioningRequest\x1a3.agentid.lifecycle.v1.SignOffDeprovisioningResponse\x12z\n" +
+	"\x13StartReviewCampaign\x120.agentid.lifecycle.v1.StartReviewCampaignRequest\x1a1.agentid.lifecycle.v1.StartReviewCampaignResponse\x12b\n" +
+	"\vListReviews\x12(.agentid.lifecycle.v1.ListReviewsRequest\x1a).agentid.lifecycle.v1.ListReviewsResponse\x12e\n" +
+	"\fDecideReview\x12).agentid.lifecycle.v1.DecideReviewRequest\x1a*.agentid.lifecycle.v1.DecideReviewResponseBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescOnce sync.Once
@@ -1133,53 +1940,76 @@ func file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP() []byte {
 	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescData
 }
 
-var file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_agentid_lifecycle_v1_lifecycle_service_proto_goTypes = []any{
 	(WorkflowKind)(0),                     // 0: agentid.lifecycle.v1.WorkflowKind
-	(IncidentDecision)(0),                 // 1: agentid.lifecycle.v1.IncidentDecision
-	(ApprovalDecision)(0),                 // 2: agentid.lifecycle.v1.ApprovalDecision
-	(*WorkflowStatus)(nil),                // 3: agentid.lifecycle.v1.WorkflowStatus
-	(*Incident)(nil),                      // 4: agentid.lifecycle.v1.Incident
-	(*ListIncidentsRequest)(nil),          // 5: agentid.lifecycle.v1.ListIncidentsRequest
-	(*ListIncidentsResponse)(nil),         // 6: agentid.lifecycle.v1.ListIncidentsResponse
-	(*DecideIncidentRequest)(nil),         // 7: agentid.lifecycle.v1.DecideIncidentRequest
-	(*DecideIncidentResponse)(nil),        // 8: agentid.lifecycle.v1.DecideIncidentResponse
-	(*SignOffDeprovisioningRequest)(nil),  // 9: agentid.lifecycle.v1.SignOffDeprovisioningRequest
-	(*SignOffDeprovisioningResponse)(nil), // 10: agentid.lifecycle.v1.SignOffDeprovisioningResponse
-	(*GetAgentWorkflowsRequest)(nil),      // 11: agentid.lifecycle.v1.GetAgentWorkflowsRequest
-	(*GetAgentWorkflowsResponse)(nil),     // 12: agentid.lifecycle.v1.GetAgentWorkflowsResponse
-	(*SubmitApprovalRequest)(nil),         // 13: agentid.lifecycle.v1.SubmitApprovalRequest
-	(*SubmitApprovalResponse)(nil),        // 14: agentid.lifecycle.v1.SubmitApprovalResponse
-	(*timestamppb.Timestamp)(nil),         // 15: google.protobuf.Timestamp
+	(ReviewDecision)(0),                   // 1: agentid.lifecycle.v1.ReviewDecision
+	(IncidentDecision)(0),                 // 2: agentid.lifecycle.v1.IncidentDecision
+	(ApprovalDecision)(0),                 // 3: agentid.lifecycle.v1.ApprovalDecision
+	(*WorkflowStatus)(nil),                // 4: agentid.lifecycle.v1.WorkflowStatus
+	(*ReviewScope)(nil),                   // 5: agentid.lifecycle.v1.ReviewScope
+	(*Review)(nil),                        // 6: agentid.lifecycle.v1.Review
+	(*StartReviewCampaignRequest)(nil),    // 7: agentid.lifecycle.v1.StartReviewCampaignRequest
+	(*StartReviewCampaignResponse)(nil),   // 8: agentid.lifecycle.v1.StartReviewCampaignResponse
+	(*ListReviewsRequest)(nil),            // 9: agentid.lifecycle.v1.ListReviewsRequest
+	(*ListReviewsResponse)(nil),           // 10: agentid.lifecycle.v1.ListReviewsResponse
+	(*KeepScope)(nil),                     // 11: agentid.lifecycle.v1.KeepScope
+	(*DecideReviewRequest)(nil),           // 12: agentid.lifecycle.v1.DecideReviewRequest
+	(*DecideReviewResponse)(nil),          // 13: agentid.lifecycle.v1.DecideReviewResponse
+	(*Incident)(nil),                      // 14: agentid.lifecycle.v1.Incident
+	(*ListIncidentsRequest)(nil),          // 15: agentid.lifecycle.v1.ListIncidentsRequest
+	(*ListIncidentsResponse)(nil),         // 16: agentid.lifecycle.v1.ListIncidentsResponse
+	(*DecideIncidentRequest)(nil),         // 17: agentid.lifecycle.v1.DecideIncidentRequest
+	(*DecideIncidentResponse)(nil),        // 18: agentid.lifecycle.v1.DecideIncidentResponse
+	(*SignOffDeprovisioningRequest)(nil),  // 19: agentid.lifecycle.v1.SignOffDeprovisioningRequest
+	(*SignOffDeprovisioningResponse)(nil), // 20: agentid.lifecycle.v1.SignOffDeprovisioningResponse
+	(*GetAgentWorkflowsRequest)(nil),      // 21: agentid.lifecycle.v1.GetAgentWorkflowsRequest
+	(*GetAgentWorkflowsResponse)(nil),     // 22: agentid.lifecycle.v1.GetAgentWorkflowsResponse
+	(*SubmitApprovalRequest)(nil),         // 23: agentid.lifecycle.v1.SubmitApprovalRequest
+	(*SubmitApprovalResponse)(nil),        // 24: agentid.lifecycle.v1.SubmitApprovalResponse
+	(*timestamppb.Timestamp)(nil),         // 25: google.protobuf.Timestamp
 }
 var file_agentid_lifecycle_v1_lifecycle_service_proto_depIdxs = []int32{
 	0,  // 0: agentid.lifecycle.v1.WorkflowStatus.kind:type_name -> agentid.lifecycle.v1.WorkflowKind
-	15, // 1: agentid.lifecycle.v1.WorkflowStatus.start_time:type_name -> google.protobuf.Timestamp
-	15, // 2: agentid.lifecycle.v1.WorkflowStatus.close_time:type_name -> google.protobuf.Timestamp
-	3,  // 3: agentid.lifecycle.v1.Incident.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
-	4,  // 4: agentid.lifecycle.v1.ListIncidentsResponse.incidents:type_name -> agentid.lifecycle.v1.Incident
-	1,  // 5: agentid.lifecycle.v1.DecideIncidentRequest.decision:type_name -> agentid.lifecycle.v1.IncidentDecision
-	4,  // 6: agentid.lifecycle.v1.DecideIncidentResponse.incident:type_name -> agentid.lifecycle.v1.Incident
-	3,  // 7: agentid.lifecycle.v1.SignOffDeprovisioningResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
-	3,  // 8: agentid.lifecycle.v1.GetAgentWorkflowsResponse.workflows:type_name -> agentid.lifecycle.v1.WorkflowStatus
-	2,  // 9: agentid.lifecycle.v1.SubmitApprovalRequest.decision:type_name -> agentid.lifecycle.v1.ApprovalDecision
-	3,  // 10: agentid.lifecycle.v1.SubmitApprovalResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
-	11, // 11: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:input_type -> agentid.lifecycle.v1.GetAgentWorkflowsRequest
-	13, // 12: agentid.lifecycle.v1.LifecycleService.SubmitApproval:input_type -> agentid.lifecycle.v1.SubmitApprovalRequest
-	5,  // 13: agentid.lifecycle.v1.LifecycleService.ListIncidents:input_type -> agentid.lifecycle.v1.ListIncidentsRequest
-	7,  // 14: agentid.lifecycle.v1.LifecycleService.DecideIncident:input_type -> agentid.lifecycle.v1.DecideIncidentRequest
-	9,  // 15: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:input_type -> agentid.lifecycle.v1.SignOffDeprovisioningRequest
-	12, // 16: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:output_type -> agentid.lifecycle.v1.GetAgentWorkflowsResponse
-	14, // 17: agentid.lifecycle.v1.LifecycleService.SubmitApproval:output_type -> agentid.lifecycle.v1.SubmitApprovalResponse
-	6,  // 18: agentid.lifecycle.v1.LifecycleService.ListIncidents:output_type -> agentid.lifecycle.v1.ListIncidentsResponse
-	8,  // 19: agentid.lifecycle.v1.LifecycleService.DecideIncident:output_type -> agentid.lifecycle.v1.DecideIncidentResponse
-	10, // 20: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:output_type -> agentid.lifecycle.v1.SignOffDeprovisioningResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	25, // 1: agentid.lifecycle.v1.WorkflowStatus.start_time:type_name -> google.protobuf.Timestamp
+	25, // 2: agentid.lifecycle.v1.WorkflowStatus.close_time:type_name -> google.protobuf.Timestamp
+	4,  // 3: agentid.lifecycle.v1.Review.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	5,  // 4: agentid.lifecycle.v1.Review.scopes:type_name -> agentid.lifecycle.v1.ReviewScope
+	25, // 5: agentid.lifecycle.v1.Review.due_time:type_name -> google.protobuf.Timestamp
+	6,  // 6: agentid.lifecycle.v1.ListReviewsResponse.reviews:type_name -> agentid.lifecycle.v1.Review
+	1,  // 7: agentid.lifecycle.v1.DecideReviewRequest.decision:type_name -> agentid.lifecycle.v1.ReviewDecision
+	11, // 8: agentid.lifecycle.v1.DecideReviewRequest.keep:type_name -> agentid.lifecycle.v1.KeepScope
+	6,  // 9: agentid.lifecycle.v1.DecideReviewResponse.review:type_name -> agentid.lifecycle.v1.Review
+	4,  // 10: agentid.lifecycle.v1.Incident.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	14, // 11: agentid.lifecycle.v1.ListIncidentsResponse.incidents:type_name -> agentid.lifecycle.v1.Incident
+	2,  // 12: agentid.lifecycle.v1.DecideIncidentRequest.decision:type_name -> agentid.lifecycle.v1.IncidentDecision
+	14, // 13: agentid.lifecycle.v1.DecideIncidentResponse.incident:type_name -> agentid.lifecycle.v1.Incident
+	4,  // 14: agentid.lifecycle.v1.SignOffDeprovisioningResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	4,  // 15: agentid.lifecycle.v1.GetAgentWorkflowsResponse.workflows:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	3,  // 16: agentid.lifecycle.v1.SubmitApprovalRequest.decision:type_name -> agentid.lifecycle.v1.ApprovalDecision
+	4,  // 17: agentid.lifecycle.v1.SubmitApprovalResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	21, // 18: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:input_type -> agentid.lifecycle.v1.GetAgentWorkflowsRequest
+	23, // 19: agentid.lifecycle.v1.LifecycleService.SubmitApproval:input_type -> agentid.lifecycle.v1.SubmitApprovalRequest
+	15, // 20: agentid.lifecycle.v1.LifecycleService.ListIncidents:input_type -> agentid.lifecycle.v1.ListIncidentsRequest
+	17, // 21: agentid.lifecycle.v1.LifecycleService.DecideIncident:input_type -> agentid.lifecycle.v1.DecideIncidentRequest
+	19, // 22: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:input_type -> agentid.lifecycle.v1.SignOffDeprovisioningRequest
+	7,  // 23: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:input_type -> agentid.lifecycle.v1.StartReviewCampaignRequest
+	9,  // 24: agentid.lifecycle.v1.LifecycleService.ListReviews:input_type -> agentid.lifecycle.v1.ListReviewsRequest
+	12, // 25: agentid.lifecycle.v1.LifecycleService.DecideReview:input_type -> agentid.lifecycle.v1.DecideReviewRequest
+	22, // 26: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:output_type -> agentid.lifecycle.v1.GetAgentWorkflowsResponse
+	24, // 27: agentid.lifecycle.v1.LifecycleService.SubmitApproval:output_type -> agentid.lifecycle.v1.SubmitApprovalResponse
+	16, // 28: agentid.lifecycle.v1.LifecycleService.ListIncidents:output_type -> agentid.lifecycle.v1.ListIncidentsResponse
+	18, // 29: agentid.lifecycle.v1.LifecycleService.DecideIncident:output_type -> agentid.lifecycle.v1.DecideIncidentResponse
+	20, // 30: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:output_type -> agentid.lifecycle.v1.SignOffDeprovisioningResponse
+	8,  // 31: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:output_type -> agentid.lifecycle.v1.StartReviewCampaignResponse
+	10, // 32: agentid.lifecycle.v1.LifecycleService.ListReviews:output_type -> agentid.lifecycle.v1.ListReviewsResponse
+	13, // 33: agentid.lifecycle.v1.LifecycleService.DecideReview:output_type -> agentid.lifecycle.v1.DecideReviewResponse
+	26, // [26:34] is the sub-list for method output_type
+	18, // [18:26] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_agentid_lifecycle_v1_lifecycle_service_proto_init() }
@@ -1192,8 +2022,8 @@ func file_agentid_lifecycle_v1_lifecycle_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc), len(file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   12,
+			NumEnums:      4,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,9 @@ const (
 	LifecycleService_ListIncidents_FullMethodName         = "/agentid.lifecycle.v1.LifecycleService/ListIncidents"
 	LifecycleService_DecideIncident_FullMethodName        = "/agentid.lifecycle.v1.LifecycleService/DecideIncident"
 	LifecycleService_SignOffDeprovisioning_FullMethodName = "/agentid.lifecycle.v1.LifecycleService/SignOffDeprovisioning"
+	LifecycleService_StartReviewCampaign_FullMethodName   = "/agentid.lifecycle.v1.LifecycleService/StartReviewCampaign"
+	LifecycleService_ListReviews_FullMethodName           = "/agentid.lifecycle.v1.LifecycleService/ListReviews"
+	LifecycleService_DecideReview_FullMethodName          = "/agentid.lifecycle.v1.LifecycleService/DecideReview"
 )
 
 // LifecycleServiceClient is the client API for LifecycleService service.
@@ -55,6 +58,21 @@ type LifecycleServiceClient interface {
 	// the caller for the run, the step and decision SIGN_OFF. Callers: owner, security-approver,
 	// tenant-admin.
 	SignOffDeprovisioning(ctx context.Context, in *SignOffDeprovisioningRequest, opts ...grpc.CallOption) (*SignOffDeprovisioningResponse, error)
+	// StartReviewCampaign starts an access review campaign in a tenant now (the quarterly Schedule
+	// starts them too): one review per ACTIVE agent of the tenant, each scope marked used or unused in
+	// the usage window. Idempotent by request_id (the campaign id derives from it).
+	// Callers: tenant-admin, security-approver, compliance-approver.
+	StartReviewCampaign(ctx context.Context, in *StartReviewCampaignRequest, opts ...grpc.CallOption) (*StartReviewCampaignResponse, error)
+	// ListReviews lists a tenant's access reviews, newest first, open ones or all.
+	// Callers: any role of the tenant.
+	ListReviews(ctx context.Context, in *ListReviewsRequest, opts ...grpc.CallOption) (*ListReviewsResponse, error)
+	// DecideReview records the decision on one access review: certify the agent (keeping each unused
+	// scope marked keep, with a reason, and removing the others) or revoke its access (suspend it). It
+	// counts only with an approval token of the caller for the review run, its current step (`owner`,
+	// `sponsor`) and decision APPROVE (certify) or REJECT (revoke); anything else is refused
+	// (FailedPrecondition, reason APPROVAL_REFUSED), recorded in the run, and changes nothing.
+	// Callers: owner, approver, security-approver, compliance-approver, tenant-admin.
+	DecideReview(ctx context.Context, in *DecideReviewRequest, opts ...grpc.CallOption) (*DecideReviewResponse, error)
 }
 
 type lifecycleServiceClient struct {
@@ -115,6 +133,36 @@ func (c *lifecycleServiceClient) SignOffDeprovisioning(ctx context.Context, in *
 	return out, nil
 }
 
+func (c *lifecycleServiceClient) StartReviewCampaign(ctx context.Context, in *StartReviewCampaignRequest, opts ...grpc.CallOption) (*StartReviewCampaignResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StartReviewCampaignResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_StartReviewCampaign_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lifecycleServiceClient) ListReviews(ctx context.Context, in *ListReviewsRequest, opts ...grpc.CallOption) (*ListReviewsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListReviewsResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_ListReviews_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *lifecycleServiceClient) DecideReview(ctx context.Context, in *DecideReviewRequest, opts ...grpc.CallOption) (*DecideReviewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DecideReviewResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_DecideReview_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LifecycleServiceServer is the server API for LifecycleService service.
 // All implementations must embed UnimplementedLifecycleServiceServer
 // for forward compatibility.
@@ -144,6 +192,21 @@ type LifecycleServiceServer interface {
 	// the caller for the run, the step and decision SIGN_OFF. Callers: owner, security-approver,
 	// tenant-admin.
 	SignOffDeprovisioning(context.Context, *SignOffDeprovisioningRequest) (*SignOffDeprovisioningResponse, error)
+	// StartReviewCampaign starts an access review campaign in a tenant now (the quarterly Schedule
+	// starts them too): one review per ACTIVE agent of the tenant, each scope marked used or unused in
+	// the usage window. Idempotent by request_id (the campaign id derives from it).
+	// Callers: tenant-admin, security-approver, compliance-approver.
+	StartReviewCampaign(context.Context, *StartReviewCampaignRequest) (*StartReviewCampaignResponse, error)
+	// ListReviews lists a tenant's access reviews, newest first, open ones or all.
+	// Callers: any role of the tenant.
+	ListReviews(context.Context, *ListReviewsRequest) (*ListReviewsResponse, error)
+	// DecideReview records the decision on one access review: certify the agent (keeping each unused
+	// scope marked keep, with a reason, and removing the others) or revoke its access (suspend it). It
+	// counts only with an approval token of the caller for the review run, its current step (`owner`,
+	// `sponsor`) and decision APPROVE (certify) or REJECT (revoke); anything else is refused
+	// (FailedPrecondition, reason APPROVAL_REFUSED), recorded in the run, and changes nothing.
+	// Callers: owner, approver, security-approver, compliance-approver, tenant-admin.
+	DecideReview(context.Context, *DecideReviewRequest) (*DecideReviewResponse, error)
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
 
@@ -168,6 +231,15 @@ func (UnimplementedLifecycleServiceServer) DecideIncident(context.Context, *Deci
 }
 func (UnimplementedLifecycleServiceServer) SignOffDeprovisioning(context.Context, *SignOffDeprovisioningRequest) (*SignOffDeprovisioningResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignOffDeprovisioning not implemented")
+}
+func (UnimplementedLifecycleServiceServer) StartReviewCampaign(context.Context, *StartReviewCampaignRequest) (*StartReviewCampaignResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StartReviewCampaign not implemented")
+}
+func (UnimplementedLifecycleServiceServer) ListReviews(context.Context, *ListReviewsRequest) (*ListReviewsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListReviews not implemented")
+}
+func (UnimplementedLifecycleServiceServer) DecideReview(context.Context, *DecideReviewRequest) (*DecideReviewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecideReview not implemented")
 }
 func (UnimplementedLifecycleServiceServer) mustEmbedUnimplementedLifecycleServiceServer() {}
 func (UnimplementedLifecycleServiceServer) testEmbeddedByValue()                          {}
@@ -280,6 +352,60 @@ func _LifecycleService_SignOffDeprovisioning_Handler(srv interface{}, ctx contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LifecycleService_StartReviewCampaign_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StartReviewCampaignRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).StartReviewCampaign(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_StartReviewCampaign_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).StartReviewCampaign(ctx, req.(*StartReviewCampaignRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LifecycleService_ListReviews_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListReviewsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).ListReviews(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_ListReviews_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).ListReviews(ctx, req.(*ListReviewsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LifecycleService_DecideReview_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideReviewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).DecideReview(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_DecideReview_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).DecideReview(ctx, req.(*DecideReviewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LifecycleService_ServiceDesc is the grpc.ServiceDesc for LifecycleService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -306,6 +432,18 @@ var LifecycleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignOffDeprovisioning",
 			Handler:    _LifecycleService_SignOffDeprovisioning_Handler,
+		},
+		{
+			MethodName: "StartReviewCampaign",
+			Handler:    _LifecycleService_StartReviewCampaign_Handler,
+		},
+		{
+			MethodName: "ListReviews",
+			Handler:    _LifecycleService_ListReviews_Handler,
+		},
+		{
+			MethodName: "DecideReview",
+			Handler:    _LifecycleService_DecideReview_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
