@@ -2,6 +2,7 @@ package alerts_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -311,4 +312,53 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestRuntimeJudgesABatchWhenTheDirectoryCannotCatchUp: a catch-up that fails, or does not finish
+// within CatchUpTimeout, is counted and the batch is judged anyway; a consumer stopping during the
+// catch-up judges nothing (the batch is redelivered).
+func TestRuntimeJudgesABatchWhenTheDirectoryCannotCatchUp(t *testing.T) {
+	es := startStore(t)
+	pub, err := alerts.NewPublisher(es, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		catchUp    func(ctx context.Context) error
+		stop       bool
+		wantJudged bool
+		wantStale  float64
+	}{
+		{"caught up", func(context.Context) error { return nil }, false, true, 0},
+		{"failed", func(context.Context) error { return errors.New("nats: no responders") }, false, true, 1},
+		{"timed out", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }, false, true, 1},
+		{"consumer stopped", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }, true, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			judged := false
+			rt, err := alerts.NewRuntime(alerts.RuntimeConfig{
+				Detect:  func([]store.Event) []*monitorv1.Alert { judged = true; return nil },
+				CatchUp: tt.catchUp, CatchUpTimeout: 20 * time.Millisecond,
+				Publisher: pub, Logger: quiet, Registerer: reg,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			if tt.stop {
+				cancel()
+			}
+			defer cancel()
+			rt.OnStored(ctx, []store.Event{{EventID: "e1", Tenant: "acme", Kind: store.KindAccess, Time: time.Now()}})
+			if judged != tt.wantJudged {
+				t.Errorf("judged = %v, want %v", judged, tt.wantJudged)
+			}
+			if n := counter(t, reg, "monitor_detection_directory_stale_total"); n != tt.wantStale {
+				t.Errorf("monitor_detection_directory_stale_total = %v, want %v", n, tt.wantStale)
+			}
+		})
+	}
 }
