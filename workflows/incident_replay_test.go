@@ -10,6 +10,7 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -29,6 +30,78 @@ var recordedIncidentHistories = []string{
 	"incident-escalated-to-security.json",
 	"incident-notify-only.json",
 	"incident-unknown-agent.json",
+}
+
+// incidentHistoriesV0 are the histories of the same paths recorded before change
+// incident-suspend-first (policy as an activity, incident_opened before the suspension); the
+// current code must keep replaying them.
+var incidentHistoriesV0 = []string{
+	"incident-restore-v0.json",
+	"incident-retire-v0.json",
+	"incident-escalated-to-security-v0.json",
+	"incident-notify-only-v0.json",
+	"incident-unknown-agent-v0.json",
+}
+
+// TestIncidentHistoriesCoverBothOrders: the kept incident histories are of both orders — the v0 ones
+// without change incident-suspend-first, the current ones with it at version 1 — so the replay test
+// covers the runs in flight from before the change and the runs after it; and in the current ones
+// of the suspending paths the suspension is recorded before incident_opened is scheduled.
+func TestIncidentHistoriesCoverBothOrders(t *testing.T) {
+	suspending := []string{"incident-restore.json", "incident-retire.json", "incident-escalated-to-security.json"}
+	for _, tt := range []struct {
+		files       []string
+		wantVersion int // -1: no marker of the change
+	}{{incidentHistoriesV0, -1}, {recordedIncidentHistories, 1}} {
+		for _, file := range tt.files {
+			t.Run(file, func(t *testing.T) {
+				f, err := os.Open(filepath.Join("testdata", file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				h, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				version, order := -1, []string{}
+				for _, ev := range h.GetEvents() {
+					if m := ev.GetMarkerRecordedEventAttributes(); m != nil {
+						var name string
+						switch m.GetMarkerName() {
+						case "Version":
+							if err := converter.GetDefaultDataConverter().FromPayloads(m.GetDetails()["change-id"], &name); err != nil {
+								t.Fatal(err)
+							}
+							if name == "incident-suspend-first" {
+								if err := converter.GetDefaultDataConverter().FromPayloads(m.GetDetails()["version"], &version); err != nil {
+									t.Fatal(err)
+								}
+							}
+						case "LocalActivity":
+							var la struct{ ActivityType string }
+							if err := converter.GetDefaultDataConverter().FromPayloads(m.GetDetails()["data"], &la); err != nil {
+								t.Fatal(err)
+							}
+							order = append(order, "local:"+la.ActivityType)
+						}
+					}
+					if a := ev.GetActivityTaskScheduledEventAttributes(); a != nil {
+						order = append(order, a.GetActivityType().GetName())
+					}
+				}
+				if version != tt.wantVersion {
+					t.Fatalf("version of change incident-suspend-first = %d, want %d", version, tt.wantVersion)
+				}
+				if slices.Contains(suspending, file) {
+					want := []string{"local:IncidentSuspendAgent", "local:IncidentRevokeTokens", "RecordIncidentOpened"}
+					if len(order) < len(want) || !slices.Equal(order[:len(want)], want) {
+						t.Fatalf("activities = %v, want them to start with %v", order, want)
+					}
+				}
+			})
+		}
+	}
 }
 
 // TestRecordIncidentHistories runs every incident path on a real Temporal dev server with a real
@@ -69,13 +142,17 @@ func TestRecordIncidentHistories(t *testing.T) {
 		}
 		return run
 	}
-	// incident is the input of an alert about a new ACTIVE agent of the fake registry.
+	// incident is the input of an alert about a new ACTIVE agent of the fake registry, with the
+	// actions the lifecycle consumer decides with the built-in policy.
 	incident := func(n int, agentID, severity string, tier registryv1.RiskTier) workflows.IncidentInput {
 		a := workflowstest.NewAgent(tenant, agentID, tier)
 		a.State = registryv1.AgentState_AGENT_STATE_ACTIVE
 		fakes.Registry.Put(a)
 		in := incidentInput(agentID, severity, workflows.RiskTierName(tier))
 		in.AlertID, in.EventID = alert(n), "evt-alert-"+agentID
+		in.Actions = (&workflows.IncidentPolicy{}).Decide(workflows.IncidentPolicyRequest{
+			Tenant: tenant, Severity: severity, RiskTier: in.RiskTier, Detector: in.Detector, AgentKnown: true,
+		})
 		return in
 	}
 	waitStatus := func(run client.WorkflowRun, what string, ok func(workflows.IncidentStatus) bool) {
@@ -150,14 +227,16 @@ func TestRecordIncidentHistories(t *testing.T) {
 	}
 	runs = append(runs, recorded{"incident-escalated-to-security.json", run, workflows.OutcomeRestored, "sec@corp.example"})
 
-	// Medium: the owner is notified, nothing is suspended.
-	runs = append(runs, recorded{"incident-notify-only.json",
-		start(incident(4, "i-notify", workflows.SeverityMedium, registryv1.RiskTier_RISK_TIER_HIGH)), workflows.OutcomeNotified, ""})
+	// Medium: the owner is notified, nothing is suspended. Started without actions, as a consumer
+	// older than the change does: the run asks policy (a local activity).
+	in = incident(4, "i-notify", workflows.SeverityMedium, registryv1.RiskTier_RISK_TIER_HIGH)
+	in.Actions = nil
+	runs = append(runs, recorded{"incident-notify-only.json", start(in), workflows.OutcomeNotified, ""})
 
 	// An agent the registry does not know: security is notified, nothing to suspend.
 	runs = append(runs, recorded{"incident-unknown-agent.json", start(workflows.IncidentInput{
 		Tenant: tenant, AlertID: alert(5), Agent: "ghost-client-7", Detector: "unknown_agent", Severity: workflows.SeverityCritical,
-		Summary: "tokens requested by an unregistered client", EventID: "evt-alert-ghost",
+		Summary: "tokens requested by an unregistered client", EventID: "evt-alert-ghost", Actions: []string{workflows.ActionNotify},
 	}), workflows.OutcomeNotified, ""})
 
 	var files []string
