@@ -19,7 +19,7 @@ import (
 )
 
 // ProjectionName names the projection (bump the version when Apply changes).
-const ProjectionName = "issuer-agents-v2"
+const ProjectionName = "issuer-agents-v3"
 
 // Event types of the AGENTS stream that change an agent's state (written by the registry).
 const (
@@ -39,8 +39,9 @@ var LeavingActive = []string{EventAgentRejected, EventAgentRetirementRequested, 
 // State is the projection: every agent's lifecycle state. It is safe for concurrent use; Apply is
 // called from one goroutine (the runner's).
 type State struct {
-	mu     sync.RWMutex
-	agents map[string]agentState
+	mu      sync.RWMutex
+	agents  map[string]agentState
+	removed map[string][]string // scopes removed from an agent (agent.scopes_removed), only for agents with removals
 }
 
 // agentState is what the projection keeps per agent.
@@ -62,6 +63,9 @@ func (s *State) Name() string { return ProjectionName }
 // late agent.registered never turns a RETIRED agent PENDING again. An event whose agent name does not
 // match its tenant or aggregate is refused.
 func (s *State) Apply(_ context.Context, e eventstore.Event) error {
+	if e.Type == EventAgentScopesRemoved {
+		return s.applyScopesRemoved(e)
+	}
 	name, state, err := Transition(e)
 	if err != nil || name == "" {
 		return err

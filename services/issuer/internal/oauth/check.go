@@ -70,7 +70,7 @@ func (s *Server) CheckClient(ctx context.Context, tenant, clientID, tokenID stri
 	if oerr := s.checkAgent(ctx, realm, "", client); oerr != nil {
 		return refuse(oerr)
 	}
-	scopes, oerr := grantScopes(client, "")
+	scopes, oerr := s.grantAgentScopes(client, "")
 	if oerr != nil {
 		return refuse(oerr)
 	}

@@ -114,7 +114,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	if oerr := s.checkAgent(ctx, s.Issuer(tenant), req.Client.HeaderScheme, client); oerr != nil {
 		return nil, client, oerr
 	}
-	scopes, oerr := grantScopes(client, req.Scope)
+	scopes, oerr := s.grantAgentScopes(client, req.Scope)
 	if oerr != nil {
 		return nil, client, oerr
 	}

@@ -1,0 +1,62 @@
+package agents
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+// EventAgentScopesRemoved records scopes taken from an agent (by an access review or an admin): the
+// token endpoint grants them no more, whatever the agent's client holds.
+const EventAgentScopesRemoved = "agent.scopes_removed"
+
+// applyScopesRemoved folds agent.scopes_removed into the state: the scopes join the agent's removed
+// set. Only agents with removals have an entry, so the projection's memory per agent is unchanged
+// for every other agent.
+func (s *State) applyScopesRemoved(e eventstore.Event) error {
+	msg, err := eventstore.DecodeAs[*registryv1.AgentScopesRemoved](e)
+	if err != nil {
+		return err
+	}
+	name := msg.GetName()
+	tenant, id, ok := ParseName(name)
+	switch {
+	case !ok:
+		return fmt.Errorf("event %s (%s): agent %q is not tenants/{tenant}/agents/{agent}", e.ID, e.Type, name)
+	case tenant != e.Metadata.Tenant:
+		return fmt.Errorf("event %s (%s): agent %s is not in the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant)
+	case e.AggregateID != "" && e.AggregateID != id:
+		return fmt.Errorf("event %s (%s): agent %s on aggregate %s", e.ID, e.Type, name, e.AggregateID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.agents[name]
+	if e.Sequence != 0 && e.Sequence <= cur.seq {
+		return nil
+	}
+	s.agents[name] = agentState{state: cur.state, seq: max(cur.seq, e.Sequence)}
+	if s.removed == nil {
+		s.removed = make(map[string][]string)
+	}
+	set := s.removed[name]
+	for _, sc := range msg.GetScopes() {
+		if !slices.Contains(set, sc) {
+			set = append(set, sc)
+		}
+	}
+	s.removed[name] = set
+	return nil
+}
+
+// RemovedScopes returns the scopes removed from the agent named name (nil when none was).
+func (s *State) RemovedScopes(name string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.removed[name])
+}
+
+// RemovedScopes returns the scopes removed from the agent named name, from the projection without
+// I/O (a removal the projection has not applied yet is granted until it has: milliseconds).
+func (g *Gate) RemovedScopes(name string) []string { return g.state.RemovedScopes(name) }
