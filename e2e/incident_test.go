@@ -405,7 +405,9 @@ func TestIncidentResponseEndToEnd(t *testing.T) {
 
 // TestIncidentLatency measures alert published → the agent's token refused, for N alerts on N
 // agents published together (AGENTID_INCIDENT_LATENCY_AGENTS=N; skipped without it). It reports
-// p50/p99/max for the revocation-following verifier and introspection; nothing about time is asserted.
+// p50/p99/max for the revocation-following verifier and introspection, and where the time goes:
+// alert published → incident run started (the lifecycle consumer) and → agent suspended (the
+// registry's update time); nothing about time is asserted.
 //
 //	AGENTID_INCIDENT_LATENCY_AGENTS=20 go test ./e2e -run TestIncidentLatency -v -count=1
 func TestIncidentLatency(t *testing.T) {
@@ -422,12 +424,13 @@ func TestIncidentLatency(t *testing.T) {
 		toks[i] = a.token(t, ctx)
 	}
 	offline, intro := make([]time.Duration, n), make([]time.Duration, n)
+	published, alertIDs := make([]time.Time, n), make([]string, n)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var failures []error
 	for i, a := range agents {
-		published := time.Now()
-		e.raise(t, ctx, a)
+		published[i] = time.Now()
+		alertIDs[i] = e.raise(t, ctx, a)
 		for _, v := range []struct {
 			v   authn.Verifier
 			out []time.Duration
@@ -440,7 +443,7 @@ func TestIncidentLatency(t *testing.T) {
 					failures = append(failures, fmt.Errorf("%s: %w", a.name, err))
 					return
 				}
-				v.out[i] = at.Sub(published)
+				v.out[i] = at.Sub(published[i])
 			})
 		}
 	}
@@ -449,6 +452,49 @@ func TestIncidentLatency(t *testing.T) {
 		t.Fatalf("tokens not refused: %v", failures)
 	}
 	t.Logf("alert published → token refused over %d agents: revocation-following verifier %s; introspection %s", n, percentiles(offline), percentiles(intro))
+
+	// Where the time went: the runs' start times (Temporal visibility, through ListIncidents) and the
+	// agents' update times (the suspension is their last change).
+	secTok, err := e.security.TokenSource(ctx).Token()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := lifecyclev1.NewLifecycleServiceClient(e.p.dial(t, secTok.AccessToken))
+	runStarted := map[string]time.Time{}
+	waitFor(t, ctx, "every incident run listed", func() (bool, error) {
+		var token string
+		for {
+			res, err := lc.ListIncidents(ctx, &lifecyclev1.ListIncidentsRequest{Parent: "tenants/default", PageToken: token})
+			if err != nil {
+				return false, err
+			}
+			for _, inc := range res.GetIncidents() {
+				runStarted[inc.GetAlert()] = inc.GetWorkflow().GetStartTime().AsTime()
+			}
+			if token = res.GetNextPageToken(); token == "" {
+				break
+			}
+		}
+		for _, id := range alertIDs {
+			if _, ok := runStarted["tenants/default/alerts/"+id]; !ok {
+				return false, fmt.Errorf("no run of alert %s listed yet", id)
+			}
+		}
+		return true, nil
+	})
+	started, suspended := make([]time.Duration, n), make([]time.Duration, n)
+	for i, a := range agents {
+		started[i] = runStarted["tenants/default/alerts/"+alertIDs[i]].Sub(published[i])
+		res, err := e.registry.GetAgent(ctx, &registryv1.GetAgentRequest{Name: a.name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := res.GetAgent().GetState(); st != registryv1.AgentState_AGENT_STATE_SUSPENDED {
+			t.Fatalf("%s is %s after its critical alert, want SUSPENDED", a.name, st)
+		}
+		suspended[i] = res.GetAgent().GetUpdateTime().AsTime().Sub(published[i])
+	}
+	t.Logf("alert published → incident run started %s; → agent suspended %s", percentiles(started), percentiles(suspended))
 }
 
 // percentiles renders p50 / p99 / max of ds (nearest rank).
