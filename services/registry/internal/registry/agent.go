@@ -21,14 +21,15 @@ type Agent struct {
 	// Version is the stream sequence of the last event; 0 if the agent does not exist.
 	Version uint64
 
-	view       *registryv1.Agent
-	decisionID string
-	handled    map[string]bool
+	view        *registryv1.Agent
+	decisionID  string
+	handled     map[string]bool
+	removedKeys map[string]bool // thumbprints of keys the agent held and removed
 }
 
 // NewAgent returns the empty aggregate of an agent that has no events yet.
 func NewAgent(tenant, id string) *Agent {
-	return &Agent{Tenant: tenant, ID: id, handled: map[string]bool{}}
+	return &Agent{Tenant: tenant, ID: id, handled: map[string]bool{}, removedKeys: map[string]bool{}}
 }
 
 // LoadAgent folds events, in order, into the aggregate.
@@ -61,6 +62,12 @@ func (a *Agent) Apply(e eventstore.Event) error {
 			return err
 		}
 		a.decisionID = d.GetDecisionId()
+	case EventAgentKeyRemoved:
+		d, err := eventstore.DecodeAs[*registryv1.AgentKeyRemoved](e)
+		if err != nil {
+			return err
+		}
+		a.removedKeys[d.GetThumbprint()] = true
 	}
 	a.view, a.Version = view, e.Sequence
 	if e.Metadata.CausationID != "" {
@@ -118,6 +125,7 @@ func foldAgent(cur *registryv1.Agent, e eventstore.Event) (*registryv1.Agent, er
 		}
 		next.State = registryv1.AgentState_AGENT_STATE_PENDING
 		next.CreateTime = timestamppb.New(e.Time)
+		next.Keys = agentKeysOf(next.GetPublicJwks(), e.Time)
 	case EventAgentActivated:
 		next.State = registryv1.AgentState_AGENT_STATE_ACTIVE
 		next.StateReason = ""
@@ -150,6 +158,14 @@ func foldAgent(cur *registryv1.Agent, e eventstore.Event) (*registryv1.Agent, er
 		}
 		next.State = registryv1.AgentState_AGENT_STATE_ACTIVE
 		next.StateReason = ""
+	case EventAgentScopesRemoved:
+		if err := foldScopesRemoved(next, e); err != nil {
+			return nil, err
+		}
+	case EventAgentKeyAdded, EventAgentKeyRemoved:
+		if err := foldAgentKey(next, e); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("registry: unknown agent event type %q (event %s)", e.Type, e.ID)
 	}

@@ -33,13 +33,14 @@ type AgentProjection struct {
 	mu       sync.RWMutex
 	byID     map[string]*agentEntry   // tenant + "/" + agent id
 	byTenant map[string][]*agentEntry // in registration order
+	keys     map[string]string        // tenant + "/" + key thumbprint → agent id of every key ever held
 }
 
 var _ eventstore.Projection = (*AgentProjection)(nil)
 
 // NewAgentProjection returns an empty agents read model.
 func NewAgentProjection() *AgentProjection {
-	return &AgentProjection{byID: map[string]*agentEntry{}, byTenant: map[string][]*agentEntry{}}
+	return &AgentProjection{byID: map[string]*agentEntry{}, byTenant: map[string][]*agentEntry{}, keys: map[string]string{}}
 }
 
 // Name implements eventstore.Projection.
@@ -74,7 +75,21 @@ func (p *AgentProjection) Apply(_ context.Context, e eventstore.Event) error {
 		p.byTenant[e.Metadata.Tenant] = append(p.byTenant[e.Metadata.Tenant], cur)
 	}
 	cur.agent = next
+	for _, k := range next.GetKeys() {
+		if _, seen := p.keys[e.Metadata.Tenant+"/"+k.GetThumbprint()]; !seen {
+			p.keys[e.Metadata.Tenant+"/"+k.GetThumbprint()] = e.AggregateID
+		}
+	}
 	return nil
+}
+
+// KeyHolder returns the id of the agent of tenant that first held the key with thumbprint
+// (RFC 7638, base64url), whether or not it still does.
+func (p *AgentProjection) KeyHolder(tenant, thumbprint string) (string, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	id, ok := p.keys[tenant+"/"+thumbprint]
+	return id, ok
 }
 
 // Get returns a copy of one agent.
