@@ -123,7 +123,7 @@ func (p *provision) judge(ctx workflow.Context, a Approval, v VerifiedApproval) 
 	if v.Step != step {
 		return refused("the approval token is for the %s step, the run waits for the %s step", v.Step, step)
 	}
-	role, err := stepRole(step, v)
+	role, err := p.decidingRole(step, next, v)
 	if err != nil {
 		return Approval{}, err
 	}

@@ -24,8 +24,13 @@ type ProvisionInput struct {
 	RiskTier string
 	// EventID is the id of the agent.registered event that started the run, recorded as causation.
 	EventID string
-	// EscalateAfter is how long approvals may wait before the run escalates (default DefaultEscalateAfter).
+	// EscalateAfter is how long an approval step may wait with one holder before the run hands it to
+	// the next approver in line (EscalationChain; default DefaultEscalateAfter). Runs recorded before
+	// change approval-escalation only mark themselves escalated once, after it.
 	EscalateAfter time.Duration
+	// RemindEvery is how often the holder of a waiting step is reminded (default DefaultRemindEvery;
+	// since change approval-escalation).
+	RemindEvery time.Duration `json:",omitempty"`
 	// ApprovalDeadline is how long approvals may wait before the request is rejected as expired
 	// (default DefaultApprovalDeadline).
 	ApprovalDeadline time.Duration
@@ -65,6 +70,16 @@ func validateAgent(tenant, agent, agentID string) error {
 	return nil
 }
 
+// DefaultRemindEvery is how often the holder of a waiting approval step is reminded.
+const DefaultRemindEvery = 24 * time.Hour
+
+// versionApprovalEscalation is the change id (version 1) of approvals whose escalation acts: the
+// holder of a waiting step is reminded every RemindEvery and, after EscalateAfter without a decision,
+// the step is handed to the next approver in line (EscalationChain), who is notified and may then
+// decide it. Runs recorded before it (workflow.DefaultVersion) take approveV0: after EscalateAfter
+// they only change their stage to approval-escalated.
+const versionApprovalEscalation = "approval-escalation"
+
 // provision is the state of one provisioning run, shared by the main loop and its handlers.
 type provision struct {
 	in       ProvisionInput
@@ -81,6 +96,11 @@ type provision struct {
 	versionKnown bool
 	usedTokens   map[string]bool // approval token ids presented to this run
 	verifying    bool            // an approval token is being verified and judged
+
+	escalating bool // since versionApprovalEscalation: steps are handed along EscalationChain
+	held       int  // index in RequiredApprovals of the step the run waits for
+	level      int  // how often that step has been handed on
+	notices    int  // notices sent, for their idempotency keys
 }
 
 // ProvisionWorkflow decides and carries out an agent's provisioning: policy decision, approvals in the
@@ -96,6 +116,9 @@ func ProvisionWorkflow(ctx workflow.Context, in ProvisionInput) (ProvisionResult
 	}
 	if in.ApprovalDeadline <= 0 {
 		in.ApprovalDeadline = DefaultApprovalDeadline
+	}
+	if in.RemindEvery <= 0 {
+		in.RemindEvery = DefaultRemindEvery
 	}
 	p := &provision{in: in, id: workflow.GetInfo(ctx).WorkflowExecution.ID, status: Status{Stage: StagePolicy}}
 	if err := p.registerHandlers(ctx); err != nil {
@@ -153,11 +176,21 @@ func (p *provision) approve(ctx workflow.Context) (ProvisionResult, error) {
 	if err := p.setStage(ctx, StageApproval); err != nil {
 		return ProvisionResult{}, err
 	}
+	defer p.dropPending()
+	if workflow.GetVersion(ctx, versionApprovalEscalation, workflow.DefaultVersion, 1) >= 1 {
+		p.escalating = true
+		return p.approveEscalating(ctx, required)
+	}
+	return p.approveV0(ctx, required)
+}
+
+// approveV0 is the approval stage of runs recorded before versionApprovalEscalation: after
+// EscalateAfter the run only changes its stage to approval-escalated.
+func (p *provision) approveV0(ctx workflow.Context, required []string) (ProvisionResult, error) {
 	start := workflow.Now(ctx)
 	escalateAt, deadline := start.Add(p.in.EscalateAfter), start.Add(p.in.ApprovalDeadline)
 	escalated := !escalateAt.Before(deadline)
 	var approvers []string
-	defer p.dropPending()
 
 	for len(p.status.ApprovalsSoFar) < len(required) {
 		step := required[len(p.status.ApprovalsSoFar)]

@@ -260,40 +260,6 @@ func TestProvisionDenied(t *testing.T) {
 	}
 }
 
-func TestProvisionApprovalEscalatesThenExpires(t *testing.T) {
-	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "a4"))
-	f.fakes.Registry.Put(workflowstest.NewAgent(tenant, "a4", registryv1.RiskTier_RISK_TIER_MODERATE))
-	f.fakes.Policy.Decide("tenants/acme/agents/a4", &policyv1.Decision{
-		DecisionId: "dec-4", Outcome: policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL, RequiredApprovals: []string{"owner"},
-	})
-	var at47h, at49h workflows.Status
-	f.env.RegisterDelayedCallback(func() { at47h = f.status(t) }, 47*time.Hour)
-	f.env.RegisterDelayedCallback(func() { at49h = f.status(t) }, 49*time.Hour)
-	start := f.env.Now()
-
-	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("a4", "moderate"))
-
-	var res workflows.ProvisionResult
-	if err := f.env.GetWorkflowResult(&res); err != nil {
-		t.Fatal(err)
-	}
-	if at47h.Stage != "approval" || at49h.Stage != "approval-escalated" || at49h.WaitingFor != "approval by owner" {
-		t.Errorf("status at 47h = %+v, at 49h = %+v", at47h, at49h)
-	}
-	if res.Result != "rejected" || !strings.HasPrefix(res.Reason, "approval expired: no decision by owner") {
-		t.Fatalf("result = %+v", res)
-	}
-	if elapsed := f.env.Now().Sub(start); elapsed < 7*24*time.Hour {
-		t.Errorf("expired after %s, want 7 days", elapsed)
-	}
-	if got, want := f.stages.all(), []string{"policy", "approval", "approval-escalated", "reject", "done"}; !slices.Equal(got, want) {
-		t.Errorf("stages = %v, want %v", got, want)
-	}
-	if rej := workflowstest.RequestsOf[*registryv1.RejectAgentRequest](f.fakes, "RejectAgent"); len(rej) != 1 {
-		t.Fatalf("RejectAgent calls = %d", len(rej))
-	}
-}
-
 func TestApproveUpdateValidator(t *testing.T) {
 	tests := []struct {
 		name     string
