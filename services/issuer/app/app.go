@@ -59,6 +59,14 @@ type Config struct {
 	// KEKID names the key-encryption key in stored events; default "sha256:" + the first 16 hex
 	// digits of the key's SHA-256.
 	KEKID string
+	// OldKEKs are earlier key-encryption keys: they open signing keys sealed with them (until
+	// ResealSigningKeys has re-sealed those under KEK) and never seal.
+	OldKEKs []OldKEK
+	// SigningKeys configures signing-key rotation (publish delay, retention, schedule).
+	SigningKeys credentials.SigningKeyRotation
+	// SigningKeyCheckInterval is how often a replica applies the signing-key transitions that are
+	// due; default 10 seconds.
+	SigningKeyCheckInterval time.Duration
 	// DefaultTokenTTL is the access token lifetime of clients that set none; default 10 minutes, at
 	// most 24 hours.
 	DefaultTokenTTL time.Duration
@@ -84,6 +92,14 @@ type Config struct {
 	// registered in the system tenant at start, idempotently. A split deployment bootstraps this way;
 	// `agentid dev` registers its identities itself.
 	PlatformClients []PlatformClient
+}
+
+// OldKEK is an earlier key-encryption key and its id (the kek_id of the events it sealed).
+type OldKEK struct {
+	// ID is the key's id. Required.
+	ID string
+	// Key is the 32-byte key.
+	Key []byte
 }
 
 // PlatformClient is a service identity of the system tenant: its client id, its public keys and the
@@ -117,6 +133,13 @@ func (c Config) Validate() error {
 		return errors.New("issuer: DefaultTokenTTL must be at least 1s")
 	case c.JTIReplicas < 0 || c.TelemetryBuffer < 0:
 		return errors.New("issuer: JTIReplicas and TelemetryBuffer must not be negative")
+	case c.SigningKeyCheckInterval < 0:
+		return errors.New("issuer: SigningKeyCheckInterval must not be negative")
+	}
+	for i, k := range c.OldKEKs {
+		if k.ID == "" || strings.ContainsAny(k.ID, "\r\n") || len(k.Key) != keys.KEKSize {
+			return fmt.Errorf("issuer: OldKEKs[%d] needs an id without line breaks and a %d-byte key", i, keys.KEKSize)
+		}
 	}
 	if err := revocation.CheckProjectionLagAllowance(c.ProjectionLagAllowance); err != nil {
 		return fmt.Errorf("issuer: ProjectionLagAllowance: %w", err)
@@ -210,12 +233,15 @@ func New(cfg Config, deps Deps) (*App, error) {
 	cfg.PublicURL = strings.TrimRight(cfg.PublicURL, "/")
 	logger := deps.Logger.With("component", Name)
 
-	sealer, err := keys.NewSealer(cfg.KEKID, cfg.KEK)
+	if cfg.SigningKeyCheckInterval == 0 {
+		cfg.SigningKeyCheckInterval = DefaultSigningKeyCheckInterval
+	}
+	sealer, oldSealers, err := sealers(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("issuer: %w", err)
+		return nil, err
 	}
 	a := &App{cfg: cfg, store: deps.Store, logger: logger, ready: make(chan struct{}), streams: make(chan struct{})}
-	a.state = credentials.NewState(logger, sealer)
+	a.state = credentials.NewState(logger, append([]*keys.Sealer{sealer}, oldSealers...)...)
 	a.runner = deps.Store.NewRunner(a.state, eventstore.StreamCredentials, nil)
 	a.agents = agents.NewState()
 	a.agentsRun = deps.Store.NewRunner(a.agents, eventstore.StreamAgents, nil)
@@ -234,6 +260,8 @@ func New(cfg Config, deps Deps) (*App, error) {
 		Store:           deps.Store,
 		State:           a.state,
 		Sealer:          sealer,
+		OldSealers:      oldSealers,
+		Rotation:        cfg.SigningKeys,
 		DefaultTokenTTL: cfg.DefaultTokenTTL,
 		WaitApplied:     a.waitApplied,
 		Logger:          logger,
@@ -330,7 +358,7 @@ func (a *App) setDenylist(deps Deps, logger *slog.Logger) error {
 // followed by the tenant consumer that gives each new tenant a signing key, the telemetry publisher,
 // the revocation reactor, and the issuer's own revocation feed unless its denylist is shared.
 func (a *App) Tasks() []service.Task {
-	tasks := []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor}
+	tasks := []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor, a.runSigningKeyRotation}
 	if a.revFeed != nil {
 		tasks = append(tasks, a.runRevocationFeed)
 	}
@@ -489,6 +517,11 @@ func (a *App) runTenantKeys(ctx context.Context) error {
 			}
 			return fmt.Errorf("issuer: %w", err)
 		}
+	}
+	// Fail closed: a signing key in use that this issuer cannot open (its KEK was not given) would
+	// leave its tenant without tokens or verification.
+	if err := a.state.CheckSigningKeys(); err != nil {
+		return fmt.Errorf("issuer: cannot start: %w", err)
 	}
 	// Introspection and the platform-token check refuse revoked tokens only once the denylist holds
 	// every revocation that can still matter.

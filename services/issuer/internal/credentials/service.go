@@ -42,8 +42,12 @@ type ServiceConfig struct {
 	Store EventStore
 	// State is the projection queries read. Required.
 	State *State
-	// Sealer seals new signing keys. Required.
+	// Sealer seals new signing keys (the current key-encryption key). Required.
 	Sealer *keys.Sealer
+	// OldSealers open signing keys sealed with older key-encryption keys, for ResealSigningKeys.
+	OldSealers []*keys.Sealer
+	// Rotation configures signing-key rotation; the zero value takes the defaults and rotates on demand only.
+	Rotation SigningKeyRotation
 	// DefaultTokenTTL is the token lifetime of clients that set none; default DefaultTokenTTL.
 	DefaultTokenTTL time.Duration
 	// WaitApplied, if set, blocks until the projection has applied stream sequence seq, so that a
@@ -57,13 +61,15 @@ type ServiceConfig struct {
 
 // Service runs the issuer's commands (clients, signing keys) and answers queries from the projection.
 type Service struct {
-	store  EventStore
-	state  *State
-	sealer *keys.Sealer
-	ttl    time.Duration
-	wait   func(ctx context.Context, seq uint64)
-	now    func() time.Time
-	logger *slog.Logger
+	store    EventStore
+	state    *State
+	sealer   *keys.Sealer
+	openers  map[string]*keys.Sealer // every key-encryption key by id, the current one included
+	rotation SigningKeyRotation
+	ttl      time.Duration
+	wait     func(ctx context.Context, seq uint64)
+	now      func() time.Time
+	logger   *slog.Logger
 }
 
 // NewService returns a Service.
@@ -71,8 +77,22 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.Store == nil || cfg.State == nil || cfg.Sealer == nil {
 		return nil, errors.New("credentials: Store, State and Sealer are required")
 	}
+	rotation, err := cfg.Rotation.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{store: cfg.Store, state: cfg.State, sealer: cfg.Sealer, ttl: cfg.DefaultTokenTTL,
-		wait: cfg.WaitApplied, now: cfg.Now, logger: cfg.Logger}
+		wait: cfg.WaitApplied, now: cfg.Now, logger: cfg.Logger, rotation: rotation,
+		openers: map[string]*keys.Sealer{cfg.Sealer.ID(): cfg.Sealer}}
+	for _, o := range cfg.OldSealers {
+		if o == nil {
+			return nil, errors.New("credentials: nil old sealer")
+		}
+		if _, dup := s.openers[o.ID()]; dup {
+			return nil, fmt.Errorf("credentials: key-encryption key id %q given twice", o.ID())
+		}
+		s.openers[o.ID()] = o
+	}
 	if s.ttl <= 0 {
 		s.ttl = DefaultTokenTTL
 	}
@@ -170,6 +190,7 @@ func (s *Service) EnsureSigningKey(ctx context.Context, tenant string) error {
 			},
 			SealedPrivateJwk: sealed,
 			KekId:            s.sealer.ID(),
+			State:            keys.StateCurrent,
 		},
 		Metadata: serviceMetadata(tenant),
 	})
@@ -436,21 +457,16 @@ func (s *Service) EnsureClient(ctx context.Context, tenant string, in *issuerv1.
 	return errs.Conflict("CLIENT_CHANGED", "the client changed concurrently, retry")
 }
 
-// ListSigningKeys returns the public halves of the tenant's signing keys, newest first.
+// ListSigningKeys returns the tenant's signing keys (public halves), removed ones included, newest
+// first, with their rotation states and dates.
 func (s *Service) ListSigningKeys(tenant string) ([]*issuerv1.SigningKey, error) {
-	ks := s.state.SigningKeys(tenant)
-	if len(ks) == 0 {
+	ens := s.state.SigningKeyEntries(tenant)
+	if len(ens) == 0 {
 		return nil, errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", tenant)
 	}
-	out := make([]*issuerv1.SigningKey, 0, len(ks))
-	for _, k := range ks {
-		pub, err := k.PublicJSON()
-		if err != nil {
-			return nil, errs.Internal(err)
-		}
-		out = append(out, &issuerv1.SigningKey{
-			KeyId: k.KeyID, Algorithm: string(k.Algorithm), PublicJwk: pub, CreateTime: timestamppb.New(k.CreateTime),
-		})
+	out := make([]*issuerv1.SigningKey, 0, len(ens))
+	for _, en := range ens {
+		out = append(out, SigningKeyProto(en))
 	}
 	return out, nil
 }

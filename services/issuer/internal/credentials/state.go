@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -33,7 +32,7 @@ type State struct {
 }
 
 type tenantState struct {
-	keys    []*keys.SigningKey // oldest first
+	keys    keys.Ring // signing keys, with their private halves unsealed where the KEK is known
 	clients map[string]*Client
 }
 
@@ -58,56 +57,19 @@ func (s *State) Name() string { return ProjectionName }
 // Apply folds one CREDENTIALS event into the state. Unknown event types are ignored.
 func (s *State) Apply(_ context.Context, e eventstore.Event) error {
 	switch e.Type {
-	case EventSigningKeyCreated:
-		return s.applySigningKeyCreated(e)
+	case EventSigningKeyCreated, EventSigningKeyActivated, EventSigningKeyRemoved, EventSigningKeyResealed:
+		return s.applySigningKeyEvent(e)
 	case EventClientCreated:
 		return s.applyClientCreated(e)
 	case EventClientDisabled:
 		return s.applyClientDisabled(e)
 	case EventClientTombstoned:
 		return s.applyClientTombstoned(e)
+	case EventClientKeyAdded, EventClientKeyRemoved:
+		return s.applyClientKeyEvent(e)
 	default:
 		return nil
 	}
-}
-
-func (s *State) applySigningKeyCreated(e eventstore.Event) error {
-	msg, err := eventstore.DecodeAs[*issuerv1.SigningKeyCreated](e)
-	if err != nil {
-		return err
-	}
-	tenant := e.Metadata.Tenant
-	if !authn.ValidTenant(tenant) || e.AggregateID != tenant {
-		return fmt.Errorf("signing key event %s: tenant %q, aggregate %q", e.ID, tenant, e.AggregateID)
-	}
-	sealer, ok := s.sealers[msg.GetKekId()]
-	if !ok {
-		return fmt.Errorf("signing key %s of tenant %s is sealed with unknown key-encryption key %q", msg.GetKey().GetKeyId(), tenant, msg.GetKekId())
-	}
-	kid := msg.GetKey().GetKeyId()
-	priv, err := sealer.Open(msg.GetSealedPrivateJwk(), keys.SealAAD(tenant, kid))
-	if err != nil {
-		return fmt.Errorf("signing key %s of tenant %s: %w", kid, tenant, err)
-	}
-	created := e.Time
-	if ts := msg.GetKey().GetCreateTime(); ts != nil {
-		created = ts.AsTime()
-	}
-	k, err := keys.FromPrivateJWK(priv, created)
-	if err != nil {
-		return fmt.Errorf("signing key %s of tenant %s: %w", kid, tenant, err)
-	}
-	if k.KeyID != kid {
-		return fmt.Errorf("signing key event %s: kid %q does not match the sealed key %q", e.ID, kid, k.KeyID)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ts := s.tenantLocked(tenant)
-	if slices.ContainsFunc(ts.keys, func(x *keys.SigningKey) bool { return x.KeyID == kid }) {
-		return nil
-	}
-	ts.keys = append(ts.keys, k)
-	return nil
 }
 
 func (s *State) applyClientCreated(e eventstore.Event) error {
@@ -243,54 +205,6 @@ func (s *State) tenantLocked(tenant string) *tenantState {
 		s.tenants[tenant] = ts
 	}
 	return ts
-}
-
-// HasTenant reports whether the tenant has an authorization server (a signing key).
-func (s *State) HasTenant(tenant string) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	ts, ok := s.tenants[tenant]
-	return ok && len(ts.keys) > 0
-}
-
-// CurrentKey returns the key that signs the tenant's new tokens: the newest.
-func (s *State) CurrentKey(tenant string) (*keys.SigningKey, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	ts, ok := s.tenants[tenant]
-	if !ok || len(ts.keys) == 0 {
-		return nil, false
-	}
-	return ts.keys[len(ts.keys)-1], true
-}
-
-// SigningKey returns the tenant's key kid.
-func (s *State) SigningKey(tenant, kid string) (*keys.SigningKey, bool) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	ts, ok := s.tenants[tenant]
-	if !ok {
-		return nil, false
-	}
-	for _, k := range ts.keys {
-		if k.KeyID == kid {
-			return k, true
-		}
-	}
-	return nil, false
-}
-
-// SigningKeys returns the tenant's published (non-retired) keys, newest first.
-func (s *State) SigningKeys(tenant string) []*keys.SigningKey {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	ts, ok := s.tenants[tenant]
-	if !ok {
-		return nil
-	}
-	out := slices.Clone(ts.keys)
-	slices.Reverse(out)
-	return out
 }
 
 // Client returns one client of the tenant.
