@@ -43,6 +43,10 @@ type Claims struct {
 	// Permissions is "permissions", set only in tokens for TemporalAudience: "<namespace>:<role>"
 	// entries for Temporal's default JWT claim mapper.
 	Permissions []string `json:"permissions,omitempty"`
+	// ClientKeyThumbprint is "ckt": the RFC 7638 SHA-256 thumbprint (base64url) of the client key the
+	// token was obtained with (private_key_jwt), so that the tokens of a rotated-out key are revoked
+	// without touching those of the client's other keys.
+	ClientKeyThumbprint string `json:"ckt,omitempty"`
 }
 
 // Confirmation is the "cnf" claim of a sender-constrained token.
@@ -75,6 +79,7 @@ type wireClaims struct {
 	Act         map[string]any   `json:"act,omitempty"`
 	Cnf         *Confirmation    `json:"cnf,omitempty"`
 	Permissions []string         `json:"permissions,omitempty"`
+	CKT         string           `json:"ckt,omitempty"`
 }
 
 func numericDate(t time.Time) *jwt.NumericDate {
@@ -98,6 +103,7 @@ func (c Claims) MarshalJSON() ([]byte, error) {
 		Expiry: numericDate(c.Expiry), IssuedAt: numericDate(c.IssuedAt), NotBefore: numericDate(c.NotBefore),
 		ID: c.ID, ClientID: c.ClientID, Scope: c.Scope, Tenant: c.Tenant, Environment: c.Environment,
 		Agent: c.Agent, Roles: c.Roles, Act: c.Act, Cnf: c.Confirmation, Permissions: c.Permissions,
+		CKT: c.ClientKeyThumbprint,
 	})
 }
 
@@ -112,6 +118,7 @@ func (c *Claims) UnmarshalJSON(b []byte) error {
 		Expiry: timeOf(w.Expiry), IssuedAt: timeOf(w.IssuedAt), NotBefore: timeOf(w.NotBefore),
 		ID: w.ID, ClientID: w.ClientID, Scope: w.Scope, Tenant: w.Tenant, Environment: w.Environment,
 		Agent: w.Agent, Roles: w.Roles, Act: w.Act, Confirmation: w.Cnf, Permissions: w.Permissions,
+		ClientKeyThumbprint: w.CKT,
 	}
 	return nil
 }

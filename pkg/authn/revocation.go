@@ -50,6 +50,7 @@ type Denylist struct {
 	agents   map[scoped]notBefore // tenant+agent
 	subjects map[scoped]notBefore // tenant+sub
 	tenants  map[string]notBefore // tenant
+	ckeys    map[clientKey]notBefore
 	pruned   time.Time
 
 	position atomic.Uint64 // highest stream sequence applied
@@ -60,6 +61,9 @@ var _ RevocationChecker = (*Denylist)(nil)
 
 // scoped is a value within one tenant; struct keys keep map lookups allocation-free.
 type scoped struct{ tenant, value string }
+
+// clientKey is one key (RFC 7638 thumbprint) of one client of a tenant.
+type clientKey struct{ tenant, client, thumbprint string }
 
 // notBefore revokes tokens issued at or before at (unix ns); forget is when the entry may go.
 type notBefore struct{ at, forget int64 }
@@ -80,6 +84,7 @@ func NewDenylist(cfg DenylistConfig) *Denylist {
 		agents:     make(map[scoped]notBefore),
 		subjects:   make(map[scoped]notBefore),
 		tenants:    make(map[string]notBefore),
+		ckeys:      make(map[clientKey]notBefore),
 	}
 	if d.retention <= 0 {
 		d.retention = DefaultRevocationRetention
@@ -122,6 +127,11 @@ func ValidateRevocation(ev *issuerv1.TokensRevoked) error {
 		value, field = ev.GetSubject(), "subject"
 	case issuerv1.RevocationTarget_REVOCATION_TARGET_TENANT:
 		value, field = ev.GetTenant(), "tenant"
+	case issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT_KEY:
+		value, field = ev.GetClientId(), "client_id"
+		if ev.GetClientKeyThumbprint() == "" {
+			return fmt.Errorf("authn: %s revocation has no client_key_thumbprint", ev.GetTarget())
+		}
 	default:
 		return fmt.Errorf("authn: revocation target %s is not supported", ev.GetTarget())
 	}
@@ -188,11 +198,14 @@ func (d *Denylist) applyLocked(ev *issuerv1.TokensRevoked, forget int64) {
 		mergeInto(d.subjects, ev.GetSubject())
 	case issuerv1.RevocationTarget_REVOCATION_TARGET_TENANT:
 		d.tenants[tenant] = d.tenants[tenant].merge(nb)
+	case issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT_KEY:
+		k := clientKey{tenant, ev.GetClientId(), ev.GetClientKeyThumbprint()}
+		d.ckeys[k] = d.ckeys[k].merge(nb)
 	}
 }
 
 // Check returns an Unauthenticated *errs.Error (reason ReasonTokenRevoked) when a revocation covers the
-// token with claims c signed with key kid: its jti, its signing key, or its client, agent, subject or
+// token with claims c signed with key kid: its jti, its signing key, its client key (ckt), or its client, agent, subject or
 // tenant with a not_before at or after the token's iat. Only revocations of the token's own tenant
 // apply. A token without iat is covered by every not_before revocation of its client, agent, subject
 // or tenant.
@@ -220,6 +233,8 @@ func (d *Denylist) Check(c *Claims, kid string) error {
 		return revoked("agent")
 	case c.Subject != "" && covers(d.subjects[scoped{t, c.Subject}], iat):
 		return revoked("subject")
+	case c.ClientKeyThumbprint != "" && len(d.ckeys) > 0 && covers(d.ckeys[clientKey{t, c.ClientID, c.ClientKeyThumbprint}], iat):
+		return revoked("client key")
 	}
 	return nil
 }
@@ -271,6 +286,12 @@ func (d *Denylist) pruneLocked(now time.Time) int {
 			n++
 		}
 	}
+	for k, e := range d.ckeys {
+		if e.forget <= cut {
+			delete(d.ckeys, k)
+			n++
+		}
+	}
 	return n
 }
 
@@ -278,7 +299,7 @@ func (d *Denylist) pruneLocked(now time.Time) int {
 func (d *Denylist) Len() int {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return len(d.tokens) + len(d.keys) + len(d.clients) + len(d.agents) + len(d.subjects) + len(d.tenants)
+	return len(d.tokens) + len(d.keys) + len(d.clients) + len(d.agents) + len(d.subjects) + len(d.tenants) + len(d.ckeys)
 }
 
 // Position returns the highest stream sequence applied so far (0 before the first).
