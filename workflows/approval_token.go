@@ -9,11 +9,6 @@ import (
 	"go.temporal.io/sdk/workflow"
 )
 
-// versionApprovalToken is the change id (version 1) of approvals that count only with a verified
-// approval token (VerifyApproval) and the step rules of StepRoles. Runs that took an approval before
-// it (workflow.DefaultVersion) keep taking self-asserted approvals until they end.
-const versionApprovalToken = "approval-token"
-
 // maxApprovalTokenLen bounds the token a run sends to VerifyApproval.
 const maxApprovalTokenLen = 16 << 10
 

@@ -63,11 +63,6 @@ type DeprovisionResult struct {
 // active (a client created concurrently with the retirement).
 const maxRevokeRounds = 5
 
-// versionDeprovisionSaga is the change id (version 1) of the complete deprovisioning saga: trigger,
-// suspend, revoke every credential, remove grants, cleanup, verify by trying, retire, sign-offs,
-// evidence. Runs that started before it (workflow.DefaultVersion) finish as they began.
-const versionDeprovisionSaga = "deprovision-saga"
-
 // DeprovisionWorkflow retires an agent. Since versionDeprovisionSaga it runs the saga of deprovision.go
 // (runSaga); runs recorded before it stop a provisioning run still in progress, disable the agent's
 // OAuth client (revoking its tokens), verify that the client is disabled, record the verification in

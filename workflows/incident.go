@@ -232,12 +232,6 @@ var incidentPolicyOptions = workflow.ActivityOptions{
 	},
 }
 
-// versionSuspendFirst is the change id (version 1) of incident runs that take the actions the
-// consumer decided (IncidentInput.Actions) and suspend and revoke first, as local activities, before
-// they record lifecycle.incident_opened and notify. Runs recorded before it decide through activity
-// DecideIncidentActions and record incident_opened before they suspend (runV0).
-const versionSuspendFirst = "incident-suspend-first"
-
 // incidentLocalOptions bound one local attempt at the suspension, the revocation or the policy
 // decision in the run's first workflow task: a few retries within 30 seconds. A suspension or
 // revocation still failing after them is handed to a regular activity (incidentOptions), retried for

@@ -73,13 +73,6 @@ func validateAgent(tenant, agent, agentID string) error {
 // DefaultRemindEvery is how often the holder of a waiting approval step is reminded.
 const DefaultRemindEvery = 24 * time.Hour
 
-// versionApprovalEscalation is the change id (version 1) of approvals whose escalation acts: the
-// holder of a waiting step is reminded every RemindEvery and, after EscalateAfter without a decision,
-// the step is handed to the next approver in line (EscalationChain), who is notified and may then
-// decide it. Runs recorded before it (workflow.DefaultVersion) take approveV0: after EscalateAfter
-// they only change their stage to approval-escalated.
-const versionApprovalEscalation = "approval-escalation"
-
 // provision is the state of one provisioning run, shared by the main loop and its handlers.
 type provision struct {
 	in       ProvisionInput
@@ -244,17 +237,6 @@ func (p *provision) dropPending() {
 	}
 	p.pending, p.taken = nil, p.enqueued
 }
-
-// versionClientFirst is the change id of the order credential-then-activation (version 1); runs
-// recorded before it (workflow.DefaultVersion) activate first and create the client after.
-const versionClientFirst = "client-before-activation"
-
-// versionSettleUnusableClient is the change id (version 1) of how a client-first run ends when its
-// client cannot be put to use: it rejects an agent that is still PENDING (instead of failing, which
-// had the run started again and the approvers asked again for ever), waits for a cancelled
-// ActivateAgent to end, and takes its client back only from an agent that is not ACTIVE. Runs
-// recorded before it (workflow.DefaultVersion) take createThenActivateV1.
-const versionSettleUnusableClient = "settle-unusable-client"
 
 func (p *provision) activate(ctx workflow.Context, approvedBy []string) (ProvisionResult, error) {
 	if workflow.GetVersion(ctx, versionClientFirst, workflow.DefaultVersion, 1) == workflow.DefaultVersion {

@@ -30,7 +30,15 @@ import (
 	"github.com/agentid/agentid/workflows/workflowstest"
 )
 
-var record = flag.Bool("record", false, "write the histories recorded by TestRecordHistories to testdata/")
+var (
+	record     = flag.Bool("record", false, "write the histories recorded by TestRecordHistories to testdata/")
+	recordOnly = flag.String("record-only", "", "with -record: write only these comma-separated files (default all)")
+)
+
+// recordFile says whether -record writes file.
+func recordFile(file string) bool {
+	return *record && (*recordOnly == "" || slices.Contains(strings.Split(*recordOnly, ","), file))
+}
 
 // recordedHistories are the files under testdata/ that TestRecordHistories writes;
 // TestReplayRecordedHistories replays them and every other history kept there.
@@ -40,6 +48,8 @@ var recordedHistories = []string{
 	"provision-rejected-by-approver.json",
 	"provision-denied.json",
 	"provision-client-unusable.json",
+	"provision-escalated.json",
+	"provision-reminded.json",
 	"deprovision.json",
 }
 
@@ -51,6 +61,8 @@ func TestRecordHistories(t *testing.T) {
 	srv := testkit.StartTemporal(t)
 	fakes := workflowstest.Start(t)
 	acts := activitiesFor(t, fakes, newStore(t))
+	notifier := &notifications{}
+	acts.Notifier = notifier
 	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
 	if err != nil {
 		t.Fatal(err)
@@ -185,14 +197,42 @@ func TestRecordHistories(t *testing.T) {
 	}
 	runs = append(runs, recorded{"provision-client-unusable.json", start(id, workflows.ProvisionWorkflowName, in, "low", "r-unusable"), "rejected"})
 
+	// Escalation path: nobody decides the owner step within EscalateAfter; it is handed to approver,
+	// who is notified and approves.
+	id = workflows.ProvisionWorkflowID(tenant, "r-escalated")
+	in = agent("r-escalated", registryv1.RiskTier_RISK_TIER_HIGH, requireApproval("r-escalated", "owner"))
+	in.EscalateAfter, in.RemindEvery = time.Second, time.Hour
+	run = start(id, workflows.ProvisionWorkflowName, in, "high", "r-escalated")
+	waitStatus(id, "the owner step handed to approver", func(s workflows.Status) bool { return s.Holder == "approver" && len(s.Notices) == 1 })
+	if _, err := approve(id, workflows.Approval{Token: token(run, "r-escalated", "carol@corp", "owner", "approve", "approver"), Comment: "owner away"}); err != nil {
+		t.Fatal(err)
+	}
+	runs = append(runs, recorded{"provision-escalated.json", run, "activated"})
+
+	// Reminder path: the security-approver is reminded before deciding.
+	id = workflows.ProvisionWorkflowID(tenant, "r-reminded")
+	in = agent("r-reminded", registryv1.RiskTier_RISK_TIER_HIGH, requireApproval("r-reminded", "security"))
+	in.EscalateAfter, in.RemindEvery = time.Hour, time.Second
+	run = start(id, workflows.ProvisionWorkflowName, in, "high", "r-reminded")
+	waitStatus(id, "a reminder to security-approver", func(s workflows.Status) bool { return len(s.Notices) >= 1 })
+	if _, err := approve(id, workflows.Approval{Token: token(run, "r-reminded", "bob@corp", "security", "approve", "security-approver")}); err != nil {
+		t.Fatal(err)
+	}
+	runs = append(runs, recorded{"provision-reminded.json", run, "activated"})
+
 	for _, r := range runs {
 		var res workflows.ProvisionResult
+
 		if err := r.run.Get(ctx, &res); err != nil {
 			t.Fatalf("%s: %v", r.file, err)
 		}
 		if res.Result != r.wantResult {
 			t.Fatalf("%s: result %+v, want %s", r.file, res, r.wantResult)
 		}
+	}
+
+	if got := notifier.recipients(); !slices.Contains(got, "approval.escalated:approver") || !slices.Contains(got, "approval.reminder:security-approver") {
+		t.Fatalf("notifications = %v, want the escalation to approver and a reminder to security-approver", got)
 	}
 
 	// Retire the auto-approved agent: its client exists and is disabled.
@@ -244,7 +284,7 @@ func TestRecordHistories(t *testing.T) {
 			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
 		}
 		files = append(files, r.file)
-		if *record {
+		if recordFile(r.file) {
 			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
 			if err != nil {
 				t.Fatal(err)
@@ -277,10 +317,7 @@ func history(t *testing.T, c client.Client, run client.WorkflowRun) *historypb.H
 // TestReplayRecordedHistories replays the committed histories against the current workflow code: a
 // change that is not deterministic for runs already in flight fails here.
 func TestReplayRecordedHistories(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	files := replayedHistoryFiles(t)
 	for _, want := range recordedHistories {
 		if !slices.Contains(files, filepath.Join("testdata", want)) {
 			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordHistories -record", want)

@@ -1,0 +1,70 @@
+package workflows
+
+import "go.temporal.io/sdk/workflow"
+
+// Change ids of workflow.GetVersion, named here and nowhere else (docs/workflows-versioning.md).
+// Every id is listed in Changes; a test fails when a GetVersion call uses an id or a maximum version
+// that Changes does not list. Never remove an id, nor the branch of a version, while histories of
+// runs that took it may still be replayed (they are kept in testdata/ with a release suffix).
+const (
+	// versionClientFirst (version 1): the credential is created before the agent is activated; runs
+	// recorded before it (workflow.DefaultVersion) activate first and create the client after.
+	versionClientFirst = "client-before-activation"
+	// versionSettleUnusableClient (version 1): a client-first run whose client cannot be put to use
+	// rejects an agent that is still PENDING (instead of failing, which had the run started again and
+	// the approvers asked again for ever), waits for a cancelled ActivateAgent to end, and takes its
+	// client back only from an agent that is not ACTIVE. Runs recorded before it take
+	// createThenActivateV1.
+	versionSettleUnusableClient = "settle-unusable-client"
+	// versionApprovalToken (version 1): approvals count only with a verified approval token
+	// (VerifyApproval) and the step rules of StepRoles. Runs that took an approval before it
+	// (workflow.DefaultVersion) keep taking self-asserted approvals until they end.
+	versionApprovalToken = "approval-token"
+	// versionApprovalEscalation (version 1): the holder of a waiting approval step is reminded every
+	// RemindEvery and, after EscalateAfter without a decision, the step is handed to the next approver
+	// in line (EscalationChain), who is notified and may then decide it. Runs recorded before it
+	// (workflow.DefaultVersion) take approveV0: after EscalateAfter they only change their stage to
+	// approval-escalated.
+	versionApprovalEscalation = "approval-escalation"
+
+	// versionDeprovisionSaga (version 1): the complete deprovisioning saga: trigger, suspend, revoke
+	// every credential, remove grants, cleanup, verify by trying, retire, sign-offs, evidence. Runs
+	// that started before it (workflow.DefaultVersion) finish as they began.
+	versionDeprovisionSaga = "deprovision-saga"
+
+	// versionSuspendFirst (version 1): incident runs take the actions the consumer decided
+	// (IncidentInput.Actions) and suspend and revoke first, as local activities, before they record
+	// lifecycle.incident_opened and notify. Runs recorded before it decide through activity
+	// DecideIncidentActions and record incident_opened before they suspend (runV0).
+	versionSuspendFirst = "incident-suspend-first"
+)
+
+// Change describes one GetVersion change id of the package's workflows.
+type Change struct {
+	// ID is the change id passed to workflow.GetVersion.
+	ID string
+	// Workflow is the registered name of the workflow that calls GetVersion with it.
+	Workflow string
+	// Max is the newest version of the change (the maxSupported argument).
+	Max workflow.Version
+	// Before names the recorded histories (testdata/) of runs that took an older version, which keep
+	// its branch alive.
+	Before []string
+}
+
+// Changes lists every change id of the package's workflows, oldest first per workflow.
+var Changes = []Change{
+	{ID: versionClientFirst, Workflow: ProvisionWorkflowName, Max: 1,
+		Before: []string{"provision-auto-approved-v0.json", "provision-approvals-v0.json", "provision-denied-v0.json", "provision-rejected-by-approver-v0.json"}},
+	{ID: versionSettleUnusableClient, Workflow: ProvisionWorkflowName, Max: 1,
+		Before: []string{"provision-auto-approved-v1.json", "provision-approvals-v1.json", "provision-rejected-by-approver-v1.json"}},
+	{ID: versionApprovalToken, Workflow: ProvisionWorkflowName, Max: 1,
+		Before: []string{"provision-approvals-v2.json"}},
+	{ID: versionApprovalEscalation, Workflow: ProvisionWorkflowName, Max: 1,
+		Before: []string{"provision-approvals-v3.json", "provision-rejected-by-approver-v2.json"}},
+	{ID: versionDeprovisionSaga, Workflow: DeprovisionWorkflowName, Max: 1,
+		Before: []string{"deprovision-v0.json"}},
+	{ID: versionSuspendFirst, Workflow: IncidentWorkflowName, Max: 1,
+		Before: []string{"incident-escalated-to-security-v0.json", "incident-notify-only-v0.json", "incident-restore-v0.json",
+			"incident-retire-v0.json", "incident-unknown-agent-v0.json"}},
+}
