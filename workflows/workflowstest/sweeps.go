@@ -72,7 +72,8 @@ func (r *Registry) ListAgents(_ context.Context, req *registryv1.ListAgentsReque
 type Monitor struct {
 	monitorv1.UnimplementedMonitorServiceServer
 	mu         sync.Mutex
-	lastActive map[string]time.Time // by agent resource name
+	lastActive map[string]time.Time               // by agent resource name
+	scopes     map[string][]*monitorv1.UsageCount // by agent resource name (SetScopeUses)
 }
 
 // SetLastActive sets when the agent with resource name agent was last active.
@@ -100,6 +101,9 @@ func (m *Monitor) GetAgentUsage(_ context.Context, req *monitorv1.GetAgentUsageR
 	if t, ok := m.lastActive[req.GetAgent()]; ok && !t.Before(req.GetStartTime().AsTime()) {
 		resp.LastActiveTime = timestamppb.New(t)
 		resp.Events = 1
+	}
+	for _, u := range m.scopes[req.GetAgent()] {
+		resp.Scopes = append(resp.Scopes, proto.Clone(u).(*monitorv1.UsageCount))
 	}
 	return resp, nil
 }
