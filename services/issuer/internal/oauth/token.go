@@ -154,6 +154,8 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		Roles:        client.Proto.GetRoles(),
 		Confirmation: cnf,
 		Permissions:  permissions,
+
+		ClientKeyThumbprint: assertionKeyThumbprint(client, req.Client.Assertion),
 	}
 	if oerr := s.checkNotRevoked(tenant, &claims, key.KeyID); oerr != nil {
 		return nil, client, oerr

@@ -112,6 +112,14 @@ func (s *Service) RevokeTokens(ctx context.Context, md eventstore.Metadata, tena
 				WithMetadata("client", target.Client)
 		}
 		ev.Target, ev.ClientId, ev.NotBefore = issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT, clientID, timestamppb.New(now)
+	case *issuerv1.RevokeTokensRequest_ClientKey:
+		clientID, tp, err := s.clientKey(tenant, target.ClientKey)
+		if err != nil {
+			return nil, err
+		}
+		ev.Target, ev.ClientId, ev.ClientKeyThumbprint = issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT_KEY, clientID, tp
+		ev.Cause = issuerv1.RevocationCause_REVOCATION_CAUSE_CLIENT_KEY_REMOVED
+		ev.NotBefore = timestamppb.New(now)
 	case *issuerv1.RevokeTokensRequest_Agent:
 		if err := checkAgentName(tenant, target.Agent); err != nil {
 			return nil, err
@@ -126,7 +134,7 @@ func (s *Service) RevokeTokens(ctx context.Context, md eventstore.Metadata, tena
 		}
 		ev.Target, ev.NotBefore = issuerv1.RevocationTarget_REVOCATION_TARGET_TENANT, target.IssuedBefore
 	default:
-		return nil, errs.InvalidArgument("target", "one of token, client, agent or issued_before is required")
+		return nil, errs.InvalidArgument("target", "one of token, client, client_key, agent or issued_before is required")
 	}
 	return s.writer.Revoke(ctx, md, ev, requestID)
 }

@@ -138,7 +138,8 @@ func sameRevocation(stored, req *issuerv1.TokensRevoked) bool {
 		stored.GetTokenId() == req.GetTokenId() && stored.GetClientId() == req.GetClientId() &&
 		stored.GetAgent() == req.GetAgent() && stored.GetSubject() == req.GetSubject() &&
 		stored.GetKeyId() == req.GetKeyId() && stored.GetCause() == req.GetCause() &&
-		stored.GetSourceEventId() == req.GetSourceEventId()
+		stored.GetSourceEventId() == req.GetSourceEventId() &&
+		stored.GetClientKeyThumbprint() == req.GetClientKeyThumbprint()
 	if same && req.GetTarget() == issuerv1.RevocationTarget_REVOCATION_TARGET_TENANT {
 		same = stored.GetNotBefore().AsTime().Equal(req.GetNotBefore().AsTime())
 	}
@@ -177,8 +178,16 @@ func Check(ev *issuerv1.TokensRevoked) error {
 	case issuerv1.RevocationTarget_REVOCATION_TARGET_TENANT:
 	case issuerv1.RevocationTarget_REVOCATION_TARGET_KEY:
 		want, withNotBefore = "key_id", false
+	case issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT_KEY:
+		want = "client_id"
+		if err := checkText("client_key_thumbprint", ev.GetClientKeyThumbprint(), maxIDBytes); err != nil {
+			return err
+		}
 	default:
-		return errs.InvalidArgument("target", "must be one of TOKEN, CLIENT, AGENT, SUBJECT, TENANT, KEY")
+		return errs.InvalidArgument("target", "must be one of TOKEN, CLIENT, AGENT, SUBJECT, TENANT, KEY, CLIENT_KEY")
+	}
+	if ev.GetTarget() != issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT_KEY && ev.GetClientKeyThumbprint() != "" {
+		return errs.InvalidArgument("client_key_thumbprint", "must be empty for target "+ev.GetTarget().String())
 	}
 	for _, id := range ids {
 		switch {

@@ -194,7 +194,8 @@ func (s *Server) ListSigningKeys(ctx context.Context, req *issuerv1.ListSigningK
 
 // RevokeTokens revokes a token, every token of a client or an agent, or every token of the tenant
 // issued before a time; platform-admin, or tenant-admin in its tenant; the lifecycle worker every
-// token of an agent (incident suspension, deprovisioning), nothing wider.
+// token of an agent (incident suspension, deprovisioning) or of one client key (rotation), nothing
+// wider.
 func (s *Server) RevokeTokens(ctx context.Context, req *issuerv1.RevokeTokensRequest) (*issuerv1.RevokeTokensResponse, error) {
 	p, err := principal(ctx)
 	if err != nil {
@@ -205,7 +206,8 @@ func (s *Server) RevokeTokens(ctx context.Context, req *issuerv1.RevokeTokensReq
 		return nil, err
 	}
 	roles := []authn.Role{authn.RoleTenantAdmin}
-	if _, byAgent := req.GetTarget().(*issuerv1.RevokeTokensRequest_Agent); byAgent {
+	switch req.GetTarget().(type) {
+	case *issuerv1.RevokeTokensRequest_Agent, *issuerv1.RevokeTokensRequest_ClientKey:
 		roles = append(roles, authn.RoleLifecycleWorker)
 	}
 	if err := p.Authorize(tenant, roles...); err != nil {
