@@ -102,6 +102,9 @@ type Config struct {
 	IncidentPolicy *workflows.IncidentPolicy
 	// Deprovision configures the sign-offs of deprovisioning runs (docs/deprovisioning.md).
 	Deprovision lifecycle.DeprovisionPolicy
+	// ApprovalEscalation configures the reminders and escalation of provisioning approvals, per
+	// tenant (docs/lifecycle.md; defaults: remind every 24h, escalate after 48h).
+	ApprovalEscalation lifecycle.ApprovalEscalation
 	// CleanupWebhooks are the cleanups every deprovisioning runs, in order; none: nothing to clean.
 	CleanupWebhooks []CleanupWebhook
 }
@@ -335,7 +338,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		deps.Store.NewRunner(readmodel.Lifecycle{M: a.model}, eventstore.StreamLifecycle, nil),
 	}
 	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Model: a.model,
-		StartTimeout: cfg.WorkflowStartTimeout, Logger: log, Deprovision: cfg.Deprovision})
+		StartTimeout: cfg.WorkflowStartTimeout, Logger: log, Deprovision: cfg.Deprovision, Approvals: cfg.ApprovalEscalation})
 	if err != nil {
 		_ = a.Close()
 		return nil, err

@@ -64,6 +64,12 @@ func main() {
 		incidents.Policy = append(incidents.Policy, s)
 		return nil
 	})
+	var approvals app.ApprovalFlags
+	fs.StringVar(&approvals.Escalation, app.ApprovalEscalationFlag, "", app.ApprovalEscalationUsage)
+	fs.Func(app.ApprovalEscalationTenantFlag, app.ApprovalEscalationTenantUsage, func(s string) error {
+		approvals.EscalationTenants = append(approvals.EscalationTenants, s)
+		return nil
+	})
 	credentials := fs.String("credentials", "", "credential file of the lifecycle worker's service identity (required)")
 	var temporalTLS tlsx.ClientOptions
 	fs.StringVar(&temporalTLS.CAFile, "temporal-ca", "", "connect to Temporal over TLS, verifying its frontend against this CA file (PEM) (empty: plaintext)")
@@ -76,6 +82,9 @@ func main() {
 			return nil, err
 		}
 		if err := sweeps.Apply(&cfg); err != nil {
+			return nil, err
+		}
+		if err := approvals.Apply(&cfg); err != nil {
 			return nil, err
 		}
 		if *credentials == "" {

@@ -184,6 +184,9 @@ func (s *Service) startRun(ctx context.Context, spec runSpec, policy enumspb.Wor
 	if in, ok := spec.in.(workflows.DeprovisionInput); ok {
 		spec.in = s.deprov.apply(in)
 	}
+	if in, ok := spec.in.(workflows.ProvisionInput); ok {
+		spec.in = s.approvals.apply(in)
+	}
 	if err := failpoint.Inject(ctx, failpoint.WorkflowBeforeStart); err != nil {
 		return "", err
 	}

@@ -45,6 +45,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Deprovision configures the sign-offs of deprovisioning runs.
 	Deprovision DeprovisionPolicy
+	// Approvals configures the reminders and escalation of provisioning approvals per tenant.
+	Approvals ApprovalEscalation
 }
 
 // DefaultStartTimeout bounds one attempt to start a workflow run.
@@ -59,6 +61,7 @@ type Service struct {
 	startWait time.Duration
 	log       *slog.Logger
 	deprov    DeprovisionPolicy
+	approvals ApprovalEscalation
 }
 
 // New returns a Service.
@@ -78,6 +81,9 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.Deprovision.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Approvals.Validate(); err != nil {
+		return nil, err
+	}
 	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, model: cfg.Model,
-		startWait: cfg.StartTimeout, log: cfg.Logger, deprov: cfg.Deprovision}, nil
+		startWait: cfg.StartTimeout, log: cfg.Logger, deprov: cfg.Deprovision, approvals: cfg.Approvals}, nil
 }
