@@ -1046,6 +1046,116 @@ func (x *ReviewClosed) GetTimeline() []string {
 	return nil
 }
 
+// KeyRotated: an agent credential rotation finished or stopped (type `lifecycle.key_rotated`, stream
+// LIFECYCLE, written by the run `rotation/{tenant}/{agent}/{thumbprint}`).
+type KeyRotated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// The rotation run's workflow id.
+	WorkflowId string `protobuf:"bytes,2,opt,name=workflow_id,json=workflowId,proto3" json:"workflow_id,omitempty"`
+	// Thumbprint (RFC 7638, base64url) of the new key.
+	NewKeyThumbprint string `protobuf:"bytes,3,opt,name=new_key_thumbprint,json=newKeyThumbprint,proto3" json:"new_key_thumbprint,omitempty"`
+	// Thumbprint of the removed key; empty when the rotation stopped before removing it.
+	OldKeyThumbprint string `protobuf:"bytes,4,opt,name=old_key_thumbprint,json=oldKeyThumbprint,proto3" json:"old_key_thumbprint,omitempty"`
+	// `rotated`, or `stopped` (the agent was suspended, retiring or gone: nothing was re-enabled).
+	Outcome string `protobuf:"bytes,5,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	// Why it stopped, or a summary.
+	Detail string `protobuf:"bytes,6,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The CLIENT_KEY revocation of the old key's tokens, when there was one.
+	Revocation string `protobuf:"bytes,7,opt,name=revocation,proto3" json:"revocation,omitempty"`
+	// When the overlap ended (UTC).
+	OverlapEndTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=overlap_end_time,json=overlapEndTime,proto3" json:"overlap_end_time,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *KeyRotated) Reset() {
+	*x = KeyRotated{}
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyRotated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyRotated) ProtoMessage() {}
+
+func (x *KeyRotated) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_events_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyRotated.ProtoReflect.Descriptor instead.
+func (*KeyRotated) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_events_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *KeyRotated) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetWorkflowId() string {
+	if x != nil {
+		return x.WorkflowId
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetNewKeyThumbprint() string {
+	if x != nil {
+		return x.NewKeyThumbprint
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetOldKeyThumbprint() string {
+	if x != nil {
+		return x.OldKeyThumbprint
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetRevocation() string {
+	if x != nil {
+		return x.Revocation
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetOverlapEndTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OverlapEndTime
+	}
+	return nil
+}
+
 var File_agentid_lifecycle_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_lifecycle_v1_events_proto_rawDesc = "" +
@@ -1149,7 +1259,20 @@ const file_agentid_lifecycle_v1_events_proto_rawDesc = "" +
 	"\vkept_scopes\x18\x06 \x03(\tR\n" +
 	"keptScopes\x12%\n" +
 	"\x0eremoved_scopes\x18\a \x03(\tR\rremovedScopes\x12\x1a\n" +
-	"\btimeline\x18\b \x03(\tR\btimelineBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\btimeline\x18\b \x03(\tR\btimeline\"\xb7\x02\n" +
+	"\n" +
+	"KeyRotated\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1f\n" +
+	"\vworkflow_id\x18\x02 \x01(\tR\n" +
+	"workflowId\x12,\n" +
+	"\x12new_key_thumbprint\x18\x03 \x01(\tR\x10newKeyThumbprint\x12,\n" +
+	"\x12old_key_thumbprint\x18\x04 \x01(\tR\x10oldKeyThumbprint\x12\x18\n" +
+	"\aoutcome\x18\x05 \x01(\tR\aoutcome\x12\x16\n" +
+	"\x06detail\x18\x06 \x01(\tR\x06detail\x12\x1e\n" +
+	"\n" +
+	"revocation\x18\a \x01(\tR\n" +
+	"revocation\x12D\n" +
+	"\x10overlap_end_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0eoverlapEndTimeBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_agentid_lifecycle_v1_events_proto_rawDescOnce sync.Once
@@ -1163,7 +1286,7 @@ func file_agentid_lifecycle_v1_events_proto_rawDescGZIP() []byte {
 	return file_agentid_lifecycle_v1_events_proto_rawDescData
 }
 
-var file_agentid_lifecycle_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_agentid_lifecycle_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_agentid_lifecycle_v1_events_proto_goTypes = []any{
 	(*ProvisioningDecided)(nil),     // 0: agentid.lifecycle.v1.ProvisioningDecided
 	(*DeprovisioningVerified)(nil),  // 1: agentid.lifecycle.v1.DeprovisioningVerified
@@ -1176,20 +1299,22 @@ var file_agentid_lifecycle_v1_events_proto_goTypes = []any{
 	(*ReviewEscalated)(nil),         // 8: agentid.lifecycle.v1.ReviewEscalated
 	(*ReviewScopesRemoved)(nil),     // 9: agentid.lifecycle.v1.ReviewScopesRemoved
 	(*ReviewClosed)(nil),            // 10: agentid.lifecycle.v1.ReviewClosed
-	(*timestamppb.Timestamp)(nil),   // 11: google.protobuf.Timestamp
+	(*KeyRotated)(nil),              // 11: agentid.lifecycle.v1.KeyRotated
+	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
 }
 var file_agentid_lifecycle_v1_events_proto_depIdxs = []int32{
-	11, // 0: agentid.lifecycle.v1.DeprovisioningVerified.verify_time:type_name -> google.protobuf.Timestamp
-	11, // 1: agentid.lifecycle.v1.DeprovisioningStep.time:type_name -> google.protobuf.Timestamp
-	11, // 2: agentid.lifecycle.v1.DeprovisioningCompleted.trigger_time:type_name -> google.protobuf.Timestamp
+	12, // 0: agentid.lifecycle.v1.DeprovisioningVerified.verify_time:type_name -> google.protobuf.Timestamp
+	12, // 1: agentid.lifecycle.v1.DeprovisioningStep.time:type_name -> google.protobuf.Timestamp
+	12, // 2: agentid.lifecycle.v1.DeprovisioningCompleted.trigger_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: agentid.lifecycle.v1.DeprovisioningCompleted.steps:type_name -> agentid.lifecycle.v1.DeprovisioningStep
-	11, // 4: agentid.lifecycle.v1.ReviewOpened.usage_start_time:type_name -> google.protobuf.Timestamp
-	11, // 5: agentid.lifecycle.v1.ReviewOpened.due_time:type_name -> google.protobuf.Timestamp
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	12, // 4: agentid.lifecycle.v1.ReviewOpened.usage_start_time:type_name -> google.protobuf.Timestamp
+	12, // 5: agentid.lifecycle.v1.ReviewOpened.due_time:type_name -> google.protobuf.Timestamp
+	12, // 6: agentid.lifecycle.v1.KeyRotated.overlap_end_time:type_name -> google.protobuf.Timestamp
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_agentid_lifecycle_v1_events_proto_init() }
@@ -1203,7 +1328,7 @@ func file_agentid_lifecycle_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_lifecycle_v1_events_proto_rawDesc), len(file_agentid_lifecycle_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
