@@ -96,6 +96,7 @@ func newRoot(g *globals) *cobra.Command {
 		newApprovalsCmd(g))
 	root.AddCommand(newAlertsCmd(g), newMonitorCmd(g))
 	root.AddCommand(newIncidentsCmd(g))
+	root.AddCommand(newKeysCmd(g))
 	return root
 }
 
