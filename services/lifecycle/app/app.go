@@ -357,7 +357,12 @@ func New(cfg Config, deps Deps) (*App, error) {
 		_ = a.Close()
 		return nil, err
 	}
-	a.srv = server.New(a.core).WithIncidents(a.incidents).WithSignOffs(a.core)
+	reviews, err := lifecycle.NewReviews(a.temporal, cfg.TaskQueue)
+	if err != nil {
+		_ = a.Close()
+		return nil, err
+	}
+	a.srv = server.New(a.core).WithIncidents(a.incidents).WithSignOffs(a.core).WithReviews(reviews)
 	return a, nil
 }
 

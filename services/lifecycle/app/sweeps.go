@@ -14,6 +14,9 @@ func (a *App) runSweepSchedules(ctx context.Context) error {
 	for {
 		err := lifecycle.EnsureSweepSchedules(ctx, a.temporal.ScheduleClient(), a.cfg.TaskQueue, a.cfg.Sweeps, a.log)
 		if err == nil {
+			err = lifecycle.EnsureReviewSchedule(ctx, a.temporal.ScheduleClient(), a.cfg.TaskQueue, "", a.log)
+		}
+		if err == nil {
 			return nil
 		}
 		a.log.WarnContext(ctx, "sweep schedules cannot be set up yet; retrying", "retry_in", delay.String(), "error", err)

@@ -25,6 +25,7 @@ type Server struct {
 	core      Lifecycle
 	incidents Incidents
 	signOffs  SignOffs
+	reviews   Reviews
 }
 
 var _ lifecyclev1.LifecycleServiceServer = (*Server)(nil)
