@@ -54,6 +54,7 @@ const (
 	telemetryMaxAge          = 7 * 24 * time.Hour
 	telemetryMaxBytes        = 10 << 30
 	alertsMaxAge             = 30 * 24 * time.Hour
+	alertsMaxBytes           = 1 << 30 // one tenant's alert flood cannot fill the disk
 	siemDeadLettersMaxAge    = 90 * 24 * time.Hour
 )
 
@@ -140,6 +141,7 @@ func (s *Store) Streams() []jetstream.StreamConfig {
 			Retention:   jetstream.LimitsPolicy,
 			Discard:     jetstream.DiscardOld,
 			MaxAge:      alertsMaxAge,
+			MaxBytes:    alertsMaxBytes,
 			Storage:     jetstream.FileStorage,
 			Replicas:    s.replicas,
 			Duplicates:  telemetryDuplicateWindow,

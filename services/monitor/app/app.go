@@ -44,7 +44,7 @@ type Config struct {
 	// BaselineRecomputeEvery is how often the baselines are recomputed in full from the telemetry
 	// store (besides at start); default alerts.DefaultRecomputeEvery (1h).
 	BaselineRecomputeEvery time.Duration
-	// MaxAlerts bounds the alerts kept queryable in memory (default alerts.DefaultMaxAlerts).
+	// MaxAlerts bounds the alerts of each tenant kept queryable in memory (default alerts.DefaultMaxAlerts).
 	MaxAlerts int
 	// SIEMDisabled turns the SIEM export off (by default alerts and audit-relevant events are
 	// published as OCSF JSON on siem.ocsf.<tenant>).

@@ -25,10 +25,11 @@ const (
 	MaxPageSize = 1000
 )
 
-// DefaultMaxAlerts bounds the alerts a Store keeps (all tenants together); the oldest detected are
-// evicted first. 100,000 alerts take about 150 MB at most (20 event ids and a few evidence entries
-// each); the ALERTS stream keeps them for 30 days, so a restart rebuilds the same set.
-const DefaultMaxAlerts = 100_000
+// DefaultMaxAlerts bounds the alerts a Store keeps per tenant; a tenant's oldest detected are
+// evicted first, and one tenant's alerts never evict another's. 10,000 alerts take about 15 MB at
+// most (20 event ids and a few evidence entries each); the ALERTS stream keeps them for 30 days, so
+// a restart rebuilds the same set.
+const DefaultMaxAlerts = 10_000
 
 // Store keeps alerts queryable in memory: a bounded projection of the ALERTS stream, keyed by tenant
 // and alert id, so an alert published twice is kept once. It is safe for concurrent use.
@@ -46,12 +47,13 @@ type tenantAlerts struct {
 	sorted []*monitorv1.Alert
 }
 
-// NewStore returns an empty Store keeping at most maxAlerts alerts (DefaultMaxAlerts when <= 0).
-func NewStore(maxAlerts int) *Store {
-	if maxAlerts <= 0 {
-		maxAlerts = DefaultMaxAlerts
+// NewStore returns an empty Store keeping at most maxPerTenant alerts of each tenant
+// (DefaultMaxAlerts when <= 0).
+func NewStore(maxPerTenant int) *Store {
+	if maxPerTenant <= 0 {
+		maxPerTenant = DefaultMaxAlerts
 	}
-	return &Store{max: maxAlerts, byTenant: map[string]*tenantAlerts{}}
+	return &Store{max: maxPerTenant, byTenant: map[string]*tenantAlerts{}}
 }
 
 // less orders alerts by detect time, then alert id.
@@ -69,7 +71,8 @@ func less(a, b *monitorv1.Alert) int {
 func detectMS(a *monitorv1.Alert) int64 { return a.GetDetectTime().AsTime().UnixMilli() }
 
 // Put stores a copy of alert; it reports false when the tenant already has an alert with that id
-// (which is kept as it is) or the alert lacks a tenant or id.
+// (which is kept as it is) or the alert lacks a tenant or id. When the tenant then holds more than
+// the bound, its oldest detected alert is evicted (possibly this one).
 func (s *Store) Put(alert *monitorv1.Alert) bool {
 	if alert.GetTenant() == "" || alert.GetAlertId() == "" {
 		return false
@@ -89,35 +92,13 @@ func (s *Store) Put(alert *monitorv1.Alert) bool {
 	t.sorted = slices.Insert(t.sorted, i, a)
 	t.byID[a.GetAlertId()] = a
 	s.total++
-	for s.total > s.max {
-		s.evictOldest()
+	for len(t.sorted) > s.max {
+		delete(t.byID, t.sorted[0].GetAlertId())
+		t.sorted[0] = nil
+		t.sorted = t.sorted[1:]
+		s.total--
 	}
 	return true
-}
-
-// evictOldest drops the alert detected first across tenants.
-func (s *Store) evictOldest() {
-	var victim *tenantAlerts
-	var tenant string
-	for name, t := range s.byTenant {
-		if len(t.sorted) == 0 {
-			continue
-		}
-		if victim == nil || less(t.sorted[0], victim.sorted[0]) < 0 {
-			victim, tenant = t, name
-		}
-	}
-	if victim == nil {
-		s.total = 0
-		return
-	}
-	delete(victim.byID, victim.sorted[0].GetAlertId())
-	victim.sorted[0] = nil
-	victim.sorted = victim.sorted[1:]
-	s.total--
-	if len(victim.sorted) == 0 {
-		delete(s.byTenant, tenant)
-	}
 }
 
 // Get returns a copy of the tenant's alert with id.

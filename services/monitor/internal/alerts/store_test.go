@@ -166,26 +166,39 @@ func TestStoreListRefusesBadInput(t *testing.T) {
 	}
 }
 
-func TestStoreEvictsTheOldestAlerts(t *testing.T) {
+// TestStoreEvictsTheOldestAlertsOfTheTenant: the bound is per tenant; a tenant's flood evicts its
+// own oldest alerts, never another tenant's.
+func TestStoreEvictsTheOldestAlertsOfTheTenant(t *testing.T) {
 	s := alerts.NewStore(3)
-	s.Put(alert("acme", "a1", "x", "off_hours", low, 1))
+	s.Put(alert("globex", "g1", "x", "off_hours", low, 1))
 	s.Put(alert("globex", "g2", "x", "off_hours", low, 2))
-	s.Put(alert("acme", "a3", "x", "off_hours", low, 3))
-	s.Put(alert("globex", "g4", "x", "off_hours", low, 4))
-	if s.Len() != 3 {
-		t.Fatalf("Len = %d, want 3", s.Len())
+	for i := range 1000 {
+		s.Put(alert("acme", fmt.Sprintf("a%04d", i), "x", "off_hours", low, 3+i))
 	}
-	if _, ok := s.Get("acme", "a1"); ok {
-		t.Fatal("the oldest alert was kept")
+	if s.Len() != 5 {
+		t.Fatalf("Len = %d, want 5 (3 of acme, 2 of globex)", s.Len())
 	}
-	s.Put(alert("acme", "a5", "x", "off_hours", low, 5))
-	s.Put(alert("acme", "a6", "x", "off_hours", low, 6))
-	s.Put(alert("acme", "a7", "x", "off_hours", low, 7))
-	if s.HasTenant("globex") {
-		t.Fatal("a tenant whose alerts were all evicted is still listed")
+	got, _, _ := s.List(alerts.Query{Tenant: "globex"})
+	if !slices.Equal(ids(got), []string{"g2", "g1"}) {
+		t.Fatalf("globex kept %v after acme's flood, want [g2 g1]", ids(got))
 	}
-	got, _, _ := s.List(alerts.Query{Tenant: "acme"})
-	if !slices.Equal(ids(got), []string{"a7", "a6", "a5"}) {
-		t.Fatalf("kept %v", ids(got))
+	got, _, _ = s.List(alerts.Query{Tenant: "acme"})
+	if !slices.Equal(ids(got), []string{"a0999", "a0998", "a0997"}) {
+		t.Fatalf("acme kept %v, want its newest three", ids(got))
 	}
+	if s.Put(alert("acme", "old", "x", "off_hours", low, 0)); len(mustList(t, s, "acme")) != 3 {
+		t.Fatal("acme holds more than its bound")
+	}
+	if _, ok := s.Get("acme", "old"); ok {
+		t.Fatal("an alert older than every kept one was kept beyond the bound")
+	}
+}
+
+func mustList(t *testing.T, s *alerts.Store, tenant string) []*monitorv1.Alert {
+	t.Helper()
+	got, _, err := s.List(alerts.Query{Tenant: tenant})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
