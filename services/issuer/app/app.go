@@ -5,8 +5,6 @@ package app
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -96,7 +94,7 @@ type Config struct {
 
 // OldKEK is an earlier key-encryption key and its id (the kek_id of the events it sealed).
 type OldKEK struct {
-	// ID is the key's id. Required.
+	// ID is the key's id; default DefaultKEKID(Key).
 	ID string
 	// Key is the 32-byte key.
 	Key []byte
@@ -137,8 +135,8 @@ func (c Config) Validate() error {
 		return errors.New("issuer: SigningKeyCheckInterval must not be negative")
 	}
 	for i, k := range c.OldKEKs {
-		if k.ID == "" || strings.ContainsAny(k.ID, "\r\n") || len(k.Key) != keys.KEKSize {
-			return fmt.Errorf("issuer: OldKEKs[%d] needs an id without line breaks and a %d-byte key", i, keys.KEKSize)
+		if strings.ContainsAny(k.ID, "\r\n") || len(k.Key) != keys.KEKSize {
+			return fmt.Errorf("issuer: OldKEKs[%d] needs a %d-byte key and an id without line breaks", i, keys.KEKSize)
 		}
 	}
 	if err := revocation.CheckProjectionLagAllowance(c.ProjectionLagAllowance); err != nil {
@@ -224,8 +222,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		deps.Registerer = prometheus.DefaultRegisterer
 	}
 	if cfg.KEKID == "" {
-		sum := sha256.Sum256(cfg.KEK)
-		cfg.KEKID = "sha256:" + hex.EncodeToString(sum[:8])
+		cfg.KEKID = DefaultKEKID(cfg.KEK)
 	}
 	if cfg.DefaultTokenTTL == 0 {
 		cfg.DefaultTokenTTL = credentials.DefaultTokenTTL

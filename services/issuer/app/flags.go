@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentid/agentid/services/issuer/internal/credentials"
 	"github.com/agentid/agentid/services/issuer/internal/revocation"
 )
 
@@ -51,6 +52,8 @@ type Flags struct {
 	DPoPNonceOptional bool
 	// RateLimits are --rate-per-ip, --rate-per-client, their bursts and --telemetry-denials-per-second.
 	RateLimits RateLimits
+	// SigningKeys are --signing-key-publish-delay, --signing-key-retention and --signing-key-rotation-interval.
+	SigningKeys credentials.SigningKeyRotation
 }
 
 // DefaultFlags returns the flags' defaults.
@@ -63,6 +66,12 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.Var((*lagAllowanceValue)(&f.ProjectionLagAllowance), ProjectionLagAllowanceFlag, ProjectionLagAllowanceUsage)
 	fs.BoolVar(&f.DPoPNonceOptional, DPoPNonceOptionalFlag, f.DPoPNonceOptional, DPoPNonceOptionalUsage)
 	f.RateLimits.Register(fs)
+	fs.DurationVar(&f.SigningKeys.PublishDelay, "signing-key-publish-delay", credentials.DefaultPublishDelay,
+		"how long a rotated signing key is in the JWKS before it signs: at least the JWKS cache lifetime of every verifier")
+	fs.DurationVar(&f.SigningKeys.Retention, "signing-key-retention", credentials.DefaultRetention,
+		"how long a signing key stays in the JWKS after it stopped signing: at least the longest token lifetime plus clock leeway")
+	fs.DurationVar(&f.SigningKeys.Interval, "signing-key-rotation-interval", 0,
+		"rotate each tenant's signing key once it has signed this long, e.g. 720h (0: only on demand, agentctl keys rotate)")
 }
 
 // Apply sets the flags' settings in cfg.
@@ -70,6 +79,7 @@ func (f Flags) Apply(cfg *Config) {
 	cfg.ProjectionLagAllowance = f.ProjectionLagAllowance
 	cfg.DPoPNonceOptional = f.DPoPNonceOptional
 	cfg.RateLimits = f.RateLimits
+	cfg.SigningKeys = f.SigningKeys
 }
 
 // lagAllowanceValue is a flag.Value that accepts only valid allowances.

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
 
@@ -15,6 +17,13 @@ import (
 // DefaultSigningKeyCheckInterval is how often a replica applies due signing-key transitions by default.
 const DefaultSigningKeyCheckInterval = 10 * time.Second
 
+// DefaultKEKID is the id of a key-encryption key given without one: "sha256:" and the first 16 hex
+// digits of the key's SHA-256.
+func DefaultKEKID(kek []byte) string {
+	sum := sha256.Sum256(kek)
+	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
 // sealers returns the sealer of the current key-encryption key and those of the old ones.
 func sealers(cfg Config) (*keys.Sealer, []*keys.Sealer, error) {
 	current, err := keys.NewSealer(cfg.KEKID, cfg.KEK)
@@ -24,6 +33,9 @@ func sealers(cfg Config) (*keys.Sealer, []*keys.Sealer, error) {
 	seen := map[string]bool{cfg.KEKID: true}
 	old := make([]*keys.Sealer, 0, len(cfg.OldKEKs))
 	for _, k := range cfg.OldKEKs {
+		if k.ID == "" {
+			k.ID = DefaultKEKID(k.Key)
+		}
 		if seen[k.ID] {
 			return nil, nil, fmt.Errorf("issuer: key-encryption key id %q given twice", k.ID)
 		}

@@ -23,6 +23,8 @@ func main() {
 	publicURL := fs.String("public-url", "", "public base URL of the issuer; tenant issuers are {public-url}/t/{tenant} (default --issuer-url)")
 	kekFile := fs.String("kek-file", "", "file holding the 32-byte key-encryption key (raw, hex or base64); required")
 	kekID := fs.String("kek-id", "", "id of the key-encryption key (default: derived from the key)")
+	var oldKEKs oldKEKFiles
+	fs.Var(&oldKEKs, "old-kek-file", "[KEK_ID=]FILE: an earlier key-encryption key that only opens signing keys sealed with it, until `agentctl keys reseal --all` reports none left under it (repeatable; KEK_ID defaults to the id derived from the key)")
 	tokenTTL := fs.Duration("default-token-ttl", 10*time.Minute, "access token lifetime of clients that set none")
 	temporalNS := fs.String("temporal-namespace", oauth.DefaultTemporalNamespace, "Temporal namespace named in the permissions claim of tokens for audience "+authn.TemporalAudience+" (lifecycle-worker: <ns>:write, platform-admin: <ns>:admin)")
 	settings := app.DefaultFlags()
@@ -33,6 +35,10 @@ func main() {
 	fs.Var(&worker, "lifecycle-client", "CLIENT_ID=PUBLIC_JWKS_FILE: register the lifecycle worker's service identity of tenant system, with the narrow lifecycle-worker role, at start (repeatable; see deploy/secrets/generate.sh)")
 	os.Exit(service.Main(app.Name, fs, &f, func(_ context.Context, env *service.Env) (service.Component, error) {
 		kek, err := app.LoadKEKFile(*kekFile)
+		if err != nil {
+			return nil, err
+		}
+		old, err := oldKEKs.load()
 		if err != nil {
 			return nil, err
 		}
@@ -54,7 +60,7 @@ func main() {
 			return nil, fmt.Errorf("--public-url: %w", err)
 		}
 		cfg := app.Config{PublicURL: public, KEK: kek, KEKID: *kekID, DefaultTokenTTL: *tokenTTL, PlatformClients: clients,
-			JTIReplicas: env.StreamReplicas, TemporalNamespace: *temporalNS}
+			JTIReplicas: env.StreamReplicas, TemporalNamespace: *temporalNS, OldKEKs: old}
 		settings.Apply(&cfg)
 		// The process's denylist (the platform API's) serves introspection too: one copy per process.
 		return app.New(cfg, app.Deps{Store: env.Store, JetStream: env.JetStream, Logger: env.Logger,
@@ -95,6 +101,36 @@ func (p platformClients) load() ([]app.PlatformClient, error) {
 			return nil, fmt.Errorf("%s %s: %w", p.flag, c.id, err)
 		}
 		out = append(out, app.PlatformClient{ClientID: c.id, PublicJWKS: string(jwks), Roles: []string{p.role}})
+	}
+	return out, nil
+}
+
+// oldKEKFiles collects repeated [KEK_ID=]FILE flags of earlier key-encryption keys.
+type oldKEKFiles []struct{ id, path string }
+
+func (o *oldKEKFiles) String() string { return fmt.Sprint(len(*o), " old KEKs") }
+
+func (o *oldKEKFiles) Set(v string) error {
+	id, path, ok := strings.Cut(v, "=")
+	if !ok {
+		id, path = "", v
+	}
+	if path == "" {
+		return fmt.Errorf("want [KEK_ID=]FILE, got %q", v)
+	}
+	*o = append(*o, struct{ id, path string }{id, path})
+	return nil
+}
+
+// load reads the key files.
+func (o oldKEKFiles) load() ([]app.OldKEK, error) {
+	out := make([]app.OldKEK, 0, len(o))
+	for _, f := range o {
+		k, err := app.LoadKEKFile(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("--old-kek-file %s: %w", f.path, err)
+		}
+		out = append(out, app.OldKEK{ID: f.id, Key: k})
 	}
 	return out, nil
 }
