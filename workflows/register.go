@@ -12,6 +12,7 @@ func RegisterWorkflows(r worker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(DeprovisionWorkflow, workflow.RegisterOptions{Name: DeprovisionWorkflowName})
 	r.RegisterWorkflowWithOptions(IncidentWorkflow, workflow.RegisterOptions{Name: IncidentWorkflowName})
 	r.RegisterWorkflowWithOptions(TTLWorkflow, workflow.RegisterOptions{Name: TTLWorkflowName})
+	r.RegisterWorkflowWithOptions(RotationWorkflow, workflow.RegisterOptions{Name: RotationWorkflowName})
 	r.RegisterWorkflowWithOptions(SweepWorkflow, workflow.RegisterOptions{Name: SweepWorkflowName})
 	r.RegisterWorkflowWithOptions(ReviewWorkflow, workflow.RegisterOptions{Name: ReviewWorkflowName})
 	r.RegisterWorkflowWithOptions(ReviewCampaignWorkflow, workflow.RegisterOptions{Name: ReviewCampaignWorkflowName})
