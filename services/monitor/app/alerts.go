@@ -57,7 +57,10 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir 
 		return baseline.AgentClass{Owner: info.Owner, Environment: info.Environment, Scopes: info.Scopes}, true
 	}
 	baselines := baseline.NewManager(baseline.Config{Classify: classOf})
-	engine := detect.NewEngine(detect.Config{}, baselines)
+	if reg == nil {
+		reg = prometheus.DefaultRegisterer
+	}
+	engine := detect.NewEngine(detect.Config{Registerer: reg}, baselines)
 	pub, err := alerts.NewPublisher(es, logger)
 	if err != nil {
 		return nil, err

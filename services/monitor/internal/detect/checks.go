@@ -108,7 +108,7 @@ func (c *check) newValues(out []*monitorv1.Alert) []*monitorv1.Alert {
 		return !known && !saturated
 	}
 	if c.r.Kind == store.KindAccess && novel(store.DimResource, c.r.Resource) {
-		out = c.fire(out, NewResource, "resource/"+c.r.Resource, low, "first access to "+c.r.Resource,
+		out = c.fire(out, NewResource, dayBucket(c.r.Time)+"/resource/"+c.r.Resource, low, "first access to "+c.r.Resource,
 			&monitorv1.AlertEvidence{Metric: "resource", Observed: 1, Value: c.r.Resource, Threshold: float64(c.b.Len(store.DimResource)),
 				Explanation: fmt.Sprintf("%s %s was never accessed in the baseline window (%d resources known)", c.r.Action, c.r.Resource, c.b.Len(store.DimResource))})
 	}
@@ -120,12 +120,12 @@ func (c *check) newValues(out []*monitorv1.Alert) []*monitorv1.Alert {
 		if len(c.info.Scopes) > 0 && !slices.Contains(c.info.Scopes, s) {
 			sev, why = high, "not granted to the agent"
 		}
-		out = c.fire(out, NewScope, "scope/"+s, sev, "first use of scope "+s+" ("+why+")",
+		out = c.fire(out, NewScope, dayBucket(c.r.Time)+"/scope/"+s, sev, "first use of scope "+s+" ("+why+")",
 			&monitorv1.AlertEvidence{Metric: "scope", Observed: 1, Value: s, Threshold: float64(c.b.Len(store.DimScope)),
 				Explanation: fmt.Sprintf("scope %s on a %s (%s) was never used in the baseline window; it is %s", s, c.r.Kind, c.r.Outcome, why)})
 	}
 	if novel(store.DimSourceNetwork, c.r.SourceNetwork) {
-		out = c.fire(out, NewSourceNetwork, "network/"+c.r.SourceNetwork, medium, "request from new network "+c.r.SourceNetwork,
+		out = c.fire(out, NewSourceNetwork, dayBucket(c.r.Time)+"/network/"+c.r.SourceNetwork, medium, "request from new network "+c.r.SourceNetwork,
 			&monitorv1.AlertEvidence{Metric: "source_network", Observed: 1, Value: c.r.SourceNetwork, Threshold: float64(c.b.Len(store.DimSourceNetwork)),
 				Explanation: fmt.Sprintf("%s from %s: the agent's credential was never used from %s in the baseline window (%d networks known)",
 					c.r.Kind, c.r.SourceAddress, c.r.SourceNetwork, c.b.Len(store.DimSourceNetwork))})
@@ -194,7 +194,7 @@ func (c *check) delegation(out []*monitorv1.Alert) []*monitorv1.Alert {
 		if saturated {
 			return out
 		}
-		return c.fire(out, DelegationOutsidePattern, "user/"+u, medium, "acting for "+u+", a user it never acted for",
+		return c.fire(out, DelegationOutsidePattern, dayBucket(c.r.Time)+"/user/"+u, medium, "acting for "+u+", a user it never acted for",
 			&monitorv1.AlertEvidence{Metric: "on_behalf_of", Observed: 1, Value: u, Threshold: float64(c.b.Len(store.DimOnBehalfOf)),
 				Explanation: fmt.Sprintf("%s on %s on behalf of %s; the agent acted for %d users in the baseline window, never for this one",
 					c.r.Kind, c.r.Resource, u, c.b.Len(store.DimOnBehalfOf))})
@@ -206,7 +206,7 @@ func (c *check) delegation(out []*monitorv1.Alert) []*monitorv1.Alert {
 	if !judged || touched {
 		return out
 	}
-	return c.fire(out, DelegationOutsidePattern, "user/"+u+"/resource/"+c.r.Resource, medium,
+	return c.fire(out, DelegationOutsidePattern, dayBucket(c.r.Time)+"/user/"+u+"/resource/"+c.r.Resource, medium,
 		"acting for "+u+" on "+c.r.Resource+", outside that user's pattern",
 		&monitorv1.AlertEvidence{Metric: "delegated_resource", Observed: 1, Value: u + " -> " + c.r.Resource,
 			Explanation: fmt.Sprintf("%s %s on behalf of %s: the agent's delegations for this user never touched it", c.r.Action, c.r.Resource, u)})

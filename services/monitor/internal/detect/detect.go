@@ -7,12 +7,16 @@ package detect
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/agentid/agentid/pkg/observability"
 
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	"github.com/agentid/agentid/services/monitor/internal/baseline"
@@ -31,7 +35,15 @@ const (
 	DelegationOutsidePattern = "delegation_outside_pattern"
 	InactiveAgentActivity    = "inactive_agent_activity"
 	UnknownAgent             = "unknown_agent"
+	// AlertQuotaExceeded summarises the alerts of a tenant's hour held back by the quota.
+	AlertQuotaExceeded = "alert_quota_exceeded"
 )
+
+// DefaultTenantHourlyQuota is the default of Config.TenantHourlyQuota.
+const DefaultTenantHourlyQuota = 100
+
+// MaxGhostSamples is the most unknown names an unknown_agent alert lists.
+const MaxGhostSamples = 20
 
 // Detectors lists every detector name.
 var Detectors = []string{VolumeSpike, OffHours, NewResource, NewScope, BulkExport, DenySpike,
@@ -101,6 +113,13 @@ type Config struct {
 	DelegationMinObs int64
 	// DedupeSize is how many alert ids are remembered to raise each once (100,000).
 	DedupeSize int
+	// TenantHourlyQuota is the most alerts raised for one tenant in one hour of detection time
+	// (100); CRITICAL alerts are never held back. The excess is counted
+	// (monitor_alerts_over_quota_total) and summarised in one alert_quota_exceeded alert per tenant
+	// and hour.
+	TenantHourlyQuota int
+	// Registerer receives the engine's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
 	// Now is the clock of Alert.detect_time (time.Now).
 	Now func() time.Time
 }
@@ -137,6 +156,9 @@ func (c *Config) defaults() {
 	if c.DedupeSize <= 0 {
 		c.DedupeSize = 100_000
 	}
+	if c.TenantHourlyQuota <= 0 {
+		c.TenantHourlyQuota = DefaultTenantHourlyQuota
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -153,6 +175,24 @@ type Engine struct {
 	seen    map[string]struct{}
 	ring    []string
 	next    int
+	quota   map[string]*tenantQuota
+
+	overQuota *prometheus.CounterVec
+}
+
+// tenantQuota counts a tenant's alerts in one hour of detection time.
+type tenantQuota struct {
+	hour   int64
+	raised int
+}
+
+// ghosts gathers the unknown agents of one tenant and hour seen in one Process call.
+type ghosts struct {
+	tenant, bucket string
+	first          *store.Event
+	last           *store.Event
+	names          map[string]bool
+	samples        []string
 }
 
 type agentKey struct{ tenant, agent string }
@@ -167,9 +207,21 @@ type hourState struct {
 // NewEngine returns an Engine judging agents by the baselines of baselines.
 func NewEngine(cfg Config, baselines *baseline.Manager) *Engine {
 	cfg.defaults()
-	return &Engine{cfg: cfg, baselines: baselines, hours: map[agentKey]*hourState{},
-		seen: make(map[string]struct{}), ring: make([]string, cfg.DedupeSize)}
+	e := &Engine{cfg: cfg, baselines: baselines, hours: map[agentKey]*hourState{},
+		seen: make(map[string]struct{}), ring: make([]string, cfg.DedupeSize), quota: map[string]*tenantQuota{}}
+	e.overQuota = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "monitor_alerts_over_quota_total",
+		Help: "Alerts not raised because their tenant had reached its hourly alert quota, by detector (each tenant's hour is summarised in one alert_quota_exceeded alert).",
+	}, []string{"detector"})
+	if cfg.Registerer != nil {
+		e.overQuota = observability.Register(cfg.Registerer, e.overQuota)
+	}
+	return e
 }
+
+// OverQuota is the counter of alerts held back by the tenant quota, by detector
+// (monitor_alerts_over_quota_total).
+func (e *Engine) OverQuota() *prometheus.CounterVec { return e.overQuota }
 
 // Refused reports whether an activity row records an attempt the platform refused: a token request
 // answered with an OAuth error, a denied access, a denying policy decision. Any other outcome,
@@ -201,35 +253,89 @@ func (e *Engine) Process(rows []store.Event, lookup Lookup) []*monitorv1.Alert {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	var out []*monitorv1.Alert
+	var gs []*ghosts
 	for i := range rows {
-		out = e.row(out, &rows[i], lookup)
+		out, gs = e.row(out, gs, &rows[i], lookup)
+	}
+	for _, g := range gs {
+		out = e.fireGhosts(out, g)
 	}
 	return out
 }
 
-func (e *Engine) row(out []*monitorv1.Alert, r *store.Event, lookup Lookup) []*monitorv1.Alert {
+// ghost adds an unknown agent's activity row to the gathering of its tenant and hour, unless that
+// hour's alert was raised already.
+func (e *Engine) ghost(gs []*ghosts, r *store.Event, id string) []*ghosts {
+	bucket := hourBucket(r.Time)
+	if _, dup := e.seen[AlertID(r.Tenant, "", UnknownAgent, bucket)]; dup {
+		return gs
+	}
+	var g *ghosts
+	for _, x := range gs {
+		if x.tenant == r.Tenant && x.bucket == bucket {
+			g = x
+			break
+		}
+	}
+	if g == nil {
+		g = &ghosts{tenant: r.Tenant, bucket: bucket, first: r, names: map[string]bool{}}
+		gs = append(gs, g)
+	}
+	g.last = r
+	if !g.names[id] {
+		g.names[id] = true
+		if len(g.samples) < MaxGhostSamples {
+			g.samples = append(g.samples, id)
+		}
+	}
+	return gs
+}
+
+// fireGhosts raises the one unknown_agent alert of a tenant's hour: the first unknown name is its
+// agent, the evidence counts the distinct unknown names and lists up to MaxGhostSamples of them.
+func (e *Engine) fireGhosts(out []*monitorv1.Alert, g *ghosts) []*monitorv1.Alert {
+	info := AgentInfo{Tenant: g.tenant, Name: g.samples[0]}
+	n := len(g.names)
+	summary := "activity of an agent the registry does not know: " + g.samples[0]
+	if n > 1 {
+		summary = fmt.Sprintf("activity of %d agents the registry does not know: %s, ...", n, g.samples[0])
+	}
+	quoted := make([]string, len(g.samples))
+	for i, s := range g.samples {
+		quoted[i] = strconv.Quote(s)
+	}
+	more := ""
+	if n > len(g.samples) {
+		more = fmt.Sprintf(" (the first %d listed)", len(g.samples))
+	}
+	return e.fireID(out, AlertID(g.tenant, "", UnknownAgent, g.bucket), info, g.last, UnknownAgent, monitorv1.AlertSeverity_ALERT_SEVERITY_HIGH,
+		summary, g.first.Time, &monitorv1.AlertEvidence{
+			Metric: "unknown_agents", Baseline: 0, Observed: float64(n), Value: strings.Join(g.samples, ","),
+			Explanation: fmt.Sprintf("%d name(s) or client id(s) no registered agent has acted in the hour from %s UTC: %s%s (ghost agents; one alert per tenant and hour)",
+				n, g.first.Time.UTC().Truncate(time.Hour).Format("2006-01-02 15:04"), strings.Join(quoted, ", "), more),
+		})
+}
+
+func (e *Engine) row(out []*monitorv1.Alert, gs []*ghosts, r *store.Event, lookup Lookup) ([]*monitorv1.Alert, []*ghosts) {
 	id := r.Agent
 	if id == "" {
 		if r.AgentKnown || r.ClientID == "" {
-			return out
+			return out, gs
 		}
 		id = r.ClientID
 	}
 	info, ok := lookup(r.Tenant, id, r.Time)
 	if !ok || !info.Known {
 		if !IsActivity(r.Kind) {
-			return out
+			return out, gs
 		}
-		if info.Tenant == "" {
-			info = AgentInfo{Tenant: r.Tenant, Name: id}
-		}
-		info.Known = false
-		return e.fire(out, info, r, UnknownAgent, r.Time.UTC().Format("2006-01-02"), monitorv1.AlertSeverity_ALERT_SEVERITY_HIGH,
-			"activity of an agent the registry does not know: "+id, r.Time, &monitorv1.AlertEvidence{
-				Metric: "agent_known", Baseline: 1, Observed: 0, Value: id,
-				Explanation: "no registered agent has the name or client id " + strconv.Quote(id) + " (a ghost agent)",
-			})
+		return out, e.ghost(gs, r, id)
 	}
+	return e.known(out, info, id, r), gs
+}
+
+// known judges a row of an agent the registry knows.
+func (e *Engine) known(out []*monitorv1.Alert, info AgentInfo, id string, r *store.Event) []*monitorv1.Alert {
 	if info.Name == "" {
 		info.Name = id
 	}
@@ -324,6 +430,10 @@ func (e *Engine) count(r *store.Event) *hourState {
 
 func hourBucket(t time.Time) string { return t.UTC().Format("2006-01-02T15") }
 
+// dayBucket is the UTC day of t: value-based alerts (a new resource, scope, network or user) are
+// raised again on a later day, so a second occurrence weeks later is not taken for the first.
+func dayBucket(t time.Time) string { return t.UTC().Format("2006-01-02") }
+
 // AlertID is the deterministic id of the alert of one detector about one agent in one bucket (an
 // hour, a day or a value).
 func AlertID(tenant, agent, detector, bucket string) string {
@@ -338,16 +448,76 @@ func AlertID(tenant, agent, detector, bucket string) string {
 // fire raises an alert unless its id was raised already.
 func (e *Engine) fire(out []*monitorv1.Alert, info AgentInfo, r *store.Event, detector, bucket string,
 	sev monitorv1.AlertSeverity, summary string, start time.Time, ev ...*monitorv1.AlertEvidence) []*monitorv1.Alert {
-	id := AlertID(info.Tenant, info.Name, detector, bucket)
-	if _, dup := e.seen[id]; dup {
-		return out
-	}
+	return e.fireID(out, AlertID(info.Tenant, info.Name, detector, bucket), info, r, detector, sev, summary, start, ev...)
+}
+
+// remember records an alert id as raised.
+func (e *Engine) remember(id string) {
 	if old := e.ring[e.next]; old != "" {
 		delete(e.seen, old)
 	}
 	e.ring[e.next] = id
 	e.next = (e.next + 1) % len(e.ring)
 	e.seen[id] = struct{}{}
+}
+
+// admit applies the tenant's hourly quota to an alert about to be raised: it reports whether the
+// alert may be raised, and returns out with the tenant's alert_quota_exceeded alert of the hour
+// added when this is the first alert held back. CRITICAL alerts are always admitted.
+func (e *Engine) admit(out []*monitorv1.Alert, tenant, detector string, sev monitorv1.AlertSeverity, r *store.Event) ([]*monitorv1.Alert, bool) {
+	now := e.cfg.Now().UTC()
+	hour := now.Unix() / 3600
+	q := e.quota[tenant]
+	if q == nil || q.hour != hour {
+		if q == nil && len(e.quota) > 0 {
+			for t, old := range e.quota {
+				if old.hour < hour {
+					delete(e.quota, t)
+				}
+			}
+		}
+		q = &tenantQuota{hour: hour}
+		e.quota[tenant] = q
+	}
+	if sev == monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL || q.raised < e.cfg.TenantHourlyQuota {
+		q.raised++
+		return out, true
+	}
+	e.overQuota.WithLabelValues(detector).Inc()
+	bucket := now.Truncate(time.Hour).Format("2006-01-02T15")
+	id := AlertID(tenant, "", AlertQuotaExceeded, bucket)
+	if _, dup := e.seen[id]; dup {
+		return out, false
+	}
+	e.remember(id)
+	return append(out, &monitorv1.Alert{
+		Name: "tenants/" + tenant + "/alerts/" + id, AlertId: id, Tenant: tenant, Detector: AlertQuotaExceeded,
+		Severity:    monitorv1.AlertSeverity_ALERT_SEVERITY_MEDIUM,
+		Summary:     fmt.Sprintf("more than %d alerts in the hour from %s UTC; further alerts of the hour are held back", e.cfg.TenantHourlyQuota, now.Truncate(time.Hour).Format("2006-01-02 15:04")),
+		DetectTime:  timestamppb.New(now),
+		WindowStart: timestamppb.New(r.Time.UTC()),
+		WindowEnd:   timestamppb.New(r.Time.UTC()),
+		EventIds:    []string{r.EventID},
+		Evidence: []*monitorv1.AlertEvidence{{
+			Metric: "alerts_per_hour", Threshold: float64(e.cfg.TenantHourlyQuota), Observed: float64(q.raised + 1), Value: detector,
+			Explanation: fmt.Sprintf("the tenant reached its quota of %d alerts in the hour (CRITICAL alerts excepted); the first alert held back was a %s alert; the alerts held back are counted in monitor_alerts_over_quota_total by detector and can be found again in the telemetry",
+				e.cfg.TenantHourlyQuota, detector),
+		}},
+		AgentKnown: true,
+	}), false
+}
+
+// fireID raises the alert id unless it was raised already or the tenant's quota holds it back.
+func (e *Engine) fireID(out []*monitorv1.Alert, id string, info AgentInfo, r *store.Event, detector string,
+	sev monitorv1.AlertSeverity, summary string, start time.Time, ev ...*monitorv1.AlertEvidence) []*monitorv1.Alert {
+	if _, dup := e.seen[id]; dup {
+		return out
+	}
+	out, ok := e.admit(out, info.Tenant, detector, sev, r)
+	if !ok {
+		return out
+	}
+	e.remember(id)
 	return append(out, &monitorv1.Alert{
 		Name:        "tenants/" + info.Tenant + "/alerts/" + id,
 		AlertId:     id,
