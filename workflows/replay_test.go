@@ -333,6 +333,11 @@ func TestReplayRecordedHistories(t *testing.T) {
 			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordSweepHistories -record", want)
 		}
 	}
+	for _, want := range recordedRotationHistories {
+		if !slices.Contains(files, filepath.Join("testdata", want)) {
+			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordRotationHistories -record", want)
+		}
+	}
 	for _, file := range files {
 		name := filepath.Base(file)
 		t.Run(name, func(t *testing.T) {

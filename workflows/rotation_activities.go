@@ -21,7 +21,7 @@ const EventKeyRotated = "lifecycle.key_rotated"
 // registry has it).
 func (a *Activities) RotationAgent(ctx context.Context, in RotationAgentRequest) (RotationAgentState, error) {
 	resp, err := a.Registry.GetAgent(ctx, &registryv1.GetAgentRequest{Name: in.Agent})
-	if errs.Is(errs.FromStatus(err), errs.KindNotFound) {
+	if err != nil && errs.FromStatus(err).Kind == errs.KindNotFound {
 		return RotationAgentState{State: "GONE"}, nil
 	}
 	if err != nil {
@@ -60,7 +60,7 @@ func (a *Activities) AddClientKey(ctx context.Context, in ClientKeyRequest) erro
 	_, err := a.Issuer.AddClientKey(ctx, &issuerv1.AddClientKeyRequest{
 		Name: clientName(in.Tenant, in.ClientID), PublicJwk: in.PublicJWK, RequestId: in.RequestID,
 	})
-	if errs.Is(errs.FromStatus(err), errs.KindNotFound) {
+	if err != nil && errs.FromStatus(err).Kind == errs.KindNotFound {
 		return nil
 	}
 	return classify("issuer.AddClientKey", err)
@@ -72,7 +72,7 @@ func (a *Activities) RemoveClientKey(ctx context.Context, in ClientKeyRequest) e
 	_, err := a.Issuer.RemoveClientKey(ctx, &issuerv1.RemoveClientKeyRequest{
 		Name: clientName(in.Tenant, in.ClientID), Thumbprint: in.Thumbprint, Reason: truncate(in.Reason, 1024), RequestId: in.RequestID,
 	})
-	if errs.Is(errs.FromStatus(err), errs.KindNotFound) {
+	if err != nil && errs.FromStatus(err).Kind == errs.KindNotFound {
 		return nil
 	}
 	return classify("issuer.RemoveClientKey", err)

@@ -1,0 +1,95 @@
+package workflows_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/worker"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/agentid/agentid/pkg/testkit"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/workflows"
+)
+
+// recordedRotationHistories are the files under testdata/ that TestRecordRotationHistories writes;
+// TestReplayRecordedHistories replays them with every other history kept there.
+var recordedRotationHistories = []string{
+	"rotation-rotated.json",
+	"rotation-stopped-suspended.json",
+}
+
+// TestRecordRotationHistories runs a rotation to its end and one of a suspended agent on a real
+// Temporal dev server with a real worker, checks their results and that the fresh histories replay,
+// and with -record writes them to testdata/.
+func TestRecordRotationHistories(t *testing.T) {
+	srv := testkit.StartTemporal(t)
+	fx := newFixture(t, "unused") // its fakes, event store and activities; its test environment is not used
+	acts := fx.acts
+	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
+	workflows.Register(w, acts)
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+
+	rotated, _ := rotationSetup(t, fx, "rot-1", registryv1.AgentState_AGENT_STATE_ACTIVE)
+	rotated.Overlap = 2 * time.Second
+	stopped, _ := rotationSetup(t, fx, "rot-2", registryv1.AgentState_AGENT_STATE_SUSPENDED)
+	stopped.Overlap = 2 * time.Second
+	cases := []struct {
+		file string
+		in   workflows.RotationInput
+		want string
+	}{
+		{"rotation-rotated.json", rotated, workflows.ResultRotated},
+		{"rotation-stopped-suspended.json", stopped, workflows.ResultStopped},
+	}
+	var files []string
+	for _, tc := range cases {
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+			ID: workflows.RotationWorkflowID(tenant, tc.in.AgentID, tc.in.NewKeyThumbprint), TaskQueue: workflows.TaskQueue,
+			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		}, workflows.RotationWorkflowName, tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res workflows.RotationResult
+		if err := run.Get(ctx, &res); err != nil || res.Result != tc.want {
+			t.Fatalf("%s: %+v, %v; want %s", tc.file, res, err, tc.want)
+		}
+		h := history(t, c, run)
+		replayer := worker.NewWorkflowReplayer()
+		workflows.RegisterWorkflows(replayer)
+		if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
+			t.Fatalf("%s: the fresh history does not replay: %v", tc.file, err)
+		}
+		files = append(files, tc.file)
+		if recordFile(tc.file) {
+			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join("testdata", tc.file), append(b, '\n'), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("wrote testdata/%s (%d events)", tc.file, len(h.GetEvents()))
+		}
+	}
+	if !slices.Equal(files, recordedRotationHistories) {
+		t.Fatalf("recorded %v, want %v", files, recordedRotationHistories)
+	}
+}
