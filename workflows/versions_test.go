@@ -16,6 +16,7 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -77,13 +78,24 @@ func versionMarkers(t *testing.T, h *historypb.History) map[string]workflow.Vers
 	return out
 }
 
+// workflowNames keeps the names RegisterWorkflows registers.
+type workflowNames struct {
+	worker.WorkflowRegistry
+	names []string
+}
+
+func (r *workflowNames) RegisterWorkflowWithOptions(_ any, o workflow.RegisterOptions) {
+	r.names = append(r.names, o.Name)
+}
+
 // TestEveryHistoryInTestdataIsReplayed fails when testdata/ holds a history that
 // TestReplayRecordedHistories would not replay (in a subdirectory, not *.json), one named against the
 // convention, one of a workflow that is not registered, or one of a run that had not ended.
 func TestEveryHistoryInTestdataIsReplayed(t *testing.T) {
 	replayed := replayedHistoryFiles(t)
-	registered := []string{workflows.ProvisionWorkflowName, workflows.DeprovisionWorkflowName, workflows.IncidentWorkflowName,
-		workflows.TTLWorkflowName, workflows.SweepWorkflowName}
+	var names workflowNames
+	workflows.RegisterWorkflows(&names)
+	registered := names.names
 	closed := []enumspb.EventType{
 		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
 		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED, enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
