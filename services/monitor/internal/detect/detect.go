@@ -463,8 +463,11 @@ func (e *Engine) remember(id string) {
 
 // admit applies the tenant's hourly quota to an alert about to be raised: it reports whether the
 // alert may be raised, and returns out with the tenant's alert_quota_exceeded alert of the hour
-// added when this is the first alert held back. CRITICAL alerts are always admitted.
-func (e *Engine) admit(out []*monitorv1.Alert, tenant, detector string, sev monitorv1.AlertSeverity, r *store.Event) ([]*monitorv1.Alert, bool) {
+// added when this is the first alert held back. CRITICAL alerts are always admitted. The quota
+// alert names the agent of the first alert held back (the incident pipeline needs one) and says
+// that it is about the tenant.
+func (e *Engine) admit(out []*monitorv1.Alert, info AgentInfo, detector string, sev monitorv1.AlertSeverity, r *store.Event) ([]*monitorv1.Alert, bool) {
+	tenant := info.Tenant
 	now := e.cfg.Now().UTC()
 	hour := now.Unix() / 3600
 	q := e.quota[tenant]
@@ -491,7 +494,8 @@ func (e *Engine) admit(out []*monitorv1.Alert, tenant, detector string, sev moni
 	}
 	e.remember(id)
 	return append(out, &monitorv1.Alert{
-		Name: "tenants/" + tenant + "/alerts/" + id, AlertId: id, Tenant: tenant, Detector: AlertQuotaExceeded,
+		Name: "tenants/" + tenant + "/alerts/" + id, AlertId: id, Tenant: tenant, Agent: info.Name, Detector: AlertQuotaExceeded,
+		Owner: info.Owner, Sponsor: info.Sponsor, RiskTier: info.RiskTier, Environment: info.Environment,
 		Severity:    monitorv1.AlertSeverity_ALERT_SEVERITY_MEDIUM,
 		Summary:     fmt.Sprintf("more than %d alerts in the hour from %s UTC; further alerts of the hour are held back", e.cfg.TenantHourlyQuota, now.Truncate(time.Hour).Format("2006-01-02 15:04")),
 		DetectTime:  timestamppb.New(now),
@@ -500,10 +504,10 @@ func (e *Engine) admit(out []*monitorv1.Alert, tenant, detector string, sev moni
 		EventIds:    []string{r.EventID},
 		Evidence: []*monitorv1.AlertEvidence{{
 			Metric: "alerts_per_hour", Threshold: float64(e.cfg.TenantHourlyQuota), Observed: float64(q.raised + 1), Value: detector,
-			Explanation: fmt.Sprintf("the tenant reached its quota of %d alerts in the hour (CRITICAL alerts excepted); the first alert held back was a %s alert; the alerts held back are counted in monitor_alerts_over_quota_total by detector and can be found again in the telemetry",
-				e.cfg.TenantHourlyQuota, detector),
+			Explanation: fmt.Sprintf("the tenant reached its quota of %d alerts in the hour (CRITICAL alerts excepted); the first alert held back was a %s alert about %s; the alerts held back are counted in monitor_alerts_over_quota_total by detector and can be found again in the telemetry",
+				e.cfg.TenantHourlyQuota, detector, info.Name),
 		}},
-		AgentKnown: true,
+		AgentKnown: info.Known,
 	}), false
 }
 
@@ -513,7 +517,7 @@ func (e *Engine) fireID(out []*monitorv1.Alert, id string, info AgentInfo, r *st
 	if _, dup := e.seen[id]; dup {
 		return out
 	}
-	out, ok := e.admit(out, info.Tenant, detector, sev, r)
+	out, ok := e.admit(out, info, detector, sev, r)
 	if !ok {
 		return out
 	}

@@ -79,7 +79,7 @@ func TestTenantAlertQuota(t *testing.T) {
 	}
 	for _, a := range got {
 		if a.GetDetector() == detect.AlertQuotaExceeded && (a.GetTenant() != "acme" || a.GetSeverity() != monitorv1.AlertSeverity_ALERT_SEVERITY_MEDIUM ||
-			a.GetAlertId() != detect.AlertID("acme", "", detect.AlertQuotaExceeded, "2026-03-30T03")) {
+			a.GetAlertId() != detect.AlertID("acme", "", detect.AlertQuotaExceeded, "2026-03-30T03") || a.GetAgent() != "tenants/acme/agents/a10") {
 			t.Errorf("quota alert = %v", a)
 		}
 	}
