@@ -97,6 +97,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(newAlertsCmd(g), newMonitorCmd(g))
 	root.AddCommand(newIncidentsCmd(g))
 	root.AddCommand(newKeysCmd(g))
+	root.AddCommand(newReviewsCmd(g))
 	return root
 }
 
