@@ -33,6 +33,7 @@ var AgentEventSubjects = []string{
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.registered",
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.retirement_requested",
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.activated",
+	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.key_added",
 }
 
 // riskTierLookupTimeout bounds the registry call for a retiring agent's risk tier.
@@ -53,6 +54,8 @@ func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) err
 		return s.startDeprovisioning(ctx, ev)
 	case EventAgentActivated:
 		return s.startTTL(ctx, ev)
+	case EventAgentKeyAdded:
+		return s.startRotation(ctx, ev)
 	default:
 		return nil
 	}

@@ -47,6 +47,9 @@ type Config struct {
 	Deprovision DeprovisionPolicy
 	// Approvals configures the reminders and escalation of provisioning approvals per tenant.
 	Approvals ApprovalEscalation
+	// RotationOverlap is how long both keys of an agent credential rotation work (default
+	// workflows.DefaultRotationOverlap).
+	RotationOverlap time.Duration
 }
 
 // DefaultStartTimeout bounds one attempt to start a workflow run.
@@ -62,6 +65,7 @@ type Service struct {
 	log       *slog.Logger
 	deprov    DeprovisionPolicy
 	approvals ApprovalEscalation
+	overlap   time.Duration // of agent key rotations; 0 is the workflow's default
 }
 
 // New returns a Service.
@@ -85,5 +89,5 @@ func New(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, model: cfg.Model,
-		startWait: cfg.StartTimeout, log: cfg.Logger, deprov: cfg.Deprovision, approvals: cfg.Approvals}, nil
+		startWait: cfg.StartTimeout, log: cfg.Logger, deprov: cfg.Deprovision, approvals: cfg.Approvals, overlap: cfg.RotationOverlap}, nil
 }

@@ -1,0 +1,39 @@
+package lifecycle
+
+import (
+	"context"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/workflows"
+)
+
+// EventAgentKeyAdded is the registry event that starts an agent credential rotation.
+const EventAgentKeyAdded = "agent.key_added"
+
+// startRotation starts RotationWorkflow rotation/{tenant}/{agent}/{thumbprint} for agent.key_added.
+// An event whose input is incomplete (no key, no thumbprint) starts nothing and goes to the
+// failed-event log: redelivery cannot complete it.
+func (s *Service) startRotation(ctx context.Context, ev eventstore.Event) error {
+	msg, err := decode[*registryv1.AgentKeyAdded](ev)
+	if err != nil {
+		return err
+	}
+	tenant, agentID, err := agentOf(ev, msg.GetName())
+	if err != nil {
+		return eventstore.Permanent(err)
+	}
+	in := workflows.RotationInput{
+		Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID,
+		NewKeyJWK: msg.GetPublicJwk(), NewKeyThumbprint: msg.GetThumbprint(), Overlap: s.overlap, EventID: ev.ID,
+	}
+	if err := in.Validate(); err != nil {
+		return eventstore.Permanent(err)
+	}
+	spec := runSpec{
+		id: workflows.RotationWorkflowID(tenant, agentID, msg.GetThumbprint()), name: workflows.RotationWorkflowName,
+		tenant: tenant, agentID: agentID, stage: workflows.StageRotationAdd, eventID: ev.ID, in: in,
+		event: ev.Type, md: ev.Metadata,
+	}
+	return s.startFromEvent(ctx, spec)
+}
