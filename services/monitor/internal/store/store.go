@@ -130,25 +130,30 @@ type Window struct {
 	Agent string
 	// From and To bound the time; both required, From < To.
 	From, To time.Time
+	// MaxStreamSeq, if set, leaves out rows whose StreamSeq is above it (rows of TELEMETRY events
+	// the ingest consumer has not acknowledged yet, which baselines must not learn before they are judged).
+	MaxStreamSeq uint64
 }
 
 // Analytics are the aggregate reads baselines, detectors, sweeps and reviews need. Both stores
 // answer them from the same rows with the same results (the storetest suite checks it).
 type Analytics interface {
-	// Hourly returns the per-agent hourly aggregates in w, ordered by agent then hour; hours without
-	// activity are absent.
+	// Hourly returns the per-agent hourly aggregates of known agents in w, ordered by agent then
+	// hour; hours without activity are absent.
 	Hourly(ctx context.Context, w Window) ([]Hourly, error)
-	// Usage returns, per agent, the distinct values of dim in w with counts and last-seen times,
+	// Usage returns, per known agent, the distinct values of dim in w with counts and last-seen times,
 	// ordered by agent then count descending then value. Empty values are left out; scopes are
 	// counted one per scope of a row.
 	Usage(ctx context.Context, w Window, dim Dimension) ([]Usage, error)
-	// Quantiles returns, per agent with at least one access row in w, the median and the median
-	// absolute deviation of rows and of bytes per access row (kind KindAccess).
+	// Quantiles returns, per known agent with at least one access row in w, the median and the
+	// median absolute deviation of rows and of bytes per access row (kind KindAccess), over the
+	// newest QuantileSample access rows of each agent in w; Accesses counts the rows used.
 	Quantiles(ctx context.Context, w Window) ([]Spread, error)
 	// LastActive returns when each agent of the tenant (or the one agent of w) was last seen in any
 	// row at or before w.To (w.From is ignored).
 	LastActive(ctx context.Context, w Window) (map[string]time.Time, error)
-	// Tenants lists the tenants with rows in the store.
+	// Tenants lists the tenants with rows in the store (a small table kept at insert, not a scan
+	// of the rows).
 	Tenants(ctx context.Context) ([]string, error)
 }
 
@@ -161,8 +166,40 @@ var AllowedOutcomes = []string{"issued", "allowed", "allow"}
 //   - Hourly counts request rows only (kinds KindAccess and KindTokenRequested): an hour with other
 //     rows alone is absent; Rows and Bytes sum over those request rows;
 //   - Usage counts rows of every kind;
+//   - rows of an unknown (ghost) agent (AgentKnown false) are left out of Hourly, Usage and
+//     Quantiles: a ghost gets no baseline, so that its activity never becomes "normal" (the
+//     unknown_agent detector reports it instead); LastActive and Tenants keep them;
+//   - Quantiles sees at most QuantileSample access rows per agent: the newest ones in the window
+//     (by time, then event id, both descending), so that its cost is bounded and both stores
+//     answer the same;
 //   - a median of an even number of values is the mean of the two middle ones, and the MAD is the
 //     median of the absolute deviations from the median, by the same rule.
+
+// QuantileSample is the most access rows per agent Quantiles reads: the newest of the window. At
+// 1,000 accesses a second one agent reaches it in 10 seconds; a baseline of rows and bytes per
+// access needs far fewer.
+const QuantileSample = 10_000
+
+// DefaultQueryTimeout bounds each List and Analytics query of a store unless configured otherwise;
+// a query that takes longer fails with context.DeadlineExceeded.
+const DefaultQueryTimeout = 30 * time.Second
+
+// redeliveredKey is the context key of WithRedelivered.
+type redeliveredKey struct{}
+
+// WithRedelivered marks the events of an Insert under the returned context as possibly stored
+// before (a message delivered more than once: its earlier insert may have succeeded without being
+// acknowledged, by this process or one that crashed). A store then checks the batch against the
+// stored rows whatever else it remembers, so that the copy is skipped however late it comes.
+func WithRedelivered(ctx context.Context) context.Context {
+	return context.WithValue(ctx, redeliveredKey{}, true)
+}
+
+// Redelivered reports whether ctx was marked by WithRedelivered.
+func Redelivered(ctx context.Context) bool {
+	v, _ := ctx.Value(redeliveredKey{}).(bool)
+	return v
+}
 
 // CheckWindow validates w for an Analytics read: Tenant is required, and unless ignoreFrom, From
 // and To are required with From before To.
@@ -240,7 +277,8 @@ type Query struct {
 
 // Store is the telemetry store.
 type Store interface {
-	// Insert stores events; an event already stored is skipped: one with the same EventID and Time
+	// Insert stores events; an event already stored is skipped (a context marked WithRedelivered
+	// makes the store check the batch against its stored rows whenever it was first stored): one with the same EventID and Time
 	// (every copy of an event — a redelivery, a re-publication — carries both), or with the same
 	// EventID inserted within the store's recent-id horizon (the DuckDB store: the last 5 minutes,
 	// also across a restart), which covers a reporter resending a batch under a new envelope time.

@@ -17,15 +17,19 @@ var requestKinds = "('" + store.KindAccess + "', '" + store.KindTokenRequested +
 // allowedOutcomes is the SQL list of store.AllowedOutcomes.
 var allowedOutcomes = "('" + strings.Join(store.AllowedOutcomes, "', '") + "')"
 
-// windowWhere is the filter of rows of w: its tenant, agent (if set) and time range, rows without
-// an agent left out.
+// windowWhere is the filter of the rows of w Hourly, Usage and Quantiles count: its tenant, agent
+// (if set) and time range; rows without an agent, and rows of unknown (ghost) agents, left out.
 func windowWhere(w store.Window) (string, []any) {
 	from, to := w.Millis()
-	where := `tenant = ? AND agent <> '' AND time_ms >= ? AND time_ms < ?`
+	where := `tenant = ? AND agent <> '' AND agent_known AND time_ms >= ? AND time_ms < ?`
 	args := []any{w.Tenant, from, to}
 	if w.Agent != "" {
 		where += ` AND agent = ?`
 		args = append(args, w.Agent)
+	}
+	if w.MaxStreamSeq > 0 {
+		where += ` AND stream_seq <= ?`
+		args = append(args, int64(min(w.MaxStreamSeq, 1<<63-1)))
 	}
 	return where, args
 }
@@ -35,6 +39,8 @@ func (s *Store) Hourly(ctx context.Context, w store.Window) ([]store.Hourly, err
 	if err := store.CheckWindow(w, false); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	where, args := windowWhere(w)
 	rows, err := s.db.QueryContext(ctx, `SELECT agent, time_ms - time_ms % 3600000 AS hour_ms, count(*),
 			count(*) FILTER (outcome NOT IN `+allowedOutcomes+`), sum("rows")::BIGINT, sum("bytes")::BIGINT
@@ -68,6 +74,8 @@ func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) 
 	if err := store.CheckDimension(dim); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	where, args := windowWhere(w)
 	from := `(SELECT agent, time_ms, ` + string(dim) + ` AS value FROM telemetry_events WHERE ` + where + `)`
 	if dim == store.DimScope {
@@ -98,16 +106,20 @@ func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) 
 	return out, nil
 }
 
-// Quantiles implements store.Analytics: DuckDB's median of integers is the mean of the two
-// middle values for an even count, as the contract says.
+// Quantiles implements store.Analytics over each agent's newest store.QuantileSample access rows
+// in w (a window function): DuckDB's quantile_cont of the median is the mean of the two middle
+// values for an even count, as the contract says.
 func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, error) {
 	if err := store.CheckWindow(w, false); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	where, args := windowWhere(w)
 	rows, err := s.db.QueryContext(ctx, `WITH a AS (
 			SELECT agent, "rows"::DOUBLE AS r, "bytes"::DOUBLE AS b FROM telemetry_events
-			WHERE `+where+` AND kind = '`+store.KindAccess+`'),
+			WHERE `+where+` AND kind = '`+store.KindAccess+`'
+			QUALIFY row_number() OVER (PARTITION BY agent ORDER BY time_ms DESC, event_id DESC) <= `+fmt.Sprint(store.QuantileSample)+`),
 		m AS (SELECT agent, count(*) AS n, quantile_cont(r, 0.5) AS rm, quantile_cont(b, 0.5) AS bm FROM a GROUP BY agent)
 		SELECT m.agent, m.n, m.rm, quantile_cont(abs(a.r - m.rm), 0.5), m.bm, quantile_cont(abs(a.b - m.bm), 0.5)
 		FROM a JOIN m USING (agent)
@@ -130,17 +142,24 @@ func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, 
 	return out, nil
 }
 
-// LastActive implements store.Analytics.
+// LastActive implements store.Analytics: the days before w.To's come from agent_last_seen (one
+// row per agent and UTC day), the day of w.To from the rows.
 func (s *Store) LastActive(ctx context.Context, w store.Window) (map[string]time.Time, error) {
 	if err := store.CheckWindow(w, true); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	// "at or before To": the last millisecond at or before it.
 	to := w.To.UnixMilli()
-	query := `SELECT agent, max(time_ms) FROM telemetry_events WHERE tenant = ? AND agent <> '' AND time_ms <= ?`
-	args := []any{w.Tenant, to}
+	day := floorTo(to, dayMS)
+	query := `SELECT agent, max(last) FROM (
+			SELECT agent, last_ms AS last FROM agent_last_seen WHERE tenant = ? AND day_ms < ?
+			UNION ALL
+			SELECT agent, time_ms AS last FROM telemetry_events WHERE tenant = ? AND agent <> '' AND time_ms >= ? AND time_ms <= ?)`
+	args := []any{w.Tenant, day, w.Tenant, day, to}
 	if w.Agent != "" {
-		query += ` AND agent = ?`
+		query += ` WHERE agent = ?`
 		args = append(args, w.Agent)
 	}
 	rows, err := s.db.QueryContext(ctx, query+` GROUP BY agent`, args...)
@@ -165,9 +184,11 @@ func (s *Store) LastActive(ctx context.Context, w store.Window) (map[string]time
 	return out, nil
 }
 
-// Tenants implements store.Analytics.
+// Tenants implements store.Analytics, from telemetry_tenants.
 func (s *Store) Tenants(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT tenant FROM telemetry_events ORDER BY tenant`)
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	rows, err := s.db.QueryContext(ctx, `SELECT tenant FROM telemetry_tenants ORDER BY tenant`)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb: tenants: %w", err)
 	}

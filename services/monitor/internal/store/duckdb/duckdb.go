@@ -8,6 +8,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -88,12 +89,57 @@ var columnNames = func() []string {
 // columns is columnNames as a quoted SQL column list.
 var columns = `"` + strings.Join(columnNames, `", "`) + `"`
 
+// aggregateDDL are the small tables Insert keeps in its transaction, so that LastActive and
+// Tenants need not scan the rows: the tenants with rows, and each agent's latest row per UTC day
+// (a primary key on a table of agents x days, never of rows).
+var aggregateDDL = []string{
+	`CREATE TABLE IF NOT EXISTS telemetry_tenants (tenant VARCHAR PRIMARY KEY)`,
+	`CREATE TABLE IF NOT EXISTS agent_last_seen (
+		tenant  VARCHAR NOT NULL,
+		agent   VARCHAR NOT NULL,
+		day_ms  BIGINT  NOT NULL,
+		last_ms BIGINT  NOT NULL,
+		PRIMARY KEY (tenant, agent, day_ms))`,
+}
+
+// aggregateBackfill fills the aggregate tables from the rows stored before they existed.
+var aggregateBackfill = []string{
+	`INSERT INTO telemetry_tenants SELECT DISTINCT tenant FROM telemetry_events ON CONFLICT DO NOTHING`,
+	`INSERT INTO agent_last_seen SELECT tenant, agent, CAST(floor(time_ms / 86400000.0) AS BIGINT) * 86400000 AS day_ms, max(time_ms)
+		FROM telemetry_events WHERE agent <> '' GROUP BY tenant, agent, day_ms ON CONFLICT DO NOTHING`,
+}
+
+const dayMS = int64(24 * time.Hour / time.Millisecond)
+
 // Store is the DuckDB telemetry store. It is safe for concurrent use.
 type Store struct {
-	db *sql.DB
+	db      *sql.DB
+	log     *slog.Logger
+	timeout time.Duration
 	// writeMu serializes inserts, so that the duplicate check of one sees every row of the others.
 	writeMu sync.Mutex
 	recent  recentIDs // guarded by writeMu
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	log     *slog.Logger
+	timeout time.Duration
+}
+
+// WithLogger sets the logger of schema upgrades (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithQueryTimeout bounds each List and Analytics query (default store.DefaultQueryTimeout; zero
+// or less keeps the default).
+func WithQueryTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.timeout = d
+		}
+	}
 }
 
 // Bounds of the ids a Store remembers having inserted (recentIDs).
@@ -147,8 +193,16 @@ func (r *recentIDs) add(now time.Time, rows []store.Event) {
 const MemoryLimit = "256MB"
 
 // Open opens (creating if needed) the database file at path and its schema, its buffer pool
-// limited to MemoryLimit; an empty path keeps the database in memory, unlimited.
-func Open(ctx context.Context, path string) (*Store, error) {
+// limited to MemoryLimit; an empty path keeps the database in memory, unlimited. A file of an
+// older schema is upgraded first (logged with its row count and duration, see migrate).
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	o := options{log: slog.Default(), timeout: store.DefaultQueryTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
 	db, err := sql.Open("duckdb", path)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb: open %s: %w", path, err)
@@ -159,11 +213,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("duckdb: memory limit of %s: %w", path, err)
 		}
 	}
-	if err := migrate(ctx, db); err != nil {
+	if err := migrate(ctx, db, o.log.With("path", path)); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("duckdb: schema of %s: %w", path, err)
 	}
-	s := &Store{db: db}
+	s := &Store{db: db, log: o.log, timeout: o.timeout}
 	if err := s.rememberRecent(ctx, time.Now()); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("duckdb: open %s: %w", path, err)
@@ -196,8 +250,17 @@ func (s *Store) rememberRecent(ctx context.Context, now time.Time) error {
 }
 
 // migrate creates the table, brings a table of an older schema to the current one (the wide
-// row's columns added, the old primary key dropped) keeping its rows, and (re)creates the view.
-func migrate(ctx context.Context, db *sql.DB) error {
+// row's columns added, the old primary key dropped) keeping its rows, creates and fills the
+// aggregate tables, and (re)creates the view.
+func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+	var aggregates, events int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FILTER (table_name IN ('telemetry_tenants', 'agent_last_seen')),
+		count(*) FILTER (table_name = 'telemetry_events') FROM duckdb_tables()`).Scan(&aggregates, &events); err != nil {
+		return err
+	}
+	if events == 0 {
+		log = slog.New(slog.DiscardHandler) // a new file: nothing to tell
+	}
 	stmts := []string{fmt.Sprintf(tableDDL, "telemetry_events"), `DROP VIEW IF EXISTS access_log`}
 	for _, c := range wideColumns {
 		stmts = append(stmts, fmt.Sprintf(`ALTER TABLE telemetry_events ADD COLUMN IF NOT EXISTS %q %s DEFAULT %s`, c.name, c.typ, c.def))
@@ -207,16 +270,44 @@ func migrate(ctx context.Context, db *sql.DB) error {
 			return err
 		}
 	}
-	if err := dropPrimaryKey(ctx, db); err != nil {
+	if err := dropPrimaryKey(ctx, db, log); err != nil {
 		return fmt.Errorf("drop the primary key: %w", err)
+	}
+	if aggregates < len(aggregateDDL) {
+		if err := createAggregates(ctx, db, log); err != nil {
+			return fmt.Errorf("aggregate tables: %w", err)
+		}
 	}
 	_, err := db.ExecContext(ctx, accessLogView)
 	return err
 }
 
+// createAggregates creates the aggregate tables and fills them from the stored rows, in one
+// transaction: a scan of the table, once, logged with its duration.
+func createAggregates(ctx context.Context, db *sql.DB, log *slog.Logger) error {
+	start := time.Now()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, stmt := range append(slices.Clone(aggregateDDL), aggregateBackfill...) {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	log.Info("telemetry store: aggregate tables created from the stored rows", "duration", time.Since(start))
+	return nil
+}
+
 // dropPrimaryKey rebuilds a table created with a primary key on event_id (before the key was
-// dropped) without it, in one transaction: DuckDB cannot drop a primary key in place.
-func dropPrimaryKey(ctx context.Context, db *sql.DB) error {
+// dropped) without it, in one transaction: DuckDB cannot drop a primary key in place. It copies
+// every row (about a million rows a second, docs/deploy.md), so it logs when it starts, with the
+// row count, and when it ends, with the duration.
+func dropPrimaryKey(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	var keys int
 	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM duckdb_constraints()
 		WHERE table_name = 'telemetry_events' AND constraint_type = 'PRIMARY KEY'`).Scan(&keys); err != nil {
@@ -225,6 +316,13 @@ func dropPrimaryKey(ctx context.Context, db *sql.DB) error {
 	if keys == 0 {
 		return nil
 	}
+	var rows int64
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM telemetry_events`).Scan(&rows); err != nil {
+		return err
+	}
+	start := time.Now()
+	log.Warn("telemetry store: rewriting the table of an older schema without its primary key; the monitor starts when it is done",
+		"rows", rows)
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -240,7 +338,11 @@ func dropPrimaryKey(ctx context.Context, db *sql.DB) error {
 			return err
 		}
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	log.Info("telemetry store: table rewritten without its primary key", "rows", rows, "duration", time.Since(start))
+	return nil
 }
 
 // DB exposes the database for analysts' queries in tests and tools.
@@ -249,17 +351,20 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Close checkpoints and closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
-// Insert implements store.Store: one transaction, rows streamed through a DuckDB appender into
-// an INSERT that skips every row whose (time_ms, event_id) is already stored.
+// Insert implements store.Store: one transaction that checks the batch against the stored rows,
+// appends the rows not stored yet through a DuckDB appender and updates the aggregate tables.
 //
 // Every copy of an event has the same id and the same time: a redelivery or a re-publish carries
-// the event itself, and ingest derives a row's id and time from it. So checking the stored rows of
-// the batch's time range finds every earlier copy, however long ago it was stored, and restricting
-// the check to that range lets DuckDB skip every other row group by its min/max time (the cost
-// does not grow with the table; BenchmarkInsertExisting). A row whose id was inserted in the last
-// recentHorizon (or, at open, was stored with a time that recent) is skipped too, whatever its
-// time: an access batch its reporter sends again is stored again under the same id with a new
-// envelope time. Without a primary key the memory of the store no longer grows with its rows.
+// the event itself, and ingest derives a row's id and time from it. So checking the stored rows at
+// the batch's times finds every earlier copy, however long ago it was stored (a batch marked
+// store.WithRedelivered needs nothing more: every batch is checked). The check runs per tenant and
+// per cluster of nearby times (checkClusters: at most clusterSpan wide, at most checkChunk ids),
+// so that DuckDB skips every other row group by its min/max time and a batch mixing old and new
+// events scans the row groups of its times only, never the days between (the cost does not grow
+// with the table; BenchmarkInsertExisting). A row whose id was inserted in the last recentHorizon
+// (or, at open, was stored with a time that recent) is skipped too, whatever its time: an access
+// batch its reporter sends again is stored again under the same id with a new envelope time.
+// Without a primary key the memory of the store no longer grows with its rows.
 func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	rows, err := store.Normalize(events)
 	if err != nil || len(rows) == 0 {
@@ -271,28 +376,72 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	if len(rows) == 0 {
 		return nil
 	}
-	lo, hi := rows[0].Time.UnixMilli(), rows[0].Time.UnixMilli()
-	for _, e := range rows[1:] {
-		lo, hi = min(lo, e.Time.UnixMilli()), max(hi, e.Time.UnixMilli())
-	}
-	if err := s.insert(ctx, fmt.Sprintf(insertSkippingStored, lo, hi), rows); err != nil {
+	rows, err = s.insert(ctx, rows)
+	if err != nil {
 		return err
 	}
 	s.recent.add(time.Now(), rows)
 	return nil
 }
 
-// insert runs one transaction that appends rows through stmt.
-func (s *Store) insert(ctx context.Context, stmt string, rows []store.Event) error {
+// Bounds of the duplicate check of one batch.
+const (
+	// clusterSpan is the widest time range one check reads.
+	clusterSpan = int64(10 * time.Minute / time.Millisecond)
+	// checkChunk is the most ids one check names.
+	checkChunk = 1000
+)
+
+// checkRange is one check of a batch: a tenant's rows in [lo, hi] with the given ids.
+type checkRange struct {
+	tenant string
+	lo, hi int64
+	ids    []string
+}
+
+// checkClusters splits rows into the checks of the stored rows: per tenant, times sorted, a new
+// check wherever the next time lies more than clusterSpan after the check's first or the check
+// names checkChunk ids.
+func checkClusters(rows []store.Event) []checkRange {
+	sorted := slices.Clone(rows)
+	slices.SortFunc(sorted, func(a, b store.Event) int {
+		if c := strings.Compare(a.Tenant, b.Tenant); c != 0 {
+			return c
+		}
+		return a.Time.Compare(b.Time)
+	})
+	var out []checkRange
+	for _, e := range sorted {
+		ms := e.Time.UnixMilli()
+		if n := len(out); n == 0 || out[n-1].tenant != e.Tenant || ms-out[n-1].lo > clusterSpan || len(out[n-1].ids) == checkChunk {
+			out = append(out, checkRange{tenant: e.Tenant, lo: ms})
+		}
+		c := &out[len(out)-1]
+		c.hi = ms
+		c.ids = append(c.ids, e.EventID)
+	}
+	return out
+}
+
+// insert runs one transaction that stores the rows not stored yet and returns them.
+func (s *Store) insert(ctx context.Context, rows []store.Event) ([]store.Event, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("duckdb: insert: %w", err)
+		return nil, fmt.Errorf("duckdb: insert: %w", err)
 	}
 	defer conn.Close()
 	if _, err := conn.ExecContext(ctx, "BEGIN TRANSACTION"); err != nil {
-		return fmt.Errorf("duckdb: insert: begin: %w", err)
+		return nil, fmt.Errorf("duckdb: insert: begin: %w", err)
 	}
-	err = conn.Raw(func(dc any) error { return appendRows(dc, stmt, rows) })
+	err = func() error {
+		if rows, err = dropStored(ctx, conn, rows); err != nil || len(rows) == 0 {
+			return err
+		}
+		if err := conn.Raw(func(dc any) error { return appendRows(dc, insertAppended, rows) }); err != nil {
+			return err
+		}
+		return updateAggregates(ctx, conn, rows)
+	}()
 	if err == nil {
 		_, err = conn.ExecContext(ctx, "COMMIT")
 	}
@@ -301,17 +450,90 @@ func (s *Store) insert(ctx context.Context, stmt string, rows []store.Event) err
 			// Leave no half-open transaction on a pooled connection: make the pool drop it.
 			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 		}
-		return fmt.Errorf("duckdb: insert %d events: %w", len(rows), err)
+		return nil, fmt.Errorf("duckdb: insert %d events: %w", len(rows), err)
+	}
+	return rows, nil
+}
+
+// dropStored returns rows without those whose (tenant, time_ms, event_id) is stored.
+func dropStored(ctx context.Context, conn *sql.Conn, rows []store.Event) ([]store.Event, error) {
+	type key struct {
+		tenant, id string
+		ms         int64
+	}
+	stored := map[key]bool{}
+	for _, c := range checkClusters(rows) {
+		args := []any{c.tenant, c.lo, c.hi}
+		marks := make([]string, len(c.ids))
+		for i, id := range c.ids {
+			marks[i] = "?"
+			args = append(args, id)
+		}
+		res, err := conn.QueryContext(ctx, `SELECT time_ms, event_id FROM telemetry_events
+			WHERE tenant = ? AND time_ms BETWEEN ? AND ? AND event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("check for stored copies: %w", err)
+		}
+		for res.Next() {
+			k := key{tenant: c.tenant}
+			if err := res.Scan(&k.ms, &k.id); err != nil {
+				res.Close()
+				return nil, fmt.Errorf("check for stored copies: %w", err)
+			}
+			stored[k] = true
+		}
+		err = res.Err()
+		res.Close()
+		if err != nil {
+			return nil, fmt.Errorf("check for stored copies: %w", err)
+		}
+	}
+	return slices.DeleteFunc(rows, func(e store.Event) bool { return stored[key{e.Tenant, e.EventID, e.Time.UnixMilli()}] }), nil
+}
+
+// updateAggregates adds the tenants and each agent's latest time per day of rows to the
+// aggregate tables.
+func updateAggregates(ctx context.Context, conn *sql.Conn, rows []store.Event) error {
+	type day struct {
+		tenant, agent string
+		ms            int64
+	}
+	tenants := map[string]bool{}
+	last := map[day]int64{}
+	for _, e := range rows {
+		tenants[e.Tenant] = true
+		if e.Agent == "" {
+			continue
+		}
+		ms := e.Time.UnixMilli()
+		d := day{e.Tenant, e.Agent, floorTo(ms, dayMS)}
+		if l, ok := last[d]; !ok || ms > l {
+			last[d] = ms
+		}
+	}
+	for t := range tenants {
+		if _, err := conn.ExecContext(ctx, `INSERT INTO telemetry_tenants VALUES (?) ON CONFLICT DO NOTHING`, t); err != nil {
+			return fmt.Errorf("tenants: %w", err)
+		}
+	}
+	for d, ms := range last {
+		if _, err := conn.ExecContext(ctx, `INSERT INTO agent_last_seen VALUES (?, ?, ?, ?)
+			ON CONFLICT (tenant, agent, day_ms) DO UPDATE SET last_ms = greatest(agent_last_seen.last_ms, excluded.last_ms)`,
+			d.tenant, d.agent, d.ms, ms); err != nil {
+			return fmt.Errorf("agent_last_seen: %w", err)
+		}
 	}
 	return nil
 }
 
-// insertSkippingStored moves the appended rows into the table, skipping those whose time_ms and
-// event_id are stored; its two verbs are the batch's lowest and highest time_ms.
-var insertSkippingStored = `INSERT INTO telemetry_events (` + columns + `)
-	SELECT * FROM appended_data AS a(` + columns + `)
-	WHERE NOT EXISTS (SELECT 1 FROM telemetry_events t
-		WHERE t.time_ms BETWEEN %d AND %d AND t.time_ms = a.time_ms AND t.event_id = a.event_id)`
+// floorTo rounds ms down to a multiple of unit (also before 1970).
+func floorTo(ms, unit int64) int64 {
+	return ms - ((ms%unit)+unit)%unit
+}
+
+// insertAppended moves the appended rows into the table.
+var insertAppended = `INSERT INTO telemetry_events (` + columns + `)
+	SELECT * FROM appended_data AS a(` + columns + `)`
 
 func appendRows(dc any, stmt string, rows []store.Event) error {
 	conn, ok := dc.(driver.Conn)
@@ -361,6 +583,8 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Event, string,
 		where = append(where, "(time_ms < ? OR (time_ms = ? AND event_id < ?))")
 		args = append(args, p.After.TimeMS, p.After.TimeMS, p.After.EventID)
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	// Two steps keep a page's memory small whatever the width of the row: the keys of the page
 	// (few columns to sort), then its rows, found by the keys within the page's time range (DuckDB
 	// skips every other row group by its min/max time).

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
 	"testing"
@@ -18,7 +19,9 @@ var (
 	h0     = time.Date(2031, 3, 14, 15, 0, 0, 0, time.UTC)
 	faq    = "tenants/acme/agents/faq"
 	pay    = "tenants/acme/agents/pay"
+	ghost  = "tenants/acme/agents/ghost"
 	window = store.Window{Tenant: "acme", From: h0.Add(-time.Hour), To: h0.Add(3 * time.Hour)}
+	days   = store.Window{Tenant: "acme", From: time.Date(2031, 3, 13, 0, 0, 0, 0, time.UTC), To: time.Date(2031, 3, 16, 0, 0, 0, 0, time.UTC)}
 )
 
 // row is one fixture row.
@@ -27,6 +30,7 @@ type row struct {
 	at                                           time.Duration
 	scopes                                       []string
 	rows, bytes                                  int64
+	ghost                                        bool
 }
 
 var fixture = []row{
@@ -50,6 +54,12 @@ var fixture = []row{
 	{id: "b3", agent: pay, kind: store.KindAccess, outcome: "allowed", resource: "/pay", at: 7 * time.Minute, scopes: []string{"pay.read"}, rows: 4, bytes: 400},
 	// pay, hour h2: a denied bulk access.
 	{id: "b4", agent: pay, kind: store.KindAccess, outcome: "denied", resource: "/refund", at: 121 * time.Minute, scopes: []string{"pay.read", "pay.refund"}, rows: 100, bytes: 1000},
+	// faq, the next day (h0 + 27h, 2031-03-15 18:00 UTC): an access, for windows of whole days.
+	{id: "a9", agent: faq, kind: store.KindAccess, outcome: "allowed", resource: "/kb/search", at: 27 * time.Hour, scopes: []string{"kb.read"}},
+	// an agent the registry does not know (agent_known false): left out of Hourly, Usage and
+	// Quantiles (no baseline), kept by LastActive.
+	{id: "x1", agent: ghost, kind: store.KindAccess, outcome: "allowed", resource: "/kb/search", src: "10.1.2.5", obo: "alice", at: 12 * time.Minute, scopes: []string{"kb.read"}, rows: 5000, bytes: 5000, ghost: true},
+	{id: "x2", agent: ghost, kind: store.KindTokenRequested, outcome: "issued", resource: "urn:api", at: 200 * time.Minute, scopes: []string{"kb.read"}, ghost: true},
 	// no agent: left out of every per-agent read.
 	{id: "n1", kind: store.KindTokenRequested, outcome: "invalid_client", resource: "urn:api", src: "10.9.9.9", obo: "mallory", at: time.Minute, scopes: []string{"kb.read"}},
 }
@@ -61,7 +71,7 @@ func insertFixture(t *testing.T, s store.Store) {
 		events = append(events, store.Event{
 			EventID: r.id, Time: h0.Add(r.at), Tenant: "acme", Agent: r.agent, Kind: r.kind, Outcome: r.outcome,
 			Resource: r.resource, SourceAddress: r.src, OnBehalfOf: r.obo, Scopes: r.scopes, Rows: r.rows, Bytes: r.bytes,
-			AgentKnown: r.agent != "", StreamSeq: uint64(i + 1),
+			AgentKnown: r.agent != "" && !r.ghost, StreamSeq: uint64(i + 1),
 		})
 	}
 	events = append(events, store.Event{EventID: "g1", Time: h0.Add(time.Minute), Tenant: "globex", Agent: "tenants/globex/agents/x",
@@ -187,13 +197,31 @@ func testUsage(t *testing.T, s store.Store, a store.Analytics) {
 			{Agent: faq, Value: "alice", Count: 2, LastSeen: at(20 * time.Minute)},
 			{Agent: faq, Value: "bob", Count: 1, LastSeen: at(70 * time.Minute)},
 		}},
+		// Whole UTC days (the aggregate of a store that keeps one): 2031-03-13 to 2031-03-16.
+		{store.DimScope, days, []store.Usage{
+			{Agent: faq, Value: "kb.read", Count: 6, LastSeen: at(27 * time.Hour)},       // a1, a2, a6, a3, a4, a9
+			{Agent: faq, Value: "kb.export", Count: 2, LastSeen: at(80 * time.Minute)},   // a3, a4
+			{Agent: pay, Value: "pay.read", Count: 4, LastSeen: at(121 * time.Minute)},   // b1-b4
+			{Agent: pay, Value: "pay.refund", Count: 1, LastSeen: at(121 * time.Minute)}, // b4
+		}},
+		// A whole day (2031-03-14) and parts of the days around it (from 23:00 the day before,
+		// to 19:00 the day after): /kb/search counted in both.
+		{store.DimResource, store.Window{Tenant: "acme", From: at(-16 * time.Hour), To: at(28 * time.Hour)}, []store.Usage{
+			{Agent: faq, Value: "/kb/search", Count: 3, LastSeen: at(27 * time.Hour)},   // a1, a2, a9
+			{Agent: faq, Value: "urn:api", Count: 2, LastSeen: at(90 * time.Minute)},    // a4, a5
+			{Agent: faq, Value: "/kb/export", Count: 1, LastSeen: at(70 * time.Minute)}, // a3
+			{Agent: faq, Value: "/late", Count: 1, LastSeen: at(3 * time.Hour)},         // a8
+			{Agent: faq, Value: "/old", Count: 1, LastSeen: at(-2 * time.Hour)},         // a7
+			{Agent: pay, Value: "/pay", Count: 3, LastSeen: at(7 * time.Minute)},        // b1-b3
+			{Agent: pay, Value: "/refund", Count: 1, LastSeen: at(121 * time.Minute)},   // b4
+		}},
 		{store.DimResource, store.Window{Tenant: "acme", Agent: faq, From: at(-3 * time.Hour), To: at(time.Hour)}, []store.Usage{
 			{Agent: faq, Value: "/kb/search", Count: 2, LastSeen: at(20 * time.Minute)},
 			{Agent: faq, Value: "/old", Count: 1, LastSeen: at(-2 * time.Hour)}, // a7
 		}},
 	}
 	for _, tt := range tests {
-		t.Run(string(tt.dim)+" "+tt.w.Agent, func(t *testing.T) {
+		t.Run(string(tt.dim)+" "+tt.w.Agent+" "+tt.w.From.Format(time.RFC3339), func(t *testing.T) {
 			got, err := a.Usage(context.Background(), tt.w, tt.dim)
 			if err != nil {
 				t.Fatal(err)
@@ -248,11 +276,15 @@ func testLastActive(t *testing.T, s store.Store, a store.Analytics) {
 		w    store.Window
 		want map[string]time.Time
 	}{
-		// a8 is exactly at To: "at or before".
-		{"at To", store.Window{Tenant: "acme", To: at(3 * time.Hour)}, map[string]time.Time{faq: at(3 * time.Hour), pay: at(121 * time.Minute)}},
+		// a8 is exactly at To: "at or before". The ghost's rows count (x1).
+		{"at To", store.Window{Tenant: "acme", To: at(3 * time.Hour)}, map[string]time.Time{faq: at(3 * time.Hour), pay: at(121 * time.Minute), ghost: at(12 * time.Minute)}},
 		// A millisecond earlier, faq's last row is the policy decision p1.
-		{"before To", store.Window{Tenant: "acme", To: at(3 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(150 * time.Minute), pay: at(121 * time.Minute)}},
-		{"From is ignored", store.Window{Tenant: "acme", From: at(2*time.Hour + 59*time.Minute), To: at(3 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(150 * time.Minute), pay: at(121 * time.Minute)}},
+		{"before To", store.Window{Tenant: "acme", To: at(3 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(150 * time.Minute), pay: at(121 * time.Minute), ghost: at(12 * time.Minute)}},
+		{"From is ignored", store.Window{Tenant: "acme", From: at(2*time.Hour + 59*time.Minute), To: at(3 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(150 * time.Minute), pay: at(121 * time.Minute), ghost: at(12 * time.Minute)}},
+		{"ghost after x2", store.Window{Tenant: "acme", Agent: ghost, To: at(4 * time.Hour)}, map[string]time.Time{ghost: at(200 * time.Minute)}},
+		// The next day: earlier days (and hours) from a store's aggregate, To's own from the rows.
+		{"next day", store.Window{Tenant: "acme", To: at(30 * time.Hour)}, map[string]time.Time{faq: at(27 * time.Hour), pay: at(121 * time.Minute), ghost: at(200 * time.Minute)}},
+		{"next day before a9", store.Window{Tenant: "acme", Agent: faq, To: at(27 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(3 * time.Hour)}},
 		{"one agent", store.Window{Tenant: "acme", Agent: pay, To: at(5 * time.Hour)}, map[string]time.Time{pay: at(121 * time.Minute)}},
 		// Before h0 only a7 of faq.
 		{"early", store.Window{Tenant: "acme", To: at(-time.Hour)}, map[string]time.Time{faq: at(-2 * time.Hour)}},
@@ -268,6 +300,39 @@ func testLastActive(t *testing.T, s store.Store, a store.Analytics) {
 				t.Errorf("last active:\n got  %v\n want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// testQuantileSample stores QuantileSample+5 access rows of one agent: the newest QuantileSample
+// alternate rows 1 and 3 (bytes 10 and 30), the five oldest return 1000 each. Only the newest
+// count: median (1+3)/2 = 2, every deviation 1, MAD 1 (bytes: median 20, MAD 10); with the old
+// ones, the median of rows would be 3. Rows 4 and 5 share a millisecond: the one with the greater
+// event id is the newer.
+func testQuantileSample(t *testing.T, s store.Store, a store.Analytics) {
+	const bulk = "tenants/acme/agents/bulk"
+	n := store.QuantileSample + 5
+	events := make([]store.Event, n)
+	for i := range n {
+		e := store.Event{EventID: fmt.Sprintf("bulk-%05d", i), Time: h0.Add(time.Duration(i) * time.Millisecond), Tenant: "acme",
+			Agent: bulk, Kind: store.KindAccess, Outcome: "allowed", AgentKnown: true, Rows: 1 + 2*int64(i%2), Bytes: 10 + 20*int64(i%2)}
+		if i == 5 {
+			e.Time = events[4].Time
+		}
+		if i < 5 {
+			e.Rows, e.Bytes = 1000, 1000
+		}
+		events[i] = e
+	}
+	for chunk := range slices.Chunk(events, 1000) {
+		insert(t, s, chunk...)
+	}
+	got, err := a.Quantiles(context.Background(), store.Window{Tenant: "acme", From: h0, To: at(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Spread{{Agent: bulk, Accesses: store.QuantileSample, RowsMedian: 2, RowsMAD: 1, BytesMedian: 20, BytesMAD: 10}}
+	if !slices.Equal(got, want) {
+		t.Errorf("quantiles:\n got  %+v\n want %+v", got, want)
 	}
 }
 

@@ -52,6 +52,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AnalyticsHourly", analytics(testHourly)},
 		{"AnalyticsUsage", analytics(testUsage)},
 		{"AnalyticsQuantiles", analytics(testQuantiles)},
+		{"AnalyticsQuantilesSampleTheNewestRows", analytics(testQuantileSample)},
 		{"AnalyticsLastActive", analytics(testLastActive)},
 		{"AnalyticsTenants", analytics(testTenants)},
 	}
