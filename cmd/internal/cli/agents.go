@@ -21,6 +21,7 @@ func newAgentsCmd(g *globals) *cobra.Command {
 	cmd := group("agents", "Register, inspect, suspend, resume and retire agents")
 	cmd.AddCommand(newAgentsRegisterCmd(g), newAgentsGetCmd(g), newAgentsListCmd(g), newAgentsRetireCmd(g),
 		newAgentsWorkflowsCmd(g), newAgentsApproveCmd(g), newAgentsSuspendCmd(g), newAgentsResumeCmd(g))
+	cmd.AddCommand(newAgentsKeyCmds(g)...)
 	return cmd
 }
 
