@@ -73,6 +73,8 @@ type Config struct {
 	MonitorAddr string
 	// Sweeps configures the Schedules of the expired, inactive and orphaned sweeps.
 	Sweeps lifecycle.SweepConfig
+	// Reviews configures the access review campaigns' Schedule and windows (docs/reviews.md).
+	Reviews lifecycle.ReviewConfig
 	// ReconcileInterval is the time between two reconciler passes (default
 	// lifecycle.DefaultReconcileInterval, 30s).
 	ReconcileInterval time.Duration
@@ -173,6 +175,9 @@ func (c Config) Validate() error {
 		return errs.InvalidArgument("incident_policy", err.Error())
 	}
 	if err := c.Sweeps.Validate(); err != nil {
+		return err
+	}
+	if err := c.Reviews.Validate(); err != nil {
 		return err
 	}
 	return nil
@@ -357,7 +362,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		_ = a.Close()
 		return nil, err
 	}
-	reviews, err := lifecycle.NewReviews(a.temporal, cfg.TaskQueue)
+	reviews, err := lifecycle.NewReviews(a.temporal, cfg.TaskQueue, cfg.Reviews)
 	if err != nil {
 		_ = a.Close()
 		return nil, err

@@ -14,7 +14,7 @@ func (a *App) runSweepSchedules(ctx context.Context) error {
 	for {
 		err := lifecycle.EnsureSweepSchedules(ctx, a.temporal.ScheduleClient(), a.cfg.TaskQueue, a.cfg.Sweeps, a.log)
 		if err == nil {
-			err = lifecycle.EnsureReviewSchedule(ctx, a.temporal.ScheduleClient(), a.cfg.TaskQueue, "", a.log)
+			err = lifecycle.EnsureReviewSchedule(ctx, a.temporal.ScheduleClient(), a.cfg.TaskQueue, a.cfg.Reviews, a.log)
 		}
 		if err == nil {
 			return nil

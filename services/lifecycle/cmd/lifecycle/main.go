@@ -44,6 +44,10 @@ func main() {
 	fs.StringVar(&sweeps.NoSignOffTriggers, app.DeprovisionNoSignOffTriggersFlag, "", app.DeprovisionNoSignOffTriggersUsage)
 	fs.StringVar(&sweeps.RemindEvery, app.DeprovisionRemindEveryFlag, "", app.DeprovisionRemindEveryUsage)
 	fs.StringVar(&sweeps.EscalateAfter, app.DeprovisionEscalateAfterFlag, "", app.DeprovisionEscalateAfterUsage)
+	var reviews app.ReviewFlags
+	fs.StringVar(&reviews.Schedule, app.ReviewScheduleFlag, "", app.ReviewScheduleUsage)
+	fs.IntVar(&reviews.UsageDays, app.ReviewUsageDaysFlag, 0, app.ReviewUsageDaysUsage)
+	fs.IntVar(&reviews.AnswerDays, app.ReviewAnswerDaysFlag, 0, app.ReviewAnswerDaysUsage)
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", lifecycle.DefaultReconcileInterval,
 		"time between reconciler passes (missing or failed runs started, clients of agents neither ACTIVE nor PENDING disabled); at least 1s")
 	fs.DurationVar(&cfg.StuckAfter, "stuck-after", lifecycle.DefaultStuckAfter,
@@ -82,6 +86,9 @@ func main() {
 			return nil, err
 		}
 		if err := sweeps.Apply(&cfg); err != nil {
+			return nil, err
+		}
+		if err := reviews.Apply(&cfg); err != nil {
 			return nil, err
 		}
 		if err := approvals.Apply(&cfg); err != nil {

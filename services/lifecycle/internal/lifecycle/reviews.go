@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,15 +30,56 @@ import (
 // of January, April, July and October.
 const DefaultReviewCron = "0 6 1 1,4,7,10 *"
 
+// ReviewConfig configures access reviews: the quarterly campaigns' Schedule and the windows every
+// campaign uses unless a start on demand asks for others.
+type ReviewConfig struct {
+	// Cron is when campaigns start (a five-field cron expression in UTC, default DefaultReviewCron);
+	// "off" deletes the Schedule.
+	Cron string
+	// UsageDays is the usage window: a scope unused in it is proposed for removal (0:
+	// workflows.DefaultReviewUsageDays, 90).
+	UsageDays int
+	// AnswerDays is how long the owner, then the sponsor, may take to answer (0: 14).
+	AnswerDays int
+}
+
+// ReviewScheduleOff is the ReviewConfig.Cron value that turns the quarterly campaigns off.
+const ReviewScheduleOff = "off"
+
+// cronFieldRE is one field of a five-field cron expression.
+var cronFieldRE = regexp.MustCompile(`^[0-9A-Za-z*?/,-]+$`)
+
+// Validate checks c; errors name the field.
+func (c ReviewConfig) Validate() error {
+	if cron := strings.TrimSpace(c.Cron); cron != "" && cron != ReviewScheduleOff && !strings.HasPrefix(cron, "@") {
+		fields := strings.Fields(cron)
+		if len(fields) != 5 || slices.ContainsFunc(fields, func(f string) bool { return !cronFieldRE.MatchString(f) }) {
+			return errs.InvalidArgument("review_cron", fmt.Sprintf("%q is not a cron expression (minute hour day-of-month month day-of-week, e.g. %q) or %s", c.Cron, DefaultReviewCron, ReviewScheduleOff))
+		}
+	}
+	switch {
+	case c.UsageDays < 0 || c.UsageDays > 400:
+		return errs.InvalidArgument("review_usage_days", fmt.Sprintf("%d is not between 1 and 400 (0: %d)", c.UsageDays, workflows.DefaultReviewUsageDays))
+	case c.AnswerDays < 0 || c.AnswerDays > 90:
+		return errs.InvalidArgument("review_answer_days", fmt.Sprintf("%d is not between 1 and 90 (0: 14)", c.AnswerDays))
+	}
+	return nil
+}
+
 // EnsureReviewSchedule creates the Temporal Schedule workflows.ReviewScheduleID that starts an
-// access review campaign over every tenant on cron (default DefaultReviewCron), or updates it; an
-// empty cron "-" deletes it. Calling it again with the same arguments changes nothing.
-func EnsureReviewSchedule(ctx context.Context, sc client.ScheduleClient, taskQueue, cron string, log *slog.Logger) error {
+// access review campaign over every tenant on cfg.Cron (default DefaultReviewCron) with cfg's
+// windows, or updates it; cron "off" deletes it. Calling it again with the same arguments changes
+// nothing.
+func EnsureReviewSchedule(ctx context.Context, sc client.ScheduleClient, taskQueue string, cfg ReviewConfig, log *slog.Logger) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	id := workflows.ReviewScheduleID
-	if cron == "-" {
+	cron := strings.TrimSpace(cfg.Cron)
+	if cron == ReviewScheduleOff {
 		err := sc.GetHandle(ctx, id).Delete(ctx)
 		var nf *serviceerror.NotFound
 		if err != nil && !errors.As(err, &nf) {
@@ -49,8 +92,8 @@ func EnsureReviewSchedule(ctx context.Context, sc client.ScheduleClient, taskQue
 	}
 	spec := client.ScheduleSpec{CronExpressions: []string{cron}}
 	action := &client.ScheduleWorkflowAction{
-		ID: id, Workflow: workflows.ReviewCampaignWorkflowName, Args: []any{workflows.ReviewCampaignInput{}}, TaskQueue: taskQueue,
-		WorkflowExecutionTimeout: sweepRunTimeout,
+		ID: id, Workflow: workflows.ReviewCampaignWorkflowName, TaskQueue: taskQueue, WorkflowExecutionTimeout: sweepRunTimeout,
+		Args: []any{workflows.ReviewCampaignInput{UsageDays: cfg.UsageDays, AnswerFor: time.Duration(cfg.AnswerDays) * 24 * time.Hour}},
 	}
 	_, err := sc.Create(ctx, client.ScheduleOptions{
 		ID: id, Spec: spec, Action: action, Overlap: enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
@@ -80,18 +123,23 @@ func EnsureReviewSchedule(ctx context.Context, sc client.ScheduleClient, taskQue
 type Reviews struct {
 	temporal  IncidentTemporal
 	taskQueue string
+	defaults  ReviewConfig
 	now       func() time.Time
 }
 
-// NewReviews returns Reviews using t (the lifecycle service's Temporal client) and its task queue.
-func NewReviews(t IncidentTemporal, taskQueue string) (*Reviews, error) {
+// NewReviews returns Reviews using t (the lifecycle service's Temporal client) and its task queue;
+// campaigns started on demand without windows of their own use those of cfg.
+func NewReviews(t IncidentTemporal, taskQueue string, cfg ReviewConfig) (*Reviews, error) {
 	if t == nil {
 		return nil, errors.New("lifecycle: NewReviews needs a Temporal client")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if taskQueue == "" {
 		taskQueue = workflows.TaskQueue
 	}
-	return &Reviews{temporal: t, taskQueue: taskQueue, now: time.Now}, nil
+	return &Reviews{temporal: t, taskQueue: taskQueue, defaults: cfg, now: time.Now}, nil
 }
 
 // Review is one review run as the API shows it.
@@ -105,7 +153,8 @@ type Review struct {
 }
 
 // StartCampaign starts a campaign in tenant now: campaign id od-<hash of the request id> (a retry
-// with the same request id starts nothing new) or od-<time> without one.
+// with the same request id starts nothing new) or od-<time> without one. Zero days take the windows
+// of the service's ReviewConfig.
 func (r *Reviews) StartCampaign(ctx context.Context, tenant string, usageDays, answerDays int, requestID string) (campaign, workflowID string, err error) {
 	switch {
 	case !authn.ValidTenant(tenant):
@@ -122,6 +171,12 @@ func (r *Reviews) StartCampaign(ctx context.Context, tenant string, usageDays, a
 		campaign = "od-" + hex.EncodeToString(sum[:8])
 	} else {
 		campaign = "od-" + r.now().UTC().Format("20060102T150405Z")
+	}
+	if usageDays == 0 {
+		usageDays = r.defaults.UsageDays
+	}
+	if answerDays == 0 {
+		answerDays = r.defaults.AnswerDays
 	}
 	workflowID = workflows.ReviewCampaignWorkflowID(tenant, campaign)
 	in := workflows.ReviewCampaignInput{Campaign: campaign, Tenants: []string{tenant}, UsageDays: usageDays,
