@@ -17,11 +17,24 @@ var requestKinds = "('" + store.KindAccess + "', '" + store.KindTokenRequested +
 // allowedOutcomes is the SQL list of store.AllowedOutcomes.
 var allowedOutcomes = "('" + strings.Join(store.AllowedOutcomes, "', '") + "')"
 
-const hourMS = int64(time.Hour / time.Millisecond)
+const (
+	hourMS = int64(time.Hour / time.Millisecond)
+	dayMS  = 24 * hourMS
+)
+
+// knownAgent is the condition of the rows Hourly, Usage and Quantiles count: a known agent's.
+const knownAgent = "agent_known = 1"
 
 // rowsIn returns a subquery of the deduplicated rows of w's tenant (and agent) with an agent whose
 // time_ms lies in one of the ranges [lo, hi), with the given columns and extra condition.
 func rowsIn(w store.Window, cols, cond string, ranges ...[2]int64) (string, []any) {
+	where, args := windowFilter(w, cond, ranges...)
+	return `(SELECT ` + cols + `, time_ms, event_id FROM telemetry_events WHERE ` + where +
+		` LIMIT 1 BY time_ms, event_id)`, args
+}
+
+// windowFilter is the WHERE clause of rowsIn.
+func windowFilter(w store.Window, cond string, ranges ...[2]int64) (string, []any) {
 	where := []string{"tenant = ?", "agent != ''"}
 	args := []any{w.Tenant}
 	if w.Agent != "" {
@@ -39,8 +52,24 @@ func rowsIn(w store.Window, cols, cond string, ranges ...[2]int64) (string, []an
 	}
 	where = append(where, "("+strings.Join(alt, " OR ")+")", "time >= toDateTime(?)", "time <= toDateTime(?)")
 	args = append(args, seconds(lo), seconds(hi))
-	return `(SELECT ` + cols + `, time_ms, event_id FROM telemetry_events WHERE ` + strings.Join(where, " AND ") +
-		` LIMIT 1 BY time_ms, event_id)`, args
+	return strings.Join(where, " AND "), args
+}
+
+// wholeUnits splits [from, to) into the whole units (hours, days) of size unit it covers,
+// [first, last), and the parts at its edges, for the raw rows; first >= last when it covers none.
+func wholeUnits(from, to, unit int64) (first, last int64, edges [][2]int64) {
+	first = (from + unit - 1) / unit * unit
+	last = to / unit * unit
+	if first >= last {
+		return first, last, [][2]int64{{from, to}}
+	}
+	if from < first {
+		edges = append(edges, [2]int64{from, first})
+	}
+	if last < to {
+		edges = append(edges, [2]int64{last, to})
+	}
+	return first, last, edges
 }
 
 // seconds converts Unix milliseconds to a DateTime argument (whole seconds, clamped to its range).
@@ -54,9 +83,10 @@ func (s *Store) Hourly(ctx context.Context, w store.Window) ([]store.Hourly, err
 	if err := store.CheckWindow(w, false); err != nil {
 		return nil, err
 	}
+	ctx, cancel := s.queryContext(ctx)
+	defer cancel()
 	from, to := w.Millis()
-	firstHour := (from + hourMS - 1) / hourMS * hourMS
-	lastHour := to / hourMS * hourMS
+	firstHour, lastHour, raw := wholeUnits(from, to, hourMS)
 	type key struct {
 		agent string
 		hour  int64
@@ -74,16 +104,7 @@ func (s *Store) Hourly(ctx context.Context, w store.Window) ([]store.Hourly, err
 		h.Rows += rows
 		h.Bytes += bytes
 	}
-	var raw [][2]int64
-	if firstHour >= lastHour {
-		raw = append(raw, [2]int64{from, to})
-	} else {
-		if from < firstHour {
-			raw = append(raw, [2]int64{from, firstHour})
-		}
-		if lastHour < to {
-			raw = append(raw, [2]int64{lastHour, to})
-		}
+	if firstHour < lastHour {
 		query := `SELECT agent, toUInt32(hour), sum(requests), sum(denied), sum(rows), sum(bytes) FROM agent_hourly
 			WHERE tenant = ? AND hour >= toDateTime(?) AND hour < toDateTime(?)`
 		args := []any{w.Tenant, seconds(firstHour), seconds(lastHour)}
@@ -97,7 +118,7 @@ func (s *Store) Hourly(ctx context.Context, w store.Window) ([]store.Hourly, err
 		}
 	}
 	if len(raw) > 0 {
-		sub, args := rowsIn(w, "agent, outcome, rows, bytes", "kind IN "+requestKinds, raw...)
+		sub, args := rowsIn(w, "agent, outcome, rows, bytes", "kind IN "+requestKinds+" AND "+knownAgent, raw...)
 		query := `SELECT agent, toUInt32(intDiv(time_ms, 3600000) * 3600) AS hour, count(), countIf(outcome NOT IN ` + allowedOutcomes + `),
 			sum(rows), sum(bytes) FROM ` + sub + ` GROUP BY agent, hour`
 		if err := s.scanHourly(ctx, query, args, func(agent string, hourSec uint32, req, denied uint64, rows, bytes int64) {
@@ -142,7 +163,8 @@ func (s *Store) scanHourly(ctx context.Context, query string, args []any, f func
 	return classify("hourly", res.Err())
 }
 
-// Usage implements store.Analytics.
+// Usage implements store.Analytics: whole UTC days of w come from agent_usage_daily, the parts of
+// days at its edges from the raw rows.
 func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) ([]store.Usage, error) {
 	if err := store.CheckWindow(w, false); err != nil {
 		return nil, err
@@ -150,36 +172,44 @@ func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) 
 	if err := store.CheckDimension(dim); err != nil {
 		return nil, err
 	}
-	from, to := w.Millis()
-	col := string(dim)
-	if dim == store.DimScope {
-		col = "scopes"
-	}
-	sub, args := rowsIn(w, "agent, "+col, "", [2]int64{from, to})
-	query := `SELECT agent, ` + col + ` AS value, count() AS n, max(time_ms) FROM ` + sub + ` WHERE value != '' GROUP BY agent, value`
-	if dim == store.DimScope {
-		query = `SELECT agent, value, count() AS n, max(time_ms) FROM ` + sub + ` ARRAY JOIN scopes AS value WHERE value != '' GROUP BY agent, value`
-	}
-	res, err := s.conn.Query(ctx, query, args...)
-	if err != nil {
-		return nil, classify("usage of "+string(dim), err)
-	}
-	defer res.Close()
-	var out []store.Usage
-	for res.Next() {
-		var (
-			u    store.Usage
-			n    uint64
-			last int64
-		)
-		if err := res.Scan(&u.Agent, &u.Value, &n, &last); err != nil {
-			return nil, classify("usage of "+string(dim), err)
+	ctx, cancel := s.queryContext(ctx)
+	defer cancel()
+	what := "usage of " + string(dim)
+	type key struct{ agent, value string }
+	sums := map[key]*store.Usage{}
+	add := func(agent, value string, n uint64, last int64) {
+		k := key{agent, value}
+		u := sums[k]
+		if u == nil {
+			u = &store.Usage{Agent: agent, Value: value}
+			sums[k] = u
 		}
-		u.Count, u.LastSeen = int64(n), time.UnixMilli(last).UTC()
-		out = append(out, u)
+		u.Count += int64(n)
+		if t := time.UnixMilli(last).UTC(); t.After(u.LastSeen) {
+			u.LastSeen = t
+		}
 	}
-	if err := res.Err(); err != nil {
-		return nil, classify("usage of "+string(dim), err)
+	from, to := w.Millis()
+	firstDay, lastDay, raw := wholeUnits(from, to, dayMS)
+	if firstDay < lastDay {
+		query := `SELECT agent, value, sum(n), maxMerge(last_ms) FROM agent_usage_daily
+			WHERE tenant = ? AND dimension = ? AND day >= toDateTime(?) AND day < toDateTime(?)`
+		args := []any{w.Tenant, string(dim), seconds(firstDay), seconds(lastDay)}
+		if w.Agent != "" {
+			query, args = query+` AND agent = ?`, append(args, w.Agent)
+		}
+		if err := s.scanUsage(ctx, what, query+` GROUP BY agent, value`, args, add); err != nil {
+			return nil, err
+		}
+	}
+	if len(raw) > 0 {
+		if err := s.rawUsage(ctx, w, dim, raw, add); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]store.Usage, 0, len(sums))
+	for _, u := range sums {
+		out = append(out, *u)
 	}
 	slices.SortFunc(out, func(a, b store.Usage) int {
 		if c := strings.Compare(a.Agent, b.Agent); c != 0 {
@@ -193,24 +223,71 @@ func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) 
 	return out, nil
 }
 
+// rawUsage adds the usage of dim in the raw rows of w in the given ranges.
+func (s *Store) rawUsage(ctx context.Context, w store.Window, dim store.Dimension, raw [][2]int64, add func(agent, value string, n uint64, last int64)) error {
+	col := string(dim)
+	if dim == store.DimScope {
+		col = "scopes"
+	}
+	sub, args := rowsIn(w, "agent, "+col, knownAgent, raw...)
+	query := `SELECT agent, ` + col + ` AS value, count() AS n, max(time_ms) FROM ` + sub + ` WHERE value != '' GROUP BY agent, value`
+	if dim == store.DimScope {
+		query = `SELECT agent, value, count() AS n, max(time_ms) FROM ` + sub + ` ARRAY JOIN scopes AS value WHERE value != '' GROUP BY agent, value`
+	}
+	return s.scanUsage(ctx, "usage of "+string(dim), query, args, add)
+}
+
+// scanUsage runs a query of (agent, value, count, last time_ms) rows.
+func (s *Store) scanUsage(ctx context.Context, what, query string, args []any, f func(agent, value string, n uint64, last int64)) error {
+	res, err := s.conn.Query(ctx, query, args...)
+	if err != nil {
+		return classify(what, err)
+	}
+	defer res.Close()
+	for res.Next() {
+		var (
+			agent, value string
+			n            uint64
+			last         int64
+		)
+		if err := res.Scan(&agent, &value, &n, &last); err != nil {
+			return classify(what, err)
+		}
+		f(agent, value, n, last)
+	}
+	return classify(what, res.Err())
+}
+
 // median is the SQL median of a sorted non-empty Array(Float64) expression: the middle value, or
 // the mean of the two middle values of an even count.
 func median(a string) string {
 	return fmt.Sprintf("if(length(%[1]s) %% 2 = 1, %[1]s[intDiv(length(%[1]s), 2) + 1], (%[1]s[intDiv(length(%[1]s), 2)] + %[1]s[intDiv(length(%[1]s), 2) + 1]) / 2)", a)
 }
 
-// Quantiles implements store.Analytics: medians and MADs computed exactly over the sorted values.
+// Quantiles implements store.Analytics: medians and MADs computed exactly over each agent's
+// newest store.QuantileSample access rows in w. The sample is taken in three bounded steps: the
+// newest 2 x QuantileSample rows of each agent (a sort that spills to disk past
+// externalSortBytes), copies not yet merged dropped among them, then the newest QuantileSample.
 func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, error) {
 	if err := store.CheckWindow(w, false); err != nil {
 		return nil, err
 	}
+	ctx, cancel := s.queryContext(ctx)
+	defer cancel()
 	from, to := w.Millis()
-	sub, args := rowsIn(w, "agent, rows, bytes", "kind = '"+store.KindAccess+"'", [2]int64{from, to})
+	where, args := windowFilter(w, "kind = '"+store.KindAccess+"' AND "+knownAgent, [2]int64{from, to})
+	n := store.QuantileSample
+	sample := fmt.Sprintf(`(SELECT agent, rows, bytes FROM
+			(SELECT agent, time_ms, event_id, rows, bytes FROM
+				(SELECT agent, time_ms, event_id, rows, bytes FROM telemetry_events WHERE %s
+					ORDER BY agent, time_ms DESC, event_id DESC LIMIT %d BY agent)
+				LIMIT 1 BY agent, time_ms, event_id)
+			ORDER BY agent, time_ms DESC, event_id DESC LIMIT %d BY agent)`, where, 2*n, n)
 	query := `SELECT agent, n, rm, ` + median("arraySort(arrayMap(v -> abs(v - rm), r))") + `, bm, ` +
 		median("arraySort(arrayMap(v -> abs(v - bm), b))") + `
 		FROM (SELECT agent, n, r, b, ` + median("r") + ` AS rm, ` + median("b") + ` AS bm
 			FROM (SELECT agent, count() AS n, arraySort(groupArray(toFloat64(rows))) AS r, arraySort(groupArray(toFloat64(bytes))) AS b
-				FROM ` + sub + ` GROUP BY agent))
+				FROM ` + sample + ` GROUP BY agent))
 		ORDER BY agent`
 	res, err := s.conn.Query(ctx, query, args...)
 	if err != nil {
@@ -235,42 +312,67 @@ func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, 
 	return out, nil
 }
 
-// LastActive implements store.Analytics.
+// LastActive implements store.Analytics: the hours before w.To's come from agent_last_seen (one
+// row per agent and hour), the hour of w.To from the raw rows.
 func (s *Store) LastActive(ctx context.Context, w store.Window) (map[string]time.Time, error) {
 	if err := store.CheckWindow(w, true); err != nil {
 		return nil, err
 	}
+	ctx, cancel := s.queryContext(ctx)
+	defer cancel()
 	to := w.To.UnixMilli() // "at or before To": the last millisecond at or before it
-	query := `SELECT agent, max(time_ms) FROM telemetry_events WHERE tenant = ? AND agent != '' AND time <= toDateTime(?) AND time_ms <= ?`
-	args := []any{w.Tenant, seconds(to), to}
-	if w.Agent != "" {
-		query, args = query+` AND agent = ?`, append(args, w.Agent)
+	hour := to - ((to%hourMS)+hourMS)%hourMS
+	out := map[string]time.Time{}
+	add := func(agent string, last int64) {
+		if t := time.UnixMilli(last).UTC(); t.After(out[agent]) {
+			out[agent] = t
+		}
 	}
-	res, err := s.conn.Query(ctx, query+` GROUP BY agent`, args...)
+	queries := []struct {
+		sql  string
+		args []any
+	}{
+		{`SELECT agent, maxMerge(last_ms) FROM agent_last_seen WHERE tenant = ? AND hour < toDateTime(?)`, []any{w.Tenant, seconds(hour)}},
+		{`SELECT agent, max(time_ms) FROM telemetry_events WHERE tenant = ? AND agent != '' AND time >= toDateTime(?)
+			AND time <= toDateTime(?) AND time_ms >= ? AND time_ms <= ?`, []any{w.Tenant, seconds(hour), seconds(to), hour, to}},
+	}
+	for _, q := range queries {
+		sql, args := q.sql, q.args
+		if w.Agent != "" {
+			sql, args = sql+` AND agent = ?`, append(args, w.Agent)
+		}
+		if err := s.scanLast(ctx, sql+` GROUP BY agent`, args, add); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// scanLast runs a query of (agent, last time_ms) rows.
+func (s *Store) scanLast(ctx context.Context, query string, args []any, f func(agent string, last int64)) error {
+	res, err := s.conn.Query(ctx, query, args...)
 	if err != nil {
-		return nil, classify("last active", err)
+		return classify("last active", err)
 	}
 	defer res.Close()
-	out := map[string]time.Time{}
 	for res.Next() {
 		var (
 			agent string
 			last  int64
 		)
 		if err := res.Scan(&agent, &last); err != nil {
-			return nil, classify("last active", err)
+			return classify("last active", err)
 		}
-		out[agent] = time.UnixMilli(last).UTC()
+		f(agent, last)
 	}
-	if err := res.Err(); err != nil {
-		return nil, classify("last active", err)
-	}
-	return out, nil
+	return classify("last active", res.Err())
 }
 
-// Tenants implements store.Analytics.
+// Tenants implements store.Analytics, from telemetry_tenants (a row per tenant and UTC day).
 func (s *Store) Tenants(ctx context.Context) ([]string, error) {
-	res, err := s.conn.Query(ctx, `SELECT DISTINCT tenant FROM telemetry_events ORDER BY tenant`)
+	ctx, cancel := s.queryContext(ctx)
+	defer cancel()
+	res, err := s.conn.Query(ctx, `SELECT DISTINCT tenant FROM telemetry_tenants ORDER BY tenant`)
 	if err != nil {
 		return nil, classify("tenants", err)
 	}

@@ -39,9 +39,10 @@ const retentionInterval = 24 * time.Hour
 
 // Bounds of the ids a Store remembers having inserted, as the DuckDB store does.
 const (
-	// recentHorizon is how long an inserted id is remembered, and how long after Open every
-	// batch is checked against the stored rows (a batch stored by the previous process and
-	// redelivered because it was not acknowledged).
+	// recentHorizon is how long an inserted id is remembered, and how long after the first insert
+	// following Open every batch is checked against the stored rows (a batch stored by the
+	// previous process and redelivered because it was not acknowledged). A batch the caller marks
+	// store.WithRedelivered is checked whenever it comes.
 	recentHorizon = 5 * time.Minute
 	// maxRecentIDs caps the remembered ids; the oldest go first.
 	maxRecentIDs = 300_000
@@ -62,7 +63,17 @@ type Config struct {
 	RetentionYears int
 	// Logger receives the retention policy's messages (default slog.Default()).
 	Logger *slog.Logger
+	// QueryTimeout bounds each List and Analytics query (default store.DefaultQueryTimeout): the
+	// context's deadline, and the server's max_execution_time.
+	QueryTimeout time.Duration
+	// Now is the store's clock (default time.Now), for the recent-id horizon and its check window.
+	Now func() time.Time
 }
+
+// DefaultReadTimeout is the connection's read timeout when the DSN sets none (clickhouse-go's own
+// default is 5 minutes, which a hung server would hold an insert or a shutdown for): above
+// store.DefaultQueryTimeout, so a slow query fails on its own deadline first.
+const DefaultReadTimeout = 60 * time.Second
 
 // Store is the ClickHouse telemetry store. It is safe for concurrent use.
 type Store struct {
@@ -70,12 +81,15 @@ type Store struct {
 	database string
 	years    int
 	log      *slog.Logger
+	timeout  time.Duration
+	now      func() time.Time
 
 	// writeMu serializes inserts, so that the duplicate checks of one see the others' rows.
 	writeMu     sync.Mutex
 	recent      recentIDs           // guarded by writeMu
 	uncertain   map[string]struct{} // ids of failed inserts (maybe stored); guarded by writeMu
 	verifyUntil time.Time           // check every batch until then; guarded by writeMu
+	inserted    bool                // an insert ran since Open (and set verifyUntil); guarded by writeMu
 
 	stop    chan struct{}
 	stopped sync.WaitGroup
@@ -116,6 +130,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if opts.Auth.Database == "" {
 		return nil, errs.InvalidArgument("clickhouse_dsn", "the ClickHouse DSN must name a database (…:9000/agentid)")
 	}
+	if cfg.QueryTimeout < 0 {
+		return nil, errs.InvalidArgument("query_timeout", "the query timeout must not be negative")
+	}
+	if u, err := url.Parse(cfg.DSN); err == nil && !u.Query().Has("read_timeout") {
+		opts.ReadTimeout = DefaultReadTimeout
+	}
 	if err := createDatabase(ctx, *opts); err != nil {
 		return nil, fmt.Errorf("clickhouse: %s: %w", Redact(cfg.DSN), err)
 	}
@@ -132,13 +152,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("clickhouse: %s: %w", Redact(cfg.DSN), err)
 	}
 	s := &Store{
-		conn: conn, database: opts.Auth.Database, years: years, log: cfg.Logger,
-		uncertain: map[string]struct{}{}, verifyUntil: time.Now().Add(recentHorizon), stop: make(chan struct{}),
+		conn: conn, database: opts.Auth.Database, years: years, log: cfg.Logger, timeout: cfg.QueryTimeout, now: cfg.Now,
+		uncertain: map[string]struct{}{}, stop: make(chan struct{}),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if _, err := s.ApplyRetention(ctx, time.Now()); err != nil {
+	if s.timeout == 0 {
+		s.timeout = store.DefaultQueryTimeout
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if _, err := s.ApplyRetention(ctx, s.now()); err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("clickhouse: %s: %w", Redact(cfg.DSN), err)
 	}
@@ -166,6 +192,19 @@ func createDatabase(ctx context.Context, opts ch.Options) error {
 func quoteIdent(s string) string {
 	return "`" + strings.NewReplacer("\\", "\\\\", "`", "\\`").Replace(s) + "`"
 }
+
+// queryContext bounds one read: the store's query timeout as the context's deadline and as the
+// server's max_execution_time, and sorts larger than externalSortBytes spill to disk.
+func (s *Store) queryContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	return ch.Context(ctx, ch.WithSettings(ch.Settings{
+		"max_execution_time":             max(int(s.timeout/time.Second), 1),
+		"max_bytes_before_external_sort": externalSortBytes,
+	})), cancel
+}
+
+// externalSortBytes is the memory a sort of one read may take before it spills to disk.
+const externalSortBytes = 256 << 20
 
 // Conn exposes the connection for analysts' queries in tests and tools.
 func (s *Store) Conn() driver.Conn { return s.conn }
@@ -208,13 +247,14 @@ var (
 // Insert implements store.Store: one batch (one INSERT naming its columns), serialized with the
 // other inserts of this Store.
 //
-// Duplicates are skipped before the insert, so that the raw rows and agent_hourly (which a
-// materialized view feeds from every inserted row) count each event once: ids this Store inserted
+// Duplicates are skipped before the insert, so that the raw rows and the aggregates (which
+// materialized views feed from every inserted row) count each event once: ids this Store inserted
 // within recentHorizon are skipped whatever their time, and rows whose (event_id, time_ms) is
 // already stored are skipped after a checked lookup, done for every batch during recentHorizon
-// after Open (a batch the previous process stored but did not acknowledge comes again) and for any
-// batch holding ids of an insert that failed (it may have been stored all the same). Reads
-// deduplicate again (LIMIT 1 BY), and ReplacingMergeTree collapses copies when parts merge.
+// after the first insert since Open (a batch the previous process stored but did not acknowledge
+// comes again), for a batch marked store.WithRedelivered however late it comes, and for any batch
+// holding ids of an insert that failed (it may have been stored all the same). Reads deduplicate
+// again (LIMIT 1 BY), and ReplacingMergeTree collapses copies when parts merge.
 func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	rows, err := store.Normalize(events)
 	if err != nil || len(rows) == 0 {
@@ -222,11 +262,14 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	if !s.inserted {
+		s.inserted, s.verifyUntil = true, s.now().Add(recentHorizon)
+	}
 	rows = slices.DeleteFunc(rows, func(e store.Event) bool { return s.recent.has(e.EventID) })
 	if len(rows) == 0 {
 		return nil
 	}
-	if s.mustCheck(rows) {
+	if store.Redelivered(ctx) || s.mustCheck(rows) {
 		if rows, err = s.dropStored(ctx, rows); err != nil || len(rows) == 0 {
 			return err
 		}
@@ -238,7 +281,7 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	for _, e := range rows {
 		delete(s.uncertain, e.EventID)
 	}
-	s.recent.add(time.Now(), rows)
+	s.recent.add(s.now(), rows)
 	return nil
 }
 
@@ -309,7 +352,7 @@ func (s *Store) send(ctx context.Context, rows []store.Event) error {
 
 // mustCheck says whether rows must be checked against the stored rows before the insert.
 func (s *Store) mustCheck(rows []store.Event) bool {
-	if time.Now().Before(s.verifyUntil) {
+	if s.now().Before(s.verifyUntil) {
 		return true
 	}
 	for _, e := range rows {
@@ -324,7 +367,7 @@ func (s *Store) mustCheck(rows []store.Event) bool {
 func (s *Store) markUncertain(rows []store.Event) {
 	if len(s.uncertain)+len(rows) > maxUncertainIDs {
 		clear(s.uncertain)
-		s.verifyUntil = time.Now().Add(recentHorizon)
+		s.verifyUntil = s.now().Add(recentHorizon)
 		return
 	}
 	for _, e := range rows {
@@ -404,6 +447,8 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Event, string,
 	query := `SELECT ` + columnList + ` FROM telemetry_events WHERE ` + strings.Join(where, " AND ") + `
 		ORDER BY time_ms DESC, event_id DESC LIMIT 1 BY time_ms, event_id LIMIT ?`
 	args = append(args, p.Size+1)
+	ctx, cancel := s.queryContext(ctx)
+	defer cancel()
 	res, err := s.conn.Query(ctx, query, args...)
 	if err != nil {
 		return nil, "", classify("list", err)

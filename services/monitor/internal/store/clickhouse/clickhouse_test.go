@@ -2,11 +2,14 @@ package clickhouse_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -71,11 +74,11 @@ func TestMigrationsAreRecordedAndIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := map[int]string{1: "001_telemetry_events.sql", 2: "002_agent_hourly.sql"}; !mapsEqual(applied, want) {
+		if want := map[int]string{1: "001_telemetry_events.sql", 2: "002_agent_hourly.sql", 3: "003_utc_aggregates.sql"}; !mapsEqual(applied, want) {
 			t.Errorf("open %d: applied %v, want %v", i+1, applied, want)
 		}
-		if n := count(t, s, "SELECT count() FROM schema_migrations"); n != 2 {
-			t.Errorf("open %d: %d rows in schema_migrations, want 2", i+1, n)
+		if n := count(t, s, "SELECT count() FROM schema_migrations"); n != 3 {
+			t.Errorf("open %d: %d rows in schema_migrations, want 3", i+1, n)
 		}
 		if err := s.Insert(ctx, []store.Event{ev(fmt.Sprint("e", i), 0)}); err != nil {
 			t.Fatal(err)
@@ -199,7 +202,8 @@ func TestRetentionDropsOnlyPartitionsWhollyBeforeTheHorizon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"telemetry_events/202804", "telemetry_events/202805", "agent_hourly/202804", "agent_hourly/202805"}
+	want := []string{"telemetry_events/202804", "telemetry_events/202805", "agent_hourly/202804", "agent_hourly/202805",
+		"agent_last_seen/202804", "agent_last_seen/202805", "telemetry_tenants/202804", "telemetry_tenants/202805"}
 	if !slices.Equal(dropped, want) {
 		t.Errorf("dropped %v, want %v", dropped, want)
 	}
@@ -398,8 +402,9 @@ func TestOutageIsAnErrorAndInsertsWorkAfterRestart(t *testing.T) {
 	}
 }
 
-// TestAgentHourlyMigrationCountsRowsStoredBefore applies 002 to a table that already holds rows
-// (a copy among them): agent_hourly starts from them, each counted once.
+// TestAgentHourlyMigrationCountsRowsStoredBefore applies 002 and 003 to a table that already holds
+// rows (a copy among them, a ghost's row): agent_hourly and the other aggregates start from them,
+// each counted once, the ghost left out of agent_hourly and Usage but not of LastActive.
 func TestAgentHourlyMigrationCountsRowsStoredBefore(t *testing.T) {
 	ctx := context.Background()
 	_, dsn := clickhousedev.Database(t)
@@ -410,11 +415,12 @@ func TestAgentHourlyMigrationCountsRowsStoredBefore(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range []string{
-		"INSERT INTO " + db + ".telemetry_events (event_id, time, time_ms, tenant, agent, kind, outcome, rows, bytes) VALUES " +
-			"('a', toDateTime(1924995600), 1924995600000, 'acme', 'tenants/acme/agents/etl', 'access', 'allowed', 3, 30), " +
-			"('a', toDateTime(1924995600), 1924995600000, 'acme', 'tenants/acme/agents/etl', 'access', 'allowed', 3, 30), " +
-			"('b', toDateTime(1924995601), 1924995601000, 'acme', 'tenants/acme/agents/etl', 'access', 'denied', 1, 10), " +
-			"('c', toDateTime(1924995602), 1924995602000, 'acme', 'tenants/acme/agents/etl', 'policy.decided', 'allow', 0, 0)",
+		"INSERT INTO " + db + ".telemetry_events (event_id, time, time_ms, tenant, agent, kind, outcome, rows, bytes, agent_known) VALUES " +
+			"('a', toDateTime(1924995600), 1924995600000, 'acme', 'tenants/acme/agents/etl', 'access', 'allowed', 3, 30, 1), " +
+			"('a', toDateTime(1924995600), 1924995600000, 'acme', 'tenants/acme/agents/etl', 'access', 'allowed', 3, 30, 1), " +
+			"('b', toDateTime(1924995601), 1924995601000, 'acme', 'tenants/acme/agents/etl', 'access', 'denied', 1, 10, 1), " +
+			"('c', toDateTime(1924995602), 1924995602000, 'acme', 'tenants/acme/agents/etl', 'policy.decided', 'allow', 0, 0, 1), " +
+			"('g', toDateTime(1924995603), 1924995603000, 'acme', 'tenants/acme/agents/ghost', 'access', 'allowed', 9, 90, 0)",
 	} {
 		if _, err := srv.Query(ctx, q); err != nil {
 			t.Fatal(err)
@@ -433,5 +439,186 @@ func TestAgentHourlyMigrationCountsRowsStoredBefore(t *testing.T) {
 	want := store.Hourly{Tenant: "acme", Agent: "tenants/acme/agents/etl", Hour: hour, Requests: 2, Denied: 1, Rows: 4, Bytes: 40}
 	if len(got) != 1 || got[0] != want {
 		t.Errorf("hourly = %+v, want %+v", got, want)
+	}
+	days := store.Window{Tenant: "acme", From: hour.Truncate(24 * time.Hour), To: hour.Truncate(24 * time.Hour).Add(24 * time.Hour)}
+	usage, err := s.Usage(ctx, days, store.DimOnBehalfOf)
+	if err != nil || len(usage) != 0 {
+		t.Errorf("usage of on_behalf_of = %+v, %v; want none", usage, err)
+	}
+	last, err := s.LastActive(ctx, store.Window{Tenant: "acme", To: hour.Add(48 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantLast := map[string]time.Time{"tenants/acme/agents/etl": hour.Add(2 * time.Second), "tenants/acme/agents/ghost": hour.Add(3 * time.Second)}
+	if !maps.EqualFunc(last, wantLast, time.Time.Equal) {
+		t.Errorf("last active = %v, want %v", last, wantLast)
+	}
+	tenants, err := s.Tenants(ctx)
+	if err != nil || !slices.Equal(tenants, []string{"acme"}) {
+		t.Errorf("tenants = %v, %v; want [acme]", tenants, err)
+	}
+}
+
+// TestRedeliveredBatchIsStoredOnceWhenever stores a batch, reopens the store and lets its clock
+// pass the check window (the clock is injected, nothing sleeps): a copy of the batch marked
+// redelivered is still skipped, and agent_hourly counts it once. The window starts at the first
+// insert after Open, not at Open: an unmarked copy that is the first insert, however late after
+// Open, is skipped too.
+func TestRedeliveredBatchIsStoredOnceWhenever(t *testing.T) {
+	ctx := context.Background()
+	_, dsn := clickhousedev.Database(t)
+	var (
+		mu  sync.Mutex
+		now = time.Date(2031, 1, 2, 3, 0, 0, 0, time.UTC)
+	)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	openAt := func() *clickhouse.Store {
+		s, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn, Now: clock})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	first := []store.Event{ev("a", 0), ev("b", time.Second)}
+	second := []store.Event{ev("c", 2*time.Second)}
+	s := openAt()
+	if err := s.Insert(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Insert(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openAt()
+	defer s.Close()
+	advance(time.Hour) // long after Open: the first insert still checks
+	if err := s.Insert(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	advance(time.Hour) // past the window of that first insert
+	if err := s.Insert(ctx, []store.Event{ev("d", 3*time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Insert(store.WithRedelivered(ctx), first); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s, "SELECT count() FROM telemetry_events"); n != 4 {
+		t.Errorf("%d raw rows, want 4", n)
+	}
+	if n := count(t, s, "SELECT sum(requests) FROM agent_hourly"); n != 4 {
+		t.Errorf("agent_hourly counts %d requests, want 4", n)
+	}
+	// Unmarked, past the window, the store trusts what it remembers (its own inserts only).
+	if err := s.Insert(ctx, []store.Event{ev("d", 3*time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s, "SELECT count() FROM telemetry_events"); n != 4 {
+		t.Errorf("after a retry of its own insert: %d raw rows, want 4", n)
+	}
+}
+
+// TestPartitionEndIsTheMonthInThePartitionsZone: a month partition of a server in another
+// timezone than UTC ends when that zone's month ends; retention keeps a partition holding a row
+// within the horizon (a row of 31 May 23:30 in New York is 1 June 03:30 UTC).
+func TestPartitionEndIsTheMonthInThePartitionsZone(t *testing.T) {
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokyo, err := time.LoadLocation("Asia/Tokyo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		ym   int
+		loc  *time.Location
+		want time.Time
+	}{
+		{"UTC", 202805, time.UTC, time.Date(2028, 6, 1, 0, 0, 0, 0, time.UTC)},
+		{"New York, behind UTC", 202805, ny, time.Date(2028, 6, 1, 4, 0, 0, 0, time.UTC)},
+		{"Tokyo, ahead of UTC", 202805, tokyo, time.Date(2028, 5, 31, 15, 0, 0, 0, time.UTC)},
+		{"December", 202812, time.UTC, time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := clickhouse.PartitionEnd(tt.ym, tt.loc); !got.Equal(tt.want) {
+				t.Errorf("end of %d in %s = %v, want %v", tt.ym, tt.loc, got.UTC(), tt.want)
+			}
+		})
+	}
+	// At a horizon of 1 June 02:00 UTC, New York's May partition still holds rows to keep.
+	horizon := time.Date(2028, 6, 1, 2, 0, 0, 0, time.UTC)
+	if !clickhouse.PartitionEnd(202805, ny).After(horizon) {
+		t.Error("New York's May partition would be dropped while it holds rows within the horizon")
+	}
+}
+
+// TestAggregatesAreKeyedInUTC checks the aggregates' time columns are DateTime('UTC'), and that a
+// row half an hour before a month ends (UTC) lands in that month's partitions.
+func TestAggregatesAreKeyedInUTC(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	for _, c := range []struct{ table, column string }{
+		{"agent_hourly", "hour"}, {"agent_usage_daily", "day"}, {"agent_last_seen", "hour"}, {"telemetry_tenants", "day"},
+	} {
+		var typ string
+		if err := s.Conn().QueryRow(ctx, `SELECT type FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?`,
+			c.table, c.column).Scan(&typ); err != nil {
+			t.Fatalf("%s.%s: %v", c.table, c.column, err)
+		}
+		if typ != "DateTime('UTC')" {
+			t.Errorf("%s.%s is %s, want DateTime('UTC')", c.table, c.column, typ)
+		}
+	}
+	e := ev("edge", 0)
+	e.Time = time.Date(2028, 5, 31, 23, 30, 0, 0, time.UTC)
+	e.Resource = "/r"
+	if err := s.Insert(ctx, []store.Event{e}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Conn().Query(ctx, `SELECT table, partition FROM system.parts WHERE database = currentDatabase() AND active
+		AND table IN ('agent_hourly', 'agent_usage_daily', 'agent_last_seen', 'telemetry_tenants') ORDER BY table`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Close()
+	var got []string
+	for res.Next() {
+		var table, p string
+		if err := res.Scan(&table, &p); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, table+"/"+p)
+	}
+	want := []string{"agent_hourly/202805", "agent_last_seen/202805", "agent_usage_daily/202805", "telemetry_tenants/202805"}
+	if !slices.Equal(got, want) {
+		t.Errorf("partitions %v, want %v", got, want)
+	}
+}
+
+// TestQueriesHaveATimeout: a store whose query timeout has passed fails a read with
+// context.DeadlineExceeded instead of waiting.
+func TestQueriesHaveATimeout(t *testing.T) {
+	ctx := context.Background()
+	_, dsn := clickhousedev.Database(t)
+	s, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn, QueryTimeout: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	w := store.Window{Tenant: "acme", From: at.Add(-time.Hour), To: at}
+	if _, err := s.Hourly(ctx, w); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("hourly: err = %v, want DeadlineExceeded", err)
+	}
+	if _, _, err := s.List(ctx, store.Query{Tenant: "acme"}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("list: err = %v, want DeadlineExceeded", err)
+	}
+	if _, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn, QueryTimeout: -time.Second}); errs.KindOf(err) != errs.KindInvalidArgument {
+		t.Errorf("negative timeout: err = %v, want InvalidArgument", err)
 	}
 }

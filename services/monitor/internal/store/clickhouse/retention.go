@@ -4,20 +4,61 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
-// retentionTables are the tables partitioned by month whose old partitions the retention policy
-// drops.
-var retentionTables = []string{"telemetry_events", "agent_hourly"}
+// retentionTables are the tables partitioned by month (toYYYYMM of their time column) whose old
+// partitions the retention policy drops, with that column.
+var retentionTables = []struct{ name, column string }{
+	{"telemetry_events", "time"},
+	{"agent_hourly", "hour"},
+	{"agent_usage_daily", "day"},
+	{"agent_last_seen", "hour"},
+	{"telemetry_tenants", "day"},
+}
+
+// partitionEnd is the first instant after the month YYYYMM in loc: a toYYYYMM partition holds
+// the rows before it.
+func partitionEnd(ym int, loc *time.Location) time.Time {
+	return time.Date(ym/100, time.Month(ym%100)+1, 1, 0, 0, 0, 0, loc)
+}
+
+// partitionZone returns the timezone toYYYYMM of a table's column uses: the column's own
+// (DateTime('UTC')), else the server's (telemetry_events' time, created before the aggregates
+// keyed their times in UTC).
+func (s *Store) partitionZone(ctx context.Context, table, column string) (*time.Location, error) {
+	var typ, server string
+	err := s.conn.QueryRow(ctx, `SELECT type, timezone() FROM system.columns WHERE database = ? AND table = ? AND name = ?`,
+		s.database, table, column).Scan(&typ, &server)
+	if err != nil {
+		return nil, classify("retention: timezone of "+table, err)
+	}
+	zone := server
+	if rest, ok := strings.CutPrefix(typ, "DateTime('"); ok {
+		zone = strings.TrimSuffix(rest, "')")
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: retention: timezone %q of %s.%s: %w", zone, table, column, err)
+	}
+	return loc, nil
+}
 
 // ApplyRetention drops the monthly partitions (toYYYYMM) of the telemetry tables that lie wholly
 // before the retention horizon (now minus the retention years) and returns the dropped ones as
-// "table/YYYYMM". A partition holding any row within the horizon is kept.
+// "table/YYYYMM". A partition holding any row within the horizon is kept. A month is taken in the
+// timezone its partition was computed in (UTC for every aggregate; the server's for
+// telemetry_events), so that no row within the horizon is dropped whatever the server's timezone.
 func (s *Store) ApplyRetention(ctx context.Context, now time.Time) ([]string, error) {
 	horizon := now.UTC().AddDate(-s.years, 0, 0)
 	var dropped []string
-	for _, table := range retentionTables {
+	for _, t := range retentionTables {
+		table := t.name
+		loc, err := s.partitionZone(ctx, table, t.column)
+		if err != nil {
+			return dropped, err
+		}
 		res, err := s.conn.Query(ctx, `SELECT DISTINCT partition FROM system.parts
 			WHERE database = ? AND table = ? AND active ORDER BY partition`, s.database, table)
 		if err != nil {
@@ -31,8 +72,7 @@ func (s *Store) ApplyRetention(ctx context.Context, now time.Time) ([]string, er
 				return dropped, classify("retention: list partitions of "+table, err)
 			}
 			if ym, err := strconv.Atoi(p); err == nil && ym >= 100001 {
-				end := time.Date(ym/100, time.Month(ym%100)+1, 1, 0, 0, 0, 0, time.UTC) // first instant after the month
-				if !end.After(horizon) {
+				if !partitionEnd(ym, loc).After(horizon) {
 					old = append(old, p)
 				}
 			}
