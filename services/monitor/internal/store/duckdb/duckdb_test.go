@@ -382,3 +382,54 @@ func TestOpenAddsTheWideColumnsToAnOldFile(t *testing.T) {
 		t.Errorf("after a reopen: %d rows, %v", len(got), err)
 	}
 }
+
+// TestDuplicateCheckReadsTheBatchsTimesOnly: a batch mixing tenants and events a week apart is
+// checked per tenant and per cluster of nearby times (none wider than ten minutes), never across
+// the days between; copies at both ends are still skipped.
+func TestDuplicateCheckReadsTheBatchsTimesOnly(t *testing.T) {
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC) // older than anything Open remembers
+	mk := func(id, tenant string, tm time.Time) store.Event {
+		return store.Event{EventID: id, Time: tm, Tenant: tenant, Agent: "tenants/" + tenant + "/agents/a", Kind: store.KindAccess, AgentKnown: true}
+	}
+	batch := []store.Event{
+		mk("old-1", "acme", now.Add(-7*24*time.Hour)), mk("new-1", "acme", now), mk("old-2", "acme", now.Add(-7*24*time.Hour+time.Second)),
+		mk("new-2", "acme", now.Add(time.Minute)), mk("g-1", "globex", now), mk("new-3", "acme", now.Add(11*time.Minute)),
+	}
+	ms := func(tm time.Time) int64 { return tm.UnixMilli() }
+	want := []duckdb.CheckRange{
+		{Tenant: "acme", Lo: ms(now.Add(-7 * 24 * time.Hour)), Hi: ms(now.Add(-7*24*time.Hour + time.Second)), IDs: 2},
+		{Tenant: "acme", Lo: ms(now), Hi: ms(now.Add(time.Minute)), IDs: 2},
+		{Tenant: "acme", Lo: ms(now.Add(11 * time.Minute)), Hi: ms(now.Add(11 * time.Minute)), IDs: 1},
+		{Tenant: "globex", Lo: ms(now), Hi: ms(now), IDs: 1},
+	}
+	if got := duckdb.CheckClusters(batch); !slices.Equal(got, want) {
+		t.Errorf("checks:\n got  %+v\n want %+v", got, want)
+	}
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "telemetry.duckdb")
+	s, err := duckdb.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Insert(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// After a reopen (nothing remembered of these old times), the same batch with one new event.
+	if s, err = duckdb.Open(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Insert(store.WithRedelivered(ctx), append(slices.Clone(batch), mk("new-4", "acme", now.Add(2*time.Minute)))); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := s.DB().QueryRowContext(ctx, `SELECT count(*) FROM telemetry_events`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != len(batch)+1 {
+		t.Errorf("%d rows stored, want %d", n, len(batch)+1)
+	}
+}
