@@ -333,6 +333,11 @@ func TestReplayRecordedHistories(t *testing.T) {
 			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordSweepHistories -record", want)
 		}
 	}
+	for _, want := range recordedReviewHistories {
+		if !slices.Contains(files, filepath.Join("testdata", want)) {
+			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordReviewHistories -record", want)
+		}
+	}
 	for _, want := range recordedRotationHistories {
 		if !slices.Contains(files, filepath.Join("testdata", want)) {
 			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordRotationHistories -record", want)
@@ -375,6 +380,17 @@ func TestReplayDetectsChangedWorkflows(t *testing.T) {
 			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
 			return workflows.SweepResult{}, workflow.ExecuteActivity(ctx, "ListSweepTenants").Get(ctx, nil)
 		},
+		"review-certified-keep.json": func(ctx workflow.Context, in workflows.ReviewInput) (workflows.ReviewResult, error) {
+			// Removes the scopes before it asks the monitor.
+			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+			err := workflow.ExecuteActivity(ctx, "ReviewRemoveScopes", workflows.RemoveScopesRequest{Agent: in.Agent, Scopes: in.Scopes}).Get(ctx, nil)
+			return workflows.ReviewResult{}, err
+		},
+		"review-campaign.json": func(ctx workflow.Context, in workflows.ReviewCampaignInput) (workflows.ReviewCampaignResult, error) {
+			// Lists the tenants although the run was given them.
+			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
+			return workflows.ReviewCampaignResult{}, workflow.ExecuteActivity(ctx, "ListSweepTenants").Get(ctx, nil)
+		},
 		"incident-restore.json": func(ctx workflow.Context, in workflows.IncidentInput) (workflows.IncidentResult, error) {
 			// Notifies before it suspends.
 			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute})
@@ -395,6 +411,10 @@ func TestReplayDetectsChangedWorkflows(t *testing.T) {
 				name = workflows.TTLWorkflowName
 			case strings.HasPrefix(file, "sweep"):
 				name = workflows.SweepWorkflowName
+			case file == "review-campaign.json":
+				name = workflows.ReviewCampaignWorkflowName
+			case strings.HasPrefix(file, "review"):
+				name = workflows.ReviewWorkflowName
 			}
 			replayer.RegisterWorkflowWithOptions(fn, workflow.RegisterOptions{Name: name})
 			err := replayer.ReplayWorkflowHistoryFromJSONFile(quietLogger(), filepath.Join("testdata", file))
