@@ -274,7 +274,7 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 			}
 		}
 	}()
-	err = safeCall(ctx, h, ev)
+	err = safeCall(withDeliveries(ctx, md.NumDelivered), h, ev)
 	close(done)
 
 	switch {
