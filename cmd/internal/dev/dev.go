@@ -81,7 +81,11 @@ type Config struct {
 	// Incidents are the lifecycle's incident response settings (webhook, escalation, policy overrides).
 	Incidents lifecycleapp.IncidentFlags
 	// Sweeps are the lifecycle's sweep and deprovisioning sign-off settings.
-	Sweeps       lifecycleapp.SweepFlags
+	Sweeps lifecycleapp.SweepFlags
+	// Approvals are the reminders and escalation of provisioning approvals.
+	Approvals lifecycleapp.ApprovalFlags
+	// Reviews are the lifecycle's access review settings (schedule, usage and answer days).
+	Reviews      lifecycleapp.ReviewFlags
 	BundleDir    string
 	LogLevel     slog.Level
 	LogFile      string
@@ -96,6 +100,8 @@ type Config struct {
 	DPoPNonceOptional bool
 	// RateLimits are the issuer's abuse limits; the zero value (the default here) limits nothing.
 	RateLimits issuerapp.RateLimits
+	// SigningKeys are the issuer's KEK id, old KEKs and signing-key rotation settings.
+	SigningKeys SigningKeyFlags
 	// TLSCertFile and TLSKeyFile, when set, make the gRPC and HTTP addresses serve TLS (reloaded on
 	// change); without them both must be loopback addresses.
 	TLSCertFile, TLSKeyFile string
@@ -119,6 +125,7 @@ func DefaultConfig() Config {
 		ReconcileInterval:      lifecycleapp.DefaultReconcileInterval,
 		ProjectionLagAllowance: issuerapp.DefaultProjectionLagAllowance,
 		AgentResources:         []string{DefaultAgentResource},
+		SigningKeys:            DefaultSigningKeyFlags(),
 		Stdout:                 os.Stdout,
 		Stderr:                 os.Stderr,
 	}
@@ -168,11 +175,21 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := checkListenTLS(cfg); err != nil {
 		return err
 	}
+	signingKeys, err := cfg.SigningKeys.load()
+	if err != nil {
+		return err
+	}
 	var incidents lifecycleapp.Config
 	if err := cfg.Incidents.Apply(&incidents); err != nil {
 		return err
 	}
 	if err := cfg.Sweeps.Apply(&incidents); err != nil {
+		return err
+	}
+	if err := cfg.Reviews.Apply(&incidents); err != nil {
+		return err
+	}
+	if err := cfg.Approvals.Apply(&incidents); err != nil {
 		return err
 	}
 	// Checked before anything is created; loaded again below with the process's logger.
@@ -380,8 +397,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
-	issuer, err := issuerapp.New(issuerapp.Config{PublicURL: cfg.PublicURL, KEK: kek, KEKID: "dev-" + kekFile,
-		ProjectionLagAllowance: cfg.ProjectionLagAllowance, DPoPNonceOptional: cfg.DPoPNonceOptional, RateLimits: cfg.RateLimits},
+	issuerCfg := issuerapp.Config{PublicURL: cfg.PublicURL, KEK: kek,
+		ProjectionLagAllowance: cfg.ProjectionLagAllowance, DPoPNonceOptional: cfg.DPoPNonceOptional, RateLimits: cfg.RateLimits}
+	signingKeys.apply(&issuerCfg)
+	issuer, err := issuerapp.New(issuerCfg,
 		issuerapp.Deps{Store: storeFor("issuer"), JetStream: componentJS[natsauth.Issuer], Logger: log.With("service", "issuer"),
 			Denylist: revocations.Denylist, DenylistReady: revocations.Feed.Ready})
 	if err != nil {
@@ -398,12 +417,12 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	defer monitor.Close()
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
 		TemporalHostPort: temporalAddr, RegistryAddr: selfAddr(cfg.GRPCAddr), IssuerAddr: selfAddr(cfg.GRPCAddr), PolicyAddr: selfAddr(cfg.GRPCAddr),
-		MonitorAddr: selfAddr(cfg.GRPCAddr), Sweeps: incidents.Sweeps, Deprovision: incidents.Deprovision,
+		MonitorAddr: selfAddr(cfg.GRPCAddr), Sweeps: incidents.Sweeps, Deprovision: incidents.Deprovision, Reviews: incidents.Reviews,
 		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
 		WorkflowStartTimeout: cfg.WorkflowStartTimeout, IssuerURL: cfg.PublicURL, AgentResources: cfg.AgentResources,
 		IncidentWebhookURL: incidents.IncidentWebhookURL, IncidentWebhookSecret: incidents.IncidentWebhookSecret,
 		IncidentEscalation: incidents.IncidentEscalation, IncidentEscalationTenants: incidents.IncidentEscalationTenants,
-		IncidentPolicy: incidents.IncidentPolicy,
+		IncidentPolicy: incidents.IncidentPolicy, ApprovalEscalation: incidents.ApprovalEscalation,
 	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"), JWKSClient: service.HTTPClient(selfTLS),
 		PerRPC: authn.PerRPCCredentials(workerTokens, selfTLS != nil), TLS: selfTLS})
 	if err != nil {
