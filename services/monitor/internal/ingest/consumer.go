@@ -62,6 +62,9 @@ type Config struct {
 	// A commit has a fixed cost (a transaction and a WAL fsync, about 1.5 ms of CPU with DuckDB)
 	// that fewer, larger commits share; it delays acknowledgements, never beyond the ack wait.
 	Linger time.Duration
+	// InsertTimeout bounds each insert of a batch (default DefaultInsertTimeout); a timed-out
+	// insert is an error and the batch's events are redelivered.
+	InsertTimeout time.Duration
 	// ConsumeOptions are passed on to Source.Consume (ack wait, redelivery backoff ...).
 	ConsumeOptions []eventstore.ConsumeOption
 	// Registerer receives the consumer's metrics; default prometheus.DefaultRegisterer.
@@ -97,11 +100,14 @@ type Consumer struct {
 	accessLost *prometheus.CounterVec
 	refused    *prometheus.CounterVec
 	ghostRows  prometheus.Counter
+
+	insertTimeouts prometheus.Counter
 }
 
 type insertReq struct {
-	rows   []store.Event
-	result chan error
+	rows        []store.Event
+	redelivered bool // the event was delivered before (store.WithRedelivered)
+	result      chan error
 }
 
 // NewConsumer returns a Consumer; run it with Run.
@@ -124,7 +130,10 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.DefaultRegisterer
 	}
-	c := &Consumer{cfg: cfg, reqs: make(chan insertReq)}
+	if cfg.InsertTimeout <= 0 {
+		cfg.InsertTimeout = DefaultInsertTimeout
+	}
+	c := &Consumer{cfg: cfg, reqs: make(chan insertReq), insertTimeouts: registerInsertTimeouts(cfg.Registerer)}
 	c.accessLost = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "monitor_access_events_lost_total",
 		Help: "Access events lost before the telemetry store, by cause: dropped by the reporting resource server (its buffer was full) or skipped (another tenant than its batch). A redelivered batch may be counted again; the access.dropped rows are exact.",
@@ -272,7 +281,7 @@ func (c *Consumer) enrich(rows []store.Event) {
 
 // insert hands rows to the commit loop and waits for their commit.
 func (c *Consumer) insert(ctx context.Context, rows []store.Event) error {
-	req := insertReq{rows: rows, result: make(chan error, 1)}
+	req := insertReq{rows: rows, redelivered: eventstore.Deliveries(ctx) > 1, result: make(chan error, 1)}
 	select {
 	case c.reqs <- req:
 	case <-ctx.Done():
@@ -330,7 +339,7 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 		// Finish a started insert even when stopping, so acknowledged work is never left half done.
 		err := failpoint.Inject(ctx, failpoint.TelemetryBeforeCommit)
 		if err == nil {
-			err = c.cfg.Store.Insert(context.WithoutCancel(ctx), rows)
+			err = c.storeBatch(ctx, batch, rows)
 		}
 		if err == nil {
 			err = failpoint.Inject(ctx, failpoint.TelemetryAfterCommit)
