@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	client := &tokenclient.Client{HTTP: httpClient, TokenURL: issuer + "/oauth2/token", Audience: issuer}
+	client := &tokenclient.Client{HTTP: httpClient, TokenURL: issuer + "/oauth2/token", Audience: issuer, Resource: cfg.Resource}
 
 	rep := &Report{
 		Target: Target{Server: cfg.Server, Issuer: issuer, Tenant: cfg.Tenant},

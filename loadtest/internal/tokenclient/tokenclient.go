@@ -75,6 +75,8 @@ type Client struct {
 	Audience string
 	// Scope is the space-separated scope to ask for; empty asks for every scope of the client.
 	Scope string
+	// Resource, when set, is the RFC 8707 resource the token is asked for (its audience).
+	Resource string
 }
 
 // NewHTTPClient returns an HTTP client for token requests that keeps up to conns idle connections,
@@ -159,6 +161,9 @@ func (c *Client) RequestWithAssertion(ctx context.Context, id *Identity, asserti
 	}
 	if c.Scope != "" {
 		form.Set("scope", c.Scope)
+	}
+	if c.Resource != "" {
+		form.Set("resource", c.Resource)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.TokenURL, strings.NewReader(form.Encode()))
 	if err != nil {
