@@ -217,6 +217,11 @@ func (r *Reviews) List(ctx context.Context, tenant string, openOnly bool, campai
 	if openOnly {
 		query += " AND ExecutionStatus = 'Running'"
 	}
+	if campaign != "" {
+		// In the query, so that a page holds page_size reviews of the campaign (tenant and campaign
+		// are validated: no quote can reach it).
+		query += fmt.Sprintf(" AND WorkflowId STARTS_WITH '%s'", workflows.ReviewWorkflowID(tenant, campaign, ""))
+	}
 	resp, err := r.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
 		PageSize: int32(pageSize), NextPageToken: token, Query: query,
 	})
