@@ -16,6 +16,7 @@ import (
 	"github.com/agentid/agentid/services/monitor/internal/alerts"
 	"github.com/agentid/agentid/services/monitor/internal/baseline"
 	"github.com/agentid/agentid/services/monitor/internal/detect"
+	"github.com/agentid/agentid/services/monitor/internal/ingest"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 )
 
@@ -39,6 +40,13 @@ type alertPipeline struct {
 func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir agents.HistoryDirectory, dirRunner *eventstore.Runner,
 	logger *slog.Logger, reg prometheus.Registerer,
 ) (*alertPipeline, error) {
+	if reg == nil {
+		reg = prometheus.DefaultRegisterer
+	}
+	lag, err := ingest.NewLagWatcher(ingest.LagConfig{JetStream: es.JetStream(), Logger: logger, Registerer: reg})
+	if err != nil {
+		return nil, err
+	}
 	lookup := func(tenant, agentOrClientID string, at time.Time) (detect.AgentInfo, bool) {
 		info, ok := dir.LookupAt(tenant, agentOrClientID, at)
 		if !ok {
@@ -57,9 +65,6 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir 
 		return baseline.AgentClass{Owner: info.Owner, Environment: info.Environment, Scopes: info.Scopes}, true
 	}
 	baselines := baseline.NewManager(baseline.Config{Classify: classOf})
-	if reg == nil {
-		reg = prometheus.DefaultRegisterer
-	}
 	engine := detect.NewEngine(detect.Config{Registerer: reg}, baselines)
 	pub, err := alerts.NewPublisher(es, logger)
 	if err != nil {
@@ -68,9 +73,10 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir 
 	rt, err := alerts.NewRuntime(alerts.RuntimeConfig{
 		Detect:  func(rows []store.Event) []*monitorv1.Alert { return engine.Process(rows, lookup) },
 		Observe: baselines.Observe,
-		Recompute: func(ctx context.Context, tenant string, asOf time.Time) error {
-			return baselines.Recompute(ctx, an, tenant, asOf)
+		Recompute: func(ctx context.Context, tenant string, asOf time.Time, beforeStreamSeq uint64) error {
+			return baselines.RecomputeAcked(ctx, an, tenant, asOf, beforeStreamSeq)
 		},
+		AckFloor:       lag.AckFloor,
 		Tenants:        an.Tenants,
 		Prepare:        dirRunner.Ready,
 		CatchUp:        agents.CatchUp(es, dirRunner),
@@ -97,7 +103,7 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir 
 	if err != nil {
 		return nil, err
 	}
-	return &alertPipeline{runtime: rt, reader: reader, tasks: []service.Task{runner.Run, rt.Run}}, nil
+	return &alertPipeline{runtime: rt, reader: reader, tasks: []service.Task{runner.Run, rt.Run, lag.Run}}, nil
 }
 
 // baselinesOf adapts a function to alerts.Baselines.

@@ -218,7 +218,7 @@ func TestRuntimePublishesTheAlertsOfStoredRows(t *testing.T) {
 			return out
 		},
 		Observe:   func(rows []store.Event) { observed.Add(int32(len(rows))) },
-		Recompute: func(_ context.Context, tenant string, _ time.Time) error { recomputed <- tenant; return nil },
+		Recompute: func(_ context.Context, tenant string, _ time.Time, _ uint64) error { recomputed <- tenant; return nil },
 		Tenants:   func(context.Context) ([]string, error) { return []string{"acme"}, nil },
 		Publisher: pub, Logger: quiet, Registerer: reg,
 	})

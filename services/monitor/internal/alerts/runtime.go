@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,18 @@ import (
 // DefaultRecomputeEvery is how often baselines are recomputed in full from the telemetry store.
 const DefaultRecomputeEvery = time.Hour
 
+// DefaultReadyTimeout bounds how long detection waits for the first baseline recomputation before
+// it judges batches with the baselines it has (none at start: the detectors without a baseline,
+// inactive_agent_activity and unknown_agent, still judge every row).
+const DefaultReadyTimeout = time.Minute
+
+// Retry delays of a failed recomputation: the first after recomputeRetryMin, doubling up to
+// recomputeRetryMax (and never past the next full recomputation).
+const (
+	recomputeRetryMin = 5 * time.Second
+	recomputeRetryMax = 5 * time.Minute
+)
+
 // DefaultCatchUpTimeout bounds how long a batch waits for the agents directory to catch up with
 // AGENTS before it is judged.
 const DefaultCatchUpTimeout = 2 * time.Second
@@ -29,8 +42,18 @@ type RuntimeConfig struct {
 	Detect func(rows []store.Event) []*monitorv1.Alert
 	// Observe updates the baselines incrementally with stored rows (after Detect has seen them).
 	Observe func(rows []store.Event)
-	// Recompute recomputes one tenant's baselines in full as of a time.
-	Recompute func(ctx context.Context, tenant string, asOf time.Time) error
+	// Recompute recomputes one tenant's baselines in full as of a time, learning only rows whose
+	// TELEMETRY sequence is below beforeStreamSeq (0: every row).
+	Recompute func(ctx context.Context, tenant string, asOf time.Time, beforeStreamSeq uint64) error
+	// AckFloor, if set, returns the TELEMETRY sequence up to which the ingest consumer has
+	// acknowledged every event (0: none, or no consumer yet). Each recomputation learns only rows at
+	// or below it, so that a batch stored but not acknowledged (the monitor stopped before its alerts
+	// were published) is judged, when redelivered, against the baseline it would have met. When it
+	// fails, the recomputation fails (and is retried): it never learns unacknowledged rows.
+	AckFloor func(ctx context.Context) (uint64, error)
+	// ReadyTimeout bounds how long OnStored waits for the first recomputation (default
+	// DefaultReadyTimeout); after it, batches are judged with the baselines there are.
+	ReadyTimeout time.Duration
 	// Tenants lists the tenants whose baselines Recompute computes (store.Analytics.Tenants);
 	// required with Recompute.
 	Tenants func(ctx context.Context) ([]string, error)
@@ -71,6 +94,11 @@ type Runtime struct {
 
 	ready     chan struct{} // closed once the first recomputation has finished
 	readyOnce sync.Once
+	gaveUp    atomic.Bool // a batch stopped waiting for ready: later ones do not wait
+
+	ages            *ageCollector
+	recomputeFailed prometheus.Counter
+	notReady        prometheus.Counter
 
 	judged    prometheus.Counter
 	raised    *prometheus.CounterVec
@@ -103,7 +131,10 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	if cfg.CatchUpTimeout <= 0 {
 		cfg.CatchUpTimeout = DefaultCatchUpTimeout
 	}
-	r := &Runtime{cfg: cfg, ready: make(chan struct{})}
+	if cfg.ReadyTimeout <= 0 {
+		cfg.ReadyTimeout = DefaultReadyTimeout
+	}
+	r := &Runtime{cfg: cfg, ready: make(chan struct{}), ages: newAgeCollector(cfg.Now)}
 	if cfg.Recompute == nil && cfg.Prepare == nil {
 		r.markReady()
 	}
@@ -129,6 +160,15 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 		Help:    "Duration of a full baseline recomputation of one tenant.",
 		Buckets: prometheus.ExponentialBuckets(0.01, 4, 8),
 	}))
+	r.recomputeFailed = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "monitor_baseline_recompute_failures_total",
+		Help: "Failed baseline recomputations: of one tenant, or of a whole round when the tenants or the ingest consumer's ack floor could not be read; each is retried with backoff.",
+	}))
+	r.notReady = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "monitor_detection_before_baselines_total",
+		Help: "Telemetry batches judged before the first baseline recomputation had finished (it failed or took longer than the ready timeout): only inactive_agent_activity and unknown_agent, and agents whose baselines were computed, judged them.",
+	}))
+	r.ages = observability.Register(cfg.Registerer, r.ages)
 	r.stale = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "monitor_detection_directory_stale_total",
 		Help: "Telemetry batches judged before the agents directory could be confirmed caught up with AGENTS (the catch-up failed or timed out); a state change stored just before such a batch may not have been seen.",
@@ -143,15 +183,16 @@ func (r *Runtime) Ready() <-chan struct{} { return r.ready }
 
 // OnStored runs detection over rows the ingest consumer has stored and publishes the alerts. It
 // waits for the baselines computed at start (so a restart does not judge traffic against empty
-// baselines) and for the agents directory to catch up with AGENTS (CatchUp, bounded), then returns
-// once every alert is published, or ctx is done.
+// baselines), at most ReadyTimeout once: when they are not there by then, this batch and the
+// following ones are judged with the baselines there are (none at start: inactive_agent_activity
+// and unknown_agent still judge every row) and counted in monitor_detection_before_baselines_total
+// until they are. It also waits for the agents directory to catch up with AGENTS (CatchUp,
+// bounded), then returns once every alert is published, or ctx is done.
 func (r *Runtime) OnStored(ctx context.Context, rows []store.Event) {
 	if len(rows) == 0 {
 		return
 	}
-	select {
-	case <-r.ready:
-	case <-ctx.Done():
+	if !r.waitReady(ctx) {
 		return
 	}
 	if r.cfg.CatchUp != nil {
@@ -179,6 +220,35 @@ func (r *Runtime) OnStored(ctx context.Context, rows []store.Event) {
 		r.cfg.Logger.InfoContext(ctx, "alert raised", "alert_id", a.GetAlertId(), "tenant", a.GetTenant(),
 			"detector", a.GetDetector(), "severity", severityLabel(a.GetSeverity()), "agent", a.GetAgent(), "summary", a.GetSummary())
 	}
+}
+
+// waitReady waits for the first recomputation, at most ReadyTimeout unless an earlier batch gave up
+// waiting already; it reports false when ctx is done.
+func (r *Runtime) waitReady(ctx context.Context) bool {
+	select {
+	case <-r.ready:
+		return true
+	default:
+	}
+	if !r.gaveUp.Load() {
+		t := time.NewTimer(r.cfg.ReadyTimeout)
+		defer t.Stop()
+		select {
+		case <-r.ready:
+			return true
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			r.gaveUp.Store(true)
+			r.cfg.Logger.WarnContext(ctx, "baselines not computed yet; judging telemetry with the baselines there are until they are",
+				"waited", r.cfg.ReadyTimeout)
+		}
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	r.notReady.Inc()
+	return true
 }
 
 // catchUp waits, at most CatchUpTimeout, for the agents directory to apply AGENTS up to now; a
@@ -210,9 +280,11 @@ func severityLabel(s monitorv1.AlertSeverity) string {
 	return "unspecified"
 }
 
-// Run waits for Prepare, then recomputes every tenant's baselines at once and then every RecomputeEvery, until ctx is done.
-// A tenant whose recomputation fails keeps its previous baselines (logged); the first round marks
-// the runtime ready even when some tenants failed, so detection never waits on a broken store.
+// Run waits for Prepare, then recomputes every tenant's baselines at once and then every
+// RecomputeEvery, until ctx is done. A tenant whose recomputation fails keeps its previous baselines
+// and is retried with backoff (5 s doubling to 5 min, never past the next full round); when the
+// tenants or the ack floor cannot be read, the whole round is retried so. The runtime is ready once
+// a round has succeeded for every tenant; until then OnStored waits at most ReadyTimeout.
 func (r *Runtime) Run(ctx context.Context) error {
 	if r.cfg.Prepare != nil {
 		if err := r.cfg.Prepare(ctx); err != nil {
@@ -227,38 +299,131 @@ func (r *Runtime) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	t := time.NewTicker(r.cfg.RecomputeEvery)
-	defer t.Stop()
 	for {
-		r.recomputeAll(ctx)
-		r.markReady()
-		select {
-		case <-ctx.Done():
+		roundStart := time.Now()
+		next := roundStart.Add(r.cfg.RecomputeEvery)
+		failed, ok := r.recomputeAll(ctx, nil)
+		for delay := recomputeRetryMin; !ok || len(failed) > 0; delay = min(2*delay, recomputeRetryMax) {
+			wait := min(delay, time.Until(next))
+			if wait <= 0 || !sleep(ctx, wait) || !time.Now().Before(next) {
+				break
+			}
+			if !ok {
+				failed = nil // the round failed as a whole: all tenants again
+			}
+			failed, ok = r.recomputeAll(ctx, failed)
+		}
+		if ctx.Err() != nil {
 			return nil
-		case <-t.C:
+		}
+		if ok && len(failed) == 0 {
+			r.markReady()
+		}
+		if !sleep(ctx, time.Until(next)) {
+			return nil
 		}
 	}
 }
 
-// recomputeAll recomputes each tenant's baselines.
-func (r *Runtime) recomputeAll(ctx context.Context) {
-	tenants, err := r.cfg.Tenants(ctx)
-	if err != nil {
+// sleep waits d (nothing when d <= 0); it reports false when ctx is done first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// recomputeAll recomputes the baselines of tenants (nil: every tenant the store lists) learning
+// only acknowledged rows, and returns the tenants that failed; ok is false when the round could not
+// start (tenants or ack floor unreadable) or ctx is done.
+func (r *Runtime) recomputeAll(ctx context.Context, tenants []string) (failed []string, ok bool) {
+	fail := func(what string, err error) ([]string, bool) {
 		if ctx.Err() == nil {
-			r.cfg.Logger.ErrorContext(ctx, "baseline recomputation: tenants not listed; keeping the current baselines", "error", err)
+			r.recomputeFailed.Inc()
+			r.cfg.Logger.ErrorContext(ctx, "baseline recomputation: "+what+"; keeping the current baselines and retrying", "error", err)
 		}
-		return
+		return nil, false
+	}
+	var before uint64 // 0: every row
+	if r.cfg.AckFloor != nil {
+		floor, err := r.cfg.AckFloor(ctx)
+		if err != nil {
+			return fail("the ingest consumer's ack floor not read", err)
+		}
+		before = floor + 1
+	}
+	if tenants == nil {
+		var err error
+		if tenants, err = r.cfg.Tenants(ctx); err != nil {
+			return fail("tenants not listed", err)
+		}
 	}
 	for _, tenant := range tenants {
 		start := time.Now()
-		if err := r.cfg.Recompute(ctx, tenant, r.cfg.Now()); err != nil {
+		if err := r.cfg.Recompute(ctx, tenant, r.cfg.Now(), before); err != nil {
 			if ctx.Err() != nil {
-				return
+				return nil, false
 			}
-			r.cfg.Logger.ErrorContext(ctx, "baseline recomputation failed; keeping the tenant's current baselines", "tenant", tenant, "error", err)
+			r.recomputeFailed.Inc()
+			r.cfg.Logger.ErrorContext(ctx, "baseline recomputation failed; keeping the tenant's current baselines and retrying", "tenant", tenant, "error", err)
+			failed = append(failed, tenant)
 			continue
 		}
+		r.ages.set(tenant)
 		r.recompute.Observe(time.Since(start).Seconds())
-		r.cfg.Logger.InfoContext(ctx, "baselines recomputed", "tenant", tenant, "took", time.Since(start))
+		r.cfg.Logger.InfoContext(ctx, "baselines recomputed", "tenant", tenant, "took", time.Since(start), "before_stream_seq", before)
+	}
+	return failed, ctx.Err() == nil
+}
+
+// ageCollector exports monitor_baseline_age_seconds: per tenant, the time since its baselines were
+// last recomputed successfully.
+type ageCollector struct {
+	desc *prometheus.Desc
+	now  func() time.Time
+
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+func newAgeCollector(now func() time.Time) *ageCollector {
+	return &ageCollector{
+		desc: prometheus.NewDesc("monitor_baseline_age_seconds",
+			"Seconds since the tenant's baselines were last recomputed in full successfully (grows while recomputations fail).", []string{"tenant"}, nil),
+		now: now, last: map[string]time.Time{},
+	}
+}
+
+func (c *ageCollector) set(tenant string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last[tenant] = c.now()
+}
+
+// Age returns how long ago the tenant's baselines were last recomputed; ok is false when never.
+func (c *ageCollector) Age(tenant string) (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.last[tenant]
+	return c.now().Sub(t), ok
+}
+
+// Describe implements prometheus.Collector.
+func (c *ageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *ageCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for tenant, t := range c.last {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, now.Sub(t).Seconds(), tenant)
 	}
 }

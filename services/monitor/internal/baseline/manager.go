@@ -98,11 +98,19 @@ func (m *Manager) RecomputeAll(ctx context.Context, an store.Analytics, asOf tim
 // Recompute replaces the tenant's baselines by ones learned from the window [asOf-Window, asOf). On
 // an error the previous baselines stay.
 func (m *Manager) Recompute(ctx context.Context, an store.Analytics, tenant string, asOf time.Time) error {
+	return m.RecomputeAcked(ctx, an, tenant, asOf, 0)
+}
+
+// RecomputeAcked is Recompute learning only from rows whose stream sequence is below
+// beforeStreamSeq (0: every row): one past the ingest consumer's ack floor on TELEMETRY, so that rows
+// stored but not yet judged (a crash before their alerts were published) are judged, once
+// redelivered, against the baseline they would have met instead of one that already learned them.
+func (m *Manager) RecomputeAcked(ctx context.Context, an store.Analytics, tenant string, asOf time.Time, beforeStreamSeq uint64) error {
 	if tenant == "" {
 		return errs.InvalidArgument("tenant", "tenant is required")
 	}
 	asOf = asOf.UTC()
-	w := store.Window{Tenant: tenant, From: asOf.Add(-m.cfg.Window), To: asOf}
+	w := store.Window{Tenant: tenant, From: asOf.Add(-m.cfg.Window), To: asOf, BeforeStreamSeq: beforeStreamSeq}
 	hourly, err := an.Hourly(ctx, w)
 	if err != nil {
 		return fmt.Errorf("baseline: hourly aggregates of %s: %w", tenant, err)

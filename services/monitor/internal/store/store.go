@@ -130,9 +130,9 @@ type Window struct {
 	Agent string
 	// From and To bound the time; both required, From < To.
 	From, To time.Time
-	// MaxStreamSeq, if set, leaves out rows whose StreamSeq is above it (rows of TELEMETRY events
-	// the ingest consumer has not acknowledged yet, which baselines must not learn before they are judged).
-	MaxStreamSeq uint64
+	// BeforeStreamSeq, if set, leaves out rows whose StreamSeq is at or above it (rows of TELEMETRY
+	// events the ingest consumer has not acknowledged yet, which baselines must not learn before they are judged).
+	BeforeStreamSeq uint64
 }
 
 // Analytics are the aggregate reads baselines, detectors, sweeps and reviews need. Both stores

@@ -27,9 +27,9 @@ func windowWhere(w store.Window) (string, []any) {
 		where += ` AND agent = ?`
 		args = append(args, w.Agent)
 	}
-	if w.MaxStreamSeq > 0 {
-		where += ` AND stream_seq <= ?`
-		args = append(args, int64(min(w.MaxStreamSeq, 1<<63-1)))
+	if w.BeforeStreamSeq > 0 {
+		where += ` AND stream_seq < ?`
+		args = append(args, int64(min(w.BeforeStreamSeq, 1<<63-1)))
 	}
 	return where, args
 }
