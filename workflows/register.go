@@ -14,6 +14,7 @@ func RegisterWorkflows(r worker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(TTLWorkflow, workflow.RegisterOptions{Name: TTLWorkflowName})
 	r.RegisterWorkflowWithOptions(RotationWorkflow, workflow.RegisterOptions{Name: RotationWorkflowName})
 	r.RegisterWorkflowWithOptions(SweepWorkflow, workflow.RegisterOptions{Name: SweepWorkflowName})
+	r.RegisterWorkflowWithOptions(RotationSweepWorkflow, workflow.RegisterOptions{Name: RotationSweepWorkflowName})
 	r.RegisterWorkflowWithOptions(ReviewWorkflow, workflow.RegisterOptions{Name: ReviewWorkflowName})
 	r.RegisterWorkflowWithOptions(ReviewCampaignWorkflow, workflow.RegisterOptions{Name: ReviewCampaignWorkflowName})
 }
