@@ -102,6 +102,7 @@ type Consumer struct {
 	ghostRows  prometheus.Counter
 
 	insertTimeouts prometheus.Counter
+	insertFailures prometheus.Counter
 }
 
 type insertReq struct {
@@ -142,6 +143,10 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 		Name: "monitor_telemetry_events_refused_total",
 		Help: "Telemetry events refused as malformed (no id, no tenant, a row out of bounds) and put in the failed-event log with the reason, by reason.",
 	}, []string{"reason"}))
+	c.insertFailures = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "monitor_telemetry_insert_failures_total",
+		Help: "Group commits of telemetry rows that failed (the store unavailable, refusing or timing out); their events were not acknowledged and are redelivered.",
+	}))
 	c.ghostRows = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "monitor_telemetry_ghost_rows_total",
 		Help: "Telemetry rows stored for an agent or client id the registry does not know (flagged agent_known = false).",
@@ -345,6 +350,7 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 			err = failpoint.Inject(ctx, failpoint.TelemetryAfterCommit)
 		}
 		if err != nil {
+			c.insertFailures.Inc()
 			c.cfg.Logger.ErrorContext(ctx, "telemetry insert failed; events will be redelivered", "events", len(rows), "error", err)
 		}
 		if err == nil && c.cfg.OnStored != nil && len(rows) > 0 {
