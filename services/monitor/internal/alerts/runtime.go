@@ -24,11 +24,11 @@ const DefaultRecomputeEvery = time.Hour
 // inactive_agent_activity and unknown_agent, still judge every row).
 const DefaultReadyTimeout = time.Minute
 
-// Retry delays of a failed recomputation: the first after recomputeRetryMin, doubling up to
+// Retry delays of a failed recomputation: the first after DefaultRecomputeRetry, doubling up to
 // recomputeRetryMax (and never past the next full recomputation).
 const (
-	recomputeRetryMin = 5 * time.Second
-	recomputeRetryMax = 5 * time.Minute
+	DefaultRecomputeRetry = 5 * time.Second
+	recomputeRetryMax     = 5 * time.Minute
 )
 
 // DefaultCatchUpTimeout bounds how long a batch waits for the agents directory to catch up with
@@ -51,6 +51,9 @@ type RuntimeConfig struct {
 	// were published) is judged, when redelivered, against the baseline it would have met. When it
 	// fails, the recomputation fails (and is retried): it never learns unacknowledged rows.
 	AckFloor func(ctx context.Context) (uint64, error)
+	// RecomputeRetry is the first delay before a failed recomputation is retried; it doubles up to
+	// 5 minutes (default DefaultRecomputeRetry).
+	RecomputeRetry time.Duration
 	// ReadyTimeout bounds how long OnStored waits for the first recomputation (default
 	// DefaultReadyTimeout); after it, batches are judged with the baselines there are.
 	ReadyTimeout time.Duration
@@ -130,6 +133,9 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	}
 	if cfg.CatchUpTimeout <= 0 {
 		cfg.CatchUpTimeout = DefaultCatchUpTimeout
+	}
+	if cfg.RecomputeRetry <= 0 {
+		cfg.RecomputeRetry = DefaultRecomputeRetry
 	}
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
@@ -303,7 +309,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		roundStart := time.Now()
 		next := roundStart.Add(r.cfg.RecomputeEvery)
 		failed, ok := r.recomputeAll(ctx, nil)
-		for delay := recomputeRetryMin; !ok || len(failed) > 0; delay = min(2*delay, recomputeRetryMax) {
+		for delay := r.cfg.RecomputeRetry; !ok || len(failed) > 0; delay = min(2*delay, max(recomputeRetryMax, r.cfg.RecomputeRetry)) {
 			wait := min(delay, time.Until(next))
 			if wait <= 0 || !sleep(ctx, wait) || !time.Now().Before(next) {
 				break

@@ -115,8 +115,8 @@ type Lag struct {
 	Headroom float64
 	// Discarded counts events the stream dropped before they were acknowledged.
 	Discarded uint64
-	// NearLimit is true when the stream holds at least 90% of its MaxBytes or its oldest event is
-	// older than 90% of its MaxAge: the next events it takes push out the oldest.
+	// NearLimit is true when the stream holds at least 90% of its MaxBytes or MaxMsgs, or its oldest
+	// event is older than 90% of its MaxAge: the next events it takes push out the oldest.
 	NearLimit bool
 }
 
@@ -153,6 +153,7 @@ func (w *LagWatcher) Check(ctx context.Context) (Lag, error) {
 	}
 	cfg := si.Config
 	l.NearLimit = (cfg.MaxBytes > 0 && float64(si.State.Bytes) >= 0.9*float64(cfg.MaxBytes)) ||
+		(cfg.MaxMsgs > 0 && float64(si.State.Msgs) >= 0.9*float64(cfg.MaxMsgs)) ||
 		(cfg.MaxAge > 0 && !si.State.FirstTime.IsZero() && w.cfg.Now().Sub(si.State.FirstTime) >= cfg.MaxAge*9/10)
 	w.lag.Set(float64(l.Behind))
 	w.headroom.Set(l.Headroom)
