@@ -44,6 +44,9 @@ const (
 	MaxScopeLen = 128
 	// MaxFutureSkew is how far in the future an event's time may be (clock skew of the reporter).
 	MaxFutureSkew = 5 * time.Minute
+	// MaxPastAge is how long before receipt an event may have happened: a reporter buffers for
+	// seconds, not hours, and an access dated long ago would be judged (and learned) out of its hour.
+	MaxPastAge = time.Hour
 	// DefaultMaxBatchBytes bounds the encoded batch so that it fits one NATS message (max_payload
 	// 1 MiB by default) with its headers.
 	DefaultMaxBatchBytes = 960 << 10
@@ -283,6 +286,9 @@ func validateTime(e *monitorv1.AccessEvent, now time.Time, retention time.Durati
 	t := ts.AsTime()
 	if t.After(now.Add(MaxFutureSkew)) {
 		return errs.InvalidArgument("time", fmt.Sprintf("time is more than %s in the future", MaxFutureSkew))
+	}
+	if t.Before(now.Add(-MaxPastAge)) {
+		return errs.InvalidArgument("time", fmt.Sprintf("time is more than %s before receipt; report access events within %s of the access", MaxPastAge, MaxPastAge))
 	}
 	if retention > 0 && t.Before(now.Add(-retention)) {
 		return errs.InvalidArgument("time", fmt.Sprintf("time is older than the telemetry retention (%s)", retention))

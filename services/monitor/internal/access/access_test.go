@@ -226,6 +226,7 @@ func TestRecordRejectsMalformedBatches(t *testing.T) {
 		{name: "time missing", edit: edit(func(e *monitorv1.AccessEvent) { e.Time = nil }), wantField: "events[1].time"},
 		{name: "time invalid", edit: edit(func(e *monitorv1.AccessEvent) { e.Time = &timestamppb.Timestamp{Nanos: -1} }), wantField: "events[1].time"},
 		{name: "time far in the future", edit: edit(func(e *monitorv1.AccessEvent) { e.Time = timestamppb.New(now.Add(access.MaxFutureSkew + time.Second)) }), wantField: "events[1].time"},
+		{name: "time more than an hour before receipt", edit: edit(func(e *monitorv1.AccessEvent) { e.Time = timestamppb.New(now.Add(-access.MaxPastAge - time.Second)) }), wantField: "events[1].time"},
 		{name: "time older than the retention", edit: edit(func(e *monitorv1.AccessEvent) { e.Time = timestamppb.New(now.Add(-weekly - time.Second)) }), wantField: "events[1].time"},
 		{name: "outcome unspecified", edit: edit(func(e *monitorv1.AccessEvent) { e.Outcome = monitorv1.AccessOutcome_ACCESS_OUTCOME_UNSPECIFIED }), wantField: "events[1].outcome"},
 		{name: "outcome unknown", edit: edit(func(e *monitorv1.AccessEvent) { e.Outcome = 9 }), wantField: "events[1].outcome"},
@@ -282,7 +283,7 @@ func TestRecordAcceptsTheLimits(t *testing.T) {
 	e.Agent, e.ClientId, e.TokenBinding, e.Latency = "", "", "", nil // a denial without a valid token
 	e.Outcome = monitorv1.AccessOutcome_ACCESS_OUTCOME_DENIED
 	old := event("0190a000-0000-7000-8000-000000000002")
-	old.Time = timestamppb.New(now.Add(-weekly + time.Minute))
+	old.Time = timestamppb.New(now.Add(-access.MaxPastAge + time.Second))
 	pub := &recorder{}
 	if _, err := newRecorder(t, pub, nil).Record(as("resource-server"), eventstore.Metadata{}, batch(e, old)); err != nil {
 		t.Fatal(err)
