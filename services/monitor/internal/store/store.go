@@ -82,6 +82,16 @@ type Event struct {
 	LatencyUS int64
 	// TraceID is the W3C trace id, if any.
 	TraceID string
+
+	// Reporter is the principal (client id) that reported an access row (the RecordAccess caller);
+	// set by ingest for detection, not a stored column (the row's detail keeps it).
+	Reporter string
+	// TokenID is the token id (jti) a token request issued, or the one an access row's reporter
+	// verified; set by ingest for detection, not a stored column (the row's detail keeps it).
+	TokenID string
+	// TokenExpires is when the token a token request issued expires; set by ingest for detection,
+	// not a stored column (the row's detail keeps it).
+	TokenExpires time.Time
 }
 
 // Hourly is one agent's activity in one hour: the row of the hourly aggregate (agent_hourly).
