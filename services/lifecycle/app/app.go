@@ -75,6 +75,11 @@ type Config struct {
 	Sweeps lifecycle.SweepConfig
 	// Reviews configures the access review campaigns' Schedule and windows (docs/reviews.md).
 	Reviews lifecycle.ReviewConfig
+	// RotationOverlap is how long both keys of an agent credential rotation work (default
+	// workflows.DefaultRotationOverlap, 24h; docs/rotation.md).
+	RotationOverlap time.Duration
+	// RotationSweep configures the Schedule sweep-rotation reminding owners of keys due for rotation.
+	RotationSweep lifecycle.RotationSweepConfig
 	// ReconcileInterval is the time between two reconciler passes (default
 	// lifecycle.DefaultReconcileInterval, 30s).
 	ReconcileInterval time.Duration
@@ -178,6 +183,12 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.Reviews.Validate(); err != nil {
+		return err
+	}
+	if c.RotationOverlap < 0 {
+		return errs.InvalidArgument("rotation_overlap", "rotation_overlap must not be negative")
+	}
+	if err := c.RotationSweep.Validate(); err != nil {
 		return err
 	}
 	return nil
@@ -343,7 +354,8 @@ func New(cfg Config, deps Deps) (*App, error) {
 		deps.Store.NewRunner(readmodel.Lifecycle{M: a.model}, eventstore.StreamLifecycle, nil),
 	}
 	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Model: a.model,
-		StartTimeout: cfg.WorkflowStartTimeout, Logger: log, Deprovision: cfg.Deprovision, Approvals: cfg.ApprovalEscalation})
+		StartTimeout: cfg.WorkflowStartTimeout, Logger: log, Deprovision: cfg.Deprovision, Approvals: cfg.ApprovalEscalation,
+		RotationOverlap: cfg.RotationOverlap})
 	if err != nil {
 		_ = a.Close()
 		return nil, err

@@ -17,6 +17,9 @@ func (a *App) runSweepSchedules(ctx context.Context) error {
 			err = lifecycle.EnsureReviewSchedule(ctx, a.temporal.ScheduleClient(), a.cfg.TaskQueue, a.cfg.Reviews, a.log)
 		}
 		if err == nil {
+			err = lifecycle.EnsureRotationSweepSchedule(ctx, a.temporal.ScheduleClient(), a.cfg.TaskQueue, a.cfg.RotationSweep, a.log)
+		}
+		if err == nil {
 			return nil
 		}
 		a.log.WarnContext(ctx, "sweep schedules cannot be set up yet; retrying", "retry_in", delay.String(), "error", err)

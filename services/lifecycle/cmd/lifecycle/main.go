@@ -48,6 +48,11 @@ func main() {
 	fs.StringVar(&reviews.Schedule, app.ReviewScheduleFlag, "", app.ReviewScheduleUsage)
 	fs.IntVar(&reviews.UsageDays, app.ReviewUsageDaysFlag, 0, app.ReviewUsageDaysUsage)
 	fs.IntVar(&reviews.AnswerDays, app.ReviewAnswerDaysFlag, 0, app.ReviewAnswerDaysUsage)
+	var rotation app.RotationFlags
+	fs.StringVar(&rotation.Overlap, app.RotationOverlapFlag, "", app.RotationOverlapUsage)
+	fs.StringVar(&rotation.DueDays, app.RotationDueDaysFlag, "", app.RotationDueDaysUsage)
+	fs.IntVar(&rotation.RemindDays, app.RotationRemindDaysFlag, 0, app.RotationRemindDaysUsage)
+	fs.StringVar(&rotation.SweepEvery, app.SweepRotationEveryFlag, "", app.SweepRotationEveryUsage)
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", lifecycle.DefaultReconcileInterval,
 		"time between reconciler passes (missing or failed runs started, clients of agents neither ACTIVE nor PENDING disabled); at least 1s")
 	fs.DurationVar(&cfg.StuckAfter, "stuck-after", lifecycle.DefaultStuckAfter,
@@ -89,6 +94,9 @@ func main() {
 			return nil, err
 		}
 		if err := reviews.Apply(&cfg); err != nil {
+			return nil, err
+		}
+		if err := rotation.Apply(&cfg); err != nil {
 			return nil, err
 		}
 		if err := approvals.Apply(&cfg); err != nil {
