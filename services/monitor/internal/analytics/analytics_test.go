@@ -142,7 +142,6 @@ var want = map[string][]string{
 	"deny_rate_per_agent": {
 		helper + "\t4\t1\t0.25",
 		reporter + "\t5\t1\t0.2",
-		ghost + "\t1\t0\t0",
 	},
 	"data_volume_per_agent_per_day": {
 		ghost + "\t2026-03-04\t1\t0\t0",

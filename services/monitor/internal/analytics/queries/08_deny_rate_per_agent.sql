@@ -1,5 +1,5 @@
 -- Deny rate per agent, from the hourly aggregate: refused requests (token requests and accesses)
--- over all requests.
+-- over all requests, of known agents (the aggregate leaves ghosts out; query 6 lists them).
 SELECT
     agent,
     sum(requests) AS total_requests,

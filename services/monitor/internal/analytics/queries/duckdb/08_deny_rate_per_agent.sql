@@ -1,4 +1,5 @@
--- Deny rate per agent: refused requests (token requests and accesses) over all requests.
+-- Deny rate per agent: refused requests (token requests and accesses) over all requests, of known
+-- agents.
 SELECT
     agent,
     count(*) AS total_requests,
@@ -8,6 +9,7 @@ FROM telemetry_events
 WHERE tenant = {tenant:String}
   AND kind IN ('access', 'token.requested')
   AND agent != ''
+  AND agent_known
   AND time >= {from:DateTime} AND time < {to:DateTime}
 GROUP BY agent
 ORDER BY deny_rate DESC, agent
