@@ -85,7 +85,9 @@ type Config struct {
 	// Approvals are the reminders and escalation of provisioning approvals.
 	Approvals lifecycleapp.ApprovalFlags
 	// Reviews are the lifecycle's access review settings (schedule, usage and answer days).
-	Reviews      lifecycleapp.ReviewFlags
+	Reviews lifecycleapp.ReviewFlags
+	// Rotation are the agent credential rotation settings (overlap, due days, reminders).
+	Rotation     lifecycleapp.RotationFlags
 	BundleDir    string
 	LogLevel     slog.Level
 	LogFile      string
@@ -187,6 +189,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return err
 	}
 	if err := cfg.Reviews.Apply(&incidents); err != nil {
+		return err
+	}
+	if err := cfg.Rotation.Apply(&incidents); err != nil {
 		return err
 	}
 	if err := cfg.Approvals.Apply(&incidents); err != nil {
@@ -418,6 +423,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
 		TemporalHostPort: temporalAddr, RegistryAddr: selfAddr(cfg.GRPCAddr), IssuerAddr: selfAddr(cfg.GRPCAddr), PolicyAddr: selfAddr(cfg.GRPCAddr),
 		MonitorAddr: selfAddr(cfg.GRPCAddr), Sweeps: incidents.Sweeps, Deprovision: incidents.Deprovision, Reviews: incidents.Reviews,
+		RotationOverlap: incidents.RotationOverlap, RotationSweep: incidents.RotationSweep,
 		ReconcileInterval: cfg.ReconcileInterval, EventRetryBackoff: cfg.EventRetryBackoff,
 		WorkflowStartTimeout: cfg.WorkflowStartTimeout, IssuerURL: cfg.PublicURL, AgentResources: cfg.AgentResources,
 		IncidentWebhookURL: incidents.IncidentWebhookURL, IncidentWebhookSecret: incidents.IncidentWebhookSecret,
