@@ -74,6 +74,9 @@ func accessRow(e eventstore.Event, base store.Event, reporter, batchID string, a
 		Rows:          ae.GetRows(),
 		SourceAddress: sourceAddress(ae.GetSourceAddress()),
 		TraceID:       ae.GetTraceId(),
+
+		Reporter: reporter,
+		TokenID:  ae.GetTokenId(),
 	}
 	if l := ae.GetLatency(); l != nil {
 		row.LatencyUS = l.AsDuration().Microseconds()

@@ -151,12 +151,14 @@ func fillTokenRequested(m *issuerv1.TokenRequested, row *store.Event) {
 	}
 	if v := m.GetTokenId(); v != "" {
 		d["token_id"] = v
+		row.TokenID = v
 	}
 	if v := m.GetAudiences(); len(v) > 0 {
 		d["audiences"] = v
 	}
 	if m.GetExpireTime() != nil {
 		d["expire_time"] = m.GetExpireTime().AsTime().UTC()
+		row.TokenExpires = m.GetExpireTime().AsTime().UTC()
 	}
 	if v := m.GetRemoteAddr(); v != "" {
 		d["remote_addr"] = v

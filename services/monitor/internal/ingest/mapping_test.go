@@ -72,7 +72,7 @@ func TestMap(t *testing.T) {
 			}, issuedMD),
 			want: store.Event{EventID: "01a2192e-aaaa-7000-8000-000000000001", Time: at, Tenant: "acme", Agent: "tenants/acme/agents/faq",
 				Kind: "token.requested", Outcome: "issued", Actor: "faq", Environment: "dev", Scopes: []string{"kb.read"}, RequestID: "req-1", StreamSeq: 42,
-				ClientID: "faq", Resource: "urn:agentid:api", SourceAddress: "127.0.0.1"},
+				ClientID: "faq", Resource: "urn:agentid:api", SourceAddress: "127.0.0.1", TokenID: "tok-1", TokenExpires: at.Add(10 * time.Minute)},
 			wantDetail: map[string]any{"grant_type": "client_credentials", "token_id": "tok-1", "audiences": []any{"urn:agentid:api"},
 				"expire_time": "2031-05-06T07:18:09Z", "remote_addr": "127.0.0.1:5555"},
 		},
@@ -289,7 +289,7 @@ func TestMapAccessRecorded(t *testing.T) {
 	want := store.Event{EventID: a.EventID, Time: at.Add(-time.Second), Tenant: "acme", Agent: "tenants/acme/agents/faq", Kind: "access",
 		Outcome: "allowed", Actor: "faq", OnBehalfOf: "alice@acme.example", Environment: "prod", Scopes: []string{"orders.read"},
 		RequestID: "req-a", StreamSeq: 42, ClientID: "faq", Resource: "/orders/42", Action: "GET", Bytes: 512, Rows: 3,
-		SourceAddress: "10.0.0.7", LatencyUS: 1500, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736"}
+		SourceAddress: "10.0.0.7", LatencyUS: 1500, TraceID: "4bf92f3577b34da6a3ce929d0e0e4736", Reporter: "orders-api", TokenID: "jti-1"}
 	wantDetail := map[string]any{"resource": "/orders/42", "action": "GET", "status": float64(200), "bytes": float64(512), "rows": float64(3),
 		"latency_ms": 1.5, "batch_id": batchID, "event_id": allowed.GetEventId(), "reporter": "orders-api", "subject": "faq",
 		"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "source_address": "10.0.0.7:5123", "token_id": "jti-1",
