@@ -55,6 +55,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AnalyticsQuantilesSampleTheNewestRows", analytics(testQuantileSample)},
 		{"AnalyticsLastActive", analytics(testLastActive)},
 		{"AnalyticsTenants", analytics(testTenants)},
+		{"AnalyticsHourlyBeforeStreamSeq", analytics(testHourlyBeforeStreamSeq)},
+		{"AnalyticsUsageBeforeStreamSeq", analytics(testUsageBeforeStreamSeq)},
+		{"AnalyticsQuantilesBeforeStreamSeq", analytics(testQuantilesBeforeStreamSeq)},
+		{"AnalyticsLastActiveIgnoresBeforeStreamSeq", analytics(testLastActiveIgnoresBeforeStreamSeq)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.run(t, open(t)) })
