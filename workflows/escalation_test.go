@@ -207,7 +207,7 @@ func TestProvisionEscalatedStepDecidedByNextInLine(t *testing.T) {
 	if got, want := n.recipients(), []string{"approval.reminder:owner", "approval.escalated:approver"}; !slices.Equal(got, want) {
 		t.Errorf("notifications = %v, want %v", got, want)
 	}
-	if got, want := f.stages.all(), []string{"policy", "approval", "approval-escalated", "approval", "credentials", "activate", "done"}; !slices.Equal(got, want) {
+	if got, want := f.stages.all(), []string{"policy", "approval", "approval-escalated", "approval", "done"}; !slices.Equal(got, want) {
 		t.Errorf("stages = %v, want %v", got, want)
 	}
 }

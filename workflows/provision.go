@@ -90,10 +90,12 @@ type provision struct {
 	usedTokens   map[string]bool // approval token ids presented to this run
 	verifying    bool            // an approval token is being verified and judged
 
-	escalating bool // since versionApprovalEscalation: steps are handed along EscalationChain
-	held       int  // index in RequiredApprovals of the step the run waits for
-	level      int  // how often that step has been handed on
-	notices    int  // notices sent, for their idempotency keys
+	escalating bool   // since versionApprovalEscalation: steps are handed along EscalationChain
+	local      bool   // since versionProvisionLocalSteps: the fast steps run as local activities first
+	stageSA    string // the Stage search attribute as the run last set it
+	held       int    // index in RequiredApprovals of the step the run waits for
+	level      int    // how often that step has been handed on
+	notices    int    // notices sent, for their idempotency keys
 }
 
 // ProvisionWorkflow decides and carries out an agent's provisioning: policy decision, approvals in the
@@ -113,13 +115,16 @@ func ProvisionWorkflow(ctx workflow.Context, in ProvisionInput) (ProvisionResult
 	if in.RemindEvery <= 0 {
 		in.RemindEvery = DefaultRemindEvery
 	}
-	p := &provision{in: in, id: workflow.GetInfo(ctx).WorkflowExecution.ID, status: Status{Stage: StagePolicy}}
+	p := &provision{in: in, id: workflow.GetInfo(ctx).WorkflowExecution.ID, status: Status{Stage: StagePolicy}, stageSA: StagePolicy}
 	if err := p.registerHandlers(ctx); err != nil {
 		return ProvisionResult{}, err
 	}
 	ctx = workflow.WithActivityOptions(ctx, activityOptions)
-	if err := workflow.UpsertTypedSearchAttributes(ctx, identityAttributes(in.AgentID, in.Tenant, in.RiskTier, StagePolicy)...); err != nil {
-		return ProvisionResult{}, err
+	p.local = workflow.GetVersion(ctx, versionProvisionLocalSteps, workflow.DefaultVersion, 1) >= 1
+	if !p.local || !startedWithIdentity(ctx, in) {
+		if err := workflow.UpsertTypedSearchAttributes(ctx, identityAttributes(in.AgentID, in.Tenant, in.RiskTier, StagePolicy)...); err != nil {
+			return ProvisionResult{}, err
+		}
 	}
 
 	res, err := p.run(ctx)
@@ -137,10 +142,85 @@ func ProvisionWorkflow(ctx workflow.Context, in ProvisionInput) (ProvisionResult
 	return res, nil
 }
 
+// startedWithIdentity reports whether the run was started with the search attributes
+// identityAttributes would set (the lifecycle service starts runs so), which it then need not set again.
+func startedWithIdentity(ctx workflow.Context, in ProvisionInput) bool {
+	sa := workflow.GetTypedSearchAttributes(ctx)
+	id, _ := sa.GetKeyword(AgentIDKey)
+	tenant, _ := sa.GetKeyword(TenantKey)
+	stage, _ := sa.GetKeyword(StageKey)
+	tier, _ := sa.GetKeyword(RiskTierKey)
+	return id == in.AgentID && tenant == in.Tenant && stage == StagePolicy && tier == in.RiskTier
+}
+
+// provisionLocalOptions bound the local attempts at one fast step of a provisioning run, within the
+// workflow task that reached it: a few retries within 30 seconds, then the step is handed to a regular
+// activity (activityOptions), retried for as long as the run lives.
+var provisionLocalOptions = workflow.LocalActivityOptions{
+	StartToCloseTimeout:    15 * time.Second,
+	ScheduleToCloseTimeout: 30 * time.Second,
+	RetryPolicy: &temporal.RetryPolicy{
+		InitialInterval:    100 * time.Millisecond,
+		BackoffCoefficient: 2,
+		MaximumInterval:    2 * time.Second,
+	},
+}
+
+// exec runs activity fn with req and stores its result in out (when not nil). Since
+// versionProvisionLocalSteps it first runs it as a local activity (provisionLocalOptions), on lctx
+// when given (a context the run's cancellation does not reach, for steps whose effect a cancelled run
+// must know), and hands it to a regular activity on ctx only when the local attempts failed with an
+// error a retry may cure. Runs recorded before the change run it as a regular activity on ctx.
+func (p *provision) exec(ctx, lctx workflow.Context, fn, req, out any) error {
+	if p.local {
+		if lctx == nil {
+			lctx = ctx
+		}
+		lctx = workflow.WithLocalActivityOptions(lctx, provisionLocalOptions)
+		err := workflow.ExecuteLocalActivity(lctx, fn, req).Get(lctx, out)
+		var app *temporal.ApplicationError
+		switch {
+		case err == nil:
+			return nil
+		case temporal.IsCanceledError(err), errors.As(err, &app) && app.NonRetryable():
+			return err
+		case ctx.Err() != nil:
+			// Cancelled while the local attempts ran: the caller sees the cancellation.
+			return ctx.Err()
+		}
+		workflow.GetLogger(ctx).Warn("local attempts failed: retried as an activity", "agent", p.in.Agent, "error", err)
+		if p.stageSA != p.status.Stage {
+			// The step may now take a while: the Stage search attribute shows it.
+			if err := p.setStage(ctx, p.status.Stage); err != nil {
+				return err
+			}
+		}
+	}
+	return workflow.ExecuteActivity(ctx, fn, req).Get(ctx, out)
+}
+
+// uncancelled is a context the run's cancellation does not reach, for the local attempts of a step
+// whose effect a cancelled run must know (the local activity then ends before the run goes on).
+func uncancelled(ctx workflow.Context) workflow.Context {
+	d, _ := workflow.NewDisconnectedContext(ctx)
+	return d
+}
+
+// passStage records stage in the status; runs since versionProvisionLocalSteps set the Stage search
+// attribute to it only when a step of the stage is handed to a regular activity (exec), as a stage
+// whose local attempts succeed lasts no longer than the workflow task.
+func (p *provision) passStage(ctx workflow.Context, stage string) error {
+	if p.local {
+		p.status.Stage = stage
+		return nil
+	}
+	return p.setStage(ctx, stage)
+}
+
 func (p *provision) run(ctx workflow.Context) (ProvisionResult, error) {
-	if err := workflow.ExecuteActivity(ctx, acts.EvaluateAdmission, AdmissionRequest{
+	if err := p.exec(ctx, nil, acts.EvaluateAdmission, AdmissionRequest{
 		Tenant: p.in.Tenant, Agent: p.in.Agent, RequestID: requestID(p.id, StagePolicy),
-	}).Get(ctx, &p.decision); err != nil {
+	}, &p.decision); err != nil {
 		return ProvisionResult{}, err
 	}
 	p.status.DecisionID = p.decision.DecisionID
@@ -239,25 +319,31 @@ func (p *provision) dropPending() {
 }
 
 func (p *provision) activate(ctx workflow.Context, approvedBy []string) (ProvisionResult, error) {
-	if workflow.GetVersion(ctx, versionClientFirst, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	// Runs since versionProvisionLocalSteps postdate these changes: they ask for neither version (each
+	// GetVersion records a marker and a search attribute update).
+	if !p.local && workflow.GetVersion(ctx, versionClientFirst, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return p.activateThenCreate(ctx, approvedBy)
 	}
-	if workflow.GetVersion(ctx, versionSettleUnusableClient, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+	if !p.local && workflow.GetVersion(ctx, versionSettleUnusableClient, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return p.createThenActivateV1(ctx, approvedBy)
 	}
 	// The credential first, so that the agent reads ACTIVE only once its credential works. The
 	// client exists for a PENDING agent only between these two steps; if activation does not follow,
 	// the run settles the agent (settle): rejected and its client disabled while it is PENDING.
-	if err := p.setStage(ctx, StageCredentials); err != nil {
+	if err := p.passStage(ctx, StageCredentials); err != nil {
 		return ProvisionResult{}, err
 	}
 	// Both calls have effects a cancelled run must know before it goes on: cancellation waits for
 	// them to end.
 	wctx := workflow.WithActivityOptions(ctx, activityOptionsWaitingForCancel)
 	var client ClientInfo
-	err := workflow.ExecuteActivity(wctx, acts.CreateClient, CreateClientRequest{
+	err := p.exec(wctx, uncancelled(ctx), acts.CreateClient, CreateClientRequest{
 		Tenant: p.in.Tenant, Agent: p.in.Agent, AgentID: p.in.AgentID, RequestID: requestID(p.id, StageCredentials),
-	}).Get(ctx, &client)
+	}, &client)
+	if err == nil && p.local && ctx.Err() != nil {
+		// Cancelled while the local attempt created the client: it is taken back.
+		err = ctx.Err()
+	}
 	switch {
 	case temporal.IsCanceledError(err):
 		return p.settle(ctx, err, "provisioning was cancelled while the agent's client was created", approvedBy, true)
@@ -268,13 +354,13 @@ func (p *provision) activate(ctx workflow.Context, approvedBy []string) (Provisi
 		// CreateClient takes back a client it made for an agent that left provisioning.
 		return ProvisionResult{}, err
 	}
-	if err := p.setStage(ctx, StageActivate); err != nil {
+	if err := p.passStage(ctx, StageActivate); err != nil {
 		return p.settle(ctx, err, "provisioning failed before activation", approvedBy, true)
 	}
-	if err := workflow.ExecuteActivity(wctx, acts.ActivateAgent, ActivateRequest{
+	if err := p.exec(wctx, uncancelled(ctx), acts.ActivateAgent, ActivateRequest{
 		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, ApprovedBy: strings.Join(approvedBy, ","),
 		RequestID: requestID(p.id, StageActivate),
-	}).Get(ctx, nil); err != nil {
+	}, nil); err != nil {
 		return p.settle(ctx, err, "the agent could not be activated: "+errorMessage(err), approvedBy, true)
 	}
 	res := ProvisionResult{Result: ResultActivated, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Client: client.Name}
@@ -299,9 +385,9 @@ func (p *provision) settle(ctx workflow.Context, cause error, reason string, app
 	if err := p.setStage(dctx, StageReject); err != nil {
 		workflow.GetLogger(ctx).Error("cannot record the reject stage", "error", err)
 	}
-	rerr := workflow.ExecuteActivity(dctx, acts.RejectAgent, RejectRequest{
+	rerr := p.exec(dctx, nil, acts.RejectAgent, RejectRequest{
 		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, Reason: reason, RequestID: requestID(p.id, StageReject),
-	}).Get(dctx, nil)
+	}, nil)
 	var res ProvisionResult
 	switch {
 	case rerr == nil:
@@ -451,9 +537,9 @@ func (p *provision) reject(ctx workflow.Context, reason string, approvedBy []str
 	if err := p.setStage(ctx, StageReject); err != nil {
 		return ProvisionResult{}, err
 	}
-	if err := workflow.ExecuteActivity(ctx, acts.RejectAgent, RejectRequest{
+	if err := p.exec(ctx, nil, acts.RejectAgent, RejectRequest{
 		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, Reason: reason, RequestID: requestID(p.id, StageReject),
-	}).Get(ctx, nil); err != nil {
+	}, nil); err != nil {
 		return ProvisionResult{}, err
 	}
 	res := ProvisionResult{Result: ResultRejected, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Reason: reason}
@@ -461,15 +547,15 @@ func (p *provision) reject(ctx workflow.Context, reason string, approvedBy []str
 }
 
 func (p *provision) recordDecided(ctx workflow.Context, res ProvisionResult) error {
-	return workflow.ExecuteActivity(ctx, acts.RecordProvisioningDecided, ProvisioningDecidedRecord{
+	return p.exec(ctx, nil, acts.RecordProvisioningDecided, ProvisioningDecidedRecord{
 		Tenant: p.in.Tenant, Agent: p.in.Agent, AgentID: p.in.AgentID, WorkflowID: p.id,
 		Result: res.Result, DecisionID: res.DecisionID, ApprovedBy: res.ApprovedBy,
 		CausationID: p.in.EventID, IdempotencyKey: requestID(p.id, "decided"),
-	}).Get(ctx, nil)
+	}, nil)
 }
 
 func (p *provision) setStage(ctx workflow.Context, stage string) error {
-	p.status.Stage = stage
+	p.status.Stage, p.stageSA = stage, stage
 	return workflow.UpsertTypedSearchAttributes(ctx, StageKey.ValueSet(stage))
 }
 

@@ -37,6 +37,15 @@ const (
 	// lifecycle.incident_opened and notify. Runs recorded before it decide through activity
 	// DecideIncidentActions and record incident_opened before they suspend (runV0).
 	versionSuspendFirst = "incident-suspend-first"
+
+	// versionProvisionLocalSteps (version 1): the provisioning run takes its fast, idempotent steps
+	// (EvaluateAdmission, CreateClient, ActivateAgent, RejectAgent, RecordProvisioningDecided) as
+	// local activities first, handed to a regular activity only when the local attempts fail with an
+	// error a retry may cure; it sets the identity search attributes only when the start did not, and
+	// the Stage search attribute of the steps it goes through without waiting (credentials, activate)
+	// only in its status query. An auto-approved run then takes one workflow task instead of five.
+	// Runs recorded before it (workflow.DefaultVersion) take every step as a regular activity.
+	versionProvisionLocalSteps = "provision-local-steps"
 )
 
 // Change describes one GetVersion change id of the package's workflows.
@@ -62,6 +71,9 @@ var Changes = []Change{
 		Before: []string{"provision-approvals-v2.json"}},
 	{ID: versionApprovalEscalation, Workflow: ProvisionWorkflowName, Max: 1,
 		Before: []string{"provision-approvals-v3.json", "provision-rejected-by-approver-v2.json"}},
+	{ID: versionProvisionLocalSteps, Workflow: ProvisionWorkflowName, Max: 1,
+		Before: []string{"provision-auto-approved-v2.json", "provision-approvals-v4.json", "provision-denied-v1.json",
+			"provision-rejected-by-approver-v3.json", "provision-client-unusable-v0.json", "provision-escalated-v0.json", "provision-reminded-v0.json"}},
 	{ID: versionDeprovisionSaga, Workflow: DeprovisionWorkflowName, Max: 1,
 		Before: []string{"deprovision-v0.json"}},
 	{ID: versionSuspendFirst, Workflow: IncidentWorkflowName, Max: 1,
