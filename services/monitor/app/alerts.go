@@ -65,14 +65,14 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir 
 		return baseline.AgentClass{Owner: info.Owner, Environment: info.Environment, Scopes: info.Scopes}, true
 	}
 	baselines := baseline.NewManager(baseline.Config{Classify: classOf})
-	engine := detect.NewEngine(detect.Config{Registerer: reg}, baselines)
+	engine := detect.NewEngine(detect.Config{Registerer: reg, Corroborate: true}, baselines)
 	pub, err := alerts.NewPublisher(es, logger)
 	if err != nil {
 		return nil, err
 	}
 	rt, err := alerts.NewRuntime(alerts.RuntimeConfig{
 		Detect:  func(rows []store.Event) []*monitorv1.Alert { return engine.Process(rows, lookup) },
-		Observe: baselines.Observe,
+		Observe: func(rows []store.Event) { baselines.Observe(engine.Learnable(rows)) },
 		Recompute: func(ctx context.Context, tenant string, asOf time.Time, beforeStreamSeq uint64) error {
 			return baselines.RecomputeAcked(ctx, an, tenant, asOf, beforeStreamSeq)
 		},

@@ -21,6 +21,7 @@ import (
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/testkit"
+	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/monitor/app"
@@ -117,7 +118,18 @@ func accessOf(r store.Event) *monitorv1.AccessEvent {
 		EventId: r.EventID, Time: timestamppb.New(r.Time), Tenant: r.Tenant, Agent: r.Agent, ClientId: r.ClientID,
 		OnBehalfOf: r.OnBehalfOf, Environment: r.Environment, Resource: r.Resource, Action: r.Action, Scopes: r.Scopes,
 		Outcome: out, ResponseBytes: r.Bytes, Rows: r.Rows, SourceAddress: r.SourceAddress, RequestId: r.RequestID,
+		TokenId: r.TokenID,
 	}
+}
+
+// usageEvents returns the events of agent since a day before now that GetAgentUsage counts.
+func usageEvents(t *testing.T, c monitorv1.MonitorServiceClient, agent string, now time.Time) int64 {
+	t.Helper()
+	resp, err := c.GetAgentUsage(testkit.WithBearer(t.Context(), "platform-admin"), &monitorv1.GetAgentUsageRequest{Agent: agent, StartTime: timestamppb.New(now.Add(-24 * time.Hour))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.GetEvents()
 }
 
 // publishAccess publishes the access rows as access.recorded batches of at most 1000 events under
@@ -207,7 +219,22 @@ func TestAlertPipelineEndToEnd(t *testing.T) {
 	})
 
 	// The attack: the read-only analytics agent exports 1000 times its usual rows, now.
+	// It uses a token the issuer issued to it (the access is corroborated, so it may be HIGH).
+	jti := uuid.NewString()
+	usageBefore := usageEvents(t, second.client, target.Name, now)
+	if _, err := es.Publish(t.Context(), "telemetry.acme.token.requested", "token.requested", target.Name, &issuerv1.TokenRequested{
+		Tenant: "acme", Agent: target.Name, ClientId: target.ClientID, Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED,
+		TokenId: jti, ExpireTime: timestamppb.New(time.Now().Add(10 * time.Minute)),
+	}, eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "issuer", Kind: eventstore.ActorService}}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 0, "the token request stored", func() (bool, error) {
+		return usageEvents(t, second.client, target.Name, now) > usageBefore, nil
+	})
 	attack := g.Attack(synth.Attack{Kind: synth.BulkExport, Agent: target.Index, At: time.Now().UTC()})
+	for i := range attack {
+		attack[i].TokenID = jti
+	}
 	published := time.Now()
 	publishAccess(t, es, "acme", "attack", attack)
 	var alert *monitorv1.Alert

@@ -120,6 +120,15 @@ type Config struct {
 	TenantHourlyQuota int
 	// Registerer receives the engine's metrics; nil keeps them unregistered.
 	Registerer prometheus.Registerer
+	// Corroborate, if set, judges each access row a resource server reported by whether it is
+	// corroborated: it names a token the issuer reported issuing to that agent (token.requested
+	// rows seen by the engine, the newest MaxTokens) and was used before the token expired. Alerts
+	// from uncorroborated rows are capped at MEDIUM (notify, never suspend), raised under an id of
+	// their own (so a forged row cannot take the id of a real alert) and held to a quota of their
+	// own, and their evidence says why; Learnable leaves such rows out of the baselines.
+	Corroborate bool
+	// MaxTokens bounds the issued tokens remembered for corroboration (DefaultMaxTokens).
+	MaxTokens int
 	// Now is the clock of Alert.detect_time (time.Now).
 	Now func() time.Time
 }
@@ -159,6 +168,9 @@ func (c *Config) defaults() {
 	if c.TenantHourlyQuota <= 0 {
 		c.TenantHourlyQuota = DefaultTenantHourlyQuota
 	}
+	if c.MaxTokens <= 0 {
+		c.MaxTokens = DefaultMaxTokens
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -175,9 +187,16 @@ type Engine struct {
 	seen    map[string]struct{}
 	ring    []string
 	next    int
-	quota   map[string]*tenantQuota
+	quota   map[quotaKey]*tenantQuota
+	tokens  *tokenIndex
 
 	overQuota *prometheus.CounterVec
+}
+
+// quotaKey is a tenant's quota: one for alerts of corroborated rows, one for the others.
+type quotaKey struct {
+	tenant         string
+	uncorroborated bool
 }
 
 // tenantQuota counts a tenant's alerts in one hour of detection time.
@@ -190,7 +209,7 @@ type tenantQuota struct {
 type ghosts struct {
 	tenant, bucket string
 	first          *store.Event
-	last           *store.Event
+	last           *store.Event // a corroborated row when there is one
 	names          map[string]bool
 	samples        []string
 }
@@ -208,7 +227,10 @@ type hourState struct {
 func NewEngine(cfg Config, baselines *baseline.Manager) *Engine {
 	cfg.defaults()
 	e := &Engine{cfg: cfg, baselines: baselines, hours: map[agentKey]*hourState{},
-		seen: make(map[string]struct{}), ring: make([]string, cfg.DedupeSize), quota: map[string]*tenantQuota{}}
+		seen: make(map[string]struct{}), ring: make([]string, cfg.DedupeSize), quota: map[quotaKey]*tenantQuota{}}
+	if cfg.Corroborate {
+		e.tokens = newTokenIndex(cfg.MaxTokens)
+	}
 	e.overQuota = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "monitor_alerts_over_quota_total",
 		Help: "Alerts not raised because their tenant had reached its hourly alert quota, by detector (each tenant's hour is summarised in one alert_quota_exceeded alert).",
@@ -254,6 +276,11 @@ func (e *Engine) Process(rows []store.Event, lookup Lookup) []*monitorv1.Alert {
 	defer e.mu.Unlock()
 	var out []*monitorv1.Alert
 	var gs []*ghosts
+	if e.tokens != nil {
+		for i := range rows {
+			e.tokens.learn(&rows[i])
+		}
+	}
 	for i := range rows {
 		out, gs = e.row(out, gs, &rows[i], lookup)
 	}
@@ -278,10 +305,12 @@ func (e *Engine) ghost(gs []*ghosts, r *store.Event, id string) []*ghosts {
 		}
 	}
 	if g == nil {
-		g = &ghosts{tenant: r.Tenant, bucket: bucket, first: r, names: map[string]bool{}}
+		g = &ghosts{tenant: r.Tenant, bucket: bucket, first: r, last: r, names: map[string]bool{}}
 		gs = append(gs, g)
 	}
-	g.last = r
+	if ok, _ := e.corroborated(g.last); !ok {
+		g.last = r
+	}
 	if !g.names[id] {
 		g.names[id] = true
 		if len(g.samples) < MaxGhostSamples {
@@ -461,26 +490,53 @@ func (e *Engine) remember(id string) {
 	e.seen[id] = struct{}{}
 }
 
+// corroborated reports whether a row is backed by the platform (always, without Config.Corroborate).
+func (e *Engine) corroborated(r *store.Event) (bool, string) {
+	if e.tokens == nil {
+		return true, ""
+	}
+	return e.tokens.corroborated(r)
+}
+
+// Learnable returns the rows the baselines may learn: with Config.Corroborate, every row but the
+// uncorroborated access rows (which a resource server could have forged); call it after Process
+// has seen the rows (it learns the batch's issued tokens).
+func (e *Engine) Learnable(rows []store.Event) []store.Event {
+	if e.tokens == nil {
+		return rows
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := rows[:0:0]
+	for i := range rows {
+		if ok, _ := e.tokens.corroborated(&rows[i]); ok {
+			out = append(out, rows[i])
+		}
+	}
+	return out
+}
+
 // admit applies the tenant's hourly quota to an alert about to be raised: it reports whether the
 // alert may be raised, and returns out with the tenant's alert_quota_exceeded alert of the hour
 // added when this is the first alert held back. CRITICAL alerts are always admitted. The quota
 // alert names the agent of the first alert held back (the incident pipeline needs one) and says
 // that it is about the tenant.
-func (e *Engine) admit(out []*monitorv1.Alert, info AgentInfo, detector string, sev monitorv1.AlertSeverity, r *store.Event) ([]*monitorv1.Alert, bool) {
+func (e *Engine) admit(out []*monitorv1.Alert, info AgentInfo, detector string, sev monitorv1.AlertSeverity, r *store.Event, uncorroborated bool) ([]*monitorv1.Alert, bool) {
 	tenant := info.Tenant
 	now := e.cfg.Now().UTC()
 	hour := now.Unix() / 3600
-	q := e.quota[tenant]
+	qk := quotaKey{tenant, uncorroborated}
+	q := e.quota[qk]
 	if q == nil || q.hour != hour {
 		if q == nil && len(e.quota) > 0 {
-			for t, old := range e.quota {
+			for k, old := range e.quota {
 				if old.hour < hour {
-					delete(e.quota, t)
+					delete(e.quota, k)
 				}
 			}
 		}
 		q = &tenantQuota{hour: hour}
-		e.quota[tenant] = q
+		e.quota[qk] = q
 	}
 	if sev == monitorv1.AlertSeverity_ALERT_SEVERITY_CRITICAL || q.raised < e.cfg.TenantHourlyQuota {
 		q.raised++
@@ -489,6 +545,9 @@ func (e *Engine) admit(out []*monitorv1.Alert, info AgentInfo, detector string, 
 	e.overQuota.WithLabelValues(detector).Inc()
 	bucket := now.Truncate(time.Hour).Format("2006-01-02T15")
 	id := AlertID(tenant, "", AlertQuotaExceeded, bucket)
+	if uncorroborated {
+		id = AlertID(tenant, "", AlertQuotaExceeded, "uncorroborated/"+bucket)
+	}
 	if _, dup := e.seen[id]; dup {
 		return out, false
 	}
@@ -512,14 +571,35 @@ func (e *Engine) admit(out []*monitorv1.Alert, info AgentInfo, detector string, 
 }
 
 // fireID raises the alert id unless it was raised already or the tenant's quota holds it back.
+// An alert from an uncorroborated row gets an id of its own, at most MEDIUM severity and evidence
+// saying why; the reporter of an access row is named in the evidence.
 func (e *Engine) fireID(out []*monitorv1.Alert, id string, info AgentInfo, r *store.Event, detector string,
 	sev monitorv1.AlertSeverity, summary string, start time.Time, ev ...*monitorv1.AlertEvidence) []*monitorv1.Alert {
+	corroborated, why := e.corroborated(r)
+	if !corroborated {
+		id = AlertID(id, "", "uncorroborated", "")
+		sev = min(sev, monitorv1.AlertSeverity_ALERT_SEVERITY_MEDIUM)
+		summary += " (uncorroborated report)"
+	}
 	if _, dup := e.seen[id]; dup {
 		return out
 	}
-	out, ok := e.admit(out, info, detector, sev, r)
+	out, ok := e.admit(out, info, detector, sev, r, !corroborated)
 	if !ok {
 		return out
+	}
+	if r.Kind == store.KindAccess && (r.Reporter != "" || e.tokens != nil) {
+		rep := &monitorv1.AlertEvidence{Metric: "reporter", Value: r.Reporter, Observed: 1,
+			Explanation: "access reported by " + strconv.Quote(r.Reporter) + "; token " + strconv.Quote(r.TokenID) + " corroborated by the issuer's telemetry"}
+		switch {
+		case !corroborated:
+			rep.Observed = 0
+			rep.Explanation = "access reported by " + strconv.Quote(r.Reporter) + " and not corroborated: " + why +
+				"; the alert is capped at MEDIUM (notify, no automatic suspension)"
+		case e.tokens == nil:
+			rep.Explanation = "access reported by " + strconv.Quote(r.Reporter)
+		}
+		ev = append(ev, rep)
 	}
 	e.remember(id)
 	return append(out, &monitorv1.Alert{
