@@ -509,7 +509,10 @@ type AddClientKeyRequest struct {
 	// The public key as one JWK (JSON) with a `kid`.
 	PublicJwk string `protobuf:"bytes,2,opt,name=public_jwk,json=publicJwk,proto3" json:"public_jwk,omitempty"`
 	// Idempotency key.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// RFC 7638 SHA-256 thumbprint (base64url) of public_jwk, as the caller read it from the registry:
+	// the key is refused (InvalidArgument) unless public_jwk's thumbprint is this one. Required.
+	Thumbprint    string `protobuf:"bytes,4,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -561,6 +564,13 @@ func (x *AddClientKeyRequest) GetPublicJwk() string {
 func (x *AddClientKeyRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AddClientKeyRequest) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
 	}
 	return ""
 }
@@ -2115,13 +2125,16 @@ const file_agentid_issuer_v1_issuer_service_proto_rawDesc = "" +
 	"retireTime\x12;\n" +
 	"\vremove_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"removeTime\x12\x15\n" +
-	"\x06kek_id\x18\t \x01(\tR\x05kekId\"g\n" +
+	"\x06kek_id\x18\t \x01(\tR\x05kekId\"\x87\x01\n" +
 	"\x13AddClientKeyRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
 	"public_jwk\x18\x02 \x01(\tR\tpublicJwk\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"I\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x04 \x01(\tR\n" +
+	"thumbprint\"I\n" +
 	"\x14AddClientKeyResponse\x121\n" +
 	"\x06client\x18\x01 \x01(\v2\x19.agentid.issuer.v1.ClientR\x06client\"\x83\x01\n" +
 	"\x16RemoveClientKeyRequest\x12\x12\n" +
