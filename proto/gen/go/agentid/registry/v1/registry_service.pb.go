@@ -1261,9 +1261,15 @@ func (x *SuspendAgentRequest) GetRequestId() string {
 type SuspendAgentResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The agent, in state SUSPENDED.
-	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Agent *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// True when the agent's current suspension was made by this request (or an earlier attempt with the
+	// same request_id); false when the agent was SUSPENDED already, by another request.
+	SuspendedByRequest bool `protobuf:"varint,2,opt,name=suspended_by_request,json=suspendedByRequest,proto3" json:"suspended_by_request,omitempty"`
+	// Cause of the agent's current suspension (`alert:<alert id>`, `review:<campaign>`, `operator`,
+	// `policy`): this request's cause when suspended_by_request, else the earlier suspension's.
+	SuspensionCause string `protobuf:"bytes,3,opt,name=suspension_cause,json=suspensionCause,proto3" json:"suspension_cause,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SuspendAgentResponse) Reset() {
@@ -1303,6 +1309,20 @@ func (x *SuspendAgentResponse) GetAgent() *Agent {
 	return nil
 }
 
+func (x *SuspendAgentResponse) GetSuspendedByRequest() bool {
+	if x != nil {
+		return x.SuspendedByRequest
+	}
+	return false
+}
+
+func (x *SuspendAgentResponse) GetSuspensionCause() string {
+	if x != nil {
+		return x.SuspensionCause
+	}
+	return ""
+}
+
 // ResumeAgentRequest resumes a suspended agent.
 type ResumeAgentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1315,7 +1335,11 @@ type ResumeAgentRequest struct {
 	// Expected etag; empty skips the check.
 	Etag string `protobuf:"bytes,4,opt,name=etag,proto3" json:"etag,omitempty"`
 	// Idempotency key.
-	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// When set, the cause the agent's current suspension must have (e.g. `alert:<alert id>`: an
+	// incident resumes only the suspension it made); another cause is FailedPrecondition
+	// SUSPENSION_CAUSE_MISMATCH (metadata `cause`: the current one) and nothing is written.
+	ExpectedCause string `protobuf:"bytes,6,opt,name=expected_cause,json=expectedCause,proto3" json:"expected_cause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1381,6 +1405,13 @@ func (x *ResumeAgentRequest) GetEtag() string {
 func (x *ResumeAgentRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ResumeAgentRequest) GetExpectedCause() string {
+	if x != nil {
+		return x.ExpectedCause
 	}
 	return ""
 }
@@ -1895,16 +1926,19 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\x06ticket\x18\x04 \x01(\tR\x06ticket\x12\x12\n" +
 	"\x04etag\x18\x05 \x01(\tR\x04etag\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x06 \x01(\tR\trequestId\"H\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"\xa5\x01\n" +
 	"\x14SuspendAgentResponse\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\x8b\x01\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\x120\n" +
+	"\x14suspended_by_request\x18\x02 \x01(\bR\x12suspendedByRequest\x12)\n" +
+	"\x10suspension_cause\x18\x03 \x01(\tR\x0fsuspensionCause\"\xb2\x01\n" +
 	"\x12ResumeAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x16\n" +
 	"\x06ticket\x18\x03 \x01(\tR\x06ticket\x12\x12\n" +
 	"\x04etag\x18\x04 \x01(\tR\x04etag\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"G\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12%\n" +
+	"\x0eexpected_cause\x18\x06 \x01(\tR\rexpectedCause\"G\n" +
 	"\x13ResumeAgentResponse\x120\n" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"f\n" +
 	"\x12AddAgentKeyRequest\x12\x12\n" +

@@ -75,7 +75,8 @@ type RegistryServiceClient interface {
 	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
 	SuspendAgent(ctx context.Context, in *SuspendAgentRequest, opts ...grpc.CallOption) (*SuspendAgentResponse, error)
 	// ResumeAgent returns a SUSPENDED agent to ACTIVE (event `agent.resumed`); any other state is
-	// FailedPrecondition and nothing is written. Idempotent by request_id.
+	// FailedPrecondition and nothing is written, as is a suspension of another cause than
+	// expected_cause, when set. Idempotent by request_id.
 	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
 	ResumeAgent(ctx context.Context, in *ResumeAgentRequest, opts ...grpc.CallOption) (*ResumeAgentResponse, error)
 	// RemoveAgentScopes removes scopes from an ACTIVE or SUSPENDED agent (event `agent.scopes_removed`);
@@ -295,7 +296,8 @@ type RegistryServiceServer interface {
 	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
 	SuspendAgent(context.Context, *SuspendAgentRequest) (*SuspendAgentResponse, error)
 	// ResumeAgent returns a SUSPENDED agent to ACTIVE (event `agent.resumed`); any other state is
-	// FailedPrecondition and nothing is written. Idempotent by request_id.
+	// FailedPrecondition and nothing is written, as is a suspension of another cause than
+	// expected_cause, when set. Idempotent by request_id.
 	// Callers: platform-admin, tenant-admin, security-approver, lifecycle-worker of the agent's tenant.
 	ResumeAgent(context.Context, *ResumeAgentRequest) (*ResumeAgentResponse, error)
 	// RemoveAgentScopes removes scopes from an ACTIVE or SUSPENDED agent (event `agent.scopes_removed`);
