@@ -281,13 +281,17 @@ func TestAlertPipelineEndToEnd(t *testing.T) {
 		t.Logf("alert %s %s %s: %s", a.GetDetector(), a.GetSeverity(), a.GetAgent(), a.GetSummary())
 	}
 
-	// The same telemetry again (the reporter resent the batch under a new id): judged again, no
-	// second alert, on ALERTS or listed.
+	// The same telemetry again (the reporter resent the batch in another message): recognised as
+	// judged already (not counted twice), no second alert, on ALERTS or listed.
 	before, judged := streamMsgs(t, es, eventstore.StreamAlerts), metricSum(t, second.reg, "monitor_detection_rows_total")
+	resent := metricSum(t, second.reg, "monitor_detection_rows_resent_total")
 	redeliver(t, es, "telemetry.acme.access.recorded")
-	testkit.Eventually(t, 0, "the redelivered attack judged", func() (bool, error) {
-		return metricSum(t, second.reg, "monitor_detection_rows_total") >= judged+float64(len(attack)), nil
+	testkit.Eventually(t, 0, "the resent attack recognised", func() (bool, error) {
+		return metricSum(t, second.reg, "monitor_detection_rows_resent_total") >= resent+float64(len(attack)), nil
 	})
+	if n := metricSum(t, second.reg, "monitor_detection_rows_total"); n != judged {
+		t.Fatalf("monitor_detection_rows_total went from %v to %v on resent rows", judged, n)
+	}
 	if after := streamMsgs(t, es, eventstore.StreamAlerts); after != before {
 		for _, a := range listAll(t, second.client) {
 			t.Logf("alert %s %s %s: %s", a.GetDetector(), a.GetSeverity(), a.GetAgent(), a.GetSummary())

@@ -54,6 +54,10 @@ type RuntimeConfig struct {
 	// RecomputeRetry is the first delay before a failed recomputation is retried; it doubles up to
 	// 5 minutes (default DefaultRecomputeRetry).
 	RecomputeRetry time.Duration
+	// RecentRowsTTL and RecentRowsMax bound the ids of judged rows remembered so that a row resent
+	// in another event is not judged twice (defaults DefaultRecentRowsTTL, DefaultRecentRowsMax).
+	RecentRowsTTL time.Duration
+	RecentRowsMax int
 	// ReadyTimeout bounds how long OnStored waits for the first recomputation (default
 	// DefaultReadyTimeout); after it, batches are judged with the baselines there are.
 	ReadyTimeout time.Duration
@@ -100,6 +104,8 @@ type Runtime struct {
 	gaveUp    atomic.Bool // a batch stopped waiting for ready: later ones do not wait
 
 	ages            *ageCollector
+	recent          *recentRows
+	resent          prometheus.Counter
 	recomputeFailed prometheus.Counter
 	notReady        prometheus.Counter
 
@@ -140,7 +146,14 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	if cfg.ReadyTimeout <= 0 {
 		cfg.ReadyTimeout = DefaultReadyTimeout
 	}
-	r := &Runtime{cfg: cfg, ready: make(chan struct{}), ages: newAgeCollector(cfg.Now)}
+	if cfg.RecentRowsTTL <= 0 {
+		cfg.RecentRowsTTL = DefaultRecentRowsTTL
+	}
+	if cfg.RecentRowsMax <= 0 {
+		cfg.RecentRowsMax = DefaultRecentRowsMax
+	}
+	r := &Runtime{cfg: cfg, ready: make(chan struct{}), ages: newAgeCollector(cfg.Now),
+		recent: newRecentRows(cfg.RecentRowsTTL, cfg.RecentRowsMax, cfg.Now)}
 	if cfg.Recompute == nil && cfg.Prepare == nil {
 		r.markReady()
 	}
@@ -169,6 +182,10 @@ func NewRuntime(cfg RuntimeConfig) (*Runtime, error) {
 	r.recomputeFailed = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "monitor_baseline_recompute_failures_total",
 		Help: "Failed baseline recomputations: of one tenant, or of a whole round when the tenants or the ingest consumer's ack floor could not be read; each is retried with backoff.",
+	}))
+	r.resent = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "monitor_detection_rows_resent_total",
+		Help: "Stored telemetry rows not judged because detection judged them already, in another TELEMETRY event, within the last 10 minutes (a reporter resending a batch); a redelivery of the same event is judged again.",
 	}))
 	r.notReady = observability.Register(cfg.Registerer, prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "monitor_detection_before_baselines_total",
@@ -206,6 +223,13 @@ func (r *Runtime) OnStored(ctx context.Context, rows []store.Event) {
 		if ctx.Err() != nil {
 			return
 		}
+	}
+	rows, skipped := r.recent.fresh(rows)
+	if skipped > 0 {
+		r.resent.Add(float64(skipped))
+	}
+	if len(rows) == 0 {
+		return
 	}
 	alerts := r.cfg.Detect(rows)
 	if r.cfg.Observe != nil {

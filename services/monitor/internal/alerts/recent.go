@@ -1,0 +1,89 @@
+package alerts
+
+import (
+	"sync"
+	"time"
+
+	"github.com/agentid/agentid/services/monitor/internal/store"
+)
+
+// Bounds of the filter of rows already judged.
+const (
+	// DefaultRecentRowsTTL is how long a judged row's id is remembered.
+	DefaultRecentRowsTTL = 10 * time.Minute
+	// DefaultRecentRowsMax is the most ids remembered (about 100 MB).
+	DefaultRecentRowsMax = 1_000_000
+)
+
+// recentRows remembers the ids of rows detection judged recently, with the TELEMETRY sequence of
+// the event they came in, so that a row sent again in another event (a reporter resending a batch
+// after the stream's duplicate window: the store skips it) is not counted twice, while the same
+// event delivered again (never acknowledged: the monitor stopped before its alerts were out) is
+// judged again.
+type recentRows struct {
+	ttl time.Duration
+	max int
+	now func() time.Time
+
+	mu    sync.Mutex
+	seq   map[string]uint64
+	queue []recentEntry // oldest first, from head
+	head  int
+}
+
+type recentEntry struct {
+	id string
+	at time.Time
+}
+
+func newRecentRows(ttl time.Duration, maxIDs int, now func() time.Time) *recentRows {
+	return &recentRows{ttl: ttl, max: maxIDs, now: now, seq: map[string]uint64{}}
+}
+
+// fresh returns the rows not judged already in another event (rows without a stream sequence are
+// always fresh), and remembers them.
+func (r *recentRows) fresh(rows []store.Event) (out []store.Event, skipped int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	r.expire(now)
+	out = rows[:0:0]
+	for _, row := range rows {
+		if row.StreamSeq == 0 {
+			out = append(out, row)
+			continue
+		}
+		if seq, ok := r.seq[row.EventID]; ok {
+			if seq != row.StreamSeq {
+				skipped++
+				continue
+			}
+			out = append(out, row) // the same event again: judged again
+			continue
+		}
+		r.seq[row.EventID] = row.StreamSeq
+		r.queue = append(r.queue, recentEntry{id: row.EventID, at: now})
+		out = append(out, row)
+	}
+	for len(r.seq) > r.max {
+		r.pop()
+	}
+	return out, skipped
+}
+
+// expire forgets the ids older than the TTL.
+func (r *recentRows) expire(now time.Time) {
+	for r.head < len(r.queue) && now.Sub(r.queue[r.head].at) >= r.ttl {
+		r.pop()
+	}
+	if r.head > len(r.queue)/2 && r.head > 1024 {
+		r.queue = append(r.queue[:0], r.queue[r.head:]...)
+		r.head = 0
+	}
+}
+
+func (r *recentRows) pop() {
+	delete(r.seq, r.queue[r.head].id)
+	r.queue[r.head] = recentEntry{}
+	r.head++
+}
