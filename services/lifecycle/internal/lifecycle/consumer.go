@@ -130,6 +130,9 @@ func provisionSpec(tenant, agentID, tier, eventID, registrant string) runSpec {
 	return runSpec{
 		id: workflows.ProvisionWorkflowID(tenant, agentID), name: workflows.ProvisionWorkflowName,
 		tenant: tenant, agentID: agentID, tier: tier, stage: workflows.StagePolicy, eventID: eventID,
+		// An auto-approved run is one workflow task (local activities): taken by this process's worker
+		// from the start's answer, it needs no round trip through the task queue.
+		eager: true,
 		in: workflows.ProvisionInput{Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, EventID: eventID,
 			Registrant: registrant},
 	}
