@@ -308,6 +308,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		PerIP: perIP, Registerer: deps.Registerer})
 	revoker, err := revocation.NewService(revocation.ServiceConfig{
 		Writer: &revocation.Writer{Store: deps.Store}, Tokens: a.oauth, Clients: a.state, Logger: logger,
+		ProjectionLagAllowance: cfg.ProjectionLagAllowance,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)

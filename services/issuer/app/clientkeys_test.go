@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"google.golang.org/grpc/codes"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/agentid/agentid/pkg/testkit"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
+
+	"github.com/agentid/agentid/services/issuer/internal/revocation"
 )
 
 // publicJWK is c's public key as one JWK.
@@ -88,11 +91,16 @@ func TestClientKeyRotation(t *testing.T) {
 
 	admin := r.admin(t)
 	name := "tenants/acme/clients/agt_rot"
-	if _, err := admin.AddClientKey(as("acme-admin"), &issuerv1.AddClientKeyRequest{Name: name, PublicJwk: nextJWK, RequestId: "add"}); status.Code(err) != codes.PermissionDenied {
+	if _, err := admin.AddClientKey(as("acme-admin"), &issuerv1.AddClientKeyRequest{Name: name, PublicJwk: nextJWK, Thumbprint: nextTP, RequestId: "add"}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("tenant-admin AddClientKey: %v, want PermissionDenied", err)
 	}
+	for _, tc := range []struct{ name, tp string }{{"no thumbprint", ""}, {"another key's thumbprint", oldTP}} {
+		if _, err := admin.AddClientKey(as("platform-admin"), &issuerv1.AddClientKeyRequest{Name: name, PublicJwk: nextJWK, Thumbprint: tc.tp, RequestId: "add-" + tc.name}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("AddClientKey with %s: %v, want InvalidArgument", tc.name, err)
+		}
+	}
 	for _, id := range []string{"add", "add-again"} {
-		resp, err := admin.AddClientKey(as("platform-admin"), &issuerv1.AddClientKeyRequest{Name: name, PublicJwk: nextJWK, RequestId: id})
+		resp, err := admin.AddClientKey(as("platform-admin"), &issuerv1.AddClientKeyRequest{Name: name, PublicJwk: nextJWK, Thumbprint: nextTP, RequestId: id})
 		if err != nil {
 			t.Fatalf("AddClientKey %s: %v", id, err)
 		}
@@ -126,6 +134,11 @@ func TestClientKeyRotation(t *testing.T) {
 	if ev := rev.GetRevocation().GetEvent(); ev.GetTarget() != issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT_KEY || ev.GetClientKeyThumbprint() != oldTP ||
 		ev.GetCause() != issuerv1.RevocationCause_REVOCATION_CAUSE_CLIENT_KEY_REMOVED {
 		t.Fatalf("revocation = %v", ev)
+	}
+	// A replica whose projection still holds the removed key may mint with it a moment later: the
+	// revocation covers the projection-lag allowance after it was written.
+	if ev := rev.GetRevocation().GetEvent(); !ev.GetNotBefore().AsTime().After(time.Now().Add(revocation.DefaultProjectionLagAllowance / 2)) {
+		t.Fatalf("CLIENT_KEY not_before = %s, want about now + %s", ev.GetNotBefore().AsTime(), revocation.DefaultProjectionLagAllowance)
 	}
 	testkit.Eventually(t, 0, "the old key's token inactive", func() (bool, error) { return !active(oldTok), nil })
 	if !active(nextTok) {

@@ -3,6 +3,7 @@ package credentials
 import (
 	"context"
 	"crypto"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -313,12 +314,20 @@ func (s *Service) changeClientKey(ctx context.Context, md eventstore.Metadata, t
 	return nil, errs.Conflict("CLIENT_CHANGED", "the client changed concurrently, retry")
 }
 
-// AddClientKey adds the public key jwk to a client so that it authenticates with either key. A key
-// the client has (same thumbprint) changes nothing. Idempotent by requestID.
-func (s *Service) AddClientKey(ctx context.Context, md eventstore.Metadata, tenant, clientID, jwk, requestID string) (*issuerv1.Client, error) {
+// AddClientKey adds the public key jwk to a client so that it authenticates with either key. The
+// caller names the key by its RFC 7638 thumbprint (read from the registry): a jwk whose thumbprint is
+// another is refused, so a key planted in a request cannot pass for the registered one. A key the
+// client has (same thumbprint) changes nothing. Idempotent by requestID.
+func (s *Service) AddClientKey(ctx context.Context, md eventstore.Metadata, tenant, clientID, jwk, thumbprint, requestID string) (*issuerv1.Client, error) {
 	k, canon, tp, err := parseClientJWK(jwk)
 	if err != nil {
 		return nil, err
+	}
+	switch {
+	case thumbprint == "":
+		return nil, errs.InvalidArgument("thumbprint", "the RFC 7638 thumbprint of public_jwk is required")
+	case subtle.ConstantTimeCompare([]byte(thumbprint), []byte(tp)) != 1:
+		return nil, errs.InvalidArgument("thumbprint", fmt.Sprintf("public_jwk's thumbprint is %s, not the %s named", tp, thumbprint))
 	}
 	return s.changeClientKey(ctx, md, tenant, clientID, requestID, func(cur *issuerv1.Client) (string, proto.Message, error) {
 		have, err := ParsePublicJWKS(cur.GetPublicJwks())

@@ -40,6 +40,11 @@ type ServiceConfig struct {
 	Clients Clients
 	// Leeway is how far in the future an issued_before time may lie (clock skew); default 30 s.
 	Leeway time.Duration
+	// ProjectionLagAllowance is added to the time of a CLIENT_KEY revocation to make its not_before:
+	// a replica whose clients projection still holds the removed key a moment after its removal can
+	// mint with it, and such a token is covered too (as the agent-state reactor does); default
+	// DefaultProjectionLagAllowance, at most MaxProjectionLagAllowance.
+	ProjectionLagAllowance time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Logger; default slog.Default().
@@ -53,8 +58,10 @@ type Service struct {
 	tokens  TokenVerifier
 	clients Clients
 	leeway  time.Duration
-	now     func() time.Time
-	logger  *slog.Logger
+	// allowance is ServiceConfig.ProjectionLagAllowance.
+	allowance time.Duration
+	now       func() time.Time
+	logger    *slog.Logger
 }
 
 // NewService returns a Service.
@@ -62,7 +69,13 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.Writer == nil || cfg.Tokens == nil || cfg.Clients == nil {
 		return nil, errors.New("revocation: Writer, Tokens and Clients are required")
 	}
-	s := &Service{writer: cfg.Writer, tokens: cfg.Tokens, clients: cfg.Clients, leeway: cfg.Leeway, now: cfg.Now, logger: cfg.Logger}
+	if err := CheckProjectionLagAllowance(cfg.ProjectionLagAllowance); err != nil {
+		return nil, fmt.Errorf("revocation: %w", err)
+	}
+	s := &Service{writer: cfg.Writer, tokens: cfg.Tokens, clients: cfg.Clients, leeway: cfg.Leeway, allowance: cfg.ProjectionLagAllowance, now: cfg.Now, logger: cfg.Logger}
+	if s.allowance == 0 {
+		s.allowance = DefaultProjectionLagAllowance
+	}
 	if s.leeway <= 0 {
 		s.leeway = 30 * time.Second
 	}
@@ -119,7 +132,8 @@ func (s *Service) RevokeTokens(ctx context.Context, md eventstore.Metadata, tena
 		}
 		ev.Target, ev.ClientId, ev.ClientKeyThumbprint = issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT_KEY, clientID, tp
 		ev.Cause = issuerv1.RevocationCause_REVOCATION_CAUSE_CLIENT_KEY_REMOVED
-		ev.NotBefore = timestamppb.New(now)
+		// A lagging replica may still mint with the removed key just after now: cover its tokens.
+		ev.NotBefore = timestamppb.New(now.Add(s.allowance))
 	case *issuerv1.RevokeTokensRequest_Agent:
 		if err := checkAgentName(tenant, target.Agent); err != nil {
 			return nil, err

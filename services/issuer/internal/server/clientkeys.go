@@ -45,7 +45,7 @@ func (s *Server) AddClientKey(ctx context.Context, req *issuerv1.AddClientKeyReq
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.svc.AddClientKey(ctx, grpcx.EventMetadata(ctx, tenant), tenant, clientID, req.GetPublicJwk(), req.GetRequestId())
+	c, err := s.svc.AddClientKey(ctx, grpcx.EventMetadata(ctx, tenant), tenant, clientID, req.GetPublicJwk(), req.GetThumbprint(), req.GetRequestId())
 	if err != nil {
 		return nil, err
 	}
