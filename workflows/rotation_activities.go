@@ -2,6 +2,8 @@ package workflows
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"strings"
 	"time"
 
@@ -51,6 +53,21 @@ type ClientKeyRequest struct {
 	RequestID string
 }
 
+// MaxRequestID is the longest request id the registry and the issuer accept.
+const MaxRequestID = 128
+
+// BoundedRequestID returns id when the services accept it, and otherwise its first 64 characters
+// followed by "~" and the base64url SHA-256 of the whole id: the same id always gives the same
+// result, so a retried call stays idempotent. Rotation request ids (workflow id, two thumbprints)
+// are longer than the services accept.
+func BoundedRequestID(id string) string {
+	if len(id) <= MaxRequestID {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return id[:64] + "~" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
 func clientName(tenant, clientID string) string { return "tenants/" + tenant + "/clients/" + clientID }
 
 // AddClientKey adds the key to the agent's client (IssuerService.AddClientKey, idempotent: a key the
@@ -58,7 +75,7 @@ func clientName(tenant, clientID string) string { return "tenants/" + tenant + "
 // provisioned) is no error: provisioning creates it from the registry's keys, the new one included.
 func (a *Activities) AddClientKey(ctx context.Context, in ClientKeyRequest) error {
 	_, err := a.Issuer.AddClientKey(ctx, &issuerv1.AddClientKeyRequest{
-		Name: clientName(in.Tenant, in.ClientID), PublicJwk: in.PublicJWK, RequestId: in.RequestID,
+		Name: clientName(in.Tenant, in.ClientID), PublicJwk: in.PublicJWK, RequestId: BoundedRequestID(in.RequestID),
 	})
 	if err != nil && errs.FromStatus(err).Kind == errs.KindNotFound {
 		return nil
@@ -70,7 +87,7 @@ func (a *Activities) AddClientKey(ctx context.Context, in ClientKeyRequest) erro
 // client no longer has, or a client that does not exist, changes nothing).
 func (a *Activities) RemoveClientKey(ctx context.Context, in ClientKeyRequest) error {
 	_, err := a.Issuer.RemoveClientKey(ctx, &issuerv1.RemoveClientKeyRequest{
-		Name: clientName(in.Tenant, in.ClientID), Thumbprint: in.Thumbprint, Reason: truncate(in.Reason, 1024), RequestId: in.RequestID,
+		Name: clientName(in.Tenant, in.ClientID), Thumbprint: in.Thumbprint, Reason: truncate(in.Reason, 1024), RequestId: BoundedRequestID(in.RequestID),
 	})
 	if err != nil && errs.FromStatus(err).Kind == errs.KindNotFound {
 		return nil
@@ -94,7 +111,7 @@ type AgentKeyRemovalRequest struct {
 // key the agent no longer has changes nothing).
 func (a *Activities) RemoveAgentKey(ctx context.Context, in AgentKeyRemovalRequest) error {
 	_, err := a.Registry.RemoveAgentKey(ctx, &registryv1.RemoveAgentKeyRequest{
-		Name: in.Agent, Thumbprint: in.Thumbprint, Reason: truncate(in.Reason, 1024), RequestId: in.RequestID,
+		Name: in.Agent, Thumbprint: in.Thumbprint, Reason: truncate(in.Reason, 1024), RequestId: BoundedRequestID(in.RequestID),
 	})
 	return classify("registry.RemoveAgentKey", err)
 }
@@ -108,7 +125,7 @@ func (a *Activities) RevokeClientKeyTokens(ctx context.Context, in ClientKeyRequ
 		Target: &issuerv1.RevokeTokensRequest_ClientKey{ClientKey: &issuerv1.ClientKeyRef{
 			Client: clientName(in.Tenant, in.ClientID), Thumbprint: in.Thumbprint,
 		}},
-		Reason: truncate(in.Reason, 512), RequestId: in.RequestID,
+		Reason: truncate(in.Reason, 512), RequestId: BoundedRequestID(in.RequestID),
 	})
 	if err != nil {
 		return "", classify("issuer.RevokeTokens", err)
