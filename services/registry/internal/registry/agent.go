@@ -25,6 +25,13 @@ type Agent struct {
 	decisionID  string
 	handled     map[string]bool
 	removedKeys map[string]bool // thumbprints of keys the agent held and removed
+	suspension  suspension      // the current suspension, while SUSPENDED
+}
+
+// suspension is what made an agent's current suspension: its cause and the idempotency key of the
+// command that made it.
+type suspension struct {
+	cause, key string
 }
 
 // NewAgent returns the empty aggregate of an agent that has no events yet.
@@ -68,6 +75,15 @@ func (a *Agent) Apply(e eventstore.Event) error {
 			return err
 		}
 		a.removedKeys[d.GetThumbprint()] = true
+	case EventAgentSuspended:
+		d, err := eventstore.DecodeAs[*registryv1.AgentSuspended](e)
+		if err != nil {
+			return err
+		}
+		a.suspension = suspension{cause: d.GetCause(), key: e.Metadata.CausationID}
+	}
+	if view.GetState() != registryv1.AgentState_AGENT_STATE_SUSPENDED {
+		a.suspension = suspension{}
 	}
 	a.view, a.Version = view, e.Sequence
 	if e.Metadata.CausationID != "" {
@@ -92,6 +108,16 @@ func (a *Agent) View() *registryv1.Agent {
 
 // Handled reports whether the command with idempotency key key has already produced an event.
 func (a *Agent) Handled(key string) bool { return a.handled[key] }
+
+// SuspensionCause is the cause of the agent's current suspension (`alert:<id>`, `review:<campaign>`,
+// `operator`, `policy`), empty when it is not SUSPENDED.
+func (a *Agent) SuspensionCause() string { return a.suspension.cause }
+
+// SuspendedBy reports whether the agent's current suspension was made by the command with idempotency
+// key key.
+func (a *Agent) SuspendedBy(key string) bool {
+	return a.suspension.key != "" && a.suspension.key == key
+}
 
 // Name is the agent's resource name.
 func (a *Agent) Name() string { return AgentName(a.Tenant, a.ID) }
@@ -259,6 +285,8 @@ type ResumeAgent struct {
 	Etag string
 	// RequestID is the idempotency key.
 	RequestID string
+	// ExpectedCause, when set, is the cause the agent's current suspension must have.
+	ExpectedCause string
 }
 
 // CompleteRetirement records verified deprovisioning.
@@ -327,6 +355,11 @@ func (c SuspendAgent) validate() error {
 func (c ResumeAgent) validate() error {
 	if err := checkText("reason", c.Reason, true, maxSuspendReason); err != nil {
 		return err
+	}
+	if c.ExpectedCause != "" {
+		if _, err := NormalizeCause(c.ExpectedCause); err != nil {
+			return errs.InvalidArgument("expected_cause", fmt.Sprintf("%q is not a suspension cause (operator, policy, alert:<alert id> or review:<campaign>)", printable(c.ExpectedCause)))
+		}
 	}
 	if err := checkText("ticket", c.Ticket, false, maxTicket); err != nil {
 		return err
@@ -490,7 +523,8 @@ func (a *Agent) Suspend(c SuspendAgent) (*Change, error) {
 }
 
 // Resume decides a resumption: a SUSPENDED agent becomes ACTIVE again. Any other state is
-// FailedPrecondition, ACTIVE included (a resume is a decision about a suspension).
+// FailedPrecondition, ACTIVE included (a resume is a decision about a suspension), and so is a
+// suspension of another cause than c.ExpectedCause, when set.
 func (a *Agent) Resume(c ResumeAgent) (*Change, error) {
 	if !a.Exists() {
 		return nil, a.notFound()
@@ -500,6 +534,11 @@ func (a *Agent) Resume(c ResumeAgent) (*Change, error) {
 	}
 	if a.State() != registryv1.AgentState_AGENT_STATE_SUSPENDED {
 		return nil, a.wrongState("resume", registryv1.AgentState_AGENT_STATE_SUSPENDED)
+	}
+	if c.ExpectedCause != "" && c.ExpectedCause != a.suspension.cause {
+		return nil, errs.FailedPrecondition("SUSPENSION_CAUSE_MISMATCH",
+			fmt.Sprintf("the agent's suspension has cause %s, not %s: it is not lifted", a.suspension.cause, c.ExpectedCause)).
+			WithMetadata("cause", a.suspension.cause)
 	}
 	ch := AgentResumed(a.Name(), c.Reason, c.Ticket)
 	return &ch, nil

@@ -186,6 +186,15 @@ func (s *Service) append(ctx context.Context, tenant, aggType, aggID, subject, k
 // returns the agent as of the command's own event (folded as the read model folds it), so a
 // concurrent later change does not show up in this command's response.
 func (s *Service) runAgent(ctx context.Context, tenant, agentID, key string, md eventstore.Metadata, decide func(*Agent) (*Change, error)) (*registryv1.Agent, error) {
+	a, err := s.runAgentAggregate(ctx, tenant, agentID, key, md, decide)
+	if err != nil {
+		return nil, err
+	}
+	return a.View(), nil
+}
+
+// runAgentAggregate is runAgent returning the aggregate as the command left it.
+func (s *Service) runAgentAggregate(ctx context.Context, tenant, agentID, key string, md eventstore.Metadata, decide func(*Agent) (*Change, error)) (*Agent, error) {
 	var lastErr error
 	for range maxAttempts {
 		events, _, err := s.store.Load(ctx, tenant, AggregateAgent, agentID)
@@ -222,7 +231,7 @@ func (s *Service) runAgent(ctx context.Context, tenant, agentID, key string, md 
 		if err := s.wait(ctx, s.agentRunner, a.Version); err != nil {
 			return nil, err
 		}
-		return a.View(), nil
+		return a, nil
 	}
 	return nil, storeError(lastErr)
 }
@@ -357,14 +366,41 @@ func (s *Service) RetireAgent(ctx context.Context, c RetireAgent, md eventstore.
 // SuspendAgent suspends an agent: ACTIVE becomes SUSPENDED; a SUSPENDED agent is returned as it is
 // and nothing is written.
 func (s *Service) SuspendAgent(ctx context.Context, c SuspendAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
-	if err := c.validate(); err != nil {
+	res, err := s.Suspend(ctx, c, md)
+	if err != nil {
 		return nil, err
 	}
-	key := commandKey(cmdSuspendAgent, c.Tenant, c.AgentID, c.RequestID)
-	return s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Suspend(c) })
+	return res.Agent, nil
 }
 
-// ResumeAgent resumes a suspended agent: SUSPENDED becomes ACTIVE.
+// Suspension is the answer to a suspension: the agent, whether this command made its current
+// suspension, and that suspension's cause.
+type Suspension struct {
+	// Agent is the agent, SUSPENDED.
+	Agent *registryv1.Agent
+	// ByRequest is true when the command (or an earlier attempt with its request id) made the
+	// agent's current suspension, false when the agent was SUSPENDED already.
+	ByRequest bool
+	// Cause is the current suspension's cause.
+	Cause string
+}
+
+// Suspend is SuspendAgent saying whether this command made the agent's current suspension and what
+// caused it.
+func (s *Service) Suspend(ctx context.Context, c SuspendAgent, md eventstore.Metadata) (Suspension, error) {
+	if err := c.validate(); err != nil {
+		return Suspension{}, err
+	}
+	key := commandKey(cmdSuspendAgent, c.Tenant, c.AgentID, c.RequestID)
+	a, err := s.runAgentAggregate(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) { return a.Suspend(c) })
+	if err != nil {
+		return Suspension{}, err
+	}
+	return Suspension{Agent: a.View(), ByRequest: a.SuspendedBy(key), Cause: a.SuspensionCause()}, nil
+}
+
+// ResumeAgent resumes a suspended agent: SUSPENDED becomes ACTIVE (when c.ExpectedCause is set, only
+// a suspension of that cause).
 func (s *Service) ResumeAgent(ctx context.Context, c ResumeAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if err := c.validate(); err != nil {
 		return nil, err

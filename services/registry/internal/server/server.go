@@ -26,7 +26,7 @@ type Registry interface {
 	RejectAgent(ctx context.Context, c registry.RejectAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 	RetireAgent(ctx context.Context, c registry.RetireAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 	CompleteRetirement(ctx context.Context, c registry.CompleteRetirement, md eventstore.Metadata) (*registryv1.Agent, error)
-	SuspendAgent(ctx context.Context, c registry.SuspendAgent, md eventstore.Metadata) (*registryv1.Agent, error)
+	Suspend(ctx context.Context, c registry.SuspendAgent, md eventstore.Metadata) (registry.Suspension, error)
 	ResumeAgent(ctx context.Context, c registry.ResumeAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 }
 
@@ -315,17 +315,18 @@ func (s *Server) SuspendAgent(ctx context.Context, req *registryv1.SuspendAgentR
 	if _, err := authorize(ctx, tenant, suspendRoles...); err != nil {
 		return nil, err
 	}
-	a, err := s.reg.SuspendAgent(ctx, registry.SuspendAgent{
+	res, err := s.reg.Suspend(ctx, registry.SuspendAgent{
 		Tenant: tenant, AgentID: id, Reason: req.GetReason(), Cause: req.GetCause(), Ticket: req.GetTicket(),
 		Etag: req.GetEtag(), RequestID: req.GetRequestId(),
 	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
 	}
-	return &registryv1.SuspendAgentResponse{Agent: a}, nil
+	return &registryv1.SuspendAgentResponse{Agent: res.Agent, SuspendedByRequest: res.ByRequest, SuspensionCause: res.Cause}, nil
 }
 
-// ResumeAgent returns a SUSPENDED agent to ACTIVE. Callers: platform-admin, tenant-admin,
+// ResumeAgent returns a SUSPENDED agent to ACTIVE (with expected_cause, only a suspension of that
+// cause). Callers: platform-admin, tenant-admin,
 // security-approver of the agent's tenant, the lifecycle worker.
 func (s *Server) ResumeAgent(ctx context.Context, req *registryv1.ResumeAgentRequest) (*registryv1.ResumeAgentResponse, error) {
 	tenant, id, err := registry.ParseAgentName("name", req.GetName())
@@ -337,7 +338,7 @@ func (s *Server) ResumeAgent(ctx context.Context, req *registryv1.ResumeAgentReq
 	}
 	a, err := s.reg.ResumeAgent(ctx, registry.ResumeAgent{
 		Tenant: tenant, AgentID: id, Reason: req.GetReason(), Ticket: req.GetTicket(),
-		Etag: req.GetEtag(), RequestID: req.GetRequestId(),
+		Etag: req.GetEtag(), RequestID: req.GetRequestId(), ExpectedCause: req.GetExpectedCause(),
 	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
