@@ -140,8 +140,10 @@ type Window struct {
 	Agent string
 	// From and To bound the time; both required, From < To.
 	From, To time.Time
-	// BeforeStreamSeq, if set, leaves out rows whose StreamSeq is at or above it (rows of TELEMETRY
-	// events the ingest consumer has not acknowledged yet, which baselines must not learn before they are judged).
+	// BeforeStreamSeq, if set, leaves out of Hourly, Usage and Quantiles the rows whose StreamSeq is
+	// at or above it (rows of TELEMETRY events the ingest consumer has not acknowledged yet, which
+	// baselines must not learn before they are judged); rows without a StreamSeq (0) are kept.
+	// LastActive and Tenants ignore it.
 	BeforeStreamSeq uint64
 }
 
@@ -184,6 +186,11 @@ var AllowedOutcomes = []string{"issued", "allowed", "allow"}
 //     answer the same;
 //   - a median of an even number of values is the mean of the two middle ones, and the MAD is the
 //     median of the absolute deviations from the median, by the same rule.
+//   - with Window.BeforeStreamSeq, every result is exactly the result over the rows below it (and
+//     those with StreamSeq 0) alone: counts, sums, last-seen times and the quantile sample; an hour
+//     or a value left without rows is absent. A store that reads aggregates subtracts the rows at
+//     or above it (few and recent) and finds a value's latest remaining use when the left-out
+//     rows held its last one.
 
 // QuantileSample is the most access rows per agent Quantiles reads: the newest of the window. At
 // 1,000 accesses a second one agent reaches it in 10 seconds; a baseline of rows and bytes per

@@ -622,3 +622,38 @@ func TestQueriesHaveATimeout(t *testing.T) {
 		t.Errorf("negative timeout: err = %v, want InvalidArgument", err)
 	}
 }
+
+// TestUsageBeforeStreamSeqWithManyLongValues: when the values whose latest use is in the
+// unacknowledged tail are too long to list in one query, their latest acknowledged use is still
+// found (the store filters the rows it reads itself). Each of 40 resources of 2,000 bytes is used
+// once acknowledged (sequence 1-40, at 01:00 plus i minutes) and once in the tail (sequence
+// 100-139, at 20:00 plus i minutes), in one whole day.
+func TestUsageBeforeStreamSeqWithManyLongValues(t *testing.T) {
+	s := open(t)
+	day := time.Date(2031, 5, 6, 0, 0, 0, 0, time.UTC)
+	var events, want []store.Event
+	for i := range 40 {
+		resource := fmt.Sprintf("/r%02d/%s", i, strings.Repeat("x", 2000))
+		old := store.Event{EventID: fmt.Sprintf("old-%02d", i), Time: day.Add(time.Hour + time.Duration(i)*time.Minute), Tenant: "acme",
+			Agent: "tenants/acme/agents/etl", Kind: store.KindAccess, Outcome: "allowed", Resource: resource, AgentKnown: true, StreamSeq: uint64(1 + i)}
+		tail := old
+		tail.EventID, tail.Time, tail.StreamSeq = fmt.Sprintf("tail-%02d", i), day.Add(20*time.Hour+time.Duration(i)*time.Minute), uint64(100+i)
+		events, want = append(events, old, tail), append(want, old)
+	}
+	if err := s.Insert(context.Background(), events); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Usage(context.Background(), store.Window{Tenant: "acme", From: day, To: day.Add(24 * time.Hour), BeforeStreamSeq: 100}, store.DimResource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d values, want %d", len(got), len(want))
+	}
+	for i, u := range got {
+		if u.Value != want[i].Resource || u.Count != 1 || !u.LastSeen.Equal(want[i].Time) {
+			t.Errorf("value %d: %.8s... count %d last seen %s, want %.8s... count 1 last seen %s",
+				i, u.Value, u.Count, u.LastSeen, want[i].Resource, want[i].Time)
+		}
+	}
+}

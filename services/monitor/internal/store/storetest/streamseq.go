@@ -31,7 +31,7 @@ func testHourlyBeforeStreamSeq(t *testing.T, s store.Store, a store.Analytics) {
 	}{
 		// Whole hours. Below 5: a4 and a5 leave faq's h1, b1-b4 (10-13) leave pay's hours empty.
 		{"whole hours, before 5", before(window, 5), []store.Hourly{
-			{Tenant: "acme", Agent: faq, Hour: h0, Requests: 2, Denied: 1, Rows: 10, Bytes: 100},           // a1, a2
+			{Tenant: "acme", Agent: faq, Hour: h0, Requests: 2, Denied: 1, Rows: 10, Bytes: 100},            // a1, a2
 			{Tenant: "acme", Agent: faq, Hour: at(time.Hour), Requests: 1, Denied: 0, Rows: 30, Bytes: 700}, // a3
 		}},
 		// Below 12: b3 (rows 4, bytes 400) leaves pay's h0, b4 its h2.
