@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -193,7 +192,7 @@ func (x *Exporter) deadLetter(ctx context.Context, ev eventstore.Event, id, tena
 	}
 	msg := &nats.Msg{Subject: DeadLetterPrefix + tenant, Data: body, Header: nats.Header{}}
 	msg.Header.Set(NATSHeaderEventID, id)
-	msg.Header.Set(NATSHeaderError, truncate(out.Err.Error(), 1024))
+	msg.Header.Set(NATSHeaderError, Sanitize(out.Err.Error(), 1024))
 	msg.Header.Set(NATSHeaderAttempts, strconv.Itoa(out.Attempts))
 	msg.Header.Set(NATSHeaderStatus, strconv.Itoa(out.Status))
 	msg.Header.Set(NATSHeaderSource, ev.Stream+"/"+strconv.FormatUint(ev.Sequence, 10))
@@ -207,16 +206,3 @@ func (x *Exporter) deadLetter(ctx context.Context, ev eventstore.Event, id, tena
 	return nil
 }
 
-// truncate cuts s to at most n bytes and removes line breaks (it travels in a header).
-func truncate(s string, n int) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c == '\r' || c == '\n' {
-			b[i] = ' '
-		}
-	}
-	if len(b) > n {
-		b = b[:n]
-	}
-	return strings.ToValidUTF8(string(b), "")
-}

@@ -434,3 +434,118 @@ type collectorFunc func(chan<- prometheus.Metric)
 
 func (f collectorFunc) Describe(chan<- *prometheus.Desc)    {}
 func (f collectorFunc) Collect(ch chan<- prometheus.Metric) { f(ch) }
+
+// TestWebhookRetriesAuthFailuresDuringTheGrace: 401 and 403 answers (a secret being rotated) are
+// retried beyond MaxAttempts while the grace lasts, and the event is delivered once the receiver
+// takes it again.
+func TestWebhookRetriesAuthFailuresDuringTheGrace(t *testing.T) {
+	e := newEnv(t)
+	rcv := &receiver{t: t, answer: func(n int) (int, http.Header) {
+		switch {
+		case n <= 2:
+			return http.StatusUnauthorized, nil
+		case n <= 4:
+			return http.StatusForbidden, nil
+		}
+		return http.StatusOK, nil
+	}}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	wh, err := siem.NewWebhook(siem.WebhookConfig{URL: srv.URL, Secret: secret, MaxAttempts: 2,
+		InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.start(t, wh, prometheus.NewRegistry())
+	id := e.raise(t)
+	testkit.Eventually(t, 0, "the alert delivered", func() (bool, error) {
+		_, got, _ := rcv.state()
+		return len(got) == 1 && got[0] == id, nil
+	})
+	if n, _, bad := rcv.state(); n != 5 || len(bad) != 0 {
+		t.Fatalf("requests = %d, problems %v; want 5 (four auth failures retried past MaxAttempts 2)", n, bad)
+	}
+	if dl := e.deadLetters(t); len(dl) != 0 {
+		t.Fatalf("dead letters = %d, want none", len(dl))
+	}
+}
+
+// TestWebhookAuthFailuresPastTheGraceAreDeadLettered: a receiver refusing the credentials for
+// longer than the grace gets the event dead-lettered, with its response text made printable ASCII
+// and bounded in the dead letter's error header.
+func TestWebhookAuthFailuresPastTheGraceAreDeadLettered(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	clock := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC)
+	rcv := &receiver{t: t, answer: func(int) (int, http.Header) {
+		mu.Lock()
+		clock = clock.Add(4 * time.Minute) // each refusal comes four minutes after the last
+		mu.Unlock()
+		return http.StatusForbidden, nil
+	}}
+	junk := "bad\x1b[31m token\r\nX-Injected: yes\t\u00e9" + strings.Repeat("z", 1000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rcv.ServeHTTP(&bodyWriter{ResponseWriter: w, body: junk}, r)
+	}))
+	defer srv.Close()
+	wh, err := siem.NewWebhook(siem.WebhookConfig{URL: srv.URL, Secret: secret, MaxAttempts: 20,
+		InitialBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, AuthGrace: 10 * time.Minute,
+		Now: func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	e.start(t, wh, reg)
+	id := e.raise(t)
+	testkit.Eventually(t, 0, "a dead letter", func() (bool, error) { return len(e.deadLetters(t)) == 1, nil })
+	h := e.deadLetters(t)[0].Header
+	// Refusals at 4, 8, 12 and 16 minutes: the grace counts from the first, so the fourth ends it.
+	if h.Get(siem.NATSHeaderEventID) != id || h.Get(siem.NATSHeaderAttempts) != "4" || h.Get(siem.NATSHeaderStatus) != "403" {
+		t.Fatalf("dead letter headers = %v; want 4 attempts ending in 403", h)
+	}
+	msg := h.Get(siem.NATSHeaderError)
+	if !strings.HasPrefix(msg, "receiver answered 403 Forbidden: bad [31m token X-Injected: yes ??z") || !strings.Contains(msg, "grace for credential rotation") {
+		t.Errorf("dead letter error %q: want the sanitised text and the grace", msg)
+	}
+	for _, c := range []byte(msg) {
+		if c < ' ' || c > '~' {
+			t.Fatalf("dead letter error %q holds byte %#x", msg, c)
+		}
+	}
+	if z := strings.Count(msg, "z"); z == 0 || len(msg) > 512 {
+		t.Errorf("dead letter error of %d bytes (%d z): want the receiver's text cut to %d bytes", len(msg), z, siem.MaxReceiverText)
+	}
+	if d := testutil.ToFloat64(counter(t, reg, "agentid_monitor_siem_dead_lettered_total", map[string]string{"reason": "refused"})); d != 1 {
+		t.Errorf("dead-lettered (refused) = %v, want 1", d)
+	}
+}
+
+// bodyWriter writes body after the status the wrapped handler chose.
+type bodyWriter struct {
+	http.ResponseWriter
+	body string
+}
+
+func (b *bodyWriter) WriteHeader(code int) {
+	b.ResponseWriter.WriteHeader(code)
+	_, _ = b.ResponseWriter.Write([]byte(b.body))
+}
+
+func TestSanitize(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"  plain text ", 256, "plain text"},
+		{"a\r\nb\x00c\td", 256, "a b c d"},
+		{"caf\u00e9", 256, "caf??"},
+		{strings.Repeat("x", 300), 256, strings.Repeat("x", 256)},
+		{"ab   cd", 3, "ab"},
+	}
+	for _, tt := range tests {
+		if got := siem.Sanitize(tt.in, tt.n); got != tt.want {
+			t.Errorf("Sanitize(%q, %d) = %q, want %q", tt.in, tt.n, got, tt.want)
+		}
+	}
+}

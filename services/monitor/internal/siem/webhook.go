@@ -22,6 +22,11 @@ const (
 	DefaultInitialBackoff = time.Second
 	DefaultMaxBackoff     = time.Minute
 	DefaultMaxRetryAfter  = 5 * time.Minute
+	// DefaultAuthGrace is how long 401 and 403 answers are retried (a secret or credential being
+	// rotated on one side first) before the event is dead-lettered.
+	DefaultAuthGrace = 10 * time.Minute
+	// MaxReceiverText bounds the receiver's response text kept in errors, logs and dead letters.
+	MaxReceiverText = 256
 )
 
 // WebhookConfig configures the webhook sink.
@@ -41,6 +46,12 @@ type WebhookConfig struct {
 	InitialBackoff, MaxBackoff time.Duration
 	// MaxRetryAfter caps a receiver's Retry-After (default DefaultMaxRetryAfter).
 	MaxRetryAfter time.Duration
+	// AuthGrace is how long after the first 401 or 403 answer to an event such answers are retried
+	// (with backoff, whatever MaxAttempts) before the event is dead-lettered (default
+	// DefaultAuthGrace).
+	AuthGrace time.Duration
+	// Now is the clock of AuthGrace (default time.Now).
+	Now func() time.Time
 	// Client sends the requests; default a client that follows no redirects.
 	Client *http.Client
 }
@@ -95,6 +106,10 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	def(&cfg.InitialBackoff, DefaultInitialBackoff)
 	def(&cfg.MaxBackoff, DefaultMaxBackoff)
 	def(&cfg.MaxRetryAfter, DefaultMaxRetryAfter)
+	def(&cfg.AuthGrace, DefaultAuthGrace)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
@@ -114,6 +129,7 @@ type attempt struct {
 	err        error         // nil when delivered
 	retry      bool          // whether another attempt may succeed
 	retryAfter time.Duration // the receiver's Retry-After, 0 if none
+	auth       bool          // a 401 or 403: retried during the auth grace only
 }
 
 // post sends body once.
@@ -137,7 +153,7 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte) attempt {
 		return attempt{err: fmt.Errorf("post: %w", err), retry: true}
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 4*MaxReceiverText))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	a := attempt{status: resp.StatusCode}
 	switch {
@@ -146,13 +162,43 @@ func (w *Webhook) post(ctx context.Context, id string, body []byte) attempt {
 	case resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
 		a.retry = true
 		a.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	case resp.StatusCode == http.StatusUnauthorized, resp.StatusCode == http.StatusForbidden:
+		a.auth = true
 	}
-	msg := fmt.Sprintf("receiver answered %s", resp.Status)
-	if s := strings.TrimSpace(strings.ToValidUTF8(string(snippet), "")); s != "" {
-		msg += ": " + strings.Join(strings.Fields(s), " ")
+	// The status line and body are the receiver's: only its code and our text for it are kept,
+	// and the body as printable ASCII, bounded.
+	msg := fmt.Sprintf("receiver answered %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	if s := Sanitize(string(snippet), MaxReceiverText); s != "" {
+		msg += ": " + s
 	}
 	a.err = errors.New(msg)
 	return a
+}
+
+// Sanitize returns s as printable ASCII for logs and headers: runs of whitespace and control
+// characters become one space, other bytes '?', trimmed and cut to at most n bytes.
+func Sanitize(s string, n int) string {
+	b := make([]byte, 0, min(len(s), n))
+	space := false
+	for i := 0; i < len(s) && len(b) < n; i++ {
+		c := s[i]
+		switch {
+		case c <= ' ' || c == 0x7f:
+			space = len(b) > 0
+			continue
+		case c > 0x7f:
+			c = '?'
+		}
+		if space {
+			b = append(b, ' ')
+			space = false
+			if len(b) == n {
+				break
+			}
+		}
+		b = append(b, c)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // parseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date; 0 when absent or
@@ -205,10 +251,14 @@ type Outcome struct {
 }
 
 // Deliver posts body until the receiver takes it, refuses it for good (a 4xx other than 408 and
-// 429, or a redirect), or MaxAttempts attempts have failed; retried calls wait with backoff and
-// call onRetry first. It returns ctx's error, and no outcome, when ctx ends first.
+// 429, or a redirect; a 401 or 403 once AuthGrace has passed since the first), or MaxAttempts
+// attempts have failed (401 and 403 answers within the grace do not count towards it); retried
+// calls wait with backoff and call onRetry first. It returns ctx's error, and no outcome, when ctx
+// ends first.
 func (w *Webhook) Deliver(ctx context.Context, id string, body []byte, onRetry func(n int, err error, wait time.Duration)) (Outcome, error) {
 	var out Outcome
+	var authSince time.Time // first 401/403 of this delivery
+	others := 0             // failed attempts other than 401/403 within the grace
 	for {
 		a := w.post(ctx, id, body)
 		out.Attempts++
@@ -220,7 +270,19 @@ func (w *Webhook) Deliver(ctx context.Context, id string, body []byte, onRetry f
 		if ctx.Err() != nil {
 			return Outcome{}, ctx.Err()
 		}
-		if !a.retry || out.Attempts >= w.cfg.MaxAttempts {
+		if a.auth {
+			now := w.cfg.Now()
+			if authSince.IsZero() {
+				authSince = now
+			}
+			a.retry = now.Sub(authSince) < w.cfg.AuthGrace
+			if !a.retry {
+				out.Err = fmt.Errorf("%w (refused for %s, longer than the %s grace for credential rotation)", a.err, now.Sub(authSince).Round(time.Second), w.cfg.AuthGrace)
+			}
+		} else {
+			others++
+		}
+		if !a.retry || others >= w.cfg.MaxAttempts {
 			out.Refused = !a.retry
 			return out, nil
 		}
