@@ -205,4 +205,3 @@ func (x *Exporter) deadLetter(ctx context.Context, ev eventstore.Event, id, tena
 		"reason", reason, "attempts", out.Attempts, "status", out.Status, "error", out.Err, "dead_letter_subject", msg.Subject)
 	return nil
 }
-
