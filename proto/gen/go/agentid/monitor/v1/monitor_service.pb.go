@@ -1080,9 +1080,15 @@ type GetAgentUsageResponse struct {
 	// Scopes used in the window (on tokens issued or on accesses).
 	Scopes []*UsageCount `protobuf:"bytes,3,rep,name=scopes,proto3" json:"scopes,omitempty"`
 	// Resources accessed in the window.
-	Resources     []*UsageCount `protobuf:"bytes,4,rep,name=resources,proto3" json:"resources,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Resources []*UsageCount `protobuf:"bytes,4,rep,name=resources,proto3" json:"resources,omitempty"`
+	// The earliest time from which the monitor's telemetry store holds the tenant's telemetry
+	// completely: the start of the first UTC hour after the tenant's oldest stored row (rows older
+	// than the store, dropped by retention or lost with a truncated store are not there). Empty when
+	// the store holds no row of the tenant. A window that starts before it says nothing about
+	// inactivity or unused scopes: callers must not take missing events before it for "not used".
+	CoverageStartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=coverage_start_time,json=coverageStartTime,proto3" json:"coverage_start_time,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetAgentUsageResponse) Reset() {
@@ -1139,6 +1145,13 @@ func (x *GetAgentUsageResponse) GetScopes() []*UsageCount {
 func (x *GetAgentUsageResponse) GetResources() []*UsageCount {
 	if x != nil {
 		return x.Resources
+	}
+	return nil
+}
+
+func (x *GetAgentUsageResponse) GetCoverageStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CoverageStartTime
 	}
 	return nil
 }
@@ -1744,12 +1757,13 @@ const file_agentid_monitor_v1_monitor_service_proto_rawDesc = "" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x129\n" +
 	"\n" +
 	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x125\n" +
-	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xeb\x01\n" +
+	"\bend_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendTime\"\xb7\x02\n" +
 	"\x15GetAgentUsageResponse\x12D\n" +
 	"\x10last_active_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x0elastActiveTime\x12\x16\n" +
 	"\x06events\x18\x02 \x01(\x03R\x06events\x126\n" +
 	"\x06scopes\x18\x03 \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\x06scopes\x12<\n" +
-	"\tresources\x18\x04 \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\tresources\"\xe7\x05\n" +
+	"\tresources\x18\x04 \x03(\v2\x1e.agentid.monitor.v1.UsageCountR\tresources\x12J\n" +
+	"\x13coverage_start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x11coverageStartTime\"\xe7\x05\n" +
 	"\vAccessEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x16\n" +
@@ -1873,29 +1887,30 @@ var file_agentid_monitor_v1_monitor_service_proto_depIdxs = []int32{
 	19, // 21: agentid.monitor.v1.GetAgentUsageResponse.last_active_time:type_name -> google.protobuf.Timestamp
 	7,  // 22: agentid.monitor.v1.GetAgentUsageResponse.scopes:type_name -> agentid.monitor.v1.UsageCount
 	7,  // 23: agentid.monitor.v1.GetAgentUsageResponse.resources:type_name -> agentid.monitor.v1.UsageCount
-	19, // 24: agentid.monitor.v1.AccessEvent.time:type_name -> google.protobuf.Timestamp
-	0,  // 25: agentid.monitor.v1.AccessEvent.outcome:type_name -> agentid.monitor.v1.AccessOutcome
-	22, // 26: agentid.monitor.v1.AccessEvent.latency:type_name -> google.protobuf.Duration
-	14, // 27: agentid.monitor.v1.RecordAccessRequest.events:type_name -> agentid.monitor.v1.AccessEvent
-	19, // 28: agentid.monitor.v1.ListTelemetryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	1,  // 29: agentid.monitor.v1.ListTelemetryEventsResponse.events:type_name -> agentid.monitor.v1.TelemetryEvent
-	17, // 30: agentid.monitor.v1.MonitorService.ListTelemetryEvents:input_type -> agentid.monitor.v1.ListTelemetryEventsRequest
-	15, // 31: agentid.monitor.v1.MonitorService.RecordAccess:input_type -> agentid.monitor.v1.RecordAccessRequest
-	2,  // 32: agentid.monitor.v1.MonitorService.ListAlerts:input_type -> agentid.monitor.v1.ListAlertsRequest
-	4,  // 33: agentid.monitor.v1.MonitorService.GetAlert:input_type -> agentid.monitor.v1.GetAlertRequest
-	10, // 34: agentid.monitor.v1.MonitorService.GetBaseline:input_type -> agentid.monitor.v1.GetBaselineRequest
-	12, // 35: agentid.monitor.v1.MonitorService.GetAgentUsage:input_type -> agentid.monitor.v1.GetAgentUsageRequest
-	18, // 36: agentid.monitor.v1.MonitorService.ListTelemetryEvents:output_type -> agentid.monitor.v1.ListTelemetryEventsResponse
-	16, // 37: agentid.monitor.v1.MonitorService.RecordAccess:output_type -> agentid.monitor.v1.RecordAccessResponse
-	3,  // 38: agentid.monitor.v1.MonitorService.ListAlerts:output_type -> agentid.monitor.v1.ListAlertsResponse
-	5,  // 39: agentid.monitor.v1.MonitorService.GetAlert:output_type -> agentid.monitor.v1.GetAlertResponse
-	11, // 40: agentid.monitor.v1.MonitorService.GetBaseline:output_type -> agentid.monitor.v1.GetBaselineResponse
-	13, // 41: agentid.monitor.v1.MonitorService.GetAgentUsage:output_type -> agentid.monitor.v1.GetAgentUsageResponse
-	36, // [36:42] is the sub-list for method output_type
-	30, // [30:36] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	19, // 24: agentid.monitor.v1.GetAgentUsageResponse.coverage_start_time:type_name -> google.protobuf.Timestamp
+	19, // 25: agentid.monitor.v1.AccessEvent.time:type_name -> google.protobuf.Timestamp
+	0,  // 26: agentid.monitor.v1.AccessEvent.outcome:type_name -> agentid.monitor.v1.AccessOutcome
+	22, // 27: agentid.monitor.v1.AccessEvent.latency:type_name -> google.protobuf.Duration
+	14, // 28: agentid.monitor.v1.RecordAccessRequest.events:type_name -> agentid.monitor.v1.AccessEvent
+	19, // 29: agentid.monitor.v1.ListTelemetryEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	1,  // 30: agentid.monitor.v1.ListTelemetryEventsResponse.events:type_name -> agentid.monitor.v1.TelemetryEvent
+	17, // 31: agentid.monitor.v1.MonitorService.ListTelemetryEvents:input_type -> agentid.monitor.v1.ListTelemetryEventsRequest
+	15, // 32: agentid.monitor.v1.MonitorService.RecordAccess:input_type -> agentid.monitor.v1.RecordAccessRequest
+	2,  // 33: agentid.monitor.v1.MonitorService.ListAlerts:input_type -> agentid.monitor.v1.ListAlertsRequest
+	4,  // 34: agentid.monitor.v1.MonitorService.GetAlert:input_type -> agentid.monitor.v1.GetAlertRequest
+	10, // 35: agentid.monitor.v1.MonitorService.GetBaseline:input_type -> agentid.monitor.v1.GetBaselineRequest
+	12, // 36: agentid.monitor.v1.MonitorService.GetAgentUsage:input_type -> agentid.monitor.v1.GetAgentUsageRequest
+	18, // 37: agentid.monitor.v1.MonitorService.ListTelemetryEvents:output_type -> agentid.monitor.v1.ListTelemetryEventsResponse
+	16, // 38: agentid.monitor.v1.MonitorService.RecordAccess:output_type -> agentid.monitor.v1.RecordAccessResponse
+	3,  // 39: agentid.monitor.v1.MonitorService.ListAlerts:output_type -> agentid.monitor.v1.ListAlertsResponse
+	5,  // 40: agentid.monitor.v1.MonitorService.GetAlert:output_type -> agentid.monitor.v1.GetAlertResponse
+	11, // 41: agentid.monitor.v1.MonitorService.GetBaseline:output_type -> agentid.monitor.v1.GetBaselineResponse
+	13, // 42: agentid.monitor.v1.MonitorService.GetAgentUsage:output_type -> agentid.monitor.v1.GetAgentUsageResponse
+	37, // [37:43] is the sub-list for method output_type
+	31, // [31:37] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_agentid_monitor_v1_monitor_service_proto_init() }
