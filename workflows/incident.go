@@ -459,7 +459,7 @@ func (r *incident) suspend(ctx workflow.Context, local bool) (bool, error) {
 	}
 	var res SuspendResult
 	if err := r.execute(ctx, local, acts.IncidentSuspendAgent, IncidentSuspendRequest{
-		Agent: r.in.Agent, Cause: "alert:" + r.in.AlertID, Ticket: r.in.AlertID,
+		Agent: r.in.Agent, Cause: IncidentSuspensionCause(r.in.AlertID), Ticket: r.in.AlertID,
 		Reason:    fmt.Sprintf("%s alert %s (%s): %s", r.in.Severity, r.in.AlertID, r.in.Detector, r.in.Summary),
 		RequestID: requestID(r.id, "suspend"),
 	}, &res); err != nil {
@@ -470,6 +470,13 @@ func (r *incident) suspend(ctx workflow.Context, local bool) (bool, error) {
 		return false, nil
 	}
 	r.took(ctx, "suspended")
+	if res.Already {
+		cause := res.Cause
+		if cause == "" {
+			cause = "unknown"
+		}
+		r.log(ctx, "the agent was suspended already, not by this incident (cause "+cause+"): a restore will not resume it")
+	}
 	// Retryable failures are retried for as long as the run lives; one the issuer refuses for good is
 	// recorded and the run goes on: the issuer's revocation reactor revokes a suspended agent's tokens
 	// anyway, and the suspended agent must stay decidable.
@@ -578,20 +585,30 @@ func (r *incident) await(ctx workflow.Context) error {
 	return nil
 }
 
+// restore lifts the suspension this incident made (expected cause alert:<alert id>); a suspension of
+// another cause (an operator, a review, another incident) is left in place and the timeline says so.
 func (r *incident) restore(ctx workflow.Context, d *TakenDecision) error {
 	if err := r.setStage(ctx, StageIncidentRestore); err != nil {
 		return err
 	}
+	var res IncidentResumeResult
 	if err := workflow.ExecuteActivity(ctx, acts.IncidentResumeAgent, IncidentResumeRequest{
-		Agent: r.in.Agent, Ticket: r.in.AlertID,
+		Agent: r.in.Agent, Ticket: r.in.AlertID, ExpectedCause: IncidentSuspensionCause(r.in.AlertID),
 		Reason:    fmt.Sprintf("incident %s: restored by %s (%s)%s", r.in.AlertID, d.Decider, d.Role, incidentComment(d.Comment)),
 		RequestID: requestID(r.id, "restore"),
-	}).Get(ctx, nil); err != nil {
+	}).Get(ctx, &res); err != nil {
 		return err
+	}
+	if res.NotResumed {
+		r.took(ctx, "restore decided by "+d.Decider+"; not resumed: "+res.Detail)
+		return nil
 	}
 	r.took(ctx, "restored by "+d.Decider)
 	return nil
 }
+
+// IncidentSuspensionCause is the suspension cause of the incident of alertID: alert:<alert id>.
+func IncidentSuspensionCause(alertID string) string { return "alert:" + alertID }
 
 func (r *incident) retire(ctx workflow.Context, d *TakenDecision) error {
 	if err := r.setStage(ctx, StageIncidentRetire); err != nil {

@@ -191,16 +191,23 @@ type SuspendResult struct {
 	Suspended bool
 	// State is the agent's state when it could not be suspended.
 	State string
+	// Already is true when the agent was SUSPENDED already by another request (an operator, a review,
+	// another incident): this incident did not suspend it and its restore does not resume it.
+	Already bool `json:",omitempty"`
+	// Cause is the cause of the agent's current suspension as the registry answered it (empty when
+	// the registry did not say).
+	Cause string `json:",omitempty"`
 }
 
 // maxSuspendReason bounds the reason sent to the registry (at most 1024 characters).
 const maxSuspendReason = 1024
 
 // IncidentSuspendAgent suspends the agent (RegistryService.SuspendAgent). An agent already SUSPENDED
-// counts as suspended; one in another state than ACTIVE (pending, retiring, retired, rejected) is
-// not suspended, which the result says.
+// counts as suspended, and the result says when another request suspended it (Already) and the
+// current suspension's cause; one in another state than ACTIVE (pending, retiring, retired,
+// rejected) is not suspended, which the result says.
 func (a *Activities) IncidentSuspendAgent(ctx context.Context, in IncidentSuspendRequest) (SuspendResult, error) {
-	_, err := a.Registry.SuspendAgent(ctx, &registryv1.SuspendAgentRequest{
+	resp, err := a.Registry.SuspendAgent(ctx, &registryv1.SuspendAgentRequest{
 		Name: in.Agent, Reason: truncate(in.Reason, maxSuspendReason), Cause: in.Cause, Ticket: in.Ticket, RequestId: in.RequestID,
 	})
 	if e := errs.FromStatus(err); err != nil && e.Kind == errs.KindFailedPrecondition {
@@ -210,7 +217,8 @@ func (a *Activities) IncidentSuspendAgent(ctx context.Context, in IncidentSuspen
 		}
 		switch st := agent.GetState(); st {
 		case registryv1.AgentState_AGENT_STATE_SUSPENDED:
-			return SuspendResult{Suspended: true}, nil
+			// Suspended meanwhile by someone else (a request of this run is answered, not refused).
+			return SuspendResult{Suspended: true, Already: true}, nil
 		case registryv1.AgentState_AGENT_STATE_ACTIVE:
 			return SuspendResult{}, classify("registry.SuspendAgent", err)
 		default:
@@ -220,7 +228,8 @@ func (a *Activities) IncidentSuspendAgent(ctx context.Context, in IncidentSuspen
 	if err != nil {
 		return SuspendResult{}, classify("registry.SuspendAgent", err)
 	}
-	return SuspendResult{Suspended: true}, nil
+	cause := resp.GetSuspensionCause()
+	return SuspendResult{Suspended: true, Cause: cause, Already: cause != "" && !resp.GetSuspendedByRequest()}, nil
 }
 
 // IncidentRevokeRequest asks to revoke every token of an agent.
@@ -255,20 +264,47 @@ type IncidentResumeRequest struct {
 	Ticket string
 	// RequestID is the idempotency key.
 	RequestID string
+	// ExpectedCause is the cause the agent's suspension must have to be lifted: alert:<alert id>,
+	// the incident's own (empty: any, as runs sent before it).
+	ExpectedCause string `json:",omitempty"`
 }
 
-// IncidentResumeAgent resumes the agent (RegistryService.ResumeAgent); an agent already ACTIVE counts
-// as resumed.
-func (a *Activities) IncidentResumeAgent(ctx context.Context, in IncidentResumeRequest) error {
+// IncidentResumeResult says whether the agent was resumed. The zero value (and a result recorded
+// before it existed) means resumed.
+type IncidentResumeResult struct {
+	// NotResumed is true when the agent was left as it is: its suspension is not the incident's
+	// (another cause), or it is ACTIVE already (resumed by someone else).
+	NotResumed bool `json:",omitempty"`
+	// Detail says why it was not resumed.
+	Detail string `json:",omitempty"`
+}
+
+// IncidentResumeAgent resumes the agent (RegistryService.ResumeAgent with the expected cause): only
+// the suspension the incident made is lifted. A suspension of another cause (an operator's, a
+// review's, another incident's) is left in place, as is an agent someone else resumed already; the
+// result says so.
+func (a *Activities) IncidentResumeAgent(ctx context.Context, in IncidentResumeRequest) (IncidentResumeResult, error) {
 	_, err := a.Registry.ResumeAgent(ctx, &registryv1.ResumeAgentRequest{
 		Name: in.Agent, Reason: truncate(in.Reason, maxSuspendReason), Ticket: in.Ticket, RequestId: in.RequestID,
+		ExpectedCause: in.ExpectedCause,
 	})
 	if e := errs.FromStatus(err); err != nil && e.Kind == errs.KindFailedPrecondition {
+		if e.Reason == "SUSPENSION_CAUSE_MISMATCH" {
+			cause := e.Metadata["cause"]
+			if cause == "" {
+				cause = "unknown"
+			}
+			return IncidentResumeResult{NotResumed: true,
+				Detail: "the agent's suspension was not made by this incident (cause " + cause + "): it stays SUSPENDED"}, nil
+		}
 		if agent, gerr := a.getAgent(ctx, in.Agent); gerr == nil && agent.GetState() == registryv1.AgentState_AGENT_STATE_ACTIVE {
-			return nil
+			return IncidentResumeResult{NotResumed: true, Detail: "the agent is ACTIVE already (resumed by someone else)"}, nil
 		}
 	}
-	return classify("registry.ResumeAgent", err)
+	if err != nil {
+		return IncidentResumeResult{}, classify("registry.ResumeAgent", err)
+	}
+	return IncidentResumeResult{}, nil
 }
 
 // IncidentRetireRequest asks to retire an agent after an incident.

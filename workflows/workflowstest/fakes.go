@@ -182,9 +182,32 @@ func NewAgent(tenant, id string, tier registryv1.RiskTier) *registryv1.Agent {
 // machine; a repeated request id answers like the first call.
 type Registry struct {
 	registryv1.UnimplementedRegistryServiceServer
-	mu     sync.Mutex
-	agents map[string]*registryv1.Agent
-	seen   map[string]bool
+	mu          sync.Mutex
+	agents      map[string]*registryv1.Agent
+	seen        map[string]bool
+	suspensions map[string]suspension // by agent name: what made its current suspension
+}
+
+// suspension is the cause of an agent's suspension and the request id that made it.
+type suspension struct{ cause, requestID string }
+
+// SuspensionCause is the cause of the agent's current suspension: the one SuspendAgent recorded,
+// operator for an agent stored SUSPENDED by Put, empty when it is not SUSPENDED.
+func (r *Registry) SuspensionCause(name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.suspensionLocked(name).cause
+}
+
+func (r *Registry) suspensionLocked(name string) suspension {
+	a, ok := r.agents[name]
+	if !ok || a.GetState() != registryv1.AgentState_AGENT_STATE_SUSPENDED {
+		return suspension{}
+	}
+	if s, ok := r.suspensions[name]; ok {
+		return s
+	}
+	return suspension{cause: "operator"}
 }
 
 // Put stores (or replaces) an agent.
@@ -272,23 +295,55 @@ func (r *Registry) RetireAgent(_ context.Context, req *registryv1.RetireAgentReq
 	return &registryv1.RetireAgentResponse{Agent: a}, nil
 }
 
-// SuspendAgent makes an ACTIVE agent SUSPENDED; a SUSPENDED one is returned unchanged.
+// SuspendAgent makes an ACTIVE agent SUSPENDED, recording the cause (operator when none); a SUSPENDED
+// one is returned unchanged. The answer says whether the request made the current suspension and its
+// cause.
 func (r *Registry) SuspendAgent(_ context.Context, req *registryv1.SuspendAgentRequest) (*registryv1.SuspendAgentResponse, error) {
+	answer := func(a *registryv1.Agent) *registryv1.SuspendAgentResponse {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		s := r.suspensionLocked(req.GetName())
+		return &registryv1.SuspendAgentResponse{Agent: a, SuspensionCause: s.cause,
+			SuspendedByRequest: s.requestID != "" && s.requestID == req.GetRequestId()}
+	}
 	if a := r.Agent(req.GetName()); a != nil && a.GetState() == registryv1.AgentState_AGENT_STATE_SUSPENDED {
-		return &registryv1.SuspendAgentResponse{Agent: a}, nil
+		return answer(a), nil
+	}
+	cause := req.GetCause()
+	if cause == "" {
+		cause = "operator"
 	}
 	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_SUSPENDED,
-		func(a *registryv1.Agent) { a.StateReason = req.GetReason() }, registryv1.AgentState_AGENT_STATE_ACTIVE)
+		func(a *registryv1.Agent) {
+			a.StateReason = req.GetReason()
+			if r.suspensions == nil {
+				r.suspensions = map[string]suspension{}
+			}
+			r.suspensions[a.GetName()] = suspension{cause: cause, requestID: req.GetRequestId()}
+		}, registryv1.AgentState_AGENT_STATE_ACTIVE)
 	if err != nil {
 		return nil, err
 	}
-	return &registryv1.SuspendAgentResponse{Agent: a}, nil
+	return answer(a), nil
 }
 
-// ResumeAgent makes a SUSPENDED agent ACTIVE.
+// ResumeAgent makes a SUSPENDED agent ACTIVE; with expected_cause, only a suspension of that cause
+// (else FailedPrecondition SUSPENSION_CAUSE_MISMATCH, metadata cause, nothing changed).
 func (r *Registry) ResumeAgent(_ context.Context, req *registryv1.ResumeAgentRequest) (*registryv1.ResumeAgentResponse, error) {
+	if want := req.GetExpectedCause(); want != "" {
+		r.mu.Lock()
+		cur := r.suspensionLocked(req.GetName()).cause
+		r.mu.Unlock()
+		if cur != "" && cur != want {
+			return nil, errs.FailedPrecondition("SUSPENSION_CAUSE_MISMATCH",
+				fmt.Sprintf("the agent's suspension has cause %s, not %s", cur, want)).WithMetadata("cause", cur)
+		}
+	}
 	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_ACTIVE,
-		func(a *registryv1.Agent) { a.StateReason = req.GetReason() }, registryv1.AgentState_AGENT_STATE_SUSPENDED)
+		func(a *registryv1.Agent) {
+			a.StateReason = req.GetReason()
+			delete(r.suspensions, a.GetName())
+		}, registryv1.AgentState_AGENT_STATE_SUSPENDED)
 	if err != nil {
 		return nil, err
 	}
