@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/service"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
@@ -37,7 +38,7 @@ type alertPipeline struct {
 // Detection waits for the directory to catch up with AGENTS at start before it judges any row, and
 // before each batch for it to apply AGENTS up to then; it judges each row by the agent's state at the
 // row's time.
-func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir agents.HistoryDirectory, dirRunner *eventstore.Runner,
+func newAlertPipeline(cfg Config, es *eventstore.Store, an telemetryStore, dir agents.HistoryDirectory, dirRunner *eventstore.Runner,
 	logger *slog.Logger, reg prometheus.Registerer,
 ) (*alertPipeline, error) {
 	if reg == nil {
@@ -78,7 +79,13 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir 
 		},
 		AckFloor:       lag.AckFloor,
 		Tenants:        an.Tenants,
-		Prepare:        dirRunner.Ready,
+		Prepare: func(ctx context.Context) error {
+			if err := dirRunner.Ready(ctx); err != nil {
+				return err
+			}
+			warmTokens(ctx, an, engine, logger)
+			return nil
+		},
 		CatchUp:        agents.CatchUp(es, dirRunner),
 		RecomputeEvery: cfg.BaselineRecomputeEvery,
 		Publisher:      pub, Logger: logger, Registerer: reg,
@@ -104,6 +111,38 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an store.Analytics, dir 
 		return nil, err
 	}
 	return &alertPipeline{runtime: rt, reader: reader, tasks: []service.Task{runner.Run, rt.Run, lag.Run}}, nil
+}
+
+// tokenWarmUp bounds how long the start of detection waits to relearn the tokens issued before it.
+const tokenWarmUp = 30 * time.Second
+
+// warmTokens relearns, newest first, the tokens issued in the last authn.MaxTokenLifetime from the
+// telemetry store (at most the engine's MaxTokens, at most tokenWarmUp), so that access with tokens
+// issued before a restart stays corroborated. A failure is logged: such access is then
+// uncorroborated (alerts capped at MEDIUM) until the tokens expire.
+func warmTokens(ctx context.Context, st telemetryStore, engine *detect.Engine, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(ctx, tokenWarmUp)
+	defer cancel()
+	start := time.Now()
+	tenants, err := st.Tenants(ctx)
+	learned := 0
+	for _, tenant := range tenants {
+		q := store.Query{Tenant: tenant, Kind: store.KindTokenRequested, Start: start.Add(-authn.MaxTokenLifetime), PageSize: store.MaxPageSize}
+		for err == nil && learned < engine.MaxTokens() {
+			var rows []store.Event
+			rows, q.PageToken, err = st.List(ctx, q)
+			learned += engine.LearnTokens(rows)
+			if q.PageToken == "" {
+				break
+			}
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		logger.WarnContext(ctx, "issued tokens not relearned from the telemetry store; access with tokens issued before the start is uncorroborated until they expire",
+			"learned", learned, "error", err)
+		return
+	}
+	logger.InfoContext(ctx, "issued tokens relearned for corroboration", "tokens", learned, "took", time.Since(start), "complete", err == nil)
 }
 
 // baselinesOf adapts a function to alerts.Baselines.

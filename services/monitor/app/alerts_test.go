@@ -209,6 +209,19 @@ func TestAlertPipelineEndToEnd(t *testing.T) {
 	if resp, err := first.client.ListAlerts(admin(t.Context()), &monitorv1.ListAlertsRequest{Parent: "tenants/acme"}); err != nil || len(resp.GetAlerts()) != 0 {
 		t.Fatalf("alerts on the history: %v, %v", resp.GetAlerts(), err)
 	}
+	// The issuer issued the target a token before the restart: the restarted monitor relearns it
+	// from the store, so the attack with it below is corroborated (and may be HIGH).
+	jti := uuid.NewString()
+	usageBefore := usageEvents(t, first.client, target.Name, now)
+	if _, err := es.Publish(t.Context(), "telemetry.acme.token.requested", "token.requested", target.Name, &issuerv1.TokenRequested{
+		Tenant: "acme", Agent: target.Name, ClientId: target.ClientID, Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED,
+		TokenId: jti, ExpireTime: timestamppb.New(time.Now().Add(10 * time.Minute)),
+	}, eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "issuer", Kind: eventstore.ActorService}}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 0, "the token request stored", func() (bool, error) {
+		return usageEvents(t, first.client, target.Name, now) > usageBefore, nil
+	})
 	first.stop()
 
 	// Restarted, the monitor learns the baselines from the store at start.
@@ -219,18 +232,6 @@ func TestAlertPipelineEndToEnd(t *testing.T) {
 	})
 
 	// The attack: the read-only analytics agent exports 1000 times its usual rows, now.
-	// It uses a token the issuer issued to it (the access is corroborated, so it may be HIGH).
-	jti := uuid.NewString()
-	usageBefore := usageEvents(t, second.client, target.Name, now)
-	if _, err := es.Publish(t.Context(), "telemetry.acme.token.requested", "token.requested", target.Name, &issuerv1.TokenRequested{
-		Tenant: "acme", Agent: target.Name, ClientId: target.ClientID, Outcome: issuerv1.TokenOutcome_TOKEN_OUTCOME_ISSUED,
-		TokenId: jti, ExpireTime: timestamppb.New(time.Now().Add(10 * time.Minute)),
-	}, eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "issuer", Kind: eventstore.ActorService}}); err != nil {
-		t.Fatal(err)
-	}
-	testkit.Eventually(t, 0, "the token request stored", func() (bool, error) {
-		return usageEvents(t, second.client, target.Name, now) > usageBefore, nil
-	})
 	attack := g.Attack(synth.Attack{Kind: synth.BulkExport, Agent: target.Index, At: time.Now().UTC()})
 	for i := range attack {
 		attack[i].TokenID = jti

@@ -121,3 +121,39 @@ func TestForgedReportsHideNoRealAlert(t *testing.T) {
 		t.Fatalf("Learnable kept %d rows, want the token request and the corroborated access", len(learn))
 	}
 }
+
+// TestTokensRelearnedFromTheStore: after a restart the engine relearns issued tokens from stored
+// token request rows (their detail), so access with them is corroborated again.
+func TestTokensRelearnedFromTheStore(t *testing.T) {
+	t0 := time.Date(2026, 3, 30, 3, 0, 0, 0, time.UTC)
+	eng := detect.NewEngine(detect.Config{Corroborate: true}, baseline.NewManager(baseline.Config{}))
+	stored := []store.Event{
+		{EventID: "t2", Tenant: "acme", Agent: agentName, Time: t0.Add(-time.Minute), Kind: store.KindTokenRequested, Outcome: "issued",
+			Detail: `{"grant_type":"client_credentials","token_id":"jti-new","expire_time":"` + t0.Add(9*time.Minute).Format(time.RFC3339Nano) + `"}`},
+		{EventID: "t1", Tenant: "acme", Agent: agentName, Time: t0.Add(-2 * time.Minute), Kind: store.KindTokenRequested, Outcome: "issued",
+			Detail: `{"token_id":"jti-old","expire_time":"` + t0.Add(-time.Minute).Format(time.RFC3339Nano) + `"}`},
+		{EventID: "t0", Tenant: "acme", Agent: agentName, Time: t0.Add(-3 * time.Minute), Kind: store.KindTokenRequested, Outcome: "invalid_scope",
+			Detail: `{"token_id":"jti-refused"}`},
+	}
+	if n := eng.LearnTokens(stored); n != 2 {
+		t.Fatalf("learned %d tokens, want 2", n)
+	}
+	sev := func(jti string, at time.Time) monitorv1.AlertSeverity {
+		e := detect.NewEngine(detect.Config{Corroborate: true}, baseline.NewManager(baseline.Config{}))
+		e.LearnTokens(stored)
+		got := e.Process([]store.Event{reported("a1", jti, at)}, registry("SUSPENDED", true))
+		if len(got) != 1 {
+			t.Fatalf("alerts %v, want 1", got)
+		}
+		return got[0].GetSeverity()
+	}
+	if s := sev("jti-new", t0); s != critical {
+		t.Errorf("access with a relearned token: %v, want CRITICAL", s)
+	}
+	if s := sev("jti-old", t0.Add(detect.TokenSkew)); s != medium {
+		t.Errorf("access with a relearned token long expired: %v, want MEDIUM", s)
+	}
+	if s := sev("jti-refused", t0); s != medium {
+		t.Errorf("access with the id of a refused request: %v, want MEDIUM", s)
+	}
+}

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/agentid/agentid/services/monitor/internal/store"
@@ -72,3 +73,41 @@ func (x *tokenIndex) corroborated(r *store.Event) (ok bool, why string) {
 	}
 	return true, ""
 }
+
+// LearnTokens remembers the tokens that stored token request rows issued (read back from the
+// telemetry store, whose detail keeps the token id and expiry), e.g. those issued before a restart,
+// so that access with them stays corroborated. Rows are taken newest first; it returns how many
+// tokens it learned. It does nothing without Config.Corroborate.
+func (e *Engine) LearnTokens(rows []store.Event) int {
+	if e.tokens == nil {
+		return 0
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for i := range rows {
+		r := rows[i]
+		if r.Kind != store.KindTokenRequested || r.Outcome != "issued" || r.Agent == "" {
+			continue
+		}
+		if r.TokenID == "" {
+			var d struct {
+				TokenID    string    `json:"token_id"`
+				ExpireTime time.Time `json:"expire_time"`
+			}
+			if json.Unmarshal([]byte(r.Detail), &d) != nil || d.TokenID == "" {
+				continue
+			}
+			r.TokenID, r.TokenExpires = d.TokenID, d.ExpireTime
+		}
+		if _, known := e.tokens.byKey[tokenKey{r.Tenant, r.TokenID}]; known {
+			continue // a newer row named it already
+		}
+		e.tokens.learn(&r)
+		n++
+	}
+	return n
+}
+
+// MaxTokens is how many issued tokens the engine remembers for corroboration.
+func (e *Engine) MaxTokens() int { return e.cfg.MaxTokens }
