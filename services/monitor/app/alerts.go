@@ -77,8 +77,8 @@ func newAlertPipeline(cfg Config, es *eventstore.Store, an telemetryStore, dir a
 		Recompute: func(ctx context.Context, tenant string, asOf time.Time, beforeStreamSeq uint64) error {
 			return baselines.RecomputeAcked(ctx, an, tenant, asOf, beforeStreamSeq)
 		},
-		AckFloor:       lag.AckFloor,
-		Tenants:        an.Tenants,
+		AckFloor: lag.AckFloor,
+		Tenants:  an.Tenants,
 		Prepare: func(ctx context.Context) error {
 			if err := dirRunner.Ready(ctx); err != nil {
 				return err
