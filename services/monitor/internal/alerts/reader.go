@@ -64,7 +64,8 @@ type ReaderConfig struct {
 // platform-admin, and tenant-admin, auditor, analyst of the tenant, and the lifecycle worker. A
 // tenant the caller is not of is NotFound, as is a tenant the monitor does not know.
 type Reader struct {
-	cfg ReaderConfig
+	cfg      ReaderConfig
+	coverage coverageCache
 }
 
 // NewReader returns a Reader.
@@ -256,7 +257,8 @@ func (r *Reader) Baseline(ctx context.Context, req *monitorv1.GetBaselineRequest
 }
 
 // Usage answers GetAgentUsage. Events counts the agent's requests (access and token rows) in the
-// window.
+// window; coverage_start_time is the store's CoverageStart of the tenant (empty when the store holds
+// none of its rows or cannot say).
 func (r *Reader) Usage(ctx context.Context, req *monitorv1.GetAgentUsageRequest) (*monitorv1.GetAgentUsageResponse, error) {
 	tenant, err := parseAgent("agent", req.GetAgent())
 	if err != nil {
@@ -277,6 +279,11 @@ func (r *Reader) Usage(ctx context.Context, req *monitorv1.GetAgentUsageRequest)
 	}
 	w := store.Window{Tenant: tenant, Agent: req.GetAgent(), From: from, To: to}
 	resp := &monitorv1.GetAgentUsageResponse{}
+	if start, ok, err := r.coverage.start(ctx, r.cfg.Analytics, tenant, r.cfg.Now()); err != nil {
+		return nil, unavailable(err)
+	} else if ok {
+		resp.CoverageStartTime = timestamppb.New(start)
+	}
 	last, err := r.cfg.Analytics.LastActive(ctx, store.Window{Tenant: tenant, Agent: req.GetAgent(), From: from, To: later(to, r.cfg.Now())})
 	if err != nil {
 		return nil, unavailable(err)
