@@ -221,7 +221,8 @@ type DeprovisionNotice struct {
 	Kind string `json:"kind"`
 	// Text says what is needed.
 	Text string `json:"text"`
-	// Steps are the run's steps so far.
+	// Steps are the run's steps so far, for a notice that needs them (cleanup_failed); reminders
+	// carry none, so their size does not grow with the run.
 	Steps []DeprovisionStep `json:"steps,omitempty"`
 	// IdempotencyKey identifies the notice.
 	IdempotencyKey string `json:"idempotency_key"`

@@ -53,6 +53,16 @@ const (
 	DefaultSignOffRemindEvery = 24 * time.Hour
 	// DefaultSignOffEscalateAfter is how long a sign-off may wait before reminders also go to security.
 	DefaultSignOffEscalateAfter = 72 * time.Hour
+	// MinSignOffRemindEvery is the shortest interval between two sign-off reminders: a shorter
+	// RemindEvery is raised to it, so a waiting run records at most one reminder (a timer and a
+	// notice, about ten history events) an hour.
+	MinSignOffRemindEvery = time.Hour
+	// SignOffRemindersAtFullRate is how many reminders of one sign-off are sent every RemindEvery;
+	// after them a sign-off that still waits is reminded at most daily (SlowSignOffRemindEvery).
+	SignOffRemindersAtFullRate = 48
+	// SlowSignOffRemindEvery is the reminder interval of a sign-off after SignOffRemindersAtFullRate
+	// reminders (when RemindEvery is shorter).
+	SlowSignOffRemindEvery = 24 * time.Hour
 )
 
 // DefaultSignOffSteps are the sign-offs a deprovisioning run waits for unless configured otherwise.
@@ -314,8 +324,12 @@ func (d *deprovision) cleanup(ctx, actx workflow.Context) error {
 	return nil
 }
 
-// awaitSignOffs waits for the sign-offs in order, reminding the signer every RemindEvery and, after
-// EscalateAfter, security too.
+// awaitSignOffs waits for the sign-offs in order, reminding the signer every RemindEvery (at least
+// MinSignOffRemindEvery, at least SlowSignOffRemindEvery after SignOffRemindersAtFullRate reminders)
+// and, after EscalateAfter, security too. Reminders are counted, not recorded one by one: when the
+// sign-off arrives one step (reminders:<step>) says how many were sent, to whom and when the last
+// was; the notices carry no step list. The history of a waiting run thus grows by at most one
+// reminder an hour for two days, then one a day.
 func (d *deprovision) awaitSignOffs(ctx, actx workflow.Context) error {
 	if len(d.signSteps) == 0 {
 		d.step(ctx, StageSignOff, "no sign-off required for trigger "+d.in.Trigger, "")
@@ -325,8 +339,11 @@ func (d *deprovision) awaitSignOffs(ctx, actx workflow.Context) error {
 		return err
 	}
 	remind := d.in.RemindEvery
-	if remind <= 0 {
+	switch {
+	case remind <= 0:
 		remind = DefaultSignOffRemindEvery
+	case remind < MinSignOffRemindEvery:
+		remind = MinSignOffRemindEvery
 	}
 	escalate := d.in.EscalateAfter
 	if escalate <= 0 {
@@ -339,8 +356,15 @@ func (d *deprovision) awaitSignOffs(ctx, actx workflow.Context) error {
 		d.status.Step = step
 		d.status.MayAct = StepRoles(step)
 		waitStart := workflow.Now(ctx)
+		reminded, failed := 0, 0
+		var lastTo []string
+		var last time.Time
 		for len(d.signOffs) == n {
-			ok, err := workflow.AwaitWithTimeout(ctx, remind, func() bool { return len(d.signOffs) > n })
+			wait := remind
+			if reminded >= SignOffRemindersAtFullRate && wait < SlowSignOffRemindEvery {
+				wait = SlowSignOffRemindEvery
+			}
+			ok, err := workflow.AwaitWithTimeout(ctx, wait, func() bool { return len(d.signOffs) > n })
 			if err != nil {
 				return err
 			}
@@ -352,14 +376,26 @@ func (d *deprovision) awaitSignOffs(ctx, actx workflow.Context) error {
 				to = append(to, StepSecurity)
 			}
 			d.reminders++
+			reminded++
 			if err := workflow.ExecuteActivity(actx, acts.NotifyDeprovisioning, DeprovisionNotice{
 				Tenant: d.in.Tenant, Agent: d.in.Agent, To: to, Kind: "sign_off_reminder",
-				Text:  fmt.Sprintf("the deprovisioning of %s waits for the %s sign-off since %s", d.in.Agent, step, waitStart.UTC().Format(time.RFC3339)),
-				Steps: d.steps, IdempotencyKey: requestID(d.id, fmt.Sprintf("remind-%d", d.reminders)),
+				Text: fmt.Sprintf("the deprovisioning of %s waits for the %s sign-off since %s (reminder %d)",
+					d.in.Agent, step, waitStart.UTC().Format(time.RFC3339), reminded),
+				IdempotencyKey: requestID(d.id, fmt.Sprintf("remind-%d", d.reminders)),
 			}).Get(ctx, nil); err != nil {
+				failed++
 				workflow.GetLogger(ctx).Error("cannot send a sign-off reminder", "step", step, "error", err)
 			}
-			d.step(ctx, "reminder:"+step, "reminded "+strings.Join(to, ", "), "")
+			lastTo, last = to, workflow.Now(ctx).UTC()
+			d.status.WaitingFor = fmt.Sprintf("sign-off by %s (reminded %d times)", step, reminded)
+		}
+		if reminded > 0 {
+			result := fmt.Sprintf("reminded %d times while waiting since %s, the last at %s to %s",
+				reminded, waitStart.UTC().Format(time.RFC3339), last.Format(time.RFC3339), strings.Join(lastTo, ", "))
+			if failed > 0 {
+				result += fmt.Sprintf(" (%d reminders could not be delivered)", failed)
+			}
+			d.step(ctx, "reminders:"+step, result, "")
 		}
 		a := d.signOffs[n]
 		d.step(ctx, "sign_off:"+a.Step, "signed off ("+a.Role+")"+commentSuffix(a.Comment), a.Approver)

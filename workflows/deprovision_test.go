@@ -343,7 +343,7 @@ func TestDeprovisionSignOffs(t *testing.T) {
 		t.Fatalf("sign-offs = %+v", res.SignOffs)
 	}
 	if got, want := stepNames(res.Steps), []string{"suspend", "revoke", "remove_roles", "cleanup", "verify", "retire",
-		"reminder:owner", "sign_off:owner", "sign_off:security"}; !slices.Equal(got, want) {
+		"reminders:owner", "sign_off:owner", "sign_off:security"}; !slices.Equal(got, want) {
 		t.Errorf("steps = %v, want %v", got, want)
 	}
 	sent := notifier.all()
