@@ -13,6 +13,7 @@ func RegisterWorkflows(r worker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(IncidentWorkflow, workflow.RegisterOptions{Name: IncidentWorkflowName})
 	r.RegisterWorkflowWithOptions(TTLWorkflow, workflow.RegisterOptions{Name: TTLWorkflowName})
 	r.RegisterWorkflowWithOptions(RotationWorkflow, workflow.RegisterOptions{Name: RotationWorkflowName})
+	r.RegisterWorkflowWithOptions(KeyRemovalWorkflow, workflow.RegisterOptions{Name: KeyRemovalWorkflowName})
 	r.RegisterWorkflowWithOptions(SweepWorkflow, workflow.RegisterOptions{Name: SweepWorkflowName})
 	r.RegisterWorkflowWithOptions(RotationSweepWorkflow, workflow.RegisterOptions{Name: RotationSweepWorkflowName})
 	r.RegisterWorkflowWithOptions(ReviewWorkflow, workflow.RegisterOptions{Name: ReviewWorkflowName})

@@ -46,7 +46,9 @@ type RotationInput struct {
 	Agent string
 	// AgentID is the agent id.
 	AgentID string
-	// NewKeyJWK is the added public key as one JWK (JSON).
+	// NewKeyJWK is the added public key as one JWK (JSON), as the event carried it. It is not
+	// trusted: the run adds the key the registry holds under NewKeyThumbprint (anyone who can start
+	// a run could put any key here).
 	NewKeyJWK string
 	// NewKeyThumbprint is its RFC 7638 thumbprint (base64url).
 	NewKeyThumbprint string
@@ -85,17 +87,27 @@ type RotationResult struct {
 	Detail string
 }
 
-// RotationWorkflow rotates an agent's credential with zero downtime: the new key is added to the
-// agent's OAuth client (both keys authenticate), the run waits for the overlap, then removes every
-// other key from the client and the registry and revokes the tokens each removed key obtained (a
-// CLIENT_KEY revocation by the tokens' ckt claim: tokens of the new key stay valid), and records
-// lifecycle.key_rotated. An agent that is not ACTIVE or PENDING when the run starts or when the
+// RotationWorkflow rotates an agent's credential with zero downtime: the new key, read from the
+// registry by its thumbprint, is added to the agent's OAuth client (both keys authenticate) and the
+// owner notified, the run waits for the overlap, then removes the keys added before the new one from
+// the client and the registry and revokes the tokens each removed key obtained (a CLIENT_KEY
+// revocation by the tokens' ckt claim: tokens of the new key stay valid), and records
+// lifecycle.key_rotated (rotate; runs recorded before versionRotationKeySafety take rotateV0). An agent that is not ACTIVE or PENDING when the run starts or when the
 // overlap ends stops the run: nothing is removed and nothing re-enabled. Every step is idempotent by
 // a request id derived from the workflow id.
 func RotationWorkflow(ctx workflow.Context, in RotationInput) (RotationResult, error) {
 	if err := in.Validate(); err != nil {
 		return RotationResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "INVALID_ARGUMENT", nil)
 	}
+	if workflow.GetVersion(ctx, versionRotationKeySafety, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return rotateV0(ctx, in)
+	}
+	return rotate(ctx, in)
+}
+
+// rotateV0 is the rotation of runs recorded before versionRotationKeySafety: it removes every key but
+// the new one, from the registry's list, and revokes after the registry's removal.
+func rotateV0(ctx workflow.Context, in RotationInput) (RotationResult, error) {
 	overlap := in.Overlap
 	if overlap == 0 {
 		overlap = DefaultRotationOverlap
@@ -125,7 +137,7 @@ func RotationWorkflow(ctx workflow.Context, in RotationInput) (RotationResult, e
 		return finish(RotationResult{Result: ResultStopped, Detail: detail}, time.Time{})
 	}
 	if err := workflow.ExecuteActivity(actx, acts.AddClientKey, ClientKeyRequest{
-		Tenant: in.Tenant, ClientID: in.AgentID, PublicJWK: in.NewKeyJWK, RequestID: requestID(wfID, "add-client-key"),
+		Tenant: in.Tenant, Agent: in.Agent, ClientID: in.AgentID, Thumbprint: in.NewKeyThumbprint, RequestID: requestID(wfID, "add-client-key"),
 	}).Get(ctx, nil); err != nil {
 		return RotationResult{}, err
 	}
@@ -174,6 +186,152 @@ func RotationWorkflow(ctx workflow.Context, in RotationInput) (RotationResult, e
 	return finish(res, overlapEnd)
 }
 
+// rotate is the rotation of runs from versionRotationKeySafety on. The new key's JWK is read from the
+// registry by thumbprint (never from the input), the owner is notified of the addition, and the key is
+// checked again after it reached the client: a key removed from the registry meanwhile is taken off
+// the client at once. When the overlap ends only the keys added BEFORE the new one go: from the client
+// those that precede it in the client's own key list (read from the issuer), each revoked right after
+// its removal, and from the registry those with an earlier add time. A stop leaves no key on the
+// client that the registry does not hold.
+func rotate(ctx workflow.Context, in RotationInput) (RotationResult, error) {
+	overlap := in.Overlap
+	if overlap == 0 {
+		overlap = DefaultRotationOverlap
+	}
+	wfID := workflow.GetInfo(ctx).WorkflowExecution.ID
+	actx := workflow.WithActivityOptions(ctx, activityOptions)
+	stage := func(s string) { _ = workflow.UpsertTypedSearchAttributes(ctx, StageKey.ValueSet(s)) }
+	reason := "rotation " + wfID
+	finish := func(res RotationResult, overlapEnd time.Time) (RotationResult, error) {
+		stage(StageDone)
+		slices.Sort(res.RemovedKeys)
+		rec := KeyRotatedRecord{
+			Tenant: in.Tenant, Agent: in.Agent, AgentID: in.AgentID, WorkflowID: wfID, NewKey: in.NewKeyThumbprint,
+			OldKeys: res.RemovedKeys, Outcome: res.Result, Detail: res.Detail, Revocations: res.Revocations,
+			OverlapEnd: overlapEnd, CausationID: in.EventID, IdempotencyKey: requestID(wfID, "record"),
+		}
+		if err := workflow.ExecuteActivity(actx, acts.RecordKeyRotated, rec).Get(ctx, nil); err != nil {
+			return res, err
+		}
+		return res, nil
+	}
+	agent := func() (RotationAgentState, error) {
+		var st RotationAgentState
+		err := workflow.ExecuteActivity(actx, acts.RotationAgent, RotationAgentRequest{Agent: in.Agent, NewKey: in.NewKeyThumbprint}).Get(ctx, &st)
+		return st, err
+	}
+	// removeFromClient takes key off the client and revokes the tokens it obtained right after, so
+	// no later failure can leave its tokens alive; the revocation's request id is the key's own,
+	// shared with the key-removal run of its agent.key_removed (one revocation per key).
+	removeFromClient := func(res *RotationResult, key string) error {
+		if err := workflow.ExecuteActivity(actx, acts.RemoveClientKey, ClientKeyRequest{
+			Tenant: in.Tenant, ClientID: in.AgentID, Thumbprint: key, Reason: reason, RequestID: requestID(wfID, "remove-"+key+"-client"),
+		}).Get(ctx, nil); err != nil {
+			return err
+		}
+		var rev string
+		if err := workflow.ExecuteActivity(actx, acts.RevokeClientKeyTokens, ClientKeyRequest{
+			Tenant: in.Tenant, ClientID: in.AgentID, Thumbprint: key, Reason: reason, RequestID: ClientKeyRevocationRequestID(in.AgentID, key),
+		}).Get(ctx, &rev); err != nil {
+			return err
+		}
+		if rev != "" {
+			res.Revocations = append(res.Revocations, rev)
+		}
+		return nil
+	}
+	// dropNewKey stops a run whose new key left the registry: the key leaves the client too.
+	dropNewKey := func(overlapEnd time.Time) (RotationResult, error) {
+		res := RotationResult{Result: ResultStopped, Detail: "the new key is no longer registered for the agent: it was taken off the client, its tokens revoked, and no other key removed"}
+		if err := removeFromClient(&res, in.NewKeyThumbprint); err != nil {
+			return res, err
+		}
+		return finish(res, overlapEnd)
+	}
+
+	stage(StageRotationAdd)
+	st, err := agent()
+	if err != nil {
+		return RotationResult{}, err
+	}
+	if detail := st.stopReason(in.NewKeyThumbprint); detail != "" {
+		return finish(RotationResult{Result: ResultStopped, Detail: detail}, time.Time{})
+	}
+	if err := workflow.ExecuteActivity(actx, acts.NotifyKeyAdded, KeyAddedNotice{
+		Tenant: in.Tenant, Agent: in.Agent, AgentID: in.AgentID, Owner: st.Owner, RiskTier: st.RiskTier, Thumbprint: in.NewKeyThumbprint,
+		WorkflowID: wfID, NotificationID: requestID(wfID, "key-added"), Overlap: overlap,
+	}).Get(ctx, nil); err != nil {
+		return RotationResult{}, err
+	}
+	if err := workflow.ExecuteActivity(actx, acts.AddClientKey, ClientKeyRequest{
+		Tenant: in.Tenant, Agent: in.Agent, ClientID: in.AgentID, Thumbprint: in.NewKeyThumbprint, RequestID: requestID(wfID, "add-client-key"),
+	}).Get(ctx, nil); err != nil {
+		return RotationResult{}, err
+	}
+	// A removal of the new key that ran before the key reached the client removed nothing there.
+	if st, err = agent(); err != nil {
+		return RotationResult{}, err
+	}
+	if !slices.Contains(st.Keys, in.NewKeyThumbprint) {
+		return dropNewKey(time.Time{})
+	}
+	if detail := st.stopReason(in.NewKeyThumbprint); detail != "" {
+		return finish(RotationResult{Result: ResultStopped, Detail: detail}, time.Time{})
+	}
+
+	stage(StageRotationOverlap)
+	if err := workflow.Sleep(ctx, overlap); err != nil {
+		return RotationResult{}, err
+	}
+	overlapEnd := workflow.Now(ctx).UTC()
+
+	stage(StageRotationRemove)
+	if st, err = agent(); err != nil {
+		return RotationResult{}, err
+	}
+	if !slices.Contains(st.Keys, in.NewKeyThumbprint) {
+		return dropNewKey(overlapEnd)
+	}
+	if detail := st.stopReason(in.NewKeyThumbprint); detail != "" {
+		return finish(RotationResult{Result: ResultStopped, Detail: detail}, overlapEnd)
+	}
+	var ck ClientKeysState
+	if err := workflow.ExecuteActivity(actx, acts.ClientKeys, ClientKeyRequest{
+		Tenant: in.Tenant, ClientID: in.AgentID, Thumbprint: in.NewKeyThumbprint,
+	}).Get(ctx, &ck); err != nil {
+		return RotationResult{}, err
+	}
+	if ck.Exists && !ck.HasKey {
+		return finish(RotationResult{Result: ResultStopped,
+			Detail: "the new key is not on the agent's client: no key is removed (the agent would be locked out)"}, overlapEnd)
+	}
+	res := RotationResult{Result: ResultRotated}
+	for _, old := range ck.Before {
+		if err := removeFromClient(&res, old); err != nil {
+			return res, err
+		}
+		res.RemovedKeys = append(res.RemovedKeys, old)
+	}
+	for _, old := range st.Before {
+		if err := workflow.ExecuteActivity(actx, acts.RemoveAgentKey, AgentKeyRemovalRequest{
+			Agent: in.Agent, Thumbprint: old, Reason: reason, RequestID: requestID(wfID, "remove-"+old+"-agent"),
+		}).Get(ctx, nil); err != nil {
+			return res, err
+		}
+		if !slices.Contains(res.RemovedKeys, old) {
+			res.RemovedKeys = append(res.RemovedKeys, old)
+		}
+	}
+	return finish(res, overlapEnd)
+}
+
+// ClientKeyRevocationRequestID is the request id of the CLIENT_KEY revocation of the tokens client
+// obtained with the key of thumbprint: the rotation and the key-removal run share it, so a key's
+// tokens are revoked once however many runs remove it.
+func ClientKeyRevocationRequestID(clientID, thumbprint string) string {
+	return "client-key-removed/" + clientID + "/" + thumbprint
+}
+
 // RotationAgentRequest asks for what a rotation needs to know about its agent.
 type RotationAgentRequest struct {
 	// Agent is the resource name.
@@ -188,6 +346,11 @@ type RotationAgentState struct {
 	State string
 	// Keys are the thumbprints of the agent's keys, in the registry's order.
 	Keys []string
+	// Before are the thumbprints of the keys added before the new key (by the registry's add time;
+	// equal times by the registry's order); empty when the new key is not registered.
+	Before []string
+	// Owner and RiskTier (without the RISK_TIER_ prefix) of the agent, for the owner's notice.
+	Owner, RiskTier string
 }
 
 // stopReason says why a rotation must stop here, "" when it goes on.

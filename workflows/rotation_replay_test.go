@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,9 +24,10 @@ import (
 var recordedRotationHistories = []string{
 	"rotation-rotated.json",
 	"rotation-stopped-suspended.json",
+	"key-removal-removed.json",
 }
 
-// TestRecordRotationHistories runs a rotation to its end and one of a suspended agent on a real
+// TestRecordRotationHistories runs a rotation to its end, one of a suspended agent and a key removal on a real
 // Temporal dev server with a real worker, checks their results and that the fresh histories replay,
 // and with -record writes them to testdata/.
 func TestRecordRotationHistories(t *testing.T) {
@@ -88,6 +90,40 @@ func TestRecordRotationHistories(t *testing.T) {
 			}
 			t.Logf("wrote testdata/%s (%d events)", tc.file, len(h.GetEvents()))
 		}
+	}
+	// A key removed in the registry leaves the client and its tokens are revoked.
+	removal, oldTP := rotationSetup(t, fx, "rot-3", registryv1.AgentState_AGENT_STATE_ACTIVE)
+	c3 := fx.fakes.Issuer.Client("tenants/" + tenant + "/clients/rot-3")
+	c3.PublicJwks = strings.TrimSuffix(c3.GetPublicJwks(), "]}") + "," + newJWKOf(t, fx, removal) + "]}"
+	fx.fakes.Issuer.Put(c3)
+	const removalFile = "key-removal-removed.json"
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: workflows.KeyRemovalWorkflowID(tenant, "rot-3", oldTP), TaskQueue: workflows.TaskQueue,
+		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+	}, workflows.KeyRemovalWorkflowName, workflows.KeyRemovalInput{Tenant: tenant, Agent: removal.Agent, AgentID: "rot-3", Thumbprint: oldTP, Reason: "leaked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rres workflows.KeyRemovalResult
+	if err := run.Get(ctx, &rres); err != nil || rres.Revocation == "" {
+		t.Fatalf("%s: %+v, %v; want a revocation", removalFile, rres, err)
+	}
+	h := history(t, c, run)
+	replayer := worker.NewWorkflowReplayer()
+	workflows.RegisterWorkflows(replayer)
+	if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
+		t.Fatalf("%s: the fresh history does not replay: %v", removalFile, err)
+	}
+	files = append(files, removalFile)
+	if recordFile(removalFile) {
+		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join("testdata", removalFile), append(b, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote testdata/%s (%d events)", removalFile, len(h.GetEvents()))
 	}
 	if !slices.Equal(files, recordedRotationHistories) {
 		t.Fatalf("recorded %v, want %v", files, recordedRotationHistories)

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
@@ -100,10 +102,19 @@ func TestRotationWorkflowRotates(t *testing.T) {
 	const id = "r1"
 	wfID := workflows.RotationWorkflowID(tenant, id, "x")
 	f := newFixture(t, wfID)
+	notes := &recordingNotifier{}
+	f.acts.Notifier = notes
 	in, oldTP := rotationSetup(t, f, id, registryv1.AgentState_AGENT_STATE_ACTIVE)
+	// The input's JWK is not trusted: a key planted there never reaches the client.
+	planted := newJWK(t, "k2")
+	in.NewKeyJWK = planted
 	start := f.env.Now()
 	var during []string
 	f.env.RegisterDelayedCallback(func() { during = clientKeys(t, f, id) }, time.Hour)
+	// The old key's tokens are revoked right after its removal from the client, before the registry
+	// is asked to remove it (a registry that refuses cannot leave them alive).
+	revokedFirst := false
+	f.fakes.After("RemoveAgentKey", func() { revokedFirst = len(f.fakes.Requests("RevokeTokens")) == 1 })
 	f.env.ExecuteWorkflow(workflows.RotationWorkflow, in)
 	var res workflows.RotationResult
 	if err := f.env.GetWorkflowResult(&res); err != nil {
@@ -113,6 +124,18 @@ func TestRotationWorkflowRotates(t *testing.T) {
 	slices.Sort(both)
 	if !slices.Equal(during, both) {
 		t.Fatalf("client keys during the overlap = %v, want both %v", during, both)
+	}
+	adds := workflowstest.RequestsOf[*issuerv1.AddClientKeyRequest](f.fakes, "AddClientKey")
+	if len(adds) != 1 || adds[0].GetThumbprint() != in.NewKeyThumbprint || workflowstest.Thumbprint(adds[0].GetPublicJwk()) != in.NewKeyThumbprint ||
+		slices.Contains(clientKeys(t, f, id), workflowstest.Thumbprint(planted)) {
+		t.Fatalf("AddClientKey = %v, want the registered key by its thumbprint, not the input's", adds)
+	}
+	if !revokedFirst {
+		t.Fatal("the registry was asked to remove the old key before its tokens were revoked")
+	}
+	if sent := notes.all(); len(sent) != 1 || sent[0].Kind != workflows.NotificationKeyAdded || sent[0].Recipient == "" ||
+		sent[0].RecipientRole != workflows.HolderOwner || !strings.Contains(sent[0].Summary, in.NewKeyThumbprint) {
+		t.Fatalf("notifications = %+v, want the owner told of the added key", sent)
 	}
 	if f.env.Now().Sub(start) < in.Overlap {
 		t.Fatalf("the run ended %s after its start, before the overlap of %s", f.env.Now().Sub(start), in.Overlap)
@@ -129,7 +152,7 @@ func TestRotationWorkflowRotates(t *testing.T) {
 	}
 	revs := workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens")
 	if len(revs) != 1 || revs[0].GetClientKey().GetThumbprint() != oldTP || revs[0].GetClientKey().GetClient() != "tenants/acme/clients/"+id ||
-		revs[0].GetRequestId() != wfID+"/revoke-"+oldTP {
+		revs[0].GetRequestId() != workflows.BoundedRequestID(workflows.ClientKeyRevocationRequestID(id, oldTP)) {
 		t.Fatalf("RevokeTokens = %v, want one revocation of the old key's tokens", revs)
 	}
 	if n := len(f.fakes.Requests("DisableClient")) + len(f.fakes.Requests("SuspendAgent")); n != 0 {
@@ -151,14 +174,16 @@ func TestRotationWorkflowStops(t *testing.T) {
 		startState registryv1.AgentState
 		meanwhile  func(a *registryv1.Agent)
 		wantAdd    bool
+		// dropped: the new key left the registry, so the run takes it off the client and revokes it.
+		dropped bool
 	}{
 		{"suspended during the overlap", registryv1.AgentState_AGENT_STATE_ACTIVE,
-			func(a *registryv1.Agent) { a.State = registryv1.AgentState_AGENT_STATE_SUSPENDED }, true},
+			func(a *registryv1.Agent) { a.State = registryv1.AgentState_AGENT_STATE_SUSPENDED }, true, false},
 		{"retiring during the overlap", registryv1.AgentState_AGENT_STATE_ACTIVE,
-			func(a *registryv1.Agent) { a.State = registryv1.AgentState_AGENT_STATE_RETIRING }, true},
+			func(a *registryv1.Agent) { a.State = registryv1.AgentState_AGENT_STATE_RETIRING }, true, false},
 		{"new key removed during the overlap", registryv1.AgentState_AGENT_STATE_ACTIVE,
-			func(a *registryv1.Agent) { a.Keys = a.Keys[:1] }, true},
-		{"suspended before the run", registryv1.AgentState_AGENT_STATE_SUSPENDED, nil, false},
+			func(a *registryv1.Agent) { a.Keys = a.Keys[:1] }, true, true},
+		{"suspended before the run", registryv1.AgentState_AGENT_STATE_SUSPENDED, nil, false, false},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,7 +208,20 @@ func TestRotationWorkflowStops(t *testing.T) {
 			if got := len(f.fakes.Requests("AddClientKey")) > 0; got != tc.wantAdd {
 				t.Fatalf("AddClientKey called = %v, want %v", got, tc.wantAdd)
 			}
-			for _, m := range []string{"RemoveClientKey", "RemoveAgentKey", "RevokeTokens", "ResumeAgent", "ActivateAgent", "CreateClient"} {
+			quiet := []string{"RemoveAgentKey", "ResumeAgent", "ActivateAgent", "CreateClient"}
+			if tc.dropped {
+				rms := workflowstest.RequestsOf[*issuerv1.RemoveClientKeyRequest](f.fakes, "RemoveClientKey")
+				revs := workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens")
+				if len(rms) != 1 || rms[0].GetThumbprint() != in.NewKeyThumbprint || len(revs) != 1 || revs[0].GetClientKey().GetThumbprint() != in.NewKeyThumbprint {
+					t.Fatalf("RemoveClientKey %v, RevokeTokens %v: want only the dropped new key taken off the client and revoked", rms, revs)
+				}
+				if got := clientKeys(t, f, id); !slices.Equal(got, []string{oldTP}) {
+					t.Fatalf("client keys = %v, want only the old key (no orphan)", got)
+				}
+			} else {
+				quiet = append(quiet, "RemoveClientKey", "RevokeTokens")
+			}
+			for _, m := range quiet {
 				if n := len(f.fakes.Requests(m)); n != 0 {
 					t.Fatalf("%s called %d times by a stopped rotation", m, n)
 				}
@@ -226,4 +264,186 @@ func TestRotationWorkflowDefaultOverlapAndBadInput(t *testing.T) {
 	if n := len(g.fakes.Requests("AddClientKey")) + len(g.fakes.Requests("GetAgent")); n != 0 {
 		t.Fatalf("a refused rotation called the services %d times", n)
 	}
+}
+
+// newJWK returns a fresh EC P-256 public key as one JWK with kid.
+func newJWK(t *testing.T, kid string) string {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey, KeyID: kid, Algorithm: "ES256", Use: "sig"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestRotationWorkflowKeepsNewerKeys: a key added after the rotation's new key (a later rotation) is
+// neither taken off the client nor out of the registry when the overlap ends; only the older key goes.
+func TestRotationWorkflowKeepsNewerKeys(t *testing.T) {
+	const id = "n1"
+	f := newFixture(t, workflows.RotationWorkflowID(tenant, id, "x"))
+	in, oldTP := rotationSetup(t, f, id, registryv1.AgentState_AGENT_STATE_ACTIVE)
+	newer := newJWK(t, "k3")
+	newerTP := workflowstest.Thumbprint(newer)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := f.fakes.Registry.Agent(in.Agent)
+	a.PublicJwks = strings.TrimSuffix(a.GetPublicJwks(), "]}") + "," + newer + "]}"
+	a.Keys = []*registryv1.AgentKey{
+		{Kid: "k1", Thumbprint: oldTP, AddTime: timestamppb.New(base)},
+		{Kid: "k2", Thumbprint: in.NewKeyThumbprint, AddTime: timestamppb.New(base.Add(time.Hour))},
+		{Kid: "k3", Thumbprint: newerTP, AddTime: timestamppb.New(base.Add(2 * time.Hour))},
+	}
+	f.fakes.Registry.Put(a)
+	// The newer key's own rotation reaches the client during the overlap.
+	f.env.RegisterDelayedCallback(func() {
+		c := f.fakes.Issuer.Client("tenants/" + tenant + "/clients/" + id)
+		c.PublicJwks = strings.TrimSuffix(c.GetPublicJwks(), "]}") + "," + newer + "]}"
+		f.fakes.Issuer.Put(c)
+	}, time.Hour)
+	f.env.ExecuteWorkflow(workflows.RotationWorkflow, in)
+	var res workflows.RotationResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Result != workflows.ResultRotated || !slices.Equal(res.RemovedKeys, []string{oldTP}) {
+		t.Fatalf("result = %+v, want only the older key removed", res)
+	}
+	want := []string{in.NewKeyThumbprint, newerTP}
+	slices.Sort(want)
+	if got := clientKeys(t, f, id); !slices.Equal(got, want) {
+		t.Fatalf("client keys = %v, want the new and the newer key %v", got, want)
+	}
+	var left []string
+	for _, k := range f.fakes.Registry.Agent(in.Agent).GetKeys() {
+		left = append(left, k.GetThumbprint())
+	}
+	slices.Sort(left)
+	if !slices.Equal(left, want) {
+		t.Fatalf("registry keys = %v, want %v", left, want)
+	}
+	for _, r := range workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens") {
+		if r.GetClientKey().GetThumbprint() != oldTP {
+			t.Fatalf("revoked the tokens of %s", r.GetClientKey().GetThumbprint())
+		}
+	}
+}
+
+// TestRotationWorkflowNewKeyGoneAfterAdd: the new key is removed from the registry while it is being
+// added to the client (its key-removal run found nothing there yet): the run takes it off the client
+// and revokes its tokens at once, and the old key stays.
+func TestRotationWorkflowNewKeyGoneAfterAdd(t *testing.T) {
+	const id = "g1"
+	f := newFixture(t, workflows.RotationWorkflowID(tenant, id, "x"))
+	in, oldTP := rotationSetup(t, f, id, registryv1.AgentState_AGENT_STATE_ACTIVE)
+	f.fakes.After("AddClientKey", func() {
+		a := f.fakes.Registry.Agent(in.Agent)
+		a.Keys = a.Keys[:1]
+		f.fakes.Registry.Put(a)
+	})
+	f.env.ExecuteWorkflow(workflows.RotationWorkflow, in)
+	var res workflows.RotationResult
+	if err := f.env.GetWorkflowResult(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Result != workflows.ResultStopped || len(res.RemovedKeys) != 0 || len(res.Revocations) != 1 {
+		t.Fatalf("result = %+v, want stopped with the new key's tokens revoked", res)
+	}
+	if got := clientKeys(t, f, id); !slices.Equal(got, []string{oldTP}) {
+		t.Fatalf("client keys = %v, want only the old key", got)
+	}
+	revs := workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens")
+	if len(revs) != 1 || revs[0].GetClientKey().GetThumbprint() != in.NewKeyThumbprint {
+		t.Fatalf("RevokeTokens = %v", revs)
+	}
+}
+
+// TestRotationWorkflowRevokesBeforeRegistryFails: the registry refuses to remove the old key (a
+// non-retryable error): the run fails, but the key is already off the client and its tokens revoked.
+func TestRotationWorkflowRevokesBeforeRegistryFails(t *testing.T) {
+	const id = "f1"
+	f := newFixture(t, workflows.RotationWorkflowID(tenant, id, "x"))
+	in, oldTP := rotationSetup(t, f, id, registryv1.AgentState_AGENT_STATE_ACTIVE)
+	f.fakes.FailNext("RemoveAgentKey", errs.FailedPrecondition("AGENT_CHANGED", "refused for the test"))
+	f.env.ExecuteWorkflow(workflows.RotationWorkflow, in)
+	if err := f.env.GetWorkflowError(); err == nil {
+		t.Fatal("the run ended well although the registry refused the removal")
+	}
+	if got := clientKeys(t, f, id); !slices.Equal(got, []string{in.NewKeyThumbprint}) {
+		t.Fatalf("client keys = %v, want only the new key", got)
+	}
+	revs := workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens")
+	if len(revs) != 1 || revs[0].GetClientKey().GetThumbprint() != oldTP {
+		t.Fatalf("RevokeTokens = %v, want the old key's tokens revoked", revs)
+	}
+}
+
+// TestKeyRemovalWorkflow: a key removed in the registry leaves the client and its tokens are revoked
+// (one CLIENT_KEY revocation under the key's own request id, the one a rotation uses too); a client
+// that refuses the removal (its last key) still gets the key's tokens revoked and the run fails.
+func TestKeyRemovalWorkflow(t *testing.T) {
+	t.Run("removed", func(t *testing.T) {
+		const id = "x1"
+		f := newFixture(t, workflows.KeyRemovalWorkflowID(tenant, id, "x"))
+		in, oldTP := rotationSetup(t, f, id, registryv1.AgentState_AGENT_STATE_ACTIVE)
+		c := f.fakes.Issuer.Client("tenants/" + tenant + "/clients/" + id)
+		c.PublicJwks = strings.TrimSuffix(c.GetPublicJwks(), "]}") + "," + newJWKOf(t, f, in) + "]}"
+		f.fakes.Issuer.Put(c)
+		f.env.ExecuteWorkflow(workflows.KeyRemovalWorkflow, workflows.KeyRemovalInput{
+			Tenant: tenant, Agent: in.Agent, AgentID: id, Thumbprint: oldTP, Reason: "leaked", EventID: "ev-key-removed",
+		})
+		var res workflows.KeyRemovalResult
+		if err := f.env.GetWorkflowResult(&res); err != nil {
+			t.Fatal(err)
+		}
+		if got := clientKeys(t, f, id); !slices.Equal(got, []string{in.NewKeyThumbprint}) {
+			t.Fatalf("client keys = %v, want the removed key gone", got)
+		}
+		revs := workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens")
+		if len(revs) != 1 || revs[0].GetClientKey().GetThumbprint() != oldTP ||
+			revs[0].GetRequestId() != workflows.BoundedRequestID(workflows.ClientKeyRevocationRequestID(id, oldTP)) || res.Revocation == "" {
+			t.Fatalf("RevokeTokens = %v, result %+v", revs, res)
+		}
+	})
+	t.Run("last key refused", func(t *testing.T) {
+		const id = "x2"
+		f := newFixture(t, workflows.KeyRemovalWorkflowID(tenant, id, "x"))
+		in, oldTP := rotationSetup(t, f, id, registryv1.AgentState_AGENT_STATE_ACTIVE)
+		f.fakes.FailNext("RemoveClientKey", errs.FailedPrecondition("LAST_KEY", "the client's only key cannot be removed"))
+		f.env.ExecuteWorkflow(workflows.KeyRemovalWorkflow, workflows.KeyRemovalInput{
+			Tenant: tenant, Agent: in.Agent, AgentID: id, Thumbprint: oldTP,
+		})
+		if err := f.env.GetWorkflowError(); err == nil {
+			t.Fatal("a refused removal ended well")
+		}
+		revs := workflowstest.RequestsOf[*issuerv1.RevokeTokensRequest](f.fakes, "RevokeTokens")
+		if len(revs) != 1 || revs[0].GetClientKey().GetThumbprint() != oldTP {
+			t.Fatalf("RevokeTokens = %v, want the key's tokens revoked anyway", revs)
+		}
+	})
+	t.Run("bad input", func(t *testing.T) {
+		if err := (workflows.KeyRemovalInput{Tenant: tenant, Agent: "tenants/acme/agents/x3", AgentID: "x3"}).Validate(); err == nil {
+			t.Fatal("Validate accepted input without a thumbprint")
+		}
+	})
+}
+
+// newJWKOf is the rotation input's new key as the registry holds it.
+func newJWKOf(t *testing.T, f *fixture, in workflows.RotationInput) string {
+	t.Helper()
+	var set struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal([]byte(f.fakes.Registry.Agent(in.Agent).GetPublicJwks()), &set); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range set.Keys {
+		if workflowstest.Thumbprint(string(k)) == in.NewKeyThumbprint {
+			return string(k)
+		}
+	}
+	t.Fatal("the new key is not registered")
+	return ""
 }

@@ -46,6 +46,13 @@ const (
 	// only in its status query. An auto-approved run then takes one workflow task instead of five.
 	// Runs recorded before it (workflow.DefaultVersion) take every step as a regular activity.
 	versionProvisionLocalSteps = "provision-local-steps"
+
+	// versionRotationKeySafety (version 1): the rotation reads the new key from the registry by
+	// thumbprint (never from its input), notifies the owner, takes the new key off the client when it
+	// left the registry, and when the overlap ends removes only the keys added before the new one
+	// (from the client by the client's own key list, each revoked right after its removal). Runs
+	// recorded before it (workflow.DefaultVersion) take rotateV0.
+	versionRotationKeySafety = "rotation-key-safety"
 )
 
 // Change describes one GetVersion change id of the package's workflows.
@@ -76,6 +83,8 @@ var Changes = []Change{
 			"provision-rejected-by-approver-v3.json", "provision-client-unusable-v0.json", "provision-escalated-v0.json", "provision-reminded-v0.json"}},
 	{ID: versionDeprovisionSaga, Workflow: DeprovisionWorkflowName, Max: 1,
 		Before: []string{"deprovision-v0.json"}},
+	{ID: versionRotationKeySafety, Workflow: RotationWorkflowName, Max: 1,
+		Before: []string{"rotation-rotated-v0.json", "rotation-stopped-suspended-v0.json"}},
 	{ID: versionSuspendFirst, Workflow: IncidentWorkflowName, Max: 1,
 		Before: []string{"incident-escalated-to-security-v0.json", "incident-notify-only-v0.json", "incident-restore-v0.json",
 			"incident-retire-v0.json", "incident-unknown-agent-v0.json"}},

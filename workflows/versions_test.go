@@ -271,6 +271,8 @@ func workflowFilePrefix(name string) string {
 		return "ttl-"
 	case workflows.SweepWorkflowName:
 		return "sweep-"
+	case workflows.RotationWorkflowName:
+		return "rotation-"
 	}
 	return name
 }

@@ -90,6 +90,9 @@ func (i *Issuer) AddClientKey(_ context.Context, req *issuerv1.AddClientKeyReque
 	if Thumbprint(req.GetPublicJwk()) == "" {
 		return nil, errs.InvalidArgument("public_jwk", "is not a JWK")
 	}
+	if req.GetThumbprint() != Thumbprint(req.GetPublicJwk()) {
+		return nil, errs.InvalidArgument("thumbprint", "is not public_jwk's thumbprint")
+	}
 	c.PublicJwks, _ = editKeys(c.GetPublicJwks(), req.GetPublicJwk(), "")
 	return &issuerv1.AddClientKeyResponse{Client: proto.Clone(c).(*issuerv1.Client)}, nil
 }
