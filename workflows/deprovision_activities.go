@@ -122,15 +122,18 @@ type RemoveGrantsRequest struct {
 	AgentID string
 }
 
-// RemoveGrants removes the agent's roles and scopes: everything the platform grants an agent is held by
-// its OAuth client (scopes, resources, roles), which the revoke step has disabled for good (a client
-// is never enabled again and its id is tombstoned). It records what the client held and fails with
-// ErrStillActive while the issuer would still grant anything (CheckClient).
+// RemoveGrants settles what the platform grants an agent — the scopes, resources and roles held by
+// its OAuth client — and says exactly what that is: the issuer has no call that removes a client's
+// grants, so nothing is removed; the revoke step disabled the client for good (a client is never
+// enabled again and its id is tombstoned), so none of them can be granted any more. It checks that
+// (CheckClient: a token request is refused) and fails with ErrStillActive while the issuer would
+// still grant a token; the client record keeps the grants as the record of what the agent had, as
+// the registry keeps the agent's scopes.
 func (a *Activities) RemoveGrants(ctx context.Context, in RemoveGrantsRequest) (StepResult, error) {
 	name := ClientName(in.Tenant, in.AgentID)
 	resp, err := a.Issuer.GetClient(ctx, &issuerv1.GetClientRequest{Name: name})
 	if IsClientNotFound(err) {
-		return StepResult{Result: "no client, so no roles or scopes were ever granted"}, nil
+		return StepResult{Result: "no client was ever issued, so no scope, resource or role was ever granted; nothing to remove"}, nil
 	}
 	if err != nil {
 		return StepResult{}, classify("issuer.GetClient", err)
@@ -140,12 +143,21 @@ func (a *Activities) RemoveGrants(ctx context.Context, in RemoveGrantsRequest) (
 	if err != nil {
 		return StepResult{}, err
 	}
-	if grants := len(check.GetScopes()) + len(check.GetResources()) + len(check.GetRoles()); grants > 0 {
-		return StepResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("client %s still grants scopes %v, resources %v, roles %v",
+	if !check.GetTokenRefused() {
+		return StepResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("client %s would still be granted a token with scopes %v, resources %v, roles %v",
 			name, check.GetScopes(), check.GetResources(), check.GetRoles()), ErrStillActive, nil)
 	}
-	return StepResult{Result: fmt.Sprintf("removed with client %s (disabled): scopes %v, resources %v, roles %v",
-		name, orNone(c.GetScopes()), orNone(c.GetResources()), orNone(c.GetRoles()))}, nil
+	return StepResult{Result: fmt.Sprintf("nothing removed (the issuer has no call to remove a client's grants): client %s refuses every token request (%s), "+
+		"so none of its grants can be used; its record keeps scopes %v, resources %v, roles %v as what the agent had",
+		name, refusal(check), orNone(c.GetScopes()), orNone(c.GetResources()), orNone(c.GetRoles()))}, nil
+}
+
+// refusal names why the issuer refuses a token request (the OAuth error and its reason).
+func refusal(check *issuerv1.CheckClientResponse) string {
+	if r := check.GetTokenReason(); r != "" {
+		return check.GetTokenError() + ", " + r
+	}
+	return check.GetTokenError()
 }
 
 func orNone(s []string) any {
@@ -261,7 +273,8 @@ func (a *Activities) NotifyDeprovisioning(ctx context.Context, n DeprovisionNoti
 // VerifyDeprovisioned verifies by trying that the agent's access is gone: the issuer refuses a token
 // request of its client at a gate (CheckClient: every gate but the signature, which needs the agent's
 // private key the platform does not hold), introspection of a token issued to it up to now (its last
-// token included) answers inactive, no role or scope remains, and the client is disabled. Anything
+// token included) answers inactive, and so no scope, resource or role can be granted (the grants are
+// not deleted: the client record keeps them), and the client is disabled. Anything
 // still granted fails with the non-retryable type ErrStillActive (the workflow revokes again).
 func (a *Activities) VerifyDeprovisioned(ctx context.Context, in VerifyRequest) (Verification, error) {
 	base, err := a.VerifyRevocation(ctx, in)
@@ -288,7 +301,8 @@ func (a *Activities) VerifyDeprovisioned(ctx context.Context, in VerifyRequest) 
 	checks := append(base.Checks,
 		fmt.Sprintf("token request refused: %s (%s)", check.GetTokenError(), check.GetTokenReason()),
 		fmt.Sprintf("introspection of a token issued up to %s (the last one included): inactive (%s)", base.VerifyTime.Format(time.RFC3339), check.GetTokenInactiveReason()),
-		"no roles or scopes remain",
+		fmt.Sprintf("no scope, resource or role can be granted: the token request is refused (%s) before any grant; "+
+			"the client record and the registry keep the agent's scopes as the record of what it had", refusal(check)),
 	)
 	return Verification{VerifyTime: now, Checks: checks}, nil
 }

@@ -136,7 +136,7 @@ func TestDeprovisionSaga(t *testing.T) {
 			if got := stepNames(res.Steps); !slices.Equal(got, tt.wantSteps) {
 				t.Errorf("steps = %v, want %v", got, tt.wantSteps)
 			}
-			wantChecks := []string{tt.wantCheck, "token request refused: invalid_client", "introspection of a token issued up to", "no roles or scopes remain"}
+			wantChecks := []string{tt.wantCheck, "token request refused: invalid_client", "introspection of a token issued up to", "no scope, resource or role can be granted: the token request is refused"}
 			if len(res.Checks) != len(wantChecks) {
 				t.Fatalf("checks = %q", res.Checks)
 			}
