@@ -9,8 +9,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -110,7 +113,7 @@ func nextKey(t *testing.T) string {
 }
 
 // TestAgentKeyAuthorization: an agent may add a key to itself (with its own token, not on behalf of
-// a user), never to another agent, and may not remove keys; an owner may change the keys of its own
+// a user, and only with a proof signed by a key it holds now), never to another agent, and may not remove keys; an owner may change the keys of its own
 // agents only; admins and the lifecycle worker may change any agent's keys of their tenant; another
 // tenant's admin finds nothing. Refused calls write nothing.
 func TestAgentKeyAuthorization(t *testing.T) {
@@ -118,7 +121,22 @@ func TestAgentKeyAuthorization(t *testing.T) {
 	h.createTenant(t, "acme")
 	h.createTenant(t, "globex")
 	ctx := t.Context()
-	a := h.activate(t, h.register(t, acmeOwner, keysAgentA))
+	// Agent A is registered with a key whose private half the test holds (it signs key proofs).
+	aKey, err := authn.NewSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	aPub, err := authn.PublicJWKSOf(aKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inA := agentInput(t)
+	inA.PublicJwks = string(aPub)
+	regA, err := h.client.RegisterAgent(testkit.WithBearer(ctx, acmeOwner), &registryv1.RegisterAgentRequest{Parent: "tenants/acme", Agent: inA, RequestId: keysAgentA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := h.activate(t, regA.GetAgent())
 	b := h.activate(t, h.register(t, acmeOwner, keysAgentB))
 	in := agentInput(t)
 	in.Owner = "team:payments"
@@ -168,10 +186,75 @@ func TestAgentKeyAuthorization(t *testing.T) {
 		t.Fatalf("refused key additions wrote %d events", after-before)
 	}
 
-	// The agent itself adds its next key.
-	res, err := add(agentAToken, a)
+	// The agent itself adds its next key only with a proof signed by a key it holds now, over the
+	// agent, the new key, the request id and a fresh time: its token alone is not enough.
+	selfPriv, err := authn.NewSigningKey()
 	if err != nil {
-		t.Fatalf("the agent adding its own key: %v", err)
+		t.Fatal(err)
+	}
+	selfJWK := selfPriv.Public()
+	selfKeyJSON, err := json.Marshal(selfJWK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	selfKey := string(selfKeyJSON)
+	selfTP, err := authn.Thumbprint(selfJWK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := authn.NewSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rid = "self-add-1"
+	now := time.Now()
+	proof := func(key jose.JSONWebKey, agent, tp, requestID string, at time.Time) string {
+		p, err := authn.SignKeyProof(key, authn.KeyProofClaims{Agent: agent, NewKeyThumbprint: tp, RequestID: requestID, IssuedAt: at.Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	selfAdd := func(proof, requestID string) (*registryv1.AddAgentKeyResponse, error) {
+		c := testkit.WithBearer(ctx, agentAToken)
+		if proof != "" {
+			c = metadata.AppendToOutgoingContext(c, authn.KeyProofMetadata, proof)
+		}
+		return h.client.AddAgentKey(c, &registryv1.AddAgentKeyRequest{Name: a.GetName(), PublicJwk: selfKey, RequestId: requestID})
+	}
+	before = written()
+	for _, tt := range []struct{ name, proof, rid string }{
+		{"no proof (a stolen token)", "", rid},
+		{"no request id", proof(aKey, a.GetName(), selfTP, rid, now), ""},
+		{"signed by a key the agent does not hold", proof(stranger, a.GetName(), selfTP, rid, now), rid},
+		{"signed by the new key itself", proof(selfPriv, a.GetName(), selfTP, rid, now), rid},
+		{"for another agent", proof(aKey, b.GetName(), selfTP, rid, now), rid},
+		{"for another key", proof(aKey, a.GetName(), "another-thumbprint", rid, now), rid},
+		{"for another request", proof(aKey, a.GetName(), selfTP, "other-request", now), rid},
+		{"stale", proof(aKey, a.GetName(), selfTP, rid, now.Add(-authn.KeyProofLifetime-time.Minute)), rid},
+		{"from the future", proof(aKey, a.GetName(), selfTP, rid, now.Add(10*time.Minute)), rid},
+		{"not a JWS", "not-a-jws", rid},
+	} {
+		t.Run("self add refused: "+tt.name, func(t *testing.T) {
+			_, err := selfAdd(tt.proof, tt.rid)
+			wantCode(t, err, codes.PermissionDenied)
+		})
+	}
+	if after := written(); after != before {
+		t.Fatalf("refused self additions wrote %d events", after-before)
+	}
+	good := proof(aKey, a.GetName(), selfTP, rid, now)
+	res, err := selfAdd(good, rid)
+	if err != nil {
+		t.Fatalf("the agent adding its own key with a proof: %v", err)
+	}
+	// The same proof again repeats the same request: answered alike, nothing more written.
+	before = written()
+	if again, err := selfAdd(good, rid); err != nil || again.GetKey().GetThumbprint() != selfTP {
+		t.Fatalf("the repeated request: %v, %v", again, err)
+	}
+	if after := written(); after != before {
+		t.Fatalf("the repeated request wrote %d events", after-before)
 	}
 	if len(res.GetAgent().GetKeys()) != 2 || res.GetKey().GetThumbprint() == "" || res.GetKey().GetAddTime() == nil {
 		t.Fatalf("after the agent's own addition: keys %v, added %v", res.GetAgent().GetKeys(), res.GetKey())
