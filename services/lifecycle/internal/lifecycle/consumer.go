@@ -34,6 +34,7 @@ var AgentEventSubjects = []string{
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.retirement_requested",
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.activated",
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.key_added",
+	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.key_removed",
 }
 
 // riskTierLookupTimeout bounds the registry call for a retiring agent's risk tier.
@@ -56,6 +57,8 @@ func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) err
 		return s.startTTL(ctx, ev)
 	case EventAgentKeyAdded:
 		return s.startRotation(ctx, ev)
+	case EventAgentKeyRemoved:
+		return s.startKeyRemoval(ctx, ev)
 	default:
 		return nil
 	}

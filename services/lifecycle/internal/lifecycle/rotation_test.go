@@ -2,6 +2,7 @@ package lifecycle_test
 
 import (
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -69,5 +70,53 @@ func TestKeyAddedStartsRotation(t *testing.T) {
 	}
 	if _, err := c.DescribeWorkflowExecution(t.Context(), workflows.RotationWorkflowID("acme", "k9", ""), ""); err == nil {
 		t.Fatal("an incomplete key_added started a run")
+	}
+}
+
+// TestKeyRemovedStartsKeyRemoval: agent.key_removed starts key-removal/{tenant}/{agent}/{thumbprint}
+// once (a redelivery starts nothing new) with the removed key and reason, and the consumer subscribes
+// to it; an event without the thumbprint starts no run and is permanent.
+func TestKeyRemovedStartsKeyRemoval(t *testing.T) {
+	if !slices.Contains(lifecycle.AgentEventSubjects, eventstore.SubjectRoot+".*."+eventstore.AggregateAgent+".*.key_removed") {
+		t.Fatalf("AgentEventSubjects = %v, want agent key_removed events", lifecycle.AgentEventSubjects)
+	}
+	srv := testkit.StartTemporal(t)
+	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	svc, err := lifecycle.New(lifecycle.Config{Temporal: c, TaskQueue: "nobody-polls", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := event(t, "agent.key_removed", "acme", "k1", &registryv1.AgentKeyRemoved{Name: "tenants/acme/agents/k1", Kid: "k1", Thumbprint: "tp-old", Reason: "leaked"})
+	for range 2 {
+		if err := svc.HandleAgentEvent(t.Context(), good); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := workflows.KeyRemovalWorkflowID("acme", "k1", "tp-old")
+	d, err := c.DescribeWorkflowExecution(t.Context(), id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.GetWorkflowExecutionInfo().GetType().GetName() != workflows.KeyRemovalWorkflowName {
+		t.Fatalf("run type %s", d.GetWorkflowExecutionInfo().GetType().GetName())
+	}
+	first, err := c.GetWorkflowHistory(t.Context(), id, "", false, 0).Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in workflows.KeyRemovalInput
+	if err := converter.GetDefaultDataConverter().FromPayloads(first.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
+		t.Fatal(err)
+	}
+	if in.Thumbprint != "tp-old" || in.Reason != "leaked" || in.Agent != "tenants/acme/agents/k1" || in.AgentID != "k1" || in.EventID != good.ID {
+		t.Fatalf("input = %+v", in)
+	}
+	bad := event(t, "agent.key_removed", "acme", "k9", &registryv1.AgentKeyRemoved{Name: "tenants/acme/agents/k9", Kid: "k1"})
+	if err := svc.HandleAgentEvent(t.Context(), bad); err == nil || !eventstore.IsPermanent(err) {
+		t.Fatalf("incomplete key_removed: %v, want a permanent error", err)
 	}
 }
