@@ -22,7 +22,10 @@ func (s *Server) WithIncidents(i Incidents) *Server {
 	return s
 }
 
-// decideRoles may decide incidents (the run decides who may decide which step).
+// decideRoles may call DecideIncident (the run then decides who may decide which step). A sponsor
+// decides the sponsor step (and the owner step as the owner's delegate) only while holding one of
+// them in the agent's tenant, usually owner: the run checks that the caller is the agent's sponsor,
+// this gate only that the caller holds a role that may decide at all (docs/incidents.md).
 var decideRoles = []authn.Role{authn.RoleOwner, authn.RoleApprover, authn.RoleSecurityApprover, authn.RoleTenantAdmin}
 
 // ListIncidents lists the tenant's incident runs. Callers: any role of the tenant.
