@@ -294,12 +294,20 @@ func (r *review) run(ctx workflow.Context) (ReviewResult, error) {
 	var used, unused []string
 	for _, s := range sortedUnique(r.in.Scopes) {
 		n := usage.Uses[s]
-		r.status.Scopes = append(r.status.Scopes, ReviewScopeStatus{Scope: s, Used: n > 0, Uses: n})
-		if n > 0 {
+		// Without telemetry over the whole window no scope is called unused (none proposed for removal).
+		r.status.Scopes = append(r.status.Scopes, ReviewScopeStatus{Scope: s, Used: n > 0 || usage.NotEnoughTelemetry, Uses: n})
+		if n > 0 || usage.NotEnoughTelemetry {
 			used = append(used, s)
 		} else {
 			unused = append(unused, s)
 		}
+	}
+	if usage.NotEnoughTelemetry {
+		from := "none"
+		if !usage.CoverageStart.IsZero() {
+			from = "from " + usage.CoverageStart.Format(time.RFC3339)
+		}
+		r.log(ctx, "not enough telemetry (the monitor's telemetry of the tenant: "+from+"): no scope is proposed for removal")
 	}
 	due := workflow.Now(ctx).UTC().Add(r.in.AnswerFor)
 	r.log(ctx, fmt.Sprintf("opened: %d scopes used since %s, unused (proposed for removal): %s", len(used), start.Format(time.RFC3339), listOrNone(unused)))

@@ -36,11 +36,16 @@ type ReviewUsageRequest struct {
 type ReviewUsage struct {
 	// Uses counts the events per scope (scopes never used are absent).
 	Uses map[string]int64
+	// NotEnoughTelemetry is set when the monitor's telemetry of the tenant starts after the window
+	// does (CoverageStart, zero when it holds none): no scope may then be called unused.
+	NotEnoughTelemetry bool      `json:",omitempty"`
+	CoverageStart      time.Time `json:",omitzero"`
 }
 
 // ReviewScopeUsage asks the monitor which scopes the agent used in the window
 // (MonitorService.GetAgentUsage). Without a monitor it fails the review (closed: without telemetry
-// no scope can be called unused).
+// no scope can be called unused); when the monitor's telemetry does not cover the whole window
+// (coverage_start_time empty or after its start) it says NotEnoughTelemetry.
 func (a *Activities) ReviewScopeUsage(ctx context.Context, in ReviewUsageRequest) (ReviewUsage, error) {
 	if a.Monitor == nil {
 		return ReviewUsage{}, temporal.NewNonRetryableApplicationError(
@@ -52,7 +57,10 @@ func (a *Activities) ReviewScopeUsage(ctx context.Context, in ReviewUsageRequest
 	if err != nil {
 		return ReviewUsage{}, classify("monitor.GetAgentUsage", err)
 	}
-	out := ReviewUsage{Uses: map[string]int64{}}
+	out := ReviewUsage{Uses: map[string]int64{}, NotEnoughTelemetry: !covers(resp.GetCoverageStartTime(), in.Start)}
+	if c := resp.GetCoverageStartTime(); c.IsValid() {
+		out.CoverageStart = c.AsTime().UTC()
+	}
 	for _, u := range resp.GetScopes() {
 		if u.GetCount() > 0 {
 			out.Uses[u.GetValue()] += u.GetCount()

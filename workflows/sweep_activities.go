@@ -53,16 +53,26 @@ type SweepPageRequest struct {
 	ChangeRef string
 	// RunID is the sweep's workflow id: retirement request ids are derived from it and the agent.
 	RunID string
+	// FindOnly finds the agents without retiring any: those a deprovisioning sweep would retire get
+	// outcome SweepOutcomeCandidate, and the run retires them with RetireSweepAgents once its
+	// breaker allows (runs recorded before the breaker retire on the page).
+	FindOnly bool `json:",omitempty"`
 }
 
 // SweepPageResult is what one page held.
 type SweepPageResult struct {
-	// Scanned is how many agents the page held.
+	// Scanned is how many agents the page held; Live how many of them were ACTIVE or SUSPENDED.
 	Scanned int
+	Live    int `json:",omitempty"`
 	// Findings are the agents that matched, with what was done.
 	Findings []SweepFinding
 	// NextPageToken is the registry's token of the next page; empty on the last.
 	NextPageToken string
+	// NotEnoughTelemetry counts the agents not judged because the monitor's telemetry of the
+	// tenant starts after the inactivity window does (or the monitor has none); CoverageStart is
+	// that start (zero when it has none).
+	NotEnoughTelemetry int       `json:",omitempty"`
+	CoverageStart      time.Time `json:",omitzero"`
 }
 
 // SweepPage reads one page of a tenant's agents, finds those that match the sweep, and with
@@ -85,6 +95,9 @@ func (a *Activities) SweepPage(ctx context.Context, in SweepPageRequest) (SweepP
 	out := SweepPageResult{Scanned: len(resp.GetAgents()), NextPageToken: resp.GetNextPageToken()}
 	for _, agent := range resp.GetAgents() {
 		st := agent.GetState()
+		if st == registryv1.AgentState_AGENT_STATE_ACTIVE || st == registryv1.AgentState_AGENT_STATE_SUSPENDED {
+			out.Live++
+		}
 		gone := st == registryv1.AgentState_AGENT_STATE_RETIRING || st == registryv1.AgentState_AGENT_STATE_RETIRED
 		var reason string
 		if gone {
@@ -94,19 +107,37 @@ func (a *Activities) SweepPage(ctx context.Context, in SweepPageRequest) (SweepP
 			}
 			reason = "retired by an earlier attempt of this run"
 		} else {
-			r, found, err := a.sweepMatch(ctx, in, agent)
+			m, err := a.sweepMatch(ctx, in, agent)
 			if err != nil {
 				return SweepPageResult{}, err
 			}
-			if !found {
+			if m.notEnoughTelemetry {
+				out.NotEnoughTelemetry++
+				out.CoverageStart = m.coverage
 				continue
 			}
-			reason = r
+			if !m.found {
+				continue
+			}
+			reason = m.reason
+			if m.reportOnly {
+				// Reported, never retired (e.g. an agent whose owner is known but has no sponsor).
+				out.Findings = append(out.Findings, SweepFinding{Tenant: in.Tenant, Agent: agent.GetName(), AgentID: agent.GetAgentId(),
+					State: stateName(st), Reason: reason, Outcome: SweepOutcomeReview})
+				continue
+			}
 		}
 		f := SweepFinding{Tenant: in.Tenant, Agent: agent.GetName(), AgentID: agent.GetAgentId(), State: stateName(st), Reason: reason}
 		if in.Action != SweepActionDeprovision {
 			f.Outcome = SweepOutcomeReview
 			out.Findings = append(out.Findings, f)
+			continue
+		}
+		if in.FindOnly {
+			if !gone {
+				f.Outcome = SweepOutcomeCandidate
+				out.Findings = append(out.Findings, f)
+			}
 			continue
 		}
 		f.Trigger, f.RequestID = SweepTrigger(in.Kind), requestID(in.RunID, agent.GetAgentId())
@@ -131,45 +162,69 @@ func (a *Activities) SweepPage(ctx context.Context, in SweepPageRequest) (SweepP
 	return out, nil
 }
 
+// sweepMatch is whether an agent matches a sweep, and why.
+type sweepMatch struct {
+	// reason says why it matched.
+	reason string
+	// found: it matched.
+	found bool
+	// reportOnly: it is reported, never retired.
+	reportOnly bool
+	// notEnoughTelemetry: it was not judged, the monitor's telemetry starting at coverage (zero:
+	// none) after the window does.
+	notEnoughTelemetry bool
+	coverage           time.Time
+}
+
 // sweepMatch says whether agent matches the sweep, and why.
-func (a *Activities) sweepMatch(ctx context.Context, in SweepPageRequest, agent *registryv1.Agent) (string, bool, error) {
+func (a *Activities) sweepMatch(ctx context.Context, in SweepPageRequest, agent *registryv1.Agent) (sweepMatch, error) {
 	st := agent.GetState()
 	activeOrSuspended := st == registryv1.AgentState_AGENT_STATE_ACTIVE || st == registryv1.AgentState_AGENT_STATE_SUSPENDED
 	switch in.Kind {
 	case SweepExpired:
 		exp := agent.GetExpireTime()
 		if !activeOrSuspended || !exp.IsValid() || exp.AsTime().IsZero() || exp.AsTime().After(in.Now) {
-			return "", false, nil
+			return sweepMatch{}, nil
 		}
-		return "expired at " + exp.AsTime().UTC().Format(time.RFC3339), true, nil
+		return sweepMatch{reason: "expired at " + exp.AsTime().UTC().Format(time.RFC3339), found: true}, nil
 	case SweepOrphaned:
 		if !activeOrSuspended {
-			return "", false, nil
+			return sweepMatch{}, nil
 		}
-		var missing []string
-		if strings.TrimSpace(agent.GetOwner()) == "" {
-			missing = append(missing, "no owner")
-		}
-		if strings.TrimSpace(agent.GetSponsor()) == "" {
-			missing = append(missing, "no sponsor")
-		}
-		return strings.Join(missing, ", "), len(missing) > 0, nil
+		return orphaned(agent), nil
 	case SweepInactive:
 		if st != registryv1.AgentState_AGENT_STATE_ACTIVE {
-			return "", false, nil
+			return sweepMatch{}, nil
 		}
 		return a.inactive(ctx, in, agent)
 	default:
-		return "", false, temporal.NewNonRetryableApplicationError(fmt.Sprintf("sweep kind %q is unknown", in.Kind), "INVALID_ARGUMENT", nil)
+		return sweepMatch{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("sweep kind %q is unknown", in.Kind), "INVALID_ARGUMENT", nil)
 	}
 }
 
+// orphaned matches an agent nobody answers for: no owner and no sponsor. An agent that lacks only
+// one of them (the sponsor is optional) is reported, never retired.
+func orphaned(agent *registryv1.Agent) sweepMatch {
+	noOwner, noSponsor := strings.TrimSpace(agent.GetOwner()) == "", strings.TrimSpace(agent.GetSponsor()) == ""
+	switch {
+	case noOwner && noSponsor:
+		return sweepMatch{reason: "no owner, no sponsor", found: true}
+	case noOwner:
+		return sweepMatch{reason: "no owner (sponsor " + agent.GetSponsor() + " answers for it): reported only", found: true, reportOnly: true}
+	case noSponsor:
+		return sweepMatch{reason: "no sponsor (owner " + agent.GetOwner() + " answers for it): reported only", found: true, reportOnly: true}
+	}
+	return sweepMatch{}
+}
+
 // inactive asks the monitor when agent was last active: inactive when that is before the cutoff, or
-// when it was never active and was created before the cutoff.
-func (a *Activities) inactive(ctx context.Context, in SweepPageRequest, agent *registryv1.Agent) (string, bool, error) {
+// when it was never active and was created before the cutoff. An agent is judged only when the
+// monitor's telemetry of the tenant covers the whole window (coverage_start_time at or before the
+// cutoff): missing telemetry is never taken for inactivity.
+func (a *Activities) inactive(ctx context.Context, in SweepPageRequest, agent *registryv1.Agent) (sweepMatch, error) {
 	if a.Monitor == nil {
 		// Fail closed: without telemetry nothing is known about activity.
-		return "", false, temporal.NewNonRetryableApplicationError(
+		return sweepMatch{}, temporal.NewNonRetryableApplicationError(
 			"inactivity sweep: the lifecycle worker has no monitor to ask for activity (configure its address)", "MONITOR_NOT_CONFIGURED", nil)
 	}
 	cutoff := in.Now.Add(-time.Duration(in.InactiveDays) * 24 * time.Hour)
@@ -178,17 +233,67 @@ func (a *Activities) inactive(ctx context.Context, in SweepPageRequest, agent *r
 	})
 	if err != nil {
 		// Unreachable or failing: retried (refusals fail the run), never taken for "no activity".
-		return "", false, classify("monitor.GetAgentUsage", err)
+		return sweepMatch{}, classify("monitor.GetAgentUsage", err)
+	}
+	if last := usage.GetLastActiveTime(); last.IsValid() && !last.AsTime().IsZero() && !last.AsTime().Before(cutoff) {
+		return sweepMatch{}, nil
+	}
+	if !covers(usage.GetCoverageStartTime(), cutoff) {
+		var coverage time.Time
+		if c := usage.GetCoverageStartTime(); c.IsValid() {
+			coverage = c.AsTime().UTC()
+		}
+		return sweepMatch{notEnoughTelemetry: true, coverage: coverage}, nil
 	}
 	if last := usage.GetLastActiveTime(); last.IsValid() && !last.AsTime().IsZero() {
-		if !last.AsTime().Before(cutoff) {
-			return "", false, nil
-		}
-		return fmt.Sprintf("no activity since %s (%d days or more)", last.AsTime().UTC().Format(time.RFC3339), in.InactiveDays), true, nil
+		return sweepMatch{reason: fmt.Sprintf("no activity since %s (%d days or more)", last.AsTime().UTC().Format(time.RFC3339), in.InactiveDays), found: true}, nil
 	}
 	created := agent.GetCreateTime()
 	if !created.IsValid() || created.AsTime().IsZero() || !created.AsTime().Before(cutoff) {
-		return "", false, nil
+		return sweepMatch{}, nil
 	}
-	return fmt.Sprintf("never active since it was created at %s (%d days or more)", created.AsTime().UTC().Format(time.RFC3339), in.InactiveDays), true, nil
+	return sweepMatch{reason: fmt.Sprintf("never active since it was created at %s (%d days or more)", created.AsTime().UTC().Format(time.RFC3339), in.InactiveDays), found: true}, nil
+}
+
+// covers says whether telemetry starting at coverage (the monitor's coverage_start_time; empty: no
+// telemetry) covers a window starting at start.
+func covers(coverage *timestamppb.Timestamp, start time.Time) bool {
+	return coverage.IsValid() && !coverage.AsTime().IsZero() && !coverage.AsTime().After(start)
+}
+
+// RetireSweepRequest asks to retire the agents a sweep found in one tenant.
+type RetireSweepRequest struct {
+	// Kind of the sweep (its trigger).
+	Kind string
+	// ChangeRef is the run's change reference (the ticket of the retirements).
+	ChangeRef string
+	// RunID is the sweep's workflow id: request ids are derived from it and the agent.
+	RunID string
+	// Findings are the candidates (SweepOutcomeCandidate) to retire.
+	Findings []SweepFinding
+}
+
+// RetireSweepAgents retires each candidate (request id <run>/<agent>, so a retried activity asks for
+// the same retirements again and the registry answers those it handled like the first time) and
+// returns the findings with their outcome: retired, or changed meanwhile when the agent left the
+// state it was found in.
+func (a *Activities) RetireSweepAgents(ctx context.Context, in RetireSweepRequest) ([]SweepFinding, error) {
+	out := make([]SweepFinding, 0, len(in.Findings))
+	for _, f := range in.Findings {
+		f.Trigger, f.RequestID = SweepTrigger(in.Kind), requestID(in.RunID, f.AgentID)
+		_, err := a.Registry.RetireAgent(ctx, &registryv1.RetireAgentRequest{
+			Name: f.Agent, Reason: clip("sweep "+in.Kind+": "+f.Reason, 1000), Ticket: in.ChangeRef,
+			Trigger: f.Trigger, RequestId: f.RequestID,
+		})
+		switch e := errs.FromStatus(err); {
+		case err == nil:
+			f.Outcome = SweepOutcomeRetired
+		case e.Kind == errs.KindFailedPrecondition:
+			f.Outcome = SweepOutcomeChanged
+		default:
+			return nil, classify("registry.RetireAgent", err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }

@@ -29,6 +29,7 @@ var recordedSweepHistories = []string{
 	"ttl-gone-before-expiry.json",
 	"sweep-expired.json",
 	"sweep-inactive-review.json",
+	"sweep-orphaned-held.json",
 }
 
 // TestRecordSweepHistories runs TTL and sweep runs on a real Temporal dev server with a real worker,
@@ -132,6 +133,17 @@ func TestRecordSweepHistories(t *testing.T) {
 		workflows.SweepWorkflowName, workflows.SweepInput{Kind: workflows.SweepInactive, Tenants: []string{"initech"}}),
 		sweepResult("initech/i-idle=review", "initech/i-never=review")})
 
+	// The orphaned sweep of tenant hooli finds two agents nobody answers for, more than a breaker
+	// of one allows: none is retired, both are held, and one that lacks only its sponsor is reported.
+	for _, id := range []string{"o-nobody-1", "o-nobody-2"} {
+		put("hooli", id, registryv1.AgentState_AGENT_STATE_ACTIVE, func(a *registryv1.Agent) { a.Owner, a.Sponsor = "", "" })
+	}
+	put("hooli", "o-no-sponsor", registryv1.AgentState_AGENT_STATE_ACTIVE, func(a *registryv1.Agent) { a.Sponsor = "" })
+	runs = append(runs, recorded{"sweep-orphaned-held.json", start(workflows.SweepScheduleID(workflows.SweepOrphaned)+"-2026-06-01T00:00:00Z",
+		workflows.SweepWorkflowName, workflows.SweepInput{Kind: workflows.SweepOrphaned, Action: workflows.SweepActionDeprovision,
+			Tenants: []string{"hooli"}, MaxRetirements: 1, MaxRetirementPercent: -1}),
+		sweepResult("hooli/o-no-sponsor=review", "hooli/o-nobody-1=held_by_breaker", "hooli/o-nobody-2=held_by_breaker")})
+
 	var files []string
 	for _, r := range runs {
 		r.check(t, r.run)
@@ -142,7 +154,7 @@ func TestRecordSweepHistories(t *testing.T) {
 			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
 		}
 		files = append(files, r.file)
-		if *record {
+		if recordFile(r.file) {
 			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
 			if err != nil {
 				t.Fatal(err)

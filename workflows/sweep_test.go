@@ -156,13 +156,13 @@ func TestSweepWorkflow(t *testing.T) {
 			wantScanned: 4,
 		},
 		{
-			name: "orphaned agents are retired with trigger owner_departed when configured",
+			name: "agents with neither owner nor sponsor are retired with trigger owner_departed when configured",
 			in:   workflows.SweepInput{Kind: workflows.SweepOrphaned, Action: workflows.SweepActionDeprovision},
 			agents: []sweepAgent{
-				{tenant: tenant, id: "o-no-sponsor", state: active, age: day, spons: "-"},
+				{tenant: tenant, id: "o-nobody", state: active, age: day, owner: "-", spons: "-"},
 				{tenant: tenant, id: "o-fine", state: active, age: day},
 			},
-			want:        []string{"acme/o-no-sponsor=retired"},
+			want:        []string{"acme/o-nobody=retired"},
 			wantTrigger: workflows.TriggerOwnerDeparted, wantScanned: 2,
 		},
 	}

@@ -38,6 +38,12 @@ const (
 	// DecideIncidentActions and record incident_opened before they suspend (runV0).
 	versionSuspendFirst = "incident-suspend-first"
 
+	// versionIncidentSecurityReminders (version 1): an incident run waiting for security's decision
+	// reminds security every IncidentInput.SecurityRemindEvery (default 24h, at least an hour, at most
+	// daily after 48 reminders), counting the reminders instead of recording each in the timeline.
+	// Runs recorded before it (workflow.DefaultVersion) wait for security without reminders.
+	versionIncidentSecurityReminders = "incident-security-reminders"
+
 	// versionProvisionLocalSteps (version 1): the provisioning run takes its fast, idempotent steps
 	// (EvaluateAdmission, CreateClient, ActivateAgent, RejectAgent, RecordProvisioningDecided) as
 	// local activities first, handed to a regular activity only when the local attempts fail with an
@@ -53,6 +59,12 @@ const (
 	// (from the client by the client's own key list, each revoked right after its removal). Runs
 	// recorded before it (workflow.DefaultVersion) take rotateV0.
 	versionRotationKeySafety = "rotation-key-safety"
+
+	// versionSweepBreaker (version 1): a deprovisioning sweep reads all pages of a tenant without
+	// retiring (SweepPageRequest.FindOnly), then retires the agents found (RetireSweepAgents) only
+	// when they are no more than the run's breaker allows; otherwise it records them as held and
+	// stops. Runs recorded before it (workflow.DefaultVersion) retire on each page.
+	versionSweepBreaker = "sweep-breaker"
 )
 
 // Change describes one GetVersion change id of the package's workflows.
@@ -85,7 +97,11 @@ var Changes = []Change{
 		Before: []string{"deprovision-v0.json"}},
 	{ID: versionRotationKeySafety, Workflow: RotationWorkflowName, Max: 1,
 		Before: []string{"rotation-rotated-v0.json", "rotation-stopped-suspended-v0.json"}},
+	{ID: versionSweepBreaker, Workflow: SweepWorkflowName, Max: 1,
+		Before: []string{"sweep-expired-v0.json", "sweep-inactive-review-v0.json"}},
 	{ID: versionSuspendFirst, Workflow: IncidentWorkflowName, Max: 1,
 		Before: []string{"incident-escalated-to-security-v0.json", "incident-notify-only-v0.json", "incident-restore-v0.json",
 			"incident-retire-v0.json", "incident-unknown-agent-v0.json"}},
+	{ID: versionIncidentSecurityReminders, Workflow: IncidentWorkflowName, Max: 1,
+		Before: []string{"incident-escalated-to-security-v0.json", "incident-escalated-to-security-v1.json"}},
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -74,6 +75,18 @@ type Monitor struct {
 	mu         sync.Mutex
 	lastActive map[string]time.Time               // by agent resource name
 	scopes     map[string][]*monitorv1.UsageCount // by agent resource name (SetScopeUses)
+	coverage   map[string]time.Time               // by tenant (SetCoverage)
+}
+
+// SetCoverage sets from when the monitor holds tenant's telemetry completely (GetAgentUsage's
+// coverage_start_time); the zero time means it holds none. Tenants not set are covered since 1970.
+func (m *Monitor) SetCoverage(tenant string, t time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.coverage == nil {
+		m.coverage = map[string]time.Time{}
+	}
+	m.coverage[tenant] = t
 }
 
 // SetLastActive sets when the agent with resource name agent was last active.
@@ -97,7 +110,14 @@ func (m *Monitor) GetAgentUsage(_ context.Context, req *monitorv1.GetAgentUsageR
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	resp := &monitorv1.GetAgentUsageResponse{}
+	resp := &monitorv1.GetAgentUsageResponse{CoverageStartTime: timestamppb.New(time.Unix(0, 0))}
+	tenant, _, _ := strings.Cut(strings.TrimPrefix(req.GetAgent(), "tenants/"), "/")
+	if c, ok := m.coverage[tenant]; ok {
+		resp.CoverageStartTime = nil
+		if !c.IsZero() {
+			resp.CoverageStartTime = timestamppb.New(c)
+		}
+	}
 	if t, ok := m.lastActive[req.GetAgent()]; ok && !t.Before(req.GetStartTime().AsTime()) {
 		resp.LastActiveTime = timestamppb.New(t)
 		resp.Events = 1
