@@ -63,7 +63,19 @@ const (
 const (
 	DefaultIncidentOwnerFor   = 4 * time.Hour
 	DefaultIncidentSponsorFor = 4 * time.Hour
+	// DefaultIncidentSecurityRemindEvery is how often security is reminded of an incident that waits
+	// for its decision (since versionIncidentSecurityReminders).
+	DefaultIncidentSecurityRemindEvery = 24 * time.Hour
+	// MinIncidentSecurityRemindEvery is the shortest reminder interval: a shorter one is raised to it.
+	MinIncidentSecurityRemindEvery = time.Hour
+	// IncidentRemindersAtFullRate is how many reminders are sent every SecurityRemindEvery; after them
+	// an incident still waiting is reminded at most daily, so a run's history stays small.
+	IncidentRemindersAtFullRate = 48
 )
+
+// NotificationIncidentReminder is the kind of the reminders to security of an incident that waits for
+// its decision.
+const NotificationIncidentReminder = "incident.reminder"
 
 // IncidentWorkflowID is the deterministic id of the incident run of one alert.
 func IncidentWorkflowID(tenant, alertID string) string { return "incident/" + tenant + "/" + alertID }
@@ -101,6 +113,10 @@ type IncidentInput struct {
 	// SponsorFor is how long the sponsor may take before the run escalates to security (default
 	// DefaultIncidentSponsorFor).
 	SponsorFor time.Duration
+	// SecurityRemindEvery is how often security is reminded while the run waits for its decision
+	// (default DefaultIncidentSecurityRemindEvery, at least MinIncidentSecurityRemindEvery, at most
+	// daily after IncidentRemindersAtFullRate reminders).
+	SecurityRemindEvery time.Duration `json:",omitempty"`
 	// Actions are the incident policy's actions for the alert (IncidentPolicy.Decide), decided by the
 	// lifecycle consumer before it starts the run so that the run's first step is the suspension.
 	// Empty (a run started by an older consumer): the run asks DecideIncidentActions. Actions the
@@ -190,6 +206,11 @@ type IncidentStatus struct {
 	Refused []Refusal `json:"refused,omitempty"`
 	// RefusedCount counts every decision the run refused.
 	RefusedCount int `json:"refused_count,omitempty"`
+	// Reminders counts the reminders sent to security while the run waits for its decision (they
+	// are counted here, and summed up in one timeline line once decided, not recorded one by one).
+	Reminders int `json:"reminders,omitempty"`
+	// LastReminder is when the last reminder was sent.
+	LastReminder *time.Time `json:"last_reminder,omitempty"`
 }
 
 // IncidentResult is how an incident run ended.
@@ -513,13 +534,22 @@ func (r *incident) execute(ctx workflow.Context, local bool, fn, req, out any) e
 	return workflow.ExecuteActivity(ctx, fn, req).Get(ctx, out)
 }
 
-// notify sends one notification to recipient (owner, sponsor or security); a notification that
-// cannot be delivered after its retries is recorded, never fatal.
+// notify sends one notification to recipient (owner, sponsor or security) and records it taken; a
+// notification that cannot be delivered after its retries is recorded, never fatal.
 func (r *incident) notify(ctx workflow.Context, kind, recipient string) {
 	stage := r.status.Stage
 	if stage == StageIncidentPolicy || stage == StageIncidentSuspend {
 		_ = r.setStage(ctx, StageIncidentNotify)
 	}
+	if r.send(ctx, kind, recipient, "") {
+		r.took(ctx, "notified "+recipient)
+	}
+}
+
+// send delivers one notification of kind to recipient (id suffix idSuffix, for notifications of a
+// kind sent more than once) and reports whether it was delivered; a failure is logged in the
+// timeline unless it is a reminder (counted by the caller).
+func (r *incident) send(ctx workflow.Context, kind, recipient, idSuffix string) bool {
 	to := ""
 	switch recipient {
 	case StepOwner:
@@ -530,19 +560,25 @@ func (r *incident) notify(ctx workflow.Context, kind, recipient string) {
 	nctx := workflow.WithActivityOptions(ctx, notifyOptions)
 	var res NotifyResult
 	err := workflow.ExecuteActivity(nctx, acts.IncidentNotify, Notification{
-		ID: requestID(r.id, "notify/"+kind+"/"+recipient), Kind: kind, Tenant: r.in.Tenant, Agent: r.in.Agent,
+		ID: requestID(r.id, "notify/"+kind+"/"+recipient+idSuffix), Kind: kind, Tenant: r.in.Tenant, Agent: r.in.Agent,
 		AlertID: r.in.AlertID, Detector: r.in.Detector, Severity: r.in.Severity, Summary: r.in.Summary,
 		RecipientRole: recipient, Recipient: to, Actions: slices.Clone(r.status.Taken), Decider: r.status.Decider,
 		WorkflowID: r.id, RunID: workflow.GetInfo(ctx).WorkflowExecution.RunID, Time: workflow.Now(ctx).UTC(),
 	}).Get(ctx, &res)
+	reminder := kind == NotificationIncidentReminder
 	switch {
 	case err != nil:
-		r.log(ctx, "notification to "+recipient+" failed: "+errorMessage(err))
+		if !reminder {
+			r.log(ctx, "notification to "+recipient+" failed: "+errorMessage(err))
+		}
+		return false
 	case !res.Delivered:
-		r.log(ctx, "notification to "+recipient+" not sent: "+res.Detail)
-	default:
-		r.took(ctx, "notified "+recipient)
+		if !reminder {
+			r.log(ctx, "notification to "+recipient+" not sent: "+res.Detail)
+		}
+		return false
 	}
+	return true
 }
 
 // await waits for a decision, handing the step to the sponsor and then to security when the
@@ -572,7 +608,10 @@ func (r *incident) await(ctx workflow.Context) error {
 			r.notify(ctx, "incident.escalated", step.step)
 		}
 		if step.wait == 0 {
-			return workflow.Await(ctx, func() bool { return r.decided != nil })
+			if workflow.GetVersion(ctx, versionIncidentSecurityReminders, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+				return workflow.Await(ctx, func() bool { return r.decided != nil })
+			}
+			return r.remindSecurity(ctx)
 		}
 		ok, err := workflow.AwaitWithTimeout(ctx, step.wait, func() bool { return r.decided != nil })
 		if err != nil {
@@ -587,6 +626,47 @@ func (r *incident) await(ctx workflow.Context) error {
 
 // restore lifts the suspension this incident made (expected cause alert:<alert id>); a suspension of
 // another cause (an operator, a review, another incident) is left in place and the timeline says so.
+// remindSecurity waits for security's decision, reminding security every SecurityRemindEvery (at
+// most daily after IncidentRemindersAtFullRate reminders). Reminders are counted in the status and
+// summed up in one timeline line once decided; each notification has its own id.
+func (r *incident) remindSecurity(ctx workflow.Context) error {
+	every := r.in.SecurityRemindEvery
+	switch {
+	case every <= 0:
+		every = DefaultIncidentSecurityRemindEvery
+	case every < MinIncidentSecurityRemindEvery:
+		every = MinIncidentSecurityRemindEvery
+	}
+	failed := 0
+	for {
+		wait := every
+		if r.status.Reminders >= IncidentRemindersAtFullRate && wait < 24*time.Hour {
+			wait = 24 * time.Hour
+		}
+		ok, err := workflow.AwaitWithTimeout(ctx, wait, func() bool { return r.decided != nil })
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		r.status.Reminders++
+		if !r.send(ctx, NotificationIncidentReminder, StepSecurity, fmt.Sprintf("/%d", r.status.Reminders)) {
+			failed++
+		}
+		now := workflow.Now(ctx).UTC()
+		r.status.LastReminder = &now
+	}
+	if r.status.Reminders > 0 {
+		line := fmt.Sprintf("security reminded %d times, the last at %s", r.status.Reminders, r.status.LastReminder.Format(time.RFC3339))
+		if failed > 0 {
+			line += fmt.Sprintf(" (%d could not be delivered)", failed)
+		}
+		r.log(ctx, line)
+	}
+	return nil
+}
+
 func (r *incident) restore(ctx workflow.Context, d *TakenDecision) error {
 	if err := r.setStage(ctx, StageIncidentRestore); err != nil {
 		return err

@@ -218,8 +218,10 @@ func TestRecordIncidentHistories(t *testing.T) {
 	runs = append(runs, recorded{"incident-retire.json", run, workflows.OutcomeRetired, agentSponsor})
 
 	// High on a high-risk agent: neither owner nor sponsor answers in time; security restores.
+	// Security is reminded (change incident-security-reminders) only after an hour: the decision comes
+	// first, so the reminder timer is recorded started and cancelled.
 	in := incident(3, "i-escalated", workflows.SeverityHigh, registryv1.RiskTier_RISK_TIER_HIGH)
-	in.OwnerFor, in.SponsorFor = time.Second, time.Second
+	in.OwnerFor, in.SponsorFor, in.SecurityRemindEvery = time.Second, time.Second, time.Hour
 	run = start(in)
 	waitStatus(run, "security's decision", waitingFor(workflows.StepSecurity))
 	if _, err := decide(run, "i-escalated", "sec@corp.example", workflows.StepSecurity, workflows.DecisionRestore, "security-approver"); err != nil {
@@ -255,7 +257,7 @@ func TestRecordIncidentHistories(t *testing.T) {
 			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
 		}
 		files = append(files, r.file)
-		if *record {
+		if recordFile(r.file) {
 			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
 			if err != nil {
 				t.Fatal(err)
