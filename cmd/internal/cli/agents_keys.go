@@ -1,13 +1,17 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/agentid/agentid/pkg/authn"
@@ -130,7 +134,7 @@ func publicJWKOf(cred *authn.Credential) (string, error) {
 }
 
 func newAgentsRotateCmd(g *globals) *cobra.Command {
-	var keyOut, requestID string
+	var keyOut, keyIn, requestID string
 	cmd := &cobra.Command{
 		Use:   "rotate AGENT --key-out NEW.json",
 		Short: "Rotate an agent's credential: generate a key locally, register it, write the new credential file",
@@ -138,7 +142,12 @@ func newAgentsRotateCmd(g *globals) *cobra.Command {
 (before anything is sent; removed again if the registry refuses the key), and register the public
 key (AddAgentKey). The private key never leaves this machine. Both credentials work during the
 rotation's overlap; then the old key is removed and its tokens revoked: switch the agent to the new
-file before the overlap ends.`,
+file before the overlap ends.
+
+An agent rotating its own credential (logged in with it, or --key-in CURRENT.json) proves that it
+holds its current key: the request carries a proof signed with it (the registry refuses an agent's
+own addition without one, so a stolen access token cannot plant a key). The owner is notified of
+every key added.`,
 		Example: `  agentctl agents rotate agt_01j... --key-out agent-next.json`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -172,7 +181,14 @@ file before the overlap ends.`,
 				}
 				return err
 			}
-			added, err := registryv1.NewRegistryServiceClient(conn).AddAgentKey(cmd.Context(), &registryv1.AddAgentKeyRequest{
+			actx, err := keyProofContext(cmd.Context(), s, agent, keyIn, cred, requestID)
+			if err != nil {
+				if !reused {
+					_ = os.Remove(keyOut)
+				}
+				return err
+			}
+			added, err := registryv1.NewRegistryServiceClient(conn).AddAgentKey(actx, &registryv1.AddAgentKeyRequest{
 				Name: name, PublicJwk: jwk, RequestId: requestID,
 			})
 			if err != nil {
@@ -190,6 +206,53 @@ file before the overlap ends.`,
 		},
 	}
 	cmd.Flags().StringVar(&keyOut, "key-out", "", "where to write the new credential file (required; never overwritten)")
+	cmd.Flags().StringVar(&keyIn, "key-in", "", "the agent's current credential file: signs the proof of possession (default: the session's credential when it is the agent's)")
 	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key (a retry with it reuses the key written to --key-out)")
 	return cmd
+}
+
+// keyProofContext returns ctx with the proof of possession of a current key of agent
+// (authn.KeyProofMetadata) over the new credential's key and requestID, signed with the credential
+// in keyIn or, without it, with the session's credential when that is the agent's own; ctx
+// unchanged when neither is the agent's (an owner or admin needs no proof).
+func keyProofContext(ctx context.Context, s *session, agent *registryv1.Agent, keyIn string, next *authn.Credential, requestID string) (context.Context, error) {
+	var current *authn.Credential
+	switch {
+	case keyIn != "":
+		data, err := readOwnedPrivateFile(keyIn)
+		if err != nil {
+			return nil, fmt.Errorf("--key-in %s: %w", keyIn, err)
+		}
+		if current, err = authn.ParseCredential(data); err != nil {
+			return nil, fmt.Errorf("--key-in %s: %w", keyIn, err)
+		}
+		if current.ClientID != agent.GetAgentId() || current.Tenant != agent.GetTenant() {
+			return nil, fmt.Errorf("--key-in %s is the credential of %s/%s, not of agent %s", keyIn, current.Tenant, current.ClientID, agent.GetName())
+		}
+	case s.CredentialFile != "":
+		c, err := authn.LoadCredentialFile(s.CredentialFile)
+		if err != nil || c.ClientID != agent.GetAgentId() || c.Tenant != agent.GetTenant() {
+			return ctx, nil
+		}
+		current = c
+	default:
+		return ctx, nil
+	}
+	pub, err := publicJWKOf(next)
+	if err != nil {
+		return nil, err
+	}
+	var k jose.JSONWebKey
+	if err := k.UnmarshalJSON([]byte(pub)); err != nil {
+		return nil, fmt.Errorf("the new credential's public key: %w", err)
+	}
+	tp, err := authn.Thumbprint(k)
+	if err != nil {
+		return nil, err
+	}
+	proof, err := current.KeyProof(agent.GetName(), tp, requestID, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return metadata.AppendToOutgoingContext(ctx, authn.KeyProofMetadata, proof), nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -28,6 +29,7 @@ type keysRegistry struct {
 	mu       sync.Mutex
 	received []proto.Message
 	refuse   error
+	proofs   []string // the key proofs (authn.KeyProofMetadata) AddAgentKey received, "" for none
 }
 
 const (
@@ -62,7 +64,11 @@ func (r *keysRegistry) GetAgent(_ context.Context, req *registryv1.GetAgentReque
 	return &registryv1.GetAgentResponse{Agent: r.agent(oldKey)}, nil
 }
 
-func (r *keysRegistry) AddAgentKey(_ context.Context, req *registryv1.AddAgentKeyRequest) (*registryv1.AddAgentKeyResponse, error) {
+func (r *keysRegistry) AddAgentKey(ctx context.Context, req *registryv1.AddAgentKeyRequest) (*registryv1.AddAgentKeyResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	r.mu.Lock()
+	r.proofs = append(r.proofs, strings.Join(md.Get(authn.KeyProofMetadata), ","))
+	r.mu.Unlock()
 	if err := r.record(req); err != nil {
 		return nil, err
 	}
