@@ -3,9 +3,9 @@
 // registry, and the catch-up gate that re-checks a refusal against the stream as of the request.
 //
 // Memory: one map entry per agent that ever had an event, keyed by its resource name
-// (tenants/{tenant}/agents/{agent}, at most about 300 bytes) holding a state and a stream sequence
-// (16 bytes): with Go's map overhead under 400 bytes per agent, whatever the events' payloads, so
-// 100k agents take under 40 MiB.
+// (tenants/{tenant}/agents/{agent}, at most about 300 bytes) holding a state, a stream sequence and
+// an expire time (24 bytes): with Go's map overhead under 400 bytes per agent, whatever the events'
+// payloads, so 100k agents take under 40 MiB.
 package agents
 
 import (
@@ -13,13 +13,14 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
 // ProjectionName names the projection (bump the version when Apply changes).
-const ProjectionName = "issuer-agents-v3"
+const ProjectionName = "issuer-agents-v4"
 
 // Event types of the AGENTS stream that change an agent's state (written by the registry).
 const (
@@ -46,8 +47,9 @@ type State struct {
 
 // agentState is what the projection keeps per agent.
 type agentState struct {
-	state registryv1.AgentState
-	seq   uint64 // stream sequence of the last event applied to the agent
+	state  registryv1.AgentState
+	seq    uint64 // stream sequence of the last event applied to the agent
+	expire int64  // expire time (agent.registered's agent.expire_time), Unix milliseconds; 0: none
 }
 
 var _ eventstore.Projection = (*State)(nil)
@@ -70,14 +72,38 @@ func (s *State) Apply(_ context.Context, e eventstore.Event) error {
 	if err != nil || name == "" {
 		return err
 	}
+	expire := int64(0)
+	if e.Type == EventAgentRegistered {
+		msg, err := eventstore.DecodeAs[*registryv1.AgentRegistered](e)
+		if err != nil {
+			return err
+		}
+		if t := msg.GetAgent().GetExpireTime(); t.IsValid() && !t.AsTime().IsZero() {
+			expire = max(t.AsTime().UnixMilli(), 1)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.agents[name]
 	if e.Sequence != 0 && e.Sequence <= cur.seq {
 		return nil
 	}
-	s.agents[name] = agentState{state: state, seq: max(cur.seq, e.Sequence)}
+	if e.Type != EventAgentRegistered {
+		expire = cur.expire
+	}
+	s.agents[name] = agentState{state: state, seq: max(cur.seq, e.Sequence), expire: expire}
 	return nil
+}
+
+// ExpireTime returns the agent's expire time (set at registration); ok is false for an agent
+// without one, or one the projection does not know.
+func (s *State) ExpireTime(name string) (t time.Time, ok bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if ms := s.agents[name].expire; ms != 0 {
+		return time.UnixMilli(ms).UTC(), true
+	}
+	return time.Time{}, false
 }
 
 // AgentState returns the agent's state; AGENT_STATE_UNSPECIFIED for an agent the projection does

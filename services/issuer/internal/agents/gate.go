@@ -75,6 +75,11 @@ func (g *Gate) Check(ctx context.Context, name string) (registryv1.AgentState, e
 	return g.state.AgentState(name), err
 }
 
+// ExpireTime returns the agent's expire time from the projection, without I/O; ok is false when it
+// has none. The token endpoint refuses tokens from then on and caps a token's exp at it, so expiry
+// holds at the issuer even while the lifecycle (whose TTL run retires the agent) is down.
+func (g *Gate) ExpireTime(name string) (time.Time, bool) { return g.state.ExpireTime(name) }
+
 // catchUp joins the pending catch-up (starting the goroutine that runs them if needed) and waits for
 // it, at most the gate's timeout.
 func (g *Gate) catchUp(ctx context.Context) error {

@@ -36,7 +36,7 @@ func (s *State) applyScopesRemoved(e eventstore.Event) error {
 	if e.Sequence != 0 && e.Sequence <= cur.seq {
 		return nil
 	}
-	s.agents[name] = agentState{state: cur.state, seq: max(cur.seq, e.Sequence)}
+	s.agents[name] = agentState{state: cur.state, seq: max(cur.seq, e.Sequence), expire: cur.expire}
 	if s.removed == nil {
 		s.removed = make(map[string][]string)
 	}

@@ -3,6 +3,7 @@ package oauth
 import (
 	"context"
 	"fmt"
+	"time"
 
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 
@@ -18,6 +19,22 @@ type AgentStates interface {
 	Check(ctx context.Context, name string) (registryv1.AgentState, error)
 }
 
+// AgentExpiry is what AgentStates may also tell: an agent's expire time. The token endpoint refuses
+// an expired agent's client (invalid_client, agent_expired) and caps a token's exp at the expire time.
+type AgentExpiry interface {
+	// ExpireTime returns the expire time of the agent named name; ok is false when it has none.
+	ExpireTime(name string) (t time.Time, ok bool)
+}
+
+// agentExpiry returns the expire time of client's agent, when the projection knows one.
+func (s *Server) agentExpiry(client *credentials.Client) (time.Time, bool) {
+	e, ok := s.agents.(AgentExpiry)
+	if !ok || client.Proto.GetAgent() == "" {
+		return time.Time{}, false
+	}
+	return e.ExpireTime(client.Proto.GetAgent())
+}
+
 // noAgents knows no agent: every client of an agent is refused.
 type noAgents struct{}
 
@@ -25,8 +42,8 @@ func (noAgents) Check(context.Context, string) (registryv1.AgentState, error) {
 	return registryv1.AgentState_AGENT_STATE_UNSPECIFIED, nil
 }
 
-// checkAgent refuses a client whose agent is not ACTIVE: invalid_client when the agent's state is
-// confirmed, temporarily_unavailable when it could not be (the projection could not catch up). A
+// checkAgent refuses a client whose agent is not ACTIVE, or past its expire time: invalid_client when
+// the agent's state is confirmed (or it expired), temporarily_unavailable when it could not be (the projection could not catch up). A
 // client without an agent (a platform or staff identity) passes.
 func (s *Server) checkAgent(ctx context.Context, realm, scheme string, client *credentials.Client) *Error {
 	agent := client.Proto.GetAgent()
@@ -34,7 +51,10 @@ func (s *Server) checkAgent(ctx context.Context, realm, scheme string, client *c
 		return nil
 	}
 	state, err := s.agents.Check(ctx, agent)
+	exp, expires := s.agentExpiry(client)
 	switch {
+	case state == registryv1.AgentState_AGENT_STATE_ACTIVE && expires && !s.now().Before(exp):
+		return invalidClient(realm, scheme, "agent_expired", fmt.Errorf("agent %s expired at %s", agent, exp.Format(time.RFC3339)))
 	case state == registryv1.AgentState_AGENT_STATE_ACTIVE:
 		return nil
 	case err != nil:

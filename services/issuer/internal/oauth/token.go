@@ -134,6 +134,14 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		return nil, client, unavailable(fmt.Errorf("tenant %s has no signing key", tenant))
 	}
 	now := s.now().UTC().Truncate(time.Second)
+	expiry := now.Add(client.TokenTTL)
+	if exp, ok := s.agentExpiry(client); ok && exp.Before(expiry) {
+		// No token outlives its agent's expire time (checkAgent refused one already past it).
+		expiry = exp.UTC().Truncate(time.Second)
+		if !expiry.After(now) {
+			return nil, client, invalidClient(s.Issuer(tenant), req.Client.HeaderScheme, "agent_expired", fmt.Errorf("agent %s expires at %s", client.Proto.GetAgent(), exp.Format(time.RFC3339)))
+		}
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, client, serverError(err)
@@ -142,7 +150,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		Issuer:       s.Issuer(tenant),
 		Subject:      client.ID(),
 		Audience:     aud,
-		Expiry:       now.Add(client.TokenTTL),
+		Expiry:       expiry,
 		IssuedAt:     now,
 		NotBefore:    now,
 		ID:           id.String(),
@@ -173,7 +181,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	resp := &TokenResponse{
 		AccessToken: signed,
 		TokenType:   "Bearer",
-		ExpiresIn:   int64(client.TokenTTL / time.Second),
+		ExpiresIn:   int64(expiry.Sub(now) / time.Second),
 		Scope:       claims.Scope,
 	}
 	if cnf != nil {
