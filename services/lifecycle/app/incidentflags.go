@@ -23,7 +23,7 @@ const (
 	IncidentWebhookSecretFileUsage = "file holding the --incident-webhook-url HMAC-SHA256 secret (at least 16 bytes)"
 
 	IncidentEscalationFlag  = "incident-escalation"
-	IncidentEscalationUsage = "how long the owner and then the sponsor may take to decide an incident before it escalates, e.g. owner=4h,sponsor=4h (default 4h each)"
+	IncidentEscalationUsage = "how long the owner and then the sponsor may take to decide an incident before it escalates, e.g. owner=4h,sponsor=4h (default 4h each); security-remind=D sets how often security is then reminded (default 24h, at least 1h)"
 
 	IncidentEscalationTenantFlag  = "incident-escalation-tenant"
 	IncidentEscalationTenantUsage = "escalation of one tenant, TENANT:owner=D,sponsor=D (repeat for several tenants; unset durations use --incident-escalation)"
@@ -134,7 +134,7 @@ func cloneRows(rows map[string][]string) map[string][]string {
 	return out
 }
 
-// parseEscalation parses owner=D,sponsor=D (either may be left out: the default applies).
+// parseEscalation parses owner=D,sponsor=D,security-remind=D (any may be left out: the default applies).
 func parseEscalation(s string) (lifecycle.Escalation, error) {
 	var e lifecycle.Escalation
 	seen := map[string]bool{}
@@ -157,6 +157,11 @@ func parseEscalation(s string) (lifecycle.Escalation, error) {
 			e.OwnerFor = d
 		case workflows.StepSponsor:
 			e.SponsorFor = d
+		case "security-remind":
+			if d < workflows.MinIncidentSecurityRemindEvery {
+				return lifecycle.Escalation{}, fmt.Errorf("%s=%s: security is reminded at most every %s", k, v, workflows.MinIncidentSecurityRemindEvery)
+			}
+			e.SecurityRemindEvery = d
 		default:
 			return lifecycle.Escalation{}, fmt.Errorf("%q: the deciders with a deadline are owner and sponsor (security has none)", k)
 		}

@@ -59,6 +59,12 @@ func TestIncidentFlags(t *testing.T) {
 				t.Fatalf("escalation = %+v, want the sponsor's default kept", c.IncidentEscalation)
 			}
 		}},
+		{name: "security reminders", flags: app.IncidentFlags{Escalation: "security-remind=6h"}, check: func(t *testing.T, c app.Config) {
+			if c.IncidentEscalation.SecurityRemindEvery != 6*time.Hour || c.IncidentEscalation.OwnerFor != 0 {
+				t.Fatalf("escalation = %+v, want security reminded every 6h", c.IncidentEscalation)
+			}
+		}},
+		{name: "security reminders too often", flags: app.IncidentFlags{Escalation: "security-remind=10m"}, wantErr: "security-remind=10m: security is reminded at most every 1h0m0s"},
 		{name: "escalation zero", flags: app.IncidentFlags{Escalation: "owner=0s"}, wantErr: "--incident-escalation \"owner=0s\": owner=0s: want a positive duration"},
 		{name: "escalation of security", flags: app.IncidentFlags{Escalation: "security=1h"}, wantErr: "--incident-escalation \"security=1h\": \"security\": the deciders with a deadline are owner and sponsor"},
 		{name: "escalation twice", flags: app.IncidentFlags{Escalation: "owner=1h,owner=2h"}, wantErr: "owner is given twice"},

@@ -44,6 +44,9 @@ type Escalation struct {
 	OwnerFor time.Duration
 	// SponsorFor is the sponsor's time (default workflows.DefaultIncidentSponsorFor).
 	SponsorFor time.Duration
+	// SecurityRemindEvery is how often security is reminded once the incident waits for it (default
+	// workflows.DefaultIncidentSecurityRemindEvery).
+	SecurityRemindEvery time.Duration
 }
 
 // IncidentTemporal is the part of the Temporal client incidents use (client.Client implements it).
@@ -85,7 +88,7 @@ func NewIncidents(cfg IncidentsConfig) (*Incidents, error) {
 		return nil, errors.New("lifecycle: IncidentsConfig.Temporal is required")
 	}
 	for t, e := range cfg.Tenants {
-		if e.OwnerFor < 0 || e.SponsorFor < 0 {
+		if e.OwnerFor < 0 || e.SponsorFor < 0 || e.SecurityRemindEvery < 0 {
 			return nil, fmt.Errorf("lifecycle: incident escalation of tenant %s: durations must not be negative", t)
 		}
 	}
@@ -104,6 +107,9 @@ func (i *Incidents) escalation(tenant string) Escalation {
 		}
 		if o.SponsorFor > 0 {
 			e.SponsorFor = o.SponsorFor
+		}
+		if o.SecurityRemindEvery > 0 {
+			e.SecurityRemindEvery = o.SecurityRemindEvery
 		}
 	}
 	return e
@@ -158,6 +164,7 @@ func (i *Incidents) HandleAlert(ctx context.Context, ev eventstore.Event) error 
 		Tenant: tenant, AlertID: a.GetAlertId(), Agent: a.GetAgent(), AgentID: agentID, AgentKnown: known,
 		Detector: a.GetDetector(), Severity: severity, RiskTier: a.GetRiskTier(), Summary: a.GetSummary(),
 		Owner: a.GetOwner(), Sponsor: a.GetSponsor(), EventID: ev.ID, OwnerFor: esc.OwnerFor, SponsorFor: esc.SponsorFor,
+		SecurityRemindEvery: esc.SecurityRemindEvery,
 	}
 	in.Actions = i.policy.Decide(workflows.IncidentPolicyRequest{
 		Tenant: tenant, Severity: severity, RiskTier: in.RiskTier, Detector: in.Detector, AgentKnown: known,
