@@ -394,8 +394,10 @@ func (s *Store) dropStored(ctx context.Context, rows []store.Event) ([]store.Eve
 				lo, hi = min(lo, e.Time.Unix()), max(hi, e.Time.Unix())
 				ids[i] = e.EventID
 			}
+			// IN a set, not has(ids, event_id), which scans the ids for every row of those seconds
+			// (18.16: 2.4 s for 1000 ids among 40,000 rows of the same second; 13 ms as a set).
 			res, err := s.conn.Query(ctx, `SELECT event_id, time_ms FROM telemetry_events
-				WHERE tenant = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND has(?, event_id)`,
+				WHERE tenant = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN (SELECT arrayJoin(?))`,
 				tenant, uint32(max(lo, 0)), uint32(max(hi, 0)), ids)
 			if err != nil {
 				return nil, classify("check for stored copies", err)
