@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +26,8 @@ import (
 const (
 	// ClientsConsumer turns client.disabled (stream CREDENTIALS) into CLIENT revocations.
 	ClientsConsumer = "issuer-revocation-reactor-clients"
-	// AgentsConsumer turns an agent leaving ACTIVE (stream AGENTS) into AGENT revocations.
+	// AgentsConsumer turns an agent leaving ACTIVE or losing scopes (stream AGENTS) into AGENT
+	// revocations.
 	AgentsConsumer = "issuer-revocation-reactor-agents"
 )
 
@@ -74,8 +76,10 @@ type ReactorConfig struct {
 
 // Reactor turns the facts that end a credential into revocations: client.disabled into a CLIENT
 // revocation (cause CLIENT_DISABLED), an agent leaving ACTIVE (rejected, suspended, retirement
-// requested, retired) into an AGENT revocation (cause AGENT_STATE). A resumed agent's tokens revoked
-// by its suspension stay revoked; it asks for new ones. It consumes at least once; the request id
+// requested, retired) or losing scopes (agent.scopes_removed) into an AGENT revocation (cause
+// AGENT_STATE). A resumed agent's tokens revoked by its suspension stay revoked, and so do the tokens
+// of an agent whose scopes were removed, those without the removed scopes too: it asks for new ones,
+// which carry only the scopes it keeps. It consumes at least once; the request id
 // RequestIDPrefix + the source event's id makes each revocation happen once. A source event so old
 // that its revocation would already have expired (no token it covers can still be valid) is skipped.
 type Reactor struct {
@@ -126,9 +130,9 @@ const (
 // store unreachable at start, the consumer deleted by an operator) is logged and run again after a
 // growing delay: the events wait in the stream, nothing is skipped.
 func (r *Reactor) Run(ctx context.Context) error {
-	agentFilters := make([]string, len(agents.LeavingActive))
-	for i, typ := range agents.LeavingActive {
-		agentFilters[i] = eventstore.EventSubject("*", eventstore.AggregateAgent, "*", strings.TrimPrefix(typ, eventstore.AggregateAgent+"."))
+	agentFilters := make([]string, 0, len(agents.LeavingActive)+1)
+	for _, typ := range append(slices.Clone(agents.LeavingActive), agents.EventAgentScopesRemoved) {
+		agentFilters = append(agentFilters, eventstore.EventSubject("*", eventstore.AggregateAgent, "*", strings.TrimPrefix(typ, eventstore.AggregateAgent+".")))
 	}
 	clientFilter := eventstore.EventSubject("*", eventstore.AggregateClient, "*", strings.TrimPrefix(eventClientDisabled, eventstore.AggregateClient+"."))
 	var wg sync.WaitGroup
@@ -190,9 +194,13 @@ func (r *Reactor) HandleCredentialsEvent(ctx context.Context, e eventstore.Event
 	})
 }
 
-// HandleAgentEvent revokes the tokens of an agent that left ACTIVE; other events are ignored. Errors
-// are transient (redelivered) except for events that no retry can fix (eventstore.Permanent).
+// HandleAgentEvent revokes the tokens of an agent that left ACTIVE or lost scopes; other events are
+// ignored. Errors are transient (redelivered) except for events that no retry can fix
+// (eventstore.Permanent).
 func (r *Reactor) HandleAgentEvent(ctx context.Context, e eventstore.Event) error {
+	if e.Type == agents.EventAgentScopesRemoved {
+		return r.handleScopesRemoved(ctx, e)
+	}
 	name, state, err := agents.Transition(e)
 	switch {
 	case err != nil:
@@ -217,6 +225,40 @@ func (r *Reactor) HandleAgentEvent(ctx context.Context, e eventstore.Event) erro
 		Agent:  name,
 		Cause:  issuerv1.RevocationCause_REVOCATION_CAUSE_AGENT_STATE,
 		Reason: reason("agent "+agents.StateName(state)+" ("+e.Type+")", why),
+	})
+}
+
+// handleScopesRemoved revokes every token of an agent whose scopes were removed, issued until the
+// event's time plus the allowance: the tokens carrying a removed scope stop working, and the token
+// endpoint, its projection having applied the removal, grants the agent new ones without them. An
+// event that removes no scope revokes nothing.
+func (r *Reactor) handleScopesRemoved(ctx context.Context, e eventstore.Event) error {
+	msg, err := eventstore.DecodeAs[*registryv1.AgentScopesRemoved](e)
+	if err != nil {
+		return eventstore.Permanent(err)
+	}
+	name := msg.GetName()
+	tenant, id, ok := agents.ParseName(name)
+	switch {
+	case !ok:
+		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %q is not tenants/{tenant}/agents/{agent}", e.ID, e.Type, name))
+	case tenant != e.Metadata.Tenant:
+		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %s is not in the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant))
+	case e.AggregateID != "" && e.AggregateID != id:
+		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %s on aggregate %s", e.ID, e.Type, name, e.AggregateID))
+	case len(msg.GetScopes()) == 0:
+		return nil
+	}
+	why := msg.GetReason()
+	if msg.GetTicket() != "" {
+		why = strings.TrimPrefix(why+" (ticket "+msg.GetTicket()+")", " ")
+	}
+	return r.revoke(ctx, e, e.Time, &issuerv1.TokensRevoked{
+		Target: issuerv1.RevocationTarget_REVOCATION_TARGET_AGENT,
+		Tenant: tenant,
+		Agent:  name,
+		Cause:  issuerv1.RevocationCause_REVOCATION_CAUSE_AGENT_STATE,
+		Reason: reason("agent scopes removed ("+e.Type+"): "+strings.Join(msg.GetScopes(), " "), why),
 	})
 }
 

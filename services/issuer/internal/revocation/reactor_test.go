@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/testkit"
@@ -447,5 +448,152 @@ func TestReactorRevokesASuspensionOnTheStream(t *testing.T) {
 	}
 	if msgs := st.CachedInfo().State.Msgs; msgs != 1 {
 		t.Fatalf("%d revocations, want 1", msgs)
+	}
+}
+
+func TestReactorRevokesAnAgentWhoseScopesWereRemoved(t *testing.T) {
+	const name = "tenants/acme/agents/agt_1"
+	tests := []struct {
+		name          string
+		aggID         string
+		msg           *registryv1.AgentScopesRemoved
+		wantRevoke    bool
+		wantPermanent bool
+		wantReason    []string
+	}{
+		{name: "removed by a review", aggID: "agt_1",
+			msg:        &registryv1.AgentScopesRemoved{Name: name, Scopes: []string{"docs.read", "docs.write"}, RemainingScopes: []string{"docs.search"}, Reason: "unused", Ticket: "review:q1"},
+			wantRevoke: true, wantReason: []string{"agent.scopes_removed", "docs.read docs.write", "unused", "review:q1"}},
+		{name: "removed without reason or ticket", aggID: "agt_1",
+			msg: &registryv1.AgentScopesRemoved{Name: name, Scopes: []string{"docs.read"}}, wantRevoke: true, wantReason: []string{"docs.read"}},
+		{name: "nothing removed", aggID: "agt_1", msg: &registryv1.AgentScopesRemoved{Name: name}},
+		{name: "agent of another tenant", aggID: "agt_1",
+			msg: &registryv1.AgentScopesRemoved{Name: "tenants/beta/agents/agt_1", Scopes: []string{"docs.read"}}, wantPermanent: true},
+		{name: "agent of another aggregate", aggID: "agt_2",
+			msg: &registryv1.AgentScopesRemoved{Name: name, Scopes: []string{"docs.read"}}, wantPermanent: true},
+		{name: "not an agent name", aggID: "agt_1",
+			msg: &registryv1.AgentScopesRemoved{Name: "agt_1", Scopes: []string{"docs.read"}}, wantPermanent: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rev := &fakeRevoker{}
+			e := sourceEvent(t, "ev-scopes", "agent.scopes_removed", eventstore.AggregateAgent, tt.aggID, tt.msg)
+			err := newReactor(t, rev, eventTime).HandleAgentEvent(context.Background(), e)
+			if tt.wantPermanent {
+				if !eventstore.IsPermanent(err) {
+					t.Fatalf("err = %v, want a permanent error", err)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.wantRevoke {
+				if len(rev.calls) != 0 {
+					t.Fatalf("revoked %v", rev.calls[0].ev)
+				}
+				return
+			}
+			if len(rev.calls) != 1 {
+				t.Fatalf("%d revocations, want 1", len(rev.calls))
+			}
+			got := rev.calls[0]
+			if got.ev.GetTarget() != issuerv1.RevocationTarget_REVOCATION_TARGET_AGENT || got.ev.GetAgent() != name || got.ev.GetTenant() != "acme" ||
+				got.ev.GetCause() != issuerv1.RevocationCause_REVOCATION_CAUSE_AGENT_STATE || got.ev.GetSourceEventId() != e.ID ||
+				!got.ev.GetNotBefore().AsTime().Equal(eventTime.Add(testAllowance)) || got.requestID != revocation.RequestIDPrefix+e.ID {
+				t.Fatalf("revocation %v (request %q)", got.ev, got.requestID)
+			}
+			for _, w := range tt.wantReason {
+				if !strings.Contains(got.ev.GetReason(), w) {
+					t.Errorf("reason %q lacks %q", got.ev.GetReason(), w)
+				}
+			}
+			if err := revocation.Check(got.ev); err != nil {
+				t.Fatalf("the reactor's revocation does not pass the writer's check: %v", err)
+			}
+		})
+	}
+}
+
+// TestReactorRevokesAScopeRemovalOnTheStream: agent.scopes_removed on AGENTS becomes one AGENT
+// revocation with not_before = event time + allowance, also through the durable consumer of an older
+// issuer whose filter lacked scopes_removed (updated in place); a token of the agent issued before
+// not_before is revoked by it, one issued after is not.
+func TestReactorRevokesAScopeRemovalOnTheStream(t *testing.T) {
+	n := testkit.StartNATS(t)
+	store := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/test"), eventstore.WithRegisterer(prometheus.NewRegistry()))
+	ctx := t.Context()
+	if err := store.EnsureStreams(ctx); err != nil {
+		t.Fatal(err)
+	}
+	js := n.JetStream(t)
+	var oldFilters []string
+	for _, typ := range []string{"rejected", "retirement_requested", "retired", "suspended"} {
+		oldFilters = append(oldFilters, eventstore.EventSubject("*", eventstore.AggregateAgent, "*", typ))
+	}
+	if _, err := js.CreateConsumer(ctx, eventstore.StreamAgents, jetstream.ConsumerConfig{
+		Durable: revocation.AgentsConsumer, FilterSubjects: oldFilters, AckPolicy: jetstream.AckExplicitPolicy,
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	const name = "tenants/acme/agents/agt_5"
+	removed, err := store.Append(ctx, eventstore.Append{
+		Tenant: "acme", AggregateType: eventstore.AggregateAgent, AggregateID: "agt_5", ExpectedVersion: eventstore.AnyVersion,
+		IdempotencyKey: "scopes", Type: "agent.scopes_removed", Subject: name,
+		Data:     &registryv1.AgentScopesRemoved{Name: name, Scopes: []string{"docs.read"}, RemainingScopes: []string{"docs.search"}, Ticket: "review:q1"},
+		Metadata: eventstore.Metadata{Actor: eventstore.Actor{ID: "test", Kind: eventstore.ActorService}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r, err := revocation.NewReactor(revocation.ReactorConfig{Consumer: store, Revoker: &revocation.Writer{Store: store}, ProjectionLagAllowance: testAllowance})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := r.Run(runCtx); err != nil {
+			t.Error(err)
+		}
+	})
+	defer wg.Wait()
+	defer stop()
+
+	id := revocation.ID("acme", revocation.RequestIDPrefix+removed.ID)
+	var events []eventstore.Event
+	testkit.Eventually(t, 0, "the scope removal's revocation", func() (bool, error) {
+		events, _, err = store.Load(ctx, "acme", eventstore.AggregateRevocation, id)
+		return len(events) > 0, err
+	})
+	msg, err := eventstore.DecodeAs[*issuerv1.TokensRevoked](events[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	notBefore := removed.Time.Add(testAllowance)
+	if msg.GetTarget() != issuerv1.RevocationTarget_REVOCATION_TARGET_AGENT || msg.GetAgent() != name ||
+		msg.GetSourceEventId() != removed.ID || !msg.GetNotBefore().AsTime().Equal(notBefore) ||
+		!strings.Contains(msg.GetReason(), "docs.read") {
+		t.Fatalf("revocation %v", msg)
+	}
+
+	deny := authn.NewDenylist(authn.DenylistConfig{})
+	if err := deny.Apply(msg, events[0].Sequence); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name        string
+		iat         time.Time
+		wantRevoked bool
+	}{
+		{"issued before the removal", removed.Time.Add(-time.Minute), true},
+		{"issued within the allowance", removed.Time.Add(testAllowance / 2), true},
+		{"issued after the allowance", notBefore.Add(time.Second), false},
+	}
+	for _, tt := range tests {
+		c := &authn.Claims{Tenant: "acme", Agent: name, IssuedAt: tt.iat}
+		if got := deny.Check(c, "") != nil; got != tt.wantRevoked {
+			t.Errorf("%s: revoked %v, want %v", tt.name, got, tt.wantRevoked)
+		}
 	}
 }
