@@ -34,7 +34,7 @@ func TestEnsureStreams(t *testing.T) {
 		{eventstore.StreamPolicy, []string{"agentid.*.policy.>"}, 0, -1, 24 * time.Hour, true},
 		{eventstore.StreamLifecycle, []string{"agentid.*.lifecycle.>"}, 0, -1, 24 * time.Hour, true},
 		{eventstore.StreamTelemetry, []string{"telemetry.>"}, 7 * 24 * time.Hour, 10 << 30, 2 * time.Minute, false},
-		{eventstore.StreamAlerts, []string{"alerts.>"}, 30 * 24 * time.Hour, -1, 2 * time.Minute, false},
+		{eventstore.StreamAlerts, []string{"alerts.>"}, 30 * 24 * time.Hour, 1 << 30, 2 * time.Minute, false},
 		{eventstore.StreamSIEMDeadLetters, []string{"siem.dead.>"}, 90 * 24 * time.Hour, -1, 2 * time.Minute, false},
 	}
 	for _, tt := range tests {
