@@ -155,7 +155,7 @@ type Analytics interface {
 	Hourly(ctx context.Context, w Window) ([]Hourly, error)
 	// Usage returns, per known agent, the distinct values of dim in w with counts and last-seen times,
 	// ordered by agent then count descending then value. Empty values are left out; scopes are
-	// counted one per scope of a row.
+	// counted one per scope of a row, and only on the rows that use them (UsesScopes).
 	Usage(ctx context.Context, w Window, dim Dimension) ([]Usage, error)
 	// Quantiles returns, per known agent with at least one access row in w, the median and the
 	// median absolute deviation of rows and of bytes per access row (kind KindAccess), over the
@@ -169,6 +169,26 @@ type Analytics interface {
 	Tenants(ctx context.Context) ([]string, error)
 }
 
+// Outcomes of the rows that use their scopes (UsesScopes).
+const (
+	// OutcomeIssued is the outcome of a token request that issued a token.
+	OutcomeIssued = "issued"
+	// OutcomeAllowed is the outcome of an access the resource server allowed.
+	OutcomeAllowed = "allowed"
+)
+
+// UsesScopes reports whether a row of kind and outcome used its scopes, the rule of Usage with
+// DimScope (and of GetAgentUsage's scopes: "on tokens issued or on accesses"): a token request
+// that issued a token (KindTokenRequested, OutcomeIssued) or an allowed access (KindAccess,
+// OutcomeAllowed). Nothing else does: not a policy decision, not a refusal.
+func UsesScopes(kind, outcome string) bool {
+	return (kind == KindTokenRequested && outcome == OutcomeIssued) || (kind == KindAccess && outcome == OutcomeAllowed)
+}
+
+// ScopeUseSQL is UsesScopes as an SQL condition over the columns kind and outcome, for both stores.
+const ScopeUseSQL = "((kind = '" + KindTokenRequested + "' AND outcome = '" + OutcomeIssued + "') OR (kind = '" +
+	KindAccess + "' AND outcome = '" + OutcomeAllowed + "'))"
+
 // AllowedOutcomes are the outcomes of a request that was not refused; every other outcome of a
 // request row counts as denied in Hourly.
 var AllowedOutcomes = []string{"issued", "allowed", "allow"}
@@ -177,7 +197,12 @@ var AllowedOutcomes = []string{"issued", "allowed", "allow"}
 //   - only rows with an agent count (Agent != ""), and only rows with From <= Time < To;
 //   - Hourly counts request rows only (kinds KindAccess and KindTokenRequested): an hour with other
 //     rows alone is absent; Rows and Bytes sum over those request rows;
-//   - Usage counts rows of every kind;
+//   - Usage counts rows of every kind for DimResource, DimSourceNetwork and DimOnBehalfOf (what an
+//     agent's credential was seen with, refused or not: the baselines' known values); for DimScope
+//     it counts only the rows that use their scopes (UsesScopes): a token issued with them, an
+//     access allowed with them. A policy decision (which carries every scope the agent asked for at
+//     admission), a refused token request (invalid_scope) or a denied access uses no scope, so that
+//     a review never keeps a scope for a request that did not get it;
 //   - rows of an unknown (ghost) agent (AgentKnown false) are left out of Hourly, Usage and
 //     Quantiles: a ghost gets no baseline, so that its activity never becomes "normal" (the
 //     unknown_agent detector reports it instead); LastActive and Tenants keep them;

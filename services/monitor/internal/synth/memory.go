@@ -30,6 +30,7 @@ type row struct {
 	scopes              int32 // index into Memory.sets
 	request, access     bool
 	denied              bool
+	usesScopes          bool // store.UsesScopes: Usage of DimScope counts its scopes
 }
 
 var _ store.Analytics = (*Memory)(nil)
@@ -88,6 +89,7 @@ func (m *Memory) Add(events ...store.Event) {
 			access:   e.Kind == store.KindAccess,
 		}
 		r.denied = r.request && Denied(e.Outcome)
+		r.usesScopes = store.UsesScopes(e.Kind, e.Outcome)
 		r.scopes = m.internSet(e.Scopes)
 		k := [2]int32{t, m.intern(e.Agent)}
 		m.agents[k] = append(m.agents[k], r)
@@ -192,6 +194,9 @@ func (m *Memory) Usage(_ context.Context, w store.Window, dim store.Dimension) (
 			case store.DimOnBehalfOf:
 				add(r.user, r.ms)
 			case store.DimScope:
+				if !r.usesScopes {
+					continue
+				}
 				for _, s := range m.sets[r.scopes] {
 					add(s, r.ms)
 				}

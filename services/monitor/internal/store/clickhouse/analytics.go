@@ -282,14 +282,15 @@ func (m usageSums) add(agent, value string, n uint64, last int64) {
 }
 
 // usageQuery returns the query of the raw rows of w in the given ranges that meet cond (filled by
-// condArgs), one value of dim a row (one per scope of a row), empty values left out, grouped by
+// condArgs), one value of dim a row (one per scope of a row that uses its scopes, store.ScopeUseSQL,
+// as agent_usage_scope_mv counts them), empty values left out, grouped by
 // agent and value, and also by UTC day (Unix milliseconds, selected after the value) when byDay.
 // It selects agent, value, [day,] count and latest time_ms; valueCond is an extra condition on the
 // value, whose arguments follow those returned.
 func usageQuery(w store.Window, dim store.Dimension, cond string, condArgs []any, valueCond string, byDay bool, ranges ...[2]int64) (string, []any) {
 	col := string(dim)
 	if dim == store.DimScope {
-		col = "scopes"
+		col, cond = "scopes", and(cond, store.ScopeUseSQL)
 	}
 	sub, args := rowsIn(w, "agent, "+col, cond, condArgs, ranges...)
 	value, from := col+" AS value", sub

@@ -74,11 +74,11 @@ func TestMigrationsAreRecordedAndIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := map[int]string{1: "001_telemetry_events.sql", 2: "002_agent_hourly.sql", 3: "003_utc_aggregates.sql"}; !mapsEqual(applied, want) {
+		if want := map[int]string{1: "001_telemetry_events.sql", 2: "002_agent_hourly.sql", 3: "003_utc_aggregates.sql", 4: "004_scope_use.sql"}; !mapsEqual(applied, want) {
 			t.Errorf("open %d: applied %v, want %v", i+1, applied, want)
 		}
-		if n := count(t, s, "SELECT count() FROM schema_migrations"); n != 3 {
-			t.Errorf("open %d: %d rows in schema_migrations, want 3", i+1, n)
+		if n := count(t, s, "SELECT count() FROM schema_migrations"); n != 4 {
+			t.Errorf("open %d: %d rows in schema_migrations, want 4", i+1, n)
 		}
 		if err := s.Insert(ctx, []store.Event{ev(fmt.Sprint("e", i), 0)}); err != nil {
 			t.Fatal(err)

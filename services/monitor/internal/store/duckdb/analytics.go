@@ -66,7 +66,7 @@ func (s *Store) Hourly(ctx context.Context, w store.Window) ([]store.Hourly, err
 	return out, nil
 }
 
-// Usage implements store.Analytics.
+// Usage implements store.Analytics; scopes only from the rows that use them (store.UsesScopes).
 func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) ([]store.Usage, error) {
 	if err := store.CheckWindow(w, false); err != nil {
 		return nil, err
@@ -79,7 +79,7 @@ func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) 
 	where, args := windowWhere(w)
 	from := `(SELECT agent, time_ms, ` + string(dim) + ` AS value FROM telemetry_events WHERE ` + where + `)`
 	if dim == store.DimScope {
-		from = `(SELECT agent, time_ms, unnest(scopes) AS value FROM telemetry_events WHERE ` + where + `)`
+		from = `(SELECT agent, time_ms, unnest(scopes) AS value FROM telemetry_events WHERE ` + where + ` AND ` + store.ScopeUseSQL + `)`
 	}
 	rows, err := s.db.QueryContext(ctx, `SELECT agent, value, count(*) AS n, max(time_ms)
 		FROM `+from+` WHERE value <> ''

@@ -37,7 +37,8 @@ var fixture = []row{
 	// faq, hour h0: two accesses, one denied.
 	{id: "a1", agent: faq, kind: store.KindAccess, outcome: "allowed", resource: "/kb/search", src: "10.1.2.3", obo: "alice", at: 10 * time.Minute, scopes: []string{"kb.read"}, rows: 10, bytes: 100},
 	{id: "a2", agent: faq, kind: store.KindAccess, outcome: "denied", resource: "/kb/search", src: "10.1.2.99", obo: "alice", at: 20 * time.Minute, scopes: []string{"kb.read"}},
-	// faq, a policy decision in h0: not a request, but its scopes count in Usage.
+	// faq, a policy decision in h0: not a request, and it uses no scope (its scopes are those asked
+	// for at admission).
 	{id: "a6", agent: faq, kind: "policy.decided", outcome: "allow", at: 30 * time.Minute, scopes: []string{"kb.read"}},
 	// faq, hour h1: an access and two token requests, one refused.
 	{id: "a3", agent: faq, kind: store.KindAccess, outcome: "allowed", resource: "/kb/export", src: "192.168.7.1", obo: "bob", at: 70 * time.Minute, scopes: []string{"kb.read", "kb.export"}, rows: 30, bytes: 700},
@@ -182,11 +183,12 @@ func testUsage(t *testing.T, s store.Store, a store.Analytics) {
 			{Agent: pay, Value: "/pay", Count: 3, LastSeen: at(7 * time.Minute)},        // b1-b3
 			{Agent: pay, Value: "/refund", Count: 1, LastSeen: at(121 * time.Minute)},   // b4
 		}},
+		// Scopes only where used: a1, a3 (allowed accesses) and a4 (issued); not a2 and b4 (denied)
+		// nor a6 (a policy decision).
 		{store.DimScope, window, []store.Usage{
-			{Agent: faq, Value: "kb.read", Count: 5, LastSeen: at(80 * time.Minute)},     // a1, a2, a6, a3, a4
-			{Agent: faq, Value: "kb.export", Count: 2, LastSeen: at(80 * time.Minute)},   // a3, a4
-			{Agent: pay, Value: "pay.read", Count: 4, LastSeen: at(121 * time.Minute)},   // b1-b4
-			{Agent: pay, Value: "pay.refund", Count: 1, LastSeen: at(121 * time.Minute)}, // b4
+			{Agent: faq, Value: "kb.read", Count: 3, LastSeen: at(80 * time.Minute)},   // a1, a3, a4
+			{Agent: faq, Value: "kb.export", Count: 2, LastSeen: at(80 * time.Minute)}, // a3, a4
+			{Agent: pay, Value: "pay.read", Count: 3, LastSeen: at(7 * time.Minute)},   // b1-b3
 		}},
 		{store.DimSourceNetwork, window, []store.Usage{
 			{Agent: faq, Value: "10.1.2.0/24", Count: 3, LastSeen: at(80 * time.Minute)},    // a1, a2, a4
@@ -199,10 +201,9 @@ func testUsage(t *testing.T, s store.Store, a store.Analytics) {
 		}},
 		// Whole UTC days (the aggregate of a store that keeps one): 2031-03-13 to 2031-03-16.
 		{store.DimScope, days, []store.Usage{
-			{Agent: faq, Value: "kb.read", Count: 6, LastSeen: at(27 * time.Hour)},       // a1, a2, a6, a3, a4, a9
-			{Agent: faq, Value: "kb.export", Count: 2, LastSeen: at(80 * time.Minute)},   // a3, a4
-			{Agent: pay, Value: "pay.read", Count: 4, LastSeen: at(121 * time.Minute)},   // b1-b4
-			{Agent: pay, Value: "pay.refund", Count: 1, LastSeen: at(121 * time.Minute)}, // b4
+			{Agent: faq, Value: "kb.read", Count: 4, LastSeen: at(27 * time.Hour)},     // a1, a3, a4, a9
+			{Agent: faq, Value: "kb.export", Count: 2, LastSeen: at(80 * time.Minute)}, // a3, a4
+			{Agent: pay, Value: "pay.read", Count: 3, LastSeen: at(7 * time.Minute)},   // b1-b3
 		}},
 		// A whole day (2031-03-14) and parts of the days around it (from 23:00 the day before,
 		// to 19:00 the day after): /kb/search counted in both.
@@ -348,5 +349,75 @@ func testTenants(t *testing.T, s store.Store, a store.Analytics) {
 	}
 	if want := []string{"acme", "globex"}; !slices.Equal(got, want) {
 		t.Errorf("tenants = %v, want %v", got, want)
+	}
+}
+
+// testUsageOfScopes: Usage of DimScope counts a scope only where it was used (store.UsesScopes):
+// on a token request that issued a token and on an allowed access. Each other kind of row carries
+// a scope of its own and "shared"; none of them counts. The rows fall on 2031-03-14 (h0 is
+// 15:00 UTC), so the whole-day window reads a store's daily aggregate and the hour window the raw
+// rows.
+func testUsageOfScopes(t *testing.T, s store.Store, a store.Analytics) {
+	const agent = "tenants/acme/agents/scoped"
+	rows := []struct {
+		id, kind, outcome, scope string
+	}{
+		{"u1", store.KindTokenRequested, "issued", "s.issued"},         // counts
+		{"u2", store.KindTokenRequested, "invalid_scope", "s.refused"}, // refused
+		{"u3", store.KindTokenRequested, "denied", "s.token-denied"},   // refused
+		{"u4", store.KindAccess, "allowed", "s.allowed"},               // counts
+		{"u5", store.KindAccess, "denied", "s.denied"},                 // refused
+		{"u6", "policy.decided", "allow", "s.admitted"},                // admission: asked for, not used
+		{"u7", store.KindAccess, "allow", "s.allow"},                   // not an access outcome
+		{"u8", "agent.registered", "", "s.registered"},                 // a milestone
+	}
+	events := make([]store.Event, len(rows))
+	for i, r := range rows {
+		events[i] = store.Event{EventID: r.id, Time: at(time.Duration(i+1) * time.Minute), Tenant: "acme", Agent: agent,
+			Kind: r.kind, Outcome: r.outcome, Scopes: []string{r.scope, "shared"}, AgentKnown: true, StreamSeq: uint64(i + 1)}
+	}
+	insert(t, s, events...)
+	for _, r := range rows {
+		if got := store.UsesScopes(r.kind, r.outcome); got != (r.id == "u1" || r.id == "u4") {
+			t.Errorf("UsesScopes(%q, %q) = %v", r.kind, r.outcome, got)
+		}
+	}
+	day := store.Window{Tenant: "acme", From: h0.Truncate(24 * time.Hour), To: h0.Truncate(24 * time.Hour).Add(24 * time.Hour)}
+	hour := store.Window{Tenant: "acme", Agent: agent, From: h0, To: at(time.Hour)}
+	used := []store.Usage{
+		{Agent: agent, Value: "shared", Count: 2, LastSeen: at(4 * time.Minute)},    // u1, u4
+		{Agent: agent, Value: "s.allowed", Count: 1, LastSeen: at(4 * time.Minute)}, // u4
+		{Agent: agent, Value: "s.issued", Count: 1, LastSeen: at(time.Minute)},      // u1
+	}
+	tests := []struct {
+		name string
+		w    store.Window
+		want []store.Usage
+	}{
+		{"whole day", day, used},
+		{"part of a day", hour, used},
+		// Below 4: u4 leaves; "shared" was last used in u1.
+		{"whole day, before 4", before(day, 4), []store.Usage{
+			{Agent: agent, Value: "s.issued", Count: 1, LastSeen: at(time.Minute)},
+			{Agent: agent, Value: "shared", Count: 1, LastSeen: at(time.Minute)},
+		}},
+		{"part of a day, before 4", before(hour, 4), []store.Usage{
+			{Agent: agent, Value: "s.issued", Count: 1, LastSeen: at(time.Minute)},
+			{Agent: agent, Value: "shared", Count: 1, LastSeen: at(time.Minute)},
+		}},
+		{"whole day, before 1", before(day, 1), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := a.Usage(context.Background(), tt.w, store.DimScope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, tt.want, func(x, y store.Usage) bool {
+				return x.Agent == y.Agent && x.Value == y.Value && x.Count == y.Count && x.LastSeen.Equal(y.LastSeen)
+			}) {
+				t.Errorf("usage of scopes:\n got  %+v\n want %+v", got, tt.want)
+			}
+		})
 	}
 }

@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AnalyticsValidateTheirArguments", analytics(testAnalyticsArguments)},
 		{"AnalyticsHourly", analytics(testHourly)},
 		{"AnalyticsUsage", analytics(testUsage)},
+		{"AnalyticsUsageCountsScopesWhereUsed", analytics(testUsageOfScopes)},
 		{"AnalyticsQuantiles", analytics(testQuantiles)},
 		{"AnalyticsQuantilesSampleTheNewestRows", analytics(testQuantileSample)},
 		{"AnalyticsLastActive", analytics(testLastActive)},

@@ -92,12 +92,18 @@ func testUsageBeforeStreamSeq(t *testing.T, s store.Store, a store.Analytics) {
 			{Agent: faq, Value: "192.168.7.0/24", Count: 1, LastSeen: at(70 * time.Minute)}, // a3
 			{Agent: pay, Value: "2001:db8:1::/48", Count: 1, LastSeen: at(5 * time.Minute)}, // b1
 		}},
-		// Whole days. Below 13: b4 and a9 leave. kb.read was last seen in a9 (the next day), now in
-		// a4; pay.read in b4, now in b3 of the same day; pay.refund only in b4: gone.
+		// Whole days, scopes where used (a1, a3, a4, a9, b1-b3). Below 13: a9 leaves (b4 used no
+		// scope). kb.read was last used in a9 (the next day), now in a4.
 		{"scope, days, before 13", store.DimScope, before(days, 13), []store.Usage{
-			{Agent: faq, Value: "kb.read", Count: 5, LastSeen: at(80 * time.Minute)},   // a1, a2, a6, a3, a4
+			{Agent: faq, Value: "kb.read", Count: 3, LastSeen: at(80 * time.Minute)},   // a1, a3, a4
 			{Agent: faq, Value: "kb.export", Count: 2, LastSeen: at(80 * time.Minute)}, // a3, a4
 			{Agent: pay, Value: "pay.read", Count: 3, LastSeen: at(7 * time.Minute)},   // b1-b3
+		}},
+		// Below 5: a4 leaves, and b1-b3; kb.read and kb.export were last used in a4, now in a3 of
+		// the same day (a2 and a6, below 5, use no scope).
+		{"scope, days, before 5", store.DimScope, before(days, 5), []store.Usage{
+			{Agent: faq, Value: "kb.read", Count: 2, LastSeen: at(70 * time.Minute)},   // a1, a3
+			{Agent: faq, Value: "kb.export", Count: 1, LastSeen: at(70 * time.Minute)}, // a3
 		}},
 		// Below 14: a9 leaves; /kb/search was last seen in it, now in a2 the day before.
 		{"resource, days, before 14", store.DimResource, before(days, 14), []store.Usage{
