@@ -13,6 +13,7 @@ import (
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/testkit"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/monitor/app"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 )
@@ -58,6 +59,14 @@ func TestMonitorOnClickHouse(t *testing.T) {
 	for i := range 30 {
 		rows = append(rows, store.Event{EventID: fmt.Sprintf("etl-%02d", i), Time: now.Add(time.Duration(-i) * time.Minute), Tenant: "acme", Agent: "tenants/acme/agents/etl",
 			Kind: store.KindAccess, Outcome: "allowed", Resource: "/reports", Action: "GET", Rows: 5, Bytes: 500, SourceAddress: "10.1.2.3"})
+	}
+	// The agent is registered (analytics leave out ghost agents' rows).
+	md := eventstore.Metadata{Actor: eventstore.Actor{ID: "registry", Kind: eventstore.ActorService}}
+	if _, err := es.Append(ctx, eventstore.Append{Tenant: "acme", AggregateType: eventstore.AggregateAgent, AggregateID: "etl",
+		Subject: "tenants/acme/agents/etl", Metadata: md, IdempotencyKey: "etl-registered", Type: "agent.registered",
+		Data: &registryv1.AgentRegistered{Agent: &registryv1.Agent{Name: "tenants/acme/agents/etl", Owner: "olga@acme.example",
+			Environment: registryv1.Environment_ENVIRONMENT_PROD, RiskTier: registryv1.RiskTier_RISK_TIER_LOW}}}); err != nil {
+		t.Fatal(err)
 	}
 	counts := publishAccess(t, es, "acme", "clickhouse", rows)
 	m := runMonitor(t, es, app.Config{ClickHouseDSN: srv.DSN("agentid")})
