@@ -458,9 +458,19 @@ func checkBounds(e Event, field func(string) string) error {
 	return nil
 }
 
+// isJSONObject reports whether s is valid JSON whose value is an object. json.Valid checks without
+// building a map (decoding into one was a quarter of the ingest consumer's CPU).
 func isJSONObject(s string) bool {
-	var m map[string]json.RawMessage
-	return json.Unmarshal([]byte(s), &m) == nil
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return json.Valid([]byte(s))
+		}
+		return false
+	}
+	return false
 }
 
 // Cursor is the position after the last event of a page.
