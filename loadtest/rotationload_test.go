@@ -19,8 +19,11 @@ import (
 // the old key's removal both inside the run. It asserts counts, never timings.
 func TestRotationUnderLoad(t *testing.T) {
 	bin := testkit.BuildCommands(t, "./cmd/agentid")
-	// Publish delay >= the verifier's JWKS refresh; retention >= the token lifetime + the re-verify margin.
+	// Publish delay >= the verifier's JWKS refresh; retention >= the token lifetime + the re-verify
+	// margin: far below the issuer's safe minimums (sized for 24 h tokens and 5 min JWKS caches), so
+	// the test-only --signing-key-unsafe-short-durations.
 	p := testkit.StartDevWith(t, filepath.Join(bin, "agentid"), t.TempDir(), testkit.DevOptions{Args: []string{
+		"--signing-key-unsafe-short-durations",
 		"--signing-key-publish-delay", "3s", "--signing-key-retention", "7s", "--signing-key-check-interval", "500ms",
 	}})
 	var stdout, stderr bytes.Buffer

@@ -64,6 +64,14 @@ type VerifierFunc func(ctx context.Context, raw string) (*Claims, error)
 // Verify calls f.
 func (f VerifierFunc) Verify(ctx context.Context, raw string) (*Claims, error) { return f(ctx, raw) }
 
+// Defaults of JWKSVerifierConfig that the issuer's signing-key rotation bounds depend on.
+const (
+	// DefaultJWKSRefreshInterval is how long a fetched JWKS is used before it is refetched, by default.
+	DefaultJWKSRefreshInterval = 5 * time.Minute
+	// DefaultLeeway is the clock skew tolerated on exp, nbf and iat, by default.
+	DefaultLeeway = 30 * time.Second
+)
+
 // JWKSVerifierConfig configures a JWKSVerifier.
 type JWKSVerifierConfig struct {
 	// IssuerBaseURL is the issuer's public URL, e.g. http://127.0.0.1:8080; tokens are accepted from
@@ -219,13 +227,13 @@ func NewJWKSVerifier(cfg JWKSVerifierConfig) (*JWKSVerifier, error) {
 		v.client = &http.Client{Timeout: 10 * time.Second}
 	}
 	if v.refresh <= 0 {
-		v.refresh = 5 * time.Minute
+		v.refresh = DefaultJWKSRefreshInterval
 	}
 	if v.minRefresh <= 0 {
 		v.minRefresh = 5 * time.Second
 	}
 	if v.leeway <= 0 {
-		v.leeway = 30 * time.Second
+		v.leeway = DefaultLeeway
 	}
 	if v.maxIssuers <= 0 {
 		v.maxIssuers = 1024

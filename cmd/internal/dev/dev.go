@@ -177,7 +177,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := checkListenTLS(cfg); err != nil {
 		return err
 	}
-	signingKeys, err := cfg.SigningKeys.load()
+	signingKeys, err := cfg.SigningKeys.load(cfg.ProjectionLagAllowance)
 	if err != nil {
 		return err
 	}

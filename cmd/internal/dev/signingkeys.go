@@ -26,6 +26,9 @@ const (
 	SigningKeyRotationIntervalFlag = "signing-key-rotation-interval"
 	// SigningKeyCheckIntervalFlag (hidden) is how often the issuer applies due key transitions.
 	SigningKeyCheckIntervalFlag = "signing-key-check-interval"
+	// SigningKeyUnsafeShortDurationsFlag (hidden, tests only) accepts a publish delay and retention
+	// below their safe minimums, so that a rotation completes within seconds.
+	SigningKeyUnsafeShortDurationsFlag = "signing-key-unsafe-short-durations"
 	// DefaultKEKID is the id of <data-dir>/kek.key when --kek-id is not given.
 	DefaultKEKID = "dev-" + kekFile
 )
@@ -44,6 +47,9 @@ type SigningKeyFlags struct {
 	// CheckInterval is how often the issuer applies the transitions that are due (hidden flag, for
 	// tests that rotate within seconds).
 	CheckInterval time.Duration
+	// UnsafeShortDurations is --signing-key-unsafe-short-durations (hidden, tests only): the publish
+	// delay and retention may be below their safe minimums (issuer Config.UnsafeShortSigningKeyDurations).
+	UnsafeShortDurations bool
 }
 
 // signingKeyFlagNames are the issuer's flags that dev registers from the issuer's definitions.
@@ -70,18 +76,24 @@ func (f *SigningKeyFlags) Register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.OldKEKFiles, OldKEKFileFlag, nil, "[KEK_ID=]FILE: an earlier key-encryption key that only opens signing keys sealed with it, until `agentctl keys reseal --all` reports none left under it (repeatable; KEK_ID defaults to the id derived from the key; docs/rotation.md)")
 	fs.DurationVar(&f.CheckInterval, SigningKeyCheckIntervalFlag, f.CheckInterval, "how often the issuer applies due signing-key transitions")
 	_ = fs.MarkHidden(SigningKeyCheckIntervalFlag)
+	fs.BoolVar(&f.UnsafeShortDurations, SigningKeyUnsafeShortDurationsFlag, false,
+		"tests only: accept a signing-key publish delay and retention below their safe minimums (tokens may outlive their key)")
+	_ = fs.MarkHidden(SigningKeyUnsafeShortDurationsFlag)
 }
 
 // issuerKeys are the checked settings that go into the issuer's Config.
 type issuerKeys struct {
-	kekID string
-	old   []issuerapp.OldKEK
-	flags issuerapp.Flags
-	check time.Duration
+	kekID       string
+	old         []issuerapp.OldKEK
+	flags       issuerapp.Flags
+	check       time.Duration
+	unsafeShort bool
 }
 
-// load checks the flags and reads the old KEK files; errors name the flag. It creates nothing.
-func (f SigningKeyFlags) load() (issuerKeys, error) {
+// load checks the flags, the publish delay and retention against the issuer's safe minimums with
+// the projection-lag allowance allowance (issuerapp.CheckSigningKeyRotation), and reads the old KEK
+// files; errors name the flag. It creates nothing.
+func (f SigningKeyFlags) load(allowance time.Duration) (issuerKeys, error) {
 	rot := f.Issuer.SigningKeys
 	switch {
 	case f.KEKID == "" || strings.ContainsAny(f.KEKID, "\r\n="):
@@ -90,14 +102,13 @@ func (f SigningKeyFlags) load() (issuerKeys, error) {
 		return issuerKeys{}, fmt.Errorf("--%s %s: want a positive duration", SigningKeyPublishDelayFlag, rot.PublishDelay)
 	case rot.Retention <= 0:
 		return issuerKeys{}, fmt.Errorf("--%s %s: want a positive duration", SigningKeyRetentionFlag, rot.Retention)
-	case rot.Interval < 0:
-		return issuerKeys{}, fmt.Errorf("--%s %s: want 0 (on demand only) or a positive duration", SigningKeyRotationIntervalFlag, rot.Interval)
-	case rot.Interval > 0 && rot.Interval <= rot.PublishDelay:
-		return issuerKeys{}, fmt.Errorf("--%s %s: must exceed --%s %s", SigningKeyRotationIntervalFlag, rot.Interval, SigningKeyPublishDelayFlag, rot.PublishDelay)
 	case f.CheckInterval <= 0:
 		return issuerKeys{}, fmt.Errorf("--%s %s: want a positive duration", SigningKeyCheckIntervalFlag, f.CheckInterval)
 	}
-	out := issuerKeys{kekID: f.KEKID, flags: f.Issuer, check: f.CheckInterval}
+	if err := issuerapp.CheckSigningKeyRotation(rot, allowance, f.UnsafeShortDurations); err != nil {
+		return issuerKeys{}, err
+	}
+	out := issuerKeys{kekID: f.KEKID, flags: f.Issuer, check: f.CheckInterval, unsafeShort: f.UnsafeShortDurations}
 	seen := map[string]string{f.KEKID: "--" + KEKIDFlag}
 	for _, v := range f.OldKEKFiles {
 		id, path, ok := strings.Cut(v, "=")
@@ -126,5 +137,5 @@ func (f SigningKeyFlags) load() (issuerKeys, error) {
 // apply sets the settings in the issuer's configuration.
 func (k issuerKeys) apply(cfg *issuerapp.Config) {
 	cfg.KEKID, cfg.OldKEKs, cfg.SigningKeyCheckInterval = k.kekID, k.old, k.check
-	cfg.SigningKeys = k.flags.SigningKeys
+	cfg.SigningKeys, cfg.UnsafeShortSigningKeyDurations = k.flags.SigningKeys, k.unsafeShort
 }

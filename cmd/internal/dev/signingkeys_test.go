@@ -36,6 +36,16 @@ func TestDevRejectsBadSigningKeyFlags(t *testing.T) {
 		{name: "interval within the publish delay", args: []string{"--signing-key-publish-delay=10m", "--signing-key-rotation-interval=5m"}, wantErr: "--signing-key-rotation-interval 5m0s: must exceed --signing-key-publish-delay 10m0s"},
 		{name: "publish delay not a duration", args: []string{"--signing-key-publish-delay=soon"}, wantErr: `invalid argument "soon" for "--signing-key-publish-delay"`},
 		{name: "no check interval", args: []string{"--signing-key-check-interval=0s"}, wantErr: "--signing-key-check-interval 0s: want a positive duration"},
+		{name: "publish delay below the JWKS refresh", args: []string{"--signing-key-publish-delay=3s"}, wantErr: "--signing-key-publish-delay 3s: want at least 5m0s"},
+		{name: "retention below a token's lifetime", args: []string{"--signing-key-retention=1m"}, wantErr: "--signing-key-retention 1m0s: want at least 24h0m35s"},
+		{name: "retention below the allowance", args: []string{"--signing-key-retention=24h0m35s", "--projection-lag-allowance=1m"},
+			wantErr: "--signing-key-retention 24h0m35s: want at least 24h1m30s"},
+		// With the test-only flag, short durations pass the signing-key checks: the start fails on the
+		// next check (the incident policy) instead.
+		{name: "short durations for tests", args: []string{"--signing-key-unsafe-short-durations", "--signing-key-publish-delay=3s",
+			"--signing-key-retention=7s", "--incident-policy=default:critical=notify"}, wantErr: "--incident-policy: incident policy of tenant default"},
+		{name: "short durations for tests, still positive", args: []string{"--signing-key-unsafe-short-durations", "--signing-key-retention=0s"},
+			wantErr: "--signing-key-retention 0s: want a positive duration"},
 		{name: "empty KEK id", args: []string{"--kek-id="}, wantErr: `--kek-id "": want a non-empty id`},
 		{name: "old KEK without a file", args: []string{"--old-kek-file=kek-1="}, wantErr: `--old-kek-file "kek-1=": want [KEK_ID=]FILE`},
 		{name: "old KEK missing", args: []string{"--old-kek-file=/nonexistent/kek-1.key"}, wantErr: "--old-kek-file /nonexistent/kek-1.key:"},
@@ -62,8 +72,9 @@ func TestDevRejectsBadSigningKeyFlags(t *testing.T) {
 func TestDevSigningKeyDefaultsAreTheIssuers(t *testing.T) {
 	f := dev.DefaultConfig().SigningKeys
 	rot := f.Issuer.SigningKeys
-	if rot.PublishDelay != 10*time.Minute || rot.Retention != 24*time.Hour+time.Minute || rot.Interval != 0 {
-		t.Errorf("defaults publish delay %s, retention %s, interval %s; want the issuer's 10m, 24h1m, 0 (docs/rotation.md)", rot.PublishDelay, rot.Retention, rot.Interval)
+	if rot.PublishDelay != 10*time.Minute || rot.Retention != 24*time.Hour+90*time.Second || rot.Interval != 0 || f.UnsafeShortDurations {
+		t.Errorf("defaults publish delay %s, retention %s, interval %s, unsafe short durations %v; want the issuer's 10m, 24h1m30s, 0, false (docs/rotation.md)",
+			rot.PublishDelay, rot.Retention, rot.Interval, f.UnsafeShortDurations)
 	}
 	if f.KEKID != "dev-kek.key" {
 		t.Errorf("default --kek-id %q, want dev-kek.key: keys sealed by earlier versions carry that id", f.KEKID)

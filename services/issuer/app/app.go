@@ -60,8 +60,16 @@ type Config struct {
 	// OldKEKs are earlier key-encryption keys: they open signing keys sealed with them (until
 	// ResealSigningKeys has re-sealed those under KEK) and never seal.
 	OldKEKs []OldKEK
-	// SigningKeys configures signing-key rotation (publish delay, retention, schedule).
+	// SigningKeys configures signing-key rotation (publish delay, retention, schedule); Validate
+	// refuses a publish delay or retention below its safe minimum (CheckSigningKeyRotation).
 	SigningKeys credentials.SigningKeyRotation
+	// UnsafeShortSigningKeyDurations accepts SigningKeys durations below their safe minimums, so that
+	// tests rotate within seconds. Test-only, never a flag of the issuer binary: with it tokens can
+	// outlive their key in the JWKS, or be signed by a key verifiers have not fetched yet.
+	UnsafeShortSigningKeyDurations bool
+	// SigningKeyClock is the clock of the credentials service (signing-key due times and transitions,
+	// client record times); default time.Now. Tests move it to activate and remove keys on demand.
+	SigningKeyClock func() time.Time
 	// SigningKeyCheckInterval is how often a replica applies the signing-key transitions that are
 	// due; default 10 seconds.
 	SigningKeyCheckInterval time.Duration
@@ -141,6 +149,9 @@ func (c Config) Validate() error {
 	}
 	if err := revocation.CheckProjectionLagAllowance(c.ProjectionLagAllowance); err != nil {
 		return fmt.Errorf("issuer: ProjectionLagAllowance: %w", err)
+	}
+	if err := CheckSigningKeyRotation(c.SigningKeys, c.ProjectionLagAllowance, c.UnsafeShortSigningKeyDurations); err != nil {
+		return fmt.Errorf("issuer: SigningKeys: %w", err)
 	}
 	for i, pc := range c.PlatformClients {
 		if pc.ClientID == "" || pc.PublicJWKS == "" || len(pc.Roles) == 0 {
@@ -261,6 +272,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		Rotation:        cfg.SigningKeys,
 		DefaultTokenTTL: cfg.DefaultTokenTTL,
 		WaitApplied:     a.waitApplied,
+		Now:             cfg.SigningKeyClock,
 		Logger:          logger,
 	})
 	if err != nil {

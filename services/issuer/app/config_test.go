@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentid/agentid/pkg/authn"
+
 	"github.com/agentid/agentid/services/issuer/app"
+	"github.com/agentid/agentid/services/issuer/internal/credentials"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -31,6 +34,24 @@ func TestConfigValidate(t *testing.T) {
 		{name: "short KEK", edit: func(c *app.Config) { c.KEK = make([]byte, 16) }, wantErr: "KEK"},
 		{name: "TTL above a day", edit: func(c *app.Config) { c.DefaultTokenTTL = 25 * time.Hour }, wantErr: "DefaultTokenTTL"},
 		{name: "sub-second TTL", edit: func(c *app.Config) { c.DefaultTokenTTL = time.Millisecond }, wantErr: "DefaultTokenTTL"},
+		{name: "publish delay shorter than the JWKS refresh", edit: func(c *app.Config) { c.SigningKeys.PublishDelay = 2 * time.Second },
+			wantErr: "--signing-key-publish-delay 2s: want at least 5m0s"},
+		{name: "publish delay of the JWKS refresh", edit: func(c *app.Config) { c.SigningKeys.PublishDelay = 5 * time.Minute }},
+		{name: "retention shorter than a token", edit: func(c *app.Config) { c.SigningKeys.Retention = time.Minute },
+			wantErr: "--signing-key-retention 1m0s: want at least 24h0m35s"},
+		{name: "retention of a token, the leeway and the allowance", edit: func(c *app.Config) { c.SigningKeys.Retention = 24*time.Hour + 35*time.Second }},
+		{name: "retention without a larger allowance", edit: func(c *app.Config) {
+			c.SigningKeys.Retention, c.ProjectionLagAllowance = 24*time.Hour+35*time.Second, 20*time.Second
+		}, wantErr: "--signing-key-retention 24h0m35s: want at least 24h0m50s"},
+		{name: "default retention with the longest allowance", edit: func(c *app.Config) { c.ProjectionLagAllowance = app.MaxProjectionLagAllowance }},
+		{name: "short durations for tests", edit: func(c *app.Config) {
+			c.SigningKeys.PublishDelay, c.SigningKeys.Retention, c.UnsafeShortSigningKeyDurations = time.Second, 2*time.Second, true
+		}},
+		{name: "negative retention for tests", edit: func(c *app.Config) {
+			c.SigningKeys.Retention, c.UnsafeShortSigningKeyDurations = -time.Second, true
+		}, wantErr: "--signing-key-retention -1s: want a positive duration"},
+		{name: "interval within the publish delay", edit: func(c *app.Config) { c.SigningKeys.Interval = 5 * time.Minute },
+			wantErr: "--signing-key-rotation-interval 5m0s: must exceed --signing-key-publish-delay 10m0s"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,5 +108,20 @@ func TestLoadKEKFile(t *testing.T) {
 				t.Fatalf("LoadKEKFile = %x, %v", got, err)
 			}
 		})
+	}
+}
+
+// TestSigningKeyBoundsFollowTheirSources: the signing-key minimums follow the values they are made of
+// (pkg/authn's JWKS refresh and leeway, the longest token lifetime and projection-lag allowance), and
+// the defaults satisfy them whatever the allowance.
+func TestSigningKeyBoundsFollowTheirSources(t *testing.T) {
+	if credentials.MinPublishDelay != authn.DefaultJWKSRefreshInterval || credentials.DefaultPublishDelay < credentials.MinPublishDelay {
+		t.Errorf("publish delay minimum %s, default %s; want the JWKS refresh %s and at least it", credentials.MinPublishDelay, credentials.DefaultPublishDelay, authn.DefaultJWKSRefreshInterval)
+	}
+	if credentials.MaxActivationLag != app.MaxProjectionLagAllowance {
+		t.Errorf("MaxActivationLag %s, want the longest projection-lag allowance %s", credentials.MaxActivationLag, app.MaxProjectionLagAllowance)
+	}
+	if got, want := credentials.MinRetention(app.MaxProjectionLagAllowance), authn.MaxTokenLifetime+authn.DefaultLeeway+app.MaxProjectionLagAllowance; got != want || credentials.DefaultRetention < got {
+		t.Errorf("MinRetention(max allowance) %s, default retention %s; want %s and at least it", got, credentials.DefaultRetention, want)
 	}
 }

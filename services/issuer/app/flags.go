@@ -1,10 +1,13 @@
 package app
 
 import (
+	"cmp"
 	"flag"
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/agentid/agentid/pkg/authn"
 
 	"github.com/agentid/agentid/services/issuer/internal/credentials"
 	"github.com/agentid/agentid/services/issuer/internal/revocation"
@@ -16,6 +19,12 @@ const (
 	ProjectionLagAllowanceFlag = "projection-lag-allowance"
 	// DPoPNonceOptionalFlag sets Config.DPoPNonceOptional.
 	DPoPNonceOptionalFlag = "dpop-nonce-optional"
+	// SigningKeyPublishDelayFlag sets Config.SigningKeys.PublishDelay.
+	SigningKeyPublishDelayFlag = "signing-key-publish-delay"
+	// SigningKeyRetentionFlag sets Config.SigningKeys.Retention.
+	SigningKeyRetentionFlag = "signing-key-retention"
+	// SigningKeyRotationIntervalFlag sets Config.SigningKeys.Interval.
+	SigningKeyRotationIntervalFlag = "signing-key-rotation-interval"
 )
 
 // Bounds of Config.ProjectionLagAllowance.
@@ -43,6 +52,38 @@ func CheckProjectionLagAllowanceFlag(d time.Duration) error {
 	return nil
 }
 
+// CheckSigningKeyRotation checks signing-key rotation settings against the bounds that keep every
+// token verifiable (0 means the default): the publish delay at least credentials.MinPublishDelay (a
+// verifier with pkg/authn's JWKS refresh has fetched a NEXT key before it signs), the retention at
+// least credentials.MinRetention(allowance) (a key stays in the JWKS until the last token it signed
+// has expired, whatever replica signed it late), an interval longer than the publish delay. allowance
+// is the projection-lag allowance (0: the default). unsafeShort skips the two lower bounds, for tests
+// that rotate within seconds (Config.UnsafeShortSigningKeyDurations). Errors name the flag.
+func CheckSigningKeyRotation(r credentials.SigningKeyRotation, allowance time.Duration, unsafeShort bool) error {
+	if allowance == 0 {
+		allowance = DefaultProjectionLagAllowance
+	}
+	publish, retention := cmp.Or(r.PublishDelay, credentials.DefaultPublishDelay), cmp.Or(r.Retention, credentials.DefaultRetention)
+	minRetention := credentials.MinRetention(allowance)
+	switch {
+	case r.PublishDelay < 0:
+		return fmt.Errorf("--%s %s: want a positive duration", SigningKeyPublishDelayFlag, r.PublishDelay)
+	case r.Retention < 0:
+		return fmt.Errorf("--%s %s: want a positive duration", SigningKeyRetentionFlag, r.Retention)
+	case r.Interval < 0:
+		return fmt.Errorf("--%s %s: want 0 (on demand only) or a positive duration", SigningKeyRotationIntervalFlag, r.Interval)
+	case !unsafeShort && publish < credentials.MinPublishDelay:
+		return fmt.Errorf("--%s %s: want at least %s, the JWKS refresh interval of the verifiers (pkg/authn), or tokens of the new key are refused by verifiers that have not fetched it",
+			SigningKeyPublishDelayFlag, publish, credentials.MinPublishDelay)
+	case !unsafeShort && retention < minRetention:
+		return fmt.Errorf("--%s %s: want at least %s, the longest token lifetime %s plus the verifiers' clock leeway %s and --%s %s, or tokens outlive their signing key",
+			SigningKeyRetentionFlag, retention, minRetention, credentials.MaxTokenTTL, authn.DefaultLeeway, ProjectionLagAllowanceFlag, allowance)
+	case r.Interval > 0 && r.Interval <= publish:
+		return fmt.Errorf("--%s %s: must exceed --%s %s", SigningKeyRotationIntervalFlag, r.Interval, SigningKeyPublishDelayFlag, publish)
+	}
+	return nil
+}
+
 // Flags are the issuer's settings that its command line sets; Register adds them to a flag set and
 // Apply copies them into a Config.
 type Flags struct {
@@ -66,11 +107,11 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.Var((*lagAllowanceValue)(&f.ProjectionLagAllowance), ProjectionLagAllowanceFlag, ProjectionLagAllowanceUsage)
 	fs.BoolVar(&f.DPoPNonceOptional, DPoPNonceOptionalFlag, f.DPoPNonceOptional, DPoPNonceOptionalUsage)
 	f.RateLimits.Register(fs)
-	fs.DurationVar(&f.SigningKeys.PublishDelay, "signing-key-publish-delay", credentials.DefaultPublishDelay,
-		"how long a rotated signing key is in the JWKS before it signs: at least the JWKS cache lifetime of every verifier")
-	fs.DurationVar(&f.SigningKeys.Retention, "signing-key-retention", credentials.DefaultRetention,
-		"how long a signing key stays in the JWKS after it stopped signing: at least the longest token lifetime plus clock leeway")
-	fs.DurationVar(&f.SigningKeys.Interval, "signing-key-rotation-interval", 0,
+	fs.DurationVar(&f.SigningKeys.PublishDelay, SigningKeyPublishDelayFlag, credentials.DefaultPublishDelay,
+		"how long a rotated signing key is in the JWKS before it signs: at least the JWKS cache lifetime of every verifier (pkg/authn's refresh, 5m)")
+	fs.DurationVar(&f.SigningKeys.Retention, SigningKeyRetentionFlag, credentials.DefaultRetention,
+		"how long a signing key stays in the JWKS after it stopped signing: at least the longest token lifetime (24h) plus clock leeway (30s) and --projection-lag-allowance")
+	fs.DurationVar(&f.SigningKeys.Interval, SigningKeyRotationIntervalFlag, 0,
 		"rotate each tenant's signing key once it has signed this long, e.g. 720h (0: only on demand, agentctl keys rotate)")
 }
 

@@ -55,3 +55,40 @@ func TestFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestSigningKeyFlagBounds: the issuer binary's signing-key flags below their safe minimums are
+// refused when the configuration is validated (at start), naming the flag; the defaults pass.
+func TestSigningKeyFlagBounds(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "defaults"},
+		{name: "defaults with the longest allowance", args: []string{"--projection-lag-allowance=1m"}},
+		{name: "publish delay below the JWKS refresh", args: []string{"--signing-key-publish-delay=4m59s"},
+			wantErr: "--signing-key-publish-delay 4m59s: want at least 5m0s"},
+		{name: "retention of a minute", args: []string{"--signing-key-retention=1m"},
+			wantErr: "--signing-key-retention 1m0s: want at least 24h0m35s"},
+		{name: "retention below the longest allowance", args: []string{"--signing-key-retention=24h1m", "--projection-lag-allowance=1m"},
+			wantErr: "--signing-key-retention 24h1m0s: want at least 24h1m30s"},
+		{name: "the smallest values", args: []string{"--signing-key-publish-delay=5m", "--signing-key-retention=24h0m35s"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("issuer", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			f := app.DefaultFlags()
+			f.Register(fs)
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			cfg := app.Config{PublicURL: "http://127.0.0.1:8080", KEK: testKEK}
+			f.Apply(&cfg)
+			err := cfg.Validate()
+			if (err != nil) != (tt.wantErr != "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Validate = %v, want error mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,14 +28,26 @@ import (
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 
 	"github.com/agentid/agentid/services/issuer/app"
+	"github.com/agentid/agentid/services/issuer/internal/credentials"
 )
 
-// rotationConfig makes rotations take seconds: NEXT is published 2 s before it signs (the verifiers
-// below refresh their JWKS every second), and a retired key stays in the JWKS 3 s.
-func rotationConfig(cfg *app.Config) {
-	cfg.SigningKeys.PublishDelay = 2 * time.Second
-	cfg.SigningKeys.Retention = 3 * time.Second
-	cfg.SigningKeyCheckInterval = 50 * time.Millisecond
+// rotationClock is the issuer's clock in rotation tests: the real time plus an offset that only the
+// test moves, so a NEXT key is activated, and a RETIRING key removed, exactly when the test says.
+type rotationClock struct{ offset atomic.Int64 }
+
+func (c *rotationClock) now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
+
+// advance moves the clock forward by d.
+func (c *rotationClock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// rotationConfig keeps the production publish delay and retention (the real time never reaches
+// them within a test) and puts the replicas on clock, which the test moves past them; the replicas
+// check for due transitions every 50 ms.
+func rotationConfig(clock *rotationClock) func(*app.Config) {
+	return func(cfg *app.Config) {
+		cfg.SigningKeyClock = clock.now
+		cfg.SigningKeyCheckInterval = 50 * time.Millisecond
+	}
 }
 
 // tokenKid returns the kid of a compact JWS.
@@ -66,8 +80,9 @@ func keyStates(t *testing.T, r *replica, tenant string) map[string]issuerv1.Sign
 
 func TestSigningKeyRotationAcrossTwoReplicas(t *testing.T) {
 	n := testkit.StartNATS(t)
-	r1 := startReplicaConfigured(t, n, "", rotationConfig)
-	r2 := startReplicaConfigured(t, n, r1.base, rotationConfig) // one public issuer URL, as behind a load balancer
+	clock := &rotationClock{}
+	r1 := startReplicaConfigured(t, n, "", rotationConfig(clock))
+	r2 := startReplicaConfigured(t, n, r1.base, rotationConfig(clock)) // one public issuer URL, as behind a load balancer
 	c := newTestClient(t, "acme", "agent-rot")
 	c.register(t, r1)
 
@@ -126,12 +141,16 @@ func TestSigningKeyRotationAcrossTwoReplicas(t *testing.T) {
 			}
 		})
 	}
-	if got := len(keyStates(t, r1, "acme")); got != 2 {
-		t.Fatalf("%d keys after refused rotations, want 2", got)
+	wantBefore := map[string]issuerv1.SigningKeyState{next.GetKeyId(): issuerv1.SigningKeyState_SIGNING_KEY_STATE_NEXT, oldKid: issuerv1.SigningKeyState_SIGNING_KEY_STATE_CURRENT}
+	for _, r := range []*replica{r1, r2} {
+		if got := keyStates(t, r, "acme"); !maps.Equal(got, wantBefore) {
+			t.Fatalf("states before the publish delay = %v, want %v", got, wantBefore)
+		}
 	}
 
 	// After the publish delay both replicas sign with the new key; the old one is RETIRING and its
 	// tokens still verify.
+	clock.advance(credentials.DefaultPublishDelay)
 	for _, r := range []*replica{r1, r2} {
 		eventually(t, "tokens signed by the new key", func() bool {
 			return tokenKid(t, requestToken(t, r, c).str("access_token")) == next.GetKeyId()
@@ -139,17 +158,23 @@ func TestSigningKeyRotationAcrossTwoReplicas(t *testing.T) {
 	}
 	want := map[string]issuerv1.SigningKeyState{next.GetKeyId(): issuerv1.SigningKeyState_SIGNING_KEY_STATE_CURRENT, oldKid: issuerv1.SigningKeyState_SIGNING_KEY_STATE_RETIRING}
 	for _, r := range []*replica{r1, r2} {
-		if got := keyStates(t, r, "acme"); got[next.GetKeyId()] != want[next.GetKeyId()] {
-			// The retirement may already have happened on a slow machine; the new key is CURRENT either way.
-			t.Fatalf("states = %v, want %v", got, want)
+		if got := keyStates(t, r, "acme"); !maps.Equal(got, want) {
+			t.Fatalf("states after the publish delay = %v, want %v", got, want)
 		}
 	}
+	// v1 fetched the JWKS before the rotation; the clock moved the publish delay but the real time did
+	// not, so v1 learns the new key by its refetch on an unknown kid (at most once a second).
 	newTok := requestToken(t, r2, c).str("access_token")
-	if _, err := v1.Verify(context.Background(), newTok); err != nil {
-		t.Fatalf("token of the new key: %v", err)
+	eventually(t, "the verifier accepting the new key's token", func() bool {
+		_, err := v1.Verify(context.Background(), newTok)
+		return err == nil
+	})
+	if _, err := v1.Verify(context.Background(), oldTok); err != nil {
+		t.Fatalf("token of the RETIRING key: %v", err)
 	}
 
 	// After the retention the old key leaves every replica's JWKS; its tokens are refused for it.
+	clock.advance(credentials.DefaultRetention)
 	for _, r := range []*replica{r1, r2} {
 		eventually(t, "the old key removed", func() bool {
 			return keyStates(t, r, "acme")[oldKid] == issuerv1.SigningKeyState_SIGNING_KEY_STATE_RETIRED

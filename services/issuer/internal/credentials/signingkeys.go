@@ -25,16 +25,30 @@ const (
 	EventSigningKeyResealed = "signingkey.resealed"
 )
 
-// Defaults of SigningKeyRotation.
+// Defaults and bounds of SigningKeyRotation.
 const (
 	// DefaultPublishDelay is how long a NEXT key is published before it signs: twice the JWKS refresh
 	// interval of pkg/authn's verifier (5 minutes), so every verifier has fetched it.
-	DefaultPublishDelay = 10 * time.Minute
+	DefaultPublishDelay = 2 * authn.DefaultJWKSRefreshInterval
+	// MinPublishDelay is the shortest publish delay that is safe: pkg/authn's JWKS refresh interval,
+	// so that a verifier with the default refresh has fetched a NEXT key before it signs.
+	MinPublishDelay = authn.DefaultJWKSRefreshInterval
+	// MaxActivationLag is the longest time an issuer replica may still sign with a key after its
+	// activation was written, its projection lagging: the issuer's longest projection-lag allowance
+	// (revocation.MaxProjectionLagAllowance).
+	MaxActivationLag = time.Minute
 	// DefaultRetention is how long a key stays in the JWKS after it stopped signing: the longest
-	// access token lifetime plus a minute for clock leeway (30 s in pkg/authn) and replicas whose
-	// projection applies the activation late.
-	DefaultRetention = MaxTokenTTL + time.Minute
+	// access token lifetime, pkg/authn's clock leeway (30 s) and the longest activation lag, so it is
+	// at least MinRetention whatever the projection-lag allowance.
+	DefaultRetention = MaxTokenTTL + authn.DefaultLeeway + MaxActivationLag
 )
+
+// MinRetention is the shortest retention that is safe when replicas apply an activation within
+// activationLag (the issuer's projection-lag allowance): a key stays in the JWKS until the last
+// token it signed has expired, with pkg/authn's clock leeway.
+func MinRetention(activationLag time.Duration) time.Duration {
+	return MaxTokenTTL + authn.DefaultLeeway + activationLag
+}
 
 // SigningKeyRotation configures the rotation of tenant signing keys.
 type SigningKeyRotation struct {
