@@ -28,15 +28,26 @@ import (
 
 // TestAccessReviewEndToEnd drives an access review through the running platform on the real engines:
 // an ACTIVE agent with scopes docs.search and docs.read gets tokens asking only for docs.search; the
-// monitor records the token requests with their scopes; a campaign started with agentctl opens the
-// agent's review with docs.read unused; the owner certifies with agentctl (their own approval token)
-// without keeping docs.read, so it is removed when the review closes (agent.scopes_removed); a token
-// request for docs.read is then refused with invalid_scope while docs.search still works; the
-// evidence events of the review are on stream LIFECYCLE.
+// monitor records the token requests with their scopes (its admission's policy decision, which
+// carries both scopes, uses none); a campaign started with agentctl opens the agent's review with
+// docs.read unused; the owner certifies with agentctl (their own approval token) without keeping
+// docs.read, so it is removed when the review closes (agent.scopes_removed); a token request for
+// docs.read is then refused with invalid_scope while docs.search still works; the evidence events
+// of the review are on stream LIFECYCLE.
+//
+// A review calls a scope unused only when the monitor's telemetry covers its whole usage window
+// (coverage_start_time at or before the window's start); a fresh platform's covers minutes. The
+// test gives the tenant two days of telemetry history as a platform that ran that long has it: one
+// access batch of a resource server, dated two days back, on TELEMETRY, published under the
+// monitor's NATS identity as RecordAccess stores batches (RecordAccess itself refuses events dated
+// more than an hour back, so history cannot be reported through it), and runs the campaign with a
+// usage window of one day.
 func TestAccessReviewEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	e := startDeprovEnv(t, ctx)
+	historyStart := time.Now().UTC().Add(-48 * time.Hour)
+	seedTelemetryHistory(t, ctx, e, "default", historyStart)
 	e.staff(t, ctx, "olivia", "owner")
 	analyst := e.staff(t, ctx, "e2e-review-analyst", "analyst")
 	a := e.registerWithScopes(t, ctx, "e2e-review", "olivia", "docs.search", "docs.read")
@@ -62,9 +73,20 @@ func TestAccessReviewEndToEnd(t *testing.T) {
 		}
 		return used["docs.search"] >= 3 && used["docs.read"] == 0, fmt.Errorf("scopes used %v", used)
 	})
+	// The monitor's telemetry of the tenant starts with the history: it covers a one-day window.
+	waitFor(t, ctx, "the monitor's telemetry coverage to reach back two days", func() (bool, error) {
+		u, err := monitor.GetAgentUsage(ctx, &monitorv1.GetAgentUsageRequest{Agent: a.name, StartTime: timestamppb.New(time.Now().Add(-time.Hour))})
+		if err != nil {
+			return false, err
+		}
+		c := u.GetCoverageStartTime()
+		want := historyStart.Truncate(time.Hour).Add(time.Hour)
+		return c.IsValid() && c.AsTime().Equal(want), fmt.Errorf("coverage_start_time %v, want %s", c.AsTime(), want)
+	})
 
-	// A campaign started with agentctl (as the tenant's admin) opens the agent's review.
-	out := e.cli(t, "reviews", "start", "--tenant", "default", "--request-id", "e2e-review-campaign", "-o", "json")
+	// A campaign started with agentctl (as the tenant's admin) opens the agent's review; its usage
+	// window (one day) starts after the coverage.
+	out := e.cli(t, "reviews", "start", "--tenant", "default", "--usage-days", "1", "--request-id", "e2e-review-campaign", "-o", "json")
 	var started struct{ Campaign string }
 	if err := json.Unmarshal([]byte(out), &started); err != nil || started.Campaign == "" {
 		t.Fatalf("agentctl reviews start: %q (%v)", out, err)
@@ -131,9 +153,23 @@ func TestAccessReviewEndToEnd(t *testing.T) {
 		}
 		return false, fmt.Errorf("token request for docs.read: %v", err)
 	})
-	if _, err := resourceToken(ctx, a.cred, filesAudience, "docs.search"); err != nil {
-		t.Fatalf("a token for docs.search after the review: %v", err)
-	}
+	// The removal revokes the agent's tokens (an AGENT revocation whose not_before is the event's
+	// time plus the issuer's projection-lag allowance): until it has passed, the issuer mints none
+	// (invalid_client); then the agent gets a token with the scope it keeps.
+	waitFor(t, ctx, "a token for docs.search after the review", func() (bool, error) {
+		tok, err := resourceToken(ctx, a.cred, filesAudience, "docs.search")
+		var re *oauth2.RetrieveError
+		switch {
+		case errors.As(err, &re) && re.ErrorCode == "invalid_client":
+			return false, fmt.Errorf("token request for docs.search: %v", err)
+		case err != nil:
+			t.Fatalf("a token for docs.search after the review: %v", err)
+		}
+		if got := tok.Extra("scope"); got != "docs.search" {
+			t.Fatalf("token for docs.search after the review has scope %v", got)
+		}
+		return true, nil
+	})
 
 	// Evidence: agent.scopes_removed on AGENTS, the review's events on LIFECYCLE.
 	removed := streamEvents(t, ctx, e, eventstore.StreamAgents, "agentid.default.agent."+a.id+".scopes_removed",
@@ -149,6 +185,39 @@ func TestAccessReviewEndToEnd(t *testing.T) {
 	if err := proto.Unmarshal(evs[len(evs)-1].Data, closed); err != nil || closed.GetOutcome() != "certified" || closed.GetDecidedBy() != "olivia" ||
 		!slices.Equal(closed.GetRemovedScopes(), []string{"docs.read"}) || closed.GetCampaign() != campaign {
 		t.Fatalf("lifecycle.review_closed = %v (%v)", closed, err)
+	}
+}
+
+// seedTelemetryHistory stores on TELEMETRY one access batch of tenant, dated at, as the monitor's
+// RecordAccess stores a resource server's batch (subject telemetry.<tenant>.access.recorded, the
+// monitor's NATS identity, the reporter as actor): one request without a token, refused, so that it
+// is no agent's activity. The monitor's ingest stores it like any batch; it is the tenant's oldest
+// telemetry row.
+func seedTelemetryHistory(t *testing.T, ctx context.Context, e *deprovEnv, tenant string, at time.Time) {
+	t.Helper()
+	nc, err := nats.Connect(e.p.NATSURL, append(natsOptions(t, e.p.NATSURL, natsauth.Monitor), nats.Name("e2e telemetry history"))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const reporter = "e2e-docs-server"
+	es := eventstore.New(js, eventstore.WithSource("agentid/monitor"), eventstore.WithRegisterer(nil), eventstore.WithClock(func() time.Time { return at }))
+	batch := &monitorv1.RecordAccessRequest{
+		Parent:  "tenants/" + tenant,
+		BatchId: "7b0c2f5e-3d41-4a8e-9c6f-1e2d3a4b5c6d",
+		Events: []*monitorv1.AccessEvent{{
+			EventId: "0f9e8d7c-6b5a-4c3d-8e2f-1a0b9c8d7e6f", Time: timestamppb.New(at), Tenant: tenant, Resource: "/docs/search", Action: "GET",
+			Outcome: monitorv1.AccessOutcome_ACCESS_OUTCOME_DENIED, Status: 401, SourceAddress: "192.0.2.10",
+		}},
+	}
+	md := eventstore.Metadata{Tenant: tenant, Actor: eventstore.Actor{ID: reporter, Kind: eventstore.ActorService}}
+	if _, err := es.Publish(ctx, "telemetry."+tenant+".access.recorded", "access.recorded",
+		"tenants/"+tenant+"/clients/"+reporter, batch, md); err != nil {
+		t.Fatal(err)
 	}
 }
 
