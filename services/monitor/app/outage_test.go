@@ -115,10 +115,7 @@ func (r *outageRun) catchUp(back time.Time) time.Duration {
 	}
 	// Redeliveries back off up to 5 minutes (eventstore.DefaultBackoff): an event that failed
 	// through the whole outage may wait that long after the store is back.
-	testkit.Eventually(r.t, r.outage+6*time.Minute, "the consumer catching up with the outage's backlog", func() (bool, error) {
-		floor, _, err := position(r.t.Context(), r.es.JetStream())
-		return floor >= backlog, err
-	})
+	r.waitAcked(backlog, "the consumer catching up with the outage's backlog")
 	return time.Since(back)
 }
 
@@ -131,11 +128,27 @@ func (r *outageRun) drain() (int64, map[string]totals) {
 	if err != nil {
 		r.t.Fatalf("publisher: %v", err)
 	}
-	testkit.Eventually(r.t, r.outage+6*time.Minute, "the consumer acknowledging every published event", func() (bool, error) {
-		floor, last, err := position(r.t.Context(), r.es.JetStream())
-		return floor >= last, err
-	})
+	_, last, err := position(r.t.Context(), r.es.JetStream())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.waitAcked(last, "the consumer acknowledging every published event")
 	return published, perAgent
+}
+
+// waitAcked waits until the consumer's ack floor reaches seq; failing, it says where it stands.
+func (r *outageRun) waitAcked(seq uint64, what string) {
+	r.t.Helper()
+	var floor uint64
+	err := testkit.Poll(r.t.Context(), r.outage+6*time.Minute, func() (bool, error) {
+		f, _, err := position(r.t.Context(), r.es.JetStream())
+		floor = f
+		return f >= seq, err
+	})
+	if err != nil {
+		r.t.Fatalf("waiting for %s: %v; ack floor %d of %d, %d rows published, insert failures %.0f, redeliveries %.0f",
+			what, err, floor, seq, r.gen.published(), r.insertFailures(), r.redeliveries())
+	}
 }
 
 // report logs the run's numbers; a measurement run (AGENTID_OUTAGE_SECONDS set) also prints them.
