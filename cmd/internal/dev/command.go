@@ -101,6 +101,8 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.IntVar(&cfg.Sweeps.InactiveDays, lifecycleapp.SweepInactiveDaysFlag, 0, lifecycleapp.SweepInactiveDaysUsage)
 	f.StringVar(&cfg.Sweeps.InactiveAction, lifecycleapp.SweepInactiveActionFlag, "", lifecycleapp.SweepInactiveActionUsage)
 	f.StringVar(&cfg.Sweeps.OrphanedAction, lifecycleapp.SweepOrphanedActionFlag, "", lifecycleapp.SweepOrphanedActionUsage)
+	f.StringVar(&cfg.Sweeps.MaxRetirements, lifecycleapp.SweepMaxRetirementsFlag, "", lifecycleapp.SweepMaxRetirementsUsage)
+	f.StringVar(&cfg.Sweeps.MaxRetirementPercent, lifecycleapp.SweepMaxRetirementPercentFlag, "", lifecycleapp.SweepMaxRetirementPercentUsage)
 	f.StringVar(&cfg.Sweeps.SignOffs, lifecycleapp.DeprovisionSignOffsFlag, "", lifecycleapp.DeprovisionSignOffsUsage)
 	f.StringVar(&cfg.Sweeps.NoSignOffTriggers, lifecycleapp.DeprovisionNoSignOffTriggersFlag, "", lifecycleapp.DeprovisionNoSignOffTriggersUsage)
 	f.StringVar(&cfg.Sweeps.RemindEvery, lifecycleapp.DeprovisionRemindEveryFlag, "", lifecycleapp.DeprovisionRemindEveryUsage)

@@ -32,6 +32,8 @@ func TestDevRejectsBadDurabilityFlags(t *testing.T) {
 		{name: "missing CA", args: []string{"--ca=/nonexistent/ca.pem"}, wantErr: "--ca: CA file /nonexistent/ca.pem"},
 		{name: "incident webhook without secret", args: []string{"--incident-webhook-url=https://hooks.example/x"}, wantErr: "--incident-webhook-url needs --incident-webhook-secret-file"},
 		{name: "incident escalation not a duration", args: []string{"--incident-escalation=owner=soon"}, wantErr: `--incident-escalation "owner=soon": owner=soon: want a positive duration`},
+		{name: "sweep breaker above 100 percent", args: []string{"--sweep-max-retirement-percent=150"}, wantErr: `--sweep-max-retirement-percent "150": want a percentage from 0 to 100`},
+		{name: "negative sweep breaker", args: []string{"--sweep-max-retirements=-3"}, wantErr: `--sweep-max-retirements "-3": want a number of agents, 0 or more`},
 		{name: "incident policy lets critical alerts through", args: []string{"--incident-policy=default:critical=notify"}, wantErr: "--incident-policy: incident policy of tenant default: critical alerts must suspend"},
 		{name: "plaintext public URL off loopback", args: []string{"--public-url=http://issuer.example:8080"}, wantErr: `--public-url: authn: issuer URL "http://issuer.example:8080" is plaintext http://`},
 	}

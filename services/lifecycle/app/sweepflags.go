@@ -2,7 +2,9 @@ package app
 
 import (
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +33,12 @@ const (
 	SweepOrphanedActionFlag  = "sweep-orphaned-action"
 	SweepOrphanedActionUsage = "what the orphan sweep does with an agent without owner or sponsor: review or deprovision (trigger owner_departed) (default review)"
 
+	SweepMaxRetirementsFlag  = "sweep-max-retirements"
+	SweepMaxRetirementsUsage = "breaker of every deprovisioning sweep run: at most this many agents of a tenant retired per run, or --sweep-max-retirement-percent of its live agents when more; finding more, the run retires none and stops (default 10; 0: only the percentage)"
+
+	SweepMaxRetirementPercentFlag  = "sweep-max-retirement-percent"
+	SweepMaxRetirementPercentUsage = "breaker of every deprovisioning sweep run: at most this percentage (0-100) of a tenant's live agents retired per run, when more than --sweep-max-retirements (default 5; 0: only the count; 100: no breaker)"
+
 	DeprovisionSignOffsFlag  = "deprovision-sign-offs"
 	DeprovisionSignOffsUsage = "sign-offs a verified deprovisioning waits for, in order: owner,security (default), owner or security"
 
@@ -53,6 +61,9 @@ type SweepFlags struct {
 	InactiveDays int
 	// InactiveAction and OrphanedAction are --sweep-inactive-action and --sweep-orphaned-action.
 	InactiveAction, OrphanedAction string
+	// MaxRetirements and MaxRetirementPercent are --sweep-max-retirements and
+	// --sweep-max-retirement-percent, whole numbers; 0 allows no retirement by that bound.
+	MaxRetirements, MaxRetirementPercent string
 	// SignOffs is --deprovision-sign-offs.
 	SignOffs string
 	// NoSignOffTriggers is --deprovision-no-sign-off-triggers.
@@ -102,6 +113,27 @@ func (f SweepFlags) Apply(cfg *Config) error {
 		default:
 			return fmt.Errorf("--%s %q: want review or deprovision", a.flag, a.v)
 		}
+	}
+	for _, b := range []struct {
+		flag, v, want string
+		most          int
+		dst           *int
+	}{
+		{SweepMaxRetirementsFlag, f.MaxRetirements, "a number of agents, 0 or more", math.MaxInt32, &out.Sweeps.MaxRetirements},
+		{SweepMaxRetirementPercentFlag, f.MaxRetirementPercent, "a percentage from 0 to 100", 100, &out.Sweeps.MaxRetirementPercent},
+	} {
+		v := strings.TrimSpace(b.v)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > b.most {
+			return fmt.Errorf("--%s %q: want %s", b.flag, b.v, b.want)
+		}
+		if n == 0 {
+			n = -1 // SweepConfig's "none by this bound"; its 0 is the default
+		}
+		*b.dst = n
 	}
 	if f.SignOffs != "" {
 		steps := splitList(f.SignOffs)

@@ -40,6 +40,8 @@ func main() {
 	fs.IntVar(&sweeps.InactiveDays, app.SweepInactiveDaysFlag, 0, app.SweepInactiveDaysUsage)
 	fs.StringVar(&sweeps.InactiveAction, app.SweepInactiveActionFlag, "", app.SweepInactiveActionUsage)
 	fs.StringVar(&sweeps.OrphanedAction, app.SweepOrphanedActionFlag, "", app.SweepOrphanedActionUsage)
+	fs.StringVar(&sweeps.MaxRetirements, app.SweepMaxRetirementsFlag, "", app.SweepMaxRetirementsUsage)
+	fs.StringVar(&sweeps.MaxRetirementPercent, app.SweepMaxRetirementPercentFlag, "", app.SweepMaxRetirementPercentUsage)
 	fs.StringVar(&sweeps.SignOffs, app.DeprovisionSignOffsFlag, "", app.DeprovisionSignOffsUsage)
 	fs.StringVar(&sweeps.NoSignOffTriggers, app.DeprovisionNoSignOffTriggersFlag, "", app.DeprovisionNoSignOffTriggersUsage)
 	fs.StringVar(&sweeps.RemindEvery, app.DeprovisionRemindEveryFlag, "", app.DeprovisionRemindEveryUsage)
