@@ -39,42 +39,29 @@ func (p *provision) precheck(a Approval) error {
 	if err := p.waiting(); err != nil {
 		return err
 	}
-	switch {
-	case a.Token == "":
-		return fmt.Errorf("%w: no approval token: an approval counts only with a token from the issuer (agentctl approvals token), sent as {\"token\":\"...\"}", ErrApprovalRefused)
-	case len(a.Token) > maxApprovalTokenLen:
-		return fmt.Errorf("%w: the approval token is larger than %d bytes", ErrApprovalRefused, maxApprovalTokenLen)
-	case a.Decision != "" && a.Decision != DecisionApprove && a.Decision != DecisionReject:
-		return fmt.Errorf("%w: decision %q is neither %q nor %q", ErrApprovalRefused, a.Decision, DecisionApprove, DecisionReject)
+	if err := tokenRefusal(a.Token, `an approval counts only with a token from the issuer (agentctl approvals token), sent as {"token":"..."}`); err != nil {
+		return err
 	}
-	return nil
+	return decisionRefusal(a.Decision, DecisionApprove, DecisionReject)
 }
 
 // verify checks a's approval token with VerifyApproval and the run's rules, and returns the approval
 // as it counts: approver, role, decision and step from the verified token. A refused approval is
 // recorded in the status (refuse) and returned as an ErrApprovalRefused error saying why.
 func (p *provision) verify(ctx workflow.Context, a Approval) (Approval, error) {
-	if err := p.precheck(a); err != nil {
-		return Approval{}, p.refuse(ctx, "", a.Decision, err)
-	}
-	// One approval at a time, in the order they arrived: each is judged against the steps the ones
-	// before it covered.
-	if err := workflow.Await(ctx, func() bool { return !p.verifying }); err != nil {
-		return Approval{}, err
-	}
-	p.verifying = true
-	defer func() { p.verifying = false }()
-	var v VerifiedApproval
-	vctx := workflow.WithActivityOptions(ctx, verifyApprovalOptions)
-	if err := workflow.ExecuteActivity(vctx, acts.VerifyApproval, VerifyApprovalRequest{Agent: p.in.Agent, Token: a.Token}).Get(ctx, &v); err != nil {
-		return Approval{}, p.refuse(ctx, "", a.Decision, fmt.Errorf("%w: the approval token could not be verified: %s", ErrApprovalRefused, errorMessage(err)))
-	}
-	if v.Refused != "" {
-		return Approval{}, p.refuse(ctx, "", a.Decision, fmt.Errorf("%w: %s", ErrApprovalRefused, v.Refused))
-	}
-	taken, err := p.judge(ctx, a, v)
+	var taken Approval
+	err := p.decide(ctx, tokenDecision{
+		Agent: p.in.Agent, Token: a.Token, Decision: a.Decision,
+		Precheck: func() error { return p.precheck(a) },
+		Judge: func(v VerifiedApproval) error {
+			var err error
+			taken, err = p.judge(ctx, a, v)
+			return err
+		},
+		Refuse: func(approver, decision string, err error) error { return p.refuse(ctx, approver, decision, err) },
+	})
 	if err != nil {
-		return Approval{}, p.refuse(ctx, v.Subject, v.Decision, err)
+		return Approval{}, err
 	}
 	return taken, nil
 }
@@ -86,22 +73,13 @@ func (p *provision) judge(ctx workflow.Context, a Approval, v VerifiedApproval) 
 	refused := func(format string, args ...any) (Approval, error) {
 		return Approval{}, fmt.Errorf("%w: "+format, append([]any{ErrApprovalRefused}, args...)...)
 	}
-	run := workflow.GetInfo(ctx).WorkflowExecution.RunID
-	switch {
-	case v.Agent != p.in.Agent:
-		return refused("the approval token is for agent %s, not %s", v.Agent, p.in.Agent)
-	case v.Run != run:
-		return refused("the approval token is for run %s, not this run (%s)", v.Run, run)
-	case p.usedTokens[v.TokenID]:
-		return refused("the approval token %s has been used already: each token counts once", v.TokenID)
+	if err := p.bind(ctx, p.in.Agent, "this run", v); err != nil {
+		return Approval{}, err
 	}
-	if p.usedTokens == nil {
-		p.usedTokens = map[string]bool{}
+	if err := callerRefusal(a.SubmittedBy, v); err != nil {
+		return Approval{}, err
 	}
-	p.usedTokens[v.TokenID] = true
 	switch {
-	case a.SubmittedBy != "" && a.SubmittedBy != v.Subject:
-		return refused("the approval token was issued to %s, not to the caller %s", v.Subject, a.SubmittedBy)
 	case a.Decision != "" && a.Decision != v.Decision:
 		return refused("the approval token is for %s, the request says %s", v.Decision, a.Decision)
 	case v.Decision != DecisionApprove && v.Decision != DecisionReject:
@@ -142,11 +120,8 @@ func (p *provision) judge(ctx workflow.Context, a Approval, v VerifiedApproval) 
 func stepRole(step string, v VerifiedApproval) (string, error) {
 	switch step {
 	case StepOwner:
-		switch {
-		case v.Owner != "" && v.Subject == v.Owner:
-			return "owner", nil
-		case v.Sponsor != "" && v.Subject == v.Sponsor:
-			return "owner-delegate", nil
+		if role := ownerRole(v); role != "" {
+			return role, nil
 		}
 	case StepSecurity:
 		if slices.Contains(v.Roles, "security-approver") {
@@ -182,13 +157,9 @@ func (p *provision) refuse(ctx workflow.Context, approver, decision string, err 
 	if n := len(p.status.ApprovalsSoFar) + len(p.pending); n < len(p.status.RequiredApprovals) {
 		step = p.status.RequiredApprovals[n]
 	}
-	p.status.RefusedCount++
-	p.status.Refused = append(p.status.Refused, Refusal{
+	keepRefusal(&p.status.Refused, &p.status.RefusedCount, Refusal{
 		Time: workflow.Now(ctx), Approver: approver, Step: step, Decision: decision, Reason: err.Error(),
 	})
-	if len(p.status.Refused) > maxRefusalsKept {
-		p.status.Refused = slices.Clone(p.status.Refused[len(p.status.Refused)-maxRefusalsKept:])
-	}
 	workflow.GetLogger(ctx).Warn("approval refused", "agent", p.in.Agent, "approver", approver, "step", step, "error", err)
 	return err
 }

@@ -106,16 +106,15 @@ var cleanupActivityOptions = workflow.ActivityOptions{
 
 // deprovision is the state of one saga run, shared by the main flow and the sign-off handlers.
 type deprovision struct {
-	in         DeprovisionInput
-	id         string
-	status     Status
-	steps      []DeprovisionStep
-	checks     []string
-	signOffs   []Approval
-	signSteps  []string
-	usedTokens map[string]bool
-	verifying  bool
-	reminders  int
+	in        DeprovisionInput
+	id        string
+	status    Status
+	steps     []DeprovisionStep
+	checks    []string
+	signOffs  []Approval
+	signSteps []string
+	tokenGate
+	reminders int
 }
 
 // step records a finished step.
@@ -444,12 +443,12 @@ func (d *deprovision) precheck(a Approval) error {
 		return fmt.Errorf("%w: the run is not waiting for a sign-off (stage %s)", ErrApprovalRefused, d.status.Stage)
 	case len(d.signOffs) >= len(d.signSteps):
 		return fmt.Errorf("%w: every sign-off has been taken", ErrApprovalRefused)
-	case a.Token == "":
-		return fmt.Errorf("%w: no approval token: a sign-off counts only with a SIGN_OFF approval token from the issuer", ErrApprovalRefused)
-	case len(a.Token) > maxApprovalTokenLen:
-		return fmt.Errorf("%w: the approval token is larger than %d bytes", ErrApprovalRefused, maxApprovalTokenLen)
-	case a.Decision != "" && a.Decision != DecisionSignOff:
-		return fmt.Errorf("%w: decision %q is not %q", ErrApprovalRefused, a.Decision, DecisionSignOff)
+	}
+	if err := tokenRefusal(a.Token, "a sign-off counts only with a SIGN_OFF approval token from the issuer"); err != nil {
+		return err
+	}
+	if a.Decision != "" && a.Decision != DecisionSignOff {
+		return refusedf("decision %q is not %q", a.Decision, DecisionSignOff)
 	}
 	return nil
 }
@@ -457,31 +456,25 @@ func (d *deprovision) precheck(a Approval) error {
 // take verifies a sign-off and, when it counts, appends it; a refused one is recorded in the status.
 func (d *deprovision) take(ctx workflow.Context, a Approval) (Approval, error) {
 	a = a.normalize()
-	if err := d.precheck(a); err != nil {
-		return Approval{}, d.refuse(ctx, "", err)
-	}
-	if err := workflow.Await(ctx, func() bool { return !d.verifying }); err != nil {
+	var taken Approval
+	err := d.decide(ctx, tokenDecision{
+		Agent: d.in.Agent, Token: a.Token, Decision: DecisionSignOff,
+		Precheck:      func() error { return d.precheck(a) },
+		PrecheckAgain: true,
+		Judge: func(v VerifiedApproval) error {
+			var err error
+			if taken, err = d.judge(ctx, a, v); err != nil {
+				return err
+			}
+			d.signOffs = append(d.signOffs, taken)
+			d.status.ApprovalsSoFar = append(d.status.ApprovalsSoFar, taken)
+			return nil
+		},
+		Refuse: func(approver, _ string, err error) error { return d.refuse(ctx, approver, err) },
+	})
+	if err != nil {
 		return Approval{}, err
 	}
-	if err := d.precheck(a); err != nil {
-		return Approval{}, d.refuse(ctx, "", err)
-	}
-	d.verifying = true
-	defer func() { d.verifying = false }()
-	var v VerifiedApproval
-	vctx := workflow.WithActivityOptions(ctx, verifyApprovalOptions)
-	if err := workflow.ExecuteActivity(vctx, acts.VerifyApproval, VerifyApprovalRequest{Agent: d.in.Agent, Token: a.Token}).Get(ctx, &v); err != nil {
-		return Approval{}, d.refuse(ctx, "", fmt.Errorf("%w: the approval token could not be verified: %s", ErrApprovalRefused, errorMessage(err)))
-	}
-	if v.Refused != "" {
-		return Approval{}, d.refuse(ctx, "", fmt.Errorf("%w: %s", ErrApprovalRefused, v.Refused))
-	}
-	taken, err := d.judge(ctx, a, v)
-	if err != nil {
-		return Approval{}, d.refuse(ctx, v.Subject, err)
-	}
-	d.signOffs = append(d.signOffs, taken)
-	d.status.ApprovalsSoFar = append(d.status.ApprovalsSoFar, taken)
 	return taken, nil
 }
 
@@ -492,23 +485,14 @@ func (d *deprovision) judge(ctx workflow.Context, a Approval, v VerifiedApproval
 	refused := func(format string, args ...any) (Approval, error) {
 		return Approval{}, fmt.Errorf("%w: "+format, append([]any{ErrApprovalRefused}, args...)...)
 	}
-	run := workflow.GetInfo(ctx).WorkflowExecution.RunID
-	switch {
-	case v.Agent != d.in.Agent:
-		return refused("the approval token is for agent %s, not %s", v.Agent, d.in.Agent)
-	case v.Run != run:
-		return refused("the approval token is for run %s, not this run (%s)", v.Run, run)
-	case d.usedTokens[v.TokenID]:
-		return refused("the approval token %s has been used already: each token counts once", v.TokenID)
+	if err := d.bind(ctx, d.in.Agent, "this run", v); err != nil {
+		return Approval{}, err
 	}
-	if d.usedTokens == nil {
-		d.usedTokens = map[string]bool{}
-	}
-	d.usedTokens[v.TokenID] = true
 	step := d.signSteps[len(d.signOffs)]
+	if err := callerRefusal(a.SubmittedBy, v); err != nil {
+		return Approval{}, err
+	}
 	switch {
-	case a.SubmittedBy != "" && a.SubmittedBy != v.Subject:
-		return refused("the approval token was issued to %s, not to the caller %s", v.Subject, a.SubmittedBy)
 	case v.Decision != DecisionSignOff:
 		return refused("the approval token is for %q, a deprovisioning takes %q", v.Decision, DecisionSignOff)
 	case v.Step != step:
@@ -533,11 +517,7 @@ func (d *deprovision) refuse(ctx workflow.Context, approver string, err error) e
 	if n := len(d.signOffs); n < len(d.signSteps) {
 		step = d.signSteps[n]
 	}
-	d.status.RefusedCount++
-	d.status.Refused = append(d.status.Refused, Refusal{Time: workflow.Now(ctx), Approver: approver, Step: step, Decision: DecisionSignOff, Reason: err.Error()})
-	if len(d.status.Refused) > maxRefusalsKept {
-		d.status.Refused = slices.Clone(d.status.Refused[len(d.status.Refused)-maxRefusalsKept:])
-	}
+	keepRefusal(&d.status.Refused, &d.status.RefusedCount, Refusal{Time: workflow.Now(ctx), Approver: approver, Step: step, Decision: DecisionSignOff, Reason: err.Error()})
 	workflow.GetLogger(ctx).Warn("sign-off refused", "agent", d.in.Agent, "approver", approver, "step", step, "error", err)
 	return err
 }

@@ -269,14 +269,13 @@ var incidentLocalOptions = workflow.LocalActivityOptions{
 
 // incident is the state of one incident run, shared by the main loop and the update handler.
 type incident struct {
-	in         IncidentInput
-	id         string
-	status     IncidentStatus
-	decided    *TakenDecision
-	applied    bool  // the decision has been carried out (or failed: applyErr)
-	applyErr   error // why carrying out the decision failed
-	verifying  bool
-	usedTokens map[string]bool
+	in       IncidentInput
+	id       string
+	status   IncidentStatus
+	decided  *TakenDecision
+	applied  bool  // the decision has been carried out (or failed: applyErr)
+	applyErr error // why carrying out the decision failed
+	tokenGate
 }
 
 // IncidentWorkflow responds to one alert as policy says for its severity and the agent's risk tier
@@ -809,43 +808,34 @@ func (r *incident) precheck(d IncidentDecision) error {
 	if err := r.waiting(); err != nil {
 		return err
 	}
-	switch {
-	case d.Token == "":
-		return fmt.Errorf("%w: no approval token: a decision counts only with a token from the issuer for this run, its step and the decision", ErrApprovalRefused)
-	case len(d.Token) > maxApprovalTokenLen:
-		return fmt.Errorf("%w: the approval token is larger than %d bytes", ErrApprovalRefused, maxApprovalTokenLen)
-	case d.Decision != "" && d.Decision != DecisionRestore && d.Decision != DecisionRetire:
-		return fmt.Errorf("%w: decision %q is neither %q nor %q", ErrApprovalRefused, d.Decision, DecisionRestore, DecisionRetire)
+	if err := tokenRefusal(d.Token, "a decision counts only with a token from the issuer for this run, its step and the decision"); err != nil {
+		return err
 	}
-	return nil
+	return decisionRefusal(d.Decision, DecisionRestore, DecisionRetire)
 }
 
 // verify checks d's approval token with VerifyApproval and the run's rules and, when it counts, takes
 // the decision. A refused decision is recorded in the status and changes nothing.
 func (r *incident) verify(ctx workflow.Context, d IncidentDecision) (TakenDecision, error) {
 	d = d.normalize()
-	if err := r.precheck(d); err != nil {
-		return TakenDecision{}, r.refuse(ctx, "", d.Decision, err)
-	}
-	if err := workflow.Await(ctx, func() bool { return !r.verifying }); err != nil {
+	var taken TakenDecision
+	err := r.decide(ctx, tokenDecision{
+		Agent: r.in.Agent, Token: d.Token, Decision: d.Decision,
+		Precheck: func() error { return r.precheck(d) },
+		Judge: func(v VerifiedApproval) error {
+			var err error
+			if taken, err = r.judge(ctx, d, v); err != nil {
+				return err
+			}
+			r.decided = &taken
+			r.status.WaitingFor, r.status.MayAct = "", nil
+			return nil
+		},
+		Refuse: func(decider, decision string, err error) error { return r.refuse(ctx, decider, decision, err) },
+	})
+	if err != nil {
 		return TakenDecision{}, err
 	}
-	r.verifying = true
-	defer func() { r.verifying = false }()
-	var v VerifiedApproval
-	vctx := workflow.WithActivityOptions(ctx, verifyApprovalOptions)
-	if err := workflow.ExecuteActivity(vctx, acts.VerifyApproval, VerifyApprovalRequest{Agent: r.in.Agent, Token: d.Token}).Get(ctx, &v); err != nil {
-		return TakenDecision{}, r.refuse(ctx, "", d.Decision, fmt.Errorf("%w: the approval token could not be verified: %s", ErrApprovalRefused, errorMessage(err)))
-	}
-	if v.Refused != "" {
-		return TakenDecision{}, r.refuse(ctx, "", d.Decision, fmt.Errorf("%w: %s", ErrApprovalRefused, v.Refused))
-	}
-	taken, err := r.judge(ctx, d, v)
-	if err != nil {
-		return TakenDecision{}, r.refuse(ctx, v.Subject, v.Decision, err)
-	}
-	r.decided = &taken
-	r.status.WaitingFor, r.status.MayAct = "", nil
 	return taken, nil
 }
 
@@ -855,22 +845,13 @@ func (r *incident) judge(ctx workflow.Context, d IncidentDecision, v VerifiedApp
 	refused := func(format string, args ...any) (TakenDecision, error) {
 		return TakenDecision{}, fmt.Errorf("%w: "+format, append([]any{ErrApprovalRefused}, args...)...)
 	}
-	run := workflow.GetInfo(ctx).WorkflowExecution.RunID
-	switch {
-	case v.Agent != r.in.Agent:
-		return refused("the approval token is for agent %s, not %s", v.Agent, r.in.Agent)
-	case v.Run != run:
-		return refused("the approval token is for run %s, not this incident run (%s)", v.Run, run)
-	case r.usedTokens[v.TokenID]:
-		return refused("the approval token %s has been used already: each token counts once", v.TokenID)
+	if err := r.bind(ctx, r.in.Agent, "this incident run", v); err != nil {
+		return TakenDecision{}, err
 	}
-	if r.usedTokens == nil {
-		r.usedTokens = map[string]bool{}
+	if err := callerRefusal(d.SubmittedBy, v); err != nil {
+		return TakenDecision{}, err
 	}
-	r.usedTokens[v.TokenID] = true
 	switch {
-	case d.SubmittedBy != "" && d.SubmittedBy != v.Subject:
-		return refused("the approval token was issued to %s, not to the caller %s", v.Subject, d.SubmittedBy)
 	case v.Decision != DecisionRestore && v.Decision != DecisionRetire:
 		return refused("an incident is decided with %q or %q, the approval token is for %q", DecisionRestore, DecisionRetire, v.Decision)
 	case d.Decision != "" && d.Decision != v.Decision:
@@ -913,11 +894,8 @@ func IncidentStepRoles(step string) []string {
 func incidentStepRole(step string, v VerifiedApproval) (string, error) {
 	switch step {
 	case StepOwner:
-		switch {
-		case v.Owner != "" && v.Subject == v.Owner:
-			return "owner", nil
-		case v.Sponsor != "" && v.Subject == v.Sponsor:
-			return "owner-delegate", nil
+		if role := ownerRole(v); role != "" {
+			return role, nil
 		}
 	case StepSponsor:
 		if v.Sponsor != "" && v.Subject == v.Sponsor {
@@ -939,13 +917,9 @@ func incidentStepRole(step string, v VerifiedApproval) (string, error) {
 
 // refuse records a refused decision in the status and the log and returns err.
 func (r *incident) refuse(ctx workflow.Context, decider, decision string, err error) error {
-	r.status.RefusedCount++
-	r.status.Refused = append(r.status.Refused, Refusal{
+	keepRefusal(&r.status.Refused, &r.status.RefusedCount, Refusal{
 		Time: workflow.Now(ctx), Approver: decider, Step: r.status.Decider, Decision: decision, Reason: err.Error(),
 	})
-	if len(r.status.Refused) > maxRefusalsKept {
-		r.status.Refused = slices.Clone(r.status.Refused[len(r.status.Refused)-maxRefusalsKept:])
-	}
 	workflow.GetLogger(ctx).Warn("incident decision refused", "alert", r.in.AlertID, "decider", decider, "error", err)
 	return err
 }

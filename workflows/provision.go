@@ -87,8 +87,7 @@ type provision struct {
 
 	version      workflow.Version // of versionApprovalToken, once versionKnown
 	versionKnown bool
-	usedTokens   map[string]bool // approval token ids presented to this run
-	verifying    bool            // an approval token is being verified and judged
+	tokenGate
 
 	escalating bool   // since versionApprovalEscalation: steps are handed along EscalationChain
 	local      bool   // since versionProvisionLocalSteps: the fast steps run as local activities first

@@ -218,14 +218,13 @@ type ReviewResult struct {
 
 // review is the state of one review run, shared by the main loop and the update handler.
 type review struct {
-	in         ReviewInput
-	id         string
-	status     ReviewStatus
-	decided    *ReviewTaken
-	closed     bool
-	closeErr   error
-	verifying  bool
-	usedTokens map[string]bool
+	in       ReviewInput
+	id       string
+	status   ReviewStatus
+	decided  *ReviewTaken
+	closed   bool
+	closeErr error
+	tokenGate
 }
 
 // ReviewWorkflow reviews one agent's access in a campaign: it asks the monitor which scopes the agent
@@ -590,13 +589,13 @@ func (r *review) precheck(d ReviewDecision) error {
 	if err := r.waiting(); err != nil {
 		return err
 	}
+	if err := tokenRefusal(d.Token, "a decision counts only with a token from the issuer for this run, its step and decision approve (certify) or reject (revoke)"); err != nil {
+		return err
+	}
+	if err := decisionRefusal(d.Decision, ReviewCertify, ReviewRevoke); err != nil {
+		return err
+	}
 	switch {
-	case d.Token == "":
-		return fmt.Errorf("%w: no approval token: a decision counts only with a token from the issuer for this run, its step and decision approve (certify) or reject (revoke)", ErrApprovalRefused)
-	case len(d.Token) > maxApprovalTokenLen:
-		return fmt.Errorf("%w: the approval token is larger than %d bytes", ErrApprovalRefused, maxApprovalTokenLen)
-	case d.Decision != "" && d.Decision != ReviewCertify && d.Decision != ReviewRevoke:
-		return fmt.Errorf("%w: decision %q is neither %q nor %q", ErrApprovalRefused, d.Decision, ReviewCertify, ReviewRevoke)
 	case d.Decision == ReviewRevoke && (len(d.Keep) > 0 || len(d.Remove) > 0):
 		return fmt.Errorf("%w: a revoke keeps and removes no scope (the agent is suspended)", ErrApprovalRefused)
 	}
@@ -627,29 +626,20 @@ func (r *review) precheck(d ReviewDecision) error {
 // refused decision is recorded in the status and changes nothing.
 func (r *review) verify(ctx workflow.Context, d ReviewDecision) error {
 	d = d.normalize()
-	if err := r.precheck(d); err != nil {
-		return r.refuse(ctx, "", d.Decision, err)
-	}
-	if err := workflow.Await(ctx, func() bool { return !r.verifying }); err != nil {
-		return err
-	}
-	r.verifying = true
-	defer func() { r.verifying = false }()
-	var v VerifiedApproval
-	vctx := workflow.WithActivityOptions(ctx, verifyApprovalOptions)
-	if err := workflow.ExecuteActivity(vctx, acts.VerifyApproval, VerifyApprovalRequest{Agent: r.in.Agent, Token: d.Token}).Get(ctx, &v); err != nil {
-		return r.refuse(ctx, "", d.Decision, fmt.Errorf("%w: the approval token could not be verified: %s", ErrApprovalRefused, errorMessage(err)))
-	}
-	if v.Refused != "" {
-		return r.refuse(ctx, "", d.Decision, fmt.Errorf("%w: %s", ErrApprovalRefused, v.Refused))
-	}
-	taken, err := r.judge(ctx, d, v)
-	if err != nil {
-		return r.refuse(ctx, v.Subject, v.Decision, err)
-	}
-	r.decided = &taken
-	r.status.WaitingFor, r.status.MayAct = "", nil
-	return nil
+	return r.decide(ctx, tokenDecision{
+		Agent: r.in.Agent, Token: d.Token, Decision: d.Decision,
+		Precheck: func() error { return r.precheck(d) },
+		Judge: func(v VerifiedApproval) error {
+			taken, err := r.judge(ctx, d, v)
+			if err != nil {
+				return err
+			}
+			r.decided = &taken
+			r.status.WaitingFor, r.status.MayAct = "", nil
+			return nil
+		},
+		Refuse: func(decider, decision string, err error) error { return r.refuse(ctx, decider, decision, err) },
+	})
 }
 
 // judge applies the run's rules to a verified token: bound to this agent and run, used once, approve
@@ -658,19 +648,9 @@ func (r *review) judge(ctx workflow.Context, d ReviewDecision, v VerifiedApprova
 	refused := func(format string, args ...any) (ReviewTaken, error) {
 		return ReviewTaken{}, fmt.Errorf("%w: "+format, append([]any{ErrApprovalRefused}, args...)...)
 	}
-	run := workflow.GetInfo(ctx).WorkflowExecution.RunID
-	switch {
-	case v.Agent != r.in.Agent:
-		return refused("the approval token is for agent %s, not %s", v.Agent, r.in.Agent)
-	case v.Run != run:
-		return refused("the approval token is for run %s, not this review run (%s)", v.Run, run)
-	case r.usedTokens[v.TokenID]:
-		return refused("the approval token %s has been used already: each token counts once", v.TokenID)
+	if err := r.bind(ctx, r.in.Agent, "this review run", v); err != nil {
+		return ReviewTaken{}, err
 	}
-	if r.usedTokens == nil {
-		r.usedTokens = map[string]bool{}
-	}
-	r.usedTokens[v.TokenID] = true
 	var decision string
 	switch v.Decision {
 	case DecisionApprove:
@@ -680,10 +660,10 @@ func (r *review) judge(ctx workflow.Context, d ReviewDecision, v VerifiedApprova
 	default:
 		return refused("a review is decided with %q (certify) or %q (revoke), the approval token is for %q", DecisionApprove, DecisionReject, v.Decision)
 	}
-	switch {
-	case d.SubmittedBy != "" && d.SubmittedBy != v.Subject:
-		return refused("the approval token was issued to %s, not to the caller %s", v.Subject, d.SubmittedBy)
-	case d.Decision != "" && d.Decision != decision:
+	if err := callerRefusal(d.SubmittedBy, v); err != nil {
+		return ReviewTaken{}, err
+	}
+	if d.Decision != "" && d.Decision != decision {
 		return refused("the approval token is for %s, the request says %s", decision, d.Decision)
 	}
 	if err := r.waiting(); err != nil {
@@ -722,11 +702,8 @@ func ReviewStepRoles(step string) []string {
 func reviewStepRole(step, decision string, v VerifiedApproval) (string, error) {
 	switch step {
 	case StepOwner:
-		switch {
-		case v.Owner != "" && v.Subject == v.Owner:
-			return "owner", nil
-		case v.Sponsor != "" && v.Subject == v.Sponsor:
-			return "owner-delegate", nil
+		if role := ownerRole(v); role != "" {
+			return role, nil
 		}
 	case StepSponsor:
 		if v.Sponsor != "" && v.Subject == v.Sponsor {
@@ -745,13 +722,9 @@ func reviewStepRole(step, decision string, v VerifiedApproval) (string, error) {
 
 // refuse records a refused decision in the status and the log and returns err.
 func (r *review) refuse(ctx workflow.Context, decider, decision string, err error) error {
-	r.status.RefusedCount++
-	r.status.Refused = append(r.status.Refused, Refusal{
+	keepRefusal(&r.status.Refused, &r.status.RefusedCount, Refusal{
 		Time: workflow.Now(ctx), Approver: decider, Step: r.status.Decider, Decision: decision, Reason: err.Error(),
 	})
-	if len(r.status.Refused) > maxRefusalsKept {
-		r.status.Refused = slices.Clone(r.status.Refused[len(r.status.Refused)-maxRefusalsKept:])
-	}
 	workflow.GetLogger(ctx).Warn("review decision refused", "agent", r.in.Agent, "campaign", r.in.Campaign, "decider", decider, "error", err)
 	return err
 }
