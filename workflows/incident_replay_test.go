@@ -12,8 +12,6 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/testkit"
@@ -113,17 +111,7 @@ func TestRecordIncidentHistories(t *testing.T) {
 	acts := activitiesFor(t, fakes, newStore(t))
 	sent := &notifications{}
 	acts.Notifier = sent
-	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
-	workflows.Register(w, acts)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	c := startRecorder(t, srv, acts)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -250,27 +238,10 @@ func TestRecordIncidentHistories(t *testing.T) {
 		if res.Result != r.wantOutcome || res.DecidedBy != r.wantDecider {
 			t.Fatalf("%s: result %+v, want %s by %q", r.file, res, r.wantOutcome, r.wantDecider)
 		}
-		h := history(t, c, r.run)
-		replayer := worker.NewWorkflowReplayer()
-		workflows.RegisterWorkflows(replayer)
-		if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
-			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
-		}
+		keepHistory(t, c, r.run, r.file)
 		files = append(files, r.file)
-		if recordFile(r.file) {
-			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join("testdata", r.file), append(b, '\n'), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("wrote testdata/%s (%d events)", r.file, len(h.GetEvents()))
-		}
 	}
-	if !slices.Equal(files, recordedIncidentHistories) {
-		t.Fatalf("recorded %v, want %v", files, recordedIncidentHistories)
-	}
+	checkRecorded(t, files, recordedIncidentHistories)
 	want := []string{
 		"incident.opened:owner", "incident.opened:owner", "incident.opened:owner",
 		"incident.escalated:sponsor", "incident.escalated:security", "incident.opened:owner", "incident.opened:security",

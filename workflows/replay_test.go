@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,7 +18,6 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/testkit"
@@ -63,17 +61,7 @@ func TestRecordHistories(t *testing.T) {
 	acts := activitiesFor(t, fakes, newStore(t))
 	notifier := &notifications{}
 	acts.Notifier = notifier
-	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
-	workflows.Register(w, acts)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	c := startRecorder(t, srv, acts)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -277,27 +265,10 @@ func TestRecordHistories(t *testing.T) {
 
 	var files []string
 	for _, r := range runs {
-		h := history(t, c, r.run)
-		replayer := worker.NewWorkflowReplayer()
-		workflows.RegisterWorkflows(replayer)
-		if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
-			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
-		}
+		keepHistory(t, c, r.run, r.file)
 		files = append(files, r.file)
-		if recordFile(r.file) {
-			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join("testdata", r.file), append(b, '\n'), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("wrote testdata/%s (%d events)", r.file, len(h.GetEvents()))
-		}
 	}
-	if !slices.Equal(files, recordedHistories) {
-		t.Fatalf("recorded %v, want %v", files, recordedHistories)
-	}
+	checkRecorded(t, files, recordedHistories)
 }
 
 func history(t *testing.T, c client.Client, run client.WorkflowRun) *historypb.History {
@@ -318,29 +289,21 @@ func history(t *testing.T, c client.Client, run client.WorkflowRun) *historypb.H
 // change that is not deterministic for runs already in flight fails here.
 func TestReplayRecordedHistories(t *testing.T) {
 	files := replayedHistoryFiles(t)
-	for _, want := range recordedHistories {
-		if !slices.Contains(files, filepath.Join("testdata", want)) {
-			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordHistories -record", want)
-		}
+	recorders := []struct {
+		test  string
+		files []string
+	}{
+		{"TestRecordHistories", recordedHistories},
+		{"TestRecordIncidentHistories", recordedIncidentHistories},
+		{"TestRecordSweepHistories", recordedSweepHistories},
+		{"TestRecordReviewHistories", recordedReviewHistories},
+		{"TestRecordRotationHistories", recordedRotationHistories},
 	}
-	for _, want := range recordedIncidentHistories {
-		if !slices.Contains(files, filepath.Join("testdata", want)) {
-			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordIncidentHistories -record", want)
-		}
-	}
-	for _, want := range recordedSweepHistories {
-		if !slices.Contains(files, filepath.Join("testdata", want)) {
-			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordSweepHistories -record", want)
-		}
-	}
-	for _, want := range recordedReviewHistories {
-		if !slices.Contains(files, filepath.Join("testdata", want)) {
-			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordReviewHistories -record", want)
-		}
-	}
-	for _, want := range recordedRotationHistories {
-		if !slices.Contains(files, filepath.Join("testdata", want)) {
-			t.Errorf("testdata/%s is missing: record it with go test -run TestRecordRotationHistories -record", want)
+	for _, r := range recorders {
+		for _, want := range r.files {
+			if !slices.Contains(files, filepath.Join("testdata", want)) {
+				t.Errorf("testdata/%s is missing: record it with go test -run %s -record", want, r.test)
+			}
 		}
 	}
 	for _, file := range files {

@@ -2,8 +2,6 @@ package workflows_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -11,8 +9,6 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/testkit"
@@ -45,17 +41,7 @@ func TestRecordReviewHistories(t *testing.T) {
 	acts.Monitor = monitorv1.NewMonitorServiceClient(fakes.Conn(t))
 	sent := &notifications{}
 	acts.Notifier = sent
-	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
-	workflows.Register(w, acts)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	c := startRecorder(t, srv, acts)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -227,27 +213,10 @@ func TestRecordReviewHistories(t *testing.T) {
 	var files []string
 	for _, r := range runs {
 		r.check(t, r.run)
-		h := history(t, c, r.run)
-		replayer := worker.NewWorkflowReplayer()
-		workflows.RegisterWorkflows(replayer)
-		if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
-			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
-		}
+		keepHistory(t, c, r.run, r.file)
 		files = append(files, r.file)
-		if recordFile(r.file) {
-			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join("testdata", r.file), append(b, '\n'), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("wrote testdata/%s (%d events)", r.file, len(h.GetEvents()))
-		}
 	}
-	if !slices.Equal(files, recordedReviewHistories) {
-		t.Fatalf("recorded %v, want %v", files, recordedReviewHistories)
-	}
+	checkRecorded(t, files, recordedReviewHistories)
 	sus := workflowstest.RequestsOf[*registryv1.SuspendAgentRequest](fakes, "SuspendAgent")
 	var causes []string
 	for _, s := range sus {

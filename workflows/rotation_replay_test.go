@@ -2,17 +2,12 @@ package workflows_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/agentid/agentid/pkg/testkit"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
@@ -34,17 +29,7 @@ func TestRecordRotationHistories(t *testing.T) {
 	srv := testkit.StartTemporal(t)
 	fx := newFixture(t, "unused") // its fakes, event store and activities; its test environment is not used
 	acts := fx.acts
-	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
-	workflows.Register(w, acts)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	c := startRecorder(t, srv, acts)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
@@ -73,23 +58,8 @@ func TestRecordRotationHistories(t *testing.T) {
 		if err := run.Get(ctx, &res); err != nil || res.Result != tc.want {
 			t.Fatalf("%s: %+v, %v; want %s", tc.file, res, err, tc.want)
 		}
-		h := history(t, c, run)
-		replayer := worker.NewWorkflowReplayer()
-		workflows.RegisterWorkflows(replayer)
-		if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
-			t.Fatalf("%s: the fresh history does not replay: %v", tc.file, err)
-		}
+		keepHistory(t, c, run, tc.file)
 		files = append(files, tc.file)
-		if recordFile(tc.file) {
-			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join("testdata", tc.file), append(b, '\n'), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("wrote testdata/%s (%d events)", tc.file, len(h.GetEvents()))
-		}
 	}
 	// A key removed in the registry leaves the client and its tokens are revoked.
 	removal, oldTP := rotationSetup(t, fx, "rot-3", registryv1.AgentState_AGENT_STATE_ACTIVE)
@@ -108,24 +78,7 @@ func TestRecordRotationHistories(t *testing.T) {
 	if err := run.Get(ctx, &rres); err != nil || rres.Revocation == "" {
 		t.Fatalf("%s: %+v, %v; want a revocation", removalFile, rres, err)
 	}
-	h := history(t, c, run)
-	replayer := worker.NewWorkflowReplayer()
-	workflows.RegisterWorkflows(replayer)
-	if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
-		t.Fatalf("%s: the fresh history does not replay: %v", removalFile, err)
-	}
+	keepHistory(t, c, run, removalFile)
 	files = append(files, removalFile)
-	if recordFile(removalFile) {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("testdata", removalFile), append(b, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote testdata/%s (%d events)", removalFile, len(h.GetEvents()))
-	}
-	if !slices.Equal(files, recordedRotationHistories) {
-		t.Fatalf("recorded %v, want %v", files, recordedRotationHistories)
-	}
+	checkRecorded(t, files, recordedRotationHistories)
 }

@@ -2,7 +2,6 @@ package workflows_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -10,8 +9,6 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/testkit"
@@ -45,17 +42,7 @@ func TestRecordRotationSweepHistories(t *testing.T) {
 	fx := newFixture(t, "unused") // its fakes, event store and activities; its test environment is not used
 	notes := &recordingNotifier{}
 	fx.acts.Notifier = notes
-	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
-	workflows.Register(w, fx.acts)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	c := startRecorder(t, srv, fx.acts)
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
@@ -86,20 +73,5 @@ func TestRecordRotationSweepHistories(t *testing.T) {
 	if got := reminded(res); !slices.Equal(got, want) || res.Delivered != 2 || len(notes.all()) != 2 {
 		t.Fatalf("reminders %v (delivered %d, sent %d), want %v", got, res.Delivered, len(notes.all()), want)
 	}
-	h := history(t, c, run)
-	replayer := worker.NewWorkflowReplayer()
-	workflows.RegisterWorkflows(replayer)
-	if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
-		t.Fatalf("%s: the fresh history does not replay: %v", file, err)
-	}
-	if recordFile(file) {
-		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("testdata", file), append(b, '\n'), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("wrote testdata/%s (%d events)", file, len(h.GetEvents()))
-	}
+	keepHistory(t, c, run, file)
 }

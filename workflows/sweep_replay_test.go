@@ -2,16 +2,12 @@ package workflows_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/testkit"
@@ -39,17 +35,7 @@ func TestRecordSweepHistories(t *testing.T) {
 	fakes := workflowstest.Start(t)
 	acts := activitiesFor(t, fakes, newStore(t))
 	acts.Monitor = monitorv1.NewMonitorServiceClient(fakes.Conn(t))
-	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: quietLogger(), Identity: "agentid-recorder"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	w := worker.New(c, workflows.TaskQueue, worker.Options{Identity: "agentid-recorder"})
-	workflows.Register(w, acts)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
+	c := startRecorder(t, srv, acts)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
@@ -147,27 +133,10 @@ func TestRecordSweepHistories(t *testing.T) {
 	var files []string
 	for _, r := range runs {
 		r.check(t, r.run)
-		h := history(t, c, r.run)
-		replayer := worker.NewWorkflowReplayer()
-		workflows.RegisterWorkflows(replayer)
-		if err := replayer.ReplayWorkflowHistory(quietLogger(), h); err != nil {
-			t.Fatalf("%s: the fresh history does not replay: %v", r.file, err)
-		}
+		keepHistory(t, c, r.run, r.file)
 		files = append(files, r.file)
-		if recordFile(r.file) {
-			b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join("testdata", r.file), append(b, '\n'), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("wrote testdata/%s (%d events)", r.file, len(h.GetEvents()))
-		}
 	}
-	if !slices.Equal(files, recordedSweepHistories) {
-		t.Fatalf("recorded %v, want %v", files, recordedSweepHistories)
-	}
+	checkRecorded(t, files, recordedSweepHistories)
 	retires := workflowstest.RequestsOf[*registryv1.RetireAgentRequest](fakes, "RetireAgent")
 	var triggers []string
 	for _, r := range retires {
