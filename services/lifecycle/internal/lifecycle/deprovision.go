@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/sdk/client"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
@@ -100,16 +99,8 @@ func (s *Service) SignOffDeprovisioning(ctx context.Context, p *authn.Principal,
 		return Run{}, errs.InvalidArgument("approval_token", "is required: get a SIGN_OFF approval token with IssuerService.IssueApprovalToken")
 	}
 	id := workflows.DeprovisionWorkflowID(tenant, agentID)
-	h, err := s.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		UpdateID:     updateID,
-		WorkflowID:   id,
-		UpdateName:   workflows.SignOffUpdate,
-		Args:         []any{workflows.Approval{Approver: p.ID, Decision: workflows.DecisionSignOff, Comment: so.Comment, Token: so.Token, SubmittedBy: p.ID}},
-		WaitForStage: client.WorkflowUpdateStageCompleted,
-	})
-	if err == nil {
-		err = h.Get(ctx, nil)
-	}
+	err = updateRun(ctx, s.temporal, updateID, id, workflows.SignOffUpdate,
+		workflows.Approval{Approver: p.ID, Decision: workflows.DecisionSignOff, Comment: so.Comment, Token: so.Token, SubmittedBy: p.ID}, nil)
 	var nf *serviceerror.NotFound
 	switch {
 	case err == nil:

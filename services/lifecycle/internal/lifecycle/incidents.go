@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
-	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
 	"github.com/agentid/agentid/pkg/authn"
@@ -196,38 +194,14 @@ type Incident struct {
 	Outcome string
 }
 
-// Page sizes of ListIncidents.
-const (
-	defaultIncidentPage = 100
-	maxIncidentPage     = 1000
-)
-
 // List returns a page of the tenant's incident runs, newest first, only running ones with openOnly.
 func (i *Incidents) List(ctx context.Context, tenant string, openOnly bool, pageSize int, pageToken string) ([]Incident, string, error) {
 	if !authn.ValidTenant(tenant) {
 		return nil, "", errs.InvalidArgument("parent", "must be tenants/{tenant}")
 	}
-	switch {
-	case pageSize < 0:
-		return nil, "", errs.InvalidArgument("page_size", "must not be negative")
-	case pageSize == 0:
-		pageSize = defaultIncidentPage
-	case pageSize > maxIncidentPage:
-		pageSize = maxIncidentPage
-	}
-	token, err := base64.RawURLEncoding.DecodeString(pageToken)
+	resp, err := listRuns(ctx, i.temporal, workflows.IncidentWorkflowName, tenant, openOnly, "", pageSize, pageToken, "incident runs")
 	if err != nil {
-		return nil, "", errs.InvalidArgument("page_token", "is not a token of an earlier response")
-	}
-	query := fmt.Sprintf("WorkflowType = '%s' AND %s = '%s'", workflows.IncidentWorkflowName, workflows.TenantKey.GetName(), tenant)
-	if openOnly {
-		query += " AND ExecutionStatus = 'Running'"
-	}
-	resp, err := i.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-		Namespace: "", PageSize: int32(pageSize), NextPageToken: token, Query: query,
-	})
-	if err != nil {
-		return nil, "", temporalError("list incident runs", err)
+		return nil, "", err
 	}
 	out := make([]Incident, 0, len(resp.GetExecutions()))
 	for _, e := range resp.GetExecutions() {
@@ -250,7 +224,7 @@ func (i *Incidents) List(ctx context.Context, tenant string, openOnly bool, page
 		}
 		out = append(out, inc)
 	}
-	return out, base64.RawURLEncoding.EncodeToString(resp.GetNextPageToken()), nil
+	return out, nextPageToken(resp), nil
 }
 
 // fromMemo fills the alert's description from the run's memo.
@@ -354,15 +328,9 @@ func (i *Incidents) Decide(ctx context.Context, p *authn.Principal, d Decision) 
 	if d.Restore {
 		decision = workflows.DecisionRestore
 	}
-	h, err := i.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		UpdateID: updateID, WorkflowID: id, UpdateName: workflows.DecideUpdate,
-		Args:         []any{workflows.IncidentDecision{Token: d.Token, Decision: decision, Comment: d.Comment, SubmittedBy: p.ID}},
-		WaitForStage: client.WorkflowUpdateStageCompleted,
-	})
 	var after workflows.IncidentStatus
-	if err == nil {
-		err = h.Get(ctx, &after)
-	}
+	err = updateRun(ctx, i.temporal, updateID, id, workflows.DecideUpdate,
+		workflows.IncidentDecision{Token: d.Token, Decision: decision, Comment: d.Comment, SubmittedBy: p.ID}, &after)
 	if err != nil {
 		if workflows.IsApprovalRefused(err) {
 			return Incident{}, errs.FailedPrecondition("APPROVAL_REFUSED", approvalMessage(err))

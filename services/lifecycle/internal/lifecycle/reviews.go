@@ -16,7 +16,6 @@ import (
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
@@ -201,32 +200,15 @@ func (r *Reviews) List(ctx context.Context, tenant string, openOnly bool, campai
 	if campaign != "" && !workflows.ValidCampaign(campaign) {
 		return nil, "", errs.InvalidArgument("campaign", "is not a campaign id")
 	}
-	switch {
-	case pageSize < 0:
-		return nil, "", errs.InvalidArgument("page_size", "must not be negative")
-	case pageSize == 0:
-		pageSize = defaultIncidentPage
-	case pageSize > maxIncidentPage:
-		pageSize = maxIncidentPage
-	}
-	token, err := base64.RawURLEncoding.DecodeString(pageToken)
-	if err != nil {
-		return nil, "", errs.InvalidArgument("page_token", "is not a token of an earlier response")
-	}
-	query := fmt.Sprintf("WorkflowType = '%s' AND %s = '%s'", workflows.ReviewWorkflowName, workflows.TenantKey.GetName(), tenant)
-	if openOnly {
-		query += " AND ExecutionStatus = 'Running'"
-	}
+	extra := ""
 	if campaign != "" {
 		// In the query, so that a page holds page_size reviews of the campaign (tenant and campaign
 		// are validated: no quote can reach it).
-		query += fmt.Sprintf(" AND WorkflowId STARTS_WITH '%s'", workflows.ReviewWorkflowID(tenant, campaign, ""))
+		extra = fmt.Sprintf(" AND WorkflowId STARTS_WITH '%s'", workflows.ReviewWorkflowID(tenant, campaign, ""))
 	}
-	resp, err := r.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-		PageSize: int32(pageSize), NextPageToken: token, Query: query,
-	})
+	resp, err := listRuns(ctx, r.temporal, workflows.ReviewWorkflowName, tenant, openOnly, extra, pageSize, pageToken, "review runs")
 	if err != nil {
-		return nil, "", temporalError("list review runs", err)
+		return nil, "", err
 	}
 	out := make([]Review, 0, len(resp.GetExecutions()))
 	for _, e := range resp.GetExecutions() {
@@ -332,16 +314,9 @@ func (r *Reviews) Decide(ctx context.Context, p *authn.Principal, d ReviewDecisi
 	if d.Certify {
 		decision = workflows.ReviewCertify
 	}
-	h, err := r.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-		UpdateID: updateID, WorkflowID: id, UpdateName: workflows.ReviewDecideUpdate,
-		Args: []any{workflows.ReviewDecision{Token: d.Token, Decision: decision, Keep: d.Keep, Remove: d.Remove,
-			Comment: d.Comment, SubmittedBy: p.ID}},
-		WaitForStage: client.WorkflowUpdateStageCompleted,
-	})
 	var after workflows.ReviewStatus
-	if err == nil {
-		err = h.Get(ctx, &after)
-	}
+	err = updateRun(ctx, r.temporal, updateID, id, workflows.ReviewDecideUpdate, workflows.ReviewDecision{Token: d.Token,
+		Decision: decision, Keep: d.Keep, Remove: d.Remove, Comment: d.Comment, SubmittedBy: p.ID}, &after)
 	var nf *serviceerror.NotFound
 	switch {
 	case err == nil:
