@@ -6,10 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/errs"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -41,26 +39,15 @@ func (f *incidentServices) ListIncidents(_ context.Context, req *lifecyclev1.Lis
 			matching = append(matching, inc)
 		}
 	}
-	i := 0
-	if req.GetPageToken() != "" {
-		i = int(req.GetPageToken()[0] - '0')
-	}
-	if i >= len(matching) {
-		return &lifecyclev1.ListIncidentsResponse{}, nil
-	}
-	resp := &lifecyclev1.ListIncidentsResponse{Incidents: matching[i : i+1]}
-	if i+1 < len(matching) {
-		resp.NextPageToken = string(rune('0' + i + 1))
-	}
-	return resp, nil
+	page, next := onePerPage(matching, req.GetPageToken())
+	return &lifecyclev1.ListIncidentsResponse{Incidents: page, NextPageToken: next}, nil
 }
 
 func (f *incidentServices) IssueApprovalToken(_ context.Context, req *issuerv1.IssueApprovalTokenRequest) (*issuerv1.IssueApprovalTokenResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tokens = append(f.tokens, req)
-	return &issuerv1.IssueApprovalTokenResponse{Token: "token-for-" + req.GetStep() + "-" + req.GetDecision().String(), TokenId: "jti-1",
-		ExpireTime: timestamppb.New(time.Now().Add(5 * time.Minute))}, nil
+	return fakeApprovalToken(req), nil
 }
 
 func (f *incidentServices) DecideIncident(_ context.Context, req *lifecyclev1.DecideIncidentRequest) (*lifecyclev1.DecideIncidentResponse, error) {

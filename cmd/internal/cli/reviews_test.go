@@ -52,26 +52,15 @@ func (f *reviewServices) ListReviews(_ context.Context, req *lifecyclev1.ListRev
 			matching = append(matching, rv)
 		}
 	}
-	i := 0
-	if req.GetPageToken() != "" {
-		i = int(req.GetPageToken()[0] - '0')
-	}
-	if i >= len(matching) {
-		return &lifecyclev1.ListReviewsResponse{}, nil
-	}
-	resp := &lifecyclev1.ListReviewsResponse{Reviews: matching[i : i+1]}
-	if i+1 < len(matching) {
-		resp.NextPageToken = string(rune('0' + i + 1))
-	}
-	return resp, nil
+	page, next := onePerPage(matching, req.GetPageToken())
+	return &lifecyclev1.ListReviewsResponse{Reviews: page, NextPageToken: next}, nil
 }
 
 func (f *reviewServices) IssueApprovalToken(_ context.Context, req *issuerv1.IssueApprovalTokenRequest) (*issuerv1.IssueApprovalTokenResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.tokens = append(f.tokens, req)
-	return &issuerv1.IssueApprovalTokenResponse{Token: "token-for-" + req.GetStep() + "-" + req.GetDecision().String(), TokenId: "jti-1",
-		ExpireTime: timestamppb.New(time.Now().Add(5 * time.Minute))}, nil
+	return fakeApprovalToken(req), nil
 }
 
 func (f *reviewServices) DecideReview(_ context.Context, req *lifecyclev1.DecideReviewRequest) (*lifecyclev1.DecideReviewResponse, error) {
