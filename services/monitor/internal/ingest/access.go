@@ -39,15 +39,18 @@ func mapAccessRecorded(e eventstore.Event, base store.Event) ([]store.Event, los
 		rows = append(rows, accessRow(e, base, reporter, m.GetBatchId(), ae))
 	}
 	if dropped := m.GetDropped(); dropped > 0 || skipped > 0 {
-		d := map[string]any{"batch_id": m.GetBatchId(), "dropped": dropped, "events": len(m.GetEvents())}
+		d := newObject()
+		d.str("batch_id", m.GetBatchId())
+		d.int("dropped", dropped)
+		d.int("events", int64(len(m.GetEvents())))
 		if skipped > 0 {
-			d["skipped_other_tenant"] = skipped
+			d.int("skipped_other_tenant", skipped)
 		}
 		summary := base
 		summary.Kind = KindAccessDropped
 		summary.Outcome = "dropped"
 		summary.Agent = ""
-		summary.Detail = detail(d)
+		summary.Detail = d.done()
 		rows = append(rows, summary)
 	}
 	return rows, loss{dropped: max(m.GetDropped(), 0), skipped: skipped}, nil
@@ -92,34 +95,35 @@ func accessRow(e eventstore.Event, base store.Event, reporter, batchID string, a
 	default:
 		row.Outcome = "unspecified"
 	}
-	d := map[string]any{
-		"resource": ae.GetResource(),
-		"action":   ae.GetAction(),
-		"status":   ae.GetStatus(),
-		"bytes":    ae.GetResponseBytes(),
-		"batch_id": batchID,
-		"event_id": ae.GetEventId(),
-		"reporter": reporter,
-	}
-	if ae.GetRows() != 0 {
-		d["rows"] = ae.GetRows()
-	}
+	// Members in key order (see object); an empty optional string is left out.
+	d := newObject()
+	d.str("action", ae.GetAction())
+	optional(&d, "audience", ae.GetAudience())
+	d.str("batch_id", batchID)
+	optional(&d, "binding", ae.GetTokenBinding())
+	d.int("bytes", ae.GetResponseBytes())
+	d.str("event_id", ae.GetEventId())
 	if l := ae.GetLatency(); l != nil {
-		d["latency_ms"] = float64(l.AsDuration().Microseconds()) / 1000
+		d.float("latency_ms", float64(l.AsDuration().Microseconds())/1000)
 	}
-	for k, v := range map[string]string{
-		"reason":         ae.GetReason(),
-		"subject":        ae.GetSubject(),
-		"trace_id":       ae.GetTraceId(),
-		"source_address": ae.GetSourceAddress(),
-		"token_id":       ae.GetTokenId(),
-		"audience":       ae.GetAudience(),
-		"binding":        ae.GetTokenBinding(),
-	} {
-		if v != "" {
-			d[k] = v
-		}
+	optional(&d, "reason", ae.GetReason())
+	d.str("reporter", reporter)
+	d.str("resource", ae.GetResource())
+	if ae.GetRows() != 0 {
+		d.int("rows", ae.GetRows())
 	}
-	row.Detail = detail(d)
+	optional(&d, "source_address", ae.GetSourceAddress())
+	d.int("status", int64(ae.GetStatus()))
+	optional(&d, "subject", ae.GetSubject())
+	optional(&d, "token_id", ae.GetTokenId())
+	optional(&d, "trace_id", ae.GetTraceId())
+	row.Detail = d.done()
 	return row
+}
+
+// optional adds a string member unless it is empty.
+func optional(d *object, k, v string) {
+	if v != "" {
+		d.str(k, v)
+	}
 }

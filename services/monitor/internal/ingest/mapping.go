@@ -145,25 +145,24 @@ func fillTokenRequested(m *issuerv1.TokenRequested, row *store.Event) {
 		// The OAuth error says why (invalid_scope, invalid_client ...): it counts as denied.
 		row.Outcome = first(m.GetError(), "denied")
 	}
-	d := map[string]any{"grant_type": m.GetGrantType()}
-	if v := m.GetError(); v != "" {
-		d["error"] = v
-	}
 	if v := m.GetTokenId(); v != "" {
-		d["token_id"] = v
 		row.TokenID = v
 	}
+	// Members in key order (see object).
+	d := newObject()
 	if v := m.GetAudiences(); len(v) > 0 {
-		d["audiences"] = v
+		d.strs("audiences", v)
 	}
+	optional(&d, "error", m.GetError())
 	if m.GetExpireTime() != nil {
-		d["expire_time"] = m.GetExpireTime().AsTime().UTC()
-		row.TokenExpires = m.GetExpireTime().AsTime().UTC()
+		t := m.GetExpireTime().AsTime().UTC()
+		d.time("expire_time", t)
+		row.TokenExpires = t
 	}
-	if v := m.GetRemoteAddr(); v != "" {
-		d["remote_addr"] = v
-	}
-	row.Detail = detail(d)
+	d.str("grant_type", m.GetGrantType())
+	optional(&d, "remote_addr", m.GetRemoteAddr())
+	optional(&d, "token_id", m.GetTokenId())
+	row.Detail = d.done()
 }
 
 func mapPolicyDecided(e eventstore.Event, row *store.Event) error {
@@ -197,19 +196,19 @@ func mapPolicyDecided(e eventstore.Event, row *store.Event) error {
 			}
 		}
 	}
-	d := map[string]any{
-		"decision_point": m.GetDecisionPoint(),
-		"decision_id":    dec.GetDecisionId(),
-		"bundle_version": dec.GetBundleVersion(),
-		"reasons":        nonNil(dec.GetReasons()),
-	}
-	if v := dec.GetRequiredApprovals(); len(v) > 0 {
-		d["required_approvals"] = v
-	}
+	// Members in key order (see object).
+	d := newObject()
+	d.str("bundle_version", dec.GetBundleVersion())
+	d.str("decision_id", dec.GetDecisionId())
+	d.str("decision_point", m.GetDecisionPoint())
 	if m.GetDryRun() { // binds nothing: analysts must be able to tell it from a real decision
-		d["dry_run"] = true
+		d.bool("dry_run", true)
 	}
-	row.Detail = detail(d)
+	d.strs("reasons", nonNil(dec.GetReasons()))
+	if v := dec.GetRequiredApprovals(); len(v) > 0 {
+		d.strs("required_approvals", v)
+	}
+	row.Detail = d.done()
 	return nil
 }
 
