@@ -27,9 +27,11 @@ func registerInsertTimeouts(r prometheus.Registerer) prometheus.Counter {
 // (acknowledged work is never left half done) but has its own deadline, Config.InsertTimeout, so a
 // hung store cannot hold ingest or a shutdown: a timed-out insert is an error (counted), and the
 // batch's events are redelivered. A batch holding a redelivered event is marked
-// store.WithRedelivered, so the store checks it against its stored rows.
+// store.WithRedelivered, so the store checks it against its stored rows. Every row was normalized
+// by Handle (store.Normalize), so the batch is marked store.WithNormalized: the store does not
+// validate it again.
 func (c *Consumer) storeBatch(ctx context.Context, batch []insertReq, rows []store.Event) error {
-	ictx := context.WithoutCancel(ctx)
+	ictx := store.WithNormalized(context.WithoutCancel(ctx))
 	for _, r := range batch {
 		if r.redelivered {
 			ictx = store.WithRedelivered(ictx)

@@ -243,6 +243,42 @@ func Redelivered(ctx context.Context) bool {
 	return v
 }
 
+// normalizedKey is the context key of WithNormalized.
+type normalizedKey struct{}
+
+// WithNormalized marks the events of an Insert under the returned context as Normalize's output,
+// not changed since: the store does not validate them again, it only drops later duplicates of an
+// id (see Prepare). The ingest consumer normalizes each event's rows alone (so that one bad event
+// never fails a group commit) and inserts them so; rows that did not come from Normalize must be
+// inserted without it.
+func WithNormalized(ctx context.Context) context.Context {
+	return context.WithValue(ctx, normalizedKey{}, true)
+}
+
+// Normalized reports whether ctx was marked by WithNormalized.
+func Normalized(ctx context.Context) bool {
+	v, _ := ctx.Value(normalizedKey{}).(bool)
+	return v
+}
+
+// PrepareInsert returns the rows an Insert under ctx stores, in a slice of its own: Normalize(events),
+// or, for a context marked WithNormalized, the events without later duplicates of an id.
+func PrepareInsert(ctx context.Context, events []Event) ([]Event, error) {
+	if !Normalized(ctx) {
+		return Normalize(events)
+	}
+	out := make([]Event, 0, len(events))
+	seen := make(map[string]struct{}, len(events))
+	for _, e := range events {
+		if _, dup := seen[e.EventID]; dup {
+			continue
+		}
+		seen[e.EventID] = struct{}{}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
 // CheckWindow validates w for an Analytics read: Tenant is required, and unless ignoreFrom, From
 // and To are required with From before To.
 func CheckWindow(w Window, ignoreFrom bool) error {
@@ -325,7 +361,8 @@ type Store interface {
 	// EventID inserted within the store's recent-id horizon (the DuckDB store: the last 5 minutes,
 	// also across a restart), which covers a reporter resending a batch under a new envelope time.
 	// Duplicates earlier in the same batch are skipped too. Invalid events fail the whole batch with
-	// InvalidArgument and nothing is stored.
+	// InvalidArgument and nothing is stored (events under a context marked WithNormalized were
+	// validated by Normalize and are not validated again).
 	Insert(ctx context.Context, events []Event) error
 	// List returns one page of events matching q, ordered by time then event id, both descending,
 	// and the token of the next page ("" on the last page). Times are UTC with millisecond

@@ -1,6 +1,8 @@
 package store_test
 
 import (
+	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -81,5 +83,58 @@ func TestWindowMillisRoundUp(t *testing.T) {
 	w := store.Window{From: base.Add(time.Nanosecond), To: base.Add(2 * time.Millisecond)}
 	if from, to := w.Millis(); from != base.UnixMilli()+1 || to != base.UnixMilli()+2 {
 		t.Errorf("Millis = %d, %d; want %d, %d", from, to, base.UnixMilli()+1, base.UnixMilli()+2)
+	}
+}
+
+func TestPrepareInsert(t *testing.T) {
+	at := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	good := func(id string) store.Event {
+		return store.Event{EventID: id, Tenant: "acme", Kind: "k", Time: at, Detail: "{}"}
+	}
+	bad := good("b")
+	bad.Detail = "not json"
+	tests := []struct {
+		name       string
+		normalized bool
+		in         []store.Event
+		wantIDs    []string
+		wantErr    bool
+	}{
+		{"validated without the mark", false, []store.Event{good("a"), bad}, nil, true},
+		{"duplicates dropped without the mark", false, []store.Event{good("a"), good("c"), good("a")}, []string{"a", "c"}, false},
+		{"duplicates dropped with the mark", true, []store.Event{good("a"), good("c"), good("a")}, []string{"a", "c"}, false},
+		{"not validated again with the mark", true, []store.Event{good("a"), bad}, []string{"a", "b"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tt.normalized {
+				ctx = store.WithNormalized(ctx)
+			}
+			if got := store.Normalized(ctx); got != tt.normalized {
+				t.Fatalf("Normalized = %v, want %v", got, tt.normalized)
+			}
+			in := slices.Clone(tt.in)
+			out, err := store.PrepareInsert(ctx, in)
+			if tt.wantErr {
+				if !errs.Is(err, errs.KindInvalidArgument) {
+					t.Fatalf("err = %v, want InvalidArgument", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, e := range out {
+				ids = append(ids, e.EventID)
+			}
+			if !slices.Equal(ids, tt.wantIDs) {
+				t.Errorf("ids = %v, want %v", ids, tt.wantIDs)
+			}
+			if len(out) > 0 && &out[0] == &in[0] {
+				t.Error("PrepareInsert returned the caller's slice")
+			}
+		})
 	}
 }

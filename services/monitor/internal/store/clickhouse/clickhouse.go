@@ -256,7 +256,7 @@ var (
 // holding ids of an insert that failed (it may have been stored all the same). Reads deduplicate
 // again (LIMIT 1 BY), and ReplacingMergeTree collapses copies when parts merge.
 func (s *Store) Insert(ctx context.Context, events []store.Event) error {
-	rows, err := store.Normalize(events)
+	rows, err := store.PrepareInsert(ctx, events)
 	if err != nil || len(rows) == 0 {
 		return err
 	}

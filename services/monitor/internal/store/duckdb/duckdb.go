@@ -366,7 +366,7 @@ func (s *Store) Close() error { return s.db.Close() }
 // batch its reporter sends again is stored again under the same id with a new envelope time.
 // Without a primary key the memory of the store no longer grows with its rows.
 func (s *Store) Insert(ctx context.Context, events []store.Event) error {
-	rows, err := store.Normalize(events)
+	rows, err := store.PrepareInsert(ctx, events)
 	if err != nil || len(rows) == 0 {
 		return err
 	}
