@@ -491,39 +491,72 @@ func dropStored(ctx context.Context, conn *sql.Conn, rows []store.Event) ([]stor
 	return slices.DeleteFunc(rows, func(e store.Event) bool { return stored[key{e.Tenant, e.EventID, e.Time.UnixMilli()}] }), nil
 }
 
+// aggregateChunk is the most rows of one aggregate-table upsert (four parameters each).
+const aggregateChunk = 1000
+
 // updateAggregates adds the tenants and each agent's latest time per day of rows to the
-// aggregate tables.
+// aggregate tables: one statement per table for a batch (per aggregateChunk of its tenants or
+// agent-days), not one per agent-day. Each (tenant, agent, day) appears once in a statement, as
+// DuckDB's ON CONFLICT DO UPDATE requires.
 func updateAggregates(ctx context.Context, conn *sql.Conn, rows []store.Event) error {
 	type day struct {
 		tenant, agent string
 		ms            int64
 	}
-	tenants := map[string]bool{}
+	var tenants []any
+	seenTenant := map[string]bool{}
 	last := map[day]int64{}
+	var days []day // in first-seen order
 	for _, e := range rows {
-		tenants[e.Tenant] = true
+		if !seenTenant[e.Tenant] {
+			seenTenant[e.Tenant] = true
+			tenants = append(tenants, e.Tenant)
+		}
 		if e.Agent == "" {
 			continue
 		}
 		ms := e.Time.UnixMilli()
 		d := day{e.Tenant, e.Agent, floorTo(ms, dayMS)}
-		if l, ok := last[d]; !ok || ms > l {
+		l, ok := last[d]
+		if !ok {
+			days = append(days, d)
+		}
+		if !ok || ms > l {
 			last[d] = ms
 		}
 	}
-	for t := range tenants {
-		if _, err := conn.ExecContext(ctx, `INSERT INTO telemetry_tenants VALUES (?) ON CONFLICT DO NOTHING`, t); err != nil {
+	for chunk := range slices.Chunk(tenants, aggregateChunk) {
+		if _, err := conn.ExecContext(ctx, `INSERT INTO telemetry_tenants VALUES `+tuples(len(chunk), "(?)")+
+			` ON CONFLICT DO NOTHING`, chunk...); err != nil {
 			return fmt.Errorf("tenants: %w", err)
 		}
 	}
-	for d, ms := range last {
-		if _, err := conn.ExecContext(ctx, `INSERT INTO agent_last_seen VALUES (?, ?, ?, ?)
+	args := make([]any, 0, 4*min(len(days), aggregateChunk))
+	for chunk := range slices.Chunk(days, aggregateChunk) {
+		args = args[:0]
+		for _, d := range chunk {
+			args = append(args, d.tenant, d.agent, d.ms, last[d])
+		}
+		if _, err := conn.ExecContext(ctx, `INSERT INTO agent_last_seen VALUES `+tuples(len(chunk), "(?, ?, ?, ?)")+`
 			ON CONFLICT (tenant, agent, day_ms) DO UPDATE SET last_ms = greatest(agent_last_seen.last_ms, excluded.last_ms)`,
-			d.tenant, d.agent, d.ms, ms); err != nil {
+			args...); err != nil {
 			return fmt.Errorf("agent_last_seen: %w", err)
 		}
 	}
 	return nil
+}
+
+// tuples returns n copies of tuple separated by commas, the VALUES of a multi-row insert.
+func tuples(n int, tuple string) string {
+	var b strings.Builder
+	b.Grow(n * (len(tuple) + 2))
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(tuple)
+	}
+	return b.String()
 }
 
 // floorTo rounds ms down to a multiple of unit (also before 1970).
