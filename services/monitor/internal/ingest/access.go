@@ -30,16 +30,19 @@ func mapAccessRecorded(e eventstore.Event, base store.Event) ([]store.Event, los
 	}
 	reporter := base.Actor
 	rows := make([]store.Event, 0, len(m.GetEvents())+1)
-	var skipped int64
+	var (
+		skipped int64
+		scratch []byte // the detail buffer the rows share
+	)
 	for _, ae := range m.GetEvents() {
 		if ae.GetTenant() != base.Tenant {
 			skipped++
 			continue
 		}
-		rows = append(rows, accessRow(e, base, reporter, m.GetBatchId(), ae))
+		rows = append(rows, accessRow(e, base, reporter, m.GetBatchId(), ae, &scratch))
 	}
 	if dropped := m.GetDropped(); dropped > 0 || skipped > 0 {
-		d := newObject()
+		d := newObject(nil)
 		d.str("batch_id", m.GetBatchId())
 		d.int("dropped", dropped)
 		d.int("events", int64(len(m.GetEvents())))
@@ -56,7 +59,8 @@ func mapAccessRecorded(e eventstore.Event, base store.Event) ([]store.Event, los
 	return rows, loss{dropped: max(m.GetDropped(), 0), skipped: skipped}, nil
 }
 
-func accessRow(e eventstore.Event, base store.Event, reporter, batchID string, ae *monitorv1.AccessEvent) store.Event {
+// accessRow maps one access event; its detail is built in *scratch (see newObject).
+func accessRow(e eventstore.Event, base store.Event, reporter, batchID string, ae *monitorv1.AccessEvent, scratch *[]byte) store.Event {
 	row := store.Event{
 		EventID:     AccessRowID(e.ID, ae.GetEventId()),
 		Time:        ae.GetTime().AsTime(),
@@ -96,7 +100,7 @@ func accessRow(e eventstore.Event, base store.Event, reporter, batchID string, a
 		row.Outcome = "unspecified"
 	}
 	// Members in key order (see object); an empty optional string is left out.
-	d := newObject()
+	d := newObject(scratch)
 	d.str("action", ae.GetAction())
 	optional(&d, "audience", ae.GetAudience())
 	d.str("batch_id", batchID)

@@ -16,11 +16,19 @@ import (
 // characters included). It replaces building a map per row and marshalling it, which was a sixth of
 // the ingest consumer's CPU.
 type object struct {
-	b   []byte
-	bad bool // a value json.Marshal refuses (a time beyond year 9999): the detail is EmptyDetail
+	b       []byte
+	bad     bool    // a value json.Marshal refuses (a time beyond year 9999): the detail is EmptyDetail
+	scratch *[]byte // where done leaves the buffer for the next object, if set
 }
 
-func newObject() object { return object{b: append(make([]byte, 0, 256), '{')} }
+// newObject starts an object in *scratch's buffer when scratch is set (the rows of one event share
+// one buffer; done copies each detail out of it), else in a new one.
+func newObject(scratch *[]byte) object {
+	if scratch != nil && *scratch != nil {
+		return object{b: append((*scratch)[:0], '{'), scratch: scratch}
+	}
+	return object{b: append(make([]byte, 0, 256), '{'), scratch: scratch}
+}
 
 func (o *object) key(k string) {
 	if len(o.b) > 1 {
@@ -90,10 +98,14 @@ func (o *object) time(k string, t time.Time) {
 
 // done returns the detail.
 func (o *object) done() string {
+	o.b = append(o.b, '}')
+	if o.scratch != nil {
+		*o.scratch = o.b[:0]
+	}
 	if o.bad {
 		return store.EmptyDetail
 	}
-	return string(append(o.b, '}'))
+	return string(o.b)
 }
 
 // appendString appends s as a JSON string exactly as encoding/json writes it: a string of plain

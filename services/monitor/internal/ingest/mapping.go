@@ -121,12 +121,13 @@ func mapTokenRequested(e eventstore.Event, row *store.Event) error {
 	if err != nil {
 		return err
 	}
-	fillTokenRequested(m, row)
+	fillTokenRequested(m, row, nil)
 	return nil
 }
 
-// fillTokenRequested sets the columns and detail of a token request's row.
-func fillTokenRequested(m *issuerv1.TokenRequested, row *store.Event) {
+// fillTokenRequested sets the columns and detail of a token request's row; the detail is built in
+// *scratch when set (see newObject).
+func fillTokenRequested(m *issuerv1.TokenRequested, row *store.Event, scratch *[]byte) {
 	row.Tenant = first(row.Tenant, m.GetTenant())
 	row.Agent = first(m.GetAgent(), row.Agent)
 	row.Actor = first(m.GetClientId(), row.Actor)
@@ -149,7 +150,7 @@ func fillTokenRequested(m *issuerv1.TokenRequested, row *store.Event) {
 		row.TokenID = v
 	}
 	// Members in key order (see object).
-	d := newObject()
+	d := newObject(scratch)
 	if v := m.GetAudiences(); len(v) > 0 {
 		d.strs("audiences", v)
 	}
@@ -197,7 +198,7 @@ func mapPolicyDecided(e eventstore.Event, row *store.Event) error {
 		}
 	}
 	// Members in key order (see object).
-	d := newObject()
+	d := newObject(nil)
 	d.str("bundle_version", dec.GetBundleVersion())
 	d.str("decision_id", dec.GetDecisionId())
 	d.str("decision_point", m.GetDecisionPoint())

@@ -34,6 +34,7 @@ func mapTokenRequestedBatch(e eventstore.Event, base store.Event) ([]store.Event
 		return nil, err
 	}
 	rows := make([]store.Event, 0, len(m.GetRequests()))
+	var scratch []byte // the detail buffer the rows share
 	for i, r := range m.GetRequests() {
 		if r.GetTenant() != "" && r.GetTenant() != base.Tenant {
 			continue
@@ -45,7 +46,7 @@ func mapTokenRequestedBatch(e eventstore.Event, base store.Event) ([]store.Event
 		if r.GetTime() != nil {
 			row.Time = r.GetTime().AsTime().UTC()
 		}
-		fillTokenRequested(r, &row)
+		fillTokenRequested(r, &row, &scratch)
 		rows = append(rows, row)
 	}
 	return rows, nil
