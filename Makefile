@@ -6,7 +6,7 @@ GO        ?= go
 BIN       := $(CURDIR)/.bin
 MODULES   := pkg proto/gen/go services/registry services/issuer services/policy services/monitor services/lifecycle workflows cmd e2e loadtest examples
 PKGS      := $(addsuffix /...,$(addprefix ./,$(MODULES)))
-TEST_FLAGS ?= -count=1 -timeout 30m
+TEST_FLAGS ?= -count=1 -timeout 40m
 export AGENTID_TEMPORAL_BIN := $(BIN)/temporal
 
 .PHONY: help
