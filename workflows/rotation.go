@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -56,6 +57,9 @@ type RotationInput struct {
 	Overlap time.Duration
 	// EventID is the agent.key_added event's id (the causation of what the run records).
 	EventID string
+	// ApprovalTimeout is how long a rotation of a high- or critical-tier agent waits for the owner's
+	// decision before it rejects the new key; zero is DefaultRotationApprovalTimeout.
+	ApprovalTimeout time.Duration
 }
 
 // Validate says what required field is missing or malformed; a starter refuses such input before
@@ -71,20 +75,26 @@ func (in RotationInput) Validate() error {
 		return errors.New("rotation: NewKeyThumbprint must be an RFC 7638 thumbprint (base64url)")
 	case in.Overlap < 0:
 		return errors.New("rotation: Overlap must not be negative")
+	case in.ApprovalTimeout < 0:
+		return errors.New("rotation: ApprovalTimeout must not be negative")
 	}
 	return nil
 }
 
 // RotationResult is how a rotation run ended.
 type RotationResult struct {
-	// Result is ResultRotated or ResultStopped.
+	// Result is ResultRotated, ResultStopped or ResultRejected (the owner, or an approver, rejected
+	// the new key of a high- or critical-tier agent, or nobody decided in time: the key was removed
+	// from the registry and never added to the client).
 	Result string
 	// RemovedKeys are the thumbprints of the keys removed.
 	RemovedKeys []string
 	// Revocations are the resource names of the CLIENT_KEY revocations of their tokens.
 	Revocations []string
-	// Detail says why the run stopped.
+	// Detail says why the run stopped or rejected the new key.
 	Detail string
+	// Decision is the owner's decision on the new key of a high- or critical-tier agent.
+	Decision *TakenDecision `json:",omitempty"`
 }
 
 // RotationWorkflow rotates an agent's credential with zero downtime: the new key, read from the
@@ -93,16 +103,26 @@ type RotationResult struct {
 // the client and the registry and revokes the tokens each removed key obtained (a CLIENT_KEY
 // revocation by the tokens' ckt claim: tokens of the new key stay valid), and records
 // lifecycle.key_rotated (rotate; runs recorded before versionRotationKeySafety take rotateV0). An agent that is not ACTIVE or PENDING when the run starts or when the
-// overlap ends stops the run: nothing is removed and nothing re-enabled. Every step is idempotent by
-// a request id derived from the workflow id.
+// overlap ends stops the run: nothing is removed and nothing re-enabled. Since
+// versionRotationOwnerApproval the new key of a high- or critical-tier agent is added to the client
+// only after its owner approved it (update "decide" with an approval token); a rejection, or no
+// decision within the approval timeout, removes the key from the registry. Query "status" shows
+// where the run is and what it waits for. Every step is idempotent by a request id derived from the
+// workflow id.
 func RotationWorkflow(ctx workflow.Context, in RotationInput) (RotationResult, error) {
 	if err := in.Validate(); err != nil {
 		return RotationResult{}, temporal.NewNonRetryableApplicationError(err.Error(), "INVALID_ARGUMENT", nil)
 	}
+	g := &rotationGate{agent: in.Agent, status: RotationStatus{NewKey: in.NewKeyThumbprint}}
+	if err := g.registerHandlers(ctx); err != nil {
+		return RotationResult{}, err
+	}
 	if workflow.GetVersion(ctx, versionRotationKeySafety, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return rotateV0(ctx, in)
 	}
-	return rotate(ctx, in)
+	res, err := rotate(ctx, in, g)
+	g.status.Result = res.Result
+	return res, err
 }
 
 // rotateV0 is the rotation of runs recorded before versionRotationKeySafety: it removes every key but
@@ -193,18 +213,28 @@ func rotateV0(ctx workflow.Context, in RotationInput) (RotationResult, error) {
 // those that precede it in the client's own key list (read from the issuer), each revoked right after
 // its removal, and from the registry those with an earlier add time. A stop leaves no key on the
 // client that the registry does not hold.
-func rotate(ctx workflow.Context, in RotationInput) (RotationResult, error) {
+func rotate(ctx workflow.Context, in RotationInput, g *rotationGate) (RotationResult, error) {
 	overlap := in.Overlap
 	if overlap == 0 {
 		overlap = DefaultRotationOverlap
 	}
 	wfID := workflow.GetInfo(ctx).WorkflowExecution.ID
 	actx := workflow.WithActivityOptions(ctx, activityOptions)
-	stage := func(s string) { _ = workflow.UpsertTypedSearchAttributes(ctx, StageKey.ValueSet(s)) }
+	stage := func(s string) {
+		g.status.Stage = s
+		_ = workflow.UpsertTypedSearchAttributes(ctx, StageKey.ValueSet(s))
+	}
 	reason := "rotation " + wfID
+	var decision *TakenDecision // the owner's decision, for high- and critical-tier agents
 	finish := func(res RotationResult, overlapEnd time.Time) (RotationResult, error) {
 		stage(StageDone)
 		slices.Sort(res.RemovedKeys)
+		if res.Decision == nil && decision != nil {
+			res.Decision = decision
+			if res.Detail == "" {
+				res.Detail = fmt.Sprintf("the new key was approved by %s (%s)", decision.Decider, decision.Role)
+			}
+		}
 		rec := KeyRotatedRecord{
 			Tenant: in.Tenant, Agent: in.Agent, AgentID: in.AgentID, WorkflowID: wfID, NewKey: in.NewKeyThumbprint,
 			OldKeys: res.RemovedKeys, Outcome: res.Result, Detail: res.Detail, Revocations: res.Revocations,
@@ -257,11 +287,42 @@ func rotate(ctx workflow.Context, in RotationInput) (RotationResult, error) {
 	if detail := st.stopReason(in.NewKeyThumbprint); detail != "" {
 		return finish(RotationResult{Result: ResultStopped, Detail: detail}, time.Time{})
 	}
+	g.status.RiskTier = st.RiskTier
+	approval := rotationNeedsApproval(st.RiskTier) &&
+		workflow.GetVersion(ctx, versionRotationOwnerApproval, workflow.DefaultVersion, 1) == 1
 	if err := workflow.ExecuteActivity(actx, acts.NotifyKeyAdded, KeyAddedNotice{
 		Tenant: in.Tenant, Agent: in.Agent, AgentID: in.AgentID, Owner: st.Owner, RiskTier: st.RiskTier, Thumbprint: in.NewKeyThumbprint,
-		WorkflowID: wfID, NotificationID: requestID(wfID, "key-added"), Overlap: overlap,
+		WorkflowID: wfID, NotificationID: requestID(wfID, "key-added"), Overlap: overlap, AwaitsApproval: approval,
 	}).Get(ctx, nil); err != nil {
 		return RotationResult{}, err
+	}
+	if approval {
+		timeout := in.ApprovalTimeout
+		if timeout == 0 {
+			timeout = DefaultRotationApprovalTimeout
+		}
+		stage(StageRotationApproval)
+		if decision, err = g.awaitOwner(ctx, timeout); err != nil {
+			return RotationResult{}, err
+		}
+		if decision == nil || decision.Decision != DecisionApprove {
+			// Nothing was added to the client: the key only leaves the registry.
+			if err := workflow.ExecuteActivity(actx, acts.RemoveAgentKey, AgentKeyRemovalRequest{
+				Agent: in.Agent, Thumbprint: in.NewKeyThumbprint, Reason: reason + ": " + rejectDetail(decision, timeout),
+				RequestID: requestID(wfID, "reject-"+in.NewKeyThumbprint+"-agent"),
+			}).Get(ctx, nil); err != nil {
+				return RotationResult{}, err
+			}
+			return finish(RotationResult{Result: ResultRejected, Detail: rejectDetail(decision, timeout), Decision: decision}, time.Time{})
+		}
+		// The agent may have changed while the owner decided.
+		stage(StageRotationAdd)
+		if st, err = agent(); err != nil {
+			return RotationResult{}, err
+		}
+		if detail := st.stopReason(in.NewKeyThumbprint); detail != "" {
+			return finish(RotationResult{Result: ResultStopped, Detail: detail, Decision: decision}, time.Time{})
+		}
 	}
 	if err := workflow.ExecuteActivity(actx, acts.AddClientKey, ClientKeyRequest{
 		Tenant: in.Tenant, Agent: in.Agent, ClientID: in.AgentID, Thumbprint: in.NewKeyThumbprint, RequestID: requestID(wfID, "add-client-key"),

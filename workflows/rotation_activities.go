@@ -302,6 +302,9 @@ type KeyAddedNotice struct {
 	WorkflowID, NotificationID string
 	// Overlap is how long both keys will work before the older ones are removed.
 	Overlap time.Duration
+	// AwaitsApproval: the key is added to the client only once the owner approved it (high- and
+	// critical-tier agents).
+	AwaitsApproval bool `json:",omitempty"`
 }
 
 // NotifyKeyAdded tells the agent's owner through Activities.Notifier that a key was added and when
@@ -319,10 +322,15 @@ func (a *Activities) NotifyKeyAdded(ctx context.Context, n KeyAddedNotice) error
 	if activity.IsActivity(ctx) {
 		run = activity.GetInfo(ctx).WorkflowExecution.RunID
 	}
+	summary := fmt.Sprintf("A new key %s was added to agent %s; after %s the keys added before it are removed. If you did not expect it, remove it now with `agentctl agents keys remove %s %s --reason unexpected`.",
+		n.Thumbprint, n.Agent, n.Overlap, n.Agent, n.Thumbprint)
+	if n.AwaitsApproval {
+		summary = fmt.Sprintf("A new key %s was added to agent %s (risk tier %s) and waits for your approval before it can authenticate: `agentctl agents rotate --approve %s %s` or `--reject`. Without a decision it is rejected.",
+			n.Thumbprint, n.Agent, n.RiskTier, n.Agent, n.Thumbprint)
+	}
 	err := a.Notifier.Notify(ctx, Notification{
 		ID: n.NotificationID, Kind: NotificationKeyAdded, Tenant: n.Tenant, Agent: n.Agent, Severity: n.RiskTier,
-		Summary: fmt.Sprintf("A new key %s was added to agent %s; after %s the keys added before it are removed. If you did not expect it, remove it now with `agentctl agents keys remove %s %s --reason unexpected`.",
-			n.Thumbprint, n.Agent, n.Overlap, n.Agent, n.Thumbprint),
+		Summary:       summary,
 		RecipientRole: HolderOwner, Recipient: n.Owner, WorkflowID: n.WorkflowID, RunID: run, Time: time.Now().UTC(),
 	})
 	if err != nil {

@@ -60,11 +60,29 @@ const (
 	// recorded before it (workflow.DefaultVersion) take rotateV0.
 	versionRotationKeySafety = "rotation-key-safety"
 
+	// versionRotationOwnerApproval (version 1): a rotation of a high- or critical-tier agent waits,
+	// before the new key is added to the client, for the owner's decision (update "decide" with an
+	// approval token for step owner); a rejection or no decision within RotationInput.ApprovalTimeout
+	// removes the key from the registry. The marker is recorded only in runs of such agents; runs
+	// recorded before it (workflow.DefaultVersion) add the key without approval.
+	versionRotationOwnerApproval = "rotation-owner-approval"
+
 	// versionSweepBreaker (version 1): a deprovisioning sweep reads all pages of a tenant without
 	// retiring (SweepPageRequest.FindOnly), then retires the agents found (RetireSweepAgents) only
 	// when they are no more than the run's breaker allows; otherwise it records them as held and
 	// stops. Runs recorded before it (workflow.DefaultVersion) retire on each page.
 	versionSweepBreaker = "sweep-breaker"
+
+	// versionDeprovisionLocalSteps (version 1): a deprovisioning run takes its fast, idempotent steps up
+	// to lifecycle.deprovisioning_verified (SuspendForDeprovisioning, DisableClient, RevokeAgentTokens,
+	// RemoveGrants, ListCleanups, VerifyDeprovisioned, CompleteRetirement, RecordDeprovisioningVerified)
+	// as local activities first, handed to a regular activity only when the local attempts (about 30
+	// seconds) fail with an error a retry may cure; it waits for the cancellation of a provisioning run
+	// only after recording the verification, and sets the Stage search attribute of the steps it goes
+	// through without waiting only in its status query. Cleanups stay regular activities. A run without
+	// cleanups then reaches deprovisioning_verified in its first workflow task. Runs recorded before it
+	// (workflow.DefaultVersion) take every step as a regular activity.
+	versionDeprovisionLocalSteps = "deprovision-local-steps"
 )
 
 // Change describes one GetVersion change id of the package's workflows.
@@ -95,8 +113,11 @@ var Changes = []Change{
 			"provision-rejected-by-approver-v3.json", "provision-client-unusable-v0.json", "provision-escalated-v0.json", "provision-reminded-v0.json"}},
 	{ID: versionDeprovisionSaga, Workflow: DeprovisionWorkflowName, Max: 1,
 		Before: []string{"deprovision-v0.json"}},
+	{ID: versionDeprovisionLocalSteps, Workflow: DeprovisionWorkflowName, Max: 1,
+		Before: []string{"deprovision-v1.json"}},
 	{ID: versionRotationKeySafety, Workflow: RotationWorkflowName, Max: 1,
 		Before: []string{"rotation-rotated-v0.json", "rotation-stopped-suspended-v0.json"}},
+	{ID: versionRotationOwnerApproval, Workflow: RotationWorkflowName, Max: 1},
 	{ID: versionSweepBreaker, Workflow: SweepWorkflowName, Max: 1,
 		Before: []string{"sweep-expired-v0.json", "sweep-inactive-review-v0.json"}},
 	{ID: versionSuspendFirst, Workflow: IncidentWorkflowName, Max: 1,
