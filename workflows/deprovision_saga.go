@@ -115,6 +115,67 @@ type deprovision struct {
 	signSteps []string
 	tokenGate
 	reminders int
+	local     bool   // since versionDeprovisionLocalSteps: the fast steps run as local activities first
+	stageSA   string // the Stage search attribute as the run last set it
+}
+
+// deprovisionLocalOptions bound the local attempts at one fast step of a deprovisioning run, within
+// the workflow task that reached it: a few retries within 30 seconds, then the step is handed to a
+// regular activity (activityOptions), retried for as long as the run lives.
+var deprovisionLocalOptions = workflow.LocalActivityOptions{
+	StartToCloseTimeout:    10 * time.Second,
+	ScheduleToCloseTimeout: 30 * time.Second,
+	RetryPolicy: &temporal.RetryPolicy{
+		InitialInterval:    100 * time.Millisecond,
+		BackoffCoefficient: 2,
+		MaximumInterval:    2 * time.Second,
+	},
+}
+
+// exec runs activity fn with args and stores its result in out (when not nil). Since
+// versionDeprovisionLocalSteps it first runs it as a local activity (deprovisionLocalOptions) and
+// hands it to a regular activity on actx only when the local attempts failed with an error a retry
+// may cure (the Stage search attribute then shows the step); runs recorded before the change run it
+// as a regular activity on actx. Every step run so is idempotent (request ids derived from the run,
+// or read-only).
+func (d *deprovision) exec(ctx, actx workflow.Context, out, fn any, args ...any) error {
+	if d.local {
+		lctx := workflow.WithLocalActivityOptions(ctx, deprovisionLocalOptions)
+		err := workflow.ExecuteLocalActivity(lctx, fn, args...).Get(ctx, out)
+		var app *temporal.ApplicationError
+		switch {
+		case err == nil:
+			return nil
+		case temporal.IsCanceledError(err), errors.As(err, &app) && app.NonRetryable():
+			return err
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		workflow.GetLogger(ctx).Warn("local attempts failed: retried as an activity", "agent", d.in.Agent, "error", err)
+		if err := d.showStage(ctx); err != nil {
+			return err
+		}
+	}
+	return workflow.ExecuteActivity(actx, fn, args...).Get(ctx, out)
+}
+
+// passStage records stage in the status; runs since versionDeprovisionLocalSteps set the Stage search
+// attribute to it only when the run waits in it (showStage), as a stage whose local attempts succeed
+// lasts no longer than the workflow task.
+func (d *deprovision) passStage(ctx workflow.Context, stage string) error {
+	if d.local {
+		d.status.Stage = stage
+		return nil
+	}
+	return d.setStage(ctx, stage)
+}
+
+// showStage sets the Stage search attribute to the status's stage when it shows another.
+func (d *deprovision) showStage(ctx workflow.Context) error {
+	if d.stageSA == d.status.Stage {
+		return nil
+	}
+	return d.setStage(ctx, d.status.Stage)
 }
 
 // step records a finished step.
@@ -124,6 +185,7 @@ func (d *deprovision) step(ctx workflow.Context, name, result, actor string) {
 
 func (d *deprovision) setStage(ctx workflow.Context, stage string) error {
 	d.status.Stage = stage
+	d.stageSA = stage
 	return workflow.UpsertTypedSearchAttributes(ctx, StageKey.ValueSet(stage))
 }
 
@@ -153,6 +215,7 @@ func (d *deprovision) run(ctx workflow.Context) (DeprovisionResult, error) {
 		d.signSteps = slices.Clone(in.SignOffSteps)
 	}
 	d.status.RequiredApprovals = d.signSteps
+	d.local = workflow.GetVersion(ctx, versionDeprovisionLocalSteps, workflow.DefaultVersion, 1) >= 1
 	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return d.status, nil }); err != nil {
 		return DeprovisionResult{}, err
 	}
@@ -162,16 +225,27 @@ func (d *deprovision) run(ctx workflow.Context) (DeprovisionResult, error) {
 	if err := workflow.UpsertTypedSearchAttributes(ctx, identityAttributes(in.AgentID, in.Tenant, in.RiskTier, StageSuspend)...); err != nil {
 		return DeprovisionResult{}, err
 	}
-	if err := workflow.RequestCancelExternalWorkflow(ctx, ProvisionWorkflowID(in.Tenant, in.AgentID), "").Get(ctx, nil); err != nil {
-		workflow.GetLogger(ctx).Debug("no provisioning run to cancel", "error", err)
+	d.stageSA = StageSuspend
+	// A provisioning run that still waits must not activate the agent behind our back (the registry
+	// refuses to activate a retiring agent, and verification revokes again a client created meanwhile);
+	// an error only means there is no such run or it has finished. Since versionDeprovisionLocalSteps
+	// the request goes out with the first workflow task and its answer is awaited after verification.
+	cancelled := workflow.RequestCancelExternalWorkflow(ctx, ProvisionWorkflowID(in.Tenant, in.AgentID), "")
+	awaitCancel := func() {
+		if err := cancelled.Get(ctx, nil); err != nil {
+			workflow.GetLogger(ctx).Debug("no provisioning run to cancel", "error", err)
+		}
+	}
+	if !d.local {
+		awaitCancel()
 	}
 	actx := workflow.WithActivityOptions(ctx, activityOptions)
 	reason := in.Reason
 
 	var suspended StepResult
-	if err := workflow.ExecuteActivity(actx, acts.SuspendForDeprovisioning, SuspendRequest{
+	if err := d.exec(ctx, actx, &suspended, acts.SuspendForDeprovisioning, SuspendRequest{
 		Agent: in.Agent, Reason: reason, Trigger: in.Trigger, ChangeRef: in.ChangeRef, RequestID: requestID(d.id, StageSuspend),
-	}).Get(ctx, &suspended); err != nil {
+	}); err != nil {
 		return d.fail(ctx, err)
 	}
 	d.step(ctx, StageSuspend, suspended.Result, "")
@@ -180,20 +254,23 @@ func (d *deprovision) run(ctx workflow.Context) (DeprovisionResult, error) {
 	if err != nil {
 		return d.fail(ctx, err)
 	}
-	if err := d.setStage(ctx, StageRetire); err != nil {
+	if err := d.passStage(ctx, StageRetire); err != nil {
 		return DeprovisionResult{}, err
 	}
-	if err := workflow.ExecuteActivity(actx, acts.CompleteRetirement, CompleteRetirementRequest{
+	if err := d.exec(ctx, actx, nil, acts.CompleteRetirement, CompleteRetirementRequest{
 		Agent: in.Agent, VerifyTime: v.VerifyTime, RequestID: requestID(d.id, "retire"),
-	}).Get(ctx, nil); err != nil {
+	}); err != nil {
 		return d.fail(ctx, err)
 	}
 	d.step(ctx, StageRetire, "agent RETIRED in the registry", "")
-	if err := workflow.ExecuteActivity(actx, acts.RecordDeprovisioningVerified, DeprovisioningVerifiedRecord{
+	if err := d.exec(ctx, actx, nil, acts.RecordDeprovisioningVerified, DeprovisioningVerifiedRecord{
 		Tenant: in.Tenant, Agent: in.Agent, AgentID: in.AgentID, WorkflowID: d.id,
 		VerifyTime: v.VerifyTime, Checks: v.Checks, CausationID: in.EventID, IdempotencyKey: requestID(d.id, "verified"),
-	}).Get(ctx, nil); err != nil {
+	}); err != nil {
 		return d.fail(ctx, err)
+	}
+	if d.local {
+		awaitCancel()
 	}
 	if err := d.awaitSignOffs(ctx, actx); err != nil {
 		return d.fail(ctx, err)
@@ -223,19 +300,19 @@ func (d *deprovision) revokeAndVerify(ctx, actx workflow.Context, reason string)
 		if round > 1 { // new request ids, so the issuer does not take them for repeats of the first
 			suffix = fmt.Sprintf("-%d", round)
 		}
-		if err := d.setStage(ctx, StageRevoke); err != nil {
+		if err := d.passStage(ctx, StageRevoke); err != nil {
 			return Verification{}, err
 		}
 		var disabled DisableResult
-		if err := workflow.ExecuteActivity(actx, acts.DisableClient, DisableClientRequest{
+		if err := d.exec(ctx, actx, &disabled, acts.DisableClient, DisableClientRequest{
 			Tenant: in.Tenant, AgentID: in.AgentID, Reason: reason, RequestID: requestID(d.id, StageRevoke+suffix),
-		}).Get(ctx, &disabled); err != nil {
+		}); err != nil {
 			return Verification{}, err
 		}
 		var revoked StepResult
-		if err := workflow.ExecuteActivity(actx, acts.RevokeAgentTokens, RevokeAgentTokensRequest{
+		if err := d.exec(ctx, actx, &revoked, acts.RevokeAgentTokens, RevokeAgentTokensRequest{
 			Agent: in.Agent, Reason: reason, RequestID: requestID(d.id, "revoke-tokens"+suffix),
-		}).Get(ctx, &revoked); err != nil {
+		}); err != nil {
 			return Verification{}, err
 		}
 		client := "client " + ClientName(in.Tenant, in.AgentID) + " disabled"
@@ -244,13 +321,13 @@ func (d *deprovision) revokeAndVerify(ctx, actx workflow.Context, reason string)
 		}
 		d.step(ctx, StageRevoke, client+"; "+revoked.Result, "")
 
-		if err := d.setStage(ctx, StageRemoveRoles); err != nil {
+		if err := d.passStage(ctx, StageRemoveRoles); err != nil {
 			return Verification{}, err
 		}
 		var removed StepResult
-		if err := workflow.ExecuteActivity(actx, acts.RemoveGrants, RemoveGrantsRequest{
+		if err := d.exec(ctx, actx, &removed, acts.RemoveGrants, RemoveGrantsRequest{
 			Tenant: in.Tenant, AgentID: in.AgentID,
-		}).Get(ctx, &removed); err != nil {
+		}); err != nil {
 			return Verification{}, err
 		}
 		d.step(ctx, StageRemoveRoles, removed.Result, "")
@@ -261,11 +338,11 @@ func (d *deprovision) revokeAndVerify(ctx, actx workflow.Context, reason string)
 			}
 		}
 
-		if err := d.setStage(ctx, StageVerify); err != nil {
+		if err := d.passStage(ctx, StageVerify); err != nil {
 			return Verification{}, err
 		}
 		var v Verification
-		err := workflow.ExecuteActivity(actx, acts.VerifyDeprovisioned, VerifyRequest{Tenant: in.Tenant, AgentID: in.AgentID}).Get(ctx, &v)
+		err := d.exec(ctx, actx, &v, acts.VerifyDeprovisioned, VerifyRequest{Tenant: in.Tenant, AgentID: in.AgentID})
 		if err == nil {
 			d.step(ctx, StageVerify, strings.Join(v.Checks, "; "), "")
 			d.checks = v.Checks
@@ -277,6 +354,9 @@ func (d *deprovision) revokeAndVerify(ctx, actx workflow.Context, reason string)
 		}
 		d.step(ctx, StageVerify, "failed, revoking again: "+errorMessage(err), "")
 		workflow.GetLogger(ctx).Warn("access remains after revoking; revoking again", "agent", in.Agent, "round", round)
+		if err := d.showStage(ctx); err != nil {
+			return Verification{}, err
+		}
 		if err := workflow.Sleep(ctx, time.Duration(round)*10*time.Second); err != nil {
 			return Verification{}, err
 		}
@@ -287,16 +367,20 @@ func (d *deprovision) revokeAndVerify(ctx, actx workflow.Context, reason string)
 // notified, and the run fails with ErrCleanupFailed while the agent stays RETIRING (suspended from
 // every token, its client disabled; nothing is ever re-enabled).
 func (d *deprovision) cleanup(ctx, actx workflow.Context) error {
-	if err := d.setStage(ctx, StageCleanup); err != nil {
+	if err := d.passStage(ctx, StageCleanup); err != nil {
 		return err
 	}
 	var names []string
-	if err := workflow.ExecuteActivity(actx, acts.ListCleanups).Get(ctx, &names); err != nil {
+	if err := d.exec(ctx, actx, &names, acts.ListCleanups); err != nil {
 		return err
 	}
 	if len(names) == 0 {
 		d.step(ctx, StageCleanup, "no cleanup configured", "")
 		return nil
+	}
+	// Cleanups reach other systems and may take long: regular activities, the stage shown.
+	if err := d.showStage(ctx); err != nil {
+		return err
 	}
 	cctx := workflow.WithActivityOptions(ctx, cleanupActivityOptions)
 	for _, name := range names {

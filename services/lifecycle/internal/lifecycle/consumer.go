@@ -145,6 +145,10 @@ func deprovisionSpec(tenant, agentID, tier, reason, eventID string) runSpec {
 	return runSpec{
 		id: workflows.DeprovisionWorkflowID(tenant, agentID), name: workflows.DeprovisionWorkflowName,
 		tenant: tenant, agentID: agentID, tier: tier, stage: workflows.StageRevoke, eventID: eventID,
+		// The steps up to lifecycle.deprovisioning_verified are one workflow task (local activities):
+		// taken by this process's worker from the start's answer, it needs no round trip through the
+		// task queue.
+		eager: true,
 		in: workflows.DeprovisionInput{Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, Reason: reason, EventID: eventID},
 	}
 }
