@@ -17,9 +17,10 @@ const DefaultRotationApprovalTimeout = 7 * 24 * time.Hour
 const StageRotationApproval = "rotation-approval"
 
 // rotationNeedsApproval says whether a rotation of an agent of riskTier (without the RISK_TIER_
-// prefix) waits for the owner's approval before the new key is added to the client.
+// prefix) waits for the owner's approval before the new key is added to the client: every tier but
+// LOW and MODERATE does (HIGH, and fail closed any tier this code does not know).
 func rotationNeedsApproval(riskTier string) bool {
-	return riskTier == "HIGH" || riskTier == "CRITICAL"
+	return riskTier != "LOW" && riskTier != "MODERATE"
 }
 
 // RotationDecision is the owner's decision on the new key of a rotation, sent as update "decide"
