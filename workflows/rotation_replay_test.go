@@ -20,6 +20,8 @@ var recordedRotationHistories = []string{
 	"rotation-rotated.json",
 	"rotation-stopped-suspended.json",
 	"key-removal-removed.json",
+	"rotation-approved.json",
+	"rotation-rejected.json",
 }
 
 // TestRecordRotationHistories runs a rotation to its end, one of a suspended agent and a key removal on a real
@@ -80,5 +82,58 @@ func TestRecordRotationHistories(t *testing.T) {
 	}
 	keepHistory(t, c, run, removalFile)
 	files = append(files, removalFile)
+
+	// High-tier agents: the owner approves (after a refused token for another step), or rejects.
+	for _, tc := range []struct {
+		file, id, decision, want string
+	}{
+		{"rotation-approved.json", "rot-4", workflows.DecisionApprove, workflows.ResultRotated},
+		{"rotation-rejected.json", "rot-5", workflows.DecisionReject, workflows.ResultRejected},
+	} {
+		in := highTierRotation(t, fx, tc.id, registryv1.RiskTier_RISK_TIER_HIGH)
+		in.Overlap = 2 * time.Second
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+			ID: workflows.RotationWorkflowID(tenant, tc.id, in.NewKeyThumbprint), TaskQueue: workflows.TaskQueue,
+			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		}, workflows.RotationWorkflowName, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testkit.Eventually(t, time.Minute, tc.file+" to wait for the owner", func() (bool, error) {
+			v, err := c.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), workflows.StatusQuery)
+			if err != nil {
+				return false, err
+			}
+			var s workflows.RotationStatus
+			if err := v.Get(&s); err != nil {
+				return false, err
+			}
+			return s.WaitingFor == "approval by owner", nil
+		})
+		decide := func(step string) error {
+			h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+				WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: workflows.DecideUpdate,
+				Args:         []any{rotationToken(t, tc.id, agentOwner, step, tc.decision, run.GetRunID())},
+				WaitForStage: client.WorkflowUpdateStageCompleted,
+			})
+			if err != nil {
+				return err
+			}
+			var s workflows.RotationStatus
+			return h.Get(ctx, &s)
+		}
+		if err := decide(workflows.StepSecurity); !workflows.IsApprovalRefused(err) {
+			t.Fatalf("%s: a token for another step: err = %v, want refused", tc.file, err)
+		}
+		if err := decide(workflows.StepOwner); err != nil {
+			t.Fatalf("%s: the owner's %s: %v", tc.file, tc.decision, err)
+		}
+		var res workflows.RotationResult
+		if err := run.Get(ctx, &res); err != nil || res.Result != tc.want {
+			t.Fatalf("%s: %+v, %v; want %s", tc.file, res, err, tc.want)
+		}
+		keepHistory(t, c, run, tc.file)
+		files = append(files, tc.file)
+	}
 	checkRecorded(t, files, recordedRotationHistories)
 }
