@@ -1773,6 +1773,134 @@ func (x *SubmitApprovalResponse) GetWorkflow() *WorkflowStatus {
 	return nil
 }
 
+// DecideRotationRequest carries the owner's decision on a rotation's new key.
+type DecideRotationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent: `tenants/{tenant}/agents/{agent}`.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// RFC 7638 thumbprint of the new key (the run is `rotation/{tenant}/{agent}/{thumbprint}`).
+	Thumbprint string `protobuf:"bytes,2,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	// The caller's approval token for this run, step `owner` and APPROVE or REJECT. Required.
+	ApprovalToken string `protobuf:"bytes,3,opt,name=approval_token,json=approvalToken,proto3" json:"approval_token,omitempty"`
+	// Free-text comment, recorded.
+	Comment string `protobuf:"bytes,4,opt,name=comment,proto3" json:"comment,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideRotationRequest) Reset() {
+	*x = DecideRotationRequest{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideRotationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideRotationRequest) ProtoMessage() {}
+
+func (x *DecideRotationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideRotationRequest.ProtoReflect.Descriptor instead.
+func (*DecideRotationRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DecideRotationRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *DecideRotationRequest) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+func (x *DecideRotationRequest) GetApprovalToken() string {
+	if x != nil {
+		return x.ApprovalToken
+	}
+	return ""
+}
+
+func (x *DecideRotationRequest) GetComment() string {
+	if x != nil {
+		return x.Comment
+	}
+	return ""
+}
+
+func (x *DecideRotationRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// DecideRotationResponse returns the rotation run after the decision.
+type DecideRotationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rotation run.
+	Workflow      *WorkflowStatus `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideRotationResponse) Reset() {
+	*x = DecideRotationResponse{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideRotationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideRotationResponse) ProtoMessage() {}
+
+func (x *DecideRotationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideRotationResponse.ProtoReflect.Descriptor instead.
+func (*DecideRotationResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *DecideRotationResponse) GetWorkflow() *WorkflowStatus {
+	if x != nil {
+		return x.Workflow
+	}
+	return nil
+}
+
 var File_agentid_lifecycle_v1_lifecycle_service_proto protoreflect.FileDescriptor
 
 const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
@@ -1898,6 +2026,17 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"request_id\x18\x04 \x01(\tR\trequestId\x12%\n" +
 	"\x0eapproval_token\x18\x05 \x01(\tR\rapprovalToken\"Z\n" +
 	"\x16SubmitApprovalResponse\x12@\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow\"\xad\x01\n" +
+	"\x15DecideRotationRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x02 \x01(\tR\n" +
+	"thumbprint\x12%\n" +
+	"\x0eapproval_token\x18\x03 \x01(\tR\rapprovalToken\x12\x18\n" +
+	"\acomment\x18\x04 \x01(\tR\acomment\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\"Z\n" +
+	"\x16DecideRotationResponse\x12@\n" +
 	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow*\xbb\x01\n" +
 	"\fWorkflowKind\x12\x1d\n" +
 	"\x19WORKFLOW_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
@@ -1917,7 +2056,7 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\x10ApprovalDecision\x12!\n" +
 	"\x1dAPPROVAL_DECISION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19APPROVAL_DECISION_APPROVE\x10\x01\x12\x1c\n" +
-	"\x18APPROVAL_DECISION_REJECT\x10\x022\x96\a\n" +
+	"\x18APPROVAL_DECISION_REJECT\x10\x022\x83\b\n" +
 	"\x10LifecycleService\x12t\n" +
 	"\x11GetAgentWorkflows\x12..agentid.lifecycle.v1.GetAgentWorkflowsRequest\x1a/.agentid.lifecycle.v1.GetAgentWorkflowsResponse\x12k\n" +
 	"\x0eSubmitApproval\x12+.agentid.lifecycle.v1.SubmitApprovalRequest\x1a,.agentid.lifecycle.v1.SubmitApprovalResponse\x12h\n" +
@@ -1926,7 +2065,8 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\x15SignOffDeprovisioning\x122.agentid.lifecycle.v1.SignOffDeprovisioningRequest\x1a3.agentid.lifecycle.v1.SignOffDeprovisioningResponse\x12z\n" +
 	"\x13StartReviewCampaign\x120.agentid.lifecycle.v1.StartReviewCampaignRequest\x1a1.agentid.lifecycle.v1.StartReviewCampaignResponse\x12b\n" +
 	"\vListReviews\x12(.agentid.lifecycle.v1.ListReviewsRequest\x1a).agentid.lifecycle.v1.ListReviewsResponse\x12e\n" +
-	"\fDecideReview\x12).agentid.lifecycle.v1.DecideReviewRequest\x1a*.agentid.lifecycle.v1.DecideReviewResponseBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\fDecideReview\x12).agentid.lifecycle.v1.DecideReviewRequest\x1a*.agentid.lifecycle.v1.DecideReviewResponse\x12k\n" +
+	"\x0eDecideRotation\x12+.agentid.lifecycle.v1.DecideRotationRequest\x1a,.agentid.lifecycle.v1.DecideRotationResponseBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescOnce sync.Once
@@ -1941,7 +2081,7 @@ func file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_agentid_lifecycle_v1_lifecycle_service_proto_goTypes = []any{
 	(WorkflowKind)(0),                     // 0: agentid.lifecycle.v1.WorkflowKind
 	(ReviewDecision)(0),                   // 1: agentid.lifecycle.v1.ReviewDecision
@@ -1968,15 +2108,17 @@ var file_agentid_lifecycle_v1_lifecycle_service_proto_goTypes = []any{
 	(*GetAgentWorkflowsResponse)(nil),     // 22: agentid.lifecycle.v1.GetAgentWorkflowsResponse
 	(*SubmitApprovalRequest)(nil),         // 23: agentid.lifecycle.v1.SubmitApprovalRequest
 	(*SubmitApprovalResponse)(nil),        // 24: agentid.lifecycle.v1.SubmitApprovalResponse
-	(*timestamppb.Timestamp)(nil),         // 25: google.protobuf.Timestamp
+	(*DecideRotationRequest)(nil),         // 25: agentid.lifecycle.v1.DecideRotationRequest
+	(*DecideRotationResponse)(nil),        // 26: agentid.lifecycle.v1.DecideRotationResponse
+	(*timestamppb.Timestamp)(nil),         // 27: google.protobuf.Timestamp
 }
 var file_agentid_lifecycle_v1_lifecycle_service_proto_depIdxs = []int32{
 	0,  // 0: agentid.lifecycle.v1.WorkflowStatus.kind:type_name -> agentid.lifecycle.v1.WorkflowKind
-	25, // 1: agentid.lifecycle.v1.WorkflowStatus.start_time:type_name -> google.protobuf.Timestamp
-	25, // 2: agentid.lifecycle.v1.WorkflowStatus.close_time:type_name -> google.protobuf.Timestamp
+	27, // 1: agentid.lifecycle.v1.WorkflowStatus.start_time:type_name -> google.protobuf.Timestamp
+	27, // 2: agentid.lifecycle.v1.WorkflowStatus.close_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: agentid.lifecycle.v1.Review.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
 	5,  // 4: agentid.lifecycle.v1.Review.scopes:type_name -> agentid.lifecycle.v1.ReviewScope
-	25, // 5: agentid.lifecycle.v1.Review.due_time:type_name -> google.protobuf.Timestamp
+	27, // 5: agentid.lifecycle.v1.Review.due_time:type_name -> google.protobuf.Timestamp
 	6,  // 6: agentid.lifecycle.v1.ListReviewsResponse.reviews:type_name -> agentid.lifecycle.v1.Review
 	1,  // 7: agentid.lifecycle.v1.DecideReviewRequest.decision:type_name -> agentid.lifecycle.v1.ReviewDecision
 	11, // 8: agentid.lifecycle.v1.DecideReviewRequest.keep:type_name -> agentid.lifecycle.v1.KeepScope
@@ -1989,27 +2131,30 @@ var file_agentid_lifecycle_v1_lifecycle_service_proto_depIdxs = []int32{
 	4,  // 15: agentid.lifecycle.v1.GetAgentWorkflowsResponse.workflows:type_name -> agentid.lifecycle.v1.WorkflowStatus
 	3,  // 16: agentid.lifecycle.v1.SubmitApprovalRequest.decision:type_name -> agentid.lifecycle.v1.ApprovalDecision
 	4,  // 17: agentid.lifecycle.v1.SubmitApprovalResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
-	21, // 18: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:input_type -> agentid.lifecycle.v1.GetAgentWorkflowsRequest
-	23, // 19: agentid.lifecycle.v1.LifecycleService.SubmitApproval:input_type -> agentid.lifecycle.v1.SubmitApprovalRequest
-	15, // 20: agentid.lifecycle.v1.LifecycleService.ListIncidents:input_type -> agentid.lifecycle.v1.ListIncidentsRequest
-	17, // 21: agentid.lifecycle.v1.LifecycleService.DecideIncident:input_type -> agentid.lifecycle.v1.DecideIncidentRequest
-	19, // 22: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:input_type -> agentid.lifecycle.v1.SignOffDeprovisioningRequest
-	7,  // 23: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:input_type -> agentid.lifecycle.v1.StartReviewCampaignRequest
-	9,  // 24: agentid.lifecycle.v1.LifecycleService.ListReviews:input_type -> agentid.lifecycle.v1.ListReviewsRequest
-	12, // 25: agentid.lifecycle.v1.LifecycleService.DecideReview:input_type -> agentid.lifecycle.v1.DecideReviewRequest
-	22, // 26: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:output_type -> agentid.lifecycle.v1.GetAgentWorkflowsResponse
-	24, // 27: agentid.lifecycle.v1.LifecycleService.SubmitApproval:output_type -> agentid.lifecycle.v1.SubmitApprovalResponse
-	16, // 28: agentid.lifecycle.v1.LifecycleService.ListIncidents:output_type -> agentid.lifecycle.v1.ListIncidentsResponse
-	18, // 29: agentid.lifecycle.v1.LifecycleService.DecideIncident:output_type -> agentid.lifecycle.v1.DecideIncidentResponse
-	20, // 30: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:output_type -> agentid.lifecycle.v1.SignOffDeprovisioningResponse
-	8,  // 31: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:output_type -> agentid.lifecycle.v1.StartReviewCampaignResponse
-	10, // 32: agentid.lifecycle.v1.LifecycleService.ListReviews:output_type -> agentid.lifecycle.v1.ListReviewsResponse
-	13, // 33: agentid.lifecycle.v1.LifecycleService.DecideReview:output_type -> agentid.lifecycle.v1.DecideReviewResponse
-	26, // [26:34] is the sub-list for method output_type
-	18, // [18:26] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 18: agentid.lifecycle.v1.DecideRotationResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	21, // 19: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:input_type -> agentid.lifecycle.v1.GetAgentWorkflowsRequest
+	23, // 20: agentid.lifecycle.v1.LifecycleService.SubmitApproval:input_type -> agentid.lifecycle.v1.SubmitApprovalRequest
+	15, // 21: agentid.lifecycle.v1.LifecycleService.ListIncidents:input_type -> agentid.lifecycle.v1.ListIncidentsRequest
+	17, // 22: agentid.lifecycle.v1.LifecycleService.DecideIncident:input_type -> agentid.lifecycle.v1.DecideIncidentRequest
+	19, // 23: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:input_type -> agentid.lifecycle.v1.SignOffDeprovisioningRequest
+	7,  // 24: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:input_type -> agentid.lifecycle.v1.StartReviewCampaignRequest
+	9,  // 25: agentid.lifecycle.v1.LifecycleService.ListReviews:input_type -> agentid.lifecycle.v1.ListReviewsRequest
+	12, // 26: agentid.lifecycle.v1.LifecycleService.DecideReview:input_type -> agentid.lifecycle.v1.DecideReviewRequest
+	25, // 27: agentid.lifecycle.v1.LifecycleService.DecideRotation:input_type -> agentid.lifecycle.v1.DecideRotationRequest
+	22, // 28: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:output_type -> agentid.lifecycle.v1.GetAgentWorkflowsResponse
+	24, // 29: agentid.lifecycle.v1.LifecycleService.SubmitApproval:output_type -> agentid.lifecycle.v1.SubmitApprovalResponse
+	16, // 30: agentid.lifecycle.v1.LifecycleService.ListIncidents:output_type -> agentid.lifecycle.v1.ListIncidentsResponse
+	18, // 31: agentid.lifecycle.v1.LifecycleService.DecideIncident:output_type -> agentid.lifecycle.v1.DecideIncidentResponse
+	20, // 32: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:output_type -> agentid.lifecycle.v1.SignOffDeprovisioningResponse
+	8,  // 33: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:output_type -> agentid.lifecycle.v1.StartReviewCampaignResponse
+	10, // 34: agentid.lifecycle.v1.LifecycleService.ListReviews:output_type -> agentid.lifecycle.v1.ListReviewsResponse
+	13, // 35: agentid.lifecycle.v1.LifecycleService.DecideReview:output_type -> agentid.lifecycle.v1.DecideReviewResponse
+	26, // 36: agentid.lifecycle.v1.LifecycleService.DecideRotation:output_type -> agentid.lifecycle.v1.DecideRotationResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_agentid_lifecycle_v1_lifecycle_service_proto_init() }
@@ -2023,7 +2168,7 @@ func file_agentid_lifecycle_v1_lifecycle_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc), len(file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

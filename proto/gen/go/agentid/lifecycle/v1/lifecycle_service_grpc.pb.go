@@ -27,6 +27,7 @@ const (
 	LifecycleService_StartReviewCampaign_FullMethodName   = "/agentid.lifecycle.v1.LifecycleService/StartReviewCampaign"
 	LifecycleService_ListReviews_FullMethodName           = "/agentid.lifecycle.v1.LifecycleService/ListReviews"
 	LifecycleService_DecideReview_FullMethodName          = "/agentid.lifecycle.v1.LifecycleService/DecideReview"
+	LifecycleService_DecideRotation_FullMethodName        = "/agentid.lifecycle.v1.LifecycleService/DecideRotation"
 )
 
 // LifecycleServiceClient is the client API for LifecycleService service.
@@ -73,6 +74,13 @@ type LifecycleServiceClient interface {
 	// (FailedPrecondition, reason APPROVAL_REFUSED), recorded in the run, and changes nothing.
 	// Callers: owner, approver, security-approver, compliance-approver, tenant-admin.
 	DecideReview(ctx context.Context, in *DecideReviewRequest, opts ...grpc.CallOption) (*DecideReviewResponse, error)
+	// DecideRotation records the owner's decision on a new key of a high-tier agent, which its rotation
+	// run adds to the agent's client only once approved (APPROVE) and removes from the registry when
+	// rejected (REJECT). It counts only with an approval token of the caller for the rotation run, step
+	// `owner` and the decision; anything else is refused (FailedPrecondition, reason APPROVAL_REFUSED),
+	// recorded in the run, and changes nothing. Callers: owner, approver, tenant-admin (approver and
+	// tenant-admin may only reject).
+	DecideRotation(ctx context.Context, in *DecideRotationRequest, opts ...grpc.CallOption) (*DecideRotationResponse, error)
 }
 
 type lifecycleServiceClient struct {
@@ -163,6 +171,16 @@ func (c *lifecycleServiceClient) DecideReview(ctx context.Context, in *DecideRev
 	return out, nil
 }
 
+func (c *lifecycleServiceClient) DecideRotation(ctx context.Context, in *DecideRotationRequest, opts ...grpc.CallOption) (*DecideRotationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DecideRotationResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_DecideRotation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LifecycleServiceServer is the server API for LifecycleService service.
 // All implementations must embed UnimplementedLifecycleServiceServer
 // for forward compatibility.
@@ -207,6 +225,13 @@ type LifecycleServiceServer interface {
 	// (FailedPrecondition, reason APPROVAL_REFUSED), recorded in the run, and changes nothing.
 	// Callers: owner, approver, security-approver, compliance-approver, tenant-admin.
 	DecideReview(context.Context, *DecideReviewRequest) (*DecideReviewResponse, error)
+	// DecideRotation records the owner's decision on a new key of a high-tier agent, which its rotation
+	// run adds to the agent's client only once approved (APPROVE) and removes from the registry when
+	// rejected (REJECT). It counts only with an approval token of the caller for the rotation run, step
+	// `owner` and the decision; anything else is refused (FailedPrecondition, reason APPROVAL_REFUSED),
+	// recorded in the run, and changes nothing. Callers: owner, approver, tenant-admin (approver and
+	// tenant-admin may only reject).
+	DecideRotation(context.Context, *DecideRotationRequest) (*DecideRotationResponse, error)
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
 
@@ -240,6 +265,9 @@ func (UnimplementedLifecycleServiceServer) ListReviews(context.Context, *ListRev
 }
 func (UnimplementedLifecycleServiceServer) DecideReview(context.Context, *DecideReviewRequest) (*DecideReviewResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DecideReview not implemented")
+}
+func (UnimplementedLifecycleServiceServer) DecideRotation(context.Context, *DecideRotationRequest) (*DecideRotationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecideRotation not implemented")
 }
 func (UnimplementedLifecycleServiceServer) mustEmbedUnimplementedLifecycleServiceServer() {}
 func (UnimplementedLifecycleServiceServer) testEmbeddedByValue()                          {}
@@ -406,6 +434,24 @@ func _LifecycleService_DecideReview_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LifecycleService_DecideRotation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecideRotationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).DecideRotation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_DecideRotation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).DecideRotation(ctx, req.(*DecideRotationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LifecycleService_ServiceDesc is the grpc.ServiceDesc for LifecycleService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -444,6 +490,10 @@ var LifecycleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DecideReview",
 			Handler:    _LifecycleService_DecideReview_Handler,
+		},
+		{
+			MethodName: "DecideRotation",
+			Handler:    _LifecycleService_DecideRotation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
