@@ -1901,6 +1901,107 @@ func (x *DecideRotationResponse) GetWorkflow() *WorkflowStatus {
 	return nil
 }
 
+// GetRotationRequest names a rotation run.
+type GetRotationRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent: `tenants/{tenant}/agents/{agent}`.
+	Agent string `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// RFC 7638 thumbprint of the new key.
+	Thumbprint    string `protobuf:"bytes,2,opt,name=thumbprint,proto3" json:"thumbprint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRotationRequest) Reset() {
+	*x = GetRotationRequest{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRotationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRotationRequest) ProtoMessage() {}
+
+func (x *GetRotationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRotationRequest.ProtoReflect.Descriptor instead.
+func (*GetRotationRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *GetRotationRequest) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *GetRotationRequest) GetThumbprint() string {
+	if x != nil {
+		return x.Thumbprint
+	}
+	return ""
+}
+
+// GetRotationResponse returns the rotation run.
+type GetRotationResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The rotation run.
+	Workflow      *WorkflowStatus `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRotationResponse) Reset() {
+	*x = GetRotationResponse{}
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRotationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRotationResponse) ProtoMessage() {}
+
+func (x *GetRotationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRotationResponse.ProtoReflect.Descriptor instead.
+func (*GetRotationResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetRotationResponse) GetWorkflow() *WorkflowStatus {
+	if x != nil {
+		return x.Workflow
+	}
+	return nil
+}
+
 var File_agentid_lifecycle_v1_lifecycle_service_proto protoreflect.FileDescriptor
 
 const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
@@ -2037,6 +2138,13 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x05 \x01(\tR\trequestId\"Z\n" +
 	"\x16DecideRotationResponse\x12@\n" +
+	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow\"J\n" +
+	"\x12GetRotationRequest\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1e\n" +
+	"\n" +
+	"thumbprint\x18\x02 \x01(\tR\n" +
+	"thumbprint\"W\n" +
+	"\x13GetRotationResponse\x12@\n" +
 	"\bworkflow\x18\x01 \x01(\v2$.agentid.lifecycle.v1.WorkflowStatusR\bworkflow*\xbb\x01\n" +
 	"\fWorkflowKind\x12\x1d\n" +
 	"\x19WORKFLOW_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
@@ -2056,7 +2164,7 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\x10ApprovalDecision\x12!\n" +
 	"\x1dAPPROVAL_DECISION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19APPROVAL_DECISION_APPROVE\x10\x01\x12\x1c\n" +
-	"\x18APPROVAL_DECISION_REJECT\x10\x022\x83\b\n" +
+	"\x18APPROVAL_DECISION_REJECT\x10\x022\xe7\b\n" +
 	"\x10LifecycleService\x12t\n" +
 	"\x11GetAgentWorkflows\x12..agentid.lifecycle.v1.GetAgentWorkflowsRequest\x1a/.agentid.lifecycle.v1.GetAgentWorkflowsResponse\x12k\n" +
 	"\x0eSubmitApproval\x12+.agentid.lifecycle.v1.SubmitApprovalRequest\x1a,.agentid.lifecycle.v1.SubmitApprovalResponse\x12h\n" +
@@ -2066,7 +2174,8 @@ const file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc = "" +
 	"\x13StartReviewCampaign\x120.agentid.lifecycle.v1.StartReviewCampaignRequest\x1a1.agentid.lifecycle.v1.StartReviewCampaignResponse\x12b\n" +
 	"\vListReviews\x12(.agentid.lifecycle.v1.ListReviewsRequest\x1a).agentid.lifecycle.v1.ListReviewsResponse\x12e\n" +
 	"\fDecideReview\x12).agentid.lifecycle.v1.DecideReviewRequest\x1a*.agentid.lifecycle.v1.DecideReviewResponse\x12k\n" +
-	"\x0eDecideRotation\x12+.agentid.lifecycle.v1.DecideRotationRequest\x1a,.agentid.lifecycle.v1.DecideRotationResponseBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\x0eDecideRotation\x12+.agentid.lifecycle.v1.DecideRotationRequest\x1a,.agentid.lifecycle.v1.DecideRotationResponse\x12b\n" +
+	"\vGetRotation\x12(.agentid.lifecycle.v1.GetRotationRequest\x1a).agentid.lifecycle.v1.GetRotationResponseBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescOnce sync.Once
@@ -2081,7 +2190,7 @@ func file_agentid_lifecycle_v1_lifecycle_service_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_lifecycle_v1_lifecycle_service_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_agentid_lifecycle_v1_lifecycle_service_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_agentid_lifecycle_v1_lifecycle_service_proto_goTypes = []any{
 	(WorkflowKind)(0),                     // 0: agentid.lifecycle.v1.WorkflowKind
 	(ReviewDecision)(0),                   // 1: agentid.lifecycle.v1.ReviewDecision
@@ -2110,15 +2219,17 @@ var file_agentid_lifecycle_v1_lifecycle_service_proto_goTypes = []any{
 	(*SubmitApprovalResponse)(nil),        // 24: agentid.lifecycle.v1.SubmitApprovalResponse
 	(*DecideRotationRequest)(nil),         // 25: agentid.lifecycle.v1.DecideRotationRequest
 	(*DecideRotationResponse)(nil),        // 26: agentid.lifecycle.v1.DecideRotationResponse
-	(*timestamppb.Timestamp)(nil),         // 27: google.protobuf.Timestamp
+	(*GetRotationRequest)(nil),            // 27: agentid.lifecycle.v1.GetRotationRequest
+	(*GetRotationResponse)(nil),           // 28: agentid.lifecycle.v1.GetRotationResponse
+	(*timestamppb.Timestamp)(nil),         // 29: google.protobuf.Timestamp
 }
 var file_agentid_lifecycle_v1_lifecycle_service_proto_depIdxs = []int32{
 	0,  // 0: agentid.lifecycle.v1.WorkflowStatus.kind:type_name -> agentid.lifecycle.v1.WorkflowKind
-	27, // 1: agentid.lifecycle.v1.WorkflowStatus.start_time:type_name -> google.protobuf.Timestamp
-	27, // 2: agentid.lifecycle.v1.WorkflowStatus.close_time:type_name -> google.protobuf.Timestamp
+	29, // 1: agentid.lifecycle.v1.WorkflowStatus.start_time:type_name -> google.protobuf.Timestamp
+	29, // 2: agentid.lifecycle.v1.WorkflowStatus.close_time:type_name -> google.protobuf.Timestamp
 	4,  // 3: agentid.lifecycle.v1.Review.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
 	5,  // 4: agentid.lifecycle.v1.Review.scopes:type_name -> agentid.lifecycle.v1.ReviewScope
-	27, // 5: agentid.lifecycle.v1.Review.due_time:type_name -> google.protobuf.Timestamp
+	29, // 5: agentid.lifecycle.v1.Review.due_time:type_name -> google.protobuf.Timestamp
 	6,  // 6: agentid.lifecycle.v1.ListReviewsResponse.reviews:type_name -> agentid.lifecycle.v1.Review
 	1,  // 7: agentid.lifecycle.v1.DecideReviewRequest.decision:type_name -> agentid.lifecycle.v1.ReviewDecision
 	11, // 8: agentid.lifecycle.v1.DecideReviewRequest.keep:type_name -> agentid.lifecycle.v1.KeepScope
@@ -2132,29 +2243,32 @@ var file_agentid_lifecycle_v1_lifecycle_service_proto_depIdxs = []int32{
 	3,  // 16: agentid.lifecycle.v1.SubmitApprovalRequest.decision:type_name -> agentid.lifecycle.v1.ApprovalDecision
 	4,  // 17: agentid.lifecycle.v1.SubmitApprovalResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
 	4,  // 18: agentid.lifecycle.v1.DecideRotationResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
-	21, // 19: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:input_type -> agentid.lifecycle.v1.GetAgentWorkflowsRequest
-	23, // 20: agentid.lifecycle.v1.LifecycleService.SubmitApproval:input_type -> agentid.lifecycle.v1.SubmitApprovalRequest
-	15, // 21: agentid.lifecycle.v1.LifecycleService.ListIncidents:input_type -> agentid.lifecycle.v1.ListIncidentsRequest
-	17, // 22: agentid.lifecycle.v1.LifecycleService.DecideIncident:input_type -> agentid.lifecycle.v1.DecideIncidentRequest
-	19, // 23: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:input_type -> agentid.lifecycle.v1.SignOffDeprovisioningRequest
-	7,  // 24: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:input_type -> agentid.lifecycle.v1.StartReviewCampaignRequest
-	9,  // 25: agentid.lifecycle.v1.LifecycleService.ListReviews:input_type -> agentid.lifecycle.v1.ListReviewsRequest
-	12, // 26: agentid.lifecycle.v1.LifecycleService.DecideReview:input_type -> agentid.lifecycle.v1.DecideReviewRequest
-	25, // 27: agentid.lifecycle.v1.LifecycleService.DecideRotation:input_type -> agentid.lifecycle.v1.DecideRotationRequest
-	22, // 28: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:output_type -> agentid.lifecycle.v1.GetAgentWorkflowsResponse
-	24, // 29: agentid.lifecycle.v1.LifecycleService.SubmitApproval:output_type -> agentid.lifecycle.v1.SubmitApprovalResponse
-	16, // 30: agentid.lifecycle.v1.LifecycleService.ListIncidents:output_type -> agentid.lifecycle.v1.ListIncidentsResponse
-	18, // 31: agentid.lifecycle.v1.LifecycleService.DecideIncident:output_type -> agentid.lifecycle.v1.DecideIncidentResponse
-	20, // 32: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:output_type -> agentid.lifecycle.v1.SignOffDeprovisioningResponse
-	8,  // 33: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:output_type -> agentid.lifecycle.v1.StartReviewCampaignResponse
-	10, // 34: agentid.lifecycle.v1.LifecycleService.ListReviews:output_type -> agentid.lifecycle.v1.ListReviewsResponse
-	13, // 35: agentid.lifecycle.v1.LifecycleService.DecideReview:output_type -> agentid.lifecycle.v1.DecideReviewResponse
-	26, // 36: agentid.lifecycle.v1.LifecycleService.DecideRotation:output_type -> agentid.lifecycle.v1.DecideRotationResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	4,  // 19: agentid.lifecycle.v1.GetRotationResponse.workflow:type_name -> agentid.lifecycle.v1.WorkflowStatus
+	21, // 20: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:input_type -> agentid.lifecycle.v1.GetAgentWorkflowsRequest
+	23, // 21: agentid.lifecycle.v1.LifecycleService.SubmitApproval:input_type -> agentid.lifecycle.v1.SubmitApprovalRequest
+	15, // 22: agentid.lifecycle.v1.LifecycleService.ListIncidents:input_type -> agentid.lifecycle.v1.ListIncidentsRequest
+	17, // 23: agentid.lifecycle.v1.LifecycleService.DecideIncident:input_type -> agentid.lifecycle.v1.DecideIncidentRequest
+	19, // 24: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:input_type -> agentid.lifecycle.v1.SignOffDeprovisioningRequest
+	7,  // 25: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:input_type -> agentid.lifecycle.v1.StartReviewCampaignRequest
+	9,  // 26: agentid.lifecycle.v1.LifecycleService.ListReviews:input_type -> agentid.lifecycle.v1.ListReviewsRequest
+	12, // 27: agentid.lifecycle.v1.LifecycleService.DecideReview:input_type -> agentid.lifecycle.v1.DecideReviewRequest
+	25, // 28: agentid.lifecycle.v1.LifecycleService.DecideRotation:input_type -> agentid.lifecycle.v1.DecideRotationRequest
+	27, // 29: agentid.lifecycle.v1.LifecycleService.GetRotation:input_type -> agentid.lifecycle.v1.GetRotationRequest
+	22, // 30: agentid.lifecycle.v1.LifecycleService.GetAgentWorkflows:output_type -> agentid.lifecycle.v1.GetAgentWorkflowsResponse
+	24, // 31: agentid.lifecycle.v1.LifecycleService.SubmitApproval:output_type -> agentid.lifecycle.v1.SubmitApprovalResponse
+	16, // 32: agentid.lifecycle.v1.LifecycleService.ListIncidents:output_type -> agentid.lifecycle.v1.ListIncidentsResponse
+	18, // 33: agentid.lifecycle.v1.LifecycleService.DecideIncident:output_type -> agentid.lifecycle.v1.DecideIncidentResponse
+	20, // 34: agentid.lifecycle.v1.LifecycleService.SignOffDeprovisioning:output_type -> agentid.lifecycle.v1.SignOffDeprovisioningResponse
+	8,  // 35: agentid.lifecycle.v1.LifecycleService.StartReviewCampaign:output_type -> agentid.lifecycle.v1.StartReviewCampaignResponse
+	10, // 36: agentid.lifecycle.v1.LifecycleService.ListReviews:output_type -> agentid.lifecycle.v1.ListReviewsResponse
+	13, // 37: agentid.lifecycle.v1.LifecycleService.DecideReview:output_type -> agentid.lifecycle.v1.DecideReviewResponse
+	26, // 38: agentid.lifecycle.v1.LifecycleService.DecideRotation:output_type -> agentid.lifecycle.v1.DecideRotationResponse
+	28, // 39: agentid.lifecycle.v1.LifecycleService.GetRotation:output_type -> agentid.lifecycle.v1.GetRotationResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_agentid_lifecycle_v1_lifecycle_service_proto_init() }
@@ -2168,7 +2282,7 @@ func file_agentid_lifecycle_v1_lifecycle_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc), len(file_agentid_lifecycle_v1_lifecycle_service_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	LifecycleService_ListReviews_FullMethodName           = "/agentid.lifecycle.v1.LifecycleService/ListReviews"
 	LifecycleService_DecideReview_FullMethodName          = "/agentid.lifecycle.v1.LifecycleService/DecideReview"
 	LifecycleService_DecideRotation_FullMethodName        = "/agentid.lifecycle.v1.LifecycleService/DecideRotation"
+	LifecycleService_GetRotation_FullMethodName           = "/agentid.lifecycle.v1.LifecycleService/GetRotation"
 )
 
 // LifecycleServiceClient is the client API for LifecycleService service.
@@ -81,6 +82,10 @@ type LifecycleServiceClient interface {
 	// recorded in the run, and changes nothing. Callers: owner, approver, tenant-admin (approver and
 	// tenant-admin may only reject).
 	DecideRotation(ctx context.Context, in *DecideRotationRequest, opts ...grpc.CallOption) (*DecideRotationResponse, error)
+	// GetRotation returns the rotation run of an agent's new key: its run id (approval tokens are bound
+	// to it), stage, and the approval step it waits for (`owner`), if any.
+	// Callers: any role of the agent's tenant.
+	GetRotation(ctx context.Context, in *GetRotationRequest, opts ...grpc.CallOption) (*GetRotationResponse, error)
 }
 
 type lifecycleServiceClient struct {
@@ -181,6 +186,16 @@ func (c *lifecycleServiceClient) DecideRotation(ctx context.Context, in *DecideR
 	return out, nil
 }
 
+func (c *lifecycleServiceClient) GetRotation(ctx context.Context, in *GetRotationRequest, opts ...grpc.CallOption) (*GetRotationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRotationResponse)
+	err := c.cc.Invoke(ctx, LifecycleService_GetRotation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LifecycleServiceServer is the server API for LifecycleService service.
 // All implementations must embed UnimplementedLifecycleServiceServer
 // for forward compatibility.
@@ -232,6 +247,10 @@ type LifecycleServiceServer interface {
 	// recorded in the run, and changes nothing. Callers: owner, approver, tenant-admin (approver and
 	// tenant-admin may only reject).
 	DecideRotation(context.Context, *DecideRotationRequest) (*DecideRotationResponse, error)
+	// GetRotation returns the rotation run of an agent's new key: its run id (approval tokens are bound
+	// to it), stage, and the approval step it waits for (`owner`), if any.
+	// Callers: any role of the agent's tenant.
+	GetRotation(context.Context, *GetRotationRequest) (*GetRotationResponse, error)
 	mustEmbedUnimplementedLifecycleServiceServer()
 }
 
@@ -268,6 +287,9 @@ func (UnimplementedLifecycleServiceServer) DecideReview(context.Context, *Decide
 }
 func (UnimplementedLifecycleServiceServer) DecideRotation(context.Context, *DecideRotationRequest) (*DecideRotationResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DecideRotation not implemented")
+}
+func (UnimplementedLifecycleServiceServer) GetRotation(context.Context, *GetRotationRequest) (*GetRotationResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRotation not implemented")
 }
 func (UnimplementedLifecycleServiceServer) mustEmbedUnimplementedLifecycleServiceServer() {}
 func (UnimplementedLifecycleServiceServer) testEmbeddedByValue()                          {}
@@ -452,6 +474,24 @@ func _LifecycleService_DecideRotation_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LifecycleService_GetRotation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRotationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LifecycleServiceServer).GetRotation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LifecycleService_GetRotation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LifecycleServiceServer).GetRotation(ctx, req.(*GetRotationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LifecycleService_ServiceDesc is the grpc.ServiceDesc for LifecycleService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -494,6 +534,10 @@ var LifecycleService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DecideRotation",
 			Handler:    _LifecycleService_DecideRotation_Handler,
+		},
+		{
+			MethodName: "GetRotation",
+			Handler:    _LifecycleService_GetRotation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
