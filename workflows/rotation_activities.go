@@ -325,7 +325,7 @@ func (a *Activities) NotifyKeyAdded(ctx context.Context, n KeyAddedNotice) error
 	summary := fmt.Sprintf("A new key %s was added to agent %s; after %s the keys added before it are removed. If you did not expect it, remove it now with `agentctl agents keys remove %s %s --reason unexpected`.",
 		n.Thumbprint, n.Agent, n.Overlap, n.Agent, n.Thumbprint)
 	if n.AwaitsApproval {
-		summary = fmt.Sprintf("A new key %s was added to agent %s (risk tier %s) and waits for your approval before it can authenticate: `agentctl agents rotate --approve %s %s` or `--reject`. Without a decision it is rejected.",
+		summary = fmt.Sprintf("A new key %s was added to agent %s (risk tier %s) and waits for your approval before it can authenticate: `agentctl rotations decide %s %s approve` (or `reject`). Without a decision it is rejected.",
 			n.Thumbprint, n.Agent, n.RiskTier, n.Agent, n.Thumbprint)
 	}
 	err := a.Notifier.Notify(ctx, Notification{

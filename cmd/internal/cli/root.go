@@ -98,6 +98,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(newIncidentsCmd(g))
 	root.AddCommand(newKeysCmd(g))
 	root.AddCommand(newReviewsCmd(g))
+	root.AddCommand(newRotationsCmd(g))
 	return root
 }
 
