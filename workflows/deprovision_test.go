@@ -11,7 +11,6 @@ import (
 
 	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
@@ -177,7 +176,13 @@ func TestDeprovisionSaga(t *testing.T) {
 				!slices.Equal(c.GetChecks(), res.Checks) || len(c.GetSteps()) != len(tt.wantSteps) || evs[1].Metadata.CausationID != "evt-d1" {
 				t.Errorf("deprovisioning_completed = %v", c)
 			}
-			if got, want := f.stages.all(), []string{"suspend", "revoke", "remove_roles", "cleanup", "verify", "retire", "done"}; !slices.Equal(got, want) {
+			// The steps up to verification are local activities: the Stage search attribute shows only
+			// the stages the run waits in (cleanups are regular activities).
+			want := []string{"suspend", "done"}
+			if tt.cleanup {
+				want = []string{"suspend", "cleanup", "done"}
+			}
+			if got := f.stages.all(); !slices.Equal(got, want) {
 				t.Errorf("stages = %v, want %v", got, want)
 			}
 		})
@@ -205,7 +210,7 @@ func TestDeprovisionRevokesAgainWhenClientReappears(t *testing.T) {
 	f.acts.ReadLag = 100 * time.Millisecond
 	// After the first disable, the client shows up active again (created concurrently).
 	reactivated := false
-	f.env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, _ converter.EncodedValues) {
+	f.env.SetOnLocalActivityStartedListener(func(info *activity.Info, _ context.Context, _ []any) {
 		if info.ActivityType.Name == "VerifyDeprovisioned" && !reactivated {
 			reactivated = true
 			f.fakes.Issuer.Put(activeClient("d2"))
@@ -370,5 +375,86 @@ func TestDeprovisionSignOffs(t *testing.T) {
 	st := f.status(t)
 	if st.RefusedCount < 4 || st.Stage != workflows.StageDone {
 		t.Errorf("status = %+v, want the refusals recorded", st)
+	}
+}
+
+// TestDeprovisionLocalStepsFallBack: when the local attempts at a step fail with an error a retry may
+// cure, the run hands the step to a regular activity, which succeeds; the Stage search attribute then
+// shows the step, and only the regular activity's request reaches the issuer. A step whose local
+// attempt fails for good is not retried as an activity: the run fails.
+func TestDeprovisionLocalStepsFallBack(t *testing.T) {
+	tests := []struct {
+		name       string
+		err        error
+		wantErr    bool
+		wantCalls  []string
+		wantStages []string
+	}{
+		{"unavailable is handed to an activity", temporal.NewApplicationError("issuer.DisableClient: UNAVAILABLE: connection refused", "UNAVAILABLE"), false,
+			[]string{"local:DisableClient", "DisableClient"}, []string{"suspend", "revoke", "done"}},
+		{"a permanent error fails the run", temporal.NewNonRetryableApplicationError("issuer.DisableClient: PERMISSION_DENIED", "PERMISSION_DENIED", nil), true,
+			[]string{"local:DisableClient"}, []string{"suspend", "failed"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, workflows.DeprovisionWorkflowID(tenant, "d5"))
+			f.fakes.Registry.Put(retiringAgent("d5"))
+			f.fakes.Issuer.Put(activeClient("d5"))
+			f.env.OnRequestCancelExternalWorkflow(mock.Anything, mock.Anything, mock.Anything).Return(nil)
+			var mu sync.Mutex
+			var calls []string
+			f.env.OnActivity(f.acts.DisableClient, mock.Anything, mock.Anything).Return(
+				func(ctx context.Context, in workflows.DisableClientRequest) (workflows.DisableResult, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					if activity.GetInfo(ctx).IsLocalActivity {
+						calls = append(calls, "local:DisableClient")
+						return workflows.DisableResult{}, tt.err
+					}
+					calls = append(calls, "DisableClient")
+					return f.acts.DisableClient(ctx, in)
+				})
+			in := deprovisionInput("d5")
+			in.NoSignOff = true
+			f.env.ExecuteWorkflow(workflows.DeprovisionWorkflow, in)
+
+			err := f.env.GetWorkflowError()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("run error = %v, want error %v", err, tt.wantErr)
+			}
+			mu.Lock()
+			got := slices.Clone(calls)
+			mu.Unlock()
+			// Local attempts are retried (retryable errors) within about 30 seconds before the hand-over.
+			locals := 0
+			for _, c := range got {
+				if c == "local:DisableClient" {
+					locals++
+				}
+			}
+			if compact := slices.Compact(slices.Clone(got)); !slices.Equal(compact, tt.wantCalls) || (tt.wantErr != (locals == 1)) {
+				t.Errorf("DisableClient calls = %v, want %v (local attempts retried only for a retryable error)", got, tt.wantCalls)
+			}
+			if got := f.stages.all(); !slices.Equal(got, tt.wantStages) {
+				t.Errorf("stages = %v, want %v", got, tt.wantStages)
+			}
+			disables := workflowstest.RequestsOf[*issuerv1.DisableClientRequest](f.fakes, "DisableClient")
+			state := f.fakes.Issuer.Client("tenants/acme/clients/d5").GetState()
+			if tt.wantErr {
+				if len(disables) != 0 || state != issuerv1.ClientState_CLIENT_STATE_ACTIVE {
+					t.Errorf("DisableClient = %v, client %v: a failed local attempt reached the issuer", disables, state)
+				}
+				if n := len(f.events(t, "d5")); n != 0 {
+					t.Errorf("%d events recorded by a failed run", n)
+				}
+				return
+			}
+			if len(disables) != 1 || disables[0].GetRequestId() != "deprovision/acme/d5/revoke" || state != issuerv1.ClientState_CLIENT_STATE_DISABLED {
+				t.Errorf("DisableClient = %v, client %v, want one request with the run's request id and the client disabled", disables, state)
+			}
+			if evs := f.events(t, "d5"); len(evs) != 2 || evs[0].Type != workflows.EventDeprovisioningVerified {
+				t.Errorf("events = %+v, want deprovisioning_verified then _completed", evs)
+			}
+		})
 	}
 }
