@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -139,8 +140,21 @@ func (a *Activities) RemoveGrants(ctx context.Context, in RemoveGrantsRequest) (
 		return StepResult{}, classify("issuer.GetClient", err)
 	}
 	c := resp.GetClient()
-	check, err := a.checkClient(ctx, name, time.Time{})
-	if err != nil {
+	// The issuer replica answering may apply the disable (or the agent's RETIRING state) a moment after
+	// the one that recorded it: allow it the read lag before calling the client still active.
+	var check *issuerv1.CheckClientResponse
+	stillGranted := errors.New("still granted")
+	err = untilVisible(ctx, a.readLag(), func() error {
+		var cerr error
+		if check, cerr = a.checkClient(ctx, name, time.Time{}); cerr != nil {
+			return cerr
+		}
+		if !check.GetTokenRefused() {
+			return stillGranted
+		}
+		return nil
+	}, func(err error) bool { return errors.Is(err, stillGranted) })
+	if err != nil && !errors.Is(err, stillGranted) {
 		return StepResult{}, err
 	}
 	if !check.GetTokenRefused() {

@@ -120,11 +120,14 @@ type deprovision struct {
 }
 
 // deprovisionLocalOptions bound the local attempts at one fast step of a deprovisioning run, within
-// the workflow task that reached it: a few retries within 30 seconds, then the step is handed to a
-// regular activity (activityOptions), retried for as long as the run lives.
+// the workflow task that reached it: a few retries within a minute, then the step is handed to a
+// regular activity (activityOptions), retried for as long as the run lives. One attempt may take
+// longer than DefaultReadLag (RemoveGrants and VerifyDeprovisioned allow the issuer that long to show
+// a disable) plus its calls, so that a client really still active is reported as such rather than as
+// a timeout.
 var deprovisionLocalOptions = workflow.LocalActivityOptions{
-	StartToCloseTimeout:    10 * time.Second,
-	ScheduleToCloseTimeout: 30 * time.Second,
+	StartToCloseTimeout:    25 * time.Second,
+	ScheduleToCloseTimeout: 60 * time.Second,
 	RetryPolicy: &temporal.RetryPolicy{
 		InitialInterval:    100 * time.Millisecond,
 		BackoffCoefficient: 2,
