@@ -233,9 +233,12 @@ func (c RemoveAgentKey) validate() error {
 	return checkRequestID(c.RequestID)
 }
 
-// AddKey decides the addition of a parsed key (canonical JSON jwk, kid, thumbprint): only a PENDING
-// or ACTIVE agent holding fewer than MaxKeysForAdd keys, and not a key it holds or held (held lists
-// thumbprints of other agents of the tenant, and this agent's removed keys, that count as used).
+// AddKey decides the addition of a parsed key (canonical JSON jwk, kid, thumbprint): only an ACTIVE
+// agent holding fewer than MaxKeysForAdd keys, and not a key it holds or held (held lists thumbprints
+// of other agents of the tenant, and this agent's removed keys, that count as used). A PENDING agent
+// is refused: provisioning creates its client from the keys it holds, which would let a key added
+// while it waits skip the rotation's checks (the owner's approval for high-risk agents); it is
+// registered with the key it will use and rotates once ACTIVE.
 func (a *Agent) AddKey(c AddAgentKey, jwk, kid, thumbprint string, used func(thumbprint string) (agent string, ok bool)) (*Change, error) {
 	if !a.Exists() {
 		return nil, a.notFound()
@@ -244,9 +247,9 @@ func (a *Agent) AddKey(c AddAgentKey, jwk, kid, thumbprint string, used func(thu
 		return nil, errs.PermissionDenied("NOT_OWNER", "only the agent itself, its owner, a tenant-admin or a platform-admin may add its keys")
 	}
 	switch a.State() {
-	case registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE:
+	case registryv1.AgentState_AGENT_STATE_ACTIVE:
 	default:
-		return nil, a.wrongState("add a key to", registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE)
+		return nil, a.wrongState("add a key to", registryv1.AgentState_AGENT_STATE_ACTIVE)
 	}
 	for _, k := range a.view.GetKeys() {
 		if k.GetThumbprint() == thumbprint {

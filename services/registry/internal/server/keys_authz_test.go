@@ -144,7 +144,7 @@ func TestAgentKeyAuthorization(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := resp.GetAgent()
+	c := h.activate(t, resp.GetAgent()) // keys are added to ACTIVE agents only
 	for rid, got := range map[string]*registryv1.Agent{keysAgentA: a, keysAgentB: b, keysAgentC: c} {
 		if want := names.DeriveAgentID("acme", rid); got.GetAgentId() != want {
 			t.Fatalf("agent of %s has id %s, want %s (the tokens name it)", rid, got.GetAgentId(), want)

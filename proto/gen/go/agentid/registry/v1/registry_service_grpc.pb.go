@@ -89,7 +89,7 @@ type RegistryServiceClient interface {
 	// holds both keys and the rotation workflow starts. Refused with InvalidArgument (nothing written):
 	// private key material, an unsupported or weak algorithm (only EC P-256/ES256 and Ed25519/EdDSA), a
 	// key the agent already has two of; AlreadyExists KEY_IN_USE: a key (same thumbprint) this agent or
-	// another agent of the tenant holds or held. Only PENDING or ACTIVE agents. Idempotent by request_id.
+	// another agent of the tenant holds or held. Only ACTIVE agents. Idempotent by request_id.
 	// Callers: the agent itself (its own token), owner, tenant-admin, platform-admin, lifecycle-worker.
 	AddAgentKey(ctx context.Context, in *AddAgentKeyRequest, opts ...grpc.CallOption) (*AddAgentKeyResponse, error)
 	// RemoveAgentKey removes one key from the agent's public_jwks (event `agent.key_removed`); the
@@ -310,7 +310,7 @@ type RegistryServiceServer interface {
 	// holds both keys and the rotation workflow starts. Refused with InvalidArgument (nothing written):
 	// private key material, an unsupported or weak algorithm (only EC P-256/ES256 and Ed25519/EdDSA), a
 	// key the agent already has two of; AlreadyExists KEY_IN_USE: a key (same thumbprint) this agent or
-	// another agent of the tenant holds or held. Only PENDING or ACTIVE agents. Idempotent by request_id.
+	// another agent of the tenant holds or held. Only ACTIVE agents. Idempotent by request_id.
 	// Callers: the agent itself (its own token), owner, tenant-admin, platform-admin, lifecycle-worker.
 	AddAgentKey(context.Context, *AddAgentKeyRequest) (*AddAgentKeyResponse, error)
 	// RemoveAgentKey removes one key from the agent's public_jwks (event `agent.key_removed`); the
