@@ -89,7 +89,7 @@ test-race: deps ## Run every test with the race detector
 # The e2e and component suites, STRESS_RUNS times in a row, while two busy loops compete for the cores:
 # a test that depends on timing fails here long before it fails in CI.
 STRESS_RUNS ?= 20
-STRESS_PKGS ?= ./e2e/... $(addsuffix /...,$(addprefix ./,$(filter services/%,$(MODULES)))) ./workflows/... ./pkg/eventstore/... ./pkg/service/... ./pkg/temporaldev/...
+STRESS_PKGS ?= ./e2e/... $(addsuffix /...,$(addprefix ./,$(filter services/%,$(MODULES)))) ./workflows/... ./pkg/eventstore/... ./pkg/service/... ./pkg/temporaldev/... ./pkg/clickhousedev/... ./pkg/authn/... ./pkg/natsauth/... ./pkg/eventsapi/... ./loadtest/...
 STRESS_FLAGS ?=
 .PHONY: test-stress
 test-stress: deps ## Run the e2e and component suites STRESS_RUNS (20) times under CPU contention
