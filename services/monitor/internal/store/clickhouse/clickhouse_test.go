@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/clickhousedev"
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/testkit"
 	"github.com/agentid/agentid/services/monitor/internal/store"
 	"github.com/agentid/agentid/services/monitor/internal/store/clickhouse"
 	"github.com/agentid/agentid/services/monitor/internal/store/storetest"
@@ -372,17 +373,13 @@ func TestOutageIsAnErrorAndInsertsWorkAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The consumer redelivers until the insert succeeds; the pool reconnects on its own.
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testkit.Eventually(t, time.Minute, "an insert after the restart", func() (bool, error) {
 		err := s.Insert(ctx, during)
-		if err == nil {
-			break
-		}
-		if errs.KindOf(err) != errs.KindUnavailable || time.Now().After(deadline) {
+		if err != nil && errs.KindOf(err) != errs.KindUnavailable {
 			t.Fatalf("insert after the restart: %v", err)
 		}
-		time.Sleep(50 * time.Millisecond) // poll interval
-	}
+		return err == nil, err
+	})
 	if err := s.Insert(ctx, during); err != nil { // a redelivery of the same batch
 		t.Fatal(err)
 	}
