@@ -392,6 +392,12 @@ const (
 	// Suspended (by an incident, a review or an operator): no token is issued and every token issued
 	// before the suspension is revoked. Resuming returns the agent to ACTIVE; it may also be retired.
 	AgentState_AGENT_STATE_SUSPENDED AgentState = 6
+	// Proposed (a draft: registered with `proposed`, adopted from a discovery finding, or planned by
+	// agents as code); no provisioning runs until SubmitAgent makes it PENDING. No credential can be
+	// issued.
+	AgentState_AGENT_STATE_PROPOSED AgentState = 7
+	// The identity reached its expire_time: no token is issued; teardown follows (RETIRING → RETIRED).
+	AgentState_AGENT_STATE_EXPIRED AgentState = 8
 )
 
 // Enum value maps for AgentState.
@@ -404,6 +410,8 @@ var (
 		4: "AGENT_STATE_RETIRING",
 		5: "AGENT_STATE_RETIRED",
 		6: "AGENT_STATE_SUSPENDED",
+		7: "AGENT_STATE_PROPOSED",
+		8: "AGENT_STATE_EXPIRED",
 	}
 	AgentState_value = map[string]int32{
 		"AGENT_STATE_UNSPECIFIED": 0,
@@ -413,6 +421,8 @@ var (
 		"AGENT_STATE_RETIRING":    4,
 		"AGENT_STATE_RETIRED":     5,
 		"AGENT_STATE_SUSPENDED":   6,
+		"AGENT_STATE_PROPOSED":    7,
+		"AGENT_STATE_EXPIRED":     8,
 	}
 )
 
@@ -441,6 +451,416 @@ func (x AgentState) Number() protoreflect.EnumNumber {
 // Deprecated: Use AgentState.Descriptor instead.
 func (AgentState) EnumDescriptor() ([]byte, []int) {
 	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+// CredentialType is how the agent authenticates to the token endpoint.
+type CredentialType int32
+
+const (
+	// Not set: PRIVATE_KEY_JWT is assumed.
+	CredentialType_CREDENTIAL_TYPE_UNSPECIFIED CredentialType = 0
+	// RFC 7523 private_key_jwt with the agent's registered keys; bearer tokens.
+	CredentialType_CREDENTIAL_TYPE_PRIVATE_KEY_JWT CredentialType = 1
+	// private_key_jwt whose tokens are bound to a proof-of-possession key (RFC 9449 DPoP); the
+	// issuer never gives it a bearer token.
+	CredentialType_CREDENTIAL_TYPE_PRIVATE_KEY_JWT_DPOP CredentialType = 2
+)
+
+// Enum value maps for CredentialType.
+var (
+	CredentialType_name = map[int32]string{
+		0: "CREDENTIAL_TYPE_UNSPECIFIED",
+		1: "CREDENTIAL_TYPE_PRIVATE_KEY_JWT",
+		2: "CREDENTIAL_TYPE_PRIVATE_KEY_JWT_DPOP",
+	}
+	CredentialType_value = map[string]int32{
+		"CREDENTIAL_TYPE_UNSPECIFIED":          0,
+		"CREDENTIAL_TYPE_PRIVATE_KEY_JWT":      1,
+		"CREDENTIAL_TYPE_PRIVATE_KEY_JWT_DPOP": 2,
+	}
+)
+
+func (x CredentialType) Enum() *CredentialType {
+	p := new(CredentialType)
+	*p = x
+	return p
+}
+
+func (x CredentialType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CredentialType) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_registry_v1_agent_proto_enumTypes[7].Descriptor()
+}
+
+func (CredentialType) Type() protoreflect.EnumType {
+	return &file_agentid_registry_v1_agent_proto_enumTypes[7]
+}
+
+func (x CredentialType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CredentialType.Descriptor instead.
+func (CredentialType) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+// Exposure is who can reach or drive the agent, derived from its trust boundary and autonomy.
+type Exposure int32
+
+const (
+	// Not classified.
+	Exposure_EXPOSURE_UNSPECIFIED Exposure = 0
+	// Reachable only inside the organisation.
+	Exposure_EXPOSURE_INTERNAL Exposure = 1
+	// Reachable by named partners (B2B).
+	Exposure_EXPOSURE_PARTNER Exposure = 2
+	// Reachable by the public (customers, the internet).
+	Exposure_EXPOSURE_PUBLIC Exposure = 3
+)
+
+// Enum value maps for Exposure.
+var (
+	Exposure_name = map[int32]string{
+		0: "EXPOSURE_UNSPECIFIED",
+		1: "EXPOSURE_INTERNAL",
+		2: "EXPOSURE_PARTNER",
+		3: "EXPOSURE_PUBLIC",
+	}
+	Exposure_value = map[string]int32{
+		"EXPOSURE_UNSPECIFIED": 0,
+		"EXPOSURE_INTERNAL":    1,
+		"EXPOSURE_PARTNER":     2,
+		"EXPOSURE_PUBLIC":      3,
+	}
+)
+
+func (x Exposure) Enum() *Exposure {
+	p := new(Exposure)
+	*p = x
+	return p
+}
+
+func (x Exposure) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Exposure) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_registry_v1_agent_proto_enumTypes[8].Descriptor()
+}
+
+func (Exposure) Type() protoreflect.EnumType {
+	return &file_agentid_registry_v1_agent_proto_enumTypes[8]
+}
+
+func (x Exposure) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Exposure.Descriptor instead.
+func (Exposure) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+// PrincipalKind is what a directory principal is.
+type PrincipalKind int32
+
+const (
+	// Not set.
+	PrincipalKind_PRINCIPAL_KIND_UNSPECIFIED PrincipalKind = 0
+	// A person (e.g. `alice@corp.example`).
+	PrincipalKind_PRINCIPAL_KIND_PERSON PrincipalKind = 1
+	// A team (e.g. `team:payments`).
+	PrincipalKind_PRINCIPAL_KIND_TEAM PrincipalKind = 2
+)
+
+// Enum value maps for PrincipalKind.
+var (
+	PrincipalKind_name = map[int32]string{
+		0: "PRINCIPAL_KIND_UNSPECIFIED",
+		1: "PRINCIPAL_KIND_PERSON",
+		2: "PRINCIPAL_KIND_TEAM",
+	}
+	PrincipalKind_value = map[string]int32{
+		"PRINCIPAL_KIND_UNSPECIFIED": 0,
+		"PRINCIPAL_KIND_PERSON":      1,
+		"PRINCIPAL_KIND_TEAM":        2,
+	}
+)
+
+func (x PrincipalKind) Enum() *PrincipalKind {
+	p := new(PrincipalKind)
+	*p = x
+	return p
+}
+
+func (x PrincipalKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PrincipalKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_registry_v1_agent_proto_enumTypes[9].Descriptor()
+}
+
+func (PrincipalKind) Type() protoreflect.EnumType {
+	return &file_agentid_registry_v1_agent_proto_enumTypes[9]
+}
+
+func (x PrincipalKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PrincipalKind.Descriptor instead.
+func (PrincipalKind) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+// PrincipalStatus is whether a principal can own or sponsor agents.
+type PrincipalStatus int32
+
+const (
+	// Not set.
+	PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED PrincipalStatus = 0
+	// Can own and sponsor agents.
+	PrincipalStatus_PRINCIPAL_STATUS_ACTIVE PrincipalStatus = 1
+	// Left the organisation (or the team was dissolved): its agents are orphaned.
+	PrincipalStatus_PRINCIPAL_STATUS_DEPARTED PrincipalStatus = 2
+)
+
+// Enum value maps for PrincipalStatus.
+var (
+	PrincipalStatus_name = map[int32]string{
+		0: "PRINCIPAL_STATUS_UNSPECIFIED",
+		1: "PRINCIPAL_STATUS_ACTIVE",
+		2: "PRINCIPAL_STATUS_DEPARTED",
+	}
+	PrincipalStatus_value = map[string]int32{
+		"PRINCIPAL_STATUS_UNSPECIFIED": 0,
+		"PRINCIPAL_STATUS_ACTIVE":      1,
+		"PRINCIPAL_STATUS_DEPARTED":    2,
+	}
+)
+
+func (x PrincipalStatus) Enum() *PrincipalStatus {
+	p := new(PrincipalStatus)
+	*p = x
+	return p
+}
+
+func (x PrincipalStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PrincipalStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_agentid_registry_v1_agent_proto_enumTypes[10].Descriptor()
+}
+
+func (PrincipalStatus) Type() protoreflect.EnumType {
+	return &file_agentid_registry_v1_agent_proto_enumTypes[10]
+}
+
+func (x PrincipalStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PrincipalStatus.Descriptor instead.
+func (PrincipalStatus) EnumDescriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+// Classification is the registry's deterministic classification of an agent (output only): the
+// inputs it used and the resulting risk tier, with a policy override when one applies.
+type Classification struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's declared function (its `function` field, normalised).
+	Function string `protobuf:"bytes,1,opt,name=function,proto3" json:"function,omitempty"`
+	// Most sensitive data the agent touches.
+	DataSensitivity DataSensitivity `protobuf:"varint,2,opt,name=data_sensitivity,json=dataSensitivity,proto3,enum=agentid.registry.v1.DataSensitivity" json:"data_sensitivity,omitempty"`
+	// Environment.
+	Environment Environment `protobuf:"varint,3,opt,name=environment,proto3,enum=agentid.registry.v1.Environment" json:"environment,omitempty"`
+	// Autonomy.
+	Autonomy Autonomy `protobuf:"varint,4,opt,name=autonomy,proto3,enum=agentid.registry.v1.Autonomy" json:"autonomy,omitempty"`
+	// Exposure derived from trust boundary and autonomy.
+	Exposure Exposure `protobuf:"varint,5,opt,name=exposure,proto3,enum=agentid.registry.v1.Exposure" json:"exposure,omitempty"`
+	// Risk tier the rules derive from the fields above.
+	DerivedRiskTier RiskTier `protobuf:"varint,6,opt,name=derived_risk_tier,json=derivedRiskTier,proto3,enum=agentid.registry.v1.RiskTier" json:"derived_risk_tier,omitempty"`
+	// The rule that decided derived_risk_tier, in a sentence (e.g. "PII data → HIGH").
+	Rule string `protobuf:"bytes,7,opt,name=rule,proto3" json:"rule,omitempty"`
+	// Risk tier a policy override set, UNSPECIFIED when none applies; Agent.risk_tier is this when
+	// set, derived_risk_tier otherwise.
+	OverrideRiskTier RiskTier `protobuf:"varint,8,opt,name=override_risk_tier,json=overrideRiskTier,proto3,enum=agentid.registry.v1.RiskTier" json:"override_risk_tier,omitempty"`
+	// Why the override applies (required with an override).
+	OverrideReason string `protobuf:"bytes,9,opt,name=override_reason,json=overrideReason,proto3" json:"override_reason,omitempty"`
+	// Policy (bundle revision or actor) that set the override.
+	OverrideSource string `protobuf:"bytes,10,opt,name=override_source,json=overrideSource,proto3" json:"override_source,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Classification) Reset() {
+	*x = Classification{}
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Classification) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Classification) ProtoMessage() {}
+
+func (x *Classification) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Classification.ProtoReflect.Descriptor instead.
+func (*Classification) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Classification) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *Classification) GetDataSensitivity() DataSensitivity {
+	if x != nil {
+		return x.DataSensitivity
+	}
+	return DataSensitivity_DATA_SENSITIVITY_UNSPECIFIED
+}
+
+func (x *Classification) GetEnvironment() Environment {
+	if x != nil {
+		return x.Environment
+	}
+	return Environment_ENVIRONMENT_UNSPECIFIED
+}
+
+func (x *Classification) GetAutonomy() Autonomy {
+	if x != nil {
+		return x.Autonomy
+	}
+	return Autonomy_AUTONOMY_UNSPECIFIED
+}
+
+func (x *Classification) GetExposure() Exposure {
+	if x != nil {
+		return x.Exposure
+	}
+	return Exposure_EXPOSURE_UNSPECIFIED
+}
+
+func (x *Classification) GetDerivedRiskTier() RiskTier {
+	if x != nil {
+		return x.DerivedRiskTier
+	}
+	return RiskTier_RISK_TIER_UNSPECIFIED
+}
+
+func (x *Classification) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *Classification) GetOverrideRiskTier() RiskTier {
+	if x != nil {
+		return x.OverrideRiskTier
+	}
+	return RiskTier_RISK_TIER_UNSPECIFIED
+}
+
+func (x *Classification) GetOverrideReason() string {
+	if x != nil {
+		return x.OverrideReason
+	}
+	return ""
+}
+
+func (x *Classification) GetOverrideSource() string {
+	if x != nil {
+		return x.OverrideSource
+	}
+	return ""
+}
+
+// Dependency is a resource the agent depends on and that its teardown must clean up.
+type Dependency struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Kind: `queue`, `webhook`, `storage`, `database`, `api`, `secret` or `other`.
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Where it is (a URL or a provider resource name, never a secret).
+	Uri string `protobuf:"bytes,2,opt,name=uri,proto3" json:"uri,omitempty"`
+	// What it is for.
+	Description   string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Dependency) Reset() {
+	*x = Dependency{}
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Dependency) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Dependency) ProtoMessage() {}
+
+func (x *Dependency) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Dependency.ProtoReflect.Descriptor instead.
+func (*Dependency) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Dependency) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Dependency) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *Dependency) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
 }
 
 // Agent is a registered AI agent identity: the single source of truth about one agent in one environment.
@@ -490,14 +910,43 @@ type Agent struct {
 	StateReason string `protobuf:"bytes,21,opt,name=state_reason,json=stateReason,proto3" json:"state_reason,omitempty"`
 	// The keys of public_jwks with when each was added (output only): the registration's keys at
 	// create_time, later ones by AddAgentKey. Rotation due dates count from add_time.
-	Keys          []*AgentKey `protobuf:"bytes,22,rep,name=keys,proto3" json:"keys,omitempty"`
+	Keys []*AgentKey `protobuf:"bytes,22,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Roles the agent holds (names of the tenant's roles), besides its scopes.
+	Roles []string `protobuf:"bytes,23,rep,name=roles,proto3" json:"roles,omitempty"`
+	// How the agent authenticates.
+	CredentialType CredentialType `protobuf:"varint,24,opt,name=credential_type,json=credentialType,proto3,enum=agentid.registry.v1.CredentialType" json:"credential_type,omitempty"`
+	// What the agent does, one of the documented functions (`assistant`, `retrieval`, `automation`,
+	// `data-pipeline`, `code`, `customer-support`, `security`, `finance`, `other`): an input of its
+	// classification.
+	Function string `protobuf:"bytes,25,opt,name=function,proto3" json:"function,omitempty"`
+	// When the agent must be decommissioned, in a sentence (e.g. "when the Q3 migration ends").
+	DecommissionCriteria string `protobuf:"bytes,26,opt,name=decommission_criteria,json=decommissionCriteria,proto3" json:"decommission_criteria,omitempty"`
+	// Labels: keys and values of at most 63 characters, lowercase letters, digits, `-`, `_`, `.`,
+	// `/`; at most 64 labels.
+	Labels map[string]string `protobuf:"bytes,27,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Where the agent's audit trail is (output only): the resource name of its history
+	// (`tenants/{tenant}/agents/{agent}/history`).
+	AuditRef string `protobuf:"bytes,28,opt,name=audit_ref,json=auditRef,proto3" json:"audit_ref,omitempty"`
+	// The classification behind risk_tier (output only).
+	Classification *Classification `protobuf:"bytes,29,opt,name=classification,proto3" json:"classification,omitempty"`
+	// Resources the agent depends on (queues, webhooks, storage, …) that its teardown cleans up.
+	Dependencies []*Dependency `protobuf:"bytes,30,rep,name=dependencies,proto3" json:"dependencies,omitempty"`
+	// When the agent was last seen in telemetry (output only; hour precision, from the monitor).
+	LastActiveTime *timestamppb.Timestamp `protobuf:"bytes,40,opt,name=last_active_time,json=lastActiveTime,proto3" json:"last_active_time,omitempty"`
+	// Whether the agent has no valid owner or sponsor (output only): its owner or sponsor departed
+	// or is unknown to the tenant's directory.
+	Orphaned bool `protobuf:"varint,45,opt,name=orphaned,proto3" json:"orphaned,omitempty"`
+	// Why the agent is orphaned (output only), e.g. "owner alice@corp.example departed".
+	OrphanReason string `protobuf:"bytes,46,opt,name=orphan_reason,json=orphanReason,proto3" json:"orphan_reason,omitempty"`
+	// When the agent became orphaned (output only).
+	OrphanTime    *timestamppb.Timestamp `protobuf:"bytes,47,opt,name=orphan_time,json=orphanTime,proto3" json:"orphan_time,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_agentid_registry_v1_agent_proto_msgTypes[0]
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +958,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_registry_v1_agent_proto_msgTypes[0]
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +971,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Agent) GetName() string {
@@ -679,6 +1128,90 @@ func (x *Agent) GetKeys() []*AgentKey {
 	return nil
 }
 
+func (x *Agent) GetRoles() []string {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+func (x *Agent) GetCredentialType() CredentialType {
+	if x != nil {
+		return x.CredentialType
+	}
+	return CredentialType_CREDENTIAL_TYPE_UNSPECIFIED
+}
+
+func (x *Agent) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *Agent) GetDecommissionCriteria() string {
+	if x != nil {
+		return x.DecommissionCriteria
+	}
+	return ""
+}
+
+func (x *Agent) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Agent) GetAuditRef() string {
+	if x != nil {
+		return x.AuditRef
+	}
+	return ""
+}
+
+func (x *Agent) GetClassification() *Classification {
+	if x != nil {
+		return x.Classification
+	}
+	return nil
+}
+
+func (x *Agent) GetDependencies() []*Dependency {
+	if x != nil {
+		return x.Dependencies
+	}
+	return nil
+}
+
+func (x *Agent) GetLastActiveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastActiveTime
+	}
+	return nil
+}
+
+func (x *Agent) GetOrphaned() bool {
+	if x != nil {
+		return x.Orphaned
+	}
+	return false
+}
+
+func (x *Agent) GetOrphanReason() string {
+	if x != nil {
+		return x.OrphanReason
+	}
+	return ""
+}
+
+func (x *Agent) GetOrphanTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OrphanTime
+	}
+	return nil
+}
+
 // AgentKey is one public key an agent authenticates with.
 type AgentKey struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -696,7 +1229,7 @@ type AgentKey struct {
 
 func (x *AgentKey) Reset() {
 	*x = AgentKey{}
-	mi := &file_agentid_registry_v1_agent_proto_msgTypes[1]
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +1241,7 @@ func (x *AgentKey) String() string {
 func (*AgentKey) ProtoMessage() {}
 
 func (x *AgentKey) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_registry_v1_agent_proto_msgTypes[1]
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +1254,7 @@ func (x *AgentKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentKey.ProtoReflect.Descriptor instead.
 func (*AgentKey) Descriptor() ([]byte, []int) {
-	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AgentKey) GetKid() string {
@@ -769,7 +1302,7 @@ type Tenant struct {
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_agentid_registry_v1_agent_proto_msgTypes[2]
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +1314,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_registry_v1_agent_proto_msgTypes[2]
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +1327,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Tenant) GetName() string {
@@ -825,11 +1358,110 @@ func (x *Tenant) GetCreateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// Principal is a person or team of a tenant's directory.
+type Principal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Identifier as used in Agent.owner and Agent.sponsor.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Person or team.
+	Kind PrincipalKind `protobuf:"varint,2,opt,name=kind,proto3,enum=agentid.registry.v1.PrincipalKind" json:"kind,omitempty"`
+	// Human-readable name.
+	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
+	// Active or departed.
+	Status PrincipalStatus `protobuf:"varint,4,opt,name=status,proto3,enum=agentid.registry.v1.PrincipalStatus" json:"status,omitempty"`
+	// When the status last changed (output only).
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Principal) Reset() {
+	*x = Principal{}
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Principal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Principal) ProtoMessage() {}
+
+func (x *Principal) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Principal.ProtoReflect.Descriptor instead.
+func (*Principal) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Principal) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Principal) GetKind() PrincipalKind {
+	if x != nil {
+		return x.Kind
+	}
+	return PrincipalKind_PRINCIPAL_KIND_UNSPECIFIED
+}
+
+func (x *Principal) GetDisplayName() string {
+	if x != nil {
+		return x.DisplayName
+	}
+	return ""
+}
+
+func (x *Principal) GetStatus() PrincipalStatus {
+	if x != nil {
+		return x.Status
+	}
+	return PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED
+}
+
+func (x *Principal) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
 var File_agentid_registry_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1fagentid/registry/v1/agent.proto\x12\x13agentid.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\a\n" +
+	"\x1fagentid/registry/v1/agent.proto\x12\x13agentid.registry.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x04\n" +
+	"\x0eClassification\x12\x1a\n" +
+	"\bfunction\x18\x01 \x01(\tR\bfunction\x12O\n" +
+	"\x10data_sensitivity\x18\x02 \x01(\x0e2$.agentid.registry.v1.DataSensitivityR\x0fdataSensitivity\x12B\n" +
+	"\venvironment\x18\x03 \x01(\x0e2 .agentid.registry.v1.EnvironmentR\venvironment\x129\n" +
+	"\bautonomy\x18\x04 \x01(\x0e2\x1d.agentid.registry.v1.AutonomyR\bautonomy\x129\n" +
+	"\bexposure\x18\x05 \x01(\x0e2\x1d.agentid.registry.v1.ExposureR\bexposure\x12I\n" +
+	"\x11derived_risk_tier\x18\x06 \x01(\x0e2\x1d.agentid.registry.v1.RiskTierR\x0fderivedRiskTier\x12\x12\n" +
+	"\x04rule\x18\a \x01(\tR\x04rule\x12K\n" +
+	"\x12override_risk_tier\x18\b \x01(\x0e2\x1d.agentid.registry.v1.RiskTierR\x10overrideRiskTier\x12'\n" +
+	"\x0foverride_reason\x18\t \x01(\tR\x0eoverrideReason\x12'\n" +
+	"\x0foverride_source\x18\n" +
+	" \x01(\tR\x0eoverrideSource\"T\n" +
+	"\n" +
+	"Dependency\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03uri\x18\x02 \x01(\tR\x03uri\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\"\x91\r\n" +
 	"\x05Agent\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x12\x16\n" +
@@ -857,7 +1489,23 @@ const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"expireTime\x12\x12\n" +
 	"\x04etag\x18\x14 \x01(\tR\x04etag\x12!\n" +
 	"\fstate_reason\x18\x15 \x01(\tR\vstateReason\x121\n" +
-	"\x04keys\x18\x16 \x03(\v2\x1d.agentid.registry.v1.AgentKeyR\x04keys\"\x91\x01\n" +
+	"\x04keys\x18\x16 \x03(\v2\x1d.agentid.registry.v1.AgentKeyR\x04keys\x12\x14\n" +
+	"\x05roles\x18\x17 \x03(\tR\x05roles\x12L\n" +
+	"\x0fcredential_type\x18\x18 \x01(\x0e2#.agentid.registry.v1.CredentialTypeR\x0ecredentialType\x12\x1a\n" +
+	"\bfunction\x18\x19 \x01(\tR\bfunction\x123\n" +
+	"\x15decommission_criteria\x18\x1a \x01(\tR\x14decommissionCriteria\x12>\n" +
+	"\x06labels\x18\x1b \x03(\v2&.agentid.registry.v1.Agent.LabelsEntryR\x06labels\x12\x1b\n" +
+	"\taudit_ref\x18\x1c \x01(\tR\bauditRef\x12K\n" +
+	"\x0eclassification\x18\x1d \x01(\v2#.agentid.registry.v1.ClassificationR\x0eclassification\x12C\n" +
+	"\fdependencies\x18\x1e \x03(\v2\x1f.agentid.registry.v1.DependencyR\fdependencies\x12D\n" +
+	"\x10last_active_time\x18( \x01(\v2\x1a.google.protobuf.TimestampR\x0elastActiveTime\x12\x1a\n" +
+	"\borphaned\x18- \x01(\bR\borphaned\x12#\n" +
+	"\rorphan_reason\x18. \x01(\tR\forphanReason\x12;\n" +
+	"\vorphan_time\x18/ \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"orphanTime\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x01\n" +
 	"\bAgentKey\x12\x10\n" +
 	"\x03kid\x18\x01 \x01(\tR\x03kid\x12\x1e\n" +
 	"\n" +
@@ -870,7 +1518,14 @@ const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"\ttenant_id\x18\x02 \x01(\tR\btenantId\x12!\n" +
 	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\x12;\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime*\x84\x01\n" +
+	"createTime\"\xf1\x01\n" +
+	"\tPrincipal\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x126\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\".agentid.registry.v1.PrincipalKindR\x04kind\x12!\n" +
+	"\fdisplay_name\x18\x03 \x01(\tR\vdisplayName\x12<\n" +
+	"\x06status\x18\x04 \x01(\x0e2$.agentid.registry.v1.PrincipalStatusR\x06status\x12;\n" +
+	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime*\x84\x01\n" +
 	"\vEnvironment\x12\x1b\n" +
 	"\x17ENVIRONMENT_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fENVIRONMENT_DEV\x10\x01\x12\x14\n" +
@@ -902,7 +1557,7 @@ const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"\x15RISK_TIER_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rRISK_TIER_LOW\x10\x01\x12\x16\n" +
 	"\x12RISK_TIER_MODERATE\x10\x02\x12\x12\n" +
-	"\x0eRISK_TIER_HIGH\x10\x03*\xc2\x01\n" +
+	"\x0eRISK_TIER_HIGH\x10\x03*\xf5\x01\n" +
 	"\n" +
 	"AgentState\x12\x1b\n" +
 	"\x17AGENT_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
@@ -911,7 +1566,26 @@ const file_agentid_registry_v1_agent_proto_rawDesc = "" +
 	"\x14AGENT_STATE_REJECTED\x10\x03\x12\x18\n" +
 	"\x14AGENT_STATE_RETIRING\x10\x04\x12\x17\n" +
 	"\x13AGENT_STATE_RETIRED\x10\x05\x12\x19\n" +
-	"\x15AGENT_STATE_SUSPENDED\x10\x06BHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
+	"\x15AGENT_STATE_SUSPENDED\x10\x06\x12\x18\n" +
+	"\x14AGENT_STATE_PROPOSED\x10\a\x12\x17\n" +
+	"\x13AGENT_STATE_EXPIRED\x10\b*\x80\x01\n" +
+	"\x0eCredentialType\x12\x1f\n" +
+	"\x1bCREDENTIAL_TYPE_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fCREDENTIAL_TYPE_PRIVATE_KEY_JWT\x10\x01\x12(\n" +
+	"$CREDENTIAL_TYPE_PRIVATE_KEY_JWT_DPOP\x10\x02*f\n" +
+	"\bExposure\x12\x18\n" +
+	"\x14EXPOSURE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11EXPOSURE_INTERNAL\x10\x01\x12\x14\n" +
+	"\x10EXPOSURE_PARTNER\x10\x02\x12\x13\n" +
+	"\x0fEXPOSURE_PUBLIC\x10\x03*c\n" +
+	"\rPrincipalKind\x12\x1e\n" +
+	"\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15PRINCIPAL_KIND_PERSON\x10\x01\x12\x17\n" +
+	"\x13PRINCIPAL_KIND_TEAM\x10\x02*o\n" +
+	"\x0fPrincipalStatus\x12 \n" +
+	"\x1cPRINCIPAL_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17PRINCIPAL_STATUS_ACTIVE\x10\x01\x12\x1d\n" +
+	"\x19PRINCIPAL_STATUS_DEPARTED\x10\x02BHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_agentid_registry_v1_agent_proto_rawDescOnce sync.Once
@@ -925,8 +1599,8 @@ func file_agentid_registry_v1_agent_proto_rawDescGZIP() []byte {
 	return file_agentid_registry_v1_agent_proto_rawDescData
 }
 
-var file_agentid_registry_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_agentid_registry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_agentid_registry_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 11)
+var file_agentid_registry_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_agentid_registry_v1_agent_proto_goTypes = []any{
 	(Environment)(0),              // 0: agentid.registry.v1.Environment
 	(Autonomy)(0),                 // 1: agentid.registry.v1.Autonomy
@@ -935,30 +1609,53 @@ var file_agentid_registry_v1_agent_proto_goTypes = []any{
 	(DataSensitivity)(0),          // 4: agentid.registry.v1.DataSensitivity
 	(RiskTier)(0),                 // 5: agentid.registry.v1.RiskTier
 	(AgentState)(0),               // 6: agentid.registry.v1.AgentState
-	(*Agent)(nil),                 // 7: agentid.registry.v1.Agent
-	(*AgentKey)(nil),              // 8: agentid.registry.v1.AgentKey
-	(*Tenant)(nil),                // 9: agentid.registry.v1.Tenant
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(CredentialType)(0),           // 7: agentid.registry.v1.CredentialType
+	(Exposure)(0),                 // 8: agentid.registry.v1.Exposure
+	(PrincipalKind)(0),            // 9: agentid.registry.v1.PrincipalKind
+	(PrincipalStatus)(0),          // 10: agentid.registry.v1.PrincipalStatus
+	(*Classification)(nil),        // 11: agentid.registry.v1.Classification
+	(*Dependency)(nil),            // 12: agentid.registry.v1.Dependency
+	(*Agent)(nil),                 // 13: agentid.registry.v1.Agent
+	(*AgentKey)(nil),              // 14: agentid.registry.v1.AgentKey
+	(*Tenant)(nil),                // 15: agentid.registry.v1.Tenant
+	(*Principal)(nil),             // 16: agentid.registry.v1.Principal
+	nil,                           // 17: agentid.registry.v1.Agent.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_agentid_registry_v1_agent_proto_depIdxs = []int32{
-	0,  // 0: agentid.registry.v1.Agent.environment:type_name -> agentid.registry.v1.Environment
-	1,  // 1: agentid.registry.v1.Agent.autonomy:type_name -> agentid.registry.v1.Autonomy
-	2,  // 2: agentid.registry.v1.Agent.identity_model:type_name -> agentid.registry.v1.IdentityModel
-	3,  // 3: agentid.registry.v1.Agent.trust_boundary:type_name -> agentid.registry.v1.TrustBoundary
-	4,  // 4: agentid.registry.v1.Agent.data_sensitivity:type_name -> agentid.registry.v1.DataSensitivity
-	5,  // 5: agentid.registry.v1.Agent.risk_tier:type_name -> agentid.registry.v1.RiskTier
-	6,  // 6: agentid.registry.v1.Agent.state:type_name -> agentid.registry.v1.AgentState
-	10, // 7: agentid.registry.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
-	10, // 8: agentid.registry.v1.Agent.update_time:type_name -> google.protobuf.Timestamp
-	10, // 9: agentid.registry.v1.Agent.expire_time:type_name -> google.protobuf.Timestamp
-	8,  // 10: agentid.registry.v1.Agent.keys:type_name -> agentid.registry.v1.AgentKey
-	10, // 11: agentid.registry.v1.AgentKey.add_time:type_name -> google.protobuf.Timestamp
-	10, // 12: agentid.registry.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	4,  // 0: agentid.registry.v1.Classification.data_sensitivity:type_name -> agentid.registry.v1.DataSensitivity
+	0,  // 1: agentid.registry.v1.Classification.environment:type_name -> agentid.registry.v1.Environment
+	1,  // 2: agentid.registry.v1.Classification.autonomy:type_name -> agentid.registry.v1.Autonomy
+	8,  // 3: agentid.registry.v1.Classification.exposure:type_name -> agentid.registry.v1.Exposure
+	5,  // 4: agentid.registry.v1.Classification.derived_risk_tier:type_name -> agentid.registry.v1.RiskTier
+	5,  // 5: agentid.registry.v1.Classification.override_risk_tier:type_name -> agentid.registry.v1.RiskTier
+	0,  // 6: agentid.registry.v1.Agent.environment:type_name -> agentid.registry.v1.Environment
+	1,  // 7: agentid.registry.v1.Agent.autonomy:type_name -> agentid.registry.v1.Autonomy
+	2,  // 8: agentid.registry.v1.Agent.identity_model:type_name -> agentid.registry.v1.IdentityModel
+	3,  // 9: agentid.registry.v1.Agent.trust_boundary:type_name -> agentid.registry.v1.TrustBoundary
+	4,  // 10: agentid.registry.v1.Agent.data_sensitivity:type_name -> agentid.registry.v1.DataSensitivity
+	5,  // 11: agentid.registry.v1.Agent.risk_tier:type_name -> agentid.registry.v1.RiskTier
+	6,  // 12: agentid.registry.v1.Agent.state:type_name -> agentid.registry.v1.AgentState
+	18, // 13: agentid.registry.v1.Agent.create_time:type_name -> google.protobuf.Timestamp
+	18, // 14: agentid.registry.v1.Agent.update_time:type_name -> google.protobuf.Timestamp
+	18, // 15: agentid.registry.v1.Agent.expire_time:type_name -> google.protobuf.Timestamp
+	14, // 16: agentid.registry.v1.Agent.keys:type_name -> agentid.registry.v1.AgentKey
+	7,  // 17: agentid.registry.v1.Agent.credential_type:type_name -> agentid.registry.v1.CredentialType
+	17, // 18: agentid.registry.v1.Agent.labels:type_name -> agentid.registry.v1.Agent.LabelsEntry
+	11, // 19: agentid.registry.v1.Agent.classification:type_name -> agentid.registry.v1.Classification
+	12, // 20: agentid.registry.v1.Agent.dependencies:type_name -> agentid.registry.v1.Dependency
+	18, // 21: agentid.registry.v1.Agent.last_active_time:type_name -> google.protobuf.Timestamp
+	18, // 22: agentid.registry.v1.Agent.orphan_time:type_name -> google.protobuf.Timestamp
+	18, // 23: agentid.registry.v1.AgentKey.add_time:type_name -> google.protobuf.Timestamp
+	18, // 24: agentid.registry.v1.Tenant.create_time:type_name -> google.protobuf.Timestamp
+	9,  // 25: agentid.registry.v1.Principal.kind:type_name -> agentid.registry.v1.PrincipalKind
+	10, // 26: agentid.registry.v1.Principal.status:type_name -> agentid.registry.v1.PrincipalStatus
+	18, // 27: agentid.registry.v1.Principal.update_time:type_name -> google.protobuf.Timestamp
+	28, // [28:28] is the sub-list for method output_type
+	28, // [28:28] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_agent_proto_init() }
@@ -971,8 +1668,8 @@ func file_agentid_registry_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_registry_v1_agent_proto_rawDesc), len(file_agentid_registry_v1_agent_proto_rawDesc)),
-			NumEnums:      7,
-			NumMessages:   3,
+			NumEnums:      11,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -741,6 +741,420 @@ func (x *AgentScopesRemoved) GetTicket() string {
 	return ""
 }
 
+// AgentUpdated records a change of an agent's declared fields (UpdateAgent).
+type AgentUpdated struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The paths that changed.
+	ChangedFields []string `protobuf:"bytes,2,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+	// The agent's declared fields after the change (output-only fields unset); the fold copies the
+	// changed_fields paths from it.
+	Agent *Agent `protobuf:"bytes,3,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Why, as the caller said.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The classification after the change, when the change reclassified the agent.
+	Classification *Classification `protobuf:"bytes,5,opt,name=classification,proto3" json:"classification,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *AgentUpdated) Reset() {
+	*x = AgentUpdated{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentUpdated) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentUpdated) ProtoMessage() {}
+
+func (x *AgentUpdated) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentUpdated.ProtoReflect.Descriptor instead.
+func (*AgentUpdated) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AgentUpdated) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentUpdated) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
+func (x *AgentUpdated) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *AgentUpdated) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AgentUpdated) GetClassification() *Classification {
+	if x != nil {
+		return x.Classification
+	}
+	return nil
+}
+
+// AgentSubmitted records that a PROPOSED agent was submitted: it is PENDING and provisioning starts.
+type AgentSubmitted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentSubmitted) Reset() {
+	*x = AgentSubmitted{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentSubmitted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentSubmitted) ProtoMessage() {}
+
+func (x *AgentSubmitted) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentSubmitted.ProtoReflect.Descriptor instead.
+func (*AgentSubmitted) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AgentSubmitted) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// AgentExpired records that an agent reached its expire_time.
+type AgentExpired struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The expire_time it reached.
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentExpired) Reset() {
+	*x = AgentExpired{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentExpired) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentExpired) ProtoMessage() {}
+
+func (x *AgentExpired) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentExpired.ProtoReflect.Descriptor instead.
+func (*AgentExpired) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AgentExpired) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentExpired) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
+// AgentOwnershipTransferred records a new owner and/or sponsor.
+type AgentOwnershipTransferred struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Owner before and after.
+	FromOwner string `protobuf:"bytes,2,opt,name=from_owner,json=fromOwner,proto3" json:"from_owner,omitempty"`
+	// Owner after.
+	ToOwner string `protobuf:"bytes,3,opt,name=to_owner,json=toOwner,proto3" json:"to_owner,omitempty"`
+	// Sponsor before.
+	FromSponsor string `protobuf:"bytes,4,opt,name=from_sponsor,json=fromSponsor,proto3" json:"from_sponsor,omitempty"`
+	// Sponsor after.
+	ToSponsor string `protobuf:"bytes,5,opt,name=to_sponsor,json=toSponsor,proto3" json:"to_sponsor,omitempty"`
+	// Why.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentOwnershipTransferred) Reset() {
+	*x = AgentOwnershipTransferred{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentOwnershipTransferred) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentOwnershipTransferred) ProtoMessage() {}
+
+func (x *AgentOwnershipTransferred) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentOwnershipTransferred.ProtoReflect.Descriptor instead.
+func (*AgentOwnershipTransferred) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *AgentOwnershipTransferred) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentOwnershipTransferred) GetFromOwner() string {
+	if x != nil {
+		return x.FromOwner
+	}
+	return ""
+}
+
+func (x *AgentOwnershipTransferred) GetToOwner() string {
+	if x != nil {
+		return x.ToOwner
+	}
+	return ""
+}
+
+func (x *AgentOwnershipTransferred) GetFromSponsor() string {
+	if x != nil {
+		return x.FromSponsor
+	}
+	return ""
+}
+
+func (x *AgentOwnershipTransferred) GetToSponsor() string {
+	if x != nil {
+		return x.ToSponsor
+	}
+	return ""
+}
+
+func (x *AgentOwnershipTransferred) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// AgentOrphaned records that an agent lost its owner or sponsor (the principal departed). The
+// lifecycle service acts on it (review or deprovisioning, as policy says).
+type AgentOrphaned struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name of the agent.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The departed principal.
+	Principal string `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	// `owner`, `sponsor` or `owner,sponsor`: which role the principal held.
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// Why, in a sentence.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentOrphaned) Reset() {
+	*x = AgentOrphaned{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentOrphaned) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentOrphaned) ProtoMessage() {}
+
+func (x *AgentOrphaned) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentOrphaned.ProtoReflect.Descriptor instead.
+func (*AgentOrphaned) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *AgentOrphaned) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AgentOrphaned) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *AgentOrphaned) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *AgentOrphaned) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// DirectorySynced records changes to a tenant's directory (SyncDirectory): the principals added or
+// changed, with their new status.
+type DirectorySynced struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tenant id.
+	Tenant string `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Principals added or changed.
+	Principals []*Principal `protobuf:"bytes,2,rep,name=principals,proto3" json:"principals,omitempty"`
+	// Ids of principals that became DEPARTED by this sync.
+	Departed      []string `protobuf:"bytes,3,rep,name=departed,proto3" json:"departed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectorySynced) Reset() {
+	*x = DirectorySynced{}
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectorySynced) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectorySynced) ProtoMessage() {}
+
+func (x *DirectorySynced) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_events_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectorySynced.ProtoReflect.Descriptor instead.
+func (*DirectorySynced) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_events_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DirectorySynced) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *DirectorySynced) GetPrincipals() []*Principal {
+	if x != nil {
+		return x.Principals
+	}
+	return nil
+}
+
+func (x *DirectorySynced) GetDeparted() []string {
+	if x != nil {
+		return x.Departed
+	}
+	return nil
+}
+
 var File_agentid_registry_v1_events_proto protoreflect.FileDescriptor
 
 const file_agentid_registry_v1_events_proto_rawDesc = "" +
@@ -799,7 +1213,39 @@ const file_agentid_registry_v1_events_proto_rawDesc = "" +
 	"\x06scopes\x18\x02 \x03(\tR\x06scopes\x12)\n" +
 	"\x10remaining_scopes\x18\x03 \x03(\tR\x0fremainingScopes\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
-	"\x06ticket\x18\x05 \x01(\tR\x06ticketBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
+	"\x06ticket\x18\x05 \x01(\tR\x06ticket\"\xe0\x01\n" +
+	"\fAgentUpdated\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0echanged_fields\x18\x02 \x03(\tR\rchangedFields\x120\n" +
+	"\x05agent\x18\x03 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12K\n" +
+	"\x0eclassification\x18\x05 \x01(\v2#.agentid.registry.v1.ClassificationR\x0eclassification\"$\n" +
+	"\x0eAgentSubmitted\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"_\n" +
+	"\fAgentExpired\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime\"\xc3\x01\n" +
+	"\x19AgentOwnershipTransferred\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"from_owner\x18\x02 \x01(\tR\tfromOwner\x12\x19\n" +
+	"\bto_owner\x18\x03 \x01(\tR\atoOwner\x12!\n" +
+	"\ffrom_sponsor\x18\x04 \x01(\tR\vfromSponsor\x12\x1d\n" +
+	"\n" +
+	"to_sponsor\x18\x05 \x01(\tR\ttoSponsor\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"m\n" +
+	"\rAgentOrphaned\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x85\x01\n" +
+	"\x0fDirectorySynced\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12>\n" +
+	"\n" +
+	"principals\x18\x02 \x03(\v2\x1e.agentid.registry.v1.PrincipalR\n" +
+	"principals\x12\x1a\n" +
+	"\bdeparted\x18\x03 \x03(\tR\bdepartedBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_agentid_registry_v1_events_proto_rawDescOnce sync.Once
@@ -813,32 +1259,44 @@ func file_agentid_registry_v1_events_proto_rawDescGZIP() []byte {
 	return file_agentid_registry_v1_events_proto_rawDescData
 }
 
-var file_agentid_registry_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_agentid_registry_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agentid_registry_v1_events_proto_goTypes = []any{
-	(*TenantCreated)(nil),            // 0: agentid.registry.v1.TenantCreated
-	(*AgentRegistered)(nil),          // 1: agentid.registry.v1.AgentRegistered
-	(*AgentActivated)(nil),           // 2: agentid.registry.v1.AgentActivated
-	(*AgentRejected)(nil),            // 3: agentid.registry.v1.AgentRejected
-	(*AgentRetirementRequested)(nil), // 4: agentid.registry.v1.AgentRetirementRequested
-	(*AgentRetired)(nil),             // 5: agentid.registry.v1.AgentRetired
-	(*AgentSuspended)(nil),           // 6: agentid.registry.v1.AgentSuspended
-	(*AgentResumed)(nil),             // 7: agentid.registry.v1.AgentResumed
-	(*AgentKeyAdded)(nil),            // 8: agentid.registry.v1.AgentKeyAdded
-	(*AgentKeyRemoved)(nil),          // 9: agentid.registry.v1.AgentKeyRemoved
-	(*AgentScopesRemoved)(nil),       // 10: agentid.registry.v1.AgentScopesRemoved
-	(*Tenant)(nil),                   // 11: agentid.registry.v1.Tenant
-	(*Agent)(nil),                    // 12: agentid.registry.v1.Agent
-	(*timestamppb.Timestamp)(nil),    // 13: google.protobuf.Timestamp
+	(*TenantCreated)(nil),             // 0: agentid.registry.v1.TenantCreated
+	(*AgentRegistered)(nil),           // 1: agentid.registry.v1.AgentRegistered
+	(*AgentActivated)(nil),            // 2: agentid.registry.v1.AgentActivated
+	(*AgentRejected)(nil),             // 3: agentid.registry.v1.AgentRejected
+	(*AgentRetirementRequested)(nil),  // 4: agentid.registry.v1.AgentRetirementRequested
+	(*AgentRetired)(nil),              // 5: agentid.registry.v1.AgentRetired
+	(*AgentSuspended)(nil),            // 6: agentid.registry.v1.AgentSuspended
+	(*AgentResumed)(nil),              // 7: agentid.registry.v1.AgentResumed
+	(*AgentKeyAdded)(nil),             // 8: agentid.registry.v1.AgentKeyAdded
+	(*AgentKeyRemoved)(nil),           // 9: agentid.registry.v1.AgentKeyRemoved
+	(*AgentScopesRemoved)(nil),        // 10: agentid.registry.v1.AgentScopesRemoved
+	(*AgentUpdated)(nil),              // 11: agentid.registry.v1.AgentUpdated
+	(*AgentSubmitted)(nil),            // 12: agentid.registry.v1.AgentSubmitted
+	(*AgentExpired)(nil),              // 13: agentid.registry.v1.AgentExpired
+	(*AgentOwnershipTransferred)(nil), // 14: agentid.registry.v1.AgentOwnershipTransferred
+	(*AgentOrphaned)(nil),             // 15: agentid.registry.v1.AgentOrphaned
+	(*DirectorySynced)(nil),           // 16: agentid.registry.v1.DirectorySynced
+	(*Tenant)(nil),                    // 17: agentid.registry.v1.Tenant
+	(*Agent)(nil),                     // 18: agentid.registry.v1.Agent
+	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
+	(*Classification)(nil),            // 20: agentid.registry.v1.Classification
+	(*Principal)(nil),                 // 21: agentid.registry.v1.Principal
 }
 var file_agentid_registry_v1_events_proto_depIdxs = []int32{
-	11, // 0: agentid.registry.v1.TenantCreated.tenant:type_name -> agentid.registry.v1.Tenant
-	12, // 1: agentid.registry.v1.AgentRegistered.agent:type_name -> agentid.registry.v1.Agent
-	13, // 2: agentid.registry.v1.AgentRetired.verify_time:type_name -> google.protobuf.Timestamp
-	3,  // [3:3] is the sub-list for method output_type
-	3,  // [3:3] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	17, // 0: agentid.registry.v1.TenantCreated.tenant:type_name -> agentid.registry.v1.Tenant
+	18, // 1: agentid.registry.v1.AgentRegistered.agent:type_name -> agentid.registry.v1.Agent
+	19, // 2: agentid.registry.v1.AgentRetired.verify_time:type_name -> google.protobuf.Timestamp
+	18, // 3: agentid.registry.v1.AgentUpdated.agent:type_name -> agentid.registry.v1.Agent
+	20, // 4: agentid.registry.v1.AgentUpdated.classification:type_name -> agentid.registry.v1.Classification
+	19, // 5: agentid.registry.v1.AgentExpired.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 6: agentid.registry.v1.DirectorySynced.principals:type_name -> agentid.registry.v1.Principal
+	7,  // [7:7] is the sub-list for method output_type
+	7,  // [7:7] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_events_proto_init() }
@@ -853,7 +1311,7 @@ func file_agentid_registry_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_registry_v1_events_proto_rawDesc), len(file_agentid_registry_v1_events_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

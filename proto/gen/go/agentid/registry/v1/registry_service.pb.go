@@ -9,6 +9,8 @@ package registryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -342,7 +344,12 @@ type RegisterAgentRequest struct {
 	// The agent to register. Output-only fields are ignored.
 	Agent *Agent `protobuf:"bytes,2,opt,name=agent,proto3" json:"agent,omitempty"`
 	// Idempotency key: a retried request with the same id registers nothing new.
-	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Decide (validate, classify, check the directory) without writing anything: the response holds
+	// the agent as it would be registered.
+	ValidateOnly bool `protobuf:"varint,4,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	// Register the agent as PROPOSED (a draft): no provisioning starts until SubmitAgent.
+	Proposed      bool `protobuf:"varint,5,opt,name=proposed,proto3" json:"proposed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -396,6 +403,20 @@ func (x *RegisterAgentRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *RegisterAgentRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+func (x *RegisterAgentRequest) GetProposed() bool {
+	if x != nil {
+		return x.Proposed
+	}
+	return false
 }
 
 // RegisterAgentResponse returns the registered agent.
@@ -558,8 +579,40 @@ type ListAgentsRequest struct {
 	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
 	// Maximum number of agents to return (default 50, at most 1000).
 	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	// Token from a previous response's next_page_token.
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Token from a previous response's next_page_token. A token is valid only with the same filters
+	// and order_by; another combination is InvalidArgument naming page_token.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Filters; every set filter must match (AND); a repeated filter matches any of its values (OR).
+	// Environments to include.
+	Environments []Environment `protobuf:"varint,4,rep,packed,name=environments,proto3,enum=agentid.registry.v1.Environment" json:"environments,omitempty"`
+	// Exact owner.
+	Owner string `protobuf:"bytes,5,opt,name=owner,proto3" json:"owner,omitempty"`
+	// Exact sponsor.
+	Sponsor string `protobuf:"bytes,6,opt,name=sponsor,proto3" json:"sponsor,omitempty"`
+	// Risk tiers to include.
+	RiskTiers []RiskTier `protobuf:"varint,7,rep,packed,name=risk_tiers,json=riskTiers,proto3,enum=agentid.registry.v1.RiskTier" json:"risk_tiers,omitempty"`
+	// Lifecycle states to include.
+	States []AgentState `protobuf:"varint,8,rep,packed,name=states,proto3,enum=agentid.registry.v1.AgentState" json:"states,omitempty"`
+	// Data sensitivities to include.
+	DataSensitivities []DataSensitivity `protobuf:"varint,9,rep,packed,name=data_sensitivities,json=dataSensitivities,proto3,enum=agentid.registry.v1.DataSensitivity" json:"data_sensitivities,omitempty"`
+	// Label selectors, all of which must match: `key=value`, `key!=value`, `key` (has the label) or
+	// `!key` (has not).
+	LabelSelectors []string `protobuf:"bytes,10,rep,name=label_selectors,json=labelSelectors,proto3" json:"label_selectors,omitempty"`
+	// Only orphaned agents (true) or only agents with a valid owner and sponsor (false); unset: both.
+	Orphaned *bool `protobuf:"varint,11,opt,name=orphaned,proto3,oneof" json:"orphaned,omitempty"`
+	// Only agents whose expire_time is set and before this time.
+	ExpireBefore *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=expire_before,json=expireBefore,proto3" json:"expire_before,omitempty"`
+	// Only agents not seen in telemetry since this time (never seen counts as inactive since
+	// registration: create_time is used when last_active_time is unset).
+	InactiveSince *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=inactive_since,json=inactiveSince,proto3" json:"inactive_since,omitempty"`
+	// Only agents holding this scope.
+	Scope string `protobuf:"bytes,14,opt,name=scope,proto3" json:"scope,omitempty"`
+	// Order: `create_time` (default, registration order), `name`, `display_name`, `expire_time`,
+	// `last_active_time`, `risk_tier`, each optionally followed by ` desc`. Ties are broken by name,
+	// so pagination is stable.
+	OrderBy string `protobuf:"bytes,15,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
+	// Also count every agent matching the filters (total_size).
+	ShowTotalSize bool `protobuf:"varint,16,opt,name=show_total_size,json=showTotalSize,proto3" json:"show_total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,6 +668,97 @@ func (x *ListAgentsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListAgentsRequest) GetEnvironments() []Environment {
+	if x != nil {
+		return x.Environments
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetSponsor() string {
+	if x != nil {
+		return x.Sponsor
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetRiskTiers() []RiskTier {
+	if x != nil {
+		return x.RiskTiers
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetStates() []AgentState {
+	if x != nil {
+		return x.States
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetDataSensitivities() []DataSensitivity {
+	if x != nil {
+		return x.DataSensitivities
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetLabelSelectors() []string {
+	if x != nil {
+		return x.LabelSelectors
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetOrphaned() bool {
+	if x != nil && x.Orphaned != nil {
+		return *x.Orphaned
+	}
+	return false
+}
+
+func (x *ListAgentsRequest) GetExpireBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireBefore
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetInactiveSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.InactiveSince
+	}
+	return nil
+}
+
+func (x *ListAgentsRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetOrderBy() string {
+	if x != nil {
+		return x.OrderBy
+	}
+	return ""
+}
+
+func (x *ListAgentsRequest) GetShowTotalSize() bool {
+	if x != nil {
+		return x.ShowTotalSize
+	}
+	return false
+}
+
 // ListAgentsResponse is one page of agents.
 type ListAgentsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -622,6 +766,8 @@ type ListAgentsResponse struct {
 	Agents []*Agent `protobuf:"bytes,1,rep,name=agents,proto3" json:"agents,omitempty"`
 	// Token for the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Number of agents matching the filters, when show_total_size was set.
+	TotalSize     int64 `protobuf:"varint,3,opt,name=total_size,json=totalSize,proto3" json:"total_size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +814,13 @@ func (x *ListAgentsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListAgentsResponse) GetTotalSize() int64 {
+	if x != nil {
+		return x.TotalSize
+	}
+	return 0
 }
 
 // ActivateAgentRequest records an approval.
@@ -1837,11 +1990,1038 @@ func (x *RemoveAgentScopesResponse) GetAgent() *Agent {
 	return nil
 }
 
+// UpdateAgentRequest changes an agent's declared fields.
+type UpdateAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent with its new values; agent.name identifies it. Only the fields of update_mask are read.
+	Agent *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Fields to change (snake_case paths of Agent). Updatable: display_name, owner, sponsor, purpose,
+	// environment, autonomy, identity_model, trust_boundary, data_sensitivity, scopes, roles,
+	// credential_type, function, decommission_criteria, labels, dependencies, expire_time. Any other
+	// path (output-only fields, keys: use AddAgentKey/RemoveAgentKey; owner and sponsor changes may
+	// also use TransferAgentOwnership) is InvalidArgument naming update_mask. Required.
+	UpdateMask *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	// The agent's etag as last read; required. A stale etag is Aborted ETAG_MISMATCH.
+	Etag string `protobuf:"bytes,3,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Idempotency key.
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Decide without writing: the response holds the agent as it would be.
+	ValidateOnly bool `protobuf:"varint,5,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
+	// Why, recorded with the change.
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAgentRequest) Reset() {
+	*x = UpdateAgentRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAgentRequest) ProtoMessage() {}
+
+func (x *UpdateAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAgentRequest.ProtoReflect.Descriptor instead.
+func (*UpdateAgentRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UpdateAgentRequest) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *UpdateAgentRequest) GetUpdateMask() *fieldmaskpb.FieldMask {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+func (x *UpdateAgentRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *UpdateAgentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *UpdateAgentRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
+func (x *UpdateAgentRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// UpdateAgentResponse returns the updated agent.
+type UpdateAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent after the change.
+	Agent *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Paths that actually changed (empty when the request changed nothing; then nothing is written).
+	ChangedFields []string `protobuf:"bytes,2,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateAgentResponse) Reset() {
+	*x = UpdateAgentResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateAgentResponse) ProtoMessage() {}
+
+func (x *UpdateAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateAgentResponse.ProtoReflect.Descriptor instead.
+func (*UpdateAgentResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *UpdateAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+func (x *UpdateAgentResponse) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
+// GetAgentHistoryRequest names an agent whose timeline to read.
+type GetAgentHistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Maximum number of entries (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentHistoryRequest) Reset() {
+	*x = GetAgentHistoryRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentHistoryRequest) ProtoMessage() {}
+
+func (x *GetAgentHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetAgentHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *GetAgentHistoryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetAgentHistoryRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GetAgentHistoryRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// AgentHistoryEntry is one event of an agent's timeline.
+type AgentHistoryEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent's version after the event (its etag then).
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// Event id.
+	EventId string `protobuf:"bytes,2,opt,name=event_id,json=eventId,proto3" json:"event_id,omitempty"`
+	// Event type, e.g. `agent.updated`.
+	EventType string `protobuf:"bytes,3,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
+	// When it happened (UTC).
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// Who caused it: the actor id and kind (human, agent, service).
+	Actor string `protobuf:"bytes,5,opt,name=actor,proto3" json:"actor,omitempty"`
+	// Kind of actor.
+	ActorKind string `protobuf:"bytes,6,opt,name=actor_kind,json=actorKind,proto3" json:"actor_kind,omitempty"`
+	// The request id (idempotency key) of the command that made it.
+	RequestId string `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Correlation id (e.g. the workflow or change reference).
+	CorrelationId string `protobuf:"bytes,8,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	// What happened, in a sentence.
+	Summary string `protobuf:"bytes,9,opt,name=summary,proto3" json:"summary,omitempty"`
+	// Agent fields the event changed.
+	ChangedFields []string `protobuf:"bytes,10,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+	// The event's payload as JSON.
+	Data          *structpb.Struct `protobuf:"bytes,11,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentHistoryEntry) Reset() {
+	*x = AgentHistoryEntry{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentHistoryEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentHistoryEntry) ProtoMessage() {}
+
+func (x *AgentHistoryEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentHistoryEntry.ProtoReflect.Descriptor instead.
+func (*AgentHistoryEntry) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *AgentHistoryEntry) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *AgentHistoryEntry) GetEventId() string {
+	if x != nil {
+		return x.EventId
+	}
+	return ""
+}
+
+func (x *AgentHistoryEntry) GetEventType() string {
+	if x != nil {
+		return x.EventType
+	}
+	return ""
+}
+
+func (x *AgentHistoryEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AgentHistoryEntry) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *AgentHistoryEntry) GetActorKind() string {
+	if x != nil {
+		return x.ActorKind
+	}
+	return ""
+}
+
+func (x *AgentHistoryEntry) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *AgentHistoryEntry) GetCorrelationId() string {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *AgentHistoryEntry) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *AgentHistoryEntry) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
+func (x *AgentHistoryEntry) GetData() *structpb.Struct {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// GetAgentHistoryResponse is one page of an agent's timeline.
+type GetAgentHistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entries, oldest first.
+	Entries []*AgentHistoryEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAgentHistoryResponse) Reset() {
+	*x = GetAgentHistoryResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAgentHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAgentHistoryResponse) ProtoMessage() {}
+
+func (x *GetAgentHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAgentHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetAgentHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GetAgentHistoryResponse) GetEntries() []*AgentHistoryEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *GetAgentHistoryResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// SubmitAgentRequest submits a PROPOSED agent.
+type SubmitAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The agent's etag as last read; optional.
+	Etag string `protobuf:"bytes,2,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitAgentRequest) Reset() {
+	*x = SubmitAgentRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitAgentRequest) ProtoMessage() {}
+
+func (x *SubmitAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitAgentRequest.ProtoReflect.Descriptor instead.
+func (*SubmitAgentRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SubmitAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SubmitAgentRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *SubmitAgentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// SubmitAgentResponse returns the submitted agent.
+type SubmitAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent, PENDING.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubmitAgentResponse) Reset() {
+	*x = SubmitAgentResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubmitAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubmitAgentResponse) ProtoMessage() {}
+
+func (x *SubmitAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubmitAgentResponse.ProtoReflect.Descriptor instead.
+func (*SubmitAgentResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *SubmitAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// ExpireAgentRequest records an agent's expiry.
+type ExpireAgentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireAgentRequest) Reset() {
+	*x = ExpireAgentRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireAgentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireAgentRequest) ProtoMessage() {}
+
+func (x *ExpireAgentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireAgentRequest.ProtoReflect.Descriptor instead.
+func (*ExpireAgentRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ExpireAgentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ExpireAgentRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// ExpireAgentResponse returns the expired agent.
+type ExpireAgentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent, EXPIRED.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExpireAgentResponse) Reset() {
+	*x = ExpireAgentResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExpireAgentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExpireAgentResponse) ProtoMessage() {}
+
+func (x *ExpireAgentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExpireAgentResponse.ProtoReflect.Descriptor instead.
+func (*ExpireAgentResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ExpireAgentResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// TransferAgentOwnershipRequest gives an agent a new owner and/or sponsor.
+type TransferAgentOwnershipRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Resource name: `tenants/{tenant}/agents/{agent}`.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// New owner; empty keeps the current one.
+	NewOwner string `protobuf:"bytes,2,opt,name=new_owner,json=newOwner,proto3" json:"new_owner,omitempty"`
+	// New sponsor; empty keeps the current one.
+	NewSponsor string `protobuf:"bytes,3,opt,name=new_sponsor,json=newSponsor,proto3" json:"new_sponsor,omitempty"`
+	// Why (required).
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The agent's etag as last read; optional.
+	Etag string `protobuf:"bytes,5,opt,name=etag,proto3" json:"etag,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferAgentOwnershipRequest) Reset() {
+	*x = TransferAgentOwnershipRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferAgentOwnershipRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferAgentOwnershipRequest) ProtoMessage() {}
+
+func (x *TransferAgentOwnershipRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferAgentOwnershipRequest.ProtoReflect.Descriptor instead.
+func (*TransferAgentOwnershipRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *TransferAgentOwnershipRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TransferAgentOwnershipRequest) GetNewOwner() string {
+	if x != nil {
+		return x.NewOwner
+	}
+	return ""
+}
+
+func (x *TransferAgentOwnershipRequest) GetNewSponsor() string {
+	if x != nil {
+		return x.NewSponsor
+	}
+	return ""
+}
+
+func (x *TransferAgentOwnershipRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *TransferAgentOwnershipRequest) GetEtag() string {
+	if x != nil {
+		return x.Etag
+	}
+	return ""
+}
+
+func (x *TransferAgentOwnershipRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// TransferAgentOwnershipResponse returns the agent with its new owner.
+type TransferAgentOwnershipResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The agent.
+	Agent         *Agent `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferAgentOwnershipResponse) Reset() {
+	*x = TransferAgentOwnershipResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferAgentOwnershipResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferAgentOwnershipResponse) ProtoMessage() {}
+
+func (x *TransferAgentOwnershipResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferAgentOwnershipResponse.ProtoReflect.Descriptor instead.
+func (*TransferAgentOwnershipResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *TransferAgentOwnershipResponse) GetAgent() *Agent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// SyncDirectoryRequest records a tenant's people and teams.
+type SyncDirectoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parent tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Principals to add or update (at most 10,000 per request).
+	Principals []*Principal `protobuf:"bytes,2,rep,name=principals,proto3" json:"principals,omitempty"`
+	// The request is the whole directory: principals it does not list become DEPARTED.
+	Replace bool `protobuf:"varint,3,opt,name=replace,proto3" json:"replace,omitempty"`
+	// Idempotency key.
+	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncDirectoryRequest) Reset() {
+	*x = SyncDirectoryRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncDirectoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncDirectoryRequest) ProtoMessage() {}
+
+func (x *SyncDirectoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncDirectoryRequest.ProtoReflect.Descriptor instead.
+func (*SyncDirectoryRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *SyncDirectoryRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *SyncDirectoryRequest) GetPrincipals() []*Principal {
+	if x != nil {
+		return x.Principals
+	}
+	return nil
+}
+
+func (x *SyncDirectoryRequest) GetReplace() bool {
+	if x != nil {
+		return x.Replace
+	}
+	return false
+}
+
+func (x *SyncDirectoryRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+// SyncDirectoryResponse reports what changed.
+type SyncDirectoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Principals added.
+	Added int32 `protobuf:"varint,1,opt,name=added,proto3" json:"added,omitempty"`
+	// Principals whose status or name changed.
+	Updated int32 `protobuf:"varint,2,opt,name=updated,proto3" json:"updated,omitempty"`
+	// Principals that became DEPARTED.
+	Departed []string `protobuf:"bytes,3,rep,name=departed,proto3" json:"departed,omitempty"`
+	// Agents orphaned by the departures (marked asynchronously; this is the count at decision time).
+	AgentsOrphaned int32 `protobuf:"varint,4,opt,name=agents_orphaned,json=agentsOrphaned,proto3" json:"agents_orphaned,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SyncDirectoryResponse) Reset() {
+	*x = SyncDirectoryResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncDirectoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncDirectoryResponse) ProtoMessage() {}
+
+func (x *SyncDirectoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncDirectoryResponse.ProtoReflect.Descriptor instead.
+func (*SyncDirectoryResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *SyncDirectoryResponse) GetAdded() int32 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *SyncDirectoryResponse) GetUpdated() int32 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+func (x *SyncDirectoryResponse) GetDeparted() []string {
+	if x != nil {
+		return x.Departed
+	}
+	return nil
+}
+
+func (x *SyncDirectoryResponse) GetAgentsOrphaned() int32 {
+	if x != nil {
+		return x.AgentsOrphaned
+	}
+	return 0
+}
+
+// ListPrincipalsRequest pages through a tenant's directory.
+type ListPrincipalsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Parent tenant: `tenants/{tenant}`.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// Maximum number of principals (default 100, at most 1000).
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Token from a previous response's next_page_token.
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// Only principals of this status; unset: all.
+	Status        PrincipalStatus `protobuf:"varint,4,opt,name=status,proto3,enum=agentid.registry.v1.PrincipalStatus" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPrincipalsRequest) Reset() {
+	*x = ListPrincipalsRequest{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPrincipalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPrincipalsRequest) ProtoMessage() {}
+
+func (x *ListPrincipalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPrincipalsRequest.ProtoReflect.Descriptor instead.
+func (*ListPrincipalsRequest) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListPrincipalsRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ListPrincipalsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPrincipalsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListPrincipalsRequest) GetStatus() PrincipalStatus {
+	if x != nil {
+		return x.Status
+	}
+	return PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED
+}
+
+// ListPrincipalsResponse is one page of principals.
+type ListPrincipalsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Principals, ordered by id.
+	Principals []*Principal `protobuf:"bytes,1,rep,name=principals,proto3" json:"principals,omitempty"`
+	// Token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPrincipalsResponse) Reset() {
+	*x = ListPrincipalsResponse{}
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPrincipalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPrincipalsResponse) ProtoMessage() {}
+
+func (x *ListPrincipalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_registry_v1_registry_service_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPrincipalsResponse.ProtoReflect.Descriptor instead.
+func (*ListPrincipalsResponse) Descriptor() ([]byte, []int) {
+	return file_agentid_registry_v1_registry_service_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListPrincipalsResponse) GetPrincipals() []*Principal {
+	if x != nil {
+		return x.Principals
+	}
+	return nil
+}
+
+func (x *ListPrincipalsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_agentid_registry_v1_registry_service_proto protoreflect.FileDescriptor
 
 const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
-	"*agentid/registry/v1/registry_service.proto\x12\x13agentid.registry.v1\x1a\x1fagentid/registry/v1/agent.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n" +
+	"*agentid/registry/v1/registry_service.proto\x12\x13agentid.registry.v1\x1a\x1fagentid/registry/v1/agent.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n" +
 	"\x13CreateTenantRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12!\n" +
 	"\fdisplay_name\x18\x02 \x01(\tR\vdisplayName\x12\x1d\n" +
@@ -1859,12 +3039,14 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"t\n" +
 	"\x13ListTenantsResponse\x125\n" +
 	"\atenants\x18\x01 \x03(\v2\x1b.agentid.registry.v1.TenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x7f\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc0\x01\n" +
 	"\x14RegisterAgentRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x120\n" +
 	"\x05agent\x18\x02 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"I\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x12#\n" +
+	"\rvalidate_only\x18\x04 \x01(\bR\fvalidateOnly\x12\x1a\n" +
+	"\bproposed\x18\x05 \x01(\bR\bproposed\"I\n" +
 	"\x15RegisterAgentResponse\x120\n" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"F\n" +
 	"\x0fGetAgentRequest\x12\x12\n" +
@@ -1872,15 +3054,33 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\vmin_version\x18\x02 \x01(\x04R\n" +
 	"minVersion\"D\n" +
 	"\x10GetAgentResponse\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"g\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xdd\x05\n" +
 	"\x11ListAgentsRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"p\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12D\n" +
+	"\fenvironments\x18\x04 \x03(\x0e2 .agentid.registry.v1.EnvironmentR\fenvironments\x12\x14\n" +
+	"\x05owner\x18\x05 \x01(\tR\x05owner\x12\x18\n" +
+	"\asponsor\x18\x06 \x01(\tR\asponsor\x12<\n" +
+	"\n" +
+	"risk_tiers\x18\a \x03(\x0e2\x1d.agentid.registry.v1.RiskTierR\triskTiers\x127\n" +
+	"\x06states\x18\b \x03(\x0e2\x1f.agentid.registry.v1.AgentStateR\x06states\x12S\n" +
+	"\x12data_sensitivities\x18\t \x03(\x0e2$.agentid.registry.v1.DataSensitivityR\x11dataSensitivities\x12'\n" +
+	"\x0flabel_selectors\x18\n" +
+	" \x03(\tR\x0elabelSelectors\x12\x1f\n" +
+	"\borphaned\x18\v \x01(\bH\x00R\borphaned\x88\x01\x01\x12?\n" +
+	"\rexpire_before\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\fexpireBefore\x12A\n" +
+	"\x0einactive_since\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\rinactiveSince\x12\x14\n" +
+	"\x05scope\x18\x0e \x01(\tR\x05scope\x12\x19\n" +
+	"\border_by\x18\x0f \x01(\tR\aorderBy\x12&\n" +
+	"\x0fshow_total_size\x18\x10 \x01(\bR\rshowTotalSizeB\v\n" +
+	"\t_orphaned\"\x8f\x01\n" +
 	"\x12ListAgentsResponse\x122\n" +
 	"\x06agents\x18\x01 \x03(\v2\x1a.agentid.registry.v1.AgentR\x06agents\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9f\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
+	"\n" +
+	"total_size\x18\x03 \x01(\x03R\ttotalSize\"\x9f\x01\n" +
 	"\x14ActivateAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
@@ -1969,7 +3169,91 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x06 \x01(\tR\trequestId\"M\n" +
 	"\x19RemoveAgentScopesResponse\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent2\xff\v\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xf3\x01\n" +
+	"\x12UpdateAgentRequest\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\x12;\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskR\n" +
+	"updateMask\x12\x12\n" +
+	"\x04etag\x18\x03 \x01(\tR\x04etag\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x12#\n" +
+	"\rvalidate_only\x18\x05 \x01(\bR\fvalidateOnly\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"n\n" +
+	"\x13UpdateAgentResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\x12%\n" +
+	"\x0echanged_fields\x18\x02 \x03(\tR\rchangedFields\"h\n" +
+	"\x16GetAgentHistoryRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x80\x03\n" +
+	"\x11AgentHistoryEntry\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x19\n" +
+	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12\x1d\n" +
+	"\n" +
+	"event_type\x18\x03 \x01(\tR\teventType\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05actor\x18\x05 \x01(\tR\x05actor\x12\x1d\n" +
+	"\n" +
+	"actor_kind\x18\x06 \x01(\tR\tactorKind\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\a \x01(\tR\trequestId\x12%\n" +
+	"\x0ecorrelation_id\x18\b \x01(\tR\rcorrelationId\x12\x18\n" +
+	"\asummary\x18\t \x01(\tR\asummary\x12%\n" +
+	"\x0echanged_fields\x18\n" +
+	" \x03(\tR\rchangedFields\x12+\n" +
+	"\x04data\x18\v \x01(\v2\x17.google.protobuf.StructR\x04data\"\x83\x01\n" +
+	"\x17GetAgentHistoryResponse\x12@\n" +
+	"\aentries\x18\x01 \x03(\v2&.agentid.registry.v1.AgentHistoryEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"[\n" +
+	"\x12SubmitAgentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04etag\x18\x02 \x01(\tR\x04etag\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\"G\n" +
+	"\x13SubmitAgentResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"G\n" +
+	"\x12ExpireAgentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"G\n" +
+	"\x13ExpireAgentResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xbc\x01\n" +
+	"\x1dTransferAgentOwnershipRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
+	"\tnew_owner\x18\x02 \x01(\tR\bnewOwner\x12\x1f\n" +
+	"\vnew_sponsor\x18\x03 \x01(\tR\n" +
+	"newSponsor\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x12\n" +
+	"\x04etag\x18\x05 \x01(\tR\x04etag\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\tR\trequestId\"R\n" +
+	"\x1eTransferAgentOwnershipResponse\x120\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xa7\x01\n" +
+	"\x14SyncDirectoryRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12>\n" +
+	"\n" +
+	"principals\x18\x02 \x03(\v2\x1e.agentid.registry.v1.PrincipalR\n" +
+	"principals\x12\x18\n" +
+	"\areplace\x18\x03 \x01(\bR\areplace\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\"\x8c\x01\n" +
+	"\x15SyncDirectoryResponse\x12\x14\n" +
+	"\x05added\x18\x01 \x01(\x05R\x05added\x12\x18\n" +
+	"\aupdated\x18\x02 \x01(\x05R\aupdated\x12\x1a\n" +
+	"\bdeparted\x18\x03 \x03(\tR\bdeparted\x12'\n" +
+	"\x0fagents_orphaned\x18\x04 \x01(\x05R\x0eagentsOrphaned\"\xa9\x01\n" +
+	"\x15ListPrincipalsRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12<\n" +
+	"\x06status\x18\x04 \x01(\x0e2$.agentid.registry.v1.PrincipalStatusR\x06status\"\x80\x01\n" +
+	"\x16ListPrincipalsResponse\x12>\n" +
+	"\n" +
+	"principals\x18\x01 \x03(\v2\x1e.agentid.registry.v1.PrincipalR\n" +
+	"principals\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xea\x11\n" +
 	"\x0fRegistryService\x12c\n" +
 	"\fCreateTenant\x12(.agentid.registry.v1.CreateTenantRequest\x1a).agentid.registry.v1.CreateTenantResponse\x12Z\n" +
 	"\tGetTenant\x12%.agentid.registry.v1.GetTenantRequest\x1a&.agentid.registry.v1.GetTenantResponse\x12`\n" +
@@ -1986,7 +3270,14 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\vResumeAgent\x12'.agentid.registry.v1.ResumeAgentRequest\x1a(.agentid.registry.v1.ResumeAgentResponse\x12r\n" +
 	"\x11RemoveAgentScopes\x12-.agentid.registry.v1.RemoveAgentScopesRequest\x1a..agentid.registry.v1.RemoveAgentScopesResponse\x12`\n" +
 	"\vAddAgentKey\x12'.agentid.registry.v1.AddAgentKeyRequest\x1a(.agentid.registry.v1.AddAgentKeyResponse\x12i\n" +
-	"\x0eRemoveAgentKey\x12*.agentid.registry.v1.RemoveAgentKeyRequest\x1a+.agentid.registry.v1.RemoveAgentKeyResponseBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
+	"\x0eRemoveAgentKey\x12*.agentid.registry.v1.RemoveAgentKeyRequest\x1a+.agentid.registry.v1.RemoveAgentKeyResponse\x12`\n" +
+	"\vUpdateAgent\x12'.agentid.registry.v1.UpdateAgentRequest\x1a(.agentid.registry.v1.UpdateAgentResponse\x12l\n" +
+	"\x0fGetAgentHistory\x12+.agentid.registry.v1.GetAgentHistoryRequest\x1a,.agentid.registry.v1.GetAgentHistoryResponse\x12`\n" +
+	"\vSubmitAgent\x12'.agentid.registry.v1.SubmitAgentRequest\x1a(.agentid.registry.v1.SubmitAgentResponse\x12`\n" +
+	"\vExpireAgent\x12'.agentid.registry.v1.ExpireAgentRequest\x1a(.agentid.registry.v1.ExpireAgentResponse\x12\x81\x01\n" +
+	"\x16TransferAgentOwnership\x122.agentid.registry.v1.TransferAgentOwnershipRequest\x1a3.agentid.registry.v1.TransferAgentOwnershipResponse\x12f\n" +
+	"\rSyncDirectory\x12).agentid.registry.v1.SyncDirectoryRequest\x1a*.agentid.registry.v1.SyncDirectoryResponse\x12i\n" +
+	"\x0eListPrincipals\x12*.agentid.registry.v1.ListPrincipalsRequest\x1a+.agentid.registry.v1.ListPrincipalsResponseBHZFgithub.com/agentid/agentid/proto/gen/go/agentid/registry/v1;registryv1b\x06proto3"
 
 var (
 	file_agentid_registry_v1_registry_service_proto_rawDescOnce sync.Once
@@ -2000,97 +3291,152 @@ func file_agentid_registry_v1_registry_service_proto_rawDescGZIP() []byte {
 	return file_agentid_registry_v1_registry_service_proto_rawDescData
 }
 
-var file_agentid_registry_v1_registry_service_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_agentid_registry_v1_registry_service_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_agentid_registry_v1_registry_service_proto_goTypes = []any{
-	(*CreateTenantRequest)(nil),        // 0: agentid.registry.v1.CreateTenantRequest
-	(*CreateTenantResponse)(nil),       // 1: agentid.registry.v1.CreateTenantResponse
-	(*GetTenantRequest)(nil),           // 2: agentid.registry.v1.GetTenantRequest
-	(*GetTenantResponse)(nil),          // 3: agentid.registry.v1.GetTenantResponse
-	(*ListTenantsRequest)(nil),         // 4: agentid.registry.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 5: agentid.registry.v1.ListTenantsResponse
-	(*RegisterAgentRequest)(nil),       // 6: agentid.registry.v1.RegisterAgentRequest
-	(*RegisterAgentResponse)(nil),      // 7: agentid.registry.v1.RegisterAgentResponse
-	(*GetAgentRequest)(nil),            // 8: agentid.registry.v1.GetAgentRequest
-	(*GetAgentResponse)(nil),           // 9: agentid.registry.v1.GetAgentResponse
-	(*ListAgentsRequest)(nil),          // 10: agentid.registry.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),         // 11: agentid.registry.v1.ListAgentsResponse
-	(*ActivateAgentRequest)(nil),       // 12: agentid.registry.v1.ActivateAgentRequest
-	(*ActivateAgentResponse)(nil),      // 13: agentid.registry.v1.ActivateAgentResponse
-	(*RejectAgentRequest)(nil),         // 14: agentid.registry.v1.RejectAgentRequest
-	(*RejectAgentResponse)(nil),        // 15: agentid.registry.v1.RejectAgentResponse
-	(*RetireAgentRequest)(nil),         // 16: agentid.registry.v1.RetireAgentRequest
-	(*RetireAgentResponse)(nil),        // 17: agentid.registry.v1.RetireAgentResponse
-	(*CompleteRetirementRequest)(nil),  // 18: agentid.registry.v1.CompleteRetirementRequest
-	(*CompleteRetirementResponse)(nil), // 19: agentid.registry.v1.CompleteRetirementResponse
-	(*SuspendAgentRequest)(nil),        // 20: agentid.registry.v1.SuspendAgentRequest
-	(*SuspendAgentResponse)(nil),       // 21: agentid.registry.v1.SuspendAgentResponse
-	(*ResumeAgentRequest)(nil),         // 22: agentid.registry.v1.ResumeAgentRequest
-	(*ResumeAgentResponse)(nil),        // 23: agentid.registry.v1.ResumeAgentResponse
-	(*AddAgentKeyRequest)(nil),         // 24: agentid.registry.v1.AddAgentKeyRequest
-	(*AddAgentKeyResponse)(nil),        // 25: agentid.registry.v1.AddAgentKeyResponse
-	(*RemoveAgentKeyRequest)(nil),      // 26: agentid.registry.v1.RemoveAgentKeyRequest
-	(*RemoveAgentKeyResponse)(nil),     // 27: agentid.registry.v1.RemoveAgentKeyResponse
-	(*RemoveAgentScopesRequest)(nil),   // 28: agentid.registry.v1.RemoveAgentScopesRequest
-	(*RemoveAgentScopesResponse)(nil),  // 29: agentid.registry.v1.RemoveAgentScopesResponse
-	(*Tenant)(nil),                     // 30: agentid.registry.v1.Tenant
-	(*Agent)(nil),                      // 31: agentid.registry.v1.Agent
-	(*timestamppb.Timestamp)(nil),      // 32: google.protobuf.Timestamp
-	(*AgentKey)(nil),                   // 33: agentid.registry.v1.AgentKey
+	(*CreateTenantRequest)(nil),            // 0: agentid.registry.v1.CreateTenantRequest
+	(*CreateTenantResponse)(nil),           // 1: agentid.registry.v1.CreateTenantResponse
+	(*GetTenantRequest)(nil),               // 2: agentid.registry.v1.GetTenantRequest
+	(*GetTenantResponse)(nil),              // 3: agentid.registry.v1.GetTenantResponse
+	(*ListTenantsRequest)(nil),             // 4: agentid.registry.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),            // 5: agentid.registry.v1.ListTenantsResponse
+	(*RegisterAgentRequest)(nil),           // 6: agentid.registry.v1.RegisterAgentRequest
+	(*RegisterAgentResponse)(nil),          // 7: agentid.registry.v1.RegisterAgentResponse
+	(*GetAgentRequest)(nil),                // 8: agentid.registry.v1.GetAgentRequest
+	(*GetAgentResponse)(nil),               // 9: agentid.registry.v1.GetAgentResponse
+	(*ListAgentsRequest)(nil),              // 10: agentid.registry.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),             // 11: agentid.registry.v1.ListAgentsResponse
+	(*ActivateAgentRequest)(nil),           // 12: agentid.registry.v1.ActivateAgentRequest
+	(*ActivateAgentResponse)(nil),          // 13: agentid.registry.v1.ActivateAgentResponse
+	(*RejectAgentRequest)(nil),             // 14: agentid.registry.v1.RejectAgentRequest
+	(*RejectAgentResponse)(nil),            // 15: agentid.registry.v1.RejectAgentResponse
+	(*RetireAgentRequest)(nil),             // 16: agentid.registry.v1.RetireAgentRequest
+	(*RetireAgentResponse)(nil),            // 17: agentid.registry.v1.RetireAgentResponse
+	(*CompleteRetirementRequest)(nil),      // 18: agentid.registry.v1.CompleteRetirementRequest
+	(*CompleteRetirementResponse)(nil),     // 19: agentid.registry.v1.CompleteRetirementResponse
+	(*SuspendAgentRequest)(nil),            // 20: agentid.registry.v1.SuspendAgentRequest
+	(*SuspendAgentResponse)(nil),           // 21: agentid.registry.v1.SuspendAgentResponse
+	(*ResumeAgentRequest)(nil),             // 22: agentid.registry.v1.ResumeAgentRequest
+	(*ResumeAgentResponse)(nil),            // 23: agentid.registry.v1.ResumeAgentResponse
+	(*AddAgentKeyRequest)(nil),             // 24: agentid.registry.v1.AddAgentKeyRequest
+	(*AddAgentKeyResponse)(nil),            // 25: agentid.registry.v1.AddAgentKeyResponse
+	(*RemoveAgentKeyRequest)(nil),          // 26: agentid.registry.v1.RemoveAgentKeyRequest
+	(*RemoveAgentKeyResponse)(nil),         // 27: agentid.registry.v1.RemoveAgentKeyResponse
+	(*RemoveAgentScopesRequest)(nil),       // 28: agentid.registry.v1.RemoveAgentScopesRequest
+	(*RemoveAgentScopesResponse)(nil),      // 29: agentid.registry.v1.RemoveAgentScopesResponse
+	(*UpdateAgentRequest)(nil),             // 30: agentid.registry.v1.UpdateAgentRequest
+	(*UpdateAgentResponse)(nil),            // 31: agentid.registry.v1.UpdateAgentResponse
+	(*GetAgentHistoryRequest)(nil),         // 32: agentid.registry.v1.GetAgentHistoryRequest
+	(*AgentHistoryEntry)(nil),              // 33: agentid.registry.v1.AgentHistoryEntry
+	(*GetAgentHistoryResponse)(nil),        // 34: agentid.registry.v1.GetAgentHistoryResponse
+	(*SubmitAgentRequest)(nil),             // 35: agentid.registry.v1.SubmitAgentRequest
+	(*SubmitAgentResponse)(nil),            // 36: agentid.registry.v1.SubmitAgentResponse
+	(*ExpireAgentRequest)(nil),             // 37: agentid.registry.v1.ExpireAgentRequest
+	(*ExpireAgentResponse)(nil),            // 38: agentid.registry.v1.ExpireAgentResponse
+	(*TransferAgentOwnershipRequest)(nil),  // 39: agentid.registry.v1.TransferAgentOwnershipRequest
+	(*TransferAgentOwnershipResponse)(nil), // 40: agentid.registry.v1.TransferAgentOwnershipResponse
+	(*SyncDirectoryRequest)(nil),           // 41: agentid.registry.v1.SyncDirectoryRequest
+	(*SyncDirectoryResponse)(nil),          // 42: agentid.registry.v1.SyncDirectoryResponse
+	(*ListPrincipalsRequest)(nil),          // 43: agentid.registry.v1.ListPrincipalsRequest
+	(*ListPrincipalsResponse)(nil),         // 44: agentid.registry.v1.ListPrincipalsResponse
+	(*Tenant)(nil),                         // 45: agentid.registry.v1.Tenant
+	(*Agent)(nil),                          // 46: agentid.registry.v1.Agent
+	(Environment)(0),                       // 47: agentid.registry.v1.Environment
+	(RiskTier)(0),                          // 48: agentid.registry.v1.RiskTier
+	(AgentState)(0),                        // 49: agentid.registry.v1.AgentState
+	(DataSensitivity)(0),                   // 50: agentid.registry.v1.DataSensitivity
+	(*timestamppb.Timestamp)(nil),          // 51: google.protobuf.Timestamp
+	(*AgentKey)(nil),                       // 52: agentid.registry.v1.AgentKey
+	(*fieldmaskpb.FieldMask)(nil),          // 53: google.protobuf.FieldMask
+	(*structpb.Struct)(nil),                // 54: google.protobuf.Struct
+	(*Principal)(nil),                      // 55: agentid.registry.v1.Principal
+	(PrincipalStatus)(0),                   // 56: agentid.registry.v1.PrincipalStatus
 }
 var file_agentid_registry_v1_registry_service_proto_depIdxs = []int32{
-	30, // 0: agentid.registry.v1.CreateTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
-	30, // 1: agentid.registry.v1.GetTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
-	30, // 2: agentid.registry.v1.ListTenantsResponse.tenants:type_name -> agentid.registry.v1.Tenant
-	31, // 3: agentid.registry.v1.RegisterAgentRequest.agent:type_name -> agentid.registry.v1.Agent
-	31, // 4: agentid.registry.v1.RegisterAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	31, // 5: agentid.registry.v1.GetAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	31, // 6: agentid.registry.v1.ListAgentsResponse.agents:type_name -> agentid.registry.v1.Agent
-	31, // 7: agentid.registry.v1.ActivateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	31, // 8: agentid.registry.v1.RejectAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	31, // 9: agentid.registry.v1.RetireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	32, // 10: agentid.registry.v1.CompleteRetirementRequest.verify_time:type_name -> google.protobuf.Timestamp
-	31, // 11: agentid.registry.v1.CompleteRetirementResponse.agent:type_name -> agentid.registry.v1.Agent
-	31, // 12: agentid.registry.v1.SuspendAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	31, // 13: agentid.registry.v1.ResumeAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	31, // 14: agentid.registry.v1.AddAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
-	33, // 15: agentid.registry.v1.AddAgentKeyResponse.key:type_name -> agentid.registry.v1.AgentKey
-	31, // 16: agentid.registry.v1.RemoveAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
-	31, // 17: agentid.registry.v1.RemoveAgentScopesResponse.agent:type_name -> agentid.registry.v1.Agent
-	0,  // 18: agentid.registry.v1.RegistryService.CreateTenant:input_type -> agentid.registry.v1.CreateTenantRequest
-	2,  // 19: agentid.registry.v1.RegistryService.GetTenant:input_type -> agentid.registry.v1.GetTenantRequest
-	4,  // 20: agentid.registry.v1.RegistryService.ListTenants:input_type -> agentid.registry.v1.ListTenantsRequest
-	6,  // 21: agentid.registry.v1.RegistryService.RegisterAgent:input_type -> agentid.registry.v1.RegisterAgentRequest
-	8,  // 22: agentid.registry.v1.RegistryService.GetAgent:input_type -> agentid.registry.v1.GetAgentRequest
-	10, // 23: agentid.registry.v1.RegistryService.ListAgents:input_type -> agentid.registry.v1.ListAgentsRequest
-	12, // 24: agentid.registry.v1.RegistryService.ActivateAgent:input_type -> agentid.registry.v1.ActivateAgentRequest
-	14, // 25: agentid.registry.v1.RegistryService.RejectAgent:input_type -> agentid.registry.v1.RejectAgentRequest
-	16, // 26: agentid.registry.v1.RegistryService.RetireAgent:input_type -> agentid.registry.v1.RetireAgentRequest
-	18, // 27: agentid.registry.v1.RegistryService.CompleteRetirement:input_type -> agentid.registry.v1.CompleteRetirementRequest
-	20, // 28: agentid.registry.v1.RegistryService.SuspendAgent:input_type -> agentid.registry.v1.SuspendAgentRequest
-	22, // 29: agentid.registry.v1.RegistryService.ResumeAgent:input_type -> agentid.registry.v1.ResumeAgentRequest
-	28, // 30: agentid.registry.v1.RegistryService.RemoveAgentScopes:input_type -> agentid.registry.v1.RemoveAgentScopesRequest
-	24, // 31: agentid.registry.v1.RegistryService.AddAgentKey:input_type -> agentid.registry.v1.AddAgentKeyRequest
-	26, // 32: agentid.registry.v1.RegistryService.RemoveAgentKey:input_type -> agentid.registry.v1.RemoveAgentKeyRequest
-	1,  // 33: agentid.registry.v1.RegistryService.CreateTenant:output_type -> agentid.registry.v1.CreateTenantResponse
-	3,  // 34: agentid.registry.v1.RegistryService.GetTenant:output_type -> agentid.registry.v1.GetTenantResponse
-	5,  // 35: agentid.registry.v1.RegistryService.ListTenants:output_type -> agentid.registry.v1.ListTenantsResponse
-	7,  // 36: agentid.registry.v1.RegistryService.RegisterAgent:output_type -> agentid.registry.v1.RegisterAgentResponse
-	9,  // 37: agentid.registry.v1.RegistryService.GetAgent:output_type -> agentid.registry.v1.GetAgentResponse
-	11, // 38: agentid.registry.v1.RegistryService.ListAgents:output_type -> agentid.registry.v1.ListAgentsResponse
-	13, // 39: agentid.registry.v1.RegistryService.ActivateAgent:output_type -> agentid.registry.v1.ActivateAgentResponse
-	15, // 40: agentid.registry.v1.RegistryService.RejectAgent:output_type -> agentid.registry.v1.RejectAgentResponse
-	17, // 41: agentid.registry.v1.RegistryService.RetireAgent:output_type -> agentid.registry.v1.RetireAgentResponse
-	19, // 42: agentid.registry.v1.RegistryService.CompleteRetirement:output_type -> agentid.registry.v1.CompleteRetirementResponse
-	21, // 43: agentid.registry.v1.RegistryService.SuspendAgent:output_type -> agentid.registry.v1.SuspendAgentResponse
-	23, // 44: agentid.registry.v1.RegistryService.ResumeAgent:output_type -> agentid.registry.v1.ResumeAgentResponse
-	29, // 45: agentid.registry.v1.RegistryService.RemoveAgentScopes:output_type -> agentid.registry.v1.RemoveAgentScopesResponse
-	25, // 46: agentid.registry.v1.RegistryService.AddAgentKey:output_type -> agentid.registry.v1.AddAgentKeyResponse
-	27, // 47: agentid.registry.v1.RegistryService.RemoveAgentKey:output_type -> agentid.registry.v1.RemoveAgentKeyResponse
-	33, // [33:48] is the sub-list for method output_type
-	18, // [18:33] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	45, // 0: agentid.registry.v1.CreateTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
+	45, // 1: agentid.registry.v1.GetTenantResponse.tenant:type_name -> agentid.registry.v1.Tenant
+	45, // 2: agentid.registry.v1.ListTenantsResponse.tenants:type_name -> agentid.registry.v1.Tenant
+	46, // 3: agentid.registry.v1.RegisterAgentRequest.agent:type_name -> agentid.registry.v1.Agent
+	46, // 4: agentid.registry.v1.RegisterAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 5: agentid.registry.v1.GetAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	47, // 6: agentid.registry.v1.ListAgentsRequest.environments:type_name -> agentid.registry.v1.Environment
+	48, // 7: agentid.registry.v1.ListAgentsRequest.risk_tiers:type_name -> agentid.registry.v1.RiskTier
+	49, // 8: agentid.registry.v1.ListAgentsRequest.states:type_name -> agentid.registry.v1.AgentState
+	50, // 9: agentid.registry.v1.ListAgentsRequest.data_sensitivities:type_name -> agentid.registry.v1.DataSensitivity
+	51, // 10: agentid.registry.v1.ListAgentsRequest.expire_before:type_name -> google.protobuf.Timestamp
+	51, // 11: agentid.registry.v1.ListAgentsRequest.inactive_since:type_name -> google.protobuf.Timestamp
+	46, // 12: agentid.registry.v1.ListAgentsResponse.agents:type_name -> agentid.registry.v1.Agent
+	46, // 13: agentid.registry.v1.ActivateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 14: agentid.registry.v1.RejectAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 15: agentid.registry.v1.RetireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	51, // 16: agentid.registry.v1.CompleteRetirementRequest.verify_time:type_name -> google.protobuf.Timestamp
+	46, // 17: agentid.registry.v1.CompleteRetirementResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 18: agentid.registry.v1.SuspendAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 19: agentid.registry.v1.ResumeAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 20: agentid.registry.v1.AddAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
+	52, // 21: agentid.registry.v1.AddAgentKeyResponse.key:type_name -> agentid.registry.v1.AgentKey
+	46, // 22: agentid.registry.v1.RemoveAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 23: agentid.registry.v1.RemoveAgentScopesResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 24: agentid.registry.v1.UpdateAgentRequest.agent:type_name -> agentid.registry.v1.Agent
+	53, // 25: agentid.registry.v1.UpdateAgentRequest.update_mask:type_name -> google.protobuf.FieldMask
+	46, // 26: agentid.registry.v1.UpdateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	51, // 27: agentid.registry.v1.AgentHistoryEntry.time:type_name -> google.protobuf.Timestamp
+	54, // 28: agentid.registry.v1.AgentHistoryEntry.data:type_name -> google.protobuf.Struct
+	33, // 29: agentid.registry.v1.GetAgentHistoryResponse.entries:type_name -> agentid.registry.v1.AgentHistoryEntry
+	46, // 30: agentid.registry.v1.SubmitAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 31: agentid.registry.v1.ExpireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 32: agentid.registry.v1.TransferAgentOwnershipResponse.agent:type_name -> agentid.registry.v1.Agent
+	55, // 33: agentid.registry.v1.SyncDirectoryRequest.principals:type_name -> agentid.registry.v1.Principal
+	56, // 34: agentid.registry.v1.ListPrincipalsRequest.status:type_name -> agentid.registry.v1.PrincipalStatus
+	55, // 35: agentid.registry.v1.ListPrincipalsResponse.principals:type_name -> agentid.registry.v1.Principal
+	0,  // 36: agentid.registry.v1.RegistryService.CreateTenant:input_type -> agentid.registry.v1.CreateTenantRequest
+	2,  // 37: agentid.registry.v1.RegistryService.GetTenant:input_type -> agentid.registry.v1.GetTenantRequest
+	4,  // 38: agentid.registry.v1.RegistryService.ListTenants:input_type -> agentid.registry.v1.ListTenantsRequest
+	6,  // 39: agentid.registry.v1.RegistryService.RegisterAgent:input_type -> agentid.registry.v1.RegisterAgentRequest
+	8,  // 40: agentid.registry.v1.RegistryService.GetAgent:input_type -> agentid.registry.v1.GetAgentRequest
+	10, // 41: agentid.registry.v1.RegistryService.ListAgents:input_type -> agentid.registry.v1.ListAgentsRequest
+	12, // 42: agentid.registry.v1.RegistryService.ActivateAgent:input_type -> agentid.registry.v1.ActivateAgentRequest
+	14, // 43: agentid.registry.v1.RegistryService.RejectAgent:input_type -> agentid.registry.v1.RejectAgentRequest
+	16, // 44: agentid.registry.v1.RegistryService.RetireAgent:input_type -> agentid.registry.v1.RetireAgentRequest
+	18, // 45: agentid.registry.v1.RegistryService.CompleteRetirement:input_type -> agentid.registry.v1.CompleteRetirementRequest
+	20, // 46: agentid.registry.v1.RegistryService.SuspendAgent:input_type -> agentid.registry.v1.SuspendAgentRequest
+	22, // 47: agentid.registry.v1.RegistryService.ResumeAgent:input_type -> agentid.registry.v1.ResumeAgentRequest
+	28, // 48: agentid.registry.v1.RegistryService.RemoveAgentScopes:input_type -> agentid.registry.v1.RemoveAgentScopesRequest
+	24, // 49: agentid.registry.v1.RegistryService.AddAgentKey:input_type -> agentid.registry.v1.AddAgentKeyRequest
+	26, // 50: agentid.registry.v1.RegistryService.RemoveAgentKey:input_type -> agentid.registry.v1.RemoveAgentKeyRequest
+	30, // 51: agentid.registry.v1.RegistryService.UpdateAgent:input_type -> agentid.registry.v1.UpdateAgentRequest
+	32, // 52: agentid.registry.v1.RegistryService.GetAgentHistory:input_type -> agentid.registry.v1.GetAgentHistoryRequest
+	35, // 53: agentid.registry.v1.RegistryService.SubmitAgent:input_type -> agentid.registry.v1.SubmitAgentRequest
+	37, // 54: agentid.registry.v1.RegistryService.ExpireAgent:input_type -> agentid.registry.v1.ExpireAgentRequest
+	39, // 55: agentid.registry.v1.RegistryService.TransferAgentOwnership:input_type -> agentid.registry.v1.TransferAgentOwnershipRequest
+	41, // 56: agentid.registry.v1.RegistryService.SyncDirectory:input_type -> agentid.registry.v1.SyncDirectoryRequest
+	43, // 57: agentid.registry.v1.RegistryService.ListPrincipals:input_type -> agentid.registry.v1.ListPrincipalsRequest
+	1,  // 58: agentid.registry.v1.RegistryService.CreateTenant:output_type -> agentid.registry.v1.CreateTenantResponse
+	3,  // 59: agentid.registry.v1.RegistryService.GetTenant:output_type -> agentid.registry.v1.GetTenantResponse
+	5,  // 60: agentid.registry.v1.RegistryService.ListTenants:output_type -> agentid.registry.v1.ListTenantsResponse
+	7,  // 61: agentid.registry.v1.RegistryService.RegisterAgent:output_type -> agentid.registry.v1.RegisterAgentResponse
+	9,  // 62: agentid.registry.v1.RegistryService.GetAgent:output_type -> agentid.registry.v1.GetAgentResponse
+	11, // 63: agentid.registry.v1.RegistryService.ListAgents:output_type -> agentid.registry.v1.ListAgentsResponse
+	13, // 64: agentid.registry.v1.RegistryService.ActivateAgent:output_type -> agentid.registry.v1.ActivateAgentResponse
+	15, // 65: agentid.registry.v1.RegistryService.RejectAgent:output_type -> agentid.registry.v1.RejectAgentResponse
+	17, // 66: agentid.registry.v1.RegistryService.RetireAgent:output_type -> agentid.registry.v1.RetireAgentResponse
+	19, // 67: agentid.registry.v1.RegistryService.CompleteRetirement:output_type -> agentid.registry.v1.CompleteRetirementResponse
+	21, // 68: agentid.registry.v1.RegistryService.SuspendAgent:output_type -> agentid.registry.v1.SuspendAgentResponse
+	23, // 69: agentid.registry.v1.RegistryService.ResumeAgent:output_type -> agentid.registry.v1.ResumeAgentResponse
+	29, // 70: agentid.registry.v1.RegistryService.RemoveAgentScopes:output_type -> agentid.registry.v1.RemoveAgentScopesResponse
+	25, // 71: agentid.registry.v1.RegistryService.AddAgentKey:output_type -> agentid.registry.v1.AddAgentKeyResponse
+	27, // 72: agentid.registry.v1.RegistryService.RemoveAgentKey:output_type -> agentid.registry.v1.RemoveAgentKeyResponse
+	31, // 73: agentid.registry.v1.RegistryService.UpdateAgent:output_type -> agentid.registry.v1.UpdateAgentResponse
+	34, // 74: agentid.registry.v1.RegistryService.GetAgentHistory:output_type -> agentid.registry.v1.GetAgentHistoryResponse
+	36, // 75: agentid.registry.v1.RegistryService.SubmitAgent:output_type -> agentid.registry.v1.SubmitAgentResponse
+	38, // 76: agentid.registry.v1.RegistryService.ExpireAgent:output_type -> agentid.registry.v1.ExpireAgentResponse
+	40, // 77: agentid.registry.v1.RegistryService.TransferAgentOwnership:output_type -> agentid.registry.v1.TransferAgentOwnershipResponse
+	42, // 78: agentid.registry.v1.RegistryService.SyncDirectory:output_type -> agentid.registry.v1.SyncDirectoryResponse
+	44, // 79: agentid.registry.v1.RegistryService.ListPrincipals:output_type -> agentid.registry.v1.ListPrincipalsResponse
+	58, // [58:80] is the sub-list for method output_type
+	36, // [36:58] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_registry_service_proto_init() }
@@ -2099,13 +3445,14 @@ func file_agentid_registry_v1_registry_service_proto_init() {
 		return
 	}
 	file_agentid_registry_v1_agent_proto_init()
+	file_agentid_registry_v1_registry_service_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_registry_v1_registry_service_proto_rawDesc), len(file_agentid_registry_v1_registry_service_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

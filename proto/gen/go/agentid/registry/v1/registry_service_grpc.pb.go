@@ -19,21 +19,28 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_CreateTenant_FullMethodName       = "/agentid.registry.v1.RegistryService/CreateTenant"
-	RegistryService_GetTenant_FullMethodName          = "/agentid.registry.v1.RegistryService/GetTenant"
-	RegistryService_ListTenants_FullMethodName        = "/agentid.registry.v1.RegistryService/ListTenants"
-	RegistryService_RegisterAgent_FullMethodName      = "/agentid.registry.v1.RegistryService/RegisterAgent"
-	RegistryService_GetAgent_FullMethodName           = "/agentid.registry.v1.RegistryService/GetAgent"
-	RegistryService_ListAgents_FullMethodName         = "/agentid.registry.v1.RegistryService/ListAgents"
-	RegistryService_ActivateAgent_FullMethodName      = "/agentid.registry.v1.RegistryService/ActivateAgent"
-	RegistryService_RejectAgent_FullMethodName        = "/agentid.registry.v1.RegistryService/RejectAgent"
-	RegistryService_RetireAgent_FullMethodName        = "/agentid.registry.v1.RegistryService/RetireAgent"
-	RegistryService_CompleteRetirement_FullMethodName = "/agentid.registry.v1.RegistryService/CompleteRetirement"
-	RegistryService_SuspendAgent_FullMethodName       = "/agentid.registry.v1.RegistryService/SuspendAgent"
-	RegistryService_ResumeAgent_FullMethodName        = "/agentid.registry.v1.RegistryService/ResumeAgent"
-	RegistryService_RemoveAgentScopes_FullMethodName  = "/agentid.registry.v1.RegistryService/RemoveAgentScopes"
-	RegistryService_AddAgentKey_FullMethodName        = "/agentid.registry.v1.RegistryService/AddAgentKey"
-	RegistryService_RemoveAgentKey_FullMethodName     = "/agentid.registry.v1.RegistryService/RemoveAgentKey"
+	RegistryService_CreateTenant_FullMethodName           = "/agentid.registry.v1.RegistryService/CreateTenant"
+	RegistryService_GetTenant_FullMethodName              = "/agentid.registry.v1.RegistryService/GetTenant"
+	RegistryService_ListTenants_FullMethodName            = "/agentid.registry.v1.RegistryService/ListTenants"
+	RegistryService_RegisterAgent_FullMethodName          = "/agentid.registry.v1.RegistryService/RegisterAgent"
+	RegistryService_GetAgent_FullMethodName               = "/agentid.registry.v1.RegistryService/GetAgent"
+	RegistryService_ListAgents_FullMethodName             = "/agentid.registry.v1.RegistryService/ListAgents"
+	RegistryService_ActivateAgent_FullMethodName          = "/agentid.registry.v1.RegistryService/ActivateAgent"
+	RegistryService_RejectAgent_FullMethodName            = "/agentid.registry.v1.RegistryService/RejectAgent"
+	RegistryService_RetireAgent_FullMethodName            = "/agentid.registry.v1.RegistryService/RetireAgent"
+	RegistryService_CompleteRetirement_FullMethodName     = "/agentid.registry.v1.RegistryService/CompleteRetirement"
+	RegistryService_SuspendAgent_FullMethodName           = "/agentid.registry.v1.RegistryService/SuspendAgent"
+	RegistryService_ResumeAgent_FullMethodName            = "/agentid.registry.v1.RegistryService/ResumeAgent"
+	RegistryService_RemoveAgentScopes_FullMethodName      = "/agentid.registry.v1.RegistryService/RemoveAgentScopes"
+	RegistryService_AddAgentKey_FullMethodName            = "/agentid.registry.v1.RegistryService/AddAgentKey"
+	RegistryService_RemoveAgentKey_FullMethodName         = "/agentid.registry.v1.RegistryService/RemoveAgentKey"
+	RegistryService_UpdateAgent_FullMethodName            = "/agentid.registry.v1.RegistryService/UpdateAgent"
+	RegistryService_GetAgentHistory_FullMethodName        = "/agentid.registry.v1.RegistryService/GetAgentHistory"
+	RegistryService_SubmitAgent_FullMethodName            = "/agentid.registry.v1.RegistryService/SubmitAgent"
+	RegistryService_ExpireAgent_FullMethodName            = "/agentid.registry.v1.RegistryService/ExpireAgent"
+	RegistryService_TransferAgentOwnership_FullMethodName = "/agentid.registry.v1.RegistryService/TransferAgentOwnership"
+	RegistryService_SyncDirectory_FullMethodName          = "/agentid.registry.v1.RegistryService/SyncDirectory"
+	RegistryService_ListPrincipals_FullMethodName         = "/agentid.registry.v1.RegistryService/ListPrincipals"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -97,6 +104,35 @@ type RegistryServiceClient interface {
 	// no-op. Idempotent by request_id.
 	// Callers: owner, tenant-admin, platform-admin, lifecycle-worker.
 	RemoveAgentKey(ctx context.Context, in *RemoveAgentKeyRequest, opts ...grpc.CallOption) (*RemoveAgentKeyResponse, error)
+	// UpdateAgent changes an agent's declared fields (those named by update_mask; see
+	// UpdateAgentRequest) with optimistic concurrency: a stale etag is Aborted ETAG_MISMATCH and nothing
+	// is written. The agent is reclassified when a classification input changes (event `agent.updated`
+	// carries the changed fields, the actor and the request id). validate_only decides without writing.
+	// Idempotent by request_id. Callers: platform-admin, tenant-admin, owner (of the agent).
+	UpdateAgent(ctx context.Context, in *UpdateAgentRequest, opts ...grpc.CallOption) (*UpdateAgentResponse, error)
+	// GetAgentHistory returns an agent's full timeline, oldest first: every event with its time,
+	// actor, request id and changed fields. Callers: any role of the agent's tenant.
+	GetAgentHistory(ctx context.Context, in *GetAgentHistoryRequest, opts ...grpc.CallOption) (*GetAgentHistoryResponse, error)
+	// SubmitAgent submits a PROPOSED agent: it becomes PENDING and its provisioning starts (event
+	// `agent.submitted`). Any other state is FailedPrecondition. Idempotent by request_id.
+	// Callers: platform-admin, tenant-admin, owner.
+	SubmitAgent(ctx context.Context, in *SubmitAgentRequest, opts ...grpc.CallOption) (*SubmitAgentResponse, error)
+	// ExpireAgent records that an agent reached its expire_time: it becomes EXPIRED (event
+	// `agent.expired`) and gets no token; teardown follows with RetireAgent. Refused with
+	// FailedPrecondition before expire_time or from RETIRING, RETIRED, REJECTED, EXPIRED.
+	// Callers: the lifecycle service (lifecycle-worker), platform-admin.
+	ExpireAgent(ctx context.Context, in *ExpireAgentRequest, opts ...grpc.CallOption) (*ExpireAgentResponse, error)
+	// TransferAgentOwnership gives an agent a new owner and/or sponsor (event
+	// `agent.ownership_transferred`); it clears the agent's orphaned mark when both are valid.
+	// Callers: platform-admin, tenant-admin, the current owner.
+	TransferAgentOwnership(ctx context.Context, in *TransferAgentOwnershipRequest, opts ...grpc.CallOption) (*TransferAgentOwnershipResponse, error)
+	// SyncDirectory records the tenant's known people and teams (from an HR system or SCIM feed). Once a
+	// tenant has a directory, owners and sponsors must be ACTIVE principals of it. A principal that
+	// becomes DEPARTED (or, with replace, disappears) orphans every agent it owns or sponsors (event
+	// `agent.orphaned` per agent). Callers: platform-admin, tenant-admin.
+	SyncDirectory(ctx context.Context, in *SyncDirectoryRequest, opts ...grpc.CallOption) (*SyncDirectoryResponse, error)
+	// ListPrincipals pages through a tenant's directory. Callers: any role of the tenant.
+	ListPrincipals(ctx context.Context, in *ListPrincipalsRequest, opts ...grpc.CallOption) (*ListPrincipalsResponse, error)
 }
 
 type registryServiceClient struct {
@@ -257,6 +293,76 @@ func (c *registryServiceClient) RemoveAgentKey(ctx context.Context, in *RemoveAg
 	return out, nil
 }
 
+func (c *registryServiceClient) UpdateAgent(ctx context.Context, in *UpdateAgentRequest, opts ...grpc.CallOption) (*UpdateAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateAgentResponse)
+	err := c.cc.Invoke(ctx, RegistryService_UpdateAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) GetAgentHistory(ctx context.Context, in *GetAgentHistoryRequest, opts ...grpc.CallOption) (*GetAgentHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAgentHistoryResponse)
+	err := c.cc.Invoke(ctx, RegistryService_GetAgentHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) SubmitAgent(ctx context.Context, in *SubmitAgentRequest, opts ...grpc.CallOption) (*SubmitAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SubmitAgentResponse)
+	err := c.cc.Invoke(ctx, RegistryService_SubmitAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) ExpireAgent(ctx context.Context, in *ExpireAgentRequest, opts ...grpc.CallOption) (*ExpireAgentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExpireAgentResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ExpireAgent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) TransferAgentOwnership(ctx context.Context, in *TransferAgentOwnershipRequest, opts ...grpc.CallOption) (*TransferAgentOwnershipResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransferAgentOwnershipResponse)
+	err := c.cc.Invoke(ctx, RegistryService_TransferAgentOwnership_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) SyncDirectory(ctx context.Context, in *SyncDirectoryRequest, opts ...grpc.CallOption) (*SyncDirectoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SyncDirectoryResponse)
+	err := c.cc.Invoke(ctx, RegistryService_SyncDirectory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *registryServiceClient) ListPrincipals(ctx context.Context, in *ListPrincipalsRequest, opts ...grpc.CallOption) (*ListPrincipalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPrincipalsResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ListPrincipals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -318,6 +424,35 @@ type RegistryServiceServer interface {
 	// no-op. Idempotent by request_id.
 	// Callers: owner, tenant-admin, platform-admin, lifecycle-worker.
 	RemoveAgentKey(context.Context, *RemoveAgentKeyRequest) (*RemoveAgentKeyResponse, error)
+	// UpdateAgent changes an agent's declared fields (those named by update_mask; see
+	// UpdateAgentRequest) with optimistic concurrency: a stale etag is Aborted ETAG_MISMATCH and nothing
+	// is written. The agent is reclassified when a classification input changes (event `agent.updated`
+	// carries the changed fields, the actor and the request id). validate_only decides without writing.
+	// Idempotent by request_id. Callers: platform-admin, tenant-admin, owner (of the agent).
+	UpdateAgent(context.Context, *UpdateAgentRequest) (*UpdateAgentResponse, error)
+	// GetAgentHistory returns an agent's full timeline, oldest first: every event with its time,
+	// actor, request id and changed fields. Callers: any role of the agent's tenant.
+	GetAgentHistory(context.Context, *GetAgentHistoryRequest) (*GetAgentHistoryResponse, error)
+	// SubmitAgent submits a PROPOSED agent: it becomes PENDING and its provisioning starts (event
+	// `agent.submitted`). Any other state is FailedPrecondition. Idempotent by request_id.
+	// Callers: platform-admin, tenant-admin, owner.
+	SubmitAgent(context.Context, *SubmitAgentRequest) (*SubmitAgentResponse, error)
+	// ExpireAgent records that an agent reached its expire_time: it becomes EXPIRED (event
+	// `agent.expired`) and gets no token; teardown follows with RetireAgent. Refused with
+	// FailedPrecondition before expire_time or from RETIRING, RETIRED, REJECTED, EXPIRED.
+	// Callers: the lifecycle service (lifecycle-worker), platform-admin.
+	ExpireAgent(context.Context, *ExpireAgentRequest) (*ExpireAgentResponse, error)
+	// TransferAgentOwnership gives an agent a new owner and/or sponsor (event
+	// `agent.ownership_transferred`); it clears the agent's orphaned mark when both are valid.
+	// Callers: platform-admin, tenant-admin, the current owner.
+	TransferAgentOwnership(context.Context, *TransferAgentOwnershipRequest) (*TransferAgentOwnershipResponse, error)
+	// SyncDirectory records the tenant's known people and teams (from an HR system or SCIM feed). Once a
+	// tenant has a directory, owners and sponsors must be ACTIVE principals of it. A principal that
+	// becomes DEPARTED (or, with replace, disappears) orphans every agent it owns or sponsors (event
+	// `agent.orphaned` per agent). Callers: platform-admin, tenant-admin.
+	SyncDirectory(context.Context, *SyncDirectoryRequest) (*SyncDirectoryResponse, error)
+	// ListPrincipals pages through a tenant's directory. Callers: any role of the tenant.
+	ListPrincipals(context.Context, *ListPrincipalsRequest) (*ListPrincipalsResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -372,6 +507,27 @@ func (UnimplementedRegistryServiceServer) AddAgentKey(context.Context, *AddAgent
 }
 func (UnimplementedRegistryServiceServer) RemoveAgentKey(context.Context, *RemoveAgentKeyRequest) (*RemoveAgentKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveAgentKey not implemented")
+}
+func (UnimplementedRegistryServiceServer) UpdateAgent(context.Context, *UpdateAgentRequest) (*UpdateAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateAgent not implemented")
+}
+func (UnimplementedRegistryServiceServer) GetAgentHistory(context.Context, *GetAgentHistoryRequest) (*GetAgentHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAgentHistory not implemented")
+}
+func (UnimplementedRegistryServiceServer) SubmitAgent(context.Context, *SubmitAgentRequest) (*SubmitAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SubmitAgent not implemented")
+}
+func (UnimplementedRegistryServiceServer) ExpireAgent(context.Context, *ExpireAgentRequest) (*ExpireAgentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExpireAgent not implemented")
+}
+func (UnimplementedRegistryServiceServer) TransferAgentOwnership(context.Context, *TransferAgentOwnershipRequest) (*TransferAgentOwnershipResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TransferAgentOwnership not implemented")
+}
+func (UnimplementedRegistryServiceServer) SyncDirectory(context.Context, *SyncDirectoryRequest) (*SyncDirectoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SyncDirectory not implemented")
+}
+func (UnimplementedRegistryServiceServer) ListPrincipals(context.Context, *ListPrincipalsRequest) (*ListPrincipalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPrincipals not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -664,6 +820,132 @@ func _RegistryService_RemoveAgentKey_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_UpdateAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).UpdateAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_UpdateAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).UpdateAgent(ctx, req.(*UpdateAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_GetAgentHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAgentHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).GetAgentHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_GetAgentHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).GetAgentHistory(ctx, req.(*GetAgentHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_SubmitAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SubmitAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).SubmitAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_SubmitAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).SubmitAgent(ctx, req.(*SubmitAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_ExpireAgent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExpireAgentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ExpireAgent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ExpireAgent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ExpireAgent(ctx, req.(*ExpireAgentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_TransferAgentOwnership_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransferAgentOwnershipRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).TransferAgentOwnership(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_TransferAgentOwnership_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).TransferAgentOwnership(ctx, req.(*TransferAgentOwnershipRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_SyncDirectory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SyncDirectoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).SyncDirectory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_SyncDirectory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).SyncDirectory(ctx, req.(*SyncDirectoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RegistryService_ListPrincipals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPrincipalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ListPrincipals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ListPrincipals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ListPrincipals(ctx, req.(*ListPrincipalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -730,6 +1012,34 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveAgentKey",
 			Handler:    _RegistryService_RemoveAgentKey_Handler,
+		},
+		{
+			MethodName: "UpdateAgent",
+			Handler:    _RegistryService_UpdateAgent_Handler,
+		},
+		{
+			MethodName: "GetAgentHistory",
+			Handler:    _RegistryService_GetAgentHistory_Handler,
+		},
+		{
+			MethodName: "SubmitAgent",
+			Handler:    _RegistryService_SubmitAgent_Handler,
+		},
+		{
+			MethodName: "ExpireAgent",
+			Handler:    _RegistryService_ExpireAgent_Handler,
+		},
+		{
+			MethodName: "TransferAgentOwnership",
+			Handler:    _RegistryService_TransferAgentOwnership_Handler,
+		},
+		{
+			MethodName: "SyncDirectory",
+			Handler:    _RegistryService_SyncDirectory_Handler,
+		},
+		{
+			MethodName: "ListPrincipals",
+			Handler:    _RegistryService_ListPrincipals_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
