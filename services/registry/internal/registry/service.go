@@ -66,6 +66,12 @@ type Config struct {
 	// MaxReadWait caps how long a read with a minimum version waits for the read model (the
 	// request deadline may shorten it); default DefaultMaxReadWait.
 	MaxReadWait time.Duration
+	// Directory checks owners and sponsors against the tenant's directory; nil: no directory,
+	// any well-formed principal is accepted.
+	Directory Directory
+	// Admission admits updates that escalate an agent past PENDING; nil: such updates are
+	// refused (fail closed).
+	Admission Admission
 }
 
 // Service runs the registry's commands and queries.
@@ -75,6 +81,8 @@ type Service struct {
 	now         func() time.Time
 	waitTimeout time.Duration
 	maxReadWait time.Duration
+	directory   Directory
+	admission   Admission
 
 	tenants      *TenantProjection
 	agents       *AgentProjection
@@ -93,6 +101,8 @@ func New(cfg Config) (*Service, error) {
 		now:         cfg.Now,
 		waitTimeout: cfg.WaitTimeout,
 		maxReadWait: cfg.MaxReadWait,
+		directory:   cfg.Directory,
+		admission:   cfg.Admission,
 		tenants:     NewTenantProjection(),
 		agents:      NewAgentProjection(),
 	}
