@@ -92,8 +92,12 @@ type Decision struct {
 	RequiredApprovals []string `protobuf:"bytes,4,rep,name=required_approvals,json=requiredApprovals,proto3" json:"required_approvals,omitempty"`
 	// Version (content hash) of the policy bundle that decided.
 	BundleVersion string `protobuf:"bytes,5,opt,name=bundle_version,json=bundleVersion,proto3" json:"bundle_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Risk tier the tenant's bundle sets for the agent in place of the registry's derived tier (its
+	// rule `risk_tier_override`); unset when the bundle sets none. Only an ALLOW or REQUIRE_APPROVAL
+	// decision carries it: a malformed override is a DENY naming the rule.
+	RiskTierOverride *RiskTierOverride `protobuf:"bytes,6,opt,name=risk_tier_override,json=riskTierOverride,proto3" json:"risk_tier_override,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
@@ -161,6 +165,69 @@ func (x *Decision) GetBundleVersion() string {
 	return ""
 }
 
+func (x *Decision) GetRiskTierOverride() *RiskTierOverride {
+	if x != nil {
+		return x.RiskTierOverride
+	}
+	return nil
+}
+
+// RiskTierOverride is a policy's classification override of one agent.
+type RiskTierOverride struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The risk tier, as the registry's RiskTier enum value name (`RISK_TIER_LOW`, `RISK_TIER_MODERATE`,
+	// `RISK_TIER_HIGH`).
+	Tier string `protobuf:"bytes,1,opt,name=tier,proto3" json:"tier,omitempty"`
+	// Why the policy sets it (never empty).
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RiskTierOverride) Reset() {
+	*x = RiskTierOverride{}
+	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RiskTierOverride) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RiskTierOverride) ProtoMessage() {}
+
+func (x *RiskTierOverride) ProtoReflect() protoreflect.Message {
+	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RiskTierOverride.ProtoReflect.Descriptor instead.
+func (*RiskTierOverride) Descriptor() ([]byte, []int) {
+	return file_agentid_policy_v1_policy_service_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RiskTierOverride) GetTier() string {
+	if x != nil {
+		return x.Tier
+	}
+	return ""
+}
+
+func (x *RiskTierOverride) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // EvaluateAdmissionRequest carries the agent as registered.
 type EvaluateAdmissionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -181,7 +248,7 @@ type EvaluateAdmissionRequest struct {
 
 func (x *EvaluateAdmissionRequest) Reset() {
 	*x = EvaluateAdmissionRequest{}
-	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[1]
+	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -193,7 +260,7 @@ func (x *EvaluateAdmissionRequest) String() string {
 func (*EvaluateAdmissionRequest) ProtoMessage() {}
 
 func (x *EvaluateAdmissionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[1]
+	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -206,7 +273,7 @@ func (x *EvaluateAdmissionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateAdmissionRequest.ProtoReflect.Descriptor instead.
 func (*EvaluateAdmissionRequest) Descriptor() ([]byte, []int) {
-	return file_agentid_policy_v1_policy_service_proto_rawDescGZIP(), []int{1}
+	return file_agentid_policy_v1_policy_service_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *EvaluateAdmissionRequest) GetTenant() string {
@@ -241,7 +308,7 @@ type EvaluateAdmissionResponse struct {
 
 func (x *EvaluateAdmissionResponse) Reset() {
 	*x = EvaluateAdmissionResponse{}
-	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[2]
+	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +320,7 @@ func (x *EvaluateAdmissionResponse) String() string {
 func (*EvaluateAdmissionResponse) ProtoMessage() {}
 
 func (x *EvaluateAdmissionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[2]
+	mi := &file_agentid_policy_v1_policy_service_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +333,7 @@ func (x *EvaluateAdmissionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvaluateAdmissionResponse.ProtoReflect.Descriptor instead.
 func (*EvaluateAdmissionResponse) Descriptor() ([]byte, []int) {
-	return file_agentid_policy_v1_policy_service_proto_rawDescGZIP(), []int{2}
+	return file_agentid_policy_v1_policy_service_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *EvaluateAdmissionResponse) GetDecision() *Decision {
@@ -280,14 +347,18 @@ var File_agentid_policy_v1_policy_service_proto protoreflect.FileDescriptor
 
 const file_agentid_policy_v1_policy_service_proto_rawDesc = "" +
 	"\n" +
-	"&agentid/policy/v1/policy_service.proto\x12\x11agentid.policy.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd1\x01\n" +
+	"&agentid/policy/v1/policy_service.proto\x12\x11agentid.policy.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xa4\x02\n" +
 	"\bDecision\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x124\n" +
 	"\aoutcome\x18\x02 \x01(\x0e2\x1a.agentid.policy.v1.OutcomeR\aoutcome\x12\x18\n" +
 	"\areasons\x18\x03 \x03(\tR\areasons\x12-\n" +
 	"\x12required_approvals\x18\x04 \x03(\tR\x11requiredApprovals\x12%\n" +
-	"\x0ebundle_version\x18\x05 \x01(\tR\rbundleVersion\"\x80\x01\n" +
+	"\x0ebundle_version\x18\x05 \x01(\tR\rbundleVersion\x12Q\n" +
+	"\x12risk_tier_override\x18\x06 \x01(\v2#.agentid.policy.v1.RiskTierOverrideR\x10riskTierOverride\">\n" +
+	"\x10RiskTierOverride\x12\x12\n" +
+	"\x04tier\x18\x01 \x01(\tR\x04tier\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x80\x01\n" +
 	"\x18EvaluateAdmissionRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12-\n" +
 	"\x05agent\x18\x02 \x01(\v2\x17.google.protobuf.StructR\x05agent\x12\x1d\n" +
@@ -316,25 +387,27 @@ func file_agentid_policy_v1_policy_service_proto_rawDescGZIP() []byte {
 }
 
 var file_agentid_policy_v1_policy_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_agentid_policy_v1_policy_service_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_agentid_policy_v1_policy_service_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_agentid_policy_v1_policy_service_proto_goTypes = []any{
 	(Outcome)(0),                      // 0: agentid.policy.v1.Outcome
 	(*Decision)(nil),                  // 1: agentid.policy.v1.Decision
-	(*EvaluateAdmissionRequest)(nil),  // 2: agentid.policy.v1.EvaluateAdmissionRequest
-	(*EvaluateAdmissionResponse)(nil), // 3: agentid.policy.v1.EvaluateAdmissionResponse
-	(*structpb.Struct)(nil),           // 4: google.protobuf.Struct
+	(*RiskTierOverride)(nil),          // 2: agentid.policy.v1.RiskTierOverride
+	(*EvaluateAdmissionRequest)(nil),  // 3: agentid.policy.v1.EvaluateAdmissionRequest
+	(*EvaluateAdmissionResponse)(nil), // 4: agentid.policy.v1.EvaluateAdmissionResponse
+	(*structpb.Struct)(nil),           // 5: google.protobuf.Struct
 }
 var file_agentid_policy_v1_policy_service_proto_depIdxs = []int32{
 	0, // 0: agentid.policy.v1.Decision.outcome:type_name -> agentid.policy.v1.Outcome
-	4, // 1: agentid.policy.v1.EvaluateAdmissionRequest.agent:type_name -> google.protobuf.Struct
-	1, // 2: agentid.policy.v1.EvaluateAdmissionResponse.decision:type_name -> agentid.policy.v1.Decision
-	2, // 3: agentid.policy.v1.PolicyService.EvaluateAdmission:input_type -> agentid.policy.v1.EvaluateAdmissionRequest
-	3, // 4: agentid.policy.v1.PolicyService.EvaluateAdmission:output_type -> agentid.policy.v1.EvaluateAdmissionResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	2, // 1: agentid.policy.v1.Decision.risk_tier_override:type_name -> agentid.policy.v1.RiskTierOverride
+	5, // 2: agentid.policy.v1.EvaluateAdmissionRequest.agent:type_name -> google.protobuf.Struct
+	1, // 3: agentid.policy.v1.EvaluateAdmissionResponse.decision:type_name -> agentid.policy.v1.Decision
+	3, // 4: agentid.policy.v1.PolicyService.EvaluateAdmission:input_type -> agentid.policy.v1.EvaluateAdmissionRequest
+	4, // 5: agentid.policy.v1.PolicyService.EvaluateAdmission:output_type -> agentid.policy.v1.EvaluateAdmissionResponse
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agentid_policy_v1_policy_service_proto_init() }
@@ -348,7 +421,7 @@ func file_agentid_policy_v1_policy_service_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentid_policy_v1_policy_service_proto_rawDesc), len(file_agentid_policy_v1_policy_service_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -122,9 +122,16 @@ type AgentActivated struct {
 	// Id of the decision that allowed it.
 	DecisionId string `protobuf:"bytes,2,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
 	// Who approved.
-	ApprovedBy    string `protobuf:"bytes,3,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ApprovedBy string `protobuf:"bytes,3,opt,name=approved_by,json=approvedBy,proto3" json:"approved_by,omitempty"`
+	// Risk tier the admission policy set in place of the derived one; UNSPECIFIED when none. The
+	// agent's risk_tier becomes it, and its classification records it with reason and source.
+	OverrideRiskTier RiskTier `protobuf:"varint,10,opt,name=override_risk_tier,json=overrideRiskTier,proto3,enum=agentid.registry.v1.RiskTier" json:"override_risk_tier,omitempty"`
+	// Why the policy set override_risk_tier.
+	OverrideReason string `protobuf:"bytes,11,opt,name=override_reason,json=overrideReason,proto3" json:"override_reason,omitempty"`
+	// Where the override comes from, e.g. `policy-bundle:<version>`.
+	OverrideSource string `protobuf:"bytes,12,opt,name=override_source,json=overrideSource,proto3" json:"override_source,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AgentActivated) Reset() {
@@ -174,6 +181,27 @@ func (x *AgentActivated) GetDecisionId() string {
 func (x *AgentActivated) GetApprovedBy() string {
 	if x != nil {
 		return x.ApprovedBy
+	}
+	return ""
+}
+
+func (x *AgentActivated) GetOverrideRiskTier() RiskTier {
+	if x != nil {
+		return x.OverrideRiskTier
+	}
+	return RiskTier_RISK_TIER_UNSPECIFIED
+}
+
+func (x *AgentActivated) GetOverrideReason() string {
+	if x != nil {
+		return x.OverrideReason
+	}
+	return ""
+}
+
+func (x *AgentActivated) GetOverrideSource() string {
+	if x != nil {
+		return x.OverrideSource
 	}
 	return ""
 }
@@ -1163,13 +1191,17 @@ const file_agentid_registry_v1_events_proto_rawDesc = "" +
 	"\rTenantCreated\x123\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x1b.agentid.registry.v1.TenantR\x06tenant\"C\n" +
 	"\x0fAgentRegistered\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"f\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\x85\x02\n" +
 	"\x0eAgentActivated\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
 	"decisionId\x12\x1f\n" +
 	"\vapproved_by\x18\x03 \x01(\tR\n" +
-	"approvedBy\"\\\n" +
+	"approvedBy\x12K\n" +
+	"\x12override_risk_tier\x18\n" +
+	" \x01(\x0e2\x1d.agentid.registry.v1.RiskTierR\x10overrideRiskTier\x12'\n" +
+	"\x0foverride_reason\x18\v \x01(\tR\x0eoverrideReason\x12'\n" +
+	"\x0foverride_source\x18\f \x01(\tR\x0eoverrideSource\"\\\n" +
 	"\rAgentRejected\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
@@ -1280,23 +1312,25 @@ var file_agentid_registry_v1_events_proto_goTypes = []any{
 	(*DirectorySynced)(nil),           // 16: agentid.registry.v1.DirectorySynced
 	(*Tenant)(nil),                    // 17: agentid.registry.v1.Tenant
 	(*Agent)(nil),                     // 18: agentid.registry.v1.Agent
-	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
-	(*Classification)(nil),            // 20: agentid.registry.v1.Classification
-	(*Principal)(nil),                 // 21: agentid.registry.v1.Principal
+	(RiskTier)(0),                     // 19: agentid.registry.v1.RiskTier
+	(*timestamppb.Timestamp)(nil),     // 20: google.protobuf.Timestamp
+	(*Classification)(nil),            // 21: agentid.registry.v1.Classification
+	(*Principal)(nil),                 // 22: agentid.registry.v1.Principal
 }
 var file_agentid_registry_v1_events_proto_depIdxs = []int32{
 	17, // 0: agentid.registry.v1.TenantCreated.tenant:type_name -> agentid.registry.v1.Tenant
 	18, // 1: agentid.registry.v1.AgentRegistered.agent:type_name -> agentid.registry.v1.Agent
-	19, // 2: agentid.registry.v1.AgentRetired.verify_time:type_name -> google.protobuf.Timestamp
-	18, // 3: agentid.registry.v1.AgentUpdated.agent:type_name -> agentid.registry.v1.Agent
-	20, // 4: agentid.registry.v1.AgentUpdated.classification:type_name -> agentid.registry.v1.Classification
-	19, // 5: agentid.registry.v1.AgentExpired.expire_time:type_name -> google.protobuf.Timestamp
-	21, // 6: agentid.registry.v1.DirectorySynced.principals:type_name -> agentid.registry.v1.Principal
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	19, // 2: agentid.registry.v1.AgentActivated.override_risk_tier:type_name -> agentid.registry.v1.RiskTier
+	20, // 3: agentid.registry.v1.AgentRetired.verify_time:type_name -> google.protobuf.Timestamp
+	18, // 4: agentid.registry.v1.AgentUpdated.agent:type_name -> agentid.registry.v1.Agent
+	21, // 5: agentid.registry.v1.AgentUpdated.classification:type_name -> agentid.registry.v1.Classification
+	20, // 6: agentid.registry.v1.AgentExpired.expire_time:type_name -> google.protobuf.Timestamp
+	22, // 7: agentid.registry.v1.DirectorySynced.principals:type_name -> agentid.registry.v1.Principal
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_events_proto_init() }

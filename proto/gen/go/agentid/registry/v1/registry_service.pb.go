@@ -835,9 +835,18 @@ type ActivateAgentRequest struct {
 	// Expected etag; empty skips the check.
 	Etag string `protobuf:"bytes,4,opt,name=etag,proto3" json:"etag,omitempty"`
 	// Idempotency key.
-	RequestId     string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,5,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Risk tier the admission policy set in place of the derived one (its `risk_tier_override`
+	// rule); UNSPECIFIED when it set none. Recorded as the agent's risk_tier and in its
+	// classification's override fields.
+	OverrideRiskTier RiskTier `protobuf:"varint,10,opt,name=override_risk_tier,json=overrideRiskTier,proto3,enum=agentid.registry.v1.RiskTier" json:"override_risk_tier,omitempty"`
+	// Why the policy set override_risk_tier; required with it (at most 1000 characters).
+	OverrideReason string `protobuf:"bytes,11,opt,name=override_reason,json=overrideReason,proto3" json:"override_reason,omitempty"`
+	// Where the override comes from, e.g. `policy-bundle:<version>`; required with
+	// override_risk_tier (at most 200 characters).
+	OverrideSource string `protobuf:"bytes,12,opt,name=override_source,json=overrideSource,proto3" json:"override_source,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ActivateAgentRequest) Reset() {
@@ -901,6 +910,27 @@ func (x *ActivateAgentRequest) GetEtag() string {
 func (x *ActivateAgentRequest) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ActivateAgentRequest) GetOverrideRiskTier() RiskTier {
+	if x != nil {
+		return x.OverrideRiskTier
+	}
+	return RiskTier_RISK_TIER_UNSPECIFIED
+}
+
+func (x *ActivateAgentRequest) GetOverrideReason() string {
+	if x != nil {
+		return x.OverrideReason
+	}
+	return ""
+}
+
+func (x *ActivateAgentRequest) GetOverrideSource() string {
+	if x != nil {
+		return x.OverrideSource
 	}
 	return ""
 }
@@ -3080,7 +3110,7 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\x06agents\x18\x01 \x03(\v2\x1a.agentid.registry.v1.AgentR\x06agents\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x1d\n" +
 	"\n" +
-	"total_size\x18\x03 \x01(\x03R\ttotalSize\"\x9f\x01\n" +
+	"total_size\x18\x03 \x01(\x03R\ttotalSize\"\xbe\x02\n" +
 	"\x14ActivateAgentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vdecision_id\x18\x02 \x01(\tR\n" +
@@ -3089,7 +3119,11 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"approvedBy\x12\x12\n" +
 	"\x04etag\x18\x04 \x01(\tR\x04etag\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x05 \x01(\tR\trequestId\"I\n" +
+	"request_id\x18\x05 \x01(\tR\trequestId\x12K\n" +
+	"\x12override_risk_tier\x18\n" +
+	" \x01(\x0e2\x1d.agentid.registry.v1.RiskTierR\x10overrideRiskTier\x12'\n" +
+	"\x0foverride_reason\x18\v \x01(\tR\x0eoverrideReason\x12'\n" +
+	"\x0foverride_source\x18\f \x01(\tR\x0eoverrideSource\"I\n" +
 	"\x15ActivateAgentResponse\x120\n" +
 	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\x80\x01\n" +
 	"\x12RejectAgentRequest\x12\x12\n" +
@@ -3365,78 +3399,79 @@ var file_agentid_registry_v1_registry_service_proto_depIdxs = []int32{
 	51, // 10: agentid.registry.v1.ListAgentsRequest.expire_before:type_name -> google.protobuf.Timestamp
 	51, // 11: agentid.registry.v1.ListAgentsRequest.inactive_since:type_name -> google.protobuf.Timestamp
 	46, // 12: agentid.registry.v1.ListAgentsResponse.agents:type_name -> agentid.registry.v1.Agent
-	46, // 13: agentid.registry.v1.ActivateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 14: agentid.registry.v1.RejectAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 15: agentid.registry.v1.RetireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	51, // 16: agentid.registry.v1.CompleteRetirementRequest.verify_time:type_name -> google.protobuf.Timestamp
-	46, // 17: agentid.registry.v1.CompleteRetirementResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 18: agentid.registry.v1.SuspendAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 19: agentid.registry.v1.ResumeAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 20: agentid.registry.v1.AddAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
-	52, // 21: agentid.registry.v1.AddAgentKeyResponse.key:type_name -> agentid.registry.v1.AgentKey
-	46, // 22: agentid.registry.v1.RemoveAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 23: agentid.registry.v1.RemoveAgentScopesResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 24: agentid.registry.v1.UpdateAgentRequest.agent:type_name -> agentid.registry.v1.Agent
-	53, // 25: agentid.registry.v1.UpdateAgentRequest.update_mask:type_name -> google.protobuf.FieldMask
-	46, // 26: agentid.registry.v1.UpdateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	51, // 27: agentid.registry.v1.AgentHistoryEntry.time:type_name -> google.protobuf.Timestamp
-	54, // 28: agentid.registry.v1.AgentHistoryEntry.data:type_name -> google.protobuf.Struct
-	33, // 29: agentid.registry.v1.GetAgentHistoryResponse.entries:type_name -> agentid.registry.v1.AgentHistoryEntry
-	46, // 30: agentid.registry.v1.SubmitAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 31: agentid.registry.v1.ExpireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
-	46, // 32: agentid.registry.v1.TransferAgentOwnershipResponse.agent:type_name -> agentid.registry.v1.Agent
-	55, // 33: agentid.registry.v1.SyncDirectoryRequest.principals:type_name -> agentid.registry.v1.Principal
-	56, // 34: agentid.registry.v1.ListPrincipalsRequest.status:type_name -> agentid.registry.v1.PrincipalStatus
-	55, // 35: agentid.registry.v1.ListPrincipalsResponse.principals:type_name -> agentid.registry.v1.Principal
-	0,  // 36: agentid.registry.v1.RegistryService.CreateTenant:input_type -> agentid.registry.v1.CreateTenantRequest
-	2,  // 37: agentid.registry.v1.RegistryService.GetTenant:input_type -> agentid.registry.v1.GetTenantRequest
-	4,  // 38: agentid.registry.v1.RegistryService.ListTenants:input_type -> agentid.registry.v1.ListTenantsRequest
-	6,  // 39: agentid.registry.v1.RegistryService.RegisterAgent:input_type -> agentid.registry.v1.RegisterAgentRequest
-	8,  // 40: agentid.registry.v1.RegistryService.GetAgent:input_type -> agentid.registry.v1.GetAgentRequest
-	10, // 41: agentid.registry.v1.RegistryService.ListAgents:input_type -> agentid.registry.v1.ListAgentsRequest
-	12, // 42: agentid.registry.v1.RegistryService.ActivateAgent:input_type -> agentid.registry.v1.ActivateAgentRequest
-	14, // 43: agentid.registry.v1.RegistryService.RejectAgent:input_type -> agentid.registry.v1.RejectAgentRequest
-	16, // 44: agentid.registry.v1.RegistryService.RetireAgent:input_type -> agentid.registry.v1.RetireAgentRequest
-	18, // 45: agentid.registry.v1.RegistryService.CompleteRetirement:input_type -> agentid.registry.v1.CompleteRetirementRequest
-	20, // 46: agentid.registry.v1.RegistryService.SuspendAgent:input_type -> agentid.registry.v1.SuspendAgentRequest
-	22, // 47: agentid.registry.v1.RegistryService.ResumeAgent:input_type -> agentid.registry.v1.ResumeAgentRequest
-	28, // 48: agentid.registry.v1.RegistryService.RemoveAgentScopes:input_type -> agentid.registry.v1.RemoveAgentScopesRequest
-	24, // 49: agentid.registry.v1.RegistryService.AddAgentKey:input_type -> agentid.registry.v1.AddAgentKeyRequest
-	26, // 50: agentid.registry.v1.RegistryService.RemoveAgentKey:input_type -> agentid.registry.v1.RemoveAgentKeyRequest
-	30, // 51: agentid.registry.v1.RegistryService.UpdateAgent:input_type -> agentid.registry.v1.UpdateAgentRequest
-	32, // 52: agentid.registry.v1.RegistryService.GetAgentHistory:input_type -> agentid.registry.v1.GetAgentHistoryRequest
-	35, // 53: agentid.registry.v1.RegistryService.SubmitAgent:input_type -> agentid.registry.v1.SubmitAgentRequest
-	37, // 54: agentid.registry.v1.RegistryService.ExpireAgent:input_type -> agentid.registry.v1.ExpireAgentRequest
-	39, // 55: agentid.registry.v1.RegistryService.TransferAgentOwnership:input_type -> agentid.registry.v1.TransferAgentOwnershipRequest
-	41, // 56: agentid.registry.v1.RegistryService.SyncDirectory:input_type -> agentid.registry.v1.SyncDirectoryRequest
-	43, // 57: agentid.registry.v1.RegistryService.ListPrincipals:input_type -> agentid.registry.v1.ListPrincipalsRequest
-	1,  // 58: agentid.registry.v1.RegistryService.CreateTenant:output_type -> agentid.registry.v1.CreateTenantResponse
-	3,  // 59: agentid.registry.v1.RegistryService.GetTenant:output_type -> agentid.registry.v1.GetTenantResponse
-	5,  // 60: agentid.registry.v1.RegistryService.ListTenants:output_type -> agentid.registry.v1.ListTenantsResponse
-	7,  // 61: agentid.registry.v1.RegistryService.RegisterAgent:output_type -> agentid.registry.v1.RegisterAgentResponse
-	9,  // 62: agentid.registry.v1.RegistryService.GetAgent:output_type -> agentid.registry.v1.GetAgentResponse
-	11, // 63: agentid.registry.v1.RegistryService.ListAgents:output_type -> agentid.registry.v1.ListAgentsResponse
-	13, // 64: agentid.registry.v1.RegistryService.ActivateAgent:output_type -> agentid.registry.v1.ActivateAgentResponse
-	15, // 65: agentid.registry.v1.RegistryService.RejectAgent:output_type -> agentid.registry.v1.RejectAgentResponse
-	17, // 66: agentid.registry.v1.RegistryService.RetireAgent:output_type -> agentid.registry.v1.RetireAgentResponse
-	19, // 67: agentid.registry.v1.RegistryService.CompleteRetirement:output_type -> agentid.registry.v1.CompleteRetirementResponse
-	21, // 68: agentid.registry.v1.RegistryService.SuspendAgent:output_type -> agentid.registry.v1.SuspendAgentResponse
-	23, // 69: agentid.registry.v1.RegistryService.ResumeAgent:output_type -> agentid.registry.v1.ResumeAgentResponse
-	29, // 70: agentid.registry.v1.RegistryService.RemoveAgentScopes:output_type -> agentid.registry.v1.RemoveAgentScopesResponse
-	25, // 71: agentid.registry.v1.RegistryService.AddAgentKey:output_type -> agentid.registry.v1.AddAgentKeyResponse
-	27, // 72: agentid.registry.v1.RegistryService.RemoveAgentKey:output_type -> agentid.registry.v1.RemoveAgentKeyResponse
-	31, // 73: agentid.registry.v1.RegistryService.UpdateAgent:output_type -> agentid.registry.v1.UpdateAgentResponse
-	34, // 74: agentid.registry.v1.RegistryService.GetAgentHistory:output_type -> agentid.registry.v1.GetAgentHistoryResponse
-	36, // 75: agentid.registry.v1.RegistryService.SubmitAgent:output_type -> agentid.registry.v1.SubmitAgentResponse
-	38, // 76: agentid.registry.v1.RegistryService.ExpireAgent:output_type -> agentid.registry.v1.ExpireAgentResponse
-	40, // 77: agentid.registry.v1.RegistryService.TransferAgentOwnership:output_type -> agentid.registry.v1.TransferAgentOwnershipResponse
-	42, // 78: agentid.registry.v1.RegistryService.SyncDirectory:output_type -> agentid.registry.v1.SyncDirectoryResponse
-	44, // 79: agentid.registry.v1.RegistryService.ListPrincipals:output_type -> agentid.registry.v1.ListPrincipalsResponse
-	58, // [58:80] is the sub-list for method output_type
-	36, // [36:58] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	48, // 13: agentid.registry.v1.ActivateAgentRequest.override_risk_tier:type_name -> agentid.registry.v1.RiskTier
+	46, // 14: agentid.registry.v1.ActivateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 15: agentid.registry.v1.RejectAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 16: agentid.registry.v1.RetireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	51, // 17: agentid.registry.v1.CompleteRetirementRequest.verify_time:type_name -> google.protobuf.Timestamp
+	46, // 18: agentid.registry.v1.CompleteRetirementResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 19: agentid.registry.v1.SuspendAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 20: agentid.registry.v1.ResumeAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 21: agentid.registry.v1.AddAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
+	52, // 22: agentid.registry.v1.AddAgentKeyResponse.key:type_name -> agentid.registry.v1.AgentKey
+	46, // 23: agentid.registry.v1.RemoveAgentKeyResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 24: agentid.registry.v1.RemoveAgentScopesResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 25: agentid.registry.v1.UpdateAgentRequest.agent:type_name -> agentid.registry.v1.Agent
+	53, // 26: agentid.registry.v1.UpdateAgentRequest.update_mask:type_name -> google.protobuf.FieldMask
+	46, // 27: agentid.registry.v1.UpdateAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	51, // 28: agentid.registry.v1.AgentHistoryEntry.time:type_name -> google.protobuf.Timestamp
+	54, // 29: agentid.registry.v1.AgentHistoryEntry.data:type_name -> google.protobuf.Struct
+	33, // 30: agentid.registry.v1.GetAgentHistoryResponse.entries:type_name -> agentid.registry.v1.AgentHistoryEntry
+	46, // 31: agentid.registry.v1.SubmitAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 32: agentid.registry.v1.ExpireAgentResponse.agent:type_name -> agentid.registry.v1.Agent
+	46, // 33: agentid.registry.v1.TransferAgentOwnershipResponse.agent:type_name -> agentid.registry.v1.Agent
+	55, // 34: agentid.registry.v1.SyncDirectoryRequest.principals:type_name -> agentid.registry.v1.Principal
+	56, // 35: agentid.registry.v1.ListPrincipalsRequest.status:type_name -> agentid.registry.v1.PrincipalStatus
+	55, // 36: agentid.registry.v1.ListPrincipalsResponse.principals:type_name -> agentid.registry.v1.Principal
+	0,  // 37: agentid.registry.v1.RegistryService.CreateTenant:input_type -> agentid.registry.v1.CreateTenantRequest
+	2,  // 38: agentid.registry.v1.RegistryService.GetTenant:input_type -> agentid.registry.v1.GetTenantRequest
+	4,  // 39: agentid.registry.v1.RegistryService.ListTenants:input_type -> agentid.registry.v1.ListTenantsRequest
+	6,  // 40: agentid.registry.v1.RegistryService.RegisterAgent:input_type -> agentid.registry.v1.RegisterAgentRequest
+	8,  // 41: agentid.registry.v1.RegistryService.GetAgent:input_type -> agentid.registry.v1.GetAgentRequest
+	10, // 42: agentid.registry.v1.RegistryService.ListAgents:input_type -> agentid.registry.v1.ListAgentsRequest
+	12, // 43: agentid.registry.v1.RegistryService.ActivateAgent:input_type -> agentid.registry.v1.ActivateAgentRequest
+	14, // 44: agentid.registry.v1.RegistryService.RejectAgent:input_type -> agentid.registry.v1.RejectAgentRequest
+	16, // 45: agentid.registry.v1.RegistryService.RetireAgent:input_type -> agentid.registry.v1.RetireAgentRequest
+	18, // 46: agentid.registry.v1.RegistryService.CompleteRetirement:input_type -> agentid.registry.v1.CompleteRetirementRequest
+	20, // 47: agentid.registry.v1.RegistryService.SuspendAgent:input_type -> agentid.registry.v1.SuspendAgentRequest
+	22, // 48: agentid.registry.v1.RegistryService.ResumeAgent:input_type -> agentid.registry.v1.ResumeAgentRequest
+	28, // 49: agentid.registry.v1.RegistryService.RemoveAgentScopes:input_type -> agentid.registry.v1.RemoveAgentScopesRequest
+	24, // 50: agentid.registry.v1.RegistryService.AddAgentKey:input_type -> agentid.registry.v1.AddAgentKeyRequest
+	26, // 51: agentid.registry.v1.RegistryService.RemoveAgentKey:input_type -> agentid.registry.v1.RemoveAgentKeyRequest
+	30, // 52: agentid.registry.v1.RegistryService.UpdateAgent:input_type -> agentid.registry.v1.UpdateAgentRequest
+	32, // 53: agentid.registry.v1.RegistryService.GetAgentHistory:input_type -> agentid.registry.v1.GetAgentHistoryRequest
+	35, // 54: agentid.registry.v1.RegistryService.SubmitAgent:input_type -> agentid.registry.v1.SubmitAgentRequest
+	37, // 55: agentid.registry.v1.RegistryService.ExpireAgent:input_type -> agentid.registry.v1.ExpireAgentRequest
+	39, // 56: agentid.registry.v1.RegistryService.TransferAgentOwnership:input_type -> agentid.registry.v1.TransferAgentOwnershipRequest
+	41, // 57: agentid.registry.v1.RegistryService.SyncDirectory:input_type -> agentid.registry.v1.SyncDirectoryRequest
+	43, // 58: agentid.registry.v1.RegistryService.ListPrincipals:input_type -> agentid.registry.v1.ListPrincipalsRequest
+	1,  // 59: agentid.registry.v1.RegistryService.CreateTenant:output_type -> agentid.registry.v1.CreateTenantResponse
+	3,  // 60: agentid.registry.v1.RegistryService.GetTenant:output_type -> agentid.registry.v1.GetTenantResponse
+	5,  // 61: agentid.registry.v1.RegistryService.ListTenants:output_type -> agentid.registry.v1.ListTenantsResponse
+	7,  // 62: agentid.registry.v1.RegistryService.RegisterAgent:output_type -> agentid.registry.v1.RegisterAgentResponse
+	9,  // 63: agentid.registry.v1.RegistryService.GetAgent:output_type -> agentid.registry.v1.GetAgentResponse
+	11, // 64: agentid.registry.v1.RegistryService.ListAgents:output_type -> agentid.registry.v1.ListAgentsResponse
+	13, // 65: agentid.registry.v1.RegistryService.ActivateAgent:output_type -> agentid.registry.v1.ActivateAgentResponse
+	15, // 66: agentid.registry.v1.RegistryService.RejectAgent:output_type -> agentid.registry.v1.RejectAgentResponse
+	17, // 67: agentid.registry.v1.RegistryService.RetireAgent:output_type -> agentid.registry.v1.RetireAgentResponse
+	19, // 68: agentid.registry.v1.RegistryService.CompleteRetirement:output_type -> agentid.registry.v1.CompleteRetirementResponse
+	21, // 69: agentid.registry.v1.RegistryService.SuspendAgent:output_type -> agentid.registry.v1.SuspendAgentResponse
+	23, // 70: agentid.registry.v1.RegistryService.ResumeAgent:output_type -> agentid.registry.v1.ResumeAgentResponse
+	29, // 71: agentid.registry.v1.RegistryService.RemoveAgentScopes:output_type -> agentid.registry.v1.RemoveAgentScopesResponse
+	25, // 72: agentid.registry.v1.RegistryService.AddAgentKey:output_type -> agentid.registry.v1.AddAgentKeyResponse
+	27, // 73: agentid.registry.v1.RegistryService.RemoveAgentKey:output_type -> agentid.registry.v1.RemoveAgentKeyResponse
+	31, // 74: agentid.registry.v1.RegistryService.UpdateAgent:output_type -> agentid.registry.v1.UpdateAgentResponse
+	34, // 75: agentid.registry.v1.RegistryService.GetAgentHistory:output_type -> agentid.registry.v1.GetAgentHistoryResponse
+	36, // 76: agentid.registry.v1.RegistryService.SubmitAgent:output_type -> agentid.registry.v1.SubmitAgentResponse
+	38, // 77: agentid.registry.v1.RegistryService.ExpireAgent:output_type -> agentid.registry.v1.ExpireAgentResponse
+	40, // 78: agentid.registry.v1.RegistryService.TransferAgentOwnership:output_type -> agentid.registry.v1.TransferAgentOwnershipResponse
+	42, // 79: agentid.registry.v1.RegistryService.SyncDirectory:output_type -> agentid.registry.v1.SyncDirectoryResponse
+	44, // 80: agentid.registry.v1.RegistryService.ListPrincipals:output_type -> agentid.registry.v1.ListPrincipalsResponse
+	59, // [59:81] is the sub-list for method output_type
+	37, // [37:59] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_agentid_registry_v1_registry_service_proto_init() }
