@@ -9,6 +9,17 @@
 #                      "reasons": [...], "required_approvals": [...]}
 # Deny wins over everything; an agent that fits the pre-approved template is allowed without a
 # human; everything else needs approvals in order (owner, security, compliance).
+#
+# Optional output: risk_tier_override := {"tier": "LOW" | "MODERATE" | "HIGH", "reason": "..."}
+# sets the agent's risk tier in place of the registry's derived one, with the reason recorded in the
+# agent's classification (docs/policy-override.md). This bundle sets none. A tenant's bundle may, e.g.
+#
+#   risk_tier_override := {"tier": "HIGH", "reason": "agents of the payments team move money"} if {
+#   	startswith(object.get(agent, "owner", ""), "team:payments")
+#   }
+#
+# A malformed override (not such an object, an unknown tier, an empty reason, conflicting values)
+# turns the decision into a deny naming the rule: it fails closed.
 package agentid.admission
 
 # Scope segments that grant admin-style or unbounded access; agents never get them.

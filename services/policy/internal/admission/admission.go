@@ -296,7 +296,7 @@ func (s *Service) evaluate(ctx context.Context, req Request) (Decision, *policyv
 	d := Decision{Decision: s.eval.Admission(ctx, input), ID: id.String()}
 	s.logger.InfoContext(ctx, "admission decided", "tenant", req.Tenant, "agent", req.Agent.GetName(),
 		"decision_id", d.ID, "outcome", string(d.Outcome), "required_approvals", d.RequiredApprovals,
-		"bundle_version", d.BundleVersion, "request_id", req.RequestID)
+		"bundle_version", d.BundleVersion, "request_id", req.RequestID, "risk_tier_override", overrideTier(d.Override))
 	in, err := structpb.NewStruct(input)
 	if err != nil {
 		return Decision{}, nil, errs.Internal(fmt.Errorf("decision input is not representable: %w", err))
@@ -386,13 +386,17 @@ func (s *Service) publishRecorded(ctx context.Context, ev eventstore.Event, rec 
 
 // ToProto converts a decision to its API form.
 func ToProto(d Decision) *policyv1.Decision {
-	return &policyv1.Decision{
+	out := &policyv1.Decision{
 		DecisionId:        d.ID,
 		Outcome:           outcomeToProto(d.Outcome),
 		Reasons:           d.Reasons,
 		RequiredApprovals: d.RequiredApprovals,
 		BundleVersion:     d.BundleVersion,
 	}
+	if o := d.Override; o != nil {
+		out.RiskTierOverride = &policyv1.RiskTierOverride{Tier: o.Tier, Reason: o.Reason}
+	}
+	return out
 }
 
 // FromProto converts a decision from its API form; an unknown outcome is a deny.
@@ -409,7 +413,18 @@ func FromProto(d *policyv1.Decision) Decision {
 	case policyv1.Outcome_OUTCOME_REQUIRE_APPROVAL:
 		out.Outcome = engine.OutcomeRequireApproval
 	}
+	if o := d.GetRiskTierOverride(); o != nil && out.Outcome != engine.OutcomeDeny {
+		out.Override = &engine.Override{Tier: o.GetTier(), Reason: o.GetReason()}
+	}
 	return out
+}
+
+// overrideTier is the tier of o for logs, "" without an override.
+func overrideTier(o *engine.Override) string {
+	if o == nil {
+		return ""
+	}
+	return o.Tier
 }
 
 func outcomeToProto(o engine.Outcome) policyv1.Outcome {

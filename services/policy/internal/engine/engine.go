@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -16,6 +18,14 @@ const AdmissionQuery = "data.agentid.admission.decision"
 
 // EvaluationFailed is the one reason of a decision the policy could not make; the cause is logged.
 const EvaluationFailed = "policy evaluation failed"
+
+// OverrideRule is the bundle rule whose value overrides the registry's derived risk tier of the
+// agent under admission: an object {"tier": "LOW" | "MODERATE" | "HIGH", "reason": string}. It is
+// optional; undefined means no override.
+const OverrideRule = "risk_tier_override"
+
+// OverrideQuery is the query of OverrideRule.
+const OverrideQuery = "data.agentid.admission." + OverrideRule
 
 // Outcome is the result of a decision.
 type Outcome string
@@ -40,11 +50,33 @@ type Decision struct {
 	RequiredApprovals []string
 	// BundleVersion is the version of the bundle that decided.
 	BundleVersion string
+	// Override is the risk tier the bundle's OverrideRule sets, nil when it sets none. Only allow and
+	// require_approval decisions carry one.
+	Override *Override
 }
+
+// Override is a policy's risk tier override of one agent.
+type Override struct {
+	// Tier is the registry's RiskTier enum value name: RISK_TIER_LOW, RISK_TIER_MODERATE or
+	// RISK_TIER_HIGH.
+	Tier string
+	// Reason says why (never empty).
+	Reason string
+}
+
+// overrideTiers maps the tiers OverrideRule may name (short or full enum name) to the enum name.
+var overrideTiers = map[string]string{
+	"LOW": "RISK_TIER_LOW", "MODERATE": "RISK_TIER_MODERATE", "HIGH": "RISK_TIER_HIGH",
+	"RISK_TIER_LOW": "RISK_TIER_LOW", "RISK_TIER_MODERATE": "RISK_TIER_MODERATE", "RISK_TIER_HIGH": "RISK_TIER_HIGH",
+}
+
+// maxOverrideReasonLen bounds an override's reason (the registry records at most 1000 characters).
+const maxOverrideReasonLen = 1000
 
 // Engine evaluates a compiled bundle. It is safe for concurrent use.
 type Engine struct {
 	admission rego.PreparedEvalQuery
+	override  rego.PreparedEvalQuery
 	version   string
 	logger    *slog.Logger
 }
@@ -58,21 +90,28 @@ func New(ctx context.Context, b Bundle, logger *slog.Logger) (*Engine, error) {
 	if len(b.files) == 0 {
 		return nil, errors.New("policy engine: empty bundle")
 	}
-	opts := []func(*rego.Rego){
-		rego.Query(AdmissionQuery),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.StrictBuiltinErrors(true),
-	}
-	for _, f := range b.files {
-		if !f.IsTest() {
-			opts = append(opts, rego.Module(f.Name, f.Source))
+	prepare := func(query string) (rego.PreparedEvalQuery, error) {
+		opts := []func(*rego.Rego){
+			rego.Query(query),
+			rego.SetRegoVersion(ast.RegoV1),
+			rego.StrictBuiltinErrors(true),
 		}
+		for _, f := range b.files {
+			if !f.IsTest() {
+				opts = append(opts, rego.Module(f.Name, f.Source))
+			}
+		}
+		return rego.New(opts...).PrepareForEval(ctx)
 	}
-	pq, err := rego.New(opts...).PrepareForEval(ctx)
+	pq, err := prepare(AdmissionQuery)
 	if err != nil {
 		return nil, fmt.Errorf("policy engine: compile bundle: %w", err)
 	}
-	return &Engine{admission: pq, version: b.Version(), logger: logger}, nil
+	oq, err := prepare(OverrideQuery)
+	if err != nil {
+		return nil, fmt.Errorf("policy engine: compile bundle (%s): %w", OverrideQuery, err)
+	}
+	return &Engine{admission: pq, override: oq, version: b.Version(), logger: logger}, nil
 }
 
 // BundleVersion is the version of the compiled bundle.
@@ -81,6 +120,11 @@ func (e *Engine) BundleVersion() string { return e.version }
 // Admission evaluates the admission decision point. It never fails: an evaluation error, an
 // undefined or malformed decision, or an unknown outcome is a deny with the reason
 // EvaluationFailed, and the cause is logged.
+//
+// The bundle's OverrideRule is evaluated with the decision. A well-formed override rides on an
+// allow or require_approval decision (a deny carries none); a malformed one (not an object, an
+// unknown tier, an empty reason, an unknown key, conflicting values) fails closed: the decision
+// becomes a deny whose reason names the rule.
 func (e *Engine) Admission(ctx context.Context, input map[string]any) Decision {
 	d, err := e.eval(ctx, input)
 	if err != nil {
@@ -89,7 +133,90 @@ func (e *Engine) Admission(ctx context.Context, input map[string]any) Decision {
 		return Decision{Outcome: OutcomeDeny, Reasons: []string{EvaluationFailed}, BundleVersion: e.version}
 	}
 	d.BundleVersion = e.version
+	o, err := e.evalOverride(ctx, input)
+	if err != nil {
+		e.logger.ErrorContext(ctx, "policy risk tier override malformed; denying",
+			"decision_point", "admission", "rule", OverrideQuery, "bundle_version", e.version, "error", err)
+		reasons := []string{"policy rule " + OverrideRule + " is malformed: " + err.Error()}
+		if d.Outcome == OutcomeDeny {
+			reasons = append(slices.Clone(d.Reasons), reasons...)
+		}
+		return Decision{Outcome: OutcomeDeny, Reasons: reasons, BundleVersion: e.version}
+	}
+	if d.Outcome != OutcomeDeny {
+		d.Override = o
+	}
 	return d
+}
+
+// evalOverride evaluates OverrideRule: nil when it is undefined, an error (safe to show: it never
+// carries the evaluator's text) when its value is malformed or cannot be computed.
+func (e *Engine) evalOverride(ctx context.Context, input map[string]any) (*Override, error) {
+	rs, err := e.override.Eval(ctx, rego.EvalInput(input))
+	if err != nil {
+		e.logger.ErrorContext(ctx, "policy risk tier override not evaluated", "rule", OverrideQuery, "error", err)
+		return nil, errors.New("it could not be evaluated (conflicting values or a built-in error)")
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return nil, nil
+	}
+	if len(rs) > 1 || len(rs[0].Expressions) > 1 {
+		return nil, errors.New("it has more than one result")
+	}
+	return ParseOverride(rs[0].Expressions[0].Value)
+}
+
+// ParseOverride checks the shape OverrideRule must produce: an object {"tier": string, "reason":
+// string} and nothing else, tier one of LOW, MODERATE, HIGH (or their RISK_TIER_ names), reason not
+// blank and at most 1000 characters. The tier is returned as its RISK_TIER_ name.
+func ParseOverride(v any) (*Override, error) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("the value is a %s, want an object {tier, reason}", typeName(v))
+	}
+	for k := range obj {
+		if k != "tier" && k != "reason" {
+			return nil, fmt.Errorf("unknown key %q (want tier and reason)", k)
+		}
+	}
+	raw, ok := obj["tier"].(string)
+	if !ok {
+		return nil, errors.New("tier is missing or not a string")
+	}
+	tier, ok := overrideTiers[strings.ToUpper(strings.TrimSpace(raw))]
+	if !ok {
+		return nil, fmt.Errorf("tier %q is not LOW, MODERATE or HIGH", raw)
+	}
+	reason, ok := obj["reason"].(string)
+	switch {
+	case !ok:
+		return nil, errors.New("reason is missing or not a string")
+	case strings.TrimSpace(reason) == "":
+		return nil, errors.New("reason is empty: an override must say why")
+	case utf8.RuneCountInString(reason) > maxOverrideReasonLen:
+		return nil, fmt.Errorf("reason is longer than %d characters", maxOverrideReasonLen)
+	case strings.ContainsAny(reason, "\x00"):
+		return nil, errors.New("reason contains a NUL character")
+	}
+	return &Override{Tier: tier, Reason: strings.TrimSpace(reason)}, nil
+}
+
+// typeName names the JSON type of a Rego value, for messages.
+func typeName(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case []any:
+		return "array"
+	case map[string]any:
+		return "object"
+	default:
+		return "number"
+	}
 }
 
 func (e *Engine) eval(ctx context.Context, input map[string]any) (Decision, error) {
