@@ -50,6 +50,8 @@ type Runner struct {
 	syncHook    func()        // called as each position sync starts (tests)
 	started     chan struct{} // closed once Run knows readyTarget
 	readyTarget uint64
+
+	ckpt *checkpointing // nil without WithCheckpoints; used by the Run goroutine only
 }
 
 // RunnerOption configures a Runner.
@@ -89,6 +91,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		return fmt.Errorf("eventstore: runner %s is already running", r.p.Name())
 	}
 	defer r.running.Store(false)
+	defer r.stopCheckpoints(ctx)
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -148,6 +151,9 @@ func (r *Runner) follow(ctx context.Context) (applied bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if r.ckpt != nil {
+		r.restoreCheckpoint(ctx, stream.CachedInfo())
+	}
 	r.markStarted(stream.CachedInfo().State.LastSeq)
 	r.sawLastSeq(stream.CachedInfo().State.LastSeq)
 
@@ -197,6 +203,7 @@ func (r *Runner) follow(ctx context.Context) (applied bool, err error) {
 		metricProjectionLag.WithLabelValues(r.p.Name(), r.stream).Set(float64(md.NumPending))
 		r.sawLastSeq(md.Sequence.Stream)
 		r.advance(md.Sequence.Stream)
+		r.afterApply(ctx)
 		applied = true
 	}
 }
