@@ -88,6 +88,7 @@ type Service struct {
 	agents       *AgentProjection
 	tenantRunner *eventstore.Runner
 	agentRunner  *eventstore.Runner
+	directories  directories // the tenants' directories (directory.go)
 }
 
 // New returns a service over cfg.Store. Its read models fill only while the runners of Runners run.
@@ -120,12 +121,16 @@ func New(cfg Config) (*Service, error) {
 	}
 	s.tenantRunner = s.store.NewRunner(s.tenants, eventstore.StreamTenants, []string{eventstore.AggregateTypeSubject(AggregateTenant)})
 	s.agentRunner = s.store.NewRunner(s.agents, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(AggregateAgent)})
+	s.directories = newDirectories(s.store)
+	if s.directory == nil { // the registry's own directory, synced by SyncDirectory
+		s.directory = s.directories
+	}
 	return s, nil
 }
 
 // Runners returns the runners that build the read models; run each until shutdown.
 func (s *Service) Runners() []*eventstore.Runner {
-	return []*eventstore.Runner{s.tenantRunner, s.agentRunner}
+	return []*eventstore.Runner{s.tenantRunner, s.agentRunner, s.directories.runner}
 }
 
 // Ready blocks until both read models have caught up with their streams as they were at start.
@@ -320,8 +325,11 @@ func (s *Service) checkTenantExists(ctx context.Context, tenant string) error {
 	return nil
 }
 
-// RegisterAgent validates and records a new agent in state PENDING. With a request id the agent id
-// is derived from it, so a repeat returns the agent the first attempt created and records nothing.
+// RegisterAgent validates and records a new agent in state PENDING (PROPOSED with c.Proposed), its
+// owner and sponsor checked against the tenant's directory when one is configured. With a request id
+// the agent id is derived from it, so a repeat returns the agent the first attempt created and
+// records nothing. With c.ValidateOnly it decides and returns the agent as it would be registered,
+// writing nothing.
 func (s *Service) RegisterAgent(ctx context.Context, c RegisterAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if !ValidTenantID(c.Tenant) {
 		return nil, errs.InvalidArgument("parent", "must have the form tenants/{tenant}")
@@ -338,12 +346,23 @@ func (s *Service) RegisterAgent(ctx context.Context, c RegisterAgent, md eventst
 	if err := s.checkTenantExists(ctx, c.Tenant); err != nil {
 		return nil, err
 	}
+	if err := s.checkPrincipals(c.Tenant, c.Agent.GetOwner(), c.Agent.GetSponsor()); err != nil {
+		return nil, err
+	}
 	agentID := NewAgentID()
 	if c.RequestID != "" {
 		agentID = DeriveAgentID(c.Tenant, c.RequestID)
 	}
 	key := commandKey(cmdRegisterAgent, c.Tenant, agentID, c.RequestID)
-	return s.runAgent(ctx, c.Tenant, agentID, key, md, func(a *Agent) (*Change, error) { return a.Register(c) })
+	decide := func(a *Agent) (*Change, error) { return a.Register(c) }
+	if c.ValidateOnly {
+		a, err := s.previewAgent(ctx, c.Tenant, agentID, key, decide)
+		if err != nil {
+			return nil, err
+		}
+		return a.View(), nil
+	}
+	return s.runAgent(ctx, c.Tenant, agentID, key, md, decide)
 }
 
 // ActivateAgent records an approval: PENDING becomes ACTIVE.

@@ -87,6 +87,11 @@ func foldTenant(cur *registryv1.Tenant, e eventstore.Event) (*registryv1.Tenant,
 		}
 		next.CreateTime = timestamppb.New(e.Time)
 		return next, nil
+	case EventDirectorySynced: // the directory's own read model folds it (directory.go)
+		if cur == nil {
+			return nil, fmt.Errorf("registry: directory sync %s of tenant %s that was never created", e.ID, e.AggregateID)
+		}
+		return cur, nil
 	default:
 		return nil, fmt.Errorf("registry: unknown tenant event type %q (event %s, seq %s)", e.Type, e.ID, strconv.FormatUint(e.Sequence, 10))
 	}
