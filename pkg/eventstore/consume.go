@@ -44,6 +44,7 @@ type consumeConfig struct {
 	maxDeliver  int
 	backoff     []time.Duration
 	concurrency int
+	orderKey    func(subject string) string // WithOrderKey
 }
 
 // ConsumeOption configures Consume.
@@ -132,6 +133,7 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 	// A token in slots is a handler that may run; events are pulled only for free slots, so that
 	// none sits in a client buffer while its ack wait runs out.
 	slots := make(chan struct{}, cfg.concurrency)
+	var chains keyChains
 	for {
 		select {
 		case slots <- struct{}{}:
@@ -153,8 +155,17 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 		if err == nil {
 			for msg := range batch.Messages() {
 				free--
+				var wait <-chan struct{}
+				done := func() {}
+				if cfg.orderKey != nil { // taken here, in stream order
+					wait, done = chains.take(cfg.orderKey(msg.Subject()))
+				}
 				wg.Go(func() {
 					defer func() { <-slots }()
+					defer done()
+					if wait != nil { // until the handler of the event before it returns (it does when ctx ends)
+						awaitTurn(msg, wait, cfg.ackWait)
+					}
 					s.handle(ctx, name, cfg, msg, h)
 				})
 			}

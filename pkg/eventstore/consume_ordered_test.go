@@ -1,0 +1,98 @@
+package eventstore_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/testkit"
+)
+
+func TestSubjectAggregateKey(t *testing.T) {
+	for _, tc := range []struct{ subject, want string }{
+		{"agentid.acme.agent.a1.registered", "agentid.acme.agent.a1"},
+		{"agentid.acme.agent.a1.retirement_requested", "agentid.acme.agent.a1"},
+		{"plain", "plain"},
+	} {
+		if got := eventstore.SubjectAggregateKey(tc.subject); got != tc.want {
+			t.Errorf("SubjectAggregateKey(%q) = %q, want %q", tc.subject, got, tc.want)
+		}
+	}
+}
+
+// TestConsumeOrderKeyKeepsOrderPerKey: with concurrency and WithOrderKey, the events of one agent
+// are handled one after another in stream order (the second not before the first returned, also
+// when the first is blocked), while another agent's event is handled meanwhile.
+func TestConsumeOrderKeyKeepsOrderPerKey(t *testing.T) {
+	e := newEnv(t)
+	a1 := mustAppend(t, e.store, agentAppend("acme", "a", "registered", 0, "a1"))
+	a2 := mustAppend(t, e.store, agentAppend("acme", "a", "activated", a1.Sequence, "a2"))
+	a3 := mustAppend(t, e.store, agentAppend("acme", "a", "retirement_requested", a2.Sequence, "a3"))
+	b1 := mustAppend(t, e.store, agentAppend("acme", "b", "registered", 0, "b1"))
+
+	release := make(chan struct{})
+	var (
+		mu      sync.Mutex
+		started []uint64 // handler starts, in order
+		running = map[string]int{}
+		overlap []string // an agent with two handlers running at once
+	)
+	h := func(_ context.Context, ev eventstore.Event) error {
+		mu.Lock()
+		started = append(started, ev.Sequence)
+		running[ev.AggregateID]++
+		if running[ev.AggregateID] > 1 {
+			overlap = append(overlap, ev.AggregateID)
+		}
+		mu.Unlock()
+		if ev.Sequence == a1.Sequence {
+			<-release
+		}
+		mu.Lock()
+		running[ev.AggregateID]--
+		mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.store.Consume(ctx, "ordered", eventstore.StreamAgents, []string{"agentid.*.agent.>"}, h,
+			eventstore.WithConcurrency(8), eventstore.WithOrderKey(eventstore.SubjectAggregateKey))
+	}()
+	has := func(seq uint64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(started, seq)
+	}
+	// b's event is handled while a's first one blocks: other keys are not held up.
+	testkit.Eventually(t, testkit.DefaultWait, "b1 handled while a1 blocks", func() (bool, error) {
+		return has(b1.Sequence) && has(a1.Sequence), nil
+	})
+	if has(a2.Sequence) || has(a3.Sequence) {
+		t.Errorf("a's later events were handled while its first one was still running: %v", started)
+	}
+	close(release)
+	testkit.Eventually(t, testkit.DefaultWait, "every event handled", func() (bool, error) {
+		return has(a2.Sequence) && has(a3.Sequence), nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var order []uint64
+	for _, s := range started {
+		if s != b1.Sequence {
+			order = append(order, s)
+		}
+	}
+	if want := []uint64{a1.Sequence, a2.Sequence, a3.Sequence}; !slices.Equal(order, want) {
+		t.Errorf("agent a's events handled in order %v, want %v", order, want)
+	}
+	if len(overlap) > 0 {
+		t.Errorf("handlers of one agent ran at once: %v", overlap)
+	}
+}
