@@ -24,8 +24,9 @@ type Agent struct {
 	view        *registryv1.Agent
 	decisionID  string
 	handled     map[string]bool
-	removedKeys map[string]bool // thumbprints of keys the agent held and removed
-	suspension  suspension      // the current suspension, while SUSPENDED
+	removedKeys map[string]bool     // thumbprints of keys the agent held and removed
+	suspension  suspension          // the current suspension, while SUSPENDED
+	changed     map[string][]string // idempotency key of an agent.updated → its changed fields
 }
 
 // suspension is what made an agent's current suspension: its cause and the idempotency key of the
@@ -81,6 +82,15 @@ func (a *Agent) Apply(e eventstore.Event) error {
 			return err
 		}
 		a.suspension = suspension{cause: d.GetCause(), key: e.Metadata.CausationID}
+	case EventAgentUpdated:
+		d, err := eventstore.DecodeAs[*registryv1.AgentUpdated](e)
+		if err != nil {
+			return err
+		}
+		if a.changed == nil {
+			a.changed = map[string][]string{}
+		}
+		a.changed[e.Metadata.CausationID] = d.GetChangedFields()
 	}
 	if view.GetState() != registryv1.AgentState_AGENT_STATE_SUSPENDED {
 		a.suspension = suspension{}
@@ -91,6 +101,10 @@ func (a *Agent) Apply(e eventstore.Event) error {
 	}
 	return nil
 }
+
+// ChangedBy returns the fields the agent.updated of the command with idempotency key key changed
+// (nil when it wrote none).
+func (a *Agent) ChangedBy(key string) []string { return a.changed[key] }
 
 // Exists reports whether the agent has been registered.
 func (a *Agent) Exists() bool { return a.view != nil }
@@ -149,7 +163,9 @@ func foldAgent(cur *registryv1.Agent, e eventstore.Event) (*registryv1.Agent, er
 		if next == nil {
 			return nil, fmt.Errorf("registry: registration %s without an agent", e.ID)
 		}
-		next.State = registryv1.AgentState_AGENT_STATE_PENDING
+		if next.GetState() != registryv1.AgentState_AGENT_STATE_PROPOSED {
+			next.State = registryv1.AgentState_AGENT_STATE_PENDING
+		}
 		next.CreateTime = timestamppb.New(e.Time)
 		next.Keys = agentKeysOf(next.GetPublicJwks(), e.Time)
 	case EventAgentActivated:
@@ -192,6 +208,14 @@ func foldAgent(cur *registryv1.Agent, e eventstore.Event) (*registryv1.Agent, er
 		if err := foldAgentKey(next, e); err != nil {
 			return nil, err
 		}
+	case EventAgentUpdated, EventAgentSubmitted, EventAgentExpired:
+		if err := foldRecord(next, e); err != nil {
+			return nil, err
+		}
+	case EventAgentOwnershipTransferred, EventAgentOrphaned:
+		if err := foldOwnership(next, e); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("registry: unknown agent event type %q (event %s)", e.Type, e.ID)
 	}
@@ -210,6 +234,10 @@ type RegisterAgent struct {
 	RequestID string
 	// RequireOwner, when set, is the only owner the caller may register agents for.
 	RequireOwner string
+	// ValidateOnly decides (validates, classifies, checks the directory) without writing.
+	ValidateOnly bool
+	// Proposed registers the agent as PROPOSED (a draft) instead of PENDING.
+	Proposed bool
 }
 
 // ActivateAgent records an approved provisioning decision.
@@ -386,25 +414,14 @@ func (a *Agent) checkEtag(etag string) error {
 	return nil
 }
 
-// wrongState is the FailedPrecondition of a command the agent's current state does not allow.
-func (a *Agent) wrongState(action string, allowed ...registryv1.AgentState) error {
-	names := make([]string, len(allowed))
-	for i, s := range allowed {
-		names[i] = stateName(s)
-	}
-	cur := stateName(a.State())
-	return errs.FailedPrecondition("AGENT_STATE_"+cur,
-		fmt.Sprintf("cannot %s an agent in state %s (allowed from %s)", action, cur, strings.Join(names, ", "))).
-		WithMetadata("state", cur)
-}
-
 func stateName(s registryv1.AgentState) string {
 	return strings.TrimPrefix(s.String(), "AGENT_STATE_")
 }
 
-// Register decides the registration of a new agent from validated input: the agent is PENDING and
-// its risk tier is derived from its classification. An existing agent is AlreadyExists; with
-// RequireOwner set, an agent of another owner is PermissionDenied NOT_OWNER.
+// Register decides the registration of a new agent from validated input: the agent is PENDING (or
+// PROPOSED with c.Proposed), its classification and risk tier are derived from its fields and its
+// audit_ref points at its history. An existing agent is AlreadyExists; with RequireOwner set, an
+// agent of another owner is PermissionDenied NOT_OWNER.
 func (a *Agent) Register(c RegisterAgent) (*Change, error) {
 	if a.Exists() {
 		return nil, errs.AlreadyExists("AGENT_EXISTS", "an agent with this id already exists").WithMetadata("name", a.Name())
@@ -413,24 +430,15 @@ func (a *Agent) Register(c RegisterAgent) (*Change, error) {
 	if c.RequireOwner != "" && in.GetOwner() != c.RequireOwner {
 		return nil, errs.PermissionDenied("NOT_OWNER", "an owner may only register agents it owns (agent.owner must be the caller)")
 	}
-	agent := &registryv1.Agent{
-		Name:            a.Name(),
-		AgentId:         a.ID,
-		Tenant:          a.Tenant,
-		DisplayName:     in.GetDisplayName(),
-		Owner:           in.GetOwner(),
-		Sponsor:         in.GetSponsor(),
-		Purpose:         in.GetPurpose(),
-		Environment:     in.GetEnvironment(),
-		Autonomy:        in.GetAutonomy(),
-		IdentityModel:   in.GetIdentityModel(),
-		TrustBoundary:   in.GetTrustBoundary(),
-		DataSensitivity: in.GetDataSensitivity(),
-		RiskTier:        DeriveRiskTier(ClassificationOf(in)),
-		Scopes:          append([]string(nil), in.GetScopes()...),
-		PublicJwks:      in.GetPublicJwks(),
-		State:           registryv1.AgentState_AGENT_STATE_PENDING,
-		ExpireTime:      in.GetExpireTime(),
+	agent := declared(in)
+	agent.Name, agent.AgentId, agent.Tenant = a.Name(), a.ID, a.Tenant
+	agent.PublicJwks = in.GetPublicJwks()
+	agent.Classification = Classify(agent)
+	agent.RiskTier = EffectiveRiskTier(agent.Classification)
+	agent.AuditRef = HistoryName(a.Tenant, a.ID)
+	agent.State = registryv1.AgentState_AGENT_STATE_PENDING
+	if c.Proposed {
+		agent.State = registryv1.AgentState_AGENT_STATE_PROPOSED
 	}
 	ch := AgentRegistered(agent)
 	return &ch, nil
@@ -448,8 +456,8 @@ func (a *Agent) Activate(c ActivateAgent) (*Change, error) {
 	if err := a.checkEtag(c.Etag); err != nil {
 		return nil, err
 	}
-	if a.State() != registryv1.AgentState_AGENT_STATE_PENDING {
-		return nil, a.wrongState("activate", registryv1.AgentState_AGENT_STATE_PENDING)
+	if err := a.allow(CmdActivate); err != nil {
+		return nil, err
 	}
 	ch := AgentActivated(a.Name(), c.DecisionID, c.ApprovedBy)
 	return &ch, nil
@@ -464,8 +472,8 @@ func (a *Agent) Reject(c RejectAgent) (*Change, error) {
 	if a.State() == registryv1.AgentState_AGENT_STATE_REJECTED && a.decisionID == c.DecisionID {
 		return nil, nil
 	}
-	if a.State() != registryv1.AgentState_AGENT_STATE_PENDING {
-		return nil, a.wrongState("reject", registryv1.AgentState_AGENT_STATE_PENDING)
+	if err := a.allow(CmdReject); err != nil {
+		return nil, err
 	}
 	ch := AgentRejected(a.Name(), c.DecisionID, c.Reason)
 	return &ch, nil
@@ -484,11 +492,8 @@ func (a *Agent) Retire(c RetireAgent) (*Change, error) {
 	if err := a.checkEtag(c.Etag); err != nil {
 		return nil, err
 	}
-	switch a.State() {
-	case registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_SUSPENDED:
-	default:
-		return nil, a.wrongState("retire", registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE,
-			registryv1.AgentState_AGENT_STATE_SUSPENDED)
+	if err := a.allow(CmdRetire); err != nil {
+		return nil, err
 	}
 	trigger, err := NormalizeTrigger(c.Trigger)
 	if err != nil {
@@ -511,8 +516,8 @@ func (a *Agent) Suspend(c SuspendAgent) (*Change, error) {
 	if err := a.checkEtag(c.Etag); err != nil {
 		return nil, err
 	}
-	if a.State() != registryv1.AgentState_AGENT_STATE_ACTIVE {
-		return nil, a.wrongState("suspend", registryv1.AgentState_AGENT_STATE_ACTIVE)
+	if err := a.allow(CmdSuspend); err != nil {
+		return nil, err
 	}
 	cause, err := NormalizeCause(c.Cause)
 	if err != nil {
@@ -532,8 +537,8 @@ func (a *Agent) Resume(c ResumeAgent) (*Change, error) {
 	if err := a.checkEtag(c.Etag); err != nil {
 		return nil, err
 	}
-	if a.State() != registryv1.AgentState_AGENT_STATE_SUSPENDED {
-		return nil, a.wrongState("resume", registryv1.AgentState_AGENT_STATE_SUSPENDED)
+	if err := a.allow(CmdResume); err != nil {
+		return nil, err
 	}
 	if c.ExpectedCause != "" && c.ExpectedCause != a.suspension.cause {
 		return nil, errs.FailedPrecondition("SUSPENSION_CAUSE_MISMATCH",
@@ -549,8 +554,8 @@ func (a *Agent) CompleteRetirement(c CompleteRetirement) (*Change, error) {
 	if !a.Exists() {
 		return nil, a.notFound()
 	}
-	if a.State() != registryv1.AgentState_AGENT_STATE_RETIRING {
-		return nil, a.wrongState("complete the retirement of", registryv1.AgentState_AGENT_STATE_RETIRING)
+	if err := a.allow(CmdCompleteRetirement); err != nil {
+		return nil, err
 	}
 	ch := AgentRetired(a.Name(), c.VerifyTime)
 	return &ch, nil

@@ -19,7 +19,8 @@ const (
 const (
 	// EventTenantCreated records a new tenant (registryv1.TenantCreated).
 	EventTenantCreated = "tenant.created"
-	// EventAgentRegistered records a proposed agent in state PENDING (registryv1.AgentRegistered).
+	// EventAgentRegistered records a new agent in state PENDING, or PROPOSED when its payload's
+	// state says so (registryv1.AgentRegistered).
 	EventAgentRegistered = "agent.registered"
 	// EventAgentActivated records an approved provisioning decision (registryv1.AgentActivated).
 	EventAgentActivated = "agent.activated"
@@ -33,6 +34,12 @@ const (
 	EventAgentSuspended = "agent.suspended"
 	// EventAgentResumed records the return of a SUSPENDED agent to ACTIVE (registryv1.AgentResumed).
 	EventAgentResumed = "agent.resumed"
+	// EventAgentUpdated records a change of an agent's declared fields (registryv1.AgentUpdated).
+	EventAgentUpdated = "agent.updated"
+	// EventAgentSubmitted records that a PROPOSED agent became PENDING (registryv1.AgentSubmitted).
+	EventAgentSubmitted = "agent.submitted"
+	// EventAgentExpired records that an agent reached its expire_time (registryv1.AgentExpired).
+	EventAgentExpired = "agent.expired"
 )
 
 // Change is an event a command decided to record: its type and payload.
@@ -82,4 +89,22 @@ func AgentSuspended(name, reason, cause, ticket string) Change {
 // AgentResumed is the change that returns the suspended agent named name to ACTIVE.
 func AgentResumed(name, reason, ticket string) Change {
 	return Change{Type: EventAgentResumed, Data: &registryv1.AgentResumed{Name: name, Reason: reason, Ticket: ticket}}
+}
+
+// AgentUpdated is the change that sets the changed fields of the agent named name to their values
+// in agent (its declared fields after the change), with the new classification when it changed.
+func AgentUpdated(name string, changed []string, agent *registryv1.Agent, reason string, cls *registryv1.Classification) Change {
+	return Change{Type: EventAgentUpdated, Data: &registryv1.AgentUpdated{
+		Name: name, ChangedFields: changed, Agent: agent, Reason: reason, Classification: cls,
+	}}
+}
+
+// AgentSubmitted is the change that submits the PROPOSED agent named name: it becomes PENDING.
+func AgentSubmitted(name string) Change {
+	return Change{Type: EventAgentSubmitted, Data: &registryv1.AgentSubmitted{Name: name}}
+}
+
+// AgentExpired is the change that records that the agent named name reached expireTime.
+func AgentExpired(name string, expireTime *timestamppb.Timestamp) Change {
+	return Change{Type: EventAgentExpired, Data: &registryv1.AgentExpired{Name: name, ExpireTime: expireTime}}
 }

@@ -246,10 +246,8 @@ func (a *Agent) AddKey(c AddAgentKey, jwk, kid, thumbprint string, used func(thu
 	if c.RequireOwner != "" && a.view.GetOwner() != c.RequireOwner {
 		return nil, errs.PermissionDenied("NOT_OWNER", "only the agent itself, its owner, a tenant-admin or a platform-admin may add its keys")
 	}
-	switch a.State() {
-	case registryv1.AgentState_AGENT_STATE_ACTIVE:
-	default:
-		return nil, a.wrongState("add a key to", registryv1.AgentState_AGENT_STATE_ACTIVE)
+	if err := a.allow(CmdAddKey); err != nil {
+		return nil, err
 	}
 	for _, k := range a.view.GetKeys() {
 		if k.GetThumbprint() == thumbprint {
@@ -281,6 +279,9 @@ func (a *Agent) RemoveKey(c RemoveAgentKey) (*Change, error) {
 	}
 	if c.RequireOwner != "" && a.view.GetOwner() != c.RequireOwner {
 		return nil, errs.PermissionDenied("NOT_OWNER", "only the agent's owner, a tenant-admin or a platform-admin may remove its keys")
+	}
+	if err := a.allow(CmdRemoveKey); err != nil {
+		return nil, err
 	}
 	var found *registryv1.AgentKey
 	for _, k := range a.view.GetKeys() {

@@ -1,7 +1,10 @@
 package registry
 
 import (
+	"fmt"
 	"strings"
+
+	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
@@ -18,11 +21,14 @@ type Classification struct {
 	DataSensitivity registryv1.DataSensitivity
 	// Scopes are the agent's scopes, `resource.action[.qualifier]`.
 	Scopes []string
+	// Function is the agent's declared function (empty counts as `other`).
+	Function string
 }
 
 // ClassificationOf returns the classification fields of a.
 func ClassificationOf(a *registryv1.Agent) Classification {
 	return Classification{
+		Function:        a.GetFunction(),
 		Environment:     a.GetEnvironment(),
 		Autonomy:        a.GetAutonomy(),
 		TrustBoundary:   a.GetTrustBoundary(),
@@ -51,42 +57,64 @@ func scopeAction(scope string) string {
 	return parts[1]
 }
 
-// DeriveRiskTier classifies an agent. It is deterministic and depends only on c:
-//
-//   - HIGH when the agent touches regulated data (PII, PHI or PCI), or writes in production (any
-//     scope whose action is write-like: write, create, update, delete, initiate, execute, send,
-//     export), or acts autonomously on the public internet;
-//   - LOW when it runs in DEV or TEST, touches only PUBLIC or INTERNAL data, and every scope's action
-//     is read-like (read, list, get, search, query, view);
-//   - MODERATE otherwise.
-//
-// HIGH wins over LOW. An agent without scopes is never HIGH by its scopes and counts as read-only.
-func DeriveRiskTier(c Classification) registryv1.RiskTier {
-	if isHigh(c) {
-		return registryv1.RiskTier_RISK_TIER_HIGH
+// ExposureOf derives who can reach an agent from its trust boundary: INTERNAL, PARTNER (B2B) or
+// PUBLIC.
+func ExposureOf(tb registryv1.TrustBoundary) registryv1.Exposure {
+	switch tb {
+	case registryv1.TrustBoundary_TRUST_BOUNDARY_INTERNAL:
+		return registryv1.Exposure_EXPOSURE_INTERNAL
+	case registryv1.TrustBoundary_TRUST_BOUNDARY_B2B:
+		return registryv1.Exposure_EXPOSURE_PARTNER
+	case registryv1.TrustBoundary_TRUST_BOUNDARY_PUBLIC:
+		return registryv1.Exposure_EXPOSURE_PUBLIC
 	}
-	if isLow(c) {
-		return registryv1.RiskTier_RISK_TIER_LOW
-	}
-	return registryv1.RiskTier_RISK_TIER_MODERATE
+	return registryv1.Exposure_EXPOSURE_UNSPECIFIED
 }
 
-func isHigh(c Classification) bool {
+// DeriveRiskTier classifies an agent. It is deterministic and depends only on c; the rules, first
+// match wins (docs/registry.md):
+//
+//  1. HIGH when the agent touches regulated data (PII, PHI or PCI);
+//  2. HIGH when its function is finance in PROD;
+//  3. HIGH when it writes in PROD (any scope whose action is write-like: write, create, update,
+//     delete, initiate, execute, send, export);
+//  4. HIGH when it acts autonomously with PUBLIC exposure;
+//  5. LOW when it runs in DEV or TEST, touches only PUBLIC or INTERNAL data, and every scope's
+//     action is read-like (read, list, get, search, query, view);
+//  6. MODERATE otherwise.
+//
+// An agent without scopes is never HIGH by its scopes and counts as read-only.
+func DeriveRiskTier(c Classification) registryv1.RiskTier {
+	tier, _ := deriveRisk(c)
+	return tier
+}
+
+// deriveRisk is DeriveRiskTier with the rule that decided, in a sentence.
+func deriveRisk(c Classification) (registryv1.RiskTier, string) {
 	switch c.DataSensitivity {
 	case registryv1.DataSensitivity_DATA_SENSITIVITY_PII,
 		registryv1.DataSensitivity_DATA_SENSITIVITY_PHI,
 		registryv1.DataSensitivity_DATA_SENSITIVITY_PCI:
-		return true
+		return registryv1.RiskTier_RISK_TIER_HIGH, enumShort(c.DataSensitivity.String(), "DATA_SENSITIVITY_") + " data → HIGH"
 	}
-	if c.Environment == registryv1.Environment_ENVIRONMENT_PROD {
+	prod := c.Environment == registryv1.Environment_ENVIRONMENT_PROD
+	if prod && c.Function == "finance" {
+		return registryv1.RiskTier_RISK_TIER_HIGH, "finance function in PROD → HIGH"
+	}
+	if prod {
 		for _, s := range c.Scopes {
 			if writeActions[scopeAction(s)] {
-				return true
+				return registryv1.RiskTier_RISK_TIER_HIGH, fmt.Sprintf("write-like scope %s in PROD → HIGH", s)
 			}
 		}
 	}
-	return c.Autonomy == registryv1.Autonomy_AUTONOMY_AUTONOMOUS &&
-		c.TrustBoundary == registryv1.TrustBoundary_TRUST_BOUNDARY_PUBLIC
+	if c.Autonomy == registryv1.Autonomy_AUTONOMY_AUTONOMOUS && ExposureOf(c.TrustBoundary) == registryv1.Exposure_EXPOSURE_PUBLIC {
+		return registryv1.RiskTier_RISK_TIER_HIGH, "autonomous with PUBLIC exposure → HIGH"
+	}
+	if isLow(c) {
+		return registryv1.RiskTier_RISK_TIER_LOW, "DEV/TEST, PUBLIC/INTERNAL data, read-only scopes → LOW"
+	}
+	return registryv1.RiskTier_RISK_TIER_MODERATE, "no HIGH or LOW rule applies → MODERATE"
 }
 
 func isLow(c Classification) bool {
@@ -107,3 +135,51 @@ func isLow(c Classification) bool {
 	}
 	return true
 }
+
+// Classify is the registry's deterministic classification of a (its function, data sensitivity,
+// environment, autonomy and exposure, and the risk tier and rule they give). It carries no
+// override.
+func Classify(a *registryv1.Agent) *registryv1.Classification {
+	c := ClassificationOf(a)
+	tier, rule := deriveRisk(c)
+	fn := c.Function
+	if fn == "" {
+		fn = "other"
+	}
+	return &registryv1.Classification{
+		Function:        fn,
+		DataSensitivity: c.DataSensitivity,
+		Environment:     c.Environment,
+		Autonomy:        c.Autonomy,
+		Exposure:        ExposureOf(c.TrustBoundary),
+		DerivedRiskTier: tier,
+		Rule:            rule,
+	}
+}
+
+// reclassify returns a's classification from its current fields, keeping the policy override of
+// prev (the classification it had), if any.
+func reclassify(a *registryv1.Agent, prev *registryv1.Classification) *registryv1.Classification {
+	c := Classify(a)
+	if prev.GetOverrideRiskTier() != registryv1.RiskTier_RISK_TIER_UNSPECIFIED {
+		c.OverrideRiskTier = prev.GetOverrideRiskTier()
+		c.OverrideReason = prev.GetOverrideReason()
+		c.OverrideSource = prev.GetOverrideSource()
+	}
+	return c
+}
+
+// EffectiveRiskTier is the risk tier a classification gives the agent: its override when set, its
+// derived tier otherwise.
+func EffectiveRiskTier(c *registryv1.Classification) registryv1.RiskTier {
+	if t := c.GetOverrideRiskTier(); t != registryv1.RiskTier_RISK_TIER_UNSPECIFIED {
+		return t
+	}
+	return c.GetDerivedRiskTier()
+}
+
+// sameClassification reports whether two classifications are equal.
+func sameClassification(a, b *registryv1.Classification) bool { return proto.Equal(a, b) }
+
+// enumShort is an enum value's name without its prefix.
+func enumShort(name, prefix string) string { return strings.TrimPrefix(name, prefix) }

@@ -91,10 +91,8 @@ func (a *Agent) RemoveScopes(c RemoveAgentScopes) (*Change, error) {
 	if err := a.checkEtag(c.Etag); err != nil {
 		return nil, err
 	}
-	switch a.State() {
-	case registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_SUSPENDED:
-	default:
-		return nil, a.wrongState("remove scopes of", registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_SUSPENDED)
+	if err := a.allow(CmdRemoveScopes); err != nil {
+		return nil, err
 	}
 	ch := AgentScopesRemoved(a.Name(), removed, remaining, c.Reason, c.Ticket)
 	return &ch, nil

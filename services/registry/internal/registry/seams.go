@@ -11,7 +11,8 @@ import (
 // configured: every syntactically valid principal is accepted.
 type Directory interface {
 	// CheckPrincipal returns nil when id is a known, active principal of tenant usable in field
-	// ("owner" or "sponsor"), and an errs error naming field and the rule otherwise
+	// (the request field it came from: "agent.owner", "agent.sponsor", "new_owner", ...), and an
+	// errs error naming field and the rule in its message otherwise
 	// (InvalidArgument for an unknown or departed principal, Unavailable when the directory
 	// cannot answer).
 	CheckPrincipal(tenant, field, id string) error

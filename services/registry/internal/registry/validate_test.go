@@ -6,9 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -55,6 +58,67 @@ func badAgentCases(t testing.TB, now time.Time) []struct {
 		{"display name too long", func(a *registryv1.Agent) { a.DisplayName = strings.Repeat("x", 201) }, "agent.display_name"},
 		{"display name with newline", func(a *registryv1.Agent) { a.DisplayName = "a\nb" }, "agent.display_name"},
 		{"no owner", func(a *registryv1.Agent) { a.Owner = "" }, "agent.owner"},
+		{"no sponsor", func(a *registryv1.Agent) { a.Sponsor = "" }, "agent.sponsor"},
+		{"owner with a space", func(a *registryv1.Agent) { a.Owner = "alice smith" }, "agent.owner"},
+		{"sponsor with a NUL", func(a *registryv1.Agent) { a.Sponsor = "bob\x00@corp.example" }, "agent.sponsor"},
+		{"sponsor not UTF-8", func(a *registryv1.Agent) { a.Sponsor = "bob\xff" }, "agent.sponsor"},
+		{"unknown function", func(a *registryv1.Agent) { a.Function = "chatbot" }, "agent.function"},
+		{"uppercase function", func(a *registryv1.Agent) { a.Function = "Finance" }, "agent.function"},
+		{"unknown credential type", func(a *registryv1.Agent) { a.CredentialType = 9 }, "agent.credential_type"},
+		{"decommission criteria too long", func(a *registryv1.Agent) { a.DecommissionCriteria = strings.Repeat("x", 1001) }, "agent.decommission_criteria"},
+		{"65 labels", func(a *registryv1.Agent) {
+			a.Labels = map[string]string{}
+			for i := range registry.MaxLabels + 1 {
+				a.Labels[fmt.Sprintf("k%d", i)] = "v"
+			}
+		}, "agent.labels"},
+		{"huge label value", func(a *registryv1.Agent) { a.Labels = map[string]string{"k": strings.Repeat("v", 1<<20)} }, "agent.labels"},
+		{"label key of 64", func(a *registryv1.Agent) { a.Labels = map[string]string{strings.Repeat("k", 64): "v"} }, "agent.labels"},
+		{"empty label key", func(a *registryv1.Agent) { a.Labels = map[string]string{"": "v"} }, "agent.labels"},
+		{"uppercase label key", func(a *registryv1.Agent) { a.Labels = map[string]string{"Team": "v"} }, "agent.labels"},
+		{"unicode label value", func(a *registryv1.Agent) { a.Labels = map[string]string{"team": "équipe"} }, "agent.labels"},
+		{"label value with space", func(a *registryv1.Agent) { a.Labels = map[string]string{"team": "a b"} }, "agent.labels"},
+		{"bad role", func(a *registryv1.Agent) { a.Roles = []string{"Reader"} }, "agent.roles"},
+		{"admin role", func(a *registryv1.Agent) { a.Roles = []string{"admin"} }, "agent.roles"},
+		{"duplicate role", func(a *registryv1.Agent) { a.Roles = []string{"reader", "reader"} }, "agent.roles"},
+		{"51 roles", func(a *registryv1.Agent) {
+			for i := range registry.MaxRoles + 1 {
+				a.Roles = append(a.Roles, fmt.Sprintf("r%d", i))
+			}
+		}, "agent.roles"},
+		{"10k scopes", func(a *registryv1.Agent) {
+			a.Scopes = nil
+			for i := range 10000 {
+				a.Scopes = append(a.Scopes, fmt.Sprintf("r%d.read", i))
+			}
+		}, "agent.scopes"},
+		{"dependency of unknown kind", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "mainframe", Uri: "https://x.example"}}
+		}, "agent.dependencies[0].kind"},
+		{"dependency without uri", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "queue"}}
+		}, "agent.dependencies[0].uri"},
+		{"dependency uri with userinfo", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "queue", Uri: "amqp://guest:s3cret@mq.internal/vhost"}}
+		}, "agent.dependencies[0].uri"},
+		{"dependency uri with user only", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "database", Uri: "postgres://svc@db.internal/app"}}
+		}, "agent.dependencies[0].uri"},
+		{"dependency uri with token", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "webhook", Uri: "https://hooks.example/x?Token=abc"}}
+		}, "agent.dependencies[0].uri"},
+		{"dependency uri with SAS signature", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "storage", Uri: "https://acct.blob.core.windows.net/c?sv=2020&sig=abc"}}
+		}, "agent.dependencies[0].uri"},
+		{"dependency uri with a space", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "api", Uri: "https://a b.example"}}
+		}, "agent.dependencies[0].uri"},
+		{"second dependency nil", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "api", Uri: "https://a.example"}, nil}
+		}, "agent.dependencies[1]"},
+		{"duplicate dependency", func(a *registryv1.Agent) {
+			a.Dependencies = []*registryv1.Dependency{{Kind: "api", Uri: "https://a.example"}, {Kind: "api", Uri: "https://a.example"}}
+		}, "agent.dependencies[1]"},
 		{"no purpose", func(a *registryv1.Agent) { a.Purpose = "" }, "agent.purpose"},
 		{"blank sponsor", func(a *registryv1.Agent) { a.Sponsor = " " }, "agent.sponsor"},
 		{"no environment", func(a *registryv1.Agent) { a.Environment = 0 }, "agent.environment"},
@@ -116,7 +180,19 @@ func TestValidateAgent(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			a := validAgent(t)
 			tt.edit(a)
-			wantError(t, registry.ValidateAgent(a, now), errs.KindInvalidArgument, "INVALID_ARGUMENT", tt.field)
+			err := registry.ValidateAgent(a, now)
+			wantError(t, err, errs.KindInvalidArgument, "INVALID_ARGUMENT", tt.field)
+			// The message itself names the field and the rule (clients print only the message),
+			// is valid UTF-8 and short, and never echoes a credential.
+			var e *errs.Error
+			if errors.As(err, &e) {
+				if !strings.HasPrefix(e.Message, tt.field+": ") || !utf8.ValidString(e.Message) || len(e.Message) > 600 {
+					t.Errorf("message %q: want %q, then the rule, in valid UTF-8 of at most 600 bytes", e.Message, tt.field+": ")
+				}
+				if strings.Contains(e.Message, "s3cret") || strings.Contains(e.Message, "abc") {
+					t.Errorf("message %q echoes a credential", e.Message)
+				}
+			}
 		})
 	}
 	t.Run("nil agent", func(t *testing.T) {
@@ -152,7 +228,26 @@ func TestValidateAgentAccepts(t *testing.T) {
 			a.Scopes = []string{"data.read.customer", "ticket.create", "payment.initiate.limited", "s3_bucket.list.eu-west-1"}
 		}},
 		{"expire time in eleven months", func(a *registryv1.Agent) { a.ExpireTime = timestamppb.New(now.Add(330 * 24 * time.Hour)) }},
-		{"no sponsor", func(a *registryv1.Agent) { a.Sponsor = "" }},
+		{"all stage-1 fields", func(a *registryv1.Agent) {
+			a.Function = "customer-support"
+			a.Roles = []string{"ticket-reader", "kb:viewer"}
+			a.CredentialType = registryv1.CredentialType_CREDENTIAL_TYPE_PRIVATE_KEY_JWT_DPOP
+			a.DecommissionCriteria = "when the FAQ moves to the new help centre"
+			a.Labels = map[string]string{"team": "support", "cost-center": "cc-42", "app.kubernetes.io/name": "faq-bot", "empty": ""}
+			a.Dependencies = []*registryv1.Dependency{
+				{Kind: "queue", Uri: "nats://nats.internal:4222/tickets", Description: "ticket queue"},
+				{Kind: "storage", Uri: "s3://faq-bucket/answers"},
+				{Kind: "webhook", Uri: "https://hooks.corp.example/faq?team=support"},
+				{Kind: "api", Uri: "arn:aws:sqs:eu-west-1:123456789012:faq"},
+			}
+		}},
+		{"64 labels of 63 characters", func(a *registryv1.Agent) {
+			a.Labels = map[string]string{}
+			for i := range registry.MaxLabels {
+				a.Labels[fmt.Sprintf("%s%02d", strings.Repeat("k", 61), i)] = strings.Repeat("v", 63)
+			}
+		}},
+		{"function other", func(a *registryv1.Agent) { a.Function = "other" }},
 		{"unicode display name of 200 characters", func(a *registryv1.Agent) { a.DisplayName = strings.Repeat("é", 200) }},
 	}
 	for _, tt := range tests {
