@@ -107,6 +107,11 @@ type AdmissionDecision struct {
 	RequiredApprovals []string
 	// BundleVersion is the policy bundle that decided.
 	BundleVersion string
+	// OverrideRiskTier is the risk tier the policy sets in place of the registry's derived one, as
+	// the registry's RiskTier enum name (RISK_TIER_HIGH ...); empty when it sets none.
+	OverrideRiskTier string `json:",omitempty"`
+	// OverrideReason says why the policy sets OverrideRiskTier.
+	OverrideReason string `json:",omitempty"`
 }
 
 // EvaluateAdmission fetches the agent from the registry and asks policy whether it may be provisioned.
@@ -138,6 +143,9 @@ func (a *Activities) EvaluateAdmission(ctx context.Context, in AdmissionRequest)
 	default:
 		out.Outcome = OutcomeDeny
 	}
+	if o := d.GetRiskTierOverride(); o != nil && out.Outcome != OutcomeDeny {
+		out.OverrideRiskTier, out.OverrideReason = o.GetTier(), o.GetReason()
+	}
 	return out, nil
 }
 
@@ -165,13 +173,34 @@ type ActivateRequest struct {
 	ApprovedBy string
 	// RequestID is the idempotency key.
 	RequestID string
+	// OverrideRiskTier is the policy's risk tier override (RiskTier enum name), empty for none.
+	OverrideRiskTier string `json:",omitempty"`
+	// OverrideReason says why the policy sets OverrideRiskTier.
+	OverrideReason string `json:",omitempty"`
+	// OverrideSource names the policy that set it (OverrideSourcePrefix and the bundle version).
+	OverrideSource string `json:",omitempty"`
 }
 
-// ActivateAgent makes the agent ACTIVE in the registry.
+// OverrideSourcePrefix starts the source of a policy's risk tier override recorded on activation;
+// the deciding bundle's version follows.
+const OverrideSourcePrefix = "policy-bundle:"
+
+// ActivateAgent makes the agent ACTIVE in the registry, with the policy's risk tier override if
+// the decision carried one.
 func (a *Activities) ActivateAgent(ctx context.Context, in ActivateRequest) error {
-	_, err := a.Registry.ActivateAgent(ctx, &registryv1.ActivateAgentRequest{
+	req := &registryv1.ActivateAgentRequest{
 		Name: in.Agent, DecisionId: in.DecisionID, ApprovedBy: in.ApprovedBy, RequestId: in.RequestID,
-	})
+	}
+	if in.OverrideRiskTier != "" {
+		tier, ok := registryv1.RiskTier_value[in.OverrideRiskTier]
+		if !ok || tier == 0 {
+			return temporal.NewNonRetryableApplicationError("the policy's risk tier override "+in.OverrideRiskTier+" is not a risk tier",
+				"INVALID_OVERRIDE", nil)
+		}
+		req.OverrideRiskTier = registryv1.RiskTier(tier)
+		req.OverrideReason, req.OverrideSource = in.OverrideReason, in.OverrideSource
+	}
+	_, err := a.Registry.ActivateAgent(ctx, req)
 	return classify("registry.ActivateAgent", err)
 }
 

@@ -356,10 +356,16 @@ func (p *provision) activate(ctx workflow.Context, approvedBy []string) (Provisi
 	if err := p.passStage(ctx, StageActivate); err != nil {
 		return p.settle(ctx, err, "provisioning failed before activation", approvedBy, true)
 	}
-	if err := p.exec(wctx, uncancelled(ctx), acts.ActivateAgent, ActivateRequest{
+	activation := ActivateRequest{
 		Agent: p.in.Agent, DecisionID: p.decision.DecisionID, ApprovedBy: strings.Join(approvedBy, ","),
 		RequestID: requestID(p.id, StageActivate),
-	}, nil); err != nil {
+	}
+	// Only a decision with an override asks for the version: runs without one record no marker.
+	if p.decision.OverrideRiskTier != "" && workflow.GetVersion(ctx, versionPolicyOverride, workflow.DefaultVersion, 1) >= 1 {
+		activation.OverrideRiskTier, activation.OverrideReason = p.decision.OverrideRiskTier, p.decision.OverrideReason
+		activation.OverrideSource = OverrideSourcePrefix + p.decision.BundleVersion
+	}
+	if err := p.exec(wctx, uncancelled(ctx), acts.ActivateAgent, activation, nil); err != nil {
 		return p.settle(ctx, err, "the agent could not be activated: "+errorMessage(err), approvedBy, true)
 	}
 	res := ProvisionResult{Result: ResultActivated, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Client: client.Name}

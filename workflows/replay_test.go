@@ -48,6 +48,7 @@ var recordedHistories = []string{
 	"provision-client-unusable.json",
 	"provision-escalated.json",
 	"provision-reminded.json",
+	"provision-policy-override.json",
 	"deprovision.json",
 }
 
@@ -208,6 +209,12 @@ func TestRecordHistories(t *testing.T) {
 	}
 	runs = append(runs, recorded{"provision-reminded.json", run, "activated"})
 
+	// The policy's risk tier override reaches the activation (versionPolicyOverride).
+	id = workflows.ProvisionWorkflowID(tenant, "r-override")
+	runs = append(runs, recorded{"provision-policy-override.json", start(id, workflows.ProvisionWorkflowName, agent("r-override", registryv1.RiskTier_RISK_TIER_LOW,
+		&policyv1.Decision{DecisionId: "dec-r-override", Outcome: policyv1.Outcome_OUTCOME_ALLOW, Reasons: []string{"template"},
+			RiskTierOverride: &policyv1.RiskTierOverride{Tier: "RISK_TIER_HIGH", Reason: "customer-facing"}}), "low", "r-override"), "activated"})
+
 	for _, r := range runs {
 		var res workflows.ProvisionResult
 
@@ -217,6 +224,12 @@ func TestRecordHistories(t *testing.T) {
 		if res.Result != r.wantResult {
 			t.Fatalf("%s: result %+v, want %s", r.file, res, r.wantResult)
 		}
+	}
+
+	overridden := fakes.Registry.Agent(workflows.AgentName(tenant, "r-override"))
+	if c := overridden.GetClassification(); overridden.GetRiskTier() != registryv1.RiskTier_RISK_TIER_HIGH ||
+		c.GetOverrideRiskTier() != registryv1.RiskTier_RISK_TIER_HIGH || c.GetOverrideReason() != "customer-facing" || c.GetOverrideSource() != workflows.OverrideSourcePrefix+"test-bundle" {
+		t.Fatalf("agent activated with the policy's override: risk tier %s, classification %v", overridden.GetRiskTier(), c)
 	}
 
 	if got := notifier.recipients(); !slices.Contains(got, "approval.escalated:approver") || !slices.Contains(got, "approval.reminder:security-approver") {

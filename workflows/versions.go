@@ -53,6 +53,12 @@ const (
 	// Runs recorded before it (workflow.DefaultVersion) take every step as a regular activity.
 	versionProvisionLocalSteps = "provision-local-steps"
 
+	// versionPolicyOverride (version 1): a provisioning run whose admission decision carries the
+	// policy's risk tier override (AdmissionDecision.OverrideRiskTier) passes it, with its reason and
+	// the bundle version as source, on ActivateAgent. Only runs with an override ask for the version;
+	// runs recorded before it (workflow.DefaultVersion) activate without the override.
+	versionPolicyOverride = "policy-risk-tier-override"
+
 	// versionRotationKeySafety (version 1): the rotation reads the new key from the registry by
 	// thumbprint (never from its input), notifies the owner, takes the new key off the client when it
 	// left the registry, and when the overlap ends removes only the keys added before the new one
@@ -111,6 +117,7 @@ var Changes = []Change{
 	{ID: versionProvisionLocalSteps, Workflow: ProvisionWorkflowName, Max: 1,
 		Before: []string{"provision-auto-approved-v2.json", "provision-approvals-v4.json", "provision-denied-v1.json",
 			"provision-rejected-by-approver-v3.json", "provision-client-unusable-v0.json", "provision-escalated-v0.json", "provision-reminded-v0.json"}},
+	{ID: versionPolicyOverride, Workflow: ProvisionWorkflowName, Max: 1},
 	{ID: versionDeprovisionSaga, Workflow: DeprovisionWorkflowName, Max: 1,
 		Before: []string{"deprovision-v0.json"}},
 	{ID: versionDeprovisionLocalSteps, Workflow: DeprovisionWorkflowName, Max: 1,

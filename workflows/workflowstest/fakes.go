@@ -267,7 +267,19 @@ func (r *Registry) transition(name, requestID string, to registryv1.AgentState, 
 
 // ActivateAgent makes a PENDING agent ACTIVE.
 func (r *Registry) ActivateAgent(_ context.Context, req *registryv1.ActivateAgentRequest) (*registryv1.ActivateAgentResponse, error) {
-	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_ACTIVE, nil, registryv1.AgentState_AGENT_STATE_PENDING)
+	var override func(a *registryv1.Agent)
+	if t := req.GetOverrideRiskTier(); t != registryv1.RiskTier_RISK_TIER_UNSPECIFIED {
+		// As the registry records a policy's risk tier override.
+		override = func(a *registryv1.Agent) {
+			c := proto.CloneOf(a.GetClassification())
+			if c == nil {
+				c = &registryv1.Classification{}
+			}
+			c.OverrideRiskTier, c.OverrideReason, c.OverrideSource = t, req.GetOverrideReason(), req.GetOverrideSource()
+			a.Classification, a.RiskTier = c, t
+		}
+	}
+	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_ACTIVE, override, registryv1.AgentState_AGENT_STATE_PENDING)
 	if err != nil {
 		return nil, err
 	}
