@@ -158,8 +158,9 @@ func (s *Server) ListTenants(ctx context.Context, req *registryv1.ListTenantsReq
 	return &registryv1.ListTenantsResponse{Tenants: ts, NextPageToken: next}, nil
 }
 
-// RegisterAgent records a new agent in state PENDING. Callers: platform-admin, tenant-admin, owner
-// (an owner only for agents whose owner is the caller).
+// RegisterAgent records a new agent in state PENDING (PROPOSED with proposed; nothing with
+// validate_only). Callers: platform-admin, tenant-admin, owner (an owner only for agents whose owner
+// is the caller).
 func (s *Server) RegisterAgent(ctx context.Context, req *registryv1.RegisterAgentRequest) (*registryv1.RegisterAgentResponse, error) {
 	tenant, err := registry.ParseTenantName("parent", req.GetParent())
 	if err != nil {
@@ -171,6 +172,7 @@ func (s *Server) RegisterAgent(ctx context.Context, req *registryv1.RegisterAgen
 	}
 	a, err := s.reg.RegisterAgent(ctx, registry.RegisterAgent{
 		Tenant: tenant, Agent: req.GetAgent(), RequestID: req.GetRequestId(), RequireOwner: ownerConstraint(p),
+		ValidateOnly: req.GetValidateOnly(), Proposed: req.GetProposed(),
 	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
