@@ -12,6 +12,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/agentid/agentid/pkg/assetgraph"
 	"github.com/agentid/agentid/pkg/errs"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
@@ -219,6 +220,9 @@ type CleanupRequest struct {
 	ChangeRef string `json:"change_ref,omitempty"`
 	// RequestID is the idempotency key.
 	RequestID string `json:"request_id"`
+	// Dependencies are the agent's declared dependencies (queues, webhooks, storage, …), read by
+	// RunCleanup from the registry through the agent's asset graph; the workflow leaves it unset.
+	Dependencies []assetgraph.Dependency `json:"dependencies,omitzero"`
 }
 
 // RunCleanup runs the named cleanup. A cleanup that is no longer configured fails (non-retryable):
@@ -228,6 +232,11 @@ func (a *Activities) RunCleanup(ctx context.Context, in CleanupRequest) (StepRes
 	if i < 0 {
 		return StepResult{}, temporal.NewNonRetryableApplicationError("cleanup "+in.Name+" is not configured on this worker", "CLEANUP_NOT_CONFIGURED", nil)
 	}
+	deps, err := a.cleanupDependencies(ctx, in.Agent)
+	if err != nil {
+		return StepResult{}, err
+	}
+	in.Dependencies = deps
 	res, err := a.Cleanups[i].Clean(ctx, in)
 	if err != nil {
 		return StepResult{}, fmt.Errorf("cleanup %s: %w", in.Name, err)

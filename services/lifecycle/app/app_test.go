@@ -79,8 +79,8 @@ func start(t *testing.T) *env {
 	return startWith(t, testkit.StartTemporal(t).HostPort())
 }
 
-// startWith runs the service against the Temporal frontend at hostPort.
-func startWith(t *testing.T, hostPort string) *env {
+// startWith runs the service against the Temporal frontend at hostPort; opts adjust its config.
+func startWith(t *testing.T, hostPort string, opts ...func(*app.Config)) *env {
 	t.Helper()
 	n := testkit.StartNATS(t)
 	js := n.JetStream(t)
@@ -93,12 +93,16 @@ func startWith(t *testing.T, hostPort string) *env {
 	approvals := workflowstest.NewApprovalIssuer(t)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	a, err := app.New(app.Config{
+	cfg := app.Config{
 		TemporalHostPort: hostPort, RegistryAddr: fakes.Addr, IssuerAddr: fakes.Addr, PolicyAddr: fakes.Addr,
 		IssuerURL: approvals.URL,
 		// Sign-offs are tested in workflows and through SignOffDeprovisioning; these runs end at retirement.
 		Deprovision: lifecycle.DeprovisionPolicy{NoSignOffTriggers: workflows.Triggers},
-	}, app.Deps{Store: lcStore, Logger: log, PerRPC: workerToken{}})
+	}
+	for _, opt := range opts {
+		opt(&cfg)
+	}
+	a, err := app.New(cfg, app.Deps{Store: lcStore, Logger: log, PerRPC: workerToken{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,8 +44,9 @@ type WebhookConfig struct {
 	Now func() time.Time
 }
 
-// Webhook is a cleanup that posts the agent's CleanupRequest as JSON to a URL. The receiver removes the
-// agent's resources and answers 2xx; the request id in Idempotency-Key lets it do that once. A 4xx
+// Webhook is a cleanup that posts the agent's CleanupRequest as JSON to a URL, with the agent's
+// declared dependencies (its queues, webhooks, storage, … from the registry record) in "dependencies".
+// The receiver removes the agent's resources and answers 2xx; the request id in Idempotency-Key lets it do that once. A 4xx
 // other than 408 and 429 is permanent (the activity does not retry it); anything else is retried.
 type Webhook struct {
 	cfg WebhookConfig

@@ -8,11 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/agentid/agentid/pkg/assetgraph"
 	"github.com/agentid/agentid/services/lifecycle/internal/cleanup"
 	"github.com/agentid/agentid/workflows"
 )
@@ -51,7 +53,8 @@ func TestWebhookClean(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			req := workflows.CleanupRequest{Name: "queues", Tenant: "acme", Agent: "tenants/acme/agents/a1", AgentID: "a1", Trigger: "ttl", RequestID: "deprovision/acme/a1/cleanup:queues"}
+			req := workflows.CleanupRequest{Name: "queues", Tenant: "acme", Agent: "tenants/acme/agents/a1", AgentID: "a1", Trigger: "ttl", RequestID: "deprovision/acme/a1/cleanup:queues",
+				Dependencies: []assetgraph.Dependency{{Kind: "queue", URI: "nats://mq.example/claims", Description: "intake"}, {Kind: "storage", URI: "s3://archive/a1/"}}}
 			res, err := w.Clean(context.Background(), req)
 			var app *temporal.ApplicationError
 			switch {
@@ -60,7 +63,7 @@ func TestWebhookClean(t *testing.T) {
 			case tt.wantPermanent != (errors.As(err, &app) && app.NonRetryable()):
 				t.Fatalf("error %v: permanent = %v, want %v", err, !tt.wantPermanent, tt.wantPermanent)
 			}
-			if got != req || key != req.RequestID {
+			if !reflect.DeepEqual(got, req) || key != req.RequestID {
 				t.Errorf("received %+v with Idempotency-Key %q, want %+v", got, key, req)
 			}
 		})
@@ -78,5 +81,39 @@ func TestNewWebhookRefusesBadConfig(t *testing.T) {
 		if _, err := cleanup.NewWebhook(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestWebhookPayloadListsTheDependencies: the receiver reads the agent's declared dependencies from
+// the payload's "dependencies" array, present (empty) when the agent declared none.
+func TestWebhookPayloadListsTheDependencies(t *testing.T) {
+	tests := []struct {
+		name string
+		deps []assetgraph.Dependency
+		want string
+	}{
+		{"none declared", []assetgraph.Dependency{}, `"dependencies":[]`},
+		{"declared", []assetgraph.Dependency{{Kind: "webhook", URI: "https://hooks.example/x", Description: "notify"}},
+			`"dependencies":[{"kind":"webhook","uri":"https://hooks.example/x","description":"notify"}]`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body []byte
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ = io.ReadAll(r.Body)
+				w.WriteHeader(http.StatusOK)
+			}))
+			defer srv.Close()
+			w, err := cleanup.NewWebhook(cleanup.WebhookConfig{Name: "deps", URL: srv.URL, Secret: secret})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Clean(t.Context(), workflows.CleanupRequest{Name: "deps", Agent: "tenants/acme/agents/a1", RequestID: "r", Dependencies: tt.deps}); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(body, []byte(tt.want)) {
+				t.Fatalf("payload %s does not hold %s", body, tt.want)
+			}
+		})
 	}
 }
