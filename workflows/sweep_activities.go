@@ -202,11 +202,14 @@ func (a *Activities) sweepMatch(ctx context.Context, in SweepPageRequest, agent 
 	}
 }
 
-// orphaned matches an agent nobody answers for: no owner and no sponsor. An agent that lacks only
-// one of them (the sponsor is optional) is reported, never retired.
+// orphaned matches an agent nobody answers for: one the registry marked orphaned (its owner or
+// sponsor departed the tenant's directory), or with no owner and no sponsor. An agent that lacks
+// only one of them (the sponsor is optional) is reported, never retired.
 func orphaned(agent *registryv1.Agent) sweepMatch {
 	noOwner, noSponsor := strings.TrimSpace(agent.GetOwner()) == "", strings.TrimSpace(agent.GetSponsor()) == ""
 	switch {
+	case agent.GetOrphaned():
+		return sweepMatch{reason: clip("orphaned: "+agent.GetOrphanReason(), 500), found: true}
 	case noOwner && noSponsor:
 		return sweepMatch{reason: "no owner, no sponsor", found: true}
 	case noOwner:
