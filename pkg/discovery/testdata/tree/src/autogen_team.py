@@ -1,0 +1,3 @@
+import autogen
+
+assistant = AssistantAgent("assistant", llm_config=cfg)

@@ -1,0 +1,3 @@
+from crewai import Agent, Crew
+
+writer = Agent(role="writer", goal="write", backstory="b")
