@@ -407,8 +407,8 @@ func TestUnavailableSourcesDegradeToNotes(t *testing.T) {
 func TestBuildFailsWithoutTheAgent(t *testing.T) {
 	refused := status.Error(codes.NotFound, "agent not found")
 	_, err := builder(&sources{agentErr: refused}).Build(t.Context(), claimsBot)
-	if status.Code(errors.Unwrap(err)) != codes.NotFound || !strings.Contains(err.Error(), claimsBot) {
-		t.Fatalf("err = %v, want the registry's NotFound naming the agent", err)
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("err = %v, want the registry's NotFound as it is", err)
 	}
 	if _, err := (assetgraph.Builder{}).Build(t.Context(), claimsBot); err == nil {
 		t.Fatal("a builder without an agent source built a graph")

@@ -56,14 +56,15 @@ type Builder struct {
 }
 
 // Build returns the graph of the agent named `tenants/{tenant}/agents/{agent}`. It fails only when
-// the agent cannot be read or ctx ends; the client and usage parts degrade to notes.
+// the agent cannot be read (with the agent source's error as it is) or ctx ends; the client and
+// usage parts degrade to notes.
 func (b Builder) Build(ctx context.Context, name string) (*Graph, error) {
 	if b.Agents == nil {
 		return nil, errors.New("assetgraph: an agent source is required")
 	}
 	agent, err := b.Agents.Agent(ctx, name)
 	if err != nil {
-		return nil, fmt.Errorf("agent %s: %w", name, err)
+		return nil, err
 	}
 	if agent == nil {
 		return nil, fmt.Errorf("agent %s: the registry returned no agent", name)

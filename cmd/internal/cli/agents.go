@@ -22,6 +22,7 @@ func newAgentsCmd(g *globals) *cobra.Command {
 	cmd.AddCommand(newAgentsRegisterCmd(g), newAgentsGetCmd(g), newAgentsListCmd(g), newAgentsRetireCmd(g),
 		newAgentsWorkflowsCmd(g), newAgentsApproveCmd(g), newAgentsSuspendCmd(g), newAgentsResumeCmd(g))
 	cmd.AddCommand(newAgentsKeyCmds(g)...)
+	cmd.AddCommand(newAgentsGraphCmd(g))
 	return cmd
 }
 
