@@ -236,7 +236,10 @@ func TestCheckpointRejected(t *testing.T) {
 		Filters: ckptFilter, Position: last,
 	}
 	// The state a bad checkpoint would bring in: nothing of it may survive.
-	bogus := func(w io.Writer) error { _, err := w.Write([]byte(`{"acme/ghost":["agent.registered=ghost"]}`)); return err }
+	bogus := func(w io.Writer) error {
+		_, err := w.Write([]byte(`{"acme/ghost":["agent.registered=ghost"]}`))
+		return err
+	}
 	write := func(t *testing.T, store eventstore.CheckpointStore, info eventstore.CheckpointInfo) []byte {
 		var buf bytes.Buffer
 		if err := eventstore.WriteCheckpoint(&buf, info, bogus); err != nil {

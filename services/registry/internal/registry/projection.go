@@ -3,10 +3,15 @@ package registry
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
+	"strconv"
 	"sync"
 
+	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/tidwall/btree"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
@@ -15,36 +20,238 @@ import (
 // Projection names; the suffix is the projection's version (bump it when the fold changes).
 const (
 	// AgentsProjectionName names the agents read model.
-	AgentsProjectionName = "registry-agents-v2"
+	AgentsProjectionName = "registry-agents-v3"
+	// ActivityProjectionName names the agents' last-activity read model (fed by the monitor).
+	ActivityProjectionName = "registry-activity-v1"
 	// TenantsProjectionName names the tenants read model.
 	TenantsProjectionName = "registry-tenants-v1"
 )
 
-// agentEntry is one agent in the read model with the sequence of its registration, which orders
-// the tenant's list.
+// agentEntry is one agent in the read model: the agent as bytes (its last_active_time apart) and
+// the fields the indexes and orders need.
 type agentEntry struct {
-	registered uint64
-	agent      *registryv1.Agent
+	id          string
+	regSeq      uint64 // stream sequence of the registration: the create_time order
+	data        []byte // deterministic protobuf of the agent, last_active_time unset
+	displayName string
+	expire      int64 // unix seconds; math.MaxInt64 when unset
+	create      int64 // unix seconds
+	lastActive  int64 // unix seconds (hour precision); 0 when never seen
+	tier        int32
+}
+
+// activeOrCreate is what inactive_since compares: the last activity, or the registration when
+// the agent was never seen.
+func (e *agentEntry) activeOrCreate() int64 {
+	if e.lastActive != 0 {
+		return e.lastActive
+	}
+	return e.create
+}
+
+// numItem orders agents by a number, then by agent id.
+type numItem struct {
+	num int64
+	ord uint32
+}
+
+// dispItem orders agents by display name, then by agent id.
+type dispItem struct {
+	disp string
+	ord  uint32
+}
+
+// tenantIndex is one tenant's agents with their indexes. Ordinals number the agents in
+// registration order.
+type tenantIndex struct {
+	entries []agentEntry
+	ords    map[string]uint32          // agent id → ordinal
+	post    map[string]*roaring.Bitmap // posting lists of the equality filters (postingKeys)
+	byName  *btree.BTreeG[uint32]
+	byDisp  *btree.BTreeG[dispItem]
+	byExp   *btree.BTreeG[numItem]
+	byAct   *btree.BTreeG[numItem]
+	byTier  *btree.BTreeG[numItem]
+	pending map[string]int64 // last activity of agents not registered (yet)
+}
+
+var treeOpts = btree.Options{NoLocks: true, Degree: 64}
+
+func newTenantIndex() *tenantIndex {
+	t := &tenantIndex{ords: map[string]uint32{}, post: map[string]*roaring.Bitmap{}, pending: map[string]int64{}}
+	id := func(o uint32) string { return t.entries[o].id }
+	t.byName = btree.NewBTreeGOptions(func(a, b uint32) bool { return id(a) < id(b) }, treeOpts)
+	t.byDisp = btree.NewBTreeGOptions(func(a, b dispItem) bool {
+		if a.disp != b.disp {
+			return a.disp < b.disp
+		}
+		return id(a.ord) < id(b.ord)
+	}, treeOpts)
+	num := func(a, b numItem) bool {
+		if a.num != b.num {
+			return a.num < b.num
+		}
+		return id(a.ord) < id(b.ord)
+	}
+	t.byExp = btree.NewBTreeGOptions(num, treeOpts)
+	t.byAct = btree.NewBTreeGOptions(num, treeOpts)
+	t.byTier = btree.NewBTreeGOptions(num, treeOpts)
+	return t
+}
+
+// Posting key prefixes.
+const (
+	postEnv      = "env:"
+	postOwner    = "owner:"
+	postSponsor  = "sponsor:"
+	postTier     = "tier:"
+	postState    = "state:"
+	postSens     = "sens:"
+	postLabelKey = "lk:"
+	postLabel    = "lkv:"
+	postScope    = "scope:"
+	postOrphaned = "orphaned"
+)
+
+// postingKeys are the posting lists an agent belongs to.
+func postingKeys(a *registryv1.Agent) []string {
+	keys := make([]string, 0, 8+2*len(a.GetLabels())+len(a.GetScopes()))
+	keys = append(keys,
+		postEnv+strconv.Itoa(int(a.GetEnvironment())),
+		postOwner+a.GetOwner(),
+		postSponsor+a.GetSponsor(),
+		postTier+strconv.Itoa(int(a.GetRiskTier())),
+		postState+strconv.Itoa(int(a.GetState())),
+		postSens+strconv.Itoa(int(a.GetDataSensitivity())),
+	)
+	for k, v := range a.GetLabels() {
+		keys = append(keys, postLabelKey+k, postLabel+k+"="+v)
+	}
+	for _, s := range a.GetScopes() {
+		keys = append(keys, postScope+s)
+	}
+	if a.GetOrphaned() {
+		keys = append(keys, postOrphaned)
+	}
+	return keys
+}
+
+func (t *tenantIndex) addPost(key string, ord uint32) {
+	b := t.post[key]
+	if b == nil {
+		b = roaring.New()
+		t.post[key] = b
+	}
+	b.Add(ord)
+}
+
+func (t *tenantIndex) removePost(key string, ord uint32) {
+	if b := t.post[key]; b != nil {
+		b.Remove(ord)
+		if b.IsEmpty() {
+			delete(t.post, key)
+		}
+	}
+}
+
+// unindex removes ordinal ord (whose agent is a) from the indexes.
+func (t *tenantIndex) unindex(ord uint32, a *registryv1.Agent) {
+	e := &t.entries[ord]
+	for _, k := range postingKeys(a) {
+		t.removePost(k, ord)
+	}
+	t.byName.Delete(ord)
+	t.byDisp.Delete(dispItem{e.displayName, ord})
+	t.byExp.Delete(numItem{e.expire, ord})
+	t.byTier.Delete(numItem{int64(e.tier), ord})
+}
+
+// index sets entry ord from a and adds it to the indexes.
+func (t *tenantIndex) index(ord uint32, a *registryv1.Agent, data []byte) {
+	e := &t.entries[ord]
+	e.data = data
+	e.displayName = a.GetDisplayName()
+	e.expire = math.MaxInt64
+	if a.GetExpireTime() != nil {
+		e.expire = a.GetExpireTime().GetSeconds()
+	}
+	e.create = a.GetCreateTime().GetSeconds()
+	e.tier = int32(a.GetRiskTier())
+	for _, k := range postingKeys(a) {
+		t.addPost(k, ord)
+	}
+	t.byName.Set(ord)
+	t.byDisp.Set(dispItem{e.displayName, ord})
+	t.byExp.Set(numItem{e.expire, ord})
+	t.byTier.Set(numItem{int64(e.tier), ord})
+}
+
+// setActive records activity at unix second at of ordinal ord (keeping the latest).
+func (t *tenantIndex) setActive(ord uint32, at int64) {
+	e := &t.entries[ord]
+	if at <= e.lastActive {
+		return
+	}
+	t.byAct.Delete(numItem{e.lastActive, ord})
+	e.lastActive = at
+	t.byAct.Set(numItem{at, ord})
 }
 
 // AgentProjection is the in-memory read model of every tenant's agents, built by replaying the
-// AGENTS stream. It is safe for concurrent use; Apply is called by one Runner.
+// AGENTS stream, with the indexes of ListAgents; its Activity projection folds the monitor's
+// activity events into last_active_time. It is safe for concurrent use; Apply is called by one
+// Runner, Activity().Apply by another.
 type AgentProjection struct {
-	mu       sync.RWMutex
-	byID     map[string]*agentEntry   // tenant + "/" + agent id
-	byTenant map[string][]*agentEntry // in registration order
-	keys     map[string]string        // tenant + "/" + key thumbprint → agent id of every key ever held
+	mu      sync.RWMutex
+	tenants map[string]*tenantIndex
+	keys    map[string]string // tenant + "/" + key thumbprint → agent id of every key ever held
+	count   int
 }
 
-var _ eventstore.Projection = (*AgentProjection)(nil)
+var (
+	_ eventstore.Checkpointer = (*AgentProjection)(nil)
+	_ eventstore.Checkpointer = (*ActivityProjection)(nil)
+)
 
 // NewAgentProjection returns an empty agents read model.
 func NewAgentProjection() *AgentProjection {
-	return &AgentProjection{byID: map[string]*agentEntry{}, byTenant: map[string][]*agentEntry{}, keys: map[string]string{}}
+	return &AgentProjection{tenants: map[string]*tenantIndex{}, keys: map[string]string{}}
 }
 
 // Name implements eventstore.Projection.
 func (p *AgentProjection) Name() string { return AgentsProjectionName }
+
+func (p *AgentProjection) tenant(id string) *tenantIndex {
+	t := p.tenants[id]
+	if t == nil {
+		t = newTenantIndex()
+		p.tenants[id] = t
+	}
+	return t
+}
+
+// decode returns the agent entry e holds (without last_active_time).
+func decodeEntry(e *agentEntry) (*registryv1.Agent, error) {
+	a := &registryv1.Agent{}
+	if err := proto.Unmarshal(e.data, a); err != nil {
+		return nil, fmt.Errorf("registry: read model entry of agent %s: %w", e.id, err)
+	}
+	return a, nil
+}
+
+// view returns the agent entry e holds, with its last_active_time.
+func viewEntry(e *agentEntry) *registryv1.Agent {
+	a, err := decodeEntry(e)
+	if err != nil {
+		return nil // entries are written by marshal: unreachable
+	}
+	if e.lastActive != 0 {
+		a.LastActiveTime = &timestamppb.Timestamp{Seconds: e.lastActive}
+	}
+	return a
+}
+
+var marshalDet = proto.MarshalOptions{Deterministic: true}
 
 // Apply implements eventstore.Projection: it folds one agent event into the read model. Events of
 // other aggregate types are ignored.
@@ -52,13 +259,16 @@ func (p *AgentProjection) Apply(_ context.Context, e eventstore.Event) error {
 	if e.AggregateType != AggregateAgent {
 		return nil
 	}
-	key := e.Metadata.Tenant + "/" + e.AggregateID
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	cur := p.byID[key]
+	t := p.tenant(e.Metadata.Tenant)
+	ord, exists := t.ords[e.AggregateID]
 	var prev *registryv1.Agent
-	if cur != nil {
-		prev = cur.agent
+	if exists {
+		var err error
+		if prev, err = decodeEntry(&t.entries[ord]); err != nil {
+			return err
+		}
 	}
 	next, err := foldAgent(prev, e)
 	if err != nil {
@@ -69,12 +279,25 @@ func (p *AgentProjection) Apply(_ context.Context, e eventstore.Event) error {
 	if e.Type == EventAgentRegistered && next.GetName() != AgentName(e.Metadata.Tenant, e.AggregateID) {
 		return eventstore.Permanent(fmt.Errorf("registry: registration %s refused: agent %q on aggregate %s/%s", e.ID, next.GetName(), e.Metadata.Tenant, e.AggregateID))
 	}
-	if cur == nil {
-		cur = &agentEntry{registered: e.Sequence}
-		p.byID[key] = cur
-		p.byTenant[e.Metadata.Tenant] = append(p.byTenant[e.Metadata.Tenant], cur)
+	next.LastActiveTime = nil
+	data, err := marshalDet.Marshal(next)
+	if err != nil {
+		return err
 	}
-	cur.agent = next
+	if !exists {
+		ord = uint32(len(t.entries))
+		t.entries = append(t.entries, agentEntry{id: e.AggregateID, regSeq: e.Sequence})
+		t.ords[e.AggregateID] = ord
+		p.count++
+		t.index(ord, next, data)
+		at := t.pending[e.AggregateID]
+		delete(t.pending, e.AggregateID)
+		t.byAct.Set(numItem{0, ord})
+		t.setActive(ord, at)
+	} else {
+		t.unindex(ord, prev)
+		t.index(ord, next, data)
+	}
 	for _, k := range next.GetKeys() {
 		if _, seen := p.keys[e.Metadata.Tenant+"/"+k.GetThumbprint()]; !seen {
 			p.keys[e.Metadata.Tenant+"/"+k.GetThumbprint()] = e.AggregateID
@@ -96,45 +319,106 @@ func (p *AgentProjection) KeyHolder(tenant, thumbprint string) (string, bool) {
 func (p *AgentProjection) Get(tenant, agentID string) (*registryv1.Agent, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	e, ok := p.byID[tenant+"/"+agentID]
+	t := p.tenants[tenant]
+	if t == nil {
+		return nil, false
+	}
+	ord, ok := t.ords[agentID]
 	if !ok {
 		return nil, false
 	}
-	return proto.CloneOf(e.agent), true
+	a := viewEntry(&t.entries[ord])
+	return a, a != nil
 }
 
-// List returns up to n of tenant's agents registered after stream sequence after, in registration
-// order, and the registration sequence of the last one returned if more follow (0 otherwise).
-func (p *AgentProjection) List(tenant string, after uint64, n int) ([]*registryv1.Agent, uint64) {
+// Count returns the number of agents of every tenant.
+func (p *AgentProjection) Count() int {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	all := p.byTenant[tenant]
-	i := sort.Search(len(all), func(i int) bool { return all[i].registered > after })
-	end := min(i+n, len(all))
-	out := make([]*registryv1.Agent, 0, end-i)
-	for _, e := range all[i:end] {
-		out = append(out, proto.CloneOf(e.agent))
+	return p.count
+}
+
+// Each calls f with a copy of each agent of tenant in registration order until f returns false.
+func (p *AgentProjection) Each(tenant string, f func(*registryv1.Agent) bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	t := p.tenants[tenant]
+	if t == nil {
+		return
 	}
-	if end < len(all) && end > i {
-		return out, all[end-1].registered
+	for i := range t.entries {
+		if !f(viewEntry(&t.entries[i])) {
+			return
+		}
 	}
-	return out, 0
 }
 
 // Snapshot returns copies of every agent of every tenant, ordered by registration.
 func (p *AgentProjection) Snapshot() []*registryv1.Agent {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	entries := make([]*agentEntry, 0, len(p.byID))
-	for _, e := range p.byID {
-		entries = append(entries, e)
+	type seqAgent struct {
+		seq uint64
+		a   *registryv1.Agent
 	}
-	sort.Slice(entries, func(i, j int) bool { return entries[i].registered < entries[j].registered })
-	out := make([]*registryv1.Agent, len(entries))
-	for i, e := range entries {
-		out[i] = proto.CloneOf(e.agent)
+	all := make([]seqAgent, 0, p.count)
+	for _, t := range p.tenants {
+		for i := range t.entries {
+			all = append(all, seqAgent{t.entries[i].regSeq, viewEntry(&t.entries[i])})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].seq < all[j].seq })
+	out := make([]*registryv1.Agent, len(all))
+	for i, s := range all {
+		out[i] = s.a
 	}
 	return out
+}
+
+// Activity returns the projection that folds the monitor's activity events into the agents'
+// last_active_time.
+func (p *AgentProjection) Activity() *ActivityProjection { return &ActivityProjection{p: p} }
+
+// ActivityProjection folds agent activity events (telemetry.<tenant>.agent.active, published by the
+// monitor at most once per agent and hour) into the agents read model's last_active_time.
+type ActivityProjection struct {
+	p *AgentProjection
+}
+
+// Name implements eventstore.Projection.
+func (a *ActivityProjection) Name() string { return ActivityProjectionName }
+
+// Apply implements eventstore.Projection: it records the activity hour of the event's agent
+// (keeping the latest). Other event types are ignored.
+func (a *ActivityProjection) Apply(_ context.Context, e eventstore.Event) error {
+	if e.Type != EventAgentActive {
+		return nil
+	}
+	tenant, id, err := ParseAgentName("subject", e.Subject)
+	if err != nil || tenant != e.Metadata.Tenant {
+		return eventstore.Permanent(fmt.Errorf("registry: activity event %s about %q of tenant %s: not an agent of its tenant", e.ID, e.Subject, e.Metadata.Tenant))
+	}
+	at, err := ActivityHour(e)
+	if err != nil {
+		return err
+	}
+	p := a.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setActive(tenant, id, at)
+	return nil
+}
+
+// setActive records activity at unix second at of an agent, registered or not (yet); p.mu held.
+func (p *AgentProjection) setActive(tenant, id string, at int64) {
+	t := p.tenant(tenant)
+	if ord, ok := t.ords[id]; ok {
+		t.setActive(ord, at)
+		return
+	}
+	if at > t.pending[id] {
+		t.pending[id] = at
+	}
 }
 
 // tenantEntry is one tenant in the read model with the sequence of its creation.
@@ -151,7 +435,7 @@ type TenantProjection struct {
 	order []*tenantEntry // in creation order
 }
 
-var _ eventstore.Projection = (*TenantProjection)(nil)
+var _ eventstore.Checkpointer = (*TenantProjection)(nil)
 
 // NewTenantProjection returns an empty tenants read model.
 func NewTenantProjection() *TenantProjection {
@@ -226,6 +510,34 @@ func (p *TenantProjection) Snapshot() []*registryv1.Tenant {
 	out := make([]*registryv1.Tenant, len(p.order))
 	for i, e := range p.order {
 		out[i] = proto.CloneOf(e.tenant)
+	}
+	return out
+}
+
+// OwnedOrSponsoredBy returns the ids of tenant's agents, not RETIRED or REJECTED, that principal
+// owns or sponsors, in registration order, from the owner and sponsor indexes.
+func (p *AgentProjection) OwnedOrSponsoredBy(tenant, principal string) []string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	t := p.tenants[tenant]
+	if t == nil {
+		return nil
+	}
+	set := roaring.New()
+	for _, k := range []string{postOwner + principal, postSponsor + principal} {
+		if b := t.post[k]; b != nil {
+			set.Or(b)
+		}
+	}
+	for _, st := range []registryv1.AgentState{registryv1.AgentState_AGENT_STATE_RETIRED, registryv1.AgentState_AGENT_STATE_REJECTED} {
+		if b := t.post[postState+strconv.Itoa(int(st))]; b != nil {
+			set.AndNot(b)
+		}
+	}
+	out := make([]string, 0, set.GetCardinality())
+	it := set.Iterator()
+	for it.HasNext() {
+		out = append(out, t.entries[it.Next()].id)
 	}
 	return out
 }

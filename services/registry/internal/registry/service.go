@@ -72,6 +72,11 @@ type Config struct {
 	// Admission admits updates that escalate an agent past PENDING; nil: such updates are
 	// refused (fail closed).
 	Admission Admission
+	// Checkpoints keeps the checkpoints of the tenants, agents and activity read models; nil:
+	// they are rebuilt from the first event at every start.
+	Checkpoints eventstore.CheckpointStore
+	// CheckpointPolicy says when checkpoints are written (eventstore defaults when zero).
+	CheckpointPolicy eventstore.CheckpointPolicy
 }
 
 // Service runs the registry's commands and queries.
@@ -88,7 +93,9 @@ type Service struct {
 	agents       *AgentProjection
 	tenantRunner *eventstore.Runner
 	agentRunner  *eventstore.Runner
-	directories  directories // the tenants' directories (directory.go)
+	// activityRunner folds the monitor's activity events into the agents' last_active_time.
+	activityRunner *eventstore.Runner
+	directories    directories // the tenants' directories (directory.go)
 }
 
 // New returns a service over cfg.Store. Its read models fill only while the runners of Runners run.
@@ -119,8 +126,13 @@ func New(cfg Config) (*Service, error) {
 	if s.maxReadWait <= 0 {
 		s.maxReadWait = DefaultMaxReadWait
 	}
-	s.tenantRunner = s.store.NewRunner(s.tenants, eventstore.StreamTenants, []string{eventstore.AggregateTypeSubject(AggregateTenant)})
-	s.agentRunner = s.store.NewRunner(s.agents, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(AggregateAgent)})
+	var ckpt []eventstore.RunnerOption
+	if cfg.Checkpoints != nil {
+		ckpt = append(ckpt, eventstore.WithCheckpoints(cfg.Checkpoints, cfg.CheckpointPolicy))
+	}
+	s.tenantRunner = s.store.NewRunner(s.tenants, eventstore.StreamTenants, []string{eventstore.AggregateTypeSubject(AggregateTenant)}, ckpt...)
+	s.agentRunner = s.store.NewRunner(s.agents, eventstore.StreamAgents, []string{eventstore.AggregateTypeSubject(AggregateAgent)}, ckpt...)
+	s.activityRunner = s.store.NewRunner(s.agents.Activity(), eventstore.StreamTelemetry, []string{ActivityFilter}, ckpt...)
 	s.directories = newDirectories(s.store)
 	if s.directory == nil { // the registry's own directory, synced by SyncDirectory
 		s.directory = s.directories
@@ -130,12 +142,15 @@ func New(cfg Config) (*Service, error) {
 
 // Runners returns the runners that build the read models; run each until shutdown.
 func (s *Service) Runners() []*eventstore.Runner {
-	return []*eventstore.Runner{s.tenantRunner, s.agentRunner, s.directories.runner}
+	return []*eventstore.Runner{s.tenantRunner, s.agentRunner, s.directories.runner, s.activityRunner}
 }
 
 // Ready blocks until both read models have caught up with their streams as they were at start.
 func (s *Service) Ready(ctx context.Context) error {
 	for _, r := range s.Runners() {
+		if r == s.activityRunner {
+			continue // last_active_time has hour precision: it does not hold readiness
+		}
 		if err := r.Ready(ctx); err != nil {
 			return err
 		}
@@ -521,22 +536,18 @@ func (s *Service) waitRead(ctx context.Context, version uint64) error {
 		WithMetadata("applied_version", strconv.FormatUint(applied, 10))
 }
 
-// ListAgents returns one page of a tenant's agents in registration order and the next page's token.
-func (s *Service) ListAgents(_ context.Context, tenant string, size int32, token string) ([]*registryv1.Agent, string, error) {
-	n, err := pageSize(size)
-	if err != nil {
-		return nil, "", err
+// ListAgents returns one page of a tenant's agents matching q, in q's order (ListAgents filters,
+// order_by, page tokens bound to them, total_size).
+func (s *Service) ListAgents(_ context.Context, q AgentQuery) (AgentPage, error) {
+	if _, ok := s.tenants.Get(q.Tenant); !ok {
+		return AgentPage{}, errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", q.Tenant)
 	}
-	after, err := decodePageToken(token)
-	if err != nil {
-		return nil, "", err
-	}
-	if _, ok := s.tenants.Get(tenant); !ok {
-		return nil, "", errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", tenant)
-	}
-	out, next := s.agents.List(tenant, after, n)
-	return out, nextToken(next), nil
+	return s.agents.List(q)
 }
+
+// ActivityRunner returns the runner that folds the monitor's activity events (its position is on
+// the TELEMETRY stream); Ready does not wait for it.
+func (s *Service) ActivityRunner() *eventstore.Runner { return s.activityRunner }
 
 func nextToken(seq uint64) string {
 	if seq == 0 {

@@ -379,7 +379,7 @@ func TestListAgentsPaging(t *testing.T) {
 	token := ""
 	pages := 0
 	for {
-		page, next, err := e.svc.ListAgents(ctx, "acme", 3, token)
+		page, next, err := listAgents(ctx, e.svc, "acme", 3, token)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -399,17 +399,17 @@ func TestListAgentsPaging(t *testing.T) {
 		t.Fatalf("%d pages %v, want 3 pages %v", pages, got, want)
 	}
 
-	all, next, err := e.svc.ListAgents(ctx, "acme", 0, "")
+	all, next, err := listAgents(ctx, e.svc, "acme", 0, "")
 	if err != nil || len(all) != 7 || next != "" {
 		t.Fatalf("default page: %d agents, next %q, %v", len(all), next, err)
 	}
 	for _, tok := range []string{"%%%", "AAAA", "AAAAAAAAAAA"} {
-		_, _, err := e.svc.ListAgents(ctx, "acme", 0, tok)
+		_, _, err := listAgents(ctx, e.svc, "acme", 0, tok)
 		wantError(t, err, errs.KindInvalidArgument, "", "page_token")
 	}
-	_, _, err = e.svc.ListAgents(ctx, "acme", -1, "")
+	_, _, err = listAgents(ctx, e.svc, "acme", -1, "")
 	wantError(t, err, errs.KindInvalidArgument, "", "page_size")
-	_, _, err = e.svc.ListAgents(ctx, "nowhere", 0, "")
+	_, _, err = listAgents(ctx, e.svc, "nowhere", 0, "")
 	wantError(t, err, errs.KindNotFound, "TENANT_NOT_FOUND", "")
 }
 

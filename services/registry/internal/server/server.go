@@ -21,7 +21,7 @@ type Registry interface {
 	ListTenants(ctx context.Context, size int32, token string) ([]*registryv1.Tenant, string, error)
 	RegisterAgent(ctx context.Context, c registry.RegisterAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 	GetAgent(ctx context.Context, tenant, agentID string, minVersion uint64) (*registryv1.Agent, error)
-	ListAgents(ctx context.Context, tenant string, size int32, token string) ([]*registryv1.Agent, string, error)
+	ListAgents(ctx context.Context, q registry.AgentQuery) (registry.AgentPage, error)
 	ActivateAgent(ctx context.Context, c registry.ActivateAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 	RejectAgent(ctx context.Context, c registry.RejectAgent, md eventstore.Metadata) (*registryv1.Agent, error)
 	RetireAgent(ctx context.Context, c registry.RetireAgent, md eventstore.Metadata) (*registryv1.Agent, error)
@@ -196,23 +196,6 @@ func (s *Server) GetAgent(ctx context.Context, req *registryv1.GetAgentRequest) 
 		return nil, withRetryInfo(err)
 	}
 	return &registryv1.GetAgentResponse{Agent: a}, nil
-}
-
-// ListAgents lists a tenant's agents in registration order. Callers: any role of the tenant, the
-// lifecycle worker (its sweeps).
-func (s *Server) ListAgents(ctx context.Context, req *registryv1.ListAgentsRequest) (*registryv1.ListAgentsResponse, error) {
-	tenant, err := registry.ParseTenantName("parent", req.GetParent())
-	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, readAgentRoles...); err != nil {
-		return nil, err
-	}
-	as, next, err := s.reg.ListAgents(ctx, tenant, req.GetPageSize(), req.GetPageToken())
-	if err != nil {
-		return nil, err
-	}
-	return &registryv1.ListAgentsResponse{Agents: as, NextPageToken: next}, nil
 }
 
 // ActivateAgent records an approved provisioning decision. Callers: the lifecycle worker,
