@@ -165,6 +165,9 @@ func (p *Projection) Apply(_ context.Context, e eventstore.Event) error {
 	if e.Type == EventClientCreated {
 		return p.applyClient(e)
 	}
+	if e.Type == EventAgentOwnershipTransferred {
+		return p.applyTransfer(e)
+	}
 	var (
 		name  string
 		reg   *registryv1.Agent
