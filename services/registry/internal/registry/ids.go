@@ -61,7 +61,7 @@ func ParseAgentName(field, name string) (tenant, agentID string, err error) {
 // checkRequestID validates an optional idempotency key: up to 128 printable ASCII characters.
 func checkRequestID(id string) error {
 	if id != "" && !requestRE.MatchString(id) {
-		return errs.InvalidArgument("request_id", "must be 1 to 128 printable ASCII characters without spaces")
+		return invalid("request_id", "must be 1 to 128 printable ASCII characters without spaces")
 	}
 	return nil
 }
