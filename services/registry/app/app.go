@@ -5,16 +5,19 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/agentid/agentid/pkg/eventsapi"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/service"
+	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/registry/internal/registry"
 	"github.com/agentid/agentid/services/registry/internal/server"
@@ -31,12 +34,21 @@ type Config struct {
 	// MaxReadWait caps how long GetAgent with a min_version waits for the read model to reach it;
 	// default registry.DefaultMaxReadWait (5s).
 	MaxReadWait time.Duration
+	// PolicyAddr is the gRPC target of the policy service, which admits updates that escalate an
+	// ACTIVE or SUSPENDED agent (docs/policy-override.md). Empty (and no Deps.Policy): no admission,
+	// such updates are refused (FailedPrecondition ADMISSION_UNAVAILABLE).
+	PolicyAddr string
+	// AdmissionTimeout bounds one admission (default admission.DefaultTimeout, 5s).
+	AdmissionTimeout time.Duration
 }
 
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	if c.MaxReadWait < 0 {
 		return fmt.Errorf("registry: MaxReadWait %s must not be negative", c.MaxReadWait)
+	}
+	if c.AdmissionTimeout < 0 {
+		return fmt.Errorf("registry: AdmissionTimeout %s must not be negative", c.AdmissionTimeout)
 	}
 	return nil
 }
@@ -47,14 +59,24 @@ type Deps struct {
 	Store *eventstore.Store
 	// Logger logs; default slog.Default().
 	Logger *slog.Logger
+	// Policy, if set, is the policy service's client admissions use (an in-process or already
+	// dialled client) instead of dialling Config.PolicyAddr.
+	Policy policyv1.PolicyServiceClient
+	// PolicyPerRPC authenticates the calls to Config.PolicyAddr as a platform service identity whose
+	// decisions the policy service records (authn.PerRPCCredentials).
+	PolicyPerRPC credentials.PerRPCCredentials
+	// PolicyTLS verifies the policy service (service.Env.ClientTLS); nil dials it in plaintext,
+	// which grpcx allows with credentials only to loopback addresses.
+	PolicyTLS *tls.Config
 }
 
 // App is the registry component.
 type App struct {
-	svc    *registry.Service
-	srv    *server.Server
-	events *eventsapi.Server
-	log    *slog.Logger
+	svc        *registry.Service
+	srv        *server.Server
+	events     *eventsapi.Server
+	log        *slog.Logger
+	policyConn *grpc.ClientConn // dialled for admissions, closed by Close
 }
 
 var _ service.Component = (*App)(nil)
@@ -72,17 +94,23 @@ func New(cfg Config, deps Deps) (*App, error) {
 		log = slog.Default()
 	}
 	log = log.With("component", Name)
-	svc, err := registry.New(registry.Config{Store: deps.Store, Logger: log, MaxReadWait: cfg.MaxReadWait})
+	adm, policyConn, err := newAdmission(cfg, deps, log)
 	if err != nil {
+		return nil, err
+	}
+	svc, err := registry.New(registry.Config{Store: deps.Store, Logger: log, MaxReadWait: cfg.MaxReadWait, Admission: adm})
+	if err != nil {
+		closeConn(policyConn)
 		return nil, err
 	}
 	// The registry is the tenants' front door, so it also serves their event subscriptions: a read-only
 	// view of the event bus (the aggregate streams of every context, never a service's projections).
 	events, err := eventsapi.New(eventsapi.Config{JetStream: deps.Store.JetStream(), Logger: log})
 	if err != nil {
+		closeConn(policyConn)
 		return nil, err
 	}
-	return &App{svc: svc, srv: server.New(svc), events: events, log: log}, nil
+	return &App{svc: svc, srv: server.New(svc), events: events, log: log, policyConn: policyConn}, nil
 }
 
 // Name implements service.Component.

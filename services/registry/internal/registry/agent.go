@@ -171,6 +171,9 @@ func foldAgent(cur *registryv1.Agent, e eventstore.Event) (*registryv1.Agent, er
 	case EventAgentActivated:
 		next.State = registryv1.AgentState_AGENT_STATE_ACTIVE
 		next.StateReason = ""
+		if err := foldActivationOverride(next, e); err != nil {
+			return nil, err
+		}
 	case EventAgentRejected:
 		d, err := eventstore.DecodeAs[*registryv1.AgentRejected](e)
 		if err != nil {
@@ -252,6 +255,8 @@ type ActivateAgent struct {
 	Etag string
 	// RequestID is the idempotency key.
 	RequestID string
+	// Override is the admission policy's risk tier override, recorded with the activation.
+	Override RiskTierOverride
 }
 
 // RejectAgent records a rejected provisioning decision.
@@ -339,6 +344,9 @@ func (c ActivateAgent) validate() error {
 		return err
 	}
 	if err := checkText("approved_by", c.ApprovedBy, true, 200); err != nil {
+		return err
+	}
+	if err := c.Override.validate(); err != nil {
 		return err
 	}
 	return checkRequestID(c.RequestID)
@@ -459,7 +467,7 @@ func (a *Agent) Activate(c ActivateAgent) (*Change, error) {
 	if err := a.allow(CmdActivate); err != nil {
 		return nil, err
 	}
-	ch := AgentActivated(a.Name(), c.DecisionID, c.ApprovedBy)
+	ch := withOverride(AgentActivated(a.Name(), c.DecisionID, c.ApprovedBy), c.Override)
 	return &ch, nil
 }
 

@@ -80,6 +80,7 @@ func (s *Service) UpdateAgent(ctx context.Context, c UpdateAgent, md eventstore.
 		return nil, nil, err
 	}
 	key := commandKey(cmdUpdateAgent, c.Tenant, c.AgentID, c.RequestID)
+	ctx = WithUpdateRequestID(ctx, c.RequestID)
 	var changed []string
 	decide := func(a *Agent) (*Change, error) {
 		after, ch, err := a.planUpdate(c, s.now())

@@ -212,6 +212,7 @@ func (s *Server) ActivateAgent(ctx context.Context, req *registryv1.ActivateAgen
 	a, err := s.reg.ActivateAgent(ctx, registry.ActivateAgent{
 		Tenant: tenant, AgentID: id, DecisionID: req.GetDecisionId(), ApprovedBy: req.GetApprovedBy(),
 		Etag: req.GetEtag(), RequestID: req.GetRequestId(),
+		Override: registry.RiskTierOverride{Tier: req.GetOverrideRiskTier(), Reason: req.GetOverrideReason(), Source: req.GetOverrideSource()},
 	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err
