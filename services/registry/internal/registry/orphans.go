@@ -195,23 +195,21 @@ func OrphanRequestID(eventID, principal string) string {
 }
 
 // AgentsOwnedBy returns the ids of tenant's agents, not RETIRED or REJECTED, that principal owns
-// or sponsors, in registration order.
+// or sponsors, in registration order. It scans a snapshot of the read model (the owner and sponsor
+// indexes of ListAgents can answer it directly).
 func (p *AgentProjection) AgentsOwnedBy(tenant, principal string) []string {
 	var out []string
-	for after := uint64(0); ; {
-		page, next := p.List(tenant, after, MaxPageSize)
-		for _, a := range page {
-			switch a.GetState() {
-			case registryv1.AgentState_AGENT_STATE_RETIRED, registryv1.AgentState_AGENT_STATE_REJECTED:
-				continue
-			}
-			if a.GetOwner() == principal || a.GetSponsor() == principal {
-				out = append(out, a.GetAgentId())
-			}
+	for _, a := range p.Snapshot() {
+		if a.GetTenant() != tenant {
+			continue
 		}
-		if next == 0 {
-			return out
+		switch a.GetState() {
+		case registryv1.AgentState_AGENT_STATE_RETIRED, registryv1.AgentState_AGENT_STATE_REJECTED:
+			continue
 		}
-		after = next
+		if a.GetOwner() == principal || a.GetSponsor() == principal {
+			out = append(out, a.GetAgentId())
+		}
 	}
+	return out
 }
