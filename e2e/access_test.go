@@ -144,7 +144,7 @@ func listDefault(c registryv1.RegistryServiceClient) error {
 
 func validAgent(jwks string) *registryv1.Agent {
 	return &registryv1.Agent{
-		DisplayName: "Search helper", Owner: "team:search", Purpose: "searches the docs",
+		DisplayName: "Search helper", Owner: "team:search", Sponsor: "alice@corp.example", Purpose: "searches the docs",
 		Environment: registryv1.Environment_ENVIRONMENT_DEV, Autonomy: registryv1.Autonomy_AUTONOMY_ASSISTIVE,
 		IdentityModel: registryv1.IdentityModel_IDENTITY_MODEL_AUTONOMOUS, TrustBoundary: registryv1.TrustBoundary_TRUST_BOUNDARY_INTERNAL,
 		DataSensitivity: registryv1.DataSensitivity_DATA_SENSITIVITY_PUBLIC, Scopes: []string{"docs.search"}, PublicJwks: jwks,

@@ -57,7 +57,7 @@ func TestHighRiskAgentWaitsForApprovals(t *testing.T) {
 		RiskTier string `json:"riskTier"`
 		State    string `json:"state"`
 	}
-	if err := json.Unmarshal([]byte(cli(registrant, "agents", "register", "--display-name", "Claims bot", "--owner", "olivia",
+	if err := json.Unmarshal([]byte(cli(registrant, "agents", "register", "--display-name", "Claims bot", "--owner", "olivia", "--sponsor", "alice@corp.example",
 		"--purpose", "reads insurance claims", "--environment", "prod", "--sensitivity", "pii",
 		"--scope", "claim.read", "--key-out", keyFile, "-o", "json")), &agent); err != nil {
 		t.Fatal(err)

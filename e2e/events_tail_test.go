@@ -37,7 +37,7 @@ func TestAgentctlEventsTail(t *testing.T) {
 		var a struct {
 			Name string `json:"name"`
 		}
-		out := admin("--tenant", tenant, "agents", "register", "--display-name", name, "--owner", "team:e2e",
+		out := admin("--tenant", tenant, "agents", "register", "--display-name", name, "--owner", "team:e2e", "--sponsor", "alice@corp.example",
 			"--purpose", "events tail e2e", "--environment", "dev", "--sensitivity", "internal",
 			"--scope", "files.read", "--key-out", filepath.Join(keys, tenant+"-"+name+".json"), "-o", "json")
 		if err := json.Unmarshal([]byte(out), &a); err != nil || a.Name == "" {

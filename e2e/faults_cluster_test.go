@@ -359,7 +359,7 @@ func (c *faultCluster) registerLoadAgent(t *testing.T, ctx context.Context, tg f
 		res, err := registry.RegisterAgent(ctx, &registryv1.RegisterAgentRequest{
 			Parent: "tenants/default",
 			Agent: &registryv1.Agent{
-				DisplayName: "cluster token load", Owner: "team:faults", Purpose: "token load during faults",
+				DisplayName: "cluster token load", Owner: "team:faults", Sponsor: "team:platform", Purpose: "token load during faults",
 				Environment: registryv1.Environment_ENVIRONMENT_DEV, Autonomy: registryv1.Autonomy_AUTONOMY_ASSISTIVE,
 				IdentityModel: registryv1.IdentityModel_IDENTITY_MODEL_AUTONOMOUS, TrustBoundary: registryv1.TrustBoundary_TRUST_BOUNDARY_INTERNAL,
 				DataSensitivity: registryv1.DataSensitivity_DATA_SENSITIVITY_INTERNAL, Scopes: []string{"faq.read"},

@@ -202,7 +202,7 @@ func (w *faultWorkload) register(ctx context.Context, e faultTarget, registry re
 		res, err = registry.RegisterAgent(ctx, &registryv1.RegisterAgentRequest{
 			Parent: "tenants/default",
 			Agent: &registryv1.Agent{
-				DisplayName: w.name + " " + which, Owner: "team:faults", Purpose: "survives faults",
+				DisplayName: w.name + " " + which, Owner: "team:faults", Sponsor: "team:platform", Purpose: "survives faults",
 				Environment: registryv1.Environment_ENVIRONMENT_DEV, Autonomy: registryv1.Autonomy_AUTONOMY_ASSISTIVE,
 				IdentityModel: registryv1.IdentityModel_IDENTITY_MODEL_AUTONOMOUS, TrustBoundary: registryv1.TrustBoundary_TRUST_BOUNDARY_INTERNAL,
 				DataSensitivity: registryv1.DataSensitivity_DATA_SENSITIVITY_INTERNAL, Scopes: []string{"faq.read"},

@@ -35,7 +35,7 @@ func TestRestartKeepsState(t *testing.T) {
 	reg, err := registry.RegisterAgent(ctx, &registryv1.RegisterAgentRequest{
 		Parent: "tenants/default",
 		Agent: &registryv1.Agent{
-			DisplayName: "Report reader", Owner: "team:finance", Purpose: "reads monthly reports",
+			DisplayName: "Report reader", Owner: "team:finance", Sponsor: "alice@corp.example", Purpose: "reads monthly reports",
 			Environment: registryv1.Environment_ENVIRONMENT_TEST, Autonomy: registryv1.Autonomy_AUTONOMY_ASSISTIVE,
 			IdentityModel: registryv1.IdentityModel_IDENTITY_MODEL_AUTONOMOUS, TrustBoundary: registryv1.TrustBoundary_TRUST_BOUNDARY_INTERNAL,
 			DataSensitivity: registryv1.DataSensitivity_DATA_SENSITIVITY_INTERNAL, Scopes: []string{"report.read"},

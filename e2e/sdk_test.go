@@ -249,7 +249,7 @@ type registeredAgent struct {
 // register --key-out keyFile` and waits until it is ACTIVE.
 func registerAgentCLI(t *testing.T, ctx context.Context, agentctl, configDir, keyFile string, scopes ...string) registeredAgent {
 	t.Helper()
-	args := []string{"agents", "register", "--display-name", "Files reader", "--owner", "team:e2e",
+	args := []string{"agents", "register", "--display-name", "Files reader", "--owner", "team:e2e", "--sponsor", "alice@corp.example",
 		"--purpose", "reads files of the example resource server", "--environment", "dev", "--sensitivity", "internal",
 		"--key-out", keyFile, "-o", "json"}
 	for _, s := range scopes {

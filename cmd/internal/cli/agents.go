@@ -161,7 +161,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&a.DisplayName, "display-name", "", "human-readable name (required)")
 	f.StringVar(&a.Owner, "owner", "", "accountable owner: team or person (required)")
-	f.StringVar(&a.Sponsor, "sponsor", "", "who asked for the agent")
+	f.StringVar(&a.Sponsor, "sponsor", "", "who asked for the agent: team or person (required)")
 	f.StringVar(&a.Purpose, "purpose", "", "business purpose (required)")
 	f.StringVar(&env, "environment", "dev", "dev, test, staging or prod")
 	f.StringVar(&autonomy, "autonomy", "assistive", "assistive or autonomous")

@@ -94,7 +94,7 @@ func serveServices(t *testing.T, dir string, register func(*grpc.Server)) {
 }
 
 var registerArgs = []string{"agents", "register", "--display-name", "FAQ bot", "--owner", "team:support",
-	"--purpose", "answers questions", "--scope", "faq.read"}
+	"--sponsor", "alice@corp.example", "--purpose", "answers questions", "--scope", "faq.read"}
 
 func TestRegisterWithUnknownOutcomeKeepsTheKeyAndNamesTheRequestID(t *testing.T) {
 	dir := t.TempDir()

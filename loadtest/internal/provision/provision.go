@@ -134,6 +134,7 @@ func provisionOne(ctx context.Context, cfg Config, i int) (Agent, error) {
 		Agent: &registryv1.Agent{
 			DisplayName:     fmt.Sprintf("tokenload %s #%d", cfg.Label, i+1),
 			Owner:           "team:loadtest",
+			Sponsor:         "team:platform",
 			Purpose:         "load test of the token endpoint",
 			Environment:     registryv1.Environment_ENVIRONMENT_DEV,
 			Autonomy:        registryv1.Autonomy_AUTONOMY_ASSISTIVE,

@@ -255,6 +255,7 @@ func (r *Run) register(ctx context.Context, i int) (*agent, error) {
 		Agent: &registryv1.Agent{
 			DisplayName:     fmt.Sprintf("provisionload %s #%d", r.Label, i+1),
 			Owner:           "team:loadtest",
+			Sponsor:         "team:platform",
 			Purpose:         "load test of provisioning",
 			Environment:     registryv1.Environment_ENVIRONMENT_DEV,
 			Autonomy:        registryv1.Autonomy_AUTONOMY_ASSISTIVE,

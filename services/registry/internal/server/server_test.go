@@ -133,6 +133,7 @@ func agentInput(t *testing.T) *registryv1.Agent {
 	return &registryv1.Agent{
 		DisplayName:     "Refund assistant",
 		Owner:           "team:support",
+		Sponsor:         "alice@corp.example",
 		Purpose:         "Drafts refund decisions for support agents.",
 		Environment:     registryv1.Environment_ENVIRONMENT_PROD,
 		Autonomy:        registryv1.Autonomy_AUTONOMY_ASSISTIVE,
