@@ -398,7 +398,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	// Reflection on: grpcurl and IDEs explore the local API without protos.
 	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier, Reflection: true}, serverOpts...)
 
-	registry, err := registryapp.New(registryapp.Config{}, registryapp.Deps{Store: storeFor("registry"), Logger: log.With("service", "registry")})
+	// The registry asks the policy service to admit escalating updates, as the platform's service
+	// identity whose decisions are recorded: in one process, the lifecycle worker's.
+	registry, err := registryapp.New(registryapp.Config{PolicyAddr: selfAddr(cfg.GRPCAddr)}, registryapp.Deps{Store: storeFor("registry"), Logger: log.With("service", "registry"),
+		PolicyPerRPC: authn.PerRPCCredentials(workerTokens, selfTLS != nil), PolicyTLS: selfTLS})
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
@@ -420,6 +423,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return fmt.Errorf("monitor: %w", err)
 	}
 	defer monitor.Close()
+	defer registry.Close()
 	lifecycle, err := lifecycleapp.New(lifecycleapp.Config{
 		TemporalHostPort: temporalAddr, RegistryAddr: selfAddr(cfg.GRPCAddr), IssuerAddr: selfAddr(cfg.GRPCAddr), PolicyAddr: selfAddr(cfg.GRPCAddr),
 		MonitorAddr: selfAddr(cfg.GRPCAddr), Sweeps: incidents.Sweeps, Deprovision: incidents.Deprovision, Reviews: incidents.Reviews,
