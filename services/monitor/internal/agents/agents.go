@@ -24,7 +24,7 @@ import (
 )
 
 // ProjectionName names the projection (bump the version when Apply changes).
-const ProjectionName = "monitor-agents-v2"
+const ProjectionName = "monitor-agents-v3"
 
 // MaxStateChanges is how many state changes are kept per agent; older ones are folded into the
 // state the agent had before the oldest kept one.
@@ -168,6 +168,9 @@ func (p *Projection) Apply(_ context.Context, e eventstore.Event) error {
 	if e.Type == EventAgentOwnershipTransferred {
 		return p.applyTransfer(e)
 	}
+	if e.Type == EventAgentUpdated {
+		return p.applyUpdated(e)
+	}
 	var (
 		name  string
 		reg   *registryv1.Agent
@@ -179,7 +182,7 @@ func (p *Projection) Apply(_ context.Context, e eventstore.Event) error {
 		var m *registryv1.AgentRegistered
 		m, err = eventstore.DecodeAs[*registryv1.AgentRegistered](e)
 		reg = m.GetAgent()
-		name, state = reg.GetName(), registryv1.AgentState_AGENT_STATE_PENDING
+		name, state = reg.GetName(), registeredState(reg)
 	case EventAgentActivated:
 		var m *registryv1.AgentActivated
 		m, err = eventstore.DecodeAs[*registryv1.AgentActivated](e)
@@ -204,6 +207,14 @@ func (p *Projection) Apply(_ context.Context, e eventstore.Event) error {
 		var m *registryv1.AgentResumed
 		m, err = eventstore.DecodeAs[*registryv1.AgentResumed](e)
 		name, state = m.GetName(), registryv1.AgentState_AGENT_STATE_ACTIVE
+	case EventAgentSubmitted:
+		var m *registryv1.AgentSubmitted
+		m, err = eventstore.DecodeAs[*registryv1.AgentSubmitted](e)
+		name, state = m.GetName(), registryv1.AgentState_AGENT_STATE_PENDING
+	case EventAgentExpired:
+		var m *registryv1.AgentExpired
+		m, err = eventstore.DecodeAs[*registryv1.AgentExpired](e)
+		name, state = m.GetName(), registryv1.AgentState_AGENT_STATE_EXPIRED
 	default:
 		return nil
 	}
