@@ -464,10 +464,10 @@ func (a *App) runWorker(ctx context.Context) error {
 	}
 }
 
-// runConsumer starts workflows from agent.registered and agent.retirement_requested events, one at a
-// time so that an agent's runs start in the order of its events.
+// runConsumer starts workflows from agent events, several at a time, those of one agent in the order
+// of its events (lifecycle.AgentEventConsumeOptions).
 func (a *App) runConsumer(ctx context.Context) error {
-	var opts []eventstore.ConsumeOption
+	opts := lifecycle.AgentEventConsumeOptions()
 	if len(a.cfg.EventRetryBackoff) > 0 {
 		opts = append(opts, eventstore.WithBackoff(a.cfg.EventRetryBackoff...))
 	}

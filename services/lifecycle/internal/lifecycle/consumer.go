@@ -37,6 +37,21 @@ var AgentEventSubjects = []string{
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.key_removed",
 }
 
+// AgentEventConcurrency bounds how many agent events one replica handles at once (each is a registry
+// read and one workflow start; a burst of registrations or retirements starts its runs side by side
+// instead of one after another). The events of one agent still start their runs one after another,
+// in stream order (AgentEventConsumeOptions).
+const AgentEventConcurrency = 16
+
+// AgentEventConsumeOptions are the options of the agent events consumer: AgentEventConcurrency events
+// at once, those of one agent in stream order (eventstore.WithOrderKey by aggregate), each
+// acknowledged only once its run's start is durable in Temporal.
+func AgentEventConsumeOptions() []eventstore.ConsumeOption {
+	return []eventstore.ConsumeOption{
+		eventstore.WithConcurrency(AgentEventConcurrency), eventstore.WithOrderKey(eventstore.SubjectAggregateKey),
+	}
+}
+
 // riskTierLookupTimeout bounds the registry call for a retiring agent's risk tier.
 const riskTierLookupTimeout = 5 * time.Second
 
