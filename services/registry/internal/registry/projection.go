@@ -6,6 +6,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/RoaringBitmap/roaring/v2"
@@ -394,10 +395,11 @@ func (a *ActivityProjection) Apply(_ context.Context, e eventstore.Event) error 
 	if e.Type != EventAgentActive {
 		return nil
 	}
-	tenant, id, err := ParseAgentName("subject", e.Subject)
-	if err != nil || tenant != e.Metadata.Tenant {
+	parts := strings.Split(e.Subject, "/")
+	if len(parts) != 4 || parts[0] != "tenants" || parts[2] != "agents" || parts[3] == "" || parts[1] != e.Metadata.Tenant {
 		return eventstore.Permanent(fmt.Errorf("registry: activity event %s about %q of tenant %s: not an agent of its tenant", e.ID, e.Subject, e.Metadata.Tenant))
 	}
+	tenant, id := parts[1], parts[3]
 	at, err := ActivityHour(e)
 	if err != nil {
 		return err

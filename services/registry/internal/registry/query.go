@@ -11,7 +11,6 @@ import (
 
 	"github.com/RoaringBitmap/roaring/v2"
 
-	"github.com/agentid/agentid/pkg/errs"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
@@ -68,7 +67,7 @@ func ParseAgentQuery(tenant string, req *registryv1.ListAgentsRequest) (AgentQue
 	enums := func(field string, vals []int32, names map[int32]string) ([]int32, error) {
 		for i, v := range vals {
 			if _, ok := names[v]; !ok || v == 0 {
-				return nil, errs.InvalidArgument(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("%d is not a value of the enum (UNSPECIFIED is not allowed)", v))
+				return nil, invalid(fmt.Sprintf("%s[%d]", field, i), fmt.Sprintf("%d is not a value of the enum (UNSPECIFIED is not allowed)", v))
 			}
 		}
 		out := slices.Clone(vals)
@@ -89,13 +88,13 @@ func ParseAgentQuery(tenant string, req *registryv1.ListAgentsRequest) (AgentQue
 	}
 	for _, f := range []struct{ name, v string }{{"owner", q.owner}, {"sponsor", q.sponsor}, {"scope", q.scope}} {
 		if len(f.v) > 256 || strings.ContainsAny(f.v, " \t\r\n") {
-			return q, errs.InvalidArgument(f.name, "must be at most 256 characters without spaces")
+			return q, invalid(f.name, "must be at most 256 characters without spaces")
 		}
 	}
 	for i, s := range req.GetLabelSelectors() {
 		sel, err := parseLabelSelector(s)
 		if err != nil {
-			return q, errs.InvalidArgument(fmt.Sprintf("label_selectors[%d]", i), fmt.Sprintf("%q %s", printable(s), err.Error()))
+			return q, invalid(fmt.Sprintf("label_selectors[%d]", i), fmt.Sprintf("%q %s", printable(s), err.Error()))
 		}
 		q.labels = append(q.labels, sel)
 	}
@@ -105,7 +104,7 @@ func ParseAgentQuery(tenant string, req *registryv1.ListAgentsRequest) (AgentQue
 	}
 	if ts := req.GetExpireBefore(); ts != nil {
 		if ts.CheckValid() != nil {
-			return q, errs.InvalidArgument("expire_before", "is not a valid timestamp")
+			return q, invalid("expire_before", "is not a valid timestamp")
 		}
 		q.expireBefore = ts.GetSeconds()
 		if ts.GetNanos() > 0 {
@@ -114,7 +113,7 @@ func ParseAgentQuery(tenant string, req *registryv1.ListAgentsRequest) (AgentQue
 	}
 	if ts := req.GetInactiveSince(); ts != nil {
 		if ts.CheckValid() != nil {
-			return q, errs.InvalidArgument("inactive_since", "is not a valid timestamp")
+			return q, invalid("inactive_since", "is not a valid timestamp")
 		}
 		q.inactiveSince = ts.GetSeconds()
 		if ts.GetNanos() > 0 {
@@ -141,7 +140,7 @@ func parseOrderBy(s string) (string, bool, error) {
 	if len(f) == 0 {
 		return OrderCreateTime, false, nil
 	}
-	bad := errs.InvalidArgument("order_by", fmt.Sprintf("%q: want one of %s, optionally followed by \" desc\"", printable(s), strings.Join(orderKeys, ", ")))
+	bad := invalid("order_by", fmt.Sprintf("%q: want one of %s, optionally followed by \" desc\"", printable(s), strings.Join(orderKeys, ", ")))
 	if len(f) > 2 || !slices.Contains(orderKeys, f[0]) {
 		return "", false, bad
 	}
@@ -265,14 +264,14 @@ func (q *AgentQuery) decodeToken() (*cursor, error) {
 	if q.token == "" {
 		return nil, nil
 	}
-	bad := errs.InvalidArgument("page_token", "is not a token returned by this service")
+	bad := invalid("page_token", "is not a token returned by this service")
 	b, err := base64.RawURLEncoding.DecodeString(q.token)
 	if err != nil || len(b) < 10 || b[0] != tokenVersion {
 		return nil, bad
 	}
 	h := q.filterHash()
 	if string(b[1:9]) != string(h[:]) {
-		return nil, errs.InvalidArgument("page_token", "was issued for other filters or another order_by: repeat the request that returned it, or start without a page_token")
+		return nil, invalid("page_token", "was issued for other filters or another order_by: repeat the request that returned it, or start without a page_token")
 	}
 	b = b[9:]
 	num, k := binary.Varint(b)
@@ -318,7 +317,7 @@ func (p *AgentProjection) List(q AgentQuery) (AgentPage, error) {
 	}
 	if cur != nil {
 		if _, ok := t.ords[cur.id]; !ok {
-			return AgentPage{}, errs.InvalidArgument("page_token", "is not a token returned by this service")
+			return AgentPage{}, invalid("page_token", "is not a token returned by this service")
 		}
 	}
 	cand := t.candidates(&q)

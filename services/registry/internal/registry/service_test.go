@@ -465,11 +465,11 @@ func TestProjectionRebuildEqualsLive(t *testing.T) {
 	// A second replica replays the same streams and answers the same queries.
 	replica := startService(t, e.store)
 	for _, tenant := range []string{"acme", "globex"} {
-		a, _, err := e.svc.ListAgents(ctx, tenant, 0, "")
+		a, _, err := listAgents(ctx, e.svc, tenant, 0, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _, err := replica.ListAgents(ctx, tenant, 0, "")
+		b, _, err := listAgents(ctx, replica, tenant, 0, "")
 		if err != nil {
 			t.Fatal(err)
 		}
