@@ -47,6 +47,10 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(stderr, "error:", describe(err)+tlsHint(err))
+		var coded interface{ ExitCode() int }
+		if errors.As(err, &coded) {
+			return coded.ExitCode()
+		}
 		return 1
 	}
 	return 0
@@ -99,6 +103,8 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(newKeysCmd(g))
 	root.AddCommand(newReviewsCmd(g))
 	root.AddCommand(newRotationsCmd(g))
+	root.AddCommand(newDiscoverCmd(g))
+	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newApplyCmd(g))
 	return root
 }
 

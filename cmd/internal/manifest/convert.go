@@ -77,10 +77,19 @@ var (
 	}
 )
 
+// ttlSlack is how far an existing agent's expiry may lie from create_time + TTL and still be the
+// expiry its TTL gave it: the registration counted the TTL from the time agentctl sent it, a little
+// before the registry's create_time.
+const ttlSlack = 10 * time.Minute
+
 // Agent converts a valid manifest into the registry Agent it declares, in tenant, as applied from
-// the manifest set named set (its managed-by, source and name labels). A TTL expiry counts from
-// registered: now for a new agent, the agent's create_time for an existing one.
-func (m *Manifest) Agent(tenant, set string, registered time.Time) *registryv1.Agent {
+// the manifest set named set (its managed-by, source and name labels). current is the agent the
+// registry holds (nil for a new one): a TTL expiry counts from its create_time, else from now.
+func (m *Manifest) Agent(tenant, set string, current *registryv1.Agent, now time.Time) *registryv1.Agent {
+	registered := now
+	if current.GetCreateTime() != nil {
+		registered = current.GetCreateTime().AsTime()
+	}
 	s := m.Spec
 	labels := maps.Clone(m.Metadata.Labels)
 	if labels == nil {
@@ -116,6 +125,9 @@ func (m *Manifest) Agent(tenant, set string, registered time.Time) *registryv1.A
 	if s.Expires != "" {
 		if ttl, ok, err := ParseTTL(s.Expires); ok && err == nil {
 			a.ExpireTime = timestamppb.New(registered.Add(ttl).Truncate(time.Second))
+			if cur := current.GetExpireTime(); cur != nil && cur.AsTime().Sub(a.ExpireTime.AsTime()).Abs() <= ttlSlack {
+				a.ExpireTime = timestamppb.New(cur.AsTime())
+			}
 		} else if t, err := time.Parse(time.RFC3339, s.Expires); err == nil {
 			a.ExpireTime = timestamppb.New(t)
 		}

@@ -64,12 +64,12 @@ type Spec struct {
 	DataSensitivity      string       `yaml:"dataSensitivity" required:"true" enum:"public|internal|confidential|pii|phi|pci" doc:"Most sensitive data the agent touches."`
 	Function             string       `yaml:"function" enum:"assistant|retrieval|automation|data-pipeline|code|customer-support|security|finance|other" doc:"What the agent does (an input of its classification)."`
 	Scopes               []string     `yaml:"scopes" required:"true" minItems:"1" maxItems:"100" unique:"true" pattern:"^[a-z][a-z0-9_-]*\\.[a-z][a-z0-9_-]*(\\.[a-z][a-z0-9_-]*)?$" rule:"must be named resource.action[.qualifier] in lowercase letters, digits, '_' and '-'" doc:"Scopes the agent may be granted, named resource.action[.qualifier]."`
-	Roles                []string     `yaml:"roles" maxItems:"100" unique:"true" pattern:"^[a-z][a-z0-9._:-]{0,62}$" rule:"must be a role name: a lowercase letter, then at most 62 lowercase letters, digits, '.', '_', ':' or '-'" doc:"Roles the agent holds (names of the tenant's roles)."`
+	Roles                []string     `yaml:"roles" maxItems:"50" unique:"true" pattern:"^[a-z][a-z0-9._:-]{0,62}$" rule:"must be a role name: a lowercase letter, then at most 62 lowercase letters, digits, '.', '_', ':' or '-'" doc:"Roles the agent holds (names of the tenant's roles)."`
 	CredentialType       string       `yaml:"credentialType" enum:"private-key-jwt|private-key-jwt-dpop" doc:"How the agent authenticates; default private-key-jwt."`
 	PublicKeys           PublicKeys   `yaml:"publicKeys" required:"true" exactlyOne:"jwks|jwksFile" doc:"The agent's public keys: an inline JWK Set or a file holding one (public keys only)."`
 	Expires              string       `yaml:"expires" pattern:"^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})|[1-9][0-9]*(d|h|m))$" rule:"must be an RFC 3339 time (2026-12-31T00:00:00Z) or a TTL (90d, 720h, 30m)" doc:"When the identity expires: an RFC 3339 time, or a TTL counted from the agent's registration (90d, 720h, 30m)."`
 	DecommissionCriteria string       `yaml:"decommissionCriteria" maxLength:"1000" doc:"When the agent must be decommissioned, in a sentence."`
-	Dependencies         []Dependency `yaml:"dependencies" maxItems:"100" doc:"Resources the agent depends on that its teardown cleans up."`
+	Dependencies         []Dependency `yaml:"dependencies" maxItems:"50" doc:"Resources the agent depends on that its teardown cleans up."`
 }
 
 // PublicKeys names the agent's public keys: exactly one of jwks and jwksFile.
@@ -86,8 +86,8 @@ type JWKS struct {
 // Dependency is a resource the agent depends on.
 type Dependency struct {
 	Kind        string `yaml:"kind" required:"true" enum:"queue|webhook|storage|database|api|secret|other" doc:"Kind of resource."`
-	URI         string `yaml:"uri" required:"true" maxLength:"2000" doc:"Where it is (a URL or a provider resource name, never a secret)."`
-	Description string `yaml:"description" maxLength:"1000" doc:"What it is for."`
+	URI         string `yaml:"uri" required:"true" maxLength:"2048" doc:"Where it is (a URL or a provider resource name, never a secret)."`
+	Description string `yaml:"description" maxLength:"500" doc:"What it is for."`
 }
 
 // LineOf returns the line of the field at path (e.g. `spec.scopes[1]`), else the line of the nearest

@@ -44,7 +44,9 @@ spec:
 func doc(name string) string { return strings.ReplaceAll(good, "NAME", name) }
 
 // nested is a manifest one directory below the key file.
-func nested(m string) string { return strings.Replace(m, "jwksFile: key.json", "jwksFile: ../key.json", 1) }
+func nested(m string) string {
+	return strings.Replace(m, "jwksFile: key.json", "jwksFile: ../key.json", 1)
+}
 
 // writeSet writes files (name → content) and the key file into a fresh directory.
 func writeSet(t *testing.T, files map[string]string) string {
@@ -90,7 +92,7 @@ func TestLoadReadsAValidManifest(t *testing.T) {
 		t.Fatalf("%d manifests, want 1", len(set.Manifests))
 	}
 	m := set.Manifests[0]
-	a := m.Agent("acme", "support", now)
+	a := m.Agent("acme", "support", nil, now)
 	want := &registryv1.Agent{
 		Name: manifest.AgentName("acme", "faq-bot"), AgentId: manifest.AgentID("acme", "faq-bot"), Tenant: "acme",
 		DisplayName: "FAQ bot", Owner: "team:support", Sponsor: "alice@corp.example", Purpose: "Answers questions.",
