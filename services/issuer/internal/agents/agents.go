@@ -20,7 +20,7 @@ import (
 )
 
 // ProjectionName names the projection (bump the version when Apply changes).
-const ProjectionName = "issuer-agents-v4"
+const ProjectionName = "issuer-agents-v5"
 
 // Event types of the AGENTS stream that change an agent's state (written by the registry).
 const (
@@ -35,7 +35,7 @@ const (
 
 // LeavingActive are the event types after which an agent is no longer ACTIVE: the events whose
 // agent's tokens the revocation reactor revokes.
-var LeavingActive = []string{EventAgentRejected, EventAgentRetirementRequested, EventAgentRetired, EventAgentSuspended}
+var LeavingActive = []string{EventAgentRejected, EventAgentRetirementRequested, EventAgentRetired, EventAgentSuspended, EventAgentExpired}
 
 // State is the projection: every agent's lifecycle state. It is safe for concurrent use; Apply is
 // called from one goroutine (the runner's).
@@ -43,6 +43,7 @@ type State struct {
 	mu      sync.RWMutex
 	agents  map[string]agentState
 	removed map[string][]string // scopes removed from an agent (agent.scopes_removed), only for agents with removals
+	allowed map[string][]string // an agent's scopes as its last agent.updated of scopes set them, only for such agents
 }
 
 // agentState is what the projection keeps per agent.
@@ -67,6 +68,9 @@ func (s *State) Name() string { return ProjectionName }
 func (s *State) Apply(_ context.Context, e eventstore.Event) error {
 	if e.Type == EventAgentScopesRemoved {
 		return s.applyScopesRemoved(e)
+	}
+	if e.Type == EventAgentUpdated {
+		return s.applyUpdated(e)
 	}
 	name, state, err := Transition(e)
 	if err != nil || name == "" {
@@ -129,6 +133,9 @@ func Transition(e eventstore.Event) (name string, state registryv1.AgentState, e
 	case EventAgentRegistered:
 		msg, derr := eventstore.DecodeAs[*registryv1.AgentRegistered](e)
 		name, state, err = msg.GetAgent().GetName(), registryv1.AgentState_AGENT_STATE_PENDING, derr
+		if msg.GetAgent().GetState() == registryv1.AgentState_AGENT_STATE_PROPOSED {
+			state = registryv1.AgentState_AGENT_STATE_PROPOSED
+		}
 	case EventAgentActivated:
 		msg, derr := eventstore.DecodeAs[*registryv1.AgentActivated](e)
 		name, state, err = msg.GetName(), registryv1.AgentState_AGENT_STATE_ACTIVE, derr
@@ -147,6 +154,12 @@ func Transition(e eventstore.Event) (name string, state registryv1.AgentState, e
 	case EventAgentResumed:
 		msg, derr := eventstore.DecodeAs[*registryv1.AgentResumed](e)
 		name, state, err = msg.GetName(), registryv1.AgentState_AGENT_STATE_ACTIVE, derr
+	case EventAgentSubmitted:
+		msg, derr := eventstore.DecodeAs[*registryv1.AgentSubmitted](e)
+		name, state, err = msg.GetName(), registryv1.AgentState_AGENT_STATE_PENDING, derr
+	case EventAgentExpired:
+		msg, derr := eventstore.DecodeAs[*registryv1.AgentExpired](e)
+		name, state, err = msg.GetName(), registryv1.AgentState_AGENT_STATE_EXPIRED, derr
 	default:
 		return "", registryv1.AgentState_AGENT_STATE_UNSPECIFIED, nil
 	}

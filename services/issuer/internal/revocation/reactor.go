@@ -130,8 +130,8 @@ const (
 // store unreachable at start, the consumer deleted by an operator) is logged and run again after a
 // growing delay: the events wait in the stream, nothing is skipped.
 func (r *Reactor) Run(ctx context.Context) error {
-	agentFilters := make([]string, 0, len(agents.LeavingActive)+1)
-	for _, typ := range append(slices.Clone(agents.LeavingActive), agents.EventAgentScopesRemoved) {
+	agentFilters := make([]string, 0, len(agents.LeavingActive)+2)
+	for _, typ := range append(slices.Clone(agents.LeavingActive), agents.EventAgentScopesRemoved, agents.EventAgentUpdated) {
 		agentFilters = append(agentFilters, eventstore.EventSubject("*", eventstore.AggregateAgent, "*", strings.TrimPrefix(typ, eventstore.AggregateAgent+".")))
 	}
 	clientFilter := eventstore.EventSubject("*", eventstore.AggregateClient, "*", strings.TrimPrefix(eventClientDisabled, eventstore.AggregateClient+"."))
@@ -200,6 +200,9 @@ func (r *Reactor) HandleCredentialsEvent(ctx context.Context, e eventstore.Event
 func (r *Reactor) HandleAgentEvent(ctx context.Context, e eventstore.Event) error {
 	if e.Type == agents.EventAgentScopesRemoved {
 		return r.handleScopesRemoved(ctx, e)
+	}
+	if e.Type == agents.EventAgentUpdated {
+		return r.handleUpdated(ctx, e)
 	}
 	name, state, err := agents.Transition(e)
 	switch {
