@@ -94,6 +94,7 @@ type DurableConsumer struct {
 // filter. A service that adds a durable consumer must add it here.
 var DurableConsumers = []DurableConsumer{
 	{"issuer-signing-keys", Issuer},               // services/issuer/app SigningKeyConsumer, TENANTS
+	{"registry-orphan-reactor", Registry},         // services/registry/internal/registry OrphanReactorConsumer, TENANTS
 	{"issuer-revocation-reactor-clients", Issuer}, // services/issuer/internal/revocation, CREDENTIALS
 	{"issuer-revocation-reactor-agents", Issuer},  // services/issuer/internal/revocation, AGENTS
 	{"monitor-telemetry", Monitor},                // services/monitor/internal/ingest, TELEMETRY

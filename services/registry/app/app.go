@@ -77,6 +77,7 @@ type App struct {
 	events     *eventsapi.Server
 	log        *slog.Logger
 	policyConn *grpc.ClientConn // dialled for admissions, closed by Close
+	orphans    *registry.OrphanReactor
 }
 
 var _ service.Component = (*App)(nil)
@@ -110,7 +111,12 @@ func New(cfg Config, deps Deps) (*App, error) {
 		closeConn(policyConn)
 		return nil, err
 	}
-	return &App{svc: svc, srv: server.New(svc), events: events, log: log, policyConn: policyConn}, nil
+	orphans, err := newOrphanReactor(svc, deps.Store, log)
+	if err != nil {
+		closeConn(policyConn)
+		return nil, err
+	}
+	return &App{svc: svc, srv: server.New(svc), events: events, log: log, policyConn: policyConn, orphans: orphans}, nil
 }
 
 // Name implements service.Component.
@@ -122,14 +128,14 @@ func (a *App) RegisterGRPC(s *grpc.Server) {
 	a.events.Register(s)
 }
 
-// Tasks returns the runners of the tenants and agents read models.
+// Tasks returns the runners of the read models and the orphan reactor.
 func (a *App) Tasks() []service.Task {
 	runners := a.svc.Runners()
-	tasks := make([]service.Task, len(runners))
+	tasks := make([]service.Task, len(runners), len(runners)+1)
 	for i, r := range runners {
 		tasks[i] = r.Run
 	}
-	return tasks
+	return append(tasks, a.orphans.Run)
 }
 
 // Ready blocks until the read models have caught up with their streams as they were at start.
