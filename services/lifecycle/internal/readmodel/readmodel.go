@@ -236,7 +236,7 @@ func agentOf(e eventstore.Event, name string) (tenant, id string, err error) {
 type Agents struct{ M *Model }
 
 // Name implements eventstore.Projection.
-func (Agents) Name() string { return "lifecycle-agents-v1" }
+func (Agents) Name() string { return "lifecycle-agents-v2" }
 
 // Apply implements eventstore.Projection. Each agent remembers the stream sequence of the last event
 // applied to it; an event at or below it (a redelivery or a re-driven failed event) changes nothing,
@@ -246,6 +246,7 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 		name   string
 		state  registryv1.AgentState
 		update func(*Agent)
+		newer  func(*Agent) // applied only by an event newer than the agent's last
 	)
 	switch e.Type {
 	case EventAgentRegistered:
@@ -255,6 +256,9 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 		}
 		ag := msg.GetAgent()
 		name, state = ag.GetName(), registryv1.AgentState_AGENT_STATE_PENDING
+		if ag.GetState() == registryv1.AgentState_AGENT_STATE_PROPOSED {
+			state = registryv1.AgentState_AGENT_STATE_PROPOSED
+		}
 		update = func(a *Agent) {
 			a.RiskTier, a.RegisteredEventID, a.Registrant = workflows.RiskTierName(ag.GetRiskTier()), e.ID, e.Metadata.Actor.ID
 		}
@@ -299,6 +303,14 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 			return err
 		}
 		name, state = msg.GetName(), registryv1.AgentState_AGENT_STATE_ACTIVE
+	case EventAgentSubmitted, EventAgentExpired, EventAgentUpdated:
+		var err error
+		if name, state, newer, err = recordChange(e); err != nil {
+			return err
+		}
+		if name == "" {
+			return nil
+		}
 	default:
 		return nil
 	}
@@ -318,7 +330,10 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 		return nil
 	}
 	a.seq = max(a.seq, e.Sequence)
-	if a.State != state {
+	if newer != nil {
+		newer(a)
+	}
+	if state != registryv1.AgentState_AGENT_STATE_UNSPECIFIED && a.State != state {
 		a.State, a.Since = state, e.Time
 	}
 	return nil

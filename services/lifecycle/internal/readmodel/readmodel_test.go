@@ -88,3 +88,39 @@ func TestLateRegistrationFillsItsFields(t *testing.T) {
 		t.Fatalf("agent = %+v, want ACTIVE with the late registration's event id and risk tier", a)
 	}
 }
+
+// TestAgentsFollowTheRecord: a proposal is PROPOSED, a submission PENDING, an update's
+// reclassification changes the risk tier (not the state; a late older one changes nothing), an
+// expiry is EXPIRED.
+func TestAgentsFollowTheRecord(t *testing.T) {
+	m := readmodel.New()
+	p := readmodel.Agents{M: m}
+	cls := func(tier registryv1.RiskTier) *registryv1.Classification {
+		return &registryv1.Classification{DerivedRiskTier: registryv1.RiskTier_RISK_TIER_LOW, OverrideRiskTier: tier}
+	}
+	steps := []struct {
+		e     eventstore.Event
+		state registryv1.AgentState
+		tier  string
+	}{
+		{agentEvent(t, 1, readmodel.EventAgentRegistered, &registryv1.AgentRegistered{Agent: &registryv1.Agent{Name: name, State: registryv1.AgentState_AGENT_STATE_PROPOSED, RiskTier: registryv1.RiskTier_RISK_TIER_LOW}}),
+			registryv1.AgentState_AGENT_STATE_PROPOSED, "low"},
+		{agentEvent(t, 2, readmodel.EventAgentSubmitted, &registryv1.AgentSubmitted{Name: name}), registryv1.AgentState_AGENT_STATE_PENDING, "low"},
+		{agentEvent(t, 3, readmodel.EventAgentActivated, &registryv1.AgentActivated{Name: name}), registryv1.AgentState_AGENT_STATE_ACTIVE, "low"},
+		{agentEvent(t, 4, readmodel.EventAgentUpdated, &registryv1.AgentUpdated{Name: name, ChangedFields: []string{"purpose"}}), registryv1.AgentState_AGENT_STATE_ACTIVE, "low"},
+		{agentEvent(t, 5, readmodel.EventAgentUpdated, &registryv1.AgentUpdated{Name: name, ChangedFields: []string{"data_sensitivity"}, Classification: cls(registryv1.RiskTier_RISK_TIER_HIGH)}),
+			registryv1.AgentState_AGENT_STATE_ACTIVE, "high"},
+		{agentEvent(t, 4, readmodel.EventAgentUpdated, &registryv1.AgentUpdated{Name: name, ChangedFields: []string{"data_sensitivity"}, Classification: cls(registryv1.RiskTier_RISK_TIER_MODERATE)}),
+			registryv1.AgentState_AGENT_STATE_ACTIVE, "high"},
+		{agentEvent(t, 6, readmodel.EventAgentExpired, &registryv1.AgentExpired{Name: name}), registryv1.AgentState_AGENT_STATE_EXPIRED, "high"},
+	}
+	for i, st := range steps {
+		if err := p.Apply(t.Context(), st.e); err != nil {
+			t.Fatalf("step %d %s: %v", i, st.e.Type, err)
+		}
+		a, ok := m.Agent("acme", "a1")
+		if !ok || a.State != st.state || a.RiskTier != st.tier {
+			t.Fatalf("step %d %s: %+v, want %s tier %s", i, st.e.Type, a, st.state, st.tier)
+		}
+	}
+}
