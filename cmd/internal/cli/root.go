@@ -103,6 +103,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(newKeysCmd(g))
 	root.AddCommand(newReviewsCmd(g))
 	root.AddCommand(newRotationsCmd(g))
+	root.AddCommand(newDiscoverCmd(g))
 	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newApplyCmd(g))
 	return root
 }
