@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -188,9 +189,8 @@ func loadFile(file string, opts Options) ([]*Manifest, Problems) {
 		m := &Manifest{File: file, Line: root.Line, Dir: filepath.Dir(file), lines: map[string]int{}}
 		r := &reader{m: m}
 		r.value(root, reflect.ValueOf(m).Elem(), "", nil)
-		if len(r.probs) == 0 {
-			r.semantic(opts)
-		}
+		r.semantic(opts)
+		slices.SortStableFunc(r.probs, func(a, b Problem) int { return cmp.Or(a.Line-b.Line, strings.Compare(a.Path, b.Path)) })
 		probs = append(probs, r.probs...)
 		out = append(out, m)
 	}

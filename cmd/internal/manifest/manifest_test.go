@@ -175,7 +175,8 @@ func TestLoadReportsEveryProblemWithFileLineAndPath(t *testing.T) {
 		{
 			name:  "bad scopes",
 			files: map[string]string{"a.yaml": strings.Replace(doc("a"), "scopes: [faq.read, tickets.read]", "scopes: [faq.read, billing.admin, Faq, faq.read]", 1)},
-			want: []string{`a.yaml:18: spec.scopes[2]: "Faq" must be named resource.action[.qualifier] in lowercase letters, digits, '_' and '-'`,
+			want: []string{`a.yaml:18: spec.scopes[1]: scope "billing.admin" is an administrative or catch-all grant ("admin"); agents get narrow scopes only`,
+				`a.yaml:18: spec.scopes[2]: "Faq" must be named resource.action[.qualifier] in lowercase letters, digits, '_' and '-'`,
 				`a.yaml:18: spec.scopes[3]: "faq.read" is listed twice (first at line 18)`},
 		},
 		{

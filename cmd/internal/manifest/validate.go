@@ -27,11 +27,13 @@ const (
 // broadGrants are scope segments the registry refuses: administrative or catch-all grants.
 var broadGrants = map[string]bool{"admin": true, "superuser": true, "root": true, "*": true, "all": true}
 
-// semantic checks the rules that span fields or need more than a pattern; it runs on documents
-// whose structure is valid.
+// semantic checks the rules that need more than a pattern, on the fields read without a problem.
 func (r *reader) semantic(opts Options) {
 	m := r.m
 	for i, s := range m.Spec.Scopes {
+		if r.reportedUnder(fmt.Sprintf("spec.scopes[%d]", i)) {
+			continue
+		}
 		for _, seg := range strings.Split(s, ".") {
 			if broadGrants[seg] {
 				p := fmt.Sprintf("spec.scopes[%d]", i)
@@ -40,12 +42,14 @@ func (r *reader) semantic(opts Options) {
 			}
 		}
 	}
-	if m.Spec.Expires != "" {
+	if m.Spec.Expires != "" && !r.reportedUnder("spec.expires") {
 		if err := checkExpires(m.Spec.Expires, opts.Now()); err != nil {
 			r.fail(m.LineOf("spec.expires"), "spec.expires", err.Error())
 		}
 	}
-	r.publicKeys()
+	if !r.reportedUnder("spec.publicKeys") {
+		r.publicKeys()
+	}
 }
 
 // checkExpires checks an expiry: an RFC 3339 time in the future and at most MaxLifetime ahead, or a
