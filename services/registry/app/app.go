@@ -78,6 +78,7 @@ type App struct {
 	log        *slog.Logger
 	policyConn *grpc.ClientConn // dialled for admissions, closed by Close
 	orphans    *registry.OrphanReactor
+	discovery  *discoveryPart // DiscoveryService and its issuer clients read model
 }
 
 var _ service.Component = (*App)(nil)
@@ -116,30 +117,43 @@ func New(cfg Config, deps Deps) (*App, error) {
 		closeConn(policyConn)
 		return nil, err
 	}
-	return &App{svc: svc, srv: server.New(svc), events: events, log: log, policyConn: policyConn, orphans: orphans}, nil
+	srv := server.New(svc)
+	disc, err := newDiscovery(deps.Store, svc, srv)
+	if err != nil {
+		closeConn(policyConn)
+		return nil, err
+	}
+	return &App{svc: svc, srv: srv, events: events, log: log, policyConn: policyConn, orphans: orphans, discovery: disc}, nil
 }
 
 // Name implements service.Component.
 func (a *App) Name() string { return Name }
 
-// RegisterGRPC registers agentid.registry.v1.RegistryService and agentid.events.v1.EventsService on s.
+// RegisterGRPC registers agentid.registry.v1.RegistryService, DiscoveryService and
+// agentid.events.v1.EventsService on s.
 func (a *App) RegisterGRPC(s *grpc.Server) {
 	registryv1.RegisterRegistryServiceServer(s, a.srv)
+	registryv1.RegisterDiscoveryServiceServer(s, a.discovery.srv)
 	a.events.Register(s)
 }
 
 // Tasks returns the runners of the read models and the orphan reactor.
 func (a *App) Tasks() []service.Task {
 	runners := a.svc.Runners()
-	tasks := make([]service.Task, len(runners), len(runners)+1)
+	tasks := make([]service.Task, len(runners), len(runners)+2)
 	for i, r := range runners {
 		tasks[i] = r.Run
 	}
-	return append(tasks, a.orphans.Run)
+	return append(tasks, a.orphans.Run, a.discovery.runner.Run)
 }
 
 // Ready blocks until the read models have caught up with their streams as they were at start.
-func (a *App) Ready(ctx context.Context) error { return a.svc.Ready(ctx) }
+func (a *App) Ready(ctx context.Context) error {
+	if err := a.svc.Ready(ctx); err != nil {
+		return err
+	}
+	return a.discovery.runner.Ready(ctx)
+}
 
 // EnsureTenant creates tenant id unless it exists (for `agentid dev`, which creates "default" at
 // its first start). The event's actor is the service DevActor.
