@@ -59,11 +59,11 @@ const TeamPrefix = "team:"
 func ValidatePrincipalID(field, id string) error {
 	switch {
 	case id == "":
-		return errs.InvalidArgument(field, "is required")
+		return invalid(field, "is required")
 	case len(id) > maxPrincipalID:
-		return errs.InvalidArgument(field, fmt.Sprintf("must be at most %d characters", maxPrincipalID))
+		return invalid(field, fmt.Sprintf("must be at most %d characters", maxPrincipalID))
 	case !principalIDRE.MatchString(id):
-		return errs.InvalidArgument(field, fmt.Sprintf("%q must be letters, digits and ._%%+@:/- starting with a letter or digit", printable(id)))
+		return invalid(field, fmt.Sprintf("%q must be letters, digits and ._%%+@:/- starting with a letter or digit", printable(id)))
 	}
 	return nil
 }
@@ -169,7 +169,7 @@ func (p *DirectoryProjection) CheckPrincipal(tenant, field, id string) error {
 	if e, ok := d[id]; ok && e.status == registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE {
 		return nil
 	}
-	return errs.InvalidArgument(field, fmt.Sprintf("%q is not an active principal of tenant %s's directory", printable(id), tenant))
+	return invalid(field, fmt.Sprintf("%q is not an active principal of tenant %s's directory", printable(id), tenant))
 }
 
 // Principal returns one principal of tenant's directory.
@@ -235,10 +235,10 @@ type SyncResult struct {
 // normalize validates c and returns its principals with kind and status filled in.
 func (c SyncDirectory) normalize() ([]*registryv1.Principal, error) {
 	if len(c.Principals) > MaxSyncPrincipals {
-		return nil, errs.InvalidArgument("principals", fmt.Sprintf("at most %d principals per request (got %d): split the directory into several merging requests", MaxSyncPrincipals, len(c.Principals)))
+		return nil, invalid("principals", fmt.Sprintf("at most %d principals per request (got %d): split the directory into several merging requests", MaxSyncPrincipals, len(c.Principals)))
 	}
 	if len(c.Principals) == 0 && !c.Replace {
-		return nil, errs.InvalidArgument("principals", "at least one principal is required (an empty directory is a replace)")
+		return nil, invalid("principals", "at least one principal is required (an empty directory is a replace)")
 	}
 	if err := checkRequestID(c.RequestID); err != nil {
 		return nil, err
@@ -248,13 +248,13 @@ func (c SyncDirectory) normalize() ([]*registryv1.Principal, error) {
 	for i, in := range c.Principals {
 		field := fmt.Sprintf("principals[%d]", i)
 		if in == nil {
-			return nil, errs.InvalidArgument(field, "is required")
+			return nil, invalid(field, "is required")
 		}
 		if err := ValidatePrincipalID(field+".id", in.GetId()); err != nil {
 			return nil, err
 		}
 		if seen[in.GetId()] {
-			return nil, errs.InvalidArgument(field+".id", fmt.Sprintf("%q is listed twice", printable(in.GetId())))
+			return nil, invalid(field+".id", fmt.Sprintf("%q is listed twice", printable(in.GetId())))
 		}
 		seen[in.GetId()] = true
 		if err := checkText(field+".display_name", in.GetDisplayName(), false, maxPrincipalName); err != nil {
@@ -263,7 +263,7 @@ func (c SyncDirectory) normalize() ([]*registryv1.Principal, error) {
 		p := &registryv1.Principal{Id: in.GetId(), Kind: in.GetKind(), DisplayName: in.GetDisplayName(), Status: in.GetStatus()}
 		switch {
 		case registryv1.PrincipalKind_name[int32(p.Kind)] == "":
-			return nil, errs.InvalidArgument(field+".kind", "is not a known value (PERSON or TEAM)")
+			return nil, invalid(field+".kind", "is not a known value (PERSON or TEAM)")
 		case p.Kind == registryv1.PrincipalKind_PRINCIPAL_KIND_UNSPECIFIED && strings.HasPrefix(p.Id, TeamPrefix):
 			p.Kind = registryv1.PrincipalKind_PRINCIPAL_KIND_TEAM
 		case p.Kind == registryv1.PrincipalKind_PRINCIPAL_KIND_UNSPECIFIED:
@@ -271,7 +271,7 @@ func (c SyncDirectory) normalize() ([]*registryv1.Principal, error) {
 		}
 		switch {
 		case registryv1.PrincipalStatus_name[int32(p.Status)] == "":
-			return nil, errs.InvalidArgument(field+".status", "is not a known value (ACTIVE or DEPARTED)")
+			return nil, invalid(field+".status", "is not a known value (ACTIVE or DEPARTED)")
 		case p.Status == registryv1.PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED:
 			p.Status = registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE
 		}
@@ -391,7 +391,7 @@ func chunkKey(key string, msg *registryv1.DirectorySynced) (string, error) {
 // agent.orphaned per agent).
 func (s *Service) SyncDirectory(ctx context.Context, c SyncDirectory, md eventstore.Metadata) (SyncResult, error) {
 	if !ValidTenantID(c.Tenant) || c.Tenant == SystemTenant {
-		return SyncResult{}, errs.InvalidArgument("parent", "must have the form tenants/{tenant} (not the system tenant)")
+		return SyncResult{}, invalid("parent", "must have the form tenants/{tenant} (not the system tenant)")
 	}
 	in, err := c.normalize()
 	if err != nil {
@@ -486,20 +486,20 @@ func (s *Service) ListPrincipals(_ context.Context, tenant string, status regist
 	n := defaultPrincipalPage
 	switch {
 	case size < 0:
-		return nil, "", errs.InvalidArgument("page_size", "must not be negative")
+		return nil, "", invalid("page_size", "must not be negative")
 	case size > maxPrincipalPage:
 		n = maxPrincipalPage
 	case size > 0:
 		n = int(size)
 	}
 	if registryv1.PrincipalStatus_name[int32(status)] == "" {
-		return nil, "", errs.InvalidArgument("status", "is not a known value (ACTIVE or DEPARTED)")
+		return nil, "", invalid("status", "is not a known value (ACTIVE or DEPARTED)")
 	}
 	after := ""
 	if token != "" {
 		b, err := hex.DecodeString(token)
 		if err != nil || len(b) == 0 || ValidatePrincipalID("page_token", string(b)) != nil {
-			return nil, "", errs.InvalidArgument("page_token", "is not a token returned by this service")
+			return nil, "", invalid("page_token", "is not a token returned by this service")
 		}
 		after = string(b)
 	}

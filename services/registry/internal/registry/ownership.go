@@ -105,7 +105,7 @@ type TransferAgentOwnership struct {
 
 func (c TransferAgentOwnership) validate() error {
 	if c.NewOwner == "" && c.NewSponsor == "" {
-		return errs.InvalidArgument("new_owner", "new_owner or new_sponsor is required (a transfer names at least one)")
+		return invalid("new_owner", "new_owner or new_sponsor is required (a transfer names at least one)")
 	}
 	if err := checkText("new_owner", c.NewOwner, false, maxOwner); err != nil {
 		return err
@@ -162,7 +162,7 @@ func (a *Agent) TransferOwnership(c TransferAgentOwnership, check func(field, id
 			}
 			if err := check(p.field, p.value); err != nil {
 				if p.newValue == "" {
-					return nil, errs.InvalidArgument(p.field, fmt.Sprintf("the agent's current %s %q is not an active principal of tenant %s's directory: name a new %s too",
+					return nil, invalid(p.field, fmt.Sprintf("the agent's current %s %q is not an active principal of tenant %s's directory: name a new %s too",
 						p.role, printable(p.value), a.Tenant, p.role))
 				}
 				return nil, err
