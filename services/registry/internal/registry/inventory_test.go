@@ -67,7 +67,7 @@ func seedInventory(t *testing.T, n int) *inventory {
 	tiers := []registryv1.RiskTier{registryv1.RiskTier_RISK_TIER_LOW, registryv1.RiskTier_RISK_TIER_MODERATE, registryv1.RiskTier_RISK_TIER_HIGH}
 	sens := []registryv1.DataSensitivity{registryv1.DataSensitivity_DATA_SENSITIVITY_PUBLIC, registryv1.DataSensitivity_DATA_SENSITIVITY_INTERNAL, registryv1.DataSensitivity_DATA_SENSITIVITY_CONFIDENTIAL}
 	for i := range n {
-		id := fmt.Sprintf("ag%04d", (i*7919)%10000) // ids not in registration order
+		id := fmt.Sprintf("ag%07d", (i*7919)%idSpace(n)) // ids not in registration order
 		a := &registryv1.Agent{
 			Name: registry.AgentName("acme", id), AgentId: id, Tenant: "acme",
 			DisplayName:     fmt.Sprintf("bot %d", i%13),
@@ -105,6 +105,14 @@ func seedInventory(t *testing.T, n int) *inventory {
 	}
 	inv.active("acme", "ag-later", invT0) // activity before registration
 	return inv
+}
+
+// idSpace is a modulus coprime with 7919 and at least n, so that i*7919 mod it is unique.
+func idSpace(n int) int {
+	if n <= 10_000 {
+		return 10_000
+	}
+	return 10_000_000
 }
 
 // matches is the brute-force reference of the filters of req.
@@ -310,13 +318,13 @@ func TestListAgentsFiltersAndOrders(t *testing.T) {
 
 func TestListAgentsLastActive(t *testing.T) {
 	inv := seedInventory(t, 30)
-	a, ok := inv.p.Get("acme", "ag0000")
+	a, ok := inv.p.Get("acme", "ag0000000")
 	if !ok || !a.GetLastActiveTime().AsTime().Equal(invT0) {
 		t.Fatalf("last_active_time of ag0000 = %v", a.GetLastActiveTime())
 	}
-	inv.active("acme", "ag0000", invT0.Add(-time.Hour)) // older: ignored
-	inv.active("acme", "ag0000", invT0.Add(5*time.Hour+17*time.Minute))
-	a, _ = inv.p.Get("acme", "ag0000")
+	inv.active("acme", "ag0000000", invT0.Add(-time.Hour)) // older: ignored
+	inv.active("acme", "ag0000000", invT0.Add(5*time.Hour+17*time.Minute))
+	a, _ = inv.p.Get("acme", "ag0000000")
 	if want := invT0.Add(5 * time.Hour); !a.GetLastActiveTime().AsTime().Equal(want) {
 		t.Fatalf("last_active_time = %v, want the hour %v", a.GetLastActiveTime().AsTime(), want)
 	}
