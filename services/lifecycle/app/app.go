@@ -355,7 +355,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	}
 	a.core, err = lifecycle.New(lifecycle.Config{Temporal: a.temporal, TaskQueue: cfg.TaskQueue, Registry: registry, Model: a.model,
 		StartTimeout: cfg.WorkflowStartTimeout, Logger: log, Deprovision: cfg.Deprovision, Approvals: cfg.ApprovalEscalation,
-		RotationOverlap: cfg.RotationOverlap})
+		RotationOverlap: cfg.RotationOverlap, OrphanedAction: cfg.Sweeps.OrphanedAction})
 	if err != nil {
 		_ = a.Close()
 		return nil, err

@@ -35,6 +35,8 @@ var AgentEventSubjects = []string{
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.activated",
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.key_added",
 	eventstore.SubjectRoot + ".*." + eventstore.AggregateAgent + ".*.key_removed",
+	orphanedSubject,
+	submittedSubject,
 }
 
 // AgentEventConcurrency bounds how many agent events one replica handles at once (each is a registry
@@ -66,6 +68,8 @@ func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) err
 	switch ev.Type {
 	case EventAgentRegistered:
 		return s.startProvisioning(ctx, ev)
+	case EventAgentSubmitted:
+		return s.startSubmittedProvisioning(ctx, ev)
 	case EventAgentRetirementRequested:
 		return s.startDeprovisioning(ctx, ev)
 	case EventAgentActivated:
@@ -74,6 +78,8 @@ func (s *Service) HandleAgentEvent(ctx context.Context, ev eventstore.Event) err
 		return s.startRotation(ctx, ev)
 	case EventAgentKeyRemoved:
 		return s.startKeyRemoval(ctx, ev)
+	case EventAgentOrphaned:
+		return s.actOnOrphaned(ctx, ev)
 	default:
 		return nil
 	}
@@ -88,6 +94,9 @@ func (s *Service) startProvisioning(ctx context.Context, ev eventstore.Event) er
 	tenant, agentID, err := agentOf(ev, agent.GetName())
 	if err != nil {
 		return eventstore.Permanent(err)
+	}
+	if proposed(agent) {
+		return nil // a draft: agent.submitted starts its provisioning
 	}
 	spec := provisionSpec(tenant, agentID, workflows.RiskTierName(agent.GetRiskTier()), ev.ID, ev.Metadata.Actor.ID)
 	spec.event, spec.md = ev.Type, ev.Metadata

@@ -6,6 +6,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -50,6 +51,9 @@ type Config struct {
 	// RotationOverlap is how long both keys of an agent credential rotation work (default
 	// workflows.DefaultRotationOverlap).
 	RotationOverlap time.Duration
+	// OrphanedAction is what an agent.orphaned event leads to, as the orphan sweep's action:
+	// workflows.SweepActionReview (default) or workflows.SweepActionDeprovision (orphans.go).
+	OrphanedAction string
 }
 
 // DefaultStartTimeout bounds one attempt to start a workflow run.
@@ -66,6 +70,8 @@ type Service struct {
 	deprov    DeprovisionPolicy
 	approvals ApprovalEscalation
 	overlap   time.Duration // of agent key rotations; 0 is the workflow's default
+	// orphanedAction is Config.OrphanedAction.
+	orphanedAction string
 }
 
 // New returns a Service.
@@ -88,6 +94,14 @@ func New(cfg Config) (*Service, error) {
 	if err := cfg.Approvals.Validate(); err != nil {
 		return nil, err
 	}
+	switch cfg.OrphanedAction {
+	case "":
+		cfg.OrphanedAction = workflows.SweepActionReview
+	case workflows.SweepActionReview, workflows.SweepActionDeprovision:
+	default:
+		return nil, fmt.Errorf("lifecycle: OrphanedAction %q is neither %s nor %s", cfg.OrphanedAction, workflows.SweepActionReview, workflows.SweepActionDeprovision)
+	}
 	return &Service{temporal: cfg.Temporal, taskQueue: cfg.TaskQueue, registry: cfg.Registry, model: cfg.Model,
-		startWait: cfg.StartTimeout, log: cfg.Logger, deprov: cfg.Deprovision, approvals: cfg.Approvals, overlap: cfg.RotationOverlap}, nil
+		startWait: cfg.StartTimeout, log: cfg.Logger, deprov: cfg.Deprovision, approvals: cfg.Approvals, overlap: cfg.RotationOverlap,
+		orphanedAction: cfg.OrphanedAction}, nil
 }
