@@ -411,6 +411,9 @@ var agentActivities = map[string]struct {
 	"agent.retired":              {ActivityDelete, "Delete", SeverityLow},
 	"agent.rejected":             {ActivityOther, "Reject", SeverityInformational},
 	"agent.retirement_requested": {ActivityOther, "Request Retirement", SeverityInformational},
+	"agent.updated":              {ActivityOther, "Update", SeverityInformational},
+	"agent.submitted":            {ActivityOther, "Submit", SeverityInformational},
+	"agent.expired":              {ActivityDisable, "Disable", SeverityLow},
 }
 
 // agentUser is the account of an agent.
@@ -483,6 +486,22 @@ func mapAgent(ev eventstore.Event) (*Event, error) {
 	case *registryv1.AgentRetirementRequested:
 		name, summary = m.GetName(), "retirement requested"
 		un["reason"], un["ticket"], un["trigger"] = m.GetReason(), m.GetTicket(), m.GetTrigger()
+	case *registryv1.AgentUpdated:
+		name, summary = m.GetName(), "updated ("+strings.Join(m.GetChangedFields(), ", ")+")"
+		un["reason"], un["changed_fields"] = m.GetReason(), strings.Join(m.GetChangedFields(), ",")
+		if c := m.GetClassification(); c != nil {
+			un["risk_tier"] = strings.ToLower(strings.TrimPrefix(c.GetDerivedRiskTier().String(), "RISK_TIER_"))
+			if o := c.GetOverrideRiskTier(); o != registryv1.RiskTier_RISK_TIER_UNSPECIFIED {
+				un["risk_tier"] = strings.ToLower(strings.TrimPrefix(o.String(), "RISK_TIER_"))
+			}
+		}
+	case *registryv1.AgentSubmitted:
+		name, summary = m.GetName(), "submitted"
+	case *registryv1.AgentExpired:
+		name, summary = m.GetName(), "expired"
+		if t := millis(m.GetExpireTime()); t != 0 {
+			un["expire_time"] = t
+		}
 	default:
 		return nil, fmt.Errorf("unexpected payload %s for %s", ev.DataSchema, ev.Type)
 	}

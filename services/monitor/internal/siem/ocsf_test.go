@@ -158,6 +158,12 @@ func TestMapAccountChanges(t *testing.T) {
 			2, "Enable", agent, "AI Agent", 1, map[string]any{"reason": "false positive"}},
 		{"retired", "agent.retired", &registryv1.AgentRetired{Name: agent, VerifyTime: timestamppb.New(t0)},
 			6, "Delete", agent, "AI Agent", 2, map[string]any{"verify_time": float64(t0.UnixMilli())}},
+		{"updated", "agent.updated", &registryv1.AgentUpdated{Name: agent, ChangedFields: []string{"scopes", "data_sensitivity"}, Reason: "review",
+			Classification: &registryv1.Classification{DerivedRiskTier: registryv1.RiskTier_RISK_TIER_HIGH}},
+			99, "Update", agent, "AI Agent", 1, map[string]any{"changed_fields": "scopes,data_sensitivity", "reason": "review", "risk_tier": "high"}},
+		{"submitted", "agent.submitted", &registryv1.AgentSubmitted{Name: agent}, 99, "Submit", agent, "AI Agent", 1, nil},
+		{"expired", "agent.expired", &registryv1.AgentExpired{Name: agent, ExpireTime: timestamppb.New(t0)},
+			5, "Disable", agent, "AI Agent", 2, map[string]any{"expire_time": float64(t0.UnixMilli())}},
 		{"client disabled", "tokens.revoked", &issuerv1.TokensRevoked{Tenant: "acme", Target: issuerv1.RevocationTarget_REVOCATION_TARGET_CLIENT,
 			ClientId: "report-bot-client", Cause: issuerv1.RevocationCause_REVOCATION_CAUSE_CLIENT_DISABLED, Reason: "leaked key"},
 			5, "Disable", "report-bot-client", "OAuth Client", 2, map[string]any{"cause": "client_disabled", "target": "client"}},
@@ -202,7 +208,7 @@ func TestMapSkipsAndRefuses(t *testing.T) {
 	md := eventstore.Metadata{Tenant: "acme", Actor: eventstore.Actor{ID: "alice", Kind: eventstore.ActorHuman}}
 	// Not exported: no error, not ok.
 	for _, ev := range []eventstore.Event{
-		stored(t, "agent.updated", &registryv1.AgentActivated{Name: agent}, md),
+		stored(t, "agent.noted", &registryv1.AgentActivated{Name: agent}, md),
 		stored(t, "client.created", &issuerv1.ClientCreated{}, md),
 	} {
 		if _, ok, err := siem.Map(ev); ok || err != nil {
