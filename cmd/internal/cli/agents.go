@@ -23,6 +23,7 @@ func newAgentsCmd(g *globals) *cobra.Command {
 		newAgentsWorkflowsCmd(g), newAgentsApproveCmd(g), newAgentsSuspendCmd(g), newAgentsResumeCmd(g))
 	cmd.AddCommand(newAgentsKeyCmds(g)...)
 	cmd.AddCommand(newAgentsGraphCmd(g))
+	cmd.AddCommand(newAgentsTransferCmd(g))
 	cmd.AddCommand(newAgentsRecordCmds(g)...)
 	return cmd
 }

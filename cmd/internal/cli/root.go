@@ -104,6 +104,7 @@ func newRoot(g *globals) *cobra.Command {
 	root.AddCommand(newReviewsCmd(g))
 	root.AddCommand(newRotationsCmd(g))
 	root.AddCommand(newDiscoverCmd(g))
+	root.AddCommand(newDirectoryCmd(g))
 	root.AddCommand(newValidateCmd(g), newPlanCmd(g), newApplyCmd(g))
 	return root
 }
