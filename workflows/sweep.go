@@ -21,8 +21,9 @@ const (
 	// SweepInactive finds ACTIVE agents without activity for SweepInput.InactiveDays (from the
 	// monitor's telemetry).
 	SweepInactive = "inactive"
-	// SweepOrphaned finds ACTIVE or SUSPENDED agents without an owner and without a sponsor; an agent
-	// that lacks only one of them is reported (SweepOutcomeReview), never retired.
+	// SweepOrphaned finds ACTIVE or SUSPENDED agents the registry marked orphaned (their owner or
+	// sponsor departed) or without an owner and without a sponsor; an agent that lacks only one of
+	// them is reported (SweepOutcomeReview), never retired.
 	SweepOrphaned = "orphaned"
 )
 
