@@ -76,6 +76,9 @@ type Activities struct {
 	// Cleanups are the cleanups deprovisioning runs for every agent, in order (none: nothing to
 	// clean, recorded as such).
 	Cleanups []Cleanup
+	// Runs cancels provisioning runs for deprovisioning (CancelProvisioning); nil: the worker's own
+	// Temporal client.
+	Runs RunCanceller
 }
 
 // Policy outcomes as the workflows see them.

@@ -39,6 +39,12 @@ type DeprovisionInput struct {
 	// EscalateAfter is how long a sign-off may wait before reminders also go to security
 	// (default DefaultSignOffEscalateAfter).
 	EscalateAfter time.Duration `json:",omitempty"`
+	// StartedWithIdentity says that the run was started with the identity search attributes
+	// (AgentId, Tenant, RiskTier when known) and Stage StageRevoke, as the lifecycle service starts it;
+	// since versionDeprovisionOneTask the run then does not set them again. It is part of the input,
+	// not read from the search attributes, because those change while the run goes on and a replay
+	// must take the same decision.
+	StartedWithIdentity bool `json:",omitempty"`
 }
 
 // DeprovisionResult is how a deprovisioning run ended.

@@ -116,6 +116,7 @@ type deprovision struct {
 	tokenGate
 	reminders int
 	local     bool   // since versionDeprovisionLocalSteps: the fast steps run as local activities first
+	oneTask   bool   // since versionDeprovisionOneTask: no step of a run without sign-offs needs a further workflow task
 	stageSA   string // the Stage search attribute as the run last set it
 }
 
@@ -219,29 +220,22 @@ func (d *deprovision) run(ctx workflow.Context) (DeprovisionResult, error) {
 	}
 	d.status.RequiredApprovals = d.signSteps
 	d.local = workflow.GetVersion(ctx, versionDeprovisionLocalSteps, workflow.DefaultVersion, 1) >= 1
+	d.oneTask = d.local && workflow.GetVersion(ctx, versionDeprovisionOneTask, workflow.DefaultVersion, 1) >= 1
 	if err := workflow.SetQueryHandler(ctx, StatusQuery, func() (Status, error) { return d.status, nil }); err != nil {
 		return DeprovisionResult{}, err
 	}
 	if err := d.handleSignOffs(ctx); err != nil {
 		return DeprovisionResult{}, err
 	}
-	if err := workflow.UpsertTypedSearchAttributes(ctx, identityAttributes(in.AgentID, in.Tenant, in.RiskTier, StageSuspend)...); err != nil {
-		return DeprovisionResult{}, err
-	}
-	d.stageSA = StageSuspend
-	// A provisioning run that still waits must not activate the agent behind our back (the registry
-	// refuses to activate a retiring agent, and verification revokes again a client created meanwhile);
-	// an error only means there is no such run or it has finished. Since versionDeprovisionLocalSteps
-	// the request goes out with the first workflow task and its answer is awaited after verification.
-	cancelled := workflow.RequestCancelExternalWorkflow(ctx, ProvisionWorkflowID(in.Tenant, in.AgentID), "")
-	awaitCancel := func() {
-		if err := cancelled.Get(ctx, nil); err != nil {
-			workflow.GetLogger(ctx).Debug("no provisioning run to cancel", "error", err)
+	if d.oneTask && in.StartedWithIdentity {
+		d.stageSA = StageRevoke // as the lifecycle service starts the run
+	} else {
+		if err := workflow.UpsertTypedSearchAttributes(ctx, identityAttributes(in.AgentID, in.Tenant, in.RiskTier, StageSuspend)...); err != nil {
+			return DeprovisionResult{}, err
 		}
+		d.stageSA = StageSuspend
 	}
-	if !d.local {
-		awaitCancel()
-	}
+	awaitCancel := d.cancelProvisioning(ctx)
 	actx := workflow.WithActivityOptions(ctx, activityOptions)
 	reason := in.Reason
 
@@ -280,10 +274,16 @@ func (d *deprovision) run(ctx workflow.Context) (DeprovisionResult, error) {
 	}
 	res := DeprovisionResult{Result: ResultRetired, VerifyTime: v.VerifyTime, Checks: v.Checks, Trigger: in.Trigger,
 		TriggerTime: in.TriggerTime, Steps: d.steps, SignOffs: d.signOffs}
-	if err := workflow.ExecuteActivity(actx, acts.RecordDeprovisioningCompleted, DeprovisioningCompletedRecord{
+	completed := DeprovisioningCompletedRecord{
 		Tenant: in.Tenant, Agent: in.Agent, AgentID: in.AgentID, WorkflowID: d.id, Trigger: in.Trigger, TriggerTime: in.TriggerTime,
 		ChangeRef: in.ChangeRef, Steps: d.steps, Checks: v.Checks, CausationID: in.EventID, IdempotencyKey: requestID(d.id, "completed"),
-	}).Get(ctx, nil); err != nil {
+	}
+	if d.oneTask { // idempotent (the append's key): a local activity first, as the steps before it
+		err = d.exec(ctx, actx, nil, acts.RecordDeprovisioningCompleted, completed)
+	} else {
+		err = workflow.ExecuteActivity(actx, acts.RecordDeprovisioningCompleted, completed).Get(ctx, nil)
+	}
+	if err != nil {
 		return d.fail(ctx, err)
 	}
 	d.status.Result = ResultRetired

@@ -61,6 +61,7 @@ func activitiesFor(t *testing.T, fakes *workflowstest.Services, store *eventstor
 		Policy:         policyv1.NewPolicyServiceClient(cc),
 		Events:         store,
 		ApprovalTokens: approvalIssuer(t).Verifier,
+		Runs:           &workflowstest.Runs{},
 	}
 }
 

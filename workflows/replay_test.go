@@ -311,6 +311,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 		{"TestRecordSweepHistories", recordedSweepHistories},
 		{"TestRecordReviewHistories", recordedReviewHistories},
 		{"TestRecordRotationHistories", recordedRotationHistories},
+		{"TestRecordDeprovisionTeardownHistories", recordedTeardownHistories},
 	}
 	for _, r := range recorders {
 		for _, want := range r.files {

@@ -89,6 +89,18 @@ const (
 	// cleanups then reaches deprovisioning_verified in its first workflow task. Runs recorded before it
 	// (workflow.DefaultVersion) take every step as a regular activity.
 	versionDeprovisionLocalSteps = "deprovision-local-steps"
+
+	// versionDeprovisionOneTask (version 1): a deprovisioning run with local steps asks a provisioning
+	// run in progress to cancel through a local activity (CancelProvisioning, started with the first
+	// steps and awaited after the verification; RequestCancelExternalWorkflow only when its local
+	// attempts fail) instead of a RequestCancelExternalWorkflow command whose answer needs a further
+	// workflow task, sets the identity search attributes only when its input does not say that the
+	// start set them (DeprovisionInput.StartedWithIdentity), and records
+	// lifecycle.deprovisioning_completed as a local activity first. A run without sign-offs (a
+	// teardown) then ends in its first workflow task. Recorded only in runs with local steps; runs
+	// recorded before it (workflow.DefaultVersion) take the external cancel and record the evidence as a
+	// regular activity.
+	versionDeprovisionOneTask = "deprovision-one-task"
 )
 
 // Change describes one GetVersion change id of the package's workflows.
@@ -122,6 +134,8 @@ var Changes = []Change{
 		Before: []string{"deprovision-v0.json"}},
 	{ID: versionDeprovisionLocalSteps, Workflow: DeprovisionWorkflowName, Max: 1,
 		Before: []string{"deprovision-v1.json"}},
+	{ID: versionDeprovisionOneTask, Workflow: DeprovisionWorkflowName, Max: 1,
+		Before: []string{"deprovision-v2.json"}},
 	{ID: versionRotationKeySafety, Workflow: RotationWorkflowName, Max: 1,
 		Before: []string{"rotation-rotated-v0.json", "rotation-stopped-suspended-v0.json"}},
 	{ID: versionRotationOwnerApproval, Workflow: RotationWorkflowName, Max: 1},

@@ -173,7 +173,8 @@ func deprovisionSpec(tenant, agentID, tier, reason, eventID string) runSpec {
 		// taken by this process's worker from the start's answer, it needs no round trip through the
 		// task queue.
 		eager: true,
-		in:    workflows.DeprovisionInput{Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, Reason: reason, EventID: eventID},
+		in: workflows.DeprovisionInput{Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID, RiskTier: tier, Reason: reason, EventID: eventID,
+			StartedWithIdentity: true}, // startRun sets the identity search attributes and this stage
 	}
 }
 
