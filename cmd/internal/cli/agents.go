@@ -49,6 +49,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 		env, autonomy, model, boundary, sensitivity string
 		jwksFile, keyOut, requestID                 string
 		expiresIn, ttl                              time.Duration
+		rf                                          *recordRegisterFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "register",
@@ -85,7 +86,10 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 			if jwksFile != "" && keyOut != "" {
 				return errors.New("--jwks-file and --key-out are exclusive")
 			}
-			if jwksFile == "" && keyOut == "" {
+			if err := rf.apply(&a, keyOut, jwksFile); err != nil {
+				return err
+			}
+			if jwksFile == "" && keyOut == "" && a.PublicJwks == "" {
 				return errors.New("the agent needs a public key: --key-out FILE (generate one) or --jwks-file FILE")
 			}
 			conn, s, err := g.connect(cmd.Context())
@@ -103,6 +107,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 			var cred *authn.Credential
 			wroteKey := false
 			switch {
+			case a.PublicJwks != "": // --validate-only's throwaway key
 			case jwksFile != "":
 				b, err := os.ReadFile(jwksFile)
 				if err != nil {
@@ -125,7 +130,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 				a.PublicJwks = string(jwks)
 			}
 			res, err := registryv1.NewRegistryServiceClient(conn).RegisterAgent(cmd.Context(), &registryv1.RegisterAgentRequest{
-				Parent: "tenants/" + tenant, Agent: &a, RequestId: requestID,
+				Parent: "tenants/" + tenant, Agent: &a, RequestId: requestID, Proposed: rf.proposed, ValidateOnly: rf.validateOn,
 			})
 			if err != nil {
 				if outcomeUnknown(err) {
@@ -176,6 +181,7 @@ func newAgentsRegisterCmd(g *globals) *cobra.Command {
 	f.StringVar(&jwksFile, "jwks-file", "", "the agent's public JWK Set")
 	f.StringVar(&keyOut, "key-out", "", "generate an ES256 key and write the agent's credential file here")
 	f.StringVar(&requestID, "request-id", "", "idempotency key (retries with the same key register nothing new)")
+	rf = addRecordRegisterFlags(f, &a)
 	return cmd
 }
 

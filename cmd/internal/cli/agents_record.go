@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -8,11 +9,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/agentid/agentid/pkg/authn"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
@@ -272,4 +275,64 @@ Callers: platform-admin, tenant-admin, the agent's owner.`,
 	cmd.Flags().StringVar(&etag, "etag", "", "submit only if the agent is still at this etag")
 	cmd.Flags().StringVar(&requestID, "request-id", "", "idempotency key (a retry with the same key submits nothing new)")
 	return cmd
+}
+
+// recordRegisterFlags are the flags of `agents register` for the rest of the agent record.
+type recordRegisterFlags struct {
+	credType             string
+	labels, deps         []string
+	proposed, validateOn bool
+}
+
+// addRecordRegisterFlags adds the record's flags to `agents register`, filling a.
+func addRecordRegisterFlags(f *pflag.FlagSet, a *registryv1.Agent) *recordRegisterFlags {
+	r := &recordRegisterFlags{}
+	f.StringVar(&a.Function, "function", "", "assistant, retrieval, automation, data-pipeline, code, customer-support, security, finance or other")
+	f.StringSliceVar(&a.Roles, "role", nil, "role the agent holds (repeat or comma-separate)")
+	f.StringVar(&r.credType, "credential-type", "", "private-key-jwt (default) or private-key-jwt-dpop")
+	f.StringVar(&a.DecommissionCriteria, "decommission-criteria", "", "when the agent must be decommissioned, in a sentence")
+	f.StringArrayVar(&r.labels, "label", nil, "label key=value (repeat)")
+	f.StringArrayVar(&r.deps, "dependency", nil, "dependency kind=uri[,description] (repeat), e.g. queue=nats://nats/orders")
+	f.BoolVar(&r.proposed, "proposed", false, "register a PROPOSED draft: no provisioning until 'agentctl agents submit'")
+	f.BoolVar(&r.validateOn, "validate-only", false, "validate and classify without registering (no key is written)")
+	return r
+}
+
+// apply parses the record's flags into a. With --validate-only and no key given, a throwaway public
+// key stands in (nothing is registered, no key is written); --key-out is refused.
+func (r *recordRegisterFlags) apply(a *registryv1.Agent, keyOut, jwksFile string) error {
+	var err error
+	if r.credType != "" {
+		if a.CredentialType, err = enumOf[registryv1.CredentialType]("credential-type", r.credType, "CREDENTIAL_TYPE_", registryv1.CredentialType_value); err != nil {
+			return err
+		}
+	}
+	if len(r.labels) > 0 {
+		if a.Labels, err = parseLabels(r.labels); err != nil {
+			return err
+		}
+	}
+	if len(r.deps) > 0 {
+		if a.Dependencies, err = parseDependencies(r.deps); err != nil {
+			return err
+		}
+	}
+	if !r.validateOn {
+		return nil
+	}
+	if keyOut != "" {
+		return errors.New("--validate-only registers nothing: omit --key-out (a throwaway key is used) or give --jwks-file")
+	}
+	if jwksFile == "" {
+		cred, err := authn.NewCredential("validate-only", "validate-only", "https://validate-only.invalid/t/validate-only")
+		if err != nil {
+			return err
+		}
+		jwks, err := cred.PublicJWKS()
+		if err != nil {
+			return err
+		}
+		a.PublicJwks = string(jwks)
+	}
+	return nil
 }

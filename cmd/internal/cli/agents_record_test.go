@@ -17,11 +17,19 @@ import (
 // recordRegistry answers the record's RPCs and remembers the update requests.
 type recordRegistry struct {
 	registryv1.UnimplementedRegistryServiceServer
-	mu      sync.Mutex
-	updates []*registryv1.UpdateAgentRequest
+	mu        sync.Mutex
+	updates   []*registryv1.UpdateAgentRequest
+	registers []*registryv1.RegisterAgentRequest
 }
 
 const recordAgent = "tenants/default/agents/agt_01jrecord0000000000000000"
+
+func (r *recordRegistry) RegisterAgent(_ context.Context, req *registryv1.RegisterAgentRequest) (*registryv1.RegisterAgentResponse, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.registers = append(r.registers, req)
+	return &registryv1.RegisterAgentResponse{Agent: req.GetAgent()}, nil
+}
 
 func (r *recordRegistry) GetAgent(_ context.Context, req *registryv1.GetAgentRequest) (*registryv1.GetAgentResponse, error) {
 	return &registryv1.GetAgentResponse{Agent: &registryv1.Agent{Name: req.GetName(), Etag: "41"}}, nil
@@ -93,5 +101,30 @@ func TestAgentsHistoryReadsEveryPage(t *testing.T) {
 	code, stdout, _ = run(t, dir, "agents", "submit", recordAgent, "-o", "json")
 	if code != 0 || !strings.Contains(stdout, "AGENT_STATE_PENDING") {
 		t.Fatalf("submit: exit %d %s", code, stdout)
+	}
+}
+
+func TestAgentsRegisterRecordFlags(t *testing.T) {
+	dir := t.TempDir()
+	reg := &recordRegistry{}
+	serveRegistry(t, dir, reg)
+	args := append(slices.Clone(registerArgs), "--function", "customer-support", "--role", "kb-reader", "--label", "team=support",
+		"--dependency", "queue=nats://nats.internal/tickets,ticket queue", "--credential-type", "private-key-jwt-dpop", "--proposed", "--validate-only")
+	code, _, stderr := run(t, dir, args...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	reg.mu.Lock()
+	req := reg.registers[0]
+	reg.mu.Unlock()
+	a := req.GetAgent()
+	if !req.GetProposed() || !req.GetValidateOnly() || a.GetFunction() != "customer-support" || !slices.Equal(a.GetRoles(), []string{"kb-reader"}) ||
+		a.GetLabels()["team"] != "support" || a.GetDependencies()[0].GetDescription() != "ticket queue" || a.GetPublicJwks() == "" ||
+		a.GetCredentialType() != registryv1.CredentialType_CREDENTIAL_TYPE_PRIVATE_KEY_JWT_DPOP || a.GetSponsor() != "alice@corp.example" {
+		t.Fatalf("request %v", req)
+	}
+	code, _, stderr = run(t, dir, append(slices.Clone(registerArgs), "--validate-only", "--key-out", dir+"/k.json")...)
+	if code == 0 || !strings.Contains(stderr, "omit --key-out") {
+		t.Fatalf("validate-only with --key-out: exit %d %q", code, stderr)
 	}
 }
