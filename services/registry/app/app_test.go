@@ -38,8 +38,8 @@ func TestAppServesAndEnsuresTenant(t *testing.T) {
 		t.Fatalf("name %q", a.Name())
 	}
 	tasks := a.Tasks()
-	if len(tasks) != 2 {
-		t.Fatalf("%d tasks, want the tenants and agents read models", len(tasks))
+	if len(tasks) != 6 {
+		t.Fatalf("%d tasks, want the tenants, agents, directories and activity read models, the orphan reactor and the discovery read model", len(tasks))
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
