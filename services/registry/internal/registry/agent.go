@@ -394,7 +394,7 @@ func (c ResumeAgent) validate() error {
 	}
 	if c.ExpectedCause != "" {
 		if _, err := NormalizeCause(c.ExpectedCause); err != nil {
-			return errs.InvalidArgument("expected_cause", fmt.Sprintf("%q is not a suspension cause (operator, policy, alert:<alert id> or review:<campaign>)", printable(c.ExpectedCause)))
+			return invalid("expected_cause", fmt.Sprintf("%q is not a suspension cause (operator, policy, alert:<alert id> or review:<campaign>)", printable(c.ExpectedCause)))
 		}
 	}
 	if err := checkText("ticket", c.Ticket, false, maxTicket); err != nil {
@@ -405,7 +405,7 @@ func (c ResumeAgent) validate() error {
 
 func (c CompleteRetirement) validate() error {
 	if c.VerifyTime != nil && c.VerifyTime.CheckValid() != nil {
-		return errs.InvalidArgument("verify_time", "is not a valid timestamp")
+		return invalid("verify_time", "is not a valid timestamp")
 	}
 	return checkRequestID(c.RequestID)
 }

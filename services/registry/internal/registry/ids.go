@@ -8,7 +8,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/names"
 )
 
@@ -44,7 +43,7 @@ func AgentName(tenant, agentID string) string { return "tenants/" + tenant + "/a
 func ParseTenantName(field, name string) (string, error) {
 	tenant, ok := strings.CutPrefix(name, "tenants/")
 	if !ok || !ValidTenantID(tenant) {
-		return "", errs.InvalidArgument(field, "must have the form tenants/{tenant}")
+		return "", invalid(field, "must have the form tenants/{tenant}")
 	}
 	return tenant, nil
 }
@@ -53,7 +52,7 @@ func ParseTenantName(field, name string) (string, error) {
 func ParseAgentName(field, name string) (tenant, agentID string, err error) {
 	parts := strings.Split(name, "/")
 	if len(parts) != 4 || parts[0] != "tenants" || parts[2] != "agents" || !ValidTenantID(parts[1]) || !ValidAgentID(parts[3]) {
-		return "", "", errs.InvalidArgument(field, "must have the form tenants/{tenant}/agents/{agent}")
+		return "", "", invalid(field, "must have the form tenants/{tenant}/agents/{agent}")
 	}
 	return parts[1], parts[3], nil
 }
@@ -87,7 +86,7 @@ const (
 func pageSize(n int32) (int, error) {
 	switch {
 	case n < 0:
-		return 0, errs.InvalidArgument("page_size", "must not be negative")
+		return 0, invalid("page_size", "must not be negative")
 	case n == 0:
 		return DefaultPageSize, nil
 	case n > MaxPageSize:
@@ -110,11 +109,11 @@ func decodePageToken(tok string) (uint64, error) {
 	}
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil || len(b) != 8 {
-		return 0, errs.InvalidArgument("page_token", "is not a token returned by this service")
+		return 0, invalid("page_token", "is not a token returned by this service")
 	}
 	seq := binary.BigEndian.Uint64(b)
 	if seq == 0 {
-		return 0, errs.InvalidArgument("page_token", "is not a token returned by this service")
+		return 0, invalid("page_token", "is not a token returned by this service")
 	}
 	return seq, nil
 }

@@ -347,10 +347,10 @@ func (s *Service) checkTenantExists(ctx context.Context, tenant string) error {
 // writing nothing.
 func (s *Service) RegisterAgent(ctx context.Context, c RegisterAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if !ValidTenantID(c.Tenant) {
-		return nil, errs.InvalidArgument("parent", "must have the form tenants/{tenant}")
+		return nil, invalid("parent", "must have the form tenants/{tenant}")
 	}
 	if c.Tenant == SystemTenant {
-		return nil, errs.InvalidArgument("parent", "agents cannot be registered in the system tenant")
+		return nil, invalid("parent", "agents cannot be registered in the system tenant")
 	}
 	if err := checkRequestID(c.RequestID); err != nil {
 		return nil, err
