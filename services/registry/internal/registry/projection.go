@@ -2,8 +2,10 @@ package registry
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +34,7 @@ const (
 // the fields the indexes and orders need.
 type agentEntry struct {
 	id          string
+	key         idKey  // the first 16 bytes of id: the tie-break of every order without a pointer
 	regSeq      uint64 // stream sequence of the registration: the create_time order
 	data        []byte // deterministic protobuf of the agent, last_active_time unset
 	displayName string
@@ -50,15 +53,33 @@ func (e *agentEntry) activeOrCreate() int64 {
 	return e.create
 }
 
+// idKey is the first 16 bytes of an agent id (zero-padded) as two big-endian numbers: comparing
+// keys compares ids, except that equal keys need the whole ids.
+type idKey struct{ hi, lo uint64 }
+
+func keyOf(id string) idKey {
+	var b [16]byte
+	copy(b[:], id)
+	return idKey{binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])}
+}
+
+// nameItem orders agents by agent id.
+type nameItem struct {
+	k   idKey
+	ord uint32
+}
+
 // numItem orders agents by a number, then by agent id.
 type numItem struct {
 	num int64
+	k   idKey
 	ord uint32
 }
 
 // dispItem orders agents by display name, then by agent id.
 type dispItem struct {
 	disp string
+	k    idKey
 	ord  uint32
 }
 
@@ -68,10 +89,11 @@ type tenantIndex struct {
 	entries []agentEntry
 	ords    map[string]uint32          // agent id → ordinal
 	post    map[string]*roaring.Bitmap // posting lists of the equality filters (postingKeys)
-	byName  *btree.BTreeG[uint32]
+	byName  *btree.BTreeG[nameItem]
 	byDisp  *btree.BTreeG[dispItem]
 	byExp   *btree.BTreeG[numItem]
-	byAct   *btree.BTreeG[numItem]
+	byAct   *btree.BTreeG[numItem] // last activity, 0 when never seen: the last_active_time order
+	byIdle  *btree.BTreeG[numItem] // activeOrCreate: the inactive_since filter
 	byTier  *btree.BTreeG[numItem]
 	pending map[string]int64 // last activity of agents not registered (yet)
 }
@@ -80,22 +102,36 @@ var treeOpts = btree.Options{NoLocks: true, Degree: 64}
 
 func newTenantIndex() *tenantIndex {
 	t := &tenantIndex{ords: map[string]uint32{}, post: map[string]*roaring.Bitmap{}, pending: map[string]int64{}}
-	id := func(o uint32) string { return t.entries[o].id }
-	t.byName = btree.NewBTreeGOptions(func(a, b uint32) bool { return id(a) < id(b) }, treeOpts)
+	// less compares agent ids by their keys, by the ids themselves only when the keys are equal.
+	less := func(a, b idKey, ao, bo uint32) bool {
+		switch {
+		case a.hi != b.hi:
+			return a.hi < b.hi
+		case a.lo != b.lo:
+			return a.lo < b.lo
+		case ao == bo:
+			return false
+		case ao == math.MaxUint32 || bo == math.MaxUint32: // a pivot above every agent of its number
+			return bo == math.MaxUint32
+		}
+		return t.entries[ao].id < t.entries[bo].id
+	}
+	t.byName = btree.NewBTreeGOptions(func(a, b nameItem) bool { return less(a.k, b.k, a.ord, b.ord) }, treeOpts)
 	t.byDisp = btree.NewBTreeGOptions(func(a, b dispItem) bool {
 		if a.disp != b.disp {
 			return a.disp < b.disp
 		}
-		return id(a.ord) < id(b.ord)
+		return less(a.k, b.k, a.ord, b.ord)
 	}, treeOpts)
 	num := func(a, b numItem) bool {
 		if a.num != b.num {
 			return a.num < b.num
 		}
-		return id(a.ord) < id(b.ord)
+		return less(a.k, b.k, a.ord, b.ord)
 	}
 	t.byExp = btree.NewBTreeGOptions(num, treeOpts)
 	t.byAct = btree.NewBTreeGOptions(num, treeOpts)
+	t.byIdle = btree.NewBTreeGOptions(num, treeOpts)
 	t.byTier = btree.NewBTreeGOptions(num, treeOpts)
 	return t
 }
@@ -155,36 +191,68 @@ func (t *tenantIndex) removePost(key string, ord uint32) {
 	}
 }
 
-// unindex removes ordinal ord (whose agent is a) from the indexes.
-func (t *tenantIndex) unindex(ord uint32, a *registryv1.Agent) {
-	e := &t.entries[ord]
-	for _, k := range postingKeys(a) {
-		t.removePost(k, ord)
-	}
-	t.byName.Delete(ord)
-	t.byDisp.Delete(dispItem{e.displayName, ord})
-	t.byExp.Delete(numItem{e.expire, ord})
-	t.byTier.Delete(numItem{int64(e.tier), ord})
+func (t *tenantIndex) num(ord uint32, v int64) numItem {
+	return numItem{v, t.entries[ord].key, ord}
 }
 
-// index sets entry ord from a and adds it to the indexes.
-func (t *tenantIndex) index(ord uint32, a *registryv1.Agent, data []byte) {
+// add sets the new entry ord from a and adds it to the indexes.
+func (t *tenantIndex) add(ord uint32, a *registryv1.Agent, data []byte) {
 	e := &t.entries[ord]
+	e.key = keyOf(e.id)
 	e.data = data
 	e.displayName = a.GetDisplayName()
-	e.expire = math.MaxInt64
-	if a.GetExpireTime() != nil {
-		e.expire = a.GetExpireTime().GetSeconds()
-	}
+	e.expire = expireOf(a)
 	e.create = a.GetCreateTime().GetSeconds()
 	e.tier = int32(a.GetRiskTier())
 	for _, k := range postingKeys(a) {
 		t.addPost(k, ord)
 	}
-	t.byName.Set(ord)
-	t.byDisp.Set(dispItem{e.displayName, ord})
-	t.byExp.Set(numItem{e.expire, ord})
-	t.byTier.Set(numItem{int64(e.tier), ord})
+	t.byName.Set(nameItem{e.key, ord})
+	t.byDisp.Set(dispItem{e.displayName, e.key, ord})
+	t.byExp.Set(t.num(ord, e.expire))
+	t.byTier.Set(t.num(ord, int64(e.tier)))
+	t.byAct.Set(t.num(ord, 0))
+	t.byIdle.Set(t.num(ord, e.create))
+}
+
+func expireOf(a *registryv1.Agent) int64 {
+	if a.GetExpireTime() != nil {
+		return a.GetExpireTime().GetSeconds()
+	}
+	return math.MaxInt64
+}
+
+// update changes entry ord (whose agent was prev) to next, touching only the indexes whose keys
+// changed.
+func (t *tenantIndex) update(ord uint32, prev, next *registryv1.Agent, data []byte) {
+	e := &t.entries[ord]
+	e.data = data
+	old, cur := postingKeys(prev), postingKeys(next)
+	for _, k := range old {
+		if !slices.Contains(cur, k) {
+			t.removePost(k, ord)
+		}
+	}
+	for _, k := range cur {
+		if !slices.Contains(old, k) {
+			t.addPost(k, ord)
+		}
+	}
+	if d := next.GetDisplayName(); d != e.displayName {
+		t.byDisp.Delete(dispItem{e.displayName, e.key, ord})
+		e.displayName = d
+		t.byDisp.Set(dispItem{d, e.key, ord})
+	}
+	if x := expireOf(next); x != e.expire {
+		t.byExp.Delete(t.num(ord, e.expire))
+		e.expire = x
+		t.byExp.Set(t.num(ord, x))
+	}
+	if r := int32(next.GetRiskTier()); r != e.tier {
+		t.byTier.Delete(t.num(ord, int64(e.tier)))
+		e.tier = r
+		t.byTier.Set(t.num(ord, int64(r)))
+	}
 }
 
 // setActive records activity at unix second at of ordinal ord (keeping the latest).
@@ -193,9 +261,11 @@ func (t *tenantIndex) setActive(ord uint32, at int64) {
 	if at <= e.lastActive {
 		return
 	}
-	t.byAct.Delete(numItem{e.lastActive, ord})
+	t.byAct.Delete(t.num(ord, e.lastActive))
+	t.byIdle.Delete(t.num(ord, e.activeOrCreate()))
 	e.lastActive = at
-	t.byAct.Set(numItem{at, ord})
+	t.byAct.Set(t.num(ord, at))
+	t.byIdle.Set(t.num(ord, e.activeOrCreate()))
 }
 
 // AgentProjection is the in-memory read model of every tenant's agents, built by replaying the
@@ -290,14 +360,13 @@ func (p *AgentProjection) Apply(_ context.Context, e eventstore.Event) error {
 		t.entries = append(t.entries, agentEntry{id: e.AggregateID, regSeq: e.Sequence})
 		t.ords[e.AggregateID] = ord
 		p.count++
-		t.index(ord, next, data)
-		at := t.pending[e.AggregateID]
-		delete(t.pending, e.AggregateID)
-		t.byAct.Set(numItem{0, ord})
-		t.setActive(ord, at)
+		t.add(ord, next, data)
+		if at, ok := t.pending[e.AggregateID]; ok {
+			delete(t.pending, e.AggregateID)
+			t.setActive(ord, at)
+		}
 	} else {
-		t.unindex(ord, prev)
-		t.index(ord, next, data)
+		t.update(ord, prev, next, data)
 	}
 	for _, k := range next.GetKeys() {
 		if _, seen := p.keys[e.Metadata.Tenant+"/"+k.GetThumbprint()]; !seen {

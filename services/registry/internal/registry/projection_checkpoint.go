@@ -2,13 +2,17 @@ package registry
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 
+	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/tidwall/btree"
 	"google.golang.org/protobuf/proto"
 
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
@@ -23,6 +27,10 @@ type ckptWriter struct {
 
 func (c *ckptWriter) uvarint(v uint64) {
 	c.w.Write(c.buf[:binary.PutUvarint(c.buf[:], v)])
+}
+
+func (c *ckptWriter) varint(v int64) {
+	c.w.Write(c.buf[:binary.PutVarint(c.buf[:], v)])
 }
 
 func (c *ckptWriter) bytes(b []byte) {
@@ -43,6 +51,8 @@ type ckptReader struct {
 const maxCkptString = 64 << 20
 
 func (c *ckptReader) uvarint() (uint64, error) { return binary.ReadUvarint(c.r) }
+
+func (c *ckptReader) varint() (int64, error) { return binary.ReadVarint(c.r) }
 
 func (c *ckptReader) bytes() ([]byte, error) {
 	n, err := c.uvarint()
@@ -73,33 +83,46 @@ func (c *ckptReader) end() error {
 	return nil
 }
 
-// agentsCheckpointFormat is the version of the agents checkpoint body.
-const agentsCheckpointFormat = 1
+// agentsCheckpointFormat is the version of the agents checkpoint body. Format 2 holds the indexes
+// as they are (posting lists in the roaring format, the orders as ordinal lists) so that a restore
+// decodes no agent and sorts nothing.
+const agentsCheckpointFormat = 2
 
-// savedAgent is one agent as a checkpoint holds it.
-type savedAgent struct {
-	id     string
-	regSeq uint64
-	data   []byte
+// savedTenant is one tenant's part of an agents checkpoint, captured under the read lock.
+type savedTenant struct {
+	id      string
+	entries []agentEntry
+	post    []savedPost
+	byName  *btree.BTreeG[nameItem]
+	byDisp  *btree.BTreeG[dispItem]
+	byExp   *btree.BTreeG[numItem]
+	byTier  *btree.BTreeG[numItem]
 }
 
-// Checkpoint implements eventstore.Checkpointer: it copies the agents (their bytes are never
-// changed in place, so the copy shares them) and the key holders, and returns their writer.
+type savedPost struct {
+	key string
+	set *roaring.Bitmap
+}
+
+// Checkpoint implements eventstore.Checkpointer: it copies the entries (their bytes are never
+// changed in place, so the copy shares them), the posting lists, the order indexes (copy on
+// write) and the key holders, and returns their writer.
 func (p *AgentProjection) Checkpoint() func(io.Writer) error {
 	p.mu.RLock()
-	tenants := make([]string, 0, len(p.tenants))
+	ids := make([]string, 0, len(p.tenants))
 	for id := range p.tenants {
-		tenants = append(tenants, id)
+		ids = append(ids, id)
 	}
-	sort.Strings(tenants)
-	agents := make([][]savedAgent, len(tenants))
-	for i, id := range tenants {
-		es := p.tenants[id].entries
-		out := make([]savedAgent, len(es))
-		for j := range es {
-			out[j] = savedAgent{es[j].id, es[j].regSeq, es[j].data}
+	sort.Strings(ids)
+	tenants := make([]savedTenant, len(ids))
+	for i, id := range ids {
+		t := p.tenants[id]
+		s := savedTenant{id: id, entries: slices.Clone(t.entries), post: make([]savedPost, 0, len(t.post)),
+			byName: t.byName.Copy(), byDisp: t.byDisp.Copy(), byExp: t.byExp.Copy(), byTier: t.byTier.Copy()}
+		for k, b := range t.post {
+			s.post = append(s.post, savedPost{k, b.Clone()})
 		}
-		agents[i] = out
+		tenants[i] = s
 	}
 	keys := make([][2]string, 0, len(p.keys))
 	for k, v := range p.keys {
@@ -107,25 +130,13 @@ func (p *AgentProjection) Checkpoint() func(io.Writer) error {
 	}
 	p.mu.RUnlock()
 	return func(w io.Writer) error {
-		slices.SortFunc(keys, func(a, b [2]string) int {
-			if a[0] < b[0] {
-				return -1
-			}
-			if a[0] > b[0] {
-				return 1
-			}
-			return 0
-		})
+		slices.SortFunc(keys, func(a, b [2]string) int { return cmpString(a[0], b[0]) })
 		c := &ckptWriter{w: bufio.NewWriterSize(w, 256<<10)}
 		c.uvarint(agentsCheckpointFormat)
 		c.uvarint(uint64(len(tenants)))
-		for i, id := range tenants {
-			c.str(id)
-			c.uvarint(uint64(len(agents[i])))
-			for _, a := range agents[i] {
-				c.str(a.id)
-				c.uvarint(a.regSeq)
-				c.bytes(a.data)
+		for _, s := range tenants {
+			if err := s.write(c); err != nil {
+				return err
 			}
 		}
 		c.uvarint(uint64(len(keys)))
@@ -137,11 +148,204 @@ func (p *AgentProjection) Checkpoint() func(io.Writer) error {
 	}
 }
 
-// Restore implements eventstore.Checkpointer: it builds the read model and its indexes from the
+// write writes one tenant: its entries, posting lists and orders (each a list of ordinals).
+func (s *savedTenant) write(c *ckptWriter) error {
+	c.str(s.id)
+	c.uvarint(uint64(len(s.entries)))
+	for i := range s.entries {
+		e := &s.entries[i]
+		c.str(e.id)
+		c.uvarint(e.regSeq)
+		c.varint(e.create)
+		c.varint(e.expire)
+		c.varint(int64(e.tier))
+		c.str(e.displayName)
+		c.bytes(e.data)
+	}
+	slices.SortFunc(s.post, func(a, b savedPost) int { return cmpString(a.key, b.key) })
+	c.uvarint(uint64(len(s.post)))
+	var buf bytes.Buffer
+	for _, sp := range s.post {
+		buf.Reset()
+		if _, err := sp.set.WriteTo(&buf); err != nil {
+			return err
+		}
+		c.str(sp.key)
+		c.bytes(buf.Bytes())
+	}
+	s.byName.Scan(func(it nameItem) bool { c.uvarint(uint64(it.ord)); return true })
+	s.byDisp.Scan(func(it dispItem) bool { c.uvarint(uint64(it.ord)); return true })
+	s.byExp.Scan(func(it numItem) bool { c.uvarint(uint64(it.ord)); return true })
+	s.byTier.Scan(func(it numItem) bool { c.uvarint(uint64(it.ord)); return true })
+	// The inactive_since order as it is without activity (restored by the activity runner).
+	idle := make([]uint32, len(s.entries))
+	for i := range idle {
+		idle[i] = uint32(i)
+	}
+	slices.SortFunc(idle, func(a, b uint32) int {
+		ea, eb := &s.entries[a], &s.entries[b]
+		if ea.create != eb.create {
+			return cmpInt(ea.create, eb.create)
+		}
+		return cmpString(ea.id, eb.id)
+	})
+	for _, o := range idle {
+		c.uvarint(uint64(o))
+	}
+	return nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// slab hands out the agents' bytes from large blocks: a restore allocates a few blocks instead of
+// one array per agent.
+type slab struct{ block []byte }
+
+func (s *slab) bytes(c *ckptReader) ([]byte, error) {
+	n, err := c.uvarint()
+	if err != nil {
+		return nil, err
+	}
+	if n > maxCkptString {
+		return nil, fmt.Errorf("registry: checkpoint string of %d bytes", n)
+	}
+	if uint64(cap(s.block)-len(s.block)) < n {
+		s.block = make([]byte, 0, max(4<<20, int(n)))
+	}
+	b := s.block[len(s.block) : len(s.block)+int(n) : len(s.block)+int(n)]
+	s.block = s.block[:len(s.block)+int(n)]
+	_, err = io.ReadFull(c.r, b)
+	return b, err
+}
+
+// readTenant reads one tenant written by savedTenant.write and rebuilds its indexes.
+func readTenant(c *ckptReader, sl *slab) (string, *tenantIndex, error) {
+	id, err := c.str()
+	if err != nil {
+		return "", nil, err
+	}
+	n64, err := c.uvarint()
+	if err != nil {
+		return "", nil, err
+	}
+	if n64 > math.MaxUint32-1 {
+		return "", nil, fmt.Errorf("registry: agents checkpoint: tenant %s has %d agents", id, n64)
+	}
+	n := int(n64)
+	t := newTenantIndex()
+	t.entries = make([]agentEntry, n)
+	t.ords = make(map[string]uint32, n)
+	for i := range t.entries {
+		e := &t.entries[i]
+		if e.id, err = c.str(); err != nil {
+			return "", nil, err
+		}
+		if _, dup := t.ords[e.id]; dup {
+			return "", nil, fmt.Errorf("registry: agents checkpoint holds agent %s/%s twice", id, e.id)
+		}
+		t.ords[e.id] = uint32(i)
+		e.key = keyOf(e.id)
+		if e.regSeq, err = c.uvarint(); err != nil {
+			return "", nil, err
+		}
+		if i > 0 && e.regSeq <= t.entries[i-1].regSeq {
+			return "", nil, fmt.Errorf("registry: agents checkpoint: agents of tenant %s out of registration order", id)
+		}
+		if e.create, err = c.varint(); err != nil {
+			return "", nil, err
+		}
+		if e.expire, err = c.varint(); err != nil {
+			return "", nil, err
+		}
+		tier, err := c.varint()
+		if err != nil {
+			return "", nil, err
+		}
+		e.tier = int32(tier)
+		if e.displayName, err = c.str(); err != nil {
+			return "", nil, err
+		}
+		if e.data, err = sl.bytes(c); err != nil {
+			return "", nil, err
+		}
+	}
+	np, err := c.uvarint()
+	if err != nil {
+		return "", nil, err
+	}
+	for range np {
+		k, err := c.str()
+		if err != nil {
+			return "", nil, err
+		}
+		data, err := c.bytes()
+		if err != nil {
+			return "", nil, err
+		}
+		b := roaring.New()
+		if err := b.UnmarshalBinary(data); err != nil {
+			return "", nil, fmt.Errorf("registry: agents checkpoint, posting list %q of tenant %s: %w", k, id, err)
+		}
+		if !b.IsEmpty() && int(b.Maximum()) >= n {
+			return "", nil, fmt.Errorf("registry: agents checkpoint, posting list %q of tenant %s names agent %d of %d", k, id, b.Maximum(), n)
+		}
+		t.post[k] = b
+	}
+	seen := make([]bool, n)
+	order := func(name string, load func(o uint32)) error {
+		clear(seen)
+		for range n {
+			o, err := c.uvarint()
+			if err != nil {
+				return err
+			}
+			if o >= uint64(n) || seen[o] {
+				return fmt.Errorf("registry: agents checkpoint, %s order of tenant %s: bad ordinal %d", name, id, o)
+			}
+			seen[o] = true
+			load(uint32(o))
+		}
+		return nil
+	}
+	steps := []struct {
+		name string
+		load func(o uint32)
+	}{
+		{"name", func(o uint32) {
+			t.byName.Load(nameItem{t.entries[o].key, o})
+			t.byAct.Load(t.num(o, 0)) // no activity yet: the name order
+		}},
+		{"display_name", func(o uint32) { t.byDisp.Load(dispItem{t.entries[o].displayName, t.entries[o].key, o}) }},
+		{"expire_time", func(o uint32) { t.byExp.Load(t.num(o, t.entries[o].expire)) }},
+		{"risk_tier", func(o uint32) { t.byTier.Load(t.num(o, int64(t.entries[o].tier))) }},
+		{"create_time", func(o uint32) { t.byIdle.Load(t.num(o, t.entries[o].create)) }},
+	}
+	for _, s := range steps {
+		if err := order(s.name, s.load); err != nil {
+			return "", nil, err
+		}
+	}
+	for _, tr := range []interface{ Len() int }{t.byName, t.byDisp, t.byExp, t.byTier, t.byIdle, t.byAct} {
+		if tr.Len() != n {
+			return "", nil, fmt.Errorf("registry: agents checkpoint: an order of tenant %s is not sorted", id)
+		}
+	}
+	return id, t, nil
+}
+
+// Restore implements eventstore.Checkpointer: it loads the read model and its indexes from the
 // checkpoint, keeping the activity already recorded, and replaces the current one only when all
 // of it was read.
 func (p *AgentProjection) Restore(r io.Reader) error {
-	c := &ckptReader{r: bufio.NewReaderSize(r, 256<<10)}
+	c := &ckptReader{r: bufio.NewReaderSize(r, 1<<20)}
 	format, err := c.uvarint()
 	if err != nil {
 		return err
@@ -155,51 +359,23 @@ func (p *AgentProjection) Restore(r io.Reader) error {
 	}
 	tenants := map[string]*tenantIndex{}
 	count := 0
+	sl := &slab{}
 	for range nt {
-		id, err := c.str()
+		id, t, err := readTenant(c, sl)
 		if err != nil {
 			return err
 		}
-		n, err := c.uvarint()
-		if err != nil {
-			return err
+		if _, dup := tenants[id]; dup {
+			return fmt.Errorf("registry: agents checkpoint holds tenant %s twice", id)
 		}
-		t := newTenantIndex()
-		t.entries = make([]agentEntry, 0, n)
-		for range n {
-			aid, err := c.str()
-			if err != nil {
-				return err
-			}
-			seq, err := c.uvarint()
-			if err != nil {
-				return err
-			}
-			data, err := c.bytes()
-			if err != nil {
-				return err
-			}
-			a := &registryv1.Agent{}
-			if err := proto.Unmarshal(data, a); err != nil {
-				return fmt.Errorf("registry: agents checkpoint, agent %s/%s: %w", id, aid, err)
-			}
-			if _, dup := t.ords[aid]; dup {
-				return fmt.Errorf("registry: agents checkpoint holds agent %s/%s twice", id, aid)
-			}
-			ord := uint32(len(t.entries))
-			t.entries = append(t.entries, agentEntry{id: aid, regSeq: seq})
-			t.ords[aid] = ord
-			t.index(ord, a, data)
-			t.byAct.Set(numItem{0, ord})
-		}
-		count += int(n)
+		count += len(t.entries)
 		tenants[id] = t
 	}
 	nk, err := c.uvarint()
 	if err != nil {
 		return err
 	}
-	keys := make(map[string]string, nk)
+	keys := make(map[string]string, min(nk, 1<<24))
 	for range nk {
 		k, err := c.str()
 		if err != nil {

@@ -5,11 +5,13 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/RoaringBitmap/roaring/v2"
+	"github.com/tidwall/btree"
 
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
@@ -301,7 +303,7 @@ type AgentPage struct {
 }
 
 // smallSet is the size under which a candidate set is sorted instead of walking an order index.
-const smallSet = 4096
+const smallSet = 16384
 
 // List answers q from the read model.
 func (p *AgentProjection) List(q AgentQuery) (AgentPage, error) {
@@ -321,13 +323,12 @@ func (p *AgentProjection) List(q AgentQuery) (AgentPage, error) {
 		}
 	}
 	cand := t.candidates(&q)
-	pred := t.predicate(&q)
 	var page AgentPage
 	var ords []uint32
 	if cand != nil && cand.GetCardinality() <= smallSet {
-		ords = t.sortedPage(&q, cand, pred, cur)
+		ords = t.sortedPage(&q, cand, cur)
 	} else {
-		ords = t.walkPage(&q, cand, pred, cur)
+		ords = t.walkPage(&q, cand, cur)
 	}
 	if len(ords) > q.size {
 		ords = ords[:q.size]
@@ -340,30 +341,45 @@ func (p *AgentProjection) List(q AgentQuery) (AgentPage, error) {
 		}
 	}
 	if q.total {
-		page.TotalSize = t.count(cand, pred)
+		if cand == nil {
+			page.TotalSize = int64(len(t.entries))
+		} else {
+			page.TotalSize = int64(cand.GetCardinality())
+		}
 	}
 	return page, nil
 }
 
-// candidates is the set the equality filters allow, nil for every agent.
+// candidates is the set of agents the filters allow, nil for every agent. The set may be a
+// posting list itself: it is read, never changed.
 func (t *tenantIndex) candidates(q *AgentQuery) *roaring.Bitmap {
 	var cand *roaring.Bitmap
+	owned := false // cand is this query's own (not a posting list)
+	empty := false
 	and := func(b *roaring.Bitmap) {
-		if b == nil {
-			b = roaring.New()
+		switch {
+		case empty:
+		case b == nil || b.IsEmpty():
+			empty = true
+		case cand == nil:
+			cand = b
+		case !owned:
+			cand, owned = roaring.And(cand, b), true
+		default:
+			cand.And(b)
 		}
-		if cand == nil {
-			cand = b.Clone()
-			return
-		}
-		cand.And(b)
 	}
 	andNot := func(b *roaring.Bitmap) {
-		if cand == nil {
+		switch {
+		case empty || b == nil:
+		case cand == nil:
 			cand = roaring.New()
 			cand.AddRange(0, uint64(len(t.entries)))
-		}
-		if b != nil {
+			cand.AndNot(b)
+			owned = true
+		case !owned:
+			cand, owned = roaring.AndNot(cand, b), true
+		default:
 			cand.AndNot(b)
 		}
 	}
@@ -377,7 +393,14 @@ func (t *tenantIndex) candidates(q *AgentQuery) *roaring.Bitmap {
 				bs = append(bs, b)
 			}
 		}
-		and(roaring.FastOr(bs...))
+		switch len(bs) {
+		case 0:
+			and(nil)
+		case 1:
+			and(bs[0])
+		default:
+			and(roaring.FastOr(bs...))
+		}
 	}
 	// Most selective first keeps the intermediate sets small.
 	if q.owner != "" {
@@ -416,51 +439,51 @@ func (t *tenantIndex) candidates(q *AgentQuery) *roaring.Bitmap {
 			andNot(t.post[postLabelKey+l.key])
 		}
 	}
+	if q.expireBefore != 0 {
+		and(t.below(t.byExp, q.expireBefore))
+	}
+	if q.inactiveSince != 0 {
+		and(t.below(t.byIdle, q.inactiveSince))
+	}
+	if empty {
+		return roaring.New()
+	}
 	return cand
 }
 
-// predicate is the check of the range filters, nil when there are none.
-func (t *tenantIndex) predicate(q *AgentQuery) func(uint32) bool {
-	if q.expireBefore == 0 && q.inactiveSince == 0 {
+// below is the set of the agents whose number in tree is less than bound, built by walking the
+// smaller side of bound (the tree's counts find it).
+func (t *tenantIndex) below(tree *btree.BTreeG[numItem], bound int64) *roaring.Bitmap {
+	n := tree.Len()
+	k := sortSearch(n, func(i int) bool { it, _ := tree.GetAt(i); return it.num >= bound })
+	if k == 0 {
 		return nil
 	}
-	eb, is := q.expireBefore, q.inactiveSince
-	return func(o uint32) bool {
-		e := &t.entries[o]
-		if eb != 0 && e.expire >= eb {
-			return false
-		}
-		if is != 0 && e.activeOrCreate() >= is {
-			return false
-		}
-		return true
-	}
-}
-
-// count counts the agents of cand (nil: all) that pass pred.
-func (t *tenantIndex) count(cand *roaring.Bitmap, pred func(uint32) bool) int64 {
-	switch {
-	case pred == nil && cand == nil:
-		return int64(len(t.entries))
-	case pred == nil:
-		return int64(cand.GetCardinality())
-	case cand == nil:
-		var n int64
-		for o := range uint32(len(t.entries)) {
-			if pred(o) {
-				n++
+	words := make([]uint64, (len(t.entries)+63)/64)
+	if k <= n-k {
+		tree.Scan(func(it numItem) bool {
+			if it.num >= bound {
+				return false
 			}
+			words[it.ord>>6] |= 1 << (it.ord & 63)
+			return true
+		})
+	} else {
+		for i := range words {
+			words[i] = ^uint64(0)
 		}
-		return n
-	}
-	var n int64
-	it := cand.Iterator()
-	for it.HasNext() {
-		if pred(it.Next()) {
-			n++
+		if r := uint(len(t.entries)) & 63; r != 0 {
+			words[len(words)-1] = 1<<r - 1
 		}
+		tree.Reverse(func(it numItem) bool {
+			if it.num < bound {
+				return false
+			}
+			words[it.ord>>6] &^= 1 << (it.ord & 63)
+			return true
+		})
 	}
-	return n
+	return roaring.FromDense(words, false)
 }
 
 // cursorOf is the cursor after ordinal o in q's order.
@@ -482,9 +505,46 @@ func (t *tenantIndex) cursorOf(q *AgentQuery, o uint32) cursor {
 	return c
 }
 
-// cmpCursor compares the order keys of ordinal o with c (ties by agent id), ascending.
-func (t *tenantIndex) cmpCursor(q *AgentQuery, o uint32, c cursor) int {
-	k := t.cursorOf(q, o)
+// sortKey is an agent's position in an order: number or string, then agent id.
+type sortKey struct {
+	num int64
+	str string
+	k   idKey
+	ord uint32
+}
+
+func (t *tenantIndex) sortKeyOf(q *AgentQuery, o uint32) sortKey {
+	c := t.cursorOf(q, o)
+	return sortKey{c.num, c.str, t.entries[o].key, o}
+}
+
+func (t *tenantIndex) cmpKeys(a, b sortKey) int {
+	switch {
+	case a.num != b.num:
+		if a.num < b.num {
+			return -1
+		}
+		return 1
+	case a.str != b.str:
+		return cmpString(a.str, b.str)
+	case a.k.hi != b.k.hi:
+		if a.k.hi < b.k.hi {
+			return -1
+		}
+		return 1
+	case a.k.lo != b.k.lo:
+		if a.k.lo < b.k.lo {
+			return -1
+		}
+		return 1
+	case a.ord == b.ord:
+		return 0
+	}
+	return cmpString(t.entries[a.ord].id, t.entries[b.ord].id)
+}
+
+// cmpCursor compares the order key of k with c (ties by agent id), ascending.
+func (t *tenantIndex) cmpCursor(k sortKey, c cursor) int {
 	switch {
 	case k.num != c.num:
 		if k.num < c.num {
@@ -494,58 +554,55 @@ func (t *tenantIndex) cmpCursor(q *AgentQuery, o uint32, c cursor) int {
 	case k.str != c.str:
 		return cmpString(k.str, c.str)
 	}
-	return cmpString(k.id, c.id)
+	return cmpString(t.entries[k.ord].id, c.id)
 }
 
-// sortedPage sorts a small candidate set and returns up to size+1 agents after cur.
-func (t *tenantIndex) sortedPage(q *AgentQuery, cand *roaring.Bitmap, pred func(uint32) bool, cur *cursor) []uint32 {
-	ords := make([]uint32, 0, cand.GetCardinality())
+// sortedPage sorts the agents of a small candidate set after cur and returns up to size+1 of them.
+func (t *tenantIndex) sortedPage(q *AgentQuery, cand *roaring.Bitmap, cur *cursor) []uint32 {
+	keys := make([]sortKey, 0, cand.GetCardinality())
 	it := cand.Iterator()
 	for it.HasNext() {
-		o := it.Next()
-		if pred == nil || pred(o) {
-			ords = append(ords, o)
-		}
-	}
-	slices.SortFunc(ords, func(a, b uint32) int {
-		r := t.cmpCursor(q, a, t.cursorOf(q, b))
-		if q.desc {
-			return -r
-		}
-		return r
-	})
-	start := 0
-	if cur != nil {
-		start = len(ords)
-		for i, o := range ords {
-			r := t.cmpCursor(q, o, *cur)
+		k := t.sortKeyOf(q, it.Next())
+		if cur != nil {
+			r := t.cmpCursor(k, *cur)
 			if q.desc {
 				r = -r
 			}
-			if r > 0 {
-				start = i
-				break
+			if r <= 0 {
+				continue
 			}
 		}
+		keys = append(keys, k)
 	}
-	end := min(start+q.size+1, len(ords))
-	return ords[start:end]
+	slices.SortFunc(keys, func(a, b sortKey) int {
+		if q.desc {
+			return t.cmpKeys(b, a)
+		}
+		return t.cmpKeys(a, b)
+	})
+	keys = keys[:min(q.size+1, len(keys))]
+	out := make([]uint32, len(keys))
+	for i, k := range keys {
+		out[i] = k.ord
+	}
+	return out
 }
 
-// walkPage walks q's order index from cur and returns up to size+1 agents of cand (nil: all)
-// that pass pred.
-func (t *tenantIndex) walkPage(q *AgentQuery, cand *roaring.Bitmap, pred func(uint32) bool, cur *cursor) []uint32 {
+// walkPage walks q's order index from cur and returns up to size+1 agents of cand (nil: all).
+func (t *tenantIndex) walkPage(q *AgentQuery, cand *roaring.Bitmap, cur *cursor) []uint32 {
 	out := make([]uint32, 0, q.size+1)
 	take := func(o uint32) bool {
-		if (cand == nil || cand.Contains(o)) && (pred == nil || pred(o)) {
+		if cand == nil || cand.Contains(o) {
 			out = append(out, o)
 		}
 		return len(out) <= q.size
 	}
 	skip := func(o uint32) bool { return cur != nil && t.entries[o].id == cur.id }
 	var pivotOrd uint32
+	var pivotKey idKey
 	if cur != nil {
 		pivotOrd = t.ords[cur.id]
+		pivotKey = t.entries[pivotOrd].key
 	}
 	n := uint32(len(t.entries))
 	switch q.order {
@@ -572,16 +629,16 @@ func (t *tenantIndex) walkPage(q *AgentQuery, cand *roaring.Bitmap, pred func(ui
 			}
 		}
 	case OrderName:
-		iter := func(o uint32) bool { return skip(o) || take(o) }
+		iter := func(it nameItem) bool { return skip(it.ord) || take(it.ord) }
 		switch {
 		case cur == nil && !q.desc:
 			t.byName.Scan(iter)
 		case cur == nil:
 			t.byName.Reverse(iter)
 		case !q.desc:
-			t.byName.Ascend(pivotOrd, iter)
+			t.byName.Ascend(nameItem{pivotKey, pivotOrd}, iter)
 		default:
-			t.byName.Descend(pivotOrd, iter)
+			t.byName.Descend(nameItem{pivotKey, pivotOrd}, iter)
 		}
 	case OrderDisplayName:
 		iter := func(d dispItem) bool { return (cur != nil && d.disp == cur.str && skip(d.ord)) || take(d.ord) }
@@ -591,28 +648,45 @@ func (t *tenantIndex) walkPage(q *AgentQuery, cand *roaring.Bitmap, pred func(ui
 		case cur == nil:
 			t.byDisp.Reverse(iter)
 		case !q.desc:
-			t.byDisp.Ascend(dispItem{cur.str, pivotOrd}, iter)
+			t.byDisp.Ascend(dispItem{cur.str, pivotKey, pivotOrd}, iter)
 		default:
-			t.byDisp.Descend(dispItem{cur.str, pivotOrd}, iter)
+			t.byDisp.Descend(dispItem{cur.str, pivotKey, pivotOrd}, iter)
 		}
 	default:
 		tree := t.byExp
+		// An upper bound of the order key that the filters imply: a descending walk starts there
+		// rather than walking past every agent above it.
+		var top int64 = math.MaxInt64
 		switch q.order {
+		case OrderExpireTime:
+			if q.expireBefore != 0 {
+				top = q.expireBefore - 1
+			}
 		case OrderLastActiveTime:
 			tree = t.byAct
+			if q.inactiveSince != 0 {
+				top = q.inactiveSince - 1
+			}
 		case OrderRiskTier:
 			tree = t.byTier
 		}
-		iter := func(d numItem) bool { return (cur != nil && d.num == cur.num && skip(d.ord)) || take(d.ord) }
+		iter := func(d numItem) bool {
+			if !q.desc && d.num > top {
+				return false
+			}
+			return (cur != nil && d.num == cur.num && skip(d.ord)) || take(d.ord)
+		}
 		switch {
 		case cur == nil && !q.desc:
 			tree.Scan(iter)
-		case cur == nil:
+		case cur == nil && top == math.MaxInt64:
 			tree.Reverse(iter)
+		case cur == nil:
+			tree.Descend(numItem{top, idKey{math.MaxUint64, math.MaxUint64}, math.MaxUint32}, iter)
 		case !q.desc:
-			tree.Ascend(numItem{cur.num, pivotOrd}, iter)
+			tree.Ascend(numItem{cur.num, pivotKey, pivotOrd}, iter)
 		default:
-			tree.Descend(numItem{cur.num, pivotOrd}, iter)
+			tree.Descend(numItem{cur.num, pivotKey, pivotOrd}, iter)
 		}
 	}
 	return out
