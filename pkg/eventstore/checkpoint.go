@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -331,30 +332,58 @@ const CheckpointBucket = "CHECKPOINTS"
 // ObjectCheckpoints is a CheckpointStore in a JetStream object store bucket, shared by every
 // replica: an object is visible only once all of it is stored.
 type ObjectCheckpoints struct {
-	obs jetstream.ObjectStore
+	js       jetstream.JetStream
+	replicas int
+
+	mu  sync.Mutex
+	obs jetstream.ObjectStore // nil until opened
 }
 
 // NewObjectCheckpoints opens the bucket (CheckpointBucket), creating it with replicas replicas.
 func NewObjectCheckpoints(ctx context.Context, js jetstream.JetStream, replicas int) (*ObjectCheckpoints, error) {
-	obs, err := js.ObjectStore(ctx, CheckpointBucket)
+	o := OpenObjectCheckpoints(js, replicas)
+	if _, err := o.open(ctx); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// OpenObjectCheckpoints returns a store in the bucket CheckpointBucket that opens it (creating it
+// with replicas replicas) at its first use, and again after a failure: a process starts while the
+// bucket cannot be reached, and its runners rebuild from the stream meanwhile.
+func OpenObjectCheckpoints(js jetstream.JetStream, replicas int) *ObjectCheckpoints {
+	return &ObjectCheckpoints{js: js, replicas: replicas}
+}
+
+func (o *ObjectCheckpoints) open(ctx context.Context) (jetstream.ObjectStore, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.obs != nil {
+		return o.obs, nil
+	}
+	obs, err := o.js.ObjectStore(ctx, CheckpointBucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		obs, err = o.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
 			Bucket:      CheckpointBucket,
 			Description: "Projection checkpoints (state and stream position)",
 			Storage:     jetstream.FileStorage,
-			Replicas:    max(replicas, 1),
-			Compression: true,
+			Replicas:    max(o.replicas, 1),
 		})
 	}
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: checkpoint bucket: %w", err)
 	}
-	return &ObjectCheckpoints{obs: obs}, nil
+	o.obs = obs
+	return obs, nil
 }
 
 // Put implements CheckpointStore.
 func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) error {
-	if _, err := o.obs.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
+	obs, err := o.open(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
 		return fmt.Errorf("eventstore: checkpoint %s: %w", name, err)
 	}
 	return nil
@@ -362,7 +391,11 @@ func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) e
 
 // Get implements CheckpointStore.
 func (o *ObjectCheckpoints) Get(ctx context.Context, name string) (io.ReadCloser, error) {
-	res, err := o.obs.Get(ctx, name)
+	obs, err := o.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := obs.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return nil, ErrNoCheckpoint
 	}

@@ -72,10 +72,21 @@ var allStreams = append(slices.Clone(aggregateStreams), eventstore.StreamTelemet
 
 // forbidden is denied to every identity, whatever it is allowed: nothing deletes or purges a stream
 // (the replay bucket's included), deletes a message, or touches the server's system subjects.
-var forbidden = []string{
-	jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.PURGE.>", jsAPI + "STREAM.MSG.DELETE.>",
+var forbidden = append([]string{
+	jsAPI + "STREAM.DELETE.>", jsAPI + "STREAM.MSG.DELETE.>",
 	jsAPI + "STREAM.RESTORE.>", jsAPI + "STREAM.SNAPSHOT.>", jsAPI + "ACCOUNT.PURGE.>",
 	jsAPI + "SERVER.REMOVE", jsAPI + "META.LEADER.STEPDOWN", "$SYS.>",
+}, purges()...)
+
+// purges denies purging the platform's streams and buckets by name (NATS wildcards match whole
+// tokens, so "every stream but one" cannot be denied): every identity but the registry is also
+// denied its checkpoint bucket, and no identity is allowed a purge of any other stream.
+func purges() []string {
+	var deny []string
+	for _, s := range append(slices.Clone(allStreams), kvStream(IssuerReplayBucket)) {
+		deny = append(deny, jsAPI+"STREAM.PURGE."+s)
+	}
+	return deny
 }
 
 // DurableConsumer is a durable (work) consumer that a service creates and the identity that owns it.
@@ -159,6 +170,15 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		// narrowed to one tenant's subjects by the server after authorizing the caller.
 		pub = serviceBase(aggregateStreams...)
 		pub = append(pub, appendTo(eventstore.AggregateTenant, eventstore.AggregateAgent)...)
+		// It folds the monitor's activity events into last_active_time: consumers of TELEMETRY
+		// filtered to them (the server checks the filter against the subject), not the rest of it.
+		pub = append(pub,
+			jsAPI+"CONSUMER.CREATE."+eventstore.StreamTelemetry+".*."+activityFilter,
+			jsAPI+"CONSUMER.INFO."+eventstore.StreamTelemetry+".*",
+			jsAPI+"CONSUMER.MSG.NEXT."+eventstore.StreamTelemetry+".*")
+		// It keeps its read models' checkpoints in its object store bucket, which it creates;
+		// replacing an object purges the old one's chunks, so it may purge that stream alone.
+		pub = append(pub, checkpointBucket()...)
 	case Issuer:
 		pub = serviceBase(eventstore.StreamCredentials, eventstore.StreamAgents, eventstore.StreamTenants)
 		pub = append(pub, appendTo(eventstore.AggregateClient, eventstore.AggregateSigningKey, eventstore.AggregateRevocation)...)
@@ -178,7 +198,7 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		// tokens.revoked), publishes OCSF copies on siem.ocsf.<tenant> (no stream captures them)
 		// and dead letters to SIEM_DLQ. Detection publishes alerts on alerts.<tenant>.<detector>.
 		pub = serviceBase(eventstore.StreamTelemetry, eventstore.StreamAlerts, eventstore.StreamAgents)
-		pub = append(pub, "telemetry.*.access.recorded", "siem.ocsf.*", "siem.dead.*", "alerts.*.*")
+		pub = append(pub, "telemetry.*.access.recorded", activityFilter, "siem.ocsf.*", "siem.dead.*", "alerts.*.*")
 	case Lifecycle:
 		// It reads ALERTS: each alert starts an incident run.
 		pub = serviceBase(eventstore.StreamAgents, eventstore.StreamCredentials, eventstore.StreamLifecycle, eventstore.StreamAlerts)
@@ -193,7 +213,33 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 	default:
 		return nil, fmt.Errorf("natsauth: unknown identity %q (want one of %v, or a tenant subscriber)", id, PlatformIdentities)
 	}
-	return permissions(user, dedupe(pub), nil, othersDurables(id)...), nil
+	deny := othersDurables(id)
+	if id != Registry {
+		deny = append(deny, checkpointBucket()...)
+	} else {
+		pub = append(pub, accountInfo) // creating the bucket asks for the account's information first
+	}
+	return permissions(user, dedupe(pub), nil, deny...), nil
+}
+
+// activityFilter is the subject of the agents' activity events, which the monitor publishes and the
+// registry reads (services/registry/internal/registry.ActivityFilter).
+const activityFilter = "telemetry.*.agent.active"
+
+// checkpointStream is the stream of the registry's checkpoint bucket (eventstore.CheckpointBucket).
+const checkpointStream = "OBJ_" + eventstore.CheckpointBucket
+
+// checkpointBucket is the use of the registry's checkpoint bucket: create it, put, get and replace
+// objects (a replacement purges the old chunks), and nothing of another stream.
+func checkpointBucket() []string {
+	return append(readStream(checkpointStream),
+		jsAPI+"STREAM.CREATE."+checkpointStream,
+		jsAPI+"STREAM.PURGE."+checkpointStream,
+		jsAPI+"CONSUMER.CREATE."+checkpointStream,
+		jsAPI+"CONSUMER.DELETE."+checkpointStream+".*",
+		"$JS.FC."+checkpointStream+".>",
+		"$O."+eventstore.CheckpointBucket+".>",
+	)
 }
 
 // SubscriberConsumer is the name of the only consumer a tenant's subscriber may create, read from
