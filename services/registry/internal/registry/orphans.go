@@ -13,7 +13,6 @@ import (
 
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
-	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
 // OrphanReactorConsumer is the durable consumer of the orphan reactor, shared by the registry's
@@ -195,21 +194,7 @@ func OrphanRequestID(eventID, principal string) string {
 }
 
 // AgentsOwnedBy returns the ids of tenant's agents, not RETIRED or REJECTED, that principal owns
-// or sponsors, in registration order. It scans a snapshot of the read model (the owner and sponsor
-// indexes of ListAgents can answer it directly).
+// or sponsors, in registration order (from the owner and sponsor indexes of the read model).
 func (p *AgentProjection) AgentsOwnedBy(tenant, principal string) []string {
-	var out []string
-	for _, a := range p.Snapshot() {
-		if a.GetTenant() != tenant {
-			continue
-		}
-		switch a.GetState() {
-		case registryv1.AgentState_AGENT_STATE_RETIRED, registryv1.AgentState_AGENT_STATE_REJECTED:
-			continue
-		}
-		if a.GetOwner() == principal || a.GetSponsor() == principal {
-			out = append(out, a.GetAgentId())
-		}
-	}
-	return out
+	return p.OwnedOrSponsoredBy(tenant, principal)
 }
