@@ -40,6 +40,32 @@ type Config struct {
 	PolicyAddr string
 	// AdmissionTimeout bounds one admission (default admission.DefaultTimeout, 5s).
 	AdmissionTimeout time.Duration
+	// Checkpoints is where the read models' checkpoints are kept (docs/inventory.md): empty or
+	// CheckpointsNATS, the JetStream object store bucket CHECKPOINTS (shared by the replicas);
+	// CheckpointsOff, none (every start replays the streams); anything else, a directory.
+	Checkpoints string
+}
+
+// Config.Checkpoints values besides a directory.
+const (
+	// CheckpointsNATS keeps checkpoints in the JetStream object store bucket CHECKPOINTS.
+	CheckpointsNATS = "nats"
+	// CheckpointsOff keeps no checkpoints.
+	CheckpointsOff = "off"
+)
+
+// checkpointPolicy is when the registry writes its checkpoints: a checkpoint of a million agents
+// takes seconds to write, so not after every few thousand events.
+var checkpointPolicy = eventstore.CheckpointPolicy{Every: 100_000, Interval: 5 * time.Minute, OnStop: true}
+
+func checkpointStore(cfg Config, deps Deps) (eventstore.CheckpointStore, error) {
+	switch cfg.Checkpoints {
+	case "", CheckpointsNATS:
+		return eventstore.OpenObjectCheckpoints(deps.Store.JetStream(), 1), nil
+	case CheckpointsOff:
+		return nil, nil
+	}
+	return eventstore.NewDirCheckpoints(cfg.Checkpoints)
 }
 
 // Validate checks the configuration.
@@ -100,7 +126,13 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc, err := registry.New(registry.Config{Store: deps.Store, Logger: log, MaxReadWait: cfg.MaxReadWait, Admission: adm})
+	ckpt, err := checkpointStore(cfg, deps)
+	if err != nil {
+		closeConn(policyConn)
+		return nil, err
+	}
+	svc, err := registry.New(registry.Config{Store: deps.Store, Logger: log, MaxReadWait: cfg.MaxReadWait, Admission: adm,
+		Checkpoints: ckpt, CheckpointPolicy: checkpointPolicy})
 	if err != nil {
 		closeConn(policyConn)
 		return nil, err
