@@ -91,7 +91,7 @@ func (s *Service) SignOffDeprovisioning(ctx context.Context, p *authn.Principal,
 	if err != nil {
 		return Run{}, err
 	}
-	updateID, err := checkRequestID(so.RequestID)
+	updateID, err := callerUpdateID(p, so.RequestID)
 	if err != nil {
 		return Run{}, err
 	}

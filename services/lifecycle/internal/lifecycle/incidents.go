@@ -306,7 +306,7 @@ func (i *Incidents) Decide(ctx context.Context, p *authn.Principal, d Decision) 
 	if d.Token == "" {
 		return Incident{}, errs.InvalidArgument("approval_token", "is required: get one with IssuerService.IssueApprovalToken for the incident run, its step and the decision")
 	}
-	updateID, err := checkRequestID(d.RequestID)
+	updateID, err := callerUpdateID(p, d.RequestID)
 	if err != nil {
 		return Incident{}, err
 	}

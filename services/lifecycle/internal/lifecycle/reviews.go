@@ -305,7 +305,7 @@ func (r *Reviews) Decide(ctx context.Context, p *authn.Principal, d ReviewDecisi
 	if d.Token == "" {
 		return Review{}, errs.InvalidArgument("approval_token", "is required: get one with IssuerService.IssueApprovalToken for the review run, its step and decision APPROVE (certify) or REJECT (revoke)")
 	}
-	updateID, err := checkRequestID(d.RequestID)
+	updateID, err := callerUpdateID(p, d.RequestID)
 	if err != nil {
 		return Review{}, err
 	}

@@ -48,7 +48,7 @@ func (s *Service) DecideRotation(ctx context.Context, p *authn.Principal, d Rota
 	if err != nil {
 		return Run{}, err
 	}
-	updateID, err := checkRequestID(d.RequestID)
+	updateID, err := callerUpdateID(p, d.RequestID)
 	if err != nil {
 		return Run{}, err
 	}

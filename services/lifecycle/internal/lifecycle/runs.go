@@ -277,7 +277,7 @@ func (s *Service) SubmitApproval(ctx context.Context, p *authn.Principal, a Appr
 	if err != nil {
 		return Run{}, err
 	}
-	updateID, err := checkRequestID(a.RequestID)
+	updateID, err := callerUpdateID(p, a.RequestID)
 	if err != nil {
 		return Run{}, err
 	}
