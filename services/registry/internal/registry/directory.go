@@ -68,7 +68,8 @@ func ValidatePrincipalID(field, id string) error {
 	return nil
 }
 
-// principal is one entry of a directory, compact: about 48 bytes plus the id and display name.
+// principal is one entry of a directory, compact: about 48 bytes plus the id and display name (and
+// the map entry and the sorted id list of the projection).
 type principal struct {
 	name    string
 	kind    registryv1.PrincipalKind
@@ -115,13 +116,14 @@ func decodeDirectorySynced(e eventstore.Event) (*registryv1.DirectorySynced, err
 type DirectoryProjection struct {
 	mu      sync.RWMutex
 	tenants map[string]directory
+	ids     map[string][]string // each tenant's principal ids, sorted
 }
 
 var _ eventstore.Projection = (*DirectoryProjection)(nil)
 
 // NewDirectoryProjection returns an empty directories read model.
 func NewDirectoryProjection() *DirectoryProjection {
-	return &DirectoryProjection{tenants: map[string]directory{}}
+	return &DirectoryProjection{tenants: map[string]directory{}, ids: map[string][]string{}}
 }
 
 // Name implements eventstore.Projection.
@@ -143,7 +145,18 @@ func (p *DirectoryProjection) Apply(_ context.Context, e eventstore.Event) error
 		d = directory{}
 		p.tenants[e.AggregateID] = d
 	}
+	ids, added := p.ids[e.AggregateID], false
+	for _, pr := range msg.GetPrincipals() {
+		if _, ok := d[pr.GetId()]; !ok {
+			ids, added = append(ids, pr.GetId()), true
+		}
+	}
 	d.apply(e, msg)
+	if added {
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
+	}
+	p.ids[e.AggregateID] = ids
 	return nil
 }
 
@@ -188,21 +201,24 @@ func (p *DirectoryProjection) Principal(tenant, id string) (*registryv1.Principa
 func (p *DirectoryProjection) List(tenant, after string, status registryv1.PrincipalStatus, n int) ([]*registryv1.Principal, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	d := p.tenants[tenant]
-	ids := make([]string, 0, len(d))
-	for id, e := range d {
-		if id > after && (status == registryv1.PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED || e.status == status) {
-			ids = append(ids, id)
+	d, ids := p.tenants[tenant], p.ids[tenant]
+	i, _ := slices.BinarySearch(ids, after)
+	var out []*registryv1.Principal
+	for ; i < len(ids); i++ {
+		id := ids[i]
+		if id <= after {
+			continue
 		}
+		e := d[id]
+		if status != registryv1.PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED && e.status != status {
+			continue
+		}
+		if len(out) == n {
+			return out, true
+		}
+		out = append(out, e.proto(id))
 	}
-	slices.Sort(ids)
-	more := len(ids) > n
-	ids = ids[:min(n, len(ids))]
-	out := make([]*registryv1.Principal, len(ids))
-	for i, id := range ids {
-		out[i] = d[id].proto(id)
-	}
-	return out, more
+	return out, false
 }
 
 // SyncDirectory records a tenant's people and teams.
