@@ -276,6 +276,9 @@ func TestListAgentsFiltersAndOrders(t *testing.T) {
 		{"expire before", &registryv1.ListAgentsRequest{ExpireBefore: timestamppb.New(invT0.Add(5 * 24 * time.Hour))}},
 		{"inactive since", &registryv1.ListAgentsRequest{InactiveSince: timestamppb.New(invT0.Add(3 * time.Hour))}},
 		{"scope", &registryv1.ListAgentsRequest{Scope: "x2.write"}},
+		{"expire before and inactive since", &registryv1.ListAgentsRequest{ExpireBefore: timestamppb.New(invT0.Add(9 * 24 * time.Hour)),
+			InactiveSince: timestamppb.New(invT0.Add(40 * time.Hour))}},
+		{"expire before and owner", &registryv1.ListAgentsRequest{ExpireBefore: timestamppb.New(invT0.Add(9 * 24 * time.Hour)), Owner: "team:t2"}},
 		{"mix", &registryv1.ListAgentsRequest{Scope: "faq.read", Environments: []registryv1.Environment{registryv1.Environment_ENVIRONMENT_STAGING},
 			LabelSelectors: []string{"app"}, InactiveSince: timestamppb.New(invT0.Add(40 * time.Hour))}},
 	}
@@ -301,13 +304,14 @@ func TestListAgentsFiltersAndOrders(t *testing.T) {
 					wantIDs[i] = a.GetAgentId()
 				}
 				req := proto.CloneOf(f.req)
-				req.OrderBy, req.ShowTotalSize = order, true
+				req.OrderBy = order
 				for _, size := range []int32{7, 1000} {
+					req.ShowTotalSize = size == 1000 // without a total, some filters take other paths
 					got, total := listPages(t, inv.p, req, size)
 					if !slices.Equal(got, wantIDs) {
 						t.Fatalf("page size %d:\n got %v\nwant %v", size, got, wantIDs)
 					}
-					if total != int64(len(wantIDs)) {
+					if req.ShowTotalSize && total != int64(len(wantIDs)) {
 						t.Fatalf("total_size %d, want %d", total, len(wantIDs))
 					}
 				}

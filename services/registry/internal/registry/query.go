@@ -439,7 +439,9 @@ func (t *tenantIndex) candidates(q *AgentQuery) *roaring.Bitmap {
 			andNot(t.post[postLabelKey+l.key])
 		}
 	}
-	if q.expireBefore != 0 {
+	// Walking the expire_time order from the bound applies expire_before by itself; the set is
+	// built only when it is needed (another order, or a total).
+	if q.expireBefore != 0 && (q.order != OrderExpireTime || q.total || cand != nil || q.inactiveSince != 0) {
 		and(t.below(t.byExp, q.expireBefore))
 	}
 	if q.inactiveSince != 0 {
