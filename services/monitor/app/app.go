@@ -120,6 +120,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	consumer, err := ingest.NewConsumer(ingest.Config{
 		Source: deps.Store, Store: st, Logger: logger, Registerer: deps.Registerer,
 		Directory: directory, Ready: agentsRunner.Ready, OnStored: pipeline.runtime.OnStored,
+		Activity: deps.Store, // agent.active for the registry's last_active_time
 	})
 	if err != nil {
 		_ = st.Close()

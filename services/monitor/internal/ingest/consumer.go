@@ -84,6 +84,9 @@ type Config struct {
 	// are not acknowledged: they are redelivered and their rows handed on again. The rows are its
 	// own; a redelivered event's rows may come again.
 	OnStored func(ctx context.Context, rows []store.Event)
+	// Activity, if set, receives an agent.active event (ActivitySubject) at most once per
+	// registered agent and hour in which its activity is ingested: the registry's last_active_time.
+	Activity ActivityPublisher
 }
 
 // Consumer copies the TELEMETRY stream into the telemetry store. Deliveries are handled
@@ -103,6 +106,8 @@ type Consumer struct {
 
 	insertTimeouts prometheus.Counter
 	insertFailures prometheus.Counter
+
+	activity *activityReporter // nil without Config.Activity
 }
 
 type insertReq struct {
@@ -135,6 +140,9 @@ func NewConsumer(cfg Config) (*Consumer, error) {
 		cfg.InsertTimeout = DefaultInsertTimeout
 	}
 	c := &Consumer{cfg: cfg, reqs: make(chan insertReq), insertTimeouts: registerInsertTimeouts(cfg.Registerer)}
+	if cfg.Activity != nil {
+		c.activity = newActivityReporter(cfg.Activity, cfg.Logger)
+	}
 	c.accessLost = observability.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "monitor_access_events_lost_total",
 		Help: "Access events lost before the telemetry store, by cause: dropped by the reporting resource server (its buffer was full) or skipped (another tenant than its batch). A redelivered batch may be counted again; the access.dropped rows are exact.",
@@ -190,6 +198,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 // failure is returned as is: the event waits in the stream and is redelivered. Access events the
 // event's batch lost are logged and counted once its rows are committed.
 func (c *Consumer) Handle(ctx context.Context, e eventstore.Event) error {
+	if e.Type == TypeAgentActive {
+		return nil // derived from rows stored already (see TypeAgentActive)
+	}
 	rows, lost, err := mapEvent(e)
 	if err != nil {
 		return c.refuse(ctx, e, reasonOf(err), err)
@@ -204,6 +215,7 @@ func (c *Consumer) Handle(ctx context.Context, e eventstore.Event) error {
 		if err := c.insert(ctx, rows); err != nil {
 			return err
 		}
+		c.reportActivity(ctx, rows)
 	}
 	if lost.dropped > 0 || lost.skipped > 0 {
 		c.accessLost.WithLabelValues("dropped").Add(float64(lost.dropped))
