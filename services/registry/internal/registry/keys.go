@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -61,31 +62,33 @@ func KeyThumbprint(k jose.JSONWebKey) (string, error) {
 
 // ParsePublicJWK parses one public JWK as registration accepts keys (EC P-256/ES256 or
 // Ed25519/EdDSA, a kid, no private members) and returns it with its canonical JSON and thumbprint.
-// Errors are InvalidArgument on field.
+// Errors are InvalidArgument on field, their message starting with the field and the rule.
 func ParsePublicJWK(field, raw string) (jose.JSONWebKey, string, string, error) {
 	var members map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(raw), &members); err != nil {
-		return jose.JSONWebKey{}, "", "", errs.InvalidArgument(field, "is not a JWK (a JSON object)")
+		return jose.JSONWebKey{}, "", "", invalid(field, "is not a JWK (a JSON object)")
 	}
 	if _, ok := members["keys"]; ok {
-		return jose.JSONWebKey{}, "", "", errs.InvalidArgument(field, "must be one JWK, not a JWK Set")
+		return jose.JSONWebKey{}, "", "", invalid(field, "must be one JWK, not a JWK Set")
 	}
 	set, err := json.Marshal(map[string]any{"keys": []json.RawMessage{json.RawMessage(raw)}})
 	if err != nil {
-		return jose.JSONWebKey{}, "", "", errs.InvalidArgument(field, "is not a JWK")
+		return jose.JSONWebKey{}, "", "", invalid(field, "is not a JWK")
 	}
 	keys, err := authn.ParsePublicJWKS(string(set), 1)
 	if err != nil {
-		return jose.JSONWebKey{}, "", "", errs.InvalidArgument(field, err.Error())
+		// The set holds this one key: its rule reads without the set's "key 0".
+		rule := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "key 0: "), "key 0 ")
+		return jose.JSONWebKey{}, "", "", invalid(field, rule)
 	}
 	k := keys[0]
 	canon, err := k.MarshalJSON()
 	if err != nil {
-		return jose.JSONWebKey{}, "", "", errs.InvalidArgument(field, "is not a JWK")
+		return jose.JSONWebKey{}, "", "", invalid(field, "is not a JWK")
 	}
 	tp, err := KeyThumbprint(k)
 	if err != nil {
-		return jose.JSONWebKey{}, "", "", errs.InvalidArgument(field, "has no thumbprint: "+err.Error())
+		return jose.JSONWebKey{}, "", "", invalid(field, "has no thumbprint: "+err.Error())
 	}
 	return k, string(canon), tp, nil
 }
@@ -254,7 +257,7 @@ func (a *Agent) AddKey(c AddAgentKey, jwk, kid, thumbprint string, used func(thu
 			return nil, errs.AlreadyExists(ReasonKeyInUse, "the agent already has this key").WithMetadata("thumbprint", thumbprint)
 		}
 		if k.GetKid() == kid {
-			return nil, errs.InvalidArgument("public_jwk", fmt.Sprintf("kid %q is already used by another key of the agent; choose a new kid", kid))
+			return nil, invalid("public_jwk", fmt.Sprintf("kid %q is already used by another key of the agent; choose a new kid", kid))
 		}
 	}
 	if a.removedKeys[thumbprint] {
@@ -264,7 +267,7 @@ func (a *Agent) AddKey(c AddAgentKey, jwk, kid, thumbprint string, used func(thu
 		return nil, errs.AlreadyExists(ReasonKeyInUse, "another agent of the tenant holds or held this key").WithMetadata("thumbprint", thumbprint)
 	}
 	if n := len(a.view.GetKeys()); n >= MaxKeysForAdd {
-		return nil, errs.InvalidArgument("public_jwk",
+		return nil, invalid("public_jwk",
 			fmt.Sprintf("the agent already has %d keys: finish the rotation in progress (remove the old key) before adding another", n))
 	}
 	ch := AgentKeyAdded(a.Name(), jwk, kid, thumbprint)

@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
@@ -95,6 +96,19 @@ func TestAddAndRemoveAgentKey(t *testing.T) {
 	}
 }
 
+// wantFieldMessage fails unless err is an *errs.Error on field whose message itself starts with the
+// field and goes on with the rule (clients print only the message).
+func wantFieldMessage(t *testing.T, err error, field string) {
+	t.Helper()
+	var e *errs.Error
+	if !errors.As(err, &e) || e.Field != field || !strings.HasPrefix(e.Message, field+": ") || len(e.Message) <= len(field)+2 {
+		t.Fatalf("err = %v, want a message starting with %q and the rule", err, field+": ")
+	}
+	if strings.Contains(e.Message, "key 0") {
+		t.Fatalf("message %q speaks of a set's key 0, not of the one key given", e.Message)
+	}
+}
+
 // reasonOf is the reason code of a pkg/errs error, "" for any other.
 func reasonOf(err error) string {
 	var e *errs.Error
@@ -169,6 +183,9 @@ func TestAddAgentKeyRefusals(t *testing.T) {
 			if tc.wantReason != "" && reasonOf(err) != tc.wantReason {
 				t.Fatalf("reason = %q, want %q", reasonOf(err), tc.wantReason)
 			}
+			if tc.wantKind == errs.KindInvalidArgument {
+				wantFieldMessage(t, err, "public_jwk")
+			}
 		})
 	}
 	if after := len(e.agentEvents(t, "acme", a.GetAgentId())); after != before {
@@ -181,9 +198,11 @@ func TestAddAgentKeyRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	k3, _ := newECJWK(t, "k3")
-	if _, _, err := e.svc.AddAgentKey(ctx, registry.AddAgentKey{Tenant: "acme", AgentID: a.GetAgentId(), PublicJWK: k3, RequestID: "third"}, admin); !errs.Is(err, errs.KindInvalidArgument) {
+	_, _, err := e.svc.AddAgentKey(ctx, registry.AddAgentKey{Tenant: "acme", AgentID: a.GetAgentId(), PublicJWK: k3, RequestID: "third"}, admin)
+	if !errs.Is(err, errs.KindInvalidArgument) {
 		t.Fatalf("third key: %v, want InvalidArgument", err)
 	}
+	wantFieldMessage(t, err, "public_jwk")
 	// The other agent may not take the key this agent just added.
 	if _, _, err := e.svc.AddAgentKey(ctx, registry.AddAgentKey{Tenant: "acme", AgentID: other.GetAgentId(), PublicJWK: k2, RequestID: "steal"}, admin); reasonOf(err) != registry.ReasonKeyInUse {
 		t.Fatalf("other agent adding k2: %v, want %s", err, registry.ReasonKeyInUse)

@@ -2,9 +2,9 @@ package registry
 
 import (
 	"context"
+	"fmt"
 	"slices"
 
-	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
@@ -33,14 +33,14 @@ type RemoveAgentScopes struct {
 
 func (c RemoveAgentScopes) validate() error {
 	if len(c.Scopes) == 0 {
-		return errs.InvalidArgument("scopes", "at least one scope to remove is required")
+		return invalid("scopes", "at least one scope to remove is required")
 	}
 	if len(c.Scopes) > maxScopes {
-		return errs.InvalidArgument("scopes", "too many scopes")
+		return invalid("scopes", fmt.Sprintf("must hold at most %d scopes", maxScopes))
 	}
 	for _, s := range c.Scopes {
 		if !scopeRE.MatchString(s) {
-			return errs.InvalidArgument("scopes", "scope "+quoteClip(s)+" is not named resource.action[.qualifier]")
+			return invalid("scopes", "scope "+quoteClip(s)+" is not named resource.action[.qualifier]")
 		}
 	}
 	if err := checkText("reason", c.Reason, true, maxSuspendReason); err != nil {

@@ -88,6 +88,7 @@ func TestRemoveAgentScopesRefusesBadInput(t *testing.T) {
 	}{
 		{"no scopes", registry.RemoveAgentScopes{Reason: "x"}, errs.KindInvalidArgument, "scopes"},
 		{"bad scope", registry.RemoveAgentScopes{Scopes: []string{"*"}, Reason: "x"}, errs.KindInvalidArgument, "scopes"},
+		{"too many scopes", registry.RemoveAgentScopes{Scopes: slices.Repeat([]string{"faq.read"}, 101), Reason: "x"}, errs.KindInvalidArgument, "scopes"},
 		{"no reason", registry.RemoveAgentScopes{Scopes: []string{"faq.read"}}, errs.KindInvalidArgument, "reason"},
 		{"stale etag", registry.RemoveAgentScopes{Scopes: []string{"faq.read"}, Reason: "x", Etag: "1"}, errs.KindConflict, ""},
 		{"unknown agent", registry.RemoveAgentScopes{AgentID: "agt_unknown", Scopes: []string{"faq.read"}, Reason: "x"}, errs.KindNotFound, ""},
@@ -102,6 +103,9 @@ func TestRemoveAgentScopesRefusesBadInput(t *testing.T) {
 			}
 			_, err := e.svc.RemoveAgentScopes(t.Context(), c, admin)
 			wantError(t, err, tt.kind, "", tt.field)
+			if tt.field != "" {
+				wantFieldMessage(t, err, tt.field)
+			}
 		})
 	}
 	if after := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamAgents); after != before {
