@@ -258,34 +258,43 @@ func newAgentsGetCmd(g *globals) *cobra.Command {
 
 func newAgentsListCmd(g *globals) *cobra.Command {
 	var limit int
+	var filters agentListFlags
 	cmd := &cobra.Command{
 		Use:   "list",
-		Short: "List the tenant's agents",
+		Short: "List the tenant's agents, filtered and ordered (docs/inventory.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			req, err := filters.request("", time.Now())
+			if err != nil {
+				return err
+			}
 			conn, s, err := g.connect(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer conn.Close()
+			req.Parent = "tenants/" + g.tenantOr(s)
 			var all []*registryv1.Agent
-			token := ""
+			var total int64
 			for len(all) < limit {
-				res, err := registryv1.NewRegistryServiceClient(conn).ListAgents(cmd.Context(), &registryv1.ListAgentsRequest{
-					Parent: "tenants/" + g.tenantOr(s), PageSize: int32(min(1000, limit-len(all))), PageToken: token,
-				})
+				req.PageSize = int32(min(1000, limit-len(all)))
+				res, err := registryv1.NewRegistryServiceClient(conn).ListAgents(cmd.Context(), req)
 				if err != nil {
 					return err
 				}
-				all = append(all, res.GetAgents()...)
-				if token = res.GetNextPageToken(); token == "" {
+				all, total = append(all, res.GetAgents()...), res.GetTotalSize()
+				if req.PageToken = res.GetNextPageToken(); req.PageToken == "" {
 					break
 				}
 			}
-			return g.printAgents(all, true)
+			if err := g.printAgents(all, true); err != nil {
+				return err
+			}
+			return filters.printTotal(g, total)
 		},
 	}
 	cmd.Flags().IntVar(&limit, "limit", 1000, "maximum number of agents to show")
+	filters.bind(cmd.Flags())
 	return cmd
 }
 
