@@ -62,7 +62,18 @@ func seedAgents(t *testing.T, n *testkit.NATS, count int) {
 	envs := []registryv1.Environment{registryv1.Environment_ENVIRONMENT_DEV, registryv1.Environment_ENVIRONMENT_STAGING, registryv1.Environment_ENVIRONMENT_PROD}
 	tiers := []registryv1.RiskTier{registryv1.RiskTier_RISK_TIER_LOW, registryv1.RiskTier_RISK_TIER_MODERATE, registryv1.RiskTier_RISK_TIER_HIGH}
 	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	sent := 0
+	flush := func() {
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-time.After(5 * time.Minute):
+			t.Fatal("the seed was not acknowledged")
+		}
+	}
 	publish := func(id string, version uint64, ch registry.Change, at time.Time) {
+		if sent++; sent%4000 == 0 {
+			flush() // one window of acknowledgements at a time
+		}
 		data, err := proto.MarshalOptions{Deterministic: true}.Marshal(ch.Data)
 		if err != nil {
 			t.Fatal(err)
@@ -103,11 +114,7 @@ func seedAgents(t *testing.T, n *testkit.NATS, count int) {
 			publish(id, 1, registry.AgentActivated(a.Name, "d", "policy:auto"), at) // version: any earlier sequence
 		}
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(10 * time.Minute):
-		t.Fatal("the seed was not acknowledged")
-	}
+	flush()
 }
 
 // startRegistry builds a registry over n logging into logs, runs it and waits until it is ready;
