@@ -41,6 +41,9 @@ const Source = "agentid/seedagents"
 // Scope is the only scope of a seeded agent: read-only, so its risk tier is LOW.
 const Scope = "faq.read"
 
+// Sponsor is the sponsor of every seeded agent (registration requires one, as it requires an owner).
+const Sponsor = "team:platform"
+
 // Defaults of Config.
 const (
 	// DefaultConcurrency is how many agents are written at once by default.
@@ -139,6 +142,7 @@ func Agent(tenant string, i int, jwks string) *registryv1.Agent {
 		Tenant:          tenant,
 		DisplayName:     "seeded agent #" + strconv.Itoa(i),
 		Owner:           "team:seed",
+		Sponsor:         Sponsor,
 		Purpose:         "seeded to measure the platform at scale",
 		Environment:     registryv1.Environment_ENVIRONMENT_DEV,
 		Autonomy:        registryv1.Autonomy_AUTONOMY_ASSISTIVE,

@@ -136,7 +136,7 @@ func TestSeedWritesRegisteredThenActivatedAgentsOnce(t *testing.T) {
 			t.Fatalf("decode registration: %v", err)
 		}
 		ag := a.GetAgent()
-		if ag.GetName() != name || ag.GetAgentId() != id || ag.GetTenant() != tenant || ag.GetOwner() == "" || ag.GetPurpose() == "" ||
+		if ag.GetName() != name || ag.GetAgentId() != id || ag.GetTenant() != tenant || ag.GetOwner() == "" || ag.GetSponsor() != seed.Sponsor || ag.GetPurpose() == "" ||
 			ag.GetDisplayName() == "" || ag.GetRiskTier() != registryv1.RiskTier_RISK_TIER_LOW ||
 			ag.GetEnvironment() != registryv1.Environment_ENVIRONMENT_DEV || len(ag.GetScopes()) != 1 || ag.GetScopes()[0] != seed.Scope {
 			t.Errorf("agent %d: registered %v", i, ag)
