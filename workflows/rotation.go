@@ -60,6 +60,10 @@ type RotationInput struct {
 	// ApprovalTimeout is how long a rotation of a high- or critical-tier agent waits for the owner's
 	// decision before it rejects the new key; zero is DefaultRotationApprovalTimeout.
 	ApprovalTimeout time.Duration
+	// AddedBy is who added the new key (the agent.key_added event's actor). Since
+	// versionRotationApprovalDuties they may not approve it: the agent's sponsor, its owner when the
+	// sponsor added it, or a security-approver must. Empty: unknown, nobody is excluded.
+	AddedBy string `json:",omitempty"`
 }
 
 // Validate says what required field is missing or malformed; a starter refuses such input before
@@ -238,7 +242,7 @@ func rotate(ctx workflow.Context, in RotationInput, g *rotationGate) (RotationRe
 		rec := KeyRotatedRecord{
 			Tenant: in.Tenant, Agent: in.Agent, AgentID: in.AgentID, WorkflowID: wfID, NewKey: in.NewKeyThumbprint,
 			OldKeys: res.RemovedKeys, Outcome: res.Result, Detail: res.Detail, Revocations: res.Revocations,
-			OverlapEnd: overlapEnd, CausationID: in.EventID, IdempotencyKey: requestID(wfID, "record"),
+			OverlapEnd: overlapEnd, CausationID: in.EventID, IdempotencyKey: requestID(wfID, "record"), Decision: res.Decision,
 		}
 		if err := workflow.ExecuteActivity(actx, acts.RecordKeyRotated, rec).Get(ctx, nil); err != nil {
 			return res, err
@@ -302,6 +306,8 @@ func rotate(ctx workflow.Context, in RotationInput, g *rotationGate) (RotationRe
 			timeout = DefaultRotationApprovalTimeout
 		}
 		stage(StageRotationApproval)
+		g.duties = workflow.GetVersion(ctx, versionRotationApprovalDuties, workflow.DefaultVersion, 1) >= 1
+		g.addedBy = in.AddedBy
 		if decision, err = g.awaitOwner(ctx, timeout); err != nil {
 			return RotationResult{}, err
 		}

@@ -272,6 +272,9 @@ type KeyRotatedRecord struct {
 	CausationID string
 	// IdempotencyKey is the key of the append.
 	IdempotencyKey string
+	// Decision is the decision on the new key of a high- or critical-tier agent (who, in which role,
+	// approve or reject, when); nil when none was needed or taken.
+	Decision *TakenDecision `json:",omitempty"`
 }
 
 // RecordKeyRotated appends lifecycle.key_rotated.
@@ -283,6 +286,12 @@ func (a *Activities) RecordKeyRotated(ctx context.Context, in KeyRotatedRecord) 
 	}
 	if !in.OverlapEnd.IsZero() {
 		ev.OverlapEndTime = timestamppb.New(in.OverlapEnd)
+	}
+	if d := in.Decision; d != nil {
+		ev.DecidedBy, ev.DecidedRole, ev.Decision = d.Decider, d.Role, d.Decision
+		if !d.Time.IsZero() {
+			ev.DecisionTime = timestamppb.New(d.Time)
+		}
 	}
 	return a.record(ctx, in.Tenant, in.AgentID, in.Agent, EventKeyRotated, in.IdempotencyKey, in.WorkflowID, in.CausationID, ev)
 }

@@ -82,6 +82,21 @@ func RotationApprovalRoles() []string {
 	return out
 }
 
+// rotationApprovalRolesFor lists who may decide a rotation's owner step since
+// versionRotationApprovalDuties: the agent's owner or sponsor or a security-approver approve or
+// reject, except that whoever added the key (addedBy, when known) may only reject it; approver and
+// tenant-admin may only reject.
+func rotationApprovalRolesFor(addedBy string) []string {
+	out := []string{"the agent's owner", "the agent's sponsor (the owner's delegate)", HolderSecurityApprover}
+	if addedBy != "" {
+		out = append(out, "not "+addedBy+", who added the key (reject only)")
+	}
+	for _, r := range RejectAnyStepRoles {
+		out = append(out, r+" (reject only)")
+	}
+	return out
+}
+
 // rotationGate is the owner approval of a rotation run: its status, the decision taken and the
 // approval tokens presented.
 type rotationGate struct {
@@ -89,6 +104,13 @@ type rotationGate struct {
 	agent   string
 	status  RotationStatus
 	decided *TakenDecision
+	// duties (since versionRotationApprovalDuties): whoever added the key (addedBy) may not approve
+	// it, a security-approver may decide it, and once the approval times out no further decision is
+	// verified (closed).
+	duties   bool
+	addedBy  string
+	closed   bool
+	closedAt time.Time
 }
 
 // registerHandlers installs query "status" and update "decide".
@@ -134,6 +156,9 @@ func (g *rotationGate) waiting() error {
 
 // precheck refuses, without verifying anything, a decision that cannot count.
 func (g *rotationGate) precheck(d RotationDecision) error {
+	if g.closed {
+		return refusedf("the approval of the new key timed out at %s", g.closedAt.Format(time.RFC3339))
+	}
 	if err := g.waiting(); err != nil {
 		return err
 	}
@@ -187,6 +212,14 @@ func (g *rotationGate) judge(ctx workflow.Context, d RotationDecision, v Verifie
 		return TakenDecision{}, refusedf("the approval token is for the %s step, the rotation waits for approval by %s", v.Step, g.status.Step)
 	}
 	role := ownerRole(v)
+	if g.duties {
+		if role == "" && slices.Contains(v.Roles, HolderSecurityApprover) {
+			role = HolderSecurityApprover
+		}
+		if v.Decision == DecisionApprove && g.addedBy != "" && v.Subject == g.addedBy {
+			return TakenDecision{}, refusedf("%s added the new key and may not approve it: %v", v.Subject, rotationApprovalRolesFor(g.addedBy))
+		}
+	}
 	if role == "" && v.Decision == DecisionReject {
 		for _, r := range RejectAnyStepRoles {
 			if slices.Contains(v.Roles, r) {
@@ -196,7 +229,11 @@ func (g *rotationGate) judge(ctx workflow.Context, d RotationDecision, v Verifie
 		}
 	}
 	if role == "" {
-		return TakenDecision{}, refusedf("the new key of an agent is decided by %v; %s holds %v", RotationApprovalRoles(), v.Subject, v.Roles)
+		roles := RotationApprovalRoles()
+		if g.duties {
+			roles = rotationApprovalRolesFor(g.addedBy)
+		}
+		return TakenDecision{}, refusedf("the new key of an agent is decided by %v; %s holds %v", roles, v.Subject, v.Roles)
 	}
 	return TakenDecision{Decider: v.Subject, Role: role, Step: g.status.Step, Decision: v.Decision, Comment: d.Comment,
 		TokenID: v.TokenID, Time: workflow.Now(ctx).UTC()}, nil
@@ -215,11 +252,17 @@ func (g *rotationGate) refuse(ctx workflow.Context, decider, decision string, er
 // time. A verification under way when the timeout fires is judged first.
 func (g *rotationGate) awaitOwner(ctx workflow.Context, timeout time.Duration) (*TakenDecision, error) {
 	g.status.Step, g.status.WaitingFor, g.status.MayAct = StepOwner, "approval by "+StepOwner, RotationApprovalRoles()
+	if g.duties {
+		g.status.MayAct = rotationApprovalRolesFor(g.addedBy)
+	}
 	g.status.Due = workflow.Now(ctx).Add(timeout).UTC()
 	if _, err := workflow.AwaitWithTimeout(ctx, timeout, func() bool { return g.decided != nil }); err != nil {
 		return nil, err
 	}
 	if g.decided == nil {
+		// Since versionRotationApprovalDuties only the verification under way is judged: decisions
+		// queued behind it are refused unverified, so refused ones cannot stretch the timeout.
+		g.closed, g.closedAt = g.duties, g.status.Due
 		if err := workflow.Await(ctx, func() bool { return !g.verifying }); err != nil {
 			return nil, err
 		}

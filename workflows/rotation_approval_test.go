@@ -236,3 +236,52 @@ func TestRotationModerateNeedsNoApproval(t *testing.T) {
 		t.Fatalf("client keys after a minute = %v, result %+v; want the key added without approval", during, res)
 	}
 }
+
+// TestRotationSeparatesDuties: whoever added the new key of a high-tier agent may not approve it —
+// the refusal is recorded and changes nothing (the key stays off the client, the run keeps waiting) —
+// while the sponsor or a security-approver may; the key_rotated event says who decided, in which
+// role.
+func TestRotationSeparatesDuties(t *testing.T) {
+	cases := []struct {
+		name, addedBy, decider string
+		roles                  []string
+		wantRole               string
+	}{
+		{"owner added, sponsor approves", agentOwner, agentSponsor, nil, "owner-delegate"},
+		{"owner added, security-approver approves", agentOwner, "sec@corp.example", []string{"security-approver"}, "security-approver"},
+		{"sponsor added, owner approves", agentSponsor, agentOwner, nil, "owner"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			id := "rsd" + string(rune('0'+i))
+			f := newFixture(t, workflows.RotationWorkflowID(tenant, id, "x"))
+			in := highTierRotation(t, f, id, registryv1.RiskTier_RISK_TIER_HIGH)
+			in.AddedBy = tc.addedBy
+			run := workflowstest.TestRunID
+			self := f.decideRotation(time.Hour, rotationToken(t, id, tc.addedBy, workflows.StepOwner, workflows.DecisionApprove, run))
+			var afterSelf workflows.RotationStatus
+			var keysAfterSelf []string
+			f.env.RegisterDelayedCallback(func() { afterSelf, keysAfterSelf = f.rotationStatus(t), clientKeys(t, f, id) }, 90*time.Minute)
+			other := f.decideRotation(2*time.Hour, rotationToken(t, id, tc.decider, workflows.StepOwner, workflows.DecisionApprove, run, tc.roles...))
+			f.env.ExecuteWorkflow(workflows.RotationWorkflow, in)
+			var res workflows.RotationResult
+			if err := f.env.GetWorkflowResult(&res); err != nil {
+				t.Fatal(err)
+			}
+			if err := self.err(); !workflows.IsApprovalRefused(err) || !strings.Contains(err.Error(), "added the new key") {
+				t.Fatalf("approval by %s, who added the key: %v, want refused", tc.addedBy, err)
+			}
+			if afterSelf.WaitingFor != "approval by owner" || afterSelf.RefusedCount != 1 || afterSelf.Decision != nil || slices.Contains(keysAfterSelf, in.NewKeyThumbprint) {
+				t.Fatalf("after the refused approval: status %+v, client keys %v; want still waiting, the refusal recorded, the key off the client", afterSelf, keysAfterSelf)
+			}
+			if other.err() != nil || res.Result != workflows.ResultRotated || res.Decision == nil || res.Decision.Decider != tc.decider || res.Decision.Role != tc.wantRole {
+				t.Fatalf("approval by %s: %v; result %+v, want rotated, decided as %s", tc.decider, other.err(), res, tc.wantRole)
+			}
+			recs := keyRotated(t, f, id)
+			if len(recs) != 1 || recs[0].GetDecidedBy() != tc.decider || recs[0].GetDecidedRole() != tc.wantRole ||
+				recs[0].GetDecision() != workflows.DecisionApprove || recs[0].GetDecisionTime() == nil {
+				t.Fatalf("key_rotated = %v, want decided by %s as %s", recs, tc.decider, tc.wantRole)
+			}
+		})
+	}
+}

@@ -83,15 +83,19 @@ func TestRecordRotationHistories(t *testing.T) {
 	keepHistory(t, c, run, removalFile)
 	files = append(files, removalFile)
 
-	// High-tier agents: the owner approves (after a refused token for another step), or rejects.
+	// High-tier agents: the key the owner added is approved by the sponsor (after a refused token for
+	// another step and the owner's own approval, refused: who added a key may not approve it), or the
+	// owner rejects it.
 	for _, tc := range []struct {
 		file, id, decision, want string
+		decider, role            string
 	}{
-		{"rotation-approved.json", "rot-4", workflows.DecisionApprove, workflows.ResultRotated},
-		{"rotation-rejected.json", "rot-5", workflows.DecisionReject, workflows.ResultRejected},
+		{"rotation-approved.json", "rot-4", workflows.DecisionApprove, workflows.ResultRotated, agentSponsor, "owner-delegate"},
+		{"rotation-rejected.json", "rot-5", workflows.DecisionReject, workflows.ResultRejected, agentOwner, "owner"},
 	} {
 		in := highTierRotation(t, fx, tc.id, registryv1.RiskTier_RISK_TIER_HIGH)
 		in.Overlap = 2 * time.Second
+		in.AddedBy = agentOwner
 		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 			ID: workflows.RotationWorkflowID(tenant, tc.id, in.NewKeyThumbprint), TaskQueue: workflows.TaskQueue,
 			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
@@ -110,10 +114,10 @@ func TestRecordRotationHistories(t *testing.T) {
 			}
 			return s.WaitingFor == "approval by owner", nil
 		})
-		decide := func(step string) error {
+		decide := func(who, step string) error {
 			h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 				WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: workflows.DecideUpdate,
-				Args:         []any{rotationToken(t, tc.id, agentOwner, step, tc.decision, run.GetRunID())},
+				Args:         []any{rotationToken(t, tc.id, who, step, tc.decision, run.GetRunID())},
 				WaitForStage: client.WorkflowUpdateStageCompleted,
 			})
 			if err != nil {
@@ -122,15 +126,25 @@ func TestRecordRotationHistories(t *testing.T) {
 			var s workflows.RotationStatus
 			return h.Get(ctx, &s)
 		}
-		if err := decide(workflows.StepSecurity); !workflows.IsApprovalRefused(err) {
+		if err := decide(tc.decider, workflows.StepSecurity); !workflows.IsApprovalRefused(err) {
 			t.Fatalf("%s: a token for another step: err = %v, want refused", tc.file, err)
 		}
-		if err := decide(workflows.StepOwner); err != nil {
-			t.Fatalf("%s: the owner's %s: %v", tc.file, tc.decision, err)
+		if tc.decision == workflows.DecisionApprove {
+			if err := decide(agentOwner, workflows.StepOwner); !workflows.IsApprovalRefused(err) || !strings.Contains(err.Error(), "added the new key") {
+				t.Fatalf("%s: the approval of the owner who added the key: err = %v, want refused", tc.file, err)
+			}
+		}
+		if err := decide(tc.decider, workflows.StepOwner); err != nil {
+			t.Fatalf("%s: the %s by %s: %v", tc.file, tc.decision, tc.decider, err)
 		}
 		var res workflows.RotationResult
 		if err := run.Get(ctx, &res); err != nil || res.Result != tc.want {
 			t.Fatalf("%s: %+v, %v; want %s", tc.file, res, err, tc.want)
+		}
+		recs := keyRotated(t, fx, tc.id)
+		if len(recs) != 1 || recs[0].GetDecidedBy() != tc.decider || recs[0].GetDecidedRole() != tc.role || recs[0].GetDecision() != tc.decision ||
+			recs[0].GetDecisionTime() == nil {
+			t.Fatalf("%s: key_rotated = %v, want decided by %s (%s)", tc.file, recs, tc.decider, tc.role)
 		}
 		keepHistory(t, c, run, tc.file)
 		files = append(files, tc.file)

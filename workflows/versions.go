@@ -101,6 +101,16 @@ const (
 	// recorded before it (workflow.DefaultVersion) take the external cancel and record the evidence as a
 	// regular activity.
 	versionDeprovisionOneTask = "deprovision-one-task"
+
+	// versionRotationApprovalDuties (version 1): the approval of a rotation's new key separates duties
+	// and cannot be stretched: whoever added the key (RotationInput.AddedBy) may not approve it (the
+	// sponsor, the owner when the sponsor added it, or a security-approver must; the refusal is
+	// recorded and changes nothing), a security-approver may approve or reject, and once the approval
+	// times out only the verification under way is judged (decisions queued behind it are refused
+	// without a VerifyApproval, so refused decisions cannot extend the wait). Recorded when the run
+	// starts waiting for the approval; runs recorded before it (workflow.DefaultVersion) keep the
+	// owner-or-sponsor rules and judge every queued decision after the timeout.
+	versionRotationApprovalDuties = "rotation-approval-duties"
 )
 
 // Change describes one GetVersion change id of the package's workflows.
@@ -139,6 +149,8 @@ var Changes = []Change{
 	{ID: versionRotationKeySafety, Workflow: RotationWorkflowName, Max: 1,
 		Before: []string{"rotation-rotated-v0.json", "rotation-stopped-suspended-v0.json"}},
 	{ID: versionRotationOwnerApproval, Workflow: RotationWorkflowName, Max: 1},
+	{ID: versionRotationApprovalDuties, Workflow: RotationWorkflowName, Max: 1,
+		Before: []string{"rotation-approved-v0.json", "rotation-rejected-v0.json"}},
 	{ID: versionSweepBreaker, Workflow: SweepWorkflowName, Max: 1,
 		Before: []string{"sweep-expired-v0.json", "sweep-inactive-review-v0.json"}},
 	{ID: versionSuspendFirst, Workflow: IncidentWorkflowName, Max: 1,

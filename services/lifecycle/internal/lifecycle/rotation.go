@@ -31,6 +31,7 @@ func (s *Service) startRotation(ctx context.Context, ev eventstore.Event) error 
 	in := workflows.RotationInput{
 		Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID,
 		NewKeyJWK: msg.GetPublicJwk(), NewKeyThumbprint: msg.GetThumbprint(), Overlap: s.overlap, EventID: ev.ID,
+		AddedBy: ev.Metadata.Actor.ID, // may not approve the key of a high-tier agent
 	}
 	if err := in.Validate(); err != nil {
 		return eventstore.Permanent(err)

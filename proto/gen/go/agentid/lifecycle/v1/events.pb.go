@@ -1066,8 +1066,18 @@ type KeyRotated struct {
 	Revocation string `protobuf:"bytes,7,opt,name=revocation,proto3" json:"revocation,omitempty"`
 	// When the overlap ended (UTC).
 	OverlapEndTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=overlap_end_time,json=overlapEndTime,proto3" json:"overlap_end_time,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Who decided the new key of a high- or critical-tier agent (the approval token's subject); empty
+	// when the rotation needed no decision, or nobody decided before the approval timed out.
+	DecidedBy string `protobuf:"bytes,9,opt,name=decided_by,json=decidedBy,proto3" json:"decided_by,omitempty"`
+	// The role they decided in: owner, owner-delegate (the sponsor), security-approver, or approver and
+	// tenant-admin (reject only).
+	DecidedRole string `protobuf:"bytes,10,opt,name=decided_role,json=decidedRole,proto3" json:"decided_role,omitempty"`
+	// `approve` or `reject`; empty when no decision was taken.
+	Decision string `protobuf:"bytes,11,opt,name=decision,proto3" json:"decision,omitempty"`
+	// When the decision was taken (UTC).
+	DecisionTime  *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=decision_time,json=decisionTime,proto3" json:"decision_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *KeyRotated) Reset() {
@@ -1152,6 +1162,34 @@ func (x *KeyRotated) GetRevocation() string {
 func (x *KeyRotated) GetOverlapEndTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.OverlapEndTime
+	}
+	return nil
+}
+
+func (x *KeyRotated) GetDecidedBy() string {
+	if x != nil {
+		return x.DecidedBy
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetDecidedRole() string {
+	if x != nil {
+		return x.DecidedRole
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *KeyRotated) GetDecisionTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DecisionTime
 	}
 	return nil
 }
@@ -1259,7 +1297,7 @@ const file_agentid_lifecycle_v1_events_proto_rawDesc = "" +
 	"\vkept_scopes\x18\x06 \x03(\tR\n" +
 	"keptScopes\x12%\n" +
 	"\x0eremoved_scopes\x18\a \x03(\tR\rremovedScopes\x12\x1a\n" +
-	"\btimeline\x18\b \x03(\tR\btimeline\"\xb7\x02\n" +
+	"\btimeline\x18\b \x03(\tR\btimeline\"\xd6\x03\n" +
 	"\n" +
 	"KeyRotated\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1f\n" +
@@ -1272,7 +1310,13 @@ const file_agentid_lifecycle_v1_events_proto_rawDesc = "" +
 	"\n" +
 	"revocation\x18\a \x01(\tR\n" +
 	"revocation\x12D\n" +
-	"\x10overlap_end_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0eoverlapEndTimeBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
+	"\x10overlap_end_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x0eoverlapEndTime\x12\x1d\n" +
+	"\n" +
+	"decided_by\x18\t \x01(\tR\tdecidedBy\x12!\n" +
+	"\fdecided_role\x18\n" +
+	" \x01(\tR\vdecidedRole\x12\x1a\n" +
+	"\bdecision\x18\v \x01(\tR\bdecision\x12?\n" +
+	"\rdecision_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\fdecisionTimeBJZHgithub.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1;lifecyclev1b\x06proto3"
 
 var (
 	file_agentid_lifecycle_v1_events_proto_rawDescOnce sync.Once
@@ -1310,11 +1354,12 @@ var file_agentid_lifecycle_v1_events_proto_depIdxs = []int32{
 	12, // 4: agentid.lifecycle.v1.ReviewOpened.usage_start_time:type_name -> google.protobuf.Timestamp
 	12, // 5: agentid.lifecycle.v1.ReviewOpened.due_time:type_name -> google.protobuf.Timestamp
 	12, // 6: agentid.lifecycle.v1.KeyRotated.overlap_end_time:type_name -> google.protobuf.Timestamp
-	7,  // [7:7] is the sub-list for method output_type
-	7,  // [7:7] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	12, // 7: agentid.lifecycle.v1.KeyRotated.decision_time:type_name -> google.protobuf.Timestamp
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_agentid_lifecycle_v1_events_proto_init() }
