@@ -120,7 +120,7 @@ func seedAgents(t *testing.T, n *testkit.NATS, count int) {
 // startRegistry builds a registry over n logging into logs, runs it and waits until it is ready;
 // it returns the client, the time to ready and the function that stops it (waiting for its tasks,
 // which write a last checkpoint).
-func startRegistry(t *testing.T, n *testkit.NATS, logs *lockedBuffer) (registryv1.RegistryServiceClient, time.Duration, func()) {
+func startRegistry(t testing.TB, n *testkit.NATS, logs *lockedBuffer) (registryv1.RegistryServiceClient, time.Duration, func()) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	store := eventstore.New(n.JetStream(t), eventstore.WithSource("agentid/registry"), eventstore.WithLogger(log))
