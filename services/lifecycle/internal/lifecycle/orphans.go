@@ -38,7 +38,9 @@ func OrphanReviewCampaign(eventID string) string {
 // OrphanedRequestPrefix + event id), and otherwise (review, the default) it opens a review of the
 // agent (ReviewWorkflow in campaign OrphanReviewCampaign): the owner is asked, the sponsor when the
 // owner does not answer, and the agent is suspended when nobody does. An agent that is no longer
-// ACTIVE or SUSPENDED (retired, rejected, not provisioned yet) is left alone.
+// orphaned (its ownership was transferred meanwhile) or no longer ACTIVE or SUSPENDED (retired,
+// rejected, not provisioned yet) is left alone. The retirement carries the etag of the agent as
+// read, so an agent fixed between the read and the retirement is not retired.
 func (s *Service) actOnOrphaned(ctx context.Context, ev eventstore.Event) error {
 	msg, err := decode[*registryv1.AgentOrphaned](ev)
 	if err != nil {
@@ -60,6 +62,10 @@ func (s *Service) actOnOrphaned(ctx context.Context, ev eventstore.Event) error 
 		return fmt.Errorf("agent.orphaned %s: read the agent: %w", ev.ID, err)
 	}
 	agent := resp.GetAgent()
+	if !agent.GetOrphaned() {
+		s.log.InfoContext(ctx, "orphaned agent not acted on: it is no longer orphaned", "agent", msg.GetName(), "event_id", ev.ID)
+		return nil
+	}
 	if st := agent.GetState(); st != registryv1.AgentState_AGENT_STATE_ACTIVE && st != registryv1.AgentState_AGENT_STATE_SUSPENDED {
 		s.log.InfoContext(ctx, "orphaned agent not acted on: it is not ACTIVE or SUSPENDED", "agent", msg.GetName(), "state", st.String(), "event_id", ev.ID)
 		return nil
@@ -67,7 +73,7 @@ func (s *Service) actOnOrphaned(ctx context.Context, ev eventstore.Event) error 
 	if s.orphanedAction == workflows.SweepActionDeprovision {
 		_, err := s.registry.RetireAgent(ctx, &registryv1.RetireAgentRequest{
 			Name: msg.GetName(), Reason: clipReason("orphaned: " + msg.GetReason()), Trigger: workflows.TriggerOwnerDeparted,
-			RequestId: OrphanedRequestPrefix + ev.ID,
+			RequestId: OrphanedRequestPrefix + ev.ID, Etag: agent.GetEtag(),
 		})
 		switch e := errs.FromStatus(err); {
 		case err == nil:
@@ -76,6 +82,10 @@ func (s *Service) actOnOrphaned(ctx context.Context, ev eventstore.Event) error 
 		case e.Kind == errs.KindFailedPrecondition || e.Kind == errs.KindNotFound:
 			s.log.InfoContext(ctx, "orphaned agent not retired: it changed meanwhile", "agent", msg.GetName(), "event_id", ev.ID, "error", err)
 			return nil
+		case e.Kind == errs.KindConflict:
+			// The agent changed after it was read (a transfer may have cleared the orphaning):
+			// the redelivered event reads it again and decides again.
+			return fmt.Errorf("agent.orphaned %s: retire %s: the agent changed since it was read: %w", ev.ID, msg.GetName(), err)
 		default:
 			return fmt.Errorf("agent.orphaned %s: retire %s: %w", ev.ID, msg.GetName(), err)
 		}

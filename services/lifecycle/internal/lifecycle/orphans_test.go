@@ -54,18 +54,23 @@ func orphanedEvent(t *testing.T, id string) *registryv1.AgentOrphaned {
 func orphanAgents() map[string]*registryv1.Agent {
 	agent := func(id string, st registryv1.AgentState) *registryv1.Agent {
 		return &registryv1.Agent{Name: "tenants/acme/agents/" + id, AgentId: id, Tenant: "acme", State: st, Owner: "bob@acme.example",
-			Sponsor: "carol@acme.example", RiskTier: registryv1.RiskTier_RISK_TIER_MODERATE, Scopes: []string{"orders.read"}, Orphaned: true}
+			Sponsor: "carol@acme.example", RiskTier: registryv1.RiskTier_RISK_TIER_MODERATE, Scopes: []string{"orders.read"}, Orphaned: true, Etag: "7"}
 	}
+	fixed := agent("o4", registryv1.AgentState_AGENT_STATE_ACTIVE)
+	fixed.Orphaned = false
+	fixed.Owner = "dave@acme.example"
 	return map[string]*registryv1.Agent{
 		"tenants/acme/agents/o1": agent("o1", registryv1.AgentState_AGENT_STATE_ACTIVE),
 		"tenants/acme/agents/o2": agent("o2", registryv1.AgentState_AGENT_STATE_RETIRED),
+		"tenants/acme/agents/o4": fixed,
 	}
 }
 
 // TestOrphanedAgentIsDeprovisioned: with the deprovision action, agent.orphaned retires the agent
 // with trigger owner_departed and a request id of the event (a redelivery asks for the same
-// retirement); an agent no longer ACTIVE or SUSPENDED, or one the registry refuses to retire, is
-// left alone without an error.
+// retirement) with the etag of the agent as read; an agent no longer orphaned, no longer ACTIVE or
+// SUSPENDED, or one the registry refuses to retire, is left alone without an error; a retirement
+// refused for a stale etag is retried (the agent is read again).
 func TestOrphanedAgentIsDeprovisioned(t *testing.T) {
 	reg := &orphanRegistry{agents: orphanAgents()}
 	svc, err := lifecycle.New(lifecycle.Config{Temporal: unreachable{}, Registry: reg, OrphanedAction: workflows.SweepActionDeprovision, Logger: slog.New(slog.DiscardHandler)})
@@ -83,7 +88,7 @@ func TestOrphanedAgentIsDeprovisioned(t *testing.T) {
 	}
 	for _, r := range reg.retires {
 		if r.GetName() != "tenants/acme/agents/o1" || r.GetTrigger() != workflows.TriggerOwnerDeparted || r.GetRequestId() != lifecycle.OrphanedRequestPrefix+ev.ID ||
-			r.GetReason() != "orphaned: owner bob@acme.example departed" {
+			r.GetReason() != "orphaned: owner bob@acme.example departed" || r.GetEtag() != "7" {
 			t.Fatalf("RetireAgent %v", r)
 		}
 	}
@@ -92,6 +97,13 @@ func TestOrphanedAgentIsDeprovisioned(t *testing.T) {
 	}
 	if err := svc.HandleAgentEvent(t.Context(), event(t, lifecycle.EventAgentOrphaned, "acme", "o3", orphanedEvent(t, "o3"))); err != nil || len(reg.retires) != 2 {
 		t.Fatalf("an unknown agent: %v, %d retirements", err, len(reg.retires))
+	}
+	if err := svc.HandleAgentEvent(t.Context(), event(t, lifecycle.EventAgentOrphaned, "acme", "o4", orphanedEvent(t, "o4"))); err != nil || len(reg.retires) != 2 {
+		t.Fatalf("an agent no longer orphaned: %v, %d retirements", err, len(reg.retires))
+	}
+	reg.retireErr = errs.Conflict("ETAG_MISMATCH", "the agent has changed since it was read")
+	if err := svc.HandleAgentEvent(t.Context(), ev); err == nil {
+		t.Fatal("a retirement refused for a stale etag is not retried (re-read)")
 	}
 	reg.retireErr = errs.FailedPrecondition("AGENT_STATE_RETIRING", "cannot retire an agent in state RETIRING")
 	if err := svc.HandleAgentEvent(t.Context(), ev); err != nil {
@@ -137,6 +149,13 @@ func TestOrphanedAgentIsReviewed(t *testing.T) {
 	}
 	if !workflows.ValidCampaign(lifecycle.OrphanReviewCampaign(ev.ID)) {
 		t.Fatalf("campaign %q is not a valid campaign id", lifecycle.OrphanReviewCampaign(ev.ID))
+	}
+	fixed := event(t, lifecycle.EventAgentOrphaned, "acme", "o4", orphanedEvent(t, "o4"))
+	if err := svc.HandleAgentEvent(t.Context(), fixed); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DescribeWorkflowExecution(t.Context(), workflows.ReviewWorkflowID("acme", lifecycle.OrphanReviewCampaign(fixed.ID), "o4"), ""); err == nil {
+		t.Fatal("an agent no longer orphaned is reviewed")
 	}
 	if len(reg.retires) != 0 {
 		t.Fatalf("the review action retired: %v", reg.retires)
