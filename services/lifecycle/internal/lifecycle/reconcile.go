@@ -280,6 +280,10 @@ func (r *Reconciler) reconcileRuns(ctx context.Context, res PassResult) error {
 			start, redrive, stuckLabel = ActionStartProvisioning, ActionRedriveProvisioning, "pending"
 		case a.State == registryv1.AgentState_AGENT_STATE_RETIRING && a.Deprovisioned == nil:
 			spec = deprovisionSpec(a.Tenant, a.ID, a.RiskTier, a.RetireReason, a.RetireEventID)
+			if in, ok := spec.in.(workflows.DeprovisionInput); ok { // as startDeprovisioning: the trigger decides the sign-offs
+				in.Trigger, in.TriggerTime, in.ChangeRef = a.RetireTrigger, a.RetireTime, a.RetireTicket
+				spec.in = in
+			}
 			start, redrive, stuckLabel = ActionStartDeprovisioning, ActionRedriveDeprovisioning, "retiring"
 		default:
 			continue // the outcome is recorded; the agent's state follows

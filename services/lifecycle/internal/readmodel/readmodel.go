@@ -79,6 +79,12 @@ type Agent struct {
 	RetireEventID string
 	// RetireReason is the retirement's reason and ticket, at most MaxReasonLen bytes.
 	RetireReason string
+	// RetireTrigger, RetireTime and RetireTicket are the retirement's trigger, time (the event's, UTC)
+	// and ticket, so that a deprovisioning run the reconciler starts is the one the event would have
+	// started (e.g. a teardown without sign-offs for trigger task_completed).
+	RetireTrigger string
+	RetireTime    time.Time
+	RetireTicket  string
 	// Provisioned is the recorded provisioning outcome, if any.
 	Provisioned *Outcome
 	// Deprovisioned is the recorded deprovisioning outcome, if any.
@@ -284,7 +290,10 @@ func (p Agents) Apply(_ context.Context, e eventstore.Event) error {
 		if t := msg.GetTicket(); t != "" {
 			reason += " (ticket " + t + ")"
 		}
-		update = func(a *Agent) { a.RetireEventID, a.RetireReason = e.ID, cut(reason, MaxReasonLen) }
+		update = func(a *Agent) {
+			a.RetireEventID, a.RetireReason = e.ID, cut(reason, MaxReasonLen)
+			a.RetireTrigger, a.RetireTime, a.RetireTicket = msg.GetTrigger(), e.Time.UTC(), cut(msg.GetTicket(), MaxReasonLen)
+		}
 	case EventAgentRetired:
 		msg, err := eventstore.DecodeAs[*registryv1.AgentRetired](e)
 		if err != nil {
