@@ -271,10 +271,25 @@ type DirCheckpoints struct {
 	dir string
 }
 
-// NewDirCheckpoints returns a store in dir, creating it.
+// NewDirCheckpoints returns a store in dir, creating it. An existing dir that is writable by its
+// group or by others, or owned by another user, is refused: whoever can write there could forge a
+// checkpoint (its checksum is no secret) and so the state a projection restores.
 func NewDirCheckpoints(dir string) (*DirCheckpoints, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("eventstore: checkpoint directory: %w", err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: checkpoint directory: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("eventstore: checkpoint directory %s: not a directory", dir)
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return nil, fmt.Errorf("eventstore: checkpoint directory %s: mode %#o is writable by group or others (at most 0755; chmod go-w)", dir, perm)
+	}
+	if uid, foreign := foreignOwner(fi); foreign {
+		return nil, fmt.Errorf("eventstore: checkpoint directory %s: owned by uid %d, not by this process's user (uid %d)", dir, uid, os.Geteuid())
 	}
 	return &DirCheckpoints{dir: dir}, nil
 }
