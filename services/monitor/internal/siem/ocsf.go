@@ -404,16 +404,18 @@ var agentActivities = map[string]struct {
 	name     string
 	severity int
 }{
-	"agent.registered":           {ActivityCreate, "Create", SeverityInformational},
-	"agent.activated":            {ActivityEnable, "Enable", SeverityInformational},
-	"agent.resumed":              {ActivityEnable, "Enable", SeverityInformational},
-	"agent.suspended":            {ActivityDisable, "Disable", SeverityMedium},
-	"agent.retired":              {ActivityDelete, "Delete", SeverityLow},
-	"agent.rejected":             {ActivityOther, "Reject", SeverityInformational},
-	"agent.retirement_requested": {ActivityOther, "Request Retirement", SeverityInformational},
-	"agent.updated":              {ActivityOther, "Update", SeverityInformational},
-	"agent.submitted":            {ActivityOther, "Submit", SeverityInformational},
-	"agent.expired":              {ActivityDisable, "Disable", SeverityLow},
+	"agent.registered":            {ActivityCreate, "Create", SeverityInformational},
+	"agent.activated":             {ActivityEnable, "Enable", SeverityInformational},
+	"agent.resumed":               {ActivityEnable, "Enable", SeverityInformational},
+	"agent.suspended":             {ActivityDisable, "Disable", SeverityMedium},
+	"agent.retired":               {ActivityDelete, "Delete", SeverityLow},
+	"agent.rejected":              {ActivityOther, "Reject", SeverityInformational},
+	"agent.retirement_requested":  {ActivityOther, "Request Retirement", SeverityInformational},
+	"agent.updated":               {ActivityOther, "Update", SeverityInformational},
+	"agent.submitted":             {ActivityOther, "Submit", SeverityInformational},
+	"agent.expired":               {ActivityDisable, "Disable", SeverityLow},
+	"agent.ownership_transferred": {ActivityOther, "Transfer Ownership", SeverityMedium},
+	"agent.orphaned":              {ActivityOther, "Orphan", SeverityMedium},
 }
 
 // agentUser is the account of an agent.
@@ -502,6 +504,17 @@ func mapAgent(ev eventstore.Event) (*Event, error) {
 		if t := millis(m.GetExpireTime()); t != 0 {
 			un["expire_time"] = t
 		}
+	case *registryv1.AgentOwnershipTransferred:
+		name, summary = m.GetName(), "transferred from owner "+m.GetFromOwner()+" to "+m.GetToOwner()
+		if m.GetFromSponsor() != m.GetToSponsor() {
+			summary += ", sponsor " + m.GetFromSponsor() + " to " + m.GetToSponsor()
+		}
+		un["from_owner"], un["to_owner"] = m.GetFromOwner(), m.GetToOwner()
+		un["from_sponsor"], un["to_sponsor"] = m.GetFromSponsor(), m.GetToSponsor()
+		un["reason"] = m.GetReason()
+	case *registryv1.AgentOrphaned:
+		name, summary = m.GetName(), "orphaned"
+		un["principal"], un["role"], un["reason"] = m.GetPrincipal(), m.GetRole(), m.GetReason()
 	default:
 		return nil, fmt.Errorf("unexpected payload %s for %s", ev.DataSchema, ev.Type)
 	}
