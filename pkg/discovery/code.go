@@ -379,6 +379,9 @@ func newCodeFinding(r *Rule, file string, line, col int, value string) *registry
 		if tp, ok := keyThumbprint(value); ok {
 			f.Identifier = &registryv1.Identifier{Kind: registryv1.IdentifierKind_IDENTIFIER_KIND_KEY_THUMBPRINT, Value: tp}
 		}
+	case r.secret && r.noPrefix:
+		f.RedactedValue = "…"
+		f.Identifier = &registryv1.Identifier{Kind: registryv1.IdentifierKind_IDENTIFIER_KIND_SECRET_FINGERPRINT, Value: fp}
 	case r.secret:
 		f.RedactedValue = Redact(value)
 		f.Identifier = &registryv1.Identifier{Kind: registryv1.IdentifierKind_IDENTIFIER_KIND_SECRET_FINGERPRINT, Value: fp}

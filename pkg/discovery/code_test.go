@@ -145,6 +145,34 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	}
 }
 
+// TestNoPrefixOfPeopleChosenSecrets: findings of rules whose values people may choose (the
+// generic secret-like assignment, OAuth client secrets) show no character of the value, only
+// "…" and the fingerprint; structured credentials keep their short prefix.
+func TestNoPrefixOfPeopleChosenSecrets(t *testing.T) {
+	fs, _ := scanTree(t)
+	seen := map[string]bool{}
+	for _, f := range fs {
+		switch f.GetRuleId() {
+		case "credential.generic-secret", "oauth.client-secret":
+			seen[f.GetRuleId()] = true
+			if f.GetRedactedValue() != "…" {
+				t.Errorf("%s at %s:%d: redacted value %q shows part of the secret", f.GetRuleId(), f.GetFile(), f.GetLine(), f.GetRedactedValue())
+			}
+			if f.GetIdentifier().GetKind() != registryv1.IdentifierKind_IDENTIFIER_KIND_SECRET_FINGERPRINT || f.GetIdentifier().GetValue() != f.GetFingerprint() {
+				t.Errorf("%s: identifier %v, want the secret's fingerprint", f.GetRuleId(), f.GetIdentifier())
+			}
+		case "credential.aws-access-key":
+			seen[f.GetRuleId()] = true
+			if f.GetRedactedValue() != "AKIA…" {
+				t.Errorf("%s: redacted value %q, want the 4-character prefix", f.GetRuleId(), f.GetRedactedValue())
+			}
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("rules seen: %v, want generic secret, client secret and AWS access key", seen)
+	}
+}
+
 func TestPrivateKeyThumbprint(t *testing.T) {
 	fs, _ := scanTree(t)
 	b, err := os.ReadFile("testdata/tree/keys/agent.pem")

@@ -2,7 +2,8 @@
 // credentials in source trees and deployment manifests, and client ids and API keys in API-gateway
 // access logs. It is shared by agentctl (code scans run on the user's machine: the code never leaves
 // it) and the registry's DiscoveryService. A finding never holds a secret in full: it carries a
-// redacted prefix of at most 4 characters and the SHA-256 fingerprint of the value.
+// redacted prefix of at most 4 characters (none for passwords, client secrets and generic
+// secret-like assignments) and the SHA-256 fingerprint of the value.
 package discovery
 
 import (

@@ -37,6 +37,10 @@ type Rule struct {
 	generic bool
 	// pem marks the private key rule, whose value is the whole PEM block.
 	pem bool
+	// noPrefix: the redacted value shows no character of the secret. Set for rules whose values
+	// may be chosen by people (passwords, client secrets, secret-like assignments): a prefix of a
+	// low-entropy value plus its unsalted fingerprint would shorten a guess.
+	noPrefix bool
 }
 
 // secretValue accepts values that are not placeholders.
@@ -98,7 +102,7 @@ var rules = []*Rule{
 	// OAuth client configurations.
 	{ID: "oauth.client-secret", Kind: kindClient, Severity: sevHigh, Description: "OAuth client secret",
 		re:    regexp.MustCompile(`(?i)client[_-]?secret["']?\s*[:=]\s*["']?([^\s"',;#]{8,})`),
-		group: 1, keywords: []string{"client_secret", "clientsecret", "client-secret"}, secret: true, accept: secretValue},
+		group: 1, keywords: []string{"client_secret", "clientsecret", "client-secret"}, secret: true, noPrefix: true, accept: secretValue},
 	{ID: "oauth.client-id", Kind: kindClient, Severity: sevMedium, Description: "OAuth client id",
 		re:    regexp.MustCompile(`(?i)client[_-]?id["']?\s*[:=]\s*["']?([A-Za-z0-9][A-Za-z0-9._:@/-]{2,127})`),
 		group: 1, keywords: []string{"client_id", "clientid", "client-id"}, ident: registryv1.IdentifierKind_IDENTIFIER_KIND_CLIENT_ID, accept: identifierValue},
@@ -135,7 +139,7 @@ var rules = []*Rule{
 	// Generic high-entropy assignments, last.
 	{ID: "credential.generic-secret", Kind: kindCred, Severity: sevHigh, Description: "High-entropy value assigned to a secret-like name",
 		re:    regexp.MustCompile(`(?i)[a-z0-9_.-]*(?:secret|token|api[_-]?key|apikey|password|passwd|access[_-]?key|auth)[a-z0-9_.-]*["']?\s*[:=]\s*["']?([A-Za-z0-9+/_\-.=~]{16,})`),
-		group: 1, keywords: []string{"secret", "token", "key", "password", "passwd", "auth"}, secret: true, accept: highEntropy, generic: true},
+		group: 1, keywords: []string{"secret", "token", "key", "password", "passwd", "auth"}, secret: true, noPrefix: true, accept: highEntropy, generic: true},
 }
 
 // Rules returns the code scan's rules (for SARIF's rule table and docs).
