@@ -15,8 +15,9 @@ const SweepWorkflowName = "SweepWorkflow"
 
 // Kinds of sweeps (SweepInput.Kind).
 const (
-	// SweepExpired finds ACTIVE or SUSPENDED agents whose expire time has passed (a missed TTL timer)
-	// and retires them with trigger ttl.
+	// SweepExpired finds ACTIVE, SUSPENDED or EXPIRED agents whose expire time has passed (a missed
+	// TTL timer, or a TTL run that recorded the expiry and failed before the retirement), records
+	// them EXPIRED and retires them with trigger ttl.
 	SweepExpired = "expired"
 	// SweepInactive finds ACTIVE agents without activity for SweepInput.InactiveDays (from the
 	// monitor's telemetry).
@@ -301,10 +302,11 @@ func SweepWorkflow(ctx workflow.Context, in SweepInput) (SweepResult, error) {
 			workflow.GetLogger(ctx).Warn("sweep breaker tripped", "kind", res.Kind, "change_ref", res.ChangeRef, "breaker", res.Breaker)
 			return res, nil
 		}
+		expireFirst := in.Kind == SweepExpired && workflow.GetVersion(ctx, versionSweepExpireFirst, workflow.DefaultVersion, 1) >= 1
 		for chunk := range slices.Chunk(candidates, SweepPageSize) {
 			var done []SweepFinding
 			if err := workflow.ExecuteActivity(actx, acts.RetireSweepAgents, RetireSweepRequest{
-				Kind: in.Kind, ChangeRef: res.ChangeRef, RunID: id, Findings: chunk,
+				Kind: in.Kind, ChangeRef: res.ChangeRef, RunID: id, Findings: chunk, ExpireFirst: expireFirst,
 			}).Get(ctx, &done); err != nil {
 				return res, err
 			}

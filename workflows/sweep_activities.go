@@ -182,8 +182,9 @@ func (a *Activities) sweepMatch(ctx context.Context, in SweepPageRequest, agent 
 	activeOrSuspended := st == registryv1.AgentState_AGENT_STATE_ACTIVE || st == registryv1.AgentState_AGENT_STATE_SUSPENDED
 	switch in.Kind {
 	case SweepExpired:
+		// An EXPIRED agent is one whose TTL run recorded the expiry but did not get to its retirement.
 		exp := agent.GetExpireTime()
-		if !activeOrSuspended || !exp.IsValid() || exp.AsTime().IsZero() || exp.AsTime().After(in.Now) {
+		if (!activeOrSuspended && st != registryv1.AgentState_AGENT_STATE_EXPIRED) || !exp.IsValid() || exp.AsTime().IsZero() || exp.AsTime().After(in.Now) {
 			return sweepMatch{}, nil
 		}
 		return sweepMatch{reason: "expired at " + exp.AsTime().UTC().Format(time.RFC3339), found: true}, nil
@@ -274,16 +275,35 @@ type RetireSweepRequest struct {
 	RunID string
 	// Findings are the candidates (SweepOutcomeCandidate) to retire.
 	Findings []SweepFinding
+	// ExpireFirst has each agent of an expired sweep recorded EXPIRED (ExpireAgent) before its
+	// retirement (since versionSweepExpireFirst).
+	ExpireFirst bool `json:",omitempty"`
 }
 
 // RetireSweepAgents retires each candidate (request id <run>/<agent>, so a retried activity asks for
 // the same retirements again and the registry answers those it handled like the first time) and
 // returns the findings with their outcome: retired, or changed meanwhile when the agent left the
-// state it was found in.
+// state it was found in. With ExpireFirst each agent not found EXPIRED is first recorded EXPIRED
+// (request id <run>/<agent>/expire); one the registry finds not expired (its expire_time moved later or was
+// removed since the page was read) is changed meanwhile and not retired.
 func (a *Activities) RetireSweepAgents(ctx context.Context, in RetireSweepRequest) ([]SweepFinding, error) {
 	out := make([]SweepFinding, 0, len(in.Findings))
 	for _, f := range in.Findings {
 		f.Trigger, f.RequestID = SweepTrigger(in.Kind), requestID(in.RunID, f.AgentID)
+		if in.ExpireFirst && f.State != stateName(registryv1.AgentState_AGENT_STATE_EXPIRED) {
+			_, err := a.Registry.ExpireAgent(ctx, &registryv1.ExpireAgentRequest{Name: f.Agent, RequestId: requestID(f.RequestID, "expire")})
+			switch e := errs.FromStatus(err); {
+			case err == nil:
+			case e.Kind == errs.KindFailedPrecondition && e.Reason == reasonNotExpired:
+				f.Outcome = SweepOutcomeChanged
+				out = append(out, f)
+				continue
+			case e.Kind == errs.KindFailedPrecondition:
+				// Already EXPIRED, or no longer expirable: the retirement decides.
+			default:
+				return nil, classify("registry.ExpireAgent", err)
+			}
+		}
 		_, err := a.Registry.RetireAgent(ctx, &registryv1.RetireAgentRequest{
 			Name: f.Agent, Reason: clip("sweep "+in.Kind+": "+f.Reason, 1000), Ticket: in.ChangeRef,
 			Trigger: f.Trigger, RequestId: f.RequestID,

@@ -75,10 +75,11 @@ func TestRecordSweepHistories(t *testing.T) {
 		}
 	}
 
-	// An ephemeral agent expires: retired with trigger ttl.
-	expiring := put(tenant, "t-expired", registryv1.AgentState_AGENT_STATE_ACTIVE, nil)
+	// An ephemeral agent expires: EXPIRED, then retired with trigger ttl.
+	expireAt := now.Add(2 * time.Second)
+	expiring := put(tenant, "t-expired", registryv1.AgentState_AGENT_STATE_ACTIVE, func(a *registryv1.Agent) { a.ExpireTime = timestamppb.New(expireAt) })
 	runs = append(runs, recorded{"ttl-expired.json", start(workflows.TTLWorkflowID(tenant, "t-expired"), workflows.TTLWorkflowName, workflows.TTLInput{
-		Tenant: tenant, Agent: expiring.GetName(), AgentID: "t-expired", ExpireTime: now.Add(2 * time.Second),
+		Tenant: tenant, Agent: expiring.GetName(), AgentID: "t-expired", ExpireTime: expireAt,
 	}), ttlResult(workflows.ResultExpired)})
 	// Its task reported completion first: the agent is RETIRING at expiry, nothing is done.
 	done := put(tenant, "t-done", registryv1.AgentState_AGENT_STATE_RETIRING, nil)
@@ -92,6 +93,8 @@ func TestRecordSweepHistories(t *testing.T) {
 	put(tenant, "s-missed", registryv1.AgentState_AGENT_STATE_SUSPENDED, func(a *registryv1.Agent) { a.ExpireTime = past })
 	put(tenant, "s-live", registryv1.AgentState_AGENT_STATE_ACTIVE, func(a *registryv1.Agent) { a.ExpireTime = timestamppb.New(now.Add(time.Hour)) })
 	put("globex", "s-missed-too", registryv1.AgentState_AGENT_STATE_ACTIVE, func(a *registryv1.Agent) { a.ExpireTime = past })
+	// A TTL run recorded the expiry and failed before the retirement: the sweep retires it.
+	put("globex", "s-expired", registryv1.AgentState_AGENT_STATE_EXPIRED, func(a *registryv1.Agent) { a.ExpireTime = past })
 	sweepResult := func(want ...string) func(*testing.T, client.WorkflowRun) {
 		return func(t *testing.T, run client.WorkflowRun) {
 			var res workflows.SweepResult
@@ -105,7 +108,7 @@ func TestRecordSweepHistories(t *testing.T) {
 	}
 	runs = append(runs, recorded{"sweep-expired.json", start(workflows.SweepScheduleID(workflows.SweepExpired)+"-2026-06-01T10:00:00Z",
 		workflows.SweepWorkflowName, workflows.SweepInput{Kind: workflows.SweepExpired, Tenants: []string{tenant, "globex"}}),
-		sweepResult("acme/s-missed=retired", "globex/s-missed-too=retired")})
+		sweepResult("acme/s-missed=retired", "globex/s-missed-too=retired", "globex/s-expired=retired")})
 
 	// The inactivity sweep of tenant initech records for review an agent idle for 100 days and one
 	// never active since its creation 120 days ago; a busy one is not listed.
@@ -143,7 +146,19 @@ func TestRecordSweepHistories(t *testing.T) {
 		triggers = append(triggers, r.GetTrigger()+":"+r.GetTicket())
 	}
 	slices.Sort(triggers)
-	if want := []string{"ttl:", "ttl:sweep:sweep-expired/2026-06-01T10:00:00Z", "ttl:sweep:sweep-expired/2026-06-01T10:00:00Z"}; !slices.Equal(triggers, want) {
+	if want := []string{"ttl:", "ttl:sweep:sweep-expired/2026-06-01T10:00:00Z", "ttl:sweep:sweep-expired/2026-06-01T10:00:00Z",
+		"ttl:sweep:sweep-expired/2026-06-01T10:00:00Z"}; !slices.Equal(triggers, want) {
 		t.Fatalf("retirements (trigger:ticket) = %v, want %v", triggers, want)
+	}
+	// Every agent expiry retired went through EXPIRED: the TTL run's, and the sweep's of the agents
+	// not EXPIRED already.
+	var expired []string
+	for _, r := range workflowstest.RequestsOf[*registryv1.ExpireAgentRequest](fakes, "ExpireAgent") {
+		_, id, _ := workflows.ParseAgentName(r.GetName())
+		expired = append(expired, id)
+	}
+	slices.Sort(expired)
+	if want := []string{"s-missed", "s-missed-too", "t-done", "t-expired"}; !slices.Equal(expired, want) {
+		t.Fatalf("ExpireAgent of %v, want %v", expired, want)
 	}
 }

@@ -39,6 +39,7 @@ func newSweepFixture(t *testing.T, kind string, agents []sweepAgent) *fixture {
 	t.Helper()
 	f := newFixture(t, workflows.SweepScheduleID(kind)+"-"+sweepRunTime)
 	f.acts.Monitor = monitorv1.NewMonitorServiceClient(f.fakes.Conn(t))
+	f.fakes.Registry.Clock = f.env.Now
 	now := f.env.Now()
 	for i, s := range agents {
 		a := workflowstest.NewAgent(s.tenant, s.id, registryv1.RiskTier_RISK_TIER_LOW)
@@ -206,6 +207,58 @@ func TestSweepWorkflow(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSweepExpiredRecordsTheExpiryFirst: the expired sweep makes each agent it retires EXPIRED
+// first (request id <run>/<agent>/expire), retires an agent its TTL run left EXPIRED, and leaves
+// alone one whose expire time was moved later after its page was read.
+func TestSweepExpiredRecordsTheExpiryFirst(t *testing.T) {
+	f := newSweepFixture(t, workflows.SweepExpired, []sweepAgent{
+		{tenant: tenant, id: "x-active", state: active, age: day, expiresIn: ago(-time.Minute)},
+		{tenant: tenant, id: "x-expired", state: registryv1.AgentState_AGENT_STATE_EXPIRED, age: day, expiresIn: ago(-time.Hour)},
+		{tenant: tenant, id: "x-extended", state: suspended, age: day, expiresIn: ago(-time.Hour)},
+	})
+	extended := workflows.AgentName(tenant, "x-extended")
+	f.fakes.After("ListAgents", func() {
+		a := f.fakes.Registry.Agent(extended)
+		a.ExpireTime = timestamppb.New(f.env.Now().Add(day))
+		f.fakes.Registry.Put(a)
+	})
+	var expiredByCall []string // agents EXPIRED right after an ExpireAgent call of theirs
+	f.fakes.After("ExpireAgent", func() {
+		reqs := workflowstest.RequestsOf[*registryv1.ExpireAgentRequest](f.fakes, "ExpireAgent")
+		name := reqs[len(reqs)-1].GetName()
+		if f.fakes.Registry.Agent(name).GetState() == registryv1.AgentState_AGENT_STATE_EXPIRED {
+			expiredByCall = append(expiredByCall, name)
+		}
+	})
+	res, err := f.sweep(t, workflows.SweepInput{Kind: workflows.SweepExpired, Tenants: []string{tenant}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := found(res), []string{"acme/x-active=retired", "acme/x-expired=retired", "acme/x-extended=changed_meanwhile"}; !slices.Equal(got, want) {
+		t.Fatalf("findings = %v, want %v", got, want)
+	}
+	run := workflows.SweepScheduleID(workflows.SweepExpired) + "-" + sweepRunTime
+	expires := workflowstest.RequestsOf[*registryv1.ExpireAgentRequest](f.fakes, "ExpireAgent")
+	if len(expires) != 2 {
+		t.Errorf("ExpireAgent = %v, want x-active's and x-extended's (x-expired is EXPIRED already)", expires)
+	}
+	for _, r := range expires {
+		_, id, _ := workflows.ParseAgentName(r.GetName())
+		if r.GetRequestId() != run+"/"+id+"/expire" {
+			t.Errorf("ExpireAgent %v, want request id %s", r, run+"/"+id+"/expire")
+		}
+	}
+	if want := []string{workflows.AgentName(tenant, "x-active")}; !slices.Equal(expiredByCall, want) {
+		t.Errorf("agents made EXPIRED by the sweep = %v, want %v (before their retirement)", expiredByCall, want)
+	}
+	for id, want := range map[string]registryv1.AgentState{"x-active": registryv1.AgentState_AGENT_STATE_RETIRING,
+		"x-expired": registryv1.AgentState_AGENT_STATE_RETIRING, "x-extended": suspended} {
+		if got := f.fakes.Registry.Agent(workflows.AgentName(tenant, id)).GetState(); got != want {
+			t.Errorf("%s is %s, want %s", id, got, want)
+		}
 	}
 }
 

@@ -59,6 +59,14 @@ const (
 	// runs recorded before it (workflow.DefaultVersion) activate without the override.
 	versionPolicyOverride = "policy-risk-tier-override"
 
+	// versionActivateEvaluated (version 1): a provisioning run activates the agent with the etag of
+	// the version the policy evaluated (AdmissionDecision.Etag on ActivateRequest.Etag): an agent
+	// changed after the decision (during the approvals, say) is refused activation (ETAG_MISMATCH),
+	// and the run rejects it with a reason that says so instead of activating what nobody decided on.
+	// Only runs whose decision names the version ask for it; runs recorded before it
+	// (workflow.DefaultVersion) activate without an etag.
+	versionActivateEvaluated = "activate-evaluated-version"
+
 	// versionRotationKeySafety (version 1): the rotation reads the new key from the registry by
 	// thumbprint (never from its input), notifies the owner, takes the new key off the client when it
 	// left the registry, and when the overlap ends removes only the keys added before the new one
@@ -78,6 +86,20 @@ const (
 	// when they are no more than the run's breaker allows; otherwise it records them as held and
 	// stops. Runs recorded before it (workflow.DefaultVersion) retire on each page.
 	versionSweepBreaker = "sweep-breaker"
+
+	// versionTTLExpireFirst (version 1): when the agent's expire time has passed, the TTL run first
+	// records the expiry in the registry (activity ExpireTTLAgent: ExpireAgent, request id
+	// <run>/expire; the agent becomes EXPIRED and gets no token from then on), waits again when the
+	// registry holds a later expire_time and ends when it holds none, and then asks for the
+	// retirement (RetireExpired, trigger ttl) as before. Runs recorded before it
+	// (workflow.DefaultVersion) retire without recording the expiry.
+	versionTTLExpireFirst = "ttl-expire-first"
+
+	// versionSweepExpireFirst (version 1): an expired sweep records each agent it retires EXPIRED
+	// first (RetireSweepRequest.ExpireFirst: ExpireAgent, request id <run>/<agent>/expire) and leaves
+	// alone one the registry finds not expired. Asked only by expired sweeps with candidates to
+	// retire; runs recorded before it (workflow.DefaultVersion) retire without recording the expiry.
+	versionSweepExpireFirst = "sweep-expire-first"
 
 	// versionDeprovisionLocalSteps (version 1): a deprovisioning run takes its fast, idempotent steps up
 	// to lifecycle.deprovisioning_verified (SuspendForDeprovisioning, DisableClient, RevokeAgentTokens,
@@ -140,6 +162,7 @@ var Changes = []Change{
 		Before: []string{"provision-auto-approved-v2.json", "provision-approvals-v4.json", "provision-denied-v1.json",
 			"provision-rejected-by-approver-v3.json", "provision-client-unusable-v0.json", "provision-escalated-v0.json", "provision-reminded-v0.json"}},
 	{ID: versionPolicyOverride, Workflow: ProvisionWorkflowName, Max: 1},
+	{ID: versionActivateEvaluated, Workflow: ProvisionWorkflowName, Max: 1},
 	{ID: versionDeprovisionSaga, Workflow: DeprovisionWorkflowName, Max: 1,
 		Before: []string{"deprovision-v0.json"}},
 	{ID: versionDeprovisionLocalSteps, Workflow: DeprovisionWorkflowName, Max: 1,
@@ -153,6 +176,10 @@ var Changes = []Change{
 		Before: []string{"rotation-approved-v0.json", "rotation-rejected-v0.json"}},
 	{ID: versionSweepBreaker, Workflow: SweepWorkflowName, Max: 1,
 		Before: []string{"sweep-expired-v0.json", "sweep-inactive-review-v0.json"}},
+	{ID: versionSweepExpireFirst, Workflow: SweepWorkflowName, Max: 1,
+		Before: []string{"sweep-expired-v1.json"}},
+	{ID: versionTTLExpireFirst, Workflow: TTLWorkflowName, Max: 1,
+		Before: []string{"ttl-expired-v0.json", "ttl-gone-before-expiry-v0.json"}},
 	{ID: versionSuspendFirst, Workflow: IncidentWorkflowName, Max: 1,
 		Before: []string{"incident-escalated-to-security-v0.json", "incident-notify-only-v0.json", "incident-restore-v0.json",
 			"incident-retire-v0.json", "incident-unknown-agent-v0.json"}},

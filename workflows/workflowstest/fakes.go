@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"net"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -182,6 +184,8 @@ func NewAgent(tenant, id string, tier registryv1.RiskTier) *registryv1.Agent {
 // machine; a repeated request id answers like the first call.
 type Registry struct {
 	registryv1.UnimplementedRegistryServiceServer
+	// Clock is the registry's clock (ExpireAgent compares it with expire_time); nil is time.Now.
+	Clock       func() time.Time
 	mu          sync.Mutex
 	agents      map[string]*registryv1.Agent
 	seen        map[string]bool
@@ -296,15 +300,38 @@ func (r *Registry) RejectAgent(_ context.Context, req *registryv1.RejectAgentReq
 	return &registryv1.RejectAgentResponse{Agent: a}, nil
 }
 
-// RetireAgent makes a PENDING, ACTIVE or SUSPENDED agent RETIRING.
+// RetireAgent makes a PENDING, ACTIVE, SUSPENDED or EXPIRED agent RETIRING.
 func (r *Registry) RetireAgent(_ context.Context, req *registryv1.RetireAgentRequest) (*registryv1.RetireAgentResponse, error) {
 	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_RETIRING,
 		func(a *registryv1.Agent) { a.StateReason = req.GetReason() },
-		registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_SUSPENDED)
+		registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_SUSPENDED,
+		registryv1.AgentState_AGENT_STATE_EXPIRED)
 	if err != nil {
 		return nil, err
 	}
 	return &registryv1.RetireAgentResponse{Agent: a}, nil
+}
+
+// ExpireAgent makes a PENDING, ACTIVE or SUSPENDED agent whose expire_time has passed (by Clock)
+// EXPIRED; before its expire_time, or without one, it is FailedPrecondition NOT_EXPIRED, as the
+// registry answers.
+func (r *Registry) ExpireAgent(_ context.Context, req *registryv1.ExpireAgentRequest) (*registryv1.ExpireAgentResponse, error) {
+	expirable := []registryv1.AgentState{registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE,
+		registryv1.AgentState_AGENT_STATE_SUSPENDED}
+	if a := r.Agent(req.GetName()); a != nil && slices.Contains(expirable, a.GetState()) {
+		now := time.Now()
+		if r.Clock != nil {
+			now = r.Clock()
+		}
+		if et := a.GetExpireTime(); !et.IsValid() || now.Before(et.AsTime()) {
+			return nil, errs.FailedPrecondition("NOT_EXPIRED", "the agent has not expired")
+		}
+	}
+	a, err := r.transition(req.GetName(), req.GetRequestId(), registryv1.AgentState_AGENT_STATE_EXPIRED, nil, expirable...)
+	if err != nil {
+		return nil, err
+	}
+	return &registryv1.ExpireAgentResponse{Agent: a}, nil
 }
 
 // SuspendAgent makes an ACTIVE agent SUSPENDED, recording the cause (operator when none); a SUSPENDED
