@@ -211,6 +211,19 @@ func TestDeprovisioningEndToEnd(t *testing.T) {
 	}
 	e.waitAgentState(t, ctx, eph, registryv1.AgentState_AGENT_STATE_RETIRED)
 	e.checkTornDown(t, ctx, eph, ephTok)
+	// ACTIVE → EXPIRED → RETIRING → RETIRED: the TTL run recorded the expiry before the retirement.
+	hist, err := e.registry.GetAgentHistory(ctx, &registryv1.GetAgentHistoryRequest{Name: eph.name, PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, h := range hist.GetEntries() {
+		types = append(types, h.GetEventType())
+	}
+	if exp, ret := slices.Index(types, "agent.expired"), slices.Index(types, "agent.retirement_requested"); exp < 0 || ret < exp ||
+		slices.Index(types, "agent.activated") > exp {
+		t.Fatalf("history of the ephemeral agent %v: want agent.activated, agent.expired, then agent.retirement_requested", types)
+	}
 	ev := e.evidence.wait(t, ctx, eph.id)
 	if ev.GetTrigger() != "ttl" || !deprovHasStep(ev, "verify") || slices.ContainsFunc(ev.GetSteps(), func(s *lifecyclev1.DeprovisioningStep) bool {
 		return strings.HasPrefix(s.GetName(), "sign_off:")
