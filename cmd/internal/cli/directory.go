@@ -34,7 +34,7 @@ func newDirectoryCmd(g *globals) *cobra.Command {
 
 func newDirectorySyncCmd(g *globals) *cobra.Command {
 	var file, requestID string
-	var replace bool
+	var replace, allowMassDeparture bool
 	cmd := &cobra.Command{
 		Use:   "sync -f FILE",
 		Short: "Record the tenant's people and teams from a CSV or JSON file (an HR or SCIM export)",
@@ -47,7 +47,9 @@ The file is CSV with a header row naming the columns id (required), kind (person
 team for ids starting with team:, person otherwise), display_name and status (active, the default,
 or departed); or JSON: an array of {"id", "kind", "display_name", "status"} objects, or an object
 {"principals": [...]}. A merge of more than 10,000 principals is sent in several requests; --replace
-sends the whole directory in one request (at most 10,000 principals).
+sends the whole directory in one request (at most 10,000 principals). A --replace that would
+depart more than 10% of the ACTIVE principals, or more than 50 of them, is refused (an empty or
+truncated export would orphan every agent) unless --allow-mass-departure is given.
 Callers: platform-admin, tenant-admin.`,
 		Example: `  agentctl directory sync -f people.csv
   agentctl directory sync -f people.json --replace`,
@@ -59,6 +61,9 @@ Callers: platform-admin, tenant-admin.`,
 			ps, err := readPrincipals(file)
 			if err != nil {
 				return err
+			}
+			if allowMassDeparture && !replace {
+				return errors.New("--allow-mass-departure: only meaningful with --replace")
 			}
 			if len(ps) == 0 && !replace {
 				return fmt.Errorf("%s: no principals (an empty directory is only meaningful with --replace)", file)
@@ -81,7 +86,7 @@ Callers: platform-admin, tenant-admin.`,
 					id = requestID + "-" + strconv.Itoa(i+1)
 				}
 				res, err := client.SyncDirectory(cmd.Context(), &registryv1.SyncDirectoryRequest{
-					Parent: "tenants/" + g.tenantOr(s), Principals: batch, Replace: replace, RequestId: id,
+					Parent: "tenants/" + g.tenantOr(s), Principals: batch, Replace: replace, AllowMassDeparture: allowMassDeparture, RequestId: id,
 				})
 				if err != nil {
 					return mutationError("the directory sync", id, "", err)
@@ -102,6 +107,7 @@ Callers: platform-admin, tenant-admin.`,
 	f := cmd.Flags()
 	f.StringVarP(&file, "file", "f", "", "CSV (.csv) or JSON (.json) file of principals (required)")
 	f.BoolVar(&replace, "replace", false, "the file is the whole directory: active principals it does not list depart")
+	f.BoolVar(&allowMassDeparture, "allow-mass-departure", false, "with --replace: depart more than 10% of the active principals or more than 50 of them")
 	f.StringVar(&requestID, "request-id", "", "idempotency key (a retry with the same key records nothing new)")
 	return cmd
 }

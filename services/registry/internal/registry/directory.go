@@ -231,6 +231,8 @@ type SyncDirectory struct {
 	// Replace makes the request the whole directory: ACTIVE principals it does not list become
 	// DEPARTED.
 	Replace bool
+	// AllowMassDeparture lets a replace depart more principals than checkMassDeparture allows.
+	AllowMassDeparture bool
 	// RequestID is the idempotency key.
 	RequestID string
 }
@@ -441,6 +443,9 @@ func (s *Service) SyncDirectory(ctx context.Context, c SyncDirectory, md eventst
 				return SyncResult{}, err
 			}
 			return res, nil
+		}
+		if err := st.checkMassDeparture(c.Tenant, in, res, c.Replace, c.AllowMassDeparture); err != nil {
+			return SyncResult{}, err
 		}
 		if added := res.Added; len(st.dir)+added > MaxDirectoryPrincipals {
 			return SyncResult{}, errs.FailedPrecondition("DIRECTORY_FULL",

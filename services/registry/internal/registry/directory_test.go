@@ -147,7 +147,7 @@ func TestSyncDirectoryMergeAndReplace(t *testing.T) {
 	}
 	wantError(t, e.svc.Directories().CheckPrincipal("acme", "new_owner", "bob@x"), errs.KindInvalidArgument, "", "new_owner")
 
-	res, err = e.svc.SyncDirectory(ctx, registry.SyncDirectory{Tenant: "acme", Principals: people("alice@x"), Replace: true}, admin)
+	res, err = e.svc.SyncDirectory(ctx, registry.SyncDirectory{Tenant: "acme", Principals: people("alice@x"), Replace: true, AllowMassDeparture: true}, admin)
 	if err != nil || !slices.Equal(res.Departed, []string{"carol@x", "team:ops"}) {
 		t.Fatalf("replace: %+v %v", res, err)
 	}
@@ -186,7 +186,7 @@ func TestSyncDirectoryRebuild(t *testing.T) {
 	if _, err := e.svc.SyncDirectory(t.Context(), registry.SyncDirectory{Tenant: "acme", Principals: people("alice@x", "bob@x")}, admin); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.SyncDirectory(t.Context(), registry.SyncDirectory{Tenant: "acme", Principals: people("alice@x"), Replace: true}, admin); err != nil {
+	if _, err := e.svc.SyncDirectory(t.Context(), registry.SyncDirectory{Tenant: "acme", Principals: people("alice@x"), Replace: true, AllowMassDeparture: true}, admin); err != nil {
 		t.Fatal(err)
 	}
 	fresh := startService(t, e.store)

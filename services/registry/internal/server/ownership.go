@@ -69,7 +69,8 @@ func (s *Server) SyncDirectory(ctx context.Context, req *registryv1.SyncDirector
 		return nil, err
 	}
 	res, err := o.SyncDirectory(ctx, registry.SyncDirectory{
-		Tenant: tenant, Principals: req.GetPrincipals(), Replace: req.GetReplace(), RequestID: req.GetRequestId(),
+		Tenant: tenant, Principals: req.GetPrincipals(), Replace: req.GetReplace(), AllowMassDeparture: req.GetAllowMassDeparture(),
+		RequestID: req.GetRequestId(),
 	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err

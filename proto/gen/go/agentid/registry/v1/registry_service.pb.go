@@ -2783,9 +2783,13 @@ type SyncDirectoryRequest struct {
 	// The request is the whole directory: principals it does not list become DEPARTED.
 	Replace bool `protobuf:"varint,3,opt,name=replace,proto3" json:"replace,omitempty"`
 	// Idempotency key.
-	RequestId     string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	RequestId string `protobuf:"bytes,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Allows a replace to depart more than 10% of the directory's ACTIVE principals or more than 50
+	// of them; without it such a replace is refused (FailedPrecondition MASS_DEPARTURE naming the
+	// count), so that an empty or truncated file does not orphan every agent of the tenant.
+	AllowMassDeparture bool `protobuf:"varint,5,opt,name=allow_mass_departure,json=allowMassDeparture,proto3" json:"allow_mass_departure,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SyncDirectoryRequest) Reset() {
@@ -2844,6 +2848,13 @@ func (x *SyncDirectoryRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *SyncDirectoryRequest) GetAllowMassDeparture() bool {
+	if x != nil {
+		return x.AllowMassDeparture
+	}
+	return false
 }
 
 // SyncDirectoryResponse reports what changed.
@@ -3263,7 +3274,7 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x06 \x01(\tR\trequestId\"R\n" +
 	"\x1eTransferAgentOwnershipResponse\x120\n" +
-	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xa7\x01\n" +
+	"\x05agent\x18\x01 \x01(\v2\x1a.agentid.registry.v1.AgentR\x05agent\"\xd9\x01\n" +
 	"\x14SyncDirectoryRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12>\n" +
 	"\n" +
@@ -3271,7 +3282,8 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"principals\x12\x18\n" +
 	"\areplace\x18\x03 \x01(\bR\areplace\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x04 \x01(\tR\trequestId\"\x8c\x01\n" +
+	"request_id\x18\x04 \x01(\tR\trequestId\x120\n" +
+	"\x14allow_mass_departure\x18\x05 \x01(\bR\x12allowMassDeparture\"\x8c\x01\n" +
 	"\x15SyncDirectoryResponse\x12\x14\n" +
 	"\x05added\x18\x01 \x01(\x05R\x05added\x12\x18\n" +
 	"\aupdated\x18\x02 \x01(\x05R\aupdated\x12\x1a\n" +
