@@ -42,6 +42,10 @@ const (
 	// clients of agents, revoke an agent's tokens, and read what its activities and sweeps read
 	// (agents, tenants, alerts, usage), and nothing else.
 	RoleLifecycleWorker Role = "lifecycle-worker"
+	// RoleRegistryService is the registry's narrow service role (tenant "system" only): in every
+	// tenant it may ask the policy service to admit an agent (PolicyService.EvaluateAdmission, the
+	// decision recorded under its request id), and nothing else.
+	RoleRegistryService Role = "registry-service"
 	// RoleIntrospector may introspect (RFC 7662) every token of its tenant at the issuer; a client
 	// without it learns only about its own tokens.
 	RoleIntrospector Role = "introspector"
@@ -50,13 +54,13 @@ const (
 // MaxRoleTokenLifetime is the longest lifetime of an access token that carries platform roles.
 const MaxRoleTokenLifetime = 15 * time.Minute
 
-// SystemOnly reports whether r exists only in tenant "system" (platform-admin, lifecycle-worker):
-// held in another tenant it grants nothing.
-func (r Role) SystemOnly() bool { return r == RolePlatformAdmin || r == RoleLifecycleWorker }
+// SystemOnly reports whether r exists only in tenant "system" (platform-admin, lifecycle-worker,
+// registry-service): held in another tenant it grants nothing.
+func (r Role) SystemOnly() bool { return r == RolePlatformAdmin || r.crossTenant() }
 
 // crossTenant reports whether r, held in tenant "system", lets a service identity act in every
-// tenant, but only where a call allows r by name.
-func (r Role) crossTenant() bool { return r == RoleLifecycleWorker }
+// tenant, but only where a call allows r by name (lifecycle-worker, registry-service).
+func (r Role) crossTenant() bool { return r == RoleLifecycleWorker || r == RoleRegistryService }
 
 // adminsSystem reports whether r may administer tenant "system"; only platform-admin does there, so
 // the tenant-admin and owner roles grant nothing in it.
@@ -131,6 +135,12 @@ func (p *Principal) IsPlatformAdmin() bool {
 // lifecycle-worker role of the system tenant, acting for itself.
 func (p *Principal) IsLifecycleWorker() bool {
 	return p != nil && p.Tenant == SystemTenant && p.OnBehalfOf == "" && p.HasRole(RoleLifecycleWorker)
+}
+
+// IsRegistryService reports whether the principal is the registry's service identity: the
+// registry-service role of the system tenant, acting for itself.
+func (p *Principal) IsRegistryService() bool {
+	return p != nil && p.Tenant == SystemTenant && p.OnBehalfOf == "" && p.HasRole(RoleRegistryService)
 }
 
 // holds reports whether the principal's role r counts in tenant: cross-tenant service roles count

@@ -15,6 +15,8 @@ func TestAuthorizeServiceAndSystemRoles(t *testing.T) {
 	systemTenantAdmin := &authn.Principal{ID: "sam", Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RoleTenantAdmin}}
 	systemOwner := &authn.Principal{ID: "olga", Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RoleOwner}}
 	systemAuditor := &authn.Principal{ID: "audrey", Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RoleAuditor}}
+	registry := &authn.Principal{ID: "registry-service", Kind: authn.KindService, Tenant: authn.SystemTenant, Roles: []authn.Role{authn.RoleRegistryService}}
+	acmeRegistry := &authn.Principal{ID: "mallory", Tenant: "acme", Roles: []authn.Role{authn.RoleRegistryService}}
 
 	tests := []struct {
 		name       string
@@ -35,6 +37,11 @@ func TestAuthorizeServiceAndSystemRoles(t *testing.T) {
 		{"owner of system manages nothing there", systemOwner, authn.SystemTenant, []authn.Role{authn.RoleOwner}, errs.KindPermissionDenied, "MISSING_ROLE"},
 		{"tenant-admin of system elsewhere", systemTenantAdmin, "acme", []authn.Role{authn.RoleTenantAdmin}, errs.KindNotFound, "TENANT_NOT_FOUND"},
 		{"auditor of system reads there", systemAuditor, authn.SystemTenant, []authn.Role{authn.RoleAuditor}, 0, ""},
+		{"registry service where its role is allowed", registry, "acme", []authn.Role{authn.RoleTenantAdmin, authn.RoleRegistryService}, 0, ""},
+		{"registry service where only the lifecycle worker is allowed", registry, "acme", []authn.Role{authn.RolePlatformAdmin, authn.RoleLifecycleWorker}, errs.KindNotFound, "TENANT_NOT_FOUND"},
+		{"registry service where any role of the tenant is allowed", registry, "acme", nil, errs.KindNotFound, "TENANT_NOT_FOUND"},
+		{"registry service in the system tenant", registry, authn.SystemTenant, []authn.Role{authn.RoleRegistryService}, errs.KindPermissionDenied, "MISSING_ROLE"},
+		{"registry-service role outside system", acmeRegistry, "acme", []authn.Role{authn.RoleRegistryService}, errs.KindPermissionDenied, "MISSING_ROLE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -43,6 +43,8 @@ var principals = map[string]*authn.Claims{
 	"acme-plat-ish":  {Subject: "dave@acme.example", Tenant: "acme", Roles: []string{"platform-admin"}},
 	"worker":         {Subject: "lifecycle-worker", ClientID: "lifecycle-worker", Tenant: authn.SystemTenant, Roles: []string{"lifecycle-worker"}},
 	"acme-worker":    {Subject: "fake-worker", ClientID: "fake-worker", Tenant: "acme", Roles: []string{"lifecycle-worker"}},
+	"registry":       {Subject: "registry-service", ClientID: "registry-service", Tenant: authn.SystemTenant, Roles: []string{"registry-service"}},
+	"acme-registry":  {Subject: "fake-registry", ClientID: "fake-registry", Tenant: "acme", Roles: []string{"registry-service"}},
 	"acme-delegated": {Subject: "erin@acme.example", Tenant: "acme", Roles: []string{"tenant-admin"}, Act: map[string]any{"sub": "ops-agent"}},
 	// A platform-admin token of the system tenant used on someone's behalf: not the platform acting.
 	"system-delegated": {Subject: "frank@acme.example", Tenant: authn.SystemTenant, Roles: []string{"platform-admin"}, Act: map[string]any{"sub": "ops-agent"}},
@@ -131,6 +133,8 @@ func TestEvaluateAdmissionAuthorization(t *testing.T) {
 		{name: "auditor lacks the role", token: "acme-auditor", req: valid, wantCode: codes.PermissionDenied},
 		{name: "lifecycle worker (lifecycle-worker role)", token: "worker", req: valid, wantCode: codes.OK, wantRecord: true},
 		{name: "lifecycle-worker role outside system grants nothing", token: "acme-worker", req: valid, wantCode: codes.PermissionDenied},
+		{name: "registry (registry-service role)", token: "registry", req: valid, wantCode: codes.OK, wantRecord: true},
+		{name: "registry-service role outside system grants nothing", token: "acme-registry", req: valid, wantCode: codes.PermissionDenied},
 		{name: "platform-admin role outside system grants nothing", token: "acme-plat-ish", req: valid, wantCode: codes.PermissionDenied},
 		{name: "tenant-admin of another tenant", token: "globex-admin", req: valid, wantCode: codes.NotFound},
 		{name: "no token", token: "", req: valid, wantCode: codes.Unauthenticated},

@@ -57,6 +57,7 @@ var (
 		authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleOwner,
 		authn.RoleApprover, authn.RoleAuditor, authn.RoleAnalyst, authn.RoleResourceServer, authn.RoleSubscriber,
 		authn.RoleLifecycleWorker,
+		authn.RoleRegistryService,
 		authn.RoleSecurityApprover,
 		authn.RoleComplianceApprover,
 		authn.RoleIntrospector,

@@ -90,7 +90,7 @@ func New(eval Evaluator, store Store, now func() time.Time, logger *slog.Logger)
 }
 
 // Evaluate decides whether req.Agent may be provisioned. Callers must be a platform-admin, the
-// lifecycle worker or a tenant-admin of req.Tenant.
+// lifecycle worker, the registry (registry-service) or a tenant-admin of req.Tenant.
 //
 // Only the decisions of the platform's own service identities (RecordsDecisions, e.g. the lifecycle
 // service's provisioning run) are recorded under their request id: the decision is appended to
@@ -114,7 +114,7 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 		return Decision{}, err
 	}
 	p, _ := authn.PrincipalFrom(ctx)
-	if err := p.Authorize(req.Tenant, authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleLifecycleWorker); err != nil {
+	if err := p.Authorize(req.Tenant, authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleLifecycleWorker, authn.RoleRegistryService); err != nil {
 		return Decision{}, err
 	}
 	if req.RequestID == "" || !RecordsDecisions(p) {
@@ -178,10 +178,10 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 }
 
 // RecordsDecisions reports whether the decisions of p are recorded under their request id: only
-// those of the platform's own service identities (the lifecycle worker, or a platform-admin of
-// tenant "system", acting for itself) are; every other caller gets dry runs.
+// those of the platform's own service identities (the lifecycle worker, the registry, or a
+// platform-admin of tenant "system", acting for itself) are; every other caller gets dry runs.
 func RecordsDecisions(p *authn.Principal) bool {
-	return (p.IsPlatformAdmin() || p.IsLifecycleWorker()) && p.Kind == authn.KindService && p.OnBehalfOf == ""
+	return (p.IsPlatformAdmin() || p.IsLifecycleWorker() || p.IsRegistryService()) && p.Kind == authn.KindService && p.OnBehalfOf == ""
 }
 
 // DecisionAggregateID is the POLICY aggregate that records the admission decision of a request id:
