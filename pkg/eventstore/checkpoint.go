@@ -341,6 +341,9 @@ func (d *DirCheckpoints) Get(_ context.Context, name string) (io.ReadCloser, err
 	return f, nil
 }
 
+// checkpointChunk is the chunk size of checkpoint objects (under NATS's default 1 MiB payload limit).
+const checkpointChunk = 512 << 10
+
 // CheckpointBucket is the JetStream object store bucket of ObjectCheckpoints.
 const CheckpointBucket = "CHECKPOINTS"
 
@@ -398,7 +401,9 @@ func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) e
 	if err != nil {
 		return err
 	}
-	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, r); err != nil {
+	// Large chunks: a restore reads hundreds of megabytes, and each chunk is one message.
+	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: checkpointChunk}}
+	if _, err := obs.Put(ctx, meta, r); err != nil {
 		return fmt.Errorf("eventstore: checkpoint %s: %w", name, err)
 	}
 	return nil

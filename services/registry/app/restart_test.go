@@ -254,6 +254,11 @@ func TestRestartFromCheckpoint(t *testing.T) {
 	var logs2 lockedBuffer
 	c2, took, _ := startRegistry(t, n, &logs2)
 	t.Logf("restart with checkpoint → ready: %s", took)
+	for _, l := range strings.Split(logs2.String(), "\n") {
+		if strings.Contains(l, "checkpoint") {
+			t.Log(l)
+		}
+	}
 	if !strings.Contains(logs2.String(), "projection restored from checkpoint") || !strings.Contains(logs2.String(), registry.AgentsProjectionName) {
 		t.Fatalf("the restart did not restore the agents read model from its checkpoint:\n%s", logs2.String())
 	}
@@ -266,7 +271,9 @@ func TestRestartFromCheckpoint(t *testing.T) {
 	if count <= 10_000 {
 		return
 	}
-	t.Logf("RSS after the restart: %d MiB, %d bytes per agent over the process before the first start", rss(t)>>20, (rss(t)-base)/uint64(count))
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	t.Logf("after the restart: RSS %d MiB (with the embedded NATS server and its caches), Go heap %d MiB", rss(t)>>20, ms.HeapAlloc>>20)
 	inactive := timestamppb.New(time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC))
 	bench := []struct {
 		name string
