@@ -84,7 +84,9 @@ func New(cfg Config) (*Admission, error) {
 }
 
 // AdmitUpdate asks the tenant's admission policy about after, the agent as the update would leave
-// it, under a request id derived from the update's (RequestID). It returns:
+// it, under a request id derived from the update's (RequestID); a dry run (registry.DryRun, a
+// validate_only update) asks without a request id, so that no decision is recorded and none is
+// replayed to the real update later. It returns:
 //   - on ALLOW, after's classification with the policy's risk tier override (tier, reason and the
 //     bundle version as source), or nil when the policy sets none (the registry keeps its own);
 //   - on DENY (or any outcome it does not know), PermissionDenied POLICY_DENIED quoting the reasons;
@@ -99,9 +101,11 @@ func (a *Admission) AdmitUpdate(ctx context.Context, tenant string, before, afte
 	if err != nil {
 		return nil, errs.Internal(fmt.Errorf("admission: agent as JSON: %w", err))
 	}
-	reqID, err := RequestID(ctx, tenant, before, after)
-	if err != nil {
-		return nil, errs.Internal(err)
+	reqID := "" // a dry run (validate_only): no request id, so the policy service records nothing
+	if !registry.DryRun(ctx) {
+		if reqID, err = RequestID(ctx, tenant, before, after); err != nil {
+			return nil, errs.Internal(err)
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()

@@ -16,3 +16,17 @@ func UpdateRequestID(ctx context.Context) string {
 	id, _ := ctx.Value(updateRequestIDKey{}).(string)
 	return id
 }
+
+type dryRunKey struct{}
+
+// WithDryRun returns ctx marking the admission asked in it as a dry run (a validate_only command):
+// the policy decision is evaluated but not recorded, and no request id is derived for it.
+func WithDryRun(ctx context.Context) context.Context {
+	return context.WithValue(ctx, dryRunKey{}, true)
+}
+
+// DryRun reports whether ctx was marked by WithDryRun.
+func DryRun(ctx context.Context) bool {
+	v, _ := ctx.Value(dryRunKey{}).(bool)
+	return v
+}

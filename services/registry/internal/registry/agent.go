@@ -21,12 +21,13 @@ type Agent struct {
 	// Version is the stream sequence of the last event; 0 if the agent does not exist.
 	Version uint64
 
-	view        *registryv1.Agent
-	decisionID  string
-	handled     map[string]bool
-	removedKeys map[string]bool     // thumbprints of keys the agent held and removed
-	suspension  suspension          // the current suspension, while SUSPENDED
-	changed     map[string][]string // idempotency key of an agent.updated → its changed fields
+	view         *registryv1.Agent
+	decisionID   string
+	handled      map[string]bool
+	removedKeys  map[string]bool     // thumbprints of keys the agent held and removed
+	suspension   suspension          // the current suspension, while SUSPENDED
+	changed      map[string][]string // idempotency key of an agent.updated → its changed fields
+	registration registration        // who registered the agent, and what (guards.go)
 }
 
 // suspension is what made an agent's current suspension: its cause and the idempotency key of the
@@ -58,6 +59,12 @@ func (a *Agent) Apply(e eventstore.Event) error {
 		return err
 	}
 	switch e.Type {
+	case EventAgentRegistered:
+		d, err := eventstore.DecodeAs[*registryv1.AgentRegistered](e)
+		if err != nil {
+			return err
+		}
+		a.registration = registration{actor: e.Metadata.Actor, agent: d.GetAgent()}
 	case EventAgentActivated:
 		d, err := eventstore.DecodeAs[*registryv1.AgentActivated](e)
 		if err != nil {

@@ -110,7 +110,7 @@ func describe(typ string, msg proto.Message) (string, []string) {
 	case *registryv1.AgentRegistered:
 		a := d.GetAgent()
 		var set []string
-		for _, p := range UpdatablePaths {
+		for _, p := range declaredPaths {
 			if fd := agentField(p); fd != nil && a.ProtoReflect().Has(fd) {
 				set = append(set, p)
 			}

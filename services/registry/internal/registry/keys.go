@@ -316,6 +316,9 @@ func (s *Service) AddAgentKey(ctx context.Context, c AddAgentKey, md eventstore.
 	if err := checkRequestID(c.RequestID); err != nil {
 		return nil, nil, err
 	}
+	if err := s.checkCaller(c.Tenant, c.RequireOwner); err != nil {
+		return nil, nil, err
+	}
 	key := commandKey(cmdAddAgentKey, c.Tenant, c.AgentID, c.RequestID)
 	agent, err := s.runAgent(ctx, c.Tenant, c.AgentID, key, md, func(a *Agent) (*Change, error) {
 		return a.AddKey(c, jwk, k.KeyID, tp, func(t string) (string, bool) { return s.agents.KeyHolder(c.Tenant, t) })
@@ -335,6 +338,9 @@ func (s *Service) AddAgentKey(ctx context.Context, c AddAgentKey, md eventstore.
 // does not hold changes nothing.
 func (s *Service) RemoveAgentKey(ctx context.Context, c RemoveAgentKey, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if err := s.checkCaller(c.Tenant, c.RequireOwner); err != nil {
 		return nil, err
 	}
 	key := commandKey(cmdRemoveAgentKey, c.Tenant, c.AgentID, c.RequestID)

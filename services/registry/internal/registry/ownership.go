@@ -107,11 +107,15 @@ func (c TransferAgentOwnership) validate() error {
 	if c.NewOwner == "" && c.NewSponsor == "" {
 		return invalid("new_owner", "new_owner or new_sponsor is required (a transfer names at least one)")
 	}
-	if err := checkText("new_owner", c.NewOwner, false, maxOwner); err != nil {
-		return err
+	if c.NewOwner != "" {
+		if err := checkPrincipal("new_owner", c.NewOwner, maxOwner); err != nil {
+			return err
+		}
 	}
-	if err := checkText("new_sponsor", c.NewSponsor, false, maxSponsor); err != nil {
-		return err
+	if c.NewSponsor != "" {
+		if err := checkPrincipal("new_sponsor", c.NewSponsor, maxSponsor); err != nil {
+			return err
+		}
 	}
 	if err := checkText("reason", c.Reason, true, maxTransferReason); err != nil {
 		return err
@@ -151,6 +155,13 @@ func (a *Agent) TransferOwnership(c TransferAgentOwnership, check func(field, id
 	}
 	if owner == from.GetOwner() && sponsor == from.GetSponsor() && !from.GetOrphaned() {
 		return nil, nil
+	}
+	field := "new_sponsor"
+	if c.NewSponsor == "" {
+		field = "new_owner"
+	}
+	if err := checkOwnerNotSponsor(field, owner, sponsor); err != nil {
+		return nil, err
 	}
 	if check != nil {
 		for _, p := range []struct{ field, newValue, value, role string }{
@@ -228,6 +239,9 @@ func orphanRole(agent *registryv1.Agent, principal string) string {
 // agent's orphaned mark. A transfer that changes nothing writes nothing and returns the agent.
 func (s *Service) TransferAgentOwnership(ctx context.Context, c TransferAgentOwnership, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if err := s.checkCaller(c.Tenant, c.RequireOwner); err != nil {
 		return nil, err
 	}
 	check := func(field, id string) error { return s.directory.CheckPrincipal(c.Tenant, field, id) }

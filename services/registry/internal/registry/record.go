@@ -34,12 +34,23 @@ const (
 	ReasonEtagMismatch = "ETAG_MISMATCH"
 )
 
-// UpdatablePaths are the update_mask paths UpdateAgent accepts (snake_case fields of Agent).
+// UpdatablePaths are the update_mask paths UpdateAgent accepts (snake_case fields of Agent). The
+// owner and sponsor are not among them: they change only with TransferAgentOwnership, which
+// records the transfer and its reason and clears an orphaned mark.
 var UpdatablePaths = []string{
-	"display_name", "owner", "sponsor", "purpose", "environment", "autonomy", "identity_model",
+	"display_name", "purpose", "environment", "autonomy", "identity_model",
 	"trust_boundary", "data_sensitivity", "scopes", "roles", "credential_type", "function",
 	"decommission_criteria", "labels", "dependencies", "expire_time",
 }
+
+// declaredPaths are the caller-declared fields of an agent: UpdatablePaths and the owner and
+// sponsor. agent.updated events recorded before the owner and sponsor left UpdatablePaths may
+// name them among their changed fields: the fold applies them as recorded.
+var declaredPaths = append([]string{"owner", "sponsor"}, UpdatablePaths...)
+
+// neutralPaths are the updatable fields that are no input of the admission policy (descriptions,
+// labels, declared dependencies): a change of only these never needs admission.
+var neutralPaths = []string{"display_name", "purpose", "decommission_criteria", "labels", "dependencies"}
 
 // setPaths are the repeated fields compared as sets: a change of order only is no change.
 var setPaths = []string{"scopes", "roles"}
@@ -69,7 +80,7 @@ func copyField(dst, src *registryv1.Agent, path string) {
 // declared returns the caller-settable fields of in (its keys excepted), copied.
 func declared(in *registryv1.Agent) *registryv1.Agent {
 	out := &registryv1.Agent{}
-	for _, p := range UpdatablePaths {
+	for _, p := range declaredPaths {
 		copyField(out, in, p)
 	}
 	return out
@@ -107,7 +118,7 @@ func foldRecord(next *registryv1.Agent, e eventstore.Event) error {
 			return err
 		}
 		for _, p := range d.GetChangedFields() {
-			if slices.Contains(UpdatablePaths, p) {
+			if slices.Contains(declaredPaths, p) {
 				copyField(next, d.GetAgent(), p)
 			}
 		}
@@ -165,7 +176,7 @@ func (c *UpdateAgent) validate() error {
 	var paths []string
 	for _, p := range c.Paths {
 		if !slices.Contains(UpdatablePaths, p) {
-			return invalid("update_mask", fmt.Sprintf("path %s cannot be updated (updatable: %s; keys change with AddAgentKey/RemoveAgentKey, the state with its own commands)",
+			return invalid("update_mask", fmt.Sprintf("path %s cannot be updated (updatable: %s; keys change with AddAgentKey/RemoveAgentKey, owner and sponsor with TransferAgentOwnership, the state with its own commands)",
 				clip(p), strings.Join(UpdatablePaths, ", ")))
 		}
 		if !slices.Contains(paths, p) {
@@ -183,8 +194,11 @@ func (c *UpdateAgent) validate() error {
 }
 
 // escalation says why an update of before into after needs admission ("" when it does not): it
-// adds scopes or roles, raises the risk tier or changes the credential type.
-func escalation(before, after *registryv1.Agent) string {
+// adds scopes or roles, raises the risk tier, changes the credential type, or changes any other
+// input of the admission policy (environment, autonomy, identity model, trust boundary, data
+// sensitivity, function), or extends or clears the expiry. Only removals of scopes or roles, an
+// earlier expiry and the neutralPaths need none.
+func escalation(before, after *registryv1.Agent, changed []string) string {
 	var why []string
 	if added := addedTo(before.GetScopes(), after.GetScopes()); len(added) > 0 {
 		why = append(why, "adds scopes "+strings.Join(added, ", "))
@@ -199,7 +213,31 @@ func escalation(before, after *registryv1.Agent) string {
 	if after.GetCredentialType() != before.GetCredentialType() {
 		why = append(why, "changes the credential type")
 	}
+	if expiryExtended(before, after) {
+		why = append(why, "extends or clears the expiry")
+	}
+	var inputs []string
+	for _, p := range changed {
+		switch {
+		case slices.Contains(neutralPaths, p), p == "scopes", p == "roles", p == "credential_type", p == "expire_time":
+			// judged above (removals and an earlier expiry need no admission)
+		default:
+			inputs = append(inputs, p)
+		}
+	}
+	if len(inputs) > 0 {
+		why = append(why, "changes "+strings.Join(inputs, ", "))
+	}
 	return strings.Join(why, "; ")
+}
+
+// expiryExtended reports whether after expires later than before, or not at all while before did.
+func expiryExtended(before, after *registryv1.Agent) bool {
+	b, a := before.GetExpireTime(), after.GetExpireTime()
+	if b == nil || !b.IsValid() {
+		return false
+	}
+	return a == nil || !a.IsValid() || a.AsTime().After(b.AsTime())
 }
 
 // addedTo returns the values of after that are not in before.

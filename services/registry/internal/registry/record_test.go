@@ -239,7 +239,8 @@ func TestProposedThenSubmitted(t *testing.T) {
 func TestUpdateAgent(t *testing.T) {
 	e := newRecordEnv(t, nil)
 	ctx := t.Context()
-	a := e.registerWith(t, "u1", false, nil)
+	// PROPOSED: its changes need no admission (TestUpdatePendingEscalationNeedsAdmission).
+	a := e.registerWith(t, "u1", true, nil)
 	id := a.GetAgentId()
 	upd := func(etag, reqID string, paths []string, edit func(*registryv1.Agent)) (*registryv1.Agent, []string, error) {
 		in := proto.CloneOf(a)
@@ -265,7 +266,7 @@ func TestUpdateAgent(t *testing.T) {
 			{"output-only path", a.GetEtag(), []string{"state"}, purpose, errs.KindInvalidArgument, "", "update_mask: path \"state\""},
 			{"keys path", a.GetEtag(), []string{"public_jwks"}, purpose, errs.KindInvalidArgument, "", "update_mask:"},
 			{"bad label", a.GetEtag(), []string{"labels"}, func(x *registryv1.Agent) { x.Labels = map[string]string{"A": "b"} }, errs.KindInvalidArgument, "", "agent.labels:"},
-			{"clear sponsor", a.GetEtag(), []string{"sponsor"}, func(x *registryv1.Agent) { x.Sponsor = "" }, errs.KindInvalidArgument, "", "agent.sponsor: is required"},
+			{"sponsor (transfer only)", a.GetEtag(), []string{"sponsor"}, func(x *registryv1.Agent) { x.Sponsor = "" }, errs.KindInvalidArgument, "", "update_mask: path \"sponsor\""},
 			{"expire in the past", a.GetEtag(), []string{"expire_time"}, func(x *registryv1.Agent) {
 				x.ExpireTime = timestamppb.New(e.clock.Now().Add(-time.Hour))
 			}, errs.KindInvalidArgument, "", "agent.expire_time: must be in the future"},

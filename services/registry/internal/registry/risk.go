@@ -158,10 +158,12 @@ func Classify(a *registryv1.Agent) *registryv1.Classification {
 }
 
 // reclassify returns a's classification from its current fields, keeping the policy override of
-// prev (the classification it had), if any.
+// prev (the classification it had) only while the derived risk tier stays what it was: an override
+// was decided on that tier, so a change of it drops the override (an update that needs admission
+// then gets the policy's override afresh, or none).
 func reclassify(a *registryv1.Agent, prev *registryv1.Classification) *registryv1.Classification {
 	c := Classify(a)
-	if prev.GetOverrideRiskTier() != registryv1.RiskTier_RISK_TIER_UNSPECIFIED {
+	if prev.GetOverrideRiskTier() != registryv1.RiskTier_RISK_TIER_UNSPECIFIED && prev.GetDerivedRiskTier() == c.GetDerivedRiskTier() {
 		c.OverrideRiskTier = prev.GetOverrideRiskTier()
 		c.OverrideReason = prev.GetOverrideReason()
 		c.OverrideSource = prev.GetOverrideSource()

@@ -225,6 +225,12 @@ func (s *Service) runAgent(ctx context.Context, tenant, agentID, key string, md 
 
 // runAgentAggregate is runAgent returning the aggregate as the command left it.
 func (s *Service) runAgentAggregate(ctx context.Context, tenant, agentID, key string, md eventstore.Metadata, decide func(*Agent) (*Change, error)) (*Agent, error) {
+	return s.runAgentRepeatable(ctx, tenant, agentID, key, md, decide, nil)
+}
+
+// runAgentRepeatable is runAgentAggregate calling repeat (when not nil) on an agent that has
+// handled the command already: its error refuses the repeat.
+func (s *Service) runAgentRepeatable(ctx context.Context, tenant, agentID, key string, md eventstore.Metadata, decide func(*Agent) (*Change, error), repeat func(*Agent) error) (*Agent, error) {
 	var lastErr error
 	for range maxAttempts {
 		events, _, err := s.store.Load(ctx, tenant, AggregateAgent, agentID)
@@ -234,6 +240,11 @@ func (s *Service) runAgentAggregate(ctx context.Context, tenant, agentID, key st
 		a, err := LoadAgent(tenant, agentID, events)
 		if err != nil {
 			return nil, errs.Internal(err)
+		}
+		if a.Handled(key) && repeat != nil {
+			if err := repeat(a); err != nil {
+				return nil, err
+			}
 		}
 		if !a.Handled(key) {
 			ch, err := decide(a)
@@ -341,10 +352,12 @@ func (s *Service) checkTenantExists(ctx context.Context, tenant string) error {
 }
 
 // RegisterAgent validates and records a new agent in state PENDING (PROPOSED with c.Proposed), its
-// owner and sponsor checked against the tenant's directory when one is configured. With a request id
-// the agent id is derived from it, so a repeat returns the agent the first attempt created and
-// records nothing. With c.ValidateOnly it decides and returns the agent as it would be registered,
-// writing nothing.
+// owner and sponsor checked against the tenant's directory when one is configured (they must
+// differ). With a request id the agent id is derived from it, so a repeat returns the agent the
+// first attempt created and records nothing; a repeat from another caller or with another body is
+// AlreadyExists REQUEST_ID_REUSED naming the request id. An owner may not set labels under
+// ReservedLabelPrefix. With c.ValidateOnly it decides and returns the agent as it would be
+// registered, writing nothing.
 func (s *Service) RegisterAgent(ctx context.Context, c RegisterAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if !ValidTenantID(c.Tenant) {
 		return nil, invalid("parent", "must have the form tenants/{tenant}")
@@ -358,7 +371,18 @@ func (s *Service) RegisterAgent(ctx context.Context, c RegisterAgent, md eventst
 	if err := ValidateAgent(c.Agent, s.now()); err != nil {
 		return nil, err
 	}
+	if err := checkOwnerNotSponsor("agent.sponsor", c.Agent.GetOwner(), c.Agent.GetSponsor()); err != nil {
+		return nil, err
+	}
+	if c.RequireOwner != "" {
+		if err := checkReservedLabels(nil, c.Agent.GetLabels()); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.checkTenantExists(ctx, c.Tenant); err != nil {
+		return nil, err
+	}
+	if err := s.checkCaller(c.Tenant, c.RequireOwner); err != nil {
 		return nil, err
 	}
 	if err := s.checkPrincipals(c.Tenant, c.Agent.GetOwner(), c.Agent.GetSponsor()); err != nil {
@@ -375,9 +399,19 @@ func (s *Service) RegisterAgent(ctx context.Context, c RegisterAgent, md eventst
 		if err != nil {
 			return nil, err
 		}
+		if a.Handled(key) {
+			if err := a.checkRepeat(c, md.Actor, false); err != nil {
+				return nil, err
+			}
+		}
 		return a.View(), nil
 	}
-	return s.runAgent(ctx, c.Tenant, agentID, key, md, decide)
+	repeat := func(a *Agent) error { return a.checkRepeat(c, md.Actor, true) }
+	a, err := s.runAgentRepeatable(ctx, c.Tenant, agentID, key, md, decide, repeat)
+	if err != nil {
+		return nil, err
+	}
+	return a.View(), nil
 }
 
 // ActivateAgent records an approval: PENDING becomes ACTIVE.
@@ -401,6 +435,9 @@ func (s *Service) RejectAgent(ctx context.Context, c RejectAgent, md eventstore.
 // RetireAgent requests retirement: PENDING, ACTIVE or SUSPENDED becomes RETIRING.
 func (s *Service) RetireAgent(ctx context.Context, c RetireAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if err := s.checkCaller(c.Tenant, c.RequireOwner); err != nil {
 		return nil, err
 	}
 	key := commandKey(cmdRetireAgent, c.Tenant, c.AgentID, c.RequestID)

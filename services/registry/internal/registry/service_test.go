@@ -244,8 +244,17 @@ func TestRegisterAgentIsIdempotent(t *testing.T) {
 	e.createTenant(t, "acme")
 	before := testkit.StreamMessages(t, e.store.JetStream(), eventstore.StreamAgents)
 
-	first := e.register(t, "acme", "req-42")
-	second := e.register(t, "acme", "req-42")
+	in := validAgent(t)
+	register := func(requestID string) *registryv1.Agent {
+		t.Helper()
+		a, err := e.svc.RegisterAgent(t.Context(), registry.RegisterAgent{Tenant: "acme", Agent: proto.CloneOf(in), RequestID: requestID}, admin)
+		if err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		return a
+	}
+	first := register("req-42")
+	second := register("req-42")
 	if !proto.Equal(first, second) {
 		t.Fatalf("second registration differs:\n%v\n%v", first, second)
 	}
@@ -253,7 +262,7 @@ func TestRegisterAgentIsIdempotent(t *testing.T) {
 		t.Fatalf("agent id %s is not derived from the request id", first.GetAgentId())
 	}
 	time.Sleep(1500 * time.Millisecond)
-	third := e.register(t, "acme", "req-42")
+	third := register("req-42")
 	if third.GetAgentId() != first.GetAgentId() {
 		t.Fatalf("registration after the duplicate window created %s", third.GetAgentId())
 	}

@@ -71,22 +71,34 @@ func (s *Service) previewAgent(ctx context.Context, tenant, agentID, key string,
 
 // UpdateAgent changes an agent's declared fields (c.Paths) if its etag is c.Etag, and returns the
 // agent and the fields that changed. Nothing is written when nothing changes. A change of a
-// classification input reclassifies the agent. On an ACTIVE or SUSPENDED agent an update that adds
-// scopes or roles, raises the risk tier or changes the credential type must be admitted by the
-// configured Admission (none configured: FailedPrecondition ADMISSION_UNAVAILABLE). New owners and
-// sponsors are checked against the directory. With c.ValidateOnly nothing is written.
+// classification input reclassifies the agent. On a PENDING, ACTIVE or SUSPENDED agent an update
+// that escalates it (escalation: more scopes or roles, a higher risk tier, another credential type,
+// a later or no expiry, any other policy input) must be admitted by the configured Admission (none
+// configured: FailedPrecondition ADMISSION_UNAVAILABLE). With c.ValidateOnly nothing is written and
+// the admission is a dry run (DryRun: no policy decision recorded).
 func (s *Service) UpdateAgent(ctx context.Context, c UpdateAgent, md eventstore.Metadata) (*registryv1.Agent, []string, error) {
 	if err := c.validate(); err != nil {
 		return nil, nil, err
 	}
+	if err := s.checkCaller(c.Tenant, c.RequireOwner); err != nil {
+		return nil, nil, err
+	}
 	key := commandKey(cmdUpdateAgent, c.Tenant, c.AgentID, c.RequestID)
 	ctx = WithUpdateRequestID(ctx, c.RequestID)
+	if c.ValidateOnly {
+		ctx = WithDryRun(ctx)
+	}
 	var changed []string
 	decide := func(a *Agent) (*Change, error) {
 		after, ch, err := a.planUpdate(c, s.now())
 		changed = ch
 		if err != nil || len(ch) == 0 {
 			return nil, err
+		}
+		if c.RequireOwner != "" {
+			if err := checkReservedLabels(a.view.GetLabels(), after.GetLabels()); err != nil {
+				return nil, err
+			}
 		}
 		return s.decideUpdate(ctx, a, after, ch, c.Reason)
 	}
@@ -107,25 +119,16 @@ func (s *Service) UpdateAgent(ctx context.Context, c UpdateAgent, md eventstore.
 	return a.View(), a.ChangedBy(key), nil
 }
 
-// decideUpdate checks an update planned on a (after, changing the paths changed) against the
-// directory and, when it escalates an ACTIVE or SUSPENDED agent, against admission; it returns the
-// agent.updated to record.
+// decideUpdate checks an update planned on a (after, changing the paths changed) and, when it
+// escalates a PENDING, ACTIVE or SUSPENDED agent, asks admission; it returns the agent.updated to
+// record. A PENDING agent counts: its provisioning evaluated the agent as registered, and the
+// activation takes the version the policy saw (ActivateAgent's etag), so an escalation while it
+// waits must be admitted like one after it. When admission is asked, its answer replaces any earlier
+// policy override (none in the answer: the derived tier stands).
 func (s *Service) decideUpdate(ctx context.Context, a *Agent, after *registryv1.Agent, changed []string, reason string) (*Change, error) {
 	before := a.view
-	owner, sponsor := "", ""
-	for _, p := range changed {
-		switch p {
-		case "owner":
-			owner = after.GetOwner()
-		case "sponsor":
-			sponsor = after.GetSponsor()
-		}
-	}
-	if err := s.checkPrincipals(a.Tenant, owner, sponsor); err != nil {
-		return nil, err
-	}
-	if st := a.State(); st == stActive || st == stSuspended {
-		if why := escalation(before, after); why != "" {
+	if st := a.State(); st == stPending || st == stActive || st == stSuspended {
+		if why := escalation(before, after, changed); why != "" {
 			if s.admission == nil {
 				return nil, errs.FailedPrecondition(ReasonAdmissionUnavailable,
 					fmt.Sprintf("this update %s of a %s agent and needs a policy admission, but none is configured: it is refused", why, stateName(st)))
@@ -138,10 +141,11 @@ func (s *Service) decideUpdate(ctx context.Context, a *Agent, after *registryv1.
 				}
 				return nil, errs.Unavailable("ADMISSION_FAILED", "the policy admission of the update could not be decided; retry", err)
 			}
-			if cls != nil {
-				after.Classification = cls
-				after.RiskTier = EffectiveRiskTier(cls)
+			if cls == nil {
+				cls = Classify(after)
 			}
+			after.Classification = cls
+			after.RiskTier = EffectiveRiskTier(cls)
 		}
 	}
 	var cls *registryv1.Classification
@@ -156,6 +160,9 @@ func (s *Service) decideUpdate(ctx context.Context, a *Agent, after *registryv1.
 // starts. Its owner and sponsor are checked against the directory again.
 func (s *Service) SubmitAgent(ctx context.Context, c SubmitAgent, md eventstore.Metadata) (*registryv1.Agent, error) {
 	if err := checkRequestID(c.RequestID); err != nil {
+		return nil, err
+	}
+	if err := s.checkCaller(c.Tenant, c.RequireOwner); err != nil {
 		return nil, err
 	}
 	key := commandKey(cmdSubmitAgent, c.Tenant, c.AgentID, c.RequestID)

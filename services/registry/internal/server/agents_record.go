@@ -30,13 +30,14 @@ func (s *Server) record() (RecordRegistry, error) {
 }
 
 // UpdateAgent changes an agent's declared fields named by update_mask, given its current etag.
-// Callers: platform-admin, tenant-admin, owner (of the agent).
+// Callers: platform-admin, tenant-admin, owner (of the agent); with validate_only also an auditor
+// (validateOnlyRoles).
 func (s *Server) UpdateAgent(ctx context.Context, req *registryv1.UpdateAgentRequest) (*registryv1.UpdateAgentResponse, error) {
 	tenant, id, err := registry.ParseAgentName("agent.name", req.GetAgent().GetName())
 	if err != nil {
 		return nil, err
 	}
-	p, err := authorize(ctx, tenant, manageRoles...)
+	p, err := authorizeManage(ctx, tenant, req.GetValidateOnly())
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +47,7 @@ func (s *Server) UpdateAgent(ctx context.Context, req *registryv1.UpdateAgentReq
 	}
 	a, changed, err := r.UpdateAgent(ctx, registry.UpdateAgent{
 		Tenant: tenant, AgentID: id, Agent: req.GetAgent(), Paths: req.GetUpdateMask().GetPaths(), Etag: req.GetEtag(),
-		RequestID: req.GetRequestId(), ValidateOnly: req.GetValidateOnly(), Reason: req.GetReason(), RequireOwner: ownerConstraint(p),
+		RequestID: req.GetRequestId(), ValidateOnly: req.GetValidateOnly(), Reason: req.GetReason(), RequireOwner: manageOwnerConstraint(p),
 	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {
 		return nil, err

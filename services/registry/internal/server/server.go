@@ -160,18 +160,18 @@ func (s *Server) ListTenants(ctx context.Context, req *registryv1.ListTenantsReq
 
 // RegisterAgent records a new agent in state PENDING (PROPOSED with proposed; nothing with
 // validate_only). Callers: platform-admin, tenant-admin, owner (an owner only for agents whose owner
-// is the caller).
+// is the caller); with validate_only also an auditor (validateOnlyRoles).
 func (s *Server) RegisterAgent(ctx context.Context, req *registryv1.RegisterAgentRequest) (*registryv1.RegisterAgentResponse, error) {
 	tenant, err := registry.ParseTenantName("parent", req.GetParent())
 	if err != nil {
 		return nil, err
 	}
-	p, err := authorize(ctx, tenant, manageRoles...)
+	p, err := authorizeManage(ctx, tenant, req.GetValidateOnly())
 	if err != nil {
 		return nil, err
 	}
 	a, err := s.reg.RegisterAgent(ctx, registry.RegisterAgent{
-		Tenant: tenant, Agent: req.GetAgent(), RequestID: req.GetRequestId(), RequireOwner: ownerConstraint(p),
+		Tenant: tenant, Agent: req.GetAgent(), RequestID: req.GetRequestId(), RequireOwner: manageOwnerConstraint(p),
 		ValidateOnly: req.GetValidateOnly(), Proposed: req.GetProposed(),
 	}, grpcx.EventMetadata(ctx, ""))
 	if err != nil {

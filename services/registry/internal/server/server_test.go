@@ -389,8 +389,17 @@ func TestRegisterAgentIdempotentOverGRPC(t *testing.T) {
 	h := newHarness(t)
 	h.createTenant(t, "acme")
 	before := testkit.StreamMessages(t, h.store.JetStream(), eventstore.StreamAgents)
-	first := h.register(t, acmeOwner, "same-request")
-	second := h.register(t, acmeOwner, "same-request")
+	in := agentInput(t)
+	register := func() *registryv1.Agent {
+		t.Helper()
+		resp, err := h.client.RegisterAgent(testkit.WithBearer(t.Context(), acmeOwner), &registryv1.RegisterAgentRequest{Parent: "tenants/acme", Agent: in, RequestId: "same-request"})
+		if err != nil {
+			t.Fatalf("register: %v", err)
+		}
+		return resp.GetAgent()
+	}
+	first := register()
+	second := register()
 	if first.GetName() != second.GetName() || first.GetEtag() != second.GetEtag() {
 		t.Fatalf("repeat returned %s@%s, first %s@%s", second.GetName(), second.GetEtag(), first.GetName(), first.GetEtag())
 	}
