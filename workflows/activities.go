@@ -115,6 +115,10 @@ type AdmissionDecision struct {
 	OverrideRiskTier string `json:",omitempty"`
 	// OverrideReason says why the policy sets OverrideRiskTier.
 	OverrideReason string `json:",omitempty"`
+	// Etag is the etag of the agent version the policy evaluated; the activation is asked with it
+	// (since change activate-evaluated-version), so an agent changed after the decision is not
+	// activated on it.
+	Etag string `json:",omitempty"`
 }
 
 // EvaluateAdmission fetches the agent from the registry and asks policy whether it may be provisioned.
@@ -137,6 +141,7 @@ func (a *Activities) EvaluateAdmission(ctx context.Context, in AdmissionRequest)
 		Reasons:           d.GetReasons(),
 		RequiredApprovals: d.GetRequiredApprovals(),
 		BundleVersion:     d.GetBundleVersion(),
+		Etag:              agent.GetEtag(),
 	}
 	switch d.GetOutcome() {
 	case policyv1.Outcome_OUTCOME_ALLOW:
@@ -182,7 +187,14 @@ type ActivateRequest struct {
 	OverrideReason string `json:",omitempty"`
 	// OverrideSource names the policy that set it (OverrideSourcePrefix and the bundle version).
 	OverrideSource string `json:",omitempty"`
+	// Etag, when set, is the version of the agent the decision was made on: the registry refuses the
+	// activation of an agent changed since (non-retryable ReasonAgentChanged).
+	Etag string `json:",omitempty"`
 }
+
+// ReasonAgentChanged is the registry's reason for a command refused because the agent's etag is not
+// the one given: the agent changed since it was read.
+const ReasonAgentChanged = "ETAG_MISMATCH"
 
 // OverrideSourcePrefix starts the source of a policy's risk tier override recorded on activation;
 // the deciding bundle's version follows.
@@ -192,7 +204,7 @@ const OverrideSourcePrefix = "policy-bundle:"
 // the decision carried one.
 func (a *Activities) ActivateAgent(ctx context.Context, in ActivateRequest) error {
 	req := &registryv1.ActivateAgentRequest{
-		Name: in.Agent, DecisionId: in.DecisionID, ApprovedBy: in.ApprovedBy, RequestId: in.RequestID,
+		Name: in.Agent, DecisionId: in.DecisionID, ApprovedBy: in.ApprovedBy, RequestId: in.RequestID, Etag: in.Etag,
 	}
 	if in.OverrideRiskTier != "" {
 		tier, ok := registryv1.RiskTier_value[in.OverrideRiskTier]
@@ -204,6 +216,12 @@ func (a *Activities) ActivateAgent(ctx context.Context, in ActivateRequest) erro
 		req.OverrideReason, req.OverrideSource = in.OverrideReason, in.OverrideSource
 	}
 	_, err := a.Registry.ActivateAgent(ctx, req)
+	if err != nil {
+		if e := errs.FromStatus(err); e.Reason == ReasonAgentChanged {
+			// No retry can make the decision cover the changed agent.
+			return temporal.NewNonRetryableApplicationError("registry.ActivateAgent: "+e.Message, ReasonAgentChanged, err)
+		}
+	}
 	return classify("registry.ActivateAgent", err)
 }
 

@@ -365,8 +365,18 @@ func (p *provision) activate(ctx workflow.Context, approvedBy []string) (Provisi
 		activation.OverrideRiskTier, activation.OverrideReason = p.decision.OverrideRiskTier, p.decision.OverrideReason
 		activation.OverrideSource = OverrideSourcePrefix + p.decision.BundleVersion
 	}
+	// Only a decision that names the agent version it was made on asks for the version: runs recorded
+	// before it activate whatever the agent has become.
+	if p.decision.Etag != "" && workflow.GetVersion(ctx, versionActivateEvaluated, workflow.DefaultVersion, 1) >= 1 {
+		activation.Etag = p.decision.Etag
+	}
 	if err := p.exec(wctx, uncancelled(ctx), acts.ActivateAgent, activation, nil); err != nil {
-		return p.settle(ctx, err, "the agent could not be activated: "+errorMessage(err), approvedBy, true)
+		reason := "the agent could not be activated: " + errorMessage(err)
+		if errorType(err) == ReasonAgentChanged {
+			reason = fmt.Sprintf("the agent changed after the policy decided on its version %s, so that decision does not cover it: "+
+				"it is not activated; register it again to have the changed agent decided", p.decision.Etag)
+		}
+		return p.settle(ctx, err, reason, approvedBy, true)
 	}
 	res := ProvisionResult{Result: ResultActivated, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Client: client.Name}
 	return res, p.recordDecided(carryOn(ctx), res)

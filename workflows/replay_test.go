@@ -312,6 +312,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 		{"TestRecordReviewHistories", recordedReviewHistories},
 		{"TestRecordRotationHistories", recordedRotationHistories},
 		{"TestRecordDeprovisionTeardownHistories", recordedTeardownHistories},
+		{"TestRecordEvaluatedVersionHistories", recordedEvaluatedVersionHistories},
 	}
 	for _, r := range recorders {
 		for _, want := range r.files {
