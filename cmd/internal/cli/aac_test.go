@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	"golang.org/x/oauth2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -24,6 +25,7 @@ import (
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
 	"github.com/agentid/agentid/pkg/testkit"
+	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	policyapp "github.com/agentid/agentid/services/policy/app"
 	registryapp "github.com/agentid/agentid/services/registry/app"
@@ -74,7 +76,18 @@ func startAACPlatform(t *testing.T) *aacPlatform {
 	if err := store.EnsureStreams(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registryapp.New(registryapp.Config{}, registryapp.Deps{Store: store, Logger: log})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The registry asks the policy service (on the same server) to admit escalating updates, as a
+	// platform service identity.
+	policyConn, err := grpcx.Dial(lis.Addr().String(), authn.PerRPCCredentials(oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "registry-token"}), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = policyConn.Close() })
+	reg, err := registryapp.New(registryapp.Config{}, registryapp.Deps{Store: store, Logger: log, Policy: policyv1.NewPolicyServiceClient(policyConn)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,15 +113,12 @@ func startAACPlatform(t *testing.T) *aacPlatform {
 	srv := grpcx.NewServer(grpcx.ServerConfig{
 		Logger: log,
 		Verifier: testkit.StaticVerifier(map[string]*authn.Claims{
-			"test-token": {Subject: "ci-pipeline", ClientID: "ci-pipeline", Tenant: "acme", Roles: []string{"tenant-admin"}},
+			"test-token":     {Subject: "ci-pipeline", ClientID: "ci-pipeline", Tenant: "acme", Roles: []string{"tenant-admin"}},
+			"registry-token": {Subject: "registry", ClientID: "registry", Tenant: authn.SystemTenant, Roles: []string{string(authn.RoleLifecycleWorker)}},
 		}),
 	})
 	reg.RegisterGRPC(srv)
 	pol.RegisterGRPC(srv)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	tokens := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {

@@ -211,10 +211,18 @@ func (p *planner) planOne(ctx context.Context, m *manifest.Manifest, tenant stri
 		}
 		e.desired = m.Agent(tenant, p.set, cur, p.now)
 		e.etag = cur.GetEtag()
-		if manifest.KeysDiffer(e.desired, cur) {
-			e.Warnings = append(e.Warnings, "the manifest declares a public key the agent does not hold; keys change only by rotation (agentctl agents rotate or agents keys add|remove), so apply leaves them as they are")
-		}
 		e.Changes = manifest.Diff(e.desired, cur)
+		if manifest.KeysDiffer(e.desired, cur) {
+			e.Action = actionRefuse
+			e.Reason = "the agent's public keys in the registry differ from the manifest's (a key held that the manifest does not declare, or one declared that it does not hold); " +
+				"keys change only by rotation (agentctl agents rotate or agents keys add|remove): make the manifest's publicKeys match the agent's, or find out who added a key"
+			return e, nil
+		}
+		if slices.ContainsFunc(e.Changes, func(c manifest.FieldChange) bool { return c.Path == "owner" || c.Path == "sponsor" }) {
+			e.Action = actionRefuse
+			e.Reason = "the owner or sponsor differs from the registry's; they change only by a transfer with a reason (agentctl agents transfer), not by apply: transfer the agent, then apply"
+			return e, nil
+		}
 		if len(e.Changes) == 0 {
 			e.Action = actionNoop
 			return e, nil

@@ -167,15 +167,11 @@ func keyThumbprints(jwks string) []string {
 	return out
 }
 
-// KeysDiffer reports whether the desired agent declares a key the current agent does not hold. Keys
-// change only by rotation (AddAgentKey), so apply reports this and leaves the keys alone; the
-// registry holding an extra key (a rotation in progress) is no difference.
+// KeysDiffer reports whether the registry's keys differ from the manifest's: a key the manifest
+// declares and the agent does not hold, or a key the agent holds and the manifest does not declare
+// (someone else's key, or a rotation the manifest has not caught up with). Keys change only by
+// rotation (AddAgentKey), so plan and apply refuse such an agent rather than adopt keys nobody
+// declared.
 func KeysDiffer(desired, current *registryv1.Agent) bool {
-	have := keyThumbprints(current.GetPublicJwks())
-	for _, tp := range keyThumbprints(desired.GetPublicJwks()) {
-		if !slices.Contains(have, tp) {
-			return true
-		}
-	}
-	return false
+	return !slices.Equal(slices.Compact(keyThumbprints(desired.GetPublicJwks())), slices.Compact(keyThumbprints(current.GetPublicJwks())))
 }
