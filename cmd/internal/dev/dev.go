@@ -143,7 +143,9 @@ const (
 	BootstrapAdminClientID = "bootstrap-admin"
 	// LifecycleClientID is the service identity the lifecycle worker calls the other services with.
 	LifecycleClientID = "lifecycle-worker"
-	kekFile           = "kek.key"
+	// RegistryClientID is the service identity the registry asks the policy service to admit with.
+	RegistryClientID = "registry-service"
+	kekFile          = "kek.key"
 	// NATSSyncAlways makes the embedded NATS server fsync every write before acknowledging it.
 	NATSSyncAlways = "always"
 	// NATSSyncInterval keeps nats-server's default: fsync every two minutes, acknowledging before.
@@ -371,14 +373,16 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return err
 	}
-	workerPath := filepath.Join(cfg.DataDir, "credentials", "lifecycle-worker.json")
-	worker, err := loadOrCreateCredential(workerPath, LifecycleClientID, systemIssuer)
+	// Bootstrap may move a service identity to a new client (ensureServiceClient); it calls with that one.
+	serviceCtx := service.WithHTTPClient(ctx, selfTLS)
+	worker, err := loadServiceClient(serviceCtx, cfg.DataDir, systemIssuer, lifecycleWorker)
 	if err != nil {
 		return err
 	}
-	// Bootstrap may move the worker to a new client (ensureLifecycleWorker); it calls with that one.
-	workerCtx := service.WithHTTPClient(ctx, selfTLS)
-	workerTokens := &switchableTokenSource{ts: worker.TokenSource(workerCtx)}
+	registryClient, err := loadServiceClient(serviceCtx, cfg.DataDir, systemIssuer, registryService)
+	if err != nil {
+		return err
+	}
 
 	// Push revocation: the API refuses a revoked token as soon as its revocation is on the stream, and
 	// the process is not ready before the denylist has caught up.
@@ -398,10 +402,10 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	// Reflection on: grpcurl and IDEs explore the local API without protos.
 	srv := grpcx.NewServer(grpcx.ServerConfig{Logger: log, Verifier: verifier, Reflection: true}, serverOpts...)
 
-	// The registry asks the policy service to admit escalating updates, as the platform's service
-	// identity whose decisions are recorded: in one process, the lifecycle worker's.
+	// The registry asks the policy service to admit escalating updates as its own service identity
+	// (registry-service: that call and nothing else), whose decisions are recorded.
 	registry, err := registryapp.New(registryapp.Config{PolicyAddr: selfAddr(cfg.GRPCAddr)}, registryapp.Deps{Store: storeFor("registry"), Logger: log.With("service", "registry"),
-		PolicyPerRPC: authn.PerRPCCredentials(workerTokens, selfTLS != nil), PolicyTLS: selfTLS})
+		PolicyPerRPC: authn.PerRPCCredentials(registryClient.tokens, selfTLS != nil), PolicyTLS: selfTLS})
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
@@ -434,7 +438,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		IncidentEscalation: incidents.IncidentEscalation, IncidentEscalationTenants: incidents.IncidentEscalationTenants,
 		IncidentPolicy: incidents.IncidentPolicy, ApprovalEscalation: incidents.ApprovalEscalation,
 	}, lifecycleapp.Deps{Store: storeFor("lifecycle"), Logger: log.With("service", "lifecycle"), JWKSClient: service.HTTPClient(selfTLS),
-		PerRPC: authn.PerRPCCredentials(workerTokens, selfTLS != nil), TLS: selfTLS})
+		PerRPC: authn.PerRPCCredentials(worker.tokens, selfTLS != nil), TLS: selfTLS})
 	if err != nil {
 		return fmt.Errorf("lifecycle: %w", err)
 	}
@@ -459,14 +463,13 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		} else if err != nil {
 			return fmt.Errorf("bootstrap: bootstrap admin client: %w", err)
 		}
-		// The lifecycle worker holds only its narrow service role, not platform-admin; a worker client
-		// an older version made a platform-admin is disabled and replaced.
-		current, err := ensureLifecycleWorker(ctx, issuer, workerPath, worker, loudLogger(cfg, log))
-		if err != nil {
-			return fmt.Errorf("bootstrap: lifecycle worker client: %w", err)
-		}
-		if current != worker {
-			workerTokens.set(current.TokenSource(workerCtx))
+		// The lifecycle worker and the registry hold only their narrow service roles, not
+		// platform-admin; a worker client an older version made a platform-admin is disabled and
+		// replaced, a registry client a data dir of an older version lacks is created.
+		for _, c := range []*serviceClient{worker, registryClient} {
+			if err := c.ensure(ctx, issuer, loudLogger(cfg, log)); err != nil {
+				return fmt.Errorf("bootstrap: %w", err)
+			}
 		}
 		if err := registry.EnsureTenant(ctx, DefaultTenant, "Default tenant"); err != nil {
 			return fmt.Errorf("bootstrap: default tenant: %w", err)

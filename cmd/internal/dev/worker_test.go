@@ -111,7 +111,7 @@ func TestEnsureLifecycleWorker(t *testing.T) {
 			wantLog:    "old_client_id=lifecycle-worker client_id=lifecycle-worker-3"},
 		{name: "worker client disabled",
 			setup: func(t *testing.T, f *fakeClients, cred *authn.Credential) {
-				if err := registerWorker(context.Background(), f, cred); err != nil {
+				if err := registerServiceClient(context.Background(), f, authn.RoleLifecycleWorker, cred); err != nil {
 					t.Fatal(err)
 				}
 				f.disabled[cred.ClientID] = true
@@ -128,7 +128,7 @@ func TestEnsureLifecycleWorker(t *testing.T) {
 			f := &fakeClients{clients: map[string]*issuerv1.Client{}, disabled: map[string]bool{}}
 			tt.setup(t, f, cred)
 			var logs bytes.Buffer
-			got, err := ensureLifecycleWorker(context.Background(), f, path, cred, slog.New(slog.NewTextHandler(&logs, nil)))
+			got, err := ensureServiceClient(context.Background(), f, lifecycleWorker, path, cred, slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,7 +147,7 @@ func TestEnsureLifecycleWorker(t *testing.T) {
 			if err != nil || again.ClientID != tt.wantID {
 				t.Fatalf("credential file holds %v (%v), want %s", again, err, tt.wantID)
 			}
-			if next, err := ensureLifecycleWorker(context.Background(), f, path, again, slog.New(slog.DiscardHandler)); err != nil || next != again {
+			if next, err := ensureServiceClient(context.Background(), f, lifecycleWorker, path, again, slog.New(slog.DiscardHandler)); err != nil || next != again {
 				t.Fatalf("restart: %v, %v; want the same client kept", next, err)
 			}
 		})
@@ -163,10 +163,91 @@ func TestEnsureLifecycleWorkerKeepsTheClientOnOtherErrors(t *testing.T) {
 	}
 	f := &fakeClients{clients: map[string]*issuerv1.Client{}, disabled: map[string]bool{},
 		failNext: errs.Unavailable("STORE_UNAVAILABLE", "the event store is unavailable", nil)}
-	if _, err := ensureLifecycleWorker(context.Background(), f, path, cred, slog.New(slog.DiscardHandler)); !errs.Is(err, errs.KindUnavailable) {
+	if _, err := ensureServiceClient(context.Background(), f, lifecycleWorker, path, cred, slog.New(slog.DiscardHandler)); !errs.Is(err, errs.KindUnavailable) {
 		t.Fatalf("err = %v, want the Unavailable error", err)
 	}
 	if len(f.active()) != 0 || len(f.disabled) != 0 {
 		t.Fatalf("clients %v disabled %v, want nothing registered or disabled", f.active(), f.disabled)
+	}
+}
+
+// A data dir of a version without the registry's identity holds the lifecycle worker's client only:
+// bootstrap creates the registry's client with the registry-service role alone, leaves the worker's
+// alone, and a restart keeps both.
+func TestRegistryServiceClientOnADataDirOfAnOlderVersion(t *testing.T) {
+	const issuer = "http://127.0.0.1:8080/t/system"
+	dataDir := t.TempDir()
+	f := &fakeClients{clients: map[string]*issuerv1.Client{}, disabled: map[string]bool{}}
+	worker, err := loadServiceClient(context.Background(), dataDir, issuer, lifecycleWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := worker.ensure(context.Background(), f, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+
+	for start := range 2 {
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		clients := map[string]*serviceClient{}
+		for _, id := range []serviceIdentity{lifecycleWorker, registryService} {
+			c, err := loadServiceClient(context.Background(), dataDir, issuer, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.ensure(context.Background(), f, log); err != nil {
+				t.Fatalf("start %d: %s: %v", start, id.name, err)
+			}
+			clients[id.clientID] = c
+		}
+		want := map[string][]string{LifecycleClientID: {"lifecycle-worker"}, RegistryClientID: {"registry-service"}}
+		if got := f.active(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("start %d: active clients %v, want %v", start, got, want)
+		}
+		if logs.Len() != 0 {
+			t.Fatalf("start %d: warnings %q, want none (nothing is replaced)", start, logs.String())
+		}
+		reg := clients[RegistryClientID]
+		if reg.cred.ClientID != RegistryClientID || reg.cred.Tenant != authn.SystemTenant {
+			t.Fatalf("registry credential %s of %s, want %s of the system tenant", reg.cred.ClientID, reg.cred.Tenant, RegistryClientID)
+		}
+		if reg.path != filepath.Join(dataDir, "credentials", "registry-service.json") {
+			t.Fatalf("registry credential at %s", reg.path)
+		}
+	}
+}
+
+// A registry client registered otherwise (another role, another key) is replaced like the worker's:
+// the registry calls as registry-service-2 with the registry-service role, its tokens follow, and the
+// old client is disabled.
+func TestRegistryServiceClientRegisteredOtherwiseIsReplaced(t *testing.T) {
+	const issuer = "http://127.0.0.1:8080/t/system"
+	dataDir := t.TempDir()
+	c, err := loadServiceClient(context.Background(), dataDir, issuer, registryService)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeClients{clients: map[string]*issuerv1.Client{}, disabled: map[string]bool{}}
+	if err := registerServiceClient(context.Background(), f, authn.RolePlatformAdmin, c.cred); err != nil {
+		t.Fatal(err)
+	}
+	before := c.tokens.ts
+	var logs bytes.Buffer
+	if err := c.ensure(context.Background(), f, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{RegistryClientID + "-2": {"registry-service"}}
+	if got := f.active(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("active clients %v, want %v (the platform-admin client disabled)", got, want)
+	}
+	if c.cred.ClientID != RegistryClientID+"-2" || c.tokens.ts == before {
+		t.Fatalf("registry calls as %s (tokens switched: %v), want %s-2", c.cred.ClientID, c.tokens.ts != before, RegistryClientID)
+	}
+	if !strings.Contains(logs.String(), "old_client_id=registry-service client_id=registry-service-2") {
+		t.Fatalf("log %q lacks the replacement", logs.String())
+	}
+	again, err := loadServiceClient(context.Background(), dataDir, issuer, registryService)
+	if err != nil || again.cred.ClientID != RegistryClientID+"-2" {
+		t.Fatalf("credential file holds %v (%v), want %s-2", again, err, RegistryClientID)
 	}
 }
