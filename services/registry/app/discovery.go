@@ -19,7 +19,8 @@ type discoveryPart struct {
 func newDiscovery(store *eventstore.Store, svc *registry.Service, srv *server.Server) (*discoveryPart, error) {
 	clients := discovery.NewClientProjection()
 	runner := store.NewRunner(clients, eventstore.StreamCredentials, []string{eventstore.AggregateTypeSubject(eventstore.AggregateClient)})
-	d, err := discovery.New(discovery.Config{Registry: srv, Keys: svc.Agents().KeyHolder, Clients: clients})
+	d, err := discovery.New(discovery.Config{Registry: srv, Keys: svc.Agents().KeyHolder, Clients: clients,
+		Index: registry.PlatformIndex{Agents: svc.Agents(), Directories: svc.Directories()}})
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"github.com/tidwall/btree"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -51,15 +52,16 @@ type IssuerClient struct {
 // holds no secret (CREDENTIALS' signing key events are ignored). Safe for concurrent use.
 type ClientProjection struct {
 	mu      sync.RWMutex
-	clients map[string]*IssuerClient // tenant + "/" + client id
-	thumbs  map[string]string        // tenant + "/" + thumbprint → client id
+	clients map[string]*IssuerClient      // tenant + "/" + client id
+	thumbs  map[string]string             // tenant + "/" + thumbprint → client id
+	order   map[string]*btree.Set[string] // tenant → its client ids, ordered (pages of ClientsAfter)
 }
 
 var _ eventstore.Projection = (*ClientProjection)(nil)
 
 // NewClientProjection returns an empty clients read model.
 func NewClientProjection() *ClientProjection {
-	return &ClientProjection{clients: map[string]*IssuerClient{}, thumbs: map[string]string{}}
+	return &ClientProjection{clients: map[string]*IssuerClient{}, thumbs: map[string]string{}, order: map[string]*btree.Set[string]{}}
 }
 
 // Name implements eventstore.Projection.
@@ -92,11 +94,13 @@ func (p *ClientProjection) Apply(_ context.Context, e eventstore.Event) error {
 			p.thumbs[tenant+"/"+tp] = clientID
 		}
 		p.clients[key] = ic
+		p.ordered(tenant).Insert(clientID)
 	case eventClientDisabled, eventClientTombstoned:
 		c := p.clients[key]
 		if c == nil {
 			c = &IssuerClient{Tenant: tenant, ClientID: clientID, CreateTime: e.Time}
 			p.clients[key] = c
+			p.ordered(tenant).Insert(clientID)
 		}
 		c.Disabled = true
 	case eventClientKeyAdded:

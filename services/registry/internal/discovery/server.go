@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +51,8 @@ type Config struct {
 	Keys KeyHolder
 	// Clients is the issuer clients read model (run its runner). Required.
 	Clients *ClientProjection
+	// Index is the registry's read models the platform findings page through. Required.
+	Index PlatformIndex
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -62,6 +63,7 @@ type Server struct {
 	reg     Registry
 	keys    KeyHolder
 	clients *ClientProjection
+	index   PlatformIndex
 	now     func() time.Time
 }
 
@@ -69,14 +71,14 @@ var _ registryv1.DiscoveryServiceServer = (*Server)(nil)
 
 // New returns a discovery server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Registry == nil || cfg.Keys == nil || cfg.Clients == nil {
-		return nil, errors.New("discovery: Config.Registry, Keys and Clients are required")
+	if cfg.Registry == nil || cfg.Keys == nil || cfg.Clients == nil || cfg.Index == nil {
+		return nil, errors.New("discovery: Config.Registry, Keys, Clients and Index are required")
 	}
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
 	}
-	return &Server{reg: cfg.Registry, keys: cfg.Keys, clients: cfg.Clients, now: now}, nil
+	return &Server{reg: cfg.Registry, keys: cfg.Keys, clients: cfg.Clients, index: cfg.Index, now: now}, nil
 }
 
 // Role sets.
@@ -284,9 +286,13 @@ func (s *Server) ScanLogs(ctx context.Context, req *registryv1.ScanLogsRequest) 
 	return &registryv1.ScanLogsResponse{Findings: fs, LinesParsed: agg.Parsed, LinesMalformed: agg.Malformed}, nil
 }
 
-// ListPlatformFindings lists issuer clients without a live registry entry, inactive agents and
-// ownerless or orphaned agents. Callers: platform-admin, tenant-admin, security-approver, auditor,
-// analyst.
+// ListPlatformFindings lists issuer clients without a live registry entry, then inactive agents,
+// orphaned agents, agents without owner or sponsor, and agents whose owner or sponsor is not an
+// ACTIVE principal of the tenant's directory (each in registration order). Every section is read a
+// page at a time from the registry's indexes (ListAgents filters inactive_since, orphaned, owner
+// and sponsor); a call examines at most maxPlatformScan items that are no finding, so a page may
+// be short while next_page_token is set. Callers: platform-admin, tenant-admin,
+// security-approver, auditor, analyst.
 func (s *Server) ListPlatformFindings(ctx context.Context, req *registryv1.ListPlatformFindingsRequest) (*registryv1.ListPlatformFindingsResponse, error) {
 	tenant, err := registry.ParseTenantName("parent", req.GetParent())
 	if err != nil {
@@ -309,109 +315,30 @@ func (s *Server) ListPlatformFindings(ctx context.Context, req *registryv1.ListP
 	case size == 0:
 		size = defaultFindingsPage
 	}
-	offset := 0
-	if tok := req.GetPageToken(); tok != "" {
-		d, o, ok := strings.Cut(tok, ":")
-		n, err1 := strconv.Atoi(o)
-		if !ok || d != strconv.Itoa(int(days)) || err1 != nil || n < 0 {
-			return nil, invalid("page_token", "is not a token of this listing (same inactive_days)")
-		}
-		offset = n
-	}
-	fs, err := s.platformFindings(ctx, tenant, days)
+	cur, err := decodePlatformToken(req.GetPageToken(), days, s.now())
 	if err != nil {
 		return nil, err
 	}
-	offset = min(offset, len(fs))
-	end := min(offset+int(size), len(fs))
-	next := ""
-	if end < len(fs) {
-		next = strconv.Itoa(int(days)) + ":" + strconv.Itoa(end)
+	fs, next, err := s.listPlatformFindings(ctx, tenant, cur, int(size))
+	if err != nil {
+		return nil, err
 	}
-	return &registryv1.ListPlatformFindingsResponse{Findings: fs[offset:end], NextPageToken: next}, nil
-}
-
-// platformFindings computes the tenant's platform findings: issuer clients first (by client id),
-// then agents in registration order.
-func (s *Server) platformFindings(ctx context.Context, tenant string, days int32) ([]*registryv1.Finding, error) {
-	var agents []*registryv1.Agent
-	token := ""
-	for {
-		res, err := s.reg.ListAgents(ctx, &registryv1.ListAgentsRequest{Parent: registry.TenantName(tenant), PageSize: listAgentsPage, PageToken: token})
-		if err != nil {
-			return nil, err
-		}
-		agents = append(agents, res.GetAgents()...)
-		if token = res.GetNextPageToken(); token == "" {
-			break
-		}
-	}
-	byID := make(map[string]*registryv1.Agent, len(agents))
-	for _, a := range agents {
-		byID[a.GetAgentId()] = a
-	}
-	var out []*registryv1.Finding
-	for _, c := range s.clients.Clients(tenant) {
-		if c.Disabled {
-			continue
-		}
-		agentID := c.ClientID
-		if c.Agent != "" {
-			if t, aid, err := registry.ParseAgentName("agent", c.Agent); err == nil && t == tenant {
-				agentID = aid
-			}
-		}
-		a := byID[agentID]
-		clientName := "tenants/" + tenant + "/clients/" + c.ClientID
+	if next != nil {
+		// Look one finding ahead, so that the last page has no token: without one, the listing
+		// ended; with none found within the scan cap, the next page starts after what was scanned.
+		ahead, after, err := s.listPlatformFindings(ctx, tenant, *next, 1)
 		switch {
-		case a == nil:
-			out = append(out, platformFinding("platform.issuer-client-unregistered", registryv1.FindingKind_FINDING_KIND_ISSUER_CLIENT,
-				registryv1.FindingSeverity_FINDING_SEVERITY_HIGH, clientName, "",
-				fmt.Sprintf("issuer client %s is enabled but no registered agent has its id", c.ClientID), c.ClientID, true))
-		case !live(a.GetState()):
-			out = append(out, platformFinding("platform.issuer-client-stale", registryv1.FindingKind_FINDING_KIND_ISSUER_CLIENT,
-				registryv1.FindingSeverity_FINDING_SEVERITY_HIGH, clientName, a.GetName(),
-				fmt.Sprintf("issuer client %s is enabled but its agent is %s", c.ClientID, stateName(a.GetState())), c.ClientID, true))
+		case err != nil:
+			return nil, err
+		case len(ahead) == 0:
+			next = after
 		}
 	}
-	cutoff := s.now().Add(-time.Duration(days) * 24 * time.Hour)
-	for _, a := range agents {
-		if !live(a.GetState()) || a.GetState() == registryv1.AgentState_AGENT_STATE_RETIRING {
-			continue
-		}
-		switch st := a.GetState(); st {
-		case registryv1.AgentState_AGENT_STATE_PENDING, registryv1.AgentState_AGENT_STATE_ACTIVE, registryv1.AgentState_AGENT_STATE_SUSPENDED:
-			last, since := a.GetLastActiveTime(), "last active"
-			if last == nil {
-				last, since = a.GetCreateTime(), "never active; registered"
-			}
-			if last != nil && last.AsTime().Before(cutoff) {
-				out = append(out, platformFinding("platform.inactive-agent", registryv1.FindingKind_FINDING_KIND_INACTIVE_AGENT,
-					registryv1.FindingSeverity_FINDING_SEVERITY_MEDIUM, a.GetName(), a.GetName(),
-					fmt.Sprintf("agent %s (%s) has had no activity for %d days (%s %s)", a.GetAgentId(), a.GetDisplayName(), days, since, last.AsTime().UTC().Format(time.DateOnly)),
-					"", false))
-			}
-		}
-		var why []string
-		if a.GetOwner() == "" {
-			why = append(why, "no owner")
-		}
-		if a.GetSponsor() == "" {
-			why = append(why, "no sponsor")
-		}
-		if a.GetOrphaned() {
-			why = append(why, "orphaned: "+cmp.Or(a.GetOrphanReason(), "owner or sponsor departed"))
-		}
-		if len(why) > 0 {
-			sev := registryv1.FindingSeverity_FINDING_SEVERITY_MEDIUM
-			if a.GetOrphaned() || a.GetOwner() == "" {
-				sev = registryv1.FindingSeverity_FINDING_SEVERITY_HIGH
-			}
-			out = append(out, platformFinding("platform.ownerless-agent", registryv1.FindingKind_FINDING_KIND_OWNERLESS_AGENT,
-				sev, a.GetName(), a.GetName(), fmt.Sprintf("agent %s (%s): %s", a.GetAgentId(), a.GetDisplayName(), strings.Join(why, ", ")), "", false))
-		}
+	res := &registryv1.ListPlatformFindingsResponse{Findings: fs}
+	if next != nil {
+		res.NextPageToken = next.encode()
 	}
-	return out, nil
+	return res, nil
 }
 
 // platformFinding builds a platform finding about subject (a client or agent resource name).
@@ -459,20 +386,8 @@ func (s *Server) AdoptFinding(ctx context.Context, req *registryv1.AdoptFindingR
 	}
 	f := req.GetFinding()
 	if f == nil || f.GetSource() == registryv1.FindingSource_FINDING_SOURCE_PLATFORM {
-		days := int32(defaultInactiveDays)
-		fs, err := s.platformFindings(ctx, tenant, days)
-		if err != nil {
+		if f, err = s.platformFindingByID(ctx, tenant, id, f); err != nil {
 			return nil, err
-		}
-		f = nil
-		for _, pf := range fs {
-			if pf.GetId() == id {
-				f = pf
-				break
-			}
-		}
-		if f == nil {
-			return nil, errs.NotFound("FINDING_NOT_FOUND", fmt.Sprintf("finding %s is not a current platform finding; for a code or log finding, send the finding as the scan returned it", id))
 		}
 	} else {
 		if f.GetId() != id {

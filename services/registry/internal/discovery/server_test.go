@@ -98,7 +98,8 @@ func newHarness(t *testing.T, now func() time.Time) *harness {
 		t.Fatal(err)
 	}
 	regSrv := server.New(svc)
-	disco, err := discovery.New(discovery.Config{Registry: regSrv, Keys: svc.Agents().KeyHolder, Clients: clients, Now: now})
+	disco, err := discovery.New(discovery.Config{Registry: regSrv, Keys: svc.Agents().KeyHolder, Clients: clients, Now: now,
+		Index: registry.PlatformIndex{Agents: svc.Agents(), Directories: svc.Directories()}})
 	if err != nil {
 		t.Fatal(err)
 	}
