@@ -114,7 +114,9 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 		return Decision{}, err
 	}
 	p, _ := authn.PrincipalFrom(ctx)
-	if err := p.Authorize(req.Tenant, authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleLifecycleWorker, authn.RoleRegistryService); err != nil {
+	// An auditor (read-only, e.g. the plan job of an agents-as-code pipeline) gets dry runs only:
+	// RecordsDecisions is false for it.
+	if err := p.Authorize(req.Tenant, authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleAuditor, authn.RoleLifecycleWorker, authn.RoleRegistryService); err != nil {
 		return Decision{}, err
 	}
 	if req.RequestID == "" || !RecordsDecisions(p) {
