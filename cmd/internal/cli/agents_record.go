@@ -26,7 +26,7 @@ func newAgentsRecordCmds(g *globals) []*cobra.Command {
 
 // updateFlag maps an update flag onto the update_mask path it sets.
 var updateFlags = map[string]string{
-	"display-name": "display_name", "owner": "owner", "sponsor": "sponsor", "purpose": "purpose",
+	"display-name": "display_name", "purpose": "purpose",
 	"environment": "environment", "autonomy": "autonomy", "identity-model": "identity_model",
 	"trust-boundary": "trust_boundary", "sensitivity": "data_sensitivity", "scope": "scopes", "role": "roles",
 	"credential-type": "credential_type", "function": "function", "decommission-criteria": "decommission_criteria",
@@ -52,8 +52,10 @@ recorded with who made it, the request id and --reason (agentctl agents history 
 --etag is the agent's etag as you last read it (agentctl agents get): a stale etag is refused with
 ETAG_MISMATCH and nothing changes. Without --etag the agent is read first and its current etag used.
 
-On an ACTIVE or SUSPENDED agent, adding scopes or roles, raising its risk tier or changing its
-credential type must pass the policy admission. The environment cannot change once the agent is
+Owner and sponsor change only with agentctl agents transfer (a reason is required and recorded).
+On a PENDING, ACTIVE or SUSPENDED agent, a change of any policy input (adding scopes or roles,
+environment, autonomy, identity model, trust boundary, sensitivity, function, credential type, a
+later or cleared expiry, a higher risk tier) must pass the policy admission. The environment cannot change once the agent is
 past PENDING: register a new agent for another environment. --validate-only shows the result
 without recording anything.
 Callers: platform-admin, tenant-admin, the agent's owner.`,
@@ -149,8 +151,6 @@ Callers: platform-admin, tenant-admin, the agent's owner.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&a.DisplayName, "display-name", "", "human-readable name")
-	f.StringVar(&a.Owner, "owner", "", "accountable owner: team or person")
-	f.StringVar(&a.Sponsor, "sponsor", "", "who asked for the agent: team or person")
 	f.StringVar(&a.Purpose, "purpose", "", "business purpose")
 	f.StringVar(&env, "environment", "", "dev, test, staging or prod (only while PROPOSED or PENDING)")
 	f.StringVar(&autonomy, "autonomy", "", "assistive or autonomous")
