@@ -397,6 +397,8 @@ func (o *ObjectCheckpoints) open(ctx context.Context) (jetstream.ObjectStore, er
 
 // Put implements CheckpointStore.
 func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) error {
+	ctx, cancel := withTransferDeadline(ctx)
+	defer cancel()
 	obs, err := o.open(ctx)
 	if err != nil {
 		return err
@@ -411,18 +413,45 @@ func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) e
 
 // Get implements CheckpointStore.
 func (o *ObjectCheckpoints) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	ctx, cancel := withTransferDeadline(ctx)
 	obs, err := o.open(ctx)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	res, err := obs.Get(ctx, name)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		cancel()
 		return nil, ErrNoCheckpoint
 	}
 	if err != nil {
+		cancel()
 		return nil, fmt.Errorf("eventstore: checkpoint %s: %w", name, err)
 	}
-	return res, nil
+	return &objectReader{ObjectResult: res, cancel: cancel}, nil
+}
+
+// checkpointTransfer bounds writing or reading one checkpoint object. Without a deadline of its
+// own, the object store gives a whole transfer its default request timeout (5 s), which a
+// checkpoint of a million agents (hundreds of megabytes) does not meet.
+const checkpointTransfer = 15 * time.Minute
+
+func withTransferDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, checkpointTransfer)
+}
+
+// objectReader ends the transfer's context when the object is closed.
+type objectReader struct {
+	jetstream.ObjectResult
+	cancel context.CancelFunc
+}
+
+func (o *objectReader) Close() error {
+	defer o.cancel()
+	return o.ObjectResult.Close()
 }
 
 // checkpointing is a Runner's checkpoint state.

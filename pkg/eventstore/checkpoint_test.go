@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -356,5 +357,34 @@ func TestDirCheckpointsMissing(t *testing.T) {
 	}
 	if _, err := store.Get(t.Context(), "none-v1"); !errors.Is(err, eventstore.ErrNoCheckpoint) {
 		t.Fatalf("Get of a missing checkpoint: %v, want ErrNoCheckpoint", err)
+	}
+}
+
+// A checkpoint object is written and read under a deadline of its own, not the client's default
+// request timeout (which a checkpoint of hundreds of megabytes does not meet): with a 1 ms default,
+// 32 MiB still round-trip, and a second Put replaces the first.
+func TestObjectCheckpointsOutlastTheDefaultTimeout(t *testing.T) {
+	js, err := jetstream.New(testkit.StartNATS(t).Conn(t), jetstream.WithDefaultTimeout(time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := eventstore.OpenObjectCheckpoints(js, 1)
+	for round := range 2 {
+		body := bytes.Repeat([]byte{byte('a' + round), 1, 2, 3, 4, 5, 6, 7}, 4<<20)
+		if err := store.Put(t.Context(), "big-v1", bytes.NewReader(body)); err != nil {
+			t.Fatalf("put %d: %v", round, err)
+		}
+		rc, err := store.Get(t.Context(), "big-v1")
+		if err != nil {
+			t.Fatalf("get %d: %v", round, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, body) {
+			t.Fatalf("round %d: read %d bytes (%v), want %d", round, len(got), err, len(body))
+		}
+	}
+	if _, err := store.Get(t.Context(), "missing-v1"); !errors.Is(err, eventstore.ErrNoCheckpoint) {
+		t.Fatalf("get of a missing checkpoint: %v, want ErrNoCheckpoint", err)
 	}
 }
