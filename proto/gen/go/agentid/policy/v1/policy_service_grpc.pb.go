@@ -29,13 +29,14 @@ const (
 // PolicyService evaluates policy-as-code (OPA/Rego) at the platform's decision points.
 type PolicyServiceClient interface {
 	// EvaluateAdmission decides whether an agent registration may be provisioned, and how. For the
-	// platform's own service identities (platform-admin of tenant `system`, such as the lifecycle
-	// service) it is idempotent by request_id: one decision per tenant and request id. A repeat with the
+	// platform's own service identities (platform-admin, lifecycle-worker or registry-service of tenant
+	// `system`) it is idempotent by request_id: one decision per tenant and request id. A repeat with the
 	// same input returns the first decision (same decision_id, outcome and bundle_version, even after
 	// the policy bundle changed) without evaluating again or recording a second decision; a repeat with
 	// another input is InvalidArgument naming request_id. Every other caller, and every request without
 	// a request_id, gets a dry run: evaluated afresh, nothing recorded on POLICY.
-	// Callers: the lifecycle service; platform-admin and tenant-admin (dry runs).
+	// Callers: the lifecycle service, the registry (admission of escalating updates); platform-admin,
+	// tenant-admin and auditor (dry runs: agents-as-code plan).
 	EvaluateAdmission(ctx context.Context, in *EvaluateAdmissionRequest, opts ...grpc.CallOption) (*EvaluateAdmissionResponse, error)
 }
 
@@ -64,13 +65,14 @@ func (c *policyServiceClient) EvaluateAdmission(ctx context.Context, in *Evaluat
 // PolicyService evaluates policy-as-code (OPA/Rego) at the platform's decision points.
 type PolicyServiceServer interface {
 	// EvaluateAdmission decides whether an agent registration may be provisioned, and how. For the
-	// platform's own service identities (platform-admin of tenant `system`, such as the lifecycle
-	// service) it is idempotent by request_id: one decision per tenant and request id. A repeat with the
+	// platform's own service identities (platform-admin, lifecycle-worker or registry-service of tenant
+	// `system`) it is idempotent by request_id: one decision per tenant and request id. A repeat with the
 	// same input returns the first decision (same decision_id, outcome and bundle_version, even after
 	// the policy bundle changed) without evaluating again or recording a second decision; a repeat with
 	// another input is InvalidArgument naming request_id. Every other caller, and every request without
 	// a request_id, gets a dry run: evaluated afresh, nothing recorded on POLICY.
-	// Callers: the lifecycle service; platform-admin and tenant-admin (dry runs).
+	// Callers: the lifecycle service, the registry (admission of escalating updates); platform-admin,
+	// tenant-admin and auditor (dry runs: agents-as-code plan).
 	EvaluateAdmission(context.Context, *EvaluateAdmissionRequest) (*EvaluateAdmissionResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }

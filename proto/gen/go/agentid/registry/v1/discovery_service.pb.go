@@ -984,7 +984,9 @@ func (x *ListPlatformFindingsRequest) GetPageToken() string {
 // ListPlatformFindingsResponse is one page of platform findings.
 type ListPlatformFindingsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The findings, issuer clients first, then agents in registration order.
+	// The findings in sections: issuer clients without a registry entry, inactive agents, orphaned
+	// agents, agents without owner or sponsor, then agents whose owner or sponsor is not ACTIVE in
+	// the tenant's directory. A page may be short while next_page_token is set.
 	Findings []*Finding `protobuf:"bytes,1,rep,name=findings,proto3" json:"findings,omitempty"`
 	// Token for the next page; empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
