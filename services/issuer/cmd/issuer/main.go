@@ -29,10 +29,19 @@ func main() {
 	temporalNS := fs.String("temporal-namespace", oauth.DefaultTemporalNamespace, "Temporal namespace named in the permissions claim of tokens for audience "+authn.TemporalAudience+" (lifecycle-worker: <ns>:write, platform-admin: <ns>:admin)")
 	settings := app.DefaultFlags()
 	settings.Register(fs)
-	platform := platformClients{flag: "--platform-client", role: "platform-admin"}
-	fs.Var(&platform, "platform-client", "CLIENT_ID=PUBLIC_JWKS_FILE: register a platform-admin service identity of tenant system at start (repeatable; see deploy/secrets/generate.sh)")
-	worker := platformClients{flag: "--lifecycle-client", role: "lifecycle-worker"}
-	fs.Var(&worker, "lifecycle-client", "CLIENT_ID=PUBLIC_JWKS_FILE: register the lifecycle worker's service identity of tenant system, with the narrow lifecycle-worker role, at start (repeatable; see deploy/secrets/generate.sh)")
+	// The platform's own service identities, one flag per role; each registers clients of tenant
+	// system with that one role at start.
+	identities := []*platformClients{
+		{flag: "platform-client", role: authn.RolePlatformAdmin,
+			usage: "CLIENT_ID=PUBLIC_JWKS_FILE: register a platform-admin service identity of tenant system at start (repeatable; see deploy/secrets/generate.sh)"},
+		{flag: "lifecycle-client", role: authn.RoleLifecycleWorker,
+			usage: "CLIENT_ID=PUBLIC_JWKS_FILE: register the lifecycle worker's service identity of tenant system, with the narrow lifecycle-worker role, at start (repeatable; see deploy/secrets/generate.sh)"},
+		{flag: "registry-client", role: authn.RoleRegistryService,
+			usage: "CLIENT_ID=PUBLIC_JWKS_FILE: register the registry's service identity of tenant system, with the registry-service role only (it may ask the policy service to admit updates, nothing else), at start (repeatable; see deploy/secrets/generate.sh)"},
+	}
+	for _, p := range identities {
+		fs.Var(p, p.flag, p.usage)
+	}
 	os.Exit(service.Main(app.Name, fs, &f, func(_ context.Context, env *service.Env) (service.Component, error) {
 		kek, err := app.LoadKEKFile(*kekFile)
 		if err != nil {
@@ -42,15 +51,10 @@ func main() {
 		if err != nil {
 			return nil, err
 		}
-		clients, err := platform.load()
+		clients, err := loadPlatformClients(identities)
 		if err != nil {
 			return nil, err
 		}
-		workers, err := worker.load()
-		if err != nil {
-			return nil, err
-		}
-		clients = append(clients, workers...)
 		public := *publicURL
 		if public == "" {
 			public = f.IssuerURL
@@ -71,13 +75,14 @@ func main() {
 // platformClients collects repeated CLIENT_ID=PUBLIC_JWKS_FILE flags of service identities with one
 // role; the files are read when the service starts.
 type platformClients struct {
-	flag    string // the flag's name, for errors
-	role    string // the role the identities get
+	flag    string     // the flag's name, without dashes
+	role    authn.Role // the one role the identities get
+	usage   string     // the flag's help
 	clients []struct{ id, path string }
 }
 
 func (p *platformClients) String() string {
-	if p == nil {
+	if p == nil || len(p.clients) == 0 {
 		return ""
 	}
 	return fmt.Sprint(len(p.clients), " ", p.role, " clients")
@@ -92,15 +97,23 @@ func (p *platformClients) Set(v string) error {
 	return nil
 }
 
-// load reads the public key files.
-func (p platformClients) load() ([]app.PlatformClient, error) {
+// loadPlatformClients reads the public key files of every identity flag. A client id given twice, in
+// one flag or in two, is refused: one client has one registration, with the one role of its flag.
+func loadPlatformClients(identities []*platformClients) ([]app.PlatformClient, error) {
 	var out []app.PlatformClient
-	for _, c := range p.clients {
-		jwks, err := os.ReadFile(c.path)
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", p.flag, c.id, err)
+	seen := map[string]string{} // client id -> the flag that named it
+	for _, p := range identities {
+		for _, c := range p.clients {
+			if prev, dup := seen[c.id]; dup {
+				return nil, fmt.Errorf("--%s %s: client %q is also given by --%s; each service identity is one client with one role", p.flag, c.id, c.id, prev)
+			}
+			seen[c.id] = p.flag
+			jwks, err := os.ReadFile(c.path)
+			if err != nil {
+				return nil, fmt.Errorf("--%s %s: %w", p.flag, c.id, err)
+			}
+			out = append(out, app.PlatformClient{ClientID: c.id, PublicJWKS: string(jwks), Roles: []string{string(p.role)}})
 		}
-		out = append(out, app.PlatformClient{ClientID: c.id, PublicJWKS: string(jwks), Roles: []string{p.role}})
 	}
 	return out, nil
 }
