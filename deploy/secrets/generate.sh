@@ -3,8 +3,11 @@
 #   kek.hex                 the issuer's key-encryption key: 32 random bytes as 64 hex digits
 #   lifecycle-worker.json   the lifecycle worker's service credential (docs/architecture.md,
 #                           "Credential files"): client lifecycle-worker of tenant system, fresh ES256 key
+#   registry-service.json   the registry's service credential, same format: client registry-service of
+#                           tenant system, with which it asks the policy service to admit updates
 #   bootstrap-admin.json    the operator's first platform-admin credential, same format
-#   *.jwks.json             the public halves, registered by the issuer at start (--platform-client)
+#   *.jwks.json             the public halves, registered by the issuer at start (--lifecycle-client,
+#                           --registry-client, --platform-client)
 #   ca.crt, ca.key          the deployment's TLS certificate authority (ca.key never leaves this
 #                           directory; ca.crt is every service's --ca and agentctl's --ca)
 #   <service>.crt/.key      one TLS server certificate per service (registry, issuer, policy,
@@ -38,7 +41,7 @@ fi
 b64url() { base64 | tr -d '\n=' | tr '+/' '-_'; }
 
 # make_credential CLIENT_ID writes CLIENT_ID.json (the private credential, for the service that signs
-# with it) and CLIENT_ID.jwks.json (its public JWK Set, for the issuer's --platform-client flag).
+# with it) and CLIENT_ID.jwks.json (its public JWK Set, for the issuer's flag of its role).
 make_credential() {
   id="$1"
   if [ -e "$id.json" ]; then
@@ -66,11 +69,14 @@ JSON
   echo "wrote $id.json and $id.jwks.json (client $id of tenant system, issuer $issuer)"
 }
 
-# The lifecycle worker signs its calls to the other services with its credential; the bootstrap admin
-# is the operator's first identity (`agentctl login --credentials deploy/secrets/bootstrap-admin.json`).
-# The issuer registers both public keys at start: the lifecycle worker's with the narrow role
-# lifecycle-worker (--lifecycle-client), the bootstrap admin's as platform-admin (--platform-client).
+# The lifecycle worker signs its calls to the other services with its credential, the registry its
+# admission requests to the policy service with its own; the bootstrap admin is the operator's first
+# identity (`agentctl login --credentials deploy/secrets/bootstrap-admin.json`). The issuer registers
+# the three public keys at start, each with one role: the lifecycle worker's as lifecycle-worker
+# (--lifecycle-client), the registry's as registry-service (--registry-client), the bootstrap admin's
+# as platform-admin (--platform-client).
 make_credential lifecycle-worker
+make_credential registry-service
 make_credential bootstrap-admin
 
 # TLS. A P-256 CA, then one certificate per service: all gRPC and HTTP between the parts is TLS,
