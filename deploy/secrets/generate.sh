@@ -40,12 +40,43 @@ fi
 
 b64url() { base64 | tr -d '\n=' | tr '+/' '-_'; }
 
+# jwk_member FILE NAME prints the string member NAME ("kty", "crv", "kid", "x", "y") of the key in the
+# credential FILE, as this script or `agentid dev` writes it (one line, or indented), or nothing.
+jwk_member() { sed -n "s/.*\"$2\" *: *\"\([^\"]*\)\".*/\1/p" "$1" | head -n 1; }
+
+# thumbprint X Y prints the RFC 7638 SHA-256 thumbprint of the P-256 public key (x, y), base64url: the
+# kid the platform gives the keys it makes, and the one a credential without a kid signs with.
+thumbprint() {
+  printf '{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}' "$1" "$2" | openssl dgst -sha256 -binary | b64url
+}
+
+# write_jwks CLIENT_ID KID X Y writes CLIENT_ID.jwks.json, the public JWK Set the issuer registers: the
+# issuer refuses a key without a kid, and the kid must be the one the credential signs with.
+write_jwks() {
+  echo "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"alg\":\"ES256\",\"use\":\"sig\",\"kid\":\"$2\",\"x\":\"$3\",\"y\":\"$4\"}]}" > "$1.jwks.json"
+}
+
 # make_credential CLIENT_ID writes CLIENT_ID.json (the private credential, for the service that signs
-# with it) and CLIENT_ID.jwks.json (its public JWK Set, for the issuer's flag of its role).
+# with it) and CLIENT_ID.jwks.json (its public JWK Set, for the issuer's flag of its role). Of an
+# existing CLIENT_ID.json it keeps the key and writes CLIENT_ID.jwks.json again from it (it is public,
+# and earlier versions of this script wrote it without the kid the issuer requires).
 make_credential() {
   id="$1"
   if [ -e "$id.json" ]; then
-    echo "$id.json exists; kept"
+    kty="$(jwk_member "$id.json" kty)"
+    crv="$(jwk_member "$id.json" crv)"
+    x="$(jwk_member "$id.json" x)"
+    y="$(jwk_member "$id.json" y)"
+    kid="$(jwk_member "$id.json" kid)"
+    if [ "$kty" != EC ] || [ "$crv" != P-256 ] || [ -z "$x" ] || [ -z "$y" ]; then
+      echo "generate.sh: $id.json exists but holds no EC P-256 key this script can read; write $id.jwks.json by hand or delete $id.json to make a new one" >&2
+      exit 1
+    fi
+    if [ -z "$kid" ]; then
+      kid="$(thumbprint "$x" "$y")"
+    fi
+    write_jwks "$id" "$kid" "$x" "$y"
+    echo "$id.json exists; kept (wrote $id.jwks.json from it, kid $kid)"
     return 0
   fi
   der="$(mktemp)"
@@ -60,13 +91,14 @@ make_credential() {
   x="$(tail -c +58 "$der" | head -c 32 | b64url)"
   y="$(tail -c +90 "$der" | head -c 32 | b64url)"
   rm -f "$der"
+  kid="$(thumbprint "$x" "$y")"
   issuer="$public_url/t/system"
   cat > "$id.json" <<JSON
 {"tenant":"system","client_id":"$id","issuer":"$issuer","token_url":"$issuer/oauth2/token",
- "private_jwk":{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","x":"$x","y":"$y","d":"$d"}}
+ "private_jwk":{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":"$kid","x":"$x","y":"$y","d":"$d"}}
 JSON
-  echo "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"alg\":\"ES256\",\"use\":\"sig\",\"x\":\"$x\",\"y\":\"$y\"}]}" > "$id.jwks.json"
-  echo "wrote $id.json and $id.jwks.json (client $id of tenant system, issuer $issuer)"
+  write_jwks "$id" "$kid" "$x" "$y"
+  echo "wrote $id.json and $id.jwks.json (client $id of tenant system, issuer $issuer, kid $kid)"
 }
 
 # The lifecycle worker signs its calls to the other services with its credential, the registry its
