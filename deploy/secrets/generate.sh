@@ -20,7 +20,8 @@
 #   temporal-internode-ca.crt/.key, temporal-internode.crt/.key
 #                           a CA of its own for Temporal's internode traffic and internal frontend,
 #                           and the one certificate it signs (docs/deploy.md, "Temporal")
-# Existing files are kept (delete one to replace it). Files are created with mode 0600.
+# Existing files are kept (delete one to replace it), except the public *.jwks.json, which are written
+# again from their credentials (with the kid the issuer requires). Files are created with mode 0600.
 #
 #   AGENTID_PUBLIC_URL   issuer base URL written into the credential (default https://issuer:8080,
 #                        the compose default; keep it equal to the one docker-compose.yaml uses)
