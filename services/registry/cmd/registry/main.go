@@ -24,6 +24,8 @@ func main() {
 	credentials := fs.String("credentials", "", "credential file of the registry's service identity (a client of tenant system with the registry-service role only), "+
 		"which it calls --policy-addr as (required with --policy-addr)")
 	fs.DurationVar(&cfg.AdmissionTimeout, "admission-timeout", 0, "how long one admission may take at the policy service (0: 5s)")
+	fs.StringVar(&cfg.Checkpoints, "checkpoints", app.CheckpointsNATS, "where the read models' checkpoints are kept so a restart replays only the tail (docs/inventory.md): "+
+		app.CheckpointsNATS+" (the JetStream object store bucket CHECKPOINTS, shared by the replicas), "+app.CheckpointsOff+" (none: every start replays the streams), or a directory")
 	os.Exit(service.Main(app.Name, fs, &flags, func(ctx context.Context, env *service.Env) (service.Component, error) {
 		deps := app.Deps{Store: env.Store, Logger: env.Logger}
 		if err := policyCredentials(ctx, env, cfg.PolicyAddr, *credentials, &deps); err != nil {
