@@ -56,6 +56,21 @@ var (
 		Help: "Events of a projection's subjects stored in the stream but not applied yet.",
 	}, []string{"projection", "stream"})
 
+	groupCommitBatches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentid_eventstore_group_commit_batches_total",
+		Help: "Atomic batches of appends published by group commit, by stream and outcome (committed, or fallback: refused or unacknowledged as a whole, its appends published one by one).",
+	}, []string{"stream", "outcome"})
+	groupCommitEvents = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "agentid_eventstore_group_commit_batch_events",
+		Help:    "Appends per group-commit batch.",
+		Buckets: []float64{2, 4, 8, 16, 32, 64, 128, 256, 512, 1000},
+	}, []string{"stream"})
+	groupCommitSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "agentid_eventstore_group_commit_seconds",
+		Help:    "Time from publishing a group-commit batch to its acknowledgement (stored and synced) or failure.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+	}, []string{"stream"})
+
 	unacked = &unackedTracker{byConsumer: map[string]map[uint64]time.Time{}, floor: map[string]time.Time{}}
 )
 
@@ -74,6 +89,7 @@ func registerMetrics(reg prometheus.Registerer) {
 		metricConsumerPending, metricConsumerRedeliveries, metricConsumerLongRetries,
 		metricFailedRecorded, metricFailedRecordErrors, metricFailedOpen,
 		metricProjectionPosition, metricProjectionLastSeq, metricProjectionSyncs, metricProjectionHeld, metricProjectionLag, unacked,
+		groupCommitBatches, groupCommitEvents, groupCommitSeconds,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -38,6 +39,8 @@ type Store struct {
 
 	failedMu sync.Mutex
 	failedKV jetstream.KeyValue
+
+	group atomic.Pointer[groupCommitter] // set by WithGroupCommit or EnableGroupCommit
 }
 
 // Option configures a Store.
@@ -180,49 +183,80 @@ func (a *Append) msgID() string {
 // aggregate fails with ErrIdempotencyKeyReused. Invalid input fails with an
 // *InvalidError (errors.Is(err, ErrInvalid)) naming the field; nothing is written on any error.
 func (s *Store) Append(ctx context.Context, a Append) (Event, error) {
-	name, err := a.validate()
+	p, err := s.prepareAppend(ctx, a)
 	if err != nil {
 		return Event{}, err
+	}
+	if g := s.group.Load(); g != nil {
+		return g.append(ctx, p)
+	}
+	return s.appendPrepared(ctx, p)
+}
+
+// preparedAppend is a validated append with its event and message built, ready to publish alone or
+// in a group commit.
+type preparedAppend struct {
+	a          Append
+	stream     string // the stream that holds the aggregate
+	subject    string // the event's subject
+	aggSubject string // the aggregate's wildcard subject
+	ev         Event  // the event without its stream and sequence
+}
+
+// prepareAppend validates a and builds its event.
+func (s *Store) prepareAppend(ctx context.Context, a Append) (preparedAppend, error) {
+	name, err := a.validate()
+	if err != nil {
+		return preparedAppend{}, err
 	}
 	stream, err := s.streamFor(ctx, a.Tenant, a.AggregateType, a.AggregateID)
 	if err != nil {
-		return Event{}, err
+		return preparedAppend{}, err
 	}
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(a.Data)
 	if err != nil {
-		return Event{}, fmt.Errorf("eventstore: marshal %s: %w", a.Type, err)
+		return preparedAppend{}, fmt.Errorf("eventstore: marshal %s: %w", a.Type, err)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
-		return Event{}, fmt.Errorf("eventstore: event id: %w", err)
+		return preparedAppend{}, fmt.Errorf("eventstore: event id: %w", err)
 	}
-	ev := Event{
-		ID:              id.String(),
-		Type:            a.Type,
-		Source:          s.source,
-		Subject:         a.Subject,
-		Time:            s.clock().UTC(),
-		Metadata:        a.Metadata,
-		AggregateType:   a.AggregateType,
-		AggregateID:     a.AggregateID,
-		ExpectedVersion: a.ExpectedVersion,
-		DataSchema:      string(a.Data.ProtoReflect().Descriptor().FullName()),
-		Data:            data,
-	}
-	subject := EventSubject(a.Tenant, a.AggregateType, a.AggregateID, name)
-	aggSubject := AggregateSubject(a.Tenant, a.AggregateType, a.AggregateID)
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.msgID()), jetstream.WithExpectStream(stream)}
+	return preparedAppend{
+		a:          a,
+		stream:     stream,
+		subject:    EventSubject(a.Tenant, a.AggregateType, a.AggregateID, name),
+		aggSubject: AggregateSubject(a.Tenant, a.AggregateType, a.AggregateID),
+		ev: Event{
+			ID:              id.String(),
+			Type:            a.Type,
+			Source:          s.source,
+			Subject:         a.Subject,
+			Time:            s.clock().UTC(),
+			Metadata:        a.Metadata,
+			AggregateType:   a.AggregateType,
+			AggregateID:     a.AggregateID,
+			ExpectedVersion: a.ExpectedVersion,
+			DataSchema:      string(a.Data.ProtoReflect().Descriptor().FullName()),
+			Data:            data,
+		},
+	}, nil
+}
+
+// appendPrepared publishes one prepared append on its own and resolves conflicts and repeats.
+func (s *Store) appendPrepared(ctx context.Context, p preparedAppend) (Event, error) {
+	a, ev := p.a, p.ev
+	opts := []jetstream.PublishOpt{jetstream.WithMsgID(a.msgID()), jetstream.WithExpectStream(p.stream)}
 	if a.ExpectedVersion != AnyVersion {
-		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(a.ExpectedVersion, aggSubject))
+		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(a.ExpectedVersion, p.aggSubject))
 	}
-	ack, err := s.publish(ctx, &nats.Msg{Subject: subject, Header: ev.header(), Data: data}, opts)
+	ack, err := s.publish(ctx, &nats.Msg{Subject: p.subject, Header: ev.header(), Data: ev.Data}, opts)
 	switch {
 	case isWrongLastSequence(err):
-		return s.resolveConflict(ctx, stream, aggSubject, a)
+		return s.resolveConflict(ctx, p.stream, p.aggSubject, a)
 	case errors.Is(err, jetstream.ErrNoStreamResponse):
-		return Event{}, fmt.Errorf("eventstore: append %s: no stream answers %s (run EnsureStreams): %w", a.Type, subject, err)
+		return Event{}, fmt.Errorf("eventstore: append %s: no stream answers %s (run EnsureStreams): %w", a.Type, p.subject, err)
 	case err != nil:
-		return Event{}, fmt.Errorf("eventstore: append %s to %s: %w", a.Type, subject, err)
+		return Event{}, fmt.Errorf("eventstore: append %s to %s: %w", a.Type, p.subject, err)
 	case ack.Duplicate:
 		s.logger.DebugContext(ctx, "duplicate append", "idempotency_key", a.IdempotencyKey, "stream", ack.Stream, "seq", ack.Sequence)
 		return s.original(ctx, ack.Stream, ack.Sequence, a)

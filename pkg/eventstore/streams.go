@@ -112,6 +112,8 @@ func (s *Store) Streams() []jetstream.StreamConfig {
 			AllowDirect: true,
 			DenyDelete:  true,
 			DenyPurge:   true,
+			// Group commit (WithGroupCommit) publishes concurrent appends as one atomic batch.
+			AllowAtomicPublish: true,
 		}
 	}
 	return []jetstream.StreamConfig{
@@ -260,7 +262,8 @@ func (s *Store) ensureStream(ctx context.Context, name string, want jetstream.St
 		"replicas", got.Replicas, "storage", got.Storage.String(), "retention", got.Retention.String(),
 		"max_age", got.MaxAge, "max_bytes", got.MaxBytes, "max_msgs", got.MaxMsgs,
 		"max_msgs_per_subject", got.MaxMsgsPerSubject, "max_msg_size", got.MaxMsgSize,
-		"duplicate_window", got.Duplicates, "deny_delete", got.DenyDelete, "deny_purge", got.DenyPurge)
+		"duplicate_window", got.Duplicates, "deny_delete", got.DenyDelete, "deny_purge", got.DenyPurge,
+		"allow_atomic_publish", got.AllowAtomicPublish)
 	return nil
 }
 
@@ -275,7 +278,7 @@ func streamConfigDiffers(have, cfg jetstream.StreamConfig) bool {
 		max(cfg.Replicas, 1) != max(have.Replicas, 1) ||
 		(cfg.Duplicates != 0 && cfg.Duplicates != have.Duplicates) ||
 		cfg.AllowDirect != have.AllowDirect || cfg.DenyDelete != have.DenyDelete || cfg.DenyPurge != have.DenyPurge ||
-		cfg.AllowRollup != have.AllowRollup ||
+		cfg.AllowRollup != have.AllowRollup || cfg.AllowAtomicPublish != have.AllowAtomicPublish ||
 		limit(int64(cfg.MaxAge)) != limit(int64(have.MaxAge)) || limit(cfg.MaxBytes) != limit(have.MaxBytes) ||
 		limit(cfg.MaxMsgs) != limit(have.MaxMsgs) || limit(cfg.MaxMsgsPerSubject) != limit(have.MaxMsgsPerSubject) ||
 		limit(int64(cfg.MaxMsgSize)) != limit(int64(have.MaxMsgSize))
