@@ -70,7 +70,10 @@ func (s *Store) directGet(ctx context.Context, stream string, req directGetReque
 	}
 	nc := s.js.Conn()
 	inbox := nc.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	// A channel sized for the whole answer (the batch and its end-of-batch message), not
+	// SubscribeSync's default of 64k slots: that is half a megabyte allocated per get.
+	ch := make(chan *nats.Msg, max(req.Batch, 1)+1)
+	sub, err := nc.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return 0, fmt.Errorf("eventstore: direct get on %s: %w", stream, err)
 	}
@@ -79,9 +82,11 @@ func (s *Store) directGet(ctx context.Context, stream string, req directGetReque
 		return 0, fmt.Errorf("eventstore: direct get on %s: %w", stream, err)
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("eventstore: direct get on %s: %w", stream, err)
+		var m *nats.Msg
+		select {
+		case m = <-ch:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("eventstore: direct get on %s: %w", stream, ctx.Err())
 		}
 		switch status := m.Header.Get("Status"); status {
 		case "":
