@@ -155,18 +155,26 @@ func (s *Store) Consume(ctx context.Context, name, stream string, filterSubjects
 		if err == nil {
 			for msg := range batch.Messages() {
 				free--
-				var wait <-chan struct{}
+				var (
+					wait <-chan struct{}
+					key  string
+				)
 				done := func() {}
 				if cfg.orderKey != nil { // taken here, in stream order
-					wait, done = chains.take(cfg.orderKey(msg.Subject()))
+					key = cfg.orderKey(msg.Subject())
+					wait, done = chains.take(key)
 				}
 				wg.Go(func() {
 					defer func() { <-slots }()
 					defer done()
+					if cfg.orderKey == nil {
+						s.handle(ctx, name, cfg, msg, h)
+						return
+					}
 					if wait != nil { // until the handler of the event before it returns (it does when ctx ends)
 						awaitTurn(msg, wait, cfg.ackWait)
 					}
-					s.handle(ctx, name, cfg, msg, h)
+					s.handleInOrder(ctx, name, cfg, msg, h, &chains, key)
 				})
 			}
 			err = batch.Error()
@@ -253,13 +261,15 @@ func (s *Store) oldestUnacked(ctx context.Context, stream string, filters []stri
 	return oldest, nil
 }
 
-// handle runs h on one delivery and acknowledges it accordingly.
-func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg jetstream.Msg, h Handler) {
+// handle runs h on one delivery and acknowledges it accordingly. It returns the delay after which
+// the event is redelivered when it was left for a retry, 0 when it was handled (acknowledged, or
+// terminated) or handed back at shutdown.
+func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg jetstream.Msg, h Handler) time.Duration {
 	md, err := msg.Metadata()
 	if err != nil {
 		s.logger.ErrorContext(ctx, "work consumer got a message without metadata", "consumer", name, "subject", msg.Subject(), "error", err)
 		_ = msg.Term()
-		return
+		return 0
 	}
 	defer unacked.start(name, md.Timestamp)()
 	metricConsumerPending.WithLabelValues(name, md.Stream).Set(float64(md.NumPending))
@@ -268,8 +278,7 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 	}
 	ev, err := EventFromMsg(msg)
 	if err != nil { // no redelivery can fix a malformed envelope
-		s.giveUp(ctx, name, cfg, msg, md, ev, err)
-		return
+		return s.giveUp(ctx, name, cfg, msg, md, ev, err)
 	}
 
 	done := make(chan struct{})
@@ -295,11 +304,11 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 				"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "error", aerr)
 		}
 	case IsPermanent(err):
-		s.giveUp(ctx, name, cfg, msg, md, ev, err)
+		return s.giveUp(ctx, name, cfg, msg, md, ev, err)
 	case ctx.Err() != nil: // shutting down: hand the event to another replica now
 		_ = msg.Nak()
 	case cfg.maxDeliver != UnlimitedDeliveries && md.NumDelivered >= uint64(cfg.maxDeliver):
-		s.giveUp(ctx, name, cfg, msg, md, ev, err)
+		return s.giveUp(ctx, name, cfg, msg, md, ev, err)
 	default:
 		delay := cfg.delay(md.NumDelivered)
 		attrs := []any{"consumer", name, "stream", md.Stream, "seq", md.Sequence.Stream, "event_id", ev.ID, "event_type", ev.Type,
@@ -311,7 +320,9 @@ func (s *Store) handle(ctx context.Context, name string, cfg consumeConfig, msg 
 			s.logger.WarnContext(ctx, "work consumer handler failed; retrying", attrs...)
 		}
 		_ = msg.NakWithDelay(delay)
+		return delay
 	}
+	return 0
 }
 
 // delay returns the redelivery delay after the delivered-th failed delivery.
@@ -321,8 +332,9 @@ func (c consumeConfig) delay(delivered uint64) time.Duration {
 
 // giveUp records a delivery that will not be retried and terminates it once the failed-event log
 // holds it. While the log cannot record it the event is not terminated but redelivered after the
-// backoff delay, so that no event leaves the consumer without an entry in the log.
-func (s *Store) giveUp(ctx context.Context, name string, cfg consumeConfig, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) {
+// backoff delay, so that no event leaves the consumer without an entry in the log; it returns that
+// delay (0 when the event was terminated).
+func (s *Store) giveUp(ctx context.Context, name string, cfg consumeConfig, msg jetstream.Msg, md *jetstream.MsgMetadata, ev Event, err error) time.Duration {
 	fe := FailedEvent{
 		Handler: name, Kind: FailedByConsumer,
 		Stream: md.Stream, Sequence: md.Sequence.Stream, Subject: msg.Subject(),
@@ -338,7 +350,7 @@ func (s *Store) giveUp(ctx context.Context, name string, cfg consumeConfig, msg 
 		s.logger.ErrorContext(ctx, "work consumer cannot record a failed event in the failed-event log; keeping the event and retrying",
 			append(attrs, "record_error", rerr, "retry_in", delay)...)
 		_ = msg.NakWithDelay(delay)
-		return
+		return delay
 	}
 	s.logger.ErrorContext(ctx, "work consumer gave up on event; recorded in the failed-event log", attrs...)
 	if terr := msg.TermWithReason(truncate(err.Error(), 256)); terr != nil {
@@ -346,6 +358,7 @@ func (s *Store) giveUp(ctx context.Context, name string, cfg consumeConfig, msg 
 		s.logger.WarnContext(ctx, "work consumer could not terminate a recorded event", "consumer", name,
 			"stream", md.Stream, "seq", md.Sequence.Stream, "error", terr)
 	}
+	return 0
 }
 
 func truncate(s string, n int) string {

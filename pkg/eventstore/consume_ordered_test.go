@@ -2,9 +2,11 @@ package eventstore_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/testkit"
@@ -94,5 +96,64 @@ func TestConsumeOrderKeyKeepsOrderPerKey(t *testing.T) {
 	}
 	if len(overlap) > 0 {
 		t.Errorf("handlers of one agent ran at once: %v", overlap)
+	}
+}
+
+// TestConsumeOrderKeyHoldsKeyAfterFailure: when the handler of an agent's first event fails (the
+// event is left for redelivery), the agent's later events are not run before the failed one has
+// been handled again and succeeded, although they were taken meanwhile; another agent's event is
+// not held up.
+func TestConsumeOrderKeyHoldsKeyAfterFailure(t *testing.T) {
+	e := newEnv(t)
+	a1 := mustAppend(t, e.store, agentAppend("acme", "a", "registered", 0, "a1"))
+	a2 := mustAppend(t, e.store, agentAppend("acme", "a", "retirement_requested", a1.Sequence, "a2"))
+	a3 := mustAppend(t, e.store, agentAppend("acme", "a", "retired", a2.Sequence, "a3"))
+	mustAppend(t, e.store, agentAppend("acme", "b", "registered", 0, "b1"))
+
+	var (
+		mu       sync.Mutex
+		started  []uint64 // handler starts of agent a, in order
+		handled  []uint64 // successful handlings of agent a, in order
+		bHandled bool
+		failed   bool
+	)
+	h := func(_ context.Context, ev eventstore.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if ev.AggregateID == "b" {
+			bHandled = true
+			return nil
+		}
+		started = append(started, ev.Sequence)
+		if ev.Sequence == a1.Sequence && !failed {
+			failed = true
+			return errors.New("registry unavailable")
+		}
+		handled = append(handled, ev.Sequence)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- e.store.Consume(ctx, "ordered-hold", eventstore.StreamAgents, []string{"agentid.*.agent.>"}, h,
+			eventstore.WithConcurrency(8), eventstore.WithOrderKey(eventstore.SubjectAggregateKey),
+			eventstore.WithBackoff(100*time.Millisecond))
+	}()
+	testkit.Eventually(t, testkit.DefaultWait, "every event handled", func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == 3 && bHandled, nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Consume: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []uint64{a1.Sequence, a1.Sequence, a2.Sequence, a3.Sequence}; !slices.Equal(started, want) {
+		t.Errorf("agent a's handler runs %v, want %v (a1 failing, then a1 again before a2 and a3)", started, want)
+	}
+	if want := []uint64{a1.Sequence, a2.Sequence, a3.Sequence}; !slices.Equal(handled, want) {
+		t.Errorf("agent a's events handled in order %v, want %v", handled, want)
 	}
 }
