@@ -65,13 +65,19 @@ func WithGroupCommit(gc GroupCommit) Option {
 // server refuses as a whole (a stale expected version, a repeated idempotency key, a restart) is
 // published again event by event, so each caller gets exactly the result a lone Append would give.
 // The streams need AllowAtomicPublish, which EnsureStreams sets; on a stream without it Appends are
-// published one by one. Calling it again changes MaxBatch.
+// published one by one. Calling it again with another MaxBatch changes it; it is safe for
+// concurrent use.
 func (s *Store) EnableGroupCommit(gc GroupCommit) {
 	if gc.MaxBatch <= 0 {
 		gc.MaxBatch = DefaultGroupCommitMaxBatch
 	}
 	gc.MaxBatch = min(gc.MaxBatch, maxAtomicBatch)
-	s.group.Store(&groupCommitter{s: s, maxBatch: gc.MaxBatch, queues: map[string]*commitQueue{}})
+	if g := s.group.Load(); g != nil && g.maxBatch == gc.MaxBatch {
+		return
+	}
+	g := &groupCommitter{s: s, maxBatch: gc.MaxBatch, queues: map[string]*commitQueue{}}
+	g.resumed = sync.NewCond(&g.mu)
+	s.group.Store(g)
 }
 
 // groupCommitter collects appends per stream and commits them in batches.
@@ -81,6 +87,9 @@ type groupCommitter struct {
 
 	mu     sync.Mutex
 	queues map[string]*commitQueue // stream -> its pending appends
+	// paused holds the committers before they take their next batch (tests: PauseGroupCommit).
+	paused  bool
+	resumed *sync.Cond // on mu: paused became false
 }
 
 // commitQueue is one stream's pending appends. Guarded by groupCommitter.mu.
@@ -175,6 +184,9 @@ func (q *commitQueue) remove(req *commitRequest) {
 func (g *groupCommitter) run(stream string, q *commitQueue) {
 	for {
 		g.mu.Lock()
+		for g.paused {
+			g.resumed.Wait()
+		}
 		batch := g.take(q)
 		if len(batch) == 0 {
 			q.running = false
