@@ -18,7 +18,7 @@ import (
 // TypeAgentActive is the type of the activity event the monitor publishes on
 // telemetry.<tenant>.agent.active at most once per agent and hour, when it ingests activity of a
 // registered agent (payload monitorv1.HourlyActivity with the hour, ce-subject the agent's resource
-// name). The registry folds it into the agent's last_active_time. The ingest consumer stores no row
+// name); activity is a token issued to the agent (store.IsActivity). The registry folds it into the agent's last_active_time. The ingest consumer stores no row
 // of it: it is derived from rows stored already.
 const TypeAgentActive = "agent.active"
 
@@ -89,14 +89,16 @@ func (a *activityReporter) observe(ctx context.Context, tenant, agent string, t 
 	}
 }
 
-// reportActivity reports the activity rows of registered agents.
+// reportActivity reports the activity rows (store.IsActivity: tokens issued) of registered agents.
+// Policy decisions (dry runs included), refused token requests and reported accesses are no
+// activity of the agent: they would keep an unused agent "active" for the inactivity sweeps.
 func (c *Consumer) reportActivity(ctx context.Context, rows []store.Event) {
 	if c.activity == nil {
 		return
 	}
 	for i := range rows {
 		r := &rows[i]
-		if r.AgentKnown && activityKinds[r.Kind] && isAgentName(r.Agent) {
+		if r.AgentKnown && store.IsActivity(r.Kind, r.Outcome) && isAgentName(r.Agent) {
 			c.activity.observe(ctx, r.Tenant, r.Agent, r.Time)
 		}
 	}

@@ -258,8 +258,10 @@ func knowsClients(d agents.Directory) bool {
 	return ok && cd.KnowsClients()
 }
 
-// activityKinds are the kinds of rows an agent's own activity produces: only they flag a ghost.
-var activityKinds = map[string]bool{KindAccess: true, TypeTokenRequested: true, TypePolicyDecided: true}
+// activityKinds are the kinds of rows an agent's credential produces: only they flag a ghost. A
+// policy decision is not one: it is taken on a registration or an update (a dry run included),
+// whoever asked for it.
+var activityKinds = map[string]bool{KindAccess: true, TypeTokenRequested: true}
 
 // enrich fills in what the Directory knows of each row's agent (by name, else by client id):
 // the agent when only the client was named, the owner, the environment when the event has none,

@@ -161,8 +161,10 @@ type Analytics interface {
 	// median absolute deviation of rows and of bytes per access row (kind KindAccess), over the
 	// newest QuantileSample access rows of each agent in w; Accesses counts the rows used.
 	Quantiles(ctx context.Context, w Window) ([]Spread, error)
-	// LastActive returns when each agent of the tenant (or the one agent of w) was last seen in any
-	// row at or before w.To (w.From is ignored).
+	// LastActive returns when each agent of the tenant (or the one agent of w) was last active at or
+	// before w.To (w.From is ignored): the time of its latest activity row (IsActivity), a token the
+	// platform issued to it. Policy decisions (dry runs included), refused token requests and
+	// access rows (which any resource server may report naming any agent) do not count.
 	LastActive(ctx context.Context, w Window) (map[string]time.Time, error)
 	// Tenants lists the tenants with rows in the store (a small table kept at insert, not a scan
 	// of the rows).
@@ -185,6 +187,20 @@ func UsesScopes(kind, outcome string) bool {
 	return (kind == KindTokenRequested && outcome == OutcomeIssued) || (kind == KindAccess && outcome == OutcomeAllowed)
 }
 
+// IsActivity reports whether a row of kind and outcome is activity of its agent, what LastActive
+// and the inactivity sweeps count: a token the issuer issued to the agent (KindTokenRequested,
+// OutcomeIssued), which only the agent's own credential obtains. Not a policy decision (an
+// admission, a dry run or an auditor's plan names the agent without the agent doing anything), not
+// a refused token request (anyone who knows a client id can cause one), not an access row (a
+// resource server reports it, and may name any agent): an agent that uses the platform's tokens
+// requests them, so its last issued token is at most one token lifetime before its last access.
+func IsActivity(kind, outcome string) bool {
+	return kind == KindTokenRequested && outcome == OutcomeIssued
+}
+
+// ActivitySQL is IsActivity as an SQL condition over the columns kind and outcome, for both stores.
+const ActivitySQL = "(kind = '" + KindTokenRequested + "' AND outcome = '" + OutcomeIssued + "')"
+
 // ScopeUseSQL is UsesScopes as an SQL condition over the columns kind and outcome, for both stores.
 const ScopeUseSQL = "((kind = '" + KindTokenRequested + "' AND outcome = '" + OutcomeIssued + "') OR (kind = '" +
 	KindAccess + "' AND outcome = '" + OutcomeAllowed + "'))"
@@ -206,6 +222,7 @@ var AllowedOutcomes = []string{"issued", "allowed", "allow"}
 //   - rows of an unknown (ghost) agent (AgentKnown false) are left out of Hourly, Usage and
 //     Quantiles: a ghost gets no baseline, so that its activity never becomes "normal" (the
 //     unknown_agent detector reports it instead); LastActive and Tenants keep them;
+//   - LastActive counts only activity rows (IsActivity): tokens issued to the agent;
 //   - Quantiles sees at most QuantileSample access rows per agent: the newest ones in the window
 //     (by time, then event id, both descending), so that its cost is bounded and both stores
 //     answer the same;

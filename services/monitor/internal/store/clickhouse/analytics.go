@@ -559,8 +559,8 @@ func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, 
 	return out, nil
 }
 
-// LastActive implements store.Analytics: the hours before w.To's come from agent_last_seen (one
-// row per agent and hour), the hour of w.To from the raw rows.
+// LastActive implements store.Analytics: the hours before w.To's come from agent_last_active (one
+// row per agent and hour), the hour of w.To from the raw activity rows (store.IsActivity).
 func (s *Store) LastActive(ctx context.Context, w store.Window) (map[string]time.Time, error) {
 	if err := store.CheckWindow(w, true); err != nil {
 		return nil, err
@@ -579,8 +579,8 @@ func (s *Store) LastActive(ctx context.Context, w store.Window) (map[string]time
 		sql  string
 		args []any
 	}{
-		{`SELECT agent, maxMerge(last_ms) FROM agent_last_seen WHERE tenant = ? AND hour < toDateTime(?)`, []any{w.Tenant, seconds(hour)}},
-		{`SELECT agent, max(time_ms) FROM telemetry_events WHERE tenant = ? AND agent != '' AND time >= toDateTime(?)
+		{`SELECT agent, maxMerge(last_ms) FROM agent_last_active WHERE tenant = ? AND hour < toDateTime(?)`, []any{w.Tenant, seconds(hour)}},
+		{`SELECT agent, max(time_ms) FROM telemetry_events WHERE tenant = ? AND agent != '' AND ` + store.ActivitySQL + ` AND time >= toDateTime(?)
 			AND time <= toDateTime(?) AND time_ms >= ? AND time_ms <= ?`, []any{w.Tenant, seconds(hour), seconds(to), hour, to}},
 	}
 	for _, q := range queries {

@@ -189,6 +189,7 @@ func TestRetentionDropsOnlyPartitionsWhollyBeforeTheHorizon(t *testing.T) {
 	at := func(id string, tm time.Time) store.Event {
 		e := ev(id, 0)
 		e.Time = tm
+		e.Kind, e.Outcome = store.KindTokenRequested, store.OutcomeIssued // activity: agent_last_active too
 		return e
 	}
 	if err := s.Insert(ctx, []store.Event{
@@ -204,7 +205,7 @@ func TestRetentionDropsOnlyPartitionsWhollyBeforeTheHorizon(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"telemetry_events/202804", "telemetry_events/202805", "agent_hourly/202804", "agent_hourly/202805",
-		"agent_last_seen/202804", "agent_last_seen/202805", "telemetry_tenants/202804", "telemetry_tenants/202805"}
+		"agent_last_active/202804", "agent_last_active/202805", "telemetry_tenants/202804", "telemetry_tenants/202805"}
 	if !slices.Equal(dropped, want) {
 		t.Errorf("dropped %v, want %v", dropped, want)
 	}
@@ -561,7 +562,7 @@ func TestAggregatesAreKeyedInUTC(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	for _, c := range []struct{ table, column string }{
-		{"agent_hourly", "hour"}, {"agent_usage_daily", "day"}, {"agent_last_seen", "hour"}, {"telemetry_tenants", "day"},
+		{"agent_hourly", "hour"}, {"agent_usage_daily", "day"}, {"agent_last_active", "hour"}, {"telemetry_tenants", "day"},
 	} {
 		var typ string
 		if err := s.Conn().QueryRow(ctx, `SELECT type FROM system.columns WHERE database = currentDatabase() AND table = ? AND name = ?`,
@@ -574,12 +575,13 @@ func TestAggregatesAreKeyedInUTC(t *testing.T) {
 	}
 	e := ev("edge", 0)
 	e.Time = time.Date(2028, 5, 31, 23, 30, 0, 0, time.UTC)
+	e.Kind, e.Outcome = store.KindTokenRequested, store.OutcomeIssued // activity: agent_last_active too
 	e.Resource = "/r"
 	if err := s.Insert(ctx, []store.Event{e}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := s.Conn().Query(ctx, `SELECT table, partition FROM system.parts WHERE database = currentDatabase() AND active
-		AND table IN ('agent_hourly', 'agent_usage_daily', 'agent_last_seen', 'telemetry_tenants') ORDER BY table`)
+		AND table IN ('agent_hourly', 'agent_usage_daily', 'agent_last_active', 'telemetry_tenants') ORDER BY table`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,7 +594,7 @@ func TestAggregatesAreKeyedInUTC(t *testing.T) {
 		}
 		got = append(got, table+"/"+p)
 	}
-	want := []string{"agent_hourly/202805", "agent_last_seen/202805", "agent_usage_daily/202805", "telemetry_tenants/202805"}
+	want := []string{"agent_hourly/202805", "agent_last_active/202805", "agent_usage_daily/202805", "telemetry_tenants/202805"}
 	if !slices.Equal(got, want) {
 		t.Errorf("partitions %v, want %v", got, want)
 	}

@@ -14,7 +14,7 @@ var retentionTables = []struct{ name, column string }{
 	{"telemetry_events", "time"},
 	{"agent_hourly", "hour"},
 	{"agent_usage_daily", "day"},
-	{"agent_last_seen", "hour"},
+	{"agent_last_active", "hour"},
 	{"telemetry_tenants", "day"},
 }
 

@@ -142,8 +142,8 @@ func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, 
 	return out, nil
 }
 
-// LastActive implements store.Analytics: the days before w.To's come from agent_last_seen (one
-// row per agent and UTC day), the day of w.To from the rows.
+// LastActive implements store.Analytics: the days before w.To's come from agent_last_active (one
+// row per agent and UTC day), the day of w.To from the activity rows.
 func (s *Store) LastActive(ctx context.Context, w store.Window) (map[string]time.Time, error) {
 	if err := store.CheckWindow(w, true); err != nil {
 		return nil, err
@@ -154,9 +154,10 @@ func (s *Store) LastActive(ctx context.Context, w store.Window) (map[string]time
 	to := w.To.UnixMilli()
 	day := floorTo(to, dayMS)
 	query := `SELECT agent, max(last) FROM (
-			SELECT agent, last_ms AS last FROM agent_last_seen WHERE tenant = ? AND day_ms < ?
+			SELECT agent, last_ms AS last FROM agent_last_active WHERE tenant = ? AND day_ms < ?
 			UNION ALL
-			SELECT agent, time_ms AS last FROM telemetry_events WHERE tenant = ? AND agent <> '' AND time_ms >= ? AND time_ms <= ?)`
+			SELECT agent, time_ms AS last FROM telemetry_events WHERE tenant = ? AND agent <> '' AND ` + store.ActivitySQL + `
+				AND time_ms >= ? AND time_ms <= ?)`
 	args := []any{w.Tenant, day, w.Tenant, day, to}
 	if w.Agent != "" {
 		query += ` WHERE agent = ?`

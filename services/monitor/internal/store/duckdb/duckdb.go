@@ -90,11 +90,13 @@ var columnNames = func() []string {
 var columns = `"` + strings.Join(columnNames, `", "`) + `"`
 
 // aggregateDDL are the small tables Insert keeps in its transaction, so that LastActive and
-// Tenants need not scan the rows: the tenants with rows, and each agent's latest row per UTC day
-// (a primary key on a table of agents x days, never of rows).
+// Tenants need not scan the rows: the tenants with rows, and each agent's latest activity row
+// (store.IsActivity) per UTC day (a primary key on a table of agents x days, never of rows).
+// agent_last_active replaces agent_last_seen, which kept the latest row of any kind: a file that
+// has the old table gets the new one filled from its rows, and the old one dropped.
 var aggregateDDL = []string{
 	`CREATE TABLE IF NOT EXISTS telemetry_tenants (tenant VARCHAR PRIMARY KEY)`,
-	`CREATE TABLE IF NOT EXISTS agent_last_seen (
+	`CREATE TABLE IF NOT EXISTS agent_last_active (
 		tenant  VARCHAR NOT NULL,
 		agent   VARCHAR NOT NULL,
 		day_ms  BIGINT  NOT NULL,
@@ -105,8 +107,9 @@ var aggregateDDL = []string{
 // aggregateBackfill fills the aggregate tables from the rows stored before they existed.
 var aggregateBackfill = []string{
 	`INSERT INTO telemetry_tenants SELECT DISTINCT tenant FROM telemetry_events ON CONFLICT DO NOTHING`,
-	`INSERT INTO agent_last_seen SELECT tenant, agent, CAST(floor(time_ms / 86400000.0) AS BIGINT) * 86400000 AS day_ms, max(time_ms)
-		FROM telemetry_events WHERE agent <> '' GROUP BY tenant, agent, day_ms ON CONFLICT DO NOTHING`,
+	`INSERT INTO agent_last_active SELECT tenant, agent, CAST(floor(time_ms / 86400000.0) AS BIGINT) * 86400000 AS day_ms, max(time_ms)
+		FROM telemetry_events WHERE agent <> '' AND ` + store.ActivitySQL + ` GROUP BY tenant, agent, day_ms ON CONFLICT DO NOTHING`,
+	`DROP TABLE IF EXISTS agent_last_seen`,
 }
 
 const dayMS = int64(24 * time.Hour / time.Millisecond)
@@ -254,7 +257,7 @@ func (s *Store) rememberRecent(ctx context.Context, now time.Time) error {
 // aggregate tables, and (re)creates the view.
 func migrate(ctx context.Context, db *sql.DB, log *slog.Logger) error {
 	var aggregates, events int
-	if err := db.QueryRowContext(ctx, `SELECT count(*) FILTER (table_name IN ('telemetry_tenants', 'agent_last_seen')),
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FILTER (table_name IN ('telemetry_tenants', 'agent_last_active')),
 		count(*) FILTER (table_name = 'telemetry_events') FROM duckdb_tables()`).Scan(&aggregates, &events); err != nil {
 		return err
 	}
@@ -512,7 +515,7 @@ func updateAggregates(ctx context.Context, conn *sql.Conn, rows []store.Event) e
 			seenTenant[e.Tenant] = true
 			tenants = append(tenants, e.Tenant)
 		}
-		if e.Agent == "" {
+		if e.Agent == "" || !store.IsActivity(e.Kind, e.Outcome) {
 			continue
 		}
 		ms := e.Time.UnixMilli()
@@ -537,10 +540,10 @@ func updateAggregates(ctx context.Context, conn *sql.Conn, rows []store.Event) e
 		for _, d := range chunk {
 			args = append(args, d.tenant, d.agent, d.ms, last[d])
 		}
-		if _, err := conn.ExecContext(ctx, `INSERT INTO agent_last_seen VALUES `+tuples(len(chunk), "(?, ?, ?, ?)")+`
-			ON CONFLICT (tenant, agent, day_ms) DO UPDATE SET last_ms = greatest(agent_last_seen.last_ms, excluded.last_ms)`,
+		if _, err := conn.ExecContext(ctx, `INSERT INTO agent_last_active VALUES `+tuples(len(chunk), "(?, ?, ?, ?)")+`
+			ON CONFLICT (tenant, agent, day_ms) DO UPDATE SET last_ms = greatest(agent_last_active.last_ms, excluded.last_ms)`,
 			args...); err != nil {
-			return fmt.Errorf("agent_last_seen: %w", err)
+			return fmt.Errorf("agent_last_active: %w", err)
 		}
 	}
 	return nil

@@ -58,7 +58,7 @@ var fixture = []row{
 	// faq, the next day (h0 + 27h, 2031-03-15 18:00 UTC): an access, for windows of whole days.
 	{id: "a9", agent: faq, kind: store.KindAccess, outcome: "allowed", resource: "/kb/search", at: 27 * time.Hour, scopes: []string{"kb.read"}},
 	// an agent the registry does not know (agent_known false): left out of Hourly, Usage and
-	// Quantiles (no baseline), kept by LastActive.
+	// Quantiles (no baseline), kept by LastActive (x2, a token issued).
 	{id: "x1", agent: ghost, kind: store.KindAccess, outcome: "allowed", resource: "/kb/search", src: "10.1.2.5", obo: "alice", at: 12 * time.Minute, scopes: []string{"kb.read"}, rows: 5000, bytes: 5000, ghost: true},
 	{id: "x2", agent: ghost, kind: store.KindTokenRequested, outcome: "issued", resource: "urn:api", at: 200 * time.Minute, scopes: []string{"kb.read"}, ghost: true},
 	// no agent: left out of every per-agent read.
@@ -277,18 +277,18 @@ func testLastActive(t *testing.T, s store.Store, a store.Analytics) {
 		w    store.Window
 		want map[string]time.Time
 	}{
-		// a8 is exactly at To: "at or before". The ghost's rows count (x1).
-		{"at To", store.Window{Tenant: "acme", To: at(3 * time.Hour)}, map[string]time.Time{faq: at(3 * time.Hour), pay: at(121 * time.Minute), ghost: at(12 * time.Minute)}},
-		// A millisecond earlier, faq's last row is the policy decision p1.
-		{"before To", store.Window{Tenant: "acme", To: at(3 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(150 * time.Minute), pay: at(121 * time.Minute), ghost: at(12 * time.Minute)}},
-		{"From is ignored", store.Window{Tenant: "acme", From: at(2*time.Hour + 59*time.Minute), To: at(3 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(150 * time.Minute), pay: at(121 * time.Minute), ghost: at(12 * time.Minute)}},
-		{"ghost after x2", store.Window{Tenant: "acme", Agent: ghost, To: at(4 * time.Hour)}, map[string]time.Time{ghost: at(200 * time.Minute)}},
-		// The next day: earlier days (and hours) from a store's aggregate, To's own from the rows.
-		{"next day", store.Window{Tenant: "acme", To: at(30 * time.Hour)}, map[string]time.Time{faq: at(27 * time.Hour), pay: at(121 * time.Minute), ghost: at(200 * time.Minute)}},
-		{"next day before a9", store.Window{Tenant: "acme", Agent: faq, To: at(27 * time.Hour).Add(-time.Millisecond)}, map[string]time.Time{faq: at(3 * time.Hour)}},
-		{"one agent", store.Window{Tenant: "acme", Agent: pay, To: at(5 * time.Hour)}, map[string]time.Time{pay: at(121 * time.Minute)}},
-		// Before h0 only a7 of faq.
-		{"early", store.Window{Tenant: "acme", To: at(-time.Hour)}, map[string]time.Time{faq: at(-2 * time.Hour)}},
+		// Only tokens issued count: faq's a4; not its later accesses (a3, a8), its refused request
+		// (a5) or its policy decisions (a6, p1); pay has accesses only; the ghost's x2 is after To.
+		{"at To", store.Window{Tenant: "acme", To: at(3 * time.Hour)}, map[string]time.Time{faq: at(80 * time.Minute)}},
+		{"From is ignored", store.Window{Tenant: "acme", From: at(2*time.Hour + 59*time.Minute), To: at(3 * time.Hour)}, map[string]time.Time{faq: at(80 * time.Minute)}},
+		// x2 is exactly at To: "at or before"; a millisecond earlier the ghost has none.
+		{"ghost at x2", store.Window{Tenant: "acme", Agent: ghost, To: at(200 * time.Minute)}, map[string]time.Time{ghost: at(200 * time.Minute)}},
+		{"ghost before x2", store.Window{Tenant: "acme", Agent: ghost, To: at(200 * time.Minute).Add(-time.Millisecond)}, map[string]time.Time{}},
+		// The next day: earlier days (and hours) from a store's aggregate, To's own from the rows;
+		// faq's access a9 does not count.
+		{"next day", store.Window{Tenant: "acme", To: at(30 * time.Hour)}, map[string]time.Time{faq: at(80 * time.Minute), ghost: at(200 * time.Minute)}},
+		{"one agent", store.Window{Tenant: "acme", Agent: pay, To: at(5 * time.Hour)}, map[string]time.Time{}},
+		{"before a4", store.Window{Tenant: "acme", To: at(80 * time.Minute).Add(-time.Millisecond)}, map[string]time.Time{}},
 		{"unknown tenant", store.Window{Tenant: "initech", To: at(5 * time.Hour)}, map[string]time.Time{}},
 	}
 	for _, tt := range tests {
@@ -419,5 +419,51 @@ func testUsageOfScopes(t *testing.T, s store.Store, a store.Analytics) {
 				t.Errorf("usage of scopes:\n got  %+v\n want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// testLastActiveCountsOnlyActivity: rows that name an agent without the agent acting never move
+// its last activity, whether they come in the same batch, a later one, the day of To or an earlier
+// day (a store's aggregate): policy decisions (dry runs included), refused token requests and
+// access rows (a resource server may report one naming any agent, with a token id or not). A token
+// issued to the agent does.
+func testLastActiveCountsOnlyActivity(t *testing.T, s store.Store, a store.Analytics) {
+	const agent = "tenants/acme/agents/idle"
+	issued := h0.Add(-48 * time.Hour)
+	e := func(id string, at time.Time, kind, outcome string) store.Event {
+		return store.Event{EventID: id, Time: at, Tenant: "acme", Agent: agent, Kind: kind, Outcome: outcome, AgentKnown: true}
+	}
+	insert(t, s, e("issued", issued, store.KindTokenRequested, store.OutcomeIssued))
+	var noise []store.Event
+	for d := range 3 { // two days before To's day and To's own
+		at := h0.Add(time.Duration(d-2)*24*time.Hour + time.Hour)
+		dryRun := e(fmt.Sprintf("dry-run-%d", d), at, "policy.decided", "allow")
+		dryRun.Detail = `{"dry_run":true}`
+		access := e(fmt.Sprintf("access-%d", d), at.Add(time.Minute), store.KindAccess, store.OutcomeAllowed)
+		access.TokenID, access.Detail = "forged", `{"token_id":"forged"}`
+		noise = append(noise, dryRun,
+			e(fmt.Sprintf("deny-%d", d), at.Add(2*time.Minute), "policy.decided", "deny"),
+			e(fmt.Sprintf("refused-%d", d), at.Add(3*time.Minute), store.KindTokenRequested, "invalid_client"),
+			access)
+	}
+	insert(t, s, noise...)
+	to := h0.Add(2 * time.Hour)
+	for _, w := range []store.Window{{Tenant: "acme", To: to}, {Tenant: "acme", Agent: agent, To: to}} {
+		got, err := a.LastActive(context.Background(), w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[string]time.Time{agent: issued}; !maps.EqualFunc(got, want, time.Time.Equal) {
+			t.Errorf("last active (agent %q): got %v, want %v (decisions, refusals and accesses are no activity)", w.Agent, got, want)
+		}
+	}
+	again := h0.Add(90 * time.Minute)
+	insert(t, s, e("issued-again", again, store.KindTokenRequested, store.OutcomeIssued))
+	got, err := a.LastActive(context.Background(), store.Window{Tenant: "acme", Agent: agent, To: to})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]time.Time{agent: again}; !maps.EqualFunc(got, want, time.Time.Equal) {
+		t.Errorf("last active after a token issued: got %v, want %v", got, want)
 	}
 }

@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AnalyticsQuantiles", analytics(testQuantiles)},
 		{"AnalyticsQuantilesSampleTheNewestRows", analytics(testQuantileSample)},
 		{"AnalyticsLastActive", analytics(testLastActive)},
+		{"AnalyticsLastActiveCountsOnlyActivity", analytics(testLastActiveCountsOnlyActivity)},
 		{"AnalyticsTenants", analytics(testTenants)},
 		{"AnalyticsHourlyBeforeStreamSeq", analytics(testHourlyBeforeStreamSeq)},
 		{"AnalyticsUsageBeforeStreamSeq", analytics(testUsageBeforeStreamSeq)},
