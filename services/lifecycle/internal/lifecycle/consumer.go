@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
@@ -98,9 +100,48 @@ func (s *Service) startProvisioning(ctx context.Context, ev eventstore.Event) er
 	if proposed(agent) {
 		return nil // a draft: agent.submitted starts its provisioning
 	}
+	if left, err := s.leftProvisioning(ctx, ev, agent.GetName()); err != nil || left {
+		return err
+	}
 	spec := provisionSpec(tenant, agentID, workflows.RiskTierName(agent.GetRiskTier()), ev.ID, ev.Metadata.Actor.ID)
 	spec.event, spec.md = ev.Type, ev.Metadata
 	return s.startFromEvent(ctx, spec)
+}
+
+// provisioningLookupTimeout bounds the registry read of a registered agent's current state.
+const provisioningLookupTimeout = 5 * time.Second
+
+// leftProvisioning reports whether the agent of agent.registered ev has left provisioning: the
+// registry holds it, at the event's version or later, in a state other than PENDING or PROPOSED
+// (retirement requested, rejected, ...). Events of one agent may be handled out of order (a
+// redelivered registration after the retirement request, on another replica), and no provisioning
+// run is started for such an agent. An agent the registry does not show yet, or only at an older
+// version, has not left; a registry that cannot be asked is an error (the event is retried).
+func (s *Service) leftProvisioning(ctx context.Context, ev eventstore.Event, name string) (bool, error) {
+	if s.registry == nil {
+		return false, nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, provisioningLookupTimeout)
+	defer cancel()
+	resp, err := s.registry.GetAgent(rctx, &registryv1.GetAgentRequest{Name: name})
+	switch {
+	case errs.Is(err, errs.KindNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("agent.registered %s: reading %s: %w", ev.ID, name, err)
+	}
+	a := resp.GetAgent()
+	version, verr := strconv.ParseUint(a.GetEtag(), 10, 64)
+	switch st := a.GetState(); {
+	case verr != nil, version < ev.Sequence:
+		return false, nil
+	case st == registryv1.AgentState_AGENT_STATE_PENDING, st == registryv1.AgentState_AGENT_STATE_PROPOSED:
+		return false, nil
+	default:
+		s.log.InfoContext(ctx, "provisioning not started: the agent has left provisioning", "agent", name, "state", st.String(),
+			"version", version, "event_id", ev.ID, "event_seq", ev.Sequence)
+		return true, nil
+	}
 }
 
 func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) error {
