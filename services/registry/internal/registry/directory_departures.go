@@ -7,34 +7,31 @@ import (
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
-// Bounds of the principals one replacing directory sync may depart without
-// SyncDirectory.AllowMassDeparture: more than MaxReplaceDeparturesPercent percent of the ACTIVE
-// principals, or more than MaxReplaceDepartures of them, is a mass departure.
+// Bounds of the principals one directory sync may depart without SyncDirectory.AllowMassDeparture:
+// more than MaxReplaceDeparturesPercent percent of the ACTIVE principals, or more than
+// MaxReplaceDepartures of them, is a mass departure. A sync departing one principal never is (one
+// leaver, the everyday case even in a directory of a few principals).
 const (
-	// MaxReplaceDeparturesPercent is the share of the ACTIVE principals a replace may depart.
+	// MaxReplaceDeparturesPercent is the share of the ACTIVE principals a sync may depart.
 	MaxReplaceDeparturesPercent = 10
-	// MaxReplaceDepartures is how many principals a replace may depart.
+	// MaxReplaceDepartures is how many principals a sync may depart.
 	MaxReplaceDepartures = 50
 	// ReasonMassDeparture is the reason of the refusal of a mass departure.
 	ReasonMassDeparture = "MASS_DEPARTURE"
 )
 
-// checkMassDeparture refuses a replace that departs, by not listing them, more ACTIVE principals
-// than the bounds allow, unless allowed: an empty or truncated directory file would otherwise
-// orphan every agent of the tenant. Principals the request itself lists as DEPARTED are meant and
-// do not count.
-func (st *directoryState) checkMassDeparture(tenant string, in []*registryv1.Principal, res SyncResult, replace, allowed bool) error {
-	if !replace || allowed {
+// checkMassDeparture refuses a sync (merge or replace) that departs more ACTIVE principals than the
+// bounds allow, unless allowed: an empty or truncated directory file, or one that lists everyone as
+// DEPARTED, would otherwise orphan every agent of the tenant. Every ACTIVE principal the sync makes
+// DEPARTED counts, whether the request lists it as DEPARTED or (a replace) leaves it out.
+func (st *directoryState) checkMassDeparture(tenant string, _ []*registryv1.Principal, res SyncResult, _, allowed bool) error {
+	if allowed {
 		return nil
 	}
-	listed := make(map[string]bool, len(in))
-	for _, p := range in {
-		listed[p.GetId()] = true
-	}
-	unlisted := 0
+	departing := 0
 	for _, id := range res.Departed {
-		if !listed[id] {
-			unlisted++
+		if cur, ok := st.dir[id]; ok && cur.status == registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE {
+			departing++
 		}
 	}
 	active := 0
@@ -43,11 +40,11 @@ func (st *directoryState) checkMassDeparture(tenant string, in []*registryv1.Pri
 			active++
 		}
 	}
-	if unlisted <= MaxReplaceDepartures && unlisted*100 <= active*MaxReplaceDeparturesPercent {
+	if departing <= 1 || (departing <= MaxReplaceDepartures && departing*100 <= active*MaxReplaceDeparturesPercent) {
 		return nil
 	}
 	return errs.FailedPrecondition(ReasonMassDeparture, fmt.Sprintf(
-		"allow_mass_departure: the replace would depart %d of the %d ACTIVE principals of tenant %s (more than %d%% or more than %d), orphaning their agents; check the directory file, or set allow_mass_departure (agentctl directory sync --allow-mass-departure) if they all left",
-		unlisted, active, tenant, MaxReplaceDeparturesPercent, MaxReplaceDepartures)).
-		WithMetadata("departed", fmt.Sprint(unlisted)).WithMetadata("active", fmt.Sprint(active))
+		"allow_mass_departure: the sync would depart %d of the %d ACTIVE principals of tenant %s (more than %d%% or more than %d), orphaning their agents; check the directory file, or set allow_mass_departure (agentctl directory sync --allow-mass-departure) if they all left",
+		departing, active, tenant, MaxReplaceDeparturesPercent, MaxReplaceDepartures)).
+		WithMetadata("departed", fmt.Sprint(departing)).WithMetadata("active", fmt.Sprint(active))
 }
