@@ -411,7 +411,8 @@ func (s *Server) AdoptFinding(ctx context.Context, req *registryv1.AdoptFindingR
 		return nil, errs.FailedPrecondition("FINDING_NOT_ADOPTABLE", reason).WithMetadata("finding_id", id)
 	}
 	agent := proposedAgent(f, req)
-	res, err := s.reg.RegisterAgent(ctx, &registryv1.RegisterAgentRequest{
+	// An owner may adopt: the request id adopt-<finding id> is reserved for adoption (registry.WithAdoption).
+	res, err := s.reg.RegisterAgent(registry.WithAdoption(ctx), &registryv1.RegisterAgentRequest{
 		Parent: registry.TenantName(tenant), Agent: agent, RequestId: adoptRequestIDPrefix + id, Proposed: true,
 	})
 	if err != nil {

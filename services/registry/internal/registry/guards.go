@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -68,6 +69,42 @@ func checkReservedLabels(before, after map[string]string) error {
 		field := fmt.Sprintf("agent.labels[%s]", printable(k))
 		return errs.InvalidArgument(field, field+": labels under "+ReservedLabelPrefix+
 			" are set only by a tenant-admin, a platform-admin or the platform's services, not by an owner")
+	}
+	return nil
+}
+
+// ReservedRequestIDPrefixes start the request ids of registrations only tenant-admins,
+// platform-admins and the platform's services may make: agents as code (`agents-as-code/<name>`)
+// and discovery's adoption (`adopt-<finding id>`). The agent id derives from the tenant and the
+// request id, and both are predictable: an owner registering first under one would hold that id,
+// and the pipeline would meet REQUEST_ID_REUSED for good.
+var ReservedRequestIDPrefixes = []string{"agents-as-code/", "adopt-"}
+
+// adoptionKey is the context key of WithAdoption.
+type adoptionKey struct{}
+
+// WithAdoption marks a RegisterAgent as discovery's adoption of a finding (AdoptFinding), which an
+// owner may call: its request id `adopt-<finding id>` is then the owner's to use. A remote caller
+// cannot set it.
+func WithAdoption(ctx context.Context) context.Context {
+	return context.WithValue(ctx, adoptionKey{}, true)
+}
+
+// checkReservedRequestID refuses a request id under ReservedRequestIDPrefixes from an owner
+// (requireOwner, its principal id; "" for admins and services), naming request_id; discovery's
+// adoption (WithAdoption) may use `adopt-` for an owner.
+func checkReservedRequestID(ctx context.Context, requestID, requireOwner string) error {
+	if requireOwner == "" {
+		return nil
+	}
+	adoption, _ := ctx.Value(adoptionKey{}).(bool)
+	for _, p := range ReservedRequestIDPrefixes {
+		if p == "adopt-" && adoption {
+			continue
+		}
+		if strings.HasPrefix(requestID, p) {
+			return invalid("request_id", fmt.Sprintf("request ids starting with %q are reserved for tenant-admins, platform-admins and the platform's services; an owner chooses another request_id", p))
+		}
 	}
 	return nil
 }

@@ -187,7 +187,7 @@ func TestRegisterRepeatMustBeTheSameCallerAndBody(t *testing.T) {
 	e := newRecordEnv(t, nil)
 	ctx := t.Context()
 	in := validAgent(t)
-	first, err := e.svc.RegisterAgent(ctx, registry.RegisterAgent{Tenant: "acme", Agent: in, RequestID: "agents-as-code/payments-bot", RequireOwner: "team:support"}, ownerMD)
+	first, err := e.svc.RegisterAgent(ctx, registry.RegisterAgent{Tenant: "acme", Agent: in, RequestID: "payments-bot-1", RequireOwner: "team:support"}, ownerMD)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,18 +205,52 @@ func TestRegisterRepeatMustBeTheSameCallerAndBody(t *testing.T) {
 		{"other body, validate only", other, admin, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.svc.RegisterAgent(ctx, registry.RegisterAgent{Tenant: "acme", Agent: tc.in, RequestID: "agents-as-code/payments-bot", ValidateOnly: tc.vo}, tc.md)
+			_, err := e.svc.RegisterAgent(ctx, registry.RegisterAgent{Tenant: "acme", Agent: tc.in, RequestID: "payments-bot-1", ValidateOnly: tc.vo}, tc.md)
 			wantError(t, err, errs.KindAlreadyExists, registry.ReasonRequestIDReused, "")
-			wantMessage(t, err, `request_id: "agents-as-code/payments-bot"`)
+			wantMessage(t, err, `request_id: "payments-bot-1"`)
 		})
 	}
-	again, err := e.svc.RegisterAgent(ctx, registry.RegisterAgent{Tenant: "acme", Agent: proto.CloneOf(in), RequestID: "agents-as-code/payments-bot", RequireOwner: "team:support"}, ownerMD)
+	again, err := e.svc.RegisterAgent(ctx, registry.RegisterAgent{Tenant: "acme", Agent: proto.CloneOf(in), RequestID: "payments-bot-1", RequireOwner: "team:support"}, ownerMD)
 	if err != nil || again.GetName() != first.GetName() {
 		t.Fatalf("same caller, same body: %v %v", again.GetName(), err)
 	}
 	if e.streamLen(t) != n {
 		t.Fatalf("refused repeats wrote: stream %d → %d", n, e.streamLen(t))
 	}
+}
+
+// TestReservedRequestIDsAreForAdmins: an owner may not register under the request ids agents as
+// code and adoption use (their agent ids are predictable): InvalidArgument naming request_id,
+// nothing written, for a real registration and a validate_only one; an admin may, and so holds the
+// agent id.
+func TestReservedRequestIDsAreForAdmins(t *testing.T) {
+	e := newRecordEnv(t, nil)
+	ctx := t.Context()
+	for _, id := range []string{"agents-as-code/payments-bot", "adopt-f-123"} {
+		t.Run(id, func(t *testing.T) {
+			n := e.streamLen(t)
+			for _, vo := range []bool{false, true} {
+				_, err := e.svc.RegisterAgent(ctx, registry.RegisterAgent{Tenant: "acme", Agent: validAgent(t), RequestID: id, RequireOwner: "team:support", ValidateOnly: vo}, ownerMD)
+				wantError(t, err, errs.KindInvalidArgument, "", "request_id")
+				wantMessage(t, err, "request_id: request ids starting with")
+			}
+			if e.streamLen(t) != n {
+				t.Fatalf("a refused registration wrote: stream %d → %d", n, e.streamLen(t))
+			}
+			a, err := e.svc.RegisterAgent(ctx, registry.RegisterAgent{Tenant: "acme", Agent: validAgent(t), RequestID: id}, admin)
+			if err != nil || a.GetName() != "tenants/acme/agents/"+registry.DeriveAgentID("acme", id) {
+				t.Fatalf("admin under %s: %v %v", id, a.GetName(), err)
+			}
+		})
+	}
+	// Discovery's adoption (AdoptFinding, which an owner may call) uses adopt- for the owner; it
+	// opens no other reserved prefix.
+	adopted, err := e.svc.RegisterAgent(registry.WithAdoption(ctx), registry.RegisterAgent{Tenant: "acme", Agent: validAgent(t), RequestID: "adopt-f-456", RequireOwner: "team:support", Proposed: true}, ownerMD)
+	if err != nil || adopted.GetName() != "tenants/acme/agents/"+registry.DeriveAgentID("acme", "adopt-f-456") {
+		t.Fatalf("owner's adoption: %v %v", adopted.GetName(), err)
+	}
+	_, err = e.svc.RegisterAgent(registry.WithAdoption(ctx), registry.RegisterAgent{Tenant: "acme", Agent: validAgent(t), RequestID: "agents-as-code/other", RequireOwner: "team:support"}, ownerMD)
+	wantError(t, err, errs.KindInvalidArgument, "", "request_id")
 }
 
 // TestReservedLabelsAreForAdmins: an owner can neither register nor change agentid.dev/* labels;

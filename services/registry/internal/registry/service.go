@@ -368,6 +368,9 @@ func (s *Service) RegisterAgent(ctx context.Context, c RegisterAgent, md eventst
 	if err := checkRequestID(c.RequestID); err != nil {
 		return nil, err
 	}
+	if err := checkReservedRequestID(ctx, c.RequestID, c.RequireOwner); err != nil {
+		return nil, err
+	}
 	if err := ValidateAgent(c.Agent, s.now()); err != nil {
 		return nil, err
 	}
