@@ -118,6 +118,13 @@ func TestEvaluateAdmissionAuthorization(t *testing.T) {
 		n++
 		return &policyv1.EvaluateAdmissionRequest{Tenant: "acme", Agent: agentStruct(t, lowRiskAgent()), RequestId: fmt.Sprintf("req-%d", n)}
 	}
+	withID := func(prefix string) func() *policyv1.EvaluateAdmissionRequest { // a request id of a service's own
+		return func() *policyv1.EvaluateAdmissionRequest {
+			r := valid()
+			r.RequestId = prefix + r.RequestId
+			return r
+		}
+	}
 	tests := []struct {
 		name       string
 		token      string
@@ -131,9 +138,16 @@ func TestEvaluateAdmissionAuthorization(t *testing.T) {
 		{name: "delegated tenant-admin (dry run)", token: "acme-delegated", req: valid, wantCode: codes.OK},
 		{name: "delegated platform-admin of system (dry run)", token: "system-delegated", req: valid, wantCode: codes.OK},
 		{name: "auditor of the tenant (dry run, never recorded)", token: "acme-auditor", req: valid, wantCode: codes.OK},
-		{name: "lifecycle worker (lifecycle-worker role)", token: "worker", req: valid, wantCode: codes.OK, wantRecord: true},
+		{name: "lifecycle worker (lifecycle-worker role)", token: "worker", req: withID("provision/acme/"), wantCode: codes.OK, wantRecord: true},
+		// A service records under its own request ids only: a leaked credential cannot plant the
+		// decision another service's (predictable) request id will find.
+		{name: "lifecycle worker, another id", token: "worker", req: valid, wantCode: codes.InvalidArgument, wantField: "request_id"},
+		{name: "lifecycle worker, another tenant's provisioning id", token: "worker", req: withID("provision/globex/"), wantCode: codes.InvalidArgument, wantField: "request_id"},
+		{name: "lifecycle worker, a registry id", token: "worker", req: withID("registry-update:"), wantCode: codes.InvalidArgument, wantField: "request_id"},
 		{name: "lifecycle-worker role outside system grants nothing", token: "acme-worker", req: valid, wantCode: codes.PermissionDenied},
-		{name: "registry (registry-service role)", token: "registry", req: valid, wantCode: codes.OK, wantRecord: true},
+		{name: "registry (registry-service role)", token: "registry", req: withID("registry-update:"), wantCode: codes.OK, wantRecord: true},
+		{name: "registry, a provisioning id", token: "registry", req: withID("provision/acme/"), wantCode: codes.InvalidArgument, wantField: "request_id"},
+		{name: "registry, another id", token: "registry", req: valid, wantCode: codes.InvalidArgument, wantField: "request_id"},
 		{name: "registry-service role outside system grants nothing", token: "acme-registry", req: valid, wantCode: codes.PermissionDenied},
 		{name: "platform-admin role outside system grants nothing", token: "acme-plat-ish", req: valid, wantCode: codes.PermissionDenied},
 		{name: "tenant-admin of another tenant", token: "globex-admin", req: valid, wantCode: codes.NotFound},

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -128,6 +129,9 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 		s.publishDryRun(ctx, req, rec, d)
 		return d, nil
 	}
+	if err := checkRequestIDPrefix(p, req); err != nil {
+		return Decision{}, err
+	}
 	digest, err := InputDigest(req.Tenant, req.Agent)
 	if err != nil {
 		return Decision{}, errs.Internal(err)
@@ -177,6 +181,50 @@ func (s *Service) Evaluate(ctx context.Context, req Request) (Decision, error) {
 		return d, nil
 	}
 	return Decision{}, notRecorded(req, errors.New("the decision record conflicted twice"))
+}
+
+// Request id prefixes of the service identities whose decisions are recorded: each may record
+// under its own only, so that a leaked registry credential cannot record the decision a
+// provisioning run's (predictable) request id will find, nor the reverse.
+const (
+	// RegistryRequestIDPrefix starts every request id of the registry (registry-service); it is
+	// the registry's admission.RequestIDPrefix.
+	RegistryRequestIDPrefix = "registry-update:"
+	// ProvisioningRequestIDPrefix starts every request id of the lifecycle worker: its provisioning
+	// runs' workflow ids, provision/<tenant>/<agent id> (then /policy), of the request's tenant.
+	ProvisioningRequestIDPrefix = "provision/"
+)
+
+// checkRequestIDPrefix refuses a recorded decision whose request id is not the caller's own: the
+// registry's must start with RegistryRequestIDPrefix, the lifecycle worker's with
+// ProvisioningRequestIDPrefix and the request's tenant (InvalidArgument naming request_id). A
+// platform-admin's are not bound; a principal holding both service roles may use either prefix.
+func checkRequestIDPrefix(p *authn.Principal, req Request) error {
+	if p.IsPlatformAdmin() {
+		return nil
+	}
+	var allowed []string
+	if p.IsRegistryService() {
+		allowed = append(allowed, RegistryRequestIDPrefix)
+	}
+	if p.IsLifecycleWorker() {
+		allowed = append(allowed, ProvisioningRequestIDPrefix+req.Tenant+"/")
+	}
+	for _, prefix := range allowed {
+		if strings.HasPrefix(req.RequestID, prefix) {
+			return nil
+		}
+	}
+	return errs.InvalidArgument("request_id", fmt.Sprintf("request_id: %q does not start with %s, the prefix of this caller's request ids (a service records decisions under its own request ids only)",
+		req.RequestID, strings.Join(quoteAll(allowed), " or ")))
+}
+
+func quoteAll(ss []string) []string {
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strconv.Quote(s)
+	}
+	return out
 }
 
 // RecordsDecisions reports whether the decisions of p are recorded under their request id: only
