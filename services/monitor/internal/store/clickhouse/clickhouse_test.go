@@ -75,11 +75,11 @@ func TestMigrationsAreRecordedAndIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := map[int]string{1: "001_telemetry_events.sql", 2: "002_agent_hourly.sql", 3: "003_utc_aggregates.sql", 4: "004_scope_use.sql"}; !mapsEqual(applied, want) {
+		if want := map[int]string{1: "001_telemetry_events.sql", 2: "002_agent_hourly.sql", 3: "003_utc_aggregates.sql", 4: "004_scope_use.sql", 5: "005_agent_last_active.sql"}; !mapsEqual(applied, want) {
 			t.Errorf("open %d: applied %v, want %v", i+1, applied, want)
 		}
-		if n := count(t, s, "SELECT count() FROM schema_migrations"); n != 4 {
-			t.Errorf("open %d: %d rows in schema_migrations, want 4", i+1, n)
+		if n := count(t, s, "SELECT count() FROM schema_migrations"); n != 5 {
+			t.Errorf("open %d: %d rows in schema_migrations, want 5", i+1, n)
 		}
 		if err := s.Insert(ctx, []store.Event{ev(fmt.Sprint("e", i), 0)}); err != nil {
 			t.Fatal(err)
@@ -400,9 +400,10 @@ func TestOutageIsAnErrorAndInsertsWorkAfterRestart(t *testing.T) {
 	}
 }
 
-// TestAgentHourlyMigrationCountsRowsStoredBefore applies 002 and 003 to a table that already holds
+// TestAgentHourlyMigrationCountsRowsStoredBefore applies 002 to 005 to a table that already holds
 // rows (a copy among them, a ghost's row): agent_hourly and the other aggregates start from them,
-// each counted once, the ghost left out of agent_hourly and Usage but not of LastActive.
+// each counted once, the ghost left out of agent_hourly and Usage but not of LastActive, which
+// counts the tokens issued two hours later (005) and not the accesses or the policy decision.
 func TestAgentHourlyMigrationCountsRowsStoredBefore(t *testing.T) {
 	ctx := context.Background()
 	_, dsn := clickhousedev.Database(t)
@@ -418,7 +419,10 @@ func TestAgentHourlyMigrationCountsRowsStoredBefore(t *testing.T) {
 			"('a', toDateTime(1924995600), 1924995600000, 'acme', 'tenants/acme/agents/etl', 'access', 'allowed', 3, 30, 1), " +
 			"('b', toDateTime(1924995601), 1924995601000, 'acme', 'tenants/acme/agents/etl', 'access', 'denied', 1, 10, 1), " +
 			"('c', toDateTime(1924995602), 1924995602000, 'acme', 'tenants/acme/agents/etl', 'policy.decided', 'allow', 0, 0, 1), " +
-			"('g', toDateTime(1924995603), 1924995603000, 'acme', 'tenants/acme/agents/ghost', 'access', 'allowed', 9, 90, 0)",
+			"('g', toDateTime(1924995603), 1924995603000, 'acme', 'tenants/acme/agents/ghost', 'access', 'allowed', 9, 90, 0), " +
+			"('t', toDateTime(1925002804), 1925002804000, 'acme', 'tenants/acme/agents/etl', 'token.requested', 'issued', 0, 0, 1), " +
+			"('u', toDateTime(1925002805), 1925002805000, 'acme', 'tenants/acme/agents/ghost', 'token.requested', 'issued', 0, 0, 0), " +
+			"('v', toDateTime(1925002806), 1925002806000, 'acme', 'tenants/acme/agents/etl', 'policy.decided', 'allow', 0, 0, 1)",
 	} {
 		if _, err := srv.Query(ctx, q); err != nil {
 			t.Fatal(err)
@@ -447,7 +451,7 @@ func TestAgentHourlyMigrationCountsRowsStoredBefore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantLast := map[string]time.Time{"tenants/acme/agents/etl": hour.Add(2 * time.Second), "tenants/acme/agents/ghost": hour.Add(3 * time.Second)}
+	wantLast := map[string]time.Time{"tenants/acme/agents/etl": hour.Add(2*time.Hour + 4*time.Second), "tenants/acme/agents/ghost": hour.Add(2*time.Hour + 5*time.Second)}
 	if !maps.EqualFunc(last, wantLast, time.Time.Equal) {
 		t.Errorf("last active = %v, want %v", last, wantLast)
 	}
