@@ -252,10 +252,17 @@ func (s *Store) ensureStream(ctx context.Context, name string, want jetstream.St
 		if streamConfigDiffers(have, cfg) {
 			// Only then: a process whose NATS identity may only read the streams starts.
 			info, err := s.js.UpdateStream(ctx, cfg)
-			if err != nil {
+			switch {
+			case err != nil && onlyAtomicPublishDiffers(have, cfg):
+				// Atomic publish only speeds appends up (group commit); without it they are
+				// published one by one. A process that may not update the stream still starts.
+				s.logger.WarnContext(ctx, "cannot allow atomic publish on the stream; appends are published one by one until a process whose NATS identity may update streams runs EnsureStreams",
+					"stream", name, "error", err.Error())
+			case err != nil:
 				return fmt.Errorf("eventstore: ensure stream %s: %w", name, err)
+			default:
+				got = info.CachedInfo().Config
 			}
-			got = info.CachedInfo().Config
 		}
 	}
 	s.logger.InfoContext(ctx, "stream configuration", "stream", name, "subjects", got.Subjects,
@@ -282,6 +289,13 @@ func streamConfigDiffers(have, cfg jetstream.StreamConfig) bool {
 		limit(int64(cfg.MaxAge)) != limit(int64(have.MaxAge)) || limit(cfg.MaxBytes) != limit(have.MaxBytes) ||
 		limit(cfg.MaxMsgs) != limit(have.MaxMsgs) || limit(cfg.MaxMsgsPerSubject) != limit(have.MaxMsgsPerSubject) ||
 		limit(int64(cfg.MaxMsgSize)) != limit(int64(have.MaxMsgSize))
+}
+
+// onlyAtomicPublishDiffers reports whether AllowAtomicPublish is the only managed setting in which
+// have and cfg differ.
+func onlyAtomicPublishDiffers(have, cfg jetstream.StreamConfig) bool {
+	cfg.AllowAtomicPublish = have.AllowAtomicPublish
+	return !streamConfigDiffers(have, cfg)
 }
 
 // mergeStreamConfig returns cfg with the replicas (and, if explicitDup, the duplicate window) of
