@@ -131,6 +131,8 @@ func New(cfg Config, deps Deps) (*App, error) {
 		closeConn(policyConn)
 		return nil, err
 	}
+	// Concurrent registrations are stored with one fsync per batch (docs/adr/0008-group-commit.md).
+	deps.Store.EnableGroupCommit(eventstore.GroupCommit{})
 	svc, err := registry.New(registry.Config{Store: deps.Store, Logger: log, MaxReadWait: cfg.MaxReadWait, Admission: adm,
 		Checkpoints: ckpt, CheckpointPolicy: checkpointPolicy})
 	if err != nil {
