@@ -329,16 +329,55 @@ func (d *DirCheckpoints) Put(_ context.Context, name string, r io.Reader) (err e
 	return nil
 }
 
-// Get implements CheckpointStore.
+// Get implements CheckpointStore. The file itself is checked as the directory is: one that is not
+// a regular file (a symbolic link, a device, a pipe), is owned by another user, or is writable by
+// its group or by others is refused, since whoever could have written it could forge the state a
+// projection restores. The file opened must be the one checked (not replaced in between).
 func (d *DirCheckpoints) Get(_ context.Context, name string) (io.ReadCloser, error) {
-	f, err := os.Open(d.path(name))
+	path := d.path(name)
+	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoCheckpoint
 	}
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: checkpoint %s: %w", name, err)
 	}
+	if err := checkCheckpointFile(path, fi); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNoCheckpoint
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: checkpoint %s: %w", name, err)
+	}
+	opened, err := f.Stat()
+	if err == nil && !os.SameFile(fi, opened) {
+		err = fmt.Errorf("eventstore: checkpoint file %s: replaced while it was opened", path)
+	} else if err == nil {
+		err = checkCheckpointFile(path, opened)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	return f, nil
+}
+
+// checkCheckpointFile refuses a checkpoint file fi (at path) that is not a regular file, is owned
+// by another user, or is writable by its group or by others (mode wider than 0644).
+func checkCheckpointFile(path string, fi os.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("eventstore: checkpoint file %s: not a regular file (%s); refused", path, fi.Mode().Type())
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("eventstore: checkpoint file %s: mode %#o is writable by group or others (at most 0644); refused", path, perm)
+	}
+	if uid, foreign := foreignOwner(fi); foreign {
+		return fmt.Errorf("eventstore: checkpoint file %s: owned by uid %d, not by this process's user (uid %d); refused", path, uid, os.Geteuid())
+	}
+	return nil
 }
 
 // checkpointChunk is the chunk size of checkpoint objects (under NATS's default 1 MiB payload limit).
