@@ -189,7 +189,8 @@ type Registry struct {
 	mu          sync.Mutex
 	agents      map[string]*registryv1.Agent
 	seen        map[string]bool
-	suspensions map[string]suspension // by agent name: what made its current suspension
+	suspensions map[string]suspension              // by agent name: what made its current suspension
+	principals  map[string][]*registryv1.Principal // by tenant: its directory (SetPrincipals)
 }
 
 // suspension is the cause of an agent's suspension and the request id that made it.

@@ -379,7 +379,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 		_ = a.Close()
 		return nil, err
 	}
-	a.srv = server.New(a.core).WithIncidents(a.incidents).WithSignOffs(a.core).WithReviews(reviews)
+	a.srv = server.New(a.core).WithIncidents(a.incidents).WithSignOffs(a.core).WithReviews(reviews.WithRegistry(registry))
 	return a, nil
 }
 

@@ -310,6 +310,9 @@ func (i *Incidents) Decide(ctx context.Context, p *authn.Principal, d Decision) 
 	if err != nil {
 		return Incident{}, err
 	}
+	if err := checkDecider(ctx, i.svc.registry, p, tenant); err != nil {
+		return Incident{}, err
+	}
 	id := workflows.IncidentWorkflowID(tenant, d.AlertID)
 	notFound := errs.NotFound("INCIDENT_NOT_FOUND", "no incident of this agent for this alert").WithMetadata("alert_id", d.AlertID)
 	st, err := i.status(ctx, id, "")

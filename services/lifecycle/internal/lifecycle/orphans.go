@@ -37,7 +37,9 @@ func OrphanReviewCampaign(eventID string) string {
 // workflows.SweepActionDeprovision it retires the agent (trigger owner_departed, request id
 // OrphanedRequestPrefix + event id), and otherwise (review, the default) it opens a review of the
 // agent (ReviewWorkflow in campaign OrphanReviewCampaign): the owner is asked, the sponsor when the
-// owner does not answer, and the agent is suspended when nobody does. An agent that is no longer
+// owner does not answer, and the agent is suspended when nobody does. Only principals the tenant's
+// directory lists as ACTIVE are asked (activeReviewers): the sponsor first when the owner departed,
+// nobody but the roles that may revoke when both did. An agent that is no longer
 // orphaned (its ownership was transferred meanwhile) or no longer ACTIVE or SUSPENDED (retired,
 // rejected, not provisioned yet) is left alone. The retirement carries the etag of the agent as
 // read, so an agent fixed between the read and the retirement is not retired.
@@ -90,6 +92,10 @@ func (s *Service) actOnOrphaned(ctx context.Context, ev eventstore.Event) error 
 			return fmt.Errorf("agent.orphaned %s: retire %s: %w", ev.ID, msg.GetName(), err)
 		}
 	}
+	owner, sponsor, err := s.activeReviewers(ctx, tenant, agent.GetOwner(), agent.GetSponsor())
+	if err != nil {
+		return fmt.Errorf("agent.orphaned %s: who reviews %s: %w", ev.ID, msg.GetName(), err)
+	}
 	campaign := OrphanReviewCampaign(ev.ID)
 	tier := workflows.RiskTierName(agent.GetRiskTier())
 	spec := runSpec{
@@ -97,7 +103,7 @@ func (s *Service) actOnOrphaned(ctx context.Context, ev eventstore.Event) error 
 		tenant: tenant, agentID: agentID, tier: tier, stage: "review", eventID: ev.ID, event: ev.Type, md: ev.Metadata,
 		memo: map[string]string{"agent": msg.GetName(), "campaign": campaign},
 		in: workflows.ReviewInput{Tenant: tenant, Campaign: campaign, Agent: msg.GetName(), AgentID: agentID,
-			Owner: agent.GetOwner(), Sponsor: agent.GetSponsor(), RiskTier: tier, Scopes: agent.GetScopes()},
+			Owner: owner, Sponsor: sponsor, RiskTier: tier, Scopes: agent.GetScopes()},
 	}
 	if _, err := s.startRun(ctx, spec, enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE); err != nil && !errors.Is(err, errRunExists) {
 		return err

@@ -23,6 +23,7 @@ type orphanRegistry struct {
 	registryv1.RegistryServiceClient
 	agents    map[string]*registryv1.Agent
 	retireErr error
+	directory []*registryv1.Principal // tenant acme's directory, ordered by id (none: no directory)
 
 	mu      sync.Mutex
 	retires []*registryv1.RetireAgentRequest
@@ -34,6 +35,17 @@ func (r *orphanRegistry) GetAgent(_ context.Context, in *registryv1.GetAgentRequ
 		return nil, errs.ToStatus(errs.NotFound("AGENT_NOT_FOUND", "agent not found")).Err()
 	}
 	return &registryv1.GetAgentResponse{Agent: a}, nil
+}
+
+// ListPrincipals answers acme's directory in one page.
+func (r *orphanRegistry) ListPrincipals(_ context.Context, in *registryv1.ListPrincipalsRequest, _ ...grpc.CallOption) (*registryv1.ListPrincipalsResponse, error) {
+	resp := &registryv1.ListPrincipalsResponse{}
+	for _, p := range r.directory {
+		if in.GetStatus() == registryv1.PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED || p.GetStatus() == in.GetStatus() {
+			resp.Principals = append(resp.Principals, p)
+		}
+	}
+	return resp, nil
 }
 
 func (r *orphanRegistry) RetireAgent(_ context.Context, in *registryv1.RetireAgentRequest, _ ...grpc.CallOption) (*registryv1.RetireAgentResponse, error) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/workflows"
 )
 
@@ -124,6 +125,15 @@ type Reviews struct {
 	taskQueue string
 	defaults  ReviewConfig
 	now       func() time.Time
+	registry  registryv1.RegistryServiceClient // the directory of deciders (WithRegistry)
+}
+
+// WithRegistry has r check an owner's or sponsor's decision against the tenant's directory in the
+// registry reg (CALLER_NOT_ACTIVE for a principal not ACTIVE there); without it such decisions are
+// refused as Unavailable.
+func (r *Reviews) WithRegistry(reg registryv1.RegistryServiceClient) *Reviews {
+	r.registry = reg
+	return r
 }
 
 // NewReviews returns Reviews using t (the lifecycle service's Temporal client) and its task queue;
@@ -307,6 +317,9 @@ func (r *Reviews) Decide(ctx context.Context, p *authn.Principal, d ReviewDecisi
 	}
 	updateID, err := callerUpdateID(p, d.RequestID)
 	if err != nil {
+		return Review{}, err
+	}
+	if err := checkDecider(ctx, r.registry, p, tenant); err != nil {
 		return Review{}, err
 	}
 	id := workflows.ReviewWorkflowID(tenant, d.Campaign, agentID)

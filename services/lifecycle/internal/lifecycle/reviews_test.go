@@ -61,6 +61,7 @@ func startReviews(t *testing.T, cfg lifecycle.ReviewConfig) *reviewEnv {
 	if e.reviews, err = lifecycle.NewReviews(c, "", cfg); err != nil {
 		t.Fatal(err)
 	}
+	e.reviews.WithRegistry(registryv1.NewRegistryServiceClient(cc))
 	return e
 }
 

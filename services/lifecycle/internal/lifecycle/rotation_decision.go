@@ -55,6 +55,13 @@ func (s *Service) DecideRotation(ctx context.Context, p *authn.Principal, d Rota
 	if d.Token == "" {
 		return Run{}, errs.InvalidArgument("approval_token", "is required: get an APPROVE or REJECT approval token for step owner with IssuerService.IssueApprovalToken")
 	}
+	tenant, _, err := ParseAgent("agent", d.Agent)
+	if err != nil {
+		return Run{}, err
+	}
+	if err := checkDecider(ctx, s.registry, p, tenant); err != nil {
+		return Run{}, err
+	}
 	var st workflows.RotationStatus
 	err = updateRun(ctx, s.temporal, updateID, id, workflows.DecideUpdate,
 		workflows.RotationDecision{Token: d.Token, Comment: d.Comment, SubmittedBy: p.ID}, &st)

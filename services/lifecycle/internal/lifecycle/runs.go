@@ -281,6 +281,9 @@ func (s *Service) SubmitApproval(ctx context.Context, p *authn.Principal, a Appr
 	if err != nil {
 		return Run{}, err
 	}
+	if err := checkDecider(ctx, s.registry, p, tenant); err != nil {
+		return Run{}, err
+	}
 	id := workflows.ProvisionWorkflowID(tenant, agentID)
 	st, err := s.status(ctx, id, "")
 	var nf *serviceerror.NotFound

@@ -38,9 +38,11 @@ func TestDecisionUpdateIDsAreScopedToTheCaller(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice := &authn.Principal{ID: "alice@corp", Tenant: "acme"}
-	mallory := &authn.Principal{ID: "mallory@corp", Tenant: "acme"}
-	elsewhere := &authn.Principal{ID: "alice@corp", Tenant: "other"}
+	// Approvers: an owner's decision would first be checked against the directory.
+	approver := []authn.Role{authn.RoleApprover}
+	alice := &authn.Principal{ID: "alice@corp", Tenant: "acme", Roles: approver}
+	mallory := &authn.Principal{ID: "mallory@corp", Tenant: "acme", Roles: approver}
+	elsewhere := &authn.Principal{ID: "alice@corp", Tenant: "other", Roles: approver}
 	decide := func(p *authn.Principal, requestID string) error {
 		_, err := svc.DecideRotation(t.Context(), p, lifecycle.RotationDecision{
 			Agent: "tenants/acme/agents/a1", Thumbprint: "tp-new", Token: "eyJ.x.y", RequestID: requestID,
@@ -66,7 +68,7 @@ func TestDecisionUpdateIDsAreScopedToTheCaller(t *testing.T) {
 	if rec.ids[0] == "req-1" {
 		t.Error("the update id is the bare request id")
 	}
-	if err := decide(&authn.Principal{Tenant: "acme"}, "req-1"); err == nil || len(rec.ids) != 4 {
+	if err := decide(&authn.Principal{Tenant: "acme", Roles: approver}, "req-1"); err == nil || len(rec.ids) != 4 {
 		t.Fatalf("a caller without an id: err %v, updates %v; want refused before any update", err, rec.ids)
 	}
 }

@@ -80,13 +80,14 @@ func (s *Server) SyncDirectory(ctx context.Context, req *registryv1.SyncDirector
 	}, nil
 }
 
-// ListPrincipals pages through a tenant's directory. Callers: any role of the tenant.
+// ListPrincipals pages through a tenant's directory. Callers: any role of the tenant, and the
+// lifecycle worker, which refuses the decisions of owners the directory does not list as ACTIVE.
 func (s *Server) ListPrincipals(ctx context.Context, req *registryv1.ListPrincipalsRequest) (*registryv1.ListPrincipalsResponse, error) {
 	tenant, err := registry.ParseTenantName("parent", req.GetParent())
 	if err != nil {
 		return nil, err
 	}
-	if _, err := authorize(ctx, tenant, anyRole...); err != nil {
+	if _, err := authorize(ctx, tenant, readAgentRoles...); err != nil {
 		return nil, err
 	}
 	o, err := s.ownership()

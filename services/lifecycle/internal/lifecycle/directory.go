@@ -1,0 +1,131 @@
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/errs"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+)
+
+// ReasonCallerNotActive is the PermissionDenied of a decision an agent's owner or sponsor submits
+// while the tenant's directory does not list the caller as an ACTIVE principal (as the registry
+// refuses such an owner's commands).
+const ReasonCallerNotActive = "CALLER_NOT_ACTIVE"
+
+// directoryLookupTimeout bounds the registry reads of one directory check.
+const directoryLookupTimeout = 10 * time.Second
+
+// directoryPage is the page size of the directory reads (the registry's maximum).
+const directoryPage = 1000
+
+// decidesOnItsOwn are the roles that decide lifecycle steps by role, not as an agent's owner or
+// sponsor; a caller holding none of them decides as owner or sponsor.
+var decidesOnItsOwn = []authn.Role{authn.RolePlatformAdmin, authn.RoleTenantAdmin, authn.RoleApprover,
+	authn.RoleSecurityApprover, authn.RoleComplianceApprover}
+
+// actsAsOwner reports whether p decides only as an agent's owner or sponsor.
+func actsAsOwner(p *authn.Principal) bool {
+	return !slices.ContainsFunc(decidesOnItsOwn, p.HasRole)
+}
+
+// checkDecider refuses a decision of p on an agent of tenant when p decides as the agent's owner or
+// sponsor and the tenant has a directory that does not list p as ACTIVE (PermissionDenied
+// CALLER_NOT_ACTIVE): a departed or unknown principal keeps no owner rights. A tenant without a
+// directory (no principals at all) refuses nobody. When the registry cannot be asked the decision is
+// refused as Unavailable: nothing is decided unchecked.
+func checkDecider(ctx context.Context, reg registryv1.RegistryServiceClient, p *authn.Principal, tenant string) error {
+	if !actsAsOwner(p) {
+		return nil
+	}
+	if reg == nil {
+		return errs.Unavailable("DIRECTORY_UNAVAILABLE", "the directory cannot be asked whether the caller is an ACTIVE principal: the decision is refused", nil)
+	}
+	active, hasDirectory, err := activePrincipals(ctx, reg, tenant, p.ID)
+	switch {
+	case err != nil:
+		return errs.Unavailable("DIRECTORY_UNAVAILABLE", "the directory could not be asked whether the caller is an ACTIVE principal: the decision is refused; retry", err)
+	case active[p.ID], !hasDirectory:
+		return nil
+	}
+	return errs.PermissionDenied(ReasonCallerNotActive,
+		fmt.Sprintf("the caller %q is not an ACTIVE principal of tenant %s's directory: a departed or unknown principal holds no owner rights", p.ID, tenant)).
+		WithMetadata("principal", p.ID)
+}
+
+// activePrincipals returns which of ids tenant's directory lists as ACTIVE, and whether the tenant
+// has a directory at all (any principal, ACTIVE or DEPARTED). The directory is read in pages ordered
+// by id, up to the greatest of ids.
+func activePrincipals(ctx context.Context, reg registryv1.RegistryServiceClient, tenant string, ids ...string) (map[string]bool, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, directoryLookupTimeout)
+	defer cancel()
+	parent := "tenants/" + tenant
+	active := map[string]bool{}
+	last := slices.Max(append([]string{""}, ids...))
+	token := ""
+	for {
+		resp, err := reg.ListPrincipals(ctx, &registryv1.ListPrincipalsRequest{Parent: parent, PageSize: directoryPage, PageToken: token,
+			Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE})
+		if err != nil {
+			return nil, false, fmt.Errorf("registry.ListPrincipals %s: %w", parent, err)
+		}
+		ps := resp.GetPrincipals()
+		for _, pr := range ps {
+			if slices.Contains(ids, pr.GetId()) && pr.GetStatus() == registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE {
+				active[pr.GetId()] = true
+			}
+		}
+		token = resp.GetNextPageToken()
+		if len(active) == len(ids) {
+			return active, true, nil
+		}
+		if token == "" || len(ps) == 0 || ps[len(ps)-1].GetId() >= last {
+			break
+		}
+	}
+	if len(active) > 0 {
+		return active, true, nil
+	}
+	page, err := reg.ListPrincipals(ctx, &registryv1.ListPrincipalsRequest{Parent: parent, PageSize: 1})
+	if err != nil {
+		return nil, false, fmt.Errorf("registry.ListPrincipals %s: %w", parent, err)
+	}
+	return active, len(page.GetPrincipals()) > 0, nil
+}
+
+// activeReviewers returns whom a review of an agent with owner and sponsor asks: those of them
+// tenant's directory lists as ACTIVE, in that order (both when the tenant has no directory). The
+// first takes the review's owner step (a sponsor as the owner's delegate), the second its sponsor
+// step; "" for nobody. A directory that cannot be read is an error.
+func (s *Service) activeReviewers(ctx context.Context, tenant, owner, sponsor string) (string, string, error) {
+	var ids []string
+	for _, id := range []string{owner, sponsor} {
+		if id != "" {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return owner, sponsor, nil
+	}
+	if s.registry == nil {
+		return "", "", fmt.Errorf("no registry client to read tenant %s's directory", tenant)
+	}
+	active, hasDirectory, err := activePrincipals(ctx, s.registry, tenant, ids...)
+	switch {
+	case err != nil:
+		return "", "", err
+	case !hasDirectory:
+		return owner, sponsor, nil
+	}
+	asked := []string{}
+	for _, id := range ids {
+		if active[id] {
+			asked = append(asked, id)
+		}
+	}
+	asked = append(asked, "", "")
+	return asked[0], asked[1], nil
+}

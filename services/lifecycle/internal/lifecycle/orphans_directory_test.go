@@ -1,0 +1,71 @@
+package lifecycle_test
+
+import (
+	"log/slog"
+	"testing"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	sdklog "go.temporal.io/sdk/log"
+
+	"github.com/agentid/agentid/pkg/testkit"
+	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
+	"github.com/agentid/agentid/services/lifecycle/internal/lifecycle"
+	"github.com/agentid/agentid/workflows"
+)
+
+// TestOrphanReviewAsksOnlyActivePrincipals: the review an agent.orphaned event opens names as
+// reviewers only principals the tenant's directory lists as ACTIVE: the sponsor alone (asked first)
+// when the owner departed, nobody when both did, both when the tenant has no directory.
+func TestOrphanReviewAsksOnlyActivePrincipals(t *testing.T) {
+	srv := testkit.StartTemporal(t)
+	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	principal := func(id string, st registryv1.PrincipalStatus) *registryv1.Principal {
+		return &registryv1.Principal{Id: id, Status: st}
+	}
+	const (
+		active   = registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE
+		departed = registryv1.PrincipalStatus_PRINCIPAL_STATUS_DEPARTED
+	)
+	for _, tc := range []struct {
+		name               string
+		agentID            string
+		directory          []*registryv1.Principal
+		wantOwner, wantSpo string
+	}{
+		{"owner departed", "o1", []*registryv1.Principal{principal("bob@acme.example", departed), principal("carol@acme.example", active)}, "carol@acme.example", ""},
+		{"both departed", "o1", []*registryv1.Principal{principal("bob@acme.example", departed), principal("carol@acme.example", departed)}, "", ""},
+		{"sponsor departed", "o1", []*registryv1.Principal{principal("bob@acme.example", active), principal("carol@acme.example", departed)}, "bob@acme.example", ""},
+		{"no directory", "o1", nil, "bob@acme.example", "carol@acme.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := &orphanRegistry{agents: orphanAgents(), directory: tc.directory}
+			svc, err := lifecycle.New(lifecycle.Config{Temporal: c, TaskQueue: "nobody-polls", Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := event(t, lifecycle.EventAgentOrphaned, "acme", tc.agentID, orphanedEvent(t, tc.agentID))
+			ev.ID += "-" + tc.name
+			if err := svc.HandleAgentEvent(t.Context(), ev); err != nil {
+				t.Fatal(err)
+			}
+			id := workflows.ReviewWorkflowID("acme", lifecycle.OrphanReviewCampaign(ev.ID), tc.agentID)
+			hist := c.GetWorkflowHistory(t.Context(), id, "", false, 0)
+			first, err := hist.Next()
+			if err != nil {
+				t.Fatalf("review run %s: %v", id, err)
+			}
+			var in workflows.ReviewInput
+			if err := converter.GetDefaultDataConverter().FromPayloads(first.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
+				t.Fatal(err)
+			}
+			if in.Owner != tc.wantOwner || in.Sponsor != tc.wantSpo {
+				t.Fatalf("review asks owner %q, sponsor %q; want %q, %q", in.Owner, in.Sponsor, tc.wantOwner, tc.wantSpo)
+			}
+		})
+	}
+}
