@@ -3,6 +3,7 @@ package eventstore
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -11,12 +12,15 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -25,8 +29,9 @@ import (
 // Checkpoint between two Applies, never concurrently with one; the function it returns may run
 // concurrently with later Applies, so it must write the state as it was when Checkpoint returned.
 // Restore replaces the whole state with the one r holds: it reads r to its end (r fails there when
-// the checkpoint is corrupt) and changes nothing unless it returns nil. Restore is called at most
-// once, before the first Apply.
+// the checkpoint is corrupt) and changes nothing unless it returns nil. Restore is called before
+// the first Apply, and again (with an older checkpoint of a CheckpointSet) only after it returned
+// an error.
 type Checkpointer interface {
 	Projection
 	Checkpoint() (write func(w io.Writer) error)
@@ -386,30 +391,129 @@ const checkpointChunk = 512 << 10
 // CheckpointBucket is the JetStream object store bucket of ObjectCheckpoints.
 const CheckpointBucket = "CHECKPOINTS"
 
-// ObjectCheckpoints is a CheckpointStore in a JetStream object store bucket, shared by every
-// replica: an object is visible only once all of it is stored.
+// DefaultCheckpointBucketBytes is the size limit (MaxBytes) of the checkpoint bucket unless
+// WithCheckpointBucketBytes says otherwise: room for two checkpoints of a million agents (a few
+// hundred megabytes each) per replica, several replicas, and a replacement being written.
+const DefaultCheckpointBucketBytes int64 = 8 << 30
+
+// CheckpointCandidate is one of the checkpoints of a projection a CheckpointSet holds.
+type CheckpointCandidate struct {
+	// Key names it in the store (for logs).
+	Key string
+	// Written is when the store stored it.
+	Written time.Time
+	// Open reads it; ErrNoCheckpoint when it is gone meanwhile.
+	Open func(ctx context.Context) (io.ReadCloser, error)
+}
+
+// CheckpointSet is a CheckpointStore that keeps several checkpoints of one projection, one per
+// writer (ObjectCheckpoints: one per replica). A Runner restores the newest of them that is valid,
+// trying the next one when one is corrupt, foreign or not restored.
+type CheckpointSet interface {
+	CheckpointStore
+	// Checkpoints lists name's checkpoints, newest first; none is not an error.
+	Checkpoints(ctx context.Context, name string) ([]CheckpointCandidate, error)
+}
+
+// ObjectCheckpoints is a CheckpointStore in a JetStream object store bucket shared by every replica
+// (a CheckpointSet): each replica writes its own object per projection, <projection>@<replica id>,
+// so that no two processes ever write one object (the object store's replacement purges only what
+// it read at its start: concurrent writers of one name leak chunks and purge those a reader
+// reads). Get reads the newest of a projection's objects. An object is visible only once all of it
+// is stored. After each Put, the objects of the projection that a newer one superseded longer ago
+// than a transfer may take (checkpointTransfer) are deleted: those of replicas gone or restarted
+// (a replica id is new at each start unless WithCheckpointReplica sets it), and the object named
+// after the projection alone that earlier releases wrote.
 type ObjectCheckpoints struct {
 	js       jetstream.JetStream
 	replicas int
+	maxBytes int64
+	replica  string
+	logger   *slog.Logger
 
 	mu  sync.Mutex
 	obs jetstream.ObjectStore // nil until opened
 }
 
+// ObjectCheckpointOption configures an ObjectCheckpoints.
+type ObjectCheckpointOption func(*ObjectCheckpoints)
+
+// WithCheckpointReplica names this process's objects <projection>@id (default: the host name and a
+// random suffix, new at each start). Two processes must never share an id.
+func WithCheckpointReplica(id string) ObjectCheckpointOption {
+	return func(o *ObjectCheckpoints) {
+		if id != "" {
+			o.replica = id
+		}
+	}
+}
+
+// WithCheckpointBucketBytes sets the bucket's size limit (default DefaultCheckpointBucketBytes); a
+// Put that would exceed it fails, and the runner keeps its previous checkpoint.
+func WithCheckpointBucketBytes(n int64) ObjectCheckpointOption {
+	return func(o *ObjectCheckpoints) {
+		if n > 0 {
+			o.maxBytes = n
+		}
+	}
+}
+
+// WithCheckpointLogger logs what a Put cannot clean up (default slog.Default()).
+func WithCheckpointLogger(l *slog.Logger) ObjectCheckpointOption {
+	return func(o *ObjectCheckpoints) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}
+
 // NewObjectCheckpoints opens the bucket (CheckpointBucket), creating it with replicas replicas.
-func NewObjectCheckpoints(ctx context.Context, js jetstream.JetStream, replicas int) (*ObjectCheckpoints, error) {
-	o := OpenObjectCheckpoints(js, replicas)
+func NewObjectCheckpoints(ctx context.Context, js jetstream.JetStream, replicas int, opts ...ObjectCheckpointOption) (*ObjectCheckpoints, error) {
+	o := OpenObjectCheckpoints(js, replicas, opts...)
 	if _, err := o.open(ctx); err != nil {
 		return nil, err
 	}
 	return o, nil
 }
 
-// OpenObjectCheckpoints returns a store in the bucket CheckpointBucket that opens it (creating it
-// with replicas replicas) at its first use, and again after a failure: a process starts while the
-// bucket cannot be reached, and its runners rebuild from the stream meanwhile.
-func OpenObjectCheckpoints(js jetstream.JetStream, replicas int) *ObjectCheckpoints {
-	return &ObjectCheckpoints{js: js, replicas: replicas}
+// OpenObjectCheckpoints returns a store in the bucket CheckpointBucket that opens it at its first
+// use, and again after a failure: a process starts while the bucket cannot be reached, and its
+// runners rebuild from the stream meanwhile. Opening creates the bucket with replicas replicas and
+// the size limit, or brings an existing bucket to them (its replicas are raised, never lowered).
+func OpenObjectCheckpoints(js jetstream.JetStream, replicas int, opts ...ObjectCheckpointOption) *ObjectCheckpoints {
+	o := &ObjectCheckpoints{js: js, replicas: max(replicas, 1), maxBytes: DefaultCheckpointBucketBytes, replica: defaultReplicaID(), logger: slog.Default()}
+	for _, opt := range opts {
+		opt(o)
+	}
+	return o
+}
+
+// StoreCheckpoints is OpenObjectCheckpoints over s's JetStream with s's replica count (WithReplicas):
+// the bucket is replicated as the streams are.
+func StoreCheckpoints(s *Store, opts ...ObjectCheckpointOption) *ObjectCheckpoints {
+	return OpenObjectCheckpoints(s.js, s.replicas, opts...)
+}
+
+// defaultReplicaID is the host name and a random suffix.
+func defaultReplicaID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "replica"
+	}
+	return host + "-" + uuid.NewString()[:8]
+}
+
+// Replica is the id this store's objects are named after (<projection>@<replica>).
+func (o *ObjectCheckpoints) Replica() string { return o.replica }
+
+func (o *ObjectCheckpoints) bucketConfig() jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      CheckpointBucket,
+		Description: "Projection checkpoints (state and stream position), one object per projection and replica",
+		Storage:     jetstream.FileStorage,
+		Replicas:    o.replicas,
+		MaxBytes:    o.maxBytes,
+	}
 }
 
 func (o *ObjectCheckpoints) open(ctx context.Context) (jetstream.ObjectStore, error) {
@@ -418,14 +522,13 @@ func (o *ObjectCheckpoints) open(ctx context.Context) (jetstream.ObjectStore, er
 	if o.obs != nil {
 		return o.obs, nil
 	}
+	cfg := o.bucketConfig()
 	obs, err := o.js.ObjectStore(ctx, CheckpointBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		obs, err = o.js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
-			Bucket:      CheckpointBucket,
-			Description: "Projection checkpoints (state and stream position)",
-			Storage:     jetstream.FileStorage,
-			Replicas:    max(o.replicas, 1),
-		})
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		obs, err = o.js.CreateObjectStore(ctx, cfg)
+	case err == nil:
+		obs, err = o.reconcile(ctx, obs, cfg)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: checkpoint bucket: %w", err)
@@ -434,7 +537,35 @@ func (o *ObjectCheckpoints) open(ctx context.Context) (jetstream.ObjectStore, er
 	return obs, nil
 }
 
-// Put implements CheckpointStore.
+// reconcile brings an existing bucket to cfg's size limit and at least its replicas.
+func (o *ObjectCheckpoints) reconcile(ctx context.Context, obs jetstream.ObjectStore, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+	st, err := obs.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bs, ok := st.(*jetstream.ObjectBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return obs, nil
+	}
+	have := bs.StreamInfo().Config
+	if have.Replicas >= cfg.Replicas && have.MaxBytes == cfg.MaxBytes {
+		return obs, nil
+	}
+	cfg.Replicas = max(cfg.Replicas, have.Replicas)
+	cfg.Description = cmp.Or(have.Description, cfg.Description)
+	updated, err := o.js.UpdateObjectStore(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("update to %d replicas and %d bytes at most (it has %d replicas, max bytes %d): %w",
+			cfg.Replicas, cfg.MaxBytes, have.Replicas, have.MaxBytes, err)
+	}
+	return updated, nil
+}
+
+// objectName is this replica's object of projection name.
+func (o *ObjectCheckpoints) objectName(name string) string { return name + "@" + o.replica }
+
+// Put implements CheckpointStore: it replaces this replica's object of the projection, then
+// deletes the projection's superseded objects (see ObjectCheckpoints).
 func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) error {
 	ctx, cancel := withTransferDeadline(ctx)
 	defer cancel()
@@ -443,29 +574,111 @@ func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) e
 		return err
 	}
 	// Large chunks: a restore reads hundreds of megabytes, and each chunk is one message.
-	meta := jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: checkpointChunk}}
+	own := o.objectName(name)
+	meta := jetstream.ObjectMeta{Name: own, Opts: &jetstream.ObjectMetaOptions{ChunkSize: checkpointChunk}}
 	if _, err := obs.Put(ctx, meta, r); err != nil {
-		return fmt.Errorf("eventstore: checkpoint %s: %w", name, err)
+		return fmt.Errorf("eventstore: checkpoint %s: %w", own, err)
+	}
+	if err := o.prune(ctx, obs, name, own, time.Now()); err != nil {
+		o.logger.WarnContext(ctx, "superseded checkpoints not deleted; the next checkpoint tries again", "projection", name, "error", err)
 	}
 	return nil
 }
 
-// Get implements CheckpointStore.
+// prune deletes the objects of projection name, other than own, that a newer object superseded
+// before now - checkpointTransfer: a restore reads the newest object when it starts, and has had
+// that long to finish reading it.
+func (o *ObjectCheckpoints) prune(ctx context.Context, obs jetstream.ObjectStore, name, own string, now time.Time) error {
+	infos, err := o.list(ctx, obs, name)
+	if err != nil {
+		return err
+	}
+	cutoff := now.Add(-checkpointTransfer)
+	superseded := false
+	var errsOut []error
+	for _, info := range infos { // newest first
+		if superseded && info.Name != own {
+			if err := obs.Delete(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+				errsOut = append(errsOut, fmt.Errorf("delete %s: %w", info.Name, err))
+			}
+		}
+		if !info.ModTime.After(cutoff) {
+			superseded = true // every older object was superseded by this one before the cutoff
+		}
+	}
+	return errors.Join(errsOut...)
+}
+
+// list returns the objects of projection name (<name>@<replica>, and <name> as earlier releases
+// named it), newest first.
+func (o *ObjectCheckpoints) list(ctx context.Context, obs jetstream.ObjectStore, name string) ([]*jetstream.ObjectInfo, error) {
+	all, err := obs.List(ctx)
+	if errors.Is(err, jetstream.ErrNoObjectsFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("eventstore: checkpoints of %s: %w", name, err)
+	}
+	var out []*jetstream.ObjectInfo
+	for _, info := range all {
+		if info.Name == name || strings.HasPrefix(info.Name, name+"@") {
+			out = append(out, info)
+		}
+	}
+	slices.SortFunc(out, func(a, b *jetstream.ObjectInfo) int {
+		return cmp.Or(b.ModTime.Compare(a.ModTime), strings.Compare(a.Name, b.Name))
+	})
+	return out, nil
+}
+
+// Checkpoints implements CheckpointSet.
+func (o *ObjectCheckpoints) Checkpoints(ctx context.Context, name string) ([]CheckpointCandidate, error) {
+	obs, err := o.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	infos, err := o.list(ctx, obs, name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]CheckpointCandidate, len(infos))
+	for i, info := range infos {
+		key := info.Name
+		out[i] = CheckpointCandidate{Key: key, Written: info.ModTime, Open: func(ctx context.Context) (io.ReadCloser, error) {
+			return o.get(ctx, key)
+		}}
+	}
+	return out, nil
+}
+
+// Get implements CheckpointStore: the newest of the projection's objects.
 func (o *ObjectCheckpoints) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	cands, err := o.Checkpoints(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(cands) == 0 {
+		return nil, ErrNoCheckpoint
+	}
+	return cands[0].Open(ctx)
+}
+
+// get reads the object key.
+func (o *ObjectCheckpoints) get(ctx context.Context, key string) (io.ReadCloser, error) {
 	ctx, cancel := withTransferDeadline(ctx)
 	obs, err := o.open(ctx)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	res, err := obs.Get(ctx, name)
+	res, err := obs.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		cancel()
 		return nil, ErrNoCheckpoint
 	}
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("eventstore: checkpoint %s: %w", name, err)
+		return nil, fmt.Errorf("eventstore: checkpoint %s: %w", key, err)
 	}
 	return &objectReader{ObjectResult: res, cancel: cancel}, nil
 }
@@ -520,7 +733,8 @@ func WithCheckpoints(store CheckpointStore, policy CheckpointPolicy) RunnerOptio
 }
 
 // restoreCheckpoint restores the projection from its checkpoint when it matches info, the stream
-// as the runner found it. Whatever fails is logged, and the runner rebuilds from its position.
+// as the runner found it; from a CheckpointSet, the newest of its checkpoints that is valid.
+// Whatever fails is logged, and the runner rebuilds from its position.
 func (r *Runner) restoreCheckpoint(ctx context.Context, info *jetstream.StreamInfo) {
 	c := r.ckpt
 	c.created = info.Created
@@ -537,43 +751,76 @@ func (r *Runner) restoreCheckpoint(ctx context.Context, info *jetstream.StreamIn
 	if r.Position() != 0 {
 		return // StartAfter: the projection brought its own state
 	}
-	start := time.Now()
-	rc, err := c.store.Get(ctx, r.p.Name())
-	if errors.Is(err, ErrNoCheckpoint) {
-		r.s.logger.InfoContext(ctx, "no checkpoint; rebuilding the projection", "projection", r.p.Name(), "stream", r.stream)
-		return
+	name := r.p.Name()
+	cands := []CheckpointCandidate{{Key: name, Open: func(ctx context.Context) (io.ReadCloser, error) { return c.store.Get(ctx, name) }}}
+	if set, ok := c.store.(CheckpointSet); ok {
+		var err error
+		if cands, err = set.Checkpoints(ctx, name); err != nil {
+			r.s.logger.WarnContext(ctx, "checkpoints unreadable; rebuilding the projection", "projection", name, "error", err)
+			return
+		}
 	}
+	for i, cand := range cands {
+		start := time.Now()
+		pos, err := r.tryRestore(ctx, cp, cand, info)
+		var ps panicked
+		switch {
+		case err == nil:
+			r.mu.Lock()
+			r.pos, r.startPos = pos.Position, pos.Position
+			r.mu.Unlock()
+			c.last = time.Now()
+			r.s.logger.InfoContext(ctx, "projection restored from checkpoint", "projection", name, "stream", r.stream, "checkpoint", cand.Key,
+				"position", pos.Position, "written", pos.Written, "took", time.Since(start))
+			return
+		case errors.Is(err, ErrNoCheckpoint) && len(cands) == 1:
+			r.s.logger.InfoContext(ctx, "no checkpoint; rebuilding the projection", "projection", name, "stream", r.stream)
+			return
+		case errors.As(err, &ps):
+			// Restore may have changed part of the state: no other checkpoint is tried.
+			r.s.logger.WarnContext(ctx, "checkpoint not restored; rebuilding the projection", "projection", name, "checkpoint", cand.Key, "error", err)
+			return
+		case i+1 < len(cands):
+			r.s.logger.WarnContext(ctx, "checkpoint not restored; trying an older one", "projection", name, "checkpoint", cand.Key, "error", err)
+		default:
+			r.s.logger.WarnContext(ctx, "checkpoint not restored; rebuilding the projection", "projection", name, "checkpoint", cand.Key, "error", err)
+			return
+		}
+	}
+	r.s.logger.InfoContext(ctx, "no checkpoint; rebuilding the projection", "projection", name, "stream", r.stream)
+}
+
+// tryRestore restores cp from the checkpoint cand when it is valid and belongs to the runner over
+// the stream info, and returns its header. A Restore that panicked is a panicked error.
+func (r *Runner) tryRestore(ctx context.Context, cp Checkpointer, cand CheckpointCandidate, info *jetstream.StreamInfo) (CheckpointInfo, error) {
+	rc, err := cand.Open(ctx)
 	if err != nil {
-		r.s.logger.WarnContext(ctx, "checkpoint unreadable; rebuilding the projection", "projection", r.p.Name(), "error", err)
-		return
+		return CheckpointInfo{}, err
 	}
 	defer rc.Close()
 	cr, err := NewCheckpointReader(rc)
 	if err != nil {
-		r.s.logger.WarnContext(ctx, "checkpoint corrupt; rebuilding the projection", "projection", r.p.Name(), "error", err)
-		return
+		return CheckpointInfo{}, err
 	}
 	if why := r.foreign(cr.Info, info); why != "" {
-		r.s.logger.WarnContext(ctx, "checkpoint ignored; rebuilding the projection", "projection", r.p.Name(), "reason", why)
-		return
+		return CheckpointInfo{}, fmt.Errorf("checkpoint ignored: %s", why)
 	}
 	if err := safeRestore(cp, cr); err != nil {
-		r.s.logger.WarnContext(ctx, "checkpoint not restored; rebuilding the projection", "projection", r.p.Name(), "error", err)
-		return
+		return CheckpointInfo{}, err
 	}
-	r.mu.Lock()
-	r.pos, r.startPos = cr.Info.Position, cr.Info.Position
-	r.mu.Unlock()
-	c.last = time.Now()
-	r.s.logger.InfoContext(ctx, "projection restored from checkpoint", "projection", r.p.Name(), "stream", r.stream,
-		"position", cr.Info.Position, "written", cr.Info.Written, "took", time.Since(start))
+	return cr.Info, nil
 }
 
-// safeRestore calls Restore, turning a panic into an error.
+// panicked is the error of a Restore that panicked.
+type panicked struct{ v any }
+
+func (p panicked) Error() string { return fmt.Sprintf("restore panicked: %v", p.v) }
+
+// safeRestore calls Restore, turning a panic into a panicked error.
 func safeRestore(cp Checkpointer, cr *CheckpointReader) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = fmt.Errorf("restore panicked: %v", v)
+			err = panicked{v}
 		}
 	}()
 	if err := cp.Restore(cr); err != nil {

@@ -229,11 +229,13 @@ const activityFilter = "telemetry.*.agent.active"
 // checkpointStream is the stream of the registry's checkpoint bucket (eventstore.CheckpointBucket).
 const checkpointStream = "OBJ_" + eventstore.CheckpointBucket
 
-// checkpointBucket is the use of the registry's checkpoint bucket: create it, put, get and replace
-// objects (a replacement purges the old chunks), and nothing of another stream.
+// checkpointBucket is the use of the registry's checkpoint bucket: create it (or bring it to its
+// size limit and replicas), put, get, replace and delete objects (a replacement purges the old
+// chunks), and nothing of another stream.
 func checkpointBucket() []string {
 	return append(readStream(checkpointStream),
 		jsAPI+"STREAM.CREATE."+checkpointStream,
+		jsAPI+"STREAM.UPDATE."+checkpointStream,
 		jsAPI+"STREAM.PURGE."+checkpointStream,
 		jsAPI+"CONSUMER.CREATE."+checkpointStream,
 		jsAPI+"CONSUMER.DELETE."+checkpointStream+".*",
