@@ -2,6 +2,8 @@ package workflows
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
@@ -119,6 +121,10 @@ type AdmissionDecision struct {
 	// (since change activate-evaluated-version), so an agent changed after the decision is not
 	// activated on it.
 	Etag string `json:",omitempty"`
+	// PolicyInputDigest is PolicyInputDigest of the agent the policy evaluated: an agent changed
+	// since only in fields the policy does not read is activated at its current version (since change
+	// activate-neutral-changes). Empty when it could not be computed.
+	PolicyInputDigest string `json:",omitempty"`
 }
 
 // EvaluateAdmission fetches the agent from the registry and asks policy whether it may be provisioned.
@@ -142,6 +148,9 @@ func (a *Activities) EvaluateAdmission(ctx context.Context, in AdmissionRequest)
 		RequiredApprovals: d.GetRequiredApprovals(),
 		BundleVersion:     d.GetBundleVersion(),
 		Etag:              agent.GetEtag(),
+	}
+	if digest, err := PolicyInputDigest(agent); err == nil {
+		out.PolicyInputDigest = digest
 	}
 	switch d.GetOutcome() {
 	case policyv1.Outcome_OUTCOME_ALLOW:
@@ -169,6 +178,52 @@ func AgentDocument(agent *registryv1.Agent) (*structpb.Struct, error) {
 		return nil, err
 	}
 	return doc, nil
+}
+
+// PolicyInputDigest is a digest of what the admission policy may read of agent: the agent without
+// the fields that are no policy input (display name, purpose, decommission criteria, labels,
+// dependencies: the registry's updates of them need no admission) and the registry's bookkeeping
+// (etag, state, state reason, update time, last activity, audit reference, the orphan mark). Every
+// other field counts, owner and sponsor included (policies may decide by owner), so does any field
+// this binary does not know.
+func PolicyInputDigest(agent *registryv1.Agent) (string, error) {
+	a := proto.CloneOf(agent)
+	a.DisplayName, a.Purpose, a.DecommissionCriteria, a.Labels, a.Dependencies = "", "", "", nil, nil
+	a.Etag, a.State, a.StateReason, a.UpdateTime, a.LastActiveTime, a.AuditRef = "", registryv1.AgentState_AGENT_STATE_UNSPECIFIED, "", nil, nil, ""
+	a.Orphaned, a.OrphanReason, a.OrphanTime = false, "", nil
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// PolicyInputRequest names the agent whose current policy input ReadPolicyInput reads.
+type PolicyInputRequest struct {
+	// Agent is the resource name.
+	Agent string
+}
+
+// PolicyInput is an agent's current version and the digest of its policy input.
+type PolicyInput struct {
+	// Etag is the agent's current etag.
+	Etag string
+	// Digest is PolicyInputDigest of the agent at that version.
+	Digest string
+}
+
+// ReadPolicyInput reads the agent's current etag and policy input digest from the registry.
+func (a *Activities) ReadPolicyInput(ctx context.Context, in PolicyInputRequest) (PolicyInput, error) {
+	agent, err := a.getAgent(ctx, in.Agent)
+	if err != nil {
+		return PolicyInput{}, err
+	}
+	digest, err := PolicyInputDigest(agent)
+	if err != nil {
+		return PolicyInput{}, temporal.NewNonRetryableApplicationError("agent policy input: "+err.Error(), "INTERNAL", err)
+	}
+	return PolicyInput{Etag: agent.GetEtag(), Digest: digest}, nil
 }
 
 // ActivateRequest records an approved provisioning decision.

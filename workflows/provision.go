@@ -370,7 +370,14 @@ func (p *provision) activate(ctx workflow.Context, approvedBy []string) (Provisi
 	if p.decision.Etag != "" && workflow.GetVersion(ctx, versionActivateEvaluated, workflow.DefaultVersion, 1) >= 1 {
 		activation.Etag = p.decision.Etag
 	}
-	if err := p.exec(wctx, uncancelled(ctx), acts.ActivateAgent, activation, nil); err != nil {
+	err = p.exec(wctx, uncancelled(ctx), acts.ActivateAgent, activation, nil)
+	// Only a decision that carries the policy input's digest asks for the version, once the agent is
+	// found changed: runs recorded before it reject every changed agent.
+	if errorType(err) == ReasonAgentChanged && p.decision.PolicyInputDigest != "" &&
+		workflow.GetVersion(ctx, versionActivateNeutralChanges, workflow.DefaultVersion, 1) >= 1 {
+		err = p.activateNeutralChange(ctx, wctx, activation, err)
+	}
+	if err != nil {
 		reason := "the agent could not be activated: " + errorMessage(err)
 		if errorType(err) == ReasonAgentChanged {
 			reason = fmt.Sprintf("the agent changed after the policy decided on its version %s, so that decision does not cover it: "+
@@ -380,6 +387,38 @@ func (p *provision) activate(ctx workflow.Context, approvedBy []string) (Provisi
 	}
 	res := ProvisionResult{Result: ResultActivated, DecisionID: p.decision.DecisionID, ApprovedBy: approvedBy, Client: client.Name}
 	return res, p.recordDecided(carryOn(ctx), res)
+}
+
+// maxNeutralReactivations bounds the activations of an agent that keeps changing in neutral fields
+// while the run activates it.
+const maxNeutralReactivations = 3
+
+// activateNeutralChange handles an activation refused because the agent changed after the policy
+// decided (changed, ReasonAgentChanged): when the agent's policy input is still the one the policy
+// evaluated (only neutral fields changed: labels, display name, ...), it activates the agent at its
+// current version, a few times at most if it keeps changing; otherwise it returns changed, and the run
+// rejects the agent as before.
+func (p *provision) activateNeutralChange(ctx, wctx workflow.Context, activation ActivateRequest, changed error) error {
+	err := changed
+	for range maxNeutralReactivations {
+		var cur PolicyInput
+		if rerr := p.exec(ctx, nil, acts.ReadPolicyInput, PolicyInputRequest{Agent: p.in.Agent}, &cur); rerr != nil {
+			workflow.GetLogger(ctx).Warn("cannot read the changed agent's policy input", "agent", p.in.Agent, "error", rerr)
+			return changed
+		}
+		if cur.Digest != p.decision.PolicyInputDigest || cur.Etag == "" {
+			return changed
+		}
+		workflow.GetLogger(ctx).Info("the agent changed only in fields the policy does not read: activated at its current version",
+			"agent", p.in.Agent, "evaluated_etag", p.decision.Etag, "etag", cur.Etag)
+		activation.Etag = cur.Etag
+		activation.RequestID = requestID(p.id, StageActivate) + "/" + cur.Etag
+		err = p.exec(wctx, uncancelled(ctx), acts.ActivateAgent, activation, nil)
+		if errorType(err) != ReasonAgentChanged {
+			return err
+		}
+	}
+	return err
 }
 
 // maxRejectReasonLen bounds a rejection reason (the registry accepts 1000 bytes).

@@ -9,6 +9,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/testkit"
@@ -38,15 +39,28 @@ func TestProvisionActivatesTheEvaluatedVersion(t *testing.T) {
 	}
 }
 
-// TestProvisionRefusesAChangedAgent: an agent changed after the policy decided (the registry
-// refuses the activation with ETAG_MISMATCH) is not retried into activation: the run rejects it
-// with a reason that says it changed, and takes its client back.
+// changeAfterDecision has the fake registry hold a changed version (etag 6) of a after the policy
+// decided on it (etag 5), and refuse the next activation with ETAG_MISMATCH as the registry does.
+func changeAfterDecision(fakes *workflowstest.Services, a *registryv1.Agent, change func(*registryv1.Agent)) {
+	fakes.After("EvaluateAdmission", func() {
+		changed := proto.CloneOf(a)
+		change(changed)
+		changed.Etag = "6"
+		fakes.Registry.Put(changed)
+		fakes.After("EvaluateAdmission", nil)
+	})
+	fakes.FailNext("ActivateAgent", errs.Conflict(workflows.ReasonAgentChanged, "the agent has changed since it was read (etag 5, current 6); re-read and retry"))
+}
+
+// TestProvisionRefusesAChangedAgent: an agent whose policy input changed after the policy decided
+// (the registry refuses the activation with ETAG_MISMATCH; here a scope was added) is not retried
+// into activation: the run rejects it with a reason that says it changed, and takes its client back.
 func TestProvisionRefusesAChangedAgent(t *testing.T) {
 	f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "e2"))
 	a := workflowstest.NewAgent(tenant, "e2", registryv1.RiskTier_RISK_TIER_LOW)
 	a.Etag = "5"
 	f.fakes.Registry.Put(a)
-	f.fakes.FailNext("ActivateAgent", errs.Conflict(workflows.ReasonAgentChanged, "the agent has changed since it was read (etag 5, current 6); re-read and retry"))
+	changeAfterDecision(f.fakes, a, func(c *registryv1.Agent) { c.Scopes = append(c.Scopes, "ticket.delete") })
 
 	f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("e2", "low"))
 
@@ -67,11 +81,59 @@ func TestProvisionRefusesAChangedAgent(t *testing.T) {
 	}
 }
 
+// TestProvisionActivatesANeutrallyChangedAgent: an agent changed after the decision only in fields
+// the policy does not read (labels, display name, purpose, the orphan mark) is activated at its
+// current version; one whose owner changed (a transfer: policies may decide by owner) is rejected.
+func TestProvisionActivatesANeutrallyChangedAgent(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*registryv1.Agent)
+		want   string
+	}{
+		{"labels and display name", func(c *registryv1.Agent) {
+			c.Labels, c.DisplayName, c.Purpose = map[string]string{"team": "support"}, "Renamed", "answers more questions"
+		}, workflows.ResultActivated},
+		{"orphan mark", func(c *registryv1.Agent) { c.Orphaned, c.OrphanReason = true, "sponsor departed" }, workflows.ResultActivated},
+		{"owner transferred", func(c *registryv1.Agent) { c.Owner = "team:other" }, workflows.ResultRejected},
+		{"risk tier", func(c *registryv1.Agent) { c.RiskTier = registryv1.RiskTier_RISK_TIER_HIGH }, workflows.ResultRejected},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, workflows.ProvisionWorkflowID(tenant, "e3"))
+			a := workflowstest.NewAgent(tenant, "e3", registryv1.RiskTier_RISK_TIER_LOW)
+			a.Etag = "5"
+			f.fakes.Registry.Put(a)
+			changeAfterDecision(f.fakes, a, tc.change)
+
+			f.env.ExecuteWorkflow(workflows.ProvisionWorkflow, provisionInput("e3", "low"))
+
+			var res workflows.ProvisionResult
+			if err := f.env.GetWorkflowResult(&res); err != nil {
+				t.Fatal(err)
+			}
+			acts := workflowstest.RequestsOf[*registryv1.ActivateAgentRequest](f.fakes, "ActivateAgent")
+			if res.Result != tc.want {
+				t.Fatalf("result %+v, want %s", res, tc.want)
+			}
+			if tc.want == workflows.ResultActivated {
+				if len(acts) != 2 || acts[1].GetEtag() != "6" || acts[1].GetRequestId() == acts[0].GetRequestId() {
+					t.Fatalf("activations %v: want a second one at etag 6 under its own request id", acts)
+				}
+				if st := f.fakes.Registry.Agent("tenants/acme/agents/e3").GetState(); st != registryv1.AgentState_AGENT_STATE_ACTIVE {
+					t.Fatalf("agent %v, want ACTIVE", st)
+				}
+			} else if len(acts) != 1 {
+				t.Fatalf("activations %v: want one (a changed policy input is not activated)", acts)
+			}
+		})
+	}
+}
+
 // recordedEvaluatedVersionHistories are the files under testdata/ that
 // TestRecordEvaluatedVersionHistories writes (change activate-evaluated-version).
 var recordedEvaluatedVersionHistories = []string{
 	"provision-evaluated-version.json",
 	"provision-agent-changed.json",
+	"provision-neutral-change.json",
 }
 
 // TestRecordEvaluatedVersionHistories records, on a real Temporal dev server, a run that activates
@@ -83,11 +145,15 @@ func TestRecordEvaluatedVersionHistories(t *testing.T) {
 	c := startRecorder(t, srv, activitiesFor(t, fakes, newStore(t)))
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	run := func(agentID string) client.WorkflowRun {
+	// run provisions agentID; change, if set, changes the agent after the policy decided.
+	run := func(agentID string, change func(*registryv1.Agent)) client.WorkflowRun {
 		t.Helper()
 		a := workflowstest.NewAgent(tenant, agentID, registryv1.RiskTier_RISK_TIER_LOW)
 		a.Etag = "5"
 		fakes.Registry.Put(a)
+		if change != nil {
+			changeAfterDecision(fakes, a, change)
+		}
 		r, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 			ID: workflows.ProvisionWorkflowID(tenant, agentID), TaskQueue: workflows.TaskQueue,
 			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
@@ -106,13 +172,15 @@ func TestRecordEvaluatedVersionHistories(t *testing.T) {
 			t.Fatalf("%s: %+v, %v; want %s", r.GetID(), res, err, want)
 		}
 	}
-	activated := run("r-evaluated")
+	activated := run("r-evaluated", nil)
 	result(activated, workflows.ResultActivated)
-	fakes.FailNext("ActivateAgent", errs.Conflict(workflows.ReasonAgentChanged, "the agent has changed since it was read (etag 5, current 6); re-read and retry"))
-	changed := run("r-changed")
+	changed := run("r-changed", func(c *registryv1.Agent) { c.Scopes = append(c.Scopes, "ticket.delete") })
 	result(changed, workflows.ResultRejected)
+	neutral := run("r-neutral", func(c *registryv1.Agent) { c.Labels = map[string]string{"team": "support"} })
+	result(neutral, workflows.ResultActivated)
 
 	keepHistory(t, c, activated, recordedEvaluatedVersionHistories[0])
 	keepHistory(t, c, changed, recordedEvaluatedVersionHistories[1])
+	keepHistory(t, c, neutral, recordedEvaluatedVersionHistories[2])
 	checkRecorded(t, recordedEvaluatedVersionHistories, recordedEvaluatedVersionHistories)
 }

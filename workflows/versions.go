@@ -67,6 +67,16 @@ const (
 	// (workflow.DefaultVersion) activate without an etag.
 	versionActivateEvaluated = "activate-evaluated-version"
 
+	// versionActivateNeutralChanges (version 1): a provisioning run whose activation is refused
+	// because the agent changed after the decision (ETAG_MISMATCH) reads the agent's policy input
+	// again (ReadPolicyInput) and, when it is the one the policy evaluated
+	// (AdmissionDecision.PolicyInputDigest: only neutral fields such as labels or the display name
+	// changed), activates the agent at its current etag (request id <run>/activate/<etag>, at most
+	// maxNeutralReactivations times); otherwise it rejects as before. Only runs whose decision carries
+	// the digest ask for it, once refused; runs recorded before it (workflow.DefaultVersion) reject
+	// every changed agent.
+	versionActivateNeutralChanges = "activate-neutral-changes"
+
 	// versionRotationKeySafety (version 1): the rotation reads the new key from the registry by
 	// thumbprint (never from its input), notifies the owner, takes the new key off the client when it
 	// left the registry, and when the overlap ends removes only the keys added before the new one
@@ -163,6 +173,8 @@ var Changes = []Change{
 			"provision-rejected-by-approver-v3.json", "provision-client-unusable-v0.json", "provision-escalated-v0.json", "provision-reminded-v0.json"}},
 	{ID: versionPolicyOverride, Workflow: ProvisionWorkflowName, Max: 1},
 	{ID: versionActivateEvaluated, Workflow: ProvisionWorkflowName, Max: 1},
+	{ID: versionActivateNeutralChanges, Workflow: ProvisionWorkflowName, Max: 1,
+		Before: []string{"provision-agent-changed-v0.json"}},
 	{ID: versionDeprovisionSaga, Workflow: DeprovisionWorkflowName, Max: 1,
 		Before: []string{"deprovision-v0.json"}},
 	{ID: versionDeprovisionLocalSteps, Workflow: DeprovisionWorkflowName, Max: 1,
