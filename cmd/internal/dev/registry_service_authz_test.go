@@ -227,7 +227,7 @@ func TestRegistryServiceMayOnlyEvaluateAdmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp, err := policy.EvaluateAdmission(testkit.WithBearer(t.Context(), "registry"),
-		&policyv1.EvaluateAdmissionRequest{Tenant: "default", Agent: s, RequestId: "probe-1"})
+		&policyv1.EvaluateAdmissionRequest{Tenant: "default", Agent: s, RequestId: "registry-update:probe-1"}) // the registry records under its own prefix only
 	if err != nil {
 		t.Fatalf("EvaluateAdmission as the registry: %v", err)
 	}
