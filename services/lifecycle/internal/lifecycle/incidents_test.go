@@ -92,7 +92,7 @@ func startIncidents(t *testing.T) *incidentEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(w.Stop)
-	svc, err := lifecycle.New(lifecycle.Config{Temporal: c, Logger: slog.New(slog.DiscardHandler)})
+	svc, err := lifecycle.New(lifecycle.Config{Temporal: c, Registry: registryv1.NewRegistryServiceClient(cc), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
