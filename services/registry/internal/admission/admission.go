@@ -156,7 +156,9 @@ func (a *Admission) callFailed(ctx context.Context, tenant, agent, reqID string,
 		return errs.Unavailable("POLICY_UNAVAILABLE", "the policy service did not answer; nothing was changed: retry with the same request_id", err)
 	case errs.KindInvalidArgument:
 		if e.Field == "request_id" {
-			return errs.InvalidArgument("request_id", "request_id: was used for another change of this agent")
+			// The policy service's own words: a request id reused for another change, or one
+			// outside this identity's prefix (a misconfigured credential).
+			return errs.InvalidArgument("request_id", "request_id: the policy service refused the decision's request id: "+e.Message)
 		}
 	}
 	return errs.Internal(fmt.Errorf("admission: policy.EvaluateAdmission: %w", err))

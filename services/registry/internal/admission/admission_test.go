@@ -47,7 +47,7 @@ risk_tier_override := {"tier": "HIGH", "reason": "payments agents are high risk"
 
 // principals: the registry calls as a platform service identity whose decisions are recorded.
 var principals = map[string]*authn.Claims{
-	"registry": {Subject: "registry", ClientID: "registry", Tenant: authn.SystemTenant, Roles: []string{string(authn.RoleLifecycleWorker)}},
+	"registry": {Subject: "registry", ClientID: "registry", Tenant: authn.SystemTenant, Roles: []string{string(authn.RoleRegistryService)}},
 }
 
 type policyEnv struct {
