@@ -31,6 +31,7 @@ type row struct {
 	request, access     bool
 	denied              bool
 	usesScopes          bool // store.UsesScopes: Usage of DimScope counts its scopes
+	activity            bool // store.IsActivity: LastActive counts it
 }
 
 var _ store.Analytics = (*Memory)(nil)
@@ -90,6 +91,7 @@ func (m *Memory) Add(events ...store.Event) {
 		}
 		r.denied = r.request && Denied(e.Outcome)
 		r.usesScopes = store.UsesScopes(e.Kind, e.Outcome)
+		r.activity = store.IsActivity(e.Kind, e.Outcome)
 		r.scopes = m.internSet(e.Scopes)
 		k := [2]int32{t, m.intern(e.Agent)}
 		m.agents[k] = append(m.agents[k], r)
@@ -253,7 +255,7 @@ func (m *Memory) LastActive(_ context.Context, w store.Window) (map[string]time.
 	err := m.each(w, func(agent string, rows []row) {
 		last := int64(-1 << 62)
 		for _, r := range rows {
-			if r.ms <= w.To.UnixMilli() {
+			if r.activity && r.ms <= w.To.UnixMilli() {
 				last = max(last, r.ms)
 			}
 		}
