@@ -74,12 +74,31 @@ func TestCheckpointsAndActivity(t *testing.T) {
 			return err
 		}},
 	}
+	// The operator sees the bucket's stream (configuration and state) like every other stream, and
+	// none of its content.
+	admin := b.connect(t, string(natsauth.Admin))
+	if info, err := admin.js.Stream(ctx, "OBJ_CHECKPOINTS"); err != nil || info.CachedInfo().State.Msgs == 0 {
+		t.Fatalf("admin reads the checkpoint stream's information: %v", err)
+	}
+	tests = append(tests,
+		struct {
+			name    string
+			id      natsauth.Identity
+			subject string
+			op      func(ctx context.Context, c *client) error
+		}{"admin reads checkpoint content", natsauth.Admin, "$JS.API.CONSUMER.CREATE.OBJ_CHECKPOINTS", nil},
+		struct {
+			name    string
+			id      natsauth.Identity
+			subject string
+			op      func(ctx context.Context, c *client) error
+		}{"admin gets a checkpoint chunk", natsauth.Admin, "$JS.API.DIRECT.GET.OBJ_CHECKPOINTS", nil})
 	for _, id := range natsauth.PlatformIdentities {
 		if id == natsauth.Registry {
 			continue
 		}
-		tests = append(tests,
-			struct {
+		if id != natsauth.Admin {
+			tests = append(tests, struct {
 				name    string
 				id      natsauth.Identity
 				subject string
@@ -87,7 +106,9 @@ func TestCheckpointsAndActivity(t *testing.T) {
 			}{string(id) + " reads checkpoints", id, "$JS.API.STREAM.INFO.OBJ_CHECKPOINTS", func(ctx context.Context, c *client) error {
 				_, err := eventstore.NewObjectCheckpoints(ctx, c.js, 1)
 				return err
-			}},
+			}})
+		}
+		tests = append(tests,
 			struct {
 				name    string
 				id      natsauth.Identity

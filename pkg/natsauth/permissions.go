@@ -214,9 +214,14 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		return nil, fmt.Errorf("natsauth: unknown identity %q (want one of %v, or a tenant subscriber)", id, PlatformIdentities)
 	}
 	deny := othersDurables(id)
-	if id != Registry {
+	switch id {
+	case Admin:
+		// The operator sees the bucket's stream among the others (its configuration and state:
+		// the fault suite's invariants read every stream), and nothing of its content.
+		deny = append(deny, slices.DeleteFunc(checkpointBucket(), func(s string) bool { return s == jsAPI+"STREAM.INFO."+checkpointStream })...)
+	default:
 		deny = append(deny, checkpointBucket()...)
-	} else {
+	case Registry:
 		pub = append(pub, accountInfo) // creating the bucket asks for the account's information first
 	}
 	return permissions(user, dedupe(pub), nil, deny...), nil
