@@ -221,6 +221,24 @@ func (p *Projection) Apply(_ context.Context, e eventstore.Event) error {
 	if err != nil {
 		return eventstore.Permanent(err)
 	}
+	return p.fold(e, name, func(cur *entry) {
+		if reg != nil {
+			cur.info.Owner, cur.info.Sponsor = reg.GetOwner(), reg.GetSponsor()
+			cur.info.Environment = enumTag(reg.GetEnvironment().String(), "ENVIRONMENT_")
+			cur.info.RiskTier = enumTag(reg.GetRiskTier().String(), "RISK_TIER_")
+			cur.info.Scopes = slices.Clone(reg.GetScopes())
+			cur.info.Known = true
+		}
+		cur.info.State = state
+		cur.record(e.Time, state)
+		cur.info.StateSince = cur.changes[len(cur.changes)-1].at
+	})
+}
+
+// fold applies an agent event to the agent's entry (created on its first event) under the lock:
+// an agent not of the event's tenant is refused permanently, and an event at or below the last one
+// applied to the agent changes nothing; otherwise the entry's sequence advances and apply runs.
+func (p *Projection) fold(e eventstore.Event, name string, apply func(*entry)) error {
 	tenant, _, ok := parseName(name)
 	if !ok || tenant != e.Metadata.Tenant {
 		return eventstore.Permanent(fmt.Errorf("agents: event %s (%s): agent %q is not an agent of the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant))
@@ -236,16 +254,7 @@ func (p *Projection) Apply(_ context.Context, e eventstore.Event) error {
 		return nil
 	}
 	cur.seq = max(cur.seq, e.Sequence)
-	if reg != nil {
-		cur.info.Owner, cur.info.Sponsor = reg.GetOwner(), reg.GetSponsor()
-		cur.info.Environment = enumTag(reg.GetEnvironment().String(), "ENVIRONMENT_")
-		cur.info.RiskTier = enumTag(reg.GetRiskTier().String(), "RISK_TIER_")
-		cur.info.Scopes = slices.Clone(reg.GetScopes())
-		cur.info.Known = true
-	}
-	cur.info.State = state
-	cur.record(e.Time, state)
-	cur.info.StateSince = cur.changes[len(cur.changes)-1].at
+	apply(cur)
 	return nil
 }
 

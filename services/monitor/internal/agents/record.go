@@ -1,7 +1,6 @@
 package agents
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -25,43 +24,28 @@ func (p *Projection) applyUpdated(e eventstore.Event) error {
 	if err != nil {
 		return eventstore.Permanent(err)
 	}
-	name := m.GetName()
-	tenant, _, ok := parseName(name)
-	if !ok || tenant != e.Metadata.Tenant {
-		return eventstore.Permanent(fmt.Errorf("agents: event %s (%s): agent %q is not an agent of the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant))
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	cur := p.agents[name]
-	if cur == nil {
-		cur = &entry{info: Info{Name: name, Tenant: tenant}}
-		p.agents[name] = cur
-	}
-	if e.Sequence != 0 && e.Sequence <= cur.seq {
-		return nil
-	}
-	cur.seq = max(cur.seq, e.Sequence)
-	a := m.GetAgent()
-	for _, f := range m.GetChangedFields() {
-		switch f {
-		case "owner":
-			cur.info.Owner = a.GetOwner()
-		case "sponsor":
-			cur.info.Sponsor = a.GetSponsor()
-		case "environment":
-			cur.info.Environment = enumTag(a.GetEnvironment().String(), "ENVIRONMENT_")
-		case "scopes":
-			cur.info.Scopes = slices.Clone(a.GetScopes())
+	return p.fold(e, m.GetName(), func(cur *entry) {
+		a := m.GetAgent()
+		for _, f := range m.GetChangedFields() {
+			switch f {
+			case "owner":
+				cur.info.Owner = a.GetOwner()
+			case "sponsor":
+				cur.info.Sponsor = a.GetSponsor()
+			case "environment":
+				cur.info.Environment = enumTag(a.GetEnvironment().String(), "ENVIRONMENT_")
+			case "scopes":
+				cur.info.Scopes = slices.Clone(a.GetScopes())
+			}
 		}
-	}
-	if c := m.GetClassification(); c != nil {
-		tier := c.GetOverrideRiskTier()
-		if tier == registryv1.RiskTier_RISK_TIER_UNSPECIFIED {
-			tier = c.GetDerivedRiskTier()
+		if c := m.GetClassification(); c != nil {
+			tier := c.GetOverrideRiskTier()
+			if tier == registryv1.RiskTier_RISK_TIER_UNSPECIFIED {
+				tier = c.GetDerivedRiskTier()
+			}
+			cur.info.RiskTier = enumTag(tier.String(), "RISK_TIER_")
 		}
-		cur.info.RiskTier = enumTag(tier.String(), "RISK_TIER_")
-	}
-	return nil
+	})
 }
 
 // registeredState is the state agent.registered puts an agent in: PROPOSED when its payload says
