@@ -86,16 +86,27 @@ func (s *State) Apply(_ context.Context, e eventstore.Event) error {
 			expire = max(t.AsTime().UnixMilli(), 1)
 		}
 	}
+	return s.fold(e, name, func(cur *agentState) {
+		cur.state = state
+		if e.Type == EventAgentRegistered {
+			cur.expire = expire
+		}
+	})
+}
+
+// fold applies an event to the agent's state under the lock: an event at or below the last one
+// applied to the agent changes nothing; otherwise the agent's sequence advances, apply changes its
+// state and the result is stored.
+func (s *State) fold(e eventstore.Event, name string, apply func(*agentState)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.agents[name]
 	if e.Sequence != 0 && e.Sequence <= cur.seq {
 		return nil
 	}
-	if e.Type != EventAgentRegistered {
-		expire = cur.expire
-	}
-	s.agents[name] = agentState{state: state, seq: max(cur.seq, e.Sequence), expire: expire}
+	cur.seq = max(cur.seq, e.Sequence)
+	apply(&cur)
+	s.agents[name] = cur
 	return nil
 }
 
@@ -166,19 +177,25 @@ func Transition(e eventstore.Event) (name string, state registryv1.AgentState, e
 	if err != nil {
 		return "", registryv1.AgentState_AGENT_STATE_UNSPECIFIED, err
 	}
-	tenant, id, ok := ParseName(name)
-	switch {
-	case !ok:
-		err = fmt.Errorf("event %s (%s): agent %q is not tenants/{tenant}/agents/{agent}", e.ID, e.Type, name)
-	case tenant != e.Metadata.Tenant:
-		err = fmt.Errorf("event %s (%s): agent %s is not in the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant)
-	case e.AggregateID != "" && e.AggregateID != id:
-		err = fmt.Errorf("event %s (%s): agent %s on aggregate %s", e.ID, e.Type, name, e.AggregateID)
-	}
-	if err != nil {
+	if err := agentOf(e, name); err != nil {
 		return "", registryv1.AgentState_AGENT_STATE_UNSPECIFIED, err
 	}
 	return name, state, nil
+}
+
+// agentOf checks that the agent an event names is an agent resource name of the event's tenant
+// and, when the event has an aggregate id, that agent.
+func agentOf(e eventstore.Event, name string) error {
+	tenant, id, ok := ParseName(name)
+	switch {
+	case !ok:
+		return fmt.Errorf("event %s (%s): agent %q is not tenants/{tenant}/agents/{agent}", e.ID, e.Type, name)
+	case tenant != e.Metadata.Tenant:
+		return fmt.Errorf("event %s (%s): agent %s is not in the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant)
+	case e.AggregateID != "" && e.AggregateID != id:
+		return fmt.Errorf("event %s (%s): agent %s on aggregate %s", e.ID, e.Type, name, e.AggregateID)
+	}
+	return nil
 }
 
 // ParseName splits an agent resource name, tenants/{tenant}/agents/{agent}; ok is false for anything

@@ -1,7 +1,6 @@
 package agents
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -29,43 +28,30 @@ func (s *State) applyUpdated(e eventstore.Event) error {
 		return err
 	}
 	name := msg.GetName()
-	tenant, id, ok := ParseName(name)
-	switch {
-	case !ok:
-		return fmt.Errorf("event %s (%s): agent %q is not tenants/{tenant}/agents/{agent}", e.ID, e.Type, name)
-	case tenant != e.Metadata.Tenant:
-		return fmt.Errorf("event %s (%s): agent %s is not in the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant)
-	case e.AggregateID != "" && e.AggregateID != id:
-		return fmt.Errorf("event %s (%s): agent %s on aggregate %s", e.ID, e.Type, name, e.AggregateID)
+	if err := agentOf(e, name); err != nil {
+		return err
 	}
 	changed := msg.GetChangedFields()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.agents[name]
-	if e.Sequence != 0 && e.Sequence <= cur.seq {
-		return nil
-	}
-	cur.seq = max(cur.seq, e.Sequence)
-	if slices.Contains(changed, "expire_time") {
-		cur.expire = 0
-		if t := msg.GetAgent().GetExpireTime(); t.IsValid() && !t.AsTime().IsZero() {
-			cur.expire = max(t.AsTime().UnixMilli(), 1)
+	return s.fold(e, name, func(cur *agentState) {
+		if slices.Contains(changed, "expire_time") {
+			cur.expire = 0
+			if t := msg.GetAgent().GetExpireTime(); t.IsValid() && !t.AsTime().IsZero() {
+				cur.expire = max(t.AsTime().UnixMilli(), 1)
+			}
 		}
-	}
-	s.agents[name] = cur
-	if slices.Contains(changed, "scopes") {
-		scopes := slices.Clone(msg.GetAgent().GetScopes())
-		if s.allowed == nil {
-			s.allowed = make(map[string][]string)
+		if slices.Contains(changed, "scopes") {
+			scopes := slices.Clone(msg.GetAgent().GetScopes())
+			if s.allowed == nil {
+				s.allowed = make(map[string][]string)
+			}
+			s.allowed[name] = scopes
+			if rm := slices.DeleteFunc(slices.Clone(s.removed[name]), func(sc string) bool { return slices.Contains(scopes, sc) }); len(rm) > 0 {
+				s.removed[name] = rm
+			} else {
+				delete(s.removed, name)
+			}
 		}
-		s.allowed[name] = scopes
-		if rm := slices.DeleteFunc(slices.Clone(s.removed[name]), func(sc string) bool { return slices.Contains(scopes, sc) }); len(rm) > 0 {
-			s.removed[name] = rm
-		} else {
-			delete(s.removed, name)
-		}
-	}
-	return nil
+	})
 }
 
 // AllowedScopes returns the scopes the agent named name may be granted as its last update of scopes

@@ -1,7 +1,6 @@
 package agents
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/agentid/agentid/pkg/eventstore"
@@ -21,33 +20,21 @@ func (s *State) applyScopesRemoved(e eventstore.Event) error {
 		return err
 	}
 	name := msg.GetName()
-	tenant, id, ok := ParseName(name)
-	switch {
-	case !ok:
-		return fmt.Errorf("event %s (%s): agent %q is not tenants/{tenant}/agents/{agent}", e.ID, e.Type, name)
-	case tenant != e.Metadata.Tenant:
-		return fmt.Errorf("event %s (%s): agent %s is not in the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant)
-	case e.AggregateID != "" && e.AggregateID != id:
-		return fmt.Errorf("event %s (%s): agent %s on aggregate %s", e.ID, e.Type, name, e.AggregateID)
+	if err := agentOf(e, name); err != nil {
+		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.agents[name]
-	if e.Sequence != 0 && e.Sequence <= cur.seq {
-		return nil
-	}
-	s.agents[name] = agentState{state: cur.state, seq: max(cur.seq, e.Sequence), expire: cur.expire}
-	if s.removed == nil {
-		s.removed = make(map[string][]string)
-	}
-	set := s.removed[name]
-	for _, sc := range msg.GetScopes() {
-		if !slices.Contains(set, sc) {
-			set = append(set, sc)
+	return s.fold(e, name, func(*agentState) {
+		if s.removed == nil {
+			s.removed = make(map[string][]string)
 		}
-	}
-	s.removed[name] = set
-	return nil
+		set := s.removed[name]
+		for _, sc := range msg.GetScopes() {
+			if !slices.Contains(set, sc) {
+				set = append(set, sc)
+			}
+		}
+		s.removed[name] = set
+	})
 }
 
 // RemovedScopes returns the scopes removed from the agent named name (nil when none was).
