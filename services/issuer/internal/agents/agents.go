@@ -177,15 +177,15 @@ func Transition(e eventstore.Event) (name string, state registryv1.AgentState, e
 	if err != nil {
 		return "", registryv1.AgentState_AGENT_STATE_UNSPECIFIED, err
 	}
-	if err := agentOf(e, name); err != nil {
+	if err := CheckEventAgent(e, name); err != nil {
 		return "", registryv1.AgentState_AGENT_STATE_UNSPECIFIED, err
 	}
 	return name, state, nil
 }
 
-// agentOf checks that the agent an event names is an agent resource name of the event's tenant
-// and, when the event has an aggregate id, that agent.
-func agentOf(e eventstore.Event, name string) error {
+// CheckEventAgent checks that the agent an event names is an agent resource name of the event's
+// tenant and, when the event has an aggregate id, that agent.
+func CheckEventAgent(e eventstore.Event, name string) error {
 	tenant, id, ok := ParseName(name)
 	switch {
 	case !ok:

@@ -28,7 +28,7 @@ func (s *State) applyUpdated(e eventstore.Event) error {
 		return err
 	}
 	name := msg.GetName()
-	if err := agentOf(e, name); err != nil {
+	if err := CheckEventAgent(e, name); err != nil {
 		return err
 	}
 	changed := msg.GetChangedFields()

@@ -20,7 +20,7 @@ func (s *State) applyScopesRemoved(e eventstore.Event) error {
 		return err
 	}
 	name := msg.GetName()
-	if err := agentOf(e, name); err != nil {
+	if err := CheckEventAgent(e, name); err != nil {
 		return err
 	}
 	return s.fold(e, name, func(*agentState) {

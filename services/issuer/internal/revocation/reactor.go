@@ -241,17 +241,13 @@ func (r *Reactor) handleScopesRemoved(ctx context.Context, e eventstore.Event) e
 		return eventstore.Permanent(err)
 	}
 	name := msg.GetName()
-	tenant, id, ok := agents.ParseName(name)
-	switch {
-	case !ok:
-		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %q is not tenants/{tenant}/agents/{agent}", e.ID, e.Type, name))
-	case tenant != e.Metadata.Tenant:
-		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %s is not in the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant))
-	case e.AggregateID != "" && e.AggregateID != id:
-		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %s on aggregate %s", e.ID, e.Type, name, e.AggregateID))
-	case len(msg.GetScopes()) == 0:
+	if err := agents.CheckEventAgent(e, name); err != nil {
+		return eventstore.Permanent(err)
+	}
+	if len(msg.GetScopes()) == 0 {
 		return nil
 	}
+	tenant := e.Metadata.Tenant
 	why := msg.GetReason()
 	if msg.GetTicket() != "" {
 		why = strings.TrimPrefix(why+" (ticket "+msg.GetTicket()+")", " ")

@@ -2,7 +2,6 @@ package revocation
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 
@@ -23,15 +22,10 @@ func (r *Reactor) handleUpdated(ctx context.Context, e eventstore.Event) error {
 		return eventstore.Permanent(err)
 	}
 	name := msg.GetName()
-	tenant, id, ok := agents.ParseName(name)
-	switch {
-	case !ok:
-		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %q is not tenants/{tenant}/agents/{agent}", e.ID, e.Type, name))
-	case tenant != e.Metadata.Tenant:
-		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %s is not in the event's tenant %q", e.ID, e.Type, name, e.Metadata.Tenant))
-	case e.AggregateID != "" && e.AggregateID != id:
-		return eventstore.Permanent(fmt.Errorf("event %s (%s): agent %s on aggregate %s", e.ID, e.Type, name, e.AggregateID))
+	if err := agents.CheckEventAgent(e, name); err != nil {
+		return eventstore.Permanent(err)
 	}
+	tenant := e.Metadata.Tenant
 	var grants []string
 	for _, f := range msg.GetChangedFields() {
 		if slices.Contains([]string{"scopes", "roles", "credential_type"}, f) {
