@@ -145,13 +145,9 @@ func (s *Service) leftProvisioning(ctx context.Context, ev eventstore.Event, nam
 }
 
 func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) error {
-	msg, err := decode[*registryv1.AgentRetirementRequested](ev)
+	msg, tenant, agentID, err := decodeAgentEvent[*registryv1.AgentRetirementRequested](ev)
 	if err != nil {
 		return err
-	}
-	tenant, agentID, err := agentOf(ev, msg.GetName())
-	if err != nil {
-		return eventstore.Permanent(err)
 	}
 	reason := msg.GetReason()
 	if t := msg.GetTicket(); t != "" {
@@ -305,6 +301,26 @@ func agentOf(ev eventstore.Event, name string) (tenant, agentID string, err erro
 		return "", "", fmt.Errorf("event %s (%s): agent %s is not the event's aggregate %s", ev.ID, ev.Type, name, ev.AggregateID)
 	}
 	return tenant, agentID, nil
+}
+
+// agentEvent is a registry event of one agent, named by its resource name.
+type agentEvent interface {
+	proto.Message
+	GetName() string
+}
+
+// decodeAgentEvent decodes an agent event (see decode) and checks its agent (see agentOf): a wrong
+// agent is permanent.
+func decodeAgentEvent[T agentEvent](ev eventstore.Event) (msg T, tenant, agentID string, err error) {
+	msg, err = decode[T](ev)
+	if err != nil {
+		return msg, "", "", err
+	}
+	tenant, agentID, err = agentOf(ev, msg.GetName())
+	if err != nil {
+		return msg, "", "", eventstore.Permanent(err)
+	}
+	return msg, tenant, agentID, nil
 }
 
 // riskTier asks the registry for the agent's risk tier; "" when it cannot tell.

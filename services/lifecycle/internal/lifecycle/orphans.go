@@ -44,13 +44,9 @@ func OrphanReviewCampaign(eventID string) string {
 // rejected, not provisioned yet) is left alone. The retirement carries the etag of the agent as
 // read, so an agent fixed between the read and the retirement is not retired.
 func (s *Service) actOnOrphaned(ctx context.Context, ev eventstore.Event) error {
-	msg, err := decode[*registryv1.AgentOrphaned](ev)
+	msg, tenant, agentID, err := decodeAgentEvent[*registryv1.AgentOrphaned](ev)
 	if err != nil {
 		return err
-	}
-	tenant, agentID, err := agentOf(ev, msg.GetName())
-	if err != nil {
-		return eventstore.Permanent(err)
 	}
 	if s.registry == nil {
 		return eventstore.Permanent(errors.New("agent.orphaned: the lifecycle service has no registry client to act with"))

@@ -20,13 +20,9 @@ const (
 // An event whose input is incomplete (no key, no thumbprint) starts nothing and goes to the
 // failed-event log: redelivery cannot complete it.
 func (s *Service) startRotation(ctx context.Context, ev eventstore.Event) error {
-	msg, err := decode[*registryv1.AgentKeyAdded](ev)
+	msg, tenant, agentID, err := decodeAgentEvent[*registryv1.AgentKeyAdded](ev)
 	if err != nil {
 		return err
-	}
-	tenant, agentID, err := agentOf(ev, msg.GetName())
-	if err != nil {
-		return eventstore.Permanent(err)
 	}
 	in := workflows.RotationInput{
 		Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID,
@@ -49,13 +45,9 @@ func (s *Service) startRotation(ctx context.Context, ev eventstore.Event) error 
 // (owner, admin, rotation). An event without the key's thumbprint starts nothing and goes to the
 // failed-event log: redelivery cannot complete it.
 func (s *Service) startKeyRemoval(ctx context.Context, ev eventstore.Event) error {
-	msg, err := decode[*registryv1.AgentKeyRemoved](ev)
+	msg, tenant, agentID, err := decodeAgentEvent[*registryv1.AgentKeyRemoved](ev)
 	if err != nil {
 		return err
-	}
-	tenant, agentID, err := agentOf(ev, msg.GetName())
-	if err != nil {
-		return eventstore.Permanent(err)
 	}
 	in := workflows.KeyRemovalInput{
 		Tenant: tenant, Agent: workflows.AgentName(tenant, agentID), AgentID: agentID,

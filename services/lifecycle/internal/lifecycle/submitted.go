@@ -31,13 +31,9 @@ func proposed(a *registryv1.Agent) bool {
 // the event's version (a failed read is retried: the run never starts with an unknown tier); the
 // submitter is the run's registrant (who may not approve it).
 func (s *Service) startSubmittedProvisioning(ctx context.Context, ev eventstore.Event) error {
-	msg, err := decode[*registryv1.AgentSubmitted](ev)
+	msg, tenant, agentID, err := decodeAgentEvent[*registryv1.AgentSubmitted](ev)
 	if err != nil {
 		return err
-	}
-	tenant, agentID, err := agentOf(ev, msg.GetName())
-	if err != nil {
-		return eventstore.Permanent(err)
 	}
 	if s.registry == nil {
 		return fmt.Errorf("agent.submitted %s: no registry client to read the agent's risk tier", ev.ID)

@@ -20,13 +20,9 @@ const EventAgentActivated = "agent.activated"
 // redelivered event) counts as started. The expire time is read from the registry: an error there is
 // retried (the event is redelivered), so no ephemeral agent is left without its timer.
 func (s *Service) startTTL(ctx context.Context, ev eventstore.Event) error {
-	msg, err := decode[*registryv1.AgentActivated](ev)
+	msg, tenant, agentID, err := decodeAgentEvent[*registryv1.AgentActivated](ev)
 	if err != nil {
 		return err
-	}
-	tenant, agentID, err := agentOf(ev, msg.GetName())
-	if err != nil {
-		return eventstore.Permanent(err)
 	}
 	if s.registry == nil {
 		return nil
