@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -195,7 +196,7 @@ func (m *Manager) RecomputeAcked(ctx context.Context, an store.Analytics, tenant
 	}
 	classes := map[string]*Baseline{}
 	for k, ms := range members {
-		slices.SortFunc(ms, func(a, b *Baseline) int { return cmpString(a.Agent, b.Agent) })
+		slices.SortFunc(ms, func(a, b *Baseline) int { return strings.Compare(a.Agent, b.Agent) })
 		classes[k] = m.pool(tenant, k, ms, samples)
 	}
 
@@ -210,16 +211,6 @@ func (m *Manager) RecomputeAcked(ctx context.Context, an store.Analytics, tenant
 	}
 	tb.agents, tb.classes, tb.classOf = agents, classes, classOf
 	return nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // hourOfWeek fills b's hourly statistics from its hourly rows (ordered by hour) up to end and

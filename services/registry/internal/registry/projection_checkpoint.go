@@ -3,6 +3,7 @@ package registry
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/RoaringBitmap/roaring/v2"
 	"github.com/tidwall/btree"
@@ -72,6 +74,23 @@ func (c *ckptReader) str() (string, error) {
 	return string(b), err
 }
 
+// readCkptHeader starts reading a checkpoint body through a buffer of size bytes: its format must
+// be format (what names the checkpoint in the error); n is the count of items that follows it.
+func readCkptHeader(r io.Reader, size int, what string, format uint64) (c *ckptReader, n uint64, err error) {
+	c = &ckptReader{r: bufio.NewReaderSize(r, size)}
+	got, err := c.uvarint()
+	if err != nil {
+		return nil, 0, err
+	}
+	if got != format {
+		return nil, 0, fmt.Errorf("registry: %s checkpoint format %d, want %d", what, got, format)
+	}
+	if n, err = c.uvarint(); err != nil {
+		return nil, 0, err
+	}
+	return c, n, nil
+}
+
 // end checks that the body ends here (reading to io.EOF, where the checksum is verified).
 func (c *ckptReader) end() error {
 	if _, err := c.r.ReadByte(); !errors.Is(err, io.EOF) {
@@ -130,7 +149,7 @@ func (p *AgentProjection) Checkpoint() func(io.Writer) error {
 	}
 	p.mu.RUnlock()
 	return func(w io.Writer) error {
-		slices.SortFunc(keys, func(a, b [2]string) int { return cmpString(a[0], b[0]) })
+		slices.SortFunc(keys, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
 		c := &ckptWriter{w: bufio.NewWriterSize(w, 256<<10)}
 		c.uvarint(agentsCheckpointFormat)
 		c.uvarint(uint64(len(tenants)))
@@ -162,7 +181,7 @@ func (s *savedTenant) write(c *ckptWriter) error {
 		c.str(e.displayName)
 		c.bytes(e.data)
 	}
-	slices.SortFunc(s.post, func(a, b savedPost) int { return cmpString(a.key, b.key) })
+	slices.SortFunc(s.post, func(a, b savedPost) int { return strings.Compare(a.key, b.key) })
 	c.uvarint(uint64(len(s.post)))
 	var buf bytes.Buffer
 	for _, sp := range s.post {
@@ -185,24 +204,14 @@ func (s *savedTenant) write(c *ckptWriter) error {
 	slices.SortFunc(idle, func(a, b uint32) int {
 		ea, eb := &s.entries[a], &s.entries[b]
 		if ea.create != eb.create {
-			return cmpInt(ea.create, eb.create)
+			return cmp.Compare(ea.create, eb.create)
 		}
-		return cmpString(ea.id, eb.id)
+		return strings.Compare(ea.id, eb.id)
 	})
 	for _, o := range idle {
 		c.uvarint(uint64(o))
 	}
 	return nil
-}
-
-func cmpInt(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // slab hands out the agents' bytes from large blocks: a restore allocates a few blocks instead of
@@ -345,15 +354,7 @@ func readTenant(c *ckptReader, sl *slab) (string, *tenantIndex, error) {
 // checkpoint, keeping the activity already recorded, and replaces the current one only when all
 // of it was read.
 func (p *AgentProjection) Restore(r io.Reader) error {
-	c := &ckptReader{r: bufio.NewReaderSize(r, 1<<20)}
-	format, err := c.uvarint()
-	if err != nil {
-		return err
-	}
-	if format != agentsCheckpointFormat {
-		return fmt.Errorf("registry: agents checkpoint format %d, want %d", format, agentsCheckpointFormat)
-	}
-	nt, err := c.uvarint()
+	c, nt, err := readCkptHeader(r, 1<<20, "agents", agentsCheckpointFormat)
 	if err != nil {
 		return err
 	}
@@ -435,9 +436,9 @@ func (a *ActivityProjection) Checkpoint() func(io.Writer) error {
 		slices.SortFunc(acts, func(x, y savedActivity) int {
 			switch {
 			case x.tenant != y.tenant:
-				return cmpString(x.tenant, y.tenant)
+				return strings.Compare(x.tenant, y.tenant)
 			default:
-				return cmpString(x.id, y.id)
+				return strings.Compare(x.id, y.id)
 			}
 		})
 		c := &ckptWriter{w: bufio.NewWriterSize(w, 256<<10)}
@@ -452,28 +453,10 @@ func (a *ActivityProjection) Checkpoint() func(io.Writer) error {
 	}
 }
 
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // Restore implements eventstore.Checkpointer: it records the checkpoint's activity (the latest of
 // it and what is recorded already wins).
 func (a *ActivityProjection) Restore(r io.Reader) error {
-	c := &ckptReader{r: bufio.NewReaderSize(r, 256<<10)}
-	format, err := c.uvarint()
-	if err != nil {
-		return err
-	}
-	if format != activityCheckpointFormat {
-		return fmt.Errorf("registry: activity checkpoint format %d, want %d", format, activityCheckpointFormat)
-	}
-	n, err := c.uvarint()
+	c, n, err := readCkptHeader(r, 256<<10, "activity", activityCheckpointFormat)
 	if err != nil {
 		return err
 	}
@@ -540,15 +523,7 @@ func (p *TenantProjection) Checkpoint() func(io.Writer) error {
 
 // Restore implements eventstore.Checkpointer.
 func (p *TenantProjection) Restore(r io.Reader) error {
-	c := &ckptReader{r: bufio.NewReaderSize(r, 64<<10)}
-	format, err := c.uvarint()
-	if err != nil {
-		return err
-	}
-	if format != tenantsCheckpointFormat {
-		return fmt.Errorf("registry: tenants checkpoint format %d, want %d", format, tenantsCheckpointFormat)
-	}
-	n, err := c.uvarint()
+	c, n, err := readCkptHeader(r, 64<<10, "tenants", tenantsCheckpointFormat)
 	if err != nil {
 		return err
 	}

@@ -171,20 +171,12 @@ func parseLabelSelector(s string) (labelSelector, error) {
 	case strings.HasPrefix(s, "!") && !strings.Contains(s, "="):
 		k := s[1:]
 		return labelSelector{key: k, op: 'n'}, checkKey(k)
-	case strings.Contains(s, "!="):
-		k, v, _ := strings.Cut(s, "!=")
-		if strings.Contains(v, "=") {
-			return labelSelector{}, fmt.Errorf("is not key=value, key!=value, key or !key")
-		}
-		if err := checkKey(k); err != nil {
-			return labelSelector{}, err
-		}
-		if v != "" && !validLabelPart(v) {
-			return labelSelector{}, fmt.Errorf("has the label value %q: values are at most 63 lowercase letters, digits, '-', '_', '.', '/'", v)
-		}
-		return labelSelector{key: k, value: v, op: '!'}, nil
 	case strings.Contains(s, "="):
-		k, v, _ := strings.Cut(s, "=")
+		sep, op := "=", byte('=')
+		if strings.Contains(s, "!=") {
+			sep, op = "!=", '!'
+		}
+		k, v, _ := strings.Cut(s, sep)
 		if strings.Contains(v, "=") {
 			return labelSelector{}, fmt.Errorf("is not key=value, key!=value, key or !key")
 		}
@@ -194,7 +186,7 @@ func parseLabelSelector(s string) (labelSelector, error) {
 		if v != "" && !validLabelPart(v) {
 			return labelSelector{}, fmt.Errorf("has the label value %q: values are at most 63 lowercase letters, digits, '-', '_', '.', '/'", v)
 		}
-		return labelSelector{key: k, value: v, op: '='}, nil
+		return labelSelector{key: k, value: v, op: op}, nil
 	}
 	return labelSelector{key: s, op: 'h'}, checkKey(s)
 }
@@ -528,7 +520,7 @@ func (t *tenantIndex) cmpKeys(a, b sortKey) int {
 		}
 		return 1
 	case a.str != b.str:
-		return cmpString(a.str, b.str)
+		return strings.Compare(a.str, b.str)
 	case a.k.hi != b.k.hi:
 		if a.k.hi < b.k.hi {
 			return -1
@@ -542,7 +534,7 @@ func (t *tenantIndex) cmpKeys(a, b sortKey) int {
 	case a.ord == b.ord:
 		return 0
 	}
-	return cmpString(t.entries[a.ord].id, t.entries[b.ord].id)
+	return strings.Compare(t.entries[a.ord].id, t.entries[b.ord].id)
 }
 
 // cmpCursor compares the order key of k with c (ties by agent id), ascending.
@@ -554,9 +546,9 @@ func (t *tenantIndex) cmpCursor(k sortKey, c cursor) int {
 		}
 		return 1
 	case k.str != c.str:
-		return cmpString(k.str, c.str)
+		return strings.Compare(k.str, c.str)
 	}
-	return cmpString(t.entries[k.ord].id, c.id)
+	return strings.Compare(t.entries[k.ord].id, c.id)
 }
 
 // sortedPage sorts the agents of a small candidate set after cur and returns up to size+1 of them.
