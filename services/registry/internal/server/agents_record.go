@@ -58,11 +58,8 @@ func (s *Server) UpdateAgent(ctx context.Context, req *registryv1.UpdateAgentReq
 // GetAgentHistory returns a page of an agent's timeline, oldest first. Callers: any role of the
 // agent's tenant, the lifecycle worker.
 func (s *Server) GetAgentHistory(ctx context.Context, req *registryv1.GetAgentHistoryRequest) (*registryv1.GetAgentHistoryResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), readAgentRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, readAgentRoles...); err != nil {
 		return nil, err
 	}
 	r, err := s.record()
@@ -79,11 +76,7 @@ func (s *Server) GetAgentHistory(ctx context.Context, req *registryv1.GetAgentHi
 // SubmitAgent submits a PROPOSED agent: it becomes PENDING and provisioning starts. Callers:
 // platform-admin, tenant-admin, owner (of the agent).
 func (s *Server) SubmitAgent(ctx context.Context, req *registryv1.SubmitAgentRequest) (*registryv1.SubmitAgentResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
-	if err != nil {
-		return nil, err
-	}
-	p, err := authorize(ctx, tenant, manageRoles...)
+	tenant, id, p, err := authorizeAgent(ctx, "name", req.GetName(), manageRoles...)
 	if err != nil {
 		return nil, err
 	}
@@ -103,11 +96,8 @@ func (s *Server) SubmitAgent(ctx context.Context, req *registryv1.SubmitAgentReq
 // ExpireAgent records that an agent reached its expire_time: it becomes EXPIRED. Callers: the
 // lifecycle worker, platform-admin.
 func (s *Server) ExpireAgent(ctx context.Context, req *registryv1.ExpireAgentRequest) (*registryv1.ExpireAgentResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), decideRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, decideRoles...); err != nil {
 		return nil, err
 	}
 	r, err := s.record()

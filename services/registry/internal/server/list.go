@@ -11,11 +11,8 @@ import (
 // time (tokens are bound to the filters and order), with total_size on request. Callers: any role
 // of the tenant, the lifecycle worker (its sweeps).
 func (s *Server) ListAgents(ctx context.Context, req *registryv1.ListAgentsRequest) (*registryv1.ListAgentsResponse, error) {
-	tenant, err := registry.ParseTenantName("parent", req.GetParent())
+	tenant, err := authorizeTenant(ctx, "parent", req.GetParent(), readAgentRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, readAgentRoles...); err != nil {
 		return nil, err
 	}
 	q, err := registry.ParseAgentQuery(tenant, req)

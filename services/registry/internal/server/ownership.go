@@ -33,11 +33,7 @@ func (s *Server) ownership() (Ownership, error) {
 // TransferAgentOwnership gives an agent a new owner and/or sponsor. Callers: platform-admin,
 // tenant-admin, the agent's current owner.
 func (s *Server) TransferAgentOwnership(ctx context.Context, req *registryv1.TransferAgentOwnershipRequest) (*registryv1.TransferAgentOwnershipResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
-	if err != nil {
-		return nil, err
-	}
-	p, err := authorize(ctx, tenant, manageRoles...)
+	tenant, id, p, err := authorizeAgent(ctx, "name", req.GetName(), manageRoles...)
 	if err != nil {
 		return nil, err
 	}
@@ -57,11 +53,8 @@ func (s *Server) TransferAgentOwnership(ctx context.Context, req *registryv1.Tra
 
 // SyncDirectory records a tenant's people and teams. Callers: platform-admin, tenant-admin.
 func (s *Server) SyncDirectory(ctx context.Context, req *registryv1.SyncDirectoryRequest) (*registryv1.SyncDirectoryResponse, error) {
-	tenant, err := registry.ParseTenantName("parent", req.GetParent())
+	tenant, err := authorizeTenant(ctx, "parent", req.GetParent(), directoryAdminRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, directoryAdminRoles...); err != nil {
 		return nil, err
 	}
 	o, err := s.ownership()
@@ -83,11 +76,8 @@ func (s *Server) SyncDirectory(ctx context.Context, req *registryv1.SyncDirector
 // ListPrincipals pages through a tenant's directory. Callers: any role of the tenant, and the
 // lifecycle worker, which refuses the decisions of owners the directory does not list as ACTIVE.
 func (s *Server) ListPrincipals(ctx context.Context, req *registryv1.ListPrincipalsRequest) (*registryv1.ListPrincipalsResponse, error) {
-	tenant, err := registry.ParseTenantName("parent", req.GetParent())
+	tenant, err := authorizeTenant(ctx, "parent", req.GetParent(), readAgentRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, readAgentRoles...); err != nil {
 		return nil, err
 	}
 	o, err := s.ownership()

@@ -22,11 +22,8 @@ var removeScopesRoles = []authn.Role{authn.RolePlatformAdmin, authn.RoleTenantAd
 // RemoveAgentScopes removes scopes from an ACTIVE or SUSPENDED agent. Callers: platform-admin,
 // tenant-admin of the agent's tenant, the lifecycle worker.
 func (s *Server) RemoveAgentScopes(ctx context.Context, req *registryv1.RemoveAgentScopesRequest) (*registryv1.RemoveAgentScopesResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), removeScopesRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, removeScopesRoles...); err != nil {
 		return nil, err
 	}
 	r, ok := s.reg.(ScopeRemover)

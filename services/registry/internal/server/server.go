@@ -87,6 +87,31 @@ func authorize(ctx context.Context, tenant string, roles ...authn.Role) (*authn.
 	return p, nil
 }
 
+// authorizeAgent parses the agent name the request gives in field and authorizes the caller for
+// the agent's tenant with one of roles.
+func authorizeAgent(ctx context.Context, field, name string, roles ...authn.Role) (tenant, id string, p *authn.Principal, err error) {
+	if tenant, id, err = registry.ParseAgentName(field, name); err != nil {
+		return "", "", nil, err
+	}
+	if p, err = authorize(ctx, tenant, roles...); err != nil {
+		return "", "", nil, err
+	}
+	return tenant, id, p, nil
+}
+
+// authorizeTenant parses the tenant name the request gives in field and authorizes the caller for
+// that tenant with one of roles.
+func authorizeTenant(ctx context.Context, field, name string, roles ...authn.Role) (string, error) {
+	tenant, err := registry.ParseTenantName(field, name)
+	if err != nil {
+		return "", err
+	}
+	if _, err := authorize(ctx, tenant, roles...); err != nil {
+		return "", err
+	}
+	return tenant, nil
+}
+
 // requirePlatformAdmin returns the caller if it is a platform-admin of the system tenant.
 func requirePlatformAdmin(ctx context.Context) (*authn.Principal, error) {
 	p, err := principal(ctx)
@@ -127,11 +152,8 @@ func (s *Server) CreateTenant(ctx context.Context, req *registryv1.CreateTenantR
 
 // GetTenant returns one tenant. Callers: platform-admin, or any role of that tenant (subscriber included).
 func (s *Server) GetTenant(ctx context.Context, req *registryv1.GetTenantRequest) (*registryv1.GetTenantResponse, error) {
-	tenant, err := registry.ParseTenantName("name", req.GetName())
+	tenant, err := authorizeTenant(ctx, "name", req.GetName(), readTenantRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, readTenantRoles...); err != nil {
 		return nil, err
 	}
 	t, err := s.reg.GetTenant(ctx, tenant)
@@ -184,11 +206,8 @@ func (s *Server) RegisterAgent(ctx context.Context, req *registryv1.RegisterAgen
 // not reach it in time answers Unavailable READ_MODEL_LAGGING with a google.rpc.RetryInfo.
 // Callers: any role of the agent's tenant, the lifecycle worker.
 func (s *Server) GetAgent(ctx context.Context, req *registryv1.GetAgentRequest) (*registryv1.GetAgentResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), readAgentRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, readAgentRoles...); err != nil {
 		return nil, err
 	}
 	a, err := s.reg.GetAgent(ctx, tenant, id, req.GetMinVersion())
@@ -201,11 +220,7 @@ func (s *Server) GetAgent(ctx context.Context, req *registryv1.GetAgentRequest) 
 // ActivateAgent records an approved provisioning decision. Callers: the lifecycle worker,
 // platform-admin.
 func (s *Server) ActivateAgent(ctx context.Context, req *registryv1.ActivateAgentRequest) (*registryv1.ActivateAgentResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
-	if err != nil {
-		return nil, err
-	}
-	_, err = authorize(ctx, tenant, decideRoles...)
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), decideRoles...)
 	if err != nil {
 		return nil, err
 	}
@@ -223,11 +238,7 @@ func (s *Server) ActivateAgent(ctx context.Context, req *registryv1.ActivateAgen
 // RejectAgent records a rejected provisioning decision. Callers: the lifecycle worker,
 // platform-admin.
 func (s *Server) RejectAgent(ctx context.Context, req *registryv1.RejectAgentRequest) (*registryv1.RejectAgentResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
-	if err != nil {
-		return nil, err
-	}
-	_, err = authorize(ctx, tenant, decideRoles...)
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), decideRoles...)
 	if err != nil {
 		return nil, err
 	}
@@ -244,11 +255,7 @@ func (s *Server) RejectAgent(ctx context.Context, req *registryv1.RejectAgentReq
 // its own agents), and the lifecycle worker for a trigger other than `request` (a request is a
 // person's: the worker retires only for what it detected itself, such as ttl or anomaly).
 func (s *Server) RetireAgent(ctx context.Context, req *registryv1.RetireAgentRequest) (*registryv1.RetireAgentResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
-	if err != nil {
-		return nil, err
-	}
-	p, err := authorize(ctx, tenant, retireRoles...)
+	tenant, id, p, err := authorizeAgent(ctx, "name", req.GetName(), retireRoles...)
 	if err != nil {
 		return nil, err
 	}
@@ -274,11 +281,7 @@ func (s *Server) RetireAgent(ctx context.Context, req *registryv1.RetireAgentReq
 // CompleteRetirement records verified deprovisioning. Callers: the lifecycle worker,
 // platform-admin.
 func (s *Server) CompleteRetirement(ctx context.Context, req *registryv1.CompleteRetirementRequest) (*registryv1.CompleteRetirementResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
-	if err != nil {
-		return nil, err
-	}
-	_, err = authorize(ctx, tenant, decideRoles...)
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), decideRoles...)
 	if err != nil {
 		return nil, err
 	}
@@ -294,11 +297,8 @@ func (s *Server) CompleteRetirement(ctx context.Context, req *registryv1.Complet
 // SuspendAgent suspends an ACTIVE agent (a SUSPENDED one is returned unchanged). Callers:
 // platform-admin, tenant-admin, security-approver of the agent's tenant, the lifecycle worker.
 func (s *Server) SuspendAgent(ctx context.Context, req *registryv1.SuspendAgentRequest) (*registryv1.SuspendAgentResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), suspendRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, suspendRoles...); err != nil {
 		return nil, err
 	}
 	res, err := s.reg.Suspend(ctx, registry.SuspendAgent{
@@ -315,11 +315,8 @@ func (s *Server) SuspendAgent(ctx context.Context, req *registryv1.SuspendAgentR
 // cause). Callers: platform-admin, tenant-admin,
 // security-approver of the agent's tenant, the lifecycle worker.
 func (s *Server) ResumeAgent(ctx context.Context, req *registryv1.ResumeAgentRequest) (*registryv1.ResumeAgentResponse, error) {
-	tenant, id, err := registry.ParseAgentName("name", req.GetName())
+	tenant, id, _, err := authorizeAgent(ctx, "name", req.GetName(), suspendRoles...)
 	if err != nil {
-		return nil, err
-	}
-	if _, err := authorize(ctx, tenant, suspendRoles...); err != nil {
 		return nil, err
 	}
 	a, err := s.reg.ResumeAgent(ctx, registry.ResumeAgent{
