@@ -10,15 +10,14 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
+	"github.com/agentid/agentid/pkg/policydoc"
 	issuerv1 "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
 	lifecyclev1 "github.com/agentid/agentid/proto/gen/go/agentid/lifecycle/v1"
 	monitorv1 "github.com/agentid/agentid/proto/gen/go/agentid/monitor/v1"
@@ -133,7 +132,7 @@ func (a *Activities) EvaluateAdmission(ctx context.Context, in AdmissionRequest)
 	if err != nil {
 		return AdmissionDecision{}, err
 	}
-	doc, err := AgentDocument(agent)
+	doc, err := policydoc.Agent(agent)
 	if err != nil {
 		return AdmissionDecision{}, temporal.NewNonRetryableApplicationError("agent as JSON: "+err.Error(), "INTERNAL", err)
 	}
@@ -164,20 +163,6 @@ func (a *Activities) EvaluateAdmission(ctx context.Context, in AdmissionRequest)
 		out.OverrideRiskTier, out.OverrideReason = o.GetTier(), o.GetReason()
 	}
 	return out, nil
-}
-
-// AgentDocument is the agent as policy sees it: the registry's Agent in its canonical JSON form
-// (camelCase fields, enum names, zero values omitted) as a Struct.
-func AgentDocument(agent *registryv1.Agent) (*structpb.Struct, error) {
-	b, err := protojson.Marshal(agent)
-	if err != nil {
-		return nil, err
-	}
-	doc := &structpb.Struct{}
-	if err := protojson.Unmarshal(b, doc); err != nil {
-		return nil, err
-	}
-	return doc, nil
 }
 
 // PolicyInputDigest is a digest of what the admission policy may read of agent: the agent without

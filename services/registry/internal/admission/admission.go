@@ -17,11 +17,10 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/policydoc"
 	policyv1 "github.com/agentid/agentid/proto/gen/go/agentid/policy/v1"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 	"github.com/agentid/agentid/services/registry/internal/registry"
@@ -97,7 +96,7 @@ func (a *Admission) AdmitUpdate(ctx context.Context, tenant string, before, afte
 	if after == nil {
 		return nil, errs.Internal(errors.New("admission: no agent to admit"))
 	}
-	doc, err := agentDocument(after)
+	doc, err := policydoc.Agent(after)
 	if err != nil {
 		return nil, errs.Internal(fmt.Errorf("admission: agent as JSON: %w", err))
 	}
@@ -184,20 +183,6 @@ func RequestID(ctx context.Context, tenant string, before, after *registryv1.Age
 		h.Write(b)
 	}
 	return RequestIDPrefix + hex.EncodeToString(h.Sum(nil)[:20]), nil
-}
-
-// agentDocument is the agent as policy reads it, as the provisioning workflow sends it: the Agent's
-// canonical JSON form (camelCase fields, enum names, zero values omitted) as a Struct.
-func agentDocument(a *registryv1.Agent) (*structpb.Struct, error) {
-	b, err := protojson.Marshal(a)
-	if err != nil {
-		return nil, err
-	}
-	doc := &structpb.Struct{}
-	if err := protojson.Unmarshal(b, doc); err != nil {
-		return nil, err
-	}
-	return doc, nil
 }
 
 func withReasons(msg string, reasons []string) string {
