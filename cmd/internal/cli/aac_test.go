@@ -115,7 +115,7 @@ func startAACPlatform(t *testing.T) *aacPlatform {
 		Verifier: testkit.StaticVerifier(map[string]*authn.Claims{
 			"test-token":     {Subject: "ci-pipeline", ClientID: "ci-pipeline", Tenant: "acme", Roles: []string{"tenant-admin"}},
 			"auditor-token":  {Subject: "ci-plan", ClientID: "ci-plan", Tenant: "acme", Roles: []string{"auditor"}},
-			"registry-token": {Subject: "registry", ClientID: "registry", Tenant: authn.SystemTenant, Roles: []string{string(authn.RoleLifecycleWorker)}},
+			"registry-token": {Subject: "registry", ClientID: "registry", Tenant: authn.SystemTenant, Roles: []string{string(authn.RoleRegistryService)}},
 		}),
 	})
 	reg.RegisterGRPC(srv)
