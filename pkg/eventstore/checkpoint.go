@@ -448,7 +448,8 @@ func WithCheckpointReplica(id string) ObjectCheckpointOption {
 	}
 }
 
-// WithCheckpointBucketBytes sets the bucket's size limit (default DefaultCheckpointBucketBytes); a
+// WithCheckpointBucketBytes sets the size limit (default DefaultCheckpointBucketBytes) of a bucket
+// this store creates, and the one it expects of an existing bucket (it warns when that differs); a
 // Put that would exceed it fails, and the runner keeps its previous checkpoint.
 func WithCheckpointBucketBytes(n int64) ObjectCheckpointOption {
 	return func(o *ObjectCheckpoints) {
@@ -467,7 +468,8 @@ func WithCheckpointLogger(l *slog.Logger) ObjectCheckpointOption {
 	}
 }
 
-// NewObjectCheckpoints opens the bucket (CheckpointBucket), creating it with replicas replicas.
+// NewObjectCheckpoints opens the bucket (CheckpointBucket), creating it with replicas replicas when
+// it does not exist (see OpenObjectCheckpoints).
 func NewObjectCheckpoints(ctx context.Context, js jetstream.JetStream, replicas int, opts ...ObjectCheckpointOption) (*ObjectCheckpoints, error) {
 	o := OpenObjectCheckpoints(js, replicas, opts...)
 	if _, err := o.open(ctx); err != nil {
@@ -478,8 +480,12 @@ func NewObjectCheckpoints(ctx context.Context, js jetstream.JetStream, replicas 
 
 // OpenObjectCheckpoints returns a store in the bucket CheckpointBucket that opens it at its first
 // use, and again after a failure: a process starts while the bucket cannot be reached, and its
-// runners rebuild from the stream meanwhile. Opening creates the bucket with replicas replicas and
-// the size limit, or brings an existing bucket to them (its replicas are raised, never lowered).
+// runners rebuild from the stream meanwhile. The bucket is the administrator's: Store.EnsureStreams
+// of a store created WithCheckpointBucket creates it or brings it to its replicas and size limit.
+// Opening an existing bucket changes nothing; a bucket with fewer replicas or another size limit
+// than replicas and the size limit is logged as a warning. A missing bucket is created with them
+// (NATS identities of pkg/natsauth other than the administrator may not: there the open fails
+// until the administrator's setup has run).
 func OpenObjectCheckpoints(js jetstream.JetStream, replicas int, opts ...ObjectCheckpointOption) *ObjectCheckpoints {
 	o := &ObjectCheckpoints{js: js, replicas: max(replicas, 1), maxBytes: DefaultCheckpointBucketBytes, replica: defaultReplicaID(), logger: slog.Default()}
 	for _, opt := range opts {
@@ -507,13 +513,7 @@ func defaultReplicaID() string {
 func (o *ObjectCheckpoints) Replica() string { return o.replica }
 
 func (o *ObjectCheckpoints) bucketConfig() jetstream.ObjectStoreConfig {
-	return jetstream.ObjectStoreConfig{
-		Bucket:      CheckpointBucket,
-		Description: "Projection checkpoints (state and stream position), one object per projection and replica",
-		Storage:     jetstream.FileStorage,
-		Replicas:    o.replicas,
-		MaxBytes:    o.maxBytes,
-	}
+	return checkpointBucketConfig(o.replicas, o.maxBytes)
 }
 
 func (o *ObjectCheckpoints) open(ctx context.Context) (jetstream.ObjectStore, error) {
@@ -528,7 +528,7 @@ func (o *ObjectCheckpoints) open(ctx context.Context) (jetstream.ObjectStore, er
 	case errors.Is(err, jetstream.ErrBucketNotFound):
 		obs, err = o.js.CreateObjectStore(ctx, cfg)
 	case err == nil:
-		obs, err = o.reconcile(ctx, obs, cfg)
+		o.checkConfig(ctx, obs, cfg)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: checkpoint bucket: %w", err)
@@ -537,28 +537,26 @@ func (o *ObjectCheckpoints) open(ctx context.Context) (jetstream.ObjectStore, er
 	return obs, nil
 }
 
-// reconcile brings an existing bucket to cfg's size limit and at least its replicas.
-func (o *ObjectCheckpoints) reconcile(ctx context.Context, obs jetstream.ObjectStore, cfg jetstream.ObjectStoreConfig) (jetstream.ObjectStore, error) {
+// checkConfig warns when the existing bucket has fewer replicas than cfg or another size limit: the
+// administrator's EnsureStreams manages them (natsauth gives no other identity STREAM.UPDATE of the
+// bucket: it could add sources or subjects to it and so read streams it is denied).
+func (o *ObjectCheckpoints) checkConfig(ctx context.Context, obs jetstream.ObjectStore, cfg jetstream.ObjectStoreConfig) {
 	st, err := obs.Status(ctx)
 	if err != nil {
-		return nil, err
+		o.logger.WarnContext(ctx, "checkpoint bucket configuration unreadable", "bucket", CheckpointBucket, "error", err)
+		return
 	}
 	bs, ok := st.(*jetstream.ObjectBucketStatus)
 	if !ok || bs.StreamInfo() == nil {
-		return obs, nil
+		return
 	}
 	have := bs.StreamInfo().Config
-	if have.Replicas >= cfg.Replicas && have.MaxBytes == cfg.MaxBytes {
-		return obs, nil
+	if have.Replicas >= cfg.Replicas && max(have.MaxBytes, 0) == max(cfg.MaxBytes, 0) {
+		return
 	}
-	cfg.Replicas = max(cfg.Replicas, have.Replicas)
-	cfg.Description = cmp.Or(have.Description, cfg.Description)
-	updated, err := o.js.UpdateObjectStore(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("update to %d replicas and %d bytes at most (it has %d replicas, max bytes %d): %w",
-			cfg.Replicas, cfg.MaxBytes, have.Replicas, have.MaxBytes, err)
-	}
-	return updated, nil
+	o.logger.WarnContext(ctx, "checkpoint bucket configuration differs from this process's; keeping it (the administrator's setup, --setup-streams, manages it)",
+		"bucket", CheckpointBucket, "replicas", have.Replicas, "want_replicas", cfg.Replicas,
+		"max_bytes", have.MaxBytes, "want_max_bytes", cfg.MaxBytes)
 }
 
 // objectName is this replica's object of projection name.

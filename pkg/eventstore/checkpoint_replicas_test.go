@@ -248,32 +248,6 @@ func TestObjectCheckpointsPruneSuperseded(t *testing.T) {
 	}
 }
 
-// The checkpoint bucket has a size limit: a new bucket gets it, an existing bucket without one (as
-// earlier releases created it) is brought to it when opened.
-func TestObjectCheckpointsBucketLimit(t *testing.T) {
-	js := testkit.StartNATS(t).JetStream(t)
-	if _, err := eventstore.NewObjectCheckpoints(t.Context(), js, 1); err != nil {
-		t.Fatal(err)
-	}
-	if got := bucketConfig(t, js).MaxBytes; got != eventstore.DefaultCheckpointBucketBytes {
-		t.Fatalf("new bucket max bytes %d, want %d", got, eventstore.DefaultCheckpointBucketBytes)
-	}
-
-	old := testkit.StartNATS(t).JetStream(t)
-	if _, err := old.CreateObjectStore(t.Context(), jetstream.ObjectStoreConfig{Bucket: eventstore.CheckpointBucket, Storage: jetstream.FileStorage}); err != nil {
-		t.Fatal(err)
-	}
-	if got := bucketConfig(t, old).MaxBytes; got > 0 {
-		t.Fatalf("the old bucket already has a limit (%d)", got)
-	}
-	if _, err := eventstore.NewObjectCheckpoints(t.Context(), old, 1, eventstore.WithCheckpointBucketBytes(64<<20)); err != nil {
-		t.Fatal(err)
-	}
-	if got := bucketConfig(t, old).MaxBytes; got != 64<<20 {
-		t.Fatalf("existing bucket max bytes %d after opening, want %d", got, 64<<20)
-	}
-}
-
 // StoreCheckpoints replicates the bucket as the store's streams are (WithReplicas).
 func TestStoreCheckpointsReplicatedAsTheStreams(t *testing.T) {
 	c := testkit.StartNATSCluster(t, 3)

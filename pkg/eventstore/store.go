@@ -31,6 +31,8 @@ type Store struct {
 	dupWindowSet bool
 	replicas     int
 	registry     prometheus.Registerer
+	// checkpointBytes > 0: EnsureStreams also ensures the checkpoint bucket (WithCheckpointBucket).
+	checkpointBytes int64
 
 	claimTimeout time.Duration // how long a work consumer's claim on a requested retry holds
 	infoRefresh  time.Duration // how often Consume reads its consumer's info

@@ -179,6 +179,8 @@ func (s *Store) Streams() []jetstream.StreamConfig {
 // A stream or bucket whose configuration already is the merged one is only read (STREAM.INFO), never
 // updated: a process whose NATS identity may read but not change the streams starts (pkg/natsauth).
 //
+// A store created WithCheckpointBucket also creates or checks the checkpoint bucket.
+//
 // The effective configuration of every stream and of the bucket is logged.
 func (s *Store) EnsureStreams(ctx context.Context) error {
 	for _, cfg := range s.Streams() {
@@ -205,7 +207,7 @@ func (s *Store) EnsureStreams(ctx context.Context) error {
 		MaxMsgSize:        kvCfg.MaxValueSize,
 		Duplicates:        min(2*time.Minute, cmp.Or(kvCfg.TTL, 2*time.Minute)),
 	}
-	return s.ensureStream(ctx, "KV_"+FailedEventsBucket, want, false,
+	if err := s.ensureStream(ctx, "KV_"+FailedEventsBucket, want, false,
 		func() (*jetstream.StreamInfo, error) {
 			if _, err := s.js.CreateKeyValue(ctx, kvCfg); err != nil {
 				return nil, err
@@ -218,7 +220,13 @@ func (s *Store) EnsureStreams(ctx context.Context) error {
 		},
 		// The bucket's other settings are the KV layout: keep them as they are.
 		func(have jetstream.StreamConfig) jetstream.StreamConfig { return have },
-	)
+	); err != nil {
+		return err
+	}
+	if s.checkpointBytes > 0 {
+		return s.ensureCheckpointBucket(ctx)
+	}
+	return nil
 }
 
 // ensureStream creates the stream name with create when it does not exist. Otherwise it merges

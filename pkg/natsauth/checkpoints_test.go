@@ -3,6 +3,7 @@ package natsauth_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -13,12 +14,23 @@ import (
 	"github.com/agentid/agentid/pkg/natsauth"
 )
 
-// The registry keeps its checkpoints in the CHECKPOINTS bucket (replacing one purges the old
-// chunks) and reads the activity events of TELEMETRY, which the monitor publishes; no other
-// identity may use the bucket, purge another stream or publish activity.
+// The admin's EnsureStreams creates the CHECKPOINTS bucket (startBus), with its size limit. The
+// registry keeps its checkpoints there (replacing one purges the old chunks, and it may delete
+// objects) but may not create or update the bucket's stream: an update could add sources or
+// subjects and so capture streams it is denied. It reads the activity events of TELEMETRY, which
+// the monitor publishes; no other identity may use the bucket, purge another stream or publish
+// activity.
 func TestCheckpointsAndActivity(t *testing.T) {
 	b := startBus(t)
 	ctx := t.Context()
+	admin := b.connect(t, string(natsauth.Admin))
+	bucket, err := admin.js.Stream(ctx, "OBJ_CHECKPOINTS")
+	if err != nil {
+		t.Fatalf("the admin's EnsureStreams did not create the checkpoint bucket: %v", err)
+	}
+	if got := bucket.CachedInfo().Config.MaxBytes; got != eventstore.DefaultCheckpointBucketBytes {
+		t.Fatalf("checkpoint bucket max bytes %d, want %d", got, eventstore.DefaultCheckpointBucketBytes)
+	}
 	reg := b.connect(t, string(natsauth.Registry))
 	store := eventstore.OpenObjectCheckpoints(reg.js, 1)
 	for _, body := range []string{"first", strings.Repeat("second ", 100_000)} { // the second replaces (purges) the first
@@ -34,6 +46,20 @@ func TestCheckpointsAndActivity(t *testing.T) {
 		if err != nil || string(got) != body {
 			t.Fatalf("registry reads back %d bytes (%v), want %d", len(got), err, len(body))
 		}
+	}
+	// It deletes objects (those of replicas gone).
+	obs, err := reg.js.ObjectStore(ctx, eventstore.CheckpointBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := obs.PutString(ctx, "registry-agents-v3@gone", "old"); err != nil {
+		t.Fatalf("registry puts an object: %v", err)
+	}
+	if err := obs.Delete(ctx, "registry-agents-v3@gone"); err != nil {
+		t.Fatalf("registry deletes an object: %v", err)
+	}
+	if _, err := obs.GetInfo(ctx, "registry-agents-v3@gone"); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("the deleted object: %v, want ErrObjectNotFound", err)
 	}
 	mon := b.connect(t, string(natsauth.Monitor))
 	if _, err := mon.js.Publish(ctx, "telemetry.acme.agent.active", []byte("x")); err != nil {
@@ -69,6 +95,22 @@ func TestCheckpointsAndActivity(t *testing.T) {
 		{"registry purges TELEMETRY", natsauth.Registry, "$JS.API.STREAM.PURGE." + eventstore.StreamTelemetry, nil},
 		{"registry purges AGENTS", natsauth.Registry, "$JS.API.STREAM.PURGE." + eventstore.StreamAgents, nil},
 		{"registry deletes its bucket", natsauth.Registry, "$JS.API.STREAM.DELETE.OBJ_CHECKPOINTS", nil},
+		{"registry creates the bucket's stream", natsauth.Registry, "$JS.API.STREAM.CREATE.OBJ_CHECKPOINTS", func(ctx context.Context, c *client) error {
+			_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "OBJ_CHECKPOINTS", Subjects: []string{"$O.CHECKPOINTS.>"}})
+			return err
+		}},
+		{"registry sources AGENTS into the bucket", natsauth.Registry, "$JS.API.STREAM.UPDATE.OBJ_CHECKPOINTS", func(ctx context.Context, c *client) error {
+			cfg := bucket.CachedInfo().Config
+			cfg.Sources = []*jetstream.StreamSource{{Name: eventstore.StreamAgents}}
+			_, err := c.js.UpdateStream(ctx, cfg)
+			return err
+		}},
+		{"registry adds subjects to the bucket", natsauth.Registry, "$JS.API.STREAM.UPDATE.OBJ_CHECKPOINTS", func(ctx context.Context, c *client) error {
+			cfg := bucket.CachedInfo().Config
+			cfg.Subjects = append(cfg.Subjects, "agentid.>")
+			_, err := c.js.UpdateStream(ctx, cfg)
+			return err
+		}},
 		{"issuer publishes activity", natsauth.Issuer, "telemetry.acme.agent.active", func(ctx context.Context, c *client) error {
 			_, err := c.js.Publish(ctx, "telemetry.acme.agent.active", []byte("forged"))
 			return err
@@ -76,7 +118,6 @@ func TestCheckpointsAndActivity(t *testing.T) {
 	}
 	// The operator sees the bucket's stream (configuration and state) like every other stream, and
 	// none of its content.
-	admin := b.connect(t, string(natsauth.Admin))
 	if info, err := admin.js.Stream(ctx, "OBJ_CHECKPOINTS"); err != nil || info.CachedInfo().State.Msgs == 0 {
 		t.Fatalf("admin reads the checkpoint stream's information: %v", err)
 	}
@@ -138,6 +179,10 @@ func TestCheckpointsAndActivity(t *testing.T) {
 			}
 			c.denied(t, tt.name, tt.subject, func(ctx context.Context) error { return op(ctx, c) })
 		})
+	}
+	// The bucket's stream is as the admin made it.
+	if st, err := admin.js.Stream(ctx, "OBJ_CHECKPOINTS"); err != nil || len(st.CachedInfo().Config.Sources) != 0 || len(st.CachedInfo().Config.Subjects) != 2 {
+		t.Fatalf("checkpoint bucket after the refused updates: %+v (%v)", st.CachedInfo().Config, err)
 	}
 	// The registry's checkpoint is still there.
 	rc, err := store.Get(ctx, "registry-agents-v3")

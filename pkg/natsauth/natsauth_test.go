@@ -48,7 +48,9 @@ func startBus(t *testing.T) *bus {
 	}
 	t.Cleanup(func() { srv.Shutdown(); srv.WaitForShutdown() })
 	b := &bus{url: "nats://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Addr().(*net.TCPAddr).Port)), seeds: seeds}
-	if err := b.store(t, string(natsauth.Admin)).EnsureStreams(t.Context()); err != nil {
+	admin := eventstore.New(b.connect(t, string(natsauth.Admin)).js, eventstore.WithSource("agentid/admin"),
+		eventstore.WithRegisterer(nil), eventstore.WithLogger(slog.New(slog.DiscardHandler)), eventstore.WithCheckpointBucket(0))
+	if err := admin.EnsureStreams(t.Context()); err != nil {
 		t.Fatalf("admin: EnsureStreams: %v", err)
 	}
 	return b

@@ -24,8 +24,9 @@ type Identity string
 // The platform's identities: one per service, the administrator that sets up the streams (and runs
 // the operator's commands), and the verifier of resource servers that follow revocations.
 const (
-	// Admin creates and updates the streams and the failed-event bucket, reads every stream and
-	// manages the failed-event log; it publishes no event.
+	// Admin creates and updates the streams, the failed-event bucket and the registry's checkpoint
+	// bucket, reads every stream and manages the failed-event log; it publishes no event and reads
+	// no checkpoint.
 	Admin Identity = "admin"
 	// Registry appends tenant and agent events.
 	Registry Identity = "registry"
@@ -162,6 +163,9 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 			pub = append(pub, readStream(s)...)
 		}
 		pub = append(pub, kvWrite(eventstore.FailedEventsBucket)...)
+		// It creates the registry's checkpoint bucket and keeps its replicas and size limit
+		// (eventstore.WithCheckpointBucket); Permissions denies it the bucket's content.
+		pub = append(pub, checkpointConfig...)
 		// It lists every stream and reads the configuration and state of each, the issuer's replay
 		// bucket included (operators and the fault suite's invariants check replica counts).
 		pub = append(pub, accountInfo, jsAPI+"STREAM.NAMES", jsAPI+"STREAM.LIST", jsAPI+"STREAM.INFO.*")
@@ -176,8 +180,10 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 			jsAPI+"CONSUMER.CREATE."+eventstore.StreamTelemetry+".*."+activityFilter,
 			jsAPI+"CONSUMER.INFO."+eventstore.StreamTelemetry+".*",
 			jsAPI+"CONSUMER.MSG.NEXT."+eventstore.StreamTelemetry+".*")
-		// It keeps its read models' checkpoints in its object store bucket, which it creates;
-		// replacing an object purges the old one's chunks, so it may purge that stream alone.
+		// It keeps its read models' checkpoints in its object store bucket, which the admin creates:
+		// it may not create or update the bucket's stream (an update could add sources or subjects
+		// and so capture streams it is denied). Replacing an object purges the old one's chunks, so
+		// it may purge that stream alone.
 		pub = append(pub, checkpointBucket()...)
 	case Issuer:
 		pub = serviceBase(eventstore.StreamCredentials, eventstore.StreamAgents, eventstore.StreamTenants)
@@ -221,8 +227,9 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		deny = append(deny, slices.DeleteFunc(checkpointBucket(), func(s string) bool { return s == jsAPI+"STREAM.INFO."+checkpointStream })...)
 	default:
 		deny = append(deny, checkpointBucket()...)
+		deny = append(deny, checkpointConfig...)
 	case Registry:
-		pub = append(pub, accountInfo) // creating the bucket asks for the account's information first
+		deny = append(deny, checkpointConfig...)
 	}
 	return permissions(user, dedupe(pub), nil, deny...), nil
 }
@@ -234,13 +241,15 @@ const activityFilter = "telemetry.*.agent.active"
 // checkpointStream is the stream of the registry's checkpoint bucket (eventstore.CheckpointBucket).
 const checkpointStream = "OBJ_" + eventstore.CheckpointBucket
 
-// checkpointBucket is the use of the registry's checkpoint bucket: create it (or bring it to its
-// size limit and replicas), put, get, replace and delete objects (a replacement purges the old
-// chunks), and nothing of another stream.
+// checkpointConfig creates or changes the checkpoint bucket's stream: the admin's alone. Whoever may
+// update it could add sources or subjects to it, and so read through the bucket streams it is denied.
+var checkpointConfig = []string{jsAPI + "STREAM.CREATE." + checkpointStream, jsAPI + "STREAM.UPDATE." + checkpointStream}
+
+// checkpointBucket is the use of the registry's checkpoint bucket: put, get, replace and delete
+// objects (a replacement purges the old chunks), and nothing of another stream. Creating the bucket
+// and changing its configuration is the admin's (Permissions).
 func checkpointBucket() []string {
 	return append(readStream(checkpointStream),
-		jsAPI+"STREAM.CREATE."+checkpointStream,
-		jsAPI+"STREAM.UPDATE."+checkpointStream,
 		jsAPI+"STREAM.PURGE."+checkpointStream,
 		jsAPI+"CONSUMER.CREATE."+checkpointStream,
 		jsAPI+"CONSUMER.DELETE."+checkpointStream+".*",

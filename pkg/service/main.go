@@ -299,7 +299,7 @@ func connectNATS(f *Flags, opts []nats.Option) (*nats.Conn, error) {
 const setupStreamsTimeout = 5 * time.Minute
 
 // setupStreams is a --setup-streams run: it connects to NATS (waiting for it), creates or updates the
-// streams and the failed-event bucket, and returns.
+// streams, the failed-event bucket and the registry's checkpoint bucket, and returns.
 func setupStreams(ctx context.Context, name string, f *Flags, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, setupStreamsTimeout)
 	defer cancel()
@@ -318,7 +318,7 @@ func setupStreams(ctx context.Context, name string, f *Flags, log *slog.Logger) 
 		return err
 	}
 	store := eventstore.New(js, eventstore.WithSource("agentid/"+name), eventstore.WithLogger(log),
-		eventstore.WithReplicas(f.StreamReplicas))
+		eventstore.WithReplicas(f.StreamReplicas), eventstore.WithCheckpointBucket(0))
 	if err := ensureStreams(ctx, store, log); err != nil {
 		return fmt.Errorf("--setup-streams: %w (the NATS identity of --nats-nkey must be allowed to create streams: the admin one)", err)
 	}

@@ -328,7 +328,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		}
 		return eventstore.New(sjs, eventstore.WithSource("agentid/"+svc), eventstore.WithLogger(log.With("service", svc)))
 	}
-	if err := storeFor("dev").EnsureStreams(ctx); err != nil {
+	// The admin identity sets up the streams and the registry's checkpoint bucket.
+	setup := eventstore.New(js, eventstore.WithSource("agentid/dev"), eventstore.WithLogger(log.With("service", "dev")), eventstore.WithCheckpointBucket(0))
+	if err := setup.EnsureStreams(ctx); err != nil {
 		return fmt.Errorf("create streams: %w", err)
 	}
 
