@@ -420,16 +420,17 @@ type CheckpointSet interface {
 // so that no two processes ever write one object (the object store's replacement purges only what
 // it read at its start: concurrent writers of one name leak chunks and purge those a reader
 // reads). Get reads the newest of a projection's objects. An object is visible only once all of it
-// is stored. After each Put, the objects of the projection that a newer one superseded longer ago
-// than a transfer may take (checkpointTransfer) are deleted: those of replicas gone or restarted
-// (a replica id is new at each start unless WithCheckpointReplica sets it), and the object named
-// after the projection alone that earlier releases wrote.
+// is stored. Before and after each Put, the objects of the projection that a newer one superseded
+// longer ago than a transfer may take (checkpointTransfer) are deleted: those of replicas gone (or
+// renamed), and the object named after the projection alone that earlier releases wrote. Deleting
+// them before as well lets a Put succeed in a bucket that they filled to its size limit.
 type ObjectCheckpoints struct {
 	js       jetstream.JetStream
 	replicas int
 	maxBytes int64
 	replica  string
 	logger   *slog.Logger
+	now      func() time.Time // the clock of the clean-up (tests set it)
 
 	mu  sync.Mutex
 	obs jetstream.ObjectStore // nil until opened
@@ -438,8 +439,9 @@ type ObjectCheckpoints struct {
 // ObjectCheckpointOption configures an ObjectCheckpoints.
 type ObjectCheckpointOption func(*ObjectCheckpoints)
 
-// WithCheckpointReplica names this process's objects <projection>@id (default: the host name and a
-// random suffix, new at each start). Two processes must never share an id.
+// WithCheckpointReplica names this process's objects <projection>@id (default: the host name, so
+// that a restarted process replaces its own objects; a random id when there is no host name). Two
+// processes must never share an id: processes on one host (not pods) each need their own.
 func WithCheckpointReplica(id string) ObjectCheckpointOption {
 	return func(o *ObjectCheckpoints) {
 		if id != "" {
@@ -487,7 +489,7 @@ func NewObjectCheckpoints(ctx context.Context, js jetstream.JetStream, replicas 
 // (NATS identities of pkg/natsauth other than the administrator may not: there the open fails
 // until the administrator's setup has run).
 func OpenObjectCheckpoints(js jetstream.JetStream, replicas int, opts ...ObjectCheckpointOption) *ObjectCheckpoints {
-	o := &ObjectCheckpoints{js: js, replicas: max(replicas, 1), maxBytes: DefaultCheckpointBucketBytes, replica: defaultReplicaID(), logger: slog.Default()}
+	o := &ObjectCheckpoints{js: js, replicas: max(replicas, 1), maxBytes: DefaultCheckpointBucketBytes, replica: defaultReplicaID(), logger: slog.Default(), now: time.Now}
 	for _, opt := range opts {
 		opt(o)
 	}
@@ -500,13 +502,14 @@ func StoreCheckpoints(s *Store, opts ...ObjectCheckpointOption) *ObjectCheckpoin
 	return OpenObjectCheckpoints(s.js, s.replicas, opts...)
 }
 
-// defaultReplicaID is the host name and a random suffix.
+// defaultReplicaID is the host name (a pod's name in Kubernetes), stable across restarts, so that a
+// restart replaces its objects instead of leaving another; without one, "replica-" and a random
+// suffix.
 func defaultReplicaID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "replica"
+	if host, err := os.Hostname(); err == nil && host != "" {
+		return host
 	}
-	return host + "-" + uuid.NewString()[:8]
+	return "replica-" + uuid.NewString()[:8]
 }
 
 // Replica is the id this store's objects are named after (<projection>@<replica>).
@@ -562,8 +565,9 @@ func (o *ObjectCheckpoints) checkConfig(ctx context.Context, obs jetstream.Objec
 // objectName is this replica's object of projection name.
 func (o *ObjectCheckpoints) objectName(name string) string { return name + "@" + o.replica }
 
-// Put implements CheckpointStore: it replaces this replica's object of the projection, then
-// deletes the projection's superseded objects (see ObjectCheckpoints).
+// Put implements CheckpointStore: it deletes the projection's superseded objects (see
+// ObjectCheckpoints), replaces this replica's object of the projection, then deletes those the new
+// one superseded.
 func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) error {
 	ctx, cancel := withTransferDeadline(ctx)
 	defer cancel()
@@ -573,11 +577,14 @@ func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) e
 	}
 	// Large chunks: a restore reads hundreds of megabytes, and each chunk is one message.
 	own := o.objectName(name)
+	if err := o.prune(ctx, obs, name, own, o.now()); err != nil {
+		o.logger.WarnContext(ctx, "superseded checkpoints not deleted before writing a checkpoint", "projection", name, "error", err)
+	}
 	meta := jetstream.ObjectMeta{Name: own, Opts: &jetstream.ObjectMetaOptions{ChunkSize: checkpointChunk}}
 	if _, err := obs.Put(ctx, meta, r); err != nil {
 		return fmt.Errorf("eventstore: checkpoint %s: %w", own, err)
 	}
-	if err := o.prune(ctx, obs, name, own, time.Now()); err != nil {
+	if err := o.prune(ctx, obs, name, own, o.now()); err != nil {
 		o.logger.WarnContext(ctx, "superseded checkpoints not deleted; the next checkpoint tries again", "projection", name, "error", err)
 	}
 	return nil

@@ -13,3 +13,6 @@ func PruneCheckpoints(ctx context.Context, o *ObjectCheckpoints, name string, no
 	}
 	return o.prune(ctx, obs, name, o.objectName(name), now)
 }
+
+// SetCheckpointClock sets the clock o's clean-up compares the objects' times with.
+func SetCheckpointClock(o *ObjectCheckpoints, now func() time.Time) { o.now = now }

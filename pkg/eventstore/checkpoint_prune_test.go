@@ -1,0 +1,56 @@
+package eventstore_test
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentid/agentid/pkg/eventstore"
+	"github.com/agentid/agentid/pkg/testkit"
+)
+
+// A Put deletes the projection's objects that a newer one superseded long ago before it writes its
+// own, so that a bucket they filled to its size limit takes a checkpoint again.
+func TestObjectCheckpointsPutRecoversAFullBucket(t *testing.T) {
+	js := testkit.StartNATS(t).JetStream(t)
+	const limit = 500 << 10
+	body := strings.Repeat("x", 200<<10)
+	quiet := eventstore.WithCheckpointLogger(slog.New(slog.DiscardHandler))
+	for _, id := range []string{"gone-1", "gone-2"} { // two replicas gone: 400 KiB of the 500
+		s := eventstore.OpenObjectCheckpoints(js, 1, eventstore.WithCheckpointReplica(id), eventstore.WithCheckpointBucketBytes(limit), quiet)
+		if err := s.Put(t.Context(), "full-v1", strings.NewReader(body)); err != nil {
+			t.Fatalf("replica %s: %v", id, err)
+		}
+	}
+	s := eventstore.OpenObjectCheckpoints(js, 1, eventstore.WithCheckpointReplica("new"), eventstore.WithCheckpointBucketBytes(limit), quiet)
+	eventstore.SetCheckpointClock(s, func() time.Time { return time.Now().Add(time.Hour) }) // gone-2 superseded gone-1 an hour ago
+	if err := s.Put(t.Context(), "full-v1", strings.NewReader(body)); err != nil {
+		t.Fatalf("Put into a bucket full of superseded checkpoints: %v", err)
+	}
+	rc, err := s.Get(t.Context(), "full-v1")
+	got := readAll(t, rc, err)
+	if !bytes.Equal(got, []byte(body)) {
+		t.Fatalf("Get read %d bytes, want the %d just written", len(got), len(body))
+	}
+}
+
+// A process's default replica id is its host name: a restart writes the same objects again instead
+// of leaving one more per restart.
+func TestObjectCheckpointsDefaultReplicaIsStable(t *testing.T) {
+	js := testkit.StartNATS(t).JetStream(t)
+	first := eventstore.OpenObjectCheckpoints(js, 1).Replica()
+	again := eventstore.OpenObjectCheckpoints(js, 1).Replica()
+	host, err := os.Hostname()
+	if err != nil || host == "" { // without a host name, a random id
+		if !strings.HasPrefix(first, "replica-") || first == again {
+			t.Fatalf("default replica ids %q and %q without a host name, want two random replica-<suffix>", first, again)
+		}
+		return
+	}
+	if first != host || again != host {
+		t.Fatalf("default replica ids %q and %q, want the host name %q both times", first, again, host)
+	}
+}
