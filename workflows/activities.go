@@ -165,17 +165,17 @@ func (a *Activities) EvaluateAdmission(ctx context.Context, in AdmissionRequest)
 	return out, nil
 }
 
-// PolicyInputDigest is a digest of what the admission policy may read of agent: the agent without
-// the fields that are no policy input (display name, purpose, decommission criteria, labels,
-// dependencies: the registry's updates of them need no admission) and the registry's bookkeeping
-// (etag, state, state reason, update time, last activity, audit reference, the orphan mark). Every
-// other field counts, owner and sponsor included (policies may decide by owner), so does any field
+// PolicyInputDigest is a digest of what the admission policy and the approvers may rely on of agent:
+// the agent without its display name and the registry's bookkeeping (etag, state, state reason,
+// update time, last activity, audit reference). Every other field counts: owner and sponsor
+// (policies may decide by owner), labels and dependencies (a tenant's bundle may read them),
+// purpose and decommission criteria (the approvers read them), the orphan mark (an agent whose
+// owner departed while it waited is rejected, not activated past its orphan review), and any field
 // this binary does not know.
 func PolicyInputDigest(agent *registryv1.Agent) (string, error) {
 	a := proto.CloneOf(agent)
-	a.DisplayName, a.Purpose, a.DecommissionCriteria, a.Labels, a.Dependencies = "", "", "", nil, nil
+	a.DisplayName = ""
 	a.Etag, a.State, a.StateReason, a.UpdateTime, a.LastActiveTime, a.AuditRef = "", registryv1.AgentState_AGENT_STATE_UNSPECIFIED, "", nil, nil, ""
-	a.Orphaned, a.OrphanReason, a.OrphanTime = false, "", nil
 	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
 	if err != nil {
 		return "", err

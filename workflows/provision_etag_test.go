@@ -82,18 +82,19 @@ func TestProvisionRefusesAChangedAgent(t *testing.T) {
 }
 
 // TestProvisionActivatesANeutrallyChangedAgent: an agent changed after the decision only in fields
-// the policy does not read (labels, display name, purpose, the orphan mark) is activated at its
-// current version; one whose owner changed (a transfer: policies may decide by owner) is rejected.
+// neither the policy nor the approvers rely on (its display name) is activated at its current version;
+// one whose labels, purpose, owner or orphan mark changed is rejected (a bundle may read labels, the
+// approvers read the purpose, policies may decide by owner, and an orphaned agent goes to its review).
 func TestProvisionActivatesANeutrallyChangedAgent(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		change func(*registryv1.Agent)
 		want   string
 	}{
-		{"labels and display name", func(c *registryv1.Agent) {
-			c.Labels, c.DisplayName, c.Purpose = map[string]string{"team": "support"}, "Renamed", "answers more questions"
-		}, workflows.ResultActivated},
-		{"orphan mark", func(c *registryv1.Agent) { c.Orphaned, c.OrphanReason = true, "sponsor departed" }, workflows.ResultActivated},
+		{"display name", func(c *registryv1.Agent) { c.DisplayName = "Renamed" }, workflows.ResultActivated},
+		{"labels", func(c *registryv1.Agent) { c.Labels = map[string]string{"exposure": "internet"} }, workflows.ResultRejected},
+		{"purpose", func(c *registryv1.Agent) { c.Purpose = "moves money" }, workflows.ResultRejected},
+		{"orphan mark", func(c *registryv1.Agent) { c.Orphaned, c.OrphanReason = true, "sponsor departed" }, workflows.ResultRejected},
 		{"owner transferred", func(c *registryv1.Agent) { c.Owner = "team:other" }, workflows.ResultRejected},
 		{"risk tier", func(c *registryv1.Agent) { c.RiskTier = registryv1.RiskTier_RISK_TIER_HIGH }, workflows.ResultRejected},
 	} {
@@ -176,7 +177,7 @@ func TestRecordEvaluatedVersionHistories(t *testing.T) {
 	result(activated, workflows.ResultActivated)
 	changed := run("r-changed", func(c *registryv1.Agent) { c.Scopes = append(c.Scopes, "ticket.delete") })
 	result(changed, workflows.ResultRejected)
-	neutral := run("r-neutral", func(c *registryv1.Agent) { c.Labels = map[string]string{"team": "support"} })
+	neutral := run("r-neutral", func(c *registryv1.Agent) { c.DisplayName = "Renamed" })
 	result(neutral, workflows.ResultActivated)
 
 	keepHistory(t, c, activated, recordedEvaluatedVersionHistories[0])

@@ -44,6 +44,13 @@ func (s *Service) startSubmittedProvisioning(ctx context.Context, ev eventstore.
 	if err != nil {
 		return fmt.Errorf("agent.submitted %s: reading %s: %w", ev.ID, msg.GetName(), err)
 	}
+	// A submission redelivered after the agent left provisioning (its retirement was requested, it
+	// expired) starts nothing: the registry shows it at the event's version or later.
+	if st := resp.GetAgent().GetState(); st != registryv1.AgentState_AGENT_STATE_PENDING && st != registryv1.AgentState_AGENT_STATE_PROPOSED {
+		s.log.InfoContext(ctx, "agent.submitted for an agent that left provisioning: no provisioning run",
+			"event_id", ev.ID, "agent", msg.GetName(), "state", st.String())
+		return nil
+	}
 	spec := provisionSpec(tenant, agentID, workflows.RiskTierName(resp.GetAgent().GetRiskTier()), ev.ID, ev.Metadata.Actor.ID)
 	spec.event, spec.md = ev.Type, ev.Metadata
 	return s.startFromEvent(ctx, spec)

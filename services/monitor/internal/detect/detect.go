@@ -262,9 +262,11 @@ func Refused(kind, outcome string) bool {
 }
 
 // IsActivity reports whether a row of this kind is something the agent did (a token request, a
-// resource access, a policy decision about its request) rather than a milestone about it.
+// resource access) rather than something about it: a policy decision is about the agent (an
+// admission, a dry run anyone with the auditor role may ask for), so it is never the agent's
+// activity and raises neither an unknown-agent nor an inactive-agent alert.
 func IsActivity(kind string) bool {
-	return kind == store.KindAccess || kind == store.KindTokenRequested || kind == "policy.decided"
+	return kind == store.KindAccess || kind == store.KindTokenRequested
 }
 
 // Process runs the detectors over rows (in the order given, normally time order) and returns the

@@ -44,7 +44,8 @@ const (
 
 // TestInactiveAgentActivity: every activity row of an agent that must not act raises (or belongs
 // to) an alert, with or without a baseline: CRITICAL when it succeeded (or its outcome is not a
-// known refusal), LOW when the platform refused it. Milestones about the agent raise nothing.
+// known refusal), LOW when the platform refused it. Milestones about the agent raise nothing, nor do
+// policy decisions about it (anyone with the auditor role may ask for a dry run naming any agent).
 func TestInactiveAgentActivity(t *testing.T) {
 	t0 := time.Date(2026, 3, 30, 3, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -53,16 +54,16 @@ func TestInactiveAgentActivity(t *testing.T) {
 	}{
 		{"SUSPENDED", store.KindAccess, "allowed", critical},
 		{"AGENT_STATE_SUSPENDED", store.KindTokenRequested, "issued", critical},
-		{"retiring", "policy.decided", "allow", critical},
+		{"retiring", "policy.decided", "allow", none},
 		{"RETIRED", store.KindAccess, "allowed", critical},
 		{"AGENT_STATE_REJECTED", store.KindTokenRequested, "issued", critical},
-		{"SUSPENDED", store.KindAccess, "unspecified", critical},      // not known to be refused
-		{"SUSPENDED", store.KindTokenRequested, "", critical},         // no outcome: fail closed
-		{"SUSPENDED", "policy.decided", "require_approval", critical}, // not refused
+		{"SUSPENDED", store.KindAccess, "unspecified", critical}, // not known to be refused
+		{"SUSPENDED", store.KindTokenRequested, "", critical},    // no outcome: fail closed
+		{"SUSPENDED", "policy.decided", "require_approval", none},
 		{"SUSPENDED", store.KindTokenRequested, "invalid_client", low},
 		{"AGENT_STATE_SUSPENDED", store.KindTokenRequested, "temporarily_unavailable", low},
 		{"SUSPENDED", store.KindAccess, "denied", low},
-		{"RETIRED", "policy.decided", "deny", low},
+		{"RETIRED", "policy.decided", "deny", none},
 		{"SUSPENDED", "agent.suspended", "", none},
 		{"ACTIVE", store.KindAccess, "allowed", none},
 		{"AGENT_STATE_ACTIVE", store.KindTokenRequested, "invalid_client", none},
