@@ -22,15 +22,21 @@ import (
 // tierRegistry answers GetAgent with a HIGH agent and records the min_version asked for.
 type tierRegistry struct {
 	registryv1.RegistryServiceClient
-	mu   sync.Mutex
-	mins []uint64
+	mu    sync.Mutex
+	mins  []uint64
+	state registryv1.AgentState // what the registry shows; PENDING when unset
 }
 
 func (r *tierRegistry) GetAgent(_ context.Context, in *registryv1.GetAgentRequest, _ ...grpc.CallOption) (*registryv1.GetAgentResponse, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.mins = append(r.mins, in.GetMinVersion())
-	return &registryv1.GetAgentResponse{Agent: &registryv1.Agent{Name: in.GetName(), RiskTier: registryv1.RiskTier_RISK_TIER_HIGH}}, nil
+	// The submission made the agent PENDING: that is what the registry shows at its version.
+	st := r.state
+	if st == registryv1.AgentState_AGENT_STATE_UNSPECIFIED {
+		st = registryv1.AgentState_AGENT_STATE_PENDING
+	}
+	return &registryv1.GetAgentResponse{Agent: &registryv1.Agent{Name: in.GetName(), RiskTier: registryv1.RiskTier_RISK_TIER_HIGH, State: st}}, nil
 }
 
 // TestProposedAgentProvisionsOnSubmission: agent.registered of a PROPOSED agent starts nothing;
@@ -78,5 +84,30 @@ func TestProposedAgentProvisionsOnSubmission(t *testing.T) {
 	defer reg.mu.Unlock()
 	if len(reg.mins) != 1 || reg.mins[0] != 7 {
 		t.Fatalf("registry read at min_version %v, want [7]", reg.mins)
+	}
+}
+
+// TestSubmissionOfAnAgentThatLeftProvisioningStartsNothing: a submission redelivered after the agent's
+// retirement was requested (the registry shows it RETIRING at the event's version) starts no run.
+func TestSubmissionOfAnAgentThatLeftProvisioningStartsNothing(t *testing.T) {
+	srv := testkit.StartTemporal(t)
+	c, err := client.Dial(client.Options{HostPort: srv.HostPort(), Namespace: workflows.Namespace, Logger: sdklog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	reg := &tierRegistry{state: registryv1.AgentState_AGENT_STATE_RETIRING}
+	svc, err := lifecycle.New(lifecycle.Config{Temporal: c, TaskQueue: "nobody-polls", Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := event(t, lifecycle.EventAgentSubmitted, "acme", "p2", &registryv1.AgentSubmitted{Name: "tenants/acme/agents/p2"})
+	sub.Sequence = 9
+	if err := svc.HandleAgentEvent(t.Context(), sub); err != nil {
+		t.Fatal(err)
+	}
+	var nf *serviceerror.NotFound
+	if _, err := c.DescribeWorkflowExecution(t.Context(), "provision/acme/p2", ""); !errors.As(err, &nf) {
+		t.Fatalf("a submission of a RETIRING agent started provisioning: %v", err)
 	}
 }
