@@ -32,17 +32,30 @@ func actsAsOwner(p *authn.Principal) bool {
 	return !slices.ContainsFunc(decidesOnItsOwn, p.HasRole)
 }
 
-// checkDecider refuses a decision of p on an agent of tenant when p decides as the agent's owner or
-// sponsor and the tenant has a directory that does not list p as ACTIVE (PermissionDenied
-// CALLER_NOT_ACTIVE): a departed or unknown principal keeps no owner rights. A tenant without a
-// directory (no principals at all) refuses nobody. When the registry cannot be asked the decision is
-// refused as Unavailable: nothing is decided unchecked.
-func checkDecider(ctx context.Context, reg registryv1.RegistryServiceClient, p *authn.Principal, tenant string) error {
-	if !actsAsOwner(p) {
-		return nil
+// checkDecider refuses a decision of p on agent (tenants/{tenant}/agents/{agent}) when p is the
+// agent's owner or sponsor and the tenant has a directory that does not list p as ACTIVE
+// (PermissionDenied CALLER_NOT_ACTIVE): a departed or unknown principal keeps no owner rights,
+// whatever other roles it holds (an owner who is also an approver is checked too). A caller holding
+// none of the roles that decide on their own can decide only as owner or sponsor and is always
+// checked; one holding such a role is checked when the registry's agent names it owner or sponsor.
+// A tenant without a directory (no principals at all) refuses nobody. When the registry cannot be
+// asked the decision is refused as Unavailable: nothing is decided unchecked.
+func checkDecider(ctx context.Context, reg registryv1.RegistryServiceClient, p *authn.Principal, agent string) error {
+	tenant, _, err := ParseAgent("agent", agent)
+	if err != nil {
+		return err
 	}
 	if reg == nil {
 		return errs.Unavailable("DIRECTORY_UNAVAILABLE", "the directory cannot be asked whether the caller is an ACTIVE principal: the decision is refused", nil)
+	}
+	if !actsAsOwner(p) {
+		owns, err := ownsOrSponsors(ctx, reg, p, agent)
+		if err != nil {
+			return errs.Unavailable("DIRECTORY_UNAVAILABLE", "the registry could not be asked whether the caller is the agent's owner or sponsor: the decision is refused; retry", err)
+		}
+		if !owns {
+			return nil
+		}
 	}
 	active, hasDirectory, err := activePrincipals(ctx, reg, tenant, p.ID)
 	switch {
@@ -54,6 +67,22 @@ func checkDecider(ctx context.Context, reg registryv1.RegistryServiceClient, p *
 	return errs.PermissionDenied(ReasonCallerNotActive,
 		fmt.Sprintf("the caller %q is not an ACTIVE principal of tenant %s's directory: a departed or unknown principal holds no owner rights", p.ID, tenant)).
 		WithMetadata("principal", p.ID)
+}
+
+// ownsOrSponsors reports whether the registry's agent names p its owner or sponsor. An agent the
+// registry does not know has neither.
+func ownsOrSponsors(ctx context.Context, reg registryv1.RegistryServiceClient, p *authn.Principal, agent string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, directoryLookupTimeout)
+	defer cancel()
+	resp, err := reg.GetAgent(ctx, &registryv1.GetAgentRequest{Name: agent})
+	if err != nil {
+		if e := errs.FromStatus(err); e != nil && e.Kind == errs.KindNotFound {
+			return false, nil
+		}
+		return false, fmt.Errorf("registry.GetAgent %s: %w", agent, err)
+	}
+	a := resp.GetAgent()
+	return p.ID != "" && (a.GetOwner() == p.ID || a.GetSponsor() == p.ID), nil
 }
 
 // activePrincipals returns which of ids tenant's directory lists as ACTIVE, and whether the tenant

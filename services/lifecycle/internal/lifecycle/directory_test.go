@@ -40,11 +40,24 @@ func (downTemporal) ListWorkflow(context.Context, *workflowservice.ListWorkflowE
 	return nil, errTemporalDown
 }
 
-// directoryRegistry serves tenant acme's directory, or fails every read with err.
+// directoryRegistry serves tenant acme's directory, or fails every read with err, and agents owned
+// by owner and sponsored by sponsor (NotFound when both are empty), or fails GetAgent with agentErr.
 type directoryRegistry struct {
 	registryv1.RegistryServiceClient
-	principals []*registryv1.Principal
-	err        error
+	principals     []*registryv1.Principal
+	err            error
+	owner, sponsor string
+	agentErr       error
+}
+
+func (r directoryRegistry) GetAgent(_ context.Context, in *registryv1.GetAgentRequest, _ ...grpc.CallOption) (*registryv1.GetAgentResponse, error) {
+	switch {
+	case r.agentErr != nil:
+		return nil, errs.ToStatus(r.agentErr).Err()
+	case r.owner == "" && r.sponsor == "":
+		return nil, errs.ToStatus(errs.NotFound("agent", in.GetName())).Err()
+	}
+	return &registryv1.GetAgentResponse{Agent: &registryv1.Agent{Name: in.GetName(), Owner: r.owner, Sponsor: r.sponsor}}, nil
 }
 
 func (r directoryRegistry) ListPrincipals(_ context.Context, in *registryv1.ListPrincipalsRequest, _ ...grpc.CallOption) (*registryv1.ListPrincipalsResponse, error) {
@@ -62,9 +75,11 @@ func (r directoryRegistry) ListPrincipals(_ context.Context, in *registryv1.List
 
 // TestDecisionsOfDepartedOwnersAreRefused: an owner or sponsor whom the tenant's directory does not
 // list as ACTIVE (departed, or unknown) has every lifecycle decision (provisioning approval, review,
-// incident, rotation) refused with CALLER_NOT_ACTIVE before anything reaches a run; a registry that
+// incident, rotation) refused with CALLER_NOT_ACTIVE before anything reaches a run, whatever other
+// roles it holds (an approver who is the agent's owner or sponsor is checked too); a registry that
 // cannot be asked refuses it as Unavailable; an ACTIVE owner, a tenant without a directory and an
-// approver role pass the check (and here meet an unreachable Temporal).
+// approver who is neither the agent's owner nor its sponsor pass the check (and here meet an
+// unreachable Temporal).
 func TestDecisionsOfDepartedOwnersAreRefused(t *testing.T) {
 	const agent = "tenants/acme/agents/a1"
 	directory := []*registryv1.Principal{
@@ -114,7 +129,16 @@ func TestDecisionsOfDepartedOwnersAreRefused(t *testing.T) {
 		{"directory unreadable", directoryRegistry{err: errs.Unavailable("DOWN", "registry down", nil)}, owner("alice@acme.example"), "DIRECTORY_UNAVAILABLE", errs.KindUnavailable},
 		{"active owner", directoryRegistry{principals: directory}, owner("alice@acme.example"), "", errs.KindUnavailable},
 		{"no directory", directoryRegistry{}, owner("bob@acme.example"), "", errs.KindUnavailable},
-		{"departed owner with an approver role", directoryRegistry{principals: directory}, owner("bob@acme.example", authn.RoleSecurityApprover), "", errs.KindUnavailable},
+		{"departed owner with an approver role", directoryRegistry{principals: directory, owner: "bob@acme.example", sponsor: "alice@acme.example"},
+			owner("bob@acme.example", authn.RoleSecurityApprover), lifecycle.ReasonCallerNotActive, errs.KindPermissionDenied},
+		{"departed sponsor with an admin role", directoryRegistry{principals: directory, owner: "alice@acme.example", sponsor: "bob@acme.example"},
+			owner("bob@acme.example", authn.RoleTenantAdmin), lifecycle.ReasonCallerNotActive, errs.KindPermissionDenied},
+		{"approver, agent unreadable", directoryRegistry{principals: directory, agentErr: errs.Unavailable("DOWN", "registry down", nil)},
+			owner("bob@acme.example", authn.RoleApprover), "DIRECTORY_UNAVAILABLE", errs.KindUnavailable},
+		{"departed approver, not the owner nor the sponsor", directoryRegistry{principals: directory, owner: "alice@acme.example"},
+			owner("bob@acme.example", authn.RoleSecurityApprover), "", errs.KindUnavailable},
+		{"approver, agent unknown to the registry", directoryRegistry{principals: directory},
+			owner("bob@acme.example", authn.RoleApprover), "", errs.KindUnavailable},
 	} {
 		for kind, fn := range decide {
 			t.Run(tc.name+"/"+kind, func(t *testing.T) {

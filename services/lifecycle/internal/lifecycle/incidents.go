@@ -310,7 +310,7 @@ func (i *Incidents) Decide(ctx context.Context, p *authn.Principal, d Decision) 
 	if err != nil {
 		return Incident{}, err
 	}
-	if err := checkDecider(ctx, i.svc.registry, p, tenant); err != nil {
+	if err := checkDecider(ctx, i.svc.registry, p, d.Agent); err != nil {
 		return Incident{}, err
 	}
 	id := workflows.IncidentWorkflowID(tenant, d.AlertID)

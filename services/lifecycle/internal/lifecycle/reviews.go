@@ -319,7 +319,7 @@ func (r *Reviews) Decide(ctx context.Context, p *authn.Principal, d ReviewDecisi
 	if err != nil {
 		return Review{}, err
 	}
-	if err := checkDecider(ctx, r.registry, p, tenant); err != nil {
+	if err := checkDecider(ctx, r.registry, p, d.Agent); err != nil {
 		return Review{}, err
 	}
 	id := workflows.ReviewWorkflowID(tenant, d.Campaign, agentID)

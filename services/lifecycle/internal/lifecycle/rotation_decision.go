@@ -55,11 +55,7 @@ func (s *Service) DecideRotation(ctx context.Context, p *authn.Principal, d Rota
 	if d.Token == "" {
 		return Run{}, errs.InvalidArgument("approval_token", "is required: get an APPROVE or REJECT approval token for step owner with IssuerService.IssueApprovalToken")
 	}
-	tenant, _, err := ParseAgent("agent", d.Agent)
-	if err != nil {
-		return Run{}, err
-	}
-	if err := checkDecider(ctx, s.registry, p, tenant); err != nil {
+	if err := checkDecider(ctx, s.registry, p, d.Agent); err != nil {
 		return Run{}, err
 	}
 	var st workflows.RotationStatus

@@ -281,7 +281,7 @@ func (s *Service) SubmitApproval(ctx context.Context, p *authn.Principal, a Appr
 	if err != nil {
 		return Run{}, err
 	}
-	if err := checkDecider(ctx, s.registry, p, tenant); err != nil {
+	if err := checkDecider(ctx, s.registry, p, a.Agent); err != nil {
 		return Run{}, err
 	}
 	id := workflows.ProvisionWorkflowID(tenant, agentID)

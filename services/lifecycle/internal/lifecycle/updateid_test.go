@@ -34,7 +34,8 @@ func (u *updateRecorder) UpdateWorkflow(_ context.Context, o client.UpdateWorkfl
 // someone else's request id; a decision without a caller identity is refused before any update.
 func TestDecisionUpdateIDsAreScopedToTheCaller(t *testing.T) {
 	rec := &updateRecorder{}
-	svc, err := lifecycle.New(lifecycle.Config{Temporal: rec, Logger: slog.New(slog.DiscardHandler)})
+	// The registry knows no agent a1: the approvers below are neither its owner nor its sponsor.
+	svc, err := lifecycle.New(lifecycle.Config{Temporal: rec, Registry: directoryRegistry{}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
