@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -440,8 +441,9 @@ type ObjectCheckpoints struct {
 type ObjectCheckpointOption func(*ObjectCheckpoints)
 
 // WithCheckpointReplica names this process's objects <projection>@id (default: the host name, so
-// that a restarted process replaces its own objects; a random id when there is no host name). Two
-// processes must never share an id: processes on one host (not pods) each need their own.
+// that a restarted process replaces its own objects, with -2, -3... for a process's second and
+// later stores; a random id when there is no host name). Two processes must never share an id:
+// processes on one host (not pods) each need their own.
 func WithCheckpointReplica(id string) ObjectCheckpointOption {
 	return func(o *ObjectCheckpoints) {
 		if id != "" {
@@ -502,14 +504,22 @@ func StoreCheckpoints(s *Store, opts ...ObjectCheckpointOption) *ObjectCheckpoin
 	return OpenObjectCheckpoints(s.js, s.replicas, opts...)
 }
 
+// defaultReplicas counts the stores that took a default replica id in this process.
+var defaultReplicas atomic.Int64
+
 // defaultReplicaID is the host name (a pod's name in Kubernetes), stable across restarts, so that a
-// restart replaces its objects instead of leaving another; without one, "replica-" and a random
-// suffix.
+// restart replaces its objects instead of leaving another; the second and later stores of one
+// process add -2, -3 and so on, so that two never share an id. Without a host name it is
+// "replica-" and a random suffix.
 func defaultReplicaID() string {
-	if host, err := os.Hostname(); err == nil && host != "" {
-		return host
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return "replica-" + uuid.NewString()[:8]
 	}
-	return "replica-" + uuid.NewString()[:8]
+	if n := defaultReplicas.Add(1); n > 1 {
+		return fmt.Sprintf("%s-%d", host, n)
+	}
+	return host
 }
 
 // Replica is the id this store's objects are named after (<projection>@<replica>).
