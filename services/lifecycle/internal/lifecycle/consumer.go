@@ -135,13 +135,19 @@ func (s *Service) leftProvisioning(ctx context.Context, ev eventstore.Event, nam
 	switch st := a.GetState(); {
 	case verr != nil, version < ev.Sequence:
 		return false, nil
-	case st == registryv1.AgentState_AGENT_STATE_PENDING, st == registryv1.AgentState_AGENT_STATE_PROPOSED:
+	case inProvisioning(st):
 		return false, nil
 	default:
 		s.log.InfoContext(ctx, "provisioning not started: the agent has left provisioning", "agent", name, "state", st.String(),
 			"version", version, "event_id", ev.ID, "event_seq", ev.Sequence)
 		return true, nil
 	}
+}
+
+// inProvisioning reports whether an agent in state st has not left provisioning (PENDING, or a
+// PROPOSED draft): the only states a provisioning run may start for.
+func inProvisioning(st registryv1.AgentState) bool {
+	return st == registryv1.AgentState_AGENT_STATE_PENDING || st == registryv1.AgentState_AGENT_STATE_PROPOSED
 }
 
 func (s *Service) startDeprovisioning(ctx context.Context, ev eventstore.Event) error {

@@ -46,7 +46,7 @@ func (s *Service) startSubmittedProvisioning(ctx context.Context, ev eventstore.
 	}
 	// A submission redelivered after the agent left provisioning (its retirement was requested, it
 	// expired) starts nothing: the registry shows it at the event's version or later.
-	if st := resp.GetAgent().GetState(); st != registryv1.AgentState_AGENT_STATE_PENDING && st != registryv1.AgentState_AGENT_STATE_PROPOSED {
+	if st := resp.GetAgent().GetState(); !inProvisioning(st) {
 		s.log.InfoContext(ctx, "agent.submitted for an agent that left provisioning: no provisioning run",
 			"event_id", ev.ID, "agent", msg.GetName(), "state", st.String())
 		return nil
