@@ -360,7 +360,7 @@ func tokenRecordsInStream(ctx context.Context, js jetstream.JetStream, s jetstre
 	if msgs == 0 {
 		return 0, nil
 	}
-	c, err := js.OrderedConsumer(ctx, eventstore.StreamTelemetry, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	c, err := pollingConsumer(ctx, js, eventstore.StreamTelemetry, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 	if err != nil {
 		return 0, err
 	}

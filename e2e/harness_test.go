@@ -19,6 +19,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 	"google.golang.org/grpc"
@@ -196,4 +197,14 @@ func runCLI(t testing.TB, agentctl, configDir string, args ...string) (string, e
 		return string(out), fmt.Errorf("agentctl %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out), nil
+}
+
+// pollingConsumer creates an ordered consumer for one round of a test's polling loop. The
+// platform's NATS identities may not delete consumers, so each round's consumer outlives it until
+// its inactive threshold: with nats.go's default of five minutes, a loop polling every 25–50 ms
+// reaches the server's limit of 1,000 consumers per stream within a minute and every later
+// consumer — the platform's own included — is refused. Two idle seconds remove it.
+func pollingConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	cfg.InactiveThreshold = 2 * time.Second
+	return js.OrderedConsumer(ctx, stream, cfg)
 }

@@ -258,7 +258,7 @@ func streamEvents(t *testing.T, ctx context.Context, e *deprovEnv, stream, subje
 	}
 	var got []eventstore.Event
 	waitFor(t, ctx, strings.Join(want, ", ")+" on "+subject, func() (bool, error) {
-		cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+		cons, err := pollingConsumer(ctx, js, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
 		if err != nil {
 			return false, err
 		}

@@ -243,7 +243,7 @@ func agentRevocationNotBefore(t *testing.T, ctx context.Context, p *platform, ag
 	}
 	var latest time.Time
 	waitFor(t, ctx, "the AGENT revocation of "+agent, func() (bool, error) {
-		cons, err := js.OrderedConsumer(ctx, eventstore.StreamRevocations, jetstream.OrderedConsumerConfig{
+		cons, err := pollingConsumer(ctx, js, eventstore.StreamRevocations, jetstream.OrderedConsumerConfig{
 			FilterSubjects: []string{authn.RevocationSubject("default")},
 		})
 		if err != nil {
