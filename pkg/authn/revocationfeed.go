@@ -318,6 +318,9 @@ func (f *RevocationFeed) trySubscribe(ctx context.Context) (jetstream.Consumer, 
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &start,
 		NamePrefix:     "revocations_" + nuid.Next(),
+		// Verifiers may not delete consumers: one left by a stopped or restarted feed goes after
+		// this idle time instead of nats.go's five minutes (eventstore.OrderedInactiveThreshold).
+		InactiveThreshold: 15 * time.Second,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("consumer on %s: %w", f.stream, err)

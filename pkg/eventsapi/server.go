@@ -337,7 +337,7 @@ func (s *Server) open(ctx context.Context, pl *plan) ([]*source, error) {
 	}
 	for _, name := range pl.streams {
 		src := &source{stream: name, ch: make(chan item, streamBuffer)}
-		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{pl.filter}}
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{pl.filter}, InactiveThreshold: eventstore.OrderedInactiveThreshold}
 		seq, inCursor := uint64(0), false
 		if pl.cursor != nil {
 			seq, inCursor = pl.cursor.Seqs[name]

@@ -161,7 +161,8 @@ func (r *Runner) follow(ctx context.Context) (applied bool, err error) {
 		FilterSubjects: r.filters,
 		// Each runner gets a consumer of its own: replicas and rebuilds of one projection must
 		// not share (and split) a server-side consumer.
-		NamePrefix: consumerToken(r.p.Name()) + "_" + nuid.Next(),
+		NamePrefix:        consumerToken(r.p.Name()) + "_" + nuid.Next(),
+		InactiveThreshold: OrderedInactiveThreshold,
 	}
 	if start := r.Position(); start > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
@@ -321,6 +322,15 @@ func (r *Runner) Position() uint64 {
 	defer r.mu.Unlock()
 	return r.pos
 }
+
+// OrderedInactiveThreshold is how long the server keeps an ordered consumer nobody pulls from.
+// The platform's NATS identities may not delete consumers (a durable must never be deleted by
+// anyone but an operator), so an ordered consumer left by a stopped projection, a restarted
+// process or a closed event subscription stays until this threshold: with nats.go's default of
+// five minutes, clients that open and close subscriptions could fill a stream's 1,000 consumers and
+// every service's next start would be refused. A consumer that is read pulls all the time and
+// never reaches it; one that is removed while still wanted is recreated from its last position.
+const OrderedInactiveThreshold = 15 * time.Second
 
 // ErrBeyondLastSequence marks a WaitFor for a sequence the stream has not reached: no event with
 // that sequence has been stored, so waiting cannot help.

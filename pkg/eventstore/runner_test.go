@@ -349,3 +349,31 @@ func TestRunnersOfOneProjectionEachSeeEverything(t *testing.T) {
 		t.Fatalf("replicas applied %d and %d of 20 events", len(seqA), len(seqB))
 	}
 }
+
+// A runner's ordered consumer is removed by the server after OrderedInactiveThreshold once nobody
+// reads it: no identity of the platform may delete a consumer, and with nats.go's five-minute
+// default, stopped runners and closed subscriptions would fill a stream's consumer limit.
+func TestRunnerConsumerHasTheInactiveThreshold(t *testing.T) {
+	e := newEnv(t)
+	mustAppend(t, e.store, agentAppend("acme", "bot", "registered", 0, "r"))
+	r := e.store.NewRunner(newAgentList("idle-v1"), eventstore.StreamAgents, nil)
+	run(t, r)
+	if err := r.Ready(ctxTimeout(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxTimeout(t, 5*time.Second)
+	st, err := e.store.JetStream().Stream(ctx, eventstore.StreamAgents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for info := range st.ListConsumers(ctx).Info() {
+		found++
+		if got := info.Config.InactiveThreshold; got != eventstore.OrderedInactiveThreshold {
+			t.Errorf("consumer %s: inactive threshold %v, want %v", info.Name, got, eventstore.OrderedInactiveThreshold)
+		}
+	}
+	if found == 0 {
+		t.Fatal("the running runner has no consumer on its stream")
+	}
+}
