@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,8 +30,11 @@ const FilterSubject = "telemetry.>"
 const (
 	// DefaultConcurrency is how many deliveries are in flight at once; they are group-committed.
 	DefaultConcurrency = 256
-	// DefaultMaxBatch caps the rows of one insert (an event with more rows is inserted alone).
-	DefaultMaxBatch = 5000
+	// DefaultMaxBatch caps the rows of one insert (an event with more rows is inserted alone). A
+	// commit's fixed cost (a transaction, a WAL fsync, the duplicate check's queries) is shared by
+	// its rows: under a backlog, commits of 20,000 rows cost both stores a tenth to a fifth less CPU
+	// per row than commits of 5,000. The rows in flight stay bounded by Concurrency deliveries.
+	DefaultMaxBatch = 20000
 	// DefaultLinger is how long a commit waits for more rows after its first event.
 	DefaultLinger = 200 * time.Millisecond
 )
@@ -78,11 +82,11 @@ type Config struct {
 	// that a registered agent is not taken for a ghost at start).
 	Ready func(ctx context.Context) error
 	// OnStored, if set, is called with the rows of each batch once they are durably stored (the
-	// detection engine). It runs on the commit loop, before the batch's events are released for
-	// acknowledgement and before the next batch is inserted: it must be quick or hand the rows
-	// off, or it slows ingest. If the consumer stops (ctx done) while it runs, the batch's events
-	// are not acknowledged: they are redelivered and their rows handed on again. The rows are its
-	// own; a redelivered event's rows may come again.
+	// detection engine), one batch at a time in commit order, before the batch's events are
+	// released for acknowledgement. The next batch is inserted while it runs, and waits, stored,
+	// until it returns: it must keep up with the inserts, or it slows ingest. If the consumer stops
+	// (ctx done) while it runs, the batch's events are not acknowledged: they are redelivered and
+	// their rows handed on again. The rows are its own; a redelivered event's rows may come again.
 	OnStored func(ctx context.Context, rows []store.Event)
 	// Activity, if set, receives an agent.active event (ActivitySubject) at most once per
 	// registered agent and hour in which its activity is ingested: the registry's last_active_time.
@@ -317,14 +321,29 @@ func (c *Consumer) insert(ctx context.Context, rows []store.Event) error {
 }
 
 // commitLoop inserts one batch at a time until ctx is done: the rows that arrive within the
-// linger of the batch's first event, or at most MaxBatch rows.
+// linger of the batch's first event, or at most MaxBatch rows. With Config.OnStored, a stored
+// batch is handed to handOff and the next batch is collected and inserted while OnStored runs on
+// it (a batch stored meanwhile waits for the hand-off, so at most two stored batches are held);
+// a batch's events are released only once OnStored has returned on its rows.
 func (c *Consumer) commitLoop(ctx context.Context) {
-	batch := make([]insertReq, 0, c.cfg.Concurrency)
+	var (
+		stored  chan storedBatch
+		handing sync.WaitGroup
+	)
+	if c.cfg.OnStored != nil {
+		stored = make(chan storedBatch)
+		handing.Go(func() { c.handOff(ctx, stored) })
+		defer func() {
+			close(stored)
+			handing.Wait()
+		}()
+	}
 	rows := make([]store.Event, 0, c.cfg.MaxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for {
-		batch, rows = batch[:0], rows[:0]
+		batch := make([]insertReq, 0, c.cfg.Concurrency) // its own: a hand-off may still hold the last one
+		rows = rows[:0]
 		select {
 		case r := <-c.reqs:
 			batch, rows = append(batch, r), append(rows, r.rows...)
@@ -367,16 +386,39 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 			c.insertFailures.Inc()
 			c.cfg.Logger.ErrorContext(ctx, "telemetry insert failed; events will be redelivered", "events", len(rows), "error", err)
 		}
-		if err == nil && c.cfg.OnStored != nil && len(rows) > 0 {
-			// Before the acknowledgements, so what OnStored must finish (the alerts of the rows on
-			// ALERTS) survives a crash: unfinished, the events are redelivered and seen again.
-			c.cfg.OnStored(ctx, slices.Clone(rows))
-			if ctx.Err() != nil {
-				err = fmt.Errorf("ingest: stopped before the stored rows were handed on: %w", ctx.Err())
-			}
+		if err == nil && stored != nil && len(rows) > 0 {
+			// Waits while the previous batch is still being handed on.
+			stored <- storedBatch{reqs: batch, rows: slices.Clone(rows)}
+			continue
 		}
-		for _, r := range batch {
-			r.result <- err
+		release(batch, err)
+	}
+}
+
+// storedBatch is a committed batch waiting for Config.OnStored: its requests and its rows.
+type storedBatch struct {
+	reqs []insertReq
+	rows []store.Event
+}
+
+// handOff calls Config.OnStored on each stored batch, in commit order, then releases the batch's
+// events. Before the acknowledgements, so what OnStored must finish (the alerts of the rows on
+// ALERTS) survives a crash: unfinished, the events are redelivered and seen again. If the consumer
+// stops while OnStored runs, the batch's events are released with an error (not acknowledged).
+func (c *Consumer) handOff(ctx context.Context, stored <-chan storedBatch) {
+	for b := range stored {
+		var err error
+		c.cfg.OnStored(ctx, b.rows)
+		if ctx.Err() != nil {
+			err = fmt.Errorf("ingest: stopped before the stored rows were handed on: %w", ctx.Err())
 		}
+		release(b.reqs, err)
+	}
+}
+
+// release tells the handlers of a batch's events how its commit (and hand-off) ended.
+func release(batch []insertReq, err error) {
+	for _, r := range batch {
+		r.result <- err
 	}
 }
