@@ -404,8 +404,9 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 const (
 	// clusterSpan is the widest time range one check reads.
 	clusterSpan = int64(10 * time.Minute / time.Millisecond)
-	// checkChunk is the most ids one check names.
-	checkChunk = 1000
+	// checkChunk is the most ids one check names (one list parameter): an ingest batch of close
+	// times (ingest.DefaultMaxBatch rows) is one check.
+	checkChunk = 50_000
 )
 
 // checkRange is one check of a batch: a tenant's rows in [lo, hi] with the given ids.
@@ -479,14 +480,11 @@ func dropStored(ctx context.Context, conn *sql.Conn, rows []store.Event) ([]stor
 	}
 	stored := map[key]bool{}
 	for _, c := range checkClusters(rows) {
-		args := []any{c.tenant, c.lo, c.hi}
-		marks := make([]string, len(c.ids))
-		for i, id := range c.ids {
-			marks[i] = "?"
-			args = append(args, id)
-		}
+		// The ids as one list parameter, not a placeholder each: planning a statement of thousands
+		// of parameters cost more than running it, and one statement per cluster reads its row
+		// groups once.
 		res, err := conn.QueryContext(ctx, `SELECT time_ms, event_id FROM telemetry_events
-			WHERE tenant = ? AND time_ms BETWEEN ? AND ? AND event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+			WHERE tenant = ? AND time_ms BETWEEN ? AND ? AND event_id IN (SELECT unnest(?::VARCHAR[]))`, c.tenant, c.lo, c.hi, c.ids)
 		if err != nil {
 			return nil, fmt.Errorf("check for stored copies: %w", err)
 		}
