@@ -41,6 +41,11 @@ func newEnv(t *testing.T, opts ...eventstore.Option) *env {
 
 var keySeq atomic.Uint64
 
+// unique returns base with a suffix no other call in this process returns: a consumer or
+// projection name whose metrics (process-wide, see metrics.go) start from zero in every run of a
+// test, -count=N included.
+func unique(base string) string { return fmt.Sprintf("%s-%d", base, keySeq.Add(1)) }
+
 func newKey() string { return fmt.Sprintf("key-%d", keySeq.Add(1)) }
 
 // agentAppend is a valid append of an agent event; tests change what they need.

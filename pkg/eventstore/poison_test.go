@@ -208,7 +208,8 @@ func TestConsumePermanentErrorAfterOneDelivery(t *testing.T) {
 	bad := mustAppend(t, e.store, agentAppend("acme", "bad", "registered", 0, "bad"))
 	fine := mustAppend(t, e.store, agentAppend("acme", "fine", "registered", 0, "fine"))
 	c := newCalls()
-	consumeInBackground(t, e.store, "strict", func(_ context.Context, ev eventstore.Event) error {
+	strict := unique("strict")
+	consumeInBackground(t, e.store, strict, func(_ context.Context, ev eventstore.Event) error {
 		c.called(ev.Sequence)
 		if valueOf(ev) == "bad" {
 			return fmt.Errorf("provisioning: %w", eventstore.Permanent(errors.New("unknown risk tier")))
@@ -218,9 +219,9 @@ func TestConsumePermanentErrorAfterOneDelivery(t *testing.T) {
 	}, eventstore.WithBackoff(time.Millisecond))
 
 	waitUntil(t, 10*time.Second, "the permanent failure to be recorded", func() bool {
-		return c.done(fine.Sequence) && len(failedFor(t, e.store, "strict")) == 1
+		return c.done(fine.Sequence) && len(failedFor(t, e.store, strict)) == 1
 	})
-	f := failedFor(t, e.store, "strict")[0]
+	f := failedFor(t, e.store, strict)[0]
 	if f.Sequence != bad.Sequence || f.Deliveries != 1 || f.Error != "provisioning: unknown risk tier" {
 		t.Errorf("failed event = %+v, want seq %d after 1 delivery", f, bad.Sequence)
 	}
@@ -230,7 +231,7 @@ func TestConsumePermanentErrorAfterOneDelivery(t *testing.T) {
 	if n := c.count(bad.Sequence); n != 1 {
 		t.Errorf("permanently failing event handled %d times, want 1", n)
 	}
-	if v, _ := metricValue(t, "agentid_eventstore_failed_events_total", map[string]string{"handler": "strict", "kind": "consumer"}); v != 1 {
+	if v, _ := metricValue(t, "agentid_eventstore_failed_events_total", map[string]string{"handler": strict, "kind": "consumer"}); v != 1 {
 		t.Errorf("agentid_eventstore_failed_events_total{handler=strict} = %v, want 1", v)
 	}
 }
@@ -240,7 +241,8 @@ func TestConsumeRetriesTransientErrorsWithoutLimit(t *testing.T) {
 	const failures = eventstore.LongRetryDeliveries + 2
 	ev := mustAppend(t, e.store, agentAppend("acme", "stubborn", "registered", 0, "x"))
 	c := newCalls()
-	consumeInBackground(t, e.store, "patient", func(_ context.Context, got eventstore.Event) error {
+	patient := unique("patient")
+	consumeInBackground(t, e.store, patient, func(_ context.Context, got eventstore.Event) error {
 		if c.called(got.Sequence) <= failures {
 			return errors.New("temporal unavailable")
 		}
@@ -252,7 +254,7 @@ func TestConsumeRetriesTransientErrorsWithoutLimit(t *testing.T) {
 	if n := c.count(ev.Sequence); n != failures+1 {
 		t.Errorf("handled %d times, want %d", n, failures+1)
 	}
-	if got := failedFor(t, e.store, "patient"); len(got) != 0 {
+	if got := failedFor(t, e.store, patient); len(got) != 0 {
 		t.Errorf("failed events = %+v, want none", got)
 	}
 	tests := []struct {
@@ -264,14 +266,14 @@ func TestConsumeRetriesTransientErrorsWithoutLimit(t *testing.T) {
 		{"agentid_eventstore_consumer_long_retries_total", failures - eventstore.LongRetryDeliveries + 1},
 	}
 	for _, tt := range tests {
-		if v, ok := metricValue(t, tt.metric, map[string]string{"consumer": "patient"}); !ok || v != tt.want {
+		if v, ok := metricValue(t, tt.metric, map[string]string{"consumer": patient}); !ok || v != tt.want {
 			t.Errorf("%s{consumer=patient} = %v (present %v), want %v", tt.metric, v, ok, tt.want)
 		}
 	}
-	if v, ok := metricValue(t, "agentid_eventstore_consumer_oldest_unacked_age_seconds", map[string]string{"consumer": "patient"}); !ok || v != 0 {
+	if v, ok := metricValue(t, "agentid_eventstore_consumer_oldest_unacked_age_seconds", map[string]string{"consumer": patient}); !ok || v != 0 {
 		t.Errorf("oldest unacked age after the event was acknowledged = %v (present %v), want 0", v, ok)
 	}
-	if _, ok := metricValue(t, "agentid_eventstore_consumer_pending_messages", map[string]string{"consumer": "patient", "stream": eventstore.StreamAgents}); !ok {
+	if _, ok := metricValue(t, "agentid_eventstore_consumer_pending_messages", map[string]string{"consumer": patient, "stream": eventstore.StreamAgents}); !ok {
 		t.Error("agentid_eventstore_consumer_pending_messages{consumer=patient} missing")
 	}
 }

@@ -67,7 +67,8 @@ func TestConsumeKeepsEventUntilTheFailedLogRecordsIt(t *testing.T) {
 func TestRunnerHoldsAtAnEventUntilTheFailedLogRecordsIt(t *testing.T) {
 	e := newEnv(t)
 	breakFailedLog(t, e)
-	p := newAgentList("holding-v1")
+	holding := unique("holding-v1")
+	p := newAgentList(holding)
 	p.failOn = "poison"
 	good1 := mustAppend(t, e.store, agentAppend("acme", "a", "registered", 0, "ok"))
 	bad := mustAppend(t, e.store, agentAppend("acme", "b", "registered", 0, "poison"))
@@ -76,13 +77,13 @@ func TestRunnerHoldsAtAnEventUntilTheFailedLogRecordsIt(t *testing.T) {
 	run(t, r)
 
 	waitUntil(t, 10*time.Second, "the runner to retry recording", func() bool {
-		return recordErrors(t, "holding-v1", eventstore.FailedByProjection) >= 2
+		return recordErrors(t, holding, eventstore.FailedByProjection) >= 2
 	})
 	if pos := r.Position(); pos >= bad.Sequence {
 		t.Fatalf("Position = %d while the failure of %d is not recorded: the event was skipped silently", pos, bad.Sequence)
 	}
 	held := func() float64 {
-		v, _ := metricValue(t, "agentid_eventstore_projection_held_sequence", map[string]string{"projection": "holding-v1", "stream": eventstore.StreamAgents})
+		v, _ := metricValue(t, "agentid_eventstore_projection_held_sequence", map[string]string{"projection": holding, "stream": eventstore.StreamAgents})
 		return v
 	}
 	if got := held(); got != float64(bad.Sequence) {
@@ -98,7 +99,7 @@ func TestRunnerHoldsAtAnEventUntilTheFailedLogRecordsIt(t *testing.T) {
 	if got := held(); got != 0 {
 		t.Fatalf("held-sequence gauge = %v after the failure was recorded, want 0", got)
 	}
-	if got := failedFor(t, e.store, "holding-v1"); len(got) != 1 || got[0].Sequence != bad.Sequence {
+	if got := failedFor(t, e.store, holding); len(got) != 1 || got[0].Sequence != bad.Sequence {
 		t.Fatalf("failed events = %+v, want the one at %d", got, bad.Sequence)
 	}
 	if _, applied := p.snapshot(); !slices.Equal(applied, []uint64{good1.Sequence, good2.Sequence}) {
