@@ -102,7 +102,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 	if oerr != nil {
 		return nil, nil, oerr
 	}
-	client, oerr := s.authenticate(ctx, tenant, r.RemoteAddr, req.Client, rec)
+	client, kid, oerr := s.authenticateKey(ctx, tenant, r.RemoteAddr, req.Client, rec)
 	if client != nil {
 		rec.ClientId = client.ID()
 		rec.Agent = client.Proto.GetAgent()
@@ -163,7 +163,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		Confirmation: cnf,
 		Permissions:  permissions,
 
-		ClientKeyThumbprint: assertionKeyThumbprint(client, req.Client.Assertion),
+		ClientKeyThumbprint: client.ClientKeyThumbprint(kid),
 	}
 	if oerr := s.checkNotRevoked(tenant, &claims, key.KeyID); oerr != nil {
 		return nil, client, oerr
@@ -199,19 +199,27 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 // say what went wrong. Before the signature is verified an attempt is charged to the client id from
 // the caller's source address (remoteAddr), after it to the client id itself.
 func (s *Server) authenticate(ctx context.Context, tenant, remoteAddr string, auth ClientAuth, rec *issuerv1.TokenRequested) (*credentials.Client, *Error) {
+	client, _, oerr := s.authenticateKey(ctx, tenant, remoteAddr, auth, rec)
+	return client, oerr
+}
+
+// authenticateKey is authenticate that also returns the key id (kid) of the client key that signed
+// the accepted assertion ("" on every error): the token's `ckt` claim comes from it, by which a key
+// rotation revokes the tokens of the key it removes and no others.
+func (s *Server) authenticateKey(ctx context.Context, tenant, remoteAddr string, auth ClientAuth, rec *issuerv1.TokenRequested) (*credentials.Client, string, *Error) {
 	realm := s.Issuer(tenant)
 	fail := func(reason string, cause error) *Error {
 		return invalidClient(realm, auth.HeaderScheme, reason, cause)
 	}
 	switch {
 	case auth.HeaderScheme != "":
-		return nil, fail("unsupported_method", fmt.Errorf("client authentication by %q; only private_key_jwt is supported", printable(auth.HeaderScheme, 32)))
+		return nil, "", fail("unsupported_method", fmt.Errorf("client authentication by %q; only private_key_jwt is supported", printable(auth.HeaderScheme, 32)))
 	case auth.AssertionType == "" && auth.Assertion == "":
-		return nil, fail("no_client_authentication", errors.New("no client assertion"))
+		return nil, "", fail("no_client_authentication", errors.New("no client assertion"))
 	case auth.AssertionType != ClientAssertionTypeJWT:
-		return nil, fail("bad_assertion_type", fmt.Errorf("client_assertion_type %q", printable(auth.AssertionType, 128)))
+		return nil, "", fail("bad_assertion_type", fmt.Errorf("client_assertion_type %q", printable(auth.AssertionType, 128)))
 	case auth.Assertion == "":
-		return nil, fail("no_client_assertion", errors.New("missing client_assertion"))
+		return nil, "", fail("no_client_assertion", errors.New("missing client_assertion"))
 	}
 	a, err := ParseAssertion(auth.Assertion)
 	if err != nil {
@@ -219,56 +227,56 @@ func (s *Server) authenticate(ctx context.Context, tenant, remoteAddr string, au
 		if errors.Is(err, ErrAssertionType) {
 			reason = "wrong_typ"
 		}
-		return nil, fail(reason, err)
+		return nil, "", fail(reason, err)
 	}
 	if rec != nil && rec.GetClientId() == "" {
 		rec.ClientId = printable(a.Issuer, 128)
 	}
 	if a.Issuer == "" || a.Issuer != a.Subject {
-		return nil, fail("iss_sub_mismatch", errors.New("assertion iss and sub must both be the client_id"))
+		return nil, "", fail("iss_sub_mismatch", errors.New("assertion iss and sub must both be the client_id"))
 	}
 	if auth.ClientID != "" && auth.ClientID != a.Issuer {
-		return nil, fail("client_id_mismatch", errors.New("client_id does not match the client assertion"))
+		return nil, "", fail("client_id_mismatch", errors.New("client_id does not match the client assertion"))
 	}
 	if s.attempts != nil {
 		if ok, wait := s.attempts.Allow(tenant + " " + a.Issuer + " " + ratelimit.SourceKey(remoteAddr)); !ok {
-			return nil, SlowDown(wait)
+			return nil, "", SlowDown(wait)
 		}
 	}
 	client, ok := s.creds.Client(tenant, a.Issuer)
 	if !ok {
-		return nil, fail("unknown_client", fmt.Errorf("unknown client %q", printable(a.Issuer, 128)))
+		return nil, "", fail("unknown_client", fmt.Errorf("unknown client %q", printable(a.Issuer, 128)))
 	}
 	if !client.Active() {
-		return client, fail("client_disabled", errors.New("client is disabled"))
+		return client, "", fail("client_disabled", errors.New("client is disabled"))
 	}
 	jwk, ok := client.Keys[a.KeyID]
 	if !ok {
-		return client, fail("unknown_kid", fmt.Errorf("kid %q is not a registered key of the client", printable(a.KeyID, 128)))
+		return client, "", fail("unknown_kid", fmt.Errorf("kid %q is not a registered key of the client", printable(a.KeyID, 128)))
 	}
 	key, err := a.VerificationKey(jwk)
 	if err != nil {
-		return client, fail("key_alg_mismatch", err)
+		return client, "", fail("key_alg_mismatch", err)
 	}
 	claims, err := a.Verify(key)
 	if err != nil {
-		return client, fail("bad_signature", err)
+		return client, "", fail("bad_signature", err)
 	}
 	if s.limiter != nil {
 		if ok, wait := s.limiter.Allow(tenant + " " + client.ID()); !ok {
-			return client, SlowDown(wait)
+			return client, "", SlowDown(wait)
 		}
 	}
 	if err := CheckAssertionClaims(claims, client.ID(), s.Issuer(tenant), s.now(), s.leeway); err != nil {
-		return client, fail("bad_claims", err)
+		return client, "", fail("bad_claims", err)
 	}
 	switch err := s.useAssertionID(ctx, tenant, client.ID(), claims); {
 	case errors.Is(err, replay.ErrReplayed):
-		return client, fail("replayed", err)
+		return client, "", fail("replayed", err)
 	case err != nil:
-		return client, unavailable(err)
+		return client, "", unavailable(err)
 	}
-	return client, nil
+	return client, a.KeyID, nil
 }
 
 // grantScopes returns the scopes to grant: every scope of the client when none is requested, else the
