@@ -2,10 +2,12 @@ package app_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
@@ -52,12 +54,21 @@ func (c *testClient) activate(t testing.TB, r *replica) {
 }
 
 // revocations returns the tokens.revoked events of tenant on the REVOCATIONS stream, oldest first,
-// with their event ids.
+// with their event ids. It is called once per round of waitRevocations' polling loop, so it keeps
+// nothing: its connection is closed and its consumer deleted on return.
 func revocations(t testing.TB, n *testkit.NATS, tenant string) ([]*issuerv1.TokensRevoked, []eventstore.Event) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testkit.DefaultWait)
 	defer cancel()
-	js := n.JetStream(t)
+	nc, err := nats.Connect(n.URL(), nats.Name(t.Name()+" revocations"))
+	if err != nil {
+		t.Fatalf("connect to %s: %v", n.URL(), err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	filter := eventstore.SubjectRoot + "." + tenant + "." + eventstore.AggregateRevocation + ".>"
 	st, err := js.Stream(ctx, eventstore.StreamRevocations)
 	if err != nil {
@@ -78,6 +89,15 @@ func revocations(t testing.TB, n *testkit.NATS, tenant string) ([]*issuerv1.Toke
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() {
+		info := cons.CachedInfo()
+		if info == nil {
+			return // no consumer was created on the server
+		}
+		if err := st.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			t.Errorf("delete the revocations reader: %v", err)
+		}
+	}()
 	var (
 		msgs   []*issuerv1.TokensRevoked
 		events []eventstore.Event
