@@ -98,6 +98,10 @@ func (s *Service) SignOffDeprovisioning(ctx context.Context, p *authn.Principal,
 	if so.Token == "" {
 		return Run{}, errs.InvalidArgument("approval_token", "is required: get a SIGN_OFF approval token with IssuerService.IssueApprovalToken")
 	}
+	// An owner who has left signs nothing off (as no other lifecycle decision of theirs counts).
+	if err := checkDecider(ctx, s.registry, p, so.Agent); err != nil {
+		return Run{}, err
+	}
 	id := workflows.DeprovisionWorkflowID(tenant, agentID)
 	err = updateRun(ctx, s.temporal, updateID, id, workflows.SignOffUpdate,
 		workflows.Approval{Approver: p.ID, Decision: workflows.DecisionSignOff, Comment: so.Comment, Token: so.Token, SubmittedBy: p.ID}, nil)

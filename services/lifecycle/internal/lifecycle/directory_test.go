@@ -75,7 +75,7 @@ func (r directoryRegistry) ListPrincipals(_ context.Context, in *registryv1.List
 
 // TestDecisionsOfDepartedOwnersAreRefused: an owner or sponsor whom the tenant's directory does not
 // list as ACTIVE (departed, or unknown) has every lifecycle decision (provisioning approval, review,
-// incident, rotation) refused with CALLER_NOT_ACTIVE before anything reaches a run, whatever other
+// incident, rotation, deprovisioning sign-off) refused with CALLER_NOT_ACTIVE before anything reaches a run, whatever other
 // roles it holds (an approver who is the agent's owner or sponsor is checked too); a registry that
 // cannot be asked refuses it as Unavailable; an ACTIVE owner, a tenant without a directory and an
 // approver who is neither the agent's owner nor its sponsor pass the check (and here meet an
@@ -106,6 +106,11 @@ func TestDecisionsOfDepartedOwnersAreRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err = inc.Decide(t.Context(), p, lifecycle.Decision{Agent: agent, AlertID: "alert-1", Restore: true, Token: "tok"})
+			return err
+		},
+		"sign-off": func(reg registryv1.RegistryServiceClient, p *authn.Principal) error {
+			svc := newDirectoryService(t, reg)
+			_, err := svc.SignOffDeprovisioning(t.Context(), p, lifecycle.SignOff{Agent: agent, Token: "tok"})
 			return err
 		},
 		"review": func(reg registryv1.RegistryServiceClient, p *authn.Principal) error {
