@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/natsauth"
+	"github.com/agentid/agentid/pkg/testkit"
 )
 
 // The admin's EnsureStreams creates the CHECKPOINTS bucket (startBus), with its size limit. The
@@ -69,7 +70,7 @@ func TestCheckpointsAndActivity(t *testing.T) {
 	if err != nil {
 		t.Fatalf("registry reads activity: %v", err)
 	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(5e9))
+	msg, err := cons.Next(jetstream.FetchMaxWait(testkit.DefaultWait))
 	if err != nil || msg.Subject() != "telemetry.acme.agent.active" {
 		t.Fatalf("registry reads the activity event: %v", err)
 	}

@@ -647,7 +647,7 @@ func TestDurableConsumersOnlyTheirOwner(t *testing.T) {
 		if n := ackPending(); n != 0 {
 			t.Fatalf("%d acknowledgements pending after the issuer's, want 0", n)
 		}
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(testkit.DefaultWait))
 		if err != nil {
 			t.Fatal(err)
 		}

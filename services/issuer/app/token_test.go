@@ -357,7 +357,7 @@ func TestTelemetryForIssuedAndDeniedRequests(t *testing.T) {
 	}
 	got := map[string]*issuerv1.TokenRequested{}
 	for len(got) < 2 {
-		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		msg, err := cons.Next(jetstream.FetchMaxWait(testkit.DefaultWait))
 		if err != nil {
 			t.Fatalf("telemetry after %d records: %v", len(got), err)
 		}
