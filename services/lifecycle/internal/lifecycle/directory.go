@@ -86,13 +86,28 @@ func ownsOrSponsors(ctx context.Context, reg registryv1.RegistryServiceClient, p
 }
 
 // activePrincipals returns which of ids tenant's directory lists as ACTIVE, and whether the tenant
-// has a directory at all (any principal, ACTIVE or DEPARTED). The directory is read in pages ordered
+// has a directory at all (any principal, ACTIVE or DEPARTED). It asks for the ids by name (one
+// request, however large the directory); a registry that does not know that filter answers with a
+// page of the whole directory (a next page token), and the directory is then read in pages ordered
 // by id, up to the greatest of ids.
 func activePrincipals(ctx context.Context, reg registryv1.RegistryServiceClient, tenant string, ids ...string) (map[string]bool, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, directoryLookupTimeout)
 	defer cancel()
 	parent := "tenants/" + tenant
 	active := map[string]bool{}
+	byID, err := reg.ListPrincipals(ctx, &registryv1.ListPrincipalsRequest{Parent: parent, Ids: ids,
+		Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE})
+	if err != nil {
+		return nil, false, fmt.Errorf("registry.ListPrincipals %s: %w", parent, err)
+	}
+	if byID.GetNextPageToken() == "" {
+		for _, pr := range byID.GetPrincipals() {
+			if slices.Contains(ids, pr.GetId()) && pr.GetStatus() == registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE {
+				active[pr.GetId()] = true
+			}
+		}
+		return hasDirectory(ctx, reg, parent, active)
+	}
 	last := slices.Max(append([]string{""}, ids...))
 	token := ""
 	for {
@@ -115,6 +130,12 @@ func activePrincipals(ctx context.Context, reg registryv1.RegistryServiceClient,
 			break
 		}
 	}
+	return hasDirectory(ctx, reg, parent, active)
+}
+
+// hasDirectory returns active with whether the tenant parent has a directory: certainly when one of
+// its principals is ACTIVE, else when it lists any principal.
+func hasDirectory(ctx context.Context, reg registryv1.RegistryServiceClient, parent string, active map[string]bool) (map[string]bool, bool, error) {
 	if len(active) > 0 {
 		return active, true, nil
 	}

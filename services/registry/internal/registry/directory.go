@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -500,6 +501,38 @@ func (s *Service) countOwned(tenant string, principals []string) int {
 		}
 	}
 	return len(seen)
+}
+
+// maxPrincipalIDs bounds the ids of one ListPrincipalsByID.
+const maxPrincipalIDs = 100
+
+// ListPrincipalsByID returns those of ids that tenant's directory holds, of the given status
+// (UNSPECIFIED: all), ordered by id.
+func (s *Service) ListPrincipalsByID(_ context.Context, tenant string, status registryv1.PrincipalStatus, ids []string) ([]*registryv1.Principal, error) {
+	if registryv1.PrincipalStatus_name[int32(status)] == "" {
+		return nil, invalid("status", "is not a known value (ACTIVE or DEPARTED)")
+	}
+	distinct := map[string]bool{}
+	for i, id := range ids {
+		if err := ValidatePrincipalID(fmt.Sprintf("ids[%d]", i), id); err != nil {
+			return nil, err
+		}
+		distinct[id] = true
+	}
+	if len(distinct) > maxPrincipalIDs {
+		return nil, invalid("ids", fmt.Sprintf("names %d principals, at most %d", len(distinct), maxPrincipalIDs))
+	}
+	if _, ok := s.tenants.Get(tenant); !ok {
+		return nil, errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", tenant)
+	}
+	out := []*registryv1.Principal{}
+	for _, id := range slices.Sorted(maps.Keys(distinct)) {
+		p, ok := s.directories.Principal(tenant, id)
+		if ok && (status == registryv1.PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED || p.GetStatus() == status) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // ListPrincipals returns one page of a tenant's directory, ordered by id, and the next page's token.

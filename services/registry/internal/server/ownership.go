@@ -16,6 +16,7 @@ type Ownership interface {
 	TransferAgentOwnership(ctx context.Context, c registry.TransferAgentOwnership, md eventstore.Metadata) (*registryv1.Agent, error)
 	SyncDirectory(ctx context.Context, c registry.SyncDirectory, md eventstore.Metadata) (registry.SyncResult, error)
 	ListPrincipals(ctx context.Context, tenant string, status registryv1.PrincipalStatus, size int32, token string) ([]*registryv1.Principal, string, error)
+	ListPrincipalsByID(ctx context.Context, tenant string, status registryv1.PrincipalStatus, ids []string) ([]*registryv1.Principal, error)
 }
 
 // directoryAdminRoles may sync a tenant's directory: platform-admin and tenant-admin.
@@ -83,6 +84,16 @@ func (s *Server) ListPrincipals(ctx context.Context, req *registryv1.ListPrincip
 	o, err := s.ownership()
 	if err != nil {
 		return nil, err
+	}
+	if ids := req.GetIds(); len(ids) > 0 {
+		if req.GetPageSize() != 0 || req.GetPageToken() != "" {
+			return nil, errs.InvalidArgument("ids", "ids: cannot be combined with page_size or page_token (the named principals are one page)")
+		}
+		ps, err := o.ListPrincipalsByID(ctx, tenant, req.GetStatus(), ids)
+		if err != nil {
+			return nil, err
+		}
+		return &registryv1.ListPrincipalsResponse{Principals: ps}, nil
 	}
 	ps, next, err := o.ListPrincipals(ctx, tenant, req.GetStatus(), req.GetPageSize(), req.GetPageToken())
 	if err != nil {

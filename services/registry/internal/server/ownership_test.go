@@ -2,6 +2,8 @@ package server_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -72,6 +74,43 @@ func TestOwnershipAuthorization(t *testing.T) {
 	page, err := h.client.ListPrincipals(testkit.WithBearer(ctx, acmeOwner), &registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE})
 	if err != nil || len(page.GetPrincipals()) != 3 {
 		t.Fatalf("list: %v %v", page, err)
+	}
+	// Named principals: those the directory holds, of the status asked for, in id order, one page.
+	named, err := h.client.ListPrincipals(testkit.WithBearer(ctx, acmeOwner), &registryv1.ListPrincipalsRequest{Parent: "tenants/acme",
+		Ids: []string{"team:support", "bob@acme.example", "nobody@acme.example", "team:payments", "team:support"}})
+	if err != nil || named.GetNextPageToken() != "" {
+		t.Fatalf("list by ids: %v %v", named, err)
+	}
+	var ids []string
+	for _, p := range named.GetPrincipals() {
+		ids = append(ids, p.GetId()+"="+p.GetStatus().String())
+	}
+	if want := []string{"bob@acme.example=PRINCIPAL_STATUS_DEPARTED", "team:payments=PRINCIPAL_STATUS_ACTIVE", "team:support=PRINCIPAL_STATUS_ACTIVE"}; !slices.Equal(ids, want) {
+		t.Fatalf("list by ids = %v, want %v", ids, want)
+	}
+	activeNamed, err := h.client.ListPrincipals(testkit.WithBearer(ctx, acmeOwner), &registryv1.ListPrincipalsRequest{Parent: "tenants/acme",
+		Ids: []string{"bob@acme.example", "team:payments"}, Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE})
+	if err != nil || len(activeNamed.GetPrincipals()) != 1 || activeNamed.GetPrincipals()[0].GetId() != "team:payments" {
+		t.Fatalf("list ACTIVE by ids: %v %v", activeNamed, err)
+	}
+	tooMany := make([]string, 101)
+	for i := range tooMany {
+		tooMany[i] = fmt.Sprintf("user%d@acme.example", i)
+	}
+	for _, bad := range []struct {
+		req   *registryv1.ListPrincipalsRequest
+		field string
+	}{
+		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: []string{"team:support"}, PageSize: 10}, "ids"},
+		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: []string{"team:support"}, PageToken: "00"}, "ids"},
+		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: tooMany}, "ids"},
+		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: []string{"team:support", ""}}, "ids[1]"},
+	} {
+		_, err := h.client.ListPrincipals(testkit.WithBearer(ctx, acmeOwner), bad.req)
+		wantCode(t, err, codes.InvalidArgument)
+		if msg := status.Convert(err).Message(); !strings.HasPrefix(msg, bad.field+":") {
+			t.Errorf("list by ids %v: message %q does not start with the field %s", bad.req.GetIds()[:1], msg, bad.field)
+		}
 	}
 	_, err = h.client.TransferAgentOwnership(testkit.WithBearer(ctx, acmeOwner), &registryv1.TransferAgentOwnershipRequest{Name: a.GetName(), NewOwner: "bob@acme.example", Reason: "r"})
 	wantCode(t, err, codes.InvalidArgument)

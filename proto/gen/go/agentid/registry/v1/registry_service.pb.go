@@ -2940,7 +2940,11 @@ type ListPrincipalsRequest struct {
 	// Token from a previous response's next_page_token.
 	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// Only principals of this status; unset: all.
-	Status        PrincipalStatus `protobuf:"varint,4,opt,name=status,proto3,enum=agentid.registry.v1.PrincipalStatus" json:"status,omitempty"`
+	Status PrincipalStatus `protobuf:"varint,4,opt,name=status,proto3,enum=agentid.registry.v1.PrincipalStatus" json:"status,omitempty"`
+	// Only these principals (at most 100 distinct ids), those the directory holds, in one page
+	// ordered by id; page_size and page_token must then be unset. Lets a caller check a few
+	// principals without paging through the whole directory.
+	Ids           []string `protobuf:"bytes,5,rep,name=ids,proto3" json:"ids,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3001,6 +3005,13 @@ func (x *ListPrincipalsRequest) GetStatus() PrincipalStatus {
 		return x.Status
 	}
 	return PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED
+}
+
+func (x *ListPrincipalsRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
 }
 
 // ListPrincipalsResponse is one page of principals.
@@ -3288,13 +3299,14 @@ const file_agentid_registry_v1_registry_service_proto_rawDesc = "" +
 	"\x05added\x18\x01 \x01(\x05R\x05added\x12\x18\n" +
 	"\aupdated\x18\x02 \x01(\x05R\aupdated\x12\x1a\n" +
 	"\bdeparted\x18\x03 \x03(\tR\bdeparted\x12'\n" +
-	"\x0fagents_orphaned\x18\x04 \x01(\x05R\x0eagentsOrphaned\"\xa9\x01\n" +
+	"\x0fagents_orphaned\x18\x04 \x01(\x05R\x0eagentsOrphaned\"\xbb\x01\n" +
 	"\x15ListPrincipalsRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\x12<\n" +
-	"\x06status\x18\x04 \x01(\x0e2$.agentid.registry.v1.PrincipalStatusR\x06status\"\x80\x01\n" +
+	"\x06status\x18\x04 \x01(\x0e2$.agentid.registry.v1.PrincipalStatusR\x06status\x12\x10\n" +
+	"\x03ids\x18\x05 \x03(\tR\x03ids\"\x80\x01\n" +
 	"\x16ListPrincipalsResponse\x12>\n" +
 	"\n" +
 	"principals\x18\x01 \x03(\v2\x1e.agentid.registry.v1.PrincipalR\n" +
