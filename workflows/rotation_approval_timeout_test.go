@@ -51,7 +51,11 @@ func TestRotationApprovalTimeoutIsNotStretched(t *testing.T) {
 
 	const id = "rot-timeout"
 	in := highTierRotation(t, fx, id, registryv1.RiskTier_RISK_TIER_HIGH)
-	in.ApprovalTimeout = 3 * time.Second
+	// The first decision must reach its verification before the approval times out (on a loaded
+	// machine an update and its activity take seconds to be dispatched), and the verification held
+	// until the timeout must stay within VerifyApproval's 10 s start-to-close timeout, or a retry
+	// verifies it a second time.
+	in.ApprovalTimeout = 6 * time.Second
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID: workflows.RotationWorkflowID(tenant, id, in.NewKeyThumbprint), TaskQueue: workflows.TaskQueue,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
@@ -75,14 +79,16 @@ func TestRotationApprovalTimeoutIsNotStretched(t *testing.T) {
 	})
 
 	var wg sync.WaitGroup
+	var reached atomic.Int32 // decisions the run has accepted or rejected
 	errs := make([]error, 3)
 	decide := func(i int) {
 		defer wg.Done()
 		h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 			WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: workflows.DecideUpdate,
 			Args:         []any{rotationToken(t, id, "mallory@corp.example", workflows.StepOwner, workflows.DecisionApprove, run.GetRunID())},
-			WaitForStage: client.WorkflowUpdateStageCompleted,
+			WaitForStage: client.WorkflowUpdateStageAccepted,
 		})
+		reached.Add(1)
 		if err == nil {
 			err = h.Get(ctx, nil)
 		}
@@ -96,9 +102,30 @@ func TestRotationApprovalTimeoutIsNotStretched(t *testing.T) {
 	wg.Add(2)
 	go decide(1)
 	go decide(2)
-	due := status().Due
-	testkit.Eventually(t, time.Minute, "the approval to time out", func() (bool, error) {
-		return time.Now().After(due.Add(time.Second)), nil
+	// The queued decisions must reach the run before the held one is released: once it is judged,
+	// the run ends and a later update would find no run at all.
+	testkit.Eventually(t, time.Minute, "the queued decisions to reach the run", func() (bool, error) {
+		return reached.Load() == 3, nil
+	})
+	// The run has seen the approval time out once a workflow task completed after its timer fired.
+	testkit.Eventually(t, time.Minute, "the run to see the approval time out", func() (bool, error) {
+		fired := false
+		it := c.GetWorkflowHistory(ctx, run.GetID(), run.GetRunID(), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		for it.HasNext() {
+			ev, err := it.Next()
+			if err != nil {
+				return false, err
+			}
+			switch ev.GetEventType() {
+			case enumspb.EVENT_TYPE_TIMER_FIRED:
+				fired = true
+			case enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+				if fired {
+					return true, nil
+				}
+			}
+		}
+		return false, nil
 	})
 	close(gate.release)
 	wg.Wait()
