@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -111,13 +112,38 @@ type DevOptions struct {
 // with a test suite.
 const devReadyTimeout = 4 * time.Minute
 
-// StartDevWith is StartDev with options.
+// StartDevWith is StartDev with options. Ports picked by FreePorts are free only until they are
+// bound again: another process may take one in between (an outgoing connection's ephemeral port, a
+// parallel test's listener). A start that fails because a port is taken is repeated, on fresh ports
+// when the caller named none, on the same ones (a restart, whose clients reconnect there) otherwise,
+// until devReadyTimeout has passed.
 func StartDevWith(t testing.TB, agentid, dataDir string, o DevOptions) *DevPlatform {
 	t.Helper()
-	ports := o.Ports
-	if ports == nil {
-		ports = FreePorts(t, 5)
+	deadline := time.Now().Add(devReadyTimeout)
+	for {
+		ports := o.Ports
+		if ports == nil {
+			ports = FreePorts(t, 5)
+		}
+		p, err := startDev(t, agentid, dataDir, o, ports, time.Until(deadline))
+		if err == nil {
+			return p
+		}
+		if !errors.Is(err, errPortTaken) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		t.Logf("%v; starting agentid dev again", err)
+		time.Sleep(200 * time.Millisecond) // a pause between two starts, not a wait for a condition
 	}
+}
+
+// errPortTaken is startDev's error when agentid dev exited because one of its ports was taken.
+var errPortTaken = errors.New("a port of agentid dev is taken")
+
+// startDev starts agentid dev once on ports and waits at most timeout until it prints that it is
+// ready.
+func startDev(t testing.TB, agentid, dataDir string, o DevOptions, ports []int, timeout time.Duration) (*DevPlatform, error) {
+	t.Helper()
 	p := &DevPlatform{
 		DataDir:  dataDir,
 		GRPCAddr: fmt.Sprintf("127.0.0.1:%d", ports[0]),
@@ -139,13 +165,13 @@ func StartDevWith(t testing.TB, agentid, dataDir string, o DevOptions) *DevPlatf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("testkit: agentid dev: %w", err)
 	}
 	p.cmd.Stderr = devOutput{p}
 	ready := make(chan struct{})
 	start := time.Now()
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("testkit: start agentid dev: %v", err)
+		return nil, fmt.Errorf("testkit: start agentid dev: %w", err)
 	}
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -166,12 +192,15 @@ func StartDevWith(t testing.TB, agentid, dataDir string, o DevOptions) *DevPlatf
 	select {
 	case <-ready:
 		p.Ready = time.Since(start)
+		return p, nil
 	case <-p.exited:
-		t.Fatalf("testkit: agentid dev exited before it was ready (%v); output:\n%s", p.waitErr, p.Output())
-	case <-time.After(devReadyTimeout):
-		t.Fatalf("testkit: agentid dev did not become ready in %s; output:\n%s", devReadyTimeout, p.Output())
+		if strings.Contains(p.Output(), "address already in use") {
+			return nil, fmt.Errorf("testkit: agentid dev on ports %v exited before it was ready (%v): %w", ports, p.waitErr, errPortTaken)
+		}
+		return nil, fmt.Errorf("testkit: agentid dev exited before it was ready (%v); output:\n%s", p.waitErr, p.Output())
+	case <-time.After(timeout):
+		return nil, fmt.Errorf("testkit: agentid dev did not become ready in %s; output:\n%s", devReadyTimeout, p.Output())
 	}
-	return p
 }
 
 // Stop interrupts the process and waits for a clean exit, failing the test otherwise. Stopping twice,

@@ -118,8 +118,9 @@ func (n *NATS) Restart(t testing.TB) {
 func (n *NATS) Start(t testing.TB) {
 	t.Helper()
 	var srv *server.Server
-	// The old listener may take a moment to release the port.
-	if err := Poll(context.Background(), 10*time.Second, func() (ok bool, err error) {
+	// The old listener may take a moment to release the port, and another process may hold it a
+	// while (an outgoing connection's ephemeral port): wait as long as any other condition.
+	if err := Poll(context.Background(), 0, func() (ok bool, err error) {
 		srv, err = eventstore.RunEmbeddedServer(n.cfg)
 		return err == nil, err
 	}); err != nil {
