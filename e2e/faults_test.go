@@ -235,8 +235,14 @@ func (w *faultWorkload) waitState(ctx context.Context, e faultTarget, registry r
 	return nil
 }
 
-// poll checks cond until it holds, the process exits (errProcessExited at once), or the default
-// deadline passes.
+// faultWait bounds each wait of a fault workload. A wait may span an engine's outage and its restart
+// (a Temporal dev server's start, an event redelivered after its back-off, an activity retried after
+// its start-to-close timeout) on cores shared with other test packages: it is generous, never a
+// measure of speed.
+const faultWait = 5 * time.Minute
+
+// poll checks cond until it holds, the process exits (errProcessExited at once), or faultWait
+// passes.
 func poll(ctx context.Context, e faultTarget, cond func() (bool, error)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -249,7 +255,7 @@ func poll(ctx context.Context, e faultTarget, cond func() (bool, error)) error {
 			}
 		}()
 	}
-	err := testkit.Poll(ctx, 0, cond)
+	err := testkit.Poll(ctx, faultWait, cond)
 	select {
 	case <-e.exited:
 		return errProcessExited
@@ -271,7 +277,7 @@ func issuedRows(ctx context.Context, monitor monitorv1.MonitorServiceClient, age
 }
 
 // retrying calls f until it succeeds (a retry is safe: every call carries its request id), the
-// process exits, or the default deadline passes; engines that restart under the platform make calls
+// process exits, or faultWait passes; engines that restart under the platform make calls
 // fail for a while.
 func retrying(ctx context.Context, e faultTarget, f func() error) error {
 	return poll(ctx, e, func() (bool, error) {
