@@ -251,9 +251,11 @@ func (e *incidentPlatform) raise(t *testing.T, ctx context.Context, a incidentAg
 }
 
 // refusedAt polls v with tok every 2 ms until it refuses it as revoked or inactive and returns when;
-// another refusal, or none within a minute, is an error.
+// another refusal, or none within three minutes, is an error. The way from an alert to the refusal
+// runs through a Temporal incident run, on cores shared with other test packages: the deadline is
+// generous, the latency is what the test logs.
 func refusedAt(ctx context.Context, v authn.Verifier, tok string) (time.Time, error) {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	for {
 		if _, err := v.Verify(ctx, tok); err != nil {
@@ -265,7 +267,7 @@ func refusedAt(ctx context.Context, v authn.Verifier, tok string) (time.Time, er
 		}
 		select {
 		case <-ctx.Done():
-			return time.Time{}, errors.New("the token is still accepted after a minute")
+			return time.Time{}, errors.New("the token is still accepted after three minutes")
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
