@@ -150,7 +150,7 @@ func TestRunnersFollowTheStreams(t *testing.T) {
 			t.Fatalf("append %s: %v", a.Type, err)
 		}
 	}
-	testkit.Eventually(t, 10*time.Second, "the suspended agent by its client id", func() (bool, error) {
+	testkit.Eventually(t, 0, "the suspended agent by its client id", func() (bool, error) {
 		info, ok := p.Lookup("acme", "etl-client")
 		return ok && info.State == registryv1.AgentState_AGENT_STATE_SUSPENDED, nil
 	})
