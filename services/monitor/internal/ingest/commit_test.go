@@ -90,3 +90,71 @@ func TestStopDuringALingerLosesAndDuplicatesNothing(t *testing.T) {
 		seen[r.EventID] = true
 	}
 }
+
+// TestNextBatchIsStoredWhileOnStoredRunsAndAcksWaitForIt: while OnStored holds a stored batch, the
+// next batch is inserted (the hand-off does not stop the commit loop), the held batch's event stays
+// unacknowledged, and the next batch reaches OnStored only after it, in commit order; once
+// OnStored returns, both events are acknowledged.
+func TestNextBatchIsStoredWhileOnStoredRunsAndAcksWaitForIt(t *testing.T) {
+	h := newHarness(t)
+	var (
+		mu      sync.Mutex
+		handed  [][]string // the event ids of each OnStored call, in order
+		entered = make(chan struct{}, 1)
+		release = make(chan struct{})
+	)
+	onStored := func(ctx context.Context, rows []store.Event) {
+		ids := make([]string, len(rows))
+		for i, r := range rows {
+			ids[i] = r.EventID
+		}
+		mu.Lock()
+		handed = append(handed, ids)
+		first := len(handed) == 1
+		mu.Unlock()
+		if first {
+			entered <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}
+	h.runWith(t, ingest.Config{Store: h.store, MaxBatch: 1, Linger: -1, OnStored: onStored, Registerer: prometheus.NewRegistry()})
+
+	first := h.publishTokens(t, 1)
+	select {
+	case <-entered:
+	case <-time.After(testkit.DefaultWait):
+		t.Fatal("OnStored was not called for the first batch")
+	}
+	second := h.publishTokens(t, 1)
+	h.rows(t, "acme", 2) // stored while OnStored still holds the first batch
+
+	c, err := h.js.Consumer(t.Context(), eventstore.StreamTelemetry, ingest.ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.AckFloor.Stream >= first.Sequence || info.NumAckPending != 2 {
+		t.Errorf("while OnStored holds the first batch: ack floor %d, %d pending; want below %d and 2",
+			info.AckFloor.Stream, info.NumAckPending, first.Sequence)
+	}
+	mu.Lock()
+	calls := len(handed)
+	mu.Unlock()
+	if calls != 1 {
+		t.Errorf("OnStored called %d times while the first call runs, want 1", calls)
+	}
+
+	close(release)
+	h.waitAcked(t, second.Sequence)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(handed) != 2 || len(handed[0]) != 1 || handed[0][0] != first.ID || len(handed[1]) != 1 || handed[1][0] != second.ID {
+		t.Errorf("OnStored got %v, want [[%s] [%s]]", handed, first.ID, second.ID)
+	}
+}
