@@ -106,7 +106,8 @@ func BenchmarkInsertExisting(b *testing.B) {
 	} {
 		b.Run(fmt.Sprintf("stored=%d/%s", c.stored, c.name), func(b *testing.B) {
 			s := openBench(b)
-			if _, err := s.DB().Exec(`INSERT INTO telemetry_events
+			if _, err := s.DB().Exec(`INSERT INTO telemetry_events (event_id, "time", time_ms, tenant, agent, kind,
+					outcome, actor, on_behalf_of, environment, scopes, request_id, detail, stream_seq)
 				SELECT md5('stored-' || i), make_timestamp_ms(1893456000000 + i), 1893456000000 + i, 'acme',
 					'tenants/acme/agents/faq', 'token.requested', 'issued', 'faq', '', 'dev', ['kb.read'], 'req', '{}', i
 				FROM range(?) t(i)`, c.stored); err != nil {

@@ -113,13 +113,14 @@ func TestOpenFailsOnABadPath(t *testing.T) {
 
 // TestRedeliveriesAcrossCommitsAndRestarts re-inserts stored ids in later commits, mixed with
 // new ones, before and after a reopen: every id is stored once, with its first copy. The rows are
-// older than any the store remembers at open, so after a reopen only the stored rows tell.
+// older than any the store remembers at open, so after a reopen only the stored rows tell; the
+// checks after a reopen name 101 ids (a placeholder each) and 1,500 (one list parameter).
 func TestRedeliveriesAcrossCommitsAndRestarts(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "telemetry.duckdb")
 	ctx := context.Background()
 	past := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	ev := func(i int, outcome string) store.Event {
-		return store.Event{EventID: fmt.Sprintf("e%03d", i), Time: past.Add(time.Duration(i) * time.Second), Tenant: "acme",
+		return store.Event{EventID: fmt.Sprintf("e%04d", i), Time: past.Add(time.Duration(i) * 100 * time.Millisecond), Tenant: "acme",
 			Kind: "token.requested", Outcome: outcome, StreamSeq: uint64(i)}
 	}
 	batch := func(from, to int, outcome string) []store.Event {
@@ -138,7 +139,8 @@ func TestRedeliveriesAcrossCommitsAndRestarts(t *testing.T) {
 		{"all stored again", false, batch(0, 100, "redelivered")},
 		{"stored and new mixed", false, append(batch(50, 100, "redelivered"), batch(100, 150, "issued")...)},
 		{"one stored among new, after a reopen", true, append(batch(150, 250, "issued"), ev(7, "redelivered"))},
-		{"all stored again after a reopen", true, batch(0, 250, "redelivered")},
+		{"many new after a reopen", true, batch(250, 1500, "issued")},
+		{"all stored again after a reopen", true, batch(0, 1500, "redelivered")},
 	}
 	s, err := duckdb.Open(ctx, path)
 	if err != nil {
@@ -163,8 +165,8 @@ func TestRedeliveriesAcrossCommitsAndRestarts(t *testing.T) {
 		Scan(&rows, &distinct, &redelivered); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 250 || distinct != 250 || redelivered != 0 {
-		t.Errorf("%d rows, %d distinct ids, %d redelivered copies; want 250, 250, 0", rows, distinct, redelivered)
+	if rows != 1500 || distinct != 1500 || redelivered != 0 {
+		t.Errorf("%d rows, %d distinct ids, %d redelivered copies; want 1500, 1500, 0", rows, distinct, redelivered)
 	}
 }
 
