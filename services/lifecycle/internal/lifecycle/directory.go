@@ -4,10 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/directory"
 	"github.com/agentid/agentid/pkg/errs"
+	"github.com/agentid/agentid/pkg/eventstore"
 	registryv1 "github.com/agentid/agentid/proto/gen/go/agentid/registry/v1"
 )
 
@@ -16,11 +17,10 @@ import (
 // refuses such an owner's commands).
 const ReasonCallerNotActive = "CALLER_NOT_ACTIVE"
 
-// directoryLookupTimeout bounds the registry reads of one directory check.
-const directoryLookupTimeout = 10 * time.Second
-
-// directoryPage is the page size of the directory reads (the registry's maximum).
-const directoryPage = 1000
+// ReasonDirectoryUncheckable is the FailedPrecondition of a decision whose directory check the
+// registry refused as a malformed query (InvalidArgument): retrying cannot make it pass, and nothing
+// is decided unchecked.
+const ReasonDirectoryUncheckable = "DIRECTORY_UNCHECKABLE"
 
 // decidesOnItsOwn are the roles that decide lifecycle steps by role, not as an agent's owner or
 // sponsor; a caller holding none of them decides as owner or sponsor.
@@ -39,7 +39,9 @@ func actsAsOwner(p *authn.Principal) bool {
 // none of the roles that decide on their own can decide only as owner or sponsor and is always
 // checked; one holding such a role is checked when the registry's agent names it owner or sponsor.
 // A tenant without a directory (no principals at all) refuses nobody. When the registry cannot be
-// asked the decision is refused as Unavailable: nothing is decided unchecked.
+// asked the decision is refused as Unavailable (FailedPrecondition DIRECTORY_UNCHECKABLE when it
+// refuses the query as malformed): nothing is decided unchecked. The check itself is pkg/directory's,
+// which VerifyApproval applies again to every token decision, whichever way it reaches a run.
 func checkDecider(ctx context.Context, reg registryv1.RegistryServiceClient, p *authn.Principal, agent string) error {
 	tenant, _, err := ParseAgent("agent", agent)
 	if err != nil {
@@ -57,22 +59,24 @@ func checkDecider(ctx context.Context, reg registryv1.RegistryServiceClient, p *
 			return nil
 		}
 	}
-	active, hasDirectory, err := activePrincipals(ctx, reg, tenant, p.ID)
+	err = directory.CheckActive(ctx, reg, tenant, p.ID)
 	switch {
-	case err != nil:
-		return errs.Unavailable("DIRECTORY_UNAVAILABLE", "the directory could not be asked whether the caller is an ACTIVE principal: the decision is refused; retry", err)
-	case active[p.ID], !hasDirectory:
+	case err == nil:
 		return nil
+	case directory.IsNotActive(err):
+		return errs.PermissionDenied(ReasonCallerNotActive,
+			fmt.Sprintf("the caller %q is not an ACTIVE principal of tenant %s's directory: a departed or unknown principal holds no owner rights", p.ID, tenant)).
+			WithMetadata("principal", p.ID)
+	case errs.Is(err, errs.KindInvalidArgument):
+		return errs.FailedPrecondition(ReasonDirectoryUncheckable, "the registry refused to say whether the caller is an ACTIVE principal: the decision is refused").WithCause(err)
 	}
-	return errs.PermissionDenied(ReasonCallerNotActive,
-		fmt.Sprintf("the caller %q is not an ACTIVE principal of tenant %s's directory: a departed or unknown principal holds no owner rights", p.ID, tenant)).
-		WithMetadata("principal", p.ID)
+	return errs.Unavailable("DIRECTORY_UNAVAILABLE", "the directory could not be asked whether the caller is an ACTIVE principal: the decision is refused; retry", err)
 }
 
 // ownsOrSponsors reports whether the registry's agent names p its owner or sponsor. An agent the
 // registry does not know has neither.
 func ownsOrSponsors(ctx context.Context, reg registryv1.RegistryServiceClient, p *authn.Principal, agent string) (bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, directoryLookupTimeout)
+	ctx, cancel := context.WithTimeout(ctx, directory.LookupTimeout)
 	defer cancel()
 	resp, err := reg.GetAgent(ctx, &registryv1.GetAgentRequest{Name: agent})
 	if err != nil {
@@ -83,67 +87,6 @@ func ownsOrSponsors(ctx context.Context, reg registryv1.RegistryServiceClient, p
 	}
 	a := resp.GetAgent()
 	return p.ID != "" && (a.GetOwner() == p.ID || a.GetSponsor() == p.ID), nil
-}
-
-// activePrincipals returns which of ids tenant's directory lists as ACTIVE, and whether the tenant
-// has a directory at all (any principal, ACTIVE or DEPARTED). It asks for the ids by name (one
-// request, however large the directory); a registry that does not know that filter answers with a
-// page of the whole directory (a next page token), and the directory is then read in pages ordered
-// by id, up to the greatest of ids.
-func activePrincipals(ctx context.Context, reg registryv1.RegistryServiceClient, tenant string, ids ...string) (map[string]bool, bool, error) {
-	ctx, cancel := context.WithTimeout(ctx, directoryLookupTimeout)
-	defer cancel()
-	parent := "tenants/" + tenant
-	active := map[string]bool{}
-	byID, err := reg.ListPrincipals(ctx, &registryv1.ListPrincipalsRequest{Parent: parent, Ids: ids,
-		Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE})
-	if err != nil {
-		return nil, false, fmt.Errorf("registry.ListPrincipals %s: %w", parent, err)
-	}
-	if byID.GetNextPageToken() == "" {
-		for _, pr := range byID.GetPrincipals() {
-			if slices.Contains(ids, pr.GetId()) && pr.GetStatus() == registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE {
-				active[pr.GetId()] = true
-			}
-		}
-		return hasDirectory(ctx, reg, parent, active)
-	}
-	last := slices.Max(append([]string{""}, ids...))
-	token := ""
-	for {
-		resp, err := reg.ListPrincipals(ctx, &registryv1.ListPrincipalsRequest{Parent: parent, PageSize: directoryPage, PageToken: token,
-			Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE})
-		if err != nil {
-			return nil, false, fmt.Errorf("registry.ListPrincipals %s: %w", parent, err)
-		}
-		ps := resp.GetPrincipals()
-		for _, pr := range ps {
-			if slices.Contains(ids, pr.GetId()) && pr.GetStatus() == registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE {
-				active[pr.GetId()] = true
-			}
-		}
-		token = resp.GetNextPageToken()
-		if len(active) == len(ids) {
-			return active, true, nil
-		}
-		if token == "" || len(ps) == 0 || ps[len(ps)-1].GetId() >= last {
-			break
-		}
-	}
-	return hasDirectory(ctx, reg, parent, active)
-}
-
-// hasDirectory returns active with whether the tenant parent has a directory: certainly when one of
-// its principals is ACTIVE, else when it lists any principal.
-func hasDirectory(ctx context.Context, reg registryv1.RegistryServiceClient, parent string, active map[string]bool) (map[string]bool, bool, error) {
-	if len(active) > 0 {
-		return active, true, nil
-	}
-	page, err := reg.ListPrincipals(ctx, &registryv1.ListPrincipalsRequest{Parent: parent, PageSize: 1})
-	if err != nil {
-		return nil, false, fmt.Errorf("registry.ListPrincipals %s: %w", parent, err)
-	}
-	return active, len(page.GetPrincipals()) > 0, nil
 }
 
 // activeReviewers returns whom a review of an agent with owner and sponsor asks: those of them
@@ -163,8 +106,11 @@ func (s *Service) activeReviewers(ctx context.Context, tenant, owner, sponsor st
 	if s.registry == nil {
 		return "", "", fmt.Errorf("no registry client to read tenant %s's directory", tenant)
 	}
-	active, hasDirectory, err := activePrincipals(ctx, s.registry, tenant, ids...)
+	active, hasDirectory, err := directory.ActivePrincipals(ctx, s.registry, tenant, ids...)
 	switch {
+	case errs.Is(err, errs.KindInvalidArgument):
+		// The registry refused the query itself: a redelivery asks the same and cannot succeed.
+		return "", "", eventstore.Permanent(fmt.Errorf("tenant %s's directory: %w", tenant, err))
 	case err != nil:
 		return "", "", err
 	case !hasDirectory:
