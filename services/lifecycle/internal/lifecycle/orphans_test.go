@@ -2,7 +2,10 @@ package lifecycle_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"regexp"
+	"slices"
 	"sync"
 	"testing"
 
@@ -24,6 +27,12 @@ type orphanRegistry struct {
 	agents    map[string]*registryv1.Agent
 	retireErr error
 	directory []*registryv1.Principal // tenant acme's directory, ordered by id (none: no directory)
+	// ids is how a request naming ids is answered: idsIgnored (the whole directory in one page),
+	// idsByName (the named principals; an id the directory cannot hold is simply not found) or
+	// idsStrict (a registry before that rule: InvalidArgument for such an id).
+	ids int
+	// listErr fails every ListPrincipals when set.
+	listErr error
 
 	mu      sync.Mutex
 	retires []*registryv1.RetireAgentRequest
@@ -37,10 +46,34 @@ func (r *orphanRegistry) GetAgent(_ context.Context, in *registryv1.GetAgentRequ
 	return &registryv1.GetAgentResponse{Agent: a}, nil
 }
 
-// ListPrincipals answers acme's directory in one page.
+// How orphanRegistry answers a request naming ids.
+const (
+	idsIgnored = iota
+	idsByName
+	idsStrict
+)
+
+// strictPrincipalID is the principal id form registries before the not-found rule required of ids.
+var strictPrincipalID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._%+@:/-]*$`)
+
+// ListPrincipals answers acme's directory in one page, or the named principals (r.ids).
 func (r *orphanRegistry) ListPrincipals(_ context.Context, in *registryv1.ListPrincipalsRequest, _ ...grpc.CallOption) (*registryv1.ListPrincipalsResponse, error) {
+	if r.listErr != nil {
+		return nil, errs.ToStatus(r.listErr).Err()
+	}
+	named := len(in.GetIds()) > 0 && r.ids != idsIgnored
+	if named && r.ids == idsStrict {
+		for i, id := range in.GetIds() {
+			if !strictPrincipalID.MatchString(id) {
+				return nil, errs.ToStatus(errs.InvalidArgument(fmt.Sprintf("ids[%d]", i), fmt.Sprintf("%q must be letters, digits and ._%%+@:/-", id))).Err()
+			}
+		}
+	}
 	resp := &registryv1.ListPrincipalsResponse{}
 	for _, p := range r.directory {
+		if named && !slices.Contains(in.GetIds(), p.GetId()) {
+			continue
+		}
 		if in.GetStatus() == registryv1.PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED || p.GetStatus() == in.GetStatus() {
 			resp.Principals = append(resp.Principals, p)
 		}
