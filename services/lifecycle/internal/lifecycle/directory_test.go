@@ -80,7 +80,8 @@ func (r directoryRegistry) ListPrincipals(_ context.Context, in *registryv1.List
 // list as ACTIVE (departed, or unknown) has every lifecycle decision (provisioning approval, review,
 // incident, rotation, deprovisioning sign-off) refused with CALLER_NOT_ACTIVE before anything reaches a run, whatever other
 // roles it holds (an approver who is the agent's owner or sponsor is checked too); a registry that
-// cannot be asked refuses it as Unavailable; an ACTIVE owner, a tenant without a directory and an
+// cannot be asked refuses it as Unavailable, one that refuses the query as malformed as
+// FailedPrecondition DIRECTORY_UNCHECKABLE; an ACTIVE owner, a tenant without a directory and an
 // approver who is neither the agent's owner nor its sponsor pass the check (and here meet an
 // unreachable Temporal).
 func TestDecisionsOfDepartedOwnersAreRefused(t *testing.T) {
@@ -135,6 +136,8 @@ func TestDecisionsOfDepartedOwnersAreRefused(t *testing.T) {
 		{"departed owner", directoryRegistry{principals: directory}, owner("bob@acme.example"), lifecycle.ReasonCallerNotActive, errs.KindPermissionDenied},
 		{"unknown owner", directoryRegistry{principals: directory}, owner("mallory@acme.example"), lifecycle.ReasonCallerNotActive, errs.KindPermissionDenied},
 		{"directory unreadable", directoryRegistry{err: errs.Unavailable("DOWN", "registry down", nil)}, owner("alice@acme.example"), "DIRECTORY_UNAVAILABLE", errs.KindUnavailable},
+		{"directory query refused", directoryRegistry{err: errs.InvalidArgument("parent", "malformed")}, owner("alice@acme.example"),
+			lifecycle.ReasonDirectoryUncheckable, errs.KindFailedPrecondition},
 		{"active owner", directoryRegistry{principals: directory}, owner("alice@acme.example"), "", errs.KindUnavailable},
 		{"no directory", directoryRegistry{}, owner("bob@acme.example"), "", errs.KindUnavailable},
 		{"departed owner with an approver role", directoryRegistry{principals: directory, owner: "bob@acme.example", sponsor: "alice@acme.example"},
