@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -503,31 +504,46 @@ func (s *Service) countOwned(tenant string, principals []string) int {
 	return len(seen)
 }
 
-// maxPrincipalIDs bounds the ids of one ListPrincipalsByID.
-const maxPrincipalIDs = 100
+// Bounds of one ListPrincipalsByID.
+const (
+	// maxPrincipalIDs bounds the distinct ids.
+	maxPrincipalIDs = 100
+	// maxRawPrincipalIDs bounds the ids as sent (repeats included), checked before any other work.
+	maxRawPrincipalIDs = 1000
+	// maxLookupIDBytes bounds one id: the longest owner or sponsor an agent may have (maxOwner
+	// characters of up to utf8.UTFMax bytes), so that no agent's owner is refused.
+	maxLookupIDBytes = maxOwner * utf8.UTFMax
+)
 
 // ListPrincipalsByID returns those of ids that tenant's directory holds, of the given status
-// (UNSPECIFIED: all), ordered by id.
+// (UNSPECIFIED: all), ordered by id. An id the directory cannot hold (empty, or not of the form
+// ValidatePrincipalID accepts, e.g. an agent owner "josé@corp.example") is simply not found: callers
+// check agents' owners and sponsors, whose form is looser than a principal id's. More than
+// maxRawPrincipalIDs ids, more than maxPrincipalIDs distinct ones or an id longer than
+// maxLookupIDBytes bytes is InvalidArgument, the raw count checked before anything else.
 func (s *Service) ListPrincipalsByID(_ context.Context, tenant string, status registryv1.PrincipalStatus, ids []string) ([]*registryv1.Principal, error) {
 	if registryv1.PrincipalStatus_name[int32(status)] == "" {
 		return nil, invalid("status", "is not a known value (ACTIVE or DEPARTED)")
 	}
+	if len(ids) > maxRawPrincipalIDs {
+		return nil, invalid("ids", fmt.Sprintf("names %d ids, at most %d (%d distinct)", len(ids), maxRawPrincipalIDs, maxPrincipalIDs))
+	}
 	distinct := map[string]bool{}
 	for i, id := range ids {
-		if err := ValidatePrincipalID(fmt.Sprintf("ids[%d]", i), id); err != nil {
-			return nil, err
+		if len(id) > maxLookupIDBytes {
+			return nil, invalid(fmt.Sprintf("ids[%d]", i), fmt.Sprintf("must be at most %d bytes", maxLookupIDBytes))
 		}
 		distinct[id] = true
-	}
-	if len(distinct) > maxPrincipalIDs {
-		return nil, invalid("ids", fmt.Sprintf("names %d principals, at most %d", len(distinct), maxPrincipalIDs))
+		if len(distinct) > maxPrincipalIDs {
+			return nil, invalid("ids", fmt.Sprintf("names more than %d distinct principals", maxPrincipalIDs))
+		}
 	}
 	if _, ok := s.tenants.Get(tenant); !ok {
 		return nil, errs.NotFound("TENANT_NOT_FOUND", "tenant not found").WithMetadata("tenant", tenant)
 	}
 	out := []*registryv1.Principal{}
 	for _, id := range slices.Sorted(maps.Keys(distinct)) {
-		p, ok := s.directories.Principal(tenant, id)
+		p, ok := s.directories.Principal(tenant, id) // the directory holds only well-formed ids
 		if ok && (status == registryv1.PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED || p.GetStatus() == status) {
 			out = append(out, p)
 		}

@@ -93,6 +93,17 @@ func TestOwnershipAuthorization(t *testing.T) {
 	if err != nil || len(activeNamed.GetPrincipals()) != 1 || activeNamed.GetPrincipals()[0].GetId() != "team:payments" {
 		t.Fatalf("list ACTIVE by ids: %v %v", activeNamed, err)
 	}
+	// Ids the directory cannot hold (agent owners may be any non-space UTF-8, principal ids may not;
+	// an empty id) are simply not found; so many repeats of few ids are one small request.
+	odd, err := h.client.ListPrincipals(testkit.WithBearer(ctx, acmeOwner), &registryv1.ListPrincipalsRequest{Parent: "tenants/acme",
+		Ids: []string{"josé@corp.example", "o'brien@corp.example", "", "team:support"}, Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE})
+	if err != nil || len(odd.GetPrincipals()) != 1 || odd.GetPrincipals()[0].GetId() != "team:support" {
+		t.Fatalf("list by ids the directory cannot hold: %v %v, want team:support alone", odd, err)
+	}
+	repeated := slices.Repeat([]string{"team:support", "bob@acme.example"}, 500)
+	if resp, err := h.client.ListPrincipals(testkit.WithBearer(ctx, acmeOwner), &registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: repeated}); err != nil || len(resp.GetPrincipals()) != 2 {
+		t.Fatalf("list by 1,000 ids naming 2 principals: %v %v", resp, err)
+	}
 	tooMany := make([]string, 101)
 	for i := range tooMany {
 		tooMany[i] = fmt.Sprintf("user%d@acme.example", i)
@@ -104,7 +115,8 @@ func TestOwnershipAuthorization(t *testing.T) {
 		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: []string{"team:support"}, PageSize: 10}, "ids"},
 		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: []string{"team:support"}, PageToken: "00"}, "ids"},
 		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: tooMany}, "ids"},
-		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: []string{"team:support", ""}}, "ids[1]"},
+		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: append(slices.Repeat([]string{"team:support"}, 1000), strings.Repeat("x", 1000))}, "ids"},
+		{&registryv1.ListPrincipalsRequest{Parent: "tenants/acme", Ids: []string{"team:support", strings.Repeat("é", 401)}}, "ids[1]"},
 	} {
 		_, err := h.client.ListPrincipals(testkit.WithBearer(ctx, acmeOwner), bad.req)
 		wantCode(t, err, codes.InvalidArgument)
