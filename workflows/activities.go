@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/authn"
+	"github.com/agentid/agentid/pkg/directory"
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/failpoint"
@@ -756,8 +757,10 @@ type VerifiedApproval struct {
 }
 
 // VerifyApproval verifies an approval token (ApprovalTokens) for the agent's run and reads the agent's
-// owner and sponsor from the registry. A token that does not verify is a result with Refused set, so
-// the run records why; only an unreachable issuer or registry is an error (retryable).
+// owner and sponsor from the registry. A token that does not verify, or whose subject is the agent's
+// owner or sponsor while the tenant's directory does not list it as ACTIVE (pkg/directory), is a
+// result with Refused set, so the run records why; only an unreachable issuer or registry is an
+// error (retryable).
 func (a *Activities) VerifyApproval(ctx context.Context, in VerifyApprovalRequest) (VerifiedApproval, error) {
 	if a.ApprovalTokens == nil {
 		return VerifiedApproval{Refused: "approval tokens cannot be verified: the lifecycle worker has no issuer to verify them with"}, nil
@@ -777,6 +780,21 @@ func (a *Activities) VerifyApproval(ctx context.Context, in VerifyApprovalReques
 	agent, err := a.getAgent(ctx, in.Agent)
 	if err != nil {
 		return VerifiedApproval{}, err
+	}
+	// Every token decision of every run (a provisioning approval, a deprovisioning sign-off, an
+	// incident, review or rotation decision), whether it came as an update, a signal from the Temporal
+	// UI or through the lifecycle API, is verified here: an owner or sponsor whom the tenant's
+	// directory does not list as ACTIVE decides nothing. This is activity logic and needs no workflow
+	// version: a recorded run replays this activity's result from its history, and the workflow code
+	// that reads Refused is unchanged.
+	if c.Subject != "" && (c.Subject == agent.GetOwner() || c.Subject == agent.GetSponsor()) {
+		err := directory.CheckActive(ctx, a.Registry, tenant, c.Subject)
+		switch {
+		case directory.IsNotActive(err):
+			return VerifiedApproval{Refused: err.Error()}, nil
+		case err != nil:
+			return VerifiedApproval{}, classify("registry.ListPrincipals (is "+c.Subject+" an ACTIVE principal?)", err)
+		}
 	}
 	return VerifiedApproval{
 		Subject: c.Subject, Agent: c.Agent, Step: c.Step, Decision: c.Decision, Run: c.Run, Roles: c.Roles,
