@@ -51,6 +51,11 @@ const DefaultRevocationLookback = MaxTokenLifetime + 5*time.Minute
 // that its last contact (see Fresh) stays recent while no revocation arrives.
 const DefaultRevocationContactInterval = 5 * time.Second
 
+// OrderedInactiveThreshold is how long the NATS server keeps the feed's consumer once nobody pulls
+// from it (a stopped or restarted verifier, which may not delete it); the platform's own readers use
+// the same value (eventstore.OrderedInactiveThreshold, whose comment says why).
+const OrderedInactiveThreshold = 2 * time.Minute
+
 // DefaultRevocationMaxAge is the staleness a resource server should tolerate before it stops taking
 // traffic (Fresh, ReadinessHandler): a few missed contact polls.
 const DefaultRevocationMaxAge = 30 * time.Second
@@ -319,8 +324,8 @@ func (f *RevocationFeed) trySubscribe(ctx context.Context) (jetstream.Consumer, 
 		OptStartTime:   &start,
 		NamePrefix:     "revocations_" + nuid.Next(),
 		// Verifiers may not delete consumers: one left by a stopped or restarted feed goes after
-		// this idle time instead of nats.go's five minutes (eventstore.OrderedInactiveThreshold).
-		InactiveThreshold: 15 * time.Second,
+		// this idle time instead of nats.go's five minutes.
+		InactiveThreshold: OrderedInactiveThreshold,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("consumer on %s: %w", f.stream, err)

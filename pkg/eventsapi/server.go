@@ -20,6 +20,7 @@ import (
 	"github.com/agentid/agentid/pkg/errs"
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/grpcx"
+	"github.com/agentid/agentid/pkg/ratelimit"
 	eventsv1 "github.com/agentid/agentid/proto/gen/go/agentid/events/v1"
 	// The payload types of the aggregate streams, so that every event decodes (and is redacted).
 	_ "github.com/agentid/agentid/proto/gen/go/agentid/issuer/v1"
@@ -52,6 +53,12 @@ const (
 	DefaultSlowSubscriberTimeout = 10 * time.Second
 	// DefaultSendBuffer is how many responses wait for a slow subscriber.
 	DefaultSendBuffer = 64
+	// DefaultSubscribeRate is how many subscriptions per second one principal may start in the long
+	// run, and DefaultSubscribeBurst how many at once: every subscription opens a server-side consumer
+	// per stream, which outlives it by eventstore.OrderedInactiveThreshold (no identity may delete
+	// consumers), so subscriptions opened and closed in a loop must not fill a stream's consumer limit.
+	DefaultSubscribeRate  = 1.0
+	DefaultSubscribeBurst = 20
 )
 
 // Limits of a request.
@@ -78,6 +85,11 @@ type Config struct {
 	SlowSubscriberTimeout time.Duration
 	// SendBuffer is how many responses may wait for the subscriber; default DefaultSendBuffer.
 	SendBuffer int
+	// SubscribeRate is how many subscriptions per second one principal may start in the long run
+	// (default DefaultSubscribeRate) and SubscribeBurst how many at once (default
+	// DefaultSubscribeBurst); more are refused with ResourceExhausted TOO_MANY_SUBSCRIPTIONS.
+	SubscribeRate  float64
+	SubscribeBurst int
 }
 
 // Server implements agentid.events.v1.EventsService.
@@ -88,6 +100,8 @@ type Server struct {
 
 	mu     sync.Mutex
 	active map[string]int // principal -> open subscriptions
+
+	starts *ratelimit.Limiter // subscriptions started, per principal
 }
 
 var _ eventsv1.EventsServiceServer = (*Server)(nil)
@@ -97,7 +111,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.JetStream == nil {
 		return nil, errors.New("eventsapi: Config.JetStream is required")
 	}
-	if cfg.MaxStreamsPerCaller < 0 || cfg.HeartbeatInterval < 0 || cfg.SlowSubscriberTimeout < 0 || cfg.SendBuffer < 0 {
+	if cfg.MaxStreamsPerCaller < 0 || cfg.HeartbeatInterval < 0 || cfg.SlowSubscriberTimeout < 0 || cfg.SendBuffer < 0 ||
+		cfg.SubscribeRate < 0 || cfg.SubscribeBurst < 0 {
 		return nil, errors.New("eventsapi: limits and intervals must not be negative")
 	}
 	if cfg.MaxStreamsPerCaller == 0 {
@@ -112,11 +127,21 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SendBuffer == 0 {
 		cfg.SendBuffer = DefaultSendBuffer
 	}
+	if cfg.SubscribeRate == 0 {
+		cfg.SubscribeRate = DefaultSubscribeRate
+	}
+	if cfg.SubscribeBurst == 0 {
+		cfg.SubscribeBurst = DefaultSubscribeBurst
+	}
+	starts, err := ratelimit.New(ratelimit.Config{Rate: cfg.SubscribeRate, Burst: cfg.SubscribeBurst})
+	if err != nil {
+		return nil, fmt.Errorf("eventsapi: subscribe rate: %w", err)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{cfg: cfg, log: log.With("component", "eventsapi"), active: make(map[string]int)}, nil
+	return &Server{cfg: cfg, log: log.With("component", "eventsapi"), active: make(map[string]int), starts: starts}, nil
 }
 
 // Register registers EventsService on s.
@@ -184,6 +209,12 @@ func (s *Server) acquire(p *authn.Principal) (release func(), err error) {
 	if s.active[key] >= s.cfg.MaxStreamsPerCaller {
 		return nil, errs.ResourceExhausted("TOO_MANY_SUBSCRIPTIONS",
 			fmt.Sprintf("at most %d concurrent event subscriptions per caller", s.cfg.MaxStreamsPerCaller))
+	}
+	// Charged only for a subscription that starts (and opens consumers).
+	if ok, wait := s.starts.Allow(key); !ok {
+		return nil, errs.ResourceExhausted("TOO_MANY_SUBSCRIPTIONS",
+			fmt.Sprintf("a caller starts at most %d event subscriptions at once and %g per second; retry in %s",
+				s.cfg.SubscribeBurst, s.cfg.SubscribeRate, wait.Round(time.Millisecond)))
 	}
 	s.active[key]++
 	return func() {

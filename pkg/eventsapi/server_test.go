@@ -524,6 +524,25 @@ func TestSubscribeLimitsConcurrentStreamsPerCaller(t *testing.T) {
 	})
 }
 
+// Every subscription opens consumers that outlive it (no identity may delete them): a caller that
+// opens and closes subscriptions in a loop is refused beyond its start rate; others are not.
+func TestSubscribeLimitsHowFastACallerStartsSubscriptions(t *testing.T) {
+	h := newHarness(t, eventsapi.Config{SubscribeRate: 0.001, SubscribeBurst: 2})
+	e := h.agentEvent(t, "acme", "a1", "registered")
+	for range 2 {
+		s, cancel := h.subscribe(t, acmeSubscriber, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+		expectIDs(t, s, e)
+		cancel()
+	}
+	s, _ := h.subscribe(t, acmeSubscriber, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+	_, err := s.Recv()
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(status.Convert(err).Message(), "per second") {
+		t.Fatalf("third subscription in a row: got %v, want ResourceExhausted naming the start rate", err)
+	}
+	other, _ := h.subscribe(t, acmeAdmin, &eventsv1.SubscribeRequest{Parent: "tenants/acme", Start: earliest})
+	expectIDs(t, other, e)
+}
+
 func TestSubscribeCutsOffSlowSubscriber(t *testing.T) {
 	h := newHarness(t, eventsapi.Config{SendBuffer: 1, SlowSubscriberTimeout: 50 * time.Millisecond},
 		grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10))

@@ -328,9 +328,12 @@ func (r *Runner) Position() uint64 {
 // anyone but an operator), so an ordered consumer left by a stopped projection, a restarted
 // process or a closed event subscription stays until this threshold: with nats.go's default of
 // five minutes, clients that open and close subscriptions could fill a stream's 1,000 consumers and
-// every service's next start would be refused. A consumer that is read pulls all the time and
-// never reaches it; one that is removed while still wanted is recreated from its last position.
-const OrderedInactiveThreshold = 15 * time.Second
+// every service's next start would be refused (the events API also limits how fast a caller starts
+// subscriptions). A reader keeps a pull request waiting whenever its buffer has room, so only a
+// reader that stops pulling for this long — a handler blocked that long, a subscriber's stream held
+// back by the others — loses its consumer: nats.go notices within two missed heartbeats (about 10 s)
+// and creates it again from the last message it delivered, so nothing is skipped or repeated.
+const OrderedInactiveThreshold = 2 * time.Minute
 
 // ErrBeyondLastSequence marks a WaitFor for a sequence the stream has not reached: no event with
 // that sequence has been stored, so waiting cannot help.

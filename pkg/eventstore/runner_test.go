@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/agentid/agentid/pkg/authn"
 	"github.com/agentid/agentid/pkg/eventstore"
 )
 
@@ -375,5 +376,14 @@ func TestRunnerConsumerHasTheInactiveThreshold(t *testing.T) {
 	}
 	if found == 0 {
 		t.Fatal("the running runner has no consumer on its stream")
+	}
+}
+
+// The revocation feed of the verifier SDK, which does not import this package, keeps its consumer as
+// long as the platform's readers keep theirs.
+func TestOrderedInactiveThresholdIsTheVerifiers(t *testing.T) {
+	if eventstore.OrderedInactiveThreshold != authn.OrderedInactiveThreshold {
+		t.Fatalf("eventstore.OrderedInactiveThreshold = %v, authn.OrderedInactiveThreshold = %v: keep them equal",
+			eventstore.OrderedInactiveThreshold, authn.OrderedInactiveThreshold)
 	}
 }
