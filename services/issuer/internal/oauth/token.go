@@ -142,6 +142,12 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 			return nil, client, invalidClient(s.Issuer(tenant), req.Client.HeaderScheme, "agent_expired", fmt.Errorf("agent %s expires at %s", client.Proto.GetAgent(), exp.Format(time.RFC3339)))
 		}
 	}
+	// The token names the key that authenticated it (ckt), by which a rotation that removes the key
+	// revokes its tokens: a token that could not name it is not issued.
+	ckt := client.ClientKeyThumbprint(kid)
+	if ckt == "" {
+		return nil, client, serverError(fmt.Errorf("no thumbprint for key %q of client %s", printable(kid, 128), client.ID()))
+	}
 	id, err := uuid.NewV7()
 	if err != nil {
 		return nil, client, serverError(err)
@@ -163,7 +169,7 @@ func (s *Server) token(ctx context.Context, tenant string, r Request, rec *issue
 		Confirmation: cnf,
 		Permissions:  permissions,
 
-		ClientKeyThumbprint: client.ClientKeyThumbprint(kid),
+		ClientKeyThumbprint: ckt,
 	}
 	if oerr := s.checkNotRevoked(tenant, &claims, key.KeyID); oerr != nil {
 		return nil, client, oerr
