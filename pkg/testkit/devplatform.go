@@ -120,7 +120,7 @@ const devReadyTimeout = 4 * time.Minute
 func StartDevWith(t testing.TB, agentid, dataDir string, o DevOptions) *DevPlatform {
 	t.Helper()
 	deadline := time.Now().Add(devReadyTimeout)
-	for {
+	for attempt := 1; ; attempt++ {
 		ports := o.Ports
 		if ports == nil {
 			ports = FreePorts(t, 5)
@@ -129,13 +129,16 @@ func StartDevWith(t testing.TB, agentid, dataDir string, o DevOptions) *DevPlatf
 		if err == nil {
 			return p
 		}
-		if !errors.Is(err, errPortTaken) || time.Now().After(deadline) {
+		if !errors.Is(err, errPortTaken) || attempt == maxDevStarts || time.Now().After(deadline) {
 			t.Fatal(err)
 		}
 		t.Logf("%v; starting agentid dev again", err)
 		time.Sleep(200 * time.Millisecond) // a pause between two starts, not a wait for a condition
 	}
 }
+
+// maxDevStarts bounds the starts of StartDevWith: a port taken that often is no race.
+const maxDevStarts = 5
 
 // errPortTaken is startDev's error when agentid dev exited because one of its ports was taken.
 var errPortTaken = errors.New("a port of agentid dev is taken")
@@ -195,11 +198,11 @@ func startDev(t testing.TB, agentid, dataDir string, o DevOptions, ports []int, 
 		return p, nil
 	case <-p.exited:
 		if strings.Contains(p.Output(), "address already in use") {
-			return nil, fmt.Errorf("testkit: agentid dev on ports %v exited before it was ready (%v): %w", ports, p.waitErr, errPortTaken)
+			return nil, fmt.Errorf("testkit: agentid dev on ports %v exited before it was ready (%v): %w; output:\n%s", ports, p.waitErr, errPortTaken, p.Output())
 		}
 		return nil, fmt.Errorf("testkit: agentid dev exited before it was ready (%v); output:\n%s", p.waitErr, p.Output())
 	case <-time.After(timeout):
-		return nil, fmt.Errorf("testkit: agentid dev did not become ready in %s; output:\n%s", devReadyTimeout, p.Output())
+		return nil, fmt.Errorf("testkit: agentid dev did not become ready in %s; output:\n%s", timeout.Round(time.Second), p.Output())
 	}
 }
 
