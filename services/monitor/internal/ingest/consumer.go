@@ -86,7 +86,8 @@ type Config struct {
 	// released for acknowledgement. The next batch is inserted while it runs, and waits, stored,
 	// until it returns: it must keep up with the inserts, or it slows ingest. If the consumer stops
 	// (ctx done) while it runs, the batch's events are not acknowledged: they are redelivered and
-	// their rows handed on again. The rows are its own; a redelivered event's rows may come again.
+	// their rows handed on again. A panic of the consumer does not wait for it (its ctx is
+	// cancelled). The rows are its own; a redelivered event's rows may come again.
 	OnStored func(ctx context.Context, rows []store.Event)
 	// Activity, if set, receives an agent.active event (ActivitySubject) at most once per
 	// registered agent and hour in which its activity is ingested: the registry's last_active_time.
@@ -325,19 +326,31 @@ func (c *Consumer) insert(ctx context.Context, rows []store.Event) error {
 // batch is handed to handOff and the next batch is collected and inserted while OnStored runs on
 // it (a batch stored meanwhile waits for the hand-off, so at most two stored batches are held);
 // a batch's events are released only once OnStored has returned on its rows.
+//
+// When ctx is done it returns once the hand-off has finished. A panic (a store's Insert, say) does
+// not wait for the hand-off: OnStored may wait for ctx (publishing alerts until they are stored),
+// which a panic does not cancel, and the process must crash at once, as it did before the
+// hand-off, rather than hang with every Handle blocked. The hand-off's context is cancelled on the
+// way out; whatever was not acknowledged is redelivered.
 func (c *Consumer) commitLoop(ctx context.Context) {
-	var (
-		stored  chan storedBatch
-		handing sync.WaitGroup
-	)
-	if c.cfg.OnStored != nil {
-		stored = make(chan storedBatch)
-		handing.Go(func() { c.handOff(ctx, stored) })
-		defer func() {
-			close(stored)
-			handing.Wait()
-		}()
+	if c.cfg.OnStored == nil {
+		c.storeBatches(ctx, nil)
+		return
 	}
+	handCtx, cancelHandOff := context.WithCancel(ctx)
+	defer cancelHandOff()
+	stored := make(chan storedBatch)
+	var handing sync.WaitGroup
+	handing.Go(func() { c.handOff(handCtx, stored) })
+	c.storeBatches(ctx, stored)
+	// Reached only when storeBatches returned (ctx done), never while it panics.
+	close(stored)
+	handing.Wait()
+}
+
+// storeBatches collects and inserts batches until ctx is done (see commitLoop), and hands each
+// stored batch to stored (nil: releases it at once).
+func (c *Consumer) storeBatches(ctx context.Context, stored chan<- storedBatch) {
 	rows := make([]store.Event, 0, c.cfg.MaxBatch)
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
@@ -384,7 +397,8 @@ func (c *Consumer) commitLoop(ctx context.Context) {
 		}
 		if err != nil {
 			c.insertFailures.Inc()
-			c.cfg.Logger.ErrorContext(ctx, "telemetry insert failed; events will be redelivered", "events", len(rows), "error", err)
+			c.cfg.Logger.ErrorContext(ctx, "telemetry insert failed; events will be redelivered",
+				"events", len(batch), "rows", len(rows), "error", err)
 		}
 		if err == nil && stored != nil && len(rows) > 0 {
 			// Waits while the previous batch is still being handed on.
