@@ -2,10 +2,7 @@ package lifecycle_test
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"slices"
-	"sync/atomic"
 	"testing"
 
 	"go.temporal.io/api/serviceerror"
@@ -175,101 +172,4 @@ func newDirectoryService(t *testing.T, reg registryv1.RegistryServiceClient) *li
 		t.Fatal(err)
 	}
 	return svc
-}
-
-// bigDirectory is a directory of n ACTIVE principals user00000@acme.example ... plus
-// bob@acme.example DEPARTED, served in id order; honorIDs false serves it as a registry that does
-// not know the ids filter (pages of pageSize with a next page token). It counts the requests.
-type bigDirectory struct {
-	registryv1.RegistryServiceClient
-	principals []*registryv1.Principal
-	honorIDs   bool
-	calls      *atomic.Int32
-}
-
-func newBigDirectory(n int, honorIDs bool) bigDirectory {
-	d := bigDirectory{honorIDs: honorIDs, calls: new(atomic.Int32)}
-	d.principals = append(d.principals, &registryv1.Principal{Id: "bob@acme.example", Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_DEPARTED})
-	for i := range n {
-		d.principals = append(d.principals, &registryv1.Principal{Id: fmt.Sprintf("user%05d@acme.example", i), Status: registryv1.PrincipalStatus_PRINCIPAL_STATUS_ACTIVE})
-	}
-	return d
-}
-
-func (d bigDirectory) GetAgent(_ context.Context, in *registryv1.GetAgentRequest, _ ...grpc.CallOption) (*registryv1.GetAgentResponse, error) {
-	return nil, errs.ToStatus(errs.NotFound("agent", in.GetName())).Err()
-}
-
-func (d bigDirectory) ListPrincipals(_ context.Context, in *registryv1.ListPrincipalsRequest, _ ...grpc.CallOption) (*registryv1.ListPrincipalsResponse, error) {
-	d.calls.Add(1)
-	match := func(p *registryv1.Principal) bool {
-		return in.GetStatus() == registryv1.PrincipalStatus_PRINCIPAL_STATUS_UNSPECIFIED || p.GetStatus() == in.GetStatus()
-	}
-	resp := &registryv1.ListPrincipalsResponse{}
-	if d.honorIDs && len(in.GetIds()) > 0 {
-		for _, p := range d.principals {
-			if slices.Contains(in.GetIds(), p.GetId()) && match(p) {
-				resp.Principals = append(resp.Principals, p)
-			}
-		}
-		return resp, nil
-	}
-	size := int(in.GetPageSize())
-	if size <= 0 {
-		size = 100
-	}
-	for _, p := range d.principals {
-		if p.GetId() > in.GetPageToken() && match(p) {
-			if len(resp.Principals) == size {
-				resp.NextPageToken = resp.Principals[size-1].GetId()
-				break
-			}
-			resp.Principals = append(resp.Principals, p)
-		}
-	}
-	return resp, nil
-}
-
-// TestDirectoryCheckAsksForTheDecidersByName: the directory check of a decision names its principal
-// (one request and, when it is not ACTIVE, one to tell whether a directory exists), however large the
-// directory; against a registry that does not know the ids filter it pages through the directory
-// and decides the same.
-func TestDirectoryCheckAsksForTheDecidersByName(t *testing.T) {
-	const agent = "tenants/acme/agents/a1"
-	for _, tc := range []struct {
-		name     string
-		honorIDs bool
-		maxCalls int32
-	}{
-		{"registry with the ids filter", true, 2},
-		{"registry without it", false, 1000},
-	} {
-		for _, who := range []struct {
-			id      string
-			refused bool
-		}{
-			{"user04321@acme.example", false},
-			{"bob@acme.example", true},
-			{"mallory@acme.example", true},
-		} {
-			t.Run(tc.name+"/"+who.id, func(t *testing.T) {
-				reg := newBigDirectory(5000, tc.honorIDs)
-				svc := newDirectoryService(t, reg)
-				p := &authn.Principal{ID: who.id, Tenant: "acme", Kind: authn.KindHuman, Roles: []authn.Role{authn.RoleOwner}}
-				_, err := svc.SubmitApproval(t.Context(), p, lifecycle.Approval{Agent: agent, Approve: true, Token: "tok"})
-				e := errs.FromStatus(err)
-				switch {
-				case err == nil:
-					t.Fatal("decision accepted, want an error")
-				case who.refused && e.Reason != lifecycle.ReasonCallerNotActive:
-					t.Fatalf("error %v, want %s", err, lifecycle.ReasonCallerNotActive)
-				case !who.refused && e.Reason == lifecycle.ReasonCallerNotActive:
-					t.Fatalf("error %v: an ACTIVE owner was refused", err)
-				}
-				if n := reg.calls.Load(); n > tc.maxCalls {
-					t.Errorf("%d directory requests, want at most %d", n, tc.maxCalls)
-				}
-			})
-		}
-	}
 }
