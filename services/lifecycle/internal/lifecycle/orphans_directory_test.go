@@ -56,15 +56,7 @@ func TestOrphanReviewAsksOnlyActivePrincipals(t *testing.T) {
 				t.Fatal(err)
 			}
 			id := workflows.ReviewWorkflowID("acme", lifecycle.OrphanReviewCampaign(ev.ID), tc.agentID)
-			hist := c.GetWorkflowHistory(t.Context(), id, "", false, 0)
-			first, err := hist.Next()
-			if err != nil {
-				t.Fatalf("review run %s: %v", id, err)
-			}
-			var in workflows.ReviewInput
-			if err := converter.GetDefaultDataConverter().FromPayloads(first.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
-				t.Fatal(err)
-			}
+			in := reviewInput(t, c, id)
 			if in.Owner != tc.wantOwner || in.Sponsor != tc.wantSpo {
 				t.Fatalf("review asks owner %q, sponsor %q; want %q, %q", in.Owner, in.Sponsor, tc.wantOwner, tc.wantSpo)
 			}
@@ -118,14 +110,7 @@ func TestOrphanReviewOfAgentWithAnOddSponsor(t *testing.T) {
 				t.Fatalf("agent.orphaned: %v", err)
 			}
 			id := workflows.ReviewWorkflowID("acme", lifecycle.OrphanReviewCampaign(ev.ID), "o1")
-			first, err := c.GetWorkflowHistory(t.Context(), id, "", false, 0).Next()
-			if err != nil {
-				t.Fatalf("review run %s: %v", id, err)
-			}
-			var in workflows.ReviewInput
-			if err := converter.GetDefaultDataConverter().FromPayloads(first.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
-				t.Fatal(err)
-			}
+			in := reviewInput(t, c, id)
 			if in.Owner != tc.wantOwner || in.Sponsor != tc.wantSpo {
 				t.Fatalf("review asks owner %q, sponsor %q; want %q, %q", in.Owner, in.Sponsor, tc.wantOwner, tc.wantSpo)
 			}
@@ -157,4 +142,18 @@ func TestOrphanReviewDirectoryErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// reviewInput is the input the review run id was started with.
+func reviewInput(t *testing.T, c client.Client, id string) workflows.ReviewInput {
+	t.Helper()
+	first, err := c.GetWorkflowHistory(t.Context(), id, "", false, 0).Next()
+	if err != nil {
+		t.Fatalf("review run %s: %v", id, err)
+	}
+	var in workflows.ReviewInput
+	if err := converter.GetDefaultDataConverter().FromPayloads(first.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
+		t.Fatal(err)
+	}
+	return in
 }
