@@ -587,17 +587,29 @@ func (o *ObjectCheckpoints) Put(ctx context.Context, name string, r io.Reader) e
 	}
 	// Large chunks: a restore reads hundreds of megabytes, and each chunk is one message.
 	own := o.objectName(name)
-	if err := o.prune(ctx, obs, name, own, o.now()); err != nil {
+	if err := o.pruneWithin(ctx, obs, name, own); err != nil {
 		o.logger.WarnContext(ctx, "superseded checkpoints not deleted before writing a checkpoint", "projection", name, "error", err)
 	}
 	meta := jetstream.ObjectMeta{Name: own, Opts: &jetstream.ObjectMetaOptions{ChunkSize: checkpointChunk}}
 	if _, err := obs.Put(ctx, meta, r); err != nil {
 		return fmt.Errorf("eventstore: checkpoint %s: %w", own, err)
 	}
-	if err := o.prune(ctx, obs, name, own, o.now()); err != nil {
+	if err := o.pruneWithin(ctx, obs, name, own); err != nil {
 		o.logger.WarnContext(ctx, "superseded checkpoints not deleted; the next checkpoint tries again", "projection", name, "error", err)
 	}
 	return nil
+}
+
+// checkpointPruneTimeout bounds each pruning of a Put. Pruning is best effort, and listing a bucket
+// can hang until its context ends (nats.go's object-store listing waits forever on an empty bucket
+// whose last-message lookup failed, as on a stream without a leader yet): the write must keep its time.
+const checkpointPruneTimeout = 15 * time.Second
+
+// pruneWithin is prune within checkpointPruneTimeout.
+func (o *ObjectCheckpoints) pruneWithin(ctx context.Context, obs jetstream.ObjectStore, name, own string) error {
+	ctx, cancel := context.WithTimeout(ctx, checkpointPruneTimeout)
+	defer cancel()
+	return o.prune(ctx, obs, name, own, o.now())
 }
 
 // prune deletes the objects of projection name, other than own, that a newer object superseded

@@ -253,9 +253,12 @@ func TestStoreCheckpointsReplicatedAsTheStreams(t *testing.T) {
 	c := testkit.StartNATSCluster(t, 3)
 	s := eventstore.New(c.JetStream(t), clusterStoreOptions(t)...)
 	store := eventstore.StoreCheckpoints(s, eventstore.WithCheckpointReplica("n0"))
-	if err := store.Put(ctxTimeout(t, 20*time.Second), "rep-v1", strings.NewReader("state")); err != nil {
-		t.Fatal(err)
-	}
+	// The first Put creates the bucket's R3 stream; on a loaded machine its leader may take a while to
+	// be elected, and a checkpoint that fails is written again later, as the runner does.
+	testkit.Eventually(t, 0, "the first checkpoint to be written", func() (bool, error) {
+		err := store.Put(ctxTimeout(t, 20*time.Second), "rep-v1", strings.NewReader("state"))
+		return err == nil, err
+	})
 	if got := bucketConfig(t, c.JetStream(t)).Replicas; got != 3 {
 		t.Fatalf("bucket replicas %d, want 3 (the streams')", got)
 	}
