@@ -45,15 +45,15 @@ const (
 	// following Open every batch is checked against the stored rows (a batch stored by the
 	// previous process and redelivered because it was not acknowledged). A batch the caller marks
 	// store.WithRedelivered is checked whenever it comes.
-	recentHorizon = 5 * time.Minute
-	// maxRecentIDs caps the remembered ids; the oldest go first.
-	maxRecentIDs = 300_000
+	recentHorizon = store.RecentHorizon
 	// maxUncertainIDs caps the ids of failed inserts remembered for a check; past it, every
 	// batch is checked for recentHorizon instead.
 	maxUncertainIDs = 1_000_000
 	// checkChunk is the most ids one duplicate check names (an external table): a batch of the
 	// ingest consumer (ingest.DefaultMaxBatch rows) is one check.
 	checkChunk = 50_000
+	// checkSpan is the widest time range one duplicate check reads (store.CheckRanges).
+	checkSpan = 10 * time.Minute
 )
 
 // Config says how to open the store.
@@ -89,7 +89,7 @@ type Store struct {
 
 	// writeMu serializes inserts, so that the duplicate checks of one see the others' rows.
 	writeMu     sync.Mutex
-	recent      recentIDs           // guarded by writeMu
+	recent      store.RecentIDs     // guarded by writeMu
 	uncertain   map[string]struct{} // ids of failed inserts (maybe stored); guarded by writeMu
 	verifyUntil time.Time           // check every batch until then; guarded by writeMu
 	inserted    bool                // an insert ran since Open (and set verifyUntil); guarded by writeMu
@@ -268,7 +268,7 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	if !s.inserted {
 		s.inserted, s.verifyUntil = true, s.now().Add(recentHorizon)
 	}
-	rows = slices.DeleteFunc(rows, func(e store.Event) bool { return s.recent.has(e.EventID) })
+	rows = slices.DeleteFunc(rows, func(e store.Event) bool { return s.recent.Has(e.EventID) })
 	if len(rows) == 0 {
 		return nil
 	}
@@ -284,7 +284,7 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	for _, e := range rows {
 		delete(s.uncertain, e.EventID)
 	}
-	s.recent.add(s.now(), rows)
+	s.recent.Add(s.now(), rows)
 	return nil
 }
 
@@ -385,50 +385,46 @@ func (s *Store) dropStored(ctx context.Context, rows []store.Event) ([]store.Eve
 		ms         int64
 	}
 	stored := map[key]bool{}
-	byTenant := map[string][]store.Event{}
-	for _, e := range rows {
-		byTenant[e.Tenant] = append(byTenant[e.Tenant], e)
-	}
-	for tenant, list := range byTenant {
-		for chunk := range slices.Chunk(list, checkChunk) {
-			lo, hi := chunk[0].Time.Unix(), chunk[0].Time.Unix()
-			ids, err := ext.NewTable("check_ids", ext.Column("id", column.Type("String")))
-			if err != nil {
+	for _, c := range store.CheckRanges(rows, checkSpan, checkChunk) {
+		tenant := c.Tenant
+		lo, hi := c.Lo/1000, c.Hi/1000 // the time column holds seconds
+		ids, err := ext.NewTable("check_ids", ext.Column("id", column.Type("String")))
+		if err != nil {
+			return nil, fmt.Errorf("clickhouse: check for stored copies: %w", err)
+		}
+		for _, id := range c.IDs {
+			if err := ids.Append(id); err != nil {
 				return nil, fmt.Errorf("clickhouse: check for stored copies: %w", err)
 			}
-			for _, e := range chunk {
-				lo, hi = min(lo, e.Time.Unix()), max(hi, e.Time.Unix())
-				if err := ids.Append(e.EventID); err != nil {
-					return nil, fmt.Errorf("clickhouse: check for stored copies: %w", err)
-				}
-			}
-			// IN a set, not has(ids, event_id), which scans the ids for every row of those seconds
-			// (18.16: 2.4 s for 1000 ids among 40,000 rows of the same second; 13 ms as a set). The
-			// ids go as an external table (a block of the native protocol), not in the query's text:
-			// one check for a whole batch fits no query size limit, and the server reads the rows of
-			// those seconds once instead of once per thousand ids (half its CPU under a backlog).
-			res, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(ids)), `SELECT event_id, time_ms FROM telemetry_events
-				WHERE tenant = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN check_ids`,
-				tenant, uint32(max(lo, 0)), uint32(max(hi, 0)))
-			if err != nil {
+		}
+		// IN a set, not has(ids, event_id), which scans the ids for every row of those seconds
+		// (18.16: 2.4 s for 1000 ids among 40,000 rows of the same second; 13 ms as a set). The
+		// ids go as an external table (a block of the native protocol), not in the query's text:
+		// one check for a whole batch fits no query size limit, and the server reads the rows of
+		// those seconds once instead of once per thousand ids (half its CPU under a backlog).
+		// A batch mixing a late event with new ones is checked per cluster of close times
+		// (store.CheckRanges), so no check reads the rows of the hours between them.
+		res, err := s.conn.Query(ch.Context(ctx, ch.WithExternalTable(ids)), `SELECT event_id, time_ms FROM telemetry_events
+			WHERE tenant = ? AND time >= toDateTime(?) AND time <= toDateTime(?) AND event_id IN check_ids`,
+			tenant, uint32(max(lo, 0)), uint32(max(hi, 0)))
+		if err != nil {
+			return nil, classify("check for stored copies", err)
+		}
+		for res.Next() {
+			var (
+				id string
+				ms int64
+			)
+			if err := res.Scan(&id, &ms); err != nil {
+				res.Close()
 				return nil, classify("check for stored copies", err)
 			}
-			for res.Next() {
-				var (
-					id string
-					ms int64
-				)
-				if err := res.Scan(&id, &ms); err != nil {
-					res.Close()
-					return nil, classify("check for stored copies", err)
-				}
-				stored[key{tenant, id, ms}] = true
-			}
-			err = res.Err()
-			res.Close()
-			if err != nil {
-				return nil, classify("check for stored copies", err)
-			}
+			stored[key{tenant, id, ms}] = true
+		}
+		err = res.Err()
+		res.Close()
+		if err != nil {
+			return nil, classify("check for stored copies", err)
 		}
 	}
 	return slices.DeleteFunc(rows, func(e store.Event) bool { return stored[key{e.Tenant, e.EventID, e.Time.UnixMilli()}] }), nil
@@ -495,39 +491,4 @@ func (s *Store) List(ctx context.Context, q store.Query) ([]store.Event, string,
 	}
 	events = events[:p.Size]
 	return events, p.NextToken(events[len(events)-1]), nil
-}
-
-// recentIDs are the ids this Store inserted within recentHorizon, at most maxRecentIDs.
-type recentIDs struct {
-	ids   map[string]struct{}
-	order []recentBatch
-}
-
-type recentBatch struct {
-	at  time.Time
-	ids []string
-}
-
-func (r *recentIDs) has(id string) bool {
-	_, ok := r.ids[id]
-	return ok
-}
-
-func (r *recentIDs) add(now time.Time, rows []store.Event) {
-	if r.ids == nil {
-		r.ids = make(map[string]struct{})
-	}
-	b := recentBatch{at: now, ids: make([]string, len(rows))}
-	for i, e := range rows {
-		b.ids[i] = e.EventID
-		r.ids[e.EventID] = struct{}{}
-	}
-	r.order = append(r.order, b)
-	for len(r.order) > 0 && (now.Sub(r.order[0].at) > recentHorizon || len(r.ids) > maxRecentIDs) {
-		for _, id := range r.order[0].ids {
-			delete(r.ids, id)
-		}
-		r.order[0] = recentBatch{}
-		r.order = r.order[1:]
-	}
 }

@@ -523,6 +523,40 @@ func TestRedeliveredBatchIsStoredOnceWhenever(t *testing.T) {
 	}
 }
 
+// TestRedeliveredBatchMixingALateEventIsStoredOnce: a redelivered batch holding an event of hours
+// ago and recent ones, both stored before, is checked per cluster of close times (one range each,
+// not one spanning the hours between them) and stores only its new row.
+func TestRedeliveredBatchMixingALateEventIsStoredOnce(t *testing.T) {
+	ctx := context.Background()
+	_, dsn := clickhousedev.Database(t)
+	open := func() *clickhouse.Store {
+		s, err := clickhouse.Open(ctx, clickhouse.Config{DSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	late, recent := ev("late", -3*time.Hour), ev("recent", 0)
+	for _, batch := range [][]store.Event{{late}, {recent}} {
+		if err := s.Insert(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A new process: it remembers no ids, only the stored rows tell.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	defer s.Close()
+	if err := s.Insert(store.WithRedelivered(ctx), []store.Event{recent, ev("new", time.Second), late}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, s, "SELECT count() FROM telemetry_events"); n != 3 {
+		t.Errorf("%d raw rows, want 3 (late, recent, new once each)", n)
+	}
+}
+
 // TestPartitionEndIsTheMonthInThePartitionsZone: a month partition of a server in another
 // timezone than UTC ends when that zone's month ends; retention keeps a partition holding a row
 // within the horizon (a row of 31 May 23:30 in New York is 1 June 03:30 UTC).

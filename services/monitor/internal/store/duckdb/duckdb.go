@@ -121,7 +121,7 @@ type Store struct {
 	timeout time.Duration
 	// writeMu serializes inserts, so that the duplicate check of one sees every row of the others.
 	writeMu sync.Mutex
-	recent  recentIDs // guarded by writeMu
+	recent  store.RecentIDs // guarded by writeMu
 }
 
 // Option configures Open.
@@ -142,51 +142,6 @@ func WithQueryTimeout(d time.Duration) Option {
 		if d > 0 {
 			o.timeout = d
 		}
-	}
-}
-
-// Bounds of the ids a Store remembers having inserted (recentIDs).
-const (
-	// recentHorizon is how long an inserted id is remembered: well beyond the TELEMETRY stream's
-	// duplicate window (2 minutes), its consumer's ack wait (30 s) and an access reporter's
-	// retries of one batch (under a minute by default).
-	recentHorizon = 5 * time.Minute
-	// maxRecentIDs caps the remembered ids (about 100 bytes each); the oldest go first.
-	maxRecentIDs = 300_000
-)
-
-// recentIDs are the ids this Store inserted within recentHorizon, at most maxRecentIDs.
-type recentIDs struct {
-	ids   map[string]struct{}
-	order []recentBatch
-}
-
-type recentBatch struct {
-	at  time.Time
-	ids []string
-}
-
-func (r *recentIDs) has(id string) bool {
-	_, ok := r.ids[id]
-	return ok
-}
-
-func (r *recentIDs) add(now time.Time, rows []store.Event) {
-	if r.ids == nil {
-		r.ids = make(map[string]struct{})
-	}
-	b := recentBatch{at: now, ids: make([]string, len(rows))}
-	for i, e := range rows {
-		b.ids[i] = e.EventID
-		r.ids[e.EventID] = struct{}{}
-	}
-	r.order = append(r.order, b)
-	for len(r.order) > 0 && (now.Sub(r.order[0].at) > recentHorizon || len(r.ids) > maxRecentIDs) {
-		for _, id := range r.order[0].ids {
-			delete(r.ids, id)
-		}
-		r.order[0] = recentBatch{}
-		r.order = r.order[1:]
 	}
 }
 
@@ -241,11 +196,11 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// rememberRecent loads the ids of the rows stored with a time within recentHorizon of now, as if
+// rememberRecent loads the ids of the rows stored with a time within store.RecentHorizon of now, as if
 // inserted now: a copy published again with a new time soon after a restart is still skipped.
 func (s *Store) rememberRecent(ctx context.Context, now time.Time) error {
 	rows, err := s.db.QueryContext(ctx, `SELECT event_id FROM telemetry_events WHERE time_ms >= ? ORDER BY time_ms DESC LIMIT ?`,
-		now.Add(-recentHorizon).UnixMilli(), maxRecentIDs)
+		now.Add(-store.RecentHorizon).UnixMilli(), store.MaxRecentIDs)
 	if err != nil {
 		return fmt.Errorf("recent ids: %w", err)
 	}
@@ -261,7 +216,7 @@ func (s *Store) rememberRecent(ctx context.Context, now time.Time) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("recent ids: %w", err)
 	}
-	s.recent.add(now, recent)
+	s.recent.Add(now, recent)
 	return nil
 }
 
@@ -374,10 +329,10 @@ func (s *Store) Close() error { return s.db.Close() }
 // the event itself, and ingest derives a row's id and time from it. So checking the stored rows at
 // the batch's times finds every earlier copy, however long ago it was stored (a batch marked
 // store.WithRedelivered needs nothing more: every batch is checked). The check runs per tenant and
-// per cluster of nearby times (checkClusters: at most clusterSpan wide, at most checkChunk ids),
+// per cluster of nearby times (store.CheckRanges: at most clusterSpan wide, at most checkChunk ids),
 // so that DuckDB skips every other row group by its min/max time and a batch mixing old and new
 // events scans the row groups of its times only, never the days between (the cost does not grow
-// with the table; BenchmarkInsertExisting). A row whose id was inserted in the last recentHorizon
+// with the table; BenchmarkInsertExisting). A row whose id was inserted in the last store.RecentHorizon
 // (or, at open, was stored with a time that recent) is skipped too, whatever its time: an access
 // batch its reporter sends again is stored again under the same id with a new envelope time.
 // Without a primary key the memory of the store no longer grows with its rows.
@@ -388,7 +343,7 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	rows = slices.DeleteFunc(rows, func(e store.Event) bool { return s.recent.has(e.EventID) })
+	rows = slices.DeleteFunc(rows, func(e store.Event) bool { return s.recent.Has(e.EventID) })
 	if len(rows) == 0 {
 		return nil
 	}
@@ -396,49 +351,18 @@ func (s *Store) Insert(ctx context.Context, events []store.Event) error {
 	if err != nil {
 		return err
 	}
-	s.recent.add(time.Now(), rows)
+	s.recent.Add(time.Now(), rows)
 	return nil
 }
 
 // Bounds of the duplicate check of one batch.
 const (
 	// clusterSpan is the widest time range one check reads.
-	clusterSpan = int64(10 * time.Minute / time.Millisecond)
+	clusterSpan = 10 * time.Minute
 	// checkChunk is the most ids one check names (see queryStored): an ingest batch of close times
 	// (ingest.DefaultMaxBatch rows) is one check.
 	checkChunk = 50_000
 )
-
-// checkRange is one check of a batch: a tenant's rows in [lo, hi] with the given ids.
-type checkRange struct {
-	tenant string
-	lo, hi int64
-	ids    []string
-}
-
-// checkClusters splits rows into the checks of the stored rows: per tenant, times sorted, a new
-// check wherever the next time lies more than clusterSpan after the check's first or the check
-// names checkChunk ids.
-func checkClusters(rows []store.Event) []checkRange {
-	sorted := slices.Clone(rows)
-	slices.SortFunc(sorted, func(a, b store.Event) int {
-		if c := strings.Compare(a.Tenant, b.Tenant); c != 0 {
-			return c
-		}
-		return a.Time.Compare(b.Time)
-	})
-	var out []checkRange
-	for _, e := range sorted {
-		ms := e.Time.UnixMilli()
-		if n := len(out); n == 0 || out[n-1].tenant != e.Tenant || ms-out[n-1].lo > clusterSpan || len(out[n-1].ids) == checkChunk {
-			out = append(out, checkRange{tenant: e.Tenant, lo: ms})
-		}
-		c := &out[len(out)-1]
-		c.hi = ms
-		c.ids = append(c.ids, e.EventID)
-	}
-	return out
-}
 
 // insert runs one transaction that stores the rows not stored yet and returns them.
 func (s *Store) insert(ctx context.Context, rows []store.Event) ([]store.Event, error) {
@@ -479,13 +403,13 @@ func dropStored(ctx context.Context, conn *sql.Conn, rows []store.Event) ([]stor
 		ms         int64
 	}
 	stored := map[key]bool{}
-	for _, c := range checkClusters(rows) {
+	for _, c := range store.CheckRanges(rows, clusterSpan, checkChunk) {
 		res, err := queryStored(ctx, conn, c)
 		if err != nil {
 			return nil, fmt.Errorf("check for stored copies: %w", err)
 		}
 		for res.Next() {
-			k := key{tenant: c.tenant}
+			k := key{tenant: c.Tenant}
 			if err := res.Scan(&k.ms, &k.id); err != nil {
 				res.Close()
 				return nil, fmt.Errorf("check for stored copies: %w", err)
@@ -509,17 +433,17 @@ const listedIDs = 1000
 // a restart costs 19-22 µs of CPU per row so, 29-38 µs as a list; BenchmarkInsertExisting); more
 // go as one list parameter in one statement: planning a statement of thousands of parameters cost
 // more than running it, and statements of 1,000 each read the cluster's row groups again.
-func queryStored(ctx context.Context, conn *sql.Conn, c checkRange) (*sql.Rows, error) {
+func queryStored(ctx context.Context, conn *sql.Conn, c store.CheckRange) (*sql.Rows, error) {
 	const stored = `SELECT time_ms, event_id FROM telemetry_events WHERE tenant = ? AND time_ms BETWEEN ? AND ? AND event_id IN `
-	if len(c.ids) > listedIDs {
-		return conn.QueryContext(ctx, stored+`(SELECT unnest(?::VARCHAR[]))`, c.tenant, c.lo, c.hi, c.ids)
+	if len(c.IDs) > listedIDs {
+		return conn.QueryContext(ctx, stored+`(SELECT unnest(?::VARCHAR[]))`, c.Tenant, c.Lo, c.Hi, c.IDs)
 	}
-	args := make([]any, 0, 3+len(c.ids))
-	args = append(args, c.tenant, c.lo, c.hi)
-	for _, id := range c.ids {
+	args := make([]any, 0, 3+len(c.IDs))
+	args = append(args, c.Tenant, c.Lo, c.Hi)
+	for _, id := range c.IDs {
 		args = append(args, id)
 	}
-	return conn.QueryContext(ctx, stored+"("+strings.TrimSuffix(strings.Repeat("?, ", len(c.ids)), ", ")+")", args...)
+	return conn.QueryContext(ctx, stored+"("+strings.TrimSuffix(strings.Repeat("?, ", len(c.IDs)), ", ")+")", args...)
 }
 
 // aggregateChunk is the most rows of one aggregate-table upsert (four parameters each).

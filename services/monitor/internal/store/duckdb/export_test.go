@@ -12,8 +12,8 @@ type CheckRange struct {
 // CheckClusters exposes the duplicate checks Insert runs for a batch.
 func CheckClusters(rows []store.Event) []CheckRange {
 	var out []CheckRange
-	for _, c := range checkClusters(rows) {
-		out = append(out, CheckRange{Tenant: c.tenant, Lo: c.lo, Hi: c.hi, IDs: len(c.ids)})
+	for _, c := range store.CheckRanges(rows, clusterSpan, checkChunk) {
+		out = append(out, CheckRange{Tenant: c.Tenant, Lo: c.Lo, Hi: c.Hi, IDs: len(c.IDs)})
 	}
 	return out
 }
