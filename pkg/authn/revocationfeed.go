@@ -331,6 +331,9 @@ func (f *RevocationFeed) trySubscribe(ctx context.Context) (jetstream.Consumer, 
 		return nil, nil, fmt.Errorf("consumer on %s: %w", f.stream, err)
 	}
 	f.subscribes.Add(1)
+	// Creating the consumer is a contact with the stream; record it before the feed can report itself
+	// caught up, so that a caught-up feed always has a last contact.
+	f.touch()
 	f.target.Store(info.State.LastSeq)
 	if ci := cons.CachedInfo(); ci != nil && ci.NumPending == 0 {
 		f.markCaught() // nothing to read within the lookback
@@ -346,7 +349,6 @@ func (f *RevocationFeed) trySubscribe(ctx context.Context) (jetstream.Consumer, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("consume %s: %w", f.stream, err)
 	}
-	f.touch()
 	return cons, cc, nil
 }
 
