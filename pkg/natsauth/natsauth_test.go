@@ -243,7 +243,22 @@ func TestIdentityPermissions(t *testing.T) {
 				if err != nil {
 					return err
 				}
-				_, err = kv.Create(ctx, "jti-1", []byte("used"))
+				if _, err = kv.Create(ctx, "jti-1", []byte("used")); err != nil {
+					return err
+				}
+				// Its replay log: create the stream, append a record and read it back.
+				if _, err := c.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: natsauth.IssuerReplayStream,
+					Subjects: []string{natsauth.IssuerReplaySubject}, MaxAge: time.Minute, DenyDelete: true, DenyPurge: true}); err != nil {
+					return err
+				}
+				if _, err := c.js.Publish(ctx, natsauth.IssuerReplaySubject, []byte{1}); err != nil {
+					return err
+				}
+				cons, err := c.js.OrderedConsumer(ctx, natsauth.IssuerReplayStream, jetstream.OrderedConsumerConfig{})
+				if err != nil {
+					return err
+				}
+				_, err = cons.Next(jetstream.FetchMaxWait(testkit.DefaultWait))
 				return err
 			}},
 			{natsauth.Monitor, func(ctx context.Context, c *client, _ *eventstore.Store) error {
@@ -304,6 +319,8 @@ func TestIdentityPermissions(t *testing.T) {
 			{"registry publishes a revocation", natsauth.Registry, "agentid.acme.revocation.r1.tokens.revoked", nil},
 			{"admin publishes an event", natsauth.Admin, "agentid.acme.agent.agt-1.activated", nil},
 			{"verifier publishes a revocation", natsauth.Verifier, "agentid.acme.revocation.r1.tokens.revoked", nil},
+			{"registry appends to the issuer's replay log", natsauth.Registry, natsauth.IssuerReplaySubject, nil},
+			{"monitor appends to the issuer's replay log", natsauth.Monitor, natsauth.IssuerReplaySubject, nil},
 			{"monitor reads CREDENTIALS", natsauth.Monitor, "$JS.API.DIRECT.GET.CREDENTIALS", request("$JS.API.DIRECT.GET.CREDENTIALS")},
 			{"lifecycle creates a stream", natsauth.Lifecycle, "$JS.API.STREAM.CREATE.EVIL", func(ctx context.Context, c *client) error {
 				_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"evil.>"}})
@@ -323,7 +340,7 @@ func TestIdentityPermissions(t *testing.T) {
 			}},
 		}
 		for _, id := range natsauth.PlatformIdentities {
-			for _, s := range []string{eventstore.StreamAgents, "KV_" + natsauth.IssuerReplayBucket, "KV_" + eventstore.FailedEventsBucket} {
+			for _, s := range []string{eventstore.StreamAgents, "KV_" + natsauth.IssuerReplayBucket, natsauth.IssuerReplayStream, "KV_" + eventstore.FailedEventsBucket} {
 				tests = append(tests,
 					struct {
 						name    string

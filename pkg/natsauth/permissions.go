@@ -52,6 +52,13 @@ var PlatformIdentities = []Identity{Admin, Registry, Issuer, Policy, Monitor, Li
 // IssuerReplayBucket is the issuer's assertion-replay KV bucket (services/issuer/internal/replay).
 const IssuerReplayBucket = "issuer-jti"
 
+// IssuerReplayStream is the issuer's replay log (services/issuer/internal/replay.Log): used assertion
+// ids, appended in batches by every issuer replica and read by all of them.
+const IssuerReplayStream = "ISSUER_JTI"
+
+// IssuerReplaySubject is the one subject of IssuerReplayStream.
+const IssuerReplaySubject = "issuer.jti"
+
 // SubscriberPrefix starts the name of a tenant's subscriber identity: subscriber-<tenant>.
 const SubscriberPrefix = "subscriber-"
 
@@ -84,7 +91,7 @@ var forbidden = append([]string{
 // denied its checkpoint bucket, and no identity is allowed a purge of any other stream.
 func purges() []string {
 	var deny []string
-	for _, s := range append(slices.Clone(allStreams), kvStream(IssuerReplayBucket)) {
+	for _, s := range append(slices.Clone(allStreams), kvStream(IssuerReplayBucket), IssuerReplayStream) {
 		deny = append(deny, jsAPI+"STREAM.PURGE."+s)
 	}
 	return deny
@@ -193,6 +200,10 @@ func Permissions(id Identity, user string) (*server.Permissions, error) {
 		pub = append(pub, jsAPI+"STREAM.CREATE."+kvStream(IssuerReplayBucket), jsAPI+"STREAM.UPDATE."+kvStream(IssuerReplayBucket))
 		pub = append(pub, readStream(kvStream(IssuerReplayBucket))...)
 		pub = append(pub, kvWrite(IssuerReplayBucket)...)
+		// And its replay log, likewise.
+		pub = append(pub, jsAPI+"STREAM.CREATE."+IssuerReplayStream, jsAPI+"STREAM.UPDATE."+IssuerReplayStream)
+		pub = append(pub, readStream(IssuerReplayStream)...)
+		pub = append(pub, IssuerReplaySubject)
 		pub = append(pub, accountInfo)
 	case Policy:
 		pub = serviceBase(eventstore.StreamPolicy)

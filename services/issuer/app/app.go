@@ -76,8 +76,12 @@ type Config struct {
 	// DefaultTokenTTL is the access token lifetime of clients that set none; default 10 minutes, at
 	// most 24 hours.
 	DefaultTokenTTL time.Duration
-	// JTIReplicas is the replica count of the assertion-id bucket; default 1 (3 in clusters).
+	// JTIReplicas is the replica count of the assertion-id log (and bucket); default 1 (3 in clusters).
 	JTIReplicas int
+	// JTIStore is where used assertion and DPoP proof ids are recorded: JTIStoreLog (the default) or
+	// JTIStoreBucketAndLog while replicas of a release that used the bucket alone still run
+	// (docs/performance.md, "Upgrading").
+	JTIStore string
 	// TelemetryBuffer bounds the token telemetry waiting to be published; default 8192.
 	TelemetryBuffer int
 	// DPoPNonceOptional, when true, accepts DPoP proofs without a server nonce at the token endpoint.
@@ -98,6 +102,22 @@ type Config struct {
 	// registered in the system tenant at start, idempotently. A split deployment bootstraps this way;
 	// `agentid dev` registers its identities itself.
 	PlatformClients []PlatformClient
+}
+
+// The stores of used assertion ids (Config.JTIStore).
+const (
+	// JTIStoreLog records ids in the replay log (replay.Log): one append per batch of requests.
+	JTIStoreLog = "log"
+	// JTIStoreBucketAndLog records each id in the key-value bucket of earlier releases (replay.Cache)
+	// and then in the log, for rolling upgrades from those releases.
+	JTIStoreBucketAndLog = "bucket+log"
+)
+
+// replayStore records used ids (replay.Log or replay.Chain).
+type replayStore interface {
+	Ensure(ctx context.Context) error
+	Use(ctx context.Context, tenant, clientID, jti string) error
+	UseUntil(ctx context.Context, tenant, clientID, jti string, until time.Time) error
 }
 
 // OldKEK is an earlier key-encryption key and its id (the kek_id of the events it sealed).
@@ -139,6 +159,8 @@ func (c Config) Validate() error {
 		return errors.New("issuer: DefaultTokenTTL must be at least 1s")
 	case c.JTIReplicas < 0 || c.TelemetryBuffer < 0:
 		return errors.New("issuer: JTIReplicas and TelemetryBuffer must not be negative")
+	case c.JTIStore != "" && c.JTIStore != JTIStoreLog && c.JTIStore != JTIStoreBucketAndLog:
+		return fmt.Errorf("issuer: JTIStore %q: want %s or %s", c.JTIStore, JTIStoreLog, JTIStoreBucketAndLog)
 	case c.SigningKeyCheckInterval < 0:
 		return errors.New("issuer: SigningKeyCheckInterval must not be negative")
 	}
@@ -193,7 +215,8 @@ type App struct {
 	agentsRun *eventstore.Runner // the agents projection's runner
 	reactor   *revocation.Reactor
 	svc       *credentials.Service
-	replay    *replay.Cache
+	replay    replayStore
+	jtiLog    *replay.Log
 	telemetry *telemetry.Emitter
 	oauth     *oauth.Server
 	http      http.Handler
@@ -278,7 +301,11 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	a.replay = replay.New(deps.JetStream, replay.Config{Replicas: cfg.JTIReplicas})
+	a.jtiLog = replay.NewLog(deps.JetStream, replay.LogConfig{Replicas: cfg.JTIReplicas, Logger: logger})
+	a.replay = a.jtiLog
+	if cfg.JTIStore == JTIStoreBucketAndLog {
+		a.replay = replay.Chain{Bucket: replay.New(deps.JetStream, replay.Config{Replicas: cfg.JTIReplicas}), Log: a.jtiLog}
+	}
 	a.telemetry, err = telemetry.New(telemetry.Config{
 		Publisher: deps.Store, Buffer: cfg.TelemetryBuffer, Registerer: deps.Registerer, Logger: logger,
 		DenialsPerSecond: cfg.RateLimits.DenialsPerSecond,
@@ -368,7 +395,7 @@ func (a *App) setDenylist(deps Deps, logger *slog.Logger) error {
 // followed by the tenant consumer that gives each new tenant a signing key, the telemetry publisher,
 // the revocation reactor, and the issuer's own revocation feed unless its denylist is shared.
 func (a *App) Tasks() []service.Task {
-	tasks := []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor, a.runSigningKeyRotation}
+	tasks := []service.Task{a.runProjection, a.runAgentsProjection, a.runTenantKeys, a.telemetry.Run, a.registerPlatformClients, a.runReactor, a.runSigningKeyRotation, a.jtiLog.Run}
 	if a.revFeed != nil {
 		tasks = append(tasks, a.runRevocationFeed)
 	}

@@ -95,11 +95,29 @@ type Flags struct {
 	RateLimits RateLimits
 	// SigningKeys are --signing-key-publish-delay, --signing-key-retention and --signing-key-rotation-interval.
 	SigningKeys credentials.SigningKeyRotation
+	// JTIStore is --jti-store.
+	JTIStore string
+}
+
+// JTIStoreFlag names the store of used assertion ids (Config.JTIStore).
+const JTIStoreFlag = "jti-store"
+
+// jtiStoreValue is a flag.Value that accepts only the known stores.
+type jtiStoreValue string
+
+func (v *jtiStoreValue) String() string { return string(*v) }
+
+func (v *jtiStoreValue) Set(s string) error {
+	if s != JTIStoreLog && s != JTIStoreBucketAndLog {
+		return fmt.Errorf("want %s or %s, got %s", JTIStoreLog, JTIStoreBucketAndLog, strconv.Quote(s))
+	}
+	*v = jtiStoreValue(s)
+	return nil
 }
 
 // DefaultFlags returns the flags' defaults.
 func DefaultFlags() Flags {
-	return Flags{ProjectionLagAllowance: DefaultProjectionLagAllowance, RateLimits: DefaultRateLimits()}
+	return Flags{ProjectionLagAllowance: DefaultProjectionLagAllowance, RateLimits: DefaultRateLimits(), JTIStore: JTIStoreLog}
 }
 
 // Register adds the flags to fs; a bad --projection-lag-allowance fails the parse, naming the flag.
@@ -113,6 +131,8 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 		"how long a signing key stays in the JWKS after it stopped signing: at least the longest token lifetime (24h) plus clock leeway (30s) and --projection-lag-allowance")
 	fs.DurationVar(&f.SigningKeys.Interval, SigningKeyRotationIntervalFlag, 0,
 		"rotate each tenant's signing key once it has signed this long, e.g. 720h (0: only on demand, agentctl keys rotate)")
+	fs.Var((*jtiStoreValue)(&f.JTIStore), JTIStoreFlag,
+		"where used assertion ids are recorded: log (batched appends to the ISSUER_JTI stream), or bucket+log while issuer replicas of a release that used the issuer-jti bucket alone still run (docs/performance.md, Upgrading)")
 }
 
 // Apply sets the flags' settings in cfg.
@@ -121,6 +141,7 @@ func (f Flags) Apply(cfg *Config) {
 	cfg.DPoPNonceOptional = f.DPoPNonceOptional
 	cfg.RateLimits = f.RateLimits
 	cfg.SigningKeys = f.SigningKeys
+	cfg.JTIStore = f.JTIStore
 }
 
 // lagAllowanceValue is a flag.Value that accepts only valid allowances.

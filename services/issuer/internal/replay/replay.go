@@ -4,7 +4,6 @@ package replay
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -110,12 +109,8 @@ func (c *Cache) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 
 // Key derives the bucket key of an assertion id, scoped to its tenant and client.
 func Key(tenant, clientID, jti string) string {
-	h := sha256.New()
-	for _, p := range []string{tenant, clientID, jti} {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
+	sum := keyHash(tenant, clientID, jti)
+	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
 // Use records the assertion id for the bucket's TTL, failing with ErrReplayed if it was recorded
@@ -153,4 +148,37 @@ func (c *Cache) create(ctx context.Context, tenant, clientID, jti string, ttl ti
 	default:
 		return fmt.Errorf("replay: record jti: %w", err)
 	}
+}
+
+// Chain records an id in the bucket (Cache) first and then in the log (Log): an id is accepted only if
+// both accept it. It is the store of issuer replicas upgraded from releases that used the bucket
+// alone, while such replicas still run: they and the chained replicas meet in the bucket, and the
+// chained replicas and the ones on the log alone meet in the log (docs/performance.md).
+type Chain struct {
+	Bucket *Cache
+	Log    *Log
+}
+
+// Ensure creates the bucket and the log's stream.
+func (c Chain) Ensure(ctx context.Context) error {
+	if err := c.Bucket.Ensure(ctx); err != nil {
+		return err
+	}
+	return c.Log.Ensure(ctx)
+}
+
+// Use records the id in the bucket, then in the log.
+func (c Chain) Use(ctx context.Context, tenant, clientID, jti string) error {
+	if err := c.Bucket.Use(ctx, tenant, clientID, jti); err != nil {
+		return err
+	}
+	return c.Log.Use(ctx, tenant, clientID, jti)
+}
+
+// UseUntil records the id in the bucket, then in the log, until until.
+func (c Chain) UseUntil(ctx context.Context, tenant, clientID, jti string, until time.Time) error {
+	if err := c.Bucket.UseUntil(ctx, tenant, clientID, jti, until); err != nil {
+		return err
+	}
+	return c.Log.UseUntil(ctx, tenant, clientID, jti, until)
 }
