@@ -301,7 +301,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	a.jtiLog = replay.NewLog(deps.JetStream, replay.LogConfig{Replicas: cfg.JTIReplicas, Logger: logger})
+	a.jtiLog = replay.NewLog(deps.JetStream, replay.LogConfig{Replicas: cfg.JTIReplicas, Logger: logger, Registerer: deps.Registerer})
 	a.replay = a.jtiLog
 	if cfg.JTIStore == JTIStoreBucketAndLog {
 		a.replay = replay.Chain{Bucket: replay.New(deps.JetStream, replay.Config{Replicas: cfg.JTIReplicas}), Log: a.jtiLog}
@@ -583,6 +583,10 @@ func (a *App) runTenantKeys(ctx context.Context) error {
 			return nil
 		case <-time.After(delay):
 		}
+	}
+	// A replica answers token requests once it has read the replay log of used ids up to its end.
+	if err := a.jtiLog.Ready(ctx); err != nil {
+		return nil // shutting down
 	}
 	a.readyOnce.Do(func() { close(a.ready) })
 	a.logger.InfoContext(ctx, "issuer ready", "issuer_base", a.cfg.PublicURL)

@@ -41,11 +41,11 @@ func TestSpentAssertionIDLivesAsLongAsTheAssertion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A record: format 1, then 16-byte keys each followed by the big-endian Unix ms it is kept until.
-	if len(msg.Data) != 1+24 || msg.Data[0] != 1 {
+	// A record: format 1, an 8-byte record id, then 16-byte keys each followed by the big-endian Unix ms it is kept until.
+	if len(msg.Data) != 1+8+24 || msg.Data[0] != 1 {
 		t.Fatalf("the last record is %d bytes (format %v), want one entry of format 1", len(msg.Data), msg.Data[:min(1, len(msg.Data))])
 	}
-	until := time.UnixMilli(int64(binary.BigEndian.Uint64(msg.Data[17:])))
+	until := time.UnixMilli(int64(binary.BigEndian.Uint64(msg.Data[1+8+16:])))
 	ttl := until.Sub(msg.Time)
 	// exp is authn.AssertionLifetime ahead; + 30 s leeway + 1 min margin + rounding.
 	if max := authn.AssertionLifetime + 30*time.Second + time.Minute + 2*time.Second; ttl < authn.AssertionLifetime || ttl > max {

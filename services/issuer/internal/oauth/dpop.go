@@ -176,11 +176,20 @@ func (s *Server) bindDPoP(ctx context.Context, tenant string, client *credential
 		}
 		return nil, nil
 	}
-	switch err := s.replay.Use(ctx, tenant, dpopReplayPrefix+p.JKT, p.ID); {
+	switch err := s.useProofID(ctx, tenant, p); {
 	case errors.Is(err, replay.ErrReplayed):
 		return nil, s.dpopError(tenant, ErrInvalidDPoPProof, err, "DPoP proof replayed")
 	case err != nil:
 		return nil, unavailable(err)
 	}
 	return &authn.Confirmation{JKT: p.JKT}, nil
+}
+
+// useProofID spends the proof's jti once across replicas (scoped to the proof key), kept while the
+// proof can still be accepted (its iat plus the maximum age) rather than for the cache's whole TTL.
+func (s *Server) useProofID(ctx context.Context, tenant string, p *authn.DPoPProof) error {
+	if r, ok := s.replay.(expiringReplayCache); ok {
+		return r.UseUntil(ctx, tenant, dpopReplayPrefix+p.JKT, p.ID, p.IssuedAt.Add(s.dpop.maxAge))
+	}
+	return s.replay.Use(ctx, tenant, dpopReplayPrefix+p.JKT, p.ID)
 }

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -13,9 +14,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentid/agentid/pkg/eventstore"
 	"github.com/agentid/agentid/pkg/natsauth"
+	"github.com/agentid/agentid/pkg/observability"
 )
 
 // LogStream is the stream of the replay log: records of used ids, each appended by one issuer replica
@@ -25,14 +28,18 @@ const LogStream = natsauth.IssuerReplayStream
 // LogSubject is the one subject of LogStream (natsauth.IssuerReplaySubject).
 const LogSubject = natsauth.IssuerReplaySubject
 
-// logFormat is the first byte of a record: format 1 is a sequence of entries of logEntrySize bytes,
-// each a key (the first keySize bytes of the SHA-256 of tenant, client and id) and the time until
-// which the id is usable (big-endian Unix milliseconds).
+// logFormat is the first byte of a record. Format 1: the record's random 8-byte id, then entries of
+// logEntrySize bytes, each a key (the first keySize bytes of the SHA-256 of tenant, client and id)
+// and the time until which the id is usable (big-endian Unix milliseconds).
 const logFormat = 1
 
 const (
-	keySize      = 16
-	logEntrySize = keySize + 8
+	keySize       = 16
+	logEntrySize  = keySize + 8
+	logHeaderSize = 1 + 8
+	// recentRecords is how many of the last records read a replica remembers the ids of, to check
+	// that the record at its own append's sequence is its own.
+	recentRecords = 1 << 13
 )
 
 // Defaults of LogConfig.
@@ -41,7 +48,15 @@ const (
 	DefaultCommitters  = 2
 	DefaultWaitTimeout = 5 * time.Second
 	DefaultMaxEntries  = 4_000_000
+	// DefaultDrainTimeout is how long Run keeps serving the requests in flight once its context is
+	// done (the HTTP server drains them meanwhile).
+	DefaultDrainTimeout = 5 * time.Second
 )
+
+// errSequence means the record at this replica's append's sequence is not its record: the stream's
+// sequence went back (acknowledged records were lost, or the stream was recreated), and the replica
+// reads the log again from its start.
+var errSequence = errors.New("replay: the log's sequence went back; reading it again")
 
 // ErrLogFull means the log's index holds LogConfig.MaxEntries usable ids: a new id is refused (the
 // caller fails closed) rather than the memory growing without bound.
@@ -72,8 +87,14 @@ type LogConfig struct {
 	// WaitTimeout bounds how long Use waits for its record to be stored and read back before it
 	// fails (closed); default DefaultWaitTimeout.
 	WaitTimeout time.Duration
-	// MaxEntries bounds the ids held in memory; default DefaultMaxEntries (about 60 bytes each).
+	// MaxEntries bounds the ids held in memory (every replica holds every replica's ids); default
+	// DefaultMaxEntries (about 100 bytes each).
 	MaxEntries int
+	// DrainTimeout is how long Run keeps serving requests in flight after its context is done;
+	// default DefaultDrainTimeout.
+	DrainTimeout time.Duration
+	// Registerer receives the metrics; nil for none.
+	Registerer prometheus.Registerer
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; default time.Now.
@@ -101,14 +122,53 @@ type Log struct {
 	expiry   map[int64][]logKey // keys by the second their entry expires, for pruning
 	pruned   int64              // every second up to this one has been pruned
 	applied  uint64             // the last stream sequence read
-	advanced chan struct{}      // closed (and replaced) each time applied moves
+	recent   [recentRecords]appliedRecord
+	target   uint64        // the stream's last sequence when the reader first subscribed
+	caught   chan struct{} // closed once applied reached target
+	advanced chan struct{} // closed (and replaced) each time applied moves
 	queue    []*pendingUse
 	wake     chan struct{}
+	rebuild  chan struct{} // asks the reader to read the log again from its start
 
-	ensured atomic.Bool
-	records atomic.Uint64 // records appended by this replica
-	ids     atomic.Uint64 // ids in them
-	bad     atomic.Uint64 // records read that could not be decoded
+	ensured  atomic.Bool
+	stopped  atomic.Bool  // Run has returned: Use fails at once
+	inflight atomic.Int64 // Use calls in progress
+	records  atomic.Uint64
+	ids      atomic.Uint64
+	bad      atomic.Uint64
+	rebuilds atomic.Uint64
+	m        logMetrics
+}
+
+// appliedRecord is a record read: its stream sequence and its id.
+type appliedRecord struct{ seq, id uint64 }
+
+type logMetrics struct {
+	records, ids, bad, rebuilds prometheus.Counter
+	refused                     *prometheus.CounterVec
+	entries, queued             prometheus.Gauge
+}
+
+func newLogMetrics(reg prometheus.Registerer) logMetrics {
+	m := logMetrics{
+		records:  prometheus.NewCounter(prometheus.CounterOpts{Name: "issuer_jti_log_records_total", Help: "Records (batches of used assertion and DPoP proof ids) this replica appended to the replay log."}),
+		ids:      prometheus.NewCounter(prometheus.CounterOpts{Name: "issuer_jti_log_ids_total", Help: "Ids in the records this replica appended to the replay log."}),
+		bad:      prometheus.NewCounter(prometheus.CounterOpts{Name: "issuer_jti_log_bad_records_total", Help: "Replay log records read that were not understood and were skipped."}),
+		rebuilds: prometheus.NewCounter(prometheus.CounterOpts{Name: "issuer_jti_log_rebuilds_total", Help: "Times the replica read the replay log again from its start because the stream's sequence went back."}),
+		refused:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "issuer_jti_log_refusals_total", Help: "Ids refused for a reason other than reuse (the request fails with 503), by reason."}, []string{"reason"}),
+		entries:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "issuer_jti_log_entries", Help: "Usable ids held in memory by the replay log (every replica's)."}),
+		queued:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "issuer_jti_log_queued", Help: "Ids waiting to be appended to the replay log."}),
+	}
+	if reg != nil {
+		m.records = observability.Register(reg, m.records)
+		m.ids = observability.Register(reg, m.ids)
+		m.bad = observability.Register(reg, m.bad)
+		m.rebuilds = observability.Register(reg, m.rebuilds)
+		m.refused = observability.Register(reg, m.refused)
+		m.entries = observability.Register(reg, m.entries)
+		m.queued = observability.Register(reg, m.queued)
+	}
+	return m
 }
 
 type pendingUse struct {
@@ -118,8 +178,8 @@ type pendingUse struct {
 }
 
 type useResult struct {
-	seq uint64
-	err error
+	seq, rec uint64 // the record's stream sequence and id
+	err      error
 }
 
 // NewLog returns a log over js; Run must run for Use to succeed.
@@ -154,11 +214,15 @@ func NewLog(js jetstream.JetStream, cfg LogConfig) *Log {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = DefaultDrainTimeout
+	}
 	return &Log{
 		js: js, cfg: cfg, log: cfg.Logger.With("component", "jti-log", "stream", LogStream),
 		index: make(map[logKey]logEntry), expiry: make(map[int64][]logKey),
-		pruned:   cfg.Now().Unix() - 1,
-		advanced: make(chan struct{}), wake: make(chan struct{}, 1),
+		pruned: cfg.Now().Unix() - 1, caught: make(chan struct{}),
+		advanced: make(chan struct{}), wake: make(chan struct{}, 1), rebuild: make(chan struct{}, 1),
+		m: newLogMetrics(cfg.Registerer),
 	}
 }
 
@@ -196,8 +260,10 @@ func (l *Log) Ensure(ctx context.Context) error {
 }
 
 // Run creates the stream (retrying while NATS is unavailable), then reads the log and appends the
-// queued ids until ctx is done; it returns nil then.
+// queued ids until ctx is done. It then keeps serving the requests in flight for at most DrainTimeout
+// (an HTTP server drains them meanwhile) and returns nil; Use fails at once after that.
 func (l *Log) Run(ctx context.Context) error {
+	defer l.stopped.Store(true)
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
 		err := l.Ensure(ctx)
 		if err == nil {
@@ -210,13 +276,43 @@ func (l *Log) Run(ctx context.Context) error {
 		case <-time.After(delay):
 		}
 	}
+	run, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for range l.cfg.Committers {
-		wg.Go(func() { l.commit(ctx) })
+		wg.Go(func() { l.commit(run) })
 	}
-	wg.Go(func() { l.read(ctx) })
+	wg.Go(func() { l.read(run) })
+	<-ctx.Done()
+	drain := time.NewTimer(l.cfg.DrainTimeout)
+	defer drain.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for l.inflight.Load() > 0 {
+		select {
+		case <-drain.C:
+			l.log.Warn("replay log stopped with requests in flight", "requests", l.inflight.Load())
+			l.stopped.Store(true)
+			stop()
+			wg.Wait()
+			return nil
+		case <-tick.C:
+		}
+	}
+	l.stopped.Store(true)
+	stop()
 	wg.Wait()
 	return nil
+}
+
+// Ready blocks until the reader has read every record the stream held when it first subscribed (a
+// replica that starts answers only then), or ctx is done.
+func (l *Log) Ready(ctx context.Context) error {
+	select {
+	case <-l.caught:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("replay: log not read up to its end yet: %w", ctx.Err())
+	}
 }
 
 // Use records the id for TTL; it fails with ErrReplayed if an earlier record holds it and has not
@@ -243,6 +339,12 @@ func logKeyOf(tenant, clientID, jti string) logKey {
 }
 
 func (l *Log) use(ctx context.Context, key logKey, until time.Time) error {
+	l.inflight.Add(1)
+	defer l.inflight.Add(-1)
+	if l.stopped.Load() {
+		l.m.refused.WithLabelValues("stopped").Inc()
+		return errors.New("replay: the log has stopped")
+	}
 	now := l.cfg.Now()
 	if !until.After(now) {
 		return errors.New("replay: the id is no longer usable")
@@ -257,34 +359,45 @@ func (l *Log) use(ctx context.Context, key logKey, until time.Time) error {
 	}
 	if len(l.index)+len(l.queue) >= l.cfg.MaxEntries {
 		l.mu.Unlock()
+		l.m.refused.WithLabelValues("full").Inc()
+		l.log.Warn("replay log full: id refused", "entries", l.cfg.MaxEntries)
 		return ErrLogFull
 	}
 	l.queue = append(l.queue, p)
 	l.mu.Unlock()
 	l.signal()
 
-	var seq uint64
+	var r useResult
 	select {
-	case r := <-p.done:
+	case r = <-p.done:
 		if r.err != nil {
+			l.m.refused.WithLabelValues("append").Inc()
 			return r.err
 		}
-		seq = r.seq
 	case <-ctx.Done():
 		l.dequeue(p) // not appended if still queued; if appended, the id is spent and refused here
+		l.m.refused.WithLabelValues("timeout").Inc()
 		return fmt.Errorf("replay: record jti: %w", ctx.Err())
 	}
 	for {
 		l.mu.Lock()
-		if l.applied >= seq {
+		if l.applied >= r.seq {
+			rec := l.recent[r.seq%recentRecords]
 			e, ok := l.index[key]
 			l.mu.Unlock()
 			switch {
-			case ok && e.seq == seq:
+			case rec.seq != r.seq || rec.id != r.rec:
+				// The record read at this sequence is not the one appended: the stream's sequence
+				// went back (or the record was read too long ago to tell). Refuse, and read again.
+				l.requestRebuild(r.seq)
+				l.m.refused.WithLabelValues("sequence").Inc()
+				return errSequence
+			case ok && e.seq == r.seq:
 				return nil
 			case ok:
 				return ErrReplayed // an earlier record holds the id
 			default:
+				l.m.refused.WithLabelValues("expired").Inc()
 				return errors.New("replay: the id expired before its record was read")
 			}
 		}
@@ -293,8 +406,18 @@ func (l *Log) use(ctx context.Context, key logKey, until time.Time) error {
 		select {
 		case <-advanced:
 		case <-ctx.Done():
-			return fmt.Errorf("replay: read the log up to record %d: %w", seq, ctx.Err())
+			l.m.refused.WithLabelValues("timeout").Inc()
+			return fmt.Errorf("replay: read the log up to record %d: %w", r.seq, ctx.Err())
 		}
+	}
+}
+
+// requestRebuild asks the reader to read the log again from its start.
+func (l *Log) requestRebuild(seq uint64) {
+	select {
+	case l.rebuild <- struct{}{}:
+		l.log.Error("the replay log's record at an appended sequence is another's: the stream lost records or was recreated; reading it again", "seq", seq)
+	default:
 	}
 }
 
@@ -323,11 +446,19 @@ func (l *Log) dequeue(p *pendingUse) {
 func (l *Log) commit(ctx context.Context) {
 	for {
 		l.mu.Lock()
-		for len(l.queue) == 0 {
+		for len(l.queue) == 0 || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				// Shutting down: what is still queued is refused now rather than at its timeout.
+				for _, p := range l.queue {
+					p.done <- useResult{err: fmt.Errorf("replay: record jti: %w", ctx.Err())}
+				}
+				l.queue = nil
+				l.mu.Unlock()
+				return
+			}
 			l.mu.Unlock()
 			select {
 			case <-ctx.Done():
-				return
 			case <-l.wake:
 			}
 			l.mu.Lock()
@@ -348,8 +479,12 @@ func (l *Log) commit(ctx context.Context) {
 // append stores one record holding batch and answers each of its requests. The same id twice in a
 // batch is recorded once: the second request is refused at once.
 func (l *Log) append(ctx context.Context, batch []*pendingUse) {
-	data := make([]byte, 1, 1+len(batch)*logEntrySize)
+	var idb [8]byte
+	_, _ = rand.Read(idb[:]) // crypto/rand.Read does not fail
+	rec := binary.BigEndian.Uint64(idb[:])
+	data := make([]byte, logHeaderSize, logHeaderSize+len(batch)*logEntrySize)
 	data[0] = logFormat
+	copy(data[1:], idb[:])
 	seen := make(map[logKey]struct{}, len(batch))
 	stored := batch[:0:0]
 	for _, p := range batch {
@@ -366,13 +501,15 @@ func (l *Log) append(ctx context.Context, batch []*pendingUse) {
 	ack, err := l.js.Publish(pctx, LogSubject, data,
 		jetstream.WithMsgID(nuid.Next()), jetstream.WithExpectStream(LogStream))
 	cancel()
-	res := useResult{}
+	res := useResult{rec: rec}
 	if err != nil {
 		res.err = fmt.Errorf("replay: record jti: %w", err)
 	} else {
 		res.seq = ack.Sequence
 		l.records.Add(1)
 		l.ids.Add(uint64(len(stored)))
+		l.m.records.Inc()
+		l.m.ids.Add(float64(len(stored)))
 	}
 	for _, p := range stored {
 		p.done <- res
@@ -380,45 +517,168 @@ func (l *Log) append(ctx context.Context, batch []*pendingUse) {
 }
 
 // read follows the stream from its first record until ctx is done, applying each record to the
-// index, and prunes expired ids each second.
+// index; each second it prunes expired ids and checks the stream: a stream whose last sequence is
+// below the last one read, or that was created anew, lost records, and the log is read again from its
+// start (as when an append finds another record at its sequence). A consumer that ends is created
+// again from the next record.
 func (l *Log) read(ctx context.Context) {
-	var cc jetstream.ConsumeContext
-	for delay := 100 * time.Millisecond; cc == nil; delay = min(2*delay, 5*time.Second) {
-		cons, err := l.js.OrderedConsumer(ctx, LogStream, jetstream.OrderedConsumerConfig{
-			FilterSubjects:    []string{LogSubject},
-			DeliverPolicy:     jetstream.DeliverAllPolicy,
-			NamePrefix:        "issuer_jti_" + nuid.Next(),
-			InactiveThreshold: eventstore.OrderedInactiveThreshold,
-		})
-		if err == nil {
-			cc, err = cons.Consume(l.apply, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-				if ctx.Err() == nil {
-					l.log.Warn("replay log consumer", "error", err.Error())
-				}
-			}))
+	var (
+		cc      jetstream.ConsumeContext
+		created time.Time // the stream's creation time when subscribed
+	)
+	defer func() {
+		if cc != nil {
+			cc.Stop()
 		}
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		l.log.WarnContext(ctx, "cannot read the replay log yet; retrying", "retry_in", delay.String(), "error", err.Error())
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(delay):
+	}()
+	subscribe := func(from uint64) bool {
+		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
+			c, t, err := l.subscribe(ctx, from)
+			if err == nil {
+				cc, created = c, t
+				return true
+			}
+			if ctx.Err() != nil {
+				return false
+			}
+			l.log.WarnContext(ctx, "cannot read the replay log yet; retrying", "retry_in", delay.String(), "error", err.Error())
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(delay):
+			}
 		}
 	}
-	defer cc.Stop()
+	if !subscribe(0) {
+		return
+	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		var closed <-chan struct{}
+		if cc != nil {
+			closed = cc.Closed()
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-closed:
+			l.log.Warn("replay log consumer ended; subscribing again")
+			cc = nil
+			l.mu.Lock()
+			from := l.applied + 1
+			l.mu.Unlock()
+			if !subscribe(from) {
+				return
+			}
+		case <-l.rebuild:
+			if !l.reread(ctx, &cc, subscribe) {
+				return
+			}
 		case <-tick.C:
 			l.prune()
+			if l.streamWentBack(ctx, created) {
+				if !l.reread(ctx, &cc, subscribe) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// reread forgets every record read and subscribes again from the stream's start.
+func (l *Log) reread(ctx context.Context, cc *jetstream.ConsumeContext, subscribe func(uint64) bool) bool {
+	if *cc != nil {
+		(*cc).Stop()
+		*cc = nil
+	}
+	l.rebuilds.Add(1)
+	l.m.rebuilds.Inc()
+	l.mu.Lock()
+	l.index = make(map[logKey]logEntry)
+	l.expiry = make(map[int64][]logKey)
+	l.applied = 0
+	l.recent = [recentRecords]appliedRecord{}
+	l.mu.Unlock()
+	// A request that arrived meanwhile waits for its record to be read again.
+	select {
+	case <-l.rebuild:
+	default:
+	}
+	return subscribe(0)
+}
+
+// streamWentBack reports whether the stream's last sequence is below the last one read or the stream
+// is not the one subscribed to (created at another time). An unreachable stream reports false.
+func (l *Log) streamWentBack(ctx context.Context, created time.Time) bool {
+	// The position read first: the stream's state, read after it, can only be further on.
+	l.mu.Lock()
+	applied := l.applied
+	l.mu.Unlock()
+	ictx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := l.js.Stream(ictx, LogStream)
+	if err != nil {
+		return false
+	}
+	info := st.CachedInfo()
+	if info.State.LastSeq < applied || (!created.IsZero() && !info.Created.Equal(created)) {
+		l.log.Error("the replay log's stream lost records or was recreated; reading it again",
+			"last_seq", info.State.LastSeq, "read_up_to", applied, "created", info.Created, "subscribed_to_created", created)
+		return true
+	}
+	return false
+}
+
+// subscribe starts an ordered consumer from sequence from (0: the stream's start) and returns it with
+// the stream's creation time.
+func (l *Log) subscribe(ctx context.Context, from uint64) (jetstream.ConsumeContext, time.Time, error) {
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := l.js.Stream(sctx, LogStream)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("stream %s: %w", LogStream, err)
+	}
+	info := st.CachedInfo()
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{LogSubject},
+		DeliverPolicy:     jetstream.DeliverAllPolicy,
+		NamePrefix:        "issuer_jti_" + nuid.Next(),
+		InactiveThreshold: eventstore.OrderedInactiveThreshold,
+	}
+	if from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := st.OrderedConsumer(sctx, cfg)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("consumer on %s: %w", LogStream, err)
+	}
+	l.mu.Lock()
+	if l.target == 0 {
+		l.target = info.State.LastSeq
+		l.markCaughtLocked()
+	}
+	l.mu.Unlock()
+	// Heartbeats every second: a consumer lost with a server is noticed and replaced within seconds.
+	cc, err := cons.Consume(l.apply, jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if ctx.Err() == nil {
+				l.log.Warn("replay log consumer", "error", err.Error())
+			}
+		}))
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("consume %s: %w", LogStream, err)
+	}
+	return cc, info.Created, nil
+}
+
+// markCaughtLocked closes caught once the first subscription's end has been read.
+func (l *Log) markCaughtLocked() {
+	if l.applied >= l.target {
+		select {
+		case <-l.caught:
+		default:
+			close(l.caught)
 		}
 	}
 }
@@ -428,23 +688,31 @@ func (l *Log) apply(m jetstream.Msg) {
 	md, err := m.Metadata()
 	if err != nil {
 		l.bad.Add(1)
+		l.m.bad.Inc()
 		l.log.Error("replay log record without metadata; skipped", "error", err.Error())
 		return
 	}
 	seq := md.Sequence.Stream
 	data := m.Data()
-	if len(data) == 0 || data[0] != logFormat || (len(data)-1)%logEntrySize != 0 {
+	var rec uint64
+	if len(data) < logHeaderSize || data[0] != logFormat || (len(data)-logHeaderSize)%logEntrySize != 0 {
 		// Nothing in it is applied: a request waiting on this record finds its id missing and fails.
 		l.bad.Add(1)
+		l.m.bad.Inc()
 		l.log.Error("replay log record not understood; skipped", "seq", seq, "bytes", len(data))
 		data = nil
+	} else {
+		rec = binary.BigEndian.Uint64(data[1:logHeaderSize])
 	}
 	now := l.cfg.Now().UnixMilli()
+	// No id outlives its record by more than TTL and a minute for clocks: every replica, one that
+	// starts later included, forgets it by then.
+	limit := md.Timestamp.Add(l.cfg.TTL + time.Minute).UnixMilli()
 	l.mu.Lock()
-	for off := 1; off+logEntrySize <= len(data); off += logEntrySize {
+	for off := logHeaderSize; off+logEntrySize <= len(data); off += logEntrySize {
 		var k logKey
 		copy(k[:], data[off:off+keySize])
-		until := int64(binary.BigEndian.Uint64(data[off+keySize : off+logEntrySize]))
+		until := min(int64(binary.BigEndian.Uint64(data[off+keySize:off+logEntrySize])), limit)
 		if until <= now {
 			continue
 		}
@@ -455,9 +723,11 @@ func (l *Log) apply(m jetstream.Msg) {
 		sec := max(until/1000, l.pruned+1) // a clock set back must not hide an entry from prune
 		l.expiry[sec] = append(l.expiry[sec], k)
 	}
+	l.recent[seq%recentRecords] = appliedRecord{seq: seq, id: rec}
 	if seq > l.applied {
 		l.applied = seq
 	}
+	l.markCaughtLocked()
 	close(l.advanced)
 	l.advanced = make(chan struct{})
 	l.mu.Unlock()
@@ -478,6 +748,8 @@ func (l *Log) prune() {
 		delete(l.expiry, sec)
 	}
 	l.pruned = max(l.pruned, upTo)
+	l.m.entries.Set(float64(len(l.index)))
+	l.m.queued.Set(float64(len(l.queue)))
 }
 
 // LogStats describe a Log.
@@ -486,15 +758,16 @@ type LogStats struct {
 	// Applied is the last stream sequence read.
 	Entries, Queued int
 	Applied         uint64
-	// Records and IDs count what this replica appended; BadRecords the records read and skipped.
-	Records, IDs, BadRecords uint64
+	// Records and IDs count what this replica appended; BadRecords the records read and skipped;
+	// Rebuilds the times the log was read again from its start.
+	Records, IDs, BadRecords, Rebuilds uint64
 }
 
 // Stats returns the log's counters.
 func (l *Log) Stats() LogStats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return LogStats{Entries: len(l.index), Queued: len(l.queue), Applied: l.applied, Records: l.records.Load(), IDs: l.ids.Load(), BadRecords: l.bad.Load()}
+	return LogStats{Entries: len(l.index), Queued: len(l.queue), Applied: l.applied, Records: l.records.Load(), IDs: l.ids.Load(), BadRecords: l.bad.Load(), Rebuilds: l.rebuilds.Load()}
 }
 
 // keyHash is the SHA-256 of tenant, client and id, each followed by a zero byte.

@@ -133,8 +133,8 @@ func TestLogBatchesConcurrentRequests(t *testing.T) {
 	}
 }
 
-// A replica that starts reads the records of the others: it refuses an id used before it started,
-// even before its reader has caught up (the id's first record is earlier than its own).
+// A replica that starts reads the records of the others: it refuses an id used before it started
+// (whether or not its reader has caught up, the id's first record is earlier than its own).
 func TestLogRestartRemembers(t *testing.T) {
 	n := testkit.StartNATS(t)
 	a := replay.NewLog(n.JetStream(t), replay.LogConfig{})
@@ -179,8 +179,10 @@ func TestLogFailsClosedWithoutNATS(t *testing.T) {
 		t.Fatalf("use without NATS = %v, want an error that is not ErrReplayed", err)
 	}
 	n.Start(t)
+	attempt := 0
 	testkit.Eventually(t, 0, "a use after NATS restarted", func() (bool, error) {
-		err := l.Use(t.Context(), "acme", "c1", "after")
+		attempt++ // a new id each time: a failed attempt may have spent its id
+		err := l.Use(t.Context(), "acme", "c1", fmt.Sprintf("after-%d", attempt))
 		return err == nil, nil
 	})
 	if err := l.Use(t.Context(), "acme", "c1", "before"); !errors.Is(err, replay.ErrReplayed) {
@@ -214,7 +216,7 @@ func TestLogSkipsRecordsItDoesNotUnderstand(t *testing.T) {
 		t.Fatal(err)
 	}
 	js := n.JetStream(t)
-	for _, data := range [][]byte{nil, {9}, {1, 2, 3}, append([]byte{1}, make([]byte, 25)...)} {
+	for _, data := range [][]byte{nil, {9}, {1, 2, 3}, append([]byte{1}, make([]byte, 8+25)...)} {
 		if _, err := js.Publish(t.Context(), replay.LogSubject, data); err != nil {
 			t.Fatal(err)
 		}
@@ -324,5 +326,86 @@ func TestLogStreamConfiguration(t *testing.T) {
 	cfg := st.CachedInfo().Config
 	if cfg.MaxAge < l.TTL() || !cfg.DenyDelete || !cfg.DenyPurge || cfg.Storage != jetstream.FileStorage {
 		t.Fatalf("stream config max_age %s deny_delete %v deny_purge %v storage %v", cfg.MaxAge, cfg.DenyDelete, cfg.DenyPurge, cfg.Storage)
+	}
+}
+
+// A stream that lost records or was recreated under a running replica: the replica never accepts an
+// id the new stream holds, and reads the log again from its start.
+func TestLogReadsAgainWhenTheStreamIsRecreated(t *testing.T) {
+	n := testkit.StartNATS(t)
+	a := replay.NewLog(n.JetStream(t), replay.LogConfig{})
+	runLog(t, a)
+	for i := range 5 {
+		if err := a.Use(t.Context(), "acme", "c1", fmt.Sprintf("old-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An operator deletes and recreates the stream; another replica records "x" and "y" in it, at
+	// sequences 1 and 2, below the 5 records the first replica has read.
+	if err := n.JetStream(t).DeleteStream(t.Context(), replay.LogStream); err != nil {
+		t.Fatal(err)
+	}
+	b := replay.NewLog(n.JetStream(t), replay.LogConfig{})
+	runLog(t, b)
+	for _, id := range []string{"x", "y"} {
+		if err := b.Use(t.Context(), "acme", "c1", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Whether the first replica noticed the new stream already or finds another record at its
+	// append's sequence, it must not accept "x".
+	if err := a.Use(t.Context(), "acme", "c1", "x"); err == nil {
+		t.Fatal("the first replica accepted an id the recreated stream holds")
+	}
+	testkit.Eventually(t, 0, "the first replica to read the log again", func() (bool, error) { return a.Stats().Rebuilds >= 1, nil })
+	testkit.Eventually(t, 0, "the first replica to refuse x as replayed", func() (bool, error) {
+		return errors.Is(a.Use(t.Context(), "acme", "c1", "x"), replay.ErrReplayed), nil
+	})
+	attempt := 0
+	testkit.Eventually(t, 0, "a new id accepted after the read", func() (bool, error) {
+		attempt++
+		return a.Use(t.Context(), "acme", "c1", fmt.Sprintf("fresh-%d", attempt)) == nil, nil
+	})
+}
+
+// Once Run has returned, Use fails at once instead of waiting for a committer.
+func TestLogRefusesAtOnceAfterStop(t *testing.T) {
+	n := testkit.StartNATS(t)
+	l := replay.NewLog(n.JetStream(t), replay.LogConfig{WaitTimeout: time.Minute})
+	stop := runLog(t, l)
+	if err := l.Use(t.Context(), "acme", "c1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := l.Use(ctx, "acme", "c1", "b"); err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("use after stop = %v, want an immediate refusal", err)
+	}
+}
+
+// Ready returns once the records written before the replica started are read.
+func TestLogReadyAfterReadingTheStream(t *testing.T) {
+	n := testkit.StartNATS(t)
+	a := replay.NewLog(n.JetStream(t), replay.LogConfig{})
+	stop := runLog(t, a)
+	for i := range 20 {
+		if err := a.Use(t.Context(), "acme", "c1", fmt.Sprintf("jti-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	b := replay.NewLog(n.JetStream(t), replay.LogConfig{})
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	if err := b.Ready(ctx); err == nil {
+		t.Fatal("Ready before Run returned nil")
+	}
+	runLog(t, b)
+	if err := b.Ready(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if st := b.Stats(); st.Entries != 20 || st.Applied < 20 {
+		t.Fatalf("stats when ready %+v: want the 20 ids read", st)
 	}
 }
