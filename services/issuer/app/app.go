@@ -588,9 +588,30 @@ func (a *App) runTenantKeys(ctx context.Context) error {
 	if err := a.jtiLog.Ready(ctx); err != nil {
 		return nil // shutting down
 	}
+	a.warnRecentReplayBucket(ctx)
 	a.readyOnce.Do(func() { close(a.ready) })
 	a.logger.InfoContext(ctx, "issuer ready", "issuer_base", a.cfg.PublicURL)
 	return a.store.Consume(ctx, SigningKeyConsumer, eventstore.StreamTenants, []string{tenantCreatedFilter}, a.onTenantCreated)
+}
+
+// warnRecentReplayBucket warns when this replica records ids in the log alone while the replay bucket
+// of earlier releases was written within its lifetime: replicas of such a release may still run, and
+// they do not read the log (docs/deploy.md, "Upgrading the issuer's replay store").
+func (a *App) warnRecentReplayBucket(ctx context.Context) {
+	if a.cfg.JTIStore == JTIStoreBucketAndLog {
+		return
+	}
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := a.store.JetStream().Stream(ictx, "KV_"+replay.Bucket)
+	if err != nil {
+		return // no bucket: nothing to upgrade from
+	}
+	last := st.CachedInfo().State.LastTime
+	if age := time.Since(last); st.CachedInfo().State.Msgs > 0 && age < replay.DefaultTTL {
+		a.logger.WarnContext(ctx, "the replay bucket of earlier releases was written recently: if issuer replicas of such a release still run, run every replica with --jti-store bucket+log until 10 minutes after the last of them stopped (docs/deploy.md)",
+			"bucket", replay.Bucket, "last_write", last.UTC().Format(time.RFC3339), "jti_store", a.cfg.JTIStore)
+	}
 }
 
 func (a *App) onTenantCreated(ctx context.Context, e eventstore.Event) error {
