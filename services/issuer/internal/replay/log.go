@@ -48,8 +48,8 @@ const (
 	DefaultCommitters  = 1
 	DefaultWaitTimeout = 5 * time.Second
 	DefaultMaxEntries  = 4_000_000
-	// DefaultDrainTimeout is how long Run keeps serving the requests in flight once its context is
-	// done (the HTTP server drains them meanwhile).
+	// DefaultDrainTimeout is the longest Run keeps serving requests once its context is done (the
+	// HTTP server drains them meanwhile); it stops earlier once none has been in flight for a second.
 	DefaultDrainTimeout = 5 * time.Second
 )
 
@@ -119,27 +119,33 @@ type Log struct {
 	cfg LogConfig
 	log *slog.Logger
 
-	mu       sync.Mutex
-	index    map[logKey]logEntry
-	expiry   map[int64][]logKey // keys by the second their entry expires, for pruning
-	pruned   int64              // every second up to this one has been pruned
-	applied  uint64             // the last stream sequence read
-	recent   [recentRecords]appliedRecord
-	target   uint64        // the stream's last sequence when the reader first subscribed
-	caught   chan struct{} // closed once applied reached target
-	advanced chan struct{} // closed (and replaced) each time applied moves
-	queue    []*pendingUse
-	wake     chan struct{}
-	rebuild  chan struct{} // asks the reader to read the log again from its start
+	mu         sync.Mutex
+	index      map[logKey]logEntry
+	expiry     map[int64][]logKey // keys by the second their entry expires, for pruning
+	pruned     int64              // every second up to this one has been pruned
+	applied    uint64             // the last stream sequence read
+	recent     [recentRecords]appliedRecord
+	gen        uint64        // the generation of the consumer whose deliveries are applied
+	subscribed bool          // the reader has subscribed once
+	target     uint64        // the stream's last sequence when the reader first subscribed
+	caught     chan struct{} // closed once applied reached target
+	advanced   chan struct{} // closed (and replaced) each time applied moves
+	queue      []*pendingUse
+	wake       chan struct{}
+	rebuild    chan struct{} // asks the reader to read the log again from its start
 
 	ensured  atomic.Bool
-	stopped  atomic.Bool  // Run has returned: Use fails at once
-	inflight atomic.Int64 // Use calls in progress
+	stopped  atomic.Bool   // Run has returned: Use fails at once
+	stopOnce sync.Once     // closes done
+	done     chan struct{} // closed when the log stops
+	inflight atomic.Int64  // Use calls in progress
 	records  atomic.Uint64
 	ids      atomic.Uint64
 	bad      atomic.Uint64
 	rebuilds atomic.Uint64
 	m        logMetrics
+
+	beforeApply func() // tests only: runs as a delivery is applied, before the generation check
 }
 
 // appliedRecord is a record read: its stream sequence and its id.
@@ -222,7 +228,7 @@ func NewLog(js jetstream.JetStream, cfg LogConfig) *Log {
 	return &Log{
 		js: js, cfg: cfg, log: cfg.Logger.With("component", "jti-log", "stream", LogStream),
 		index: make(map[logKey]logEntry), expiry: make(map[int64][]logKey),
-		pruned: cfg.Now().Unix() - 1, caught: make(chan struct{}),
+		pruned: cfg.Now().Unix() - 1, caught: make(chan struct{}), done: make(chan struct{}),
 		advanced: make(chan struct{}), wake: make(chan struct{}, 1), rebuild: make(chan struct{}, 1),
 		m: newLogMetrics(cfg.Registerer),
 	}
@@ -265,7 +271,7 @@ func (l *Log) Ensure(ctx context.Context) error {
 // queued ids until ctx is done. It then keeps serving the requests in flight for at most DrainTimeout
 // (an HTTP server drains them meanwhile) and returns nil; Use fails at once after that.
 func (l *Log) Run(ctx context.Context) error {
-	defer l.stopped.Store(true)
+	defer l.stop()
 	for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
 		err := l.Ensure(ctx)
 		if err == nil {
@@ -278,32 +284,43 @@ func (l *Log) Run(ctx context.Context) error {
 		case <-time.After(delay):
 		}
 	}
-	run, stop := context.WithCancel(context.WithoutCancel(ctx))
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
 	var wg sync.WaitGroup
+	defer wg.Wait()
 	for range l.cfg.Committers {
 		wg.Go(func() { l.commit(run) })
 	}
 	wg.Go(func() { l.read(run) })
 	<-ctx.Done()
-	drain := time.NewTimer(l.cfg.DrainTimeout)
-	defer drain.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for l.inflight.Load() > 0 {
-		select {
-		case <-drain.C:
-			l.log.Warn("replay log stopped with requests in flight", "requests", l.inflight.Load())
-			l.stopped.Store(true)
-			stop()
-			wg.Wait()
-			return nil
-		case <-tick.C:
+	// The HTTP server drains its requests while the process stops (after the gRPC server's graceful
+	// stop): keep serving until no request has been in flight for drainIdle, at most DrainTimeout.
+	deadline := time.Now().Add(l.cfg.DrainTimeout)
+	idleSince := time.Now()
+	for now := time.Now(); now.Before(deadline) && now.Sub(idleSince) < drainIdle; now = time.Now() {
+		if l.inflight.Load() > 0 {
+			idleSince = now
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	l.stopped.Store(true)
-	stop()
-	wg.Wait()
+	if n := l.inflight.Load(); n > 0 {
+		l.log.Warn("replay log stopped with requests in flight", "requests", n)
+	}
+	l.stop()
+	cancel()
 	return nil
+}
+
+// drainIdle is how long Run waits without a request in flight before it stops, once its context is
+// done.
+const drainIdle = time.Second
+
+// stop marks the log stopped: a Use in progress or to come fails at once.
+func (l *Log) stop() {
+	l.stopOnce.Do(func() {
+		l.stopped.Store(true)
+		close(l.done)
+	})
 }
 
 // Ready blocks until the reader has read every record the stream held when it first subscribed (a
@@ -380,6 +397,10 @@ func (l *Log) use(ctx context.Context, key logKey, until time.Time) error {
 		l.dequeue(p) // not appended if still queued; if appended, the id is spent and refused here
 		l.m.refused.WithLabelValues("timeout").Inc()
 		return fmt.Errorf("replay: record jti: %w", ctx.Err())
+	case <-l.done:
+		l.dequeue(p)
+		l.m.refused.WithLabelValues("stopped").Inc()
+		return errors.New("replay: the log has stopped")
 	}
 	for {
 		l.mu.Lock()
@@ -410,6 +431,9 @@ func (l *Log) use(ctx context.Context, key logKey, until time.Time) error {
 		case <-ctx.Done():
 			l.m.refused.WithLabelValues("timeout").Inc()
 			return fmt.Errorf("replay: read the log up to record %d: %w", r.seq, ctx.Err())
+		case <-l.done:
+			l.m.refused.WithLabelValues("stopped").Inc()
+			return errors.New("replay: the log has stopped")
 		}
 	}
 }
@@ -482,8 +506,11 @@ func (l *Log) commit(ctx context.Context) {
 // batch is recorded once: the second request is refused at once.
 func (l *Log) append(ctx context.Context, batch []*pendingUse) {
 	var idb [8]byte
-	_, _ = rand.Read(idb[:]) // crypto/rand.Read does not fail
-	rec := binary.BigEndian.Uint64(idb[:])
+	var rec uint64
+	for rec == 0 { // 0 marks a record not in the log's format
+		_, _ = rand.Read(idb[:]) // crypto/rand.Read does not fail
+		rec = binary.BigEndian.Uint64(idb[:])
+	}
 	data := make([]byte, logHeaderSize, logHeaderSize+len(batch)*logEntrySize)
 	data[0] = logFormat
 	copy(data[1:], idb[:])
@@ -519,25 +546,26 @@ func (l *Log) append(ctx context.Context, batch []*pendingUse) {
 }
 
 // read follows the stream from its first record until ctx is done, applying each record to the
-// index; each second it prunes expired ids and checks the stream: a stream whose last sequence is
-// below the last one read, or that was created anew, lost records, and the log is read again from its
-// start (as when an append finds another record at its sequence). A consumer that ends is created
-// again from the next record.
+// index. Each second it prunes expired ids and checks the stream (check). A consumer that ends is
+// created again from the next record.
 func (l *Log) read(ctx context.Context) {
 	var (
 		cc      jetstream.ConsumeContext
-		created time.Time // the stream's creation time when subscribed
+		closed  <-chan struct{} // cc.Closed(), taken once per consumer (each call starts a goroutine)
+		created time.Time       // the stream's creation time when subscribed
 	)
-	defer func() {
+	stopConsumer := func() {
 		if cc != nil {
 			cc.Stop()
 		}
-	}()
+		cc, closed = nil, nil
+	}
+	defer stopConsumer()
 	subscribe := func(from uint64) bool {
 		for delay := 100 * time.Millisecond; ; delay = min(2*delay, 5*time.Second) {
 			c, t, err := l.subscribe(ctx, from)
 			if err == nil {
-				cc, created = c, t
+				cc, closed, created = c, c.Closed(), t
 				return true
 			}
 			if ctx.Err() != nil {
@@ -551,22 +579,35 @@ func (l *Log) read(ctx context.Context) {
 			}
 		}
 	}
+	// reread forgets every record read and subscribes again from the stream's start.
+	reread := func() bool {
+		stopConsumer()
+		l.rebuilds.Add(1)
+		l.m.rebuilds.Inc()
+		l.mu.Lock()
+		l.index = make(map[logKey]logEntry)
+		l.expiry = make(map[int64][]logKey)
+		l.applied = 0
+		l.recent = [recentRecords]appliedRecord{}
+		l.mu.Unlock()
+		select { // a request that asked meanwhile waits for its record to be read again
+		case <-l.rebuild:
+		default:
+		}
+		return subscribe(0)
+	}
 	if !subscribe(0) {
 		return
 	}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		var closed <-chan struct{}
-		if cc != nil {
-			closed = cc.Closed()
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-closed:
 			l.log.Warn("replay log consumer ended; subscribing again")
-			cc = nil
+			stopConsumer()
 			l.mu.Lock()
 			from := l.applied + 1
 			l.mu.Unlock()
@@ -574,66 +615,69 @@ func (l *Log) read(ctx context.Context) {
 				return
 			}
 		case <-l.rebuild:
-			if !l.reread(ctx, &cc, subscribe) {
+			if !reread() {
 				return
 			}
 		case <-tick.C:
 			l.prune()
-			if l.streamWentBack(ctx, created) {
-				if !l.reread(ctx, &cc, subscribe) {
-					return
-				}
+			if l.check(ctx, created) && !reread() {
+				return
 			}
 		}
 	}
 }
 
-// reread forgets every record read and subscribes again from the stream's start.
-func (l *Log) reread(ctx context.Context, cc *jetstream.ConsumeContext, subscribe func(uint64) bool) bool {
-	if *cc != nil {
-		(*cc).Stop()
-		*cc = nil
-	}
-	l.rebuilds.Add(1)
-	l.m.rebuilds.Inc()
-	l.mu.Lock()
-	l.index = make(map[logKey]logEntry)
-	l.expiry = make(map[int64][]logKey)
-	l.applied = 0
-	l.recent = [recentRecords]appliedRecord{}
-	l.mu.Unlock()
-	// A request that arrived meanwhile waits for its record to be read again.
-	select {
-	case <-l.rebuild:
-	default:
-	}
-	return subscribe(0)
-}
-
-// streamWentBack reports whether the stream's last sequence is below the last one read or the stream
-// is not the one subscribed to (created at another time). An unreachable stream reports false.
-func (l *Log) streamWentBack(ctx context.Context, created time.Time) bool {
+// check reports whether the log must be read again: the stream's last sequence is below the last one
+// read, the stream is not the one subscribed to (created at another time), or the record stored at
+// the last sequence read is not the one read there (the stream lost records and others were
+// written in their place). It also ends the first catch-up when the records it waited for have aged
+// out of the stream. An unreachable stream reports false.
+func (l *Log) check(ctx context.Context, created time.Time) bool {
 	// The position read first: the stream's state, read after it, can only be further on.
 	l.mu.Lock()
-	applied := l.applied
+	applied, read := l.applied, l.recent[l.applied%recentRecords]
 	l.mu.Unlock()
-	ictx, cancel := context.WithTimeout(ctx, time.Second)
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	st, err := l.js.Stream(ictx, LogStream)
+	st, err := l.js.Stream(cctx, LogStream)
 	if err != nil {
 		return false
 	}
 	info := st.CachedInfo()
-	if info.State.LastSeq < applied || (!created.IsZero() && !info.Created.Equal(created)) {
+	l.mu.Lock()
+	if info.State.Msgs == 0 || info.State.FirstSeq > l.target {
+		l.target = 0 // nothing left to wait for
+		l.markCaughtLocked()
+	}
+	l.mu.Unlock()
+	wentBack := info.State.LastSeq < applied || (!created.IsZero() && !info.Created.Equal(created))
+	if !wentBack && applied > 0 && applied >= info.State.FirstSeq && read.seq == applied {
+		msg, err := st.GetMsg(cctx, applied)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			wentBack = applied >= info.State.FirstSeq // not aged out: lost
+		case err == nil:
+			wentBack = recordID(msg.Data) != read.id
+		}
+	}
+	if wentBack {
 		l.log.Error("the replay log's stream lost records or was recreated; reading it again",
 			"last_seq", info.State.LastSeq, "read_up_to", applied, "created", info.Created, "subscribed_to_created", created)
-		return true
 	}
-	return false
+	return wentBack
+}
+
+// recordID returns a record's id, 0 for a record not in the log's format.
+func recordID(data []byte) uint64 {
+	if len(data) < logHeaderSize || data[0] != logFormat || (len(data)-logHeaderSize)%logEntrySize != 0 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(data[1:logHeaderSize])
 }
 
 // subscribe starts an ordered consumer from sequence from (0: the stream's start) and returns it with
-// the stream's creation time.
+// the stream's creation time. The records it delivers are applied only while it is the latest
+// consumer: a delivery of a stopped one (nats.go may still run one after Stop) is ignored.
 func (l *Log) subscribe(ctx context.Context, from uint64) (jetstream.ConsumeContext, time.Time, error) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -656,13 +700,19 @@ func (l *Log) subscribe(ctx context.Context, from uint64) (jetstream.ConsumeCont
 		return nil, time.Time{}, fmt.Errorf("consumer on %s: %w", LogStream, err)
 	}
 	l.mu.Lock()
-	if l.target == 0 {
-		l.target = info.State.LastSeq
+	l.gen++
+	gen := l.gen
+	if !l.subscribed {
+		l.subscribed = true
+		if info.State.Msgs > 0 { // an empty stream (every record aged out) keeps its last sequence
+			l.target = info.State.LastSeq
+		}
 		l.markCaughtLocked()
 	}
 	l.mu.Unlock()
 	// Heartbeats every second: a consumer lost with a server is noticed and replaced within seconds.
-	cc, err := cons.Consume(l.apply, jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second),
+	cc, err := cons.Consume(func(m jetstream.Msg) { l.apply(gen, m) },
+		jetstream.PullExpiry(5*time.Second), jetstream.PullHeartbeat(time.Second),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if ctx.Err() == nil {
 				l.log.Warn("replay log consumer", "error", err.Error())
@@ -685,8 +735,12 @@ func (l *Log) markCaughtLocked() {
 	}
 }
 
-// apply adds the ids of one record that are not held by an earlier record (or only by an expired one).
-func (l *Log) apply(m jetstream.Msg) {
+// apply adds the ids of one record delivered by the consumer of generation gen that are not held by
+// an earlier record (or only by an expired one).
+func (l *Log) apply(gen uint64, m jetstream.Msg) {
+	if l.beforeApply != nil {
+		l.beforeApply()
+	}
 	md, err := m.Metadata()
 	if err != nil {
 		l.bad.Add(1)
@@ -696,21 +750,23 @@ func (l *Log) apply(m jetstream.Msg) {
 	}
 	seq := md.Sequence.Stream
 	data := m.Data()
-	var rec uint64
-	if len(data) < logHeaderSize || data[0] != logFormat || (len(data)-logHeaderSize)%logEntrySize != 0 {
+	rec := recordID(data)
+	if rec == 0 {
 		// Nothing in it is applied: a request waiting on this record finds its id missing and fails.
 		l.bad.Add(1)
 		l.m.bad.Inc()
 		l.log.Error("replay log record not understood; skipped", "seq", seq, "bytes", len(data))
 		data = nil
-	} else {
-		rec = binary.BigEndian.Uint64(data[1:logHeaderSize])
 	}
 	now := l.cfg.Now().UnixMilli()
 	// No id outlives its record by more than TTL and a minute for clocks: every replica, one that
 	// starts later included, forgets it by then.
 	limit := md.Timestamp.Add(l.cfg.TTL + time.Minute).UnixMilli()
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if gen != l.gen {
+		return // a stopped consumer's delivery
+	}
 	for off := logHeaderSize; off+logEntrySize <= len(data); off += logEntrySize {
 		var k logKey
 		copy(k[:], data[off:off+keySize])
@@ -732,7 +788,6 @@ func (l *Log) apply(m jetstream.Msg) {
 	l.markCaughtLocked()
 	close(l.advanced)
 	l.advanced = make(chan struct{})
-	l.mu.Unlock()
 }
 
 // prune forgets the ids whose time has passed.
