@@ -49,7 +49,7 @@ const (
 	DefaultWaitTimeout = 5 * time.Second
 	DefaultMaxEntries  = 4_000_000
 	// DefaultDrainTimeout is the longest Run keeps serving requests once its context is done (the
-	// HTTP server drains them meanwhile); it stops earlier once none has been in flight for a second.
+	// HTTP server drains them meanwhile); it stops earlier once none has been in flight for 250 ms.
 	DefaultDrainTimeout = 5 * time.Second
 )
 
@@ -313,7 +313,7 @@ func (l *Log) Run(ctx context.Context) error {
 
 // drainIdle is how long Run waits without a request in flight before it stops, once its context is
 // done.
-const drainIdle = time.Second
+const drainIdle = 250 * time.Millisecond
 
 // stop marks the log stopped: a Use in progress or to come fails at once.
 func (l *Log) stop() {
