@@ -301,7 +301,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer: %w", err)
 	}
-	a.jtiLog = replay.NewLog(deps.JetStream, replay.LogConfig{Replicas: cfg.JTIReplicas, Logger: logger, Registerer: deps.Registerer})
+	a.jtiLog = replay.NewLog(deps.JetStream, replay.LogConfig{Config: replay.Config{Replicas: cfg.JTIReplicas}, Logger: logger, Registerer: deps.Registerer})
 	a.replay = a.jtiLog
 	if cfg.JTIStore == JTIStoreBucketAndLog {
 		a.replay = replay.Chain{Bucket: replay.New(deps.JetStream, replay.Config{Replicas: cfg.JTIReplicas}), Log: a.jtiLog}

@@ -72,14 +72,10 @@ type logEntry struct {
 
 // LogConfig configures a Log.
 type LogConfig struct {
-	// TTL is the longest an id is remembered (Use records an id for TTL, UseUntil for less); default
-	// DefaultTTL. The stream keeps records for TTL plus a minute.
-	TTL time.Duration
-	// Replicas of the stream; default 1 (3 in clusters).
-	Replicas int
-	// SkewMargin is added to a UseUntil lifetime, as for Cache; default DefaultSkewMargin, negative
-	// for none.
-	SkewMargin time.Duration
+	// Config holds the lifetime of ids (TTL: the longest an id is remembered, Use records an id for
+	// TTL and UseUntil for less; the stream keeps records for TTL plus a minute), the stream's replicas
+	// and the clock-skew margin of UseUntil, with Cache's defaults.
+	Config
 	// MaxBatch is the most ids one record holds; default DefaultMaxBatch.
 	MaxBatch int
 	// Committers is the number of records in flight at once; default DefaultCommitters (1: a stream
@@ -192,18 +188,7 @@ type useResult struct {
 
 // NewLog returns a log over js; Run must run for Use to succeed.
 func NewLog(js jetstream.JetStream, cfg LogConfig) *Log {
-	if cfg.TTL <= 0 {
-		cfg.TTL = DefaultTTL
-	}
-	if cfg.Replicas <= 0 {
-		cfg.Replicas = 1
-	}
-	switch {
-	case cfg.SkewMargin == 0:
-		cfg.SkewMargin = DefaultSkewMargin
-	case cfg.SkewMargin < 0:
-		cfg.SkewMargin = 0
-	}
+	cfg.Config = cfg.Config.withDefaults()
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}

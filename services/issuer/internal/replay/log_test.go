@@ -235,7 +235,7 @@ func TestLogForgetsExpiredIDs(t *testing.T) {
 	var now atomic.Int64
 	now.Store(time.Now().UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	l := replay.NewLog(n.JetStream(t), replay.LogConfig{SkewMargin: -1, Now: clock})
+	l := replay.NewLog(n.JetStream(t), replay.LogConfig{Config: replay.Config{SkewMargin: -1}, Now: clock})
 	runLog(t, l)
 	until := clock().Add(3 * time.Second)
 	if err := l.UseUntil(t.Context(), "acme", "c1", "short", until); err != nil {

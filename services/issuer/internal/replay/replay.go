@@ -54,19 +54,24 @@ type Cache struct {
 
 // New returns a cache over js.
 func New(js jetstream.JetStream, cfg Config) *Cache {
-	if cfg.TTL <= 0 {
-		cfg.TTL = DefaultTTL
+	return &Cache{js: js, cfg: cfg.withDefaults()}
+}
+
+// withDefaults returns c with its defaults set.
+func (c Config) withDefaults() Config {
+	if c.TTL <= 0 {
+		c.TTL = DefaultTTL
 	}
-	if cfg.Replicas <= 0 {
-		cfg.Replicas = 1
+	if c.Replicas <= 0 {
+		c.Replicas = 1
 	}
 	switch {
-	case cfg.SkewMargin == 0:
-		cfg.SkewMargin = DefaultSkewMargin
-	case cfg.SkewMargin < 0:
-		cfg.SkewMargin = 0
+	case c.SkewMargin == 0:
+		c.SkewMargin = DefaultSkewMargin
+	case c.SkewMargin < 0:
+		c.SkewMargin = 0
 	}
-	return &Cache{js: js, cfg: cfg}
+	return c
 }
 
 // TTL is how long used ids are remembered.
