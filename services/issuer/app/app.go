@@ -80,7 +80,7 @@ type Config struct {
 	JTIReplicas int
 	// JTIStore is where used assertion and DPoP proof ids are recorded: JTIStoreLog (the default) or
 	// JTIStoreBucketAndLog while replicas of a release that used the bucket alone still run
-	// (docs/performance.md, "Upgrading").
+	// (docs/deploy.md, "Upgrading the issuer's replay store").
 	JTIStore string
 	// TelemetryBuffer bounds the token telemetry waiting to be published; default 8192.
 	TelemetryBuffer int

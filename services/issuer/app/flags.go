@@ -132,7 +132,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.SigningKeys.Interval, SigningKeyRotationIntervalFlag, 0,
 		"rotate each tenant's signing key once it has signed this long, e.g. 720h (0: only on demand, agentctl keys rotate)")
 	fs.Var((*jtiStoreValue)(&f.JTIStore), JTIStoreFlag,
-		"where used assertion ids are recorded: log (batched appends to the ISSUER_JTI stream), or bucket+log while issuer replicas of a release that used the issuer-jti bucket alone still run (docs/performance.md, Upgrading)")
+		"where used assertion ids are recorded: log (batched appends to the ISSUER_JTI stream), or bucket+log while issuer replicas of a release that used the issuer-jti bucket alone still run (docs/deploy.md, Upgrading the issuer's replay store)")
 }
 
 // Apply sets the flags' settings in cfg.

@@ -158,7 +158,7 @@ func (c *Cache) create(ctx context.Context, tenant, clientID, jti string, ttl ti
 // Chain records an id in the bucket (Cache) first and then in the log (Log): an id is accepted only if
 // both accept it. It is the store of issuer replicas upgraded from releases that used the bucket
 // alone, while such replicas still run: they and the chained replicas meet in the bucket, and the
-// chained replicas and the ones on the log alone meet in the log (docs/performance.md).
+// chained replicas and the ones on the log alone meet in the log (docs/deploy.md, "Upgrading the issuer's replay store").
 type Chain struct {
 	Bucket *Cache
 	Log    *Log
