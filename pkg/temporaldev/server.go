@@ -278,7 +278,7 @@ func (s *Server) restart(ctx context.Context) error {
 // launch starts a child with the server's arguments and makes it the current process, unless Stop
 // has been called.
 func (s *Server) launch() (*process, error) {
-	p := &process{stderr: &tailBuffer{max: 8 << 10}, done: make(chan struct{})}
+	p := &process{stderr: &tailBuffer{max: stderrKept}, done: make(chan struct{})}
 	p.cmd = exec.Command(s.binary, s.args...)
 	p.cmd.Stdout = orDiscard(s.cfg.Stdout)
 	p.cmd.Stderr = io.MultiWriter(orDiscard(s.cfg.Stderr), p.stderr)
@@ -325,22 +325,46 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("temporaldev: directory of db file: %w", err)
 		}
 	}
-	const attempts = 3 // free ports picked here may be taken before the child binds them
 	var lastErr error
-	for range attempts {
+	for attempt := 1; attempt <= startAttempts; attempt++ {
 		s, err := start(ctx, cfg)
 		if err == nil {
 			return s, nil
 		}
 		lastErr = err
-		if !errors.Is(err, errAddrInUse) || ctx.Err() != nil {
+		if !retryable(err) || ctx.Err() != nil {
 			break
+		}
+		if attempt < startAttempts {
+			cfg.Logger.Warn("temporal dev server failed to start; retrying on other ports",
+				"attempt", attempt, "of", startAttempts, "error", firstLine(err.Error()))
 		}
 	}
 	return nil, lastErr
 }
 
-var errAddrInUse = errors.New("address already in use")
+// startAttempts bounds how often Start launches the server. A free port is only free until someone
+// binds it: the ports picked here, and the ones the CLI picks itself for its internal services (their
+// gRPC and membership listeners, the HTTP and metrics ports), can be taken by another process before
+// the child binds them. The CLI then logs the failed listener and crashes, which another attempt on
+// other ports cures. A server that fails for any other reason fails the same way each time.
+const startAttempts = 3
+
+var errExitedDuringStartUp = errors.New("server exited during start-up")
+
+// retryable reports whether a failed start may succeed on other ports: the process died before it
+// served (a taken port, whether picked here or by the CLI, ends it so). A start that timed out, or
+// that the context ended, is not retried.
+func retryable(err error) bool {
+	return errors.Is(err, errExitedDuringStartUp)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
 
 func start(ctx context.Context, cfg Config) (*Server, error) {
 	port, err := pickPort(cfg.IP, cfg.Port, "port")
@@ -393,9 +417,6 @@ func start(ctx context.Context, cfg Config) (*Server, error) {
 	defer cancel()
 	if err := s.waitReady(rctx, p); err != nil {
 		_ = s.Stop()
-		if strings.Contains(p.stderr.String(), "address already in use") {
-			return nil, fmt.Errorf("temporaldev: %w: a port of the dev server (%s, UI %d) is taken%s", errAddrInUse, s.hostPort, uiPort, p.stderr.suffix())
-		}
 		return nil, err
 	}
 	return s, nil
@@ -410,7 +431,7 @@ func (s *Server) waitReady(ctx context.Context, p *process) error {
 	for {
 		select {
 		case <-p.done:
-			return fmt.Errorf("temporaldev: server exited during start-up: %v%s", p.waitErr, p.stderr.suffix())
+			return fmt.Errorf("temporaldev: %w: %v%s", errExitedDuringStartUp, p.waitErr, p.stderr.suffix())
 		default:
 		}
 		lastErr = s.probe(ctx, quiet)
@@ -419,7 +440,7 @@ func (s *Server) waitReady(ctx context.Context, p *process) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("temporaldev: server exited during start-up: %v%s", p.waitErr, p.stderr.suffix())
+			return fmt.Errorf("temporaldev: %w: %v%s", errExitedDuringStartUp, p.waitErr, p.stderr.suffix())
 		case <-ctx.Done():
 			return fmt.Errorf("temporaldev: server at %s not ready: %w (last error: %v)%s", s.hostPort, ctx.Err(), lastErr, p.stderr.suffix())
 		case <-time.After(delay):
@@ -518,6 +539,10 @@ func orDiscard(w io.Writer) io.Writer {
 	return w
 }
 
+// stderrKept is how much of a process's stderr is kept for error messages: enough for the log lines
+// before a crash and the goroutine trace after them (a panic's trace alone is often over 10 KiB).
+const stderrKept = 64 << 10
+
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {
 	mu  sync.Mutex
@@ -546,5 +571,19 @@ func (t *tailBuffer) suffix() string {
 	if s == "" {
 		return ""
 	}
+	if i := strings.LastIndex(s, "\npanic: "); i >= 0 {
+		// A crash: the lines logged just before the panic say why (a listener that failed), the
+		// panic line and the first frames say where; the bottom of the trace says nothing new.
+		return "\nserver stderr (before the crash):\n" + lastLines(s[:i], 10) +
+			"\nserver stderr (the crash):\n" + firstLines(s[i+1:], 12)
+	}
 	return "\nserver stderr (tail):\n" + lastLines(s, 30)
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.SplitN(s, "\n", n+1)
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	return strings.Join(lines, "\n")
 }

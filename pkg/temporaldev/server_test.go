@@ -330,3 +330,80 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 		t.Fatalf("Restarts() = %d after Stop, want 1", n)
 	}
 }
+
+// crashingCLI writes a stand-in for the CLI that crashes the way the CLI does when a port it picked
+// for an internal service is taken before it binds it: it logs the failed listener, then panics with
+// a long goroutine trace. The first crashes runs crash; later runs exec the real CLI.
+func crashingCLI(t *testing.T, crashes int) string {
+	t.Helper()
+	dir := t.TempDir()
+	script := filepath.Join(dir, "temporal")
+	body := `#!/bin/sh
+runs="` + filepath.Join(dir, "runs") + `"
+echo x >> "$runs"
+if [ "$(wc -l < "$runs")" -le ` + strconv.Itoa(crashes) + ` ]; then
+  echo 'time=2026-11-30T18:00:00Z level=ERROR msg="Failed to start ringpop listener" error="listen tcp 127.0.0.1:41234: bind: address already in use"' >&2
+  echo 'panic: runtime error: invalid memory address or nil pointer dereference' >&2
+  i=0
+  while [ $i -lt 400 ]; do
+    echo "go.temporal.io/server/common/membership/ringpop.frame$i(0x0)" >&2
+    echo "	/root/go/pkg/mod/go.temporal.io/server/common/membership/ringpop/factory.go:$i +0x1b9" >&2
+    i=$((i+1))
+  done
+  exit 2
+fi
+exec "` + binary(t) + `" "$@"
+`
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return script
+}
+
+func TestStartRetriesAServerThatCrashesDuringStartUp(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	srv := start(t, temporaldev.Config{Binary: crashingCLI(t, 2), UIPort: -1, Logger: logger})
+	if _, err := dial(t, srv).CheckHealth(t.Context(), &client.CheckHealthRequest{}); err != nil {
+		t.Fatalf("the server started on the third attempt does not answer: %v", err)
+	}
+	mu.Lock()
+	got := logs.String()
+	mu.Unlock()
+	if n := strings.Count(got, "failed to start; retrying"); n != 2 {
+		t.Fatalf("%d retries logged, want 2:\n%s", n, got)
+	}
+}
+
+func TestStartGivesUpOnAServerThatKeepsCrashingAndSaysWhy(t *testing.T) {
+	_, err := temporaldev.Start(t.Context(), temporaldev.Config{Binary: crashingCLI(t, 100), UIPort: -1,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err == nil {
+		t.Fatal("Start succeeded with a server that always crashes")
+	}
+	for _, want := range []string{
+		"server exited during start-up: exit status 2",
+		"Failed to start ringpop listener", // the cause, logged before the long trace
+		"panic: runtime error",
+		"ringpop.frame0(", // the first frames of the trace, not its bottom
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(err.Error(), "ringpop.frame399(") {
+		t.Errorf("error repeats the bottom of the trace:\n%v", err)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *strings.Builder
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
