@@ -55,6 +55,12 @@ func TestRowsResentInAnotherEventAreJudgedOnce(t *testing.T) {
 	if n, _ := gauge(t, reg, "monitor_detection_rows_resent_total", nil); n != 2 {
 		t.Errorf("monitor_detection_rows_resent_total = %v, want 2", n)
 	}
+	other := row("r3", 10)
+	other.Tenant = "globex"
+	step("the same id in another tenant", []store.Event{other}, "r3")
+	if n, _ := gauge(t, reg, "monitor_detection_rows_resent_total", nil); n != 2 {
+		t.Errorf("a row of another tenant with a judged row's id counted as resent (%v)", n)
+	}
 	step("rows without a sequence", []store.Event{row("r1", 0)}, "r1")
 	now = now.Add(10 * time.Minute)
 	step("resent after the TTL", []store.Event{row("r1", 11)}, "r1")

@@ -2,37 +2,42 @@ package detect
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/agentid/agentid/services/monitor/internal/store"
 )
 
-// DefaultMaxTokens is the default of Config.MaxTokens: about 200 MB at most.
+// DefaultMaxTokens is the default of Config.MaxTokens: about 100 MB at most. The index holds about
+// 100 bytes per token (BenchmarkTokenIndexMemory): a map slot with its 16-byte key and 16-byte value
+// at the map's load, the key again in the ring, and a share of the agents' names. It held about
+// 200 plus the tenant's, token id's and agent's strings (about 300) when it kept the strings.
 const DefaultMaxTokens = 1_000_000
 
 // TokenSkew is how long after its token's expiry an access may be dated and still be corroborated
 // by it (the clocks of the issuer and the resource server).
 const TokenSkew = 5 * time.Minute
 
-// issuedToken is what the platform issued under one token id.
+// issuedToken is what the platform issued under one token id: the agent (a number in the index's
+// agent table) and the expiry in Unix nanoseconds (0: not reported).
 type issuedToken struct {
-	agent   string
-	expires time.Time
+	agent   uint32
+	expires int64
 }
-
-type tokenKey struct{ tenant, id string }
 
 // tokenIndex remembers the tokens the issuer reported issuing (token.requested rows, newest
 // MaxTokens), so that an access row a resource server reports can be matched with a token the
 // platform issued to that agent.
 type tokenIndex struct {
-	byKey map[tokenKey]issuedToken
-	ring  []tokenKey
-	next  int
+	size   int
+	byKey  map[store.Key]issuedToken
+	ring   []store.Key // the keys in the order learned; grows to size, then the oldest is replaced
+	next   int
+	agents agentTable
 }
 
 func newTokenIndex(size int) *tokenIndex {
-	return &tokenIndex{byKey: map[tokenKey]issuedToken{}, ring: make([]tokenKey, size)}
+	return &tokenIndex{size: size, byKey: map[store.Key]issuedToken{}, agents: agentTable{ids: map[string]uint32{}}}
 }
 
 // learn remembers the token an issued token request row names.
@@ -40,16 +45,74 @@ func (x *tokenIndex) learn(r *store.Event) {
 	if r.Kind != store.KindTokenRequested || r.Outcome != "issued" || r.TokenID == "" || r.Agent == "" {
 		return
 	}
-	k := tokenKey{r.Tenant, r.TokenID}
-	if _, ok := x.byKey[k]; !ok {
-		if old := x.ring[x.next]; old.id != "" {
-			delete(x.byKey, old)
+	k := store.KeyOf(r.Tenant, r.TokenID)
+	old, known := x.byKey[k]
+	if known {
+		x.agents.release(old.agent) // named again: the newest row says whose it is
+	} else {
+		if len(x.ring) < x.size {
+			x.ring = append(x.ring, k)
+		} else {
+			x.forget(x.ring[x.next])
+			x.ring[x.next] = k
+			x.next = (x.next + 1) % x.size
 		}
-		x.ring[x.next] = k
-		x.next = (x.next + 1) % len(x.ring)
 	}
-	x.byKey[k] = issuedToken{agent: r.Agent, expires: r.TokenExpires}
+	t := issuedToken{agent: x.agents.acquire(r.Agent)}
+	if !r.TokenExpires.IsZero() {
+		t.expires = r.TokenExpires.UnixNano()
+	}
+	x.byKey[k] = t
 }
+
+func (x *tokenIndex) forget(k store.Key) {
+	if t, ok := x.byKey[k]; ok {
+		x.agents.release(t.agent)
+		delete(x.byKey, k)
+	}
+}
+
+func (x *tokenIndex) knows(tenant, id string) bool {
+	_, ok := x.byKey[store.KeyOf(tenant, id)]
+	return ok
+}
+
+// agentTable numbers the agents of the remembered tokens, so that a token holds 4 bytes instead of a
+// name; a number is freed with the last token that holds it, so the table never outgrows the index.
+type agentTable struct {
+	ids   map[string]uint32
+	names []string
+	refs  []uint32
+	free  []uint32
+}
+
+func (a *agentTable) acquire(name string) uint32 {
+	if n, ok := a.ids[name]; ok {
+		a.refs[n]++
+		return n
+	}
+	name = strings.Clone(name) // not a slice of a larger decoded buffer
+	var n uint32
+	if k := len(a.free); k > 0 {
+		n, a.free = a.free[k-1], a.free[:k-1]
+		a.names[n], a.refs[n] = name, 1
+	} else {
+		n = uint32(len(a.names))
+		a.names, a.refs = append(a.names, name), append(a.refs, 1)
+	}
+	a.ids[name] = n
+	return n
+}
+
+func (a *agentTable) release(n uint32) {
+	if a.refs[n]--; a.refs[n] == 0 {
+		delete(a.ids, a.names[n])
+		a.names[n] = ""
+		a.free = append(a.free, n)
+	}
+}
+
+func (a *agentTable) name(n uint32) string { return a.names[n] }
 
 // corroborated reports whether a row is backed by the platform: rows the platform itself produces
 // (token requests, policy decisions, milestones) are; an access row a resource server reported is
@@ -62,14 +125,14 @@ func (x *tokenIndex) corroborated(r *store.Event) (ok bool, why string) {
 	if r.TokenID == "" {
 		return false, "the reporter named no token for this access"
 	}
-	t, known := x.byKey[tokenKey{r.Tenant, r.TokenID}]
+	t, known := x.byKey[store.KeyOf(r.Tenant, r.TokenID)]
 	switch {
 	case !known:
 		return false, "token " + r.TokenID + " is not one the platform is known to have issued (issued before the monitor started or beyond the tokens it remembers, or never)"
-	case t.agent != r.Agent:
-		return false, "token " + r.TokenID + " was issued to " + t.agent + ", not to " + r.Agent
-	case !t.expires.IsZero() && r.Time.After(t.expires.Add(TokenSkew)):
-		return false, "token " + r.TokenID + " had expired at " + t.expires.UTC().Format(time.RFC3339)
+	case x.agents.name(t.agent) != r.Agent:
+		return false, "token " + r.TokenID + " was issued to " + x.agents.name(t.agent) + ", not to " + r.Agent
+	case t.expires != 0 && r.Time.After(time.Unix(0, t.expires).Add(TokenSkew)):
+		return false, "token " + r.TokenID + " had expired at " + time.Unix(0, t.expires).UTC().Format(time.RFC3339)
 	}
 	return true, ""
 }
@@ -100,7 +163,7 @@ func (e *Engine) LearnTokens(rows []store.Event) int {
 			}
 			r.TokenID, r.TokenExpires = d.TokenID, d.ExpireTime
 		}
-		if _, known := e.tokens.byKey[tokenKey{r.Tenant, r.TokenID}]; known {
+		if e.tokens.knows(r.Tenant, r.TokenID) {
 			continue // a newer row named it already
 		}
 		e.tokens.learn(&r)
