@@ -223,7 +223,7 @@ func (s *Server) Supervise(ctx context.Context) error {
 		}
 		s.log.Error("temporal dev server died; restarting it",
 			"exit", p.exitStatus(), "pid", p.cmd.Process.Pid, "lived", lived.Round(time.Millisecond).String(),
-			"restarts", s.Restarts(), "retry_in", delay.String(), "stderr_tail", lastLines(strings.TrimSpace(p.stderr.String()), 10))
+			"restarts", s.Restarts(), "retry_in", delay.String(), "stderr", stderrSummary(p.stderr.String()))
 		for {
 			select {
 			case <-ctx.Done():
@@ -336,8 +336,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			break
 		}
 		if attempt < startAttempts {
-			cfg.Logger.Warn("temporal dev server failed to start; retrying on other ports",
-				"attempt", attempt, "of", startAttempts, "error", firstLine(err.Error()))
+			cfg.Logger.Warn("temporal dev server failed to start; retrying",
+				"attempt", attempt, "of", startAttempts, "error", err.Error())
 		}
 	}
 	return nil, lastErr
@@ -357,13 +357,6 @@ var errExitedDuringStartUp = errors.New("server exited during start-up")
 // that the context ended, is not retried.
 func retryable(err error) bool {
 	return errors.Is(err, errExitedDuringStartUp)
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
 }
 
 func start(ctx context.Context, cfg Config) (*Server, error) {
@@ -554,7 +547,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
-	if over := len(t.buf) - t.max; over > 0 {
+	if over := len(t.buf) - t.max; over > t.max { // trimmed at twice max: one copy per max bytes written
 		t.buf = append(t.buf[:0], t.buf[over:]...)
 	}
 	return len(p), nil
@@ -563,21 +556,37 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 func (t *tailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return string(t.buf)
+	return string(t.buf[max(0, len(t.buf)-t.max):])
 }
 
 func (t *tailBuffer) suffix() string {
-	s := strings.TrimSpace(t.String())
-	if s == "" {
+	if s := stderrSummary(t.String()); s != "" {
+		return "\n" + s
+	}
+	return ""
+}
+
+// stderrSummary is what of a server's stderr goes into errors and logs. After a crash (a panic or a
+// runtime's fatal error) it is the lines logged just before it, which say why (a listener that
+// failed), and the crash's first lines, which say where; the bottom of the trace says nothing new.
+// Otherwise it is the last 30 lines.
+func stderrSummary(s string) string {
+	s = "\n" + strings.TrimSpace(s)
+	if s == "\n" {
 		return ""
 	}
-	if i := strings.LastIndex(s, "\npanic: "); i >= 0 {
-		// A crash: the lines logged just before the panic say why (a listener that failed), the
-		// panic line and the first frames say where; the bottom of the trace says nothing new.
-		return "\nserver stderr (before the crash):\n" + lastLines(s[:i], 10) +
-			"\nserver stderr (the crash):\n" + firstLines(s[i+1:], 12)
+	i := strings.Index(s, "\npanic: ")
+	if i < 0 {
+		i = strings.Index(s, "\nfatal error: ")
 	}
-	return "\nserver stderr (tail):\n" + lastLines(s, 30)
+	if i >= 0 {
+		out := ""
+		if before := strings.TrimSpace(s[:i]); before != "" {
+			out = "server stderr (before the crash):\n" + lastLines(before, 10) + "\n"
+		}
+		return out + "server stderr (the crash):\n" + firstLines(s[i+1:], 12)
+	}
+	return "server stderr (tail):\n" + lastLines(s[1:], 30)
 }
 
 func firstLines(s string, n int) string {

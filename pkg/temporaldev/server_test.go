@@ -333,11 +333,12 @@ func TestSuperviseRestartsAKilledServer(t *testing.T) {
 
 // crashingCLI writes a stand-in for the CLI that crashes the way the CLI does when a port it picked
 // for an internal service is taken before it binds it: it logs the failed listener, then panics with
-// a long goroutine trace. The first crashes runs crash; later runs exec the real CLI.
-func crashingCLI(t *testing.T, crashes int) string {
+// a long goroutine trace. The first crashes runs crash; later runs exec the real CLI. runs counts
+// the runs.
+func crashingCLI(t *testing.T, crashes int) (script string, runs func() int) {
 	t.Helper()
 	dir := t.TempDir()
-	script := filepath.Join(dir, "temporal")
+	script = filepath.Join(dir, "temporal")
 	body := `#!/bin/sh
 runs="` + filepath.Join(dir, "runs") + `"
 echo x >> "$runs"
@@ -357,30 +358,39 @@ exec "` + binary(t) + `" "$@"
 	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return script
+	return script, func() int {
+		b, _ := os.ReadFile(filepath.Join(dir, "runs"))
+		return strings.Count(string(b), "x")
+	}
 }
 
 func TestStartRetriesAServerThatCrashesDuringStartUp(t *testing.T) {
 	var logs strings.Builder
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
-	srv := start(t, temporaldev.Config{Binary: crashingCLI(t, 2), UIPort: -1, Logger: logger})
+	script, runs := crashingCLI(t, 1)
+	srv := start(t, temporaldev.Config{Binary: script, UIPort: -1, Logger: logger})
 	if _, err := dial(t, srv).CheckHealth(t.Context(), &client.CheckHealthRequest{}); err != nil {
-		t.Fatalf("the server started on the third attempt does not answer: %v", err)
+		t.Fatalf("the server started after a crash does not answer: %v", err)
 	}
 	mu.Lock()
 	got := logs.String()
 	mu.Unlock()
-	if n := strings.Count(got, "failed to start; retrying"); n != 2 {
-		t.Fatalf("%d retries logged, want 2:\n%s", n, got)
+	retries := strings.Count(got, "failed to start; retrying")
+	if retries < 1 || retries != runs()-1 || !strings.Contains(got, "Failed to start ringpop listener") {
+		t.Fatalf("%d runs, %d retries logged, want a retry per failed run naming the cause:\n%s", runs(), retries, got)
 	}
 }
 
 func TestStartGivesUpOnAServerThatKeepsCrashingAndSaysWhy(t *testing.T) {
-	_, err := temporaldev.Start(t.Context(), temporaldev.Config{Binary: crashingCLI(t, 100), UIPort: -1,
+	script, runs := crashingCLI(t, 100)
+	_, err := temporaldev.Start(t.Context(), temporaldev.Config{Binary: script, UIPort: -1,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err == nil {
 		t.Fatal("Start succeeded with a server that always crashes")
+	}
+	if n := runs(); n != 3 {
+		t.Errorf("the server ran %d times, want 3 attempts", n)
 	}
 	for _, want := range []string{
 		"server exited during start-up: exit status 2",

@@ -22,9 +22,10 @@ const (
 // event delivered again (never acknowledged: the monitor stopped before its alerts were out) is
 // judged again.
 type recentRows struct {
-	ttl time.Duration
-	max int
-	now func() time.Time
+	ttl   time.Duration
+	max   int
+	now   func() time.Time
+	start time.Time // the ages of entries count from here, so a step of the wall clock moves none
 
 	mu    sync.Mutex
 	seq   map[store.Key]uint64
@@ -34,11 +35,11 @@ type recentRows struct {
 
 type recentEntry struct {
 	key store.Key
-	at  int64 // Unix nanoseconds
+	at  time.Duration // since the filter's start, on the monotonic clock where now has one
 }
 
 func newRecentRows(ttl time.Duration, maxIDs int, now func() time.Time) *recentRows {
-	return &recentRows{ttl: ttl, max: maxIDs, now: now, seq: map[store.Key]uint64{}}
+	return &recentRows{ttl: ttl, max: maxIDs, now: now, start: now(), seq: map[store.Key]uint64{}}
 }
 
 // fresh returns the rows not judged already in another event (rows without a stream sequence are
@@ -64,7 +65,7 @@ func (r *recentRows) fresh(rows []store.Event) (out []store.Event, skipped int) 
 			continue
 		}
 		r.seq[k] = row.StreamSeq
-		r.queue = append(r.queue, recentEntry{key: k, at: now.UnixNano()})
+		r.queue = append(r.queue, recentEntry{key: k, at: now.Sub(r.start)})
 		out = append(out, row)
 	}
 	for len(r.seq) > r.max {
@@ -75,7 +76,8 @@ func (r *recentRows) fresh(rows []store.Event) (out []store.Event, skipped int) 
 
 // expire forgets the ids older than the TTL.
 func (r *recentRows) expire(now time.Time) {
-	for r.head < len(r.queue) && now.Sub(time.Unix(0, r.queue[r.head].at)) >= r.ttl {
+	age := now.Sub(r.start)
+	for r.head < len(r.queue) && age-r.queue[r.head].at >= r.ttl {
 		r.pop()
 	}
 	if r.head > len(r.queue)/2 && r.head > 1024 {

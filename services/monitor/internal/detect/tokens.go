@@ -2,6 +2,7 @@ package detect
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"time"
 
@@ -25,19 +26,42 @@ type issuedToken struct {
 	expires int64
 }
 
+// expiryNanos is an expiry in Unix nanoseconds, 0 for none. Unix nanoseconds reach from 1677 to
+// 2262; an expiry beyond them is clamped to the nearer end rather than wrapped, and an expiry that is
+// exactly the epoch becomes 1 ns after it, so that it stays "expired long ago", not "none".
+func expiryNanos(t time.Time) int64 {
+	switch {
+	case t.IsZero():
+		return 0
+	case t.Before(minExpiry):
+		return 1
+	case t.After(maxExpiry):
+		return math.MaxInt64
+	case t.UnixNano() == 0:
+		return 1
+	}
+	return t.UnixNano()
+}
+
+var (
+	minExpiry = time.Unix(0, 1)
+	maxExpiry = time.Unix(0, math.MaxInt64)
+)
+
 // tokenIndex remembers the tokens the issuer reported issuing (token.requested rows, newest
 // MaxTokens), so that an access row a resource server reports can be matched with a token the
 // platform issued to that agent.
 type tokenIndex struct {
 	size   int
 	byKey  map[store.Key]issuedToken
-	ring   []store.Key // the keys in the order learned; grows to size, then the oldest is replaced
+	ring   []store.Key // the keys in the order learned; filled to size, then the oldest is replaced
 	next   int
 	agents agentTable
 }
 
 func newTokenIndex(size int) *tokenIndex {
-	return &tokenIndex{size: size, byKey: map[store.Key]issuedToken{}, agents: agentTable{ids: map[string]uint32{}}}
+	return &tokenIndex{size: size, byKey: map[store.Key]issuedToken{}, ring: make([]store.Key, 0, size),
+		agents: agentTable{ids: map[string]uint32{}}}
 }
 
 // learn remembers the token an issued token request row names.
@@ -58,11 +82,7 @@ func (x *tokenIndex) learn(r *store.Event) {
 			x.next = (x.next + 1) % x.size
 		}
 	}
-	t := issuedToken{agent: x.agents.acquire(r.Agent)}
-	if !r.TokenExpires.IsZero() {
-		t.expires = r.TokenExpires.UnixNano()
-	}
-	x.byKey[k] = t
+	x.byKey[k] = issuedToken{agent: x.agents.acquire(r.Agent), expires: expiryNanos(r.TokenExpires)}
 }
 
 func (x *tokenIndex) forget(k store.Key) {

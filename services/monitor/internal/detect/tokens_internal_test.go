@@ -2,6 +2,7 @@ package detect
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"testing"
@@ -80,6 +81,45 @@ func TestTokenIndexKeepsTheExpiryExactly(t *testing.T) {
 	x.learn(issued("acme", "agent-a", "no-exp", time.Time{}))
 	if ok, why := x.corroborated(access("acme", "agent-a", "no-exp", exp.Add(1000*time.Hour))); !ok {
 		t.Fatalf("a token without a reported expiry refused: %s", why)
+	}
+	// Expiries Unix nanoseconds cannot hold are clamped, not wrapped; the epoch is not "none".
+	for _, tt := range []struct {
+		name    string
+		expires time.Time
+		at      time.Time
+		want    bool
+	}{
+		{"the epoch", time.Unix(0, 0), exp, false},
+		{"before 1678", time.Date(1600, 1, 1, 0, 0, 0, 0, time.UTC), exp, false},
+		{"year 9999", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), exp, true},
+		{"2554, where nanoseconds wrap to 0", time.Unix(0, 0).Add(time.Duration(math.MaxInt64)).Add(time.Duration(math.MaxInt64)).Add(2), exp, true},
+	} {
+		x.learn(issued("acme", "agent-a", tt.name, tt.expires))
+		if ok, why := x.corroborated(access("acme", "agent-a", tt.name, tt.at)); ok != tt.want {
+			t.Errorf("%s: corroborated = %v (%s), want %v", tt.name, ok, why, tt.want)
+		}
+	}
+}
+
+// TestTokenIndexEvictsARelearnedKeyOnce: a key learned again keeps its one place in the ring; when
+// that place is reused, the agent of the newest row is released and the index stays consistent.
+func TestTokenIndexEvictsARelearnedKeyOnce(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC)
+	x := newTokenIndex(2)
+	x.learn(issued("acme", "agent-a", "jti-1", t0))
+	x.learn(issued("acme", "agent-b", "jti-1", t0)) // re-learned: agent-a released
+	x.learn(issued("acme", "agent-c", "jti-2", t0))
+	x.learn(issued("acme", "agent-d", "jti-3", t0)) // evicts jti-1, releasing agent-b
+	if _, ok := x.agents.ids["agent-b"]; ok || len(x.agents.ids) != 2 || len(x.byKey) != 2 {
+		t.Fatalf("agents %v, %d tokens after evicting the re-learned token; want agent-c and agent-d, 2 tokens", x.agents.ids, len(x.byKey))
+	}
+	for _, a := range x.agents.ids {
+		if x.agents.refs[a] != 1 {
+			t.Fatalf("agent refs %v, want 1 each", x.agents.refs)
+		}
+	}
+	if ok, _ := x.corroborated(access("acme", "agent-b", "jti-1", t0)); ok {
+		t.Fatal("an evicted token is still corroborated")
 	}
 }
 
