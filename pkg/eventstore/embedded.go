@@ -27,6 +27,10 @@ type EmbeddedConfig struct {
 	SyncAlways bool
 	// Logger receives the server's log; nil keeps the server silent.
 	Logger *slog.Logger
+	// MaxStore is the most bytes JetStream keeps on disk; the streams' MaxBytes are reserved
+	// against it, and a stream whose limit does not fit is refused ("insufficient storage
+	// resources"). 0 lets the server take 75 % of the disk's free space at start.
+	MaxStore int64
 	// Cluster joins the server to a JetStream cluster when Cluster.Name is set; ServerName must then
 	// differ between the cluster's servers.
 	Cluster EmbeddedCluster
@@ -56,15 +60,19 @@ func RunEmbeddedServer(cfg EmbeddedConfig) (*server.Server, error) {
 		return nil, errors.New("eventstore: embedded server: StoreDir is required")
 	}
 	opts := &server.Options{
-		ServerName: cfg.ServerName,
-		Host:       cfg.Host,
-		Port:       cfg.Port,
-		JetStream:  true,
-		StoreDir:   cfg.StoreDir,
-		SyncAlways: cfg.SyncAlways,
-		NoSigs:     true,
-		NoLog:      cfg.Logger == nil,
-		Nkeys:      cfg.NkeyUsers,
+		ServerName:        cfg.ServerName,
+		Host:              cfg.Host,
+		Port:              cfg.Port,
+		JetStream:         true,
+		StoreDir:          cfg.StoreDir,
+		SyncAlways:        cfg.SyncAlways,
+		NoSigs:            true,
+		JetStreamMaxStore: cfg.MaxStore,
+		NoLog:             cfg.Logger == nil,
+		Nkeys:             cfg.NkeyUsers,
+	}
+	if cfg.MaxStore < 0 {
+		return nil, fmt.Errorf("eventstore: embedded server: MaxStore %d is negative", cfg.MaxStore)
 	}
 	if cfg.NkeyUsers != nil && len(cfg.NkeyUsers) == 0 {
 		return nil, errors.New("eventstore: embedded server: NkeyUsers is empty: no client could connect")

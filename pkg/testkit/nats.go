@@ -43,11 +43,17 @@ func WithSyncAlways() NATSOption {
 	return func(c *eventstore.EmbeddedConfig) { c.SyncAlways = true }
 }
 
+// TestMaxStore is the JetStream storage limit of the test servers: far above what a test writes,
+// and fixed, so that the streams' reservations (TELEMETRY reserves 10 GiB, a test raises it to 20)
+// fit whatever the machine's free disk is at the time; the server's default, 75 % of the free disk,
+// made them fail on a fuller disk.
+const TestMaxStore = 1 << 40
+
 // StartNATS starts a JetStream server on a free loopback port with file storage and registers its
 // shutdown with t.Cleanup.
 func StartNATS(t testing.TB, opts ...NATSOption) *NATS {
 	t.Helper()
-	cfg := eventstore.EmbeddedConfig{Host: "127.0.0.1", ServerName: "testkit"}
+	cfg := eventstore.EmbeddedConfig{Host: "127.0.0.1", ServerName: "testkit", MaxStore: TestMaxStore}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -162,7 +168,7 @@ func StartNATSCluster(t testing.TB, n int, opts ...NATSOption) *NATSCluster {
 	if n < 1 {
 		t.Fatalf("testkit: a cluster needs at least one server, not %d", n)
 	}
-	base := eventstore.EmbeddedConfig{Host: "127.0.0.1"}
+	base := eventstore.EmbeddedConfig{Host: "127.0.0.1", MaxStore: TestMaxStore}
 	for _, o := range opts {
 		o(&base)
 	}
