@@ -10,9 +10,9 @@ import (
 )
 
 // DefaultMaxTokens is the default of Config.MaxTokens: about 100 MB, allocated at start. The index
-// holds about 100 bytes per token (BenchmarkTokenIndexMemory): a map slot with its 16-byte key and 16-byte value
-// at the map's load, the key again in the ring, and a share of the agents' names. It held about
-// 200 plus the tenant's, token id's and agent's strings (about 300) when it kept the strings.
+// holds about 100 bytes per token (BenchmarkTokenIndexMemory): a map slot with its 16-byte key and
+// 16-byte value at the map's load, the key again in the ring, and a share of the agents' names. It
+// held about 200 plus the tenant's, token id's and agent's strings (about 300) when it kept them.
 const DefaultMaxTokens = 1_000_000
 
 // TokenSkew is how long after its token's expiry an access may be dated and still be corroborated
