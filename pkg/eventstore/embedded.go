@@ -59,6 +59,9 @@ func RunEmbeddedServer(cfg EmbeddedConfig) (*server.Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("eventstore: embedded server: StoreDir is required")
 	}
+	if cfg.MaxStore < 0 {
+		return nil, fmt.Errorf("eventstore: embedded server: MaxStore %d is negative", cfg.MaxStore)
+	}
 	opts := &server.Options{
 		ServerName:        cfg.ServerName,
 		Host:              cfg.Host,
@@ -70,9 +73,6 @@ func RunEmbeddedServer(cfg EmbeddedConfig) (*server.Server, error) {
 		JetStreamMaxStore: cfg.MaxStore,
 		NoLog:             cfg.Logger == nil,
 		Nkeys:             cfg.NkeyUsers,
-	}
-	if cfg.MaxStore < 0 {
-		return nil, fmt.Errorf("eventstore: embedded server: MaxStore %d is negative", cfg.MaxStore)
 	}
 	if cfg.NkeyUsers != nil && len(cfg.NkeyUsers) == 0 {
 		return nil, errors.New("eventstore: embedded server: NkeyUsers is empty: no client could connect")

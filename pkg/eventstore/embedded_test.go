@@ -1,7 +1,6 @@
 package eventstore_test
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -26,9 +25,7 @@ func TestEmbeddedServerMaxStore(t *testing.T) {
 		{"a limit below TELEMETRY's reservation", 1 << 30, "insufficient storage"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			n := testkit.StartNATS(t, func(c *eventstore.EmbeddedConfig) {
-				c.MaxStore, c.StoreDir = tt.maxStore, filepath.Join(t.TempDir(), "js")
-			})
+			n := testkit.StartNATS(t, testkit.WithMaxStore(tt.maxStore))
 			err := eventstore.New(n.JetStream(t), eventstore.WithLogger(quiet)).EnsureStreams(t.Context())
 			switch {
 			case tt.wantErr == "" && err != nil:

@@ -43,6 +43,11 @@ func WithSyncAlways() NATSOption {
 	return func(c *eventstore.EmbeddedConfig) { c.SyncAlways = true }
 }
 
+// WithMaxStore sets JetStream's storage limit (TestMaxStore by default).
+func WithMaxStore(bytes int64) NATSOption {
+	return func(c *eventstore.EmbeddedConfig) { c.MaxStore = bytes }
+}
+
 // TestMaxStore is the JetStream storage limit of the test servers: far above what a test writes,
 // and fixed, so that the streams' reservations (TELEMETRY reserves 10 GiB, a test raises it to 20)
 // fit whatever the machine's free disk is at the time; the server's default, 75 % of the free disk,
