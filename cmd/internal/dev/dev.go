@@ -70,6 +70,8 @@ type Config struct {
 	// WorkflowStartTimeout bounds one attempt of the lifecycle to start a run (default 10s).
 	WorkflowStartTimeout time.Duration
 	DuckDBPath           string
+	// DuckDBMemoryLimit bounds the telemetry DuckDB's buffer pool in bytes (0: its default).
+	DuckDBMemoryLimit int64
 	// ClickHouseDSN, if set, makes the monitor store telemetry in ClickHouse instead of DuckDB.
 	ClickHouseDSN string
 	// ClickHouseLocal runs Debian's clickhouse-server as a child process (data in
@@ -424,7 +426,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
-	monitor, err := monitorapp.New(monitorapp.Config{DuckDBPath: cfg.DuckDBPath, ClickHouseDSN: cfg.ClickHouseDSN, SIEMWebhookURL: cfg.SIEMWebhookURL, SIEMWebhookSecretFile: cfg.SIEMWebhookSecretFile}, monitorapp.Deps{Store: storeFor("monitor"), Logger: log.With("service", "monitor")})
+	monitor, err := monitorapp.New(monitorapp.Config{DuckDBPath: cfg.DuckDBPath, DuckDBMemoryLimit: cfg.DuckDBMemoryLimit, ClickHouseDSN: cfg.ClickHouseDSN, SIEMWebhookURL: cfg.SIEMWebhookURL, SIEMWebhookSecretFile: cfg.SIEMWebhookSecretFile}, monitorapp.Deps{Store: storeFor("monitor"), Logger: log.With("service", "monitor")})
 	if err != nil {
 		return fmt.Errorf("monitor: %w", err)
 	}

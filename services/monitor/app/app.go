@@ -23,6 +23,7 @@ import (
 	"github.com/agentid/agentid/services/monitor/internal/ingest"
 	"github.com/agentid/agentid/services/monitor/internal/server"
 	"github.com/agentid/agentid/services/monitor/internal/store"
+	"github.com/agentid/agentid/services/monitor/internal/store/duckdb"
 	"github.com/agentid/agentid/services/monitor/internal/telemetry"
 )
 
@@ -39,6 +40,9 @@ type Config struct {
 	// ClickHouseDSN, if set, selects the ClickHouse telemetry store instead of DuckDB, e.g.
 	// clickhouse://monitor:secret@clickhouse:9000/agentid (docs/deploy.md, "Telemetry in ClickHouse").
 	ClickHouseDSN string
+	// DuckDBMemoryLimit bounds the DuckDB store's buffer pool, in bytes (0: duckdb.DefaultMemoryLimit;
+	// at least duckdb.MinMemoryLimit).
+	DuckDBMemoryLimit int64
 	// ClickHouseRetentionYears is how long ClickHouse keeps telemetry, 1 to 7 years (0: 1).
 	ClickHouseRetentionYears int
 	// BaselineRecomputeEvery is how often the baselines are recomputed in full from the telemetry
@@ -66,6 +70,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateClickHouse(); err != nil {
 		return err
+	}
+	if l := c.DuckDBMemoryLimit; l != 0 && (l < duckdb.MinMemoryLimit || c.ClickHouseDSN != "") {
+		if c.ClickHouseDSN != "" {
+			return fmt.Errorf("monitor: a DuckDB memory limit needs the DuckDB store, not ClickHouse")
+		}
+		return fmt.Errorf("monitor: DuckDB memory limit of %d bytes is below the minimum of %d MiB", l, duckdb.MinMemoryLimit>>20)
 	}
 	if c.DuckDBPath == "" {
 		return nil
@@ -106,7 +116,7 @@ func New(cfg Config, deps Deps) (*App, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	st, err := openTelemetryStore(cfg, logger)
+	st, err := openTelemetryStore(cfg, deps, logger)
 	if err != nil {
 		return nil, err
 	}

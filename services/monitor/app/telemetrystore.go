@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/agentid/agentid/services/monitor/internal/store"
 	"github.com/agentid/agentid/services/monitor/internal/store/clickhouse"
 	"github.com/agentid/agentid/services/monitor/internal/store/duckdb"
@@ -38,7 +40,7 @@ func (c Config) validateClickHouse() error {
 
 // openTelemetryStore opens ClickHouse when a DSN is set, else DuckDB (the embedded default).
 // The DSN's password is never logged.
-func openTelemetryStore(cfg Config, logger *slog.Logger) (telemetryStore, error) {
+func openTelemetryStore(cfg Config, deps Deps, logger *slog.Logger) (telemetryStore, error) {
 	ctx := context.Background()
 	if cfg.ClickHouseDSN != "" {
 		st, err := clickhouse.Open(ctx, clickhouse.Config{DSN: cfg.ClickHouseDSN, RetentionYears: cfg.ClickHouseRetentionYears, Logger: logger})
@@ -53,12 +55,45 @@ func openTelemetryStore(cfg Config, logger *slog.Logger) (telemetryStore, error)
 			return nil, fmt.Errorf("monitor: %w", err)
 		}
 	}
-	st, err := duckdb.Open(ctx, cfg.DuckDBPath)
+	st, err := duckdb.Open(ctx, cfg.DuckDBPath, duckdb.WithLogger(logger), duckdb.WithMemoryLimit(cfg.DuckDBMemoryLimit))
 	if err != nil {
 		return nil, fmt.Errorf("monitor: telemetry store: %w", err)
 	}
-	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath)
-	return st, nil
+	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath, "memory_limit_mib", cfg.duckDBMemoryLimit()>>20)
+	reg := deps.Registerer
+	if reg == nil {
+		reg = prometheus.DefaultRegisterer
+	}
+	// Registered for the store's life: Close unregisters it, so that a later store of the same
+	// process (tests, a restart in place) reports its own memory rather than a closed store's.
+	collector := st.Collector()
+	if err := reg.Register(collector); err != nil {
+		logger.Warn("monitor: DuckDB memory metrics not registered", "err", err)
+		return st, nil
+	}
+	return registeredDuckDB{Store: st, unregister: func() { reg.Unregister(collector) }}, nil
+}
+
+// registeredDuckDB is a DuckDB store whose memory collector is registered until it closes.
+type registeredDuckDB struct {
+	*duckdb.Store
+	unregister func()
+}
+
+func (s registeredDuckDB) Close() error {
+	s.unregister()
+	return s.Store.Close()
+}
+
+// duckDBMemoryLimit is the DuckDB store's memory limit in force (0: none, a store in memory).
+func (c Config) duckDBMemoryLimit() int64 {
+	if c.DuckDBPath == "" {
+		return 0
+	}
+	if c.DuckDBMemoryLimit == 0 {
+		return duckdb.DefaultMemoryLimit
+	}
+	return c.DuckDBMemoryLimit
 }
 
 // RedactDSN returns a ClickHouse DSN with its password replaced, for logs and banners.

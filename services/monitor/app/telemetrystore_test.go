@@ -3,10 +3,12 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/agentid/agentid/pkg/clickhousedev"
@@ -29,6 +31,10 @@ func TestClickHouseConfigIsValidated(t *testing.T) {
 		{"both stores", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", DuckDBPath: "/tmp/t.duckdb"}, "not both"},
 		{"retention too long", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", ClickHouseRetentionYears: 8}, "1 to 7 years"},
 		{"retention without clickhouse", app.Config{ClickHouseRetentionYears: 2}, "needs a ClickHouse DSN"},
+		{"duckdb memory limit", app.Config{DuckDBMemoryLimit: 128 << 20}, ""},
+		{"duckdb memory limit below the minimum", app.Config{DuckDBMemoryLimit: 1 << 20}, "below the minimum of 16 MiB"},
+		{"negative duckdb memory limit", app.Config{DuckDBMemoryLimit: -1}, "below the minimum"},
+		{"duckdb memory limit with clickhouse", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", DuckDBMemoryLimit: 128 << 20}, "needs the DuckDB store"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,4 +88,55 @@ func TestMonitorOnClickHouse(t *testing.T) {
 	if err != nil || strings.TrimSpace(out) != "30" {
 		t.Errorf("rows in ClickHouse: %q, %v; want 30", out, err)
 	}
+}
+
+// TestDuckDBMemoryMetrics checks that the DuckDB store's memory is reported on the service's
+// registry with the configured limit, and that closing the service unregisters it, so that a
+// second service on the same registry reports its own store.
+func TestDuckDBMemoryMetrics(t *testing.T) {
+	es := eventstore.New(testkit.StartNATS(t).JetStream(t), eventstore.WithLogger(quiet), eventstore.WithRegisterer(nil))
+	if err := es.EnsureStreams(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	for i, limit := range []int64{0, 32 << 20} {
+		a, err := app.New(app.Config{DuckDBPath: filepath.Join(t.TempDir(), "telemetry.duckdb"), DuckDBMemoryLimit: limit},
+			app.Deps{Store: es, Logger: quiet, Registerer: reg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := limit
+		if want == 0 {
+			want = 64 << 20
+		}
+		got, tags := gatherDuckDB(t, reg)
+		if got != float64(want) || tags == 0 {
+			t.Errorf("service %d: monitor_duckdb_memory_limit_bytes = %v with %d tags, want %d and the tags of duckdb_memory()", i, got, tags, want)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got, tags := gatherDuckDB(t, reg); got != -1 || tags != 0 {
+			t.Errorf("service %d closed: limit %v and %d tags still reported", i, got, tags)
+		}
+	}
+}
+
+// gatherDuckDB returns the reported memory limit (-1 if none) and the number of memory tags.
+func gatherDuckDB(t *testing.T, reg *prometheus.Registry) (limit float64, tags int) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit = -1
+	for _, mf := range mfs {
+		switch mf.GetName() {
+		case "monitor_duckdb_memory_limit_bytes":
+			limit = mf.GetMetric()[0].GetGauge().GetValue()
+		case "monitor_duckdb_memory_bytes":
+			tags = len(mf.GetMetric())
+		}
+	}
+	return limit, tags
 }

@@ -122,14 +122,17 @@ type Store struct {
 	// writeMu serializes inserts, so that the duplicate check of one sees every row of the others.
 	writeMu sync.Mutex
 	recent  store.RecentIDs // guarded by writeMu
+	// memoryLimit is the buffer pool's bound in bytes (0: none, a store in memory).
+	memoryLimit int64
 }
 
 // Option configures Open.
 type Option func(*options)
 
 type options struct {
-	log     *slog.Logger
-	timeout time.Duration
+	log         *slog.Logger
+	timeout     time.Duration
+	memoryLimit int64
 }
 
 // WithLogger sets the logger of schema upgrades (default slog.Default()).
@@ -145,21 +148,33 @@ func WithQueryTimeout(d time.Duration) Option {
 	}
 }
 
-// MemoryLimit bounds DuckDB's buffer pool for a database file (its default is 80 % of the
-// machine's memory): the blocks of the table it keeps cached otherwise grow with the table. With no
-// index to hold in memory, inserts work within it; larger queries spill to <path>.tmp.
-const MemoryLimit = "256MB"
+// WithMemoryLimit bounds the buffer pool of a database file to limit bytes (default
+// DefaultMemoryLimit; zero keeps the default). A limit below MinMemoryLimit is refused by Open.
+func WithMemoryLimit(limit int64) Option { return func(o *options) { o.memoryLimit = limit } }
+
+// Bounds of DuckDB's buffer pool for a database file (DuckDB's own default is 80 % of the machine's
+// memory). The pool keeps every block of the table it has written or read cached until it reaches
+// its limit, so the store's memory grows with the table up to the limit and stays there: at 1,000
+// rows a second the default limit is reached within minutes, the rows a checkpoint has not written
+// yet included (docs/performance.md, "Memory over an hour"). With no index to hold in memory,
+// inserts work within a far smaller limit (TestInsertsWithinASmallMemoryLimit); larger queries
+// (sorts, aggregates, joins) spill to <path>.tmp. The monitor's memory metrics
+// (monitor_duckdb_memory_bytes by tag, see Collector) show how full it is.
+const (
+	DefaultMemoryLimit int64 = 64 << 20
+	MinMemoryLimit     int64 = 16 << 20
+)
 
 // CheckpointThreshold is the size of the write-ahead log at which a commit checkpoints a database
 // file (DuckDB's default is 16 MB). A checkpoint rewrites the row groups that changed since the
 // last one, the table's last, partly filled row group included, so that under sustained ingest the
 // 16 MB default rewrote each 122,880-row group several times: with 64 MB the ingest benchmark
 // (services/monitor/app, BenchmarkIngest) spends a fifth less CPU per event. The rows a checkpoint has not written yet stay in the
-// buffer pool (within MemoryLimit) and in the log, which Open replays after a crash.
+// buffer pool (within its memory limit) and in the log, which Open replays after a crash.
 const CheckpointThreshold = "64MB"
 
 // Open opens (creating if needed) the database file at path and its schema, its buffer pool
-// limited to MemoryLimit and checkpointed at every CheckpointThreshold of log; an empty path keeps
+// limited to DefaultMemoryLimit (or WithMemoryLimit) and checkpointed at every CheckpointThreshold of log; an empty path keeps
 // the database in memory, unlimited. A file of an older schema is upgraded first (logged with its
 // row count and duration, see migrate).
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
@@ -170,12 +185,18 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if o.log == nil {
 		o.log = slog.Default()
 	}
+	if o.memoryLimit == 0 {
+		o.memoryLimit = DefaultMemoryLimit
+	}
+	if o.memoryLimit < MinMemoryLimit {
+		return nil, fmt.Errorf("duckdb: memory limit of %d bytes is below the minimum of %d (%d MiB)", o.memoryLimit, MinMemoryLimit, MinMemoryLimit>>20)
+	}
 	db, err := sql.Open("duckdb", path)
 	if err != nil {
 		return nil, fmt.Errorf("duckdb: open %s: %w", path, err)
 	}
 	if path != "" {
-		if _, err := db.ExecContext(ctx, "SET GLOBAL memory_limit = '"+MemoryLimit+"'"); err != nil {
+		if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL memory_limit = '%d bytes'", o.memoryLimit)); err != nil {
 			_ = db.Close()
 			return nil, fmt.Errorf("duckdb: memory limit of %s: %w", path, err)
 		}
@@ -189,6 +210,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("duckdb: schema of %s: %w", path, err)
 	}
 	s := &Store{db: db, log: o.log, timeout: o.timeout}
+	if path != "" {
+		s.memoryLimit = o.memoryLimit
+	}
 	if err := s.rememberRecent(ctx, time.Now()); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("duckdb: open %s: %w", path, err)

@@ -262,17 +262,14 @@ func TestRepublishedWithANewTimeAfterAReopen(t *testing.T) {
 // memory. With event_id as the primary key, the same inserts fail ("could not allocate block").
 func TestInsertsWithinASmallMemoryLimit(t *testing.T) {
 	ctx := context.Background()
-	s, err := duckdb.Open(ctx, filepath.Join(t.TempDir(), "telemetry.duckdb"))
+	s, err := duckdb.Open(ctx, filepath.Join(t.TempDir(), "telemetry.duckdb"), duckdb.WithMemoryLimit(32<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	var limit string
-	if err := s.DB().QueryRowContext(ctx, `SELECT current_setting('memory_limit')`).Scan(&limit); err != nil || limit == "" {
-		t.Fatalf("memory_limit = %q, %v", limit, err)
-	}
-	if _, err := s.DB().ExecContext(ctx, `SET GLOBAL memory_limit = '32MB'`); err != nil {
-		t.Fatal(err)
+	if err := s.DB().QueryRowContext(ctx, `SELECT current_setting('memory_limit')`).Scan(&limit); err != nil || limit != "32.0 MiB" {
+		t.Fatalf("memory_limit = %q, %v; want 32.0 MiB", limit, err)
 	}
 	const batches, perBatch = 150, 2000
 	events := make([]store.Event, perBatch)
