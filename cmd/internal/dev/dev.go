@@ -215,6 +215,14 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	if err := authn.CheckIssuerURL(cfg.PublicURL); err != nil {
 		return fmt.Errorf("--public-url: %w", err)
 	}
+	if l := cfg.DuckDBMemoryLimit; l != 0 {
+		if cfg.ClickHouseLocal || cfg.ClickHouseDSN != "" {
+			return errors.New("--duckdb-memory-limit bounds the DuckDB telemetry store: drop it with ClickHouse")
+		}
+		if l < monitorapp.MinDuckDBMemoryLimit {
+			return fmt.Errorf("--duckdb-memory-limit %d is below the minimum of %d bytes (%d MiB)", l, monitorapp.MinDuckDBMemoryLimit, monitorapp.MinDuckDBMemoryLimit>>20)
+		}
+	}
 	if err := fsutil.MkdirAll(filepath.Join(cfg.DataDir, "logs"), 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}

@@ -40,8 +40,8 @@ type Config struct {
 	// ClickHouseDSN, if set, selects the ClickHouse telemetry store instead of DuckDB, e.g.
 	// clickhouse://monitor:secret@clickhouse:9000/agentid (docs/deploy.md, "Telemetry in ClickHouse").
 	ClickHouseDSN string
-	// DuckDBMemoryLimit bounds the DuckDB store's buffer pool, in bytes (0: duckdb.DefaultMemoryLimit;
-	// at least duckdb.MinMemoryLimit).
+	// DuckDBMemoryLimit bounds the buffer pool of the DuckDB file, in bytes (0:
+	// DefaultDuckDBMemoryLimit; at least MinDuckDBMemoryLimit).
 	DuckDBMemoryLimit int64
 	// ClickHouseRetentionYears is how long ClickHouse keeps telemetry, 1 to 7 years (0: 1).
 	ClickHouseRetentionYears int
@@ -60,6 +60,12 @@ type Config struct {
 	SIEMWebhookSecretFile string
 }
 
+// Bounds of Config.DuckDBMemoryLimit (duckdb.DefaultMemoryLimit, duckdb.MinMemoryLimit).
+const (
+	DefaultDuckDBMemoryLimit = duckdb.DefaultMemoryLimit
+	MinDuckDBMemoryLimit     = duckdb.MinMemoryLimit
+)
+
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	if c.BaselineRecomputeEvery < 0 || c.MaxAlerts < 0 {
@@ -71,11 +77,15 @@ func (c Config) Validate() error {
 	if err := c.validateClickHouse(); err != nil {
 		return err
 	}
-	if l := c.DuckDBMemoryLimit; l != 0 && (l < duckdb.MinMemoryLimit || c.ClickHouseDSN != "") {
-		if c.ClickHouseDSN != "" {
+	if l := c.DuckDBMemoryLimit; l != 0 {
+		switch {
+		case c.ClickHouseDSN != "":
 			return fmt.Errorf("monitor: a DuckDB memory limit needs the DuckDB store, not ClickHouse")
+		case c.DuckDBPath == "":
+			return fmt.Errorf("monitor: a DuckDB memory limit needs a DuckDB file (a store in memory is not limited)")
+		case l < MinDuckDBMemoryLimit:
+			return fmt.Errorf("monitor: DuckDB memory limit of %d bytes is below the minimum of %d bytes (%d MiB)", l, MinDuckDBMemoryLimit, MinDuckDBMemoryLimit>>20)
 		}
-		return fmt.Errorf("monitor: DuckDB memory limit of %d bytes is below the minimum of %d MiB", l, duckdb.MinMemoryLimit>>20)
 	}
 	if c.DuckDBPath == "" {
 		return nil

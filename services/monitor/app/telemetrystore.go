@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -59,7 +60,7 @@ func openTelemetryStore(cfg Config, deps Deps, logger *slog.Logger) (telemetrySt
 	if err != nil {
 		return nil, fmt.Errorf("monitor: telemetry store: %w", err)
 	}
-	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath, "memory_limit_mib", cfg.duckDBMemoryLimit()>>20)
+	logger.Info("telemetry store opened", "engine", "duckdb", "path", cfg.DuckDBPath, "memory_limit_bytes", st.MemoryLimit())
 	reg := deps.Registerer
 	if reg == nil {
 		reg = prometheus.DefaultRegisterer
@@ -68,32 +69,24 @@ func openTelemetryStore(cfg Config, deps Deps, logger *slog.Logger) (telemetrySt
 	// process (tests, a restart in place) reports its own memory rather than a closed store's.
 	collector := st.Collector()
 	if err := reg.Register(collector); err != nil {
-		logger.Warn("monitor: DuckDB memory metrics not registered", "err", err)
+		logger.Warn("monitor: DuckDB memory metrics not registered (another DuckDB store of this process reports them)", "err", err)
 		return st, nil
 	}
-	return registeredDuckDB{Store: st, unregister: func() { reg.Unregister(collector) }}, nil
+	return &registeredDuckDB{Store: st, unregister: func() { reg.Unregister(collector) }}, nil
 }
 
 // registeredDuckDB is a DuckDB store whose memory collector is registered until it closes.
+// Unregistering goes by the metrics' descriptions, so it happens once: a second Close must not
+// remove the collector a later store registered.
 type registeredDuckDB struct {
 	*duckdb.Store
+	once       sync.Once
 	unregister func()
 }
 
-func (s registeredDuckDB) Close() error {
-	s.unregister()
+func (s *registeredDuckDB) Close() error {
+	s.once.Do(s.unregister)
 	return s.Store.Close()
-}
-
-// duckDBMemoryLimit is the DuckDB store's memory limit in force (0: none, a store in memory).
-func (c Config) duckDBMemoryLimit() int64 {
-	if c.DuckDBPath == "" {
-		return 0
-	}
-	if c.DuckDBMemoryLimit == 0 {
-		return duckdb.DefaultMemoryLimit
-	}
-	return c.DuckDBMemoryLimit
 }
 
 // RedactDSN returns a ClickHouse DSN with its password replaced, for logs and banners.

@@ -31,9 +31,11 @@ func TestClickHouseConfigIsValidated(t *testing.T) {
 		{"both stores", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", DuckDBPath: "/tmp/t.duckdb"}, "not both"},
 		{"retention too long", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", ClickHouseRetentionYears: 8}, "1 to 7 years"},
 		{"retention without clickhouse", app.Config{ClickHouseRetentionYears: 2}, "needs a ClickHouse DSN"},
-		{"duckdb memory limit", app.Config{DuckDBMemoryLimit: 128 << 20}, ""},
-		{"duckdb memory limit below the minimum", app.Config{DuckDBMemoryLimit: 1 << 20}, "below the minimum of 16 MiB"},
-		{"negative duckdb memory limit", app.Config{DuckDBMemoryLimit: -1}, "below the minimum"},
+		{"duckdb memory limit", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: 128 << 20}, ""},
+		{"duckdb memory limit at the minimum", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: app.MinDuckDBMemoryLimit}, ""},
+		{"duckdb memory limit below the minimum", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: app.MinDuckDBMemoryLimit - 1}, "below the minimum of 16777216 bytes (16 MiB)"},
+		{"negative duckdb memory limit", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: -1}, "memory limit of -1 bytes is below the minimum"},
+		{"duckdb memory limit in memory", app.Config{DuckDBMemoryLimit: 128 << 20}, "needs a DuckDB file"},
 		{"duckdb memory limit with clickhouse", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", DuckDBMemoryLimit: 128 << 20}, "needs the DuckDB store"},
 	}
 	for _, tt := range tests {
@@ -91,14 +93,16 @@ func TestMonitorOnClickHouse(t *testing.T) {
 }
 
 // TestDuckDBMemoryMetrics checks that the DuckDB store's memory is reported on the service's
-// registry with the configured limit, and that closing the service unregisters it, so that a
-// second service on the same registry reports its own store.
+// registry with the configured limit, and that closing the service unregisters it, once: a second
+// service on the same registry reports its own store, and closing the first one again does not
+// take the second one's metrics away.
 func TestDuckDBMemoryMetrics(t *testing.T) {
 	es := eventstore.New(testkit.StartNATS(t).JetStream(t), eventstore.WithLogger(quiet), eventstore.WithRegisterer(nil))
 	if err := es.EnsureStreams(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
+	var previous *app.App
 	for i, limit := range []int64{0, 32 << 20} {
 		a, err := app.New(app.Config{DuckDBPath: filepath.Join(t.TempDir(), "telemetry.duckdb"), DuckDBMemoryLimit: limit},
 			app.Deps{Store: es, Logger: quiet, Registerer: reg})
@@ -107,7 +111,12 @@ func TestDuckDBMemoryMetrics(t *testing.T) {
 		}
 		want := limit
 		if want == 0 {
-			want = 64 << 20
+			want = app.DefaultDuckDBMemoryLimit
+		}
+		if previous != nil {
+			if err := previous.Close(); err != nil { // closed twice
+				t.Fatal(err)
+			}
 		}
 		got, tags := gatherDuckDB(t, reg)
 		if got != float64(want) || tags == 0 {
@@ -119,6 +128,13 @@ func TestDuckDBMemoryMetrics(t *testing.T) {
 		if got, tags := gatherDuckDB(t, reg); got != -1 || tags != 0 {
 			t.Errorf("service %d closed: limit %v and %d tags still reported", i, got, tags)
 		}
+		// Unregistered, not merely silent: a collector of the same metric registers again.
+		probe := prometheus.NewGauge(prometheus.GaugeOpts{Name: "monitor_duckdb_memory_limit_bytes", Help: "The DuckDB telemetry store's memory limit (its buffer pool's bound)."})
+		if err := reg.Register(probe); err != nil {
+			t.Fatalf("service %d closed: its collector is still registered: %v", i, err)
+		}
+		reg.Unregister(probe)
+		previous = a
 	}
 }
 

@@ -198,7 +198,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if path != "" {
 		if _, err := db.ExecContext(ctx, fmt.Sprintf("SET GLOBAL memory_limit = '%d bytes'", o.memoryLimit)); err != nil {
 			_ = db.Close()
-			return nil, fmt.Errorf("duckdb: memory limit of %s: %w", path, err)
+			return nil, fmt.Errorf("duckdb: memory limit of %d bytes for %s: %w", o.memoryLimit, path, err)
 		}
 		if _, err := db.ExecContext(ctx, "SET GLOBAL checkpoint_threshold = '"+CheckpointThreshold+"'"); err != nil {
 			_ = db.Close()

@@ -19,12 +19,13 @@ var (
 		"The DuckDB telemetry store's memory limit (its buffer pool's bound).", nil, nil)
 )
 
-// collectTimeout bounds one scrape's query: a scrape never waits behind a long analytics query.
+// collectTimeout bounds one scrape's query (duckdb_memory() reads counters and takes no table
+// lock); a scrape that times out or fails reports none of the store's metrics.
 const collectTimeout = 2 * time.Second
 
 // Collector returns a collector of the store's memory (monitor_duckdb_memory_bytes,
-// monitor_duckdb_temporary_storage_bytes by tag, and monitor_duckdb_memory_limit_bytes), read at
-// each scrape. A scrape whose query fails reports none of them rather than stale or zero values.
+// monitor_duckdb_temporary_storage_bytes by tag, and monitor_duckdb_memory_limit_bytes for a
+// database file), read at each scrape. A scrape whose query fails reports none of them rather than stale or zero values.
 func (s *Store) Collector() prometheus.Collector { return memoryCollector{s} }
 
 type memoryCollector struct{ s *Store }
@@ -47,7 +48,9 @@ func (c memoryCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(memoryDesc, prometheus.GaugeValue, float64(m.Bytes), m.Tag)
 		ch <- prometheus.MustNewConstMetric(temporaryDesc, prometheus.GaugeValue, float64(m.TemporaryBytes), m.Tag)
 	}
-	ch <- prometheus.MustNewConstMetric(memoryLimitDesc, prometheus.GaugeValue, float64(mem.LimitBytes))
+	if mem.LimitBytes > 0 { // a store in memory has none
+		ch <- prometheus.MustNewConstMetric(memoryLimitDesc, prometheus.GaugeValue, float64(mem.LimitBytes))
+	}
 }
 
 // TagMemory is what DuckDB's buffer manager holds for one tag.
@@ -84,3 +87,6 @@ func (s *Store) Memory(ctx context.Context) (Memory, error) {
 	m.LimitBytes = s.memoryLimit
 	return m, nil
 }
+
+// MemoryLimit is the bound Open set on the buffer pool, in bytes (0: none, a store in memory).
+func (s *Store) MemoryLimit() int64 { return s.memoryLimit }

@@ -66,8 +66,14 @@ func TestMemoryLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer mem.Close()
-	if m, err := mem.Memory(ctx); err != nil || m.LimitBytes != 0 {
+	if m, err := mem.Memory(ctx); err != nil || m.LimitBytes != 0 || mem.MemoryLimit() != 0 {
 		t.Fatalf("in-memory store: limit %d, %v; want none", m.LimitBytes, err)
+	}
+	if n := testutil.CollectAndCount(mem.Collector(), "monitor_duckdb_memory_limit_bytes"); n != 0 {
+		t.Fatalf("in-memory store: %d limit metrics, want none", n)
+	}
+	if n := testutil.CollectAndCount(mem.Collector(), "monitor_duckdb_memory_bytes"); n == 0 {
+		t.Fatal("in-memory store: no memory metrics")
 	}
 }
 
