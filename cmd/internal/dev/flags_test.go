@@ -35,7 +35,7 @@ func TestDevRejectsBadDurabilityFlags(t *testing.T) {
 		{name: "sweep breaker above 100 percent", args: []string{"--sweep-max-retirement-percent=150"}, wantErr: `--sweep-max-retirement-percent "150": want a percentage from 0 to 100`},
 		{name: "negative sweep breaker", args: []string{"--sweep-max-retirements=-3"}, wantErr: `--sweep-max-retirements "-3": want a number of agents, 0 or more`},
 		{name: "incident policy lets critical alerts through", args: []string{"--incident-policy=default:critical=notify"}, wantErr: "--incident-policy: incident policy of tenant default: critical alerts must suspend"},
-		{name: "duckdb memory limit below the minimum", args: []string{"--duckdb-memory-limit=1048576"}, wantErr: "--duckdb-memory-limit 1048576 is below the minimum of 16777216 bytes (16 MiB)"},
+		{name: "duckdb memory limit below the minimum", args: []string{"--duckdb-memory-limit=1048576"}, wantErr: "--duckdb-memory-limit 1048576 is below the minimum of 33554432 bytes (32 MiB)"},
 		{name: "negative duckdb memory limit", args: []string{"--duckdb-memory-limit=-5"}, wantErr: "--duckdb-memory-limit -5 is below the minimum"},
 		{name: "duckdb memory limit not a number", args: []string{"--duckdb-memory-limit=64MiB"}, wantErr: `invalid argument "64MiB" for "--duckdb-memory-limit"`},
 		{name: "duckdb memory limit with clickhouse", args: []string{"--duckdb-memory-limit=134217728", "--clickhouse"}, wantErr: "--duckdb-memory-limit bounds the DuckDB telemetry store: drop it with ClickHouse"},

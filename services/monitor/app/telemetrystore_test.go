@@ -33,7 +33,7 @@ func TestClickHouseConfigIsValidated(t *testing.T) {
 		{"retention without clickhouse", app.Config{ClickHouseRetentionYears: 2}, "needs a ClickHouse DSN"},
 		{"duckdb memory limit", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: 128 << 20}, ""},
 		{"duckdb memory limit at the minimum", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: app.MinDuckDBMemoryLimit}, ""},
-		{"duckdb memory limit below the minimum", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: app.MinDuckDBMemoryLimit - 1}, "below the minimum of 16777216 bytes (16 MiB)"},
+		{"duckdb memory limit below the minimum", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: app.MinDuckDBMemoryLimit - 1}, "below the minimum of 33554432 bytes (32 MiB)"},
 		{"negative duckdb memory limit", app.Config{DuckDBPath: "/tmp/t.duckdb", DuckDBMemoryLimit: -1}, "memory limit of -1 bytes is below the minimum"},
 		{"duckdb memory limit in memory", app.Config{DuckDBMemoryLimit: 128 << 20}, "needs a DuckDB file"},
 		{"duckdb memory limit with clickhouse", app.Config{ClickHouseDSN: "clickhouse://ch:9000/agentid", DuckDBMemoryLimit: 128 << 20}, "needs the DuckDB store"},

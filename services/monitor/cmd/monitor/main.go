@@ -18,7 +18,7 @@ func main() {
 	flags.Register(fs)
 	cfg := app.Config{DuckDBPath: "data/telemetry.duckdb"}
 	fs.StringVar(&cfg.DuckDBPath, "duckdb-path", cfg.DuckDBPath, "DuckDB file of the telemetry store (empty: in memory)")
-	fs.Int64Var(&cfg.DuckDBMemoryLimit, "duckdb-memory-limit", 0, "bytes the DuckDB store's buffer pool may hold (at least 16 MiB; default 64 MiB); larger queries spill to <duckdb-path>.tmp")
+	fs.Int64Var(&cfg.DuckDBMemoryLimit, "duckdb-memory-limit", 0, "bytes the DuckDB store's buffer pool may hold (at least 32 MiB; default 64 MiB); larger queries spill to <duckdb-path>.tmp")
 	fs.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", "", "store telemetry in ClickHouse instead of DuckDB, e.g. clickhouse://monitor:secret@clickhouse:9000/agentid (default $"+ClickHouseDSNEnv+"; the environment keeps the password out of the process list)")
 	fs.IntVar(&cfg.ClickHouseRetentionYears, "clickhouse-retention-years", 0, "years ClickHouse keeps telemetry, 1 to 7 (older monthly partitions are dropped daily; default 1)")
 	fs.DurationVar(&cfg.BaselineRecomputeEvery, "baseline-every", time.Hour, "how often the detectors' baselines are recomputed in full from the telemetry store (besides at start)")

@@ -243,7 +243,7 @@ func stats(xs []float64) HourStats {
 	for _, x := range xs {
 		hi = max(hi, x)
 	}
-	med, mad := MedianMAD(xs)
+	med, mad := store.MedianMAD(xs)
 	return HourStats{Median: med, MAD: mad, Max: hi, Samples: len(xs)}
 }
 
@@ -315,33 +315,8 @@ func (m *Manager) pool(tenant, key string, members []*Baseline, samples map[stri
 }
 
 func median(xs []float64) float64 {
-	m, _ := MedianMAD(xs)
+	m, _ := store.MedianMAD(xs)
 	return m
-}
-
-// MedianMAD returns the median of xs and the median absolute deviation from it (xs is reordered).
-func MedianMAD(xs []float64) (median, mad float64) {
-	if len(xs) == 0 {
-		return 0, 0
-	}
-	median = mid(xs)
-	for i, x := range xs {
-		if x < median {
-			xs[i] = median - x
-		} else {
-			xs[i] = x - median
-		}
-	}
-	return median, mid(xs)
-}
-
-func mid(xs []float64) float64 {
-	slices.Sort(xs)
-	n := len(xs)
-	if n%2 == 1 {
-		return xs[n/2]
-	}
-	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 // Get returns the baseline to judge the agent by: its own, or its class's (fromClass true) when its

@@ -236,8 +236,8 @@ func (m *Memory) Quantiles(_ context.Context, w store.Window) ([]store.Spread, e
 			return
 		}
 		sp := store.Spread{Agent: agent, Accesses: int64(len(rs))}
-		sp.RowsMedian, sp.RowsMAD = MedianMAD(rs)
-		sp.BytesMedian, sp.BytesMAD = MedianMAD(bs)
+		sp.RowsMedian, sp.RowsMAD = store.MedianMAD(rs)
+		sp.BytesMedian, sp.BytesMAD = store.MedianMAD(bs)
 		out = append(out, sp)
 	})
 	return out, err
@@ -276,31 +276,6 @@ func (m *Memory) Tenants(context.Context) ([]string, error) {
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// MedianMAD returns the median of xs and the median absolute deviation from it (xs is reordered).
-func MedianMAD(xs []float64) (median, mad float64) {
-	if len(xs) == 0 {
-		return 0, 0
-	}
-	median = med(xs)
-	for i, x := range xs {
-		if x < median {
-			xs[i] = median - x
-		} else {
-			xs[i] = x - median
-		}
-	}
-	return median, med(xs)
-}
-
-func med(xs []float64) float64 {
-	slices.Sort(xs)
-	n := len(xs)
-	if n%2 == 1 {
-		return xs[n/2]
-	}
-	return (xs[n/2-1] + xs[n/2]) / 2
 }
 
 // Prune drops the rows before t (a sliding window's start), returning how many were dropped.

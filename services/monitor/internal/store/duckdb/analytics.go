@@ -3,6 +3,7 @@ package duckdb
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -109,6 +110,14 @@ func (s *Store) Usage(ctx context.Context, w store.Window, dim store.Dimension) 
 // Quantiles implements store.Analytics over each agent's newest store.QuantileSample access rows
 // in w (a window function): DuckDB's quantile_cont of the median is the mean of the two middle
 // values for an even count, as the contract says.
+//
+// DuckDB's quantile aggregates hold every sampled value of every agent in memory at once and
+// cannot spill to disk. So when the store has a memory limit, the sample's size is counted first:
+// beyond a quarter of the limit (quantileRowBytes a row) the agents are taken in groups by a hash
+// of the name, one query per group, and beyond an eighth a checkpoint first writes out the rows
+// that would otherwise hold part of the pool. Under 32 MiB, 3,000,000 sampled rows fail in one
+// query ("Out of Memory") and pass in six (TestQuantilesWithinTheMemoryLimit). A store in memory,
+// unlimited, takes them all at once.
 func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, error) {
 	if err := store.CheckWindow(w, false); err != nil {
 		return nil, err
@@ -116,9 +125,60 @@ func (s *Store) Quantiles(ctx context.Context, w store.Window) ([]store.Spread, 
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	where, args := windowWhere(w)
+	where += ` AND kind = '` + store.KindAccess + `'`
+	groups, sample := 1, int64(0)
+	if s.memoryLimit > 0 {
+		if err := s.db.QueryRowContext(ctx, `SELECT coalesce(sum(least(n, `+fmt.Sprint(store.QuantileSample)+`)), 0)::BIGINT
+				FROM (SELECT count(*) AS n FROM telemetry_events WHERE `+where+` GROUP BY agent)`, args...).Scan(&sample); err != nil {
+			return nil, fmt.Errorf("duckdb: quantiles: size of the sample: %w", err)
+		}
+		budget := s.memoryLimit / 4
+		groups = int(max(1, (sample*quantileRowBytes+budget-1)/budget))
+		if sample*quantileRowBytes > s.memoryLimit/8 {
+			// The rows no checkpoint has written yet (up to CheckpointThreshold) stay in the pool
+			// and would leave the query too little of it: write them out first.
+			if err := s.checkpoint(ctx); err != nil {
+				return nil, fmt.Errorf("duckdb: quantiles: checkpoint: %w", err)
+			}
+		}
+	}
+	var out []store.Spread
+	for g := range groups {
+		groupWhere, groupArgs := where, args
+		if groups > 1 {
+			groupWhere += ` AND hash(agent) % ? = ?`
+			groupArgs = append(slices.Clip(args), uint64(groups), uint64(g))
+		}
+		spreads, err := s.quantiles(ctx, groupWhere, groupArgs)
+		if err != nil {
+			return nil, fmt.Errorf("%w (agents in %d groups, %d sampled rows)", err, groups, sample)
+		}
+		out = append(out, spreads...)
+	}
+	if groups > 1 {
+		slices.SortFunc(out, func(a, b store.Spread) int { return strings.Compare(a.Agent, b.Agent) })
+	}
+	return out, nil
+}
+
+// checkpoint writes the rows no checkpoint has written yet to the database file, between inserts.
+func (s *Store) checkpoint(ctx context.Context) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	_, err := s.db.ExecContext(ctx, `CHECKPOINT`)
+	return err
+}
+
+// quantileRowBytes is what one sampled row takes in a query of Quantiles: its rows and bytes as
+// doubles in the aggregates' states. A group gets a quarter of the memory limit: the rest is for
+// the window function, the hash's uneven groups and the ingest's own blocks.
+const quantileRowBytes = 16
+
+// quantiles is one query of Quantiles, over the access rows where selects.
+func (s *Store) quantiles(ctx context.Context, where string, args []any) ([]store.Spread, error) {
 	rows, err := s.db.QueryContext(ctx, `WITH a AS (
 			SELECT agent, "rows"::DOUBLE AS r, "bytes"::DOUBLE AS b FROM telemetry_events
-			WHERE `+where+` AND kind = '`+store.KindAccess+`'
+			WHERE `+where+`
 			QUALIFY row_number() OVER (PARTITION BY agent ORDER BY time_ms DESC, event_id DESC) <= `+fmt.Sprint(store.QuantileSample)+`),
 		m AS (SELECT agent, count(*) AS n, quantile_cont(r, 0.5) AS rm, quantile_cont(b, 0.5) AS bm FROM a GROUP BY agent)
 		SELECT m.agent, m.n, m.rm, quantile_cont(abs(a.r - m.rm), 0.5), m.bm, quantile_cont(abs(a.b - m.bm), 0.5)

@@ -162,7 +162,7 @@ func WithMemoryLimit(limit int64) Option { return func(o *options) { o.memoryLim
 // (monitor_duckdb_memory_bytes by tag, see Collector) show how full it is.
 const (
 	DefaultMemoryLimit int64 = 64 << 20
-	MinMemoryLimit     int64 = 16 << 20
+	MinMemoryLimit     int64 = 32 << 20
 )
 
 // CheckpointThreshold is the size of the write-ahead log at which a commit checkpoints a database
