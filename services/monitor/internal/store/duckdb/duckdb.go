@@ -154,12 +154,12 @@ func WithMemoryLimit(limit int64) Option { return func(o *options) { o.memoryLim
 
 // Bounds of DuckDB's buffer pool for a database file (DuckDB's own default is 80 % of the machine's
 // memory). The pool keeps every block of the table it has written or read cached until it reaches
-// its limit, so the store's memory grows with the table up to the limit and stays there: at 1,000
-// rows a second the default limit is reached within minutes, the rows a checkpoint has not written
-// yet included (docs/performance.md, "Memory over an hour"). With no index to hold in memory,
-// inserts work within a far smaller limit (TestInsertsWithinASmallMemoryLimit); larger queries
-// (sorts, aggregates, joins) spill to <path>.tmp. The monitor's memory metrics
-// (monitor_duckdb_memory_bytes by tag, see Collector) show how full it is.
+// its limit, so the store's memory grows with the table up to the limit and stays there. Under an
+// hour at 1,000 rows a second, 64 MiB held the rows a checkpoint had not written yet (1-56 MiB) and
+// nothing spilled (docs/performance.md, "Memory over an hour"). With no index to hold in memory,
+// inserts work within a far smaller limit (TestInsertsWithinASmallMemoryLimit); sorts, joins and
+// most aggregates spill to <path>.tmp, but quantile aggregates cannot (see Quantiles). The
+// monitor's memory metrics (monitor_duckdb_memory_bytes by tag, see Collector) show how full it is.
 const (
 	DefaultMemoryLimit int64 = 64 << 20
 	MinMemoryLimit     int64 = 32 << 20

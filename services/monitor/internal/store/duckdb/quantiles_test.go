@@ -27,6 +27,7 @@ func TestQuantilesWithinTheMemoryLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer fill.Close()
 	seed := benchEvent(0)
 	seed.Kind, seed.Outcome = store.KindAccess, "allowed"
 	if err := fill.Insert(ctx, []store.Event{seed}); err != nil {
@@ -45,7 +46,7 @@ func TestQuantilesWithinTheMemoryLimit(t *testing.T) {
 	if err := fill.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := duckdb.Open(ctx, path, duckdb.WithMemoryLimit(duckdb.MinMemoryLimit))
+	s, err := duckdb.Open(ctx, path, duckdb.WithMemoryLimit(duckdb.MinMemoryLimit), duckdb.WithQueryTimeout(3*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
