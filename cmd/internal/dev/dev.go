@@ -94,6 +94,10 @@ type Config struct {
 	LogLevel     slog.Level
 	LogFile      string
 	OTLPEndpoint string
+	// GoMemoryLimit is the Go runtime's soft memory limit while Run serves, in bytes: 0 leaves the
+	// runtime's own ($GOMEMLIMIT, or none), anything else is at least MinGoMemoryLimit. The command
+	// defaults it to DefaultGoMemoryLimit unless $GOMEMLIMIT is set.
+	GoMemoryLimit int64
 	// PprofAddr, when set, serves net/http/pprof there (loopback only unless PprofAllowRemote).
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
@@ -130,6 +134,7 @@ func DefaultConfig() Config {
 		ProjectionLagAllowance: issuerapp.DefaultProjectionLagAllowance,
 		AgentResources:         []string{DefaultAgentResource},
 		SigningKeys:            DefaultSigningKeyFlags(),
+		GoMemoryLimit:          goMemoryLimitDefault(),
 		Stdout:                 os.Stdout,
 		Stderr:                 os.Stderr,
 	}
@@ -173,6 +178,9 @@ func Run(ctx context.Context, cfg Config) (err error) {
 		return errors.New("--nats-nkey and --nats-ca are for an external --nats-url; the embedded NATS server uses the identities in <data-dir>/" + NATSCredentialsDir)
 	}
 	if err := service.CheckPprofAddr(cfg.PprofAddr, cfg.PprofAllowRemote); err != nil {
+		return err
+	}
+	if err := checkGoMemoryLimit(cfg.GoMemoryLimit); err != nil {
 		return err
 	}
 	if err := issuerapp.CheckProjectionLagAllowanceFlag(cfg.ProjectionLagAllowance); err != nil {
@@ -238,6 +246,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer closeLog()
 	log := grpcx.NewLogger(logOut, cfg.LogLevel)
+	defer applyGoMemoryLimit(cfg.GoMemoryLimit, log)()
 	tlsConfigs, selfTLS, err := loadDevTLS(cfg, log)
 	if err != nil {
 		return err

@@ -39,6 +39,9 @@ func TestDevRejectsBadDurabilityFlags(t *testing.T) {
 		{name: "negative duckdb memory limit", args: []string{"--duckdb-memory-limit=-5"}, wantErr: "--duckdb-memory-limit -5 is below the minimum"},
 		{name: "duckdb memory limit not a number", args: []string{"--duckdb-memory-limit=64MiB"}, wantErr: `invalid argument "64MiB" for "--duckdb-memory-limit"`},
 		{name: "duckdb memory limit with clickhouse", args: []string{"--duckdb-memory-limit=134217728", "--clickhouse"}, wantErr: "--duckdb-memory-limit bounds the DuckDB telemetry store: drop it with ClickHouse"},
+		{name: "go memory limit below the minimum", args: []string{"--go-memory-limit=1048576"}, wantErr: "--go-memory-limit 1048576 is below the minimum of 134217728 bytes (128 MiB)"},
+		{name: "negative go memory limit", args: []string{"--go-memory-limit=-1"}, wantErr: "--go-memory-limit -1 is below the minimum"},
+		{name: "go memory limit not a number", args: []string{"--go-memory-limit=512MiB"}, wantErr: `invalid argument "512MiB" for "--go-memory-limit"`},
 		{name: "plaintext public URL off loopback", args: []string{"--public-url=http://issuer.example:8080"}, wantErr: `--public-url: authn: issuer URL "http://issuer.example:8080" is plaintext http://`},
 	}
 	for _, tt := range tests {
