@@ -63,6 +63,7 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 			if cfg.ClickHouseDSN == "" {
 				cfg.ClickHouseDSN = os.Getenv(ClickHouseDSNEnv)
 			}
+			cfg.GoMemoryLimit, cfg.goMemoryLimitSource = resolveGoMemoryLimit(cfg.GoMemoryLimit, cmd.Flags().Changed("go-memory-limit"))
 			return Run(cmd.Context(), cfg)
 		},
 	}
@@ -85,7 +86,7 @@ admin credential was written; Ctrl-C stops everything. Any engine can be externa
 	f.DurationVar(&cfg.WorkflowStartTimeout, "workflow-start-timeout", 0, "bound of one attempt to start a lifecycle run while Temporal is unreachable (default 10s)")
 	f.StringVar(&cfg.DuckDBPath, "duckdb-path", "", "telemetry DuckDB file (default <data-dir>/telemetry.duckdb)")
 	f.Int64Var(&cfg.DuckDBMemoryLimit, "duckdb-memory-limit", 0, "bytes the telemetry DuckDB's buffer pool may hold (at least 32 MiB; default 64 MiB)")
-	f.Int64Var(&cfg.GoMemoryLimit, "go-memory-limit", cfg.GoMemoryLimit, "soft limit in bytes on the Go runtime's memory (not DuckDB's): the collector runs earlier rather than let the heap grow past it (at least 128 MiB; default 512 MiB, or $GOMEMLIMIT when set; 0 leaves the runtime's own)")
+	f.Int64Var(&cfg.GoMemoryLimit, "go-memory-limit", cfg.GoMemoryLimit, "soft limit in bytes on this process's Go memory (heap, stacks; not DuckDB's pool, not the Temporal or ClickHouse child processes): the collector works harder, up to about half the CPU, to stay under it; at least 128 MiB; 0 leaves the runtime's own ($GOMEMLIMIT, or none). Without the flag: $GOMEMLIMIT when set, else the default")
 	f.BoolVar(&cfg.ClickHouseLocal, "clickhouse", false, "run Debian's clickhouse-server as a child process (data in <data-dir>/clickhouse, loopback ports) and store telemetry there")
 	f.StringVar(&cfg.ClickHouseDSN, "clickhouse-dsn", "", "store telemetry in ClickHouse instead of DuckDB, e.g. clickhouse://default@127.0.0.1:9000/agentid (default $"+ClickHouseDSNEnv+")")
 	f.StringVar(&cfg.SIEMWebhookURL, "siem-webhook-url", "", "SIEM webhook receiving the monitor's signed OCSF JSON POSTs (https, or http to loopback; docs/siem.md)")

@@ -96,8 +96,10 @@ type Config struct {
 	OTLPEndpoint string
 	// GoMemoryLimit is the Go runtime's soft memory limit while Run serves, in bytes: 0 leaves the
 	// runtime's own ($GOMEMLIMIT, or none), anything else is at least MinGoMemoryLimit. The command
-	// defaults it to DefaultGoMemoryLimit unless $GOMEMLIMIT is set.
+	// leaves it to $GOMEMLIMIT when that is set and the flag is not given.
 	GoMemoryLimit int64
+	// goMemoryLimitSource says where GoMemoryLimit comes from, for the log.
+	goMemoryLimitSource string
 	// PprofAddr, when set, serves net/http/pprof there (loopback only unless PprofAllowRemote).
 	PprofAddr string
 	// PprofAllowRemote permits a PprofAddr that is not loopback.
@@ -134,7 +136,7 @@ func DefaultConfig() Config {
 		ProjectionLagAllowance: issuerapp.DefaultProjectionLagAllowance,
 		AgentResources:         []string{DefaultAgentResource},
 		SigningKeys:            DefaultSigningKeyFlags(),
-		GoMemoryLimit:          goMemoryLimitDefault(),
+		GoMemoryLimit:          DefaultGoMemoryLimit,
 		Stdout:                 os.Stdout,
 		Stderr:                 os.Stderr,
 	}
@@ -246,7 +248,7 @@ func Run(ctx context.Context, cfg Config) (err error) {
 	}
 	defer closeLog()
 	log := grpcx.NewLogger(logOut, cfg.LogLevel)
-	defer applyGoMemoryLimit(cfg.GoMemoryLimit, log)()
+	defer applyGoMemoryLimit(cfg.GoMemoryLimit, cfg.goMemoryLimitSource, log)()
 	tlsConfigs, selfTLS, err := loadDevTLS(cfg, log)
 	if err != nil {
 		return err

@@ -9,20 +9,33 @@ import (
 )
 
 const (
-	// DefaultGoMemoryLimit is the soft limit on the Go runtime's memory (heap, stacks, runtime
-	// structures; not DuckDB's, which --duckdb-memory-limit bounds) that `agentid dev` sets unless
-	// --go-memory-limit or $GOMEMLIMIT says otherwise. Under it the collector runs earlier instead of
-	// letting the heap double its live size (GOGC=100) and returns freed pages to the system, so the
-	// process's resident memory levels off once its bounded state (token index, replay log, judged
-	// rows, stream buffers: about 300 MB at 1,000 tokens/s) has filled (docs/performance.md, "Memory
-	// over an hour").
+	// DefaultGoMemoryLimit is the soft limit on the process's Go memory (heap, stacks, runtime
+	// structures) that `agentid dev` sets unless --go-memory-limit or $GOMEMLIMIT says otherwise.
+	// It covers neither DuckDB's buffer pool (--duckdb-memory-limit) nor the Temporal dev server
+	// and ClickHouse, which are child processes. Without it the Go heap levels off at about twice
+	// its live size (GOGC=100); under it the collector runs earlier once the heap nears the limit,
+	// so the Go side levels off near the limit instead, and the resident memory no longer follows
+	// the bounded state that fills after the first minutes of load (the judged-row filter, the
+	// replay log, stream buffers: about 330 MB live at 1,000 tokens/s; docs/performance.md,
+	// "Memory over an hour"). It is soft: a live heap above it is not refused, the collector then
+	// works harder, up to about half the CPU.
 	DefaultGoMemoryLimit int64 = 512 << 20
-	// MinGoMemoryLimit is the smallest --go-memory-limit accepted: below it the platform's own
-	// bounded state would leave the collector running all the time.
+	// MinGoMemoryLimit is the smallest --go-memory-limit accepted: `agentid dev` holds about
+	// 120 MiB of Go heap before any load (the token index is made at its size at start), so a
+	// lower limit would keep the collector running from the start. Limits under about 1.5× the
+	// live heap at a given load cost collector CPU; docs/deploy.md, "Go's memory".
 	MinGoMemoryLimit int64 = 128 << 20
-	// goMemLimitEnv is the Go runtime's own setting; when it is set and --go-memory-limit is not,
-	// the runtime's value stands.
+	// goMemLimitEnv is the Go runtime's own setting, read by the runtime at start. When it is set
+	// and --go-memory-limit is not given, the runtime's value stands.
 	goMemLimitEnv = "GOMEMLIMIT"
+)
+
+// Where the Go memory limit of a Run comes from (logged at start).
+const (
+	goMemLimitFromConfig  = "config"
+	goMemLimitFromDefault = "default"
+	goMemLimitFromFlag    = "--go-memory-limit"
+	goMemLimitFromEnv     = "$" + goMemLimitEnv
 )
 
 // checkGoMemoryLimit validates --go-memory-limit: 0 leaves the runtime's limit as it is
@@ -37,25 +50,44 @@ func checkGoMemoryLimit(limit int64) error {
 	return nil
 }
 
-// applyGoMemoryLimit sets the Go runtime's soft memory limit for the life of Run and returns what
-// puts the previous one back. A limit of 0 changes nothing.
-func applyGoMemoryLimit(limit int64, log *slog.Logger) (restore func()) {
+// resolveGoMemoryLimit is the command's choice: the flag when given, else the runtime's own when
+// $GOMEMLIMIT is set, else DefaultGoMemoryLimit.
+func resolveGoMemoryLimit(flag int64, flagGiven bool) (limit int64, source string) {
+	switch {
+	case flagGiven:
+		return flag, goMemLimitFromFlag
+	case os.Getenv(goMemLimitEnv) != "":
+		return 0, goMemLimitFromEnv
+	default:
+		return DefaultGoMemoryLimit, goMemLimitFromDefault
+	}
+}
+
+// applyGoMemoryLimit sets the Go runtime's soft memory limit for the life of Run, logs the limit
+// in force and where it comes from, and returns what puts the previous one back. A limit of 0
+// changes nothing. The limit is process-wide, like the runtime's: two Runs in one process would
+// share it.
+func applyGoMemoryLimit(limit int64, source string, log *slog.Logger) (restore func()) {
+	if source == "" {
+		source = goMemLimitFromConfig
+	}
+	prev := debug.SetMemoryLimit(-1)
 	if limit == 0 {
-		if cur := debug.SetMemoryLimit(-1); cur != math.MaxInt64 {
-			log.Info("Go memory limit", "bytes", cur, "source", "$"+goMemLimitEnv)
+		switch {
+		case prev == math.MaxInt64:
+			log.Info("Go memory limit: none", "source", source)
+		case prev < MinGoMemoryLimit:
+			log.Warn("Go memory limit below the minimum --go-memory-limit: the collector may run all the time", "bytes", prev, "mib", prev>>20, "minimum_bytes", MinGoMemoryLimit, "source", source)
+		default:
+			log.Info("Go memory limit", "bytes", prev, "mib", prev>>20, "source", source)
 		}
 		return func() {}
 	}
-	prev := debug.SetMemoryLimit(limit)
-	log.Info("Go memory limit", "bytes", limit, "source", "--go-memory-limit")
-	return func() { debug.SetMemoryLimit(prev) }
-}
-
-// goMemoryLimitDefault is the flag's default: DefaultGoMemoryLimit, or 0 (the runtime's own) when
-// $GOMEMLIMIT is set.
-func goMemoryLimitDefault() int64 {
-	if os.Getenv(goMemLimitEnv) != "" {
-		return 0
+	debug.SetMemoryLimit(limit)
+	attrs := []any{"bytes", limit, "mib", limit >> 20, "source", source}
+	if prev != math.MaxInt64 {
+		attrs = append(attrs, "replaces_bytes", prev)
 	}
-	return DefaultGoMemoryLimit
+	log.Info("Go memory limit", attrs...)
+	return func() { debug.SetMemoryLimit(prev) }
 }
