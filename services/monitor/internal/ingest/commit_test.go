@@ -338,7 +338,8 @@ func TestPanicInTheCommitLoopEndsTheProcess(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*testkit.DefaultWait)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestPanicInTheCommitLoopEndsTheProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), panicChildEnv+"=1")
+	// The child dies without its cleanups: its temporary directories go under this test's own.
+	cmd.Env = append(os.Environ(), panicChildEnv+"=1", "TMPDIR="+t.TempDir())
 	out, err := cmd.CombinedOutput()
 	if ctx.Err() != nil {
 		t.Fatalf("the child process did not end: %v\n%s", ctx.Err(), out)
