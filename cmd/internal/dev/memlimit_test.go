@@ -10,11 +10,10 @@ import (
 )
 
 // keepGoMemoryLimit puts the test process's memory limit back whatever a test does.
-func keepGoMemoryLimit(t *testing.T) int64 {
+func keepGoMemoryLimit(t *testing.T) {
 	t.Helper()
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
-	return before
 }
 
 func TestGoMemoryLimitIsSetForRunAndPutBack(t *testing.T) {
